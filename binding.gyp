@@ -1,0 +1,17 @@
+{
+  "targets": [
+    {
+      "target_name": "lxq_native",
+      "sources": [
+        "native/addon.cc",
+        "native/container.cc",
+        "native/start.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "libraries": ["<!@(pkg-config --libs lxc 2>/dev/null || echo -llxc)"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"]
+    }
+  ]
+}

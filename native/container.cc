@@ -1,0 +1,393 @@
+#include "container.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "start.h"
+
+namespace lxq {
+
+namespace {
+
+constexpr size_t kLogExcerptBytes = 4096;
+
+// Reads a string-valued config getter with liblxc's "call once for the length" protocol.
+template <typename Getter>
+bool ReadSized(Getter get, std::string& out) {
+  int len = get(nullptr, 0);
+  if (len < 0) return false;
+  std::string buf(static_cast<size_t>(len) + 1, '\0');
+  int got = get(buf.data(), len + 1);
+  if (got < 0) return false;
+  buf.resize(static_cast<size_t>(got < len ? got : len));
+  out = std::move(buf);
+  return true;
+}
+
+std::string LogPath(lxc_container* c) {
+  std::string path;
+  ReadSized([&](char* b, int n) { return c->get_config_item(c, "lxc.log.file", b, n); }, path);
+  return path;
+}
+
+off_t FileSize(const std::string& path) {
+  struct stat st;
+  if (path.empty() || stat(path.c_str(), &st) != 0) return 0;
+  return st.st_size;
+}
+
+// What the container log gained since `from`, capped to its last few KiB.
+std::string LogSince(const std::string& path, off_t from) {
+  if (path.empty()) return "";
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  off_t end = lseek(fd, 0, SEEK_END);
+  if (end - from > static_cast<off_t>(kLogExcerptBytes)) from = end - kLogExcerptBytes;
+  std::string out;
+  if (end > from) {
+    out.resize(static_cast<size_t>(end - from));
+    ssize_t n = pread(fd, out.data(), out.size(), from);
+    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  }
+  close(fd);
+  return out;
+}
+
+std::string Arg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || !info[i].IsString())
+    throw Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a string");
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+std::vector<std::string> StringArray(const Napi::CallbackInfo& info, size_t i) {
+  std::vector<std::string> out;
+  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return out;
+  if (!info[i].IsArray()) throw Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be an array");
+  Napi::Array a = info[i].As<Napi::Array>();
+  for (uint32_t k = 0; k < a.Length(); k++) out.push_back(a.Get(k).ToString().Utf8Value());
+  return out;
+}
+
+std::vector<char*> Argv(std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  return argv;
+}
+
+Napi::Value ToJs(Napi::Env env, const Result& v) {
+  if (std::holds_alternative<bool>(v)) return Napi::Boolean::New(env, std::get<bool>(v));
+  if (std::holds_alternative<int64_t>(v)) return Napi::Number::New(env, static_cast<double>(std::get<int64_t>(v)));
+  if (std::holds_alternative<std::string>(v)) return Napi::String::New(env, std::get<std::string>(v));
+  if (std::holds_alternative<std::vector<std::string>>(v)) {
+    const auto& list = std::get<std::vector<std::string>>(v);
+    Napi::Array a = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); i++) a.Set(i, list[i]);
+    return a;
+  }
+  return env.Undefined();
+}
+
+// liblxc reports failure as `false`; errno is the best cause it leaves behind.
+Result Check(bool ok, Failure& f, const char* call) {
+  if (!ok) {
+    f.call = call;
+    f.err = errno;
+  }
+  return ok;
+}
+
+}  // namespace
+
+// ---- Job ----------------------------------------------------------------------------------
+
+Job::Job(Container* owner, Napi::Env env, std::string call, Op op)
+    : Napi::AsyncWorker(env, ("lxq:" + call).c_str()),
+      owner_(owner),
+      self_(Napi::Persistent(owner->Value())),
+      deferred_(Napi::Promise::Deferred::New(env)),
+      call_(std::move(call)),
+      op_(std::move(op)) {}
+
+void Job::Execute() {
+  lxc_container* c = owner_->c_;
+  std::string log = LogPath(c);
+  off_t from = FileSize(log);
+  errno = 0;
+  result_ = op_(c, failure_);
+  if (!failure_.call.empty()) {
+    if (failure_.message.empty()) failure_.message = LogSince(log, from);
+    SetError(failure_.call);
+  }
+}
+
+void Job::OnOK() {
+  deferred_.Resolve(ToJs(Env(), result_));
+  owner_->JobDone();
+  self_.Reset();
+}
+
+void Job::OnError(const Napi::Error&) {
+  Napi::Env env = Env();
+  std::string text = "liblxc " + failure_.call + " failed";
+  if (failure_.err) text += ": " + std::string(strerror(failure_.err));
+  Napi::Error e = Napi::Error::New(env, text);
+  e.Set("call", failure_.call);
+  e.Set("errno", Napi::Number::New(env, failure_.err));
+  e.Set("log", failure_.message);
+  deferred_.Reject(e.Value());
+  owner_->JobDone();
+  self_.Reset();
+}
+
+// ---- Container ----------------------------------------------------------------------------
+
+Napi::Function Container::Define(Napi::Env env) {
+  return DefineClass(env, "Container",
+                     {
+                         InstanceMethod<&Container::Release>("release"),
+                         InstanceMethod<&Container::Defined>("defined"),
+                         InstanceMethod<&Container::State>("state"),
+                         InstanceMethod<&Container::InitPid>("initPid"),
+                         InstanceMethod<&Container::Create>("create"),
+                         InstanceMethod<&Container::Start>("start"),
+                         InstanceMethod<&Container::Shutdown>("shutdown"),
+                         InstanceMethod<&Container::Stop>("stop"),
+                         InstanceMethod<&Container::Freeze>("freeze"),
+                         InstanceMethod<&Container::Unfreeze>("unfreeze"),
+                         InstanceMethod<&Container::Wait>("wait"),
+                         InstanceMethod<&Container::GetConfigItem>("getConfigItem"),
+                         InstanceMethod<&Container::SetConfigItem>("setConfigItem"),
+                         InstanceMethod<&Container::ClearConfigItem>("clearConfigItem"),
+                         InstanceMethod<&Container::GetRunningConfigItem>("getRunningConfigItem"),
+                         InstanceMethod<&Container::GetKeys>("getKeys"),
+                         InstanceMethod<&Container::SaveConfig>("saveConfig"),
+                         InstanceMethod<&Container::GetCgroupItem>("getCgroupItem"),
+                         InstanceMethod<&Container::SetCgroupItem>("setCgroupItem"),
+                         InstanceMethod<&Container::GetIps>("getIps"),
+                         InstanceMethod<&Container::Destroy>("destroy"),
+                     });
+}
+
+// new Container(name, lxcpath): lxc_container_new only reads the config file, so it runs inline.
+Container::Container(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Container>(info) {
+  std::string name = Arg(info, 0);
+  std::string lxcpath = Arg(info, 1);
+  c_ = lxc_container_new(name.c_str(), lxcpath.c_str());
+  if (!c_) throw Napi::Error::New(info.Env(), "liblxc lxc_container_new failed for " + name);
+}
+
+Container::~Container() { Put(); }
+
+void Container::Put() {
+  if (c_) lxc_container_put(c_);
+  c_ = nullptr;
+}
+
+Napi::Value Container::Enqueue(Napi::Env env, std::string call, Op op) {
+  if (released_) throw Napi::Error::New(env, "container handle was released");
+  Job* job = new Job(this, env, std::move(call), std::move(op));
+  Napi::Promise p = job->Promise();
+  queue_.push_back(job);
+  if (!busy_) JobDone();
+  return p;
+}
+
+// Runs on the JS thread after each job: start the next one, or release the handle if asked to.
+void Container::JobDone() {
+  busy_ = false;
+  if (queue_.empty()) {
+    if (released_) Put();
+    return;
+  }
+  busy_ = true;
+  Job* next = queue_.front();
+  queue_.pop_front();
+  next->Queue();
+}
+
+// release(): drops the liblxc handle once queued calls have finished; later calls throw.
+Napi::Value Container::Release(const Napi::CallbackInfo& info) {
+  released_ = true;
+  if (!busy_ && queue_.empty()) Put();
+  return info.Env().Undefined();
+}
+
+Napi::Value Container::Defined(const Napi::CallbackInfo& info) {
+  return Enqueue(info.Env(), "is_defined", [](lxc_container* c, Failure&) -> Result { return c->is_defined(c); });
+}
+
+Napi::Value Container::State(const Napi::CallbackInfo& info) {
+  return Enqueue(info.Env(), "state", [](lxc_container* c, Failure&) -> Result { return std::string(c->state(c)); });
+}
+
+Napi::Value Container::InitPid(const Napi::CallbackInfo& info) {
+  return Enqueue(info.Env(), "init_pid",
+                 [](lxc_container* c, Failure&) -> Result { return static_cast<int64_t>(c->init_pid(c)); });
+}
+
+// create(template|null, bdevtype|null, templateArgs[]): with no template liblxc writes the config
+// and an empty rootfs; the caller fills it from an image.
+Napi::Value Container::Create(const Napi::CallbackInfo& info) {
+  std::string tmpl = info.Length() > 0 && info[0].IsString() ? Arg(info, 0) : "";
+  std::string bdev = info.Length() > 1 && info[1].IsString() ? Arg(info, 1) : "";
+  std::vector<std::string> args = StringArray(info, 2);
+  return Enqueue(info.Env(), "create", [tmpl, bdev, args](lxc_container* c, Failure& f) mutable -> Result {
+    std::vector<char*> argv = Argv(args);
+    return Check(c->create(c, tmpl.empty() ? nullptr : tmpl.c_str(), bdev.empty() ? nullptr : bdev.c_str(),
+                           nullptr, LXC_CREATE_QUIET, argv.data()),
+                 f, "create");
+  });
+}
+
+// start(argv[]): daemonized start from a short-lived child process; see start.h for why.
+Napi::Value Container::Start(const Napi::CallbackInfo& info) {
+  std::vector<std::string> args = StringArray(info, 0);
+  return Enqueue(info.Env(), "start", [args](lxc_container* c, Failure& f) mutable -> Result {
+    return StartDetached(c, args, f);
+  });
+}
+
+Napi::Value Container::Shutdown(const Napi::CallbackInfo& info) {
+  int timeout = info.Length() > 0 ? info[0].ToNumber().Int32Value() : 30;
+  return Enqueue(info.Env(), "shutdown", [timeout](lxc_container* c, Failure& f) -> Result {
+    // A shutdown that times out is not an error of liblxc: report it as `false`.
+    return c->shutdown(c, timeout);
+  });
+}
+
+Napi::Value Container::Stop(const Napi::CallbackInfo& info) {
+  return Enqueue(info.Env(), "stop", [](lxc_container* c, Failure& f) -> Result { return Check(c->stop(c), f, "stop"); });
+}
+
+Napi::Value Container::Freeze(const Napi::CallbackInfo& info) {
+  return Enqueue(info.Env(), "freeze",
+                 [](lxc_container* c, Failure& f) -> Result { return Check(c->freeze(c), f, "freeze"); });
+}
+
+Napi::Value Container::Unfreeze(const Napi::CallbackInfo& info) {
+  return Enqueue(info.Env(), "unfreeze",
+                 [](lxc_container* c, Failure& f) -> Result { return Check(c->unfreeze(c), f, "unfreeze"); });
+}
+
+Napi::Value Container::Wait(const Napi::CallbackInfo& info) {
+  std::string state = Arg(info, 0);
+  int timeout = info.Length() > 1 ? info[1].ToNumber().Int32Value() : -1;
+  return Enqueue(info.Env(), "wait",
+                 [state, timeout](lxc_container* c, Failure&) -> Result { return c->wait(c, state.c_str(), timeout); });
+}
+
+Napi::Value Container::GetConfigItem(const Napi::CallbackInfo& info) {
+  std::string key = Arg(info, 0);
+  return Enqueue(info.Env(), "get_config_item", [key](lxc_container* c, Failure& f) -> Result {
+    std::string out;
+    if (!ReadSized([&](char* b, int n) { return c->get_config_item(c, key.c_str(), b, n); }, out))
+      return Check(false, f, "get_config_item");
+    return out;
+  });
+}
+
+Napi::Value Container::SetConfigItem(const Napi::CallbackInfo& info) {
+  std::string key = Arg(info, 0);
+  std::string value = Arg(info, 1);
+  return Enqueue(info.Env(), "set_config_item", [key, value](lxc_container* c, Failure& f) -> Result {
+    return Check(c->set_config_item(c, key.c_str(), value.c_str()), f, "set_config_item");
+  });
+}
+
+Napi::Value Container::ClearConfigItem(const Napi::CallbackInfo& info) {
+  std::string key = Arg(info, 0);
+  return Enqueue(info.Env(), "clear_config_item", [key](lxc_container* c, Failure& f) -> Result {
+    return Check(c->clear_config_item(c, key.c_str()), f, "clear_config_item");
+  });
+}
+
+Napi::Value Container::GetRunningConfigItem(const Napi::CallbackInfo& info) {
+  std::string key = Arg(info, 0);
+  return Enqueue(info.Env(), "get_running_config_item", [key](lxc_container* c, Failure& f) -> Result {
+    char* v = c->get_running_config_item(c, key.c_str());
+    if (!v) return Check(false, f, "get_running_config_item");
+    std::string out(v);
+    free(v);
+    return out;
+  });
+}
+
+// getKeys(prefix?): the config keys liblxc knows (under a prefix such as "lxc.net.0").
+Napi::Value Container::GetKeys(const Napi::CallbackInfo& info) {
+  std::string prefix = info.Length() > 0 && info[0].IsString() ? Arg(info, 0) : "";
+  return Enqueue(info.Env(), "get_keys", [prefix](lxc_container* c, Failure& f) -> Result {
+    std::string out;
+    const char* p = prefix.empty() ? nullptr : prefix.c_str();
+    if (!ReadSized([&](char* b, int n) { return c->get_keys(c, p, b, n); }, out)) return Check(false, f, "get_keys");
+    std::vector<std::string> keys;
+    size_t start = 0;
+    while (start < out.size()) {
+      size_t nl = out.find('\n', start);
+      if (nl == std::string::npos) nl = out.size();
+      if (nl > start) keys.push_back(out.substr(start, nl - start));
+      start = nl + 1;
+    }
+    return keys;
+  });
+}
+
+Napi::Value Container::SaveConfig(const Napi::CallbackInfo& info) {
+  std::string file = info.Length() > 0 && info[0].IsString() ? Arg(info, 0) : "";
+  return Enqueue(info.Env(), "save_config", [file](lxc_container* c, Failure& f) -> Result {
+    return Check(c->save_config(c, file.empty() ? nullptr : file.c_str()), f, "save_config");
+  });
+}
+
+Napi::Value Container::GetCgroupItem(const Napi::CallbackInfo& info) {
+  std::string key = Arg(info, 0);
+  return Enqueue(info.Env(), "get_cgroup_item", [key](lxc_container* c, Failure& f) -> Result {
+    std::string out;
+    if (!ReadSized([&](char* b, int n) { return c->get_cgroup_item(c, key.c_str(), b, n); }, out))
+      return Check(false, f, "get_cgroup_item");
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\0')) out.pop_back();
+    return out;
+  });
+}
+
+Napi::Value Container::SetCgroupItem(const Napi::CallbackInfo& info) {
+  std::string key = Arg(info, 0);
+  std::string value = Arg(info, 1);
+  return Enqueue(info.Env(), "set_cgroup_item", [key, value](lxc_container* c, Failure& f) -> Result {
+    return Check(c->set_cgroup_item(c, key.c_str(), value.c_str()), f, "set_cgroup_item");
+  });
+}
+
+// getIps(interface?, family?, scope?): addresses seen inside the container's network namespace.
+Napi::Value Container::GetIps(const Napi::CallbackInfo& info) {
+  std::string iface = info.Length() > 0 && info[0].IsString() ? Arg(info, 0) : "";
+  std::string family = info.Length() > 1 && info[1].IsString() ? Arg(info, 1) : "";
+  int scope = info.Length() > 2 && info[2].IsNumber() ? info[2].ToNumber().Int32Value() : 0;
+  return Enqueue(info.Env(), "get_ips", [iface, family, scope](lxc_container* c, Failure&) -> Result {
+    char** ips = c->get_ips(c, iface.empty() ? nullptr : iface.c_str(), family.empty() ? nullptr : family.c_str(),
+                            scope);
+    std::vector<std::string> out;
+    if (ips) {
+      for (char** p = ips; *p; p++) {
+        out.emplace_back(*p);
+        free(*p);
+      }
+      free(ips);
+    }
+    return out;
+  });
+}
+
+Napi::Value Container::Destroy(const Napi::CallbackInfo& info) {
+  return Enqueue(info.Env(), "destroy",
+                 [](lxc_container* c, Failure& f) -> Result { return Check(c->destroy(c), f, "destroy"); });
+}
+
+}  // namespace lxq
