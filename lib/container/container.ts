@@ -1,0 +1,235 @@
+/**
+ * The container driver: an Instance over liblxc, through the native addon.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { InstanceConfig } from '../config/options';
+import { InvalidArgument, OperationFailed } from '../errors';
+import { BaseInstance, RECORD_FILE } from '../instance/base';
+import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
+import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
+import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
+import { cgroupLimits, ContainerImageMeta, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
+import { LxcContainer, LxcError, LxcState, native } from './native';
+
+/** What the host tells the container driver: where containers live and what this machine is like. */
+export interface ContainerContext {
+  lxcpath: string;
+  layout: CgroupLayout;
+  apparmor: boolean;
+  /** Read on first need: privileged-only programs work without /etc/subuid. */
+  idmap(): IdMap;
+}
+
+export function containerContext(lxcpath: string): ContainerContext {
+  let idmap: IdMap | undefined;
+  return {
+    lxcpath,
+    layout: detectCgroupLayout(),
+    apparmor: apparmorEnabled(),
+    idmap: () => (idmap ??= detectIdMap()),
+  };
+}
+
+export interface ContainerImage {
+  name: string;
+  rootfs: string;
+  meta: ContainerImageMeta;
+}
+
+const STATUS: Record<LxcState, InstanceStatus> = {
+  STOPPED: 'stopped',
+  STARTING: 'starting',
+  RUNNING: 'running',
+  STOPPING: 'stopping',
+  ABORTING: 'stopping',
+  FREEZING: 'freezing',
+  FROZEN: 'frozen',
+  THAWED: 'running',
+};
+
+/** A v1 memory limit this large means "no limit". */
+const UNLIMITED = 2 ** 62;
+
+function failed(e: unknown, what: string): OperationFailed {
+  const err = e as Partial<LxcError>;
+  const log = err.log?.trim();
+  return new OperationFailed(`${what}: ${err.message ?? String(e)}${log ? `\n${log}` : ''}`, { call: err.call, errno: err.errno, log }, { cause: e });
+}
+
+export class ContainerInstance extends BaseInstance {
+  private handle: LxcContainer | undefined;
+
+  private constructor(
+    private readonly ctx: ContainerContext,
+    dir: string,
+    record: InstanceRecord,
+    private readonly imageMeta: ContainerImageMeta,
+  ) {
+    super(dir, record);
+  }
+
+  /** An existing container, from its record. */
+  static open(ctx: ContainerContext, dir: string, record: InstanceRecord, imageMeta: ContainerImageMeta): ContainerInstance {
+    return new ContainerInstance(ctx, dir, record, imageMeta);
+  }
+
+  /**
+   * Creates the container's directory, root filesystem and configuration. Everything is checked
+   * (liblxc included) before the first byte is written; the record is written last, so a crash
+   * leaves no half-made instance that `list` would show.
+   */
+  static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage): Promise<ContainerInstance> {
+    const instance = new ContainerInstance(ctx, dir, record, image.meta);
+    const items = instance.render(record.config);
+    await instance.checkWithLiblxc(items);
+    const shift = instance.idmap()?.base ?? 0;
+    await fs.mkdir(dir, { mode: 0o711 });
+    try {
+      await copyTreeShifted(image.rootfs, path.join(dir, 'rootfs'), shift);
+      await writeFileAtomic(path.join(dir, 'config'), lxcConfigText(items));
+      await writeJsonAtomic(path.join(dir, RECORD_FILE), record);
+    } catch (e) {
+      await fs.rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+    return instance;
+  }
+
+  /** The liblxc log of this container (errors of start, stop, attach…). */
+  get logFile(): string {
+    return path.join(this.dir, 'lxc.log');
+  }
+
+  private idmap(): IdMap | null {
+    return this.record.config['security.privileged'] === 'true' ? null : this.ctx.idmap();
+  }
+
+  private render(config: InstanceConfig): LxcItem[] {
+    return renderLxcConfig({
+      name: this.name,
+      dir: this.dir,
+      config,
+      image: this.imageMeta,
+      idmap: config['security.privileged'] === 'true' ? null : this.ctx.idmap(),
+      layout: this.ctx.layout,
+      apparmor: this.ctx.apparmor,
+    });
+  }
+
+  /**
+   * Lets liblxc parse every item in memory (a scratch handle, nothing on disk). lxc.log.file is
+   * lxq's own and is skipped: setting it makes liblxc create the log's directory at once.
+   */
+  private async checkWithLiblxc(items: LxcItem[]): Promise<void> {
+    const scratch = new (native().Container)(`.lxq-check-${randomBytes(6).toString('hex')}`, this.ctx.lxcpath);
+    try {
+      for (const [key, value] of items) {
+        if (key === 'lxc.log.file') continue;
+        await scratch.setConfigItem(key, value).catch(() => {
+          throw new InvalidArgument(`liblxc rejects "${key} = ${value}" (from raw.lxc or an option)`);
+        });
+      }
+    } finally {
+      scratch.release();
+    }
+  }
+
+  private lxc(): LxcContainer {
+    this.handle ??= new (native().Container)(this.name, this.ctx.lxcpath);
+    return this.handle;
+  }
+
+  /** Drops the liblxc handle, e.g. after the config file changed; the next call opens a fresh one. */
+  private reopen(): void {
+    this.handle?.release();
+    this.handle = undefined;
+  }
+
+  protected async currentStatus(): Promise<InstanceStatus> {
+    return STATUS[await this.lxc().state()] ?? 'error';
+  }
+
+  protected async doStart(): Promise<void> {
+    await this.lxc().start([]).catch((e) => {
+      throw failed(e, `cannot start ${this.name}`);
+    });
+  }
+
+  protected async doShutdown(timeoutMs: number): Promise<boolean> {
+    return this.lxc().shutdown(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  }
+
+  protected async doKill(): Promise<void> {
+    await this.lxc().stop().catch((e) => {
+      throw failed(e, `cannot stop ${this.name}`);
+    });
+  }
+
+  protected async doFreeze(): Promise<void> {
+    await this.lxc().freeze().catch((e) => {
+      throw failed(e, `cannot freeze ${this.name}`);
+    });
+  }
+
+  protected async doUnfreeze(): Promise<void> {
+    await this.lxc().unfreeze().catch((e) => {
+      throw failed(e, `cannot unfreeze ${this.name}`);
+    });
+  }
+
+  protected async doDelete(): Promise<void> {
+    const h = this.lxc();
+    // The record goes first: from here on the instance no longer exists for `list`.
+    await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
+    await h.destroy().catch(() => undefined);
+    this.reopen();
+    await fs.rm(this.dir, { recursive: true, force: true });
+  }
+
+  protected async doState(status: InstanceStatus): Promise<InstanceState> {
+    if (status === 'stopped') {
+      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] } };
+    }
+    const h = this.lxc();
+    const v1 = (c: 'memory' | 'cpu' | 'pids') => this.ctx.layout.version(c) === 1;
+    const item = (key: string) => h.getCgroupItem(key).catch(() => '');
+    const [pid, cpu, mem, limit, procs, addresses] = await Promise.all([
+      h.initPid(),
+      item(v1('cpu') ? 'cpuacct.usage' : 'cpu.stat'),
+      item(v1('memory') ? 'memory.usage_in_bytes' : 'memory.current'),
+      item(v1('memory') ? 'memory.limit_in_bytes' : 'memory.max'),
+      item('pids.current'),
+      h.getIps(),
+    ]);
+    const usageNs = v1('cpu') ? Number(cpu) || 0 : Number(/usage_usec (\d+)/.exec(cpu)?.[1] ?? 0) * 1000;
+    const limitBytes = limit === '' || limit === 'max' || Number(limit) >= UNLIMITED ? null : Number(limit);
+    return {
+      status,
+      pid: pid > 0 ? pid : null,
+      cpu: { usageNs },
+      memory: { usageBytes: Number(mem) || 0, limitBytes },
+      processes: Number(procs) || 0,
+      network: { addresses },
+    };
+  }
+
+  protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
+    const items = this.render(next);
+    await this.checkWithLiblxc(items);
+    await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(items));
+    this.reopen();
+    if (!live) return;
+    const before = new Map(cgroupLimits(previous, this.ctx.layout).map((l) => [l.key, l.value]));
+    for (const limit of cgroupLimits(next, this.ctx.layout)) {
+      if (before.get(limit.key) === limit.value) continue;
+      await this.lxc()
+        .setCgroupItem(limit.key, limit.value)
+        .catch((e) => {
+          throw failed(e, `cannot apply ${limit.key}=${limit.value} to running ${this.name}`);
+        });
+    }
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * The native addon's surface, typed. One `LxcContainer` wraps one `struct lxc_container *`;
+ * every method runs off the JS thread and calls on one handle run in call order.
+ */
+import bindings from 'bindings';
+
+/** The liblxc states, as `state()` returns them. */
+export type LxcState = 'STOPPED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'ABORTING' | 'FREEZING' | 'FROZEN' | 'THAWED';
+
+/** A rejected call: `call` is the liblxc function, `log` what the container log gained meanwhile. */
+export interface LxcError extends Error {
+  call: string;
+  errno: number;
+  log: string;
+}
+
+export interface LxcContainer {
+  /** Drops the liblxc handle once queued calls are done; later calls throw. */
+  release(): void;
+  defined(): Promise<boolean>;
+  state(): Promise<LxcState>;
+  initPid(): Promise<number>;
+  create(template: string | null, bdevtype: string | null, templateArgs: string[]): Promise<boolean>;
+  /** Daemonized start; resolves when RUNNING. `argv` empty: the configured init. */
+  start(argv: string[]): Promise<boolean>;
+  /** Sends the halt signal and waits up to `timeoutSeconds`; false if still running. */
+  shutdown(timeoutSeconds: number): Promise<boolean>;
+  stop(): Promise<boolean>;
+  freeze(): Promise<boolean>;
+  unfreeze(): Promise<boolean>;
+  wait(state: LxcState, timeoutSeconds: number): Promise<boolean>;
+  getConfigItem(key: string): Promise<string>;
+  setConfigItem(key: string, value: string): Promise<boolean>;
+  clearConfigItem(key: string): Promise<boolean>;
+  getRunningConfigItem(key: string): Promise<string>;
+  getKeys(prefix?: string): Promise<string[]>;
+  saveConfig(file?: string): Promise<boolean>;
+  getCgroupItem(key: string): Promise<string>;
+  setCgroupItem(key: string, value: string): Promise<boolean>;
+  getIps(iface?: string | null, family?: string | null, scope?: number): Promise<string[]>;
+  destroy(): Promise<boolean>;
+}
+
+export interface Native {
+  Container: new (name: string, lxcpath: string) => LxcContainer;
+  listAllContainers(lxcpath: string): Promise<{ defined: string[]; active: string[] }>;
+  liblxcVersion: string;
+}
+
+let loaded: Native | undefined;
+
+/** Loads the addon on first use, so that VM-only programs need no liblxc. */
+export function native(): Native {
+  loaded ??= bindings('lxq_native') as Native;
+  return loaded;
+}

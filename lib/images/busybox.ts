@@ -1,0 +1,82 @@
+/**
+ * The `busybox` container image, built from the host's static busybox (Debian's busybox-static):
+ * one binary, its applet links, and just enough of /etc for init and a root shell.
+ */
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
+import { OperationFailed } from '../errors';
+import type { ContainerImageMeta } from '../container/lxc-config';
+
+const run = promisify(execFile);
+export const HOST_BUSYBOX = '/bin/busybox';
+
+/** True if the ELF file has no program interpreter (statically linked). */
+async function isStatic(file: string): Promise<boolean> {
+  const h = await fs.open(file, 'r');
+  try {
+    const hdr = Buffer.alloc(64);
+    await h.read(hdr, 0, 64, 0);
+    if (hdr.readUInt32BE(0) !== 0x7f454c46 || hdr[4] !== 2) return false; // ELF64 only
+    const phoff = Number(hdr.readBigUInt64LE(0x20));
+    const phentsize = hdr.readUInt16LE(0x36);
+    const phnum = hdr.readUInt16LE(0x38);
+    const ph = Buffer.alloc(phentsize * phnum);
+    await h.read(ph, 0, ph.length, phoff);
+    for (let i = 0; i < phnum; i++) if (ph.readUInt32LE(i * phentsize) === 3 /* PT_INTERP */) return false;
+    return true;
+  } finally {
+    await h.close();
+  }
+}
+
+const FILES: Record<string, { mode: number; text: string }> = {
+  'etc/passwd': { mode: 0o644, text: 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' },
+  'etc/group': { mode: 0o644, text: 'root:x:0:\nnogroup:x:65534:\n' },
+  'etc/shadow': { mode: 0o600, text: 'root:*:19000:0:99999:7:::\n' },
+  'etc/hosts': { mode: 0o644, text: '127.0.0.1 localhost\n::1 localhost\n' },
+  'etc/resolv.conf': { mode: 0o644, text: '' },
+  // No getty, no console login: init runs rcS and waits; lxc's halt signal (SIGUSR1) stops it.
+  'etc/inittab': { mode: 0o644, text: '::sysinit:/etc/init.d/rcS\n::shutdown:/bin/sync\n' },
+  'etc/init.d/rcS': {
+    mode: 0o755,
+    text: '#!/bin/sh\nmkdir -p /run /tmp /var/run\nip link set lo up 2>/dev/null\necho "lxq busybox: up"\n',
+  },
+};
+
+/** Builds the image's root filesystem into `rootfs` (which must not exist). */
+export async function buildBusyboxRootfs(rootfs: string): Promise<ContainerImageMeta & { busybox: string }> {
+  try {
+    await fs.access(HOST_BUSYBOX);
+  } catch {
+    throw new OperationFailed(`${HOST_BUSYBOX} is missing: install it with "apt-get install busybox-static"`);
+  }
+  if (!(await isStatic(HOST_BUSYBOX))) {
+    throw new OperationFailed(`${HOST_BUSYBOX} is dynamically linked: install Debian's busybox-static, which replaces it`);
+  }
+  const [{ stdout: applets }, { stdout: banner }] = await Promise.all([
+    run(HOST_BUSYBOX, ['--list-full']),
+    run(HOST_BUSYBOX, ['--help']).catch((e) => ({ stdout: String(e.stdout ?? '') })),
+  ]);
+  await fs.mkdir(rootfs, { mode: 0o755 });
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'etc/init.d', 'dev', 'proc', 'sys', 'run', 'var/log', 'home', 'mnt', 'root', 'tmp']) {
+    await fs.mkdir(path.join(rootfs, d), { recursive: true, mode: 0o755 });
+  }
+  await fs.chmod(path.join(rootfs, 'tmp'), 0o1777);
+  await fs.chmod(path.join(rootfs, 'root'), 0o700);
+  await fs.copyFile(HOST_BUSYBOX, path.join(rootfs, 'bin/busybox'));
+  await fs.chmod(path.join(rootfs, 'bin/busybox'), 0o755);
+  for (const applet of applets.split('\n').map((l) => l.trim()).filter(Boolean)) {
+    if (applet === 'bin/busybox') continue;
+    await fs.symlink('/bin/busybox', path.join(rootfs, applet)).catch((e) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+  }
+  for (const [file, { mode, text }] of Object.entries(FILES)) {
+    await fs.writeFile(path.join(rootfs, file), text, { mode });
+    await fs.chmod(path.join(rootfs, file), mode);
+  }
+  return { haltSignal: 'SIGUSR1', busybox: banner.split('\n')[0].trim() };
+}

@@ -1,0 +1,114 @@
+/**
+ * The host's image store: images are built locally (no image server is reachable), once, then
+ * reused by every instance. An image is a directory with an `image.json` written last, so a
+ * half-built image is never used.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import type { InstanceType } from '../config/options';
+import { InvalidArgument, NotFound } from '../errors';
+import { exists, readJson, writeJsonAtomic } from '../util/fs';
+import { buildBusyboxRootfs } from './busybox';
+
+export interface Image {
+  name: string;
+  type: InstanceType;
+  /** The image's directory: `rootfs/` for containers; kernel, initrd and disk for VMs. */
+  dir: string;
+  createdAt: string;
+  /** What the builder recorded: e.g. the container halt signal, or the VM kernel's version. */
+  meta: Record<string, unknown>;
+}
+
+interface Builder {
+  type: InstanceType;
+  /** Fills `dir` (which exists and is empty) and returns the image's metadata. */
+  build(dir: string): Promise<Record<string, unknown>>;
+}
+
+const BUILDERS: Record<string, Builder> = {
+  busybox: { type: 'container', build: async (dir) => ({ ...(await buildBusyboxRootfs(path.join(dir, 'rootfs'))) }) },
+};
+
+const MANIFEST = 'image.json';
+
+export class ImageStore {
+  private readonly building = new Map<string, Promise<Image>>();
+
+  constructor(readonly dir: string) {}
+
+  /** The images this store can build. */
+  static known(): string[] {
+    return Object.keys(BUILDERS);
+  }
+
+  /** Registers how to build an image (used by the VM driver for `vm/default`). */
+  static register(name: string, builder: Builder): void {
+    BUILDERS[name] = builder;
+  }
+
+  private pathOf(name: string): string {
+    if (!BUILDERS[name]) {
+      throw new InvalidArgument(`unknown image "${name}"; available: ${Object.keys(BUILDERS).map((n) => `"${n}"`).join(', ')}`);
+    }
+    return path.join(this.dir, ...name.split('/'));
+  }
+
+  /** The image if it is built, else NotFound. */
+  async get(name: string): Promise<Image> {
+    const dir = this.pathOf(name);
+    try {
+      const m = await readJson<Omit<Image, 'dir'>>(path.join(dir, MANIFEST));
+      return { ...m, dir };
+    } catch {
+      throw new NotFound(`image "${name}" is not built yet; call host.images.ensure("${name}")`);
+    }
+  }
+
+  async list(): Promise<Image[]> {
+    const out: Image[] = [];
+    for (const name of Object.keys(BUILDERS)) out.push(...(await this.get(name).then((i) => [i], () => [])));
+    return out;
+  }
+
+  /** The image, built first if needed. Concurrent calls share one build. */
+  ensure(name: string): Promise<Image> {
+    let p = this.building.get(name);
+    if (!p) {
+      p = this.get(name).catch((e) => (e instanceof NotFound ? this.build(name) : Promise.reject(e)));
+      this.building.set(name, p);
+      p.finally(() => this.building.delete(name)).catch(() => undefined);
+    }
+    return p;
+  }
+
+  async remove(name: string): Promise<void> {
+    await fs.rm(this.pathOf(name), { recursive: true, force: true });
+  }
+
+  private async build(name: string): Promise<Image> {
+    const final = this.pathOf(name);
+    const builder = BUILDERS[name];
+    await fs.mkdir(path.dirname(final), { recursive: true });
+    const tmp = path.join(path.dirname(final), `.${path.basename(final)}.tmp-${randomBytes(6).toString('hex')}`);
+    await fs.mkdir(tmp, { mode: 0o755 });
+    try {
+      const meta = await builder.build(tmp);
+      const image = { name, type: builder.type, createdAt: new Date().toISOString(), meta };
+      await writeJsonAtomic(path.join(tmp, MANIFEST), image);
+      try {
+        await fs.rename(tmp, final);
+      } catch (e) {
+        // Another process finished the same image first: keep theirs.
+        if (!(await exists(path.join(final, MANIFEST)))) throw e;
+        await fs.rm(tmp, { recursive: true, force: true });
+      }
+      return this.get(name);
+    } catch (e) {
+      await fs.rm(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,18 @@
+export { Host, DEFAULT_HOST_PATH } from './host';
+export type { HostOptions } from './host';
+export type {
+  Instance,
+  InstanceState,
+  InstanceStatus,
+  InstanceEvents,
+  StatusEvent,
+  StopOptions,
+  CreateOptions,
+  InstanceRecord,
+} from './instance/instance';
+export { ContainerInstance } from './container/container';
+export { ImageStore } from './images/store';
+export type { Image } from './images/store';
+export { OPTIONS, describeOptions } from './config/options';
+export type { OptionSpec, OptionKey, InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType, Condition } from './config/options';
+export * from './errors';

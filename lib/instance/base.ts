@@ -1,0 +1,193 @@
+/**
+ * What both instance types share: the stored record, the per-instance operation queue, status
+ * checks before any side effect, status events, and the stop policy (graceful, then forced).
+ * A driver implements the `abstract` primitives only.
+ */
+import { EventEmitter } from 'eventemitter3';
+import * as path from 'node:path';
+
+import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '../config/options';
+import { InvalidArgument, InvalidState } from '../errors';
+import { writeJsonAtomic } from '../util/fs';
+import type {
+  Instance,
+  InstanceEvents,
+  InstanceRecord,
+  InstanceState,
+  InstanceStatus,
+  StopOptions,
+} from './instance';
+
+export const RECORD_FILE = 'lxq.json';
+export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+
+export abstract class BaseInstance extends EventEmitter<InstanceEvents> implements Instance {
+  private queue: Promise<unknown> = Promise.resolve();
+  private lastStatus: InstanceStatus | undefined;
+
+  protected constructor(
+    /** The instance's own directory under the host path. */
+    readonly dir: string,
+    protected record: InstanceRecord,
+  ) {
+    super();
+  }
+
+  get name(): string {
+    return this.record.name;
+  }
+  get type(): InstanceType {
+    return this.record.type;
+  }
+  get image(): string {
+    return this.record.image;
+  }
+  get createdAt(): Date {
+    return new Date(this.record.createdAt);
+  }
+  get config(): Readonly<InstanceConfig> {
+    return this.record.config;
+  }
+
+  // ---- what a driver provides ----
+  protected abstract currentStatus(): Promise<InstanceStatus>;
+  protected abstract doStart(): Promise<void>;
+  /** Asks the instance to shut down; resolves true if it stopped within `timeoutMs`. */
+  protected abstract doShutdown(timeoutMs: number): Promise<boolean>;
+  protected abstract doKill(): Promise<void>;
+  protected abstract doFreeze(): Promise<void>;
+  protected abstract doUnfreeze(): Promise<void>;
+  protected abstract doDelete(): Promise<void>;
+  protected abstract doState(status: InstanceStatus): Promise<InstanceState>;
+  /** Applies changed options: `live` says whether the instance is running now. */
+  protected abstract applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void>;
+
+  // ---- the interface ----
+  async status(): Promise<InstanceStatus> {
+    return this.observe(await this.currentStatus());
+  }
+
+  state(): Promise<InstanceState> {
+    return this.serialized(async () => {
+      const s = await this.doState(await this.currentStatus());
+      this.observe(s.status);
+      return s;
+    });
+  }
+
+  start(): Promise<void> {
+    return this.serialized(async () => {
+      await this.require('start', ['stopped']);
+      this.transition('starting');
+      try {
+        await this.doStart();
+      } finally {
+        await this.status();
+      }
+    });
+  }
+
+  stop(options: StopOptions = {}): Promise<void> {
+    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
+    if (!Number.isFinite(timeout) || timeout < 0) {
+      return Promise.reject(new InvalidArgument(`stop timeout must be a non-negative number of ms, got ${timeout}`));
+    }
+    return this.serialized(() => this.stopNow(timeout, options.force === true));
+  }
+
+  restart(options: StopOptions = {}): Promise<void> {
+    return this.stop(options).then(() => this.start());
+  }
+
+  freeze(): Promise<void> {
+    return this.serialized(async () => {
+      await this.require('freeze', ['running']);
+      await this.doFreeze();
+      await this.status();
+    });
+  }
+
+  unfreeze(): Promise<void> {
+    return this.serialized(async () => {
+      await this.require('unfreeze', ['frozen']);
+      await this.doUnfreeze();
+      await this.status();
+    });
+  }
+
+  delete(options: { force?: boolean } = {}): Promise<void> {
+    return this.serialized(async () => {
+      const status = await this.currentStatus();
+      if (status !== 'stopped') {
+        if (!options.force) {
+          throw new InvalidState(`cannot delete ${this.name}: it is ${status}; stop it first or pass { force: true }`, status);
+        }
+        await this.stopNow(0, true);
+      }
+      await this.doDelete();
+      this.removeAllListeners();
+    });
+  }
+
+  update(patch: InstanceConfigPatch): Promise<void> {
+    return this.serialized(async () => {
+      const next = patchConfig(this.type, this.record.config, patch);
+      const previous = this.record.config;
+      const live = (await this.currentStatus()) !== 'stopped';
+      await this.applyConfig(next, previous, live);
+      await this.saveRecord({ ...this.record, config: next });
+    });
+  }
+
+  // ---- shared machinery ----
+
+  /** Runs operations on this instance one at a time, in call order. */
+  protected serialized<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(op, op);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  protected async require(op: string, allowed: InstanceStatus[]): Promise<InstanceStatus> {
+    const status = this.observe(await this.currentStatus());
+    if (!allowed.includes(status)) {
+      throw new InvalidState(`cannot ${op} ${this.name}: it is ${status} (needs ${allowed.join(' or ')})`, status);
+    }
+    return status;
+  }
+
+  private async stopNow(timeoutMs: number, force: boolean): Promise<void> {
+    const status = this.observe(await this.currentStatus());
+    if (status === 'stopped') return;
+    this.transition('stopping');
+    try {
+      // A frozen instance cannot shut itself down; thaw it first (LXD does the same).
+      if (!force && status === 'frozen') await this.doUnfreeze();
+      const stopped = !force && timeoutMs > 0 && status !== 'error' && (await this.doShutdown(timeoutMs));
+      if (!stopped) await this.doKill();
+    } finally {
+      await this.status();
+    }
+  }
+
+  protected async saveRecord(record: InstanceRecord): Promise<void> {
+    await writeJsonAtomic(path.join(this.dir, RECORD_FILE), record);
+    this.record = record;
+  }
+
+  /** Records a status seen now and emits `status` if it changed. */
+  protected observe(status: InstanceStatus): InstanceStatus {
+    if (this.lastStatus !== undefined && status !== this.lastStatus) {
+      const previous = this.lastStatus;
+      this.lastStatus = status;
+      this.emit('status', { name: this.name, status, previous });
+    }
+    this.lastStatus = status;
+    return status;
+  }
+
+  /** A transitional status lxq itself enters (starting, stopping). */
+  protected transition(status: InstanceStatus): void {
+    this.observe(status);
+  }
+}

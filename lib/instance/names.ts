@@ -1,0 +1,19 @@
+import { InvalidArgument } from '../errors';
+
+/**
+ * Instance names follow LXD's rule: a hostname label. 1–63 letters, digits and hyphens, not
+ * starting with a digit or hyphen, not ending with a hyphen. This also keeps every name safe
+ * as a path component, a liblxc name and a cgroup name.
+ */
+const NAME = /^[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+export function validateName(name: unknown): string {
+  if (typeof name !== 'string' || name.length === 0) throw new InvalidArgument('instance name must be a non-empty string');
+  if (name.length > 63) throw new InvalidArgument(`instance name "${name.slice(0, 20)}…" is ${name.length} characters; the limit is 63`);
+  if (!NAME.test(name)) {
+    throw new InvalidArgument(
+      `invalid instance name ${JSON.stringify(name)}: use letters, digits and hyphens, starting with a letter and not ending with a hyphen`,
+    );
+  }
+  return name;
+}
