@@ -1,0 +1,170 @@
+/**
+ * QMP client: greeting, `qmp_capabilities` negotiation, commands matched by id with a timeout on
+ * each, events to typed listeners. See https://www.qemu.org/docs/master/interop/qmp-spec.html
+ *
+ *   const qmp = await QmpClient.connect('/run/vm1/qmp.sock', { timeout: 10_000 });
+ *   qmp.on('SHUTDOWN', (e) => console.log(e.data.reason));
+ *   const st = await qmp.execute<QmpStatusInfo>('query-status');
+ *   await qmp.close();
+ *
+ * To be sure to see events sent during the handshake, attach listeners first:
+ *   const qmp = new QmpClient(); qmp.on('event', ...); await qmp.connect(path);
+ */
+import { EventEmitter } from 'eventemitter3';
+import { DEFAULT_TIMEOUT, JsonConnection, type JsonObject, type Target, isObject } from './connection';
+import { QmpConnectionError, QmpProtocolError } from './errors';
+
+export interface QmpVersionInfo {
+  qemu: { major: number; minor: number; micro: number };
+  package: string;
+}
+
+export interface QmpGreeting {
+  QMP: { version: QmpVersionInfo; capabilities: string[] };
+}
+
+/** Result of `query-status`. */
+export interface QmpStatusInfo {
+  status: string;
+  running: boolean;
+  singlestep?: boolean;
+}
+
+export interface QmpEvent<D = Record<string, unknown>> {
+  event: string;
+  data: D;
+  timestamp: { seconds: number; microseconds: number };
+}
+
+/** Data of a few common events; any other event name is accepted with untyped data. */
+export interface QmpKnownEvents {
+  SHUTDOWN: { guest: boolean; reason: string };
+  RESET: { guest: boolean; reason: string };
+  POWERDOWN: Record<string, never>;
+  STOP: Record<string, never>;
+  RESUME: Record<string, never>;
+}
+
+type PerNameEvents = { [K in keyof QmpKnownEvents]: [event: QmpEvent<QmpKnownEvents[K]>] };
+
+export interface QmpClientEvents extends PerNameEvents {
+  /** Every event, whatever its name. */
+  event: [event: QmpEvent];
+  /** The connection is gone. `error` is undefined after close(), else why (peer quit, killed...). */
+  close: [error: QmpConnectionError | undefined];
+  /** Per-name listeners: QMP event names are upper case (SHUTDOWN, BLOCK_JOB_COMPLETED...). */
+  [name: Uppercase<string>]: [event: QmpEvent];
+}
+
+export interface QmpConnectOptions {
+  /** Default timeout of every command, ms (0 or Infinity: none). Default 10 000. */
+  timeout?: number;
+  /** Bound on connect + greeting + qmp_capabilities, ms. Defaults to `timeout`. */
+  connectTimeout?: number;
+}
+
+export interface QmpExecuteOptions {
+  /** ms; overrides the client's default. */
+  timeout?: number;
+}
+
+export class QmpClient extends EventEmitter<QmpClientEvents> {
+  /** The greeting QEMU sent, once connected. */
+  greeting?: QmpGreeting;
+  /** Default command timeout, ms. */
+  timeout = DEFAULT_TIMEOUT;
+  private conn?: JsonConnection;
+  private seq = 0;
+  /** Events held back while the static connect() hands the client to its caller. */
+  private held?: QmpEvent[];
+
+  /** Connect, read the greeting, negotiate capabilities. */
+  static async connect(target: Target, opts: QmpConnectOptions = {}): Promise<QmpClient> {
+    const client = new QmpClient();
+    const held: QmpEvent[] = (client.held = []);
+    await client.connect(target, opts);
+    // The caller could not listen yet: deliver what came during the handshake on the next turn.
+    setImmediate(() => {
+      client.held = undefined;
+      for (const e of held) client.dispatch(e);
+    });
+    return client;
+  }
+
+  /** Connect this client (listeners attached before see every event). */
+  async connect(target: Target, opts: QmpConnectOptions = {}): Promise<void> {
+    if (this.conn && !this.conn.closedReason) throw new QmpConnectionError('already connected');
+    this.timeout = opts.timeout ?? DEFAULT_TIMEOUT;
+    const budget = opts.connectTimeout ?? this.timeout;
+    const deadline = Date.now() + budget;
+    const left = () => (Number.isFinite(budget) && budget > 0 ? Math.max(1, deadline - Date.now()) : 0);
+
+    const conn = await JsonConnection.open(target, left());
+    this.conn = conn;
+    conn.on('message', (msg) => this.onMessage(msg));
+    conn.on('close', (err) => this.emit('close', err));
+    try {
+      const msg = await conn.expect({ accept: () => true, command: 'greeting', timeout: left(),
+        timeoutMessage: `no QMP greeting within ${budget} ms` });
+      const qmp = msg.QMP;
+      if (!isObject(qmp) || !isObject(qmp.version) || !Array.isArray(qmp.capabilities)) {
+        throw new QmpProtocolError('expected a QMP greeting {"QMP": {"version", "capabilities"}}', msg);
+      }
+      this.greeting = msg as unknown as QmpGreeting;
+      await this.execute('qmp_capabilities', undefined, { timeout: left() });
+    } catch (err) {
+      if (err instanceof QmpConnectionError) conn.fail(err);
+      else await conn.close();
+      throw err;
+    }
+  }
+
+  /** QEMU's version, from the greeting. */
+  get version(): QmpVersionInfo | undefined {
+    return this.greeting?.QMP.version;
+  }
+
+  get connected(): boolean {
+    return !!this.conn && !this.conn.closedReason;
+  }
+
+  /** Run a command; resolves with its "return" member. */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: QmpExecuteOptions = {}): Promise<T> {
+    const conn = this.conn;
+    if (!conn) return Promise.reject(new QmpConnectionError('not connected'));
+    const id = `q${++this.seq}`;
+    const msg: JsonObject = args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
+    return conn.request<T>(id, msg, command, opts.timeout ?? this.timeout);
+  }
+
+  /** Close the socket; pending calls reject with QmpConnectionError. */
+  async close(): Promise<void> {
+    await this.conn?.close();
+  }
+
+  private onMessage(msg: JsonObject): void {
+    const conn = this.conn!;
+    if (typeof msg.event === 'string') {
+      const e: QmpEvent = {
+        event: msg.event,
+        data: isObject(msg.data) ? msg.data : {},
+        timestamp: isObject(msg.timestamp)
+          ? (msg.timestamp as QmpEvent['timestamp'])
+          : { seconds: 0, microseconds: 0 },
+      };
+      if (this.held) this.held.push(e);
+      else this.dispatch(e);
+    } else if ('id' in msg) {
+      // Unknown ids (a reply after its timeout) are dropped, as the QMP spec asks.
+      conn.settle(String(msg.id), msg);
+    } else {
+      // QEMU answers without an id only when it could not parse a request: we are out of step.
+      conn.fail(new QmpProtocolError('message is neither a reply with an id nor an event', msg));
+    }
+  }
+
+  private dispatch(e: QmpEvent): void {
+    this.emit('event', e);
+    this.emit(e.event as Uppercase<string>, e);
+  }
+}
