@@ -18,6 +18,8 @@ import { readJson } from './util/fs';
 export interface HostOptions {
   /** State directory. Default /var/lib/lxq; tests pass a temporary one. */
   path?: string;
+  /** Image store directory, if not `<path>/images`: several hosts may share one. */
+  images?: string;
 }
 
 export const DEFAULT_HOST_PATH = '/var/lib/lxq';
@@ -29,15 +31,24 @@ export class Host {
   private readonly instances = new Map<string, Instance>();
   private containers: ContainerContext | undefined;
 
-  private constructor(readonly path: string) {
-    this.images = new ImageStore(path + '/images');
+  private constructor(
+    readonly path: string,
+    imagesDir: string,
+  ) {
+    this.images = new ImageStore(imagesDir);
   }
 
   static async open(options: HostOptions = {}): Promise<Host> {
     const root = path.resolve(options.path ?? DEFAULT_HOST_PATH);
     await fs.mkdir(path.join(root, 'instances'), { recursive: true, mode: 0o711 });
-    await fs.mkdir(path.join(root, 'images'), { recursive: true, mode: 0o711 });
-    return new Host(root);
+    // An unprivileged container's root (a high uid) must be able to traverse to its rootfs.
+    for (const dir of [root, path.join(root, 'instances')]) {
+      const { mode } = await fs.stat(dir);
+      if ((mode & 0o001) === 0) await fs.chmod(dir, (mode & 0o7777) | 0o001);
+    }
+    const images = path.resolve(options.images ?? path.join(root, 'images'));
+    await fs.mkdir(images, { recursive: true, mode: 0o711 });
+    return new Host(root, images);
   }
 
   /** Where instances live; for containers this is liblxc's lxcpath (never the user's /var/lib/lxc). */

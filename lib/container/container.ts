@@ -59,6 +59,19 @@ function failed(e: unknown, what: string): OperationFailed {
   return new OperationFailed(`${what}: ${err.message ?? String(e)}${log ? `\n${log}` : ''}`, { call: err.call, errno: err.errno, log }, { cause: e });
 }
 
+/**
+ * liblxc 5.0.2 leaves the monitor's cgroups behind when a start fails (a successful run removes
+ * them when the container stops). Only empty ones can go: rmdir refuses the rest.
+ */
+async function removeMonitorCgroups(name: string): Promise<void> {
+  const root = '/sys/fs/cgroup';
+  const pattern = new RegExp(`^lxc\\.monitor\\.${name}(-\\d+)?$`);
+  for (const hierarchy of await fs.readdir(root).catch(() => [] as string[])) {
+    const dirs = await fs.readdir(path.join(root, hierarchy)).catch(() => [] as string[]);
+    for (const d of dirs) if (pattern.test(d)) await fs.rmdir(path.join(root, hierarchy, d)).catch(() => undefined);
+  }
+}
+
 export class ContainerInstance extends BaseInstance {
   private handle: LxcContainer | undefined;
 
@@ -153,9 +166,12 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async doStart(): Promise<void> {
-    await this.lxc().start([]).catch((e) => {
-      throw failed(e, `cannot start ${this.name}`);
-    });
+    await this.lxc()
+      .start([])
+      .catch(async (e) => {
+        await removeMonitorCgroups(this.name);
+        throw failed(e, `cannot start ${this.name}`);
+      });
   }
 
   protected async doShutdown(timeoutMs: number): Promise<boolean> {

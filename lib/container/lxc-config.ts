@@ -69,7 +69,7 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
     ['lxc.autodev', '1'],
     ['lxc.pty.max', '64'],
     ['lxc.tty.max', '0'],
-    ['lxc.mount.auto', 'proc:mixed sys:mixed cgroup:mixed'],
+    ['lxc.mount.auto', 'proc:mixed sys:mixed cgroup:mixed:force'],
     ['lxc.cap.drop', 'sys_module mac_admin mac_override sys_time'],
     // No bridge is assumed on the host: the container gets its own loopback only.
     ['lxc.net.0.type', 'empty'],

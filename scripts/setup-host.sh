@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Host packages and settings for lxq (Debian 12). Idempotent; run as root.
+set -euo pipefail
+
+packages=(
+  lxc lxc-dev liblxc1 pkg-config uidmap        # liblxc and its headers; newuidmap for id maps
+  busybox-static                               # the busybox container image
+  qemu-system-x86 qemu-utils qemu-guest-agent  # VMs, qcow2 overlays, the guest agent for the VM image
+  cpio kmod e2fsprogs                          # building the VM image (initramfs, modules, ext4)
+  python3-lxc                                  # a peer for the benchmarks
+)
+missing=()
+for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Unprivileged containers: liblxc maps ids through newuidmap, which wants root to own a range
+# (LXD does the same). Added once, never changed if root already has one.
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  grep -qE '^(root|0):' "$f" || echo 'root:1000000:1000000000' >> "$f"
+done

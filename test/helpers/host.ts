@@ -1,0 +1,50 @@
+/**
+ * Each test file gets its own Host in a temporary directory and unique instance names; `dispose`
+ * force-deletes whatever the tests left (also after a failure) and removes the directory.
+ * Built images are shared between test files (they are read-only for instances).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Host } from '../../lib';
+
+export const SHARED_IMAGES = process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images';
+
+export interface TestHost {
+  host: Host;
+  dir: string;
+  /** A name no other test (or earlier run) uses. */
+  name(prefix?: string): string;
+  dispose(): Promise<void>;
+}
+
+export async function tempHost(): Promise<TestHost> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-test-'));
+  const host = await Host.open({ path: dir, images: SHARED_IMAGES });
+  const tag = randomBytes(3).toString('hex');
+  let n = 0;
+  return {
+    host,
+    dir,
+    name: (prefix = 't') => `${prefix}-${tag}-${n++}`,
+    async dispose() {
+      for (const i of await host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** lxc.monitor.* cgroups anywhere under /sys/fs/cgroup (there must be none left by lxq). */
+export function monitorCgroups(): string[] {
+  const out: string[] = [];
+  for (const h of readdirSync('/sys/fs/cgroup')) {
+    try {
+      for (const d of readdirSync(path.join('/sys/fs/cgroup', h))) if (d.startsWith('lxc.monitor.')) out.push(`${h}/${d}`);
+    } catch {
+      /* not a directory */
+    }
+  }
+  return out;
+}
