@@ -1,0 +1,183 @@
+/**
+ * The native addon on its own: every wrapped liblxc call, the error shape, per-container
+ * serialization, and the start hazard (the caller's cgroups never change, no monitor cgroup
+ * is left behind).
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { detectIdMap } from '../lib/container/host-facts';
+import { LxcContainer, LxcError, native } from '../lib/container/native';
+import { monitorCgroups } from './helpers/host';
+
+const lxcpath = mkdtempSync(path.join(os.tmpdir(), 'lxq-native-'));
+chmodSync(lxcpath, 0o711);
+const tag = randomBytes(3).toString('hex');
+const names: string[] = [];
+const handles: LxcContainer[] = [];
+
+function handle(name: string): LxcContainer {
+  const h = new (native().Container)(name, lxcpath);
+  handles.push(h);
+  return h;
+}
+
+/** A busybox container made by liblxc's own busybox template, unprivileged. */
+async function makeContainer(suffix: string): Promise<LxcContainer> {
+  const name = `n-${tag}-${suffix}`;
+  names.push(name);
+  const c = handle(name);
+  const { base, size } = detectIdMap();
+  for (const [k, v] of [
+    ['lxc.net.0.type', 'empty'],
+    ['lxc.apparmor.profile', 'unconfined'],
+    ['lxc.idmap', `u 0 ${base} ${size}`],
+    ['lxc.idmap', `g 0 ${base} ${size}`],
+    ['lxc.log.file', path.join(lxcpath, `${name}.log`)],
+  ]) {
+    expect(await c.setConfigItem(k, v)).toBe(true);
+  }
+  expect(await c.create('busybox', null, [])).toBe(true);
+  return c;
+}
+
+afterAll(async () => {
+  for (const name of names) {
+    const c = new (native().Container)(name, lxcpath);
+    if ((await c.state()) !== 'STOPPED') await c.stop().catch(() => undefined);
+    await c.destroy().catch(() => undefined);
+    c.release();
+  }
+  for (const h of handles) h.release();
+  rmSync(lxcpath, { recursive: true, force: true });
+});
+
+test('the addon reports the liblxc version', () => {
+  expect(native().liblxcVersion).toMatch(/^\d+\.\d+/);
+});
+
+describe('one container through every call', () => {
+  let c: LxcContainer;
+  beforeAll(async () => {
+    c = await makeContainer('a');
+  });
+
+  test('create from a template defines the container; listAllContainers sees it', async () => {
+    expect(await c.defined()).toBe(true);
+    expect(await c.state()).toBe('STOPPED');
+    expect(await c.initPid()).toBe(-1);
+    const list = await native().listAllContainers(lxcpath);
+    expect(list.defined).toContain(names[0]);
+    expect(list.active).not.toContain(names[0]);
+  });
+
+  test('config items: get, set, clear, keys, save', async () => {
+    expect(await c.getConfigItem('lxc.uts.name')).toBe(names[0]);
+    expect(await c.setConfigItem('lxc.environment', 'LXQ_TEST=1')).toBe(true);
+    expect(await c.getConfigItem('lxc.environment')).toContain('LXQ_TEST=1');
+    expect(await c.clearConfigItem('lxc.environment')).toBe(true);
+    expect(await c.getConfigItem('lxc.environment')).toBe('');
+    const keys = await c.getKeys();
+    expect(keys).toEqual(expect.arrayContaining(['lxc.rootfs.path', 'lxc.idmap', 'lxc.uts.name']));
+    expect(await c.getKeys('lxc.net.0')).toEqual(expect.arrayContaining(['type']));
+    expect(await c.setConfigItem('lxc.cgroup.pids.max', '64')).toBe(true);
+    expect(await c.saveConfig()).toBe(true);
+    expect(readFileSync(path.join(lxcpath, names[0], 'config'), 'utf8')).toContain('lxc.cgroup.pids.max = 64');
+  });
+
+  test('a bad key rejects with the call, errno and log', async () => {
+    const e = (await c.setConfigItem('lxc.no.such.key', 'x').catch((err) => err)) as LxcError;
+    expect(Object.prototype.toString.call(e)).toBe('[object Error]');
+    expect(e.message).toMatch(/set_config_item failed/);
+    expect(e.call).toBe('set_config_item');
+    expect(typeof e.errno).toBe('number');
+    expect(typeof e.log).toBe('string');
+  });
+
+  test('start, state, init pid, cgroup items, running config, ips', async () => {
+    expect(await c.start([])).toBe(true);
+    expect(await c.state()).toBe('RUNNING');
+    const pid = await c.initPid();
+    expect(pid).toBeGreaterThan(1);
+    expect(await c.getCgroupItem('pids.max')).toBe('64');
+    expect(await c.setCgroupItem('pids.max', '80')).toBe(true);
+    expect(await c.getCgroupItem('pids.max')).toBe('80');
+    expect(Number(await c.getCgroupItem('memory.usage_in_bytes'))).toBeGreaterThan(0);
+    expect(await c.getRunningConfigItem('lxc.uts.name')).toBe(names[0]);
+    expect(Array.isArray(await c.getIps())).toBe(true);
+  });
+
+  test('freeze, unfreeze, wait', async () => {
+    expect(await c.freeze()).toBe(true);
+    expect(await c.state()).toBe('FROZEN');
+    expect(await c.unfreeze()).toBe(true);
+    expect(await c.wait('RUNNING', 5)).toBe(true);
+  });
+
+  test('shutdown asks init to halt and waits', async () => {
+    expect(await c.shutdown(10)).toBe(true);
+    expect(await c.state()).toBe('STOPPED');
+  });
+
+  test('stop kills; a failed call carries the log excerpt of that call', async () => {
+    await c.start([]);
+    expect(await c.stop()).toBe(true);
+    expect(await c.state()).toBe('STOPPED');
+    const e = (await c.freeze().catch((err) => err)) as LxcError;
+    expect(e.call).toBe('freeze');
+    expect(e.log).toMatch(/freeze/i);
+  });
+
+  test('destroy removes it', async () => {
+    expect(await c.destroy()).toBe(true);
+    expect(await c.defined()).toBe(false);
+    expect((await native().listAllContainers(lxcpath)).defined).not.toContain(names[0]);
+  });
+});
+
+test('calls on one handle run in call order', async () => {
+  const c = await makeContainer('order');
+  const order: string[] = [];
+  await Promise.all([
+    c.start([]).then(() => order.push('start')),
+    c.state().then((s) => order.push(`state:${s}`)),
+    c.stop().then(() => order.push('stop')),
+    c.state().then((s) => order.push(`state:${s}`)),
+  ]);
+  expect(order).toEqual(['start', 'state:RUNNING', 'stop', 'state:STOPPED']);
+});
+
+test('a released handle refuses further calls', async () => {
+  const h = new (native().Container)(`n-${tag}-gone`, lxcpath);
+  h.release();
+  expect(() => h.state()).toThrow(/released/);
+});
+
+test('start hazard: 20 start/stop cycles leave the caller in its cgroups and no monitor cgroup behind', async () => {
+  const c = await makeContainer('cycles');
+  const before = readFileSync('/proc/self/cgroup', 'utf8');
+  for (let i = 0; i < 20; i++) {
+    expect(await c.start([])).toBe(true);
+    expect(readFileSync('/proc/self/cgroup', 'utf8')).toBe(before);
+    expect(await c.stop()).toBe(true);
+  }
+  expect(readFileSync('/proc/self/cgroup', 'utf8')).toBe(before);
+  expect(monitorCgroups().filter((d) => d.includes(tag))).toEqual([]);
+});
+
+test("the container's init starts with an empty signal mask and default dispositions", async () => {
+  const c = await makeContainer('sigs');
+  // `sleep` as pid 1 touches no signal: what it has is what it inherited from the start.
+  await c.start(['/bin/sleep', '600']);
+  try {
+    const status = readFileSync(`/proc/${await c.initPid()}/status`, 'utf8');
+    expect(/SigBlk:\s+([0-9a-f]+)/.exec(status)![1]).toMatch(/^0+$/);
+    // Node ignores SIGPIPE; the container's processes must not inherit that.
+    const ignored = BigInt('0x' + /SigIgn:\s+([0-9a-f]+)/.exec(status)![1]);
+    expect(ignored & (1n << 12n)).toBe(0n); // SIGPIPE is signal 13 → bit 12
+  } finally {
+    await c.stop();
+  }
+});
