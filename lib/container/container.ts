@@ -233,6 +233,10 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
+    if ((next['security.privileged'] ?? 'false') !== (previous['security.privileged'] ?? 'false')) {
+      // The root filesystem's ownership was shifted (or not) for the id map at create.
+      throw new InvalidArgument('security.privileged is fixed when the container is created');
+    }
     const items = this.render(next);
     await this.checkWithLiblxc(items);
     await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(items));
