@@ -76,7 +76,6 @@ export class JsonConnection extends EventEmitter<ConnectionEvents> {
   private partial: Buffer[] = [];
   private ended?: QmpConnectionError;
   private socketError?: NodeJS.ErrnoException;
-  private closedByClient = false;
   private readonly closedPromise: Promise<void>;
 
   /** Connect to a unix socket path (or adopt a socket) within `timeout` ms. */
@@ -113,6 +112,13 @@ export class JsonConnection extends EventEmitter<ConnectionEvents> {
     socket.on('error', (e: NodeJS.ErrnoException) => (this.socketError ??= e));
     socket.on('end', () => this.fail(this.lostError()));
     socket.on('close', () => this.fail(this.lostError()));
+  }
+
+  private byClient = false;
+
+  /** True if close() ended the connection. */
+  get closedByClient(): boolean {
+    return this.byClient;
   }
 
   /** Why the connection is unusable, or undefined while it is open. */
@@ -202,12 +208,12 @@ export class JsonConnection extends EventEmitter<ConnectionEvents> {
       w.reject(error);
     }
     this.socket.destroy();
-    this.emit('close', this.closedByClient ? undefined : error);
+    this.emit('close', this.byClient ? undefined : error);
   }
 
   /** Close the socket; pending calls reject with QmpConnectionError. Resolves once closed. */
   close(): Promise<void> {
-    if (!this.ended) this.closedByClient = true;
+    if (!this.ended) this.byClient = true;
     this.fail(new QmpConnectionError('connection closed by client'));
     return this.closedPromise;
   }
