@@ -26,31 +26,31 @@ interface Qemu {
 }
 
 const running: Qemu[] = [];
+const dirs: string[] = [];
 
 /** The error a promise rejects with (fails the test if it resolves). */
 function rejection(p: Promise<unknown>): Promise<any> {
   return p.then((v) => { throw new Error(`expected a rejection, got ${JSON.stringify(v)}`); }, (e) => e);
 }
-const dirs: string[] = [];
 
-async function startQemu(machine = ['-machine', 'none']): Promise<Qemu> {
+/** Spawn QEMU with a QMP socket and no guest; killed in afterAll/afterEach. */
+function startQemu(machine = ['-machine', 'none']): Qemu {
   const dir = tempDir('lxq-qmp-qemu-');
   const qmp = path.join(dir, 'qmp.sock');
   const proc = spawn(
     'qemu-system-x86_64',
     [...machine, '-nodefaults', '-no-user-config', '-display', 'none', '-name', 'lxqtest',
       '-qmp', `unix:${qmp},server=on,wait=off`],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: 'ignore' },
   );
-  let stderr = '';
-  proc.stderr!.on('data', (d) => (stderr += d));
   const q = { proc, dir, qmp };
   running.push(q);
-  for (let i = 0; !fs.existsSync(qmp); i++) {
-    if (proc.exitCode !== null || i > 1000) throw new Error(`qemu did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
   return q;
+}
+
+/** Connect to a QEMU just spawned: its socket may not exist or listen yet. */
+function connectTo(q: Qemu): Promise<QmpClient> {
+  return QmpClient.connect(q.qmp, { timeout: 5000, retry: true });
 }
 
 function killAll(): void {
@@ -70,8 +70,8 @@ describe('QmpClient with a real QEMU (-machine none)', () => {
   let qmp: QmpClient;
 
   beforeAll(async () => {
-    qemu = await startQemu();
-    qmp = await QmpClient.connect(qemu.qmp, { timeout: 5000 });
+    qemu = startQemu();
+    qmp = await connectTo(qemu);
   });
   afterAll(async () => {
     await qmp?.close();
@@ -168,8 +168,8 @@ describe('QmpClient: QEMU going away', () => {
   afterEach(killAll);
 
   test('quit: reply, SHUTDOWN event, close event; later calls reject with QmpConnectionError', async () => {
-    const qemu = await startQemu();
-    const qmp = await QmpClient.connect(qemu.qmp, { timeout: 5000 });
+    const qemu = startQemu();
+    const qmp = await connectTo(qemu);
     const events: string[] = [];
     qmp.on('event', (e) => events.push(e.event));
     const shutdown = new Promise<QmpEvent>((r) => qmp.once('SHUTDOWN', r));
@@ -188,8 +188,8 @@ describe('QmpClient: QEMU going away', () => {
   });
 
   test('commands sent right after quit reject with QmpConnectionError', async () => {
-    const qemu = await startQemu();
-    const qmp = await QmpClient.connect(qemu.qmp, { timeout: 5000 });
+    const qemu = startQemu();
+    const qmp = await connectTo(qemu);
     const quit = qmp.execute('quit');
     const after = Array.from({ length: 5 }, () => qmp.execute('query-status').then((r) => r, (e) => e));
     // QEMU may close the socket while the later commands are being written: that write fails
@@ -201,8 +201,8 @@ describe('QmpClient: QEMU going away', () => {
   });
 
   test('SIGKILL mid-command: every pending call rejects at once', async () => {
-    const qemu = await startQemu();
-    const qmp = await QmpClient.connect(qemu.qmp, { timeout: 5000 });
+    const qemu = startQemu();
+    const qmp = await connectTo(qemu);
     const closed = new Promise<unknown>((r) => qmp.once('close', r));
     process.kill(qemu.proc.pid!, 'SIGSTOP'); // so the commands are surely still pending
     const pending = Array.from({ length: 10 }, () => qmp.execute('query-status').then((r) => r, (e) => e));
@@ -222,7 +222,8 @@ describe('QmpClient: QEMU going away', () => {
     const err = await rejection(QmpClient.connect(path.join(dir, 'none.sock'), { timeout: 1000 }));
     expect(err).toBeInstanceOf(QmpConnectionError);
     expect(err.code).toBe('ENOENT');
-    const qemu = await startQemu();
+    const qemu = startQemu();
+    await (await connectTo(qemu)).close();
     qemu.proc.kill('SIGKILL');
     await once(qemu.proc, 'exit');
     const err2 = await rejection(QmpClient.connect(qemu.qmp, { timeout: 1000 }));
@@ -386,6 +387,27 @@ describe('QmpClient: protocol edges (fake server)', () => {
     await peer.next();
     peer.send({ error: { class: 'GenericError', desc: 'JSON parse error' } });
     expect(await a).toBeInstanceOf(QmpProtocolError);
+  });
+
+  test('retry: waits for a socket that appears later, else QmpTimeoutError', async () => {
+    const late = path.join(dir, 'late.sock');
+    const t0 = Date.now();
+    const err = await rejection(QmpClient.connect(late, { timeout: 100, retry: true }));
+    expect(err).toBeInstanceOf(QmpTimeoutError);
+    expect(err.message).toMatch(/ENOENT/);
+    expect(Date.now() - t0).toBeLessThan(500);
+
+    const clientP = QmpClient.connect(late, { timeout: 2000, retry: true });
+    await new Promise((r) => setTimeout(r, 50));
+    const srv2 = await FakeServer.start(dir, 'late.sock');
+    try {
+      await (await srv2.nextPeer()).qmpHandshake();
+      client = await clientP;
+      expect(client.connected).toBe(true);
+    } finally {
+      await client?.close();
+      await srv2.close();
+    }
   });
 
   test('bad greeting: QmpProtocolError; no greeting: QmpTimeoutError', async () => {

@@ -78,8 +78,29 @@ export class JsonConnection extends EventEmitter<ConnectionEvents> {
   private socketError?: NodeJS.ErrnoException;
   private readonly closedPromise: Promise<void>;
 
-  /** Connect to a unix socket path (or adopt a socket) within `timeout` ms. */
-  static open(target: Target, timeout: number): Promise<JsonConnection> {
+  /**
+   * Connect to a unix socket path (or adopt a socket) within `timeout` ms. With `retry`, a path
+   * that does not exist yet or refuses (ENOENT, ECONNREFUSED: a QEMU just spawned creates the
+   * socket file at bind(), a little before listen()) is tried again every 10 ms until the timeout.
+   */
+  static async open(target: Target, timeout: number, retry = false): Promise<JsonConnection> {
+    const deadline = Date.now() + timeout;
+    const bounded = timeout > 0 && Number.isFinite(timeout);
+    for (;;) {
+      try {
+        return await JsonConnection.openOnce(target, bounded ? Math.max(1, deadline - Date.now()) : 0);
+      } catch (err) {
+        const code = err instanceof QmpConnectionError ? err.code : undefined;
+        if (!retry || typeof target !== 'string' || (code !== 'ENOENT' && code !== 'ECONNREFUSED')) throw err;
+        if (bounded && Date.now() + 10 >= deadline) {
+          throw new QmpTimeoutError('connect', timeout, `connect to ${target}: nobody listening within ${timeout} ms (${code})`);
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+  }
+
+  private static openOnce(target: Target, timeout: number): Promise<JsonConnection> {
     const socket = typeof target === 'string' ? net.createConnection({ path: target }) : target;
     return new Promise((resolve, reject) => {
       const where = typeof target === 'string' ? target : 'socket';

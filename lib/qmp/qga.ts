@@ -25,6 +25,8 @@ import { QmpConnectionError, QmpTimeoutError } from './errors';
 export interface QgaConnectOptions {
   /** Default timeout of every command, ms (0 or Infinity: none). Default 10 000. */
   timeout?: number;
+  /** Retry while the socket is missing or refuses (a QEMU just spawned), until the connect timeout. */
+  retry?: boolean;
   /** Bound on connect + the first sync, ms. Defaults to `timeout`. */
   connectTimeout?: number;
 }
@@ -66,7 +68,7 @@ export class QgaClient extends EventEmitter<QgaClientEvents> {
     this.timeout = opts.timeout ?? DEFAULT_TIMEOUT;
     const budget = opts.connectTimeout ?? this.timeout;
     const start = Date.now();
-    const conn = await JsonConnection.open(target, budget);
+    const conn = await JsonConnection.open(target, budget, opts.retry);
     this.conn = conn;
     this.needSync = true;
     conn.on('message', (msg) => {

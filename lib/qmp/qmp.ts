@@ -59,6 +59,8 @@ export interface QmpClientEvents extends PerNameEvents {
 export interface QmpConnectOptions {
   /** Default timeout of every command, ms (0 or Infinity: none). Default 10 000. */
   timeout?: number;
+  /** Retry while the socket is missing or refuses (a QEMU just spawned), until the connect timeout. */
+  retry?: boolean;
   /** Bound on connect + greeting + qmp_capabilities, ms. Defaults to `timeout`. */
   connectTimeout?: number;
 }
@@ -99,7 +101,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     const deadline = Date.now() + budget;
     const left = () => (Number.isFinite(budget) && budget > 0 ? Math.max(1, deadline - Date.now()) : 0);
 
-    const conn = await JsonConnection.open(target, left());
+    const conn = await JsonConnection.open(target, left(), opts.retry);
     this.conn = conn;
     conn.on('message', (msg) => this.onMessage(msg));
     conn.on('close', (err) => this.emit('close', err));
