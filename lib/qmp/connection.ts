@@ -169,8 +169,8 @@ export class JsonConnection extends EventEmitter<ConnectionEvents> {
         reject(new QmpTimeoutError(command, timeout));
       });
       this.pending.set(key, p);
-      // A failed write means the socket is going away; the close path rejects the call.
-      this.write(msg).catch(() => undefined);
+      // No write callback: a failed write destroys the socket, and the close path rejects the call.
+      this.socket.write(JSON.stringify(msg) + '\n');
     });
   }
 
