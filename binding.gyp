@@ -5,7 +5,9 @@
       "sources": [
         "native/addon.cc",
         "native/container.cc",
-        "native/start.cc"
+        "native/start.cc",
+        "native/attach.cc",
+        "native/process.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "libraries": ["<!@(pkg-config --libs lxc 2>/dev/null || echo -llxc)"],

@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'INVALID_STATE'
   | 'NOT_SUPPORTED'
   | 'TIMEOUT'
+  | 'ABORTED'
   | 'OPERATION_FAILED';
 
 export class LxqError extends Error {
@@ -61,6 +62,13 @@ export class NotSupported extends LxqError {
 export class Timeout extends LxqError {
   constructor(message: string) {
     super('TIMEOUT', message);
+  }
+}
+
+/** The caller's AbortSignal fired; what was running was stopped. */
+export class Aborted extends LxqError {
+  constructor(message: string) {
+    super('ABORTED', message);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "container.h"
+#include "process.h"
 
 namespace {
 
@@ -64,6 +65,9 @@ Napi::Value ListAllContainers(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Container", lxq::Container::Define(env));
   exports.Set("listAllContainers", Napi::Function::New(env, ListAllContainers, "listAllContainers"));
+  exports.Set("waitPidfd", Napi::Function::New(env, lxq::WaitPidfd, "waitPidfd"));
+  exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
+  exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
   exports.Set("liblxcVersion", Napi::String::New(env, lxc_get_version()));
   return exports;
 }

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "attach.h"
 #include "start.h"
 
 namespace lxq {
@@ -90,6 +91,12 @@ Napi::Value ToJs(Napi::Env env, const Result& v) {
     const auto& list = std::get<std::vector<std::string>>(v);
     Napi::Array a = Napi::Array::New(env, list.size());
     for (size_t i = 0; i < list.size(); i++) a.Set(i, list[i]);
+    return a;
+  }
+  if (std::holds_alternative<std::vector<int64_t>>(v)) {
+    const auto& list = std::get<std::vector<int64_t>>(v);
+    Napi::Array a = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); i++) a.Set(i, Napi::Number::New(env, static_cast<double>(list[i])));
     return a;
   }
   return env.Undefined();
@@ -173,6 +180,7 @@ Napi::Function Container::Define(Napi::Env env) {
                          InstanceMethod<&Container::SetCgroupItem>("setCgroupItem"),
                          InstanceMethod<&Container::GetIps>("getIps"),
                          InstanceMethod<&Container::Destroy>("destroy"),
+                         InstanceMethod<&Container::Attach>("attach"),
                      });
 }
 
@@ -388,6 +396,22 @@ Napi::Value Container::GetIps(const Napi::CallbackInfo& info) {
 Napi::Value Container::Destroy(const Napi::CallbackInfo& info) {
   return Enqueue(info.Env(), "destroy",
                  [](lxc_container* c, Failure& f) -> Result { return Check(c->destroy(c), f, "destroy"); });
+}
+
+// attach(argv, env[], cwd|null, uid, gid) → [pid, pidfd, stdinFd, stdoutFd, stderrFd]
+Napi::Value Container::Attach(const Napi::CallbackInfo& info) {
+  AttachRequest req;
+  req.argv = StringArray(info, 0);
+  req.env = StringArray(info, 1);
+  if (req.argv.empty()) throw Napi::TypeError::New(info.Env(), "argv must not be empty");
+  req.cwd = info.Length() > 2 && info[2].IsString() ? Arg(info, 2) : "";
+  req.uid = info.Length() > 3 && info[3].IsNumber() ? info[3].ToNumber().Int64Value() : -1;
+  req.gid = info.Length() > 4 && info[4].IsNumber() ? info[4].ToNumber().Int64Value() : -1;
+  return Enqueue(info.Env(), "attach", [req](lxc_container* c, Failure& f) mutable -> Result {
+    std::vector<int64_t> out;
+    if (!AttachProcess(c, req, out, f)) return false;
+    return out;
+  });
 }
 
 }  // namespace lxq

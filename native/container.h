@@ -18,7 +18,7 @@
 namespace lxq {
 
 // What an operation hands back to JavaScript; converted on the JS thread.
-using Result = std::variant<std::monostate, bool, int64_t, std::string, std::vector<std::string>>;
+using Result = std::variant<std::monostate, bool, int64_t, std::string, std::vector<std::string>, std::vector<int64_t>>;
 
 // A failed liblxc call: the call's name, errno and the part of the container log it wrote.
 struct Failure {
@@ -84,6 +84,7 @@ class Container : public Napi::ObjectWrap<Container> {
   Napi::Value SetCgroupItem(const Napi::CallbackInfo& info);
   Napi::Value GetIps(const Napi::CallbackInfo& info);
   Napi::Value Destroy(const Napi::CallbackInfo& info);
+  Napi::Value Attach(const Napi::CallbackInfo& info);
 
   lxc_container* c_ = nullptr;
   std::deque<Job*> queue_;

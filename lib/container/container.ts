@@ -12,7 +12,10 @@ import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/
 import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import { cgroupLimits, ContainerImageMeta, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
+import { ContainerFiles } from './files';
 import { LxcContainer, LxcError, LxcState, native } from './native';
+import { checkSpawn, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../instance/process';
+import { Socket } from 'node:net';
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
 export interface ContainerContext {
@@ -75,6 +78,8 @@ async function removeMonitorCgroups(name: string): Promise<void> {
 export class ContainerInstance extends BaseInstance {
   private handle: LxcContainer | undefined;
 
+  readonly files: ContainerFiles;
+
   private constructor(
     private readonly ctx: ContainerContext,
     dir: string,
@@ -82,6 +87,7 @@ export class ContainerInstance extends BaseInstance {
     private readonly imageMeta: ContainerImageMeta,
   ) {
     super(dir, record);
+    this.files = new ContainerFiles({ root: () => this.fileRoot(), shift: () => this.idmap()?.base ?? 0 });
   }
 
   /** An existing container, from its record. */
@@ -114,6 +120,43 @@ export class ContainerInstance extends BaseInstance {
   /** The liblxc log of this container (errors of start, stop, attach…). */
   get logFile(): string {
     return path.join(this.dir, 'lxc.log');
+  }
+
+  protected get consoleLogPath(): string {
+    return path.join(this.dir, 'console.log');
+  }
+
+  /** The container's "/" as a host path: its rootfs when stopped, its init's root (mount namespace) otherwise. */
+  private async fileRoot(): Promise<string> {
+    const status = await this.currentStatus();
+    if (status === 'stopped') return path.join(this.dir, 'rootfs');
+    const pid = await this.lxc().initPid();
+    if (pid <= 0) throw new OperationFailed(`cannot find the init process of ${this.name} (${status})`);
+    return `/proc/${pid}/root`;
+  }
+
+  protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
+    const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    const [pid, pidfd, stdinFd, stdoutFd, stderrFd] = await this.lxc()
+      .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0)
+      .catch((e) => {
+        throw failed(e, `cannot run ${JSON.stringify(argv[0])} in ${this.name}`);
+      });
+    let exited = false;
+    const exit = native()
+      .waitPidfd(pidfd)
+      .then(({ code, signal }) => {
+        exited = true;
+        return { exitCode: code, signal: signal === null ? null : signalName(signal) };
+      });
+    return {
+      pid,
+      stdin: new Socket({ fd: stdinFd, readable: false, writable: true }),
+      stdout: new Socket({ fd: stdoutFd, readable: true, writable: false }),
+      stderr: new Socket({ fd: stderrFd, readable: true, writable: false }),
+      kill: (signal = 'SIGTERM') => !exited && native().signalPidfd(pidfd, signalNumber(signal)),
+      exit,
+    };
   }
 
   private idmap(): IdMap | null {

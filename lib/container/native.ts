@@ -39,12 +39,23 @@ export interface LxcContainer {
   setCgroupItem(key: string, value: string): Promise<boolean>;
   getIps(iface?: string | null, family?: string | null, scope?: number): Promise<string[]>;
   destroy(): Promise<boolean>;
+  /**
+   * Runs argv inside the container with exactly `env`; returns at once with
+   * [pid, pidfd, stdin, stdout, stderr] (the caller's pipe ends, close-on-exec).
+   */
+  attach(argv: string[], env: string[], cwd: string | null, uid: number, gid: number): Promise<[number, number, number, number, number]>;
 }
 
 export interface Native {
   Container: new (name: string, lxcpath: string) => LxcContainer;
   listAllContainers(lxcpath: string): Promise<{ defined: string[]; active: string[] }>;
   liblxcVersion: string;
+  /** Resolves when the process exits (watched by the event loop); closes the pidfd. */
+  waitPidfd(pidfd: number): Promise<{ code: number | null; signal: number | null }>;
+  /** false if the process is gone. */
+  signalPidfd(pidfd: number, signal: number): boolean;
+  /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
+  openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
 }
 
 let loaded: Native | undefined;

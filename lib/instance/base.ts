@@ -4,19 +4,23 @@
  * A driver implements the `abstract` primitives only.
  */
 import { EventEmitter } from 'eventemitter3';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '../config/options';
 import { InvalidArgument, InvalidState } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
+import type { InstanceFiles } from './files';
 import type {
   Instance,
+  InstanceConsole,
   InstanceEvents,
   InstanceRecord,
   InstanceState,
   InstanceStatus,
   StopOptions,
 } from './instance';
+import { checkExecTiming, collect, ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 
 export const RECORD_FILE = 'lxq.json';
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
@@ -49,7 +53,18 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.record.config;
   }
 
+  abstract readonly files: InstanceFiles;
+
+  get console(): InstanceConsole {
+    const file = this.consoleLogPath;
+    return { path: file, log: () => fs.readFile(file, 'utf8').catch((e) => (e.code === 'ENOENT' ? '' : Promise.reject(e))) };
+  }
+  /** The host file the driver keeps the console output in. */
+  protected abstract get consoleLogPath(): string;
+
   // ---- what a driver provides ----
+  /** Starts a command in the running instance (the base has checked the status). */
+  protected abstract doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess>;
   protected abstract currentStatus(): Promise<InstanceStatus>;
   protected abstract doStart(): Promise<void>;
   /** Asks the instance to shut down; resolves true if it stopped within `timeoutMs`. */
@@ -127,6 +142,17 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       await this.doDelete();
       this.removeAllListeners();
     });
+  }
+
+  async spawn(argv: string[], options: SpawnOptions = {}): Promise<InstanceProcess> {
+    await this.require('run a command in', ['running']);
+    return this.doSpawn(argv, options ?? {});
+  }
+
+  async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+    checkExecTiming(options ?? {});
+    const proc = await this.spawn(argv, options);
+    return collect(proc, options ?? {}, `${JSON.stringify(argv[0])} in ${this.name}`);
   }
 
   update(patch: InstanceConfigPatch): Promise<void> {

@@ -6,6 +6,8 @@
 import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
+import type { InstanceFiles } from './files';
+import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 
 export type { InstanceType };
 
@@ -81,4 +83,20 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   state(): Promise<InstanceState>;
   /** Changes options: validated first, applied live where the option allows it, else at the next start. */
   update(config: InstanceConfigPatch): Promise<void>;
+
+  /** Runs a command to completion; output of any size is collected as Buffers. */
+  exec(argv: string[], options?: ExecOptions): Promise<ExecResult>;
+  /** Starts a command with streaming stdin/stdout/stderr. */
+  spawn(argv: string[], options?: SpawnOptions): Promise<InstanceProcess>;
+  /** Files inside the instance, resolved inside its own root (running or stopped). */
+  readonly files: InstanceFiles;
+  /** What the instance's init or kernel printed on its console, and where that log is kept. */
+  readonly console: InstanceConsole;
+}
+
+export interface InstanceConsole {
+  /** The console log file on the host. */
+  readonly path: string;
+  /** The log's content so far ('' before the first start). */
+  log(): Promise<string>;
 }

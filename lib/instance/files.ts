@@ -1,0 +1,63 @@
+/**
+ * File access inside an instance. Paths are absolute paths of the instance's own filesystem;
+ * they are resolved as the instance would resolve them, so no symlink or ".." can reach the host.
+ */
+import { InvalidArgument } from '../errors';
+
+export type FileType = 'file' | 'directory' | 'symlink' | 'other';
+
+export interface FileStat {
+  type: FileType;
+  size: number;
+  /** Permission bits (e.g. 0o644). */
+  mode: number;
+  /** Owner as seen inside the instance. */
+  uid: number;
+  gid: number;
+  mtime: Date;
+}
+
+export interface DirEntry {
+  name: string;
+  type: FileType;
+}
+
+export interface WriteOptions {
+  /** Permission bits; default 0o644 for files, 0o755 for directories. */
+  mode?: number;
+  /** Owner inside the instance; default 0. */
+  uid?: number;
+  gid?: number;
+}
+
+export interface InstanceFiles {
+  read(path: string): Promise<Buffer>;
+  /** Replaces the file atomically (a reader sees the old or the new content). */
+  write(path: string, data: string | Buffer, options?: WriteOptions): Promise<void>;
+  /** Copies a host file into the instance (mode from the host file unless given). */
+  push(hostPath: string, path: string, options?: WriteOptions): Promise<void>;
+  /** Copies a file of the instance to the host (written atomically there). */
+  pull(path: string, hostPath: string): Promise<void>;
+  /** Does not follow a final symlink. */
+  stat(path: string): Promise<FileStat>;
+  list(path: string): Promise<DirEntry[]>;
+  mkdir(path: string, options?: WriteOptions & { parents?: boolean }): Promise<void>;
+  remove(path: string, options?: { recursive?: boolean }): Promise<void>;
+}
+
+/** Validates an instance path; returns it without the leading slash. */
+export function instancePath(p: unknown): string {
+  if (typeof p !== 'string' || p.length === 0) throw new InvalidArgument('path must be a non-empty string');
+  if (p.includes('\0')) throw new InvalidArgument('path must not contain NUL bytes');
+  if (!p.startsWith('/')) throw new InvalidArgument(`path must be absolute inside the instance, got ${JSON.stringify(p)}`);
+  return p.replace(/^\/+/, '');
+}
+
+export function checkOwnership(options: WriteOptions = {}): { mode?: number; uid: number; gid: number } {
+  const { mode, uid = 0, gid = 0 } = options;
+  if (mode !== undefined && (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)) throw new InvalidArgument(`mode must be permission bits (0 to 0o7777), got ${mode}`);
+  for (const [k, v] of [['uid', uid], ['gid', gid]] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 65535) throw new InvalidArgument(`${k} must be between 0 and 65535, got ${v}`);
+  }
+  return { mode, uid, gid };
+}
