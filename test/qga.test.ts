@@ -130,6 +130,27 @@ describe('QgaClient: protocol (fake agent)', () => {
     await expect(next).resolves.toBe(99);
   });
 
+  test('a resync that times out, answered late: the late 0xFF answer is dropped, the next resync works', async () => {
+    const [qga, peer] = await connected();
+    await rejection(qga.execute('guest-info', undefined, { timeout: 50 })); // needs a resync now
+    expect(await peer.next()).toEqual({ execute: 'guest-info' });
+    const err = await rejection(qga.execute('guest-ping', undefined, { timeout: 80 }));
+    expect(err).toBeInstanceOf(QmpTimeoutError);
+    expect(err.command).toBe('guest-sync-delimited');
+    const late = await peer.next();
+    expect(late.execute).toBe('guest-sync-delimited');
+    // Both answers arrive after their callers gave up, the sync one with its 0xFF.
+    peer.send('{"return": {"late": "guest-info"}}\n');
+    peer.send(Buffer.concat([FF, Buffer.from(`{"return": ${late.arguments.id}}\n`)]));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(qga.connected).toBe(true);
+    const next = qga.execute('guest-get-time');
+    await answerSync(peer, 'junk');
+    expect(await peer.next()).toEqual({ execute: 'guest-get-time' });
+    peer.send({ return: 7 });
+    await expect(next).resolves.toBe(7);
+  });
+
   test('a command waiting its turn times out on its own budget', async () => {
     const [qga, peer] = await connected();
     const slow = rejection(qga.execute('guest-slow', undefined, { timeout: 300 }));

@@ -50,7 +50,9 @@ export interface ExpectOptions {
   timeout: number;
   timeoutMessage?: string;
   /** Discard input up to and including this byte, then test the next line; a line that is not
-   *  accepted (or not JSON) sends the framer back to discarding. */
+   *  accepted (or not JSON) sends the framer back to discarding. If the wait times out, the
+   *  framer stays tolerant (discarding up to the byte, dropping what is not JSON) until a later
+   *  resync succeeds: the answer may still come, late. */
   resyncByte?: number;
 }
 
@@ -58,8 +60,6 @@ interface Waiter extends ExpectOptions {
   resolve(msg: JsonObject): void;
   reject(err: Error): void;
   timer?: NodeJS.Timeout;
-  /** In resync mode: still looking for the delimiter byte. */
-  discarding: boolean;
 }
 
 function armTimer(ms: number, fire: () => void): NodeJS.Timeout | undefined {
@@ -74,6 +74,8 @@ export class JsonConnection extends EventEmitter<ConnectionEvents> {
   private readonly pending = new Map<string, Pending>();
   private waiter?: Waiter;
   private partial: Buffer[] = [];
+  /** Resynchronising: the delimiter byte, and whether we are still looking for it. */
+  private resync?: { byte: number; discarding: boolean };
   private ended?: QmpConnectionError;
   private socketError?: NodeJS.ErrnoException;
   private readonly closedPromise: Promise<void>;
@@ -202,12 +204,16 @@ export class JsonConnection extends EventEmitter<ConnectionEvents> {
     if (this.ended) return Promise.reject(this.ended);
     if (this.waiter) return Promise.reject(new Error('expect(): another waiter is active'));
     return new Promise((resolve, reject) => {
-      const w: Waiter = { ...opts, resolve, reject, discarding: opts.resyncByte !== undefined };
+      const w: Waiter = { ...opts, resolve, reject };
       w.timer = armTimer(opts.timeout, () => {
         if (this.waiter === w) this.waiter = undefined;
+        if (this.resync) this.resync.discarding = true;
         reject(new QmpTimeoutError(opts.command, opts.timeout, opts.timeoutMessage));
       });
-      if (w.discarding) this.partial = []; // a half-received line is stale too
+      if (opts.resyncByte !== undefined) {
+        this.resync = { byte: opts.resyncByte, discarding: true };
+        this.partial = []; // a half-received line is stale too
+      }
       this.waiter = w;
     });
   }
@@ -249,11 +255,10 @@ export class JsonConnection extends EventEmitter<ConnectionEvents> {
   private onData(data: Buffer): void {
     let start = 0;
     while (start < data.length && !this.ended) {
-      const w = this.waiter;
-      if (w?.discarding) {
-        const at = data.indexOf(w.resyncByte!, start);
+      if (this.resync?.discarding) {
+        const at = data.indexOf(this.resync.byte, start);
         if (at < 0) return;
-        w.discarding = false;
+        this.resync.discarding = false;
         this.partial = [];
         start = at + 1;
         continue;
@@ -278,20 +283,21 @@ export class JsonConnection extends EventEmitter<ConnectionEvents> {
     try {
       msg = JSON.parse(text);
     } catch {
-      if (w?.resyncByte !== undefined) return void (w.discarding = true);
+      if (this.resync) return void (this.resync.discarding = true);
       return this.fail(new QmpConnectionError(`peer sent unparsable JSON: ${preview(text)}`));
     }
     if (!isObject(msg)) {
-      if (w?.resyncByte !== undefined) return void (w.discarding = true);
+      if (this.resync) return void (this.resync.discarding = true);
       return this.fail(new QmpProtocolError(`peer sent a non-object message: ${preview(text)}`, msg));
     }
     if (w) {
       if (w.accept(msg)) {
         this.waiter = undefined;
+        if (w.resyncByte !== undefined) this.resync = undefined;
         clearTimeout(w.timer);
         return w.resolve(msg);
       }
-      if (w.resyncByte !== undefined) return void (w.discarding = true);
+      if (this.resync) return void (this.resync.discarding = true);
     }
     this.emit('message', msg);
   }
