@@ -1,0 +1,210 @@
+/**
+ * The static guest files of the `vm/default` image, embedded as text so that they ship inside the
+ * compiled package (tsc copies no data files). Two trees use them:
+ *
+ * - the initramfs: busybox-static and the virtio modules; `/init` loads the modules, then mounts
+ *   the root disk (`/dev/vda`, ext4) and `switch_root`s into it, or stays in the initramfs;
+ * - the root disk: busybox, qemu-ga with its libraries, and a busybox-init setup that runs the
+ *   guest agent on its virtio-serial port and powers off on the ACPI power button.
+ *
+ * No udev runs: the `/dev/virtio-ports/<name>` links are made by `lxq-vports` from sysfs.
+ * Every step prints an `lxq-init: ...` line (with the uptime) to the console, which QEMU writes
+ * to the serial log, so a boot can be followed and timed.
+ */
+
+export interface GuestFile {
+  mode: number;
+  text: string;
+}
+
+/** The name of the agent's virtio-serial port, as QEMU's `virtserialport,name=` is set. */
+export const QGA_PORT_NAME = 'org.qemu.guest_agent.0';
+
+/** Prints a marker with the uptime; sourced by the other scripts. */
+const MARK = `mark() { read -r up _ < /proc/uptime 2>/dev/null; echo "lxq-init: $* (\${up:-?}s)"; }`;
+
+/** Makes `/dev/virtio-ports/<name>` links for every named virtio-serial port (what udev would). */
+const VPORTS = `#!/bin/sh
+# lxq-vports: /dev/virtio-ports/<name> -> ../vportNpM, from /sys/class/virtio-ports/*/name
+mkdir -p /dev/virtio-ports
+for f in /sys/class/virtio-ports/*/name; do
+  [ -r "$f" ] || continue
+  read -r name < "$f" || continue
+  [ -n "$name" ] || continue
+  dev=\${f%/name}; dev=\${dev##*/}
+  [ -e "/dev/$dev" ] || continue
+  ln -sfn "../$dev" "/dev/virtio-ports/$name"
+done
+exit 0
+`;
+
+/** The initramfs `/init`. The module list (`/lib/modules/load`) is written by the builder. */
+const INITRAMFS_INIT = `#!/bin/busybox sh
+# lxq initramfs init: load the virtio modules, mount the root disk, switch_root into it.
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+${MARK}
+/bin/busybox mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+/bin/busybox mount -t proc -o nosuid,nodev,noexec proc /proc
+/bin/busybox mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mark "initramfs started, kernel $(uname -r)"
+
+while read -r mod args; do
+  [ -n "$mod" ] || continue
+  insmod "/lib/modules/$mod" $args || echo "lxq-init: insmod $mod failed"
+done < /lib/modules/load
+mark "modules loaded"
+/sbin/lxq-vports
+
+root=/dev/vda
+fstype=ext4
+flags=rw,noatime
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    lxq.root=*) root=\${arg#lxq.root=} ;;
+    lxq.rootfstype=*) fstype=\${arg#lxq.rootfstype=} ;;
+    lxq.rootflags=*) flags=\${arg#lxq.rootflags=} ;;
+  esac
+done
+
+if [ "$root" != none ]; then
+  # The disk shows up while virtio_blk probes, which insmod waits for; allow a little slack.
+  i=0
+  while [ ! -b "$root" ] && [ $i -lt 200 ]; do usleep 10000; i=$((i + 1)); done
+  if [ -b "$root" ] && mount -t "$fstype" -o "$flags" "$root" /newroot; then
+    if [ -x /newroot/sbin/init ] || [ -L /newroot/sbin/init ]; then
+      mark "switching to the root disk $root"
+      mount --move /dev /newroot/dev
+      mount --move /proc /newroot/proc
+      mount --move /sys /newroot/sys
+      exec switch_root /newroot /sbin/init
+    fi
+    echo "lxq-init: $root has no /sbin/init"
+    umount /newroot
+  else
+    echo "lxq-init: cannot mount $root ($fstype)"
+  fi
+fi
+mark "no root disk: staying in the initramfs"
+exec /sbin/init
+`;
+
+/** busybox init's table in the initramfs (used only when there is no root disk). */
+const INITRAMFS_INITTAB = `::sysinit:/bin/sh -c 'echo "lxq-init: initramfs shell on the console"'
+::respawn:/bin/cttyhack /bin/sh
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/sync
+`;
+
+/** The root disk's boot script. /proc, /sys and /dev arrive mounted from the initramfs. */
+const RCS = `#!/bin/sh
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+${MARK}
+mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
+mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mountpoint -q /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=000 devpts /dev/pts
+mount -t tmpfs -o nosuid,nodev tmpfs /dev/shm
+mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
+grep -q ' / [^ ]* rw' /proc/mounts || mount -o remount,rw /
+/sbin/lxq-vports
+[ -r /etc/hostname ] && hostname -F /etc/hostname
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+mark "rcS done"
+`;
+
+/** Run by busybox init before it kills everything: flush the root disk and make it read-only. */
+const RCK = `#!/bin/sh
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+${MARK}
+mark "shutting down"
+killall qemu-ga acpid 2>/dev/null
+sync
+mount -o remount,ro / 2>/dev/null || sync
+`;
+
+/** Waits for the agent's port (its name arrives from QEMU a moment after the driver loads). */
+const QGA_START = `#!/bin/sh
+# Respawned by init: start the guest agent on its virtio-serial port.
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+${MARK}
+port=/dev/virtio-ports/${QGA_PORT_NAME}
+i=0
+while [ ! -e "$port" ]; do
+  /sbin/lxq-vports
+  [ -e "$port" ] && break
+  i=$((i + 1))
+  if [ $i -ge 500 ]; then
+    echo "lxq-init: no virtio-serial port named ${QGA_PORT_NAME}; is the device configured?"
+    exec sleep 10
+  fi
+  usleep 10000
+done
+mark "starting qemu-ga"
+exec /usr/sbin/qemu-ga -m virtio-serial -p "$port" -t /run
+`;
+
+/**
+ * qemu-ga's guest-shutdown runs `/sbin/shutdown -h -P +0 "hypervisor initiated shutdown"` (or -H,
+ * -r); busybox has no `shutdown`, and its poweroff/reboot/halt signal init, which shuts down.
+ */
+const SHUTDOWN = `#!/bin/sh
+# lxq: a minimal shutdown(8) over busybox init, for qemu-ga's guest-shutdown.
+action=poweroff
+for arg in "$@"; do
+  case "$arg" in
+    -r|--reboot) action=reboot ;;
+    -H|--halt) action=halt ;;
+    -P|--poweroff|-h) [ "$action" = reboot ] || [ "$action" = halt ] || action=poweroff ;;
+    -c) echo "shutdown: nothing to cancel" >&2; exit 1 ;;
+    --help) echo "usage: shutdown [-h|-P|-H|-r] [TIME] [MESSAGE]"; exit 0 ;;
+    *) ;; # time (now, +0) and the wall message are ignored: shut down now
+  esac
+done
+echo "lxq-init: shutdown: $action" > /dev/console 2>/dev/null
+exec /bin/busybox "$action"
+`;
+
+/** busybox acpid maps the power button (KEY_POWER) to the action `PWRF/00000080`, under /etc/acpi. */
+const ACPI_POWER = `#!/bin/sh
+echo "lxq-init: ACPI power button: powering off" > /dev/console 2>/dev/null
+exec /sbin/poweroff
+`;
+
+const INITTAB = `# lxq vm/default: busybox init
+::sysinit:/etc/init.d/rcS
+::respawn:/usr/libexec/lxq/qga-start
+::respawn:/sbin/acpid -f -c /etc/acpi -l /run/acpid.log
+::ctrlaltdel:/sbin/reboot
+::shutdown:/etc/init.d/rcK
+`;
+
+/** Files of the initramfs, besides busybox, its applet links and the modules. */
+export const INITRAMFS_FILES: Record<string, GuestFile> = {
+  init: { mode: 0o755, text: INITRAMFS_INIT },
+  'sbin/lxq-vports': { mode: 0o755, text: VPORTS },
+  'etc/inittab': { mode: 0o644, text: INITRAMFS_INITTAB },
+};
+
+/** Files of the root disk, besides busybox, its applet links, qemu-ga and its libraries. */
+export const ROOTFS_FILES: Record<string, GuestFile> = {
+  'etc/passwd': {
+    mode: 0o644,
+    text: 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n',
+  },
+  'etc/group': { mode: 0o644, text: 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' },
+  'etc/shadow': { mode: 0o600, text: 'root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n' },
+  'etc/hostname': { mode: 0o644, text: 'lxq-vm\n' },
+  'etc/hosts': { mode: 0o644, text: '127.0.0.1 localhost lxq-vm\n::1 localhost\n' },
+  'etc/resolv.conf': { mode: 0o644, text: '' },
+  'etc/fstab': { mode: 0o644, text: '/dev/vda / ext4 rw,noatime 0 1\n' },
+  'etc/shells': { mode: 0o644, text: '/bin/sh\n/bin/ash\n' },
+  'etc/inittab': { mode: 0o644, text: INITTAB },
+  'etc/init.d/rcS': { mode: 0o755, text: RCS },
+  'etc/init.d/rcK': { mode: 0o755, text: RCK },
+  'etc/acpi/PWRF/00000080': { mode: 0o755, text: ACPI_POWER },
+  'sbin/lxq-vports': { mode: 0o755, text: VPORTS },
+  'sbin/shutdown': { mode: 0o755, text: SHUTDOWN },
+  'usr/libexec/lxq/qga-start': { mode: 0o755, text: QGA_START },
+};
