@@ -99,9 +99,11 @@ const INITRAMFS_INITTAB = `::sysinit:/bin/sh -c 'echo "lxq-init: initramfs shell
 const RCS = `#!/bin/sh
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 ${MARK}
-mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
-mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+mounted() { grep -q " $1 " /proc/mounts 2>/dev/null; }
+mounted /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
+mounted /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mounted /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+mark "rcS started"
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=000 devpts /dev/pts
 mount -t tmpfs -o nosuid,nodev tmpfs /dev/shm
