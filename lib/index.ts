@@ -9,7 +9,10 @@ export type {
   StopOptions,
   CreateOptions,
   InstanceRecord,
+  InstanceConsole,
 } from './instance/instance';
+export type { ExecOptions, ExecResult, SpawnOptions, InstanceProcess, ExitStatus } from './instance/process';
+export type { InstanceFiles, FileStat, DirEntry, FileType, WriteOptions } from './instance/files';
 export { ContainerInstance } from './container/container';
 export { ImageStore } from './images/store';
 export type { Image } from './images/store';
