@@ -8,29 +8,11 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { OperationFailed } from '../errors';
+import { isStaticElf } from '../util/elf';
 import type { ContainerImageMeta } from '../container/lxc-config';
 
 const run = promisify(execFile);
 export const HOST_BUSYBOX = '/bin/busybox';
-
-/** True if the ELF file has no program interpreter (statically linked). */
-async function isStatic(file: string): Promise<boolean> {
-  const h = await fs.open(file, 'r');
-  try {
-    const hdr = Buffer.alloc(64);
-    await h.read(hdr, 0, 64, 0);
-    if (hdr.readUInt32BE(0) !== 0x7f454c46 || hdr[4] !== 2) return false; // ELF64 only
-    const phoff = Number(hdr.readBigUInt64LE(0x20));
-    const phentsize = hdr.readUInt16LE(0x36);
-    const phnum = hdr.readUInt16LE(0x38);
-    const ph = Buffer.alloc(phentsize * phnum);
-    await h.read(ph, 0, ph.length, phoff);
-    for (let i = 0; i < phnum; i++) if (ph.readUInt32LE(i * phentsize) === 3 /* PT_INTERP */) return false;
-    return true;
-  } finally {
-    await h.close();
-  }
-}
 
 const FILES: Record<string, { mode: number; text: string }> = {
   'etc/passwd': { mode: 0o644, text: 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' },
@@ -53,7 +35,7 @@ export async function buildBusyboxRootfs(rootfs: string): Promise<ContainerImage
   } catch {
     throw new OperationFailed(`${HOST_BUSYBOX} is missing: install it with "apt-get install busybox-static"`);
   }
-  if (!(await isStatic(HOST_BUSYBOX))) {
+  if (!(await isStaticElf(HOST_BUSYBOX))) {
     throw new OperationFailed(`${HOST_BUSYBOX} is dynamically linked: install Debian's busybox-static, which replaces it`);
   }
   const [{ stdout: applets }, { stdout: banner }] = await Promise.all([
