@@ -38,27 +38,70 @@ done
 exit 0
 `;
 
-/** The initramfs `/init`. The module list (`/lib/modules/load`) is written by the builder. */
+/**
+ * Mounts the API filesystems a system needs under `$1` (`/` or the new root), skipping those
+ * already mounted. Shell builtins only where possible: a fork is expensive under TCG.
+ */
+const SETUP_FNS = `is_mounted() { while read -r _ m _; do [ "$m" = "$1" ] && return 0; done < /proc/mounts; return 1; }
+mount_api() {
+  r=\${1%/}
+  [ -d "$r/dev/pts" ] || mkdir -p "$r/dev/pts"
+  [ -d "$r/dev/shm" ] || mkdir -p "$r/dev/shm"
+  is_mounted "$r/dev/pts" || mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=000 devpts "$r/dev/pts"
+  is_mounted "$r/dev/shm" || mount -t tmpfs -o nosuid,nodev tmpfs "$r/dev/shm"
+  is_mounted "$r/run" || mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs "$r/run"
+  is_mounted "$r/tmp" || mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs "$r/tmp"
+}
+set_hostname() {
+  want=; have=
+  [ -r "$1/etc/hostname" ] && read -r want < "$1/etc/hostname"
+  read -r have < /proc/sys/kernel/hostname
+  [ -n "$want" ] && [ "$want" != "$have" ] && hostname "$want"
+}
+lo_up() {
+  lof=0
+  read -r lof < /sys/class/net/lo/flags 2>/dev/null
+  [ $((lof & 1)) = 1 ] || ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+}`;
+
+/**
+ * The initramfs `/init`. It does the whole early setup with the busybox it already runs (its code
+ * is translated once by TCG): modules, the new root's mounts, hostname, loopback, the
+ * virtio-ports links; the root disk's init then starts the services at once. The module list
+ * (`/lib/modules/load`) is written by the builder.
+ */
 const INITRAMFS_INIT = `#!/bin/busybox sh
 # lxq initramfs init: load the virtio modules, mount the root disk, switch_root into it.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 ${MARK}
+${SETUP_FNS}
 /bin/busybox mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
 /bin/busybox mount -t proc -o nosuid,nodev,noexec proc /proc
 /bin/busybox mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-mark "initramfs started, kernel $(uname -r)"
+read -r kver < /proc/sys/kernel/osrelease
+mark "initramfs started, kernel $kver"
 
-while read -r mod args; do
+# Each line: a module file, then optionally "virtio=<id>": load it only if such a device exists
+# (e.g. the network driver and its helpers when the VM has a virtio NIC).
+while read -r mod cond; do
   [ -n "$mod" ] || continue
-  insmod "/lib/modules/$mod" $args || echo "lxq-init: insmod $mod failed"
+  case "$cond" in
+    virtio=*)
+      found=
+      for d in /sys/bus/virtio/devices/*/device; do
+        [ -r "$d" ] && read -r id < "$d" && [ "$id" = "\${cond#virtio=}" ] && found=1
+      done
+      [ -n "$found" ] || continue ;;
+  esac
+  insmod "/lib/modules/$mod" || echo "lxq-init: insmod $mod failed"
 done < /lib/modules/load
 mark "modules loaded"
-/sbin/lxq-vports
 
 root=/dev/vda
 fstype=ext4
 flags=rw,noatime
-for arg in $(cat /proc/cmdline); do
+read -r cmdline < /proc/cmdline
+for arg in $cmdline; do
   case "$arg" in
     lxq.root=*) root=\${arg#lxq.root=} ;;
     lxq.rootfstype=*) fstype=\${arg#lxq.rootfstype=} ;;
@@ -72,6 +115,10 @@ if [ "$root" != none ]; then
   while [ ! -b "$root" ] && [ $i -lt 200 ]; do usleep 10000; i=$((i + 1)); done
   if [ -b "$root" ] && mount -t "$fstype" -o "$flags" "$root" /newroot; then
     if [ -x /newroot/sbin/init ] || [ -L /newroot/sbin/init ]; then
+      mount_api /newroot
+      set_hostname /newroot
+      lo_up
+      /sbin/lxq-vports
       mark "switching to the root disk $root"
       mount --move /dev /newroot/dev
       mount --move /proc /newroot/proc
@@ -85,6 +132,9 @@ if [ "$root" != none ]; then
   fi
 fi
 mark "no root disk: staying in the initramfs"
+mount_api /
+lo_up
+/sbin/lxq-vports
 exec /sbin/init
 `;
 
@@ -95,24 +145,24 @@ const INITRAMFS_INITTAB = `::sysinit:/bin/sh -c 'echo "lxq-init: initramfs shell
 ::shutdown:/bin/sync
 `;
 
-/** The root disk's boot script. /proc, /sys and /dev arrive mounted from the initramfs. */
+/**
+ * The root disk's boot script. After the initramfs everything is in place and this costs no
+ * fork; it still sets the system up when the disk is booted some other way.
+ */
 const RCS = `#!/bin/sh
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 ${MARK}
-mounted() { grep -q " $1 " /proc/mounts 2>/dev/null; }
-mounted /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
-mounted /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-mounted /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
-mark "rcS started"
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=000 devpts /dev/pts
-mount -t tmpfs -o nosuid,nodev tmpfs /dev/shm
-mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
-grep -q ' / [^ ]* rw' /proc/mounts || mount -o remount,rw /
-/sbin/lxq-vports
-[ -r /etc/hostname ] && hostname -F /etc/hostname
-ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+${SETUP_FNS}
+is_mounted /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
+is_mounted /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+is_mounted /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+mount_api /
+while read -r dev m fs opts _; do
+  [ "$m" = / ] && case ",$opts," in *,ro,*) mount -o remount,rw / ;; esac
+done < /proc/mounts
+set_hostname ""
+lo_up
+[ -d /dev/virtio-ports ] || /sbin/lxq-vports
 mark "rcS done"
 `;
 
