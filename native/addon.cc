@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "container.h"
+#include "attach.h"
 #include "process.h"
 
 namespace {
@@ -68,6 +69,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("waitPidfd", Napi::Function::New(env, lxq::WaitPidfd, "waitPidfd"));
   exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
   exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
+  exports.Set("setWindowSize", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), lxq::SetWindowSize(info[0].ToNumber().Int32Value(),
+                                                             static_cast<uint16_t>(info[1].ToNumber().Uint32Value()),
+                                                             static_cast<uint16_t>(info[2].ToNumber().Uint32Value())));
+  }, "setWindowSize"));
   exports.Set("liblxcVersion", Napi::String::New(env, lxc_get_version()));
   return exports;
 }

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <pty.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -16,8 +18,19 @@ namespace {
 // Runs inside the container, last step before the command: the process must not inherit
 // Node's signal mask or ignored signals, nor any fd but 0-2 (an fd without close-on-exec from
 // another thread of this process would otherwise leak into the container).
+struct Command {
+  lxc_attach_command_t cmd;
+  bool pty;
+};
+
 int ExecCommand(void* payload) {
-  auto* cmd = static_cast<lxc_attach_command_t*>(payload);
+  auto* command = static_cast<Command*>(payload);
+  auto* cmd = &command->cmd;
+  if (command->pty) {
+    // A session of its own with the terminal (fd 0) as controlling tty, as login_tty does.
+    setsid();
+    ioctl(0, TIOCSCTTY, 0);
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -41,7 +54,23 @@ void CloseAll(std::initializer_list<int> fds) {
 
 bool AttachProcess(lxc_container* c, AttachRequest& req, std::vector<int64_t>& out, Failure& failure) {
   int in[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
-  if (pipe2(in, O_CLOEXEC) || pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
+  if (req.pty) {
+    int master = -1, slave = -1;
+    struct winsize ws = {req.rows, req.cols, 0, 0};
+    if (openpty(&master, &slave, nullptr, nullptr, &ws) != 0) {
+      failure = {"attach", errno, "openpty"};
+      return false;
+    }
+    fcntl(master, F_SETFD, FD_CLOEXEC);
+    fcntl(slave, F_SETFD, FD_CLOEXEC);
+    // The slave serves as all three; liblxc dup2s each onto 0, 1 and 2.
+    in[0] = slave;
+    in[1] = master;
+    outp[1] = dup(slave);
+    errp[1] = dup(slave);
+    fcntl(outp[1], F_SETFD, FD_CLOEXEC);
+    fcntl(errp[1], F_SETFD, FD_CLOEXEC);
+  } else if (pipe2(in, O_CLOEXEC) || pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
     failure = {"attach", errno, "pipe2"};
     CloseAll({in[0], in[1], outp[0], outp[1], errp[0], errp[1]});
     return false;
@@ -63,7 +92,7 @@ bool AttachProcess(lxc_container* c, AttachRequest& req, std::vector<int64_t>& o
   opts.stdout_fd = outp[1];
   opts.stderr_fd = errp[1];
 
-  lxc_attach_command_t cmd = {argv[0], argv.data()};
+  Command cmd = {{argv[0], argv.data()}, req.pty};
   pid_t pid = -1;
   int rc = c->attach(c, ExecCommand, &cmd, &opts, &pid);
   int err = errno;
@@ -83,6 +112,11 @@ bool AttachProcess(lxc_container* c, AttachRequest& req, std::vector<int64_t>& o
   fcntl(pidfd, F_SETFD, FD_CLOEXEC);
   out = {pid, pidfd, in[1], outp[0], errp[0]};
   return true;
+}
+
+bool SetWindowSize(int fd, uint16_t cols, uint16_t rows) {
+  struct winsize ws = {rows, cols, 0, 0};
+  return ioctl(fd, TIOCSWINSZ, &ws) == 0;
 }
 
 }  // namespace lxq

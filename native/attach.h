@@ -20,9 +20,15 @@ struct AttachRequest {
   std::vector<std::string> env;  // the whole environment ("K=V"): nothing of Node's is kept
   std::string cwd;               // empty: the user's default
   int64_t uid = -1, gid = -1;    // -1: root of the container
+  bool pty = false;              // one pseudo-terminal for stdin, stdout and stderr
+  uint16_t cols = 80, rows = 24;
 };
 
-// On success `out` holds pid, pidfd, and the parent's ends of stdin, stdout and stderr.
+// On success `out` holds pid, pidfd, and the parent's ends of stdin, stdout and stderr; with a
+// pty, the terminal's master as stdin and -1 for the other two (a terminal merges them).
 bool AttachProcess(lxc_container* c, AttachRequest& req, std::vector<int64_t>& out, Failure& failure);
+
+// Sets a terminal's window size (the master's); the process gets SIGWINCH.
+bool SetWindowSize(int fd, uint16_t cols, uint16_t rows);
 
 }  // namespace lxq

@@ -398,7 +398,8 @@ Napi::Value Container::Destroy(const Napi::CallbackInfo& info) {
                  [](lxc_container* c, Failure& f) -> Result { return Check(c->destroy(c), f, "destroy"); });
 }
 
-// attach(argv, env[], cwd|null, uid, gid) → [pid, pidfd, stdinFd, stdoutFd, stderrFd]
+// attach(argv, env[], cwd|null, uid, gid, pty|null) → [pid, pidfd, stdinFd, stdoutFd, stderrFd]
+// pty: { cols, rows } runs the command on a new terminal; stdinFd is then its master, the others -1.
 Napi::Value Container::Attach(const Napi::CallbackInfo& info) {
   AttachRequest req;
   req.argv = StringArray(info, 0);
@@ -407,6 +408,12 @@ Napi::Value Container::Attach(const Napi::CallbackInfo& info) {
   req.cwd = info.Length() > 2 && info[2].IsString() ? Arg(info, 2) : "";
   req.uid = info.Length() > 3 && info[3].IsNumber() ? info[3].ToNumber().Int64Value() : -1;
   req.gid = info.Length() > 4 && info[4].IsNumber() ? info[4].ToNumber().Int64Value() : -1;
+  if (info.Length() > 5 && info[5].IsObject()) {
+    Napi::Object pty = info[5].As<Napi::Object>();
+    req.pty = true;
+    req.cols = static_cast<uint16_t>(pty.Get("cols").ToNumber().Uint32Value());
+    req.rows = static_cast<uint16_t>(pty.Get("rows").ToNumber().Uint32Value());
+  }
   return Enqueue(info.Env(), "attach", [req](lxc_container* c, Failure& f) mutable -> Result {
     std::vector<int64_t> out;
     if (!AttachProcess(c, req, out, f)) return false;

@@ -137,6 +137,45 @@ describe('spawn', () => {
   });
 });
 
+describe('spawn with a pty', () => {
+  const until = async (read: () => string, re: RegExp) => {
+    for (let i = 0; i < 100 && !re.test(read()); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(read()).toMatch(re);
+  };
+
+  test('an interactive shell on a terminal: size, resize, its own session, exit code', async () => {
+    const p = await c.spawn(['sh', '-i'], { pty: { cols: 100, rows: 30 } });
+    expect(p.tty).toBe(true);
+    let out = '';
+    p.stdout.on('data', (d) => (out += d.toString()));
+    p.stdin.write('stty size; [ -t 0 ] && echo is-a-terminal; echo $((6*7))\n');
+    await until(() => out, /30 100\r\n[\s\S]*is-a-terminal\r\n42\r\n/);
+    p.resize(120, 40);
+    p.stdin.write('stty size; [ "$(cut -d" " -f6 /proc/$$/stat)" = "$$" ] && echo session-leader; exit 5\n');
+    expect(await p.exit).toEqual({ exitCode: 5, signal: null });
+    await until(() => out, /40 120\r\n[\s\S]*session-leader/);
+  });
+
+  test('exec on a pty: stdout is a terminal, stderr merged into it, stdin typed in', async () => {
+    const r = await c.exec(['sh', '-c', '[ -t 1 ] && echo tty; echo err >&2'], { pty: true, timeout: 10_000 });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString()).toBe('tty\r\nerr\r\n');
+    expect(r.stderr.length).toBe(0);
+    const typed = await c.exec(['cat'], { pty: true, stdin: 'abc\n\x04', timeout: 10_000 });
+    expect(typed.stdout.toString()).toBe('abc\r\nabc\r\n');
+  });
+
+  test('a pty process can be killed; resize without a pty and a bad size are refused', async () => {
+    const p = await c.spawn(['sleep', '30'], { pty: true });
+    expect(p.kill('SIGKILL')).toBe(true);
+    expect(await p.exit).toEqual({ exitCode: null, signal: 'SIGKILL' });
+    const q = await c.spawn(['true']);
+    expect(() => q.resize(80, 24)).toThrow(InvalidState);
+    await q.exit;
+    await expect(c.spawn(['true'], { pty: { cols: 0, rows: 24 } })).rejects.toBeInstanceOf(InvalidArgument);
+  });
+});
+
 describe('state checks', () => {
   test('exec on a frozen container is refused; on a stopped one too', async () => {
     await c.freeze();

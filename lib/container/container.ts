@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { InstanceConfig } from '../config/options';
-import { InvalidArgument, OperationFailed } from '../errors';
+import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
 import { BaseInstance, RECORD_FILE } from '../instance/base';
 import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
 import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
@@ -14,7 +14,9 @@ import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap }
 import { cgroupLimits, ContainerImageMeta, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
 import { ContainerFiles } from './files';
 import { LxcContainer, LxcError, LxcState, native } from './native';
-import { checkSpawn, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../instance/process';
+import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../instance/process';
+import { Readable } from 'node:stream';
+import { ReadStream as TtyStream } from 'node:tty';
 import { Socket } from 'node:net';
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
@@ -73,6 +75,24 @@ async function removeMonitorCgroups(name: string): Promise<void> {
     const dirs = await fs.readdir(path.join(root, hierarchy)).catch(() => [] as string[]);
     for (const d of dirs) if (pattern.test(d)) await fs.rmdir(path.join(root, hierarchy, d)).catch(() => undefined);
   }
+}
+
+/**
+ * A terminal master as one duplex stream. Reading it fails with EIO once every process on the
+ * terminal has exited: that is the terminal's end of file, not an error.
+ */
+function openTerminal(master: number): TtyStream {
+  const terminal = new TtyStream(master, { readable: true, writable: true } as never);
+  const emit = terminal.emit.bind(terminal);
+  terminal.emit = ((event: string, ...args: unknown[]) => {
+    if (event === 'error' && (args[0] as NodeJS.ErrnoException)?.code === 'EIO') {
+      terminal.push(null);
+      terminal.destroy();
+      return true;
+    }
+    return emit(event, ...args);
+  }) as typeof terminal.emit;
+  return terminal;
 }
 
 export class ContainerInstance extends BaseInstance {
@@ -137,8 +157,9 @@ export class ContainerInstance extends BaseInstance {
 
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    const pty = checkPty(options.pty);
     const [pid, pidfd, stdinFd, stdoutFd, stderrFd] = await this.lxc()
-      .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0)
+      .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0, pty)
       .catch((e) => {
         throw failed(e, `cannot run ${JSON.stringify(argv[0])} in ${this.name}`);
       });
@@ -149,12 +170,33 @@ export class ContainerInstance extends BaseInstance {
         exited = true;
         return { exitCode: code, signal: signal === null ? null : signalName(signal) };
       });
+    const kill = (signal: NodeJS.Signals | number = 'SIGTERM') => !exited && native().signalPidfd(pidfd, signalNumber(signal));
+    if (pty) {
+      const terminal = openTerminal(stdinFd);
+      return {
+        pid,
+        stdin: terminal,
+        stdout: terminal,
+        stderr: Readable.from([]),
+        tty: true,
+        kill,
+        resize: (cols, rows) => {
+          checkWindowSize(cols, rows);
+          if (!terminal.destroyed) native().setWindowSize(stdinFd, cols, rows);
+        },
+        exit,
+      };
+    }
     return {
       pid,
       stdin: new Socket({ fd: stdinFd, readable: false, writable: true }),
       stdout: new Socket({ fd: stdoutFd, readable: true, writable: false }),
       stderr: new Socket({ fd: stderrFd, readable: true, writable: false }),
-      kill: (signal = 'SIGTERM') => !exited && native().signalPidfd(pidfd, signalNumber(signal)),
+      tty: false,
+      kill,
+      resize: () => {
+        throw new InvalidState('resize needs a process spawned with { pty: true }');
+      },
       exit,
     };
   }

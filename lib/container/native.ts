@@ -43,7 +43,14 @@ export interface LxcContainer {
    * Runs argv inside the container with exactly `env`; returns at once with
    * [pid, pidfd, stdin, stdout, stderr] (the caller's pipe ends, close-on-exec).
    */
-  attach(argv: string[], env: string[], cwd: string | null, uid: number, gid: number): Promise<[number, number, number, number, number]>;
+  attach(
+    argv: string[],
+    env: string[],
+    cwd: string | null,
+    uid: number,
+    gid: number,
+    pty?: { cols: number; rows: number } | null,
+  ): Promise<[number, number, number, number, number]>;
 }
 
 export interface Native {
@@ -54,6 +61,8 @@ export interface Native {
   waitPidfd(pidfd: number): Promise<{ code: number | null; signal: number | null }>;
   /** false if the process is gone. */
   signalPidfd(pidfd: number, signal: number): boolean;
+  /** TIOCSWINSZ on a terminal master. */
+  setWindowSize(fd: number, cols: number, rows: number): boolean;
   /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
   openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
 }

@@ -15,6 +15,11 @@ export interface SpawnOptions {
   /** Numeric uid and gid inside the instance. Default 0. */
   user?: number;
   group?: number;
+  /**
+   * Run on a new pseudo-terminal (interactive shells): `stdin` and `stdout` are its two
+   * directions, stderr is merged into stdout as on any terminal. Default size 80×24.
+   */
+  pty?: boolean | { cols: number; rows: number };
 }
 
 export interface ExecOptions extends SpawnOptions {
@@ -46,6 +51,10 @@ export interface InstanceProcess {
   readonly stderr: Readable;
   /** Sends a signal (default SIGTERM); false if the process has already exited. */
   kill(signal?: NodeJS.Signals | number): boolean;
+  /** Whether the process runs on a pseudo-terminal (`pty` option). */
+  readonly tty: boolean;
+  /** Sets the terminal's window size (the process gets SIGWINCH); InvalidState without a pty. */
+  resize(cols: number, rows: number): void;
   /** Resolves when the process has exited (its output may still be draining). */
   readonly exit: Promise<ExitStatus>;
 }
@@ -81,6 +90,7 @@ export function checkSpawn(argv: unknown, options: SpawnOptions, instanceEnv: Re
       throw new InvalidArgument(`${what} must be a numeric id between 0 and 65535, got ${JSON.stringify(id)}`);
     }
   }
+  checkPty(options.pty);
   if (env === null || typeof env !== 'object') throw new InvalidArgument('env must be an object of names to strings');
   const merged: Record<string, string> = {
     PATH: DEFAULT_PATH,
@@ -94,6 +104,21 @@ export function checkSpawn(argv: unknown, options: SpawnOptions, instanceEnv: Re
     merged[k] = v;
   }
   return Object.entries(merged).map(([k, v]) => `${k}=${v}`);
+}
+
+/** The terminal size a `pty` option asks for, or null for pipes. */
+export function checkPty(pty: SpawnOptions['pty']): { cols: number; rows: number } | null {
+  if (pty === undefined || pty === false) return null;
+  if (pty === true) return { cols: 80, rows: 24 };
+  if (pty === null || typeof pty !== 'object') throw new InvalidArgument('pty must be true or { cols, rows }');
+  checkWindowSize(pty.cols, pty.rows);
+  return { cols: pty.cols, rows: pty.rows };
+}
+
+export function checkWindowSize(cols: unknown, rows: unknown): void {
+  for (const [k, v] of [['cols', cols], ['rows', rows]] as const) {
+    if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 65535) throw new InvalidArgument(`${k} must be an integer between 1 and 65535`);
+  }
 }
 
 /** The `environment.*` options of an instance, as variables. */
