@@ -22,13 +22,14 @@ export interface Stats {
   min: number;
   p50: number;
   p99: number;
+  max: number;
   n: number;
 }
 
 export function stats(xs: number[]): Stats {
   const s = [...xs].sort((a, b) => a - b);
   const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
-  return { min: s[0], p50: q(0.5), p99: q(0.99), n: s.length };
+  return { min: s[0], p50: q(0.5), p99: q(0.99), max: s[s.length - 1], n: s.length };
 }
 
 export async function main(opts: { quick: boolean }): Promise<Record<string, Stats | string>> {
