@@ -21,7 +21,7 @@ export interface GuestFile {
 export const QGA_PORT_NAME = 'org.qemu.guest_agent.0';
 
 /** Prints a marker with the uptime; sourced by the other scripts. */
-const MARK = `mark() { read -r up _ < /proc/uptime 2>/dev/null; echo "lxq-init: $* (\${up:-?}s)"; }`;
+const MARK = `mark() { read -r up _ 2>/dev/null < /proc/uptime; echo "lxq-init: $* (\${up:-?}s)"; }`;
 
 /** Makes `/dev/virtio-ports/<name>` links for every named virtio-serial port (what udev would). */
 const VPORTS = `#!/bin/sh
@@ -60,7 +60,7 @@ set_hostname() {
 }
 lo_up() {
   lof=0
-  read -r lof < /sys/class/net/lo/flags 2>/dev/null
+  read -r lof 2>/dev/null < /sys/class/net/lo/flags
   [ $((lof & 1)) = 1 ] || ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 }`;
 
@@ -198,11 +198,54 @@ exec /usr/sbin/qemu-ga -m virtio-serial -p "$port" -t /run
 `;
 
 /**
+ * A prompt, still orderly, halt/poweroff/reboot: busybox init's own sequence sleeps a fixed 2 s
+ * (after SIGTERM and before the reboot call). This sends SIGTERM to every process, waits for
+ * those (not for the services init respawns meanwhile) up to 2 s, SIGKILLs what is left, syncs,
+ * remounts the root read-only and powers off, reboots or halts at once.
+ */
+const LXQ_HALT = `#!/bin/sh
+# lxq-halt poweroff|reboot|halt
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+${MARK}
+case "$1" in poweroff|reboot|halt) ;; *) echo "usage: lxq-halt poweroff|reboot|halt" >&2; exit 2 ;; esac
+exec </dev/null >/dev/console 2>&1
+mark "$1: stopping processes"
+# The user processes now (kernel threads have an empty cmdline), to wait for after SIGTERM.
+pids=
+for p in /proc/[0-9]*; do
+  pid=\${p#/proc/}
+  [ "$pid" = 1 ] || [ "$pid" = $$ ] && continue
+  c=
+  read -r c 2>/dev/null < "$p/cmdline"
+  [ -n "$c" ] && pids="$pids $pid"
+done
+kill -TERM -1 2>/dev/null
+i=0
+while [ $i -lt 40 ]; do
+  alive=
+  for pid in $pids; do
+    # Gone, or a zombie (init reaps its children only about once a second).
+    st=
+    read -r _ _ st _ 2>/dev/null < "/proc/$pid/stat"
+    [ -n "$st" ] && [ "$st" != Z ] && alive=1 && break
+  done
+  [ -n "$alive" ] || break
+  usleep 50000
+  i=$((i + 1))
+done
+kill -KILL -1 2>/dev/null
+sync
+mount -o remount,ro / 2>/dev/null
+mark "$1"
+exec /bin/busybox "$1" -f
+`;
+
+/**
  * qemu-ga's guest-shutdown runs `/sbin/shutdown -h -P +0 "hypervisor initiated shutdown"` (or -H,
- * -r); busybox has no `shutdown`, and its poweroff/reboot/halt signal init, which shuts down.
+ * -r); busybox has no `shutdown`. The time and message are ignored: it happens now.
  */
 const SHUTDOWN = `#!/bin/sh
-# lxq: a minimal shutdown(8) over busybox init, for qemu-ga's guest-shutdown.
+# lxq: a minimal shutdown(8), for qemu-ga's guest-shutdown.
 action=poweroff
 for arg in "$@"; do
   case "$arg" in
@@ -211,17 +254,18 @@ for arg in "$@"; do
     -P|--poweroff|-h) [ "$action" = reboot ] || [ "$action" = halt ] || action=poweroff ;;
     -c) echo "shutdown: nothing to cancel" >&2; exit 1 ;;
     --help) echo "usage: shutdown [-h|-P|-H|-r] [TIME] [MESSAGE]"; exit 0 ;;
-    *) ;; # time (now, +0) and the wall message are ignored: shut down now
+    *) ;;
   esac
 done
-echo "lxq-init: shutdown: $action" > /dev/console 2>/dev/null
-exec /bin/busybox "$action"
+# Detached, so that the caller (qemu-ga waits for its child) is not part of the sequence.
+setsid /sbin/lxq-halt "$action" </dev/null >/dev/null 2>&1 &
+exit 0
 `;
 
 /** busybox acpid maps the power button (KEY_POWER) to the action `PWRF/00000080`, under /etc/acpi. */
 const ACPI_POWER = `#!/bin/sh
 echo "lxq-init: ACPI power button: powering off" > /dev/console 2>/dev/null
-exec /sbin/poweroff
+exec setsid /sbin/lxq-halt poweroff </dev/null >/dev/null 2>&1
 `;
 
 const INITTAB = `# lxq vm/default: busybox init
@@ -258,5 +302,6 @@ export const ROOTFS_FILES: Record<string, GuestFile> = {
   'etc/acpi/PWRF/00000080': { mode: 0o755, text: ACPI_POWER },
   'sbin/lxq-vports': { mode: 0o755, text: VPORTS },
   'sbin/shutdown': { mode: 0o755, text: SHUTDOWN },
+  'sbin/lxq-halt': { mode: 0o755, text: LXQ_HALT },
   'usr/libexec/lxq/qga-start': { mode: 0o755, text: QGA_START },
 };
