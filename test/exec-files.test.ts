@@ -253,6 +253,19 @@ describe('files', () => {
     await c.start();
   });
 
+  test('recursive remove deletes the tree but never follows a symlink out of it', async () => {
+    const outside = path.join(t.dir, 'outside');
+    writeFileSync(outside, 'keep');
+    await c.files.mkdir('/tree/a/b', { parents: true });
+    await c.files.write('/tree/a/b/f', 'x');
+    await c.exec(['sh', '-c', `ln -s /etc /tree/a/etc-link; ln -s ${t.dir} /tree/host-dir-link`]);
+    await c.files.remove('/tree', { recursive: true });
+    await expect(c.files.stat('/tree')).rejects.toBeInstanceOf(NotFound);
+    expect(readFileSync(outside, 'utf8')).toBe('keep');
+    expect((await c.files.stat('/etc/passwd')).type).toBe('file');
+    await expect(c.files.remove('/etc')).rejects.toBeInstanceOf(InvalidArgument); // not empty, no recursive
+  });
+
   test('files of a stopped container are owned by its id range on the host', async () => {
     await c.stop({ force: true });
     await c.files.write('/root/owned', 'x', { uid: 3 });

@@ -231,12 +231,32 @@ export class ContainerFiles implements InstanceFiles {
   async remove(p: string, options: { recursive?: boolean } = {}): Promise<void> {
     await this.withParent(p, async (at) => {
       const st = await fs.lstat(at);
-      if (st.isDirectory()) {
-        if (options.recursive) await fs.rm(at, { recursive: true });
-        else await fs.rmdir(at);
-      } else {
-        await fs.unlink(at);
-      }
+      if (!st.isDirectory()) return fs.unlink(at);
+      if (options.recursive) await this.emptyDirectory(path.posix.normalize('/' + instancePath(p)).slice(1));
+      await fs.rmdir(at);
     });
+  }
+
+  /**
+   * Empties a directory one opened level at a time. Each level is opened inside the root with
+   * O_NOFOLLOW and its entries are removed by name through that fd, so a container swapping a
+   * directory for a symlink mid-walk makes the walk fail, never follow the link (fs.rm would walk
+   * paths and could be led out of the container).
+   */
+  private async emptyDirectory(rel: string): Promise<void> {
+    const fd = await this.open(rel, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
+    try {
+      for (const name of await fs.readdir(`/proc/self/fd/${fd}`)) {
+        const at = `/proc/self/fd/${fd}/${name}`;
+        if ((await fs.lstat(at)).isDirectory()) {
+          await this.emptyDirectory(`${rel}/${name}`);
+          await fs.rmdir(at);
+        } else {
+          await fs.unlink(at);
+        }
+      }
+    } finally {
+      await closeFd(fd);
+    }
   }
 }
