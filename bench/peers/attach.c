@@ -1,4 +1,5 @@
 /* The C floor for exec: liblxc attach of /bin/true with pipes, reaped by pid, N times.
+ * Usage: attach NAME LXCPATH N [BALLAST_MIB] (touched heap, to see what a big caller pays).
  * Prints one duration in ms per line. Build: cc -O2 attach.c -o attach -llxc */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,6 +19,7 @@ static double now_ms(void) {
 
 int main(int argc, char **argv) {
   if (argc < 4) return 2;
+  size_t big = argc > 4 ? (size_t)atol(argv[4]) << 20 : 0; char *ballast = big ? malloc(big) : NULL; for (size_t i = 0; i < big; i += 4096) ballast[i] = 1;
   struct lxc_container *c = lxc_container_new(argv[1], argv[2]);
   int n = atoi(argv[3]);
   char *cmd[] = {"/bin/true", NULL};
