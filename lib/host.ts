@@ -8,12 +8,13 @@ import * as path from 'node:path';
 import { validateConfig } from './config/options';
 import { ContainerContext, containerContext, ContainerInstance } from './container/container';
 import type { ContainerImageMeta } from './container/lxc-config';
-import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from './errors';
+import { AlreadyExists, InvalidArgument, NotFound } from './errors';
 import { ImageStore } from './images/store';
 import { RECORD_FILE } from './instance/base';
 import type { CreateOptions, Instance, InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
 import { readJson } from './util/fs';
+import { VmInstance } from './vm/vm';
 
 export interface HostOptions {
   /** State directory. Default /var/lib/lxq; tests pass a temporary one. */
@@ -69,13 +70,17 @@ export class Host {
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');
     const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
     if (!ImageStore.known().includes(options.image)) await this.images.get(options.image); // throws the list of images
+    const imageType = ImageStore.typeOf(options.image);
+    if (imageType !== type) throw new InvalidArgument(`image "${options.image}" is a ${imageType} image, not a ${type} image`);
     const dir = path.join(this.instancesDir, name);
     await this.clearInterruptedCreate(dir, name);
     const image = await this.images.ensure(options.image);
-    if (image.type !== type) throw new InvalidArgument(`image "${image.name}" is a ${image.type} image, not a ${type} image`);
     const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, createdAt: new Date().toISOString() };
-    if (type === 'vm') throw new NotSupported('virtual machines are not available in this version of lxq');
-    const instance = await ContainerInstance.create(this.containerContext(), dir, record, { name: image.name, rootfs: path.join(image.dir, 'rootfs'), meta: image.meta as unknown as ContainerImageMeta }).catch((e) => {
+    const made =
+      type === 'vm'
+        ? VmInstance.create({ hostDir: this.path }, dir, record, image)
+        : ContainerInstance.create(this.containerContext(), dir, record, { name: image.name, rootfs: path.join(image.dir, 'rootfs'), meta: image.meta as unknown as ContainerImageMeta });
+    const instance = await made.catch((e) => {
       if (e.code === 'EEXIST' && e.path === dir) throw new AlreadyExists(`an instance named "${name}" already exists`);
       throw e;
     });
@@ -105,6 +110,8 @@ export class Host {
     const known = this.instances.get(name);
     if (known && known.createdAt.toISOString() === record.createdAt) return known;
     const instance = this.open(dir, record);
+    // A VM started by an earlier process: reconnect to its QEMU now, so that its events flow.
+    if (instance instanceof VmInstance) await instance.status();
     this.instances.set(name, instance);
     return instance;
   }
@@ -117,9 +124,7 @@ export class Host {
   }
 
   private open(dir: string, record: InstanceRecord): Instance {
-    if (record.type === 'container') {
-      return ContainerInstance.open(this.containerContext(), dir, record, record.imageMeta as unknown as ContainerImageMeta);
-    }
-    throw new NotSupported(`instance "${record.name}" is a ${record.type}, which this version of lxq cannot open`);
+    if (record.type === 'vm') return VmInstance.open({ hostDir: this.path }, dir, record);
+    return ContainerInstance.open(this.containerContext(), dir, record, record.imageMeta as unknown as ContainerImageMeta);
   }
 }

@@ -14,6 +14,8 @@ export type {
 export type { ExecOptions, ExecResult, SpawnOptions, InstanceProcess, ExitStatus } from './instance/process';
 export type { InstanceFiles, FileStat, DirEntry, FileType, WriteOptions } from './instance/files';
 export { ContainerInstance } from './container/container';
+export { VmInstance } from './vm/vm';
+export type { VmState } from './vm/vm';
 export { ImageStore } from './images/store';
 export type { Image } from './images/store';
 export { OPTIONS, describeOptions } from './config/options';

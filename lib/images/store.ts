@@ -11,6 +11,7 @@ import type { InstanceType } from '../config/options';
 import { InvalidArgument, NotFound } from '../errors';
 import { exists, readJson, writeJsonAtomic } from '../util/fs';
 import { buildBusyboxRootfs } from './busybox';
+import { buildVmImage, readVmImageMeta } from './vm-image';
 
 export interface Image {
   name: string;
@@ -30,6 +31,15 @@ interface Builder {
 
 const BUILDERS: Record<string, Builder> = {
   busybox: { type: 'container', build: async (dir) => ({ ...(await buildBusyboxRootfs(path.join(dir, 'rootfs'))) }) },
+  // buildVmImage fills the (empty) directory it is given and writes a manifest of the store's
+  // shape; the store then rewrites that manifest with the same metadata.
+  'vm/default': {
+    type: 'vm',
+    build: async (dir) => {
+      await buildVmImage(dir);
+      return { ...(await readVmImageMeta(dir)) };
+    },
+  },
 };
 
 const MANIFEST = 'image.json';
@@ -42,6 +52,11 @@ export class ImageStore {
   /** The images this store can build. */
   static known(): string[] {
     return Object.keys(BUILDERS);
+  }
+
+  /** The instance type an image is for, known before it is built. */
+  static typeOf(name: string): InstanceType | undefined {
+    return BUILDERS[name]?.type;
   }
 
   /** Registers how to build an image (used by the VM driver for `vm/default`). */

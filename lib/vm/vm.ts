@@ -1,0 +1,453 @@
+/**
+ * The VM driver: an Instance over a QEMU process, driven through its QMP monitor.
+ *
+ * QEMU runs detached from Node (its own session, its output in files), so a VM outlives the
+ * process that started it, and everything about a running VM is found again from its directory:
+ *
+ *   <host>/instances/<name>/
+ *     lxq.json     the record, written last at create (atomically)
+ *     disk.qcow2   the VM's disk: a qcow2 overlay over the image's
+ *     qemu.pid     QEMU's pidfile (QEMU locks it while it runs: a second QEMU of this VM fails)
+ *     qmp.sock     the QMP monitor
+ *     qga.sock     the guest agent's channel (not used yet)
+ *     console.log  the serial console, from the last start
+ *     qemu.log     what QEMU itself printed, from the last start
+ *
+ * A QMP monitor takes one client at a time: the process that uses a VM holds its connection
+ * (which does not keep Node alive) and learns from it what happens — QMP events, and the socket
+ * closing when QEMU exits, however it exits.
+ */
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { InstanceConfig, splitArgs } from '../config/options';
+import { parseMemory } from '../config/units';
+import { InvalidArgument, InvalidState, NotFound, NotSupported, OperationFailed } from '../errors';
+import type { Image } from '../images/store';
+import { createVmOverlay, qemuArgsForImage, readVmImage, type VmImage, type VmImageMeta } from '../images/vm-image';
+import { BaseInstance, RECORD_FILE } from '../instance/base';
+import type { InstanceFiles } from '../instance/files';
+import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
+import type { InstanceProcess } from '../instance/process';
+import { QmpClient, QmpError, type QmpStatusInfo } from '../qmp';
+import { exists, writeJsonAtomic } from '../util/fs';
+import { Accel, AccelSetting, chooseAccel, recordKvmFailure } from './accel';
+
+/** What the host tells the VM driver. */
+export interface VmContext {
+  /** The host's state directory (where the accelerator verdict is kept). */
+  hostDir: string;
+}
+
+/** A VM's state: the common state, plus its vCPUs. `processes` is 0: counting the guest's needs its agent. */
+export interface VmState extends InstanceState {
+  vcpus: number;
+}
+
+const QEMU = 'qemu-system-x86_64';
+const DEFAULT_MEMORY_MIB = 256;
+const DEFAULT_CPUS = 1;
+/** Under KVM the first console line comes well within this; nothing means a hung or dead guest. */
+const BOOT_WATCHDOG_MS = 5_000;
+const QMP_TIMEOUT_MS = 10_000;
+/** QEMU greets within ~30 ms; a silent monitor is held by another client (another process). */
+const QMP_GREETING_MS = 3_000;
+/** How long QEMU may take to exit after `quit` before it is killed. */
+const QUIT_GRACE_MS = 2_000;
+const EXIT_POLL_MS = 20;
+/** sun_path holds 108 bytes, NUL included. */
+const MAX_SOCKET_PATH = 107;
+
+const FILES = {
+  disk: 'disk.qcow2',
+  pid: 'qemu.pid',
+  qmp: 'qmp.sock',
+  qga: 'qga.sock',
+  console: 'console.log',
+  qemuLog: 'qemu.log',
+} as const;
+
+/** QEMU's run states (`query-status`) as instance statuses. */
+const QEMU_STATUS: Record<string, InstanceStatus> = {
+  running: 'running',
+  paused: 'frozen',
+  suspended: 'frozen',
+  prelaunch: 'starting',
+  inmigrate: 'starting',
+  shutdown: 'stopping',
+};
+/** QMP events after which the status is read again. */
+const STATUS_EVENTS = new Set(['SHUTDOWN', 'STOP', 'RESUME']);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** How a VM is launched, from its options; throws InvalidArgument for what a VM cannot take. */
+interface LaunchSettings {
+  cpus: number;
+  memoryMiB: number;
+  accel: AccelSetting;
+  raw: string[];
+}
+
+function launchSettings(config: InstanceConfig): LaunchSettings {
+  const cpu = config['limits.cpu']?.trim();
+  if (cpu !== undefined && !/^\d+$/.test(cpu)) {
+    throw new InvalidArgument(`limits.cpu of a VM is a number of vCPUs ("2"); a CPU set (${JSON.stringify(cpu)}) applies to containers only`);
+  }
+  const memory = config['limits.memory'];
+  return {
+    cpus: cpu === undefined ? DEFAULT_CPUS : Number(cpu),
+    memoryMiB: memory === undefined ? DEFAULT_MEMORY_MIB : Math.floor(parseMemory(memory, os.totalmem()) / 2 ** 20),
+    accel: (config['vm.accel'] ?? 'auto') as AccelSetting,
+    raw: splitArgs(config['raw.qemu'] ?? ''),
+  };
+}
+
+/** The image's files, or NotFound naming what is missing (an image broken or removed). */
+async function loadImage(name: string, dir: string, meta: Record<string, unknown>): Promise<VmImage> {
+  const img = await readVmImage(dir);
+  if (img) return img;
+  const files: Record<string, string> = (meta as Partial<VmImageMeta>).files ?? {};
+  const missing: string[] = [];
+  for (const [what, file] of Object.entries(files)) if (!(await exists(path.join(dir, file)))) missing.push(`${what} (${file})`);
+  const detail = missing.length ? `it has no ${missing.join(', ')}` : 'its manifest or files are missing';
+  throw new NotFound(`VM image "${name}" in ${dir} is incomplete: ${detail}; remove it and build it again`);
+}
+
+/** The pid in `pidfile` if that process is a live QEMU started with this pidfile (not a reused pid, not a zombie). */
+async function livePid(pidfile: string): Promise<number | null> {
+  const pid = Number((await fs.readFile(pidfile, 'utf8').catch(() => '')).trim());
+  return Number.isInteger(pid) && pid > 0 && (await isQemuOf(pid, pidfile)) ? pid : null;
+}
+
+async function isQemuOf(pid: number, pidfile: string): Promise<boolean> {
+  // A zombie's (or an exiting process's) cmdline is empty.
+  const argv = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return argv.split('\0').includes(pidfile);
+}
+
+/** Resolves true once the process is gone, false if it still runs after `timeoutMs`. */
+async function waitForExit(pid: number, pidfile: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!(await isQemuOf(pid, pidfile))) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(EXIT_POLL_MS);
+  }
+}
+
+/** Connects to a QMP monitor; the socket does not keep the Node process alive. */
+function openMonitor(socketPath: string): Promise<QmpClient> {
+  const socket = net.createConnection({ path: socketPath });
+  socket.unref();
+  return QmpClient.connect(socket, { timeout: QMP_TIMEOUT_MS, connectTimeout: QMP_GREETING_MS });
+}
+
+async function tail(file: string, lines = 20): Promise<string> {
+  const text = await fs.readFile(file, 'utf8').catch(() => '');
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+function needsAgent(what: string, name: string): NotSupported {
+  return new NotSupported(`${what} in VM "${name}" needs the QEMU guest agent, which lxq does not drive yet; only lifecycle and state are available for VMs`);
+}
+
+/** `files` of a VM: every call is refused until lxq drives the guest agent. */
+function agentlessFiles(name: string): InstanceFiles {
+  const refuse = () => Promise.reject(needsAgent('file access', name));
+  return { read: refuse, write: refuse, push: refuse, pull: refuse, stat: refuse, list: refuse, mkdir: refuse, remove: refuse };
+}
+
+export class VmInstance extends BaseInstance {
+  readonly files: InstanceFiles;
+  private monitor: QmpClient | undefined;
+  private connecting: Promise<QmpClient | undefined> | undefined;
+  /** Set while this process launches QEMU: the pidfile and monitor are not there yet. */
+  private launching = false;
+
+  private constructor(
+    private readonly ctx: VmContext,
+    dir: string,
+    record: InstanceRecord,
+  ) {
+    super(dir, record);
+    this.files = agentlessFiles(record.name);
+  }
+
+  /** An existing VM, from its record. Call `status()` to reconnect to its QEMU if it runs. */
+  static open(ctx: VmContext, dir: string, record: InstanceRecord): VmInstance {
+    return new VmInstance(ctx, dir, record);
+  }
+
+  /**
+   * Creates the VM's directory and its disk (a qcow2 overlay over the image's). Options and the
+   * image are checked first; the record is written last, so a failure leaves nothing behind.
+   */
+  static async create(ctx: VmContext, dir: string, record: InstanceRecord, image: Image): Promise<VmInstance> {
+    const img = await loadImage(image.name, image.dir, image.meta);
+    // The image stays where it is: the overlay names its disk as backing file.
+    const vm = new VmInstance(ctx, dir, { ...record, imageMeta: { ...record.imageMeta, dir: img.dir } });
+    launchSettings(record.config);
+    for (const socket of [vm.file('qmp'), vm.file('qga')]) {
+      if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
+        throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
+      }
+    }
+    await fs.mkdir(dir, { mode: 0o711 });
+    try {
+      await createVmOverlay(img, vm.file('disk'));
+      await writeJsonAtomic(path.join(dir, RECORD_FILE), vm.record);
+    } catch (e) {
+      await fs.rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+    return vm;
+  }
+
+  /**
+   * The QMP client of the running VM, for what the Instance interface does not cover. It is
+   * lxq's own connection (a monitor takes one client): do not close it.
+   */
+  get qmp(): QmpClient {
+    if (!this.monitor?.connected) throw new InvalidState(`${this.name} has no QMP connection: it is not running (or its status was not read yet)`);
+    return this.monitor;
+  }
+
+  /** Where QEMU's own messages of the last start are (errors, warnings). */
+  get qemuLogPath(): string {
+    return this.file('qemuLog');
+  }
+
+  protected get consoleLogPath(): string {
+    return this.file('console');
+  }
+
+  override state(): Promise<VmState> {
+    return super.state() as Promise<VmState>;
+  }
+
+  private file(which: keyof typeof FILES): string {
+    return path.join(this.dir, FILES[which]);
+  }
+
+  // ---- the QMP connection ----
+
+  /** The monitor of the running QEMU, connected on first need; undefined when QEMU does not run. */
+  private connected(): Promise<QmpClient | undefined> {
+    if (this.monitor?.connected) return Promise.resolve(this.monitor);
+    this.connecting ??= (async () => {
+      if ((await livePid(this.file('pid'))) === null) return undefined;
+      return this.attach(await openMonitor(this.file('qmp')));
+    })().finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  /** Makes `client` this VM's monitor and re-reads the status whenever it reports a change. */
+  private attach(client: QmpClient): QmpClient {
+    this.monitor = client;
+    // After the operation in progress, if any: it reports its own transitions.
+    const recheck = () => void this.serialized(() => this.status()).catch(() => undefined);
+    client.on('event', (e) => {
+      if (this.monitor === client && STATUS_EVENTS.has(e.event)) recheck();
+    });
+    client.on('close', () => {
+      if (this.monitor !== client) return;
+      this.monitor = undefined;
+      recheck(); // QEMU exited (killed or not), or the connection broke
+    });
+    return client;
+  }
+
+  private dropMonitor(): void {
+    const client = this.monitor;
+    this.monitor = undefined;
+    void client?.close();
+  }
+
+  /** Runs a QMP command on the running VM; QMP failures become OperationFailed. */
+  private async command<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+    const qmp = await this.connected();
+    if (!qmp) throw new InvalidState(`${this.name} is not running`, 'stopped');
+    return qmp.execute<T>(command, args).catch((e) => {
+      throw e instanceof QmpError ? new OperationFailed(`QMP ${command} on ${this.name}: ${e.message}`, { call: `qmp:${command}` }, { cause: e }) : e;
+    });
+  }
+
+  // ---- the driver primitives ----
+
+  protected async currentStatus(): Promise<InstanceStatus> {
+    if (this.launching) return 'starting';
+    try {
+      const qmp = await this.connected();
+      if (!qmp) return 'stopped';
+      const { status } = await qmp.execute<QmpStatusInfo>('query-status');
+      return QEMU_STATUS[status] ?? 'error';
+    } catch {
+      // QEMU exited during the call, or it runs and its monitor does not answer us.
+      return (await livePid(this.file('pid'))) === null ? 'stopped' : 'error';
+    }
+  }
+
+  protected async doStart(): Promise<void> {
+    const settings = launchSettings(this.config);
+    const img = await loadImage(this.image, String(this.record.imageMeta.dir), this.record.imageMeta);
+    const { accel, watch } = await chooseAccel(settings.accel, this.ctx.hostDir);
+    this.launching = true;
+    try {
+      if (!watch) return await this.launch(img, settings, accel);
+      try {
+        await this.launch(img, settings, accel);
+        await this.watchBoot();
+      } catch (e) {
+        // KVM that looks fine but does not run a guest (design.md): remember, and use TCG.
+        await this.doKill();
+        await recordKvmFailure(this.ctx.hostDir, (e as Error).message);
+        await this.launch(img, settings, 'tcg');
+      }
+    } finally {
+      this.launching = false;
+    }
+  }
+
+  /** Starts QEMU detached and connects to its monitor; resolves once QEMU runs (the guest boots on). */
+  private async launch(img: VmImage, s: LaunchSettings, accel: Accel): Promise<void> {
+    const args = [
+      ...qemuArgsForImage(img, {
+        disk: this.file('disk'),
+        qmpSocket: this.file('qmp'),
+        qgaSocket: this.file('qga'),
+        serialLog: this.file('console'),
+        memoryMiB: s.memoryMiB,
+        cpus: s.cpus,
+        accel,
+      }),
+      '-name', this.name,
+      '-pidfile', this.file('pid'),
+      ...s.raw,
+    ];
+    const log = await fs.open(this.file('qemuLog'), 'w');
+    let exitReason: string | undefined;
+    try {
+      const child = spawn(QEMU, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+      child.unref();
+      child.once('exit', (code, signal) => (exitReason = signal ?? `exit code ${code}`));
+      child.once('error', (e) => (exitReason = e.message));
+    } finally {
+      await log.close();
+    }
+    const deadline = Date.now() + QMP_TIMEOUT_MS;
+    for (;;) {
+      try {
+        if (exitReason !== undefined) throw new Error('QEMU exited');
+        this.attach(await openMonitor(this.file('qmp')));
+        return;
+      } catch (e) {
+        // The socket appears when QEMU binds it and answers once QEMU listens.
+        const code = (e as { code?: string }).code;
+        if (exitReason === undefined && (code === 'ENOENT' || code === 'ECONNREFUSED') && Date.now() < deadline) {
+          await sleep(10);
+          continue;
+        }
+        await this.doKill().catch(() => undefined);
+        const why = exitReason === undefined ? (e as Error).message : `QEMU exited (${exitReason})`;
+        const log = await tail(this.file('qemuLog'));
+        throw new OperationFailed(`cannot start ${this.name}: ${why}${log ? `\n${log}` : ''}`, { call: QEMU, log }, { cause: e });
+      }
+    }
+  }
+
+  /** Resolves once the guest printed on its console; rejects if it stays silent or QEMU dies. */
+  private async watchBoot(): Promise<void> {
+    const deadline = Date.now() + BOOT_WATCHDOG_MS;
+    const pid = await livePid(this.file('pid'));
+    while (Date.now() < deadline) {
+      if ((await fs.stat(this.file('console')).catch(() => undefined))?.size) return;
+      if (pid === null || !(await isQemuOf(pid, this.file('pid')))) throw new Error(`QEMU exited during boot: ${await tail(this.file('qemuLog'), 3)}`);
+      await sleep(50);
+    }
+    throw new Error(`no console output within ${BOOT_WATCHDOG_MS} ms`);
+  }
+
+  /** ACPI power button (the guest's acpid powers off), then wait for QEMU to exit. */
+  protected async doShutdown(timeoutMs: number): Promise<boolean> {
+    const pid = await livePid(this.file('pid'));
+    if (pid === null) return true;
+    // QEMU may exit before its reply is read: the process is what tells.
+    await this.command('system_powerdown').catch(() => undefined);
+    return waitForExit(pid, this.file('pid'), timeoutMs);
+  }
+
+  /** QMP `quit`, then SIGKILL if QEMU has not exited. */
+  protected async doKill(): Promise<void> {
+    const pidfile = this.file('pid');
+    const pid = await livePid(pidfile);
+    if (pid === null) return;
+    await this.monitor?.execute('quit', undefined, { timeout: QUIT_GRACE_MS }).catch(() => undefined);
+    if (await waitForExit(pid, pidfile, QUIT_GRACE_MS)) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+    }
+    if (!(await waitForExit(pid, pidfile, QUIT_GRACE_MS))) throw new OperationFailed(`QEMU (pid ${pid}) of ${this.name} survived SIGKILL`);
+  }
+
+  protected async doFreeze(): Promise<void> {
+    await this.command('stop');
+  }
+
+  protected async doUnfreeze(): Promise<void> {
+    await this.command('cont');
+  }
+
+  protected async doDelete(): Promise<void> {
+    this.dropMonitor();
+    // The record goes first: from here on the instance no longer exists for `list`.
+    await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
+    await fs.rm(this.dir, { recursive: true, force: true });
+  }
+
+  protected async doState(status: InstanceStatus): Promise<VmState> {
+    const pid = status === 'stopped' ? null : await livePid(this.file('pid'));
+    if (pid === null) {
+      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] }, vcpus: 0 };
+    }
+    const [stat, procStatus, cpus, memory] = await Promise.all([
+      fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''),
+      fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''),
+      this.command<unknown[]>('query-cpus-fast').catch(() => []),
+      this.command<{ 'base-memory': number }>('query-memory-size-summary').catch(() => undefined),
+    ]);
+    // utime and stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux); the name
+    // (field 2) may hold spaces, so count from its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+    const rssKiB = Number(/^VmRSS:\s+(\d+) kB/m.exec(procStatus)?.[1] ?? 0);
+    return {
+      status,
+      pid,
+      cpu: { usageNs: (ticks || 0) * 10_000_000 },
+      memory: { usageBytes: rssKiB * 1024, limitBytes: memory?.['base-memory'] ?? null },
+      processes: 0,
+      network: { addresses: [] },
+      vcpus: cpus.length,
+    };
+  }
+
+  protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
+    launchSettings(next);
+    if (!live) return;
+    for (const key of ['limits.cpu', 'limits.memory']) {
+      if (next[key] !== previous[key]) {
+        throw new NotSupported(`${key} of a running VM cannot change (no CPU or memory hotplug yet): stop ${this.name} first`);
+      }
+    }
+  }
+
+  protected async doSpawn(): Promise<InstanceProcess> {
+    throw needsAgent('running a command', this.name);
+  }
+}
