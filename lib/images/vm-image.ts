@@ -14,6 +14,7 @@
  * Everything runs in child processes and fs/promises: the event loop is never blocked.
  */
 import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -22,7 +23,7 @@ import { gunzip as gunzipCb } from 'node:zlib';
 
 import { InvalidArgument, OperationFailed } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
-import { INITRAMFS_FILES, QGA_PORT_NAME, ROOTFS_FILES, type GuestFile } from './vm-guest';
+import { BUSYBOX_ID_FILE, INITRAMFS_FILES, QGA_PORT_NAME, ROOTFS_FILES, type GuestFile } from './vm-guest';
 import { isStaticElf } from '../util/elf';
 
 const execFileP = promisify(execFile);
@@ -120,7 +121,6 @@ export function vmKernelCmdline(): string {
     'loglevel=4',
     'panic=-1',
     'cryptomgr.notests',
-    'pci=noacpi',
     '8250.nr_uarts=1',
     'i8042.noaux',
     'i8042.nokbd',
@@ -148,8 +148,10 @@ export interface QemuArgsOptions {
 
 /**
  * QEMU's argv (without the binary) for booting `img` with the VM's overlay `opts.disk`.
- * Machine `pc` (i440FX): under TCG it reaches the guest agent sooner than `q35` (fewer devices to
- * emulate and probe; measured), and `microvm` stalls here.
+ * Machine `q35`: on `pc` (i440FX) the guest spends ~0.3-0.6 s under TCG in ACPI AML routing the
+ * legacy PCI interrupt links of the virtio devices (q35's links are fixed), and `pci=noacpi`,
+ * which avoids that, leaves this Debian kernel without local APIC, MSI or SMP (it has no MP-table
+ * support). `microvm` stalls here.
  */
 export function qemuArgsForImage(img: VmImage, opts: QemuArgsOptions): string[] {
   if (!Number.isInteger(opts.cpus) || opts.cpus < 1) throw new InvalidArgument(`cpus must be a positive integer, got ${opts.cpus}`);
@@ -162,7 +164,8 @@ export function qemuArgsForImage(img: VmImage, opts: QemuArgsOptions): string[] 
     '-nodefaults',
     '-no-user-config',
     '-display', 'none',
-    '-machine', opts.accel === 'kvm' ? 'pc,accel=kvm' : 'pc,accel=tcg',
+    // q35 without the devices lxq does not use (AHCI, SMBus, PS/2, VMware port).
+    '-machine', `q35,accel=${opts.accel},sata=off,smbus=off,i8042=off,vmport=off`,
     ...(opts.accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-m', String(opts.memoryMiB),
     '-smp', String(opts.cpus),
@@ -531,12 +534,14 @@ async function busyboxApplets(): Promise<string[]> {
 async function buildInitramfs(k: Kernel, out: string): Promise<string[]> {
   const mods = await resolveModules(k);
   const cpio = new CpioWriter();
-  for (const d of ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'etc', 'lib', 'lib/modules', 'dev', 'proc', 'sys', 'run', 'tmp', 'newroot']) {
+  for (const d of ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'etc', 'etc/lxq', 'lib', 'lib/modules', 'dev', 'proc', 'sys', 'run', 'tmp', 'newroot']) {
     cpio.dir(d, d === 'tmp' ? 0o1777 : 0o755);
   }
   cpio.dev('dev/console', 0o600, 5, 1);
   cpio.dev('dev/null', 0o666, 1, 3);
-  cpio.file('bin/busybox', 0o755, await fs.readFile(HOST_BUSYBOX));
+  const busybox = await fs.readFile(HOST_BUSYBOX);
+  cpio.file('bin/busybox', 0o755, busybox);
+  cpio.file(BUSYBOX_ID_FILE, 0o644, Buffer.from(`${sha256(busybox)}\n`));
   for (const applet of await busyboxApplets()) {
     if (applet in INITRAMFS_FILES) continue;
     cpio.symlink(applet, '/bin/busybox');
@@ -590,7 +595,8 @@ async function buildRootDisk(rootfs: string, raw: string, qcow2: string, size: s
   await fs.symlink('../run', path.join(rootfs, 'var/run'));
   await fs.symlink('../tmp', path.join(rootfs, 'var/tmp'));
 
-  await fs.copyFile(HOST_BUSYBOX, path.join(rootfs, 'bin/busybox'));
+  const busybox = await fs.readFile(HOST_BUSYBOX);
+  await fs.writeFile(path.join(rootfs, 'bin/busybox'), busybox, { mode: 0o755 });
   await fs.chmod(path.join(rootfs, 'bin/busybox'), 0o755);
   for (const applet of await busyboxApplets()) {
     const p = path.join(rootfs, applet);
@@ -611,6 +617,8 @@ async function buildRootDisk(rootfs: string, raw: string, qcow2: string, size: s
     await fs.chmod(dst, 0o755);
   }
   await writeGuestFiles(rootfs, ROOTFS_FILES);
+  // Written after busybox (the initramfs checks that busybox is not newer than its id).
+  await writeGuestFiles(rootfs, { [BUSYBOX_ID_FILE]: { mode: 0o644, text: `${sha256(busybox)}\n` } });
 
   // ext4 straight from the tree (no loop mount). Inode tables are zeroed now so that the guest
   // kernel does not start its lazy-init thread at boot; no reserved blocks on a VM's own disk.
@@ -787,6 +795,10 @@ class CpioWriter {
     const header = Buffer.from(`070701${fields.map(hex).join('')}`, 'ascii');
     this.chunks.push(header, nameBuf, pad4(header.length + nameBuf.length), data, pad4(data.length));
   }
+}
+
+function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
 }
 
 function pad4(n: number): Buffer {
