@@ -187,10 +187,10 @@ export class VmInstance extends BaseInstance {
    * image are checked first; the record is written last, so a failure leaves nothing behind.
    */
   static async create(ctx: VmContext, dir: string, record: InstanceRecord, image: Image): Promise<VmInstance> {
+    launchSettings(record.config);
     const img = await loadImage(image.name, image.dir, image.meta);
     // The image stays where it is: the overlay names its disk as backing file.
     const vm = new VmInstance(ctx, dir, { ...record, imageMeta: { ...record.imageMeta, dir: img.dir } });
-    launchSettings(record.config);
     for (const socket of [vm.file('qmp'), vm.file('qga')]) {
       if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
         throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
