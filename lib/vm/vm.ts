@@ -302,10 +302,11 @@ export class VmInstance extends BaseInstance {
         await this.launch(img, settings, accel);
         await this.watchBoot();
       } catch (e) {
-        // KVM that looks fine but does not run a guest (design.md): remember, and use TCG.
+        // KVM that looks fine but does not run a guest (design.md): use TCG, and once TCG ran
+        // (the failure was KVM's, not e.g. a bad raw.qemu) remember it for this host.
         await this.doKill();
-        await recordKvmFailure(this.ctx.hostDir, (e as Error).message);
         await this.launch(img, settings, 'tcg');
+        await recordKvmFailure(this.ctx.hostDir, (e as Error).message);
       }
     } finally {
       this.launching = false;
