@@ -29,7 +29,7 @@ const MARK = `mark() { read -r up _ 2>/dev/null < /proc/uptime; echo "lxq-init: 
  * `/dev/virtio-ports/<name>` links (no udev). Builtins wherever possible: under TCG a fork+exec
  * costs tens of milliseconds.
  */
-const SETUP_FNS = `is_mounted() { while read -r _ m _; do [ "$m" = "$1" ] && return 0; done < /proc/mounts; return 1; }
+const SETUP_FNS = `is_mounted() { while read -r _ m _; do [ "$m" = "$1" ] && return 0; done 2>/dev/null < /proc/mounts; return 1; }
 mount_api() {
   r=\${1%/}
   [ -d /dev/pts ] && [ -d /dev/shm ] || mkdir -p /dev/pts /dev/shm
