@@ -1,4 +1,10 @@
 {
+  "target_defaults": {
+    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+    "libraries": ["<!@(pkg-config --libs lxc 2>/dev/null || echo -llxc)"],
+    "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    "cflags_cc!": ["-fno-exceptions"]
+  },
   "targets": [
     {
       "target_name": "lxq_native",
@@ -7,13 +13,16 @@
         "native/container.cc",
         "native/start.cc",
         "native/attach.cc",
-        "native/process.cc"
+        "native/process.cc",
+        "native/runner/client.cc",
+        "native/runner/protocol.cc"
       ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "libraries": ["<!@(pkg-config --libs lxc 2>/dev/null || echo -llxc)"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "cflags_cc!": ["-fno-exceptions"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"]
+    },
+    {
+      "target_name": "lxq_runner",
+      "type": "executable",
+      "sources": ["native/runner/main.cc", "native/runner/protocol.cc"]
     }
   ]
 }

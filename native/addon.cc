@@ -66,7 +66,7 @@ Napi::Value ListAllContainers(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Container", lxq::Container::Define(env));
   exports.Set("listAllContainers", Napi::Function::New(env, ListAllContainers, "listAllContainers"));
-  exports.Set("waitPidfd", Napi::Function::New(env, lxq::WaitPidfd, "waitPidfd"));
+  exports.Set("waitExit", Napi::Function::New(env, lxq::WaitExit, "waitExit"));
   exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
   exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
   exports.Set("setWindowSize", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {

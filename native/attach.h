@@ -24,8 +24,10 @@ struct AttachRequest {
   uint16_t cols = 80, rows = 24;
 };
 
-// On success `out` holds pid, pidfd, and the parent's ends of stdin, stdout and stderr; with a
-// pty, the terminal's master as stdin and -1 for the other two (a terminal merges them).
+// The command is attached by lxq_runner (see runner/main.cc), which also reaps it. On success
+// `out` holds pid, pidfd, our ends of stdin, stdout and stderr (with a pty: the terminal's master
+// as stdin and -1 for the other two, a terminal merges them), and the channel on which the
+// runner reports the exit status.
 bool AttachProcess(lxc_container* c, AttachRequest& req, std::vector<int64_t>& out, Failure& failure);
 
 // Sets a terminal's window size (the master's); the process gets SIGWINCH.

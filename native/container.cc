@@ -398,7 +398,7 @@ Napi::Value Container::Destroy(const Napi::CallbackInfo& info) {
                  [](lxc_container* c, Failure& f) -> Result { return Check(c->destroy(c), f, "destroy"); });
 }
 
-// attach(argv, env[], cwd|null, uid, gid, pty|null) → [pid, pidfd, stdinFd, stdoutFd, stderrFd]
+// attach(argv, env[], cwd|null, uid, gid, pty|null) → [pid, pidfd, stdinFd, stdoutFd, stderrFd, exitChannel]
 // pty: { cols, rows } runs the command on a new terminal; stdinFd is then its master, the others -1.
 Napi::Value Container::Attach(const Napi::CallbackInfo& info) {
   AttachRequest req;

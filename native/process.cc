@@ -9,8 +9,12 @@
 #include <uv.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
+
+#include "runner/protocol.h"
 
 namespace lxq {
 
@@ -18,45 +22,55 @@ namespace {
 
 struct Watch {
   uv_poll_t poll;
+  int channel;
   int pidfd;
   napi_env env;
   Napi::Promise::Deferred deferred;
   Napi::AsyncContext context;
-  Watch(Napi::Env e, int fd)
-      : pidfd(fd), env(e), deferred(Napi::Promise::Deferred::New(e)), context(e, "lxq:waitPidfd") {}
+  Watch(Napi::Env e, int ch, int pfd)
+      : channel(ch), pidfd(pfd), env(e), deferred(Napi::Promise::Deferred::New(e)), context(e, "lxq:waitExit") {}
 };
 
 void OnExit(uv_poll_t* handle, int status, int events) {
   Watch* w = static_cast<Watch*>(handle->data);
-  siginfo_t info = {};
-  if (waitid(static_cast<idtype_t>(P_PIDFD), w->pidfd, &info, WEXITED | WNOHANG) == 0 && info.si_pid == 0) return;
+  std::vector<std::string> fields;
+  std::vector<int> fds;
+  int rc = runner::Receive(w->channel, fields, fds);
+  for (int fd : fds) close(fd);
+  if (rc == EAGAIN) return;
   uv_poll_stop(handle);
   Napi::Env env(w->env);
   {
     Napi::HandleScope scope(env);
     Napi::CallbackScope callbackScope(env, w->context);  // runs the microtasks the resolution queues
-    Napi::Object out = Napi::Object::New(env);
-    bool signalled = info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED;
-    out.Set("code", signalled ? env.Null() : Napi::Number::New(env, info.si_status));
-    out.Set("signal", signalled ? Napi::Number::New(env, info.si_status) : env.Null());
-    w->deferred.Resolve(out);
+    if (rc == 0 && fields.size() == 3 && fields[0] == "exit") {
+      int code = std::atoi(fields[1].c_str()), sig = std::atoi(fields[2].c_str());
+      Napi::Object out = Napi::Object::New(env);
+      out.Set("code", code < 0 ? env.Null() : Napi::Number::New(env, code));
+      out.Set("signal", sig > 0 ? Napi::Number::New(env, sig) : env.Null());
+      w->deferred.Resolve(out);
+    } else {
+      w->deferred.Reject(Napi::Error::New(env, "lxq_runner stopped reporting on this process").Value());
+    }
   }
+  close(w->channel);
   close(w->pidfd);
   uv_close(reinterpret_cast<uv_handle_t*>(handle), [](uv_handle_t* h) { delete static_cast<Watch*>(h->data); });
 }
 
 }  // namespace
 
-Napi::Value WaitPidfd(const Napi::CallbackInfo& info) {
+Napi::Value WaitExit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = info[0].ToNumber().Int32Value();
+  int channel = info[0].ToNumber().Int32Value();
+  int pidfd = info[1].ToNumber().Int32Value();
   uv_loop_t* loop = nullptr;
   napi_get_uv_event_loop(env, &loop);
-  auto* w = new Watch(env, fd);
+  auto* w = new Watch(env, channel, pidfd);
   Napi::Promise p = w->deferred.Promise();
   w->poll.data = w;
-  int rc = uv_poll_init(loop, &w->poll, fd);
-  if (rc == 0) rc = uv_poll_start(&w->poll, UV_READABLE, OnExit);
+  int rc = uv_poll_init(loop, &w->poll, channel);
+  if (rc == 0) rc = uv_poll_start(&w->poll, UV_READABLE | UV_DISCONNECT, OnExit);
   if (rc != 0) {
     w->deferred.Reject(Napi::Error::New(env, std::string("cannot watch process: ") + uv_strerror(rc)).Value());
     delete w;

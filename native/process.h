@@ -1,14 +1,14 @@
-// Processes lxq starts inside containers, tracked by pidfd: reaped by their own pid (never
-// waitpid(-1), which would steal Node's children), signalled without pid-reuse races, and
-// watched by the event loop rather than by a blocked thread.
+// Processes lxq starts inside containers: lxq_runner reaps them and reports the exit status on
+// the request's own channel, which the event loop watches (no thread blocked, no waitpid in
+// this process at all); they are signalled through a pidfd, free of pid-reuse races.
 #pragma once
 
 #include <napi.h>
 
 namespace lxq {
 
-// waitPidfd(pidfd) → Promise<{ code: number | null, signal: number | null }>; closes the pidfd.
-Napi::Value WaitPidfd(const Napi::CallbackInfo& info);
+// waitExit(channel, pidfd) → Promise<{ code: number | null, signal: number | null }>; closes both.
+Napi::Value WaitExit(const Napi::CallbackInfo& info);
 // signalPidfd(pidfd, signal) → boolean (false if the process is already gone).
 Napi::Value SignalPidfd(const Napi::CallbackInfo& info);
 // openInRoot(root, path, flags, mode) → Promise<fd>: `path` resolved as if `root` were "/".

@@ -120,12 +120,13 @@ describe('spawn', () => {
     expect(p.pid).toBeGreaterThan(0);
     const chunks: string[] = [];
     p.stdout.on('data', (d) => chunks.push(d.toString()));
+    const closed = new Promise((r) => p.stdout.once('close', r)); // may close before exit resolves
     p.stdin.write('one\n');
     await new Promise((r) => setTimeout(r, 200));
     expect(chunks.join('')).toBe('got one\n');
     p.stdin.end('two\n');
     expect(await p.exit).toEqual({ exitCode: 0, signal: null });
-    await new Promise((r) => p.stdout.once('close', r));
+    await closed;
     expect(chunks.join('')).toBe('got one\ngot two\n');
     expect(p.kill()).toBe(false);
   });

@@ -172,14 +172,14 @@ export class ContainerInstance extends BaseInstance {
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
     const pty = checkPty(options.pty);
-    const [pid, pidfd, stdinFd, stdoutFd, stderrFd] = await this.lxc()
+    const [pid, pidfd, stdinFd, stdoutFd, stderrFd, exitChannel] = await this.lxc()
       .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0, pty)
       .catch((e) => {
         throw failed(e, `cannot run ${JSON.stringify(argv[0])} in ${this.name}`);
       });
     let exited = false;
     const exit = native()
-      .waitPidfd(pidfd)
+      .waitExit(exitChannel, pidfd)
       .then(({ code, signal }) => {
         exited = true;
         return { exitCode: code, signal: signal === null ? null : signalName(signal) };

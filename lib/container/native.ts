@@ -40,8 +40,9 @@ export interface LxcContainer {
   getIps(iface?: string | null, family?: string | null, scope?: number): Promise<string[]>;
   destroy(): Promise<boolean>;
   /**
-   * Runs argv inside the container with exactly `env`; returns at once with
-   * [pid, pidfd, stdin, stdout, stderr] (the caller's pipe ends, close-on-exec).
+   * Runs argv inside the container with exactly `env` (through lxq_runner, from the saved
+   * config); returns at once with the pid, a pidfd, the caller's pipe ends (close-on-exec) and
+   * the channel `waitExit` reads the exit status from.
    */
   attach(
     argv: string[],
@@ -50,15 +51,15 @@ export interface LxcContainer {
     uid: number,
     gid: number,
     pty?: { cols: number; rows: number } | null,
-  ): Promise<[number, number, number, number, number]>;
+  ): Promise<[pid: number, pidfd: number, stdin: number, stdout: number, stderr: number, exitChannel: number]>;
 }
 
 export interface Native {
   Container: new (name: string, lxcpath: string) => LxcContainer;
   listAllContainers(lxcpath: string): Promise<{ defined: string[]; active: string[] }>;
   liblxcVersion: string;
-  /** Resolves when the process exits (watched by the event loop); closes the pidfd. */
-  waitPidfd(pidfd: number): Promise<{ code: number | null; signal: number | null }>;
+  /** Resolves when an attached process exits (watched by the event loop); closes both fds. */
+  waitExit(exitChannel: number, pidfd: number): Promise<{ code: number | null; signal: number | null }>;
   /** false if the process is gone. */
   signalPidfd(pidfd: number, signal: number): boolean;
   /** TIOCSWINSZ on a terminal master. */

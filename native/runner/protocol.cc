@@ -1,0 +1,64 @@
+#include "protocol.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace lxq::runner {
+
+int Send(int sock, const std::vector<std::string>& fields, const std::vector<int>& fds) {
+  std::string body;
+  for (const auto& f : fields) body.append(f).push_back('\0');
+  if (body.size() > kMaxMessage || fds.size() > static_cast<size_t>(kMaxFds)) return EMSGSIZE;
+  struct iovec iov = {body.data(), body.size()};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n;
+  do n = sendmsg(sock, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+  return n < 0 ? errno : 0;
+}
+
+int Receive(int sock, std::vector<std::string>& fields, std::vector<int>& fds) {
+  std::string body(kMaxMessage, '\0');
+  struct iovec iov = {body.data(), body.size()};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+  if (n < 0) return errno;
+  if (n == 0) return ECONNRESET;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const int* received = reinterpret_cast<const int*>(CMSG_DATA(c));
+    fds.insert(fds.end(), received, received + count);
+  }
+  fields.clear();
+  size_t start = 0;
+  for (size_t i = 0; i < static_cast<size_t>(n); i++) {
+    if (body[i] == '\0') {
+      fields.emplace_back(body, start, i - start);
+      start = i + 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace lxq::runner
