@@ -17,8 +17,11 @@ export interface OptionSpec {
   readonly key: string;
   readonly type: 'string' | 'integer' | 'boolean' | 'size' | 'cpus' | 'lines' | 'enum';
   readonly condition: Condition;
-  /** Applied to a running instance at once; otherwise at the next start. */
-  readonly live: boolean;
+  /**
+   * true: applied to a running instance at once. false: taken at the next start. 'container':
+   * live on containers; a VM takes it only while stopped (QEMU here has no CPU/memory hotplug).
+   */
+  readonly live: boolean | 'container';
   readonly default?: string;
   readonly description: string;
   /** Throws a message when the value is unacceptable. */
@@ -68,7 +71,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     key: 'limits.cpu',
     type: 'cpus',
     condition: 'both',
-    live: true,
+    live: 'container',
     description: 'CPUs: a count ("2") or, for containers, a CPU set ("0-1,3"). For VMs, the number of vCPUs.',
     validate: (v) => void parseCpus(v, os.cpus().length),
   },
@@ -76,7 +79,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     key: 'limits.memory',
     type: 'size',
     condition: 'both',
-    live: true,
+    live: 'container',
     description: 'Memory limit: a size ("256MiB", "1GiB") or a percentage of host memory ("50%").',
     validate: memoryValidator,
   },
@@ -222,7 +225,8 @@ export function validateConfig(type: InstanceType, input: Record<string, unknown
 /** A Markdown table of the options, for the README. */
 export function describeOptions(): string {
   const rows = OPTIONS.map(
-    (o) => `| \`${o.key}\` | ${o.type} | ${o.condition} | ${o.live ? 'yes' : 'next start'} | ${o.default ?? ''} | ${o.description} |`,
+    (o) =>
+      `| \`${o.key}\` | ${o.type} | ${o.condition} | ${o.live === 'container' ? 'containers (VMs: when stopped)' : o.live ? 'yes' : 'next start'} | ${o.default ?? ''} | ${o.description} |`,
   );
   return ['| key | type | applies to | live | default | description |', '|---|---|---|---|---|---|', ...rows].join('\n');
 }

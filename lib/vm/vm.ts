@@ -23,7 +23,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { InstanceConfig, splitArgs } from '../config/options';
+import { findOption, InstanceConfig, splitArgs } from '../config/options';
 import { parseMemory } from '../config/units';
 import { InvalidArgument, InvalidState, NotFound, NotSupported, OperationFailed } from '../errors';
 import type { Image } from '../images/store';
@@ -441,8 +441,8 @@ export class VmInstance extends BaseInstance {
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
     launchSettings(next);
     if (!live) return;
-    for (const key of ['limits.cpu', 'limits.memory']) {
-      if (next[key] !== previous[key]) {
+    for (const key of new Set([...Object.keys(next), ...Object.keys(previous)])) {
+      if (next[key] !== previous[key] && findOption(key)?.live === 'container') {
         throw new NotSupported(`${key} of a running VM cannot change (no CPU or memory hotplug yet): stop ${this.name} first`);
       }
     }
