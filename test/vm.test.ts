@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { Host, InvalidArgument, NotFound, NotSupported, OperationFailed, StatusEvent, VmInstance } from '../lib';
+import { Host, ImageStore, InvalidArgument, NotFound, NotSupported, OperationFailed, StatusEvent, VmInstance } from '../lib';
 import { QgaClient } from '../lib/qmp';
 import { ACCEL_FILE, AccelFacts, decideAccel, hostAccel, probeAccelFacts } from '../lib/vm/accel';
 import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
@@ -75,6 +75,12 @@ afterAll(async () => {
   for (const h of hosts) await h.dispose();
 });
 
+
+/** Where the shared store keeps the current vm/default (its directory is named by its recipe). */
+async function sharedVmImageDir(): Promise<string> {
+  return (await new ImageStore(SHARED_IMAGES).get('vm/default')).dir;
+}
+
 describe('VM lifecycle', () => {
   let vm: VmInstance;
   let name: string;
@@ -91,7 +97,7 @@ describe('VM lifecycle', () => {
     const { stdout } = await execFileP('qemu-img', ['info', '-U', '--output=json', path.join(dir, 'disk.qcow2')]);
     const info = JSON.parse(stdout);
     expect(info.format).toBe('qcow2');
-    expect(info['backing-filename']).toBe(path.join(SHARED_IMAGES, 'vm', 'default', 'disk.qcow2'));
+    expect(info['backing-filename']).toBe(path.join(await sharedVmImageDir(), 'disk.qcow2'));
     expect(await vm.status()).toBe('stopped');
     expect(await vm.state()).toMatchObject({ status: 'stopped', pid: null, vcpus: 0 });
     expect((await t.host.list()).map((i) => [i.name, i.type])).toContainEqual([name, 'vm']);
@@ -354,8 +360,8 @@ describe('bad input: typed errors, nothing written, no QEMU left running', () =>
     /** A store holding a copy of vm/default's manifest, its files linked, but for `omit`. */
     async function storeWithout(omit: string | undefined): Promise<{ host: Host; images: string }> {
       const images = path.join(b.dir, `images-${omit ?? 'all'}`);
-      const src = path.join(SHARED_IMAGES, 'vm', 'default');
-      const dst = path.join(images, 'vm', 'default');
+      const src = await sharedVmImageDir();
+      const dst = path.join(images, path.relative(SHARED_IMAGES, src)); // same layout, same recipe
       await fs.mkdir(dst, { recursive: true });
       for (const f of readdirSync(src)) {
         if (f === omit) continue;
@@ -364,10 +370,10 @@ describe('bad input: typed errors, nothing written, no QEMU left running', () =>
       }
       return { host: await Host.open({ path: path.join(b.dir, `host-${omit ?? 'all'}`), images }), images };
     }
-    const kernelFile = () => JSON.parse(readFileSync(path.join(SHARED_IMAGES, 'vm', 'default', 'image.json'), 'utf8')).meta.files.kernel as string;
+    const kernelFile = async () => JSON.parse(readFileSync(path.join(await sharedVmImageDir(), 'image.json'), 'utf8')).meta.files.kernel as string;
 
     test('create with an image that has no kernel: NotFound naming it, no instance directory', async () => {
-      const { host } = await storeWithout(kernelFile());
+      const { host } = await storeWithout(await kernelFile());
       await refused(host.create('nokernel', { type: 'vm', image: 'vm/default' }), NotFound, /incomplete: it has no kernel/, host.path);
       expect(readdirSync(host.instancesDir)).toEqual([]);
     });
@@ -375,7 +381,7 @@ describe('bad input: typed errors, nothing written, no QEMU left running', () =>
     test('start after the kernel went: NotFound, QEMU never launched', async () => {
       const { host, images } = await storeWithout(undefined);
       const vm = await host.create('lostkernel', { type: 'vm', image: 'vm/default' });
-      await fs.rm(path.join(images, 'vm', 'default', kernelFile()));
+      await fs.rm(path.join(images, path.relative(SHARED_IMAGES, await sharedVmImageDir()), await kernelFile()));
       await expect(vm.start()).rejects.toThrow(NotFound);
       expect(await vm.status()).toBe('stopped');
       expect(readdirSync(path.join(host.instancesDir, 'lostkernel')).sort()).toEqual(['disk.qcow2', 'lxq.json']);

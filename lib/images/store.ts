@@ -2,15 +2,19 @@
  * The host's image store: images are built locally (no image server is reachable), once, then
  * reused by every instance. An image is a directory with an `image.json` written last, so a
  * half-built image is never used.
+ *
+ * Each image lives in `<store>/<name>/<recipe>/`, where the recipe is a digest of what decides
+ * its content (the builder's code, the host's busybox). A changed builder makes a new image
+ * beside the old one instead of replacing it: VMs keep their qcow2 backing file.
  */
-import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fs, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
 import { InvalidArgument, NotFound } from '../errors';
 import { exists, readJson, writeJsonAtomic } from '../util/fs';
-import { buildBusyboxRootfs } from './busybox';
+import { buildBusyboxRootfs, HOST_BUSYBOX } from './busybox';
 import { buildVmImage, readVmImageMeta } from './vm-image';
 
 export interface Image {
@@ -25,16 +29,19 @@ export interface Image {
 
 interface Builder {
   type: InstanceType;
+  /** The modules whose code decides the image's content. */
+  sources: string[];
   /** Fills `dir` (which exists and is empty) and returns the image's metadata. */
   build(dir: string): Promise<Record<string, unknown>>;
 }
 
 const BUILDERS: Record<string, Builder> = {
-  busybox: { type: 'container', build: async (dir) => ({ ...(await buildBusyboxRootfs(path.join(dir, 'rootfs'))) }) },
+  busybox: { type: 'container', sources: [require.resolve('./busybox')], build: async (dir) => ({ ...(await buildBusyboxRootfs(path.join(dir, 'rootfs'))) }) },
   // buildVmImage fills the (empty) directory it is given and writes a manifest of the store's
   // shape; the store then rewrites that manifest with the same metadata.
   'vm/default': {
     type: 'vm',
+    sources: [require.resolve('./vm-image'), require.resolve('./vm-guest'), require.resolve('./busybox')],
     build: async (dir) => {
       await buildVmImage(dir);
       return { ...(await readVmImageMeta(dir)) };
@@ -43,6 +50,22 @@ const BUILDERS: Record<string, Builder> = {
 };
 
 const MANIFEST = 'image.json';
+
+const recipes = new Map<string, string>();
+
+/** The digest naming the current version of an image: its builder's code and the host's busybox. */
+function recipe(name: string): string {
+  let digest = recipes.get(name);
+  if (!digest) {
+    const h = createHash('sha256');
+    for (const file of BUILDERS[name].sources) h.update(readFileSync(file));
+    const bb = statSync(HOST_BUSYBOX, { throwIfNoEntry: false });
+    h.update(`${bb?.size}:${bb?.mtimeMs}`);
+    digest = h.digest('hex').slice(0, 12);
+    recipes.set(name, digest);
+  }
+  return digest;
+}
 
 export class ImageStore {
   private readonly building = new Map<string, Promise<Image>>();
@@ -68,7 +91,7 @@ export class ImageStore {
     if (!BUILDERS[name]) {
       throw new InvalidArgument(`unknown image "${name}"; available: ${Object.keys(BUILDERS).map((n) => `"${n}"`).join(', ')}`);
     }
-    return path.join(this.dir, ...name.split('/'));
+    return path.join(this.dir, ...name.split('/'), recipe(name));
   }
 
   /** The image if it is built, else NotFound. */
