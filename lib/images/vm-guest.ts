@@ -116,8 +116,10 @@ done
 if [ "$root" != none ]; then
   # The disk shows up while virtio_blk probes, which insmod waits for; allow a little slack.
   i=0
-  while [ ! -b "$root" ] && [ $i -lt 200 ]; do usleep 10000; i=$((i + 1)); done
-  if [ -b "$root" ] && mount -t "$fstype" -o "$flags" "$root" /newroot; then
+  while [ ! -b "$root" ] && [ $i -lt 50 ]; do usleep 10000; i=$((i + 1)); done
+  if ! [ -b "$root" ]; then
+    echo "lxq-init: no disk $root"
+  elif mount -t "$fstype" -o "$flags" "$root" /newroot; then
     if [ -x /newroot/sbin/init ] || [ -L /newroot/sbin/init ]; then
       set_hostname /newroot
       lo_up
