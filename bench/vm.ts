@@ -1,0 +1,89 @@
+/**
+ * VM lifecycle on vm/default under this host's accelerator (TCG here), N cycles:
+ *   create, start → QMP ready, start → guest agent ready, QMP round trip (query-status over the
+ *   instance's own client), agent round trip (guest-ping), exec `/bin/true` through the agent
+ *   (when the VM driver supports it), graceful stop (ACPI), delete.
+ * Usage: node dist/bench/vm.js [--quick]
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Host, VmInstance } from '../lib';
+import { QgaClient } from '../lib/qmp';
+import { Stats, stats } from './exec';
+
+async function waitForAgent(socket: string, timeoutMs: number): Promise<QgaClient> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await QgaClient.connect(socket, { timeout: 500, retry: true });
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+    }
+  }
+}
+
+export async function main(opts: { quick: boolean }): Promise<Record<string, Stats | string>> {
+  const cycles = opts.quick ? 1 : 5;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-vm-'));
+  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+  await host.images.ensure('vm/default');
+  const s: Record<string, number[]> = {
+    create: [], 'start → QMP ready': [], 'start → agent ready': [], 'QMP query-status': [], 'agent guest-ping': [], 'exec /bin/true (agent)': [], 'stop (ACPI)': [], delete: [],
+  };
+  let execSkipped = '';
+  const time = async <T>(into: number[], op: () => Promise<T>): Promise<T> => {
+    const t = performance.now();
+    const r = await op();
+    into.push(performance.now() - t);
+    return r;
+  };
+  try {
+    for (let i = 0; i < cycles; i++) {
+      const vm = (await time(s.create, () => host.create(`bvm-${process.pid}-${i}`, { type: 'vm', image: 'vm/default' }))) as VmInstance;
+      try {
+        const t0 = performance.now();
+        await vm.start();
+        s['start → QMP ready'].push(performance.now() - t0);
+        const qga = await waitForAgent(path.join(host.instancesDir, vm.name, 'qga.sock'), 60_000);
+        s['start → agent ready'].push(performance.now() - t0);
+        for (let k = 0; k < (opts.quick ? 20 : 200); k++) {
+          await time(s['QMP query-status'], () => vm.qmp.execute('query-status'));
+          await time(s['agent guest-ping'], () => qga.ping());
+        }
+        await qga.close();
+        for (let k = 0; k < (opts.quick ? 5 : 30) && !execSkipped; k++) {
+          await time(s['exec /bin/true (agent)'], () => vm.exec(['/bin/true'])).catch((e) => {
+            execSkipped = `skipped: ${(e as Error).message}`;
+          });
+        }
+        await time(s['stop (ACPI)'], () => vm.stop({ timeout: 30_000 }));
+      } finally {
+        await time(s.delete, () => vm.delete({ force: true }));
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const out: Record<string, Stats | string> = {};
+  for (const [k, v] of Object.entries(s)) out[k] = k.startsWith('exec') && execSkipped ? execSkipped : stats(v);
+  return out;
+}
+
+if (require.main === module) {
+  main({ quick: process.argv.includes('--quick') }).then(
+    (res) => {
+      console.log(`VM on vm/default (${os.cpus().length} CPUs, ${os.cpus()[0].model}, Node ${process.version}), ms`);
+      console.log('| step | n | min | p50 | p99 | max |\n|---|---|---|---|---|---|');
+      for (const [k, v] of Object.entries(res)) {
+        if (typeof v === 'string') console.log(`| ${k} | ${v} | | | | |`);
+        else console.log(`| ${k} | ${v.n} | ${v.min.toFixed(2)} | ${v.p50.toFixed(2)} | ${v.p99.toFixed(2)} | ${v.max.toFixed(1)} |`);
+      }
+    },
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
+}
