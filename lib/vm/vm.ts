@@ -9,7 +9,7 @@
  *     disk.qcow2   the VM's disk: a qcow2 overlay over the image's
  *     qemu.pid     QEMU's pidfile (QEMU locks it while it runs: a second QEMU of this VM fails)
  *     qmp.sock     the QMP monitor
- *     qga.sock     the guest agent's channel (not used yet)
+ *     qga.sock     the guest agent's channel (exec, files, guest state: see agent.ts)
  *     console.log  the serial console, from the last start
  *     qemu.log     what QEMU itself printed, from the last start
  *
@@ -31,7 +31,19 @@ import { createVmOverlay, qemuArgsForImage, readVmImage, type VmImage, type VmIm
 import { BaseInstance, RECORD_FILE } from '../instance/base';
 import type { InstanceFiles } from '../instance/files';
 import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
-import type { InstanceProcess } from '../instance/process';
+import {
+  checkExecTiming,
+  checkSpawn,
+  collect,
+  type ExecOptions,
+  type ExecResult,
+  instanceEnvironment,
+  type InstanceProcess,
+  type SpawnOptions,
+} from '../instance/process';
+import { GuestAgent } from './agent';
+import { agentSpawn, checkAgentSpawn } from './agent-exec';
+import { AgentFiles } from './agent-files';
 import { QmpClient, QmpError, type QmpStatusInfo } from '../qmp';
 import { exists, writeJsonAtomic } from '../util/fs';
 import { Accel, AccelSetting, chooseAccel, recordKvmFailure } from './accel';
@@ -42,10 +54,19 @@ export interface VmContext {
   hostDir: string;
 }
 
-/** A VM's state: the common state, plus its vCPUs. `processes` is 0: counting the guest's needs its agent. */
+/**
+ * A VM's state: the common state, plus its vCPUs and what the guest agent says, if it answers
+ * quickly (`network.addresses` are the guest's, loopback excluded; `os` from guest-get-osinfo).
+ * `processes` is 0: the agent cannot count the guest's processes.
+ */
 export interface VmState extends InstanceState {
   vcpus: number;
+  /** From guest-get-osinfo; absent when the agent did not answer. */
+  os?: { id?: string; name?: string; version?: string; kernelRelease?: string; machine?: string };
 }
+
+/** How long state() waits for the guest agent (it never fails because the agent is down). */
+const STATE_AGENT_MS = 300;
 
 const QEMU = 'qemu-system-x86_64';
 const DEFAULT_MEMORY_MIB = 256;
@@ -151,18 +172,21 @@ async function tail(file: string, lines = 20): Promise<string> {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
-function needsAgent(what: string, name: string): NotSupported {
-  return new NotSupported(`${what} in VM "${name}" needs the QEMU guest agent, which lxq does not drive yet; only lifecycle and state are available for VMs`);
-}
-
-/** `files` of a VM: every call is refused until lxq drives the guest agent. */
-function agentlessFiles(name: string): InstanceFiles {
-  const refuse = () => Promise.reject(needsAgent('file access', name));
-  return { read: refuse, write: refuse, push: refuse, pull: refuse, stat: refuse, list: refuse, mkdir: refuse, remove: refuse };
+/** Reads an exec's stdin to its end (the agent takes it whole, when the command starts). */
+async function readInput(input: ExecOptions['stdin']): Promise<Buffer | undefined> {
+  if (input === undefined) return undefined;
+  if (typeof input === 'string') return Buffer.from(input);
+  if (Buffer.isBuffer(input)) return input;
+  if (!input || typeof (input as NodeJS.ReadableStream).on !== 'function') throw new InvalidArgument('stdin must be a string, a Buffer or a Readable');
+  const chunks: Buffer[] = [];
+  for await (const c of input) chunks.push(typeof c === 'string' ? Buffer.from(c) : c);
+  return Buffer.concat(chunks);
 }
 
 export class VmInstance extends BaseInstance {
   readonly files: InstanceFiles;
+  /** The guest agent: one connection per VM, made on first need, made again after a restart. */
+  private readonly agent: GuestAgent;
   private monitor: QmpClient | undefined;
   private connecting: Promise<QmpClient | undefined> | undefined;
   /** Set while this process launches QEMU: the pidfile and monitor are not there yet. */
@@ -174,7 +198,8 @@ export class VmInstance extends BaseInstance {
     record: InstanceRecord,
   ) {
     super(dir, record);
-    this.files = agentlessFiles(record.name);
+    this.agent = new GuestAgent(path.join(dir, FILES.qga), record.name);
+    this.files = new AgentFiles(this.agent, () => this.require('access files in', ['running']).then(() => undefined));
   }
 
   /** An existing VM, from its record. Call `status()` to reconnect to its QEMU if it runs. */
@@ -406,6 +431,7 @@ export class VmInstance extends BaseInstance {
 
   protected async doDelete(): Promise<void> {
     this.dropMonitor();
+    this.agent.close();
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
     await fs.rm(this.dir, { recursive: true, force: true });
@@ -416,11 +442,12 @@ export class VmInstance extends BaseInstance {
     if (pid === null) {
       return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] }, vcpus: 0 };
     }
-    const [stat, procStatus, cpus, memory] = await Promise.all([
+    const [stat, procStatus, cpus, memory, guest] = await Promise.all([
       fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''),
       fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''),
       this.command<unknown[]>('query-cpus-fast').catch(() => []),
       this.command<{ 'base-memory': number }>('query-memory-size-summary').catch(() => undefined),
+      status === 'running' ? this.guestInfo() : undefined,
     ]);
     // utime and stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux); the name
     // (field 2) may hold spaces, so count from its closing parenthesis.
@@ -433,9 +460,29 @@ export class VmInstance extends BaseInstance {
       cpu: { usageNs: (ticks || 0) * 10_000_000 },
       memory: { usageBytes: rssKiB * 1024, limitBytes: memory?.['base-memory'] ?? null },
       processes: 0,
-      network: { addresses: [] },
+      network: { addresses: guest?.addresses ?? [] },
       vcpus: cpus.length,
+      ...(guest?.os ? { os: guest.os } : {}),
     };
+  }
+
+  /** The guest's addresses and OS from its agent, if it answers within STATE_AGENT_MS; never throws. */
+  private async guestInfo(): Promise<{ addresses: string[]; os?: VmState['os'] } | undefined> {
+    const opts = { timeout: STATE_AGENT_MS, connectTimeout: STATE_AGENT_MS };
+    try {
+      const ifaces = await this.agent.execute<{ name: string; 'ip-addresses'?: { 'ip-address': string }[] }[]>('guest-network-get-interfaces', undefined, opts);
+      const addresses = ifaces
+        .filter((i) => i.name !== 'lo')
+        .flatMap((i) => (i['ip-addresses'] ?? []).map((a) => a['ip-address']))
+        .filter((a) => a !== '127.0.0.1' && a !== '::1');
+      const info = await this.agent
+        .execute<Record<string, string>>('guest-get-osinfo', undefined, opts)
+        .catch(() => undefined);
+      const os = info && { id: info.id, name: info['pretty-name'] ?? info.name, version: info.version, kernelRelease: info['kernel-release'], machine: info.machine };
+      return { addresses, os };
+    } catch {
+      return undefined;
+    }
   }
 
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
@@ -448,7 +495,32 @@ export class VmInstance extends BaseInstance {
     }
   }
 
-  protected async doSpawn(): Promise<InstanceProcess> {
-    throw needsAgent('running a command', this.name);
+  /**
+   * Resolves when the guest agent answers (the guest has booted far enough for exec and files);
+   * start() resolves earlier, once QEMU runs. OperationFailed after `timeoutMs`.
+   */
+  async waitForAgent(timeoutMs = 60_000): Promise<void> {
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeoutMs}`);
+    await this.require('wait for the guest agent of', ['running', 'starting']);
+    await this.agent.wait(timeoutMs);
+  }
+
+  /** Runs the command through the guest agent; `stdin` is read to its end and given up front. */
+  override async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+    options ??= {};
+    checkExecTiming(options);
+    const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    checkAgentSpawn(options);
+    const input = await readInput(options.stdin);
+    await this.require('run a command in', ['running']);
+    const proc = await agentSpawn(this.agent, argv, env, options.cwd, input);
+    return collect(proc, { ...options, stdin: undefined }, `${JSON.stringify(argv[0])} in ${this.name}`);
+  }
+
+  /** A process through the guest agent: its stdin is empty (see agent-exec.ts), its output comes at its exit. */
+  protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
+    const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    checkAgentSpawn(options);
+    return agentSpawn(this.agent, argv, env, options.cwd, undefined);
   }
 }
