@@ -1,0 +1,210 @@
+/**
+ * One suite, both instance types: the same lifecycle, exec and files cases run against a busybox
+ * container and a vm/default VM (through its guest agent, TCG here), so the two drivers cannot
+ * drift apart. Where a VM legitimately cannot do what a container does (a pty, another user),
+ * the case asserts the typed NotSupported instead of skipping.
+ */
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+
+import { AlreadyExists, Instance, InvalidArgument, NotFound, NotSupported, Timeout, VmInstance } from '../lib';
+import { tempHost, TestHost } from './helpers/host';
+
+jest.setTimeout(120_000);
+
+interface Kind {
+  type: 'container' | 'vm';
+  image: string;
+  /** Resolves when exec and files work (a VM: its agent answers). */
+  ready(i: Instance): Promise<void>;
+}
+
+const kinds: Kind[] = [
+  { type: 'container', image: 'busybox', ready: async () => undefined },
+  { type: 'vm', image: 'vm/default', ready: (i) => (i as VmInstance).waitForAgent(60_000) },
+];
+
+describe.each(kinds)('$type ($image)', (kind) => {
+  let t: TestHost;
+  let inst: Instance;
+  let scratch: string;
+  const figures: string[] = [];
+
+  beforeAll(async () => {
+    t = await tempHost();
+    scratch = mkdtempSync(path.join(os.tmpdir(), 'lxq-conf-'));
+    await t.host.images.ensure(kind.image);
+    inst = await t.host.create(t.name(kind.type === 'vm' ? 'cv' : 'cc'), { type: kind.type, image: kind.image, config: { 'environment.GREETING': 'hi' } });
+    const t0 = Date.now();
+    await inst.start();
+    await kind.ready(inst);
+    figures.push(`start to ready: ${Date.now() - t0} ms`);
+  }, 600_000);
+
+  afterAll(async () => {
+    if (figures.length) console.log(`${kind.type} figures:\n${figures.join('\n')}`);
+    await inst?.delete({ force: true }).catch(() => undefined);
+    await t?.dispose();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  describe('exec', () => {
+    test('exit code, separate stdout and stderr, env (defaults + instance + call), cwd', async () => {
+      const r = await inst.exec(['sh', '-c', 'echo "$GREETING $A $HOME $LANG"; pwd; echo oops >&2; exit 3'], { env: { A: 'one' }, cwd: '/tmp' });
+      expect(r).toMatchObject({ exitCode: 3, signal: null });
+      expect(r.stdout.toString()).toBe('hi one /root C.UTF-8\n/tmp\n');
+      expect(r.stderr.toString()).toBe('oops\n');
+      expect((await inst.exec(['sh', '-c', 'echo $PATH'])).stdout.toString()).toMatch(/\/usr\/bin/);
+    });
+
+    test('stdin from a string, a Buffer and a stream', async () => {
+      expect((await inst.exec(['cat'], { stdin: 'abc' })).stdout.toString()).toBe('abc');
+      expect((await inst.exec(['wc', '-c'], { stdin: Buffer.alloc(100_000, 1) })).stdout.toString().trim()).toBe('100000');
+      expect((await inst.exec(['cat'], { stdin: Readable.from(['x', 'y']) })).stdout.toString()).toBe('xy');
+      expect((await inst.exec(['cat'])).stdout.length).toBe(0);
+    });
+
+    test('a command that does not exist exits 127 with a message', async () => {
+      const r = await inst.exec(['/no/such/command']);
+      expect(r.exitCode).toBe(127);
+      expect(r.stderr.toString()).toMatch(/cannot run \/no\/such\/command: No such file/);
+      expect((await inst.exec(['no-such-command-here'])).exitCode).toBe(127);
+    });
+
+    test('a signal death is reported as the signal', async () => {
+      expect(await inst.exec(['sh', '-c', 'kill -TERM $$'])).toMatchObject({ exitCode: null, signal: 'SIGTERM' });
+    });
+
+    test('timeout kills the command and rejects with Timeout', async () => {
+      const t0 = Date.now();
+      await expect(inst.exec(['sleep', '30'], { timeout: 500 })).rejects.toThrow(Timeout);
+      expect(Date.now() - t0).toBeLessThan(10_000);
+    });
+
+    test('spawn: kill ends the process with the signal', async () => {
+      const p = await inst.spawn(['sleep', '30']);
+      expect(p.pid).toBeGreaterThan(0);
+      p.stdin.end();
+      expect(p.kill('SIGKILL')).toBe(true);
+      expect(await p.exit).toEqual({ exitCode: null, signal: 'SIGKILL' });
+    });
+
+    test('round trip of /bin/true', async () => {
+      const times: number[] = [];
+      for (let i = 0; i < 15; i++) {
+        const t0 = process.hrtime.bigint();
+        expect((await inst.exec(['/bin/true'])).exitCode).toBe(0);
+        times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      times.sort((a, b) => a - b);
+      figures.push(`exec /bin/true p50: ${times[7].toFixed(1)} ms (min ${times[0].toFixed(1)}, max ${times[14].toFixed(1)})`);
+    });
+
+    test('bad argv and options are InvalidArgument', async () => {
+      await expect(inst.exec([])).rejects.toThrow(InvalidArgument);
+      await expect(inst.exec(['true'], { cwd: 'tmp' })).rejects.toThrow(InvalidArgument);
+      await expect(inst.exec(['true'], { env: { 'A=B': 'x' } })).rejects.toThrow(InvalidArgument);
+    });
+
+    if (kind.type === 'container') {
+      test('user, group and pty work', async () => {
+        expect((await inst.exec(['id', '-u'], { user: 1000, group: 1000 })).stdout.toString().trim()).toBe('1000');
+        expect((await inst.exec(['sh', '-c', '[ -t 0 ] && echo tty'], { pty: true })).stdout.toString()).toMatch(/tty/);
+      });
+    } else {
+      test('user, group and pty: NotSupported naming the condition', async () => {
+        await expect(inst.exec(['id', '-u'], { user: 1000 })).rejects.toThrow(NotSupported);
+        await expect(inst.exec(['id', '-u'], { group: 1000 })).rejects.toThrow(/group 1000 is not supported in a vm/);
+        await expect(inst.exec(['sh'], { pty: true })).rejects.toThrow(/pty is not supported in a vm: the guest agent runs commands as root without a terminal/);
+        await expect(inst.spawn(['sh'], { pty: true })).rejects.toThrow(NotSupported);
+        expect((await inst.exec(['id', '-u'], { user: 0 })).stdout.toString().trim()).toBe('0');
+      });
+    }
+  });
+
+  describe('files', () => {
+    test('write, read, stat (mode, owner), atomic replace', async () => {
+      await inst.files.write('/tmp/hello.txt', 'hello\n', { mode: 0o640, uid: 5, gid: 6 });
+      expect((await inst.files.read('/tmp/hello.txt')).toString()).toBe('hello\n');
+      const s = await inst.files.stat('/tmp/hello.txt');
+      expect(s).toMatchObject({ type: 'file', size: 6, mode: 0o640, uid: 5, gid: 6 });
+      expect(Math.abs(s.mtime.getTime() - Date.now())).toBeLessThan(120_000);
+      await inst.files.write('/tmp/hello.txt', Buffer.from('again'));
+      expect((await inst.files.read('/tmp/hello.txt')).toString()).toBe('again');
+      expect(await inst.files.stat('/tmp/hello.txt')).toMatchObject({ mode: 0o644, uid: 0, gid: 0 });
+      expect((await inst.exec(['cat', '/tmp/hello.txt'])).stdout.toString()).toBe('again');
+      expect((await inst.files.list('/tmp')).map((e) => e.name).filter((n) => n.startsWith('.lxq-'))).toEqual([]);
+    });
+
+    test('mkdir, list, remove', async () => {
+      await inst.files.mkdir('/tmp/d', { mode: 0o700 });
+      await expect(inst.files.mkdir('/tmp/d')).rejects.toThrow(AlreadyExists);
+      await inst.files.mkdir('/tmp/d/a/b', { parents: true });
+      await inst.files.write('/tmp/d/f', 'x');
+      await inst.files.write('/tmp/d/.hidden', 'y');
+      await inst.exec(['ln', '-s', '/etc', '/tmp/d/link']);
+      expect(await inst.files.stat('/tmp/d')).toMatchObject({ type: 'directory', mode: 0o700 });
+      expect(await inst.files.list('/tmp/d')).toEqual([
+        { name: '.hidden', type: 'file' },
+        { name: 'a', type: 'directory' },
+        { name: 'f', type: 'file' },
+        { name: 'link', type: 'symlink' },
+      ]);
+      expect((await inst.files.stat('/tmp/d/link')).type).toBe('symlink');
+      await expect(inst.files.list('/tmp/d/f')).rejects.toThrow(InvalidArgument);
+      await expect(inst.files.remove('/tmp/d/a')).rejects.toThrow(InvalidArgument); // not empty
+      await inst.files.remove('/tmp/d/f');
+      await inst.files.remove('/tmp/d/link');
+      expect((await inst.exec(['ls', '/etc/passwd'])).exitCode).toBe(0); // the link, not its target
+      await inst.files.remove('/tmp/d', { recursive: true });
+      await expect(inst.files.stat('/tmp/d')).rejects.toThrow(NotFound);
+      await expect(inst.files.remove('/tmp/d')).rejects.toThrow(NotFound);
+    });
+
+    test('push and pull round trip (binary, several chunks, mode kept)', async () => {
+      const src = path.join(scratch, 'src.bin');
+      const data = Buffer.alloc(300_000);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 7919) & 0xff;
+      writeFileSync(src, data, { mode: 0o750 });
+      await inst.files.push(src, '/tmp/pushed.bin');
+      expect(await inst.files.stat('/tmp/pushed.bin')).toMatchObject({ type: 'file', size: data.length, mode: 0o750 });
+      expect((await inst.exec(['wc', '-c', '/tmp/pushed.bin'])).stdout.toString()).toMatch(/^\s*300000 /);
+      const dst = path.join(scratch, 'dst.bin');
+      await inst.files.pull('/tmp/pushed.bin', dst);
+      expect(readFileSync(dst).equals(data)).toBe(true);
+      expect(statSync(dst).mode & 0o777).toBe(0o750);
+      await expect(inst.files.pull('/tmp', path.join(scratch, 'x'))).rejects.toThrow(InvalidArgument);
+      await expect(inst.files.push(path.join(scratch, 'none'), '/tmp/x')).rejects.toThrow(NotFound);
+    });
+
+    test('missing files are NotFound; bad paths are InvalidArgument', async () => {
+      await expect(inst.files.read('/no/such/file')).rejects.toThrow(NotFound);
+      await expect(inst.files.stat('/no/such/file')).rejects.toThrow(NotFound);
+      await expect(inst.files.write('/no/such/dir/f', 'x')).rejects.toThrow(NotFound);
+      for (const bad of ['relative/path', '', 'a\0b', '/tmp/a\0b']) {
+        await expect(inst.files.read(bad)).rejects.toThrow(InvalidArgument);
+        await expect(inst.files.write(bad, 'x')).rejects.toThrow(InvalidArgument);
+        await expect(inst.files.stat(bad)).rejects.toThrow(InvalidArgument);
+        await expect(inst.files.list(bad)).rejects.toThrow(InvalidArgument);
+      }
+      await expect(inst.files.remove('/')).rejects.toThrow(InvalidArgument);
+      await expect(inst.files.write('/tmp/x', 'x', { mode: 0o17777 })).rejects.toThrow(InvalidArgument);
+    });
+  });
+
+  describe('lifecycle', () => {
+    test('stop, then start again: states and exec', async () => {
+      expect((await inst.state()).status).toBe('running');
+      await inst.stop({ timeout: 30_000 });
+      expect(await inst.status()).toBe('stopped');
+      expect(await inst.state()).toMatchObject({ status: 'stopped', pid: null });
+      await expect(inst.exec(['true'])).rejects.toThrow(/needs running/);
+      await inst.start();
+      expect(await inst.status()).toBe('running');
+      await kind.ready(inst);
+      expect((await inst.exec(['echo', 'back'])).stdout.toString()).toBe('back\n');
+    });
+  });
+});
