@@ -91,6 +91,26 @@ describe.each(kinds)('$type ($image)', (kind) => {
       expect(await p.exit).toEqual({ exitCode: null, signal: 'SIGKILL' });
     });
 
+    test('spawn: stdin is streamed (container) or refused with NotSupported once written (vm: the agent takes it at start)', async () => {
+      const p = await inst.spawn(['cat']);
+      const out: Buffer[] = [];
+      const closed = new Promise((r) => p.stdout.on('data', (d: Buffer) => out.push(d)).once('close', r));
+      if (kind.type === 'container') {
+        p.stdin.end('streamed');
+        expect(await p.exit).toEqual({ exitCode: 0, signal: null });
+        await closed;
+        expect(Buffer.concat(out).toString()).toBe('streamed');
+      } else {
+        const failed = new Promise<Error>((resolve) => p.stdin.once('error', resolve));
+        p.stdin.write('x');
+        expect(await failed).toBeInstanceOf(NotSupported);
+        expect(await p.exit).toEqual({ exitCode: 0, signal: null }); // cat ran with empty input
+        await closed;
+        expect(out.length ? Buffer.concat(out).length : 0).toBe(0);
+        expect(p.tty).toBe(false);
+      }
+    });
+
     test('round trip of /bin/true', async () => {
       const times: number[] = [];
       for (let i = 0; i < 15; i++) {
@@ -201,6 +221,8 @@ describe.each(kinds)('$type ($image)', (kind) => {
       expect(await inst.status()).toBe('stopped');
       expect(await inst.state()).toMatchObject({ status: 'stopped', pid: null });
       await expect(inst.exec(['true'])).rejects.toThrow(/needs running/);
+      if (kind.type === 'container') expect((await inst.files.read('/etc/passwd')).length).toBeGreaterThan(0);
+      else await expect(inst.files.read('/etc/passwd')).rejects.toThrow(/file access in a stopped vm is not supported/);
       await inst.start();
       expect(await inst.status()).toBe('running');
       await kind.ready(inst);

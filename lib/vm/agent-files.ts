@@ -5,7 +5,9 @@
  *
  * Every path is resolved by the guest kernel, inside the guest: a symlink or ".." in the guest
  * points somewhere in the guest, never on the host — the host only ever sees bytes over the
- * agent channel, so no host escape is possible. The VM must be running (its agent answering).
+ * agent channel, so no host escape is possible. The VM must be running (its agent answering):
+ * files of a stopped VM are refused with NotSupported (a container's are not: its root is on the
+ * host).
  *
  * Writes are atomic like a container's: a temporary file in the target's directory, then
  * chown, chmod and `mv` over the target (a rename: a symlink target is replaced, not followed).

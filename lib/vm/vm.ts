@@ -199,7 +199,12 @@ export class VmInstance extends BaseInstance {
   ) {
     super(dir, record);
     this.agent = new GuestAgent(path.join(dir, FILES.qga), record.name);
-    this.files = new AgentFiles(this.agent, () => this.require('access files in', ['running']).then(() => undefined));
+    this.files = new AgentFiles(this.agent, async () => {
+      if ((await this.status()) === 'stopped') {
+        throw new NotSupported(`file access in a stopped vm is not supported: it goes through the guest agent, which runs only while ${this.name} runs; start it first`);
+      }
+      await this.require('access files in', ['running']);
+    });
   }
 
   /** An existing VM, from its record. Call `status()` to reconnect to its QEMU if it runs. */
