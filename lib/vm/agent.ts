@@ -8,8 +8,13 @@ import * as net from 'node:net';
 import { InvalidState, OperationFailed } from '../errors';
 import { QgaClient, QmpCommandError, QmpError } from '../qmp';
 
-/** Bound on connect + sync when the agent is expected to run (a booted VM). */
+/** Bound on connect + sync of one attempt. */
 const CONNECT_MS = 5_000;
+/**
+ * How long exec and files wait for the agent of a running VM (a guest still booting: ~4 s under
+ * TCG here), so `await vm.start(); await vm.exec(…)` works as it does for a container.
+ */
+const AUTO_WAIT_MS = 60_000;
 /** Default timeout of an agent command. */
 const COMMAND_MS = 30_000;
 
@@ -58,6 +63,9 @@ export class GuestAgent {
         return;
       } catch (e) {
         last = e;
+        // No socket, or nobody listening on it: QEMU does not run; waiting will not help.
+        const code = (e as { code?: string }).code;
+        if (code === 'ENOENT' || code === 'ECONNREFUSED') break;
         await sleep(20);
       }
     }
@@ -68,9 +76,10 @@ export class GuestAgent {
   async execute<T>(command: string, args?: Record<string, unknown>, opts: { timeout?: number; noReply?: boolean; connectTimeout?: number } = {}): Promise<T> {
     let client: QgaClient;
     try {
+      if (!this.connected) await this.wait(opts.connectTimeout ?? AUTO_WAIT_MS);
       client = await this.connect(opts.connectTimeout);
     } catch (e) {
-      throw new InvalidState(`the guest agent of ${this.vmName} does not answer (is the guest booted? wait with vm.waitForAgent()): ${(e as Error).message}`, 'running');
+      throw new InvalidState(`the guest agent of ${this.vmName} does not answer (does the guest run qemu-ga? only one process at a time can use a VM's agent): ${(e as Error).message}`, 'running');
     }
     try {
       return await client.execute<T>(command, args, opts);
