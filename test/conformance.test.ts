@@ -69,7 +69,7 @@ describe.each(kinds)('$type ($image)', (kind) => {
     test('a command that does not exist exits 127 with a message', async () => {
       const r = await inst.exec(['/no/such/command']);
       expect(r.exitCode).toBe(127);
-      expect(r.stderr.toString()).toMatch(/cannot run \/no\/such\/command: No such file/);
+      expect(r.stderr.toString()).toMatch(/^lxq: cannot run \/no\/such\/command: No such file/);
       expect((await inst.exec(['no-such-command-here'])).exitCode).toBe(127);
     });
 

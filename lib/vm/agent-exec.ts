@@ -13,7 +13,7 @@
  *   with NotSupported.
  * - The command runs through the guest's `/bin/sh` (busybox), which changes to `cwd` (default
  *   `$HOME`, else `/`) and `exec`s the argv with the PATH of the environment, so a command that
- *   does not exist exits 127 with "cannot run <cmd>: No such file or directory" on stderr, as in
+ *   does not exist exits 127 with "lxq: cannot run <cmd>: No such file or directory" on stderr, as in
  *   a container. The pid is that of the command itself (the shell `exec`s it).
  * - `kill(signal)` runs busybox `kill -<n> <pid>` in the guest (the agent has no kill command).
  */
@@ -30,7 +30,7 @@ const POLL_MAX_MS = 50;
 const WRAPPER =
   'if [ -n "$1" ]; then cd "$1" || exit 126; else cd "$HOME" 2>/dev/null || cd /; fi; shift; ' +
   'case "$1" in */*) [ -e "$1" ] ;; *) command -v "$1" >/dev/null ;; esac || ' +
-  '{ echo "cannot run $1: No such file or directory" >&2; exit 127; }; exec "$@"';
+  '{ echo "lxq: cannot run $1: No such file or directory" >&2; exit 127; }; exec "$@"';
 
 interface ExecStatus {
   exited: boolean;
@@ -67,7 +67,7 @@ export async function agentSpawn(agent: GuestAgent, argv: string[], env: string[
     ({ pid } = await agent.execute<{ pid: number }>('guest-exec', args));
   } catch (e) {
     // The agent could not start /bin/sh at all: report it as a shell would.
-    if ((e as { command?: string }).command === 'guest-exec') return failedProcess(`cannot run ${argv[0]}: ${(e as Error).message}`);
+    if ((e as { command?: string }).command === 'guest-exec') return failedProcess(`lxq: cannot run ${argv[0]}: ${(e as Error).message}`);
     throw e;
   }
   return new AgentProcess(agent, pid);
