@@ -26,13 +26,15 @@ async function newHost(): Promise<TestHost> {
 }
 
 /** Kills every QEMU a test host still runs (found by pidfile, as lxq finds them). */
-function killQemus(hostDir: string): void {
-  const instances = path.join(hostDir, 'instances');
-  for (const name of existsSync(instances) ? readdirSync(instances) : []) {
-    const pidfile = path.join(instances, name, 'qemu.pid');
+function killQemus(dir: string): void {
+  // Every pidfile under the test's directory, the extra hosts of the bad-input cases included.
+  for (const e of existsSync(dir) ? readdirSync(dir, { withFileTypes: true }) : []) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) killQemus(p);
+    if (e.name !== 'qemu.pid') continue;
     try {
-      const pid = Number(readFileSync(pidfile, 'utf8'));
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(pidfile)) process.kill(pid, 'SIGKILL');
+      const pid = Number(readFileSync(p, 'utf8'));
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(p)) process.kill(pid, 'SIGKILL');
     } catch {
       /* not running */
     }
