@@ -255,7 +255,7 @@ Napi::Value Container::Create(const Napi::CallbackInfo& info) {
   });
 }
 
-// start(argv[]): daemonized start from a short-lived child process; see start.h for why.
+// start(argv[]): daemonized start, from the saved config, by a handler of lxq_runner; see start.h.
 Napi::Value Container::Start(const Napi::CallbackInfo& info) {
   std::vector<std::string> args = StringArray(info, 0);
   return Enqueue(info.Env(), "start", [args](lxc_container* c, Failure& f) mutable -> Result {

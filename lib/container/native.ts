@@ -21,7 +21,7 @@ export interface LxcContainer {
   state(): Promise<LxcState>;
   initPid(): Promise<number>;
   create(template: string | null, bdevtype: string | null, templateArgs: string[]): Promise<boolean>;
-  /** Daemonized start; resolves when RUNNING. `argv` empty: the configured init. */
+  /** Daemonized start from the saved config (made by lxq_runner); resolves when RUNNING. `argv` empty: the configured init. */
   start(argv: string[]): Promise<boolean>;
   /** Sends the halt signal and waits up to `timeoutSeconds`; false if still running. */
   shutdown(timeoutSeconds: number): Promise<boolean>;
