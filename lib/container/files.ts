@@ -18,6 +18,7 @@ import type { FileHandle } from 'node:fs/promises';
 
 import { AlreadyExists, InvalidArgument, LxqError, NotFound, OperationFailed } from '../errors';
 import { checkOwnership, DirEntry, FileStat, FileType, instancePath, InstanceFiles, WriteOptions } from '../instance/files';
+import { replaceFile } from '../util/fs';
 import { native } from './native';
 
 /** Linux x86-64/arm64 values; Node does not export O_PATH. */
@@ -154,14 +155,9 @@ export class ContainerFiles implements InstanceFiles {
     try {
       const st = await fstatFd(fd);
       if (!st.isFile()) throw new InvalidArgument(`${p} is not a regular file`);
-      const tmp = path.join(path.dirname(hostPath), `.${path.basename(hostPath)}.${randomBytes(6).toString('hex')}.tmp`);
-      try {
-        await pipeline(createReadStream('', { fd, autoClose: false, start: 0 }), createWriteStream(tmp, { mode: st.mode & 0o777 }));
-        await fs.rename(tmp, hostPath);
-      } catch (e) {
-        await fs.rm(tmp, { force: true });
-        throw e;
-      }
+      await replaceFile(hostPath, st.mode & 0o777, (out) =>
+        pipeline(createReadStream('', { fd, autoClose: false, start: 0 }), createWriteStream('', { fd: out.fd, autoClose: false })),
+      );
     } finally {
       await closeFd(fd);
     }

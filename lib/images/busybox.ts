@@ -28,8 +28,8 @@ const FILES: Record<string, { mode: number; text: string }> = {
   },
 };
 
-/** Builds the image's root filesystem into `rootfs` (which must not exist). */
-export async function buildBusyboxRootfs(rootfs: string): Promise<ContainerImageMeta & { busybox: string }> {
+/** Both image builders copy the host's busybox into a root without libraries: it must be static. */
+export async function requireStaticBusybox(): Promise<void> {
   try {
     await fs.access(HOST_BUSYBOX);
   } catch {
@@ -38,6 +38,11 @@ export async function buildBusyboxRootfs(rootfs: string): Promise<ContainerImage
   if (!(await isStaticElf(HOST_BUSYBOX))) {
     throw new OperationFailed(`${HOST_BUSYBOX} is dynamically linked: install Debian's busybox-static, which replaces it`);
   }
+}
+
+/** Builds the image's root filesystem into `rootfs` (which must not exist). */
+export async function buildBusyboxRootfs(rootfs: string): Promise<ContainerImageMeta & { busybox: string }> {
+  await requireStaticBusybox();
   const [{ stdout: applets }, { stdout: banner }] = await Promise.all([
     run(HOST_BUSYBOX, ['--list-full']),
     run(HOST_BUSYBOX, ['--help']).catch((e) => ({ stdout: String(e.stdout ?? '') })),

@@ -32,7 +32,7 @@ import { gunzip as gunzipCb } from 'node:zlib';
 import { InvalidArgument, OperationFailed } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
 import { BUSYBOX_ID_FILE, INITRAMFS_FILES, QGA_PORT_NAME, ROOTFS_FILES, type GuestFile } from './vm-guest';
-import { isStaticElf } from '../util/elf';
+import { HOST_BUSYBOX, requireStaticBusybox } from './busybox';
 
 const execFileP = promisify(execFile);
 const gunzip = promisify(gunzipCb);
@@ -94,7 +94,6 @@ const MANIFEST = 'image.json';
 const MANIFEST_FORMAT = 'lxq-vm-image/1';
 const FILES = { initrd: 'initrd.img', disk: 'disk.qcow2' } as const;
 const KERNEL_META_PACKAGE = 'linux-image-cloud-amd64';
-const HOST_BUSYBOX = '/bin/busybox';
 const HOST_QGA = '/usr/sbin/qemu-ga';
 
 /**
@@ -359,19 +358,11 @@ async function run(cmd: string, args: string[], options: { cwd?: string; maxBuff
 }
 
 async function preflight(): Promise<void> {
-  const need: [string, string][] = [
-    [HOST_BUSYBOX, 'busybox-static'],
-    [HOST_QGA, 'qemu-guest-agent'],
-  ];
-  for (const [file, pkg] of need) {
-    try {
-      await fs.access(file);
-    } catch {
-      throw new OperationFailed(`${file} is missing: install it with "apt-get install ${pkg}"`);
-    }
-  }
-  if (!(await isStaticElf(HOST_BUSYBOX))) {
-    throw new OperationFailed(`${HOST_BUSYBOX} is dynamically linked: install Debian's busybox-static, which replaces it`);
+  await requireStaticBusybox();
+  try {
+    await fs.access(HOST_QGA);
+  } catch {
+    throw new OperationFailed(`${HOST_QGA} is missing: install it with "apt-get install qemu-guest-agent"`);
   }
 }
 

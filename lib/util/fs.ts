@@ -1,23 +1,31 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 
-/** Writes a file so that readers see the old or the new content, never a part: temp, fsync, rename. */
-export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
+/**
+ * Writes a host file so that readers see the old or the new content, never a part: `fill`
+ * writes a temporary file beside it, which is synced and renamed over the target.
+ */
+export async function replaceFile(file: string, mode: number, fill: (handle: FileHandle) => Promise<void>): Promise<void> {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   const handle = await fs.open(tmp, 'wx', mode);
   try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
+    try {
+      await fill(handle);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await fs.rename(tmp, file);
   } catch (e) {
     await fs.rm(tmp, { force: true });
     throw e;
   }
+}
+
+export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
+  await replaceFile(file, mode, (handle) => handle.writeFile(data));
 }
 
 export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {

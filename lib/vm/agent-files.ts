@@ -21,6 +21,7 @@ import { checkOwnership, DirEntry, FileStat, FileType, instancePath, InstanceFil
 import type { GuestAgent } from './agent';
 import { agentSpawn } from './agent-exec';
 import { collect } from '../instance/process';
+import { replaceFile } from '../util/fs';
 
 const CHUNK = 48 * 1024;
 const ENV = ['PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C'];
@@ -166,17 +167,7 @@ export class AgentFiles implements InstanceFiles {
     if (typeof hostPath !== 'string' || !hostPath) throw new InvalidArgument('hostPath must be a path on the host');
     const st = await this.stat(p);
     if (st.type !== 'file') throw new InvalidArgument(`${p} is not a regular file`);
-    const tmp = path.join(path.dirname(hostPath), `.${path.basename(hostPath)}.${randomBytes(6).toString('hex')}.tmp`);
-    const fh = await fs.open(tmp, 'wx', st.mode & 0o777);
-    try {
-      await this.readAll(p, async (b) => void (await fh.write(b)));
-      await fh.close();
-      await fs.rename(tmp, hostPath);
-    } catch (e) {
-      await fh.close().catch(() => undefined);
-      await fs.rm(tmp, { force: true });
-      throw e;
-    }
+    await replaceFile(hostPath, st.mode & 0o777, (fh) => this.readAll(p, async (b) => void (await fh.write(b))));
   }
 
   async stat(p: string): Promise<FileStat> {
