@@ -275,14 +275,82 @@ Napi::Value Container::Stop(const Napi::CallbackInfo& info) {
   return Enqueue(info.Env(), "stop", [](lxc_container* c, Failure& f) -> Result { return Check(c->stop(c), f, "stop"); });
 }
 
-Napi::Value Container::Freeze(const Napi::CallbackInfo& info) {
-  return Enqueue(info.Env(), "freeze",
-                 [](lxc_container* c, Failure& f) -> Result { return Check(c->freeze(c), f, "freeze"); });
-}
-
 Napi::Value Container::Unfreeze(const Napi::CallbackInfo& info) {
   return Enqueue(info.Env(), "unfreeze",
                  [](lxc_container* c, Failure& f) -> Result { return Check(c->unfreeze(c), f, "unfreeze"); });
+}
+
+namespace {
+
+// The v1 cgroup of `pid` for `controller`, as /proc/<pid>/cgroup shows it from here.
+std::string CgroupOf(pid_t pid, const std::string& controller) {
+  std::string text;
+  int fd = open(("/proc/" + std::to_string(pid) + "/cgroup").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  close(fd);
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(at, end - at);
+    at = end + 1;
+    size_t a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
+    if (controllers.find("," + controller + ",") != std::string::npos) return line.substr(b + 1);
+  }
+  return "";
+}
+
+bool ReadTrimmed(const std::string& file, std::string& out) {
+  int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[64];
+  ssize_t n = read(fd, buf, sizeof buf);
+  close(fd);
+  if (n < 0) return false;
+  out.assign(buf, static_cast<size_t>(n));
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return true;
+}
+
+// Writes FROZEN to the running container's v1 freezer and polls until the kernel has stopped
+// every task (FREEZING usually lasts a read or two).
+bool FreezeV1(lxc_container* c, const std::string& mount, Failure& f) {
+  pid_t pid = c->init_pid(c);
+  if (pid <= 0) return std::get<bool>(Check(false, f, "init_pid"));
+  std::string cgroup = CgroupOf(pid, "freezer");
+  std::string file = mount + cgroup + "/freezer.state";
+  int fd = cgroup.empty() ? -1 : open(file.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return std::get<bool>(Check(false, f, "freezer.state"));
+  bool wrote = write(fd, "FROZEN", 6) == 6;
+  int err = errno;
+  close(fd);
+  errno = err;
+  for (int polls = 0; wrote && polls < 100000; polls++) {  // 10 s at most
+    std::string now;
+    if (!ReadTrimmed(file, now)) break;
+    if (now == "FROZEN") return true;
+    if (polls > 20) usleep(100);
+  }
+  if (wrote && errno == 0) errno = ETIMEDOUT;
+  return std::get<bool>(Check(false, f, "freezer.state"));
+}
+
+}  // namespace
+
+// freeze(v1Mount?): with a v1 freezer mount, first writes the container's freezer.state and
+// waits here until it reads FROZEN: liblxc 5.0.2's freeze writes it too but, when its first read
+// still says FREEZING, sleeps a whole second. liblxc's freeze then finds it frozen at once and
+// tells the monitor, so that every liblxc client (lxc-info, lxc-wait) sees FROZEN.
+Napi::Value Container::Freeze(const Napi::CallbackInfo& info) {
+  std::string mount = info.Length() > 0 && info[0].IsString() ? Arg(info, 0) : "";
+  return Enqueue(info.Env(), "freeze", [mount](lxc_container* c, Failure& f) -> Result {
+    if (!mount.empty() && !FreezeV1(c, mount, f)) return false;
+    return Check(c->freeze(c), f, "freeze");
+  });
 }
 
 Napi::Value Container::Wait(const Napi::CallbackInfo& info) {

@@ -78,20 +78,6 @@ async function removeMonitorCgroups(name: string): Promise<void> {
 }
 
 /**
- * Freezes through the v1 freezer and waits for it to settle. liblxc 5.0.2 writes FROZEN and, if
- * its first read still says FREEZING, sleeps a whole second before looking again; once the
- * cgroup is frozen its own freeze finds it done at the first read.
- */
-async function freezeV1(h: LxcContainer): Promise<void> {
-  await h.setCgroupItem('freezer.state', 'FROZEN');
-  const deadline = Date.now() + 10_000;
-  for (let polls = 0; (await h.getCgroupItem('freezer.state')) !== 'FROZEN'; polls++) {
-    if (Date.now() > deadline) break; // let liblxc's own freeze decide
-    if (polls > 20) await new Promise((r) => setTimeout(r, 1));
-  }
-}
-
-/**
  * A terminal master as one duplex stream. Reading it fails with EIO once every process on the
  * terminal has exited: that is the terminal's end of file, not an error.
  */
@@ -283,14 +269,13 @@ export class ContainerInstance extends BaseInstance {
     });
   }
 
+  /** On a v1 freezer the addon freezes through the cgroup first: see native freeze(). */
   protected async doFreeze(): Promise<void> {
-    const h = this.lxc();
-    try {
-      if (this.ctx.layout.version('freezer') === 1) await freezeV1(h);
-      await h.freeze(); // records FROZEN with the monitor, so every liblxc client sees it
-    } catch (e) {
-      throw failed(e, `cannot freeze ${this.name}`);
-    }
+    await this.lxc()
+      .freeze(this.ctx.layout.v1Mount('freezer'))
+      .catch((e) => {
+        throw failed(e, `cannot freeze ${this.name}`);
+      });
   }
 
   protected async doUnfreeze(): Promise<void> {

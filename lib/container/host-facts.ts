@@ -13,19 +13,22 @@ export type CgroupVersion = 1 | 2;
 export interface CgroupLayout {
   /** Where each controller lives. On a hybrid host `lxc.cgroup2.*` keys are silently ignored for v1 controllers. */
   version(controller: 'memory' | 'cpuset' | 'pids' | 'cpu' | 'freezer'): CgroupVersion;
+  /** Where a v1 controller's hierarchy is mounted (undefined for v2 ones). */
+  v1Mount(controller: 'memory' | 'cpuset' | 'pids' | 'cpu' | 'freezer'): string | undefined;
 }
 
 export function detectCgroupLayout(mounts = readFileSync('/proc/self/mounts', 'utf8')): CgroupLayout {
-  const v1 = new Set<string>();
+  const v1 = new Map<string, string>();
   for (const line of mounts.split('\n')) {
-    const [, , fstype, options] = line.split(' ');
-    if (fstype === 'cgroup') for (const opt of options.split(',')) v1.add(opt);
+    const [, mountpoint, fstype, options] = line.split(' ');
+    if (fstype === 'cgroup') for (const opt of options.split(',')) if (!v1.has(opt)) v1.set(opt, mountpoint);
   }
   return {
     version(controller) {
       // cpuacct is cpu's v1 twin; freezer in v2 is a core file, not a controller.
       return v1.has(controller) ? 1 : 2;
     },
+    v1Mount: (controller) => v1.get(controller),
   };
 }
 

@@ -26,7 +26,11 @@ export interface LxcContainer {
   /** Sends the halt signal and waits up to `timeoutSeconds`; false if still running. */
   shutdown(timeoutSeconds: number): Promise<boolean>;
   stop(): Promise<boolean>;
-  freeze(): Promise<boolean>;
+  /**
+   * With `v1Mount` (where the v1 freezer is mounted): writes the container's freezer.state and
+   * waits until it reads FROZEN before liblxc's own freeze, which then never sleeps its second.
+   */
+  freeze(v1Mount?: string | null): Promise<boolean>;
   unfreeze(): Promise<boolean>;
   wait(state: LxcState, timeoutSeconds: number): Promise<boolean>;
   getConfigItem(key: string): Promise<string>;

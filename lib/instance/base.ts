@@ -70,7 +70,9 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   /** Asks the instance to shut down; resolves true if it stopped within `timeoutMs`. */
   protected abstract doShutdown(timeoutMs: number): Promise<boolean>;
   protected abstract doKill(): Promise<void>;
+  /** Resolves once the instance is frozen (paused). */
   protected abstract doFreeze(): Promise<void>;
+  /** Resolves once the instance runs again. */
   protected abstract doUnfreeze(): Promise<void>;
   protected abstract doDelete(): Promise<void>;
   protected abstract doState(status: InstanceStatus): Promise<InstanceState>;
@@ -117,8 +119,8 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   freeze(): Promise<void> {
     return this.serialized(async () => {
       await this.require('freeze', ['running']);
-      await this.doFreeze();
-      await this.status();
+      await this.doFreeze(); // resolves once frozen: no need to ask again
+      this.observe('frozen');
     });
   }
 
@@ -126,7 +128,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.serialized(async () => {
       await this.require('unfreeze', ['frozen']);
       await this.doUnfreeze();
-      await this.status();
+      this.observe('running');
     });
   }
 
