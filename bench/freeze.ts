@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 
 import { Host } from '../lib';
 import { native } from '../lib/container/native';
-import { Stats, stats } from './exec';
+import { Stats, stats } from './stats';
 
 const run = promisify(execFile);
 const SRC = path.join(__dirname, '..', '..', 'bench', 'peers');

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 
 import { Host, VmInstance } from '../lib';
 import { QgaClient } from '../lib/qmp';
-import { Stats, stats } from './exec';
+import { Stats, stats } from './stats';
 
 async function waitForAgent(socket: string, timeoutMs: number): Promise<QgaClient> {
   const deadline = Date.now() + timeoutMs;

@@ -55,6 +55,9 @@ const STATUS: Record<LxcState, InstanceStatus> = {
   THAWED: 'running',
 };
 
+/** What the runner answers to an attach while the container is not RUNNING. */
+const ESRCH = 3;
+
 /** A v1 memory limit this large means "no limit". */
 const UNLIMITED = 2 ** 62;
 
@@ -158,9 +161,15 @@ export class ContainerInstance extends BaseInstance {
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
     const pty = checkPty(options.pty);
+    // The runner refuses (ESRCH) unless the container is RUNNING: a frozen one would hold the
+    // command until it thaws.
     const [pid, pidfd, stdinFd, stdoutFd, stderrFd, exitChannel] = await this.lxc()
       .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0, pty)
-      .catch((e) => {
+      .catch(async (e) => {
+        if ((e as LxcError).errno === ESRCH) {
+          const status = this.observe(await this.currentStatus());
+          if (status !== 'running') throw this.refusal('run a command in', status, ['running']);
+        }
         throw failed(e, `cannot run ${JSON.stringify(argv[0])} in ${this.name}`);
       });
     let exited = false;

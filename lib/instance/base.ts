@@ -63,7 +63,11 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   protected abstract get consoleLogPath(): string;
 
   // ---- what a driver provides ----
-  /** Starts a command in the running instance (the base has checked the status). */
+  /**
+   * Starts a command in the instance, refusing with InvalidState (`refusal`) unless it is
+   * running: a driver that can check that on the way (the container's runner does) saves a
+   * round trip on every exec.
+   */
   protected abstract doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess>;
   protected abstract currentStatus(): Promise<InstanceStatus>;
   protected abstract doStart(): Promise<void>;
@@ -146,8 +150,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     });
   }
 
-  async spawn(argv: string[], options: SpawnOptions = {}): Promise<InstanceProcess> {
-    await this.require('run a command in', ['running']);
+  spawn(argv: string[], options: SpawnOptions = {}): Promise<InstanceProcess> {
     return this.doSpawn(argv, options ?? {});
   }
 
@@ -178,10 +181,13 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
 
   protected async require(op: string, allowed: InstanceStatus[]): Promise<InstanceStatus> {
     const status = this.observe(await this.currentStatus());
-    if (!allowed.includes(status)) {
-      throw new InvalidState(`cannot ${op} ${this.name}: it is ${status} (needs ${allowed.join(' or ')})`, status);
-    }
+    if (!allowed.includes(status)) throw this.refusal(op, status, allowed);
     return status;
+  }
+
+  /** The error for an operation the instance's status does not allow. */
+  protected refusal(op: string, status: InstanceStatus, allowed: InstanceStatus[]): InvalidState {
+    return new InvalidState(`cannot ${op} ${this.name}: it is ${status} (needs ${allowed.join(' or ')})`, status);
   }
 
   private async stopNow(timeoutMs: number, force: boolean): Promise<void> {

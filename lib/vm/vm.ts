@@ -526,6 +526,7 @@ export class VmInstance extends BaseInstance {
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
     checkAgentSpawn(options);
+    await this.require('run a command in', ['running']);
     return agentSpawn(this.agent, argv, env, options.cwd, undefined);
   }
 }

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <list>
 #include <string>
 #include <vector>
 
@@ -66,6 +68,57 @@ void StartInHandler(int sock, const std::vector<std::string>& f) {
   int err = ok ? 0 : (errno ? errno : EIO);
   Reply(sock, {std::to_string(err)});
 }
+
+// The last few containers attached to, parsed: lxc_container_new reads and parses the config
+// (~0.2 ms) on every call otherwise. An entry serves while its config file is the same (inode,
+// size, mtime). Few, because every byte this process holds makes each of liblxc's forks slower.
+class Containers {
+ public:
+  lxc_container* Get(const std::string& name, const std::string& lxcpath) {
+    std::string config = lxcpath + "/" + name + "/config";
+    struct stat st = {};
+    bool exists = stat(config.c_str(), &st) == 0;
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->config != config) continue;
+      if (exists && Same(it->st, st)) {
+        entries_.splice(entries_.begin(), entries_, it);  // most recent first
+        return it->c;
+      }
+      lxc_container_put(it->c);
+      entries_.erase(it);
+      break;
+    }
+    lxc_container* c = lxc_container_new(name.c_str(), lxcpath.c_str());
+    if (!c || !exists) return c;  // the caller puts an uncached one
+    entries_.push_front({config, st, c});
+    if (entries_.size() > kKept) {
+      lxc_container_put(entries_.back().c);
+      entries_.pop_back();
+    }
+    return c;
+  }
+  // Whether `c` came from (and stays in) the cache.
+  bool Cached(lxc_container* c) const {
+    for (const auto& e : entries_)
+      if (e.c == c) return true;
+    return false;
+  }
+
+ private:
+  static constexpr size_t kKept = 4;
+  struct Entry {
+    std::string config;
+    struct stat st;
+    lxc_container* c;
+  };
+  static bool Same(const struct stat& a, const struct stat& b) {
+    return a.st_ino == b.st_ino && a.st_dev == b.st_dev && a.st_size == b.st_size && a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
+           a.st_mtim.tv_nsec == b.st_mtim.tv_nsec;
+  }
+  std::list<Entry> entries_;
+};
+
+Containers containers;
 
 // A child this loop waits for: an attached command (whose exit goes to `sock`) or a start handler.
 struct Child {
@@ -159,14 +212,20 @@ bool Attach(int sock, const std::vector<std::string>& f, const std::vector<int>&
   opts.stdin_fd = fds[1];  // never our fd 0: liblxc would then ignore SIGINT/SIGQUIT here
   opts.stdout_fd = fds[2];
   opts.stderr_fd = fds[3];
-  lxc_container* c = lxc_container_new(f[1].c_str(), f[2].c_str());
+  lxc_container* c = containers.Get(f[1], f[2]);
   if (!c) return Reply(sock, {std::to_string(ENOENT)}), false;
+  // Only into a RUNNING container (ESRCH otherwise): in a frozen one the command would hang.
+  const char* state = c->state(c);
+  if (!state || strcmp(state, "RUNNING") != 0) {
+    if (!containers.Cached(c)) lxc_container_put(c);
+    return Reply(sock, {std::to_string(ESRCH)}), false;
+  }
   Command cmd = {{argv[0], argv.data()}, f[6] == "1"};
   pid_t pid = -1;
   errno = 0;
   int rc = c->attach(c, ExecCommand, &cmd, &opts, &pid);
   int err = errno;
-  lxc_container_put(c);
+  if (!containers.Cached(c)) lxc_container_put(c);
   if (rc < 0 || pid <= 0) return Reply(sock, {std::to_string(err ? err : EIO)}), false;
   child = {pid, PidfdOpen(pid), sock, true};
   if (child.pidfd < 0) {

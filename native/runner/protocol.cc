@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 namespace lxq::runner {
 
@@ -32,8 +33,9 @@ int Send(int sock, const std::vector<std::string>& fields, const std::vector<int
 }
 
 int Receive(int sock, std::vector<std::string>& fields, std::vector<int>& fds) {
-  std::string body(kMaxMessage, '\0');
-  struct iovec iov = {body.data(), body.size()};
+  // Not zero-filled: only what a message writes is touched (most are a few hundred bytes).
+  std::unique_ptr<char[]> body(new char[kMaxMessage]);
+  struct iovec iov = {body.get(), kMaxMessage};
   struct msghdr msg = {};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -54,7 +56,7 @@ int Receive(int sock, std::vector<std::string>& fields, std::vector<int>& fds) {
   size_t start = 0;
   for (size_t i = 0; i < static_cast<size_t>(n); i++) {
     if (body[i] == '\0') {
-      fields.emplace_back(body, start, i - start);
+      fields.emplace_back(body.get() + start, i - start);
       start = i + 1;
     }
   }

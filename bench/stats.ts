@@ -1,0 +1,15 @@
+/** Summary statistics of a benchmark's samples (ms). */
+export interface Stats {
+  min: number;
+  p50: number;
+  p99: number;
+  max: number;
+  n: number;
+}
+
+/** Nearest-rank percentiles: with few samples p99 is the maximum. */
+export function stats(xs: number[]): Stats {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { min: s[0], p50: q(0.5), p99: q(0.99), max: s[s.length - 1], n: s.length };
+}
