@@ -111,6 +111,16 @@ Result Check(bool ok, Failure& f, const char* call) {
   return ok;
 }
 
+// A precondition checked in the same job as the call it guards (a round trip less than asking
+// first): fails as call "state" with ESRCH, and the state found as the message.
+bool Expect(lxc_container* c, const std::string& expect, Failure& f) {
+  if (expect.empty()) return true;
+  const char* state = c->state(c);
+  if (state && expect == state) return true;
+  f = {"state", ESRCH, state ? state : "?"};
+  return false;
+}
+
 }  // namespace
 
 // ---- Job ----------------------------------------------------------------------------------
@@ -275,9 +285,13 @@ Napi::Value Container::Stop(const Napi::CallbackInfo& info) {
   return Enqueue(info.Env(), "stop", [](lxc_container* c, Failure& f) -> Result { return Check(c->stop(c), f, "stop"); });
 }
 
+// unfreeze(expect?): with `expect`, only while the container is in that state (see Expect).
 Napi::Value Container::Unfreeze(const Napi::CallbackInfo& info) {
-  return Enqueue(info.Env(), "unfreeze",
-                 [](lxc_container* c, Failure& f) -> Result { return Check(c->unfreeze(c), f, "unfreeze"); });
+  std::string expect = info.Length() > 0 && info[0].IsString() ? Arg(info, 0) : "";
+  return Enqueue(info.Env(), "unfreeze", [expect](lxc_container* c, Failure& f) -> Result {
+    if (!Expect(c, expect, f)) return false;
+    return Check(c->unfreeze(c), f, "unfreeze");
+  });
 }
 
 namespace {
@@ -341,13 +355,15 @@ bool FreezeV1(lxc_container* c, const std::string& mount, Failure& f) {
 
 }  // namespace
 
-// freeze(v1Mount?): with a v1 freezer mount, first writes the container's freezer.state and
+// freeze(v1Mount?, expect?): with a v1 freezer mount, first writes the container's freezer.state and
 // waits here until it reads FROZEN: liblxc 5.0.2's freeze writes it too but, when its first read
 // still says FREEZING, sleeps a whole second. liblxc's freeze then finds it frozen at once and
 // tells the monitor, so that every liblxc client (lxc-info, lxc-wait) sees FROZEN.
 Napi::Value Container::Freeze(const Napi::CallbackInfo& info) {
   std::string mount = info.Length() > 0 && info[0].IsString() ? Arg(info, 0) : "";
-  return Enqueue(info.Env(), "freeze", [mount](lxc_container* c, Failure& f) -> Result {
+  std::string expect = info.Length() > 1 && info[1].IsString() ? Arg(info, 1) : "";
+  return Enqueue(info.Env(), "freeze", [mount, expect](lxc_container* c, Failure& f) -> Result {
+    if (!Expect(c, expect, f)) return false;
     if (!mount.empty() && !FreezeV1(c, mount, f)) return false;
     return Check(c->freeze(c), f, "freeze");
   });

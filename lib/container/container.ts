@@ -55,7 +55,7 @@ const STATUS: Record<LxcState, InstanceStatus> = {
   THAWED: 'running',
 };
 
-/** What the runner answers to an attach while the container is not RUNNING. */
+/** The errno of a call refused for the container's state (the runner's attach, Expect in the addon). */
 const ESRCH = 3;
 
 /** A v1 memory limit this large means "no limit". */
@@ -165,13 +165,7 @@ export class ContainerInstance extends BaseInstance {
     // command until it thaws.
     const [pid, pidfd, stdinFd, stdoutFd, stderrFd, exitChannel] = await this.lxc()
       .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0, pty)
-      .catch(async (e) => {
-        if ((e as LxcError).errno === ESRCH) {
-          const status = this.observe(await this.currentStatus());
-          if (status !== 'running') throw this.refusal('run a command in', status, ['running']);
-        }
-        throw failed(e, `cannot run ${JSON.stringify(argv[0])} in ${this.name}`);
-      });
+      .catch((e) => this.refuseOrFail(e, 'run a command in', 'running', `cannot run ${JSON.stringify(argv[0])} in ${this.name}`));
     let exited = false;
     const exit = native()
       .waitExit(exitChannel, pidfd)
@@ -278,19 +272,29 @@ export class ContainerInstance extends BaseInstance {
     });
   }
 
-  /** On a v1 freezer the addon freezes through the cgroup first: see native freeze(). */
+  /**
+   * On a v1 freezer the addon freezes through the cgroup first (see native freeze()); the
+   * RUNNING check is made in the same native call.
+   */
   protected async doFreeze(): Promise<void> {
     await this.lxc()
-      .freeze(this.ctx.layout.v1Mount('freezer'))
-      .catch((e) => {
-        throw failed(e, `cannot freeze ${this.name}`);
-      });
+      .freeze(this.ctx.layout.v1Mount('freezer'), 'RUNNING')
+      .catch((e) => this.refuseOrFail(e, 'freeze', 'running'));
   }
 
   protected async doUnfreeze(): Promise<void> {
-    await this.lxc().unfreeze().catch((e) => {
-      throw failed(e, `cannot unfreeze ${this.name}`);
-    });
+    await this.lxc()
+      .unfreeze('FROZEN')
+      .catch((e) => this.refuseOrFail(e, 'unfreeze', 'frozen'));
+  }
+
+  /** A native call refused for the container's state (ESRCH) becomes InvalidState, with the status now. */
+  private async refuseOrFail(e: unknown, op: string, needed: InstanceStatus, what = `cannot ${op} ${this.name}`): Promise<never> {
+    if ((e as LxcError).errno === ESRCH) {
+      const status = this.observe(await this.currentStatus());
+      if (status !== needed) throw this.refusal(op, status, [needed]);
+    }
+    throw failed(e, what);
   }
 
   protected async doDelete(): Promise<void> {

@@ -30,8 +30,9 @@ export interface LxcContainer {
    * With `v1Mount` (where the v1 freezer is mounted): writes the container's freezer.state and
    * waits until it reads FROZEN before liblxc's own freeze, which then never sleeps its second.
    */
-  freeze(v1Mount?: string | null): Promise<boolean>;
-  unfreeze(): Promise<boolean>;
+  freeze(v1Mount?: string | null, expect?: LxcState): Promise<boolean>;
+  /** With `expect`: only in that state; otherwise rejects with call "state", errno ESRCH (both calls). */
+  unfreeze(expect?: LxcState): Promise<boolean>;
   wait(state: LxcState, timeoutSeconds: number): Promise<boolean>;
   getConfigItem(key: string): Promise<string>;
   setConfigItem(key: string, value: string): Promise<boolean>;

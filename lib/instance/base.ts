@@ -74,9 +74,9 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   /** Asks the instance to shut down; resolves true if it stopped within `timeoutMs`. */
   protected abstract doShutdown(timeoutMs: number): Promise<boolean>;
   protected abstract doKill(): Promise<void>;
-  /** Resolves once the instance is frozen (paused). */
+  /** Resolves once the running instance is frozen (paused); refuses (`refusal`) unless it is running. */
   protected abstract doFreeze(): Promise<void>;
-  /** Resolves once the instance runs again. */
+  /** Resolves once the frozen instance runs again; refuses (`refusal`) unless it is frozen. */
   protected abstract doUnfreeze(): Promise<void>;
   protected abstract doDelete(): Promise<void>;
   protected abstract doState(status: InstanceStatus): Promise<InstanceState>;
@@ -122,7 +122,6 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
 
   freeze(): Promise<void> {
     return this.serialized(async () => {
-      await this.require('freeze', ['running']);
       await this.doFreeze(); // resolves once frozen: no need to ask again
       this.observe('frozen');
     });
@@ -130,7 +129,6 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
 
   unfreeze(): Promise<void> {
     return this.serialized(async () => {
-      await this.require('unfreeze', ['frozen']);
       await this.doUnfreeze();
       this.observe('running');
     });

@@ -427,10 +427,12 @@ export class VmInstance extends BaseInstance {
   }
 
   protected async doFreeze(): Promise<void> {
+    await this.require('freeze', ['running']);
     await this.command('stop');
   }
 
   protected async doUnfreeze(): Promise<void> {
+    await this.require('unfreeze', ['frozen']);
     await this.command('cont');
   }
 
