@@ -192,6 +192,21 @@ describe('state checks', () => {
   });
 });
 
+describe('the runner keeps parsed containers (while their config file is unchanged)', () => {
+  test('exec works in a container re-created under the same name with another id map', async () => {
+    const name = t.name('again');
+    const uidMap = async (i: Instance) => (await i.exec(['cat', '/proc/self/uid_map'])).stdout.toString().trim().split(/\s+/);
+    const first = await t.host.create(name, { image: 'busybox' });
+    await first.start();
+    expect((await uidMap(first))[1]).not.toBe('0'); // unprivileged: root is a high host id
+    await first.delete({ force: true });
+    const second = await t.host.create(name, { image: 'busybox', config: { 'security.privileged': 'true' } });
+    await second.start();
+    expect(await uidMap(second)).toEqual(['0', '0', '4294967295']);
+    await second.delete({ force: true });
+  });
+});
+
 describe('files', () => {
   test('write, read, stat, list, mkdir, remove — ownership as seen inside', async () => {
     await c.files.write('/etc/motd', 'hello\n', { mode: 0o640, uid: 7, gid: 8 });

@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { detectIdMap } from '../lib/container/host-facts';
+import { detectCgroupLayout, detectIdMap } from '../lib/container/host-facts';
 import { LxcContainer, LxcError, native } from '../lib/container/native';
 import { monitorCgroups } from './helpers/host';
 
@@ -41,6 +41,14 @@ async function makeContainer(suffix: string): Promise<LxcContainer> {
   }
   expect(await c.create('busybox', null, [])).toBe(true);
   return c;
+}
+
+/** The cgroup of `pid` for a v1 controller, from /proc/<pid>/cgroup. */
+function cgroupOf(pid: number, controller: string): string {
+  const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    .split('\n')
+    .find((l) => l.split(':')[1]?.split(',').includes(controller));
+  return line?.split(':').slice(2).join(':') ?? '';
 }
 
 afterAll(async () => {
@@ -114,6 +122,19 @@ describe('one container through every call', () => {
     expect(await c.state()).toBe('FROZEN');
     expect(await c.unfreeze()).toBe(true);
     expect(await c.wait('RUNNING', 5)).toBe(true);
+  });
+
+  test('freeze through the v1 freezer first, and the state precondition of freeze/unfreeze', async () => {
+    const v1 = detectCgroupLayout().v1Mount('freezer');
+    expect(await c.freeze(v1, 'RUNNING')).toBe(true);
+    expect(await c.state()).toBe('FROZEN');
+    if (v1) expect(readFileSync(path.join(v1, cgroupOf(await c.initPid(), 'freezer'), 'freezer.state'), 'utf8').trim()).toBe('FROZEN');
+    // Refused in the same call, for the state found: call "state", ESRCH (3), nothing changed.
+    const again = (await c.freeze(v1, 'RUNNING').catch((err) => err)) as LxcError;
+    expect(again).toMatchObject({ call: 'state', errno: 3, log: 'FROZEN' });
+    expect(await c.unfreeze('FROZEN')).toBe(true);
+    expect(await c.state()).toBe('RUNNING');
+    expect(await c.unfreeze('FROZEN').catch((err) => err)).toMatchObject({ call: 'state', errno: 3, log: 'RUNNING' });
   });
 
   test('shutdown asks init to halt and waits', async () => {
