@@ -271,6 +271,9 @@ int main() {
   const int requests = 3;
   syscall(SYS_close_range, 4U, ~0U, 0U);
   ResetSignals();  // SIGCHLD at its default, so that children wait to be reaped
+  // A write to a peer that went away (an attach's sync socket, a request's socket) must fail
+  // with EPIPE, not end the runner and every exit report in flight. Children reset it.
+  signal(SIGPIPE, SIG_IGN);
   std::vector<Child> children;
   std::vector<pollfd> watched;
   for (;;) {
