@@ -69,14 +69,24 @@ function failed(e: unknown, what: string): OperationFailed {
 
 /**
  * liblxc 5.0.2 leaves the monitor's cgroups behind when a start fails (a successful run removes
- * them when the container stops). Only empty ones can go: rmdir refuses the rest.
+ * them when the container stops). Only empty ones can go: rmdir refuses the rest. The failure is
+ * reported while the runner's start handler (which liblxc moved into them) and the failed
+ * monitor may still be exiting, so this tries again for a while until none is left.
  */
 async function removeMonitorCgroups(name: string): Promise<void> {
   const root = '/sys/fs/cgroup';
   const pattern = new RegExp(`^lxc\\.monitor\\.${name}(-\\d+)?$`);
-  for (const hierarchy of await fs.readdir(root).catch(() => [] as string[])) {
-    const dirs = await fs.readdir(path.join(root, hierarchy)).catch(() => [] as string[]);
-    for (const d of dirs) if (pattern.test(d)) await fs.rmdir(path.join(root, hierarchy, d)).catch(() => undefined);
+  const deadline = Date.now() + 3_000;
+  for (;;) {
+    let left = 0;
+    for (const hierarchy of await fs.readdir(root).catch(() => [] as string[])) {
+      const dirs = await fs.readdir(path.join(root, hierarchy)).catch(() => [] as string[]);
+      for (const d of dirs) {
+        if (pattern.test(d)) await fs.rmdir(path.join(root, hierarchy, d)).catch(() => left++);
+      }
+    }
+    if (left === 0 || Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
