@@ -134,7 +134,14 @@ Job::Job(Container* owner, Napi::Env env, std::string call, Op op)
       op_(std::move(op)) {}
 
 void Job::Execute() {
+  // The handle is opened by its first call, here: lxc_container_new parses the config and opens
+  // (creates) the container's log, which takes milliseconds on a slow filesystem.
+  if (!owner_->c_) owner_->c_ = lxc_container_new(owner_->name_.c_str(), owner_->lxcpath_.c_str());
   lxc_container* c = owner_->c_;
+  if (!c) {
+    failure_ = {"lxc_container_new", errno ? errno : ENOMEM, ""};
+    return SetError(failure_.call);
+  }
   std::string log = LogPath(c);
   off_t from = FileSize(log);
   errno = 0;
@@ -194,13 +201,9 @@ Napi::Function Container::Define(Napi::Env env) {
                      });
 }
 
-// new Container(name, lxcpath): lxc_container_new only reads the config file, so it runs inline.
-Container::Container(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Container>(info) {
-  std::string name = Arg(info, 0);
-  std::string lxcpath = Arg(info, 1);
-  c_ = lxc_container_new(name.c_str(), lxcpath.c_str());
-  if (!c_) throw Napi::Error::New(info.Env(), "liblxc lxc_container_new failed for " + name);
-}
+// new Container(name, lxcpath): nothing is opened yet (see Job::Execute).
+Container::Container(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<Container>(info), name_(Arg(info, 0)), lxcpath_(Arg(info, 1)) {}
 
 Container::~Container() { Put(); }
 

@@ -86,7 +86,8 @@ class Container : public Napi::ObjectWrap<Container> {
   Napi::Value Destroy(const Napi::CallbackInfo& info);
   Napi::Value Attach(const Napi::CallbackInfo& info);
 
-  lxc_container* c_ = nullptr;
+  std::string name_, lxcpath_;
+  lxc_container* c_ = nullptr;  // opened by the first job; jobs on one container never overlap
   std::deque<Job*> queue_;
   bool busy_ = false;
   bool released_ = false;

@@ -60,6 +60,7 @@ export interface LxcContainer {
 }
 
 export interface Native {
+  /** Opens nothing yet: the first call opens the liblxc handle (on the pool thread). */
   Container: new (name: string, lxcpath: string) => LxcContainer;
   listAllContainers(lxcpath: string): Promise<{ defined: string[]; active: string[] }>;
   liblxcVersion: string;
