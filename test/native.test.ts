@@ -4,7 +4,7 @@
  * is left behind).
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -156,6 +156,19 @@ describe('one container through every call', () => {
     expect(await c.defined()).toBe(false);
     expect((await native().listAllContainers(lxcpath)).defined).not.toContain(names[0]);
   });
+});
+
+test('a handle opens nothing until its first call, which opens it off the event loop', async () => {
+  const made = await makeContainer('lazy');
+  const name = names[names.length - 1];
+  expect(await made.saveConfig()).toBe(true);
+  const log = path.join(lxcpath, `${name}.log`);
+  rmSync(log, { force: true });
+  const h = handle(name);
+  // lxc_container_new parses the config and creates the log (ms on a slow filesystem): not yet.
+  expect(existsSync(log)).toBe(false);
+  expect(await h.defined()).toBe(true);
+  expect(existsSync(log)).toBe(true);
 });
 
 test('calls on one handle run in call order', async () => {
