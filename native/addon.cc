@@ -69,6 +69,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("waitExit", Napi::Function::New(env, lxq::WaitExit, "waitExit"));
   exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
   exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
+  exports.Set("netnsAddresses", Napi::Function::New(env, lxq::NetnsAddresses, "netnsAddresses"));
   exports.Set("setWindowSize", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Boolean::New(info.Env(), lxq::SetWindowSize(info[0].ToNumber().Int32Value(),
                                                              static_cast<uint16_t>(info[1].ToNumber().Uint32Value()),

@@ -1,10 +1,12 @@
 /**
  * Container lifecycle through Host and Instance, on real liblxc containers (run as root).
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { ContainerInstance, Instance, InvalidState, NotFound, StatusEvent, Host } from '../lib';
+import { native } from '../lib/container/native';
 import { monitorCgroups, tempHost, TestHost } from './helpers/host';
 
 let t: TestHost;
@@ -67,6 +69,29 @@ describe('container lifecycle', () => {
     expect(s.memory.limitBytes).toBe(64 * 2 ** 20);
     expect(s.processes).toBeGreaterThanOrEqual(1);
     expect(Array.isArray(s.network.addresses)).toBe(true);
+  });
+
+  test("state's addresses are the container's, as liblxc's getIps() reports them", async () => {
+    const { pid } = await c.state();
+    expect((await c.state()).network.addresses).toEqual([]); // loopback only, which is never reported
+    // A veth pair with one end in the container's network namespace, addressed from inside.
+    const [host, inside] = [`lxq${process.pid % 100000}h`, `lxq${process.pid % 100000}c`];
+    execFileSync('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', inside, 'netns', String(pid)]);
+    try {
+      const r = await c.exec(['sh', '-c', `ip addr add 10.213.0.2/24 dev ${inside} && ip addr add 2001:db8::2/64 dev ${inside} && ip link set ${inside} up`]);
+      expect(r.stderr.toString()).toBe('');
+      const addresses = (await c.state()).network.addresses;
+      expect(addresses).toEqual(expect.arrayContaining(['10.213.0.2', '2001:db8::2']));
+      expect(addresses.some((a) => a.startsWith('fe80:'))).toBe(false); // link-local is left out
+      const liblxc = new (native().Container)(c.name, t.host.instancesDir);
+      try {
+        expect([...addresses].sort()).toEqual((await liblxc.getIps()).sort());
+      } finally {
+        liblxc.release();
+      }
+    } finally {
+      execFileSync('ip', ['link', 'del', host]);
+    }
   });
 
   test('limits and environment apply, as seen from inside the container', async () => {

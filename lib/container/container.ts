@@ -323,13 +323,15 @@ export class ContainerInstance extends BaseInstance {
     const h = this.lxc();
     const v1 = (c: 'memory' | 'cpu' | 'pids') => this.ctx.layout.version(c) === 1;
     const item = (key: string) => h.getCgroupItem(key).catch(() => '');
-    const [pid, cpu, mem, limit, procs, addresses] = await Promise.all([
-      h.initPid(),
+    // Addresses are read from the init's network namespace by a thread of the addon: liblxc's
+    // getIps() forks this process, which costs in proportion to its memory.
+    const pidAndAddresses = h.initPid().then(async (p) => [p, p > 0 ? await native().netnsAddresses(p).catch(() => []) : []] as const);
+    const [[pid, addresses], cpu, mem, limit, procs] = await Promise.all([
+      pidAndAddresses,
       item(v1('cpu') ? 'cpuacct.usage' : 'cpu.stat'),
       item(v1('memory') ? 'memory.usage_in_bytes' : 'memory.current'),
       item(v1('memory') ? 'memory.limit_in_bytes' : 'memory.max'),
       item('pids.current'),
-      h.getIps(),
     ]);
     const usageNs = v1('cpu') ? Number(cpu) || 0 : Number(/usage_usec (\d+)/.exec(cpu)?.[1] ?? 0) * 1000;
     const limitBytes = limit === '' || limit === 'max' || Number(limit) >= UNLIMITED ? null : Number(limit);

@@ -70,6 +70,11 @@ export interface Native {
   signalPidfd(pidfd: number, signal: number): boolean;
   /** TIOCSWINSZ on a terminal master. */
   setWindowSize(fd: number, cols: number, rows: number): boolean;
+  /**
+   * The addresses in the network namespace of `pid`, as liblxc's getIps() reports them (no
+   * loopback; IPv6 of global scope), read from a thread without forking this process.
+   */
+  netnsAddresses(pid: number): Promise<string[]>;
   /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
   openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
 }
