@@ -192,6 +192,21 @@ describe('state checks', () => {
   });
 });
 
+describe('commands and lifecycle operations under way', () => {
+  test('an exec issued while the container starts runs once it has; one issued during a stop is refused', async () => {
+    const i = await t.host.create(t.name('race'), { image: 'busybox' });
+    const started = i.start();
+    const r = await i.exec(['echo', 'after start']);
+    await started;
+    expect(r).toMatchObject({ exitCode: 0 });
+    expect(r.stdout.toString()).toBe('after start\n');
+    const stopped = i.stop({ force: true });
+    await expect(i.exec(['true'])).rejects.toMatchObject({ code: 'INVALID_STATE', status: 'stopped' });
+    await stopped;
+    await i.delete();
+  });
+});
+
 describe('the runner keeps parsed containers (while their config file is unchanged)', () => {
   test('exec works in a container re-created under the same name with another id map', async () => {
     const name = t.name('again');

@@ -148,7 +148,12 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     });
   }
 
-  spawn(argv: string[], options: SpawnOptions = {}): Promise<InstanceProcess> {
+  /**
+   * Commands do not queue behind each other, but they do wait for a start, stop or freeze of
+   * this instance already under way: a container's monitor answers nobody while it starts.
+   */
+  async spawn(argv: string[], options: SpawnOptions = {}): Promise<InstanceProcess> {
+    await this.queue;
     return this.doSpawn(argv, options ?? {});
   }
 
