@@ -8,6 +8,9 @@
 // - attach is made here, in the loop: it blocks for the few ms liblxc takes to start the
 //   command, which becomes this process's child (liblxc clones it with CLONE_PARENT); its pidfd
 //   joins the loop, which reports the exit status on the request's own socket.
+//   The price: a container monitor that never answers (stopped with SIGSTOP, stuck in a hook
+//   while it starts) holds every later request until it does. lxq itself does not send a
+//   command into a container it is still starting (spawn waits for a start under way).
 // - start is made by a forked handler, because liblxc moves the process that calls start() into
 //   the container's monitor cgroup: the handler is what it moves; it replies and exits once the
 //   container runs, and the loop reaps it.
