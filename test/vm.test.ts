@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { Host, ImageStore, InvalidArgument, NotFound, NotSupported, OperationFailed, StatusEvent, VmInstance } from '../lib';
+import { Host, ImageStore, InvalidArgument, NotFound, NotSupported, OperationFailed, StatusEvent, Timeout, VmInstance } from '../lib';
 import { ACCEL_FILE, AccelFacts, decideAccel, hostAccel, probeAccelFacts } from '../lib/vm/accel';
 import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
@@ -164,6 +164,22 @@ describe('VM lifecycle', () => {
     await vm.qmp.execute('cont');
     await until('running event', () => events.length === 2, 5_000);
     expect(transitions(events)).toEqual(['running>frozen', 'frozen>running']);
+  });
+
+  test('exec with a timeout in a guest that stopped answering rejects with Timeout, soon', async () => {
+    const pending = vm.exec(['sleep', '30'], { timeout: 1_000 });
+    pending.catch(() => undefined);
+    await sleep(300);
+    await vm.qmp.execute('stop'); // the guest (and its agent) is paused: nothing it is asked is answered
+    const t0 = Date.now();
+    try {
+      await expect(pending).rejects.toBeInstanceOf(Timeout);
+      // The timeout at 1 s, then the kill's grace: long before the agent's own 30 s timeout.
+      expect(Date.now() - t0).toBeLessThan(5_000);
+    } finally {
+      await vm.qmp.execute('cont');
+    }
+    expect((await vm.exec(['true'])).exitCode).toBe(0); // the agent answers again
   });
 
   test('options: limits of a running VM cannot change; next-start options can; CPU sets are refused', async () => {

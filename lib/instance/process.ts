@@ -143,24 +143,38 @@ export async function collect(proc: InstanceProcess, options: ExecOptions, what:
   else input.pipe(proc.stdin);
 
   let stopReason: Error | undefined;
+  let giveUp: NodeJS.Timeout | undefined;
+  let givenUp: (reason: Error) => void = () => undefined;
+  const abandoned = new Promise<never>((_, reject) => (givenUp = reject));
+  abandoned.catch(() => undefined);
   const stop = (reason: Error) => {
-    stopReason ??= reason;
+    if (stopReason) return;
+    stopReason = reason;
     proc.kill('SIGKILL');
+    // A kill that cannot be delivered (a VM whose agent hangs) must not hold the caller: after a
+    // grace period exec rejects all the same, and the process is left to whatever it does.
+    giveUp = setTimeout(() => givenUp(reason), KILL_GRACE_MS);
   };
   const timer = options.timeout !== undefined ? setTimeout(() => stop(new Timeout(`${what} did not finish within ${options.timeout} ms; killed`)), options.timeout) : undefined;
   const onAbort = () => stop(new Aborted(`${what} was aborted; killed`));
   if (options.signal?.aborted) onAbort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const status = await proc.exit;
-    await drained;
+    const status = await Promise.race([proc.exit, abandoned]);
+    await Promise.race([drained, abandoned]);
     if (stopReason) throw stopReason;
     return { ...status, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
+  } catch (e) {
+    throw stopReason ?? e; // the timeout or abort, not what the kill did to the process's channel
   } finally {
     clearTimeout(timer);
+    clearTimeout(giveUp);
     options.signal?.removeEventListener('abort', onAbort);
   }
 }
+
+/** How long exec waits for a killed command to be gone before it rejects anyway. */
+export const KILL_GRACE_MS = 2_000;
 
 export function checkExecTiming(options: ExecOptions): void {
   if (options.timeout !== undefined && (!Number.isFinite(options.timeout) || options.timeout <= 0)) {
