@@ -346,13 +346,22 @@ bool FreezeV1(lxc_container* c, const std::string& mount, Failure& f) {
   int err = errno;
   close(fd);
   errno = err;
-  for (int polls = 0; wrote && polls < 100000; polls++) {  // 10 s at most
+  if (!wrote) return std::get<bool>(Check(false, f, "freezer.state"));
+  for (int polls = 0; polls < 100000; polls++) {  // 10 s at most
     std::string now;
-    if (!ReadTrimmed(file, now)) break;
+    if (!ReadTrimmed(file, now)) return std::get<bool>(Check(false, f, "freezer.state"));
     if (now == "FROZEN") return true;
     if (polls > 20) usleep(100);
   }
-  if (wrote && errno == 0) errno = ETIMEDOUT;
+  // A task that never stops (uninterruptible sleep) keeps it FREEZING: thaw again rather than
+  // leave the container half frozen, and say so.
+  fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t thawed = write(fd, "THAWED", 6);
+    (void)thawed;  // the error below is the timeout either way
+    close(fd);
+  }
+  errno = ETIMEDOUT;
   return std::get<bool>(Check(false, f, "freezer.state"));
 }
 
