@@ -3,7 +3,6 @@
  * exit status reaped), each execFile timed in Node: what a Node program without a binding does.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 import { ContainerOp, ContainerPeer, PeerContext, Samples } from './peer';
