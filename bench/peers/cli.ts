@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-import { ContainerOp, ContainerPeer, PeerContext, Samples } from './peer';
+import { ContainerOp, ContainerPeer, PeerContext, Samples, cloneUnsupported } from './peer';
 
 const run = promisify(execFile);
 
@@ -13,6 +13,8 @@ export class LxcCliPeer implements ContainerPeer {
   readonly label = 'lxc-* CLI (execFile)';
 
   async check(): Promise<string | null> {
+    const noClone = cloneUnsupported();
+    if (noClone) return noClone;
     for (const tool of ['lxc-copy', 'lxc-start', 'lxc-info', 'lxc-attach', 'lxc-freeze', 'lxc-unfreeze', 'lxc-stop', 'lxc-destroy']) {
       try {
         await run(tool, ['--version']);

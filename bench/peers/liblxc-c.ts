@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { ContainerPeer, parseOpLines, PeerContext, Samples } from './peer';
+import { ContainerPeer, parseOpLines, PeerContext, Samples, cloneUnsupported } from './peer';
 
 const run = promisify(execFile);
 /** The sources stay in bench/peers/ (tsc copies no .c files): from dist/bench/peers/ go back up. */
@@ -19,6 +19,8 @@ export class LiblxcCPeer implements ContainerPeer {
 
   async check(ctx: PeerContext): Promise<string | null> {
     const src = path.join(PEER_SOURCES, 'lxc-ops.c');
+    const noClone = cloneUnsupported();
+    if (noClone) return noClone;
     if (!existsSync(src)) return `${src} is missing`;
     try {
       await run('cc', ['--version']);

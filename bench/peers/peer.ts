@@ -9,6 +9,9 @@
  * Only the operations themselves are timed (ms, from a monotonic clock in the process that
  * makes the call).
  */
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+
 export const CONTAINER_OPS = ['create', 'start', 'state', 'exec', 'freeze', 'unfreeze', 'stop-force', 'stop-graceful', 'delete'] as const;
 export type ContainerOp = (typeof CONTAINER_OPS)[number];
 export type Samples = Partial<Record<ContainerOp, number[]>>;
@@ -31,6 +34,15 @@ export interface ContainerPeer {
   cycle(ctx: PeerContext, name: string, n: number): Promise<Samples>;
   /** Releases what check() or the cycles set up (daemons, images). */
   close?(): Promise<void>;
+}
+
+/**
+ * Why a peer that creates by liblxc's clone cannot run here, or null: cloning a directory-backed
+ * container runs rsync, which the lxc package only recommends.
+ */
+export function cloneUnsupported(): string | null {
+  const onPath = (process.env.PATH ?? '/usr/bin:/bin').split(':').some((dir) => existsSync(path.join(dir, 'rsync')));
+  return onPath ? null : "rsync not installed (liblxc's clone of a container runs it; apt-get install rsync)";
 }
 
 /** Parses "op ms" lines, as lxc-ops.c and lxc-ops.py print them. */

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { PEER_SOURCES } from './liblxc-c';
-import { ContainerPeer, parseOpLines, PeerContext, Samples } from './peer';
+import { ContainerPeer, parseOpLines, PeerContext, Samples, cloneUnsupported } from './peer';
 
 const run = promisify(execFile);
 /** Debian's interpreter, where python3-lxc is installed (not a pyenv or venv python3 on PATH). */
@@ -20,6 +20,8 @@ export class PythonLxcPeer implements ContainerPeer {
 
   async check(): Promise<string | null> {
     if (!existsSync(this.script)) return `${this.script} is missing`;
+    const noClone = cloneUnsupported();
+    if (noClone) return noClone;
     if (!existsSync(PYTHON)) return `${PYTHON} is missing`;
     try {
       await run(PYTHON, ['-c', 'import lxc']);
