@@ -17,14 +17,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { QmpClient } from '../lib/qmp';
-
-export interface Stats {
-  n: number;
-  min: number;
-  p50: number;
-  p99: number;
-  mean: number;
-}
+import { Stats, stats } from './stats';
 
 export interface QmpBenchResult {
   roundTrip: {
@@ -38,12 +31,6 @@ export interface QmpBenchResult {
     ratioWithIdP50: number;
   };
   launchToReady: Stats;
-}
-
-function stats(samples: number[]): Stats {
-  const s = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
-  return { n: s.length, min: s[0], p50: at(0.5), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
 
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;

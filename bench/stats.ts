@@ -4,6 +4,7 @@ export interface Stats {
   p50: number;
   p99: number;
   max: number;
+  mean: number;
   n: number;
 }
 
@@ -11,5 +12,5 @@ export interface Stats {
 export function stats(xs: number[]): Stats {
   const s = [...xs].sort((a, b) => a - b);
   const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
-  return { min: s[0], p50: q(0.5), p99: q(0.99), max: s[s.length - 1], n: s.length };
+  return { min: s[0], p50: q(0.5), p99: q(0.99), max: s[s.length - 1], mean: s.reduce((a, b) => a + b, 0) / s.length, n: s.length };
 }
