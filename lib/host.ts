@@ -6,6 +6,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { validateConfig } from './config/options';
+import { normalizeDevices } from './devices/validate';
 import { ContainerContext, containerContext, ContainerInstance } from './container/container';
 import type { ContainerImageMeta } from './container/lxc-config';
 import { AlreadyExists, InvalidArgument, NotFound } from './errors';
@@ -69,13 +70,14 @@ export class Host {
     if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`unknown instance type ${JSON.stringify(type)}; use "container" or "vm"`);
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');
     const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
+    const devices = normalizeDevices(type, options.devices);
     if (!ImageStore.known().includes(options.image)) await this.images.get(options.image); // throws the list of images
     const imageType = ImageStore.typeOf(options.image);
     if (imageType !== type) throw new InvalidArgument(`image "${options.image}" is a ${imageType} image, not a ${type} image`);
     const dir = path.join(this.instancesDir, name);
     await this.clearInterruptedCreate(dir, name);
     const image = await this.images.ensure(options.image);
-    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, createdAt: new Date().toISOString() };
+    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString() };
     const made =
       type === 'vm'
         ? VmInstance.create({ hostDir: this.path }, dir, record, image)

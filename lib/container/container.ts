@@ -6,8 +6,19 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { InstanceConfig } from '../config/options';
+import type { Devices } from '../devices/declarations';
+import {
+  checkReachable,
+  type ContainerDeviceHost,
+  lxcDeviceItems,
+  plugContainerDevice,
+  prepareContainerDevice,
+  releaseContainerDevice,
+  unplugContainerDevice,
+} from '../devices/container';
+import { type DeviceSource, probeDevices, readSources } from '../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
-import { BaseInstance, RECORD_FILE } from '../instance/base';
+import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
 import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
 import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
@@ -135,12 +146,16 @@ export class ContainerInstance extends BaseInstance {
    */
   static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage): Promise<ContainerInstance> {
     const instance = new ContainerInstance(ctx, dir, record, image.meta);
-    const items = instance.render(record.config);
+    const devices = record.devices ?? {};
+    const sources = await probeDevices('container', devices);
+    const items = instance.render(record.config, devices, sources);
     await instance.checkWithLiblxc(items);
+    for (const [name, d] of Object.entries(devices)) await checkReachable(name, d, sources.get(name)!, instance.deviceHost());
     const shift = instance.idmap()?.base ?? 0;
     await fs.mkdir(dir, { mode: 0o711 });
     try {
       await copyTreeShifted(image.rootfs, path.join(dir, 'rootfs'), shift);
+      for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, instance.deviceHost());
       await writeFileAtomic(path.join(dir, 'config'), lxcConfigText(items));
       await writeJsonAtomic(path.join(dir, RECORD_FILE), record);
     } catch (e) {
@@ -218,8 +233,13 @@ export class ContainerInstance extends BaseInstance {
     return this.record.config['security.privileged'] === 'true' ? null : this.ctx.idmap();
   }
 
-  private render(config: InstanceConfig): LxcItem[] {
+  private deviceHost(config: InstanceConfig = this.record.config): ContainerDeviceHost {
+    return { dir: this.dir, idmap: config['security.privileged'] === 'true' ? null : this.ctx.idmap(), layout: this.ctx.layout };
+  }
+
+  private render(config: InstanceConfig, devices: Devices, sources: Map<string, DeviceSource>): LxcItem[] {
     return renderLxcConfig({
+      devices: lxcDeviceItems(devices, sources, this.deviceHost(config)),
       name: this.name,
       dir: this.dir,
       config,
@@ -316,7 +336,7 @@ export class ContainerInstance extends BaseInstance {
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
-  protected async doState(status: InstanceStatus): Promise<InstanceState> {
+  protected async doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
     if (status === 'stopped') {
       return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] } };
     }
@@ -345,15 +365,55 @@ export class ContainerInstance extends BaseInstance {
     };
   }
 
+  /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
+  private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
+    const items = this.render(config, devices, await readSources(devices));
+    await this.checkWithLiblxc(items);
+    await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(items));
+    this.reopen();
+  }
+
+  /**
+   * New devices are checked and their nodes made first; on a running container the removed ones
+   * are unmounted and the new ones mounted; the config for the next start is written last. A
+   * failure undoes what this call did.
+   */
+  protected async applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void> {
+    const host = this.deviceHost();
+    const added = await probeDevices('container', change.added);
+    for (const [name, d] of Object.entries(change.added)) await checkReachable(name, d, added.get(name)!, host);
+    const removed = await readSources(change.removed);
+    for (const [name, d] of Object.entries(change.added)) await prepareContainerDevice(name, d, added.get(name)!, host);
+    const plugged: string[] = [];
+    const setCgroup = (key: string, value: string) => this.lxc().setCgroupItem(key, value);
+    try {
+      if (live) {
+        const pid = await this.lxc().initPid();
+        for (const [name, d] of Object.entries(change.removed)) await unplugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup);
+        for (const [name, d] of Object.entries(change.added)) {
+          await plugContainerDevice(pid, name, d, added.get(name)!, host, setCgroup);
+          plugged.push(name);
+        }
+      }
+      await this.writeConfig(this.record.config, next);
+    } catch (e) {
+      if (live) {
+        const pid = await this.lxc().initPid().catch(() => 0);
+        for (const name of plugged) await unplugContainerDevice(pid, name, change.added[name], added.get(name)!, host, setCgroup).catch(() => undefined);
+        for (const [name, d] of Object.entries(change.removed)) await plugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup).catch(() => undefined);
+      }
+      for (const name of Object.keys(change.added)) if (!(name in change.removed)) await releaseContainerDevice(name, host);
+      throw e;
+    }
+    for (const name of Object.keys(change.removed)) if (!(name in change.added)) await releaseContainerDevice(name, host);
+  }
+
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
     if ((next['security.privileged'] ?? 'false') !== (previous['security.privileged'] ?? 'false')) {
       // The root filesystem's ownership was shifted (or not) for the id map at create.
       throw new InvalidArgument('security.privileged is fixed when the container is created');
     }
-    const items = this.render(next);
-    await this.checkWithLiblxc(items);
-    await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(items));
-    this.reopen();
+    await this.writeConfig(next, this.devices);
     if (!live) return;
     const before = new Map(cgroupLimits(previous, this.ctx.layout).map((l) => [l.key, l.value]));
     for (const limit of cgroupLimits(next, this.ctx.layout)) {

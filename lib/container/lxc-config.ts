@@ -26,7 +26,16 @@ export interface RenderInput {
   idmap: IdMap | null;
   layout: CgroupLayout;
   apparmor: boolean;
+  /** The devices' items (lib/devices/container.ts), after the defaults. */
+  devices: LxcItem[];
 }
+
+/**
+ * The devices cgroup lets a container use only the nodes every container has (liblxc's own
+ * common.conf, as LXD): null, zero, full, random, urandom, tty, console, ptmx, its ptys and fuse.
+ * Devices add their own nodes to this list.
+ */
+const DEFAULT_DEVICE_RULES = ['c *:* m', 'b *:* m', 'c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm', 'c 1:9 rwm', 'c 5:0 rwm', 'c 5:1 rwm', 'c 5:2 rwm', 'c 136:* rwm', 'c 10:229 rwm'];
 
 type Controller = 'memory' | 'cpuset' | 'pids';
 
@@ -74,6 +83,9 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
     // No bridge is assumed on the host: the container gets its own loopback only.
     ['lxc.net.0.type', 'empty'],
   ];
+  const devicesCgroup = layout.version('devices') === 1 ? 'lxc.cgroup.devices' : 'lxc.cgroup2.devices';
+  items.push([`${devicesCgroup}.deny`, 'a'], ...DEFAULT_DEVICE_RULES.map((r): LxcItem => [`${devicesCgroup}.allow`, r]));
+  items.push(...input.devices);
   if (!input.apparmor) items.push(['lxc.apparmor.profile', 'unconfined']);
   if (input.idmap) {
     items.push(['lxc.idmap', `u 0 ${input.idmap.base} ${input.idmap.size}`]);

@@ -77,6 +77,30 @@ export interface Native {
   netnsAddresses(pid: number): Promise<string[]>;
   /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
   openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
+  /**
+   * Binds the host's `source` at `target` (relative to the container's "/", resolved inside it;
+   * made if missing, owned by uid:gid on the host) in the mount namespace of `pid`, with the new
+   * mount API: `idmap` maps it through the user namespace of `pid` (an idmapped mount).
+   */
+  mountInto(pid: number, source: string, target: string, options: MountOptions): Promise<void>;
+  /**
+   * Detaches the mount at `target` (relative to the container's "/") in the mount namespace of
+   * `pid`; `remove` also unlinks the file it was mounted on.
+   */
+  umountIn(pid: number, target: string, remove: boolean): Promise<void>;
+  /** mknod + chown + chmod on the host. */
+  makeNode(path: string, block: boolean, mode: number, major: number, minor: number, uid: number, gid: number): Promise<void>;
+}
+
+export interface MountOptions {
+  /** The target is (made as) a directory; else a file. */
+  dir: boolean;
+  readonly?: boolean;
+  idmap?: boolean;
+  recursive?: boolean;
+  propagation?: string;
+  uid: number;
+  gid: number;
 }
 
 let loaded: Native | undefined;

@@ -8,13 +8,16 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '../config/options';
-import { InvalidArgument, InvalidState } from '../errors';
+import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
+import { checkPaths, devicePath, normalizeDevice, patchDevice, validateDeviceName } from '../devices/validate';
+import { AlreadyExists, InvalidArgument, InvalidState, NotFound } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
 import type { InstanceFiles } from './files';
 import type {
   Instance,
   InstanceConsole,
   InstanceEvents,
+  DeviceState,
   InstanceRecord,
   InstanceState,
   InstanceStatus,
@@ -23,6 +26,12 @@ import type {
 import { checkExecTiming, collect, ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 
 export const RECORD_FILE = 'lxq.json';
+
+/** A change of an instance's devices, by name: as they were, and as they are now. */
+export interface DeviceChange {
+  removed: Devices;
+  added: Devices;
+}
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
 export abstract class BaseInstance extends EventEmitter<InstanceEvents> implements Instance {
@@ -52,6 +61,9 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   get config(): Readonly<InstanceConfig> {
     return this.record.config;
   }
+  get devices(): Readonly<Devices> {
+    return this.record.devices ?? {};
+  }
 
   abstract readonly files: InstanceFiles;
 
@@ -79,9 +91,19 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   /** Resolves once the frozen instance runs again; refuses (`refusal`) unless it is frozen. */
   protected abstract doUnfreeze(): Promise<void>;
   protected abstract doDelete(): Promise<void>;
-  protected abstract doState(status: InstanceStatus): Promise<InstanceState>;
+  protected abstract doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>>;
   /** Applies changed options: `live` says whether the instance is running now. */
   protected abstract applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void>;
+  /**
+   * Applies a change of devices: `removed` (as they were) and `added` (as they are in `next`),
+   * checked against the host first, hot-plugged when `live`; on failure nothing is left changed.
+   * The record is saved by the caller once this resolves.
+   */
+  protected abstract applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void>;
+  /** What state() says of a device; drivers add what they know (QEMU ids). */
+  protected deviceState(name: string, d: DeviceConfig): DeviceState {
+    return { name, type: d.type, ...(d.source !== undefined ? { source: d.source } : {}), ...(devicePath(d) !== undefined ? { path: devicePath(d) } : {}) };
+  }
 
   // ---- the interface ----
   async status(): Promise<InstanceStatus> {
@@ -92,7 +114,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.serialized(async () => {
       const s = await this.doState(await this.currentStatus());
       this.observe(s.status);
-      return s;
+      const devices = Object.entries(this.devices)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([name, d]) => this.deviceState(name, d));
+      return { ...s, devices };
     });
   }
 
@@ -171,6 +196,47 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       await this.applyConfig(next, previous, live);
       await this.saveRecord({ ...this.record, config: next });
     });
+  }
+
+  addDevice(name: string, device: DeviceInput): Promise<void> {
+    return this.serialized(async () => {
+      validateDeviceName(name);
+      if (name in this.devices) throw new AlreadyExists(`${this.name} already has a device named "${name}"; use updateDevice() to change it`);
+      const d = normalizeDevice(this.type, name, device);
+      await this.changeDevices({ ...this.devices, [name]: d }, { removed: {}, added: { [name]: d } });
+    });
+  }
+
+  removeDevice(name: string): Promise<void> {
+    return this.serialized(async () => {
+      const d = this.existingDevice(name);
+      const next = { ...this.devices };
+      delete next[name];
+      await this.changeDevices(next, { removed: { [name]: d }, added: {} });
+    });
+  }
+
+  updateDevice(name: string, patch: DevicePatch): Promise<void> {
+    return this.serialized(async () => {
+      const current = this.existingDevice(name);
+      const d = patchDevice(this.type, name, current, patch);
+      if (JSON.stringify(d) === JSON.stringify(current)) return;
+      await this.changeDevices({ ...this.devices, [name]: d }, { removed: { [name]: current }, added: { [name]: d } });
+    });
+  }
+
+  private existingDevice(name: string): DeviceConfig {
+    validateDeviceName(name);
+    const d = this.devices[name];
+    if (!d) throw new NotFound(`${this.name} has no device named "${name}"` + (Object.keys(this.devices).length ? `; it has ${Object.keys(this.devices).map((n) => `"${n}"`).join(', ')}` : ''));
+    return d;
+  }
+
+  private async changeDevices(next: Devices, change: DeviceChange): Promise<void> {
+    checkPaths(next);
+    const live = (await this.currentStatus()) !== 'stopped';
+    await this.applyDevices(next, change, live);
+    await this.saveRecord({ ...this.record, devices: next });
   }
 
   // ---- shared machinery ----

@@ -6,6 +6,7 @@
 import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
+import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType } from '../devices/declarations';
 import type { InstanceFiles } from './files';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 
@@ -22,6 +23,21 @@ export interface InstanceState {
   memory: { usageBytes: number; limitBytes: number | null };
   processes: number;
   network: { addresses: string[] };
+  /** Each device of the instance, in name order. */
+  devices: DeviceState[];
+}
+
+/** What `state()` says of a device. */
+export interface DeviceState {
+  name: string;
+  type: DeviceType;
+  /** The host path (disks, unix devices). */
+  source?: string;
+  /** Where it is inside the instance. */
+  path?: string;
+  /** VMs: the QEMU device id, and for block disks the block node name. */
+  qemuDevice?: string;
+  qemuNode?: string;
 }
 
 export interface StopOptions {
@@ -51,6 +67,8 @@ export interface InstanceRecord {
   /** What the image said about running it, copied at create so the image can later go. */
   imageMeta: Record<string, unknown>;
   config: InstanceConfig;
+  /** The devices by name (absent in records written before devices existed). */
+  devices?: Devices;
   createdAt: string;
 }
 
@@ -60,6 +78,8 @@ export interface CreateOptions {
   /** An image name from the host's image store, such as 'busybox' or 'vm/default'. */
   image: string;
   config?: InstanceConfigInput;
+  /** Devices by name: `{ data: { type: 'disk', source: '/srv/data', path: '/data' } }`. */
+  devices?: DevicesInput;
 }
 
 export interface Instance extends EventEmitter<InstanceEvents> {
@@ -83,6 +103,15 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   state(): Promise<InstanceState>;
   /** Changes options: validated first, applied live where the option allows it, else at the next start. */
   update(config: InstanceConfigPatch): Promise<void>;
+
+  /** The devices as stored (strings), by name. */
+  readonly devices: Readonly<Record<string, Readonly<DeviceConfig>>>;
+  /** Adds a device: checked first, hot-plugged into a running instance, kept for the next starts. */
+  addDevice(name: string, device: DeviceInput): Promise<void>;
+  /** Removes a device, from a running instance too. NotFound if there is none of that name. */
+  removeDevice(name: string): Promise<void>;
+  /** Changes a device's keys (`null` removes a key); a running instance gets the new device at once. */
+  updateDevice(name: string, patch: DevicePatch): Promise<void>;
 
   /** Runs a command to completion; output of any size is collected as Buffers. */
   exec(argv: string[], options?: ExecOptions): Promise<ExecResult>;

@@ -444,7 +444,11 @@ export class VmInstance extends BaseInstance {
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
-  protected async doState(status: InstanceStatus): Promise<VmState> {
+  protected async applyDevices(): Promise<void> {
+    throw new NotSupported('devices on VMs: not yet');
+  }
+
+  protected async doState(status: InstanceStatus): Promise<Omit<VmState, 'devices'>> {
     const pid = status === 'stopped' ? null : await livePid(this.file('pid'));
     if (pid === null) {
       return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] }, vcpus: 0 };
