@@ -99,7 +99,7 @@ const HOST_QGA = '/usr/sbin/qemu-ga';
 /**
  * Modules the guest needs that the cloud kernel may build as modules: virtio transport, disk,
  * console (the agent's channel), the root filesystem, the ACPI power button with evdev (busybox
- * acpid reads /dev/input/event*), and the network driver, which `/init` loads only when the VM
+ * acpid reads /dev/input/event*), virtiofs and virtio-scsi for devices, and the network driver, which `/init` loads only when the VM
  * has a virtio NIC (virtio device id 1). Built-in ones are skipped; dependencies come first.
  */
 export const VM_MODULES: { name: string; onlyWithVirtioDevice?: number }[] = [
@@ -110,6 +110,11 @@ export const VM_MODULES: { name: string; onlyWithVirtioDevice?: number }[] = [
   { name: 'button' },
   { name: 'evdev' },
   { name: 'virtio_net', onlyWithVirtioDevice: 1 },
+  // Devices (lib/devices/vm.ts), loaded even without the device at boot, since it may be
+  // hot-plugged: virtiofs shares, and disks on virtio-scsi.
+  { name: 'virtiofs' },
+  { name: 'virtio_scsi' },
+  { name: 'sd_mod' },
 ];
 
 /**

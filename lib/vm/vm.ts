@@ -28,9 +28,29 @@ import { parseMemory } from '../config/units';
 import { InvalidArgument, InvalidState, NotFound, NotSupported, OperationFailed } from '../errors';
 import type { Image } from '../images/store';
 import { createVmOverlay, qemuArgsForImage, readVmImage, type VmImage, type VmImageMeta } from '../images/vm-image';
-import { BaseInstance, RECORD_FILE } from '../instance/base';
+import type { DeviceConfig, Devices } from '../devices/declarations';
+import { type DeviceSource, probeDevices, readSources } from '../devices/validate';
+import {
+  blockdevArgs,
+  chardevArgs,
+  deviceArgs,
+  freePorts,
+  guestMountCommand,
+  guestUmountCommand,
+  launchArgs,
+  prepareVmDevice,
+  qemuDeviceId,
+  qemuNodeName,
+  releaseVmDevice,
+  SCSI_CONTROLLER,
+  SPARE_PORTS,
+  startVirtiofsd,
+  vmDeviceKind,
+} from '../devices/vm';
+import { deviceValue } from '../devices/declarations';
+import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
 import type { InstanceFiles } from '../instance/files';
-import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
+import type { DeviceState, InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
 import {
   checkExecTiming,
   checkSpawn,
@@ -102,6 +122,11 @@ const QEMU_STATUS: Record<string, InstanceStatus> = {
 };
 /** QMP events after which the status is read again. */
 const STATUS_EVENTS = new Set(['SHUTDOWN', 'STOP', 'RESUME']);
+
+/** How long the guest has to release a device being unplugged. */
+const UNPLUG_MS = 20_000;
+/** How long plugging a share waits for the guest agent to mount it. */
+const AGENT_SETUP_MS = 60_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -189,6 +214,8 @@ export class VmInstance extends BaseInstance {
   private readonly agent: GuestAgent;
   private monitor: QmpClient | undefined;
   private connecting: Promise<QmpClient | undefined> | undefined;
+  /** The shares being mounted by the guest agent after the last start (exec and files wait for it). */
+  private guestSetup: Promise<void> = Promise.resolve();
   /** Set while this process launches QEMU: the pidfile and monitor are not there yet. */
   private launching = false;
 
@@ -204,6 +231,7 @@ export class VmInstance extends BaseInstance {
         throw new NotSupported(`file access in a stopped vm is not supported: it goes through the guest agent, which runs only while ${this.name} runs; start it first`);
       }
       await this.require('access files in', ['running']);
+      await this.guestSetup;
     });
   }
 
@@ -226,8 +254,10 @@ export class VmInstance extends BaseInstance {
         throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
       }
     }
+    await probeDevices('vm', record.devices ?? {});
     await fs.mkdir(dir, { mode: 0o711 });
     try {
+      for (const [name, d] of Object.entries(record.devices ?? {})) await prepareVmDevice(dir, name, d);
       await createVmOverlay(img, vm.file('disk'));
       await writeJsonAtomic(path.join(dir, RECORD_FILE), vm.record);
     } catch (e) {
@@ -341,6 +371,8 @@ export class VmInstance extends BaseInstance {
     } finally {
       this.launching = false;
     }
+    // Not awaited: start() resolves once QEMU runs; exec and files wait for the shares.
+    this.guestSetup = this.mountShares().catch(() => undefined);
   }
 
   /** Starts QEMU detached and connects to its monitor; resolves once QEMU runs (the guest boots on). */
@@ -355,6 +387,7 @@ export class VmInstance extends BaseInstance {
         cpus: s.cpus,
         accel,
       }),
+      ...(await launchArgs(this.dir, this.devices, await readSources(this.devices), s.memoryMiB)),
       '-name', this.name,
       '-pidfile', this.file('pid'),
       ...s.raw,
@@ -444,8 +477,116 @@ export class VmInstance extends BaseInstance {
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
-  protected async applyDevices(): Promise<void> {
-    throw new NotSupported('devices on VMs: not yet');
+  /**
+   * New devices are checked and made first (a `size` disk's qcow2); on a running VM the removed
+   * ones are unplugged (waited on through DEVICE_DELETED) and the new ones plugged onto free root
+   * ports, a share then mounted by the guest agent. A failure undoes what this call did.
+   */
+  protected async applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void> {
+    const added = await probeDevices('vm', change.added);
+    const removed = await readSources(change.removed);
+    for (const [name, d] of Object.entries(change.added)) await prepareVmDevice(this.dir, name, d);
+    const plugged: string[] = [];
+    try {
+      if (live) {
+        for (const [name, d] of Object.entries(change.removed)) await this.unplug(name, d, removed.get(name)!);
+        for (const [name, d] of Object.entries(change.added)) {
+          await this.plug(name, d, added.get(name)!);
+          plugged.push(name);
+        }
+      }
+    } catch (e) {
+      for (const name of plugged) await this.unplug(name, change.added[name], added.get(name)!).catch(() => undefined);
+      for (const [name, d] of Object.entries(change.removed)) await this.plug(name, d, removed.get(name)!).catch(() => undefined);
+      for (const name of Object.keys(change.added)) if (!(name in change.removed)) await releaseVmDevice(this.dir, name);
+      throw e;
+    }
+    for (const name of Object.keys(change.removed)) if (!(name in change.added)) await releaseVmDevice(this.dir, name);
+  }
+
+  /** Hot-plugs a device into the running VM. */
+  private async plug(name: string, d: DeviceConfig, src: DeviceSource): Promise<void> {
+    const kind = vmDeviceKind(d, src);
+    if (kind === 'skip') return;
+    const port = async () => {
+      const free = freePorts(await this.command<Array<{ devices: never[] }>>('query-pci'));
+      if (!free.length) throw new OperationFailed(`${this.name} has no free PCIe port for device "${name}" (${SPARE_PORTS} spare ones are made at start): restart it to add more`);
+      return free[0];
+    };
+    if (kind === 'share') {
+      await startVirtiofsd(this.dir, name, d);
+      await this.command('chardev-add', chardevArgs(this.dir, name));
+      await this.command('device_add', deviceArgs(this.dir, name, d, src, await port()));
+      await this.mountShare(name, d);
+      return;
+    }
+    if (deviceValue(d, 'io.bus') === 'virtio-scsi' && !(await this.hasDevice(SCSI_CONTROLLER))) {
+      await this.command('device_add', { driver: 'virtio-scsi-pci', id: SCSI_CONTROLLER, bus: await port() });
+    }
+    await this.command('blockdev-add', blockdevArgs(this.dir, name, d, src));
+    await this.command('device_add', deviceArgs(this.dir, name, d, src, await port())).catch(async (e) => {
+      await this.command('blockdev-del', { 'node-name': qemuNodeName(name) }).catch(() => undefined);
+      throw e;
+    });
+  }
+
+  /** Hot-unplugs a device from the running VM: the guest lets go of it first. */
+  private async unplug(name: string, d: DeviceConfig, src: DeviceSource): Promise<void> {
+    const kind = vmDeviceKind(d, src);
+    if (kind === 'skip' || !(await this.hasDevice(qemuDeviceId(name)))) return;
+    if (kind === 'share') await this.agentRun(guestUmountCommand(d)).catch(() => undefined);
+    const qmp = await this.connected();
+    if (!qmp) return;
+    const deleted = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        qmp.off('DEVICE_DELETED', onEvent);
+        reject(new OperationFailed(`the guest of ${this.name} did not release device "${name}" within ${UNPLUG_MS} ms`, { call: 'qmp:device_del' }));
+      }, UNPLUG_MS);
+      const onEvent = (e: { data?: { device?: string } }) => {
+        if (e.data?.device !== qemuDeviceId(name)) return;
+        clearTimeout(timer);
+        qmp.off('DEVICE_DELETED', onEvent);
+        resolve();
+      };
+      qmp.on('DEVICE_DELETED', onEvent);
+    });
+    await this.command('device_del', { id: qemuDeviceId(name) });
+    await deleted;
+    if (kind === 'share') await this.command('chardev-remove', { id: `chr-${name}` }).catch(() => undefined);
+    else await this.command('blockdev-del', { 'node-name': qemuNodeName(name) }).catch(() => undefined);
+  }
+
+  private async hasDevice(id: string): Promise<boolean> {
+    const list = await this.command<Array<{ name: string }>>('qom-list', { path: '/machine/peripheral' });
+    return list.some((p) => p.name === id);
+  }
+
+  /** Runs a guest command through the agent to completion; a failure quotes its stderr. */
+  private async agentRun(argv: string[]): Promise<void> {
+    const proc = await agentSpawn(this.agent, argv, [], undefined, undefined);
+    const r = await collect(proc, { timeout: 30_000 }, `${JSON.stringify(argv[0])} in ${this.name}`);
+    if (r.exitCode !== 0) throw new OperationFailed(`${argv.join(' ')} in ${this.name} exited ${r.exitCode}: ${r.stderr.toString().trim()}`, { call: 'qga:guest-exec' });
+  }
+
+  private async mountShare(name: string, d: DeviceConfig): Promise<void> {
+    await this.agent.wait(AGENT_SETUP_MS);
+    await this.agentRun(guestMountCommand(name, d));
+  }
+
+  /** After a start: the guest agent mounts the shares; exec and files wait for it. */
+  private mountShares(): Promise<void> {
+    const shares = Object.entries(this.devices).filter(([, d]) => d.type === 'disk' && d.path !== undefined);
+    if (!shares.length) return Promise.resolve();
+    return (async () => {
+      const sources = await readSources(Object.fromEntries(shares));
+      for (const [name, d] of shares) if (vmDeviceKind(d, sources.get(name)!) === 'share') await this.mountShare(name, d);
+    })();
+  }
+
+  protected override deviceState(name: string, d: DeviceConfig): DeviceState {
+    const s = super.deviceState(name, d);
+    if (d.type !== 'disk') return s;
+    return { ...s, qemuDevice: qemuDeviceId(name), ...(d.path === undefined ? { qemuNode: qemuNodeName(name) } : {}) };
   }
 
   protected async doState(status: InstanceStatus): Promise<Omit<VmState, 'devices'>> {
@@ -524,6 +665,7 @@ export class VmInstance extends BaseInstance {
     checkAgentSpawn(options);
     const input = await readInput(options.stdin);
     await this.require('run a command in', ['running']);
+    await this.guestSetup;
     const proc = await agentSpawn(this.agent, argv, env, options.cwd, input);
     return collect(proc, { ...options, stdin: undefined }, `${JSON.stringify(argv[0])} in ${this.name}`);
   }
@@ -533,6 +675,7 @@ export class VmInstance extends BaseInstance {
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
     checkAgentSpawn(options);
     await this.require('run a command in', ['running']);
+    await this.guestSetup;
     return agentSpawn(this.agent, argv, env, options.cwd, undefined);
   }
 }
