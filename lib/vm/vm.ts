@@ -357,22 +357,27 @@ export class VmInstance extends BaseInstance {
     const { accel, watch } = await chooseAccel(settings.accel, this.ctx.hostDir);
     this.launching = true;
     try {
-      if (!watch) return await this.launch(img, settings, accel);
-      try {
-        await this.launch(img, settings, accel);
-        await this.watchBoot();
-      } catch (e) {
-        // KVM that looks fine but does not run a guest (design.md): use TCG, and once TCG ran
-        // (the failure was KVM's, not e.g. a bad raw.qemu) remember it for this host.
-        await this.doKill();
-        await this.launch(img, settings, 'tcg');
-        await recordKvmFailure(this.ctx.hostDir, (e as Error).message);
-      }
+      await (watch ? this.launchWatched(img, settings, accel) : this.launch(img, settings, accel));
     } finally {
       this.launching = false;
     }
     // Not awaited: start() resolves once QEMU runs; exec and files wait for the shares.
     this.guestSetup = this.mountShares().catch(() => undefined);
+  }
+
+  /**
+   * KVM that looks fine but does not run a guest (design.md): use TCG, and once TCG ran (the
+   * failure was KVM's, not e.g. a bad raw.qemu) remember it for this host.
+   */
+  private async launchWatched(img: VmImage, settings: LaunchSettings, accel: Accel): Promise<void> {
+    try {
+      await this.launch(img, settings, accel);
+      await this.watchBoot();
+    } catch (e) {
+      await this.doKill();
+      await this.launch(img, settings, 'tcg');
+      await recordKvmFailure(this.ctx.hostDir, (e as Error).message);
+    }
   }
 
   /** Starts QEMU detached and connects to its monitor; resolves once QEMU runs (the guest boots on). */
