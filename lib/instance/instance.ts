@@ -7,6 +7,7 @@ import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
 import type { InstanceFiles } from './files';
+import { optionKeys } from '../util/keys';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 
 export type { InstanceType };
@@ -30,6 +31,7 @@ export interface StopOptions {
   /** Kill at once, without asking the instance to shut down. */
   force?: boolean;
 }
+export const STOP_OPTION_KEYS = optionKeys<StopOptions>({ timeout: true, force: true });
 
 export interface StatusEvent {
   name: string;
@@ -61,6 +63,7 @@ export interface CreateOptions {
   image: string;
   config?: InstanceConfigInput;
 }
+export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true });
 
 export interface Instance extends EventEmitter<InstanceEvents> {
   readonly name: string;
