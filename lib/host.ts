@@ -8,13 +8,14 @@ import * as path from 'node:path';
 import { validateConfig } from './config/options';
 import { normalizeDevices } from './devices/validate';
 import { ContainerContext, containerContext, ContainerInstance } from './container/container';
-import type { ContainerImageMeta } from './container/lxc-config';
 import { AlreadyExists, InvalidArgument, NotFound } from './errors';
+import type { ContainerImageMeta } from './images/meta';
 import { ImageStore } from './images/store';
 import { RECORD_FILE } from './instance/base';
-import type { CreateOptions, Instance, InstanceRecord } from './instance/instance';
+import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
 import { readJson } from './util/fs';
+import { refuseUnknownKeys } from './util/keys';
 import { VmInstance } from './vm/vm';
 
 export interface HostOptions {
@@ -66,6 +67,7 @@ export class Host {
   async create(name: string, options: CreateOptions): Promise<Instance> {
     validateName(name);
     if (options === null || typeof options !== 'object') throw new InvalidArgument('create options must be an object with an image');
+    refuseUnknownKeys('create', options, CREATE_OPTION_KEYS);
     const type = options.type ?? 'container';
     if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`unknown instance type ${JSON.stringify(type)}; use "container" or "vm"`);
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');

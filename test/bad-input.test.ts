@@ -146,6 +146,27 @@ describe('options', () => {
   });
 });
 
+describe('unknown keys of options objects', () => {
+  test('create refuses an unknown top-level key, naming it and the known ones, and writes nothing', async () => {
+    const name = t.name('key');
+    await refusedWithoutChange(
+      t.host.create(name, { image: 'busybox', confg: { 'limits.cpu': '1' } } as never),
+      InvalidArgument,
+      /unknown create option "confg"; known: "type", "image", "config"/,
+    );
+    await expect(t.host.get(name)).rejects.toBeInstanceOf(NotFound);
+  });
+
+  test('stop, exec, spawn and files.write refuse unknown keys before doing anything', async () => {
+    await refusedWithoutChange(existing.stop({ timout: 5 } as never), InvalidArgument, /unknown stop option "timout"; known: "timeout", "force"/);
+    // A stopped instance would refuse with InvalidState: the key is checked first.
+    await refusedWithoutChange(existing.exec(['true'], { timeot: 5 } as never), InvalidArgument, /unknown exec option "timeot"; known: .*"timeout"/);
+    await refusedWithoutChange(existing.spawn(['true'], { stdin: 'x' } as never), InvalidArgument, /unknown spawn option "stdin"/);
+    await refusedWithoutChange(existing.files.write('/etc/motd', 'x', { mod: 0o644 } as never), InvalidArgument, /unknown write option "mod"; known: "mode", "uid", "gid"/);
+    expect(await existing.status()).toBe('stopped');
+  });
+});
+
 describe('images, types and states', () => {
   test('an unknown image is refused with the list of images', async () => {
     await refusedWithoutChange(t.host.create(t.name('img'), { image: 'ubuntu/22.04' }), InvalidArgument, /unknown image "ubuntu\/22.04"; available: "busybox"/);

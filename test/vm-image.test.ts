@@ -10,14 +10,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import {
-  buildVmImage,
-  createVmOverlay,
-  qemuArgsForImage,
-  readVmImageMeta,
-  vmKernelCmdline,
-  type VmImage,
-} from '../lib/images/vm-image';
+import { buildVmImage, readVmImageMeta, vmKernelCmdline, type VmImage } from '../lib/images/vm-image';
+import { createVmOverlay, qemuArgsForImage } from '../lib/vm/qemu-args';
 
 const QEMU = 'qemu-system-x86_64';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

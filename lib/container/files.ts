@@ -17,7 +17,7 @@ import { close as closeCb, fstat as fstatCb, readFile as readFileCb } from 'node
 import type { FileHandle } from 'node:fs/promises';
 
 import { AlreadyExists, InvalidArgument, LxqError, NotFound, OperationFailed } from '../errors';
-import { checkOwnership, DirEntry, FileStat, FileType, instancePath, InstanceFiles, WriteOptions } from '../instance/files';
+import { checkOwnership, DirEntry, MKDIR_OPTION_KEYS, FileStat, FileType, instancePath, InstanceFiles, WriteOptions } from '../instance/files';
 import { replaceFile } from '../util/fs';
 import { native } from './native';
 
@@ -201,7 +201,7 @@ export class ContainerFiles implements InstanceFiles {
   }
 
   async mkdir(p: string, options: WriteOptions & { parents?: boolean } = {}): Promise<void> {
-    const { mode = 0o755, uid, gid } = checkOwnership(options);
+    const { mode = 0o755, uid, gid } = checkOwnership(options, MKDIR_OPTION_KEYS);
     if (options.parents) {
       const parts = path.posix.normalize('/' + instancePath(p)).slice(1).split('/').filter(Boolean);
       for (let i = 1; i <= parts.length; i++) {

@@ -8,15 +8,11 @@ import * as path from 'node:path';
 
 import { InstanceConfig } from '../config/options';
 import { parseCpus, parseMemory } from '../config/units';
+import type { ContainerImageMeta } from '../images/meta';
 import type { CgroupLayout, IdMap } from './host-facts';
 
 export type LxcItem = [key: string, value: string];
 
-/** What a container image says about how to run it. */
-export interface ContainerImageMeta {
-  /** Signal that asks this image's init to halt (busybox: SIGUSR1, systemd: SIGRTMIN+3). */
-  haltSignal: string;
-}
 
 export interface RenderInput {
   name: string;

@@ -9,12 +9,12 @@ import { promisify } from 'node:util';
 
 import { OperationFailed } from '../errors';
 import { isStaticElf } from '../util/elf';
-import type { ContainerImageMeta } from '../container/lxc-config';
+import type { ContainerImageMeta } from './meta';
 
 const run = promisify(execFile);
 export const HOST_BUSYBOX = '/bin/busybox';
 
-const FILES: Record<string, { mode: number; text: string }> = {
+export const BUSYBOX_FILES: Record<string, { mode: number; text: string }> = {
   'etc/passwd': { mode: 0o644, text: 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' },
   'etc/group': { mode: 0o644, text: 'root:x:0:\nnogroup:x:65534:\n' },
   'etc/shadow': { mode: 0o600, text: 'root:*:19000:0:99999:7:::\n' },
@@ -61,7 +61,7 @@ export async function buildBusyboxRootfs(rootfs: string): Promise<ContainerImage
       if (e.code !== 'EEXIST') throw e;
     });
   }
-  for (const [file, { mode, text }] of Object.entries(FILES)) {
+  for (const [file, { mode, text }] of Object.entries(BUSYBOX_FILES)) {
     await fs.writeFile(path.join(rootfs, file), text, { mode });
     await fs.chmod(path.join(rootfs, file), mode);
   }

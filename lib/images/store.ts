@@ -3,19 +3,25 @@
  * reused by every instance. An image is a directory with an `image.json` written last, so a
  * half-built image is never used.
  *
- * Each image lives in `<store>/<name>/<recipe>/`, where the recipe is a digest of what decides
- * its content (the builder's code, the host's busybox). A changed builder makes a new image
- * beside the old one instead of replacing it: VMs keep their qcow2 backing file.
+ * Each image lives in `<store>/<name>/<recipe>/`, where the recipe is a digest of the builder's
+ * declared inputs: a version the builder bumps when its output changes, and the data that
+ * decides the content (guest file texts, module list, kernel command line, the identity of the
+ * host binaries copied in). Moving code around rebuilds nothing; a changed input makes a new
+ * image beside the old one instead of replacing it: VMs keep their qcow2 backing file.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { promises as fs, readFileSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
 import { InvalidArgument, NotFound } from '../errors';
 import { exists, readJson, writeJsonAtomic } from '../util/fs';
-import { buildBusyboxRootfs, HOST_BUSYBOX } from './busybox';
-import { buildVmImage, readVmImageMeta } from './vm-image';
+import { sha256 } from './build-tools';
+import { BUSYBOX_FILES, buildBusyboxRootfs, HOST_BUSYBOX } from './busybox';
+import { VM_MODULES } from './modules';
+import { HOST_QGA } from './root-disk';
+import { INITRAMFS_FILES, ROOTFS_FILES } from './vm-guest';
+import { buildVmImage, readVmImageMeta, vmKernelCmdline } from './vm-image';
 
 export interface Image {
   name: string;
@@ -29,19 +35,47 @@ export interface Image {
 
 interface Builder {
   type: InstanceType;
-  /** The modules whose code decides the image's content. */
-  sources: string[];
+  /** Bumped whenever the builder makes a different image from the same inputs. */
+  version: number;
+  /** The data that decides the image's content, besides the version (JSON). */
+  inputs(): Promise<unknown>;
   /** Fills `dir` (which exists and is empty) and returns the image's metadata. */
   build(dir: string): Promise<Record<string, unknown>>;
 }
 
+/** A host file copied into images, by content (cached while its size and mtime stay). */
+const identities = new Map<string, { stamp: string; digest: string }>();
+async function fileIdentity(file: string): Promise<string> {
+  const st = await fs.stat(file).catch(() => undefined);
+  if (!st) return 'missing';
+  const stamp = `${st.size}:${st.mtimeMs}`;
+  const known = identities.get(file);
+  if (known?.stamp === stamp) return known.digest;
+  const digest = sha256(await fs.readFile(file));
+  identities.set(file, { stamp, digest });
+  return digest;
+}
+
 const BUILDERS: Record<string, Builder> = {
-  busybox: { type: 'container', sources: [require.resolve('./busybox')], build: async (dir) => ({ ...(await buildBusyboxRootfs(path.join(dir, 'rootfs'))) }) },
+  busybox: {
+    type: 'container',
+    version: 1,
+    inputs: async () => ({ files: BUSYBOX_FILES, busybox: await fileIdentity(HOST_BUSYBOX) }),
+    build: async (dir) => ({ ...(await buildBusyboxRootfs(path.join(dir, 'rootfs'))) }),
+  },
   // buildVmImage fills the (empty) directory it is given and writes a manifest of the store's
   // shape; the store then rewrites that manifest with the same metadata.
   'vm/default': {
     type: 'vm',
-    sources: [require.resolve('./vm-image'), require.resolve('./vm-guest'), require.resolve('./busybox')],
+    version: 1,
+    inputs: async () => ({
+      initramfs: INITRAMFS_FILES,
+      rootfs: ROOTFS_FILES,
+      modules: VM_MODULES,
+      cmdline: vmKernelCmdline(),
+      busybox: await fileIdentity(HOST_BUSYBOX),
+      qemuGa: await fileIdentity(HOST_QGA),
+    }),
     build: async (dir) => {
       await buildVmImage(dir);
       return { ...(await readVmImageMeta(dir)) };
@@ -51,20 +85,10 @@ const BUILDERS: Record<string, Builder> = {
 
 const MANIFEST = 'image.json';
 
-const recipes = new Map<string, string>();
-
-/** The digest naming the current version of an image: its builder's code and the host's busybox. */
-function recipe(name: string): string {
-  let digest = recipes.get(name);
-  if (!digest) {
-    const h = createHash('sha256');
-    for (const file of BUILDERS[name].sources) h.update(readFileSync(file));
-    const bb = statSync(HOST_BUSYBOX, { throwIfNoEntry: false });
-    h.update(`${bb?.size}:${bb?.mtimeMs}`);
-    digest = h.digest('hex').slice(0, 12);
-    recipes.set(name, digest);
-  }
-  return digest;
+/** The digest naming the current version of an image: its builder's version and inputs. */
+async function recipe(name: string): Promise<string> {
+  const b = BUILDERS[name];
+  return sha256(JSON.stringify({ version: b.version, inputs: await b.inputs() })).slice(0, 12);
 }
 
 export class ImageStore {
@@ -87,16 +111,16 @@ export class ImageStore {
     BUILDERS[name] = builder;
   }
 
-  private pathOf(name: string): string {
+  private async pathOf(name: string): Promise<string> {
     if (!BUILDERS[name]) {
       throw new InvalidArgument(`unknown image "${name}"; available: ${Object.keys(BUILDERS).map((n) => `"${n}"`).join(', ')}`);
     }
-    return path.join(this.dir, ...name.split('/'), recipe(name));
+    return path.join(this.dir, ...name.split('/'), await recipe(name));
   }
 
   /** The image if it is built, else NotFound. */
   async get(name: string): Promise<Image> {
-    const dir = this.pathOf(name);
+    const dir = await this.pathOf(name);
     try {
       const m = await readJson<Omit<Image, 'dir'>>(path.join(dir, MANIFEST));
       return { ...m, dir };
@@ -123,11 +147,11 @@ export class ImageStore {
   }
 
   async remove(name: string): Promise<void> {
-    await fs.rm(this.pathOf(name), { recursive: true, force: true });
+    await fs.rm(await this.pathOf(name), { recursive: true, force: true });
   }
 
   private async build(name: string): Promise<Image> {
-    const final = this.pathOf(name);
+    const final = await this.pathOf(name);
     const builder = BUILDERS[name];
     await fs.mkdir(path.dirname(final), { recursive: true });
     const tmp = path.join(path.dirname(final), `.${path.basename(final)}.tmp-${randomBytes(6).toString('hex')}`);

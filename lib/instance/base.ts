@@ -23,7 +23,9 @@ import type {
   InstanceStatus,
   StopOptions,
 } from './instance';
-import { checkExecTiming, collect, ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
+import { STOP_OPTION_KEYS } from './instance';
+import { refuseUnknownKeys } from '../util/keys';
+import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
 
 export const RECORD_FILE = 'lxq.json';
 
@@ -134,6 +136,11 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   stop(options: StopOptions = {}): Promise<void> {
+    try {
+      refuseUnknownKeys('stop', options, STOP_OPTION_KEYS);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
     if (!Number.isFinite(timeout) || timeout < 0) {
       return Promise.reject(new InvalidArgument(`stop timeout must be a non-negative number of ms, got ${timeout}`));
@@ -178,13 +185,13 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
    * this instance already under way: a container's monitor answers nobody while it starts.
    */
   async spawn(argv: string[], options: SpawnOptions = {}): Promise<InstanceProcess> {
-    await this.queue;
-    return this.doSpawn(argv, options ?? {});
+    refuseUnknownKeys('spawn', options, SPAWN_OPTION_KEYS);
+    return this.startProcess(argv, options ?? {});
   }
 
   async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
-    checkExecTiming(options ?? {});
-    const proc = await this.spawn(argv, options);
+    checkExecOptions(options ?? {});
+    const proc = await this.startProcess(argv, options ?? {});
     return collect(proc, options ?? {}, `${JSON.stringify(argv[0])} in ${this.name}`);
   }
 
@@ -240,6 +247,11 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   // ---- shared machinery ----
+
+  private async startProcess(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
+    await this.queue;
+    return this.doSpawn(argv, options);
+  }
 
   /** Runs operations on this instance one at a time, in call order. */
   protected serialized<T>(op: () => Promise<T>): Promise<T> {

@@ -3,6 +3,7 @@
  * they are resolved as the instance would resolve them, so no symlink or ".." can reach the host.
  */
 import { InvalidArgument } from '../errors';
+import { optionKeys, refuseUnknownKeys } from '../util/keys';
 
 export type FileType = 'file' | 'directory' | 'symlink' | 'other';
 
@@ -30,6 +31,9 @@ export interface WriteOptions {
   gid?: number;
 }
 
+export const WRITE_OPTION_KEYS = optionKeys<WriteOptions>({ mode: true, uid: true, gid: true });
+export const MKDIR_OPTION_KEYS = optionKeys<WriteOptions & { parents?: boolean }>({ mode: true, uid: true, gid: true, parents: true });
+
 export interface InstanceFiles {
   read(path: string): Promise<Buffer>;
   /** Replaces the file atomically (a reader sees the old or the new content). */
@@ -53,7 +57,9 @@ export function instancePath(p: unknown): string {
   return p.replace(/^\/+/, '');
 }
 
-export function checkOwnership(options: WriteOptions = {}): { mode?: number; uid: number; gid: number } {
+/** Checks the options of write, push (`known` WRITE_OPTION_KEYS) or mkdir (MKDIR_OPTION_KEYS). */
+export function checkOwnership(options: WriteOptions = {}, known = WRITE_OPTION_KEYS): { mode?: number; uid: number; gid: number } {
+  refuseUnknownKeys(known === MKDIR_OPTION_KEYS ? 'mkdir' : 'write', options, known);
   const { mode, uid = 0, gid = 0 } = options;
   if (mode !== undefined && (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)) throw new InvalidArgument(`mode must be permission bits (0 to 0o7777), got ${mode}`);
   for (const [k, v] of [['uid', uid], ['gid', gid]] as const) {

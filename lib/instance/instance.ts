@@ -8,6 +8,7 @@ import type { EventEmitter } from 'eventemitter3';
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType } from '../devices/declarations';
 import type { InstanceFiles } from './files';
+import { optionKeys } from '../util/keys';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 
 export type { InstanceType };
@@ -46,6 +47,7 @@ export interface StopOptions {
   /** Kill at once, without asking the instance to shut down. */
   force?: boolean;
 }
+export const STOP_OPTION_KEYS = optionKeys<StopOptions>({ timeout: true, force: true });
 
 export interface StatusEvent {
   name: string;
@@ -81,6 +83,7 @@ export interface CreateOptions {
   /** Devices by name: `{ data: { type: 'disk', source: '/srv/data', path: '/data' } }`. */
   devices?: DevicesInput;
 }
+export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true });
 
 export interface Instance extends EventEmitter<InstanceEvents> {
   readonly name: string;

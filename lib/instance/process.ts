@@ -6,6 +6,7 @@ import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 
 import { Aborted, InvalidArgument, Timeout } from '../errors';
+import { optionKeys, refuseUnknownKeys } from '../util/keys';
 
 export interface SpawnOptions {
   /** Added to the instance's environment (`environment.*` options), which is added to a default PATH/HOME. */
@@ -22,6 +23,9 @@ export interface SpawnOptions {
   pty?: boolean | { cols: number; rows: number };
 }
 
+const SPAWN_OPTION_KEYS_DECL = { env: true, cwd: true, user: true, group: true, pty: true } as const;
+export const SPAWN_OPTION_KEYS = optionKeys<SpawnOptions>(SPAWN_OPTION_KEYS_DECL);
+
 export interface ExecOptions extends SpawnOptions {
   /** Written to the command's standard input, which is then closed. Default: empty input. */
   stdin?: string | Buffer | Readable;
@@ -30,6 +34,8 @@ export interface ExecOptions extends SpawnOptions {
   /** Aborting kills the command; exec rejects with Aborted. */
   signal?: AbortSignal;
 }
+
+export const EXEC_OPTION_KEYS = optionKeys<ExecOptions>({ ...SPAWN_OPTION_KEYS_DECL, stdin: true, timeout: true, signal: true });
 
 export interface ExitStatus {
   /** The exit code, or null if a signal ended the process. */
@@ -176,7 +182,9 @@ export async function collect(proc: InstanceProcess, options: ExecOptions, what:
 /** How long exec waits for a killed command to be gone before it rejects anyway. */
 export const KILL_GRACE_MS = 2_000;
 
-export function checkExecTiming(options: ExecOptions): void {
+/** Checks what exec takes beyond spawn's options (those are checked by checkSpawn). */
+export function checkExecOptions(options: ExecOptions): void {
+  refuseUnknownKeys('exec', options, EXEC_OPTION_KEYS);
   if (options.timeout !== undefined && (!Number.isFinite(options.timeout) || options.timeout <= 0)) {
     throw new InvalidArgument(`timeout must be a positive number of ms, got ${options.timeout}`);
   }

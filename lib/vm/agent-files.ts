@@ -17,7 +17,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { AlreadyExists, InvalidArgument, LxqError, NotFound, OperationFailed } from '../errors';
-import { checkOwnership, DirEntry, FileStat, FileType, instancePath, InstanceFiles, WriteOptions } from '../instance/files';
+import { checkOwnership, DirEntry, MKDIR_OPTION_KEYS, FileStat, FileType, instancePath, InstanceFiles, WriteOptions } from '../instance/files';
 import type { GuestAgent } from './agent';
 import { agentSpawn } from './agent-exec';
 import { collect } from '../instance/process';
@@ -198,7 +198,7 @@ export class AgentFiles implements InstanceFiles {
 
   async mkdir(p: string, options: WriteOptions & { parents?: boolean } = {}): Promise<void> {
     const rel = instancePath(p);
-    const { mode = 0o755, uid, gid } = checkOwnership(options);
+    const { mode = 0o755, uid, gid } = checkOwnership(options, MKDIR_OPTION_KEYS);
     if (path.posix.normalize('/' + rel) === '/' && !options.parents) throw new InvalidArgument('this operation needs a path below "/", not "/" itself');
     const script = options.parents
       ? '[ -d "$1" ] && exit 0; mkdir -p -- "$1" && chown "$2" "$1" && chmod "$3" "$1"'

@@ -27,7 +27,8 @@ import { findOption, InstanceConfig, splitArgs } from '../config/options';
 import { parseMemory } from '../config/units';
 import { InvalidArgument, InvalidState, NotFound, NotSupported, OperationFailed } from '../errors';
 import type { Image } from '../images/store';
-import { createVmOverlay, qemuArgsForImage, readVmImage, type VmImage, type VmImageMeta } from '../images/vm-image';
+import type { VmImage, VmImageMeta } from '../images/meta';
+import { readVmImage } from '../images/vm-image';
 import type { DeviceConfig, Devices } from '../devices/declarations';
 import { type DeviceSource, probeDevices, readSources } from '../devices/validate';
 import {
@@ -52,7 +53,7 @@ import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
 import type { InstanceFiles } from '../instance/files';
 import type { DeviceState, InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
 import {
-  checkExecTiming,
+  checkExecOptions,
   checkSpawn,
   collect,
   type ExecOptions,
@@ -67,6 +68,7 @@ import { AgentFiles } from './agent-files';
 import { QmpClient, QmpError, type QmpStatusInfo } from '../qmp';
 import { exists, writeJsonAtomic } from '../util/fs';
 import { Accel, AccelSetting, chooseAccel, recordKvmFailure } from './accel';
+import { createVmOverlay, qemuArgsForImage } from './qemu-args';
 
 /** What the host tells the VM driver. */
 export interface VmContext {
@@ -665,7 +667,7 @@ export class VmInstance extends BaseInstance {
   /** Runs the command through the guest agent; `stdin` is read to its end and given up front. */
   override async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
     options ??= {};
-    checkExecTiming(options);
+    checkExecOptions(options);
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
     checkAgentSpawn(options);
     const input = await readInput(options.stdin);
