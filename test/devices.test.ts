@@ -3,7 +3,7 @@
  * hot add and remove on a running container, persistence, and the bad input refused before
  * anything changes — including targets planted as symlinks inside the container.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -176,6 +176,26 @@ describe('disks of a container', () => {
   });
 });
 
+test('a device added by a process that is then killed (SIGKILL) is kept, live and in the record', async () => {
+  const script = `
+    const { Host } = require(${JSON.stringify(path.join(__dirname, '..', 'lib'))});
+    (async () => {
+      const host = await Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(SHARED_IMAGES)} });
+      const c = await host.get(${JSON.stringify(c.name)});
+      await c.addDevice('crash', { type: 'disk', source: ${JSON.stringify(shared)}, path: '/mnt/crash' });
+      process.kill(process.pid, 'SIGKILL');
+    })();`;
+  const r = spawnSync(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), '-e', script], { timeout: 60_000 });
+  expect(r.signal).toBe('SIGKILL');
+  const again = await (await Host.open({ path: t.dir, images: SHARED_IMAGES })).get(c.name);
+  expect(again.devices.crash).toEqual({ type: 'disk', source: shared, path: '/mnt/crash' });
+  expect((await sh(again, 'cat /mnt/crash/from-host')).out).toBe('hello from the host\n');
+  await again.removeDevice('crash');
+  expect((await sh(again, 'grep -c /mnt/crash /proc/mounts')).out.trim()).toBe('0');
+  // This process's instance object reads its record again on the next get().
+  c = await t.host.get(c.name);
+});
+
 describe('hot-plug into a running container', () => {
   test('add, see, update, remove; the next start has what the record says', async () => {
     const hostBefore = hostMounts();
@@ -290,6 +310,14 @@ describe('unix-char devices', () => {
     } finally {
       await u.delete({ force: true });
     }
+  });
+
+  test('unix-block: a block node by major and minor, allowed in the cgroup', async () => {
+    await c.addDevice('loop', { type: 'unix-block', path: '/dev/lxq-loop', major: 7, minor: 0, mode: '0640', gid: 6 });
+    expect((await sh(c, 'stat -c "%F %t:%T %a %g" /dev/lxq-loop')).out.trim()).toBe('block special file 7:0 640 6');
+    expect(readFileSync(path.join(t.dir, 'instances', c.name, 'config'), 'utf8')).toMatch(/lxc.cgroup.devices.allow = b 7:0 rwm/);
+    await c.removeDevice('loop');
+    expect(readFileSync(path.join(t.dir, 'instances', c.name, 'config'), 'utf8')).not.toMatch(/b 7:0/);
   });
 
   test('a device the cgroup does not allow cannot be opened (the default list is closed)', async () => {

@@ -99,6 +99,14 @@ test('hot-plug and unplug a block disk (an image file the user made) and a share
   expect(Object.keys(vm.devices).sort()).toEqual(['ro', 'scratch', 'share']);
 }, 120_000);
 
+test('a disk on virtio-scsi, hot-plugged: the controller comes with it', async () => {
+  await vm.addDevice('scsi', { type: 'disk', size: '16MiB', 'io.bus': 'virtio-scsi' });
+  await waitFor(async () => (await sh('ls /sys/block')).out.includes('sda'));
+  expect((await sh('cat /sys/block/sda/size')).out.trim()).toBe(String((16 * 2 ** 20) / 512));
+  await vm.removeDevice('scsi');
+  await waitFor(async () => !(await sh('ls /sys/block')).out.includes('sda'));
+}, 120_000);
+
 test('the devices come back at the next start', async () => {
   await vm.stop({ timeout: 15_000 });
   await vm.start();
