@@ -153,28 +153,30 @@ class MountWorker : public Napi::AsyncWorker {
     errno_ = err;
     SetError(what + ": " + strerror(err));
   }
+  // What went wrong inside the namespace: the step, and errno (an empty step: nothing did).
+  struct Failure {
+    std::string what;
+    int err = 0;
+  };
+  static Failure Failed(std::string what) { return {std::move(what), errno}; }
+
   // Runs `fn` on a thread of its own inside the mount namespace of `pid` (its root becomes the
-  // namespace's root, the container's "/"); returns false with `failed`/`err` set.
+  // namespace's root, the container's "/"), and fails the call with what it returns.
   template <typename Fn>
-  bool InNamespace(int pid, Fn fn, std::string& failed, int& err) {
+  void InNamespace(int pid, Fn fn) {
     Fd ns(open(("/proc/" + std::to_string(pid) + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC));
-    if (ns.fd < 0) {
-      failed = "open the mount namespace of pid " + std::to_string(pid);
-      err = errno;
-      return false;
-    }
-    bool ok = false;
+    if (ns.fd < 0) return Fail("open the mount namespace of pid " + std::to_string(pid), errno);
+    Failure failure;
     std::thread([&] {
       // A thread shares its filesystem context with the process: unshare it so that setns may
       // change this thread's root and cwd alone.
       if (unshare(CLONE_FS) != 0 || setns(ns.fd, CLONE_NEWNS) != 0) {
-        failed = "enter the mount namespace";
-        err = errno;
+        failure = Failed("enter the mount namespace");
         return;
       }
-      ok = fn(failed, err);
+      failure = fn();
     }).join();
-    return ok;
+    if (!failure.what.empty()) Fail(failure.what, failure.err);
   }
   Napi::Promise::Deferred deferred_;
   int errno_ = 0;
@@ -204,24 +206,15 @@ class MountIntoWorker : public MountWorker {
     if (mount_setattr(tree.fd, "", AT_EMPTY_PATH | (recursive_ ? AT_RECURSIVE : 0), &attr, sizeof attr) != 0) {
       return Fail(std::string("mount_setattr") + (idmap_ ? " (idmapped)" : "") + " " + source_, errno);
     }
-    std::string failed;
-    int err = 0;
-    bool ok = InNamespace(pid_, [&](std::string& f, int& e) {
+    InNamespace(pid_, [&]() -> Failure {
       Fd root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
-      Fd target(root.fd < 0 ? -1 : OpenTarget(root.fd, target_, dir_, owner_, f));
-      if (target.fd < 0) {
-        e = errno;
-        if (f.empty()) f = "open /";
-        return false;
-      }
-      if (move_mount(tree.fd, "", target.fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
-        f = "move_mount onto " + target_;
-        e = errno;
-        return false;
-      }
-      return true;
-    }, failed, err);
-    if (!ok) Fail(failed, err);
+      if (root.fd < 0) return Failed("open /");
+      std::string step;
+      Fd target(OpenTarget(root.fd, target_, dir_, owner_, step));
+      if (target.fd < 0) return Failed(step);
+      if (move_mount(tree.fd, "", target.fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) return Failed("move_mount onto " + target_);
+      return {};
+    });
   }
 
  private:
@@ -238,24 +231,13 @@ class UmountWorker : public MountWorker {
       : MountWorker(env, "lxq:umountIn"), pid_(pid), target_(std::move(target)), remove_(remove) {}
 
   void Execute() override {
-    std::string failed;
-    int err = 0;
-    bool ok = InNamespace(pid_, [&](std::string& f, int& e) {
+    InNamespace(pid_, [&]() -> Failure {
       // The thread's root is the container's: the path resolves as inside it, never above it.
-      if (umount2(("/" + target_).c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
-        f = "umount /" + target_;
-        e = errno;
-        return false;
-      }
+      if (umount2(("/" + target_).c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) return Failed("umount /" + target_);
       // The file lxq made to mount a node on (unlink never follows the last component).
-      if (remove_ && unlink(("/" + target_).c_str()) != 0 && errno != ENOENT) {
-        f = "remove /" + target_;
-        e = errno;
-        return false;
-      }
-      return true;
-    }, failed, err);
-    if (!ok) Fail(failed, err);
+      if (remove_ && unlink(("/" + target_).c_str()) != 0 && errno != ENOENT) return Failed("remove /" + target_);
+      return {};
+    });
   }
 
  private:
