@@ -356,6 +356,8 @@ export class VmInstance extends BaseInstance {
         memoryMiB: s.memoryMiB,
         cpus: s.cpus,
         accel,
+        // The instance name, which the initramfs makes the hostname while the disk has none.
+        appendCmdline: `lxq.hostname=${this.name}`,
       }),
       '-name', this.name,
       '-pidfile', this.file('pid'),
