@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'NOT_SUPPORTED'
   | 'TIMEOUT'
   | 'ABORTED'
+  | 'BUSY'
   | 'OPERATION_FAILED';
 
 export class LxqError extends Error {
@@ -69,6 +70,16 @@ export class Timeout extends LxqError {
 export class Aborted extends LxqError {
   constructor(message: string) {
     super('ABORTED', message);
+  }
+}
+
+/** The thing is in use (e.g. an image an instance was made from); `users` says by what. */
+export class Busy extends LxqError {
+  constructor(
+    message: string,
+    readonly users: string[] = [],
+  ) {
+    super('BUSY', message);
   }
 }
 

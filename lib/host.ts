@@ -38,7 +38,7 @@ export class Host {
     readonly path: string,
     imagesDir: string,
   ) {
-    this.images = new ImageStore(imagesDir);
+    this.images = new ImageStore(imagesDir, { users: (image) => this.instancesOf(image) });
   }
 
   static async open(options: HostOptions = {}): Promise<Host> {
@@ -73,12 +73,11 @@ export class Host {
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');
     const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
     const devices = normalizeDevices(type, options.devices);
-    if (!ImageStore.known().includes(options.image)) await this.images.get(options.image); // throws the list of images
-    const imageType = ImageStore.typeOf(options.image);
-    if (imageType !== type) throw new InvalidArgument(`image "${options.image}" is a ${imageType} image, not a ${type} image`);
+    const types = await this.images.types(options.image); // InvalidArgument with the list of images
+    if (!types.includes(type)) throw new InvalidArgument(`image "${options.image}" is a ${types.join(' and ')} image, not a ${type} image`);
     const dir = path.join(this.instancesDir, name);
     await this.clearInterruptedCreate(dir, name);
-    const image = await this.images.ensure(options.image);
+    const image = await this.images.ensure(options.image, { type });
     const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString() };
     const made =
       type === 'vm'
@@ -90,6 +89,13 @@ export class Host {
     });
     this.instances.set(name, instance);
     return instance;
+  }
+
+  /** The names of this host's instances made from `image` (read from their records). */
+  private async instancesOf(image: string): Promise<string[]> {
+    const names = (await fs.readdir(this.instancesDir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
+    const records = await Promise.all(names.map((n) => readJson<InstanceRecord>(path.join(this.instancesDir, n, RECORD_FILE)).catch(() => undefined)));
+    return records.filter((r): r is InstanceRecord => r?.image === image).map((r) => r.name).sort();
   }
 
   private async clearInterruptedCreate(dir: string, name: string): Promise<void> {

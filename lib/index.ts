@@ -17,7 +17,7 @@ export { ContainerInstance } from './container/container';
 export { VmInstance } from './vm/vm';
 export type { VmState } from './vm/vm';
 export { ImageStore } from './images/store';
-export type { Image } from './images/store';
+export type { Image, ImageInfo, ImageProgress, EnsureOptions, BuildOptions } from './images/store';
 export { OPTIONS, describeOptions } from './config/options';
 export type { OptionSpec, OptionKey, InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType, Condition } from './config/options';
 export * from './errors';

@@ -3,162 +3,303 @@
  * reused by every instance. An image is a directory with an `image.json` written last, so a
  * half-built image is never used.
  *
- * Each image lives in `<store>/<name>/<recipe>/`, where the recipe is a digest of the builder's
- * declared inputs: a version the builder bumps when its output changes, and the data that
- * decides the content (guest file texts, module list, kernel command line, the identity of the
- * host binaries copied in). Moving code around rebuilds nothing; a changed input makes a new
- * image beside the old one instead of replacing it: VMs keep their qcow2 backing file.
+ * Each image variant lives in `<store>/<name>/<recipe>/`, where the recipe is a digest of the
+ * builder's declared inputs (catalog.ts): a version the builder bumps when its output changes,
+ * the variant's type and the data that decides the content (guest file texts, module list,
+ * kernel command line, the identity of the host binaries copied in, apt sources, packages).
+ * Moving code around rebuilds nothing; a changed input makes a new image beside the old one
+ * instead of replacing it: VMs keep their qcow2 backing file.
+ *
+ * A build runs in `<store>/<name>/.<recipe>.tmp-<pid>-<random>` and is renamed into place; a
+ * temporary directory whose process is gone (a crash) is removed by the next build. Derived
+ * images (`build`) are kept as `<store>/<name>/definition.json`, written once they are built, so
+ * that every process sharing the store knows them.
  */
+import { EventEmitter } from 'eventemitter3';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
-import { InvalidArgument, NotFound } from '../errors';
+import { Busy, InvalidArgument, NotFound } from '../errors';
 import { exists, readJson, writeJsonAtomic } from '../util/fs';
-import { sha256 } from './build-tools';
-import { BUSYBOX_FILES, buildBusyboxRootfs, HOST_BUSYBOX } from './busybox';
-import { VM_MODULES } from './modules';
-import { HOST_QGA } from './root-disk';
-import { INITRAMFS_FILES, ROOTFS_FILES } from './vm-guest';
-import { buildVmImage, readVmImageMeta, vmKernelCmdline } from './vm-image';
+import { optionKeys, refuseUnknownKeys } from '../util/keys';
+import { run, sha256 } from './build-tools';
+import { BUILTIN_IMAGES, type Builder, debianReleaseOf, type Derivation, derivedImage, type Image, type ImageVariants } from './catalog';
 
-export interface Image {
+export type { Image } from './catalog';
+
+/** A built image as `list()` shows it. */
+export interface ImageInfo extends Image {
+  /** Bytes on the host. */
+  size: number;
+  /** The image it was derived from, if any. */
+  from?: string;
+  /** False for an older build whose inputs have changed since (kept while instances use it). */
+  current: boolean;
+}
+
+export interface ImageProgress {
   name: string;
   type: InstanceType;
-  /** The image's directory: `rootfs/` for containers; kernel, initrd and disk for VMs. */
-  dir: string;
-  createdAt: string;
-  /** What the builder recorded: e.g. the container halt signal, or the VM kernel's version. */
-  meta: Record<string, unknown>;
+  /** What the build does now. */
+  phase: string;
+  /** 0 to 100. */
+  percent: number;
 }
 
-interface Builder {
-  type: InstanceType;
-  /** Bumped whenever the builder makes a different image from the same inputs. */
-  version: number;
-  /** The data that decides the image's content, besides the version (JSON). */
-  inputs(): Promise<unknown>;
-  /** Fills `dir` (which exists and is empty) and returns the image's metadata. */
-  build(dir: string): Promise<Record<string, unknown>>;
+export interface ImageStoreEvents {
+  progress: (event: ImageProgress) => void;
 }
 
-/** A host file copied into images, by content (cached while its size and mtime stay). */
-const identities = new Map<string, { stamp: string; digest: string }>();
-async function fileIdentity(file: string): Promise<string> {
-  const st = await fs.stat(file).catch(() => undefined);
-  if (!st) return 'missing';
-  const stamp = `${st.size}:${st.mtimeMs}`;
-  const known = identities.get(file);
-  if (known?.stamp === stamp) return known.digest;
-  const digest = sha256(await fs.readFile(file));
-  identities.set(file, { stamp, digest });
-  return digest;
+export interface EnsureOptions {
+  /** The variant; default the image's only one, or `container`. */
+  type?: InstanceType;
+  /** Build progress, if it has to be built (also emitted as `progress` events). */
+  onProgress?: (event: ImageProgress) => void;
 }
+const ENSURE_OPTION_KEYS = optionKeys<EnsureOptions>({ type: true, onProgress: true });
 
-const BUILDERS: Record<string, Builder> = {
-  busybox: {
-    type: 'container',
-    version: 1,
-    inputs: async () => ({ files: BUSYBOX_FILES, busybox: await fileIdentity(HOST_BUSYBOX) }),
-    build: async (dir) => ({ ...(await buildBusyboxRootfs(path.join(dir, 'rootfs'))) }),
-  },
-  // buildVmImage fills the (empty) directory it is given and writes a manifest of the store's
-  // shape; the store then rewrites that manifest with the same metadata.
-  'vm/default': {
-    type: 'vm',
-    version: 1,
-    inputs: async () => ({
-      initramfs: INITRAMFS_FILES,
-      rootfs: ROOTFS_FILES,
-      modules: VM_MODULES,
-      cmdline: vmKernelCmdline(),
-      busybox: await fileIdentity(HOST_BUSYBOX),
-      qemuGa: await fileIdentity(HOST_QGA),
-    }),
-    build: async (dir) => {
-      await buildVmImage(dir);
-      return { ...(await readVmImageMeta(dir)) };
-    },
-  },
-};
+export interface BuildOptions extends EnsureOptions {
+  /** The image this one is made from (a Debian image, or one derived from it). */
+  from: string;
+  /** More Debian packages. */
+  packages?: string[];
+  /** Shell commands run as root in the image after the packages are installed. */
+  run?: string[];
+}
+const BUILD_OPTION_KEYS = optionKeys<BuildOptions>({ from: true, packages: true, run: true, type: true, onProgress: true });
+
+interface StoreOptions {
+  /** The instances using an image (for `delete`): names, empty if none. */
+  users?: (name: string) => Promise<string[]>;
+}
 
 const MANIFEST = 'image.json';
+const DEFINITION = 'definition.json';
+const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}(\/[a-z0-9][a-z0-9._-]{0,63}){0,3}$/;
+const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$/;
+const TMP = /^\.[0-9a-f]+\.tmp-(\d+)-/;
 
-/** The digest naming the current version of an image: its builder's version and inputs. */
-async function recipe(name: string): Promise<string> {
-  const b = BUILDERS[name];
-  return sha256(JSON.stringify({ version: b.version, inputs: await b.inputs() })).slice(0, 12);
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
-export class ImageStore {
+export class ImageStore extends EventEmitter<ImageStoreEvents> {
   private readonly building = new Map<string, Promise<Image>>();
 
-  constructor(readonly dir: string) {}
-
-  /** The images this store can build. */
-  static known(): string[] {
-    return Object.keys(BUILDERS);
+  constructor(
+    readonly dir: string,
+    private readonly options: StoreOptions = {},
+  ) {
+    super();
   }
 
-  /** The instance type an image is for, known before it is built. */
-  static typeOf(name: string): InstanceType | undefined {
-    return BUILDERS[name]?.type;
+  private nameDir(name: string): string {
+    return path.join(this.dir, ...name.split('/'));
   }
 
-  /** Registers how to build an image (used by the VM driver for `vm/default`). */
-  static register(name: string, builder: Builder): void {
-    BUILDERS[name] = builder;
+  private async derivation(name: string): Promise<Derivation | undefined> {
+    if (BUILTIN_IMAGES[name] || !IMAGE_NAME.test(name)) return undefined;
+    return readJson<Derivation>(path.join(this.nameDir(name), DEFINITION)).catch(() => undefined);
   }
 
-  private async pathOf(name: string): Promise<string> {
-    if (!BUILDERS[name]) {
-      throw new InvalidArgument(`unknown image "${name}"; available: ${Object.keys(BUILDERS).map((n) => `"${n}"`).join(', ')}`);
+  /** The derived images whose definitions are in the store. */
+  private async derivedNames(): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (dir: string, prefix: string[], depth: number): Promise<void> => {
+      if (depth > 4) return;
+      const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
+      if (entries.some((e) => e.name === DEFINITION)) out.push(prefix.join('/'));
+      for (const e of entries) if (e.isDirectory() && !e.name.startsWith('.') && !/^[0-9a-f]{12}$/.test(e.name)) await walk(path.join(dir, e.name), [...prefix, e.name], depth + 1);
+    };
+    await walk(this.dir, [], 0);
+    return out.filter((n) => n && !BUILTIN_IMAGES[n]);
+  }
+
+  /** The names of the images this store can build or has: lxq's own, then derived ones. */
+  async known(): Promise<string[]> {
+    return [...Object.keys(BUILTIN_IMAGES), ...(await this.derivedNames()).sort()];
+  }
+
+  private async variantsOf(name: string): Promise<ImageVariants> {
+    const builtin = BUILTIN_IMAGES[name];
+    if (builtin) return builtin;
+    const chain: Derivation[] = [];
+    for (let d = await this.derivation(name); d; d = await this.derivation(d.from)) {
+      chain.unshift(d);
+      if (chain.length > 16) break;
     }
-    return path.join(this.dir, ...name.split('/'), await recipe(name));
+    const release = chain.length ? await this.releaseOf(name) : undefined;
+    if (!release) {
+      if (typeof name !== 'string' || !IMAGE_NAME.test(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}`);
+      throw new InvalidArgument(`unknown image "${name}"; available: ${(await this.known()).map((n) => `"${n}"`).join(', ')}`);
+    }
+    return derivedImage(name, chain, release);
+  }
+
+  private async releaseOf(name: string) {
+    const defs = new Map<string, Derivation>();
+    for (let n: string | undefined = name; n && !BUILTIN_IMAGES[n] && defs.size < 16; ) {
+      const d = await this.derivation(n);
+      if (!d) break;
+      defs.set(n, d);
+      n = d.from;
+    }
+    return debianReleaseOf(name, (n) => defs.get(n));
+  }
+
+  /** The instance types the image has a variant for. */
+  async types(name: string): Promise<InstanceType[]> {
+    return Object.keys(await this.variantsOf(name)) as InstanceType[];
+  }
+
+  private async variant(name: string, type: InstanceType | undefined): Promise<{ type: InstanceType; builder: Builder }> {
+    const variants = await this.variantsOf(name);
+    const types = Object.keys(variants) as InstanceType[];
+    const chosen = type ?? (types.includes('container') ? 'container' : types[0]);
+    const builder = variants[chosen];
+    if (!builder) throw new InvalidArgument(`image "${name}" is a ${types.join(' and ')} image, not a ${chosen} image`);
+    return { type: chosen, builder };
+  }
+
+  private async pathOf(name: string, type: InstanceType, builder: Builder): Promise<string> {
+    const recipe = sha256(JSON.stringify({ version: builder.version, type, inputs: await builder.inputs() })).slice(0, 12);
+    return path.join(this.nameDir(name), recipe);
   }
 
   /** The image if it is built, else NotFound. */
-  async get(name: string): Promise<Image> {
-    const dir = await this.pathOf(name);
+  async get(name: string, options: Pick<EnsureOptions, 'type'> = {}): Promise<Image> {
+    refuseUnknownKeys('image get', options, ['type']);
+    const { type, builder } = await this.variant(name, options.type);
+    const dir = await this.pathOf(name, type, builder);
     try {
       const m = await readJson<Omit<Image, 'dir'>>(path.join(dir, MANIFEST));
       return { ...m, dir };
     } catch {
-      throw new NotFound(`image "${name}" is not built yet; call host.images.ensure("${name}")`);
+      throw new NotFound(`image "${name}" (${type}) is not built yet; call host.images.ensure("${name}")`);
     }
   }
 
-  async list(): Promise<Image[]> {
-    const out: Image[] = [];
-    for (const name of Object.keys(BUILDERS)) out.push(...(await this.get(name).then((i) => [i], () => [])));
+  /** Every built image in the store, with its size; builds whose inputs changed show `current: false`. */
+  async list(): Promise<ImageInfo[]> {
+    const out: ImageInfo[] = [];
+    for (const name of await this.known()) {
+      const current = new Set<string>();
+      for (const type of await this.types(name).catch(() => [] as InstanceType[])) {
+        const v = await this.variant(name, type).catch(() => undefined);
+        if (v) current.add(await this.pathOf(name, type, v.builder).catch(() => ''));
+      }
+      const dirs = await fs.readdir(this.nameDir(name)).catch(() => [] as string[]);
+      for (const d of dirs.filter((x) => /^[0-9a-f]{12}$/.test(x)).sort()) {
+        const dir = path.join(this.nameDir(name), d);
+        const m = await readJson<Omit<Image, 'dir'>>(path.join(dir, MANIFEST)).catch(() => undefined);
+        if (!m) continue;
+        const size = Number((await run('du', ['-sb', dir]).catch(() => '0')).split('\t')[0]) || 0;
+        const from = typeof m.meta?.from === 'string' ? m.meta.from : undefined;
+        out.push({ ...m, dir, size, current: current.has(dir), ...(from ? { from } : {}) });
+      }
+    }
     return out;
   }
 
   /** The image, built first if needed. Concurrent calls share one build. */
-  ensure(name: string): Promise<Image> {
-    let p = this.building.get(name);
+  async ensure(name: string, options: EnsureOptions = {}): Promise<Image> {
+    refuseUnknownKeys('image ensure', options, ENSURE_OPTION_KEYS);
+    const { type, builder } = await this.variant(name, options.type);
+    const key = `${name}\0${type}`;
+    let p = this.building.get(key);
     if (!p) {
-      p = this.get(name).catch((e) => (e instanceof NotFound ? this.build(name) : Promise.reject(e)));
-      this.building.set(name, p);
-      p.finally(() => this.building.delete(name)).catch(() => undefined);
+      p = this.get(name, { type }).catch((e) => (e instanceof NotFound ? this.buildVariant(name, type, builder, options.onProgress) : Promise.reject(e)));
+      this.building.set(key, p);
+      p.finally(() => this.building.delete(key)).catch(() => undefined);
+    } else if (options.onProgress) {
+      const listener = options.onProgress;
+      const forward = (e: ImageProgress) => e.name === name && e.type === type && listener(e);
+      this.on('progress', forward);
+      p.finally(() => this.off('progress', forward)).catch(() => undefined);
     }
     return p;
   }
 
-  async remove(name: string): Promise<void> {
-    await fs.rm(await this.pathOf(name), { recursive: true, force: true });
+  /**
+   * A derived image: `from` (a Debian image) with more packages and commands, cached by its
+   * inputs (the same inputs build nothing again). Nothing is kept if the build fails.
+   */
+  async build(name: string, options: BuildOptions): Promise<Image> {
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('build options must be an object with `from`');
+    refuseUnknownKeys('image build', options, BUILD_OPTION_KEYS);
+    if (typeof name !== 'string' || !IMAGE_NAME.test(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/"`);
+    if (BUILTIN_IMAGES[name]) throw new InvalidArgument(`"${name}" is one of lxq's own images; give the derived image another name`);
+    const packages = options.packages ?? [];
+    const commands = options.run ?? [];
+    if (!Array.isArray(packages) || packages.some((p) => typeof p !== 'string' || !PACKAGE_NAME.test(p))) {
+      throw new InvalidArgument(`packages must be Debian package names (optionally name=version), got ${JSON.stringify(packages)}`);
+    }
+    if (!Array.isArray(commands) || commands.some((c) => typeof c !== 'string' || !c.trim() || c.includes('\0'))) {
+      throw new InvalidArgument('run must be a list of non-empty shell commands');
+    }
+    if (typeof options.from !== 'string') throw new InvalidArgument('build needs `from`, the image to start from (e.g. "debian/12")');
+    if (!(await this.releaseOf(options.from)) && !(await this.variantsOf(options.from).catch(() => undefined))) {
+      await this.variantsOf(options.from); // unknown: the list of images
+    }
+    if (!(await this.releaseOf(options.from))) throw new InvalidArgument(`image "${options.from}" is not a Debian image: only Debian images can take packages`);
+    const definition: Derivation = { from: options.from, packages, run: commands };
+    const release = (await this.releaseOf(options.from))!;
+    const chain: Derivation[] = [definition];
+    for (let d = await this.derivation(options.from); d; d = await this.derivation(d.from)) chain.unshift(d);
+    // The container variant holds the tree (a VM variant is made from it): built first, and the
+    // definition is written once it exists, so a failed build leaves nothing behind.
+    const builder = derivedImage(name, chain, release).container!;
+    const dir = await this.pathOf(name, 'container', builder);
+    const built = await readJson<Omit<Image, 'dir'>>(path.join(dir, MANIFEST)).then((m) => ({ ...m, dir }), () => undefined);
+    const image = built ?? (await this.buildVariant(name, 'container', builder, options.onProgress));
+    await this.writeDefinition(name, definition);
+    return options.type === 'vm' ? this.ensure(name, { type: 'vm', onProgress: options.onProgress }) : image;
   }
 
-  private async build(name: string): Promise<Image> {
-    const final = await this.pathOf(name);
-    const builder = BUILDERS[name];
-    await fs.mkdir(path.dirname(final), { recursive: true });
-    const tmp = path.join(path.dirname(final), `.${path.basename(final)}.tmp-${randomBytes(6).toString('hex')}`);
+  private async writeDefinition(name: string, d: Derivation): Promise<void> {
+    await fs.mkdir(this.nameDir(name), { recursive: true });
+    await writeJsonAtomic(path.join(this.nameDir(name), DEFINITION), d);
+  }
+
+  /** Removes every build of the image (and its definition); Busy while an instance uses it. */
+  async delete(name: string): Promise<void> {
+    if (typeof name !== 'string' || !IMAGE_NAME.test(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}`);
+    const dir = this.nameDir(name);
+    const hasBuilds = (await fs.readdir(dir).catch(() => [] as string[])).some((d) => /^[0-9a-f]{12}$/.test(d));
+    if (!hasBuilds && !(await exists(path.join(dir, DEFINITION)))) throw new NotFound(`image "${name}" is not in the store`);
+    const users = (await this.options.users?.(name)) ?? [];
+    if (users.length) throw new Busy(`image "${name}" is used by ${users.map((u) => `"${u}"`).join(', ')}; delete those instances first`, users);
+    // Only this name's own builds: a derived image below it (`name/x`) stays.
+    for (const d of await fs.readdir(dir).catch(() => [] as string[])) {
+      if (/^[0-9a-f]{12}$/.test(d) || d === DEFINITION) await fs.rm(path.join(dir, d), { recursive: true, force: true });
+    }
+    await fs.rmdir(dir).catch(() => undefined);
+  }
+
+  private async buildVariant(name: string, type: InstanceType, builder: Builder, onProgress?: (e: ImageProgress) => void): Promise<Image> {
+    const final = await this.pathOf(name, type, builder);
+    const parent = path.dirname(final);
+    await fs.mkdir(parent, { recursive: true, mode: 0o755 });
+    await this.removeAbandoned(parent);
+    const tmp = path.join(parent, `.${path.basename(final)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
     await fs.mkdir(tmp, { mode: 0o755 });
+    const report = (fraction: number, phase: string) => {
+      const e: ImageProgress = { name, type, phase, percent: Math.max(0, Math.min(100, Math.round(fraction * 100))) };
+      this.emit('progress', e);
+      onProgress?.(e);
+    };
     try {
-      const meta = await builder.build(tmp);
-      const image = { name, type: builder.type, createdAt: new Date().toISOString(), meta };
+      report(0, 'starting');
+      const t0 = Date.now();
+      const meta = await builder.build({ dir: tmp, progress: report, ensure: (n, t) => this.ensure(n, { type: t }) });
+      const image = { name, type, createdAt: new Date().toISOString(), meta: { ...meta, buildMs: Date.now() - t0 } };
       await writeJsonAtomic(path.join(tmp, MANIFEST), image);
       try {
         await fs.rename(tmp, final);
@@ -167,10 +308,19 @@ export class ImageStore {
         if (!(await exists(path.join(final, MANIFEST)))) throw e;
         await fs.rm(tmp, { recursive: true, force: true });
       }
-      return this.get(name);
+      report(1, 'done');
+      return this.get(name, { type });
     } catch (e) {
       await fs.rm(tmp, { recursive: true, force: true });
       throw e;
+    }
+  }
+
+  /** Temporary build directories left by a process that is gone (a crash). */
+  private async removeAbandoned(parent: string): Promise<void> {
+    for (const d of await fs.readdir(parent).catch(() => [] as string[])) {
+      const m = TMP.exec(d);
+      if (m && !pidAlive(Number(m[1]))) await fs.rm(path.join(parent, d), { recursive: true, force: true });
     }
   }
 }

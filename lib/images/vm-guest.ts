@@ -102,6 +102,7 @@ done < /lib/modules/load
 mark "modules loaded"
 
 root=/dev/vda
+hostname=
 fstype=ext4
 flags=rw,noatime
 read -r cmdline < /proc/cmdline
@@ -110,6 +111,7 @@ for arg in $cmdline; do
     lxq.root=*) root=\${arg#lxq.root=} ;;
     lxq.rootfstype=*) fstype=\${arg#lxq.rootfstype=} ;;
     lxq.rootflags=*) flags=\${arg#lxq.rootflags=} ;;
+    lxq.hostname=*) hostname=\${arg#lxq.hostname=} ;;
   esac
 done
 
@@ -121,6 +123,8 @@ if [ "$root" != none ]; then
     echo "lxq-init: no disk $root"
   elif mount -t "$fstype" -o "$flags" "$root" /newroot; then
     if [ -x /newroot/sbin/init ] || [ -L /newroot/sbin/init ]; then
+      # A disk without /etc/hostname (a Debian image's first boot) takes the instance name.
+      [ -n "$hostname" ] && ! [ -e /newroot/etc/hostname ] && echo "$hostname" > /proc/sys/kernel/hostname
       set_hostname /newroot
       lo_up
       vports

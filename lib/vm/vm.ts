@@ -393,6 +393,8 @@ export class VmInstance extends BaseInstance {
         memoryMiB: s.memoryMiB,
         cpus: s.cpus,
         accel,
+        // The instance name, which the initramfs makes the hostname while the disk has none.
+        appendCmdline: `lxq.hostname=${this.name}`,
       }),
       ...(await launchArgs(this.dir, this.devices, await readSources(this.devices), s.memoryMiB)),
       '-name', this.name,

@@ -1,0 +1,154 @@
+/**
+ * The images lxq can build, each with its variants (one per instance type) and, for each
+ * variant, a builder: a version (bumped when the builder makes a different image from the same
+ * inputs), the inputs that decide the content (the store's cache key is their digest) and the
+ * build itself.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import type { InstanceType } from '../config/options';
+import { run, sha256 } from './build-tools';
+import { BUSYBOX_FILES, buildBusyboxRootfs, HOST_BUSYBOX } from './busybox';
+import { buildDebianTree, DEBIAN_FILES, DEBIAN_PACKAGES, DEBIAN_RELEASES, DEBIAN_VM_FILES, type DebianRelease, hostAptOptions, hostAptSources } from './debian';
+import type { ContainerImageMeta } from './meta';
+import { VM_MODULES } from './modules';
+import { HOST_QGA, writeGuestFiles } from './root-disk';
+import { INITRAMFS_FILES, ROOTFS_FILES } from './vm-guest';
+import { buildVmImage, readVmImageMeta, vmKernelCmdline } from './vm-image';
+
+/** A built image as the store hands it out. */
+export interface Image {
+  name: string;
+  type: InstanceType;
+  /** The image's directory: `rootfs/` for containers; kernel, initrd and disk for VMs. */
+  dir: string;
+  createdAt: string;
+  /** What the builder recorded: e.g. the container halt signal, or the VM kernel's version. */
+  meta: Record<string, unknown>;
+}
+
+export interface BuildContext {
+  /** The image's directory, empty: fill it. */
+  dir: string;
+  /** The fraction (0..1) of this build done, and what it does now. */
+  progress(fraction: number, phase: string): void;
+  /** Another image this one is made from, built first if needed. */
+  ensure(name: string, type: InstanceType): Promise<Image>;
+}
+
+export interface Builder {
+  version: number;
+  inputs(): Promise<unknown>;
+  /** Fills `ctx.dir` and returns the image's metadata. */
+  build(ctx: BuildContext): Promise<Record<string, unknown>>;
+}
+
+export type ImageVariants = Partial<Record<InstanceType, Builder>>;
+
+/** What a derived image adds to the image it is made from (see ImageStore.build). */
+export interface Derivation {
+  from: string;
+  packages: string[];
+  run: string[];
+}
+
+/** A host file copied into images, by content (cached while its size and mtime stay). */
+const identities = new Map<string, { stamp: string; digest: string }>();
+export async function fileIdentity(file: string): Promise<string> {
+  const st = await fs.stat(file).catch(() => undefined);
+  if (!st) return 'missing';
+  const stamp = `${st.size}:${st.mtimeMs}`;
+  const known = identities.get(file);
+  if (known?.stamp === stamp) return known.digest;
+  const digest = sha256(await fs.readFile(file));
+  identities.set(file, { stamp, digest });
+  return digest;
+}
+
+/** What the initramfs and kernel steps of every VM image depend on. */
+async function vmBootInputs(): Promise<unknown> {
+  return { initramfs: INITRAMFS_FILES, modules: VM_MODULES, cmdline: vmKernelCmdline(), busybox: await fileIdentity(HOST_BUSYBOX) };
+}
+
+/** Debian images: `debian/12`, and images derived from it (extra packages, commands). */
+function debianImage(name: string, release: DebianRelease, extra: { packages: string[]; run: string[]; from?: string }): ImageVariants {
+  const containerInputs = async () => ({
+    release,
+    packages: DEBIAN_PACKAGES,
+    extraPackages: extra.packages,
+    run: extra.run,
+    files: DEBIAN_FILES,
+    sources: await hostAptSources(release.suite),
+    apt: await hostAptOptions(),
+  });
+  return {
+    container: {
+      version: 1,
+      inputs: containerInputs,
+      build: async (ctx) => {
+        const tree = await buildDebianTree(path.join(ctx.dir, 'rootfs'), { release, packages: extra.packages, run: extra.run, onProgress: ctx.progress });
+        const meta: ContainerImageMeta = { haltSignal: 'SIGRTMIN+3', init: 'systemd' };
+        return { ...meta, os: 'debian', release: release.version, suite: release.suite, packages: tree.packages, ...(extra.from ? { from: extra.from, extraPackages: extra.packages, run: extra.run } : {}) };
+      },
+    },
+    vm: {
+      version: 1,
+      inputs: async () => ({ tree: await containerInputs(), vmFiles: DEBIAN_VM_FILES, boot: await vmBootInputs() }),
+      build: async (ctx) => {
+        const tree = await ctx.ensure(name, 'container');
+        ctx.progress(0.1, 'making the VM image');
+        await buildVmImage(ctx.dir, {
+          name,
+          init: 'systemd',
+          diskSize: '2G',
+          rootTree: async (root) => {
+            await run('cp', ['-a', '--reflink=auto', path.join(tree.dir, 'rootfs'), root]);
+            await writeGuestFiles(root, DEBIAN_VM_FILES);
+          },
+          onStep: (done, what) => ctx.progress(0.1 + 0.9 * done, what),
+        });
+        return { ...(await readVmImageMeta(ctx.dir)), os: 'debian', release: release.version, ...(extra.from ? { from: extra.from } : {}) };
+      },
+    },
+  };
+}
+
+/** The images lxq knows how to build, by name. */
+export const BUILTIN_IMAGES: Record<string, ImageVariants> = {
+  busybox: {
+    container: {
+      version: 1,
+      inputs: async () => ({ files: BUSYBOX_FILES, busybox: await fileIdentity(HOST_BUSYBOX) }),
+      build: async (ctx) => ({ ...(await buildBusyboxRootfs(path.join(ctx.dir, 'rootfs'))) }),
+    },
+  },
+  // buildVmImage fills the (empty) directory it is given and writes a manifest of the store's
+  // shape; the store then rewrites that manifest with the same metadata.
+  'vm/default': {
+    vm: {
+      version: 1,
+      inputs: async () => ({ boot: await vmBootInputs(), rootfs: ROOTFS_FILES, qemuGa: await fileIdentity(HOST_QGA) }),
+      build: async (ctx) => {
+        await buildVmImage(ctx.dir, { onStep: ctx.progress });
+        return { ...(await readVmImageMeta(ctx.dir)) };
+      },
+    },
+  },
+  ...Object.fromEntries(DEBIAN_RELEASES.map((r) => [`debian/${r.version}`, debianImage(`debian/${r.version}`, r, { packages: [], run: [] })])),
+};
+
+/** The Debian release an image is, or is derived from; undefined if it is not a Debian image. */
+export function debianReleaseOf(name: string, derivations: (n: string) => Derivation | undefined): DebianRelease | undefined {
+  for (let n: string | undefined = name, depth = 0; n && depth < 16; depth++) {
+    const r = DEBIAN_RELEASES.find((x) => `debian/${x.version}` === n);
+    if (r) return r;
+    n = derivations(n)?.from;
+  }
+  return undefined;
+}
+
+/** The variants of a derived image: its base's, with the packages and commands of every step. */
+export function derivedImage(name: string, chain: Derivation[], release: DebianRelease): ImageVariants {
+  return debianImage(name, release, { packages: chain.flatMap((d) => d.packages), run: chain.flatMap((d) => d.run), from: chain[chain.length - 1].from });
+}
