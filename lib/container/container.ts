@@ -6,6 +6,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { InstanceConfig } from '../config/options';
+import type { Networks } from '../network/networks';
 import type { Devices } from '../devices/declarations';
 import {
   checkReachable,
@@ -16,6 +17,7 @@ import {
   releaseContainerDevice,
   unplugContainerDevice,
 } from '../devices/container';
+import { ensureNetworks } from '../devices/nic';
 import { type DeviceSource, probeDevices, readSources } from '../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
 import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
@@ -34,16 +36,18 @@ import { Socket } from 'node:net';
 /** What the host tells the container driver: where containers live and what this machine is like. */
 export interface ContainerContext {
   lxcpath: string;
+  networks: Networks;
   layout: CgroupLayout;
   apparmor: boolean;
   /** Read on first need: privileged-only programs work without /etc/subuid. */
   idmap(): IdMap;
 }
 
-export function containerContext(lxcpath: string): ContainerContext {
+export function containerContext(lxcpath: string, networks: Networks): ContainerContext {
   let idmap: IdMap | undefined;
   return {
     lxcpath,
+    networks,
     layout: detectCgroupLayout(),
     apparmor: apparmorEnabled(),
     idmap: () => (idmap ??= detectIdMap()),
@@ -148,7 +152,7 @@ export class ContainerInstance extends BaseInstance {
   static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage): Promise<ContainerInstance> {
     const instance = new ContainerInstance(ctx, dir, record, image.meta);
     const devices = record.devices ?? {};
-    const sources = await probeDevices('container', devices);
+    const sources = await probeDevices('container', devices, instance.probeEnv);
     const items = instance.render(record.config, devices, sources);
     await instance.checkWithLiblxc(items);
     for (const [name, d] of Object.entries(devices)) await checkReachable(name, d, sources.get(name)!, instance.deviceHost());
@@ -164,6 +168,10 @@ export class ContainerInstance extends BaseInstance {
       throw e;
     }
     return instance;
+  }
+
+  protected get networks(): Networks {
+    return this.ctx.networks;
   }
 
   /** The liblxc log of this container (errors of start, stop, attach…). */
@@ -285,6 +293,7 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async doStart(): Promise<void> {
+    await ensureNetworks(this.devices, this.ctx.networks);
     await this.lxc()
       .start([])
       .catch(async (e) => {
@@ -368,7 +377,7 @@ export class ContainerInstance extends BaseInstance {
 
   /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
   private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
-    const items = this.render(config, devices, await readSources(devices));
+    const items = this.render(config, devices, await readSources(devices, this.probeEnv));
     await this.checkWithLiblxc(items);
     await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(items));
     this.reopen();
@@ -381,9 +390,9 @@ export class ContainerInstance extends BaseInstance {
    */
   protected async applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void> {
     const host = this.deviceHost();
-    const added = await probeDevices('container', change.added);
+    const added = await probeDevices('container', change.added, this.probeEnv);
     for (const [name, d] of Object.entries(change.added)) await checkReachable(name, d, added.get(name)!, host);
-    const removed = await readSources(change.removed);
+    const removed = await readSources(change.removed, this.probeEnv);
     for (const [name, d] of Object.entries(change.added)) await prepareContainerDevice(name, d, added.get(name)!, host);
     const plugged: string[] = [];
     const setCgroup = (key: string, value: string) => this.lxc().setCgroupItem(key, value);

@@ -76,11 +76,11 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
     ['lxc.tty.max', '0'],
     ['lxc.mount.auto', 'proc:mixed sys:mixed cgroup:mixed:force'],
     ['lxc.cap.drop', 'sys_module mac_admin mac_override sys_time'],
-    // No bridge is assumed on the host: the container gets its own loopback only.
-    ['lxc.net.0.type', 'empty'],
   ];
   const devicesCgroup = layout.version('devices') === 1 ? 'lxc.cgroup.devices' : 'lxc.cgroup2.devices';
   items.push([`${devicesCgroup}.deny`, 'a'], ...DEFAULT_DEVICE_RULES.map((r): LxcItem => [`${devicesCgroup}.allow`, r]));
+  // Without a NIC device the container has its own loopback only (no bridge is assumed).
+  if (!input.devices.some(([k]) => k.startsWith('lxc.net.'))) items.push(['lxc.net.0.type', 'empty']);
   items.push(...input.devices);
   if (!input.apparmor) items.push(['lxc.apparmor.profile', 'unconfined']);
   if (input.idmap) {

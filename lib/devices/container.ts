@@ -5,6 +5,7 @@
  *
  * - `disk`: a bind mount of the host's source; `shift` makes it an idmapped mount over the
  *   container's user namespace (liblxc's `idmap=container` at start).
+ * - `nic`: a veth pair (nic.ts).
  * - `unix-char` / `unix-block`: a node made on the host in `<instance>/devices/` (an
  *   unprivileged container cannot mknod), owned by the container's ids, bind-mounted at its
  *   path, and allowed in the devices cgroup.
@@ -17,6 +18,7 @@ import type { CgroupLayout, IdMap } from '../container/host-facts';
 import type { LxcItem } from '../container/lxc-config';
 import { native } from '../container/native';
 import { type DeviceConfig, deviceFlag, deviceValue } from './declarations';
+import { lxcNicItems, plugContainerNic, unplugContainerNic } from './nic';
 import { type DeviceSource, devicePath, nodeNumbers, nodeOwnership, relativeInside } from './validate';
 
 export interface ContainerDeviceHost {
@@ -54,10 +56,10 @@ export function skipped(d: DeviceConfig, src: DeviceSource): boolean {
 
 /** The liblxc items a container's devices need at start. */
 export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: Map<string, DeviceSource>, host: ContainerDeviceHost): LxcItem[] {
-  const items: LxcItem[] = [];
+  const items: LxcItem[] = lxcNicItems(host.dir, devices, sources);
   for (const [name, d] of Object.entries(devices)) {
     const src = sources.get(name) ?? { kind: 'missing' };
-    if (skipped(d, src)) continue;
+    if (d.type === 'nic' || skipped(d, src)) continue;
     const target = fstabEscape(relativeInside(devicePath(d)!));
     if (d.type === 'disk') {
       const opts = [deviceFlag(d, 'recursive') ? 'rbind' : 'bind', src.kind === 'dir' ? 'create=dir' : 'create=file'];
@@ -97,7 +99,7 @@ export async function checkReachable(name: string, d: DeviceConfig, src: DeviceS
 
 /** What a device needs on the host before any start or plug: the node of a unix device. */
 export async function prepareContainerDevice(name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost): Promise<void> {
-  if (d.type === 'disk' || skipped(d, src)) return;
+  if ((d.type !== 'unix-char' && d.type !== 'unix-block') || skipped(d, src)) return;
   const file = nodeFile(host, name);
   await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o711 });
   await fs.rm(file, { force: true });
@@ -121,6 +123,7 @@ export type SetCgroupItem = (key: string, value: string) => Promise<unknown>;
 
 /** Adds a device to the running container whose init is `pid`. */
 export async function plugContainerDevice(pid: number, name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost, setCgroup: SetCgroupItem): Promise<void> {
+  if (d.type === 'nic') return plugContainerNic(host.dir, pid, name, d, src);
   if (skipped(d, src)) return;
   const target = relativeInside(devicePath(d)!);
   const owner = { uid: host.idmap?.base ?? 0, gid: host.idmap?.base ?? 0 };
@@ -149,6 +152,7 @@ export async function plugContainerDevice(pid: number, name: string, d: DeviceCo
 
 /** Removes a device from the running container whose init is `pid`. */
 export async function unplugContainerDevice(pid: number, name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost, setCgroup: SetCgroupItem): Promise<void> {
+  if (d.type === 'nic') return unplugContainerNic(host.dir, name);
   if (skipped(d, src)) return;
   await native()
     .umountIn(pid, relativeInside(devicePath(d)!), d.type !== 'disk')

@@ -66,6 +66,22 @@ export const DEVICE_TYPES = {
       'io.bus': { form: 'enum', condition: 'vm', values: BUSES, default: 'virtio-blk', description: 'Bus of a VM block disk.' },
     },
   },
+  nic: {
+    condition: 'both',
+    live: true,
+    description:
+      'A network interface on a bridge: an lxq network (`network`, DHCP and DNS from its dnsmasq) or a host bridge lxq does not manage ' +
+      '(`nictype: bridged` + `parent`). Containers: a veth pair; VMs: a tap and a virtio-net-pci device.',
+    keys: {
+      network: { form: 'string', condition: 'both', description: 'The lxq network (see `host.networks`) to attach to.' },
+      nictype: { form: 'enum', condition: 'both', values: ['bridged'], description: 'With `parent`: a bridge lxq does not manage.' },
+      parent: { form: 'string', condition: 'both', description: 'The host bridge, for `nictype: bridged`.' },
+      name: { form: 'string', condition: 'both', description: 'The interface name inside the instance (default: the device name).' },
+      hwaddr: { form: 'string', condition: 'both', description: 'MAC address (default: one made by lxq, 00:16:3e:…, kept in the record).' },
+      'ipv4.address': { form: 'string', condition: 'both', description: 'A static DHCP lease on the network (an address of its subnet).' },
+      mtu: { form: 'integer', condition: 'both', description: 'MTU (default: the network\'s `bridge.mtu`, or the parent\'s).' },
+    },
+  },
   'unix-char': {
     condition: 'container',
     live: true,
@@ -97,6 +113,7 @@ export type DeviceInput = {
 }[DeviceType];
 export type DiskDevice = Extract<DeviceInput, { type: 'disk' }>;
 export type UnixCharDevice = Extract<DeviceInput, { type: 'unix-char' }>;
+export type NicDevice = Extract<DeviceInput, { type: 'nic' }>;
 export type UnixBlockDevice = Extract<DeviceInput, { type: 'unix-block' }>;
 
 /** A device as stored: every value a string, as in LXD. */

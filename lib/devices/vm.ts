@@ -8,6 +8,7 @@
  *   `memory-backend-memfd,share=on`. `readonly` is enforced on the host: virtiofsd runs in a
  *   mount namespace of its own where the source is a read-only bind mount. (9p is no fallback
  *   here: Debian's cloud kernel has no 9p.)
+ * - A `nic` is a tap on its bridge (made by lxq, opened by QEMU by name) and a `virtio-net-pci`.
  * - A `disk` whose source is a disk image file (raw or qcow2, told by its first bytes), or that
  *   has a `size` (a new qcow2 that lxq makes in `<vm>/devices/<name>.qcow2`), is a **block disk**:
  *   `-blockdev` + `virtio-blk-pci` (or `scsi-hd` on a virtio-scsi controller), the device name as
@@ -25,6 +26,8 @@ import { promisify } from 'node:util';
 import { OperationFailed } from '../errors';
 import { parseSize } from '../config/units';
 import { type DeviceConfig, type Devices, deviceFlag, deviceValue } from './declarations';
+import { createTap, deleteLink } from '../network/iproute';
+import { hostLink, netdevArgs, nicDeviceArgs, nics } from './nic';
 import { type DeviceSource, devicePath } from './validate';
 
 const run = promisify(execFile);
@@ -35,9 +38,10 @@ export const SPARE_PORTS = 4;
 export const MEMORY_BACKEND = 'lxq-mem';
 const SCSI_CONTROLLER = 'lxq-scsi';
 
-export type VmDeviceKind = 'share' | 'block' | 'skip';
+export type VmDeviceKind = 'share' | 'block' | 'nic' | 'skip';
 
 export function vmDeviceKind(d: DeviceConfig, src: DeviceSource): VmDeviceKind {
+  if (d.type === 'nic') return src.bridge ? 'nic' : 'skip';
   if (d.type !== 'disk') return 'skip';
   if (d.size !== undefined) return 'block';
   if (src.kind === 'dir') return 'share';
@@ -154,7 +158,14 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
   if (present.some(([, d]) => deviceValue(d, 'io.bus') === 'virtio-scsi')) args.push('-device', `virtio-scsi-pci,id=${SCSI_CONTROLLER},bus=${portId(port++)}`);
   for (const [name, d] of present) {
     const src = sources.get(name)!;
-    if (vmDeviceKind(d, src) === 'share') {
+    const kind = vmDeviceKind(d, src);
+    if (kind === 'nic') {
+      await createTap(hostLink(vmDir, name), src.bridge!, src.mtu ?? 1500);
+      args.push('-netdev', optionString(netdevArgs(vmDir, name), 'type'));
+      args.push('-device', optionString(nicDeviceArgs(name, d, src, portId(port++)), 'driver'));
+      continue;
+    }
+    if (kind === 'share') {
       await startVirtiofsd(vmDir, name, d);
       args.push('-chardev', `socket,id=${chardevId(name)},path=${shareSocket(vmDir, name).replace(/,/g, ',,')}`);
     } else {
@@ -163,6 +174,11 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
     args.push('-device', optionString(deviceArgs(vmDir, name, d, src, portId(port++)), 'driver'));
   }
   return args;
+}
+
+/** The taps of a VM's NICs, removed once its QEMU is gone. */
+export async function removeTaps(vmDir: string, devices: Devices): Promise<void> {
+  for (const [name] of nics(devices)) await deleteLink(hostLink(vmDir, name)).catch(() => undefined);
 }
 
 /** The guest's command that mounts a share at its path (run through the agent). */

@@ -9,7 +9,9 @@ import * as path from 'node:path';
 
 import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '../config/options';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
-import { checkPaths, devicePath, normalizeDevice, patchDevice, validateDeviceName } from '../devices/validate';
+import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, validateDeviceName } from '../devices/validate';
+import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
+import type { Networks } from '../network/networks';
 import { AlreadyExists, InvalidArgument, InvalidState, NotFound } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
 import type { InstanceFiles } from './files';
@@ -102,6 +104,12 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
    * The record is saved by the caller once this resolves.
    */
   protected abstract applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void>;
+  /** The host's networks (NICs are checked against them). */
+  protected abstract get networks(): Networks;
+  /** What checking this instance's devices against the host needs. */
+  protected get probeEnv(): ProbeEnv {
+    return { networks: this.networks, instance: this.name };
+  }
   /** What state() says of a device; drivers add what they know (QEMU ids). */
   protected deviceState(name: string, d: DeviceConfig): DeviceState {
     return { name, type: d.type, ...(d.source !== undefined ? { source: d.source } : {}), ...(devicePath(d) !== undefined ? { path: devicePath(d) } : {}) };
@@ -176,6 +184,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
         await this.stopNow(0, true);
       }
       await this.doDelete();
+      await syncNetworkHosts(this.devices, this.networks);
       this.removeAllListeners();
     });
   }
@@ -209,7 +218,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.serialized(async () => {
       validateDeviceName(name);
       if (name in this.devices) throw new AlreadyExists(`${this.name} already has a device named "${name}"; use updateDevice() to change it`);
-      const d = normalizeDevice(this.type, name, device);
+      const d = withHwaddrs({ [name]: normalizeDevice(this.type, name, device) })[name];
       await this.changeDevices({ ...this.devices, [name]: d }, { removed: {}, added: { [name]: d } });
     });
   }
@@ -244,6 +253,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     const live = (await this.currentStatus()) !== 'stopped';
     await this.applyDevices(next, change, live);
     await this.saveRecord({ ...this.record, devices: next });
+    await syncNetworkHosts({ ...change.removed, ...change.added }, this.networks);
   }
 
   // ---- shared machinery ----

@@ -24,6 +24,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { findOption, InstanceConfig, splitArgs } from '../config/options';
+import type { Networks } from '../network/networks';
+import { createTap, deleteLink } from '../network/iproute';
+import { ensureNetworks, hostLink, netdevArgs, nicDeviceArgs } from '../devices/nic';
 import { parseMemory } from '../config/units';
 import { InvalidArgument, InvalidState, NotFound, NotSupported, OperationFailed } from '../errors';
 import type { Image } from '../images/store';
@@ -43,6 +46,7 @@ import {
   qemuDeviceId,
   qemuNodeName,
   releaseVmDevice,
+  removeTaps,
   SCSI_CONTROLLER,
   SPARE_PORTS,
   startVirtiofsd,
@@ -74,6 +78,7 @@ import { createVmOverlay, qemuArgsForImage } from './qemu-args';
 export interface VmContext {
   /** The host's state directory (where the accelerator verdict is kept). */
   hostDir: string;
+  networks: Networks;
 }
 
 /**
@@ -256,7 +261,7 @@ export class VmInstance extends BaseInstance {
         throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
       }
     }
-    await probeDevices('vm', record.devices ?? {});
+    await probeDevices('vm', record.devices ?? {}, vm.probeEnv);
     await fs.mkdir(dir, { mode: 0o711 });
     try {
       for (const [name, d] of Object.entries(record.devices ?? {})) await prepareVmDevice(dir, name, d);
@@ -276,6 +281,10 @@ export class VmInstance extends BaseInstance {
   get qmp(): QmpClient {
     if (!this.monitor?.connected) throw new InvalidState(`${this.name} has no QMP connection: it is not running (or its status was not read yet)`);
     return this.monitor;
+  }
+
+  protected get networks(): Networks {
+    return this.ctx.networks;
   }
 
   /** Where QEMU's own messages of the last start are (errors, warnings). */
@@ -355,6 +364,7 @@ export class VmInstance extends BaseInstance {
 
   protected async doStart(): Promise<void> {
     const settings = launchSettings(this.config);
+    await ensureNetworks(this.devices, this.ctx.networks);
     const img = await loadImage(this.image, String(this.record.imageMeta.dir), this.record.imageMeta);
     const { accel, watch } = await chooseAccel(settings.accel, this.ctx.hostDir);
     this.launching = true;
@@ -396,7 +406,7 @@ export class VmInstance extends BaseInstance {
         // The instance name, which the initramfs makes the hostname while the disk has none.
         appendCmdline: `lxq.hostname=${this.name}`,
       }),
-      ...(await launchArgs(this.dir, this.devices, await readSources(this.devices), s.memoryMiB)),
+      ...(await launchArgs(this.dir, this.devices, await readSources(this.devices, this.probeEnv), s.memoryMiB)),
       '-name', this.name,
       '-pidfile', this.file('pid'),
       ...s.raw,
@@ -450,11 +460,18 @@ export class VmInstance extends BaseInstance {
     if (pid === null) return true;
     // QEMU may exit before its reply is read: the process is what tells.
     await this.command('system_powerdown').catch(() => undefined);
-    return waitForExit(pid, this.file('pid'), timeoutMs);
+    const exited = await waitForExit(pid, this.file('pid'), timeoutMs);
+    if (exited) await removeTaps(this.dir, this.devices);
+    return exited;
   }
 
-  /** QMP `quit`, then SIGKILL if QEMU has not exited. */
+  /** QMP `quit`, then SIGKILL if QEMU has not exited; its NICs' taps go with it. */
   protected async doKill(): Promise<void> {
+    await this.killQemu();
+    await removeTaps(this.dir, this.devices);
+  }
+
+  private async killQemu(): Promise<void> {
     const pidfile = this.file('pid');
     const pid = await livePid(pidfile);
     if (pid === null) return;
@@ -481,6 +498,7 @@ export class VmInstance extends BaseInstance {
   protected async doDelete(): Promise<void> {
     this.dropMonitor();
     this.agent.close();
+    await removeTaps(this.dir, this.devices);
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
     await fs.rm(this.dir, { recursive: true, force: true });
@@ -492,8 +510,8 @@ export class VmInstance extends BaseInstance {
    * ports, a share then mounted by the guest agent. A failure undoes what this call did.
    */
   protected async applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void> {
-    const added = await probeDevices('vm', change.added);
-    const removed = await readSources(change.removed);
+    const added = await probeDevices('vm', change.added, this.probeEnv);
+    const removed = await readSources(change.removed, this.probeEnv);
     for (const [name, d] of Object.entries(change.added)) await prepareVmDevice(this.dir, name, d);
     const plugged: string[] = [];
     try {
@@ -522,6 +540,15 @@ export class VmInstance extends BaseInstance {
       if (!free.length) throw new OperationFailed(`${this.name} has no free PCIe port for device "${name}" (${SPARE_PORTS} spare ones are made at start): restart it to add more`);
       return free[0];
     };
+    if (kind === 'nic') {
+      await createTap(hostLink(this.dir, name), src.bridge!, src.mtu ?? 1500);
+      await this.command('netdev_add', netdevArgs(this.dir, name));
+      await this.command('device_add', nicDeviceArgs(name, d, src, await port())).catch(async (e) => {
+        await this.command('netdev_del', { id: `net-${name}` }).catch(() => undefined);
+        throw e;
+      });
+      return;
+    }
     if (kind === 'share') {
       await startVirtiofsd(this.dir, name, d);
       await this.command('chardev-add', chardevArgs(this.dir, name));
@@ -562,7 +589,10 @@ export class VmInstance extends BaseInstance {
     await this.command('device_del', { id: qemuDeviceId(name) });
     await deleted;
     if (kind === 'share') await this.command('chardev-remove', { id: `chr-${name}` }).catch(() => undefined);
-    else await this.command('blockdev-del', { 'node-name': qemuNodeName(name) }).catch(() => undefined);
+    else if (kind === 'nic') {
+      await this.command('netdev_del', { id: `net-${name}` }).catch(() => undefined);
+      await deleteLink(hostLink(this.dir, name)).catch(() => undefined);
+    } else await this.command('blockdev-del', { 'node-name': qemuNodeName(name) }).catch(() => undefined);
   }
 
   private async hasDevice(id: string): Promise<boolean> {
@@ -587,7 +617,7 @@ export class VmInstance extends BaseInstance {
     const shares = Object.entries(this.devices).filter(([, d]) => d.type === 'disk' && d.path !== undefined);
     if (!shares.length) return Promise.resolve();
     return (async () => {
-      const sources = await readSources(Object.fromEntries(shares));
+      const sources = await readSources(Object.fromEntries(shares), this.probeEnv);
       for (const [name, d] of shares) if (vmDeviceKind(d, sources.get(name)!) === 'share') await this.mountShare(name, d);
     })();
   }
