@@ -21,7 +21,7 @@ import { ensureNetworks } from '../devices/nic';
 import { type DeviceSource, probeDevices, readSources } from '../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
 import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
-import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
+import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
 import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../images/meta';
@@ -348,21 +348,22 @@ export class ContainerInstance extends BaseInstance {
 
   protected async doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
     if (status === 'stopped') {
-      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] } };
+      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] } };
     }
     const h = this.lxc();
     const v1 = (c: 'memory' | 'cpu' | 'pids') => this.ctx.layout.version(c) === 1;
     const item = (key: string) => h.getCgroupItem(key).catch(() => '');
     // Addresses are read from the init's network namespace by a thread of the addon: liblxc's
     // getIps() forks this process, which costs in proportion to its memory.
-    const pidAndAddresses = h.initPid().then(async (p) => [p, p > 0 ? await native().netnsAddresses(p).catch(() => []) : []] as const);
-    const [[pid, addresses], cpu, mem, limit, procs] = await Promise.all([
-      pidAndAddresses,
+    const pidAndInterfaces = h.initPid().then(async (p) => [p, p > 0 ? await native().netnsInterfaces(p).catch(() => []) : []] as const);
+    const [[pid, raw], cpu, mem, limit, procs] = await Promise.all([
+      pidAndInterfaces,
       item(v1('cpu') ? 'cpuacct.usage' : 'cpu.stat'),
       item(v1('memory') ? 'memory.usage_in_bytes' : 'memory.current'),
       item(v1('memory') ? 'memory.limit_in_bytes' : 'memory.max'),
       item('pids.current'),
     ]);
+    const interfaces: NetworkInterface[] = raw.map((i) => ({ ...i, addresses: i.addresses.map(({ family, address, prefix }) => ({ family, address, prefix })) }));
     const usageNs = v1('cpu') ? Number(cpu) || 0 : Number(/usage_usec (\d+)/.exec(cpu)?.[1] ?? 0) * 1000;
     const limitBytes = limit === '' || limit === 'max' || Number(limit) >= UNLIMITED ? null : Number(limit);
     return {
@@ -371,7 +372,7 @@ export class ContainerInstance extends BaseInstance {
       cpu: { usageNs },
       memory: { usageBytes: Number(mem) || 0, limitBytes },
       processes: Number(procs) || 0,
-      network: { addresses },
+      network: { addresses: reportedAddresses(interfaces), interfaces },
     };
   }
 

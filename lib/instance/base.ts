@@ -12,7 +12,7 @@ import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices
 import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, validateDeviceName } from '../devices/validate';
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import type { Networks } from '../network/networks';
-import { AlreadyExists, InvalidArgument, InvalidState, NotFound } from '../errors';
+import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
 import type { InstanceFiles } from './files';
 import type {
@@ -24,8 +24,9 @@ import type {
   InstanceState,
   InstanceStatus,
   StopOptions,
+  WaitForAddressOptions,
 } from './instance';
-import { STOP_OPTION_KEYS } from './instance';
+import { STOP_OPTION_KEYS, WAIT_FOR_ADDRESS_KEYS } from './instance';
 import { refuseUnknownKeys } from '../util/keys';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
 
@@ -37,6 +38,8 @@ export interface DeviceChange {
   added: Devices;
 }
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+/** How often waitForAddress looks (the instance's own state and the network's leases). */
+const ADDRESS_POLL_MS = 100;
 
 export abstract class BaseInstance extends EventEmitter<InstanceEvents> implements Instance {
   private queue: Promise<unknown> = Promise.resolve();
@@ -212,6 +215,30 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       await this.applyConfig(next, previous, live);
       await this.saveRecord({ ...this.record, config: next });
     });
+  }
+
+  async waitForAddress(options: WaitForAddressOptions = {}): Promise<string> {
+    refuseUnknownKeys('waitForAddress', options ?? {}, WAIT_FOR_ADDRESS_KEYS);
+    const family = options?.family ?? 'inet';
+    const timeout = options?.timeout ?? 60_000;
+    if (family !== 'inet' && family !== 'inet6') throw new InvalidArgument(`family must be "inet" or "inet6", got ${JSON.stringify(family)}`);
+    if (!Number.isFinite(timeout) || timeout <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeout}`);
+    await this.require('wait for an address of', ['running', 'starting']);
+    const deadline = Date.now() + timeout;
+    const macs = new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.hwaddr.toLowerCase()] : [])));
+    const networks = [...new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.network] : [])))];
+    const isFamily = (a: string) => (family === 'inet') === !a.includes(':');
+    for (;;) {
+      if (options?.signal?.aborted) throw new Aborted(`waiting for an address of ${this.name} was aborted`);
+      const own = (await this.state()).network.addresses.find(isFamily);
+      if (own) return own;
+      for (const n of networks) {
+        const lease = (await (await this.networks.get(n).catch(() => undefined))?.leases())?.find((l) => macs.has(l.hwaddr.toLowerCase()) && isFamily(l.address));
+        if (lease) return lease.address;
+      }
+      if (Date.now() >= deadline) throw new Timeout(`${this.name} had no ${family === 'inet' ? 'IPv4' : 'IPv6'} address within ${timeout} ms`);
+      await new Promise((r) => setTimeout(r, ADDRESS_POLL_MS));
+    }
   }
 
   addDevice(name: string, device: DeviceInput): Promise<void> {
