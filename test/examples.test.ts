@@ -31,3 +31,11 @@ test('examples/devices.ts: a directory shared with a container and a VM, a disk 
   expect(out).toMatch(/vm disks:\nvda: *\nvdb: scratch/);
   expect(out).toMatch(/container sees the host's \/etc\/hostname owned by root \(shifted\)/);
 }, 200_000);
+
+test('examples/network.ts: two containers and a VM on one bridge, HTTP by DNS name and from the host', async () => {
+  const out = await runExample('network.ts');
+  expect(out).toMatch(/container client-\w+ fetched: hello from web-\w+/);
+  expect(out).toMatch(/vm vm-\w+ fetched: hello from web-\w+/);
+  expect(out).toMatch(/host fetched: hello from web-\w+/);
+  expect(out).toMatch(/leases: client-\w+=\S+ vm-\w+=\S+ web-\w+=\S+/);
+}, 200_000);
