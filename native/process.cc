@@ -288,4 +288,74 @@ Napi::Value NetnsInterfaces(const Napi::CallbackInfo& info) {
   return p;
 }
 
+namespace {
+
+// A TCP connection made from inside the network namespace of `pid` (a thread of its own joins
+// it; a socket keeps the namespace it was made in): what a proxy device connects to.
+class ConnectWorker : public Napi::AsyncWorker {
+ public:
+  ConnectWorker(Napi::Env env, int pid, std::string host, int port)
+      : Napi::AsyncWorker(env, "lxq:connectInNetns"), deferred_(Napi::Promise::Deferred::New(env)), pid_(pid), host_(std::move(host)), port_(port) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    int ns = open(("/proc/" + std::to_string(pid_) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0) return Fail("open network namespace", errno);
+    std::thread([&] {
+      if (setns(ns, CLONE_NEWNET) != 0) return Fail("enter the network namespace", errno);
+      struct sockaddr_storage addr = {};
+      socklen_t len;
+      auto* a4 = reinterpret_cast<struct sockaddr_in*>(&addr);
+      auto* a6 = reinterpret_cast<struct sockaddr_in6*>(&addr);
+      if (inet_pton(AF_INET, host_.c_str(), &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET, a4->sin_port = htons(static_cast<uint16_t>(port_)), len = sizeof *a4;
+      } else if (inet_pton(AF_INET6, host_.c_str(), &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6, a6->sin6_port = htons(static_cast<uint16_t>(port_)), len = sizeof *a6;
+      } else {
+        return Fail("not an IP address: " + host_, EINVAL);
+      }
+      int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) return Fail("socket", errno);
+      struct timeval tv = {5, 0};  // a connect never holds the thread longer
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      if (connect(fd, reinterpret_cast<struct sockaddr*>(&addr), len) != 0) {
+        int err = errno;
+        close(fd);
+        return Fail("connect to " + host_ + ":" + std::to_string(port_), err);
+      }
+      tv = {0, 0};
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      fd_ = fd;
+    }).join();
+    close(ns);
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), fd_)); }
+  void OnError(const Napi::Error& e) override {
+    Napi::Error err = Napi::Error::New(Env(), e.Message());
+    err.Set("code", Napi::String::New(Env(), strerrorname_np(errno_) ? strerrorname_np(errno_) : "EIO"));
+    deferred_.Reject(err.Value());
+  }
+
+ private:
+  void Fail(const std::string& what, int err) {
+    errno_ = err;
+    SetError(what + ": " + strerror(err));
+  }
+  Napi::Promise::Deferred deferred_;
+  int pid_;
+  std::string host_;
+  int port_;
+  int fd_ = -1;
+  int errno_ = 0;
+};
+
+}  // namespace
+
+Napi::Value ConnectInNetns(const Napi::CallbackInfo& info) {
+  auto* w = new ConnectWorker(info.Env(), info[0].ToNumber().Int32Value(), info[1].ToString().Utf8Value(), info[2].ToNumber().Int32Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace lxq

@@ -8,6 +8,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { AlreadyExists, Busy, Host, Instance, InvalidArgument, NotFound, VmInstance } from '../lib';
@@ -229,6 +230,76 @@ describe('instances on one bridge', () => {
     expect(spawnSync('cat', [`/proc/${pid}/cmdline`]).stdout.toString()).toBe('');
     expect(spawnSync('nft', ['list', 'table', 'ip', `lxq_${net.name}`]).status).not.toBe(0);
     expect(() => readFileSync(path.join(t.dir, 'networks', net.name, 'network.json'))).toThrow();
+  });
+});
+
+describe('proxy devices: a host port into the instance', () => {
+  const freePort = () =>
+    new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as net.AddressInfo;
+        s.close(() => resolve(port));
+      });
+    });
+  const getUnix = (socketPath: string) =>
+    new Promise<string>((resolve, reject) => {
+      http.get({ socketPath, path: '/', timeout: 5_000 }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+
+  test('a container without a NIC: the connection is made in its own network namespace (its loopback)', async () => {
+    const port = await freePort();
+    const c = await t.host.create(t.name('px'), { image: 'busybox', devices: { web: { type: 'proxy', listen: `tcp:127.0.0.1:${port}`, connect: 'tcp:127.0.0.1:80' } } });
+    try {
+      await c.start();
+      expect((await sh(c, 'mkdir -p /www && echo "inside $(hostname)" > /www/index.html && httpd -p 127.0.0.1:80 -h /www && echo up')).out).toBe('up\n');
+      expect(await httpGet(`http://127.0.0.1:${port}/`)).toBe(`inside ${c.name}\n`);
+      // Added live, listening on a unix socket of the host; removed live.
+      const sock = path.join(t.dir, 'web.sock');
+      await c.addDevice('unixweb', { type: 'proxy', listen: `unix:${sock}`, connect: 'tcp:127.0.0.1:80' });
+      expect(await getUnix(sock)).toBe(`inside ${c.name}\n`);
+      await c.removeDevice('unixweb');
+      await expect(getUnix(sock)).rejects.toThrow();
+      // A port already bound: refused, nothing changed.
+      const holder = net.createServer().listen(0, '127.0.0.1');
+      await new Promise((r) => holder.once('listening', r));
+      const taken = (holder.address() as net.AddressInfo).port;
+      await expect(c.addDevice('taken', { type: 'proxy', listen: `tcp:127.0.0.1:${taken}`, connect: 'tcp:127.0.0.1:80' })).rejects.toThrow(/"listen" 127.0.0.1:\d+ is already in use/);
+      holder.close();
+      expect(Object.keys(c.devices)).toEqual(['web']);
+      await expect(c.addDevice('udp', { type: 'proxy', listen: 'udp:127.0.0.1:5353', connect: 'udp:127.0.0.1:53' })).rejects.toThrow(/udp proxies are not supported yet/);
+      // Gone when the instance stops, back when it starts.
+      await c.stop({ force: true });
+      await expect(httpGet(`http://127.0.0.1:${port}/`)).rejects.toThrow(/ECONNREFUSED/);
+      await c.start();
+      await sh(c, 'httpd -p 127.0.0.1:80 -h /www');
+      expect(await httpGet(`http://127.0.0.1:${port}/`)).toBe(`inside ${c.name}\n`);
+    } finally {
+      await c.delete({ force: true });
+    }
+    await expect(httpGet(`http://127.0.0.1:${port}/`)).rejects.toThrow(/ECONNREFUSED/);
+  });
+
+  test('a VM: the connection goes to the guest\'s address on its network', async () => {
+    const n = await network('px');
+    const port = await freePort();
+    const vm = await t.host.create(t.name('pxvm'), {
+      type: 'vm',
+      image: 'vm/default',
+      devices: { eth0: { type: 'nic', network: n.name }, web: { type: 'proxy', listen: `tcp:127.0.0.1:${port}`, connect: 'tcp:127.0.0.1:80' } },
+    });
+    try {
+      await vm.start();
+      await vm.waitForAddress({ timeout: 60_000 });
+      expect((await sh(vm, 'mkdir -p /www && echo "inside the vm" > /www/index.html && httpd -p 80 -h /www && echo up')).out).toBe('up\n');
+      expect(await httpGet(`http://127.0.0.1:${port}/`)).toBe('inside the vm\n');
+    } finally {
+      await vm.delete({ force: true });
+      await t.host.networks.delete(n.name);
+    }
   });
 });
 

@@ -26,12 +26,14 @@ import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../images/meta';
 import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
-import { ContainerFiles } from './files';
+import { ContainerFiles, O_PATH } from './files';
 import { LxcContainer, LxcError, LxcState, native } from './native';
 import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../instance/process';
 import { Readable } from 'node:stream';
 import { ReadStream as TtyStream } from 'node:tty';
-import { Socket } from 'node:net';
+import { createConnection, Socket } from 'node:net';
+import { close as closeFd } from 'node:fs';
+import type { Endpoint } from '../network/proxy';
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
 export interface ContainerContext {
@@ -172,6 +174,20 @@ export class ContainerInstance extends BaseInstance {
 
   protected get networks(): Networks {
     return this.ctx.networks;
+  }
+
+  /** Proxies connect from inside the container's network namespace, or to a socket in its root. */
+  protected async connectInside(to: Endpoint): Promise<Socket> {
+    const pid = await this.lxc().initPid();
+    if (pid <= 0) throw new InvalidState(`${this.name} is not running`, 'stopped');
+    if (to.proto === 'tcp') return new Socket({ fd: await native().connectInNetns(pid, to.host, to.port), readable: true, writable: true });
+    // Resolved inside the container's root (a planted symlink cannot lead to a host socket).
+    const fd = await native().openInRoot(`/proc/${pid}/root`, to.path, O_PATH, 0);
+    const socket = createConnection({ path: `/proc/self/fd/${fd}` });
+    const done = () => closeFd(fd, () => undefined);
+    socket.once('connect', done);
+    socket.once('error', done);
+    return socket;
   }
 
   /** The liblxc log of this container (errors of start, stop, attach…). */

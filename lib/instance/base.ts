@@ -12,6 +12,8 @@ import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices
 import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, validateDeviceName } from '../devices/validate';
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import type { Networks } from '../network/networks';
+import { type Endpoint, parseEndpoint, ProxyServer } from '../network/proxy';
+import type { Socket } from 'node:net';
 import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
 import type { InstanceFiles } from './files';
@@ -44,6 +46,8 @@ const ADDRESS_POLL_MS = 100;
 export abstract class BaseInstance extends EventEmitter<InstanceEvents> implements Instance {
   private queue: Promise<unknown> = Promise.resolve();
   private lastStatus: InstanceStatus | undefined;
+  /** The proxy devices this process serves (see lib/network/proxy.ts). */
+  private readonly proxies = new Map<string, ProxyServer>();
 
   protected constructor(
     /** The instance's own directory under the host path. */
@@ -107,6 +111,8 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
    * The record is saved by the caller once this resolves.
    */
   protected abstract applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void>;
+  /** A connection to `to` inside the running instance, for a proxy device. */
+  protected abstract connectInside(to: Endpoint): Promise<Socket>;
   /** The host's networks (NICs are checked against them). */
   protected abstract get networks(): Networks;
   /** What checking this instance's devices against the host needs. */
@@ -137,9 +143,14 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   start(): Promise<void> {
     return this.serialized(async () => {
       await this.require('start', ['stopped']);
+      // Proxies listen first: an address in use refuses the start before anything runs.
+      await this.openProxies(this.devices);
       this.transition('starting');
       try {
         await this.doStart();
+      } catch (e) {
+        await this.closeProxies();
+        throw e;
       } finally {
         await this.status();
       }
@@ -186,6 +197,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
         }
         await this.stopNow(0, true);
       }
+      await this.closeProxies();
       await this.doDelete();
       await syncNetworkHosts(this.devices, this.networks);
       this.removeAllListeners();
@@ -278,9 +290,57 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   private async changeDevices(next: Devices, change: DeviceChange): Promise<void> {
     checkPaths(next);
     const live = (await this.currentStatus()) !== 'stopped';
-    await this.applyDevices(next, change, live);
+    if (live) {
+      await this.closeProxies(Object.keys(change.removed));
+      await this.openProxies(change.added).catch(async (e) => {
+        await this.openProxies(change.removed).catch(() => undefined);
+        throw e;
+      });
+    }
+    try {
+      await this.applyDevices(next, change, live);
+    } catch (e) {
+      if (live) {
+        await this.closeProxies(Object.keys(change.added));
+        await this.openProxies(change.removed).catch(() => undefined);
+      }
+      throw e;
+    }
     await this.saveRecord({ ...this.record, devices: next });
     await syncNetworkHosts({ ...change.removed, ...change.added }, this.networks);
+  }
+
+  /**
+   * Serves the proxy devices of a running instance this process has just opened (Host.get): the
+   * process that started it may be gone. An address still held by another process is left to it.
+   */
+  async resumeProxies(): Promise<void> {
+    if (!Object.values(this.devices).some((d) => d.type === 'proxy')) return;
+    if ((await this.status()) !== 'running') return;
+    await this.openProxies(this.devices).catch(() => undefined);
+  }
+
+  private async openProxies(devices: Devices): Promise<void> {
+    const opened: string[] = [];
+    try {
+      for (const [name, d] of Object.entries(devices)) {
+        if (d.type !== 'proxy' || this.proxies.has(name)) continue;
+        const proxy = new ProxyServer(name, parseEndpoint('listen', d.listen), parseEndpoint('connect', d.connect), (to) => this.connectInside(to));
+        await proxy.start();
+        this.proxies.set(name, proxy);
+        opened.push(name);
+      }
+    } catch (e) {
+      await this.closeProxies(opened);
+      throw e;
+    }
+  }
+
+  private async closeProxies(names: string[] = [...this.proxies.keys()]): Promise<void> {
+    for (const name of names) {
+      await this.proxies.get(name)?.close();
+      this.proxies.delete(name);
+    }
   }
 
   // ---- shared machinery ----
@@ -329,6 +389,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
 
   /** Records a status seen now and emits `status` if it changed. */
   protected observe(status: InstanceStatus): InstanceStatus {
+    if (status === 'stopped' && this.proxies.size) void this.closeProxies();
     if (this.lastStatus !== undefined && status !== this.lastStatus) {
       const previous = this.lastStatus;
       this.lastStatus = status;

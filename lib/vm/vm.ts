@@ -25,6 +25,7 @@ import * as path from 'node:path';
 
 import { findOption, InstanceConfig, splitArgs } from '../config/options';
 import type { Networks } from '../network/networks';
+import type { Endpoint } from '../network/proxy';
 import { createTap, deleteLink } from '../network/iproute';
 import { ensureNetworks, hostLink, netdevArgs, nicDeviceArgs } from '../devices/nic';
 import { parseMemory } from '../config/units';
@@ -293,6 +294,14 @@ export class VmInstance extends BaseInstance {
 
   protected get networks(): Networks {
     return this.ctx.networks;
+  }
+
+  /** Proxies connect over the VM's network: 127.0.0.1 (or ::1) means the guest's own address. */
+  protected async connectInside(to: Endpoint): Promise<net.Socket> {
+    if (to.proto !== 'tcp') throw new NotSupported(`a VM's proxy cannot reach a unix socket inside ${this.name}`);
+    const local = to.host === '127.0.0.1' || to.host === '::1' || to.host === '0.0.0.0';
+    const host = local ? await this.waitForAddress({ timeout: 5_000 }) : to.host;
+    return net.createConnection({ host, port: to.port });
   }
 
   /** Where QEMU's own messages of the last start are (errors, warnings). */
