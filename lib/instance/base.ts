@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'eventemitter3';
 import { promises as fs } from 'node:fs';
+import type { Socket } from 'node:net';
 import * as path from 'node:path';
 
 import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '../config/options';
@@ -13,9 +14,9 @@ import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, va
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import type { Networks } from '../network/networks';
 import { type Endpoint, parseEndpoint, ProxyServer } from '../network/proxy';
-import type { Socket } from 'node:net';
 import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
+import { refuseUnknownKeys } from '../util/keys';
 import type { InstanceFiles } from './files';
 import type {
   Instance,
@@ -29,7 +30,6 @@ import type {
   WaitForAddressOptions,
 } from './instance';
 import { STOP_OPTION_KEYS, WAIT_FOR_ADDRESS_KEYS } from './instance';
-import { refuseUnknownKeys } from '../util/keys';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
 
 export const RECORD_FILE = 'lxq.json';
