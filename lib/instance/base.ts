@@ -17,6 +17,7 @@ import { type Endpoint, parseEndpoint, ProxyServer } from '../network/proxy';
 import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
 import { refuseUnknownKeys } from '../util/keys';
+import { processStartedAt } from '../util/proc';
 import type { InstanceFiles } from './files';
 import type {
   Instance,
@@ -240,12 +241,18 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     const macs = new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.hwaddr.toLowerCase()] : [])));
     const networks = [...new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.network] : [])))];
     const isFamily = (a: string) => (family === 'inet') === !a.includes(':');
+    let startedAt: Date | null | undefined;
     for (;;) {
       if (options?.signal?.aborted) throw new Aborted(`waiting for an address of ${this.name} was aborted`);
-      const own = (await this.state()).network.addresses.find(isFamily);
+      const s = await this.state();
+      const own = s.network.addresses.find(isFamily);
       if (own) return own;
-      for (const n of networks) {
-        const lease = (await (await this.networks.get(n).catch(() => undefined))?.leases())?.find((l) => macs.has(l.hwaddr.toLowerCase()) && isFamily(l.address));
+      // A lease counts once granted in this run of the instance (its init or QEMU started before
+      // it), not one kept from an earlier boot.
+      startedAt ??= s.pid === null ? undefined : await processStartedAt(s.pid);
+      for (const n of startedAt ? networks : []) {
+        const leases = (await (await this.networks.get(n).catch(() => undefined))?.leases()) ?? [];
+        const lease = leases.find((l) => macs.has(l.hwaddr.toLowerCase()) && isFamily(l.address) && l.grantedAt.getTime() >= startedAt!.getTime() - 1_000);
         if (lease) return lease.address;
       }
       if (Date.now() >= deadline) throw new Timeout(`${this.name} had no ${family === 'inet' ? 'IPv4' : 'IPv6'} address within ${timeout} ms`);
