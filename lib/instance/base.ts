@@ -252,7 +252,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       startedAt ??= s.pid === null ? undefined : await processStartedAt(s.pid);
       for (const n of startedAt ? networks : []) {
         const leases = (await (await this.networks.get(n).catch(() => undefined))?.leases()) ?? [];
-        const lease = leases.find((l) => macs.has(l.hwaddr.toLowerCase()) && isFamily(l.address) && l.grantedAt.getTime() >= startedAt!.getTime() - 1_000);
+        const lease = leases.find((l) => macs.has(l.hwaddr.toLowerCase()) && isFamily(l.address) && l.grantedAt.getTime() >= Math.floor(startedAt!.getTime() / 1000) * 1000);
         if (lease) return lease.address;
       }
       if (Date.now() >= deadline) throw new Timeout(`${this.name} had no ${family === 'inet' ? 'IPv4' : 'IPv6'} address within ${timeout} ms`);
