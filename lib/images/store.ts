@@ -309,9 +309,10 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
         await fs.rm(tmp, { recursive: true, force: true });
       }
       report(1, 'done');
-      return this.get(name, { type });
+      return { ...(await readJson<Omit<Image, 'dir'>>(path.join(final, MANIFEST))), dir: final };
     } catch (e) {
       await fs.rm(tmp, { recursive: true, force: true });
+      await fs.rmdir(parent).catch(() => undefined); // a name that never got an image
       throw e;
     }
   }
