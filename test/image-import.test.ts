@@ -5,7 +5,7 @@
  * refused with nothing left in the store.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -19,6 +19,7 @@ let host: Host;
 let images: string;
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-import-'));
+  chmodSync(dir, 0o711); // an unprivileged container's root traverses it to its rootfs
   images = path.join(dir, 'images');
   host = await Host.open({ path: path.join(dir, 'host'), images });
 });
