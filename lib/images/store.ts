@@ -364,7 +364,9 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
     try {
       report(0, 'starting');
       const t0 = Date.now();
-      const meta = await builder.build({ dir: tmp, progress: report, ensure: (n, t) => this.ensure(n, { type: t }) });
+      // An image made from another (a VM from its container tree) reports that build as its first tenth.
+      const ensure = (n: string, t: InstanceType) => this.ensure(n, { type: t, onProgress: (e) => e.percent < 100 && report(e.percent / 1000, `${n} (${t}): ${e.phase}`) });
+      const meta = await builder.build({ dir: tmp, progress: report, ensure });
       const image = { name, type, createdAt: new Date().toISOString(), meta: { ...meta, buildMs: Date.now() - t0 } };
       await writeJsonAtomic(path.join(tmp, MANIFEST), image);
       try {
