@@ -6,6 +6,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { validateConfig } from './config/options';
+import { syncNetworkHosts, withHwaddrs } from './devices/nic';
+import { normalizeDevices } from './devices/validate';
+import { type NetworkUser, Networks } from './network/networks';
 import { ContainerContext, containerContext, ContainerInstance } from './container/container';
 import { AlreadyExists, InvalidArgument, NotFound } from './errors';
 import type { ContainerImageMeta } from './images/meta';
@@ -30,6 +33,8 @@ const STALE_PARTIAL_MS = 60_000;
 
 export class Host {
   readonly images: ImageStore;
+  /** The host's managed bridge networks (see lib/network/). */
+  readonly networks: Networks;
   private readonly instances = new Map<string, Instance>();
   private containers: ContainerContext | undefined;
 
@@ -38,6 +43,7 @@ export class Host {
     imagesDir: string,
   ) {
     this.images = new ImageStore(imagesDir, { users: (image) => this.instancesOf(image) });
+    this.networks = new Networks(`${this.path}/networks`, (network) => this.networkUsers(network));
   }
 
   static async open(options: HostOptions = {}): Promise<Host> {
@@ -59,7 +65,7 @@ export class Host {
   }
 
   private containerContext(): ContainerContext {
-    this.containers ??= containerContext(this.instancesDir);
+    this.containers ??= containerContext(this.instancesDir, this.networks);
     return this.containers;
   }
 
@@ -71,29 +77,47 @@ export class Host {
     if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`unknown instance type ${JSON.stringify(type)}; use "container" or "vm"`);
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');
     const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
+    const devices = withHwaddrs(normalizeDevices(type, options.devices));
     const types = await this.images.types(options.image); // InvalidArgument with the list of images
     if (!types.includes(type)) throw new InvalidArgument(`image "${options.image}" is a ${types.join(' and ')} image, not a ${type} image`);
     const dir = path.join(this.instancesDir, name);
     await this.clearInterruptedCreate(dir, name);
     const image = await this.images.ensure(options.image, { type });
-    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, createdAt: new Date().toISOString() };
+    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString() };
     const made =
       type === 'vm'
-        ? VmInstance.create({ hostDir: this.path }, dir, record, image)
+        ? VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image)
         : ContainerInstance.create(this.containerContext(), dir, record, { name: image.name, rootfs: path.join(image.dir, 'rootfs'), meta: image.meta as unknown as ContainerImageMeta });
     const instance = await made.catch((e) => {
       if (e.code === 'EEXIST' && e.path === dir) throw new AlreadyExists(`an instance named "${name}" already exists`);
       throw e;
     });
     this.instances.set(name, instance);
+    await syncNetworkHosts(devices, this.networks);
     return instance;
   }
 
   /** The names of this host's instances made from `image` (read from their records). */
-  private async instancesOf(image: string): Promise<string[]> {
+  /** Every instance record on disk (made by any process). */
+  private async records(): Promise<InstanceRecord[]> {
     const names = (await fs.readdir(this.instancesDir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
     const records = await Promise.all(names.map((n) => readJson<InstanceRecord>(path.join(this.instancesDir, n, RECORD_FILE)).catch(() => undefined)));
-    return records.filter((r): r is InstanceRecord => r?.image === image).map((r) => r.name).sort();
+    return records.filter((r): r is InstanceRecord => r !== undefined).sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  private async instancesOf(image: string): Promise<string[]> {
+    return (await this.records()).filter((r) => r.image === image).map((r) => r.name);
+  }
+
+  /** The NICs on a network, from every instance's record. */
+  private async networkUsers(network: string): Promise<NetworkUser[]> {
+    const out: NetworkUser[] = [];
+    for (const r of await this.records()) {
+      for (const [device, d] of Object.entries(r.devices ?? {})) {
+        if (d.type === 'nic' && d.network === network) out.push({ instance: r.name, device, hwaddr: d.hwaddr, ...(d['ipv4.address'] ? { address: d['ipv4.address'] } : {}) });
+      }
+    }
+    return out;
   }
 
   private async clearInterruptedCreate(dir: string, name: string): Promise<void> {
@@ -132,7 +156,7 @@ export class Host {
   }
 
   private open(dir: string, record: InstanceRecord): Instance {
-    if (record.type === 'vm') return VmInstance.open({ hostDir: this.path }, dir, record);
+    if (record.type === 'vm') return VmInstance.open({ hostDir: this.path, networks: this.networks }, dir, record);
     return ContainerInstance.open(this.containerContext(), dir, record, record.imageMeta as unknown as ContainerImageMeta);
   }
 }

@@ -8,6 +8,7 @@
 
 #include "container.h"
 #include "attach.h"
+#include "mount.h"
 #include "process.h"
 
 namespace {
@@ -69,7 +70,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("waitExit", Napi::Function::New(env, lxq::WaitExit, "waitExit"));
   exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
   exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
-  exports.Set("netnsAddresses", Napi::Function::New(env, lxq::NetnsAddresses, "netnsAddresses"));
+  exports.Set("netnsInterfaces", Napi::Function::New(env, lxq::NetnsInterfaces, "netnsInterfaces"));
+  exports.Set("mountInto", Napi::Function::New(env, lxq::MountInto, "mountInto"));
+  exports.Set("umountIn", Napi::Function::New(env, lxq::UmountIn, "umountIn"));
+  exports.Set("makeNode", Napi::Function::New(env, lxq::MakeNode, "makeNode"));
   exports.Set("setWindowSize", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Boolean::New(info.Env(), lxq::SetWindowSize(info[0].ToNumber().Int32Value(),
                                                              static_cast<uint16_t>(info[1].ToNumber().Uint32Value()),

@@ -4,7 +4,7 @@
  * both types (systemd), so the two drivers and the images cannot drift apart. Where a VM legitimately cannot do what a container does (a pty, another user),
  * the case asserts the typed NotSupported instead of skipping.
  */
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -221,6 +221,33 @@ describe.each(kinds)('$type ($image)', (kind) => {
       }
       await expect(inst.files.remove('/')).rejects.toThrow(InvalidArgument);
       await expect(inst.files.write('/tmp/x', 'x', { mode: 0o17777 })).rejects.toThrow(InvalidArgument);
+    });
+  });
+
+  describe('devices', () => {
+    test('a host directory added live: read inside, written inside, seen in state(), removed', async () => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-conf-dev-'));
+      chmodSync(dir, 0o755);
+      writeFileSync(path.join(dir, 'hello'), `from the host to a ${kind.type}\n`);
+      try {
+        // A container's root writes to the host's root-owned directory through an idmapped mount.
+        const shift = kind.type === 'container' ? { shift: 'true' as const } : {};
+        await inst.addDevice('shared', { type: 'disk', source: dir, path: '/mnt/shared', ...shift });
+        expect(inst.devices.shared).toEqual({ type: 'disk', source: dir, path: '/mnt/shared', ...shift });
+        expect((await inst.files.read('/mnt/shared/hello')).toString()).toBe(`from the host to a ${kind.type}\n`);
+        expect((await inst.exec(['sh', '-c', 'echo back > /mnt/shared/back && echo ok'])).stdout.toString()).toBe('ok\n');
+        expect(readFileSync(path.join(dir, 'back'), 'utf8')).toBe('back\n');
+        expect(statSync(path.join(dir, 'back')).uid).toBe(0);
+        expect((await inst.state()).devices).toContainEqual(expect.objectContaining({ name: 'shared', type: 'disk', source: dir, path: '/mnt/shared' }));
+        await expect(inst.addDevice('shared', { type: 'disk', source: dir, path: '/mnt/again' })).rejects.toThrow(AlreadyExists);
+        await inst.removeDevice('shared');
+        expect((await inst.exec(['sh', '-c', 'grep -c " /mnt/shared " /proc/mounts'])).stdout.toString().trim()).toBe('0');
+        expect(inst.devices).toEqual({});
+        await expect(inst.removeDevice('shared')).rejects.toThrow(NotFound);
+      } finally {
+        await inst.removeDevice('shared').catch(() => undefined);
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   });
 

@@ -6,9 +6,22 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { InstanceConfig } from '../config/options';
+import type { Networks } from '../network/networks';
+import type { Devices } from '../devices/declarations';
+import {
+  checkReachable,
+  type ContainerDeviceHost,
+  lxcDeviceItems,
+  plugContainerDevice,
+  prepareContainerDevice,
+  releaseContainerDevice,
+  unplugContainerDevice,
+} from '../devices/container';
+import { ensureNetworks } from '../devices/nic';
+import { type DeviceSource, probeDevices, readSources } from '../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
-import { BaseInstance, RECORD_FILE } from '../instance/base';
-import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
+import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
+import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
 import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../images/meta';
@@ -23,16 +36,18 @@ import { Socket } from 'node:net';
 /** What the host tells the container driver: where containers live and what this machine is like. */
 export interface ContainerContext {
   lxcpath: string;
+  networks: Networks;
   layout: CgroupLayout;
   apparmor: boolean;
   /** Read on first need: privileged-only programs work without /etc/subuid. */
   idmap(): IdMap;
 }
 
-export function containerContext(lxcpath: string): ContainerContext {
+export function containerContext(lxcpath: string, networks: Networks): ContainerContext {
   let idmap: IdMap | undefined;
   return {
     lxcpath,
+    networks,
     layout: detectCgroupLayout(),
     apparmor: apparmorEnabled(),
     idmap: () => (idmap ??= detectIdMap()),
@@ -136,12 +151,16 @@ export class ContainerInstance extends BaseInstance {
    */
   static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage): Promise<ContainerInstance> {
     const instance = new ContainerInstance(ctx, dir, record, image.meta);
-    const items = instance.render(record.config);
+    const devices = record.devices ?? {};
+    const sources = await probeDevices('container', devices, instance.probeEnv);
+    const items = instance.render(record.config, devices, sources);
     await instance.checkWithLiblxc(items);
+    for (const [name, d] of Object.entries(devices)) await checkReachable(name, d, sources.get(name)!, instance.deviceHost());
     const shift = instance.idmap()?.base ?? 0;
     await fs.mkdir(dir, { mode: 0o711 });
     try {
       await copyTreeShifted(image.rootfs, path.join(dir, 'rootfs'), shift);
+      for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, instance.deviceHost());
       await writeFileAtomic(path.join(dir, 'config'), lxcConfigText(items));
       await writeJsonAtomic(path.join(dir, RECORD_FILE), record);
     } catch (e) {
@@ -149,6 +168,10 @@ export class ContainerInstance extends BaseInstance {
       throw e;
     }
     return instance;
+  }
+
+  protected get networks(): Networks {
+    return this.ctx.networks;
   }
 
   /** The liblxc log of this container (errors of start, stop, attach…). */
@@ -219,8 +242,13 @@ export class ContainerInstance extends BaseInstance {
     return this.record.config['security.privileged'] === 'true' ? null : this.ctx.idmap();
   }
 
-  private render(config: InstanceConfig): LxcItem[] {
+  private deviceHost(config: InstanceConfig = this.record.config): ContainerDeviceHost {
+    return { dir: this.dir, idmap: config['security.privileged'] === 'true' ? null : this.ctx.idmap(), layout: this.ctx.layout };
+  }
+
+  private render(config: InstanceConfig, devices: Devices, sources: Map<string, DeviceSource>): LxcItem[] {
     return renderLxcConfig({
+      devices: lxcDeviceItems(devices, sources, this.deviceHost(config)),
       name: this.name,
       dir: this.dir,
       config,
@@ -265,6 +293,7 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async doStart(): Promise<void> {
+    await ensureNetworks(this.devices, this.ctx.networks);
     await this.lxc()
       .start([])
       .catch(async (e) => {
@@ -317,23 +346,24 @@ export class ContainerInstance extends BaseInstance {
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
-  protected async doState(status: InstanceStatus): Promise<InstanceState> {
+  protected async doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
     if (status === 'stopped') {
-      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] } };
+      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] } };
     }
     const h = this.lxc();
     const v1 = (c: 'memory' | 'cpu' | 'pids') => this.ctx.layout.version(c) === 1;
     const item = (key: string) => h.getCgroupItem(key).catch(() => '');
     // Addresses are read from the init's network namespace by a thread of the addon: liblxc's
     // getIps() forks this process, which costs in proportion to its memory.
-    const pidAndAddresses = h.initPid().then(async (p) => [p, p > 0 ? await native().netnsAddresses(p).catch(() => []) : []] as const);
-    const [[pid, addresses], cpu, mem, limit, procs] = await Promise.all([
-      pidAndAddresses,
+    const pidAndInterfaces = h.initPid().then(async (p) => [p, p > 0 ? await native().netnsInterfaces(p).catch(() => []) : []] as const);
+    const [[pid, raw], cpu, mem, limit, procs] = await Promise.all([
+      pidAndInterfaces,
       item(v1('cpu') ? 'cpuacct.usage' : 'cpu.stat'),
       item(v1('memory') ? 'memory.usage_in_bytes' : 'memory.current'),
       item(v1('memory') ? 'memory.limit_in_bytes' : 'memory.max'),
       item('pids.current'),
     ]);
+    const interfaces: NetworkInterface[] = raw.map((i) => ({ ...i, addresses: i.addresses.map(({ family, address, prefix }) => ({ family, address, prefix })) }));
     const usageNs = v1('cpu') ? Number(cpu) || 0 : Number(/usage_usec (\d+)/.exec(cpu)?.[1] ?? 0) * 1000;
     const limitBytes = limit === '' || limit === 'max' || Number(limit) >= UNLIMITED ? null : Number(limit);
     return {
@@ -342,8 +372,51 @@ export class ContainerInstance extends BaseInstance {
       cpu: { usageNs },
       memory: { usageBytes: Number(mem) || 0, limitBytes },
       processes: Number(procs) || 0,
-      network: { addresses },
+      network: { addresses: reportedAddresses(interfaces), interfaces },
     };
+  }
+
+  /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
+  private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
+    const items = this.render(config, devices, await readSources(devices, this.probeEnv));
+    await this.checkWithLiblxc(items);
+    await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(items));
+    this.reopen();
+  }
+
+  /**
+   * New devices are checked and their nodes made first; on a running container the removed ones
+   * are unmounted and the new ones mounted; the config for the next start is written last. A
+   * failure undoes what this call did.
+   */
+  protected async applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void> {
+    const host = this.deviceHost();
+    const added = await probeDevices('container', change.added, this.probeEnv);
+    for (const [name, d] of Object.entries(change.added)) await checkReachable(name, d, added.get(name)!, host);
+    const removed = await readSources(change.removed, this.probeEnv);
+    for (const [name, d] of Object.entries(change.added)) await prepareContainerDevice(name, d, added.get(name)!, host);
+    const plugged: string[] = [];
+    const setCgroup = (key: string, value: string) => this.lxc().setCgroupItem(key, value);
+    try {
+      if (live) {
+        const pid = await this.lxc().initPid();
+        for (const [name, d] of Object.entries(change.removed)) await unplugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup);
+        for (const [name, d] of Object.entries(change.added)) {
+          await plugContainerDevice(pid, name, d, added.get(name)!, host, setCgroup);
+          plugged.push(name);
+        }
+      }
+      await this.writeConfig(this.record.config, next);
+    } catch (e) {
+      if (live) {
+        const pid = await this.lxc().initPid().catch(() => 0);
+        for (const name of plugged) await unplugContainerDevice(pid, name, change.added[name], added.get(name)!, host, setCgroup).catch(() => undefined);
+        for (const [name, d] of Object.entries(change.removed)) await plugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup).catch(() => undefined);
+      }
+      for (const name of Object.keys(change.added)) if (!(name in change.removed)) await releaseContainerDevice(name, host);
+      throw e;
+    }
+    for (const name of Object.keys(change.removed)) if (!(name in change.added)) await releaseContainerDevice(name, host);
   }
 
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
@@ -351,10 +424,7 @@ export class ContainerInstance extends BaseInstance {
       // The root filesystem's ownership was shifted (or not) for the id map at create.
       throw new InvalidArgument('security.privileged is fixed when the container is created');
     }
-    const items = this.render(next);
-    await this.checkWithLiblxc(items);
-    await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(items));
-    this.reopen();
+    await this.writeConfig(next, this.devices);
     if (!live) return;
     const before = new Map(cgroupLimits(previous, this.ctx.layout).map((l) => [l.key, l.value]));
     for (const limit of cgroupLimits(next, this.ctx.layout)) {

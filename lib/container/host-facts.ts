@@ -9,12 +9,13 @@ import { readFileSync, existsSync } from 'node:fs';
 import { OperationFailed } from '../errors';
 
 export type CgroupVersion = 1 | 2;
+export type CgroupController = 'memory' | 'cpuset' | 'pids' | 'cpu' | 'freezer' | 'devices';
 
 export interface CgroupLayout {
   /** Where each controller lives. On a hybrid host `lxc.cgroup2.*` keys are silently ignored for v1 controllers. */
-  version(controller: 'memory' | 'cpuset' | 'pids' | 'cpu' | 'freezer'): CgroupVersion;
+  version(controller: CgroupController): CgroupVersion;
   /** Where a v1 controller's hierarchy is mounted (undefined for v2 ones). */
-  v1Mount(controller: 'memory' | 'cpuset' | 'pids' | 'cpu' | 'freezer'): string | undefined;
+  v1Mount(controller: CgroupController): string | undefined;
 }
 
 export function detectCgroupLayout(mounts = readFileSync('/proc/self/mounts', 'utf8')): CgroupLayout {

@@ -22,7 +22,16 @@ export interface RenderInput {
   idmap: IdMap | null;
   layout: CgroupLayout;
   apparmor: boolean;
+  /** The devices' items (lib/devices/container.ts), after the defaults. */
+  devices: LxcItem[];
 }
+
+/**
+ * The devices cgroup lets a container use only the nodes every container has (liblxc's own
+ * common.conf, as LXD): null, zero, full, random, urandom, tty, console, ptmx, its ptys and fuse.
+ * Devices add their own nodes to this list.
+ */
+const DEFAULT_DEVICE_RULES = ['c *:* m', 'b *:* m', 'c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm', 'c 1:9 rwm', 'c 5:0 rwm', 'c 5:1 rwm', 'c 5:2 rwm', 'c 136:* rwm', 'c 10:229 rwm'];
 
 type Controller = 'memory' | 'cpuset' | 'pids';
 
@@ -68,9 +77,12 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
     ['lxc.tty.max', '0'],
     ['lxc.mount.auto', 'proc:mixed sys:mixed cgroup:mixed:force'],
     ['lxc.cap.drop', 'sys_module mac_admin mac_override sys_time'],
-    // No bridge is assumed on the host: the container gets its own loopback only.
-    ['lxc.net.0.type', 'empty'],
   ];
+  const devicesCgroup = layout.version('devices') === 1 ? 'lxc.cgroup.devices' : 'lxc.cgroup2.devices';
+  items.push([`${devicesCgroup}.deny`, 'a'], ...DEFAULT_DEVICE_RULES.map((r): LxcItem => [`${devicesCgroup}.allow`, r]));
+  // Without a NIC device the container has its own loopback only (no bridge is assumed).
+  if (!input.devices.some(([k]) => k.startsWith('lxc.net.'))) items.push(['lxc.net.0.type', 'empty']);
+  items.push(...input.devices);
   if (!input.apparmor) items.push(['lxc.apparmor.profile', 'unconfined']);
   if (input.idmap) {
     items.push(['lxc.idmap', `u 0 ${input.idmap.base} ${input.idmap.size}`]);

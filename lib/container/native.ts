@@ -4,6 +4,8 @@
  */
 import bindings from 'bindings';
 
+import type { NetworkInterface } from '../instance/instance';
+
 /** The liblxc states, as `state()` returns them. */
 export type LxcState = 'STOPPED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'ABORTING' | 'FREEZING' | 'FROZEN' | 'THAWED';
 
@@ -70,13 +72,34 @@ export interface Native {
   signalPidfd(pidfd: number, signal: number): boolean;
   /** TIOCSWINSZ on a terminal master. */
   setWindowSize(fd: number, cols: number, rows: number): boolean;
-  /**
-   * The addresses in the network namespace of `pid`, as liblxc's getIps() reports them (no
-   * loopback; IPv6 of global scope), read from a thread without forking this process.
-   */
-  netnsAddresses(pid: number): Promise<string[]>;
+  /** The interfaces in the network namespace of `pid`, read from a thread without forking this process. */
+  netnsInterfaces(pid: number): Promise<Array<NetworkInterface & { addresses: Array<{ linkLocal: boolean }> }>>;
   /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
   openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
+  /**
+   * Binds the host's `source` at `target` (relative to the container's "/", resolved inside it;
+   * made if missing, owned by uid:gid on the host) in the mount namespace of `pid`, with the new
+   * mount API: `idmap` maps it through the user namespace of `pid` (an idmapped mount).
+   */
+  mountInto(pid: number, source: string, target: string, options: MountOptions): Promise<void>;
+  /**
+   * Detaches the mount at `target` (relative to the container's "/") in the mount namespace of
+   * `pid`; `remove` also unlinks the file it was mounted on.
+   */
+  umountIn(pid: number, target: string, remove: boolean): Promise<void>;
+  /** mknod + chown + chmod on the host. */
+  makeNode(path: string, block: boolean, mode: number, major: number, minor: number, uid: number, gid: number): Promise<void>;
+}
+
+export interface MountOptions {
+  /** The target is (made as) a directory; else a file. */
+  dir: boolean;
+  readonly?: boolean;
+  idmap?: boolean;
+  recursive?: boolean;
+  propagation?: string;
+  uid: number;
+  gid: number;
 }
 
 let loaded: Native | undefined;

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 
 import { OperationFailed } from '../errors';
 import { isStaticElf } from '../util/elf';
+import { DHCP_FILES } from './dhcp-client';
 import type { ContainerImageMeta } from './meta';
 
 const run = promisify(execFile);
@@ -24,8 +25,9 @@ export const BUSYBOX_FILES: Record<string, { mode: number; text: string }> = {
   'etc/inittab': { mode: 0o644, text: '::sysinit:/etc/init.d/rcS\n::shutdown:/bin/sync\n' },
   'etc/init.d/rcS': {
     mode: 0o755,
-    text: '#!/bin/sh\nmkdir -p /run /tmp /var/run\nip link set lo up 2>/dev/null\necho "lxq busybox: up"\n',
+    text: '#!/bin/sh\nmkdir -p /run /tmp /var/run\nip link set lo up 2>/dev/null\n/sbin/lxq-dhcp &\necho "lxq busybox: up"\n',
   },
+  ...DHCP_FILES,
 };
 
 /** Both image builders copy the host's busybox into a root without libraries: it must be static. */

@@ -10,8 +10,7 @@ import type { Kernel } from './kernel-package';
 /**
  * Modules the guest needs that the cloud kernel may build as modules: virtio transport, disk,
  * console (the agent's channel), the root filesystem, the ACPI power button with evdev (busybox
- * acpid reads /dev/input/event*), and the network driver, which `/init` loads only when the VM
- * has a virtio NIC (virtio device id 1). Built-in ones are skipped; dependencies come first.
+ * acpid reads /dev/input/event*), virtiofs and virtio-scsi for devices, and the network driver. Built-in ones are skipped; dependencies come first.
  */
 export const VM_MODULES: { name: string; onlyWithVirtioDevice?: number }[] = [
   { name: 'virtio_pci' },
@@ -20,7 +19,13 @@ export const VM_MODULES: { name: string; onlyWithVirtioDevice?: number }[] = [
   { name: 'ext4' },
   { name: 'button' },
   { name: 'evdev' },
-  { name: 'virtio_net', onlyWithVirtioDevice: 1 },
+  // Loaded at boot even without a NIC: one may be hot-plugged.
+  { name: 'virtio_net' },
+  // Devices (lib/devices/vm.ts), loaded even without the device at boot, since it may be
+  // hot-plugged: virtiofs shares, and disks on virtio-scsi.
+  { name: 'virtiofs' },
+  { name: 'virtio_scsi' },
+  { name: 'sd_mod' },
 ];
 
 /** The module files to insmod, in dependency order, with their paths inside `k.root`. */

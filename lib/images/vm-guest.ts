@@ -11,6 +11,7 @@
  * Every step prints an `lxq-init: ...` line (with the uptime) to the console, which QEMU writes
  * to the serial log, so a boot can be followed and timed.
  */
+import { DHCP_FILES } from './dhcp-client';
 
 export interface GuestFile {
   mode: number;
@@ -195,6 +196,7 @@ done < /proc/mounts
 set_hostname ""
 lo_up
 vports
+/sbin/lxq-dhcp &
 mark "rcS done"
 `;
 
@@ -342,4 +344,5 @@ export const ROOTFS_FILES: Record<string, GuestFile> = {
   'sbin/shutdown': { mode: 0o755, text: SHUTDOWN },
   'sbin/lxq-halt': { mode: 0o755, text: LXQ_HALT },
   'usr/libexec/lxq/qga-start': { mode: 0o755, text: QGA_START },
+  ...DHCP_FILES,
 };

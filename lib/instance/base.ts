@@ -8,24 +8,38 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '../config/options';
-import { InvalidArgument, InvalidState } from '../errors';
+import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
+import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, validateDeviceName } from '../devices/validate';
+import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
+import type { Networks } from '../network/networks';
+import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
 import type { InstanceFiles } from './files';
 import type {
   Instance,
   InstanceConsole,
   InstanceEvents,
+  DeviceState,
   InstanceRecord,
   InstanceState,
   InstanceStatus,
   StopOptions,
+  WaitForAddressOptions,
 } from './instance';
-import { STOP_OPTION_KEYS } from './instance';
+import { STOP_OPTION_KEYS, WAIT_FOR_ADDRESS_KEYS } from './instance';
 import { refuseUnknownKeys } from '../util/keys';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
 
 export const RECORD_FILE = 'lxq.json';
+
+/** A change of an instance's devices, by name: as they were, and as they are now. */
+export interface DeviceChange {
+  removed: Devices;
+  added: Devices;
+}
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+/** How often waitForAddress looks (the instance's own state and the network's leases). */
+const ADDRESS_POLL_MS = 100;
 
 export abstract class BaseInstance extends EventEmitter<InstanceEvents> implements Instance {
   private queue: Promise<unknown> = Promise.resolve();
@@ -54,6 +68,9 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   get config(): Readonly<InstanceConfig> {
     return this.record.config;
   }
+  get devices(): Readonly<Devices> {
+    return this.record.devices ?? {};
+  }
 
   abstract readonly files: InstanceFiles;
 
@@ -81,9 +98,25 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   /** Resolves once the frozen instance runs again; refuses (`refusal`) unless it is frozen. */
   protected abstract doUnfreeze(): Promise<void>;
   protected abstract doDelete(): Promise<void>;
-  protected abstract doState(status: InstanceStatus): Promise<InstanceState>;
+  protected abstract doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>>;
   /** Applies changed options: `live` says whether the instance is running now. */
   protected abstract applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void>;
+  /**
+   * Applies a change of devices: `removed` (as they were) and `added` (as they are in `next`),
+   * checked against the host first, hot-plugged when `live`; on failure nothing is left changed.
+   * The record is saved by the caller once this resolves.
+   */
+  protected abstract applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void>;
+  /** The host's networks (NICs are checked against them). */
+  protected abstract get networks(): Networks;
+  /** What checking this instance's devices against the host needs. */
+  protected get probeEnv(): ProbeEnv {
+    return { networks: this.networks, instance: this.name };
+  }
+  /** What state() says of a device; drivers add what they know (QEMU ids). */
+  protected deviceState(name: string, d: DeviceConfig): DeviceState {
+    return { name, type: d.type, ...(d.source !== undefined ? { source: d.source } : {}), ...(devicePath(d) !== undefined ? { path: devicePath(d) } : {}) };
+  }
 
   // ---- the interface ----
   async status(): Promise<InstanceStatus> {
@@ -94,7 +127,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.serialized(async () => {
       const s = await this.doState(await this.currentStatus());
       this.observe(s.status);
-      return s;
+      const devices = Object.entries(this.devices)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([name, d]) => this.deviceState(name, d));
+      return { ...s, devices };
     });
   }
 
@@ -151,6 +187,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
         await this.stopNow(0, true);
       }
       await this.doDelete();
+      await syncNetworkHosts(this.devices, this.networks);
       this.removeAllListeners();
     });
   }
@@ -178,6 +215,72 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       await this.applyConfig(next, previous, live);
       await this.saveRecord({ ...this.record, config: next });
     });
+  }
+
+  async waitForAddress(options: WaitForAddressOptions = {}): Promise<string> {
+    refuseUnknownKeys('waitForAddress', options ?? {}, WAIT_FOR_ADDRESS_KEYS);
+    const family = options?.family ?? 'inet';
+    const timeout = options?.timeout ?? 60_000;
+    if (family !== 'inet' && family !== 'inet6') throw new InvalidArgument(`family must be "inet" or "inet6", got ${JSON.stringify(family)}`);
+    if (!Number.isFinite(timeout) || timeout <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeout}`);
+    await this.require('wait for an address of', ['running', 'starting']);
+    const deadline = Date.now() + timeout;
+    const macs = new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.hwaddr.toLowerCase()] : [])));
+    const networks = [...new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.network] : [])))];
+    const isFamily = (a: string) => (family === 'inet') === !a.includes(':');
+    for (;;) {
+      if (options?.signal?.aborted) throw new Aborted(`waiting for an address of ${this.name} was aborted`);
+      const own = (await this.state()).network.addresses.find(isFamily);
+      if (own) return own;
+      for (const n of networks) {
+        const lease = (await (await this.networks.get(n).catch(() => undefined))?.leases())?.find((l) => macs.has(l.hwaddr.toLowerCase()) && isFamily(l.address));
+        if (lease) return lease.address;
+      }
+      if (Date.now() >= deadline) throw new Timeout(`${this.name} had no ${family === 'inet' ? 'IPv4' : 'IPv6'} address within ${timeout} ms`);
+      await new Promise((r) => setTimeout(r, ADDRESS_POLL_MS));
+    }
+  }
+
+  addDevice(name: string, device: DeviceInput): Promise<void> {
+    return this.serialized(async () => {
+      validateDeviceName(name);
+      if (name in this.devices) throw new AlreadyExists(`${this.name} already has a device named "${name}"; use updateDevice() to change it`);
+      const d = withHwaddrs({ [name]: normalizeDevice(this.type, name, device) })[name];
+      await this.changeDevices({ ...this.devices, [name]: d }, { removed: {}, added: { [name]: d } });
+    });
+  }
+
+  removeDevice(name: string): Promise<void> {
+    return this.serialized(async () => {
+      const d = this.existingDevice(name);
+      const next = { ...this.devices };
+      delete next[name];
+      await this.changeDevices(next, { removed: { [name]: d }, added: {} });
+    });
+  }
+
+  updateDevice(name: string, patch: DevicePatch): Promise<void> {
+    return this.serialized(async () => {
+      const current = this.existingDevice(name);
+      const d = patchDevice(this.type, name, current, patch);
+      if (JSON.stringify(d) === JSON.stringify(current)) return;
+      await this.changeDevices({ ...this.devices, [name]: d }, { removed: { [name]: current }, added: { [name]: d } });
+    });
+  }
+
+  private existingDevice(name: string): DeviceConfig {
+    validateDeviceName(name);
+    const d = this.devices[name];
+    if (!d) throw new NotFound(`${this.name} has no device named "${name}"` + (Object.keys(this.devices).length ? `; it has ${Object.keys(this.devices).map((n) => `"${n}"`).join(', ')}` : ''));
+    return d;
+  }
+
+  private async changeDevices(next: Devices, change: DeviceChange): Promise<void> {
+    checkPaths(next);
+    const live = (await this.currentStatus()) !== 'stopped';
+    await this.applyDevices(next, change, live);
+    await this.saveRecord({ ...this.record, devices: next });
+    await syncNetworkHosts({ ...change.removed, ...change.added }, this.networks);
   }
 
   // ---- shared machinery ----

@@ -6,6 +6,7 @@
 import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
+import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType } from '../devices/declarations';
 import type { InstanceFiles } from './files';
 import { optionKeys } from '../util/keys';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
@@ -22,7 +23,53 @@ export interface InstanceState {
   cpu: { usageNs: number };
   memory: { usageBytes: number; limitBytes: number | null };
   processes: number;
-  network: { addresses: string[] };
+  network: {
+    /** Every address but loopback and IPv6 link-local ones, as liblxc's get_ips reports them. */
+    addresses: string[];
+    /** Each interface, loopback included. */
+    interfaces: NetworkInterface[];
+  };
+  /** Each device of the instance, in name order. */
+  devices: DeviceState[];
+}
+
+export interface NetworkInterface {
+  name: string;
+  hwaddr: string;
+  /** 0 where not known (a VM's agent does not say). */
+  mtu: number;
+  addresses: Array<{ family: 'inet' | 'inet6'; address: string; prefix: number }>;
+  counters: { bytesReceived: number; bytesSent: number; packetsReceived: number; packetsSent: number };
+}
+
+/** Where `state().network.addresses` come from: interfaces but lo, without IPv6 link-local addresses. */
+export function reportedAddresses(interfaces: NetworkInterface[]): string[] {
+  return interfaces
+    .filter((i) => i.name !== 'lo')
+    .flatMap((i) => i.addresses.filter((a) => !(a.family === 'inet6' && a.address.toLowerCase().startsWith('fe80:'))).map((a) => a.address));
+}
+
+export interface WaitForAddressOptions {
+  /** Default 'inet' (IPv4). */
+  family?: 'inet' | 'inet6';
+  /** Milliseconds; default 60 000. */
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+export const WAIT_FOR_ADDRESS_KEYS = optionKeys<WaitForAddressOptions>({ family: true, timeout: true, signal: true });
+
+/** What `state()` says of a device. */
+export interface DeviceState {
+  name: string;
+  type: DeviceType;
+  /** The host path (disks, unix devices). */
+  source?: string;
+  /** Where it is inside the instance. */
+  path?: string;
+  /** VMs: the QEMU device id, and for block disks the block node name. */
+  qemuDevice?: string;
+  qemuNode?: string;
 }
 
 export interface StopOptions {
@@ -53,6 +100,8 @@ export interface InstanceRecord {
   /** What the image said about running it, copied at create so the image can later go. */
   imageMeta: Record<string, unknown>;
   config: InstanceConfig;
+  /** The devices by name (absent in records written before devices existed). */
+  devices?: Devices;
   createdAt: string;
 }
 
@@ -62,8 +111,10 @@ export interface CreateOptions {
   /** An image name from the host's image store, such as 'busybox' or 'vm/default'. */
   image: string;
   config?: InstanceConfigInput;
+  /** Devices by name: `{ data: { type: 'disk', source: '/srv/data', path: '/data' } }`. */
+  devices?: DevicesInput;
 }
-export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true });
+export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true });
 
 export interface Instance extends EventEmitter<InstanceEvents> {
   readonly name: string;
@@ -86,6 +137,21 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   state(): Promise<InstanceState>;
   /** Changes options: validated first, applied live where the option allows it, else at the next start. */
   update(config: InstanceConfigPatch): Promise<void>;
+
+  /**
+   * Resolves with the instance's first address of `family` that its DHCP lease (on an lxq
+   * network) or the instance itself (its network namespace, or a VM's guest agent) reports.
+   */
+  waitForAddress(options?: WaitForAddressOptions): Promise<string>;
+
+  /** The devices as stored (strings), by name. */
+  readonly devices: Readonly<Record<string, Readonly<DeviceConfig>>>;
+  /** Adds a device: checked first, hot-plugged into a running instance, kept for the next starts. */
+  addDevice(name: string, device: DeviceInput): Promise<void>;
+  /** Removes a device, from a running instance too. NotFound if there is none of that name. */
+  removeDevice(name: string): Promise<void>;
+  /** Changes a device's keys (`null` removes a key); a running instance gets the new device at once. */
+  updateDevice(name: string, patch: DevicePatch): Promise<void>;
 
   /** Runs a command to completion; output of any size is collected as Buffers. */
   exec(argv: string[], options?: ExecOptions): Promise<ExecResult>;

@@ -24,14 +24,38 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { findOption, InstanceConfig, splitArgs } from '../config/options';
+import type { Networks } from '../network/networks';
+import { createTap, deleteLink } from '../network/iproute';
+import { ensureNetworks, hostLink, netdevArgs, nicDeviceArgs } from '../devices/nic';
 import { parseMemory } from '../config/units';
 import { InvalidArgument, InvalidState, NotFound, NotSupported, OperationFailed } from '../errors';
 import type { Image } from '../images/store';
 import type { VmImage, VmImageMeta } from '../images/meta';
 import { readVmImage } from '../images/vm-image';
-import { BaseInstance, RECORD_FILE } from '../instance/base';
+import type { DeviceConfig, Devices } from '../devices/declarations';
+import { type DeviceSource, probeDevices, readSources } from '../devices/validate';
+import {
+  blockdevArgs,
+  chardevArgs,
+  deviceArgs,
+  freePorts,
+  guestMountCommand,
+  guestUmountCommand,
+  launchArgs,
+  prepareVmDevice,
+  qemuDeviceId,
+  qemuNodeName,
+  releaseVmDevice,
+  removeTaps,
+  SCSI_CONTROLLER,
+  SPARE_PORTS,
+  startVirtiofsd,
+  vmDeviceKind,
+} from '../devices/vm';
+import { deviceValue } from '../devices/declarations';
+import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
 import type { InstanceFiles } from '../instance/files';
-import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
+import { type DeviceState, type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
 import {
   checkExecOptions,
   checkSpawn,
@@ -54,6 +78,7 @@ import { createVmOverlay, qemuArgsForImage } from './qemu-args';
 export interface VmContext {
   /** The host's state directory (where the accelerator verdict is kept). */
   hostDir: string;
+  networks: Networks;
 }
 
 /**
@@ -65,6 +90,14 @@ export interface VmState extends InstanceState {
   vcpus: number;
   /** From guest-get-osinfo; absent when the agent did not answer. */
   os?: { id?: string; name?: string; version?: string; kernelRelease?: string; machine?: string };
+}
+
+/** One interface as guest-network-get-interfaces reports it. */
+interface GuestInterface {
+  name: string;
+  'hardware-address'?: string;
+  'ip-addresses'?: Array<{ 'ip-address-type': 'ipv4' | 'ipv6'; 'ip-address': string; prefix: number }>;
+  statistics?: { 'rx-bytes': number; 'tx-bytes': number; 'rx-packets': number; 'tx-packets': number };
 }
 
 /** How long state() waits for the guest agent (it never fails because the agent is down). */
@@ -106,6 +139,11 @@ const QEMU_STATUS: Record<string, InstanceStatus> = {
 };
 /** QMP events after which the status is read again. */
 const STATUS_EVENTS = new Set(['SHUTDOWN', 'STOP', 'RESUME']);
+
+/** How long the guest has to release a device being unplugged. */
+const UNPLUG_MS = 20_000;
+/** How long plugging a share waits for the guest agent to mount it. */
+const AGENT_SETUP_MS = 60_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -193,6 +231,8 @@ export class VmInstance extends BaseInstance {
   private readonly agent: GuestAgent;
   private monitor: QmpClient | undefined;
   private connecting: Promise<QmpClient | undefined> | undefined;
+  /** The shares being mounted by the guest agent after the last start (exec and files wait for it). */
+  private guestSetup: Promise<void> = Promise.resolve();
   /** Set while this process launches QEMU: the pidfile and monitor are not there yet. */
   private launching = false;
 
@@ -208,6 +248,7 @@ export class VmInstance extends BaseInstance {
         throw new NotSupported(`file access in a stopped vm is not supported: it goes through the guest agent, which runs only while ${this.name} runs; start it first`);
       }
       await this.require('access files in', ['running']);
+      await this.guestSetup;
     });
   }
 
@@ -230,8 +271,10 @@ export class VmInstance extends BaseInstance {
         throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
       }
     }
+    await probeDevices('vm', record.devices ?? {}, vm.probeEnv);
     await fs.mkdir(dir, { mode: 0o711 });
     try {
+      for (const [name, d] of Object.entries(record.devices ?? {})) await prepareVmDevice(dir, name, d);
       await createVmOverlay(img, vm.file('disk'));
       await writeJsonAtomic(path.join(dir, RECORD_FILE), vm.record);
     } catch (e) {
@@ -248,6 +291,10 @@ export class VmInstance extends BaseInstance {
   get qmp(): QmpClient {
     if (!this.monitor?.connected) throw new InvalidState(`${this.name} has no QMP connection: it is not running (or its status was not read yet)`);
     return this.monitor;
+  }
+
+  protected get networks(): Networks {
+    return this.ctx.networks;
   }
 
   /** Where QEMU's own messages of the last start are (errors, warnings). */
@@ -327,23 +374,31 @@ export class VmInstance extends BaseInstance {
 
   protected async doStart(): Promise<void> {
     const settings = launchSettings(this.config);
+    await ensureNetworks(this.devices, this.ctx.networks);
     const img = await loadImage(this.image, String(this.record.imageMeta.dir), this.record.imageMeta);
     const { accel, watch } = await chooseAccel(settings.accel, this.ctx.hostDir);
     this.launching = true;
     try {
-      if (!watch) return await this.launch(img, settings, accel);
-      try {
-        await this.launch(img, settings, accel);
-        await this.watchBoot();
-      } catch (e) {
-        // KVM that looks fine but does not run a guest (design.md): use TCG, and once TCG ran
-        // (the failure was KVM's, not e.g. a bad raw.qemu) remember it for this host.
-        await this.doKill();
-        await this.launch(img, settings, 'tcg');
-        await recordKvmFailure(this.ctx.hostDir, (e as Error).message);
-      }
+      await (watch ? this.launchWatched(img, settings, accel) : this.launch(img, settings, accel));
     } finally {
       this.launching = false;
+    }
+    // Not awaited: start() resolves once QEMU runs; exec and files wait for the shares.
+    this.guestSetup = this.mountShares().catch(() => undefined);
+  }
+
+  /**
+   * KVM that looks fine but does not run a guest (design.md): use TCG, and once TCG ran (the
+   * failure was KVM's, not e.g. a bad raw.qemu) remember it for this host.
+   */
+  private async launchWatched(img: VmImage, settings: LaunchSettings, accel: Accel): Promise<void> {
+    try {
+      await this.launch(img, settings, accel);
+      await this.watchBoot();
+    } catch (e) {
+      await this.doKill();
+      await this.launch(img, settings, 'tcg');
+      await recordKvmFailure(this.ctx.hostDir, (e as Error).message);
     }
   }
 
@@ -361,6 +416,7 @@ export class VmInstance extends BaseInstance {
         // The instance name, which the initramfs makes the hostname while the disk has none.
         appendCmdline: `lxq.hostname=${this.name}`,
       }),
+      ...(await launchArgs(this.dir, this.devices, await readSources(this.devices, this.probeEnv), s.memoryMiB)),
       '-name', this.name,
       '-pidfile', this.file('pid'),
       ...s.raw,
@@ -420,6 +476,10 @@ export class VmInstance extends BaseInstance {
     if (pid === null) return true;
     const deadline = Date.now() + timeoutMs;
     let agentAsked = false;
+    const exited = async () => {
+      await removeTaps(this.dir, this.devices);
+      return true;
+    };
     for (;;) {
       // QEMU may exit before its reply is read: the process is what tells.
       await this.command('system_powerdown').catch(() => undefined);
@@ -430,13 +490,18 @@ export class VmInstance extends BaseInstance {
           .then(() => true, () => false);
       }
       const wait = Math.min(POWER_BUTTON_REPEAT_MS, deadline - Date.now());
-      if (wait <= 0) return !(await isQemuOf(pid, pidfile));
-      if (await waitForExit(pid, pidfile, wait)) return true;
+      if (wait <= 0) return (await isQemuOf(pid, pidfile)) ? false : exited();
+      if (await waitForExit(pid, pidfile, wait)) return exited();
     }
   }
 
-  /** QMP `quit`, then SIGKILL if QEMU has not exited. */
+  /** QMP `quit`, then SIGKILL if QEMU has not exited; its NICs' taps go with it. */
   protected async doKill(): Promise<void> {
+    await this.killQemu();
+    await removeTaps(this.dir, this.devices);
+  }
+
+  private async killQemu(): Promise<void> {
     const pidfile = this.file('pid');
     const pid = await livePid(pidfile);
     if (pid === null) return;
@@ -463,15 +528,140 @@ export class VmInstance extends BaseInstance {
   protected async doDelete(): Promise<void> {
     this.dropMonitor();
     this.agent.close();
+    await removeTaps(this.dir, this.devices);
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
-  protected async doState(status: InstanceStatus): Promise<VmState> {
+  /**
+   * New devices are checked and made first (a `size` disk's qcow2); on a running VM the removed
+   * ones are unplugged (waited on through DEVICE_DELETED) and the new ones plugged onto free root
+   * ports, a share then mounted by the guest agent. A failure undoes what this call did.
+   */
+  protected async applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void> {
+    const added = await probeDevices('vm', change.added, this.probeEnv);
+    const removed = await readSources(change.removed, this.probeEnv);
+    for (const [name, d] of Object.entries(change.added)) await prepareVmDevice(this.dir, name, d);
+    const plugged: string[] = [];
+    try {
+      if (live) {
+        for (const [name, d] of Object.entries(change.removed)) await this.unplug(name, d, removed.get(name)!);
+        for (const [name, d] of Object.entries(change.added)) {
+          await this.plug(name, d, added.get(name)!);
+          plugged.push(name);
+        }
+      }
+    } catch (e) {
+      for (const name of plugged) await this.unplug(name, change.added[name], added.get(name)!).catch(() => undefined);
+      for (const [name, d] of Object.entries(change.removed)) await this.plug(name, d, removed.get(name)!).catch(() => undefined);
+      for (const name of Object.keys(change.added)) if (!(name in change.removed)) await releaseVmDevice(this.dir, name);
+      throw e;
+    }
+    for (const name of Object.keys(change.removed)) if (!(name in change.added)) await releaseVmDevice(this.dir, name);
+  }
+
+  /** Hot-plugs a device into the running VM. */
+  private async plug(name: string, d: DeviceConfig, src: DeviceSource): Promise<void> {
+    const kind = vmDeviceKind(d, src);
+    if (kind === 'skip') return;
+    const port = async () => {
+      const free = freePorts(await this.command<Array<{ devices: never[] }>>('query-pci'));
+      if (!free.length) throw new OperationFailed(`${this.name} has no free PCIe port for device "${name}" (${SPARE_PORTS} spare ones are made at start): restart it to add more`);
+      return free[0];
+    };
+    if (kind === 'nic') {
+      await createTap(hostLink(this.dir, name), src.bridge!, src.mtu ?? 1500);
+      await this.command('netdev_add', netdevArgs(this.dir, name));
+      await this.command('device_add', nicDeviceArgs(name, d, src, await port())).catch(async (e) => {
+        await this.command('netdev_del', { id: `net-${name}` }).catch(() => undefined);
+        throw e;
+      });
+      return;
+    }
+    if (kind === 'share') {
+      await startVirtiofsd(this.dir, name, d);
+      await this.command('chardev-add', chardevArgs(this.dir, name));
+      await this.command('device_add', deviceArgs(this.dir, name, d, src, await port()));
+      await this.mountShare(name, d);
+      return;
+    }
+    if (deviceValue(d, 'io.bus') === 'virtio-scsi' && !(await this.hasDevice(SCSI_CONTROLLER))) {
+      await this.command('device_add', { driver: 'virtio-scsi-pci', id: SCSI_CONTROLLER, bus: await port() });
+    }
+    await this.command('blockdev-add', blockdevArgs(this.dir, name, d, src));
+    await this.command('device_add', deviceArgs(this.dir, name, d, src, await port())).catch(async (e) => {
+      await this.command('blockdev-del', { 'node-name': qemuNodeName(name) }).catch(() => undefined);
+      throw e;
+    });
+  }
+
+  /** Hot-unplugs a device from the running VM: the guest lets go of it first. */
+  private async unplug(name: string, d: DeviceConfig, src: DeviceSource): Promise<void> {
+    const kind = vmDeviceKind(d, src);
+    if (kind === 'skip' || !(await this.hasDevice(qemuDeviceId(name)))) return;
+    if (kind === 'share') await this.agentRun(guestUmountCommand(d)).catch(() => undefined);
+    const qmp = await this.connected();
+    if (!qmp) return;
+    const deleted = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        qmp.off('DEVICE_DELETED', onEvent);
+        reject(new OperationFailed(`the guest of ${this.name} did not release device "${name}" within ${UNPLUG_MS} ms`, { call: 'qmp:device_del' }));
+      }, UNPLUG_MS);
+      const onEvent = (e: { data?: { device?: string } }) => {
+        if (e.data?.device !== qemuDeviceId(name)) return;
+        clearTimeout(timer);
+        qmp.off('DEVICE_DELETED', onEvent);
+        resolve();
+      };
+      qmp.on('DEVICE_DELETED', onEvent);
+    });
+    await this.command('device_del', { id: qemuDeviceId(name) });
+    await deleted;
+    if (kind === 'share') await this.command('chardev-remove', { id: `chr-${name}` }).catch(() => undefined);
+    else if (kind === 'nic') {
+      await this.command('netdev_del', { id: `net-${name}` }).catch(() => undefined);
+      await deleteLink(hostLink(this.dir, name)).catch(() => undefined);
+    } else await this.command('blockdev-del', { 'node-name': qemuNodeName(name) }).catch(() => undefined);
+  }
+
+  private async hasDevice(id: string): Promise<boolean> {
+    const list = await this.command<Array<{ name: string }>>('qom-list', { path: '/machine/peripheral' });
+    return list.some((p) => p.name === id);
+  }
+
+  /** Runs a guest command through the agent to completion; a failure quotes its stderr. */
+  private async agentRun(argv: string[]): Promise<void> {
+    const proc = await agentSpawn(this.agent, argv, [], undefined, undefined);
+    const r = await collect(proc, { timeout: 30_000 }, `${JSON.stringify(argv[0])} in ${this.name}`);
+    if (r.exitCode !== 0) throw new OperationFailed(`${argv.join(' ')} in ${this.name} exited ${r.exitCode}: ${r.stderr.toString().trim()}`, { call: 'qga:guest-exec' });
+  }
+
+  private async mountShare(name: string, d: DeviceConfig): Promise<void> {
+    await this.agent.wait(AGENT_SETUP_MS);
+    await this.agentRun(guestMountCommand(name, d));
+  }
+
+  /** After a start: the guest agent mounts the shares; exec and files wait for it. */
+  private mountShares(): Promise<void> {
+    const shares = Object.entries(this.devices).filter(([, d]) => d.type === 'disk' && d.path !== undefined);
+    if (!shares.length) return Promise.resolve();
+    return (async () => {
+      const sources = await readSources(Object.fromEntries(shares), this.probeEnv);
+      for (const [name, d] of shares) if (vmDeviceKind(d, sources.get(name)!) === 'share') await this.mountShare(name, d);
+    })();
+  }
+
+  protected override deviceState(name: string, d: DeviceConfig): DeviceState {
+    const s = super.deviceState(name, d);
+    if (d.type !== 'disk') return s;
+    return { ...s, qemuDevice: qemuDeviceId(name), ...(d.path === undefined ? { qemuNode: qemuNodeName(name) } : {}) };
+  }
+
+  protected async doState(status: InstanceStatus): Promise<Omit<VmState, 'devices'>> {
     const pid = status === 'stopped' ? null : await livePid(this.file('pid'));
     if (pid === null) {
-      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] }, vcpus: 0 };
+      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] }, vcpus: 0 };
     }
     const [stat, procStatus, cpus, memory, guest] = await Promise.all([
       fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''),
@@ -491,26 +681,34 @@ export class VmInstance extends BaseInstance {
       cpu: { usageNs: (ticks || 0) * 10_000_000 },
       memory: { usageBytes: rssKiB * 1024, limitBytes: memory?.['base-memory'] ?? null },
       processes: 0,
-      network: { addresses: guest?.addresses ?? [] },
+      network: { addresses: reportedAddresses(guest?.interfaces ?? []), interfaces: guest?.interfaces ?? [] },
       vcpus: cpus.length,
       ...(guest?.os ? { os: guest.os } : {}),
     };
   }
 
-  /** The guest's addresses and OS from its agent, if it answers within STATE_AGENT_MS; never throws. */
-  private async guestInfo(): Promise<{ addresses: string[]; os?: VmState['os'] } | undefined> {
+  /** The guest's interfaces and OS from its agent, if it answers within STATE_AGENT_MS; never throws. */
+  private async guestInfo(): Promise<{ interfaces: NetworkInterface[]; os?: VmState['os'] } | undefined> {
     const opts = { timeout: STATE_AGENT_MS, connectTimeout: STATE_AGENT_MS };
     try {
-      const ifaces = await this.agent.execute<{ name: string; 'ip-addresses'?: { 'ip-address': string }[] }[]>('guest-network-get-interfaces', undefined, opts);
-      const addresses = ifaces
-        .filter((i) => i.name !== 'lo')
-        .flatMap((i) => (i['ip-addresses'] ?? []).map((a) => a['ip-address']))
-        .filter((a) => a !== '127.0.0.1' && a !== '::1');
+      const ifaces = await this.agent.execute<GuestInterface[]>('guest-network-get-interfaces', undefined, opts);
+      const interfaces = ifaces.map((i): NetworkInterface => ({
+        name: i.name,
+        hwaddr: i['hardware-address'] ?? '',
+        mtu: 0,
+        addresses: (i['ip-addresses'] ?? []).map((a) => ({ family: a['ip-address-type'] === 'ipv6' ? 'inet6' : 'inet', address: a['ip-address'], prefix: a.prefix })),
+        counters: {
+          bytesReceived: i.statistics?.['rx-bytes'] ?? 0,
+          bytesSent: i.statistics?.['tx-bytes'] ?? 0,
+          packetsReceived: i.statistics?.['rx-packets'] ?? 0,
+          packetsSent: i.statistics?.['tx-packets'] ?? 0,
+        },
+      }));
       const info = await this.agent
         .execute<Record<string, string>>('guest-get-osinfo', undefined, opts)
         .catch(() => undefined);
       const os = info && { id: info.id, name: info['pretty-name'] ?? info.name, version: info.version, kernelRelease: info['kernel-release'], machine: info.machine };
-      return { addresses, os };
+      return { interfaces, os };
     } catch {
       return undefined;
     }
@@ -544,6 +742,7 @@ export class VmInstance extends BaseInstance {
     checkAgentSpawn(options);
     const input = await readInput(options.stdin);
     await this.require('run a command in', ['running']);
+    await this.guestSetup;
     const proc = await agentSpawn(this.agent, argv, env, options.cwd, input);
     return collect(proc, { ...options, stdin: undefined }, `${JSON.stringify(argv[0])} in ${this.name}`);
   }
@@ -553,6 +752,7 @@ export class VmInstance extends BaseInstance {
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
     checkAgentSpawn(options);
     await this.require('run a command in', ['running']);
+    await this.guestSetup;
     return agentSpawn(this.agent, argv, env, options.cwd, undefined);
   }
 }

@@ -1,0 +1,148 @@
+/**
+ * The device types, declared once: their keys (value form, default, which instance types each
+ * key applies to), which instance types the device applies to, and whether it is hot-plugged.
+ * Validation (validate.ts), the TypeScript types below and the README's table (`describeDevices`)
+ * all read this table. Names and string forms follow LXD (`readonly: 'true'`).
+ */
+import type { Condition } from '../config/options';
+
+/** How a key's value is written: LXD's string forms. */
+export type DeviceValueForm = 'path' | 'string' | 'boolean' | 'size' | 'integer' | 'mode' | 'enum';
+
+export interface DeviceKeySpec {
+  readonly form: DeviceValueForm;
+  /** Which instance types the key means something for; other types refuse it. */
+  readonly condition: Condition;
+  readonly description: string;
+  readonly default?: string;
+  /** For `enum`: the accepted values. */
+  readonly values?: readonly string[];
+}
+
+export interface DeviceTypeSpec {
+  readonly condition: Condition;
+  /** Added to and removed from a running instance (hot-plug), for the types it applies to. */
+  readonly live: boolean;
+  readonly description: string;
+  readonly keys: Readonly<Record<string, DeviceKeySpec>>;
+}
+
+const PROPAGATION = ['private', 'shared', 'slave', 'unbindable', 'rprivate', 'rshared', 'rslave', 'runbindable'] as const;
+const BUSES = ['virtio-blk', 'virtio-scsi'] as const;
+
+/** Keys the two unix device types share. */
+const UNIX_KEYS = {
+  source: { form: 'path', condition: 'container', description: 'Host device node to take the type, major and minor from.' },
+  path: { form: 'path', condition: 'container', description: 'Where the node is made inside the instance (default: `source`).' },
+  major: { form: 'integer', condition: 'container', description: 'Device major number (default: that of `source`).' },
+  minor: { form: 'integer', condition: 'container', description: 'Device minor number (default: that of `source`).' },
+  mode: { form: 'mode', condition: 'container', default: '0660', description: 'Permission bits of the node inside, in octal.' },
+  uid: { form: 'integer', condition: 'container', default: '0', description: 'Owner of the node, as seen inside.' },
+  gid: { form: 'integer', condition: 'container', default: '0', description: 'Group of the node, as seen inside.' },
+  required: { form: 'boolean', condition: 'container', default: 'true', description: 'Refuse (and fail the start) when `source` is missing; "false" skips the device instead.' },
+} as const satisfies Record<string, DeviceKeySpec>;
+
+export const DEVICE_TYPES = {
+  disk: {
+    condition: 'both',
+    live: true,
+    description:
+      'A host directory or file at `path` (containers: a bind mount; VMs: a virtiofs share mounted by the guest agent), ' +
+      'or, for VMs, an extra block disk: `source` a raw or qcow2 image file, or `size` for a new qcow2 made by lxq.',
+    keys: {
+      source: { form: 'path', condition: 'both', description: 'Host path: a directory or file to share, or (VMs) a raw or qcow2 disk image.' },
+      path: { form: 'path', condition: 'both', description: 'Where it appears inside the instance (not for VM block disks).' },
+      readonly: { form: 'boolean', condition: 'both', default: 'false', description: 'Read-only inside the instance.' },
+      required: { form: 'boolean', condition: 'both', default: 'true', description: 'Refuse (and fail the start) when `source` is missing; "false" skips the device instead.' },
+      shift: {
+        form: 'boolean',
+        condition: 'container',
+        default: 'false',
+        description: 'Idmapped mount: an unprivileged container sees the host\'s own owners (host root is root inside).',
+      },
+      propagation: { form: 'enum', condition: 'container', values: PROPAGATION, default: 'private', description: 'Mount propagation of the bind mount.' },
+      recursive: { form: 'boolean', condition: 'container', default: 'false', description: 'Bind the mounts below `source` too (rbind).' },
+      size: { form: 'size', condition: 'vm', description: 'Size of a new, empty qcow2 block disk made by lxq (instead of `source`).' },
+      'io.bus': { form: 'enum', condition: 'vm', values: BUSES, default: 'virtio-blk', description: 'Bus of a VM block disk.' },
+    },
+  },
+  nic: {
+    condition: 'both',
+    live: true,
+    description:
+      'A network interface on a bridge: an lxq network (`network`, DHCP and DNS from its dnsmasq) or a host bridge lxq does not manage ' +
+      '(`nictype: bridged` + `parent`). Containers: a veth pair; VMs: a tap and a virtio-net-pci device.',
+    keys: {
+      network: { form: 'string', condition: 'both', description: 'The lxq network (see `host.networks`) to attach to.' },
+      nictype: { form: 'enum', condition: 'both', values: ['bridged'], description: 'With `parent`: a bridge lxq does not manage.' },
+      parent: { form: 'string', condition: 'both', description: 'The host bridge, for `nictype: bridged`.' },
+      name: { form: 'string', condition: 'both', description: 'The interface name inside the instance (default: the device name).' },
+      hwaddr: { form: 'string', condition: 'both', description: 'MAC address (default: one made by lxq, 00:16:3e:…, kept in the record).' },
+      'ipv4.address': { form: 'string', condition: 'both', description: 'A static DHCP lease on the network (an address of its subnet).' },
+      mtu: { form: 'integer', condition: 'both', description: 'MTU (default: the network\'s `bridge.mtu`, or the parent\'s).' },
+    },
+  },
+  'unix-char': {
+    condition: 'container',
+    live: true,
+    description: 'A character device node inside the container (e.g. /dev/fuse), allowed in its devices cgroup.',
+    keys: UNIX_KEYS,
+  },
+  'unix-block': {
+    condition: 'container',
+    live: true,
+    description: 'A block device node inside the container, allowed in its devices cgroup.',
+    keys: UNIX_KEYS,
+  },
+} as const satisfies Record<string, DeviceTypeSpec>;
+
+export type DeviceType = keyof typeof DEVICE_TYPES;
+
+/** A key's value as users may write it: the string form, or a number/boolean stored as its string. */
+type ValueOf<K> = K extends { form: 'boolean' }
+  ? 'true' | 'false' | boolean
+  : K extends { form: 'integer' }
+    ? string | number
+    : K extends { form: 'enum'; values: readonly (infer V)[] }
+      ? V
+      : string;
+
+/** A device as users write it, typed per device type: `{ type: 'disk', source: '/srv', path: '/srv' }`. */
+export type DeviceInput = {
+  [T in DeviceType]: { type: T } & { -readonly [K in keyof (typeof DEVICE_TYPES)[T]['keys']]?: ValueOf<(typeof DEVICE_TYPES)[T]['keys'][K]> };
+}[DeviceType];
+export type DiskDevice = Extract<DeviceInput, { type: 'disk' }>;
+export type UnixCharDevice = Extract<DeviceInput, { type: 'unix-char' }>;
+export type NicDevice = Extract<DeviceInput, { type: 'nic' }>;
+export type UnixBlockDevice = Extract<DeviceInput, { type: 'unix-block' }>;
+
+/** A device as stored: every value a string, as in LXD. */
+export type DeviceConfig = { type: DeviceType } & Record<string, string>;
+/** The instance's devices by name, as stored in its record. */
+export type Devices = Record<string, DeviceConfig>;
+export type DevicesInput = Record<string, DeviceInput>;
+/** A change of a device: a value sets the key, `null` removes it; the type cannot change. */
+export type DevicePatch = Record<string, string | number | boolean | null>;
+
+/** A device's key with its default applied. */
+export function deviceValue(device: DeviceConfig, key: string): string | undefined {
+  return device[key] ?? (DEVICE_TYPES[device.type].keys as Record<string, DeviceKeySpec>)[key]?.default;
+}
+
+/** True when a boolean key is "true" (after its default). */
+export function deviceFlag(device: DeviceConfig, key: string): boolean {
+  return deviceValue(device, key) === 'true';
+}
+
+/** A Markdown table of the device types and their keys, for the README. */
+export function describeDevices(): string {
+  const rows: string[] = [];
+  for (const [type, spec] of Object.entries(DEVICE_TYPES) as [DeviceType, DeviceTypeSpec][]) {
+    rows.push(`| **\`${type}\`** | | ${spec.condition} | ${spec.live ? 'yes' : 'next start'} | | ${spec.description} |`);
+    for (const [key, k] of Object.entries(spec.keys)) {
+      const form = k.form === 'enum' ? (k.values ?? []).map((v) => `\`${v}\``).join(' \\| ') : k.form;
+      rows.push(`| | \`${key}\` | ${k.condition} | | ${k.default ?? ''} | ${form}: ${k.description} |`);
+    }
+  }
+  return ['| type | key | applies to | hot-plug | default | description |', '|---|---|---|---|---|---|', ...rows].join('\n');
+}

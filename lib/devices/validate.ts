@@ -1,0 +1,320 @@
+/**
+ * Devices checked before anything is done with them: first their shape (names, keys, value
+ * forms, what each instance type takes; `normalizeDevices`), then what the host has at their
+ * sources (`probeDevices`). Both throw InvalidArgument naming the device and the key, or
+ * NotSupported naming the condition; neither changes anything.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import type { InstanceType } from '../config/options';
+import { editDistance, parseSize } from '../config/units';
+import { InvalidArgument, NotFound, NotSupported } from '../errors';
+import { parseIpv4 } from '../network/addresses';
+import type { Networks } from '../network/networks';
+import { link } from '../network/iproute';
+import {
+  DEVICE_TYPES,
+  type DeviceConfig,
+  type DeviceKeySpec,
+  type DevicePatch,
+  type Devices,
+  type DeviceType,
+  type DeviceTypeSpec,
+  deviceFlag,
+  deviceValue,
+} from './declarations';
+
+/** Device names: an identifier, safe as a file name, a QEMU id and a mount tag. */
+const DEVICE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
+
+export function validateDeviceName(name: unknown): string {
+  if (typeof name !== 'string' || !DEVICE_NAME.test(name)) {
+    throw new InvalidArgument(
+      `invalid device name ${JSON.stringify(name)}: use 1-63 letters, digits, "_" and "-", starting with a letter`,
+    );
+  }
+  return name;
+}
+
+function spec(type: DeviceType): DeviceTypeSpec {
+  return DEVICE_TYPES[type];
+}
+
+function checkValue(where: string, key: string, k: DeviceKeySpec, value: string): void {
+  const bad = (why: string) => new InvalidArgument(`${where}: bad value for "${key}": ${why}`);
+  if (value.includes('\0') || value.includes('\n')) throw bad('it must not contain NUL bytes or newlines');
+  switch (k.form) {
+    case 'path':
+      if (!value.startsWith('/')) throw bad(`expected an absolute path, got ${JSON.stringify(value)}`);
+      if (value.split('/').some((c) => c === '..' || c === '.')) throw bad(`"." and ".." are not allowed in ${JSON.stringify(value)}`);
+      break;
+    case 'boolean':
+      if (value !== 'true' && value !== 'false') throw bad(`expected "true" or "false", got ${JSON.stringify(value)}`);
+      break;
+    case 'integer':
+      if (!/^\d{1,10}$/.test(value) || Number(value) > 0xffffffff) throw bad(`expected a non-negative integer, got ${JSON.stringify(value)}`);
+      break;
+    case 'mode':
+      if (!/^0?[0-7]{3,4}$/.test(value) || parseInt(value, 8) > 0o7777) throw bad(`expected octal permission bits such as "0660", got ${JSON.stringify(value)}`);
+      break;
+    case 'size':
+      try {
+        parseSize(value);
+      } catch (e) {
+        throw bad((e as Error).message);
+      }
+      break;
+    case 'enum':
+      if (!k.values?.includes(value)) throw bad(`expected one of ${k.values?.map((v) => `"${v}"`).join(', ')}, got ${JSON.stringify(value)}`);
+      break;
+    case 'string':
+      break;
+  }
+}
+
+/** One device's keys and values, normalized to strings; the type decides what it takes. */
+export function normalizeDevice(instanceType: InstanceType, name: string, input: unknown): DeviceConfig {
+  validateDeviceName(name);
+  const where = `device "${name}"`;
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new InvalidArgument(`${where} must be an object with a "type", e.g. { type: "disk", source: "/srv", path: "/srv" }`);
+  }
+  const raw = input as Record<string, unknown>;
+  const type = raw.type;
+  if (typeof type !== 'string' || !(type in DEVICE_TYPES)) {
+    throw new InvalidArgument(`${where}: unknown device type ${JSON.stringify(type)}; known: ${Object.keys(DEVICE_TYPES).map((t) => `"${t}"`).join(', ')}`);
+  }
+  const s = spec(type as DeviceType);
+  if (s.condition !== 'both' && s.condition !== instanceType) {
+    throw new NotSupported(`${where}: "${type}" devices apply to ${s.condition} instances only, not to a ${instanceType}`);
+  }
+  const out: DeviceConfig = { type: type as DeviceType };
+  for (const [key, value] of Object.entries(raw)) {
+    if (key === 'type') continue;
+    const k = (s.keys as Record<string, DeviceKeySpec>)[key];
+    if (!k) {
+      const near = Object.keys(s.keys).filter((c) => editDistance(c, key) <= 2);
+      throw new InvalidArgument(
+        `${where}: unknown key "${key}" for a ${type} device` +
+          (near.length ? `; did you mean ${near.map((c) => `"${c}"`).join(', ')}?` : `; known: ${Object.keys(s.keys).join(', ')}`),
+      );
+    }
+    if (k.condition !== 'both' && k.condition !== instanceType) {
+      throw new InvalidArgument(`${where}: "${key}" applies to ${k.condition} instances only, not to a ${instanceType}`);
+    }
+    if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
+      throw new InvalidArgument(`${where}: "${key}" must be a string, number or boolean, got ${value === null ? 'null' : typeof value}`);
+    }
+    const text = String(value);
+    checkValue(where, key, k, text);
+    out[key] = text;
+  }
+  checkShape(instanceType, name, out);
+  return out;
+}
+
+/** What each device type needs, beyond single values. */
+function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): void {
+  const where = `device "${name}"`;
+  const need = (key: string, why: string) => {
+    if (d[key] === undefined) throw new InvalidArgument(`${where}: "${key}" is required (${why})`);
+  };
+  if (d.type === 'disk') {
+    if (instanceType === 'container') {
+      need('source', 'the host directory or file to bind-mount');
+      need('path', 'where it appears inside the container');
+    } else if (d.size !== undefined) {
+      if (d.source !== undefined) throw new InvalidArgument(`${where}: give "source" (an existing disk image) or "size" (a new one), not both`);
+      if (d.path !== undefined) throw new InvalidArgument(`${where}: a new block disk ("size") has no "path": the guest sees it as a disk, named by its serial "${name}"`);
+    } else {
+      need('source', 'a host directory to share, or a disk image file; or give "size" for a new disk');
+    }
+    if (d.path === '/') throw new InvalidArgument(`${where}: "path" cannot be "/" (the instance's root)`);
+  } else if (d.type === 'nic') {
+    if ((d.network === undefined) === (d.parent === undefined)) throw new InvalidArgument(`${where}: give "network" (an lxq network) or "nictype": "bridged" with "parent" (a host bridge), one of them`);
+    if (d.parent !== undefined && d.nictype !== 'bridged') throw new InvalidArgument(`${where}: "parent" goes with "nictype": "bridged"`);
+    if (d['ipv4.address'] !== undefined && d.network === undefined) throw new InvalidArgument(`${where}: "ipv4.address" is a static lease of an lxq network: it needs "network"`);
+    const ifname = d.name ?? name;
+    if (!/^[A-Za-z][A-Za-z0-9_.-]{0,14}$/.test(ifname)) {
+      throw new InvalidArgument(`${where}: ${d.name === undefined ? `the device name "${name}" cannot be an interface name; give "name"` : `bad value for "name": ${JSON.stringify(ifname)} is not an interface name (1-15 letters, digits, "_", "." and "-")`}`);
+    }
+    if (d.hwaddr !== undefined && (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(d.hwaddr) || (parseInt(d.hwaddr.slice(0, 2), 16) & 1) === 1)) {
+      throw new InvalidArgument(`${where}: bad value for "hwaddr": expected a unicast MAC address such as "00:16:3e:12:34:56", got ${JSON.stringify(d.hwaddr)}`);
+    }
+    if (d['ipv4.address'] !== undefined) {
+      try {
+        parseIpv4(d['ipv4.address']);
+      } catch (e) {
+        throw new InvalidArgument(`${where}: bad value for "ipv4.address": ${(e as Error).message}`);
+      }
+    }
+    for (const k of ['network', 'parent'] as const) {
+      if (d[k] !== undefined && !/^[A-Za-z][A-Za-z0-9_-]{0,14}$/.test(d[k])) throw new InvalidArgument(`${where}: bad value for "${k}": ${JSON.stringify(d[k])} is not a bridge name`);
+    }
+    if (d.mtu !== undefined && (Number(d.mtu) < 1280 || Number(d.mtu) > 65535)) throw new InvalidArgument(`${where}: bad value for "mtu": expected 1280 to 65535, got ${d.mtu}`);
+  } else {
+    if (d.source === undefined && (d.major === undefined || d.minor === undefined)) {
+      throw new InvalidArgument(`${where}: a ${d.type} device needs "source" (a host device node) or both "major" and "minor"`);
+    }
+    if (d.source === undefined) need('path', 'where the node is made inside the container');
+  }
+}
+
+/** Where a device appears inside the instance, if it has a path (unix devices default to their source). */
+export function devicePath(d: DeviceConfig): string | undefined {
+  const p = d.path ?? (d.type === 'disk' ? undefined : d.source);
+  return p === undefined ? undefined : p.replace(/\/+$/, '') || '/';
+}
+
+/** Every device of a map, and no two of them on one path. */
+export function normalizeDevices(instanceType: InstanceType, input: unknown): Devices {
+  if (input === undefined) return {};
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new InvalidArgument('devices must be an object of device names to devices, e.g. { data: { type: "disk", source: "/srv", path: "/srv" } }');
+  }
+  const out: Devices = {};
+  for (const [name, d] of Object.entries(input as Record<string, unknown>)) out[name] = normalizeDevice(instanceType, name, d);
+  checkPaths(out);
+  return out;
+}
+
+/** Two devices may not claim one path inside the instance. */
+export function checkPaths(devices: Devices): void {
+  const seen = new Map<string, string>();
+  for (const [name, d] of Object.entries(devices)) {
+    const p = devicePath(d);
+    if (p === undefined) continue;
+    const other = seen.get(p);
+    if (other) throw new InvalidArgument(`devices "${other}" and "${name}" both use the path ${p}`);
+    seen.set(p, name);
+  }
+}
+
+/** A stored device with `patch` applied (a null removes the key), checked again whole. */
+export function patchDevice(instanceType: InstanceType, name: string, current: DeviceConfig, patch: DevicePatch): DeviceConfig {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) throw new InvalidArgument(`the change of device "${name}" must be an object of keys to values`);
+  if ('type' in patch && patch.type !== current.type) throw new InvalidArgument(`device "${name}": the type of a device cannot change (remove it and add a new one)`);
+  const next: Record<string, unknown> = { ...current };
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete next[key];
+    else next[key] = value;
+  }
+  return normalizeDevice(instanceType, name, next);
+}
+
+// ---- what the host has ----
+
+export type SourceKind = 'dir' | 'file' | 'char' | 'block' | 'missing';
+
+/** What a device's source is on the host, read when it is added and at each start. */
+export interface DeviceSource {
+  kind: SourceKind;
+  /** Device numbers of a node (its own `major`/`minor` keys win). */
+  major?: number;
+  minor?: number;
+  /** A VM disk image's format, from its first bytes. */
+  format?: 'qcow2' | 'raw';
+  /** A NIC's bridge and MTU. */
+  bridge?: string;
+  mtu?: number;
+}
+
+/** What probing needs beyond the host's files: the host's networks, and whose devices these are. */
+export interface ProbeEnv {
+  networks: Networks;
+  instance: string;
+}
+
+const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1');
+
+export async function probeSource(source: string | undefined): Promise<DeviceSource> {
+  if (source === undefined) return { kind: 'missing' };
+  const st = await fs.stat(source).catch(() => undefined);
+  if (!st) return { kind: 'missing' };
+  if (st.isDirectory()) return { kind: 'dir' };
+  if (st.isCharacterDevice() || st.isBlockDevice()) {
+    // glibc's gnu_dev_major/minor, for the numbers Node's rdev can hold.
+    return { kind: st.isCharacterDevice() ? 'char' : 'block', major: Math.floor(st.rdev / 256) & 0xfff, minor: (st.rdev & 0xff) | ((Math.floor(st.rdev / 4096) & 0xfff00)) };
+  }
+  if (!st.isFile()) return { kind: 'missing' };
+  const head = Buffer.alloc(4);
+  const h = await fs.open(source, 'r');
+  try {
+    await h.read(head, 0, 4, 0);
+  } finally {
+    await h.close();
+  }
+  return { kind: 'file', format: head.equals(QCOW2_MAGIC) ? 'qcow2' : 'raw' };
+}
+
+/** What each device's source is now, without judging it (for devices already in place). */
+export async function readSources(devices: Devices, env: ProbeEnv): Promise<Map<string, DeviceSource>> {
+  const entries = await Promise.all(
+    Object.entries(devices).map(async ([name, d]) => [name, d.type === 'nic' ? await probeNic(name, d, env, false) : await probeSource(d.source)] as const),
+  );
+  return new Map(entries);
+}
+
+/** A NIC's bridge: the lxq network's (which must exist) or the parent (which must be a bridge). */
+async function probeNic(name: string, d: DeviceConfig, env: ProbeEnv, check: boolean): Promise<DeviceSource> {
+  if (d.network !== undefined) {
+    const network = await env.networks.get(d.network).catch((e) => {
+      if (!check) return undefined;
+      throw e instanceof NotFound ? new InvalidArgument(`device "${name}": "network" ${d.network} does not exist (create it with host.networks.create)`) : e;
+    });
+    if (!network) return { kind: 'missing' };
+    if (check && d['ipv4.address'] !== undefined) await network.checkStaticAddress(d['ipv4.address'], { instance: env.instance, device: name });
+    return { kind: 'dir', bridge: network.bridge, mtu: Number(d.mtu ?? network.mtu) };
+  }
+  const parent = await link(d.parent!);
+  if (!parent && check) throw new InvalidArgument(`device "${name}": "parent" ${d.parent} is not a link of this host`);
+  return parent ? { kind: 'dir', bridge: d.parent, mtu: Number(d.mtu ?? parent.mtu) } : { kind: 'missing' };
+}
+
+/**
+ * Checks each device's source against the host (exists unless `required` is "false", is the
+ * kind the device needs) and returns what each is, by device name.
+ */
+export async function probeDevices(instanceType: InstanceType, devices: Devices, env: ProbeEnv): Promise<Map<string, DeviceSource>> {
+  const out = new Map<string, DeviceSource>();
+  for (const [name, d] of Object.entries(devices)) {
+    const where = `device "${name}"`;
+    if (d.type === 'nic') {
+      out.set(name, await probeNic(name, d, env, true));
+      continue;
+    }
+    const src = await probeSource(d.source);
+    if (d.source !== undefined && src.kind === 'missing' && deviceFlag(d, 'required')) {
+      throw new InvalidArgument(`${where}: "source" ${d.source} does not exist on the host (set required: "false" to skip the device when it is missing)`);
+    }
+    if (src.kind !== 'missing') {
+      if (d.type === 'unix-char' && src.kind !== 'char') throw new InvalidArgument(`${where}: "source" ${d.source} is not a character device`);
+      if (d.type === 'unix-block' && src.kind !== 'block') throw new InvalidArgument(`${where}: "source" ${d.source} is not a block device`);
+      if (d.type === 'disk' && instanceType === 'vm') {
+        if (src.kind === 'dir' && d.path === undefined) throw new InvalidArgument(`${where}: a shared directory needs "path", where the guest mounts it`);
+        if (src.kind === 'file' && d.path !== undefined) {
+          throw new InvalidArgument(`${where}: a file cannot be shared into a VM; a disk image file is attached as a block disk: leave "path" out`);
+        }
+        if (src.kind === 'char' || src.kind === 'block') throw new InvalidArgument(`${where}: "source" of a VM disk must be a directory or a disk image file, not a device node`);
+      }
+    }
+    out.set(name, src);
+  }
+  return out;
+}
+
+/** The node numbers of a unix device: its own keys, else its source's. */
+export function nodeNumbers(d: DeviceConfig, src: DeviceSource): { major: number; minor: number } {
+  return { major: Number(d.major ?? src.major), minor: Number(d.minor ?? src.minor) };
+}
+
+/** A unix device's mode bits and owner, as seen inside. */
+export function nodeOwnership(d: DeviceConfig): { mode: number; uid: number; gid: number } {
+  return { mode: parseInt(deviceValue(d, 'mode') ?? '0660', 8), uid: Number(deviceValue(d, 'uid') ?? 0), gid: Number(deviceValue(d, 'gid') ?? 0) };
+}
+
+/** The path relative to the instance's root, as liblxc's mount entries take it. */
+export function relativeInside(p: string): string {
+  return path.posix.relative('/', p);
+}

@@ -1,0 +1,49 @@
+/**
+ * DHCP in the busybox images (the `busybox` container and `vm/default`): busybox's udhcpc on
+ * every interface but lo, including ones hot-plugged later (the loop looks once a second, inside
+ * the guest), with a script that configures the address, the default route and the resolver.
+ */
+import type { GuestFile } from './vm-guest';
+
+const UDHCPC_SCRIPT = `#!/bin/sh
+# udhcpc's events: configure $interface from the lease.
+case "$1" in
+  deconfig)
+    ip addr flush dev "$interface"
+    ip link set dev "$interface" up
+    ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/\${mask:-24}" dev "$interface"
+    if [ -n "$router" ]; then
+      ip route del default dev "$interface" 2>/dev/null
+      for r in $router; do ip route add default via "$r" dev "$interface" && break; done
+    fi
+    if [ -n "$dns" ]; then
+      { [ -n "$domain" ] && echo "search $domain"; for d in $dns; do echo "nameserver $d"; done; } > /etc/resolv.conf
+    fi
+    ;;
+esac
+exit 0
+`;
+
+const DHCP_LOOP = `#!/bin/sh
+# A DHCP client per interface but lo, for those there at boot and those added later.
+mkdir -p /run
+while :; do
+  for p in /sys/class/net/*; do
+    i=\${p##*/}
+    [ "$i" = lo ] && continue
+    f=/run/udhcpc.$i.pid
+    [ -r "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && continue
+    udhcpc -f -S -i "$i" -p "$f" -s /etc/udhcpc.script -x "hostname:$(hostname)" >/dev/null 2>&1 &
+  done
+  sleep 1
+done
+`;
+
+/** The files, by path in the image; the image's boot script starts `/sbin/lxq-dhcp &`. */
+export const DHCP_FILES: Record<string, GuestFile> = {
+  'etc/udhcpc.script': { mode: 0o755, text: UDHCPC_SCRIPT },
+  'sbin/lxq-dhcp': { mode: 0o755, text: DHCP_LOOP },
+};

@@ -1,0 +1,133 @@
+/**
+ * One dnsmasq per network (Debian's dnsmasq-base), bound to its bridge only, serving DHCP and
+ * DNS for `<instance>.<domain>`. It runs detached (it outlives Node, as QEMU does) and is found
+ * again by its pid file in the network's directory:
+ *
+ *   <host>/networks/<name>/
+ *     dnsmasq.pid     its pid file (checked against /proc/<pid>/cmdline: no pid reuse)
+ *     dnsmasq.hosts   `mac,[ip,]name` per NIC on the network (dhcp-hostsfile: static leases and
+ *                     names), written by lxq, re-read on SIGHUP
+ *     dnsmasq.leases  the leases dnsmasq handed out
+ *     dnsmasq.log     what it logged
+ */
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { OperationFailed } from '../errors';
+import { writeFileAtomic } from '../util/fs';
+import { formatIpv4, netmask, parseCidr } from './addresses';
+
+export const DNSMASQ = 'dnsmasq';
+const FILES = { pid: 'dnsmasq.pid', hosts: 'dnsmasq.hosts', leases: 'dnsmasq.leases', log: 'dnsmasq.log' } as const;
+
+export interface DnsmasqSettings {
+  dir: string;
+  bridge: string;
+  cidr: string;
+  dhcp: boolean;
+  /** "a-b" ranges; empty for the whole subnet but the bridge's address. */
+  ranges: string[];
+  domain: string;
+}
+
+export interface Lease {
+  hwaddr: string;
+  address: string;
+  hostname: string | null;
+  expiresAt: Date;
+}
+
+export const dnsmasqFile = (dir: string, which: keyof typeof FILES) => path.join(dir, FILES[which]);
+
+/** The pid of the network's running dnsmasq, or null. */
+export async function dnsmasqPid(dir: string): Promise<number | null> {
+  const pidfile = dnsmasqFile(dir, 'pid');
+  const pid = Number((await fs.readFile(pidfile, 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  const argv = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return argv.split('\0').includes(`--pid-file=${pidfile}`) ? pid : null;
+}
+
+function args(s: DnsmasqSettings): string[] {
+  const c = parseCidr(s.cidr);
+  const a = [
+    '--conf-file=/dev/null', // none of the host's dnsmasq settings
+    `--pid-file=${dnsmasqFile(s.dir, 'pid')}`,
+    `--log-facility=${dnsmasqFile(s.dir, 'log')}`,
+    '--bind-interfaces',
+    `--interface=${s.bridge}`,
+    '--except-interface=lo',
+    `--listen-address=${formatIpv4(c.address)}`,
+    '--strict-order',
+    `--domain=${s.domain}`,
+    `--local=/${s.domain}/`, // names under the domain are never forwarded
+    '--expand-hosts',
+    '--domain-needed',
+    '--bogus-priv',
+  ];
+  if (s.dhcp) {
+    const ranges = s.ranges.length ? s.ranges : [`${formatIpv4(c.network + (c.address === c.network + 1 ? 2 : 1))}-${formatIpv4(c.broadcast - 1)}`];
+    for (const r of ranges) {
+      const [from, to] = r.split('-');
+      a.push(`--dhcp-range=${from.trim()},${to.trim()},${netmask(c.prefix)},1h`);
+    }
+    // --no-ping: no ICMP probe of an address before it is offered (it holds every new lease ~3 s).
+    a.push('--dhcp-authoritative', '--dhcp-no-override', '--no-ping', `--dhcp-leasefile=${dnsmasqFile(s.dir, 'leases')}`, `--dhcp-hostsfile=${dnsmasqFile(s.dir, 'hosts')}`);
+  }
+  return a;
+}
+
+/** Starts the network's dnsmasq (it daemonizes); resolves once its pid file names it. */
+export async function startDnsmasq(s: DnsmasqSettings): Promise<number> {
+  await fs.writeFile(dnsmasqFile(s.dir, 'hosts'), '', { flag: 'a' });
+  await fs.writeFile(dnsmasqFile(s.dir, 'leases'), '', { flag: 'a' });
+  const child = spawn(DNSMASQ, args(s), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const code = await new Promise<number | null>((resolve) => {
+    child.once('error', (e) => {
+      stderr += e.message;
+      resolve(-1);
+    });
+    child.once('exit', (c) => resolve(c));
+  });
+  const pid = await dnsmasqPid(s.dir);
+  if (code !== 0 || pid === null) throw new OperationFailed(`dnsmasq for ${s.bridge} did not start: ${stderr.trim() || `exit code ${code}`}`, { call: DNSMASQ });
+  return pid;
+}
+
+export async function stopDnsmasq(dir: string): Promise<void> {
+  const pid = await dnsmasqPid(dir);
+  if (pid === null) return;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + 5_000;
+  while ((await dnsmasqPid(dir)) !== null) {
+    if (Date.now() > deadline) {
+      process.kill(pid, 'SIGKILL');
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await fs.rm(dnsmasqFile(dir, 'pid'), { force: true });
+}
+
+/** Writes the NICs' entries (static leases, names) and has dnsmasq read them again. */
+export async function writeHosts(dir: string, entries: Array<{ hwaddr: string; address?: string; name: string }>): Promise<void> {
+  const text = entries.map((e) => [e.hwaddr, e.address, e.name].filter(Boolean).join(',')).join('\n');
+  await writeFileAtomic(dnsmasqFile(dir, 'hosts'), text ? text + '\n' : '');
+  const pid = await dnsmasqPid(dir);
+  if (pid !== null) process.kill(pid, 'SIGHUP');
+}
+
+/** dnsmasq's lease file: `expiry mac ip hostname client-id` per line. */
+export async function readLeases(dir: string): Promise<Lease[]> {
+  const text = await fs.readFile(dnsmasqFile(dir, 'leases'), 'utf8').catch(() => '');
+  const out: Lease[] = [];
+  for (const line of text.split('\n')) {
+    const [expiry, hwaddr, address, hostname] = line.trim().split(/\s+/);
+    if (!address) continue;
+    out.push({ hwaddr, address, hostname: hostname && hostname !== '*' ? hostname : null, expiresAt: new Date(Number(expiry) * 1000) });
+  }
+  return out;
+}

@@ -1,0 +1,114 @@
+/**
+ * Links through iproute2 (`ip`, `ip -json` to read): bridges, veth pairs, taps, and moving a
+ * link into an instance's network namespace. Only links lxq made are ever changed.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+import { OperationFailed } from '../errors';
+import { parseCidr, parseIpv4 } from './addresses';
+
+const execFileP = promisify(execFile);
+
+export async function ip(args: string[]): Promise<string> {
+  try {
+    return (await execFileP('ip', args)).stdout;
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    throw new OperationFailed(`ip ${args.join(' ')}: ${err.stderr?.trim() || err.message}`, { call: 'ip' });
+  }
+}
+
+async function ipJson<T>(args: string[]): Promise<T> {
+  return JSON.parse((await ip(['-json', ...args])) || '[]') as T;
+}
+
+export interface LinkInfo {
+  ifname: string;
+  mtu: number;
+  address?: string;
+  master?: string;
+  operstate?: string;
+}
+
+export async function link(name: string): Promise<LinkInfo | undefined> {
+  const out = await ipJson<LinkInfo[]>(['link', 'show', 'dev', name]).catch(() => []);
+  return out[0];
+}
+
+/** Every subnet the host routes or has an address in (all tables), for picking a free one. */
+export async function hostSubnets(): Promise<Array<{ network: number; broadcast: number }>> {
+  const [routes, addrs] = await Promise.all([
+    ipJson<Array<{ dst: string; type?: string }>>(['-4', 'route', 'show', 'table', 'all']),
+    ipJson<Array<{ addr_info: Array<{ family: string; local: string; prefixlen: number }> }>>(['-4', 'addr', 'show']),
+  ]);
+  const out: Array<{ network: number; broadcast: number }> = [];
+  for (const r of routes) {
+    if (r.dst === 'default') continue;
+    try {
+      out.push(parseCidr(r.dst.includes('/') ? r.dst : `${r.dst}/32`));
+    } catch {
+      /* not IPv4 */
+    }
+  }
+  for (const a of addrs) for (const i of a.addr_info ?? []) if (i.family === 'inet') out.push(parseCidr(`${i.local}/${i.prefixlen}`));
+  return out;
+}
+
+export async function deleteLink(name: string): Promise<void> {
+  if (await link(name)) await ip(['link', 'delete', 'dev', name]);
+}
+
+/** A bridge with its address, up. Undone if any step fails. */
+export async function createBridge(name: string, cidr: string, mtu: number): Promise<void> {
+  await ip(['link', 'add', 'name', name, 'type', 'bridge']);
+  try {
+    await ip(['link', 'set', 'dev', name, 'mtu', String(mtu)]);
+    await ip(['addr', 'add', cidr, 'dev', name]);
+    await ip(['link', 'set', 'dev', name, 'up']);
+  } catch (e) {
+    await deleteLink(name).catch(() => undefined);
+    throw e;
+  }
+}
+
+export async function setMtu(name: string, mtu: number): Promise<void> {
+  await ip(['link', 'set', 'dev', name, 'mtu', String(mtu)]);
+}
+
+/** A tap for a VM's NIC, on `bridge`, up (QEMU opens it by name). */
+export async function createTap(name: string, bridge: string, mtu: number): Promise<void> {
+  await deleteLink(name);
+  await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap']);
+  try {
+    await ip(['link', 'set', 'dev', name, 'master', bridge, 'mtu', String(mtu), 'up']);
+  } catch (e) {
+    await deleteLink(name).catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * A veth pair for a running container: `host` on `bridge`, the peer moved into the network
+ * namespace of `pid` and named, addressed and brought up there.
+ */
+export async function plugVeth(host: string, bridge: string, pid: number, inside: { name: string; hwaddr: string; mtu: number }): Promise<void> {
+  const peer = `${host}p`.slice(0, 15);
+  await deleteLink(host);
+  await ip(['link', 'add', 'name', host, 'mtu', String(inside.mtu), 'type', 'veth', 'peer', 'name', peer, 'mtu', String(inside.mtu)]);
+  try {
+    await ip(['link', 'set', 'dev', host, 'master', bridge, 'up']);
+    await ip(['link', 'set', 'dev', peer, 'netns', String(pid)]);
+    await execFileP('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', 'link', 'set', 'dev', peer, 'name', inside.name, 'address', inside.hwaddr, 'up']).catch((e) => {
+      throw new OperationFailed(`cannot configure ${inside.name} in the container: ${(e as { stderr?: string }).stderr?.trim() || (e as Error).message}`, { call: 'ip' });
+    });
+  } catch (e) {
+    await deleteLink(host).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Sorts addresses numerically (for leases and listings). */
+export function byAddress(a: string, b: string): number {
+  return parseIpv4(a) - parseIpv4(b);
+}

@@ -1,0 +1,18 @@
+// Mounts into a running container's mount namespace, and device nodes for it (see mount.cc).
+#pragma once
+
+#include <napi.h>
+
+namespace lxq {
+
+// mountInto(pid, source, target, { dir, readonly, idmap, recursive, propagation, uid, gid })
+// → Promise<void>: binds the host's `source` at `target` (relative to the container's root, made
+// if missing, owned by uid:gid on the host).
+Napi::Value MountInto(const Napi::CallbackInfo& info);
+// umountIn(pid, target, remove) → Promise<void>: detaches the mount at `target` inside the
+// container, and with `remove` unlinks the file it was mounted on.
+Napi::Value UmountIn(const Napi::CallbackInfo& info);
+// makeNode(path, block, mode, major, minor, uid, gid) → Promise<void>: a device node on the host.
+Napi::Value MakeNode(const Napi::CallbackInfo& info);
+
+}  // namespace lxq

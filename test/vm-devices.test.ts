@@ -1,0 +1,123 @@
+/**
+ * Devices of a real VM (TCG): virtiofs shares mounted by the guest agent, extra block disks, and
+ * both hot-plugged and unplugged while it runs. One VM for the file, booted once.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Instance, InvalidArgument } from '../lib';
+import { tempHost, TestHost } from './helpers/host';
+
+let t: TestHost;
+let vm: Instance;
+let share: string;
+let ro: string;
+
+const sh = async (script: string) => {
+  const r = await vm.exec(['sh', '-c', script], { timeout: 60_000 });
+  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
+};
+/** The guest's block disks by serial. */
+const disks = async () => (await sh('for d in /sys/block/vd*; do echo "$(basename $d)=$(cat $d/serial)"; done')).out.trim().split('\n');
+
+beforeAll(async () => {
+  t = await tempHost();
+  share = mkdtempSync(path.join(os.tmpdir(), 'lxq-vmshare-'));
+  ro = mkdtempSync(path.join(os.tmpdir(), 'lxq-vmro-'));
+  chmodSync(share, 0o755);
+  writeFileSync(path.join(share, 'from-host'), 'hello from the host\n');
+  writeFileSync(path.join(ro, 'keep'), 'do not touch\n');
+  vm = await t.host.create(t.name('vmdev'), {
+    type: 'vm',
+    image: 'vm/default',
+    devices: {
+      share: { type: 'disk', source: share, path: '/mnt/share' },
+      ro: { type: 'disk', source: ro, path: '/mnt/ro', readonly: 'true' },
+      scratch: { type: 'disk', size: '64MiB' },
+    },
+  });
+  await vm.start();
+}, 120_000);
+afterAll(async () => {
+  await t?.dispose();
+  rmSync(share, { recursive: true, force: true });
+  rmSync(ro, { recursive: true, force: true });
+});
+
+test('bad input for a VM: a file shared at a path, a size with a source, a container-only key', async () => {
+  const file = path.join(share, 'from-host');
+  await expect(vm.addDevice('f', { type: 'disk', source: file, path: '/x' })).rejects.toThrow(/a file cannot be shared into a VM/);
+  await expect(vm.addDevice('f', { type: 'disk', source: file, size: '1GiB' })).rejects.toThrow(/not both/);
+  await expect(vm.addDevice('f', { type: 'disk', source: share, path: '/x', shift: 'true' } as never)).rejects.toThrow(InvalidArgument);
+  expect(Object.keys(vm.devices).sort()).toEqual(['ro', 'scratch', 'share']);
+});
+
+test('a share: written on the host, read in the guest, and the reverse', async () => {
+  expect((await sh('cat /mnt/share/from-host')).out).toBe('hello from the host\n');
+  expect((await sh('echo from the guest > /mnt/share/from-guest && echo ok')).out).toBe('ok\n');
+  expect(readFileSync(path.join(share, 'from-guest'), 'utf8')).toBe('from the guest\n');
+});
+
+test('a readonly share is read-only in the guest, enforced by the host', async () => {
+  expect((await sh('cat /mnt/ro/keep')).out).toBe('do not touch\n');
+  expect((await sh('echo x > /mnt/ro/new')).err).toMatch(/Read-only file system/);
+  // Even a guest root that remounts it read-write cannot write: virtiofsd's view is read-only.
+  expect((await sh('mount -o remount,rw /mnt/ro; echo x > /mnt/ro/new')).err).toMatch(/Read-only file system/);
+  expect(readdirSync(ro)).toEqual(['keep']);
+});
+
+test('a new block disk made by lxq, seen by its serial; state() names the QEMU ids', async () => {
+  expect(await disks()).toContain('vdb=scratch');
+  const s = await vm.state();
+  expect(s.devices.find((d) => d.name === 'scratch')).toEqual({ name: 'scratch', type: 'disk', qemuDevice: 'dev-scratch', qemuNode: 'lxq-scratch' });
+  expect(s.devices.find((d) => d.name === 'share')).toEqual({ name: 'share', type: 'disk', source: share, path: '/mnt/share', qemuDevice: 'dev-share' });
+});
+
+test('hot-plug and unplug a block disk (an image file the user made) and a share', async () => {
+  const image = path.join(t.dir, 'extra.raw');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'raw', image, '32M']);
+  await vm.addDevice('extra', { type: 'disk', source: image });
+  await waitFor(async () => (await disks()).includes('vdc=extra'));
+  expect((await sh('dd if=/dev/zero of=/dev/vdc bs=1M count=1 2>/dev/null && echo written')).out).toBe('written\n');
+
+  const other = mkdtempSync(path.join(os.tmpdir(), 'lxq-vmhot-'));
+  chmodSync(other, 0o755);
+  writeFileSync(path.join(other, 'hot'), 'plugged live\n');
+  try {
+    await vm.addDevice('hot', { type: 'disk', source: other, path: '/mnt/hot' });
+    expect((await sh('cat /mnt/hot/hot')).out).toBe('plugged live\n');
+    await vm.removeDevice('hot');
+    expect((await sh('grep -c /mnt/hot /proc/mounts')).out.trim()).toBe('0');
+  } finally {
+    rmSync(other, { recursive: true, force: true });
+  }
+
+  await vm.removeDevice('extra');
+  expect(await disks()).not.toContain('vdc=extra');
+  expect(Object.keys(vm.devices).sort()).toEqual(['ro', 'scratch', 'share']);
+}, 120_000);
+
+test('a disk on virtio-scsi, hot-plugged: the controller comes with it', async () => {
+  await vm.addDevice('scsi', { type: 'disk', size: '16MiB', 'io.bus': 'virtio-scsi' });
+  await waitFor(async () => (await sh('ls /sys/block')).out.includes('sda'));
+  expect((await sh('cat /sys/block/sda/size')).out.trim()).toBe(String((16 * 2 ** 20) / 512));
+  await vm.removeDevice('scsi');
+  await waitFor(async () => !(await sh('ls /sys/block')).out.includes('sda'));
+}, 120_000);
+
+test('the devices come back at the next start', async () => {
+  await vm.stop({ timeout: 15_000 });
+  await vm.start();
+  expect((await sh('cat /mnt/share/from-guest')).out).toBe('from the guest\n');
+  expect(await disks()).toContain('vdb=scratch');
+}, 120_000);
+
+async function waitFor(check: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
