@@ -7,6 +7,7 @@ packages=(
   busybox-static                               # the busybox container image
   qemu-system-x86 qemu-utils qemu-guest-agent  # VMs, qcow2 overlays, the guest agent for the VM image
   cpio kmod e2fsprogs                          # building the VM image (initramfs, modules, ext4)
+  mmdebstrap debootstrap                       # the debian/12 image (from the host's apt sources)
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync
   iproute2 dnsmasq-base nftables               # networks: bridges and links, DHCP and DNS, NAT
 )

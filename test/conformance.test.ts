@@ -1,7 +1,7 @@
 /**
  * One suite, both instance types: the same lifecycle, exec and files cases run against a busybox
- * container and a vm/default VM (through its guest agent, TCG here), so the two drivers cannot
- * drift apart. Where a VM legitimately cannot do what a container does (a pty, another user),
+ * container and a vm/default VM (through its guest agent, TCG here), and against debian/12 of
+ * both types (systemd), so the two drivers and the images cannot drift apart. Where a VM legitimately cannot do what a container does (a pty, another user),
  * the case asserts the typed NotSupported instead of skipping.
  */
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 
 import { AlreadyExists, Instance, InvalidArgument, NotFound, NotSupported, Timeout, VmInstance } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
+import { systemdState } from './helpers/systemd';
 
 jest.setTimeout(120_000);
 
@@ -24,6 +25,15 @@ interface Kind {
 const kinds: Kind[] = [
   { type: 'container', image: 'busybox', ready: async () => undefined },
   { type: 'vm', image: 'vm/default', ready: (i) => (i as VmInstance).waitForAgent(60_000) },
+  { type: 'container', image: 'debian/12', ready: async (i) => void (await systemdState(i)) },
+  {
+    type: 'vm',
+    image: 'debian/12',
+    ready: async (i) => {
+      await (i as VmInstance).waitForAgent(180_000);
+      await systemdState(i);
+    },
+  },
 ];
 
 describe.each(kinds)('$type ($image)', (kind) => {
@@ -35,7 +45,7 @@ describe.each(kinds)('$type ($image)', (kind) => {
   beforeAll(async () => {
     t = await tempHost();
     scratch = mkdtempSync(path.join(os.tmpdir(), 'lxq-conf-'));
-    await t.host.images.ensure(kind.image);
+    await t.host.images.ensure(kind.image, { type: kind.type });
     inst = await t.host.create(t.name(kind.type === 'vm' ? 'cv' : 'cc'), { type: kind.type, image: kind.image, config: { 'environment.GREETING': 'hi' } });
     const t0 = Date.now();
     await inst.start();

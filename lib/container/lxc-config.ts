@@ -71,6 +71,7 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
     ['lxc.console.logfile', path.join(dir, 'console.log')],
     ['lxc.console.size', '1MB'],
     ['lxc.signal.halt', input.image.haltSignal],
+    ...(input.image.initCommand ? [['lxc.init.cmd', input.image.initCommand] as LxcItem] : []),
     ['lxc.autodev', '1'],
     ['lxc.pty.max', '64'],
     ['lxc.tty.max', '0'],

@@ -9,8 +9,9 @@ export interface ContainerImageMeta {
   /** Signal that asks this image's init to halt (busybox: SIGUSR1, systemd: SIGRTMIN+3). */
   haltSignal: string;
   /**
-   * The init system: `systemd` needs what systemd expects of a container manager (its cgroup
-   * hierarchy writable, `container=lxc` in its environment); default `busybox`.
+   * The init system, default `busybox`. `systemd` needs nothing more of the container config
+   * today: liblxc's `cgroup:mixed` mount, `lxc.autodev` and `container=lxc` already give it what
+   * it wants (its own writable cgroup, /dev, /run as tmpfs it mounts itself).
    */
   init?: 'busybox' | 'systemd';
   /** The init command, if not `/sbin/init`. */

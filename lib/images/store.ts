@@ -21,10 +21,11 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
-import { Busy, InvalidArgument, NotFound } from '../errors';
+import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../errors';
 import { exists, readJson, writeJsonAtomic } from '../util/fs';
 import { optionKeys, refuseUnknownKeys } from '../util/keys';
 import { run, sha256 } from './build-tools';
+import { exportImage, fileDigest, unpackImage } from './lxd-format';
 import { BUILTIN_IMAGES, type Builder, debianReleaseOf, type Derivation, derivedImage, type Image, type ImageVariants } from './catalog';
 
 export type { Image } from './catalog';
@@ -75,6 +76,22 @@ interface StoreOptions {
   users?: (name: string) => Promise<string[]>;
 }
 
+/** An imported image: it cannot be built again, only imported again. */
+interface Imported {
+  imported: { type: InstanceType; digest: string; file: string };
+}
+type Definition = Derivation | Imported;
+
+function importedBuilder(name: string, digest: string): Builder {
+  return {
+    version: 1,
+    inputs: async () => ({ imported: digest }),
+    build: async () => {
+      throw new NotFound(`imported image "${name}" is missing from the store; import it again`);
+    },
+  };
+}
+
 const MANIFEST = 'image.json';
 const DEFINITION = 'definition.json';
 const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}(\/[a-z0-9][a-z0-9._-]{0,63}){0,3}$/;
@@ -104,9 +121,14 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
     return path.join(this.dir, ...name.split('/'));
   }
 
+  private async definition(name: string): Promise<Definition | undefined> {
+    if (BUILTIN_IMAGES[name] || typeof name !== 'string' || !IMAGE_NAME.test(name)) return undefined;
+    return readJson<Definition>(path.join(this.nameDir(name), DEFINITION)).catch(() => undefined);
+  }
+
   private async derivation(name: string): Promise<Derivation | undefined> {
-    if (BUILTIN_IMAGES[name] || !IMAGE_NAME.test(name)) return undefined;
-    return readJson<Derivation>(path.join(this.nameDir(name), DEFINITION)).catch(() => undefined);
+    const d = await this.definition(name);
+    return d && 'from' in d ? d : undefined;
   }
 
   /** The derived images whose definitions are in the store. */
@@ -130,6 +152,8 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   private async variantsOf(name: string): Promise<ImageVariants> {
     const builtin = BUILTIN_IMAGES[name];
     if (builtin) return builtin;
+    const def = await this.definition(name);
+    if (def && 'imported' in def) return { [def.imported.type]: importedBuilder(name, def.imported.digest) };
     const chain: Derivation[] = [];
     for (let d = await this.derivation(name); d; d = await this.derivation(d.from)) {
       chain.unshift(d);
@@ -268,6 +292,48 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
     await writeJsonAtomic(path.join(this.nameDir(name), DEFINITION), d);
   }
 
+  /**
+   * Imports an image in LXD's unified tarball format (metadata.yaml + rootfs/ or rootfs.img) as
+   * `alias`. The archive is checked first (complete, metadata present and well formed, an
+   * architecture this host runs, no path escaping); nothing is kept if anything fails.
+   */
+  async import(file: string, options: { alias: string }): Promise<Image> {
+    refuseUnknownKeys('image import', options, ['alias']);
+    const name = options?.alias;
+    if (typeof name !== 'string' || !IMAGE_NAME.test(name)) throw new InvalidArgument(`import needs an alias, a valid image name, got ${JSON.stringify(name)}`);
+    if (BUILTIN_IMAGES[name] || (await this.definition(name))) throw new AlreadyExists(`image "${name}" already exists; delete it first or choose another alias`);
+    if (typeof file !== 'string') throw new InvalidArgument('import needs the path of a tarball');
+    const digest = await fileDigest(file).catch(() => {
+      throw new InvalidArgument(`no file ${file} to import`);
+    });
+    const parent = this.nameDir(name);
+    await fs.mkdir(parent, { recursive: true, mode: 0o755 });
+    await this.removeAbandoned(parent);
+    const tmp = path.join(parent, `.${digest.slice(0, 12)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    await fs.mkdir(tmp, { mode: 0o755 });
+    try {
+      const unpacked = await unpackImage(path.resolve(file), tmp);
+      const final = await this.pathOf(name, unpacked.type, importedBuilder(name, digest));
+      const image = { name, type: unpacked.type, createdAt: new Date().toISOString(), meta: { ...unpacked.meta, importedFrom: path.resolve(file) } };
+      await writeJsonAtomic(path.join(tmp, MANIFEST), image);
+      await fs.rename(tmp, final);
+      const def: Imported = { imported: { type: unpacked.type, digest, file: path.resolve(file) } };
+      await writeJsonAtomic(path.join(parent, DEFINITION), def);
+      return { ...image, dir: final };
+    } catch (e) {
+      await fs.rm(tmp, { recursive: true, force: true });
+      await fs.rmdir(parent).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Writes the image (built first if needed) to `file` in LXD's unified tarball format. */
+  async export(name: string, file: string, options: Pick<EnsureOptions, 'type'> = {}): Promise<void> {
+    refuseUnknownKeys('image export', options, ['type']);
+    if (typeof file !== 'string' || !file) throw new InvalidArgument('export needs a file name ending in .tar.xz, .tar.gz or .tar');
+    await exportImage(await this.ensure(name, options), path.resolve(file));
+  }
+
   /** Removes every build of the image (and its definition); Busy while an instance uses it. */
   async delete(name: string): Promise<void> {
     if (typeof name !== 'string' || !IMAGE_NAME.test(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}`);
@@ -298,7 +364,9 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
     try {
       report(0, 'starting');
       const t0 = Date.now();
-      const meta = await builder.build({ dir: tmp, progress: report, ensure: (n, t) => this.ensure(n, { type: t }) });
+      // An image made from another (a VM from its container tree) reports that build as its first tenth.
+      const ensure = (n: string, t: InstanceType) => this.ensure(n, { type: t, onProgress: (e) => e.percent < 100 && report(e.percent / 1000, `${n} (${t}): ${e.phase}`) });
+      const meta = await builder.build({ dir: tmp, progress: report, ensure });
       const image = { name, type, createdAt: new Date().toISOString(), meta: { ...meta, buildMs: Date.now() - t0 } };
       await writeJsonAtomic(path.join(tmp, MANIFEST), image);
       try {
@@ -309,9 +377,10 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
         await fs.rm(tmp, { recursive: true, force: true });
       }
       report(1, 'done');
-      return this.get(name, { type });
+      return { ...(await readJson<Omit<Image, 'dir'>>(path.join(final, MANIFEST))), dir: final };
     } catch (e) {
       await fs.rm(tmp, { recursive: true, force: true });
+      await fs.rmdir(parent).catch(() => undefined); // a name that never got an image
       throw e;
     }
   }

@@ -183,6 +183,8 @@ export class AgentFiles implements InstanceFiles {
     instancePath(p);
     // One record per entry: a type letter and the name, NUL-terminated (names may hold newlines).
     const script =
+      // The errno text of the guest's shell varies (dash says only "can't cd"): say it here.
+      'if ! [ -d "$1" ]; then if [ -e "$1" ]; then echo "Not a directory" >&2; else echo "No such file or directory" >&2; fi; exit 1; fi; ' +
       'cd -- "$1" || exit 1; for f in * .*; do ' +
       'case "$f" in .|..) continue;; esac; ' +
       'if [ -L "$f" ]; then t=l; elif [ -f "$f" ]; then t=f; elif [ -d "$f" ]; then t=d; elif [ -e "$f" ]; then t=o; else continue; fi; ' +

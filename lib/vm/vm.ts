@@ -115,6 +115,8 @@ const QMP_GREETING_MS = 3_000;
 /** How long QEMU may take to exit after `quit` before it is killed. */
 const QUIT_GRACE_MS = 2_000;
 const EXIT_POLL_MS = 20;
+/** How often the power button is pressed again while a guest does not act on it. */
+const POWER_BUTTON_REPEAT_MS = 500;
 /** sun_path holds 108 bytes, NUL included. */
 const MAX_SOCKET_PATH = 107;
 
@@ -471,15 +473,35 @@ export class VmInstance extends BaseInstance {
     throw new Error(`no console output within ${BOOT_WATCHDOG_MS} ms`);
   }
 
-  /** ACPI power button (the guest's acpid powers off), then wait for QEMU to exit. */
+  /**
+   * Asks the guest to power off until it does: the ACPI power button (acpid or systemd-logind
+   * acts on it), pressed again every POWER_BUTTON_REPEAT_MS since a guest still booting has
+   * nobody listening to it yet, and the agent's guest-shutdown once the agent answers. Resolves
+   * true once QEMU has exited, false after `timeoutMs`.
+   */
   protected async doShutdown(timeoutMs: number): Promise<boolean> {
-    const pid = await livePid(this.file('pid'));
+    const pidfile = this.file('pid');
+    const pid = await livePid(pidfile);
     if (pid === null) return true;
-    // QEMU may exit before its reply is read: the process is what tells.
-    await this.command('system_powerdown').catch(() => undefined);
-    const exited = await waitForExit(pid, this.file('pid'), timeoutMs);
-    if (exited) await removeTaps(this.dir, this.devices);
-    return exited;
+    const deadline = Date.now() + timeoutMs;
+    let agentAsked = false;
+    const exited = async () => {
+      await removeTaps(this.dir, this.devices);
+      return true;
+    };
+    for (;;) {
+      // QEMU may exit before its reply is read: the process is what tells.
+      await this.command('system_powerdown').catch(() => undefined);
+      if (!agentAsked) {
+        // No reply on success (the guest goes down); a short wait when the agent is not up yet.
+        agentAsked = await this.agent
+          .execute('guest-shutdown', { mode: 'powerdown' }, { noReply: true, timeout: 200, connectTimeout: 200 })
+          .then(() => true, () => false);
+      }
+      const wait = Math.min(POWER_BUTTON_REPEAT_MS, deadline - Date.now());
+      if (wait <= 0) return (await isQemuOf(pid, pidfile)) ? false : exited();
+      if (await waitForExit(pid, pidfile, wait)) return exited();
+    }
   }
 
   /** QMP `quit`, then SIGKILL if QEMU has not exited; its NICs' taps go with it. */

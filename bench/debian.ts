@@ -1,0 +1,136 @@
+/**
+ * debian/12, both types, N cycles each:
+ *   image build, cold (a store of its own: mmdebstrap + the VM disk) and cached (`ensure` of a
+ *   built image in a new store object); container start → `systemctl is-system-running` says
+ *   running, and the same for the same container driven by the lxc-* CLI (lxc-start, then
+ *   lxc-attach polling systemctl, lxc-stop: what a user of liblxc would otherwise run; LXD is not
+ *   installed on the hosts this runs on); graceful stop of each; VM start → agent answers and →
+ *   systemd running under this host's accelerator; graceful VM stop; disk and memory per
+ *   running instance.
+ * Usage: node dist/bench/debian.js [--quick] (quick: one cycle, no cold build)
+ */
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
+import { Host, ImageStore, Instance, VmInstance } from '../lib';
+import { Stats, stats } from './stats';
+
+const run = promisify(execFile);
+const SHARED = process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images';
+
+async function systemdRunning(exec: () => Promise<string>, timeoutMs: number): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const state = (await exec().catch(() => '')).trim();
+    if (state === 'running' || state === 'degraded') return state;
+    if (Date.now() > deadline) throw new Error(`systemd did not come up: ${state}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const viaLxq = (i: Instance) => async () => (await i.exec(['systemctl', 'is-system-running', '--wait'])).stdout.toString();
+
+async function du(p: string): Promise<number> {
+  return Number((await run('du', ['-sb', p])).stdout.split('\t')[0]);
+}
+
+export async function main(opts: { quick: boolean }): Promise<Record<string, Stats | string>> {
+  const cycles = opts.quick ? 1 : 5;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-deb-'));
+  chmodSync(dir, 0o711);
+  const s: Record<string, number[]> = {
+    'image build, cold (container)': [], 'image build, cold (vm, after the container tree)': [], 'ensure, cached': [],
+    'container: start → systemd running (lxq)': [], 'container: start → systemd running (lxc-start + lxc-attach)': [],
+    'container: graceful stop (lxq)': [], 'container: graceful stop (lxc-stop)': [],
+    'vm: start → agent ping': [], 'vm: start → systemd running': [], 'vm: graceful stop': [],
+    'container: disk MiB': [], 'container: memory MiB': [], 'vm: disk (overlay) MiB': [], 'vm: QEMU RSS MiB': [],
+  };
+  try {
+    if (!opts.quick) {
+      const cold = await Host.open({ path: path.join(dir, 'cold'), images: path.join(dir, 'cold-images') });
+      let t = performance.now();
+      await cold.images.ensure('debian/12');
+      s['image build, cold (container)'].push(performance.now() - t);
+      t = performance.now();
+      await cold.images.ensure('debian/12', { type: 'vm' });
+      s['image build, cold (vm, after the container tree)'].push(performance.now() - t);
+    }
+    const host = await Host.open({ path: path.join(dir, 'host'), images: SHARED });
+    await host.images.ensure('debian/12');
+    await host.images.ensure('debian/12', { type: 'vm' });
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      await new ImageStore(SHARED).ensure('debian/12');
+      s['ensure, cached'].push(performance.now() - t);
+    }
+    for (let i = 0; i < cycles; i++) {
+      const c = await host.create(`bdc-${process.pid}-${i}`, { image: 'debian/12' });
+      try {
+        let t = performance.now();
+        await c.start();
+        await systemdRunning(viaLxq(c), 60_000);
+        s['container: start → systemd running (lxq)'].push(performance.now() - t);
+        s['container: disk MiB'].push((await du(path.join(host.instancesDir, c.name))) / 2 ** 20);
+        s['container: memory MiB'].push((await c.state()).memory.usageBytes / 2 ** 20);
+        t = performance.now();
+        await c.stop({ timeout: 30_000 });
+        s['container: graceful stop (lxq)'].push(performance.now() - t);
+        // The same container through the lxc-* tools (its directory is a liblxc container).
+        const P = ['-P', host.instancesDir, '-n', c.name];
+        t = performance.now();
+        await run('lxc-start', P);
+        await systemdRunning(async () => (await run('lxc-attach', [...P, '--', 'systemctl', 'is-system-running', '--wait']).catch((e) => e)).stdout ?? '', 60_000);
+        s['container: start → systemd running (lxc-start + lxc-attach)'].push(performance.now() - t);
+        t = performance.now();
+        await run('lxc-stop', [...P, '-t', '30']);
+        s['container: graceful stop (lxc-stop)'].push(performance.now() - t);
+      } finally {
+        await c.delete({ force: true });
+      }
+      const vm = (await host.create(`bdv-${process.pid}-${i}`, { type: 'vm', image: 'debian/12' })) as VmInstance;
+      try {
+        const t = performance.now();
+        await vm.start();
+        await vm.waitForAgent(240_000);
+        s['vm: start → agent ping'].push(performance.now() - t);
+        await systemdRunning(viaLxq(vm), 240_000);
+        s['vm: start → systemd running'].push(performance.now() - t);
+        s['vm: disk (overlay) MiB'].push((await du(path.join(host.instancesDir, vm.name, 'disk.qcow2'))) / 2 ** 20);
+        s['vm: QEMU RSS MiB'].push((await vm.state()).memory.usageBytes / 2 ** 20);
+        const t2 = performance.now();
+        await vm.stop({ timeout: 60_000 });
+        s['vm: graceful stop'].push(performance.now() - t2);
+      } finally {
+        await vm.delete({ force: true });
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const out: Record<string, Stats | string> = {};
+  for (const [k, v] of Object.entries(s)) out[k] = v.length ? stats(v) : 'not measured (--quick)';
+  return out;
+}
+
+if (require.main === module) {
+  main({ quick: process.argv.includes('--quick') }).then(
+    (res) => {
+      console.log(`debian/12 (${os.cpus().length} CPUs, ${os.cpus()[0].model}, Node ${process.version}); ms unless MiB`);
+      console.log('| step | n | min | p50 | p99 | max |\n|---|---|---|---|---|---|');
+      for (const [k, v] of Object.entries(res)) {
+        if (typeof v === 'string') console.log(`| ${k} | ${v} | | | | |`);
+        else console.log(`| ${k} | ${v.n} | ${v.min.toFixed(1)} | ${v.p50.toFixed(1)} | ${v.p99.toFixed(1)} | ${v.max.toFixed(1)} |`);
+      }
+      const a = res['container: start → systemd running (lxq)'];
+      const b = res['container: start → systemd running (lxc-start + lxc-attach)'];
+      if (typeof a !== 'string' && typeof b !== 'string') console.log(`\ncontainer start → running, lxc-* / lxq (p50): ${(b.p50 / a.p50).toFixed(2)}×`);
+    },
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,104 @@
+/**
+ * `debian/12`, both variants: built once into the shared test image cache (mmdebstrap from the
+ * host's apt sources), then for each type two instances boot systemd to `running`, apt and dpkg
+ * work, the hostname is the instance's name, machine ids differ, and a graceful stop is a clean
+ * systemd shutdown well inside its timeout.
+ */
+import { Instance, VmInstance } from '../lib';
+import { tempHost, TestHost } from './helpers/host';
+import { systemdState } from './helpers/systemd';
+
+jest.setTimeout(300_000);
+
+/** The failed units, for the message of a `degraded` boot. */
+async function failedUnits(i: Instance): Promise<string> {
+  return (await i.exec(['systemctl', '--failed', '--no-legend', '--plain'])).stdout.toString().trim();
+}
+
+describe.each([
+  { type: 'container' as const, ready: async () => undefined, boot: 60_000 },
+  { type: 'vm' as const, ready: (i: Instance) => (i as VmInstance).waitForAgent(180_000), boot: 240_000 },
+])('debian/12 $type', ({ type, ready, boot }) => {
+  let t: TestHost;
+  const instances: Instance[] = [];
+  const figures: string[] = [];
+
+  beforeAll(async () => {
+    t = await tempHost();
+    const t0 = Date.now();
+    const image = await t.host.images.ensure('debian/12', { type });
+    figures.push(`image ready: ${Date.now() - t0} ms (built in ${image.meta.buildMs ?? '?'} ms, now or earlier)`);
+    for (let n = 0; n < 2; n++) {
+      const i = await t.host.create(t.name(type === 'vm' ? 'dv' : 'dc'), { type, image: 'debian/12' });
+      instances.push(i);
+      const s = Date.now();
+      await i.start();
+      await ready(i);
+      const state = await systemdState(i, boot);
+      figures.push(`${i.name}: start → systemd ${state}: ${Date.now() - s} ms`);
+      if (state !== 'running') figures.push(`${i.name} failed units: ${await failedUnits(i)}`);
+    }
+  }, 900_000);
+
+  afterAll(async () => {
+    console.log(`debian/12 ${type}:\n${figures.join('\n')}`);
+    for (const i of instances) await i.delete({ force: true }).catch(() => undefined);
+    await t?.dispose();
+  });
+
+  test('systemd is running with no failed unit', async () => {
+    for (const i of instances) {
+      expect(await failedUnits(i)).toBe('');
+      expect(await systemdState(i)).toBe('running');
+      expect((await i.exec(['cat', '/proc/1/comm'])).stdout.toString().trim()).toBe('systemd');
+    }
+  });
+
+  test('apt and dpkg work; iproute2 is there; networkd is set up for DHCP on eth0', async () => {
+    const [i] = instances;
+    expect((await i.exec(['apt-get', '--version'])).stdout.toString()).toMatch(/^apt \d/);
+    const dpkg = await i.exec(['dpkg', '-l', 'systemd', 'iproute2', 'apt']);
+    expect(dpkg.exitCode).toBe(0);
+    expect(dpkg.stdout.toString()).toMatch(/^ii {2}systemd /m);
+    expect((await i.exec(['ip', '-o', 'link', 'show', 'lo'])).exitCode).toBe(0);
+    expect((await i.files.read('/etc/systemd/network/20-eth0.network')).toString()).toMatch(/Name=eth0[\s\S]*DHCP=yes/);
+    expect((await i.exec(['systemctl', 'is-active', 'systemd-networkd'])).stdout.toString().trim()).toBe('active');
+    // The image's sources are the host's own (no hard-coded mirror).
+    expect((await i.exec(['sh', '-c', 'cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null'])).stdout.toString()).toMatch(/bookworm/);
+  });
+
+  test('the hostname is the instance name, kept in /etc/hostname; machine ids differ', async () => {
+    const ids = new Set<string>();
+    for (const i of instances) {
+      expect((await i.exec(['hostname'])).stdout.toString().trim()).toBe(i.name);
+      expect((await i.files.read('/etc/hostname')).toString().trim()).toBe(i.name);
+      const id = (await i.files.read('/etc/machine-id')).toString().trim();
+      expect(id).toMatch(/^[0-9a-f]{32}$/);
+      ids.add(id);
+    }
+    expect(ids.size).toBe(instances.length);
+  });
+
+  test('state reports the running instance', async () => {
+    const s = await instances[0].state();
+    expect(s.status).toBe('running');
+    expect(s.pid).toBeGreaterThan(0);
+    expect(s.memory.usageBytes).toBeGreaterThan(0);
+  });
+
+  test('a graceful stop is a clean systemd shutdown, in seconds, and the instance boots again', async () => {
+    const i = instances[1];
+    const s = Date.now();
+    await i.stop({ timeout: 60_000 });
+    const ms = Date.now() - s;
+    figures.push(`${i.name}: graceful stop: ${ms} ms`);
+    expect(await i.status()).toBe('stopped');
+    expect(ms).toBeLessThan(type === 'vm' ? 30_000 : 10_000); // far from the 60 s of a forced stop
+    const log = await i.console.log();
+    expect(log).toMatch(type === 'vm' ? /reboot: Power down|Power-Off|Powering off/ : /Halting system|System Halt/);
+    await i.start();
+    await ready(i);
+    expect(await systemdState(i, boot)).toBe('running');
+    expect((await i.exec(['hostname'])).stdout.toString().trim()).toBe(i.name);
+  });
+});
