@@ -28,6 +28,7 @@ import type {
 import { STOP_OPTION_KEYS } from './instance';
 import { refuseUnknownKeys } from '../util/keys';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
+import type { LifecycleAction } from '../events/lifecycle';
 
 export const RECORD_FILE = 'lxq.json';
 
@@ -41,6 +42,8 @@ export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 export abstract class BaseInstance extends EventEmitter<InstanceEvents> implements Instance {
   private queue: Promise<unknown> = Promise.resolve();
   private lastStatus: InstanceStatus | undefined;
+  /** Where this instance reports its lifecycle changes (set by the Host: see lib/events/). */
+  reportLifecycle: ((action: LifecycleAction) => Promise<void>) | undefined;
 
   protected constructor(
     /** The instance's own directory under the host path. */
@@ -133,14 +136,19 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
 
   start(): Promise<void> {
     return this.serialized(async () => {
-      await this.require('start', ['stopped']);
-      this.transition('starting');
-      try {
-        await this.doStart();
-      } finally {
-        await this.status();
-      }
+      await this.startNow();
+      await this.reported('instance-started');
     });
+  }
+
+  private async startNow(): Promise<void> {
+    await this.require('start', ['stopped']);
+    this.transition('starting');
+    try {
+      await this.doStart();
+    } finally {
+      await this.status();
+    }
   }
 
   stop(options: StopOptions = {}): Promise<void> {
@@ -153,17 +161,39 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     if (!Number.isFinite(timeout) || timeout < 0) {
       return Promise.reject(new InvalidArgument(`stop timeout must be a non-negative number of ms, got ${timeout}`));
     }
-    return this.serialized(() => this.stopNow(timeout, options.force === true));
+    return this.serialized(async () => {
+      const how = await this.stopNow(timeout, options.force === true);
+      if (how) await this.reported(how);
+    });
   }
 
   restart(options: StopOptions = {}): Promise<void> {
-    return this.stop(options).then(() => this.start());
+    try {
+      refuseUnknownKeys('restart', options, STOP_OPTION_KEYS);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
+    if (!Number.isFinite(timeout) || timeout < 0) {
+      return Promise.reject(new InvalidArgument(`restart timeout must be a non-negative number of ms, got ${timeout}`));
+    }
+    return this.serialized(async () => {
+      const how = await this.stopNow(timeout, options.force === true);
+      try {
+        await this.startNow();
+      } catch (e) {
+        if (how) await this.reported(how);
+        throw e;
+      }
+      await this.reported('instance-restarted');
+    });
   }
 
   freeze(): Promise<void> {
     return this.serialized(async () => {
       await this.doFreeze(); // resolves once frozen: no need to ask again
       this.observe('frozen');
+      await this.reported('instance-paused');
     });
   }
 
@@ -171,6 +201,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.serialized(async () => {
       await this.doUnfreeze();
       this.observe('running');
+      await this.reported('instance-resumed');
     });
   }
 
@@ -185,6 +216,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       }
       await this.doDelete();
       await syncNetworkHosts(this.devices, this.networks);
+      await this.reported('instance-deleted');
       this.removeAllListeners();
     });
   }
@@ -211,6 +243,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       const live = (await this.currentStatus()) !== 'stopped';
       await this.applyConfig(next, previous, live);
       await this.saveRecord({ ...this.record, config: next });
+      await this.reported('instance-updated');
     });
   }
 
@@ -254,6 +287,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     await this.applyDevices(next, change, live);
     await this.saveRecord({ ...this.record, devices: next });
     await syncNetworkHosts({ ...change.removed, ...change.added }, this.networks);
+    await this.reported('instance-updated');
   }
 
   // ---- shared machinery ----
@@ -261,6 +295,16 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   private async startProcess(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
     await this.queue;
     return this.doSpawn(argv, options);
+  }
+
+  /** Reports a change this instance went through; a failure to report never fails the change. */
+  private async reported(action: LifecycleAction): Promise<void> {
+    await this.reportLifecycle?.(action).catch(() => undefined);
+  }
+
+  /** Resolves once the lifecycle operations queued on this instance so far are done. */
+  get idle(): Promise<void> {
+    return this.queue.then(() => undefined);
   }
 
   /** Runs operations on this instance one at a time, in call order. */
@@ -281,15 +325,17 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return new InvalidState(`cannot ${op} ${this.name}: it is ${status} (needs ${allowed.join(' or ')})`, status);
   }
 
-  private async stopNow(timeoutMs: number, force: boolean): Promise<void> {
+  /** Stops the instance; says how (undefined: it was stopped already). */
+  private async stopNow(timeoutMs: number, force: boolean): Promise<'instance-shutdown' | 'instance-stopped' | undefined> {
     const status = this.observe(await this.currentStatus());
-    if (status === 'stopped') return;
+    if (status === 'stopped') return undefined;
     this.transition('stopping');
     try {
       // A frozen instance cannot shut itself down; thaw it first (LXD does the same).
       if (!force && status === 'frozen') await this.doUnfreeze();
       const stopped = !force && timeoutMs > 0 && status !== 'error' && (await this.doShutdown(timeoutMs));
       if (!stopped) await this.doKill();
+      return stopped ? 'instance-shutdown' : 'instance-stopped';
     } finally {
       await this.status();
     }
