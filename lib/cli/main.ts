@@ -203,7 +203,7 @@ export function program(): Command {
     .description('All options, key=value')
     .action(async (name: string) => {
       const i = await (await host()).get(name);
-      process.stdout.write(Object.entries(i.config).map(([k, v]) => `${k}=${v}\n`).join(''));
+      process.stdout.write(Object.entries(i.config).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k}=${v}\n`).join(''));
     });
   config
     .command('get <name> <key>')

@@ -212,7 +212,8 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
         if (!options.force) {
           throw new InvalidState(`cannot delete ${this.name}: it is ${status}; stop it first or pass { force: true }`, status);
         }
-        await this.stopNow(0, true);
+        const how = await this.stopNow(0, true);
+        if (how) await this.reported(how);
       }
       await this.doDelete();
       await syncNetworkHosts(this.devices, this.networks);
