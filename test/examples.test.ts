@@ -31,3 +31,8 @@ test('examples/devices.ts: a directory shared with a container and a VM, a disk 
   expect(out).toMatch(/vm disks:\nvda: *\nvdb: scratch/);
   expect(out).toMatch(/container sees the host's \/etc\/hostname owned by root \(shifted\)/);
 }, 200_000);
+
+test('examples/events.ts: lifecycle events of this process, and the init halting by itself', async () => {
+  const out = await runExample('events.ts');
+  expect(out).toMatch(/^instance-created events-\d+ \(local\)\ninstance-started events-\d+ \(local\)\ninstance-stopped events-\d+ \(external\)\ninstance-deleted events-\d+ \(local\)\n$/);
+}, 120_000);
