@@ -10,8 +10,11 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { DEFAULT_HOST_PATH, Host } from '../host';
+import type { Host } from '../host';
 import { InvalidArgument, LxqError } from '../errors';
+
+/** As in lib/host.ts, which is loaded only when a command needs the host (`--version` and `--help` do not). */
+const DEFAULT_HOST_PATH = '/var/lib/lxq';
 import type { Instance, InstanceState } from '../instance/instance';
 import type { InstanceConfigPatch } from '../config/options';
 import { checkFormat, formatRows } from './format';
@@ -59,6 +62,7 @@ export function program(): Command {
   let opened: Host | undefined;
   const host = async (): Promise<Host> => {
     const g = cli.opts<Globals>();
+    const { Host } = require('../host') as typeof import('../host');
     opened ??= await Host.open({ path: g.host, ...(g.images ? { images: g.images } : {}) });
     return opened;
   };
