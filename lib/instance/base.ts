@@ -151,15 +151,20 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     }
   }
 
+  /** The timeout of a stop (or restart), checked before anything is done. */
+  private stopTimeout(op: string, options: StopOptions): number {
+    refuseUnknownKeys(op, options, STOP_OPTION_KEYS);
+    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
+    if (!Number.isFinite(timeout) || timeout < 0) throw new InvalidArgument(`${op} timeout must be a non-negative number of ms, got ${timeout}`);
+    return timeout;
+  }
+
   stop(options: StopOptions = {}): Promise<void> {
+    let timeout: number;
     try {
-      refuseUnknownKeys('stop', options, STOP_OPTION_KEYS);
+      timeout = this.stopTimeout('stop', options);
     } catch (e) {
       return Promise.reject(e);
-    }
-    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
-    if (!Number.isFinite(timeout) || timeout < 0) {
-      return Promise.reject(new InvalidArgument(`stop timeout must be a non-negative number of ms, got ${timeout}`));
     }
     return this.serialized(async () => {
       const how = await this.stopNow(timeout, options.force === true);
@@ -168,14 +173,11 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   restart(options: StopOptions = {}): Promise<void> {
+    let timeout: number;
     try {
-      refuseUnknownKeys('restart', options, STOP_OPTION_KEYS);
+      timeout = this.stopTimeout('restart', options);
     } catch (e) {
       return Promise.reject(e);
-    }
-    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
-    if (!Number.isFinite(timeout) || timeout < 0) {
-      return Promise.reject(new InvalidArgument(`restart timeout must be a non-negative number of ms, got ${timeout}`));
     }
     return this.serialized(async () => {
       const how = await this.stopNow(timeout, options.force === true);
