@@ -7,6 +7,8 @@ import { promises as fs, writeFileSync, chmodSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
+import { DEFAULT_HOST_PATH } from '../lib';
+import { program } from '../lib/cli/main';
 import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 
 const execFileP = promisify(execFile);
@@ -50,6 +52,7 @@ test('--version, --help, and bad input: one line on stderr, a non-zero exit, the
   expect(help.code).toBe(0);
   for (const c of ['list', 'launch', 'exec', 'shell', 'file', 'config', 'image', 'monitor']) expect(help.stdout).toContain(c);
   expect((await lxq(['exec', '--help'])).stdout).toMatch(/lxq exec NAME -- CMD/);
+  expect(program().opts().host).toBe(process.env.LXQ_HOST ?? DEFAULT_HOST_PATH); // the CLI's default is the library's
   const unknown = await lxq(['lsit']);
   expect(unknown.code).not.toBe(0);
   expect(unknown.stderr).toBe("lxq: unknown command 'lsit' (Did you mean list?)\n");
