@@ -187,6 +187,8 @@ export class Host {
     const instance = this.open(dir, record);
     // A VM started by an earlier process: reconnect to its QEMU now, so that its events flow.
     if (instance instanceof VmInstance) await instance.status();
+    // A running instance's proxies are served by the process that holds it.
+    await (instance as ContainerInstance | VmInstance).resumeProxies();
     this.track(instance);
     return instance;
   }

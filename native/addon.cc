@@ -72,7 +72,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watchPid", Napi::Function::New(env, lxq::WatchPid, "watchPid"));
   exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
   exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
-  exports.Set("netnsAddresses", Napi::Function::New(env, lxq::NetnsAddresses, "netnsAddresses"));
+  exports.Set("connectInNetns", Napi::Function::New(env, lxq::ConnectInNetns, "connectInNetns"));
+  exports.Set("netnsInterfaces", Napi::Function::New(env, lxq::NetnsInterfaces, "netnsInterfaces"));
   exports.Set("mountInto", Napi::Function::New(env, lxq::MountInto, "mountInto"));
   exports.Set("umountIn", Napi::Function::New(env, lxq::UmountIn, "umountIn"));
   exports.Set("makeNode", Napi::Function::New(env, lxq::MakeNode, "makeNode"));

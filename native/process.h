@@ -13,7 +13,9 @@ Napi::Value WaitExit(const Napi::CallbackInfo& info);
 Napi::Value SignalPidfd(const Napi::CallbackInfo& info);
 // openInRoot(root, path, flags, mode) → Promise<fd>: `path` resolved as if `root` were "/".
 Napi::Value OpenInRoot(const Napi::CallbackInfo& info);
-// netnsAddresses(pid) → Promise<string[]>: the addresses in the network namespace of `pid`.
-Napi::Value NetnsAddresses(const Napi::CallbackInfo& info);
+// netnsInterfaces(pid) → Promise<Interface[]>: the interfaces in the network namespace of `pid`.
+Napi::Value NetnsInterfaces(const Napi::CallbackInfo& info);
+// connectInNetns(pid, host, port) → Promise<fd>: a TCP connection made in the network namespace of `pid`.
+Napi::Value ConnectInNetns(const Napi::CallbackInfo& info);
 
 }  // namespace lxq

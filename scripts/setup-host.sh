@@ -9,6 +9,7 @@ packages=(
   cpio kmod e2fsprogs                          # building the VM image (initramfs, modules, ext4)
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync
   tmux                                         # the CLI tests run shell and exec -t in a real terminal
+  iproute2 dnsmasq-base nftables               # networks: bridges and links, DHCP and DNS, NAT
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done

@@ -241,6 +241,31 @@ describe.each(kinds)('$type ($image)', (kind) => {
     });
   });
 
+  describe('network', () => {
+    test('a NIC added live: waitForAddress, and the interface in state() with its MAC and address', async () => {
+      const net = await t.host.networks.create(`lxqcf${kind.type[0]}${Math.random().toString(16).slice(2, 8)}`, { 'ipv4.nat': 'false' });
+      try {
+        await inst.addDevice('eth0', { type: 'nic', network: net.name });
+        const address = await inst.waitForAddress({ timeout: 60_000 });
+        expect(address.startsWith(net.address.replace(/\.1$/, '.'))).toBe(true);
+        const deadline = Date.now() + 30_000;
+        let eth0 = (await inst.state()).network.interfaces.find((i) => i.name === 'eth0');
+        while (!eth0?.addresses.some((a) => a.address === address) && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 200));
+          eth0 = (await inst.state()).network.interfaces.find((i) => i.name === 'eth0');
+        }
+        expect(eth0).toMatchObject({ name: 'eth0', hwaddr: inst.devices.eth0.hwaddr });
+        expect(eth0?.addresses).toContainEqual({ family: 'inet', address, prefix: 24 });
+        expect((await inst.state()).network.addresses).toContain(address);
+        await expect(inst.waitForAddress({ family: 'inet', timeout: -1 })).rejects.toThrow(InvalidArgument);
+        await inst.removeDevice('eth0');
+      } finally {
+        await inst.removeDevice('eth0').catch(() => undefined);
+        await t.host.networks.delete(net.name);
+      }
+    });
+  });
+
   describe('lifecycle', () => {
     test('stop, then start again: states and exec', async () => {
       expect((await inst.state()).status).toBe('running');

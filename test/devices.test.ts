@@ -40,7 +40,7 @@ afterAll(async () => {
 
 describe('bad input is refused with a typed error and nothing changes', () => {
   const cases: Array<[string, Record<string, unknown>, RegExp, Function]> = [
-    ['unknown type', { d: { type: 'floppy' } }, /unknown device type "floppy"; known: "disk", "unix-char", "unix-block"/, InvalidArgument],
+    ['unknown type', { d: { type: 'floppy' } }, /unknown device type "floppy"; known: "disk", "nic", "proxy", "unix-char", "unix-block"/, InvalidArgument],
     ['unknown key, with a suggestion', { d: { type: 'disk', source: '/tmp', path: '/x', readonyl: 'true' } }, /unknown key "readonyl".*did you mean "readonly"/, InvalidArgument],
     ['value of the wrong form', { d: { type: 'disk', source: '/tmp', path: '/x', readonly: 'yes' } }, /bad value for "readonly": expected "true" or "false"/, InvalidArgument],
     ['relative path', { d: { type: 'disk', source: '/tmp', path: 'x' } }, /bad value for "path": expected an absolute path/, InvalidArgument],

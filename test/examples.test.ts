@@ -36,3 +36,11 @@ test('examples/events.ts: lifecycle events of this process, and the init halting
   const out = await runExample('events.ts');
   expect(out).toMatch(/^instance-created events-\d+ \(local\)\ninstance-started events-\d+ \(local\)\ninstance-stopped events-\d+ \(external\)\ninstance-deleted events-\d+ \(local\)\n$/);
 }, 120_000);
+
+test('examples/network.ts: two containers and a VM on one bridge, HTTP by DNS name and from the host', async () => {
+  const out = await runExample('network.ts');
+  expect(out).toMatch(/container client-\w+ fetched: hello from web-\w+/);
+  expect(out).toMatch(/vm vm-\w+ fetched: hello from web-\w+/);
+  expect(out).toMatch(/host fetched: hello from web-\w+/);
+  expect(out).toMatch(/leases: client-\w+=\S+ vm-\w+=\S+ web-\w+=\S+/);
+}, 200_000);

@@ -21,17 +21,19 @@ import { ensureNetworks } from '../devices/nic';
 import { type DeviceSource, probeDevices, readSources } from '../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
 import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
-import type { InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
+import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
 import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../images/meta';
 import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
-import { ContainerFiles } from './files';
+import { ContainerFiles, O_PATH } from './files';
 import { LxcContainer, LxcError, LxcState, native } from './native';
 import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../instance/process';
 import { Readable } from 'node:stream';
 import { ReadStream as TtyStream } from 'node:tty';
-import { Socket } from 'node:net';
+import { createConnection, Socket } from 'node:net';
+import { close as closeFd } from 'node:fs';
+import type { Endpoint } from '../network/proxy';
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
 export interface ContainerContext {
@@ -172,6 +174,20 @@ export class ContainerInstance extends BaseInstance {
 
   protected get networks(): Networks {
     return this.ctx.networks;
+  }
+
+  /** Proxies connect from inside the container's network namespace, or to a socket in its root. */
+  protected async connectInside(to: Endpoint): Promise<Socket> {
+    const pid = await this.lxc().initPid();
+    if (pid <= 0) throw new InvalidState(`${this.name} is not running`, 'stopped');
+    if (to.proto === 'tcp') return new Socket({ fd: await native().connectInNetns(pid, to.host, to.port), readable: true, writable: true });
+    // Resolved inside the container's root (a planted symlink cannot lead to a host socket).
+    const fd = await native().openInRoot(`/proc/${pid}/root`, to.path, O_PATH, 0);
+    const socket = createConnection({ path: `/proc/self/fd/${fd}` });
+    const done = () => closeFd(fd, () => undefined);
+    socket.once('connect', done);
+    socket.once('error', done);
+    return socket;
   }
 
   /** The liblxc log of this container (errors of start, stop, attach…). */
@@ -348,21 +364,22 @@ export class ContainerInstance extends BaseInstance {
 
   protected async doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
     if (status === 'stopped') {
-      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] } };
+      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] } };
     }
     const h = this.lxc();
     const v1 = (c: 'memory' | 'cpu' | 'pids') => this.ctx.layout.version(c) === 1;
     const item = (key: string) => h.getCgroupItem(key).catch(() => '');
     // Addresses are read from the init's network namespace by a thread of the addon: liblxc's
     // getIps() forks this process, which costs in proportion to its memory.
-    const pidAndAddresses = h.initPid().then(async (p) => [p, p > 0 ? await native().netnsAddresses(p).catch(() => []) : []] as const);
-    const [[pid, addresses], cpu, mem, limit, procs] = await Promise.all([
-      pidAndAddresses,
+    const pidAndInterfaces = h.initPid().then(async (p) => [p, p > 0 ? await native().netnsInterfaces(p).catch(() => []) : []] as const);
+    const [[pid, raw], cpu, mem, limit, procs] = await Promise.all([
+      pidAndInterfaces,
       item(v1('cpu') ? 'cpuacct.usage' : 'cpu.stat'),
       item(v1('memory') ? 'memory.usage_in_bytes' : 'memory.current'),
       item(v1('memory') ? 'memory.limit_in_bytes' : 'memory.max'),
       item('pids.current'),
     ]);
+    const interfaces: NetworkInterface[] = raw.map((i) => ({ ...i, addresses: i.addresses.map(({ family, address, prefix }) => ({ family, address, prefix })) }));
     const usageNs = v1('cpu') ? Number(cpu) || 0 : Number(/usage_usec (\d+)/.exec(cpu)?.[1] ?? 0) * 1000;
     const limitBytes = limit === '' || limit === 'max' || Number(limit) >= UNLIMITED ? null : Number(limit);
     return {
@@ -371,7 +388,7 @@ export class ContainerInstance extends BaseInstance {
       cpu: { usageNs },
       memory: { usageBytes: Number(mem) || 0, limitBytes },
       processes: Number(procs) || 0,
-      network: { addresses },
+      network: { addresses: reportedAddresses(interfaces), interfaces },
     };
   }
 

@@ -22,7 +22,7 @@ import { replaceFile } from '../util/fs';
 import { native } from './native';
 
 /** Linux x86-64/arm64 values; Node does not export O_PATH. */
-const O_PATH = 0o10000000;
+export const O_PATH = 0o10000000;
 
 const readFd = promisify(readFileCb) as (fd: number) => Promise<Buffer>;
 const closeFd = promisify(closeCb);

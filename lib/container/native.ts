@@ -4,6 +4,8 @@
  */
 import bindings from 'bindings';
 
+import type { NetworkInterface } from '../instance/instance';
+
 /** The liblxc states, as `state()` returns them. */
 export type LxcState = 'STOPPED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'ABORTING' | 'FREEZING' | 'FROZEN' | 'THAWED';
 
@@ -72,11 +74,10 @@ export interface Native {
   signalPidfd(pidfd: number, signal: number): boolean;
   /** TIOCSWINSZ on a terminal master. */
   setWindowSize(fd: number, cols: number, rows: number): boolean;
-  /**
-   * The addresses in the network namespace of `pid`, as liblxc's getIps() reports them (no
-   * loopback; IPv6 of global scope), read from a thread without forking this process.
-   */
-  netnsAddresses(pid: number): Promise<string[]>;
+  /** The interfaces in the network namespace of `pid`, read from a thread without forking this process. */
+  netnsInterfaces(pid: number): Promise<Array<NetworkInterface & { addresses: Array<{ linkLocal: boolean }> }>>;
+  /** A TCP connection made in the network namespace of `pid`; a connected socket's fd. */
+  connectInNetns(pid: number, host: string, port: number): Promise<number>;
   /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
   openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
   /**

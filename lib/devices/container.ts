@@ -59,7 +59,7 @@ export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: M
   const items: LxcItem[] = lxcNicItems(host.dir, devices, sources);
   for (const [name, d] of Object.entries(devices)) {
     const src = sources.get(name) ?? { kind: 'missing' };
-    if (d.type === 'nic' || skipped(d, src)) continue;
+    if (d.type === 'nic' || d.type === 'proxy' || skipped(d, src)) continue;
     const target = fstabEscape(relativeInside(devicePath(d)!));
     if (d.type === 'disk') {
       const opts = [deviceFlag(d, 'recursive') ? 'rbind' : 'bind', src.kind === 'dir' ? 'create=dir' : 'create=file'];
@@ -124,6 +124,7 @@ export type SetCgroupItem = (key: string, value: string) => Promise<unknown>;
 /** Adds a device to the running container whose init is `pid`. */
 export async function plugContainerDevice(pid: number, name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost, setCgroup: SetCgroupItem): Promise<void> {
   if (d.type === 'nic') return plugContainerNic(host.dir, pid, name, d, src);
+  if (d.type === 'proxy') return; // served by the instance's process (lib/network/proxy.ts)
   if (skipped(d, src)) return;
   const target = relativeInside(devicePath(d)!);
   const owner = { uid: host.idmap?.base ?? 0, gid: host.idmap?.base ?? 0 };
@@ -153,6 +154,7 @@ export async function plugContainerDevice(pid: number, name: string, d: DeviceCo
 /** Removes a device from the running container whose init is `pid`. */
 export async function unplugContainerDevice(pid: number, name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost, setCgroup: SetCgroupItem): Promise<void> {
   if (d.type === 'nic') return unplugContainerNic(host.dir, name);
+  if (d.type === 'proxy') return;
   if (skipped(d, src)) return;
   await native()
     .umountIn(pid, relativeInside(devicePath(d)!), d.type !== 'disk')

@@ -82,6 +82,17 @@ export const DEVICE_TYPES = {
       mtu: { form: 'integer', condition: 'both', description: 'MTU (default: the network\'s `bridge.mtu`, or the parent\'s).' },
     },
   },
+  proxy: {
+    condition: 'both',
+    live: true,
+    description:
+      'Forwards connections from the host (`listen`) into the instance (`connect`), while it runs, served by the Node process that ' +
+      'holds the instance. Containers: the connection is made in their network namespace; VMs: to the guest\'s address.',
+    keys: {
+      listen: { form: 'string', condition: 'both', description: 'Where the host listens: `tcp:<address>:<port>` or `unix:<path>`.' },
+      connect: { form: 'string', condition: 'both', description: 'Where inside to connect: `tcp:<address>:<port>` (a VM: 127.0.0.1 means the guest\'s address), or `unix:<path>` (containers).' },
+    },
+  },
   'unix-char': {
     condition: 'container',
     live: true,
@@ -114,6 +125,7 @@ export type DeviceInput = {
 export type DiskDevice = Extract<DeviceInput, { type: 'disk' }>;
 export type UnixCharDevice = Extract<DeviceInput, { type: 'unix-char' }>;
 export type NicDevice = Extract<DeviceInput, { type: 'nic' }>;
+export type ProxyDevice = Extract<DeviceInput, { type: 'proxy' }>;
 export type UnixBlockDevice = Extract<DeviceInput, { type: 'unix-block' }>;
 
 /** A device as stored: every value a string, as in LXD. */

@@ -13,6 +13,7 @@ import { InvalidArgument, NotFound, NotSupported } from '../errors';
 import { parseIpv4 } from '../network/addresses';
 import type { Networks } from '../network/networks';
 import { link } from '../network/iproute';
+import { parseEndpoint } from '../network/proxy';
 import {
   DEVICE_TYPES,
   type DeviceConfig,
@@ -131,6 +132,12 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
       need('source', 'a host directory to share, or a disk image file; or give "size" for a new disk');
     }
     if (d.path === '/') throw new InvalidArgument(`${where}: "path" cannot be "/" (the instance's root)`);
+  } else if (d.type === 'proxy') {
+    need('listen', 'where the host listens, e.g. "tcp:127.0.0.1:8080"');
+    need('connect', 'where to connect inside, e.g. "tcp:127.0.0.1:80"');
+    parseEndpoint(`${where}: listen`, d.listen);
+    const connect = parseEndpoint(`${where}: connect`, d.connect);
+    if (instanceType === 'vm' && connect.proto === 'unix') throw new NotSupported(`${where}: a VM's proxy connects over its network; a unix socket inside a VM cannot be reached`);
   } else if (d.type === 'nic') {
     if ((d.network === undefined) === (d.parent === undefined)) throw new InvalidArgument(`${where}: give "network" (an lxq network) or "nictype": "bridged" with "parent" (a host bridge), one of them`);
     if (d.parent !== undefined && d.nictype !== 'bridged') throw new InvalidArgument(`${where}: "parent" goes with "nictype": "bridged"`);

@@ -130,7 +130,9 @@ export async function startVirtiofsd(vmDir: string, name: string, d: DeviceConfi
     child.once('exit', (code, signal) => (exited = signal ?? `exit code ${code}`));
     child.once('error', (e) => (exited = e.message));
     const deadline = Date.now() + 5_000;
-    while (!(await fs.stat(socket).then(() => true, () => false))) {
+    // Listening, not just bound: a connection made between its bind and listen is refused (and a
+    // probe connection would be taken by virtiofsd as QEMU's), so /proc/net/unix is what tells.
+    while (!(await listening(socket))) {
       if (exited !== undefined || Date.now() > deadline) {
         const text = (await fs.readFile(path.join(devicesDir(vmDir), `virtiofs-${name}.log`), 'utf8').catch(() => '')).trim();
         throw new OperationFailed(`virtiofsd for device "${name}" did not start (${exited ?? 'no socket within 5 s'})${text ? `: ${text}` : ''}`, { call: VIRTIOFSD });
@@ -141,6 +143,16 @@ export async function startVirtiofsd(vmDir: string, name: string, d: DeviceConfi
     await log.close();
   }
   return socket;
+}
+
+/** True once a unix socket at `path` listens (`__SO_ACCEPTCON` in /proc/net/unix). */
+async function listening(socketPath: string): Promise<boolean> {
+  const table = await fs.readFile('/proc/net/unix', 'utf8').catch(() => '');
+  for (const line of table.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[7] === socketPath && (parseInt(f[3], 16) & 0x10000) !== 0) return true;
+  }
+  return false;
 }
 
 /** QMP `chardev-add` arguments connecting QEMU to a share's virtiofsd. */

@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'eventemitter3';
 import { promises as fs } from 'node:fs';
+import type { Socket } from 'node:net';
 import * as path from 'node:path';
 
 import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '../config/options';
@@ -12,8 +13,11 @@ import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices
 import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, validateDeviceName } from '../devices/validate';
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import type { Networks } from '../network/networks';
-import { AlreadyExists, InvalidArgument, InvalidState, NotFound } from '../errors';
+import { type Endpoint, parseEndpoint, ProxyServer } from '../network/proxy';
+import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
+import { refuseUnknownKeys } from '../util/keys';
+import { processStartedAt } from '../util/proc';
 import type { InstanceFiles } from './files';
 import type {
   Instance,
@@ -24,9 +28,9 @@ import type {
   InstanceState,
   InstanceStatus,
   StopOptions,
+  WaitForAddressOptions,
 } from './instance';
-import { STOP_OPTION_KEYS } from './instance';
-import { refuseUnknownKeys } from '../util/keys';
+import { STOP_OPTION_KEYS, WAIT_FOR_ADDRESS_KEYS } from './instance';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
 import type { LifecycleAction } from '../events/lifecycle';
 
@@ -38,12 +42,16 @@ export interface DeviceChange {
   added: Devices;
 }
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+/** How often waitForAddress looks (the instance's own state and the network's leases). */
+const ADDRESS_POLL_MS = 100;
 
 export abstract class BaseInstance extends EventEmitter<InstanceEvents> implements Instance {
   private queue: Promise<unknown> = Promise.resolve();
   private lastStatus: InstanceStatus | undefined;
   /** Where this instance reports its lifecycle changes (set by the Host: see lib/events/). */
   reportLifecycle: ((action: LifecycleAction) => Promise<void>) | undefined;
+  /** The proxy devices this process serves (see lib/network/proxy.ts). */
+  private readonly proxies = new Map<string, ProxyServer>();
 
   protected constructor(
     /** The instance's own directory under the host path. */
@@ -107,6 +115,8 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
    * The record is saved by the caller once this resolves.
    */
   protected abstract applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void>;
+  /** A connection to `to` inside the running instance, for a proxy device. */
+  protected abstract connectInside(to: Endpoint): Promise<Socket>;
   /** The host's networks (NICs are checked against them). */
   protected abstract get networks(): Networks;
   /** What checking this instance's devices against the host needs. */
@@ -143,9 +153,14 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
 
   private async startNow(): Promise<void> {
     await this.require('start', ['stopped']);
+    // Proxies listen first: an address in use refuses the start before anything runs.
+    await this.openProxies(this.devices);
     this.transition('starting');
     try {
       await this.doStart();
+    } catch (e) {
+      await this.closeProxies();
+      throw e;
     } finally {
       await this.status();
     }
@@ -217,6 +232,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
         const how = await this.stopNow(0, true);
         if (how) await this.reported(how);
       }
+      await this.closeProxies();
       await this.doDelete();
       await syncNetworkHosts(this.devices, this.networks);
       await this.reported('instance-deleted');
@@ -248,6 +264,36 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       await this.saveRecord({ ...this.record, config: next });
       await this.reported('instance-updated');
     });
+  }
+
+  async waitForAddress(options: WaitForAddressOptions = {}): Promise<string> {
+    refuseUnknownKeys('waitForAddress', options ?? {}, WAIT_FOR_ADDRESS_KEYS);
+    const family = options?.family ?? 'inet';
+    const timeout = options?.timeout ?? 60_000;
+    if (family !== 'inet' && family !== 'inet6') throw new InvalidArgument(`family must be "inet" or "inet6", got ${JSON.stringify(family)}`);
+    if (!Number.isFinite(timeout) || timeout <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeout}`);
+    await this.require('wait for an address of', ['running', 'starting']);
+    const deadline = Date.now() + timeout;
+    const macs = new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.hwaddr.toLowerCase()] : [])));
+    const networks = [...new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.network] : [])))];
+    const isFamily = (a: string) => (family === 'inet') === !a.includes(':');
+    let startedAt: Date | null | undefined;
+    for (;;) {
+      if (options?.signal?.aborted) throw new Aborted(`waiting for an address of ${this.name} was aborted`);
+      const s = await this.state();
+      const own = s.network.addresses.find(isFamily);
+      if (own) return own;
+      // A lease counts once granted in this run of the instance (its init or QEMU started before
+      // it), not one kept from an earlier boot.
+      startedAt ??= s.pid === null ? undefined : await processStartedAt(s.pid);
+      for (const n of startedAt ? networks : []) {
+        const leases = (await (await this.networks.get(n).catch(() => undefined))?.leases()) ?? [];
+        const lease = leases.find((l) => macs.has(l.hwaddr.toLowerCase()) && isFamily(l.address) && l.grantedAt.getTime() >= startedAt!.getTime() - 1_000);
+        if (lease) return lease.address;
+      }
+      if (Date.now() >= deadline) throw new Timeout(`${this.name} had no ${family === 'inet' ? 'IPv4' : 'IPv6'} address within ${timeout} ms`);
+      await new Promise((r) => setTimeout(r, ADDRESS_POLL_MS));
+    }
   }
 
   addDevice(name: string, device: DeviceInput): Promise<void> {
@@ -287,10 +333,58 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   private async changeDevices(next: Devices, change: DeviceChange): Promise<void> {
     checkPaths(next);
     const live = (await this.currentStatus()) !== 'stopped';
-    await this.applyDevices(next, change, live);
+    if (live) {
+      await this.closeProxies(Object.keys(change.removed));
+      await this.openProxies(change.added).catch(async (e) => {
+        await this.openProxies(change.removed).catch(() => undefined);
+        throw e;
+      });
+    }
+    try {
+      await this.applyDevices(next, change, live);
+    } catch (e) {
+      if (live) {
+        await this.closeProxies(Object.keys(change.added));
+        await this.openProxies(change.removed).catch(() => undefined);
+      }
+      throw e;
+    }
     await this.saveRecord({ ...this.record, devices: next });
     await syncNetworkHosts({ ...change.removed, ...change.added }, this.networks);
     await this.reported('instance-updated');
+  }
+
+  /**
+   * Serves the proxy devices of a running instance this process has just opened (Host.get): the
+   * process that started it may be gone. An address still held by another process is left to it.
+   */
+  async resumeProxies(): Promise<void> {
+    if (!Object.values(this.devices).some((d) => d.type === 'proxy')) return;
+    if ((await this.status()) !== 'running') return;
+    await this.openProxies(this.devices).catch(() => undefined);
+  }
+
+  private async openProxies(devices: Devices): Promise<void> {
+    const opened: string[] = [];
+    try {
+      for (const [name, d] of Object.entries(devices)) {
+        if (d.type !== 'proxy' || this.proxies.has(name)) continue;
+        const proxy = new ProxyServer(name, parseEndpoint('listen', d.listen), parseEndpoint('connect', d.connect), (to) => this.connectInside(to));
+        await proxy.start();
+        this.proxies.set(name, proxy);
+        opened.push(name);
+      }
+    } catch (e) {
+      await this.closeProxies(opened);
+      throw e;
+    }
+  }
+
+  private async closeProxies(names: string[] = [...this.proxies.keys()]): Promise<void> {
+    for (const name of names) {
+      await this.proxies.get(name)?.close();
+      this.proxies.delete(name);
+    }
   }
 
   // ---- shared machinery ----
@@ -351,6 +445,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
 
   /** Records a status seen now and emits `status` if it changed. */
   protected observe(status: InstanceStatus): InstanceStatus {
+    if (status === 'stopped' && this.proxies.size) void this.closeProxies();
     if (this.lastStatus !== undefined && status !== this.lastStatus) {
       const previous = this.lastStatus;
       this.lastStatus = status;

@@ -23,10 +23,41 @@ export interface InstanceState {
   cpu: { usageNs: number };
   memory: { usageBytes: number; limitBytes: number | null };
   processes: number;
-  network: { addresses: string[] };
+  network: {
+    /** Every address but loopback and IPv6 link-local ones, as liblxc's get_ips reports them. */
+    addresses: string[];
+    /** Each interface, loopback included. */
+    interfaces: NetworkInterface[];
+  };
   /** Each device of the instance, in name order. */
   devices: DeviceState[];
 }
+
+export interface NetworkInterface {
+  name: string;
+  hwaddr: string;
+  /** 0 where not known (a VM's agent does not say). */
+  mtu: number;
+  addresses: Array<{ family: 'inet' | 'inet6'; address: string; prefix: number }>;
+  counters: { bytesReceived: number; bytesSent: number; packetsReceived: number; packetsSent: number };
+}
+
+/** Where `state().network.addresses` come from: interfaces but lo, without IPv6 link-local addresses. */
+export function reportedAddresses(interfaces: NetworkInterface[]): string[] {
+  return interfaces
+    .filter((i) => i.name !== 'lo')
+    .flatMap((i) => i.addresses.filter((a) => !(a.family === 'inet6' && a.address.toLowerCase().startsWith('fe80:'))).map((a) => a.address));
+}
+
+export interface WaitForAddressOptions {
+  /** Default 'inet' (IPv4). */
+  family?: 'inet' | 'inet6';
+  /** Milliseconds; default 60 000. */
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+export const WAIT_FOR_ADDRESS_KEYS = optionKeys<WaitForAddressOptions>({ family: true, timeout: true, signal: true });
 
 /** What `state()` says of a device. */
 export interface DeviceState {
@@ -106,6 +137,12 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   state(): Promise<InstanceState>;
   /** Changes options: validated first, applied live where the option allows it, else at the next start. */
   update(config: InstanceConfigPatch): Promise<void>;
+
+  /**
+   * Resolves with the instance's first address of `family` that its DHCP lease (on an lxq
+   * network) or the instance itself (its network namespace, or a VM's guest agent) reports.
+   */
+  waitForAddress(options?: WaitForAddressOptions): Promise<string>;
 
   /** The devices as stored (strings), by name. */
   readonly devices: Readonly<Record<string, Readonly<DeviceConfig>>>;

@@ -19,6 +19,8 @@ import { writeFileAtomic } from '../util/fs';
 import { formatIpv4, netmask, parseCidr } from './addresses';
 
 export const DNSMASQ = 'dnsmasq';
+/** How long a lease lasts: a lease's grant time is its expiry less this. */
+export const LEASE_SECONDS = 3600;
 const FILES = { pid: 'dnsmasq.pid', hosts: 'dnsmasq.hosts', leases: 'dnsmasq.leases', log: 'dnsmasq.log' } as const;
 
 export interface DnsmasqSettings {
@@ -36,6 +38,8 @@ export interface Lease {
   address: string;
   hostname: string | null;
   expiresAt: Date;
+  /** When it was granted or last renewed. */
+  grantedAt: Date;
 }
 
 export const dnsmasqFile = (dir: string, which: keyof typeof FILES) => path.join(dir, FILES[which]);
@@ -70,9 +74,10 @@ function args(s: DnsmasqSettings): string[] {
     const ranges = s.ranges.length ? s.ranges : [`${formatIpv4(c.network + (c.address === c.network + 1 ? 2 : 1))}-${formatIpv4(c.broadcast - 1)}`];
     for (const r of ranges) {
       const [from, to] = r.split('-');
-      a.push(`--dhcp-range=${from.trim()},${to.trim()},${netmask(c.prefix)},1h`);
+      a.push(`--dhcp-range=${from.trim()},${to.trim()},${netmask(c.prefix)},${LEASE_SECONDS}`);
     }
-    a.push('--dhcp-authoritative', '--dhcp-no-override', `--dhcp-leasefile=${dnsmasqFile(s.dir, 'leases')}`, `--dhcp-hostsfile=${dnsmasqFile(s.dir, 'hosts')}`);
+    // --no-ping: no ICMP probe of an address before it is offered (it holds every new lease ~3 s).
+    a.push('--dhcp-authoritative', '--dhcp-no-override', '--no-ping', `--dhcp-leasefile=${dnsmasqFile(s.dir, 'leases')}`, `--dhcp-hostsfile=${dnsmasqFile(s.dir, 'hosts')}`);
   }
   return a;
 }
@@ -126,7 +131,7 @@ export async function readLeases(dir: string): Promise<Lease[]> {
   for (const line of text.split('\n')) {
     const [expiry, hwaddr, address, hostname] = line.trim().split(/\s+/);
     if (!address) continue;
-    out.push({ hwaddr, address, hostname: hostname && hostname !== '*' ? hostname : null, expiresAt: new Date(Number(expiry) * 1000) });
+    out.push({ hwaddr, address, hostname: hostname && hostname !== '*' ? hostname : null, expiresAt: new Date(Number(expiry) * 1000), grantedAt: new Date((Number(expiry) - LEASE_SECONDS) * 1000) });
   }
   return out;
 }

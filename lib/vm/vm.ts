@@ -25,6 +25,7 @@ import * as path from 'node:path';
 
 import { findOption, InstanceConfig, splitArgs } from '../config/options';
 import type { Networks } from '../network/networks';
+import type { Endpoint } from '../network/proxy';
 import { createTap, deleteLink } from '../network/iproute';
 import { ensureNetworks, hostLink, netdevArgs, nicDeviceArgs } from '../devices/nic';
 import { parseMemory } from '../config/units';
@@ -55,7 +56,7 @@ import {
 import { deviceValue } from '../devices/declarations';
 import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
 import type { InstanceFiles } from '../instance/files';
-import type { DeviceState, InstanceRecord, InstanceState, InstanceStatus } from '../instance/instance';
+import { type DeviceState, type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
 import {
   checkExecOptions,
   checkSpawn,
@@ -90,6 +91,14 @@ export interface VmState extends InstanceState {
   vcpus: number;
   /** From guest-get-osinfo; absent when the agent did not answer. */
   os?: { id?: string; name?: string; version?: string; kernelRelease?: string; machine?: string };
+}
+
+/** One interface as guest-network-get-interfaces reports it. */
+interface GuestInterface {
+  name: string;
+  'hardware-address'?: string;
+  'ip-addresses'?: Array<{ 'ip-address-type': 'ipv4' | 'ipv6'; 'ip-address': string; prefix: number }>;
+  statistics?: { 'rx-bytes': number; 'tx-bytes': number; 'rx-packets': number; 'tx-packets': number };
 }
 
 /** How long state() waits for the guest agent (it never fails because the agent is down). */
@@ -285,6 +294,14 @@ export class VmInstance extends BaseInstance {
 
   protected get networks(): Networks {
     return this.ctx.networks;
+  }
+
+  /** Proxies connect over the VM's network: 127.0.0.1 (or ::1) means the guest's own address. */
+  protected async connectInside(to: Endpoint): Promise<net.Socket> {
+    if (to.proto !== 'tcp') throw new NotSupported(`a VM's proxy cannot reach a unix socket inside ${this.name}`);
+    const local = to.host === '127.0.0.1' || to.host === '::1' || to.host === '0.0.0.0';
+    const host = local ? await this.waitForAddress({ timeout: 5_000 }) : to.host;
+    return net.createConnection({ host, port: to.port });
   }
 
   /** Where QEMU's own messages of the last start are (errors, warnings). */
@@ -631,7 +648,7 @@ export class VmInstance extends BaseInstance {
   protected async doState(status: InstanceStatus): Promise<Omit<VmState, 'devices'>> {
     const pid = status === 'stopped' ? null : await livePid(this.file('pid'));
     if (pid === null) {
-      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [] }, vcpus: 0 };
+      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] }, vcpus: 0 };
     }
     const [stat, procStatus, cpus, memory, guest] = await Promise.all([
       fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''),
@@ -651,26 +668,34 @@ export class VmInstance extends BaseInstance {
       cpu: { usageNs: (ticks || 0) * 10_000_000 },
       memory: { usageBytes: rssKiB * 1024, limitBytes: memory?.['base-memory'] ?? null },
       processes: 0,
-      network: { addresses: guest?.addresses ?? [] },
+      network: { addresses: reportedAddresses(guest?.interfaces ?? []), interfaces: guest?.interfaces ?? [] },
       vcpus: cpus.length,
       ...(guest?.os ? { os: guest.os } : {}),
     };
   }
 
-  /** The guest's addresses and OS from its agent, if it answers within STATE_AGENT_MS; never throws. */
-  private async guestInfo(): Promise<{ addresses: string[]; os?: VmState['os'] } | undefined> {
+  /** The guest's interfaces and OS from its agent, if it answers within STATE_AGENT_MS; never throws. */
+  private async guestInfo(): Promise<{ interfaces: NetworkInterface[]; os?: VmState['os'] } | undefined> {
     const opts = { timeout: STATE_AGENT_MS, connectTimeout: STATE_AGENT_MS };
     try {
-      const ifaces = await this.agent.execute<{ name: string; 'ip-addresses'?: { 'ip-address': string }[] }[]>('guest-network-get-interfaces', undefined, opts);
-      const addresses = ifaces
-        .filter((i) => i.name !== 'lo')
-        .flatMap((i) => (i['ip-addresses'] ?? []).map((a) => a['ip-address']))
-        .filter((a) => a !== '127.0.0.1' && a !== '::1');
+      const ifaces = await this.agent.execute<GuestInterface[]>('guest-network-get-interfaces', undefined, opts);
+      const interfaces = ifaces.map((i): NetworkInterface => ({
+        name: i.name,
+        hwaddr: i['hardware-address'] ?? '',
+        mtu: 0,
+        addresses: (i['ip-addresses'] ?? []).map((a) => ({ family: a['ip-address-type'] === 'ipv6' ? 'inet6' : 'inet', address: a['ip-address'], prefix: a.prefix })),
+        counters: {
+          bytesReceived: i.statistics?.['rx-bytes'] ?? 0,
+          bytesSent: i.statistics?.['tx-bytes'] ?? 0,
+          packetsReceived: i.statistics?.['rx-packets'] ?? 0,
+          packetsSent: i.statistics?.['tx-packets'] ?? 0,
+        },
+      }));
       const info = await this.agent
         .execute<Record<string, string>>('guest-get-osinfo', undefined, opts)
         .catch(() => undefined);
       const os = info && { id: info.id, name: info['pretty-name'] ?? info.name, version: info.version, kernelRelease: info['kernel-release'], machine: info.machine };
-      return { addresses, os };
+      return { interfaces, os };
     } catch {
       return undefined;
     }
