@@ -14,6 +14,7 @@
         "native/start.cc",
         "native/attach.cc",
         "native/process.cc",
+        "native/pidwatch.cc",
         "native/mount.cc",
         "native/runner/client.cc",
         "native/runner/protocol.cc"

@@ -19,6 +19,10 @@ import { validateName } from './instance/names';
 import { readJson } from './util/fs';
 import { refuseUnknownKeys } from './util/keys';
 import { VmInstance } from './vm/vm';
+import { type EventsOptions, type LifecycleEvent, LifecycleHub } from './events/lifecycle';
+import { mainPid } from './events/main-pid';
+import { native } from './container/native';
+import { BaseInstance } from './instance/base';
 
 export interface HostOptions {
   /** State directory. Default /var/lib/lxq; tests pass a temporary one. */
@@ -37,6 +41,7 @@ export class Host {
   readonly networks: Networks;
   private readonly instances = new Map<string, Instance>();
   private containers: ContainerContext | undefined;
+  private readonly lifecycle: LifecycleHub;
 
   private constructor(
     readonly path: string,
@@ -44,6 +49,43 @@ export class Host {
   ) {
     this.images = new ImageStore(imagesDir, { users: (image) => this.instancesOf(image) });
     this.networks = new Networks(`${this.path}/networks`, (network) => this.networkUsers(network));
+    this.lifecycle = new LifecycleHub(this.path, {
+      instances: async () => Promise.all((await this.list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status() }))),
+      statusOf: (name) => this.get(name).then((i) => i.status(), (e) => (e instanceof NotFound ? undefined : Promise.reject(e))),
+      mainPid: (name, type) => mainPid(this.instancesDir, name, type),
+      idle: (name) => {
+        const i = this.instances.get(name);
+        return i instanceof BaseInstance ? i.idle : Promise.resolve();
+      },
+      watchPid: (pid, onExit) => native().watchPid(pid, onExit),
+    });
+  }
+
+  /**
+   * Host-wide lifecycle events (LXD's action names): changes made by this process, by other
+   * processes on this host directory, and by the instances themselves (an init that exits, a
+   * QEMU killed). Resolves once the host is followed. `host.off` stops.
+   */
+  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): Promise<void> {
+    if (event !== 'lifecycle') throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle"`);
+    return this.lifecycle.subscribe(listener);
+  }
+
+  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): void {
+    this.lifecycle.unsubscribe(listener);
+  }
+
+  /**
+   * The lifecycle events as an async iterator, ended by `signal`; a consumer that falls behind
+   * loses the oldest (`buffer`, default 1000): the next event says how many in `dropped`.
+   */
+  events(options: EventsOptions = {}): ReturnType<LifecycleHub['events']> {
+    return this.lifecycle.events(options);
+  }
+
+  /** Stops following the host for events (watches, pidfds); nothing else is needed to exit. */
+  close(): Promise<void> {
+    return this.lifecycle.close();
   }
 
   static async open(options: HostOptions = {}): Promise<Host> {
@@ -92,8 +134,9 @@ export class Host {
       if (e.code === 'EEXIST' && e.path === dir) throw new AlreadyExists(`an instance named "${name}" already exists`);
       throw e;
     });
-    this.instances.set(name, instance);
+    this.track(instance);
     await syncNetworkHosts(devices, this.networks);
+    await this.lifecycle.report('instance-created', name, type).catch(() => undefined);
     return instance;
   }
 
@@ -146,7 +189,7 @@ export class Host {
     if (instance instanceof VmInstance) await instance.status();
     // A running instance's proxies are served by the process that holds it.
     await (instance as ContainerInstance | VmInstance).resumeProxies();
-    this.instances.set(name, instance);
+    this.track(instance);
     return instance;
   }
 
@@ -155,6 +198,11 @@ export class Host {
     const names = (await fs.readdir(this.instancesDir)).filter((n) => !n.startsWith('.')).sort();
     const found = await Promise.all(names.map((n) => this.get(n).catch((e) => (e instanceof NotFound || e instanceof InvalidArgument ? undefined : Promise.reject(e)))));
     return found.filter((i): i is Instance => i !== undefined);
+  }
+
+  private track(instance: Instance): void {
+    if (instance instanceof BaseInstance) instance.reportLifecycle = (action) => this.lifecycle.report(action, instance.name, instance.type);
+    this.instances.set(instance.name, instance);
   }
 
   private open(dir: string, record: InstanceRecord): Instance {

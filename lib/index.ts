@@ -21,3 +21,5 @@ export type { Image, ImageInfo, ImageProgress, EnsureOptions, BuildOptions } fro
 export { OPTIONS, describeOptions } from './config/options';
 export type { OptionSpec, OptionKey, InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType, Condition } from './config/options';
 export * from './errors';
+export { LIFECYCLE_ACTIONS } from './events/lifecycle';
+export type { LifecycleAction, LifecycleEvent, EventsOptions } from './events/lifecycle';

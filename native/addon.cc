@@ -10,6 +10,7 @@
 #include "attach.h"
 #include "mount.h"
 #include "process.h"
+#include "pidwatch.h"
 
 namespace {
 
@@ -68,6 +69,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Container", lxq::Container::Define(env));
   exports.Set("listAllContainers", Napi::Function::New(env, ListAllContainers, "listAllContainers"));
   exports.Set("waitExit", Napi::Function::New(env, lxq::WaitExit, "waitExit"));
+  exports.Set("watchPid", Napi::Function::New(env, lxq::WatchPid, "watchPid"));
   exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
   exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
   exports.Set("connectInNetns", Napi::Function::New(env, lxq::ConnectInNetns, "connectInNetns"));

@@ -9,6 +9,7 @@ packages=(
   cpio kmod e2fsprogs                          # building the VM image (initramfs, modules, ext4)
   mmdebstrap debootstrap                       # the debian/12 image (from the host's apt sources)
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync
+  tmux                                         # the CLI tests run shell and exec -t in a real terminal
   iproute2 dnsmasq-base nftables               # networks: bridges and links, DHCP and DNS, NAT
 )
 missing=()

@@ -32,6 +32,11 @@ test('examples/devices.ts: a directory shared with a container and a VM, a disk 
   expect(out).toMatch(/container sees the host's \/etc\/hostname owned by root \(shifted\)/);
 }, 200_000);
 
+test('examples/events.ts: lifecycle events of this process, and the init halting by itself', async () => {
+  const out = await runExample('events.ts');
+  expect(out).toMatch(/^instance-created events-\d+ \(local\)\ninstance-started events-\d+ \(local\)\ninstance-stopped events-\d+ \(external\)\ninstance-deleted events-\d+ \(local\)\n$/);
+}, 120_000);
+
 test('examples/network.ts: two containers and a VM on one bridge, HTTP by DNS name and from the host', async () => {
   const out = await runExample('network.ts');
   expect(out).toMatch(/container client-\w+ fetched: hello from web-\w+/);

@@ -68,6 +68,8 @@ export interface Native {
   liblxcVersion: string;
   /** Resolves when an attached process exits (watched by the event loop); closes both fds. */
   waitExit(exitChannel: number, pidfd: number): Promise<{ code: number | null; signal: number | null }>;
+  /** Calls onExit once when the process exits (a pidfd the event loop watches, unref'd); returns a cancel function. */
+  watchPid(pid: number, onExit: () => void): () => void;
   /** false if the process is gone. */
   signalPidfd(pidfd: number, signal: number): boolean;
   /** TIOCSWINSZ on a terminal master. */

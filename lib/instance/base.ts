@@ -32,6 +32,7 @@ import type {
 } from './instance';
 import { STOP_OPTION_KEYS, WAIT_FOR_ADDRESS_KEYS } from './instance';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
+import type { LifecycleAction } from '../events/lifecycle';
 
 export const RECORD_FILE = 'lxq.json';
 
@@ -47,6 +48,8 @@ const ADDRESS_POLL_MS = 100;
 export abstract class BaseInstance extends EventEmitter<InstanceEvents> implements Instance {
   private queue: Promise<unknown> = Promise.resolve();
   private lastStatus: InstanceStatus | undefined;
+  /** Where this instance reports its lifecycle changes (set by the Host: see lib/events/). */
+  reportLifecycle: ((action: LifecycleAction) => Promise<void>) | undefined;
   /** The proxy devices this process serves (see lib/network/proxy.ts). */
   private readonly proxies = new Map<string, ProxyServer>();
 
@@ -143,42 +146,71 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
 
   start(): Promise<void> {
     return this.serialized(async () => {
-      await this.require('start', ['stopped']);
-      // Proxies listen first: an address in use refuses the start before anything runs.
-      await this.openProxies(this.devices);
-      this.transition('starting');
-      try {
-        await this.doStart();
-      } catch (e) {
-        await this.closeProxies();
-        throw e;
-      } finally {
-        await this.status();
-      }
+      await this.startNow();
+      await this.reported('instance-started');
     });
   }
 
-  stop(options: StopOptions = {}): Promise<void> {
+  private async startNow(): Promise<void> {
+    await this.require('start', ['stopped']);
+    // Proxies listen first: an address in use refuses the start before anything runs.
+    await this.openProxies(this.devices);
+    this.transition('starting');
     try {
-      refuseUnknownKeys('stop', options, STOP_OPTION_KEYS);
+      await this.doStart();
+    } catch (e) {
+      await this.closeProxies();
+      throw e;
+    } finally {
+      await this.status();
+    }
+  }
+
+  /** The timeout of a stop (or restart), checked before anything is done. */
+  private stopTimeout(op: string, options: StopOptions): number {
+    refuseUnknownKeys(op, options, STOP_OPTION_KEYS);
+    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
+    if (!Number.isFinite(timeout) || timeout < 0) throw new InvalidArgument(`${op} timeout must be a non-negative number of ms, got ${timeout}`);
+    return timeout;
+  }
+
+  stop(options: StopOptions = {}): Promise<void> {
+    let timeout: number;
+    try {
+      timeout = this.stopTimeout('stop', options);
     } catch (e) {
       return Promise.reject(e);
     }
-    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
-    if (!Number.isFinite(timeout) || timeout < 0) {
-      return Promise.reject(new InvalidArgument(`stop timeout must be a non-negative number of ms, got ${timeout}`));
-    }
-    return this.serialized(() => this.stopNow(timeout, options.force === true));
+    return this.serialized(async () => {
+      const how = await this.stopNow(timeout, options.force === true);
+      if (how) await this.reported(how);
+    });
   }
 
   restart(options: StopOptions = {}): Promise<void> {
-    return this.stop(options).then(() => this.start());
+    let timeout: number;
+    try {
+      timeout = this.stopTimeout('restart', options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.serialized(async () => {
+      const how = await this.stopNow(timeout, options.force === true);
+      try {
+        await this.startNow();
+      } catch (e) {
+        if (how) await this.reported(how);
+        throw e;
+      }
+      await this.reported('instance-restarted');
+    });
   }
 
   freeze(): Promise<void> {
     return this.serialized(async () => {
       await this.doFreeze(); // resolves once frozen: no need to ask again
       this.observe('frozen');
+      await this.reported('instance-paused');
     });
   }
 
@@ -186,6 +218,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.serialized(async () => {
       await this.doUnfreeze();
       this.observe('running');
+      await this.reported('instance-resumed');
     });
   }
 
@@ -196,11 +229,13 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
         if (!options.force) {
           throw new InvalidState(`cannot delete ${this.name}: it is ${status}; stop it first or pass { force: true }`, status);
         }
-        await this.stopNow(0, true);
+        const how = await this.stopNow(0, true);
+        if (how) await this.reported(how);
       }
       await this.closeProxies();
       await this.doDelete();
       await syncNetworkHosts(this.devices, this.networks);
+      await this.reported('instance-deleted');
       this.removeAllListeners();
     });
   }
@@ -227,6 +262,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       const live = (await this.currentStatus()) !== 'stopped';
       await this.applyConfig(next, previous, live);
       await this.saveRecord({ ...this.record, config: next });
+      await this.reported('instance-updated');
     });
   }
 
@@ -315,6 +351,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     }
     await this.saveRecord({ ...this.record, devices: next });
     await syncNetworkHosts({ ...change.removed, ...change.added }, this.networks);
+    await this.reported('instance-updated');
   }
 
   /**
@@ -357,6 +394,16 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.doSpawn(argv, options);
   }
 
+  /** Reports a change this instance went through; a failure to report never fails the change. */
+  private async reported(action: LifecycleAction): Promise<void> {
+    await this.reportLifecycle?.(action).catch(() => undefined);
+  }
+
+  /** Resolves once the lifecycle operations queued on this instance so far are done. */
+  get idle(): Promise<void> {
+    return this.queue.then(() => undefined);
+  }
+
   /** Runs operations on this instance one at a time, in call order. */
   protected serialized<T>(op: () => Promise<T>): Promise<T> {
     const run = this.queue.then(op, op);
@@ -375,15 +422,17 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return new InvalidState(`cannot ${op} ${this.name}: it is ${status} (needs ${allowed.join(' or ')})`, status);
   }
 
-  private async stopNow(timeoutMs: number, force: boolean): Promise<void> {
+  /** Stops the instance; says how (undefined: it was stopped already). */
+  private async stopNow(timeoutMs: number, force: boolean): Promise<'instance-shutdown' | 'instance-stopped' | undefined> {
     const status = this.observe(await this.currentStatus());
-    if (status === 'stopped') return;
+    if (status === 'stopped') return undefined;
     this.transition('stopping');
     try {
       // A frozen instance cannot shut itself down; thaw it first (LXD does the same).
       if (!force && status === 'frozen') await this.doUnfreeze();
       const stopped = !force && timeoutMs > 0 && status !== 'error' && (await this.doShutdown(timeoutMs));
       if (!stopped) await this.doKill();
+      return stopped ? 'instance-shutdown' : 'instance-stopped';
     } finally {
       await this.status();
     }

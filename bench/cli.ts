@@ -1,0 +1,73 @@
+/**
+ * The command line and the host-wide events: `lxq exec NAME -- true` beside `lxc-attach` on the
+ * same container, the CLI's start-up (`lxq --version`, `lxq list` with many instances), and the
+ * latency from a change made by another process to the `lifecycle` event here.
+ * `node dist/bench/cli.js [--quick]` (after `npm run build`).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Host, type LifecycleEvent } from '../lib';
+import { stats } from './stats';
+
+const quick = process.argv.includes('--quick');
+const IMAGES = process.env.LXQ_IMAGES ?? '/var/tmp/lxq-test-images';
+const CLI = path.join(__dirname, '..', 'lib', 'cli', 'main.js');
+
+function timeRuns(n: number, run: () => void): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    run();
+    out.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  return out;
+}
+const fmt = (label: string, xs: number[]) => {
+  const s = stats(xs);
+  console.log(`| ${label} | ${s.p50.toFixed(1)} | ${s.p99.toFixed(1)} | ${s.n} |`);
+  return s;
+};
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-cli-'));
+  const host = await Host.open({ path: dir, images: IMAGES });
+  const lxq = (...args: string[]) => execFileSync(process.execPath, [CLI, '--host', dir, '--images', IMAGES, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const c = await host.create('bench-exec', { image: 'busybox' });
+    await c.start();
+    const n = quick ? 3 : 20;
+    console.log('| what (wall ms) | p50 | p99 | n |\n|---|---|---|---|');
+    const mine = fmt('`lxq exec NAME -- true`', timeRuns(n, () => lxq('exec', c.name, '--', 'true')));
+    const peer = fmt('`lxc-attach -P … -n NAME -- true`', timeRuns(n, () => execFileSync('lxc-attach', ['-P', host.instancesDir, '-n', c.name, '--', 'true'])));
+    fmt('`lxq --version`', timeRuns(n, () => lxq('--version')));
+    const count = quick ? 5 : 100;
+    for (let i = 1; i < count; i++) await host.create(`bench-list-${i}`, { image: 'busybox' });
+    fmt(`\`lxq list\` (${count} instances, 1 running)`, timeRuns(quick ? 2 : 10, () => lxq('list')));
+
+    // Event latency: another Node process changes an instance; `at` is when it reported it.
+    const latencies: number[] = [];
+    const onEvent = (e: LifecycleEvent) => e.requestor === 'external' && e.action === 'instance-updated' && latencies.push(Date.now() - Date.parse(e.at));
+    await host.on('lifecycle', onEvent);
+    const updates = quick ? 10 : 200;
+    const script = `const { Host } = require(${JSON.stringify(path.join(__dirname, '..', 'lib'))});
+      (async () => { const h = await Host.open({ path: ${JSON.stringify(dir)}, images: ${JSON.stringify(IMAGES)} }); const c = await h.get('bench-exec');
+        for (let i = 0; i < ${updates}; i++) { await c.update({ 'user.n': String(i) }); await new Promise((r) => setTimeout(r, 5)); } })();`;
+    await new Promise((r) => spawn(process.execPath, ['-e', script], { stdio: 'inherit' }).on('close', r));
+    await new Promise((r) => setTimeout(r, 200));
+    host.off('lifecycle', onEvent);
+    fmt('lifecycle event latency, a change by another process (ms, `at` to here)', latencies);
+    console.log(`\nexec ratio lxq/lxc-attach (p50): ${(mine.p50 / peer.p50).toFixed(2)}`);
+  } finally {
+    for (const i of await host.list()) await i.delete({ force: true }).catch(() => undefined);
+    await host.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+void main().then(() => process.exit(0), (e) => {
+  console.error(e);
+  process.exit(1);
+});

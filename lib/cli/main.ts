@@ -1,0 +1,334 @@
+#!/usr/bin/env node
+/**
+ * `lxq`, the command line: LXD's `lxc` verbs over a host directory (`--host`, default
+ * /var/lib/lxq). Errors print one line on stderr and exit non-zero.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { SingleBar } from 'cli-progress';
+import { spawnSync } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import type { Host } from '../host';
+import { InvalidArgument, LxqError } from '../errors';
+
+/** As in lib/host.ts, which is loaded only when a command needs the host (`--version` and `--help` do not). */
+const DEFAULT_HOST_PATH = '/var/lib/lxq';
+import type { Instance, InstanceState } from '../instance/instance';
+import type { InstanceConfigPatch } from '../config/options';
+import { checkFormat, formatRows } from './format';
+
+/** The package's version, from its package.json (found from lib/cli or dist/lib/cli). */
+function version(): string {
+  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    try {
+      const pkg = require(path.join(dir, 'package.json'));
+      if (pkg.name === 'lxq') return pkg.version;
+    } catch {
+      /* not here */
+    }
+  }
+  return 'unknown';
+}
+
+/** Exit status when lxq itself failed (a command run by `exec` passes its own through). */
+const FAILED = 1;
+
+interface Globals {
+  host?: string;
+  images?: string;
+}
+
+function parseKeyValue(kv: string): [string, string] {
+  const i = kv.indexOf('=');
+  if (i <= 0) throw new InvalidArgument(`bad key=value "${kv}": expected e.g. limits.memory=256MiB`);
+  return [kv.slice(0, i), kv.slice(i + 1)];
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+export function program(): Command {
+  const cli = new Command('lxq')
+    .description('System containers and VMs on this host (lxq)')
+    .version(version())
+    .option('--host <path>', 'state directory', process.env.LXQ_HOST ?? DEFAULT_HOST_PATH)
+    .option('--images <path>', 'image store directory (default <host>/images)', process.env.LXQ_IMAGES)
+    .showSuggestionAfterError(true)
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({ outputError: (s, write) => write(s.trim().split('\n').join(' ').replace(/^error: /, 'lxq: ') + '\n') });
+
+  let opened: Host | undefined;
+  const host = async (): Promise<Host> => {
+    const g = cli.opts<Globals>();
+    const { Host } = require('../host') as typeof import('../host');
+    opened ??= await Host.open({ path: g.host, ...(g.images ? { images: g.images } : {}) });
+    return opened;
+  };
+  const each = (verb: string, run: (i: Instance, o: Record<string, unknown>) => Promise<void>) =>
+    cli
+      .command(`${verb} <names...>`)
+      .description(`${verb[0].toUpperCase()}${verb.slice(1)} instances`)
+      .option('-f, --force', 'force it (stop: kill at once; delete: a running instance too)')
+      .option('--timeout <ms>', 'how long a graceful stop may take (ms)', (v) => {
+        if (!/^\d+$/.test(v)) throw new InvalidArgument(`--timeout must be a number of milliseconds, got "${v}"`);
+        return Number(v);
+      })
+      .action(async (names: string[], o: Record<string, unknown>) => {
+        const h = await host();
+        const instances = await Promise.all(names.map((n) => h.get(n))); // all exist, or nothing is done
+        for (const i of instances) await run(i, o);
+      });
+
+  cli
+    .command('list')
+    .alias('ls')
+    .description('List instances')
+    .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'yaml', 'csv']).default('table'))
+    .action(async (o: { format: string }) => {
+      const rows = await Promise.all(
+        (await (await host()).list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status(), image: i.image, created: i.createdAt.toISOString() })),
+      );
+      process.stdout.write(formatRows(rows, ['name', 'type', 'status', 'image', 'created'], checkFormat(o.format)));
+    });
+
+  cli
+    .command('info <name>')
+    .description('Show an instance: record and state')
+    .action(async (name: string) => {
+      const i = await (await host()).get(name);
+      const s: InstanceState = await i.state();
+      const lines = [
+        `name: ${i.name}`,
+        `type: ${i.type}`,
+        `image: ${i.image}`,
+        `created: ${i.createdAt.toISOString()}`,
+        `status: ${s.status}`,
+        `pid: ${s.pid ?? '-'}`,
+        `processes: ${s.processes}`,
+        `cpu: ${(s.cpu.usageNs / 1e9).toFixed(2)} s`,
+        `memory: ${(s.memory.usageBytes / 2 ** 20).toFixed(1)} MiB${s.memory.limitBytes ? ` of ${(s.memory.limitBytes / 2 ** 20).toFixed(0)} MiB` : ''}`,
+        `addresses: ${s.network.addresses.join(' ') || '-'}`,
+        ...Object.entries(i.config).map(([k, v]) => `config ${k}: ${v}`),
+        ...s.devices.map((d) => `device ${d.name}: ${d.type}${d.source ? ` ${d.source}` : ''}${d.path ? ` -> ${d.path}` : ''}`),
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
+    });
+
+  cli
+    .command('launch <image> <name>')
+    .description('Create and start an instance')
+    .option('--vm', 'a virtual machine (default: a container)')
+    .option('-c, --config <key=value>', 'an option (repeatable)', collect, [])
+    .action(async (image: string, name: string, o: { vm?: boolean; config: string[] }) => {
+      const config = Object.fromEntries(o.config.map(parseKeyValue));
+      const h = await host();
+      const i = await h.create(name, { type: o.vm ? 'vm' : 'container', image, config });
+      await i.start();
+      process.stdout.write(`${name} started\n`);
+    });
+
+  each('start', (i) => i.start());
+  each('stop', (i, o) => i.stop({ force: o.force === true, ...(o.timeout !== undefined ? { timeout: o.timeout as number } : {}) }));
+  each('restart', (i, o) => i.restart({ force: o.force === true, ...(o.timeout !== undefined ? { timeout: o.timeout as number } : {}) }));
+  each('freeze', (i) => i.freeze());
+  each('unfreeze', (i) => i.unfreeze());
+  each('delete', (i, o) => i.delete({ force: o.force === true }));
+
+  cli
+    .command('exec <name> [command...]')
+    .description('Run a command in an instance: lxq exec NAME -- CMD [ARGS...]')
+    .option('-t, --tty', 'a pseudo-terminal (default when stdin is a terminal)')
+    .option('-T, --no-tty', 'no pseudo-terminal')
+    .option('--env <key=value>', 'an environment variable (repeatable)', collect, [])
+    .option('--cwd <dir>', 'working directory inside')
+    .action(async (name: string, command: string[], o: { tty?: boolean; env: string[]; cwd?: string }, cmd: Command) => {
+      const raw = process.argv.slice(2);
+      if (!raw.includes('--') || command.length === 0) throw new InvalidArgument('exec needs the command after "--": lxq exec NAME -- CMD [ARGS...]');
+      void cmd;
+      const tty = o.tty ?? Boolean(process.stdin.isTTY);
+      process.exitCode = await interactive(await (await host()).get(name), command, tty, { env: Object.fromEntries(o.env.map(parseKeyValue)), ...(o.cwd ? { cwd: o.cwd } : {}) });
+    });
+
+  cli
+    .command('shell <name>')
+    .description('A login shell in an instance (exec NAME -- sh -l, on a terminal)')
+    .action(async (name: string) => {
+      process.exitCode = await interactive(await (await host()).get(name), ['sh', '-l'], Boolean(process.stdin.isTTY), {});
+    });
+
+  const file = cli.command('file').description('Files inside an instance (NAME/PATH)');
+  const target = (spec: string): [string, string] => {
+    const i = spec.indexOf('/');
+    if (i <= 0) throw new InvalidArgument(`bad instance path "${spec}": expected NAME/PATH, e.g. web1/etc/motd`);
+    return [spec.slice(0, i), spec.slice(i)];
+  };
+  file
+    .command('push <source> <target>')
+    .description('Copy a host file into an instance: lxq file push ./motd web1/etc/motd')
+    .option('--mode <octal>', 'permission bits')
+    .action(async (source: string, spec: string, o: { mode?: string }) => {
+      const [name, p] = target(spec);
+      if (o.mode !== undefined && !/^[0-7]{3,4}$/.test(o.mode)) throw new InvalidArgument(`--mode must be octal, e.g. 0644, got "${o.mode}"`);
+      await (await (await host()).get(name)).files.push(source, p, o.mode ? { mode: parseInt(o.mode, 8) } : {});
+    });
+  file
+    .command('pull <source> <target>')
+    .description('Copy a file out of an instance: lxq file pull web1/etc/motd ./motd ("-" for stdout)')
+    .action(async (spec: string, dest: string) => {
+      const [name, p] = target(spec);
+      const i = await (await host()).get(name);
+      if (dest === '-') process.stdout.write(await i.files.read(p));
+      else await i.files.pull(p, dest);
+    });
+  file
+    .command('edit <target>')
+    .description('Edit a file of an instance with $EDITOR')
+    .action(async (spec: string) => {
+      const [name, p] = target(spec);
+      const i = await (await host()).get(name);
+      const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-edit-'));
+      const local = path.join(tmp, path.basename(p));
+      try {
+        await fs.writeFile(local, await i.files.read(p).catch((e) => (e.code === 'NOT_FOUND' ? Buffer.alloc(0) : Promise.reject(e))));
+        const editor = process.env.VISUAL ?? process.env.EDITOR ?? 'vi';
+        const r = spawnSync('sh', ['-c', `${editor} "$1"`, 'editor', local], { stdio: 'inherit' });
+        if (r.status !== 0) throw new LxqError('OPERATION_FAILED', `the editor (${editor}) exited with ${r.status ?? r.signal}; ${p} is unchanged`);
+        await i.files.write(p, await fs.readFile(local));
+      } finally {
+        await fs.rm(tmp, { recursive: true, force: true });
+      }
+    });
+
+  const config = cli.command('config').description('Options of an instance');
+  config
+    .command('show <name>')
+    .description('All options, key=value')
+    .action(async (name: string) => {
+      const i = await (await host()).get(name);
+      process.stdout.write(Object.entries(i.config).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k}=${v}\n`).join(''));
+    });
+  config
+    .command('get <name> <key>')
+    .description('One option (empty when unset)')
+    .action(async (name: string, key: string) => {
+      const i = await (await host()).get(name);
+      const v = (i.config as Record<string, string>)[key];
+      process.stdout.write(`${v ?? ''}\n`);
+    });
+  config
+    .command('set <name> <pairs...>')
+    .description('Set options: lxq config set web1 limits.memory=512MiB user.note=x')
+    .action(async (name: string, pairs: string[]) => {
+      const patch = Object.fromEntries(pairs.map(parseKeyValue)) as InstanceConfigPatch;
+      await (await (await host()).get(name)).update(patch);
+    });
+  config
+    .command('unset <name> <keys...>')
+    .description('Remove options')
+    .action(async (name: string, keys: string[]) => {
+      await (await (await host()).get(name)).update(Object.fromEntries(keys.map((k) => [k, null])) as InstanceConfigPatch);
+    });
+
+  const image = cli.command('image').description('The image store');
+  image
+    .command('list')
+    .description('Built images')
+    .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'yaml', 'csv']).default('table'))
+    .action(async (o: { format: string }) => {
+      const rows = (await (await host()).images.list()).map((i) => ({ name: i.name, type: i.type, size: `${(i.size / 2 ** 20).toFixed(1)}MiB`, created: i.createdAt, current: i.current }));
+      process.stdout.write(formatRows(rows, ['name', 'type', 'size', 'created', 'current'], checkFormat(o.format)));
+    });
+  image
+    .command('build <name>')
+    .description("Build one of lxq's images (busybox, debian/12, vm/default…), with a progress bar")
+    .option('--vm', 'the VM variant')
+    .action(async (name: string, o: { vm?: boolean }) => {
+      const bar = process.stderr.isTTY ? new SingleBar({ format: `${name} [{bar}] {percentage}% {phase}`, stream: process.stderr }) : undefined;
+      bar?.start(100, 0, { phase: '' });
+      try {
+        const img = await (await host()).images.ensure(name, {
+          ...(o.vm ? { type: 'vm' as const } : {}),
+          onProgress: (e) => (bar ? bar.update(e.percent, { phase: e.phase }) : process.stderr.write(`${e.percent}% ${e.phase}\n`)),
+        });
+        bar?.update(100, { phase: 'done' });
+        bar?.stop();
+        process.stdout.write(`${img.name} (${img.type}): ${img.dir}\n`);
+      } catch (e) {
+        bar?.stop();
+        throw e;
+      }
+    });
+  image
+    .command('delete <name>')
+    .description('Delete an image no instance uses')
+    .action(async (name: string) => (await host()).images.delete(name));
+
+  cli
+    .command('monitor')
+    .description('Follow lifecycle events on this host (Ctrl-C to stop)')
+    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
+    .action(async (o: { format: string }) => {
+      const ac = new AbortController();
+      process.once('SIGINT', () => ac.abort());
+      process.once('SIGTERM', () => ac.abort());
+      const stream = (await host()).events({ signal: ac.signal });
+      await stream.ready;
+      if (process.env.LXQ_MONITOR_READY) process.stderr.write('ready\n');
+      for await (const e of stream) {
+        process.stdout.write(o.format === 'json' ? JSON.stringify(e) + '\n' : `${e.at} ${e.action} ${e.name} (${e.type}, ${e.requestor})${e.dropped ? ` [${e.dropped} missed]` : ''}\n`);
+      }
+    });
+
+  return cli;
+}
+
+/** Runs a command with the terminal's stdin/stdout, forwarding signals and window size; resolves the exit code. */
+async function interactive(i: Instance, argv: string[], tty: boolean, options: { env?: Record<string, string>; cwd?: string }): Promise<number> {
+  const size = { cols: process.stdout.columns ?? 80, rows: process.stdout.rows ?? 24 };
+  const p = await i.spawn(argv, { ...options, ...(tty ? { pty: size } : {}) });
+  const forward = (sig: NodeJS.Signals) => () => p.kill(sig);
+  const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const).map((s) => [s, forward(s)] as const);
+  if (!tty) for (const [s, h] of handlers) process.on(s, h);
+  else process.on('SIGTERM', handlers[1][1]).on('SIGHUP', handlers[2][1]);
+  const onResize = () => p.resize(process.stdout.columns, process.stdout.rows);
+  if (tty && process.stdin.isTTY) {
+    process.stdin.setRawMode(true);
+    process.stdout.on('resize', onResize);
+  }
+  process.stdin.pipe(p.stdin);
+  p.stdout.pipe(process.stdout, { end: false });
+  p.stderr.pipe(process.stderr, { end: false });
+  try {
+    const status = await p.exit;
+    await new Promise((r) => setImmediate(r));
+    return status.exitCode ?? 128 + (os.constants.signals[status.signal as NodeJS.Signals] ?? 0);
+  } finally {
+    process.stdin.unpipe(p.stdin);
+    process.stdin.pause();
+    if (tty && process.stdin.isTTY) process.stdin.setRawMode(false);
+    process.stdout.off('resize', onResize);
+    for (const [s, h] of handlers) process.off(s, h);
+  }
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  const cli = program();
+  try {
+    await cli.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode;
+    } else {
+      process.stderr.write(`lxq: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
+      process.exitCode = FAILED;
+    }
+  }
+  // Open handles (a VM's monitor connection) must not keep a finished command alive; what was
+  // written to a pipe is flushed first.
+  const code = Number(process.exitCode ?? 0);
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+}
+
+if (require.main === module) void main();

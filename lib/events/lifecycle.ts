@@ -1,0 +1,354 @@
+/**
+ * Host-wide lifecycle events, in LXD's action names, for changes made by this process, by other
+ * processes using lxq on the same host directory, and by anything else (lxc-stop, a container's
+ * init exiting, QEMU killed).
+ *
+ * - Every lxq process appends what it did to `<host>/events.log` (one JSON line per change, in
+ *   O_APPEND writes); a listening process follows that file through inotify (fs.watch).
+ * - Exits nobody announced are seen through a pidfd on each running instance's main process (a
+ *   container's init, a VM's QEMU), readable when it exits: no timer polls any instance.
+ * An action that implies a status the instance is already known to have is not reported twice.
+ */
+import { EventEmitter } from 'eventemitter3';
+import { promises as fs, watch, type FSWatcher } from 'node:fs';
+import * as path from 'node:path';
+
+import { InvalidArgument } from '../errors';
+import type { InstanceStatus, InstanceType } from '../instance/instance';
+
+/** LXD's lifecycle action names for instances. */
+export const LIFECYCLE_ACTIONS = [
+  'instance-created',
+  'instance-started',
+  'instance-stopped',
+  'instance-shutdown',
+  'instance-restarted',
+  'instance-paused',
+  'instance-resumed',
+  'instance-updated',
+  'instance-renamed',
+  'instance-deleted',
+] as const;
+export type LifecycleAction = (typeof LIFECYCLE_ACTIONS)[number];
+
+export interface LifecycleEvent {
+  action: LifecycleAction;
+  /** The instance's name. */
+  name: string;
+  type: InstanceType;
+  /** When the change was seen or made (ISO 8601). */
+  at: string;
+  /** 'local': made by this process; 'external': by another process or by the instance itself. */
+  requestor: 'local' | 'external';
+  /** On the first event after a consumer of `host.events()` fell behind: how many it missed. */
+  dropped?: number;
+}
+
+/** The status an action leaves the instance in (undefined: no status change, or gone). */
+const IMPLIED: Partial<Record<LifecycleAction, InstanceStatus>> = {
+  'instance-created': 'stopped',
+  'instance-started': 'running',
+  'instance-restarted': 'running',
+  'instance-resumed': 'running',
+  'instance-stopped': 'stopped',
+  'instance-shutdown': 'stopped',
+  'instance-paused': 'frozen',
+};
+
+export const EVENTS_FILE = 'events.log';
+/** The journal is started afresh past this size (the old one stays as events.log.1). */
+const JOURNAL_MAX_BYTES = 1 << 20;
+
+interface JournalEntry {
+  action: LifecycleAction;
+  name: string;
+  type: InstanceType;
+  at: string;
+  pid: number;
+  /** The writer (one per Host object), so that a process skips what it wrote itself. */
+  writer: string;
+}
+
+/** What the hub needs to know of the host's instances. */
+export interface LifecycleHost {
+  /** Every instance on the host: name, type and status now. */
+  instances(): Promise<{ name: string; type: InstanceType; status: InstanceStatus }[]>;
+  /** One instance's status now (undefined: it is gone). */
+  statusOf(name: string): Promise<InstanceStatus | undefined>;
+  /** The pid of a running instance's main process (init, QEMU), or null. */
+  mainPid(name: string, type: InstanceType): Promise<number | null>;
+  /** Resolves once this process's lifecycle operations on that instance are done (they report themselves). */
+  idle(name: string): Promise<void>;
+  /** Watches a process for its exit; returns a cancel function. Throws if it is gone. */
+  watchPid(pid: number, onExit: () => void): () => void;
+}
+
+interface Known {
+  type: InstanceType;
+  status: InstanceStatus;
+  cancelWatch?: () => void;
+}
+
+export interface EventsOptions {
+  /** Ends the iteration. */
+  signal?: AbortSignal;
+  /** Events kept for a consumer that falls behind; older ones are dropped (and counted). Default 1000. */
+  buffer?: number;
+}
+
+export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) => void }> {
+  private readonly writer = `${process.pid}.${Math.random().toString(36).slice(2, 10)}`;
+  private readonly file: string;
+  private appendQueue: Promise<void> = Promise.resolve();
+  private active: Promise<void> | undefined;
+  private watcher: FSWatcher | undefined;
+  private journal: { handle: fs.FileHandle; ino: number; partial: string } | undefined;
+  private reading: Promise<void> = Promise.resolve();
+  private readonly known = new Map<string, Known>();
+  /** Holds the event loop open while someone listens (the watches themselves do not). */
+  private keepAlive: NodeJS.Timeout | undefined;
+  private consumers = 0;
+
+  constructor(
+    private readonly hostDir: string,
+    private readonly host: LifecycleHost,
+  ) {
+    super();
+    this.file = path.join(hostDir, EVENTS_FILE);
+  }
+
+  /**
+   * Reports a change this process made: appended to the journal (other processes read it) and,
+   * if this process listens, emitted at once. Resolves once written.
+   */
+  report(action: LifecycleAction, name: string, type: InstanceType): Promise<void> {
+    const entry: JournalEntry = { action, name, type, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
+    if (this.active) this.deliver(entry, 'local');
+    const write = this.appendQueue.then(() => this.append(entry));
+    this.appendQueue = write.catch(() => undefined);
+    return write;
+  }
+
+  private async append(entry: JournalEntry): Promise<void> {
+    const handle = await fs.open(this.file, 'a', 0o600);
+    try {
+      await handle.write(JSON.stringify(entry) + '\n');
+      const { size } = await handle.stat();
+      if (size > JOURNAL_MAX_BYTES) await fs.rename(this.file, this.file + '.1').catch(() => undefined);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Starts following the host (once); resolves when every current instance is known. */
+  private activate(): Promise<void> {
+    this.active ??= this.follow();
+    return this.active;
+  }
+
+  private async follow(): Promise<void> {
+    await this.openJournal(true);
+    this.watcher = watch(this.hostDir, { persistent: false }, (_kind, file) => {
+      if (file === EVENTS_FILE) this.readJournal();
+    });
+    this.watcher.on('error', () => undefined);
+    for (const i of await this.host.instances()) {
+      this.known.set(i.name, { type: i.type, status: i.status });
+      if (i.status !== 'stopped') this.watchInstance(i.name);
+    }
+    this.readJournal();
+  }
+
+  /** Opens the journal, at its end when `atEnd` (what was written before is not replayed). */
+  private async openJournal(atEnd: boolean): Promise<void> {
+    const handle = await fs.open(this.file, 'a+', 0o600);
+    const st = await handle.stat();
+    this.journal = { handle, ino: st.ino, partial: '' };
+    this.position = atEnd ? st.size : 0;
+  }
+  private position = 0;
+
+  private readJournal(): void {
+    this.reading = this.reading.then(() => this.drainJournal()).catch(() => undefined);
+  }
+
+  private async drainJournal(): Promise<void> {
+    const j = this.journal;
+    if (!j) return;
+    const buf = Buffer.alloc(64 * 1024);
+    for (;;) {
+      const { bytesRead } = await j.handle.read(buf, 0, buf.length, this.position);
+      if (bytesRead === 0) break;
+      this.position += bytesRead;
+      const lines = (j.partial + buf.subarray(0, bytesRead).toString('utf8')).split('\n');
+      j.partial = lines.pop() ?? '';
+      for (const line of lines) this.journalLine(line);
+    }
+    // Started afresh by a writer (rotation): this file is done, follow the new one.
+    const st = await fs.stat(this.file).catch(() => undefined);
+    if (st && st.ino !== j.ino && this.journal === j) {
+      await j.handle.close();
+      await this.openJournal(false);
+      await this.drainJournal();
+    }
+  }
+
+  private journalLine(line: string): void {
+    let e: JournalEntry;
+    try {
+      e = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (e.writer === this.writer || !LIFECYCLE_ACTIONS.includes(e.action)) return;
+    this.deliver(e, e.pid === process.pid ? 'local' : 'external');
+  }
+
+  private deliver(e: Pick<JournalEntry, 'action' | 'name' | 'type' | 'at'>, requestor: LifecycleEvent['requestor']): void {
+    const known = this.known.get(e.name);
+    const implied = IMPLIED[e.action];
+    if (e.action === 'instance-deleted') {
+      if (!known) return;
+      known.cancelWatch?.();
+      this.known.delete(e.name);
+    } else if (implied !== undefined) {
+      // Already seen (an exit through the pidfd before the journal said who stopped it).
+      if (known && known.status === implied && e.action !== 'instance-restarted') return;
+      if (e.action === 'instance-created' && known) return;
+      const k = known ?? { type: e.type, status: implied };
+      k.status = implied;
+      this.known.set(e.name, k);
+      if (implied === 'stopped') {
+        k.cancelWatch?.();
+        k.cancelWatch = undefined;
+      } else this.watchInstance(e.name);
+    }
+    this.emit('lifecycle', { action: e.action, name: e.name, type: e.type, at: e.at, requestor });
+  }
+
+  /** (Re)arms the pidfd on a running instance's main process. */
+  private watchInstance(name: string): void {
+    const k = this.known.get(name);
+    if (!k) return;
+    k.cancelWatch?.();
+    k.cancelWatch = undefined;
+    void this.host
+      .mainPid(name, k.type)
+      .then((pid) => {
+        if (pid === null || this.known.get(name) !== k || k.cancelWatch) return void (pid === null && this.checkExit(name));
+        try {
+          k.cancelWatch = this.host.watchPid(pid, () => {
+            k.cancelWatch = undefined;
+            this.checkExit(name);
+          });
+        } catch {
+          this.checkExit(name); // gone already
+        }
+      })
+      .catch(() => undefined);
+  }
+
+  /** The main process of an instance exited: unless someone says who stopped it, report it. */
+  private checkExit(name: string): void {
+    void (async () => {
+      // This process's own operation on it reports itself; then whatever the journal holds is
+      // read first: an lxq process's stop names itself.
+      await this.host.idle(name);
+      this.readJournal();
+      await this.reading;
+      const k = this.known.get(name);
+      if (!k || k.status === 'stopped') return;
+      const status = await this.host.statusOf(name).catch(() => undefined);
+      if (status === undefined || this.known.get(name) !== k || (k.status as InstanceStatus) === 'stopped') return;
+      if (status === 'stopped') this.deliver({ action: 'instance-stopped', name, type: k.type, at: new Date().toISOString() }, 'external');
+      else this.watchInstance(name); // the same instance runs on (e.g. a new init): watch the new one
+    })().catch(() => undefined);
+  }
+
+  /** `host.on('lifecycle', fn)`: starts following the host on the first listener. */
+  subscribe(fn: (e: LifecycleEvent) => void): Promise<void> {
+    this.on('lifecycle', fn);
+    this.retain();
+    return this.activate();
+  }
+
+  unsubscribe(fn: (e: LifecycleEvent) => void): void {
+    const before = this.listenerCount('lifecycle');
+    this.off('lifecycle', fn);
+    if (this.listenerCount('lifecycle') < before) this.release();
+  }
+
+  private retain(): void {
+    if (this.consumers++ === 0) this.keepAlive = setInterval(() => undefined, 1 << 30);
+  }
+  private release(): void {
+    if (--this.consumers === 0) {
+      clearInterval(this.keepAlive);
+      this.keepAlive = undefined;
+    }
+  }
+
+  /** The same stream as an async iterator, with a bounded buffer. */
+  events(options: EventsOptions = {}): AsyncIterableIterator<LifecycleEvent> & { readonly dropped: number; ready: Promise<void> } {
+    const limit = options.buffer ?? 1000;
+    if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgument(`events buffer must be a positive integer, got ${limit}`);
+    const queue: LifecycleEvent[] = [];
+    let dropped = 0;
+    let wake: (() => void) | undefined;
+    let done = options.signal?.aborted ?? false;
+    const onEvent = (e: LifecycleEvent) => {
+      let lost = 0;
+      if (queue.length >= limit) {
+        lost = 1 + (queue.shift()!.dropped ?? 0);
+        dropped++;
+      }
+      queue.push(e);
+      // The oldest event kept says how many were lost just before it.
+      if (lost) queue[0] = { ...queue[0], dropped: (queue[0].dropped ?? 0) + lost };
+      wake?.();
+    };
+    let subscribed = !done;
+    const finish = () => {
+      done = true;
+      if (subscribed) this.unsubscribe(onEvent);
+      subscribed = false;
+      wake?.();
+    };
+    const ready = done ? Promise.resolve() : this.subscribe(onEvent);
+    options.signal?.addEventListener('abort', finish, { once: true });
+    const iterator = {
+      get dropped() {
+        return dropped;
+      },
+      ready,
+      [Symbol.asyncIterator]() {
+        return iterator;
+      },
+      async next(): Promise<IteratorResult<LifecycleEvent>> {
+        await ready;
+        while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+        if (queue.length) return { value: queue.shift()!, done: false };
+        return { value: undefined, done: true };
+      },
+      async return(): Promise<IteratorResult<LifecycleEvent>> {
+        finish();
+        return { value: undefined, done: true };
+      },
+    };
+    return iterator;
+  }
+
+  /** Stops following the host (listeners stay; nothing more arrives). */
+  async close(): Promise<void> {
+    this.watcher?.close();
+    for (const k of this.known.values()) k.cancelWatch?.();
+    this.known.clear();
+    clearInterval(this.keepAlive);
+    this.keepAlive = undefined;
+    await this.reading;
+    await this.journal?.handle.close().catch(() => undefined);
+    this.journal = undefined;
+    this.active = undefined;
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * The `lxq` command line as a person uses it: plain pipes for most commands (output and exit
+ * codes), and a real terminal under tmux (send-keys, capture-pane) for `shell` and `exec` on a pty.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { promises as fs, writeFileSync, chmodSync } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
+import { DEFAULT_HOST_PATH } from '../lib';
+import { program } from '../lib/cli/main';
+import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+
+const execFileP = promisify(execFile);
+const MAIN = path.join(__dirname, '..', 'lib', 'cli', 'main.ts');
+const REGISTER = path.join(__dirname, 'helpers', 'ts-register.js');
+
+let t: TestHost;
+let wrapper: string;
+beforeAll(async () => {
+  t = await tempHost();
+  // What a user types as `lxq`, for tmux.
+  wrapper = path.join(t.dir, 'lxq');
+  writeFileSync(wrapper, `#!/bin/sh\nexec ${process.execPath} -r ${REGISTER} ${MAIN} --host ${t.dir} --images ${SHARED_IMAGES} "$@"\n`);
+  chmodSync(wrapper, 0o755);
+});
+afterAll(async () => {
+  await t.dispose();
+});
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+async function lxq(args: string[], input?: string): Promise<Run> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, ['-r', REGISTER, MAIN, '--host', t.dir, '--images', SHARED_IMAGES, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.stdin.end(input ?? '');
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+test('--version, --help, and bad input: one line on stderr, a non-zero exit, the nearest command suggested', async () => {
+  const v = await lxq(['--version']);
+  expect(v).toMatchObject({ code: 0, stdout: `${require('../package.json').version}\n` });
+  const help = await lxq(['--help']);
+  expect(help.code).toBe(0);
+  for (const c of ['list', 'launch', 'exec', 'shell', 'file', 'config', 'image', 'monitor']) expect(help.stdout).toContain(c);
+  expect((await lxq(['exec', '--help'])).stdout).toMatch(/lxq exec NAME -- CMD/);
+  expect(program().opts().host).toBe(process.env.LXQ_HOST ?? DEFAULT_HOST_PATH); // the CLI's default is the library's
+  const unknown = await lxq(['lsit']);
+  expect(unknown.code).not.toBe(0);
+  expect(unknown.stderr).toBe("lxq: unknown command 'lsit' (Did you mean list?)\n");
+  const flag = await lxq(['list', '--colour']);
+  expect(flag.code).not.toBe(0);
+  expect(flag.stderr.trim().split('\n')).toHaveLength(1);
+  const missing = await lxq(['info', 'nope']);
+  expect(missing).toMatchObject({ code: 1, stdout: '' });
+  expect(missing.stderr).toMatch(/^lxq: no instance named "nope".*\n$/);
+  expect((await lxq(['launch', 'busybox', 'Bad_Name'])).stderr).toMatch(/^lxq: .*name/);
+  expect((await lxq(['list', '--format', 'json'])).stdout).toBe('[]\n'); // nothing was made
+}, 120_000);
+
+test('launch, list in every format, info, exec (exit code passed through), config, file push/pull, stop, delete', async () => {
+  const name = t.name('cli');
+  expect(await lxq(['launch', 'busybox', name, '-c', 'user.note=hello', '-c', 'limits.memory=128MiB'])).toMatchObject({ code: 0, stdout: `${name} started\n` });
+  const table = await lxq(['list']);
+  expect(table.stdout).toMatch(new RegExp(`^NAME +TYPE +STATUS +IMAGE +CREATED\n${name} +container +running +busybox +\\S+\n$`));
+  expect(JSON.parse((await lxq(['list', '--format', 'json'])).stdout)).toMatchObject([{ name, type: 'container', status: 'running', image: 'busybox' }]);
+  expect((await lxq(['list', '--format', 'csv'])).stdout).toMatch(new RegExp(`^name,type,status,image,created\n${name},container,running,busybox,`));
+  expect((await lxq(['list', '--format', 'yaml'])).stdout).toMatch(new RegExp(`^- name: ${name}\n  type: container\n  status: running`));
+  expect((await lxq(['info', name])).stdout).toMatch(/status: running\npid: \d+/);
+
+  const ex = await lxq(['exec', name, '--', 'sh', '-c', 'cat; echo err >&2; exit 7'], 'from stdin\n');
+  expect(ex).toEqual({ code: 7, stdout: 'from stdin\n', stderr: 'err\n' });
+  expect(await lxq(['exec', name, 'true'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/needs the command after "--"/) });
+
+  expect((await lxq(['config', 'get', name, 'user.note'])).stdout).toBe('hello\n');
+  expect((await lxq(['config', 'set', name, 'user.note=bye', 'user.x=1'])).code).toBe(0);
+  expect((await lxq(['config', 'unset', name, 'user.x'])).code).toBe(0);
+  expect((await lxq(['config', 'show', name])).stdout).toBe('limits.memory=128MiB\nuser.note=bye\n');
+  const bad = await lxq(['config', 'set', name, 'limits.memory=lots']);
+  expect(bad.code).toBe(1);
+  expect((await lxq(['config', 'show', name])).stdout).toBe('limits.memory=128MiB\nuser.note=bye\n'); // unchanged
+
+  const local = path.join(t.dir, 'motd');
+  await fs.writeFile(local, 'pushed\n');
+  expect((await lxq(['file', 'push', '--mode', '0600', local, `${name}/etc/motd`])).code).toBe(0);
+  expect((await lxq(['exec', name, '--', 'stat', '-c', '%a', '/etc/motd'])).stdout).toBe('600\n');
+  expect((await lxq(['file', 'pull', `${name}/etc/motd`, '-'])).stdout).toBe('pushed\n');
+  expect((await lxq(['file', 'pull', `${name}/etc/motd`, path.join(t.dir, 'back')])).code).toBe(0);
+  expect(await fs.readFile(path.join(t.dir, 'back'), 'utf8')).toBe('pushed\n');
+  // ".." stays inside the instance's root: this is the container's /etc/motd, not the host's.
+  expect((await lxq(['file', 'pull', `${name}/../../etc/motd`, '-'])).stdout).toBe('pushed\n');
+  expect((await lxq(['file', 'pull', `${name}/etc/none`, '-'])).code).toBe(1);
+
+  expect((await lxq(['freeze', name])).code).toBe(0);
+  expect((await lxq(['list', '--format', 'csv'])).stdout).toContain(',frozen,');
+  expect((await lxq(['unfreeze', name])).code).toBe(0);
+  expect((await lxq(['delete', name])).stderr).toMatch(/^lxq: cannot delete .* it is running/); // needs --force
+  expect((await lxq(['stop', name, '--timeout', '1000'])).code).toBe(0);
+  expect((await lxq(['delete', name])).code).toBe(0);
+  expect((await lxq(['list', '--format', 'json'])).stdout).toBe('[]\n');
+}, 180_000);
+
+test('monitor --format json prints the lifecycle stream of changes made by other lxq commands', async () => {
+  const name = t.name('mon');
+  const mon = spawn(process.execPath, ['-r', REGISTER, MAIN, '--host', t.dir, '--images', SHARED_IMAGES, 'monitor', '--format', 'json'], { env: { ...process.env, LXQ_MONITOR_READY: '1' } });
+  let out = '';
+  mon.stdout.on('data', (d) => (out += d));
+  try {
+    await new Promise<void>((resolve) => mon.stderr.on('data', (d) => String(d).includes('ready') && resolve()));
+    await lxq(['launch', 'busybox', name]);
+    await lxq(['delete', '--force', name]);
+    const deadline = Date.now() + 10_000;
+    while (out.trim().split('\n').length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  } finally {
+    mon.kill('SIGINT');
+  }
+  const code = await new Promise((r) => mon.on('close', r));
+  expect(code).toBe(0);
+  const events = out.trim().split('\n').map((l) => JSON.parse(l));
+  expect(events.map((e) => `${e.action} ${e.name} ${e.requestor}`)).toEqual([`instance-created ${name} external`, `instance-started ${name} external`, `instance-stopped ${name} external`, `instance-deleted ${name} external`]);
+}, 120_000);
+
+async function tmux(...args: string[]): Promise<string> {
+  return (await execFileP('tmux', args)).stdout;
+}
+async function screenShows(session: string, re: RegExp, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const screen = await tmux('capture-pane', '-p', '-t', session).catch(() => '');
+    if (re.test(screen)) return screen;
+    if (Date.now() > deadline) throw new Error(`screen never showed ${re}:\n${screen}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s size, keys reach them, the exit code comes back', async () => {
+  const name = t.name('tty');
+  await lxq(['launch', 'busybox', name]);
+  const session = `lxq-${path.basename(t.dir)}`;
+  const rc = path.join(t.dir, 'rc');
+  try {
+    await tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', `sh -c '${wrapper} shell ${name}; echo $? > ${rc}; sleep 30'`);
+    await screenShows(session, /\/ #\s*$/m);
+    await tmux('send-keys', '-t', session, '[ -t 0 ] && echo "tty $(stty size)"; echo $((6*7))', 'Enter');
+    const screen = await screenShows(session, /^42\s*$/m);
+    expect(screen).toMatch(/^tty 30 100\s*$/m);
+    await tmux('send-keys', '-t', session, 'exit 5', 'Enter');
+    const deadline = Date.now() + 15_000;
+    while (!(await fs.readFile(rc, 'utf8').catch(() => '')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(await fs.readFile(rc, 'utf8')).toBe('5\n');
+    await tmux('kill-session', '-t', session);
+
+    // exec on a pty: Ctrl-C reaches the command (the terminal's own interrupt, in raw mode), and 130 comes back.
+    await fs.rm(rc, { force: true });
+    await tmux('new-session', '-d', '-s', session, '-x', '80', '-y', '24', `sh -c '${wrapper} exec ${name} -- sh -c "stty size; exec sleep 60"; echo $? > ${rc}; sleep 30'`);
+    await screenShows(session, /^24 80\s*$/m);
+    await tmux('send-keys', '-t', session, 'C-c');
+    const deadline2 = Date.now() + 15_000;
+    while (!(await fs.readFile(rc, 'utf8').catch(() => '')) && Date.now() < deadline2) await new Promise((r) => setTimeout(r, 100));
+    expect(await fs.readFile(rc, 'utf8')).toBe('130\n');
+  } finally {
+    await tmux('kill-session', '-t', session).catch(() => undefined);
+    await lxq(['delete', '--force', name]);
+  }
+}, 120_000);
