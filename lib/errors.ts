@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'NOT_FOUND'
   | 'ALREADY_EXISTS'
   | 'INVALID_STATE'
+  | 'BUSY'
   | 'NOT_SUPPORTED'
   | 'TIMEOUT'
   | 'ABORTED'
@@ -49,6 +50,13 @@ export class InvalidState extends LxqError {
     readonly status?: string,
   ) {
     super('INVALID_STATE', message);
+  }
+}
+
+/** The instance is in use in a way that forbids the operation (e.g. renaming a running instance, as LXD refuses it). */
+export class Busy extends LxqError {
+  constructor(message: string) {
+    super('BUSY', message);
   }
 }
 

@@ -8,6 +8,7 @@ packages=(
   qemu-system-x86 qemu-utils qemu-guest-agent  # VMs, qcow2 overlays, the guest agent for the VM image
   cpio kmod e2fsprogs                          # building the VM image (initramfs, modules, ext4)
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync
+  acl attr zstd criu                           # snapshot tests: ACLs and xattrs; export compression; stateful container snapshots
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
