@@ -21,3 +21,4 @@ export type { Image } from './images/store';
 export { OPTIONS, describeOptions } from './config/options';
 export type { OptionSpec, OptionKey, InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType, Condition } from './config/options';
 export * from './errors';
+export type { InstanceSnapshots, SnapshotInfo, SnapshotCreateOptions, SnapshotRestoreOptions, SnapshotEvent, SnapshotRenamedEvent } from './storage/types';

@@ -13,6 +13,7 @@ import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import { cgroupLimits, ContainerImageMeta, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
 import { ContainerFiles } from './files';
+import { ContainerStorage } from '../storage/container';
 import { LxcContainer, LxcError, LxcState, native } from './native';
 import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../instance/process';
 import { Readable } from 'node:stream';
@@ -112,6 +113,15 @@ export class ContainerInstance extends BaseInstance {
   private handle: LxcContainer | undefined;
 
   readonly files: ContainerFiles;
+  protected readonly storage = new ContainerStorage({
+    dir: () => this.dir,
+    freeze: () => this.doFreeze(),
+    unfreeze: () => this.doUnfreeze(),
+    writeConfig: async (record) => {
+      await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(this.render(record.config)));
+      this.reopen();
+    },
+  });
 
   private constructor(
     private readonly ctx: ContainerContext,

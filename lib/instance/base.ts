@@ -10,6 +10,8 @@ import * as path from 'node:path';
 import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '../config/options';
 import { InvalidArgument, InvalidState } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
+import { Snapshots } from '../storage/snapshots';
+import type { InstanceSnapshots, StorageDriver } from '../storage/types';
 import type { InstanceFiles } from './files';
 import type {
   Instance,
@@ -54,6 +56,22 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   abstract readonly files: InstanceFiles;
+  /** The instance's storage primitives (snapshot capture and restore), for lib/storage. */
+  protected abstract readonly storage: StorageDriver;
+
+  readonly snapshots: InstanceSnapshots = new Snapshots({
+    name: () => this.name,
+    type: () => this.type,
+    dir: () => this.dir,
+    record: () => this.record,
+    driver: () => this.storage,
+    serialized: (op) => this.serialized(op),
+    status: () => this.status(),
+    saveRecord: (r) => this.saveRecord(r),
+    stop: () => this.stopNow(DEFAULT_STOP_TIMEOUT_MS, false),
+    start: () => this.startNow(),
+    emit: (event, payload) => void this.emit(event as 'snapshot-renamed', payload as { name: string; snapshot: string; previous: string }),
+  });
 
   get console(): InstanceConsole {
     const file = this.consoleLogPath;
@@ -97,15 +115,17 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   start(): Promise<void> {
-    return this.serialized(async () => {
-      await this.require('start', ['stopped']);
-      this.transition('starting');
-      try {
-        await this.doStart();
-      } finally {
-        await this.status();
-      }
-    });
+    return this.serialized(() => this.startNow());
+  }
+
+  private async startNow(): Promise<void> {
+    await this.require('start', ['stopped']);
+    this.transition('starting');
+    try {
+      await this.doStart();
+    } finally {
+      await this.status();
+    }
   }
 
   stop(options: StopOptions = {}): Promise<void> {

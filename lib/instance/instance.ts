@@ -6,6 +6,7 @@
 import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
+import type { InstanceSnapshots, SnapshotEvent, SnapshotRenamedEvent } from '../storage/types';
 import type { InstanceFiles } from './files';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 
@@ -40,6 +41,10 @@ export interface StatusEvent {
 /** Events every instance emits; listen with `instance.on('status', …)`. */
 export interface InstanceEvents {
   status: (event: StatusEvent) => void;
+  'snapshot-created': (event: SnapshotEvent) => void;
+  'snapshot-restored': (event: SnapshotEvent) => void;
+  'snapshot-deleted': (event: SnapshotEvent) => void;
+  'snapshot-renamed': (event: SnapshotRenamedEvent) => void;
 }
 
 /** What lxq keeps about an instance (its `lxq.json`), written atomically. */
@@ -92,6 +97,8 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly files: InstanceFiles;
   /** What the instance's init or kernel printed on its console, and where that log is kept. */
   readonly console: InstanceConsole;
+  /** Snapshots of the instance's files or disk and record (see lib/storage). */
+  readonly snapshots: InstanceSnapshots;
 }
 
 export interface InstanceConsole {

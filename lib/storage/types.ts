@@ -64,46 +64,20 @@ export interface SnapshotRef {
   meta: StoredSnapshot;
 }
 
-export interface CopyPayloadOptions {
-  /** Copy this snapshot's content instead of the instance's own. */
-  snapshot?: SnapshotRef;
-  /** VMs: a standalone disk with no backing file. */
-  flatten?: boolean;
-  /** Keep the driver's data of these snapshots (a VM's internal snapshots) in the copy. */
-  keepSnapshots: SnapshotRef[];
-}
-
 /**
  * What each instance type provides. Every call is made by the storage layer inside the
  * instance's operation queue (one at a time) with the status it just read.
  */
 export interface StorageDriver {
-  /** The entries of the instance directory that hold its data (a container's rootfs, a VM's disk). */
-  readonly payload: string[];
   /**
    * Fills `into` (an empty directory) with what a snapshot keeps beside the record, consistent:
-   * a running container is frozen for the copy. `tag` names driver-side data (a VM's internal snapshot).
+   * a running container is frozen for the copy.
    */
-  capture(into: string, options: { stateful: boolean; status: InstanceStatus; tag: string }): Promise<void>;
+  capture(into: string, options: { stateful: boolean; status: InstanceStatus }): Promise<void>;
   /** Work done before a restore commits, while the instance may still run (a container's copy of the snapshot's files). */
   stageRestore(snapshot: SnapshotRef, staging: string): Promise<void>;
-  /** Puts the snapshot's data in place of the instance's, the instance stopped; idempotent (run again after a crash). */
+  /** Puts the staged data in place of the instance's, the instance stopped; idempotent (run again after a crash). */
   applyRestore(snapshot: SnapshotRef, staging: string, record: InstanceRecord): Promise<void>;
-  /** A restore of the running state into the running instance, or false if this type cannot. */
-  restoreLive(snapshot: SnapshotRef): Promise<boolean>;
-  /** Loads the saved running state into the just-started instance. */
-  loadState(snapshot: SnapshotRef): Promise<void>;
-  /** Removes the driver-side data of a snapshot (outside its directory). */
-  discard(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
-  size(snapshot: SnapshotRef): Promise<number>;
-  /** Removes driver-side data no snapshot names any more (left by a crash). */
-  clearOrphans(tags: Set<string>, status: InstanceStatus): Promise<void>;
-  /** Writes the instance's data into `into` (the staging directory of a copy or an export). */
-  copyPayload(into: string, status: InstanceStatus, options: CopyPayloadOptions): Promise<void>;
-  /** Writes what is derived from the record for an instance that will live in `dir` (a container's liblxc config) into `into`. */
-  writeDerived(into: string, dir: string, record: InstanceRecord): Promise<void>;
-  /** Makes the copy in `into` a new machine (a container's machine id). */
-  personalize(into: string): Promise<void>;
 }
 
 /** Events of the storage layer, on the instance's emitter. */
