@@ -115,8 +115,14 @@ export class ContainerInstance extends BaseInstance {
   readonly files: ContainerFiles;
   protected readonly storage = new ContainerStorage({
     dir: () => this.dir,
-    freeze: () => this.doFreeze(),
-    unfreeze: () => this.doUnfreeze(),
+    freeze: async () => {
+      await this.doFreeze();
+      this.observe('frozen');
+    },
+    unfreeze: async () => {
+      await this.doUnfreeze();
+      this.observe('running');
+    },
     writeConfig: async (record) => {
       await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(this.render(record.config)));
       this.reopen();

@@ -70,7 +70,7 @@ export class Snapshots implements InstanceSnapshots {
     return path.join(this.subject.dir(), 'snapshots');
   }
 
-  create(name?: string, options: SnapshotCreateOptions = {}): Promise<SnapshotInfo> {
+  async create(name?: string, options: SnapshotCreateOptions = {}): Promise<SnapshotInfo> {
     if (name !== undefined) validateSnapshotName(name);
     if (options === null || typeof options !== 'object') return Promise.reject(new InvalidArgument('snapshot options must be an object'));
     const expiresAt = parseExpiry(options.expiresAt);
@@ -110,7 +110,7 @@ export class Snapshots implements InstanceSnapshots {
     });
   }
 
-  list(): Promise<SnapshotInfo[]> {
+  async list(): Promise<SnapshotInfo[]> {
     return this.subject.serialized(async () => {
       await this.recover();
       const infos = await Promise.all((await this.names()).map(async (n) => this.info(await this.ref(n))));
@@ -118,7 +118,7 @@ export class Snapshots implements InstanceSnapshots {
     });
   }
 
-  get(name: string): Promise<SnapshotInfo> {
+  async get(name: string): Promise<SnapshotInfo> {
     validateSnapshotName(name);
     return this.subject.serialized(async () => {
       await this.recover();
@@ -126,7 +126,7 @@ export class Snapshots implements InstanceSnapshots {
     });
   }
 
-  restore(name: string, options: SnapshotRestoreOptions = {}): Promise<void> {
+  async restore(name: string, options: SnapshotRestoreOptions = {}): Promise<void> {
     validateSnapshotName(name);
     if (options === null || typeof options !== 'object') return Promise.reject(new InvalidArgument('restore options must be an object'));
     return this.subject.serialized(async () => {
@@ -155,7 +155,7 @@ export class Snapshots implements InstanceSnapshots {
     });
   }
 
-  rename(from: string, to: string): Promise<void> {
+  async rename(from: string, to: string): Promise<void> {
     validateSnapshotName(from);
     validateSnapshotName(to);
     return this.subject.serialized(async () => {
@@ -167,7 +167,7 @@ export class Snapshots implements InstanceSnapshots {
     });
   }
 
-  delete(name: string): Promise<void> {
+  async delete(name: string): Promise<void> {
     validateSnapshotName(name);
     return this.subject.serialized(async () => {
       await this.recover();
