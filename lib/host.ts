@@ -13,6 +13,7 @@ import { ImageStore } from './images/store';
 import { RECORD_FILE } from './instance/base';
 import type { CreateOptions, Instance, InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
+import { clearLeftovers } from './storage/recover';
 import { readJson } from './util/fs';
 import { VmInstance } from './vm/vm';
 
@@ -49,7 +50,10 @@ export class Host {
     }
     const images = path.resolve(options.images ?? path.join(root, 'images'));
     await fs.mkdir(images, { recursive: true, mode: 0o711 });
-    return new Host(root, images);
+    const host = new Host(root, images);
+    // Work of a process that died midway (a snapshot, a restore) is cleared or finished.
+    await clearLeftovers(host.instancesDir, (name) => host.get(name));
+    return host;
   }
 
   /** Where instances live; for containers this is liblxc's lxcpath (never the user's /var/lib/lxc). */

@@ -144,6 +144,7 @@ test('a Node process killed during a snapshot leaves no half snapshot, and the n
   await new Promise((r) => setTimeout(r, 200));
   expect(readdirSync(snaps).some((n) => n.startsWith('.lxq-tmp-'))).toBe(true); // the leftover is there
   const next = await Host.open({ path: t.dir, images: t.host.images.dir });
+  expect(readdirSync(snaps)).toEqual([]); // Host.open cleared it
   const again = await next.get(c.name);
   expect(await again.snapshots.list()).toEqual([]);
   expect(readdirSync(snaps)).toEqual([]);

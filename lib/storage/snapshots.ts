@@ -35,7 +35,8 @@ export interface StorageSubject {
 }
 
 const META = 'snapshot.json';
-const JOURNAL = '.lxq-restore.json';
+export const RESTORE_JOURNAL = '.lxq-restore.json';
+const JOURNAL = RESTORE_JOURNAL;
 const MAX_NAME_BYTES = 63;
 
 interface RestoreJournal {
