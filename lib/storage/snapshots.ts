@@ -87,9 +87,11 @@ export class Snapshots implements InstanceSnapshots {
       if (stateful && this.subject.type() === 'container') await refuseStatefulContainer();
       await fs.mkdir(this.root, { recursive: true, mode: 0o700 });
       const staging = stagingPath(this.root, 'snapshot');
+      // A unique tag for driver-side data: a crash leaves it unnamed by any snapshot, never mistaken for one.
+      const tag = `lxq-${path.basename(staging).split('-').pop()}`;
       await fs.mkdir(staging, { mode: 0o711 });
       try {
-        await this.subject.driver().capture(staging, { stateful, status });
+        await this.subject.driver().capture(staging, { stateful, status, tag });
         const meta: StoredSnapshot = {
           format: 'lxq-snapshot',
           version: 1,
@@ -97,7 +99,7 @@ export class Snapshots implements InstanceSnapshots {
           stateful,
           expiresAt,
           description: options.description ?? '',
-          tag: chosen,
+          tag,
           record: structuredClone(this.subject.record()),
         };
         await writeJsonAtomic(path.join(staging, META), meta);
@@ -135,6 +137,7 @@ export class Snapshots implements InstanceSnapshots {
       const snap = await this.ref(name);
       const driver = this.subject.driver();
       const status = await this.subject.status();
+      await driver.checkRestore?.(snap, status);
       const current = this.subject.record();
       // The snapshot's record, under the instance's own identity.
       const record: InstanceRecord = { ...structuredClone(snap.meta.record), name: current.name, createdAt: current.createdAt };
@@ -204,6 +207,7 @@ export class Snapshots implements InstanceSnapshots {
   }
 
   private async remove(snap: SnapshotRef): Promise<void> {
+    await this.subject.driver().discard?.(snap, await this.subject.status());
     // Gone from list() at once; the files follow.
     const trash = stagingPath(this.root, 'deleted');
     await fs.rename(snap.dir, trash);

@@ -73,7 +73,11 @@ export interface StorageDriver {
    * Fills `into` (an empty directory) with what a snapshot keeps beside the record, consistent:
    * a running container is frozen for the copy.
    */
-  capture(into: string, options: { stateful: boolean; status: InstanceStatus }): Promise<void>;
+  capture(into: string, options: { stateful: boolean; status: InstanceStatus; tag: string }): Promise<void>;
+  /** Refuses a restore this type cannot do in this status, before any side effect. */
+  checkRestore?(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
+  /** Removes driver-side data of a snapshot (a VM's internal snapshot), before its directory goes. */
+  discard?(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
   /** Work done before a restore commits, while the instance may still run (a container's copy of the snapshot's files). */
   stageRestore(snapshot: SnapshotRef, staging: string): Promise<void>;
   /** Puts the staged data in place of the instance's, the instance stopped; idempotent (run again after a crash). */
