@@ -153,3 +153,36 @@ test('a Node process killed during a snapshot leaves no half snapshot, and the n
   await fs.rm(path.join(root, 'big'), { recursive: true });
   await again.delete();
 });
+
+test('a Node process killed during a restore leaves the container as it was, and the next Host.open clears the staged copy', async () => {
+  const c = await t.host.create(t.name('rkill'), { image: 'busybox' });
+  const dir = path.join(t.dir, 'instances', c.name);
+  const root = path.join(dir, 'rootfs');
+  sh(`mkdir -p ${root}/big && for i in $(seq 1 40); do head -c 8M /dev/urandom > ${root}/big/f$i; done`);
+  await c.snapshots.create('big');
+  sh(`rm -rf ${root}/big && echo after > ${root}/marker`);
+  const before = sh(`cd ${root} && find . | sort`);
+  const script = `
+    const { Host } = require(${JSON.stringify(path.resolve('lib'))});
+    Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(t.host.images.dir)} })
+      .then((h) => h.get(${JSON.stringify(c.name)})).then((i) => i.snapshots.restore('big'));`;
+  const child = spawn(process.execPath, ['-r', path.resolve('test/helpers/ts-register.js'), '-e', script], { stdio: 'ignore', detached: true });
+  const deadline = Date.now() + 60_000;
+  while (!readdirSync(dir).some((n) => n.startsWith('.lxq-tmp-') && existsSync(path.join(dir, n, 'rootfs', 'big')))) {
+    if (Date.now() > deadline) throw new Error('the child never started staging the restore');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const exited = new Promise((r) => child.once('exit', r));
+  process.kill(-child.pid!, 'SIGKILL'); // the Node process and its cp
+  await exited;
+  await new Promise((r) => setTimeout(r, 200));
+  expect(readdirSync(dir).some((n) => n.startsWith('.lxq-tmp-'))).toBe(true);
+  expect(sh(`cd ${root} && find . | sort`)).toBe(before); // not restored, not torn
+  await Host.open({ path: t.dir, images: t.host.images.dir });
+  expect(readdirSync(dir).filter((n) => n.startsWith('.'))).toEqual([]);
+  expect(sh(`cd ${root} && find . | sort`)).toBe(before);
+  await c.snapshots.restore('big');
+  expect(existsSync(path.join(root, 'marker'))).toBe(false);
+  expect(readdirSync(path.join(root, 'big'))).toHaveLength(40);
+  await c.delete();
+});
