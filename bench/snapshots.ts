@@ -31,7 +31,8 @@ async function main(): Promise<void> {
   try {
     for (const size of quick ? [0] : [0, 200]) {
       const c = await host.create(`bench-${size}`, { image: 'busybox' });
-      if (size) execFileSync('sh', ['-c', `mkdir ${path.join(host.instancesDir, c.name, 'rootfs', 'big')} && cd $_ && for i in $(seq 1 ${size / 8}); do head -c 8M /dev/urandom > f$i; done`]);
+      const big = path.join(host.instancesDir, c.name, 'rootfs', 'big');
+      if (size) execFileSync('sh', ['-c', `mkdir "${big}" && for i in $(seq 1 ${size / 8}); do head -c 8M /dev/urandom > "${big}/f$i"; done`]);
       const r: Record<string, number[]> = { lxqCreate: [], lxqRestore: [], lxcCreate: [], lxcRestore: [] };
       for (let i = 0; i < rounds; i++) {
         r.lxqCreate.push(await time(() => c.snapshots.create(`s${i}`)));
