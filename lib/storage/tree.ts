@@ -13,11 +13,6 @@ export async function copyTree(src: string, dst: string): Promise<void> {
   await run('cp', ['-a', '--reflink=auto', '--sparse=auto', '--no-target-directory', '--', src, dst]);
 }
 
-/** A file copied the same way (a VM disk: sparse, reflinked where possible). */
-export async function copyFile(src: string, dst: string): Promise<void> {
-  await run('cp', ['--reflink=auto', '--sparse=always', '--preserve=mode,timestamps', '--no-target-directory', '--', src, dst]);
-}
-
 /** Bytes the tree occupies on disk (hard links counted once, holes not at all). */
 export async function diskUsage(target: string): Promise<number> {
   const { stdout } = await run('du', ['-s', '-B1', '--', target]);

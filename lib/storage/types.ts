@@ -92,12 +92,3 @@ export interface SnapshotEvent {
 export interface SnapshotRenamedEvent extends SnapshotEvent {
   previous: string;
 }
-export interface RenamedEvent {
-  name: string;
-  previous: string;
-}
-export interface CopiedEvent {
-  name: string;
-  target: string;
-  snapshot?: string;
-}
