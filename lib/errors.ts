@@ -73,7 +73,7 @@ export class Aborted extends LxqError {
   }
 }
 
-/** The thing is in use (e.g. an image an instance was made from); `users` says by what. */
+/** The thing is in use (an image an instance was made from, a network with NICs on it); `users` says by what. */
 export class Busy extends LxqError {
   constructor(
     message: string,

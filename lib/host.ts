@@ -16,6 +16,7 @@ import { ImageStore } from './images/store';
 import { RECORD_FILE } from './instance/base';
 import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
+import { clearLeftovers } from './storage/recover';
 import { readJson } from './util/fs';
 import { refuseUnknownKeys } from './util/keys';
 import { VmInstance } from './vm/vm';
@@ -98,7 +99,10 @@ export class Host {
     }
     const images = path.resolve(options.images ?? path.join(root, 'images'));
     await fs.mkdir(images, { recursive: true, mode: 0o711 });
-    return new Host(root, images);
+    const host = new Host(root, images);
+    // Work of a process that died midway (a snapshot, a restore) is cleared or finished.
+    await clearLeftovers(host.instancesDir, (name) => host.get(name));
+    return host;
   }
 
   /** Where instances live; for containers this is liblxc's lxcpath (never the user's /var/lib/lxc). */

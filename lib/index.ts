@@ -23,3 +23,4 @@ export type { OptionSpec, OptionKey, InstanceConfig, InstanceConfigInput, Instan
 export * from './errors';
 export { LIFECYCLE_ACTIONS } from './events/lifecycle';
 export type { LifecycleAction, LifecycleEvent, EventsOptions } from './events/lifecycle';
+export type { InstanceSnapshots, SnapshotInfo, SnapshotCreateOptions, SnapshotRestoreOptions, SnapshotEvent, SnapshotRenamedEvent } from './storage/types';

@@ -11,6 +11,7 @@ packages=(
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync
   tmux                                         # the CLI tests run shell and exec -t in a real terminal
   iproute2 dnsmasq-base nftables               # networks: bridges and links, DHCP and DNS, NAT
+  acl attr zstd criu                           # snapshot tests: ACLs and xattrs; export compression; stateful container snapshots
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done

@@ -27,6 +27,7 @@ import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap }
 import type { ContainerImageMeta } from '../images/meta';
 import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
 import { ContainerFiles, O_PATH } from './files';
+import { ContainerStorage } from '../storage/container';
 import { LxcContainer, LxcError, LxcState, native } from './native';
 import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../instance/process';
 import { Readable } from 'node:stream';
@@ -130,6 +131,18 @@ export class ContainerInstance extends BaseInstance {
   private handle: LxcContainer | undefined;
 
   readonly files: ContainerFiles;
+  protected readonly storage = new ContainerStorage({
+    dir: () => this.dir,
+    freeze: async () => {
+      await this.doFreeze();
+      this.observe('frozen');
+    },
+    unfreeze: async () => {
+      await this.doUnfreeze();
+      this.observe('running');
+    },
+    writeConfig: (record) => this.writeConfig(record.config, record.devices ?? {}),
+  });
 
   private constructor(
     private readonly ctx: ContainerContext,

@@ -18,6 +18,8 @@ import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, Timeou
 import { writeJsonAtomic } from '../util/fs';
 import { refuseUnknownKeys } from '../util/keys';
 import { processStartedAt } from '../util/proc';
+import { Snapshots } from '../storage/snapshots';
+import type { InstanceSnapshots, StorageDriver } from '../storage/types';
 import type { InstanceFiles } from './files';
 import type {
   Instance,
@@ -81,6 +83,22 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   abstract readonly files: InstanceFiles;
+  /** The instance's storage primitives (snapshot capture and restore), for lib/storage. */
+  protected abstract readonly storage: StorageDriver;
+
+  readonly snapshots: InstanceSnapshots = new Snapshots({
+    name: () => this.name,
+    type: () => this.type,
+    dir: () => this.dir,
+    record: () => this.record,
+    driver: () => this.storage,
+    serialized: (op) => this.serialized(op),
+    status: () => this.status(),
+    saveRecord: (r) => this.saveRecord(r),
+    stop: async () => void (await this.stopNow(DEFAULT_STOP_TIMEOUT_MS, false)),
+    start: () => this.startNow(),
+    emit: (event, payload) => void this.emit(event as 'snapshot-renamed', payload as { name: string; snapshot: string; previous: string }),
+  });
 
   get console(): InstanceConsole {
     const file = this.consoleLogPath;

@@ -7,6 +7,7 @@ import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType } from '../devices/declarations';
+import type { InstanceSnapshots, SnapshotEvent, SnapshotRenamedEvent } from '../storage/types';
 import type { InstanceFiles } from './files';
 import { optionKeys } from '../util/keys';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
@@ -89,6 +90,10 @@ export interface StatusEvent {
 /** Events every instance emits; listen with `instance.on('status', …)`. */
 export interface InstanceEvents {
   status: (event: StatusEvent) => void;
+  'snapshot-created': (event: SnapshotEvent) => void;
+  'snapshot-restored': (event: SnapshotEvent) => void;
+  'snapshot-deleted': (event: SnapshotEvent) => void;
+  'snapshot-renamed': (event: SnapshotRenamedEvent) => void;
 }
 
 /** What lxq keeps about an instance (its `lxq.json`), written atomically. */
@@ -161,6 +166,8 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly files: InstanceFiles;
   /** What the instance's init or kernel printed on its console, and where that log is kept. */
   readonly console: InstanceConsole;
+  /** Snapshots of the instance's files or disk and record (see lib/storage). */
+  readonly snapshots: InstanceSnapshots;
 }
 
 export interface InstanceConsole {

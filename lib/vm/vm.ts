@@ -67,6 +67,7 @@ import {
   type InstanceProcess,
   type SpawnOptions,
 } from '../instance/process';
+import { VmStorage } from '../storage/vm';
 import { GuestAgent } from './agent';
 import { agentSpawn, checkAgentSpawn } from './agent-exec';
 import { AgentFiles } from './agent-files';
@@ -228,6 +229,7 @@ async function readInput(input: ExecOptions['stdin']): Promise<Buffer | undefine
 
 export class VmInstance extends BaseInstance {
   readonly files: InstanceFiles;
+  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name });
   /** The guest agent: one connection per VM, made on first need, made again after a restart. */
   private readonly agent: GuestAgent;
   private monitor: QmpClient | undefined;

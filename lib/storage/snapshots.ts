@@ -1,0 +1,255 @@
+/**
+ * The snapshot catalogue of one instance, shared by both types: `<instance>/snapshots/<name>/`
+ * holds `snapshot.json` (the whole instance record, whatever fields it has, and the snapshot's
+ * own facts) and what the driver keeps (a container's `rootfs/`).
+ *
+ * Crash safety: a snapshot is made in a staging directory and appears by one rename; a delete
+ * disappears by one rename before anything is removed; a restore is staged first, committed by
+ * writing a journal atomically, then rolled forward (by the next touch if this process dies).
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../errors';
+import type { InstanceRecord, InstanceStatus } from '../instance/instance';
+import { readJson, writeJsonAtomic } from '../util/fs';
+import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from './staging';
+import { diskUsage } from './tree';
+import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotInfo, SnapshotRef, SnapshotRestoreOptions, StorageDriver, StoredSnapshot } from './types';
+
+/** What the catalogue needs of its instance (given by BaseInstance). */
+export interface StorageSubject {
+  name(): string;
+  type(): InstanceRecord['type'];
+  dir(): string;
+  record(): InstanceRecord;
+  driver(): StorageDriver;
+  /** Runs `op` in the instance's operation queue. */
+  serialized<T>(op: () => Promise<T>): Promise<T>;
+  status(): Promise<InstanceStatus>;
+  saveRecord(record: InstanceRecord): Promise<void>;
+  /** Stop and start inside the queue (graceful, then forced). */
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  emit(event: 'snapshot-created' | 'snapshot-restored' | 'snapshot-deleted' | 'snapshot-renamed', payload: { name: string; snapshot: string; previous?: string }): void;
+}
+
+const META = 'snapshot.json';
+export const RESTORE_JOURNAL = '.lxq-restore.json';
+const JOURNAL = RESTORE_JOURNAL;
+const MAX_NAME_BYTES = 63;
+
+interface RestoreJournal {
+  pid: number;
+  snapshot: string;
+  staging: string;
+  record: InstanceRecord;
+}
+
+/** Snapshot names as LXD takes them: not empty, no "/", at most 63 bytes; lxq also keeps a leading "." for itself. */
+export function validateSnapshotName(name: unknown): string {
+  if (typeof name !== 'string' || name.length === 0) throw new InvalidArgument('snapshot name must be a non-empty string');
+  if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new InvalidArgument(`snapshot name "${name.slice(0, 20)}…" is ${Buffer.byteLength(name)} bytes; the limit is ${MAX_NAME_BYTES}`);
+  if (name.includes('/')) throw new InvalidArgument(`snapshot name ${JSON.stringify(name)} contains "/"`);
+  if (name.startsWith('.') || /[\x00-\x1f\x7f]/.test(name)) {
+    throw new InvalidArgument(`snapshot name ${JSON.stringify(name)} starts with "." or holds a control character`);
+  }
+  return name;
+}
+
+function parseExpiry(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  const d = value instanceof Date ? value : typeof value === 'string' ? new Date(value) : undefined;
+  if (!d || Number.isNaN(d.getTime())) throw new InvalidArgument(`expiresAt must be a Date or an ISO date string, got ${JSON.stringify(value)}`);
+  return d.toISOString();
+}
+
+export class Snapshots implements InstanceSnapshots {
+  constructor(private readonly subject: StorageSubject) {}
+
+  private get root(): string {
+    return path.join(this.subject.dir(), 'snapshots');
+  }
+
+  async create(name?: string, options: SnapshotCreateOptions = {}): Promise<SnapshotInfo> {
+    if (name !== undefined) validateSnapshotName(name);
+    if (options === null || typeof options !== 'object') return Promise.reject(new InvalidArgument('snapshot options must be an object'));
+    const expiresAt = parseExpiry(options.expiresAt);
+    if (options.description !== undefined && typeof options.description !== 'string') return Promise.reject(new InvalidArgument('description must be a string'));
+    if (options.stateful !== undefined && typeof options.stateful !== 'boolean') return Promise.reject(new InvalidArgument('stateful must be a boolean'));
+    return this.subject.serialized(async () => {
+      await this.recover();
+      const names = await this.names();
+      const chosen = name ?? `snap${1 + Math.max(-1, ...names.map((n) => (/^snap(\d+)$/.exec(n) ? Number(RegExp.$1) : -1)))}`;
+      if (names.includes(chosen)) throw new AlreadyExists(`${this.subject.name()} already has a snapshot named "${chosen}"`);
+      const status = await this.subject.status();
+      const stateful = options.stateful ?? false;
+      if (stateful && this.subject.type() === 'container') await refuseStatefulContainer();
+      await fs.mkdir(this.root, { recursive: true, mode: 0o700 });
+      const staging = stagingPath(this.root, 'snapshot');
+      // A unique tag for driver-side data: a crash leaves it unnamed by any snapshot, never mistaken for one.
+      const tag = `lxq-${path.basename(staging).split('-').pop()}`;
+      await fs.mkdir(staging, { mode: 0o711 });
+      try {
+        await this.subject.driver().capture(staging, { stateful, status, tag });
+        const meta: StoredSnapshot = {
+          format: 'lxq-snapshot',
+          version: 1,
+          createdAt: new Date().toISOString(),
+          stateful,
+          expiresAt,
+          description: options.description ?? '',
+          tag,
+          record: structuredClone(this.subject.record()),
+        };
+        await writeJsonAtomic(path.join(staging, META), meta);
+        await renameNew(staging, path.join(this.root, chosen));
+      } catch (e) {
+        await fs.rm(staging, { recursive: true, force: true });
+        throw e;
+      }
+      this.subject.emit('snapshot-created', { name: this.subject.name(), snapshot: chosen });
+      return this.info(await this.ref(chosen));
+    });
+  }
+
+  async list(): Promise<SnapshotInfo[]> {
+    return this.subject.serialized(async () => {
+      await this.recover();
+      const infos = await Promise.all((await this.names()).map(async (n) => this.info(await this.ref(n))));
+      return infos.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
+    });
+  }
+
+  async get(name: string): Promise<SnapshotInfo> {
+    validateSnapshotName(name);
+    return this.subject.serialized(async () => {
+      await this.recover();
+      return this.info(await this.ref(name));
+    });
+  }
+
+  async restore(name: string, options: SnapshotRestoreOptions = {}): Promise<void> {
+    validateSnapshotName(name);
+    if (options === null || typeof options !== 'object') return Promise.reject(new InvalidArgument('restore options must be an object'));
+    return this.subject.serialized(async () => {
+      await this.recover();
+      const snap = await this.ref(name);
+      const driver = this.subject.driver();
+      const status = await this.subject.status();
+      await driver.checkRestore?.(snap, status);
+      const current = this.subject.record();
+      // The snapshot's record, under the instance's own identity.
+      const record: InstanceRecord = { ...structuredClone(snap.meta.record), name: current.name, createdAt: current.createdAt };
+      const staging = stagingPath(this.subject.dir(), 'restore');
+      await fs.mkdir(staging, { mode: 0o700 });
+      try {
+        await driver.stageRestore(snap, staging);
+      } catch (e) {
+        await fs.rm(staging, { recursive: true, force: true });
+        throw e;
+      }
+      const wasRunning = status !== 'stopped';
+      if (wasRunning) await this.subject.stop();
+      const journal: RestoreJournal = { pid: process.pid, snapshot: name, staging: path.basename(staging), record };
+      await writeJsonAtomic(path.join(this.subject.dir(), JOURNAL), journal);
+      await this.rollForward(journal);
+      if (wasRunning) await this.subject.start();
+      this.subject.emit('snapshot-restored', { name: this.subject.name(), snapshot: name });
+    });
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    validateSnapshotName(from);
+    validateSnapshotName(to);
+    return this.subject.serialized(async () => {
+      await this.recover();
+      await this.ref(from);
+      if ((await this.names()).includes(to)) throw new AlreadyExists(`${this.subject.name()} already has a snapshot named "${to}"`);
+      await renameNew(path.join(this.root, from), path.join(this.root, to));
+      this.subject.emit('snapshot-renamed', { name: this.subject.name(), snapshot: to, previous: from });
+    });
+  }
+
+  async delete(name: string): Promise<void> {
+    validateSnapshotName(name);
+    return this.subject.serialized(async () => {
+      await this.recover();
+      await this.remove(await this.ref(name));
+      this.subject.emit('snapshot-deleted', { name: this.subject.name(), snapshot: name });
+    });
+  }
+
+  /**
+   * Clears what a dead process left (staging entries; a committed restore is finished) and
+   * prunes expired snapshots. Runs before every snapshot operation, inside the queue.
+   */
+  async recover(): Promise<void> {
+    const dir = this.subject.dir();
+    const journal = await readJson<RestoreJournal>(path.join(dir, JOURNAL)).catch(() => undefined);
+    if (journal && !processAlive(journal.pid)) await this.rollForward(journal);
+    if (!journal || !processAlive(journal.pid)) await clearStaging(dir);
+    await clearStaging(this.root);
+    const now = Date.now();
+    for (const n of await this.names()) {
+      const snap = await this.ref(n).catch(() => undefined);
+      // One that cannot go now (a running VM's) is pruned at a later touch; it never fails the call.
+      if (snap?.meta.expiresAt && new Date(snap.meta.expiresAt).getTime() <= now) await this.remove(snap).catch(() => undefined);
+    }
+  }
+
+  private async rollForward(journal: RestoreJournal): Promise<void> {
+    const dir = this.subject.dir();
+    const staging = path.join(dir, journal.staging);
+    await this.subject.driver().applyRestore(await this.ref(journal.snapshot), staging, journal.record);
+    await this.subject.saveRecord(journal.record);
+    await fs.rm(path.join(dir, JOURNAL), { force: true });
+    await fs.rm(staging, { recursive: true, force: true });
+  }
+
+  private async remove(snap: SnapshotRef): Promise<void> {
+    await this.subject.driver().discard?.(snap, await this.subject.status());
+    // Gone from list() at once; the files follow.
+    const trash = stagingPath(this.root, 'deleted');
+    await fs.rename(snap.dir, trash);
+    await fs.rm(trash, { recursive: true, force: true });
+  }
+
+  private async names(): Promise<string[]> {
+    const entries = await fs.readdir(this.root).catch(() => [] as string[]);
+    return entries.filter((n) => !isStaging(n));
+  }
+
+  private async ref(name: string): Promise<SnapshotRef> {
+    const dir = path.join(this.root, name);
+    const meta = await readJson<StoredSnapshot>(path.join(dir, META)).catch(() => undefined);
+    if (!meta || meta.format !== 'lxq-snapshot') throw new NotFound(`${this.subject.name()} has no snapshot named "${name}"`);
+    return { name, dir, meta };
+  }
+
+  private async info(snap: SnapshotRef): Promise<SnapshotInfo> {
+    const m = snap.meta;
+    return {
+      name: snap.name,
+      createdAt: new Date(m.createdAt),
+      stateful: m.stateful,
+      expiresAt: m.expiresAt ? new Date(m.expiresAt) : null,
+      description: m.description,
+      size: await diskUsage(snap.dir),
+      record: structuredClone(m.record),
+    };
+  }
+}
+
+/** Stateful container snapshots need CRIU; the refusal quotes CRIU's own words. */
+async function refuseStatefulContainer(): Promise<never> {
+  const { execFile } = await import('node:child_process');
+  const reason = await new Promise<string>((resolve) =>
+    execFile('criu', ['check'], { encoding: 'utf8' }, (error, stdout, stderr) => {
+      if (!error) return resolve('');
+      resolve(((error as NodeJS.ErrnoException).code === 'ENOENT' ? 'criu is not installed' : `${stderr}${stdout}`.trim().split('\n').slice(-3).join('\n')) || error.message);
+    }),
+  );
+  if (reason) throw new NotSupported(`stateful container snapshots need CRIU, and "criu check" fails on this host: ${reason}`);
+  throw new NotSupported('stateful container snapshots (CRIU checkpoint through liblxc) are not implemented yet; criu check passes on this host');
+}

@@ -1,0 +1,94 @@
+/**
+ * What the storage layer (snapshots, copy, rename, export and import) shares with the instance
+ * drivers: the public shapes, and the small primitives each driver provides.
+ */
+import type { InstanceRecord, InstanceStatus } from '../instance/instance';
+
+export interface SnapshotCreateOptions {
+  /**
+   * Keep the running state too (a VM's RAM and devices; a container's processes through CRIU).
+   * Default: true for a running VM, false otherwise.
+   */
+  stateful?: boolean;
+  /** When the snapshot may be pruned (it is, the next time the instance's snapshots are touched). */
+  expiresAt?: Date | string;
+  description?: string;
+}
+
+export interface SnapshotRestoreOptions {
+  /** Default true: a stateful snapshot resumes the instance where it was. false: its disk or files only. */
+  stateful?: boolean;
+}
+
+export interface SnapshotInfo {
+  name: string;
+  createdAt: Date;
+  stateful: boolean;
+  expiresAt: Date | null;
+  description: string;
+  /** Bytes it occupies on disk (a container's copy of its files; a VM's saved state). */
+  size: number;
+  /** The instance's record when the snapshot was made (config, devices, everything): what restore brings back. */
+  record: InstanceRecord;
+}
+
+export interface InstanceSnapshots {
+  /** Makes a snapshot (default names snap0, snap1… as LXD); a running container is frozen for the copy. */
+  create(name?: string, options?: SnapshotCreateOptions): Promise<SnapshotInfo>;
+  /** Every snapshot, oldest first. */
+  list(): Promise<SnapshotInfo[]>;
+  get(name: string): Promise<SnapshotInfo>;
+  /** Brings back the snapshot's files or disk and record (a running instance ends running). */
+  restore(name: string, options?: SnapshotRestoreOptions): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  delete(name: string): Promise<void>;
+}
+
+/** A snapshot as stored in `<instance>/snapshots/<name>/snapshot.json` (its name is its directory's). */
+export interface StoredSnapshot {
+  format: 'lxq-snapshot';
+  version: 1;
+  createdAt: string;
+  stateful: boolean;
+  expiresAt: string | null;
+  description: string;
+  /** The driver's own reference (a VM's internal qcow2 snapshot tag). */
+  tag: string;
+  record: InstanceRecord;
+}
+
+/** A snapshot as a driver sees it: where it is and what it stores. */
+export interface SnapshotRef {
+  name: string;
+  dir: string;
+  meta: StoredSnapshot;
+}
+
+/**
+ * What each instance type provides. Every call is made by the storage layer inside the
+ * instance's operation queue (one at a time) with the status it just read.
+ */
+export interface StorageDriver {
+  /**
+   * Fills `into` (an empty directory) with what a snapshot keeps beside the record, consistent:
+   * a running container is frozen for the copy.
+   */
+  capture(into: string, options: { stateful: boolean; status: InstanceStatus; tag: string }): Promise<void>;
+  /** Refuses a restore this type cannot do in this status, before any side effect. */
+  checkRestore?(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
+  /** Removes driver-side data of a snapshot (a VM's internal snapshot), before its directory goes. */
+  discard?(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
+  /** Work done before a restore commits, while the instance may still run (a container's copy of the snapshot's files). */
+  stageRestore(snapshot: SnapshotRef, staging: string): Promise<void>;
+  /** Puts the staged data in place of the instance's, the instance stopped; idempotent (run again after a crash). */
+  applyRestore(snapshot: SnapshotRef, staging: string, record: InstanceRecord): Promise<void>;
+}
+
+/** Events of the storage layer, on the instance's emitter. */
+export interface SnapshotEvent {
+  name: string;
+  snapshot: string;
+}
+export interface SnapshotRenamedEvent extends SnapshotEvent {
+  previous: string;
+}
