@@ -303,6 +303,24 @@ describe('proxy devices: a host port into the instance', () => {
   });
 });
 
+test('nictype bridged: a NIC on a host bridge lxq does not manage (no DHCP there: the link and its MAC)', async () => {
+  const bridge = netName('hb');
+  made.push(bridge);
+  execFileSync('ip', ['link', 'add', 'name', bridge, 'type', 'bridge']);
+  execFileSync('ip', ['link', 'set', 'dev', bridge, 'up']);
+  const c = await t.host.create(t.name('hb'), { image: 'busybox', devices: { eth0: { type: 'nic', nictype: 'bridged', parent: bridge } } });
+  try {
+    await c.start();
+    const eth0 = (await c.state()).network.interfaces.find((i) => i.name === 'eth0');
+    expect(eth0?.hwaddr).toBe(c.devices.eth0.hwaddr);
+    expect(execFileSync('ip', ['-o', 'link', 'show', 'master', bridge]).toString()).toMatch(/lxq[0-9a-f]{8}/);
+    await expect(t.host.create(t.name('hb'), { image: 'busybox', devices: { eth0: { type: 'nic', nictype: 'bridged', parent: 'lxqnosuchbr' } } })).rejects.toThrow(/"parent" lxqnosuchbr is not a link of this host/);
+  } finally {
+    await c.delete({ force: true });
+    execFileSync('ip', ['link', 'delete', 'dev', bridge]);
+  }
+});
+
 test('ipv4.nat: masquerade in a table of lxq\'s own, gone with the network', async () => {
   const n = await network('nat', { 'ipv4.nat': 'true' });
   const table = execFileSync('nft', ['list', 'table', 'ip', `lxq_${n.name}`]).toString();
