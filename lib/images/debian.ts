@@ -45,7 +45,7 @@ WantedBy=sysinit.target
 
 /** Files of every Debian tree, written over what the packages installed. */
 export const DEBIAN_FILES: Record<string, GuestFile> = {
-  'etc/systemd/network/20-eth0.network': { mode: 0o644, text: '[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n' },
+  'etc/systemd/network/20-eth.network': { mode: 0o644, text: '[Match]\nName=eth*\n\n[Network]\nDHCP=yes\n' },
   'etc/hosts': { mode: 0o644, text: '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' },
   'etc/systemd/system/lxq-hostname.service': { mode: 0o644, text: FIRST_HOSTNAME },
   // debugfs cannot be mounted in an unprivileged container (the one failed unit there).

@@ -78,7 +78,9 @@ const FILES = { initrd: 'initrd.img', disk: 'disk.qcow2' } as const;
  *   reaches /init in ~40% of the instructions: 1.2 s instead of 3.0 s of `-icount` virtual time);
  * - `8250.nr_uarts=1`, `i8042.noaux i8042.nokbd`: fewer legacy devices to probe (small);
  * - `panic=-1`: reboot at once on a panic rather than hang;
- * - `lxq.root=/dev/vda`: what the initramfs mounts (`none` keeps the VM in the initramfs).
+ * - `lxq.root=/dev/vda`: what the initramfs mounts (`none` keeps the VM in the initramfs);
+ * - `net.ifnames=0`: NICs keep the kernel's names (eth0, eth1…), as a nic device's `name` says
+ *   and the images' DHCP configuration expects (udev would rename them by slot).
  * Tried without a measurable gain: mitigations=off, nokaslr, no_timer_check, tsc=reliable,
  * lsm=capability, audit=0, init_on_alloc=0, nowatchdog, rcupdate.rcu_expedited=1, and
  * initcall_blacklist= for the slowest initcalls. `pci=noacpi` saves the ACPI interrupt-link setup
@@ -95,6 +97,7 @@ export function vmKernelCmdline(): string {
     'i8042.noaux',
     'i8042.nokbd',
     'lxq.root=/dev/vda',
+    'net.ifnames=0',
   ].join(' ');
 }
 
