@@ -12,8 +12,8 @@
 //   while it starts) holds every later request until it does. lxq itself does not send a
 //   command into a container it is still starting (spawn waits for a start under way).
 // - start is made by a forked handler, because liblxc moves the process that calls start() into
-//   the container's monitor cgroup: the handler is what it moves; it replies and exits once the
-//   container runs, and the loop reaps it.
+//   the container's monitor cgroup: the handler is what it moves; it exits once the
+//   container runs, and the loop replies when it has reaped it.
 #include <fcntl.h>
 #include <lxc/lxccontainer.h>
 #include <poll.h>
@@ -57,10 +57,13 @@ void Reply(int sock, const std::vector<std::string>& fields, const std::vector<i
 }
 
 // start: fields name, lxcpath, argv...; the container is started daemonized from the saved config.
-// Runs in a forked handler (see the header); replies with 0 or an errno.
-void StartInHandler(int sock, const std::vector<std::string>& f) {
+// Runs in a forked handler (see the header); returns 0 or an errno, its exit status. The loop
+// replies once it has reaped the handler: a handler that replied itself would still sit in the
+// monitor's cgroups for a moment, and a stop in that moment left them behind (liblxc's monitor
+// cannot remove a cgroup with a process in it).
+int StartInHandler(const std::vector<std::string>& f) {
   lxc_container* c = lxc_container_new(f[1].c_str(), f[2].c_str());
-  if (!c) return Reply(sock, {std::to_string(ENOENT)});
+  if (!c) return ENOENT;
   std::vector<char*> argv;
   for (size_t i = 3; i < f.size(); i++) argv.push_back(const_cast<char*>(f[i].c_str()));
   argv.push_back(nullptr);
@@ -69,7 +72,7 @@ void StartInHandler(int sock, const std::vector<std::string>& f) {
   errno = 0;
   bool ok = c->start(c, 0, argv.size() > 1 ? argv.data() : nullptr);
   int err = ok ? 0 : (errno ? errno : EIO);
-  Reply(sock, {std::to_string(err)});
+  return err > 0 && err < 256 ? err : (ok ? 0 : EIO);
 }
 
 // The last few containers attached to, parsed: lxc_container_new reads and parses the config
@@ -129,6 +132,7 @@ struct Child {
   int pidfd;
   int sock;  // the request's socket, closed when the child is reaped
   bool report;
+  bool start = false;  // a start handler: its exit status is the start's reply
 };
 
 int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
@@ -143,15 +147,15 @@ bool Start(int sock, const std::vector<std::string>& f, Child& child) {
     if (sock != 3) dup2(sock, 3);
     syscall(SYS_close_range, 4U, ~0U, 0U);
     ResetSignals();
-    StartInHandler(3, f);
-    _exit(0);
+    _exit(StartInHandler(f));
   }
   if (handler < 0) return Reply(sock, {std::to_string(errno)}), false;
-  child = {handler, PidfdOpen(handler), sock, false};
+  child = {handler, PidfdOpen(handler), sock, false, true};
   if (child.pidfd < 0) {  // cannot be watched: wait here rather than leave a zombie
-    while (waitpid(handler, nullptr, 0) < 0 && errno == EINTR) {
+    int status = 0;
+    while (waitpid(handler, &status, 0) < 0 && errno == EINTR) {
     }
-    return false;
+    return Reply(sock, {std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : EIO)}), false;
   }
   return true;
 }
@@ -247,6 +251,7 @@ void Reap(const Child& child) {
   siginfo_t info = {};
   while (waitid(P_PID, child.pid, &info, WEXITED) < 0 && errno == EINTR) {
   }
+  if (child.start) Reply(child.sock, {std::to_string(info.si_code == CLD_EXITED ? info.si_status : EIO)});
   if (child.report) {
     bool signalled = info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED;
     Reply(child.sock, {"exit", signalled ? "-1" : std::to_string(info.si_status), signalled ? std::to_string(info.si_status) : "0"});
