@@ -4,6 +4,7 @@ set -euo pipefail
 
 packages=(
   lxc lxc-dev liblxc1 pkg-config uidmap        # liblxc and its headers; newuidmap for id maps
+  g++ make libc6-dev                           # the addon (node-gyp); a static udp echo the proxy tests run inside
   busybox-static                               # the busybox container image
   qemu-system-x86 qemu-utils qemu-guest-agent  # VMs, qcow2 overlays, the guest agent for the VM image
   cpio kmod e2fsprogs                          # building the VM image (initramfs, modules, ext4)
