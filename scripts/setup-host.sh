@@ -11,7 +11,7 @@ packages=(
   mmdebstrap debootstrap                       # the debian/12 image (from the host's apt sources)
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync
   tmux                                         # the CLI tests run shell and exec -t in a real terminal
-  iproute2 dnsmasq-base nftables               # networks: bridges and links, DHCP and DNS, NAT
+  iproute2 dnsmasq-base dnsmasq-utils nftables # networks: bridges and links, DHCP and DNS (dhcp_release), NAT
   acl attr zstd criu                           # snapshot tests: ACLs and xattrs; export compression; stateful container snapshots
 )
 missing=()

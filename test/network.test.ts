@@ -241,7 +241,13 @@ describe('instances on one bridge', () => {
     await t.host.networks.update(net.name, { 'ipv4.dhcp.ranges': `${net.address.replace(/\.1$/, '.100')}-${net.address.replace(/\.1$/, '.120')}` });
     expect((await net.parts()).dnsmasq).toBeGreaterThan(0);
     const pid = (await net.parts()).dnsmasq!;
-    for (const i of [c1, c2, vm]) await i.delete({ force: true });
+    // A deleted instance's lease is released at once (its address is free again).
+    const gone = c1.devices.eth0.hwaddr;
+    expect((await net.leases()).some((l) => l.hwaddr === gone)).toBe(true);
+    await c1.delete({ force: true });
+    for (let i = 0; i < 50 && (await net.leases()).some((l) => l.hwaddr === gone); i++) await new Promise((r) => setTimeout(r, 100));
+    expect((await net.leases()).map((l) => l.hwaddr)).not.toContain(gone);
+    for (const i of [c2, vm]) await i.delete({ force: true });
     await t.host.networks.delete(net.name);
     expect(linkExists(net.name)).toBe(false);
     // Gone (or a zombie its parent has not reaped yet: no command line any more).
