@@ -12,7 +12,7 @@ packages=(
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync
   tmux                                         # the CLI tests run shell and exec -t in a real terminal
   iproute2 dnsmasq-base dnsmasq-utils nftables # networks: bridges and links, DHCP and DNS (dhcp_release), NAT
-  acl attr zstd criu                           # snapshot tests: ACLs and xattrs; export compression; stateful container snapshots
+  acl attr libcap2-bin zstd criu               # rootfs copies keep xattrs (getfattr/setfattr); ACLs and capabilities in tests; export compression; stateful snapshots
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done

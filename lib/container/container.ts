@@ -22,7 +22,8 @@ import { type DeviceSource, probeDevices, readSources } from '../devices/validat
 import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
 import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
 import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
-import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
+import { copyTreeShifted } from '../storage/tree';
+import { writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../images/meta';
 import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
