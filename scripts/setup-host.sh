@@ -12,6 +12,7 @@ packages=(
   tmux                                         # the CLI tests run shell and exec -t in a real terminal
   iproute2 dnsmasq-base nftables               # networks: bridges and links, DHCP and DNS, NAT
   acl attr zstd criu                           # snapshot tests: ACLs and xattrs; export compression; stateful container snapshots
+  lxd                                          # remote hosts: Debian's LXD 5.0 server (test/remote.test.ts, bench peer)
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
