@@ -9,7 +9,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { InvalidState, LxqError, NotFound, NotSupported, OperationFailed, Timeout } from '../lib/errors';
+import { AlreadyExists, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, Timeout } from '../lib/errors';
+import { Host } from '../lib';
 import { LxdClient } from '../lib/remote/client';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
 
@@ -162,5 +163,72 @@ describe('LxdClient bad input', () => {
   test('https without a pinned certificate is refused before connecting', () => {
     expect(() => new LxdClient({ url: 'https://127.0.0.1:8443' })).toThrow(/serverCert/);
     expect(() => new LxdClient({ url: 'http://127.0.0.1:8443', cert: 'x', key: 'y', serverCert: 'z' })).toThrow(/https/);
+  });
+});
+
+describe('Host.connect: instances on the LXD server', () => {
+  test('create, list, get, start, state, freeze/unfreeze, restart, stop (timeout then force), console log, delete', async () => {
+    const host = await Host.connect({ socket: daemon!.socket });
+    const c = name();
+    made.add(c);
+    try {
+      const i = await host.create(c, { image: ALIAS, profiles: [PROFILE] });
+      expect(i.type).toBe('container');
+      expect(await i.status()).toBe('stopped');
+      expect((await host.list()).map((x) => x.name)).toContain(c);
+      expect((await host.get(c)).name).toBe(c);
+      await expect(host.create(c, { image: ALIAS, profiles: [PROFILE] })).rejects.toBeInstanceOf(AlreadyExists);
+
+      await i.start();
+      await expect(i.start()).rejects.toBeInstanceOf(InvalidState);
+      const st = await i.state();
+      expect(st.status).toBe('running');
+      expect(st.pid).toBeGreaterThan(0);
+      expect(st.processes).toBeGreaterThan(0);
+      expect(st.memory.usageBytes).toBeGreaterThan(0);
+      // No NIC in the profile: only the loopback, and no address to report.
+      expect(st.network.interfaces.map((n) => n.name)).toEqual(['lo']);
+      expect(st.network.addresses).toEqual([]);
+
+      await i.freeze();
+      expect(await i.status()).toBe('frozen');
+      await expect(i.freeze()).rejects.toBeInstanceOf(InvalidState);
+      await i.unfreeze();
+      expect(await i.status()).toBe('running');
+      await i.restart({ timeout: 5 });
+      expect(await i.status()).toBe('running');
+      await expect(i.delete()).rejects.toBeInstanceOf(InvalidState);
+
+      const t0 = Date.now();
+      await i.stop({ timeout: 10 });
+      console.log(`remote graceful stop of busybox: ${Date.now() - t0} ms`);
+      expect(await i.status()).toBe('stopped');
+      await expect(i.stop()).rejects.toBeInstanceOf(InvalidState);
+      expect(typeof (await i.consoleLog())).toBe('string');
+      await i.delete();
+      made.delete(c);
+      await expect(host.get(c)).rejects.toBeInstanceOf(NotFound);
+    } finally {
+      host.close();
+    }
+  });
+
+  test('bad input: a bad name and a missing image are refused; a VM is NotSupported in LXD\'s words; unknown project; no server', async () => {
+    const host = await Host.connect({ socket: daemon!.socket });
+    try {
+      await expect(host.create('bad/name', { image: ALIAS })).rejects.toBeInstanceOf(InvalidArgument);
+      await expect(host.create(name(), { image: `nope-${tag}`, profiles: [PROFILE] })).rejects.toBeInstanceOf(NotFound);
+      const v = name();
+      made.add(v);
+      const e = await thrown(host.create(v, { type: 'vm', image: ALIAS, profiles: [PROFILE] }));
+      console.log(`Host.connect VM create: ${e.name}: ${e.message}`);
+      expect(e).toBeInstanceOf(NotSupported);
+      expect(e.message).toMatch(/virtual-machine.*not supported on this server/);
+      await expect(host.list().then((l) => l.map((x) => x.name))).resolves.not.toContain(v);
+    } finally {
+      host.close();
+    }
+    await expect(Host.connect({ socket: daemon!.socket, project: `nope-${tag}` })).rejects.toBeInstanceOf(NotFound);
+    await expect(Host.connect({ socket: path.join(dir, 'none.socket') })).rejects.toBeInstanceOf(OperationFailed);
   });
 });
