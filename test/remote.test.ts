@@ -167,7 +167,7 @@ describe('LxdClient bad input', () => {
 });
 
 describe('Host.connect: instances on the LXD server', () => {
-  test('create, list, get, start, state, freeze/unfreeze, restart, stop (timeout then force), console log, delete', async () => {
+  test('create, list, get, start, state, exec (stdin, stdout/stderr apart, exit code), freeze/unfreeze, restart, stop (timeout then force), console log, delete', async () => {
     const host = await Host.connect({ socket: daemon!.socket });
     const c = name();
     made.add(c);
@@ -189,6 +189,11 @@ describe('Host.connect: instances on the LXD server', () => {
       // No NIC in the profile: only the loopback, and no address to report.
       expect(st.network.interfaces.map((n) => n.name)).toEqual(['lo']);
       expect(st.network.addresses).toEqual([]);
+
+      const r = await i.exec(['/bin/sh', '-c', 'echo out; echo err >&2; read x; echo "got $x"; exit 3'], { input: 'hello\n' });
+      expect(r).toEqual({ exitCode: 3, stdout: 'out\ngot hello\n', stderr: 'err\n' });
+      expect((await i.exec(['/bin/true'])).exitCode).toBe(0);
+      await expect(i.exec([])).rejects.toBeInstanceOf(InvalidArgument);
 
       await i.freeze();
       expect(await i.status()).toBe('frozen');

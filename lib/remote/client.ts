@@ -208,6 +208,15 @@ export class LxdClient {
     return this.wait(await this.request(method, path, body, opts), `${method} ${path}`);
   }
 
+  /** Where a websocket for `path` connects (ws+unix for the socket, wss with the pinned agent for TLS). */
+  websocketUrl(path: string): string {
+    return this.secure ? `wss://${this.base.host}:${this.base.port}${path}` : `ws+unix://${this.base.socketPath}:${path}`;
+  }
+
+  websocketOptions(): { agent?: http.Agent; handshakeTimeout: number } {
+    return { ...(this.secure ? { agent: this.agent } : {}), handshakeTimeout: this.timeoutMs };
+  }
+
   close(): void {
     this.agent.destroy();
   }

@@ -7,6 +7,7 @@ import { InvalidArgument, InvalidState, LxqError, NotFound, NotSupported } from 
 import type { InstanceState, InstanceStatus, InstanceType, NetworkInterface, StopOptions } from '../instance/instance';
 import { reportedAddresses } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
+import { remoteExec, RemoteExecOptions, RemoteExecResult } from './exec';
 
 export interface ConnectOptions extends LxdEndpoint {
   /** The cluster member new instances are placed on (default: the server decides). */
@@ -200,6 +201,11 @@ export class RemoteInstance {
       network: { addresses: reportedAddresses(interfaces), interfaces },
       devices: [],
     };
+  }
+
+  /** Runs a command (no pty) through LXD's exec websockets: separate stdout/stderr, exit code, stdin. */
+  exec(command: string[], options: RemoteExecOptions = {}): Promise<RemoteExecResult> {
+    return remoteExec(this.client, this.path, command, options);
   }
 
   /** The console's log (what the instance's init wrote), as LXD keeps it. */
