@@ -237,3 +237,24 @@ describe('Host.connect: instances on the LXD server', () => {
     await expect(Host.connect({ socket: path.join(dir, 'none.socket') })).rejects.toBeInstanceOf(OperationFailed);
   });
 });
+
+describe('members()', () => {
+  test('a standalone server is one member; a single-member cluster on loopback lists itself online', async () => {
+    const host = await Host.connect({ socket: daemon!.socket });
+    try {
+      const alone = await host.members();
+      expect(alone).toHaveLength(1);
+      expect(alone[0].message).toBe('not clustered');
+      // Clustering needs an HTTPS address: loopback only, a port picked from the ephemeral range.
+      const port = 20000 + Math.floor(Math.random() * 20000);
+      await client.call('PATCH', '/1.0', { config: { 'core.https_address': `127.0.0.1:${port}` } });
+      await client.call('PUT', '/1.0/cluster', { server_name: 'm1', enabled: true });
+      const members = await host.members();
+      console.log(`cluster members: ${JSON.stringify(members)}`);
+      expect(members.map((m) => [m.name, m.status])).toEqual([['m1', 'online']]);
+      expect(members[0].url).toBe(`https://127.0.0.1:${port}`);
+    } finally {
+      host.close();
+    }
+  });
+});

@@ -99,9 +99,30 @@ export class RemoteHost {
     return all.map((m) => new RemoteInstance(this.client, m));
   }
 
+  /** The cluster's members (GET /1.0/cluster/members); a server that is not clustered is one member of its own. */
+  async members(): Promise<ClusterMember[]> {
+    const cluster = (await this.client.request('GET', '/1.0/cluster')).metadata;
+    if (!cluster?.enabled) {
+      const info = (await this.client.request('GET', '/1.0')).metadata;
+      return [{ name: info.environment?.server_name ?? 'none', url: '', status: 'online', roles: [], architecture: info.environment?.kernel_architecture ?? '', message: 'not clustered' }];
+    }
+    const all = (await this.client.request('GET', '/1.0/cluster/members?recursion=1')).metadata as Array<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    return all.map((m) => ({ name: m.server_name, url: m.url, status: String(m.status).toLowerCase(), roles: m.roles ?? [], architecture: m.architecture, message: m.message }));
+  }
+
   close(): void {
     this.client.close();
   }
+}
+
+export interface ClusterMember {
+  name: string;
+  url: string;
+  /** LXD's status, lower-cased: online, offline, evacuated… */
+  status: string;
+  roles: string[];
+  architecture: string;
+  message: string;
 }
 
 export class RemoteInstance {
