@@ -17,6 +17,7 @@ import { RECORD_FILE } from './instance/base';
 import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
 import { clearLeftovers } from './storage/recover';
+import { type ConnectOptions, RemoteHost } from './remote/host';
 import { readJson } from './util/fs';
 import { refuseUnknownKeys } from './util/keys';
 import { VmInstance } from './vm/vm';
@@ -87,6 +88,11 @@ export class Host {
   /** Stops following the host for events (watches, pidfds); nothing else is needed to exit. */
   close(): Promise<void> {
     return this.lifecycle.close();
+  }
+
+  /** A host on an LXD server (its unix socket by default, or https with a pinned certificate): lib/remote. */
+  static connect(options: ConnectOptions = {}): Promise<RemoteHost> {
+    return RemoteHost.connect(options);
   }
 
   static async open(options: HostOptions = {}): Promise<Host> {

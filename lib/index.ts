@@ -24,3 +24,4 @@ export * from './errors';
 export { LIFECYCLE_ACTIONS } from './events/lifecycle';
 export type { LifecycleAction, LifecycleEvent, EventsOptions } from './events/lifecycle';
 export type { InstanceSnapshots, SnapshotInfo, SnapshotCreateOptions, SnapshotRestoreOptions, SnapshotEvent, SnapshotRenamedEvent } from './storage/types';
+export * from './remote';

@@ -1,0 +1,4 @@
+export { DEFAULT_SOCKET, LxdClient, lxdError } from './client';
+export type { LxdEndpoint, LxdErrorDetails, LxdResponse, RequestOptions } from './client';
+export { RemoteHost, RemoteInstance } from './host';
+export type { ClusterMember, ConnectOptions, RemoteCreateOptions } from './host';

@@ -1,0 +1,260 @@
+/**
+ * lib/remote against a real LXD 5.0 daemon (Debian's lxd), started by this file with its own
+ * LXD_DIR and LXD_LOG_DIR under a temporary directory, a dir pool, a profile without NIC and
+ * lxq's busybox image; stopped with `lxd shutdown` in afterAll, also after a failure.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { AlreadyExists, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, Timeout } from '../lib/errors';
+import { Host } from '../lib';
+import { LxdClient } from '../lib/remote/client';
+import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
+
+jest.setTimeout(300_000);
+
+const POOL = 'lxq-test';
+const PROFILE = 'lxq-test';
+const ALIAS = 'lxq-test-busybox';
+const tag = randomBytes(3).toString('hex');
+let n = 0;
+const name = () => `r-${tag}-${n++}`;
+
+let dir: string;
+let daemon: LxdDaemon | undefined;
+let client: LxdClient;
+const made = new Set<string>();
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-lxd-'));
+  // The containers' root (mapped to a subuid) must be able to traverse down to LXD_DIR.
+  chmodSync(dir, 0o711);
+  daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
+  client = new LxdClient({ socket: daemon.socket });
+  await ensurePool(client, POOL, 'lxq tests');
+  await ensureProfile(client, PROFILE, POOL, 'lxq tests');
+  await ensureBusyboxImage(client, ALIAS, dir);
+});
+
+afterAll(async () => {
+  try {
+    for (const n of made) {
+      await client?.call('PUT', `/1.0/instances/${n}/state`, { action: 'stop', force: true }).catch(() => undefined);
+      await client?.call('DELETE', `/1.0/instances/${n}`).catch(() => undefined);
+    }
+  } finally {
+    client?.close();
+    await daemon?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+async function thrown(p: Promise<unknown>): Promise<LxqError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as LxqError;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('LxdClient on a real LXD', () => {
+  test('the server trusts us over its socket and speaks API 1.0', async () => {
+    const r = await client.request('GET', '/1.0');
+    expect(r.metadata.auth).toBe('trusted');
+    expect(r.metadata.api_version).toBe('1.0');
+    expect(r.etag).toBeTruthy();
+  });
+
+  test('container lifecycle through async operations; ETag/If-Match refuses a stale update', async () => {
+    const c = name();
+    made.add(c);
+    await client.call('POST', '/1.0/instances', { name: c, type: 'container', source: { type: 'image', alias: ALIAS }, profiles: [PROFILE] });
+    const inst = `/1.0/instances/${c}`;
+    const first = await client.request('GET', inst);
+    expect(first.metadata.status).toBe('Stopped');
+    expect(first.etag).toBeTruthy();
+    // An update with the current ETag lands; one with the old ETag is refused as a conflict.
+    // LXD's instance ETag covers architecture, config, devices, ephemeral and profiles.
+    const { architecture, config, devices, ephemeral, profiles } = first.metadata;
+    const put = (etag: string | undefined, value: string) =>
+      client.call('PUT', inst, { architecture, config: { ...config, 'user.lxq': value }, devices, ephemeral, profiles }, { etag });
+    await put(first.etag, 'one');
+    const stale = await thrown(put(first.etag, 'two'));
+    expect(stale).toBeInstanceOf(InvalidState);
+    expect(stale.message).toMatch(/ETag|precondition/i);
+    expect((await client.request('GET', inst)).metadata.config['user.lxq']).toBe('one');
+
+    await client.call('PUT', `${inst}/state`, { action: 'start', timeout: 30 });
+    const st = await client.request('GET', `${inst}/state`);
+    expect(st.metadata.status).toBe('Running');
+    expect(st.metadata.pid).toBeGreaterThan(0);
+    // Starting a running container: the operation fails and its error comes back typed.
+    const again = await thrown(client.call('PUT', `${inst}/state`, { action: 'start' }));
+    expect(again).toBeInstanceOf(LxqError);
+    expect(again.message).toMatch(/running/i);
+
+    await client.call('PUT', `${inst}/state`, { action: 'stop', force: true });
+    expect((await client.request('GET', inst)).metadata.status).toBe('Stopped');
+    await client.call('DELETE', inst);
+    made.delete(c);
+    expect(await thrown(client.request('GET', inst))).toBeInstanceOf(NotFound);
+  });
+
+  test('a VM on this LXD is refused with the server\'s own words, typed', async () => {
+    const v = name();
+    made.add(v);
+    const e = await thrown(
+      (async () => {
+        // An empty VM (no image needed): LXD refuses it for want of QEMU/KVM, at creation or start.
+        await client.call('POST', '/1.0/instances', { name: v, type: 'virtual-machine', source: { type: 'none' }, profiles: [PROFILE] });
+        await client.call('PUT', `/1.0/instances/${v}/state`, { action: 'start', timeout: 30 });
+      })(),
+    );
+    console.log(`LXD refuses a VM: ${e.name}: ${e.message}`);
+    expect(e).toBeInstanceOf(NotSupported);
+    expect(e.message).toMatch(/virtual-machine.*not supported on this server/);
+    expect((e as unknown as { lxd: { serverMessage: string } }).lxd.serverMessage.length).toBeGreaterThan(0);
+  });
+
+  test('a project that does not exist is NotFound with the server\'s message', async () => {
+    const p = new LxdClient({ socket: daemon!.socket, project: `nope-${tag}` });
+    try {
+      const e = await thrown(p.call('POST', p.url('/1.0/instances'), { name: name(), type: 'container', source: { type: 'image', alias: ALIAS } }));
+      expect(e).toBeInstanceOf(NotFound);
+      expect(e.message).toMatch(/project/i);
+    } finally {
+      p.close();
+    }
+  });
+});
+
+describe('LxdClient bad input', () => {
+  test('no server on the socket: a clear OperationFailed at once', async () => {
+    const c = new LxdClient({ socket: path.join(dir, 'nothing.socket'), timeoutMs: 2000 });
+    const t0 = Date.now();
+    const e = await thrown(c.request('GET', '/1.0'));
+    c.close();
+    expect(e).toBeInstanceOf(OperationFailed);
+    expect(e.message).toMatch(/no LXD server answers at .*nothing\.socket/);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  test('a server that never answers: Timeout after the request timeout', async () => {
+    // A protocol edge the real daemon does not produce: a socket that accepts and stays silent.
+    const sock = path.join(dir, 'silent.socket');
+    const conns: net.Socket[] = [];
+    const server = net.createServer((s) => conns.push(s));
+    await new Promise<void>((r) => server.listen(sock, r));
+    const c = new LxdClient({ socket: sock, timeoutMs: 500 });
+    try {
+      const e = await thrown(c.request('GET', '/1.0'));
+      expect(e).toBeInstanceOf(Timeout);
+    } finally {
+      c.close();
+      conns.forEach((s) => s.destroy());
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('https without a pinned certificate is refused before connecting', () => {
+    expect(() => new LxdClient({ url: 'https://127.0.0.1:8443' })).toThrow(/serverCert/);
+    expect(() => new LxdClient({ url: 'http://127.0.0.1:8443', cert: 'x', key: 'y', serverCert: 'z' })).toThrow(/https/);
+  });
+});
+
+describe('Host.connect: instances on the LXD server', () => {
+  test('create, list, get, start, state, exec (stdin, stdout/stderr apart, exit code), freeze/unfreeze, restart, stop (timeout then force), console log, delete', async () => {
+    const host = await Host.connect({ socket: daemon!.socket });
+    const c = name();
+    made.add(c);
+    try {
+      const i = await host.create(c, { image: ALIAS, profiles: [PROFILE] });
+      expect(i.type).toBe('container');
+      expect(await i.status()).toBe('stopped');
+      expect((await host.list()).map((x) => x.name)).toContain(c);
+      expect((await host.get(c)).name).toBe(c);
+      await expect(host.create(c, { image: ALIAS, profiles: [PROFILE] })).rejects.toBeInstanceOf(AlreadyExists);
+
+      await i.start();
+      await expect(i.start()).rejects.toBeInstanceOf(InvalidState);
+      const st = await i.state();
+      expect(st.status).toBe('running');
+      expect(st.pid).toBeGreaterThan(0);
+      expect(st.processes).toBeGreaterThan(0);
+      expect(st.memory.usageBytes).toBeGreaterThan(0);
+      // No NIC in the profile: only the loopback, and no address to report.
+      expect(st.network.interfaces.map((n) => n.name)).toEqual(['lo']);
+      expect(st.network.addresses).toEqual([]);
+
+      const r = await i.exec(['/bin/sh', '-c', 'echo out; echo err >&2; read x; echo "got $x"; exit 3'], { input: 'hello\n' });
+      expect(r).toEqual({ exitCode: 3, stdout: 'out\ngot hello\n', stderr: 'err\n' });
+      expect((await i.exec(['/bin/true'])).exitCode).toBe(0);
+      await expect(i.exec([])).rejects.toBeInstanceOf(InvalidArgument);
+
+      await i.freeze();
+      expect(await i.status()).toBe('frozen');
+      await expect(i.freeze()).rejects.toBeInstanceOf(InvalidState);
+      await i.unfreeze();
+      expect(await i.status()).toBe('running');
+      await i.restart({ timeout: 5 });
+      expect(await i.status()).toBe('running');
+      await expect(i.delete()).rejects.toBeInstanceOf(InvalidState);
+
+      const t0 = Date.now();
+      await i.stop({ timeout: 10 });
+      console.log(`remote graceful stop of busybox: ${Date.now() - t0} ms`);
+      expect(await i.status()).toBe('stopped');
+      await expect(i.stop()).rejects.toBeInstanceOf(InvalidState);
+      expect(typeof (await i.consoleLog())).toBe('string');
+      await i.delete();
+      made.delete(c);
+      await expect(host.get(c)).rejects.toBeInstanceOf(NotFound);
+    } finally {
+      host.close();
+    }
+  });
+
+  test('bad input: a bad name and a missing image are refused; a VM is NotSupported in LXD\'s words; unknown project; no server', async () => {
+    const host = await Host.connect({ socket: daemon!.socket });
+    try {
+      await expect(host.create('bad/name', { image: ALIAS })).rejects.toBeInstanceOf(InvalidArgument);
+      await expect(host.create(name(), { image: `nope-${tag}`, profiles: [PROFILE] })).rejects.toBeInstanceOf(NotFound);
+      const v = name();
+      made.add(v);
+      const e = await thrown(host.create(v, { type: 'vm', image: ALIAS, profiles: [PROFILE] }));
+      console.log(`Host.connect VM create: ${e.name}: ${e.message}`);
+      expect(e).toBeInstanceOf(NotSupported);
+      expect(e.message).toMatch(/virtual-machine.*not supported on this server/);
+      await expect(host.list().then((l) => l.map((x) => x.name))).resolves.not.toContain(v);
+    } finally {
+      host.close();
+    }
+    await expect(Host.connect({ socket: daemon!.socket, project: `nope-${tag}` })).rejects.toBeInstanceOf(NotFound);
+    await expect(Host.connect({ socket: path.join(dir, 'none.socket') })).rejects.toBeInstanceOf(OperationFailed);
+  });
+});
+
+describe('members()', () => {
+  test('a standalone server is one member; a single-member cluster on loopback lists itself online', async () => {
+    const host = await Host.connect({ socket: daemon!.socket });
+    try {
+      const alone = await host.members();
+      expect(alone).toHaveLength(1);
+      expect(alone[0].message).toBe('not clustered');
+      // Clustering needs an HTTPS address: loopback only, a port picked from the ephemeral range.
+      const port = 20000 + Math.floor(Math.random() * 20000);
+      await client.call('PATCH', '/1.0', { config: { 'core.https_address': `127.0.0.1:${port}` } });
+      await client.call('PUT', '/1.0/cluster', { server_name: 'm1', enabled: true });
+      const members = await host.members();
+      console.log(`cluster members: ${JSON.stringify(members)}`);
+      expect(members.map((m) => [m.name, m.status])).toEqual([['m1', 'online']]);
+      expect(members[0].url).toBe(`https://127.0.0.1:${port}`);
+    } finally {
+      host.close();
+    }
+  });
+});
