@@ -33,7 +33,10 @@ import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstancePro
 import { Readable } from 'node:stream';
 import { ReadStream as TtyStream } from 'node:tty';
 import { createConnection, Socket } from 'node:net';
-import { close as closeFd } from 'node:fs';
+import { close as closeFd, constants as fsConstants } from 'node:fs';
+import type { ConsoleEndpoint } from '../console/console';
+
+const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fsConstants;
 import type { Endpoint } from '../network/proxy';
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
@@ -219,6 +222,33 @@ export class ContainerInstance extends BaseInstance {
     const pid = await this.lxc().initPid();
     if (pid <= 0) throw new OperationFailed(`cannot find the init process of ${this.name} (${status})`);
     return `/proc/${pid}/root`;
+  }
+
+  /**
+   * /dev/console through liblxc's console proxy (the monitor serves tty 0 to one client at a
+   * time; the command socket holds it until closed). The window size is set on the console's own
+   * pty, which is what the container's programs see.
+   */
+  protected async openConsole(): Promise<ConsoleEndpoint> {
+    const [sock, ptx] = await this.lxc()
+      .consoleGetfd(0)
+      .catch((e) => this.refuseOrFail(e, 'attach to the console of', 'running', `cannot attach to the console of ${this.name}`));
+    const stream = openTerminal(ptx);
+    stream.once('close', () => closeFd(sock, () => undefined));
+    return {
+      stream,
+      resize: async (cols, rows) => {
+        checkWindowSize(cols, rows);
+        native().setWindowSize(ptx, cols, rows);
+        const pid = await this.lxc().initPid();
+        const fd = await native().openInRoot(`/proc/${pid}/root`, '/dev/console', O_RDWR | O_NOCTTY | O_NONBLOCK, 0);
+        try {
+          native().setWindowSize(fd, cols, rows);
+        } finally {
+          closeFd(fd, () => undefined);
+        }
+      },
+    };
   }
 
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
