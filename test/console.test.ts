@@ -7,7 +7,10 @@ import { InvalidState, NotSupported } from '../lib/errors';
 import type { Instance } from '../lib';
 import type { VmInstance } from '../lib/vm/vm';
 import type { ConsoleStream } from '../lib/console/console';
-import { tempHost, type TestHost } from './helpers/host';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+
+import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 
 let t: TestHost;
 beforeAll(async () => {
@@ -76,6 +79,10 @@ test('container: two readers, typed input reaches a reader inside, the log keeps
   await expect(c.console.attach()).rejects.toBeInstanceOf(InvalidState);
   await c.start();
   const { b, rb } = await exerciseConsole(c, '/dev/console');
+  // Held by this process: another one is told so (through the CLI, as a person would meet it).
+  const other = spawnSync(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), path.join(__dirname, '..', 'lib', 'cli', 'main.ts'), '--host', t.dir, '--images', SHARED_IMAGES, 'console', c.name], { input: '', encoding: 'utf8' });
+  expect(other.status).toBe(1);
+  expect(other.stderr).toBe(`lxq: the console of ${c.name} is in use by another process (until it detaches)\n`);
   await b.resize(132, 43);
   const size = await c.exec(['/bin/sh', '-c', 'stty size </dev/console']);
   expect(size.stdout.toString().trim()).toBe('43 132');

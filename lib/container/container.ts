@@ -79,6 +79,7 @@ const STATUS: Record<LxcState, InstanceStatus> = {
 
 /** The errno of a call refused for the container's state (the runner's attach, Expect in the addon). */
 const ESRCH = 3;
+const EBADF = 9;
 
 /** A v1 memory limit this large means "no limit". */
 const UNLIMITED = 2 ** 62;
@@ -232,7 +233,11 @@ export class ContainerInstance extends BaseInstance {
   protected async openConsole(): Promise<ConsoleEndpoint> {
     const [sock, ptx] = await this.lxc()
       .consoleGetfd(0)
-      .catch((e) => this.refuseOrFail(e, 'attach to the console of', 'running', `cannot attach to the console of ${this.name}`));
+      .catch((e) => {
+        // The monitor denies tty 0 (EBADF) while another client holds it.
+        if ((e as LxcError).errno === EBADF) throw new OperationFailed(`the console of ${this.name} is in use by another process (until it detaches)`);
+        return this.refuseOrFail(e, 'attach to the console of', 'running', `cannot attach to the console of ${this.name}`);
+      });
     const stream = openTerminal(ptx);
     stream.once('close', () => closeFd(sock, () => undefined));
     return {
