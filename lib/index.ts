@@ -12,6 +12,7 @@ export type {
   InstanceConsole,
 } from './instance/instance';
 export type { ExecOptions, ExecResult, SpawnOptions, InstanceProcess, ExitStatus } from './instance/process';
+export type { ConsoleStream } from './console/console';
 export type { InstanceFiles, FileStat, DirEntry, FileType, WriteOptions } from './instance/files';
 export { ContainerInstance } from './container/container';
 export { VmInstance } from './vm/vm';

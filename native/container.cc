@@ -198,6 +198,7 @@ Napi::Function Container::Define(Napi::Env env) {
                          InstanceMethod<&Container::GetIps>("getIps"),
                          InstanceMethod<&Container::Destroy>("destroy"),
                          InstanceMethod<&Container::Attach>("attach"),
+                         InstanceMethod<&Container::ConsoleGetfd>("consoleGetfd"),
                      });
 }
 
@@ -286,6 +287,23 @@ Napi::Value Container::Shutdown(const Napi::CallbackInfo& info) {
 
 Napi::Value Container::Stop(const Napi::CallbackInfo& info) {
   return Enqueue(info.Env(), "stop", [](lxc_container* c, Failure& f) -> Result { return Check(c->stop(c), f, "stop"); });
+}
+
+// consoleGetfd(ttynum): liblxc asks the container's monitor over its command socket for the
+// terminal `ttynum` (0: /dev/console, through the monitor's proxy pty). → [commandSocket, ptx]:
+// the terminal stays reserved for this caller until it closes commandSocket.
+Napi::Value Container::ConsoleGetfd(const Napi::CallbackInfo& info) {
+  int ttynum = info.Length() > 0 ? info[0].ToNumber().Int32Value() : 0;
+  return Enqueue(info.Env(), "console_getfd", [ttynum](lxc_container* c, Failure& f) -> Result {
+    int tty = ttynum, ptx = -1;
+    int sock = c->console_getfd(c, &tty, &ptx);
+    if (sock < 0) {
+      f.call = "console_getfd";
+      f.err = errno;
+      return false;
+    }
+    return std::vector<int64_t>{sock, ptx};
+  });
 }
 
 // unfreeze(expect?): with `expect`, only while the container is in that state (see Expect).

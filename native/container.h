@@ -84,6 +84,7 @@ class Container : public Napi::ObjectWrap<Container> {
   Napi::Value SetCgroupItem(const Napi::CallbackInfo& info);
   Napi::Value GetIps(const Napi::CallbackInfo& info);
   Napi::Value Destroy(const Napi::CallbackInfo& info);
+  Napi::Value ConsoleGetfd(const Napi::CallbackInfo& info);
   Napi::Value Attach(const Napi::CallbackInfo& info);
 
   std::string name_, lxcpath_;

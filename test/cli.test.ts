@@ -171,3 +171,90 @@ test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s siz
     await lxq(['delete', '--force', name]);
   }
 }, 120_000);
+
+test('in a real terminal (tmux): console shows the container\'s console, keys reach it, its size follows the terminal, Ctrl-a q detaches', async () => {
+  const name = t.name('con');
+  await lxq(['launch', 'busybox', name]);
+  const session = `lxqc-${path.basename(t.dir)}`;
+  const rc = path.join(t.dir, 'console-rc');
+  const c = await t.host.get(name);
+  // Something reading the console inside, as a getty would.
+  const loop = await c.spawn(['/bin/sh', '-c', 'while read -r l; do echo "got:$l $(stty size </dev/console)"; done </dev/console >/dev/console']);
+  try {
+    expect(await lxq(['console', name])).toMatchObject({ code: 0 }); // stdin at its end: detached at once
+    await tmux('new-session', '-d', '-s', session, '-x', '90', '-y', '20', `sh -c '${wrapper} console ${name}; echo rc=$? > ${rc}; sleep 30'`);
+    await screenShows(session, /To detach from the console, press: <ctrl>\+a q/);
+    await tmux('send-keys', '-t', session, 'hello console', 'Enter');
+    await screenShows(session, /got:hello console 20 90/);
+    await tmux('send-keys', '-t', session, 'C-a', 'q');
+    const deadline = Date.now() + 15_000;
+    while (!(await fs.readFile(rc, 'utf8').catch(() => '')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(await fs.readFile(rc, 'utf8')).toBe('rc=0\n');
+    expect((await lxq(['console', name, '--show-log'])).stdout).toContain('got:hello console');
+    expect(await c.status()).toBe('running'); // detaching leaves the instance alone
+    loop.kill('SIGKILL');
+    expect((await lxq(['stop', '--force', name])).code).toBe(0);
+    const stopped = await lxq(['console', name]);
+    expect(stopped).toMatchObject({ code: 1, stdout: '' });
+    expect(stopped.stderr).toMatch(/^lxq: cannot attach to the console of .* it is stopped.*\n$/);
+  } finally {
+    loop.kill('SIGKILL');
+    await tmux('kill-session', '-t', session).catch(() => undefined);
+    await lxq(['delete', '--force', name]);
+  }
+}, 120_000);
+
+test('launch -d, snapshot create|list|restore|delete, network create|list|show|delete, image export|import, bad input refused before any change', async () => {
+  const name = t.name('dev');
+  const src = path.join(t.dir, 'share');
+  await fs.mkdir(src);
+  await fs.writeFile(path.join(src, 'f'), 'shared\n');
+  for (const bad of ['data', 'data,source=/x', 'data,type=disk,nokey', ',type=disk']) {
+    const r = await lxq(['launch', 'busybox', name, '-d', bad]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  }
+  expect((await lxq(['launch', 'busybox', name, '-d', 'data,type=disk,source=/nonexistent-lxq,path=/mnt'])).code).toBe(1);
+  expect((await lxq(['list', '--format', 'json'])).stdout).toBe('[]\n'); // nothing was made
+  expect((await lxq(['launch', 'busybox', name, '-d', `data,type=disk,source=${src},path=/mnt,readonly=true`])).code).toBe(0);
+  expect((await lxq(['exec', name, '--', 'cat', '/mnt/f'])).stdout).toBe('shared\n');
+  expect((await lxq(['info', name])).stdout).toMatch(new RegExp(`device data: disk ${src} -> /mnt`));
+
+  expect(await lxq(['snapshot', 'create', name, 'first'])).toMatchObject({ code: 0, stdout: 'first\n' });
+  expect((await lxq(['exec', name, '--', 'sh', '-c', 'echo changed > /etc/motd'])).code).toBe(0);
+  expect(JSON.parse((await lxq(['snapshot', 'list', name, '--format', 'json'])).stdout)).toMatchObject([{ name: 'first', stateful: false }]);
+  expect((await lxq(['snapshot', 'restore', name, 'nope'])).code).toBe(1);
+  expect((await lxq(['snapshot', 'restore', name, 'first'])).code).toBe(0);
+  expect((await lxq(['exec', name, '--', 'cat', '/etc/motd'])).stdout).not.toContain('changed');
+  expect((await lxq(['snapshot', 'delete', name, 'first'])).code).toBe(0);
+  expect((await lxq(['snapshot', 'list', name, '--format', 'csv'])).stdout).toBe('name,created,stateful,size,description\n');
+  expect((await lxq(['snapshot', 'craete', name])).stderr).toMatch(/Did you mean create\?/);
+
+  const net = `lxqc${Math.floor(Math.random() * 1e6)}`;
+  expect((await lxq(['network', 'create', net, 'ipv4.address=bogus'])).code).toBe(1);
+  const created = await lxq(['network', 'create', net, 'dns.domain=cli.test']); // a free subnet is picked
+  try {
+    expect(created).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`^${net}: \\d+\\.\\d+\\.\\d+\\.1/24\n$`)) });
+    const cidr = created.stdout.trim().split(' ')[1];
+    expect(JSON.parse((await lxq(['network', 'list', '--format', 'json'])).stdout)).toMatchObject([{ name: net, address: cidr, domain: 'cli.test' }]);
+    expect((await lxq(['network', 'show', net])).stdout).toMatch(new RegExp(`^name: ${net}\naddress: ${cidr}\n`));
+  } finally {
+    expect((await lxq(['network', 'delete', net])).code).toBe(0);
+  }
+  expect((await lxq(['network', 'show', net])).code).toBe(1);
+
+  const tarball = path.join(t.dir, 'busybox.tar.gz');
+  expect((await lxq(['image', 'export', 'busybox', tarball])).code).toBe(0);
+  expect((await fs.stat(tarball)).size).toBeGreaterThan(0);
+  const alias = `bb-${path.basename(t.dir).slice(-6).toLowerCase()}`;
+  expect((await lxq(['image', 'import', path.join(t.dir, 'none.tar.gz'), '--alias', alias])).code).toBe(1);
+  expect((await lxq(['image', 'import', tarball])).stderr).toMatch(/--alias/);
+  const imported = await lxq(['image', 'import', tarball, '--alias', alias]);
+  try {
+    expect(imported).toMatchObject({ code: 0, stdout: expect.stringContaining(`${alias} (container)`) });
+    expect((await lxq(['image', 'list', '--format', 'csv'])).stdout).toContain(`${alias},container,`);
+  } finally {
+    await lxq(['image', 'delete', alias]);
+  }
+  await lxq(['delete', '--force', name]);
+}, 240_000);

@@ -17,6 +17,7 @@ import { InvalidArgument, LxqError } from '../errors';
 const DEFAULT_HOST_PATH = '/var/lib/lxq';
 import type { Instance, InstanceState } from '../instance/instance';
 import type { InstanceConfigPatch } from '../config/options';
+import type { DevicesInput } from '../devices/declarations';
 import { checkFormat, formatRows } from './format';
 
 /** The package's version, from its package.json (found from lib/cli or dist/lib/cli). */
@@ -47,6 +48,19 @@ function parseKeyValue(kv: string): [string, string] {
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
+
+/** `-d NAME,type=disk,source=/x,path=/mnt`: a device's name, then its keys (LXD's `lxc config device add` in one word). */
+function parseDevice(spec: string): [string, Record<string, string>] {
+  const [name, ...pairs] = spec.split(',');
+  if (!name || name.includes('=') || pairs.length === 0) {
+    throw new InvalidArgument(`bad device "${spec}": expected NAME,type=TYPE,key=value..., e.g. data,type=disk,source=/srv,path=/mnt`);
+  }
+  const keys = Object.fromEntries(pairs.map(parseKeyValue));
+  if (!keys.type) throw new InvalidArgument(`bad device "${spec}": it needs a type=..., e.g. type=disk`);
+  return [name, keys];
+}
+
+const FORMATS = ['table', 'json', 'yaml', 'csv'];
 
 export function program(): Command {
   const cli = new Command('lxq')
@@ -121,10 +135,12 @@ export function program(): Command {
     .description('Create and start an instance')
     .option('--vm', 'a virtual machine (default: a container)')
     .option('-c, --config <key=value>', 'an option (repeatable)', collect, [])
-    .action(async (image: string, name: string, o: { vm?: boolean; config: string[] }) => {
+    .option('-d, --device <name,type=...,key=value>', 'a device, e.g. data,type=disk,source=/srv,path=/mnt (repeatable)', collect, [])
+    .action(async (image: string, name: string, o: { vm?: boolean; config: string[]; device: string[] }) => {
       const config = Object.fromEntries(o.config.map(parseKeyValue));
+      const devices = Object.fromEntries(o.device.map(parseDevice)) as unknown as DevicesInput;
       const h = await host();
-      const i = await h.create(name, { type: o.vm ? 'vm' : 'container', image, config });
+      const i = await h.create(name, { type: o.vm ? 'vm' : 'container', image, config, devices });
       await i.start();
       process.stdout.write(`${name} started\n`);
     });
@@ -264,6 +280,97 @@ export function program(): Command {
     .command('delete <name>')
     .description('Delete an image no instance uses')
     .action(async (name: string) => (await host()).images.delete(name));
+  image
+    .command('import <file>')
+    .description("Import an image in LXD's unified tarball format: lxq image import ./alpine.tar.gz --alias alpine")
+    .requiredOption('--alias <name>', 'the name to keep it under')
+    .action(async (file: string, o: { alias: string }) => {
+      const img = await (await host()).images.import(file, { alias: o.alias });
+      process.stdout.write(`${img.name} (${img.type}): ${img.dir}\n`);
+    });
+  image
+    .command('export <name> <file>')
+    .description("Write an image to a file in LXD's unified tarball format")
+    .option('--vm', 'the VM variant')
+    .action(async (name: string, file: string, o: { vm?: boolean }) => {
+      await (await host()).images.export(name, file, o.vm ? { type: 'vm' } : {});
+    });
+
+  const snapshot = cli.command('snapshot').description('Snapshots of an instance');
+  snapshot
+    .command('create <name> [snapshot]')
+    .description('Snapshot an instance (default names snap0, snap1…)')
+    .option('--stateful', 'keep the running state too')
+    .option('--description <text>', 'a note kept with it')
+    .action(async (name: string, snap: string | undefined, o: { stateful?: boolean; description?: string }) => {
+      const s = await (await (await host()).get(name)).snapshots.create(snap, { ...(o.stateful ? { stateful: true } : {}), ...(o.description ? { description: o.description } : {}) });
+      process.stdout.write(`${s.name}\n`);
+    });
+  snapshot
+    .command('list <name>')
+    .description("An instance's snapshots")
+    .addOption(new Option('--format <format>', 'output format').choices(FORMATS).default('table'))
+    .action(async (name: string, o: { format: string }) => {
+      const rows = (await (await (await host()).get(name)).snapshots.list()).map((s) => ({
+        name: s.name,
+        created: s.createdAt.toISOString(),
+        stateful: s.stateful,
+        size: `${(s.size / 2 ** 20).toFixed(1)}MiB`,
+        description: s.description,
+      }));
+      process.stdout.write(formatRows(rows, ['name', 'created', 'stateful', 'size', 'description'], checkFormat(o.format)));
+    });
+  snapshot
+    .command('restore <name> <snapshot>')
+    .description('Bring an instance back to a snapshot')
+    .option('--stateful', 'restore the running state too')
+    .action(async (name: string, snap: string, o: { stateful?: boolean }) => {
+      await (await (await host()).get(name)).snapshots.restore(snap, o.stateful ? { stateful: true } : {});
+    });
+  snapshot
+    .command('delete <name> <snapshot>')
+    .description('Delete a snapshot')
+    .action(async (name: string, snap: string) => (await (await host()).get(name)).snapshots.delete(snap));
+
+  const network = cli.command('network').description('Managed bridge networks');
+  network
+    .command('create <name> [pairs...]')
+    .description('Create a bridge network: lxq network create lxqbr1 ipv4.address=10.9.0.1/24')
+    .action(async (name: string, pairs: string[]) => {
+      const n = await (await host()).networks.create(name, Object.fromEntries(pairs.map(parseKeyValue)));
+      process.stdout.write(`${n.name}: ${n.cidr}\n`);
+    });
+  network
+    .command('list')
+    .description('Managed networks')
+    .addOption(new Option('--format <format>', 'output format').choices(FORMATS).default('table'))
+    .action(async (o: { format: string }) => {
+      const rows = (await (await host()).networks.list()).map((n) => ({ name: n.name, address: n.cidr, domain: n.domain, mtu: n.mtu, created: n.createdAt.toISOString() }));
+      process.stdout.write(formatRows(rows, ['name', 'address', 'domain', 'mtu', 'created'], checkFormat(o.format)));
+    });
+  network
+    .command('show <name>')
+    .description('A network: its keys and leases')
+    .action(async (name: string) => {
+      const n = await (await host()).networks.get(name);
+      const lines = [`name: ${n.name}`, `address: ${n.cidr}`, `created: ${n.createdAt.toISOString()}`, ...Object.entries(n.config).map(([k, v]) => `config ${k}: ${v}`)];
+      for (const l of await n.leases()) lines.push(`lease: ${l.address} ${l.hwaddr} ${l.hostname ?? '-'} until ${l.expiresAt.toISOString()}`);
+      process.stdout.write(lines.join('\n') + '\n');
+    });
+  network
+    .command('delete <name>')
+    .description('Delete a network no instance uses')
+    .action(async (name: string) => (await host()).networks.delete(name));
+
+  cli
+    .command('console <name>')
+    .description("Attach to an instance's console (detach with Ctrl-a q)")
+    .option('--show-log', 'print the console log and exit')
+    .action(async (name: string, o: { showLog?: boolean }) => {
+      const i = await (await host()).get(name);
+      if (o.showLog) return void process.stdout.write(await i.console.log());
+      await attachConsole(i);
+    });
 
   cli
     .command('monitor')
@@ -310,6 +417,54 @@ async function interactive(i: Instance, argv: string[], tty: boolean, options: {
     if (tty && process.stdin.isTTY) process.stdin.setRawMode(false);
     process.stdout.off('resize', onResize);
     for (const [s, h] of handlers) process.off(s, h);
+  }
+}
+
+/** Ctrl-a, the console's escape key (as `lxc console`): Ctrl-a q detaches, Ctrl-a Ctrl-a sends one Ctrl-a. */
+const ESCAPE = 0x01;
+
+/** The terminal as the console: raw keys in (Ctrl-a q leaves), console output out, window size followed. */
+async function attachConsole(i: Instance): Promise<void> {
+  const c = await i.console.attach();
+  const tty = Boolean(process.stdin.isTTY);
+  process.stderr.write(`To detach from the console, press: <ctrl>+a q\r\n`);
+  const resize = () => {
+    if (process.stdout.columns) c.resize(process.stdout.columns, process.stdout.rows).catch(() => undefined); // a serial port has no size
+  };
+  resize();
+  let escaped = false;
+  const done = new Promise<void>((resolve) => {
+    const onKeys = (keys: Buffer) => {
+      const out: number[] = [];
+      for (const k of keys) {
+        if (escaped) {
+          escaped = false;
+          if (k === 0x71 /* q */) return resolve();
+          out.push(ESCAPE);
+          if (k !== ESCAPE) out.push(k);
+        } else if (k === ESCAPE) escaped = true;
+        else out.push(k);
+      }
+      if (out.length) c.write(Buffer.from(out));
+    };
+    process.stdin.on('data', onKeys);
+    process.stdin.once('end', resolve);
+    c.once('end', resolve);
+    c.once('close', resolve);
+  });
+  if (tty) process.stdin.setRawMode(true);
+  process.stdout.on('resize', resize);
+  c.pipe(process.stdout, { end: false });
+  process.stdin.resume();
+  try {
+    await done;
+  } finally {
+    process.stdout.off('resize', resize);
+    if (tty) process.stdin.setRawMode(false);
+    process.stdin.pause();
+    c.unpipe(process.stdout);
+    c.destroy();
+    process.stderr.write('\r\n');
   }
 }
 

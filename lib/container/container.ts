@@ -35,9 +35,12 @@ import { Readable } from 'node:stream';
 import { ReadStream as TtyStream } from 'node:tty';
 import { createConnection, Socket } from 'node:net';
 import type { Socket as DgramSocket } from 'node:dgram';
-import { close as closeFd } from 'node:fs';
+import { close as closeFd, constants as fsConstants } from 'node:fs';
 import type { DatagramEndpoint, StreamEndpoint } from '../network/proxy';
 import { connectedDatagram } from '../network/datagram';
+import type { ConsoleEndpoint } from '../console/console';
+
+const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fsConstants;
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
 export interface ContainerContext {
@@ -79,6 +82,7 @@ const STATUS: Record<LxcState, InstanceStatus> = {
 
 /** The errno of a call refused for the container's state (the runner's attach, Expect in the addon). */
 const ESRCH = 3;
+const EBADF = 9;
 
 /** A v1 memory limit this large means "no limit". */
 const UNLIMITED = 2 ** 62;
@@ -232,6 +236,37 @@ export class ContainerInstance extends BaseInstance {
     const pid = await this.lxc().initPid();
     if (pid <= 0) throw new OperationFailed(`cannot find the init process of ${this.name} (${status})`);
     return `/proc/${pid}/root`;
+  }
+
+  /**
+   * /dev/console through liblxc's console proxy (the monitor serves tty 0 to one client at a
+   * time; the command socket holds it until closed). The window size is set on the console's own
+   * pty, which is what the container's programs see.
+   */
+  protected async openConsole(): Promise<ConsoleEndpoint> {
+    const [sock, ptx] = await this.lxc()
+      .consoleGetfd(0)
+      .catch((e) => {
+        // The monitor denies tty 0 (EBADF) while another client holds it.
+        if ((e as LxcError).errno === EBADF) throw new OperationFailed(`the console of ${this.name} is in use by another process (until it detaches)`);
+        return this.refuseOrFail(e, 'attach to the console of', 'running', `cannot attach to the console of ${this.name}`);
+      });
+    const stream = openTerminal(ptx);
+    stream.once('close', () => closeFd(sock, () => undefined));
+    return {
+      stream,
+      resize: async (cols, rows) => {
+        checkWindowSize(cols, rows);
+        native().setWindowSize(ptx, cols, rows);
+        const pid = await this.lxc().initPid();
+        const fd = await native().openInRoot(`/proc/${pid}/root`, '/dev/console', O_RDWR | O_NOCTTY | O_NONBLOCK, 0);
+        try {
+          native().setWindowSize(fd, cols, rows);
+        } finally {
+          closeFd(fd, () => undefined);
+        }
+      },
+    };
   }
 
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {

@@ -46,6 +46,8 @@ export interface LxcContainer {
   setCgroupItem(key: string, value: string): Promise<boolean>;
   getIps(iface?: string | null, family?: string | null, scope?: number): Promise<string[]>;
   destroy(): Promise<boolean>;
+  /** liblxc's console_getfd: the terminal `ttynum` (0: /dev/console); held until `commandSocket` is closed. */
+  consoleGetfd(ttynum: number): Promise<[commandSocket: number, ptx: number]>;
   /**
    * Runs argv inside the container with exactly `env` (through lxq_runner, from the saved
    * config); returns at once with the pid, a pidfd, the caller's pipe ends (close-on-exec) and

@@ -15,7 +15,8 @@ import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, va
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import type { Networks } from '../network/networks';
 import { type DatagramEndpoint, parseEndpoint, ProxyServer, type StreamEndpoint } from '../network/proxy';
-import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
+import { ConsoleHub, type ConsoleEndpoint } from '../console/console';
+import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, NotSupported, Timeout } from '../errors';
 import { writeJsonAtomic } from '../util/fs';
 import { refuseUnknownKeys } from '../util/keys';
 import { processStartedAt } from '../util/proc';
@@ -101,12 +102,26 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     emit: (event, payload) => void this.emit(event as 'snapshot-renamed', payload as { name: string; snapshot: string; previous: string }),
   });
 
+  private readonly consoleHub = new ConsoleHub(
+    async () => {
+      await this.require('attach to the console of', ['running', 'frozen']);
+      return this.openConsole();
+    },
+    () => new NotSupported(`the console of ${this.name} has no window size (a ${this.type}'s serial port)`),
+  );
+
   get console(): InstanceConsole {
     const file = this.consoleLogPath;
-    return { path: file, log: () => fs.readFile(file, 'utf8').catch((e) => (e.code === 'ENOENT' ? '' : Promise.reject(e))) };
+    return {
+      path: file,
+      log: () => fs.readFile(file, 'utf8').catch((e) => (e.code === 'ENOENT' ? '' : Promise.reject(e))),
+      attach: () => this.consoleHub.attach(),
+    };
   }
   /** The host file the driver keeps the console output in. */
   protected abstract get consoleLogPath(): string;
+  /** Opens the running instance's console (called once for all the streams attached to it). */
+  protected abstract openConsole(): Promise<ConsoleEndpoint>;
 
   // ---- what a driver provides ----
   /**

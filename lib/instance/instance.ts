@@ -3,6 +3,7 @@
  * driven through the same calls; what a type cannot do is refused with NotSupported, naming
  * the condition, never done silently differently.
  */
+import type { ConsoleStream } from '../console/console';
 import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
@@ -175,4 +176,10 @@ export interface InstanceConsole {
   readonly path: string;
   /** The log's content so far ('' before the first start). */
   log(): Promise<string>;
+  /**
+   * An interactive stream to the running console (a container's /dev/console, a VM's serial
+   * port); the log keeps growing meanwhile. Several streams may be attached at once; InvalidState
+   * if the instance is not running.
+   */
+  attach(): Promise<ConsoleStream>;
 }

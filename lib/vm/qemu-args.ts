@@ -15,6 +15,8 @@ export interface QemuArgsOptions {
   qmpSocket: string;
   qgaSocket: string;
   serialLog: string;
+  /** The serial port's chardev socket, for interactive consoles; the log is written all the same. */
+  serialSocket?: string;
   memoryMiB: number;
   cpus: number;
   accel: 'tcg' | 'kvm';
@@ -54,7 +56,10 @@ export function qemuArgsForImage(img: VmImage, opts: QemuArgsOptions): string[] 
     '-initrd', img.initrd,
     '-append', append,
     '-drive', `file=${comma(opts.disk)},if=virtio,format=qcow2,discard=unmap`,
-    '-serial', `file:${opts.serialLog}`,
+    // A socket chardev with a logfile: QEMU logs every byte the guest writes, attached or not.
+    ...(opts.serialSocket
+      ? ['-chardev', `socket,id=serial0,path=${comma(opts.serialSocket)},server=on,wait=off,logfile=${comma(opts.serialLog)},logappend=off`, '-serial', 'chardev:serial0']
+      : ['-serial', `file:${opts.serialLog}`]),
     '-qmp', `unix:${comma(opts.qmpSocket)},server=on,wait=off`,
     '-device', 'virtio-serial-pci,id=vser0',
     '-chardev', `socket,path=${comma(opts.qgaSocket)},server=on,wait=off,id=qga0`,

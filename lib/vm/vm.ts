@@ -56,6 +56,7 @@ import {
   vmDeviceKind,
 } from '../devices/vm';
 import { deviceValue } from '../devices/declarations';
+import type { ConsoleEndpoint } from '../console/console';
 import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
 import type { InstanceFiles } from '../instance/files';
 import { type DeviceState, type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
@@ -129,6 +130,7 @@ const FILES = {
   qmp: 'qmp.sock',
   qga: 'qga.sock',
   console: 'console.log',
+  consoleSocket: 'console.sock',
   qemuLog: 'qemu.log',
 } as const;
 
@@ -271,7 +273,7 @@ export class VmInstance extends BaseInstance {
     const img = await loadImage(image.name, image.dir, image.meta);
     // The image stays where it is: the overlay names its disk as backing file.
     const vm = new VmInstance(ctx, dir, { ...record, imageMeta: { ...record.imageMeta, dir: img.dir } });
-    for (const socket of [vm.file('qmp'), vm.file('qga')]) {
+    for (const socket of [vm.file('qmp'), vm.file('qga'), vm.file('consoleSocket')]) {
       if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
         throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
       }
@@ -325,6 +327,16 @@ export class VmInstance extends BaseInstance {
 
   protected get consoleLogPath(): string {
     return this.file('console');
+  }
+
+  /** The serial port's chardev socket (QEMU serves one client at a time; the hub shares it). */
+  protected async openConsole(): Promise<ConsoleEndpoint> {
+    const socket = net.createConnection({ path: this.file('consoleSocket') });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', (e) => reject(new OperationFailed(`cannot connect to the serial console of ${this.name}: ${e.message}`)));
+    });
+    return { stream: socket };
   }
 
   override state(): Promise<VmState> {
@@ -431,6 +443,7 @@ export class VmInstance extends BaseInstance {
         qmpSocket: this.file('qmp'),
         qgaSocket: this.file('qga'),
         serialLog: this.file('console'),
+        serialSocket: this.file('consoleSocket'),
         memoryMiB: s.memoryMiB,
         cpus: s.cpus,
         accel,
