@@ -5,7 +5,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { validateConfig } from './config/options';
+import { type InstanceConfigPatch, patchConfig, validateConfig } from './config/options';
 import { syncNetworkHosts, withHwaddrs } from './devices/nic';
 import { normalizeDevices } from './devices/validate';
 import { type NetworkUser, Networks } from './network/networks';
@@ -17,6 +17,9 @@ import { RECORD_FILE } from './instance/base';
 import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
 import { clearLeftovers } from './storage/recover';
+import { stagingPath } from './storage/staging';
+import type { CopyOptions } from './storage/types';
+import { optionKeys } from './util/keys';
 import { readJson } from './util/fs';
 import { refuseUnknownKeys } from './util/keys';
 import { VmInstance } from './vm/vm';
@@ -31,6 +34,8 @@ export interface HostOptions {
   /** Image store directory, if not `<path>/images`: several hosts may share one. */
   images?: string;
 }
+
+const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true });
 
 export const DEFAULT_HOST_PATH = '/var/lib/lxq';
 /** A directory without a record older than this is an interrupted create, safe to clear. */
@@ -144,6 +149,59 @@ export class Host {
     return instance;
   }
 
+  /**
+   * A full, independent copy of `source` (or of one of its snapshots) named `target`: its own
+   * root filesystem or disk, new MAC addresses, an emptied machine id. Built in a staging
+   * directory and moved into place by one rename; the record is written last.
+   */
+  async copy(source: string, target: string, options: CopyOptions = {}): Promise<Instance> {
+    validateName(target);
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('copy options must be an object');
+    refuseUnknownKeys('copy', options, COPY_OPTION_KEYS);
+    if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
+    const from = await this.get(source);
+    if (!(from instanceof BaseInstance)) throw new InvalidArgument(`"${source}" is not an lxq instance`);
+    if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
+    const dir = path.join(this.instancesDir, target);
+    await this.clearInterruptedCreate(dir, target);
+    // Options and devices are checked against the source's record before anything is copied.
+    const config = patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
+    const freshMacs = (devices: Record<string, unknown>) =>
+      Object.fromEntries(Object.entries(devices).filter(([, d]) => d !== null).map(([n, d]) => [n, (d as { type?: string }).type === 'nic' ? { ...(d as object), hwaddr: undefined } : d]));
+    const devices = (base: Record<string, unknown>) => withHwaddrs(normalizeDevices(from.type, freshMacs({ ...base, ...(options.devices ?? {}) })));
+    devices({ ...from.devices });
+    const staging = stagingPath(this.instancesDir, 'copy');
+    await fs.mkdir(staging, { mode: 0o711 });
+    let copy: Instance;
+    try {
+      const taken = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true });
+      const record: InstanceRecord = {
+        ...taken,
+        name: target,
+        config: options.snapshot === undefined ? config : patchConfig(from.type, taken.config, (options.config ?? {}) as InstanceConfigPatch),
+        devices: devices({ ...(taken.devices ?? {}) }),
+        createdAt: new Date().toISOString(),
+      };
+      await fs.rename(staging, dir).catch((e) => {
+        if (e.code === 'EEXIST' || e.code === 'ENOTEMPTY') throw new AlreadyExists(`an instance named "${target}" already exists`);
+        throw e;
+      });
+      copy = this.open(dir, record);
+      await (copy as BaseInstance).completeCopy().catch(async (e) => {
+        await fs.rm(dir, { recursive: true, force: true });
+        throw e;
+      });
+    } catch (e) {
+      await fs.rm(staging, { recursive: true, force: true });
+      throw e;
+    }
+    this.track(copy);
+    await syncNetworkHosts(copy.devices, this.networks);
+    from.emit('copied', { name: from.name, target, ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}) });
+    await this.lifecycle.report('instance-created', target, copy.type).catch(() => undefined);
+    return copy;
+  }
+
   /** The names of this host's instances made from `image` (read from their records). */
   /** Every instance record on disk (made by any process). */
   private async records(): Promise<InstanceRecord[]> {
@@ -207,6 +265,10 @@ export class Host {
   private track(instance: Instance): void {
     if (instance instanceof BaseInstance) instance.reportLifecycle = (action) => this.lifecycle.report(action, instance.name, instance.type);
     this.instances.set(instance.name, instance);
+    instance.on('renamed', (e) => {
+      if (this.instances.get(e.previous) === instance) this.instances.delete(e.previous);
+      this.instances.set(e.name, instance);
+    });
   }
 
   private open(dir: string, record: InstanceRecord): Instance {

@@ -14,7 +14,9 @@ import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, va
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import type { Networks } from '../network/networks';
 import { type Endpoint, parseEndpoint, ProxyServer } from '../network/proxy';
-import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
+import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
+import { moveInstanceDir } from '../storage/move';
+import { validateName } from './names';
 import { writeJsonAtomic } from '../util/fs';
 import { refuseUnknownKeys } from '../util/keys';
 import { processStartedAt } from '../util/proc';
@@ -56,11 +58,16 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   private readonly proxies = new Map<string, ProxyServer>();
 
   protected constructor(
-    /** The instance's own directory under the host path. */
-    readonly dir: string,
+    /** The instance's own directory under the host path (it changes with a rename). */
+    private location: string,
     protected record: InstanceRecord,
   ) {
     super();
+  }
+
+  /** The instance's own directory under the host path. */
+  get dir(): string {
+    return this.location;
   }
 
   get name(): string {
@@ -104,6 +111,53 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     const file = this.consoleLogPath;
     return { path: file, log: () => fs.readFile(file, 'utf8').catch((e) => (e.code === 'ENOENT' ? '' : Promise.reject(e))) };
   }
+  /**
+   * Renames a stopped instance (LXD's move on one host): its directory moves by one rename, then
+   * the record and whatever the driver derives from its name and paths (liblxc's config) follow.
+   */
+  rename(newName: string): Promise<void> {
+    try {
+      validateName(newName);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.serialized(async () => {
+      const status = this.observe(await this.currentStatus());
+      if (status !== 'stopped') throw new Busy(`cannot rename ${this.name}: it is ${status}; stop it first`);
+      const previous = this.name;
+      if (newName === previous) return;
+      const target = path.join(path.dirname(this.dir), newName);
+      await moveInstanceDir(this.dir, target, newName);
+      this.location = target;
+      await this.saveRecord({ ...this.record, name: newName });
+      await this.renamed();
+      this.emit('renamed', { name: newName, previous });
+      await this.reported('instance-renamed');
+    });
+  }
+
+  /**
+   * For Host.copy: fills `into` with a copy of this instance's data (a running container frozen
+   * for it), or of one snapshot's, and says which record it was taken with.
+   */
+  copyData(into: string, options: { snapshot?: string; snapshots: boolean }): Promise<InstanceRecord> {
+    return this.serialized(async () => {
+      const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
+      const status = this.observe(await this.currentStatus());
+      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot });
+      return structuredClone(snapshot ? snapshot.meta.record : this.record);
+    });
+  }
+
+  /** For Host.copy: the copy's directory is in place; derive what the driver needs (liblxc's config), then write the record. */
+  async completeCopy(): Promise<void> {
+    await this.renamed();
+    await this.saveRecord(this.record);
+  }
+
+  /** What a driver redoes after its directory and name changed (the instance is stopped). */
+  protected abstract renamed(): Promise<void>;
+
   /** The host file the driver keeps the console output in. */
   protected abstract get consoleLogPath(): string;
 

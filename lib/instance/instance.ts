@@ -94,6 +94,21 @@ export interface InstanceEvents {
   'snapshot-restored': (event: SnapshotEvent) => void;
   'snapshot-deleted': (event: SnapshotEvent) => void;
   'snapshot-renamed': (event: SnapshotRenamedEvent) => void;
+  renamed: (event: RenamedEvent) => void;
+  copied: (event: CopiedEvent) => void;
+}
+
+export interface RenamedEvent {
+  /** The new name. */
+  name: string;
+  previous: string;
+}
+
+/** On the source instance: a copy of it was made. */
+export interface CopiedEvent {
+  name: string;
+  target: string;
+  snapshot?: string;
 }
 
 /** What lxq keeps about an instance (its `lxq.json`), written atomically. */
@@ -166,6 +181,8 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly files: InstanceFiles;
   /** What the instance's init or kernel printed on its console, and where that log is kept. */
   readonly console: InstanceConsole;
+  /** Renames a stopped instance (a running one is refused with Busy; onto an existing name, AlreadyExists). */
+  rename(newName: string): Promise<void>;
   /** Snapshots of the instance's files or disk and record (see lib/storage). */
   readonly snapshots: InstanceSnapshots;
 }

@@ -220,6 +220,13 @@ export class Snapshots implements InstanceSnapshots {
     return entries.filter((n) => !isStaging(n));
   }
 
+  /** A snapshot as its driver sees it (for a copy made from it); NotFound if there is none. Called inside the queue. */
+  async refOf(name: string): Promise<SnapshotRef> {
+    validateSnapshotName(name);
+    await this.recover();
+    return this.ref(name);
+  }
+
   private async ref(name: string): Promise<SnapshotRef> {
     const dir = path.join(this.root, name);
     const meta = await readJson<StoredSnapshot>(path.join(dir, META)).catch(() => undefined);
