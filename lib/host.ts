@@ -166,8 +166,12 @@ export class Host {
     await this.clearInterruptedCreate(dir, target);
     // Options and devices are checked against the source's record before anything is copied.
     const config = patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
-    const freshMacs = (devices: Record<string, unknown>) =>
-      Object.fromEntries(Object.entries(devices).filter(([, d]) => d !== null).map(([n, d]) => [n, (d as { type?: string }).type === 'nic' ? { ...(d as object), hwaddr: undefined } : d]));
+    const withoutMac = (d: unknown) => {
+      if ((d as { type?: string }).type !== 'nic') return d;
+      const { hwaddr: _old, ...rest } = d as Record<string, unknown>;
+      return rest;
+    };
+    const freshMacs = (devices: Record<string, unknown>) => Object.fromEntries(Object.entries(devices).filter(([, d]) => d !== null).map(([n, d]) => [n, withoutMac(d)]));
     const devices = (base: Record<string, unknown>) => withHwaddrs(normalizeDevices(from.type, freshMacs({ ...base, ...(options.devices ?? {}) })));
     devices({ ...from.devices });
     const staging = stagingPath(this.instancesDir, 'copy');
