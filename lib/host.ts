@@ -16,6 +16,7 @@ import { ImageStore } from './images/store';
 import { RECORD_FILE } from './instance/base';
 import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
+import { ARCHIVE_TOP, checkArchive, extractArchive } from './storage/archive';
 import { clearLeftovers } from './storage/recover';
 import { stagingPath } from './storage/staging';
 import type { CopyOptions } from './storage/types';
@@ -204,6 +205,51 @@ export class Host {
     from.emit('copied', { name: from.name, target, ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}) });
     await this.lifecycle.report('instance-created', target, copy.type).catch(() => undefined);
     return copy;
+  }
+
+  /**
+   * An instance from a tarball of `instance.export`, named `name` (default: as exported). The
+   * archive is listed and refused (InvalidArgument) if truncated, not lxq's, or if a member could
+   * land outside the instance; it is extracted in a staging directory and moved by one rename.
+   */
+  async import(file: string, options: { name?: string } = {}): Promise<Instance> {
+    if (typeof file !== 'string' || !file) throw new InvalidArgument('import needs a file path');
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('import options must be an object');
+    refuseUnknownKeys('import', options, ['name']);
+    if (options.name !== undefined) validateName(options.name);
+    await fs.access(file).catch(() => Promise.reject(new NotFound(`${file} does not exist`)));
+    await checkArchive(file);
+    const staging = stagingPath(this.instancesDir, 'import');
+    await fs.mkdir(staging, { mode: 0o711 });
+    let instance: Instance;
+    try {
+      const meta = await extractArchive(file, staging);
+      const name = validateName(options.name ?? meta.record.name);
+      const dir = path.join(this.instancesDir, name);
+      await this.clearInterruptedCreate(dir, name);
+      const record: InstanceRecord = { ...meta.record, name, createdAt: new Date().toISOString() };
+      if (record.type === 'container' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'rootfs')).catch(() => undefined))?.isDirectory() !== true) {
+        throw new InvalidArgument(`${file} is not a complete lxq export (no rootfs)`);
+      }
+      if (record.type === 'vm' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'disk.qcow2')).catch(() => undefined))?.isFile() !== true) {
+        throw new InvalidArgument(`${file} is not a complete lxq export (no disk.qcow2)`);
+      }
+      await fs.rename(path.join(staging, ARCHIVE_TOP), dir).catch((e) => {
+        if (e.code === 'EEXIST' || e.code === 'ENOTEMPTY') throw new AlreadyExists(`an instance named "${name}" already exists`);
+        throw e;
+      });
+      instance = this.open(dir, record);
+      await (instance as BaseInstance).completeCopy().catch(async (e) => {
+        await fs.rm(dir, { recursive: true, force: true });
+        throw e;
+      });
+    } finally {
+      await fs.rm(staging, { recursive: true, force: true });
+    }
+    this.track(instance);
+    await syncNetworkHosts(instance.devices, this.networks);
+    await this.lifecycle.report('instance-created', instance.name, instance.type).catch(() => undefined);
+    return instance;
   }
 
   /** The names of this host's instances made from `image` (read from their records). */

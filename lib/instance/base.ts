@@ -14,8 +14,10 @@ import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, va
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import type { Networks } from '../network/networks';
 import { type Endpoint, parseEndpoint, ProxyServer } from '../network/proxy';
-import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, NotFound, Timeout } from '../errors';
+import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, NotFound, NotSupported, Timeout } from '../errors';
+import { type ExportMeta, writeArchive } from '../storage/archive';
 import { moveInstanceDir } from '../storage/move';
+import { stagingPath } from '../storage/staging';
 import { validateName } from './names';
 import { writeJsonAtomic } from '../util/fs';
 import { refuseUnknownKeys } from '../util/keys';
@@ -146,6 +148,34 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       const status = this.observe(await this.currentStatus());
       await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot });
       return structuredClone(snapshot ? snapshot.meta.record : this.record);
+    });
+  }
+
+  /**
+   * Writes the instance (record, root filesystem or disk, and with `snapshots` its snapshots) to
+   * `file` as a zstd tarball. A running container is frozen for it; a VM must be stopped.
+   */
+  export(file: string, options: { snapshots?: boolean } = {}): Promise<void> {
+    if (typeof file !== 'string' || !file) return Promise.reject(new InvalidArgument('export needs a file path'));
+    if (options === null || typeof options !== 'object') return Promise.reject(new InvalidArgument('export options must be an object'));
+    if (options.snapshots !== undefined && typeof options.snapshots !== 'boolean') return Promise.reject(new InvalidArgument('snapshots must be a boolean'));
+    const target = path.resolve(file);
+    return this.serialized(async () => {
+      const status = this.observe(await this.currentStatus());
+      if (this.type === 'vm' && status !== 'stopped') throw new NotSupported(`an export of a running vm is not implemented yet: stop ${this.name} first`);
+      if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
+      await fs.access(path.dirname(target)).catch(() => Promise.reject(new NotFound(`${path.dirname(target)} does not exist`)));
+      const entries = [this.type === 'vm' ? 'disk.qcow2' : 'rootfs'];
+      const snapshots = options.snapshots === true && (await fs.readdir(path.join(this.dir, 'snapshots')).then((n) => n.length > 0, () => false));
+      if (snapshots) entries.push('snapshots');
+      const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(this.record), snapshots };
+      const frozen = status === 'running';
+      if (frozen) await this.doFreeze();
+      try {
+        await writeArchive(target, this.dir, entries, meta, stagingPath(this.dir, 'export'));
+      } finally {
+        if (frozen) await this.doUnfreeze();
+      }
     });
   }
 

@@ -183,6 +183,8 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly console: InstanceConsole;
   /** Renames a stopped instance (a running one is refused with Busy; onto an existing name, AlreadyExists). */
   rename(newName: string): Promise<void>;
+  /** Writes the instance to a zstd tarball (`snapshots: true`: its snapshots too), for `host.import`. */
+  export(file: string, options?: { snapshots?: boolean }): Promise<void>;
   /** Snapshots of the instance's files or disk and record (see lib/storage). */
   readonly snapshots: InstanceSnapshots;
 }
