@@ -76,6 +76,8 @@ export interface StorageDriver {
   capture(into: string, options: { stateful: boolean; status: InstanceStatus; tag: string }): Promise<void>;
   /** Refuses a restore this type cannot do in this status, before any side effect. */
   checkRestore?(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
+  /** Restores without a stop where the type can (a running VM's stateful snapshot); false: the ordinary way. */
+  restoreLive?(snapshot: SnapshotRef, status: InstanceStatus): Promise<boolean>;
   /** Removes driver-side data of a snapshot (a VM's internal snapshot), before its directory goes. */
   discard?(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
   /** Work done before a restore commits, while the instance may still run (a container's copy of the snapshot's files). */

@@ -229,7 +229,7 @@ async function readInput(input: ExecOptions['stdin']): Promise<Buffer | undefine
 
 export class VmInstance extends BaseInstance {
   files: InstanceFiles;
-  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name });
+  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.connected() });
   /** The guest agent: one connection per VM, made on first need, made again after a restart. */
   private agent: GuestAgent;
   private monitor: QmpClient | undefined;
