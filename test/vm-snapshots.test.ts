@@ -1,6 +1,6 @@
 /**
  * VM snapshots on a real QEMU overlay: internal qcow2 snapshots of a stopped VM's disk.qcow2
- * (its content checked with qemu-io), and the refusal of what is not done yet (running VMs).
+ * (its content checked with qemu-io), and a running VM's stateful snapshot through QMP jobs.
  */
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -63,7 +63,10 @@ test('a running VM: a stateful snapshot (QMP snapshot-save) restored live resume
     expect(await sh('test -e /root/after-snapshot && echo there || echo gone')).toBe('gone');
     // A disk-only snapshot cannot be loaded into a running VM: refused, nothing changed.
     await expect(vm.snapshots.restore('cold')).rejects.toThrow(NotSupported);
+    const tagsIn = () => (execFileSync('qemu-img', ['snapshot', '-U', '-l', path.join(t.dir, 'instances', vm.name, 'disk.qcow2')], { encoding: 'utf8' }).match(/lxq-\S+/g) ?? []).length;
+    expect(tagsIn()).toBe(2);
     await vm.snapshots.delete('hot'); // QMP snapshot-delete
+    expect(tagsIn()).toBe(1);
     expect((await vm.snapshots.list()).map((x) => x.name)).toEqual(['cold']);
     expect(await vm.status()).toBe('running');
   } finally {
