@@ -17,6 +17,7 @@ import { RECORD_FILE } from './instance/base';
 import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
 import { ARCHIVE_TOP, checkArchive, extractArchive } from './storage/archive';
+import { moveInstanceDir } from './storage/move';
 import { clearLeftovers } from './storage/recover';
 import { stagingPath } from './storage/staging';
 import type { CopyOptions } from './storage/types';
@@ -187,15 +188,7 @@ export class Host {
         devices: devices({ ...(taken.devices ?? {}) }),
         createdAt: new Date().toISOString(),
       };
-      await fs.rename(staging, dir).catch((e) => {
-        if (e.code === 'EEXIST' || e.code === 'ENOTEMPTY') throw new AlreadyExists(`an instance named "${target}" already exists`);
-        throw e;
-      });
-      copy = this.open(dir, record);
-      await (copy as BaseInstance).completeCopy().catch(async (e) => {
-        await fs.rm(dir, { recursive: true, force: true });
-        throw e;
-      });
+      copy = await this.adoptStaged(staging, dir, record);
     } catch (e) {
       await fs.rm(staging, { recursive: true, force: true });
       throw e;
@@ -234,21 +227,27 @@ export class Host {
       if (record.type === 'vm' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'disk.qcow2')).catch(() => undefined))?.isFile() !== true) {
         throw new InvalidArgument(`${file} is not a complete lxq export (no disk.qcow2)`);
       }
-      await fs.rename(path.join(staging, ARCHIVE_TOP), dir).catch((e) => {
-        if (e.code === 'EEXIST' || e.code === 'ENOTEMPTY') throw new AlreadyExists(`an instance named "${name}" already exists`);
-        throw e;
-      });
-      instance = this.open(dir, record);
-      await (instance as BaseInstance).completeCopy().catch(async (e) => {
-        await fs.rm(dir, { recursive: true, force: true });
-        throw e;
-      });
+      instance = await this.adoptStaged(path.join(staging, ARCHIVE_TOP), dir, record);
     } finally {
       await fs.rm(staging, { recursive: true, force: true });
     }
     this.track(instance);
     await syncNetworkHosts(instance.devices, this.networks);
     await this.lifecycle.report('instance-created', instance.name, instance.type).catch(() => undefined);
+    return instance;
+  }
+
+  /**
+   * Moves a staged instance directory (a copy's, an import's) into place by one rename, then lets
+   * its driver derive what it needs (liblxc's config) and writes the record last.
+   */
+  private async adoptStaged(staged: string, dir: string, record: InstanceRecord): Promise<Instance> {
+    await moveInstanceDir(staged, dir, record.name);
+    const instance = this.open(dir, record);
+    await (instance as BaseInstance).completeCopy().catch(async (e) => {
+      await fs.rm(dir, { recursive: true, force: true });
+      throw e;
+    });
     return instance;
   }
 
