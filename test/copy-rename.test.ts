@@ -1,12 +1,13 @@
 /**
  * Rename and copy of whole instances on real containers (and stopped VMs): every path follows a
- * rename, a copy is independent of its source, and bad input leaves the host's tree as it was.
+ * rename, a copy is independent of its source, bad input leaves the host's tree as it was, and a
+ * process killed during a copy leaves no instance.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../lib';
+import { AlreadyExists, Busy, Host, InvalidArgument, NotFound } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
 
 let t: TestHost;
@@ -155,3 +156,34 @@ test('a stopped VM is copied as its own overlay on the same backing image, and r
   expect((await t.host.get(newName)).config['user.k']).toBe('vm');
   expect((await copy.snapshots.list()).map((s) => s.name)).toEqual(['s0']);
 }, 300_000);
+
+test('a Node process killed during a copy leaves no instance, and the next Host.open clears its staging', async () => {
+  const c = await t.host.create(t.name('ckill'), { image: 'busybox' });
+  const root = path.join(t.dir, 'instances', c.name, 'rootfs');
+  execFileSync('sh', ['-c', `mkdir -p ${root}/big && for i in $(seq 1 40); do head -c 8M /dev/urandom > ${root}/big/f$i; done`]);
+  const target = t.name('half');
+  const script = `
+    const { Host } = require(${JSON.stringify(path.resolve('lib'))});
+    Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(t.host.images.dir)} })
+      .then((h) => h.copy(${JSON.stringify(c.name)}, ${JSON.stringify(target)}));`;
+  const child = spawn(process.execPath, ['-r', path.resolve('test/helpers/ts-register.js'), '-e', script], { stdio: 'ignore', detached: true });
+  const instances = path.join(t.dir, 'instances');
+  const staged = () => readdirSync(instances).filter((n) => n.startsWith('.lxq-tmp-'));
+  const deadline = Date.now() + 60_000;
+  while (!staged().some((n) => existsSync(path.join(instances, n, 'rootfs')))) {
+    if (Date.now() > deadline) throw new Error('the child never started copying');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const exited = new Promise((r) => child.once('exit', r));
+  process.kill(-child.pid!, 'SIGKILL');
+  await exited;
+  await new Promise((r) => setTimeout(r, 200));
+  expect(staged().length).toBeGreaterThan(0); // the leftover is there
+  await expect(t.host.get(target)).rejects.toBeInstanceOf(NotFound);
+  expect((await t.host.list()).map((i) => i.name)).not.toContain(target);
+  const next = await Host.open({ path: t.dir, images: t.host.images.dir });
+  expect(staged()).toEqual([]); // Host.open cleared it
+  const whole = await next.copy(c.name, target, { instanceOnly: true });
+  expect(whole.name).toBe(target);
+  await next.close();
+}, 180_000);
