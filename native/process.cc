@@ -290,12 +290,18 @@ Napi::Value NetnsInterfaces(const Napi::CallbackInfo& info) {
 
 namespace {
 
-// A TCP connection made from inside the network namespace of `pid` (a thread of its own joins
-// it; a socket keeps the namespace it was made in): what a proxy device connects to.
+// A TCP connection (or an unconnected UDP socket) made from inside the network namespace of `pid`
+// (a thread of its own joins it; a socket keeps the namespace it was made in): what a proxy
+// device connects to.
 class ConnectWorker : public Napi::AsyncWorker {
  public:
-  ConnectWorker(Napi::Env env, int pid, std::string host, int port)
-      : Napi::AsyncWorker(env, "lxq:connectInNetns"), deferred_(Napi::Promise::Deferred::New(env)), pid_(pid), host_(std::move(host)), port_(port) {}
+  ConnectWorker(Napi::Env env, int pid, std::string host, int port, bool datagram)
+      : Napi::AsyncWorker(env, "lxq:connectInNetns"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        pid_(pid),
+        host_(std::move(host)),
+        port_(port),
+        type_(datagram ? SOCK_DGRAM : SOCK_STREAM) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -314,8 +320,12 @@ class ConnectWorker : public Napi::AsyncWorker {
       } else {
         return Fail("not an IP address: " + host_, EINVAL);
       }
-      int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      int fd = socket(addr.ss_family, type_ | SOCK_CLOEXEC, 0);
       if (fd < 0) return Fail("socket", errno);
+      if (type_ == SOCK_DGRAM) {  // libuv connects it (it refuses a socket connected already)
+        fd_ = fd;
+        return;
+      }
       struct timeval tv = {5, 0};  // a connect never holds the thread longer
       setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
       if (connect(fd, reinterpret_cast<struct sockaddr*>(&addr), len) != 0) {
@@ -345,6 +355,7 @@ class ConnectWorker : public Napi::AsyncWorker {
   int pid_;
   std::string host_;
   int port_;
+  int type_;
   int fd_ = -1;
   int errno_ = 0;
 };
@@ -352,7 +363,8 @@ class ConnectWorker : public Napi::AsyncWorker {
 }  // namespace
 
 Napi::Value ConnectInNetns(const Napi::CallbackInfo& info) {
-  auto* w = new ConnectWorker(info.Env(), info[0].ToNumber().Int32Value(), info[1].ToString().Utf8Value(), info[2].ToNumber().Int32Value());
+  auto* w = new ConnectWorker(info.Env(), info[0].ToNumber().Int32Value(), info[1].ToString().Utf8Value(), info[2].ToNumber().Int32Value(),
+                             info.Length() > 3 && info[3].ToBoolean().Value());
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

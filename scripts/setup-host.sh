@@ -4,14 +4,15 @@ set -euo pipefail
 
 packages=(
   lxc lxc-dev liblxc1 pkg-config uidmap        # liblxc and its headers; newuidmap for id maps
+  g++ make libc6-dev                           # the addon (node-gyp); a static udp echo the proxy tests run inside
   busybox-static                               # the busybox container image
   qemu-system-x86 qemu-utils qemu-guest-agent  # VMs, qcow2 overlays, the guest agent for the VM image
   cpio kmod e2fsprogs                          # building the VM image (initramfs, modules, ext4)
   mmdebstrap debootstrap                       # the debian/12 image (from the host's apt sources)
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync
   tmux                                         # the CLI tests run shell and exec -t in a real terminal
-  iproute2 dnsmasq-base nftables               # networks: bridges and links, DHCP and DNS, NAT
-  acl attr zstd criu                           # snapshot tests: ACLs and xattrs; export compression; stateful container snapshots
+  iproute2 dnsmasq-base dnsmasq-utils nftables # networks: bridges and links, DHCP and DNS (dhcp_release), NAT
+  acl attr libcap2-bin zstd criu               # rootfs copies keep xattrs (getfattr/setfattr); ACLs and capabilities in tests; export compression; stateful snapshots
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done

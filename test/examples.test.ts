@@ -37,10 +37,11 @@ test('examples/events.ts: lifecycle events of this process, and the init halting
   expect(out).toMatch(/^instance-created events-\d+ \(local\)\ninstance-started events-\d+ \(local\)\ninstance-stopped events-\d+ \(external\)\ninstance-deleted events-\d+ \(local\)\n$/);
 }, 120_000);
 
-test('examples/network.ts: two containers and a VM on one bridge, HTTP by DNS name and from the host', async () => {
+test('examples/network.ts: two containers and a VM on one bridge, HTTP by DNS name, from the host and through a proxy', async () => {
   const out = await runExample('network.ts');
   expect(out).toMatch(/container client-\w+ fetched: hello from web-\w+/);
   expect(out).toMatch(/vm vm-\w+ fetched: hello from web-\w+/);
   expect(out).toMatch(/host fetched: hello from web-\w+/);
+  expect(out).toMatch(/host fetched through 127\.0\.0\.1:\d+: hello from web-\w+/);
   expect(out).toMatch(/leases: client-\w+=\S+ vm-\w+=\S+ web-\w+=\S+/);
 }, 200_000);

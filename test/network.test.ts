@@ -7,6 +7,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import * as dgram from 'node:dgram';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -35,6 +36,23 @@ const sh = async (i: Instance, script: string) => {
   const r = await i.exec(['sh', '-c', script], { timeout: 60_000 });
   return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
 };
+/** A static udp echo server (test/helpers/udp-echo.c), built once per run. */
+let udpEcho: string | undefined;
+function udpEchoBinary(): string {
+  if (udpEcho) return udpEcho;
+  const binary = path.join(t.dir, 'udp-echo');
+  execFileSync('gcc', ['-static', '-O2', '-o', binary, path.join(__dirname, 'helpers', 'udp-echo.c')]);
+  return (udpEcho = binary);
+}
+/** One datagram to the host's loopback `port` and the first reply to it. */
+function udpAsk(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    const timer = setTimeout(() => (s.close(), reject(new Error(`no udp reply on 127.0.0.1:${port}`))), 5_000);
+    s.on('message', (m) => (clearTimeout(timer), s.close(), resolve(m.toString())));
+    s.send(text, port, '127.0.0.1');
+  });
+}
 function httpGet(url: string): Promise<string> {
   return new Promise((resolve, reject) => {
     http.get(url, { timeout: 5_000 }, (res) => {
@@ -223,7 +241,13 @@ describe('instances on one bridge', () => {
     await t.host.networks.update(net.name, { 'ipv4.dhcp.ranges': `${net.address.replace(/\.1$/, '.100')}-${net.address.replace(/\.1$/, '.120')}` });
     expect((await net.parts()).dnsmasq).toBeGreaterThan(0);
     const pid = (await net.parts()).dnsmasq!;
-    for (const i of [c1, c2, vm]) await i.delete({ force: true });
+    // A deleted instance's lease is released at once (its address is free again).
+    const gone = c1.devices.eth0.hwaddr;
+    expect((await net.leases()).some((l) => l.hwaddr === gone)).toBe(true);
+    await c1.delete({ force: true });
+    for (let i = 0; i < 50 && (await net.leases()).some((l) => l.hwaddr === gone); i++) await new Promise((r) => setTimeout(r, 100));
+    expect((await net.leases()).map((l) => l.hwaddr)).not.toContain(gone);
+    for (const i of [c2, vm]) await i.delete({ force: true });
     await t.host.networks.delete(net.name);
     expect(linkExists(net.name)).toBe(false);
     // Gone (or a zombie its parent has not reaped yet: no command line any more).
@@ -267,10 +291,18 @@ describe('proxy devices: a host port into the instance', () => {
       const holder = net.createServer().listen(0, '127.0.0.1');
       await new Promise((r) => holder.once('listening', r));
       const taken = (holder.address() as net.AddressInfo).port;
-      await expect(c.addDevice('taken', { type: 'proxy', listen: `tcp:127.0.0.1:${taken}`, connect: 'tcp:127.0.0.1:80' })).rejects.toThrow(/"listen" 127.0.0.1:\d+ is already in use/);
+      await expect(c.addDevice('taken', { type: 'proxy', listen: `tcp:127.0.0.1:${taken}`, connect: 'tcp:127.0.0.1:80' })).rejects.toThrow(/"listen" tcp:127.0.0.1:\d+ is already in use/);
       holder.close();
       expect(Object.keys(c.devices)).toEqual(['web']);
-      await expect(c.addDevice('udp', { type: 'proxy', listen: 'udp:127.0.0.1:5353', connect: 'udp:127.0.0.1:53' })).rejects.toThrow(/udp proxies are not supported yet/);
+      // udp: each peer of the host's socket gets its own socket inside; replies come back to it.
+      await c.files.push(udpEchoBinary(), '/bin/udp-echo', { mode: 0o755 });
+      expect((await sh(c, 'udp-echo 127.0.0.1 5353 && echo up')).out).toBe('up\n');
+      const udpPort = await freePort();
+      await c.addDevice('dns', { type: 'proxy', listen: `udp:127.0.0.1:${udpPort}`, connect: 'udp:127.0.0.1:5353' });
+      expect(await Promise.all([udpAsk(udpPort, 'one'), udpAsk(udpPort, 'two')])).toEqual(['echo:one', 'echo:two']);
+      await expect(c.addDevice('mixed', { type: 'proxy', listen: 'udp:127.0.0.1:5354', connect: 'tcp:127.0.0.1:53' })).rejects.toThrow(/"listen" is udp and "connect" is tcp: udp is forwarded to udp only/);
+      await c.removeDevice('dns');
+      await expect(udpAsk(udpPort, 'gone')).rejects.toThrow(/no udp reply/);
       // Gone when the instance stops, back when it starts.
       await c.stop({ force: true });
       await expect(httpGet(`http://127.0.0.1:${port}/`)).rejects.toThrow(/ECONNREFUSED/);
@@ -296,6 +328,11 @@ describe('proxy devices: a host port into the instance', () => {
       await vm.waitForAddress({ timeout: 60_000 });
       expect((await sh(vm, 'mkdir -p /www && echo "inside the vm" > /www/index.html && httpd -p 80 -h /www && echo up')).out).toBe('up\n');
       expect(await httpGet(`http://127.0.0.1:${port}/`)).toBe('inside the vm\n');
+      await vm.files.push(udpEchoBinary(), '/bin/udp-echo', { mode: 0o755 });
+      expect((await sh(vm, 'udp-echo 0.0.0.0 5353 && echo up')).out).toBe('up\n');
+      const udpPort = await freePort();
+      await vm.addDevice('dns', { type: 'proxy', listen: `udp:127.0.0.1:${udpPort}`, connect: 'udp:127.0.0.1:5353' });
+      expect(await udpAsk(udpPort, 'vm')).toBe('echo:vm');
     } finally {
       await vm.delete({ force: true });
       await t.host.networks.delete(n.name);

@@ -22,7 +22,8 @@ import { type DeviceSource, probeDevices, readSources } from '../devices/validat
 import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
 import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
 import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
-import { copyTreeShifted, writeFileAtomic, writeJsonAtomic } from '../util/fs';
+import { copyTreeShifted } from '../storage/tree';
+import { writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../images/meta';
 import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
@@ -33,8 +34,10 @@ import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstancePro
 import { Readable } from 'node:stream';
 import { ReadStream as TtyStream } from 'node:tty';
 import { createConnection, Socket } from 'node:net';
+import type { Socket as DgramSocket } from 'node:dgram';
 import { close as closeFd } from 'node:fs';
-import type { Endpoint } from '../network/proxy';
+import type { DatagramEndpoint, StreamEndpoint } from '../network/proxy';
+import { connectedDatagram } from '../network/datagram';
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
 export interface ContainerContext {
@@ -190,9 +193,8 @@ export class ContainerInstance extends BaseInstance {
   }
 
   /** Proxies connect from inside the container's network namespace, or to a socket in its root. */
-  protected async connectInside(to: Endpoint): Promise<Socket> {
-    const pid = await this.lxc().initPid();
-    if (pid <= 0) throw new InvalidState(`${this.name} is not running`, 'stopped');
+  protected async connectInside(to: StreamEndpoint): Promise<Socket> {
+    const pid = await this.runningPid();
     if (to.proto === 'tcp') return new Socket({ fd: await native().connectInNetns(pid, to.host, to.port), readable: true, writable: true });
     // Resolved inside the container's root (a planted symlink cannot lead to a host socket).
     const fd = await native().openInRoot(`/proc/${pid}/root`, to.path, O_PATH, 0);
@@ -201,6 +203,17 @@ export class ContainerInstance extends BaseInstance {
     socket.once('connect', done);
     socket.once('error', done);
     return socket;
+  }
+
+  protected async datagramInside(to: DatagramEndpoint): Promise<DgramSocket> {
+    const pid = await this.runningPid();
+    return connectedDatagram(to, await native().connectInNetns(pid, to.host, to.port, true));
+  }
+
+  private async runningPid(): Promise<number> {
+    const pid = await this.lxc().initPid();
+    if (pid <= 0) throw new InvalidState(`${this.name} is not running`, 'stopped');
+    return pid;
   }
 
   /** The liblxc log of this container (errors of start, stop, attach…). */

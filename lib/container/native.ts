@@ -76,8 +76,8 @@ export interface Native {
   setWindowSize(fd: number, cols: number, rows: number): boolean;
   /** The interfaces in the network namespace of `pid`, read from a thread without forking this process. */
   netnsInterfaces(pid: number): Promise<Array<NetworkInterface & { addresses: Array<{ linkLocal: boolean }> }>>;
-  /** A TCP connection made in the network namespace of `pid`; a connected socket's fd. */
-  connectInNetns(pid: number, host: string, port: number): Promise<number>;
+  /** A TCP connection (or, `datagram`, a UDP socket for the caller to connect) made in the network namespace of `pid`; its fd. */
+  connectInNetns(pid: number, host: string, port: number, datagram?: boolean): Promise<number>;
   /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
   openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
   /**

@@ -89,8 +89,8 @@ export const DEVICE_TYPES = {
       'Forwards connections from the host (`listen`) into the instance (`connect`), while it runs, served by the Node process that ' +
       'holds the instance. Containers: the connection is made in their network namespace; VMs: to the guest\'s address.',
     keys: {
-      listen: { form: 'string', condition: 'both', description: 'Where the host listens: `tcp:<address>:<port>` or `unix:<path>`.' },
-      connect: { form: 'string', condition: 'both', description: 'Where inside to connect: `tcp:<address>:<port>` (a VM: 127.0.0.1 means the guest\'s address), or `unix:<path>` (containers).' },
+      listen: { form: 'string', condition: 'both', description: 'Where the host listens: `tcp:<address>:<port>`, `udp:<address>:<port>` or `unix:<path>`.' },
+      connect: { form: 'string', condition: 'both', description: 'Where inside to connect: `tcp:<address>:<port>` or `udp:<address>:<port>` (a VM: 127.0.0.1 means the guest\'s address), or `unix:<path>` (containers). udp goes to udp only.' },
     },
   },
   'unix-char': {

@@ -13,7 +13,7 @@ import { InvalidArgument, NotFound, NotSupported } from '../errors';
 import { parseIpv4 } from '../network/addresses';
 import type { Networks } from '../network/networks';
 import { link } from '../network/iproute';
-import { parseEndpoint } from '../network/proxy';
+import { checkProxyPair, parseEndpoint } from '../network/proxy';
 import {
   DEVICE_TYPES,
   type DeviceConfig,
@@ -135,8 +135,9 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
   } else if (d.type === 'proxy') {
     need('listen', 'where the host listens, e.g. "tcp:127.0.0.1:8080"');
     need('connect', 'where to connect inside, e.g. "tcp:127.0.0.1:80"');
-    parseEndpoint(`${where}: listen`, d.listen);
+    const listen = parseEndpoint(`${where}: listen`, d.listen);
     const connect = parseEndpoint(`${where}: connect`, d.connect);
+    checkProxyPair(where, listen, connect);
     if (instanceType === 'vm' && connect.proto === 'unix') throw new NotSupported(`${where}: a VM's proxy connects over its network; a unix socket inside a VM cannot be reached`);
   } else if (d.type === 'nic') {
     if ((d.network === undefined) === (d.parent === undefined)) throw new InvalidArgument(`${where}: give "network" (an lxq network) or "nictype": "bridged" with "parent" (a host bridge), one of them`);

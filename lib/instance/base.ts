@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'eventemitter3';
 import { promises as fs } from 'node:fs';
+import type { Socket as DgramSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
 
@@ -13,7 +14,7 @@ import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices
 import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, validateDeviceName } from '../devices/validate';
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import type { Networks } from '../network/networks';
-import { type Endpoint, parseEndpoint, ProxyServer } from '../network/proxy';
+import { type DatagramEndpoint, parseEndpoint, ProxyServer, type StreamEndpoint } from '../network/proxy';
 import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, NotFound, NotSupported, Timeout } from '../errors';
 import { type ExportMeta, writeArchive } from '../storage/archive';
 import { moveInstanceDir } from '../storage/move';
@@ -218,7 +219,9 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
    */
   protected abstract applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void>;
   /** A connection to `to` inside the running instance, for a proxy device. */
-  protected abstract connectInside(to: Endpoint): Promise<Socket>;
+  protected abstract connectInside(to: StreamEndpoint): Promise<Socket>;
+  /** A udp socket connected to `to` inside the running instance, for a udp proxy device. */
+  protected abstract datagramInside(to: DatagramEndpoint): Promise<DgramSocket>;
   /** The host's networks (NICs are checked against them). */
   protected abstract get networks(): Networks;
   /** What checking this instance's devices against the host needs. */
@@ -471,7 +474,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     try {
       for (const [name, d] of Object.entries(devices)) {
         if (d.type !== 'proxy' || this.proxies.has(name)) continue;
-        const proxy = new ProxyServer(name, parseEndpoint('listen', d.listen), parseEndpoint('connect', d.connect), (to) => this.connectInside(to));
+        const proxy = new ProxyServer(name, parseEndpoint('listen', d.listen), parseEndpoint('connect', d.connect), {
+          stream: (to) => this.connectInside(to),
+          datagram: (to) => this.datagramInside(to),
+        });
         await proxy.start();
         this.proxies.set(name, proxy);
         opened.push(name);

@@ -10,9 +10,10 @@
  *     dnsmasq.leases  the leases dnsmasq handed out
  *     dnsmasq.log     what it logged
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 
 import { OperationFailed } from '../errors';
 import { writeFileAtomic } from '../util/fs';
@@ -122,6 +123,20 @@ export async function writeHosts(dir: string, entries: Array<{ hwaddr: string; a
   await writeFileAtomic(dnsmasqFile(dir, 'hosts'), text ? text + '\n' : '');
   const pid = await dnsmasqPid(dir);
   if (pid !== null) process.kill(pid, 'SIGHUP');
+}
+
+/**
+ * Releases the leases of MACs no NIC has any more (an instance deleted, a NIC removed), so that
+ * `leases()` tells the truth and the address is free again at once: `dhcp_release` (Debian's
+ * dnsmasq-utils) sends dnsmasq the DHCPRELEASE the client itself never sent.
+ */
+export async function releaseLeases(dir: string, bridge: string, keep: Set<string>): Promise<void> {
+  if ((await dnsmasqPid(dir)) === null) return;
+  for (const lease of await readLeases(dir)) {
+    if (keep.has(lease.hwaddr.toLowerCase())) continue;
+    // A lease left is only stale information: not worth failing the delete that asked.
+    await promisify(execFile)('dhcp_release', [bridge, lease.address, lease.hwaddr]).catch(() => undefined);
+  }
 }
 
 /** dnsmasq's lease file: `expiry mac ip hostname client-id` per line. */

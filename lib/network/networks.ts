@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../errors';
 import { readJson, writeJsonAtomic } from '../util/fs';
 import { contains, formatCidr, formatIpv4, overlaps, parseCidr, parseIpv4, pickFreeSubnet } from './addresses';
-import { dnsmasqFile, dnsmasqPid, type Lease, readLeases, startDnsmasq, stopDnsmasq, writeHosts } from './dnsmasq';
+import { dnsmasqFile, dnsmasqPid, type Lease, readLeases, releaseLeases, startDnsmasq, stopDnsmasq, writeHosts } from './dnsmasq';
 import { createBridge, deleteLink, hostSubnets, link, setMtu } from './iproute';
 import { type NetworkConfig, type NetworkConfigInput, type NetworkKey, NETWORK_KEYS, networkValue, validateNetworkConfig } from './keys';
 import { applyNat, removeNat, tableExists } from './nftables';
@@ -118,10 +118,11 @@ export class Network {
     }
   }
 
-  /** Static leases and names of the NICs on this network, for dnsmasq (re-read at once). */
+  /** Static leases and names of the NICs on this network, for dnsmasq (re-read at once); the leases of NICs gone are released. */
   async writeHosts(): Promise<void> {
     const users = await this.users(this.name);
     await writeHosts(this.dir, users.map((u) => ({ hwaddr: u.hwaddr, address: u.address, name: u.instance })));
+    await releaseLeases(this.dir, this.bridge, new Set(users.map((u) => u.hwaddr.toLowerCase())));
   }
 
   /** Stops and removes every part; the record stays (see Networks.delete). */

@@ -6,6 +6,10 @@
  * (security.capability and POSIX ACLs among them, set after the chown that would clear them),
  * and reflinks (FICLONE) where the filesystem offers them, a plain copy elsewhere.
  */
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
 import { run } from './run';
 
 /** Copies the tree `src` (a directory) to `dst`, which must not exist. */
@@ -17,4 +21,46 @@ export async function copyTree(src: string, dst: string): Promise<void> {
 export async function diskUsage(target: string): Promise<number> {
   const { stdout } = await run('du', ['-s', '-B1', '--', target]);
   return Number(stdout.split('\t')[0]) || 0;
+}
+
+/**
+ * Copies an image's root filesystem into a new container with every uid/gid shifted by `shift`
+ * (the base of an unprivileged container's id map): `copyTree`, then the ids moved in place, each
+ * inode once (hard links stay links). chown clears file capabilities and set-id bits, so the
+ * capabilities are saved first (`getfattr`) and restored after (`setfattr`), and the modes set
+ * again. Device nodes are dropped: the container's init makes /dev (lxc.autodev), and a node in an
+ * image is not for a container to open.
+ */
+export async function copyTreeShifted(src: string, dst: string, shift: number): Promise<void> {
+  await fs.mkdir(dst, { mode: 0o700 }); // EEXIST: never a copy into something already there
+  await copyTree(src, dst);
+  const dump = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-caps-')), 'caps');
+  try {
+    const { stdout } = await run('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match=^security\\.capability$', '--', dst]);
+    await shiftIds(dst, shift, new Set());
+    if (stdout.trim()) {
+      await fs.writeFile(dump, stdout);
+      await run('setfattr', ['--no-dereference', `--restore=${dump}`]);
+    }
+  } finally {
+    await fs.rm(path.dirname(dump), { recursive: true, force: true });
+  }
+}
+
+async function shiftIds(p: string, shift: number, seen: Set<number>): Promise<void> {
+  const st = await fs.lstat(p, { bigint: false });
+  if (st.isBlockDevice() || st.isCharacterDevice()) return fs.rm(p);
+  if (st.nlink > 1 && !st.isDirectory()) {
+    if (seen.has(st.ino)) return;
+    seen.add(st.ino);
+  }
+  if (shift !== 0) {
+    await fs.lchown(p, st.uid + shift, st.gid + shift);
+    if (!st.isSymbolicLink()) await fs.chmod(p, st.mode & 0o7777);
+  }
+  if (st.isDirectory()) {
+    const entries = await fs.readdir(p);
+    // In batches: a whole tree at once would open more files than the process may.
+    for (let i = 0; i < entries.length; i += 64) await Promise.all(entries.slice(i, i + 64).map((e) => shiftIds(path.join(p, e), shift, seen)));
+  }
 }

@@ -45,26 +45,3 @@ export async function exists(p: string): Promise<boolean> {
   }
 }
 
-/**
- * Copies a tree, preserving modes, symlinks and times, with every uid/gid shifted by `shift`
- * (the base of an unprivileged container's id map). Regular files are cloned where the
- * filesystem allows it.
- */
-export async function copyTreeShifted(src: string, dst: string, shift: number): Promise<void> {
-  const st = await fs.lstat(src);
-  if (st.isDirectory()) {
-    await fs.mkdir(dst, { mode: 0o700 });
-    const entries = await fs.readdir(src);
-    await Promise.all(entries.map((e) => copyTreeShifted(path.join(src, e), path.join(dst, e), shift)));
-  } else if (st.isSymbolicLink()) {
-    await fs.symlink(await fs.readlink(src), dst);
-  } else if (st.isFile()) {
-    await fs.copyFile(src, dst, fs.constants.COPYFILE_FICLONE);
-  } else {
-    return; // device nodes, fifos and sockets are made by the container's init (lxc.autodev)
-  }
-  await fs.lchown(dst, st.uid + shift, st.gid + shift);
-  if (st.isSymbolicLink()) return;
-  await fs.chmod(dst, st.mode & 0o7777); // after chown, which clears set-id bits
-  await fs.utimes(dst, st.atime, st.mtime);
-}

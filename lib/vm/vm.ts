@@ -19,13 +19,15 @@
  */
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import type * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { findOption, InstanceConfig, splitArgs } from '../config/options';
 import type { Networks } from '../network/networks';
-import type { Endpoint } from '../network/proxy';
+import { connectedDatagram } from '../network/datagram';
+import type { DatagramEndpoint, StreamEndpoint } from '../network/proxy';
 import { createTap, deleteLink } from '../network/iproute';
 import { ensureNetworks, hostLink, netdevArgs, nicDeviceArgs } from '../devices/nic';
 import { parseMemory } from '../config/units';
@@ -309,11 +311,19 @@ export class VmInstance extends BaseInstance {
   }
 
   /** Proxies connect over the VM's network: 127.0.0.1 (or ::1) means the guest's own address. */
-  protected async connectInside(to: Endpoint): Promise<net.Socket> {
+  protected async connectInside(to: StreamEndpoint): Promise<net.Socket> {
     if (to.proto !== 'tcp') throw new NotSupported(`a VM's proxy cannot reach a unix socket inside ${this.name}`);
-    const local = to.host === '127.0.0.1' || to.host === '::1' || to.host === '0.0.0.0';
-    const host = local ? await this.waitForAddress({ timeout: 5_000 }) : to.host;
-    return net.createConnection({ host, port: to.port });
+    return net.createConnection({ host: await this.guestHost(to.host), port: to.port });
+  }
+
+  protected async datagramInside(to: DatagramEndpoint): Promise<dgram.Socket> {
+    return connectedDatagram({ ...to, host: await this.guestHost(to.host) });
+  }
+
+  /** A proxy's "127.0.0.1" inside a VM is the guest's own address (the host reaches it over the NIC). */
+  private async guestHost(host: string): Promise<string> {
+    const local = host === '127.0.0.1' || host === '::1' || host === '0.0.0.0';
+    return local ? this.waitForAddress({ timeout: 5_000 }) : host;
   }
 
   /** Where QEMU's own messages of the last start are (errors, warnings). */
