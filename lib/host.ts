@@ -5,7 +5,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { validateConfig } from './config/options';
+import { type InstanceConfigPatch, patchConfig, validateConfig } from './config/options';
 import { syncNetworkHosts, withHwaddrs } from './devices/nic';
 import { normalizeDevices } from './devices/validate';
 import { type NetworkUser, Networks } from './network/networks';
@@ -16,8 +16,13 @@ import { ImageStore } from './images/store';
 import { RECORD_FILE } from './instance/base';
 import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
+import { ARCHIVE_TOP, checkArchive, extractArchive } from './storage/archive';
+import { moveInstanceDir } from './storage/move';
 import { clearLeftovers } from './storage/recover';
 import { type ConnectOptions, RemoteHost } from './remote/host';
+import { stagingPath } from './storage/staging';
+import type { CopyOptions } from './storage/types';
+import { optionKeys } from './util/keys';
 import { readJson } from './util/fs';
 import { refuseUnknownKeys } from './util/keys';
 import { VmInstance } from './vm/vm';
@@ -32,6 +37,8 @@ export interface HostOptions {
   /** Image store directory, if not `<path>/images`: several hosts may share one. */
   images?: string;
 }
+
+const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true });
 
 export const DEFAULT_HOST_PATH = '/var/lib/lxq';
 /** A directory without a record older than this is an interrupted create, safe to clear. */
@@ -150,6 +157,106 @@ export class Host {
     return instance;
   }
 
+  /**
+   * A full, independent copy of `source` (or of one of its snapshots) named `target`: its own
+   * root filesystem or disk, new MAC addresses, an emptied machine id. Built in a staging
+   * directory and moved into place by one rename; the record is written last.
+   */
+  async copy(source: string, target: string, options: CopyOptions = {}): Promise<Instance> {
+    validateName(target);
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('copy options must be an object');
+    refuseUnknownKeys('copy', options, COPY_OPTION_KEYS);
+    if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
+    const from = await this.get(source);
+    if (!(from instanceof BaseInstance)) throw new InvalidArgument(`"${source}" is not an lxq instance`);
+    if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
+    const dir = path.join(this.instancesDir, target);
+    await this.clearInterruptedCreate(dir, target);
+    // Options and devices are checked against the source's record before anything is copied.
+    const config = patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
+    const withoutMac = (d: unknown) => {
+      if ((d as { type?: string }).type !== 'nic') return d;
+      const { hwaddr: _old, ...rest } = d as Record<string, unknown>;
+      return rest;
+    };
+    const freshMacs = (devices: Record<string, unknown>) => Object.fromEntries(Object.entries(devices).filter(([, d]) => d !== null).map(([n, d]) => [n, withoutMac(d)]));
+    const devices = (base: Record<string, unknown>) => withHwaddrs(normalizeDevices(from.type, freshMacs({ ...base, ...(options.devices ?? {}) })));
+    devices({ ...from.devices });
+    const staging = stagingPath(this.instancesDir, 'copy');
+    await fs.mkdir(staging, { mode: 0o711 });
+    let copy: Instance;
+    try {
+      const taken = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true });
+      const record: InstanceRecord = {
+        ...taken,
+        name: target,
+        config: options.snapshot === undefined ? config : patchConfig(from.type, taken.config, (options.config ?? {}) as InstanceConfigPatch),
+        devices: devices({ ...(taken.devices ?? {}) }),
+        createdAt: new Date().toISOString(),
+      };
+      copy = await this.adoptStaged(staging, dir, record);
+    } catch (e) {
+      await fs.rm(staging, { recursive: true, force: true });
+      throw e;
+    }
+    this.track(copy);
+    await syncNetworkHosts(copy.devices, this.networks);
+    from.emit('copied', { name: from.name, target, ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}) });
+    await this.lifecycle.report('instance-created', target, copy.type).catch(() => undefined);
+    return copy;
+  }
+
+  /**
+   * An instance from a tarball of `instance.export`, named `name` (default: as exported). The
+   * archive is listed and refused (InvalidArgument) if truncated, not lxq's, or if a member could
+   * land outside the instance; it is extracted in a staging directory and moved by one rename.
+   */
+  async import(file: string, options: { name?: string } = {}): Promise<Instance> {
+    if (typeof file !== 'string' || !file) throw new InvalidArgument('import needs a file path');
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('import options must be an object');
+    refuseUnknownKeys('import', options, ['name']);
+    if (options.name !== undefined) validateName(options.name);
+    await fs.access(file).catch(() => Promise.reject(new NotFound(`${file} does not exist`)));
+    await checkArchive(file);
+    const staging = stagingPath(this.instancesDir, 'import');
+    await fs.mkdir(staging, { mode: 0o711 });
+    let instance: Instance;
+    try {
+      const meta = await extractArchive(file, staging);
+      const name = validateName(options.name ?? meta.record.name);
+      const dir = path.join(this.instancesDir, name);
+      await this.clearInterruptedCreate(dir, name);
+      const record: InstanceRecord = { ...meta.record, name, createdAt: new Date().toISOString() };
+      if (record.type === 'container' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'rootfs')).catch(() => undefined))?.isDirectory() !== true) {
+        throw new InvalidArgument(`${file} is not a complete lxq export (no rootfs)`);
+      }
+      if (record.type === 'vm' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'disk.qcow2')).catch(() => undefined))?.isFile() !== true) {
+        throw new InvalidArgument(`${file} is not a complete lxq export (no disk.qcow2)`);
+      }
+      instance = await this.adoptStaged(path.join(staging, ARCHIVE_TOP), dir, record);
+    } finally {
+      await fs.rm(staging, { recursive: true, force: true });
+    }
+    this.track(instance);
+    await syncNetworkHosts(instance.devices, this.networks);
+    await this.lifecycle.report('instance-created', instance.name, instance.type).catch(() => undefined);
+    return instance;
+  }
+
+  /**
+   * Moves a staged instance directory (a copy's, an import's) into place by one rename, then lets
+   * its driver derive what it needs (liblxc's config) and writes the record last.
+   */
+  private async adoptStaged(staged: string, dir: string, record: InstanceRecord): Promise<Instance> {
+    await moveInstanceDir(staged, dir, record.name);
+    const instance = this.open(dir, record);
+    await (instance as BaseInstance).completeCopy().catch(async (e) => {
+      await fs.rm(dir, { recursive: true, force: true });
+      throw e;
+    });
+    return instance;
+  }
+
   /** The names of this host's instances made from `image` (read from their records). */
   /** Every instance record on disk (made by any process). */
   private async records(): Promise<InstanceRecord[]> {
@@ -213,6 +320,10 @@ export class Host {
   private track(instance: Instance): void {
     if (instance instanceof BaseInstance) instance.reportLifecycle = (action) => this.lifecycle.report(action, instance.name, instance.type);
     this.instances.set(instance.name, instance);
+    instance.on('renamed', (e) => {
+      if (this.instances.get(e.previous) === instance) this.instances.delete(e.previous);
+      this.instances.set(e.name, instance);
+    });
   }
 
   private open(dir: string, record: InstanceRecord): Instance {

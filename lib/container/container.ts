@@ -414,6 +414,12 @@ export class ContainerInstance extends BaseInstance {
     throw failed(e, what);
   }
 
+  /** liblxc finds a container by its name and lxcpath, and its config names the directory: both follow a rename. */
+  protected async renamed(): Promise<void> {
+    this.reopen();
+    await this.writeConfig(this.record.config, this.devices);
+  }
+
   protected async doDelete(): Promise<void> {
     const h = this.lxc();
     // The record goes first: from here on the instance no longer exists for `list`.

@@ -16,7 +16,11 @@ import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import type { Networks } from '../network/networks';
 import { type DatagramEndpoint, parseEndpoint, ProxyServer, type StreamEndpoint } from '../network/proxy';
 import { ConsoleHub, type ConsoleEndpoint } from '../console/console';
-import { Aborted, AlreadyExists, InvalidArgument, InvalidState, NotFound, NotSupported, Timeout } from '../errors';
+import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, NotFound, NotSupported, Timeout } from '../errors';
+import { type ExportMeta, writeArchive } from '../storage/archive';
+import { moveInstanceDir } from '../storage/move';
+import { stagingPath } from '../storage/staging';
+import { validateName } from './names';
 import { writeJsonAtomic } from '../util/fs';
 import { refuseUnknownKeys } from '../util/keys';
 import { processStartedAt } from '../util/proc';
@@ -58,11 +62,16 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   private readonly proxies = new Map<string, ProxyServer>();
 
   protected constructor(
-    /** The instance's own directory under the host path. */
-    readonly dir: string,
+    /** The instance's own directory under the host path (it changes with a rename). */
+    private location: string,
     protected record: InstanceRecord,
   ) {
     super();
+  }
+
+  /** The instance's own directory under the host path. */
+  get dir(): string {
+    return this.location;
   }
 
   get name(): string {
@@ -118,6 +127,81 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       attach: () => this.consoleHub.attach(),
     };
   }
+  /**
+   * Renames a stopped instance (LXD's move on one host): its directory moves by one rename, then
+   * the record and whatever the driver derives from its name and paths (liblxc's config) follow.
+   */
+  rename(newName: string): Promise<void> {
+    try {
+      validateName(newName);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.serialized(async () => {
+      const status = this.observe(await this.currentStatus());
+      if (status !== 'stopped') throw new Busy(`cannot rename ${this.name}: it is ${status}; stop it first`);
+      const previous = this.name;
+      if (newName === previous) return;
+      const target = path.join(path.dirname(this.dir), newName);
+      await moveInstanceDir(this.dir, target, newName);
+      this.location = target;
+      await this.saveRecord({ ...this.record, name: newName });
+      await this.renamed();
+      this.emit('renamed', { name: newName, previous });
+      await this.reported('instance-renamed');
+    });
+  }
+
+  /**
+   * For Host.copy: fills `into` with a copy of this instance's data (a running container frozen
+   * for it), or of one snapshot's, and says which record it was taken with.
+   */
+  copyData(into: string, options: { snapshot?: string; snapshots: boolean }): Promise<InstanceRecord> {
+    return this.serialized(async () => {
+      const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
+      const status = this.observe(await this.currentStatus());
+      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot });
+      return structuredClone(snapshot ? snapshot.meta.record : this.record);
+    });
+  }
+
+  /**
+   * Writes the instance (record, root filesystem or disk, and with `snapshots` its snapshots) to
+   * `file` as a zstd tarball. A running container is frozen for it; a VM must be stopped.
+   */
+  export(file: string, options: { snapshots?: boolean } = {}): Promise<void> {
+    if (typeof file !== 'string' || !file) return Promise.reject(new InvalidArgument('export needs a file path'));
+    if (options === null || typeof options !== 'object') return Promise.reject(new InvalidArgument('export options must be an object'));
+    if (options.snapshots !== undefined && typeof options.snapshots !== 'boolean') return Promise.reject(new InvalidArgument('snapshots must be a boolean'));
+    const target = path.resolve(file);
+    return this.serialized(async () => {
+      const status = this.observe(await this.currentStatus());
+      if (this.type === 'vm' && status !== 'stopped') throw new NotSupported(`an export of a running vm is not implemented yet: stop ${this.name} first`);
+      if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
+      await fs.access(path.dirname(target)).catch(() => Promise.reject(new NotFound(`${path.dirname(target)} does not exist`)));
+      const entries = [this.type === 'vm' ? 'disk.qcow2' : 'rootfs'];
+      const snapshots = options.snapshots === true && (await fs.readdir(path.join(this.dir, 'snapshots')).then((n) => n.length > 0, () => false));
+      if (snapshots) entries.push('snapshots');
+      const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(this.record), snapshots };
+      const frozen = status === 'running';
+      if (frozen) await this.doFreeze();
+      try {
+        await writeArchive(target, this.dir, entries, meta, stagingPath(this.dir, 'export'));
+      } finally {
+        if (frozen) await this.doUnfreeze();
+      }
+    });
+  }
+
+  /** For Host.copy: the copy's directory is in place; derive what the driver needs (liblxc's config), then write the record. */
+  async completeCopy(): Promise<void> {
+    await this.renamed();
+    await this.saveRecord(this.record);
+  }
+
+  /** What a driver redoes after its directory and name changed (the instance is stopped). */
+  protected abstract renamed(): Promise<void>;
+
   /** The host file the driver keeps the console output in. */
   protected abstract get consoleLogPath(): string;
   /** Opens the running instance's console (called once for all the streams attached to it). */

@@ -95,6 +95,21 @@ export interface InstanceEvents {
   'snapshot-restored': (event: SnapshotEvent) => void;
   'snapshot-deleted': (event: SnapshotEvent) => void;
   'snapshot-renamed': (event: SnapshotRenamedEvent) => void;
+  renamed: (event: RenamedEvent) => void;
+  copied: (event: CopiedEvent) => void;
+}
+
+export interface RenamedEvent {
+  /** The new name. */
+  name: string;
+  previous: string;
+}
+
+/** On the source instance: a copy of it was made. */
+export interface CopiedEvent {
+  name: string;
+  target: string;
+  snapshot?: string;
 }
 
 /** What lxq keeps about an instance (its `lxq.json`), written atomically. */
@@ -167,6 +182,10 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly files: InstanceFiles;
   /** What the instance's init or kernel printed on its console, and where that log is kept. */
   readonly console: InstanceConsole;
+  /** Renames a stopped instance (a running one is refused with Busy; onto an existing name, AlreadyExists). */
+  rename(newName: string): Promise<void>;
+  /** Writes the instance to a zstd tarball (`snapshots: true`: its snapshots too), for `host.import`. */
+  export(file: string, options?: { snapshots?: boolean }): Promise<void>;
   /** Snapshots of the instance's files or disk and record (see lib/storage). */
   readonly snapshots: InstanceSnapshots;
 }

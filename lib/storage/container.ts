@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
+import { resetMachineId } from './move';
 import { copyTree } from './tree';
 import type { SnapshotRef, StorageDriver } from './types';
 
@@ -30,6 +31,14 @@ export class ContainerStorage implements StorageDriver {
     } finally {
       if (freeze) await this.hooks.unfreeze();
     }
+  }
+
+  async copyTo(into: string, options: { status: InstanceStatus; snapshot?: SnapshotRef; snapshots: boolean }): Promise<void> {
+    if (options.snapshot) await copyTree(path.join(options.snapshot.dir, 'rootfs'), path.join(into, 'rootfs'));
+    else await this.capture(into, options);
+    await resetMachineId(path.join(into, 'rootfs'));
+    const snapshots = path.join(this.hooks.dir(), 'snapshots');
+    if (options.snapshots && (await fs.lstat(snapshots).then(() => true, () => false))) await copyTree(snapshots, path.join(into, 'snapshots'));
   }
 
   async stageRestore(snapshot: SnapshotRef, staging: string): Promise<void> {

@@ -83,7 +83,8 @@ export class Snapshots implements InstanceSnapshots {
       const chosen = name ?? `snap${1 + Math.max(-1, ...names.map((n) => (/^snap(\d+)$/.exec(n) ? Number(RegExp.$1) : -1)))}`;
       if (names.includes(chosen)) throw new AlreadyExists(`${this.subject.name()} already has a snapshot named "${chosen}"`);
       const status = await this.subject.status();
-      const stateful = options.stateful ?? false;
+      // A running VM's snapshot keeps its RAM and devices unless told otherwise.
+      const stateful = options.stateful ?? (this.subject.type() === 'vm' && status === 'running');
       if (stateful && this.subject.type() === 'container') await refuseStatefulContainer();
       await fs.mkdir(this.root, { recursive: true, mode: 0o700 });
       const staging = stagingPath(this.root, 'snapshot');
@@ -141,6 +142,11 @@ export class Snapshots implements InstanceSnapshots {
       const current = this.subject.record();
       // The snapshot's record, under the instance's own identity.
       const record: InstanceRecord = { ...structuredClone(snap.meta.record), name: current.name, createdAt: current.createdAt };
+      if (options.stateful !== false && (await driver.restoreLive?.(snap, status))) {
+        await this.subject.saveRecord(record);
+        this.subject.emit('snapshot-restored', { name: this.subject.name(), snapshot: name });
+        return;
+      }
       const staging = stagingPath(this.subject.dir(), 'restore');
       await fs.mkdir(staging, { mode: 0o700 });
       try {
@@ -218,6 +224,13 @@ export class Snapshots implements InstanceSnapshots {
   private async names(): Promise<string[]> {
     const entries = await fs.readdir(this.root).catch(() => [] as string[]);
     return entries.filter((n) => !isStaging(n));
+  }
+
+  /** A snapshot as its driver sees it (for a copy made from it); NotFound if there is none. Called inside the queue. */
+  async refOf(name: string): Promise<SnapshotRef> {
+    validateSnapshotName(name);
+    await this.recover();
+    return this.ref(name);
   }
 
   private async ref(name: string): Promise<SnapshotRef> {

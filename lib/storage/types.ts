@@ -76,10 +76,17 @@ export interface StorageDriver {
   capture(into: string, options: { stateful: boolean; status: InstanceStatus; tag: string }): Promise<void>;
   /** Refuses a restore this type cannot do in this status, before any side effect. */
   checkRestore?(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
+  /** Restores without a stop where the type can (a running VM's stateful snapshot); false: the ordinary way. */
+  restoreLive?(snapshot: SnapshotRef, status: InstanceStatus): Promise<boolean>;
   /** Removes driver-side data of a snapshot (a VM's internal snapshot), before its directory goes. */
   discard?(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
   /** Work done before a restore commits, while the instance may still run (a container's copy of the snapshot's files). */
   stageRestore(snapshot: SnapshotRef, staging: string): Promise<void>;
+  /**
+   * Fills `into` (an empty directory, the future instance directory) with an independent copy of
+   * the instance's data, or of `snapshot`'s; with `snapshots`, the instance's snapshots too.
+   */
+  copyTo(into: string, options: { status: InstanceStatus; snapshot?: SnapshotRef; snapshots: boolean }): Promise<void>;
   /** Puts the staged data in place of the instance's, the instance stopped; idempotent (run again after a crash). */
   applyRestore(snapshot: SnapshotRef, staging: string, record: InstanceRecord): Promise<void>;
 }
@@ -91,4 +98,15 @@ export interface SnapshotEvent {
 }
 export interface SnapshotRenamedEvent extends SnapshotEvent {
   previous: string;
+}
+
+export interface CopyOptions {
+  /** Copy this snapshot of the source rather than its current state. */
+  snapshot?: string;
+  /** Options set on the copy (over the source's). */
+  config?: Record<string, string | number | boolean | null>;
+  /** Devices of the copy (over the source's; `null` removes one). NICs get new MAC addresses. */
+  devices?: Record<string, unknown>;
+  /** Leave the source's snapshots behind (default: they are copied too, as LXD does). */
+  instanceOnly?: boolean;
 }

@@ -232,10 +232,10 @@ async function readInput(input: ExecOptions['stdin']): Promise<Buffer | undefine
 }
 
 export class VmInstance extends BaseInstance {
-  readonly files: InstanceFiles;
-  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name });
+  files: InstanceFiles;
+  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.connected() });
   /** The guest agent: one connection per VM, made on first need, made again after a restart. */
-  private readonly agent: GuestAgent;
+  private agent: GuestAgent;
   private monitor: QmpClient | undefined;
   private connecting: Promise<QmpClient | undefined> | undefined;
   /** The shares being mounted by the guest agent after the last start (exec and files wait for it). */
@@ -249,8 +249,16 @@ export class VmInstance extends BaseInstance {
     record: InstanceRecord,
   ) {
     super(dir, record);
-    this.agent = new GuestAgent(path.join(dir, FILES.qga), record.name);
-    this.files = new AgentFiles(this.agent, async () => {
+    this.agent = this.connectAgent();
+    this.files = this.agentFiles();
+  }
+
+  private connectAgent(): GuestAgent {
+    return new GuestAgent(this.file('qga'), this.name);
+  }
+
+  private agentFiles(): InstanceFiles {
+    return new AgentFiles(this.agent, async () => {
       if ((await this.status()) === 'stopped') {
         throw new NotSupported(`file access in a stopped vm is not supported: it goes through the guest agent, which runs only while ${this.name} runs; start it first`);
       }
@@ -557,6 +565,12 @@ export class VmInstance extends BaseInstance {
   protected async doUnfreeze(): Promise<void> {
     await this.require('unfreeze', ['frozen']);
     await this.command('cont');
+  }
+
+  /** The agent's socket is in the VM's directory; every other path is derived from it at each start. */
+  protected async renamed(): Promise<void> {
+    this.agent = this.connectAgent();
+    this.files = this.agentFiles();
   }
 
   protected async doDelete(): Promise<void> {

@@ -1,0 +1,131 @@
+/**
+ * Export and import on real containers and a stopped VM: the round trip keeps files (with their
+ * ownership, modes, xattrs, ACLs, hard links), config and snapshots; a truncated, foreign or
+ * escaping tarball is refused with a typed error and leaves the host's tree as it was.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { AlreadyExists, InvalidArgument, NotFound } from '../lib';
+import { tempHost, TestHost } from './helpers/host';
+
+let t: TestHost;
+let work: string;
+
+beforeAll(async () => {
+  t = await tempHost();
+  work = mkdtempSync(path.join(os.tmpdir(), 'lxq-export-'));
+  await t.host.images.ensure('busybox');
+  await t.host.images.ensure('vm/default');
+}, 600_000);
+afterAll(async () => {
+  await t?.dispose();
+  rmSync(work, { recursive: true, force: true });
+}, 120_000);
+
+const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
+const tree = () => execFileSync('find', [path.join(t.dir, 'instances'), '-printf', '%P %s %m %u\\n'], { encoding: 'utf8' }).split('\n').sort().join('\n');
+
+test('export → delete → import of a container gives the same files, config and snapshots', async () => {
+  const c = await t.host.create(t.name('exp'), { image: 'busybox', config: { 'user.k': 'kept' } });
+  const root = (name: string) => path.join(t.dir, 'instances', name, 'rootfs');
+  sh(`cd ${root(c.name)} && mkdir data && cd data && echo hi > f && chown 1000005:1000007 f && chmod 4750 f && setcap cap_net_raw+ep f &&
+      setfacl -m u:1234:rwx f && setfattr -n user.foo -v bar f && ln f hl && truncate -s 16M sparse`);
+  await c.snapshots.create('s0', { description: 'before' });
+  sh(`echo after > ${root(c.name)}/data/g`);
+  const describe = (name: string) =>
+    sh(`cd ${root(name)}/data && stat -c '%n %h %u %g %a %F %s' f hl g sparse && getcap f && getfacl -c f && getfattr -d f && du -k sparse | cut -f1`);
+  const original = describe(c.name);
+  const file = path.join(work, 'c.tar.zst');
+  await c.start();
+  try {
+    await c.export(file, { snapshots: true }); // running: frozen for it
+    expect(await c.status()).toBe('running');
+  } finally {
+    await c.stop({ force: true });
+  }
+  expect(readFileSync(file).subarray(0, 4).toString('hex')).toBe('28b52ffd'); // zstd magic
+  const name = c.name;
+  await c.delete();
+  const back = await t.host.import(file);
+  expect(back.name).toBe(name);
+  expect(describe(name)).toBe(original);
+  expect(back.config['user.k']).toBe('kept');
+  const snaps = await back.snapshots.list();
+  expect(snaps.map((s) => [s.name, s.description])).toEqual([['s0', 'before']]);
+  expect(readFileSync(path.join(t.dir, 'instances', name, 'config'), 'utf8')).toContain(root(name));
+  await back.start();
+  try {
+    expect((await back.exec(['cat', '/data/g'])).stdout.toString()).toBe('after\n');
+  } finally {
+    await back.stop({ force: true });
+  }
+  await back.snapshots.restore('s0');
+  expect(existsSync(path.join(root(name), 'data/g'))).toBe(false);
+
+  // Under another name, and never over an existing one.
+  const other = await t.host.import(file, { name: t.name('imp') });
+  expect(describe(other.name)).toBe(original);
+  const before = tree();
+  await expect(t.host.import(file)).rejects.toBeInstanceOf(AlreadyExists);
+  expect(tree()).toBe(before);
+}, 300_000);
+
+test('truncated, foreign and escaping tarballs are refused and leave the tree unchanged', async () => {
+  const c = await t.host.create(t.name('src'), { image: 'busybox' });
+  const good = path.join(work, 'good.tar.zst');
+  await c.export(good);
+  await c.delete();
+  const meta = path.join(work, 'm');
+  sh(`mkdir -p ${meta}/instance/rootfs/etc && tar -xf ${good} -C ${meta} lxq-export.json`);
+  const before = tree();
+  const bad: Record<string, string> = {
+    truncated: `head -c ${Math.floor(statSync(good).size / 2)} ${good} > OUT`,
+    foreign: `tar -cf OUT -C ${meta}/instance rootfs`,
+    notar: `echo hello > OUT`,
+    dotdot: `tar -cf OUT -C ${meta} lxq-export.json instance --transform='s,^instance/rootfs/etc,instance/../../etc,' -P`,
+    absolute: `tar -cPf OUT -C ${meta} lxq-export.json /etc/hostname`,
+    outside: `tar -cf OUT -C ${meta} lxq-export.json --transform='s,^instance,elsewhere,' instance`,
+    symlinkOut: `cd ${meta} && ln -sfn ../../../.. instance/rootfs/up && tar -cf OUT lxq-export.json instance && rm instance/rootfs/up`,
+    underSymlink: `cd ${meta} && ln -sfn /etc instance/rootfs/x && mkdir -p y && echo pwn > y/passwd && tar -cf OUT lxq-export.json instance/rootfs/x --transform='s,^y,instance/rootfs/x,' y/passwd && rm -rf instance/rootfs/x y`,
+  };
+  const WHY: Record<string, RegExp> = {
+    truncated: /not a complete lxq export/,
+    foreign: /not an lxq export/,
+    notar: /not a complete lxq export/,
+    dotdot: /contains "\.\."/,
+    absolute: /absolute path/,
+    outside: /outside "instance\/"/,
+    symlinkOut: /symlink to .* out of the archive/,
+    underSymlink: /under a symlink/,
+  };
+  for (const [what, cmd] of Object.entries(bad)) {
+    const out = path.join(work, `${what}.tar`);
+    sh(cmd.replace(/OUT/g, out));
+    const refused = await t.host.import(out).then(() => undefined, (e) => e);
+    expect([what, refused]).toEqual([what, expect.any(InvalidArgument)]);
+    expect([what, refused.message]).toEqual([what, expect.stringMatching(WHY[what])]);
+    expect(tree()).toBe(before);
+  }
+  expect(existsSync('/etc/pwn')).toBe(false);
+  await expect(t.host.import(path.join(work, 'none.tar'))).rejects.toBeInstanceOf(NotFound);
+  await expect(t.host.import(good, { name: 'bad/name' })).rejects.toBeInstanceOf(InvalidArgument);
+  expect(tree()).toBe(before);
+}, 120_000);
+
+test('a stopped VM round-trips: its overlay on the same backing image, its config', async () => {
+  const vm = await t.host.create(t.name('vme'), { type: 'vm', image: 'vm/default', config: { 'user.k': 'vm' } });
+  const disk = (name: string) => path.join(t.dir, 'instances', name, 'disk.qcow2');
+  const info = (f: string) => JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', f], { encoding: 'utf8' }));
+  const backing = info(disk(vm.name))['full-backing-filename'];
+  const file = path.join(work, 'vm.tar.zst');
+  await vm.export(file);
+  const name = vm.name;
+  await vm.delete();
+  const back = await t.host.import(file);
+  expect(back.type).toBe('vm');
+  expect(back.config['user.k']).toBe('vm');
+  expect(info(disk(name))['full-backing-filename']).toBe(backing);
+}, 120_000);
