@@ -4,13 +4,15 @@
  * lxq's busybox image; stopped with `lxd shutdown` in afterAll, also after a failure.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { AlreadyExists, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, Timeout } from '../lib/errors';
 import { Host } from '../lib';
+import { ImageStore } from '../lib/images/store';
 import { LxdClient } from '../lib/remote/client';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
 
@@ -257,4 +259,34 @@ describe('members()', () => {
       host.close();
     }
   });
+});
+
+describe('lxq images in a real LXD', () => {
+  test('debian/12 exported by lxq in LXD\'s format imports into LXD and boots systemd there', async () => {
+    const store = new ImageStore(process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images');
+    const file = path.join(dir, 'debian-12.tar');
+    await store.export('debian/12', file);
+    // LXD names a unified image by the sha256 of its tarball.
+    const fingerprint = createHash('sha256').update(readFileSync(file)).digest('hex');
+    await client.wait(await client.request('POST', '/1.0/images', undefined, { stream: file, timeoutMs: 300_000 }), 'POST /1.0/images');
+    const image = (await client.request('GET', `/1.0/images/${fingerprint}`)).metadata;
+    expect(image.type).toBe('container');
+    expect(image.properties.os).toMatch(/debian/i);
+    const host = await Host.connect({ socket: daemon!.socket });
+    const c = name();
+    made.add(c);
+    try {
+      const i = await host.create(c, { image: fingerprint, profiles: [PROFILE] });
+      await i.start();
+      // systemctl needs systemd's socket, which appears a moment after the start.
+      const r = await i.exec(['sh', '-c', 'for n in $(seq 120); do [ -S /run/systemd/private ] && break; sleep 0.5; done; timeout 120 systemctl is-system-running --wait']);
+      expect(r).toMatchObject({ stdout: expect.stringMatching(/^(running|degraded)\n$/) });
+      expect((await i.exec(['sh', '-c', '. /etc/os-release; echo $ID $VERSION_ID; hostname'])).stdout).toBe(`debian 12\n${c}\n`);
+      await i.stop({ timeout: 30 });
+      await i.delete();
+    } finally {
+      host.close();
+      await client.call('DELETE', `/1.0/images/${fingerprint}`).catch(() => undefined);
+    }
+  }, 600_000);
 });
