@@ -3,8 +3,10 @@
  *   image build, cold (a store of its own: mmdebstrap + the VM disk) and cached (`ensure` of a
  *   built image in a new store object); container start → `systemctl is-system-running` says
  *   running, and the same for the same container driven by the lxc-* CLI (lxc-start, then
- *   lxc-attach polling systemctl, lxc-stop: what a user of liblxc would otherwise run; LXD is not
- *   installed on the hosts this runs on); graceful stop of each; VM start → agent answers and →
+ *   lxc-attach polling systemctl, lxc-stop: what a user of liblxc would otherwise run) and the
+ *   same rootfs as an LXD image (lxq's export in LXD's format, imported into a Debian LXD 5.0
+ *   started with a LXD_DIR of its own: start over REST → systemd running, graceful stop);
+ *   graceful stop of each; VM start → agent answers and →
  *   systemd running under this host's accelerator; graceful VM stop; disk and memory per
  *   running instance.
  * Usage: node dist/bench/debian.js [--quick] (quick: one cycle, no cold build)
@@ -15,7 +17,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
 import { Host, ImageStore, Instance, VmInstance } from '../lib';
+import { LxdClient } from '../lib/remote/client';
+import { ensurePool, ensureProfile, LxdDaemon, lxdBin, startLxd } from '../test/helpers/lxd';
 import { Stats, stats } from './stats';
 
 const run = promisify(execFile);
@@ -33,18 +40,55 @@ async function systemdRunning(exec: () => Promise<string>, timeoutMs: number): P
 
 const viaLxq = (i: Instance) => async () => (await i.exec(['systemctl', 'is-system-running', '--wait'])).stdout.toString();
 
+/** The same debian/12 rootfs in a Debian LXD of its own: an image imported from lxq's export. */
+async function lxdDebian(dir: string, host: Host): Promise<{ client: LxdClient; daemon: LxdDaemon; fingerprint: string } | string> {
+  if (!lxdBin()) return 'lxd is not installed';
+  const daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'lxd-log'));
+  const client = new LxdClient({ socket: daemon.socket });
+  await ensurePool(client, 'bench', 'lxq bench/debian.ts');
+  await ensureProfile(client, 'bench', 'bench', 'lxq bench/debian.ts');
+  const file = path.join(dir, 'debian-12.tar');
+  await host.images.export('debian/12', file);
+  const fingerprint = createHash('sha256').update(readFileSync(file)).digest('hex');
+  await client.wait(await client.request('POST', '/1.0/images', undefined, { stream: file, timeoutMs: 300_000 }), 'POST /1.0/images');
+  return { client, daemon, fingerprint };
+}
+
+/** LXD: start, then an exec that returns once systemd says running (the same wait as lxq's, inside). */
+async function lxdCycle(client: LxdClient, fingerprint: string, name: string, s: Record<string, number[]>): Promise<void> {
+  const inst = `/1.0/instances/${name}`;
+  await client.call('POST', '/1.0/instances', { name, type: 'container', source: { type: 'image', fingerprint }, profiles: ['bench'] });
+  try {
+    let t = performance.now();
+    await client.call('PUT', `${inst}/state`, { action: 'start', timeout: 30 });
+    const wait = 'for n in $(seq 1200); do [ -S /run/systemd/private ] && break; sleep 0.05; done; until timeout 60 systemctl is-system-running --wait >/dev/null 2>&1; do sleep 0.05; done';
+    const op = await client.call('POST', `${inst}/exec`, { command: ['sh', '-c', wait], environment: {}, 'wait-for-websocket': false, interactive: false, 'record-output': false });
+    if (op.metadata?.return !== 0) throw new Error(`LXD: systemd in ${name} did not come up (exit ${op.metadata?.return})`);
+    s['container: start → systemd running (LXD 5.0, same rootfs)'].push(performance.now() - t);
+    t = performance.now();
+    await client.call('PUT', `${inst}/state`, { action: 'stop', force: false, timeout: 30 });
+    s['container: graceful stop (LXD 5.0)'].push(performance.now() - t);
+  } finally {
+    await client.call('PUT', `${inst}/state`, { action: 'stop', force: true }).catch(() => undefined);
+    await client.call('DELETE', inst).catch(() => undefined);
+  }
+}
+
 async function du(p: string): Promise<number> {
   return Number((await run('du', ['-sb', p])).stdout.split('\t')[0]);
 }
 
 export async function main(opts: { quick: boolean }): Promise<Record<string, Stats | string>> {
   const cycles = opts.quick ? 1 : 5;
+  let daemon: LxdDaemon | undefined;
+  let lxdSkipped: string | undefined;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-deb-'));
   chmodSync(dir, 0o711);
   const s: Record<string, number[]> = {
     'image build, cold (container)': [], 'image build, cold (vm, after the container tree)': [], 'ensure, cached': [],
     'container: start → systemd running (lxq)': [], 'container: start → systemd running (lxc-start + lxc-attach)': [],
     'container: graceful stop (lxq)': [], 'container: graceful stop (lxc-stop)': [],
+    'container: start → systemd running (LXD 5.0, same rootfs)': [], 'container: graceful stop (LXD 5.0)': [],
     'vm: start → agent ping': [], 'vm: start → systemd running': [], 'vm: graceful stop': [],
     'container: disk MiB': [], 'container: memory MiB': [], 'vm: disk (overlay) MiB': [], 'vm: QEMU RSS MiB': [],
   };
@@ -66,7 +110,11 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
       await new ImageStore(SHARED).ensure('debian/12');
       s['ensure, cached'].push(performance.now() - t);
     }
+    const lxd = await lxdDebian(dir, host);
+    if (typeof lxd === 'string') lxdSkipped = lxd;
+    else daemon = lxd.daemon;
     for (let i = 0; i < cycles; i++) {
+      if (typeof lxd !== 'string') await lxdCycle(lxd.client, lxd.fingerprint, `bdl-${process.pid}-${i}`, s);
       const c = await host.create(`bdc-${process.pid}-${i}`, { image: 'debian/12' });
       try {
         let t = performance.now();
@@ -108,10 +156,11 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
       }
     }
   } finally {
+    await daemon?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
   const out: Record<string, Stats | string> = {};
-  for (const [k, v] of Object.entries(s)) out[k] = v.length ? stats(v) : 'not measured (--quick)';
+  for (const [k, v] of Object.entries(s)) out[k] = v.length ? stats(v) : lxdSkipped && k.includes('LXD') ? `not measured: ${lxdSkipped}` : 'not measured (--quick)';
   return out;
 }
 
@@ -127,6 +176,8 @@ if (require.main === module) {
       const a = res['container: start → systemd running (lxq)'];
       const b = res['container: start → systemd running (lxc-start + lxc-attach)'];
       if (typeof a !== 'string' && typeof b !== 'string') console.log(`\ncontainer start → running, lxc-* / lxq (p50): ${(b.p50 / a.p50).toFixed(2)}×`);
+      const l = res['container: start → systemd running (LXD 5.0, same rootfs)'];
+      if (typeof a !== 'string' && typeof l !== 'string') console.log(`container start → running, LXD / lxq (p50): ${(l.p50 / a.p50).toFixed(2)}×`);
     },
     (e) => {
       console.error(e);
