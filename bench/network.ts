@@ -13,13 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host, Instance } from '../lib';
-import { stats } from './stats';
-
-async function timed(op: () => Promise<unknown>): Promise<number> {
-  const t = performance.now();
-  await op();
-  return performance.now() - t;
-}
+import { stats, time as timed } from './stats';
 
 export async function main(opts: { quick: boolean }): Promise<string[]> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-net-'));

@@ -9,16 +9,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host } from '../lib';
-import { stats } from './stats';
+import { stats, time } from './stats';
 
 const quick = process.argv.includes('--quick');
 const rounds = quick ? 2 : 5;
-
-async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
-  const t0 = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t0) / 1e6;
-}
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-snap-'));

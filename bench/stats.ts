@@ -14,3 +14,10 @@ export function stats(xs: number[]): Stats {
   const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
   return { min: s[0], p50: q(0.5), p99: q(0.99), max: s[s.length - 1], mean: s.reduce((a, b) => a + b, 0) / s.length, n: s.length };
 }
+
+/** How long `fn` takes, ms. */
+export async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
