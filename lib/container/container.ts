@@ -196,6 +196,10 @@ export class ContainerInstance extends BaseInstance {
     return this.ctx.networks;
   }
 
+  protected async readIfInet6(): Promise<string> {
+    return fs.readFile(`/proc/${await this.lxc().initPid()}/net/if_inet6`, 'utf8');
+  }
+
   /** Proxies connect from inside the container's network namespace, or to a socket in its root. */
   protected async connectInside(to: StreamEndpoint): Promise<Socket> {
     const pid = await this.runningPid();

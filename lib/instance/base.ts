@@ -13,6 +13,7 @@ import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
 import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, validateDeviceName } from '../devices/validate';
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
+import { unusableIpv6 } from '../network/addresses';
 import type { Networks } from '../network/networks';
 import { type DatagramEndpoint, parseEndpoint, ProxyServer, type StreamEndpoint } from '../network/proxy';
 import { ConsoleHub, type ConsoleEndpoint } from '../console/console';
@@ -239,6 +240,8 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   protected abstract datagramInside(to: DatagramEndpoint): Promise<DgramSocket>;
   /** The host's networks (NICs are checked against them). */
   protected abstract get networks(): Networks;
+  /** The instance's /proc/net/if_inet6 (its kernel's IPv6 address flags). */
+  protected abstract readIfInet6(): Promise<string>;
   /** What checking this instance's devices against the host needs. */
   protected get probeEnv(): ProbeEnv {
     return { networks: this.networks, instance: this.name };
@@ -401,7 +404,9 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     for (;;) {
       if (options?.signal?.aborted) throw new Aborted(`waiting for an address of ${this.name} was aborted`);
       const s = await this.state();
-      const own = s.network.addresses.find(isFamily);
+      // An IPv6 address counts once duplicate detection has passed: before, nothing can use it.
+      const unusable = family === 'inet6' && s.network.addresses.some(isFamily) ? unusableIpv6(await this.readIfInet6().catch(() => '')) : new Set<string>();
+      const own = s.network.addresses.find((a) => isFamily(a) && !unusable.has(a));
       if (own) return own;
       // A lease counts once granted in this run of the instance (its init or QEMU started before
       // it), not one kept from an earlier boot.

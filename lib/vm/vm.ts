@@ -312,6 +312,11 @@ export class VmInstance extends BaseInstance {
     return this.ctx.networks;
   }
 
+  /** Read through the guest agent (procfs of the guest's kernel). */
+  protected async readIfInet6(): Promise<string> {
+    return (await this.files.read('/proc/net/if_inet6')).toString();
+  }
+
   /** Proxies connect over the VM's network: 127.0.0.1 (or ::1) means the guest's own address. */
   protected async connectInside(to: StreamEndpoint): Promise<net.Socket> {
     if (to.proto !== 'tcp') throw new NotSupported(`a VM's proxy cannot reach a unix socket inside ${this.name}`);
