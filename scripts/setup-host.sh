@@ -13,6 +13,7 @@ packages=(
   tmux                                         # the CLI tests run shell and exec -t in a real terminal
   iproute2 dnsmasq-base dnsmasq-utils nftables # networks: bridges and links, DHCP and DNS (dhcp_release), NAT
   acl attr libcap2-bin zstd criu               # rootfs copies keep xattrs (getfattr/setfattr); ACLs and capabilities in tests; export compression; stateful snapshots
+  iperf3                                       # network bench: TCP throughput (the host's loopback is the ceiling)
   lxd                                          # remote hosts: Debian's LXD 5.0 server (test/remote.test.ts, bench peer)
 )
 missing=()
