@@ -49,7 +49,7 @@ import {
   qemuDeviceId,
   qemuNodeName,
   releaseVmDevice,
-  removeTaps,
+  releaseHostParts,
   SCSI_CONTROLLER,
   SPARE_PORTS,
   startVirtiofsd,
@@ -524,7 +524,7 @@ export class VmInstance extends BaseInstance {
     const deadline = Date.now() + timeoutMs;
     let agentAsked = false;
     const exited = async () => {
-      await removeTaps(this.dir, this.devices);
+      await releaseHostParts(this.dir, this.devices);
       return true;
     };
     for (;;) {
@@ -545,7 +545,7 @@ export class VmInstance extends BaseInstance {
   /** QMP `quit`, then SIGKILL if QEMU has not exited; its NICs' taps go with it. */
   protected async doKill(): Promise<void> {
     await this.killQemu();
-    await removeTaps(this.dir, this.devices);
+    await releaseHostParts(this.dir, this.devices);
   }
 
   private async killQemu(): Promise<void> {
@@ -581,7 +581,7 @@ export class VmInstance extends BaseInstance {
   protected async doDelete(): Promise<void> {
     this.dropMonitor();
     this.agent.close();
-    await removeTaps(this.dir, this.devices);
+    await releaseHostParts(this.dir, this.devices);
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
     await fs.rm(this.dir, { recursive: true, force: true });
