@@ -22,7 +22,8 @@ import { type ExportMeta, writeArchive } from '../storage/archive';
 import { moveInstanceDir } from '../storage/move';
 import { stagingPath } from '../storage/staging';
 import { validateName } from './names';
-import { writeJsonAtomic } from '../util/fs';
+import { readJson, writeJsonAtomic } from '../util/fs';
+import { FileLock } from '../util/lock';
 import { refuseUnknownKeys } from '../util/keys';
 import { processStartedAt } from '../util/proc';
 import { Snapshots } from '../storage/snapshots';
@@ -44,6 +45,14 @@ import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SP
 import type { LifecycleAction } from '../events/lifecycle';
 
 export const RECORD_FILE = 'lxq.json';
+/** The file every process locks (flock) while it changes the instance. */
+export const LOCK_FILE = 'lxq.lock';
+
+/** Writes an instance's record (atomically), its lock file beside it from the start. */
+export async function writeInstanceRecord(dir: string, record: InstanceRecord): Promise<void> {
+  await fs.writeFile(path.join(dir, LOCK_FILE), '', { flag: 'a', mode: 0o600 });
+  await writeJsonAtomic(path.join(dir, RECORD_FILE), record);
+}
 
 /** A change of an instance's devices, by name: as they were, and as they are now. */
 export interface DeviceChange {
@@ -61,6 +70,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   reportLifecycle: ((action: LifecycleAction) => Promise<void>) | undefined;
   /** The proxy devices this process serves (see lib/network/proxy.ts). */
   private readonly proxies = new Map<string, ProxyServer>();
+  /** Held by whichever process changes the instance; see serialized(). */
+  private readonly lock: FileLock;
+  /** The record file as last read or written here (inode, size, mtime): another process's write changes it. */
+  private recordStamp: string | undefined;
 
   protected constructor(
     /** The instance's own directory under the host path (it changes with a rename). */
@@ -68,6 +81,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     protected record: InstanceRecord,
   ) {
     super();
+    this.lock = new FileLock(path.join(location, LOCK_FILE), `instance ${record.name}`);
   }
 
   /** The instance's own directory under the host path. */
@@ -146,6 +160,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       const target = path.join(path.dirname(this.dir), newName);
       await moveInstanceDir(this.dir, target, newName);
       this.location = target;
+      this.lock.moved(path.join(target, LOCK_FILE));
       await this.saveRecord({ ...this.record, name: newName });
       await this.renamed();
       this.emit('renamed', { name: newName, previous });
@@ -357,6 +372,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       }
       await this.closeProxies();
       await this.doDelete();
+      await this.lock.close();
       await syncNetworkHosts(this.devices, this.networks);
       await this.reported('instance-deleted');
       this.removeAllListeners();
@@ -532,11 +548,38 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.queue.then(() => undefined);
   }
 
-  /** Runs operations on this instance one at a time, in call order. */
+  /**
+   * Runs operations on this instance one at a time, in call order, and one at a time across
+   * processes: each holds the instance's lock file and starts from the record as it is on disk
+   * (another process may have changed config or devices since this one last looked).
+   */
   protected serialized<T>(op: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(op, op);
+    const locked = () =>
+      this.lock
+        .hold(async () => {
+          await this.refreshRecord();
+          return op();
+        })
+        .catch((e) => Promise.reject((e as NodeJS.ErrnoException).code === 'ENOENT' ? this.gone() : e));
+    const run = this.queue.then(locked, locked);
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  private gone(): NotFound {
+    return new NotFound(`instance ${this.name} no longer exists (deleted or renamed by another process)`);
+  }
+
+  private async refreshRecord(): Promise<void> {
+    const file = path.join(this.dir, RECORD_FILE);
+    const st = await fs.stat(file).catch(() => undefined);
+    if (!st) throw this.gone();
+    const stamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    if (stamp === this.recordStamp) return;
+    const record = await readJson<InstanceRecord>(file);
+    if (record.createdAt !== this.record.createdAt) throw this.gone();
+    this.record = record;
+    this.recordStamp = stamp;
   }
 
   protected async require(op: string, allowed: InstanceStatus[]): Promise<InstanceStatus> {
@@ -567,8 +610,11 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   protected async saveRecord(record: InstanceRecord): Promise<void> {
-    await writeJsonAtomic(path.join(this.dir, RECORD_FILE), record);
+    await writeInstanceRecord(this.dir, record);
     this.record = record;
+    const file = path.join(this.dir, RECORD_FILE);
+    const st = await fs.stat(file);
+    this.recordStamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
   }
 
   /** Records a status seen now and emits `status` if it changed. */

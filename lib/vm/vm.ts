@@ -57,7 +57,7 @@ import {
 } from '../devices/vm';
 import { deviceValue } from '../devices/declarations';
 import type { ConsoleEndpoint } from '../console/console';
-import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
+import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../instance/base';
 import type { InstanceFiles } from '../instance/files';
 import { type DeviceState, type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
 import {
@@ -291,7 +291,7 @@ export class VmInstance extends BaseInstance {
     try {
       for (const [name, d] of Object.entries(record.devices ?? {})) await prepareVmDevice(dir, name, d);
       await createVmOverlay(img, vm.file('disk'));
-      await writeJsonAtomic(path.join(dir, RECORD_FILE), vm.record);
+      await writeInstanceRecord(dir, vm.record);
     } catch (e) {
       await fs.rm(dir, { recursive: true, force: true });
       throw e;
