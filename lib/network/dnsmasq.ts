@@ -7,8 +7,6 @@
  *     dnsmasq.pid     its pid file (checked against /proc/<pid>/cmdline: no pid reuse)
  *     dnsmasq.hosts   `mac,[ip,]name` per NIC on the network (dhcp-hostsfile: static leases and
  *                     names), written by lxq, re-read on SIGHUP
- *     dnsmasq.hosts6  `address name` per NIC: the SLAAC address of each NIC where the network
- *                     has IPv6 (addn-hosts: AAAA records), re-read on SIGHUP
  *     dnsmasq.leases  the leases dnsmasq handed out
  *     dnsmasq.log     what it logged
  */
@@ -19,12 +17,12 @@ import { promisify } from 'node:util';
 
 import { OperationFailed } from '../errors';
 import { writeFileAtomic } from '../util/fs';
-import { formatIpv4, netmask, parseCidr, parseCidr6, slaacAddress } from './addresses';
+import { formatIpv4, netmask, parseCidr } from './addresses';
 
 export const DNSMASQ = 'dnsmasq';
 /** How long a lease lasts: a lease's grant time is its expiry less this. */
 export const LEASE_SECONDS = 3600;
-const FILES = { pid: 'dnsmasq.pid', hosts: 'dnsmasq.hosts', hosts6: 'dnsmasq.hosts6', leases: 'dnsmasq.leases', log: 'dnsmasq.log' } as const;
+const FILES = { pid: 'dnsmasq.pid', hosts: 'dnsmasq.hosts', leases: 'dnsmasq.leases', log: 'dnsmasq.log' } as const;
 
 export interface DnsmasqSettings {
   dir: string;
@@ -86,8 +84,10 @@ function args(s: DnsmasqSettings): string[] {
   }
   if (s.cidr6) {
     // Router advertisements of the bridge's /64 (SLAAC, with the DNS server in them) and stateless
-    // DHCPv6 for the clients that ask it for DNS; names come from the hosts6 file lxq writes.
-    a.push(`--listen-address=${s.cidr6.split('/')[0]}`, '--enable-ra', `--dhcp-range=::,constructor:${s.bridge},ra-stateless,64,${LEASE_SECONDS}`, `--addn-hosts=${dnsmasqFile(s.dir, 'hosts6')}`);
+    // DHCPv6 for the clients that ask it for DNS. ra-names: the AAAA record of a DHCPv4 client's
+    // name is its SLAAC address, once that answers a ping. (Names in an addn-hosts file would
+    // instead take the dhcp-host entries' names away from their IPv4 leases.)
+    a.push(`--listen-address=${s.cidr6.split('/')[0]}`, '--enable-ra', `--dhcp-range=::,constructor:${s.bridge},ra-stateless,ra-names,64,${LEASE_SECONDS}`);
   }
   // Always its own lease file: dnsmasq would otherwise write the host's (/var/lib/misc).
   if (s.dhcp || s.cidr6) a.push(`--dhcp-leasefile=${dnsmasqFile(s.dir, 'leases')}`);
@@ -97,7 +97,6 @@ function args(s: DnsmasqSettings): string[] {
 /** Starts the network's dnsmasq (it daemonizes); resolves once its pid file names it. */
 export async function startDnsmasq(s: DnsmasqSettings): Promise<number> {
   await fs.writeFile(dnsmasqFile(s.dir, 'hosts'), '', { flag: 'a' });
-  await fs.writeFile(dnsmasqFile(s.dir, 'hosts6'), '', { flag: 'a' });
   await fs.writeFile(dnsmasqFile(s.dir, 'leases'), '', { flag: 'a' });
   const child = spawn(DNSMASQ, args(s), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -129,15 +128,10 @@ export async function stopDnsmasq(dir: string): Promise<void> {
   await fs.rm(dnsmasqFile(dir, 'pid'), { force: true });
 }
 
-/**
- * Writes the NICs' entries (static leases and names; with `subnet6`, each NIC's SLAAC address
- * as its AAAA record) and has dnsmasq read them again.
- */
-export async function writeHosts(dir: string, entries: Array<{ hwaddr: string; address?: string; name: string }>, subnet6?: string): Promise<void> {
-  const lines = (l: string[]) => (l.length ? l.join('\n') + '\n' : '');
-  await writeFileAtomic(dnsmasqFile(dir, 'hosts'), lines(entries.map((e) => [e.hwaddr, e.address, e.name].filter(Boolean).join(','))));
-  const c6 = subnet6 ? parseCidr6(subnet6) : undefined;
-  await writeFileAtomic(dnsmasqFile(dir, 'hosts6'), lines(c6 ? entries.map((e) => `${slaacAddress(c6, e.hwaddr)} ${e.name}`) : []));
+/** Writes the NICs' entries (static leases and names) and has dnsmasq read them again. */
+export async function writeHosts(dir: string, entries: Array<{ hwaddr: string; address?: string; name: string }>): Promise<void> {
+  const text = entries.map((e) => [e.hwaddr, e.address, e.name].filter(Boolean).join(',')).join('\n');
+  await writeFileAtomic(dnsmasqFile(dir, 'hosts'), text ? text + '\n' : '');
   const pid = await dnsmasqPid(dir);
   if (pid !== null) process.kill(pid, 'SIGHUP');
 }

@@ -148,7 +148,7 @@ export class Network {
   /** Static leases and names of the NICs on this network, for dnsmasq (re-read at once); the leases of NICs gone are released. */
   async writeHosts(): Promise<void> {
     const users = await this.users(this.name);
-    await writeHosts(this.dir, users.map((u) => ({ hwaddr: u.hwaddr, address: u.address, name: u.instance })), this.cidr6);
+    await writeHosts(this.dir, users.map((u) => ({ hwaddr: u.hwaddr, address: u.address, name: u.instance })));
     await releaseLeases(this.dir, this.bridge, new Set(users.map((u) => u.hwaddr.toLowerCase())));
   }
 
