@@ -45,7 +45,7 @@ export interface LifecycleEvent {
 }
 
 /** The status an action leaves the instance in (undefined: no status change, or gone). */
-const IMPLIED: Partial<Record<LifecycleAction, InstanceStatus>> = {
+export const IMPLIED: Partial<Record<LifecycleAction, InstanceStatus>> = {
   'instance-created': 'stopped',
   'instance-started': 'running',
   'instance-restarted': 'running',
