@@ -41,24 +41,31 @@ export async function remoteSpawn(client: LxdClient, instancePath: string, req: 
   });
   const opPath = r.operation!.split('?')[0];
   const fds = r.metadata.metadata.fds as Record<string, string>;
-  const connect = (fd: string) =>
-    new Promise<WebSocket>((resolve, reject) => {
-      const q = new URLSearchParams({ secret: fds[fd] });
-      if (client.project) q.set('project', client.project);
-      const ws = new WebSocket(client.websocketUrl(`${opPath}/websocket?${q}`), client.websocketOptions());
-      ws.once('open', () => resolve(ws));
-      ws.once('error', reject);
-    });
   const names = req.pty ? ['control', '0'] : ['control', '0', '1', '2'];
-  const sockets = await Promise.allSettled(names.map(connect));
-  const failed = sockets.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  const sockets = names.map((fd) => {
+    const q = new URLSearchParams({ secret: fds[fd] });
+    if (client.project) q.set('project', client.project);
+    const ws = new WebSocket(client.websocketUrl(`${opPath}/websocket?${q}`), client.websocketOptions());
+    ws.on('error', () => undefined);
+    return ws;
+  });
+  // LXD starts the command once the last websocket is connected: its first output may come
+  // before this side has seen every socket open, so the output streams listen from the start.
+  const [control, stdin, out = stdin, err] = sockets;
+  const stdout = readableOf(out);
+  const stderr = err ? readableOf(err) : undefined;
+  const opened = await Promise.allSettled(
+    sockets.map((ws) => new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    })),
+  );
+  const failed = opened.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (failed) {
-    for (const s of sockets) if (s.status === 'fulfilled') s.value.terminate();
+    for (const ws of sockets) ws.terminate();
     throw failed.reason;
   }
-  const [control, stdin, out = stdin, err] = sockets.map((s) => (s as PromiseFulfilledResult<WebSocket>).value);
-  for (const ws of [control, stdin, out, err]) ws?.on('error', () => undefined);
-  return new RemoteProcess(client, r, instancePath, req, control, stdin, out, err);
+  return new RemoteProcess(client, r, instancePath, req, control, stdin, out, stdout, stderr);
 }
 
 /** A readable fed by a data websocket: an empty text message or the close ends it. */
@@ -99,10 +106,11 @@ class RemoteProcess implements InstanceProcess {
     private readonly control: WebSocket,
     stdinWs: WebSocket,
     outWs: WebSocket,
-    errWs: WebSocket | undefined,
+    stdout: Readable,
+    lxdStderr: Readable | undefined,
   ) {
     this.tty = req.pty !== null;
-    this.stdout = readableOf(outWs);
+    this.stdout = stdout;
     // With a pty, LXD ends the operation once the client has closed the terminal's websocket,
     // which it does when the output has ended (as lxc does).
     if (this.tty) this.stdout.once('end', () => outWs.close());
@@ -111,8 +119,8 @@ class RemoteProcess implements InstanceProcess {
     const stderr = new PassThrough();
     this.stderr = stderr;
     const errDone = new Promise<void>((resolve) => {
-      if (!errWs) return resolve();
-      readableOf(errWs).on('data', (d: Buffer) => stderr.write(d)).once('end', resolve);
+      if (!lxdStderr) return resolve();
+      lxdStderr.on('data', (d: Buffer) => stderr.write(d)).once('end', resolve);
     });
     const tty = this.tty;
     this.stdin = new Writable({
