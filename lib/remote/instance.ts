@@ -356,7 +356,7 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
     });
   }
 
-  export(): Promise<void> {
+  export(_file: string, _options?: { snapshots?: boolean }): Promise<void> {
     return Promise.reject(new NotSupported(`export of ${this.name}: an instance on an LXD server is exported by LXD itself (lxc export, /1.0/instances/<name>/backups), not to lxq's format`));
   }
 
@@ -438,12 +438,13 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
 
   update(patch: InstanceConfigPatch): Promise<void> {
     return this.serialized(async () => {
-      const current = this.config;
-      const next = patchConfig(this.type, current, patch);
+      patchConfig(this.type, this.config, patch); // refused before anything is sent
       const unsupported = Object.keys(patch ?? {}).filter((k) => NOT_ON_LXD.includes(k));
       if (unsupported.length) throw new NotSupported(`option ${unsupported.map((k) => `"${k}"`).join(', ')} has no equivalent on an LXD server`);
+      // The patch applies to the instance as the server has it now: keys others set stay.
       await this.put((m) => {
-        const config = { ...m.config };
+        const config: Record<string, string> = { ...m.config };
+        const next = patchConfig(this.type, lxqConfig(config), patch);
         for (const k of Object.keys(lxqConfig(config))) if (!(k in next)) delete config[k];
         return { ...m, config: { ...config, ...next } };
       });
