@@ -16,8 +16,7 @@ import { AlreadyExists, Host, Instance, InvalidArgument, NotFound, NotSupported,
 import type { Network } from '../lib/network/networks';
 import type { RemoteHost } from '../lib/remote';
 import { tempHost, TestHost } from './helpers/host';
-import { ensureBusyboxImage, ensurePool, ensureProfile, type LxdDaemon, startLxd } from './helpers/lxd';
-import { LxdClient } from '../lib/remote/client';
+import { type LxdFixture, startLxdFixture } from './helpers/lxd';
 import { systemdState } from './helpers/systemd';
 
 jest.setTimeout(120_000);
@@ -76,8 +75,7 @@ const kinds: Kind[] = [
  */
 class LxdServer {
   private constructor(
-    readonly dir: string,
-    readonly daemon: LxdDaemon,
+    readonly fixture: LxdFixture,
     readonly host: RemoteHost,
   ) {}
 
@@ -85,24 +83,11 @@ class LxdServer {
   static readonly ALIAS = 'lxq-conformance-busybox';
 
   static async start(): Promise<LxdServer> {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-conf-lxd-'));
-    // The containers' root (mapped to a subuid) must be able to traverse down to LXD_DIR.
-    chmodSync(dir, 0o711);
-    let daemon: LxdDaemon | undefined;
+    const fixture = await startLxdFixture('lxq-conf-lxd-', { pool: LxdServer.PROFILE, profile: LxdServer.PROFILE, alias: LxdServer.ALIAS });
     try {
-      daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
-      const client = new LxdClient({ socket: daemon.socket });
-      try {
-        await ensurePool(client, LxdServer.PROFILE, 'lxq conformance');
-        await ensureProfile(client, LxdServer.PROFILE, LxdServer.PROFILE, 'lxq conformance');
-        await ensureBusyboxImage(client, LxdServer.ALIAS, dir);
-      } finally {
-        client.close();
-      }
-      return new LxdServer(dir, daemon, await Host.connect({ socket: daemon.socket }));
+      return new LxdServer(fixture, await Host.connect({ socket: fixture.daemon.socket }));
     } catch (e) {
-      await daemon?.stop();
-      rmSync(dir, { recursive: true, force: true });
+      await fixture.stop();
       throw e;
     }
   }
@@ -114,8 +99,7 @@ class LxdServer {
 
   async stop(): Promise<void> {
     this.host.close();
-    await this.daemon.stop();
-    rmSync(this.dir, { recursive: true, force: true });
+    await this.fixture.stop();
   }
 }
 

@@ -18,7 +18,7 @@ import type { LifecycleEvent } from '../lib/events/lifecycle';
 import type { StatusEvent } from '../lib/instance/instance';
 import type { RemoteHost, RemoteInstance } from '../lib/remote';
 import { LxdClient } from '../lib/remote/client';
-import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
+import { type LxdFixture, startLxdFixture } from './helpers/lxd';
 
 jest.setTimeout(300_000);
 const run = promisify(execFile);
@@ -30,8 +30,7 @@ const tag = randomBytes(3).toString('hex');
 let n = 0;
 const name = () => `ri-${tag}-${n++}`;
 
-let dir: string;
-let daemon: LxdDaemon | undefined;
+let lxd: LxdFixture;
 let client: LxdClient;
 let host: RemoteHost;
 const made = new Set<string>();
@@ -56,14 +55,9 @@ async function launch(): Promise<RemoteInstance> {
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-lxd-ri-'));
-  chmodSync(dir, 0o711);
-  daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
-  client = new LxdClient({ socket: daemon.socket });
-  await ensurePool(client, POOL, 'lxq tests');
-  await ensureProfile(client, PROFILE, POOL, 'lxq tests');
-  await ensureBusyboxImage(client, ALIAS, dir);
-  host = await Host.connect({ socket: daemon.socket });
+  lxd = await startLxdFixture('lxq-lxd-ri-', { pool: POOL, profile: PROFILE, alias: ALIAS });
+  client = lxd.client;
+  host = await Host.connect({ socket: lxd.daemon.socket });
 });
 
 afterAll(async () => {
@@ -74,9 +68,7 @@ afterAll(async () => {
     }
   } finally {
     host?.close();
-    client?.close();
-    await daemon?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await lxd?.stop();
   }
 });
 
@@ -107,7 +99,7 @@ describe('options and devices', () => {
   });
 
   test("a concurrent change by another client between lxq's read and its PUT: If-Match refuses, lxq reads again, both changes land", async () => {
-    const other = new LxdClient({ socket: daemon!.socket });
+    const other = new LxdClient({ socket: lxd.daemon.socket });
     const real = host.client.request.bind(host.client);
     let raced = 0;
     // Another client's change lands just before lxq's first PUT (whose ETag is then stale).
@@ -296,7 +288,7 @@ describe('events', () => {
       expect(statuses.map((s) => s.status)).toEqual(['frozen', 'running']);
 
       // The lxc CLI against the same daemon.
-      const env = { ...process.env, LXD_DIR: path.dirname(daemon!.socket), LXD_CONF: path.join(dir, 'lxc-conf') };
+      const env = { ...process.env, LXD_DIR: lxd.daemon.lxdDir, LXD_CONF: path.join(lxd.dir, 'lxc-conf') };
       mkdirSync(env.LXD_CONF, { recursive: true });
       await run('lxc', ['stop', '--force', i.name], { env, timeout: 60_000 });
       await until(() => events.length === 3);
@@ -316,8 +308,7 @@ describe('events', () => {
     await host.on('lifecycle', listener);
     const reconnects = host.eventReconnects;
     try {
-      await daemon!.stop();
-      daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
+      await lxd.restart();
       await until(() => host.eventReconnects > reconnects, 30_000);
       const c = name();
       made.add(c);

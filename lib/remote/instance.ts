@@ -24,10 +24,10 @@ import {
   type InstanceStatus,
   type InstanceType,
   type NetworkInterface,
+  checkStopTimeout,
+  checkWaitForAddress,
   reportedAddresses,
-  STOP_OPTION_KEYS,
   type StopOptions,
-  WAIT_FOR_ADDRESS_KEYS,
   type WaitForAddressOptions,
 } from '../instance/instance';
 import { checkExecOptions, checkSpawn, collect, type ExecOptions, type ExecResult, type InstanceProcess, instanceEnvironment, SPAWN_OPTION_KEYS, type SpawnOptions, checkPty } from '../instance/process';
@@ -55,7 +55,6 @@ export const lxdType = (t: string): InstanceType => (t === 'virtual-machine' ? '
 const NOT_ON_LXD = ['vm.accel'];
 /** How often waitForAddress asks for the instance's state. */
 const ADDRESS_POLL_MS = 250;
-const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 /** Attempts of an update whose If-Match lost against a concurrent change. */
 const UPDATE_ATTEMPTS = 5;
 
@@ -252,17 +251,10 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
     }
   }
 
-  private stopTimeout(op: string, options: StopOptions): number {
-    refuseUnknownKeys(op, options, STOP_OPTION_KEYS);
-    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
-    if (!Number.isFinite(timeout) || timeout < 0) throw new InvalidArgument(`${op} timeout must be a non-negative number of ms, got ${timeout}`);
-    return timeout;
-  }
-
   stop(options: StopOptions = {}): Promise<void> {
     let timeout: number;
     try {
-      timeout = this.stopTimeout('stop', options ?? {});
+      timeout = checkStopTimeout('stop', options ?? {});
     } catch (e) {
       return Promise.reject(e);
     }
@@ -272,7 +264,7 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
   restart(options: StopOptions = {}): Promise<void> {
     let timeout: number;
     try {
-      timeout = this.stopTimeout('restart', options ?? {});
+      timeout = checkStopTimeout('restart', options ?? {});
     } catch (e) {
       return Promise.reject(e);
     }
@@ -396,11 +388,7 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
   }
 
   async waitForAddress(options: WaitForAddressOptions = {}): Promise<string> {
-    refuseUnknownKeys('waitForAddress', options ?? {}, WAIT_FOR_ADDRESS_KEYS);
-    const family = options?.family ?? 'inet';
-    const timeout = options?.timeout ?? 60_000;
-    if (family !== 'inet' && family !== 'inet6') throw new InvalidArgument(`family must be "inet" or "inet6", got ${JSON.stringify(family)}`);
-    if (!Number.isFinite(timeout) || timeout <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeout}`);
+    const { family, timeout } = checkWaitForAddress(options);
     await this.require('wait for an address of', ['running', 'starting']);
     const deadline = Date.now() + timeout;
     const isFamily = (a: string) => (family === 'inet') === !a.includes(':');
