@@ -39,8 +39,15 @@ interface Capabilities {
    * directory as their mapped root.
    */
   diskShift: boolean;
+  /**
+   * A pty's output is all delivered when its command exits at once. Debian's LXD 5.0 loses it
+   * now and then (its pty mirror closes before it has drained: 6 in 40 runs of
+   * `[ -t 0 ] && echo tty` through lxq, 24 in 30 through `lxc exec -t`): there the command
+   * lingers a moment before it exits.
+   */
+  ptyOutputAtExit: boolean;
 }
-const ALL: Capabilities = { processPid: true, foreignSignalDeath: true, diskShift: true };
+const ALL: Capabilities = { processPid: true, foreignSignalDeath: true, diskShift: true, ptyOutputAtExit: true };
 
 interface Kind {
   type: 'container' | 'vm';
@@ -66,7 +73,7 @@ const kinds: Kind[] = [
       await systemdState(i);
     },
   },
-  { type: 'container', image: 'busybox', driver: 'lxd', caps: { processPid: false, foreignSignalDeath: false, diskShift: false }, ready: async () => undefined },
+  { type: 'container', image: 'busybox', driver: 'lxd', caps: { processPid: false, foreignSignalDeath: false, diskShift: false, ptyOutputAtExit: false }, ready: async () => undefined },
 ];
 
 /**
@@ -221,7 +228,8 @@ describe.each(kinds)('$driver $type ($image)', (kind) => {
     if (kind.type === 'container') {
       test('user, group and pty work', async () => {
         expect((await inst.exec(['id', '-u'], { user: 1000, group: 1000 })).stdout.toString().trim()).toBe('1000');
-        expect((await inst.exec(['sh', '-c', '[ -t 0 ] && echo tty'], { pty: true })).stdout.toString()).toMatch(/tty/);
+        const linger = kind.caps.ptyOutputAtExit ? '' : '; sleep 0.3';
+        expect((await inst.exec(['sh', '-c', `[ -t 0 ] && echo tty${linger}`], { pty: true })).stdout.toString()).toMatch(/tty/);
       });
     } else {
       test('user, group and pty: NotSupported naming the condition', async () => {
