@@ -199,6 +199,17 @@ describe('commands', () => {
     expect((await i.exec(['sh', '-c', 'pgrep sleep || echo none'])).stdout.toString()).toBe('none\n');
   });
 
+  test('many commands at once hold no connection each: other requests go on meanwhile', async () => {
+    // More running commands than the client has connections (8): their ends come from the events websocket.
+    const procs = await Promise.all(Array.from({ length: 12 }, () => i.spawn(['sleep', '3'])));
+    procs.forEach((p) => p.stdin.end());
+    const t0 = Date.now();
+    expect((await i.state()).status).toBe('running');
+    expect((await i.exec(['echo', 'meanwhile'])).stdout.toString()).toBe('meanwhile\n');
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(await Promise.all(procs.map((p) => p.exit))).toEqual(procs.map(() => ({ exitCode: 0, signal: null })));
+  });
+
   test('large output on stdout and stderr at once stays apart', async () => {
     const r = await i.exec(['sh', '-c', 'head -c 2000000 /dev/zero; head -c 1000000 /dev/zero >&2']);
     expect(r.stdout.length).toBe(2_000_000);

@@ -12,6 +12,7 @@ import { EventEmitter } from 'eventemitter3';
 import WebSocket from 'ws';
 
 import { OperationFailed } from '../errors';
+import { lxdError, type LxdResponse } from './client';
 import { LIFECYCLE_ACTIONS, type LifecycleAction, type LifecycleEvent } from '../events/lifecycle';
 import type { InstanceType } from '../instance/instance';
 import type { LxdClient } from './client';
@@ -22,6 +23,10 @@ const BACKOFF_FIRST_MS = 100;
 const BACKOFF_MAX_MS = 5_000;
 /** A connection that answers no ping for this long is dropped and made again. */
 const PING_MS = 15_000;
+/** How often the operations waited on are asked for, besides their events. */
+const SWEEP_MS = 30_000;
+/** The longest wait for an operation by long-poll, when the websocket is down (Node's timers stop at 2^31 ms). */
+const LONGEST_WAIT_S = 20 * 24 * 3600;
 
 /** What the events need of the host. */
 export interface EventsHost {
@@ -45,11 +50,15 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   private everOpened = false;
   private retry: NodeJS.Timeout | undefined;
   private ping: NodeJS.Timeout | undefined;
+  private sweep: NodeJS.Timeout | undefined;
   private waiters: Array<() => void> = [];
   private readonly pending: Expectation[] = [];
   private readonly types = new Map<string, InstanceType>();
   private keepAlive: NodeJS.Timeout | undefined;
   private consumers = 0;
+  /** Operations waited on through the websocket, by id. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private readonly operations = new Map<string, { what: string; resolve: (op: any) => void; reject: (e: Error) => void }>();
   /** How many times the websocket was made again after a loss (for tests and diagnostics). */
   reconnects = 0;
 
@@ -68,7 +77,7 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
 
   private connect(): void {
     if (this.closed) return;
-    const ws = new WebSocket(this.client.websocketUrl(this.client.url('/1.0/events', { type: 'lifecycle' })), this.client.websocketOptions());
+    const ws = new WebSocket(this.client.websocketUrl(this.client.url('/1.0/events', { type: 'lifecycle,operation' })), this.client.websocketOptions());
     this.ws = ws;
     // The socket alone does not hold the process open; listeners do (retain()).
     ws.once('upgrade', (res) => res.socket.unref());
@@ -83,6 +92,8 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
       }
       this.everOpened = true;
       for (const w of this.waiters.splice(0)) w();
+      // What ended while the websocket was away.
+      for (const id of this.operations.keys()) void this.check(id);
       this.ping = setInterval(() => {
         if (!alive) return ws.terminate();
         alive = false;
@@ -145,6 +156,7 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     } catch {
       return;
     }
+    if (e?.type === 'operation') return this.operation(e.metadata);
     if (e?.type !== 'lifecycle') return;
     const action = e.metadata?.action as LifecycleAction;
     if (!LIFECYCLE_ACTIONS.includes(action)) return;
@@ -160,6 +172,59 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
       if (action === 'instance-deleted') this.types.delete(name);
       this.emit('lifecycle', { action, name, type, at: new Date(e.timestamp ?? Date.now()).toISOString(), requestor });
     });
+  }
+
+  /**
+   * Resolves with the operation once it has ended, its failure typed (as LxdClient.wait), learnt
+   * from the websocket: no request stays open meanwhile (each would hold one of the client's
+   * connections). With the websocket down, the operation is asked for when it is back.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  operationDone(r: LxdResponse, what: string): Promise<any> {
+    const id = r.operation?.split('?')[0].split('/').pop();
+    if (r.type !== 'async' || !id) return Promise.resolve(r.metadata);
+    if (!this.open) return this.client.wait(r, what, LONGEST_WAIT_S);
+    const p = new Promise((resolve, reject) => this.operations.set(id, { what, resolve, reject }));
+    void this.check(id);
+    // A safety net under the events (the server drops them for a listener that lags).
+    this.sweep ??= setInterval(() => {
+      if (this.operations.size === 0) {
+        clearInterval(this.sweep);
+        this.sweep = undefined;
+      }
+      for (const op of this.operations.keys()) void this.check(op);
+    }, SWEEP_MS).unref();
+    return p;
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private operation(op: any): void {
+    if (op && typeof op.id === 'string' && this.operations.has(op.id) && Number(op.status_code) >= 200) this.settle(op.id, op);
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private settle(id: string, op: any): void {
+    const waiter = this.operations.get(id);
+    if (!waiter) return;
+    this.operations.delete(id);
+    if (op.status_code === 200) return waiter.resolve(op);
+    const [method, ...p] = waiter.what.split(' ');
+    waiter.reject(lxdError({ method, path: p.join(' '), status: op.status_code, serverMessage: op.err || op.status, operation: true }));
+  }
+
+  /** Asks the server for an operation's status (it may have ended while nobody listened). */
+  private async check(id: string): Promise<void> {
+    try {
+      const op = (await this.client.request('GET', this.client.url(`/1.0/operations/${id}`))).metadata;
+      if (Number(op?.status_code) >= 200) this.settle(id, op);
+    } catch (e) {
+      // Gone: the server forgot it (restarted); its end is unknown.
+      const waiter = this.operations.get(id);
+      if (waiter && (e as { code?: string }).code === 'NOT_FOUND') {
+        this.operations.delete(id);
+        waiter.reject(new OperationFailed(`${waiter.what}: the LXD server at ${this.client.where} no longer knows operation ${id} (restarted?)`, { call: waiter.what }));
+      }
+    }
   }
 
   private async typeOf(name: string): Promise<InstanceType> {
@@ -192,9 +257,14 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     this.closed = true;
     clearTimeout(this.retry);
     clearInterval(this.ping);
+    clearInterval(this.sweep);
     clearInterval(this.keepAlive);
     this.keepAlive = undefined;
     this.ws?.terminate();
     this.ws = undefined;
+    for (const [id, w] of this.operations) {
+      this.operations.delete(id);
+      w.reject(new OperationFailed(`${w.what}: the host was closed`, { call: w.what }));
+    }
   }
 }

@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 
 import { InvalidState } from '../errors';
 import { checkWindowSize, type ExitStatus, type InstanceProcess, signalName, signalNumber } from '../instance/process';
-import type { LxdClient } from './client';
+import type { LxdClient, LxdResponse } from './client';
 
 export interface RemoteSpawnRequest {
   argv: string[];
@@ -27,7 +27,15 @@ const LONGEST_WAIT_S = 20 * 24 * 3600;
 /** LXD's own refusal of a command it cannot find (lxq's runner exits 127 with this message). */
 const NOT_FOUND = /command not found|no such file/i;
 
-export async function remoteSpawn(client: LxdClient, instancePath: string, req: RemoteSpawnRequest): Promise<InstanceProcess> {
+/** Resolves with an operation once it has ended (its failure as a typed error), like LxdClient.wait. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type OperationWaiter = (r: LxdResponse, what: string) => Promise<any>;
+
+/**
+ * Starts a command. `finished` learns of its end (the host's events websocket: no request held
+ * open per command); without it, the operation is waited on with a long-poll request.
+ */
+export async function remoteSpawn(client: LxdClient, instancePath: string, req: RemoteSpawnRequest, finished?: OperationWaiter): Promise<InstanceProcess> {
   const r = await client.request('POST', client.url(`${instancePath}/exec`), {
     command: req.argv,
     environment: req.env,
@@ -40,6 +48,10 @@ export async function remoteSpawn(client: LxdClient, instancePath: string, req: 
     ...(req.group !== undefined ? { group: req.group } : {}),
   });
   const opPath = r.operation!.split('?')[0];
+  // Listening for the end before the command can start (it waits for the websockets).
+  const what = `POST ${instancePath}/exec`;
+  const done = finished ? finished(r, what) : client.wait(r, what, LONGEST_WAIT_S);
+  done.catch(() => undefined);
   const fds = r.metadata.metadata.fds as Record<string, string>;
   const names = req.pty ? ['control', '0'] : ['control', '0', '1', '2'];
   const sockets = names.map((fd) => {
@@ -65,17 +77,22 @@ export async function remoteSpawn(client: LxdClient, instancePath: string, req: 
     for (const ws of sockets) ws.terminate();
     throw failed.reason;
   }
-  return new RemoteProcess(client, r, instancePath, req, control, stdin, out, stdout, stderr);
+  return new RemoteProcess(done, req, control, stdin, out, stdout, stderr);
 }
 
 /** A readable fed by a data websocket: an empty text message or the close ends it. */
-function readableOf(ws: WebSocket): Readable {
-  const stream = new Readable({ read: () => ws.isPaused && ws.resume() });
+function readableOf(ws: WebSocket): Readable & { received: Promise<void> } {
   let ended = false;
+  let received: () => void = () => undefined;
+  const stream = Object.assign(new Readable({ read: () => ws.isPaused && ws.resume() }), {
+    /** Settles once LXD has sent all of it (whether read yet or not). */
+    received: new Promise<void>((r) => (received = r)),
+  });
   const end = () => {
     if (ended) return;
     ended = true;
     stream.push(null);
+    received();
   };
   ws.on('message', (d: Buffer, isBinary: boolean) => {
     if (!isBinary && d.length === 0) return end();
@@ -98,22 +115,20 @@ class RemoteProcess implements InstanceProcess {
   private sent: number | undefined;
 
   constructor(
-    client: LxdClient,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    op: any,
-    instancePath: string,
+    done: Promise<any>,
     req: RemoteSpawnRequest,
     private readonly control: WebSocket,
     stdinWs: WebSocket,
     outWs: WebSocket,
-    stdout: Readable,
-    lxdStderr: Readable | undefined,
+    stdout: Readable & { received: Promise<void> },
+    lxdStderr: (Readable & { received: Promise<void> }) | undefined,
   ) {
     this.tty = req.pty !== null;
     this.stdout = stdout;
     // With a pty, LXD ends the operation once the client has closed the terminal's websocket,
     // which it does when the output has ended (as lxc does).
-    if (this.tty) this.stdout.once('end', () => outWs.close());
+    if (this.tty) void stdout.received.then(() => outWs.close());
     // stderr ends once LXD's stream has ended and the exit is known: a command LXD cannot start
     // gets lxq's message there, as from lxq's own runner.
     const stderr = new PassThrough();
@@ -130,8 +145,7 @@ class RemoteProcess implements InstanceProcess {
       final: (cb) => (tty ? cb() : stdinWs.send('', { binary: false }, () => cb())),
     });
     let lxqMessage = '';
-    const what = `POST ${instancePath}/exec`;
-    this.exit = client.wait(op, what, LONGEST_WAIT_S).then(
+    this.exit = done.then(
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
       (done: any): ExitStatus => {
         const code = Number(done.metadata?.return ?? -1);
@@ -149,11 +163,11 @@ class RemoteProcess implements InstanceProcess {
       () => undefined,
       () => undefined,
     );
-    void settled.then(() => {
-      this.exited = true;
-      this.control.close();
-    });
+    void settled.then(() => (this.exited = true));
     void Promise.all([settled, errDone]).then(() => stderr.end(lxqMessage || undefined));
+    // The operation's end can be told before the last output has come (another socket): the
+    // control socket, whose close makes LXD drop the command's websockets, goes last.
+    void Promise.all([settled, stdout.received, lxdStderr?.received]).then(() => this.control.close());
   }
 
   kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {

@@ -43,6 +43,7 @@ export class RemoteHost {
     });
     this.hooks = {
       expect: (name, actions) => this.events.expect(name, actions),
+      operationDone: (r, what) => this.events.operationDone(r, what),
       deleted: (i) => void (this.held.get(i.name) === i && this.held.delete(i.name)),
       renamed: (i, previous) => {
         if (this.held.get(previous) === i) this.held.delete(previous);

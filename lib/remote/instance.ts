@@ -34,7 +34,7 @@ import { checkExecOptions, checkSpawn, collect, type ExecOptions, type ExecResul
 import type { InstanceSnapshots } from '../storage/types';
 import { refuseUnknownKeys } from '../util/keys';
 import type { LxdClient } from './client';
-import { remoteSpawn } from './exec';
+import { type OperationWaiter, remoteSpawn } from './exec';
 import { RemoteFiles } from './files';
 import { RemoteSnapshots } from './snapshots';
 
@@ -65,6 +65,8 @@ export interface RemoteInstanceHooks {
   /** The instance is gone, or now has another name. */
   deleted(instance: RemoteInstance): void;
   renamed(instance: RemoteInstance, previous: string): void;
+  /** Learns of an exec operation's end without holding a request open (lib/remote/events.ts). */
+  operationDone: OperationWaiter;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -503,7 +505,7 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
     // Commands do not queue behind each other, but wait for a lifecycle change under way.
     await this.queue;
     try {
-      return await remoteSpawn(this.client, this.path, { argv, env, cwd: options.cwd, user: options.user, group: options.group, pty });
+      return await remoteSpawn(this.client, this.path, { argv, env, cwd: options.cwd, user: options.user, group: options.group, pty }, this.hooks.operationDone);
     } catch (e) {
       const said = (e as { lxd?: { serverMessage: string } }).lxd?.serverMessage ?? '';
       if (/not running|frozen|is stopped/i.test(said)) throw this.refusal('run a command in', this.observe(await this.currentStatus()), ['running']);
