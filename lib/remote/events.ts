@@ -184,8 +184,8 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     const id = r.operation?.split('?')[0].split('/').pop();
     if (r.type !== 'async' || !id) return Promise.resolve(r.metadata);
     if (!this.open) return this.client.wait(r, what, LONGEST_WAIT_S);
+    // Registered before the command can start (LXD waits for its websockets): its end is not missed.
     const p = new Promise((resolve, reject) => this.operations.set(id, { what, resolve, reject }));
-    void this.check(id);
     // A safety net under the events (the server drops them for a listener that lags).
     this.sweep ??= setInterval(() => {
       if (this.operations.size === 0) {
