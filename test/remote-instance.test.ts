@@ -313,6 +313,26 @@ describe('events', () => {
     }
   });
 
+  test('host.events(): the same events as an async iterator, ended by its signal', async () => {
+    const ac = new AbortController();
+    const it = host.events({ signal: ac.signal });
+    await it.ready;
+    const c = name();
+    made.add(c);
+    const seen: string[] = [];
+    const reading = (async () => {
+      for await (const e of it) if (e.name === c) seen.push(`${e.action} ${e.requestor}`);
+    })();
+    const i = await host.create(c, { image: ALIAS, profiles: [PROFILE] });
+    await i.start();
+    await until(() => seen.length === 2);
+    ac.abort();
+    await reading; // the iteration ends
+    expect(seen).toEqual(['instance-created local', 'instance-started local']);
+    await i.delete({ force: true });
+    made.delete(c);
+  });
+
   test('the events websocket survives a restart of the daemon (reconnect with back-off)', async () => {
     const events: LifecycleEvent[] = [];
     const listener = (e: LifecycleEvent) => events.push(e);

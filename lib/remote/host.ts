@@ -4,7 +4,7 @@
  * mapped to lxq's InstanceState fields. New instances go on `target` (a cluster member) if given.
  */
 import { InvalidArgument, NotSupported } from '../errors';
-import type { LifecycleAction, LifecycleEvent } from '../events/lifecycle';
+import { type EventsOptions, type LifecycleAction, type LifecycleEvent, lifecycleEvents, type LifecycleIterator } from '../events/lifecycle';
 import type { InstanceType } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
@@ -28,7 +28,7 @@ export interface RemoteCreateOptions {
 export class RemoteHost {
   /** The instances this host has handed out, one object per name (as a local host does). */
   private readonly held = new Map<string, RemoteInstance>();
-  private readonly events: RemoteEvents;
+  private readonly hub: RemoteEvents;
   private readonly hooks: RemoteInstanceHooks;
 
   private constructor(
@@ -37,13 +37,13 @@ export class RemoteHost {
     /** What the server says it can run (GET /1.0 environment.instance_types or its drivers). */
     readonly instanceTypes: string[],
   ) {
-    this.events = new RemoteEvents(client, {
+    this.hub = new RemoteEvents(client, {
       external: (name, action, context) => this.external(name, action, context),
       reconnected: () => void Promise.all([...this.held.values()].map((i) => i.resync())),
     });
     this.hooks = {
-      expect: (name, actions) => this.events.expect(name, actions),
-      operationDone: (r, what) => this.events.operationDone(r, what),
+      expect: (name, actions) => this.hub.expect(name, actions),
+      operationDone: (r, what) => this.hub.operationDone(r, what),
       deleted: (i) => void (this.held.get(i.name) === i && this.held.delete(i.name)),
       renamed: (i, previous) => {
         if (this.held.get(previous) === i) this.held.delete(previous);
@@ -59,16 +59,21 @@ export class RemoteHost {
    */
   on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): Promise<void> {
     if (event !== 'lifecycle') throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle"`);
-    return this.events.subscribe(listener);
+    return this.hub.subscribe(listener);
   }
 
   off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): void {
-    this.events.unsubscribe(listener);
+    this.hub.unsubscribe(listener);
+  }
+
+  /** The lifecycle events as an async iterator, ended by `signal` (as a local host's `events()`). */
+  events(options: EventsOptions = {}): LifecycleIterator {
+    return lifecycleEvents(this.hub, options);
   }
 
   /** How many times the events websocket was made again after a loss. */
   get eventReconnects(): number {
-    return this.events.reconnects;
+    return this.hub.reconnects;
   }
 
   private external(name: string, action: LifecycleAction, context: Record<string, unknown>): void {
@@ -89,7 +94,7 @@ export class RemoteHost {
   /** One object per instance: a known one is kept (its listeners too), with what the server says now. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   private hold(meta: any, etag?: string): RemoteInstance {
-    this.events.knowType(meta.name, lxdType(meta.type));
+    this.hub.knowType(meta.name, lxdType(meta.type));
     const known = this.held.get(meta.name);
     if (known && known.createdAt.getTime() === new Date(meta.created_at).getTime()) {
       known.adopt(meta, etag);
@@ -135,7 +140,7 @@ export class RemoteHost {
       if (why !== undefined) throw new NotSupported(`${why} (the server lists instance types: ${this.instanceTypes.join(', ')})`);
     }
     const source = /^[0-9a-f]{12,64}$/.test(options.image) ? { type: 'image', fingerprint: options.image } : { type: 'image', alias: options.image };
-    const done = this.events.expect(name, ['instance-created']);
+    const done = this.hub.expect(name, ['instance-created']);
     await this.client.call('POST', this.client.url('/1.0/instances', { target: this.target }), {
       name,
       type: type === 'vm' ? 'virtual-machine' : 'container',
@@ -169,7 +174,7 @@ export class RemoteHost {
   }
 
   close(): void {
-    this.events.close();
+    this.hub.close();
     this.client.close();
   }
 }
