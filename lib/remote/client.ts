@@ -75,7 +75,7 @@ export function lxdError(d: LxdErrorDetails): LxqError {
   else if (d.status === 400 && !d.operation && /not supported|isn't supported|unsupported|no .* support|cannot run|virtuali[sz]ation/.test(m)) e = new NotSupported(msg);
   else if (d.status === 400 && !d.operation) e = new InvalidArgument(msg);
   else if (/already running|is not running|isn't running|already frozen|not frozen|is frozen/.test(m)) e = new InvalidState(msg);
-  else if (/not supported|unsupported|cannot run|virtuali[sz]ation|kvm|abilities not available/.test(m)) e = new NotSupported(msg);
+  else if (/not supported|unsupported|cannot run|virtuali[sz]ation|kvm/.test(m)) e = new NotSupported(msg);
   else e = new OperationFailed(msg, { call: `${d.method} ${d.path}` });
   Object.assign(e, { lxd: d });
   return e;

@@ -11,7 +11,7 @@ import { type InstanceConfig, type InstanceConfigPatch, findOption, patchConfig 
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
 import { withHwaddrs } from '../devices/nic';
 import { checkPaths, devicePath, normalizeDevice, patchDevice, validateDeviceName } from '../devices/validate';
-import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, Timeout } from '../errors';
+import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, Timeout } from '../errors';
 import { IMPLIED, type LifecycleAction } from '../events/lifecycle';
 import type { InstanceFiles } from '../instance/files';
 import {
@@ -483,6 +483,11 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
       const next = change((m.devices ?? {}) as Devices);
       checkPaths(next);
       return { ...m, devices: next };
+    }).catch((e) => {
+      // What the server's kernel or LXD cannot do (an idmapped `shift` on LXD 5.0 here), in its words.
+      const said = (e as { lxd?: { serverMessage: string } }).lxd?.serverMessage ?? '';
+      if (e instanceof OperationFailed && /abilities not available|not supported/i.test(said)) throw Object.assign(new NotSupported(e.message), { lxd: (e as { lxd?: unknown }).lxd });
+      throw e;
     });
   }
 
