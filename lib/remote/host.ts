@@ -1,7 +1,7 @@
 /**
- * A host whose instances live on an LXD server: `Host.connect(options)`. Instances are driven
- * through the REST API (lib/remote/client.ts): lifecycle through PUT …/state, state from …/state
- * mapped to lxq's InstanceState fields. New instances go on `target` (a cluster member) if given.
+ * A host whose instances live on an LXD server: `Host.connect(options)`. Its instances are lxq
+ * Instances (lib/remote/instance.ts), one object per name, kept up to date by the host's events
+ * websocket (lib/remote/events.ts). New instances go on `target` (a cluster member) if given.
  */
 import { InvalidArgument, NotSupported } from '../errors';
 import { type EventsOptions, type LifecycleAction, type LifecycleEvent, lifecycleEvents, type LifecycleIterator } from '../events/lifecycle';
