@@ -147,12 +147,49 @@ describe('options and devices', () => {
     }
   });
 
-  test('waitForAddress without a NIC: Timeout; state() devices; console.log()', async () => {
+  test('waitForAddress without a NIC: Timeout; state() devices; console.log(); export NotSupported', async () => {
     await expect(i.waitForAddress({ timeout: 500 })).rejects.toThrow(Timeout);
     expect((await i.state()).devices).toEqual([]);
     expect(await i.console.log()).toMatch(/lxq busybox: up/);
-    await expect(i.console.attach()).rejects.toThrow(NotSupported);
     await expect(i.export('/tmp/x.tar.zst')).rejects.toThrow(NotSupported);
+  });
+
+  test('console.attach(): two readers see what is written to /dev/console; what one types reaches it', async () => {
+    const a = await i.console.attach();
+    const b = await i.console.attach();
+    try {
+      let outA = '';
+      let outB = '';
+      a.on('data', (d: Buffer) => (outA += d.toString()));
+      b.on('data', (d: Buffer) => (outB += d.toString()));
+      // LXD wires the console to its websocket a moment after the websocket is open, and says
+      // nothing when: the guest writes until the line comes through.
+      for (let k = 0; k < 50 && !(outA.includes('console-out') && outB.includes('console-out')); k++) {
+        await i.exec(['sh', '-c', 'echo console-out > /dev/console']);
+        await sleep(100);
+      }
+      await until(() => outA.includes('console-out') && outB.includes('console-out'));
+      const loop = await i.spawn(['sh', '-c', 'while read -r l; do echo "got:$l"; done </dev/console >/dev/console']);
+      try {
+        await sleep(500); // the loop opens the device
+        a.write('typed-by-a\n');
+        await until(() => outB.includes('got:typed-by-a'));
+      } finally {
+        loop.kill('SIGKILL');
+        await loop.exit;
+      }
+      await a.resize(132, 43); // through the control websocket (LXD's /dev/console answers no TIOCGWINSZ inside)
+      await expect(a.resize(0, 10)).rejects.toThrow(InvalidArgument);
+    } finally {
+      a.destroy();
+      b.destroy();
+    }
+    await i.freeze();
+    try {
+      await expect(i.console.attach()).rejects.toThrow(InvalidState);
+    } finally {
+      await i.unfreeze();
+    }
   });
 });
 

@@ -31,11 +31,16 @@ const NOT_FOUND = /command not found|no such file/i;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type OperationWaiter = (r: LxdResponse, what: string) => Promise<any>;
 
-/**
- * Starts a command. `finished` learns of its end (the host's events websocket: no request held
- * open per command); without it, the operation is waited on with a long-poll request.
- */
-export async function remoteSpawn(client: LxdClient, instancePath: string, req: RemoteSpawnRequest, finished?: OperationWaiter): Promise<InstanceProcess> {
+/** What the host gives the websockets of its instances. */
+export interface RemoteSockets {
+  /** Learns of an operation's end (the host's events websocket: no request held open per command). */
+  finished?: OperationWaiter;
+  /** Each websocket made, for the host to close with itself. */
+  track?: (ws: WebSocket) => void;
+}
+
+/** Starts a command; without `finished`, its operation is waited on with a long-poll request. */
+export async function remoteSpawn(client: LxdClient, instancePath: string, req: RemoteSpawnRequest, { finished, track }: RemoteSockets = {}): Promise<InstanceProcess> {
   const r = await client.request('POST', client.url(`${instancePath}/exec`), {
     command: req.argv,
     environment: req.env,
@@ -59,6 +64,7 @@ export async function remoteSpawn(client: LxdClient, instancePath: string, req: 
     if (client.project) q.set('project', client.project);
     const ws = new WebSocket(client.websocketUrl(`${opPath}/websocket?${q}`), client.websocketOptions());
     ws.on('error', () => undefined);
+    track?.(ws);
     return ws;
   });
   // LXD starts the command once the last websocket is connected: its first output may come

@@ -3,6 +3,8 @@
  * Instances (lib/remote/instance.ts), one object per name, kept up to date by the host's events
  * websocket (lib/remote/events.ts). New instances go on `target` (a cluster member) if given.
  */
+import type WebSocket from 'ws';
+
 import { InvalidArgument, NotSupported } from '../errors';
 import { type EventsOptions, type LifecycleAction, type LifecycleEvent, lifecycleEvents, type LifecycleIterator } from '../events/lifecycle';
 import type { InstanceType } from '../instance/instance';
@@ -30,6 +32,8 @@ export class RemoteHost {
   private readonly held = new Map<string, RemoteInstance>();
   private readonly hub: RemoteEvents;
   private readonly hooks: RemoteInstanceHooks;
+  /** The websockets of running commands and attached consoles, closed with the host. */
+  private readonly sockets = new Set<WebSocket>();
 
   private constructor(
     readonly client: LxdClient,
@@ -43,7 +47,13 @@ export class RemoteHost {
     });
     this.hooks = {
       expect: (name, actions) => this.hub.expect(name, actions),
-      operationDone: (r, what) => this.hub.operationDone(r, what),
+      sockets: {
+        finished: (r, what) => this.hub.operationDone(r, what),
+        track: (ws) => {
+          this.sockets.add(ws);
+          ws.once('close', () => this.sockets.delete(ws));
+        },
+      },
       deleted: (i) => void (this.held.get(i.name) === i && this.held.delete(i.name)),
       renamed: (i, previous) => {
         if (this.held.get(previous) === i) this.held.delete(previous);
@@ -175,6 +185,8 @@ export class RemoteHost {
 
   close(): void {
     this.hub.close();
+    for (const ws of this.sockets) ws.terminate();
+    this.sockets.clear();
     this.client.close();
   }
 }

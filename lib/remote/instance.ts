@@ -34,7 +34,9 @@ import { checkExecOptions, checkSpawn, collect, type ExecOptions, type ExecResul
 import type { InstanceSnapshots } from '../storage/types';
 import { refuseUnknownKeys } from '../util/keys';
 import type { LxdClient } from './client';
-import { type OperationWaiter, remoteSpawn } from './exec';
+import { ConsoleHub } from '../console/console';
+import { remoteConsole } from './console';
+import { type RemoteSockets, remoteSpawn } from './exec';
 import { RemoteFiles } from './files';
 import { RemoteSnapshots } from './snapshots';
 
@@ -65,8 +67,8 @@ export interface RemoteInstanceHooks {
   /** The instance is gone, or now has another name. */
   deleted(instance: RemoteInstance): void;
   renamed(instance: RemoteInstance, previous: string): void;
-  /** Learns of an exec operation's end without holding a request open (lib/remote/events.ts). */
-  operationDone: OperationWaiter;
+  /** The host's part in commands and consoles: their ends, and closing their websockets with the host. */
+  sockets: RemoteSockets;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -80,6 +82,13 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
 
   readonly files: InstanceFiles;
   readonly snapshots: InstanceSnapshots;
+  private readonly consoleHub = new ConsoleHub(
+    async () => {
+      await this.require('attach to the console of', ['running']);
+      return remoteConsole(this.client, this.path, this.hooks.sockets);
+    },
+    () => new NotSupported(`the console of ${this.name} has no window size`),
+  );
 
   constructor(
     private readonly client: LxdClient,
@@ -143,7 +152,7 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
         });
         return r?.raw?.toString('utf8') ?? '';
       },
-      attach: () => Promise.reject(new NotSupported(`attaching to the console of ${this.name} on an LXD server is not implemented (its log is: console.log())`)),
+      attach: () => this.consoleHub.attach(),
     };
   }
 
@@ -510,7 +519,7 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
     // Commands do not queue behind each other, but wait for a lifecycle change under way.
     await this.queue;
     try {
-      return await remoteSpawn(this.client, this.path, { argv, env, cwd: options.cwd, user: options.user, group: options.group, pty }, this.hooks.operationDone);
+      return await remoteSpawn(this.client, this.path, { argv, env, cwd: options.cwd, user: options.user, group: options.group, pty }, this.hooks.sockets);
     } catch (e) {
       const said = (e as { lxd?: { serverMessage: string } }).lxd?.serverMessage ?? '';
       if (/not running|frozen|is stopped/i.test(said)) throw this.refusal('run a command in', this.observe(await this.currentStatus()), ['running']);
