@@ -85,7 +85,10 @@ describe('options and devices', () => {
     const pidsMax = [`/sys/fs/cgroup/pids/lxc.payload.${i.name}/pids.max`, `/sys/fs/cgroup/lxc.payload.${i.name}/pids.max`].find((f) => existsSync(f));
     expect(readFileSync(pidsMax!, 'utf8').trim()).toBe('50');
     expect((await i.exec(['sh', '-c', 'echo $COLOR'])).stdout.toString()).toBe('blue\n');
-    await i.update({ 'user.note': null });
+    await i.update({ 'limits.memory': '256MiB' });
+    expect((await i.state()).memory.limitBytes).toBe(256 * 2 ** 20);
+    await i.update({ 'user.note': null, 'limits.memory': null });
+    expect((await i.state()).memory.limitBytes).toBeNull();
     expect(i.config['user.note']).toBeUndefined();
     const server = (await client.request('GET', `/1.0/instances/${i.name}`)).metadata.config;
     expect(server['user.note']).toBeUndefined();

@@ -8,6 +8,7 @@
 import { EventEmitter } from 'eventemitter3';
 
 import { type InstanceConfig, type InstanceConfigPatch, findOption, patchConfig } from '../config/options';
+import { parseMemory } from '../config/units';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
 import { withHwaddrs } from '../devices/nic';
 import { checkPaths, devicePath, normalizeDevice, patchDevice, validateDeviceName } from '../devices/validate';
@@ -390,12 +391,23 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
         status,
         pid: m.pid > 0 ? m.pid : null,
         cpu: { usageNs: m.cpu?.usage ?? 0 },
-        memory: { usageBytes: m.memory?.usage ?? 0, limitBytes: null },
+        memory: { usageBytes: m.memory?.usage ?? 0, limitBytes: this.memoryLimit() },
         processes: m.processes > 0 ? m.processes : 0,
         network: { addresses: reportedAddresses(interfaces), interfaces },
         devices,
       };
     });
+  }
+
+  /** LXD's state does not say the limit: `limits.memory` when it is a size (a percentage is of the server's memory, unknown here). */
+  private memoryLimit(): number | null {
+    const v = this.config['limits.memory'];
+    if (!v || v.endsWith('%')) return null;
+    try {
+      return parseMemory(v, 0);
+    } catch {
+      return null;
+    }
   }
 
   async waitForAddress(options: WaitForAddressOptions = {}): Promise<string> {
