@@ -15,6 +15,7 @@ packages=(
   acl attr libcap2-bin zstd criu               # rootfs copies keep xattrs (getfattr/setfattr); ACLs and capabilities in tests; export compression; stateful snapshots
   iperf3                                       # network bench: TCP throughput (the host's loopback is the ceiling)
   lxd                                          # remote hosts: Debian's LXD 5.0 server (test/remote.test.ts, bench peer)
+  lxd-client                                   # the lxc CLI: another client whose changes test/remote-instance.test.ts sees as events
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done

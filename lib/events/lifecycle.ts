@@ -45,7 +45,7 @@ export interface LifecycleEvent {
 }
 
 /** The status an action leaves the instance in (undefined: no status change, or gone). */
-const IMPLIED: Partial<Record<LifecycleAction, InstanceStatus>> = {
+export const IMPLIED: Partial<Record<LifecycleAction, InstanceStatus>> = {
   'instance-created': 'stopped',
   'instance-started': 'running',
   'instance-restarted': 'running',
@@ -289,54 +289,8 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   }
 
   /** The same stream as an async iterator, with a bounded buffer. */
-  events(options: EventsOptions = {}): AsyncIterableIterator<LifecycleEvent> & { readonly dropped: number; ready: Promise<void> } {
-    const limit = options.buffer ?? 1000;
-    if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgument(`events buffer must be a positive integer, got ${limit}`);
-    const queue: LifecycleEvent[] = [];
-    let dropped = 0;
-    let wake: (() => void) | undefined;
-    let done = options.signal?.aborted ?? false;
-    const onEvent = (e: LifecycleEvent) => {
-      let lost = 0;
-      if (queue.length >= limit) {
-        lost = 1 + (queue.shift()!.dropped ?? 0);
-        dropped++;
-      }
-      queue.push(e);
-      // The oldest event kept says how many were lost just before it.
-      if (lost) queue[0] = { ...queue[0], dropped: (queue[0].dropped ?? 0) + lost };
-      wake?.();
-    };
-    let subscribed = !done;
-    const finish = () => {
-      done = true;
-      if (subscribed) this.unsubscribe(onEvent);
-      subscribed = false;
-      wake?.();
-    };
-    const ready = done ? Promise.resolve() : this.subscribe(onEvent);
-    options.signal?.addEventListener('abort', finish, { once: true });
-    const iterator = {
-      get dropped() {
-        return dropped;
-      },
-      ready,
-      [Symbol.asyncIterator]() {
-        return iterator;
-      },
-      async next(): Promise<IteratorResult<LifecycleEvent>> {
-        await ready;
-        while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-        if (queue.length) return { value: queue.shift()!, done: false };
-        return { value: undefined, done: true };
-      },
-      async return(): Promise<IteratorResult<LifecycleEvent>> {
-        finish();
-        return { value: undefined, done: true };
-      },
-    };
-    return iterator;
+  events(options: EventsOptions = {}): LifecycleIterator {
+    return lifecycleEvents(this, options);
   }
 
   /** Stops following the host (listeners stay; nothing more arrives). */
@@ -351,4 +305,58 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     this.journal = undefined;
     this.active = undefined;
   }
+}
+
+/** `host.events()`: an async iterator over the lifecycle events, ended by `signal` or `return()`. */
+export type LifecycleIterator = AsyncIterableIterator<LifecycleEvent> & { readonly dropped: number; ready: Promise<void> };
+
+/** The lifecycle events of any source (a local host's hub, a remote host's websocket) as an iterator with a bounded buffer. */
+export function lifecycleEvents(source: { subscribe(fn: (e: LifecycleEvent) => void): Promise<void>; unsubscribe(fn: (e: LifecycleEvent) => void): void }, options: EventsOptions = {}): LifecycleIterator {
+  const limit = options.buffer ?? 1000;
+  if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgument(`events buffer must be a positive integer, got ${limit}`);
+  const queue: LifecycleEvent[] = [];
+  let dropped = 0;
+  let wake: (() => void) | undefined;
+  let done = options.signal?.aborted ?? false;
+  const onEvent = (e: LifecycleEvent) => {
+    let lost = 0;
+    if (queue.length >= limit) {
+      lost = 1 + (queue.shift()!.dropped ?? 0);
+      dropped++;
+    }
+    queue.push(e);
+    // The oldest event kept says how many were lost just before it.
+    if (lost) queue[0] = { ...queue[0], dropped: (queue[0].dropped ?? 0) + lost };
+    wake?.();
+  };
+  let subscribed = !done;
+  const finish = () => {
+    done = true;
+    if (subscribed) source.unsubscribe(onEvent);
+    subscribed = false;
+    wake?.();
+  };
+  const ready = done ? Promise.resolve() : source.subscribe(onEvent);
+  options.signal?.addEventListener('abort', finish, { once: true });
+  const iterator = {
+    get dropped() {
+      return dropped;
+    },
+    ready,
+    [Symbol.asyncIterator]() {
+      return iterator;
+    },
+    async next(): Promise<IteratorResult<LifecycleEvent>> {
+      await ready;
+      while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+      if (queue.length) return { value: queue.shift()!, done: false };
+      return { value: undefined, done: true };
+    },
+    async return(): Promise<IteratorResult<LifecycleEvent>> {
+      finish();
+      return { value: undefined, done: true };
+    },
+  };
+  return iterator;
 }

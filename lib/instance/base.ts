@@ -40,7 +40,7 @@ import type {
   StopOptions,
   WaitForAddressOptions,
 } from './instance';
-import { STOP_OPTION_KEYS, WAIT_FOR_ADDRESS_KEYS } from './instance';
+import { checkStopTimeout, checkWaitForAddress, DEFAULT_STOP_TIMEOUT_MS } from './instance';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
 import type { LifecycleAction } from '../events/lifecycle';
 
@@ -59,7 +59,7 @@ export interface DeviceChange {
   removed: Devices;
   added: Devices;
 }
-export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+export { DEFAULT_STOP_TIMEOUT_MS };
 /** How often waitForAddress looks (the instance's own state and the network's leases). */
 const ADDRESS_POLL_MS = 100;
 
@@ -304,18 +304,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     }
   }
 
-  /** The timeout of a stop (or restart), checked before anything is done. */
-  private stopTimeout(op: string, options: StopOptions): number {
-    refuseUnknownKeys(op, options, STOP_OPTION_KEYS);
-    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
-    if (!Number.isFinite(timeout) || timeout < 0) throw new InvalidArgument(`${op} timeout must be a non-negative number of ms, got ${timeout}`);
-    return timeout;
-  }
-
   stop(options: StopOptions = {}): Promise<void> {
     let timeout: number;
     try {
-      timeout = this.stopTimeout('stop', options);
+      timeout = checkStopTimeout('stop', options);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -328,7 +320,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   restart(options: StopOptions = {}): Promise<void> {
     let timeout: number;
     try {
-      timeout = this.stopTimeout('restart', options);
+      timeout = checkStopTimeout('restart', options);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -406,11 +398,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   async waitForAddress(options: WaitForAddressOptions = {}): Promise<string> {
-    refuseUnknownKeys('waitForAddress', options ?? {}, WAIT_FOR_ADDRESS_KEYS);
-    const family = options?.family ?? 'inet';
-    const timeout = options?.timeout ?? 60_000;
-    if (family !== 'inet' && family !== 'inet6') throw new InvalidArgument(`family must be "inet" or "inet6", got ${JSON.stringify(family)}`);
-    if (!Number.isFinite(timeout) || timeout <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeout}`);
+    const { family, timeout } = checkWaitForAddress(options);
     await this.require('wait for an address of', ['running', 'starting']);
     const deadline = Date.now() + timeout;
     const macs = new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.hwaddr.toLowerCase()] : [])));

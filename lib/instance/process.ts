@@ -51,6 +51,7 @@ export interface ExecResult extends ExitStatus {
 
 /** A process running inside an instance, with Node streams for its standard I/O. */
 export interface InstanceProcess {
+  /** The process id inside the instance; 0 where the driver is not told (an LXD server's exec API). */
   readonly pid: number;
   readonly stdin: Writable;
   readonly stdout: Readable;

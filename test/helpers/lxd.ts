@@ -7,6 +7,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -172,4 +173,50 @@ export async function ensureBusyboxImage(client: LxdClient, alias: string, scrat
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A private LXD for one test file: its directories under a temporary one, a pool, a profile and the busybox alias. */
+export interface LxdFixture {
+  dir: string;
+  daemon: LxdDaemon;
+  client: LxdClient;
+  /** Stops the daemon (after restart(), the new one) and removes its directories. */
+  stop(): Promise<void>;
+  /** Stops the daemon and starts it again on the same directories (its instances are kept). */
+  restart(): Promise<void>;
+}
+
+export async function startLxdFixture(prefix: string, names: { pool: string; profile: string; alias: string }): Promise<LxdFixture> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  // The containers' root (mapped to a subuid) must be able to traverse down to LXD_DIR.
+  await fs.chmod(dir, 0o711);
+  let daemon: LxdDaemon | undefined;
+  let client: LxdClient | undefined;
+  try {
+    daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
+    client = new LxdClient({ socket: daemon.socket });
+    await ensurePool(client, names.pool, 'lxq tests');
+    await ensureProfile(client, names.profile, names.pool, 'lxq tests');
+    await ensureBusyboxImage(client, names.alias, dir);
+  } catch (e) {
+    client?.close();
+    await daemon?.stop();
+    await fs.rm(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const fixture: LxdFixture = {
+    dir,
+    daemon,
+    client,
+    stop: async () => {
+      fixture.client.close();
+      await fixture.daemon.stop();
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+    restart: async () => {
+      await fixture.daemon.stop();
+      fixture.daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
+    },
+  };
+  return fixture;
 }
