@@ -156,18 +156,33 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
    * For Host.copy: fills `into` with a copy of this instance's data (a running container frozen
    * for it), or of one snapshot's, and says which record it was taken with.
    */
-  copyData(into: string, options: { snapshot?: string; snapshots: boolean }): Promise<InstanceRecord> {
+  copyData(into: string, options: { snapshot?: string; snapshots: boolean; flatten: boolean }): Promise<InstanceRecord> {
     return this.serialized(async () => {
       const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
       const status = this.observe(await this.currentStatus());
-      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot });
+      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten });
       return structuredClone(snapshot ? snapshot.meta.record : this.record);
     });
   }
 
   /**
+   * For ImageStore.publish: fills `into` with an image of this stopped instance, or of one of its
+   * snapshots (then in any status, as LXD allows); returns the image's type and meta.
+   */
+  publishData(into: string, options: { snapshot?: string }): Promise<{ type: InstanceType; meta: Record<string, unknown> }> {
+    return this.serialized(async () => {
+      const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
+      const status = this.observe(await this.currentStatus());
+      if (!snapshot && status !== 'stopped') throw new InvalidState(`cannot publish ${this.name}: it is ${status}; stop it first, or publish one of its snapshots`, status);
+      const meta = await this.storage.publishTo(into, { status, snapshot });
+      return { type: this.type, meta };
+    });
+  }
+
+  /**
    * Writes the instance (record, root filesystem or disk, and with `snapshots` its snapshots) to
-   * `file` as a zstd tarball. A running container is frozen for it; a VM must be stopped.
+   * `file` as a zstd tarball. A running container is frozen for it; a running VM's disk is copied
+   * by a backup job first (its snapshots only from a stopped VM).
    */
   export(file: string, options: { snapshots?: boolean } = {}): Promise<void> {
     if (typeof file !== 'string' || !file) return Promise.reject(new InvalidArgument('export needs a file path'));
@@ -176,19 +191,27 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     const target = path.resolve(file);
     return this.serialized(async () => {
       const status = this.observe(await this.currentStatus());
-      if (this.type === 'vm' && status !== 'stopped') throw new NotSupported(`an export of a running vm is not implemented yet: stop ${this.name} first`);
       if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
+      const liveVm = this.type === 'vm' && status === 'running';
+      if (liveVm && options.snapshots) throw new NotSupported(`an export of a running vm holds its disk as it is now, not its snapshots: stop ${this.name} first, or export without snapshots`);
       await fs.access(path.dirname(target)).catch(() => Promise.reject(new NotFound(`${path.dirname(target)} does not exist`)));
       const entries = [this.type === 'vm' ? 'disk.qcow2' : 'rootfs'];
       const snapshots = options.snapshots === true && (await fs.readdir(path.join(this.dir, 'snapshots')).then((n) => n.length > 0, () => false));
       if (snapshots) entries.push('snapshots');
       const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(this.record), snapshots };
-      const frozen = status === 'running';
+      // A running container is frozen while tar reads it; a running VM's disk is first copied by a backup job.
+      const frozen = status === 'running' && !liveVm;
+      const copied = liveVm ? stagingPath(this.dir, 'export-disk') : undefined;
       if (frozen) await this.doFreeze();
       try {
-        await writeArchive(target, this.dir, entries, meta, stagingPath(this.dir, 'export'));
+        if (copied) {
+          await fs.mkdir(copied, { mode: 0o700 });
+          await this.storage.copyTo(copied, { status, snapshots: false, flatten: false });
+        }
+        await writeArchive(target, copied ?? this.dir, entries, meta, stagingPath(this.dir, 'export'));
       } finally {
         if (frozen) await this.doUnfreeze();
+        if (copied) await fs.rm(copied, { recursive: true, force: true });
       }
     });
   }
