@@ -328,7 +328,7 @@ export class Host {
   }
 
   private track(instance: Instance): void {
-    if (instance instanceof BaseInstance) instance.reportLifecycle = (action) => this.lifecycle.report(action, instance.name, instance.type);
+    if (instance instanceof BaseInstance) instance.reportLifecycle = (action, detail) => this.lifecycle.report(action, instance.name, instance.type, detail);
     this.instances.set(instance.name, instance);
     instance.on('renamed', (e) => {
       if (this.instances.get(e.previous) === instance) this.instances.delete(e.previous);

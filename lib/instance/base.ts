@@ -40,7 +40,7 @@ import type {
 } from './instance';
 import { STOP_OPTION_KEYS, WAIT_FOR_ADDRESS_KEYS } from './instance';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
-import type { LifecycleAction } from '../events/lifecycle';
+import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
 
 export const RECORD_FILE = 'lxq.json';
 
@@ -57,7 +57,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   private queue: Promise<unknown> = Promise.resolve();
   private lastStatus: InstanceStatus | undefined;
   /** Where this instance reports its lifecycle changes (set by the Host: see lib/events/). */
-  reportLifecycle: ((action: LifecycleAction) => Promise<void>) | undefined;
+  reportLifecycle: ((action: LifecycleAction, detail?: LifecycleDetail) => Promise<void>) | undefined;
   /** The proxy devices this process serves (see lib/network/proxy.ts). */
   private readonly proxies = new Map<string, ProxyServer>();
 
@@ -108,7 +108,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     saveRecord: (r) => this.saveRecord(r),
     stop: async () => void (await this.stopNow(DEFAULT_STOP_TIMEOUT_MS, false)),
     start: () => this.startNow(),
-    emit: (event, payload) => void this.emit(event as 'snapshot-renamed', payload as { name: string; snapshot: string; previous: string }),
+    emit: async (event, payload) => {
+      this.emit(event as 'snapshot-renamed', payload as { name: string; snapshot: string; previous: string });
+      await this.reported(`instance-${event}`, { snapshot: payload.snapshot, ...(payload.previous !== undefined ? { previous: payload.previous } : {}) });
+    },
   });
 
   private readonly consoleHub = new ConsoleHub(
@@ -148,7 +151,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       await this.saveRecord({ ...this.record, name: newName });
       await this.renamed();
       this.emit('renamed', { name: newName, previous });
-      await this.reported('instance-renamed');
+      await this.reported('instance-renamed', { previous });
     });
   }
 
@@ -541,8 +544,8 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   /** Reports a change this instance went through; a failure to report never fails the change. */
-  private async reported(action: LifecycleAction): Promise<void> {
-    await this.reportLifecycle?.(action).catch(() => undefined);
+  private async reported(action: LifecycleAction, detail?: LifecycleDetail): Promise<void> {
+    await this.reportLifecycle?.(action, detail).catch(() => undefined);
   }
 
   /** Resolves once the lifecycle operations queued on this instance so far are done. */
