@@ -30,8 +30,9 @@ afterAll(async () => {
   if (net) await t.host.networks.delete(net).catch(() => undefined);
 }, 180_000);
 
-test('a running VM is copied by a backup job (overlay, and flattened), exported and imported: each boots with the disk of its moment and a new MAC', async () => {
+test('a running VM is copied by a backup job (overlay, and flattened), from a snapshot, exported and imported: each boots with the disk of its moment and a new MAC', async () => {
   await sh(src, 'echo before > /root/before; sync');
+  await src.snapshots.create('s1'); // stateful (RAM too), the VM running
   const copy = await t.host.copy(src.name, t.name('live'));
   expect(await src.status()).toBe('running');
   await sh(src, 'echo after > /root/after; sync');
@@ -41,6 +42,14 @@ test('a running VM is copied by a backup job (overlay, and flattened), exported 
   await src.export(file);
   expect(await src.status()).toBe('running');
   const imported = await t.host.import(file, { name: t.name('imp') });
+  // From a snapshot of the running VM: its disk state read while QEMU holds the file.
+  const fromSnap = await t.host.copy(src.name, t.name('snap'), { snapshot: 's1' });
+  const image = await t.host.images.publish(src, `lxq-test/pub-live-${src.name}`, { snapshot: 's1' });
+  try {
+    execFileSync('qemu-img', ['check', '-q', path.join(image.dir, 'disk.qcow2')]);
+  } finally {
+    await t.host.images.delete(image.name);
+  }
 
   const backing = info(disk(src.name))['full-backing-filename'];
   expect(info(disk(copy.name))['full-backing-filename']).toBe(backing);
@@ -52,13 +61,14 @@ test('a running VM is copied by a backup job (overlay, and flattened), exported 
   }
 
   // The source's disk is in use: the copies are made of it, yet none is torn (qemu-img check).
-  for (const c of [copy, flat, imported]) execFileSync('qemu-img', ['check', '-q', disk(c.name)]);
-  const copies = [copy, flat, imported];
+  for (const c of [copy, flat, imported, fromSnap]) execFileSync('qemu-img', ['check', '-q', disk(c.name)]);
+  const copies = [copy, flat, imported, fromSnap];
   try {
     await Promise.all(copies.map((c) => c.start()));
     expect(await sh(copy, 'cat /root/before; test -e /root/after && echo after || echo no-after')).toBe('before\nno-after');
     expect(await sh(flat, 'cat /root/before /root/after')).toBe('before\nafter');
     expect(await sh(imported, 'cat /root/after')).toBe('after');
+    expect(await sh(fromSnap, 'cat /root/before; test -e /root/after && echo after || echo no-after')).toBe('before\nno-after');
     for (const c of [copy, flat]) expect(await sh(c, 'cat /sys/class/net/eth0/address')).toBe(c.devices.eth0.hwaddr.toLowerCase());
     // Independent: a write in the copy is not in the source.
     await sh(copy, 'echo mine > /root/mine; sync');

@@ -52,7 +52,7 @@ export class LxdStoragePeer {
   }
 
   copy(source: string, target: string): Promise<unknown> {
-    return this.client.call('POST', '/1.0/instances', { name: target, type: 'container', source: { type: 'copy', source, instance_only: true } });
+    return this.client.call('POST', '/1.0/instances', { name: target, type: 'container', source: { type: 'copy', source, instance_only: true }, profiles: ['bench'] });
   }
 
   delete(name: string): Promise<unknown> {
