@@ -2,8 +2,8 @@
  * host.images.publish on real instances: a stopped container (or a snapshot of a running one)
  * and a stopped VM become images that launch like any other; bad input leaves the store as it was.
  */
-import { execFileSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { AlreadyExists, InvalidArgument, InvalidState, NotFound } from '../lib';
@@ -100,3 +100,31 @@ test('a stopped VM becomes an image (flattened disk): two VMs launched from it b
     await Promise.all(vms.map((v) => v.stop({ force: true })));
   }
 }, 600_000);
+
+test('a Node process killed during a publish leaves no image, and the next publish of that alias clears its leftover', async () => {
+  const c = await t.host.create(t.name('pkill'), { image: 'busybox' });
+  const root = path.join(t.dir, 'instances', c.name, 'rootfs');
+  execFileSync('sh', ['-c', `mkdir -p ${root}/big && for i in $(seq 1 40); do head -c 8M /dev/urandom > ${root}/big/f$i; done`]);
+  const name = alias('kill');
+  const script = `
+    const { Host } = require(${JSON.stringify(path.resolve('lib'))});
+    Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(t.host.images.dir)} })
+      .then((h) => h.images.publish(${JSON.stringify(c.name)}, ${JSON.stringify(name)}));`;
+  const child = spawn(process.execPath, ['-r', path.resolve('test/helpers/ts-register.js'), '-e', script], { stdio: 'ignore', detached: true });
+  const parent = path.join(t.host.images.dir, ...name.split('/'));
+  const staged = () => (existsSync(parent) ? readdirSync(parent).filter((n) => n.includes('.tmp-')) : []);
+  const deadline = Date.now() + 60_000;
+  while (!staged().some((n) => existsSync(path.join(parent, n, 'rootfs', 'big')))) {
+    if (Date.now() > deadline) throw new Error('the child never started publishing');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const exited = new Promise((r) => child.once('exit', r));
+  process.kill(-child.pid!, 'SIGKILL');
+  await exited;
+  expect(staged().length).toBe(1); // the leftover is there, and no image
+  await expect(t.host.images.get(name)).rejects.toThrow();
+  expect((await t.host.images.list()).map((i) => i.name)).not.toContain(name);
+  const image = await t.host.images.publish(c, name);
+  expect(staged()).toEqual([]); // cleared by the next publish of that alias
+  expect(existsSync(path.join(image.dir, 'rootfs', 'big', 'f40'))).toBe(true);
+}, 180_000);
