@@ -149,6 +149,8 @@ export class ContainerInstance extends BaseInstance {
       this.observe('running');
     },
     writeConfig: (record) => this.writeConfig(record.config, record.devices ?? {}),
+    record: () => this.record,
+    idmap: (record) => (record.config['security.privileged'] === 'true' ? null : this.ctx.idmap()),
   });
 
   private constructor(

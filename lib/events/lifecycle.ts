@@ -28,6 +28,10 @@ export const LIFECYCLE_ACTIONS = [
   'instance-updated',
   'instance-renamed',
   'instance-deleted',
+  'instance-snapshot-created',
+  'instance-snapshot-restored',
+  'instance-snapshot-renamed',
+  'instance-snapshot-deleted',
 ] as const;
 export type LifecycleAction = (typeof LIFECYCLE_ACTIONS)[number];
 
@@ -40,6 +44,10 @@ export interface LifecycleEvent {
   at: string;
   /** 'local': made by this process; 'external': by another process or by the instance itself. */
   requestor: 'local' | 'external';
+  /** `instance-renamed`: the name it had before. `instance-snapshot-renamed`: the snapshot's. */
+  previous?: string;
+  /** `instance-snapshot-*`: the snapshot's name. */
+  snapshot?: string;
   /** On the first event after a consumer of `host.events()` fell behind: how many it missed. */
   dropped?: number;
 }
@@ -59,7 +67,10 @@ export const EVENTS_FILE = 'events.log';
 /** The journal is started afresh past this size (the old one stays as events.log.1). */
 const JOURNAL_MAX_BYTES = 1 << 20;
 
-interface JournalEntry {
+/** What some actions say beyond the instance: the snapshot, a former name. */
+export type LifecycleDetail = Pick<LifecycleEvent, 'previous' | 'snapshot'>;
+
+interface JournalEntry extends LifecycleDetail {
   action: LifecycleAction;
   name: string;
   type: InstanceType;
@@ -121,8 +132,8 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
    * Reports a change this process made: appended to the journal (other processes read it) and,
    * if this process listens, emitted at once. Resolves once written.
    */
-  report(action: LifecycleAction, name: string, type: InstanceType): Promise<void> {
-    const entry: JournalEntry = { action, name, type, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
+  report(action: LifecycleAction, name: string, type: InstanceType, detail: LifecycleDetail = {}): Promise<void> {
+    const entry: JournalEntry = { action, name, type, ...detail, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
     if (this.active) this.deliver(entry, 'local');
     const write = this.appendQueue.then(() => this.append(entry));
     this.appendQueue = write.catch(() => undefined);
@@ -204,7 +215,12 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     this.deliver(e, e.pid === process.pid ? 'local' : 'external');
   }
 
-  private deliver(e: Pick<JournalEntry, 'action' | 'name' | 'type' | 'at'>, requestor: LifecycleEvent['requestor']): void {
+  private deliver(e: Pick<JournalEntry, 'action' | 'name' | 'type' | 'at' | 'previous' | 'snapshot'>, requestor: LifecycleEvent['requestor']): void {
+    // A renamed instance is known by its new name (the old one is free for a new instance).
+    if (e.action === 'instance-renamed' && e.previous !== undefined && this.known.has(e.previous)) {
+      this.known.set(e.name, this.known.get(e.previous)!);
+      this.known.delete(e.previous);
+    }
     const known = this.known.get(e.name);
     const implied = IMPLIED[e.action];
     if (e.action === 'instance-deleted') {
@@ -223,7 +239,8 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
         k.cancelWatch = undefined;
       } else this.watchInstance(e.name);
     }
-    this.emit('lifecycle', { action: e.action, name: e.name, type: e.type, at: e.at, requestor });
+    const detail = { ...(e.previous !== undefined ? { previous: e.previous } : {}), ...(e.snapshot !== undefined ? { snapshot: e.snapshot } : {}) };
+    this.emit('lifecycle', { action: e.action, name: e.name, type: e.type, ...detail, at: e.at, requestor });
   }
 
   /** (Re)arms the pidfd on a running instance's main process. */

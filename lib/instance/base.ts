@@ -42,7 +42,7 @@ import type {
 } from './instance';
 import { checkStopTimeout, checkWaitForAddress, DEFAULT_STOP_TIMEOUT_MS } from './instance';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
-import type { LifecycleAction } from '../events/lifecycle';
+import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
 
 export const RECORD_FILE = 'lxq.json';
 /** The file every process locks (flock) while it changes the instance. */
@@ -67,7 +67,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   private queue: Promise<unknown> = Promise.resolve();
   private lastStatus: InstanceStatus | undefined;
   /** Where this instance reports its lifecycle changes (set by the Host: see lib/events/). */
-  reportLifecycle: ((action: LifecycleAction) => Promise<void>) | undefined;
+  reportLifecycle: ((action: LifecycleAction, detail?: LifecycleDetail) => Promise<void>) | undefined;
   /** The proxy devices this process serves (see lib/network/proxy.ts). */
   private readonly proxies = new Map<string, ProxyServer>();
   /** Held by whichever process changes the instance; see serialized(). */
@@ -123,7 +123,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     saveRecord: (r) => this.saveRecord(r),
     stop: async () => void (await this.stopNow(DEFAULT_STOP_TIMEOUT_MS, false)),
     start: () => this.startNow(),
-    emit: (event, payload) => void this.emit(event as 'snapshot-renamed', payload as { name: string; snapshot: string; previous: string }),
+    emit: async (event, payload) => {
+      this.emit(event as 'snapshot-renamed', payload as { name: string; snapshot: string; previous: string });
+      await this.reported(`instance-${event}`, { snapshot: payload.snapshot, ...(payload.previous !== undefined ? { previous: payload.previous } : {}) });
+    },
   });
 
   private readonly consoleHub = new ConsoleHub(
@@ -164,7 +167,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       await this.saveRecord({ ...this.record, name: newName });
       await this.renamed();
       this.emit('renamed', { name: newName, previous });
-      await this.reported('instance-renamed');
+      await this.reported('instance-renamed', { previous });
     });
   }
 
@@ -172,18 +175,33 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
    * For Host.copy: fills `into` with a copy of this instance's data (a running container frozen
    * for it), or of one snapshot's, and says which record it was taken with.
    */
-  copyData(into: string, options: { snapshot?: string; snapshots: boolean }): Promise<InstanceRecord> {
+  copyData(into: string, options: { snapshot?: string; snapshots: boolean; flatten: boolean }): Promise<InstanceRecord> {
     return this.serialized(async () => {
       const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
       const status = this.observe(await this.currentStatus());
-      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot });
+      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten });
       return structuredClone(snapshot ? snapshot.meta.record : this.record);
     });
   }
 
   /**
+   * For ImageStore.publish: fills `into` with an image of this stopped instance, or of one of its
+   * snapshots (then in any status, as LXD allows); returns the image's type and meta.
+   */
+  publishData(into: string, options: { snapshot?: string }): Promise<{ type: InstanceType; meta: Record<string, unknown> }> {
+    return this.serialized(async () => {
+      const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
+      const status = this.observe(await this.currentStatus());
+      if (!snapshot && status !== 'stopped') throw new InvalidState(`cannot publish ${this.name}: it is ${status}; stop it first, or publish one of its snapshots`, status);
+      const meta = await this.storage.publishTo(into, { status, snapshot });
+      return { type: this.type, meta };
+    });
+  }
+
+  /**
    * Writes the instance (record, root filesystem or disk, and with `snapshots` its snapshots) to
-   * `file` as a zstd tarball. A running container is frozen for it; a VM must be stopped.
+   * `file` as a zstd tarball. A running container is frozen for it; a running VM's disk is copied
+   * by a backup job first (its snapshots only from a stopped VM).
    */
   export(file: string, options: { snapshots?: boolean } = {}): Promise<void> {
     if (typeof file !== 'string' || !file) return Promise.reject(new InvalidArgument('export needs a file path'));
@@ -192,19 +210,27 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     const target = path.resolve(file);
     return this.serialized(async () => {
       const status = this.observe(await this.currentStatus());
-      if (this.type === 'vm' && status !== 'stopped') throw new NotSupported(`an export of a running vm is not implemented yet: stop ${this.name} first`);
       if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
+      const liveVm = this.type === 'vm' && status === 'running';
+      if (liveVm && options.snapshots) throw new NotSupported(`an export of a running vm holds its disk as it is now, not its snapshots: stop ${this.name} first, or export without snapshots`);
       await fs.access(path.dirname(target)).catch(() => Promise.reject(new NotFound(`${path.dirname(target)} does not exist`)));
       const entries = [this.type === 'vm' ? 'disk.qcow2' : 'rootfs'];
       const snapshots = options.snapshots === true && (await fs.readdir(path.join(this.dir, 'snapshots')).then((n) => n.length > 0, () => false));
       if (snapshots) entries.push('snapshots');
       const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(this.record), snapshots };
-      const frozen = status === 'running';
+      // A running container is frozen while tar reads it; a running VM's disk is first copied by a backup job.
+      const frozen = status === 'running' && !liveVm;
+      const copied = liveVm ? stagingPath(this.dir, 'export-disk') : undefined;
       if (frozen) await this.doFreeze();
       try {
-        await writeArchive(target, this.dir, entries, meta, stagingPath(this.dir, 'export'));
+        if (copied) {
+          await fs.mkdir(copied, { mode: 0o700 });
+          await this.storage.copyTo(copied, { status, snapshots: false, flatten: false });
+        }
+        await writeArchive(target, copied ?? this.dir, entries, meta, stagingPath(this.dir, 'export'));
       } finally {
         if (frozen) await this.doUnfreeze();
+        if (copied) await fs.rm(copied, { recursive: true, force: true });
       }
     });
   }
@@ -527,8 +553,8 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   /** Reports a change this instance went through; a failure to report never fails the change. */
-  private async reported(action: LifecycleAction): Promise<void> {
-    await this.reportLifecycle?.(action).catch(() => undefined);
+  private async reported(action: LifecycleAction, detail?: LifecycleDetail): Promise<void> {
+    await this.reportLifecycle?.(action, detail).catch(() => undefined);
   }
 
   /** Resolves once the lifecycle operations queued on this instance so far are done. */

@@ -144,6 +144,8 @@ export interface InstanceRecord {
   /** The devices by name (absent in records written before devices existed). */
   devices?: Devices;
   createdAt: string;
+  /** A systemd VM's machine id, handed to its guest at boot (see lib/storage/move.ts): new for each create and copy. */
+  machineId?: string;
 }
 
 export interface CreateOptions {

@@ -70,6 +70,7 @@ import {
   type InstanceProcess,
   type SpawnOptions,
 } from '../instance/process';
+import { newMachineId } from '../storage/move';
 import { VmStorage } from '../storage/vm';
 import { GuestAgent } from './agent';
 import { agentSpawn, checkAgentSpawn } from './agent-exec';
@@ -233,7 +234,7 @@ async function readInput(input: ExecOptions['stdin']): Promise<Buffer | undefine
 
 export class VmInstance extends BaseInstance {
   files: InstanceFiles;
-  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.connected() });
+  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.connected(), record: () => this.record });
   /** The guest agent: one connection per VM, made on first need, made again after a restart. */
   private agent: GuestAgent;
   private monitor: QmpClient | undefined;
@@ -280,7 +281,8 @@ export class VmInstance extends BaseInstance {
     launchSettings(record.config);
     const img = await loadImage(image.name, image.dir, image.meta);
     // The image stays where it is: the overlay names its disk as backing file.
-    const vm = new VmInstance(ctx, dir, { ...record, imageMeta: { ...record.imageMeta, dir: img.dir } });
+    const machineId = image.meta.init === 'systemd' ? { machineId: newMachineId() } : {};
+    const vm = new VmInstance(ctx, dir, { ...record, ...machineId, imageMeta: { ...record.imageMeta, dir: img.dir } });
     for (const socket of [vm.file('qmp'), vm.file('qga'), vm.file('consoleSocket')]) {
       if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
         throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
@@ -461,7 +463,7 @@ export class VmInstance extends BaseInstance {
         cpus: s.cpus,
         accel,
         // The instance name, which the initramfs makes the hostname while the disk has none.
-        appendCmdline: `lxq.hostname=${this.name}`,
+        appendCmdline: `lxq.hostname=${this.name}${this.record.machineId ? ` systemd.machine_id=${this.record.machineId}` : ''}`,
       }),
       ...(await launchArgs(this.dir, this.devices, await readSources(this.devices, this.probeEnv), s.memoryMiB)),
       '-name', this.name,
