@@ -3,7 +3,7 @@
  * through the REST API (lib/remote/client.ts): lifecycle through PUT …/state, state from …/state
  * mapped to lxq's InstanceState fields. New instances go on `target` (a cluster member) if given.
  */
-import { InvalidArgument, InvalidState, LxqError, NotFound, NotSupported } from '../errors';
+import { InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, PermissionDenied } from '../errors';
 import type { InstanceState, InstanceStatus, InstanceType, NetworkInterface, StopOptions } from '../instance/instance';
 import { reportedAddresses } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
@@ -35,6 +35,14 @@ const STATUS: Record<string, InstanceStatus> = {
 };
 const status = (s: string): InstanceStatus => STATUS[s] ?? 'error';
 
+/** A target must be a member of the server's cluster: refused up front, in the server's words, rather than at the first create. */
+async function checkTarget(client: LxdClient, target: string): Promise<void> {
+  if (typeof target !== 'string' || !NAME.test(target)) throw new InvalidArgument(`target ${JSON.stringify(target)} is not a cluster member name`);
+  if (!(await client.request('GET', '/1.0/cluster')).metadata?.enabled)
+    throw new InvalidArgument(`target ${JSON.stringify(target)}: the LXD server at ${client.where} is not clustered`);
+  await client.request('GET', `/1.0/cluster/members/${encodeURIComponent(target)}`);
+}
+
 export class RemoteHost {
   private constructor(
     readonly client: LxdClient,
@@ -49,11 +57,16 @@ export class RemoteHost {
     let types: string[] = [];
     try {
       const info = (await client.request('GET', '/1.0')).metadata;
-      if (info.auth !== 'trusted') throw new InvalidArgument(`LXD at ${client.where} does not trust this client (auth: ${info.auth})`);
+      // An untrusted client is told so by GET /1.0 (auth: untrusted); the server's own refusal (403) says why.
+      if (info.auth !== 'trusted') {
+        await client.request('GET', '/1.0/instances');
+        throw new PermissionDenied(`LXD at ${client.where} does not trust this client (auth: ${info.auth})`);
+      }
       // LXD 5.0 names its drivers ("lxc | qemu"); newer servers also list instance_types.
       const env = info.environment ?? {};
       types = env.instance_types ?? String(env.driver ?? '').split('|').map((d: string) => ({ lxc: 'container', qemu: 'virtual-machine' })[d.trim()]).filter(Boolean);
       if (options.project) await client.request('GET', `/1.0/projects/${encodeURIComponent(options.project)}`);
+      if (options.target !== undefined) await checkTarget(client, options.target);
     } catch (e) {
       client.close();
       throw e;
