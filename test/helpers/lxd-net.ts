@@ -10,7 +10,10 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import type { LxdClient } from '../../lib/remote/client';
+import { stringify as stringifyYaml } from 'yaml';
+
+import { LxdClient } from '../../lib/remote/client';
+import { ensurePool, ensureProfile, LxdDaemon, startLxd } from './lxd';
 
 const run = promisify(execFile);
 
@@ -63,4 +66,69 @@ export async function trust(client: LxdClient, cert: string, name: string): Prom
 /** The daemon's own certificate (what a client pins): `server.crt` in its LXD_DIR, as GET /1.0 also reports. */
 export async function serverCert(client: LxdClient): Promise<string> {
   return (await client.request('GET', '/1.0')).metadata.environment.certificate as string;
+}
+
+export interface LxdCluster {
+  /** The members, in join order (m1 bootstrapped the cluster, m2 joined it). */
+  members: Array<{ name: string; daemon: LxdDaemon; client: LxdClient; url: string; lxdDir: string }>;
+  /** Stops the members, the joiner first (`lxd shutdown`), and closes their clients. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A two-member LXD cluster on this machine: two daemons (LXD_DIRs under `dir`) on two loopback
+ * addresses of their own. m1 gets the `dir` pool and the profile, then enables clustering over
+ * REST; m2 joins with a token (`lxc cluster add`) through `lxd init --preseed`, as an admin would.
+ * Whatever fails, what was started is stopped again before the error is thrown.
+ */
+export async function startCluster(dir: string, pool: string, profile: string): Promise<LxdCluster> {
+  const members: LxdCluster['members'] = [];
+  const stop = async () => {
+    for (const m of [...members].reverse()) {
+      m.client.close();
+      await m.daemon.stop();
+    }
+  };
+  try {
+    const net = loopbackAddress(0).replace(/\.0$/, '');
+    for (const name of ['m1', 'm2']) {
+      const lxdDir = path.join(dir, name);
+      const daemon = await startLxd(lxdDir, path.join(dir, `${name}-log`));
+      members.push({ name, daemon, client: new LxdClient({ socket: daemon.socket }), url: '', lxdDir });
+    }
+    const [m1, m2] = members;
+    await ensurePool(m1.client, pool, 'lxq cluster tests');
+    await ensureProfile(m1.client, profile, pool, 'lxq cluster tests');
+    m1.url = await listenHttps(m1.client, `${net}.2`);
+    await m1.client.call('PUT', '/1.0/cluster', { server_name: 'm1', enabled: true });
+    const env = (m: { lxdDir: string }) => ({ ...process.env, LXD_DIR: m.lxdDir });
+    const added = await run('lxc', ['cluster', 'add', 'm2'], { env: env(m1), timeout: 60_000 });
+    const token = added.stdout.trim().split('\n').pop()!.trim();
+    const m2Address = `${net}.3:${await freePort(`${net}.3`)}`;
+    const preseed = stringifyYaml({
+      cluster: {
+        enabled: true,
+        server_name: 'm2',
+        server_address: m2Address,
+        cluster_address: m1.url.replace('https://', ''),
+        cluster_token: token,
+        // The pool's per-member key: m2's `dir` pool lives in its own LXD_DIR.
+        member_config: [{ entity: 'storage-pool', name: pool, key: 'source', value: '' }],
+      },
+    });
+    const child = execFile('lxd', ['init', '--preseed'], { env: env(m2), timeout: 120_000 });
+    const joined = new Promise<void>((resolve, reject) => {
+      let stderr = '';
+      child.stderr?.on('data', (d) => (stderr += d));
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`lxd init --preseed (join m2): exit ${code}: ${stderr.trim()}`))));
+    });
+    child.stdin?.end(preseed);
+    await joined;
+    m2.url = `https://${m2Address}`;
+    return { members, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
 }
