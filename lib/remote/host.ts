@@ -8,6 +8,7 @@ import type { InstanceState, InstanceStatus, InstanceType, NetworkInterface, Sto
 import { reportedAddresses } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
 import { remoteExec, RemoteExecOptions, RemoteExecResult } from './exec';
+import { RemoteImages } from './images';
 
 export interface ConnectOptions extends LxdEndpoint {
   /** The cluster member new instances are placed on (default: the server decides). */
@@ -44,12 +45,17 @@ async function checkTarget(client: LxdClient, target: string): Promise<void> {
 }
 
 export class RemoteHost {
+  /** The server's images; `copyFrom(localHost.images, name)` puts an lxq image there. */
+  readonly images: RemoteImages;
+
   private constructor(
     readonly client: LxdClient,
     readonly target: string | undefined,
     /** What the server says it can run (GET /1.0 environment.instance_types or its drivers). */
     readonly instanceTypes: string[],
-  ) {}
+  ) {
+    this.images = new RemoteImages(client);
+  }
 
   /** Connects and checks that the server trusts us and the project exists. */
   static async connect(options: ConnectOptions = {}): Promise<RemoteHost> {
