@@ -3,10 +3,12 @@
  * loopback addresses of this file's own; m2 joined with a token): `members()` and `target`
  * placement through Host.connect over HTTPS, as a program outside the cluster would drive it.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 
 import { Host } from '../lib';
 import { LxqError, NotFound } from '../lib/errors';
@@ -15,6 +17,8 @@ import { ClientCert, LxdCluster, makeClientCert, serverCert, startCluster, trust
 import { ensureBusyboxImage } from './helpers/lxd';
 
 jest.setTimeout(300_000);
+
+const run = promisify(execFile);
 
 const POOL = 'lxq-cl';
 const PROFILE = 'lxq-cl';
@@ -78,6 +82,13 @@ describe('a two-member cluster on loopback', () => {
         host.close();
       }
     }
+  });
+
+  test('the daemons listen on their loopback addresses and nowhere else', async () => {
+    const { stdout } = await run('ss', ['-Hltnp']);
+    const lxd = stdout.split('\n').filter((l) => /users:\(\("lxd",/.test(l)).map((l) => l.trim().split(/\s+/)[3]);
+    for (const m of cluster!.members) expect(lxd).toContain(m.url.replace('https://', ''));
+    expect(lxd.filter((a) => !a.startsWith('127.'))).toEqual([]);
   });
 
   test('target m2 through m1: the instance is located on m2, runs under m2\'s daemon, and exec reaches it', async () => {
