@@ -6,11 +6,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host } from '../lib';
-import { InvalidArgument, LxqError, NotFound, OperationFailed, PermissionDenied } from '../lib/errors';
+import { InvalidArgument, LxqError, NotFound, OperationFailed, PermissionDenied, Timeout } from '../lib/errors';
 import { LxdClient } from '../lib/remote/client';
 import { ClientCert, freePort, listenHttps, loopbackAddress, makeClientCert, serverCert, trust } from './helpers/lxd-net';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
@@ -121,6 +122,24 @@ describe('Host.connect over https', () => {
     expect(s).toBeInstanceOf(OperationFailed);
     expect(s.message).toMatch(/missing\.socket/);
     expect(Date.now() - t0).toBeLessThan(3000);
+  });
+
+  test('a port that accepts and never speaks TLS: Timeout after timeoutMs, not a hang', async () => {
+    // A protocol edge the real daemon does not produce: a loopback listener that stays silent.
+    const conns: net.Socket[] = [];
+    const silent = net.createServer((c) => conns.push(c));
+    await new Promise<void>((r) => silent.listen(0, address, r));
+    const port = (silent.address() as net.AddressInfo).port;
+    try {
+      const t0 = Date.now();
+      const e = await thrown(Host.connect({ url: `https://${address}:${port}`, ...trusted, serverCert: pinned, timeoutMs: 1000 }));
+      expect(e).toBeInstanceOf(Timeout);
+      expect(e.message).toMatch(/within 1000 ms/);
+      expect(Date.now() - t0).toBeLessThan(5000);
+    } finally {
+      conns.forEach((c) => c.destroy());
+      await new Promise((r) => silent.close(r));
+    }
   });
 
   test('a project or a target that does not exist: NotFound / InvalidArgument in the server\'s words, before anything is made', async () => {
