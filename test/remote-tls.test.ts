@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host } from '../lib';
-import { InvalidArgument, LxqError, NotFound, OperationFailed, PermissionDenied, Timeout } from '../lib/errors';
+import { InvalidArgument, InvalidState, LxqError, NotFound, OperationFailed, PermissionDenied, Timeout } from '../lib/errors';
 import { LxdClient } from '../lib/remote/client';
 import { ClientCert, freePort, listenHttps, loopbackAddress, makeClientCert, serverCert, trust } from './helpers/lxd-net';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
@@ -74,7 +74,7 @@ async function thrown(p: Promise<unknown>): Promise<LxqError> {
 const lxd = (e: LxqError) => (e as unknown as { lxd?: { status: number; serverMessage: string } }).lxd;
 
 describe('Host.connect over https', () => {
-  test('a trusted client certificate with the pinned server certificate: create, start, exec over wss, state, stop, delete', async () => {
+  test('a trusted client certificate with the pinned server certificate: create, start, exec over wss, state, the server's state refusals typed, stop, delete', async () => {
     const host = await Host.connect({ url, ...trusted, serverCert: pinned });
     const name = `tls-${tag}`;
     made.add(name);
@@ -85,7 +85,15 @@ describe('Host.connect over https', () => {
       expect((await i.state()).status).toBe('running');
       expect(await i.exec(['/bin/sh', '-c', 'cat; echo err >&2'], { input: 'over tls\n' })).toEqual({ exitCode: 0, stdout: 'over tls\n', stderr: 'err\n' });
       expect((await host.list()).map((x) => x.name)).toContain(name);
+      // The server's own refusals by state, at once or from the operation, are InvalidState with its words.
+      const raw = host.client;
+      const running = await thrown(raw.call('DELETE', `/1.0/instances/${name}`));
+      expect(running).toBeInstanceOf(InvalidState);
+      expect(lxd(running)).toMatchObject({ status: 400, serverMessage: 'Instance is running' });
       await i.stop({ force: true });
+      const stopped = await thrown(raw.call('PUT', `/1.0/instances/${name}/state`, { action: 'stop', force: true }));
+      expect(stopped).toBeInstanceOf(InvalidState);
+      expect(lxd(stopped)?.serverMessage).toMatch(/already stopped/);
       await i.delete();
       made.delete(name);
       await expect(host.get(name)).rejects.toBeInstanceOf(NotFound);

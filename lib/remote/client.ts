@@ -74,9 +74,10 @@ export function lxdError(d: LxdErrorDetails): LxqError {
   else if (d.status === 404 || /\bnot found\b/.test(m)) e = new NotFound(msg);
   else if (d.status === 409 || /already exists/.test(m)) e = new AlreadyExists(msg);
   else if (d.status === 412) e = new InvalidState(msg);
+  // The instance's state refuses it, whether LXD says so at once (400) or in the operation.
+  else if (/already (running|stopped|frozen)|\bis (not )?running|isn't running|not frozen|is frozen/.test(m)) e = new InvalidState(msg);
   else if (d.status === 400 && !d.operation && /not supported|isn't supported|unsupported|no .* support|cannot run|virtuali[sz]ation/.test(m)) e = new NotSupported(msg);
   else if (d.status === 400 && !d.operation) e = new InvalidArgument(msg);
-  else if (/already running|is not running|isn't running|already frozen|not frozen|is frozen/.test(m)) e = new InvalidState(msg);
   else if (/not supported|unsupported|cannot run|virtuali[sz]ation|kvm/.test(m)) e = new NotSupported(msg);
   else e = new OperationFailed(msg, { call: `${d.method} ${d.path}` });
   Object.assign(e, { lxd: d });
