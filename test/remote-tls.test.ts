@@ -74,7 +74,7 @@ async function thrown(p: Promise<unknown>): Promise<LxqError> {
 const lxd = (e: LxqError) => (e as unknown as { lxd?: { status: number; serverMessage: string } }).lxd;
 
 describe('Host.connect over https', () => {
-  test('a trusted client certificate with the pinned server certificate: create, start, exec over wss, state, the server's state refusals typed, stop, delete', async () => {
+  test('a trusted client certificate with the pinned server certificate: create, start, exec over wss, state, the server\'s state refusals typed, stop, delete', async () => {
     const host = await Host.connect({ url, ...trusted, serverCert: pinned });
     const name = `tls-${tag}`;
     made.add(name);
