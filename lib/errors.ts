@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'TIMEOUT'
   | 'ABORTED'
   | 'BUSY'
+  | 'PERMISSION_DENIED'
   | 'OPERATION_FAILED';
 
 export class LxqError extends Error {
@@ -80,6 +81,13 @@ export class Busy extends LxqError {
     readonly users: string[] = [],
   ) {
     super('BUSY', message);
+  }
+}
+
+/** The other side refused who we are, or is not who we pinned: an untrusted client certificate, a server certificate that is not the pinned one. */
+export class PermissionDenied extends LxqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PERMISSION_DENIED', message, options);
   }
 }
 

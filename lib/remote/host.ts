@@ -5,12 +5,13 @@
  */
 import type WebSocket from 'ws';
 
-import { InvalidArgument, NotSupported } from '../errors';
+import { InvalidArgument, NotSupported, PermissionDenied } from '../errors';
 import { type EventsOptions, type LifecycleAction, type LifecycleEvent, lifecycleEvents, type LifecycleIterator } from '../events/lifecycle';
 import type { InstanceType } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
-import { checkName, lxdType, RemoteInstance, type RemoteInstanceHooks } from './instance';
+import { RemoteImages } from './images';
+import { checkName, LXD_NAME, lxdType, RemoteInstance, type RemoteInstanceHooks } from './instance';
 
 export interface ConnectOptions extends LxdEndpoint {
   /** The cluster member new instances are placed on (default: the server decides). */
@@ -27,7 +28,17 @@ export interface RemoteCreateOptions {
   config?: Record<string, string>;
 }
 
+/** A target must be a member of the server's cluster: refused up front, in the server's words, rather than at the first create. */
+async function checkTarget(client: LxdClient, target: string): Promise<void> {
+  if (typeof target !== 'string' || !LXD_NAME.test(target)) throw new InvalidArgument(`target ${JSON.stringify(target)} is not a cluster member name`);
+  if (!(await client.request('GET', '/1.0/cluster')).metadata?.enabled)
+    throw new InvalidArgument(`target ${JSON.stringify(target)}: the LXD server at ${client.where} is not clustered`);
+  await client.request('GET', `/1.0/cluster/members/${encodeURIComponent(target)}`);
+}
+
 export class RemoteHost {
+  /** The server's images; `copyFrom(localHost.images, name)` puts an lxq image there. */
+  readonly images: RemoteImages;
   /** The instances this host has handed out, one object per name (as a local host does). */
   private readonly held = new Map<string, RemoteInstance>();
   private readonly hub: RemoteEvents;
@@ -41,6 +52,7 @@ export class RemoteHost {
     /** What the server says it can run (GET /1.0 environment.instance_types or its drivers). */
     readonly instanceTypes: string[],
   ) {
+    this.images = new RemoteImages(client);
     this.hub = new RemoteEvents(client, {
       external: (name, action, context) => this.external(name, action, context),
       reconnected: () => void Promise.all([...this.held.values()].map((i) => i.resync())),
@@ -121,11 +133,16 @@ export class RemoteHost {
     let types: string[] = [];
     try {
       const info = (await client.request('GET', '/1.0')).metadata;
-      if (info.auth !== 'trusted') throw new InvalidArgument(`LXD at ${client.where} does not trust this client (auth: ${info.auth})`);
+      // An untrusted client is told so by GET /1.0 (auth: untrusted); the server's own refusal (403) says why.
+      if (info.auth !== 'trusted') {
+        await client.request('GET', '/1.0/instances');
+        throw new PermissionDenied(`LXD at ${client.where} does not trust this client (auth: ${info.auth})`);
+      }
       // LXD 5.0 names its drivers ("lxc | qemu"); newer servers also list instance_types.
       const env = info.environment ?? {};
       types = env.instance_types ?? String(env.driver ?? '').split('|').map((d: string) => ({ lxc: 'container', qemu: 'virtual-machine' })[d.trim()]).filter(Boolean);
       if (options.project) await client.request('GET', `/1.0/projects/${encodeURIComponent(options.project)}`);
+      if (options.target !== undefined) await checkTarget(client, options.target);
     } catch (e) {
       client.close();
       throw e;

@@ -3,3 +3,5 @@ export type { LxdEndpoint, LxdErrorDetails, LxdResponse, RequestOptions } from '
 export { RemoteHost } from './host';
 export { RemoteInstance } from './instance';
 export type { ClusterMember, ConnectOptions, RemoteCreateOptions } from './host';
+export { RemoteImages } from './images';
+export type { CopyImageOptions, RemoteImageInfo } from './images';

@@ -41,10 +41,11 @@ import { type RemoteSockets, remoteSpawn } from './exec';
 import { RemoteFiles } from './files';
 import { RemoteSnapshots } from './snapshots';
 
-const NAME = /^[a-zA-Z][a-zA-Z0-9-]{0,62}$/;
+/** Names LXD accepts for instances and cluster members. */
+export const LXD_NAME = /^[a-zA-Z][a-zA-Z0-9-]{0,62}$/;
 /** LXD's instance names: letters, digits and '-', starting with a letter, at most 63 characters. */
 export function checkName(name: string): void {
-  if (typeof name !== 'string' || !NAME.test(name) || name.endsWith('-'))
+  if (typeof name !== 'string' || !LXD_NAME.test(name) || name.endsWith('-'))
     throw new InvalidArgument(`instance name ${JSON.stringify(name)}: LXD accepts letters, digits and '-', starting with a letter, at most 63 characters`);
 }
 
