@@ -1,24 +1,11 @@
-/** Running the host tools an image build needs, with their error output in the failure. */
+/** Helpers of the image builds: host tools (run, shared with lib/storage), digests. */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 
-import { OperationFailed } from '../errors';
-
 export const execFileP = promisify(execFile);
 
-/** Runs `cmd`; its stdout, or OperationFailed with the last lines of its stderr. */
-export async function run(cmd: string, args: string[], options: { cwd?: string; maxBuffer?: number } = {}): Promise<string> {
-  try {
-    const { stdout } = await execFileP(cmd, args, { cwd: options.cwd, maxBuffer: options.maxBuffer ?? 64 * 1024 * 1024, encoding: 'utf8' });
-    return stdout;
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException & { stderr?: string; code?: string | number };
-    const hint = err.code === 'ENOENT' ? ` (is ${cmd} installed?)` : '';
-    const stderr = String(err.stderr ?? '').trim().split('\n').slice(-5).join('\n');
-    throw new OperationFailed(`${cmd} ${args.join(' ')} failed${hint}: ${stderr || err.message}`, { call: cmd, log: stderr }, { cause: e });
-  }
-}
+export { run } from '../util/run';
 
 export function sha256(b: Buffer | string): string {
   return createHash('sha256').update(b).digest('hex');

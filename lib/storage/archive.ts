@@ -14,7 +14,7 @@ import * as path from 'node:path';
 
 import { InvalidArgument, LxqError } from '../errors';
 import type { InstanceRecord } from '../instance/instance';
-import { run } from './run';
+import { run } from '../util/run';
 
 export const EXPORT_META = 'lxq-export.json';
 const TOP = 'instance';
@@ -55,7 +55,7 @@ interface Member {
 async function listArchive(file: string): Promise<Member[]> {
   let stdout: string;
   try {
-    ({ stdout } = await run('tar', ['--list', '--verbose', '--numeric-owner', '--quoting-style=c', '--file', file]));
+    (stdout = await run('tar', ['--list', '--verbose', '--numeric-owner', '--quoting-style=c', '--file', file]));
   } catch (e) {
     throw new InvalidArgument(`${file} is not a complete lxq export (tar could not read it: ${(e as LxqError).message.split(': ').slice(1).join(': ')})`);
   }
@@ -106,7 +106,7 @@ export async function extractArchive(file: string, into: string): Promise<Export
   }
   // Device nodes are harmless in an unprivileged container (its cgroup denies them), not in a privileged one.
   if (meta.record.config?.['security.privileged'] === 'true') {
-    const { stdout } = await run('find', [path.join(into, TOP), '(', '-type', 'b', '-o', '-type', 'c', ')', '-print', '-quit']);
+    const stdout = await run('find', [path.join(into, TOP), '(', '-type', 'b', '-o', '-type', 'c', ')', '-print', '-quit']);
     if (stdout.trim()) throw new InvalidArgument(`${file} is refused: it holds a device node (${path.relative(into, stdout.trim())}) and the target would be privileged`);
   }
   return meta;

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 
 import { OperationFailed, Timeout } from '../errors';
 import type { QmpClient, QmpEvent } from '../qmp';
-import { run } from './run';
+import { run } from '../util/run';
 
 const JOB_TIMEOUT_MS = 600_000;
 

@@ -10,7 +10,7 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { run } from './run';
+import { run } from '../util/run';
 
 /** Copies the tree `src` (a directory) to `dst`, which must not exist. */
 export async function copyTree(src: string, dst: string): Promise<void> {
@@ -19,7 +19,7 @@ export async function copyTree(src: string, dst: string): Promise<void> {
 
 /** Bytes the tree occupies on disk (hard links counted once, holes not at all). */
 export async function diskUsage(target: string): Promise<number> {
-  const { stdout } = await run('du', ['-s', '-B1', '--', target]);
+  const stdout = await run('du', ['-s', '-B1', '--', target]);
   return Number(stdout.split('\t')[0]) || 0;
 }
 
@@ -52,7 +52,7 @@ async function copyTreeMapped(src: string, dst: string, mapId: ((id: number) => 
   await copyTree(src, dst);
   const dump = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-caps-')), 'caps');
   try {
-    const { stdout } = await run('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match=^security\\.capability$', '--', dst]);
+    const stdout = await run('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match=^security\\.capability$', '--', dst]);
     await shiftIds(dst, mapId, new Set());
     if (stdout.trim()) {
       await fs.writeFile(dump, stdout);

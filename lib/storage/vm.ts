@@ -15,7 +15,7 @@ import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 import type { QmpClient } from '../qmp';
 import { readVmImage } from '../images/vm-image';
 import { backupDisk, diskNode, runJob } from './qmp-jobs';
-import { run } from './run';
+import { run } from '../util/run';
 import { copyTree } from './tree';
 import type { CopyToOptions, SnapshotRef, StorageDriver } from './types';
 
@@ -94,7 +94,7 @@ export class VmStorage implements StorageDriver {
   }
 
   private async diskInfo(): Promise<{ 'virtual-size': number; 'full-backing-filename'?: string; 'backing-filename'?: string }> {
-    return JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', this.hooks.disk()])).stdout);
+    return JSON.parse(await run('qemu-img', ['info', '-U', '--output=json', this.hooks.disk()]));
   }
 
   /** The disk (or one snapshot's state of it) to a new qcow2, on `backing` or standalone. */
