@@ -15,7 +15,7 @@ import { InvalidArgument, InvalidState, LxqError, NotFound, OperationFailed, Per
 import { LxdClient } from '../lib/remote/client';
 import { ClientCert, freePort, listenHttps, loopbackAddress, makeClientCert, serverCert, trust } from './helpers/lxd-net';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
-import { execText } from './helpers/host';
+import { execText, thrown } from './helpers/host';
 
 jest.setTimeout(300_000);
 
@@ -62,15 +62,6 @@ afterAll(async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-async function thrown(p: Promise<unknown>): Promise<LxqError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as LxqError;
-  }
-  throw new Error('expected a rejection');
-}
 
 const lxd = (e: LxqError) => (e as unknown as { lxd?: { status: number; serverMessage: string } }).lxd;
 

@@ -15,6 +15,7 @@ import { Host } from '../lib';
 import { ImageStore } from '../lib/images/store';
 import { LxdClient } from '../lib/remote/client';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
+import { thrown } from './helpers/host';
 
 jest.setTimeout(300_000);
 
@@ -53,15 +54,6 @@ afterAll(async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-async function thrown(p: Promise<unknown>): Promise<LxqError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as LxqError;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('LxdClient on a real LXD', () => {
   test('the server trusts us over its socket and speaks API 1.0', async () => {

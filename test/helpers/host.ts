@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Host } from '../../lib';
+import { Host, LxqError } from '../../lib';
 import type { ExecResult } from '../../lib/instance/process';
 
 export const SHARED_IMAGES = process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images';
@@ -53,4 +53,14 @@ export function monitorCgroups(): string[] {
 /** An exec's result with its output as text, for comparing whole results. */
 export function execText(r: ExecResult): { exitCode: number | null; stdout: string; stderr: string } {
   return { exitCode: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+/** The error `p` rejects with (fails the test if it resolves), for checking its type and fields. */
+export async function thrown(p: Promise<unknown>): Promise<LxqError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as LxqError;
+  }
+  throw new Error('expected a rejection');
 }
