@@ -292,6 +292,42 @@ describe('snapshots and rename', () => {
     expect(seen).toEqual(['created snap0', 'created named', 'restored snap0', 'renamed named>kept', 'deleted snap0']);
   });
 
+  test('host.copy: the server copies an instance or one snapshot, independent of its source; options over the source\'s; bad input makes nothing', async () => {
+    const src = await launch();
+    await src.files.write('/root/v', 'at the snapshot');
+    await src.snapshots.create('base');
+    await src.files.write('/root/v', 'now');
+    await src.update({ 'user.origin': 'src' });
+    const before = (await host.list()).map((x) => x.name).sort();
+    const dst = name();
+    await expect(host.copy(src.name, dst, { bogus: 1 } as never)).rejects.toThrow(InvalidArgument);
+    await expect(host.copy(src.name, dst, { snapshot: 'nosuch' })).rejects.toThrow(NotFound);
+    await expect(host.copy(src.name, dst, { config: { 'no.such.key': '1' } as never })).rejects.toThrow(InvalidArgument);
+    await expect(host.copy(src.name, src.name)).rejects.toThrow(AlreadyExists);
+    await expect(host.copy(`nosuch-${tag}`, dst)).rejects.toThrow(NotFound);
+    expect((await host.list()).map((x) => x.name).sort()).toEqual(before);
+
+    made.add(dst);
+    const copy = await host.copy(src.name, dst, { config: { 'user.copy': 'yes' } });
+    expect(copy.name).toBe(dst);
+    expect(copy.config).toMatchObject({ 'user.origin': 'src', 'user.copy': 'yes' });
+    expect((await copy.snapshots.list()).map((s) => s.name)).toEqual(['base']);
+    await copy.start();
+    expect((await copy.files.read('/root/v')).toString()).toBe('now');
+    await copy.files.write('/root/v', 'changed in the copy');
+    expect((await src.files.read('/root/v')).toString()).toBe('now');
+
+    const fromSnapshot = name();
+    made.add(fromSnapshot);
+    const old = await host.copy(src.name, fromSnapshot, { snapshot: 'base', instanceOnly: true });
+    expect(await old.snapshots.list()).toEqual([]);
+    await old.start();
+    expect((await old.files.read('/root/v')).toString()).toBe('at the snapshot');
+    // A running instance is not deleted without force: the server's refusal, in lxq's words.
+    await expect(old.delete()).rejects.toThrow(/cannot delete .*: it is running; stop it first or pass \{ force: true \}/);
+    for (const i of [copy, old]) await i.delete({ force: true });
+  });
+
   test('rename: refused while running (Busy), onto a taken name (AlreadyExists); the same object under its new name', async () => {
     const i = await launch();
     const other = await launch();

@@ -5,13 +5,16 @@
  */
 import type WebSocket from 'ws';
 
-import { InvalidArgument, NotSupported, PermissionDenied } from '../errors';
+import { type InstanceConfigPatch, patchConfig } from '../config/options';
+import { AlreadyExists, InvalidArgument, NotFound, NotSupported, PermissionDenied } from '../errors';
+import type { CopyOptions } from '../storage/types';
+import { optionKeys, refuseUnknownKeys } from '../util/keys';
 import { type EventsOptions, type LifecycleAction, type LifecycleEvent, lifecycleEvents, type LifecycleIterator } from '../events/lifecycle';
 import type { InstanceType } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
 import { RemoteImages } from './images';
-import { checkName, LXD_NAME, lxdType, RemoteInstance, type RemoteInstanceHooks } from './instance';
+import { checkName, LXD_NAME, lxdType, lxdTypeName, RemoteInstance, type RemoteInstanceHooks } from './instance';
 
 export interface ConnectOptions extends LxdEndpoint {
   /** The cluster member new instances are placed on (default: the server decides). */
@@ -170,7 +173,7 @@ export class RemoteHost {
     const done = this.hub.expect(name, ['instance-created']);
     await this.client.call('POST', this.client.url('/1.0/instances', { target: this.target }), {
       name,
-      type: type === 'vm' ? 'virtual-machine' : 'container',
+      type: lxdTypeName(type),
       source,
       ...(options.profiles ? { profiles: options.profiles } : {}),
       config: options.config ?? {},
@@ -187,6 +190,38 @@ export class RemoteHost {
   async list(): Promise<RemoteInstance[]> {
     const all = (await this.client.request('GET', this.client.url('/1.0/instances', { recursion: '1' }))).metadata as Array<Record<string, unknown>>;
     return all.map((m) => this.hold(m));
+  }
+
+  /**
+   * A copy of `source` (or of one of its snapshots) named `name`, made by the server with its
+   * storage driver's own copy (the snapshots too unless `instanceOnly`), on this host's `target`
+   * member if one was given. `config` is set over the source's options afterwards, as `update()`
+   * sets it; it is checked before anything is copied.
+   */
+  async copy(source: string, name: string, options: RemoteCopyOptions = {}): Promise<RemoteInstance> {
+    checkName(name);
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('copy options must be an object');
+    refuseUnknownKeys('copy', options, REMOTE_COPY_OPTION_KEYS);
+    if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
+    const from = await this.get(source);
+    if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
+    if (options.config) patchConfig(from.type, from.config, options.config);
+    const taken = await this.client.request('GET', this.client.url(`/1.0/instances/${name}`)).then(() => true, (e) => (e instanceof NotFound ? false : Promise.reject(e)));
+    if (taken) throw new AlreadyExists(`an instance named "${name}" already exists on the LXD server at ${this.client.where}`);
+    // The source's profiles, as `lxc copy` sends them (the server would give the copy its default profile).
+    const { profiles } = (await this.client.request('GET', this.client.url(`/1.0/instances/${from.name}`))).metadata;
+    const done = this.hub.expect(name, ['instance-created']);
+    await this.client
+      .call('POST', this.client.url('/1.0/instances', { target: this.target }), {
+        name,
+        type: lxdTypeName(from.type),
+        profiles,
+        source: { type: 'copy', source: options.snapshot === undefined ? from.name : `${from.name}/${options.snapshot}`, instance_only: options.instanceOnly === true },
+      })
+      .finally(done);
+    const copy = await this.get(name);
+    if (options.config && Object.keys(options.config).length) await copy.update(options.config);
+    return copy;
   }
 
   /** The cluster's members (GET /1.0/cluster/members); a server that is not clustered is one member of its own. */
@@ -207,6 +242,9 @@ export class RemoteHost {
     this.client.close();
   }
 }
+
+export type RemoteCopyOptions = Pick<CopyOptions, 'snapshot' | 'instanceOnly'> & { config?: InstanceConfigPatch };
+const REMOTE_COPY_OPTION_KEYS = optionKeys<RemoteCopyOptions>({ snapshot: true, instanceOnly: true, config: true });
 
 export interface ClusterMember {
   name: string;

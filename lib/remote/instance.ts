@@ -54,6 +54,8 @@ const STATUS: Record<string, InstanceStatus> = {
 };
 export const lxdStatus = (s: string): InstanceStatus => STATUS[s] ?? 'error';
 export const lxdType = (t: string): InstanceType => (t === 'virtual-machine' ? 'vm' : 'container');
+/** LXD's name of an lxq instance type. */
+export const lxdTypeName = (t: InstanceType): string => (t === 'vm' ? 'virtual-machine' : 'container');
 
 /** lxq options LXD has no equivalent of. */
 const NOT_ON_LXD = ['vm.accel'];
@@ -329,12 +331,19 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
 
   delete(options: { force?: boolean } = {}): Promise<void> {
     return this.serialized(async () => {
-      const status = await this.currentStatus();
-      if (status !== 'stopped') {
-        if (!options?.force) throw new InvalidState(`cannot delete ${this.name}: it is ${status}; stop it first or pass { force: true }`, status);
-        await this.stopNow(0, true);
+      const remove = () => this.ours(['instance-deleted'], () => this.client.call('DELETE', this.client.url(this.path)));
+      if (options?.force) {
+        if ((await this.currentStatus()) !== 'stopped') await this.stopNow(0, true);
+        await remove();
+      } else {
+        // The server refuses an instance that is not stopped itself: no status read first (one
+        // request less), the status asked only to word the refusal as the local drivers do.
+        await remove().catch(async (e) => {
+          if (!(e instanceof InvalidState)) throw e;
+          const status = await this.currentStatus();
+          throw new InvalidState(`cannot delete ${this.name}: it is ${status}; stop it first or pass { force: true }`, status);
+        });
       }
-      await this.ours(['instance-deleted'], () => this.client.call('DELETE', this.client.url(this.path)));
       this.hooks.deleted(this);
       this.removeAllListeners();
     });
