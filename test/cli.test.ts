@@ -45,6 +45,13 @@ async function lxq(args: string[], input?: string): Promise<Run> {
   });
 }
 
+/** A failed command: one line on stderr, exit 1, nothing on stdout. */
+function refused(r: Run, re: RegExp): void {
+  expect(r).toMatchObject({ code: 1, stdout: '' });
+  expect(r.stderr).toMatch(new RegExp(`^lxq: [^\\n]*(?:${re.source})[^\\n]*\\n$`));
+}
+const names = async () => (JSON.parse((await lxq(['list', '--format', 'json'])).stdout) as { name: string }[]).map((i) => i.name).sort();
+
 test('--version, --help, and bad input: one line on stderr, a non-zero exit, the nearest command suggested', async () => {
   const v = await lxq(['--version']);
   expect(v).toMatchObject({ code: 0, stdout: `${require('../package.json').version}\n` });
@@ -204,7 +211,7 @@ test('in a real terminal (tmux): console shows the container\'s console, keys re
   }
 }, 120_000);
 
-test('launch -d, snapshot create|list|restore|delete, network create|list|show|delete, image export|import, bad input refused before any change', async () => {
+test('launch -d, snapshot create|list|restore|delete, network create|list|show|set|unset|delete, image export|import, bad input refused before any change', async () => {
   const name = t.name('dev');
   const src = path.join(t.dir, 'share');
   await fs.mkdir(src);
@@ -238,6 +245,17 @@ test('launch -d, snapshot create|list|restore|delete, network create|list|show|d
     const cidr = created.stdout.trim().split(' ')[1];
     expect(JSON.parse((await lxq(['network', 'list', '--format', 'json'])).stdout)).toMatchObject([{ name: net, address: cidr, domain: 'cli.test' }]);
     expect((await lxq(['network', 'show', net])).stdout).toMatch(new RegExp(`^name: ${net}\naddress: ${cidr}\n`));
+    expect((await lxq(['network', 'set', net, 'dns.domain=other.test', 'bridge.mtu=1400'])).code).toBe(0);
+    const shown = (await lxq(['network', 'show', net])).stdout;
+    expect(shown).toMatch(/^config dns\.domain: other\.test$/m);
+    expect(shown).toMatch(/^config bridge\.mtu: 1400$/m);
+    refused(await lxq(['network', 'set', net, 'bridge.mtu=12']), /bad value for network key "bridge.mtu"/);
+    refused(await lxq(['network', 'set', net, 'bogus=1']), /unknown network key "bogus"/);
+    refused(await lxq(['network', 'unset', net, 'bogus']), /unknown network key "bogus"/);
+    refused(await lxq(['network', 'set', 'nonet0', 'dns.domain=x']), /no network named "nonet0"/);
+    expect((await lxq(['network', 'show', net])).stdout).toBe(shown); // unchanged
+    expect((await lxq(['network', 'unset', net, 'bridge.mtu'])).code).toBe(0);
+    expect((await lxq(['network', 'show', net])).stdout).not.toMatch(/bridge\.mtu/);
   } finally {
     expect((await lxq(['network', 'delete', net])).code).toBe(0);
   }
@@ -258,3 +276,65 @@ test('launch -d, snapshot create|list|restore|delete, network create|list|show|d
   }
   await lxq(['delete', '--force', name]);
 }, 240_000);
+
+test('copy (with snapshots, --instance-only, --snapshot, -c), rename, snapshot rename, export/import: bad input refused with nothing changed', async () => {
+  const [a, b, c, d, e, f] = ['cpa', 'cpb', 'cpc', 'cpd', 'cpe', 'cpf'].map((p) => t.name(p));
+  const motd = async (n: string) => (await lxq(['file', 'pull', `${n}/etc/motd`, '-'])).stdout;
+  expect((await lxq(['launch', 'busybox', a, '-c', 'user.note=src'])).code).toBe(0);
+  try {
+    await lxq(['exec', a, '--', 'sh', '-c', 'echo one > /etc/motd']);
+    await lxq(['snapshot', 'create', a, 'first']);
+    await lxq(['exec', a, '--', 'sh', '-c', 'echo two > /etc/motd']);
+
+    refused(await lxq(['copy', 'nope', b]), /no instance named "nope"/);
+    refused(await lxq(['copy', a, 'Bad_Name']), /invalid instance name/);
+    refused(await lxq(['copy', a, b, '--snapshot', 'nope']), /has no snapshot named "nope"/);
+    refused(await lxq(['copy', a, b, '-c', 'limits.memory=lots']), /bad value for "limits.memory"/);
+    refused(await lxq(['copy', a, b, '-c', 'novalue']), /bad key=value/);
+    refused(await lxq(['copy', a, a]), /already exists/);
+    expect(await names()).toEqual([a]);
+
+    expect(await lxq(['copy', a, b, '-c', 'user.note=copy'])).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(await motd(b)).toBe('two\n');
+    expect((await lxq(['config', 'get', b, 'user.note'])).stdout).toBe('copy\n');
+    expect(JSON.parse((await lxq(['snapshot', 'list', b, '--format', 'json'])).stdout)).toMatchObject([{ name: 'first' }]);
+    expect((await lxq(['copy', a, c, '--instance-only'])).code).toBe(0);
+    expect((await lxq(['snapshot', 'list', c, '--format', 'json'])).stdout).toBe('[]\n');
+    expect((await lxq(['copy', a, d, '--snapshot', 'first'])).code).toBe(0);
+    expect(await motd(d)).toBe('one\n');
+    expect((await lxq(['start', d])).code).toBe(0); // a copy is an instance of its own
+    expect((await lxq(['exec', d, '--', 'cat', '/etc/motd'])).stdout).toBe('one\n');
+
+    refused(await lxq(['rename', a, e]), /cannot rename .*: it is running/);
+    await lxq(['stop', '--force', a]);
+    refused(await lxq(['rename', a, b]), /already exists/);
+    refused(await lxq(['rename', a, 'Bad_Name']), /invalid instance name/);
+    expect(await lxq(['rename', a, e])).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(await names()).toEqual([b, c, d, e].sort());
+    expect(await motd(e)).toBe('two\n');
+
+    refused(await lxq(['snapshot', 'rename', e, 'nope', 'x']), /no snapshot named "nope"/);
+    refused(await lxq(['snapshot', 'rename', e, 'first', 'a/b']), /snapshot name/i);
+    expect((await lxq(['snapshot', 'rename', e, 'first', 'primero'])).code).toBe(0);
+    expect(JSON.parse((await lxq(['snapshot', 'list', e, '--format', 'json'])).stdout)).toMatchObject([{ name: 'primero' }]);
+
+    const tarball = path.join(t.dir, 'e.tar.zst');
+    refused(await lxq(['export', e, path.join(t.dir, 'none', 'e.tar.zst')]), /does not exist/);
+    refused(await lxq(['export', 'nope', tarball]), /no instance named "nope"/);
+    expect(await lxq(['export', e, tarball])).toEqual({ code: 0, stdout: '', stderr: '' });
+    refused(await lxq(['import', tarball]), /already exists/); // its name, as exported, is taken
+    refused(await lxq(['import', path.join(t.dir, 'none.tar.zst'), f]), /does not exist/);
+    await fs.writeFile(path.join(t.dir, 'junk.tar.zst'), 'not a tarball\n');
+    refused(await lxq(['import', path.join(t.dir, 'junk.tar.zst'), f]), /not a complete lxq export|not an lxq export/);
+    expect(await names()).toEqual([b, c, d, e].sort());
+    expect(await lxq(['import', tarball, f])).toEqual({ code: 0, stdout: `${f}\n`, stderr: '' });
+    expect(await motd(f)).toBe('two\n');
+    expect(JSON.parse((await lxq(['snapshot', 'list', f, '--format', 'json'])).stdout)).toMatchObject([{ name: 'primero' }]);
+    await lxq(['delete', f]);
+    expect((await lxq(['export', e, tarball, '--instance-only'])).code).toBe(0);
+    expect(await lxq(['import', tarball, f])).toMatchObject({ code: 0, stdout: `${f}\n` });
+    expect((await lxq(['snapshot', 'list', f, '--format', 'json'])).stdout).toBe('[]\n');
+  } finally {
+    for (const n of [a, b, c, d, e, f]) await lxq(['delete', '--force', n]);
+  }
+}, 480_000);
