@@ -3,13 +3,16 @@
  * codes), and a real terminal under tmux (send-keys, capture-pane) for `shell` and `exec` on a pty.
  */
 import { execFile, spawn } from 'node:child_process';
-import { promises as fs, writeFileSync, chmodSync } from 'node:fs';
+import { promises as fs, writeFileSync, chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { DEFAULT_HOST_PATH } from '../lib';
 import { program } from '../lib/cli/main';
+import { LxdClient } from '../lib/remote/client';
 import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { ensureBusyboxImage, ensurePool, ensureProfile, type LxdDaemon, startLxd } from './helpers/lxd';
 
 const execFileP = promisify(execFile);
 const MAIN = path.join(__dirname, '..', 'lib', 'cli', 'main.ts');
@@ -338,3 +341,76 @@ test('copy (with snapshots, --instance-only, --snapshot, -c), rename, snapshot r
     for (const n of [a, b, c, d, e, f]) await lxq(['delete', '--force', n]);
   }
 }, 480_000);
+
+describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_DIR, a dir pool, no NIC)', () => {
+  let dir: string;
+  let daemon: LxdDaemon | undefined;
+  let client: LxdClient | undefined;
+  const made: string[] = [];
+  let remote: (args: string[], input?: string) => Promise<Run>;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-cli-lxd-'));
+    chmodSync(dir, 0o711); // the containers' mapped root traverses down to LXD_DIR
+    daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
+    client = new LxdClient({ socket: daemon.socket });
+    await ensurePool(client, 'lxq-cli', 'lxq cli tests');
+    // As `lxd init` leaves it (a root disk), without a NIC: nothing touches the host's links.
+    await ensureProfile(client, 'default', 'lxq-cli', 'lxq cli tests');
+    await ensureBusyboxImage(client, 'busybox', dir);
+    const socket = daemon.socket;
+    remote = (args, input) => lxq(['--remote', socket, ...args], input);
+  }, 300_000);
+  afterAll(async () => {
+    try {
+      for (const n of made) {
+        await client?.call('PUT', `/1.0/instances/${n}/state`, { action: 'stop', force: true }).catch(() => undefined);
+        await client?.call('DELETE', `/1.0/instances/${n}`).catch(() => undefined);
+      }
+    } finally {
+      client?.close();
+      await daemon?.stop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  test('list, launch, info, exec (stdin, stdout/stderr apart, exit code), freeze, restart, stop, delete; bad input refused with nothing made', async () => {
+    const name = `r-${path.basename(t.dir).slice(-6).toLowerCase().replace(/[^a-z0-9]/g, 'x')}`;
+    made.push(name);
+    const listed = async () => JSON.parse((await remote(['list', '--format', 'json'])).stdout) as { name: string; status: string }[];
+    expect(await listed()).toEqual([]);
+    refused(await remote(['launch', 'busybox', 'Bad_Name']), /instance name/);
+    refused(await remote(['launch', 'no-such-image', name]), /not found/i);
+    refused(await remote(['launch', 'busybox', name, '-d', 'data,type=disk,source=/srv,path=/mnt']), /-d is not available with --remote/);
+    refused(await remote(['launch', 'busybox', name, '-c', 'novalue']), /bad key=value/);
+    refused(await remote(['file', 'pull', `${name}/etc/motd`, '-']), /file pull is not available with --remote/);
+    refused(await remote(['snapshot', 'list', name]), /snapshot list is not available with --remote/);
+    refused(await lxq(['--remote', path.join(dir, 'none.socket'), 'list']), /no LXD server answers/);
+    refused(await lxq(['--remote', 'lxd.example', 'list']), /bad --remote/);
+    refused(await lxq(['--remote', 'https://127.0.0.1:1', 'list']), /needs --remote-cert/);
+    refused(await remote(['info', 'nope']), /not found/i);
+    expect(await listed()).toEqual([]); // nothing was made
+
+    expect(await remote(['launch', 'busybox', name, '-c', 'user.note=cli'])).toEqual({ code: 0, stdout: `${name} started\n`, stderr: '' });
+    expect(await listed()).toMatchObject([{ name, type: 'container', status: 'running' }]);
+    expect((await remote(['list'])).stdout).toMatch(new RegExp(`^NAME +TYPE +STATUS +LOCATION +CREATED\n${name} +container +running +`));
+    expect((await remote(['info', name])).stdout).toMatch(new RegExp(`^name: ${name}\ntype: container\n[^]*status: running\npid: \\d+\n`));
+    expect(await remote(['exec', name, '--', 'sh', '-c', 'cat; echo err >&2; exit 3'], 'through LXD\n')).toEqual({ code: 3, stdout: 'through LXD\n', stderr: 'err\n' });
+    expect(await remote(['exec', name, '--env', 'A=b', '--cwd', '/etc', '--', 'sh', '-c', 'echo $A $(pwd)'])).toMatchObject({ code: 0, stdout: 'b /etc\n' });
+    refused(await remote(['exec', name, 'true']), /needs the command after "--"/);
+    refused(await remote(['exec', '-t', name, '--', 'true']), /pty/);
+    refused(await remote(['delete', name]), /running/);
+    refused(await remote(['start', name]), /already running/);
+
+    expect((await remote(['freeze', name])).code).toBe(0);
+    expect(await listed()).toMatchObject([{ name, status: 'frozen' }]);
+    expect((await remote(['unfreeze', name])).code).toBe(0);
+    expect((await remote(['restart', '--force', name])).code).toBe(0);
+    expect(await listed()).toMatchObject([{ name, status: 'running' }]);
+    expect((await remote(['stop', '--timeout', '2000', name])).code).toBe(0); // busybox ignores SIGPWR: forced after 2 s
+    expect(await listed()).toMatchObject([{ name, status: 'stopped' }]);
+    expect((await remote(['start', name])).code).toBe(0);
+    expect((await remote(['delete', '--force', name])).code).toBe(0);
+    expect(await listed()).toEqual([]);
+    expect((await lxq(['list', '--format', 'json'])).stdout).toBe('[]\n'); // this host was never touched
+  }, 300_000);
+});
