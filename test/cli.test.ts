@@ -182,33 +182,37 @@ test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s siz
   }
 }, 120_000);
 
-test('in a real terminal (tmux): console shows the container\'s console, keys reach it, its size follows the terminal, Ctrl-a q detaches', async () => {
+test('in a real terminal (tmux): console gives the container\'s console shell (Enter activates it), keys reach it, its size follows the terminal, Ctrl-C, Ctrl-a q detaches', async () => {
   const name = t.name('con');
   await lxq(['launch', 'busybox', name]);
   const session = `lxqc-${path.basename(t.dir)}`;
   const rc = path.join(t.dir, 'console-rc');
   const c = await t.host.get(name);
-  // Something reading the console inside, as a getty would.
-  const loop = await c.spawn(['/bin/sh', '-c', 'while read -r l; do echo "got:$l $(stty size </dev/console)"; done </dev/console >/dev/console']);
   try {
     expect(await lxq(['console', name])).toMatchObject({ code: 0 }); // stdin at its end: detached at once
     await tmux('new-session', '-d', '-s', session, '-x', '90', '-y', '20', `sh -c '${wrapper} console ${name}; echo rc=$? > ${rc}; sleep 30'`);
     await screenShows(session, /To detach from the console, press: <ctrl>\+a q/);
-    await tmux('send-keys', '-t', session, 'hello console', 'Enter');
-    await screenShows(session, /got:hello console 20 90/);
+    await tmux('send-keys', '-t', session, 'Enter');
+    await screenShows(session, /^\/ #\s*$/m);
+    await tmux('send-keys', '-t', session, 'echo "got:$((6*7)) $(tty) $(stty size)"', 'Enter');
+    await screenShows(session, /^got:42 \/dev\/console 20 90\s*$/m);
+    // The console is the shell's controlling terminal: Ctrl-C interrupts its command.
+    await tmux('send-keys', '-t', session, 'sleep 300; echo not-interrupted', 'Enter');
+    await new Promise((r) => setTimeout(r, 1000));
+    await tmux('send-keys', '-t', session, 'C-c');
+    await tmux('send-keys', '-t', session, 'echo after-$((1+2))', 'Enter');
+    expect(await screenShows(session, /^after-3\s*$/m)).not.toMatch(/^not-interrupted/m);
     await tmux('send-keys', '-t', session, 'C-a', 'q');
     const deadline = Date.now() + 15_000;
     while (!(await fs.readFile(rc, 'utf8').catch(() => '')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     expect(await fs.readFile(rc, 'utf8')).toBe('rc=0\n');
-    expect((await lxq(['console', name, '--show-log'])).stdout).toContain('got:hello console');
+    expect((await lxq(['console', name, '--show-log'])).stdout).toContain('got:42');
     expect(await c.status()).toBe('running'); // detaching leaves the instance alone
-    loop.kill('SIGKILL');
     expect((await lxq(['stop', '--force', name])).code).toBe(0);
     const stopped = await lxq(['console', name]);
     expect(stopped).toMatchObject({ code: 1, stdout: '' });
     expect(stopped.stderr).toMatch(/^lxq: cannot attach to the console of .* it is stopped.*\n$/);
   } finally {
-    loop.kill('SIGKILL');
     await tmux('kill-session', '-t', session).catch(() => undefined);
     await lxq(['delete', '--force', name]);
   }
