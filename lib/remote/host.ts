@@ -9,11 +9,27 @@ import { reportedAddresses } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
 import { remoteExec, RemoteExecOptions, RemoteExecResult } from './exec';
 
+/**
+ * Where an LXD server is and how to authenticate to it, and the cluster member new instances go on.
+ *
+ * @example
+ * ```ts
+ * await Host.connect({ url: 'https://lxd.lan:8443', cert, key, serverCert, project: 'lab', target: 'node2' });
+ * ```
+ */
 export interface ConnectOptions extends LxdEndpoint {
   /** The cluster member new instances are placed on (default: the server decides). */
   target?: string;
 }
 
+/**
+ * What `RemoteHost.create` takes: type, image alias or fingerprint, profiles, raw LXD config.
+ *
+ * @example
+ * ```ts
+ * await lxd.create('web1', { type: 'container', image: 'debian/12', profiles: ['default'], config: { 'limits.cpu': '2' } });
+ * ```
+ */
 export interface RemoteCreateOptions {
   type?: InstanceType;
   /** An image alias or fingerprint the server has. */
@@ -35,6 +51,16 @@ const STATUS: Record<string, InstanceStatus> = {
 };
 const status = (s: string): InstanceStatus => STATUS[s] ?? 'error';
 
+/**
+ * Instances on an LXD server, through its REST API (`Host.connect`).
+ *
+ * @example
+ * ```ts
+ * const lxd = await Host.connect({ socket: '/var/lib/lxd/unix.socket' });
+ * const r = await lxd.create('web1', { image: 'debian/12' });
+ * await r.start();
+ * ```
+ */
 export class RemoteHost {
   private constructor(
     readonly client: LxdClient,
@@ -115,6 +141,14 @@ export class RemoteHost {
   }
 }
 
+/**
+ * A member of an LXD cluster, as `RemoteHost.members()` lists it.
+ *
+ * @example
+ * ```ts
+ * for (const m of await lxd.members()) console.log(m.name, m.status, m.roles);
+ * ```
+ */
 export interface ClusterMember {
   name: string;
   url: string;
@@ -125,6 +159,16 @@ export interface ClusterMember {
   message: string;
 }
 
+/**
+ * An instance on an LXD server: lifecycle, state and exec through the REST API.
+ *
+ * @example
+ * ```ts
+ * const r = await lxd.get('web1');
+ * console.log((await r.exec(['hostname'])).stdout, await r.status());
+ * await r.stop({ force: true });
+ * ```
+ */
 export class RemoteInstance {
   readonly name: string;
   readonly type: InstanceType;
