@@ -6,13 +6,12 @@
  * `node dist/bench/cli.js [--quick]` (after `npm run build`).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host, type LifecycleEvent } from '../lib';
-import { LxdClient } from '../lib/remote/client';
-import { ensureBusyboxImage, ensurePool, ensureProfile, type LxdDaemon, lxdBin, startLxd } from '../test/helpers/lxd';
+import { lxdBin, privateLxd } from '../test/helpers/lxd';
 import { stats } from './stats';
 
 const quick = process.argv.includes('--quick');
@@ -75,28 +74,16 @@ async function main(): Promise<void> {
 /** `lxc exec NAME -- true` (LXD's own client) and `lxq --remote SOCKET exec NAME -- true` on a busybox container of a private LXD. */
 async function lxdExec(n: number, lxq: (...args: string[]) => Buffer): Promise<ReturnType<typeof stats> | undefined> {
   if (!lxdBin()) return void console.log('| `lxc exec` | skipped: lxd is not installed | | |');
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-lxd-'));
-  chmodSync(dir, 0o711); // the container's mapped root traverses down to LXD_DIR
-  let daemon: LxdDaemon | undefined;
-  let client: LxdClient | undefined;
+  const lxd = await privateLxd('lxq bench/cli.ts');
   try {
-    daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
-    client = new LxdClient({ socket: daemon.socket });
-    await ensurePool(client, 'lxq-bench', 'lxq bench/cli.ts');
-    await ensureProfile(client, 'default', 'lxq-bench', 'lxq bench/cli.ts');
-    await ensureBusyboxImage(client, 'busybox', dir);
-    await client.call('POST', '/1.0/instances', { name: 'bench-exec', type: 'container', source: { type: 'image', alias: 'busybox' } });
-    await client.call('PUT', '/1.0/instances/bench-exec/state', { action: 'start', timeout: 30 });
-    const env = { ...process.env, LXD_DIR: daemon.lxdDir };
+    await lxd.client.call('POST', '/1.0/instances', { name: 'bench-exec', type: 'container', source: { type: 'image', alias: 'busybox' } });
+    await lxd.client.call('PUT', '/1.0/instances/bench-exec/state', { action: 'start', timeout: 30 });
+    const env = { ...process.env, LXD_DIR: lxd.daemon.lxdDir };
     const s = fmt('`lxc exec NAME -- true` (LXD 5.0)', timeRuns(n, () => execFileSync('lxc', ['exec', 'bench-exec', '--', 'true'], { env, stdio: ['ignore', 'pipe', 'pipe'] })));
-    fmt('`lxq --remote SOCKET exec NAME -- true` (same LXD)', timeRuns(n, () => lxq('--remote', daemon!.socket, 'exec', 'bench-exec', '--', 'true')));
+    fmt('`lxq --remote SOCKET exec NAME -- true` (same LXD)', timeRuns(n, () => lxq('--remote', lxd.daemon.socket, 'exec', 'bench-exec', '--', 'true')));
     return s;
   } finally {
-    await client?.call('PUT', '/1.0/instances/bench-exec/state', { action: 'stop', force: true }).catch(() => undefined);
-    await client?.call('DELETE', '/1.0/instances/bench-exec').catch(() => undefined);
-    client?.close();
-    await daemon?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await lxd.dispose(['bench-exec']);
   }
 }
 

@@ -2,19 +2,16 @@
  * The `lxq` command line as a person uses it: plain pipes for most commands (output and exit
  * codes), and a real terminal under tmux (send-keys, capture-pane) for `shell` and `exec` on a pty.
  */
-import { execFile, spawn } from 'node:child_process';
-import { promises as fs, writeFileSync, chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import * as os from 'node:os';
+import { spawn } from 'node:child_process';
+import { promises as fs, writeFileSync, chmodSync } from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 
 import { DEFAULT_HOST_PATH } from '../lib';
 import { program } from '../lib/cli/main';
-import { LxdClient } from '../lib/remote/client';
 import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
-import { ensureBusyboxImage, ensurePool, ensureProfile, type LxdDaemon, startLxd } from './helpers/lxd';
+import { privateLxd, type PrivateLxd } from './helpers/lxd';
+import { screenShows, tmux } from './helpers/tmux';
 
-const execFileP = promisify(execFile);
 const MAIN = path.join(__dirname, '..', 'lib', 'cli', 'main.ts');
 const REGISTER = path.join(__dirname, 'helpers', 'ts-register.js');
 
@@ -137,19 +134,6 @@ test('monitor --format json prints the lifecycle stream of changes made by other
   const events = out.trim().split('\n').map((l) => JSON.parse(l));
   expect(events.map((e) => `${e.action} ${e.name} ${e.requestor}`)).toEqual([`instance-created ${name} external`, `instance-started ${name} external`, `instance-stopped ${name} external`, `instance-deleted ${name} external`]);
 }, 120_000);
-
-async function tmux(...args: string[]): Promise<string> {
-  return (await execFileP('tmux', args)).stdout;
-}
-async function screenShows(session: string, re: RegExp, timeoutMs = 20_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const screen = await tmux('capture-pane', '-p', '-t', session).catch(() => '');
-    if (re.test(screen)) return screen;
-    if (Date.now() > deadline) throw new Error(`screen never showed ${re}:\n${screen}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s size, keys reach them, the exit code comes back', async () => {
   const name = t.name('tty');
@@ -347,34 +331,16 @@ test('copy (with snapshots, --instance-only, --snapshot, -c), rename, snapshot r
 }, 480_000);
 
 describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_DIR, a dir pool, no NIC)', () => {
-  let dir: string;
-  let daemon: LxdDaemon | undefined;
-  let client: LxdClient | undefined;
+  let lxd: PrivateLxd | undefined;
   const made: string[] = [];
   let remote: (args: string[], input?: string) => Promise<Run>;
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-cli-lxd-'));
-    chmodSync(dir, 0o711); // the containers' mapped root traverses down to LXD_DIR
-    daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
-    client = new LxdClient({ socket: daemon.socket });
-    await ensurePool(client, 'lxq-cli', 'lxq cli tests');
-    // As `lxd init` leaves it (a root disk), without a NIC: nothing touches the host's links.
-    await ensureProfile(client, 'default', 'lxq-cli', 'lxq cli tests');
-    await ensureBusyboxImage(client, 'busybox', dir);
-    const socket = daemon.socket;
+    lxd = await privateLxd('lxq cli tests');
+    const socket = lxd.daemon.socket;
     remote = (args, input) => lxq(['--remote', socket, ...args], input);
   }, 300_000);
   afterAll(async () => {
-    try {
-      for (const n of made) {
-        await client?.call('PUT', `/1.0/instances/${n}/state`, { action: 'stop', force: true }).catch(() => undefined);
-        await client?.call('DELETE', `/1.0/instances/${n}`).catch(() => undefined);
-      }
-    } finally {
-      client?.close();
-      await daemon?.stop();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }
+    await lxd?.dispose(made);
   }, 180_000);
 
   test('list, launch, info, exec (stdin, stdout/stderr apart, exit code), freeze, restart, stop, delete; bad input refused with nothing made', async () => {
@@ -388,7 +354,7 @@ describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_D
     refused(await remote(['launch', 'busybox', name, '-c', 'novalue']), /bad key=value/);
     refused(await remote(['file', 'pull', `${name}/etc/motd`, '-']), /file pull is not available with --remote/);
     refused(await remote(['snapshot', 'list', name]), /snapshot list is not available with --remote/);
-    refused(await lxq(['--remote', path.join(dir, 'none.socket'), 'list']), /no LXD server answers/);
+    refused(await lxq(['--remote', path.join(t.dir, 'none.socket'), 'list']), /no LXD server answers/);
     refused(await lxq(['--remote', 'lxd.example', 'list']), /bad --remote/);
     refused(await lxq(['--remote', 'https://127.0.0.1:1', 'list']), /needs --remote-cert/);
     refused(await remote(['info', 'nope']), /not found/i);

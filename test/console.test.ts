@@ -7,14 +7,13 @@ import { InvalidState, NotSupported } from '../lib/errors';
 import type { Instance } from '../lib';
 import type { VmInstance } from '../lib/vm/vm';
 import type { ConsoleStream } from '../lib/console/console';
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 
 import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { screenShows, tmux } from './helpers/tmux';
 
-const execFileP = promisify(execFile);
 /** `lxq --host <this file's host>` as a user runs it (node and its arguments). */
 let CLI: string[];
 let t: TestHost;
@@ -149,16 +148,3 @@ test('vm: `lxq console` in a real terminal (tmux): a shell prompt, a command and
   await expect(vm.console.attach()).rejects.toBeInstanceOf(InvalidState);
   await vm.delete({ force: true });
 }, 600_000);
-
-async function tmux(...args: string[]): Promise<string> {
-  return (await execFileP('tmux', args)).stdout;
-}
-async function screenShows(session: string, re: RegExp, timeoutMs = 20_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const screen = await tmux('capture-pane', '-p', '-t', session).catch(() => '');
-    if (re.test(screen)) return screen;
-    if (Date.now() > deadline) throw new Error(`screen never showed ${re}:\n${screen}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}

@@ -7,6 +7,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -172,4 +173,46 @@ export async function ensureBusyboxImage(client: LxdClient, alias: string, scrat
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+export interface PrivateLxd {
+  daemon: LxdDaemon;
+  client: LxdClient;
+  /** Force-deletes these instances (if they exist), stops the daemon, removes its directory. */
+  dispose(instances?: Iterable<string>): Promise<void>;
+}
+
+/**
+ * A private LXD for a test file or a benchmark: its own LXD_DIR in a temporary directory, a `dir`
+ * pool, the `default` profile holding only a root disk on it (as `lxd init` leaves it, without a
+ * NIC) and lxq's busybox as the image `busybox`.
+ */
+export async function privateLxd(why: string): Promise<PrivateLxd> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-lxd-'));
+  await fs.chmod(dir, 0o711); // the containers' mapped root traverses down to LXD_DIR
+  let daemon: LxdDaemon | undefined;
+  let client: LxdClient | undefined;
+  const dispose = async (instances: Iterable<string> = []) => {
+    try {
+      for (const n of instances) {
+        await client?.call('PUT', `/1.0/instances/${n}/state`, { action: 'stop', force: true }).catch(() => undefined);
+        await client?.call('DELETE', `/1.0/instances/${n}`).catch(() => undefined);
+      }
+    } finally {
+      client?.close();
+      await daemon?.stop();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  };
+  try {
+    daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
+    client = new LxdClient({ socket: daemon.socket });
+    await ensurePool(client, 'lxq', why);
+    await ensureProfile(client, 'default', 'lxq', why);
+    await ensureBusyboxImage(client, 'busybox', dir);
+  } catch (e) {
+    await dispose();
+    throw e;
+  }
+  return { daemon, client, dispose };
 }
