@@ -71,7 +71,7 @@ test('--version, --help, and bad input: one line on stderr, a non-zero exit, the
   expect(missing.stderr).toMatch(/^lxq: no instance named "nope".*\n$/);
   expect((await lxq(['launch', 'busybox', 'Bad_Name'])).stderr).toMatch(/^lxq: .*name/);
   expect((await lxq(['list', '--format', 'json'])).stdout).toBe('[]\n'); // nothing was made
-}, 120_000);
+}, 240_000);
 
 test('launch, list in every format, info, exec (exit code passed through), config, file push/pull, stop, delete', async () => {
   const name = t.name('cli');
@@ -133,7 +133,7 @@ test('monitor --format json prints the lifecycle stream of changes made by other
   expect(code).toBe(0);
   const events = out.trim().split('\n').map((l) => JSON.parse(l));
   expect(events.map((e) => `${e.action} ${e.name} ${e.requestor}`)).toEqual([`instance-created ${name} external`, `instance-started ${name} external`, `instance-stopped ${name} external`, `instance-deleted ${name} external`]);
-}, 120_000);
+}, 240_000);
 
 test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s size, keys reach them, the exit code comes back', async () => {
   const name = t.name('tty');
@@ -164,7 +164,7 @@ test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s siz
     await tmux('kill-session', '-t', session).catch(() => undefined);
     await lxq(['delete', '--force', name]);
   }
-}, 120_000);
+}, 240_000);
 
 test('in a real terminal (tmux): console gives the container\'s console shell (Enter activates it), keys reach it, its size follows the terminal, Ctrl-C, Ctrl-a q detaches', async () => {
   const name = t.name('con');
@@ -200,7 +200,7 @@ test('in a real terminal (tmux): console gives the container\'s console shell (E
     await tmux('kill-session', '-t', session).catch(() => undefined);
     await lxq(['delete', '--force', name]);
   }
-}, 120_000);
+}, 240_000);
 
 test('launch -d, snapshot create|list|restore|delete, network create|list|show|set|unset|delete, image export|import, bad input refused before any change', async () => {
   const name = t.name('dev');
