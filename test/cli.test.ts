@@ -357,6 +357,7 @@ describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_D
     refused(await lxq(['--remote', path.join(t.dir, 'none.socket'), 'list']), /no LXD server answers/);
     refused(await lxq(['--remote', 'lxd.example', 'list']), /bad --remote/);
     refused(await lxq(['--remote', 'https://127.0.0.1:1', 'list']), /needs --remote-cert/);
+    refused(await lxq(['--project', 'p', 'list']), /go with --remote/);
     refused(await remote(['info', 'nope']), /not found/i);
     expect(await listed()).toEqual([]); // nothing was made
 
@@ -376,7 +377,7 @@ describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_D
     expect((await remote(['unfreeze', name])).code).toBe(0);
     expect((await remote(['restart', '--force', name])).code).toBe(0);
     expect(await listed()).toMatchObject([{ name, status: 'running' }]);
-    expect((await remote(['stop', '--timeout', '2000', name])).code).toBe(0); // busybox ignores SIGPWR: forced after 2 s
+    expect(await remote(['stop', '--timeout', '2000', name])).toMatchObject({ code: 0, stderr: '' }); // busybox ignores SIGPWR: forced after 2 s
     expect(await listed()).toMatchObject([{ name, status: 'stopped' }]);
     expect((await remote(['start', name])).code).toBe(0);
     expect((await remote(['delete', '--force', name])).code).toBe(0);

@@ -84,7 +84,9 @@ export function program(): Command {
     .configureOutput({ outputError: (s, write) => write(s.trim().split('\n').join(' ').replace(/^error: /, 'lxq: ') + '\n') });
 
   cli.hook('preAction', (_root, action) => {
-    if (cli.opts<Globals>().remote) refuseUnlessRemote(action.parent === cli ? action.name() : `${action.parent?.name()} ${action.name()}`);
+    const g = cli.opts<Globals>();
+    if (!g.remote && (g.project || g.remoteCert || g.remoteKey || g.remoteServerCert)) throw new InvalidArgument('--project, --remote-cert, --remote-key and --remote-server-cert go with --remote');
+    if (g.remote) refuseUnlessRemote(action.parent === cli ? action.name() : `${action.parent?.name()} ${action.name()}`);
   });
   let remoteOpened: RemoteHost | undefined;
   /** The LXD server of `--remote`, or undefined for this host. */

@@ -211,7 +211,8 @@ export class RemoteInstance {
       await this.setState({ action: 'stop', force: false, timeout: Math.ceil(timeout) });
     } catch (e) {
       if (!(e instanceof LxqError) || e instanceof NotFound) throw e;
-      if ((await this.status()) !== 'stopped') await this.setState({ action: 'stop', force: true });
+      // The clean shutdown may finish between the status read and the forced stop: not a failure.
+      if ((await this.status()) !== 'stopped') await this.setState({ action: 'stop', force: true }).catch(async (f) => ((await this.status()) === 'stopped' ? undefined : Promise.reject(f)));
     }
   }
 
