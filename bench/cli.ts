@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host, type LifecycleEvent } from '../lib';
-import { lxdBin, privateLxd } from '../test/helpers/lxd';
+import { lxdBin, startLxdFixture } from '../test/helpers/lxd';
 import { stats } from './stats';
 
 const quick = process.argv.includes('--quick');
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
 /** `lxc exec NAME -- true` (LXD's own client) and `lxq --remote SOCKET exec NAME -- true` on a busybox container of a private LXD. */
 async function lxdExec(n: number, lxq: (...args: string[]) => Buffer): Promise<ReturnType<typeof stats> | undefined> {
   if (!lxdBin()) return void console.log('| `lxc exec` | skipped: lxd is not installed | | |');
-  const lxd = await privateLxd('lxq bench/cli.ts');
+  const lxd = await startLxdFixture('lxq-bench-lxd-', { pool: 'lxq-bench', profile: 'default', alias: 'busybox' });
   try {
     await lxd.client.call('POST', '/1.0/instances', { name: 'bench-exec', type: 'container', source: { type: 'image', alias: 'busybox' } });
     await lxd.client.call('PUT', '/1.0/instances/bench-exec/state', { action: 'start', timeout: 30 });
@@ -83,7 +83,9 @@ async function lxdExec(n: number, lxq: (...args: string[]) => Buffer): Promise<R
     fmt('`lxq --remote SOCKET exec NAME -- true` (same LXD)', timeRuns(n, () => lxq('--remote', lxd.daemon.socket, 'exec', 'bench-exec', '--', 'true')));
     return s;
   } finally {
-    await lxd.dispose(['bench-exec']);
+    await lxd.client.call('PUT', '/1.0/instances/bench-exec/state', { action: 'stop', force: true }).catch(() => undefined);
+    await lxd.client.call('DELETE', '/1.0/instances/bench-exec').catch(() => undefined);
+    await lxd.stop();
   }
 }
 

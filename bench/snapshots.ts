@@ -1,50 +1,142 @@
 /**
- * Container snapshot create and restore: lxq (cp -a of the rootfs, staged and renamed) against
- * liblxc's own `lxc-snapshot` (rsync of the rootfs) on the same container, side by side, for a
- * busybox rootfs and one with 200 MiB of extra files. `--quick`: 2 rounds of the busybox case.
+ * Snapshots, side by side in one run.
+ *
+ * Containers (stopped): lxq (cp -a of the rootfs, staged and renamed) against liblxc's own
+ * `lxc-snapshot` (rsync) on the same container, and LXD 5.0's `dir` driver (a private daemon,
+ * the same tree imported from lxq's image) over REST: a busybox rootfs, busybox + 200 MiB of
+ * extra files, and debian/12 (a ~240 MiB real root filesystem).
+ *
+ * VMs (vm/default, TCG): a running 512 MiB guest's stateful snapshot save and load (lxq: QMP
+ * `snapshot-save`/`snapshot-load` jobs) against HMP `savevm`/`loadvm` on the same QEMU (what
+ * libvirt's internal snapshots run); a stopped disk's snapshot create and restore (lxq) against
+ * `qemu-img snapshot -c` / `-a` on the same disk.
+ *
+ * `--quick`: 2 rounds, busybox and the VM only.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Host } from '../lib';
+import { Host, VmInstance } from '../lib';
+import { LxdStoragePeer } from './peers/lxd-storage';
 import { stats, time } from './stats';
 
 const quick = process.argv.includes('--quick');
 const rounds = quick ? 2 : 5;
-
-async function main(): Promise<void> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-snap-'));
-  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
-  await host.images.ensure('busybox');
-  const lxc = (args: string[]) => execFileSync('lxc-snapshot', ['-P', host.instancesDir, ...args], { stdio: 'ignore' });
-  const hasLxc = (() => { try { execFileSync('which', ['lxc-snapshot', 'rsync'], { stdio: 'ignore' }); return true; } catch { return false; } })();
-  console.log('| rootfs | op | lxq p50 ms | lxc-snapshot p50 ms | ratio lxc/lxq |');
-  console.log('|---|---|---|---|---|');
+const hasLxc = (() => {
   try {
-    for (const size of quick ? [0] : [0, 200]) {
-      const c = await host.create(`bench-${size}`, { image: 'busybox' });
-      const big = path.join(host.instancesDir, c.name, 'rootfs', 'big');
-      if (size) execFileSync('sh', ['-c', `mkdir "${big}" && for i in $(seq 1 ${size / 8}); do head -c 8M /dev/urandom > "${big}/f$i"; done`]);
-      const r: Record<string, number[]> = { lxqCreate: [], lxqRestore: [], lxcCreate: [], lxcRestore: [] };
-      for (let i = 0; i < rounds; i++) {
-        r.lxqCreate.push(await time(() => c.snapshots.create(`s${i}`)));
-        r.lxqRestore.push(await time(() => c.snapshots.restore(`s${i}`)));
-        await c.snapshots.delete(`s${i}`);
-        if (!hasLxc) continue;
+    execFileSync('which', ['lxc-snapshot', 'rsync'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+const p50 = (xs: number[]) => (xs.length ? stats(xs).p50 : NaN);
+const fmt = (x: number) => (Number.isNaN(x) ? 'n/a' : x.toFixed(1));
+const ratio = (peer: number, lxq: number) => (Number.isNaN(peer) ? 'n/a' : (peer / lxq).toFixed(2));
+
+async function containers(host: Host, dir: string, lxd: LxdStoragePeer | undefined): Promise<void> {
+  const lxc = (args: string[]) => execFileSync('lxc-snapshot', ['-P', host.instancesDir, ...args], { stdio: 'ignore' });
+  console.log('\n| rootfs | op | lxq p50 ms | lxc-snapshot p50 ms | LXD dir p50 ms | ratio lxc/lxq | ratio LXD/lxq |');
+  console.log('|---|---|---|---|---|---|---|');
+  const cases = quick ? [{ image: 'busybox', extra: 0 }] : [{ image: 'busybox', extra: 0 }, { image: 'busybox', extra: 200 }, { image: 'debian/12', extra: 0 }];
+  for (const { image, extra } of cases) {
+    await host.images.ensure(image);
+    const name = `bench-${image.replace('/', '-')}-${extra}`;
+    const c = await host.create(name, { image });
+    const fill = (root: string) => execFileSync('sh', ['-c', `mkdir "${root}/big" && for i in $(seq 1 ${extra / 8}); do head -c 8M /dev/urandom > "${root}/big/f$i"; done`]);
+    if (extra) fill(path.join(host.instancesDir, c.name, 'rootfs'));
+    if (lxd) {
+      await lxd.containerOf(host, image, name, dir);
+      if (extra) fill(path.join(dir, 'lxd', 'storage-pools', 'bench', 'containers', name, 'rootfs'));
+    }
+    const r: Record<string, number[]> = { lxqCreate: [], lxqRestore: [], lxcCreate: [], lxcRestore: [], lxdCreate: [], lxdRestore: [] };
+    for (let i = 0; i < rounds; i++) {
+      r.lxqCreate.push(await time(() => c.snapshots.create(`s${i}`)));
+      r.lxqRestore.push(await time(() => c.snapshots.restore(`s${i}`)));
+      await c.snapshots.delete(`s${i}`);
+      if (hasLxc) {
         r.lxcCreate.push(await time(() => lxc(['-n', c.name])));
         r.lxcRestore.push(await time(() => lxc(['-n', c.name, '-r', 'snap0'])));
         lxc(['-n', c.name, '-d', 'snap0']);
       }
-      for (const op of ['Create', 'Restore']) {
-        const a = stats(r[`lxq${op}`]).p50;
-        const b = hasLxc ? stats(r[`lxc${op}`]).p50 : NaN;
-        console.log(`| busybox${size ? ` + ${size} MiB` : ''} | ${op.toLowerCase()} | ${a.toFixed(1)} | ${hasLxc ? b.toFixed(1) : 'n/a'} | ${hasLxc ? (b / a).toFixed(2) : 'n/a'} |`);
+      if (lxd) {
+        r.lxdCreate.push(await time(() => lxd.snapshot(name, `s${i}`)));
+        r.lxdRestore.push(await time(() => lxd.restore(name, `s${i}`)));
+        await lxd.deleteSnapshot(name, `s${i}`);
       }
-      await c.delete();
     }
+    const label = `${image}${extra ? ` + ${extra} MiB` : ''} (${(Number(execFileSync('du', ['-s', '-B1', path.join(host.instancesDir, c.name, 'rootfs')], { encoding: 'utf8' }).split('\t')[0]) / 2 ** 20).toFixed(0)} MiB)`;
+    for (const op of ['Create', 'Restore']) {
+      const a = p50(r[`lxq${op}`]);
+      const b = p50(r[`lxc${op}`]);
+      const d = p50(r[`lxd${op}`]);
+      console.log(`| ${label} | ${op.toLowerCase()} | ${fmt(a)} | ${fmt(b)} | ${fmt(d)} | ${ratio(b, a)} | ${ratio(d, a)} |`);
+    }
+    await c.delete();
+    if (lxd) await lxd.delete(name);
+  }
+}
+
+async function vms(host: Host): Promise<void> {
+  await host.images.ensure('vm/default');
+  const vm = (await host.create('bench-vm', { type: 'vm', image: 'vm/default', config: { 'limits.memory': '512MiB' } })) as VmInstance;
+  const disk = path.join(host.instancesDir, vm.name, 'disk.qcow2');
+  const r: Record<string, number[]> = { save: [], load: [], savevm: [], loadvm: [], create: [], restore: [], qimgCreate: [], qimgApply: [] };
+  try {
+    await vm.start();
+    // A guest that has touched its RAM: 256 MiB of a tmpfs filled, so the saved state is not mostly empty pages.
+    await vm.exec(['sh', '-c', 'mkdir -p /mnt/fill && mount -t tmpfs -o size=300m tmpfs /mnt/fill && dd if=/dev/urandom of=/mnt/fill/x bs=1M count=256 2>/dev/null'], { timeout: 300_000 });
+    const hmp = (line: string) => vm.qmp.execute<string>('human-monitor-command', { 'command-line': line }, { timeout: 120_000 }).then((out) => {
+      if (out.trim()) throw new Error(`HMP ${line}: ${out.trim()}`);
+    });
+    for (let i = 0; i < rounds; i++) {
+      r.save.push(await time(() => vm.snapshots.create(`r${i}`, { stateful: true })));
+      r.load.push(await time(() => vm.snapshots.restore(`r${i}`)));
+      await vm.snapshots.delete(`r${i}`);
+      r.savevm.push(await time(() => hmp(`savevm h${i}`)));
+      r.loadvm.push(await time(() => hmp(`loadvm h${i}`)));
+      await hmp(`delvm h${i}`);
+    }
+    const size = Number(JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', disk], { encoding: 'utf8' }))['actual-size']) / 2 ** 20;
+    await vm.stop({ force: true });
+    for (let i = 0; i < rounds; i++) {
+      r.create.push(await time(() => vm.snapshots.create(`d${i}`)));
+      r.restore.push(await time(() => vm.snapshots.restore(`d${i}`)));
+      await vm.snapshots.delete(`d${i}`);
+      r.qimgCreate.push(await time(() => execFileSync('qemu-img', ['snapshot', '-q', '-c', `q${i}`, disk])));
+      r.qimgApply.push(await time(() => execFileSync('qemu-img', ['snapshot', '-q', '-a', `q${i}`, disk])));
+      execFileSync('qemu-img', ['snapshot', '-q', '-d', `q${i}`, disk]);
+    }
+    console.log(`\nvm/default, 512 MiB guest with 256 MiB of its RAM written (TCG); disk ${size.toFixed(0)} MiB allocated\n`);
+    console.log('| op | lxq p50 ms | peer | peer p50 ms | ratio peer/lxq |');
+    console.log('|---|---|---|---|---|');
+    const row = (op: string, a: number[], peer: string, b: number[]) => console.log(`| ${op} | ${fmt(p50(a))} | ${peer} | ${fmt(p50(b))} | ${ratio(p50(b), p50(a))} |`);
+    row('running, stateful save', r.save, 'HMP savevm', r.savevm);
+    row('running, stateful load', r.load, 'HMP loadvm', r.loadvm);
+    row('stopped, disk snapshot create', r.create, 'qemu-img snapshot -c', r.qimgCreate);
+    row('stopped, disk snapshot restore', r.restore, 'qemu-img snapshot -a', r.qimgApply);
   } finally {
+    await vm.delete({ force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-snap-'));
+  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+  const peer = quick ? 'skipped (--quick)' : await LxdStoragePeer.start(dir).catch((e: Error) => e.message);
+  const lxd = typeof peer === 'string' ? undefined : peer;
+  if (typeof peer === 'string') console.log(`LXD peer: ${peer}`);
+  console.log(`${rounds} rounds each, median ms, ${new Date().toISOString()}`);
+  try {
+    await containers(host, dir, lxd);
+    await vms(host);
+  } finally {
+    for (const i of await host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
+    await lxd?.close();
+    await host.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }

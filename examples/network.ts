@@ -1,7 +1,8 @@
 /**
  * Networking: two containers and a VM on one lxq bridge; one container serves HTTP (busybox
  * httpd), the other container and the VM fetch from it by DNS name, and the host fetches from
- * the address the network gave it and through a proxy device on one of its own loopback ports.
+ * the addresses the network gave it (IPv4 by DHCP, IPv6 by SLAAC) and through a proxy device on
+ * one of its own loopback ports.
  * Run as root: `node dist/examples/network.js`.
  */
 import * as http from 'node:http';
@@ -33,7 +34,7 @@ async function main(): Promise<void> {
   // LXQ_HOST / LXQ_IMAGES: another state directory and image store (the test suite's).
   const host = await Host.open({ path: process.env.LXQ_HOST, images: process.env.LXQ_IMAGES });
   const tag = process.pid.toString(36);
-  const network = await host.networks.create(`lxqex${tag}`.slice(0, 15), { 'ipv4.nat': 'false' }); // a free /24 of its own
+  const network = await host.networks.create(`lxqex${tag}`.slice(0, 15), { 'ipv4.nat': 'false', 'ipv6.address': 'auto' }); // a free /24 and a ULA /64 of its own
   const nic = { eth0: { type: 'nic' as const, network: network.name } };
   const web = await host.create(`web-${tag}`, { image: 'busybox', devices: nic });
   const client = await host.create(`client-${tag}`, { image: 'busybox', devices: nic });
@@ -48,6 +49,8 @@ async function main(): Promise<void> {
       console.log(`${i.type} ${i.name} fetched: ${r.stdout.toString().trim()}`);
     }
     console.log(`host fetched: ${(await get(`http://${webAddress}/`)).trim()}`);
+    const webAddress6 = await web.waitForAddress({ family: 'inet6' });
+    console.log(`host fetched over IPv6 [${webAddress6}]: ${(await get(`http://[${webAddress6}]/`)).trim()}`);
     // A proxy device: a port on the host's loopback forwarded to the server's port 80.
     const port = await freePort();
     await web.addDevice('http', { type: 'proxy', listen: `tcp:127.0.0.1:${port}`, connect: 'tcp:127.0.0.1:80' });

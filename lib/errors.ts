@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'TIMEOUT'
   | 'ABORTED'
   | 'BUSY'
+  | 'PERMISSION_DENIED'
   | 'OPERATION_FAILED';
 
 /**
@@ -160,6 +161,20 @@ export class Busy extends LxqError {
     readonly users: string[] = [],
   ) {
     super('BUSY', message);
+  }
+}
+
+/**
+ * The other side refused who we are, or is not who we pinned: an untrusted client certificate, a server certificate that is not the pinned one.
+ *
+ * @example
+ * ```ts
+ * await Host.connect({ url: 'https://lxd.lan:8443', cert, key, serverCert: wrongCert }).catch((err) => err instanceof PermissionDenied);
+ * ```
+ */
+export class PermissionDenied extends LxqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PERMISSION_DENIED', message, options);
   }
 }
 

@@ -17,7 +17,7 @@ import { RECORD_FILE } from './instance/base';
 import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
 import { ARCHIVE_TOP, checkArchive, extractArchive } from './storage/archive';
-import { moveInstanceDir } from './storage/move';
+import { moveInstanceDir, newMachineId } from './storage/move';
 import { clearLeftovers } from './storage/recover';
 import { type ConnectOptions, RemoteHost } from './remote/host';
 import { stagingPath } from './storage/staging';
@@ -46,7 +46,7 @@ export interface HostOptions {
   images?: string;
 }
 
-const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true });
+const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true });
 
 /**
  * Where `Host.open()` keeps its state when no path is given: /var/lib/lxq.
@@ -82,7 +82,14 @@ export class Host {
     readonly path: string,
     imagesDir: string,
   ) {
-    this.images = new ImageStore(imagesDir, { users: (image) => this.instancesOf(image) });
+    this.images = new ImageStore(imagesDir, {
+      users: (image) => this.instancesOf(image),
+      instance: async (i) => {
+        const found = typeof i === 'string' ? await this.get(i) : i;
+        if (!(found instanceof BaseInstance)) throw new InvalidArgument('publish needs an instance of this host, or its name');
+        return found;
+      },
+    });
     this.networks = new Networks(`${this.path}/networks`, (network) => this.networkUsers(network));
     this.lifecycle = new LifecycleHub(this.path, {
       instances: async () => Promise.all((await this.list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status() }))),
@@ -185,7 +192,8 @@ export class Host {
 
   /**
    * A full, independent copy of `source` (or of one of its snapshots) named `target`: its own
-   * root filesystem or disk, new MAC addresses, an emptied machine id. Built in a staging
+   * root filesystem or disk, new MAC addresses, a new machine id (emptied in a container's
+   * rootfs; a systemd VM's handed to it at boot). Built in a staging
    * directory and moved into place by one rename; the record is written last.
    */
   async copy(source: string, target: string, options: CopyOptions = {}): Promise<Instance> {
@@ -193,6 +201,7 @@ export class Host {
     if (options === null || typeof options !== 'object') throw new InvalidArgument('copy options must be an object');
     refuseUnknownKeys('copy', options, COPY_OPTION_KEYS);
     if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
+    if (options.flatten !== undefined && typeof options.flatten !== 'boolean') throw new InvalidArgument('flatten must be a boolean');
     const from = await this.get(source);
     if (!(from instanceof BaseInstance)) throw new InvalidArgument(`"${source}" is not an lxq instance`);
     if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
@@ -212,13 +221,14 @@ export class Host {
     await fs.mkdir(staging, { mode: 0o711 });
     let copy: Instance;
     try {
-      const taken = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true });
+      const taken = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true, flatten: options.flatten === true });
       const record: InstanceRecord = {
         ...taken,
         name: target,
         config: options.snapshot === undefined ? config : patchConfig(from.type, taken.config, (options.config ?? {}) as InstanceConfigPatch),
         devices: devices({ ...(taken.devices ?? {}) }),
         createdAt: new Date().toISOString(),
+        ...(taken.type === 'vm' && taken.imageMeta.init === 'systemd' ? { machineId: newMachineId() } : {}),
       };
       copy = await this.adoptStaged(staging, dir, record);
     } catch (e) {
@@ -344,7 +354,7 @@ export class Host {
   }
 
   private track(instance: Instance): void {
-    if (instance instanceof BaseInstance) instance.reportLifecycle = (action) => this.lifecycle.report(action, instance.name, instance.type);
+    if (instance instanceof BaseInstance) instance.reportLifecycle = (action, detail) => this.lifecycle.report(action, instance.name, instance.type, detail);
     this.instances.set(instance.name, instance);
     instance.on('renamed', (e) => {
       if (this.instances.get(e.previous) === instance) this.instances.delete(e.previous);

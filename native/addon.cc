@@ -2,7 +2,11 @@
 #include <napi.h>
 #include <lxc/lxccontainer.h>
 
+#include <sys/file.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -82,6 +86,18 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                                                              static_cast<uint16_t>(info[1].ToNumber().Uint32Value()),
                                                              static_cast<uint16_t>(info[2].ToNumber().Uint32Value())));
   }, "setWindowSize"));
+  // flock(2) without waiting (LOCK_NB), so it never blocks the event loop: "ex" or "sh" is true
+  // when taken, false when another open file holds it (lib/util/lock.ts retries); "un" releases.
+  exports.Set("flock", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int fd = info[0].ToNumber().Int32Value();
+    const std::string mode = info[1].ToString().Utf8Value();
+    const int how = mode == "ex" ? LOCK_EX | LOCK_NB : mode == "sh" ? LOCK_SH | LOCK_NB : LOCK_UN;
+    int rc;
+    do rc = flock(fd, how); while (rc != 0 && errno == EINTR);
+    if (rc == 0) return Napi::Boolean::New(info.Env(), true);
+    if (errno == EWOULDBLOCK) return Napi::Boolean::New(info.Env(), false);
+    throw Napi::Error::New(info.Env(), std::string("flock: ") + strerror(errno));
+  }, "flock"));
   exports.Set("liblxcVersion", Napi::String::New(env, lxc_get_version()));
   return exports;
 }

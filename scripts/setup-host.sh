@@ -13,7 +13,8 @@ packages=(
   tmux                                         # the CLI tests run shell and exec -t in a real terminal
   iproute2 dnsmasq-base dnsmasq-utils nftables # networks: bridges and links, DHCP and DNS (dhcp_release), NAT
   acl attr libcap2-bin zstd criu               # rootfs copies keep xattrs (getfattr/setfattr); ACLs and capabilities in tests; export compression; stateful snapshots
-  lxd                                          # remote hosts: Debian's LXD 5.0 server (test/remote.test.ts, bench peer)
+  iperf3                                       # network bench: TCP throughput (the host's loopback is the ceiling)
+  lxd lxd-client openssl                       # remote hosts: Debian's LXD 5.0 server and its `lxc` (another client whose changes test/remote-instance sees as events; cluster join token; bench/remote.ts); client certificates for the TLS tests
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done

@@ -1,52 +1,135 @@
 /**
- * One suite, both instance types: the same lifecycle, exec and files cases run against a busybox
- * container and a vm/default VM (through its guest agent, TCG here), and against debian/12 of
- * both types (systemd), so the two drivers and the images cannot drift apart. Where a VM legitimately cannot do what a container does (a pty, another user),
- * the case asserts the typed NotSupported instead of skipping.
+ * One suite, three drivers: the same lifecycle, exec and files cases run against a busybox
+ * container and a vm/default VM (through its guest agent, TCG here), against debian/12 of both
+ * types (systemd), and against a busybox container on a real LXD 5.0 server (lib/remote, through
+ * LXD's REST API), so the drivers and the images cannot drift apart. Where a VM legitimately
+ * cannot do what a container does (a pty, another user), the case asserts the typed NotSupported
+ * instead of skipping; what LXD's API cannot say is one explicit capability of the kind
+ * (`Capabilities`), checked where it matters.
  */
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 
-import { AlreadyExists, Instance, InvalidArgument, NotFound, NotSupported, Timeout, VmInstance } from '../lib';
+import { AlreadyExists, Host, Instance, InvalidArgument, NotFound, NotSupported, Timeout, VmInstance } from '../lib';
+import type { Network } from '../lib/network/networks';
+import type { RemoteHost } from '../lib/remote';
 import { tempHost, TestHost } from './helpers/host';
+import { type LxdFixture, startLxdFixture } from './helpers/lxd';
 import { systemdState } from './helpers/systemd';
 
 jest.setTimeout(120_000);
 
+/** What a driver's API can tell; every kind has all of them unless it says otherwise. */
+interface Capabilities {
+  /**
+   * A spawned command's pid is known. LXD's exec API does not say which pid the command got
+   * (its InstanceProcess has pid 0).
+   */
+  processPid: boolean;
+  /**
+   * A death by a signal nobody sent through lxq is told apart from `exit 128+n`. LXD reports
+   * both as the exit code 128+n; only lxq's own kill() (through the control socket) is known.
+   */
+  foreignSignalDeath: boolean;
+  /**
+   * A container's disk can be an idmapped mount (`shift`). Debian's LXD 5.0 on this kernel
+   * refuses it ("Required idmapping abilities not available"): its containers write to a shared
+   * directory as their mapped root.
+   */
+  diskShift: boolean;
+  /**
+   * A pty's output is all delivered when its command exits at once. Debian's LXD 5.0 loses it
+   * now and then (its pty mirror closes before it has drained: 6 in 40 runs of
+   * `[ -t 0 ] && echo tty` through lxq, 24 in 30 through `lxc exec -t`): there the command
+   * lingers a moment before it exits.
+   */
+  ptyOutputAtExit: boolean;
+}
+const ALL: Capabilities = { processPid: true, foreignSignalDeath: true, diskShift: true, ptyOutputAtExit: true };
+
 interface Kind {
   type: 'container' | 'vm';
   image: string;
+  /** Which driver: the local liblxc/QEMU ones, or an LXD server through lib/remote. */
+  driver: 'local' | 'lxd';
+  caps: Capabilities;
   /** Resolves when exec and files work (a VM: its agent answers). */
   ready(i: Instance): Promise<void>;
 }
 
 const kinds: Kind[] = [
-  { type: 'container', image: 'busybox', ready: async () => undefined },
-  { type: 'vm', image: 'vm/default', ready: (i) => (i as VmInstance).waitForAgent(60_000) },
-  { type: 'container', image: 'debian/12', ready: async (i) => void (await systemdState(i)) },
+  { type: 'container', image: 'busybox', driver: 'local', caps: ALL, ready: async () => undefined },
+  { type: 'vm', image: 'vm/default', driver: 'local', caps: ALL, ready: (i) => (i as VmInstance).waitForAgent(60_000) },
+  { type: 'container', image: 'debian/12', driver: 'local', caps: ALL, ready: async (i) => void (await systemdState(i)) },
   {
     type: 'vm',
     image: 'debian/12',
+    driver: 'local',
+    caps: ALL,
     ready: async (i) => {
       await (i as VmInstance).waitForAgent(180_000);
       await systemdState(i);
     },
   },
+  { type: 'container', image: 'busybox', driver: 'lxd', caps: { processPid: false, foreignSignalDeath: false, diskShift: false, ptyOutputAtExit: false }, ready: async () => undefined },
 ];
 
-describe.each(kinds)('$type ($image)', (kind) => {
+/**
+ * A real LXD 5.0 of this file's own (its LXD_DIR under a temporary directory, a dir pool, a
+ * profile without NIC, lxq's busybox imported), connected to with Host.connect.
+ */
+class LxdServer {
+  private constructor(
+    readonly fixture: LxdFixture,
+    readonly host: RemoteHost,
+  ) {}
+
+  static readonly PROFILE = 'lxq-conformance';
+  static readonly ALIAS = 'lxq-conformance-busybox';
+
+  static async start(): Promise<LxdServer> {
+    const fixture = await startLxdFixture('lxq-conf-lxd-', { pool: LxdServer.PROFILE, profile: LxdServer.PROFILE, alias: LxdServer.ALIAS });
+    try {
+      return new LxdServer(fixture, await Host.connect({ socket: fixture.daemon.socket }));
+    } catch (e) {
+      await fixture.stop();
+      throw e;
+    }
+  }
+
+  create(name: string, config: Record<string, string>): Promise<Instance> {
+    // busybox's init halts on SIGUSR1 (LXD sends SIGPWR unless told), as lxq's image record says.
+    return this.host.create(name, { image: LxdServer.ALIAS, profiles: [LxdServer.PROFILE], config: { ...config, 'raw.lxc': 'lxc.signal.halt = SIGUSR1' } });
+  }
+
+  async stop(): Promise<void> {
+    this.host.close();
+    await this.fixture.stop();
+  }
+}
+
+describe.each(kinds)('$driver $type ($image)', (kind) => {
   let t: TestHost;
+  let lxd: LxdServer | undefined;
   let inst: Instance;
   let scratch: string;
   const figures: string[] = [];
+  /** A NIC on `net`: an lxq network by name locally; on LXD, LXD's bridged NIC on the same bridge. */
+  const nicOn = (net: Network) => (kind.driver === 'lxd' ? { type: 'nic' as const, nictype: 'bridged' as const, parent: net.bridge } : { type: 'nic' as const, network: net.name });
 
   beforeAll(async () => {
     t = await tempHost();
     scratch = mkdtempSync(path.join(os.tmpdir(), 'lxq-conf-'));
-    await t.host.images.ensure(kind.image, { type: kind.type });
-    inst = await t.host.create(t.name(kind.type === 'vm' ? 'cv' : 'cc'), { type: kind.type, image: kind.image, config: { 'environment.GREETING': 'hi' } });
+    const config = { 'environment.GREETING': 'hi' };
+    if (kind.driver === 'lxd') {
+      lxd = await LxdServer.start();
+      inst = await lxd.create(t.name('cl').replace(/[^a-zA-Z0-9-]/g, '-'), config);
+    } else {
+      await t.host.images.ensure(kind.image, { type: kind.type });
+      inst = await t.host.create(t.name(kind.type === 'vm' ? 'cv' : 'cc'), { type: kind.type, image: kind.image, config });
+    }
     const t0 = Date.now();
     await inst.start();
     await kind.ready(inst);
@@ -56,6 +139,7 @@ describe.each(kinds)('$type ($image)', (kind) => {
   afterAll(async () => {
     if (figures.length) console.log(`${kind.type} figures:\n${figures.join('\n')}`);
     await inst?.delete({ force: true }).catch(() => undefined);
+    await lxd?.stop();
     await t?.dispose();
     rmSync(scratch, { recursive: true, force: true });
   });
@@ -84,7 +168,9 @@ describe.each(kinds)('$type ($image)', (kind) => {
     });
 
     test('a signal death is reported as the signal', async () => {
-      expect(await inst.exec(['sh', '-c', 'kill -TERM $$'])).toMatchObject({ exitCode: null, signal: 'SIGTERM' });
+      const r = await inst.exec(['sh', '-c', 'kill -TERM $$']);
+      if (kind.caps.foreignSignalDeath) expect(r).toMatchObject({ exitCode: null, signal: 'SIGTERM' });
+      else expect(r).toMatchObject({ exitCode: 128 + 15, signal: null }); // LXD's own report
     });
 
     test('timeout kills the command and rejects with Timeout', async () => {
@@ -95,7 +181,8 @@ describe.each(kinds)('$type ($image)', (kind) => {
 
     test('spawn: kill ends the process with the signal', async () => {
       const p = await inst.spawn(['sleep', '30']);
-      expect(p.pid).toBeGreaterThan(0);
+      if (kind.caps.processPid) expect(p.pid).toBeGreaterThan(0);
+      else expect(p.pid).toBe(0);
       p.stdin.end();
       expect(p.kill('SIGKILL')).toBe(true);
       expect(await p.exit).toEqual({ exitCode: null, signal: 'SIGKILL' });
@@ -141,7 +228,8 @@ describe.each(kinds)('$type ($image)', (kind) => {
     if (kind.type === 'container') {
       test('user, group and pty work', async () => {
         expect((await inst.exec(['id', '-u'], { user: 1000, group: 1000 })).stdout.toString().trim()).toBe('1000');
-        expect((await inst.exec(['sh', '-c', '[ -t 0 ] && echo tty'], { pty: true })).stdout.toString()).toMatch(/tty/);
+        const linger = kind.caps.ptyOutputAtExit ? '' : '; sleep 0.3';
+        expect((await inst.exec(['sh', '-c', `[ -t 0 ] && echo tty${linger}`], { pty: true })).stdout.toString()).toMatch(/tty/);
       });
     } else {
       test('user, group and pty: NotSupported naming the condition', async () => {
@@ -231,13 +319,20 @@ describe.each(kinds)('$type ($image)', (kind) => {
       writeFileSync(path.join(dir, 'hello'), `from the host to a ${kind.type}\n`);
       try {
         // A container's root writes to the host's root-owned directory through an idmapped mount.
-        const shift = kind.type === 'container' ? { shift: 'true' as const } : {};
+        const shift = kind.type === 'container' && kind.caps.diskShift ? { shift: 'true' as const } : {};
+        const mappedRoot = kind.type === 'container' && !kind.caps.diskShift;
+        if (mappedRoot) {
+          await expect(inst.addDevice('shifted', { type: 'disk', source: dir, path: '/mnt/shifted', shift: 'true' })).rejects.toThrow(NotSupported);
+          expect(inst.devices).toEqual({});
+          chmodSync(dir, 0o777);
+        }
         await inst.addDevice('shared', { type: 'disk', source: dir, path: '/mnt/shared', ...shift });
         expect(inst.devices.shared).toEqual({ type: 'disk', source: dir, path: '/mnt/shared', ...shift });
         expect((await inst.files.read('/mnt/shared/hello')).toString()).toBe(`from the host to a ${kind.type}\n`);
         expect((await inst.exec(['sh', '-c', 'echo back > /mnt/shared/back && echo ok'])).stdout.toString()).toBe('ok\n');
         expect(readFileSync(path.join(dir, 'back'), 'utf8')).toBe('back\n');
-        expect(statSync(path.join(dir, 'back')).uid).toBe(0);
+        if (mappedRoot) expect(statSync(path.join(dir, 'back')).uid).toBeGreaterThan(0);
+        else expect(statSync(path.join(dir, 'back')).uid).toBe(0);
         expect((await inst.state()).devices).toContainEqual(expect.objectContaining({ name: 'shared', type: 'disk', source: dir, path: '/mnt/shared' }));
         await expect(inst.addDevice('shared', { type: 'disk', source: dir, path: '/mnt/again' })).rejects.toThrow(AlreadyExists);
         await inst.removeDevice('shared');
@@ -255,7 +350,7 @@ describe.each(kinds)('$type ($image)', (kind) => {
     test('a NIC added live: waitForAddress, and the interface in state() with its MAC and address', async () => {
       const net = await t.host.networks.create(`lxqcf${kind.type[0]}${Math.random().toString(16).slice(2, 8)}`, { 'ipv4.nat': 'false' });
       try {
-        await inst.addDevice('eth0', { type: 'nic', network: net.name });
+        await inst.addDevice('eth0', nicOn(net));
         const address = await inst.waitForAddress({ timeout: 60_000 });
         expect(address.startsWith(net.address.replace(/\.1$/, '.'))).toBe(true);
         const deadline = Date.now() + 30_000;

@@ -42,6 +42,7 @@ test('examples/network.ts: two containers and a VM on one bridge, HTTP by DNS na
   expect(out).toMatch(/container client-\w+ fetched: hello from web-\w+/);
   expect(out).toMatch(/vm vm-\w+ fetched: hello from web-\w+/);
   expect(out).toMatch(/host fetched: hello from web-\w+/);
+  expect(out).toMatch(/host fetched over IPv6 \[fd[0-9a-f:]+\]: hello from web-\w+/);
   expect(out).toMatch(/host fetched through 127\.0\.0\.1:\d+: hello from web-\w+/);
   expect(out).toMatch(/leases: client-\w+=\S+ vm-\w+=\S+ web-\w+=\S+/);
 }, 200_000);

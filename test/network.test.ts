@@ -13,6 +13,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { AlreadyExists, Busy, Host, Instance, InvalidArgument, NotFound, VmInstance } from '../lib';
+import { parseCidr6, slaacAddress } from '../lib/network/addresses';
 import { describeNetworkKeys } from '../lib/network/keys';
 import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
@@ -26,10 +27,10 @@ const made: string[] = [];
 /** The host's own network state, outside lxq's tables and links. */
 function hostNetworkState(): string {
   const links = JSON.parse(execFileSync('ip', ['-json', 'link', 'show']).toString()) as Array<{ ifname: string; flags: string[]; mtu: number }>;
-  const routes = execFileSync('ip', ['-json', 'route', 'show', 'table', 'all']).toString();
+  const routes = [...JSON.parse(execFileSync('ip', ['-json', 'route', 'show', 'table', 'all']).toString()), ...JSON.parse(execFileSync('ip', ['-6', '-json', 'route', 'show', 'table', 'all']).toString())];
   const nft = JSON.parse(execFileSync('nft', ['-j', 'list', 'ruleset']).toString()) as { nftables: Array<Record<string, { table?: string; name?: string }>> };
   const foreign = nft.nftables.filter((o) => !Object.values(o).some((v) => (v.table ?? v.name ?? '').startsWith('lxq_')) && !('metainfo' in o));
-  return JSON.stringify({ links: links.filter((l) => !l.ifname.startsWith('lxq')).map((l) => [l.ifname, l.flags, l.mtu]), routes: JSON.parse(routes).filter((r: { dev?: string }) => !r.dev?.startsWith('lxq')), foreign });
+  return JSON.stringify({ links: links.filter((l) => !l.ifname.startsWith('lxq')).map((l) => [l.ifname, l.flags, l.mtu]), routes: routes.filter((r: { dev?: string }) => !r.dev?.startsWith('lxq')), foreign });
 }
 const linkExists = (name: string) => spawnSync('ip', ['link', 'show', 'dev', name]).status === 0;
 const sh = async (i: Instance, script: string) => {
@@ -65,10 +66,12 @@ function httpGet(url: string): Promise<string> {
 
 let before: string;
 let forwarding: string;
+let forwarding6: string;
 
 beforeAll(async () => {
   before = hostNetworkState();
   forwarding = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8');
+  forwarding6 = readFileSync('/proc/sys/net/ipv6/conf/all/forwarding', 'utf8');
   t = await tempHost();
 });
 afterAll(async () => {
@@ -76,6 +79,7 @@ afterAll(async () => {
   for (const n of made) await t.host.networks.delete(n).catch(() => undefined);
   for (const n of made) if (linkExists(n)) execFileSync('ip', ['link', 'delete', 'dev', n]);
   writeFileSync('/proc/sys/net/ipv4/ip_forward', forwarding);
+  writeFileSync('/proc/sys/net/ipv6/conf/all/forwarding', forwarding6);
   await t?.dispose();
   expect(hostNetworkState()).toBe(before);
 });
@@ -99,6 +103,16 @@ describe('bad input: a typed error, and no link, rule or process left', () => {
       const [net, prefix] = hostRoute.dst.split('/');
       const inside = net.replace(/\.\d+$/, '.77');
       await expect(t.host.networks.create(netName('k'), { 'ipv4.address': `${inside}/${prefix}` })).rejects.toThrow(/overlaps a route or address of the host/);
+    }
+    await expect(t.host.networks.create(netName('k'), { 'ipv6.address': 'fd42:1:2::1/48' })).rejects.toThrow(/bad value for network key "ipv6.address": the prefix must be \/64/);
+    await expect(t.host.networks.create(netName('k'), { 'ipv6.address': 'fd42:1:2:3::/64' })).rejects.toThrow(/the subnet's own address/);
+    await expect(t.host.networks.create(netName('k'), { 'ipv6.address': 'fe80::1/64' })).rejects.toThrow(/link-local/);
+    await expect(t.host.networks.create(netName('k'), { 'ipv6.address': '10.1.2.3/24' })).rejects.toThrow(/expected an IPv6 address with a prefix/);
+    await expect(t.host.networks.create(netName('k'), { 'ipv6.nat': 'yes' })).rejects.toThrow(/bad value for network key "ipv6.nat"/);
+    // The host's own IPv6 subnet, where it has one.
+    const hostRoute6 = (JSON.parse(execFileSync('ip', ['-json', '-6', 'route', 'show']).toString()) as Array<{ dst: string }>).find((r) => r.dst.endsWith('/64') && !r.dst.startsWith('fe80:'));
+    if (hostRoute6) {
+      await expect(t.host.networks.create(netName('k'), { 'ipv6.address': hostRoute6.dst.replace(/::\/64$/, '::77/64') })).rejects.toThrow(/ipv6.address .* overlaps a route or address of the host/);
     }
     expect(linkExists(netName('k'))).toBe(false);
     expect(await t.host.networks.list()).toEqual([]);
@@ -132,7 +146,7 @@ describe('instances on one bridge', () => {
   let fixed: string;
   let net: Awaited<ReturnType<typeof network>>;
   beforeAll(async () => {
-    net = await network('br');
+    net = await network('br', { 'ipv6.address': 'auto' });
     fixed = net.cidr.replace(/\.1\/24$/, '.50');
     c1 = await t.host.create(t.name('web'), { image: 'busybox', devices: { eth0: { type: 'nic', network: net.name, 'ipv4.address': fixed } } });
     c2 = await t.host.create(t.name('cli'), { image: 'busybox', devices: { eth0: { type: 'nic', network: net.name } } });
@@ -147,6 +161,11 @@ describe('instances on one bridge', () => {
     const addr = JSON.parse(execFileSync('ip', ['-json', 'addr', 'show', 'dev', net.name]).toString())[0].addr_info.find((a: { family: string }) => a.family === 'inet');
     expect(`${addr.local}/${addr.prefixlen}`).toBe(net.cidr);
     expect(JSON.parse(readFileSync(path.join(t.dir, 'networks', net.name, 'network.json'), 'utf8')).config['ipv4.address']).toBe(net.cidr);
+    const addr6 = JSON.parse(execFileSync('ip', ['-json', '-6', 'addr', 'show', 'dev', net.name, 'scope', 'global']).toString())[0].addr_info[0];
+    expect(`${addr6.local}/${addr6.prefixlen}`).toBe(net.cidr6);
+    expect(net.cidr6).toMatch(/^fd[0-9a-f]{2}:[0-9a-f:]+::1\/64$/);
+    // The host takes no router advertisement from its bridge: no instance can route the host.
+    expect(readFileSync(`/proc/sys/net/ipv6/conf/${net.name}/accept_ra`, 'utf8').trim()).toBe('0');
   });
 
   test('static and dynamic leases; waitForAddress for both types', async () => {
@@ -183,6 +202,25 @@ describe('instances on one bridge', () => {
     expect(await httpGet(`http://${fixed}:8080/`)).toBe(`hello from ${c1.name}\n`);
     // The bridge's own address answers DNS for the instances.
     expect((await sh(c2, `nslookup ${c1.name}.lxq ${net.address}`)).out).toContain(fixed);
+  });
+
+  test('IPv6: SLAAC addresses for both types, AAAA names on the bridge, traffic by address and name', async () => {
+    const c6 = parseCidr6(net.cidr6!);
+    const [a1, a2, av] = await Promise.all([c1, c2, vm].map((i) => i.waitForAddress({ family: 'inet6', timeout: 60_000 })));
+    expect(a1).toBe(slaacAddress(c6, c1.devices.eth0.hwaddr!));
+    expect(a2).toBe(slaacAddress(c6, c2.devices.eth0.hwaddr!));
+    expect(av).toBe(slaacAddress(c6, vm.devices.eth0.hwaddr!));
+    const eth0 = (await c1.state()).network.interfaces.find((i) => i.name === 'eth0')!;
+    expect(eth0.addresses).toContainEqual({ family: 'inet6', address: a1, prefix: 64 });
+    expect((await sh(c1, 'mkdir -p /www6 && echo "six from $(hostname)" > /www6/index.html && httpd -p 8086 -h /www6 && echo up')).out).toBe('up\n');
+    expect((await sh(c2, `wget -qO- http://[${a1}]:8086/`)).out).toBe(`six from ${c1.name}\n`);
+    expect((await sh(vm, `wget -qO- http://[${a1}]:8086/`)).out).toBe(`six from ${c1.name}\n`);
+    expect((await sh(c2, `ping -c 1 -W 5 ${av} >/dev/null && echo reached`)).out).toBe('reached\n');
+    // The AAAA record (dnsmasq's ra-names: once the SLAAC address answers its ping), asked of
+    // the bridge's IPv6 address; and the host reaching an instance over IPv6.
+    const aaaa = `for i in $(seq 60); do nslookup -type=AAAA ${c1.name}.lxq ${net.address6} | grep -q '${a1}' && echo found && break; sleep 0.5; done`;
+    expect((await sh(c2, aaaa)).out).toBe('found\n');
+    expect(await httpGet(`http://[${a1}]:8086/`)).toBe(`six from ${c1.name}\n`);
   });
 
   test('hot-plug and unplug a NIC on a running container and a running VM', async () => {
@@ -365,6 +403,17 @@ test('ipv4.nat: masquerade in a table of lxq\'s own, gone with the network', asy
   expect(table).toContain(`ip saddr ${n.cidr.replace(/\.1\//, '.0/')}`);
   await t.host.networks.delete(n.name);
   expect(spawnSync('nft', ['list', 'table', 'ip', `lxq_${n.name}`]).status).not.toBe(0);
+});
+
+test('ipv6.nat: masquerade in an ip6 table of lxq\'s own, gone with the network', async () => {
+  const n = await network('nat6', { 'ipv6.address': 'auto', 'ipv6.nat': 'true' });
+  expect(await n.parts()).toMatchObject({ nat: false, nat6: true });
+  const table = execFileSync('nft', ['list', 'table', 'ip6', `lxq_${n.name}`]).toString();
+  expect(table).toContain(`ip6 saddr ${n.cidr6!.replace(/::1\/64$/, '::/64')} ip6 daddr != ${n.cidr6!.replace(/::1\/64$/, '::/64')} masquerade`);
+  await t.host.networks.update(n.name, { 'ipv6.nat': 'false' });
+  expect(spawnSync('nft', ['list', 'table', 'ip6', `lxq_${n.name}`]).status).not.toBe(0);
+  await t.host.networks.delete(n.name);
+  expect(linkExists(n.name)).toBe(false);
 });
 
 test('the README network table is the one generated from the declarations', () => {

@@ -192,8 +192,8 @@ describe('Host.connect: instances on the LXD server', () => {
       expect(st.network.interfaces.map((n) => n.name)).toEqual(['lo']);
       expect(st.network.addresses).toEqual([]);
 
-      const r = await i.exec(['/bin/sh', '-c', 'echo out; echo err >&2; read x; echo "got $x"; exit 3'], { input: 'hello\n' });
-      expect(r).toEqual({ exitCode: 3, stdout: 'out\ngot hello\n', stderr: 'err\n' });
+      const r = await i.exec(['/bin/sh', '-c', 'echo out; echo err >&2; read x; echo "got $x"; exit 3'], { stdin: 'hello\n' });
+      expect(r).toEqual({ exitCode: 3, signal: null, stdout: Buffer.from('out\ngot hello\n'), stderr: Buffer.from('err\n') });
       expect((await i.exec(['/bin/true'])).exitCode).toBe(0);
       await expect(i.exec([])).rejects.toBeInstanceOf(InvalidArgument);
 
@@ -202,16 +202,16 @@ describe('Host.connect: instances on the LXD server', () => {
       await expect(i.freeze()).rejects.toBeInstanceOf(InvalidState);
       await i.unfreeze();
       expect(await i.status()).toBe('running');
-      await i.restart({ timeout: 5 });
+      await i.restart({ timeout: 5_000 });
       expect(await i.status()).toBe('running');
       await expect(i.delete()).rejects.toBeInstanceOf(InvalidState);
 
       const t0 = Date.now();
-      await i.stop({ timeout: 10 });
+      await i.stop({ timeout: 10_000 });
       console.log(`remote graceful stop of busybox: ${Date.now() - t0} ms`);
       expect(await i.status()).toBe('stopped');
-      await expect(i.stop()).rejects.toBeInstanceOf(InvalidState);
-      expect(typeof (await i.consoleLog())).toBe('string');
+      await i.stop(); // as locally: stopping a stopped instance is done already
+      expect(typeof (await i.console.log())).toBe('string');
       await i.delete();
       made.delete(c);
       await expect(host.get(c)).rejects.toBeInstanceOf(NotFound);
@@ -280,9 +280,9 @@ describe('lxq images in a real LXD', () => {
       await i.start();
       // systemctl needs systemd's socket, which appears a moment after the start.
       const r = await i.exec(['sh', '-c', 'for n in $(seq 120); do [ -S /run/systemd/private ] && break; sleep 0.5; done; timeout 120 systemctl is-system-running --wait']);
-      expect(r).toMatchObject({ stdout: expect.stringMatching(/^(running|degraded)\n$/) });
-      expect((await i.exec(['sh', '-c', '. /etc/os-release; echo $ID $VERSION_ID; hostname'])).stdout).toBe(`debian 12\n${c}\n`);
-      await i.stop({ timeout: 30 });
+      expect(r.stdout.toString()).toMatch(/^(running|degraded)\n$/);
+      expect((await i.exec(['sh', '-c', '. /etc/os-release; echo $ID $VERSION_ID; hostname'])).stdout.toString()).toBe(`debian 12\n${c}\n`);
+      await i.stop({ timeout: 30_000 });
       await i.delete();
     } finally {
       host.close();

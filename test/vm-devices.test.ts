@@ -121,3 +121,19 @@ async function waitFor(check: () => Promise<boolean>, ms = 20_000): Promise<void
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+test('a VM whose QEMU fails to start leaves no virtiofsd and no pid file behind', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-vmshare-fail-'));
+  // An option QEMU refuses: it exits at once, after lxq has started the share's virtiofsd.
+  const bad = await t.host.create(t.name('vmfail'), { type: 'vm', image: 'vm/default', config: { 'raw.qemu': '-no-such-option' }, devices: { s: { type: 'disk', source: dir, path: '/mnt/s' } } });
+  const virtiofsds = () => execFileSync('ps', ['-eo', 'args']).toString().split('\n').filter((l) => l.includes('virtiofsd') && l.includes(bad.name));
+  try {
+    await expect(bad.start()).rejects.toThrow(/cannot start .*QEMU exited/);
+    await waitFor(async () => virtiofsds().length === 0, 5_000);
+    expect(readdirSync(path.join(t.dir, 'instances', bad.name, 'devices')).filter((f) => f.endsWith('.pid'))).toEqual([]);
+    expect((await bad.state()).status).toBe('stopped');
+  } finally {
+    await bad.delete({ force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 60_000);

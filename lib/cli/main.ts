@@ -20,7 +20,7 @@ import type { InstanceConfigPatch } from '../config/options';
 import type { DevicesInput } from '../devices/declarations';
 import { checkFormat, formatRows } from './format';
 import type { RemoteHost } from '../remote/host';
-import { connectRemote, refuseUnlessRemote, remoteExec, remoteInfo, remoteLaunch, remoteList, type RemoteGlobals } from './remote';
+import { connectRemote, refuseUnlessRemote, remoteInfo, remoteLaunch, remoteList, type RemoteGlobals } from './remote';
 
 /** The package's version, from its package.json (found from lib/cli or dist/lib/cli). */
 function version(): string {
@@ -115,8 +115,6 @@ export function program(): Command {
       .action(async (names: string[], o: Record<string, unknown>) => {
         const r = await remote();
         const h: { get(name: string): Promise<Instance | RemoteInstanceLike> } = r ?? (await host());
-        // LXD takes a stop's timeout in seconds.
-        if (r && o.timeout !== undefined) o = { ...o, timeout: (o.timeout as number) / 1000 };
         const instances = await Promise.all(names.map((n) => h.get(n))); // all exist, or nothing is done
         for (const i of instances) await run(i, o);
       });
@@ -233,9 +231,8 @@ export function program(): Command {
       void cmd;
       const env = Object.fromEntries(o.env.map(parseKeyValue));
       const r = await remote();
-      if (r) return void (process.exitCode = await remoteExec(await r.get(name), command, { tty: o.tty, env, ...(o.cwd ? { cwd: o.cwd } : {}) }));
       const tty = o.tty ?? Boolean(process.stdin.isTTY);
-      process.exitCode = await interactive(await (await host()).get(name), command, tty, { env, ...(o.cwd ? { cwd: o.cwd } : {}) });
+      process.exitCode = await interactive(await (r ?? (await host())).get(name), command, tty, { env, ...(o.cwd ? { cwd: o.cwd } : {}) });
     });
 
   cli

@@ -1,12 +1,14 @@
 /**
  * `lxq --remote WHERE …`: the commands that make sense on an LXD server (list, info, launch,
- * start/stop/restart/freeze/unfreeze/delete, exec), driven through lib/remote's RemoteHost.
+ * start/stop/restart/freeze/unfreeze/delete, exec), driven through lib/remote's RemoteHost, whose
+ * instances are `Instance`s (exec gets a pty the same way).
  * The rest are refused before anything is sent.
  */
 import { promises as fs } from 'node:fs';
 
 import { InvalidArgument, NotSupported } from '../errors';
-import type { ConnectOptions, RemoteHost, RemoteInstance } from '../remote/host';
+import type { ConnectOptions, RemoteHost } from '../remote/host';
+import type { RemoteInstance } from '../remote/instance';
 import { checkFormat, formatRows } from './format';
 
 /** The commands `--remote` drives; any other is refused with NotSupported. */
@@ -74,19 +76,4 @@ export async function remoteLaunch(h: RemoteHost, image: string, name: string, o
   if (o.devices) throw new NotSupported('-d is not available with --remote: give the server a profile with the devices');
   const i = await h.create(name, { type: o.vm ? 'vm' : 'container', image, config: o.config });
   await i.start();
-}
-
-/** exec without a pty (LXD's non-interactive exec): stdin, when it is not a terminal, is read to its end first. */
-export async function remoteExec(i: RemoteInstance, command: string[], o: { tty?: boolean; env: Record<string, string>; cwd?: string }): Promise<number> {
-  if (o.tty === true) throw new NotSupported('a pty (-t) is not available with --remote yet');
-  let input: Buffer | undefined;
-  if (!process.stdin.isTTY) {
-    const chunks: Buffer[] = [];
-    for await (const c of process.stdin) chunks.push(c as Buffer);
-    input = Buffer.concat(chunks);
-  }
-  const r = await i.exec(command, { env: o.env, ...(o.cwd ? { cwd: o.cwd } : {}), ...(input?.length ? { input } : {}) });
-  process.stdout.write(r.stdout);
-  process.stderr.write(r.stderr);
-  return r.exitCode;
 }

@@ -20,7 +20,7 @@ import {
 import { ensureNetworks } from '../devices/nic';
 import { type DeviceSource, probeDevices, readSources } from '../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
-import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
+import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../instance/base';
 import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
 import { copyTreeShifted } from '../storage/tree';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs';
@@ -159,6 +159,8 @@ export class ContainerInstance extends BaseInstance {
       this.observe('running');
     },
     writeConfig: (record) => this.writeConfig(record.config, record.devices ?? {}),
+    record: () => this.record,
+    idmap: (record) => (record.config['security.privileged'] === 'true' ? null : this.ctx.idmap()),
   });
 
   private constructor(
@@ -194,7 +196,7 @@ export class ContainerInstance extends BaseInstance {
       await copyTreeShifted(image.rootfs, path.join(dir, 'rootfs'), shift);
       for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, instance.deviceHost());
       await writeFileAtomic(path.join(dir, 'config'), lxcConfigText(items));
-      await writeJsonAtomic(path.join(dir, RECORD_FILE), record);
+      await writeInstanceRecord(dir, record);
     } catch (e) {
       await fs.rm(dir, { recursive: true, force: true });
       throw e;
@@ -204,6 +206,10 @@ export class ContainerInstance extends BaseInstance {
 
   protected get networks(): Networks {
     return this.ctx.networks;
+  }
+
+  protected async readIfInet6(): Promise<string> {
+    return fs.readFile(`/proc/${await this.lxc().initPid()}/net/if_inet6`, 'utf8');
   }
 
   /** Proxies connect from inside the container's network namespace, or to a socket in its root. */

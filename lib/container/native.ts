@@ -74,6 +74,8 @@ export interface Native {
   watchPid(pid: number, onExit: () => void): () => void;
   /** false if the process is gone. */
   signalPidfd(pidfd: number, signal: number): boolean;
+  /** flock(2) without waiting: "ex"/"sh" true when taken, false when held by another open file; "un" releases. */
+  flock(fd: number, mode: 'ex' | 'sh' | 'un'): boolean;
   /** TIOCSWINSZ on a terminal master. */
   setWindowSize(fd: number, cols: number, rows: number): boolean;
   /** The interfaces in the network namespace of `pid`, read from a thread without forking this process. */

@@ -126,6 +126,8 @@ export async function startVirtiofsd(vmDir: string, name: string, d: DeviceConfi
         })
       : spawn(VIRTIOFSD, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
     child.unref();
+    // Its pid, so that it can be stopped when QEMU never connects (it exits only when QEMU disconnects).
+    if (child.pid !== undefined) await fs.writeFile(virtiofsdPidFile(vmDir, name), String(child.pid));
     let exited: string | undefined;
     child.once('exit', (code, signal) => (exited = signal ?? `exit code ${code}`));
     child.once('error', (e) => (exited = e.message));
@@ -143,6 +145,24 @@ export async function startVirtiofsd(vmDir: string, name: string, d: DeviceConfi
     await log.close();
   }
   return socket;
+}
+
+const virtiofsdPidFile = (vmDir: string, name: string) => path.join(devicesDir(vmDir), `virtiofs-${name}.pid`);
+
+/** Stops a share's virtiofsd if it still runs (QEMU never started, or was killed). */
+async function stopVirtiofsd(vmDir: string, name: string): Promise<void> {
+  const pidfile = virtiofsdPidFile(vmDir, name);
+  const pid = Number(await fs.readFile(pidfile, 'utf8').catch(() => ''));
+  const argv = pid > 0 ? await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '') : '';
+  // The pid is checked against its command line: never a process that reused the pid.
+  if (argv.split('\0').includes(`--socket-path=${shareSocket(vmDir, name)}`)) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  await fs.rm(pidfile, { force: true });
 }
 
 /** True once a unix socket at `path` listens (`__SO_ACCEPTCON` in /proc/net/unix). */
@@ -168,29 +188,36 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
   for (let i = 0; i < ports; i++) args.push('-device', `pcie-root-port,id=${portId(i)},bus=pcie.0,chassis=${i + 1}`);
   let port = 0;
   if (present.some(([, d]) => deviceValue(d, 'io.bus') === 'virtio-scsi')) args.push('-device', `virtio-scsi-pci,id=${SCSI_CONTROLLER},bus=${portId(port++)}`);
-  for (const [name, d] of present) {
-    const src = sources.get(name)!;
-    const kind = vmDeviceKind(d, src);
-    if (kind === 'nic') {
-      await createTap(hostLink(vmDir, name), src.bridge!, src.mtu ?? 1500);
-      args.push('-netdev', optionString(netdevArgs(vmDir, name), 'type'));
-      args.push('-device', optionString(nicDeviceArgs(name, d, src, portId(port++)), 'driver'));
-      continue;
+  try {
+    for (const [name, d] of present) {
+      const src = sources.get(name)!;
+      const kind = vmDeviceKind(d, src);
+      if (kind === 'nic') {
+        await createTap(hostLink(vmDir, name), src.bridge!, src.mtu ?? 1500);
+        args.push('-netdev', optionString(netdevArgs(vmDir, name), 'type'));
+        args.push('-device', optionString(nicDeviceArgs(name, d, src, portId(port++)), 'driver'));
+        continue;
+      }
+      if (kind === 'share') {
+        await startVirtiofsd(vmDir, name, d);
+        args.push('-chardev', `socket,id=${chardevId(name)},path=${shareSocket(vmDir, name).replace(/,/g, ',,')}`);
+      } else {
+        args.push('-blockdev', JSON.stringify(blockdevArgs(vmDir, name, d, src)));
+      }
+      args.push('-device', optionString(deviceArgs(vmDir, name, d, src, portId(port++)), 'driver'));
     }
-    if (kind === 'share') {
-      await startVirtiofsd(vmDir, name, d);
-      args.push('-chardev', `socket,id=${chardevId(name)},path=${shareSocket(vmDir, name).replace(/,/g, ',,')}`);
-    } else {
-      args.push('-blockdev', JSON.stringify(blockdevArgs(vmDir, name, d, src)));
-    }
-    args.push('-device', optionString(deviceArgs(vmDir, name, d, src, portId(port++)), 'driver'));
+  } catch (e) {
+    // A tap made or a virtiofsd started before the failing device: nothing stays behind.
+    await releaseHostParts(vmDir, devices);
+    throw e;
   }
   return args;
 }
 
-/** The taps of a VM's NICs, removed once its QEMU is gone. */
-export async function removeTaps(vmDir: string, devices: Devices): Promise<void> {
+/** What a VM's devices have on the host while it runs (its NICs' taps, its shares' virtiofsds), removed once its QEMU is gone. */
+export async function releaseHostParts(vmDir: string, devices: Devices): Promise<void> {
   for (const [name] of nics(devices)) await deleteLink(hostLink(vmDir, name)).catch(() => undefined);
+  for (const name of Object.keys(devices)) await stopVirtiofsd(vmDir, name);
 }
 
 /** The guest's command that mounts a share at its path (run through the agent). */

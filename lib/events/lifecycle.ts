@@ -35,6 +35,10 @@ export const LIFECYCLE_ACTIONS = [
   'instance-updated',
   'instance-renamed',
   'instance-deleted',
+  'instance-snapshot-created',
+  'instance-snapshot-restored',
+  'instance-snapshot-renamed',
+  'instance-snapshot-deleted',
 ] as const;
 /**
  * One of LXD's lifecycle action names (`LIFECYCLE_ACTIONS`).
@@ -63,12 +67,16 @@ export interface LifecycleEvent {
   at: string;
   /** 'local': made by this process; 'external': by another process or by the instance itself. */
   requestor: 'local' | 'external';
+  /** `instance-renamed`: the name it had before. `instance-snapshot-renamed`: the snapshot's. */
+  previous?: string;
+  /** `instance-snapshot-*`: the snapshot's name. */
+  snapshot?: string;
   /** On the first event after a consumer of `host.events()` fell behind: how many it missed. */
   dropped?: number;
 }
 
 /** The status an action leaves the instance in (undefined: no status change, or gone). */
-const IMPLIED: Partial<Record<LifecycleAction, InstanceStatus>> = {
+export const IMPLIED: Partial<Record<LifecycleAction, InstanceStatus>> = {
   'instance-created': 'stopped',
   'instance-started': 'running',
   'instance-restarted': 'running',
@@ -82,7 +90,10 @@ export const EVENTS_FILE = 'events.log';
 /** The journal is started afresh past this size (the old one stays as events.log.1). */
 const JOURNAL_MAX_BYTES = 1 << 20;
 
-interface JournalEntry {
+/** What some actions say beyond the instance: the snapshot, a former name. */
+export type LifecycleDetail = Pick<LifecycleEvent, 'previous' | 'snapshot'>;
+
+interface JournalEntry extends LifecycleDetail {
   action: LifecycleAction;
   name: string;
   type: InstanceType;
@@ -153,8 +164,8 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
    * Reports a change this process made: appended to the journal (other processes read it) and,
    * if this process listens, emitted at once. Resolves once written.
    */
-  report(action: LifecycleAction, name: string, type: InstanceType): Promise<void> {
-    const entry: JournalEntry = { action, name, type, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
+  report(action: LifecycleAction, name: string, type: InstanceType, detail: LifecycleDetail = {}): Promise<void> {
+    const entry: JournalEntry = { action, name, type, ...detail, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
     if (this.active) this.deliver(entry, 'local');
     const write = this.appendQueue.then(() => this.append(entry));
     this.appendQueue = write.catch(() => undefined);
@@ -236,7 +247,12 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     this.deliver(e, e.pid === process.pid ? 'local' : 'external');
   }
 
-  private deliver(e: Pick<JournalEntry, 'action' | 'name' | 'type' | 'at'>, requestor: LifecycleEvent['requestor']): void {
+  private deliver(e: Pick<JournalEntry, 'action' | 'name' | 'type' | 'at' | 'previous' | 'snapshot'>, requestor: LifecycleEvent['requestor']): void {
+    // A renamed instance is known by its new name (the old one is free for a new instance).
+    if (e.action === 'instance-renamed' && e.previous !== undefined && this.known.has(e.previous)) {
+      this.known.set(e.name, this.known.get(e.previous)!);
+      this.known.delete(e.previous);
+    }
     const known = this.known.get(e.name);
     const implied = IMPLIED[e.action];
     if (e.action === 'instance-deleted') {
@@ -255,7 +271,8 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
         k.cancelWatch = undefined;
       } else this.watchInstance(e.name);
     }
-    this.emit('lifecycle', { action: e.action, name: e.name, type: e.type, at: e.at, requestor });
+    const detail = { ...(e.previous !== undefined ? { previous: e.previous } : {}), ...(e.snapshot !== undefined ? { snapshot: e.snapshot } : {}) };
+    this.emit('lifecycle', { action: e.action, name: e.name, type: e.type, ...detail, at: e.at, requestor });
   }
 
   /** (Re)arms the pidfd on a running instance's main process. */
@@ -321,54 +338,8 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   }
 
   /** The same stream as an async iterator, with a bounded buffer. */
-  events(options: EventsOptions = {}): AsyncIterableIterator<LifecycleEvent> & { readonly dropped: number; ready: Promise<void> } {
-    const limit = options.buffer ?? 1000;
-    if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgument(`events buffer must be a positive integer, got ${limit}`);
-    const queue: LifecycleEvent[] = [];
-    let dropped = 0;
-    let wake: (() => void) | undefined;
-    let done = options.signal?.aborted ?? false;
-    const onEvent = (e: LifecycleEvent) => {
-      let lost = 0;
-      if (queue.length >= limit) {
-        lost = 1 + (queue.shift()!.dropped ?? 0);
-        dropped++;
-      }
-      queue.push(e);
-      // The oldest event kept says how many were lost just before it.
-      if (lost) queue[0] = { ...queue[0], dropped: (queue[0].dropped ?? 0) + lost };
-      wake?.();
-    };
-    let subscribed = !done;
-    const finish = () => {
-      done = true;
-      if (subscribed) this.unsubscribe(onEvent);
-      subscribed = false;
-      wake?.();
-    };
-    const ready = done ? Promise.resolve() : this.subscribe(onEvent);
-    options.signal?.addEventListener('abort', finish, { once: true });
-    const iterator = {
-      get dropped() {
-        return dropped;
-      },
-      ready,
-      [Symbol.asyncIterator]() {
-        return iterator;
-      },
-      async next(): Promise<IteratorResult<LifecycleEvent>> {
-        await ready;
-        while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-        if (queue.length) return { value: queue.shift()!, done: false };
-        return { value: undefined, done: true };
-      },
-      async return(): Promise<IteratorResult<LifecycleEvent>> {
-        finish();
-        return { value: undefined, done: true };
-      },
-    };
-    return iterator;
+  events(options: EventsOptions = {}): LifecycleIterator {
+    return lifecycleEvents(this, options);
   }
 
   /** Stops following the host (listeners stay; nothing more arrives). */
@@ -383,4 +354,58 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     this.journal = undefined;
     this.active = undefined;
   }
+}
+
+/** `host.events()`: an async iterator over the lifecycle events, ended by `signal` or `return()`. */
+export type LifecycleIterator = AsyncIterableIterator<LifecycleEvent> & { readonly dropped: number; ready: Promise<void> };
+
+/** The lifecycle events of any source (a local host's hub, a remote host's websocket) as an iterator with a bounded buffer. */
+export function lifecycleEvents(source: { subscribe(fn: (e: LifecycleEvent) => void): Promise<void>; unsubscribe(fn: (e: LifecycleEvent) => void): void }, options: EventsOptions = {}): LifecycleIterator {
+  const limit = options.buffer ?? 1000;
+  if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgument(`events buffer must be a positive integer, got ${limit}`);
+  const queue: LifecycleEvent[] = [];
+  let dropped = 0;
+  let wake: (() => void) | undefined;
+  let done = options.signal?.aborted ?? false;
+  const onEvent = (e: LifecycleEvent) => {
+    let lost = 0;
+    if (queue.length >= limit) {
+      lost = 1 + (queue.shift()!.dropped ?? 0);
+      dropped++;
+    }
+    queue.push(e);
+    // The oldest event kept says how many were lost just before it.
+    if (lost) queue[0] = { ...queue[0], dropped: (queue[0].dropped ?? 0) + lost };
+    wake?.();
+  };
+  let subscribed = !done;
+  const finish = () => {
+    done = true;
+    if (subscribed) source.unsubscribe(onEvent);
+    subscribed = false;
+    wake?.();
+  };
+  const ready = done ? Promise.resolve() : source.subscribe(onEvent);
+  options.signal?.addEventListener('abort', finish, { once: true });
+  const iterator = {
+    get dropped() {
+      return dropped;
+    },
+    ready,
+    [Symbol.asyncIterator]() {
+      return iterator;
+    },
+    async next(): Promise<IteratorResult<LifecycleEvent>> {
+      await ready;
+      while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+      if (queue.length) return { value: queue.shift()!, done: false };
+      return { value: undefined, done: true };
+    },
+    async return(): Promise<IteratorResult<LifecycleEvent>> {
+      finish();
+      return { value: undefined, done: true };
+    },
+  };
+  return iterator;
 }

@@ -6,14 +6,15 @@
 import type { GuestFile } from './vm-guest';
 
 const UDHCPC_SCRIPT = `#!/bin/sh
-# udhcpc's events: configure $interface from the lease.
+# udhcpc's events: configure $interface from the lease. Only IPv4 is flushed: the IPv6
+# link-local and SLAAC addresses (router solicitations go from the link-local) stay.
 case "$1" in
   deconfig)
-    ip addr flush dev "$interface"
+    ip -4 addr flush dev "$interface"
     ip link set dev "$interface" up
     ;;
   bound|renew)
-    ip addr flush dev "$interface"
+    ip -4 addr flush dev "$interface"
     ip addr add "$ip/\${mask:-24}" dev "$interface"
     if [ -n "$router" ]; then
       ip route del default dev "$interface" 2>/dev/null

@@ -31,6 +31,19 @@ import { BUILTIN_IMAGES, type Builder, debianReleaseOf, type Derivation, derived
 export type { Image } from './catalog';
 
 /**
+ * Options of `images.publish`: make the image from a snapshot of the instance instead of its current state.
+ *
+ * @example
+ * ```ts
+ * await host.images.publish(c, 'web-golden', { snapshot: 'clean' });
+ * ```
+ */
+export interface PublishOptions {
+  /** Publish this snapshot of the instance (which may then run) rather than its current state. */
+  snapshot?: string;
+}
+
+/**
  * A built image as `list()` shows it.
  *
  * @example
@@ -102,23 +115,35 @@ export interface BuildOptions extends EnsureOptions {
 }
 const BUILD_OPTION_KEYS = optionKeys<BuildOptions>({ from: true, packages: true, run: true, type: true, onProgress: true });
 
+/** What `publish` needs of an instance (lib/instance/base.ts gives it). */
+export interface PublishSource {
+  readonly name: string;
+  publishData(into: string, options: { snapshot?: string }): Promise<{ type: InstanceType; meta: Record<string, unknown> }>;
+}
+
 interface StoreOptions {
   /** The instances using an image (for `delete`): names, empty if none. */
   users?: (name: string) => Promise<string[]>;
+  /** The instance `publish` was given (an instance or its name), NotFound if there is none. */
+  instance?: (instance: unknown) => Promise<PublishSource>;
 }
 
 /** An imported image: it cannot be built again, only imported again. */
 interface Imported {
   imported: { type: InstanceType; digest: string; file: string };
 }
-type Definition = Derivation | Imported;
+/** A published image (an instance or a snapshot made an image): it cannot be built again either. */
+interface Published {
+  published: { type: InstanceType; id: string; instance: string; snapshot?: string };
+}
+type Definition = Derivation | Imported | Published;
 
-function importedBuilder(name: string, digest: string): Builder {
+function importedBuilder(name: string, digest: string, how = 'import it again'): Builder {
   return {
     version: 1,
     inputs: async () => ({ imported: digest }),
     build: async () => {
-      throw new NotFound(`imported image "${name}" is missing from the store; import it again`);
+      throw new NotFound(`image "${name}" is missing from the store; ${how}`);
     },
   };
 }
@@ -194,6 +219,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
     if (builtin) return builtin;
     const def = await this.definition(name);
     if (def && 'imported' in def) return { [def.imported.type]: importedBuilder(name, def.imported.digest) };
+    if (def && 'published' in def) return { [def.published.type]: importedBuilder(name, def.published.id, 'publish it again') };
     const chain: Derivation[] = [];
     for (let d = await this.derivation(name); d; d = await this.derivation(d.from)) {
       chain.unshift(d);
@@ -363,6 +389,54 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
     } catch (e) {
       await fs.rm(tmp, { recursive: true, force: true });
       await fs.rmdir(parent).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /**
+   * Makes a stopped instance (container or VM), or one of its snapshots (the instance then in any
+   * status), an image of this store named `alias`, launchable like any other (LXD's `publish`): a
+   * container's rootfs with its ids back to the image's own and an empty machine id; a VM's disk
+   * flattened (no backing file) beside its image's kernel and initramfs. Built in a temporary
+   * directory renamed into place; the image appears when its definition is written, last.
+   */
+  async publish(instance: unknown, alias: string, options: PublishOptions = {}): Promise<Image> {
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('publish options must be an object');
+    refuseUnknownKeys('image publish', options, ['snapshot']);
+    if (typeof alias !== 'string' || !IMAGE_NAME.test(alias)) {
+      throw new InvalidArgument(`bad image alias ${JSON.stringify(alias)}: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/"`);
+    }
+    if (options.snapshot !== undefined && (typeof options.snapshot !== 'string' || !options.snapshot)) throw new InvalidArgument('snapshot must be a snapshot name');
+    const taken = async () => {
+      if (BUILTIN_IMAGES[alias] || (await this.definition(alias))) throw new AlreadyExists(`image "${alias}" already exists; delete it first or choose another alias`);
+    };
+    await taken();
+    if (!this.options.instance) throw new InvalidArgument('this image store has no instances to publish (open it through Host)');
+    const source = await this.options.instance(instance);
+    const id = randomBytes(8).toString('hex');
+    const parent = this.nameDir(alias);
+    const created = await fs.mkdir(parent, { recursive: true, mode: 0o755 });
+    await this.removeAbandoned(parent);
+    const tmp = path.join(parent, `.${id.slice(0, 12)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    await fs.mkdir(tmp, { mode: 0o755 });
+    try {
+      const { type, meta } = await source.publishData(tmp, { snapshot: options.snapshot });
+      const snapshot = options.snapshot !== undefined ? { snapshot: options.snapshot } : {};
+      const image = { name: alias, type, createdAt: new Date().toISOString(), meta: { ...meta, publishedFrom: { instance: source.name, ...snapshot } } };
+      await writeJsonAtomic(path.join(tmp, MANIFEST), image);
+      const final = await this.pathOf(alias, type, importedBuilder(alias, id));
+      await taken(); // published by another caller meanwhile
+      await fs.rename(tmp, final);
+      const def: Published = { published: { type, id, instance: source.name, ...snapshot } };
+      await writeJsonAtomic(path.join(parent, DEFINITION), def).catch(async (e) => {
+        await fs.rm(final, { recursive: true, force: true });
+        throw e;
+      });
+      return { ...image, dir: final };
+    } catch (e) {
+      await fs.rm(tmp, { recursive: true, force: true });
+      // The directories this call made, innermost first, while empty: the store as it was.
+      for (let d = parent; created && d.length >= created.length; d = path.dirname(d)) if (!(await fs.rmdir(d).then(() => true, () => false))) break;
       throw e;
     }
   }

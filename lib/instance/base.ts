@@ -13,6 +13,7 @@ import { InstanceConfig, InstanceConfigPatch, InstanceType, patchConfig } from '
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
 import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, validateDeviceName } from '../devices/validate';
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
+import { unusableIpv6 } from '../network/addresses';
 import type { Networks } from '../network/networks';
 import { type DatagramEndpoint, parseEndpoint, ProxyServer, type StreamEndpoint } from '../network/proxy';
 import { ConsoleHub, type ConsoleEndpoint } from '../console/console';
@@ -21,7 +22,8 @@ import { type ExportMeta, writeArchive } from '../storage/archive';
 import { moveInstanceDir } from '../storage/move';
 import { stagingPath } from '../storage/staging';
 import { validateName } from './names';
-import { writeJsonAtomic } from '../util/fs';
+import { readJson, writeJsonAtomic } from '../util/fs';
+import { FileLock } from '../util/lock';
 import { refuseUnknownKeys } from '../util/keys';
 import { processStartedAt } from '../util/proc';
 import { Snapshots } from '../storage/snapshots';
@@ -38,18 +40,26 @@ import type {
   StopOptions,
   WaitForAddressOptions,
 } from './instance';
-import { STOP_OPTION_KEYS, WAIT_FOR_ADDRESS_KEYS } from './instance';
+import { checkStopTimeout, checkWaitForAddress, DEFAULT_STOP_TIMEOUT_MS } from './instance';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
-import type { LifecycleAction } from '../events/lifecycle';
+import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
 
 export const RECORD_FILE = 'lxq.json';
+/** The file every process locks (flock) while it changes the instance. */
+export const LOCK_FILE = 'lxq.lock';
+
+/** Writes an instance's record (atomically), its lock file beside it from the start. */
+export async function writeInstanceRecord(dir: string, record: InstanceRecord): Promise<void> {
+  await fs.writeFile(path.join(dir, LOCK_FILE), '', { flag: 'a', mode: 0o600 });
+  await writeJsonAtomic(path.join(dir, RECORD_FILE), record);
+}
 
 /** A change of an instance's devices, by name: as they were, and as they are now. */
 export interface DeviceChange {
   removed: Devices;
   added: Devices;
 }
-export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+export { DEFAULT_STOP_TIMEOUT_MS };
 /** How often waitForAddress looks (the instance's own state and the network's leases). */
 const ADDRESS_POLL_MS = 100;
 
@@ -57,9 +67,13 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   private queue: Promise<unknown> = Promise.resolve();
   private lastStatus: InstanceStatus | undefined;
   /** Where this instance reports its lifecycle changes (set by the Host: see lib/events/). */
-  reportLifecycle: ((action: LifecycleAction) => Promise<void>) | undefined;
+  reportLifecycle: ((action: LifecycleAction, detail?: LifecycleDetail) => Promise<void>) | undefined;
   /** The proxy devices this process serves (see lib/network/proxy.ts). */
   private readonly proxies = new Map<string, ProxyServer>();
+  /** Held by whichever process changes the instance; see serialized(). */
+  private readonly lock: FileLock;
+  /** The record file as last read or written here (inode, size, mtime): another process's write changes it. */
+  private recordStamp: string | undefined;
 
   protected constructor(
     /** The instance's own directory under the host path (it changes with a rename). */
@@ -67,6 +81,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     protected record: InstanceRecord,
   ) {
     super();
+    this.lock = new FileLock(path.join(location, LOCK_FILE), `instance ${record.name}`);
   }
 
   /** The instance's own directory under the host path. */
@@ -108,7 +123,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     saveRecord: (r) => this.saveRecord(r),
     stop: async () => void (await this.stopNow(DEFAULT_STOP_TIMEOUT_MS, false)),
     start: () => this.startNow(),
-    emit: (event, payload) => void this.emit(event as 'snapshot-renamed', payload as { name: string; snapshot: string; previous: string }),
+    emit: async (event, payload) => {
+      this.emit(event as 'snapshot-renamed', payload as { name: string; snapshot: string; previous: string });
+      await this.reported(`instance-${event}`, { snapshot: payload.snapshot, ...(payload.previous !== undefined ? { previous: payload.previous } : {}) });
+    },
   });
 
   private readonly consoleHub = new ConsoleHub(
@@ -145,10 +163,11 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       const target = path.join(path.dirname(this.dir), newName);
       await moveInstanceDir(this.dir, target, newName);
       this.location = target;
+      this.lock.moved(path.join(target, LOCK_FILE));
       await this.saveRecord({ ...this.record, name: newName });
       await this.renamed();
       this.emit('renamed', { name: newName, previous });
-      await this.reported('instance-renamed');
+      await this.reported('instance-renamed', { previous });
     });
   }
 
@@ -156,18 +175,33 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
    * For Host.copy: fills `into` with a copy of this instance's data (a running container frozen
    * for it), or of one snapshot's, and says which record it was taken with.
    */
-  copyData(into: string, options: { snapshot?: string; snapshots: boolean }): Promise<InstanceRecord> {
+  copyData(into: string, options: { snapshot?: string; snapshots: boolean; flatten: boolean }): Promise<InstanceRecord> {
     return this.serialized(async () => {
       const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
       const status = this.observe(await this.currentStatus());
-      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot });
+      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten });
       return structuredClone(snapshot ? snapshot.meta.record : this.record);
     });
   }
 
   /**
+   * For ImageStore.publish: fills `into` with an image of this stopped instance, or of one of its
+   * snapshots (then in any status, as LXD allows); returns the image's type and meta.
+   */
+  publishData(into: string, options: { snapshot?: string }): Promise<{ type: InstanceType; meta: Record<string, unknown> }> {
+    return this.serialized(async () => {
+      const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
+      const status = this.observe(await this.currentStatus());
+      if (!snapshot && status !== 'stopped') throw new InvalidState(`cannot publish ${this.name}: it is ${status}; stop it first, or publish one of its snapshots`, status);
+      const meta = await this.storage.publishTo(into, { status, snapshot });
+      return { type: this.type, meta };
+    });
+  }
+
+  /**
    * Writes the instance (record, root filesystem or disk, and with `snapshots` its snapshots) to
-   * `file` as a zstd tarball. A running container is frozen for it; a VM must be stopped.
+   * `file` as a zstd tarball. A running container is frozen for it; a running VM's disk is copied
+   * by a backup job first (its snapshots only from a stopped VM).
    */
   export(file: string, options: { snapshots?: boolean } = {}): Promise<void> {
     if (typeof file !== 'string' || !file) return Promise.reject(new InvalidArgument('export needs a file path'));
@@ -176,19 +210,27 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     const target = path.resolve(file);
     return this.serialized(async () => {
       const status = this.observe(await this.currentStatus());
-      if (this.type === 'vm' && status !== 'stopped') throw new NotSupported(`an export of a running vm is not implemented yet: stop ${this.name} first`);
       if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
+      const liveVm = this.type === 'vm' && status === 'running';
+      if (liveVm && options.snapshots) throw new NotSupported(`an export of a running vm holds its disk as it is now, not its snapshots: stop ${this.name} first, or export without snapshots`);
       await fs.access(path.dirname(target)).catch(() => Promise.reject(new NotFound(`${path.dirname(target)} does not exist`)));
       const entries = [this.type === 'vm' ? 'disk.qcow2' : 'rootfs'];
       const snapshots = options.snapshots === true && (await fs.readdir(path.join(this.dir, 'snapshots')).then((n) => n.length > 0, () => false));
       if (snapshots) entries.push('snapshots');
       const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(this.record), snapshots };
-      const frozen = status === 'running';
+      // A running container is frozen while tar reads it; a running VM's disk is first copied by a backup job.
+      const frozen = status === 'running' && !liveVm;
+      const copied = liveVm ? stagingPath(this.dir, 'export-disk') : undefined;
       if (frozen) await this.doFreeze();
       try {
-        await writeArchive(target, this.dir, entries, meta, stagingPath(this.dir, 'export'));
+        if (copied) {
+          await fs.mkdir(copied, { mode: 0o700 });
+          await this.storage.copyTo(copied, { status, snapshots: false, flatten: false });
+        }
+        await writeArchive(target, copied ?? this.dir, entries, meta, stagingPath(this.dir, 'export'));
       } finally {
         if (frozen) await this.doUnfreeze();
+        if (copied) await fs.rm(copied, { recursive: true, force: true });
       }
     });
   }
@@ -239,6 +281,8 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   protected abstract datagramInside(to: DatagramEndpoint): Promise<DgramSocket>;
   /** The host's networks (NICs are checked against them). */
   protected abstract get networks(): Networks;
+  /** The instance's /proc/net/if_inet6 (its kernel's IPv6 address flags). */
+  protected abstract readIfInet6(): Promise<string>;
   /** What checking this instance's devices against the host needs. */
   protected get probeEnv(): ProbeEnv {
     return { networks: this.networks, instance: this.name };
@@ -286,18 +330,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     }
   }
 
-  /** The timeout of a stop (or restart), checked before anything is done. */
-  private stopTimeout(op: string, options: StopOptions): number {
-    refuseUnknownKeys(op, options, STOP_OPTION_KEYS);
-    const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
-    if (!Number.isFinite(timeout) || timeout < 0) throw new InvalidArgument(`${op} timeout must be a non-negative number of ms, got ${timeout}`);
-    return timeout;
-  }
-
   stop(options: StopOptions = {}): Promise<void> {
     let timeout: number;
     try {
-      timeout = this.stopTimeout('stop', options);
+      timeout = checkStopTimeout('stop', options);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -310,7 +346,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   restart(options: StopOptions = {}): Promise<void> {
     let timeout: number;
     try {
-      timeout = this.stopTimeout('restart', options);
+      timeout = checkStopTimeout('restart', options);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -354,6 +390,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       }
       await this.closeProxies();
       await this.doDelete();
+      await this.lock.close();
       await syncNetworkHosts(this.devices, this.networks);
       await this.reported('instance-deleted');
       this.removeAllListeners();
@@ -387,11 +424,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   async waitForAddress(options: WaitForAddressOptions = {}): Promise<string> {
-    refuseUnknownKeys('waitForAddress', options ?? {}, WAIT_FOR_ADDRESS_KEYS);
-    const family = options?.family ?? 'inet';
-    const timeout = options?.timeout ?? 60_000;
-    if (family !== 'inet' && family !== 'inet6') throw new InvalidArgument(`family must be "inet" or "inet6", got ${JSON.stringify(family)}`);
-    if (!Number.isFinite(timeout) || timeout <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeout}`);
+    const { family, timeout } = checkWaitForAddress(options);
     await this.require('wait for an address of', ['running', 'starting']);
     const deadline = Date.now() + timeout;
     const macs = new Set(Object.values(this.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d.hwaddr.toLowerCase()] : [])));
@@ -401,7 +434,9 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     for (;;) {
       if (options?.signal?.aborted) throw new Aborted(`waiting for an address of ${this.name} was aborted`);
       const s = await this.state();
-      const own = s.network.addresses.find(isFamily);
+      // An IPv6 address counts once duplicate detection has passed: before, nothing can use it.
+      const unusable = family === 'inet6' && s.network.addresses.some(isFamily) ? unusableIpv6(await this.readIfInet6().catch(() => '')) : new Set<string>();
+      const own = s.network.addresses.find((a) => isFamily(a) && !unusable.has(a));
       if (own) return own;
       // A lease counts once granted in this run of the instance (its init or QEMU started before
       // it), not one kept from an earlier boot.
@@ -518,8 +553,8 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   /** Reports a change this instance went through; a failure to report never fails the change. */
-  private async reported(action: LifecycleAction): Promise<void> {
-    await this.reportLifecycle?.(action).catch(() => undefined);
+  private async reported(action: LifecycleAction, detail?: LifecycleDetail): Promise<void> {
+    await this.reportLifecycle?.(action, detail).catch(() => undefined);
   }
 
   /** Resolves once the lifecycle operations queued on this instance so far are done. */
@@ -527,11 +562,38 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     return this.queue.then(() => undefined);
   }
 
-  /** Runs operations on this instance one at a time, in call order. */
+  /**
+   * Runs operations on this instance one at a time, in call order, and one at a time across
+   * processes: each holds the instance's lock file and starts from the record as it is on disk
+   * (another process may have changed config or devices since this one last looked).
+   */
   protected serialized<T>(op: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(op, op);
+    const locked = () =>
+      this.lock
+        .hold(async () => {
+          await this.refreshRecord();
+          return op();
+        })
+        .catch((e) => Promise.reject((e as NodeJS.ErrnoException).code === 'ENOENT' ? this.gone() : e));
+    const run = this.queue.then(locked, locked);
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  private gone(): NotFound {
+    return new NotFound(`instance ${this.name} no longer exists (deleted or renamed by another process)`);
+  }
+
+  private async refreshRecord(): Promise<void> {
+    const file = path.join(this.dir, RECORD_FILE);
+    const st = await fs.stat(file).catch(() => undefined);
+    if (!st) throw this.gone();
+    const stamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    if (stamp === this.recordStamp) return;
+    const record = await readJson<InstanceRecord>(file);
+    if (record.createdAt !== this.record.createdAt) throw this.gone();
+    this.record = record;
+    this.recordStamp = stamp;
   }
 
   protected async require(op: string, allowed: InstanceStatus[]): Promise<InstanceStatus> {
@@ -562,8 +624,11 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   protected async saveRecord(record: InstanceRecord): Promise<void> {
-    await writeJsonAtomic(path.join(this.dir, RECORD_FILE), record);
+    await writeInstanceRecord(this.dir, record);
     this.record = record;
+    const file = path.join(this.dir, RECORD_FILE);
+    const st = await fs.stat(file);
+    this.recordStamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
   }
 
   /** Records a status seen now and emits `status` if it changed. */

@@ -10,7 +10,8 @@ import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, Instance
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType } from '../devices/declarations';
 import type { InstanceSnapshots, SnapshotEvent, SnapshotRenamedEvent } from '../storage/types';
 import type { InstanceFiles } from './files';
-import { optionKeys } from '../util/keys';
+import { InvalidArgument } from '../errors';
+import { optionKeys, refuseUnknownKeys } from '../util/keys';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 
 export type { InstanceType };
@@ -77,6 +78,16 @@ export interface WaitForAddressOptions {
 
 export const WAIT_FOR_ADDRESS_KEYS = optionKeys<WaitForAddressOptions>({ family: true, timeout: true, signal: true });
 
+/** Checks waitForAddress's options; returns them with their defaults. */
+export function checkWaitForAddress(options: WaitForAddressOptions = {}): { family: 'inet' | 'inet6'; timeout: number } {
+  refuseUnknownKeys('waitForAddress', options ?? {}, WAIT_FOR_ADDRESS_KEYS);
+  const family = options?.family ?? 'inet';
+  const timeout = options?.timeout ?? 60_000;
+  if (family !== 'inet' && family !== 'inet6') throw new InvalidArgument(`family must be "inet" or "inet6", got ${JSON.stringify(family)}`);
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeout}`);
+  return { family, timeout };
+}
+
 /** What `state()` says of a device. */
 export interface DeviceState {
   name: string;
@@ -106,6 +117,15 @@ export interface StopOptions {
   force?: boolean;
 }
 export const STOP_OPTION_KEYS = optionKeys<StopOptions>({ timeout: true, force: true });
+export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+
+/** The timeout of a stop (or restart), checked before anything is done. */
+export function checkStopTimeout(op: string, options: StopOptions): number {
+  refuseUnknownKeys(op, options, STOP_OPTION_KEYS);
+  const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
+  if (!Number.isFinite(timeout) || timeout < 0) throw new InvalidArgument(`${op} timeout must be a non-negative number of ms, got ${timeout}`);
+  return timeout;
+}
 
 /**
  * An instance changed status (`previous` to `status`).
@@ -172,6 +192,8 @@ export interface InstanceRecord {
   /** The devices by name (absent in records written before devices existed). */
   devices?: Devices;
   createdAt: string;
+  /** A systemd VM's machine id, handed to its guest at boot (see lib/storage/move.ts): new for each create and copy. */
+  machineId?: string;
 }
 
 /**

@@ -94,6 +94,7 @@ export interface ExecResult extends ExitStatus {
  * ```
  */
 export interface InstanceProcess {
+  /** The process id inside the instance; 0 where the driver is not told (an LXD server's exec API). */
   readonly pid: number;
   readonly stdin: Writable;
   readonly stdout: Readable;

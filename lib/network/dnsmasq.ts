@@ -28,6 +28,8 @@ export interface DnsmasqSettings {
   dir: string;
   bridge: string;
   cidr: string;
+  /** The bridge's IPv6 address and /64, where the network has IPv6: router advertisements for SLAAC. */
+  cidr6?: string;
   dhcp: boolean;
   /** "a-b" ranges; empty for the whole subnet but the bridge's address. */
   ranges: string[];
@@ -78,8 +80,17 @@ function args(s: DnsmasqSettings): string[] {
       a.push(`--dhcp-range=${from.trim()},${to.trim()},${netmask(c.prefix)},${LEASE_SECONDS}`);
     }
     // --no-ping: no ICMP probe of an address before it is offered (it holds every new lease ~3 s).
-    a.push('--dhcp-authoritative', '--dhcp-no-override', '--no-ping', `--dhcp-leasefile=${dnsmasqFile(s.dir, 'leases')}`, `--dhcp-hostsfile=${dnsmasqFile(s.dir, 'hosts')}`);
+    a.push('--dhcp-authoritative', '--dhcp-no-override', '--no-ping', `--dhcp-hostsfile=${dnsmasqFile(s.dir, 'hosts')}`);
   }
+  if (s.cidr6) {
+    // Router advertisements of the bridge's /64 (SLAAC, with the DNS server in them) and stateless
+    // DHCPv6 for the clients that ask it for DNS. ra-names: the AAAA record of a DHCPv4 client's
+    // name is its SLAAC address, once that answers a ping. (Names in an addn-hosts file would
+    // instead take the dhcp-host entries' names away from their IPv4 leases.)
+    a.push(`--listen-address=${s.cidr6.split('/')[0]}`, '--enable-ra', `--dhcp-range=::,constructor:${s.bridge},ra-stateless,ra-names,64,${LEASE_SECONDS}`);
+  }
+  // Always its own lease file: dnsmasq would otherwise write the host's (/var/lib/misc).
+  if (s.dhcp || s.cidr6) a.push(`--dhcp-leasefile=${dnsmasqFile(s.dir, 'leases')}`);
   return a;
 }
 
@@ -117,7 +128,7 @@ export async function stopDnsmasq(dir: string): Promise<void> {
   await fs.rm(dnsmasqFile(dir, 'pid'), { force: true });
 }
 
-/** Writes the NICs' entries (static leases, names) and has dnsmasq read them again. */
+/** Writes the NICs' entries (static leases and names) and has dnsmasq read them again. */
 export async function writeHosts(dir: string, entries: Array<{ hwaddr: string; address?: string; name: string }>): Promise<void> {
   const text = entries.map((e) => [e.hwaddr, e.address, e.name].filter(Boolean).join(',')).join('\n');
   await writeFileAtomic(dnsmasqFile(dir, 'hosts'), text ? text + '\n' : '');

@@ -6,7 +6,9 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 import { OperationFailed } from '../errors';
-import { parseCidr, parseIpv4 } from './addresses';
+import { promises as fs } from 'node:fs';
+
+import { type Cidr6, parseCidr, parseCidr6, parseIpv4 } from './addresses';
 
 const execFileP = promisify(execFile);
 
@@ -55,16 +57,43 @@ export async function hostSubnets(): Promise<Array<{ network: number; broadcast:
   return out;
 }
 
+/** Every IPv6 subnet the host routes or has an address in (all tables), but link-local and multicast. */
+export async function hostSubnets6(): Promise<Cidr6[]> {
+  const [routes, addrs] = await Promise.all([
+    ipJson<Array<{ dst: string; type?: string }>>(['-6', 'route', 'show', 'table', 'all']),
+    ipJson<Array<{ addr_info: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>>(['-6', 'addr', 'show']),
+  ]);
+  const out: Cidr6[] = [];
+  for (const r of routes) {
+    if (r.dst === 'default' || r.type === 'multicast' || r.dst.startsWith('fe80:') || r.dst.startsWith('ff00:')) continue;
+    try {
+      out.push(parseCidr6(r.dst.includes('/') ? r.dst : `${r.dst}/128`));
+    } catch {
+      /* not an address */
+    }
+  }
+  for (const a of addrs) for (const i of a.addr_info ?? []) if (i.family === 'inet6' && i.scope === 'global') out.push(parseCidr6(`${i.local}/${i.prefixlen}`));
+  return out;
+}
+
 export async function deleteLink(name: string): Promise<void> {
   if (await link(name)) await ip(['link', 'delete', 'dev', name]);
 }
 
-/** A bridge with its address, up. Undone if any step fails. */
-export async function createBridge(name: string, cidr: string, mtu: number): Promise<void> {
+/**
+ * A bridge with its addresses, up. Undone if any step fails. The host takes no router
+ * advertisement or SLAAC address from it: an instance must not be able to route the host.
+ * The IPv6 address skips duplicate detection (the subnet is the bridge's own) so that dnsmasq
+ * can bind to it at once.
+ */
+export async function createBridge(name: string, cidr: string, mtu: number, cidr6?: string): Promise<void> {
   await ip(['link', 'add', 'name', name, 'type', 'bridge']);
   try {
+    // accept_dad 0: the bridge's link-local address (the source of its router advertisements) is usable at once.
+    for (const key of ['accept_ra', 'autoconf', 'accept_dad']) await fs.writeFile(`/proc/sys/net/ipv6/conf/${name}/${key}`, '0').catch(() => undefined);
     await ip(['link', 'set', 'dev', name, 'mtu', String(mtu)]);
     await ip(['addr', 'add', cidr, 'dev', name]);
+    if (cidr6) await ip(['-6', 'addr', 'add', cidr6, 'dev', name, 'nodad']);
     await ip(['link', 'set', 'dev', name, 'up']);
   } catch (e) {
     await deleteLink(name).catch(() => undefined);

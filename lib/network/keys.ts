@@ -4,7 +4,7 @@
  */
 import { InvalidArgument } from '../errors';
 import { editDistance } from '../config/units';
-import { parseCidr, parseIpv4 } from './addresses';
+import { parseCidr, parseCidr6, parseIpv4 } from './addresses';
 
 export interface NetworkKeySpec {
   readonly default?: string;
@@ -46,11 +46,17 @@ export const NETWORK_KEYS = {
   'ipv6.address': {
     default: 'none',
     live: false,
-    description: 'IPv6 on the bridge: "none" (the only value supported yet).',
+    description: 'The bridge\'s IPv6 address and /64 in CIDR ("fd42:1:2:3::1/64"), "auto" (a free unique local /64, RFC 4193) or "none". Instances get their addresses by SLAAC from the router advertisements of the network\'s dnsmasq, and `<instance>.<domain>` an AAAA record.',
     validate: (v: string) => {
-      if (v !== 'none') throw new Error('only "none" is supported: lxq networks are IPv4 for now');
+      if (v === 'none' || v === 'auto') return;
+      const c = parseCidr6(v);
+      if (c.prefix !== 64) throw new Error(`the prefix must be /64 (what SLAAC needs), got /${c.prefix}`);
+      if (c.address === c.network) throw new Error(`${v} is the subnet's own address, not a host address`);
+      const first = Number(c.network >> 112n); // the first 16 bits: ff00::/8 multicast, fe80::/10 link-local
+      if (first >= 0xff00 || (first & 0xffc0) === 0xfe80) throw new Error(`${v} is a multicast or link-local address`);
     },
   },
+  'ipv6.nat': { default: 'false', live: true, description: 'Masquerade IPv6 traffic leaving the subnet (nftables, in a table of lxq\'s own; enables IPv6 forwarding on the host, which stops the host from taking router advertisements on interfaces with `accept_ra` 1).', validate: bool },
   'dns.domain': {
     default: 'lxq',
     live: false,

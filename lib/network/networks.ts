@@ -11,11 +11,11 @@ import * as path from 'node:path';
 
 import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../errors';
 import { readJson, writeJsonAtomic } from '../util/fs';
-import { contains, formatCidr, formatIpv4, overlaps, parseCidr, parseIpv4, pickFreeSubnet } from './addresses';
+import { contains, formatCidr, formatCidr6, formatIpv4, formatIpv6, overlaps, overlaps6, parseCidr, parseCidr6, parseIpv4, pickFreeSubnet, pickFreeUla } from './addresses';
 import { dnsmasqFile, dnsmasqPid, type Lease, readLeases, releaseLeases, startDnsmasq, stopDnsmasq, writeHosts } from './dnsmasq';
-import { createBridge, deleteLink, hostSubnets, link, setMtu } from './iproute';
+import { createBridge, deleteLink, hostSubnets, hostSubnets6, link, setMtu } from './iproute';
 import { type NetworkConfig, type NetworkConfigInput, type NetworkKey, NETWORK_KEYS, networkValue, validateNetworkConfig } from './keys';
-import { applyNat, removeNat, tableExists } from './nftables';
+import { applyNat, type NatFamily, removeNat, tableExists } from './nftables';
 
 const RECORD = 'network.json';
 /** Interface names: at most 15 bytes (IFNAMSIZ), and safe as a file and nftables name. */
@@ -25,7 +25,7 @@ export interface NetworkRecord {
   version: 1;
   name: string;
   type: 'bridge';
-  /** The keys as given, with `ipv4.address: auto` replaced by the subnet picked at create. */
+  /** The keys as given, with `ipv4.address`/`ipv6.address` `auto` replaced by the subnets picked at create. */
   config: NetworkConfig;
   createdAt: string;
 }
@@ -76,6 +76,15 @@ export class Network {
   get address(): string {
     return this.cidr.split('/')[0];
   }
+  /** The bridge's IPv6 address and prefix ("fd42:1:2:3::1/64"), or undefined where the network has no IPv6. */
+  get cidr6(): string | undefined {
+    const v = networkValue(this.record.config, 'ipv6.address');
+    return v === 'none' ? undefined : v;
+  }
+  /** The bridge's own IPv6 address, or undefined. */
+  get address6(): string | undefined {
+    return this.cidr6?.split('/')[0];
+  }
   get domain(): string {
     return networkValue(this.record.config, 'dns.domain');
   }
@@ -89,14 +98,14 @@ export class Network {
   }
 
   /** Which of its parts run now. */
-  async parts(): Promise<{ bridge: boolean; dnsmasq: number | null; nat: boolean }> {
-    const [l, pid, nat] = await Promise.all([link(this.bridge), dnsmasqPid(this.dir), tableExists(this.name)]);
-    return { bridge: l !== undefined, dnsmasq: pid, nat };
+  async parts(): Promise<{ bridge: boolean; dnsmasq: number | null; nat: boolean; nat6: boolean }> {
+    const [l, pid, nat, nat6] = await Promise.all([link(this.bridge), dnsmasqPid(this.dir), tableExists(this.name, 'ip'), tableExists(this.name, 'ip6')]);
+    return { bridge: l !== undefined, dnsmasq: pid, nat, nat6 };
   }
 
   /** Brings back what is missing (after a host reboot, or a part killed): bridge, dnsmasq, NAT. */
   async ensureUp(): Promise<void> {
-    if (!(await link(this.bridge))) await createBridge(this.bridge, this.cidr, this.mtu);
+    if (!(await link(this.bridge))) await createBridge(this.bridge, this.cidr, this.mtu, this.cidr6);
     await this.writeHosts();
     // dnsmasq serves DNS for the instances' names even where DHCP is off.
     if ((await dnsmasqPid(this.dir)) === null) {
@@ -104,18 +113,36 @@ export class Network {
         dir: this.dir,
         bridge: this.bridge,
         cidr: this.cidr,
+        cidr6: this.cidr6,
         dhcp: networkValue(this.config, 'ipv4.dhcp') === 'true',
         ranges: (this.config['ipv4.dhcp.ranges'] ?? '').split(',').map((r) => r.trim()).filter(Boolean),
         domain: this.domain,
       });
     }
-    if (networkValue(this.config, 'ipv4.nat') === 'true') {
-      await applyNat(this.name, this.bridge, this.cidr);
-      // Forwarding is what NAT needs (LXD enables it the same way).
-      await fs.writeFile('/proc/sys/net/ipv4/ip_forward', '1');
+    await this.ensureNat('ip');
+    await this.ensureNat('ip6');
+  }
+
+  /** The NAT table of `family` as the keys say; forwarding, which NAT needs, is enabled as LXD does. */
+  private async ensureNat(family: NatFamily): Promise<void> {
+    const v4 = family === 'ip';
+    const subnet = v4 ? this.subnet : this.subnet6;
+    if (subnet && networkValue(this.config, v4 ? 'ipv4.nat' : 'ipv6.nat') === 'true') {
+      await applyNat(this.name, this.bridge, subnet, family);
+      await fs.writeFile(v4 ? '/proc/sys/net/ipv4/ip_forward' : '/proc/sys/net/ipv6/conf/all/forwarding', '1');
     } else {
-      await removeNat(this.name);
+      await removeNat(this.name, family);
     }
+  }
+
+  /** The subnets, as nftables writes them ("10.1.2.0/24", "fd42:1:2:3::/64"). */
+  private get subnet(): string {
+    const c = parseCidr(this.cidr);
+    return `${formatIpv4(c.network)}/${c.prefix}`;
+  }
+  private get subnet6(): string | undefined {
+    const c = this.cidr6 ? parseCidr6(this.cidr6) : undefined;
+    return c && `${formatIpv6(c.network)}/${c.prefix}`;
   }
 
   /** Static leases and names of the NICs on this network, for dnsmasq (re-read at once); the leases of NICs gone are released. */
@@ -128,7 +155,8 @@ export class Network {
   /** Stops and removes every part; the record stays (see Networks.delete). */
   async tearDown(): Promise<void> {
     await stopDnsmasq(this.dir);
-    await removeNat(this.name);
+    await removeNat(this.name, 'ip');
+    await removeNat(this.name, 'ip6');
     await deleteLink(this.bridge);
   }
 
@@ -187,6 +215,7 @@ export class Networks {
       if (await fs.stat(path.join(this.dir, name, RECORD)).then(() => true, () => false)) throw new AlreadyExists(`a network named "${name}" already exists`);
       if (await link(name)) throw new AlreadyExists(`the host already has a link named "${name}" (not an lxq network): choose another name`);
       config['ipv4.address'] = await this.subnetFor(name, config['ipv4.address'] ?? 'auto');
+      if (config['ipv6.address']) config['ipv6.address'] = await this.subnet6For(name, config['ipv6.address']);
       const record: NetworkRecord = { version: 1, name, type: 'bridge', config, createdAt: new Date().toISOString() };
       await fs.mkdir(this.dir, { recursive: true, mode: 0o711 });
       const tmp = path.join(this.dir, `.${name}.tmp-${randomBytes(4).toString('hex')}`);
@@ -219,6 +248,20 @@ export class Networks {
     return wanted;
   }
 
+  /** "none" stays; "auto": a free ULA /64; a given subnet: refused if it overlaps the host's or another network's. */
+  private async subnet6For(name: string, wanted: string): Promise<string> {
+    if (wanted === 'none') return wanted;
+    const others = (await this.list()).flatMap((n) => (n.name !== name && n.cidr6 ? [{ name: n.name, c: parseCidr6(n.cidr6) }] : []));
+    const host = await hostSubnets6();
+    if (wanted === 'auto') return formatCidr6(pickFreeUla([...host, ...others.map((o) => o.c)]));
+    const c = parseCidr6(wanted);
+    const clash = others.find((o) => overlaps6(o.c, c));
+    if (clash) throw new InvalidArgument(`ipv6.address ${wanted} overlaps network ${clash.name} (${formatCidr6(clash.c)})`);
+    const route = host.find((h) => overlaps6(h, c));
+    if (route) throw new InvalidArgument(`ipv6.address ${wanted} overlaps a route or address of the host (${formatCidr6(route)})`);
+    return wanted;
+  }
+
   /** Changes keys; the ones that cannot change in place are refused (Busy) while instances use the network. */
   update(name: string, patch: Record<string, string | number | boolean | null>): Promise<Network> {
     return this.serialized(async () => {
@@ -234,6 +277,7 @@ export class Networks {
         const users = await this.users(name);
         if (users.length) throw new Busy(`network ${name} is used by ${[...new Set(users.map((u) => u.instance))].join(', ')}: ${fixed.join(', ')} cannot change while instances use it`, users.map((u) => u.instance));
         if (changed.includes('ipv4.address')) next['ipv4.address'] = await this.subnetFor(name, next['ipv4.address'] ?? 'auto');
+        if (changed.includes('ipv6.address')) next['ipv6.address'] = await this.subnet6For(name, next['ipv6.address'] ?? 'none');
       }
       const record: NetworkRecord = { ...(await readJson<NetworkRecord>(path.join(network.dir, RECORD))), config: next };
       const updated = this.open(name, record);

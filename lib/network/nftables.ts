@@ -1,12 +1,11 @@
 /**
- * NAT for a network: a table of lxq's own per network (`ip lxq_<name>`), never a rule in another
+ * NAT for a network: a table of lxq's own per network and family (`ip lxq_<name>`, `ip6 lxq_<name>`), never a rule in another
  * table. It masquerades what leaves the subnet and lets the bridge's traffic be forwarded.
  */
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 
 import { OperationFailed } from '../errors';
-import { formatIpv4, parseCidr } from './addresses';
 
 const execFileP = promisify(execFile);
 
@@ -25,23 +24,23 @@ function nft(input: string): Promise<void> {
   });
 }
 
-export async function tableExists(network: string): Promise<boolean> {
-  return execFileP('nft', ['list', 'table', 'ip', natTable(network)]).then(() => true, () => false);
+export type NatFamily = 'ip' | 'ip6';
+
+export async function tableExists(network: string, family: NatFamily = 'ip'): Promise<boolean> {
+  return execFileP('nft', ['list', 'table', family, natTable(network)]).then(() => true, () => false);
 }
 
-/** Replaces the network's table in one transaction. */
-export async function applyNat(network: string, bridge: string, cidr: string): Promise<void> {
-  const c = parseCidr(cidr);
-  const subnet = `${formatIpv4(c.network)}/${c.prefix}`;
-  const t = natTable(network);
+/** Replaces the network's table of `family` in one transaction; `subnet` is the network's ("10.1.2.0/24", "fd42:1:2:3::/64"). */
+export async function applyNat(network: string, bridge: string, subnet: string, family: NatFamily = 'ip'): Promise<void> {
+  const t = `${family} ${natTable(network)}`;
   await nft(
     [
-      `table ip ${t}`,
-      `delete table ip ${t}`,
-      `table ip ${t} {`,
+      `table ${t}`,
+      `delete table ${t}`,
+      `table ${t} {`,
       '  chain postrouting {',
       '    type nat hook postrouting priority srcnat; policy accept;',
-      `    ip saddr ${subnet} ip daddr != ${subnet} masquerade`,
+      `    ${family} saddr ${subnet} ${family} daddr != ${subnet} masquerade`,
       '  }',
       '  chain forward {',
       '    type filter hook forward priority filter; policy accept;',
@@ -54,6 +53,6 @@ export async function applyNat(network: string, bridge: string, cidr: string): P
   );
 }
 
-export async function removeNat(network: string): Promise<void> {
-  if (await tableExists(network)) await nft(`delete table ip ${natTable(network)}\n`);
+export async function removeNat(network: string, family: NatFamily = 'ip'): Promise<void> {
+  if (await tableExists(network, family)) await nft(`delete table ${family} ${natTable(network)}\n`);
 }

@@ -9,8 +9,9 @@ import { X509Certificate } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
+import * as tls from 'node:tls';
 
-import { AlreadyExists, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, Timeout } from '../errors';
+import { AlreadyExists, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, PermissionDenied, Timeout } from '../errors';
 
 /**
  * Debian's LXD socket, /var/lib/lxd/unix.socket: where `Host.connect()` looks by default.
@@ -116,17 +117,26 @@ export function lxdError(d: LxdErrorDetails): LxqError {
   const msg = `LXD ${d.method} ${d.path}: ${d.serverMessage} (${d.status})`;
   const m = d.serverMessage.toLowerCase();
   let e: LxqError;
-  if (d.status === 404 || /\bnot found\b/.test(m)) e = new NotFound(msg);
+  if (d.status === 403) e = new PermissionDenied(msg);
+  else if (d.status === 404 || /\bnot found\b/.test(m)) e = new NotFound(msg);
   else if (d.status === 409 || /already exists/.test(m)) e = new AlreadyExists(msg);
   else if (d.status === 412) e = new InvalidState(msg);
+  // The instance's state refuses it, whether LXD says so at once (400) or in the operation.
+  else if (/already (running|stopped|frozen)|\bis (not )?running|isn't running|not frozen|is frozen/.test(m)) e = new InvalidState(msg);
   else if (d.status === 400 && !d.operation && /not supported|isn't supported|unsupported|no .* support|cannot run|virtuali[sz]ation/.test(m)) e = new NotSupported(msg);
   else if (d.status === 400 && !d.operation) e = new InvalidArgument(msg);
-  else if (/already running|is not running|isn't running|already frozen|not frozen|is frozen/.test(m)) e = new InvalidState(msg);
   else if (/not supported|unsupported|cannot run|virtuali[sz]ation|kvm/.test(m)) e = new NotSupported(msg);
   else e = new OperationFailed(msg, { call: `${d.method} ${d.path}` });
   Object.assign(e, { lxd: d });
   return e;
 }
+
+/** OpenSSL's verification failures as node reports them (e.code): the peer is not the certificate we trust. */
+const TLS_VERIFY_ERRORS = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_SIGNATURE_FAILURE', 'CERT_UNTRUSTED', 'CERT_REJECTED', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
 
 /**
  * A client for LXD's REST API 1.0 over its unix socket or HTTPS: typed errors, waited-on operations, timeouts.
@@ -145,6 +155,8 @@ export class LxdClient {
   private readonly base: { socketPath?: string; host?: string; port?: number };
   readonly timeoutMs: number;
   readonly where: string;
+  /** The pinned server certificate's SHA-256 fingerprint (https only). */
+  private readonly pinned?: string;
 
   constructor(ep: LxdEndpoint = {}) {
     this.project = ep.project;
@@ -161,12 +173,25 @@ export class LxdClient {
       this.secure = true;
       this.base = { host: u.hostname, port: Number(u.port || 8443) };
       const pinned = String(ep.serverCert);
-      const want = new X509Certificate(pinned).fingerprint256;
+      let want: string;
+      try {
+        want = new X509Certificate(pinned).fingerprint256;
+      } catch (e) {
+        throw new InvalidArgument(`LXD serverCert is not a PEM certificate: ${(e as Error).message}`);
+      }
+      try {
+        // Parses the client certificate and checks that the key is its own, before any connection.
+        tls.createSecureContext({ cert: ep.cert, key: ep.key });
+      } catch (e) {
+        throw new InvalidArgument(`LXD client cert/key: ${(e as Error).message} (expected a PEM certificate and its own PEM private key)`);
+      }
+      this.pinned = want;
       this.agent = new https.Agent({
         keepAlive: true,
         maxSockets: 8,
         cert: ep.cert,
         key: ep.key,
+        // The pinned certificate is the only trust anchor, so any other fails verification.
         ca: pinned,
         // LXD's certificates are self-signed for names that rarely match: pin the certificate itself.
         checkServerIdentity: (_host, peer) => {
@@ -229,11 +254,7 @@ export class LxdClient {
           resolve({ ...r, etag, headers: res.headers });
         });
       });
-      req.on('error', (e: NodeJS.ErrnoException) => {
-        if (e instanceof LxqError) return reject(e);
-        const why = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? `no LXD server answers at ${this.where}` : `cannot reach LXD at ${this.where}`;
-        reject(new OperationFailed(`${why}: ${e.message}`, { call: `${method} ${path}`, errno: typeof e.errno === 'number' ? e.errno : undefined }, { cause: e }));
-      });
+      req.on('error', (e: NodeJS.ErrnoException) => reject(this.connectionError(e, method, path)));
       req.setTimeout(timeoutMs, () => req.destroy(new Timeout(`LXD ${method} ${path}: no answer from ${this.where} within ${timeoutMs} ms`)));
       if (opts.stream) {
         const src = createReadStream(opts.stream);
@@ -243,6 +264,16 @@ export class LxdClient {
         req.end(payload);
       }
     });
+  }
+
+  /** What went wrong before the server answered, typed: refused or missing, a certificate not the pinned one, a timeout. */
+  private connectionError(e: NodeJS.ErrnoException, method: string, path: string): LxqError {
+    if (e instanceof LxqError) return e;
+    const call = `${method} ${path}`;
+    if (this.secure && (TLS_VERIFY_ERRORS.has(String(e.code)) || /is not the pinned/.test(e.message)))
+      return new PermissionDenied(`LXD at ${this.where}: the server's certificate is not the pinned one (${this.pinned}): ${e.message}`, { cause: e });
+    const why = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? `no LXD server answers at ${this.where}` : `cannot reach LXD at ${this.where}`;
+    return new OperationFailed(`${why}: ${e.message}`, { call, errno: typeof e.errno === 'number' ? e.errno : undefined }, { cause: e });
   }
 
   /** Waits for a background operation; resolves with the finished operation, throws its error typed. */

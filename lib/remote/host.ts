@@ -1,13 +1,17 @@
 /**
- * A host whose instances live on an LXD server: `Host.connect(options)`. Instances are driven
- * through the REST API (lib/remote/client.ts): lifecycle through PUT …/state, state from …/state
- * mapped to lxq's InstanceState fields. New instances go on `target` (a cluster member) if given.
+ * A host whose instances live on an LXD server: `Host.connect(options)`. Its instances are lxq
+ * Instances (lib/remote/instance.ts), one object per name, kept up to date by the host's events
+ * websocket (lib/remote/events.ts). New instances go on `target` (a cluster member) if given.
  */
-import { InvalidArgument, InvalidState, LxqError, NotFound, NotSupported } from '../errors';
-import type { InstanceState, InstanceStatus, InstanceType, NetworkInterface, StopOptions } from '../instance/instance';
-import { reportedAddresses } from '../instance/instance';
+import type WebSocket from 'ws';
+
+import { InvalidArgument, NotSupported, PermissionDenied } from '../errors';
+import { type EventsOptions, type LifecycleAction, type LifecycleEvent, lifecycleEvents, type LifecycleIterator } from '../events/lifecycle';
+import type { InstanceType } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
-import { remoteExec, RemoteExecOptions, RemoteExecResult } from './exec';
+import { RemoteEvents } from './events';
+import { RemoteImages } from './images';
+import { checkName, LXD_NAME, lxdType, RemoteInstance, type RemoteInstanceHooks } from './instance';
 
 /**
  * Where an LXD server is and how to authenticate to it, and the cluster member new instances go on.
@@ -40,16 +44,13 @@ export interface RemoteCreateOptions {
   config?: Record<string, string>;
 }
 
-const NAME = /^[a-zA-Z][a-zA-Z0-9-]{0,62}$/;
-const checkName = (name: string) => {
-  if (typeof name !== 'string' || !NAME.test(name) || name.endsWith('-'))
-    throw new InvalidArgument(`instance name ${JSON.stringify(name)}: LXD accepts letters, digits and '-', starting with a letter, at most 63 characters`);
-};
-
-const STATUS: Record<string, InstanceStatus> = {
-  Running: 'running', Stopped: 'stopped', Frozen: 'frozen', Error: 'error', Starting: 'starting', Stopping: 'stopping', Freezing: 'freezing',
-};
-const status = (s: string): InstanceStatus => STATUS[s] ?? 'error';
+/** A target must be a member of the server's cluster: refused up front, in the server's words, rather than at the first create. */
+async function checkTarget(client: LxdClient, target: string): Promise<void> {
+  if (typeof target !== 'string' || !LXD_NAME.test(target)) throw new InvalidArgument(`target ${JSON.stringify(target)} is not a cluster member name`);
+  if (!(await client.request('GET', '/1.0/cluster')).metadata?.enabled)
+    throw new InvalidArgument(`target ${JSON.stringify(target)}: the LXD server at ${client.where} is not clustered`);
+  await client.request('GET', `/1.0/cluster/members/${encodeURIComponent(target)}`);
+}
 
 /**
  * Instances on an LXD server, through its REST API (`Host.connect`).
@@ -62,12 +63,95 @@ const status = (s: string): InstanceStatus => STATUS[s] ?? 'error';
  * ```
  */
 export class RemoteHost {
+  /** The server's images; `copyFrom(localHost.images, name)` puts an lxq image there. */
+  readonly images: RemoteImages;
+  /** The instances this host has handed out, one object per name (as a local host does). */
+  private readonly held = new Map<string, RemoteInstance>();
+  private readonly hub: RemoteEvents;
+  private readonly hooks: RemoteInstanceHooks;
+  /** The websockets of running commands and attached consoles, closed with the host. */
+  private readonly sockets = new Set<WebSocket>();
+
   private constructor(
     readonly client: LxdClient,
     readonly target: string | undefined,
     /** What the server says it can run (GET /1.0 environment.instance_types or its drivers). */
     readonly instanceTypes: string[],
-  ) {}
+  ) {
+    this.images = new RemoteImages(client);
+    this.hub = new RemoteEvents(client, {
+      external: (name, action, context) => this.external(name, action, context),
+      reconnected: () => void Promise.all([...this.held.values()].map((i) => i.resync())),
+    });
+    this.hooks = {
+      expect: (name, actions) => this.hub.expect(name, actions),
+      sockets: {
+        finished: (r, what) => this.hub.operationDone(r, what),
+        track: (ws) => {
+          this.sockets.add(ws);
+          ws.once('close', () => this.sockets.delete(ws));
+        },
+      },
+      deleted: (i) => void (this.held.get(i.name) === i && this.held.delete(i.name)),
+      renamed: (i, previous) => {
+        if (this.held.get(previous) === i) this.held.delete(previous);
+        this.held.set(i.name, i);
+      },
+    };
+  }
+
+  /**
+   * Lifecycle events of the server's instances (LXD's action names, the local host's shape),
+   * made by this process (`requestor: 'local'`) or by any other client ('external'). Resolves
+   * once the events websocket is open; it reconnects by itself after a loss.
+   */
+  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): Promise<void> {
+    if (event !== 'lifecycle') throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle"`);
+    return this.hub.subscribe(listener);
+  }
+
+  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): void {
+    this.hub.unsubscribe(listener);
+  }
+
+  /** The lifecycle events as an async iterator, ended by `signal` (as a local host's `events()`). */
+  events(options: EventsOptions = {}): LifecycleIterator {
+    return lifecycleEvents(this.hub, options);
+  }
+
+  /** How many times the events websocket was made again after a loss. */
+  get eventReconnects(): number {
+    return this.hub.reconnects;
+  }
+
+  private external(name: string, action: LifecycleAction, context: Record<string, unknown>): void {
+    const previous = typeof context.old_name === 'string' ? context.old_name : undefined;
+    if (action === 'instance-renamed' && previous) {
+      const i = this.held.get(previous);
+      this.held.delete(previous);
+      // Its next read finds it under the new name.
+      if (i) void i.renamedElsewhere(name);
+      return;
+    }
+    const i = this.held.get(name);
+    if (!i) return;
+    i.observeExternal(action);
+    if (action === 'instance-deleted') this.held.delete(name);
+  }
+
+  /** One object per instance: a known one is kept (its listeners too), with what the server says now. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private hold(meta: any, etag?: string): RemoteInstance {
+    this.hub.knowType(meta.name, lxdType(meta.type));
+    const known = this.held.get(meta.name);
+    if (known && known.createdAt.getTime() === new Date(meta.created_at).getTime()) {
+      known.adopt(meta, etag);
+      return known;
+    }
+    const i = new RemoteInstance(this.client, meta, this.hooks, etag);
+    this.held.set(i.name, i);
+    return i;
+  }
 
   /** Connects and checks that the server trusts us and the project exists. */
   static async connect(options: ConnectOptions = {}): Promise<RemoteHost> {
@@ -75,11 +159,16 @@ export class RemoteHost {
     let types: string[] = [];
     try {
       const info = (await client.request('GET', '/1.0')).metadata;
-      if (info.auth !== 'trusted') throw new InvalidArgument(`LXD at ${client.where} does not trust this client (auth: ${info.auth})`);
+      // An untrusted client is told so by GET /1.0 (auth: untrusted); the server's own refusal (403) says why.
+      if (info.auth !== 'trusted') {
+        await client.request('GET', '/1.0/instances');
+        throw new PermissionDenied(`LXD at ${client.where} does not trust this client (auth: ${info.auth})`);
+      }
       // LXD 5.0 names its drivers ("lxc | qemu"); newer servers also list instance_types.
       const env = info.environment ?? {};
       types = env.instance_types ?? String(env.driver ?? '').split('|').map((d: string) => ({ lxc: 'container', qemu: 'virtual-machine' })[d.trim()]).filter(Boolean);
       if (options.project) await client.request('GET', `/1.0/projects/${encodeURIComponent(options.project)}`);
+      if (options.target !== undefined) await checkTarget(client, options.target);
     } catch (e) {
       client.close();
       throw e;
@@ -104,25 +193,26 @@ export class RemoteHost {
       if (why !== undefined) throw new NotSupported(`${why} (the server lists instance types: ${this.instanceTypes.join(', ')})`);
     }
     const source = /^[0-9a-f]{12,64}$/.test(options.image) ? { type: 'image', fingerprint: options.image } : { type: 'image', alias: options.image };
+    const done = this.hub.expect(name, ['instance-created']);
     await this.client.call('POST', this.client.url('/1.0/instances', { target: this.target }), {
       name,
       type: type === 'vm' ? 'virtual-machine' : 'container',
       source,
       ...(options.profiles ? { profiles: options.profiles } : {}),
       config: options.config ?? {},
-    });
+    }).finally(done);
     return this.get(name);
   }
 
   async get(name: string): Promise<RemoteInstance> {
     checkName(name);
-    const m = (await this.client.request('GET', this.client.url(`/1.0/instances/${name}`))).metadata;
-    return new RemoteInstance(this.client, m);
+    const r = await this.client.request('GET', this.client.url(`/1.0/instances/${name}`));
+    return this.hold(r.metadata, r.etag);
   }
 
   async list(): Promise<RemoteInstance[]> {
     const all = (await this.client.request('GET', this.client.url('/1.0/instances', { recursion: '1' }))).metadata as Array<Record<string, unknown>>;
-    return all.map((m) => new RemoteInstance(this.client, m));
+    return all.map((m) => this.hold(m));
   }
 
   /** The cluster's members (GET /1.0/cluster/members); a server that is not clustered is one member of its own. */
@@ -137,6 +227,9 @@ export class RemoteHost {
   }
 
   close(): void {
+    this.hub.close();
+    for (const ws of this.sockets) ws.terminate();
+    this.sockets.clear();
     this.client.close();
   }
 }
@@ -158,126 +251,3 @@ export interface ClusterMember {
   architecture: string;
   message: string;
 }
-
-/**
- * An instance on an LXD server: lifecycle, state and exec through the REST API.
- *
- * @example
- * ```ts
- * const r = await lxd.get('web1');
- * console.log((await r.exec(['hostname'])).stdout, await r.status());
- * await r.stop({ force: true });
- * ```
- */
-export class RemoteInstance {
-  readonly name: string;
-  readonly type: InstanceType;
-  readonly createdAt: Date;
-  readonly location?: string;
-
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  constructor(private readonly client: LxdClient, meta: any) {
-    this.name = meta.name;
-    this.type = meta.type === 'virtual-machine' ? 'vm' : 'container';
-    this.createdAt = new Date(meta.created_at);
-    this.location = meta.location || undefined;
-  }
-
-  private get path(): string {
-    return `/1.0/instances/${this.name}`;
-  }
-
-  private setState(body: Record<string, unknown>): Promise<unknown> {
-    return this.client.call('PUT', this.client.url(`${this.path}/state`), body);
-  }
-
-  async status(): Promise<InstanceStatus> {
-    return status((await this.client.request('GET', this.client.url(this.path))).metadata.status);
-  }
-
-  async start(): Promise<void> {
-    if ((await this.status()) === 'running') throw new InvalidState(`${this.name} is already running`, 'running');
-    await this.setState({ action: 'start', timeout: 30 });
-  }
-
-  /** As locally: a clean shutdown for `timeout` seconds (default 30), then a forced stop. */
-  async stop(options: StopOptions = {}): Promise<void> {
-    const s = await this.status();
-    if (s === 'stopped') throw new InvalidState(`${this.name} is not running`, s);
-    if (options.force) return void (await this.setState({ action: 'stop', force: true }));
-    const timeout = options.timeout ?? 30;
-    if (!(Number.isFinite(timeout) && timeout >= 0)) throw new InvalidArgument(`stop: timeout ${timeout} is not a number of seconds >= 0`);
-    try {
-      await this.setState({ action: 'stop', force: false, timeout: Math.ceil(timeout) });
-    } catch (e) {
-      if (!(e instanceof LxqError) || e instanceof NotFound) throw e;
-      // The clean shutdown may finish between the status read and the forced stop: not a failure.
-      if ((await this.status()) !== 'stopped') await this.setState({ action: 'stop', force: true }).catch(async (f) => ((await this.status()) === 'stopped' ? undefined : Promise.reject(f)));
-    }
-  }
-
-  async restart(options: StopOptions = {}): Promise<void> {
-    await this.stop(options);
-    await this.start();
-  }
-
-  async freeze(): Promise<void> {
-    const s = await this.status();
-    if (s !== 'running') throw new InvalidState(`${this.name} is ${s}: only a running instance can be frozen`, s);
-    await this.setState({ action: 'freeze' });
-  }
-
-  async unfreeze(): Promise<void> {
-    const s = await this.status();
-    if (s !== 'frozen') throw new InvalidState(`${this.name} is ${s}, not frozen`, s);
-    await this.setState({ action: 'unfreeze' });
-  }
-
-  async delete(options: { force?: boolean } = {}): Promise<void> {
-    const s = await this.status();
-    if (s !== 'stopped') {
-      if (!options.force) throw new InvalidState(`${this.name} is ${s}: stop it first or delete with { force: true }`, s);
-      await this.setState({ action: 'stop', force: true });
-    }
-    await this.client.call('DELETE', this.client.url(this.path));
-  }
-
-  async state(): Promise<InstanceState> {
-    const m = (await this.client.request('GET', this.client.url(`${this.path}/state`))).metadata;
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    const interfaces: NetworkInterface[] = Object.entries<any>(m.network ?? {}).map(([name, n]) => ({
-      name,
-      hwaddr: n.hwaddr ?? '',
-      mtu: n.mtu ?? 0,
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any
-      addresses: (n.addresses ?? []).map((a: any) => ({ family: a.family === 'inet6' ? 'inet6' : 'inet', address: a.address, prefix: Number(a.netmask) })),
-      counters: {
-        bytesReceived: n.counters?.bytes_received ?? 0,
-        bytesSent: n.counters?.bytes_sent ?? 0,
-        packetsReceived: n.counters?.packets_received ?? 0,
-        packetsSent: n.counters?.packets_sent ?? 0,
-      },
-    }));
-    return {
-      status: status(m.status),
-      pid: m.pid > 0 ? m.pid : null,
-      cpu: { usageNs: m.cpu?.usage ?? 0 },
-      memory: { usageBytes: m.memory?.usage ?? 0, limitBytes: null },
-      processes: m.processes > 0 ? m.processes : 0,
-      network: { addresses: reportedAddresses(interfaces), interfaces },
-      devices: [],
-    };
-  }
-
-  /** Runs a command (no pty) through LXD's exec websockets: separate stdout/stderr, exit code, stdin. */
-  exec(command: string[], options: RemoteExecOptions = {}): Promise<RemoteExecResult> {
-    return remoteExec(this.client, this.path, command, options);
-  }
-
-  /** The console's log (what the instance's init wrote), as LXD keeps it. */
-  async consoleLog(): Promise<string> {
-    const r = await this.client.request('GET', this.client.url(`${this.path}/console`), undefined, { binary: true });
-    return r.raw?.toString('utf8') ?? '';
-  }
-}
-

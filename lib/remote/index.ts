@@ -1,4 +1,7 @@
 export { DEFAULT_SOCKET, LxdClient, lxdError } from './client';
 export type { LxdEndpoint, LxdErrorDetails, LxdResponse, RequestOptions } from './client';
-export { RemoteHost, RemoteInstance } from './host';
+export { RemoteHost } from './host';
+export { RemoteInstance } from './instance';
 export type { ClusterMember, ConnectOptions, RemoteCreateOptions } from './host';
+export { RemoteImages } from './images';
+export type { CopyImageOptions, RemoteImageInfo } from './images';

@@ -4,8 +4,8 @@ import * as path from 'node:path';
 
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 import { resetMachineId } from './move';
-import { copyTree } from './tree';
-import type { SnapshotRef, StorageDriver } from './types';
+import { copyTree, copyTreeUnshifted } from './tree';
+import type { CopyToOptions, SnapshotRef, StorageDriver } from './types';
 
 export interface ContainerStorageHooks {
   dir(): string;
@@ -13,6 +13,9 @@ export interface ContainerStorageHooks {
   unfreeze(): Promise<void>;
   /** Writes the liblxc config derived from `record` for this container. */
   writeConfig(record: InstanceRecord): Promise<void>;
+  record(): InstanceRecord;
+  /** The id map a rootfs made under `record` is shifted by (null: privileged, not shifted). */
+  idmap(record: InstanceRecord): { base: number; size: number } | null;
 }
 
 export class ContainerStorage implements StorageDriver {
@@ -33,12 +36,21 @@ export class ContainerStorage implements StorageDriver {
     }
   }
 
-  async copyTo(into: string, options: { status: InstanceStatus; snapshot?: SnapshotRef; snapshots: boolean }): Promise<void> {
+  async copyTo(into: string, options: CopyToOptions): Promise<void> {
     if (options.snapshot) await copyTree(path.join(options.snapshot.dir, 'rootfs'), path.join(into, 'rootfs'));
     else await this.capture(into, options);
     await resetMachineId(path.join(into, 'rootfs'));
     const snapshots = path.join(this.hooks.dir(), 'snapshots');
     if (options.snapshots && (await fs.lstat(snapshots).then(() => true, () => false))) await copyTree(snapshots, path.join(into, 'snapshots'));
+  }
+
+  /** An image's `rootfs/`, its ids back to the image's own (0-based), its machine id emptied for the instances made of it. */
+  async publishTo(into: string, options: { snapshot?: SnapshotRef }): Promise<Record<string, unknown>> {
+    const record = options.snapshot?.meta.record ?? this.hooks.record();
+    const from = options.snapshot ? path.join(options.snapshot.dir, 'rootfs') : this.rootfs;
+    await copyTreeUnshifted(from, path.join(into, 'rootfs'), this.hooks.idmap(record));
+    await resetMachineId(path.join(into, 'rootfs'));
+    return structuredClone(record.imageMeta);
   }
 
   async stageRestore(snapshot: SnapshotRef, staging: string): Promise<void> {

@@ -5,6 +5,7 @@
  * with its record written last, so a crash leaves either nothing or what an interrupted create
  * leaves (a directory without a record, cleared by the next create of that name).
  */
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
@@ -28,4 +29,15 @@ export async function resetMachineId(rootfs: string): Promise<void> {
   const file = path.join(rootfs, 'etc', 'machine-id');
   const st = await fs.lstat(file).catch(() => undefined);
   if (st?.isFile()) await fs.truncate(file, 0);
+}
+
+/**
+ * A machine id for a VM whose image runs systemd, given to it as `systemd.machine_id=` on the
+ * kernel command line at every boot (systemd then writes it to /etc/machine-id). A VM's disk
+ * cannot be edited safely from the host (a copy of a running VM's disk is crash-consistent: its
+ * ext4 journal is replayed by the guest's kernel, never by a host tool), so rather than empty the
+ * file in the copied disk, the copy's first boot is handed a new id.
+ */
+export function newMachineId(): string {
+  return randomBytes(16).toString('hex');
 }

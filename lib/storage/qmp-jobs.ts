@@ -1,16 +1,19 @@
 /**
- * QMP snapshot jobs of a running VM (QEMU 6.0+): `snapshot-save`, `snapshot-load` and
- * `snapshot-delete` run as jobs; each is followed through JOB_STATUS_CHANGE to `concluded`,
- * its own error read from `query-jobs`, then dismissed.
+ * QMP jobs of a running VM: `snapshot-save`, `snapshot-load` and `snapshot-delete` (QEMU 6.0+)
+ * and `blockdev-backup`; each is followed through JOB_STATUS_CHANGE to `concluded`, its own
+ * error read from `query-jobs`, then dismissed.
  */
 import { randomBytes } from 'node:crypto';
 
 import { OperationFailed, Timeout } from '../errors';
 import type { QmpClient, QmpEvent } from '../qmp';
+import { run } from './run';
 
 const JOB_TIMEOUT_MS = 600_000;
 
-export async function runSnapshotJob(qmp: QmpClient, command: 'snapshot-save' | 'snapshot-load' | 'snapshot-delete', args: Record<string, unknown>, vm: string): Promise<void> {
+type JobCommand = 'snapshot-save' | 'snapshot-load' | 'snapshot-delete' | 'blockdev-backup';
+
+export async function runJob(qmp: QmpClient, command: JobCommand, args: Record<string, unknown>, vm: string): Promise<void> {
   const id = `lxq-${command}-${randomBytes(4).toString('hex')}`;
   let listener: ((e: QmpEvent) => void) | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -40,4 +43,23 @@ export async function diskNode(qmp: QmpClient, disk: string): Promise<string> {
   const node = blocks.find((b) => b.inserted?.file === disk)?.inserted?.['node-name'];
   if (!node) throw new OperationFailed(`QEMU has no block node for ${disk}`, { call: 'qmp:query-block' });
   return node;
+}
+
+/**
+ * A point-in-time copy of a running (or paused) VM's disk `node` into `target`, a new qcow2:
+ * with `backing`, an overlay on it holding the source's own layer (`sync: top`); without, the
+ * whole disk flattened (`sync: full`). A backup job copies before the guest overwrites, so the
+ * copy is of the moment the job started (crash-consistent, as a power cut), never torn.
+ */
+export async function backupDisk(qmp: QmpClient, node: string, target: string, options: { backing?: string; virtualSize: number }, vm: string): Promise<void> {
+  const onto = options.backing ? ['-F', 'qcow2', '-b', options.backing] : [];
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', ...onto, target, String(options.virtualSize)]);
+  const nodeName = `lxq-backup-${randomBytes(4).toString('hex')}`;
+  await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': nodeName, file: { driver: 'file', filename: target } });
+  try {
+    // auto-dismiss off: the concluded job stays until read, so its error can be.
+    await runJob(qmp, 'blockdev-backup', { device: node, target: nodeName, sync: options.backing ? 'top' : 'full', 'auto-dismiss': false }, vm);
+  } finally {
+    await qmp.execute('blockdev-del', { 'node-name': nodeName }).catch(() => undefined);
+  }
 }

@@ -31,7 +31,8 @@ export interface StorageSubject {
   /** Stop and start inside the queue (graceful, then forced). */
   stop(): Promise<void>;
   start(): Promise<void>;
-  emit(event: 'snapshot-created' | 'snapshot-restored' | 'snapshot-deleted' | 'snapshot-renamed', payload: { name: string; snapshot: string; previous?: string }): void;
+  /** Emits the instance's event and reports it host-wide (`instance-snapshot-*`); resolves once reported. */
+  emit(event: 'snapshot-created' | 'snapshot-restored' | 'snapshot-deleted' | 'snapshot-renamed', payload: { name: string; snapshot: string; previous?: string }): Promise<void>;
 }
 
 const META = 'snapshot.json';
@@ -109,7 +110,7 @@ export class Snapshots implements InstanceSnapshots {
         await fs.rm(staging, { recursive: true, force: true });
         throw e;
       }
-      this.subject.emit('snapshot-created', { name: this.subject.name(), snapshot: chosen });
+      await this.subject.emit('snapshot-created', { name: this.subject.name(), snapshot: chosen });
       return this.info(await this.ref(chosen));
     });
   }
@@ -144,7 +145,7 @@ export class Snapshots implements InstanceSnapshots {
       const record: InstanceRecord = { ...structuredClone(snap.meta.record), name: current.name, createdAt: current.createdAt };
       if (options.stateful !== false && (await driver.restoreLive?.(snap, status))) {
         await this.subject.saveRecord(record);
-        this.subject.emit('snapshot-restored', { name: this.subject.name(), snapshot: name });
+        await this.subject.emit('snapshot-restored', { name: this.subject.name(), snapshot: name });
         return;
       }
       const staging = stagingPath(this.subject.dir(), 'restore');
@@ -161,7 +162,7 @@ export class Snapshots implements InstanceSnapshots {
       await writeJsonAtomic(path.join(this.subject.dir(), JOURNAL), journal);
       await this.rollForward(journal);
       if (wasRunning) await this.subject.start();
-      this.subject.emit('snapshot-restored', { name: this.subject.name(), snapshot: name });
+      await this.subject.emit('snapshot-restored', { name: this.subject.name(), snapshot: name });
     });
   }
 
@@ -173,7 +174,7 @@ export class Snapshots implements InstanceSnapshots {
       await this.ref(from);
       if ((await this.names()).includes(to)) throw new AlreadyExists(`${this.subject.name()} already has a snapshot named "${to}"`);
       await renameNew(path.join(this.root, from), path.join(this.root, to));
-      this.subject.emit('snapshot-renamed', { name: this.subject.name(), snapshot: to, previous: from });
+      await this.subject.emit('snapshot-renamed', { name: this.subject.name(), snapshot: to, previous: from });
     });
   }
 
@@ -182,7 +183,7 @@ export class Snapshots implements InstanceSnapshots {
     return this.subject.serialized(async () => {
       await this.recover();
       await this.remove(await this.ref(name));
-      this.subject.emit('snapshot-deleted', { name: this.subject.name(), snapshot: name });
+      await this.subject.emit('snapshot-deleted', { name: this.subject.name(), snapshot: name });
     });
   }
 
@@ -200,7 +201,9 @@ export class Snapshots implements InstanceSnapshots {
     for (const n of await this.names()) {
       const snap = await this.ref(n).catch(() => undefined);
       // One that cannot go now (a running VM's) is pruned at a later touch; it never fails the call.
-      if (snap?.meta.expiresAt && new Date(snap.meta.expiresAt).getTime() <= now) await this.remove(snap).catch(() => undefined);
+      if (!snap?.meta.expiresAt || new Date(snap.meta.expiresAt).getTime() > now) continue;
+      const removed = await this.remove(snap).then(() => true, () => false);
+      if (removed) await this.subject.emit('snapshot-deleted', { name: this.subject.name(), snapshot: n });
     }
   }
 

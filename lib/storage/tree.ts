@@ -32,12 +32,28 @@ export async function diskUsage(target: string): Promise<number> {
  * image is not for a container to open.
  */
 export async function copyTreeShifted(src: string, dst: string, shift: number): Promise<void> {
+  await copyTreeMapped(src, dst, shift === 0 ? undefined : (id) => id + shift);
+}
+
+/** The uid/gid nobody has on Debian: what an id outside a container's map becomes in an image. */
+const OVERFLOW_ID = 65534;
+
+/**
+ * The reverse of copyTreeShifted, for an image made of an unprivileged container (publish): ids
+ * of the container's range `[base, base + size)` go back to 0-based; an id outside it (a host
+ * file the container saw as nobody) becomes nobody, as the container saw it.
+ */
+export async function copyTreeUnshifted(src: string, dst: string, map: { base: number; size: number } | null): Promise<void> {
+  await copyTreeMapped(src, dst, map ? (id) => (id >= map.base && id < map.base + map.size ? id - map.base : OVERFLOW_ID) : undefined);
+}
+
+async function copyTreeMapped(src: string, dst: string, mapId: ((id: number) => number) | undefined): Promise<void> {
   await fs.mkdir(dst, { mode: 0o700 }); // EEXIST: never a copy into something already there
   await copyTree(src, dst);
   const dump = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-caps-')), 'caps');
   try {
     const { stdout } = await run('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match=^security\\.capability$', '--', dst]);
-    await shiftIds(dst, shift, new Set());
+    await shiftIds(dst, mapId, new Set());
     if (stdout.trim()) {
       await fs.writeFile(dump, stdout);
       await run('setfattr', ['--no-dereference', `--restore=${dump}`]);
@@ -47,20 +63,20 @@ export async function copyTreeShifted(src: string, dst: string, shift: number): 
   }
 }
 
-async function shiftIds(p: string, shift: number, seen: Set<number>): Promise<void> {
+async function shiftIds(p: string, mapId: ((id: number) => number) | undefined, seen: Set<number>): Promise<void> {
   const st = await fs.lstat(p, { bigint: false });
   if (st.isBlockDevice() || st.isCharacterDevice()) return fs.rm(p);
   if (st.nlink > 1 && !st.isDirectory()) {
     if (seen.has(st.ino)) return;
     seen.add(st.ino);
   }
-  if (shift !== 0) {
-    await fs.lchown(p, st.uid + shift, st.gid + shift);
+  if (mapId) {
+    await fs.lchown(p, mapId(st.uid), mapId(st.gid));
     if (!st.isSymbolicLink()) await fs.chmod(p, st.mode & 0o7777);
   }
   if (st.isDirectory()) {
     const entries = await fs.readdir(p);
     // In batches: a whole tree at once would open more files than the process may.
-    for (let i = 0; i < entries.length; i += 64) await Promise.all(entries.slice(i, i + 64).map((e) => shiftIds(path.join(p, e), shift, seen)));
+    for (let i = 0; i < entries.length; i += 64) await Promise.all(entries.slice(i, i + 64).map((e) => shiftIds(path.join(p, e), mapId, seen)));
   }
 }

@@ -120,9 +120,22 @@ export interface StorageDriver {
    * Fills `into` (an empty directory, the future instance directory) with an independent copy of
    * the instance's data, or of `snapshot`'s; with `snapshots`, the instance's snapshots too.
    */
-  copyTo(into: string, options: { status: InstanceStatus; snapshot?: SnapshotRef; snapshots: boolean }): Promise<void>;
+  copyTo(into: string, options: CopyToOptions): Promise<void>;
+  /**
+   * Fills `into` (an empty directory, the future image directory) with an image of the stopped
+   * instance, or of `snapshot` (any status), in the image store's layout; returns the image's meta.
+   */
+  publishTo(into: string, options: { status: InstanceStatus; snapshot?: SnapshotRef }): Promise<Record<string, unknown>>;
   /** Puts the staged data in place of the instance's, the instance stopped; idempotent (run again after a crash). */
   applyRestore(snapshot: SnapshotRef, staging: string, record: InstanceRecord): Promise<void>;
+}
+
+export interface CopyToOptions {
+  status: InstanceStatus;
+  snapshot?: SnapshotRef;
+  snapshots: boolean;
+  /** A VM's disk without a backing file (containers' copies are always full). */
+  flatten: boolean;
 }
 
 /**
@@ -149,6 +162,14 @@ export interface SnapshotRenamedEvent extends SnapshotEvent {
   previous: string;
 }
 
+/**
+ * Options of `host.copy`: a snapshot as the source, options and devices changed on the way, snapshots left behind, a flattened VM disk.
+ *
+ * @example
+ * ```ts
+ * await host.copy('web1', 'web2', { snapshot: 'clean', instanceOnly: true, config: { 'user.role': 'staging' } });
+ * ```
+ */
 export interface CopyOptions {
   /** Copy this snapshot of the source rather than its current state. */
   snapshot?: string;
@@ -156,6 +177,12 @@ export interface CopyOptions {
   config?: Record<string, string | number | boolean | null>;
   /** Devices of the copy (over the source's; `null` removes one). NICs get new MAC addresses. */
   devices?: Record<string, unknown>;
-  /** Leave the source's snapshots behind (default: they are copied too, as LXD does). */
+  /**
+   * Leave the source's snapshots behind (default: they are copied too, as LXD does). A VM's copy
+   * that is flattened or made while it runs has one state of the disk only, never its snapshots.
+   */
   instanceOnly?: boolean;
+  /** A VM's disk as a standalone qcow2, without the image's as backing file (containers: always full copies). */
+  flatten?: boolean;
 }
+

@@ -1,24 +1,30 @@
 /**
  * The VM's storage primitives: internal qcow2 snapshots of the VM's own overlay (disk.qcow2).
- * Stopped: `qemu-img snapshot`. A running VM's snapshot (QMP snapshot-save jobs) is not done yet
- * and is refused before any side effect.
+ * Stopped: `qemu-img snapshot`; running: QMP snapshot-save/load/delete jobs. Copies of a stopped
+ * disk are made by `qemu-img convert`, of a running one by a `blockdev-backup` job.
+ *
+ * A snapshot's disk state is read with `qemu-img -U` (no lock) while QEMU runs: an internal
+ * snapshot's L1 table and clusters never change while it exists (the guest's writes go to new
+ * clusters), and no snapshot is made or removed meanwhile (both happen in the instance's queue).
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { NotSupported } from '../errors';
+import { NotFound, NotSupported } from '../errors';
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 import type { QmpClient } from '../qmp';
-import { diskNode, runSnapshotJob } from './qmp-jobs';
+import { readVmImage } from '../images/vm-image';
+import { backupDisk, diskNode, runJob } from './qmp-jobs';
 import { run } from './run';
 import { copyTree } from './tree';
-import type { SnapshotRef, StorageDriver } from './types';
+import type { CopyToOptions, SnapshotRef, StorageDriver } from './types';
 
 export interface VmStorageHooks {
   disk(): string;
   name(): string;
   /** The running VM's monitor (undefined when QEMU does not run). */
   qmp(): Promise<QmpClient | undefined>;
+  record(): InstanceRecord;
 }
 
 export class VmStorage implements StorageDriver {
@@ -40,7 +46,7 @@ export class VmStorage implements StorageDriver {
     const live = await this.live(options.status);
     if (live && options.stateful) {
       // RAM and device state go into the disk's own qcow2 (vmstate) with the disk snapshot.
-      await runSnapshotJob(live.qmp, 'snapshot-save', { tag: options.tag, vmstate: live.node, devices: [live.node] }, this.hooks.name());
+      await runJob(live.qmp, 'snapshot-save', { tag: options.tag, vmstate: live.node, devices: [live.node] }, this.hooks.name());
       return;
     }
     if (live) {
@@ -52,23 +58,51 @@ export class VmStorage implements StorageDriver {
   }
 
   /**
-   * The copy's disk is its own qcow2 overlay on the same backing image: the source's overlay as
-   * is (its internal snapshots with it), or its current state or one snapshot's, converted.
+   * The copy's disk is its own qcow2 overlay on the same backing image (or, flattened, a qcow2 of
+   * its own): the source's overlay as is (its internal snapshots with it), or its current state
+   * or one snapshot's, converted; a running VM's current state through a backup job.
    */
-  async copyTo(into: string, options: { status: InstanceStatus; snapshot?: SnapshotRef; snapshots: boolean }): Promise<void> {
-    if (options.status !== 'stopped') throw new NotSupported(`a copy of a running vm is not implemented yet: stop ${this.hooks.name()} first`);
+  async copyTo(into: string, options: CopyToOptions): Promise<void> {
     const disk = path.join(into, path.basename(this.hooks.disk()));
-    if (options.snapshots && !options.snapshot) {
+    const running = options.status !== 'stopped';
+    if (options.snapshots && !options.snapshot && !options.flatten && !running) {
       await copyTree(this.hooks.disk(), disk);
       const snapshots = path.join(path.dirname(this.hooks.disk()), 'snapshots');
       if (await fs.lstat(snapshots).then(() => true, () => false)) await copyTree(snapshots, path.join(into, 'snapshots'));
       return;
     }
-    const info = JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', this.hooks.disk()])).stdout) as { 'full-backing-filename'?: string; 'backing-filename'?: string };
-    const backing = info['full-backing-filename'] ?? info['backing-filename'];
+    const info = await this.diskInfo();
+    const backing = options.flatten ? undefined : info['full-backing-filename'] ?? info['backing-filename'];
+    const live = running && !options.snapshot ? await this.live(options.status) : undefined;
+    if (live) return backupDisk(live.qmp, live.node, disk, { backing, virtualSize: info['virtual-size'] }, this.hooks.name());
+    await this.convert(disk, { snapshot: options.snapshot, backing, running });
+  }
+
+  /** An image of the VM: the image's kernel and initramfs, and its disk (or a snapshot's) flattened. */
+  async publishTo(into: string, options: { status: InstanceStatus; snapshot?: SnapshotRef }): Promise<Record<string, unknown>> {
+    const record = options.snapshot?.meta.record ?? this.hooks.record();
+    const { dir: imageDir, ...meta } = record.imageMeta as Record<string, unknown> & { dir?: string };
+    const img = await readVmImage(String(imageDir));
+    if (!img) throw new NotFound(`the image ${this.hooks.name()} was made from (${String(imageDir)}) is gone: its kernel and initramfs are needed`);
+    const files = { kernel: path.basename(img.kernel), initrd: path.basename(img.initrd), disk: path.basename(img.disk) };
+    await copyTree(img.kernel, path.join(into, files.kernel));
+    await copyTree(img.initrd, path.join(into, files.initrd));
+    await this.convert(path.join(into, files.disk), { snapshot: options.snapshot, running: options.status !== 'stopped' });
+    const size = async (f: string) => (await fs.stat(path.join(into, f))).blocks * 512;
+    const sizes = { kernel: await size(files.kernel), initrd: await size(files.initrd), disk: await size(files.disk) };
+    return { ...meta, files, sizes, diskVirtualSize: (await this.diskInfo())['virtual-size'] };
+  }
+
+  private async diskInfo(): Promise<{ 'virtual-size': number; 'full-backing-filename'?: string; 'backing-filename'?: string }> {
+    return JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', this.hooks.disk()])).stdout);
+  }
+
+  /** The disk (or one snapshot's state of it) to a new qcow2, on `backing` or standalone. */
+  private async convert(to: string, options: { snapshot?: SnapshotRef; backing?: string; running: boolean }): Promise<void> {
+    if (options.running && !options.snapshot) throw new NotSupported(`the disk of ${this.hooks.name()} is in use: stop it first`);
     const from = options.snapshot ? ['-l', `snapshot.name=${options.snapshot.meta.tag}`] : [];
-    const onto = backing ? ['-B', backing, '-F', 'qcow2'] : [];
-    await run('qemu-img', ['convert', '-q', ...from, '-O', 'qcow2', ...onto, this.hooks.disk(), disk]);
+    const onto = options.backing ? ['-B', options.backing, '-F', 'qcow2'] : [];
+    await run('qemu-img', ['convert', '-q', ...(options.running ? ['-U'] : []), ...from, '-O', 'qcow2', ...onto, this.hooks.disk(), to]);
   }
 
   async checkRestore(snapshot: SnapshotRef, status: InstanceStatus): Promise<void> {
@@ -79,7 +113,7 @@ export class VmStorage implements StorageDriver {
   async restoreLive(snapshot: SnapshotRef, status: InstanceStatus): Promise<boolean> {
     const live = snapshot.meta.stateful ? await this.live(status) : undefined;
     if (!live) return false;
-    await runSnapshotJob(live.qmp, 'snapshot-load', { tag: snapshot.meta.tag, vmstate: live.node, devices: [live.node] }, this.hooks.name());
+    await runJob(live.qmp, 'snapshot-load', { tag: snapshot.meta.tag, vmstate: live.node, devices: [live.node] }, this.hooks.name());
     return true;
   }
 
@@ -92,7 +126,7 @@ export class VmStorage implements StorageDriver {
   async discard(snapshot: SnapshotRef, status: InstanceStatus): Promise<void> {
     const live = await this.live(status);
     if (live) {
-      await runSnapshotJob(live.qmp, 'snapshot-delete', { tag: snapshot.meta.tag, devices: [live.node] }, this.hooks.name()).catch(() => undefined);
+      await runJob(live.qmp, 'snapshot-delete', { tag: snapshot.meta.tag, devices: [live.node] }, this.hooks.name()).catch(() => undefined);
       return;
     }
     await run('qemu-img', ['snapshot', '-q', '-d', snapshot.meta.tag, this.hooks.disk()]).catch(() => undefined);

@@ -49,7 +49,7 @@ import {
   qemuDeviceId,
   qemuNodeName,
   releaseVmDevice,
-  removeTaps,
+  releaseHostParts,
   SCSI_CONTROLLER,
   SPARE_PORTS,
   startVirtiofsd,
@@ -57,7 +57,7 @@ import {
 } from '../devices/vm';
 import { deviceValue } from '../devices/declarations';
 import type { ConsoleEndpoint } from '../console/console';
-import { BaseInstance, type DeviceChange, RECORD_FILE } from '../instance/base';
+import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../instance/base';
 import type { InstanceFiles } from '../instance/files';
 import { type DeviceState, type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
 import {
@@ -70,6 +70,7 @@ import {
   type InstanceProcess,
   type SpawnOptions,
 } from '../instance/process';
+import { newMachineId } from '../storage/move';
 import { VmStorage } from '../storage/vm';
 import { GuestAgent } from './agent';
 import { agentSpawn, checkAgentSpawn } from './agent-exec';
@@ -249,7 +250,7 @@ async function readInput(input: ExecOptions['stdin']): Promise<Buffer | undefine
  */
 export class VmInstance extends BaseInstance {
   files: InstanceFiles;
-  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.connected() });
+  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.connected(), record: () => this.record });
   /** The guest agent: one connection per VM, made on first need, made again after a restart. */
   private agent: GuestAgent;
   private monitor: QmpClient | undefined;
@@ -296,7 +297,8 @@ export class VmInstance extends BaseInstance {
     launchSettings(record.config);
     const img = await loadImage(image.name, image.dir, image.meta);
     // The image stays where it is: the overlay names its disk as backing file.
-    const vm = new VmInstance(ctx, dir, { ...record, imageMeta: { ...record.imageMeta, dir: img.dir } });
+    const machineId = image.meta.init === 'systemd' ? { machineId: newMachineId() } : {};
+    const vm = new VmInstance(ctx, dir, { ...record, ...machineId, imageMeta: { ...record.imageMeta, dir: img.dir } });
     for (const socket of [vm.file('qmp'), vm.file('qga'), vm.file('consoleSocket')]) {
       if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
         throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
@@ -307,7 +309,7 @@ export class VmInstance extends BaseInstance {
     try {
       for (const [name, d] of Object.entries(record.devices ?? {})) await prepareVmDevice(dir, name, d);
       await createVmOverlay(img, vm.file('disk'));
-      await writeJsonAtomic(path.join(dir, RECORD_FILE), vm.record);
+      await writeInstanceRecord(dir, vm.record);
     } catch (e) {
       await fs.rm(dir, { recursive: true, force: true });
       throw e;
@@ -326,6 +328,11 @@ export class VmInstance extends BaseInstance {
 
   protected get networks(): Networks {
     return this.ctx.networks;
+  }
+
+  /** Read through the guest agent (procfs of the guest's kernel). */
+  protected async readIfInet6(): Promise<string> {
+    return (await this.files.read('/proc/net/if_inet6')).toString();
   }
 
   /** Proxies connect over the VM's network: 127.0.0.1 (or ::1) means the guest's own address. */
@@ -472,7 +479,7 @@ export class VmInstance extends BaseInstance {
         cpus: s.cpus,
         accel,
         // The instance name, which the initramfs makes the hostname while the disk has none.
-        appendCmdline: `lxq.hostname=${this.name}`,
+        appendCmdline: `lxq.hostname=${this.name}${this.record.machineId ? ` systemd.machine_id=${this.record.machineId}` : ''}`,
       }),
       ...(await launchArgs(this.dir, this.devices, await readSources(this.devices, this.probeEnv), s.memoryMiB)),
       '-name', this.name,
@@ -535,7 +542,7 @@ export class VmInstance extends BaseInstance {
     const deadline = Date.now() + timeoutMs;
     let agentAsked = false;
     const exited = async () => {
-      await removeTaps(this.dir, this.devices);
+      await releaseHostParts(this.dir, this.devices);
       return true;
     };
     for (;;) {
@@ -556,7 +563,7 @@ export class VmInstance extends BaseInstance {
   /** QMP `quit`, then SIGKILL if QEMU has not exited; its NICs' taps go with it. */
   protected async doKill(): Promise<void> {
     await this.killQemu();
-    await removeTaps(this.dir, this.devices);
+    await releaseHostParts(this.dir, this.devices);
   }
 
   private async killQemu(): Promise<void> {
@@ -592,7 +599,7 @@ export class VmInstance extends BaseInstance {
   protected async doDelete(): Promise<void> {
     this.dropMonitor();
     this.agent.close();
-    await removeTaps(this.dir, this.devices);
+    await releaseHostParts(this.dir, this.devices);
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
     await fs.rm(this.dir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host } from '../../lib';
+import type { ExecResult } from '../../lib/instance/process';
 
 export const SHARED_IMAGES = process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images';
 
@@ -47,4 +48,9 @@ export function monitorCgroups(): string[] {
     }
   }
   return out;
+}
+
+/** An exec's result with its output as text, for comparing whole results. */
+export function execText(r: ExecResult): { exitCode: number | null; stdout: string; stderr: string } {
+  return { exitCode: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }

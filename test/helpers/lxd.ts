@@ -175,44 +175,48 @@ export async function ensureBusyboxImage(client: LxdClient, alias: string, scrat
   }
 }
 
-export interface PrivateLxd {
+/** A private LXD for one test file: its directories under a temporary one, a pool, a profile and the busybox alias. */
+export interface LxdFixture {
+  dir: string;
   daemon: LxdDaemon;
   client: LxdClient;
-  /** Force-deletes these instances (if they exist), stops the daemon, removes its directory. */
-  dispose(instances?: Iterable<string>): Promise<void>;
+  /** Stops the daemon (after restart(), the new one) and removes its directories. */
+  stop(): Promise<void>;
+  /** Stops the daemon and starts it again on the same directories (its instances are kept). */
+  restart(): Promise<void>;
 }
 
-/**
- * A private LXD for a test file or a benchmark: its own LXD_DIR in a temporary directory, a `dir`
- * pool, the `default` profile holding only a root disk on it (as `lxd init` leaves it, without a
- * NIC) and lxq's busybox as the image `busybox`.
- */
-export async function privateLxd(why: string): Promise<PrivateLxd> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-lxd-'));
-  await fs.chmod(dir, 0o711); // the containers' mapped root traverses down to LXD_DIR
+export async function startLxdFixture(prefix: string, names: { pool: string; profile: string; alias: string }): Promise<LxdFixture> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  // The containers' root (mapped to a subuid) must be able to traverse down to LXD_DIR.
+  await fs.chmod(dir, 0o711);
   let daemon: LxdDaemon | undefined;
   let client: LxdClient | undefined;
-  const dispose = async (instances: Iterable<string> = []) => {
-    try {
-      for (const n of instances) {
-        await client?.call('PUT', `/1.0/instances/${n}/state`, { action: 'stop', force: true }).catch(() => undefined);
-        await client?.call('DELETE', `/1.0/instances/${n}`).catch(() => undefined);
-      }
-    } finally {
-      client?.close();
-      await daemon?.stop();
-      await fs.rm(dir, { recursive: true, force: true });
-    }
-  };
   try {
     daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
     client = new LxdClient({ socket: daemon.socket });
-    await ensurePool(client, 'lxq', why);
-    await ensureProfile(client, 'default', 'lxq', why);
-    await ensureBusyboxImage(client, 'busybox', dir);
+    await ensurePool(client, names.pool, 'lxq tests');
+    await ensureProfile(client, names.profile, names.pool, 'lxq tests');
+    await ensureBusyboxImage(client, names.alias, dir);
   } catch (e) {
-    await dispose();
+    client?.close();
+    await daemon?.stop();
+    await fs.rm(dir, { recursive: true, force: true });
     throw e;
   }
-  return { daemon, client, dispose };
+  const fixture: LxdFixture = {
+    dir,
+    daemon,
+    client,
+    stop: async () => {
+      fixture.client.close();
+      await fixture.daemon.stop();
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+    restart: async () => {
+      await fixture.daemon.stop();
+      fixture.daemon = await startLxd(path.join(dir, 'lxd'), path.join(dir, 'log'));
+    },
+  };
+  return fixture;
 }

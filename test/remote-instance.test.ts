@@ -1,0 +1,409 @@
+/**
+ * lib/remote's Instance beyond the conformance cases, against a real LXD 5.0 started by this
+ * file (its own LXD_DIR, a dir pool, a profile without NIC, lxq's busybox): options and devices
+ * through PUT with If-Match (a concurrent change by another client is retried, not lost), a pty
+ * with resize, stdin streamed, abort, snapshots, rename, and the host's events websocket: changes
+ * made by the raw REST client and by the `lxc` CLI are seen once, and the websocket survives a
+ * restart of the daemon.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
+import { Aborted, AlreadyExists, Busy, Host, InvalidArgument, InvalidState, NotFound, NotSupported, Timeout } from '../lib';
+import type { LifecycleEvent } from '../lib/events/lifecycle';
+import type { StatusEvent } from '../lib/instance/instance';
+import type { RemoteHost, RemoteInstance } from '../lib/remote';
+import { LxdClient } from '../lib/remote/client';
+import { type LxdFixture, startLxdFixture } from './helpers/lxd';
+
+jest.setTimeout(300_000);
+const run = promisify(execFile);
+
+const POOL = 'lxq-ri';
+const PROFILE = 'lxq-ri';
+const ALIAS = 'lxq-ri-busybox';
+const tag = randomBytes(3).toString('hex');
+let n = 0;
+const name = () => `ri-${tag}-${n++}`;
+
+let lxd: LxdFixture;
+let client: LxdClient;
+let host: RemoteHost;
+const made = new Set<string>();
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits until `check` holds (events arrive asynchronously). */
+async function until(check: () => boolean, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await sleep(20);
+  }
+}
+
+async function launch(): Promise<RemoteInstance> {
+  const c = name();
+  made.add(c);
+  // busybox's init halts on SIGUSR1 (LXD sends SIGPWR unless told).
+  const i = await host.create(c, { image: ALIAS, profiles: [PROFILE], config: { 'raw.lxc': 'lxc.signal.halt = SIGUSR1' } });
+  await i.start();
+  return i;
+}
+
+beforeAll(async () => {
+  lxd = await startLxdFixture('lxq-lxd-ri-', { pool: POOL, profile: PROFILE, alias: ALIAS });
+  client = lxd.client;
+  host = await Host.connect({ socket: lxd.daemon.socket });
+});
+
+afterAll(async () => {
+  try {
+    for (const c of made) {
+      await client?.call('PUT', `/1.0/instances/${c}/state`, { action: 'stop', force: true }).catch(() => undefined);
+      await client?.call('DELETE', `/1.0/instances/${c}`).catch(() => undefined);
+    }
+  } finally {
+    host?.close();
+    await lxd?.stop();
+  }
+});
+
+describe('options and devices', () => {
+  let i: RemoteInstance;
+  beforeAll(async () => {
+    i = await launch();
+  });
+
+  test('update() sets and removes lxq options live; LXD keys of its own are kept; bad input changes nothing', async () => {
+    await i.update({ 'limits.processes': 50, 'user.note': 'one', 'environment.COLOR': 'blue' });
+    expect(i.config).toMatchObject({ 'limits.processes': '50', 'user.note': 'one', 'environment.COLOR': 'blue' });
+    // Applied by LXD to the running container: its pids cgroup (v1 or unified), seen from the host.
+    const pidsMax = [`/sys/fs/cgroup/pids/lxc.payload.${i.name}/pids.max`, `/sys/fs/cgroup/lxc.payload.${i.name}/pids.max`].find((f) => existsSync(f));
+    expect(readFileSync(pidsMax!, 'utf8').trim()).toBe('50');
+    expect((await i.exec(['sh', '-c', 'echo $COLOR'])).stdout.toString()).toBe('blue\n');
+    await i.update({ 'limits.memory': '256MiB' });
+    expect((await i.state()).memory.limitBytes).toBe(256 * 2 ** 20);
+    await i.update({ 'user.note': null, 'limits.memory': null });
+    expect((await i.state()).memory.limitBytes).toBeNull();
+    expect(i.config['user.note']).toBeUndefined();
+    const server = (await client.request('GET', `/1.0/instances/${i.name}`)).metadata.config;
+    expect(server['user.note']).toBeUndefined();
+    expect(server['volatile.base_image']).toBeTruthy(); // LXD's own keys are not lxq's to drop
+
+    const before = (await client.request('GET', `/1.0/instances/${i.name}`)).etag;
+    await expect(i.update({ 'limits.proceses': 1 } as never)).rejects.toThrow(InvalidArgument);
+    await expect(i.update({ 'limits.memory': 'lots' })).rejects.toThrow(InvalidArgument);
+    await expect(i.update({ 'vm.accel': 'tcg' } as never)).rejects.toThrow(InvalidArgument); // a VM option on a container
+    expect((await client.request('GET', `/1.0/instances/${i.name}`)).etag).toBe(before);
+  });
+
+  test("a concurrent change by another client between lxq's read and its PUT: If-Match refuses, lxq reads again, both changes land", async () => {
+    const other = new LxdClient({ socket: lxd.daemon.socket });
+    const real = host.client.request.bind(host.client);
+    let raced = 0;
+    // Another client's change lands just before lxq's first PUT (whose ETag is then stale).
+    host.client.request = (async (method: string, p: string, body?: unknown, opts?: object) => {
+      if (method === 'PUT' && p.startsWith(`/1.0/instances/${i.name}`) && !p.includes('/state') && raced++ === 0) {
+        await other.call('PATCH', `/1.0/instances/${i.name}`, { config: { 'user.other': 'theirs' } });
+      }
+      return real(method, p, body, opts);
+    }) as typeof host.client.request;
+    try {
+      await i.update({ 'user.mine': 'ours' });
+    } finally {
+      host.client.request = real;
+      other.close();
+    }
+    expect(raced).toBe(2); // the refused PUT and the one that landed
+    const config = (await client.request('GET', `/1.0/instances/${i.name}`)).metadata.config;
+    expect(config).toMatchObject({ 'user.other': 'theirs', 'user.mine': 'ours' });
+  });
+
+  test('devices: a disk added live, changed (readonly), removed; bad devices refused before any change', async () => {
+    const share = mkdtempSync(path.join(os.tmpdir(), 'lxq-ri-share-'));
+    chmodSync(share, 0o777);
+    writeFileSync(path.join(share, 'f'), 'shared\n');
+    try {
+      await i.addDevice('data', { type: 'disk', source: share, path: '/mnt/data' });
+      expect(i.devices.data).toEqual({ type: 'disk', source: share, path: '/mnt/data' });
+      expect((await i.exec(['cat', '/mnt/data/f'])).stdout.toString()).toBe('shared\n');
+      expect((await i.exec(['sh', '-c', 'echo w > /mnt/data/w'])).exitCode).toBe(0);
+      await i.updateDevice('data', { readonly: true });
+      expect(i.devices.data.readonly).toBe('true');
+      expect((await i.exec(['sh', '-c', 'echo w > /mnt/data/w2'])).exitCode).not.toBe(0);
+      await expect(i.addDevice('data', { type: 'disk', source: share, path: '/mnt/x' })).rejects.toThrow(AlreadyExists);
+      await expect(i.addDevice('bad', { type: 'floppy' } as never)).rejects.toThrow(InvalidArgument);
+      await expect(i.addDevice('bad', { type: 'disk', source: share, path: 'relative' })).rejects.toThrow(InvalidArgument);
+      await expect(i.updateDevice('nope', { readonly: false })).rejects.toThrow(NotFound);
+      expect(Object.keys(i.devices)).toEqual(['data']);
+      await i.removeDevice('data');
+      expect(i.devices).toEqual({});
+      expect((await i.exec(['sh', '-c', 'grep -c " /mnt/data " /proc/mounts'])).stdout.toString().trim()).toBe('0');
+      await expect(i.removeDevice('data')).rejects.toThrow(NotFound);
+    } finally {
+      await i.removeDevice('data').catch(() => undefined);
+      rmSync(share, { recursive: true, force: true });
+    }
+  });
+
+  test('waitForAddress without a NIC: Timeout; state() devices; console.log(); export NotSupported', async () => {
+    await expect(i.waitForAddress({ timeout: 500 })).rejects.toThrow(Timeout);
+    expect((await i.state()).devices).toEqual([]);
+    expect(await i.console.log()).toMatch(/lxq busybox: up/);
+    await expect(i.export('/tmp/x.tar.zst')).rejects.toThrow(NotSupported);
+  });
+
+  test('console.attach(): two readers see what is written to /dev/console; what one types reaches it', async () => {
+    const a = await i.console.attach();
+    const b = await i.console.attach();
+    try {
+      let outA = '';
+      let outB = '';
+      a.on('data', (d: Buffer) => (outA += d.toString()));
+      b.on('data', (d: Buffer) => (outB += d.toString()));
+      // LXD wires the console to its websocket a moment after the websocket is open, and says
+      // nothing when: the guest writes until the line comes through.
+      for (let k = 0; k < 50 && !(outA.includes('console-out') && outB.includes('console-out')); k++) {
+        await i.exec(['sh', '-c', 'echo console-out > /dev/console']);
+        await sleep(100);
+      }
+      await until(() => outA.includes('console-out') && outB.includes('console-out'));
+      const loop = await i.spawn(['sh', '-c', 'while read -r l; do echo "got:$l"; done </dev/console >/dev/console']);
+      try {
+        await sleep(500); // the loop opens the device
+        a.write('typed-by-a\n');
+        await until(() => outB.includes('got:typed-by-a'));
+      } finally {
+        loop.kill('SIGKILL');
+        await loop.exit;
+      }
+      await a.resize(132, 43); // through the control websocket (LXD's /dev/console answers no TIOCGWINSZ inside)
+      await expect(a.resize(0, 10)).rejects.toThrow(InvalidArgument);
+    } finally {
+      a.destroy();
+      b.destroy();
+    }
+    await i.freeze();
+    try {
+      await expect(i.console.attach()).rejects.toThrow(InvalidState);
+    } finally {
+      await i.unfreeze();
+    }
+  });
+});
+
+describe('commands', () => {
+  let i: RemoteInstance;
+  beforeAll(async () => {
+    i = await launch();
+  });
+
+  test('a pty: a terminal of the size asked, resized through the control websocket', async () => {
+    const p = await i.spawn(['sh'], { pty: { cols: 90, rows: 20 } });
+    expect(p.tty).toBe(true);
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stdin.write('stty size\n');
+    await until(() => out.includes('20 90'));
+    p.resize(132, 43);
+    p.stdin.write('stty size; exit 4\n');
+    await until(() => out.includes('43 132'));
+    expect(await p.exit).toEqual({ exitCode: 4, signal: null });
+    expect(() => p.resize(0, 10)).toThrow(InvalidArgument);
+    const pipes = await i.spawn(['true']);
+    expect(() => pipes.resize(80, 24)).toThrow(InvalidState);
+    await pipes.exit;
+  });
+
+  test('stdin is streamed: an answer comes back before the input ends', async () => {
+    const p = await i.spawn(['sh', '-c', 'while read l; do echo "got $l"; done']);
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stdin.write('one\n');
+    await until(() => out === 'got one\n');
+    p.stdin.end('two\n');
+    expect(await p.exit).toEqual({ exitCode: 0, signal: null });
+    await until(() => out === 'got one\ngot two\n');
+  });
+
+  test('an AbortSignal kills the command: Aborted', async () => {
+    const ac = new AbortController();
+    const t0 = Date.now();
+    setTimeout(() => ac.abort(), 300);
+    await expect(i.exec(['sleep', '30'], { signal: ac.signal })).rejects.toThrow(Aborted);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect((await i.exec(['sh', '-c', 'pgrep sleep || echo none'])).stdout.toString()).toBe('none\n');
+  });
+
+  test('many commands at once hold no connection each: other requests go on meanwhile', async () => {
+    // More running commands than the client has connections (8): their ends come from the events websocket.
+    const procs = await Promise.all(Array.from({ length: 12 }, () => i.spawn(['sleep', '3'])));
+    procs.forEach((p) => p.stdin.end());
+    const t0 = Date.now();
+    expect((await i.state()).status).toBe('running');
+    expect((await i.exec(['echo', 'meanwhile'])).stdout.toString()).toBe('meanwhile\n');
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(await Promise.all(procs.map((p) => p.exit))).toEqual(procs.map(() => ({ exitCode: 0, signal: null })));
+  });
+
+  test('large output on stdout and stderr at once stays apart', async () => {
+    const r = await i.exec(['sh', '-c', 'head -c 2000000 /dev/zero; head -c 1000000 /dev/zero >&2']);
+    expect(r.stdout.length).toBe(2_000_000);
+    expect(r.stderr.length).toBe(1_000_000);
+  });
+});
+
+describe('snapshots and rename', () => {
+  test('create (LXD default names), list, get, restore (files back), rename, delete, with events', async () => {
+    const i = await launch();
+    const seen: string[] = [];
+    i.on('snapshot-created', (e) => seen.push(`created ${e.snapshot}`));
+    i.on('snapshot-restored', (e) => seen.push(`restored ${e.snapshot}`));
+    i.on('snapshot-renamed', (e) => seen.push(`renamed ${e.previous}>${e.snapshot}`));
+    i.on('snapshot-deleted', (e) => seen.push(`deleted ${e.snapshot}`));
+    await i.files.write('/root/v', 'one');
+    await i.update({ 'user.v': 'one' });
+    const s0 = await i.snapshots.create();
+    expect(s0).toMatchObject({ name: 'snap0', stateful: false, expiresAt: null });
+    expect(s0.record.config['user.v']).toBe('one');
+    const s1 = await i.snapshots.create('named', { expiresAt: new Date(Date.now() + 3600_000) });
+    expect(s1.expiresAt!.getTime()).toBeGreaterThan(Date.now());
+    expect((await i.snapshots.list()).map((s) => s.name)).toEqual(['snap0', 'named']);
+    await expect(i.snapshots.create('named')).rejects.toThrow(AlreadyExists);
+    await expect(i.snapshots.create('a/b')).rejects.toThrow(InvalidArgument);
+
+    await i.files.write('/root/v', 'two');
+    await i.update({ 'user.v': 'two' });
+    await i.snapshots.restore('snap0');
+    expect((await i.files.read('/root/v')).toString()).toBe('one');
+    expect(i.config['user.v']).toBe('one');
+    expect(await i.status()).toBe('running');
+
+    await i.snapshots.rename('named', 'kept');
+    await expect(i.snapshots.rename('kept', 'snap0')).rejects.toThrow(AlreadyExists);
+    await i.snapshots.delete('snap0');
+    await expect(i.snapshots.get('snap0')).rejects.toThrow(NotFound);
+    await expect(i.snapshots.delete('snap0')).rejects.toThrow(NotFound);
+    expect((await i.snapshots.list()).map((s) => s.name)).toEqual(['kept']);
+    expect(seen).toEqual(['created snap0', 'created named', 'restored snap0', 'renamed named>kept', 'deleted snap0']);
+  });
+
+  test('rename: refused while running (Busy), onto a taken name (AlreadyExists); the same object under its new name', async () => {
+    const i = await launch();
+    const other = await launch();
+    await expect(i.rename('bad_name')).rejects.toThrow(InvalidArgument);
+    await expect(i.rename(name())).rejects.toThrow(Busy);
+    await i.stop({ force: true });
+    await expect(i.rename(other.name)).rejects.toThrow(AlreadyExists);
+    const renamed: string[] = [];
+    i.on('renamed', (e) => renamed.push(`${e.previous}>${e.name}`));
+    const old = i.name;
+    const next = name();
+    made.add(next);
+    await i.rename(next);
+    expect(i.name).toBe(next);
+    expect(renamed).toEqual([`${old}>${next}`]);
+    expect(await host.get(next)).toBe(i);
+    await expect(host.get(old)).rejects.toThrow(NotFound);
+    await i.start();
+    expect((await i.exec(['hostname'])).stdout.toString()).toBe(`${next}\n`);
+  });
+});
+
+describe('events', () => {
+  test("other clients' changes (raw REST, the lxc CLI) are seen once, as external, with the held instance's status events; ours as local", async () => {
+    const i = await launch();
+    await sleep(500); // the events of its own creation and start are not this test's
+    const events: LifecycleEvent[] = [];
+    const statuses: StatusEvent[] = [];
+    const listener = (e: LifecycleEvent) => e.name === i.name && events.push(e);
+    await host.on('lifecycle', listener);
+    i.on('status', (e) => statuses.push(e));
+    try {
+      // The raw REST client: another program on the same server.
+      await client.call('PUT', `/1.0/instances/${i.name}/state`, { action: 'freeze' });
+      await until(() => events.length === 1);
+      expect(events[0]).toMatchObject({ action: 'instance-paused', name: i.name, type: 'container', requestor: 'external' });
+      expect(new Date(events[0].at).getTime()).toBeGreaterThan(Date.now() - 60_000);
+      await until(() => statuses.length === 1);
+      expect(statuses[0]).toEqual({ name: i.name, status: 'frozen', previous: 'running' });
+
+      // lxq itself: local, and the status events come from the operation.
+      await i.unfreeze();
+      await until(() => events.length === 2);
+      expect(events[1]).toMatchObject({ action: 'instance-resumed', requestor: 'local' });
+      expect(statuses.map((s) => s.status)).toEqual(['frozen', 'running']);
+
+      // The lxc CLI against the same daemon.
+      const env = { ...process.env, LXD_DIR: lxd.daemon.lxdDir, LXD_CONF: path.join(lxd.dir, 'lxc-conf') };
+      mkdirSync(env.LXD_CONF, { recursive: true });
+      await run('lxc', ['stop', '--force', i.name], { env, timeout: 60_000 });
+      await until(() => events.length === 3);
+      expect(events[2]).toMatchObject({ action: 'instance-stopped', requestor: 'external' });
+      await until(() => statuses.at(-1)?.status === 'stopped');
+      expect(await i.status()).toBe('stopped');
+      await sleep(1000); // nothing arrives twice
+      expect(events.map((e) => `${e.action} ${e.requestor}`)).toEqual(['instance-paused external', 'instance-resumed local', 'instance-stopped external']);
+    } finally {
+      host.off('lifecycle', listener);
+    }
+  });
+
+  test('host.events(): the same events as an async iterator, ended by its signal', async () => {
+    const ac = new AbortController();
+    const it = host.events({ signal: ac.signal });
+    await it.ready;
+    const c = name();
+    made.add(c);
+    const seen: string[] = [];
+    const reading = (async () => {
+      for await (const e of it) if (e.name === c) seen.push(`${e.action} ${e.requestor}`);
+    })();
+    const i = await host.create(c, { image: ALIAS, profiles: [PROFILE] });
+    await i.start();
+    await until(() => seen.length === 2);
+    ac.abort();
+    await reading; // the iteration ends
+    expect(seen).toEqual(['instance-created local', 'instance-started local']);
+    await i.delete({ force: true });
+    made.delete(c);
+  });
+
+  test('the events websocket survives a restart of the daemon (reconnect with back-off)', async () => {
+    const events: LifecycleEvent[] = [];
+    const listener = (e: LifecycleEvent) => events.push(e);
+    await host.on('lifecycle', listener);
+    const reconnects = host.eventReconnects;
+    try {
+      await lxd.restart();
+      await until(() => host.eventReconnects > reconnects, 30_000);
+      const c = name();
+      made.add(c);
+      await client.call('POST', '/1.0/instances', { name: c, type: 'container', source: { type: 'image', alias: ALIAS }, profiles: [PROFILE] });
+      await until(() => events.some((e) => e.name === c && e.action === 'instance-created'));
+      expect(events.filter((e) => e.name === c)).toEqual([expect.objectContaining({ action: 'instance-created', type: 'container', requestor: 'external' })]);
+      // And the host's own calls work again on the same client.
+      expect(await (await host.get(c)).status()).toBe('stopped');
+    } finally {
+      host.off('lifecycle', listener);
+    }
+  });
+
+  test('bad input: an unknown host event is refused; a stopped instance refuses exec with InvalidState', async () => {
+    expect(() => host.on('nope' as 'lifecycle', () => undefined)).toThrow(InvalidArgument);
+    const c = name();
+    made.add(c);
+    const i = await host.create(c, { image: ALIAS, profiles: [PROFILE] });
+    await expect(i.exec(['true'])).rejects.toThrow(/cannot run a command in .*: it is stopped \(needs running\)/);
+    await expect(i.stop({ timeout: -1 })).rejects.toThrow(InvalidArgument);
+    await expect(i.freeze()).rejects.toThrow(InvalidState);
+    await expect(i.files.read('relative')).rejects.toThrow(InvalidArgument);
+    await i.delete();
+    made.delete(c);
+    await expect(i.status()).rejects.toThrow(NotFound);
+  });
+});
