@@ -1,6 +1,7 @@
 /**
  * The command line and the host-wide events: `lxq exec NAME -- true` beside `lxc-attach` on the
- * same container, the CLI's start-up (`lxq --version`, `lxq list` with many instances), and the
+ * same container and LXD's `lxc exec` on the same busybox rootfs in a private LXD 5.0 (its own
+ * LXD_DIR, started and stopped here; `lxq --remote` on that LXD too), the CLI's start-up (`lxq --version`, `lxq list` with many instances), and the
  * latency from a change made by another process to the `lifecycle` event here.
  * `node dist/bench/cli.js [--quick]` (after `npm run build`).
  */
@@ -10,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host, type LifecycleEvent } from '../lib';
+import { lxdBin, startLxdFixture } from '../test/helpers/lxd';
 import { stats } from './stats';
 
 const quick = process.argv.includes('--quick');
@@ -42,6 +44,7 @@ async function main(): Promise<void> {
     console.log('| what (wall ms) | p50 | p99 | n |\n|---|---|---|---|');
     const mine = fmt('`lxq exec NAME -- true`', timeRuns(n, () => lxq('exec', c.name, '--', 'true')));
     const peer = fmt('`lxc-attach -P … -n NAME -- true`', timeRuns(n, () => execFileSync('lxc-attach', ['-P', host.instancesDir, '-n', c.name, '--', 'true'])));
+    const lxd = await lxdExec(n, lxq);
     fmt('`lxq --version`', timeRuns(n, () => lxq('--version')));
     const count = quick ? 5 : 100;
     for (let i = 1; i < count; i++) await host.create(`bench-list-${i}`, { image: 'busybox' });
@@ -60,10 +63,29 @@ async function main(): Promise<void> {
     host.off('lifecycle', onEvent);
     fmt('lifecycle event latency, a change by another process (ms, `at` to here)', latencies);
     console.log(`\nexec ratio lxq/lxc-attach (p50): ${(mine.p50 / peer.p50).toFixed(2)}`);
+    if (lxd) console.log(`exec ratio lxq/lxc exec (p50): ${(mine.p50 / lxd.p50).toFixed(2)}`);
   } finally {
     for (const i of await host.list()) await i.delete({ force: true }).catch(() => undefined);
     await host.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** `lxc exec NAME -- true` (LXD's own client) and `lxq --remote SOCKET exec NAME -- true` on a busybox container of a private LXD. */
+async function lxdExec(n: number, lxq: (...args: string[]) => Buffer): Promise<ReturnType<typeof stats> | undefined> {
+  if (!lxdBin()) return void console.log('| `lxc exec` | skipped: lxd is not installed | | |');
+  const lxd = await startLxdFixture('lxq-bench-lxd-', { pool: 'lxq-bench', profile: 'default', alias: 'busybox' });
+  try {
+    await lxd.client.call('POST', '/1.0/instances', { name: 'bench-exec', type: 'container', source: { type: 'image', alias: 'busybox' } });
+    await lxd.client.call('PUT', '/1.0/instances/bench-exec/state', { action: 'start', timeout: 30 });
+    const env = { ...process.env, LXD_DIR: lxd.daemon.lxdDir };
+    const s = fmt('`lxc exec NAME -- true` (LXD 5.0)', timeRuns(n, () => execFileSync('lxc', ['exec', 'bench-exec', '--', 'true'], { env, stdio: ['ignore', 'pipe', 'pipe'] })));
+    fmt('`lxq --remote SOCKET exec NAME -- true` (same LXD)', timeRuns(n, () => lxq('--remote', lxd.daemon.socket, 'exec', 'bench-exec', '--', 'true')));
+    return s;
+  } finally {
+    await lxd.client.call('PUT', '/1.0/instances/bench-exec/state', { action: 'stop', force: true }).catch(() => undefined);
+    await lxd.client.call('DELETE', '/1.0/instances/bench-exec').catch(() => undefined);
+    await lxd.stop();
   }
 }
 

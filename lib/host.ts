@@ -31,6 +31,14 @@ import { mainPid } from './events/main-pid';
 import { native } from './container/native';
 import { BaseInstance } from './instance/base';
 
+/**
+ * Where a host keeps its state and images.
+ *
+ * @example
+ * ```ts
+ * const host = await Host.open({ path: '/srv/lxq', images: '/var/cache/lxq-images' });
+ * ```
+ */
 export interface HostOptions {
   /** State directory. Default /var/lib/lxq; tests pass a temporary one. */
   path?: string;
@@ -40,10 +48,28 @@ export interface HostOptions {
 
 const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true });
 
+/**
+ * Where `Host.open()` keeps its state when no path is given: /var/lib/lxq.
+ *
+ * @example
+ * ```ts
+ * const host = await Host.open(); // the same as Host.open({ path: DEFAULT_HOST_PATH })
+ * ```
+ */
 export const DEFAULT_HOST_PATH = '/var/lib/lxq';
 /** A directory without a record older than this is an interrupted create, safe to clear. */
 const STALE_PARTIAL_MS = 60_000;
 
+/**
+ * A host directory of instances, images and networks: create, get, list, copy and import instances, and follow their lifecycle events.
+ *
+ * @example
+ * ```ts
+ * const host = await Host.open({ path: '/var/lib/lxq' });
+ * const c = await host.create('web1', { image: 'busybox' });
+ * await c.start();
+ * ```
+ */
 export class Host {
   readonly images: ImageStore;
   /** The host's managed bridge networks (see lib/network/). */

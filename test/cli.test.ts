@@ -2,16 +2,16 @@
  * The `lxq` command line as a person uses it: plain pipes for most commands (output and exit
  * codes), and a real terminal under tmux (send-keys, capture-pane) for `shell` and `exec` on a pty.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { promises as fs, writeFileSync, chmodSync } from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 
 import { DEFAULT_HOST_PATH } from '../lib';
 import { program } from '../lib/cli/main';
 import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { type LxdFixture, startLxdFixture } from './helpers/lxd';
+import { screenShows, tmux } from './helpers/tmux';
 
-const execFileP = promisify(execFile);
 const MAIN = path.join(__dirname, '..', 'lib', 'cli', 'main.ts');
 const REGISTER = path.join(__dirname, 'helpers', 'ts-register.js');
 
@@ -45,6 +45,13 @@ async function lxq(args: string[], input?: string): Promise<Run> {
   });
 }
 
+/** A failed command: one line on stderr, exit 1, nothing on stdout. */
+function refused(r: Run, re: RegExp): void {
+  expect(r).toMatchObject({ code: 1, stdout: '' });
+  expect(r.stderr).toMatch(new RegExp(`^lxq: [^\\n]*(?:${re.source})[^\\n]*\\n$`));
+}
+const names = async () => (JSON.parse((await lxq(['list', '--format', 'json'])).stdout) as { name: string }[]).map((i) => i.name).sort();
+
 test('--version, --help, and bad input: one line on stderr, a non-zero exit, the nearest command suggested', async () => {
   const v = await lxq(['--version']);
   expect(v).toMatchObject({ code: 0, stdout: `${require('../package.json').version}\n` });
@@ -64,7 +71,7 @@ test('--version, --help, and bad input: one line on stderr, a non-zero exit, the
   expect(missing.stderr).toMatch(/^lxq: no instance named "nope".*\n$/);
   expect((await lxq(['launch', 'busybox', 'Bad_Name'])).stderr).toMatch(/^lxq: .*name/);
   expect((await lxq(['list', '--format', 'json'])).stdout).toBe('[]\n'); // nothing was made
-}, 120_000);
+}, 240_000);
 
 test('launch, list in every format, info, exec (exit code passed through), config, file push/pull, stop, delete', async () => {
   const name = t.name('cli');
@@ -126,20 +133,7 @@ test('monitor --format json prints the lifecycle stream of changes made by other
   expect(code).toBe(0);
   const events = out.trim().split('\n').map((l) => JSON.parse(l));
   expect(events.map((e) => `${e.action} ${e.name} ${e.requestor}`)).toEqual([`instance-created ${name} external`, `instance-started ${name} external`, `instance-stopped ${name} external`, `instance-deleted ${name} external`]);
-}, 120_000);
-
-async function tmux(...args: string[]): Promise<string> {
-  return (await execFileP('tmux', args)).stdout;
-}
-async function screenShows(session: string, re: RegExp, timeoutMs = 20_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const screen = await tmux('capture-pane', '-p', '-t', session).catch(() => '');
-    if (re.test(screen)) return screen;
-    if (Date.now() > deadline) throw new Error(`screen never showed ${re}:\n${screen}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+}, 240_000);
 
 test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s size, keys reach them, the exit code comes back', async () => {
   const name = t.name('tty');
@@ -170,41 +164,45 @@ test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s siz
     await tmux('kill-session', '-t', session).catch(() => undefined);
     await lxq(['delete', '--force', name]);
   }
-}, 120_000);
+}, 240_000);
 
-test('in a real terminal (tmux): console shows the container\'s console, keys reach it, its size follows the terminal, Ctrl-a q detaches', async () => {
+test('in a real terminal (tmux): console gives the container\'s console shell (Enter activates it), keys reach it, its size follows the terminal, Ctrl-C, Ctrl-a q detaches', async () => {
   const name = t.name('con');
   await lxq(['launch', 'busybox', name]);
   const session = `lxqc-${path.basename(t.dir)}`;
   const rc = path.join(t.dir, 'console-rc');
   const c = await t.host.get(name);
-  // Something reading the console inside, as a getty would.
-  const loop = await c.spawn(['/bin/sh', '-c', 'while read -r l; do echo "got:$l $(stty size </dev/console)"; done </dev/console >/dev/console']);
   try {
     expect(await lxq(['console', name])).toMatchObject({ code: 0 }); // stdin at its end: detached at once
     await tmux('new-session', '-d', '-s', session, '-x', '90', '-y', '20', `sh -c '${wrapper} console ${name}; echo rc=$? > ${rc}; sleep 30'`);
     await screenShows(session, /To detach from the console, press: <ctrl>\+a q/);
-    await tmux('send-keys', '-t', session, 'hello console', 'Enter');
-    await screenShows(session, /got:hello console 20 90/);
+    await tmux('send-keys', '-t', session, 'Enter');
+    await screenShows(session, /^\/ #\s*$/m);
+    await tmux('send-keys', '-t', session, 'echo "got:$((6*7)) $(tty) $(stty size)"', 'Enter');
+    await screenShows(session, /^got:42 \/dev\/console 20 90\s*$/m);
+    // The console is the shell's controlling terminal: Ctrl-C interrupts its command.
+    await tmux('send-keys', '-t', session, 'sleep 300; echo not-interrupted', 'Enter');
+    await new Promise((r) => setTimeout(r, 1000));
+    await tmux('send-keys', '-t', session, 'C-c');
+    await tmux('send-keys', '-t', session, 'echo after-$((1+2))', 'Enter');
+    expect(await screenShows(session, /^after-3\s*$/m)).not.toMatch(/^not-interrupted/m);
     await tmux('send-keys', '-t', session, 'C-a', 'q');
     const deadline = Date.now() + 15_000;
     while (!(await fs.readFile(rc, 'utf8').catch(() => '')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     expect(await fs.readFile(rc, 'utf8')).toBe('rc=0\n');
-    expect((await lxq(['console', name, '--show-log'])).stdout).toContain('got:hello console');
+    expect((await lxq(['console', name, '--show-log'])).stdout).toContain('got:42');
     expect(await c.status()).toBe('running'); // detaching leaves the instance alone
-    loop.kill('SIGKILL');
     expect((await lxq(['stop', '--force', name])).code).toBe(0);
     const stopped = await lxq(['console', name]);
     expect(stopped).toMatchObject({ code: 1, stdout: '' });
     expect(stopped.stderr).toMatch(/^lxq: cannot attach to the console of .* it is stopped.*\n$/);
   } finally {
-    loop.kill('SIGKILL');
     await tmux('kill-session', '-t', session).catch(() => undefined);
     await lxq(['delete', '--force', name]);
   }
-}, 120_000);
+}, 240_000);
 
-test('launch -d, snapshot create|list|restore|delete, network create|list|show|delete, image export|import, bad input refused before any change', async () => {
+test('launch -d, snapshot create|list|restore|delete, network create|list|show|set|unset|delete, image export|import, bad input refused before any change', async () => {
   const name = t.name('dev');
   const src = path.join(t.dir, 'share');
   await fs.mkdir(src);
@@ -238,6 +236,17 @@ test('launch -d, snapshot create|list|restore|delete, network create|list|show|d
     const cidr = created.stdout.trim().split(' ')[1];
     expect(JSON.parse((await lxq(['network', 'list', '--format', 'json'])).stdout)).toMatchObject([{ name: net, address: cidr, domain: 'cli.test' }]);
     expect((await lxq(['network', 'show', net])).stdout).toMatch(new RegExp(`^name: ${net}\naddress: ${cidr}\n`));
+    expect((await lxq(['network', 'set', net, 'dns.domain=other.test', 'bridge.mtu=1400'])).code).toBe(0);
+    const shown = (await lxq(['network', 'show', net])).stdout;
+    expect(shown).toMatch(/^config dns\.domain: other\.test$/m);
+    expect(shown).toMatch(/^config bridge\.mtu: 1400$/m);
+    refused(await lxq(['network', 'set', net, 'bridge.mtu=12']), /bad value for network key "bridge.mtu"/);
+    refused(await lxq(['network', 'set', net, 'bogus=1']), /unknown network key "bogus"/);
+    refused(await lxq(['network', 'unset', net, 'bogus']), /unknown network key "bogus"/);
+    refused(await lxq(['network', 'set', 'nonet0', 'dns.domain=x']), /no network named "nonet0"/);
+    expect((await lxq(['network', 'show', net])).stdout).toBe(shown); // unchanged
+    expect((await lxq(['network', 'unset', net, 'bridge.mtu'])).code).toBe(0);
+    expect((await lxq(['network', 'show', net])).stdout).not.toMatch(/bridge\.mtu/);
   } finally {
     expect((await lxq(['network', 'delete', net])).code).toBe(0);
   }
@@ -258,3 +267,125 @@ test('launch -d, snapshot create|list|restore|delete, network create|list|show|d
   }
   await lxq(['delete', '--force', name]);
 }, 240_000);
+
+test('copy (with snapshots, --instance-only, --snapshot, -c), rename, snapshot rename, export/import: bad input refused with nothing changed', async () => {
+  const [a, b, c, d, e, f] = ['cpa', 'cpb', 'cpc', 'cpd', 'cpe', 'cpf'].map((p) => t.name(p));
+  const motd = async (n: string) => (await lxq(['file', 'pull', `${n}/etc/motd`, '-'])).stdout;
+  expect((await lxq(['launch', 'busybox', a, '-c', 'user.note=src'])).code).toBe(0);
+  try {
+    await lxq(['exec', a, '--', 'sh', '-c', 'echo one > /etc/motd']);
+    await lxq(['snapshot', 'create', a, 'first']);
+    await lxq(['exec', a, '--', 'sh', '-c', 'echo two > /etc/motd']);
+
+    refused(await lxq(['copy', 'nope', b]), /no instance named "nope"/);
+    refused(await lxq(['copy', a, 'Bad_Name']), /invalid instance name/);
+    refused(await lxq(['copy', a, b, '--snapshot', 'nope']), /has no snapshot named "nope"/);
+    refused(await lxq(['copy', a, b, '-c', 'limits.memory=lots']), /bad value for "limits.memory"/);
+    refused(await lxq(['copy', a, b, '-c', 'novalue']), /bad key=value/);
+    refused(await lxq(['copy', a, a]), /already exists/);
+    expect(await names()).toEqual([a]);
+
+    expect(await lxq(['copy', a, b, '-c', 'user.note=copy'])).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(await motd(b)).toBe('two\n');
+    expect((await lxq(['config', 'get', b, 'user.note'])).stdout).toBe('copy\n');
+    expect(JSON.parse((await lxq(['snapshot', 'list', b, '--format', 'json'])).stdout)).toMatchObject([{ name: 'first' }]);
+    expect((await lxq(['copy', a, c, '--instance-only'])).code).toBe(0);
+    expect((await lxq(['snapshot', 'list', c, '--format', 'json'])).stdout).toBe('[]\n');
+    expect((await lxq(['copy', a, d, '--snapshot', 'first'])).code).toBe(0);
+    expect(await motd(d)).toBe('one\n');
+    expect((await lxq(['start', d])).code).toBe(0); // a copy is an instance of its own
+    expect((await lxq(['exec', d, '--', 'cat', '/etc/motd'])).stdout).toBe('one\n');
+
+    refused(await lxq(['rename', a, e]), /cannot rename .*: it is running/);
+    await lxq(['stop', '--force', a]);
+    refused(await lxq(['rename', a, b]), /already exists/);
+    refused(await lxq(['rename', a, 'Bad_Name']), /invalid instance name/);
+    expect(await lxq(['rename', a, e])).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(await names()).toEqual([b, c, d, e].sort());
+    expect(await motd(e)).toBe('two\n');
+
+    refused(await lxq(['snapshot', 'rename', e, 'nope', 'x']), /no snapshot named "nope"/);
+    refused(await lxq(['snapshot', 'rename', e, 'first', 'a/b']), /snapshot name/i);
+    expect((await lxq(['snapshot', 'rename', e, 'first', 'primero'])).code).toBe(0);
+    expect(JSON.parse((await lxq(['snapshot', 'list', e, '--format', 'json'])).stdout)).toMatchObject([{ name: 'primero' }]);
+
+    const tarball = path.join(t.dir, 'e.tar.zst');
+    refused(await lxq(['export', e, path.join(t.dir, 'none', 'e.tar.zst')]), /does not exist/);
+    refused(await lxq(['export', 'nope', tarball]), /no instance named "nope"/);
+    expect(await lxq(['export', e, tarball])).toEqual({ code: 0, stdout: '', stderr: '' });
+    refused(await lxq(['import', tarball]), /already exists/); // its name, as exported, is taken
+    refused(await lxq(['import', path.join(t.dir, 'none.tar.zst'), f]), /does not exist/);
+    await fs.writeFile(path.join(t.dir, 'junk.tar.zst'), 'not a tarball\n');
+    refused(await lxq(['import', path.join(t.dir, 'junk.tar.zst'), f]), /not a complete lxq export|not an lxq export/);
+    expect(await names()).toEqual([b, c, d, e].sort());
+    expect(await lxq(['import', tarball, f])).toEqual({ code: 0, stdout: `${f}\n`, stderr: '' });
+    expect(await motd(f)).toBe('two\n');
+    expect(JSON.parse((await lxq(['snapshot', 'list', f, '--format', 'json'])).stdout)).toMatchObject([{ name: 'primero' }]);
+    await lxq(['delete', f]);
+    expect((await lxq(['export', e, tarball, '--instance-only'])).code).toBe(0);
+    expect(await lxq(['import', tarball, f])).toMatchObject({ code: 0, stdout: `${f}\n` });
+    expect((await lxq(['snapshot', 'list', f, '--format', 'json'])).stdout).toBe('[]\n');
+  } finally {
+    for (const n of [a, b, c, d, e, f]) await lxq(['delete', '--force', n]);
+  }
+}, 480_000);
+
+describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_DIR, a dir pool, no NIC)', () => {
+  let lxd: LxdFixture | undefined;
+  const made: string[] = [];
+  let remote: (args: string[], input?: string) => Promise<Run>;
+  beforeAll(async () => {
+    // The `default` profile gets the root disk, as `lxd init` leaves it (no NIC): launch names no profile.
+    lxd = await startLxdFixture('lxq-cli-lxd-', { pool: 'lxq-cli', profile: 'default', alias: 'busybox' });
+    const socket = lxd.daemon.socket;
+    remote = (args, input) => lxq(['--remote', socket, ...args], input);
+  }, 300_000);
+  afterAll(async () => {
+    for (const n of made) {
+      await lxd?.client.call('PUT', `/1.0/instances/${n}/state`, { action: 'stop', force: true }).catch(() => undefined);
+      await lxd?.client.call('DELETE', `/1.0/instances/${n}`).catch(() => undefined);
+    }
+    await lxd?.stop();
+  }, 180_000);
+
+  test('list, launch, info, exec (stdin, stdout/stderr apart, exit code), freeze, restart, stop, delete; bad input refused with nothing made', async () => {
+    const name = `r-${path.basename(t.dir).slice(-6).toLowerCase().replace(/[^a-z0-9]/g, 'x')}`;
+    made.push(name);
+    const listed = async () => JSON.parse((await remote(['list', '--format', 'json'])).stdout) as { name: string; status: string }[];
+    expect(await listed()).toEqual([]);
+    refused(await remote(['launch', 'busybox', 'Bad_Name']), /instance name/);
+    refused(await remote(['launch', 'no-such-image', name]), /not found/i);
+    refused(await remote(['launch', 'busybox', name, '-d', 'data,type=disk,source=/srv,path=/mnt']), /-d is not available with --remote/);
+    refused(await remote(['launch', 'busybox', name, '-c', 'novalue']), /bad key=value/);
+    refused(await remote(['file', 'pull', `${name}/etc/motd`, '-']), /file pull is not available with --remote/);
+    refused(await remote(['snapshot', 'list', name]), /snapshot list is not available with --remote/);
+    refused(await lxq(['--remote', path.join(t.dir, 'none.socket'), 'list']), /no LXD server answers/);
+    refused(await lxq(['--remote', 'lxd.example', 'list']), /bad --remote/);
+    refused(await lxq(['--remote', 'https://127.0.0.1:1', 'list']), /needs --remote-cert/);
+    refused(await lxq(['--project', 'p', 'list']), /go with --remote/);
+    refused(await remote(['info', 'nope']), /not found/i);
+    expect(await listed()).toEqual([]); // nothing was made
+
+    expect(await remote(['launch', 'busybox', name, '-c', 'user.note=cli'])).toEqual({ code: 0, stdout: `${name} started\n`, stderr: '' });
+    expect(await listed()).toMatchObject([{ name, type: 'container', status: 'running' }]);
+    expect((await remote(['list'])).stdout).toMatch(new RegExp(`^NAME +TYPE +STATUS +LOCATION +CREATED\n${name} +container +running +`));
+    expect((await remote(['info', name])).stdout).toMatch(new RegExp(`^name: ${name}\ntype: container\n[^]*status: running\npid: \\d+\n`));
+    expect(await remote(['exec', name, '--', 'sh', '-c', 'cat; echo err >&2; exit 3'], 'through LXD\n')).toEqual({ code: 3, stdout: 'through LXD\n', stderr: 'err\n' });
+    expect(await remote(['exec', name, '--env', 'A=b', '--cwd', '/etc', '--', 'sh', '-c', 'echo $A $(pwd)'])).toMatchObject({ code: 0, stdout: 'b /etc\n' });
+    refused(await remote(['exec', name, 'true']), /needs the command after "--"/);
+    refused(await remote(['delete', name]), /running/);
+    refused(await remote(['start', name]), /is running|already running/);
+
+    expect((await remote(['freeze', name])).code).toBe(0);
+    expect(await listed()).toMatchObject([{ name, status: 'frozen' }]);
+    expect((await remote(['unfreeze', name])).code).toBe(0);
+    expect((await remote(['restart', '--force', name])).code).toBe(0);
+    expect(await listed()).toMatchObject([{ name, status: 'running' }]);
+    expect(await remote(['stop', '--timeout', '2000', name])).toMatchObject({ code: 0, stderr: '' }); // busybox ignores SIGPWR: forced after 2 s
+    expect(await listed()).toMatchObject([{ name, status: 'stopped' }]);
+    expect((await remote(['start', name])).code).toBe(0);
+    expect((await remote(['delete', '--force', name])).code).toBe(0);
+    expect(await listed()).toEqual([]);
+    expect((await lxq(['list', '--format', 'json'])).stdout).toBe('[]\n'); // this host was never touched
+  }, 300_000);
+});

@@ -19,6 +19,8 @@ import type { Instance, InstanceState } from '../instance/instance';
 import type { InstanceConfigPatch } from '../config/options';
 import type { DevicesInput } from '../devices/declarations';
 import { checkFormat, formatRows } from './format';
+import type { RemoteHost } from '../remote/host';
+import { connectRemote, refuseUnlessRemote, remoteInfo, remoteLaunch, remoteList, type RemoteGlobals } from './remote';
 
 /** The package's version, from its package.json (found from lib/cli or dist/lib/cli). */
 function version(): string {
@@ -36,7 +38,7 @@ function version(): string {
 /** Exit status when lxq itself failed (a command run by `exec` passes its own through). */
 const FAILED = 1;
 
-interface Globals {
+interface Globals extends RemoteGlobals {
   host?: string;
   images?: string;
 }
@@ -62,17 +64,38 @@ function parseDevice(spec: string): [string, Record<string, string>] {
 
 const FORMATS = ['table', 'json', 'yaml', 'csv'];
 
+/** What `start`, `stop`… call, on a local instance or an LXD server's. */
+type RemoteInstanceLike = Pick<Instance, 'start' | 'stop' | 'restart' | 'freeze' | 'unfreeze' | 'delete'>;
+
 export function program(): Command {
   const cli = new Command('lxq')
     .description('System containers and VMs on this host (lxq)')
     .version(version())
     .option('--host <path>', 'state directory', process.env.LXQ_HOST ?? DEFAULT_HOST_PATH)
     .option('--images <path>', 'image store directory (default <host>/images)', process.env.LXQ_IMAGES)
+    .option('--remote <socket|url>', "an LXD server instead of this host: its unix socket (/var/lib/lxd/unix.socket) or https://host:8443", process.env.LXQ_REMOTE)
+    .option('--remote-cert <file>', 'with an https remote: our client certificate (PEM)')
+    .option('--remote-key <file>', 'with an https remote: our private key (PEM)')
+    .option('--remote-server-cert <file>', "with an https remote: the server's certificate (PEM), the only one accepted")
+    .option('--project <name>', 'with --remote: the LXD project')
     .showSuggestionAfterError(true)
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({ outputError: (s, write) => write(s.trim().split('\n').join(' ').replace(/^error: /, 'lxq: ') + '\n') });
 
+  cli.hook('preAction', (_root, action) => {
+    const g = cli.opts<Globals>();
+    if (!g.remote && (g.project || g.remoteCert || g.remoteKey || g.remoteServerCert)) throw new InvalidArgument('--project, --remote-cert, --remote-key and --remote-server-cert go with --remote');
+    if (g.remote) refuseUnlessRemote(action.parent === cli ? action.name() : `${action.parent?.name()} ${action.name()}`);
+  });
+  let remoteOpened: RemoteHost | undefined;
+  /** The LXD server of `--remote`, or undefined for this host. */
+  const remote = async (): Promise<RemoteHost | undefined> => {
+    const g = cli.opts<Globals>();
+    if (!g.remote) return undefined;
+    remoteOpened ??= await connectRemote(g);
+    return remoteOpened;
+  };
   let opened: Host | undefined;
   const host = async (): Promise<Host> => {
     const g = cli.opts<Globals>();
@@ -80,7 +103,7 @@ export function program(): Command {
     opened ??= await Host.open({ path: g.host, ...(g.images ? { images: g.images } : {}) });
     return opened;
   };
-  const each = (verb: string, run: (i: Instance, o: Record<string, unknown>) => Promise<void>) =>
+  const each = (verb: string, run: (i: Instance | RemoteInstanceLike, o: Record<string, unknown>) => Promise<void>) =>
     cli
       .command(`${verb} <names...>`)
       .description(`${verb[0].toUpperCase()}${verb.slice(1)} instances`)
@@ -90,7 +113,8 @@ export function program(): Command {
         return Number(v);
       })
       .action(async (names: string[], o: Record<string, unknown>) => {
-        const h = await host();
+        const r = await remote();
+        const h: { get(name: string): Promise<Instance | RemoteInstanceLike> } = r ?? (await host());
         const instances = await Promise.all(names.map((n) => h.get(n))); // all exist, or nothing is done
         for (const i of instances) await run(i, o);
       });
@@ -101,6 +125,8 @@ export function program(): Command {
     .description('List instances')
     .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'yaml', 'csv']).default('table'))
     .action(async (o: { format: string }) => {
+      const r = await remote();
+      if (r) return void process.stdout.write(await remoteList(r, o.format));
       const rows = await Promise.all(
         (await (await host()).list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status(), image: i.image, created: i.createdAt.toISOString() })),
       );
@@ -111,6 +137,8 @@ export function program(): Command {
     .command('info <name>')
     .description('Show an instance: record and state')
     .action(async (name: string) => {
+      const r = await remote();
+      if (r) return void process.stdout.write(await remoteInfo(await r.get(name)));
       const i = await (await host()).get(name);
       const s: InstanceState = await i.state();
       const lines = [
@@ -139,6 +167,11 @@ export function program(): Command {
     .action(async (image: string, name: string, o: { vm?: boolean; config: string[]; device: string[] }) => {
       const config = Object.fromEntries(o.config.map(parseKeyValue));
       const devices = Object.fromEntries(o.device.map(parseDevice)) as unknown as DevicesInput;
+      const r = await remote();
+      if (r) {
+        await remoteLaunch(r, image, name, { vm: o.vm, config, devices: o.device.length });
+        return void process.stdout.write(`${name} started\n`);
+      }
       const h = await host();
       const i = await h.create(name, { type: o.vm ? 'vm' : 'container', image, config, devices });
       await i.start();
@@ -153,6 +186,39 @@ export function program(): Command {
   each('delete', (i, o) => i.delete({ force: o.force === true }));
 
   cli
+    .command('copy <source> <target>')
+    .description('Copy an instance, with its snapshots unless --instance-only, or one snapshot of it (--snapshot)')
+    .option('--snapshot <name>', 'copy this snapshot of the source instead of its current state')
+    .option('--instance-only', "leave the source's snapshots behind")
+    .option('-c, --config <key=value>', 'an option set on the copy (repeatable)', collect, [])
+    .action(async (source: string, target: string, o: { snapshot?: string; instanceOnly?: boolean; config: string[] }) => {
+      const config = Object.fromEntries(o.config.map(parseKeyValue));
+      await (await host()).copy(source, target, { ...(o.snapshot !== undefined ? { snapshot: o.snapshot } : {}), ...(o.instanceOnly ? { instanceOnly: true } : {}), config });
+    });
+
+  cli
+    .command('rename <name> <new-name>')
+    .alias('move')
+    .description('Rename a stopped instance')
+    .action(async (name: string, newName: string) => (await (await host()).get(name)).rename(newName));
+
+  cli
+    .command('export <name> <file>')
+    .description('Write an instance to a tarball (with its snapshots unless --instance-only), for lxq import')
+    .option('--instance-only', 'without its snapshots')
+    .action(async (name: string, file: string, o: { instanceOnly?: boolean }) => {
+      await (await (await host()).get(name)).export(file, { snapshots: o.instanceOnly !== true });
+    });
+
+  cli
+    .command('import <file> [name]')
+    .description('An instance from a tarball of lxq export (named as exported unless NAME is given); prints its name')
+    .action(async (file: string, name: string | undefined) => {
+      const i = await (await host()).import(file, name !== undefined ? { name } : {});
+      process.stdout.write(`${i.name}\n`);
+    });
+
+  cli
     .command('exec <name> [command...]')
     .description('Run a command in an instance: lxq exec NAME -- CMD [ARGS...]')
     .option('-t, --tty', 'a pseudo-terminal (default when stdin is a terminal)')
@@ -163,8 +229,10 @@ export function program(): Command {
       const raw = process.argv.slice(2);
       if (!raw.includes('--') || command.length === 0) throw new InvalidArgument('exec needs the command after "--": lxq exec NAME -- CMD [ARGS...]');
       void cmd;
+      const env = Object.fromEntries(o.env.map(parseKeyValue));
+      const r = await remote();
       const tty = o.tty ?? Boolean(process.stdin.isTTY);
-      process.exitCode = await interactive(await (await host()).get(name), command, tty, { env: Object.fromEntries(o.env.map(parseKeyValue)), ...(o.cwd ? { cwd: o.cwd } : {}) });
+      process.exitCode = await interactive(await (r ?? (await host())).get(name), command, tty, { env, ...(o.cwd ? { cwd: o.cwd } : {}) });
     });
 
   cli
@@ -328,6 +396,10 @@ export function program(): Command {
       await (await (await host()).get(name)).snapshots.restore(snap, o.stateful ? { stateful: true } : {});
     });
   snapshot
+    .command('rename <name> <snapshot> <new-name>')
+    .description('Rename a snapshot')
+    .action(async (name: string, snap: string, newName: string) => (await (await host()).get(name)).snapshots.rename(snap, newName));
+  snapshot
     .command('delete <name> <snapshot>')
     .description('Delete a snapshot')
     .action(async (name: string, snap: string) => (await (await host()).get(name)).snapshots.delete(snap));
@@ -357,6 +429,14 @@ export function program(): Command {
       for (const l of await n.leases()) lines.push(`lease: ${l.address} ${l.hwaddr} ${l.hostname ?? '-'} until ${l.expiresAt.toISOString()}`);
       process.stdout.write(lines.join('\n') + '\n');
     });
+  network
+    .command('set <name> <pairs...>')
+    .description('Change keys of a network: lxq network set lxqbr1 dns.domain=lab bridge.mtu=1400')
+    .action(async (name: string, pairs: string[]) => void (await (await host()).networks.update(name, Object.fromEntries(pairs.map(parseKeyValue)))));
+  network
+    .command('unset <name> <keys...>')
+    .description('Return keys of a network to their defaults')
+    .action(async (name: string, keys: string[]) => void (await (await host()).networks.update(name, Object.fromEntries(keys.map((k) => [k, null])))));
   network
     .command('delete <name>')
     .description('Delete a network no instance uses')

@@ -8,10 +8,34 @@ import * as os from 'node:os';
 import { InvalidArgument } from '../errors';
 import { editDistance, parseBoolean, parseCpus, parseMemory, parsePositiveInteger } from './units';
 
+/**
+ * The two kinds of instance: 'container' or 'vm'.
+ *
+ * @example
+ * ```ts
+ * const type: InstanceType = 'vm';
+ * ```
+ */
 export type InstanceType = 'container' | 'vm';
-/** Which instance types an option applies to. */
+/**
+ * Which instance types an option applies to.
+ *
+ * @example
+ * ```ts
+ * if (OPTIONS.find((o) => o.key === 'limits.processes')?.condition === 'container') console.log('containers only');
+ * ```
+ */
 export type Condition = InstanceType | 'both';
 
+/**
+ * How one option is declared: description, default, instance types, live or not, validation.
+ *
+ * @example
+ * ```ts
+ * const spec: OptionSpec = OPTIONS.find((o) => o.key === 'limits.memory')!;
+ * console.log(spec.description);
+ * ```
+ */
 export interface OptionSpec {
   /** The key, or a namespace ending in `.*` (any key under it). */
   readonly key: string;
@@ -66,6 +90,14 @@ export function splitArgs(value: string): string[] {
   return out;
 }
 
+/**
+ * Every instance option lxq knows: its type, default, which instance types it applies to, and whether it changes live.
+ *
+ * @example
+ * ```ts
+ * for (const o of OPTIONS) console.log(o.key, o.default, o.description);
+ * ```
+ */
 export const OPTIONS: readonly OptionSpec[] = [
   {
     key: 'limits.cpu',
@@ -143,7 +175,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   },
 ];
 
-/** The options whose keys are fixed, as a type: `'limits.cpu' | 'limits.memory' | …`. */
+/**
+ * The options whose keys are fixed, as a type: `'limits.cpu' | 'limits.memory' | …`.
+ *
+ * @example
+ * ```ts
+ * const key: OptionKey = 'limits.memory';
+ * ```
+ */
 export type OptionKey =
   | 'limits.cpu'
   | 'limits.memory'
@@ -155,11 +194,26 @@ export type OptionKey =
 
 /** Option values as users write them; numbers and booleans are accepted and stored as strings. */
 export type ConfigValue = string | number | boolean;
+/**
+ * Options as given to `create`: strings, numbers or booleans, checked and stored as strings.
+ *
+ * @example
+ * ```ts
+ * await host.create('web1', { image: 'busybox', config: { 'limits.cpu': 2, 'environment.MODE': 'prod' } });
+ * ```
+ */
 export type InstanceConfigInput = { [K in OptionKey]?: ConfigValue } & {
   [K: `environment.${string}`]: ConfigValue;
   [K: `user.${string}`]: ConfigValue;
 };
-/** Options as stored: every value a string, as in LXD. */
+/**
+ * Options as stored: every value a string, as in LXD.
+ *
+ * @example
+ * ```ts
+ * console.log(c.config['limits.memory']); // '256MiB'
+ * ```
+ */
 export type InstanceConfig = Record<string, string>;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -222,7 +276,14 @@ export function validateConfig(type: InstanceType, input: Record<string, unknown
   return out;
 }
 
-/** A Markdown table of the options, for the README. */
+/**
+ * A Markdown table of the options, for the README.
+ *
+ * @example
+ * ```ts
+ * fs.writeFileSync('options.md', describeOptions());
+ * ```
+ */
 export function describeOptions(): string {
   const rows = OPTIONS.map(
     (o) =>
@@ -231,7 +292,14 @@ export function describeOptions(): string {
   return ['| key | type | applies to | live | default | description |', '|---|---|---|---|---|---|', ...rows].join('\n');
 }
 
-/** A change of options: a value sets the key, `null` removes it. */
+/**
+ * A change of options: a value sets the key, `null` removes it.
+ *
+ * @example
+ * ```ts
+ * await c.update({ 'limits.memory': '512MiB', 'user.note': null });
+ * ```
+ */
 export type InstanceConfigPatch = { [K in keyof InstanceConfigInput]?: ConfigValue | null };
 
 /** Applies a patch to stored options after validating the keys it sets. */

@@ -13,7 +13,17 @@ export interface ConsoleEndpoint {
   resize?(cols: number, rows: number): Promise<void>;
 }
 
-/** An attached console: bytes from the console are read, bytes written are typed into it. */
+/**
+ * An attached console: bytes from the console are read, bytes written are typed into it.
+ *
+ * @example
+ * ```ts
+ * const s = await c.console.attach();
+ * s.write('\n'); // Enter starts the console's shell
+ * s.on('data', (d) => process.stdout.write(d));
+ * await s.resize(120, 40); // containers only
+ * ```
+ */
 export interface ConsoleStream extends Duplex {
   /** Sets the console's window size (containers); NotSupported on a VM's serial port. */
   resize(cols: number, rows: number): Promise<void>;

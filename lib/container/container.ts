@@ -134,6 +134,16 @@ function openTerminal(master: number): TtyStream {
   return terminal;
 }
 
+/**
+ * A system container run in-process through liblxc: the `Instance` interface, with liblxc behind it.
+ *
+ * @example
+ * ```ts
+ * const c = await host.create('web1', { type: 'container', image: 'busybox' });
+ * await c.start();
+ * console.log((await c.exec(['uname', '-a'])).stdout.toString());
+ * ```
+ */
 export class ContainerInstance extends BaseInstance {
   private handle: LxcContainer | undefined;
 

@@ -16,7 +16,14 @@ import * as path from 'node:path';
 import { InvalidArgument } from '../errors';
 import type { InstanceStatus, InstanceType } from '../instance/instance';
 
-/** LXD's lifecycle action names for instances. */
+/**
+ * LXD's lifecycle action names for instances.
+ *
+ * @example
+ * ```ts
+ * for (const action of LIFECYCLE_ACTIONS) console.log(action); // instance-created, instance-started, …
+ * ```
+ */
 export const LIFECYCLE_ACTIONS = [
   'instance-created',
   'instance-started',
@@ -33,8 +40,24 @@ export const LIFECYCLE_ACTIONS = [
   'instance-snapshot-renamed',
   'instance-snapshot-deleted',
 ] as const;
+/**
+ * One of LXD's lifecycle action names (`LIFECYCLE_ACTIONS`).
+ *
+ * @example
+ * ```ts
+ * host.on('lifecycle', (e) => { if (e.action === 'instance-stopped') console.log(e.name, 'stopped'); });
+ * ```
+ */
 export type LifecycleAction = (typeof LIFECYCLE_ACTIONS)[number];
 
+/**
+ * A host-wide lifecycle event: what happened to which instance, when, and whether this process did it.
+ *
+ * @example
+ * ```ts
+ * await host.on('lifecycle', (e: LifecycleEvent) => console.log(e.at, e.action, e.name, e.requestor));
+ * ```
+ */
 export interface LifecycleEvent {
   action: LifecycleAction;
   /** The instance's name. */
@@ -100,6 +123,15 @@ interface Known {
   cancelWatch?: () => void;
 }
 
+/**
+ * Options of `host.events()`: the signal that ends the stream, and the buffer a slow reader may fill.
+ *
+ * @example
+ * ```ts
+ * const ac = new AbortController();
+ * for await (const e of host.events({ signal: ac.signal })) console.log(e.action, e.name);
+ * ```
+ */
 export interface EventsOptions {
   /** Ends the iteration. */
   signal?: AbortSignal;

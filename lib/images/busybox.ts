@@ -21,8 +21,11 @@ export const BUSYBOX_FILES: Record<string, { mode: number; text: string }> = {
   'etc/shadow': { mode: 0o600, text: 'root:*:19000:0:99999:7:::\n' },
   'etc/hosts': { mode: 0o644, text: '127.0.0.1 localhost\n::1 localhost\n' },
   'etc/resolv.conf': { mode: 0o644, text: '' },
-  // No getty, no console login: init runs rcS and waits; lxc's halt signal (SIGUSR1) stops it.
-  'etc/inittab': { mode: 0o644, text: '::sysinit:/etc/init.d/rcS\n::shutdown:/bin/sync\n' },
+  // init runs rcS, then a root shell on the console once someone presses Enter there (`lxq console`;
+  // root has no password, so a getty's login could not be used). /dev/console is lxc's pty: opened
+  // by name it becomes the shell's controlling terminal (job control, Ctrl-C). lxc's halt signal
+  // (SIGUSR1) stops init.
+  'etc/inittab': { mode: 0o644, text: '::sysinit:/etc/init.d/rcS\nconsole::askfirst:-/bin/sh\n::shutdown:/bin/sync\n' },
   'etc/init.d/rcS': {
     mode: 0o755,
     text: '#!/bin/sh\nmkdir -p /run /tmp /var/run\nip link set lo up 2>/dev/null\n/sbin/lxq-dhcp &\necho "lxq busybox: up"\n',

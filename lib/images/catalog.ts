@@ -17,7 +17,15 @@ import { HOST_QGA, writeGuestFiles } from './root-disk';
 import { INITRAMFS_FILES, ROOTFS_FILES } from './vm-guest';
 import { buildVmImage, readVmImageMeta, vmKernelCmdline } from './vm-image';
 
-/** A built image as the store hands it out. */
+/**
+ * A built image as the store hands it out.
+ *
+ * @example
+ * ```ts
+ * const img: Image = await host.images.ensure('debian/12');
+ * console.log(img.dir, img.createdAt);
+ * ```
+ */
 export interface Image {
   name: string;
   type: InstanceType;

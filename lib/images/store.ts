@@ -30,12 +30,27 @@ import { BUILTIN_IMAGES, type Builder, debianReleaseOf, type Derivation, derived
 
 export type { Image } from './catalog';
 
+/**
+ * Options of `images.publish`: make the image from a snapshot of the instance instead of its current state.
+ *
+ * @example
+ * ```ts
+ * await host.images.publish(c, 'web-golden', { snapshot: 'clean' });
+ * ```
+ */
 export interface PublishOptions {
   /** Publish this snapshot of the instance (which may then run) rather than its current state. */
   snapshot?: string;
 }
 
-/** A built image as `list()` shows it. */
+/**
+ * A built image as `list()` shows it.
+ *
+ * @example
+ * ```ts
+ * const stale = (await host.images.list()).filter((i) => !i.current);
+ * ```
+ */
 export interface ImageInfo extends Image {
   /** Bytes on the host. */
   size: number;
@@ -45,6 +60,14 @@ export interface ImageInfo extends Image {
   current: boolean;
 }
 
+/**
+ * A step of an image build, for a progress bar.
+ *
+ * @example
+ * ```ts
+ * await host.images.ensure('vm/default', { onProgress: (p: ImageProgress) => console.log(`${p.percent}% ${p.phase}`) });
+ * ```
+ */
 export interface ImageProgress {
   name: string;
   type: InstanceType;
@@ -58,6 +81,14 @@ export interface ImageStoreEvents {
   progress: (event: ImageProgress) => void;
 }
 
+/**
+ * Options of `images.ensure`: the variant (container or VM) and a progress callback.
+ *
+ * @example
+ * ```ts
+ * await host.images.ensure('busybox', { type: 'vm' });
+ * ```
+ */
 export interface EnsureOptions {
   /** The variant; default the image's only one, or `container`. */
   type?: InstanceType;
@@ -66,6 +97,14 @@ export interface EnsureOptions {
 }
 const ENSURE_OPTION_KEYS = optionKeys<EnsureOptions>({ type: true, onProgress: true });
 
+/**
+ * A custom image on top of one of lxq's: extra Debian packages and commands run in it.
+ *
+ * @example
+ * ```ts
+ * await host.images.build('web-base', { from: 'debian/12', packages: ['nginx'], run: ['echo built > /etc/motd'] });
+ * ```
+ */
 export interface BuildOptions extends EnsureOptions {
   /** The image this one is made from (a Debian image, or one derived from it). */
   from: string;
@@ -124,6 +163,15 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/**
+ * The image store: lxq's images built from the host's packages and cached by their inputs, and images imported from LXD tarballs.
+ *
+ * @example
+ * ```ts
+ * const img = await host.images.ensure('busybox', { onProgress: (p) => console.log(p.percent, p.phase) });
+ * for (const i of await host.images.list()) console.log(i.name, i.type, i.size);
+ * ```
+ */
 export class ImageStore extends EventEmitter<ImageStoreEvents> {
   private readonly building = new Map<string, Promise<Image>>();
 

@@ -303,10 +303,15 @@ echo "lxq-init: ACPI power button: powering off" > /dev/console 2>/dev/null
 exec setsid /sbin/lxq-halt poweroff </dev/null >/dev/null 2>&1
 `;
 
+/**
+ * A root shell on the serial console once someone presses Enter there (`lxq console`): no getty,
+ * root has no password. ttyS0 by name, not /dev/console, which cannot be a controlling terminal.
+ */
 const INITTAB = `# lxq vm/default: busybox init
 ::sysinit:/etc/init.d/rcS
 ::respawn:/usr/libexec/lxq/qga-start
 ::respawn:/sbin/acpid -f -c /etc/acpi -l /run/acpid.log
+ttyS0::askfirst:-/bin/sh
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/etc/init.d/rcK
 `;

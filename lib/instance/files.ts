@@ -5,8 +5,25 @@
 import { InvalidArgument } from '../errors';
 import { optionKeys, refuseUnknownKeys } from '../util/keys';
 
+/**
+ * The kind of a path inside an instance.
+ *
+ * @example
+ * ```ts
+ * if ((await c.files.stat('/etc')).type === 'directory') console.log('a directory');
+ * ```
+ */
 export type FileType = 'file' | 'directory' | 'symlink' | 'other';
 
+/**
+ * What `files.stat` reports about a path inside an instance.
+ *
+ * @example
+ * ```ts
+ * const st = await c.files.stat('/etc/passwd');
+ * console.log(st.type, st.size, st.mode.toString(8));
+ * ```
+ */
 export interface FileStat {
   type: FileType;
   size: number;
@@ -18,11 +35,27 @@ export interface FileStat {
   mtime: Date;
 }
 
+/**
+ * One entry of `files.list`.
+ *
+ * @example
+ * ```ts
+ * for (const entry of await c.files.list('/etc')) console.log(entry.name, entry.type);
+ * ```
+ */
 export interface DirEntry {
   name: string;
   type: FileType;
 }
 
+/**
+ * Mode and owner of a file written into an instance.
+ *
+ * @example
+ * ```ts
+ * await c.files.write('/usr/local/bin/hi', '#!/bin/sh\necho hi\n', { mode: 0o755 });
+ * ```
+ */
 export interface WriteOptions {
   /** Permission bits; default 0o644 for files, 0o755 for directories. */
   mode?: number;
@@ -34,6 +67,16 @@ export interface WriteOptions {
 export const WRITE_OPTION_KEYS = optionKeys<WriteOptions>({ mode: true, uid: true, gid: true });
 export const MKDIR_OPTION_KEYS = optionKeys<WriteOptions & { parents?: boolean }>({ mode: true, uid: true, gid: true, parents: true });
 
+/**
+ * Files inside an instance, by paths that cannot escape its root: read, write, push, pull, stat, list, remove.
+ *
+ * @example
+ * ```ts
+ * await c.files.write('/etc/motd', 'hello\n', { mode: 0o644 });
+ * console.log((await c.files.read('/etc/motd')).toString());
+ * await c.files.pull('/etc/hosts', './hosts');
+ * ```
+ */
 export interface InstanceFiles {
   read(path: string): Promise<Buffer>;
   /** Replaces the file atomically (a reader sees the old or the new content). */

@@ -16,9 +16,25 @@ import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './p
 
 export type { InstanceType };
 
-/** Lifecycle status, as LXD names it (lower case). */
+/**
+ * Lifecycle status, as LXD names it (lower case).
+ *
+ * @example
+ * ```ts
+ * if ((await c.status()) === 'running') await c.stop();
+ * ```
+ */
 export type InstanceStatus = 'stopped' | 'starting' | 'running' | 'stopping' | 'freezing' | 'frozen' | 'error';
 
+/**
+ * What `instance.state()` reports: status, pid, CPU, memory, processes, network and devices.
+ *
+ * @example
+ * ```ts
+ * const s = await c.state();
+ * console.log(s.status, s.processes, s.memory.usageBytes, s.network.addresses);
+ * ```
+ */
 export interface InstanceState {
   status: InstanceStatus;
   /** The init process (container) or the QEMU process (VM); null when stopped. */
@@ -85,6 +101,15 @@ export interface DeviceState {
   qemuNode?: string;
 }
 
+/**
+ * How `stop` and `restart` end an instance: a graceful shutdown with a timeout, or at once.
+ *
+ * @example
+ * ```ts
+ * await c.stop({ timeout: 5000 }); // a clean shutdown for 5 s, then forced
+ * await c.stop({ force: true });
+ * ```
+ */
 export interface StopOptions {
   /** Milliseconds to wait for a graceful shutdown before forcing it. Default 10 000. */
   timeout?: number;
@@ -102,13 +127,28 @@ export function checkStopTimeout(op: string, options: StopOptions): number {
   return timeout;
 }
 
+/**
+ * An instance changed status (`previous` to `status`).
+ *
+ * @example
+ * ```ts
+ * c.on('status', (e: StatusEvent) => console.log(e.status));
+ * ```
+ */
 export interface StatusEvent {
   name: string;
   status: InstanceStatus;
   previous: InstanceStatus;
 }
 
-/** Events every instance emits; listen with `instance.on('status', …)`. */
+/**
+ * Events every instance emits; listen with `instance.on('status', …)`.
+ *
+ * @example
+ * ```ts
+ * c.on('status', (e) => console.log(`${e.name}: ${e.previous} -> ${e.status}`));
+ * ```
+ */
 export interface InstanceEvents {
   status: (event: StatusEvent) => void;
   'snapshot-created': (event: SnapshotEvent) => void;
@@ -132,7 +172,15 @@ export interface CopiedEvent {
   snapshot?: string;
 }
 
-/** What lxq keeps about an instance (its `lxq.json`), written atomically. */
+/**
+ * What lxq keeps about an instance (its `lxq.json`), written atomically.
+ *
+ * @example
+ * ```ts
+ * const { record }: { record: InstanceRecord } = await c.snapshots.get('first');
+ * console.log(record.image, record.config);
+ * ```
+ */
 export interface InstanceRecord {
   version: 1;
   name: string;
@@ -148,6 +196,14 @@ export interface InstanceRecord {
   machineId?: string;
 }
 
+/**
+ * What `host.create` takes: the type, the image, options and devices.
+ *
+ * @example
+ * ```ts
+ * await host.create('web1', { type: 'container', image: 'busybox', config: { 'limits.memory': '256MiB' } });
+ * ```
+ */
 export interface CreateOptions {
   /** Default 'container'. */
   type?: InstanceType;
@@ -159,6 +215,17 @@ export interface CreateOptions {
 }
 export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true });
 
+/**
+ * A container or a VM, one interface for both: lifecycle, exec, files, consoles, snapshots, devices and options.
+ *
+ * @example
+ * ```ts
+ * const i = await host.get('web1');
+ * await i.start();
+ * const { stdout } = await i.exec(['cat', '/etc/hostname']);
+ * await i.stop({ timeout: 5000 });
+ * ```
+ */
 export interface Instance extends EventEmitter<InstanceEvents> {
   readonly name: string;
   readonly type: InstanceType;
@@ -212,6 +279,16 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly snapshots: InstanceSnapshots;
 }
 
+/**
+ * An instance's console: the log of what it printed, and interactive streams to it.
+ *
+ * @example
+ * ```ts
+ * const s = await c.console.attach();
+ * s.pipe(process.stdout);
+ * console.log(await c.console.log());
+ * ```
+ */
 export interface InstanceConsole {
   /** The console log file on the host. */
   readonly path: string;

@@ -8,6 +8,14 @@ import type { Readable, Writable } from 'node:stream';
 import { Aborted, InvalidArgument, Timeout } from '../errors';
 import { optionKeys, refuseUnknownKeys } from '../util/keys';
 
+/**
+ * Options of `instance.spawn`: those of exec, and a pty.
+ *
+ * @example
+ * ```ts
+ * const p = await c.spawn(['sh'], { pty: { cols: 80, rows: 24 } });
+ * ```
+ */
 export interface SpawnOptions {
   /** Added to the instance's environment (`environment.*` options), which is added to a default PATH/HOME. */
   env?: Record<string, string>;
@@ -26,6 +34,14 @@ export interface SpawnOptions {
 const SPAWN_OPTION_KEYS_DECL = { env: true, cwd: true, user: true, group: true, pty: true } as const;
 export const SPAWN_OPTION_KEYS = optionKeys<SpawnOptions>(SPAWN_OPTION_KEYS_DECL);
 
+/**
+ * Options of `instance.exec`: environment, working directory, user, stdin, a timeout, a signal.
+ *
+ * @example
+ * ```ts
+ * await c.exec(['sh', '-c', 'echo $GREETING'], { env: { GREETING: 'hi' }, cwd: '/tmp', stdin: 'stdin text' });
+ * ```
+ */
 export interface ExecOptions extends SpawnOptions {
   /** Written to the command's standard input, which is then closed. Default: empty input. */
   stdin?: string | Buffer | Readable;
@@ -37,6 +53,14 @@ export interface ExecOptions extends SpawnOptions {
 
 export const EXEC_OPTION_KEYS = optionKeys<ExecOptions>({ ...SPAWN_OPTION_KEYS_DECL, stdin: true, timeout: true, signal: true });
 
+/**
+ * How a process ended: its exit code, or the signal that killed it.
+ *
+ * @example
+ * ```ts
+ * const { exitCode, signal } = await p.exit;
+ * ```
+ */
 export interface ExitStatus {
   /** The exit code, or null if a signal ended the process. */
   exitCode: number | null;
@@ -44,12 +68,31 @@ export interface ExitStatus {
   signal: NodeJS.Signals | null;
 }
 
+/**
+ * What `instance.exec` resolves: the exit status and the captured output.
+ *
+ * @example
+ * ```ts
+ * const r: ExecResult = await c.exec(['ls', '/']);
+ * console.log(r.exitCode, r.stdout.toString());
+ * ```
+ */
 export interface ExecResult extends ExitStatus {
   stdout: Buffer;
   stderr: Buffer;
 }
 
-/** A process running inside an instance, with Node streams for its standard I/O. */
+/**
+ * A process running inside an instance, with Node streams for its standard I/O.
+ *
+ * @example
+ * ```ts
+ * const p = await c.spawn(['sh', '-c', 'read x; echo got $x']);
+ * p.stdout.pipe(process.stdout);
+ * p.stdin.end('hello\n');
+ * console.log((await p.exit).exitCode);
+ * ```
+ */
 export interface InstanceProcess {
   /** The process id inside the instance; 0 where the driver is not told (an LXD server's exec API). */
   readonly pid: number;

@@ -80,8 +80,9 @@ export type NetworkConfigInput = { [K in NetworkKey]?: string | number | boolean
 /** A network's keys as stored: strings, defaults not filled in. */
 export type NetworkConfig = Partial<Record<NetworkKey, string>>;
 
+/** A key's value, its default where unset ("" for a key that is not one: validation then names it). */
 export function networkValue(config: NetworkConfig, key: NetworkKey): string {
-  return config[key] ?? (NETWORK_KEYS[key] as NetworkKeySpec).default ?? '';
+  return config[key] ?? (NETWORK_KEYS[key] as NetworkKeySpec | undefined)?.default ?? '';
 }
 
 /** Validated and normalized keys; InvalidArgument names the key. */

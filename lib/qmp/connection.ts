@@ -15,18 +15,48 @@ import * as net from 'node:net';
 import { EventEmitter } from 'eventemitter3';
 import { QmpCommandError, QmpConnectionError, QmpProtocolError, QmpTimeoutError } from './errors';
 
+/**
+ * A JSON object as the connection sends and receives it.
+ *
+ * @example
+ * ```ts
+ * const msg: JsonObject = { execute: 'query-status' };
+ * ```
+ */
 export type JsonObject = Record<string, unknown>;
 
-/** Default timeout of connect and of every command, ms. */
+/**
+ * Default timeout of connect and of every command, ms.
+ *
+ * @example
+ * ```ts
+ * console.log(DEFAULT_TIMEOUT); // ms
+ * ```
+ */
 export const DEFAULT_TIMEOUT = 10_000;
 
 export function isObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Where to connect: a unix socket path, or a socket (connected or connecting) to adopt. */
+/**
+ * Where to connect: a unix socket path, or a socket (connected or connecting) to adopt.
+ *
+ * @example
+ * ```ts
+ * await QmpClient.connect('/run/vm1/qmp.sock'); // or an already connected net.Socket
+ * ```
+ */
 export type Target = string | net.Socket;
 
+/**
+ * Events of a JsonConnection.
+ *
+ * @example
+ * ```ts
+ * conn.on('close', () => console.log('closed'));
+ * ```
+ */
 export interface ConnectionEvents {
   /** A parsed message not consumed by a waiter. */
   message: [msg: JsonObject];
@@ -41,6 +71,14 @@ interface Pending {
   timer?: NodeJS.Timeout;
 }
 
+/**
+ * How long `JsonConnection.expect` waits for a matching message.
+ *
+ * @example
+ * ```ts
+ * await conn.expect({ accept: (m) => 'QMP' in m, command: 'greeting', timeout: 5000 });
+ * ```
+ */
 export interface ExpectOptions {
   /** Which message ends the wait. */
   accept(msg: JsonObject): boolean;
@@ -70,6 +108,15 @@ function preview(s: string): string {
   return JSON.stringify(s.length > 120 ? s.slice(0, 120) + '…' : s);
 }
 
+/**
+ * Newline-delimited JSON over a unix socket: the transport under the QMP and guest-agent clients.
+ *
+ * @example
+ * ```ts
+ * const conn = await JsonConnection.open('/run/vm1/qmp.sock', 5000);
+ * await conn.write({ execute: 'qmp_capabilities' });
+ * ```
+ */
 export class JsonConnection extends EventEmitter<ConnectionEvents> {
   private readonly pending = new Map<string, Pending>();
   private waiter?: Waiter;

@@ -9,6 +9,14 @@
  *       └── QmpProtocolError the peer sent a message of the wrong shape; the connection was closed
  */
 
+/**
+ * The base of the QMP and guest-agent clients' errors (the family above).
+ *
+ * @example
+ * ```ts
+ * await qmp.execute('nope').catch((err) => err instanceof QmpError);
+ * ```
+ */
 export class QmpError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -16,7 +24,14 @@ export class QmpError extends Error {
   }
 }
 
-/** The command ran and failed: `{"error": {"class": "CommandNotFound", "desc": "..."}}`. */
+/**
+ * The command ran and failed: `{"error": {"class": "CommandNotFound", "desc": "..."}}`.
+ *
+ * @example
+ * ```ts
+ * await qmp.execute('no-such-command').catch((err) => err instanceof QmpCommandError && console.log(err.errorClass));
+ * ```
+ */
 export class QmpCommandError extends QmpError {
   constructor(
     readonly command: string,
@@ -27,7 +42,14 @@ export class QmpCommandError extends QmpError {
   }
 }
 
-/** No reply within the timeout. A reply arriving later is dropped. */
+/**
+ * No reply within the timeout. A reply arriving later is dropped.
+ *
+ * @example
+ * ```ts
+ * await qmp.execute('query-status', {}, { timeout: 10 }).catch((err) => err instanceof QmpTimeoutError);
+ * ```
+ */
 export class QmpTimeoutError extends QmpError {
   constructor(
     readonly command: string,
@@ -38,7 +60,14 @@ export class QmpTimeoutError extends QmpError {
   }
 }
 
-/** The connection could not be made or is gone; every pending call fails with it at once. */
+/**
+ * The connection could not be made or is gone; every pending call fails with it at once.
+ *
+ * @example
+ * ```ts
+ * await QmpClient.connect('/nonexistent.sock').catch((err) => err instanceof QmpConnectionError);
+ * ```
+ */
 export class QmpConnectionError extends QmpError {
   /** errno code of the underlying socket error, when there was one (ECONNREFUSED, ENOENT, ...). */
   readonly code?: string;
@@ -49,6 +78,11 @@ export class QmpConnectionError extends QmpError {
 }
 
 /** The peer broke the protocol (no greeting, a reply without "return"/"error", ...). Fatal: the
+ *
+ * @example
+ * ```ts
+ * qmp.on('close', (err) => { if (err instanceof QmpProtocolError) console.log('the peer broke the protocol'); });
+ * ```
  *  connection is closed, so this is also a QmpConnectionError. */
 export class QmpProtocolError extends QmpConnectionError {
   constructor(

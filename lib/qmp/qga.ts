@@ -22,6 +22,14 @@ import { EventEmitter } from 'eventemitter3';
 import { DEFAULT_TIMEOUT, JsonConnection, type JsonObject, type Target } from './connection';
 import { QmpConnectionError, QmpTimeoutError } from './errors';
 
+/**
+ * Options of `QgaClient.connect`.
+ *
+ * @example
+ * ```ts
+ * await QgaClient.connect('/run/vm1/qga.sock', { timeout: 5000 });
+ * ```
+ */
 export interface QgaConnectOptions {
   /** Default timeout of every command, ms (0 or Infinity: none). Default 10 000. */
   timeout?: number;
@@ -31,6 +39,14 @@ export interface QgaConnectOptions {
   connectTimeout?: number;
 }
 
+/**
+ * Options of one guest-agent command.
+ *
+ * @example
+ * ```ts
+ * await qga.execute('guest-ping', undefined, { timeout: 2000 });
+ * ```
+ */
 export interface QgaExecuteOptions {
   /** ms, counted from the call (time waiting behind earlier commands included). */
   timeout?: number;
@@ -38,6 +54,14 @@ export interface QgaExecuteOptions {
   noReply?: boolean;
 }
 
+/**
+ * Events of a QgaClient.
+ *
+ * @example
+ * ```ts
+ * qga.on('close', () => console.log('the agent channel closed'));
+ * ```
+ */
 export interface QgaClientEvents {
   /** The connection is gone. `error` is undefined after close(). */
   close: [error: QmpConnectionError | undefined];
@@ -45,6 +69,15 @@ export interface QgaClientEvents {
 
 const SYNC_BYTE = Buffer.from([0xff]);
 
+/**
+ * A client of the QEMU guest agent over its virtio-serial socket, resynchronised with guest-sync-delimited.
+ *
+ * @example
+ * ```ts
+ * const qga = await QgaClient.connect('/run/vm1/qga.sock');
+ * console.log(await qga.execute('guest-get-osinfo'));
+ * ```
+ */
 export class QgaClient extends EventEmitter<QgaClientEvents> {
   /** Default command timeout, ms. */
   timeout = DEFAULT_TIMEOUT;

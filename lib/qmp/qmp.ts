@@ -14,29 +14,69 @@ import { EventEmitter } from 'eventemitter3';
 import { DEFAULT_TIMEOUT, JsonConnection, type JsonObject, type Target, isObject } from './connection';
 import { QmpConnectionError, QmpProtocolError } from './errors';
 
+/**
+ * A QEMU version as QMP reports it.
+ *
+ * @example
+ * ```ts
+ * const v: QmpVersionInfo = qmp.version!;
+ * console.log(`${v.qemu.major}.${v.qemu.minor}`);
+ * ```
+ */
 export interface QmpVersionInfo {
   qemu: { major: number; minor: number; micro: number };
   package: string;
 }
 
+/**
+ * QEMU's greeting on connect: its version and capabilities.
+ *
+ * @example
+ * ```ts
+ * console.log(qmp.greeting?.QMP.version.qemu);
+ * ```
+ */
 export interface QmpGreeting {
   QMP: { version: QmpVersionInfo; capabilities: string[] };
 }
 
-/** Result of `query-status`. */
+/**
+ * Result of `query-status`.
+ *
+ * @example
+ * ```ts
+ * const s = await qmp.execute<QmpStatusInfo>('query-status');
+ * console.log(s.status, s.running);
+ * ```
+ */
 export interface QmpStatusInfo {
   status: string;
   running: boolean;
   singlestep?: boolean;
 }
 
+/**
+ * An asynchronous QMP event: its name, data and timestamp.
+ *
+ * @example
+ * ```ts
+ * qmp.on('event', (e: QmpEvent) => console.log(e.timestamp.seconds, e.event));
+ * ```
+ */
 export interface QmpEvent<D = Record<string, unknown>> {
   event: string;
   data: D;
   timestamp: { seconds: number; microseconds: number };
 }
 
-/** Data of a few common events; any other event name is accepted with untyped data. */
+/**
+ * Data of a few common events; any other event name is accepted with untyped data.
+ *
+ * @example
+ * ```ts
+ * qmp.on('SHUTDOWN', (e) => console.log(e.data.guest, e.data.reason));
+ * ```
+ */
 export interface QmpKnownEvents {
   SHUTDOWN: { guest: boolean; reason: string };
   RESET: { guest: boolean; reason: string };
@@ -47,6 +87,14 @@ export interface QmpKnownEvents {
 
 type PerNameEvents = { [K in keyof QmpKnownEvents]: [event: QmpEvent<QmpKnownEvents[K]>] };
 
+/**
+ * Events of a QmpClient: every QMP event, and the connection closing.
+ *
+ * @example
+ * ```ts
+ * qmp.on('event', (e) => console.log(e.event, e.data));
+ * ```
+ */
 export interface QmpClientEvents extends PerNameEvents {
   /** Every event, whatever its name. */
   event: [event: QmpEvent];
@@ -56,6 +104,14 @@ export interface QmpClientEvents extends PerNameEvents {
   [name: Uppercase<string>]: [event: QmpEvent];
 }
 
+/**
+ * Options of `QmpClient.connect`.
+ *
+ * @example
+ * ```ts
+ * await QmpClient.connect('/run/vm1/qmp.sock', { timeout: 5000 });
+ * ```
+ */
 export interface QmpConnectOptions {
   /** Default timeout of every command, ms (0 or Infinity: none). Default 10 000. */
   timeout?: number;
@@ -65,11 +121,29 @@ export interface QmpConnectOptions {
   connectTimeout?: number;
 }
 
+/**
+ * Options of one QMP command.
+ *
+ * @example
+ * ```ts
+ * await qmp.execute('system_powerdown', undefined, { timeout: 2000 });
+ * ```
+ */
 export interface QmpExecuteOptions {
   /** ms; overrides the client's default. */
   timeout?: number;
 }
 
+/**
+ * A QMP client over a unix socket: capabilities negotiated, commands with ids and timeouts, events as they come.
+ *
+ * @example
+ * ```ts
+ * const qmp = await QmpClient.connect('/run/vm1/qmp.sock');
+ * console.log(await qmp.execute('query-status'));
+ * qmp.on('event', (e) => console.log(e.event));
+ * ```
+ */
 export class QmpClient extends EventEmitter<QmpClientEvents> {
   /** The greeting QEMU sent, once connected. */
   greeting?: QmpGreeting;

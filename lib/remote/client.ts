@@ -13,8 +13,24 @@ import * as tls from 'node:tls';
 
 import { AlreadyExists, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, PermissionDenied, Timeout } from '../errors';
 
+/**
+ * Debian's LXD socket, /var/lib/lxd/unix.socket: where `Host.connect()` looks by default.
+ *
+ * @example
+ * ```ts
+ * new LxdClient({ socket: DEFAULT_SOCKET });
+ * ```
+ */
 export const DEFAULT_SOCKET = '/var/lib/lxd/unix.socket';
 
+/**
+ * Where an LXD server listens and how to authenticate: a unix socket, or HTTPS with a client certificate and the pinned server certificate.
+ *
+ * @example
+ * ```ts
+ * new LxdClient({ url: 'https://lxd.lan:8443', cert, key, serverCert, timeoutMs: 10_000 });
+ * ```
+ */
 export interface LxdEndpoint {
   /** The server's unix socket (default /var/lib/lxd/unix.socket). */
   socket?: string;
@@ -29,6 +45,15 @@ export interface LxdEndpoint {
   timeoutMs?: number;
 }
 
+/**
+ * LXD's response envelope: sync, async (an operation) or error, with its metadata.
+ *
+ * @example
+ * ```ts
+ * const r: LxdResponse = await client.request('GET', '/1.0/instances');
+ * console.log(r.status_code, r.metadata);
+ * ```
+ */
 export interface LxdResponse {
   type: 'sync' | 'async' | 'error';
   status_code: number;
@@ -40,6 +65,14 @@ export interface LxdResponse {
   etag?: string;
 }
 
+/**
+ * Per-request options of `LxdClient.request`: a streamed or raw body, headers, a timeout, an ETag.
+ *
+ * @example
+ * ```ts
+ * await client.request('POST', '/1.0/images', undefined, { stream: './image.tar.gz', timeoutMs: 300_000 });
+ * ```
+ */
 export interface RequestOptions {
   /** A file streamed as the body (application/octet-stream), e.g. an image tarball. */
   stream?: string;
@@ -53,7 +86,14 @@ export interface RequestOptions {
   binary?: boolean;
 }
 
-/** What the server said, attached to the typed error made from it. */
+/**
+ * What the server said, attached to the typed error made from it.
+ *
+ * @example
+ * ```ts
+ * catch (err) { console.log((err as { lxd?: LxdErrorDetails }).lxd?.serverMessage); }
+ * ```
+ */
 export interface LxdErrorDetails {
   method: string;
   path: string;
@@ -65,7 +105,14 @@ export interface LxdErrorDetails {
   operation?: boolean;
 }
 
-/** Maps an LXD failure to lxq's error types; the message keeps the server's words. */
+/**
+ * Maps an LXD failure to lxq's error types; the message keeps the server's words.
+ *
+ * @example
+ * ```ts
+ * throw lxdError({ method: 'GET', path: '/1.0/instances/x', status: 404, serverMessage: 'Instance not found' }); // a NotFound
+ * ```
+ */
 export function lxdError(d: LxdErrorDetails): LxqError {
   const msg = `LXD ${d.method} ${d.path}: ${d.serverMessage} (${d.status})`;
   const m = d.serverMessage.toLowerCase();
@@ -91,6 +138,16 @@ const TLS_VERIFY_ERRORS = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
+/**
+ * A client for LXD's REST API 1.0 over its unix socket or HTTPS: typed errors, waited-on operations, timeouts.
+ *
+ * @example
+ * ```ts
+ * const client = new LxdClient({ socket: '/var/lib/lxd/unix.socket' });
+ * const info = (await client.request('GET', '/1.0')).metadata;
+ * await client.call('PUT', '/1.0/instances/web1/state', { action: 'start' });
+ * ```
+ */
 export class LxdClient {
   readonly project?: string;
   private readonly agent: http.Agent;

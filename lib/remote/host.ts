@@ -16,11 +16,27 @@ import { RemoteEvents } from './events';
 import { RemoteImages } from './images';
 import { checkName, LXD_NAME, lxdType, lxdTypeName, RemoteInstance, type RemoteInstanceHooks } from './instance';
 
+/**
+ * Where an LXD server is and how to authenticate to it, and the cluster member new instances go on.
+ *
+ * @example
+ * ```ts
+ * await Host.connect({ url: 'https://lxd.lan:8443', cert, key, serverCert, project: 'lab', target: 'node2' });
+ * ```
+ */
 export interface ConnectOptions extends LxdEndpoint {
   /** The cluster member new instances are placed on (default: the server decides). */
   target?: string;
 }
 
+/**
+ * What `RemoteHost.create` takes: type, image alias or fingerprint, profiles, raw LXD config.
+ *
+ * @example
+ * ```ts
+ * await lxd.create('web1', { type: 'container', image: 'debian/12', profiles: ['default'], config: { 'limits.cpu': '2' } });
+ * ```
+ */
 export interface RemoteCreateOptions {
   type?: InstanceType;
   /** An image alias or fingerprint the server has. */
@@ -39,6 +55,16 @@ async function checkTarget(client: LxdClient, target: string): Promise<void> {
   await client.request('GET', `/1.0/cluster/members/${encodeURIComponent(target)}`);
 }
 
+/**
+ * Instances on an LXD server, through its REST API (`Host.connect`).
+ *
+ * @example
+ * ```ts
+ * const lxd = await Host.connect({ socket: '/var/lib/lxd/unix.socket' });
+ * const r = await lxd.create('web1', { image: 'debian/12' });
+ * await r.start();
+ * ```
+ */
 export class RemoteHost {
   /** The server's images; `copyFrom(localHost.images, name)` puts an lxq image there. */
   readonly images: RemoteImages;
@@ -243,9 +269,26 @@ export class RemoteHost {
   }
 }
 
+/**
+ * What `RemoteHost.copy` takes: a snapshot to copy, whether to leave the snapshots behind, and
+ * options set over the source's.
+ *
+ * @example
+ * ```ts
+ * await lxd.copy('web', 'web-test', { snapshot: 'snap0', instanceOnly: true, config: { 'user.role': 'test' } });
+ * ```
+ */
 export type RemoteCopyOptions = Pick<CopyOptions, 'snapshot' | 'instanceOnly'> & { config?: InstanceConfigPatch };
 const REMOTE_COPY_OPTION_KEYS = optionKeys<RemoteCopyOptions>({ snapshot: true, instanceOnly: true, config: true });
 
+/**
+ * A member of an LXD cluster, as `RemoteHost.members()` lists it.
+ *
+ * @example
+ * ```ts
+ * for (const m of await lxd.members()) console.log(m.name, m.status, m.roles);
+ * ```
+ */
 export interface ClusterMember {
   name: string;
   url: string;

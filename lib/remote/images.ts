@@ -16,7 +16,15 @@ import type { ImageStore } from '../images/store';
 import { refuseUnknownKeys } from '../util/keys';
 import type { LxdClient } from './client';
 
-/** An image on the LXD server. */
+/**
+ * An image on the LXD server.
+ *
+ * @example
+ * ```ts
+ * const img: RemoteImageInfo = await lxd.images.get('busybox');
+ * console.log(img.fingerprint, img.aliases, img.properties.os);
+ * ```
+ */
 export interface RemoteImageInfo {
   /** Its first alias, else its fingerprint: what `create(name, { image })` takes. */
   name: string;
@@ -32,6 +40,14 @@ export interface RemoteImageInfo {
   properties: Record<string, string>;
 }
 
+/**
+ * Options of `RemoteImages.copyFrom`: the alias on the server and the local variant.
+ *
+ * @example
+ * ```ts
+ * await lxd.images.copyFrom(host.images, 'debian/12', { alias: 'debian-12', type: 'vm' });
+ * ```
+ */
 export interface CopyImageOptions {
   /** The alias on the server (default: the image's lxq name, e.g. `busybox`, `debian/12`). */
   alias?: string;
@@ -57,6 +73,16 @@ const info = (m: any): RemoteImageInfo => {
   };
 };
 
+/**
+ * The images of an LXD server (`remote.images`): list, get, and copy one of lxq's images there.
+ *
+ * @example
+ * ```ts
+ * const lxd = await Host.connect();
+ * await lxd.images.copyFrom(host.images, 'busybox');
+ * for (const i of await lxd.images.list()) console.log(i.name, i.type, i.size);
+ * ```
+ */
 export class RemoteImages {
   constructor(private readonly client: LxdClient) {}
 

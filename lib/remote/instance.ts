@@ -306,7 +306,8 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
             if ((await this.currentStatus()) === 'stopped') return;
           }
         }
-        await this.setState({ action: 'stop', force: true });
+        // The clean shutdown may end between that status read and this forced stop: not a failure.
+        await this.setState({ action: 'stop', force: true }).catch(async (e) => ((await this.currentStatus()) === 'stopped' ? undefined : Promise.reject(e)));
       });
     } finally {
       await this.status().catch(() => undefined);

@@ -4,6 +4,14 @@
  */
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 
+/**
+ * Options of `snapshots.create`: stateful or not, a description, an expiry.
+ *
+ * @example
+ * ```ts
+ * await vm.snapshots.create('live', { stateful: true, description: 'with its RAM', expiresAt: new Date(Date.now() + 86_400_000) });
+ * ```
+ */
 export interface SnapshotCreateOptions {
   /**
    * Keep the running state too (a VM's RAM and devices; a container's processes through CRIU).
@@ -15,11 +23,27 @@ export interface SnapshotCreateOptions {
   description?: string;
 }
 
+/**
+ * Options of `snapshots.restore`.
+ *
+ * @example
+ * ```ts
+ * await vm.snapshots.restore('live', { stateful: false }); // the disk only
+ * ```
+ */
 export interface SnapshotRestoreOptions {
   /** Default true: a stateful snapshot resumes the instance where it was. false: its disk or files only. */
   stateful?: boolean;
 }
 
+/**
+ * A snapshot as `snapshots.list()` and `get()` report it.
+ *
+ * @example
+ * ```ts
+ * for (const s of await c.snapshots.list()) console.log(s.name, s.createdAt, s.stateful, s.size);
+ * ```
+ */
 export interface SnapshotInfo {
   name: string;
   createdAt: Date;
@@ -32,6 +56,16 @@ export interface SnapshotInfo {
   record: InstanceRecord;
 }
 
+/**
+ * An instance's snapshots: create, list, get, restore, rename, delete.
+ *
+ * @example
+ * ```ts
+ * await c.snapshots.create('before-upgrade');
+ * await c.snapshots.restore('before-upgrade');
+ * console.log((await c.snapshots.list()).map((s) => s.name));
+ * ```
+ */
 export interface InstanceSnapshots {
   /** Makes a snapshot (default names snap0, snap1… as LXD); a running container is frozen for the copy. */
   create(name?: string, options?: SnapshotCreateOptions): Promise<SnapshotInfo>;
@@ -104,15 +138,38 @@ export interface CopyToOptions {
   flatten: boolean;
 }
 
-/** Events of the storage layer, on the instance's emitter. */
+/**
+ * A snapshot was made, restored or deleted (`snapshot-created`, `-restored`, `-deleted` on the instance).
+ *
+ * @example
+ * ```ts
+ * c.on('snapshot-created', (e: SnapshotEvent) => console.log(e.name, e.snapshot));
+ * ```
+ */
 export interface SnapshotEvent {
   name: string;
   snapshot: string;
 }
+/**
+ * A snapshot was renamed (`snapshot-renamed` on the instance): from `previous` to `snapshot`.
+ *
+ * @example
+ * ```ts
+ * c.on('snapshot-renamed', (e: SnapshotRenamedEvent) => console.log(e.previous, '->', e.snapshot));
+ * ```
+ */
 export interface SnapshotRenamedEvent extends SnapshotEvent {
   previous: string;
 }
 
+/**
+ * Options of `host.copy`: a snapshot as the source, options and devices changed on the way, snapshots left behind, a flattened VM disk.
+ *
+ * @example
+ * ```ts
+ * await host.copy('web1', 'web2', { snapshot: 'clean', instanceOnly: true, config: { 'user.role': 'staging' } });
+ * ```
+ */
 export interface CopyOptions {
   /** Copy this snapshot of the source rather than its current state. */
   snapshot?: string;

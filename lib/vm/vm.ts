@@ -91,6 +91,12 @@ export interface VmContext {
  * A VM's state: the common state, plus its vCPUs and what the guest agent says, if it answers
  * quickly (`network.addresses` are the guest's, loopback excluded; `os` from guest-get-osinfo).
  * `processes` is 0: the agent cannot count the guest's processes.
+ *
+ * @example
+ * ```ts
+ * const s = (await vm.state()) as VmState;
+ * console.log(s.status, s.pid);
+ * ```
  */
 export interface VmState extends InstanceState {
   vcpus: number;
@@ -232,6 +238,16 @@ async function readInput(input: ExecOptions['stdin']): Promise<Buffer | undefine
   return Buffer.concat(chunks);
 }
 
+/**
+ * A QEMU virtual machine driven over QMP and its guest agent: the `Instance` interface, with QEMU behind it.
+ *
+ * @example
+ * ```ts
+ * const vm = (await host.create('vm1', { type: 'vm', image: 'vm/default' })) as VmInstance;
+ * await vm.start();
+ * await vm.waitForAgent();
+ * ```
+ */
 export class VmInstance extends BaseInstance {
   files: InstanceFiles;
   protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.connected(), record: () => this.record });
