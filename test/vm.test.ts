@@ -94,7 +94,7 @@ describe('VM lifecycle', () => {
     expect(vm).toBeInstanceOf(VmInstance);
     expect(vm.type).toBe('vm');
     const dir = path.join(t.host.instancesDir, name);
-    expect(readdirSync(dir).sort()).toEqual(['disk.qcow2', 'lxq.json']);
+    expect(readdirSync(dir).sort()).toEqual(['disk.qcow2', 'lxq.json', 'lxq.lock']);
     const { stdout } = await execFileP('qemu-img', ['info', '-U', '--output=json', path.join(dir, 'disk.qcow2')]);
     const info = JSON.parse(stdout);
     expect(info.format).toBe('qcow2');
@@ -165,6 +165,22 @@ describe('VM lifecycle', () => {
     await until('running event', () => events.length === 2, 5_000);
     expect(transitions(events)).toEqual(['running>frozen', 'frozen>running']);
   });
+
+  test('another holder of the VM (a second Host, as another process) reads its status while this one holds the monitor', async () => {
+    // QEMU serves one client per monitor: the second reads through the query monitor instead.
+    const other = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+    try {
+      const vm2 = (await other.get(vm.name)) as VmInstance;
+      expect(vm2).not.toBe(vm);
+      expect(await vm2.status()).toBe('running');
+      await vm.freeze();
+      expect(await vm2.status()).toBe('frozen');
+      await vm.unfreeze();
+      expect(await vm.status()).toBe('running');
+    } finally {
+      await other.close();
+    }
+  }, 60_000);
 
   test('exec with a timeout in a guest that stopped answering rejects with Timeout, soon', async () => {
     const pending = vm.exec(['sleep', '30'], { timeout: 1_000 });
@@ -305,7 +321,7 @@ describe('accelerator choice', () => {
     const vm = await h.host.create(h.name('kvm'), { type: 'vm', image: 'vm/default', config: { 'vm.accel': 'kvm' } });
     await expect(vm.start()).rejects.toThrow(NotSupported);
     await expect(vm.start()).rejects.toThrow(/vm\.accel is "kvm" but KVM does not work on this host/);
-    expect(readdirSync(path.join(h.host.instancesDir, vm.name)).sort()).toEqual(['disk.qcow2', 'lxq.json']);
+    expect(readdirSync(path.join(h.host.instancesDir, vm.name)).sort()).toEqual(['disk.qcow2', 'lxq.json', 'lxq.lock']);
     expect(await vm.status()).toBe('stopped');
   });
 
@@ -409,7 +425,7 @@ describe('bad input: typed errors, nothing written, no QEMU left running', () =>
       await fs.rm(path.join(images, path.relative(SHARED_IMAGES, await sharedVmImageDir()), await kernelFile()));
       await expect(vm.start()).rejects.toThrow(NotFound);
       expect(await vm.status()).toBe('stopped');
-      expect(readdirSync(path.join(host.instancesDir, 'lostkernel')).sort()).toEqual(['disk.qcow2', 'lxq.json']);
+      expect(readdirSync(path.join(host.instancesDir, 'lostkernel')).sort()).toEqual(['disk.qcow2', 'lxq.json', 'lxq.lock']);
       await vm.delete();
     });
   });

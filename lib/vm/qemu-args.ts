@@ -13,6 +13,8 @@ export interface QemuArgsOptions {
   /** The VM's own qcow2 overlay over `img.disk`. */
   disk: string;
   qmpSocket: string;
+  /** A second QMP monitor, for other processes' status reads (lib/vm/vm.ts). */
+  qmpQuerySocket?: string;
   qgaSocket: string;
   serialLog: string;
   /** The serial port's chardev socket, for interactive consoles; the log is written all the same. */
@@ -61,6 +63,7 @@ export function qemuArgsForImage(img: VmImage, opts: QemuArgsOptions): string[] 
       ? ['-chardev', `socket,id=serial0,path=${comma(opts.serialSocket)},server=on,wait=off,logfile=${comma(opts.serialLog)},logappend=off`, '-serial', 'chardev:serial0']
       : ['-serial', `file:${opts.serialLog}`]),
     '-qmp', `unix:${comma(opts.qmpSocket)},server=on,wait=off`,
+    ...(opts.qmpQuerySocket ? ['-chardev', `socket,id=qmpquery,path=${comma(opts.qmpQuerySocket)},server=on,wait=off`, '-mon', 'chardev=qmpquery,mode=control'] : []),
     '-device', 'virtio-serial-pci,id=vser0',
     '-chardev', `socket,path=${comma(opts.qgaSocket)},server=on,wait=off,id=qga0`,
     '-device', `virtserialport,bus=vser0.0,chardev=qga0,name=${QGA_PORT_NAME}`,

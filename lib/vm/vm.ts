@@ -135,6 +135,8 @@ const FILES = {
   disk: 'disk.qcow2',
   pid: 'qemu.pid',
   qmp: 'qmp.sock',
+  /** A second QMP monitor for one-shot status reads while another process holds the first. */
+  qmpQuery: 'qmp-query.sock',
   qga: 'qga.sock',
   console: 'console.log',
   consoleSocket: 'console.sock',
@@ -222,6 +224,18 @@ function openMonitor(socketPath: string): Promise<QmpClient> {
   return QmpClient.connect(socket, { timeout: QMP_TIMEOUT_MS, connectTimeout: QMP_GREETING_MS });
 }
 
+/** `query-status` on a monitor nobody holds for long: connect, ask, close. */
+async function queryStatusOnce(socketPath: string): Promise<string> {
+  const socket = net.createConnection({ path: socketPath });
+  socket.unref();
+  const qmp = await QmpClient.connect(socket, { timeout: QMP_GREETING_MS, connectTimeout: QMP_GREETING_MS });
+  try {
+    return (await qmp.execute<QmpStatusInfo>('query-status')).status;
+  } finally {
+    await qmp.close();
+  }
+}
+
 async function tail(file: string, lines = 20): Promise<string> {
   const text = await fs.readFile(file, 'utf8').catch(() => '');
   return text.trimEnd().split('\n').slice(-lines).join('\n');
@@ -299,7 +313,7 @@ export class VmInstance extends BaseInstance {
     // The image stays where it is: the overlay names its disk as backing file.
     const machineId = image.meta.init === 'systemd' ? { machineId: newMachineId() } : {};
     const vm = new VmInstance(ctx, dir, { ...record, ...machineId, imageMeta: { ...record.imageMeta, dir: img.dir } });
-    for (const socket of [vm.file('qmp'), vm.file('qga'), vm.file('consoleSocket')]) {
+    for (const socket of [vm.file('qmp'), vm.file('qmpQuery'), vm.file('qga'), vm.file('consoleSocket')]) {
       if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
         throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
       }
@@ -431,8 +445,11 @@ export class VmInstance extends BaseInstance {
       const { status } = await qmp.execute<QmpStatusInfo>('query-status');
       return QEMU_STATUS[status] ?? 'error';
     } catch {
-      // QEMU exited during the call, or it runs and its monitor does not answer us.
-      return (await livePid(this.file('pid'))) === null ? 'stopped' : 'error';
+      // QEMU exited during the call, or it runs and its monitor does not answer us: QEMU serves
+      // one client per monitor, and another process (an lxq program, the CLI) may hold it.
+      if ((await livePid(this.file('pid'))) === null) return 'stopped';
+      const status = await queryStatusOnce(this.file('qmpQuery')).catch(() => undefined);
+      return status === undefined ? 'error' : (QEMU_STATUS[status] ?? 'error');
     }
   }
 
@@ -472,6 +489,7 @@ export class VmInstance extends BaseInstance {
       ...qemuArgsForImage(img, {
         disk: this.file('disk'),
         qmpSocket: this.file('qmp'),
+        qmpQuerySocket: this.file('qmpQuery'),
         qgaSocket: this.file('qga'),
         serialLog: this.file('console'),
         serialSocket: this.file('consoleSocket'),
