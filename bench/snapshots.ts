@@ -46,8 +46,11 @@ async function containers(host: Host, dir: string, lxd: LxdStoragePeer | undefin
     await host.images.ensure(image);
     const name = `bench-${image.replace('/', '-')}-${extra}`;
     const c = await host.create(name, { image });
+    // lxc-snapshot gets a container of its own, made the same way: its restore destroys the
+    // container's directory and clones it back from the snapshot, lxq's record not included.
+    const forLxc = await host.create(`${name}-lxc`, { image });
     const fill = (root: string) => execFileSync('sh', ['-c', `mkdir "${root}/big" && for i in $(seq 1 ${extra / 8}); do head -c 8M /dev/urandom > "${root}/big/f$i"; done`]);
-    if (extra) fill(path.join(host.instancesDir, c.name, 'rootfs'));
+    if (extra) for (const i of [c, forLxc]) fill(path.join(host.instancesDir, i.name, 'rootfs'));
     if (lxd) {
       await lxd.containerOf(host, image, name, dir);
       if (extra) fill(path.join(dir, 'lxd', 'storage-pools', 'bench', 'containers', name, 'rootfs'));
@@ -58,9 +61,9 @@ async function containers(host: Host, dir: string, lxd: LxdStoragePeer | undefin
       r.lxqRestore.push(await time(() => c.snapshots.restore(`s${i}`)));
       await c.snapshots.delete(`s${i}`);
       if (hasLxc) {
-        r.lxcCreate.push(await time(() => lxc(['-n', c.name])));
-        r.lxcRestore.push(await time(() => lxc(['-n', c.name, '-r', 'snap0'])));
-        lxc(['-n', c.name, '-d', 'snap0']);
+        r.lxcCreate.push(await time(() => lxc(['-n', forLxc.name])));
+        r.lxcRestore.push(await time(() => lxc(['-n', forLxc.name, '-r', 'snap0'])));
+        lxc(['-n', forLxc.name, '-d', 'snap0']);
       }
       if (lxd) {
         r.lxdCreate.push(await time(() => lxd.snapshot(name, `s${i}`)));
@@ -76,6 +79,9 @@ async function containers(host: Host, dir: string, lxd: LxdStoragePeer | undefin
       console.log(`| ${label} | ${op.toLowerCase()} | ${fmt(a)} | ${fmt(b)} | ${fmt(d)} | ${ratio(b, a)} | ${ratio(d, a)} |`);
     }
     await c.delete();
+    // Its lxq record went with lxc-snapshot's restore: liblxc removes what is left.
+    execFileSync('lxc-destroy', ['-P', host.instancesDir, '-n', forLxc.name, '-f'], { stdio: 'ignore' });
+    rmSync(path.join(host.instancesDir, forLxc.name), { recursive: true, force: true });
     if (lxd) await lxd.delete(name);
   }
 }

@@ -250,6 +250,22 @@ describe('commands', () => {
     expect(await Promise.all(procs.map((p) => p.exit))).toEqual(procs.map(() => ({ exitCode: 0, signal: null })));
   });
 
+  test('a plain script whose last await is a command stays alive until it ends (the websocket alone holds nothing)', async () => {
+    const c = await launch();
+    const script = `
+      const { Host } = require(${JSON.stringify(path.resolve(__dirname, '..', 'lib'))});
+      (async () => {
+        const host = await Host.connect({ socket: ${JSON.stringify(lxd.daemon.socket)} });
+        const i = await host.get(${JSON.stringify(c.name)});
+        let codes = [];
+        for (let k = 0; k < 10; k++) codes.push((await i.exec(['/bin/true'])).exitCode);
+        console.log(codes.join(','), 'done');
+        host.close();
+      })().catch((e) => { console.error(e); process.exit(1); });`;
+    const { stdout } = await run(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), '-e', script], { timeout: 60_000 });
+    expect(stdout).toBe('0,0,0,0,0,0,0,0,0,0 done\n');
+  });
+
   test('large output on stdout and stderr at once stays apart', async () => {
     const r = await i.exec(['sh', '-c', 'head -c 2000000 /dev/zero; head -c 1000000 /dev/zero >&2']);
     expect(r.stdout.length).toBe(2_000_000);

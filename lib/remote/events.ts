@@ -79,7 +79,7 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     if (this.closed) return;
     const ws = new WebSocket(this.client.websocketUrl(this.client.url('/1.0/events', { type: 'lifecycle,operation' })), this.client.websocketOptions());
     this.ws = ws;
-    // The socket alone does not hold the process open; listeners do (retain()).
+    // The socket alone does not hold the process open; a command waited on does (operationDone).
     ws.once('upgrade', (res) => res.socket.unref());
     let alive = true;
     ws.on('pong', () => (alive = true));
@@ -186,14 +186,12 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     if (!this.open) return this.client.wait(r, what, LONGEST_WAIT_S);
     // Registered before the command can start (LXD waits for its websockets): its end is not missed.
     const p = new Promise((resolve, reject) => this.operations.set(id, { what, resolve, reject }));
-    // A safety net under the events (the server drops them for a listener that lags).
+    // A safety net under the events (the server drops them for a listener that lags). It is
+    // also what holds the process open while a command runs: the websocket itself does not
+    // (a program whose last await is an exec would otherwise exit in the middle of it).
     this.sweep ??= setInterval(() => {
-      if (this.operations.size === 0) {
-        clearInterval(this.sweep);
-        this.sweep = undefined;
-      }
       for (const op of this.operations.keys()) void this.check(op);
-    }, SWEEP_MS).unref();
+    }, SWEEP_MS);
     return p;
   }
 
@@ -207,6 +205,10 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     const waiter = this.operations.get(id);
     if (!waiter) return;
     this.operations.delete(id);
+    if (this.operations.size === 0) {
+      clearInterval(this.sweep);
+      this.sweep = undefined;
+    }
     if (op.status_code === 200) return waiter.resolve(op);
     const [method, ...p] = waiter.what.split(' ');
     waiter.reject(lxdError({ method, path: p.join(' '), status: op.status_code, serverMessage: op.err || op.status, operation: true }));
