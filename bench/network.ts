@@ -11,6 +11,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -24,6 +25,13 @@ import { stats, time as timed } from './stats';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const has = (bin: string) => promisify(execFile)('sh', ['-c', `command -v ${bin}`]).then(() => true, () => false);
+
+/** What a container without an address and its network's dnsmasq say (for a failure's message). */
+async function diagnose(i: Instance, networkDir: string): Promise<string> {
+  const inside = await i.exec(['sh', '-c', 'ps; ip addr; ls /run'], { timeout: 10_000 }).then((r) => r.stdout.toString(), (e) => `exec failed: ${(e as Error).message}`);
+  const log = await readFile(path.join(networkDir, 'dnsmasq.log'), 'utf8').catch(() => '(no dnsmasq log)');
+  return `inside ${i.name}:\n${inside}\ndnsmasq (last lines):\n${log.trim().split('\n').slice(-20).join('\n')}`;
+}
 
 /** iperf3's JSON result: what the receiver got, MiB/s. */
 const iperfMiBs = (json: string) => (JSON.parse(json) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 8 / 2 ** 20;
@@ -110,7 +118,7 @@ export async function main(opts: { quick: boolean }): Promise<string[]> {
       const t0 = performance.now();
       await withNic.start();
       startNic.push(performance.now() - t0);
-      await withNic.waitForAddress({ timeout: 30_000 });
+      await withNic.waitForAddress({ timeout: 30_000 }).catch(async (e) => Promise.reject(new Error(`${(e as Error).message}\n${await diagnose(withNic, net.dir)}`)));
       toAddress.push(performance.now() - t0);
       await withNic.waitForAddress({ family: 'inet6', timeout: 30_000 });
       toAddress6.push(performance.now() - t0);
