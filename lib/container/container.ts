@@ -208,6 +208,8 @@ export class ContainerInstance extends BaseInstance {
     return this.ctx.networks;
   }
 
+  protected override readonly ownAddressesComplete = true;
+
   protected async readIfInet6(): Promise<string> {
     return fs.readFile(`/proc/${await this.lxc().initPid()}/net/if_inet6`, 'utf8');
   }

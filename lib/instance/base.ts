@@ -281,6 +281,12 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   protected abstract datagramInside(to: DatagramEndpoint): Promise<DgramSocket>;
   /** The host's networks (NICs are checked against them). */
   protected abstract get networks(): Networks;
+  /**
+   * True where state() always sees the instance's addresses (a container's network namespace):
+   * waitForAddress then never answers from a DHCP lease, which the client may not have applied
+   * yet (a restart within the second of the previous lease looked granted).
+   */
+  protected readonly ownAddressesComplete: boolean = false;
   /** The instance's /proc/net/if_inet6 (its kernel's IPv6 address flags). */
   protected abstract readIfInet6(): Promise<string>;
   /** What checking this instance's devices against the host needs. */
@@ -438,10 +444,11 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       const unusable = family === 'inet6' && s.network.addresses.some(isFamily) ? unusableIpv6(await this.readIfInet6().catch(() => '')) : new Set<string>();
       const own = s.network.addresses.find((a) => isFamily(a) && !unusable.has(a));
       if (own) return own;
-      // A lease counts once granted in this run of the instance (its init or QEMU started before
-      // it), not one kept from an earlier boot.
-      startedAt ??= s.pid === null ? undefined : await processStartedAt(s.pid);
-      for (const n of startedAt ? networks : []) {
+      // Where the instance's own addresses may not be seen yet (a VM's agent not up), a lease
+      // counts once granted in this run of the instance (its init or QEMU started before it),
+      // not one kept from an earlier boot.
+      if (!this.ownAddressesComplete) startedAt ??= s.pid === null ? undefined : await processStartedAt(s.pid);
+      for (const n of startedAt && !this.ownAddressesComplete ? networks : []) {
         const leases = (await (await this.networks.get(n).catch(() => undefined))?.leases()) ?? [];
         const lease = leases.find((l) => macs.has(l.hwaddr.toLowerCase()) && isFamily(l.address) && l.grantedAt.getTime() >= Math.floor(startedAt!.getTime() / 1000) * 1000);
         if (lease) return lease.address;
