@@ -1,6 +1,7 @@
 /**
  * Each test file gets its own Host in a temporary directory and unique instance names; `dispose`
- * force-deletes whatever the tests left (also after a failure) and removes the directory.
+ * force-deletes whatever the tests left (instances, then networks; also after a failure) and
+ * removes the directory.
  * Built images are shared between test files (they are read-only for instances).
  */
 import { randomBytes } from 'node:crypto';
@@ -32,6 +33,8 @@ export async function tempHost(): Promise<TestHost> {
     name: (prefix = 't') => `${prefix}-${tag}-${n++}`,
     async dispose() {
       for (const i of await host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
+      // The networks' parts (bridge, dnsmasq, nftables) live outside the directory: they go first.
+      for (const n of await host.networks.list().catch(() => [])) await host.networks.delete(n.name).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
     },
   };
