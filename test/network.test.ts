@@ -396,6 +396,21 @@ test('nictype bridged: a NIC on a host bridge lxq does not manage (no DHCP there
   }
 });
 
+test('a DHCP client pid file left from an earlier boot does not pass for a running client', async () => {
+  const n = await network('pid');
+  const c = await t.host.create(t.name('pid'), { image: 'busybox', devices: { eth0: { type: 'nic', network: n.name } } });
+  try {
+    // pid 1 is always alive: the image's DHCP loop must not take the stale file for its client.
+    await c.files.write('/run/udhcpc.eth0.pid', '1\n');
+    await c.start();
+    const address = await c.waitForAddress({ timeout: 30_000 });
+    expect((await sh(c, 'ip -4 addr show eth0')).out).toContain(address);
+  } finally {
+    await c.delete({ force: true });
+    await t.host.networks.delete(n.name);
+  }
+});
+
 test('ipv4.nat: masquerade in a table of lxq\'s own, gone with the network', async () => {
   const n = await network('nat', { 'ipv4.nat': 'true' });
   const table = execFileSync('nft', ['list', 'table', 'ip', `lxq_${n.name}`]).toString();

@@ -30,7 +30,10 @@ exit 0
 
 const DHCP_LOOP = `#!/bin/sh
 # A DHCP client per interface but lo, for those there at boot and those added later.
+# The pid files of an earlier boot go first: /run is on the root disk, and their pids may now
+# be other processes' (the console's askfirst init), which would pass for a client running.
 mkdir -p /run
+rm -f /run/udhcpc.*.pid
 while :; do
   for p in /sys/class/net/*; do
     i=\${p##*/}
