@@ -11,7 +11,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 
-import { AlreadyExists, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, PermissionDenied, Timeout } from '../errors';
+import { AlreadyExists, Busy, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, PermissionDenied, Timeout } from '../errors';
 
 /**
  * Debian's LXD socket, /var/lib/lxd/unix.socket: where `Host.connect()` looks by default.
@@ -121,6 +121,7 @@ export function lxdError(d: LxdErrorDetails): LxqError {
   else if (d.status === 404 || /\bnot found\b/.test(m)) e = new NotFound(msg);
   else if (d.status === 409 || /already exists/.test(m)) e = new AlreadyExists(msg);
   else if (d.status === 412) e = new InvalidState(msg);
+  else if (LXD_BUSY.test(d.serverMessage)) e = new Busy(msg);
   // The instance's state refuses it, whether LXD says so at once (400) or in the operation.
   else if (/already (running|stopped|frozen)|\bis (not )?running|isn't running|not frozen|is frozen/.test(m)) e = new InvalidState(msg);
   else if (d.status === 400 && !d.operation && /not supported|isn't supported|unsupported|no .* support|cannot run|virtuali[sz]ation/.test(m)) e = new NotSupported(msg);
@@ -130,6 +131,15 @@ export function lxdError(d: LxdErrorDetails): LxqError {
   Object.assign(e, { lxd: d });
   return e;
 }
+
+/**
+ * LXD's refusal while another action holds the instance's operation lock. LXD keeps that lock past the
+ * end of a stop it has already reported (until its clean-up of the stopped instance ends), so a start
+ * sent right after a stop can meet it.
+ */
+const LXD_BUSY = /\bis busy running an? "?\w+"? operation/i;
+/** How long `call` sends a busy-refused request again: LXD's own operation locks expire after 30 s. */
+const BUSY_RETRY_MS = 30_000;
 
 /** OpenSSL's verification failures as node reports them (e.code): the peer is not the certificate we trust. */
 const TLS_VERIFY_ERRORS = new Set([
@@ -291,9 +301,20 @@ export class LxdClient {
     return op;
   }
 
-  /** A request and, if it is asynchronous, the wait for its operation. */
+  /**
+   * A request and, if it is asynchronous, the wait for its operation. Refused because the instance is
+   * busy with another action (LXD took nothing then), it is sent again until that action ends.
+   */
   async call(method: string, path: string, body?: unknown, opts: RequestOptions = {}): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
-    return this.wait(await this.request(method, path, body, opts), `${method} ${path}`);
+    const deadline = Date.now() + BUSY_RETRY_MS;
+    for (let pause = 50; ; pause = Math.min(pause * 2, 1000)) {
+      try {
+        return await this.wait(await this.request(method, path, body, opts), `${method} ${path}`);
+      } catch (e) {
+        if (!(e instanceof Busy) || Date.now() + pause > deadline) throw e;
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
   }
 
   /** Where a websocket for `path` connects (ws+unix for the socket, wss with the pinned agent for TLS). */
