@@ -3,7 +3,7 @@
  * and a stopped VM become images that launch like any other; bad input leaves the store as it was.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { AlreadyExists, InvalidArgument, InvalidState, NotFound } from '../lib';
@@ -127,4 +127,36 @@ test('a Node process killed during a publish leaves no image, and the next publi
   const image = await t.host.images.publish(c, name);
   expect(staged()).toEqual([]); // cleared by the next publish of that alias
   expect(existsSync(path.join(image.dir, 'rootfs', 'big', 'f40'))).toBe(true);
+}, 180_000);
+
+test('a build left without its definition (a crash between the two) is cleared by the next publish; two processes publishing one alias at once: one image, the other AlreadyExists', async () => {
+  const srcs = await Promise.all([0, 1].map(() => t.host.create(t.name('race'), { image: 'busybox' })));
+  const name = alias('race');
+  const parent = path.join(t.host.images.dir, ...name.split('/'));
+  const builds = () => readdirSync(parent).filter((n) => /^[0-9a-f]{12}$/.test(n));
+
+  const first = await t.host.images.publish(srcs[0], name);
+  rmSync(path.join(parent, 'definition.json')); // what a crash after the build's rename leaves
+  expect((await t.host.images.list()).map((i) => i.name)).not.toContain(name);
+  const again = await t.host.images.publish(srcs[0], name);
+  expect(builds()).toEqual([path.basename(again.dir)]);
+  expect(existsSync(first.dir)).toBe(again.dir === first.dir);
+  await t.host.images.delete(name);
+
+  const publishIn = (src: string) => {
+    const script = `
+      const { Host } = require(${JSON.stringify(path.resolve('lib'))});
+      Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(t.host.images.dir)} })
+        .then((h) => h.images.publish(${JSON.stringify(src)}, ${JSON.stringify(name)}))
+        .then(() => console.log('published'), (e) => console.log(e.constructor.name));`;
+    const child = spawn(process.execPath, ['-r', path.resolve('test/helpers/ts-register.js'), '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let said = '';
+    child.stdout.on('data', (d) => (said += d));
+    return new Promise<string>((resolve) => child.once('close', () => resolve(said.trim())));
+  };
+  const results = await Promise.all(srcs.map((s) => publishIn(s.name)));
+  expect(results.sort()).toEqual(['AlreadyExists', 'published']);
+  const image = await t.host.images.get(name);
+  expect(builds()).toEqual([path.basename(image.dir)]);
+  expect(readdirSync(parent).filter((n) => n.includes('.tmp-'))).toEqual([]);
 }, 180_000);

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 
 import { Host, Instance, NotFound } from '../lib';
+import { FileLock } from '../lib/util/lock';
 import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 jest.setTimeout(120_000);
@@ -73,4 +74,20 @@ test('an instance deleted by another holder is NotFound for this one, not recrea
   } finally {
     await second.close();
   }
+});
+
+test('holds of one FileLock in this process take turns (flock alone lets an open file in twice)', async () => {
+  const lock = new FileLock(path.join(t.dir, 'turns.lock'), 'the test lock');
+  const seen: string[] = [];
+  const hold = (k: number) =>
+    lock.hold(async () => {
+      seen.push(`in ${k}`);
+      await new Promise((r) => setTimeout(r, 20));
+      seen.push(`out ${k}`);
+    });
+  await Promise.all([hold(0), hold(1), hold(2).then(() => lock.hold(async () => seen.push('after')))]);
+  expect(seen).toEqual(['in 0', 'out 0', 'in 1', 'out 1', 'in 2', 'out 2', 'after']);
+  await expect(lock.hold(async () => Promise.reject(new Error('op failed')))).rejects.toThrow('op failed');
+  expect(await lock.hold(async () => 'released after a failure')).toBe('released after a failure');
+  await lock.close();
 });

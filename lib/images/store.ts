@@ -22,7 +22,9 @@ import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
 import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../errors';
+import { processAlive } from '../storage/staging';
 import { exists, readJson, writeJsonAtomic } from '../util/fs';
+import { FileLock } from '../util/lock';
 import { optionKeys, refuseUnknownKeys } from '../util/keys';
 import { run, sha256 } from './build-tools';
 import { exportImage, fileDigest, unpackImage } from './lxd-format';
@@ -154,15 +156,6 @@ const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}(\/[a-z0-9][a-z0-9._-]{0,63}){0,3}
 const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$/;
 const TMP = /^\.[0-9a-f]+\.tmp-(\d+)-/;
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * The image store: lxq's images built from the host's packages and cached by their inputs, and images imported from LXD tarballs.
  *
@@ -174,12 +167,14 @@ function pidAlive(pid: number): boolean {
  */
 export class ImageStore extends EventEmitter<ImageStoreEvents> {
   private readonly building = new Map<string, Promise<Image>>();
+  private readonly publishLock: FileLock;
 
   constructor(
     readonly dir: string,
     private readonly options: StoreOptions = {},
   ) {
     super();
+    this.publishLock = new FileLock(path.join(dir, '.publish.lock'), `publishing to the image store ${dir}`);
   }
 
   private nameDir(name: string): string {
@@ -425,12 +420,17 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
       const image = { name: alias, type, createdAt: new Date().toISOString(), meta: { ...meta, publishedFrom: { instance: source.name, ...snapshot } } };
       await writeJsonAtomic(path.join(tmp, MANIFEST), image);
       const final = await this.pathOf(alias, type, importedBuilder(alias, id));
-      await taken(); // published by another caller meanwhile
-      await fs.rename(tmp, final);
-      const def: Published = { published: { type, id, instance: source.name, ...snapshot } };
-      await writeJsonAtomic(path.join(parent, DEFINITION), def).catch(async (e) => {
-        await fs.rm(final, { recursive: true, force: true });
-        throw e;
+      // The alias is taken by the build's rename and its definition's write together: under a
+      // lock of every process on the host, so two publishes of one alias cannot both pass.
+      await this.publishLock.hold(async () => {
+        await taken(); // published by another caller meanwhile
+        await this.removeUndefinedBuilds(parent, alias);
+        await fs.rename(tmp, final);
+        const def: Published = { published: { type, id, instance: source.name, ...snapshot } };
+        await writeJsonAtomic(path.join(parent, DEFINITION), def).catch(async (e) => {
+          await fs.rm(final, { recursive: true, force: true });
+          throw e;
+        });
       });
       return { ...image, dir: final };
     } catch (e) {
@@ -500,10 +500,23 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   }
 
   /** Temporary build directories left by a process that is gone (a crash). */
+  /**
+   * Builds of a publish of `alias` that died between its build's rename and its definition's
+   * write: invisible (no definition names them), so nothing else would ever clear them. Only
+   * called holding the publish lock with the alias free, when no publish of it is half-done.
+   */
+  private async removeUndefinedBuilds(parent: string, alias: string): Promise<void> {
+    for (const d of await fs.readdir(parent).catch(() => [] as string[])) {
+      if (!/^[0-9a-f]{12}$/.test(d)) continue;
+      const m = await readJson<Omit<Image, 'dir'>>(path.join(parent, d, MANIFEST)).catch(() => undefined);
+      if (m?.name === alias) await fs.rm(path.join(parent, d), { recursive: true, force: true });
+    }
+  }
+
   private async removeAbandoned(parent: string): Promise<void> {
     for (const d of await fs.readdir(parent).catch(() => [] as string[])) {
       const m = TMP.exec(d);
-      if (m && !pidAlive(Number(m[1]))) await fs.rm(path.join(parent, d), { recursive: true, force: true });
+      if (m && !processAlive(Number(m[1]))) await fs.rm(path.join(parent, d), { recursive: true, force: true });
     }
   }
 }

@@ -19,6 +19,8 @@ const collected = new FinalizationRegistry<number>((fd) => closeFd(fd, () => und
 export class FileLock {
   /** The open lock file, kept between holds (flock belongs to the open file). */
   private fd?: number;
+  /** The end of the last hold asked for in this process. */
+  private turns: Promise<void> = Promise.resolve();
 
   constructor(
     /** The lock file (made if missing; its directory must exist). */
@@ -34,6 +36,19 @@ export class FileLock {
 
   /** Runs `op` holding the lock; waits at most `timeoutMs` for it. */
   async hold<T>(op: () => Promise<T>, timeoutMs = 10 * 60_000): Promise<T> {
+    // flock(2) excludes other open files only: holders in this process take turns here first.
+    const before = this.turns;
+    let done!: () => void;
+    this.turns = new Promise<void>((resolve) => (done = resolve));
+    await before;
+    try {
+      return await this.holdNow(op, timeoutMs);
+    } finally {
+      done();
+    }
+  }
+
+  private async holdNow<T>(op: () => Promise<T>, timeoutMs: number): Promise<T> {
     if (this.fd === undefined) {
       this.fd = await openP(this.file, 'a', 0o600);
       collected.register(this, this.fd, this);
