@@ -153,6 +153,10 @@ describe.each(kinds)('$driver $type ($image)', (kind) => {
       expect((await inst.exec(['sh', '-c', 'echo $PATH'])).stdout.toString()).toMatch(/\/usr\/bin/);
     });
 
+    test('the hostname inside is the instance name', async () => {
+      expect((await inst.exec(['hostname'])).stdout.toString()).toBe(`${inst.name}\n`);
+    });
+
     test('stdin from a string, a Buffer and a stream', async () => {
       expect((await inst.exec(['cat'], { stdin: 'abc' })).stdout.toString()).toBe('abc');
       expect((await inst.exec(['wc', '-c'], { stdin: Buffer.alloc(100_000, 1) })).stdout.toString().trim()).toBe('100000');

@@ -336,8 +336,9 @@ export const ROOTFS_FILES: Record<string, GuestFile> = {
   },
   'etc/group': { mode: 0o644, text: 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' },
   'etc/shadow': { mode: 0o600, text: 'root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n' },
-  'etc/hostname': { mode: 0o644, text: 'lxq-vm\n' },
-  'etc/hosts': { mode: 0o644, text: '127.0.0.1 localhost lxq-vm\n::1 localhost\n' },
+  // No etc/hostname: the initramfs sets the instance's name from lxq.hostname at each boot (so a
+  // renamed VM takes its new name), as the kernel's uts name is a container's.
+  'etc/hosts': { mode: 0o644, text: '127.0.0.1 localhost\n::1 localhost\n' },
   'etc/resolv.conf': { mode: 0o644, text: '' },
   'etc/fstab': { mode: 0o644, text: '/dev/vda / ext4 rw,noatime 0 1\n' },
   'etc/shells': { mode: 0o644, text: '/bin/sh\n/bin/ash\n' },
