@@ -355,7 +355,8 @@ describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_D
     expect(await listed()).toEqual([]);
     refused(await remote(['launch', 'busybox', 'Bad_Name']), /instance name/);
     refused(await remote(['launch', 'no-such-image', name]), /not found/i);
-    refused(await remote(['launch', 'busybox', name, '-d', 'data,type=disk,source=/srv,path=/mnt']), /-d is not available with --remote/);
+    refused(await remote(['launch', 'busybox', name, '-d', 'data,type=floppy']), /floppy/);
+    refused(await remote(['launch', 'busybox', name, '-c', 'limits.memory=lots']), /limits\.memory/);
     refused(await remote(['launch', 'busybox', name, '-c', 'novalue']), /bad key=value/);
     refused(await remote(['file', 'pull', `${name}/etc/motd`, '-']), /file pull is not available with --remote/);
     refused(await remote(['snapshot', 'list', name]), /snapshot list is not available with --remote/);
@@ -366,7 +367,8 @@ describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_D
     refused(await remote(['info', 'nope']), /not found/i);
     expect(await listed()).toEqual([]); // nothing was made
 
-    expect(await remote(['launch', 'busybox', name, '-c', 'user.note=cli'])).toEqual({ code: 0, stdout: `${name} started\n`, stderr: '' });
+    expect(await remote(['launch', 'busybox', name, '-c', 'user.note=cli', '-d', 'etc,type=disk,source=/etc,path=/mnt/host-etc,readonly=true'])).toEqual({ code: 0, stdout: `${name} started\n`, stderr: '' });
+    expect(await remote(['exec', name, '--', 'cat', '/mnt/host-etc/hostname'])).toEqual({ code: 0, stdout: await fs.readFile('/etc/hostname', 'utf8'), stderr: '' });
     expect(await listed()).toMatchObject([{ name, type: 'container', status: 'running' }]);
     expect((await remote(['list'])).stdout).toMatch(new RegExp(`^NAME +TYPE +STATUS +LOCATION +CREATED\n${name} +container +running +`));
     expect((await remote(['info', name])).stdout).toMatch(new RegExp(`^name: ${name}\ntype: container\n[^]*status: running\npid: \\d+\n`));

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -16,7 +16,7 @@ import { Host } from '../lib';
 import { ImageStore } from '../lib/images/store';
 import { LxdClient, lxdError } from '../lib/remote/client';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
-import { thrown } from './helpers/host';
+import { execText, thrown } from './helpers/host';
 
 jest.setTimeout(300_000);
 
@@ -258,6 +258,44 @@ describe('Host.connect: instances on the LXD server', () => {
         await i.start();
         expect(await i.status()).toBe('running');
       }
+      await i.delete({ force: true });
+      made.delete(c);
+    } finally {
+      host.close();
+    }
+  });
+
+  test('create takes Host.create\'s options and devices, checked by the same declarations before anything is sent', async () => {
+    const host = await Host.connect({ socket: daemon!.socket });
+    const c = name();
+    made.add(c);
+    try {
+      const share = mkdtempSync(path.join(dir, 'share-'));
+      chmodSync(share, 0o755);
+      writeFileSync(path.join(share, 'hello'), 'from the host\n');
+      chmodSync(path.join(share, 'hello'), 0o644);
+      const before = await client.call('GET', '/1.0/instances');
+      const refusals: Array<[object, new (...a: never[]) => Error, RegExp]> = [
+        [{ config: { 'limits.memory': 'lots' } }, InvalidArgument, /limits\.memory/],
+        [{ config: { 'no.such': '1' } }, InvalidArgument, /no\.such/],
+        [{ config: { 'vm.accel': 'tcg' } }, InvalidArgument, /vm\.accel/], // a VM's option
+        [{ devices: { d: { type: 'floppy' } } }, InvalidArgument, /floppy/],
+        [{ devices: { d: { type: 'disk', source: share, path: 'relative' } } }, InvalidArgument, /relative|absolute/],
+        [{ profiles: 'default' }, InvalidArgument, /profiles/],
+        [{ bogus: 1 }, InvalidArgument, /bogus/],
+      ];
+      for (const [extra, type, re] of refusals) {
+        const e = await thrown(host.create(c, { image: ALIAS, profiles: [PROFILE], ...extra } as never));
+        expect(e).toBeInstanceOf(type);
+        expect(e.message).toMatch(re);
+      }
+      expect(await client.call('GET', '/1.0/instances')).toEqual(before); // nothing was made
+
+      const i = await host.create(c, { image: ALIAS, profiles: [PROFILE], config: { 'limits.cpu': 1, 'environment.MODE': 'remote' }, devices: { data: { type: 'disk', source: share, path: '/mnt/data', readonly: true } } });
+      expect(i.config).toMatchObject({ 'limits.cpu': '1', 'environment.MODE': 'remote' });
+      expect(i.devices.data).toEqual({ type: 'disk', source: share, path: '/mnt/data', readonly: 'true' });
+      await i.start();
+      expect(execText(await i.exec(['sh', '-c', 'echo $MODE; cat /mnt/data/hello; touch /mnt/data/x']))).toMatchObject({ exitCode: 1, stdout: 'remote\nfrom the host\n' });
       await i.delete({ force: true });
       made.delete(c);
     } finally {

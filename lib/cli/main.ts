@@ -169,7 +169,7 @@ export function program(): Command {
       const devices = Object.fromEntries(o.device.map(parseDevice)) as unknown as DevicesInput;
       const r = await remote();
       if (r) {
-        await remoteLaunch(r, image, name, { vm: o.vm, config, devices: o.device.length });
+        await remoteLaunch(r, image, name, { vm: o.vm, config, devices });
         return void process.stdout.write(`${name} started\n`);
       }
       const h = await host();

@@ -6,6 +6,7 @@
  */
 import { promises as fs } from 'node:fs';
 
+import type { DevicesInput } from '../devices/declarations';
 import { InvalidArgument, NotSupported } from '../errors';
 import type { ConnectOptions, RemoteHost } from '../remote/host';
 import type { RemoteInstance } from '../remote/instance';
@@ -72,8 +73,7 @@ export async function remoteInfo(i: RemoteInstance): Promise<string> {
   ].join('\n') + '\n';
 }
 
-export async function remoteLaunch(h: RemoteHost, image: string, name: string, o: { vm?: boolean; config: Record<string, string>; devices: number }): Promise<void> {
-  if (o.devices) throw new NotSupported('-d is not available with --remote: give the server a profile with the devices');
-  const i = await h.create(name, { type: o.vm ? 'vm' : 'container', image, config: o.config });
+export async function remoteLaunch(h: RemoteHost, image: string, name: string, o: { vm?: boolean; config: Record<string, string>; devices: DevicesInput }): Promise<void> {
+  const i = await h.create(name, { type: o.vm ? 'vm' : 'container', image, config: o.config, devices: o.devices });
   await i.start();
 }

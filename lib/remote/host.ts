@@ -5,7 +5,10 @@
  */
 import type WebSocket from 'ws';
 
-import { type InstanceConfigPatch, patchConfig } from '../config/options';
+import { type InstanceConfigInput, type InstanceConfigPatch, patchConfig, validateConfig } from '../config/options';
+import type { DevicesInput } from '../devices/declarations';
+import { withHwaddrs } from '../devices/nic';
+import { normalizeDevices } from '../devices/validate';
 import { AlreadyExists, InvalidArgument, NotFound, NotSupported, PermissionDenied } from '../errors';
 import type { CopyOptions } from '../storage/types';
 import { optionKeys, refuseUnknownKeys } from '../util/keys';
@@ -14,7 +17,7 @@ import type { InstanceType } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
 import { RemoteImages } from './images';
-import { checkName, LXD_NAME, lxdType, lxdTypeName, RemoteInstance, type RemoteInstanceHooks } from './instance';
+import { checkName, LXD_NAME, lxdType, lxdTypeName, refuseNotOnLxd, RemoteInstance, type RemoteInstanceHooks } from './instance';
 
 /**
  * Where an LXD server is and how to authenticate to it, and the cluster member new instances go on.
@@ -30,11 +33,12 @@ export interface ConnectOptions extends LxdEndpoint {
 }
 
 /**
- * What `RemoteHost.create` takes: type, image alias or fingerprint, profiles, raw LXD config.
+ * What `RemoteHost.create` takes: what `Host.create` takes (lxq's options and devices, checked by
+ * the same declarations before anything is sent), an image the server has, and LXD profiles.
  *
  * @example
  * ```ts
- * await lxd.create('web1', { type: 'container', image: 'debian/12', profiles: ['default'], config: { 'limits.cpu': '2' } });
+ * await lxd.create('web1', { image: 'debian/12', profiles: ['default'], config: { 'limits.cpu': 2 }, devices: { data: { type: 'disk', source: '/srv', path: '/srv' } } });
  * ```
  */
 export interface RemoteCreateOptions {
@@ -43,9 +47,12 @@ export interface RemoteCreateOptions {
   image: string;
   /** LXD profiles (default: the server's `default`). */
   profiles?: string[];
-  /** Raw LXD config keys (limits.cpu, limits.memory, user.*…). */
-  config?: Record<string, string>;
+  /** lxq's options (limits.cpu, limits.memory, environment.*, user.*, raw.lxc…), as `Host.create` takes them. */
+  config?: InstanceConfigInput;
+  /** Devices, as `Host.create` takes them; LXD checks them against its own host. */
+  devices?: DevicesInput;
 }
+const REMOTE_CREATE_OPTION_KEYS = optionKeys<RemoteCreateOptions>({ type: true, image: true, profiles: true, config: true, devices: true });
 
 /** A target must be a member of the server's cluster: refused up front, in the server's words, rather than at the first create. */
 async function checkTarget(client: LxdClient, target: string): Promise<void> {
@@ -181,9 +188,17 @@ export class RemoteHost {
 
   async create(name: string, options: RemoteCreateOptions): Promise<RemoteInstance> {
     checkName(name);
-    if (!options || typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create: `image` (an alias or fingerprint on the server) is required');
+    if (!options || typeof options !== 'object') throw new InvalidArgument('create options must be an object');
+    refuseUnknownKeys('create', options, REMOTE_CREATE_OPTION_KEYS);
+    if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create: `image` (an alias or fingerprint on the server) is required');
     const type = options.type ?? 'container';
     if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`create: type ${JSON.stringify(type)} is not 'container' or 'vm'`);
+    if (options.profiles !== undefined && (!Array.isArray(options.profiles) || !options.profiles.every((p) => typeof p === 'string' && LXD_NAME.test(p)))) {
+      throw new InvalidArgument('create: profiles must be an array of LXD profile names');
+    }
+    const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
+    refuseNotOnLxd(config);
+    const devices = withHwaddrs(normalizeDevices(type, options.devices));
     if (type === 'vm' && this.instanceTypes.length && !this.instanceTypes.includes('virtual-machine')) {
       // The image's type is checked before VM support, so ask with an empty VM: its refusal
       // carries the server's reason (e.g. "vhost_vsock kernel module not loaded"); nothing is made.
@@ -202,7 +217,8 @@ export class RemoteHost {
       type: lxdTypeName(type),
       source,
       ...(options.profiles ? { profiles: options.profiles } : {}),
-      config: options.config ?? {},
+      config,
+      devices,
     }).finally(done);
     return this.get(name);
   }

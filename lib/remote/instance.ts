@@ -461,8 +461,7 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
   update(patch: InstanceConfigPatch): Promise<void> {
     return this.serialized(async () => {
       patchConfig(this.type, this.config, patch); // refused before anything is sent
-      const unsupported = Object.keys(patch ?? {}).filter((k) => NOT_ON_LXD.includes(k));
-      if (unsupported.length) throw new NotSupported(`option ${unsupported.map((k) => `"${k}"`).join(', ')} has no equivalent on an LXD server`);
+      refuseNotOnLxd(patch);
       // The patch applies to the instance as the server has it now: keys others set stay.
       await this.put((m) => {
         const config: Record<string, string> = { ...m.config };
@@ -565,6 +564,12 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
       createdAt: new Date(m.created_at ?? this.meta.created_at).toISOString(),
     };
   }
+}
+
+/** lxq options LXD has no key for are NotSupported (checked after the option values). */
+export function refuseNotOnLxd(config: object | null | undefined): void {
+  const unsupported = Object.keys(config ?? {}).filter((k) => NOT_ON_LXD.includes(k));
+  if (unsupported.length) throw new NotSupported(`option ${unsupported.map((k) => `"${k}"`).join(', ')} has no equivalent on an LXD server`);
 }
 
 /** The keys of an LXD config that are lxq options. */
