@@ -2,13 +2,16 @@
  * Devices of a real VM (TCG): virtiofs shares mounted by the guest agent, extra block disks, and
  * both hot-plugged and unplugged while it runs. One VM for the file, booted once.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Instance, InvalidArgument } from '../lib';
+import { Instance, InvalidArgument, type StatusEvent, VmInstance } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
+
+const execFileP = promisify(execFile);
 
 let t: TestHost;
 let vm: Instance;
@@ -106,6 +109,53 @@ test('a disk on virtio-scsi, hot-plugged: the controller comes with it', async (
   await vm.removeDevice('scsi');
   await waitFor(async () => !(await sh('ls /sys/block')).out.includes('sda'));
 }, 120_000);
+
+test('another Node process, while this one holds the monitor and has just used the agent: status at once, freeze, exec, a disk hot-plugged and removed; this one sees the changes', async () => {
+  const held = vm as VmInstance;
+  await sh('true'); // this process has the agent's connection (given up when idle) and the monitor
+  expect(held.qmp.connected).toBe(true);
+  const image = path.join(t.dir, 'other.raw');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'raw', image, '16M']);
+  const seen: string[] = [];
+  const onStatus = (e: StatusEvent) => seen.push(`${e.previous}>${e.status}`);
+  vm.on('status', onStatus);
+  const script = `
+    const { Host } = require(${JSON.stringify(path.resolve(__dirname, '..', 'lib'))});
+    (async () => {
+      const host = await Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(t.host.images.dir)} });
+      const v = await host.get(${JSON.stringify(vm.name)});
+      const out = {};
+      let t0 = Date.now();
+      out.status = await v.status();
+      out.statusMs = Date.now() - t0;
+      await v.freeze();
+      out.frozen = await v.status();
+      await v.unfreeze();
+      t0 = Date.now();
+      out.hostname = (await v.exec(['hostname'])).stdout.toString().trim();
+      out.execMs = Date.now() - t0;
+      await v.addDevice('other', { type: 'disk', source: ${JSON.stringify(image)} });
+      out.devicesWith = (await v.state()).devices.map((d) => d.name).sort();
+      await v.removeDevice('other');
+      out.devicesAfter = Object.keys(v.devices).sort();
+      console.log(JSON.stringify(out));
+      await host.close();
+    })().catch((e) => { console.error(e); process.exit(1); });`;
+  try {
+    const { stdout } = await execFileP(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), '-e', script], { timeout: 180_000 });
+    const out = JSON.parse(stdout);
+    console.log(`another process on a held VM: status ${out.statusMs} ms, exec ${out.execMs} ms (the agent, after this process's idle connection was given up)`);
+    expect(out).toMatchObject({ status: 'running', frozen: 'frozen', hostname: vm.name, devicesWith: ['other', 'ro', 'scratch', 'share'], devicesAfter: ['ro', 'scratch', 'share'] });
+    expect(out.statusMs).toBeLessThan(2_000); // no wait for a greeting the held monitor would never send
+  } finally {
+    vm.off('status', onStatus);
+  }
+  expect(held.qmp.connected).toBe(true); // this process kept its monitor
+  expect(seen).toEqual(expect.arrayContaining(['running>frozen', 'frozen>running'])); // learnt from its events
+  expect(await vm.status()).toBe('running');
+  expect((await sh('hostname')).out).toBe(`${vm.name}\n`); // the agent again, here
+  expect((await vm.state()).devices.map((d) => d.name).sort()).toEqual(['ro', 'scratch', 'share']); // the record as the other left it
+}, 240_000);
 
 test('the devices come back at the next start', async () => {
   await vm.stop({ timeout: 15_000 });

@@ -574,12 +574,19 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
    * processes: each holds the instance's lock file and starts from the record as it is on disk
    * (another process may have changed config or devices since this one last looked).
    */
+  /** Called at the end of each serialized operation, still under the lock: what a driver took for it only. */
+  protected async operationEnded(): Promise<void> {}
+
   protected serialized<T>(op: () => Promise<T>): Promise<T> {
     const locked = () =>
       this.lock
         .hold(async () => {
-          await this.refreshRecord();
-          return op();
+          try {
+            await this.refreshRecord();
+            return await op();
+          } finally {
+            await this.operationEnded();
+          }
         })
         .catch((e) => Promise.reject((e as NodeJS.ErrnoException).code === 'ENOENT' ? this.gone() : e));
     const run = this.queue.then(locked, locked);

@@ -1,7 +1,10 @@
 /**
  * A VM's guest agent (qemu-ga in the guest, over the `qga.sock` virtio-serial channel): one
  * QgaClient per VM, connected lazily, and connected again after QEMU restarts (the old socket
- * closes with the old QEMU, and the next call opens a new one).
+ * closes with the old QEMU, and the next call opens a new one). QEMU serves the channel to one
+ * client at a time, so an idle connection is given up soon: another process (the CLI beside a
+ * program that holds the VM) gets its turn, and the next call here connects again (~ms; the
+ * sync-delimited handshake drops whatever a previous client left unread).
  */
 import * as net from 'node:net';
 
@@ -17,12 +20,17 @@ const CONNECT_MS = 5_000;
 const AUTO_WAIT_MS = 60_000;
 /** Default timeout of an agent command. */
 const COMMAND_MS = 30_000;
+/** How long a connection nobody uses is kept (an exec's status polls come well within it). */
+const IDLE_MS = 1_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class GuestAgent {
   private client: QgaClient | undefined;
   private connecting: Promise<QgaClient> | undefined;
+  /** Commands waiting for their reply; the connection is kept while there are any. */
+  private inFlight = 0;
+  private idle: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly socketPath: string,
@@ -40,6 +48,7 @@ export class GuestAgent {
       client.on('close', () => {
         if (this.client === client) this.client = undefined;
       });
+      this.releaseWhenIdle();
       return client;
     })().finally(() => (this.connecting = undefined));
     return this.connecting;
@@ -79,18 +88,33 @@ export class GuestAgent {
       if (!this.connected) await this.wait(opts.connectTimeout ?? AUTO_WAIT_MS);
       client = await this.connect(opts.connectTimeout);
     } catch (e) {
-      throw new InvalidState(`the guest agent of ${this.vmName} does not answer (does the guest run qemu-ga? only one process at a time can use a VM's agent): ${(e as Error).message}`, 'running');
+      throw new InvalidState(`the guest agent of ${this.vmName} does not answer (does the guest run qemu-ga? another process may be using it): ${(e as Error).message}`, 'running');
     }
+    this.inFlight++;
     try {
       return await client.execute<T>(command, args, opts);
     } catch (e) {
       if (e instanceof QmpCommandError) throw new AgentCommandError(command, e);
       if (e instanceof QmpError) throw new OperationFailed(`guest agent ${command} on ${this.vmName}: ${e.message}`, { call: `qga:${command}` }, { cause: e });
       throw e;
+    } finally {
+      this.inFlight--;
+      this.releaseWhenIdle();
     }
   }
 
+  /** Closes the connection once no command has used it for IDLE_MS. */
+  private releaseWhenIdle(): void {
+    clearTimeout(this.idle);
+    if (this.inFlight > 0) return;
+    this.idle = setTimeout(() => {
+      if (this.inFlight === 0) this.close();
+    }, IDLE_MS);
+    this.idle.unref();
+  }
+
   close(): void {
+    clearTimeout(this.idle);
     const c = this.client;
     this.client = undefined;
     void c?.close();

@@ -9,15 +9,20 @@
  *     disk.qcow2   the VM's disk: a qcow2 overlay over the image's
  *     qemu.pid     QEMU's pidfile (QEMU locks it while it runs: a second QEMU of this VM fails)
  *     qmp.sock     the QMP monitor
+ *     qmp-query.sock  a second monitor, for another process (see below)
+ *     qmp.holder   which process (and which VmInstance in it) holds qmp.sock
  *     qga.sock     the guest agent's channel (exec, files, guest state: see agent.ts)
  *     console.log  the serial console, from the last start
  *     qemu.log     what QEMU itself printed, from the last start
  *
  * A QMP monitor takes one client at a time: the process that uses a VM holds its connection
  * (which does not keep Node alive) and learns from it what happens — QMP events, and the socket
- * closing when QEMU exits, however it exits.
+ * closing when QEMU exits, however it exits. Another process (the CLI beside a program) that
+ * finds it held reads the status through the query monitor, and makes its changes there too,
+ * connected for the one operation (under the instance's lock, so changes never interleave).
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import type * as dgram from 'node:dgram';
 import * as net from 'node:net';
@@ -75,7 +80,8 @@ import { VmStorage } from '../storage/vm';
 import { GuestAgent } from './agent';
 import { agentSpawn, checkAgentSpawn } from './agent-exec';
 import { AgentFiles } from './agent-files';
-import { QmpClient, QmpError, type QmpStatusInfo } from '../qmp';
+import { QmpClient, QmpError, type QmpStatusInfo, QmpTimeoutError } from '../qmp';
+import { processAlive } from '../storage/staging';
 import { exists, writeJsonAtomic } from '../util/fs';
 import { Accel, AccelSetting, chooseAccel, recordKvmFailure } from './accel';
 import { createVmOverlay, qemuArgsForImage } from './qemu-args';
@@ -135,8 +141,9 @@ const FILES = {
   disk: 'disk.qcow2',
   pid: 'qemu.pid',
   qmp: 'qmp.sock',
-  /** A second QMP monitor for one-shot status reads while another process holds the first. */
+  /** A second QMP monitor, used for one read or one operation while another process holds the first. */
   qmpQuery: 'qmp-query.sock',
+  qmpHolder: 'qmp.holder',
   qga: 'qga.sock',
   console: 'console.log',
   consoleSocket: 'console.sock',
@@ -218,10 +225,10 @@ async function waitForExit(pid: number, pidfile: string, timeoutMs: number): Pro
 }
 
 /** Connects to a QMP monitor; the socket does not keep the Node process alive. */
-function openMonitor(socketPath: string): Promise<QmpClient> {
+function openMonitor(socketPath: string, greetingMs = QMP_GREETING_MS): Promise<QmpClient> {
   const socket = net.createConnection({ path: socketPath });
   socket.unref();
-  return QmpClient.connect(socket, { timeout: QMP_TIMEOUT_MS, connectTimeout: QMP_GREETING_MS });
+  return QmpClient.connect(socket, { timeout: QMP_TIMEOUT_MS, connectTimeout: greetingMs });
 }
 
 /** `query-status` on a monitor nobody holds for long: connect, ask, close. */
@@ -264,11 +271,15 @@ async function readInput(input: ExecOptions['stdin']): Promise<Buffer | undefine
  */
 export class VmInstance extends BaseInstance {
   files: InstanceFiles;
-  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.connected(), record: () => this.record });
+  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.changeMonitor(), record: () => this.record });
   /** The guest agent: one connection per VM, made on first need, made again after a restart. */
   private agent: GuestAgent;
   private monitor: QmpClient | undefined;
   private connecting: Promise<QmpClient | undefined> | undefined;
+  /** The query monitor, held for the operation in progress while another process holds `monitor`'s socket. */
+  private borrowed: QmpClient | undefined;
+  /** Names this object in the holder file (two Hosts of one process are two holders). */
+  private readonly holderId = `${process.pid} ${randomBytes(6).toString('hex')}`;
   /** The shares being mounted by the guest agent after the last start (exec and files wait for it). */
   private guestSetup: Promise<void> = Promise.resolve();
   /** Set while this process launches QEMU: the pidfile and monitor are not there yet. */
@@ -404,20 +415,61 @@ export class VmInstance extends BaseInstance {
     return this.connecting;
   }
 
+  /** True if another live holder (another process, or another Host of this one) has the monitor. */
+  private async heldElsewhere(): Promise<boolean> {
+    if (this.monitor?.connected) return false;
+    const holder = (await fs.readFile(this.file('qmpHolder'), 'utf8').catch(() => '')).trim();
+    return holder !== '' && holder !== this.holderId && processAlive(Number(holder.split(' ')[0]));
+  }
+
+  /**
+   * The monitor a change is made on: this object's, or, while another holder has it, the query
+   * monitor, connected until the operation ends (operationEnded). Undefined when QEMU does not run.
+   */
+  private async changeMonitor(): Promise<QmpClient | undefined> {
+    if (this.borrowed?.connected) return this.borrowed;
+    if (!(await this.heldElsewhere())) {
+      try {
+        return await this.connected();
+      } catch (e) {
+        // Silent: held by a holder that left no holder file (an older lxq); anything else is a failure.
+        if (!(e instanceof QmpTimeoutError)) throw e;
+      }
+    }
+    if ((await livePid(this.file('pid'))) === null) return undefined;
+    // Another process's one-shot status read may have it for a moment: wait longer than for a greeting.
+    this.borrowed = await openMonitor(this.file('qmpQuery'), QMP_TIMEOUT_MS);
+    return this.borrowed;
+  }
+
+  protected override async operationEnded(): Promise<void> {
+    const client = this.borrowed;
+    this.borrowed = undefined;
+    await client?.close();
+  }
+
   /** Makes `client` this VM's monitor and re-reads the status whenever it reports a change. */
   private attach(client: QmpClient): QmpClient {
     this.monitor = client;
+    void fs.writeFile(this.file('qmpHolder'), `${this.holderId}\n`).catch(() => undefined);
     // After the operation in progress, if any: it reports its own transitions.
     const recheck = () => void this.serialized(() => this.status()).catch(() => undefined);
     client.on('event', (e) => {
       if (this.monitor === client && STATUS_EVENTS.has(e.event)) recheck();
     });
     client.on('close', () => {
+      void this.releaseHolder();
       if (this.monitor !== client) return;
       this.monitor = undefined;
       recheck(); // QEMU exited (killed or not), or the connection broke
     });
     return client;
+  }
+
+  /** The holder file goes when this object lets the monitor go (if it still names this object). */
+  private async releaseHolder(): Promise<void> {
+    const file = this.file('qmpHolder');
+    if ((await fs.readFile(file, 'utf8').catch(() => '')).trim() === this.holderId) await fs.rm(file, { force: true });
   }
 
   private dropMonitor(): void {
@@ -428,7 +480,7 @@ export class VmInstance extends BaseInstance {
 
   /** Runs a QMP command on the running VM; QMP failures become OperationFailed. */
   private async command<T>(command: string, args?: Record<string, unknown>): Promise<T> {
-    const qmp = await this.connected();
+    const qmp = await this.changeMonitor();
     if (!qmp) throw new InvalidState(`${this.name} is not running`, 'stopped');
     return qmp.execute<T>(command, args).catch((e) => {
       throw e instanceof QmpError ? new OperationFailed(`QMP ${command} on ${this.name}: ${e.message}`, { call: `qmp:${command}` }, { cause: e }) : e;
@@ -440,8 +492,12 @@ export class VmInstance extends BaseInstance {
   protected async currentStatus(): Promise<InstanceStatus> {
     if (this.launching) return 'starting';
     try {
-      const qmp = await this.connected();
-      if (!qmp) return 'stopped';
+      // Held elsewhere: straight to the query monitor (the first would not greet for QMP_GREETING_MS).
+      const qmp = this.borrowed?.connected ? this.borrowed : (await this.heldElsewhere()) ? undefined : await this.connected();
+      if (!qmp) {
+        if ((await livePid(this.file('pid'))) === null) return 'stopped';
+        throw new InvalidState('held elsewhere', 'running');
+      }
       const { status } = await qmp.execute<QmpStatusInfo>('query-status');
       return QEMU_STATUS[status] ?? 'error';
     } catch {
@@ -690,7 +746,7 @@ export class VmInstance extends BaseInstance {
     const kind = vmDeviceKind(d, src);
     if (kind === 'skip' || !(await this.hasDevice(qemuDeviceId(name)))) return;
     if (kind === 'share') await this.agentRun(guestUmountCommand(d)).catch(() => undefined);
-    const qmp = await this.connected();
+    const qmp = await this.changeMonitor();
     if (!qmp) return;
     const deleted = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
