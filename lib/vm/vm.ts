@@ -644,7 +644,8 @@ export class VmInstance extends BaseInstance {
     const pidfile = this.file('pid');
     const pid = await livePid(pidfile);
     if (pid === null) return;
-    await this.monitor?.execute('quit', undefined, { timeout: QUIT_GRACE_MS }).catch(() => undefined);
+    const qmp = await this.changeMonitor().catch(() => undefined);
+    await qmp?.execute('quit', undefined, { timeout: QUIT_GRACE_MS }).catch(() => undefined);
     if (await waitForExit(pid, pidfile, QUIT_GRACE_MS)) return;
     try {
       process.kill(pid, 'SIGKILL');
