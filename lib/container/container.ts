@@ -26,7 +26,7 @@ import { copyTreeShifted } from '../storage/tree';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../images/meta';
-import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig } from './lxc-config';
+import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE, seccompPolicy } from './lxc-config';
 import { ContainerFiles, O_PATH } from './files';
 import { ContainerStorage } from '../storage/container';
 import { LxcContainer, LxcError, LxcState, native } from './native';
@@ -134,6 +134,12 @@ function openTerminal(master: number): TtyStream {
   return terminal;
 }
 
+/** The container's seccomp policy, then the liblxc config that names it (liblxc reads both at start). */
+async function saveLxcConfig(dir: string, config: InstanceConfig, items: LxcItem[]): Promise<void> {
+  await writeFileAtomic(path.join(dir, SECCOMP_POLICY_FILE), seccompPolicy(config));
+  await writeFileAtomic(path.join(dir, 'config'), lxcConfigText(items));
+}
+
 /**
  * A system container run in-process through liblxc: the `Instance` interface, with liblxc behind it.
  *
@@ -195,7 +201,7 @@ export class ContainerInstance extends BaseInstance {
     try {
       await copyTreeShifted(image.rootfs, path.join(dir, 'rootfs'), shift);
       for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, instance.deviceHost());
-      await writeFileAtomic(path.join(dir, 'config'), lxcConfigText(items));
+      await saveLxcConfig(dir, record.config, items);
       await writeInstanceRecord(dir, record);
     } catch (e) {
       await fs.rm(dir, { recursive: true, force: true });
@@ -481,7 +487,7 @@ export class ContainerInstance extends BaseInstance {
   private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
     const items = this.render(config, devices, await readSources(devices, this.probeEnv));
     await this.checkWithLiblxc(items);
-    await writeFileAtomic(path.join(this.dir, 'config'), lxcConfigText(items));
+    await saveLxcConfig(this.dir, config, items);
     this.reopen();
   }
 

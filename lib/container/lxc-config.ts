@@ -13,6 +13,28 @@ import type { CgroupLayout, IdMap } from './host-facts';
 
 export type LxcItem = [key: string, value: string];
 
+/** The seccomp policy file liblxc loads, in the instance's directory beside `config`. */
+export const SECCOMP_POLICY_FILE = 'seccomp.policy';
+
+/**
+ * System calls no container may make, each failing with ENOSYS (38) as if the kernel lacked it:
+ * LXD's default deny list (loading and removing kernel modules, kexec, open_by_handle_at, which
+ * can reach files outside the container's root), and the kernel keyring's calls, which is not
+ * namespaced (as LXD and Docker do).
+ */
+const DEFAULT_DENIED_SYSCALLS = ['kexec_load', 'open_by_handle_at', 'init_module', 'finit_module', 'delete_module', 'keyctl', 'add_key', 'request_key'] as const;
+const ENOSYS = 38;
+
+/**
+ * The container's seccomp policy in liblxc's format (version 2, a deny list), for unprivileged
+ * and privileged containers alike: LXD's default policy. `reject_force_umount` makes
+ * `umount -f` fail (EACCES) inside. Built from the options so that `security.syscalls.*` can
+ * shape it later.
+ */
+export function seccompPolicy(_config: InstanceConfig): string {
+  return ['2', 'denylist', 'reject_force_umount', '[all]', ...DEFAULT_DENIED_SYSCALLS.map((s) => `${s} errno ${ENOSYS}`), ''].join('\n');
+}
+
 
 export interface RenderInput {
   name: string;
@@ -77,6 +99,7 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
     ['lxc.tty.max', '0'],
     ['lxc.mount.auto', 'proc:mixed sys:mixed cgroup:mixed:force'],
     ['lxc.cap.drop', 'sys_module mac_admin mac_override sys_time'],
+    ['lxc.seccomp.profile', path.join(dir, SECCOMP_POLICY_FILE)],
   ];
   const devicesCgroup = layout.version('devices') === 1 ? 'lxc.cgroup.devices' : 'lxc.cgroup2.devices';
   items.push([`${devicesCgroup}.deny`, 'a'], ...DEFAULT_DEVICE_RULES.map((r): LxcItem => [`${devicesCgroup}.allow`, r]));
