@@ -12,9 +12,10 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { InvalidArgument, LxqError } from '../errors';
+import { InvalidArgument } from '../errors';
 import type { InstanceRecord } from '../instance/instance';
 import { run } from '../util/run';
+import { checkMembers, listTar } from '../util/tar';
 
 export const EXPORT_META = 'lxq-export.json';
 const TOP = 'instance';
@@ -45,55 +46,11 @@ export async function writeArchive(file: string, dir: string, entries: string[],
   }
 }
 
-interface Member {
-  kind: string;
-  name: string;
-  link?: string;
-}
-
-/** `tar --list --verbose` with C-quoted names, parsed; a truncated or non-tar file is refused. */
-async function listArchive(file: string): Promise<Member[]> {
-  let stdout: string;
-  try {
-    (stdout = await run('tar', ['--list', '--verbose', '--numeric-owner', '--quoting-style=c', '--file', file]));
-  } catch (e) {
-    throw new InvalidArgument(`${file} is not a complete lxq export (tar could not read it: ${(e as LxqError).message.split(': ').slice(1).join(': ')})`);
-  }
-  const line = /^(\S)\S*\s+\S+\s+[\d,\s]+\s+\S+\s+\S+\s+"((?:[^"\\]|\\.)*)"(?: (?:->|link to) "((?:[^"\\]|\\.)*)")?$/;
-  const unquote = (s: string) => JSON.parse(`"${s.replace(/\\([0-7]{3})/g, (_m, o) => `\\u00${parseInt(o, 8).toString(16).padStart(2, '0')}`)}"`) as string;
-  return stdout
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const m = line.exec(l);
-      if (!m) throw new InvalidArgument(`${file}: an archive member tar describes as ${JSON.stringify(l.slice(0, 120))} is not one lxq reads`);
-      return { kind: m[1], name: unquote(m[2]), ...(m[3] !== undefined ? { link: unquote(m[3]) } : {}) };
-    });
-}
-
 /** Refuses an archive that is not an lxq export or whose members could land outside the import's directory. */
 export async function checkArchive(file: string): Promise<void> {
-  const members = await listArchive(file);
+  const members = await listTar(file, 'lxq export');
   if (members[0]?.name !== EXPORT_META) throw new InvalidArgument(`${file} is not an lxq export (no ${EXPORT_META} at its start)`);
-  const symlinks = new Set<string>();
-  const bad = (name: string, why: string) => new InvalidArgument(`${file} is refused: member ${JSON.stringify(name)} ${why}`);
-  for (const m of members.slice(1)) {
-    const name = m.name.replace(/\/+$/, '');
-    if (path.isAbsolute(name)) throw bad(m.name, 'is an absolute path');
-    const parts = name.split('/');
-    if (parts.includes('..')) throw bad(m.name, 'contains ".."');
-    if (parts[0] !== TOP) throw bad(m.name, `is outside "${TOP}/"`);
-    for (let i = 1; i < parts.length; i++) if (symlinks.has(parts.slice(0, i).join('/'))) throw bad(m.name, 'lies under a symlink of the archive');
-    if (m.kind === 'l') symlinks.add(name);
-    if (m.kind === 'h' && m.link !== undefined && (path.isAbsolute(m.link) || m.link.split('/').includes('..') || m.link.split('/')[0] !== TOP)) {
-      throw bad(m.name, `is a hard link to ${JSON.stringify(m.link)}, outside the archive`);
-    }
-    // A symlink's target is resolved inside the instance's root (absolute ones too), except above it.
-    if (m.kind === 'l' && m.link !== undefined && !path.isAbsolute(m.link)) {
-      const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(name), m.link));
-      if (resolved === '..' || resolved.startsWith('../') || resolved.split('/')[0] !== TOP) throw bad(m.name, `is a symlink to ${JSON.stringify(m.link)}, out of the archive`);
-    }
-  }
+  checkMembers(file, members.slice(1), { top: TOP });
 }
 
 /** Extracts a checked archive into `into` (an empty directory); returns its meta. */
