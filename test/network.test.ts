@@ -223,6 +223,24 @@ describe('instances on one bridge', () => {
     expect(await httpGet(`http://[${a1}]:8086/`)).toBe(`six from ${c1.name}\n`);
   });
 
+  test('IPv6: the host connects to a fresh container right after waitForAddress, every time', async () => {
+    // dnsmasq's ra-names pings each SLAAC address as soon as the DHCPv4 lease is granted, before
+    // the container has it: the host's connection right after waitForAddress joined that doomed
+    // neighbour resolution and failed with EHOSTUNREACH (at the first round, without the fix).
+    for (let round = 0; round < 5; round++) {
+      const c = await t.host.create(t.name('six'), { image: 'busybox', devices: { eth0: { type: 'nic', network: net.name } } });
+      try {
+        await c.start();
+        await c.waitForAddress({ timeout: 30_000 });
+        expect((await sh(c, 'mkdir -p /www && echo "round from $(hostname)" > /www/index.html && httpd -p 80 -h /www && echo up')).out).toBe('up\n');
+        const a6 = await c.waitForAddress({ family: 'inet6', timeout: 60_000 });
+        expect(await httpGet(`http://[${a6}]/`)).toBe(`round from ${c.name}\n`);
+      } finally {
+        await c.delete({ force: true });
+      }
+    }
+  }, 240_000);
+
   test('hot-plug and unplug a NIC on a running container and a running VM', async () => {
     const second = await network('hp');
     try {

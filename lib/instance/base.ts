@@ -14,6 +14,7 @@ import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices
 import { checkPaths, devicePath, normalizeDevice, patchDevice, type ProbeEnv, validateDeviceName } from '../devices/validate';
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import { unusableIpv6 } from '../network/addresses';
+import { refreshNeighbour } from '../network/iproute';
 import type { Networks } from '../network/networks';
 import { type DatagramEndpoint, parseEndpoint, ProxyServer, type StreamEndpoint } from '../network/proxy';
 import { ConsoleHub, type ConsoleEndpoint } from '../console/console';
@@ -37,6 +38,7 @@ import type {
   InstanceRecord,
   InstanceState,
   InstanceStatus,
+  NetworkInterface,
   StopOptions,
   WaitForAddressOptions,
 } from './instance';
@@ -443,7 +445,10 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       // An IPv6 address counts once duplicate detection has passed: before, nothing can use it.
       const unusable = family === 'inet6' && s.network.addresses.some(isFamily) ? unusableIpv6(await this.readIfInet6().catch(() => '')) : new Set<string>();
       const own = s.network.addresses.find((a) => isFamily(a) && !unusable.has(a));
-      if (own) return own;
+      if (own) {
+        if (family === 'inet6') await this.hostNeighbourReady(s.network.interfaces, own);
+        return own;
+      }
       // Where the instance's own addresses may not be seen yet (a VM's agent not up), a lease
       // counts once granted in this run of the instance (its init or QEMU started before it),
       // not one kept from an earlier boot.
@@ -456,6 +461,20 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       if (Date.now() >= deadline) throw new Timeout(`${this.name} had no ${family === 'inet' ? 'IPv4' : 'IPv6'} address within ${timeout} ms`);
       await new Promise((r) => setTimeout(r, ADDRESS_POLL_MS));
     }
+  }
+
+  /**
+   * The host's neighbour entry for a just-usable IPv6 address of a NIC on an lxq network, brought
+   * up to date (see refreshNeighbour: dnsmasq's probe of the address, begun before the instance
+   * had it, would fail the caller's first connection with EHOSTUNREACH).
+   */
+  private async hostNeighbourReady(interfaces: NetworkInterface[], address: string): Promise<void> {
+    const hwaddr = interfaces.find((i) => i.addresses.some((a) => a.address === address))?.hwaddr.toLowerCase();
+    const nic = Object.values(this.devices).find((d) => d.type === 'nic' && d.network !== undefined && d.hwaddr.toLowerCase() === hwaddr);
+    if (!hwaddr || nic?.type !== 'nic' || nic.network === undefined) return;
+    const network = await this.networks.get(nic.network).catch(() => undefined);
+    // Best effort: the network may be going away; a failure here is no reason to fail the wait.
+    if (network) await refreshNeighbour(network.bridge, address, hwaddr).catch(() => undefined);
   }
 
   addDevice(name: string, device: DeviceInput): Promise<void> {

@@ -76,6 +76,27 @@ export async function hostSubnets6(): Promise<Cidr6[]> {
   return out;
 }
 
+/**
+ * Brings the host's neighbour entry for an instance's IPv6 `address` on lxq's `bridge` up to date
+ * once the instance can use that address (duplicate detection passed): where the host's entry is
+ * INCOMPLETE or FAILED it becomes STALE with the NIC's `hwaddr`, so that what waits in it goes out
+ * now, and the kernel confirms the entry by a unicast probe on first use.
+ *
+ * Why: dnsmasq's `ra-names` pings a client's SLAAC address as soon as its DHCPv4 lease is granted,
+ * a second or two before the instance has that address. The host's resolution for that ping sends
+ * its three solicitations (1 s apart) while the address is still absent or tentative, and a
+ * tentative address answers none. A connection made when the address has just become usable joins
+ * that doomed resolution and fails with EHOSTUNREACH when it ends (captured: the third solicitation
+ * 60 ms before duplicate detection passed, the SYN queued on the INCOMPLETE entry, failed 830 ms
+ * later; no SYN on the wire). Linux guests send no unsolicited advertisement (`ndisc_notify` 0),
+ * which would have updated the entry. An entry that is already valid is left alone.
+ */
+export async function refreshNeighbour(bridge: string, address: string, hwaddr: string): Promise<void> {
+  const entries = await ipJson<Array<{ dst: string; state?: string[] }>>(['-6', 'neigh', 'show', 'to', address, 'dev', bridge]);
+  const unresolved = entries.some((e) => (e.state ?? []).some((s) => s === 'INCOMPLETE' || s === 'FAILED'));
+  if (unresolved) await ip(['-6', 'neigh', 'replace', address, 'lladdr', hwaddr, 'dev', bridge, 'nud', 'stale']);
+}
+
 export async function deleteLink(name: string): Promise<void> {
   if (await link(name)) await ip(['link', 'delete', 'dev', name]);
 }
