@@ -132,6 +132,7 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
       need('source', 'a host directory to share, or a disk image file; or give "size" for a new disk');
     }
     if (d.path === '/') throw new InvalidArgument(`${where}: "path" cannot be "/" (the instance's root)`);
+    checkTarget(where, d);
   } else if (d.type === 'proxy') {
     need('listen', 'where the host listens, e.g. "tcp:127.0.0.1:8080"');
     need('connect', 'where to connect inside, e.g. "tcp:127.0.0.1:80"');
@@ -166,7 +167,30 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
       throw new InvalidArgument(`${where}: a ${d.type} device needs "source" (a host device node) or both "major" and "minor"`);
     }
     if (d.source === undefined) need('path', 'where the node is made inside the container');
+    checkTarget(where, d);
   }
+}
+
+/** The kernel's filesystems inside an instance: nothing is mounted or made at or below them. */
+const KERNEL_FILESYSTEMS = ['/proc', '/sys'];
+
+/**
+ * Where a device may not appear inside: the root, /proc and /sys and anything below them, and
+ * /dev itself; a disk not below /dev either (only device nodes go there). Paths are compared
+ * normalized ("//dev/" is /dev), so no spelling gets past.
+ */
+function checkTarget(where: string, d: DeviceConfig): void {
+  const key = d.path !== undefined ? 'path' : 'source';
+  const given = d[key];
+  if (given === undefined) return;
+  const p = path.posix.normalize(given).replace(/\/+$/, '') || '/';
+  const under = (top: string) => p === top || p.startsWith(top + '/');
+  let why: string | undefined;
+  if (p === '/') why = 'it is the instance\'s root';
+  else if (KERNEL_FILESYSTEMS.some(under)) why = `${p.split('/').slice(0, 2).join('/')} is the instance's kernel filesystem; nothing can be put at or below /proc or /sys`;
+  else if (p === '/dev') why = 'it is the instance\'s device filesystem; a device goes below it (e.g. /dev/fuse)';
+  else if (d.type === 'disk' && under('/dev')) why = 'a disk cannot be mounted below /dev, where the device nodes are';
+  if (why) throw new InvalidArgument(`${where}: bad value for "${key}": ${JSON.stringify(given)} is refused: ${why}`);
 }
 
 /** Where a device appears inside the instance, if it has a path (unix devices default to their source). */
@@ -296,6 +320,7 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
     if (d.source !== undefined && src.kind === 'missing' && deviceFlag(d, 'required')) {
       throw new InvalidArgument(`${where}: "source" ${d.source} does not exist on the host (set required: "false" to skip the device when it is missing)`);
     }
+    if (src.kind !== 'missing' && d.type === 'disk') await checkResolvedSource(where, d.source!);
     if (src.kind !== 'missing') {
       if (d.type === 'unix-char' && src.kind !== 'char') throw new InvalidArgument(`${where}: "source" ${d.source} is not a character device`);
       if (d.type === 'unix-block' && src.kind !== 'block') throw new InvalidArgument(`${where}: "source" ${d.source} is not a block device`);
@@ -310,6 +335,18 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
     out.set(name, src);
   }
   return out;
+}
+
+/**
+ * A disk's source as the mount will see it: symlinks resolved. The host's root is refused, said
+ * so whatever the spelling (liblxc would otherwise fail the start with an unrelated message).
+ */
+async function checkResolvedSource(where: string, source: string): Promise<void> {
+  const real = await fs.realpath(source).catch(() => source);
+  if (real !== '/') return;
+  throw new InvalidArgument(
+    `${where}: "source" ${JSON.stringify(source)}${source.replace(/\/+$/, '') === '' ? ' is' : ' resolves to'} /, the host's root: sharing the whole host is refused`,
+  );
 }
 
 /** The node numbers of a unix device: its own keys, else its source's. */
