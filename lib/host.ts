@@ -11,12 +11,13 @@ import { normalizeDevices } from './devices/validate';
 import { type NetworkUser, Networks } from './network/networks';
 import { ContainerContext, containerContext, ContainerInstance } from './container/container';
 import { AlreadyExists, InvalidArgument, NotFound } from './errors';
-import type { ContainerImageMeta } from './images/meta';
+import { checkVmImageFiles, type ContainerImageMeta } from './images/meta';
 import { ImageStore } from './images/store';
 import { RECORD_FILE } from './instance/base';
 import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
 import { validateName } from './instance/names';
-import { ARCHIVE_TOP, checkArchive, extractArchive } from './storage/archive';
+import { type ImportTrust, refuseHostAccess } from './instance/foreign';
+import { ARCHIVE_TOP, checkArchive, checkImportedVmDisk, extractArchive, readExport } from './storage/archive';
 import { moveInstanceDir, newMachineId } from './storage/move';
 import { clearLeftovers } from './storage/recover';
 import { type ConnectOptions, RemoteHost } from './remote/host';
@@ -46,6 +47,22 @@ export interface HostOptions {
   images?: string;
 }
 
+/**
+ * What `host.import` takes: another name, and consent to what reaches into the host.
+ *
+ * @example
+ * ```ts
+ * await host.import('./web.tar.zst', { name: 'web2' });
+ * await host.import('./privileged.tar.zst', { trust: 'host-access' }); // raw.lxc, host paths… accepted
+ * ```
+ */
+export interface ImportOptions {
+  /** Default: the exported name. */
+  name?: string;
+  /** Accept records that reach into the host (see ImportTrust); refused with PermissionDenied otherwise. */
+  trust?: ImportTrust;
+}
+const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true });
 const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true });
 
 /**
@@ -244,31 +261,39 @@ export class Host {
 
   /**
    * An instance from a tarball of `instance.export`, named `name` (default: as exported). The
-   * archive is listed and refused (InvalidArgument) if truncated, not lxq's, or if a member could
-   * land outside the instance; it is extracted in a staging directory and moved by one rename.
+   * archive is hostile input: it is listed and refused (InvalidArgument) if truncated, not lxq's,
+   * or if a member could land outside the instance; its records (the instance's and its
+   * snapshots') are checked as `create` checks its input; what would reach into the host (raw.*,
+   * a privileged container, host paths, device nodes, proxies, host bridges) is refused with
+   * PermissionDenied unless `trust: 'host-access'`; a VM's disk may rest only on this host's
+   * disk of its image. All that before anything is extracted (the disk after, before it is
+   * moved): it is extracted in a staging directory and moved into place by one rename.
    */
-  async import(file: string, options: { name?: string } = {}): Promise<Instance> {
+  async import(file: string, options: ImportOptions = {}): Promise<Instance> {
     if (typeof file !== 'string' || !file) throw new InvalidArgument('import needs a file path');
     if (options === null || typeof options !== 'object') throw new InvalidArgument('import options must be an object');
-    refuseUnknownKeys('import', options, ['name']);
+    refuseUnknownKeys('import', options, IMPORT_OPTION_KEYS);
     if (options.name !== undefined) validateName(options.name);
+    if (options.trust !== undefined && options.trust !== 'host-access') throw new InvalidArgument(`trust must be "host-access" or absent, got ${JSON.stringify(options.trust)}`);
     await fs.access(file).catch(() => Promise.reject(new NotFound(`${file} does not exist`)));
     await checkArchive(file);
+    const checked = await readExport(file);
+    refuseHostAccess(file, [{ label: 'the instance', record: checked.meta.record }, ...[...checked.snapshots].map(([n, s]) => ({ label: `snapshot ${n}`, record: s.record }))], options.trust);
+    const name = validateName(options.name ?? checked.meta.record.name);
+    const record: InstanceRecord = { ...checked.meta.record, name, createdAt: new Date().toISOString() };
+    const image = record.type === 'vm' ? await this.images.get(record.image, { type: 'vm' }) : undefined;
+    if (image) record.imageMeta = { ...record.imageMeta, dir: image.dir };
     const staging = stagingPath(this.instancesDir, 'import');
     await fs.mkdir(staging, { mode: 0o711 });
     let instance: Instance;
     try {
-      const meta = await extractArchive(file, staging);
-      const name = validateName(options.name ?? meta.record.name);
+      await extractArchive(file, checked, staging);
       const dir = path.join(this.instancesDir, name);
       await this.clearInterruptedCreate(dir, name);
-      const record: InstanceRecord = { ...meta.record, name, createdAt: new Date().toISOString() };
       if (record.type === 'container' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'rootfs')).catch(() => undefined))?.isDirectory() !== true) {
         throw new InvalidArgument(`${file} is not a complete lxq export (no rootfs)`);
       }
-      if (record.type === 'vm' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'disk.qcow2')).catch(() => undefined))?.isFile() !== true) {
-        throw new InvalidArgument(`${file} is not a complete lxq export (no disk.qcow2)`);
-      }
+      if (image) await checkImportedVmDisk(file, path.join(staging, ARCHIVE_TOP, 'disk.qcow2'), path.join(image.dir, checkVmImageFiles('image', image.meta.files).disk));
       instance = await this.adoptStaged(path.join(staging, ARCHIVE_TOP), dir, record);
     } finally {
       await fs.rm(staging, { recursive: true, force: true });

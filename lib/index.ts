@@ -1,5 +1,6 @@
 export { Host, DEFAULT_HOST_PATH } from './host';
-export type { HostOptions } from './host';
+export type { HostOptions, ImportOptions } from './host';
+export type { ImportTrust } from './instance/foreign';
 export type {
   Instance,
   InstanceState,

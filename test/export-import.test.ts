@@ -4,11 +4,11 @@
  * escaping tarball is refused with a typed error and leaves the host's tree as it was.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { AlreadyExists, InvalidArgument, NotFound } from '../lib';
+import { AlreadyExists, InvalidArgument, NotFound, PermissionDenied } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
 
 let t: TestHost;
@@ -129,3 +129,103 @@ test('a stopped VM round-trips: its overlay on the same backing image, its confi
   expect(back.config['user.k']).toBe('vm');
   expect(info(disk(name))['full-backing-filename']).toBe(backing);
 }, 120_000);
+
+describe('hostile records: an archive is checked as create checks its input, and host access needs consent', () => {
+  let good: string;
+  let base: string;
+  let goodMeta: { record: Record<string, any> };
+  beforeAll(async () => {
+    const c = await t.host.create(t.name('rec'), { image: 'busybox' });
+    await c.snapshots.create('s0');
+    good = path.join(work, 'rec-good.tar.zst');
+    await c.export(good, { snapshots: true });
+    await c.delete();
+    base = mkdtempSync(path.join(work, 'rec-'));
+    sh(`tar -xf ${good} -C ${base}`);
+    goodMeta = JSON.parse(readFileSync(path.join(base, 'lxq-export.json'), 'utf8'));
+  });
+
+  /** The good export with its record (and optionally its snapshot's record) changed. */
+  function hostile(what: string, change: (r: Record<string, any>) => void, snapshotChange?: (r: Record<string, any>) => void): string {
+    const meta = structuredClone(goodMeta);
+    change(meta.record);
+    writeFileSync(path.join(base, 'lxq-export.json'), JSON.stringify(meta));
+    const snapFile = path.join(base, 'instance/snapshots/s0/snapshot.json');
+    const snapOriginal = readFileSync(snapFile, 'utf8');
+    if (snapshotChange) {
+      const s = JSON.parse(snapOriginal);
+      snapshotChange(s.record);
+      writeFileSync(snapFile, JSON.stringify(s));
+    }
+    const out = path.join(work, `rec-${what}.tar`);
+    sh(`tar -cf ${out} --numeric-owner -C ${base} lxq-export.json instance`);
+    writeFileSync(snapFile, snapOriginal);
+    return out;
+  }
+
+  async function refused(file: string, type: typeof InvalidArgument | typeof PermissionDenied, message: RegExp): Promise<void> {
+    const before = tree();
+    const err = await t.host.import(file).then(() => undefined, (e) => e);
+    expect(err).toBeInstanceOf(type);
+    expect(err.message).toMatch(message);
+    expect(tree()).toBe(before);
+    expect(await t.host.get(goodMeta.record.name).catch((e) => e)).toBeInstanceOf(NotFound);
+  }
+
+  test('a liblxc line smuggled through the image metadata, a bad name or image: InvalidArgument before anything is written', async () => {
+    const marker = path.join(work, 'pwned-by-initcommand');
+    await refused(hostile('initcmd', (r) => (r.imageMeta.initCommand = `/sbin/init\nlxc.hook.pre-start = /bin/touch ${marker}`)), InvalidArgument, /imageMeta\.initCommand holds a control character/);
+    await refused(hostile('halt', (r) => (r.imageMeta.haltSignal = 'SIGPWR\nlxc.hook.pre-start = /bin/true')), InvalidArgument, /imageMeta\.haltSignal holds a control character/);
+    await refused(hostile('env', (r) => (r.config['environment.A'] = 'x\nlxc.hook.pre-start = /bin/true')), InvalidArgument, /environment\.A/);
+    await refused(hostile('name', (r) => (r.name = '../../etc')), InvalidArgument, /invalid instance name/);
+    await refused(hostile('image', (r) => (r.image = '../../../etc')), InvalidArgument, /image must be an image name/);
+    await refused(hostile('extra', (r) => (r.hooks = ['x'])), InvalidArgument, /unknown record option "hooks"/);
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  test('options and devices create would refuse: refused the same way (unknown key, a memory limit of 1 B, a bad device)', async () => {
+    await refused(hostile('unknown', (r) => (r.config['limits.cpus'] = '1')), InvalidArgument, /unknown option "limits\.cpus"/);
+    await refused(hostile('memory', (r) => (r.config['limits.memory'] = '1B')), InvalidArgument, /limits\.memory.*below the floor/);
+    await refused(hostile('device', (r) => (r.devices = { d: { type: 'disk', source: 'relative', path: '/d' } })), InvalidArgument, /device "d".*absolute path/);
+    await refused(hostile('snapname', (r) => r, (s) => (s.config['limits.memory'] = '1B')), InvalidArgument, /snapshot "s0" record.*below the floor/);
+  });
+
+  test('what reaches into the host is refused with PermissionDenied naming each grant, and accepted with trust', async () => {
+    const grants = hostile('grants', (r) => {
+      r.config['raw.lxc'] = 'lxc.environment = FROM_RAW=1';
+      r.config['security.privileged'] = 'true';
+      r.devices = { root: { type: 'disk', source: '/', path: '/host' }, tty: { type: 'unix-char', source: '/dev/tty', path: '/dev/tty9' }, p: { type: 'proxy', listen: 'tcp:127.0.0.1:1', connect: 'tcp:127.0.0.1:80' } };
+    });
+    const before = tree();
+    const err = await t.host.import(grants).then(() => undefined, (e) => e);
+    expect(err).toBeInstanceOf(PermissionDenied);
+    for (const g of ['option raw.lxc', 'option security.privileged=true', 'device root: disk source /', 'device tty: unix-char', 'device p: proxy listening on the host at tcp:127.0.0.1:1', "trust: 'host-access'"]) expect(err.message).toContain(g);
+    expect(tree()).toBe(before);
+    // A snapshot's record counts too: a restore would bring it back.
+    const inSnapshot = hostile('snap-raw', (r) => r, (s) => (s.config['raw.lxc'] = 'lxc.environment = X=1'));
+    await refused(inSnapshot, PermissionDenied, /snapshot s0: option raw\.lxc/);
+    await expect(t.host.import(grants, { trust: 'anything' as 'host-access' })).rejects.toBeInstanceOf(InvalidArgument);
+    const trusted = await t.host.import(inSnapshot, { trust: 'host-access', name: t.name('trusted') });
+    expect((await trusted.snapshots.get('s0')).record.config['raw.lxc']).toBe('lxc.environment = X=1');
+    await trusted.delete();
+  });
+
+  test('the checked records are what lands: a snapshot record is written back as checked', async () => {
+    const back = await t.host.import(good, { name: t.name('clean') });
+    expect(back.config).toEqual(goodMeta.record.config);
+    expect((await back.snapshots.get('s0')).record.imageMeta).toEqual(goodMeta.record.imageMeta);
+    await back.delete();
+  });
+
+  test("a VM disk backed by a host file (not its image's disk): refused", async () => {
+    const vm = await t.host.create(t.name('vmb'), { type: 'vm', image: 'vm/default' });
+    const file = path.join(work, 'vm-good.tar.zst');
+    await vm.export(file);
+    await vm.delete();
+    const dir = mkdtempSync(path.join(work, 'vmb-'));
+    sh(`tar -xf ${file} -C ${dir} && rm ${dir}/instance/disk.qcow2 && qemu-img create -q -f qcow2 -b /etc/hostname -F raw -u ${dir}/instance/disk.qcow2 1M`);
+    const out = path.join(work, 'vm-backed.tar');
+    sh(`tar -cf ${out} -C ${dir} lxq-export.json instance`);
+    await refused(out, InvalidArgument, /backed by "\/etc\/hostname", not by this host's disk of its image/);
+  });
+});

@@ -213,8 +213,9 @@ export function program(): Command {
   cli
     .command('import <file> [name]')
     .description('An instance from a tarball of lxq export (named as exported unless NAME is given); prints its name')
-    .action(async (file: string, name: string | undefined) => {
-      const i = await (await host()).import(file, name !== undefined ? { name } : {});
+    .option('--allow-host-access', "accept an archive whose instance reaches into this host (raw.lxc/raw.qemu, privileged, host paths, device nodes, proxies, host bridges): only for archives you trust")
+    .action(async (file: string, name: string | undefined, o: { allowHostAccess?: boolean }) => {
+      const i = await (await host()).import(file, { ...(name !== undefined ? { name } : {}), ...(o.allowHostAccess ? { trust: 'host-access' as const } : {}) });
       process.stdout.write(`${i.name}\n`);
     });
 

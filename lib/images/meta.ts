@@ -5,6 +5,13 @@
  */
 import { InvalidArgument } from '../errors';
 
+/** Image names: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/" (each a directory of the store). */
+const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}(\/[a-z0-9][a-z0-9._-]{0,63}){0,3}$/;
+
+export function isImageName(name: string): boolean {
+  return IMAGE_NAME.test(name);
+}
+
 /** How a container image's init wants to be run. */
 export interface ContainerImageMeta {
   /** Signal that asks this image's init to halt (busybox: SIGUSR1, systemd: SIGRTMIN+3). */

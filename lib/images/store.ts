@@ -27,6 +27,7 @@ import { exists, readJson, writeJsonAtomic } from '../util/fs';
 import { FileLock } from '../util/lock';
 import { optionKeys, refuseUnknownKeys } from '../util/keys';
 import { run, sha256 } from './build-tools';
+import { isImageName } from './meta';
 import { exportImage, fileDigest, unpackImage } from './lxd-format';
 import { BUILTIN_IMAGES, type Builder, debianReleaseOf, type Derivation, derivedImage, type Image, type ImageVariants } from './catalog';
 
@@ -152,7 +153,6 @@ function importedBuilder(name: string, digest: string, how = 'import it again'):
 
 const MANIFEST = 'image.json';
 const DEFINITION = 'definition.json';
-const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}(\/[a-z0-9][a-z0-9._-]{0,63}){0,3}$/;
 const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$/;
 const TMP = /^\.[0-9a-f]+\.tmp-(\d+)-/;
 
@@ -182,7 +182,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   }
 
   private async definition(name: string): Promise<Definition | undefined> {
-    if (BUILTIN_IMAGES[name] || typeof name !== 'string' || !IMAGE_NAME.test(name)) return undefined;
+    if (BUILTIN_IMAGES[name] || typeof name !== 'string' || !isImageName(name)) return undefined;
     return readJson<Definition>(path.join(this.nameDir(name), DEFINITION)).catch(() => undefined);
   }
 
@@ -222,7 +222,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
     }
     const release = chain.length ? await this.releaseOf(name) : undefined;
     if (!release) {
-      if (typeof name !== 'string' || !IMAGE_NAME.test(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}`);
+      if (typeof name !== 'string' || !isImageName(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}`);
       throw new InvalidArgument(`unknown image "${name}"; available: ${(await this.known()).map((n) => `"${n}"`).join(', ')}`);
     }
     return derivedImage(name, chain, release);
@@ -319,7 +319,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   async build(name: string, options: BuildOptions): Promise<Image> {
     if (options === null || typeof options !== 'object') throw new InvalidArgument('build options must be an object with `from`');
     refuseUnknownKeys('image build', options, BUILD_OPTION_KEYS);
-    if (typeof name !== 'string' || !IMAGE_NAME.test(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/"`);
+    if (typeof name !== 'string' || !isImageName(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/"`);
     if (BUILTIN_IMAGES[name]) throw new InvalidArgument(`"${name}" is one of lxq's own images; give the derived image another name`);
     const packages = options.packages ?? [];
     const commands = options.run ?? [];
@@ -361,7 +361,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   async import(file: string, options: { alias: string }): Promise<Image> {
     refuseUnknownKeys('image import', options, ['alias']);
     const name = options?.alias;
-    if (typeof name !== 'string' || !IMAGE_NAME.test(name)) throw new InvalidArgument(`import needs an alias, a valid image name, got ${JSON.stringify(name)}`);
+    if (typeof name !== 'string' || !isImageName(name)) throw new InvalidArgument(`import needs an alias, a valid image name, got ${JSON.stringify(name)}`);
     if (BUILTIN_IMAGES[name] || (await this.definition(name))) throw new AlreadyExists(`image "${name}" already exists; delete it first or choose another alias`);
     if (typeof file !== 'string') throw new InvalidArgument('import needs the path of a tarball');
     const digest = await fileDigest(file).catch(() => {
@@ -398,7 +398,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   async publish(instance: unknown, alias: string, options: PublishOptions = {}): Promise<Image> {
     if (options === null || typeof options !== 'object') throw new InvalidArgument('publish options must be an object');
     refuseUnknownKeys('image publish', options, ['snapshot']);
-    if (typeof alias !== 'string' || !IMAGE_NAME.test(alias)) {
+    if (typeof alias !== 'string' || !isImageName(alias)) {
       throw new InvalidArgument(`bad image alias ${JSON.stringify(alias)}: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/"`);
     }
     if (options.snapshot !== undefined && (typeof options.snapshot !== 'string' || !options.snapshot)) throw new InvalidArgument('snapshot must be a snapshot name');
@@ -450,7 +450,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
 
   /** Removes every build of the image (and its definition); Busy while an instance uses it. */
   async delete(name: string): Promise<void> {
-    if (typeof name !== 'string' || !IMAGE_NAME.test(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}`);
+    if (typeof name !== 'string' || !isImageName(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}`);
     const dir = this.nameDir(name);
     const hasBuilds = (await fs.readdir(dir).catch(() => [] as string[])).some((d) => /^[0-9a-f]{12}$/.test(d));
     if (!hasBuilds && !(await exists(path.join(dir, DEFINITION)))) throw new NotFound(`image "${name}" is not in the store`);

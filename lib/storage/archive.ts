@@ -13,8 +13,13 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { InvalidArgument } from '../errors';
+import { refuseControlCharsDeep } from '../images/meta';
+import { checkForeignRecord } from '../instance/foreign';
 import type { InstanceRecord } from '../instance/instance';
+import { writeJsonAtomic } from '../util/fs';
 import { run } from '../util/run';
+import { validateSnapshotName } from './snapshots';
+import type { StoredSnapshot } from './types';
 import { checkMembers, listTar } from '../util/tar';
 
 export const EXPORT_META = 'lxq-export.json';
@@ -53,20 +58,93 @@ export async function checkArchive(file: string): Promise<void> {
   checkMembers(file, members.slice(1), { top: TOP });
 }
 
-/** Extracts a checked archive into `into` (an empty directory); returns its meta. */
-export async function extractArchive(file: string, into: string): Promise<ExportMeta> {
+/** A snapshot's own facts in an archive, beside its record. */
+const SNAPSHOT_META = 'snapshot.json';
+const SNAPSHOT_TAG = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** The export's records as the archive brings them, checked (lib/instance/foreign.ts); nothing is extracted. */
+export interface CheckedExport {
+  meta: ExportMeta;
+  /** Each snapshot's stored facts, its record checked, by snapshot name. */
+  snapshots: Map<string, StoredSnapshot>;
+}
+
+async function readMember(file: string, member: string): Promise<unknown> {
+  const text = await run('tar', ['--extract', '--to-stdout', '--file', file, member], { maxBuffer: 16 * 1024 * 1024 });
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new InvalidArgument(`${file}: ${member} is not JSON: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Reads and checks the export's record and its snapshots' records from a listed archive
+ * (checkArchive first), as create would check them: every option, device, name and image field.
+ */
+export async function readExport(file: string): Promise<CheckedExport> {
+  const raw = (await readMember(file, EXPORT_META)) as Partial<ExportMeta> | null;
+  if (raw?.format !== 'lxq-export' || raw.version !== 1) throw new InvalidArgument(`${file} is not an lxq export (its ${EXPORT_META} says ${JSON.stringify(raw?.format)})`);
+  const record = checkForeignRecord(`${file}: ${EXPORT_META} record`, raw.record);
+  const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: String(raw.exportedAt), record, snapshots: raw.snapshots === true };
+  const snapshots = new Map<string, StoredSnapshot>();
+  const prefix = `${TOP}/snapshots/`;
+  for (const m of await listTar(file, 'lxq export')) {
+    const name = m.name.replace(/^(\.\/)+/, '');
+    if (!name.startsWith(prefix) || !name.endsWith(`/${SNAPSHOT_META}`) || name.split('/').length !== 4) continue;
+    const snapshot = name.split('/')[2];
+    const where = `${file}: snapshot ${JSON.stringify(snapshot)}`;
+    try {
+      validateSnapshotName(snapshot);
+    } catch (e) {
+      throw new InvalidArgument(`${where}: ${(e as Error).message}`);
+    }
+    const s = (await readMember(file, m.name)) as Partial<StoredSnapshot> | null;
+    if (s?.format !== 'lxq-snapshot' || s.version !== 1) throw new InvalidArgument(`${where} is not an lxq snapshot`);
+    if (typeof s.tag !== 'string' || !SNAPSHOT_TAG.test(s.tag)) throw new InvalidArgument(`${where}: tag must be letters, digits, ".", "_", "-", got ${JSON.stringify(s.tag)}`);
+    if (typeof s.stateful !== 'boolean' || typeof s.createdAt !== 'string' || (s.expiresAt !== null && typeof s.expiresAt !== 'string') || typeof s.description !== 'string') {
+      throw new InvalidArgument(`${where}: its stateful, createdAt, expiresAt or description field is malformed`);
+    }
+    refuseControlCharsDeep(`${where}: description`, s.description);
+    const snapRecord = checkForeignRecord(`${where} record`, s.record);
+    if (snapRecord.type !== record.type) throw new InvalidArgument(`${where}: a ${snapRecord.type} snapshot of a ${record.type}`);
+    snapshots.set(snapshot, { format: 'lxq-snapshot', version: 1, createdAt: s.createdAt, stateful: s.stateful, expiresAt: s.expiresAt ?? null, description: s.description, tag: s.tag, record: snapRecord });
+  }
+  return { meta, snapshots };
+}
+
+/**
+ * Extracts a checked archive into `into` (an empty directory), then writes the checked records
+ * over the extracted ones (what is restored later is what was checked).
+ */
+export async function extractArchive(file: string, checked: CheckedExport, into: string): Promise<void> {
   const args = ['--extract', '--file', file, ...KEEP, '--same-owner', '--same-permissions', '--no-overwrite-dir', '--delay-directory-restore', '-C', into];
   await run('tar', args);
-  const meta = JSON.parse(await fs.readFile(path.join(into, EXPORT_META), 'utf8')) as ExportMeta;
-  if (meta?.format !== 'lxq-export' || meta.version !== 1 || !meta.record || (meta.record.type !== 'container' && meta.record.type !== 'vm')) {
-    throw new InvalidArgument(`${file} is not an lxq export (its ${EXPORT_META} says ${JSON.stringify(meta?.format)})`);
-  }
+  for (const [name, s] of checked.snapshots) await writeJsonAtomic(path.join(into, TOP, 'snapshots', name, SNAPSHOT_META), s);
   // Device nodes are harmless in an unprivileged container (its cgroup denies them), not in a privileged one.
-  if (meta.record.config?.['security.privileged'] === 'true') {
+  if (checked.meta.record.config['security.privileged'] === 'true') {
     const stdout = await run('find', [path.join(into, TOP), '(', '-type', 'b', '-o', '-type', 'c', ')', '-print', '-quit']);
     if (stdout.trim()) throw new InvalidArgument(`${file} is refused: it holds a device node (${path.relative(into, stdout.trim())}) and the target would be privileged`);
   }
-  return meta;
+}
+
+/**
+ * An imported VM's disk: a qcow2 whose backing file, if any, is this host's disk of its image
+ * (`imageDisk`), never another host file, and no external data file.
+ */
+export async function checkImportedVmDisk(file: string, disk: string, imageDisk: string): Promise<void> {
+  const st = await fs.lstat(disk).catch(() => undefined);
+  if (!st?.isFile()) throw new InvalidArgument(`${file} is not a complete lxq export (no disk.qcow2 file)`);
+  const info = JSON.parse(await run('qemu-img', ['info', '--output=json', '-f', 'qcow2', disk]).catch(() => {
+    throw new InvalidArgument(`${file}: disk.qcow2 is not a qcow2 image`);
+  })) as { 'backing-filename'?: string; 'backing-filename-format'?: string; 'format-specific'?: { data?: { 'data-file'?: string } } };
+  if (info['format-specific']?.data?.['data-file'] !== undefined) throw new InvalidArgument(`${file}: disk.qcow2 names an external data file`);
+  const backing = info['backing-filename'];
+  if (backing === undefined) return;
+  const ok = path.isAbsolute(backing) && (await fs.realpath(backing).catch(() => undefined)) === (await fs.realpath(imageDisk)) && info['backing-filename-format'] === 'qcow2';
+  if (!ok) {
+    throw new InvalidArgument(`${file}: disk.qcow2 is backed by ${JSON.stringify(backing)}, not by this host's disk of its image (${imageDisk}); a VM's disk may only rest on its own image`);
+  }
 }
 
 export const ARCHIVE_TOP = TOP;

@@ -1,0 +1,101 @@
+/**
+ * Instance records from elsewhere: an export's `lxq-export.json` and its snapshots'
+ * `snapshot.json`. They are hostile input (design.md, "Hazards"): each is checked exactly as
+ * `create` checks what a caller gives it (name, image name, options, devices) and as the image
+ * store checks an image's metadata, and what would give the instance power over the host is
+ * refused unless the caller consents. LXD restores a backup's config as an admin operation;
+ * lxq's import is used on archives from anywhere.
+ */
+import { validateConfig } from '../config/options';
+import { devicePath, normalizeDevices } from '../devices/validate';
+import { InvalidArgument, PermissionDenied } from '../errors';
+import { checkContainerImageMeta, checkVmImageMeta, isImageName } from '../images/meta';
+import { refuseUnknownKeys } from '../util/keys';
+import type { InstanceRecord } from './instance';
+import { validateName } from './names';
+
+/**
+ * What an import may let the instance do to its host. `'host-access'` accepts records that
+ * reach into the host (raw liblxc or QEMU configuration, a privileged container, host paths,
+ * device nodes, proxies listening on the host, NICs on a host bridge); without it they are
+ * refused with PermissionDenied naming each.
+ */
+export type ImportTrust = 'host-access';
+
+const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId'];
+const MACHINE_ID = /^[0-9a-f]{32}$/;
+
+function invalid(where: string, e: unknown): InvalidArgument {
+  return new InvalidArgument(`${where}: ${(e as Error).message}`);
+}
+
+/** A record from an archive, checked as create checks its input; returns it normalized (a VM's `imageMeta.dir` is the caller's to set). */
+export function checkForeignRecord(where: string, input: unknown): InstanceRecord {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) throw new InvalidArgument(`${where} is not an instance record`);
+  const r = input as Record<string, unknown>;
+  try {
+    refuseUnknownKeys('record', r, RECORD_KEYS);
+  } catch (e) {
+    throw invalid(where, e);
+  }
+  if (r.version !== 1) throw new InvalidArgument(`${where}: record version ${JSON.stringify(r.version)} is not one this lxq reads (1)`);
+  if (r.type !== 'container' && r.type !== 'vm') throw new InvalidArgument(`${where}: type must be "container" or "vm", got ${JSON.stringify(r.type)}`);
+  const type = r.type;
+  try {
+    validateName(r.name);
+  } catch (e) {
+    throw invalid(where, e);
+  }
+  if (typeof r.image !== 'string' || !isImageName(r.image)) throw new InvalidArgument(`${where}: image must be an image name, got ${JSON.stringify(r.image)}`);
+  const imageMeta = (() => {
+    if (type === 'container') return checkContainerImageMeta(`${where}: imageMeta`, r.imageMeta);
+    const { dir: _dir, ...rest } = (r.imageMeta ?? {}) as Record<string, unknown>;
+    return checkVmImageMeta(`${where}: imageMeta`, rest);
+  })();
+  let config, devices;
+  try {
+    if (r.config !== undefined && Object.values(r.config as object).some((v) => typeof v !== 'string')) throw new Error('option values in a record are strings');
+    config = validateConfig(type, r.config as Record<string, unknown> | undefined);
+    devices = normalizeDevices(type, r.devices);
+  } catch (e) {
+    throw invalid(where, e);
+  }
+  if (r.machineId !== undefined && (typeof r.machineId !== 'string' || !MACHINE_ID.test(r.machineId))) {
+    throw new InvalidArgument(`${where}: machineId must be 32 lower-case hex digits`);
+  }
+  return {
+    version: 1,
+    name: r.name as string,
+    type,
+    image: r.image,
+    imageMeta,
+    config,
+    devices,
+    createdAt: typeof r.createdAt === 'string' ? r.createdAt : new Date().toISOString(),
+    ...(r.machineId !== undefined ? { machineId: r.machineId as string } : {}),
+  };
+}
+
+/** What in `record` reaches into the host, one phrase each ("option raw.lxc", "device data: disk source /srv"). */
+export function hostAccessOf(record: InstanceRecord): string[] {
+  const out: string[] = [];
+  for (const key of Object.keys(record.config)) if (key.startsWith('raw.')) out.push(`option ${key}`);
+  if (record.config['security.privileged'] === 'true') out.push('option security.privileged=true');
+  for (const [name, d] of Object.entries(record.devices ?? {})) {
+    if (d.type === 'disk' && d.source !== undefined) out.push(`device ${name}: disk source ${d.source}`);
+    else if (d.type === 'unix-char' || d.type === 'unix-block') out.push(`device ${name}: ${d.type} ${d.source ?? `${d.major}:${d.minor}`} at ${devicePath(d)}`);
+    else if (d.type === 'proxy') out.push(`device ${name}: proxy listening on the host at ${d.listen}`);
+    else if (d.type === 'nic' && d.parent !== undefined) out.push(`device ${name}: nic on the host bridge ${d.parent}`);
+  }
+  return out;
+}
+
+/** PermissionDenied naming every grant of host access in `records` unless `trust` accepts them. */
+export function refuseHostAccess(file: string, records: Array<{ label: string; record: InstanceRecord }>, trust: ImportTrust | undefined): void {
+  if (trust === 'host-access') return;
+  const grants = records.flatMap(({ label, record }) => hostAccessOf(record).map((g) => `${label}: ${g}`));
+  if (grants.length === 0) return;
+  throw new PermissionDenied(
+    `${file} would give the instance access to this host (${grants.join('; ')}); import it with { trust: 'host-access' } (lxq import --allow-host-access) if you trust its source`,
+  );
+}
