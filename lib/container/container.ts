@@ -134,10 +134,20 @@ function openTerminal(master: number): TtyStream {
   return terminal;
 }
 
+/** The liblxc files of a container, rendered (and so checked) before anything is written. */
+interface LxcFiles {
+  config: string;
+  seccomp: string;
+}
+
+function lxcFiles(config: InstanceConfig, items: LxcItem[]): LxcFiles {
+  return { config: lxcConfigText(items), seccomp: seccompPolicy(config) };
+}
+
 /** The container's seccomp policy, then the liblxc config that names it (liblxc reads both at start). */
-async function saveLxcConfig(dir: string, config: InstanceConfig, items: LxcItem[]): Promise<void> {
-  await writeFileAtomic(path.join(dir, SECCOMP_POLICY_FILE), seccompPolicy(config));
-  await writeFileAtomic(path.join(dir, 'config'), lxcConfigText(items));
+async function saveLxcFiles(dir: string, files: LxcFiles): Promise<void> {
+  await writeFileAtomic(path.join(dir, SECCOMP_POLICY_FILE), files.seccomp);
+  await writeFileAtomic(path.join(dir, 'config'), files.config);
 }
 
 /**
@@ -194,6 +204,7 @@ export class ContainerInstance extends BaseInstance {
     const devices = record.devices ?? {};
     const sources = await probeDevices('container', devices, instance.probeEnv);
     const items = instance.render(record.config, devices, sources);
+    const files = lxcFiles(record.config, items);
     await instance.checkWithLiblxc(items);
     for (const [name, d] of Object.entries(devices)) await checkReachable(name, d, sources.get(name)!, instance.deviceHost());
     const shift = instance.idmap()?.base ?? 0;
@@ -201,7 +212,7 @@ export class ContainerInstance extends BaseInstance {
     try {
       await copyTreeShifted(image.rootfs, path.join(dir, 'rootfs'), shift);
       for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, instance.deviceHost());
-      await saveLxcConfig(dir, record.config, items);
+      await saveLxcFiles(dir, files);
       await writeInstanceRecord(dir, record);
     } catch (e) {
       await fs.rm(dir, { recursive: true, force: true });
@@ -486,8 +497,9 @@ export class ContainerInstance extends BaseInstance {
   /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
   private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
     const items = this.render(config, devices, await readSources(devices, this.probeEnv));
+    const files = lxcFiles(config, items);
     await this.checkWithLiblxc(items);
-    await saveLxcConfig(this.dir, config, items);
+    await saveLxcFiles(this.dir, files);
     this.reopen();
   }
 

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import type { InstanceType } from '../config/options';
 import { editDistance, parseSize } from '../config/units';
 import { InvalidArgument, NotFound, NotSupported } from '../errors';
+import { refuseControlChars } from '../util/guard';
 import { parseIpv4 } from '../network/addresses';
 import type { Networks } from '../network/networks';
 import { link } from '../network/iproute';
@@ -44,7 +45,8 @@ function spec(type: DeviceType): DeviceTypeSpec {
 
 function checkValue(where: string, key: string, k: DeviceKeySpec, value: string): void {
   const bad = (why: string) => new InvalidArgument(`${where}: bad value for "${key}": ${why}`);
-  if (value.includes('\0') || value.includes('\n')) throw bad('it must not contain NUL bytes or newlines');
+  // No control character (a tab aside: it is escaped where it is written): none reaches a generated file.
+  refuseControlChars(`${where}: bad value for "${key}"`, value, { allowTab: true });
   switch (k.form) {
     case 'path':
       if (!value.startsWith('/')) throw bad(`expected an absolute path, got ${JSON.stringify(value)}`);
