@@ -23,7 +23,8 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { OperationFailed } from '../errors';
+import { InvalidArgument, OperationFailed } from '../errors';
+import { qemuOptionValue, refuseControlChars } from '../util/guard';
 import { parseSize } from '../config/units';
 import { type DeviceConfig, type Devices, deviceFlag, deviceValue } from './declarations';
 import { createTap, deleteLink } from '../network/iproute';
@@ -84,10 +85,17 @@ export function deviceArgs(vmDir: string, name: string, d: DeviceConfig, src: De
   return { driver: 'virtio-blk-pci', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus };
 }
 
-/** A `-device`/`-object` option string from its object form (QEMU escapes ',' by doubling). */
-function optionString(o: Record<string, unknown>, first: string): string {
-  const parts = [String(o[first])];
-  for (const [k, v] of Object.entries(o)) if (k !== first) parts.push(`${k}=${String(v).replace(/,/g, ',,')}`);
+/**
+ * A `-device`/`-netdev` option string from its object form: each value with its ',' doubled
+ * (QEMU's escape) and no control character; the keys and the leading driver are lxq's own words.
+ */
+export function optionString(o: Record<string, unknown>, first: string): string {
+  const parts = [qemuOptionValue(first, String(o[first]))];
+  for (const [k, v] of Object.entries(o)) {
+    if (k === first) continue;
+    if (!/^[A-Za-z0-9_.-]+$/.test(k)) throw new InvalidArgument(`the QEMU command line: ${JSON.stringify(k)} is not an option key`);
+    parts.push(`${k}=${qemuOptionValue(`${String(o[first])} ${k}`, String(v))}`);
+  }
   return parts.join(',');
 }
 
@@ -200,12 +208,14 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
       }
       if (kind === 'share') {
         await startVirtiofsd(vmDir, name, d);
-        args.push('-chardev', `socket,id=${chardevId(name)},path=${shareSocket(vmDir, name).replace(/,/g, ',,')}`);
+        args.push('-chardev', `socket,id=${qemuOptionValue('-chardev id', chardevId(name))},path=${qemuOptionValue('-chardev path', shareSocket(vmDir, name))}`);
       } else {
+        // JSON: its strings escape ',' and control characters themselves.
         args.push('-blockdev', JSON.stringify(blockdevArgs(vmDir, name, d, src)));
       }
       args.push('-device', optionString(deviceArgs(vmDir, name, d, src, portId(port++)), 'driver'));
     }
+    for (const a of args) refuseControlChars('the QEMU command line', a);
   } catch (e) {
     // A tap made or a virtiofsd started before the failing device: nothing stays behind.
     await releaseHostParts(vmDir, devices);

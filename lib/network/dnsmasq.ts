@@ -15,8 +15,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { OperationFailed } from '../errors';
+import { InvalidArgument, OperationFailed } from '../errors';
 import { writeFileAtomic } from '../util/fs';
+import { refuseControlChars, refuseInField } from '../util/guard';
 import { formatIpv4, netmask, parseCidr } from './addresses';
 
 export const DNSMASQ = 'dnsmasq';
@@ -54,6 +55,20 @@ export async function dnsmasqPid(dir: string): Promise<number | null> {
   if (!Number.isInteger(pid) || pid <= 0) return null;
   const argv = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
   return argv.split('\0').includes(`--pid-file=${pidfile}`) ? pid : null;
+}
+
+/**
+ * dnsmasq's command line (its whole configuration: no file is read). Each value is checked here:
+ * no control character anywhere, no "," inside a field of a comma-separated option, no "/" in
+ * the domain of `--local=/<domain>/`.
+ */
+export function dnsmasqArgs(s: DnsmasqSettings): string[] {
+  const where = (key: string) => `dnsmasq's configuration for ${JSON.stringify(s.bridge)}: ${key}`;
+  if (/[,/\s]/.test(refuseControlChars(where('domain'), s.domain))) throw new InvalidArgument(`${where('domain')}: ${JSON.stringify(s.domain)} is not a domain name`);
+  for (const r of s.ranges) refuseInField(where('DHCP range'), r);
+  const a = args(s);
+  for (const arg of a) refuseControlChars(where('command line'), arg);
+  return a;
 }
 
 function args(s: DnsmasqSettings): string[] {
@@ -98,7 +113,7 @@ function args(s: DnsmasqSettings): string[] {
 export async function startDnsmasq(s: DnsmasqSettings): Promise<number> {
   await fs.writeFile(dnsmasqFile(s.dir, 'hosts'), '', { flag: 'a' });
   await fs.writeFile(dnsmasqFile(s.dir, 'leases'), '', { flag: 'a' });
-  const child = spawn(DNSMASQ, args(s), { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(DNSMASQ, dnsmasqArgs(s), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const code = await new Promise<number | null>((resolve) => {
@@ -130,10 +145,24 @@ export async function stopDnsmasq(dir: string): Promise<void> {
 
 /** Writes the NICs' entries (static leases and names) and has dnsmasq read them again. */
 export async function writeHosts(dir: string, entries: Array<{ hwaddr: string; address?: string; name: string }>): Promise<void> {
-  const text = entries.map((e) => [e.hwaddr, e.address, e.name].filter(Boolean).join(',')).join('\n');
-  await writeFileAtomic(dnsmasqFile(dir, 'hosts'), text ? text + '\n' : '');
+  const text = hostsText(entries);
+  await writeFileAtomic(dnsmasqFile(dir, 'hosts'), text);
   const pid = await dnsmasqPid(dir);
   if (pid !== null) process.kill(pid, 'SIGHUP');
+}
+
+/**
+ * The `dhcp-hostsfile` text, `mac,[ip,]name` per line: each field is refused (InvalidArgument)
+ * if it holds a control character or a ",", which would add a line or a field.
+ */
+export function hostsText(entries: Array<{ hwaddr: string; address?: string; name: string }>): string {
+  const lines = entries.map((e) =>
+    [e.hwaddr, e.address, e.name]
+      .filter(Boolean)
+      .map((f) => refuseInField(`dnsmasq's hosts file: the entry of ${JSON.stringify(e.name)}`, f!))
+      .join(','),
+  );
+  return lines.length ? lines.join('\n') + '\n' : '';
 }
 
 /**

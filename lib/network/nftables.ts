@@ -5,7 +5,8 @@
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 
-import { OperationFailed } from '../errors';
+import { InvalidArgument, OperationFailed } from '../errors';
+import { refuseControlChars } from '../util/guard';
 
 const execFileP = promisify(execFile);
 
@@ -32,25 +33,37 @@ export async function tableExists(network: string, family: NatFamily = 'ip'): Pr
 
 /** Replaces the network's table of `family` in one transaction; `subnet` is the network's ("10.1.2.0/24", "fd42:1:2:3::/64"). */
 export async function applyNat(network: string, bridge: string, subnet: string, family: NatFamily = 'ip'): Promise<void> {
+  await nft(natRuleset(network, bridge, subnet, family));
+}
+
+/**
+ * The network's NAT table as an nftables script. Each value is checked here: no control
+ * character, the bridge an interface name (it is quoted in the script), the subnet an address
+ * and prefix; anything else (a `"`, `;`, `{`, `#`) would change the ruleset, and is refused.
+ */
+export function natRuleset(network: string, bridge: string, subnet: string, family: NatFamily): string {
+  const where = (key: string) => `the nftables ruleset of network ${JSON.stringify(network)}: ${key}`;
+  if (family !== 'ip' && family !== 'ip6') throw new InvalidArgument(`${where('family')}: expected "ip" or "ip6", got ${JSON.stringify(family)}`);
+  refuseControlChars(where('network'), network);
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(refuseControlChars(where('bridge'), bridge))) throw new InvalidArgument(`${where('bridge')}: ${JSON.stringify(bridge)} is not an interface name`);
+  if (!/^[0-9A-Fa-f.:]+\/\d{1,3}$/.test(refuseControlChars(where('subnet'), subnet))) throw new InvalidArgument(`${where('subnet')}: ${JSON.stringify(subnet)} is not an address and prefix`);
   const t = `${family} ${natTable(network)}`;
-  await nft(
-    [
-      `table ${t}`,
-      `delete table ${t}`,
-      `table ${t} {`,
-      '  chain postrouting {',
-      '    type nat hook postrouting priority srcnat; policy accept;',
-      `    ${family} saddr ${subnet} ${family} daddr != ${subnet} masquerade`,
-      '  }',
-      '  chain forward {',
-      '    type filter hook forward priority filter; policy accept;',
-      `    iifname "${bridge}" accept`,
-      `    oifname "${bridge}" ct state related,established accept`,
-      '  }',
-      '}',
-      '',
-    ].join('\n'),
-  );
+  return [
+    `table ${t}`,
+    `delete table ${t}`,
+    `table ${t} {`,
+    '  chain postrouting {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    `    ${family} saddr ${subnet} ${family} daddr != ${subnet} masquerade`,
+    '  }',
+    '  chain forward {',
+    '    type filter hook forward priority filter; policy accept;',
+    `    iifname "${bridge}" accept`,
+    `    oifname "${bridge}" ct state related,established accept`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
 }
 
 export async function removeNat(network: string, family: NatFamily = 'ip'): Promise<void> {

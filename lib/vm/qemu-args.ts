@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 
 import { InvalidArgument } from '../errors';
+import { qemuOptionValue, refuseControlChars } from '../util/guard';
 import { run } from '../images/build-tools';
 import type { VmImage } from '../images/meta';
 import { QGA_PORT_NAME } from '../images/vm-guest';
@@ -43,7 +44,8 @@ export function qemuArgsForImage(img: VmImage, opts: QemuArgsOptions): string[] 
   if (!Number.isInteger(opts.memoryMiB) || opts.memoryMiB < 64) {
     throw new InvalidArgument(`memoryMiB must be an integer of at least 64, got ${opts.memoryMiB}`);
   }
-  const comma = (s: string) => s.replace(/,/g, ',,'); // QEMU option values escape ',' by doubling
+  // Values inside option strings: ',' doubled (QEMU's escape), control characters refused.
+  const comma = (s: string, where: string) => qemuOptionValue(where, s);
   const append = opts.appendCmdline ? `${img.cmdline} ${opts.appendCmdline}` : img.cmdline;
   const args = [
     '-nodefaults',
@@ -57,18 +59,20 @@ export function qemuArgsForImage(img: VmImage, opts: QemuArgsOptions): string[] 
     '-kernel', img.kernel,
     '-initrd', img.initrd,
     '-append', append,
-    '-drive', `file=${comma(opts.disk)},if=virtio,format=qcow2,discard=unmap`,
+    '-drive', `file=${comma(opts.disk, '-drive file')},if=virtio,format=qcow2,discard=unmap`,
     // A socket chardev with a logfile: QEMU logs every byte the guest writes, attached or not.
     ...(opts.serialSocket
-      ? ['-chardev', `socket,id=serial0,path=${comma(opts.serialSocket)},server=on,wait=off,logfile=${comma(opts.serialLog)},logappend=off`, '-serial', 'chardev:serial0']
+      ? ['-chardev', `socket,id=serial0,path=${comma(opts.serialSocket, '-chardev path')},server=on,wait=off,logfile=${comma(opts.serialLog, '-chardev logfile')},logappend=off`, '-serial', 'chardev:serial0']
       : ['-serial', `file:${opts.serialLog}`]),
-    '-qmp', `unix:${comma(opts.qmpSocket)},server=on,wait=off`,
-    ...(opts.qmpQuerySocket ? ['-chardev', `socket,id=qmpquery,path=${comma(opts.qmpQuerySocket)},server=on,wait=off`, '-mon', 'chardev=qmpquery,mode=control'] : []),
+    '-qmp', `unix:${comma(opts.qmpSocket, '-qmp')},server=on,wait=off`,
+    ...(opts.qmpQuerySocket ? ['-chardev', `socket,id=qmpquery,path=${comma(opts.qmpQuerySocket, '-chardev path')},server=on,wait=off`, '-mon', 'chardev=qmpquery,mode=control'] : []),
     '-device', 'virtio-serial-pci,id=vser0',
-    '-chardev', `socket,path=${comma(opts.qgaSocket)},server=on,wait=off,id=qga0`,
+    '-chardev', `socket,path=${comma(opts.qgaSocket, '-chardev path')},server=on,wait=off,id=qga0`,
     '-device', `virtserialport,bus=vser0.0,chardev=qga0,name=${QGA_PORT_NAME}`,
   ];
   if (opts.userNet) args.push('-netdev', 'user,id=net0', '-device', 'virtio-net-pci,netdev=net0');
+  // Plain arguments too (paths, the kernel command line): no control character anywhere.
+  for (const a of args) refuseControlChars('the QEMU command line', a);
   return args;
 }
 

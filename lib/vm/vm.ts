@@ -83,6 +83,7 @@ import { AgentFiles } from './agent-files';
 import { QmpClient, QmpError, type QmpStatusInfo, QmpTimeoutError } from '../qmp';
 import { processAlive } from '../storage/staging';
 import { exists, writeJsonAtomic } from '../util/fs';
+import { qemuOptionValue } from '../util/guard';
 import { Accel, AccelSetting, chooseAccel, recordKvmFailure } from './accel';
 import { createVmOverlay, qemuArgsForImage } from './qemu-args';
 
@@ -556,7 +557,7 @@ export class VmInstance extends BaseInstance {
         appendCmdline: `lxq.hostname=${this.name}${this.record.machineId ? ` systemd.machine_id=${this.record.machineId}` : ''}`,
       }),
       ...(await launchArgs(this.dir, this.devices, await readSources(this.devices, this.probeEnv), s.memoryMiB)),
-      '-name', this.name,
+      '-name', qemuOptionValue('-name', this.name),
       '-pidfile', this.file('pid'),
       ...s.raw,
     ];
