@@ -122,7 +122,7 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
         await systemdRunning(viaLxq(c), 60_000);
         s['container: start → systemd running (lxq)'].push(performance.now() - t);
         s['container: disk MiB'].push((await du(path.join(host.instancesDir, c.name))) / 2 ** 20);
-        s['container: memory MiB'].push((await c.state()).memory.usageBytes / 2 ** 20);
+        s['container: memory MiB'].push(((await c.state()).memory.usageBytes ?? NaN) / 2 ** 20);
         t = performance.now();
         await c.stop({ timeout: 30_000 });
         s['container: graceful stop (lxq)'].push(performance.now() - t);
@@ -147,7 +147,7 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
         await systemdRunning(viaLxq(vm), 240_000);
         s['vm: start → systemd running'].push(performance.now() - t);
         s['vm: disk (overlay) MiB'].push((await du(path.join(host.instancesDir, vm.name, 'disk.qcow2'))) / 2 ** 20);
-        s['vm: QEMU RSS MiB'].push((await vm.state()).memory.usageBytes / 2 ** 20);
+        s['vm: QEMU RSS MiB'].push(((await vm.state()).memory.usageBytes ?? NaN) / 2 ** 20);
         const t2 = performance.now();
         await vm.stop({ timeout: 60_000 });
         s['vm: graceful stop'].push(performance.now() - t2);

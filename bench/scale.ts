@@ -176,7 +176,7 @@ async function runOnce(host: Host, n: number, mode: Mode, tag: string, made: Set
   await phase('state', list, async (c) => {
     const s = await c.state();
     if (s.status !== 'running') throw new Error(`${c.name} is ${s.status}, not running`);
-    memBytes.push(s.memory.usageBytes);
+    memBytes.push(s.memory.usageBytes ?? NaN); // the local driver always has a figure
     inside.push(s.processes);
   });
   const running = nodeMem();

@@ -20,7 +20,7 @@ async function main(): Promise<void> {
     await c.start();
     console.log(`started in ${(performance.now() - t).toFixed(1)} ms`);
     const s = await c.state();
-    console.log(`state: pid ${s.pid}, ${s.processes} processes, ${(s.memory.usageBytes / 2 ** 20).toFixed(1)} MiB used of ${s.memory.limitBytes! / 2 ** 20} MiB, cpu ${(s.cpu.usageNs / 1e6).toFixed(1)} ms`);
+    console.log(`state: pid ${s.pid}, ${s.processes} processes, ${((s.memory.usageBytes ?? 0) / 2 ** 20).toFixed(1)} MiB used of ${s.memory.limitBytes! / 2 ** 20} MiB, cpu ${(s.cpu.usageNs / 1e6).toFixed(1)} ms`);
     await c.freeze();
     await c.unfreeze();
     t = performance.now();

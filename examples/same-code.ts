@@ -21,7 +21,7 @@ async function tryOut(host: Host, type: InstanceType): Promise<void> {
     await instance.files.write('/tmp/note.txt', `written by lxq into a ${type}\n`);
     console.log(`${type}: read back "${(await instance.files.read('/tmp/note.txt')).toString().trim()}"`);
     const s = await instance.state();
-    console.log(`${type}: ${s.status}, pid ${s.pid}, ${(s.memory.usageBytes / 2 ** 20).toFixed(1)} MiB`);
+    console.log(`${type}: ${s.status}, pid ${s.pid}, ${s.memory.usageBytes === null ? 'memory unknown' : `${(s.memory.usageBytes / 2 ** 20).toFixed(1)} MiB`}`);
     await instance.stop({ timeout: 15_000 });
   } finally {
     await instance.delete({ force: true });

@@ -150,7 +150,7 @@ export function program(): Command {
         `pid: ${s.pid ?? '-'}`,
         `processes: ${s.processes}`,
         `cpu: ${(s.cpu.usageNs / 1e9).toFixed(2)} s`,
-        `memory: ${(s.memory.usageBytes / 2 ** 20).toFixed(1)} MiB${s.memory.limitBytes ? ` of ${(s.memory.limitBytes / 2 ** 20).toFixed(0)} MiB` : ''}`,
+        `memory: ${s.memory.usageBytes === null ? 'unknown' : `${(s.memory.usageBytes / 2 ** 20).toFixed(1)} MiB`}${s.memory.limitBytes ? ` of ${(s.memory.limitBytes / 2 ** 20).toFixed(0)} MiB` : ''}`,
         `addresses: ${s.network.addresses.join(' ') || '-'}`,
         ...Object.entries(i.config).map(([k, v]) => `config ${k}: ${v}`),
         ...s.devices.map((d) => `device ${d.name}: ${d.type}${d.source ? ` ${d.source}` : ''}${d.path ? ` -> ${d.path}` : ''}`),

@@ -68,7 +68,7 @@ export async function remoteInfo(i: RemoteInstance): Promise<string> {
     `pid: ${s.pid ?? '-'}`,
     `processes: ${s.processes}`,
     `cpu: ${(s.cpu.usageNs / 1e9).toFixed(2)} s`,
-    `memory: ${(s.memory.usageBytes / 2 ** 20).toFixed(1)} MiB`,
+    `memory: ${s.memory.usageBytes === null ? 'unknown (LXD had no figure)' : `${(s.memory.usageBytes / 2 ** 20).toFixed(1)} MiB`}`,
     `addresses: ${s.network.addresses.join(' ') || '-'}`,
   ].join('\n') + '\n';
 }

@@ -40,7 +40,14 @@ export interface InstanceState {
   /** The init process (container) or the QEMU process (VM); null when stopped. */
   pid: number | null;
   cpu: { usageNs: number };
-  memory: { usageBytes: number; limitBytes: number | null };
+  /**
+   * Bytes in use, and the limit (null: none set). `usageBytes` is null where the driver has no
+   * figure: LXD sends 0 for a running instance whose memory it could not read (its cgroup read
+   * failed, as once just after a start under load; a VM without LXD's agent), and since a running
+   * instance never uses 0 bytes, lxq does not pass that on as a usage. A stopped instance uses 0.
+   * The local drivers always have a figure.
+   */
+  memory: { usageBytes: number | null; limitBytes: number | null };
   processes: number;
   network: {
     /** Every address but loopback and IPv6 link-local ones, as liblxc's get_ips reports them. */

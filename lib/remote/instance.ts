@@ -402,7 +402,7 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
         status,
         pid: m.pid > 0 ? m.pid : null,
         cpu: { usageNs: m.cpu?.usage ?? 0 },
-        memory: { usageBytes: m.memory?.usage ?? 0, limitBytes: this.memoryLimit() },
+        memory: { usageBytes: lxdMemoryUsage(status, m.memory?.usage), limitBytes: this.memoryLimit() },
         processes: m.processes > 0 ? m.processes : 0,
         network: { addresses: reportedAddresses(interfaces), interfaces },
         devices,
@@ -567,6 +567,16 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
 }
 
 /** lxq options LXD has no key for are NotSupported (checked after the option values). */
+/**
+ * LXD's memory figure for an instance in `status`. LXD reports a memory reading it could not make
+ * (its cgroup read failed) as 0, which for a running or frozen instance cannot be true: that is
+ * null, "no figure", never a usage of 0 bytes. A stopped instance uses 0.
+ */
+export function lxdMemoryUsage(status: InstanceStatus, usage: unknown): number | null {
+  if (status === 'stopped') return 0;
+  return typeof usage === 'number' && Number.isFinite(usage) && usage > 0 ? usage : null;
+}
+
 export function refuseNotOnLxd(config: object | null | undefined): void {
   const unsupported = Object.keys(config ?? {}).filter((k) => NOT_ON_LXD.includes(k));
   if (unsupported.length) throw new NotSupported(`option ${unsupported.map((k) => `"${k}"`).join(', ')} has no equivalent on an LXD server`);
