@@ -93,7 +93,7 @@ describe('options', () => {
     ['raw.lxc', 'not a config line', /lxc.<key> = <value>/],
     ['raw.lxc', 'lxc.rootfs.path = dir:/etc', /managed by lxq/],
     ['environment.1BAD', 'x', /environment variable names/],
-    ['environment.OK', 'a\nb', /newlines/],
+    ['environment.OK', 'a\nb', /holds a newline/],
   ])('%s = %j is refused', async (key, value, message) => {
     await refusedWithoutChange(t.host.create(t.name('opt'), { image: 'busybox', config: { [key]: value } as never }), InvalidArgument, message);
   });
@@ -119,6 +119,24 @@ describe('options', () => {
   test('a config that is not an object, or a value that is not a scalar, is refused', async () => {
     await refusedWithoutChange(t.host.create(t.name('opt'), { image: 'busybox', config: 'x' as never }), InvalidArgument);
     await refusedWithoutChange(t.host.create(t.name('opt'), { image: 'busybox', config: { 'user.x': { a: 1 } } as never }), InvalidArgument);
+  });
+
+  test('control characters that could add a line or key to a generated file are refused, naming the option', async () => {
+    const cases: Array<[string, string]> = [
+      ['environment.A', 'x\nlxc.hook.pre-start = /bin/true'],
+      ['environment.A', 'x\rlxc.hook.pre-start = /bin/true'],
+      ['user.note', 'a\u001bb'],
+      ['user.note', 'a\u0000b'],
+      ['raw.lxc', 'lxc.environment = A=1\r\nlxc.environment = B=2'],
+      ['limits.memory', '64MiB\u007f'],
+    ];
+    for (const [key, value] of cases) {
+      await refusedWithoutChange(t.host.create(t.name('ctl'), { image: 'busybox', config: { [key]: value } }), InvalidArgument, new RegExp(`option "${key.replace('.', '\\.')}"`));
+      await refusedWithoutChange(existing.update({ [key]: value }), InvalidArgument, /holds a/);
+    }
+    // A tab is whitespace inside a value; raw.lxc takes several lines.
+    expect(validateConfig('container', { 'user.note': 'a\tb', 'raw.lxc': 'lxc.environment = A=1\nlxc.environment = B=2' })).toEqual({ 'user.note': 'a\tb', 'raw.lxc': 'lxc.environment = A=1\nlxc.environment = B=2' });
+    await refusedWithoutChange(t.host.networks.create(t.name('n'), { 'ipv4.address': '10.9.8.1/24\nx' }), InvalidArgument, /network key "ipv4\.address"/);
   });
 
   test('update with a bad value is refused and the stored config is unchanged', async () => {

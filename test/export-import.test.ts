@@ -174,8 +174,8 @@ describe('hostile records: an archive is checked as create checks its input, and
 
   test('a liblxc line smuggled through the image metadata, a bad name or image: InvalidArgument before anything is written', async () => {
     const marker = path.join(work, 'pwned-by-initcommand');
-    await refused(hostile('initcmd', (r) => (r.imageMeta.initCommand = `/sbin/init\nlxc.hook.pre-start = /bin/touch ${marker}`)), InvalidArgument, /imageMeta\.initCommand holds a control character/);
-    await refused(hostile('halt', (r) => (r.imageMeta.haltSignal = 'SIGPWR\nlxc.hook.pre-start = /bin/true')), InvalidArgument, /imageMeta\.haltSignal holds a control character/);
+    await refused(hostile('initcmd', (r) => (r.imageMeta.initCommand = `/sbin/init\nlxc.hook.pre-start = /bin/touch ${marker}`)), InvalidArgument, /imageMeta\.initCommand: ".*" holds a newline/);
+    await refused(hostile('halt', (r) => (r.imageMeta.haltSignal = 'SIGPWR\nlxc.hook.pre-start = /bin/true')), InvalidArgument, /imageMeta\.haltSignal: ".*" holds a newline/);
     await refused(hostile('env', (r) => (r.config['environment.A'] = 'x\nlxc.hook.pre-start = /bin/true')), InvalidArgument, /environment\.A/);
     await refused(hostile('name', (r) => (r.name = '../../etc')), InvalidArgument, /invalid instance name/);
     await refused(hostile('image', (r) => (r.image = '../../../etc')), InvalidArgument, /image must be an image name/);

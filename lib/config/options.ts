@@ -6,6 +6,7 @@
 import * as os from 'node:os';
 
 import { InvalidArgument } from '../errors';
+import { refuseControlChars } from '../util/guard';
 import { editDistance, parseBoolean, parseCpus, parseMemory, parsePositiveInteger } from './units';
 
 /**
@@ -259,9 +260,8 @@ export function validateConfig(type: InstanceType, input: Record<string, unknown
     if (key.startsWith('environment.') && !ENV_NAME.test(key.slice('environment.'.length))) {
       throw new InvalidArgument(`"${key}": environment variable names are letters, digits and _, not starting with a digit`);
     }
-    if (value.includes('\0') || (spec.type !== 'lines' && value.includes('\n'))) {
-      throw new InvalidArgument(`option "${key}" must not contain ${value.includes('\0') ? 'NUL bytes' : 'newlines'}`);
-    }
+    // Values reach the liblxc config and QEMU's command line: no control character but a tab, and newlines only between lines.
+    for (const line of spec.type === 'lines' ? value.split('\n') : [value]) refuseControlChars(`option "${key}"`, line, { allowTab: true });
     try {
       spec.validate?.(value);
       if (key === 'limits.memory') {

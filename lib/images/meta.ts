@@ -4,6 +4,7 @@
  * a VM image names its kernel, initramfs, root disk and kernel command line.
  */
 import { InvalidArgument } from '../errors';
+import { refuseControlChars } from '../util/guard';
 
 /** Image names: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/" (each a directory of the store). */
 const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}(\/[a-z0-9][a-z0-9._-]{0,63}){0,3}$/;
@@ -66,12 +67,6 @@ export interface VmImageMeta {
   buildMs: number;
 }
 
-/**
- * C0 controls and DEL: what could end a line or a key in a generated file (liblxc config, a QEMU
- * option string, dnsmasq's files). Tab is one too.
- */
-const CONTROL = /[\x00-\x1f\x7f]/;
-
 /** The halt signals an image may name: a signal name liblxc knows (no numbers, nothing else). */
 const SIGNAL = /^SIG(?:[A-Z]{2,7}[0-9]?|RTMIN(?:\+(?:[1-9]|[12][0-9]|30))?|RTMAX(?:-(?:[1-9]|[12][0-9]|30))?)$/;
 
@@ -82,12 +77,12 @@ const IMAGE_FILE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 export function refuseControlCharsDeep(where: string, value: unknown, depth = 0): void {
   if (depth > 8) throw new InvalidArgument(`${where} is nested too deeply`);
   if (typeof value === 'string') {
-    if (CONTROL.test(value)) throw new InvalidArgument(`${where} holds a control character: ${JSON.stringify(value.slice(0, 80))}`);
+    refuseControlChars(where, value);
   } else if (Array.isArray(value)) {
     value.forEach((v, i) => refuseControlCharsDeep(`${where}[${i}]`, v, depth + 1));
   } else if (value !== null && typeof value === 'object') {
     for (const [k, v] of Object.entries(value)) {
-      if (CONTROL.test(k)) throw new InvalidArgument(`${where} has a key with a control character: ${JSON.stringify(k.slice(0, 80))}`);
+      refuseControlChars(`${where} (a key)`, k);
       refuseControlCharsDeep(`${where}.${k}`, v, depth + 1);
     }
   } else if (value !== undefined && value !== null && typeof value !== 'number' && typeof value !== 'boolean') {

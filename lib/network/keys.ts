@@ -3,6 +3,7 @@
  * the TypeScript types and the README's table (`describeNetworkKeys`) read this table.
  */
 import { InvalidArgument } from '../errors';
+import { refuseControlChars } from '../util/guard';
 import { editDistance } from '../config/units';
 import { parseCidr, parseCidr6, parseIpv4 } from './addresses';
 
@@ -97,7 +98,7 @@ export function validateNetworkConfig(input: unknown): NetworkConfig {
       throw new InvalidArgument(`unknown network key "${key}"` + (near.length ? `; did you mean ${near.map((k) => `"${k}"`).join(', ')}?` : `; known: ${Object.keys(NETWORK_KEYS).join(', ')}`));
     }
     if (typeof raw !== 'string' && typeof raw !== 'number' && typeof raw !== 'boolean') throw new InvalidArgument(`network key "${key}" must be a string, number or boolean`);
-    const value = String(raw);
+    const value = refuseControlChars(`network key "${key}"`, String(raw));
     try {
       spec.validate(value);
     } catch (e) {
