@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'ABORTED'
   | 'BUSY'
   | 'PERMISSION_DENIED'
+  | 'NO_SPACE'
   | 'OPERATION_FAILED';
 
 /**
@@ -175,6 +176,25 @@ export class Busy extends LxqError {
 export class PermissionDenied extends LxqError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('PERMISSION_DENIED', message, options);
+  }
+}
+
+/**
+ * A filesystem ran out of room (ENOSPC) while lxq or a helper it ran (cp, tar, qemu-img) wrote to
+ * it; `path` names what was being written, when the tool said. What was half-written is removed.
+ *
+ * @example
+ * ```ts
+ * await c.snapshots.create().catch((err) => err instanceof NoSpace && console.log('full:', err.path));
+ * ```
+ */
+export class NoSpace extends LxqError {
+  constructor(
+    message: string,
+    readonly path?: string,
+    options?: { cause?: unknown },
+  ) {
+    super('NO_SPACE', message, options);
   }
 }
 

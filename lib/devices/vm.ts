@@ -18,20 +18,20 @@
  * ports take hot-plugged ones (`device_add`, and `device_del` waited on through DEVICE_DELETED).
  * The command line at launch and the hot-plug commands are built from the same objects.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 
 import { InvalidArgument, OperationFailed } from '../errors';
 import { qemuOptionValue, refuseControlChars } from '../util/guard';
+import { execHelper } from '../util/run';
 import { parseSize } from '../config/units';
 import { type DeviceConfig, type Devices, deviceFlag, deviceValue } from './declarations';
 import { createTap, deleteLink } from '../network/iproute';
 import { hostLink, netdevArgs, nicDeviceArgs, nics } from './nic';
 import { type DeviceSource, devicePath } from './validate';
 
-const run = promisify(execFile);
+const run = (cmd: string, args: string[]) => execHelper(cmd, args);
 
 export const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 /** Root ports beyond the devices present at launch, for hot-plug. */

@@ -1,9 +1,7 @@
-/** Helpers of the image builds: host tools (run, shared with lib/storage), digests. */
-import { execFile } from 'node:child_process';
+/** Helpers of the image builds: host tools (run and execFileP, bound to this process: lib/util/run), digests. */
 import { createHash } from 'node:crypto';
-import { promisify } from 'node:util';
 
-export const execFileP = promisify(execFile);
+export { execHelper as execFileP } from '../util/run';
 
 export { run } from '../util/run';
 

@@ -2,17 +2,16 @@
  * The `busybox` container image, built from the host's static busybox (Debian's busybox-static):
  * one binary, its applet links, and just enough of /etc for init and a root shell.
  */
-import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 
 import { OperationFailed } from '../errors';
 import { isStaticElf } from '../util/elf';
+import { execHelper } from '../util/run';
 import { DHCP_FILES } from './dhcp-client';
 import type { ContainerImageMeta } from './meta';
 
-const run = promisify(execFile);
+const run = (cmd: string, args: string[]) => execHelper(cmd, args);
 export const HOST_BUSYBOX = '/bin/busybox';
 
 export const BUSYBOX_FILES: Record<string, { mode: number; text: string }> = {

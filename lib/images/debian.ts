@@ -7,12 +7,14 @@
  * The same tree is a container image's `rootfs/` and, with the VM additions below, a VM image's
  * root disk (vm-image.ts makes the disk, the kernel and the initramfs).
  */
-import { spawn } from 'node:child_process';
+import type { ChildProcessByStdio } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 
 import { OperationFailed } from '../errors';
 import { run } from './build-tools';
+import { spawnHelper } from '../util/run';
 import type { GuestFile } from './vm-guest';
 import { writeGuestFiles } from './root-disk';
 
@@ -167,7 +169,8 @@ function shellQuote(s: string): string {
 /** Runs mmdebstrap, reporting its phases; a failure quotes apt's errors. */
 function mmdebstrap(args: string[], opts: DebianTreeOptions): Promise<void> {
   return new Promise((resolve, reject) => {
-    const p = spawn('mmdebstrap', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Its own process group, killed whole if this process dies (apt and dpkg are its children).
+    const p = spawnHelper('mmdebstrap', args, { stdio: ['ignore', 'ignore', 'pipe'], group: true }) as ChildProcessByStdio<null, null, Readable>;
     const lines: string[] = [];
     let buf = '';
     p.stderr.setEncoding('utf8');
@@ -187,6 +190,9 @@ function mmdebstrap(args: string[], opts: DebianTreeOptions): Promise<void> {
     p.once('error', (e) => reject(new OperationFailed(`cannot run mmdebstrap (is it installed? apt-get install mmdebstrap): ${e.message}`, { call: 'mmdebstrap' }, { cause: e })));
     p.once('close', (code) => {
       if (code === 0) return resolve();
+      if (code === 127 && lines.some((l) => /mmdebstrap: (not found|No such file)/.test(l))) {
+        return reject(new OperationFailed('cannot run mmdebstrap (is it installed? apt-get install mmdebstrap)', { call: 'mmdebstrap' }));
+      }
       const errors = lines.filter((l) => /^E: /.test(l));
       const log = (errors.length ? errors : lines.slice(-8)).join('\n');
       reject(new OperationFailed(`mmdebstrap failed (exit code ${code}): ${log}`, { call: 'mmdebstrap', log: lines.slice(-40).join('\n') }));

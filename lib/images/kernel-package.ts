@@ -3,15 +3,12 @@
  * `apt-get download` into a cache kept between builds (an older cached one is used when apt is
  * offline), and unpacked with `dpkg-deb -x`.
  */
-import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 
 import { OperationFailed } from '../errors';
-import { run } from './build-tools';
+import { execFileP, run } from './build-tools';
 
-const execFileP = promisify(execFile);
 const KERNEL_META_PACKAGE = 'linux-image-cloud-amd64';
 
 /** Debian version comparison, by dpkg itself. */

@@ -2,13 +2,15 @@
  * The kernel as an ELF with a PVH entry point, taken out of Debian's bzImage: QEMU then boots it
  * directly, without the real-mode setup and the self-decompression.
  */
-import { spawn } from 'node:child_process';
+import type { ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { gunzip as gunzipCb } from 'node:zlib';
 
-const gunzip = promisify(gunzipCb);
+import { spawnHelper } from '../util/run';
 
+const gunzip = promisify(gunzipCb);
 
 /**
  * The ELF `vmlinux` inside a bzImage, if QEMU can boot it directly through its PVH entry point
@@ -72,7 +74,7 @@ function align4(n: number): number {
 /** Runs `cmd` with `input` on stdin; its stdout, if it looks complete even when it complains. */
 function pipeThrough(cmd: string, args: string[], input: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'ignore'] });
+    const p = spawnHelper(cmd, args, { stdio: ['pipe', 'pipe', 'ignore'] }) as ChildProcessByStdio<Writable, Readable, null>;
     const out: Buffer[] = [];
     p.stdout.on('data', (d: Buffer) => out.push(d));
     p.stdin.on('error', () => undefined); // the tool may stop reading at the trailing length word

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../errors';
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 import { readJson, writeJsonAtomic } from '../util/fs';
+import { execHelper } from '../util/run';
 import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from './staging';
 import { diskUsage } from './tree';
 import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotInfo, SnapshotRef, SnapshotRestoreOptions, StorageDriver, StoredSnapshot } from './types';
@@ -259,12 +260,10 @@ export class Snapshots implements InstanceSnapshots {
 
 /** Stateful container snapshots need CRIU; the refusal quotes CRIU's own words. */
 async function refuseStatefulContainer(): Promise<never> {
-  const { execFile } = await import('node:child_process');
-  const reason = await new Promise<string>((resolve) =>
-    execFile('criu', ['check'], { encoding: 'utf8' }, (error, stdout, stderr) => {
-      if (!error) return resolve('');
-      resolve(((error as NodeJS.ErrnoException).code === 'ENOENT' ? 'criu is not installed' : `${stderr}${stdout}`.trim().split('\n').slice(-3).join('\n')) || error.message);
-    }),
+  const reason = await execHelper('criu', ['check']).then(
+    () => '',
+    (error: NodeJS.ErrnoException & { stdout?: string; stderr?: string }) =>
+      (error.code === 'ENOENT' ? 'criu is not installed' : `${error.stderr ?? ''}${error.stdout ?? ''}`.trim().split('\n').slice(-3).join('\n')) || error.message,
   );
   if (reason) throw new NotSupported(`stateful container snapshots need CRIU, and "criu check" fails on this host: ${reason}`);
   throw new NotSupported('stateful container snapshots (CRIU checkpoint through liblxc) are not implemented yet; criu check passes on this host');
