@@ -3,7 +3,7 @@
  * codes), and a real terminal under tmux (send-keys, capture-pane) for `shell` and `exec` on a pty.
  */
 import { spawn } from 'node:child_process';
-import { promises as fs, writeFileSync, chmodSync } from 'node:fs';
+import { promises as fs, writeFileSync, chmodSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { DEFAULT_HOST_PATH } from '../lib';
@@ -54,7 +54,7 @@ const names = async () => (JSON.parse((await lxq(['list', '--format', 'json'])).
 
 test('--version, --help, and bad input: one line on stderr, a non-zero exit, the nearest command suggested', async () => {
   const v = await lxq(['--version']);
-  expect(v).toMatchObject({ code: 0, stdout: `${require('../package.json').version}\n` });
+  expect(v).toMatchObject({ code: 0, stdout: `${JSON.parse(readFileSync(path.join(__dirname, '../package.json'), 'utf8')).version}\n` });
   const help = await lxq(['--help']);
   expect(help.code).toBe(0);
   for (const c of ['list', 'launch', 'exec', 'shell', 'file', 'config', 'image', 'monitor']) expect(help.stdout).toContain(c);

@@ -39,7 +39,7 @@ afterAll(async () => {
 });
 
 describe('bad input is refused with a typed error and nothing changes', () => {
-  const cases: Array<[string, Record<string, unknown>, RegExp, Function]> = [
+  const cases: Array<[string, Record<string, unknown>, RegExp, new (...args: never[]) => Error]> = [
     ['unknown type', { d: { type: 'floppy' } }, /unknown device type "floppy"; known: "disk", "nic", "proxy", "unix-char", "unix-block"/, InvalidArgument],
     ['unknown key, with a suggestion', { d: { type: 'disk', source: '/tmp', path: '/x', readonyl: 'true' } }, /unknown key "readonyl".*did you mean "readonly"/, InvalidArgument],
     ['value of the wrong form', { d: { type: 'disk', source: '/tmp', path: '/x', readonly: 'yes' } }, /bad value for "readonly": expected "true" or "false"/, InvalidArgument],

@@ -245,7 +245,7 @@ describe('vm/default image', () => {
       await qga.cmd('guest-ping');
       return { vm, qga, ms: Date.now() - vm.startedAt };
     } catch (e) {
-      throw new Error(`${(e as Error).message}\nQEMU stderr: ${vm.stderr()}\nserial log:\n${await serial(vm)}`);
+      throw new Error(`${(e as Error).message}\nQEMU stderr: ${vm.stderr()}\nserial log:\n${await serial(vm)}`, { cause: e });
     }
   }
 

@@ -26,7 +26,7 @@ import { connectRemote, refuseUnlessRemote, remoteInfo, remoteLaunch, remoteList
 function version(): string {
   for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
     try {
-      const pkg = require(path.join(dir, 'package.json'));
+      const pkg = require(path.join(dir, 'package.json')); // eslint-disable-line @typescript-eslint/no-require-imports -- a JSON file found at run time
       if (pkg.name === 'lxq') return pkg.version;
     } catch {
       /* not here */
@@ -99,6 +99,7 @@ export function program(): Command {
   let opened: Host | undefined;
   const host = async (): Promise<Host> => {
     const g = cli.opts<Globals>();
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use: a remote or read-only command never loads the liblxc addon
     const { Host } = require('../host') as typeof import('../host');
     opened ??= await Host.open({ path: g.host, ...(g.images ? { images: g.images } : {}) });
     return opened;

@@ -41,6 +41,7 @@ export async function remoteEndpoint(g: RemoteGlobals): Promise<ConnectOptions> 
 
 export async function connectRemote(g: RemoteGlobals): Promise<RemoteHost> {
   // lib/remote alone: a remote command never loads the liblxc addon (Host.connect is the same call).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
   const { RemoteHost } = require('../remote/host') as typeof import('../remote/host');
   return RemoteHost.connect(await remoteEndpoint(g));
 }

@@ -66,7 +66,7 @@ function rawLxcValidator(value: string): void {
   for (const line of value.split('\n')) {
     const t = line.trim();
     if (!t || t.startsWith('#')) continue;
-    const m = /^(lxc\.[A-Za-z0-9_.\-]+)\s*=\s*(.*)$/.exec(t);
+    const m = /^(lxc\.[A-Za-z0-9_.-]+)\s*=\s*(.*)$/.exec(t);
     if (!m) throw new Error(`each line must read "lxc.<key> = <value>", got ${JSON.stringify(t)}`);
     if (LXQ_OWNED_LXC_KEYS.some((k) => m[1] === k || m[1].startsWith(k + '.'))) {
       throw new Error(`${m[1]} is managed by lxq (${LXQ_OWNED_LXC_KEYS.join(', ')} cannot be set through raw.lxc)`);

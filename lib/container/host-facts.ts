@@ -43,7 +43,7 @@ export const IDMAP_SIZE = 65536;
 const DEFAULT_BASE = 1_000_000;
 
 function rangeFor(file: string): { start: number; count: number } | undefined {
-  let text = '';
+  let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch {

@@ -60,7 +60,7 @@ export interface LxdResponse {
   error_code?: number;
   error?: string;
   operation?: string;
-  metadata: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  metadata: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
   /** The ETag header, for an If-Match on the following update. */
   etag?: string;
 }
@@ -287,7 +287,7 @@ export class LxdClient {
   }
 
   /** Waits for a background operation; resolves with the finished operation, throws its error typed. */
-  async wait(r: LxdResponse, what: string, timeoutS = 120): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  async wait(r: LxdResponse, what: string, timeoutS = 120): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
     if (r.type !== 'async' || !r.operation) return r.metadata;
     const [opPath, opQuery] = r.operation.split('?');
     const q = new URLSearchParams(opQuery ?? (this.project ? `project=${this.project}` : ''));
@@ -305,7 +305,7 @@ export class LxdClient {
    * A request and, if it is asynchronous, the wait for its operation. Refused because the instance is
    * busy with another action (LXD took nothing then), it is sent again until that action ends.
    */
-  async call(method: string, path: string, body?: unknown, opts: RequestOptions = {}): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  async call(method: string, path: string, body?: unknown, opts: RequestOptions = {}): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
     const deadline = Date.now() + BUSY_RETRY_MS;
     for (let pause = 50; ; pause = Math.min(pause * 2, 1000)) {
       try {

@@ -57,7 +57,7 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   private keepAlive: NodeJS.Timeout | undefined;
   private consumers = 0;
   /** Operations waited on through the websocket, by id. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
   private readonly operations = new Map<string, { what: string; resolve: (op: any) => void; reject: (e: Error) => void }>();
   /** How many times the websocket was made again after a loss (for tests and diagnostics). */
   reconnects = 0;
@@ -149,7 +149,7 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   }
 
   private message(data: Buffer): void {
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
     let e: any;
     try {
       e = JSON.parse(data.toString('utf8'));
@@ -179,7 +179,7 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
    * from the websocket: no request stays open meanwhile (each would hold one of the client's
    * connections). With the websocket down, the operation is asked for when it is back.
    */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
   operationDone(r: LxdResponse, what: string): Promise<any> {
     const id = r.operation?.split('?')[0].split('/').pop();
     if (r.type !== 'async' || !id) return Promise.resolve(r.metadata);
@@ -195,12 +195,12 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     return p;
   }
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
   private operation(op: any): void {
     if (op && typeof op.id === 'string' && this.operations.has(op.id) && Number(op.status_code) >= 200) this.settle(op.id, op);
   }
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
   private settle(id: string, op: any): void {
     const waiter = this.operations.get(id);
     if (!waiter) return;

@@ -150,7 +150,7 @@ export class RemoteHost {
   }
 
   /** One object per instance: a known one is kept (its listeners too), with what the server says now. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
   private hold(meta: any, etag?: string): RemoteInstance {
     this.hub.knowType(meta.name, lxdType(meta.type));
     const known = this.held.get(meta.name);
@@ -166,7 +166,7 @@ export class RemoteHost {
   /** Connects and checks that the server trusts us and the project exists. */
   static async connect(options: ConnectOptions = {}): Promise<RemoteHost> {
     const client = new LxdClient(options);
-    let types: string[] = [];
+    let types: string[];
     try {
       const info = (await client.request('GET', '/1.0')).metadata;
       // An untrusted client is told so by GET /1.0 (auth: untrusted); the server's own refusal (403) says why.
@@ -273,7 +273,7 @@ export class RemoteHost {
       const info = (await this.client.request('GET', '/1.0')).metadata;
       return [{ name: info.environment?.server_name ?? 'none', url: '', status: 'online', roles: [], architecture: info.environment?.kernel_architecture ?? '', message: 'not clustered' }];
     }
-    const all = (await this.client.request('GET', '/1.0/cluster/members?recursion=1')).metadata as Array<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const all = (await this.client.request('GET', '/1.0/cluster/members?recursion=1')).metadata as Array<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
     return all.map((m) => ({ name: m.server_name, url: m.url, status: String(m.status).toLowerCase(), roles: m.roles ?? [], architecture: m.architecture, message: m.message }));
   }
 

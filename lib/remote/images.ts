@@ -58,7 +58,7 @@ export interface CopyImageOptions {
 // An alias any LXD client can address: no whitespace, ':' or '\\', not starting with '/'.
 const ALIAS = /^[^\s:/\\][^\s:\\]{0,254}$/;
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
 const info = (m: any): RemoteImageInfo => {
   const aliases = (m.aliases ?? []).map((a: { name: string }) => a.name);
   return {

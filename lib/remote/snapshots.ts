@@ -32,7 +32,7 @@ export class RemoteSnapshots implements InstanceSnapshots {
     return this.s.client.url(`${this.s.path()}/snapshots${snapshot === undefined ? '' : `/${encodeURIComponent(snapshot)}`}`, query);
   }
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
   private info(m: any): SnapshotInfo {
     const name = String(m.name).split('/').pop()!;
     const expires = m.expires_at && !String(m.expires_at).startsWith('0001-') ? new Date(m.expires_at) : null;

@@ -53,7 +53,7 @@ export function validateSnapshotName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0) throw new InvalidArgument('snapshot name must be a non-empty string');
   if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new InvalidArgument(`snapshot name "${name.slice(0, 20)}…" is ${Buffer.byteLength(name)} bytes; the limit is ${MAX_NAME_BYTES}`);
   if (name.includes('/')) throw new InvalidArgument(`snapshot name ${JSON.stringify(name)} contains "/"`);
-  if (name.startsWith('.') || /[\x00-\x1f\x7f]/.test(name)) {
+  if (name.startsWith('.') || /\p{Cc}/u.test(name)) {
     throw new InvalidArgument(`snapshot name ${JSON.stringify(name)} starts with "." or holds a control character`);
   }
   return name;

@@ -1,0 +1,56 @@
+/**
+ * The house rules (README, "Layout"), checked by `npm run lint`:
+ * cli → host → drivers (container, vm, remote) → instance → neutral rooms (devices, storage,
+ * network, images, events, config, console) → qmp, native → util.
+ * Violations that predate a rule are listed in .dependency-cruiser-known-violations.json; the
+ * house work removes them, and nothing new may join them (`depcruise-baseline` rewrites that
+ * list only when one is fixed).
+ */
+const DRIVERS = ['container', 'vm', 'remote'];
+const NEUTRAL = '^lib/(devices|storage|network|images|events|config|console|util|qmp)/';
+
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      severity: 'error',
+      comment: 'A cycle makes the load order (and what a layer may know) depend on who imports first.',
+      from: { path: '^lib/' },
+      to: { circular: true },
+    },
+    ...DRIVERS.map((driver) => ({
+      name: `driver-${driver}-alone`,
+      severity: 'error',
+      comment: 'Drivers never import each other: what two of them share belongs to instance/ or a neutral room.',
+      from: { path: `^lib/${driver}/` },
+      to: { path: `^lib/(${DRIVERS.filter((d) => d !== driver).join('|')})/` },
+    })),
+    {
+      name: 'neutral-knows-no-driver',
+      severity: 'error',
+      comment: 'Devices, storage, network, images, events, config and util never import a driver, the host or the CLI: drivers apply what they describe.',
+      from: { path: NEUTRAL },
+      to: { path: `^lib/((${DRIVERS.join('|')}|cli)/|host\\.ts$|index\\.ts$)` },
+    },
+    {
+      name: 'qmp-knows-nothing-of-lxq',
+      severity: 'error',
+      comment: 'lib/qmp is a QMP and guest-agent client of its own (exported as lxq/qmp).',
+      from: { path: '^lib/qmp/' },
+      to: { path: '^lib/', pathNot: '^lib/qmp/' },
+    },
+    {
+      name: 'library-knows-no-cli',
+      severity: 'error',
+      comment: 'The CLI is a user of the library, never the other way.',
+      from: { path: '^lib/', pathNot: '^lib/cli/' },
+      to: { path: '^lib/cli/' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    exclude: { path: '^(dist|build|docs)/' },
+  },
+};
