@@ -325,6 +325,15 @@ test('copy (with snapshots, --instance-only, --snapshot, -c), rename, snapshot r
     expect((await lxq(['export', e, tarball, '--instance-only'])).code).toBe(0);
     expect(await lxq(['import', tarball, f])).toMatchObject({ code: 0, stdout: `${f}\n` });
     expect((await lxq(['snapshot', 'list', f, '--format', 'json'])).stdout).toBe('[]\n');
+
+    // An archive whose instance reaches into the host imports only with the caller's consent.
+    await lxq(['delete', f]);
+    expect((await lxq(['config', 'set', e, 'raw.lxc=lxc.environment = FROM_RAW=1'])).code).toBe(0);
+    expect((await lxq(['export', e, tarball, '--instance-only'])).code).toBe(0);
+    refused(await lxq(['import', tarball, f]), /access to this host \(the instance: option raw\.lxc\).*--allow-host-access/);
+    expect(await names()).toEqual([b, c, d, e].sort());
+    expect(await lxq(['import', tarball, f, '--allow-host-access'])).toMatchObject({ code: 0, stdout: `${f}\n` });
+    expect((await lxq(['config', 'get', f, 'raw.lxc'])).stdout).toBe('lxc.environment = FROM_RAW=1\n');
   } finally {
     for (const n of [a, b, c, d, e, f]) await lxq(['delete', '--force', n]);
   }
