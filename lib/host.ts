@@ -21,7 +21,8 @@ import { ARCHIVE_TOP, checkArchive, checkImportedVmDisk, extractArchive, readExp
 import { moveInstanceDir, newMachineId } from './storage/move';
 import { clearLeftovers } from './storage/recover';
 import { type ConnectOptions, RemoteHost } from './remote/host';
-import { stagingPath } from './storage/staging';
+import { abandonedCreate, markCreating, stagingPath, unmarkCreating } from './storage/staging';
+import { hasFreezeMark } from './storage/freeze-mark';
 import type { CopyOptions } from './storage/types';
 import { optionKeys } from './util/keys';
 import { readJson } from './util/fs';
@@ -164,7 +165,7 @@ export class Host {
     await fs.mkdir(images, { recursive: true, mode: 0o711 });
     const host = new Host(root, images);
     // Work of a process that died midway (a snapshot, a restore) is cleared or finished.
-    await clearLeftovers(host.instancesDir, (name) => host.get(name));
+    await clearLeftovers(host.instancesDir, RECORD_FILE, (name) => host.get(name));
     return host;
   }
 
@@ -309,12 +310,15 @@ export class Host {
    * its driver derive what it needs (liblxc's config) and writes the record last.
    */
   private async adoptStaged(staged: string, dir: string, record: InstanceRecord): Promise<Instance> {
+    // Until the record is written the directory names this process: if it dies, the next create of the name or Host.open clears it.
+    await markCreating(staged);
     await moveInstanceDir(staged, dir, record.name);
     const instance = this.open(dir, record);
     await (instance as BaseInstance).completeCopy().catch(async (e) => {
       await fs.rm(dir, { recursive: true, force: true });
       throw e;
     });
+    await unmarkCreating(dir);
     return instance;
   }
 
@@ -345,7 +349,8 @@ export class Host {
     const st = await fs.stat(dir).catch(() => undefined);
     if (!st) return;
     const hasRecord = await fs.access(path.join(dir, RECORD_FILE)).then(() => true, () => false);
-    if (hasRecord || Date.now() - st.mtimeMs < STALE_PARTIAL_MS) throw new AlreadyExists(`an instance named "${name}" already exists`);
+    // Without a record: a copy or import whose process died (its mark says so), or an old leftover.
+    if (hasRecord || (!(await abandonedCreate(dir)) && Date.now() - st.mtimeMs < STALE_PARTIAL_MS)) throw new AlreadyExists(`an instance named "${name}" already exists`);
     await fs.rm(dir, { recursive: true, force: true });
   }
 
@@ -361,8 +366,13 @@ export class Host {
       throw new NotFound(`no instance named "${name}" on this host (${this.path})`);
     }
     const known = this.instances.get(name);
-    if (known && known.createdAt.toISOString() === record.createdAt) return known;
+    if (known && known.createdAt.toISOString() === record.createdAt) {
+      // A snapshot, copy or export by a process that died left it frozen: thawed now.
+      if (await hasFreezeMark(dir)) await (known as BaseInstance).thawOrphaned();
+      return known;
+    }
     const instance = this.open(dir, record);
+    if (await hasFreezeMark(dir)) await (instance as BaseInstance).thawOrphaned();
     // A VM started by an earlier process: reconnect to its QEMU now, so that its events flow.
     if (instance instanceof VmInstance) await instance.status();
     // A running instance's proxies are served by the process that holds it.

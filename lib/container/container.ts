@@ -22,6 +22,7 @@ import { type DeviceSource, probeDevices, readSources } from '../devices/validat
 import { InvalidArgument, InvalidState, OperationFailed } from '../errors';
 import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../instance/base';
 import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
+import { createStaged } from '../storage/staging';
 import { copyTreeShifted } from '../storage/tree';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
@@ -166,12 +167,12 @@ export class ContainerInstance extends BaseInstance {
   readonly files: ContainerFiles;
   protected readonly storage = new ContainerStorage({
     dir: () => this.dir,
-    freeze: async () => {
-      await this.doFreeze();
+    freeze: async (operation) => {
+      await this.freezeFor(operation);
       this.observe('frozen');
     },
     unfreeze: async () => {
-      await this.doUnfreeze();
+      await this.thawAfter();
       this.observe('running');
     },
     writeConfig: (record) => this.writeConfig(record.config, record.devices ?? {}),
@@ -196,8 +197,9 @@ export class ContainerInstance extends BaseInstance {
 
   /**
    * Creates the container's directory, root filesystem and configuration. Everything is checked
-   * (liblxc included) before the first byte is written; the record is written last, so a crash
-   * leaves no half-made instance that `list` would show.
+   * (liblxc included) before the first byte is written. The directory is made whole in a staging
+   * directory of the host and appears by one rename (createStaged): a killed create leaves the
+   * whole container or nothing under its name.
    */
   static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage): Promise<ContainerInstance> {
     const instance = new ContainerInstance(ctx, dir, record, image.meta);
@@ -208,16 +210,13 @@ export class ContainerInstance extends BaseInstance {
     await instance.checkWithLiblxc(items);
     for (const [name, d] of Object.entries(devices)) await checkReachable(name, d, sources.get(name)!, instance.deviceHost());
     const shift = instance.idmap()?.base ?? 0;
-    await fs.mkdir(dir, { mode: 0o711 });
-    try {
-      await copyTreeShifted(image.rootfs, path.join(dir, 'rootfs'), shift);
-      for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, instance.deviceHost());
-      await saveLxcFiles(dir, files);
-      await writeInstanceRecord(dir, record);
-    } catch (e) {
-      await fs.rm(dir, { recursive: true, force: true });
-      throw e;
-    }
+    // Made whole in a staging directory (the config names the final path) and renamed into place.
+    await createStaged(dir, async (staging) => {
+      await copyTreeShifted(image.rootfs, path.join(staging, 'rootfs'), shift);
+      for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, { ...instance.deviceHost(), dir: staging });
+      await saveLxcFiles(staging, files);
+      await writeInstanceRecord(staging, record);
+    });
     return instance;
   }
 

@@ -25,6 +25,8 @@ import { stagingPath } from '../storage/staging';
 import { validateName } from './names';
 import { readJson, writeJsonAtomic } from '../util/fs';
 import { FileLock } from '../util/lock';
+import { markFreeze, orphanedFreeze, unmarkFreeze } from '../storage/freeze-mark';
+import { PARTIALS_DIR } from '../storage/partials';
 import { refuseUnknownKeys } from '../util/keys';
 import { processStartedAt } from '../util/proc';
 import { Snapshots } from '../storage/snapshots';
@@ -223,15 +225,15 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
       // A running container is frozen while tar reads it; a running VM's disk is first copied by a backup job.
       const frozen = status === 'running' && !liveVm;
       const copied = liveVm ? stagingPath(this.dir, 'export-disk') : undefined;
-      if (frozen) await this.doFreeze();
+      if (frozen) await this.freezeFor('export');
       try {
         if (copied) {
           await fs.mkdir(copied, { mode: 0o700 });
           await this.storage.copyTo(copied, { status, snapshots: false, flatten: false });
         }
-        await writeArchive(target, copied ?? this.dir, entries, meta, stagingPath(this.dir, 'export'));
+        await writeArchive(target, copied ?? this.dir, entries, meta, stagingPath(this.dir, 'export'), path.join(path.dirname(this.dir), PARTIALS_DIR));
       } finally {
-        if (frozen) await this.doUnfreeze();
+        if (frozen) await this.thawAfter();
         if (copied) await fs.rm(copied, { recursive: true, force: true });
       }
     });
@@ -370,8 +372,48 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     });
   }
 
+  /**
+   * A freeze made for an operation (snapshot, copy, export), recorded in the instance's directory
+   * first: if this process dies before thawAfter, the next process to open the instance thaws it
+   * (thawOrphaned). Called inside serialized() (the instance's lock is held).
+   */
+  protected async freezeFor(operation: string): Promise<void> {
+    await markFreeze(this.dir, operation);
+    try {
+      await this.doFreeze();
+    } catch (e) {
+      await unmarkFreeze(this.dir);
+      throw e;
+    }
+  }
+
+  protected async thawAfter(): Promise<void> {
+    await this.doUnfreeze();
+    await unmarkFreeze(this.dir);
+  }
+
+  /**
+   * Thaws the instance if an operation's freeze outlived the process that made it (see
+   * freezeFor); resolves to that operation's name, or undefined. A user's freeze() stays.
+   */
+  async thawOrphaned(): Promise<string | undefined> {
+    if ((await orphanedFreeze(this.dir)) === undefined) return undefined;
+    return this.serialized(async () => {
+      // Under the lock: the mark read again (another process may have thawed it, or made a new one).
+      const operation = await orphanedFreeze(this.dir);
+      if (operation === undefined) return undefined;
+      const status = await this.currentStatus();
+      if (status === 'frozen' || status === 'freezing') await this.doUnfreeze();
+      await unmarkFreeze(this.dir);
+      this.observe(await this.currentStatus());
+      return operation;
+    });
+  }
+
   freeze(): Promise<void> {
     return this.serialized(async () => {
+      // A mark seen under the lock is an orphan's (a live operation holds the lock): this freeze is the user's.
+      await unmarkFreeze(this.dir);
       await this.doFreeze(); // resolves once frozen: no need to ask again
       this.observe('frozen');
       await this.reported('instance-paused');
@@ -381,6 +423,7 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   unfreeze(): Promise<void> {
     return this.serialized(async () => {
       await this.doUnfreeze();
+      await unmarkFreeze(this.dir);
       this.observe('running');
       await this.reported('instance-resumed');
     });

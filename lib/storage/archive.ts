@@ -18,6 +18,7 @@ import { checkForeignRecord } from '../instance/foreign';
 import type { InstanceRecord } from '../instance/instance';
 import { writeJsonAtomic } from '../util/fs';
 import { run } from '../util/run';
+import { dropPartial, notePartial } from './partials';
 import { validateSnapshotName } from './snapshots';
 import type { StoredSnapshot } from './types';
 import { checkMembers, listTar } from '../util/tar';
@@ -36,10 +37,15 @@ export interface ExportMeta {
 /** What tar keeps of a root filesystem beyond names and bytes. */
 const KEEP = ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--acls', '--sparse'];
 
-/** Writes the archive of `dir` (its `entries`) and `meta` to `file`, through a staging file renamed into place. */
-export async function writeArchive(file: string, dir: string, entries: string[], meta: ExportMeta, staging: string): Promise<void> {
+/**
+ * Writes the archive of `dir` (its `entries`) and `meta` to `file`, through a staging file renamed
+ * into place. The staging file is noted in `partials` first (see ./partials): if this process
+ * dies, tar dies with it and the next Host.open removes what it wrote.
+ */
+export async function writeArchive(file: string, dir: string, entries: string[], meta: ExportMeta, staging: string, partials: string): Promise<void> {
   await fs.mkdir(staging, { mode: 0o700 });
   const partial = path.join(path.dirname(file), `.${path.basename(file)}.partial-${process.pid}`);
+  const note = await notePartial(partials, partial);
   try {
     await fs.writeFile(path.join(staging, EXPORT_META), JSON.stringify(meta, null, 2));
     const names = entries.map((e) => `--transform=s,^${e.replace(/[.]/g, '\\.')},${TOP}/${e},`);
@@ -48,6 +54,7 @@ export async function writeArchive(file: string, dir: string, entries: string[],
   } finally {
     await fs.rm(partial, { force: true });
     await fs.rm(staging, { recursive: true, force: true });
+    await dropPartial(note);
   }
 }
 

@@ -9,7 +9,8 @@ import type { CopyToOptions, SnapshotRef, StorageDriver } from './types';
 
 export interface ContainerStorageHooks {
   dir(): string;
-  freeze(): Promise<void>;
+  /** Freezes the running container for `operation`, recorded so that a thaw follows even if this process dies (BaseInstance.freezeFor). */
+  freeze(operation: string): Promise<void>;
   unfreeze(): Promise<void>;
   /** Writes the liblxc config derived from `record` for this container. */
   writeConfig(record: InstanceRecord): Promise<void>;
@@ -25,10 +26,10 @@ export class ContainerStorage implements StorageDriver {
     return path.join(this.hooks.dir(), 'rootfs');
   }
 
-  async capture(into: string, options: { status: InstanceStatus }): Promise<void> {
+  async capture(into: string, options: { status: InstanceStatus }, operation = 'snapshot'): Promise<void> {
     // A running container is frozen for the copy, so the copy is of one moment, never torn.
     const freeze = options.status === 'running';
-    if (freeze) await this.hooks.freeze();
+    if (freeze) await this.hooks.freeze(operation);
     try {
       await copyTree(this.rootfs, path.join(into, 'rootfs'));
     } finally {
@@ -38,7 +39,7 @@ export class ContainerStorage implements StorageDriver {
 
   async copyTo(into: string, options: CopyToOptions): Promise<void> {
     if (options.snapshot) await copyTree(path.join(options.snapshot.dir, 'rootfs'), path.join(into, 'rootfs'));
-    else await this.capture(into, options);
+    else await this.capture(into, options, 'copy');
     await resetMachineId(path.join(into, 'rootfs'));
     const snapshots = path.join(this.hooks.dir(), 'snapshots');
     if (options.snapshots && (await fs.lstat(snapshots).then(() => true, () => false))) await copyTree(snapshots, path.join(into, 'snapshots'));

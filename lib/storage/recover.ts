@@ -1,19 +1,31 @@
-/** What Host.open clears: staging entries of dead processes; a committed restore is finished by its instance. */
+/**
+ * What Host.open clears: staging entries of dead processes; a committed restore is finished by
+ * its instance, and a freeze whose process died is thawed by it (Host.get does both).
+ */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { Instance } from '../instance/instance';
+import { hasFreezeMark } from './freeze-mark';
+import { clearPartials, PARTIALS_DIR } from './partials';
 import { RESTORE_JOURNAL } from './snapshots';
-import { clearStaging, isStaging } from './staging';
+import { abandonedCreate, clearStaging, isStaging } from './staging';
 
-export async function clearLeftovers(instancesDir: string, open: (name: string) => Promise<Instance>): Promise<void> {
+export async function clearLeftovers(instancesDir: string, recordFile: string, open: (name: string) => Promise<Instance>): Promise<void> {
   await clearStaging(instancesDir);
+  await clearPartials(path.join(instancesDir, PARTIALS_DIR));
   for (const name of await fs.readdir(instancesDir).catch(() => [] as string[])) {
     if (isStaging(name) || name.startsWith('.')) continue;
     const dir = path.join(instancesDir, name);
+    if (await hasFreezeMark(dir)) await open(name).catch(() => undefined);
     if (await fs.lstat(path.join(dir, RESTORE_JOURNAL)).then(() => true, () => false)) {
       // The instance's own recovery rolls the restore forward (it needs its driver).
       await open(name).then((i) => i.snapshots.list()).catch(() => undefined);
+      continue;
+    }
+    // A copy or import whose process died between the rename into place and the record.
+    if (!(await fs.lstat(path.join(dir, recordFile)).then(() => true, () => false)) && (await abandonedCreate(dir))) {
+      await fs.rm(dir, { recursive: true, force: true });
       continue;
     }
     await clearStaging(dir);

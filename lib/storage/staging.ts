@@ -8,6 +8,9 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
+import { writeJsonAtomic } from '../util/fs';
+import { currentOwner, type Owner, ownerGone } from '../util/owner';
+
 const PREFIX = '.lxq-tmp-';
 
 /** A fresh staging path in `parent` (nothing is created). */
@@ -56,4 +59,52 @@ export async function renameNew(from: string, to: string): Promise<void> {
     throw Object.assign(new Error(`EEXIST: ${to} exists`), { code: 'EEXIST', path: to });
   }
   await fs.rename(from, to);
+}
+
+/**
+ * A staged instance directory (a copy's, an import's) is renamed into place before its driver
+ * writes what it derives from the final path (liblxc's config) and the record. Until the record
+ * is written, this mark names the process finishing it (pid and start time): a directory without
+ * a record whose mark's process is gone is an interrupted copy or import, cleared at once by the
+ * next create of its name or Host.open.
+ */
+export const CREATING_MARK = '.lxq-creating.json';
+
+export async function markCreating(dir: string): Promise<void> {
+  await writeJsonAtomic(path.join(dir, CREATING_MARK), await currentOwner());
+}
+
+export async function unmarkCreating(dir: string): Promise<void> {
+  await fs.rm(path.join(dir, CREATING_MARK), { force: true });
+}
+
+/** Whether `dir` (an instance directory without a record) is the leftover of a process that died while making it. */
+export async function abandonedCreate(dir: string): Promise<boolean> {
+  const owner = await fs
+    .readFile(path.join(dir, CREATING_MARK), 'utf8')
+    .then((t) => JSON.parse(t) as Owner)
+    .catch(() => undefined);
+  return owner !== undefined && (await ownerGone(owner));
+}
+
+/**
+ * Makes a new instance directory `dir` whole in a staging directory beside it (`fill` writes
+ * there; what it writes may name `dir`, its final path) and renames it into place: a process
+ * killed midway leaves nothing under the name, only a staging directory the next Host.open
+ * clears. A name taken meanwhile fails with EEXIST (path: `dir`), nothing left behind.
+ */
+export async function createStaged(dir: string, fill: (staging: string) => Promise<void>): Promise<void> {
+  const staging = stagingPath(path.dirname(dir), 'create');
+  await fs.mkdir(staging, { mode: 0o711 });
+  try {
+    await fill(staging);
+    await renameNew(staging, dir).catch((e) => {
+      // rename(2) onto a directory that is not empty (another create won meanwhile).
+      if ((e as NodeJS.ErrnoException).code === 'ENOTEMPTY') throw Object.assign(new Error(`EEXIST: ${dir} exists`), { code: 'EEXIST', path: dir });
+      throw e;
+    });
+  } catch (e) {
+    await fs.rm(staging, { recursive: true, force: true });
+    throw e;
+  }
 }

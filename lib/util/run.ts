@@ -68,7 +68,9 @@ export function spawnHelper(cmd: string, args: readonly string[], options: Spawn
 function noSpacePath(stderr: string): string | undefined {
   const line = stderr.split('\n').find((l) => /No space left on device|ENOSPC/.test(l));
   if (line === undefined) return undefined;
-  return /['‘"]([^'’"]+)['’"]/.exec(line)?.[1] ?? /^[\w.-]+: (\/[^:]+):/.exec(line)?.[1] ?? '';
+  // The last path quoted is the one written ("cp: error copying 'from' to 'to': …").
+  const quoted = [...line.matchAll(/['‘"]([^'’"]+)['’"]/g)].map((m) => m[1]);
+  return quoted.pop() ?? /^[\w.-]+: (\/[^:]+):/.exec(line)?.[1] ?? '';
 }
 
 /**

@@ -81,7 +81,7 @@ import { GuestAgent } from './agent';
 import { agentSpawn, checkAgentSpawn } from './agent-exec';
 import { AgentFiles } from './agent-files';
 import { QmpClient, QmpError, type QmpStatusInfo, QmpTimeoutError } from '../qmp';
-import { processAlive } from '../storage/staging';
+import { createStaged, processAlive } from '../storage/staging';
 import { exists, writeJsonAtomic } from '../util/fs';
 import { qemuOptionValue } from '../util/guard';
 import { Accel, AccelSetting, chooseAccel, recordKvmFailure } from './accel';
@@ -331,15 +331,12 @@ export class VmInstance extends BaseInstance {
       }
     }
     await probeDevices('vm', record.devices ?? {}, vm.probeEnv);
-    await fs.mkdir(dir, { mode: 0o711 });
-    try {
-      for (const [name, d] of Object.entries(record.devices ?? {})) await prepareVmDevice(dir, name, d);
-      await createVmOverlay(img, vm.file('disk'));
-      await writeInstanceRecord(dir, vm.record);
-    } catch (e) {
-      await fs.rm(dir, { recursive: true, force: true });
-      throw e;
-    }
+    // Made whole in a staging directory and renamed into place (see createStaged).
+    await createStaged(dir, async (staging) => {
+      for (const [name, d] of Object.entries(record.devices ?? {})) await prepareVmDevice(staging, name, d);
+      await createVmOverlay(img, path.join(staging, path.relative(dir, vm.file('disk'))));
+      await writeInstanceRecord(staging, vm.record);
+    });
     return vm;
   }
 

@@ -1,0 +1,286 @@
+/**
+ * A Node process killed (SIGKILL) in the middle of an operation: a snapshot, copy or export of a
+ * running container does not leave it frozen (the next process to open the host thaws it), a
+ * create leaves the whole instance or none (list, get and create agree), its helper processes
+ * (cp, tar, zstd) die with it, and its partial output is gone after the next Host.open. Also: a
+ * full disk is NoSpace, and freeze holds under CPU load.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Host, Instance, NoSpace, NotFound } from '../lib';
+import { FREEZE_MARK } from '../lib/storage/freeze-mark';
+import { SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
+
+jest.setTimeout(300_000);
+
+const LIB = path.resolve(__dirname, '..', 'lib');
+const BIG_MB = 512;
+
+let t: TestHost;
+let big: Instance;
+const bigDir = () => path.join(t.host.instancesDir, big.name);
+
+beforeAll(async () => {
+  t = await tempHost();
+  big = await t.host.create(t.name('big'), { image: 'busybox' });
+  // A rootfs whose copy takes long enough to be killed in the middle of.
+  execFileSync('dd', ['if=/dev/zero', `of=${path.join(bigDir(), 'rootfs', 'big')}`, 'bs=1M', `count=${BIG_MB}`, 'status=none']);
+  await big.start();
+});
+afterAll(async () => {
+  await t?.dispose();
+});
+
+interface Proc {
+  pid: number;
+  ppid: number;
+  comm: string;
+  state: string;
+  cmdline: string;
+}
+
+function proc(pid: number): Proc | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+    return { pid, ppid: Number(rest[1]), comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), state: rest[0], cmdline };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every process descended from `root` (not the runner: it has its own way out). */
+function descendants(root: number): Proc[] {
+  const all = readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map((n) => proc(Number(n)))
+    .filter((p): p is Proc => p !== undefined);
+  const out: Proc[] = [];
+  const walk = (pid: number) => {
+    for (const p of all) {
+      if (p.ppid !== pid || p.comm === 'lxq_runner') continue;
+      out.push(p);
+      walk(p.pid);
+    }
+  };
+  walk(root);
+  return out;
+}
+
+const alive = (p: Proc) => {
+  const now = proc(p.pid);
+  return now !== undefined && now.state !== 'Z' && now.comm === p.comm;
+};
+
+/**
+ * Runs `body` (with `host` opened on the test's host, `images` its image store) in a child Node
+ * process and SIGKILLs it as soon as a helper matching `helper` runs under it; resolves to the
+ * helper processes it had then, once none of them is left (fails after a second).
+ */
+async function killDuring(body: string, helper: (p: Proc) => boolean, images = SHARED_IMAGES): Promise<Proc[]> {
+  const script = `
+    const { Host } = require(${JSON.stringify(LIB)});
+    (async () => {
+      const host = await Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(images)} });
+      ${body}
+      console.error('the operation ended before it was killed');
+    })().catch((e) => { console.error(e); process.exit(1); });`;
+  const child = spawn(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), '-e', script], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  let helpers: Proc[] = [];
+  const deadline = Date.now() + 120_000;
+  while (!helpers.some(helper)) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error('the helper never ran');
+    }
+    await new Promise((r) => setTimeout(r, 5));
+    helpers = descendants(child.pid!);
+  }
+  child.kill('SIGKILL');
+  await exited;
+  const until = Date.now() + 1_000;
+  while (helpers.some(alive) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  expect(helpers.filter(alive).map((p) => `${p.pid} ${p.cmdline}`)).toEqual([]);
+  return helpers;
+}
+
+const isCp = (p: Proc) => p.comm === 'cp';
+const isTar = (flag: string) => (p: Proc) => p.comm === 'tar' && p.cmdline.includes(flag);
+
+/** What the instances directory holds beyond instances: staging entries, marks (dot names). */
+const hidden = () => readdirSync(t.host.instancesDir).filter((n) => n.startsWith('.lxq-tmp-'));
+
+test('killed during a snapshot of a running container: not left frozen, thawed by the next open; no cp left', async () => {
+  const killed = await killDuring(`const c = await host.get(${JSON.stringify(big.name)}); await c.snapshots.create('killed');`, isCp);
+  expect(killed.some(isCp)).toBe(true);
+  // As the killed process left it: frozen, with the mark naming the dead process.
+  expect(existsSync(path.join(bigDir(), FREEZE_MARK))).toBe(true);
+  expect(execFileSync('lxc-info', ['-P', t.host.instancesDir, '-n', big.name, '-s'], { encoding: 'utf8' })).toMatch(/FROZEN/);
+  const next = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+  try {
+    const c = await next.get(big.name);
+    expect(await c.status()).toBe('running');
+    expect(existsSync(path.join(bigDir(), FREEZE_MARK))).toBe(false);
+    expect(await c.snapshots.list()).toEqual([]);
+    expect(readdirSync(path.join(bigDir(), 'snapshots')).filter((n) => n.startsWith('.'))).toEqual([]);
+    expect((await c.exec(['true'])).exitCode).toBe(0);
+  } finally {
+    await next.close();
+  }
+});
+
+test("a user's freeze stays frozen across processes; an orphaned operation mark does not thaw it", async () => {
+  // A mark left by a dead process before the user's freeze (say, the container was unfrozen by hand since).
+  writeFileSync(path.join(bigDir(), FREEZE_MARK), JSON.stringify({ pid: 999_999_999, startedAt: 1, operation: 'snapshot' }));
+  await big.freeze();
+  expect(existsSync(path.join(bigDir(), FREEZE_MARK))).toBe(false);
+  const next = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+  try {
+    expect(await (await next.get(big.name)).status()).toBe('frozen');
+  } finally {
+    await next.close();
+  }
+  await big.unfreeze();
+  expect(await big.status()).toBe('running');
+});
+
+test('killed during a copy of a running container: the source runs, the copy is not there and its name is free', async () => {
+  const target = t.name('copy');
+  await killDuring(`await host.copy(${JSON.stringify(big.name)}, ${JSON.stringify(target)});`, isCp);
+  // This process's host reads the instance again: thawed at once.
+  expect(await (await t.host.get(big.name)).status()).toBe('running');
+  const next = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+  try {
+    expect(await thrown(next.get(target))).toBeInstanceOf(NotFound);
+    expect((await next.list()).map((i) => i.name)).not.toContain(target);
+    expect(hidden()).toEqual([]);
+    const made = await next.create(target, { image: 'busybox' });
+    expect((await next.list()).map((i) => i.name)).toContain(target);
+    await made.delete();
+  } finally {
+    await next.close();
+  }
+});
+
+test('killed during an export: no tar left writing, the partial file is removed by the next open, the container runs', async () => {
+  const out = mkdtempSync(path.join(os.tmpdir(), 'lxq-crash-export-'));
+  try {
+    const file = path.join(out, 'big.tar.zst');
+    const killed = await killDuring(`const c = await host.get(${JSON.stringify(big.name)}); await c.export(${JSON.stringify(file)});`, isTar('--create'));
+    const partials = () => readdirSync(out).filter((n) => n.includes('.partial-'));
+    expect(partials().length).toBe(1);
+    await new Promise((r) => setTimeout(r, 300)); // zstd, tar's child, ends at the end of its input
+    const size = readFileSync(path.join(out, partials()[0])).length;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(readFileSync(path.join(out, partials()[0])).length).toBe(size); // nobody writes it any more
+    expect(killed.map((p) => p.comm)).toContain('tar');
+    const next = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+    try {
+      expect(readdirSync(out)).toEqual([]);
+      expect(await (await next.get(big.name)).status()).toBe('running');
+    } finally {
+      await next.close();
+    }
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('killed during an import: no tar left extracting, nothing imported, the name free', async () => {
+  const out = mkdtempSync(path.join(os.tmpdir(), 'lxq-crash-import-'));
+  try {
+    const file = path.join(out, 'big.tar.zst');
+    await big.export(file);
+    const target = t.name('imported');
+    await killDuring(`await host.import(${JSON.stringify(file)}, { name: ${JSON.stringify(target)} });`, isTar('--extract'));
+    const next = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+    try {
+      expect(hidden()).toEqual([]);
+      expect(await thrown(next.get(target))).toBeInstanceOf(NotFound);
+      expect((await next.list()).map((i) => i.name)).not.toContain(target);
+    } finally {
+      await next.close();
+    }
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('killed during a create: no half-made instance; get, list and create agree', async () => {
+  // An image as big as the container, in a store of this test's own.
+  const images = path.join(t.dir, 'crash-images');
+  mkdirSync(images);
+  await big.stop({ force: true });
+  const own = await Host.open({ path: t.dir, images });
+  try {
+    await own.images.publish(big.name, 'crash/big');
+    const name = t.name('made');
+    await killDuring(`await host.create(${JSON.stringify(name)}, { image: 'crash/big' });`, isCp, images);
+    // Nothing under the name, even before the next open clears the staging directory.
+    expect(existsSync(path.join(t.host.instancesDir, name))).toBe(false);
+    expect(await thrown(t.host.get(name))).toBeInstanceOf(NotFound);
+    expect((await t.host.list()).map((i) => i.name)).not.toContain(name);
+    const next = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+    try {
+      expect(hidden()).toEqual([]);
+      const made = await next.create(name, { image: 'busybox' });
+      expect((await next.get(name)).name).toBe(name);
+      await made.delete();
+    } finally {
+      await next.close();
+    }
+  } finally {
+    await own.images.delete('crash/big').catch(() => undefined);
+    await own.close();
+    await big.start();
+  }
+});
+
+describe('a full disk', () => {
+  let mnt: string | undefined;
+  afterAll(() => {
+    if (mnt) execFileSync('umount', ['-l', mnt]);
+    if (mnt) rmSync(mnt, { recursive: true, force: true });
+  });
+
+  test('a snapshot that does not fit is NoSpace naming the path, and leaves nothing behind', async () => {
+    mnt = mkdtempSync(path.join(os.tmpdir(), 'lxq-full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16M,mode=0711', 'tmpfs', mnt]);
+    const host = await Host.open({ path: mnt, images: SHARED_IMAGES });
+    try {
+      const c = await host.create('full', { image: 'busybox' });
+      execFileSync('dd', ['if=/dev/urandom', `of=${path.join(path.join(host.instancesDir, 'full'), 'rootfs', 'fill')}`, 'bs=1M', 'count=9', 'status=none']);
+      const err = await thrown(c.snapshots.create('nope'));
+      expect(err).toBeInstanceOf(NoSpace);
+      expect(err.code).toBe('NO_SPACE');
+      expect((err as NoSpace).path).toContain(path.join(path.join(host.instancesDir, 'full'), 'snapshots'));
+      expect(err.message).toMatch(/no space left/i);
+      expect(await c.snapshots.list()).toEqual([]);
+      expect(readdirSync(path.join(path.join(host.instancesDir, 'full'), 'snapshots'))).toEqual([]);
+      await c.delete();
+    } finally {
+      await host.close();
+    }
+  });
+});
+
+test('freeze and unfreeze under CPU load: every cycle completes', async () => {
+  // Two busy loops on the host (dying with this process if it dies first).
+  const loops = [1, 2].map(() => spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' }));
+  try {
+    await big.exec(['sh', '-c', '(while :; do :; done) >/dev/null 2>&1 </dev/null & (while :; do /bin/true; done) >/dev/null 2>&1 </dev/null & exit 0']);
+    for (let i = 0; i < 30; i++) {
+      await big.freeze();
+      expect(await big.status()).toBe('frozen');
+      await big.unfreeze();
+    }
+  } finally {
+    for (const l of loops) l.kill('SIGKILL');
+  }
+  expect(await big.status()).toBe('running');
+});
