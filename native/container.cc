@@ -1,12 +1,15 @@
 #include "container.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <time.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -351,36 +354,112 @@ bool ReadTrimmed(const std::string& file, std::string& out) {
   return true;
 }
 
-// Writes FROZEN to the running container's v1 freezer and polls until the kernel has stopped
-// every task (FREEZING usually lasts a read or two).
+bool WriteState(const std::string& file, const char* state) {
+  int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  size_t len = strlen(state);
+  bool wrote = write(fd, state, len) == static_cast<ssize_t>(len);
+  int err = errno;
+  close(fd);
+  errno = err;
+  return wrote;
+}
+
+double Now() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+// The tasks of the freezer cgroup `dir` (and of its children) that are not in the refrigerator,
+// each as "pid (comm) state S, in wchan": what kept the cgroup FREEZING.
+void UnfrozenTasks(const std::string& dir, std::string& out, int& shown, int depth = 0) {
+  std::string tasks;
+  int fd = open((dir + "/tasks").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[4096];
+    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) tasks.append(buf, static_cast<size_t>(n));
+    close(fd);
+  }
+  size_t at = 0;
+  while (at < tasks.size()) {
+    size_t end = tasks.find('\n', at);
+    if (end == std::string::npos) end = tasks.size();
+    std::string pid = tasks.substr(at, end - at);
+    at = end + 1;
+    if (pid.empty()) continue;
+    std::string wchan, stat;
+    ReadTrimmed("/proc/" + pid + "/wchan", wchan);
+    if (wchan == "__refrigerator") continue;
+    int sfd = open(("/proc/" + pid + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+    if (sfd >= 0) {
+      char buf[1024];
+      ssize_t n = read(sfd, buf, sizeof buf);
+      close(sfd);
+      if (n > 0) stat.assign(buf, static_cast<size_t>(n));
+    }
+    size_t open_paren = stat.find('('), close_paren = stat.rfind(')');
+    std::string comm = open_paren != std::string::npos && close_paren != std::string::npos ? stat.substr(open_paren + 1, close_paren - open_paren - 1) : "?";
+    std::string state = close_paren != std::string::npos && close_paren + 2 < stat.size() ? stat.substr(close_paren + 2, 1) : "?";
+    if (shown++ < 8) {
+      if (!out.empty()) out += "; ";
+      out += "pid " + pid + " (" + comm + ") state " + state + (wchan.empty() || wchan == "0" ? "" : " in " + wchan);
+    }
+  }
+  if (depth > 4) return;
+  DIR* d = opendir(dir.c_str());
+  if (!d) return;
+  while (dirent* e = readdir(d)) {
+    if (e->d_type == DT_DIR && e->d_name[0] != '.') UnfrozenTasks(dir + "/" + e->d_name, out, shown, depth + 1);
+  }
+  closedir(d);
+}
+
+// Freezes the running container's v1 freezer cgroup and waits until the kernel has stopped every
+// task, for 10 s at most. One write of FROZEN is not always enough: a task forked, or attached,
+// while the cgroup is FREEZING can be missed, and then the cgroup reads FREEZING until it is
+// written again (as runc and LXD do, FROZEN is written again at each poll, and after each second
+// FREEZING the cgroup is thawed for a moment so that what was half-way through a fork completes). The limit is
+// time, not a number of polls. On failure the cgroup is thawed (never left half frozen) and the
+// message names the tasks that were not frozen, with their state and where they slept.
 bool FreezeV1(lxc_container* c, const std::string& mount, Failure& f) {
   pid_t pid = c->init_pid(c);
   if (pid <= 0) return std::get<bool>(Check(false, f, "init_pid"));
   std::string cgroup = CgroupOf(pid, "freezer");
-  std::string file = mount + cgroup + "/freezer.state";
-  int fd = cgroup.empty() ? -1 : open(file.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return std::get<bool>(Check(false, f, "freezer.state"));
-  bool wrote = write(fd, "FROZEN", 6) == 6;
-  int err = errno;
-  close(fd);
-  errno = err;
-  if (!wrote) return std::get<bool>(Check(false, f, "freezer.state"));
-  for (int polls = 0; polls < 100000; polls++) {  // 10 s at most
+  if (cgroup.empty()) {
+    errno = ENOENT;
+    return std::get<bool>(Check(false, f, "freezer.state"));
+  }
+  std::string dir = mount + cgroup;
+  std::string file = dir + "/freezer.state";
+  const double started = Now();
+  const double limit = 10.0;
+  double thawed = started;
+  for (int polls = 0;; polls++) {
+    if (Now() - thawed > 1.0) {
+      WriteState(file, "THAWED");
+      usleep(10000);
+      thawed = Now();
+    }
+    if (!WriteState(file, "FROZEN")) return std::get<bool>(Check(false, f, "freezer.state"));
     std::string now;
     if (!ReadTrimmed(file, now)) return std::get<bool>(Check(false, f, "freezer.state"));
     if (now == "FROZEN") return true;
-    if (polls > 20) usleep(100);
+    if (Now() - started > limit) break;
+    if (polls > 20) usleep(polls > 200 ? 5000 : 200);
   }
-  // A task that never stops (uninterruptible sleep) keeps it FREEZING: thaw again rather than
-  // leave the container half frozen, and say so.
-  fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ssize_t thawed = write(fd, "THAWED", 6);
-    (void)thawed;  // the error below is the timeout either way
-    close(fd);
-  }
-  errno = ETIMEDOUT;
-  return std::get<bool>(Check(false, f, "freezer.state"));
+  std::string tasks;
+  int shown = 0;
+  UnfrozenTasks(dir, tasks, shown);
+  WriteState(file, "THAWED");
+  char seconds[32];
+  snprintf(seconds, sizeof seconds, "%.1f", Now() - started);
+  f.call = "freezer.state";
+  f.err = ETIMEDOUT;
+  f.message = "the freezer cgroup " + cgroup + " still read FREEZING after " + seconds + " s (thawed again); " +
+              (shown == 0 ? std::string("every task was frozen by then")
+                          : std::to_string(shown) + " task(s) not frozen: " + tasks + (shown > 8 ? "; …" : ""));
+  return false;
 }
 
 }  // namespace

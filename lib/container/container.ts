@@ -84,6 +84,7 @@ const STATUS: Record<LxcState, InstanceStatus> = {
 /** The errno of a call refused for the container's state (the runner's attach, Expect in the addon). */
 const ESRCH = 3;
 const EBADF = 9;
+const ETIMEDOUT = 110;
 
 /** A v1 memory limit this large means "no limit". */
 const UNLIMITED = 2 ** 62;
@@ -425,12 +426,19 @@ export class ContainerInstance extends BaseInstance {
 
   /**
    * On a v1 freezer the addon freezes through the cgroup first (see native freeze()); the
-   * RUNNING check is made in the same native call.
+   * RUNNING check is made in the same native call. A cgroup that stays FREEZING for 10 s is
+   * thawed again and the error names the tasks that were not frozen (state, where they slept).
    */
   protected async doFreeze(): Promise<void> {
     await this.lxc()
       .freeze(this.ctx.layout.v1Mount('freezer'), 'RUNNING')
-      .catch((e) => this.refuseOrFail(e, 'freeze', 'running'));
+      .catch((e) => {
+        const err = e as LxcError;
+        if (err.call === 'freezer.state' && err.errno === ETIMEDOUT && err.log) {
+          throw new OperationFailed(`cannot freeze ${this.name}: ${err.log.trim()}`, { call: err.call, errno: err.errno, log: err.log }, { cause: e });
+        }
+        return this.refuseOrFail(e, 'freeze', 'running');
+      });
   }
 
   protected async doUnfreeze(): Promise<void> {
