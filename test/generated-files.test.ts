@@ -100,11 +100,12 @@ describe('the liblxc config', () => {
       await t?.dispose();
     });
 
-    test('an option value carrying a carriage return (the options allow it) is refused by the writer at create; nothing is made', async () => {
+    // The options' own check refuses first now, with the guard's words; the writer's check stays behind it.
+    test('an option value carrying a carriage return is refused at create; nothing is made', async () => {
       const name = t.name('env');
       const err = await t.host.create(name, { image: 'busybox', config: { 'environment.A': 'x\rlxc.hook.pre-start = /bin/sh -c id' } }).catch((e) => e);
       expect(err).toBeInstanceOf(InvalidArgument);
-      expect(err.message).toMatch(/^the liblxc config: "lxc.environment": "A=x\\rlxc.hook.pre-start = \/bin\/sh -c id" holds a carriage return/);
+      expect(err.message).toMatch(/"(A=)?x\\rlxc.hook.pre-start = \/bin\/sh -c id" holds a carriage return \(U\+000D\)/);
       expect(readdirSync(path.join(t.dir, 'instances'))).not.toContain(name);
     });
 
@@ -124,7 +125,7 @@ describe('the liblxc config', () => {
       expect(before).toContain('\nlxc.environment = A=tab\there\n');
       const err = await c.update({ 'environment.B': '1\rlxc.hook.pre-start = /bin/sh -c id' }).catch((e) => e);
       expect(err).toBeInstanceOf(InvalidArgument);
-      expect(err.message).toMatch(/^the liblxc config: "lxc.environment": .*carriage return/);
+      expect(err.message).toMatch(/holds a carriage return \(U\+000D\)/);
       expect(execFileSync('cat', [config], { encoding: 'utf8' })).toBe(before);
       expect(c.config['environment.B']).toBeUndefined();
       expect(execFileSync('cat', [path.join(t.dir, 'instances', c.name, 'lxq.json')], { encoding: 'utf8' })).toBe(record);
