@@ -14,7 +14,7 @@ import { AlreadyExists, InvalidArgument, NotFound } from './errors';
 import { checkVmImageFiles, type ContainerImageMeta } from './images/meta';
 import { ImageStore } from './images/store';
 import { RECORD_FILE } from './instance/base';
-import { CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from './instance/instance';
+import { checkStart, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord, type StartOptions } from './instance/instance';
 import { validateName } from './instance/names';
 import { type ImportTrust, refuseHostAccess } from './instance/foreign';
 import { ARCHIVE_TOP, checkArchive, checkImportedVmDisk, extractArchive, readExport } from './storage/archive';
@@ -63,6 +63,16 @@ export interface ImportOptions {
   /** Accept records that reach into the host (see ImportTrust); refused with PermissionDenied otherwise. */
   trust?: ImportTrust;
 }
+/**
+ * What `host.launch` takes: `create`'s options (but the image, given first) and `start`'s `wait`.
+ *
+ * @example
+ * ```ts
+ * const options: LaunchOptions = { config: { 'limits.memory': '512MiB' }, wait: { for: 'port', port: 80 } };
+ * await host.launch('debian/12', 'web1', options);
+ * ```
+ */
+export type LaunchOptions = Omit<CreateOptions, 'image'> & StartOptions;
 const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true });
 const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true });
 
@@ -177,6 +187,25 @@ export class Host {
   private containerContext(): ContainerContext {
     this.containers ??= containerContext(this.instancesDir, this.networks);
     return this.containers;
+  }
+
+  /**
+   * Creates an instance of `image` and starts it (LXD's `launch`); with `wait`, resolves once it
+   * is ready that way too (see Instance.wait). Everything is checked before anything is made; an
+   * instance that fails to start or to become ready is left created, to be looked at (as LXD).
+   *
+   * @example
+   * ```ts
+   * const db = await host.launch('debian/12', 'db1', { wait: 'systemd' });
+   * ```
+   */
+  async launch(image: string, name: string, options: LaunchOptions = {}): Promise<Instance> {
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('launch options must be an object');
+    const { wait, ...create } = options;
+    checkStart({ wait });
+    const instance = await this.create(name, { ...create, image });
+    await instance.start({ wait });
+    return instance;
   }
 
   async create(name: string, options: CreateOptions): Promise<Instance> {

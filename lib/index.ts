@@ -1,5 +1,6 @@
 export { Host, DEFAULT_HOST_PATH } from './host';
-export type { HostOptions, ImportOptions } from './host';
+export type { HostOptions, ImportOptions, LaunchOptions } from './host';
+export type { WaitFor, WaitOptions, WaitSpec } from './instance/wait';
 export type { ImportTrust } from './instance/foreign';
 export type {
   Instance,
@@ -8,6 +9,7 @@ export type {
   InstanceEvents,
   StatusEvent,
   StopOptions,
+  StartOptions,
   CreateOptions,
   InstanceRecord,
   InstanceConsole,

@@ -115,6 +115,23 @@ test('launch, list in every format, info, exec (exit code passed through), confi
   expect((await lxq(['list', '--format', 'json'])).stdout).toBe('[]\n');
 }, 180_000);
 
+test('launch --wait and wait: ready conditions from the command line, a timeout and bad input refused', async () => {
+  const name = t.name('cw');
+  try {
+    expect(await lxq(['launch', 'busybox', name, '--wait', 'exec=test -e /etc/hosts', '--wait-timeout', '20000'])).toMatchObject({ code: 0, stdout: `${name} started\n` });
+    expect(await lxq(['wait', name, '--for', 'agent'])).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(await lxq(['wait', name, '--for', 'exec', '--', 'test', '-d', '/tmp'])).toEqual({ code: 0, stdout: '', stderr: '' });
+    refused(await lxq(['wait', name, '--for', 'port', '--port', '9', '--timeout', '500']), /did not become ready \(port\) within 500 ms: nothing listens on TCP port 9/);
+    refused(await lxq(['wait', name, '--for', 'soon']), /unknown wait condition "soon"/);
+    refused(await lxq(['wait', name, '--for', 'port']), /needs "port"/);
+    const other = t.name('cw');
+    refused(await lxq(['launch', 'busybox', other, '--wait', 'soon']), /unknown wait condition "soon"/);
+    expect(await names()).not.toContain(other); // refused before anything was made
+  } finally {
+    await lxq(['delete', '--force', name]);
+  }
+}, 120_000);
+
 test('monitor --format json prints the lifecycle stream of changes made by other lxq commands', async () => {
   const name = t.name('mon');
   const mon = spawn(process.execPath, ['-r', REGISTER, MAIN, '--host', t.dir, '--images', SHARED_IMAGES, 'monitor', '--format', 'json'], { env: { ...process.env, LXQ_MONITOR_READY: '1' } });

@@ -20,7 +20,8 @@ import type { InstanceConfigPatch } from '../config/options';
 import type { DevicesInput } from '../devices/declarations';
 import { checkFormat, formatRows } from './format';
 import type { RemoteHost } from '../remote/host';
-import { connectRemote, refuseUnlessRemote, remoteInfo, remoteLaunch, remoteList, type RemoteGlobals } from './remote';
+import { connectRemote, refuseUnlessRemote, remoteInfo, remoteList, type RemoteGlobals } from './remote';
+import type { WaitFor, WaitOptions } from '../instance/wait';
 
 /** The package's version, from its package.json (found from lib/cli or dist/lib/cli). */
 function version(): string {
@@ -50,6 +51,15 @@ function parseKeyValue(kv: string): [string, string] {
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
+
+/** `--wait FOR[=ARG]`: `systemd`, `port=5432`, `log=ready`, `exec=pg_isready -q` (split on spaces). */
+function parseWait(text: string, timeout: number | undefined): WaitOptions {
+  const i = text.indexOf('=');
+  const condition = (i < 0 ? text : text.slice(0, i)) as WaitFor;
+  const arg = i < 0 ? undefined : text.slice(i + 1);
+  const argument = arg === undefined ? {} : condition === 'port' ? { port: Number(arg) } : condition === 'log' ? { pattern: arg } : condition === 'exec' ? { command: arg.split(' ').filter(Boolean) } : { [condition]: arg };
+  return { for: condition, ...argument, ...(timeout !== undefined ? { timeout } : {}) } as WaitOptions;
+}
 
 /** `-d NAME,type=disk,source=/x,path=/mnt`: a device's name, then its keys (LXD's `lxc config device add` in one word). */
 function parseDevice(spec: string): [string, Record<string, string>] {
@@ -165,18 +175,28 @@ export function program(): Command {
     .option('--vm', 'a virtual machine (default: a container)')
     .option('-c, --config <key=value>', 'an option (repeatable)', collect, [])
     .option('-d, --device <name,type=...,key=value>', 'a device, e.g. data,type=disk,source=/srv,path=/mnt (repeatable)', collect, [])
-    .action(async (image: string, name: string, o: { vm?: boolean; config: string[]; device: string[] }) => {
+    .option('--wait <for>', 'resolve once ready: running, agent, systemd, address, ipv4, ipv6, port=N, log=REGEX, exec=CMD')
+    .option('--wait-timeout <ms>', 'how long --wait may take (default 60000)', Number)
+    .action(async (image: string, name: string, o: { vm?: boolean; config: string[]; device: string[]; wait?: string; waitTimeout?: number }) => {
       const config = Object.fromEntries(o.config.map(parseKeyValue));
       const devices = Object.fromEntries(o.device.map(parseDevice)) as unknown as DevicesInput;
+      const wait = o.wait === undefined ? undefined : parseWait(o.wait, o.waitTimeout);
       const r = await remote();
-      if (r) {
-        await remoteLaunch(r, image, name, { vm: o.vm, config, devices });
-        return void process.stdout.write(`${name} started\n`);
-      }
-      const h = await host();
-      const i = await h.create(name, { type: o.vm ? 'vm' : 'container', image, config, devices });
-      await i.start();
+      await (r ?? (await host())).launch(image, name, { type: o.vm ? 'vm' : 'container', config, devices, ...(wait ? { wait } : {}) });
       process.stdout.write(`${name} started\n`);
+    });
+
+  cli
+    .command('wait <name> [command...]')
+    .description('Wait until an instance is ready: lxq wait NAME --for port --port 5432; --for exec -- CMD [ARGS...]')
+    .requiredOption('--for <condition>', 'running, agent, systemd, address, ipv4, ipv6, port, log, exec')
+    .option('--port <n>', 'for port: the TCP port listening inside', Number)
+    .option('--pattern <regex>', 'for log: what the console log must match')
+    .option('--timeout <ms>', 'default 60000', Number)
+    .action(async (name: string, command: string[], o: { for: string; port?: number; pattern?: string; timeout?: number }) => {
+      const spec = { for: o.for as WaitFor, ...(o.port !== undefined ? { port: o.port } : {}), ...(o.pattern !== undefined ? { pattern: o.pattern } : {}), ...(command.length ? { command } : {}), ...(o.timeout !== undefined ? { timeout: o.timeout } : {}) };
+      const r = await remote();
+      await (await (r ?? (await host())).get(name)).wait(spec);
     });
 
   each('start', (i) => i.start());

@@ -6,7 +6,6 @@
  */
 import { promises as fs } from 'node:fs';
 
-import type { DevicesInput } from '../devices/declarations';
 import { InvalidArgument, NotSupported } from '../errors';
 import type { ConnectOptions, RemoteHost } from '../remote/host';
 import type { RemoteInstance } from '../remote/instance';
@@ -74,7 +73,3 @@ export async function remoteInfo(i: RemoteInstance): Promise<string> {
   ].join('\n') + '\n';
 }
 
-export async function remoteLaunch(h: RemoteHost, image: string, name: string, o: { vm?: boolean; config: Record<string, string>; devices: DevicesInput }): Promise<void> {
-  const i = await h.create(name, { type: o.vm ? 'vm' : 'container', image, config: o.config, devices: o.devices });
-  await i.start();
-}

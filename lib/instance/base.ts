@@ -44,7 +44,8 @@ import type {
   StopOptions,
   WaitForAddressOptions,
 } from './instance';
-import { checkStopTimeout, checkWaitForAddress, DEFAULT_STOP_TIMEOUT_MS } from './instance';
+import { checkStart, checkStopTimeout, checkWaitForAddress, DEFAULT_STOP_TIMEOUT_MS, type StartOptions } from './instance';
+import { waitFor, type WaitSpec } from './wait';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
 import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
 
@@ -318,11 +319,18 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
     });
   }
 
-  start(): Promise<void> {
-    return this.serialized(async () => {
+  async start(options?: StartOptions): Promise<void> {
+    const wait = checkStart(options);
+    await this.serialized(async () => {
       await this.startNow();
       await this.reported('instance-started');
     });
+    if (wait !== undefined) await this.wait(wait);
+  }
+
+  /** See Instance.wait (lib/instance/wait.ts: one implementation for every driver). */
+  wait(spec: WaitSpec): Promise<void> {
+    return waitFor(this, spec);
   }
 
   private async startNow(): Promise<void> {

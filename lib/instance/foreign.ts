@@ -19,6 +19,12 @@ import { validateName } from './names';
  * reach into the host (raw liblxc or QEMU configuration, a privileged container, host paths,
  * device nodes, proxies listening on the host, NICs on a host bridge); without it they are
  * refused with PermissionDenied naming each.
+ *
+ * @example
+ * ```ts
+ * const trust: ImportTrust = 'host-access';
+ * await host.import('./from-my-own-backup.tar.zst', { trust });
+ * ```
  */
 export type ImportTrust = 'host-access';
 

@@ -13,6 +13,7 @@ import type { InstanceFiles } from './files';
 import { InvalidArgument } from '../errors';
 import { optionKeys, refuseUnknownKeys } from '../util/keys';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
+import { checkWait, type WaitSpec } from './wait';
 
 export type { InstanceType };
 
@@ -123,6 +124,30 @@ export interface StopOptions {
   /** Kill at once, without asking the instance to shut down. */
   force?: boolean;
 }
+/**
+ * What `start` takes.
+ *
+ * @example
+ * ```ts
+ * await c.start({ wait: 'systemd' });
+ * await c.start({ wait: { for: 'port', port: 80, timeout: 30_000 } });
+ * ```
+ */
+export interface StartOptions {
+  /** Resolve only once the instance is ready this way (see `wait`). */
+  wait?: WaitSpec;
+}
+export const START_OPTION_KEYS = optionKeys<StartOptions>({ wait: true });
+
+/** start()'s options checked before anything is done; the wait to make after it, if any. */
+export function checkStart(options: StartOptions | undefined): WaitSpec | undefined {
+  if (options === undefined) return undefined;
+  if (options === null || typeof options !== 'object') throw new InvalidArgument('start options must be an object');
+  refuseUnknownKeys('start', options, START_OPTION_KEYS);
+  if (options.wait !== undefined) checkWait(options.wait);
+  return options.wait;
+}
+
 export const STOP_OPTION_KEYS = optionKeys<StopOptions>({ timeout: true, force: true });
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
@@ -241,7 +266,8 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   /** The options as stored (strings). */
   readonly config: Readonly<InstanceConfig>;
 
-  start(): Promise<void>;
+  /** Starts it; with `wait`, resolves once it is also ready (see `wait`). */
+  start(options?: StartOptions): Promise<void>;
   /** Graceful, then forced after `timeout`; `{ force: true }` kills at once. */
   stop(options?: StopOptions): Promise<void>;
   restart(options?: StopOptions): Promise<void>;
@@ -260,6 +286,13 @@ export interface Instance extends EventEmitter<InstanceEvents> {
    * network) or the instance itself (its network namespace, or a VM's guest agent) reports.
    */
   waitForAddress(options?: WaitForAddressOptions): Promise<string>;
+
+  /**
+   * Resolves once the instance is ready in the way asked: running, its agent up, systemd's boot
+   * ended, an address, a TCP port listening inside, a console line, a command exiting 0 (see
+   * WaitFor). Timeout, Aborted, or InvalidState if it is or becomes stopped.
+   */
+  wait(spec: WaitSpec): Promise<void>;
 
   /** The devices as stored (strings), by name. */
   readonly devices: Readonly<Record<string, Readonly<DeviceConfig>>>;

@@ -13,7 +13,7 @@ import { AlreadyExists, InvalidArgument, NotFound, NotSupported, PermissionDenie
 import type { CopyOptions } from '../storage/types';
 import { optionKeys, refuseUnknownKeys } from '../util/keys';
 import { type EventsOptions, type LifecycleAction, type LifecycleEvent, lifecycleEvents, type LifecycleIterator } from '../events/lifecycle';
-import type { InstanceType } from '../instance/instance';
+import { checkStart, type InstanceType, type StartOptions } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
 import { RemoteImages } from './images';
@@ -52,6 +52,16 @@ export interface RemoteCreateOptions {
   /** Devices, as `Host.create` takes them; LXD checks them against its own host. */
   devices?: DevicesInput;
 }
+/**
+ * What `RemoteHost.launch` takes: `create`'s options (but the image, given first) and `start`'s `wait`.
+ *
+ * @example
+ * ```ts
+ * const options: RemoteLaunchOptions = { profiles: ['default'], wait: 'agent' };
+ * await remote.launch('busybox', 'c1', options);
+ * ```
+ */
+export type RemoteLaunchOptions = Omit<RemoteCreateOptions, 'image'> & StartOptions;
 const REMOTE_CREATE_OPTION_KEYS = optionKeys<RemoteCreateOptions>({ type: true, image: true, profiles: true, config: true, devices: true });
 
 /** A target must be a member of the server's cluster: refused up front, in the server's words, rather than at the first create. */
@@ -184,6 +194,16 @@ export class RemoteHost {
       throw e;
     }
     return new RemoteHost(client, options.target, types);
+  }
+
+  /** Creates an instance on LXD and starts it; with `wait`, resolves once it is ready that way too (see Host.launch). */
+  async launch(image: string, name: string, options: RemoteLaunchOptions = {}): Promise<RemoteInstance> {
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('launch options must be an object');
+    const { wait, ...create } = options;
+    checkStart({ wait });
+    const instance = await this.create(name, { ...create, image });
+    await instance.start({ wait });
+    return instance;
   }
 
   async create(name: string, options: RemoteCreateOptions): Promise<RemoteInstance> {

@@ -30,7 +30,10 @@ import {
   reportedAddresses,
   type StopOptions,
   type WaitForAddressOptions,
+  checkStart,
+  type StartOptions,
 } from '../instance/instance';
+import { waitFor, type WaitSpec } from '../instance/wait';
 import { checkExecOptions, checkSpawn, collect, type ExecOptions, type ExecResult, type InstanceProcess, instanceEnvironment, SPAWN_OPTION_KEYS, type SpawnOptions, checkPty } from '../instance/process';
 import type { InstanceSnapshots } from '../storage/types';
 import { refuseUnknownKeys } from '../util/keys';
@@ -252,8 +255,15 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
 
   // ---- lifecycle ----
 
-  start(): Promise<void> {
-    return this.serialized(() => this.startNow());
+  async start(options?: StartOptions): Promise<void> {
+    const wait = checkStart(options);
+    await this.serialized(() => this.startNow());
+    if (wait !== undefined) await this.wait(wait);
+  }
+
+  /** See Instance.wait (lib/instance/wait.ts: one implementation for every driver). */
+  wait(spec: WaitSpec): Promise<void> {
+    return waitFor(this, spec);
   }
 
   private async startNow(): Promise<void> {
