@@ -371,9 +371,17 @@ double Now() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
-// The tasks of the freezer cgroup `dir` (and of its children) that are not in the refrigerator,
-// each as "pid (comm) state S, in wchan": what kept the cgroup FREEZING.
-void UnfrozenTasks(const std::string& dir, std::string& out, int& shown, int depth = 0) {
+// The tasks of the freezer cgroup `dir` (and of its children) that may have kept it FREEZING,
+// each as "pid (comm) S in wchan". /proc cannot tell a frozen task from one in uninterruptible
+// sleep (both read D, a task frozen in a freezable sleep keeps that sleep's wchan): tasks running
+// or in an interruptible sleep (R, S…) were certainly not frozen and go to `running`; tasks in D
+// outside the refrigerator may be frozen or stuck in the kernel and go to `uninterruptible`.
+struct Unfrozen {
+  std::string running, uninterruptible;
+  int nRunning = 0, nUninterruptible = 0;
+};
+
+void UnfrozenTasks(const std::string& dir, Unfrozen& out, int depth = 0) {
   std::string tasks;
   int fd = open((dir + "/tasks").c_str(), O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
@@ -399,18 +407,22 @@ void UnfrozenTasks(const std::string& dir, std::string& out, int& shown, int dep
       if (n > 0) stat.assign(buf, static_cast<size_t>(n));
     }
     size_t open_paren = stat.find('('), close_paren = stat.rfind(')');
-    std::string comm = open_paren != std::string::npos && close_paren != std::string::npos ? stat.substr(open_paren + 1, close_paren - open_paren - 1) : "?";
-    std::string state = close_paren != std::string::npos && close_paren + 2 < stat.size() ? stat.substr(close_paren + 2, 1) : "?";
-    if (shown++ < 8) {
-      if (!out.empty()) out += "; ";
-      out += "pid " + pid + " (" + comm + ") state " + state + (wchan.empty() || wchan == "0" ? "" : " in " + wchan);
+    if (open_paren == std::string::npos || close_paren == std::string::npos || close_paren + 2 >= stat.size()) continue;  // gone
+    std::string comm = stat.substr(open_paren + 1, close_paren - open_paren - 1);
+    std::string state = stat.substr(close_paren + 2, 1);
+    bool d = state == "D";
+    std::string& list = d ? out.uninterruptible : out.running;
+    int& count = d ? out.nUninterruptible : out.nRunning;
+    if (count++ < 8) {
+      if (!list.empty()) list += ", ";
+      list += "pid " + pid + " (" + comm + ") " + state + (wchan.empty() || wchan == "0" ? "" : " in " + wchan);
     }
   }
   if (depth > 4) return;
   DIR* d = opendir(dir.c_str());
   if (!d) return;
   while (dirent* e = readdir(d)) {
-    if (e->d_type == DT_DIR && e->d_name[0] != '.') UnfrozenTasks(dir + "/" + e->d_name, out, shown, depth + 1);
+    if (e->d_type == DT_DIR && e->d_name[0] != '.') UnfrozenTasks(dir + "/" + e->d_name, out, depth + 1);
   }
   closedir(d);
 }
@@ -448,17 +460,17 @@ bool FreezeV1(lxc_container* c, const std::string& mount, Failure& f) {
     if (Now() - started > limit) break;
     if (polls > 20) usleep(polls > 200 ? 5000 : 200);
   }
-  std::string tasks;
-  int shown = 0;
-  UnfrozenTasks(dir, tasks, shown);
+  Unfrozen left;
+  UnfrozenTasks(dir, left);
   WriteState(file, "THAWED");
   char seconds[32];
   snprintf(seconds, sizeof seconds, "%.1f", Now() - started);
   f.call = "freezer.state";
   f.err = ETIMEDOUT;
-  f.message = "the freezer cgroup " + cgroup + " still read FREEZING after " + seconds + " s (thawed again); " +
-              (shown == 0 ? std::string("every task was frozen by then")
-                          : std::to_string(shown) + " task(s) not frozen: " + tasks + (shown > 8 ? "; …" : ""));
+  f.message = "the freezer cgroup " + cgroup + " still read FREEZING after " + seconds + " s (thawed again)";
+  if (left.nRunning) f.message += "; not frozen (running or in an interruptible sleep): " + left.running + (left.nRunning > 8 ? ", …" : "");
+  if (left.nUninterruptible) f.message += "; in uninterruptible sleep (stuck in the kernel, or frozen there): " + left.uninterruptible + (left.nUninterruptible > 8 ? ", …" : "");
+  if (!left.nRunning && !left.nUninterruptible) f.message += "; every task was frozen by then";
   return false;
 }
 
