@@ -4,7 +4,7 @@
  * work, the hostname is the instance's name, machine ids differ, and a graceful stop is a clean
  * systemd shutdown well inside its timeout.
  */
-import { Instance, VmInstance } from '../lib';
+import { Instance } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
 import { systemdState } from './helpers/systemd';
 
@@ -16,9 +16,9 @@ async function failedUnits(i: Instance): Promise<string> {
 }
 
 describe.each([
-  { type: 'container' as const, ready: async () => undefined, boot: 60_000 },
-  { type: 'vm' as const, ready: (i: Instance) => (i as VmInstance).waitForAgent(180_000), boot: 240_000 },
-])('debian/12 $type', ({ type, ready, boot }) => {
+  { type: 'container' as const, boot: 60_000 },
+  { type: 'vm' as const, boot: 240_000 },
+])('debian/12 $type', ({ type, boot }) => {
   let t: TestHost;
   const instances: Instance[] = [];
   const figures: string[] = [];
@@ -29,12 +29,12 @@ describe.each([
     const image = await t.host.images.ensure('debian/12', { type });
     figures.push(`image ready: ${Date.now() - t0} ms (built in ${image.meta.buildMs ?? '?'} ms, now or earlier)`);
     for (let n = 0; n < 2; n++) {
-      const i = await t.host.create(t.name(type === 'vm' ? 'dv' : 'dc'), { type, image: 'debian/12' });
-      instances.push(i);
+      const name = t.name(type === 'vm' ? 'dv' : 'dc');
       const s = Date.now();
-      await i.start();
-      await ready(i);
-      const state = await systemdState(i, boot);
+      // launch = create + start, resolved once systemd's boot has ended (running or degraded).
+      const i = await t.host.launch('debian/12', name, { type, wait: { for: 'systemd', timeout: boot } });
+      instances.push(i);
+      const state = await systemdState(i, 60_000);
       figures.push(`${i.name}: start → systemd ${state}: ${Date.now() - s} ms`);
       if (state !== 'running') figures.push(`${i.name} failed units: ${await failedUnits(i)}`);
     }
@@ -96,9 +96,8 @@ describe.each([
     expect(ms).toBeLessThan(type === 'vm' ? 30_000 : 10_000); // far from the 60 s of a forced stop
     const log = await i.console.log();
     expect(log).toMatch(type === 'vm' ? /reboot: Power down|Power-Off|Powering off/ : /Halting system|System Halt/);
-    await i.start();
-    await ready(i);
-    expect(await systemdState(i, boot)).toBe('running');
+    await i.start({ wait: { for: 'systemd', timeout: boot } });
+    expect(await systemdState(i, 60_000)).toBe('running');
     expect((await i.exec(['hostname'])).stdout.toString().trim()).toBe(i.name);
   });
 });
