@@ -82,7 +82,7 @@ import { agentSpawn, checkAgentSpawn } from './agent-exec';
 import { AgentFiles } from './agent-files';
 import { QmpClient, QmpError, type QmpStatusInfo, QmpTimeoutError } from '../qmp';
 import { createStaged, processAlive } from '../storage/staging';
-import { exists, writeJsonAtomic } from '../util/fs';
+import { exists } from '../util/fs';
 import { qemuOptionValue } from '../util/guard';
 import { Accel, AccelSetting, chooseAccel, recordKvmFailure } from './accel';
 import { createVmOverlay, qemuArgsForImage } from './qemu-args';
