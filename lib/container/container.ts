@@ -24,7 +24,7 @@ import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } fro
 import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../instance/instance';
 import { createStaged } from '../storage/staging';
 import { copyTreeShifted } from '../storage/tree';
-import { writeFileAtomic, writeJsonAtomic } from '../util/fs';
+import { writeFileAtomic } from '../util/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../images/meta';
 import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE, seccompPolicy } from './lxc-config';
