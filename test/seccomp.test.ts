@@ -7,12 +7,12 @@
  * test) shows to be the policy's doing.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { Instance } from '../lib';
+import { Host, Instance } from '../lib';
 import { seccompPolicy } from '../lib/container/lxc-config';
-import { tempHost, TestHost } from './helpers/host';
+import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 const ENOSYS = 38;
 const DENIED = ['keyctl', 'add_key', 'request_key', 'kexec_load', 'init_module', 'finit_module', 'delete_module', 'open_by_handle_at'];
@@ -144,5 +144,23 @@ test('the ENOSYS comes from the policy: a container whose raw.lxc clears the pro
     expect(await sh(c, 'mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && umount -f /mnt/t && grep -c " /mnt/t " /proc/mounts')).toEqual({ code: 1, out: '0\n', err: '' });
   } finally {
     await c.delete({ force: true });
+  }
+});
+
+test('a container made before the default filter existed (no policy file, no profile line) gets it at its next start', async () => {
+  const c = await t.host.create(t.name('old'), { image: 'busybox' });
+  try {
+    const dir = path.join(t.dir, 'instances', c.name);
+    // As lxq left a container before: the config without the profile, no policy beside it.
+    const config = readFileSync(path.join(dir, 'config'), 'utf8');
+    writeFileSync(path.join(dir, 'config'), config.split('\n').filter((l) => !l.startsWith('lxc.seccomp.profile')).join('\n'));
+    rmSync(path.join(dir, 'seccomp.policy'));
+    const reopened = await (await Host.open({ path: t.dir, images: SHARED_IMAGES })).get(c.name);
+    await reopened.start();
+    expect(await seccompMode(reopened, '1')).toBe('2');
+    expect(readFileSync(path.join(dir, 'config'), 'utf8')).toContain(`\nlxc.seccomp.profile = ${path.join(dir, 'seccomp.policy')}\n`);
+    await reopened.stop({ force: true });
+  } finally {
+    await c.delete({ force: true }).catch(() => undefined);
   }
 });

@@ -406,6 +406,8 @@ export class ContainerInstance extends BaseInstance {
 
   protected async doStart(): Promise<void> {
     await ensureNetworks(this.devices, this.ctx.networks);
+    // A container made before the default syscall filter existed gets it at its next start.
+    if (!(await fs.access(path.join(this.dir, SECCOMP_POLICY_FILE)).then(() => true, () => false))) await this.writeConfig(this.record.config, this.devices);
     await this.lxc()
       .start([])
       .catch(async (e) => {
