@@ -79,9 +79,10 @@ const alive = (p: Proc) => {
 /**
  * Runs `body` (with `host` opened on the test's host, `images` its image store) in a child Node
  * process and SIGKILLs it as soon as a helper matching `helper` runs under it; resolves to the
- * helper processes it had then, once none of them is left (fails after a second).
+ * helper processes it had then, once none of them is left (fails after a second). With `ready`,
+ * the kill waits for it too.
  */
-async function killDuring(body: string, helper: (p: Proc) => boolean, images = SHARED_IMAGES): Promise<Proc[]> {
+async function killDuring(body: string, helper: (p: Proc) => boolean, images = SHARED_IMAGES, ready: () => boolean = () => true): Promise<Proc[]> {
   const script = `
     const { Host } = require(${JSON.stringify(LIB)});
     (async () => {
@@ -93,7 +94,7 @@ async function killDuring(body: string, helper: (p: Proc) => boolean, images = S
   const exited = new Promise((resolve) => child.once('exit', resolve));
   let helpers: Proc[] = [];
   const deadline = Date.now() + 120_000;
-  while (!helpers.some(helper)) {
+  while (!helpers.some(helper) || !ready()) {
     if (Date.now() > deadline || child.exitCode !== null) {
       child.kill('SIGKILL');
       throw new Error('the helper never ran');
@@ -171,8 +172,9 @@ test('killed during an export: no tar left writing, the partial file is removed 
   const out = mkdtempSync(path.join(os.tmpdir(), 'lxq-crash-export-'));
   try {
     const file = path.join(out, 'big.tar.zst');
-    const killed = await killDuring(`const c = await host.get(${JSON.stringify(big.name)}); await c.export(${JSON.stringify(file)});`, isTar('--create'));
     const partials = () => readdirSync(out).filter((n) => n.includes('.partial-'));
+    const body = `const c = await host.get(${JSON.stringify(big.name)}); await c.export(${JSON.stringify(file)});`;
+    const killed = await killDuring(body, isTar('--create'), SHARED_IMAGES, () => partials().length === 1);
     expect(partials().length).toBe(1);
     await new Promise((r) => setTimeout(r, 300)); // zstd, tar's child, ends at the end of its input
     const size = readFileSync(path.join(out, partials()[0])).length;
