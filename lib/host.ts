@@ -339,6 +339,8 @@ export class Host {
    * its driver derive what it needs (liblxc's config) and writes the record last.
    */
   private async adoptStaged(staged: string, dir: string, record: InstanceRecord): Promise<Instance> {
+    // lxq's own state files come from no archive: a planted restore journal would be rolled forward (paths, record) by the next open.
+    for (const n of await fs.readdir(staged)) if (n.startsWith('.lxq-')) await fs.rm(path.join(staged, n), { recursive: true, force: true });
     // Until the record is written the directory names this process: if it dies, the next create of the name or Host.open clears it.
     await markCreating(staged);
     await moveInstanceDir(staged, dir, record.name);

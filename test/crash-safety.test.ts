@@ -213,6 +213,40 @@ test('killed during an import: no tar left extracting, nothing imported, the nam
   }
 });
 
+test("an import drops lxq's own state files an archive brings (a planted restore journal is not rolled forward)", async () => {
+  const out = mkdtempSync(path.join(os.tmpdir(), 'lxq-crash-planted-'));
+  const small = await t.host.create(t.name('small'), { image: 'busybox' });
+  try {
+    await small.export(path.join(out, 'clean.tar.zst'));
+    const tree = path.join(out, 'tree');
+    mkdirSync(tree);
+    execFileSync('tar', ['--zstd', '-xf', path.join(out, 'clean.tar.zst'), '-C', tree]);
+    const victim = path.join(out, 'victim');
+    mkdirSync(path.join(victim, 'rootfs'), { recursive: true });
+    const record = JSON.parse(readFileSync(path.join(tree, 'lxq-export.json'), 'utf8')).record;
+    const journal = { pid: 999_999_999, snapshot: 'nope', staging: path.relative(path.join(t.host.instancesDir, 'x'), victim), record: { ...record, config: { 'raw.lxc': 'lxc.hook.pre-start = /bin/true' } } };
+    writeFileSync(path.join(tree, 'instance', '.lxq-restore.json'), JSON.stringify(journal));
+    writeFileSync(path.join(tree, 'instance', FREEZE_MARK), JSON.stringify({ pid: 999_999_999, startedAt: 1, operation: 'snapshot' }));
+    const file = path.join(out, 'planted.tar.zst');
+    execFileSync('tar', ['--zstd', '-cf', file, '-C', tree, 'lxq-export.json', 'instance']);
+    const name = t.name('planted');
+    const imported = await t.host.import(file, { name });
+    const dir = path.join(t.host.instancesDir, name);
+    expect(readdirSync(dir).filter((n) => n.startsWith('.lxq-'))).toEqual([]);
+    const next = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+    try {
+      expect((await next.get(name)).config['raw.lxc']).toBeUndefined();
+    } finally {
+      await next.close();
+    }
+    expect(existsSync(path.join(victim, 'rootfs'))).toBe(true);
+    await imported.delete();
+  } finally {
+    await small.delete({ force: true });
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
 test('killed during a create: no half-made instance; get, list and create agree', async () => {
   // An image as big as the container, in a store of this test's own.
   const images = path.join(t.dir, 'crash-images');

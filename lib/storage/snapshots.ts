@@ -210,6 +210,11 @@ export class Snapshots implements InstanceSnapshots {
 
   private async rollForward(journal: RestoreJournal): Promise<void> {
     const dir = this.subject.dir();
+    // Only a journal this code wrote is followed: its staging entry is a name in the instance's directory.
+    if (typeof journal.staging !== 'string' || !isStaging(journal.staging) || journal.staging.includes('/')) {
+      await fs.rm(path.join(dir, JOURNAL), { force: true });
+      return;
+    }
     const staging = path.join(dir, journal.staging);
     await this.subject.driver().applyRestore(await this.ref(journal.snapshot), staging, journal.record);
     await this.subject.saveRecord(journal.record);
