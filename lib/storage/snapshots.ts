@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../errors';
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 import { readJson, writeJsonAtomic } from '../util/fs';
-import { execHelper } from '../util/run';
+import { execHelper, noSpaceOr } from '../util/run';
 import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from './staging';
 import { diskUsage } from './tree';
 import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotInfo, SnapshotRef, SnapshotRestoreOptions, StorageDriver, StoredSnapshot } from './types';
@@ -109,7 +109,7 @@ export class Snapshots implements InstanceSnapshots {
         await renameNew(staging, path.join(this.root, chosen));
       } catch (e) {
         await fs.rm(staging, { recursive: true, force: true });
-        throw e;
+        throw noSpaceOr(e);
       }
       await this.subject.emit('snapshot-created', { name: this.subject.name(), snapshot: chosen });
       return this.info(await this.ref(chosen));

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 
 import { writeJsonAtomic } from '../util/fs';
 import { currentOwner, type Owner, ownerGone } from '../util/owner';
+import { noSpaceOr } from '../util/run';
 
 const PREFIX = '.lxq-tmp-';
 
@@ -105,6 +106,6 @@ export async function createStaged(dir: string, fill: (staging: string) => Promi
     });
   } catch (e) {
     await fs.rm(staging, { recursive: true, force: true });
-    throw e;
+    throw noSpaceOr(e);
   }
 }

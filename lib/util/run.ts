@@ -90,6 +90,13 @@ export function helperFailure(cmd: string, args: readonly string[], e: unknown):
   return new OperationFailed(`${full} failed${hint}: ${stderr || err.message}`, { call: cmd, log: stderr }, { cause: e });
 }
 
+/** A Node fs error ENOSPC as NoSpace naming its path; anything else as it is. */
+export function noSpaceOr(e: unknown): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code !== 'ENOSPC') return e;
+  return new NoSpace(`no space left on the device${err.path ? ` writing ${err.path}` : ''}: ${err.message}`, err.path, { cause: e });
+}
+
 /** Runs `cmd` (bound to this process); its stdout, or OperationFailed with the last lines of its stderr (NoSpace when out of space). */
 export async function run(cmd: string, args: string[], options: { cwd?: string; maxBuffer?: number } = {}): Promise<string> {
   try {
