@@ -284,6 +284,9 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   /**
    * Resolves with the instance's first address of `family` that its DHCP lease (on an lxq
    * network) or the instance itself (its network namespace, or a VM's guest agent) reports.
+   * An IPv6 address counts once duplicate detection has passed inside, and the host can reach it
+   * at once: on an lxq network the host's neighbour entry for it, left unresolved by dnsmasq's
+   * probe of the address before the instance had it, is brought up to date first.
    */
   waitForAddress(options?: WaitForAddressOptions): Promise<string>;
 
