@@ -28,7 +28,7 @@ const LONGEST_WAIT_S = 20 * 24 * 3600;
 const NOT_FOUND = /command not found|no such file/i;
 
 /** Resolves with an operation once it has ended (its failure as a typed error), like LxdClient.wait. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
 export type OperationWaiter = (r: LxdResponse, what: string) => Promise<any>;
 
 /** What the host gives the websockets of its instances. */
@@ -129,7 +129,7 @@ class RemoteProcess implements InstanceProcess {
   private sent: number | undefined;
 
   constructor(
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
     done: Promise<any>,
     req: RemoteSpawnRequest,
     private readonly control: WebSocket,
@@ -160,7 +160,7 @@ class RemoteProcess implements InstanceProcess {
     });
     let lxqMessage = '';
     this.exit = done.then(
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
       (done: any): ExitStatus => {
         const code = Number(done.metadata?.return ?? -1);
         if (this.sent !== undefined && code === 128 + this.sent) return { exitCode: null, signal: signalName(this.sent) };

@@ -78,7 +78,7 @@ export interface RemoteInstanceHooks {
   sockets: RemoteSockets;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
 type LxdInstance = Record<string, any>;
 
 export class RemoteInstance extends EventEmitter<InstanceEvents> implements Instance {
@@ -390,12 +390,12 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
   state(): Promise<InstanceState> {
     return this.serialized(async () => {
       const m = (await this.client.request('GET', this.client.url(`${this.path}/state`))).metadata;
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
       const interfaces: NetworkInterface[] = Object.entries<any>(m.network ?? {}).map(([name, n]) => ({
         name,
         hwaddr: n.hwaddr ?? '',
         mtu: n.mtu ?? 0,
-        // eslint-disable-next-line @typescript-eslint/no-explicit-any
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
         addresses: (n.addresses ?? []).map((a: any) => ({ family: a.family === 'inet6' ? 'inet6' : 'inet', address: a.address, prefix: Number(a.netmask) })),
         counters: {
           bytesReceived: n.counters?.bytes_received ?? 0,
