@@ -26,7 +26,7 @@ async function main(): Promise<void> {
 
     // An archive, and an instance made from it on this (or any other) host.
     const file = path.join(tmp, 'web.tar.zst');
-    await web.export(file, { snapshots: true });
+    await web.export(file); // its snapshots too, as LXD's export
     console.log(`exported ${web.name}: ${((await fs.stat(file)).size / 2 ** 20).toFixed(1)} MiB`);
     const restored = await host.import(file, { name: `restored-${tag}` });
     made.push(restored.name);

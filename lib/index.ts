@@ -10,6 +10,7 @@ export type {
   StatusEvent,
   StopOptions,
   StartOptions,
+  ExportOptions,
   CreateOptions,
   InstanceRecord,
   InstanceConsole,

@@ -41,7 +41,7 @@ test('export → delete → import of a container gives the same files, config a
   const file = path.join(work, 'c.tar.zst');
   await c.start();
   try {
-    await c.export(file, { snapshots: true }); // running: frozen for it
+    await c.export(file); // running: frozen for it; its snapshots too (the default)
     expect(await c.status()).toBe('running');
   } finally {
     await c.stop({ force: true });
@@ -68,6 +68,13 @@ test('export → delete → import of a container gives the same files, config a
   // Under another name, and never over an existing one.
   const other = await t.host.import(file, { name: t.name('imp') });
   expect(describe(other.name)).toBe(original);
+  // instanceOnly leaves the snapshots out; the old option is refused by name.
+  const alone = path.join(work, 'alone.tar.zst');
+  await other.export(alone, { instanceOnly: true });
+  const single = await t.host.import(alone, { name: t.name('one') });
+  expect(await single.snapshots.list()).toEqual([]);
+  await expect(other.export(alone, { snapshots: true } as never)).rejects.toThrow(/unknown export option "snapshots"/);
+  await single.delete();
   const before = tree();
   await expect(t.host.import(file)).rejects.toBeInstanceOf(AlreadyExists);
   expect(tree()).toBe(before);
@@ -138,7 +145,7 @@ describe('hostile records: an archive is checked as create checks its input, and
     const c = await t.host.create(t.name('rec'), { image: 'busybox' });
     await c.snapshots.create('s0');
     good = path.join(work, 'rec-good.tar.zst');
-    await c.export(good, { snapshots: true });
+    await c.export(good);
     await c.delete();
     base = mkdtempSync(path.join(work, 'rec-'));
     sh(`tar -xf ${good} -C ${base}`);

@@ -228,7 +228,7 @@ export function program(): Command {
     .description('Write an instance to a tarball (with its snapshots unless --instance-only), for lxq import')
     .option('--instance-only', 'without its snapshots')
     .action(async (name: string, file: string, o: { instanceOnly?: boolean }) => {
-      await (await (await host()).get(name)).export(file, { snapshots: o.instanceOnly !== true });
+      await (await (await host()).get(name)).export(file, { instanceOnly: o.instanceOnly === true });
     });
 
   cli

@@ -44,7 +44,7 @@ import type {
   StopOptions,
   WaitForAddressOptions,
 } from './instance';
-import { checkStart, checkStopTimeout, checkWaitForAddress, DEFAULT_STOP_TIMEOUT_MS, type StartOptions } from './instance';
+import { checkStart, checkStopTimeout, checkWaitForAddress, DEFAULT_STOP_TIMEOUT_MS, EXPORT_OPTION_KEYS, type ExportOptions, type StartOptions } from './instance';
 import { waitFor, type WaitSpec } from './wait';
 import { checkExecOptions, collect, ExecOptions, ExecResult, InstanceProcess, SPAWN_OPTION_KEYS, SpawnOptions } from './process';
 import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
@@ -204,23 +204,29 @@ export abstract class BaseInstance extends EventEmitter<InstanceEvents> implemen
   }
 
   /**
-   * Writes the instance (record, root filesystem or disk, and with `snapshots` its snapshots) to
-   * `file` as a zstd tarball. A running container is frozen for it; a running VM's disk is copied
-   * by a backup job first (its snapshots only from a stopped VM).
+   * Writes the instance (record, root filesystem or disk, and its snapshots unless
+   * `instanceOnly`, as LXD's export) to `file` as a zstd tarball. A running container is frozen
+   * for it; a running VM's disk is copied by a backup job first (its snapshots only from a
+   * stopped VM).
    */
-  export(file: string, options: { snapshots?: boolean } = {}): Promise<void> {
+  export(file: string, options: ExportOptions = {}): Promise<void> {
     if (typeof file !== 'string' || !file) return Promise.reject(new InvalidArgument('export needs a file path'));
     if (options === null || typeof options !== 'object') return Promise.reject(new InvalidArgument('export options must be an object'));
-    if (options.snapshots !== undefined && typeof options.snapshots !== 'boolean') return Promise.reject(new InvalidArgument('snapshots must be a boolean'));
+    try {
+      refuseUnknownKeys('export', options, EXPORT_OPTION_KEYS);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') return Promise.reject(new InvalidArgument('instanceOnly must be a boolean'));
     const target = path.resolve(file);
     return this.serialized(async () => {
       const status = this.observe(await this.currentStatus());
       if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
       const liveVm = this.type === 'vm' && status === 'running';
-      if (liveVm && options.snapshots) throw new NotSupported(`an export of a running vm holds its disk as it is now, not its snapshots: stop ${this.name} first, or export without snapshots`);
+      const snapshots = options.instanceOnly !== true && (await fs.readdir(path.join(this.dir, 'snapshots')).then((n) => n.length > 0, () => false));
+      if (liveVm && snapshots) throw new NotSupported(`an export of a running vm holds its disk as it is now, not its snapshots: stop ${this.name} first, or export it with { instanceOnly: true }`);
       await fs.access(path.dirname(target)).catch(() => Promise.reject(new NotFound(`${path.dirname(target)} does not exist`)));
       const entries = [this.type === 'vm' ? 'disk.qcow2' : 'rootfs'];
-      const snapshots = options.snapshots === true && (await fs.readdir(path.join(this.dir, 'snapshots')).then((n) => n.length > 0, () => false));
       if (snapshots) entries.push('snapshots');
       const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(this.record), snapshots };
       // A running container is frozen while tar reads it; a running VM's disk is first copied by a backup job.

@@ -148,6 +148,22 @@ export function checkStart(options: StartOptions | undefined): WaitSpec | undefi
   return options.wait;
 }
 
+/**
+ * What `export` takes. Snapshots travel with the instance unless `instanceOnly` (as LXD's and
+ * `lxq export`).
+ *
+ * @example
+ * ```ts
+ * await c.export('/srv/backups/web.tar.zst');                       // with its snapshots
+ * await c.export('/tmp/web-now.tar.zst', { instanceOnly: true });   // its current state alone
+ * ```
+ */
+export interface ExportOptions {
+  /** Leave the snapshots out. Default false. */
+  instanceOnly?: boolean;
+}
+export const EXPORT_OPTION_KEYS = optionKeys<ExportOptions>({ instanceOnly: true });
+
 export const STOP_OPTION_KEYS = optionKeys<StopOptions>({ timeout: true, force: true });
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
@@ -316,8 +332,8 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly console: InstanceConsole;
   /** Renames a stopped instance (a running one is refused with Busy; onto an existing name, AlreadyExists). */
   rename(newName: string): Promise<void>;
-  /** Writes the instance to a zstd tarball (`snapshots: true`: its snapshots too), for `host.import`. */
-  export(file: string, options?: { snapshots?: boolean }): Promise<void>;
+  /** Writes the instance to a zstd tarball, its snapshots too unless `instanceOnly`, for `host.import`. */
+  export(file: string, options?: ExportOptions): Promise<void>;
   /** Snapshots of the instance's files or disk and record (see lib/storage). */
   readonly snapshots: InstanceSnapshots;
 }

@@ -32,6 +32,7 @@ import {
   type WaitForAddressOptions,
   checkStart,
   type StartOptions,
+  type ExportOptions,
 } from '../instance/instance';
 import { waitFor, type WaitSpec } from '../instance/wait';
 import { checkExecOptions, checkSpawn, collect, type ExecOptions, type ExecResult, type InstanceProcess, instanceEnvironment, SPAWN_OPTION_KEYS, type SpawnOptions, checkPty } from '../instance/process';
@@ -381,7 +382,7 @@ export class RemoteInstance extends EventEmitter<InstanceEvents> implements Inst
     });
   }
 
-  export(_file: string, _options?: { snapshots?: boolean }): Promise<void> {
+  export(_file: string, _options?: ExportOptions): Promise<void> {
     return Promise.reject(new NotSupported(`export of ${this.name}: an instance on an LXD server is exported by LXD itself (lxc export, /1.0/instances/<name>/backups), not to lxq's format`));
   }
 
