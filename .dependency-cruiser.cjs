@@ -1,13 +1,17 @@
 /**
  * The house rules (README, "Layout"), checked by `npm run lint`:
  * cli → host → drivers (container, vm, remote) → instance → neutral rooms (devices, storage,
- * network, images, events, config, console) → qmp, native → util.
+ * network, images, events, config, console) → qmp, native → util. lib/native/ is the addon's
+ * typed surface in two layers: sys.ts (no liblxc, anyone may use it) and lxc.ts (liblxc, loaded
+ * on first use; only what genuinely needs liblxc imports it, so that VMs and remote hosts never map it).
  * Violations that predate a rule are listed in .dependency-cruiser-known-violations.json; the
  * house work removes them, and nothing new may join them (`depcruise-baseline` rewrites that
  * list only when one is fixed).
  */
 const DRIVERS = ['container', 'vm', 'remote'];
 const NEUTRAL = '^lib/(devices|storage|network|images|events|config|console|util|qmp)/';
+/** What may import lib/native/lxc.ts: the container driver, and a container's main pid for host events. */
+const LIBLXC_USERS = '^lib/(container/|native/|events/main-pid\\.ts$)';
 
 module.exports = {
   forbidden: [
@@ -38,6 +42,20 @@ module.exports = {
       comment: 'lib/qmp is a QMP and guest-agent client of its own (exported as lxq/qmp).',
       from: { path: '^lib/qmp/' },
       to: { path: '^lib/', pathNot: '^lib/qmp/' },
+    },
+    {
+      name: 'native-knows-nothing-of-lxq',
+      severity: 'error',
+      comment: 'lib/native is the addon and its types: it imports nothing of lxq but lib/errors.ts.',
+      from: { path: '^lib/native/' },
+      to: { path: '^lib/', pathNot: '^lib/(native/|errors\\.ts$)' },
+    },
+    {
+      name: 'liblxc-only-where-needed',
+      severity: 'error',
+      comment: 'lib/native/lxc.ts loads liblxc: only the container driver (and what reads a container through liblxc) imports it; everything else uses lib/native/sys.ts.',
+      from: { path: '^lib/', pathNot: LIBLXC_USERS },
+      to: { path: '^lib/native/lxc\\.ts$' },
     },
     {
       name: 'library-knows-no-cli',

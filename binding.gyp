@@ -1,30 +1,48 @@
 {
+  "variables": {
+    "with_liblxc%": "<!(node scripts/has-liblxc.js)"
+  },
   "target_defaults": {
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-    "libraries": ["<!@(pkg-config --libs lxc 2>/dev/null || echo -llxc)"],
     "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     "cflags_cc!": ["-fno-exceptions"]
   },
   "targets": [
     {
-      "target_name": "lxq_native",
+      "target_name": "lxq_sys",
       "sources": [
-        "native/addon.cc",
-        "native/container.cc",
-        "native/start.cc",
-        "native/attach.cc",
+        "native/sys_addon.cc",
         "native/process.cc",
         "native/pidwatch.cc",
         "native/mount.cc",
-        "native/runner/client.cc",
         "native/runner/protocol.cc"
       ],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"]
-    },
-    {
-      "target_name": "lxq_runner",
-      "type": "executable",
-      "sources": ["native/runner/main.cc", "native/runner/protocol.cc"]
     }
+  ],
+  "conditions": [
+    ["with_liblxc==1", {
+      "targets": [
+        {
+          "target_name": "lxq_lxc",
+          "sources": [
+            "native/lxc_addon.cc",
+            "native/container.cc",
+            "native/start.cc",
+            "native/attach.cc",
+            "native/runner/client.cc",
+            "native/runner/protocol.cc"
+          ],
+          "libraries": ["<!@(pkg-config --libs lxc 2>/dev/null || echo -llxc)"],
+          "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"]
+        },
+        {
+          "target_name": "lxq_runner",
+          "type": "executable",
+          "sources": ["native/runner/main.cc", "native/runner/protocol.cc"],
+          "libraries": ["<!@(pkg-config --libs lxc 2>/dev/null || echo -llxc)"]
+        }
+      ]
+    }]
   ]
 }

@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { Host } from '../lib';
-import { native } from '../lib/container/native';
+import { lxc } from '../lib/native/lxc';
 import { Stats, stats } from './stats';
 import { LxcCliPeer } from './peers/cli';
 import { LiblxcCPeer } from './peers/liblxc-c';
@@ -65,7 +65,7 @@ export async function main(opts: ContainerBenchOptions = {}): Promise<ContainerB
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
     node: process.version,
-    liblxc: native().liblxcVersion,
+    liblxc: lxc().liblxcVersion,
     loadavg: os.loadavg().map((l) => Math.round(l * 100) / 100),
     date: new Date().toISOString(),
     command: ['node', ...process.argv.slice(1).map((a, i) => (i === 0 ? path.relative(process.cwd(), a) || a : a))].join(' '),

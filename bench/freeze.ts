@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { Host } from '../lib';
-import { native } from '../lib/container/native';
+import { lxc } from '../lib/native/lxc';
 import { Stats, stats } from './stats';
 
 const run = promisify(execFile);
@@ -24,7 +24,7 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-'));
   const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
   const c = await host.create(`freeze-${process.pid}`, { image: 'busybox' });
-  const raw = new (native().Container)(c.name, host.instancesDir);
+  const raw = new (lxc().Container)(c.name, host.instancesDir);
   const s: Record<string, number[]> = {
     'lxq freeze': [], 'lxq unfreeze': [], 'liblxc freeze': [], 'liblxc unfreeze': [], 'python3-lxc freeze': [], 'python3-lxc unfreeze': [],
   };

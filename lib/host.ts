@@ -30,7 +30,7 @@ import { refuseUnknownKeys } from './util/keys';
 import { VmInstance } from './vm/vm';
 import { type EventsOptions, type LifecycleEvent, LifecycleHub } from './events/lifecycle';
 import { mainPid } from './events/main-pid';
-import { native } from './container/native';
+import { sys } from './native/sys';
 import { BaseInstance } from './instance/base';
 
 /**
@@ -127,7 +127,7 @@ export class Host {
         const i = this.instances.get(name);
         return i instanceof BaseInstance ? i.idle : Promise.resolve();
       },
-      watchPid: (pid, onExit) => native().watchPid(pid, onExit),
+      watchPid: (pid, onExit) => sys().watchPid(pid, onExit),
     });
   }
 

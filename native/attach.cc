@@ -63,9 +63,4 @@ bool AttachProcess(lxc_container* c, AttachRequest& req, std::vector<int64_t>& o
   return true;
 }
 
-bool SetWindowSize(int fd, uint16_t cols, uint16_t rows) {
-  struct winsize ws = {rows, cols, 0, 0};
-  return ioctl(fd, TIOCSWINSZ, &ws) == 0;
-}
-
 }  // namespace lxq

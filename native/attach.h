@@ -30,7 +30,4 @@ struct AttachRequest {
 // runner reports the exit status.
 bool AttachProcess(lxc_container* c, AttachRequest& req, std::vector<int64_t>& out, Failure& failure);
 
-// Sets a terminal's window size (the master's); the process gets SIGWINCH.
-bool SetWindowSize(int fd, uint16_t cols, uint16_t rows);
-
 }  // namespace lxq

@@ -1,15 +1,15 @@
 #!/usr/bin/env node
-// Runs before node-gyp: a missing liblxc should read as one sentence, not a wall of compiler errors.
+// Runs before node-gyp: where liblxc's development files are missing, the install goes on without
+// the liblxc layer (VMs and remote hosts work; creating a container throws NotSupported), and this
+// says so in one paragraph instead of leaving it to be found later.
 'use strict';
-const fs = require('node:fs');
+const { hasLiblxc } = require('./has-liblxc.js');
 
-const header = ['/usr/include/lxc/lxccontainer.h', '/usr/local/include/lxc/lxccontainer.h'].find((p) => fs.existsSync(p));
-if (process.platform !== 'linux' || !header) {
-  console.error(
-    '\nlxq: liblxc development files were not found (lxc/lxccontainer.h).\n' +
-      'lxq binds liblxc in-process; on Debian/Ubuntu install them first, as root:\n\n' +
+if (!hasLiblxc()) {
+  console.warn(
+    '\nlxq: building without liblxc (lxc/lxccontainer.h was not found, or LXQ_WITHOUT_LIBLXC is set).\n' +
+      'Virtual machines and remote hosts work; local containers need liblxc. On Debian/Ubuntu, as root:\n\n' +
       '    apt-get install -y lxc lxc-dev pkg-config\n\n' +
-      'or run scripts/setup-host.sh, which installs every host package lxq uses.\n',
+      'then `npm rebuild lxq` (or run scripts/setup-host.sh, which installs every host package lxq uses).\n',
   );
-  process.exit(1);
 }

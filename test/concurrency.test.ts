@@ -83,8 +83,8 @@ test('a failed start leaves no monitor cgroup behind either', async () => {
 test("freeze never takes liblxc's one-second v1 sleep, and every liblxc client sees FROZEN", async () => {
   const [c] = instances;
   await c.start();
-  const { native } = await import('../lib/container/native');
-  const observer = new (native().Container)(c.name, t.host.instancesDir);
+  const { lxc } = await import('../lib/native/lxc');
+  const observer = new (lxc().Container)(c.name, t.host.instancesDir);
   try {
     let slowest = 0;
     for (let i = 0; i < 100; i++) {

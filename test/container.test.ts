@@ -6,7 +6,7 @@ import { readFileSync, existsSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { ContainerInstance, Instance, InvalidState, NotFound, StatusEvent, Host } from '../lib';
-import { native } from '../lib/container/native';
+import { lxc } from '../lib/native/lxc';
 import { monitorCgroups, tempHost, TestHost } from './helpers/host';
 
 let t: TestHost;
@@ -83,7 +83,7 @@ describe('container lifecycle', () => {
       const addresses = (await c.state()).network.addresses;
       expect(addresses).toEqual(expect.arrayContaining(['10.213.0.2', '2001:db8::2']));
       expect(addresses.some((a) => a.startsWith('fe80:'))).toBe(false); // link-local is left out
-      const liblxc = new (native().Container)(c.name, t.host.instancesDir);
+      const liblxc = new (lxc().Container)(c.name, t.host.instancesDir);
       try {
         expect([...addresses].sort()).toEqual((await liblxc.getIps()).sort());
       } finally {

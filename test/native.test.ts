@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { detectCgroupLayout, detectIdMap } from '../lib/container/host-facts';
-import { LxcContainer, LxcError, native } from '../lib/container/native';
+import { lxc, LxcContainer, LxcError } from '../lib/native/lxc';
 import { monitorCgroups } from './helpers/host';
 
 const lxcpath = mkdtempSync(path.join(os.tmpdir(), 'lxq-native-'));
@@ -19,7 +19,7 @@ const names: string[] = [];
 const handles: LxcContainer[] = [];
 
 function handle(name: string): LxcContainer {
-  const h = new (native().Container)(name, lxcpath);
+  const h = new (lxc().Container)(name, lxcpath);
   handles.push(h);
   return h;
 }
@@ -53,7 +53,7 @@ function cgroupOf(pid: number, controller: string): string {
 
 afterAll(async () => {
   for (const name of names) {
-    const c = new (native().Container)(name, lxcpath);
+    const c = new (lxc().Container)(name, lxcpath);
     if ((await c.state()) !== 'STOPPED') await c.stop().catch(() => undefined);
     await c.destroy().catch(() => undefined);
     c.release();
@@ -63,7 +63,7 @@ afterAll(async () => {
 });
 
 test('the addon reports the liblxc version', () => {
-  expect(native().liblxcVersion).toMatch(/^\d+\.\d+/);
+  expect(lxc().liblxcVersion).toMatch(/^\d+\.\d+/);
 });
 
 describe('one container through every call', () => {
@@ -76,7 +76,7 @@ describe('one container through every call', () => {
     expect(await c.defined()).toBe(true);
     expect(await c.state()).toBe('STOPPED');
     expect(await c.initPid()).toBe(-1);
-    const list = await native().listAllContainers(lxcpath);
+    const list = await lxc().listAllContainers(lxcpath);
     expect(list.defined).toContain(names[0]);
     expect(list.active).not.toContain(names[0]);
   });
@@ -154,7 +154,7 @@ describe('one container through every call', () => {
   test('destroy removes it', async () => {
     expect(await c.destroy()).toBe(true);
     expect(await c.defined()).toBe(false);
-    expect((await native().listAllContainers(lxcpath)).defined).not.toContain(names[0]);
+    expect((await lxc().listAllContainers(lxcpath)).defined).not.toContain(names[0]);
   });
 });
 
@@ -184,7 +184,7 @@ test('calls on one handle run in call order', async () => {
 });
 
 test('a released handle refuses further calls', async () => {
-  const h = new (native().Container)(`n-${tag}-gone`, lxcpath);
+  const h = new (lxc().Container)(`n-${tag}-gone`, lxcpath);
   h.release();
   expect(() => h.state()).toThrow(/released/);
 });

@@ -30,7 +30,8 @@ import type { ContainerImageMeta } from '../images/meta';
 import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE, seccompPolicy } from './lxc-config';
 import { ContainerFiles, O_PATH } from './files';
 import { ContainerStorage } from '../storage/container';
-import { LxcContainer, LxcError, LxcState, native } from './native';
+import { lxc, LxcContainer, LxcError, LxcState } from '../native/lxc';
+import { sys } from '../native/sys';
 import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../instance/process';
 import { Readable } from 'node:stream';
 import { ReadStream as TtyStream } from 'node:tty';
@@ -234,9 +235,9 @@ export class ContainerInstance extends BaseInstance {
   /** Proxies connect from inside the container's network namespace, or to a socket in its root. */
   protected async connectInside(to: StreamEndpoint): Promise<Socket> {
     const pid = await this.runningPid();
-    if (to.proto === 'tcp') return new Socket({ fd: await native().connectInNetns(pid, to.host, to.port), readable: true, writable: true });
+    if (to.proto === 'tcp') return new Socket({ fd: await sys().connectInNetns(pid, to.host, to.port), readable: true, writable: true });
     // Resolved inside the container's root (a planted symlink cannot lead to a host socket).
-    const fd = await native().openInRoot(`/proc/${pid}/root`, to.path, O_PATH, 0);
+    const fd = await sys().openInRoot(`/proc/${pid}/root`, to.path, O_PATH, 0);
     const socket = createConnection({ path: `/proc/self/fd/${fd}` });
     const done = () => closeFd(fd, () => undefined);
     socket.once('connect', done);
@@ -246,7 +247,7 @@ export class ContainerInstance extends BaseInstance {
 
   protected async datagramInside(to: DatagramEndpoint): Promise<DgramSocket> {
     const pid = await this.runningPid();
-    return connectedDatagram(to, await native().connectInNetns(pid, to.host, to.port, true));
+    return connectedDatagram(to, await sys().connectInNetns(pid, to.host, to.port, true));
   }
 
   private async runningPid(): Promise<number> {
@@ -292,11 +293,11 @@ export class ContainerInstance extends BaseInstance {
       stream,
       resize: async (cols, rows) => {
         checkWindowSize(cols, rows);
-        native().setWindowSize(ptx, cols, rows);
+        sys().setWindowSize(ptx, cols, rows);
         const pid = await this.lxc().initPid();
-        const fd = await native().openInRoot(`/proc/${pid}/root`, '/dev/console', O_RDWR | O_NOCTTY | O_NONBLOCK, 0);
+        const fd = await sys().openInRoot(`/proc/${pid}/root`, '/dev/console', O_RDWR | O_NOCTTY | O_NONBLOCK, 0);
         try {
-          native().setWindowSize(fd, cols, rows);
+          sys().setWindowSize(fd, cols, rows);
         } finally {
           closeFd(fd, () => undefined);
         }
@@ -313,13 +314,13 @@ export class ContainerInstance extends BaseInstance {
       .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0, pty)
       .catch((e) => this.refuseOrFail(e, 'run a command in', 'running', `cannot run ${JSON.stringify(argv[0])} in ${this.name}`));
     let exited = false;
-    const exit = native()
+    const exit = sys()
       .waitExit(exitChannel, pidfd)
       .then(({ code, signal }) => {
         exited = true;
         return { exitCode: code, signal: signal === null ? null : signalName(signal) };
       });
-    const kill = (signal: NodeJS.Signals | number = 'SIGTERM') => !exited && native().signalPidfd(pidfd, signalNumber(signal));
+    const kill = (signal: NodeJS.Signals | number = 'SIGTERM') => !exited && sys().signalPidfd(pidfd, signalNumber(signal));
     if (pty) {
       const terminal = openTerminal(stdinFd);
       return {
@@ -331,7 +332,7 @@ export class ContainerInstance extends BaseInstance {
         kill,
         resize: (cols, rows) => {
           checkWindowSize(cols, rows);
-          if (!terminal.destroyed) native().setWindowSize(stdinFd, cols, rows);
+          if (!terminal.destroyed) sys().setWindowSize(stdinFd, cols, rows);
         },
         exit,
       };
@@ -376,7 +377,7 @@ export class ContainerInstance extends BaseInstance {
    * lxq's own and is skipped: setting it makes liblxc create the log's directory at once.
    */
   private async checkWithLiblxc(items: LxcItem[]): Promise<void> {
-    const scratch = new (native().Container)(`.lxq-check-${randomBytes(6).toString('hex')}`, this.ctx.lxcpath);
+    const scratch = new (lxc().Container)(`.lxq-check-${randomBytes(6).toString('hex')}`, this.ctx.lxcpath);
     try {
       for (const [key, value] of items) {
         if (key === 'lxc.log.file') continue;
@@ -390,7 +391,7 @@ export class ContainerInstance extends BaseInstance {
   }
 
   private lxc(): LxcContainer {
-    this.handle ??= new (native().Container)(this.name, this.ctx.lxcpath);
+    this.handle ??= new (lxc().Container)(this.name, this.ctx.lxcpath);
     return this.handle;
   }
 
@@ -482,7 +483,7 @@ export class ContainerInstance extends BaseInstance {
     const item = (key: string) => h.getCgroupItem(key).catch(() => '');
     // Addresses are read from the init's network namespace by a thread of the addon: liblxc's
     // getIps() forks this process, which costs in proportion to its memory.
-    const pidAndInterfaces = h.initPid().then(async (p) => [p, p > 0 ? await native().netnsInterfaces(p).catch(() => []) : []] as const);
+    const pidAndInterfaces = h.initPid().then(async (p) => [p, p > 0 ? await sys().netnsInterfaces(p).catch(() => []) : []] as const);
     const [[pid, raw], cpu, mem, limit, procs] = await Promise.all([
       pidAndInterfaces,
       item(v1('cpu') ? 'cpuacct.usage' : 'cpu.stat'),

@@ -19,7 +19,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { AlreadyExists, InvalidArgument, LxqError, NotFound, OperationFailed } from '../errors';
 import { checkOwnership, DirEntry, MKDIR_OPTION_KEYS, FileStat, FileType, instancePath, InstanceFiles, WriteOptions } from '../instance/files';
 import { replaceFile } from '../util/fs';
-import { native } from './native';
+import { sys } from '../native/sys';
 
 /** Linux x86-64/arm64 values; Node does not export O_PATH. */
 export const O_PATH = 0o10000000;
@@ -63,7 +63,7 @@ export class ContainerFiles implements InstanceFiles {
 
   /** Opens `rel` (relative to the container's root) inside that root; returns an fd. */
   private async open(rel: string, flags: number, mode = 0): Promise<number> {
-    return native().openInRoot(await this.locator.root(), rel || '.', flags, mode);
+    return sys().openInRoot(await this.locator.root(), rel || '.', flags, mode);
   }
 
   /** The parent directory (opened, O_PATH) and the final name of a path; refuses "/". */

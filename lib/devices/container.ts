@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { InvalidArgument, OperationFailed } from '../errors';
 import type { CgroupLayout, IdMap } from '../container/host-facts';
 import type { LxcItem } from '../container/lxc-config';
-import { native } from '../container/native';
+import { sys } from '../native/sys';
 import { type DeviceConfig, deviceFlag, deviceValue } from './declarations';
 import { lxcNicItems, plugContainerNic, unplugContainerNic } from './nic';
 import { type DeviceSource, devicePath, nodeNumbers, nodeOwnership, relativeInside } from './validate';
@@ -106,7 +106,7 @@ export async function prepareContainerDevice(name: string, d: DeviceConfig, src:
   const { major, minor } = nodeNumbers(d, src);
   const { mode, uid, gid } = nodeOwnership(d);
   const shift = host.idmap?.base ?? 0;
-  await native()
+  await sys()
     .makeNode(file, d.type === 'unix-block', mode, major, minor, uid + shift, gid + shift)
     .catch((e) => {
       throw new OperationFailed(`cannot make the node of device "${name}": ${(e as Error).message}`, { call: 'mknod', errno: (e as { errno?: number }).errno });
@@ -132,7 +132,7 @@ export async function plugContainerDevice(pid: number, name: string, d: DeviceCo
     throw new OperationFailed(`cannot add device "${name}" to the running container: ${(e as Error).message}`, { call: 'mount', errno: (e as { errno?: number }).errno });
   };
   if (d.type === 'disk') {
-    await native()
+    await sys()
       .mountInto(pid, d.source!, target, {
         dir: src.kind === 'dir',
         readonly: deviceFlag(d, 'readonly'),
@@ -145,7 +145,7 @@ export async function plugContainerDevice(pid: number, name: string, d: DeviceCo
     return;
   }
   await setCgroup('devices.allow', cgroupRule(d, src)).catch(fail);
-  await native().mountInto(pid, nodeFile(host, name), target, { dir: false, ...owner }).catch(async (e) => {
+  await sys().mountInto(pid, nodeFile(host, name), target, { dir: false, ...owner }).catch(async (e) => {
     await setCgroup('devices.deny', cgroupRule(d, src)).catch(() => undefined);
     fail(e);
   });
@@ -156,7 +156,7 @@ export async function unplugContainerDevice(pid: number, name: string, d: Device
   if (d.type === 'nic') return unplugContainerNic(host.dir, name);
   if (d.type === 'proxy') return;
   if (skipped(d, src)) return;
-  await native()
+  await sys()
     .umountIn(pid, relativeInside(devicePath(d)!), d.type !== 'disk')
     .catch((e) => {
       // Already gone (unmounted from inside): nothing is left to remove.

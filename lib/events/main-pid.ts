@@ -6,12 +6,12 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { native } from '../container/native';
+import { lxc } from '../native/lxc';
 import type { InstanceType } from '../instance/instance';
 
 export async function mainPid(instancesDir: string, name: string, type: InstanceType): Promise<number | null> {
   if (type === 'container') {
-    const h = new (native().Container)(name, instancesDir);
+    const h = new (lxc().Container)(name, instancesDir);
     try {
       const pid = await h.initPid();
       return pid > 0 ? pid : null;

@@ -8,7 +8,7 @@
 import { close as closeFd, open as openFd } from 'node:fs';
 import { promisify } from 'node:util';
 
-import { native } from '../container/native';
+import { sys } from '../native/sys';
 import { Timeout } from '../errors';
 
 const MAX_POLL_MS = 50;
@@ -55,7 +55,7 @@ export class FileLock {
     }
     const fd = this.fd;
     const deadline = Date.now() + timeoutMs;
-    for (let wait = 1; !native().flock(fd, 'ex'); wait = Math.min(wait * 2, MAX_POLL_MS)) {
+    for (let wait = 1; !sys().flock(fd, 'ex'); wait = Math.min(wait * 2, MAX_POLL_MS)) {
       if (Date.now() > deadline) throw new Timeout(`${this.what} is being changed by another process (its lock ${this.file} has been held for ${timeoutMs} ms)`);
       await new Promise((r) => setTimeout(r, wait));
     }
@@ -63,7 +63,7 @@ export class FileLock {
       return await op();
     } finally {
       // Closed by op (close(): the instance was deleted) releases it too.
-      if (this.fd === fd) native().flock(fd, 'un');
+      if (this.fd === fd) sys().flock(fd, 'un');
     }
   }
 

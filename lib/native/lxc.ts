@@ -1,10 +1,13 @@
 /**
- * The native addon's surface, typed. One `LxcContainer` wraps one `struct lxc_container *`;
- * every method runs off the JS thread and calls on one handle run in call order.
+ * The liblxc layer of the addon (lxq_lxc, native/lxc_addon.cc), typed. One `LxcContainer` wraps
+ * one `struct lxc_container *`; every method runs off the JS thread and calls on one handle run in
+ * call order. lxq_lxc is built only where liblxc's headers are present and is loaded on first
+ * use, so a program that uses only VMs or remote hosts never maps liblxc; where it was not built,
+ * the first use throws NotSupported. Nothing here imports lxq but lib/errors.ts (the house rules).
  */
 import bindings from 'bindings';
 
-import type { NetworkInterface } from '../instance/instance';
+import { NotSupported } from '../errors';
 
 /** The liblxc states, as `state()` returns them. */
 export type LxcState = 'STOPPED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'ABORTING' | 'FREEZING' | 'FROZEN' | 'THAWED';
@@ -63,57 +66,48 @@ export interface LxcContainer {
   ): Promise<[pid: number, pidfd: number, stdin: number, stdout: number, stderr: number, exitChannel: number]>;
 }
 
-export interface Native {
+export interface Lxc {
   /** Opens nothing yet: the first call opens the liblxc handle (on the pool thread). */
   Container: new (name: string, lxcpath: string) => LxcContainer;
   listAllContainers(lxcpath: string): Promise<{ defined: string[]; active: string[] }>;
   liblxcVersion: string;
-  /** Resolves when an attached process exits (watched by the event loop); closes both fds. */
-  waitExit(exitChannel: number, pidfd: number): Promise<{ code: number | null; signal: number | null }>;
-  /** Calls onExit once when the process exits (a pidfd the event loop watches, unref'd); returns a cancel function. */
-  watchPid(pid: number, onExit: () => void): () => void;
-  /** false if the process is gone. */
-  signalPidfd(pidfd: number, signal: number): boolean;
-  /** flock(2) without waiting: "ex"/"sh" true when taken, false when held by another open file; "un" releases. */
-  flock(fd: number, mode: 'ex' | 'sh' | 'un'): boolean;
-  /** TIOCSWINSZ on a terminal master. */
-  setWindowSize(fd: number, cols: number, rows: number): boolean;
-  /** The interfaces in the network namespace of `pid`, read from a thread without forking this process. */
-  netnsInterfaces(pid: number): Promise<Array<NetworkInterface & { addresses: Array<{ linkLocal: boolean }> }>>;
-  /** A TCP connection (or, `datagram`, a UDP socket for the caller to connect) made in the network namespace of `pid`; its fd. */
-  connectInNetns(pid: number, host: string, port: number, datagram?: boolean): Promise<number>;
-  /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
-  openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
-  /**
-   * Binds the host's `source` at `target` (relative to the container's "/", resolved inside it;
-   * made if missing, owned by uid:gid on the host) in the mount namespace of `pid`, with the new
-   * mount API: `idmap` maps it through the user namespace of `pid` (an idmapped mount).
-   */
-  mountInto(pid: number, source: string, target: string, options: MountOptions): Promise<void>;
-  /**
-   * Detaches the mount at `target` (relative to the container's "/") in the mount namespace of
-   * `pid`; `remove` also unlinks the file it was mounted on.
-   */
-  umountIn(pid: number, target: string, remove: boolean): Promise<void>;
-  /** mknod + chown + chmod on the host. */
-  makeNode(path: string, block: boolean, mode: number, major: number, minor: number, uid: number, gid: number): Promise<void>;
 }
 
-export interface MountOptions {
-  /** The target is (made as) a directory; else a file. */
-  dir: boolean;
-  readonly?: boolean;
-  idmap?: boolean;
-  recursive?: boolean;
-  propagation?: string;
-  uid: number;
-  gid: number;
-}
+/** What a host without liblxc installs before `npm rebuild lxq` (Debian, Ubuntu). */
+export const LIBLXC_PACKAGES = 'apt-get install -y lxc lxc-dev pkg-config';
 
-let loaded: Native | undefined;
+let loaded: Lxc | NotSupported | undefined;
 
-/** Loads the addon on first use, so that VM-only programs need no liblxc. */
-export function native(): Native {
-  loaded ??= bindings('lxq_native') as Native;
+/** Loads lxq_lxc on first use; throws NotSupported where lxq was built without liblxc. */
+export function lxc(): Lxc {
+  loaded ??= tryLoad();
+  if (loaded instanceof NotSupported) throw loaded;
   return loaded;
+}
+
+function tryLoad(): Lxc | NotSupported {
+  try {
+    return loadLxc();
+  } catch (e) {
+    if (e instanceof NotSupported) return e;
+    throw e;
+  }
+}
+
+/**
+ * Loads lxq_lxc from the build under `moduleRoot` (default: this package's). Absent (built
+ * without liblxc's headers) or unloadable for want of liblxc itself: NotSupported, naming the
+ * packages to install.
+ */
+export function loadLxc(moduleRoot?: string): Lxc {
+  try {
+    return bindings(moduleRoot === undefined ? 'lxq_lxc' : { bindings: 'lxq_lxc', module_root: moduleRoot }) as Lxc;
+  } catch (e) {
+    const missing = (e as { tries?: unknown }).tries !== undefined || /liblxc/.test((e as Error).message);
+    if (!missing) throw e;
+    throw new NotSupported(
+      'containers need liblxc, and lxq was built without it (its native layer lxq_lxc is missing or cannot load liblxc); ' +
+        `install it as root with \`${LIBLXC_PACKAGES}\`, then \`npm rebuild lxq\``,
+    );
+  }
 }

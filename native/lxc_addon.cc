@@ -1,20 +1,13 @@
-// lxq's native core: liblxc's container API, asynchronous, one small class.
+// lxq's liblxc layer: liblxc's container API, asynchronous, one small class (lxq_lxc, built only
+// where liblxc's headers are present; its system calls without liblxc are lxq_sys, sys_addon.cc).
 #include <napi.h>
 #include <lxc/lxccontainer.h>
 
-#include <sys/file.h>
-
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "container.h"
-#include "attach.h"
-#include "mount.h"
-#include "process.h"
-#include "pidwatch.h"
 
 namespace {
 
@@ -72,36 +65,10 @@ Napi::Value ListAllContainers(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Container", lxq::Container::Define(env));
   exports.Set("listAllContainers", Napi::Function::New(env, ListAllContainers, "listAllContainers"));
-  exports.Set("waitExit", Napi::Function::New(env, lxq::WaitExit, "waitExit"));
-  exports.Set("watchPid", Napi::Function::New(env, lxq::WatchPid, "watchPid"));
-  exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
-  exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
-  exports.Set("connectInNetns", Napi::Function::New(env, lxq::ConnectInNetns, "connectInNetns"));
-  exports.Set("netnsInterfaces", Napi::Function::New(env, lxq::NetnsInterfaces, "netnsInterfaces"));
-  exports.Set("mountInto", Napi::Function::New(env, lxq::MountInto, "mountInto"));
-  exports.Set("umountIn", Napi::Function::New(env, lxq::UmountIn, "umountIn"));
-  exports.Set("makeNode", Napi::Function::New(env, lxq::MakeNode, "makeNode"));
-  exports.Set("setWindowSize", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    return Napi::Boolean::New(info.Env(), lxq::SetWindowSize(info[0].ToNumber().Int32Value(),
-                                                             static_cast<uint16_t>(info[1].ToNumber().Uint32Value()),
-                                                             static_cast<uint16_t>(info[2].ToNumber().Uint32Value())));
-  }, "setWindowSize"));
-  // flock(2) without waiting (LOCK_NB), so it never blocks the event loop: "ex" or "sh" is true
-  // when taken, false when another open file holds it (lib/util/lock.ts retries); "un" releases.
-  exports.Set("flock", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int fd = info[0].ToNumber().Int32Value();
-    const std::string mode = info[1].ToString().Utf8Value();
-    const int how = mode == "ex" ? LOCK_EX | LOCK_NB : mode == "sh" ? LOCK_SH | LOCK_NB : LOCK_UN;
-    int rc;
-    do rc = flock(fd, how); while (rc != 0 && errno == EINTR);
-    if (rc == 0) return Napi::Boolean::New(info.Env(), true);
-    if (errno == EWOULDBLOCK) return Napi::Boolean::New(info.Env(), false);
-    throw Napi::Error::New(info.Env(), std::string("flock: ") + strerror(errno));
-  }, "flock"));
   exports.Set("liblxcVersion", Napi::String::New(env, lxc_get_version()));
   return exports;
 }
 
 }  // namespace
 
-NODE_API_MODULE(lxq_native, Init)
+NODE_API_MODULE(lxq_lxc, Init)

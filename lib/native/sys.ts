@@ -1,0 +1,72 @@
+/**
+ * The system-call layer of the addon (lxq_sys, native/sys_addon.cc), typed: pidfds, flock,
+ * terminals, network namespaces, openat2 and mounts. It links no liblxc and is always built, so
+ * the host's locks and events, VMs and remote hosts load only this; liblxc's container API is
+ * lib/native/lxc.ts. Nothing here imports lxq but lib/errors.ts (the house rules).
+ */
+import bindings from 'bindings';
+
+/** One interface of a network namespace, as `netnsInterfaces` reads it. */
+export interface NetnsInterface {
+  name: string;
+  hwaddr: string;
+  mtu: number;
+  addresses: Array<{ family: 'inet' | 'inet6'; address: string; prefix: number; linkLocal: boolean }>;
+  counters: { bytesReceived: number; bytesSent: number; packetsReceived: number; packetsSent: number };
+}
+
+export interface Sys {
+  /** Resolves when an attached process exits (watched by the event loop); closes both fds. */
+  waitExit(exitChannel: number, pidfd: number): Promise<{ code: number | null; signal: number | null }>;
+  /** Calls onExit once when the process exits (a pidfd the event loop watches, unref'd); returns a cancel function. */
+  watchPid(pid: number, onExit: () => void): () => void;
+  /** false if the process is gone. */
+  signalPidfd(pidfd: number, signal: number): boolean;
+  /** flock(2) without waiting: "ex"/"sh" true when taken, false when held by another open file; "un" releases. */
+  flock(fd: number, mode: 'ex' | 'sh' | 'un'): boolean;
+  /** TIOCSWINSZ on a terminal master. */
+  setWindowSize(fd: number, cols: number, rows: number): boolean;
+  /** The interfaces in the network namespace of `pid`, read from a thread without forking this process. */
+  netnsInterfaces(pid: number): Promise<NetnsInterface[]>;
+  /** A TCP connection (or, `datagram`, a UDP socket for the caller to connect) made in the network namespace of `pid`; its fd. */
+  connectInNetns(pid: number, host: string, port: number, datagram?: boolean): Promise<number>;
+  /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
+  openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
+  /**
+   * Binds the host's `source` at `target` (relative to the container's "/", resolved inside it;
+   * made if missing, owned by uid:gid on the host) in the mount namespace of `pid`, with the new
+   * mount API: `idmap` maps it through the user namespace of `pid` (an idmapped mount).
+   */
+  mountInto(pid: number, source: string, target: string, options: MountOptions): Promise<void>;
+  /**
+   * Detaches the mount at `target` (relative to the container's "/") in the mount namespace of
+   * `pid`; `remove` also unlinks the file it was mounted on.
+   */
+  umountIn(pid: number, target: string, remove: boolean): Promise<void>;
+  /** mknod + chown + chmod on the host. */
+  makeNode(path: string, block: boolean, mode: number, major: number, minor: number, uid: number, gid: number): Promise<void>;
+}
+
+export interface MountOptions {
+  /** The target is (made as) a directory; else a file. */
+  dir: boolean;
+  readonly?: boolean;
+  idmap?: boolean;
+  recursive?: boolean;
+  propagation?: string;
+  uid: number;
+  gid: number;
+}
+
+let loaded: Sys | undefined;
+
+/** Loads lxq_sys on first use. */
+export function sys(): Sys {
+  loaded ??= loadSys();
+  return loaded;
+}
+
+/** Loads lxq_sys from the build under `moduleRoot` (default: this package's). */
+export function loadSys(moduleRoot?: string): Sys {
+  return bindings(moduleRoot === undefined ? 'lxq_sys' : { bindings: 'lxq_sys', module_root: moduleRoot }) as Sys;
+}
