@@ -83,10 +83,10 @@ echo "soak: ${#files[@]} file(s) x $runs run(s), load $load; logs of failed runs
 # The first error line of a failed jest run: the first non-empty line after its first "●" header
 # (console output blocks are not failures), else the last line of the log.
 first_error() {
-  awk '
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | awk '
     /^  ● / && !/● Console/ { found = 1; next }
     found && NF { sub(/^[ \t]+/, ""); print; exit }
-  ' "$1" | cut -c1-160 | grep . || tail -n 1 "$1" | cut -c1-160
+  ' | cut -c1-160 | grep . || sed 's/\x1b\[[0-9;]*m//g' "$1" | tail -n 1 | cut -c1-160
 }
 
 summary=()
