@@ -612,20 +612,19 @@ export class VmInstance extends BaseInstance {
     const pid = await livePid(pidfile);
     if (pid === null) return true;
     const deadline = Date.now() + timeoutMs;
-    let agentAsked = false;
     const exited = async () => {
       await releaseHostParts(this.dir, this.devices);
       return true;
     };
+    // Both ways at once: the guest agent (asked once, in the background: under load its first
+    // answer can take seconds, and a guest may ignore the power button), and the power button,
+    // pressed again until the stop's timeout. No reply comes on success: the guest goes down.
+    void this.agent
+      .execute('guest-shutdown', { mode: 'powerdown' }, { noReply: true, timeout: 1_000, connectTimeout: Math.max(200, Math.min(timeoutMs - 500, 15_000)) })
+      .catch(() => undefined);
     for (;;) {
       // QEMU may exit before its reply is read: the process is what tells.
       await this.command('system_powerdown').catch(() => undefined);
-      if (!agentAsked) {
-        // No reply on success (the guest goes down); a short wait when the agent is not up yet.
-        agentAsked = await this.agent
-          .execute('guest-shutdown', { mode: 'powerdown' }, { noReply: true, timeout: 200, connectTimeout: 200 })
-          .then(() => true, () => false);
-      }
       const wait = Math.min(POWER_BUTTON_REPEAT_MS, deadline - Date.now());
       if (wait <= 0) return (await isQemuOf(pid, pidfile)) ? false : exited();
       if (await waitForExit(pid, pidfile, wait)) return exited();
