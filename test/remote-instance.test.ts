@@ -199,6 +199,29 @@ describe('commands', () => {
     i = await launch();
   });
 
+  test('readiness on LXD: launch with wait, a port listening inside, a command, a console line; Timeout; a stopped instance', async () => {
+    const c = name();
+    made.add(c);
+    const w = await host.launch(ALIAS, c, { profiles: [PROFILE], config: { 'raw.lxc': 'lxc.signal.halt = SIGUSR1' }, wait: { for: 'exec', command: ['test', '-d', '/tmp'] } });
+    expect(await w.status()).toBe('running');
+    const server = await w.spawn(['sh', '-c', 'sleep 0.5; exec nc -l -p 8090']);
+    try {
+      await w.wait({ for: 'port', port: 8090, timeout: 20_000 });
+    } finally {
+      server.kill('SIGKILL');
+      await server.exit.catch(() => undefined);
+    }
+    await w.spawn(['sh', '-c', 'echo remote-ready > /dev/console']);
+    await w.wait({ for: 'log', pattern: /remote-ready/, timeout: 20_000 });
+    const err = await w.wait({ for: 'port', port: 9, timeout: 600 }).catch((e) => e);
+    expect(err).toBeInstanceOf(Timeout);
+    expect(err.message).toMatch(/nothing listens on TCP port 9/);
+    await w.stop({ force: true });
+    await expect(w.wait({ for: 'agent' })).rejects.toBeInstanceOf(InvalidState);
+    await w.delete();
+    made.delete(c);
+  });
+
   test('a pty: a terminal of the size asked, resized through the control websocket', async () => {
     const p = await i.spawn(['sh'], { pty: { cols: 90, rows: 20 } });
     expect(p.tty).toBe(true);
