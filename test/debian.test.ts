@@ -86,16 +86,18 @@ describe.each([
     expect(s.memory.usageBytes).toBeGreaterThan(0);
   });
 
-  test('a graceful stop is a clean systemd shutdown, in seconds, and the instance boots again', async () => {
+  test('a graceful stop is a clean systemd shutdown, and the instance boots again', async () => {
     const i = instances[1];
     const s = Date.now();
-    await i.stop({ timeout: 60_000 });
+    // As long as a shutdown may take: under TCG beside other work a VM's took 18 s (2 s unloaded).
+    // Its speed is measured (the figure, bench/debian.ts), not asserted; what is asserted is that
+    // systemd ended it, not the forced stop after the timeout (nothing would be printed then).
+    await i.stop({ timeout: boot });
     const ms = Date.now() - s;
     figures.push(`${i.name}: graceful stop: ${ms} ms`);
     expect(await i.status()).toBe('stopped');
-    expect(ms).toBeLessThan(type === 'vm' ? 30_000 : 10_000); // far from the 60 s of a forced stop
     const log = await i.console.log();
-    expect(log).toMatch(type === 'vm' ? /reboot: Power down|Power-Off|Powering off/ : /Halting system|System Halt/);
+    expect(log).toMatch(type === 'vm' ? /reboot: Power down/ : /Halting system|System Halt/);
     await i.start({ wait: { for: 'systemd', timeout: boot } });
     expect(await systemdState(i, 60_000)).toBe('running');
     expect((await i.exec(['hostname'])).stdout.toString().trim()).toBe(i.name);
