@@ -14,7 +14,7 @@ import { AlreadyExists, InvalidArgument, NotFound } from './errors';
 import { checkVmImageFiles, type ContainerImageMeta } from './images/meta';
 import { ImageStore } from './images/store';
 import { RECORD_FILE } from './instance/base';
-import { checkStart, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord, type StartOptions } from './instance/instance';
+import { launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord, type StartOptions } from './instance/instance';
 import { validateName } from './instance/names';
 import { type ImportTrust, refuseHostAccess } from './instance/foreign';
 import { ARCHIVE_TOP, checkArchive, checkImportedVmDisk, extractArchive, readExport } from './storage/archive';
@@ -199,13 +199,8 @@ export class Host {
    * const db = await host.launch('debian/12', 'db1', { wait: 'systemd' });
    * ```
    */
-  async launch(image: string, name: string, options: LaunchOptions = {}): Promise<Instance> {
-    if (options === null || typeof options !== 'object') throw new InvalidArgument('launch options must be an object');
-    const { wait, ...create } = options;
-    checkStart({ wait });
-    const instance = await this.create(name, { ...create, image });
-    await instance.start({ wait });
-    return instance;
+  launch(image: string, name: string, options: LaunchOptions = {}): Promise<Instance> {
+    return launchWith((n, o: CreateOptions) => this.create(n, o), image, name, options);
   }
 
   async create(name: string, options: CreateOptions): Promise<Instance> {

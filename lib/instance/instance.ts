@@ -164,6 +164,24 @@ export interface ExportOptions {
 }
 export const EXPORT_OPTION_KEYS = optionKeys<ExportOptions>({ instanceOnly: true });
 
+/**
+ * LXD's launch over any host's `create`: the wait checked before anything is made, then create and
+ * start (with the wait). An instance that fails to start or become ready is left, as LXD leaves it.
+ */
+export async function launchWith<I extends Instance, C extends { image: string }>(
+  create: (name: string, options: C) => Promise<I>,
+  image: string,
+  name: string,
+  options: Omit<C, 'image'> & StartOptions,
+): Promise<I> {
+  if (options === null || typeof options !== 'object') throw new InvalidArgument('launch options must be an object');
+  const { wait, ...rest } = options;
+  checkStart({ wait });
+  const instance = await create(name, { ...rest, image } as unknown as C);
+  await instance.start({ wait });
+  return instance;
+}
+
 export const STOP_OPTION_KEYS = optionKeys<StopOptions>({ timeout: true, force: true });
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 

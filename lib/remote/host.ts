@@ -13,7 +13,7 @@ import { AlreadyExists, InvalidArgument, NotFound, NotSupported, PermissionDenie
 import type { CopyOptions } from '../storage/types';
 import { optionKeys, refuseUnknownKeys } from '../util/keys';
 import { type EventsOptions, type LifecycleAction, type LifecycleEvent, lifecycleEvents, type LifecycleIterator } from '../events/lifecycle';
-import { checkStart, type InstanceType, type StartOptions } from '../instance/instance';
+import { type InstanceType, launchWith, type StartOptions } from '../instance/instance';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
 import { RemoteImages } from './images';
@@ -197,13 +197,8 @@ export class RemoteHost {
   }
 
   /** Creates an instance on LXD and starts it; with `wait`, resolves once it is ready that way too (see Host.launch). */
-  async launch(image: string, name: string, options: RemoteLaunchOptions = {}): Promise<RemoteInstance> {
-    if (options === null || typeof options !== 'object') throw new InvalidArgument('launch options must be an object');
-    const { wait, ...create } = options;
-    checkStart({ wait });
-    const instance = await this.create(name, { ...create, image });
-    await instance.start({ wait });
-    return instance;
+  launch(image: string, name: string, options: RemoteLaunchOptions = {}): Promise<RemoteInstance> {
+    return launchWith((n, o: RemoteCreateOptions) => this.create(n, o), image, name, options);
   }
 
   async create(name: string, options: RemoteCreateOptions): Promise<RemoteInstance> {
