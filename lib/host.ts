@@ -301,8 +301,7 @@ export class Host {
     if (options.name !== undefined) validateName(options.name);
     if (options.trust !== undefined && options.trust !== 'host-access') throw new InvalidArgument(`trust must be "host-access" or absent, got ${JSON.stringify(options.trust)}`);
     await fs.access(file).catch(() => Promise.reject(new NotFound(`${file} does not exist`)));
-    await checkArchive(file);
-    const checked = await readExport(file);
+    const checked = await readExport(file, await checkArchive(file));
     refuseHostAccess(file, [{ label: 'the instance', record: checked.meta.record }, ...[...checked.snapshots].map(([n, s]) => ({ label: `snapshot ${n}`, record: s.record }))], options.trust);
     const name = validateName(options.name ?? checked.meta.record.name);
     const record: InstanceRecord = { ...checked.meta.record, name, createdAt: new Date().toISOString() };

@@ -165,7 +165,8 @@ describe('hostile records: an archive is checked as create checks its input, and
       writeFileSync(snapFile, JSON.stringify(s));
     }
     const out = path.join(work, `rec-${what}.tar`);
-    sh(`tar -cf ${out} --numeric-owner -C ${base} lxq-export.json instance`);
+    // "./instance": members named with a leading "./" are the same members (and checked as such).
+    sh(`tar -cf ${out} --numeric-owner -C ${base} lxq-export.json ${what.startsWith('dot-') ? './instance' : 'instance'}`);
     writeFileSync(snapFile, snapOriginal);
     return out;
   }
@@ -211,6 +212,7 @@ describe('hostile records: an archive is checked as create checks its input, and
     // A snapshot's record counts too: a restore would bring it back.
     const inSnapshot = hostile('snap-raw', (r) => r, (s) => (s.config['raw.lxc'] = 'lxc.environment = X=1'));
     await refused(inSnapshot, PermissionDenied, /snapshot s0: option raw\.lxc/);
+    await refused(hostile('dot-snap-raw', (r) => r, (s) => (s.config['raw.lxc'] = 'lxc.environment = X=1')), PermissionDenied, /snapshot s0: option raw\.lxc/);
     await expect(t.host.import(grants, { trust: 'anything' as 'host-access' })).rejects.toBeInstanceOf(InvalidArgument);
     const trusted = await t.host.import(inSnapshot, { trust: 'host-access', name: t.name('trusted') });
     expect((await trusted.snapshots.get('s0')).record.config['raw.lxc']).toBe('lxc.environment = X=1');

@@ -10,6 +10,7 @@
  * directory moved into place by one rename, the record written last.
  */
 import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { InvalidArgument } from '../errors';
@@ -21,7 +22,7 @@ import { run } from '../util/run';
 import { dropPartial, notePartial } from './partials';
 import { validateSnapshotName } from './snapshots';
 import type { StoredSnapshot } from './types';
-import { checkMembers, listTar } from '../util/tar';
+import { checkMembers, listTar, type TarMember } from '../util/tar';
 
 export const EXPORT_META = 'lxq-export.json';
 const TOP = 'instance';
@@ -59,10 +60,11 @@ export async function writeArchive(file: string, dir: string, entries: string[],
 }
 
 /** Refuses an archive that is not an lxq export or whose members could land outside the import's directory. */
-export async function checkArchive(file: string): Promise<void> {
+export async function checkArchive(file: string): Promise<TarMember[]> {
   const members = await listTar(file, 'lxq export');
   if (members[0]?.name !== EXPORT_META) throw new InvalidArgument(`${file} is not an lxq export (no ${EXPORT_META} at its start)`);
   checkMembers(file, members.slice(1), { top: TOP });
+  return members;
 }
 
 /** A snapshot's own facts in an archive, beside its record. */
@@ -76,12 +78,23 @@ export interface CheckedExport {
   snapshots: Map<string, StoredSnapshot>;
 }
 
-async function readMember(file: string, member: string): Promise<unknown> {
-  const text = await run('tar', ['--extract', '--to-stdout', '--file', file, member], { maxBuffer: 16 * 1024 * 1024 });
+/** The JSON members of a checked archive, read in one pass of tar (a compressed archive is decompressed once). */
+async function readMembers(file: string, names: string[]): Promise<Map<string, unknown>> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-import-meta-'));
   try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new InvalidArgument(`${file}: ${member} is not JSON: ${(e as Error).message}`);
+    await run('tar', ['--extract', '--file', file, '--no-same-owner', '-C', dir, '--', ...names]);
+    const out = new Map<string, unknown>();
+    for (const name of names) {
+      const text = await fs.readFile(path.join(dir, name), 'utf8');
+      try {
+        out.set(name, JSON.parse(text));
+      } catch (e) {
+        throw new InvalidArgument(`${file}: ${name} is not JSON: ${(e as Error).message}`);
+      }
+    }
+    return out;
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
   }
 }
 
@@ -89,24 +102,32 @@ async function readMember(file: string, member: string): Promise<unknown> {
  * Reads and checks the export's record and its snapshots' records from a listed archive
  * (checkArchive first), as create would check them: every option, device, name and image field.
  */
-export async function readExport(file: string): Promise<CheckedExport> {
-  const raw = (await readMember(file, EXPORT_META)) as Partial<ExportMeta> | null;
+export async function readExport(file: string, members: TarMember[]): Promise<CheckedExport> {
+  const prefix = `${TOP}/snapshots/`;
+  // Named as tar lists them (to extract them), matched without a leading "./" (as checkMembers reads them).
+  const bare = (name: string) => name.replace(/^(\.\/)+/, '');
+  const snapshotMembers = members.filter((m) => {
+    const parts = bare(m.name).split('/');
+    return bare(m.name).startsWith(prefix) && parts.length === 4 && parts[3] === SNAPSHOT_META;
+  });
+  for (const m of [members[0], ...snapshotMembers]) {
+    if (m.kind !== '-') throw new InvalidArgument(`${file} is refused: member ${JSON.stringify(m.name)} is not a regular file`);
+  }
+  const json = await readMembers(file, [EXPORT_META, ...snapshotMembers.map((m) => m.name)]);
+  const raw = json.get(EXPORT_META) as Partial<ExportMeta> | null;
   if (raw?.format !== 'lxq-export' || raw.version !== 1) throw new InvalidArgument(`${file} is not an lxq export (its ${EXPORT_META} says ${JSON.stringify(raw?.format)})`);
   const record = checkForeignRecord(`${file}: ${EXPORT_META} record`, raw.record);
   const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: String(raw.exportedAt), record, snapshots: raw.snapshots === true };
   const snapshots = new Map<string, StoredSnapshot>();
-  const prefix = `${TOP}/snapshots/`;
-  for (const m of await listTar(file, 'lxq export')) {
-    const name = m.name.replace(/^(\.\/)+/, '');
-    if (!name.startsWith(prefix) || !name.endsWith(`/${SNAPSHOT_META}`) || name.split('/').length !== 4) continue;
-    const snapshot = name.split('/')[2];
+  for (const m of snapshotMembers) {
+    const snapshot = bare(m.name).split('/')[2];
     const where = `${file}: snapshot ${JSON.stringify(snapshot)}`;
     try {
       validateSnapshotName(snapshot);
     } catch (e) {
       throw new InvalidArgument(`${where}: ${(e as Error).message}`);
     }
-    const s = (await readMember(file, m.name)) as Partial<StoredSnapshot> | null;
+    const s = json.get(m.name) as Partial<StoredSnapshot> | null;
     if (s?.format !== 'lxq-snapshot' || s.version !== 1) throw new InvalidArgument(`${where} is not an lxq snapshot`);
     if (typeof s.tag !== 'string' || !SNAPSHOT_TAG.test(s.tag)) throw new InvalidArgument(`${where}: tag must be letters, digits, ".", "_", "-", got ${JSON.stringify(s.tag)}`);
     if (typeof s.stateful !== 'boolean' || typeof s.createdAt !== 'string' || (s.expiresAt !== null && typeof s.expiresAt !== 'string') || typeof s.description !== 'string') {
