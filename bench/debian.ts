@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 import { Host, ImageStore, Instance, VmInstance } from '../lib';
-import { LxdClient } from '../lib/remote/client';
+import { LxdClient } from '../lib/drivers/remote/client';
 import { ensurePool, ensureProfile, LxdDaemon, lxdBin, startLxd } from '../test/helpers/lxd';
 import { Stats, stats } from './stats';
 

@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { Host, Instance } from '../lib';
 import { formatCidr, pickFreeSubnet } from '../lib/network/addresses';
 import { hostSubnets } from '../lib/network/iproute';
-import { LxdClient } from '../lib/remote/client';
+import { LxdClient } from '../lib/drivers/remote/client';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, lxdBin, startLxd } from '../test/helpers/lxd';
 import { stats, time as timed } from './stats';
 

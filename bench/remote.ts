@@ -22,8 +22,8 @@ import * as path from 'node:path';
 import WebSocket from 'ws';
 
 import { Host } from '../lib';
-import type { RemoteHost } from '../lib/remote';
-import { LxdClient } from '../lib/remote/client';
+import type { RemoteHost } from '../lib/drivers/remote';
+import { LxdClient } from '../lib/drivers/remote/client';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, lxdBin, startLxd } from '../test/helpers/lxd';
 import { stats, time } from './stats';
 

@@ -27,7 +27,7 @@ Napi::Value SetWindowSize(const Napi::CallbackInfo& info) {
 
 // flock(fd, "ex" | "sh" | "un") → boolean: flock(2) without waiting (LOCK_NB), so it never blocks
 // the event loop: "ex" or "sh" is true when taken, false when another open file holds it
-// (lib/util/lock.ts retries); "un" releases.
+// (lib/core/lock.ts retries); "un" releases.
 Napi::Value Flock(const Napi::CallbackInfo& info) {
   const int fd = info[0].ToNumber().Int32Value();
   const std::string mode = info[1].ToString().Utf8Value();

@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 
 import { AlreadyExists, Host, Instance, InvalidArgument, NotFound, NotSupported, Timeout, VmInstance } from '../lib';
 import type { Network } from '../lib/network/networks';
-import type { RemoteHost } from '../lib/remote';
+import type { RemoteHost } from '../lib/drivers/remote';
 import { tempHost, TestHost } from './helpers/host';
 import { type LxdFixture, startLxdFixture } from './helpers/lxd';
 import { systemdState } from './helpers/systemd';

@@ -3,10 +3,10 @@
  * the guest writes on its console reaches every attached stream and the log; what a stream writes
  * reaches a program reading the console inside.
  */
-import { InvalidState, NotSupported } from '../lib/errors';
+import { InvalidState, NotSupported } from '../lib/core/errors';
 import type { Instance } from '../lib';
-import type { VmInstance } from '../lib/vm/vm';
-import type { ConsoleStream } from '../lib/console/console';
+import type { VmInstance } from '../lib/drivers/vm/vm';
+import type { ConsoleStream } from '../lib/instance/console';
 import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';

@@ -1,6 +1,6 @@
 /**
  * No value adds a line, a key or an option to a file lxq generates: the shared guard
- * (lib/util/guard.ts) and each writer that calls it — the liblxc config, dnsmasq's hosts file and
+ * (lib/core/guard.ts) and each writer that calls it — the liblxc config, dnsmasq's hosts file and
  * command line, the nftables ruleset, QEMU's command line — given hostile values. The good output
  * is checked by the real parsers (liblxc through a container, `nft -c`, `dnsmasq --test`, QEMU).
  */
@@ -10,13 +10,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { InvalidArgument } from '../lib';
-import { lxcConfigText } from '../lib/container/lxc-config';
-import { launchArgs, optionString } from '../lib/devices/vm';
+import { lxcConfigText } from '../lib/drivers/container/lxc-config';
+import { launchArgs, optionString } from '../lib/drivers/vm/devices';
 import type { VmImage } from '../lib/images/meta';
 import { dnsmasqArgs, type DnsmasqSettings, hostsText } from '../lib/network/dnsmasq';
 import { natRuleset } from '../lib/network/nftables';
-import { qemuOptionValue, refuseControlChars, refuseInField } from '../lib/util/guard';
-import { qemuArgsForImage } from '../lib/vm/qemu-args';
+import { qemuOptionValue, refuseControlChars, refuseInField } from '../lib/core/guard';
+import { qemuArgsForImage } from '../lib/drivers/vm/qemu-args';
 import { tempHost, TestHost } from './helpers/host';
 
 const HOSTILE = 'x\nlxc.hook.pre-start = /bin/sh -c id';

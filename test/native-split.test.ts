@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { NotSupported } from '../lib/errors';
+import { NotSupported } from '../lib/core/errors';
 import { LIBLXC_PACKAGES, loadLxc } from '../lib/native/lxc';
 import { loadSys } from '../lib/native/sys';
 import { SHARED_IMAGES } from './helpers/host';
@@ -43,7 +43,7 @@ test('a process that opens a host, lists it, takes a lock and follows its events
 const fs = require('node:fs');
 const path = require('node:path');
 const { Host } = require(${JSON.stringify(path.join(ROOT, 'lib', 'index'))});
-const { FileLock } = require(${JSON.stringify(path.join(ROOT, 'lib', 'util', 'lock'))});
+const { FileLock } = require(${JSON.stringify(path.join(ROOT, 'lib', 'core', 'lock'))});
 (async () => {
   const dir = fs.mkdtempSync(path.join(${JSON.stringify(tmp)}, 'host-'));
   const host = await Host.open({ path: dir });

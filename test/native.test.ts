@@ -8,7 +8,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { detectCgroupLayout, detectIdMap } from '../lib/container/host-facts';
+import { detectCgroupLayout, detectIdMap } from '../lib/drivers/container/host-facts';
 import { lxc, LxcContainer, LxcError } from '../lib/native/lxc';
 import { monitorCgroups } from './helpers/host';
 

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 
 import { Host, Instance, NotFound } from '../lib';
-import { FileLock } from '../lib/util/lock';
+import { FileLock } from '../lib/core/lock';
 import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 jest.setTimeout(120_000);

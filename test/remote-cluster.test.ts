@@ -11,8 +11,8 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { Host } from '../lib';
-import { LxqError, NotFound } from '../lib/errors';
-import type { RemoteHost } from '../lib/remote';
+import { LxqError, NotFound } from '../lib/core/errors';
+import type { RemoteHost } from '../lib/drivers/remote';
 import { ClientCert, LxdCluster, makeClientCert, serverCert, startCluster, trust } from './helpers/lxd-net';
 import { ensureBusyboxImage } from './helpers/lxd';
 import { execText } from './helpers/host';

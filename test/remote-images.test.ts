@@ -8,9 +8,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host } from '../lib';
-import { InvalidArgument, NotFound } from '../lib/errors';
-import { LxdClient } from '../lib/remote/client';
-import type { RemoteHost } from '../lib/remote';
+import { InvalidArgument, NotFound } from '../lib/core/errors';
+import { LxdClient } from '../lib/drivers/remote/client';
+import type { RemoteHost } from '../lib/drivers/remote';
 import { ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
 import { TestHost, tempHost, execText } from './helpers/host';
 

@@ -16,8 +16,8 @@ import { promisify } from 'node:util';
 import { Aborted, AlreadyExists, Busy, Host, InvalidArgument, InvalidState, NotFound, NotSupported, Timeout } from '../lib';
 import type { LifecycleEvent } from '../lib/events/lifecycle';
 import type { StatusEvent } from '../lib/instance/instance';
-import type { RemoteHost, RemoteInstance } from '../lib/remote';
-import { LxdClient } from '../lib/remote/client';
+import type { RemoteHost, RemoteInstance } from '../lib/drivers/remote';
+import { LxdClient } from '../lib/drivers/remote/client';
 import { execText } from './helpers/host';
 import { type LxdFixture, startLxdFixture } from './helpers/lxd';
 

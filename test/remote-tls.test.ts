@@ -11,8 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host } from '../lib';
-import { InvalidArgument, InvalidState, LxqError, NotFound, OperationFailed, PermissionDenied, Timeout } from '../lib/errors';
-import { LxdClient } from '../lib/remote/client';
+import { InvalidArgument, InvalidState, LxqError, NotFound, OperationFailed, PermissionDenied, Timeout } from '../lib/core/errors';
+import { LxdClient } from '../lib/drivers/remote/client';
 import { ClientCert, freePort, listenHttps, loopbackAddress, makeClientCert, serverCert, trust } from './helpers/lxd-net';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
 import { execText, thrown } from './helpers/host';

@@ -11,11 +11,11 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { AlreadyExists, Busy, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, Timeout } from '../lib/errors';
+import { AlreadyExists, Busy, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, Timeout } from '../lib/core/errors';
 import { Host } from '../lib';
 import { ImageStore } from '../lib/images/store';
-import { LxdClient, lxdError } from '../lib/remote/client';
-import { lxdMemoryUsage } from '../lib/remote/instance';
+import { LxdClient, lxdError } from '../lib/drivers/remote/client';
+import { lxdMemoryUsage } from '../lib/drivers/remote/instance';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
 import { execText, thrown } from './helpers/host';
 

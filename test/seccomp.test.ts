@@ -11,7 +11,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Host, Instance } from '../lib';
-import { seccompPolicy } from '../lib/container/lxc-config';
+import { seccompPolicy } from '../lib/drivers/container/lxc-config';
 import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 const ENOSYS = 38;

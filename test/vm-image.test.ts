@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { buildVmImage, readVmImageMeta, vmKernelCmdline, type VmImage } from '../lib/images/vm-image';
-import { createVmOverlay, qemuArgsForImage } from '../lib/vm/qemu-args';
+import { createVmOverlay, qemuArgsForImage } from '../lib/drivers/vm/qemu-args';
 
 const QEMU = 'qemu-system-x86_64';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { Host, ImageStore, InvalidArgument, NotFound, NotSupported, OperationFailed, StatusEvent, Timeout, VmInstance } from '../lib';
-import { ACCEL_FILE, AccelFacts, decideAccel, hostAccel, probeAccelFacts } from '../lib/vm/accel';
+import { ACCEL_FILE, AccelFacts, decideAccel, hostAccel, probeAccelFacts } from '../lib/drivers/vm/accel';
 import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 const execFileP = promisify(execFile);

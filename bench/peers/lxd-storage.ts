@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import type { Host } from '../../lib';
-import { LxdClient } from '../../lib/remote/client';
+import { LxdClient } from '../../lib/drivers/remote/client';
 import { ensurePool, ensureProfile, LxdDaemon, lxdBin, startLxd } from '../../test/helpers/lxd';
 
 export class LxdStoragePeer {

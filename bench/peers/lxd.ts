@@ -4,7 +4,7 @@
  * in the timed path). Each operation is one request, plus, for the asynchronous ones, a wait on
  * the background operation (GET /1.0/operations/<id>/wait) until LXD reports its result.
  *
- * The REST client is lxq's own (lib/remote/client.ts); the daemon set-up is test/helpers/lxd.ts,
+ * The REST client is lxq's own (lib/drivers/remote/client.ts); the daemon set-up is test/helpers/lxd.ts,
  * shared with test/remote.test.ts. Setup (check(), untimed) needs no `lxd init`: it starts the
  * daemon if it is not running (`lxd --group lxd --logfile <log dir>/lxd.log`, detached; close()
  * stops it again with `lxd shutdown`), then makes, idempotently, what `lxd init --auto` would plus the image:
@@ -19,8 +19,8 @@ import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { NotFound } from '../../lib/errors';
-import { LxdClient } from '../../lib/remote/client';
+import { NotFound } from '../../lib/core/errors';
+import { LxdClient } from '../../lib/drivers/remote/client';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, lxdAnswers, startLxd, LXD_BINS } from '../../test/helpers/lxd';
 import type { ContainerPeer, PeerContext, Samples } from './peer';
 

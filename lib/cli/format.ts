@@ -1,7 +1,7 @@
 /** Rows as a table, JSON, YAML or CSV: the output formats of `lxq list`, `image list`, `monitor`. */
 import { stringify as yaml } from 'yaml';
 
-import { InvalidArgument } from '../errors';
+import { InvalidArgument } from '../core/errors';
 
 export const FORMATS = ['table', 'json', 'yaml', 'csv'] as const;
 export type Format = (typeof FORMATS)[number];

@@ -10,16 +10,16 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import type { Host } from '../host';
-import { InvalidArgument, LxqError } from '../errors';
+import type { Host } from '../host/host';
+import { InvalidArgument, LxqError } from '../core/errors';
 
-/** As in lib/host.ts, which is loaded only when a command needs the host (`--version` and `--help` do not). */
+/** As in lib/host/host.ts, which is loaded only when a command needs the host (`--version` and `--help` do not). */
 const DEFAULT_HOST_PATH = '/var/lib/lxq';
 import type { Instance, InstanceState } from '../instance/instance';
 import type { InstanceConfigPatch } from '../config/options';
 import type { DevicesInput } from '../devices/declarations';
 import { checkFormat, formatRows } from './format';
-import type { RemoteHost } from '../remote/host';
+import type { RemoteHost } from '../drivers/remote/host';
 import { connectRemote, refuseUnlessRemote, remoteInfo, remoteList, type RemoteGlobals } from './remote';
 import type { WaitFor, WaitOptions } from '../instance/wait';
 
@@ -110,7 +110,7 @@ export function program(): Command {
   const host = async (): Promise<Host> => {
     const g = cli.opts<Globals>();
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use: a remote or read-only command never loads the liblxc addon
-    const { Host } = require('../host') as typeof import('../host');
+    const { Host } = require('../host/host') as typeof import('../host/host');
     opened ??= await Host.open({ path: g.host, ...(g.images ? { images: g.images } : {}) });
     return opened;
   };

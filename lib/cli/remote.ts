@@ -6,9 +6,9 @@
  */
 import { promises as fs } from 'node:fs';
 
-import { InvalidArgument, NotSupported } from '../errors';
-import type { ConnectOptions, RemoteHost } from '../remote/host';
-import type { RemoteInstance } from '../remote/instance';
+import { InvalidArgument, NotSupported } from '../core/errors';
+import type { ConnectOptions, RemoteHost } from '../drivers/remote/host';
+import type { RemoteInstance } from '../drivers/remote/instance';
 import { checkFormat, formatRows } from './format';
 
 /** The commands `--remote` drives; any other is refused with NotSupported. */
@@ -41,7 +41,7 @@ export async function remoteEndpoint(g: RemoteGlobals): Promise<ConnectOptions> 
 export async function connectRemote(g: RemoteGlobals): Promise<RemoteHost> {
   // lib/remote alone: a remote command never loads the liblxc addon (Host.connect is the same call).
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
-  const { RemoteHost } = require('../remote/host') as typeof import('../remote/host');
+  const { RemoteHost } = require('../drivers/remote/host') as typeof import('../drivers/remote/host');
   return RemoteHost.connect(await remoteEndpoint(g));
 }
 

@@ -5,9 +5,9 @@
  */
 import * as os from 'node:os';
 
-import { InvalidArgument } from '../errors';
-import { refuseControlChars } from '../util/guard';
-import { editDistance, parseBoolean, parseCpus, parseMemory, parsePositiveInteger } from './units';
+import { InvalidArgument } from '../core/errors';
+import { refuseControlChars } from '../core/guard';
+import { editDistance, parseBoolean, parseCpus, parseMemory, parsePositiveInteger } from '../core/units';
 
 /**
  * The two kinds of instance: 'container' or 'vm'.

@@ -8,9 +8,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
-import { editDistance, parseSize } from '../config/units';
-import { InvalidArgument, NotFound, NotSupported } from '../errors';
-import { refuseControlChars } from '../util/guard';
+import { editDistance, parseSize } from '../core/units';
+import { InvalidArgument, NotFound, NotSupported } from '../core/errors';
+import { refuseControlChars } from '../core/guard';
 import { parseIpv4 } from '../network/addresses';
 import type { Networks } from '../network/networks';
 import { link } from '../network/iproute';

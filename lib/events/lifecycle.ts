@@ -13,7 +13,7 @@ import { EventEmitter } from 'eventemitter3';
 import { promises as fs, watch, type FSWatcher } from 'node:fs';
 import * as path from 'node:path';
 
-import { InvalidArgument } from '../errors';
+import { InvalidArgument } from '../core/errors';
 import type { InstanceStatus, InstanceType } from '../instance/instance';
 
 /**

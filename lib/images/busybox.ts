@@ -5,9 +5,9 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { OperationFailed } from '../errors';
-import { isStaticElf } from '../util/elf';
-import { execHelper } from '../util/run';
+import { OperationFailed } from '../core/errors';
+import { isStaticElf } from '../core/elf';
+import { execHelper } from '../core/run';
 import { DHCP_FILES } from './dhcp-client';
 import type { ContainerImageMeta } from './meta';
 

@@ -12,9 +12,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 
-import { OperationFailed } from '../errors';
+import { OperationFailed } from '../core/errors';
 import { run } from './build-tools';
-import { spawnHelper } from '../util/run';
+import { spawnHelper } from '../core/run';
 import type { GuestFile } from './vm-guest';
 import { writeGuestFiles } from './root-disk';
 

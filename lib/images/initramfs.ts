@@ -6,7 +6,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { OperationFailed } from '../errors';
+import { OperationFailed } from '../core/errors';
 import { run, sha256 } from './build-tools';
 import { HOST_BUSYBOX } from './busybox';
 import { CpioWriter } from './cpio';

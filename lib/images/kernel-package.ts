@@ -6,7 +6,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { OperationFailed } from '../errors';
+import { OperationFailed } from '../core/errors';
 import { execFileP, run } from './build-tools';
 
 const KERNEL_META_PACKAGE = 'linux-image-cloud-amd64';

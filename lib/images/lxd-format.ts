@@ -6,7 +6,7 @@
  *
  * An import is checked before anything is unpacked: the listing (a truncated archive fails
  * there), every member (inside the image, none under a symlink, links pointing inside: see
- * lib/util/tar.ts), the metadata (present, YAML, an architecture this host runs, the file names
+ * lib/core/tar.ts), the metadata (present, YAML, an architecture this host runs, the file names
  * lxq.meta gives), a VM disk's format (qcow2, no backing or data file) before any rename.
  */
 import { createHash } from 'node:crypto';
@@ -15,11 +15,11 @@ import * as path from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 
 import type { InstanceType } from '../config/options';
-import { InvalidArgument, NotSupported } from '../errors';
+import { InvalidArgument, NotSupported } from '../core/errors';
 import { run } from './build-tools';
 import type { Image } from './catalog';
 import { checkContainerImageMeta, checkVmImageMeta, type ContainerImageMeta, refuseControlCharsDeep } from './meta';
-import { checkMembers, listTar } from '../util/tar';
+import { checkMembers, listTar } from '../core/tar';
 
 /** The architectures this host runs, as LXD names them. */
 const HOST_ARCHITECTURES = ['x86_64', 'amd64'];

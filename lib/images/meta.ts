@@ -3,8 +3,8 @@
  * (the images know no driver). A container image names its init and the signal that halts it;
  * a VM image names its kernel, initramfs, root disk and kernel command line.
  */
-import { InvalidArgument } from '../errors';
-import { refuseControlChars } from '../util/guard';
+import { InvalidArgument } from '../core/errors';
+import { refuseControlChars } from '../core/guard';
 
 /** Image names: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/" (each a directory of the store). */
 const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,63}(\/[a-z0-9][a-z0-9._-]{0,63}){0,3}$/;

@@ -21,7 +21,7 @@ export const VM_MODULES: { name: string; onlyWithVirtioDevice?: number }[] = [
   { name: 'evdev' },
   // Loaded at boot even without a NIC: one may be hot-plugged.
   { name: 'virtio_net' },
-  // Devices (lib/devices/vm.ts), loaded even without the device at boot, since it may be
+  // Devices (lib/drivers/vm/devices.ts), loaded even without the device at boot, since it may be
   // hot-plugged: virtiofs shares, and disks on virtio-scsi.
   { name: 'virtiofs' },
   { name: 'virtio_scsi' },

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { gunzip as gunzipCb } from 'node:zlib';
 
-import { spawnHelper } from '../util/run';
+import { spawnHelper } from '../core/run';
 
 const gunzip = promisify(gunzipCb);
 

@@ -21,11 +21,11 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
-import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../errors';
-import { processAlive } from '../storage/staging';
-import { exists, readJson, writeJsonAtomic } from '../util/fs';
-import { FileLock } from '../util/lock';
-import { optionKeys, refuseUnknownKeys } from '../util/keys';
+import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../core/errors';
+import { processAlive } from '../core/staging';
+import { exists, readJson, writeJsonAtomic } from '../core/fs';
+import { FileLock } from '../core/lock';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import { run, sha256 } from './build-tools';
 import { isImageName } from './meta';
 import { exportImage, fileDigest, unpackImage } from './lxd-format';

@@ -25,8 +25,8 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { OperationFailed } from '../errors';
-import { writeJsonAtomic } from '../util/fs';
+import { OperationFailed } from '../core/errors';
+import { writeJsonAtomic } from '../core/fs';
 import { requireStaticBusybox } from './busybox';
 import { buildInitramfs } from './initramfs';
 import { fetchKernel } from './kernel-package';

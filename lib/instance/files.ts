@@ -2,8 +2,8 @@
  * File access inside an instance. Paths are absolute paths of the instance's own filesystem;
  * they are resolved as the instance would resolve them, so no symlink or ".." can reach the host.
  */
-import { InvalidArgument } from '../errors';
-import { optionKeys, refuseUnknownKeys } from '../util/keys';
+import { InvalidArgument } from '../core/errors';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
 
 /**
  * The kind of a path inside an instance.

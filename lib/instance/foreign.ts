@@ -8,9 +8,9 @@
  */
 import { validateConfig } from '../config/options';
 import { devicePath, normalizeDevices } from '../devices/validate';
-import { InvalidArgument, PermissionDenied } from '../errors';
+import { InvalidArgument, PermissionDenied } from '../core/errors';
 import { checkContainerImageMeta, checkVmImageMeta, isImageName } from '../images/meta';
-import { refuseUnknownKeys } from '../util/keys';
+import { refuseUnknownKeys } from '../core/keys';
 import type { InstanceRecord } from './instance';
 import { validateName } from './names';
 

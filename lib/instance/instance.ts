@@ -3,15 +3,15 @@
  * driven through the same calls; what a type cannot do is refused with NotSupported, naming
  * the condition, never done silently differently.
  */
-import type { ConsoleStream } from '../console/console';
+import type { ConsoleStream } from './console';
 import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType } from '../devices/declarations';
 import type { InstanceSnapshots, SnapshotEvent, SnapshotRenamedEvent } from '../storage/types';
 import type { InstanceFiles } from './files';
-import { InvalidArgument } from '../errors';
-import { optionKeys, refuseUnknownKeys } from '../util/keys';
+import { InvalidArgument } from '../core/errors';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 import { checkWait, type WaitSpec } from './wait';
 

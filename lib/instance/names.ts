@@ -1,4 +1,4 @@
-import { InvalidArgument } from '../errors';
+import { InvalidArgument } from '../core/errors';
 
 /**
  * Instance names follow LXD's rule: a hostname label. 1–63 letters, digits and hyphens, not

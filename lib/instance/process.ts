@@ -5,8 +5,8 @@
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 
-import { Aborted, InvalidArgument, Timeout } from '../errors';
-import { optionKeys, refuseUnknownKeys } from '../util/keys';
+import { Aborted, InvalidArgument, Timeout } from '../core/errors';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
 
 /**
  * Options of `instance.spawn`: those of exec, and a pty.

@@ -5,8 +5,8 @@
  * polled from what the instance itself says (its status, a command run inside it, its console
  * log, its own socket table), never from a probe sent by the host.
  */
-import { Aborted, InvalidArgument, InvalidState, LxqError, Timeout } from '../errors';
-import { optionKeys, refuseUnknownKeys } from '../util/keys';
+import { Aborted, InvalidArgument, InvalidState, LxqError, Timeout } from '../core/errors';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import type { Instance, InstanceStatus } from './instance';
 
 /**

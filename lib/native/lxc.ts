@@ -3,11 +3,11 @@
  * one `struct lxc_container *`; every method runs off the JS thread and calls on one handle run in
  * call order. lxq_lxc is built only where liblxc's headers are present and is loaded on first
  * use, so a program that uses only VMs or remote hosts never maps liblxc; where it was not built,
- * the first use throws NotSupported. Nothing here imports lxq but lib/errors.ts (the house rules).
+ * the first use throws NotSupported. Nothing here imports lxq but lib/core/errors.ts (the house rules).
  */
 import bindings from 'bindings';
 
-import { NotSupported } from '../errors';
+import { NotSupported } from '../core/errors';
 
 /** The liblxc states, as `state()` returns them. */
 export type LxcState = 'STOPPED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'ABORTING' | 'FREEZING' | 'FROZEN' | 'THAWED';

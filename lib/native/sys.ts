@@ -2,7 +2,7 @@
  * The system-call layer of the addon (lxq_sys, native/sys_addon.cc), typed: pidfds, flock,
  * terminals, network namespaces, openat2 and mounts. It links no liblxc and is always built, so
  * the host's locks and events, VMs and remote hosts load only this; liblxc's container API is
- * lib/native/lxc.ts. Nothing here imports lxq but lib/errors.ts (the house rules).
+ * lib/native/lxc.ts. Nothing here imports lxq but lib/core/errors.ts (the house rules).
  */
 import bindings from 'bindings';
 

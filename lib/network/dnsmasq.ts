@@ -15,9 +15,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { InvalidArgument, OperationFailed } from '../errors';
-import { writeFileAtomic } from '../util/fs';
-import { refuseControlChars, refuseInField } from '../util/guard';
+import { InvalidArgument, OperationFailed } from '../core/errors';
+import { writeFileAtomic } from '../core/fs';
+import { refuseControlChars, refuseInField } from '../core/guard';
 import { formatIpv4, netmask, parseCidr } from './addresses';
 
 export const DNSMASQ = 'dnsmasq';

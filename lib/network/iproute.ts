@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-import { OperationFailed } from '../errors';
+import { OperationFailed } from '../core/errors';
 import { promises as fs } from 'node:fs';
 
 import { type Cidr6, parseCidr, parseCidr6, parseIpv4 } from './addresses';

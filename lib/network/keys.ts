@@ -2,9 +2,9 @@
  * The keys of a managed bridge network, declared once (LXD's names): validation, defaults,
  * the TypeScript types and the README's table (`describeNetworkKeys`) read this table.
  */
-import { InvalidArgument } from '../errors';
-import { refuseControlChars } from '../util/guard';
-import { editDistance } from '../config/units';
+import { InvalidArgument } from '../core/errors';
+import { refuseControlChars } from '../core/guard';
+import { editDistance } from '../core/units';
 import { parseCidr, parseCidr6, parseIpv4 } from './addresses';
 
 export interface NetworkKeySpec {

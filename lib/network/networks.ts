@@ -9,8 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../errors';
-import { readJson, writeJsonAtomic } from '../util/fs';
+import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../core/errors';
+import { readJson, writeJsonAtomic } from '../core/fs';
 import { contains, formatCidr, formatCidr6, formatIpv4, formatIpv6, overlaps, overlaps6, parseCidr, parseCidr6, parseIpv4, pickFreeSubnet, pickFreeUla } from './addresses';
 import { dnsmasqFile, dnsmasqPid, type Lease, readLeases, releaseLeases, startDnsmasq, stopDnsmasq, writeHosts } from './dnsmasq';
 import { createBridge, deleteLink, hostSubnets, hostSubnets6, link, setMtu } from './iproute';

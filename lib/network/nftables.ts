@@ -5,8 +5,8 @@
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 
-import { InvalidArgument, OperationFailed } from '../errors';
-import { refuseControlChars } from '../util/guard';
+import { InvalidArgument, OperationFailed } from '../core/errors';
+import { refuseControlChars } from '../core/guard';
 
 const execFileP = promisify(execFile);
 

@@ -7,7 +7,7 @@
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 
-import { InvalidArgument } from '../errors';
+import { InvalidArgument } from '../core/errors';
 import { parseIpv4 } from './addresses';
 
 export type InetEndpoint = { proto: 'tcp' | 'udp'; host: string; port: number };

@@ -13,16 +13,16 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { InvalidArgument } from '../errors';
+import { InvalidArgument } from '../core/errors';
 import { refuseControlCharsDeep } from '../images/meta';
 import { checkForeignRecord } from '../instance/foreign';
 import type { InstanceRecord } from '../instance/instance';
-import { writeJsonAtomic } from '../util/fs';
-import { run } from '../util/run';
+import { writeJsonAtomic } from '../core/fs';
+import { run } from '../core/run';
 import { dropPartial, notePartial } from './partials';
 import { validateSnapshotName } from './snapshots';
 import type { StoredSnapshot } from './types';
-import { checkMembers, listTar, type TarMember } from '../util/tar';
+import { checkMembers, listTar, type TarMember } from '../core/tar';
 
 export const EXPORT_META = 'lxq-export.json';
 const TOP = 'instance';

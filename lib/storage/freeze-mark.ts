@@ -8,8 +8,8 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { writeJsonAtomic } from '../util/fs';
-import { currentOwner, type Owner, ownerGone } from '../util/owner';
+import { writeJsonAtomic } from '../core/fs';
+import { currentOwner, type Owner, ownerGone } from '../core/owner';
 
 export const FREEZE_MARK = '.lxq-freeze.json';
 

@@ -9,8 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { AlreadyExists } from '../errors';
-import { renameNew } from './staging';
+import { AlreadyExists } from '../core/errors';
+import { renameNew } from '../core/staging';
 
 /** Moves an instance's directory to `target`, refusing (AlreadyExists) a name that is taken. */
 export async function moveInstanceDir(from: string, target: string, newName: string): Promise<void> {

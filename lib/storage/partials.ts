@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { writeJsonAtomic } from '../util/fs';
-import { currentOwner, type Owner, ownerGone } from '../util/owner';
+import { writeJsonAtomic } from '../core/fs';
+import { currentOwner, type Owner, ownerGone } from '../core/owner';
 
 export const PARTIALS_DIR = '.lxq-partials';
 

@@ -9,7 +9,7 @@ import type { Instance } from '../instance/instance';
 import { hasFreezeMark } from './freeze-mark';
 import { clearPartials, PARTIALS_DIR } from './partials';
 import { RESTORE_JOURNAL } from './snapshots';
-import { abandonedCreate, clearStaging, isStaging } from './staging';
+import { abandonedCreate, clearStaging, isStaging } from '../core/staging';
 
 export async function clearLeftovers(instancesDir: string, recordFile: string, open: (name: string) => Promise<Instance>): Promise<void> {
   await clearStaging(instancesDir);

@@ -10,11 +10,11 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../errors';
+import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../core/errors';
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
-import { readJson, writeJsonAtomic } from '../util/fs';
-import { execHelper, noSpaceOr } from '../util/run';
-import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from './staging';
+import { readJson, writeJsonAtomic } from '../core/fs';
+import { execHelper, noSpaceOr } from '../core/run';
+import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from '../core/staging';
 import { diskUsage } from './tree';
 import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotInfo, SnapshotRef, SnapshotRestoreOptions, StorageDriver, StoredSnapshot } from './types';
 

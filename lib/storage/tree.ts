@@ -10,7 +10,7 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { run } from '../util/run';
+import { run } from '../core/run';
 
 /** Copies the tree `src` (a directory) to `dst`, which must not exist. */
 export async function copyTree(src: string, dst: string): Promise<void> {

@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 
 import { stringify as stringifyYaml } from 'yaml';
 
-import { LxdClient } from '../../lib/remote/client';
+import { LxdClient } from '../../lib/drivers/remote/client';
 import { ensurePool, ensureProfile, LxdDaemon, startLxd } from './lxd';
 
 const run = promisify(execFile);

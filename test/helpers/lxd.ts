@@ -11,9 +11,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { NotFound } from '../../lib/errors';
+import { NotFound } from '../../lib/core/errors';
 import { ImageStore } from '../../lib/images/store';
-import { LxdClient } from '../../lib/remote/client';
+import { LxdClient } from '../../lib/drivers/remote/client';
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

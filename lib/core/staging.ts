@@ -1,0 +1,111 @@
+/**
+ * Crash safety: work happens in a staging entry beside its destination and becomes visible by
+ * one rename. A staging name carries the pid of the process that made it, so leftovers of a
+ * process that died are told apart from the work of a live one (another Node process may be
+ * using the same host) and cleared by the next process that looks.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { writeJsonAtomic } from './fs';
+import { currentOwner, type Owner, ownerGone } from './owner';
+import { noSpaceOr } from './run';
+
+const PREFIX = '.lxq-tmp-';
+
+/** A fresh staging path in `parent` (nothing is created). */
+export function stagingPath(parent: string, what: string): string {
+  return path.join(parent, `${PREFIX}${process.pid}-${what}-${randomBytes(4).toString('hex')}`);
+}
+
+export function isStaging(name: string): boolean {
+  return name.startsWith(PREFIX);
+}
+
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The pid that owns a staging name, or NaN. */
+function ownerOf(name: string): number {
+  return Number(name.slice(PREFIX.length).split('-')[0]);
+}
+
+/** Removes the staging entries in `dir` whose process is gone; returns how many. */
+export async function clearStaging(dir: string): Promise<number> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  let n = 0;
+  for (const name of names) {
+    if (!isStaging(name) || processAlive(ownerOf(name))) continue;
+    await fs.rm(path.join(dir, name), { recursive: true, force: true });
+    n++;
+  }
+  return n;
+}
+
+/**
+ * Renames `from` to `to`, failing with EEXIST (not merging, not replacing) if `to` exists:
+ * rename(2) replaces an empty directory or a file silently.
+ */
+export async function renameNew(from: string, to: string): Promise<void> {
+  if (await fs.lstat(to).then(() => true, () => false)) {
+    throw Object.assign(new Error(`EEXIST: ${to} exists`), { code: 'EEXIST', path: to });
+  }
+  await fs.rename(from, to);
+}
+
+/**
+ * A staged instance directory (a copy's, an import's) is renamed into place before its driver
+ * writes what it derives from the final path (liblxc's config) and the record. Until the record
+ * is written, this mark names the process finishing it (pid and start time): a directory without
+ * a record whose mark's process is gone is an interrupted copy or import, cleared at once by the
+ * next create of its name or Host.open.
+ */
+export const CREATING_MARK = '.lxq-creating.json';
+
+export async function markCreating(dir: string): Promise<void> {
+  await writeJsonAtomic(path.join(dir, CREATING_MARK), await currentOwner());
+}
+
+export async function unmarkCreating(dir: string): Promise<void> {
+  await fs.rm(path.join(dir, CREATING_MARK), { force: true });
+}
+
+/** Whether `dir` (an instance directory without a record) is the leftover of a process that died while making it. */
+export async function abandonedCreate(dir: string): Promise<boolean> {
+  const owner = await fs
+    .readFile(path.join(dir, CREATING_MARK), 'utf8')
+    .then((t) => JSON.parse(t) as Owner)
+    .catch(() => undefined);
+  return owner !== undefined && (await ownerGone(owner));
+}
+
+/**
+ * Makes a new instance directory `dir` whole in a staging directory beside it (`fill` writes
+ * there; what it writes may name `dir`, its final path) and renames it into place: a process
+ * killed midway leaves nothing under the name, only a staging directory the next Host.open
+ * clears. A name taken meanwhile fails with EEXIST (path: `dir`), nothing left behind.
+ */
+export async function createStaged(dir: string, fill: (staging: string) => Promise<void>): Promise<void> {
+  const staging = stagingPath(path.dirname(dir), 'create');
+  await fs.mkdir(staging, { mode: 0o711 });
+  try {
+    await fill(staging);
+    await renameNew(staging, dir).catch((e) => {
+      // rename(2) onto a directory that is not empty (another create won meanwhile).
+      if ((e as NodeJS.ErrnoException).code === 'ENOTEMPTY') throw Object.assign(new Error(`EEXIST: ${dir} exists`), { code: 'EEXIST', path: dir });
+      throw e;
+    });
+  } catch (e) {
+    await fs.rm(staging, { recursive: true, force: true });
+    throw noSpaceOr(e);
+  }
+}

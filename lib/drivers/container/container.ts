@@ -1,0 +1,579 @@
+/**
+ * The container driver: an Instance over liblxc, through the native addon.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { InstanceConfig } from '../../config/options';
+import type { Networks } from '../../network/networks';
+import type { Devices } from '../../devices/declarations';
+import {
+  checkReachable,
+  type ContainerDeviceHost,
+  lxcDeviceItems,
+  plugContainerDevice,
+  prepareContainerDevice,
+  releaseContainerDevice,
+  unplugContainerDevice,
+} from './devices';
+import { ensureNetworks } from '../../devices/nic';
+import { type DeviceSource, probeDevices, readSources } from '../../devices/validate';
+import { InvalidArgument, InvalidState, OperationFailed } from '../../core/errors';
+import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
+import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../../instance/instance';
+import { createStaged } from '../../core/staging';
+import { copyTreeShifted } from '../../storage/tree';
+import { writeFileAtomic } from '../../core/fs';
+import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
+import type { ContainerImageMeta } from '../../images/meta';
+import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE, seccompPolicy } from './lxc-config';
+import { ContainerFiles, O_PATH } from './files';
+import { ContainerStorage } from './storage';
+import { lxc, LxcContainer, LxcError, LxcState } from '../../native/lxc';
+import { sys } from '../../native/sys';
+import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../../instance/process';
+import { Readable } from 'node:stream';
+import { ReadStream as TtyStream } from 'node:tty';
+import { createConnection, Socket } from 'node:net';
+import type { Socket as DgramSocket } from 'node:dgram';
+import { close as closeFd, constants as fsConstants } from 'node:fs';
+import type { DatagramEndpoint, StreamEndpoint } from '../../network/proxy';
+import { connectedDatagram } from '../../network/datagram';
+import type { ConsoleEndpoint } from '../../instance/console';
+
+const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fsConstants;
+
+/** What the host tells the container driver: where containers live and what this machine is like. */
+export interface ContainerContext {
+  lxcpath: string;
+  networks: Networks;
+  layout: CgroupLayout;
+  apparmor: boolean;
+  /** Read on first need: privileged-only programs work without /etc/subuid. */
+  idmap(): IdMap;
+}
+
+export function containerContext(lxcpath: string, networks: Networks): ContainerContext {
+  let idmap: IdMap | undefined;
+  return {
+    lxcpath,
+    networks,
+    layout: detectCgroupLayout(),
+    apparmor: apparmorEnabled(),
+    idmap: () => (idmap ??= detectIdMap()),
+  };
+}
+
+/** A container's init pid, read through liblxc's command socket the way any process can (for host-wide events). */
+export async function containerMainPid(lxcpath: string, name: string): Promise<number | null> {
+  const h = new (lxc().Container)(name, lxcpath);
+  try {
+    const pid = await h.initPid();
+    return pid > 0 ? pid : null;
+  } finally {
+    h.release();
+  }
+}
+
+export interface ContainerImage {
+  name: string;
+  rootfs: string;
+  meta: ContainerImageMeta;
+}
+
+const STATUS: Record<LxcState, InstanceStatus> = {
+  STOPPED: 'stopped',
+  STARTING: 'starting',
+  RUNNING: 'running',
+  STOPPING: 'stopping',
+  ABORTING: 'stopping',
+  FREEZING: 'freezing',
+  FROZEN: 'frozen',
+  THAWED: 'running',
+};
+
+/** The errno of a call refused for the container's state (the runner's attach, Expect in the addon). */
+const ESRCH = 3;
+const EBADF = 9;
+const ETIMEDOUT = 110;
+
+/** A v1 memory limit this large means "no limit". */
+const UNLIMITED = 2 ** 62;
+
+function failed(e: unknown, what: string): OperationFailed {
+  const err = e as Partial<LxcError>;
+  const log = err.log?.trim();
+  return new OperationFailed(`${what}: ${err.message ?? String(e)}${log ? `\n${log}` : ''}`, { call: err.call, errno: err.errno, log }, { cause: e });
+}
+
+/**
+ * liblxc 5.0.2 leaves the monitor's cgroups behind when a start fails (a successful run removes
+ * them when the container stops). Only empty ones can go: rmdir refuses the rest. The failure is
+ * reported while the runner's start handler (which liblxc moved into them) and the failed
+ * monitor may still be exiting, so this tries again for a while until none is left.
+ */
+async function removeMonitorCgroups(name: string): Promise<void> {
+  const root = '/sys/fs/cgroup';
+  const pattern = new RegExp(`^lxc\\.monitor\\.${name}(-\\d+)?$`);
+  const deadline = Date.now() + 3_000;
+  for (;;) {
+    let left = 0;
+    for (const hierarchy of await fs.readdir(root).catch(() => [] as string[])) {
+      const dirs = await fs.readdir(path.join(root, hierarchy)).catch(() => [] as string[]);
+      for (const d of dirs) {
+        if (pattern.test(d)) await fs.rmdir(path.join(root, hierarchy, d)).catch(() => left++);
+      }
+    }
+    if (left === 0 || Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * A terminal master as one duplex stream. Reading it fails with EIO once every process on the
+ * terminal has exited: that is the terminal's end of file, not an error.
+ */
+function openTerminal(master: number): TtyStream {
+  const terminal = new TtyStream(master, { readable: true, writable: true } as never);
+  const emit = terminal.emit.bind(terminal);
+  terminal.emit = ((event: string, ...args: unknown[]) => {
+    if (event === 'error' && (args[0] as NodeJS.ErrnoException)?.code === 'EIO') {
+      terminal.push(null);
+      terminal.destroy();
+      return true;
+    }
+    return emit(event, ...args);
+  }) as typeof terminal.emit;
+  return terminal;
+}
+
+/** The liblxc files of a container, rendered (and so checked) before anything is written. */
+interface LxcFiles {
+  config: string;
+  seccomp: string;
+}
+
+function lxcFiles(config: InstanceConfig, items: LxcItem[]): LxcFiles {
+  return { config: lxcConfigText(items), seccomp: seccompPolicy(config) };
+}
+
+/** The container's seccomp policy, then the liblxc config that names it (liblxc reads both at start). */
+async function saveLxcFiles(dir: string, files: LxcFiles): Promise<void> {
+  await writeFileAtomic(path.join(dir, SECCOMP_POLICY_FILE), files.seccomp);
+  await writeFileAtomic(path.join(dir, 'config'), files.config);
+}
+
+/**
+ * A system container run in-process through liblxc: the `Instance` interface, with liblxc behind it.
+ *
+ * @example
+ * ```ts
+ * const c = await host.create('web1', { type: 'container', image: 'busybox' });
+ * await c.start();
+ * console.log((await c.exec(['uname', '-a'])).stdout.toString());
+ * ```
+ */
+export class ContainerInstance extends BaseInstance {
+  private handle: LxcContainer | undefined;
+
+  readonly files: ContainerFiles;
+  protected readonly storage = new ContainerStorage({
+    dir: () => this.dir,
+    freeze: async (operation) => {
+      await this.freezeFor(operation);
+      this.observe('frozen');
+    },
+    unfreeze: async () => {
+      await this.thawAfter();
+      this.observe('running');
+    },
+    writeConfig: (record) => this.writeConfig(record.config, record.devices ?? {}),
+    record: () => this.record,
+    idmap: (record) => (record.config['security.privileged'] === 'true' ? null : this.ctx.idmap()),
+  });
+
+  private constructor(
+    private readonly ctx: ContainerContext,
+    dir: string,
+    record: InstanceRecord,
+    private readonly imageMeta: ContainerImageMeta,
+  ) {
+    super(dir, record);
+    this.files = new ContainerFiles({ root: () => this.fileRoot(), shift: () => this.idmap()?.base ?? 0 });
+  }
+
+  /** An existing container, from its record. */
+  static open(ctx: ContainerContext, dir: string, record: InstanceRecord, imageMeta: ContainerImageMeta): ContainerInstance {
+    return new ContainerInstance(ctx, dir, record, imageMeta);
+  }
+
+  /**
+   * Creates the container's directory, root filesystem and configuration. Everything is checked
+   * (liblxc included) before the first byte is written. The directory is made whole in a staging
+   * directory of the host and appears by one rename (createStaged): a killed create leaves the
+   * whole container or nothing under its name.
+   */
+  static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage): Promise<ContainerInstance> {
+    const instance = new ContainerInstance(ctx, dir, record, image.meta);
+    const devices = record.devices ?? {};
+    const sources = await probeDevices('container', devices, instance.probeEnv);
+    const items = instance.render(record.config, devices, sources);
+    const files = lxcFiles(record.config, items);
+    await instance.checkWithLiblxc(items);
+    for (const [name, d] of Object.entries(devices)) await checkReachable(name, d, sources.get(name)!, instance.deviceHost());
+    const shift = instance.idmap()?.base ?? 0;
+    // Made whole in a staging directory (the config names the final path) and renamed into place.
+    await createStaged(dir, async (staging) => {
+      await copyTreeShifted(image.rootfs, path.join(staging, 'rootfs'), shift);
+      for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, { ...instance.deviceHost(), dir: staging });
+      await saveLxcFiles(staging, files);
+      await writeInstanceRecord(staging, record);
+    });
+    return instance;
+  }
+
+  protected get networks(): Networks {
+    return this.ctx.networks;
+  }
+
+  protected override readonly ownAddressesComplete = true;
+
+  protected async readIfInet6(): Promise<string> {
+    return fs.readFile(`/proc/${await this.lxc().initPid()}/net/if_inet6`, 'utf8');
+  }
+
+  /** Proxies connect from inside the container's network namespace, or to a socket in its root. */
+  protected async connectInside(to: StreamEndpoint): Promise<Socket> {
+    const pid = await this.runningPid();
+    if (to.proto === 'tcp') return new Socket({ fd: await sys().connectInNetns(pid, to.host, to.port), readable: true, writable: true });
+    // Resolved inside the container's root (a planted symlink cannot lead to a host socket).
+    const fd = await sys().openInRoot(`/proc/${pid}/root`, to.path, O_PATH, 0);
+    const socket = createConnection({ path: `/proc/self/fd/${fd}` });
+    const done = () => closeFd(fd, () => undefined);
+    socket.once('connect', done);
+    socket.once('error', done);
+    return socket;
+  }
+
+  protected async datagramInside(to: DatagramEndpoint): Promise<DgramSocket> {
+    const pid = await this.runningPid();
+    return connectedDatagram(to, await sys().connectInNetns(pid, to.host, to.port, true));
+  }
+
+  private async runningPid(): Promise<number> {
+    const pid = await this.lxc().initPid();
+    if (pid <= 0) throw new InvalidState(`${this.name} is not running`, 'stopped');
+    return pid;
+  }
+
+  /** The liblxc log of this container (errors of start, stop, attach…). */
+  get logFile(): string {
+    return path.join(this.dir, 'lxc.log');
+  }
+
+  protected get consoleLogPath(): string {
+    return path.join(this.dir, 'console.log');
+  }
+
+  /** The container's "/" as a host path: its rootfs when stopped, its init's root (mount namespace) otherwise. */
+  private async fileRoot(): Promise<string> {
+    const status = await this.currentStatus();
+    if (status === 'stopped') return path.join(this.dir, 'rootfs');
+    const pid = await this.lxc().initPid();
+    if (pid <= 0) throw new OperationFailed(`cannot find the init process of ${this.name} (${status})`);
+    return `/proc/${pid}/root`;
+  }
+
+  /**
+   * /dev/console through liblxc's console proxy (the monitor serves tty 0 to one client at a
+   * time; the command socket holds it until closed). The window size is set on the console's own
+   * pty, which is what the container's programs see.
+   */
+  protected async openConsole(): Promise<ConsoleEndpoint> {
+    const [sock, ptx] = await this.lxc()
+      .consoleGetfd(0)
+      .catch((e) => {
+        // The monitor denies tty 0 (EBADF) while another client holds it.
+        if ((e as LxcError).errno === EBADF) throw new OperationFailed(`the console of ${this.name} is in use by another process (until it detaches)`);
+        return this.refuseOrFail(e, 'attach to the console of', 'running', `cannot attach to the console of ${this.name}`);
+      });
+    const stream = openTerminal(ptx);
+    stream.once('close', () => closeFd(sock, () => undefined));
+    return {
+      stream,
+      resize: async (cols, rows) => {
+        checkWindowSize(cols, rows);
+        sys().setWindowSize(ptx, cols, rows);
+        const pid = await this.lxc().initPid();
+        const fd = await sys().openInRoot(`/proc/${pid}/root`, '/dev/console', O_RDWR | O_NOCTTY | O_NONBLOCK, 0);
+        try {
+          sys().setWindowSize(fd, cols, rows);
+        } finally {
+          closeFd(fd, () => undefined);
+        }
+      },
+    };
+  }
+
+  protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
+    const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    const pty = checkPty(options.pty);
+    // The runner refuses (ESRCH) unless the container is RUNNING: a frozen one would hold the
+    // command until it thaws.
+    const [pid, pidfd, stdinFd, stdoutFd, stderrFd, exitChannel] = await this.lxc()
+      .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0, pty)
+      .catch((e) => this.refuseOrFail(e, 'run a command in', 'running', `cannot run ${JSON.stringify(argv[0])} in ${this.name}`));
+    let exited = false;
+    const exit = sys()
+      .waitExit(exitChannel, pidfd)
+      .then(({ code, signal }) => {
+        exited = true;
+        return { exitCode: code, signal: signal === null ? null : signalName(signal) };
+      });
+    const kill = (signal: NodeJS.Signals | number = 'SIGTERM') => !exited && sys().signalPidfd(pidfd, signalNumber(signal));
+    if (pty) {
+      const terminal = openTerminal(stdinFd);
+      return {
+        pid,
+        stdin: terminal,
+        stdout: terminal,
+        stderr: Readable.from([]),
+        tty: true,
+        kill,
+        resize: (cols, rows) => {
+          checkWindowSize(cols, rows);
+          if (!terminal.destroyed) sys().setWindowSize(stdinFd, cols, rows);
+        },
+        exit,
+      };
+    }
+    return {
+      pid,
+      stdin: new Socket({ fd: stdinFd, readable: false, writable: true }),
+      stdout: new Socket({ fd: stdoutFd, readable: true, writable: false }),
+      stderr: new Socket({ fd: stderrFd, readable: true, writable: false }),
+      tty: false,
+      kill,
+      resize: () => {
+        throw new InvalidState('resize needs a process spawned with { pty: true }');
+      },
+      exit,
+    };
+  }
+
+  private idmap(): IdMap | null {
+    return this.record.config['security.privileged'] === 'true' ? null : this.ctx.idmap();
+  }
+
+  private deviceHost(config: InstanceConfig = this.record.config): ContainerDeviceHost {
+    return { dir: this.dir, idmap: config['security.privileged'] === 'true' ? null : this.ctx.idmap(), layout: this.ctx.layout };
+  }
+
+  private render(config: InstanceConfig, devices: Devices, sources: Map<string, DeviceSource>): LxcItem[] {
+    return renderLxcConfig({
+      devices: lxcDeviceItems(devices, sources, this.deviceHost(config)),
+      name: this.name,
+      dir: this.dir,
+      config,
+      image: this.imageMeta,
+      idmap: config['security.privileged'] === 'true' ? null : this.ctx.idmap(),
+      layout: this.ctx.layout,
+      apparmor: this.ctx.apparmor,
+    });
+  }
+
+  /**
+   * Lets liblxc parse every item in memory (a scratch handle, nothing on disk). lxc.log.file is
+   * lxq's own and is skipped: setting it makes liblxc create the log's directory at once.
+   */
+  private async checkWithLiblxc(items: LxcItem[]): Promise<void> {
+    const scratch = new (lxc().Container)(`.lxq-check-${randomBytes(6).toString('hex')}`, this.ctx.lxcpath);
+    try {
+      for (const [key, value] of items) {
+        if (key === 'lxc.log.file') continue;
+        await scratch.setConfigItem(key, value).catch(() => {
+          throw new InvalidArgument(`liblxc rejects "${key} = ${value}" (from raw.lxc or an option)`);
+        });
+      }
+    } finally {
+      scratch.release();
+    }
+  }
+
+  private lxc(): LxcContainer {
+    this.handle ??= new (lxc().Container)(this.name, this.ctx.lxcpath);
+    return this.handle;
+  }
+
+  /** Drops the liblxc handle, e.g. after the config file changed; the next call opens a fresh one. */
+  private reopen(): void {
+    this.handle?.release();
+    this.handle = undefined;
+  }
+
+  protected async currentStatus(): Promise<InstanceStatus> {
+    return STATUS[await this.lxc().state()] ?? 'error';
+  }
+
+  protected async doStart(): Promise<void> {
+    await ensureNetworks(this.devices, this.ctx.networks);
+    // A container made before the default syscall filter existed gets it at its next start.
+    if (!(await fs.access(path.join(this.dir, SECCOMP_POLICY_FILE)).then(() => true, () => false))) await this.writeConfig(this.record.config, this.devices);
+    await this.lxc()
+      .start([])
+      .catch(async (e) => {
+        await removeMonitorCgroups(this.name);
+        throw failed(e, `cannot start ${this.name}`);
+      });
+  }
+
+  protected async doShutdown(timeoutMs: number): Promise<boolean> {
+    return this.lxc().shutdown(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  }
+
+  protected async doKill(): Promise<void> {
+    await this.lxc().stop().catch((e) => {
+      throw failed(e, `cannot stop ${this.name}`);
+    });
+  }
+
+  /**
+   * On a v1 freezer the addon freezes through the cgroup first (see native freeze()); the
+   * RUNNING check is made in the same native call. A cgroup that stays FREEZING for 10 s is
+   * thawed again and the error names the tasks that were not frozen (state, where they slept).
+   */
+  protected async doFreeze(): Promise<void> {
+    await this.lxc()
+      .freeze(this.ctx.layout.v1Mount('freezer'), 'RUNNING')
+      .catch((e) => {
+        const err = e as LxcError;
+        if (err.call === 'freezer.state' && err.errno === ETIMEDOUT && err.log) {
+          throw new OperationFailed(`cannot freeze ${this.name}: ${err.log.trim()}`, { call: err.call, errno: err.errno, log: err.log }, { cause: e });
+        }
+        return this.refuseOrFail(e, 'freeze', 'running');
+      });
+  }
+
+  protected async doUnfreeze(): Promise<void> {
+    await this.lxc()
+      .unfreeze('FROZEN')
+      .catch((e) => this.refuseOrFail(e, 'unfreeze', 'frozen'));
+  }
+
+  /** A native call refused for the container's state (ESRCH) becomes InvalidState, with the status now. */
+  private async refuseOrFail(e: unknown, op: string, needed: InstanceStatus, what = `cannot ${op} ${this.name}`): Promise<never> {
+    if ((e as LxcError).errno === ESRCH) {
+      const status = this.observe(await this.currentStatus());
+      if (status !== needed) throw this.refusal(op, status, [needed]);
+    }
+    throw failed(e, what);
+  }
+
+  /** liblxc finds a container by its name and lxcpath, and its config names the directory: both follow a rename. */
+  protected async renamed(): Promise<void> {
+    this.reopen();
+    await this.writeConfig(this.record.config, this.devices);
+  }
+
+  protected async doDelete(): Promise<void> {
+    const h = this.lxc();
+    // The record goes first: from here on the instance no longer exists for `list`.
+    await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
+    await h.destroy().catch(() => undefined);
+    this.reopen();
+    await fs.rm(this.dir, { recursive: true, force: true });
+  }
+
+  protected async doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
+    if (status === 'stopped') {
+      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] } };
+    }
+    const h = this.lxc();
+    const v1 = (c: 'memory' | 'cpu' | 'pids') => this.ctx.layout.version(c) === 1;
+    const item = (key: string) => h.getCgroupItem(key).catch(() => '');
+    // Addresses are read from the init's network namespace by a thread of the addon: liblxc's
+    // getIps() forks this process, which costs in proportion to its memory.
+    const pidAndInterfaces = h.initPid().then(async (p) => [p, p > 0 ? await sys().netnsInterfaces(p).catch(() => []) : []] as const);
+    const [[pid, raw], cpu, mem, limit, procs] = await Promise.all([
+      pidAndInterfaces,
+      item(v1('cpu') ? 'cpuacct.usage' : 'cpu.stat'),
+      item(v1('memory') ? 'memory.usage_in_bytes' : 'memory.current'),
+      item(v1('memory') ? 'memory.limit_in_bytes' : 'memory.max'),
+      item('pids.current'),
+    ]);
+    const interfaces: NetworkInterface[] = raw.map((i) => ({ ...i, addresses: i.addresses.map(({ family, address, prefix }) => ({ family, address, prefix })) }));
+    const usageNs = v1('cpu') ? Number(cpu) || 0 : Number(/usage_usec (\d+)/.exec(cpu)?.[1] ?? 0) * 1000;
+    const limitBytes = limit === '' || limit === 'max' || Number(limit) >= UNLIMITED ? null : Number(limit);
+    return {
+      status,
+      pid: pid > 0 ? pid : null,
+      cpu: { usageNs },
+      memory: { usageBytes: Number(mem) || 0, limitBytes },
+      processes: Number(procs) || 0,
+      network: { addresses: reportedAddresses(interfaces), interfaces },
+    };
+  }
+
+  /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
+  private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
+    const items = this.render(config, devices, await readSources(devices, this.probeEnv));
+    const files = lxcFiles(config, items);
+    await this.checkWithLiblxc(items);
+    await saveLxcFiles(this.dir, files);
+    this.reopen();
+  }
+
+  /**
+   * New devices are checked and their nodes made first; on a running container the removed ones
+   * are unmounted and the new ones mounted; the config for the next start is written last. A
+   * failure undoes what this call did.
+   */
+  protected async applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void> {
+    const host = this.deviceHost();
+    const added = await probeDevices('container', change.added, this.probeEnv);
+    for (const [name, d] of Object.entries(change.added)) await checkReachable(name, d, added.get(name)!, host);
+    const removed = await readSources(change.removed, this.probeEnv);
+    for (const [name, d] of Object.entries(change.added)) await prepareContainerDevice(name, d, added.get(name)!, host);
+    const plugged: string[] = [];
+    const setCgroup = (key: string, value: string) => this.lxc().setCgroupItem(key, value);
+    try {
+      if (live) {
+        const pid = await this.lxc().initPid();
+        for (const [name, d] of Object.entries(change.removed)) await unplugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup);
+        for (const [name, d] of Object.entries(change.added)) {
+          await plugContainerDevice(pid, name, d, added.get(name)!, host, setCgroup);
+          plugged.push(name);
+        }
+      }
+      await this.writeConfig(this.record.config, next);
+    } catch (e) {
+      if (live) {
+        const pid = await this.lxc().initPid().catch(() => 0);
+        for (const name of plugged) await unplugContainerDevice(pid, name, change.added[name], added.get(name)!, host, setCgroup).catch(() => undefined);
+        for (const [name, d] of Object.entries(change.removed)) await plugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup).catch(() => undefined);
+      }
+      for (const name of Object.keys(change.added)) if (!(name in change.removed)) await releaseContainerDevice(name, host);
+      throw e;
+    }
+    for (const name of Object.keys(change.removed)) if (!(name in change.added)) await releaseContainerDevice(name, host);
+  }
+
+  protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
+    if ((next['security.privileged'] ?? 'false') !== (previous['security.privileged'] ?? 'false')) {
+      // The root filesystem's ownership was shifted (or not) for the id map at create.
+      throw new InvalidArgument('security.privileged is fixed when the container is created');
+    }
+    await this.writeConfig(next, this.devices);
+    if (!live) return;
+    const before = new Map(cgroupLimits(previous, this.ctx.layout).map((l) => [l.key, l.value]));
+    for (const limit of cgroupLimits(next, this.ctx.layout)) {
+      if (before.get(limit.key) === limit.value) continue;
+      await this.lxc()
+        .setCgroupItem(limit.key, limit.value)
+        .catch((e) => {
+          throw failed(e, `cannot apply ${limit.key}=${limit.value} to running ${this.name}`);
+        });
+    }
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * Devices of containers. At start they come from the generated liblxc config (mount entries,
+ * devices cgroup rules); on a running container they are mounted into its mount namespace by
+ * the addon (mountInto: the new mount API, the target resolved inside the container's root).
+ *
+ * - `disk`: a bind mount of the host's source; `shift` makes it an idmapped mount over the
+ *   container's user namespace (liblxc's `idmap=container` at start).
+ * - `nic`: a veth pair (nic.ts).
+ * - `unix-char` / `unix-block`: a node made on the host in `<instance>/devices/` (an
+ *   unprivileged container cannot mknod), owned by the container's ids, bind-mounted at its
+ *   path, and allowed in the devices cgroup.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { InvalidArgument, OperationFailed } from '../../core/errors';
+import type { CgroupLayout, IdMap } from './host-facts';
+import type { LxcItem } from './lxc-config';
+import { sys } from '../../native/sys';
+import { type DeviceConfig, type Devices, deviceFlag, deviceValue } from '../../devices/declarations';
+import { hostLink, nicName, nics } from '../../devices/nic';
+import { deleteLink, plugVeth } from '../../network/iproute';
+import { type DeviceSource, devicePath, nodeNumbers, nodeOwnership, relativeInside } from '../../devices/validate';
+
+export interface ContainerDeviceHost {
+  /** The instance's directory. */
+  dir: string;
+  /** The container's id map; null for a privileged container. */
+  idmap: IdMap | null;
+  layout: CgroupLayout;
+}
+
+export const NODES_DIR = 'devices';
+
+function nodeFile(host: ContainerDeviceHost, name: string): string {
+  return path.join(host.dir, NODES_DIR, `unix.${name}`);
+}
+
+/** fstab's escapes, which liblxc's mount entries decode. */
+function fstabEscape(s: string): string {
+  return s.replace(/\\/g, '\\134').replace(/ /g, '\\040').replace(/\t/g, '\\011');
+}
+
+function cgroupRule(d: DeviceConfig, src: DeviceSource): string {
+  const { major, minor } = nodeNumbers(d, src);
+  return `${d.type === 'unix-block' ? 'b' : 'c'} ${major}:${minor} rwm`;
+}
+
+function cgroupKey(layout: CgroupLayout, verb: 'allow' | 'deny'): string {
+  return `${layout.version('devices') === 1 ? 'lxc.cgroup' : 'lxc.cgroup2'}.devices.${verb}`;
+}
+
+/** A device whose source is missing and not required is skipped, at start and when added. */
+export function skipped(d: DeviceConfig, src: DeviceSource): boolean {
+  return d.source !== undefined && src.kind === 'missing' && !deviceFlag(d, 'required');
+}
+
+/** The liblxc items a container's devices need at start. */
+export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: Map<string, DeviceSource>, host: ContainerDeviceHost): LxcItem[] {
+  const items: LxcItem[] = lxcNicItems(host.dir, devices, sources);
+  for (const [name, d] of Object.entries(devices)) {
+    const src = sources.get(name) ?? { kind: 'missing' };
+    if (d.type === 'nic' || d.type === 'proxy' || skipped(d, src)) continue;
+    const target = fstabEscape(relativeInside(devicePath(d)!));
+    if (d.type === 'disk') {
+      const opts = [deviceFlag(d, 'recursive') ? 'rbind' : 'bind', src.kind === 'dir' ? 'create=dir' : 'create=file'];
+      if (deviceFlag(d, 'readonly')) opts.push('ro');
+      if (!deviceFlag(d, 'required')) opts.push('optional');
+      if (deviceFlag(d, 'shift') && host.idmap) opts.push('idmap=container');
+      opts.push(deviceValue(d, 'propagation')!);
+      items.push(['lxc.mount.entry', `${fstabEscape(d.source!)} ${target} none ${opts.join(',')} 0 0`]);
+    } else {
+      items.push(['lxc.mount.entry', `${fstabEscape(nodeFile(host, name))} ${target} none bind,create=file 0 0`]);
+      items.push([cgroupKey(host.layout, 'allow'), cgroupRule(d, src)]);
+    }
+  }
+  return items;
+}
+
+/**
+ * liblxc makes the bind mounts (idmapped ones too) inside the container's user namespace, as
+ * its root: a source that root (a high, unmapped uid on the host) cannot reach fails the start
+ * with EACCES. Refused when the device is added instead, naming the directory in the way.
+ */
+export async function checkReachable(name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost): Promise<void> {
+  if (d.type !== 'disk' || !host.idmap || src.kind === 'missing') return;
+  let dir = path.dirname(await fs.realpath(d.source!));
+  for (;;) {
+    const { mode } = await fs.stat(dir);
+    if ((mode & 0o001) === 0) {
+      throw new InvalidArgument(
+        `device "${name}": the container's root (uid ${host.idmap.base} on the host) cannot reach "source" ${d.source}: ` +
+          `${dir} is not searchable by others (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); chmod o+x it`,
+      );
+    }
+    if (dir === '/') return;
+    dir = path.dirname(dir);
+  }
+}
+
+/** What a device needs on the host before any start or plug: the node of a unix device. */
+export async function prepareContainerDevice(name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost): Promise<void> {
+  if ((d.type !== 'unix-char' && d.type !== 'unix-block') || skipped(d, src)) return;
+  const file = nodeFile(host, name);
+  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o711 });
+  await fs.rm(file, { force: true });
+  const { major, minor } = nodeNumbers(d, src);
+  const { mode, uid, gid } = nodeOwnership(d);
+  const shift = host.idmap?.base ?? 0;
+  await sys()
+    .makeNode(file, d.type === 'unix-block', mode, major, minor, uid + shift, gid + shift)
+    .catch((e) => {
+      throw new OperationFailed(`cannot make the node of device "${name}": ${(e as Error).message}`, { call: 'mknod', errno: (e as { errno?: number }).errno });
+    });
+}
+
+/** Removes what prepareContainerDevice made. */
+export async function releaseContainerDevice(name: string, host: ContainerDeviceHost): Promise<void> {
+  await fs.rm(nodeFile(host, name), { force: true });
+}
+
+/** How a running container's devices cgroup is changed: `set(key, value)` on its cgroup. */
+export type SetCgroupItem = (key: string, value: string) => Promise<unknown>;
+
+/** Adds a device to the running container whose init is `pid`. */
+export async function plugContainerDevice(pid: number, name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost, setCgroup: SetCgroupItem): Promise<void> {
+  if (d.type === 'nic') return plugContainerNic(host.dir, pid, name, d, src);
+  if (d.type === 'proxy') return; // served by the instance's process (lib/network/proxy.ts)
+  if (skipped(d, src)) return;
+  const target = relativeInside(devicePath(d)!);
+  const owner = { uid: host.idmap?.base ?? 0, gid: host.idmap?.base ?? 0 };
+  const fail = (e: unknown): never => {
+    throw new OperationFailed(`cannot add device "${name}" to the running container: ${(e as Error).message}`, { call: 'mount', errno: (e as { errno?: number }).errno });
+  };
+  if (d.type === 'disk') {
+    await sys()
+      .mountInto(pid, d.source!, target, {
+        dir: src.kind === 'dir',
+        readonly: deviceFlag(d, 'readonly'),
+        idmap: deviceFlag(d, 'shift') && host.idmap !== null,
+        recursive: deviceFlag(d, 'recursive'),
+        propagation: deviceValue(d, 'propagation'),
+        ...owner,
+      })
+      .catch(fail);
+    return;
+  }
+  await setCgroup('devices.allow', cgroupRule(d, src)).catch(fail);
+  await sys().mountInto(pid, nodeFile(host, name), target, { dir: false, ...owner }).catch(async (e) => {
+    await setCgroup('devices.deny', cgroupRule(d, src)).catch(() => undefined);
+    fail(e);
+  });
+}
+
+/** Removes a device from the running container whose init is `pid`. */
+export async function unplugContainerDevice(pid: number, name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost, setCgroup: SetCgroupItem): Promise<void> {
+  if (d.type === 'nic') return unplugContainerNic(host.dir, name);
+  if (d.type === 'proxy') return;
+  if (skipped(d, src)) return;
+  await sys()
+    .umountIn(pid, relativeInside(devicePath(d)!), d.type !== 'disk')
+    .catch((e) => {
+      // Already gone (unmounted from inside): nothing is left to remove.
+      if ((e as { code?: string }).code !== 'EINVAL' && (e as { code?: string }).code !== 'ENOENT') {
+        throw new OperationFailed(`cannot remove device "${name}" from the running container: ${(e as Error).message}`, { call: 'umount', errno: (e as { errno?: number }).errno });
+      }
+    });
+  if (d.type !== 'disk') await setCgroup('devices.deny', cgroupRule(d, src)).catch(() => undefined);
+}
+
+/** liblxc's items for a container's NICs, `lxc.net.0` on, in device name order. */
+export function lxcNicItems(instanceDir: string, devices: Devices, sources: Map<string, DeviceSource>): LxcItem[] {
+  const items: LxcItem[] = [];
+  let i = 0;
+  for (const [name, d] of nics(devices)) {
+    const src = sources.get(name);
+    if (!src?.bridge) continue;
+    const k = `lxc.net.${i++}`;
+    items.push(
+      [`${k}.type`, 'veth'],
+      [`${k}.link`, src.bridge],
+      [`${k}.name`, nicName(name, d)],
+      [`${k}.hwaddr`, d.hwaddr!],
+      [`${k}.mtu`, String(src.mtu)],
+      [`${k}.veth.pair`, hostLink(instanceDir, name)],
+      [`${k}.flags`, 'up'],
+    );
+  }
+  return items;
+}
+
+export async function plugContainerNic(instanceDir: string, pid: number, name: string, d: DeviceConfig, src: DeviceSource): Promise<void> {
+  if (!src.bridge) return;
+  await plugVeth(hostLink(instanceDir, name), src.bridge, pid, { name: nicName(name, d), hwaddr: d.hwaddr!, mtu: src.mtu ?? 1500 });
+}
+
+/** Deleting the host end of a veth pair deletes its peer inside the container too. */
+export async function unplugContainerNic(instanceDir: string, name: string): Promise<void> {
+  await deleteLink(hostLink(instanceDir, name));
+}

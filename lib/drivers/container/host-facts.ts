@@ -1,0 +1,90 @@
+/**
+ * What the container driver needs to know about this host, read once: the cgroup layout (per
+ * controller: a v1 hierarchy, or the v2 unified tree), the id range for unprivileged
+ * containers, and whether AppArmor is there to confine them.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, existsSync } from 'node:fs';
+
+import { OperationFailed } from '../../core/errors';
+
+export type CgroupVersion = 1 | 2;
+export type CgroupController = 'memory' | 'cpuset' | 'pids' | 'cpu' | 'freezer' | 'devices';
+
+export interface CgroupLayout {
+  /** Where each controller lives. On a hybrid host `lxc.cgroup2.*` keys are silently ignored for v1 controllers. */
+  version(controller: CgroupController): CgroupVersion;
+  /** Where a v1 controller's hierarchy is mounted (undefined for v2 ones). */
+  v1Mount(controller: CgroupController): string | undefined;
+}
+
+export function detectCgroupLayout(mounts = readFileSync('/proc/self/mounts', 'utf8')): CgroupLayout {
+  const v1 = new Map<string, string>();
+  for (const line of mounts.split('\n')) {
+    const [, mountpoint, fstype, options] = line.split(' ');
+    if (fstype === 'cgroup') for (const opt of options.split(',')) if (!v1.has(opt)) v1.set(opt, mountpoint);
+  }
+  return {
+    version(controller) {
+      // cpuacct is cpu's v1 twin; freezer in v2 is a core file, not a controller.
+      return v1.has(controller) ? 1 : 2;
+    },
+    v1Mount: (controller) => v1.get(controller),
+  };
+}
+
+export interface IdMap {
+  /** First host uid/gid of the container's range; container root is this id on the host. */
+  base: number;
+  size: number;
+}
+
+export const IDMAP_SIZE = 65536;
+const DEFAULT_BASE = 1_000_000;
+
+function rangeFor(file: string): { start: number; count: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    const [owner, start, count] = line.trim().split(':');
+    if ((owner === 'root' || owner === '0') && Number(count) >= IDMAP_SIZE) return { start: Number(start), count: Number(count) };
+  }
+  return undefined;
+}
+
+function onPath(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The id map for unprivileged containers. liblxc insists that root, too, owns its range in
+ * /etc/subuid and /etc/subgid whenever newuidmap is installed (it then maps through it).
+ */
+export function detectIdMap(): IdMap {
+  const uid = rangeFor('/etc/subuid');
+  const gid = rangeFor('/etc/subgid');
+  if (uid && gid && uid.start === gid.start) return { base: uid.start, size: IDMAP_SIZE };
+  if (!onPath('newuidmap') && !onPath('newgidmap')) return { base: DEFAULT_BASE, size: IDMAP_SIZE };
+  throw new OperationFailed(
+    'unprivileged containers need an id range for root: add "root:1000000:1000000000" to both /etc/subuid and ' +
+      '/etc/subgid (scripts/setup-host.sh does it), or create the container with security.privileged=true',
+  );
+}
+
+/** AppArmor confines containers where it is enabled; elsewhere liblxc's "generated" profile cannot load. */
+export function apparmorEnabled(): boolean {
+  try {
+    return existsSync('/sys/kernel/security/apparmor') && readFileSync('/sys/module/apparmor/parameters/enabled', 'utf8').trim() === 'Y';
+  } catch {
+    return false;
+  }
+}

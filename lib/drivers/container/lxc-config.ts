@@ -1,0 +1,147 @@
+/**
+ * lxq's options rendered as liblxc configuration. The instance record is the source of truth;
+ * the liblxc `config` file is derived from it (as LXD derives it from its database), so raw
+ * edits of that file do not survive an `update`.
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { InstanceConfig } from '../../config/options';
+import { parseCpus, parseMemory } from '../../core/units';
+import { InvalidArgument } from '../../core/errors';
+import { refuseControlChars } from '../../core/guard';
+import type { ContainerImageMeta } from '../../images/meta';
+import type { CgroupLayout, IdMap } from './host-facts';
+
+export type LxcItem = [key: string, value: string];
+
+/** The seccomp policy file liblxc loads, in the instance's directory beside `config`. */
+export const SECCOMP_POLICY_FILE = 'seccomp.policy';
+
+/**
+ * System calls no container may make, each failing with ENOSYS (38) as if the kernel lacked it:
+ * LXD's default deny list (loading and removing kernel modules, kexec, open_by_handle_at, which
+ * can reach files outside the container's root), and the kernel keyring's calls, which is not
+ * namespaced (as LXD and Docker do).
+ */
+const DEFAULT_DENIED_SYSCALLS = ['kexec_load', 'open_by_handle_at', 'init_module', 'finit_module', 'delete_module', 'keyctl', 'add_key', 'request_key'] as const;
+const ENOSYS = 38;
+
+/**
+ * The container's seccomp policy in liblxc's format (version 2, a deny list), for unprivileged
+ * and privileged containers alike: LXD's default policy. `reject_force_umount` makes
+ * `umount -f` fail (EACCES) inside. Built from the options so that `security.syscalls.*` can
+ * shape it later.
+ */
+export function seccompPolicy(_config: InstanceConfig): string {
+  const lines = ['2', 'denylist', 'reject_force_umount', '[all]', ...DEFAULT_DENIED_SYSCALLS.map((s) => `${s} errno ${ENOSYS}`)];
+  return lines.map((l) => refuseControlChars('the seccomp policy', l)).join('\n') + '\n';
+}
+
+
+export interface RenderInput {
+  name: string;
+  dir: string;
+  config: InstanceConfig;
+  image: ContainerImageMeta;
+  idmap: IdMap | null;
+  layout: CgroupLayout;
+  apparmor: boolean;
+  /** The devices' items (lib/drivers/container/devices.ts), after the defaults. */
+  devices: LxcItem[];
+}
+
+/**
+ * The devices cgroup lets a container use only the nodes every container has (liblxc's own
+ * common.conf, as LXD): null, zero, full, random, urandom, tty, console, ptmx, its ptys and fuse.
+ * Devices add their own nodes to this list.
+ */
+const DEFAULT_DEVICE_RULES = ['c *:* m', 'b *:* m', 'c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm', 'c 1:9 rwm', 'c 5:0 rwm', 'c 5:1 rwm', 'c 5:2 rwm', 'c 136:* rwm', 'c 10:229 rwm'];
+
+type Controller = 'memory' | 'cpuset' | 'pids';
+
+/**
+ * The cgroup limits the options ask for, per controller: the file, its value, and whether the
+ * option is set at all (unset: the value that lifts the limit, for live updates).
+ */
+export function cgroupLimits(config: InstanceConfig, layout: CgroupLayout): Array<{ controller: Controller; key: string; value: string; set: boolean }> {
+  const v1 = (c: Controller) => layout.version(c) === 1;
+  const mem = config['limits.memory'];
+  const cpu = config['limits.cpu'];
+  const pids = config['limits.processes'];
+  return [
+    {
+      controller: 'memory',
+      key: v1('memory') ? 'memory.limit_in_bytes' : 'memory.max',
+      value: mem ? String(parseMemory(mem, os.totalmem())) : v1('memory') ? '-1' : 'max',
+      set: mem !== undefined,
+    },
+    {
+      controller: 'cpuset',
+      key: 'cpuset.cpus',
+      value: cpu ? parseCpus(cpu, os.cpus().length).join(',') : `0-${os.cpus().length - 1}`,
+      set: cpu !== undefined,
+    },
+    { controller: 'pids', key: 'pids.max', value: pids ?? 'max', set: pids !== undefined },
+  ];
+}
+
+export function renderLxcConfig(input: RenderInput): LxcItem[] {
+  const { name, dir, config, layout } = input;
+  const items: LxcItem[] = [
+    ['lxc.uts.name', name],
+    ['lxc.rootfs.path', `dir:${path.join(dir, 'rootfs')}`],
+    ['lxc.log.file', path.join(dir, 'lxc.log')],
+    ['lxc.log.level', 'WARN'],
+    ['lxc.console.logfile', path.join(dir, 'console.log')],
+    ['lxc.console.size', '1MB'],
+    ['lxc.signal.halt', input.image.haltSignal],
+    ...(input.image.initCommand ? [['lxc.init.cmd', input.image.initCommand] as LxcItem] : []),
+    ['lxc.autodev', '1'],
+    ['lxc.pty.max', '64'],
+    ['lxc.tty.max', '0'],
+    ['lxc.mount.auto', 'proc:mixed sys:mixed cgroup:mixed:force'],
+    ['lxc.cap.drop', 'sys_module mac_admin mac_override sys_time'],
+    ['lxc.seccomp.profile', path.join(dir, SECCOMP_POLICY_FILE)],
+  ];
+  const devicesCgroup = layout.version('devices') === 1 ? 'lxc.cgroup.devices' : 'lxc.cgroup2.devices';
+  items.push([`${devicesCgroup}.deny`, 'a'], ...DEFAULT_DEVICE_RULES.map((r): LxcItem => [`${devicesCgroup}.allow`, r]));
+  // Without a NIC device the container has its own loopback only (no bridge is assumed).
+  if (!input.devices.some(([k]) => k.startsWith('lxc.net.'))) items.push(['lxc.net.0.type', 'empty']);
+  items.push(...input.devices);
+  if (!input.apparmor) items.push(['lxc.apparmor.profile', 'unconfined']);
+  if (input.idmap) {
+    items.push(['lxc.idmap', `u 0 ${input.idmap.base} ${input.idmap.size}`]);
+    items.push(['lxc.idmap', `g 0 ${input.idmap.base} ${input.idmap.size}`]);
+  }
+  for (const limit of cgroupLimits(config, layout)) {
+    if (!limit.set) continue;
+    items.push([`${layout.version(limit.controller) === 1 ? 'lxc.cgroup' : 'lxc.cgroup2'}.${limit.key}`, limit.value]);
+  }
+  for (const [key, value] of Object.entries(config)) {
+    if (key.startsWith('environment.')) items.push(['lxc.environment', `${key.slice('environment.'.length)}=${value}`]);
+  }
+  for (const line of (config['raw.lxc'] ?? '').split('\n')) {
+    const m = /^\s*(lxc\.[^=\s]+)\s*=\s*(.*?)\s*$/.exec(line);
+    if (m) items.push([m[1], m[2]]);
+  }
+  return items;
+}
+
+/** A liblxc key: `lxc.` and a dotted name, nothing liblxc's parser could read as `=` or a second key. */
+const LXC_KEY = /^lxc\.[A-Za-z0-9_.-]+$/;
+
+/**
+ * The liblxc config file's text, one `key = value` per item. Each key and value is checked here,
+ * whatever checked it before: a control character (a tab inside a value aside) or a key of any
+ * other shape is refused with InvalidArgument, so no value adds a line or a key.
+ */
+export function lxcConfigText(items: LxcItem[]): string {
+  const lines = items.map(([k, v]) => {
+    refuseControlChars('the liblxc config: a key', k);
+    if (!LXC_KEY.test(k)) throw new InvalidArgument(`the liblxc config: ${JSON.stringify(k)} is not a liblxc key ("lxc." and letters, digits, ".", "_" and "-")`);
+    refuseControlChars(`the liblxc config: "${k}"`, v, { allowTab: true });
+    return `${k} = ${v}`;
+  });
+  return '# Generated by lxq from lxq.json; edit the instance with update(), not this file.\n' + lines.join('\n') + '\n';
+}

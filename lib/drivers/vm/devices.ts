@@ -1,0 +1,265 @@
+/**
+ * Devices of VMs, on QEMU's q35 machine.
+ *
+ * - A `disk` whose source is a directory is a **virtiofs share**: a `virtiofsd` per share
+ *   (Debian's, in qemu-system-common) serves it on a socket in the VM's directory, QEMU's
+ *   `vhost-user-fs-pci` device (tag = the device name) connects to it, and the guest agent mounts
+ *   it at `path`. virtiofs needs the guest's RAM shared with virtiofsd: every VM's RAM is a
+ *   `memory-backend-memfd,share=on`. `readonly` is enforced on the host: virtiofsd runs in a
+ *   mount namespace of its own where the source is a read-only bind mount. (9p is no fallback
+ *   here: Debian's cloud kernel has no 9p.)
+ * - A `nic` is a tap on its bridge (made by lxq, opened by QEMU by name) and a `virtio-net-pci`.
+ * - A `disk` whose source is a disk image file (raw or qcow2, told by its first bytes), or that
+ *   has a `size` (a new qcow2 that lxq makes in `<vm>/devices/<name>.qcow2`), is a **block disk**:
+ *   `-blockdev` + `virtio-blk-pci` (or `scsi-hd` on a virtio-scsi controller), the device name as
+ *   its serial (`/dev/disk/by-id/virtio-<name>`).
+ *
+ * Every device sits on a PCIe root port of its own, so that each can be unplugged; a few spare
+ * ports take hot-plugged ones (`device_add`, and `device_del` waited on through DEVICE_DELETED).
+ * The command line at launch and the hot-plug commands are built from the same objects.
+ */
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { InvalidArgument, OperationFailed } from '../../core/errors';
+import { qemuOptionValue, refuseControlChars } from '../../core/guard';
+import { execHelper } from '../../core/run';
+import { parseSize } from '../../core/units';
+import { type DeviceConfig, type Devices, deviceFlag, deviceValue } from '../../devices/declarations';
+import { createTap, deleteLink } from '../../network/iproute';
+import { hostLink, nics } from '../../devices/nic';
+import { type DeviceSource, devicePath } from '../../devices/validate';
+
+const run = (cmd: string, args: string[]) => execHelper(cmd, args);
+
+export const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
+/** Root ports beyond the devices present at launch, for hot-plug. */
+export const SPARE_PORTS = 4;
+export const MEMORY_BACKEND = 'lxq-mem';
+const SCSI_CONTROLLER = 'lxq-scsi';
+
+export type VmDeviceKind = 'share' | 'block' | 'nic' | 'skip';
+
+export function vmDeviceKind(d: DeviceConfig, src: DeviceSource): VmDeviceKind {
+  if (d.type === 'nic') return src.bridge ? 'nic' : 'skip';
+  if (d.type !== 'disk') return 'skip';
+  if (d.size !== undefined) return 'block';
+  if (src.kind === 'dir') return 'share';
+  if (src.kind === 'file') return 'block';
+  return 'skip'; // a missing source that is not required
+}
+
+export const qemuDeviceId = (name: string) => `dev-${name}`;
+export const qemuNodeName = (name: string) => `lxq-${name}`;
+const chardevId = (name: string) => `chr-${name}`;
+const portId = (i: number) => `lxq-port${i}`;
+
+/** Where lxq keeps what it makes for a VM's devices (new disks, virtiofsd sockets). */
+export function devicesDir(vmDir: string): string {
+  return path.join(vmDir, 'devices');
+}
+export function newDiskFile(vmDir: string, name: string): string {
+  return path.join(devicesDir(vmDir), `${name}.qcow2`);
+}
+function shareSocket(vmDir: string, name: string): string {
+  return path.join(devicesDir(vmDir), `virtiofs-${name}.sock`);
+}
+
+/** `-blockdev` / QMP `blockdev-add` arguments of a block disk. */
+export function blockdevArgs(vmDir: string, name: string, d: DeviceConfig, src: DeviceSource): Record<string, unknown> {
+  const readOnly = deviceFlag(d, 'readonly');
+  const filename = d.source ?? newDiskFile(vmDir, name);
+  const format = d.source === undefined ? 'qcow2' : src.format ?? 'raw';
+  return { 'node-name': qemuNodeName(name), driver: format, 'read-only': readOnly, file: { driver: 'file', filename, 'read-only': readOnly } };
+}
+
+/** `-device` / QMP `device_add` arguments of a device, on root port `bus`. */
+export function deviceArgs(vmDir: string, name: string, d: DeviceConfig, src: DeviceSource, bus: string): Record<string, unknown> {
+  if (vmDeviceKind(d, src) === 'share') {
+    return { driver: 'vhost-user-fs-pci', id: qemuDeviceId(name), chardev: chardevId(name), tag: name, bus };
+  }
+  if (deviceValue(d, 'io.bus') === 'virtio-scsi') {
+    return { driver: 'scsi-hd', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus: `${SCSI_CONTROLLER}.0` };
+  }
+  return { driver: 'virtio-blk-pci', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus };
+}
+
+/**
+ * A `-device`/`-netdev` option string from its object form: each value with its ',' doubled
+ * (QEMU's escape) and no control character; the keys and the leading driver are lxq's own words.
+ */
+export function optionString(o: Record<string, unknown>, first: string): string {
+  const parts = [qemuOptionValue(first, String(o[first]))];
+  for (const [k, v] of Object.entries(o)) {
+    if (k === first) continue;
+    if (!/^[A-Za-z0-9_.-]+$/.test(k)) throw new InvalidArgument(`the QEMU command line: ${JSON.stringify(k)} is not an option key`);
+    parts.push(`${k}=${qemuOptionValue(`${String(o[first])} ${k}`, String(v))}`);
+  }
+  return parts.join(',');
+}
+
+/** Makes what a device needs before QEMU sees it: a new qcow2 for a `size` disk. */
+export async function prepareVmDevice(vmDir: string, name: string, d: DeviceConfig): Promise<void> {
+  if (d.type !== 'disk' || d.size === undefined) return;
+  const file = newDiskFile(vmDir, name);
+  await fs.mkdir(devicesDir(vmDir), { recursive: true, mode: 0o700 });
+  if (await fs.stat(file).then(() => true, () => false)) return; // kept from an earlier add: the data stays
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(parseSize(d.size))]).catch((e) => {
+    throw new OperationFailed(`cannot make the disk of device "${name}": ${(e as { stderr?: string }).stderr?.trim() || (e as Error).message}`, { call: 'qemu-img create' });
+  });
+}
+
+/** Removes what prepareVmDevice made (a removed `size` disk's data goes with it, as in LXD). */
+export async function releaseVmDevice(vmDir: string, name: string): Promise<void> {
+  await fs.rm(newDiskFile(vmDir, name), { force: true });
+}
+
+/**
+ * Starts the virtiofsd of a share, detached (it outlives Node as QEMU does, and exits when QEMU
+ * disconnects); resolves once its socket accepts.
+ */
+export async function startVirtiofsd(vmDir: string, name: string, d: DeviceConfig): Promise<string> {
+  const socket = shareSocket(vmDir, name);
+  await fs.mkdir(devicesDir(vmDir), { recursive: true, mode: 0o700 });
+  await fs.rm(socket, { force: true });
+  const args = [`--socket-path=${socket}`, '-o', `source=${d.source}`, '-o', 'cache=auto', '-o', 'xattr'];
+  const log = await fs.open(path.join(devicesDir(vmDir), `virtiofs-${name}.log`), 'w');
+  try {
+    // readonly: a read-only bind of the source in a mount namespace of virtiofsd's own.
+    const child = deviceFlag(d, 'readonly')
+      ? spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"', d.source!, VIRTIOFSD, ...args], {
+          detached: true,
+          stdio: ['ignore', log.fd, log.fd],
+        })
+      : spawn(VIRTIOFSD, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    child.unref();
+    // Its pid, so that it can be stopped when QEMU never connects (it exits only when QEMU disconnects).
+    if (child.pid !== undefined) await fs.writeFile(virtiofsdPidFile(vmDir, name), String(child.pid));
+    let exited: string | undefined;
+    child.once('exit', (code, signal) => (exited = signal ?? `exit code ${code}`));
+    child.once('error', (e) => (exited = e.message));
+    const deadline = Date.now() + 5_000;
+    // Listening, not just bound: a connection made between its bind and listen is refused (and a
+    // probe connection would be taken by virtiofsd as QEMU's), so /proc/net/unix is what tells.
+    while (!(await listening(socket))) {
+      if (exited !== undefined || Date.now() > deadline) {
+        const text = (await fs.readFile(path.join(devicesDir(vmDir), `virtiofs-${name}.log`), 'utf8').catch(() => '')).trim();
+        throw new OperationFailed(`virtiofsd for device "${name}" did not start (${exited ?? 'no socket within 5 s'})${text ? `: ${text}` : ''}`, { call: VIRTIOFSD });
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  } finally {
+    await log.close();
+  }
+  return socket;
+}
+
+const virtiofsdPidFile = (vmDir: string, name: string) => path.join(devicesDir(vmDir), `virtiofs-${name}.pid`);
+
+/** Stops a share's virtiofsd if it still runs (QEMU never started, or was killed). */
+async function stopVirtiofsd(vmDir: string, name: string): Promise<void> {
+  const pidfile = virtiofsdPidFile(vmDir, name);
+  const pid = Number(await fs.readFile(pidfile, 'utf8').catch(() => ''));
+  const argv = pid > 0 ? await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '') : '';
+  // The pid is checked against its command line: never a process that reused the pid.
+  if (argv.split('\0').includes(`--socket-path=${shareSocket(vmDir, name)}`)) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  await fs.rm(pidfile, { force: true });
+}
+
+/** True once a unix socket at `path` listens (`__SO_ACCEPTCON` in /proc/net/unix). */
+async function listening(socketPath: string): Promise<boolean> {
+  const table = await fs.readFile('/proc/net/unix', 'utf8').catch(() => '');
+  for (const line of table.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[7] === socketPath && (parseInt(f[3], 16) & 0x10000) !== 0) return true;
+  }
+  return false;
+}
+
+/** QMP `chardev-add` arguments connecting QEMU to a share's virtiofsd. */
+export function chardevArgs(vmDir: string, name: string): Record<string, unknown> {
+  return { id: chardevId(name), backend: { type: 'socket', data: { addr: { type: 'unix', data: { path: shareSocket(vmDir, name) } }, server: false } } };
+}
+
+/** What QEMU's command line gets for the devices present at launch; virtiofsds are started first. */
+export async function launchArgs(vmDir: string, devices: Devices, sources: Map<string, DeviceSource>, memoryMiB: number): Promise<string[]> {
+  const args = ['-object', `memory-backend-memfd,id=${MEMORY_BACKEND},size=${memoryMiB}M,share=on`, '-machine', `memory-backend=${MEMORY_BACKEND}`];
+  const present = Object.entries(devices).filter(([name, d]) => vmDeviceKind(d, sources.get(name)!) !== 'skip');
+  const ports = present.length + SPARE_PORTS;
+  for (let i = 0; i < ports; i++) args.push('-device', `pcie-root-port,id=${portId(i)},bus=pcie.0,chassis=${i + 1}`);
+  let port = 0;
+  if (present.some(([, d]) => deviceValue(d, 'io.bus') === 'virtio-scsi')) args.push('-device', `virtio-scsi-pci,id=${SCSI_CONTROLLER},bus=${portId(port++)}`);
+  try {
+    for (const [name, d] of present) {
+      const src = sources.get(name)!;
+      const kind = vmDeviceKind(d, src);
+      if (kind === 'nic') {
+        await createTap(hostLink(vmDir, name), src.bridge!, src.mtu ?? 1500);
+        args.push('-netdev', optionString(netdevArgs(vmDir, name), 'type'));
+        args.push('-device', optionString(nicDeviceArgs(name, d, src, portId(port++)), 'driver'));
+        continue;
+      }
+      if (kind === 'share') {
+        await startVirtiofsd(vmDir, name, d);
+        args.push('-chardev', `socket,id=${qemuOptionValue('-chardev id', chardevId(name))},path=${qemuOptionValue('-chardev path', shareSocket(vmDir, name))}`);
+      } else {
+        // JSON: its strings escape ',' and control characters themselves.
+        args.push('-blockdev', JSON.stringify(blockdevArgs(vmDir, name, d, src)));
+      }
+      args.push('-device', optionString(deviceArgs(vmDir, name, d, src, portId(port++)), 'driver'));
+    }
+    for (const a of args) refuseControlChars('the QEMU command line', a);
+  } catch (e) {
+    // A tap made or a virtiofsd started before the failing device: nothing stays behind.
+    await releaseHostParts(vmDir, devices);
+    throw e;
+  }
+  return args;
+}
+
+/** What a VM's devices have on the host while it runs (its NICs' taps, its shares' virtiofsds), removed once its QEMU is gone. */
+export async function releaseHostParts(vmDir: string, devices: Devices): Promise<void> {
+  for (const [name] of nics(devices)) await deleteLink(hostLink(vmDir, name)).catch(() => undefined);
+  for (const name of Object.keys(devices)) await stopVirtiofsd(vmDir, name);
+}
+
+/** The guest's command that mounts a share at its path (run through the agent). */
+export function guestMountCommand(name: string, d: DeviceConfig): string[] {
+  const p = devicePath(d)!;
+  return ['sh', '-c', `mkdir -p "$1" && mount -t virtiofs ${deviceFlag(d, 'readonly') ? '-o ro ' : ''}"$0" "$1"`, name, p];
+}
+
+export function guestUmountCommand(d: DeviceConfig): string[] {
+  return ['umount', devicePath(d)!];
+}
+
+interface PciDevice {
+  qdev_id: string;
+  pci_bridge?: { devices: PciDevice[] };
+}
+
+/** The root ports with nothing on them, from `query-pci`. */
+export function freePorts(buses: Array<{ devices: PciDevice[] }>): string[] {
+  const out: string[] = [];
+  for (const bus of buses) for (const dev of bus.devices) if (/^lxq-port\d+$/.test(dev.qdev_id) && (dev.pci_bridge?.devices.length ?? 0) === 0) out.push(dev.qdev_id);
+  return out;
+}
+
+export { SCSI_CONTROLLER };
+
+/** QMP `netdev_add` / `-netdev` arguments of a VM's NIC (its tap made first). */
+export function netdevArgs(instanceDir: string, name: string): Record<string, unknown> {
+  return { type: 'tap', id: `net-${name}`, ifname: hostLink(instanceDir, name), script: 'no', downscript: 'no' };
+}
+
+/** QMP `device_add` / `-device` arguments of a VM's NIC, on root port `bus`. */
+export function nicDeviceArgs(name: string, d: DeviceConfig, src: DeviceSource, bus: string): Record<string, unknown> {
+  return { driver: 'virtio-net-pci', id: `dev-${name}`, netdev: `net-${name}`, mac: d.hwaddr, host_mtu: src.mtu ?? 1500, bus };
+}

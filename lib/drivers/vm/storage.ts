@@ -1,0 +1,134 @@
+/**
+ * The VM's storage primitives: internal qcow2 snapshots of the VM's own overlay (disk.qcow2).
+ * Stopped: `qemu-img snapshot`; running: QMP snapshot-save/load/delete jobs. Copies of a stopped
+ * disk are made by `qemu-img convert`, of a running one by a `blockdev-backup` job.
+ *
+ * A snapshot's disk state is read with `qemu-img -U` (no lock) while QEMU runs: an internal
+ * snapshot's L1 table and clusters never change while it exists (the guest's writes go to new
+ * clusters), and no snapshot is made or removed meanwhile (both happen in the instance's queue).
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { NotFound, NotSupported } from '../../core/errors';
+import type { InstanceRecord, InstanceStatus } from '../../instance/instance';
+import type { QmpClient } from '../../qmp';
+import { readVmImage } from '../../images/vm-image';
+import { backupDisk, diskNode, runJob } from './qmp-jobs';
+import { run } from '../../core/run';
+import { copyTree } from '../../storage/tree';
+import type { CopyToOptions, SnapshotRef, StorageDriver } from '../../storage/types';
+
+export interface VmStorageHooks {
+  disk(): string;
+  name(): string;
+  /** The running VM's monitor (undefined when QEMU does not run). */
+  qmp(): Promise<QmpClient | undefined>;
+  record(): InstanceRecord;
+}
+
+export class VmStorage implements StorageDriver {
+  constructor(private readonly hooks: VmStorageHooks) {}
+
+  private refuseRunning(op: string, status: InstanceStatus): void {
+    if (status !== 'stopped') throw new NotSupported(`${op} of a running vm is not supported (only a stateful snapshot is loaded live): stop ${this.hooks.name()} first`);
+  }
+
+  /** The running VM's monitor and disk node, or undefined when it is stopped. */
+  private async live(status: InstanceStatus): Promise<{ qmp: QmpClient; node: string } | undefined> {
+    if (status === 'stopped') return undefined;
+    const qmp = await this.hooks.qmp();
+    if (!qmp) throw new NotSupported(`${this.hooks.name()} is ${status} but its QEMU has no monitor`);
+    return { qmp, node: await diskNode(qmp, this.hooks.disk()) };
+  }
+
+  async capture(_into: string, options: { stateful: boolean; status: InstanceStatus; tag: string }): Promise<void> {
+    const live = await this.live(options.status);
+    if (live && options.stateful) {
+      // RAM and device state go into the disk's own qcow2 (vmstate) with the disk snapshot.
+      await runJob(live.qmp, 'snapshot-save', { tag: options.tag, vmstate: live.node, devices: [live.node] }, this.hooks.name());
+      return;
+    }
+    if (live) {
+      await live.qmp.execute('blockdev-snapshot-internal-sync', { device: live.node, name: options.tag });
+      return;
+    }
+    if (options.stateful) throw new NotSupported('a stateful snapshot needs a running vm');
+    await run('qemu-img', ['snapshot', '-q', '-c', options.tag, this.hooks.disk()]);
+  }
+
+  /**
+   * The copy's disk is its own qcow2 overlay on the same backing image (or, flattened, a qcow2 of
+   * its own): the source's overlay as is (its internal snapshots with it), or its current state
+   * or one snapshot's, converted; a running VM's current state through a backup job.
+   */
+  async copyTo(into: string, options: CopyToOptions): Promise<void> {
+    const disk = path.join(into, path.basename(this.hooks.disk()));
+    const running = options.status !== 'stopped';
+    if (options.snapshots && !options.snapshot && !options.flatten && !running) {
+      await copyTree(this.hooks.disk(), disk);
+      const snapshots = path.join(path.dirname(this.hooks.disk()), 'snapshots');
+      if (await fs.lstat(snapshots).then(() => true, () => false)) await copyTree(snapshots, path.join(into, 'snapshots'));
+      return;
+    }
+    const info = await this.diskInfo();
+    const backing = options.flatten ? undefined : info['full-backing-filename'] ?? info['backing-filename'];
+    const live = running && !options.snapshot ? await this.live(options.status) : undefined;
+    if (live) return backupDisk(live.qmp, live.node, disk, { backing, virtualSize: info['virtual-size'] }, this.hooks.name());
+    await this.convert(disk, { snapshot: options.snapshot, backing, running });
+  }
+
+  /** An image of the VM: the image's kernel and initramfs, and its disk (or a snapshot's) flattened. */
+  async publishTo(into: string, options: { status: InstanceStatus; snapshot?: SnapshotRef }): Promise<Record<string, unknown>> {
+    const record = options.snapshot?.meta.record ?? this.hooks.record();
+    const { dir: imageDir, ...meta } = record.imageMeta as Record<string, unknown> & { dir?: string };
+    const img = await readVmImage(String(imageDir));
+    if (!img) throw new NotFound(`the image ${this.hooks.name()} was made from (${String(imageDir)}) is gone: its kernel and initramfs are needed`);
+    const files = { kernel: path.basename(img.kernel), initrd: path.basename(img.initrd), disk: path.basename(img.disk) };
+    await copyTree(img.kernel, path.join(into, files.kernel));
+    await copyTree(img.initrd, path.join(into, files.initrd));
+    await this.convert(path.join(into, files.disk), { snapshot: options.snapshot, running: options.status !== 'stopped' });
+    const size = async (f: string) => (await fs.stat(path.join(into, f))).blocks * 512;
+    const sizes = { kernel: await size(files.kernel), initrd: await size(files.initrd), disk: await size(files.disk) };
+    return { ...meta, files, sizes, diskVirtualSize: (await this.diskInfo())['virtual-size'] };
+  }
+
+  private async diskInfo(): Promise<{ 'virtual-size': number; 'full-backing-filename'?: string; 'backing-filename'?: string }> {
+    return JSON.parse(await run('qemu-img', ['info', '-U', '--output=json', this.hooks.disk()]));
+  }
+
+  /** The disk (or one snapshot's state of it) to a new qcow2, on `backing` or standalone. */
+  private async convert(to: string, options: { snapshot?: SnapshotRef; backing?: string; running: boolean }): Promise<void> {
+    if (options.running && !options.snapshot) throw new NotSupported(`the disk of ${this.hooks.name()} is in use: stop it first`);
+    const from = options.snapshot ? ['-l', `snapshot.name=${options.snapshot.meta.tag}`] : [];
+    const onto = options.backing ? ['-B', options.backing, '-F', 'qcow2'] : [];
+    await run('qemu-img', ['convert', '-q', ...(options.running ? ['-U'] : []), ...from, '-O', 'qcow2', ...onto, this.hooks.disk(), to]);
+  }
+
+  async checkRestore(snapshot: SnapshotRef, status: InstanceStatus): Promise<void> {
+    if (!snapshot.meta.stateful) this.refuseRunning('a disk-only restore', status);
+  }
+
+  /** A stateful snapshot restored into the running VM: the guest resumes where it was. */
+  async restoreLive(snapshot: SnapshotRef, status: InstanceStatus): Promise<boolean> {
+    const live = snapshot.meta.stateful ? await this.live(status) : undefined;
+    if (!live) return false;
+    await runJob(live.qmp, 'snapshot-load', { tag: snapshot.meta.tag, vmstate: live.node, devices: [live.node] }, this.hooks.name());
+    return true;
+  }
+
+  async stageRestore(): Promise<void> {}
+
+  async applyRestore(snapshot: SnapshotRef, _staging: string, _record: InstanceRecord): Promise<void> {
+    await run('qemu-img', ['snapshot', '-q', '-a', snapshot.meta.tag, this.hooks.disk()]);
+  }
+
+  async discard(snapshot: SnapshotRef, status: InstanceStatus): Promise<void> {
+    const live = await this.live(status);
+    if (live) {
+      await runJob(live.qmp, 'snapshot-delete', { tag: snapshot.meta.tag, devices: [live.node] }, this.hooks.name()).catch(() => undefined);
+      return;
+    }
+    await run('qemu-img', ['snapshot', '-q', '-d', snapshot.meta.tag, this.hooks.disk()]).catch(() => undefined);
+  }
+}

@@ -1,0 +1,428 @@
+/**
+ * A Host owns a state directory: its instances (of both types), its image store, and the
+ * registry that finds instances made by earlier processes.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { type InstanceConfigPatch, patchConfig, validateConfig } from '../config/options';
+import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
+import { normalizeDevices } from '../devices/validate';
+import { type NetworkUser, Networks } from '../network/networks';
+import { ContainerContext, containerContext, ContainerInstance, containerMainPid } from '../drivers/container/container';
+import { AlreadyExists, InvalidArgument, NotFound } from '../core/errors';
+import { checkVmImageFiles, type ContainerImageMeta } from '../images/meta';
+import { ImageStore } from '../images/store';
+import { RECORD_FILE } from '../instance/base';
+import { launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord, type StartOptions } from '../instance/instance';
+import { validateName } from '../instance/names';
+import { type ImportTrust, refuseHostAccess } from '../instance/foreign';
+import { ARCHIVE_TOP, checkArchive, checkImportedVmDisk, extractArchive, readExport } from '../storage/archive';
+import { moveInstanceDir, newMachineId } from '../storage/move';
+import { clearLeftovers } from '../storage/recover';
+import { type ConnectOptions, RemoteHost } from '../drivers/remote/host';
+import { abandonedCreate, markCreating, stagingPath, unmarkCreating } from '../core/staging';
+import { hasFreezeMark } from '../storage/freeze-mark';
+import type { CopyOptions } from '../storage/types';
+import { optionKeys } from '../core/keys';
+import { readJson } from '../core/fs';
+import { refuseUnknownKeys } from '../core/keys';
+import { VmInstance, vmMainPid } from '../drivers/vm/vm';
+import { type EventsOptions, type LifecycleEvent, LifecycleHub } from '../events/lifecycle';
+import { sys } from '../native/sys';
+import { BaseInstance } from '../instance/base';
+
+/**
+ * Where a host keeps its state and images.
+ *
+ * @example
+ * ```ts
+ * const host = await Host.open({ path: '/srv/lxq', images: '/var/cache/lxq-images' });
+ * ```
+ */
+export interface HostOptions {
+  /** State directory. Default /var/lib/lxq; tests pass a temporary one. */
+  path?: string;
+  /** Image store directory, if not `<path>/images`: several hosts may share one. */
+  images?: string;
+}
+
+/**
+ * What `host.import` takes: another name, and consent to what reaches into the host.
+ *
+ * @example
+ * ```ts
+ * await host.import('./web.tar.zst', { name: 'web2' });
+ * await host.import('./privileged.tar.zst', { trust: 'host-access' }); // raw.lxc, host paths… accepted
+ * ```
+ */
+export interface ImportOptions {
+  /** Default: the exported name. */
+  name?: string;
+  /** Accept records that reach into the host (see ImportTrust); refused with PermissionDenied otherwise. */
+  trust?: ImportTrust;
+}
+/**
+ * What `host.launch` takes: `create`'s options (but the image, given first) and `start`'s `wait`.
+ *
+ * @example
+ * ```ts
+ * const options: LaunchOptions = { config: { 'limits.memory': '512MiB' }, wait: { for: 'port', port: 80 } };
+ * await host.launch('debian/12', 'web1', options);
+ * ```
+ */
+export type LaunchOptions = Omit<CreateOptions, 'image'> & StartOptions;
+const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true });
+const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true });
+
+/**
+ * Where `Host.open()` keeps its state when no path is given: /var/lib/lxq.
+ *
+ * @example
+ * ```ts
+ * const host = await Host.open(); // the same as Host.open({ path: DEFAULT_HOST_PATH })
+ * ```
+ */
+export const DEFAULT_HOST_PATH = '/var/lib/lxq';
+/** A directory without a record older than this is an interrupted create, safe to clear. */
+const STALE_PARTIAL_MS = 60_000;
+
+/**
+ * A host directory of instances, images and networks: create, get, list, copy and import instances, and follow their lifecycle events.
+ *
+ * @example
+ * ```ts
+ * const host = await Host.open({ path: '/var/lib/lxq' });
+ * const c = await host.create('web1', { image: 'busybox' });
+ * await c.start();
+ * ```
+ */
+export class Host {
+  readonly images: ImageStore;
+  /** The host's managed bridge networks (see lib/network/). */
+  readonly networks: Networks;
+  private readonly instances = new Map<string, Instance>();
+  private containers: ContainerContext | undefined;
+  private readonly lifecycle: LifecycleHub;
+
+  private constructor(
+    readonly path: string,
+    imagesDir: string,
+  ) {
+    this.images = new ImageStore(imagesDir, {
+      users: (image) => this.instancesOf(image),
+      instance: async (i) => {
+        const found = typeof i === 'string' ? await this.get(i) : i;
+        if (!(found instanceof BaseInstance)) throw new InvalidArgument('publish needs an instance of this host, or its name');
+        return found;
+      },
+    });
+    this.networks = new Networks(`${this.path}/networks`, (network) => this.networkUsers(network));
+    this.lifecycle = new LifecycleHub(this.path, {
+      instances: async () => Promise.all((await this.list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status() }))),
+      statusOf: (name) => this.get(name).then((i) => i.status(), (e) => (e instanceof NotFound ? undefined : Promise.reject(e))),
+      mainPid: (name, type) => (type === 'container' ? containerMainPid(this.instancesDir, name) : vmMainPid(this.instancesDir, name)),
+      idle: (name) => {
+        const i = this.instances.get(name);
+        return i instanceof BaseInstance ? i.idle : Promise.resolve();
+      },
+      watchPid: (pid, onExit) => sys().watchPid(pid, onExit),
+    });
+  }
+
+  /**
+   * Host-wide lifecycle events (LXD's action names): changes made by this process, by other
+   * processes on this host directory, and by the instances themselves (an init that exits, a
+   * QEMU killed). Resolves once the host is followed. `host.off` stops.
+   */
+  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): Promise<void> {
+    if (event !== 'lifecycle') throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle"`);
+    return this.lifecycle.subscribe(listener);
+  }
+
+  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): void {
+    this.lifecycle.unsubscribe(listener);
+  }
+
+  /**
+   * The lifecycle events as an async iterator, ended by `signal`; a consumer that falls behind
+   * loses the oldest (`buffer`, default 1000): the next event says how many in `dropped`.
+   */
+  events(options: EventsOptions = {}): ReturnType<LifecycleHub['events']> {
+    return this.lifecycle.events(options);
+  }
+
+  /** Stops following the host for events (watches, pidfds); nothing else is needed to exit. */
+  close(): Promise<void> {
+    return this.lifecycle.close();
+  }
+
+  /** A host on an LXD server (its unix socket by default, or https with a pinned certificate): lib/remote. */
+  static connect(options: ConnectOptions = {}): Promise<RemoteHost> {
+    return RemoteHost.connect(options);
+  }
+
+  static async open(options: HostOptions = {}): Promise<Host> {
+    const root = path.resolve(options.path ?? DEFAULT_HOST_PATH);
+    await fs.mkdir(path.join(root, 'instances'), { recursive: true, mode: 0o711 });
+    // An unprivileged container's root (a high uid) must be able to traverse to its rootfs.
+    for (const dir of [root, path.join(root, 'instances')]) {
+      const { mode } = await fs.stat(dir);
+      if ((mode & 0o001) === 0) await fs.chmod(dir, (mode & 0o7777) | 0o001);
+    }
+    const images = path.resolve(options.images ?? path.join(root, 'images'));
+    await fs.mkdir(images, { recursive: true, mode: 0o711 });
+    const host = new Host(root, images);
+    // Work of a process that died midway (a snapshot, a restore) is cleared or finished.
+    await clearLeftovers(host.instancesDir, RECORD_FILE, (name) => host.get(name));
+    return host;
+  }
+
+  /** Where instances live; for containers this is liblxc's lxcpath (never the user's /var/lib/lxc). */
+  get instancesDir(): string {
+    return path.join(this.path, 'instances');
+  }
+
+  private containerContext(): ContainerContext {
+    this.containers ??= containerContext(this.instancesDir, this.networks);
+    return this.containers;
+  }
+
+  /**
+   * Creates an instance of `image` and starts it (LXD's `launch`); with `wait`, resolves once it
+   * is ready that way too (see Instance.wait). Everything is checked before anything is made; an
+   * instance that fails to start or to become ready is left created, to be looked at (as LXD).
+   *
+   * @example
+   * ```ts
+   * const db = await host.launch('debian/12', 'db1', { wait: 'systemd' });
+   * ```
+   */
+  launch(image: string, name: string, options: LaunchOptions = {}): Promise<Instance> {
+    return launchWith((n, o: CreateOptions) => this.create(n, o), image, name, options);
+  }
+
+  async create(name: string, options: CreateOptions): Promise<Instance> {
+    validateName(name);
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('create options must be an object with an image');
+    refuseUnknownKeys('create', options, CREATE_OPTION_KEYS);
+    const type = options.type ?? 'container';
+    if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`unknown instance type ${JSON.stringify(type)}; use "container" or "vm"`);
+    if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');
+    const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
+    const devices = withHwaddrs(normalizeDevices(type, options.devices));
+    const types = await this.images.types(options.image); // InvalidArgument with the list of images
+    if (!types.includes(type)) throw new InvalidArgument(`image "${options.image}" is a ${types.join(' and ')} image, not a ${type} image`);
+    const dir = path.join(this.instancesDir, name);
+    await this.clearInterruptedCreate(dir, name);
+    const image = await this.images.ensure(options.image, { type });
+    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString() };
+    const made =
+      type === 'vm'
+        ? VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image)
+        : ContainerInstance.create(this.containerContext(), dir, record, { name: image.name, rootfs: path.join(image.dir, 'rootfs'), meta: image.meta as unknown as ContainerImageMeta });
+    const instance = await made.catch((e) => {
+      if (e.code === 'EEXIST' && e.path === dir) throw new AlreadyExists(`an instance named "${name}" already exists`);
+      throw e;
+    });
+    this.track(instance);
+    await syncNetworkHosts(devices, this.networks);
+    await this.lifecycle.report('instance-created', name, type).catch(() => undefined);
+    return instance;
+  }
+
+  /**
+   * A full, independent copy of `source` (or of one of its snapshots) named `target`: its own
+   * root filesystem or disk, new MAC addresses, a new machine id (emptied in a container's
+   * rootfs; a systemd VM's handed to it at boot). Built in a staging
+   * directory and moved into place by one rename; the record is written last.
+   */
+  async copy(source: string, target: string, options: CopyOptions = {}): Promise<Instance> {
+    validateName(target);
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('copy options must be an object');
+    refuseUnknownKeys('copy', options, COPY_OPTION_KEYS);
+    if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
+    if (options.flatten !== undefined && typeof options.flatten !== 'boolean') throw new InvalidArgument('flatten must be a boolean');
+    const from = await this.get(source);
+    if (!(from instanceof BaseInstance)) throw new InvalidArgument(`"${source}" is not an lxq instance`);
+    if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
+    const dir = path.join(this.instancesDir, target);
+    await this.clearInterruptedCreate(dir, target);
+    // Options and devices are checked against the source's record before anything is copied.
+    const config = patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
+    const withoutMac = (d: unknown) => {
+      if ((d as { type?: string }).type !== 'nic') return d;
+      const { hwaddr: _old, ...rest } = d as Record<string, unknown>;
+      return rest;
+    };
+    const freshMacs = (devices: Record<string, unknown>) => Object.fromEntries(Object.entries(devices).filter(([, d]) => d !== null).map(([n, d]) => [n, withoutMac(d)]));
+    const devices = (base: Record<string, unknown>) => withHwaddrs(normalizeDevices(from.type, freshMacs({ ...base, ...(options.devices ?? {}) })));
+    devices({ ...from.devices });
+    const staging = stagingPath(this.instancesDir, 'copy');
+    await fs.mkdir(staging, { mode: 0o711 });
+    let copy: Instance;
+    try {
+      const taken = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true, flatten: options.flatten === true });
+      const record: InstanceRecord = {
+        ...taken,
+        name: target,
+        config: options.snapshot === undefined ? config : patchConfig(from.type, taken.config, (options.config ?? {}) as InstanceConfigPatch),
+        devices: devices({ ...(taken.devices ?? {}) }),
+        createdAt: new Date().toISOString(),
+        ...(taken.type === 'vm' && taken.imageMeta.init === 'systemd' ? { machineId: newMachineId() } : {}),
+      };
+      copy = await this.adoptStaged(staging, dir, record);
+    } catch (e) {
+      await fs.rm(staging, { recursive: true, force: true });
+      throw e;
+    }
+    this.track(copy);
+    await syncNetworkHosts(copy.devices, this.networks);
+    from.emit('copied', { name: from.name, target, ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}) });
+    await this.lifecycle.report('instance-created', target, copy.type).catch(() => undefined);
+    return copy;
+  }
+
+  /**
+   * An instance from a tarball of `instance.export`, named `name` (default: as exported). The
+   * archive is hostile input: it is listed and refused (InvalidArgument) if truncated, not lxq's,
+   * or if a member could land outside the instance; its records (the instance's and its
+   * snapshots') are checked as `create` checks its input; what would reach into the host (raw.*,
+   * a privileged container, host paths, device nodes, proxies, host bridges) is refused with
+   * PermissionDenied unless `trust: 'host-access'`; a VM's disk may rest only on this host's
+   * disk of its image. All that before anything is extracted (the disk after, before it is
+   * moved): it is extracted in a staging directory and moved into place by one rename.
+   */
+  async import(file: string, options: ImportOptions = {}): Promise<Instance> {
+    if (typeof file !== 'string' || !file) throw new InvalidArgument('import needs a file path');
+    if (options === null || typeof options !== 'object') throw new InvalidArgument('import options must be an object');
+    refuseUnknownKeys('import', options, IMPORT_OPTION_KEYS);
+    if (options.name !== undefined) validateName(options.name);
+    if (options.trust !== undefined && options.trust !== 'host-access') throw new InvalidArgument(`trust must be "host-access" or absent, got ${JSON.stringify(options.trust)}`);
+    await fs.access(file).catch(() => Promise.reject(new NotFound(`${file} does not exist`)));
+    const checked = await readExport(file, await checkArchive(file));
+    refuseHostAccess(file, [{ label: 'the instance', record: checked.meta.record }, ...[...checked.snapshots].map(([n, s]) => ({ label: `snapshot ${n}`, record: s.record }))], options.trust);
+    const name = validateName(options.name ?? checked.meta.record.name);
+    const record: InstanceRecord = { ...checked.meta.record, name, createdAt: new Date().toISOString() };
+    const image = record.type === 'vm' ? await this.images.get(record.image, { type: 'vm' }) : undefined;
+    if (image) record.imageMeta = { ...record.imageMeta, dir: image.dir };
+    const staging = stagingPath(this.instancesDir, 'import');
+    await fs.mkdir(staging, { mode: 0o711 });
+    let instance: Instance;
+    try {
+      await extractArchive(file, checked, staging);
+      const dir = path.join(this.instancesDir, name);
+      await this.clearInterruptedCreate(dir, name);
+      if (record.type === 'container' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'rootfs')).catch(() => undefined))?.isDirectory() !== true) {
+        throw new InvalidArgument(`${file} is not a complete lxq export (no rootfs)`);
+      }
+      if (image) await checkImportedVmDisk(file, path.join(staging, ARCHIVE_TOP, 'disk.qcow2'), path.join(image.dir, checkVmImageFiles('image', image.meta.files).disk));
+      instance = await this.adoptStaged(path.join(staging, ARCHIVE_TOP), dir, record);
+    } finally {
+      await fs.rm(staging, { recursive: true, force: true });
+    }
+    this.track(instance);
+    await syncNetworkHosts(instance.devices, this.networks);
+    await this.lifecycle.report('instance-created', instance.name, instance.type).catch(() => undefined);
+    return instance;
+  }
+
+  /**
+   * Moves a staged instance directory (a copy's, an import's) into place by one rename, then lets
+   * its driver derive what it needs (liblxc's config) and writes the record last.
+   */
+  private async adoptStaged(staged: string, dir: string, record: InstanceRecord): Promise<Instance> {
+    // lxq's own state files come from no archive: a planted restore journal would be rolled forward (paths, record) by the next open.
+    for (const n of await fs.readdir(staged)) if (n.startsWith('.lxq-')) await fs.rm(path.join(staged, n), { recursive: true, force: true });
+    // Until the record is written the directory names this process: if it dies, the next create of the name or Host.open clears it.
+    await markCreating(staged);
+    await moveInstanceDir(staged, dir, record.name);
+    const instance = this.open(dir, record);
+    await (instance as BaseInstance).completeCopy().catch(async (e) => {
+      await fs.rm(dir, { recursive: true, force: true });
+      throw e;
+    });
+    await unmarkCreating(dir);
+    return instance;
+  }
+
+  /** The names of this host's instances made from `image` (read from their records). */
+  /** Every instance record on disk (made by any process). */
+  private async records(): Promise<InstanceRecord[]> {
+    const names = (await fs.readdir(this.instancesDir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
+    const records = await Promise.all(names.map((n) => readJson<InstanceRecord>(path.join(this.instancesDir, n, RECORD_FILE)).catch(() => undefined)));
+    return records.filter((r): r is InstanceRecord => r !== undefined).sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  private async instancesOf(image: string): Promise<string[]> {
+    return (await this.records()).filter((r) => r.image === image).map((r) => r.name);
+  }
+
+  /** The NICs on a network, from every instance's record. */
+  private async networkUsers(network: string): Promise<NetworkUser[]> {
+    const out: NetworkUser[] = [];
+    for (const r of await this.records()) {
+      for (const [device, d] of Object.entries(r.devices ?? {})) {
+        if (d.type === 'nic' && d.network === network) out.push({ instance: r.name, device, hwaddr: d.hwaddr, ...(d['ipv4.address'] ? { address: d['ipv4.address'] } : {}) });
+      }
+    }
+    return out;
+  }
+
+  private async clearInterruptedCreate(dir: string, name: string): Promise<void> {
+    const st = await fs.stat(dir).catch(() => undefined);
+    if (!st) return;
+    const hasRecord = await fs.access(path.join(dir, RECORD_FILE)).then(() => true, () => false);
+    // Without a record: a copy or import whose process died (its mark says so), or an old leftover.
+    if (hasRecord || (!(await abandonedCreate(dir)) && Date.now() - st.mtimeMs < STALE_PARTIAL_MS)) throw new AlreadyExists(`an instance named "${name}" already exists`);
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+
+  /** The instance of that name, made by this process or an earlier one. */
+  async get(name: string): Promise<Instance> {
+    validateName(name);
+    const dir = path.join(this.instancesDir, name);
+    let record: InstanceRecord;
+    try {
+      record = await readJson<InstanceRecord>(path.join(dir, RECORD_FILE));
+    } catch {
+      this.instances.delete(name);
+      throw new NotFound(`no instance named "${name}" on this host (${this.path})`);
+    }
+    const known = this.instances.get(name);
+    if (known && known.createdAt.toISOString() === record.createdAt) {
+      // A snapshot, copy or export by a process that died left it frozen: thawed now.
+      if (await hasFreezeMark(dir)) await (known as BaseInstance).thawOrphaned();
+      return known;
+    }
+    const instance = this.open(dir, record);
+    if (await hasFreezeMark(dir)) await (instance as BaseInstance).thawOrphaned();
+    // A VM started by an earlier process: reconnect to its QEMU now, so that its events flow.
+    if (instance instanceof VmInstance) await instance.status();
+    // A running instance's proxies are served by the process that holds it.
+    await (instance as ContainerInstance | VmInstance).resumeProxies();
+    this.track(instance);
+    return instance;
+  }
+
+  /** Every instance on this host, both types, sorted by name. */
+  async list(): Promise<Instance[]> {
+    const names = (await fs.readdir(this.instancesDir)).filter((n) => !n.startsWith('.')).sort();
+    const found = await Promise.all(names.map((n) => this.get(n).catch((e) => (e instanceof NotFound || e instanceof InvalidArgument ? undefined : Promise.reject(e)))));
+    return found.filter((i): i is Instance => i !== undefined);
+  }
+
+  private track(instance: Instance): void {
+    if (instance instanceof BaseInstance) instance.reportLifecycle = (action, detail) => this.lifecycle.report(action, instance.name, instance.type, detail);
+    this.instances.set(instance.name, instance);
+    instance.on('renamed', (e) => {
+      if (this.instances.get(e.previous) === instance) this.instances.delete(e.previous);
+      this.instances.set(e.name, instance);
+    });
+  }
+
+  private open(dir: string, record: InstanceRecord): Instance {
+    if (record.type === 'vm') return VmInstance.open({ hostDir: this.path, networks: this.networks }, dir, record);
+    return ContainerInstance.open(this.containerContext(), dir, record, record.imageMeta as unknown as ContainerImageMeta);
+  }
+}
