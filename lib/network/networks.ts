@@ -11,6 +11,7 @@ import * as path from 'node:path';
 
 import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../core/errors';
 import { readJson, writeJsonAtomic } from '../core/fs';
+import { SerialQueue } from '../core/serial';
 import { contains, formatCidr, formatCidr6, formatIpv4, formatIpv6, overlaps, overlaps6, parseCidr, parseCidr6, parseIpv4, pickFreeSubnet, pickFreeUla } from './addresses';
 import { dnsmasqFile, dnsmasqPid, type Lease, readLeases, releaseLeases, startDnsmasq, stopDnsmasq, writeHosts } from './dnsmasq';
 import { createBridge, deleteLink, hostSubnets, hostSubnets6, link, setMtu } from './iproute';
@@ -173,19 +174,14 @@ export class Network {
 }
 
 export class Networks {
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Creations, changes and deletions of networks, one at a time. */
+  private readonly changes = new SerialQueue();
 
   constructor(
     /** `<host>/networks`. */
     readonly dir: string,
     private readonly users: NetworkUsers,
   ) {}
-
-  private serialized<T>(op: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(op, op);
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
 
   private open(name: string, record: NetworkRecord): Network {
     return new Network(path.join(this.dir, name), record, this.users);
@@ -209,7 +205,7 @@ export class Networks {
    * overlaps no route or address of the host and no other lxq network); a failure leaves nothing.
    */
   create(name: string, input: NetworkConfigInput = {}): Promise<Network> {
-    return this.serialized(async () => {
+    return this.changes.run(async () => {
       validateNetworkName(name);
       const config = validateNetworkConfig(input);
       if (await fs.stat(path.join(this.dir, name, RECORD)).then(() => true, () => false)) throw new AlreadyExists(`a network named "${name}" already exists`);
@@ -264,7 +260,7 @@ export class Networks {
 
   /** Changes keys; the ones that cannot change in place are refused (Busy) while instances use the network. */
   update(name: string, patch: Record<string, string | number | boolean | null>): Promise<Network> {
-    return this.serialized(async () => {
+    return this.changes.run(async () => {
       const network = await this.get(name);
       const sets = validateNetworkConfig(Object.fromEntries(Object.entries(patch ?? {}).filter(([, v]) => v !== null)));
       for (const [k, v] of Object.entries(patch ?? {})) if (v === null) validateNetworkConfig({ [k]: networkValue({}, k as NetworkKey) });
@@ -293,7 +289,7 @@ export class Networks {
 
   /** Removes the network and every part of it; Busy while an instance has a NIC on it. */
   delete(name: string): Promise<void> {
-    return this.serialized(async () => {
+    return this.changes.run(async () => {
       const network = await this.get(name);
       const users = await this.users(name);
       if (users.length) {
