@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
+  QmpAbortError,
   QmpClient,
   QmpCommandError,
   QmpConnectionError,
@@ -31,6 +32,20 @@ const dirs: string[] = [];
 /** The error a promise rejects with (fails the test if it resolves). */
 function rejection(p: Promise<unknown>): Promise<any> {
   return p.then((v) => { throw new Error(`expected a rejection, got ${JSON.stringify(v)}`); }, (e) => e);
+}
+
+/** Never called: tsc checks that QmpCommands refuses what QEMU would (each line must be an error). */
+export function typedCommandsRefuse(qmp: QmpClient): void {
+  // @ts-expect-error device_del takes { id }
+  void qmp.execute('device_del', { idx: 'dev-a' });
+  // @ts-expect-error device_del needs its arguments
+  void qmp.execute('device_del');
+  // @ts-expect-error query-status takes no arguments
+  void qmp.execute('query-status', { bogus: 1 });
+  // @ts-expect-error blockdev-backup's sync is a mode QEMU knows
+  void qmp.execute('blockdev-backup', { device: 'a', target: 'b', sync: 'sometimes' });
+  // @ts-expect-error DEVICE_DELETED's data has no `bogus`
+  void qmp.waitEvent('DEVICE_DELETED', { filter: (d) => d.bogus === 1 });
 }
 
 /** Spawn QEMU with a QMP socket and no guest; killed in afterAll/afterEach. */
@@ -85,9 +100,9 @@ describe('QmpClient with a real QEMU (-machine none)', () => {
   });
 
   test('query-status and query-version', async () => {
-    const st = await qmp.execute<QmpStatusInfo>('query-status');
+    const st: QmpStatusInfo = await qmp.execute('query-status');
     expect(st).toMatchObject({ status: 'running', running: true });
-    const v = await qmp.execute<QmpVersionInfo>('query-version');
+    const v: QmpVersionInfo = await qmp.execute('query-version');
     expect(v).toEqual(qmp.version);
   });
 
@@ -101,7 +116,9 @@ describe('QmpClient with a real QEMU (-machine none)', () => {
   });
 
   test('bad arguments: QmpCommandError GenericError, connection still fine', async () => {
-    const e1 = await rejection(qmp.execute('query-status', { bogus: 1 }));
+    // A name typed as a plain string: QmpCommands would refuse these arguments at compile time.
+    const queryStatus: string = 'query-status';
+    const e1 = await rejection(qmp.execute(queryStatus, { bogus: 1 }));
     expect(e1).toBeInstanceOf(QmpCommandError);
     expect(e1.errorClass).toBe('GenericError');
     expect(e1.desc).toMatch(/bogus/);
@@ -136,7 +153,7 @@ describe('QmpClient with a real QEMU (-machine none)', () => {
     const stopped = new Promise<QmpEvent>((r) => qmp.once('STOP', r));
     const resumed = new Promise<QmpEvent>((r) => qmp.once('RESUME', r));
     await qmp.execute('stop');
-    expect(await qmp.execute<QmpStatusInfo>('query-status')).toMatchObject({ status: 'paused', running: false });
+    expect(await qmp.execute('query-status')).toMatchObject({ status: 'paused', running: false });
     await qmp.execute('cont');
     const [s, r] = await Promise.all([stopped, resumed]);
     qmp.off('event', onEvent);
@@ -144,7 +161,7 @@ describe('QmpClient with a real QEMU (-machine none)', () => {
     expect(s.timestamp.seconds).toBeGreaterThan(0);
     expect(r.event).toBe('RESUME');
     expect(all.map((e) => e.event)).toEqual(['STOP', 'RESUME']);
-    expect(await qmp.execute<QmpStatusInfo>('query-status')).toMatchObject({ running: true });
+    expect(await qmp.execute('query-status')).toMatchObject({ running: true });
   });
 
   test('a frozen QEMU: timeout, then the late reply is dropped', async () => {
@@ -425,6 +442,93 @@ describe('QmpClient: protocol edges (fake server)', () => {
     expect(e2).toBeInstanceOf(QmpTimeoutError);
     expect(e2.message).toMatch(/greeting/);
     await peer.ended; // the client closed its socket
+  });
+
+  test('typed commands go on the wire as given: arguments when there are some, none otherwise', async () => {
+    const [qmp, peer] = await connected();
+    const del = qmp.execute('device_del', { id: 'dev-a' });
+    const req = await peer.next();
+    expect(req).toEqual({ execute: 'device_del', arguments: { id: 'dev-a' }, id: expect.any(String) });
+    peer.send({ return: {}, id: req.id });
+    await expect(del).resolves.toEqual({});
+    const pci = qmp.execute('query-pci', undefined, { timeout: 1000 });
+    const req2 = await peer.next();
+    expect(req2).toEqual({ execute: 'query-pci', id: expect.any(String) });
+    peer.send({ return: [{ bus: 0, devices: [] }], id: req2.id });
+    const buses = await pci;
+    expect(buses[0].devices).toEqual([]);
+  });
+
+  test('waitEvent: the first event of that name whose data passes the filter', async () => {
+    const [qmp, peer] = await connected();
+    const wait = qmp.waitEvent('DEVICE_DELETED', { filter: (d) => d.device === 'dev-b' });
+    const first = qmp.waitEvent('DEVICE_DELETED');
+    peer.send({ event: 'OTHER', data: { device: 'dev-b' }, timestamp: { seconds: 1, microseconds: 0 } });
+    peer.send({ event: 'DEVICE_DELETED', data: { device: 'dev-a', path: '/a' }, timestamp: { seconds: 2, microseconds: 0 } });
+    peer.send({ event: 'DEVICE_DELETED', data: { device: 'dev-b', path: '/b' }, timestamp: { seconds: 3, microseconds: 0 } });
+    expect(await wait).toEqual({ event: 'DEVICE_DELETED', data: { device: 'dev-b', path: '/b' }, timestamp: { seconds: 3, microseconds: 0 } });
+    expect((await first).data).toEqual({ device: 'dev-a', path: '/a' });
+    // A settled wait leaves no listener behind.
+    expect(qmp.listenerCount('DEVICE_DELETED')).toBe(0);
+    expect(qmp.listenerCount('close')).toBe(0);
+  });
+
+  test('waitEvent: a filter that throws rejects the wait with its error', async () => {
+    const [qmp, peer] = await connected();
+    const wait = rejection(qmp.waitEvent('X_EVENT', { filter: () => { throw new Error('bad filter'); } }));
+    peer.send({ event: 'X_EVENT', data: {}, timestamp: { seconds: 1, microseconds: 0 } });
+    expect((await wait).message).toBe('bad filter');
+    expect(qmp.listenerCount('X_EVENT')).toBe(0);
+  });
+
+  test('waitEvent: QmpTimeoutError when no matching event comes in time; the client stays usable', async () => {
+    const [qmp, peer] = await connected();
+    const wait = rejection(qmp.waitEvent('JOB_STATUS_CHANGE', { filter: (d) => d.status === 'concluded', timeout: 100 }));
+    peer.send({ event: 'JOB_STATUS_CHANGE', data: { id: 'j', status: 'running' }, timestamp: { seconds: 1, microseconds: 0 } });
+    const err = await wait;
+    expect(err).toBeInstanceOf(QmpTimeoutError);
+    expect(err.timeout).toBe(100);
+    expect(err.message).toMatch(/JOB_STATUS_CHANGE event within 100 ms/);
+    expect(qmp.listenerCount('JOB_STATUS_CHANGE')).toBe(0);
+    const call = qmp.execute('query-status');
+    const req = await peer.next();
+    peer.send({ return: { status: 'running', running: true }, id: req.id });
+    await expect(call).resolves.toEqual({ status: 'running', running: true });
+  });
+
+  test('waitEvent: an AbortSignal ends the wait with QmpAbortError, its reason as cause', async () => {
+    const [qmp] = await connected();
+    const ac = new AbortController();
+    const wait = rejection(qmp.waitEvent('SHUTDOWN', { signal: ac.signal, timeout: 60_000 }));
+    ac.abort(new Error('not needed any more'));
+    const err = await wait;
+    expect(err).toBeInstanceOf(QmpAbortError);
+    expect(err).toBeInstanceOf(QmpError);
+    expect(err.cause).toEqual(new Error('not needed any more'));
+    expect(qmp.listenerCount('SHUTDOWN')).toBe(0);
+    // Already aborted: rejects at once, nothing is listened to.
+    expect(await rejection(qmp.waitEvent('SHUTDOWN', { signal: ac.signal }))).toBeInstanceOf(QmpAbortError);
+    expect(qmp.listenerCount('SHUTDOWN')).toBe(0);
+  });
+
+  test('waitEvent: the connection closing rejects the wait with its QmpConnectionError; a closed client rejects at once', async () => {
+    const [qmp, peer] = await connected();
+    const wait = rejection(qmp.waitEvent('SHUTDOWN'));
+    peer.destroy();
+    const err = await wait;
+    expect(err).toBeInstanceOf(QmpConnectionError);
+    expect(err.message).toMatch(/closed by peer|connection lost/);
+    expect(await rejection(qmp.waitEvent('SHUTDOWN'))).toBe(err);
+    expect(await rejection(new QmpClient().waitEvent('SHUTDOWN'))).toBeInstanceOf(QmpConnectionError);
+  });
+
+  test('waitEvent: close() by the client rejects the wait with QmpConnectionError', async () => {
+    const [qmp] = await connected();
+    const wait = rejection(qmp.waitEvent('SHUTDOWN', { timeout: 60_000 }));
+    await qmp.close();
+    const err = await wait;
+    expect(err).toBeInstanceOf(QmpConnectionError);
+    expect(err.message).toMatch(/closed by client/);
   });
 
   test('close(): pending calls reject, close event has no error', async () => {

@@ -4,7 +4,8 @@
  *
  *   QmpError
  *   ├── QmpCommandError      the peer answered {"error": {"class", "desc"}}; the connection is fine
- *   ├── QmpTimeoutError      no answer in time; the connection stays usable
+ *   ├── QmpTimeoutError      no answer (or awaited event) in time; the connection stays usable
+ *   ├── QmpAbortError        the caller's AbortSignal ended a wait for an event
  *   └── QmpConnectionError   the connection is gone (refused, closed, reset, unparsable JSON)
  *       └── QmpProtocolError the peer sent a message of the wrong shape; the connection was closed
  */
@@ -57,6 +58,26 @@ export class QmpTimeoutError extends QmpError {
     message = `${command}: no reply within ${timeout} ms`,
   ) {
     super(message);
+  }
+}
+
+/**
+ * A wait for an event ended by the caller's AbortSignal; `cause` is the signal's reason.
+ *
+ * @example
+ * ```ts
+ * const ac = new AbortController();
+ * const wait = qmp.waitEvent('SHUTDOWN', { signal: ac.signal });
+ * ac.abort();
+ * await wait.catch((err) => err instanceof QmpAbortError);
+ * ```
+ */
+export class QmpAbortError extends QmpError {
+  constructor(
+    readonly command: string,
+    reason?: unknown,
+  ) {
+    super(`${command}: aborted`, { cause: reason });
   }
 }
 

@@ -4,7 +4,7 @@
  *
  *   const qmp = await QmpClient.connect('/run/vm1/qmp.sock', { timeout: 10_000 });
  *   qmp.on('SHUTDOWN', (e) => console.log(e.data.reason));
- *   const st = await qmp.execute<QmpStatusInfo>('query-status');
+ *   const st = await qmp.execute('query-status');    // typed: see commands.ts
  *   await qmp.close();
  *
  * To be sure to see events sent during the handshake, attach listeners first:
@@ -12,21 +12,8 @@
  */
 import { EventEmitter } from 'eventemitter3';
 import { DEFAULT_TIMEOUT, JsonConnection, type JsonObject, type Target, isObject } from './connection';
-import { QmpConnectionError, QmpProtocolError } from './errors';
-
-/**
- * A QEMU version as QMP reports it.
- *
- * @example
- * ```ts
- * const v: QmpVersionInfo = qmp.version!;
- * console.log(`${v.qemu.major}.${v.qemu.minor}`);
- * ```
- */
-export interface QmpVersionInfo {
-  qemu: { major: number; minor: number; micro: number };
-  package: string;
-}
+import type { QmpCommands, QmpVersionInfo } from './commands';
+import { QmpAbortError, QmpConnectionError, QmpProtocolError, QmpTimeoutError } from './errors';
 
 /**
  * QEMU's greeting on connect: its version and capabilities.
@@ -38,21 +25,6 @@ export interface QmpVersionInfo {
  */
 export interface QmpGreeting {
   QMP: { version: QmpVersionInfo; capabilities: string[] };
-}
-
-/**
- * Result of `query-status`.
- *
- * @example
- * ```ts
- * const s = await qmp.execute<QmpStatusInfo>('query-status');
- * console.log(s.status, s.running);
- * ```
- */
-export interface QmpStatusInfo {
-  status: string;
-  running: boolean;
-  singlestep?: boolean;
 }
 
 /**
@@ -83,7 +55,21 @@ export interface QmpKnownEvents {
   POWERDOWN: Record<string, never>;
   STOP: Record<string, never>;
   RESUME: Record<string, never>;
+  /** The guest released a device (after `device_del`): `device` is its id, when it had one. */
+  DEVICE_DELETED: { device?: string; path: string };
+  /** A job (`job-id` of the command that made it) moved to `status` (`concluded` when it ended). */
+  JOB_STATUS_CHANGE: { id: string; status: string };
 }
+
+/**
+ * The data of event `K`: typed for the events of QmpKnownEvents, an object for any other.
+ *
+ * @example
+ * ```ts
+ * const data: QmpEventData<'SHUTDOWN'> = (await qmp.waitEvent('SHUTDOWN')).data;
+ * ```
+ */
+export type QmpEventData<K extends string> = K extends keyof QmpKnownEvents ? QmpKnownEvents[K] : Record<string, unknown>;
 
 type PerNameEvents = { [K in keyof QmpKnownEvents]: [event: QmpEvent<QmpKnownEvents[K]>] };
 
@@ -132,6 +118,24 @@ export interface QmpConnectOptions {
 export interface QmpExecuteOptions {
   /** ms; overrides the client's default. */
   timeout?: number;
+}
+
+/**
+ * Options of `QmpClient.waitEvent`.
+ *
+ * @example
+ * ```ts
+ * const ac = new AbortController();
+ * await qmp.waitEvent('DEVICE_DELETED', { filter: (d) => d.device === 'dev-disk1', timeout: 20_000, signal: ac.signal });
+ * ```
+ */
+export interface QmpWaitEventOptions<D = Record<string, unknown>> {
+  /** Which event of that name ends the wait (default: the first). An exception it throws rejects the wait. */
+  filter?: (data: D) => boolean;
+  /** ms (0 or Infinity: none, the default): then the wait rejects with QmpTimeoutError. */
+  timeout?: number;
+  /** Aborting it rejects the wait with QmpAbortError. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -204,8 +208,19 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     return !!this.conn && !this.conn.closedReason;
   }
 
-  /** Run a command; resolves with its "return" member. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: QmpExecuteOptions = {}): Promise<T> {
+  /**
+   * Run a command; resolves with its "return" member. A command of QmpCommands has its
+   * arguments checked and its result typed; any other is sent as is, its result of type `T`.
+   */
+  execute<K extends keyof QmpCommands>(
+    command: K,
+    ...rest: undefined extends QmpCommands[K]['args']
+      ? [args?: QmpCommands[K]['args'], opts?: QmpExecuteOptions]
+      : [args: QmpCommands[K]['args'], opts?: QmpExecuteOptions]
+  ): Promise<QmpCommands[K]['returns']>;
+  // A listed name is turned away here (`never`): its arguments are checked by the signature above.
+  execute<T = unknown, C extends string = string>(command: C extends keyof QmpCommands ? never : C, args?: Record<string, unknown>, opts?: QmpExecuteOptions): Promise<T>;
+  execute<T>(command: string, args?: Record<string, unknown>, opts: QmpExecuteOptions = {}): Promise<T> {
     const conn = this.conn;
     if (!conn) return Promise.reject(new QmpConnectionError('not connected'));
     // Short ids: QEMU's monitor reads its socket one byte per syscall (~8 µs a byte here).
@@ -221,6 +236,44 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
         return {} as T;
       }
       throw err;
+    });
+  }
+
+  /**
+   * The next event `name` whose data passes `filter`. Call it before what causes the event (an
+   * event that came earlier is not seen). Rejects with QmpTimeoutError after `timeout`,
+   * QmpAbortError when `signal` aborts, and the connection's QmpConnectionError when it closes.
+   */
+  waitEvent<K extends Uppercase<string>>(name: K, opts: QmpWaitEventOptions<QmpEventData<K>> = {}): Promise<QmpEvent<QmpEventData<K>>> {
+    const conn = this.conn;
+    const what = `event ${name}`;
+    if (!conn || conn.closedReason) return Promise.reject(conn?.closedReason ?? new QmpConnectionError('not connected'));
+    const { filter, timeout = 0, signal } = opts;
+    if (signal?.aborted) return Promise.reject(new QmpAbortError(what, signal.reason));
+    return new Promise((resolve, reject) => {
+      const end = (settle: () => void) => {
+        clearTimeout(timer);
+        this.off(name, onEvent);
+        this.off('close', onClose);
+        signal?.removeEventListener('abort', onAbort);
+        settle();
+      };
+      const onEvent = (e: QmpEvent) => {
+        const event = e as QmpEvent<QmpEventData<K>>;
+        try {
+          if (!filter || filter(event.data)) end(() => resolve(event));
+        } catch (err) {
+          end(() => reject(err));
+        }
+      };
+      const onClose = () => end(() => reject(conn.closedReason ?? new QmpConnectionError('connection closed')));
+      const onAbort = () => end(() => reject(new QmpAbortError(what, signal?.reason)));
+      const timer = timeout > 0 && Number.isFinite(timeout)
+        ? setTimeout(() => end(() => reject(new QmpTimeoutError(what, timeout, `no ${name} event within ${timeout} ms`))), timeout)
+        : undefined;
+      this.on(name, onEvent);
+      this.on('close', onClose);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 

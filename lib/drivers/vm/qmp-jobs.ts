@@ -6,40 +6,38 @@
 import { randomBytes } from 'node:crypto';
 
 import { OperationFailed, Timeout } from '../../core/errors';
-import type { QmpClient, QmpEvent } from '../../qmp';
+import { type QmpClient, type QmpCommands, QmpTimeoutError } from '../../qmp';
 import { run } from '../../core/run';
 
 const JOB_TIMEOUT_MS = 600_000;
 
 type JobCommand = 'snapshot-save' | 'snapshot-load' | 'snapshot-delete' | 'blockdev-backup';
 
-export async function runJob(qmp: QmpClient, command: JobCommand, args: Record<string, unknown>, vm: string): Promise<void> {
+/** Starts job `command` with `args` and waits for it to conclude; its own error becomes OperationFailed. */
+export async function runJob<C extends JobCommand>(qmp: QmpClient, command: C, args: Omit<QmpCommands[C]['args'], 'job-id'>, vm: string): Promise<void> {
   const id = `lxq-${command}-${randomBytes(4).toString('hex')}`;
-  let listener: ((e: QmpEvent) => void) | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const concluded = new Promise<void>((resolve, reject) => {
-    listener = (e) => {
-      if (e.data.id === id && e.data.status === 'concluded') resolve();
-    };
-    qmp.on('JOB_STATUS_CHANGE', listener);
-    timer = setTimeout(() => reject(new Timeout(`QMP ${command} on ${vm} did not conclude within ${JOB_TIMEOUT_MS} ms`)), JOB_TIMEOUT_MS);
-  });
+  // Listening before the job starts: a short job may conclude before its command's reply is read.
+  const stop = new AbortController();
+  const concluded = qmp
+    .waitEvent('JOB_STATUS_CHANGE', { filter: (job) => job.id === id && job.status === 'concluded', timeout: JOB_TIMEOUT_MS, signal: stop.signal })
+    .catch((e) => {
+      throw e instanceof QmpTimeoutError ? new Timeout(`QMP ${command} on ${vm} did not conclude within ${JOB_TIMEOUT_MS} ms`) : e;
+    });
   try {
-    await qmp.execute(command, { 'job-id': id, ...args });
-    await concluded;
-    const jobs = await qmp.execute<Array<{ id: string; error?: string }>>('query-jobs');
+    // The union of the four commands' arguments is what `args` plus its id is, whichever C is.
+    await Promise.all([qmp.execute(command as JobCommand, { 'job-id': id, ...args } as QmpCommands[JobCommand]['args']), concluded]);
+    const jobs = await qmp.execute('query-jobs');
     const error = jobs.find((j) => j.id === id)?.error;
     await qmp.execute('job-dismiss', { id }).catch(() => undefined);
     if (error) throw new OperationFailed(`QMP ${command} on ${vm} failed: ${error}`, { call: `qmp:${command}`, log: error });
   } finally {
-    clearTimeout(timer);
-    if (listener) qmp.off('JOB_STATUS_CHANGE', listener);
+    stop.abort();
   }
 }
 
 /** The block node of the VM's own disk (the one file `disk` names), for the jobs' `vmstate` and `devices`. */
 export async function diskNode(qmp: QmpClient, disk: string): Promise<string> {
-  const blocks = await qmp.execute<Array<{ inserted?: { file: string; 'node-name'?: string } }>>('query-block');
+  const blocks = await qmp.execute('query-block');
   const node = blocks.find((b) => b.inserted?.file === disk)?.inserted?.['node-name'];
   if (!node) throw new OperationFailed(`QEMU has no block node for ${disk}`, { call: 'qmp:query-block' });
   return node;
