@@ -13,7 +13,11 @@
 #include <linux/openat2.h>
 #include <sched.h>
 #include <sys/fsuid.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
@@ -270,6 +274,135 @@ class MakeNodeWorker : public MountWorker {
   int mode_, major_, minor_, uid_, gid_;
 };
 
+// A user namespace whose ids 0..size-1 are base..base+size-1 on the host (uids and gids): what
+// an idmapped mount of an image takes for a container that is not running yet. A child is made
+// in a new user namespace only to be given the map and have its namespace opened; the fd keeps
+// the namespace once the child is gone. The child shares this process's memory (CLONE_VM: no
+// copy of the Node heap's page tables) on a small stack of its own, with every signal blocked,
+// and does nothing but wait for SIGKILL; exit signal 0, so libuv's SIGCHLD handling never sees it.
+int UsernsFor(uint32_t base, uint32_t size, std::string& failed) {
+  const size_t stack_size = 64 * 1024;
+  void* stack = mmap(nullptr, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) {
+    failed = "mmap a stack for the user namespace's child";
+    return -1;
+  }
+  sigset_t all, previous;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  pid_t pid = clone([](void*) -> int {
+    for (;;) syscall(SYS_pause);
+    return 0;
+  }, static_cast<char*>(stack) + stack_size, CLONE_NEWUSER | CLONE_VM, nullptr);
+  int clone_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  if (pid < 0) {
+    munmap(stack, stack_size);
+    errno = clone_errno;
+    failed = "clone a child in a new user namespace";
+    return -1;
+  }
+  std::string map = "0 " + std::to_string(base) + " " + std::to_string(size) + "\n";
+  int fd = -1;
+  int err = 0;
+  for (const char* file : {"uid_map", "gid_map"}) {
+    Fd f(open(("/proc/" + std::to_string(pid) + "/" + file).c_str(), O_WRONLY | O_CLOEXEC));
+    if (f.fd < 0 || write(f.fd, map.data(), map.size()) != static_cast<ssize_t>(map.size())) {
+      err = errno;
+      failed = std::string("write the id map ") + file;
+      break;
+    }
+  }
+  if (!err) {
+    fd = open(("/proc/" + std::to_string(pid) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      err = errno;
+      failed = "open the new user namespace";
+    }
+  }
+  kill(pid, SIGKILL);
+  while (waitpid(pid, nullptr, __WALL) < 0 && errno == EINTR) {
+  }
+  munmap(stack, stack_size);
+  errno = err;
+  return fd;
+}
+
+// Characters overlayfs's option string gives a meaning to: a layer path holding one is refused
+// rather than escaped (lxq's own paths never hold them).
+bool PlainLayerPath(const std::string& p) { return !p.empty() && p.find_first_of(",:\\=") == std::string::npos; }
+
+// Mounts an overlay at `target` from the host's mount namespace: `layers` (read-only, topmost
+// first) over `image`, with `upper` and `work` when given (else a read-only overlay). With an
+// id map the image is seen through an idmapped, read-only clone (open_tree + mount_setattr
+// MOUNT_ATTR_IDMAP): attached at `stage` only for overlayfs to take it as a lower layer (it
+// clones its layers privately), then detached again, so no mount is left there.
+class OverlayWorker : public MountWorker {
+ public:
+  OverlayWorker(Napi::Env env, std::string target, std::vector<std::string> layers, std::string image, std::string upper,
+                std::string work, std::string stage, bool idmap, uint32_t base, uint32_t size)
+      : MountWorker(env, "lxq:mountOverlay"), target_(std::move(target)), layers_(std::move(layers)), image_(std::move(image)),
+        upper_(std::move(upper)), work_(std::move(work)), stage_(std::move(stage)), idmap_(idmap), base_(base), size_(size) {}
+
+  void Execute() override {
+    for (const std::string* p : {&image_, &stage_}) {
+      if (!PlainLayerPath(*p)) return Fail("layer path " + *p + " holds one of , : \\ =", EINVAL);
+    }
+    for (const std::string& p : layers_) {
+      if (!PlainLayerPath(p)) return Fail("layer path " + p + " holds one of , : \\ =", EINVAL);
+    }
+    if (!upper_.empty() && (!PlainLayerPath(upper_) || !PlainLayerPath(work_))) return Fail("upper or work path holds one of , : \\ =", EINVAL);
+    std::string bottom = image_;
+    bool staged = false;
+    if (idmap_) {
+      std::string step;
+      Fd userns(UsernsFor(base_, size_, step));
+      if (userns.fd < 0) return Fail(step, errno);
+      Fd tree(open_tree(AT_FDCWD, image_.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+      if (tree.fd < 0) return Fail("open_tree " + image_, errno);
+      struct mount_attr attr = {};
+      attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
+      attr.userns_fd = static_cast<uint64_t>(userns.fd);
+      attr.propagation = MS_PRIVATE;
+      if (mount_setattr(tree.fd, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) return Fail("mount_setattr (idmapped, read-only) " + image_, errno);
+      if (move_mount(tree.fd, "", AT_FDCWD, stage_.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) return Fail("move_mount onto " + stage_, errno);
+      bottom = stage_;
+      staged = true;
+    }
+    std::string lower;
+    for (const std::string& p : layers_) lower += p + ":";
+    lower += bottom;
+    std::string options = "lowerdir=" + lower;
+    if (!upper_.empty()) options += ",upperdir=" + upper_ + ",workdir=" + work_;
+    // index=off: an upper directory is copied (snapshots, copies) and swapped (restore); the
+    // index would tie it to one lower's inode numbers and refuse it on another mount.
+    options += ",index=off";
+    int rc = mount("overlay", target_.c_str(), "overlay", 0, options.c_str());
+    int err = errno;
+    if (staged) umount2(stage_.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+    if (rc != 0) return Fail("mount overlay at " + target_ + " (" + options + ")", err);
+  }
+
+ private:
+  std::string target_;
+  std::vector<std::string> layers_;
+  std::string image_, upper_, work_, stage_;
+  bool idmap_;
+  uint32_t base_, size_;
+};
+
+class UnmountWorker : public MountWorker {
+ public:
+  UnmountWorker(Napi::Env env, std::string target, bool detach) : MountWorker(env, "lxq:unmount"), target_(std::move(target)), detach_(detach) {}
+  void Execute() override {
+    if (umount2(target_.c_str(), UMOUNT_NOFOLLOW | (detach_ ? MNT_DETACH : 0)) != 0) return Fail("umount " + target_, errno);
+  }
+
+ private:
+  std::string target_;
+  bool detach_;
+};
+
 }  // namespace
 
 Napi::Value MakeNode(const Napi::CallbackInfo& info) {
@@ -295,6 +428,34 @@ Napi::Value MountInto(const Napi::CallbackInfo& info) {
 
 Napi::Value UmountIn(const Napi::CallbackInfo& info) {
   auto* w = new UmountWorker(info.Env(), info[0].ToNumber().Int32Value(), info[1].ToString().Utf8Value(), info[2].ToBoolean().Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value MountOverlay(const Napi::CallbackInfo& info) {
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto str = [&](const char* k) { return o.Has(k) && o.Get(k).IsString() ? o.Get(k).ToString().Utf8Value() : std::string(); };
+  std::vector<std::string> layers;
+  if (o.Has("layers") && o.Get("layers").IsArray()) {
+    Napi::Array a = o.Get("layers").As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) layers.push_back(a.Get(i).ToString().Utf8Value());
+  }
+  bool idmap = o.Has("idmap") && o.Get("idmap").IsObject();
+  uint32_t base = 0, size = 0;
+  if (idmap) {
+    Napi::Object m = o.Get("idmap").As<Napi::Object>();
+    base = m.Get("base").ToNumber().Uint32Value();
+    size = m.Get("size").ToNumber().Uint32Value();
+  }
+  auto* w = new OverlayWorker(info.Env(), str("target"), std::move(layers), str("image"), str("upper"), str("work"), str("stage"), idmap, base, size);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Unmount(const Napi::CallbackInfo& info) {
+  auto* w = new UnmountWorker(info.Env(), info[0].ToString().Utf8Value(), info[1].ToBoolean().Value());
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

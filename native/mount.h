@@ -15,4 +15,11 @@ Napi::Value UmountIn(const Napi::CallbackInfo& info);
 // makeNode(path, block, mode, major, minor, uid, gid) → Promise<void>: a device node on the host.
 Napi::Value MakeNode(const Napi::CallbackInfo& info);
 
+// mountOverlay({ target, layers, image, upper, work, stage, idmap }) → Promise<void>: an overlay at
+// `target` (host mount namespace) of `layers` over `image`, seen through an idmapped read-only
+// clone when `idmap` ({ base, size }) is given; read-only without `upper`.
+Napi::Value MountOverlay(const Napi::CallbackInfo& info);
+// unmount(target, detach) → Promise<void>: umount2 on the host, never following a symlink.
+Napi::Value Unmount(const Napi::CallbackInfo& info);
+
 }  // namespace lxq

@@ -49,6 +49,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mountInto", Napi::Function::New(env, lxq::MountInto, "mountInto"));
   exports.Set("umountIn", Napi::Function::New(env, lxq::UmountIn, "umountIn"));
   exports.Set("makeNode", Napi::Function::New(env, lxq::MakeNode, "makeNode"));
+  exports.Set("mountOverlay", Napi::Function::New(env, lxq::MountOverlay, "mountOverlay"));
+  exports.Set("unmount", Napi::Function::New(env, lxq::Unmount, "unmount"));
   exports.Set("setWindowSize", Napi::Function::New(env, SetWindowSize, "setWindowSize"));
   exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
   return exports;

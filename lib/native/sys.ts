@@ -43,6 +43,16 @@ export interface Sys {
    * `pid`; `remove` also unlinks the file it was mounted on.
    */
   umountIn(pid: number, target: string, remove: boolean): Promise<void>;
+  /**
+   * Mounts an overlay at `target` in the host's mount namespace: `layers` (read-only, topmost
+   * first) over `image`; with `idmap`, the image is seen through an idmapped, read-only clone
+   * (ids 0..size-1 shown as base..), attached at `stage` (an empty directory) only while the
+   * overlay is mounted; without `upper`, the overlay is read-only. Layer paths may not hold
+   * `,`, `:`, `\\` or `=` (EINVAL).
+   */
+  mountOverlay(options: OverlayMountOptions): Promise<void>;
+  /** umount2 on the host, never following a symlink at `target`; `detach` is MNT_DETACH. Rejects with code EINVAL when nothing is mounted there. */
+  unmount(target: string, detach: boolean): Promise<void>;
   /** mknod + chown + chmod on the host. */
   makeNode(path: string, block: boolean, mode: number, major: number, minor: number, uid: number, gid: number): Promise<void>;
 }
@@ -56,6 +66,16 @@ export interface MountOptions {
   propagation?: string;
   uid: number;
   gid: number;
+}
+
+export interface OverlayMountOptions {
+  target: string;
+  layers: string[];
+  image: string;
+  upper?: string;
+  work?: string;
+  stage: string;
+  idmap?: { base: number; size: number };
 }
 
 let loaded: Sys | undefined;
