@@ -1,0 +1,68 @@
+/**
+ * The `dir` pool driver: today's layout. A container's `rootfs/` is a full copy of its image with
+ * the ids shifted for its map (reflinks where the filesystem has them); a snapshot holds another
+ * full copy; restore swaps the directory. Instances made before pools existed are on it as they
+ * are: nothing of their directory changes.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { InvalidArgument, NotSupported } from '../../core/errors';
+import { resetMachineId } from '../move';
+import { copyTree, copyTreeShifted } from '../tree';
+import type { IdRange, PoolDriver, RootImage } from './types';
+
+const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
+
+/** Keys LXD's dir and lxq's overlay pools know, refused until this version can honour them. */
+export function refuseDirectoryPoolKeys(driver: string, config: Record<string, string>): void {
+  for (const key of Object.keys(config)) {
+    if (key === 'source') {
+      throw new NotSupported(`a ${driver} pool keeps its instances in the host's directory in this version; "source" (another directory) is not supported yet`);
+    }
+    throw new InvalidArgument(`unknown key "${key}" for a ${driver} pool; a ${driver} pool takes no keys in this version`);
+  }
+}
+
+export class DirPool implements PoolDriver {
+  readonly name = 'dir' as const;
+
+  checkConfig(config: Record<string, string>): void {
+    refuseDirectoryPoolKeys('dir', config);
+  }
+
+  async createRoot(dir: string, image: RootImage, ids: IdRange | null): Promise<void> {
+    await copyTreeShifted(image.rootfs, path.join(dir, 'rootfs'), ids?.base ?? 0);
+  }
+
+  async attachRoot(): Promise<void> {}
+
+  async detachRoot(): Promise<void> {}
+
+  async captureRoot(dir: string, into: string): Promise<void> {
+    await copyTree(path.join(dir, 'rootfs'), path.join(into, 'rootfs'));
+  }
+
+  async copyRoot(dir: string, into: string, snapshotDir?: string): Promise<void> {
+    await copyTree(path.join(snapshotDir ?? dir, 'rootfs'), path.join(into, 'rootfs'));
+    await resetMachineId(path.join(into, 'rootfs'));
+  }
+
+  async stageRestore(snapshotDir: string, staging: string): Promise<void> {
+    await copyTree(path.join(snapshotDir, 'rootfs'), path.join(staging, 'rootfs'));
+  }
+
+  /** Two renames, each re-done only if not done yet: the old rootfs into the staging directory, the staged one in its place. */
+  async applyRestore(dir: string, staging: string): Promise<void> {
+    const staged = path.join(staging, 'rootfs');
+    const rootfs = path.join(dir, 'rootfs');
+    if (await exists(staged)) {
+      if (await exists(rootfs)) await fs.rename(rootfs, path.join(staging, 'replaced'));
+      await fs.rename(staged, rootfs);
+    }
+  }
+
+  async withView<T>(dir: string, _scratch: string, snapshotDir: string | undefined, read: (rootfs: string) => Promise<T>): Promise<T> {
+    return read(path.join(snapshotDir ?? dir, 'rootfs'));
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * The host's mount table as lxq's storage needs it: what is mounted at or below a directory
+ * (read from /proc/self/mountinfo, this process's mount namespace: the host's), and detaching
+ * all of it, deepest first, before a directory is removed or a layer swapped.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { sys } from '../../native/sys';
+
+/** mountinfo escapes space, tab, newline and backslash in paths as octal (\040…). */
+function unescapeMountPath(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+/** Every mount point at or below `dir` (once per stacked mount), deepest first. */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const top = path.resolve(dir);
+  const text = await fs.readFile('/proc/self/mountinfo', 'utf8');
+  const found: string[] = [];
+  for (const line of text.split('\n')) {
+    const target = line.split(' ')[4];
+    if (!target) continue;
+    const p = unescapeMountPath(target);
+    if (p === top || p.startsWith(top + '/')) found.push(p);
+  }
+  // Later lines are mounted later: a stacked mount or one below another comes off first.
+  return found.reverse().sort((a, b) => b.split('/').length - a.split('/').length);
+}
+
+export async function isMountPoint(p: string): Promise<boolean> {
+  const top = path.resolve(p);
+  return (await mountsUnder(top)).includes(top);
+}
+
+/** Detaches every mount at or below `dir` (MNT_DETACH: a file still open there keeps its own reference, nothing waits). */
+export async function unmountUnder(dir: string): Promise<void> {
+  for (const p of await mountsUnder(dir)) {
+    await sys()
+      .unmount(p, true)
+      .catch((e: NodeJS.ErrnoException) => {
+        // Gone meanwhile (another process unmounted it), or its path moved (a rename).
+        if (e.code !== 'EINVAL' && e.code !== 'ENOENT') throw e;
+      });
+  }
+}

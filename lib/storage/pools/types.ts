@@ -1,0 +1,96 @@
+/**
+ * Storage pools (LXD's `storage pools`): where instances' root filesystems live and how they are
+ * made. Each driver is one file of this folder behind `PoolDriver`, as Incus's storage/drivers;
+ * nothing here knows an instance type's driver: a container driver asks a pool for a root tree
+ * and is handed the directories it needs.
+ */
+
+/** The pool drivers of this version. */
+export type PoolDriverName = 'dir' | 'overlay';
+
+/**
+ * A pool as `host.storage.pools` reports it.
+ *
+ * @example
+ * ```ts
+ * const pool = await host.storage.pools.get('default');
+ * console.log(pool.driver, pool.usedBy); // "overlay", [ "web1", "db1" ]
+ * ```
+ */
+export interface StoragePoolInfo {
+  name: string;
+  driver: PoolDriverName;
+  description: string;
+  /** The pool's keys (LXD's names); empty for dir and overlay pools in this version. */
+  config: Record<string, string>;
+  /** The instances whose root disk is on this pool, by name. */
+  usedBy: string[];
+  createdAt: Date;
+}
+
+/**
+ * Options of `host.storage.pools.create`.
+ *
+ * @example
+ * ```ts
+ * await host.storage.pools.create('fast', { driver: 'overlay', description: 'copy-on-write roots' });
+ * ```
+ */
+export interface StoragePoolCreateOptions {
+  driver: PoolDriverName;
+  config?: Record<string, string>;
+  description?: string;
+}
+
+/** A pool as stored in `<host>/storage-pools/<name>/pool.json`. */
+export interface StoredPool {
+  format: 'lxq-storage-pool';
+  version: 1;
+  name: string;
+  driver: PoolDriverName;
+  description: string;
+  config: Record<string, string>;
+  createdAt: string;
+}
+
+/** The uids and gids a container's root tree is seen with: 0..size-1 inside are base.. on the host. */
+export interface IdRange {
+  base: number;
+  size: number;
+}
+
+/** The image a root tree is made of: its unshifted `rootfs/` in the image store (never modified). */
+export interface RootImage {
+  rootfs: string;
+}
+
+/**
+ * What a pool driver does with a container's root tree. `dir` is an instance's directory: the
+ * tree appears at `<dir>/rootfs` (liblxc's `lxc.rootfs.path`), whatever the driver keeps beside
+ * it; a snapshot's directory holds what `capture` put there.
+ */
+export interface PoolDriver {
+  readonly name: PoolDriverName;
+  /** Refuses a key the driver does not take (InvalidArgument) or cannot honour here (NotSupported), naming it. */
+  checkConfig(config: Record<string, string>): void;
+  /** Fills `dir` (a staging directory, not yet the instance's) with a root tree of `image` for a container seen through `ids` (null: privileged). */
+  createRoot(dir: string, image: RootImage, ids: IdRange | null): Promise<void>;
+  /** Makes `<dir>/rootfs` show the whole tree (a no-op where it always does); safe to call again. */
+  attachRoot(dir: string): Promise<void>;
+  /** Undoes attachRoot (nothing is left mounted below `dir`). */
+  detachRoot(dir: string): Promise<void>;
+  /** Copies what a snapshot keeps of the tree into `into` (the caller freezes a running container). */
+  captureRoot(dir: string, into: string): Promise<void>;
+  /** Fills `into` (a future instance directory) with an independent tree: the instance's, or that of the snapshot in `snapshotDir`. */
+  copyRoot(dir: string, into: string, snapshotDir?: string): Promise<void>;
+  /** Copies what the snapshot in `snapshotDir` keeps into `staging`, ready for applyRestore. */
+  stageRestore(snapshotDir: string, staging: string): Promise<void>;
+  /** Puts the staged tree in place of the instance's (stopped); idempotent, run again after a crash. */
+  applyRestore(dir: string, staging: string): Promise<void>;
+  /**
+   * Runs `read` on a read-only whole view of the tree, or of the snapshot in `snapshotDir`
+   * (publish, export): a path under `scratch` (an empty directory the caller removes) or the
+   * instance's own rootfs.
+   */
+  withView<T>(dir: string, scratch: string, snapshotDir: string | undefined, read: (rootfs: string) => Promise<T>): Promise<T>;
+}
