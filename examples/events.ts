@@ -7,7 +7,8 @@ import { Host, type LifecycleEvent } from '../lib';
 async function main(): Promise<void> {
   const host = await Host.open({ path: process.env.LXQ_HOST, ...(process.env.LXQ_IMAGES ? { images: process.env.LXQ_IMAGES } : {}) });
   const print = (e: LifecycleEvent) => console.log(`${e.action} ${e.name} (${e.requestor})`);
-  await host.on('lifecycle', print);
+  host.on('lifecycle', print);
+  await host.ready(); // from here, the init's own halt below is seen too
   const c = await host.create(`events-${process.pid}`, { image: 'busybox' });
   try {
     await c.start();

@@ -3,13 +3,13 @@
  * host directory, by lxc-stop, by a container's own init exiting and by a kill -9 of a VM's QEMU,
  * each seen once, in order.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import type { Instance, LifecycleEvent } from '../lib';
-import { InvalidArgument } from '../lib';
-import { tempHost, type TestHost } from './helpers/host';
+import { Host, InvalidArgument } from '../lib';
+import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 
 const execFileP = promisify(execFile);
 
@@ -19,13 +19,26 @@ const onEvent = (e: LifecycleEvent) => seen.push(e);
 
 beforeAll(async () => {
   t = await tempHost();
-  await t.host.on('lifecycle', onEvent);
+  t.host.on('lifecycle', onEvent);
+  await t.host.ready();
 });
 afterAll(async () => {
   t.host.off('lifecycle', onEvent);
   await t.host.close();
   await t.dispose();
 });
+
+/** Runs `body` (JavaScript using `host`, `name` and `lxq`) in another Node process on this test's host. */
+function otherProcessScript(body: string): string[] {
+  const script = `
+    const lxq = require(${JSON.stringify(path.join(__dirname, '..', 'lib'))});
+    (async () => {
+      const host = await lxq.Host.open({ path: process.argv[1], images: process.argv[2] });
+      const name = process.argv[3];
+      ${body}
+    })().catch((e) => { console.error(e); process.exit(1); });`;
+  return ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), '-e', script];
+}
 
 /** Waits until `n` events about `name` arrived (and a little longer, to catch duplicates). */
 async function eventsOf(name: string, n: number, timeoutMs = 30_000): Promise<LifecycleEvent[]> {
@@ -70,15 +83,10 @@ test('changes made by this process: each action once, local, with name, type and
 
 test('changes made by a second Node process are reported as external, once each, in order', async () => {
   const name = t.name('other');
-  const script = `
-    const { Host } = require(${JSON.stringify(path.join(__dirname, '..', 'lib'))});
-    (async () => {
-      const host = await Host.open({ path: process.argv[1], images: process.argv[2] });
-      const c = await host.create(process.argv[3], { image: 'busybox' });
+  const body = `const c = await host.create(name, { image: 'busybox' });
       await c.start(); await c.freeze(); await c.unfreeze();
-      await c.stop({ force: true }); await c.delete();
-    })().catch((e) => { console.error(e); process.exit(1); });`;
-  await execFileP(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), '-e', script, t.dir, process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', name], { timeout: 60_000 });
+      await c.stop({ force: true }); await c.delete();`;
+  await execFileP(process.execPath, [...otherProcessScript(body), t.dir, SHARED_IMAGES, name], { timeout: 60_000 });
   const es = await eventsOf(name, 6);
   expect(brief(es)).toEqual([
     'instance-created:external',
@@ -89,6 +97,45 @@ test('changes made by a second Node process are reported as external, once each,
     'instance-deleted:external',
   ]);
 }, 90_000);
+
+test('on() registers synchronously: a start made by another process just after it returns is delivered', async () => {
+  const name = t.name('sync');
+  await t.host.create(name, { image: 'busybox' });
+  const other = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+  const got: LifecycleEvent[] = [];
+  try {
+    other.on('lifecycle', (e) => got.push(e));
+    // Nothing of this process runs until the other one has started the instance and exited:
+    // the event loop is blocked right after on() returned.
+    execFileSync(process.execPath, [...otherProcessScript('await (await host.get(name)).start();'), t.dir, SHARED_IMAGES, name], { timeout: 60_000 });
+    await other.ready();
+    const deadline = Date.now() + 30_000;
+    while (!got.some((e) => e.name === name) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(brief(got.filter((e) => e.name === name))).toEqual(['instance-started:external']);
+    // Followed from then on, exits nobody announced included.
+    await execFileP('lxc-stop', ['-P', t.host.instancesDir, '-n', name, '-k']);
+    const until = Date.now() + 30_000;
+    while (got.filter((e) => e.name === name).length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(brief(got.filter((e) => e.name === name))).toEqual(['instance-started:external', 'instance-stopped:external']);
+  } finally {
+    await other.close();
+    await (await t.host.get(name)).delete({ force: true });
+  }
+}, 90_000);
+
+test('ready() resolves at once when nothing listens; on() and off() return the host', async () => {
+  const other = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+  try {
+    await expect(other.ready()).resolves.toBeUndefined();
+    const fn = () => undefined;
+    expect(other.on('lifecycle', fn)).toBe(other);
+    expect(other.off('lifecycle', fn)).toBe(other);
+    expect(() => other.on('bogus' as 'lifecycle', fn)).toThrow(InvalidArgument);
+  } finally {
+    await other.close();
+  }
+});
 
 test('lxc-stop on a container, and its init exiting by itself: instance-stopped, external, once', async () => {
   const a = await t.host.create(t.name('lxcstop'), { image: 'busybox' });

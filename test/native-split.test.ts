@@ -51,7 +51,8 @@ const { FileLock } = require(${JSON.stringify(path.join(ROOT, 'lib', 'core', 'lo
   let held = false;
   await new FileLock(path.join(dir, 'test.lock'), 'a test').hold(async () => { held = true; });
   const listener = () => undefined;
-  await host.on('lifecycle', listener);
+  host.on('lifecycle', listener);
+  await host.ready();
   host.off('lifecycle', listener);
   const maps = fs.readFileSync('/proc/self/maps', 'utf8');
   process.stdout.write(JSON.stringify({ listed, held, liblxc: maps.includes('liblxc'), lxqLxc: maps.includes('lxq_lxc.node'), lxqSys: maps.includes('lxq_sys.node') }));

@@ -414,7 +414,8 @@ describe('events', () => {
     const events: LifecycleEvent[] = [];
     const statuses: StatusEvent[] = [];
     const listener = (e: LifecycleEvent) => e.name === i.name && events.push(e);
-    await host.on('lifecycle', listener);
+    host.on('lifecycle', listener);
+    await host.ready();
     i.on('status', (e) => statuses.push(e));
     try {
       // The raw REST client: another program on the same server.
@@ -469,7 +470,8 @@ describe('events', () => {
   test('the events websocket survives a restart of the daemon (reconnect with back-off)', async () => {
     const events: LifecycleEvent[] = [];
     const listener = (e: LifecycleEvent) => events.push(e);
-    await host.on('lifecycle', listener);
+    host.on('lifecycle', listener);
+    await host.ready();
     const reconnects = host.eventReconnects;
     try {
       await lxd.restart();

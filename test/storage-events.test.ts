@@ -15,7 +15,7 @@ const onEvent = (e: LifecycleEvent) => seen.push(e);
 beforeAll(async () => {
   t = await tempHost();
   await t.host.images.ensure('busybox');
-  await t.host.on('lifecycle', onEvent);
+  t.host.on('lifecycle', onEvent);
 }, 600_000);
 afterAll(async () => {
   t.host.off('lifecycle', onEvent);

@@ -10,7 +10,7 @@
  * An action that implies a status the instance is already known to have is not reported twice.
  */
 import { EventEmitter } from 'eventemitter3';
-import { promises as fs, watch, type FSWatcher } from 'node:fs';
+import { closeSync, fstatSync, openSync, promises as fs, read as fsRead, watch, type FSWatcher } from 'node:fs';
 import * as path from 'node:path';
 
 import { InvalidArgument } from '../core/errors';
@@ -55,7 +55,7 @@ export type LifecycleAction = (typeof LIFECYCLE_ACTIONS)[number];
  *
  * @example
  * ```ts
- * await host.on('lifecycle', (e: LifecycleEvent) => console.log(e.at, e.action, e.name, e.requestor));
+ * host.on('lifecycle', (e: LifecycleEvent) => console.log(e.at, e.action, e.name, e.requestor));
  * ```
  */
 export interface LifecycleEvent {
@@ -120,6 +120,8 @@ export interface LifecycleHost {
 interface Known {
   type: InstanceType;
   status: InstanceStatus;
+  /** The status comes from an event delivered here (false: from the listing made when following began). */
+  reported: boolean;
   cancelWatch?: () => void;
 }
 
@@ -143,9 +145,11 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   private readonly writer = `${process.pid}.${Math.random().toString(36).slice(2, 10)}`;
   private readonly file: string;
   private appendQueue: Promise<void> = Promise.resolve();
-  private active: Promise<void> | undefined;
+  /** Set (synchronously) while the host is followed: resolves once every instance is known and watched. */
+  private following: Promise<void> | undefined;
   private watcher: FSWatcher | undefined;
-  private journal: { handle: fs.FileHandle; ino: number; partial: string } | undefined;
+  /** The journal's fd (opened synchronously, so what is appended after `on` returns is read), its inode, a line cut short, the next offset. */
+  private journal: { fd: number; ino: number; partial: string; position: number } | undefined;
   private reading: Promise<void> = Promise.resolve();
   private readonly known = new Map<string, Known>();
   /** Holds the event loop open while someone listens (the watches themselves do not). */
@@ -166,7 +170,7 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
    */
   report(action: LifecycleAction, name: string, type: InstanceType, detail: LifecycleDetail = {}): Promise<void> {
     const entry: JournalEntry = { action, name, type, ...detail, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
-    if (this.active) this.deliver(entry, 'local');
+    if (this.following) this.deliver(entry, 'local');
     const write = this.appendQueue.then(() => this.append(entry));
     this.appendQueue = write.catch(() => undefined);
     return write;
@@ -183,33 +187,48 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     }
   }
 
-  /** Starts following the host (once); resolves when every current instance is known. */
-  private activate(): Promise<void> {
-    this.active ??= this.follow();
-    return this.active;
+  /**
+   * Starts following the host (once). The journal's end and the inotify watch are taken
+   * synchronously, so every change an lxq process makes after this returns is read; what is
+   * appended meanwhile is read once the instances are listed (not judged against that listing:
+   * it may already show the change).
+   */
+  private follow(): void {
+    if (this.following) return;
+    const fd = openSync(this.file, 'a+', 0o600);
+    const st = fstatSync(fd);
+    this.journal = { fd, ino: st.ino, partial: '', position: st.size };
+    try {
+      this.watcher = watch(this.hostDir, { persistent: false }, (_kind, file) => {
+        if (file === EVENTS_FILE) this.readJournal();
+      });
+    } catch (e) {
+      this.journal = undefined;
+      closeSync(fd);
+      throw e;
+    }
+    this.watcher.on('error', () => undefined);
+    const listed = this.listInstances();
+    this.following = listed;
+    // Lines appended before the listing ends wait for it (readJournal chains on `reading`).
+    this.reading = listed.catch(() => undefined);
+    this.readJournal();
+    listed.catch(() => undefined); // reported by ready(); nobody may ask
   }
 
-  private async follow(): Promise<void> {
-    await this.openJournal(true);
-    this.watcher = watch(this.hostDir, { persistent: false }, (_kind, file) => {
-      if (file === EVENTS_FILE) this.readJournal();
-    });
-    this.watcher.on('error', () => undefined);
+  private async listInstances(): Promise<void> {
     for (const i of await this.host.instances()) {
-      this.known.set(i.name, { type: i.type, status: i.status });
+      // Known already: this process reported a change to it since `on`, which the listing may predate.
+      if (this.known.has(i.name)) continue;
+      this.known.set(i.name, { type: i.type, status: i.status, reported: false });
       if (i.status !== 'stopped') this.watchInstance(i.name);
     }
-    this.readJournal();
   }
 
-  /** Opens the journal, at its end when `atEnd` (what was written before is not replayed). */
-  private async openJournal(atEnd: boolean): Promise<void> {
-    const handle = await fs.open(this.file, 'a+', 0o600);
-    const st = await handle.stat();
-    this.journal = { handle, ino: st.ino, partial: '' };
-    this.position = atEnd ? st.size : 0;
+  /** Resolves once the host is followed (every instance known, its main process watched); at once if nobody listens. */
+  ready(): Promise<void> {
+    return this.following ?? Promise.resolve();
   }
-  private position = 0;
 
   private readJournal(): void {
     this.reading = this.reading.then(() => this.drainJournal()).catch(() => undefined);
@@ -220,18 +239,19 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     if (!j) return;
     const buf = Buffer.alloc(64 * 1024);
     for (;;) {
-      const { bytesRead } = await j.handle.read(buf, 0, buf.length, this.position);
-      if (bytesRead === 0) break;
-      this.position += bytesRead;
+      const { bytesRead } = await readAt(j.fd, buf, j.position);
+      if (bytesRead === 0 || this.journal !== j) break;
+      j.position += bytesRead;
       const lines = (j.partial + buf.subarray(0, bytesRead).toString('utf8')).split('\n');
       j.partial = lines.pop() ?? '';
       for (const line of lines) this.journalLine(line);
     }
-    // Started afresh by a writer (rotation): this file is done, follow the new one.
+    // Started afresh by a writer (rotation): this file is done, follow the new one from its start.
     const st = await fs.stat(this.file).catch(() => undefined);
     if (st && st.ino !== j.ino && this.journal === j) {
-      await j.handle.close();
-      await this.openJournal(false);
+      const fd = openSync(this.file, 'a+', 0o600);
+      this.journal = { fd, ino: fstatSync(fd).ino, partial: '', position: 0 };
+      closeSync(j.fd);
       await this.drainJournal();
     }
   }
@@ -256,15 +276,17 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     const known = this.known.get(e.name);
     const implied = IMPLIED[e.action];
     if (e.action === 'instance-deleted') {
-      if (!known) return;
-      known.cancelWatch?.();
+      // Each deletion is made once, under the instance's lock, and reported by its maker only.
+      known?.cancelWatch?.();
       this.known.delete(e.name);
     } else if (implied !== undefined) {
-      // Already seen (an exit through the pidfd before the journal said who stopped it).
-      if (known && known.status === implied && e.action !== 'instance-restarted') return;
-      if (e.action === 'instance-created' && known) return;
-      const k = known ?? { type: e.type, status: implied };
+      // Already reported (an exit seen through the pidfd before the journal said who stopped
+      // it). A status only listed is no reason: the listing may postdate this change.
+      if (known?.reported && known.status === implied && e.action !== 'instance-restarted') return;
+      if (e.action === 'instance-created' && known?.reported) return;
+      const k = known ?? { type: e.type, status: implied, reported: true };
       k.status = implied;
+      k.reported = true;
       this.known.set(e.name, k);
       if (implied === 'stopped') {
         k.cancelWatch?.();
@@ -314,11 +336,14 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     })().catch(() => undefined);
   }
 
-  /** `host.on('lifecycle', fn)`: starts following the host on the first listener. */
-  subscribe(fn: (e: LifecycleEvent) => void): Promise<void> {
+  /**
+   * `host.on('lifecycle', fn)`: follows the host from the first listener on, synchronously (see
+   * follow); `ready()` tells when instances' exits that nobody announces are watched too.
+   */
+  subscribe(fn: (e: LifecycleEvent) => void): void {
+    this.follow();
     this.on('lifecycle', fn);
     this.retain();
-    return this.activate();
   }
 
   unsubscribe(fn: (e: LifecycleEvent) => void): void {
@@ -342,25 +367,51 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     return lifecycleEvents(this, options);
   }
 
-  /** Stops following the host (listeners stay; nothing more arrives). */
+  /** Stops following the host (listeners stay; nothing more arrives until one is added). */
   async close(): Promise<void> {
+    const journal = this.journal;
+    this.journal = undefined;
+    this.following = undefined;
     this.watcher?.close();
+    this.watcher = undefined;
     for (const k of this.known.values()) k.cancelWatch?.();
     this.known.clear();
     clearInterval(this.keepAlive);
     this.keepAlive = undefined;
     await this.reading;
-    await this.journal?.handle.close().catch(() => undefined);
-    this.journal = undefined;
-    this.active = undefined;
+    if (journal) closeSync(journal.fd);
   }
 }
 
-/** `host.events()`: an async iterator over the lifecycle events, ended by `signal` or `return()`. */
+/** A positioned read of a file descriptor (fs/promises reads only FileHandles). */
+function readAt(fd: number, buffer: Buffer, position: number): Promise<{ bytesRead: number }> {
+  return new Promise((resolve, reject) => fsRead(fd, buffer, 0, buffer.length, position, (e, bytesRead) => (e ? reject(e) : resolve({ bytesRead }))));
+}
+
+/**
+ * `host.events()`: an async iterator over the lifecycle events, ended by `signal` or `return()`;
+ * it collects from its creation on, and `ready` resolves as the host's `ready()`.
+ *
+ * @example
+ * ```ts
+ * const events: LifecycleIterator = host.events({ signal: AbortSignal.timeout(60_000) });
+ * await events.ready;
+ * for await (const e of events) console.log(e.action, e.name, events.dropped);
+ * ```
+ */
 export type LifecycleIterator = AsyncIterableIterator<LifecycleEvent> & { readonly dropped: number; ready: Promise<void> };
 
+/** What the iterator needs of a source of lifecycle events (a local host's hub, a remote host's websocket). */
+export interface LifecycleSource {
+  /** Adds a listener; every event after it returns reaches it. */
+  subscribe(fn: (e: LifecycleEvent) => void): void;
+  unsubscribe(fn: (e: LifecycleEvent) => void): void;
+  /** Resolves once the source is followed (see Host.ready). */
+  ready(): Promise<void>;
+}
+
 /** The lifecycle events of any source (a local host's hub, a remote host's websocket) as an iterator with a bounded buffer. */
-export function lifecycleEvents(source: { subscribe(fn: (e: LifecycleEvent) => void): Promise<void>; unsubscribe(fn: (e: LifecycleEvent) => void): void }, options: EventsOptions = {}): LifecycleIterator {
+export function lifecycleEvents(source: LifecycleSource, options: EventsOptions = {}): LifecycleIterator {
   const limit = options.buffer ?? 1000;
   if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgument(`events buffer must be a positive integer, got ${limit}`);
   const queue: LifecycleEvent[] = [];
@@ -385,7 +436,9 @@ export function lifecycleEvents(source: { subscribe(fn: (e: LifecycleEvent) => v
     subscribed = false;
     wake?.();
   };
-  const ready = done ? Promise.resolve() : source.subscribe(onEvent);
+  if (subscribed) source.subscribe(onEvent);
+  const ready = source.ready();
+  ready.catch(() => undefined); // next() reports it
   options.signal?.addEventListener('abort', finish, { once: true });
   const iterator = {
     get dropped() {

@@ -133,15 +133,50 @@ export class Host {
   /**
    * Host-wide lifecycle events (LXD's action names): changes made by this process, by other
    * processes on this host directory, and by the instances themselves (an init that exits, a
-   * QEMU killed). Resolves once the host is followed. `host.off` stops.
+   * QEMU killed). Registered synchronously, as any EventEmitter's `on`: every change an lxq
+   * process makes after this returns is delivered. `host.off` stops; `host.ready()` tells when
+   * exits nobody announces are watched too.
+   *
+   * @example
+   * ```ts
+   * host.on('lifecycle', (e) => console.log(e.action, e.name, e.requestor));
+   * await host.ready();
+   * ```
    */
-  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): Promise<void> {
+  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this {
     if (event !== 'lifecycle') throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle"`);
-    return this.lifecycle.subscribe(listener);
+    this.lifecycle.subscribe(listener);
+    return this;
   }
 
-  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): void {
+  /**
+   * Removes a listener added by `on`.
+   *
+   * @example
+   * ```ts
+   * const print = (e: LifecycleEvent) => console.log(e.action, e.name);
+   * host.on('lifecycle', print);
+   * host.off('lifecycle', print);
+   * ```
+   */
+  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this {
     this.lifecycle.unsubscribe(listener);
+    return this;
+  }
+
+  /**
+   * Resolves once the host is followed since the first `on` (or `events()`): every instance
+   * listed and each running one's main process watched, so that exits nobody announces (an
+   * `lxc-stop`, an init that exits, a QEMU killed) are delivered too; at once if nothing listens.
+   *
+   * @example
+   * ```ts
+   * host.on('lifecycle', (e) => console.log(e.action, e.name));
+   * await host.ready();          // an lxc-stop from now on is reported
+   * ```
+   */
+  ready(): Promise<void> {
+    return this.lifecycle.ready();
   }
 
   /**

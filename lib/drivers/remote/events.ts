@@ -239,11 +239,10 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     return t;
   }
 
-  /** `host.on('lifecycle', fn)`: resolves once events flow. */
-  subscribe(fn: (e: LifecycleEvent) => void): Promise<void> {
+  /** `host.on('lifecycle', fn)`: events flow from the websocket's opening (see ready). */
+  subscribe(fn: (e: LifecycleEvent) => void): void {
     this.on('lifecycle', fn);
     if (this.consumers++ === 0) this.keepAlive = setInterval(() => undefined, 1 << 30);
-    return this.ready();
   }
 
   unsubscribe(fn: (e: LifecycleEvent) => void): void {

@@ -122,16 +122,34 @@ export class RemoteHost {
 
   /**
    * Lifecycle events of the server's instances (LXD's action names, the local host's shape),
-   * made by this process (`requestor: 'local'`) or by any other client ('external'). Resolves
-   * once the events websocket is open; it reconnects by itself after a loss.
+   * made by this process (`requestor: 'local'`) or by any other client ('external'). Registered
+   * synchronously on the host's events websocket, opened by `connect` (`ready()` resolves once it
+   * is open); it reconnects by itself after a loss.
+   *
+   * @example
+   * ```ts
+   * remote.on('lifecycle', (e) => console.log(e.action, e.name, e.requestor));
+   * await remote.ready();
+   * ```
    */
-  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): Promise<void> {
+  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this {
     if (event !== 'lifecycle') throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle"`);
-    return this.hub.subscribe(listener);
+    this.hub.subscribe(listener);
+    return this;
   }
 
-  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): void {
+  /** Removes a listener added by `on`. */
+  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this {
     this.hub.unsubscribe(listener);
+    return this;
+  }
+
+  /**
+   * Resolves once the events websocket is open: from then on every change any client makes is
+   * delivered to the listeners (LXD keeps no backlog for a socket not yet open).
+   */
+  ready(): Promise<void> {
+    return this.hub.ready();
   }
 
   /** The lifecycle events as an async iterator, ended by `signal` (as a local host's `events()`). */
