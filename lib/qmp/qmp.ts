@@ -5,6 +5,9 @@
  *   const qmp = await QmpClient.connect('/run/vm1/qmp.sock', { timeout: 10_000 });
  *   qmp.on('SHUTDOWN', (e) => console.log(e.data.reason));
  *   const st = await qmp.execute('query-status');    // typed: see commands.ts
+ *   const gone = qmp.waitEvent('DEVICE_DELETED', { filter: (d) => d.device === 'dev-disk1', timeout: 20_000 });
+ *   await qmp.execute('device_del', { id: 'dev-disk1' });
+ *   await gone;
  *   await qmp.close();
  *
  * To be sure to see events sent during the handshake, attach listeners first:
