@@ -1,9 +1,17 @@
-/** The container's storage primitives: its rootfs, copied (frozen while running) with everything a root filesystem holds. */
+/**
+ * The container's storage: its root tree, on the storage pool its record names (lib/storage/pools:
+ * a full shifted copy on `dir`, an upper directory over the image on `overlay`), captured for
+ * snapshots and copies (frozen while running), restored, and flattened for publish.
+ */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceRecord, InstanceStatus } from '../../instance/instance';
+import { stagingPath } from '../../core/staging';
 import { resetMachineId } from '../../storage/move';
+import { DirPool } from '../../storage/pools/dir';
+import { unmountUnder } from '../../storage/pools/mounts';
+import type { IdRange, PoolDriver, RootImage } from '../../storage/pools/types';
 import { copyTree, copyTreeUnshifted } from '../../storage/tree';
 import type { CopyToOptions, SnapshotRef, StorageDriver } from '../../storage/types';
 
@@ -16,55 +24,118 @@ export interface ContainerStorageHooks {
   writeConfig(record: InstanceRecord): Promise<void>;
   record(): InstanceRecord;
   /** The id map a rootfs made under `record` is shifted by (null: privileged, not shifted). */
-  idmap(record: InstanceRecord): { base: number; size: number } | null;
+  idmap(record: InstanceRecord): IdRange | null;
+  /** The driver of the pool the record names (absent: every container is on a dir pool). */
+  pool?(record: InstanceRecord): Promise<PoolDriver>;
 }
 
 export class ContainerStorage implements StorageDriver {
   constructor(private readonly hooks: ContainerStorageHooks) {}
 
-  private get rootfs(): string {
-    return path.join(this.hooks.dir(), 'rootfs');
+  private pool(): Promise<PoolDriver> {
+    return this.poolOf(this.hooks.record());
+  }
+
+  private async poolOf(record: InstanceRecord): Promise<PoolDriver> {
+    return this.hooks.pool ? this.hooks.pool(record) : new DirPool();
+  }
+
+  /** Fills `staging` (the future instance directory) with a root tree of `image` on the record's pool. */
+  async createRoot(staging: string, image: RootImage, record: InstanceRecord): Promise<void> {
+    await (await this.poolOf(record)).createRoot(staging, image, this.hooks.idmap(record));
+  }
+
+  /** Makes `<dir>/rootfs` the container's whole tree (an overlay is mounted); called before anything reads or starts it. */
+  async attachRoot(): Promise<void> {
+    await (await this.pool()).attachRoot(this.hooks.dir());
+  }
+
+  /** Leaves nothing mounted below the instance's directory (before it is removed). */
+  async detachRoot(): Promise<void> {
+    await (await this.pool()).detachRoot(this.hooks.dir());
   }
 
   async capture(into: string, options: { status: InstanceStatus }, operation = 'snapshot'): Promise<void> {
+    const pool = await this.pool();
     // A running container is frozen for the copy, so the copy is of one moment, never torn.
     const freeze = options.status === 'running';
     if (freeze) await this.hooks.freeze(operation);
     try {
-      await copyTree(this.rootfs, path.join(into, 'rootfs'));
+      await pool.captureRoot(this.hooks.dir(), into);
     } finally {
       if (freeze) await this.hooks.unfreeze();
     }
   }
 
   async copyTo(into: string, options: CopyToOptions): Promise<void> {
-    if (options.snapshot) await copyTree(path.join(options.snapshot.dir, 'rootfs'), path.join(into, 'rootfs'));
-    else await this.capture(into, options, 'copy');
-    await resetMachineId(path.join(into, 'rootfs'));
-    const snapshots = path.join(this.hooks.dir(), 'snapshots');
+    const pool = await this.pool();
+    const dir = this.hooks.dir();
+    if (options.snapshot) {
+      await pool.copyRoot(dir, into, options.snapshot.dir);
+    } else {
+      const freeze = options.status === 'running';
+      if (freeze) await this.hooks.freeze('copy');
+      try {
+        await pool.copyRoot(dir, into);
+      } finally {
+        if (freeze) await this.hooks.unfreeze();
+      }
+    }
+    const snapshots = path.join(dir, 'snapshots');
     if (options.snapshots && (await fs.lstat(snapshots).then(() => true, () => false))) await copyTree(snapshots, path.join(into, 'snapshots'));
   }
 
   /** An image's `rootfs/`, its ids back to the image's own (0-based), its machine id emptied for the instances made of it. */
   async publishTo(into: string, options: { snapshot?: SnapshotRef }): Promise<Record<string, unknown>> {
     const record = options.snapshot?.meta.record ?? this.hooks.record();
-    const from = options.snapshot ? path.join(options.snapshot.dir, 'rootfs') : this.rootfs;
-    await copyTreeUnshifted(from, path.join(into, 'rootfs'), this.hooks.idmap(record));
+    const scratch = stagingPath(this.hooks.dir(), 'view');
+    await fs.mkdir(scratch, { mode: 0o700 });
+    try {
+      await (await this.pool()).withView(this.hooks.dir(), scratch, options.snapshot?.dir, (rootfs) =>
+        copyTreeUnshifted(rootfs, path.join(into, 'rootfs'), this.hooks.idmap(record as InstanceRecord)),
+      );
+    } finally {
+      await fs.rm(scratch, { recursive: true, force: true });
+    }
     await resetMachineId(path.join(into, 'rootfs'));
     return structuredClone(record.imageMeta);
   }
 
-  async stageRestore(snapshot: SnapshotRef, staging: string): Promise<void> {
-    await copyTree(path.join(snapshot.dir, 'rootfs'), path.join(staging, 'rootfs'));
+  /**
+   * Runs `write` on a directory in an export's layout (`rootfs/`, and `snapshots/<name>/` with
+   * `snapshot.json` and `rootfs/` when `snapshots`): the instance's own on a dir pool; on an
+   * overlay pool, read-only flattened views of the instance and of each snapshot (an upper
+   * directory means nothing without its image).
+   */
+  async withExportTree<T>(snapshots: boolean, write: (dir: string) => Promise<T>): Promise<T> {
+    const pool = await this.pool();
+    const dir = this.hooks.dir();
+    if (pool.name === 'dir') return write(dir);
+    const tree = stagingPath(dir, 'export-tree');
+    await fs.mkdir(tree, { mode: 0o700 });
+    try {
+      const names = snapshots ? (await fs.readdir(path.join(dir, 'snapshots')).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort() : [];
+      // One view per snapshot, each mounted inside the next call: all of them are there when tar reads.
+      const mountFrom = async (i: number): Promise<T> => {
+        if (i === names.length) return pool.withView(dir, tree, dir, () => write(tree));
+        const snapshotTree = path.join(tree, 'snapshots', names[i]);
+        await fs.mkdir(snapshotTree, { recursive: true, mode: 0o700 });
+        await fs.copyFile(path.join(dir, 'snapshots', names[i], 'snapshot.json'), path.join(snapshotTree, 'snapshot.json'));
+        return pool.withView(dir, snapshotTree, path.join(dir, 'snapshots', names[i]), () => mountFrom(i + 1));
+      };
+      return await mountFrom(0);
+    } finally {
+      await unmountUnder(tree);
+      await fs.rm(tree, { recursive: true, force: true });
+    }
   }
 
-  /** Two renames, each re-done only if not done yet: the old rootfs into the staging directory, the staged one in its place. */
+  async stageRestore(snapshot: SnapshotRef, staging: string): Promise<void> {
+    await (await this.pool()).stageRestore(snapshot.dir, staging);
+  }
+
   async applyRestore(_snapshot: SnapshotRef, staging: string, record: InstanceRecord): Promise<void> {
-    const staged = path.join(staging, 'rootfs');
-    if (await fs.lstat(staged).then(() => true, () => false)) {
-      if (await fs.lstat(this.rootfs).then(() => true, () => false)) await fs.rename(this.rootfs, path.join(staging, 'replaced'));
-      await fs.rename(staged, this.rootfs);
-    }
+    await (await this.pool()).applyRestore(this.hooks.dir(), staging);
     await this.hooks.writeConfig(record);
   }
 }

@@ -6,6 +6,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
+import { isStaging, processAlive } from '../../core/staging';
 import { sys } from '../../native/sys';
 
 /** mountinfo escapes space, tab, newline and backslash in paths as octal (\040…). */
@@ -42,5 +43,19 @@ export async function unmountUnder(dir: string): Promise<void> {
         // Gone meanwhile (another process unmounted it), or its path moved (a rename).
         if (e.code !== 'EINVAL' && e.code !== 'ENOENT') throw e;
       });
+  }
+}
+
+/**
+ * Detaches what a process that died left mounted in staging entries of `dir` (the read-only
+ * views of an export or a publish), so that they can be removed: a removal would otherwise stop
+ * at a read-only mount.
+ */
+export async function unmountDeadStaging(dir: string): Promise<void> {
+  const top = path.resolve(dir);
+  for (const p of await mountsUnder(top)) {
+    const first = path.relative(top, p).split('/')[0];
+    // A staging name carries its process's pid: .lxq-tmp-<pid>-…
+    if (isStaging(first) && !processAlive(Number(first.split('-')[2]))) await unmountUnder(path.join(top, first));
   }
 }

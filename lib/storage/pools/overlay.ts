@@ -156,10 +156,11 @@ export class OverlayPool implements PoolDriver {
     // directories apply as they did in the container.
     const layout = await readJson<OverlayLayout>(path.join(dir, OVERLAY_LAYOUT));
     const view = path.join(scratch, 'rootfs');
-    const stage = path.join(scratch, 'lower');
+    const stage = path.join(scratch, STAGE);
     await fs.mkdir(view, { recursive: true, mode: 0o755 });
     await fs.mkdir(stage, { mode: 0o700 });
     await sys().mountOverlay({ target: view, layers: [path.join(snapshotDir, 'upper')], image: layout.lower, stage, ...(layout.idmap ? { idmap: layout.idmap } : {}) });
+    await fs.rmdir(stage); // the clone is detached once the overlay holds it: nothing of it is left to read
     try {
       return await read(view);
     } finally {
