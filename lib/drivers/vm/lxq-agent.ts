@@ -1,0 +1,500 @@
+/**
+ * The host side of lxq's own guest agent (`native/agent/`, protocol in
+ * `native/agent/PROTOCOL.md`): one connection to QEMU's chardev socket of the agent's
+ * virtio-serial port, many commands multiplexed over it, each presented as an InstanceProcess
+ * whose stdin, stdout and stderr stream while it runs.
+ *
+ * The agent is hostile input: a frame over the maximum, of an unknown type or the wrong size, or
+ * output past a stream's window is a protocol error (LxqAgentProtocolError): the connection is
+ * closed and everything pending on it rejects; nothing here grows with what the agent sends (a
+ * stream buffers at most its window plus the consumer's high-water mark, since the agent sends
+ * more only once the consumer has read).
+ */
+import { randomBytes } from 'node:crypto';
+import * as net from 'node:net';
+import { Readable, Writable } from 'node:stream';
+
+import { InvalidArgument, InvalidState, OperationFailed, Timeout } from '../../core/errors';
+import { checkWindowSize, ExitStatus, InstanceProcess, signalName, signalNumber } from '../../instance/process';
+
+/** The virtio-serial port's name, as the agent looks for it under /dev/virtio-ports/. */
+export const LXQ_AGENT_PORT_NAME = 'org.lxq.agent.0';
+
+const VERSION = 1;
+const HEADER = 12;
+const MAGIC = Buffer.from('LXQAGENT');
+/** What this side accepts whatever the agent says: its own maximum (PROTOCOL.md). */
+const MAX_PAYLOAD = 256 * 1024;
+const MAX_DATA = 32 * 1024;
+const AGENT_HELLO_SIZE = 28;
+/** Each output stream's buffer before its consumer is asked to slow down. */
+const STREAM_HIGH_WATER = 64 * 1024;
+
+const enum FrameType {
+  Hello = 1,
+  Ping = 2,
+  Pong = 3,
+  Error = 4,
+  Exec = 16,
+  Started = 17,
+  Stdin = 18,
+  Stdout = 19,
+  Stderr = 20,
+  Ack = 21,
+  Signal = 22,
+  Resize = 23,
+  Exit = 24,
+}
+
+const enum StreamId {
+  Stdin = 0,
+  Stdout = 1,
+  Stderr = 2,
+}
+
+/**
+ * The agent sent something the protocol does not allow (a frame over the maximum size, of an
+ * unknown type or the wrong size, output past its window); the connection was closed.
+ *
+ * @example
+ * ```ts
+ * await p.exit.catch((err) => err instanceof LxqAgentProtocolError);
+ * ```
+ */
+export class LxqAgentProtocolError extends OperationFailed {
+  constructor(message: string) {
+    super(`lxq agent protocol error: ${message}`, { call: 'lxq-agent' });
+  }
+}
+
+/**
+ * The agent went away (its connection closed, or the guest closed its port) while a command
+ * was starting or running.
+ *
+ * @example
+ * ```ts
+ * await p.exit.catch((err) => err instanceof LxqAgentLost);
+ * ```
+ */
+export class LxqAgentLost extends OperationFailed {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, { call: 'lxq-agent' }, options);
+  }
+}
+
+/** What a command is started with; `env` is the whole environment as "K=V" (see checkSpawn). */
+export interface LxqAgentSpawnOptions {
+  env: string[];
+  cwd?: string;
+  user?: number;
+  group?: number;
+  /** A terminal of this size; none when null or absent. */
+  pty?: { cols: number; rows: number } | null;
+}
+
+function frame(type: FrameType, channel: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const header = Buffer.alloc(HEADER);
+  header.writeUInt32BE(payload.length, 0);
+  header.writeUInt32BE(channel, 4);
+  header.writeUInt8(type, 8);
+  return Buffer.concat([header, payload]);
+}
+
+/** The first 20 bytes of the agent's HELLO: its header and the magic. */
+const AGENT_HELLO_PREFIX = Buffer.concat([frame(FrameType.Hello, 0).subarray(0, HEADER), MAGIC]);
+AGENT_HELLO_PREFIX.writeUInt32BE(AGENT_HELLO_SIZE, 0);
+
+/**
+ * A connection to an lxq agent.
+ *
+ * @example
+ * ```ts
+ * const agent = await LxqAgentClient.connect('/var/lib/lxq/instances/vm1/lxq-agent.sock');
+ * const p = await agent.spawn(['sh', '-c', 'cat'], { env: ['PATH=/usr/bin:/bin'] });
+ * ```
+ */
+export class LxqAgentClient {
+  private readonly socket: net.Socket;
+  private buffer: Buffer = Buffer.alloc(0);
+  private synced = false;
+  private readonly nonce = randomBytes(8);
+  private readonly commands = new Map<number, AgentCommand>();
+  private readonly starting = new Map<number, { resolve: (c: AgentCommand) => void; reject: (e: Error) => void; pty: boolean }>();
+  private readonly pings = new Map<string, () => void>();
+  private nextChannel = 1;
+  private closedBy: Error | undefined;
+  private readonly closeListeners: ((reason: Error) => void)[] = [];
+  private handshake: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  /** The agent's window per stream (from its HELLO). */
+  private window = 0;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('error', (e) => this.fail(new LxqAgentLost(`the lxq agent's connection failed: ${e.message}`, { cause: e })));
+    socket.on('close', () => this.fail(new LxqAgentLost("the lxq agent's connection closed")));
+  }
+
+  /**
+   * Connects to the agent's socket (a path, or a connected socket) and makes the handshake;
+   * rejects with Timeout when no agent answers within `timeout` ms.
+   */
+  static async connect(target: string | net.Socket, opts: { timeout?: number } = {}): Promise<LxqAgentClient> {
+    const timeout = opts.timeout ?? 5_000;
+    const socket = typeof target === 'string' ? net.createConnection({ path: target }) : target;
+    const client = new LxqAgentClient(socket);
+    const shaken = new Promise<void>((resolve, reject) => (client.handshake = { resolve, reject }));
+    const hello = Buffer.alloc(24);
+    MAGIC.copy(hello, 0);
+    hello.writeUInt16BE(VERSION, 8);
+    hello.writeUInt16BE(VERSION, 10);
+    client.nonce.copy(hello, 16);
+    socket.write(frame(FrameType.Hello, 0, hello));
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        shaken,
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Timeout(`the lxq agent did not answer within ${timeout} ms`)), timeout))),
+      ]);
+    } catch (e) {
+      client.close();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    return client;
+  }
+
+  /** False once the connection has closed (for any reason). */
+  get connected(): boolean {
+    return !this.closedBy;
+  }
+
+  /** Called once with the reason when the connection ends. */
+  onClose(listener: (reason: Error) => void): void {
+    if (this.closedBy) listener(this.closedBy);
+    else this.closeListeners.push(listener);
+  }
+
+  /** Commands started and not yet done (exited, output ended). */
+  get active(): number {
+    return this.commands.size + this.starting.size;
+  }
+
+  /** Closes the connection; whatever is pending rejects with `reason`. */
+  close(reason: Error = new LxqAgentLost('the lxq agent connection was closed')): void {
+    this.fail(reason);
+  }
+
+  /** Resolves when the agent answers a PING within `timeout` ms. */
+  async ping(timeout = 5_000): Promise<void> {
+    this.refuseWhenClosed();
+    const token = randomBytes(8);
+    const key = token.toString('hex');
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.pings.set(key, resolve);
+        this.onClose(reject);
+        timer = setTimeout(() => reject(new Timeout(`the lxq agent did not answer a ping within ${timeout} ms`)), timeout);
+        this.socket.write(frame(FrameType.Ping, 0, token));
+      });
+    } finally {
+      clearTimeout(timer);
+      this.pings.delete(key);
+    }
+  }
+
+  /** Starts `argv`; resolves once the agent has started it (its pid known). */
+  async spawn(argv: string[], opts: LxqAgentSpawnOptions): Promise<InstanceProcess> {
+    this.refuseWhenClosed();
+    const strings = [opts.cwd ?? '', ...argv, ...opts.env];
+    const fixed = Buffer.alloc(24);
+    fixed.writeUInt32BE(opts.pty ? 1 : 0, 0);
+    fixed.writeUInt32BE(opts.user ?? 0, 4);
+    fixed.writeUInt32BE(opts.group ?? 0, 8);
+    fixed.writeUInt16BE(opts.pty?.cols ?? 80, 12);
+    fixed.writeUInt16BE(opts.pty?.rows ?? 24, 14);
+    fixed.writeUInt32BE(argv.length, 16);
+    fixed.writeUInt32BE(opts.env.length, 20);
+    const payload = Buffer.concat([fixed, ...strings.map((s) => Buffer.from(s + '\0'))]);
+    if (payload.length > MAX_PAYLOAD) throw new InvalidArgument(`the command line and environment take ${payload.length} bytes; the lxq agent takes at most ${MAX_PAYLOAD}`);
+    const channel = this.nextChannel;
+    this.nextChannel = this.nextChannel >= 0xffffffff ? 1 : this.nextChannel + 1;
+    return new Promise<InstanceProcess>((resolve, reject) => {
+      this.starting.set(channel, { resolve, reject, pty: !!opts.pty });
+      this.socket.write(frame(FrameType.Exec, channel, payload));
+    });
+  }
+
+  private refuseWhenClosed(): void {
+    if (this.closedBy) throw new LxqAgentLost(`the lxq agent connection is closed: ${this.closedBy.message}`, { cause: this.closedBy });
+  }
+
+  /** Sends a frame unless the connection has ended (a late kill, resize or ack is then moot). */
+  send(type: FrameType, channel: number, payload?: Buffer): void {
+    if (!this.closedBy) this.socket.write(frame(type, channel, payload));
+  }
+
+  get agentWindow(): number {
+    return this.window;
+  }
+
+  /** A command whose exit and output ends have all arrived no longer needs its channel. */
+  forget(channel: number): void {
+    this.commands.delete(channel);
+  }
+
+  private fail(reason: Error): void {
+    if (this.closedBy) return;
+    this.closedBy = reason;
+    this.socket.destroy();
+    this.buffer = Buffer.alloc(0);
+    this.handshake?.reject(reason);
+    for (const s of this.starting.values()) s.reject(reason);
+    this.starting.clear();
+    for (const c of this.commands.values()) c.lost(reason);
+    this.commands.clear();
+    for (const l of this.closeListeners.splice(0)) l(reason);
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.closedBy) return;
+    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+    if (!this.synced && !this.findHello()) return;
+    let pos = 0;
+    while (!this.closedBy && this.buffer.length - pos >= HEADER) {
+      const length = this.buffer.readUInt32BE(pos);
+      if (length > MAX_PAYLOAD) return this.fail(new LxqAgentProtocolError(`a frame of ${length} bytes (the maximum is ${MAX_PAYLOAD})`));
+      if (this.buffer.readUIntBE(pos + 9, 3) !== 0) return this.fail(new LxqAgentProtocolError('a frame header with non-zero reserved bytes'));
+      if (this.buffer.length - pos < HEADER + length) break;
+      const channel = this.buffer.readUInt32BE(pos + 4);
+      const type = this.buffer.readUInt8(pos + 8);
+      const payload = this.buffer.subarray(pos + HEADER, pos + HEADER + length);
+      pos += HEADER + length;
+      this.handle(type, channel, payload);
+    }
+    // What is left is less than a frame; copied so that the whole chunk is not kept alive by it.
+    this.buffer = pos === 0 ? this.buffer : Buffer.from(this.buffer.subarray(pos));
+  }
+
+  /**
+   * Before the handshake everything is left over from an earlier session (another process's
+   * commands, an agent restarted): skipped until the agent's HELLO with our nonce.
+   */
+  private findHello(): boolean {
+    for (;;) {
+      const at = this.buffer.indexOf(AGENT_HELLO_PREFIX);
+      if (at < 0) {
+        this.buffer = Buffer.from(this.buffer.subarray(Math.max(0, this.buffer.length - AGENT_HELLO_PREFIX.length + 1)));
+        return false;
+      }
+      if (this.buffer.length - at < HEADER + AGENT_HELLO_SIZE) {
+        this.buffer = Buffer.from(this.buffer.subarray(at));
+        return false;
+      }
+      const hello = this.buffer.subarray(at + HEADER, at + HEADER + AGENT_HELLO_SIZE);
+      if (!hello.subarray(20, 28).equals(this.nonce)) {
+        this.buffer = this.buffer.subarray(at + 1);
+        continue;
+      }
+      const version = hello.readUInt16BE(8);
+      this.window = hello.readUInt32BE(16);
+      this.buffer = Buffer.from(this.buffer.subarray(at + HEADER + AGENT_HELLO_SIZE));
+      if (version !== VERSION) {
+        this.fail(new LxqAgentProtocolError(`the agent speaks no version this host does (${VERSION})`));
+        return false;
+      }
+      if (this.window < 1 || this.window > 16 * 1024 * 1024) {
+        this.fail(new LxqAgentProtocolError(`a window of ${this.window} bytes`));
+        return false;
+      }
+      this.synced = true;
+      this.handshake?.resolve();
+      this.handshake = undefined;
+      return true;
+    }
+  }
+
+  private handle(type: number, channel: number, payload: Buffer): void {
+    const bad = (what: string) => this.fail(new LxqAgentProtocolError(`${what} (channel ${channel}, ${payload.length} bytes)`));
+    switch (type) {
+      case FrameType.Pong:
+        this.pings.get(payload.toString('hex'))?.();
+        return;
+      case FrameType.Hello:
+        return bad('a second HELLO');
+      case FrameType.Error: {
+        if (payload.length < 4) return bad('a malformed ERROR');
+        const errno = payload.readUInt32BE(0);
+        const message = payload.subarray(4, 4 + 1024).toString('utf8');
+        if (channel === 0) return this.fail(new LxqAgentProtocolError(`the agent ended the session: ${message}`));
+        const s = this.starting.get(channel);
+        if (!s) return bad('an ERROR for no command being started');
+        this.starting.delete(channel);
+        s.reject(new OperationFailed(`the lxq agent could not start the command: ${message}`, { call: 'lxq-agent:exec', errno }));
+        return;
+      }
+      case FrameType.Started: {
+        const s = this.starting.get(channel);
+        if (!s || payload.length !== 4) return bad('an unexpected STARTED');
+        this.starting.delete(channel);
+        const command = new AgentCommand(this, channel, payload.readUInt32BE(0), s.pty);
+        this.commands.set(channel, command);
+        s.resolve(command);
+        return;
+      }
+      case FrameType.Stdout:
+      case FrameType.Stderr:
+      case FrameType.Ack:
+      case FrameType.Exit: {
+        const command = this.commands.get(channel);
+        if (!command) return bad('a frame for no running command');
+        const problem = command.receive(type, payload);
+        if (problem) bad(problem);
+        return;
+      }
+      default:
+        return bad(`an unknown frame type ${type}`);
+    }
+  }
+}
+
+/** One command run by the agent. */
+class AgentCommand implements InstanceProcess {
+  readonly stdin: Writable;
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  readonly exit: Promise<ExitStatus>;
+  private settleExit!: { resolve: (s: ExitStatus) => void; reject: (e: Error) => void };
+  private exited = false;
+  private ended = { stdout: false, stderr: false };
+  /** Output received and not yet acknowledged to the agent (what it counts against its window). */
+  private unacked = { stdout: 0, stderr: 0 };
+  /** Stdin bytes sent and not yet acknowledged; writes wait while it is at the window. */
+  private stdinInFlight = 0;
+  private stdinWaiter: (() => void) | undefined;
+  private gone: Error | undefined;
+
+  constructor(
+    private readonly client: LxqAgentClient,
+    private readonly channel: number,
+    readonly pid: number,
+    readonly tty: boolean,
+  ) {
+    this.exit = new Promise<ExitStatus>((resolve, reject) => (this.settleExit = { resolve, reject }));
+    this.exit.catch(() => undefined);
+    this.stdout = new Readable({ highWaterMark: STREAM_HIGH_WATER, read: () => this.acknowledge('stdout') });
+    this.stderr = new Readable({ highWaterMark: STREAM_HIGH_WATER, read: () => this.acknowledge('stderr') });
+    // On a terminal there is no stderr of its own: it is merged into stdout.
+    if (tty) this.endStream('stderr');
+    this.stdin = new Writable({
+      highWaterMark: MAX_DATA,
+      write: (chunk: Buffer, _encoding, callback) => this.writeStdin(chunk).then(() => callback(), callback),
+      final: (callback) => {
+        this.client.send(FrameType.Stdin, this.channel);
+        callback();
+      },
+    });
+  }
+
+  kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
+    const n = signalNumber(signal);
+    if (this.exited || this.gone) return false;
+    const payload = Buffer.alloc(4);
+    payload.writeUInt32BE(n);
+    this.client.send(FrameType.Signal, this.channel, payload);
+    return true;
+  }
+
+  resize(cols: number, rows: number): void {
+    checkWindowSize(cols, rows);
+    if (!this.tty) throw new InvalidState('this process has no terminal (spawn it with { pty: true })');
+    const payload = Buffer.alloc(4);
+    payload.writeUInt16BE(cols, 0);
+    payload.writeUInt16BE(rows, 2);
+    this.client.send(FrameType.Resize, this.channel, payload);
+  }
+
+  /** A frame for this command; returns what is wrong with it, if anything (a protocol error). */
+  receive(type: FrameType, payload: Buffer): string | undefined {
+    if (type === FrameType.Exit) {
+      if (payload.length !== 12 || this.exited) return 'a malformed or second EXIT';
+      this.exited = true;
+      const code = payload.readUInt32BE(0);
+      const signal = payload.readUInt32BE(4);
+      this.settleExit.resolve(signal ? { exitCode: null, signal: signalName(signal) } : { exitCode: code, signal: null });
+      this.forgetWhenDone();
+      return undefined;
+    }
+    if (type === FrameType.Ack) {
+      if (payload.length !== 8 || payload.readUInt8(0) !== StreamId.Stdin) return 'a malformed ACK';
+      const bytes = payload.readUInt32BE(4);
+      if (bytes > this.stdinInFlight) return 'an ACK of more stdin than was sent';
+      this.stdinInFlight -= bytes;
+      this.stdinWaiter?.();
+      return undefined;
+    }
+    const name = type === FrameType.Stdout ? 'stdout' : 'stderr';
+    if (this.ended[name]) return `${name} data after its end`;
+    if (payload.length === 0) {
+      this.endStream(name);
+      this.forgetWhenDone();
+      return undefined;
+    }
+    if (payload.length > MAX_DATA) return `a ${name} frame over ${MAX_DATA} bytes`;
+    if (this.unacked[name] + payload.length > this.client.agentWindow) return `${name} past its window`;
+    this.unacked[name] += payload.length;
+    // Copied: the payload is a view of the connection's read buffer.
+    if (this[name].push(Buffer.from(payload))) this.acknowledge(name);
+    return undefined;
+  }
+
+  /** The consumer wants more: what it was given is acknowledged, so the agent may send more. */
+  private acknowledge(name: 'stdout' | 'stderr'): void {
+    const bytes = this.unacked[name];
+    if (bytes === 0 || this.ended[name]) return;
+    this.unacked[name] = 0;
+    const payload = Buffer.alloc(8);
+    payload.writeUInt8(name === 'stdout' ? StreamId.Stdout : StreamId.Stderr, 0);
+    payload.writeUInt32BE(bytes, 4);
+    this.client.send(FrameType.Ack, this.channel, payload);
+  }
+
+  private async writeStdin(chunk: Buffer): Promise<void> {
+    for (let at = 0; at < chunk.length; ) {
+      // After the command is gone its input goes nowhere, as into a pipe nobody reads.
+      if (this.gone || (this.exited && this.ended.stdout && this.ended.stderr)) return;
+      const window = this.client.agentWindow;
+      if (this.stdinInFlight >= window) {
+        await new Promise<void>((resolve) => (this.stdinWaiter = resolve));
+        this.stdinWaiter = undefined;
+        continue;
+      }
+      const size = Math.min(MAX_DATA, chunk.length - at, window - this.stdinInFlight);
+      this.stdinInFlight += size;
+      this.client.send(FrameType.Stdin, this.channel, chunk.subarray(at, at + size));
+      at += size;
+    }
+  }
+
+  private endStream(name: 'stdout' | 'stderr'): void {
+    this.ended[name] = true;
+    this[name].push(null);
+  }
+
+  private forgetWhenDone(): void {
+    if (!this.exited || !this.ended.stdout || !this.ended.stderr) return;
+    this.client.forget(this.channel);
+    this.stdinWaiter?.();
+  }
+
+  /** The connection ended before the command did. */
+  lost(reason: Error): void {
+    this.gone = reason;
+    this.stdinWaiter?.();
+    if (!this.ended.stdout) this.endStream('stdout');
+    if (!this.ended.stderr) this.endStream('stderr');
+    if (!this.exited) this.settleExit.reject(reason);
+  }
+}

@@ -1,0 +1,361 @@
+/**
+ * The lxq guest agent and its host client, on the host itself: the real agent binary (compiled
+ * from native/agent/ into this test's temp dir) serving a unix socket (`--listen`), real
+ * commands. The VM path differs only in the byte pipe (a virtio-serial port).
+ * A fake agent (a plain socket server) is used only for what the real one never sends: malformed
+ * and oversized frames.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { InvalidState, Timeout } from '../lib/core/errors';
+import { LxqAgentClient, LxqAgentLost, LxqAgentProtocolError } from '../lib/drivers/vm/lxq-agent';
+import { buildLxqAgent } from '../lib/images/lxq-agent-binary';
+import { checkSpawn, collect, InstanceProcess } from '../lib/instance/process';
+
+jest.setTimeout(120_000);
+
+const ENV = checkSpawn(['x'], {}, {});
+
+let dir: string;
+let binary: string;
+const agents: ChildProcess[] = [];
+const clients: LxqAgentClient[] = [];
+/** Host pids of commands an agent killed mid-test would leave running. */
+const strays: number[] = [];
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lxq-agent-test-'));
+  binary = path.join(dir, 'lxq-agent');
+  await buildLxqAgent(binary);
+});
+
+afterAll(() => {
+  for (const c of clients) c.close();
+  for (const a of agents) if (a.exitCode === null && a.signalCode === null) a.kill('SIGKILL');
+  for (const pid of strays) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+let serial = 0;
+/** Starts a real agent on a new socket; resolves with the socket's path once it listens. */
+async function startAgent(): Promise<{ socket: string; agent: ChildProcess }> {
+  const socket = path.join(dir, `agent-${serial++}.sock`);
+  const agent = spawn(binary, ['--listen', socket], { stdio: ['ignore', 'inherit', 'inherit'] });
+  agents.push(agent);
+  for (let i = 0; i < 200 && !fs.existsSync(socket); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!fs.existsSync(socket)) throw new Error('the agent did not listen');
+  return { socket, agent };
+}
+
+async function connect(target: string | net.Socket): Promise<LxqAgentClient> {
+  const c = await LxqAgentClient.connect(target, { timeout: 10_000 });
+  clients.push(c);
+  return c;
+}
+
+/** Reads `stream` until `pattern` has appeared in what it gave. */
+function until(stream: NodeJS.ReadableStream, pattern: RegExp): Promise<string> {
+  let seen = '';
+  return new Promise((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      seen += d.toString();
+      if (pattern.test(seen)) {
+        stream.off('data', onData);
+        resolve(seen);
+      }
+    };
+    stream.on('data', onData);
+    stream.once('end', () => reject(new Error(`stream ended before ${pattern}: ${JSON.stringify(seen)}`)));
+  });
+}
+
+function rejection(p: Promise<unknown>): Promise<any> {
+  return p.then(
+    (v) => {
+      throw new Error(`expected a rejection, got ${JSON.stringify(v)}`);
+    },
+    (e) => e,
+  );
+}
+
+describe('lxq agent on the host (real agent, --listen)', () => {
+  let client: LxqAgentClient;
+  beforeAll(async () => {
+    client = await connect((await startAgent()).socket);
+  });
+
+  const run = (argv: string[], opts: Parameters<LxqAgentClient['spawn']>[1] = { env: ENV }, exec: Parameters<typeof collect>[1] = {}) =>
+    client.spawn(argv, opts).then((p) => collect(p, exec, argv[0]));
+
+  test('output streams while the command runs, stdin is streamed to it', async () => {
+    const p = await client.spawn(['sh', '-c', 'echo first; read x; echo "second $x"; read y; echo "third $y"'], { env: ENV });
+    expect(p.pid).toBeGreaterThan(0);
+    const out = until(p.stdout, /first\n/);
+    expect(await out).toBe('first\n');
+    p.stdin.write('one\n');
+    const rest = until(p.stdout, /third two\n/);
+    expect(await until(p.stdout, /second one\n/)).toBe('second one\n');
+    p.stdin.end('two\n');
+    await rest;
+    expect(await p.exit).toEqual({ exitCode: 0, signal: null });
+  });
+
+  test('stdout and stderr apart, the exit code, env, cwd, user and group', async () => {
+    const env = checkSpawn(['x'], { env: { GREETING: 'hi there' }, user: 1000 }, {});
+    const r = await run(['sh', '-c', 'echo "$GREETING"; pwd; id -u; id -g; id -G; echo oops >&2; exit 3'], { env, cwd: '/tmp', user: 1000, group: 1001 });
+    expect(r.stdout.toString()).toBe('hi there\n/tmp\n1000\n1001\n1001\n');
+    expect(r.stderr.toString()).toBe('oops\n');
+    expect(r.exitCode).toBe(3);
+    expect(r.signal).toBeNull();
+  });
+
+  test('no cwd: the HOME of the environment; a missing command exits 127, a bad cwd 126', async () => {
+    expect((await run(['pwd'])).stdout.toString()).toBe('/root\n');
+    const missing = await run(['no-such-command-here']);
+    expect(missing.exitCode).toBe(127);
+    expect(missing.stderr.toString()).toBe('lxq: cannot run no-such-command-here: No such file or directory\n');
+    const badCwd = await run(['pwd'], { env: ENV, cwd: '/no/such/dir' });
+    expect(badCwd.exitCode).toBe(126);
+    expect(badCwd.stderr.toString()).toMatch(/^lxq: cannot change to directory \/no\/such\/dir: No such file/);
+  });
+
+  test('signals: death by a signal is reported as such', async () => {
+    const p = await client.spawn(['sleep', '30'], { env: ENV });
+    expect(p.kill('SIGTERM')).toBe(true);
+    expect(await p.exit).toEqual({ exitCode: null, signal: 'SIGTERM' });
+    expect(p.kill('SIGKILL')).toBe(false);
+    const q = await client.spawn(['sh', '-c', 'trap "echo got USR1; exit 7" USR1; echo ready; while :; do sleep 0.05; done'], { env: ENV });
+    await until(q.stdout, /ready/);
+    q.kill('SIGUSR1');
+    expect(await q.exit).toEqual({ exitCode: 7, signal: null });
+  });
+
+  test('a terminal: tty, its size, resize, stderr merged; resize without one is InvalidState', async () => {
+    const r = await run(['sh', '-c', 'tty; stty size; echo to-stderr >&2'], { env: ENV, pty: { cols: 100, rows: 30 } });
+    expect(r.stdout.toString()).toMatch(/^\/dev\/pts\/\d+\r\n30 100\r\nto-stderr\r\n$/);
+    expect(r.stderr.length).toBe(0);
+
+    const p = await client.spawn(['sh', '-c', 'read x; stty size'], { env: ENV, pty: { cols: 80, rows: 24 } });
+    expect(p.tty).toBe(true);
+    p.resize(132, 43);
+    const size = until(p.stdout, /43 132/);
+    p.stdin.write('\n');
+    await size;
+    expect(await p.exit).toEqual({ exitCode: 0, signal: null });
+
+    const plain = await client.spawn(['true'], { env: ENV });
+    expect(() => plain.resize(80, 24)).toThrow(InvalidState);
+    await plain.exit;
+  });
+
+  test('job control on the terminal: ^C reaches the foreground job, not the shell', async () => {
+    const p = await client.spawn(['sh', '-i'], { env: [...ENV, 'PS1=$ '], pty: { cols: 80, rows: 24 } });
+    const out = until(p.stdout, /interrupted/);
+    p.stdin.write('sleep 30; echo interrupted\n');
+    await new Promise((r) => setTimeout(r, 500));
+    p.stdin.write('\x03');
+    await out;
+    p.stdin.write('exit 5\n');
+    expect(await p.exit).toEqual({ exitCode: 5, signal: null });
+  });
+
+  test('output of any size arrives whole; a consumer that does not read holds the agent back', async () => {
+    const bytes = 40 * 1024 * 1024;
+    const r = await run(['sh', '-c', `head -c ${bytes} /dev/zero | tr '\\0' x; seq 1 100000 >&2`]);
+    expect(r.stdout.length).toBe(bytes);
+    expect(r.stdout.equals(Buffer.alloc(bytes, 'x'))).toBe(true);
+    expect(r.stderr.toString()).toBe(Array.from({ length: 100000 }, (_, i) => `${i + 1}\n`).join(''));
+
+    // Flow control: `yes` writes forever; nobody reads its stdout, so what the host holds stays
+    // at most the agent's window plus the stream's own buffer.
+    const p = await client.spawn(['yes'], { env: ENV });
+    let received = 0;
+    p.stdout.once('data', (d: Buffer) => {
+      received = d.length;
+      p.stdout.pause();
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+    const held = p.stdout.readableLength + received;
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThanOrEqual(256 * 1024 + 64 * 1024 + 32 * 1024);
+    p.kill('SIGKILL');
+    p.stdout.resume();
+    expect(await p.exit).toEqual({ exitCode: null, signal: 'SIGKILL' });
+  });
+
+  test('stdin of any size is streamed through (and acknowledged as it is written)', async () => {
+    const input = Buffer.alloc(8 * 1024 * 1024, 'abcdefgh');
+    const r = await run(['sh', '-c', 'wc -c; sleep 0'], { env: ENV }, { stdin: input });
+    expect(r.stdout.toString().trim()).toBe(String(input.length));
+    expect(r.exitCode).toBe(0);
+  });
+
+  test('many commands at once', async () => {
+    const results = await Promise.all(Array.from({ length: 24 }, (_, i) => run(['sh', '-c', `sleep 0.$((${i} % 5)); echo "n=${i}"; echo "e=${i}" >&2; exit ${i}`])));
+    results.forEach((r, i) => {
+      expect(r.stdout.toString()).toBe(`n=${i}\n`);
+      expect(r.stderr.toString()).toBe(`e=${i}\n`);
+      expect(r.exitCode).toBe(i);
+    });
+  });
+
+  test('exec with a timeout kills the command: Timeout', async () => {
+    const e = await rejection(run(['sleep', '30'], { env: ENV }, { timeout: 300 }));
+    expect(e).toBeInstanceOf(Timeout);
+  });
+
+  test('a ping is answered', async () => {
+    await client.ping(5_000);
+  });
+});
+
+describe('lxq agent: faults', () => {
+  test('an agent killed mid-command: the exec rejects with LxqAgentLost within 2 s; a new agent serves the next', async () => {
+    const { socket, agent } = await startAgent();
+    const client = await connect(socket);
+    const p = await client.spawn(['sleep', '30'], { env: ENV });
+    strays.push(p.pid);
+    const exec = collect(p, {}, 'sleep');
+    const started = Date.now();
+    agent.kill('SIGKILL');
+    const e = await rejection(exec);
+    expect(e).toBeInstanceOf(LxqAgentLost);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(client.connected).toBe(false);
+    await expect(client.spawn(['true'], { env: ENV })).rejects.toBeInstanceOf(LxqAgentLost);
+
+    const again = await connect((await startAgent()).socket);
+    const ok = await collect(await again.spawn(['echo', 'back'], { env: ENV }), {}, 'echo');
+    expect(ok.stdout.toString()).toBe('back\n');
+  });
+
+  test('leftovers of an earlier session before the handshake are skipped (both ways)', async () => {
+    const { socket } = await startAgent();
+    const raw = net.createConnection({ path: socket });
+    await new Promise((r) => raw.once('connect', r));
+    // A partial frame and garbage from "another process", then our client's HELLO on the same stream.
+    raw.write(Buffer.concat([Buffer.from([0, 0, 0, 40, 0, 0, 0, 7, 18, 0]), Buffer.from('garbage'.repeat(10))]));
+    const client = await connect(raw);
+    const r = await collect(await client.spawn(['echo', 'synced'], { env: ENV }), {}, 'echo');
+    expect(r.stdout.toString()).toBe('synced\n');
+  });
+
+  test('a host frame over the maximum: the agent ends the session with ERROR and serves the next one', async () => {
+    const { socket, agent } = await startAgent();
+    const client = await connect(socket);
+    const p = await client.spawn(['sleep', '30'], { env: ENV });
+    strays.push(p.pid);
+    // Reach past the client (which never sends such a frame) to its socket.
+    const raw = (client as unknown as { socket: net.Socket }).socket;
+    const header = Buffer.alloc(12);
+    header.writeUInt32BE(1 << 30, 0);
+    header.writeUInt32BE(1, 4);
+    header.writeUInt8(18, 8);
+    raw.write(header);
+    const e = await rejection(p.exit);
+    expect(e).toBeInstanceOf(LxqAgentProtocolError);
+    expect(e.message).toMatch(/frame over the maximum size/);
+    expect(agent.exitCode).toBeNull();
+    // Its command was killed with the session.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(() => process.kill(p.pid, 0)).toThrow();
+    const next = await connect(socket);
+    expect((await collect(await next.spawn(['echo', 'ok'], { env: ENV }), {}, 'echo')).stdout.toString()).toBe('ok\n');
+  });
+});
+
+describe('lxq agent client against a hostile agent (fake: frames the real agent never sends)', () => {
+  let server: net.Server;
+  let socketPath: string;
+  let behave: (peer: net.Socket, hello: Buffer) => void;
+
+  beforeAll(async () => {
+    socketPath = path.join(dir, 'fake.sock');
+    server = net.createServer((peer) => {
+      let got = Buffer.alloc(0);
+      peer.on('error', () => undefined);
+      peer.on('data', function first(d: Buffer) {
+        got = Buffer.concat([got, d]);
+        if (got.length < 36) return;
+        peer.off('data', first);
+        behave(peer, got.subarray(12, 36));
+      });
+    });
+    await new Promise<void>((r) => server.listen(socketPath, r));
+  });
+  afterAll(() => server.close());
+
+  /** The agent's HELLO answering the host's. */
+  function hello(hostHello: Buffer, window = 256 * 1024): Buffer {
+    const b = Buffer.alloc(40);
+    b.writeUInt32BE(28, 0);
+    b.writeUInt8(1, 8);
+    b.write('LXQAGENT', 12);
+    b.writeUInt16BE(1, 20);
+    b.writeUInt32BE(256 * 1024, 24);
+    b.writeUInt32BE(window, 28);
+    hostHello.copy(b, 32, 16, 24);
+    return b;
+  }
+  function frameOf(type: number, channel: number, payload: Buffer, length = payload.length): Buffer {
+    const h = Buffer.alloc(12);
+    h.writeUInt32BE(length, 0);
+    h.writeUInt32BE(channel, 4);
+    h.writeUInt8(type, 8);
+    return Buffer.concat([h, payload]);
+  }
+  const started = (channel: number) => frameOf(17, channel, Buffer.from([0, 0, 0, 42]));
+
+  async function spawnAgainst(respond: (peer: net.Socket) => void): Promise<{ client: LxqAgentClient; proc: InstanceProcess }> {
+    behave = (peer, h) => {
+      peer.write(hello(h));
+      peer.once('data', () => {
+        peer.write(started(1));
+        setTimeout(() => respond(peer), 20);
+      });
+    };
+    const client = await connect(socketPath);
+    const proc = await client.spawn(['anything'], { env: ENV });
+    expect(proc.pid).toBe(42);
+    return { client, proc };
+  }
+
+  test('an oversized frame: LxqAgentProtocolError, the connection closed, nothing buffered', async () => {
+    const { client, proc } = await spawnAgainst((peer) => peer.write(frameOf(19, 1, Buffer.alloc(0), 0xfffffff0)));
+    const e = await rejection(proc.exit);
+    expect(e).toBeInstanceOf(LxqAgentProtocolError);
+    expect(e.message).toMatch(/a frame of 4294967280 bytes/);
+    expect(client.connected).toBe(false);
+  });
+
+  test('an unknown frame type, output past the window, a frame for no command: LxqAgentProtocolError', async () => {
+    for (const [bad, words] of [
+      [frameOf(99, 1, Buffer.alloc(3)), /unknown frame type 99/],
+      // Nobody reads stdout, so nothing past the stream's own buffer is acknowledged.
+      [Buffer.concat(Array.from({ length: 12 }, () => frameOf(19, 1, Buffer.alloc(32 * 1024)))), /stdout past its window/],
+      [frameOf(20, 77, Buffer.from('x')), /no running command/],
+      [frameOf(24, 1, Buffer.alloc(3)), /malformed or second EXIT/],
+    ] as const) {
+      const { proc } = await spawnAgainst((peer) => peer.write(bad));
+      const e = await rejection(proc.exit);
+      expect(e).toBeInstanceOf(LxqAgentProtocolError);
+      expect(e.message).toMatch(words);
+    }
+  });
+
+  test('an agent that never answers the handshake: Timeout', async () => {
+    behave = () => undefined;
+    const e = await rejection(LxqAgentClient.connect(socketPath, { timeout: 300 }));
+    expect(e).toBeInstanceOf(Timeout);
+  });
+});
