@@ -1,6 +1,4 @@
 /** Rows as a table, JSON, YAML or CSV: the output formats of `lxq list`, `image list`, `monitor`. */
-import { stringify as yaml } from 'yaml';
-
 import { InvalidArgument } from '../core/errors';
 
 export const FORMATS = ['table', 'json', 'yaml', 'csv'] as const;
@@ -9,6 +7,13 @@ export type Format = (typeof FORMATS)[number];
 export function checkFormat(f: string): Format {
   if (!(FORMATS as readonly string[]).includes(f)) throw new InvalidArgument(`unknown format "${f}"; use ${FORMATS.join(', ')}`);
   return f as Format;
+}
+
+/** The yaml module, loaded only for `--format yaml` (it is most of a command's start-up otherwise). */
+function yaml(rows: Record<string, unknown>[]): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
+  const { stringify } = require('yaml') as typeof import('yaml');
+  return stringify(rows);
 }
 
 const csvField = (v: string) => (/[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);

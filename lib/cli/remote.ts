@@ -1,18 +1,11 @@
 /**
- * `lxq --remote WHERE …`: the commands that make sense on an LXD server (list, info, launch,
- * start/stop/restart/freeze/unfreeze/delete, exec), driven through lib/remote's RemoteHost, whose
- * instances are `Instance`s (exec gets a pty the same way).
- * The rest are refused before anything is sent.
+ * `lxq --remote WHERE …`: where the LXD server is and how to reach it. Its instances are
+ * `Instance`s, driven by the same commands as local ones (see context.ts for which).
  */
 import { promises as fs } from 'node:fs';
 
-import { InvalidArgument, NotSupported } from '../core/errors';
+import { InvalidArgument } from '../core/errors';
 import type { ConnectOptions, RemoteHost } from '../drivers/remote/host';
-import type { RemoteInstance } from '../drivers/remote/instance';
-import { checkFormat, formatRows } from './format';
-
-/** The commands `--remote` drives; any other is refused with NotSupported. */
-export const REMOTE_COMMANDS = ['list', 'info', 'launch', 'start', 'stop', 'restart', 'freeze', 'unfreeze', 'delete', 'exec'];
 
 export interface RemoteGlobals {
   remote?: string;
@@ -39,37 +32,8 @@ export async function remoteEndpoint(g: RemoteGlobals): Promise<ConnectOptions> 
 }
 
 export async function connectRemote(g: RemoteGlobals): Promise<RemoteHost> {
-  // lib/remote alone: a remote command never loads the liblxc addon (Host.connect is the same call).
+  // lib/drivers/remote alone: a remote command never loads lib/host nor the liblxc addon (Host.connect is the same call).
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
   const { RemoteHost } = require('../drivers/remote/host') as typeof import('../drivers/remote/host');
   return RemoteHost.connect(await remoteEndpoint(g));
 }
-
-export function refuseUnlessRemote(command: string): void {
-  if (!REMOTE_COMMANDS.includes(command)) throw new NotSupported(`${command} is not available with --remote (it drives: ${REMOTE_COMMANDS.join(', ')})`);
-}
-
-export async function remoteList(h: RemoteHost, format: string): Promise<string> {
-  const f = checkFormat(format);
-  const rows = await Promise.all(
-    (await h.list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status(), location: i.location ?? '', created: i.createdAt.toISOString() })),
-  );
-  return formatRows(rows, ['name', 'type', 'status', 'location', 'created'], f);
-}
-
-export async function remoteInfo(i: RemoteInstance): Promise<string> {
-  const s = await i.state();
-  return [
-    `name: ${i.name}`,
-    `type: ${i.type}`,
-    `location: ${i.location ?? '-'}`,
-    `created: ${i.createdAt.toISOString()}`,
-    `status: ${s.status}`,
-    `pid: ${s.pid ?? '-'}`,
-    `processes: ${s.processes}`,
-    `cpu: ${(s.cpu.usageNs / 1e9).toFixed(2)} s`,
-    `memory: ${s.memory.usageBytes === null ? 'unknown (LXD had no figure)' : `${(s.memory.usageBytes / 2 ** 20).toFixed(1)} MiB`}`,
-    `addresses: ${s.network.addresses.join(' ') || '-'}`,
-  ].join('\n') + '\n';
-}
-

@@ -1,0 +1,98 @@
+/** `console NAME [--show-log]` and `monitor`: an instance's console and the host's lifecycle events (this machine's host). */
+import { type Command, Option } from 'commander';
+
+import type { Instance } from '../../instance/instance';
+import type { CliContext } from '../context';
+
+export function registerConsole(cli: Command, ctx: CliContext): void {
+  cli
+    .command('console <name>')
+    .description("Attach to an instance's console (detach with Ctrl-a q)")
+    .option('--show-log', 'print the console log and exit')
+    .action(async (name: string, o: { showLog?: boolean }) => {
+      const i = await (await ctx.localHost()).get(name);
+      if (o.showLog) return void process.stdout.write(await i.console.log());
+      await attachConsole(i);
+    });
+
+  cli
+    .command('monitor')
+    .description('Follow lifecycle events on this host (Ctrl-C to stop)')
+    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
+    .action(async (o: { format: string }) => {
+      const ac = new AbortController();
+      process.once('SIGINT', () => ac.abort());
+      process.once('SIGTERM', () => ac.abort());
+      const stream = (await ctx.localHost()).events({ signal: ac.signal });
+      await stream.ready;
+      // Tests wait for this line before they make the changes they expect to see.
+      if (process.env.LXQ_MONITOR_READY) process.stderr.write('ready\n');
+      for await (const e of stream) {
+        process.stdout.write(o.format === 'json' ? JSON.stringify(e) + '\n' : `${e.at} ${e.action} ${e.name} (${e.type}, ${e.requestor})${e.dropped ? ` [${e.dropped} missed]` : ''}\n`);
+      }
+    });
+}
+
+/** Ctrl-a, the console's escape key (as `lxc console`): Ctrl-a q detaches, Ctrl-a Ctrl-a sends one Ctrl-a. */
+const ESCAPE = 0x01;
+const DETACH = 0x71; // q
+
+/** The keys typed, less the escapes: calls `detach` on Ctrl-a q. */
+function keyFilter(detach: () => void): (keys: Buffer) => Buffer {
+  let escaped = false;
+  return (keys) => {
+    const out: number[] = [];
+    for (const k of keys) {
+      if (escaped) {
+        escaped = false;
+        if (k === DETACH) {
+          detach();
+          break;
+        }
+        out.push(ESCAPE);
+        if (k !== ESCAPE) out.push(k);
+      } else if (k === ESCAPE) escaped = true;
+      else out.push(k);
+    }
+    return Buffer.from(out);
+  };
+}
+
+/** The terminal as the console: raw keys in (Ctrl-a q leaves), console output out, window size followed. */
+async function attachConsole(i: Instance): Promise<void> {
+  const c = await i.console.attach();
+  const tty = Boolean(process.stdin.isTTY);
+  process.stderr.write(`To detach from the console, press: <ctrl>+a q\r\n`);
+  const resize = () => {
+    if (process.stdout.columns) c.resize(process.stdout.columns, process.stdout.rows).catch(() => undefined); // a serial port has no size
+  };
+  resize();
+  const done = new Promise<void>((resolve) => {
+    let detached = false;
+    const filter = keyFilter(() => {
+      detached = true;
+      resolve();
+    });
+    process.stdin.on('data', (keys: Buffer) => {
+      const out = filter(keys);
+      if (!detached && out.length) c.write(out);
+    });
+    process.stdin.once('end', resolve);
+    c.once('end', resolve);
+    c.once('close', resolve);
+  });
+  if (tty) process.stdin.setRawMode(true);
+  process.stdout.on('resize', resize);
+  c.pipe(process.stdout, { end: false });
+  process.stdin.resume();
+  try {
+    await done;
+  } finally {
+    process.stdout.off('resize', resize);
+    if (tty) process.stdin.setRawMode(false);
+    process.stdin.pause();
+    c.unpipe(process.stdout);
+    c.destroy();
+    process.stderr.write('\r\n');
+  }
+}

@@ -1,0 +1,41 @@
+/** `copy`, `rename`, `export` and `import`: this machine's host only. */
+import type { Command } from 'commander';
+
+import { collect, keyValues } from '../args';
+import type { CliContext } from '../context';
+
+export function registerTransfer(cli: Command, ctx: CliContext): void {
+  cli
+    .command('copy <source> <target>')
+    .description('Copy an instance, with its snapshots unless --instance-only, or one snapshot of it (--snapshot)')
+    .option('--snapshot <name>', 'copy this snapshot of the source instead of its current state')
+    .option('--instance-only', "leave the source's snapshots behind")
+    .option('-c, --config <key=value>', 'an option set on the copy (repeatable)', collect, [])
+    .action(async (source: string, target: string, o: { snapshot?: string; instanceOnly?: boolean; config: string[] }) => {
+      const config = keyValues(o.config);
+      await (await ctx.localHost()).copy(source, target, { ...(o.snapshot !== undefined ? { snapshot: o.snapshot } : {}), ...(o.instanceOnly ? { instanceOnly: true } : {}), config });
+    });
+
+  cli
+    .command('rename <name> <new-name>')
+    .alias('move')
+    .description('Rename a stopped instance')
+    .action(async (name: string, newName: string) => (await (await ctx.localHost()).get(name)).rename(newName));
+
+  cli
+    .command('export <name> <file>')
+    .description('Write an instance to a tarball (with its snapshots unless --instance-only), for lxq import')
+    .option('--instance-only', 'without its snapshots')
+    .action(async (name: string, file: string, o: { instanceOnly?: boolean }) => {
+      await (await (await ctx.localHost()).get(name)).export(file, { instanceOnly: o.instanceOnly === true });
+    });
+
+  cli
+    .command('import <file> [name]')
+    .description('An instance from a tarball of lxq export (named as exported unless NAME is given); prints its name')
+    .option('--allow-host-access', 'accept an archive whose instance reaches into this host (raw.lxc/raw.qemu, privileged, host paths, device nodes, proxies, host bridges): only for archives you trust')
+    .action(async (file: string, name: string | undefined, o: { allowHostAccess?: boolean }) => {
+      const i = await (await ctx.localHost()).import(file, { ...(name !== undefined ? { name } : {}), ...(o.allowHostAccess ? { trust: 'host-access' as const } : {}) });
+      process.stdout.write(`${i.name}\n`);
+    });
+}

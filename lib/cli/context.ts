@@ -1,0 +1,79 @@
+/**
+ * The host factory: what every command gets. `host()` is the host the command drives, this
+ * machine's or the LXD server of `--remote`, both an InstanceHost; `localHost()` is this
+ * machine's, for the commands that exist only here. Which commands also drive a remote is said
+ * once, when each is registered (`anyHost`); the others are refused before anything is done.
+ * The host modules are loaded on first use: `--help` loads neither, a remote command never
+ * loads lib/host (nor the liblxc addon).
+ */
+import type { Command } from 'commander';
+
+import { InvalidArgument, NotSupported } from '../core/errors';
+import type { Host } from '../host/host';
+import type { InstanceHost } from '../instance/host';
+import { connectRemote, type RemoteGlobals } from './remote';
+import { LOCAL_VIEW, REMOTE_VIEW, type InstanceView } from './views';
+
+/** As in lib/host/host.ts, which is loaded only when a command needs the host. */
+export const DEFAULT_HOST_PATH = '/var/lib/lxq';
+
+export interface Globals extends RemoteGlobals {
+  host?: string;
+  images?: string;
+}
+
+/** A command's name as the user typed it: `list`, `file pull`. */
+const commandName = (c: Command): string => (c.parent?.parent ? `${c.parent.name()} ${c.name()}` : c.name());
+
+export class CliContext {
+  /** The commands that drive an LXD server too, in the order they were registered. */
+  private readonly remoteCapable: Command[] = [];
+  private opened: Promise<InstanceHost> | undefined;
+  private openedLocal: Promise<Host> | undefined;
+
+  constructor(private readonly root: Command) {}
+
+  private get globals(): Globals {
+    return this.root.opts<Globals>();
+  }
+
+  /** True with `--remote`: the commands drive an LXD server. */
+  get remote(): boolean {
+    return Boolean(this.globals.remote);
+  }
+
+  /** How `list` and `info` show instances of the host driven. */
+  get view(): InstanceView {
+    return this.remote ? REMOTE_VIEW : LOCAL_VIEW;
+  }
+
+  /** Marks a command as one that drives an LXD server too (`--remote`); every other is refused there. */
+  anyHost(command: Command): Command {
+    this.remoteCapable.push(command);
+    return command;
+  }
+
+  /** Before any action: remote options without `--remote`, or a command `--remote` cannot drive, are refused. */
+  refuseMisuse(action: Command): void {
+    const g = this.globals;
+    if (!g.remote && (g.project || g.remoteCert || g.remoteKey || g.remoteServerCert)) throw new InvalidArgument('--project, --remote-cert, --remote-key and --remote-server-cert go with --remote');
+    if (g.remote && !this.remoteCapable.includes(action)) {
+      throw new NotSupported(`${commandName(action)} is not available with --remote (it drives: ${this.remoteCapable.map(commandName).join(', ')})`);
+    }
+  }
+
+  /** The host the command drives: the LXD server of `--remote`, else this machine's. */
+  host(): Promise<InstanceHost> {
+    this.opened ??= this.remote ? connectRemote(this.globals) : this.localHost();
+    return this.opened;
+  }
+
+  /** This machine's host (`--host`, `--images`): for the commands that exist only here. */
+  localHost(): Promise<Host> {
+    const g = this.globals;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use: a remote command or `--help` never loads it
+    const { Host } = require('../host/host') as typeof import('../host/host');
+    this.openedLocal ??= Host.open({ path: g.host, ...(g.images ? { images: g.images } : {}) });
+    return this.openedLocal;
+  }
+}

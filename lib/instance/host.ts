@@ -1,0 +1,32 @@
+/**
+ * What any host of instances does, this machine's (`Host`, lib/host) or an LXD server's
+ * (`RemoteHost`, lib/drivers/remote): find, make and copy instances.
+ * Code written against it (the `lxq` command line) drives either one. It lives in the contract
+ * room because a driver may not import lib/host.
+ */
+import type { CopyOptions } from '../storage/types';
+import type { CreateOptions, Instance, StartOptions } from './instance';
+
+/**
+ * A host of instances, local or remote.
+ *
+ * @example
+ * ```ts
+ * async function startAll(host: InstanceHost): Promise<void> {
+ *   for (const i of await host.list()) if ((await i.status()) === 'stopped') await i.start();
+ * }
+ * ```
+ */
+export interface InstanceHost {
+  /** The instance of that name; NotFound if there is none. */
+  get(name: string): Promise<Instance>;
+  /** Every instance, sorted by name. */
+  list(): Promise<Instance[]>;
+  create(name: string, options: CreateOptions): Promise<Instance>;
+  /** `create`, then `start` (with `wait`, resolved once ready too). */
+  launch(image: string, name: string, options?: Omit<CreateOptions, 'image'> & StartOptions): Promise<Instance>;
+  /** A copy of `source` (its snapshots too unless `instanceOnly`), or of one `snapshot` of it, with `config` set over the source's. */
+  copy(source: string, target: string, options?: Pick<CopyOptions, 'snapshot' | 'instanceOnly' | 'config'>): Promise<Instance>;
+  /** Stops following events and lets the process exit. */
+  close(): void | Promise<void>;
+}
