@@ -30,6 +30,7 @@ import { type DeviceConfig, type Devices, deviceFlag, deviceValue } from '../../
 import { createTap, deleteLink } from '../../network/iproute';
 import { hostLink, nics } from '../../devices/nic';
 import { type DeviceSource, devicePath } from '../../devices/validate';
+import type { QmpCommands } from '../../qmp';
 
 const run = (cmd: string, args: string[]) => execHelper(cmd, args);
 
@@ -67,7 +68,7 @@ function shareSocket(vmDir: string, name: string): string {
 }
 
 /** `-blockdev` / QMP `blockdev-add` arguments of a block disk. */
-export function blockdevArgs(vmDir: string, name: string, d: DeviceConfig, src: DeviceSource): Record<string, unknown> {
+export function blockdevArgs(vmDir: string, name: string, d: DeviceConfig, src: DeviceSource): QmpCommands['blockdev-add']['args'] {
   const readOnly = deviceFlag(d, 'readonly');
   const filename = d.source ?? newDiskFile(vmDir, name);
   const format = d.source === undefined ? 'qcow2' : src.format ?? 'raw';
@@ -75,7 +76,7 @@ export function blockdevArgs(vmDir: string, name: string, d: DeviceConfig, src: 
 }
 
 /** `-device` / QMP `device_add` arguments of a device, on root port `bus`. */
-export function deviceArgs(vmDir: string, name: string, d: DeviceConfig, src: DeviceSource, bus: string): Record<string, unknown> {
+export function deviceArgs(vmDir: string, name: string, d: DeviceConfig, src: DeviceSource, bus: string): QmpCommands['device_add']['args'] {
   if (vmDeviceKind(d, src) === 'share') {
     return { driver: 'vhost-user-fs-pci', id: qemuDeviceId(name), chardev: chardevId(name), tag: name, bus };
   }
@@ -184,7 +185,7 @@ async function listening(socketPath: string): Promise<boolean> {
 }
 
 /** QMP `chardev-add` arguments connecting QEMU to a share's virtiofsd. */
-export function chardevArgs(vmDir: string, name: string): Record<string, unknown> {
+export function chardevArgs(vmDir: string, name: string): QmpCommands['chardev-add']['args'] {
   return { id: chardevId(name), backend: { type: 'socket', data: { addr: { type: 'unix', data: { path: shareSocket(vmDir, name) } }, server: false } } };
 }
 
@@ -240,26 +241,21 @@ export function guestUmountCommand(d: DeviceConfig): string[] {
   return ['umount', devicePath(d)!];
 }
 
-interface PciDevice {
-  qdev_id: string;
-  pci_bridge?: { devices: PciDevice[] };
-}
-
 /** The root ports with nothing on them, from `query-pci`. */
-export function freePorts(buses: Array<{ devices: PciDevice[] }>): string[] {
+export function freePorts(buses: QmpCommands['query-pci']['returns']): string[] {
   const out: string[] = [];
-  for (const bus of buses) for (const dev of bus.devices) if (/^lxq-port\d+$/.test(dev.qdev_id) && (dev.pci_bridge?.devices.length ?? 0) === 0) out.push(dev.qdev_id);
+  for (const bus of buses) for (const dev of bus.devices) if (/^lxq-port\d+$/.test(dev.qdev_id) && (dev.pci_bridge?.devices?.length ?? 0) === 0) out.push(dev.qdev_id);
   return out;
 }
 
 export { SCSI_CONTROLLER };
 
 /** QMP `netdev_add` / `-netdev` arguments of a VM's NIC (its tap made first). */
-export function netdevArgs(instanceDir: string, name: string): Record<string, unknown> {
+export function netdevArgs(instanceDir: string, name: string): QmpCommands['netdev_add']['args'] {
   return { type: 'tap', id: `net-${name}`, ifname: hostLink(instanceDir, name), script: 'no', downscript: 'no' };
 }
 
 /** QMP `device_add` / `-device` arguments of a VM's NIC, on root port `bus`. */
-export function nicDeviceArgs(name: string, d: DeviceConfig, src: DeviceSource, bus: string): Record<string, unknown> {
+export function nicDeviceArgs(name: string, d: DeviceConfig, src: DeviceSource, bus: string): QmpCommands['device_add']['args'] {
   return { driver: 'virtio-net-pci', id: `dev-${name}`, netdev: `net-${name}`, mac: d.hwaddr, host_mtu: src.mtu ?? 1500, bus };
 }

@@ -1,0 +1,91 @@
+/**
+ * What a VM is launched with: its settings (from its options), its image's files, and QEMU's
+ * whole command line (the image's boot, the VM's files and devices, `raw.qemu` last).
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { type InstanceConfig, splitArgs } from '../../config/options';
+import { InvalidArgument, NotFound } from '../../core/errors';
+import { exists } from '../../core/fs';
+import { qemuOptionValue } from '../../core/guard';
+import { parseMemory } from '../../core/units';
+import type { Devices } from '../../devices/declarations';
+import type { DeviceSource } from '../../devices/validate';
+import type { VmImage, VmImageMeta } from '../../images/meta';
+import { readVmImage } from '../../images/vm-image';
+import type { Accel, AccelSetting } from './accel';
+import { launchArgs } from './devices';
+import { type VmFile, vmFile } from './paths';
+import { qemuArgsForImage } from './qemu-args';
+
+const DEFAULT_MEMORY_MIB = 256;
+const DEFAULT_CPUS = 1;
+
+/** How a VM is launched, from its options. */
+export interface LaunchSettings {
+  cpus: number;
+  memoryMiB: number;
+  accel: AccelSetting;
+  raw: string[];
+}
+
+/** A VM's launch settings; InvalidArgument for what a VM cannot take. */
+export function launchSettings(config: InstanceConfig): LaunchSettings {
+  const cpu = config['limits.cpu']?.trim();
+  if (cpu !== undefined && !/^\d+$/.test(cpu)) {
+    throw new InvalidArgument(`limits.cpu of a VM is a number of vCPUs ("2"); a CPU set (${JSON.stringify(cpu)}) applies to containers only`);
+  }
+  const memory = config['limits.memory'];
+  return {
+    cpus: cpu === undefined ? DEFAULT_CPUS : Number(cpu),
+    memoryMiB: memory === undefined ? DEFAULT_MEMORY_MIB : Math.floor(parseMemory(memory, os.totalmem()) / 2 ** 20),
+    accel: (config['vm.accel'] ?? 'auto') as AccelSetting,
+    raw: splitArgs(config['raw.qemu'] ?? ''),
+  };
+}
+
+/** The image's files, or NotFound naming what is missing (an image broken or removed). */
+export async function loadImage(name: string, dir: string, meta: Record<string, unknown>): Promise<VmImage> {
+  const img = await readVmImage(dir);
+  if (img) return img;
+  const files: Record<string, string> = (meta as Partial<VmImageMeta>).files ?? {};
+  const missing: string[] = [];
+  for (const [what, file] of Object.entries(files)) if (!(await exists(path.join(dir, file)))) missing.push(`${what} (${file})`);
+  const detail = missing.length ? `it has no ${missing.join(', ')}` : 'its manifest or files are missing';
+  throw new NotFound(`VM image "${name}" in ${dir} is incomplete: ${detail}; remove it and build it again`);
+}
+
+/** The VM a command line is made for. */
+export interface LaunchTarget {
+  dir: string;
+  name: string;
+  machineId?: string;
+  devices: Devices;
+  /** Reads the devices' sources (as probed at create), once their arguments are made. */
+  sources(): Promise<Map<string, DeviceSource>>;
+}
+
+/** QEMU's arguments for `vm` from `img` on `accel` (starting its devices' host parts: see launchArgs). */
+export async function qemuCommandLine(vm: LaunchTarget, img: VmImage, s: LaunchSettings, accel: Accel): Promise<string[]> {
+  const file = (which: VmFile) => vmFile(vm.dir, which);
+  return [
+    ...qemuArgsForImage(img, {
+      disk: file('disk'),
+      qmpSocket: file('qmp'),
+      qmpQuerySocket: file('qmpQuery'),
+      qgaSocket: file('qga'),
+      serialLog: file('console'),
+      serialSocket: file('consoleSocket'),
+      memoryMiB: s.memoryMiB,
+      cpus: s.cpus,
+      accel,
+      // The instance name, which the initramfs makes the hostname while the disk has none.
+      appendCmdline: `lxq.hostname=${vm.name}${vm.machineId ? ` systemd.machine_id=${vm.machineId}` : ''}`,
+    }),
+    ...(await launchArgs(vm.dir, vm.devices, await vm.sources(), s.memoryMiB)),
+    '-name', qemuOptionValue('-name', vm.name),
+    '-pidfile', file('pid'),
+    ...s.raw,
+  ];
+}
