@@ -1,0 +1,95 @@
+/**
+ * What a local host keeps of storage (`host.storage`): its pools, the root disk an instance is
+ * created with (`pool`, or LXD's `root` disk device), and the pools every host has.
+ */
+import * as path from 'node:path';
+
+import { InvalidArgument, NotSupported } from '../../core/errors';
+import { DEFAULT_DRIVER, DEFAULT_POOL, LEGACY_POOL, StoragePools, validatePoolName } from './pools';
+import type { PoolDriver } from './types';
+
+/** What storage needs of an instance's record. */
+export interface PoolUserRecord {
+  name: string;
+  type: string;
+  pool?: string;
+}
+
+/** The keys of LXD's root disk device lxq takes in this version. */
+const ROOT_DISK_KEYS = ['type', 'path', 'pool'];
+
+/**
+ * The host's storage.
+ *
+ * @example
+ * ```ts
+ * await host.storage.pools.create('ci', { driver: 'overlay' });
+ * console.log((await host.storage.pools.list()).map((p) => `${p.name} (${p.driver}): ${p.usedBy.length} instances`));
+ * ```
+ */
+export class HostStorage {
+  readonly pools: StoragePools;
+
+  constructor(
+    hostPath: string,
+    private readonly records: () => Promise<PoolUserRecord[]>,
+  ) {
+    this.pools = new StoragePools(path.join(hostPath, 'storage-pools'), async (pool) =>
+      (await this.records()).filter((r) => r.type === 'container' && (r.pool ?? LEGACY_POOL) === pool).map((r) => r.name),
+    );
+  }
+
+  /** Host.open: the default pool, and the dir pool where containers made before pools exist. */
+  async open(): Promise<void> {
+    await this.pools.ensure(DEFAULT_POOL, DEFAULT_DRIVER);
+    if ((await this.records()).some((r) => r.type === 'container' && r.pool === undefined)) await this.pools.ensure(LEGACY_POOL, 'dir');
+  }
+
+  /**
+   * The pool a new instance's root goes on, from `pool` or a `root` disk device (`{ type: 'disk',
+   * path: '/', pool }`, LXD's form), and the devices without that root disk. A container without
+   * either goes on the default pool. Checked before anything is written: an unknown pool is
+   * NotFound, two different pools or a key this version cannot honour are refused.
+   */
+  async rootOf(type: string, options: { pool?: unknown; devices?: unknown }): Promise<{ pool: string | undefined; devices: unknown }> {
+    let devices = options.devices;
+    let fromDevice: string | undefined;
+    const root = (devices as Record<string, unknown> | undefined)?.root as Record<string, unknown> | undefined;
+    if (root !== null && typeof root === 'object' && root.type === 'disk' && root.path === '/') {
+      for (const key of Object.keys(root)) {
+        if (key === 'size') throw new NotSupported('device "root": "size" (a root disk quota) is not supported by the dir and overlay pools of this version');
+        if (!ROOT_DISK_KEYS.includes(key)) throw new InvalidArgument(`device "root": unknown key "${key}" for a root disk; known: ${ROOT_DISK_KEYS.map((k) => `"${k}"`).join(', ')}`);
+      }
+      if (root.pool === undefined) throw new InvalidArgument('device "root": "pool" is required (the storage pool of the root disk)');
+      fromDevice = validatePoolName(root.pool);
+      const { root: _root, ...rest } = devices as Record<string, unknown>;
+      devices = rest;
+    }
+    if (options.pool !== undefined) validatePoolName(options.pool);
+    if (options.pool !== undefined && fromDevice !== undefined && options.pool !== fromDevice) {
+      throw new InvalidArgument(`"pool" (${JSON.stringify(options.pool)}) and the root disk's pool (${JSON.stringify(fromDevice)}) differ; give one`);
+    }
+    const asked = (options.pool as string | undefined) ?? fromDevice;
+    if (type !== 'container') {
+      if (asked !== undefined) throw new NotSupported(`a ${type}'s disk is not on a storage pool in this version (a qcow2 overlay in its directory); leave out "pool" and the root disk`);
+      return { pool: undefined, devices };
+    }
+    const pool = asked ?? DEFAULT_POOL;
+    await this.pools.checkUsable(pool);
+    return { pool, devices };
+  }
+
+  /**
+   * An imported container's root is a whole tree (an export flattens it): it goes on the dir pool
+   * (made if missing), its record naming none, whatever pool it was exported from.
+   */
+  async adoptImported(record: { pool?: string; type: string }): Promise<void> {
+    delete record.pool;
+    if (record.type === 'container') await this.pools.ensure(LEGACY_POOL, 'dir');
+  }
+
+  /** The driver of the pool an instance's record names (none: the dir pool, as before pools). */
+  driver(pool: string | undefined): Promise<PoolDriver> {
+    return this.pools.driver(pool);
+  }
+}
