@@ -8,10 +8,13 @@ import * as path from 'node:path';
 import type { Instance } from '../instance/instance';
 import { hasFreezeMark } from './freeze-mark';
 import { clearPartials, PARTIALS_DIR } from './partials';
+import { unmountDeadStaging, unmountUnder } from './pools/mounts';
 import { RESTORE_JOURNAL } from './snapshots';
 import { abandonedCreate, clearStaging, isStaging } from '../core/staging';
 
 export async function clearLeftovers(instancesDir: string, recordFile: string, open: (name: string) => Promise<Instance>): Promise<void> {
+  // A read-only view (export, publish) left mounted would stop the removal of its staging entry.
+  await unmountDeadStaging(instancesDir);
   await clearStaging(instancesDir);
   await clearPartials(path.join(instancesDir, PARTIALS_DIR));
   for (const name of await fs.readdir(instancesDir).catch(() => [] as string[])) {
@@ -25,9 +28,11 @@ export async function clearLeftovers(instancesDir: string, recordFile: string, o
     }
     // A copy or import whose process died between the rename into place and the record.
     if (!(await fs.lstat(path.join(dir, recordFile)).then(() => true, () => false)) && (await abandonedCreate(dir))) {
+      await unmountUnder(dir); // its root, if its pool had mounted it
       await fs.rm(dir, { recursive: true, force: true });
       continue;
     }
+    await unmountDeadStaging(dir);
     await clearStaging(dir);
     await clearStaging(path.join(dir, 'snapshots'));
   }
