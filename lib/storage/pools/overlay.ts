@@ -170,19 +170,18 @@ export class OverlayPool implements PoolDriver {
 
   /**
    * Whether overlayfs here takes a lower layer that is an idmapped mount of the image's tree:
-   * a read-only overlay of it is mounted in `scratchParent` and its root's owner read back.
+   * an overlay of it is mounted in `scratchParent` and its root's owner read back.
    */
   private idmappedLowerWorks(scratchParent: string, imageRootfs: string, ids: IdRange, dev: number): Promise<boolean> {
     let answer = idmappedLowers.get(dev);
     if (!answer) {
       answer = (async () => {
         const scratch = path.join(scratchParent, '.lxq-probe');
-        const target = path.join(scratch, 'view');
-        const stage = path.join(scratch, 'lower');
-        await fs.mkdir(target, { recursive: true });
-        await fs.mkdir(stage);
+        const [target, stage, upper, work] = ['view', 'lower', 'upper', 'work'].map((d) => path.join(scratch, d));
+        for (const d of [target, stage, upper, work]) await fs.mkdir(d, { recursive: true });
         try {
-          await sys().mountOverlay({ target, layers: [], image: imageRootfs, stage, idmap: ids });
+          // With an upper (nothing is written to it): overlayfs takes a single lower only so.
+          await sys().mountOverlay({ target, layers: [], image: imageRootfs, stage, upper, work, idmap: ids });
           const [seen, stored] = await Promise.all([fs.stat(target), fs.stat(imageRootfs)]);
           return seen.uid === stored.uid + ids.base;
         } catch {
