@@ -12,6 +12,7 @@ import { run, sha256 } from './build-tools';
 import { BUSYBOX_FILES, buildBusyboxRootfs, HOST_BUSYBOX } from './busybox';
 import { buildDebianTree, DEBIAN_FILES, DEBIAN_PACKAGES, DEBIAN_RELEASES, DEBIAN_VM_FILES, type DebianRelease, hostAptOptions, hostAptSources } from './debian';
 import type { ContainerImageMeta } from './meta';
+import { lxqAgentInputs } from './lxq-agent-binary';
 import { VM_MODULES } from './modules';
 import { HOST_QGA, writeGuestFiles } from './root-disk';
 import { INITRAMFS_FILES, ROOTFS_FILES } from './vm-guest';
@@ -102,7 +103,7 @@ function debianImage(name: string, release: DebianRelease, extra: { packages: st
     },
     vm: {
       version: 1,
-      inputs: async () => ({ tree: await containerInputs(), vmFiles: DEBIAN_VM_FILES, boot: await vmBootInputs() }),
+      inputs: async () => ({ tree: await containerInputs(), vmFiles: DEBIAN_VM_FILES, boot: await vmBootInputs(), lxqAgent: await lxqAgentInputs() }),
       build: async (ctx) => {
         const tree = await ctx.ensure(name, 'container');
         ctx.progress(0.1, 'making the VM image');
@@ -136,7 +137,7 @@ export const BUILTIN_IMAGES: Record<string, ImageVariants> = {
   'vm/default': {
     vm: {
       version: 1,
-      inputs: async () => ({ boot: await vmBootInputs(), rootfs: ROOTFS_FILES, qemuGa: await fileIdentity(HOST_QGA) }),
+      inputs: async () => ({ boot: await vmBootInputs(), rootfs: ROOTFS_FILES, qemuGa: await fileIdentity(HOST_QGA), lxqAgent: await lxqAgentInputs() }),
       build: async (ctx) => {
         await buildVmImage(ctx.dir, { onStep: ctx.progress });
         return { ...(await readVmImageMeta(ctx.dir)) };

@@ -10,6 +10,54 @@ import * as path from 'node:path';
 import { NotSupported } from '../core/errors';
 import { run, sha256 } from './build-tools';
 
+/** The agent's virtio-serial port, as QEMU's `virtserialport,name=` sets it and the agent looks for it. */
+export const LXQ_AGENT_PORT_NAME = 'org.lxq.agent.0';
+
+/** Where the agent lives in a VM image's root tree. */
+export const LXQ_AGENT_PATH = 'usr/libexec/lxq/lxq-agent';
+
+/**
+ * The agent as a systemd service: started before everything else (no default dependencies, so
+ * not after basic.target: ~10 s into a Debian boot under TCG), restarted at once if it dies, and
+ * stopped only at shutdown. It finds its port from sysfs, without waiting for udev.
+ */
+const SYSTEMD_UNIT = `[Unit]
+Description=lxq guest agent
+DefaultDependencies=no
+Before=sysinit.target shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+ExecStart=/${LXQ_AGENT_PATH}
+Restart=always
+RestartSec=100ms
+
+[Install]
+WantedBy=sysinit.target
+`;
+
+/**
+ * Puts the agent into a VM image's root tree `root`: the binary, compiled here, and for a
+ * systemd tree its unit, enabled (busybox trees start it from their inittab, vm-guest.ts).
+ */
+export async function installLxqAgent(root: string, init: 'busybox' | 'systemd'): Promise<void> {
+  const binary = path.join(root, LXQ_AGENT_PATH);
+  await fsp.mkdir(path.dirname(binary), { recursive: true, mode: 0o755 });
+  await buildLxqAgent(binary);
+  await fsp.chmod(binary, 0o755);
+  if (init !== 'systemd') return;
+  const units = path.join(root, 'etc/systemd/system');
+  await fsp.mkdir(path.join(units, 'sysinit.target.wants'), { recursive: true, mode: 0o755 });
+  await fsp.writeFile(path.join(units, 'lxq-agent.service'), SYSTEMD_UNIT, { mode: 0o644 });
+  await fsp.rm(path.join(units, 'sysinit.target.wants/lxq-agent.service'), { force: true });
+  await fsp.symlink('../lxq-agent.service', path.join(units, 'sysinit.target.wants/lxq-agent.service'));
+}
+
+/** What decides the agent's part of an image: its sources and how it is installed. */
+export async function lxqAgentInputs(): Promise<unknown> {
+  return { sources: await lxqAgentSourceDigest(), unit: SYSTEMD_UNIT, path: LXQ_AGENT_PATH, port: LXQ_AGENT_PORT_NAME };
+}
+
 /** native/agent/ of this package (found from lib/images or dist/lib/images). */
 export function lxqAgentSourceDir(): string {
   for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {

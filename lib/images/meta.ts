@@ -61,6 +61,8 @@ export interface VmImageMeta {
   /** Modules loaded by the initramfs, in order. */
   modules: string[];
   qgaPortName: string;
+  /** The lxq agent's virtio-serial port, when the image has the agent (lib/images/lxq-agent-binary.ts). */
+  lxqAgentPortName?: string;
   cmdline: string;
   /** The root disk's init system: `busybox` (vm/default) or `systemd` (Debian). */
   init?: 'busybox' | 'systemd';

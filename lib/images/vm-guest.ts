@@ -5,7 +5,8 @@
  * - the initramfs: busybox-static and the virtio modules; `/init` loads the modules, then mounts
  *   the root disk (`/dev/vda`, ext4) and `switch_root`s into it, or stays in the initramfs;
  * - the root disk: busybox, qemu-ga with its libraries, and a busybox-init setup that runs the
- *   guest agent on its virtio-serial port and powers off on the ACPI power button.
+ *   guest agents (lxq's own first, then qemu-ga) on their virtio-serial ports and powers off on
+ *   the ACPI power button.
  *
  * No udev runs: the `/dev/virtio-ports/<name>` links are made by `lxq-vports` from sysfs.
  * Every step prints an `lxq-init: ...` line (with the uptime) to the console, which QEMU writes
@@ -205,7 +206,7 @@ const RCK = `#!/bin/sh
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 ${MARK}
 mark "shutting down"
-killall qemu-ga acpid 2>/dev/null
+killall lxq-agent qemu-ga acpid 2>/dev/null
 sync
 mount -o remount,ro / 2>/dev/null || sync
 `;
@@ -309,6 +310,7 @@ exec setsid /sbin/lxq-halt poweroff </dev/null >/dev/null 2>&1
  */
 const INITTAB = `# lxq vm/default: busybox init
 ::sysinit:/etc/init.d/rcS
+::respawn:/usr/libexec/lxq/lxq-agent
 ::respawn:/usr/libexec/lxq/qga-start
 ::respawn:/sbin/acpid -f -c /etc/acpi -l /run/acpid.log
 ttyS0::askfirst:-/bin/sh

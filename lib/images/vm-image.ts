@@ -31,6 +31,7 @@ import { requireStaticBusybox } from './busybox';
 import { buildInitramfs } from './initramfs';
 import { fetchKernel } from './kernel-package';
 import type { VmImage, VmImageMeta } from './meta';
+import { installLxqAgent, LXQ_AGENT_PORT_NAME } from './lxq-agent-binary';
 import { extractPvhKernel } from './pvh-kernel';
 import { buildBusyboxVmTree, HOST_QGA, makeRootDisk } from './root-disk';
 import { QGA_PORT_NAME } from './vm-guest';
@@ -62,6 +63,8 @@ export interface BuildVmImageOptions {
   init?: 'busybox' | 'systemd';
   /** The kernel command line; default vmKernelCmdline(). */
   cmdline?: string;
+  /** Put lxq's own guest agent into the root tree (lxq-agent-binary.ts); default true. */
+  lxqAgent?: boolean;
   /** Called with the fraction done (0..1) of the build's steps. */
   onStep?: (done: number, what: string) => void;
 }
@@ -198,6 +201,7 @@ async function buildOnce(dir: string, opts: BuildVmImageOptions): Promise<VmImag
     const diskSide = step('root disk', async () => {
       const rootfs = path.join(work, 'rootfs');
       await (opts.rootTree ?? buildBusyboxVmTree)(rootfs);
+      if (opts.lxqAgent !== false) await installLxqAgent(rootfs, opts.init ?? 'busybox');
       return makeRootDisk(rootfs, path.join(work, 'disk.raw'), path.join(tmp, FILES.disk), opts.diskSize ?? '256M');
     });
     const [k, d] = await Promise.allSettled([kernelSide, diskSide]);
@@ -224,6 +228,7 @@ async function buildOnce(dir: string, opts: BuildVmImageOptions): Promise<VmImag
         diskVirtualSize: disk.virtualSize,
         modules,
         qgaPortName: QGA_PORT_NAME,
+        ...(opts.lxqAgent !== false ? { lxqAgentPortName: LXQ_AGENT_PORT_NAME } : {}),
         cmdline: opts.cmdline ?? vmKernelCmdline(),
         init: opts.init ?? 'busybox',
         buildMs: Date.now() - t0,

@@ -7,8 +7,10 @@
 // the port is not read while the frames for the host pile up past kMaxOutput.
 // Built static (no runtime in the guest): the image builder compiles it from this directory.
 //
-//   lxq-agent [--port PATH]   serve the virtio-serial port (default /dev/virtio-ports/org.lxq.agent.0)
-//   lxq-agent --listen PATH   serve a unix socket, one client at a time (tests on the host)
+//   lxq-agent [--port NAME|PATH]  serve the virtio-serial port of that name (default org.lxq.agent.0)
+//                                 or that device
+//   lxq-agent --listen PATH       serve a unix socket, one client at a time (tests on the host)
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -41,7 +43,7 @@ namespace {
 
 using namespace lxq::agent;
 
-constexpr const char* kDefaultPort = "/dev/virtio-ports/org.lxq.agent.0";
+constexpr const char* kDefaultPort = "org.lxq.agent.0";
 // Frames for the host held at most (roughly): past it neither the port nor any output is read
 // until the host takes some.
 constexpr size_t kMaxOutput = 4 * 1024 * 1024;
@@ -544,10 +546,42 @@ int Agent::Loop(int listener) {
   }
 }
 
-int OpenPort(const char* path) {
-  // The port appears when its driver has probed it, which may be after this program starts.
+// The device of the virtio-serial port named `name`, from sysfs: /dev/virtio-ports/<name> is a
+// link udev makes, and this agent starts before udev (or where there is none).
+std::string PortDevice(const std::string& name) {
+  DIR* dir = opendir("/sys/class/virtio-ports");
+  if (!dir) return {};
+  std::string found;
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    std::string file = std::string("/sys/class/virtio-ports/") + e->d_name + "/name";
+    int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    char buf[256];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) continue;
+    while (n > 0 && buf[n - 1] == '\n') n--;
+    if (std::string(buf, static_cast<size_t>(n)) == name) {
+      found = std::string("/dev/") + e->d_name;
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// `port`: a path, or the name of a virtio-serial port.
+int OpenPort(const char* port) {
+  // The port appears when its driver has probed it (and its name a moment later), which may be
+  // after this program starts.
   for (int tries = 0;; tries++) {
-    int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    std::string path = port;
+    if (port[0] != '/') {
+      path = std::string("/dev/virtio-ports/") + port;
+      if (access(path.c_str(), F_OK) != 0) path = PortDevice(port);
+    }
+    int fd = path.empty() ? (errno = ENOENT, -1) : open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd >= 0) {
       // SIGIO when the host connects: a port whose host is away polls POLLHUP, so it is not
       // watched then (that would spin) and this signal says when to watch it again.
@@ -556,7 +590,7 @@ int OpenPort(const char* path) {
       return fd;
     }
     if (errno != ENOENT && errno != ENXIO && errno != ENODEV) return -1;
-    if (tries == 0) Log("waiting for %s", path);
+    if (tries == 100) Log("still waiting for the port %s", port);  // 5 s: worth a line on the console
     usleep(50 * 1000);
   }
 }
@@ -583,7 +617,7 @@ int main(int argc, char** argv) {
     if (a == "--port" && i + 1 < argc) port_path = argv[++i];
     else if (a == "--listen" && i + 1 < argc) listen_path = argv[++i];
     else if (a == "--version") return puts("lxq-agent protocol 1"), 0;
-    else return fprintf(stderr, "usage: lxq-agent [--port PATH | --listen PATH]\n"), 2;
+    else return fprintf(stderr, "usage: lxq-agent [--port NAME|PATH | --listen PATH]\n"), 2;
   }
   // 0-2 open whatever started us, so that no pipe or port ever lands on them.
   for (int fd = open("/dev/null", O_RDWR); fd >= 0 && fd <= 2; fd = open("/dev/null", O_RDWR)) {

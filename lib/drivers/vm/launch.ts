@@ -75,6 +75,7 @@ export async function qemuCommandLine(vm: LaunchTarget, img: VmImage, s: LaunchS
       qmpSocket: file('qmp'),
       qmpQuerySocket: file('qmpQuery'),
       qgaSocket: file('qga'),
+      lxqAgentSocket: file('lxqAgent'),
       serialLog: file('console'),
       serialSocket: file('consoleSocket'),
       memoryMiB: s.memoryMiB,

@@ -17,9 +17,6 @@ import { Readable, Writable } from 'node:stream';
 import { InvalidArgument, InvalidState, OperationFailed, Timeout } from '../../core/errors';
 import { checkWindowSize, ExitStatus, InstanceProcess, signalName, signalNumber } from '../../instance/process';
 
-/** The virtio-serial port's name, as the agent looks for it under /dev/virtio-ports/. */
-export const LXQ_AGENT_PORT_NAME = 'org.lxq.agent.0';
-
 const VERSION = 1;
 const HEADER = 12;
 const MAGIC = Buffer.from('LXQAGENT');

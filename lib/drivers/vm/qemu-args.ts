@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { InvalidArgument } from '../../core/errors';
 import { qemuOptionValue, refuseControlChars } from '../../core/guard';
 import { run } from '../../images/build-tools';
+import { LXQ_AGENT_PORT_NAME } from '../../images/lxq-agent-binary';
 import type { VmImage } from '../../images/meta';
 import { QGA_PORT_NAME } from '../../images/vm-guest';
 
@@ -17,6 +18,8 @@ export interface QemuArgsOptions {
   /** A second QMP monitor, for other processes' status reads (lib/drivers/vm/vm.ts). */
   qmpQuerySocket?: string;
   qgaSocket: string;
+  /** The lxq agent's channel (lib/drivers/vm/lxq-agent.ts); the port is there whether or not the image runs the agent. */
+  lxqAgentSocket?: string;
   serialLog: string;
   /** The serial port's chardev socket, for interactive consoles; the log is written all the same. */
   serialSocket?: string;
@@ -69,6 +72,9 @@ export function qemuArgsForImage(img: VmImage, opts: QemuArgsOptions): string[] 
     '-device', 'virtio-serial-pci,id=vser0',
     '-chardev', `socket,path=${comma(opts.qgaSocket, '-chardev path')},server=on,wait=off,id=qga0`,
     '-device', `virtserialport,bus=vser0.0,chardev=qga0,name=${QGA_PORT_NAME}`,
+    ...(opts.lxqAgentSocket
+      ? ['-chardev', `socket,path=${comma(opts.lxqAgentSocket, '-chardev path')},server=on,wait=off,id=lxqagent0`, '-device', `virtserialport,bus=vser0.0,chardev=lxqagent0,name=${LXQ_AGENT_PORT_NAME}`]
+      : []),
   ];
   if (opts.userNet) args.push('-netdev', 'user,id=net0', '-device', 'virtio-net-pci,netdev=net0');
   // Plain arguments too (paths, the kernel command line): no control character anywhere.
