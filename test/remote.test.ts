@@ -15,7 +15,7 @@ import { AlreadyExists, Busy, InvalidArgument, InvalidState, LxqError, NotFound,
 import { Host } from '../lib';
 import { ImageStore } from '../lib/images/store';
 import { LxdClient, lxdError } from '../lib/drivers/remote/client';
-import { lxdMemoryUsage } from '../lib/drivers/remote/instance';
+import { lxdMemoryUsage } from '../lib/drivers/remote/convert';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, startLxd } from './helpers/lxd';
 import { execText, thrown } from './helpers/host';
 

@@ -17,7 +17,9 @@ import { type InstanceType, launchWith, type StartOptions } from '../../instance
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
 import { RemoteImages } from './images';
-import { checkName, LXD_NAME, lxdType, lxdTypeName, refuseNotOnLxd, RemoteInstance, type RemoteInstanceHooks } from './instance';
+import { validateName } from '../../instance/names';
+import { LXD_NAME, lxdType, lxdTypeName, refuseNotOnLxd } from './convert';
+import { RemoteInstance, type RemoteInstanceHooks } from './instance';
 
 /**
  * Where an LXD server is and how to authenticate to it, and the cluster member new instances go on.
@@ -220,7 +222,7 @@ export class RemoteHost {
   }
 
   async create(name: string, options: RemoteCreateOptions): Promise<RemoteInstance> {
-    checkName(name);
+    validateName(name);
     if (!options || typeof options !== 'object') throw new InvalidArgument('create options must be an object');
     refuseUnknownKeys('create', options, REMOTE_CREATE_OPTION_KEYS);
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create: `image` (an alias or fingerprint on the server) is required');
@@ -257,7 +259,7 @@ export class RemoteHost {
   }
 
   async get(name: string): Promise<RemoteInstance> {
-    checkName(name);
+    validateName(name);
     const r = await this.client.request('GET', this.client.url(`/1.0/instances/${name}`));
     return this.hold(r.metadata, r.etag);
   }
@@ -274,7 +276,7 @@ export class RemoteHost {
    * sets it; it is checked before anything is copied.
    */
   async copy(source: string, name: string, options: RemoteCopyOptions = {}): Promise<RemoteInstance> {
-    checkName(name);
+    validateName(name);
     if (options === null || typeof options !== 'object') throw new InvalidArgument('copy options must be an object');
     refuseUnknownKeys('copy', options, REMOTE_COPY_OPTION_KEYS);
     if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');

@@ -1,0 +1,362 @@
+/**
+ * What every instance does the same way, whether lxq runs it (lib/instance/base.ts, which the
+ * container and VM drivers extend) or an LXD server does (lib/drivers/remote/instance.ts): the
+ * contract's checks and policies, written once.
+ *
+ * A superclass rather than a set of functions: the checks need the instance's status, its queue
+ * and its events together (a status read before a change, emitted if it moved; one operation at a
+ * time; stop gracefully, then by force). Each side gives the primitives that differ (how the
+ * status is read, how the instance starts, shuts down, is killed, renamed, has its devices
+ * changed) and two hooks for lxq's bookkeeping of lifecycle events: `reported` (the local host's
+ * journal, after the change) and `asOwn` (LXD's own events, marked as this process's).
+ */
+import { EventEmitter } from 'eventemitter3';
+
+import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
+import { Aborted, AlreadyExists, Busy, InvalidState, NotFound, Timeout } from '../core/errors';
+import { refuseUnknownKeys } from '../core/keys';
+import { SerialQueue } from '../core/serial';
+import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
+import { withHwaddrs } from '../devices/nic';
+import { devicePath, normalizeDevice, patchDevice, validateDeviceName } from '../devices/validate';
+import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
+import type { InstanceSnapshots } from '../storage/types';
+import type { InstanceFiles } from './files';
+import {
+  checkStart,
+  checkStopTimeout,
+  checkWaitForAddress,
+  type DeviceState,
+  type ExportOptions,
+  type Instance,
+  type InstanceConsole,
+  type InstanceEvents,
+  type InstanceState,
+  type InstanceStatus,
+  type StartOptions,
+  type StopOptions,
+  type WaitForAddressOptions,
+} from './instance';
+import { validateName } from './names';
+import { checkExecOptions, collect, type ExecOptions, type ExecResult, type InstanceProcess, SPAWN_OPTION_KEYS, type SpawnOptions } from './process';
+import { waitFor, type WaitSpec } from './wait';
+
+export type AddressFamily = 'inet' | 'inet6';
+/** How a stop ended: a clean shutdown, or a forced one. */
+export type StopOutcome = 'instance-shutdown' | 'instance-stopped';
+
+/** Whether `address` is of `family` (IPv6 addresses, and only they, hold a ':'). */
+export function ofFamily(address: string, family: AddressFamily): boolean {
+  return (family === 'inet') === !address.includes(':');
+}
+
+export abstract class CommonInstance extends EventEmitter<InstanceEvents> implements Instance {
+  /** Lifecycle operations on this instance, one at a time, in call order (see serialized). */
+  private readonly operations = new SerialQueue();
+  private lastStatus: InstanceStatus | undefined;
+
+  abstract readonly name: string;
+  abstract readonly type: InstanceType;
+  abstract readonly image: string;
+  abstract readonly createdAt: Date;
+  abstract readonly config: Readonly<InstanceConfig>;
+  abstract readonly devices: Readonly<Devices>;
+  abstract readonly files: InstanceFiles;
+  abstract readonly console: InstanceConsole;
+  abstract readonly snapshots: InstanceSnapshots;
+  abstract freeze(): Promise<void>;
+  abstract unfreeze(): Promise<void>;
+  abstract delete(options?: { force?: boolean }): Promise<void>;
+  abstract update(patch: InstanceConfigPatch): Promise<void>;
+  abstract export(file: string, options?: ExportOptions): Promise<void>;
+
+  // ---- what each side provides ----
+  protected abstract currentStatus(): Promise<InstanceStatus>;
+  /** Starts the stopped instance (its status was checked). */
+  protected abstract doStart(): Promise<void>;
+  /** Asks the instance to shut down; resolves true if it stopped within `timeoutMs`. */
+  protected abstract doShutdown(timeoutMs: number): Promise<boolean>;
+  protected abstract doKill(): Promise<void>;
+  /** Resolves once the frozen instance runs again. */
+  protected abstract doUnfreeze(): Promise<void>;
+  /**
+   * Starts a command in the instance, refusing with InvalidState (`refusal`) unless it is
+   * running: a driver that can check that on the way (the container's runner does) saves a
+   * round trip on every exec.
+   */
+  protected abstract doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess>;
+  /** The state without its device list (state() adds it). */
+  protected abstract readState(): Promise<Omit<InstanceState, 'devices'>>;
+  /** Renames the stopped instance to `newName` (checked, and not its name now). */
+  protected abstract moveTo(newName: string): Promise<void>;
+  /**
+   * Replaces the devices by `change(devices)`, given the devices as they are now (it throws to
+   * refuse): checked against the host, applied to a running instance, kept for the next starts.
+   */
+  protected abstract changeDevices(change: (devices: Readonly<Devices>) => Devices): Promise<void>;
+  /**
+   * A search for an address of `family`, called once per poll of waitForAddress until it finds
+   * one; it may keep what it learnt between polls.
+   */
+  protected abstract addressSearch(family: AddressFamily): () => Promise<string | undefined>;
+  /** How often waitForAddress looks. */
+  protected abstract readonly addressPollMs: number;
+
+  // ---- hooks (by default, nothing) ----
+  /** Runs one queued operation: the local base holds the instance's lock file around it, for other processes. */
+  protected exclusive<T>(op: () => Promise<T>): Promise<T> {
+    return op();
+  }
+  /** Reports a change this instance went through (the local host's journal); a failure to report never fails the change. */
+  protected async reported(_action: LifecycleAction, _detail?: LifecycleDetail): Promise<void> {}
+  /** Runs `op`, whose lifecycle events of `actions` are this process's (an LXD server reports them itself). */
+  protected asOwn<T>(_actions: LifecycleAction[], op: () => Promise<T>): Promise<T> {
+    return op();
+  }
+  /** What must be ready before the instance runs (the local base's proxy devices listen first). */
+  protected async beforeStart(): Promise<void> {}
+  /** Undoes beforeStart after a failed start. */
+  protected async startFailed(): Promise<void> {}
+
+  // ---- the queue and the status ----
+
+  /** @internal Resolves once the lifecycle operations queued on this instance so far are done (for the host's events). */
+  get idle(): Promise<void> {
+    return this.operations.idle;
+  }
+
+  /** Runs operations on this instance one at a time, in call order (see exclusive). */
+  protected serialized<T>(op: () => Promise<T>): Promise<T> {
+    return this.operations.run(() => this.exclusive(op));
+  }
+
+  async status(): Promise<InstanceStatus> {
+    return this.observe(await this.currentStatus());
+  }
+
+  /** Records a status seen now and emits `status` if it changed. */
+  protected observe(status: InstanceStatus): InstanceStatus {
+    const previous = this.lastStatus;
+    this.lastStatus = status;
+    if (previous !== undefined && previous !== status) this.emit('status', { name: this.name, status, previous });
+    return status;
+  }
+
+  /** A transitional status lxq itself enters (starting, stopping). */
+  protected transition(status: InstanceStatus): void {
+    this.observe(status);
+  }
+
+  /** The status now, if `op` is allowed in it; else InvalidState (see refusal). */
+  protected async require(op: string, allowed: InstanceStatus[]): Promise<InstanceStatus> {
+    const status = this.observe(await this.currentStatus());
+    if (!allowed.includes(status)) throw this.refusal(op, status, allowed);
+    return status;
+  }
+
+  /** The error for an operation the instance's status does not allow. */
+  protected refusal(op: string, status: InstanceStatus, allowed: InstanceStatus[]): InvalidState {
+    return new InvalidState(`cannot ${op} ${this.name}: it is ${status} (needs ${allowed.join(' or ')})`, status);
+  }
+
+  /** The error for a delete without `force` of an instance that is not stopped. */
+  protected deleteRefusal(status: InstanceStatus): InvalidState {
+    return new InvalidState(`cannot delete ${this.name}: it is ${status}; stop it first or pass { force: true }`, status);
+  }
+
+  state(): Promise<InstanceState> {
+    return this.serialized(async () => {
+      const s = await this.readState();
+      this.observe(s.status);
+      const devices = Object.entries(this.devices)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([name, d]) => this.deviceState(name, d));
+      return { ...s, devices };
+    });
+  }
+
+  /** What state() says of a device; drivers add what they know (QEMU ids). */
+  protected deviceState(name: string, d: DeviceConfig): DeviceState {
+    return { name, type: d.type, ...(d.source !== undefined ? { source: d.source } : {}), ...(devicePath(d) !== undefined ? { path: devicePath(d) } : {}) };
+  }
+
+  // ---- lifecycle ----
+
+  async start(options?: StartOptions): Promise<void> {
+    const wait = checkStart(options);
+    await this.serialized(async () => {
+      await this.startNow();
+      await this.reported('instance-started');
+    });
+    if (wait !== undefined) await this.wait(wait);
+  }
+
+  /** See Instance.wait (lib/instance/wait.ts). */
+  wait(spec: WaitSpec): Promise<void> {
+    return waitFor(this, spec);
+  }
+
+  stop(options: StopOptions = {}): Promise<void> {
+    let timeout: number;
+    try {
+      timeout = checkStopTimeout('stop', options ?? {});
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.serialized(async () => {
+      const how = await this.stopNow(timeout, options?.force === true);
+      if (how) await this.reported(how);
+    });
+  }
+
+  restart(options: StopOptions = {}): Promise<void> {
+    let timeout: number;
+    try {
+      timeout = checkStopTimeout('restart', options ?? {});
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.serialized(async () => {
+      const how = await this.stopNow(timeout, options?.force === true);
+      try {
+        await this.startNow();
+      } catch (e) {
+        if (how) await this.reported(how);
+        throw e;
+      }
+      await this.reported('instance-restarted');
+    });
+  }
+
+  /** Starts the stopped instance (inside serialized()). */
+  protected async startNow(): Promise<void> {
+    await this.require('start', ['stopped']);
+    await this.beforeStart();
+    this.transition('starting');
+    try {
+      await this.asOwn(['instance-started'], () => this.doStart());
+    } catch (e) {
+      await this.startFailed();
+      throw e;
+    } finally {
+      // Read only to emit the status reached: a failure to read it is not the start's.
+      await this.status().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Stops the instance (inside serialized()): a clean shutdown for `timeoutMs` unless `force`,
+   * then a forced stop. Says how it ended (undefined: it was stopped already).
+   */
+  protected async stopNow(timeoutMs: number, force: boolean): Promise<StopOutcome | undefined> {
+    const status = this.observe(await this.currentStatus());
+    if (status === 'stopped') return undefined;
+    this.transition('stopping');
+    try {
+      return await this.asOwn(['instance-stopped', 'instance-shutdown', 'instance-resumed'], async () => {
+        // A frozen instance cannot shut itself down; thaw it first (LXD does the same).
+        if (!force && status === 'frozen') await this.doUnfreeze();
+        const stopped = !force && timeoutMs > 0 && status !== 'error' && (await this.doShutdown(timeoutMs));
+        if (!stopped) await this.doKill();
+        return stopped ? 'instance-shutdown' : 'instance-stopped';
+      });
+    } finally {
+      // Read only to emit the status reached: a failure to read it is not the stop's.
+      await this.status().catch(() => undefined);
+    }
+  }
+
+  /** Renames a stopped instance (a running one is refused with Busy). */
+  rename(newName: string): Promise<void> {
+    try {
+      validateName(newName);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.serialized(async () => {
+      const status = this.observe(await this.currentStatus());
+      if (status !== 'stopped') throw new Busy(`cannot rename ${this.name}: it is ${status}; stop it first`);
+      const previous = this.name;
+      if (newName === previous) return;
+      await this.moveTo(newName);
+      this.emit('renamed', { name: newName, previous });
+      await this.reported('instance-renamed', { previous });
+    });
+  }
+
+  // ---- commands ----
+
+  async spawn(argv: string[], options: SpawnOptions = {}): Promise<InstanceProcess> {
+    refuseUnknownKeys('spawn', options, SPAWN_OPTION_KEYS);
+    return this.startProcess(argv, options ?? {});
+  }
+
+  async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+    checkExecOptions(options ?? {});
+    const proc = await this.startProcess(argv, options ?? {});
+    return collect(proc, options ?? {}, `${JSON.stringify(argv[0])} in ${this.name}`);
+  }
+
+  /**
+   * Commands do not queue behind each other, but they do wait for a start, stop or freeze of
+   * this instance already under way: a container's monitor answers nobody while it starts.
+   */
+  private async startProcess(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
+    await this.idle;
+    return this.doSpawn(argv, options);
+  }
+
+  // ---- addresses ----
+
+  async waitForAddress(options: WaitForAddressOptions = {}): Promise<string> {
+    const { family, timeout } = checkWaitForAddress(options);
+    await this.require('wait for an address of', ['running', 'starting']);
+    const deadline = Date.now() + timeout;
+    const search = this.addressSearch(family);
+    for (;;) {
+      if (options?.signal?.aborted) throw new Aborted(`waiting for an address of ${this.name} was aborted`);
+      const address = await search();
+      if (address) return address;
+      if (Date.now() >= deadline) throw new Timeout(`${this.name} had no ${family === 'inet' ? 'IPv4' : 'IPv6'} address within ${timeout} ms`);
+      await new Promise((r) => setTimeout(r, this.addressPollMs));
+    }
+  }
+
+  // ---- devices ----
+
+  addDevice(name: string, device: DeviceInput): Promise<void> {
+    return this.serialized(async () => {
+      validateDeviceName(name);
+      await this.changeDevices((devices) => {
+        if (name in devices) throw new AlreadyExists(`${this.name} already has a device named "${name}"; use updateDevice() to change it`);
+        return { ...devices, [name]: withHwaddrs({ [name]: normalizeDevice(this.type, name, device) })[name] };
+      });
+    });
+  }
+
+  removeDevice(name: string): Promise<void> {
+    return this.serialized(async () => {
+      validateDeviceName(name);
+      await this.changeDevices((devices) => {
+        this.existingDevice(devices, name);
+        const next = { ...devices };
+        delete next[name];
+        return next;
+      });
+    });
+  }
+
+  updateDevice(name: string, patch: DevicePatch): Promise<void> {
+    return this.serialized(async () => {
+      validateDeviceName(name);
+      await this.changeDevices((devices) => ({ ...devices, [name]: patchDevice(this.type, name, this.existingDevice(devices, name), patch) }));
+    });
+  }
+
+  /** The device `name` among `devices`, else NotFound naming the ones there are. */
+  private existingDevice(devices: Readonly<Devices>, name: string): DeviceConfig {
+    const d = devices[name];
+    if (!d) throw new NotFound(`${this.name} has no device named "${name}"` + (Object.keys(devices).length ? `; it has ${Object.keys(devices).map((n) => `"${n}"`).join(', ')}` : ''));
+    return d;
+  }
+}

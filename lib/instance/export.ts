@@ -1,0 +1,65 @@
+/**
+ * A local instance written to an export archive (lib/storage/archive.ts): its record, its root
+ * filesystem or disk, and its snapshots unless `instanceOnly`, as LXD's export.
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import type { InstanceType } from '../config/options';
+import { InvalidArgument, NotFound, NotSupported } from '../core/errors';
+import { refuseUnknownKeys } from '../core/keys';
+import { stagingPath } from '../core/staging';
+import { type ExportMeta, writeArchive } from '../storage/archive';
+import { PARTIALS_DIR } from '../storage/partials';
+import type { StorageDriver } from '../storage/types';
+import { EXPORT_OPTION_KEYS, type ExportOptions, type InstanceRecord } from './instance';
+
+/** export()'s arguments checked before anything is done; the archive's absolute path. */
+export function checkExport(file: string, options: ExportOptions): string {
+  if (typeof file !== 'string' || !file) throw new InvalidArgument('export needs a file path');
+  if (options === null || typeof options !== 'object') throw new InvalidArgument('export options must be an object');
+  refuseUnknownKeys('export', options, EXPORT_OPTION_KEYS);
+  if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
+  return path.resolve(file);
+}
+
+/** The instance being exported, stopped or running (inside its serialized operation). */
+export interface ExportSource {
+  name: string;
+  type: InstanceType;
+  dir: string;
+  record: InstanceRecord;
+  status: 'stopped' | 'running';
+  storage: StorageDriver;
+  /** Freezes the running container for the archive (see BaseInstance.freezeFor), and thaws it. */
+  freeze(): Promise<void>;
+  thaw(): Promise<void>;
+}
+
+/**
+ * Writes `source` to `target` as a zstd tarball. A running container is frozen while tar reads
+ * it; a running VM's disk is first copied by a backup job (its snapshots only from a stopped VM).
+ */
+export async function writeExport(source: ExportSource, target: string, instanceOnly: boolean): Promise<void> {
+  const { status, dir } = source;
+  const liveVm = source.type === 'vm' && status === 'running';
+  const snapshots = !instanceOnly && (await fs.readdir(path.join(dir, 'snapshots')).then((n) => n.length > 0, () => false));
+  if (liveVm && snapshots) throw new NotSupported(`an export of a running vm holds its disk as it is now, not its snapshots: stop ${source.name} first, or export it with { instanceOnly: true }`);
+  await fs.access(path.dirname(target)).catch(() => Promise.reject(new NotFound(`${path.dirname(target)} does not exist`)));
+  const entries = [source.type === 'vm' ? 'disk.qcow2' : 'rootfs'];
+  if (snapshots) entries.push('snapshots');
+  const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(source.record), snapshots };
+  const frozen = status === 'running' && !liveVm;
+  const copied = liveVm ? stagingPath(dir, 'export-disk') : undefined;
+  if (frozen) await source.freeze();
+  try {
+    if (copied) {
+      await fs.mkdir(copied, { mode: 0o700 });
+      await source.storage.copyTo(copied, { status, snapshots: false, flatten: false });
+    }
+    await writeArchive(target, copied ?? dir, entries, meta, stagingPath(dir, 'export'), path.join(path.dirname(dir), PARTIALS_DIR));
+  } finally {
+    if (frozen) await source.thaw();
+    if (copied) await fs.rm(copied, { recursive: true, force: true });
+  }
+}
