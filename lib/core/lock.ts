@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 
 import { sys } from '../native/sys';
 import { Timeout } from './errors';
+import { SerialQueue } from './serial';
 
 const MAX_POLL_MS = 50;
 const openP = promisify(openFd);
@@ -19,8 +20,8 @@ const collected = new FinalizationRegistry<number>((fd) => closeFd(fd, () => und
 export class FileLock {
   /** The open lock file, kept between holds (flock belongs to the open file). */
   private fd?: number;
-  /** The end of the last hold asked for in this process. */
-  private turns: Promise<void> = Promise.resolve();
+  /** The holds asked for in this process, in turn (flock(2) excludes other open files only). */
+  private readonly turns = new SerialQueue();
 
   constructor(
     /** The lock file (made if missing; its directory must exist). */
@@ -35,17 +36,8 @@ export class FileLock {
   }
 
   /** Runs `op` holding the lock; waits at most `timeoutMs` for it. */
-  async hold<T>(op: () => Promise<T>, timeoutMs = 10 * 60_000): Promise<T> {
-    // flock(2) excludes other open files only: holders in this process take turns here first.
-    const before = this.turns;
-    let done!: () => void;
-    this.turns = new Promise<void>((resolve) => (done = resolve));
-    await before;
-    try {
-      return await this.holdNow(op, timeoutMs);
-    } finally {
-      done();
-    }
+  hold<T>(op: () => Promise<T>, timeoutMs = 10 * 60_000): Promise<T> {
+    return this.turns.run(() => this.holdNow(op, timeoutMs));
   }
 
   private async holdNow<T>(op: () => Promise<T>, timeoutMs: number): Promise<T> {
