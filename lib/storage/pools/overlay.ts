@@ -182,7 +182,10 @@ export class OverlayPool implements PoolDriver {
         try {
           // With an upper (nothing is written to it): overlayfs takes a single lower only so.
           await sys().mountOverlay({ target, layers: [], image: imageRootfs, stage, upper, work, idmap: ids });
-          const [seen, stored] = await Promise.all([fs.stat(target), fs.stat(imageRootfs)]);
+          // The merged root is the upper's: an entry of the image tells how the lower is seen.
+          const entry = (await fs.readdir(imageRootfs))[0];
+          if (entry === undefined) return true;
+          const [seen, stored] = await Promise.all([fs.lstat(path.join(target, entry)), fs.lstat(path.join(imageRootfs, entry))]);
           return seen.uid === stored.uid + ids.base;
         } catch {
           return false;
