@@ -1,8 +1,10 @@
 /**
- * The command line and the host-wide events: `lxq exec NAME -- true` beside `lxc-attach` on the
- * same container and LXD's `lxc exec` on the same busybox rootfs in a private LXD 5.0 (its own
- * LXD_DIR, started and stopped here; `lxq --remote` on that LXD too), the CLI's start-up (`lxq --version`, `lxq list` with many instances), and the
- * latency from a change made by another process to the `lifecycle` event here.
+ * The command line and the host-wide events: the CLI's start-up as a ratio to Node's own
+ * (`node -e 0`, timed in turn with each command, pair by pair, so that the machine's drift
+ * cancels), `lxq exec NAME -- true` beside `lxc-attach` on the same container and LXD's
+ * `lxc exec` on the same busybox rootfs in a private LXD 5.0 (its own LXD_DIR, started and
+ * stopped here; `lxq --remote` on that LXD too), `lxq list` with many instances, and the latency
+ * from a change made by another process to the `lifecycle` event here.
  * `node dist/bench/cli.js [--quick]` (after `npm run build`).
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -27,6 +29,16 @@ function timeRuns(n: number, run: () => void): number[] {
   }
   return out;
 }
+/** A and B in turn, n times each; with each one's samples, the median of the pair-by-pair ratios A/B. */
+function pairedRuns(n: number, a: () => void, b: () => void): { a: number[]; b: number[]; ratio: number } {
+  const as: number[] = [];
+  const bs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    as.push(...timeRuns(1, a));
+    bs.push(...timeRuns(1, b));
+  }
+  return { a: as, b: bs, ratio: stats(as.map((x, i) => x / bs[i])).p50 };
+}
 const fmt = (label: string, xs: number[]) => {
   const s = stats(xs);
   console.log(`| ${label} | ${s.p50.toFixed(1)} | ${s.p99.toFixed(1)} | ${s.n} |`);
@@ -41,8 +53,13 @@ async function main(): Promise<void> {
     const c = await host.create('bench-exec', { image: 'busybox' });
     await c.start();
     const n = quick ? 3 : 20;
+    const node = () => execFileSync(process.execPath, ['-e', '0']);
     console.log('| what (wall ms) | p50 | p99 | n |\n|---|---|---|---|');
-    const mine = fmt('`lxq exec NAME -- true`', timeRuns(n, () => lxq('exec', c.name, '--', 'true')));
+    const listed = pairedRuns(n, () => lxq('list'), node);
+    const execed = pairedRuns(n, () => lxq('exec', c.name, '--', 'true'), node);
+    fmt('`node -e 0` (Node\'s own start-up)', [...listed.b, ...execed.b]);
+    fmt('`lxq list` (1 instance, running)', listed.a);
+    const mine = fmt('`lxq exec NAME -- true`', execed.a);
     const peer = fmt('`lxc-attach -P … -n NAME -- true`', timeRuns(n, () => execFileSync('lxc-attach', ['-P', host.instancesDir, '-n', c.name, '--', 'true'])));
     const lxd = await lxdExec(n, lxq);
     fmt('`lxq --version`', timeRuns(n, () => lxq('--version')));
@@ -62,7 +79,8 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 200));
     host.off('lifecycle', onEvent);
     fmt('lifecycle event latency, a change by another process (ms, `at` to here)', latencies);
-    console.log(`\nexec ratio lxq/lxc-attach (p50): ${(mine.p50 / peer.p50).toFixed(2)}`);
+    console.log(`\nstart-up ratios to \`node -e 0\` (median of pairs): \`lxq list\` ${listed.ratio.toFixed(2)}, \`lxq exec\` ${execed.ratio.toFixed(2)}`);
+    console.log(`exec ratio lxq/lxc-attach (p50): ${(mine.p50 / peer.p50).toFixed(2)}`);
     if (lxd) console.log(`exec ratio lxq/lxc exec (p50): ${(mine.p50 / lxd.p50).toFixed(2)}`);
   } finally {
     for (const i of await host.list()) await i.delete({ force: true }).catch(() => undefined);

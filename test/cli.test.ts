@@ -374,7 +374,7 @@ describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_D
     await lxd?.stop();
   }, 180_000);
 
-  test('list, launch, info, exec (stdin, stdout/stderr apart, exit code), freeze, restart, stop, delete; bad input refused with nothing made', async () => {
+  test('list, launch, info, wait, exec (stdin, stdout/stderr apart, exit code), freeze, restart, stop, delete; bad input refused with nothing made', async () => {
     const name = `r-${path.basename(t.dir).slice(-6).toLowerCase().replace(/[^a-z0-9]/g, 'x')}`;
     made.push(name);
     const listed = async () => JSON.parse((await remote(['list', '--format', 'json'])).stdout) as { name: string; status: string }[];
@@ -395,6 +395,8 @@ describe('--remote on a real private LXD 5.0 (test/helpers/lxd.ts: its own LXD_D
 
     expect(await remote(['launch', 'busybox', name, '-c', 'user.note=cli', '-d', 'etc,type=disk,source=/etc,path=/mnt/host-etc,readonly=true'])).toEqual({ code: 0, stdout: `${name} started\n`, stderr: '' });
     expect(await remote(['exec', name, '--', 'cat', '/mnt/host-etc/hostname'])).toEqual({ code: 0, stdout: await fs.readFile('/etc/hostname', 'utf8'), stderr: '' });
+    expect(await remote(['wait', name, '--for', 'exec', '--', 'test', '-d', '/mnt/host-etc'])).toEqual({ code: 0, stdout: '', stderr: '' });
+    refused(await remote(['wait', name, '--for', 'soon']), /unknown wait condition "soon"/);
     expect(await listed()).toMatchObject([{ name, type: 'container', status: 'running' }]);
     expect((await remote(['list'])).stdout).toMatch(new RegExp(`^NAME +TYPE +STATUS +LOCATION +CREATED\n${name} +container +running +`));
     expect((await remote(['info', name])).stdout).toMatch(new RegExp(`^name: ${name}\ntype: container\n[^]*status: running\npid: \\d+\n`));
