@@ -20,7 +20,9 @@ import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
-import { Host, ImageStore, Instance, VmInstance } from '../lib';
+import { Host, Instance } from '../lib';
+import type { VmInstance } from '../lib/drivers/vm/vm';
+import { ImageStore } from '../lib/images/store';
 import { LxdClient } from '../lib/drivers/remote/client';
 import { ensurePool, ensureProfile, LxdDaemon, lxdBin, startLxd } from '../test/helpers/lxd';
 import { Stats, stats } from './stats';

@@ -18,7 +18,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Host, VmInstance } from '../lib';
+import { Host, type VirtualMachine } from '../lib';
 import { LxdStoragePeer } from './peers/lxd-storage';
 import { stats, time } from './stats';
 
@@ -88,7 +88,7 @@ async function containers(host: Host, dir: string, lxd: LxdStoragePeer | undefin
 
 async function vms(host: Host): Promise<void> {
   await host.images.ensure('vm/default');
-  const vm = (await host.create('bench-vm', { type: 'vm', image: 'vm/default', config: { 'limits.memory': '512MiB' } })) as VmInstance;
+  const vm = (await host.create('bench-vm', { type: 'vm', image: 'vm/default', config: { 'limits.memory': '512MiB' } })) as VirtualMachine;
   const disk = path.join(host.instancesDir, vm.name, 'disk.qcow2');
   const r: Record<string, number[]> = { save: [], load: [], savevm: [], loadvm: [], create: [], restore: [], qimgCreate: [], qimgApply: [] };
   try {

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Host, VmInstance } from '../lib';
+import { Host, type VirtualMachine } from '../lib';
 import { QgaClient } from '../lib/qmp';
 import { Stats, stats } from './stats';
 
@@ -41,7 +41,7 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
   };
   try {
     for (let i = 0; i < cycles; i++) {
-      const vm = (await time(s.create, () => host.create(`bvm-${process.pid}-${i}`, { type: 'vm', image: 'vm/default' }))) as VmInstance;
+      const vm = (await time(s.create, () => host.create(`bvm-${process.pid}-${i}`, { type: 'vm', image: 'vm/default' }))) as VirtualMachine;
       try {
         const t0 = performance.now();
         await vm.start();

@@ -1,32 +1,76 @@
+/**
+ * `lxq`: the public API. Everything a public signature names is exported here, and nothing of a
+ * driver's own: the drivers' classes stay inside, behind the `Instance` interface (and
+ * `VirtualMachine` for what only a VM has).
+ */
+
+// The local host, and what its calls take.
 export { Host, DEFAULT_HOST_PATH } from './host/host';
 export type { HostOptions, ImportOptions, LaunchOptions } from './host/host';
-export type { WaitFor, WaitOptions, WaitSpec } from './instance/wait';
 export type { ImportTrust } from './instance/foreign';
+
+// The instance contract, shared by containers, VMs and LXD's instances.
 export type {
   Instance,
   InstanceState,
   InstanceStatus,
   InstanceEvents,
   StatusEvent,
+  RenamedEvent,
+  CopiedEvent,
   StopOptions,
   StartOptions,
   ExportOptions,
   CreateOptions,
-  InstanceRecord,
   InstanceConsole,
+  NetworkInterface,
+  DeviceState,
+  WaitForAddressOptions,
 } from './instance/instance';
+export type { WaitFor, WaitOptions, WaitSpec } from './instance/wait';
 export type { ExecOptions, ExecResult, SpawnOptions, InstanceProcess, ExitStatus } from './instance/process';
 export type { ConsoleStream } from './instance/console';
 export type { InstanceFiles, FileStat, DirEntry, FileType, WriteOptions } from './instance/files';
-export { ContainerInstance } from './drivers/container/container';
-export { VmInstance } from './drivers/vm/vm';
-export type { VmState } from './drivers/vm/vm';
-export { ImageStore } from './images/store';
-export type { Image, ImageInfo, ImageProgress, EnsureOptions, BuildOptions, PublishOptions } from './images/store';
+export type { VirtualMachine, VmState } from './drivers/vm/vm';
+
+// Options and devices.
 export { OPTIONS, describeOptions } from './config/options';
-export type { OptionSpec, OptionKey, InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType, Condition } from './config/options';
-export * from './core/errors';
+export type { OptionSpec, OptionKey, ConfigValue, InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType, Condition } from './config/options';
+export { DEVICE_TYPES } from './devices/declarations';
+export type { DeviceType, DeviceKeyInput, DeviceInput, DeviceConfig, DevicePatch, Devices, DevicesInput } from './devices/declarations';
+
+// Snapshots, copies and exports.
+export type {
+  InstanceSnapshots,
+  SnapshotInfo,
+  SnapshotRecord,
+  SnapshotCreateOptions,
+  SnapshotRestoreOptions,
+  SnapshotEvent,
+  SnapshotRenamedEvent,
+  CopyOptions,
+} from './storage/types';
+
+// Images.
+export type { ImageStore, Image, ImageInfo, ImageProgress, ImageStoreEvents, EnsureOptions, BuildOptions, PublishOptions } from './images/store';
+
+// Networks.
+export type { Networks, Network } from './network/networks';
+export { NETWORK_KEYS } from './network/keys';
+export type { NetworkKey, NetworkConfig, NetworkConfigInput } from './network/keys';
+export type { Lease } from './network/dnsmasq';
+
+// Host-wide lifecycle events.
 export { LIFECYCLE_ACTIONS } from './events/lifecycle';
-export type { LifecycleAction, LifecycleEvent, EventsOptions } from './events/lifecycle';
-export type { InstanceSnapshots, SnapshotInfo, SnapshotCreateOptions, SnapshotRestoreOptions, SnapshotEvent, SnapshotRenamedEvent, CopyOptions } from './storage/types';
-export * from './drivers/remote';
+export type { LifecycleAction, LifecycleEvent, EventsOptions, LifecycleIterator } from './events/lifecycle';
+
+// Errors.
+export * from './core/errors';
+
+// An LXD server or cluster.
+export { RemoteHost } from './drivers/remote/host';
+export type { ClusterMember, ConnectOptions, RemoteCopyOptions, RemoteCreateOptions, RemoteLaunchOptions } from './drivers/remote/host';
+export type { RemoteInstance } from './drivers/remote/instance';
+export type { RemoteImages, CopyImageOptions, RemoteImageInfo } from './drivers/remote/images';
+export { LxdClient, DEFAULT_SOCKET } from './drivers/remote/client';
+export type { LxdEndpoint, LxdErrorDetails, LxdResponse, RequestOptions } from './drivers/remote/client';

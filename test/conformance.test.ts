@@ -12,7 +12,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 
-import { AlreadyExists, Host, Instance, InvalidArgument, NotFound, NotSupported, Timeout, VmInstance } from '../lib';
+import { AlreadyExists, Host, Instance, InvalidArgument, NotFound, NotSupported, Timeout } from '../lib';
+import type { VmInstance } from '../lib/drivers/vm/vm';
 import type { Network } from '../lib/network/networks';
 import type { RemoteHost } from '../lib/drivers/remote';
 import { tempHost, TestHost } from './helpers/host';

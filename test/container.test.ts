@@ -5,7 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { ContainerInstance, Instance, InvalidState, NotFound, StatusEvent, Host } from '../lib';
+import { Instance, InvalidState, NotFound, StatusEvent, Host } from '../lib';
+import { ContainerInstance } from '../lib/drivers/container/container';
 import { lxc } from '../lib/native/lxc';
 import { monitorCgroups, tempHost, TestHost } from './helpers/host';
 

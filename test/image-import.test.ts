@@ -9,7 +9,8 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { AlreadyExists, Host, InvalidArgument, VmInstance } from '../lib';
+import { AlreadyExists, Host, InvalidArgument } from '../lib';
+import type { VmInstance } from '../lib/drivers/vm/vm';
 import { SHARED_IMAGES } from './helpers/host';
 
 jest.setTimeout(300_000);

@@ -12,7 +12,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
-import { AlreadyExists, Busy, Host, Instance, InvalidArgument, NotFound, VmInstance } from '../lib';
+import { AlreadyExists, Busy, Host, Instance, InvalidArgument, NotFound } from '../lib';
+import type { VmInstance } from '../lib/drivers/vm/vm';
 import { parseCidr6, slaacAddress } from '../lib/network/addresses';
 import { describeNetworkKeys } from '../lib/network/keys';
 import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';

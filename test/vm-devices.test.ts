@@ -8,7 +8,8 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Instance, InvalidArgument, type StatusEvent, VmInstance } from '../lib';
+import { Instance, InvalidArgument, type StatusEvent } from '../lib';
+import type { VmInstance } from '../lib/drivers/vm/vm';
 import { tempHost, TestHost } from './helpers/host';
 
 const execFileP = promisify(execFile);

@@ -9,7 +9,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { Host, ImageStore, InvalidArgument, NotFound, NotSupported, OperationFailed, StatusEvent, Timeout, VmInstance } from '../lib';
+import { Host, InvalidArgument, NotFound, NotSupported, OperationFailed, StatusEvent, Timeout } from '../lib';
+import { VmInstance } from '../lib/drivers/vm/vm';
+import { ImageStore } from '../lib/images/store';
 import { ACCEL_FILE, AccelFacts, decideAccel, hostAccel, probeAccelFacts } from '../lib/drivers/vm/accel';
 import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 

@@ -193,7 +193,15 @@ export type OptionKey =
   | 'raw.qemu'
   | 'vm.accel';
 
-/** Option values as users write them; numbers and booleans are accepted and stored as strings. */
+/**
+ * Option values as users write them; numbers and booleans are accepted and stored as strings.
+ *
+ * @example
+ * ```ts
+ * const cpus: ConfigValue = 2; // stored as '2'
+ * await c.update({ 'limits.cpu': cpus });
+ * ```
+ */
 export type ConfigValue = string | number | boolean;
 /**
  * Options as given to `create`: strings, numbers or booleans, checked and stored as strings.

@@ -42,6 +42,15 @@ const UNIX_KEYS = {
   required: { form: 'boolean', condition: 'container', default: 'true', description: 'Refuse (and fail the start) when `source` is missing; "false" skips the device instead.' },
 } as const satisfies Record<string, DeviceKeySpec>;
 
+/**
+ * The device types and their keys, declared once (LXD's names and string forms): what
+ * validation, the `DeviceInput` type and the README's table read.
+ *
+ * @example
+ * ```ts
+ * for (const [type, spec] of Object.entries(DEVICE_TYPES)) console.log(type, spec.condition, Object.keys(spec.keys));
+ * ```
+ */
 export const DEVICE_TYPES = {
   disk: {
     condition: 'both',
@@ -107,10 +116,25 @@ export const DEVICE_TYPES = {
   },
 } as const satisfies Record<string, DeviceTypeSpec>;
 
+/**
+ * A device type: 'disk', 'nic', 'proxy', 'unix-char' or 'unix-block' (LXD's names).
+ *
+ * @example
+ * ```ts
+ * const disks = Object.entries(c.devices).filter(([, d]) => d.type === ('disk' satisfies DeviceType));
+ * ```
+ */
 export type DeviceType = keyof typeof DEVICE_TYPES;
 
-/** A key's value as users may write it: the string form, or a number/boolean stored as its string. */
-type ValueOf<K> = K extends { form: 'boolean' }
+/**
+ * A device key's value as users may write it: the string form, or a number/boolean stored as its string.
+ *
+ * @example
+ * ```ts
+ * const readonly: DeviceKeyInput<(typeof DEVICE_TYPES)['disk']['keys']['readonly']> = true; // stored as 'true'
+ * ```
+ */
+export type DeviceKeyInput<K> = K extends { form: 'boolean' }
   ? 'true' | 'false' | boolean
   : K extends { form: 'integer' }
     ? string | number
@@ -118,9 +142,17 @@ type ValueOf<K> = K extends { form: 'boolean' }
       ? V
       : string;
 
-/** A device as users write it, typed per device type: `{ type: 'disk', source: '/srv', path: '/srv' }`. */
+/**
+ * A device as users write it, typed per device type: `{ type: 'disk', source: '/srv', path: '/srv' }`.
+ *
+ * @example
+ * ```ts
+ * const data: DeviceInput = { type: 'disk', source: '/srv/data', path: '/data', readonly: true };
+ * await c.addDevice('data', data);
+ * ```
+ */
 export type DeviceInput = {
-  [T in DeviceType]: { type: T } & { -readonly [K in keyof (typeof DEVICE_TYPES)[T]['keys']]?: ValueOf<(typeof DEVICE_TYPES)[T]['keys'][K]> };
+  [T in DeviceType]: { type: T } & { -readonly [K in keyof (typeof DEVICE_TYPES)[T]['keys']]?: DeviceKeyInput<(typeof DEVICE_TYPES)[T]['keys'][K]> };
 }[DeviceType];
 export type DiskDevice = Extract<DeviceInput, { type: 'disk' }>;
 export type UnixCharDevice = Extract<DeviceInput, { type: 'unix-char' }>;
@@ -128,12 +160,44 @@ export type NicDevice = Extract<DeviceInput, { type: 'nic' }>;
 export type ProxyDevice = Extract<DeviceInput, { type: 'proxy' }>;
 export type UnixBlockDevice = Extract<DeviceInput, { type: 'unix-block' }>;
 
-/** A device as stored: every value a string, as in LXD. */
+/**
+ * A device as stored: every value a string, as in LXD.
+ *
+ * @example
+ * ```ts
+ * const data: Readonly<DeviceConfig> = c.devices['data'];
+ * console.log(data.type, data.source, data.readonly); // 'disk' '/srv/data' 'true'
+ * ```
+ */
 export type DeviceConfig = { type: DeviceType } & Record<string, string>;
-/** The instance's devices by name, as stored in its record. */
+/**
+ * The instance's devices by name, as stored in its record.
+ *
+ * @example
+ * ```ts
+ * const devices: Readonly<Devices> = c.devices;
+ * for (const [name, d] of Object.entries(devices)) console.log(name, d.type);
+ * ```
+ */
 export type Devices = Record<string, DeviceConfig>;
+/**
+ * Devices by name as `create` takes them.
+ *
+ * @example
+ * ```ts
+ * const devices: DevicesInput = { data: { type: 'disk', source: '/srv/data', path: '/data' }, eth0: { type: 'nic', network: 'lxqbr0' } };
+ * await host.create('web1', { image: 'busybox', devices });
+ * ```
+ */
 export type DevicesInput = Record<string, DeviceInput>;
-/** A change of a device: a value sets the key, `null` removes it; the type cannot change. */
+/**
+ * A change of a device: a value sets the key, `null` removes it; the type cannot change.
+ *
+ * @example
+ * ```ts
+ * await c.updateDevice('data', { readonly: true, required: null });
+ * ```
+ */
 export type DevicePatch = Record<string, string | number | boolean | null>;
 
 /** A device's key with its default applied. */

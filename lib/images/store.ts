@@ -80,6 +80,14 @@ export interface ImageProgress {
   percent: number;
 }
 
+/**
+ * The events an image store emits: the progress of each build.
+ *
+ * @example
+ * ```ts
+ * host.images.on('progress', (p) => console.log(`${p.name}: ${p.percent}% ${p.phase}`));
+ * ```
+ */
 export interface ImageStoreEvents {
   progress: (event: ImageProgress) => void;
 }
@@ -169,6 +177,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   private readonly building = new Map<string, Promise<Image>>();
   private readonly publishLock: FileLock;
 
+  /** @internal The host makes its store (`host.images`), giving it what the store needs to know of instances. */
   constructor(
     readonly dir: string,
     private readonly options: StoreOptions = {},

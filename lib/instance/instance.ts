@@ -60,6 +60,14 @@ export interface InstanceState {
   devices: DeviceState[];
 }
 
+/**
+ * One network interface of an instance, as `state()` reports it.
+ *
+ * @example
+ * ```ts
+ * for (const i of (await c.state()).network.interfaces) console.log(i.name, i.hwaddr, i.addresses.map((a) => `${a.address}/${a.prefix}`));
+ * ```
+ */
 export interface NetworkInterface {
   name: string;
   hwaddr: string;
@@ -76,6 +84,14 @@ export function reportedAddresses(interfaces: NetworkInterface[]): string[] {
     .flatMap((i) => i.addresses.filter((a) => !(a.family === 'inet6' && a.address.toLowerCase().startsWith('fe80:'))).map((a) => a.address));
 }
 
+/**
+ * What `waitForAddress` takes: the address family, a timeout and an abort signal.
+ *
+ * @example
+ * ```ts
+ * const v6 = await c.waitForAddress({ family: 'inet6', timeout: 30_000 });
+ * ```
+ */
 export interface WaitForAddressOptions {
   /** Default 'inet' (IPv4). */
   family?: 'inet' | 'inet6';
@@ -96,7 +112,14 @@ export function checkWaitForAddress(options: WaitForAddressOptions = {}): { fami
   return { family, timeout };
 }
 
-/** What `state()` says of a device. */
+/**
+ * What `state()` says of a device.
+ *
+ * @example
+ * ```ts
+ * for (const d of (await c.state()).devices) console.log(d.name, d.type, d.source ?? '-', d.path ?? '-');
+ * ```
+ */
 export interface DeviceState {
   name: string;
   type: DeviceType;
@@ -225,13 +248,28 @@ export interface InstanceEvents {
   copied: (event: CopiedEvent) => void;
 }
 
+/**
+ * An instance was renamed (`name` is the new name).
+ *
+ * @example
+ * ```ts
+ * c.on('renamed', (e: RenamedEvent) => console.log(`${e.previous} is now ${e.name}`));
+ * ```
+ */
 export interface RenamedEvent {
   /** The new name. */
   name: string;
   previous: string;
 }
 
-/** On the source instance: a copy of it was made. */
+/**
+ * On the source instance: a copy of it was made.
+ *
+ * @example
+ * ```ts
+ * c.on('copied', (e: CopiedEvent) => console.log(`${e.name} copied to ${e.target}`, e.snapshot ?? ''));
+ * ```
+ */
 export interface CopiedEvent {
   name: string;
   target: string;

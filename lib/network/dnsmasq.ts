@@ -37,6 +37,14 @@ export interface DnsmasqSettings {
   domain: string;
 }
 
+/**
+ * A DHCP lease of an lxq network, as its dnsmasq handed it out.
+ *
+ * @example
+ * ```ts
+ * for (const l of await (await host.networks.get('lxqbr0')).leases()) console.log(l.hostname, l.address, l.expiresAt);
+ * ```
+ */
 export interface Lease {
   hwaddr: string;
   address: string;

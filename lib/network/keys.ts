@@ -19,6 +19,15 @@ const bool = (v: string) => {
   if (v !== 'true' && v !== 'false') throw new Error(`expected "true" or "false", got ${JSON.stringify(v)}`);
 };
 
+/**
+ * The keys of an lxq network, declared once (LXD's names): their defaults, whether they change
+ * live, and their validation.
+ *
+ * @example
+ * ```ts
+ * for (const [key, spec] of Object.entries(NETWORK_KEYS)) console.log(key, spec.default ?? '-', spec.description);
+ * ```
+ */
 export const NETWORK_KEYS = {
   'ipv4.address': {
     default: 'auto',
@@ -76,9 +85,35 @@ export const NETWORK_KEYS = {
   },
 } as const satisfies Record<string, NetworkKeySpec>;
 
+/**
+ * A key of a network, such as 'ipv4.address' or 'ipv4.nat'.
+ *
+ * @example
+ * ```ts
+ * const key: NetworkKey = 'ipv4.nat';
+ * console.log(NETWORK_KEYS[key].default); // 'true'
+ * ```
+ */
 export type NetworkKey = keyof typeof NETWORK_KEYS;
+/**
+ * A network's keys as `networks.create` takes them: strings, numbers or booleans, stored as strings.
+ *
+ * @example
+ * ```ts
+ * const config: NetworkConfigInput = { 'ipv4.address': '10.77.0.1/24', 'ipv4.nat': false };
+ * await host.networks.create('lab', config);
+ * ```
+ */
 export type NetworkConfigInput = { [K in NetworkKey]?: string | number | boolean };
-/** A network's keys as stored: strings, defaults not filled in. */
+/**
+ * A network's keys as stored: strings, defaults not filled in.
+ *
+ * @example
+ * ```ts
+ * const config: Readonly<NetworkConfig> = (await host.networks.get('lab')).config;
+ * console.log(config['ipv4.address'] ?? 'auto');
+ * ```
+ */
 export type NetworkConfig = Partial<Record<NetworkKey, string>>;
 
 /** A key's value, its default where unset ("" for a key that is not one: validation then names it). */

@@ -49,6 +49,15 @@ export function validateNetworkName(name: unknown): string {
   return name;
 }
 
+/**
+ * An lxq network: a bridge with its own subnets, dnsmasq (DHCP, DNS) and NAT, as LXD's managed bridges.
+ *
+ * @example
+ * ```ts
+ * const net = await host.networks.get('lxqbr0');
+ * console.log(net.bridge, net.cidr, net.cidr6, net.config['ipv4.nat']);
+ * ```
+ */
 export class Network {
   constructor(
     readonly dir: string,
@@ -104,7 +113,7 @@ export class Network {
     return { bridge: l !== undefined, dnsmasq: pid, nat, nat6 };
   }
 
-  /** Brings back what is missing (after a host reboot, or a part killed): bridge, dnsmasq, NAT. */
+  /** @internal Brings back what is missing (after a host reboot, or a part killed): bridge, dnsmasq, NAT. */
   async ensureUp(): Promise<void> {
     if (!(await link(this.bridge))) await createBridge(this.bridge, this.cidr, this.mtu, this.cidr6);
     await this.writeHosts();
@@ -146,14 +155,14 @@ export class Network {
     return c && `${formatIpv6(c.network)}/${c.prefix}`;
   }
 
-  /** Static leases and names of the NICs on this network, for dnsmasq (re-read at once); the leases of NICs gone are released. */
+  /** @internal Static leases and names of the NICs on this network, for dnsmasq (re-read at once); the leases of NICs gone are released. */
   async writeHosts(): Promise<void> {
     const users = await this.users(this.name);
     await writeHosts(this.dir, users.map((u) => ({ hwaddr: u.hwaddr, address: u.address, name: u.instance })));
     await releaseLeases(this.dir, this.bridge, new Set(users.map((u) => u.hwaddr.toLowerCase())));
   }
 
-  /** Stops and removes every part; the record stays (see Networks.delete). */
+  /** @internal Stops and removes every part; the record stays (see Networks.delete). */
   async tearDown(): Promise<void> {
     await stopDnsmasq(this.dir);
     await removeNat(this.name, 'ip');
@@ -161,7 +170,7 @@ export class Network {
     await deleteLink(this.bridge);
   }
 
-  /** Checks a NIC's static address against the subnet and the other NICs; InvalidArgument names it. */
+  /** @internal Checks a NIC's static address against the subnet and the other NICs; InvalidArgument names it. */
   async checkStaticAddress(address: string, owner: { instance: string; device: string }): Promise<void> {
     const c = parseCidr(this.cidr);
     const n = parseIpv4(address);
@@ -173,6 +182,15 @@ export class Network {
   }
 }
 
+/**
+ * The host's lxq networks (`host.networks`): create, list, change and delete them.
+ *
+ * @example
+ * ```ts
+ * await host.networks.create('lab', { 'ipv4.address': '10.77.0.1/24', 'ipv6.address': 'none' });
+ * await host.create('web1', { image: 'busybox', devices: { eth0: { type: 'nic', network: 'lab' } } });
+ * ```
+ */
 export class Networks {
   /** Creations, changes and deletions of networks, one at a time. */
   private readonly changes = new SerialQueue();

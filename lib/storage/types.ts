@@ -2,6 +2,8 @@
  * What the storage layer (snapshots, copy, rename, export and import) shares with the instance
  * drivers: the public shapes, and the small primitives each driver provides.
  */
+import type { InstanceConfig, InstanceType } from '../config/options';
+import type { Devices } from '../devices/declarations';
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 
 /**
@@ -52,8 +54,28 @@ export interface SnapshotInfo {
   description: string;
   /** Bytes it occupies on disk (a container's copy of its files; a VM's saved state). */
   size: number;
-  /** The instance's record when the snapshot was made (config, devices, everything): what restore brings back. */
-  record: InstanceRecord;
+  /** The instance as it was when the snapshot was made: what restore brings back. */
+  record: SnapshotRecord;
+}
+
+/**
+ * What a snapshot keeps of its instance besides its files or disk: the type, image, options and
+ * devices that `restore` brings back.
+ *
+ * @example
+ * ```ts
+ * const { record } = await c.snapshots.get('before-upgrade');
+ * console.log(record.image, record.config['limits.memory'], Object.keys(record.devices ?? {}));
+ * ```
+ */
+export interface SnapshotRecord {
+  type: InstanceType;
+  image: string;
+  /** What the image said about running the instance, copied at create. */
+  imageMeta: Record<string, unknown>;
+  /** The options as stored (strings). */
+  config: InstanceConfig;
+  devices?: Devices;
 }
 
 /**
