@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../core/errors';
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 import { readJson, writeJsonAtomic } from '../core/fs';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import { execHelper, noSpaceOr } from '../core/run';
 import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from '../core/staging';
 import { diskUsage } from './tree';
@@ -59,6 +60,28 @@ export function validateSnapshotName(name: unknown): string {
   return name;
 }
 
+const CREATE_KEYS = optionKeys<SnapshotCreateOptions>({ stateful: true, expiresAt: true, description: true });
+const RESTORE_KEYS = optionKeys<SnapshotRestoreOptions>({ stateful: true });
+
+/** snapshots.create()'s arguments checked before anything is done (local and remote); its expiry as an ISO date, or null. */
+export function checkSnapshotCreate(name: string | undefined, options: SnapshotCreateOptions): string | null {
+  if (name !== undefined) validateSnapshotName(name);
+  if (options === null || typeof options !== 'object') throw new InvalidArgument('snapshot options must be an object');
+  refuseUnknownKeys('snapshot', options, CREATE_KEYS);
+  const expiresAt = parseExpiry(options.expiresAt);
+  if (options.description !== undefined && typeof options.description !== 'string') throw new InvalidArgument('description must be a string');
+  if (options.stateful !== undefined && typeof options.stateful !== 'boolean') throw new InvalidArgument('stateful must be a boolean');
+  return expiresAt;
+}
+
+/** snapshots.restore()'s arguments checked before anything is done (local and remote). */
+export function checkSnapshotRestore(name: string, options: SnapshotRestoreOptions): void {
+  validateSnapshotName(name);
+  if (options === null || typeof options !== 'object') throw new InvalidArgument('restore options must be an object');
+  refuseUnknownKeys('restore', options, RESTORE_KEYS);
+  if (options.stateful !== undefined && typeof options.stateful !== 'boolean') throw new InvalidArgument('stateful must be a boolean');
+}
+
 function parseExpiry(value: unknown): string | null {
   if (value === undefined || value === null) return null;
   const d = value instanceof Date ? value : typeof value === 'string' ? new Date(value) : undefined;
@@ -74,11 +97,7 @@ export class Snapshots implements InstanceSnapshots {
   }
 
   async create(name?: string, options: SnapshotCreateOptions = {}): Promise<SnapshotInfo> {
-    if (name !== undefined) validateSnapshotName(name);
-    if (options === null || typeof options !== 'object') return Promise.reject(new InvalidArgument('snapshot options must be an object'));
-    const expiresAt = parseExpiry(options.expiresAt);
-    if (options.description !== undefined && typeof options.description !== 'string') return Promise.reject(new InvalidArgument('description must be a string'));
-    if (options.stateful !== undefined && typeof options.stateful !== 'boolean') return Promise.reject(new InvalidArgument('stateful must be a boolean'));
+    const expiresAt = checkSnapshotCreate(name, options);
     return this.subject.serialized(async () => {
       await this.recover();
       const names = await this.names();
@@ -133,8 +152,7 @@ export class Snapshots implements InstanceSnapshots {
   }
 
   async restore(name: string, options: SnapshotRestoreOptions = {}): Promise<void> {
-    validateSnapshotName(name);
-    if (options === null || typeof options !== 'object') return Promise.reject(new InvalidArgument('restore options must be an object'));
+    checkSnapshotRestore(name, options);
     return this.subject.serialized(async () => {
       await this.recover();
       const snap = await this.ref(name);

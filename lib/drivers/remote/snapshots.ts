@@ -2,11 +2,10 @@
  * Snapshots of an instance on an LXD server, through …/snapshots: the same InstanceSnapshots
  * calls and events as locally; LXD keeps them (and refuses what it cannot do, typed).
  */
-import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../../core/errors';
+import { AlreadyExists, NotFound, NotSupported } from '../../core/errors';
 import type { InstanceRecord } from '../../instance/instance';
-import { validateSnapshotName } from '../../storage/snapshots';
+import { checkSnapshotCreate, checkSnapshotRestore, validateSnapshotName } from '../../storage/snapshots';
 import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotInfo, SnapshotRestoreOptions } from '../../storage/types';
-import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import type { LxdClient } from './client';
 
 /** What the catalogue needs of its instance (given by RemoteInstance). */
@@ -21,9 +20,6 @@ export interface RemoteSnapshotSubject {
   refresh(): Promise<void>;
   emit(event: 'snapshot-created' | 'snapshot-restored' | 'snapshot-deleted' | 'snapshot-renamed', payload: { name: string; snapshot: string; previous?: string }): void;
 }
-
-const CREATE_KEYS = optionKeys<SnapshotCreateOptions>({ stateful: true, expiresAt: true, description: true });
-const RESTORE_KEYS = optionKeys<SnapshotRestoreOptions>({ stateful: true });
 
 export class RemoteSnapshots implements InstanceSnapshots {
   constructor(private readonly s: RemoteSnapshotSubject) {}
@@ -55,19 +51,12 @@ export class RemoteSnapshots implements InstanceSnapshots {
   }
 
   create(name?: string, options: SnapshotCreateOptions = {}): Promise<SnapshotInfo> {
+    let expiresAt: string | null;
     try {
-      if (name !== undefined) validateSnapshotName(name);
-      refuseUnknownKeys('snapshot', options, CREATE_KEYS);
-      if (options.stateful !== undefined && typeof options.stateful !== 'boolean') throw new InvalidArgument('stateful must be a boolean');
+      expiresAt = checkSnapshotCreate(name, options);
       if (options.description) throw new NotSupported("a snapshot description is not kept by LXD's snapshots API");
     } catch (e) {
       return Promise.reject(e);
-    }
-    let expiresAt: string | undefined;
-    if (options.expiresAt !== undefined) {
-      const d = new Date(options.expiresAt);
-      if (Number.isNaN(d.getTime())) return Promise.reject(new InvalidArgument(`expiresAt ${JSON.stringify(options.expiresAt)} is not a date`));
-      expiresAt = d.toISOString();
     }
     return this.s.serialized(async () => {
       // LXD's own default names (snap0, snap1…), chosen here so the new one is known.
@@ -85,8 +74,7 @@ export class RemoteSnapshots implements InstanceSnapshots {
 
   restore(name: string, options: SnapshotRestoreOptions = {}): Promise<void> {
     try {
-      validateSnapshotName(name);
-      refuseUnknownKeys('restore', options, RESTORE_KEYS);
+      checkSnapshotRestore(name, options);
     } catch (e) {
       return Promise.reject(e);
     }
