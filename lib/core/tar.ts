@@ -1,7 +1,8 @@
 /**
- * Archives from elsewhere are hostile (design.md, "Hazards"): before anything is extracted, the
- * listing is read (C-quoted names, so a newline in a name cannot fake a line) and every member
- * must land inside the extraction directory: no absolute names, no "..", nothing under a symlink
+ * Archives from elsewhere are hostile (README.md, "Copy, rename, export and import" and "Debian
+ * images and the image store"): before anything is extracted, the listing is read (C-quoted
+ * names, so a newline in a name cannot fake a line) and every member must land inside the
+ * extraction directory: no absolute names, no "..", nothing under a symlink
  * of the archive, hard links and relative symlinks pointing inside it.
  */
 import * as path from 'node:path';

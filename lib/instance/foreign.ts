@@ -1,6 +1,6 @@
 /**
  * Instance records from elsewhere: an export's `lxq-export.json` and its snapshots'
- * `snapshot.json`. They are hostile input (design.md, "Hazards"): each is checked exactly as
+ * `snapshot.json`. They are hostile input (README.md, "Copy, rename, export and import"): each is checked exactly as
  * `create` checks what a caller gives it (name, image name, options, devices) and as the image
  * store checks an image's metadata, and what would give the instance power over the host is
  * refused unless the caller consents. LXD restores a backup's config as an admin operation;

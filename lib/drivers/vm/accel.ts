@@ -3,7 +3,7 @@
  *
  * A `/dev/kvm` that opens is not enough: on some hosts it is served by `kvm_pvm`, a KVM without
  * hardware virtualisation (no vmx/svm flag), where `query-kvm` says enabled yet a normal guest
- * hangs or QEMU aborts (design.md, "Hazards"). The verdict is remembered per host, with its
+ * hangs or QEMU aborts (README.md, "Virtual machines"; BENCHMARKS.md's host). The verdict is remembered per host, with its
  * evidence, in `<host>/accel.json`; a KVM boot that shows no console output in time is retried
  * under TCG by the VM driver, which records that verdict here too.
  */
