@@ -260,7 +260,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   }
 
   /**
-   * KVM that looks fine but does not run a guest (design.md): use TCG, and once TCG ran (the
+   * KVM that looks fine but does not run a guest (accel.ts): use TCG, and once TCG ran (the
    * failure was KVM's, not e.g. a bad raw.qemu) remember it for this host.
    */
   private async launchWatched(img: VmImage, settings: LaunchSettings, accel: Accel): Promise<void> {
