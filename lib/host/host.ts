@@ -15,6 +15,7 @@ import { checkVmImageFiles, type ContainerImageMeta } from '../images/meta';
 import { ImageStore } from '../images/store';
 import { RECORD_FILE } from '../instance/base';
 import { launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord, type StartOptions } from '../instance/instance';
+import type { InstanceHost } from '../instance/host';
 import { validateName } from '../instance/names';
 import { type ImportTrust, refuseHostAccess } from '../instance/foreign';
 import { ARCHIVE_TOP, checkArchive, checkImportedVmDisk, extractArchive, readExport } from '../storage/archive';
@@ -97,7 +98,7 @@ const STALE_PARTIAL_MS = 60_000;
  * await c.start();
  * ```
  */
-export class Host {
+export class Host implements InstanceHost {
   readonly images: ImageStore;
   /** The host's managed bridge networks (see lib/network/). */
   readonly networks: Networks;

@@ -14,6 +14,7 @@ import type { CopyOptions } from '../../storage/types';
 import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { type EventsOptions, type LifecycleAction, type LifecycleEvent, lifecycleEvents, type LifecycleIterator } from '../../events/lifecycle';
 import { type InstanceType, launchWith, type StartOptions } from '../../instance/instance';
+import type { InstanceHost } from '../../instance/host';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
 import { RemoteImages } from './images';
@@ -84,7 +85,7 @@ async function checkTarget(client: LxdClient, target: string): Promise<void> {
  * await r.start();
  * ```
  */
-export class RemoteHost {
+export class RemoteHost implements InstanceHost {
   /** The server's images; `copyFrom(localHost.images, name)` puts an lxq image there. */
   readonly images: RemoteImages;
   /** The instances this host has handed out, one object per name (as a local host does). */
