@@ -12,9 +12,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { InvalidState, Timeout } from '../lib/core/errors';
+import { VmInstance } from '../lib/drivers/vm/vm';
 import { LxqAgentClient, LxqAgentLost, LxqAgentProtocolError } from '../lib/drivers/vm/lxq-agent';
 import { buildLxqAgent } from '../lib/images/lxq-agent-binary';
 import { checkSpawn, collect, InstanceProcess } from '../lib/instance/process';
+import { tempHost, TestHost } from './helpers/host';
 
 jest.setTimeout(120_000);
 
@@ -357,5 +359,69 @@ describe('lxq agent client against a hostile agent (fake: frames the real agent 
     behave = () => undefined;
     const e = await rejection(LxqAgentClient.connect(socketPath, { timeout: 300 }));
     expect(e).toBeInstanceOf(Timeout);
+  });
+});
+
+describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals go through it', () => {
+  let t: TestHost;
+  let vm: VmInstance;
+  beforeAll(async () => {
+    t = await tempHost();
+    await t.host.images.ensure('vm/default');
+    vm = (await t.host.create(t.name('agent'), { type: 'vm', image: 'vm/default', config: { 'limits.cpu': '2', 'limits.memory': '256MiB' } })) as VmInstance;
+    await vm.start();
+    await vm.waitForAgent(120_000);
+  }, 600_000);
+  afterAll(async () => {
+    await t?.dispose();
+  }, 120_000);
+
+  test('state says the lxq agent serves; streamed output and stdin, user, cwd, env, exit codes', async () => {
+    expect((await vm.state()).agent).toBe('lxq-agent');
+    const p = await vm.spawn(['sh', '-c', 'echo first; read x; echo "got $x"; echo oops >&2; exit 3']);
+    expect(await until(p.stdout, /first\n/)).toBe('first\n');
+    const rest = until(p.stdout, /got hello\n/);
+    p.stdin.end('hello\n');
+    await rest;
+    expect(await p.exit).toEqual({ exitCode: 3, signal: null });
+
+    const r = await vm.exec(['sh', '-c', 'echo "$GREETING"; pwd; id -u; id -g'], { env: { GREETING: 'hi' }, cwd: '/tmp', user: 1000, group: 1000 });
+    expect(r.stdout.toString()).toBe('hi\n/tmp\n1000\n1000\n');
+    expect(r.exitCode).toBe(0);
+    const missing = await vm.exec(['no-such-command']);
+    expect(missing.exitCode).toBe(127);
+    expect(missing.stderr.toString()).toMatch(/^lxq: cannot run no-such-command: No such file/);
+  });
+
+  test('a terminal in the VM: tty, size, resize; signals; 4 MiB of output whole', async () => {
+    const r = await vm.exec(['sh', '-c', 'tty; stty size'], { pty: { cols: 100, rows: 30 } });
+    expect(r.stdout.toString()).toMatch(/^\/dev\/pts\/\d+\r\n30 100\r\n$/);
+    const p = await vm.spawn(['sh', '-c', 'read x; stty size'], { pty: true });
+    p.resize(120, 40);
+    const size = until(p.stdout, /40 120/);
+    p.stdin.write('\n');
+    await size;
+    expect(await p.exit).toEqual({ exitCode: 0, signal: null });
+
+    const s = await vm.spawn(['sleep', '60']);
+    s.kill('SIGTERM');
+    expect(await s.exit).toEqual({ exitCode: null, signal: 'SIGTERM' });
+
+    const big = await vm.exec(['head', '-c', String(4 * 1024 * 1024), '/dev/urandom']);
+    expect(big.stdout.length).toBe(4 * 1024 * 1024);
+  });
+
+  test('the agent killed mid-command: LxqAgentLost, then the respawned agent serves the next exec', async () => {
+    const sleeper = await vm.spawn(['sleep', '60']);
+    const sleeping = collect(sleeper, {}, 'sleep');
+    // The shell's parent is the agent itself.
+    const killer = vm.exec(['sh', '-c', 'kill -9 $PPID; sleep 60']);
+    const started = Date.now();
+    expect(await rejection(sleeping)).toBeInstanceOf(LxqAgentLost);
+    expect(await rejection(killer)).toBeInstanceOf(LxqAgentLost);
+    // Seen by the monitor's VSERPORT_CHANGE (well before the 10 s ping silence).
+    console.log(`lost after ${Date.now() - started} ms`);
+    const r = await vm.exec(['echo', 'back']);
+    expect(r.stdout.toString()).toBe('back\n');
   });
 });

@@ -120,7 +120,7 @@ export class LxqAgentClient {
   private readonly pings = new Map<string, () => void>();
   private nextChannel = 1;
   private closedBy: Error | undefined;
-  private readonly closeListeners: ((reason: Error) => void)[] = [];
+  private readonly closeListeners = new Set<(reason: Error) => void>();
   private handshake: { resolve: () => void; reject: (e: Error) => void } | undefined;
   /** The agent's window per stream (from its HELLO). */
   private window = 0;
@@ -167,10 +167,11 @@ export class LxqAgentClient {
     return !this.closedBy;
   }
 
-  /** Called once with the reason when the connection ends. */
-  onClose(listener: (reason: Error) => void): void {
+  /** Calls `listener` once with the reason when the connection ends; returns what unsubscribes it. */
+  onClose(listener: (reason: Error) => void): () => void {
     if (this.closedBy) listener(this.closedBy);
-    else this.closeListeners.push(listener);
+    else this.closeListeners.add(listener);
+    return () => void this.closeListeners.delete(listener);
   }
 
   /** Commands started and not yet done (exited, output ended). */
@@ -189,16 +190,18 @@ export class LxqAgentClient {
     const token = randomBytes(8);
     const key = token.toString('hex');
     let timer: NodeJS.Timeout | undefined;
+    let unsubscribe: () => void = () => undefined;
     try {
       await new Promise<void>((resolve, reject) => {
         this.pings.set(key, resolve);
-        this.onClose(reject);
+        unsubscribe = this.onClose(reject);
         timer = setTimeout(() => reject(new Timeout(`the lxq agent did not answer a ping within ${timeout} ms`)), timeout);
         this.socket.write(frame(FrameType.Ping, 0, token));
       });
     } finally {
       clearTimeout(timer);
       this.pings.delete(key);
+      unsubscribe();
     }
   }
 
@@ -252,7 +255,9 @@ export class LxqAgentClient {
     this.starting.clear();
     for (const c of this.commands.values()) c.lost(reason);
     this.commands.clear();
-    for (const l of this.closeListeners.splice(0)) l(reason);
+    const listeners = [...this.closeListeners];
+    this.closeListeners.clear();
+    for (const l of listeners) l(reason);
   }
 
   private receive(chunk: Buffer): void {

@@ -16,7 +16,7 @@ import * as net from 'node:net';
 import { InvalidState, OperationFailed } from '../../core/errors';
 import { processAlive } from '../../core/staging';
 import type { InstanceStatus } from '../../instance/instance';
-import { QmpClient, type QmpCommands, QmpError, QmpTimeoutError } from '../../qmp';
+import { QmpClient, type QmpCommands, QmpError, type QmpEvent, QmpTimeoutError } from '../../qmp';
 import type { VmFile } from './paths';
 import { livePid, sleep } from './process';
 
@@ -65,6 +65,8 @@ export interface MonitorHooks {
   name(): string;
   /** The monitor reported a change of status, or closed: the VM reads its status again. */
   changed(): void;
+  /** Every event of the monitor this object holds (e.g. VSERPORT_CHANGE for the guest's agents). */
+  event?(e: QmpEvent): void;
 }
 
 export class VmMonitor {
@@ -151,7 +153,9 @@ export class VmMonitor {
     this.client = client;
     void fs.writeFile(this.vm.file('qmpHolder'), `${this.holderId}\n`).catch(() => undefined);
     client.on('event', (e) => {
-      if (this.client === client && STATUS_EVENTS.has(e.event)) this.vm.changed();
+      if (this.client !== client) return;
+      if (STATUS_EVENTS.has(e.event)) this.vm.changed();
+      this.vm.event?.(e);
     });
     client.on('close', () => {
       void this.releaseHolder();

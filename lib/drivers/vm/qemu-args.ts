@@ -11,6 +11,9 @@ import { LXQ_AGENT_PORT_NAME } from '../../images/lxq-agent-binary';
 import type { VmImage } from '../../images/meta';
 import { QGA_PORT_NAME } from '../../images/vm-guest';
 
+/** The lxq agent port's device id, as QMP's VSERPORT_CHANGE names it. */
+export const LXQ_AGENT_DEVICE_ID = 'lxqagent';
+
 export interface QemuArgsOptions {
   /** The VM's own qcow2 overlay over `img.disk`. */
   disk: string;
@@ -73,7 +76,7 @@ export function qemuArgsForImage(img: VmImage, opts: QemuArgsOptions): string[] 
     '-chardev', `socket,path=${comma(opts.qgaSocket, '-chardev path')},server=on,wait=off,id=qga0`,
     '-device', `virtserialport,bus=vser0.0,chardev=qga0,name=${QGA_PORT_NAME}`,
     ...(opts.lxqAgentSocket
-      ? ['-chardev', `socket,path=${comma(opts.lxqAgentSocket, '-chardev path')},server=on,wait=off,id=lxqagent0`, '-device', `virtserialport,bus=vser0.0,chardev=lxqagent0,name=${LXQ_AGENT_PORT_NAME}`]
+      ? ['-chardev', `socket,path=${comma(opts.lxqAgentSocket, '-chardev path')},server=on,wait=off,id=lxqagent0`, '-device', `virtserialport,bus=vser0.0,chardev=lxqagent0,id=${LXQ_AGENT_DEVICE_ID},name=${LXQ_AGENT_PORT_NAME}`]
       : []),
   ];
   if (opts.userNet) args.push('-netdev', 'user,id=net0', '-device', 'virtio-net-pci,netdev=net0');

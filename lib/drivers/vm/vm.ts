@@ -22,7 +22,7 @@ import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } fro
 import type { ConsoleEndpoint } from '../../instance/console';
 import type { InstanceFiles } from '../../instance/files';
 import { type DeviceState, type Instance, type InstanceRecord, type InstanceState, type InstanceStatus, reportedAddresses } from '../../instance/instance';
-import { checkExecOptions, checkSpawn, collect, type ExecOptions, type ExecResult, instanceEnvironment, type InstanceProcess, type SpawnOptions } from '../../instance/process';
+import { checkExecOptions, checkPty, checkSpawn, collect, type ExecOptions, type ExecResult, instanceEnvironment, type InstanceProcess, type SpawnOptions } from '../../instance/process';
 import { connectedDatagram } from '../../network/datagram';
 import type { Networks } from '../../network/networks';
 import type { DatagramEndpoint, StreamEndpoint } from '../../network/proxy';
@@ -36,6 +36,8 @@ import { prepareVmDevice, qemuDeviceId, qemuNodeName, releaseHostParts } from '.
 import { askGuestShutdown, guestInfo, mountShares, readInput } from './guest';
 import { HotPlug } from './hotplug';
 import { launchSettings, type LaunchSettings, loadImage, qemuCommandLine } from './launch';
+import { LXQ_AGENT_DEVICE_ID } from './qemu-args';
+import { LxqAgentLink } from './lxq-agent-link';
 import { VmMonitor } from './monitor';
 import { checkSocketPaths, type VmFile, vmFile } from './paths';
 import { endQemu, isQemuOf, livePid, logTail, QEMU, qemuUsage, QUIT_GRACE_MS, spawnQemu, waitForExit, watchBoot } from './process';
@@ -64,6 +66,12 @@ export interface VmContext {
  */
 export interface VmState extends InstanceState {
   vcpus: number;
+  /**
+   * The guest agent exec, spawn and terminals go through: lxq's own (`lxq-agent`: streamed
+   * output and stdin, terminals, users) when the VM's image has it, else QEMU's (`qemu-ga`).
+   * Files and the guest's addresses come from qemu-ga in both.
+   */
+  agent: 'lxq-agent' | 'qemu-ga';
   /** From guest-get-osinfo; absent when the agent did not answer. */
   os?: { id?: string; name?: string; version?: string; kernelRelease?: string; machine?: string };
 }
@@ -91,6 +99,12 @@ export interface VirtualMachine extends Instance {
   state(): Promise<VmState>;
 }
 
+/**
+ * How long exec and spawn wait for the lxq agent of a running VM (a guest still booting), so
+ * that `await vm.start(); await vm.exec(…)` works as it does for a container.
+ */
+const AGENT_WAIT_MS = 60_000;
+
 /** How often the power button is pressed again while a guest does not act on it. */
 const POWER_BUTTON_REPEAT_MS = 500;
 
@@ -109,11 +123,18 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.monitor.forChange(), record: () => this.record });
   /** The guest agent: one connection per VM, made on first need, made again after a restart. */
   private agent: GuestAgent;
+  /** lxq's own agent, when the image has it (see hasLxqAgent): exec, spawn and terminals. */
+  private lxqAgent: LxqAgentLink;
   private readonly monitor = new VmMonitor({
     file: (which) => this.file(which),
     name: () => this.name,
     // After the operation in progress, if any: it reports its own transitions.
     changed: () => void this.serialized(() => this.status()).catch(() => undefined),
+    // The guest closed the lxq agent's port: its agent died or restarts, its commands are lost.
+    event: (e) => {
+      const data = e.data as { id?: string; open?: boolean } | undefined;
+      if (e.event === 'VSERPORT_CHANGE' && data?.id === LXQ_AGENT_DEVICE_ID && data.open === false) this.lxqAgent.portClosed();
+    },
   });
   private readonly hotplug = new HotPlug({ monitor: this.monitor, dir: () => this.dir, name: () => this.name, agent: () => this.agent });
   /** The shares being mounted by the guest agent after the last start (exec and files wait for it). */
@@ -128,7 +149,13 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   ) {
     super(dir, record);
     this.agent = this.connectAgent();
+    this.lxqAgent = new LxqAgentLink(this.file('lxqAgent'), this.name);
     this.files = this.agentFiles();
+  }
+
+  /** Whether the VM's image runs the lxq agent (images built before it came run qemu-ga only). */
+  private get hasLxqAgent(): boolean {
+    return typeof this.record.imageMeta.lxqAgentPortName === 'string';
   }
 
   private connectAgent(): GuestAgent {
@@ -334,12 +361,15 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   /** The agent's socket is in the VM's directory; every other path is derived from it at each start. */
   protected async renamed(): Promise<void> {
     this.agent = this.connectAgent();
+    this.lxqAgent.close();
+    this.lxqAgent = new LxqAgentLink(this.file('lxqAgent'), this.name);
     this.files = this.agentFiles();
   }
 
   protected async doDelete(): Promise<void> {
     this.monitor.drop();
     this.agent.close();
+    this.lxqAgent.close();
     await releaseHostParts(this.dir, this.devices);
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
@@ -365,8 +395,9 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
 
   protected async doState(status: InstanceStatus): Promise<Omit<VmState, 'devices'>> {
     const pid = status === 'stopped' ? null : await livePid(this.file('pid'));
+    const agent = this.hasLxqAgent ? 'lxq-agent' : 'qemu-ga';
     if (pid === null) {
-      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] }, vcpus: 0 };
+      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] }, vcpus: 0, agent };
     }
     const [usage, cpus, memory, guest] = await Promise.all([
       qemuUsage(pid),
@@ -382,6 +413,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       processes: 0,
       network: { addresses: reportedAddresses(guest?.interfaces ?? []), interfaces: guest?.interfaces ?? [] },
       vcpus: cpus.length,
+      agent,
       ...(guest?.os ? { os: guest.os } : {}),
     };
   }
@@ -403,14 +435,19 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   async waitForAgent(timeoutMs = 60_000): Promise<void> {
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeoutMs}`);
     await this.require('wait for the guest agent of', ['running', 'starting']);
-    await this.agent.wait(timeoutMs);
+    if (this.hasLxqAgent) await this.lxqAgent.connect(timeoutMs);
+    else await this.agent.wait(timeoutMs);
   }
 
-  /** Runs the command through the guest agent; `stdin` is read to its end and given up front. */
+  /**
+   * Runs the command through the lxq agent (as a container's exec), or through qemu-ga, where
+   * `stdin` is read to its end and given up front.
+   */
   override async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
     options ??= {};
     checkExecOptions(options);
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    if (this.hasLxqAgent) return collect(await this.lxqSpawn(argv, env, options), options, `${JSON.stringify(argv[0])} in ${this.name}`);
     checkAgentSpawn(options);
     const input = await readInput(options.stdin);
     await this.require('run a command in', ['running']);
@@ -419,12 +456,24 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     return collect(proc, { ...options, stdin: undefined }, `${JSON.stringify(argv[0])} in ${this.name}`);
   }
 
-  /** A process through the guest agent: its stdin is empty (see agent-exec.ts), its output comes at its exit. */
+  /**
+   * A process through the lxq agent, or through qemu-ga: then its stdin is empty (see
+   * agent-exec.ts) and its output comes at its exit.
+   */
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    if (this.hasLxqAgent) return this.lxqSpawn(argv, env, options);
     checkAgentSpawn(options);
     await this.require('run a command in', ['running']);
     await this.guestSetup;
     return agentSpawn(this.agent, argv, env, options.cwd, undefined);
+  }
+
+  /** Starts a command through the lxq agent, once the VM runs and its shares are mounted. */
+  private async lxqSpawn(argv: string[], env: string[], options: SpawnOptions): Promise<InstanceProcess> {
+    const pty = checkPty(options.pty);
+    await this.require('run a command in', ['running']);
+    await this.guestSetup;
+    return this.lxqAgent.spawn(argv, { env, cwd: options.cwd, user: options.user, group: options.group, pty }, AGENT_WAIT_MS);
   }
 }
