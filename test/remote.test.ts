@@ -65,6 +65,17 @@ describe('LxdClient on a real LXD', () => {
     expect(r.etag).toBeTruthy();
   });
 
+  test("the test daemon sends nothing off this machine: LXD's start-up fetch of instance types goes to a closed loopback port", async () => {
+    // LXD 5.0 fetches https://images.linuxcontainers.org/meta/instance-types/ at start; the
+    // daemons of the tests are given a loopback proxy (test/helpers/lxd.ts), which refuses.
+    const log = path.join(dir, 'log', 'lxd.log');
+    const deadline = Date.now() + 60_000;
+    let line: string | undefined;
+    while (!(line = readFileSync(log, 'utf8').split('\n').find((l) => l.includes('instance types:'))) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(line).toMatch(/proxyconnect tcp: .*127\.0\.0\.1:9/);
+    expect(readFileSync(log, 'utf8')).not.toMatch(/lookup images\.linuxcontainers\.org/);
+  });
+
   test('container lifecycle through async operations; ETag/If-Match refuses a stale update', async () => {
     const c = name();
     made.add(c);

@@ -65,7 +65,11 @@ export async function startLxd(lxdDir: string, logDir = path.join(lxdDir, 'log')
   await fs.mkdir(lxdDir, { recursive: true, mode: 0o711 });
   await fs.mkdir(logDir, { recursive: true });
   const socket = path.join(lxdDir, 'unix.socket');
-  const env = { ...process.env, LXD_DIR: lxdDir, LXD_LOG_DIR: logDir };
+  // LXD fetches its instance types from images.linuxcontainers.org at start (a daily task, not
+  // configurable in 5.0): its HTTPS goes to a closed loopback port instead, so the tests' daemons
+  // send nothing off this machine (LXD never proxies loopback, so cluster members still meet).
+  const nowhere = 'http://127.0.0.1:9';
+  const env = { ...process.env, LXD_DIR: lxdDir, LXD_LOG_DIR: logDir, HTTPS_PROXY: nowhere, https_proxy: nowhere, HTTP_PROXY: nowhere, http_proxy: nowhere, NO_PROXY: '', no_proxy: '' };
   const log = path.join(logDir, 'lxd.log');
   const child = spawn(bin, ['--group', 'lxd', '--logfile', log], { detached: true, stdio: 'ignore', env });
   if (child.pid === undefined) throw new Error(`could not start ${bin}`);
