@@ -331,7 +331,11 @@ export abstract class BaseInstance extends CommonInstance {
       const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
       const status = this.observe(await this.currentStatus());
       await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten });
-      return structuredClone(snapshot ? snapshot.meta.record : this.record);
+      const taken = structuredClone(snapshot ? snapshot.meta.record : this.record);
+      // The copy's data was made on this instance's pool, whichever pool a snapshot's record names (an imported one's).
+      if (this.record.pool === undefined) delete taken.pool;
+      else taken.pool = this.record.pool;
+      return taken;
     });
   }
 

@@ -57,7 +57,9 @@ export async function writeExport(source: ExportSource, target: string, instance
       await fs.mkdir(copied, { mode: 0o700 });
       await source.storage.copyTo(copied, { status, snapshots: false, flatten: false });
     }
-    await writeArchive(target, copied ?? dir, entries, meta, stagingPath(dir, 'export'), path.join(path.dirname(dir), PARTIALS_DIR));
+    const write = (from: string) => writeArchive(target, from, entries, meta, stagingPath(dir, 'export'), path.join(path.dirname(dir), PARTIALS_DIR));
+    if (!copied && source.storage.withExportTree) await source.storage.withExportTree(snapshots, write);
+    else await write(copied ?? dir);
   } finally {
     if (frozen) await source.thaw();
     if (copied) await fs.rm(copied, { recursive: true, force: true });

@@ -12,6 +12,7 @@ import { InvalidArgument, PermissionDenied } from '../core/errors';
 import { checkContainerImageMeta, checkVmImageMeta, isImageName } from '../images/meta';
 import { refuseUnknownKeys } from '../core/keys';
 import type { InstanceRecord } from './instance';
+import { validatePoolName } from '../storage/pools/pools';
 import { validateName } from './names';
 
 /**
@@ -28,7 +29,7 @@ import { validateName } from './names';
  */
 export type ImportTrust = 'host-access';
 
-const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId'];
+const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool'];
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 
 function invalid(where: string, e: unknown): InvalidArgument {
@@ -63,6 +64,12 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
     if (r.config !== undefined && Object.values(r.config as object).some((v) => typeof v !== 'string')) throw new Error('option values in a record are strings');
     config = validateConfig(type, r.config as Record<string, unknown> | undefined);
     devices = normalizeDevices(type, r.devices);
+  } catch (e) {
+    throw invalid(where, e);
+  }
+  // The pool it was exported from: checked, then dropped (an import's root is a whole tree, on the dir pool).
+  try {
+    if (r.pool !== undefined) validatePoolName(r.pool);
   } catch (e) {
     throw invalid(where, e);
   }

@@ -3,6 +3,7 @@
  * driven through the same calls; what a type cannot do is refused with NotSupported, naming
  * the condition, never done silently differently.
  */
+import type { RootDiskDevice } from '../storage/pools/types';
 import type { ConsoleStream } from './console';
 import type { EventEmitter } from 'eventemitter3';
 
@@ -298,6 +299,8 @@ export interface InstanceRecord {
   createdAt: string;
   /** A systemd VM's machine id, handed to its guest at boot (see lib/storage/move.ts): new for each create and copy. */
   machineId?: string;
+  /** The storage pool of a container's root (absent: the dir pool, for records made before pools). */
+  pool?: string;
 }
 
 /**
@@ -315,9 +318,11 @@ export interface CreateOptions {
   image: string;
   config?: InstanceConfigInput;
   /** Devices by name: `{ data: { type: 'disk', source: '/srv/data', path: '/data' } }`. */
-  devices?: DevicesInput;
+  devices?: Record<string, DevicesInput[string] | RootDiskDevice>;
+  /** The storage pool of a container's root (default: the host's `default` pool); the same as a `root` disk device `{ type: 'disk', path: '/', pool }`. */
+  pool?: string;
 }
-export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true });
+export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true, pool: true });
 
 /**
  * A container or a VM, one interface for both: lifecycle, exec, files, consoles, snapshots, devices and options.

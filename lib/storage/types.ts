@@ -150,6 +150,11 @@ export interface StorageDriver {
   publishTo(into: string, options: { status: InstanceStatus; snapshot?: SnapshotRef }): Promise<Record<string, unknown>>;
   /** Puts the staged data in place of the instance's, the instance stopped; idempotent (run again after a crash). */
   applyRestore(snapshot: SnapshotRef, staging: string, record: InstanceRecord): Promise<void>;
+  /**
+   * Runs `write` on a directory in an export's layout (the root filesystem or disk, and
+   * `snapshots/`), where the instance's own directory is not (a container on an overlay pool).
+   */
+  withExportTree?<T>(snapshots: boolean, write: (dir: string) => Promise<T>): Promise<T>;
 }
 
 export interface CopyToOptions {

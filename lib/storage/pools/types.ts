@@ -53,6 +53,20 @@ export interface StoredPool {
   createdAt: string;
 }
 
+/**
+ * A container's root disk as LXD writes it: on `pool`, at "/". `host.create(name, { pool })` says the same.
+ *
+ * @example
+ * ```ts
+ * await host.create('web1', { image: 'debian/12', devices: { root: { type: 'disk', path: '/', pool: 'fast' } } });
+ * ```
+ */
+export interface RootDiskDevice {
+  type: 'disk';
+  path: '/';
+  pool: string;
+}
+
 /** The uids and gids a container's root tree is seen with: 0..size-1 inside are base.. on the host. */
 export interface IdRange {
   base: number;
