@@ -14,6 +14,7 @@ import { closeSync, fstatSync, openSync, promises as fs, read as fsRead, watch, 
 import * as path from 'node:path';
 
 import { InvalidArgument } from '../core/errors';
+import { SerialQueue } from '../core/serial';
 import type { InstanceStatus, InstanceType } from '../instance/instance';
 
 /**
@@ -144,7 +145,8 @@ export interface EventsOptions {
 export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) => void }> {
   private readonly writer = `${process.pid}.${Math.random().toString(36).slice(2, 10)}`;
   private readonly file: string;
-  private appendQueue: Promise<void> = Promise.resolve();
+  /** Appends to the journal, one at a time, in call order. */
+  private readonly appends = new SerialQueue();
   /** Set (synchronously) while the host is followed: resolves once every instance is known and watched. */
   private following: Promise<void> | undefined;
   private watcher: FSWatcher | undefined;
@@ -171,9 +173,7 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   report(action: LifecycleAction, name: string, type: InstanceType, detail: LifecycleDetail = {}): Promise<void> {
     const entry: JournalEntry = { action, name, type, ...detail, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
     if (this.following) this.deliver(entry, 'local');
-    const write = this.appendQueue.then(() => this.append(entry));
-    this.appendQueue = write.catch(() => undefined);
-    return write;
+    return this.appends.run(() => this.append(entry));
   }
 
   private async append(entry: JournalEntry): Promise<void> {
