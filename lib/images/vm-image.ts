@@ -29,7 +29,7 @@ import { OperationFailed } from '../core/errors';
 import { writeJsonAtomic } from '../core/fs';
 import { requireStaticBusybox } from './busybox';
 import { buildInitramfs } from './initramfs';
-import { fetchKernel } from './kernel-package';
+import { fetchKernel, type Kernel } from './kernel-package';
 import type { VmImage, VmImageMeta } from './meta';
 import { installLxqAgent, LXQ_AGENT_PORT_NAME } from './lxq-agent-binary';
 import { extractPvhKernel } from './pvh-kernel';
@@ -155,6 +155,17 @@ export function buildVmImage(dir: string, opts: BuildVmImageOptions = {}): Promi
   return p;
 }
 
+/** Runs one step of a build: logged with its duration, and counted for `onStep`. */
+type Step = <T>(what: string, fn: () => Promise<T>) => Promise<T>;
+
+/** What the kernel side of a build leaves in the image directory. */
+interface BuiltKernel {
+  kernel: Kernel;
+  kernelFile: string;
+  kernelFormat: VmImageMeta['kernelFormat'];
+  modules: string[];
+}
+
 async function buildOnce(dir: string, opts: BuildVmImageOptions): Promise<VmImage> {
   const cached = await readVmImage(dir);
   if (cached) return cached;
@@ -163,7 +174,7 @@ async function buildOnce(dir: string, opts: BuildVmImageOptions): Promise<VmImag
   const t0 = Date.now();
   const steps = 4; // kernel package, PVH kernel, initramfs, root disk
   let done = 0;
-  const step = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+  const step: Step = async (what, fn) => {
     const s = Date.now();
     log(`vm image: ${what}...`);
     const r = await fn();
@@ -183,70 +194,22 @@ async function buildOnce(dir: string, opts: BuildVmImageOptions): Promise<VmImag
     await fs.mkdir(cacheDir, { recursive: true, mode: 0o755 });
     // The kernel (download, unpack, initramfs) and the root disk are independent: build both at
     // once, and let both settle before cleaning up after a failure.
-    const kernelSide = (async () => {
-      const kernel = await step('kernel package', () => fetchKernel(cacheDir, work, opts.kernelPackage, log));
-      const pvh = await step('PVH kernel', async () => extractPvhKernel(await fs.readFile(kernel.vmlinuz)));
-      let kernelFile: string;
-      if ('elf' in pvh) {
-        kernelFile = 'vmlinux';
-        await fs.writeFile(path.join(tmp, kernelFile), pvh.elf);
-      } else {
-        log(`vm image: booting the bzImage: ${pvh.reason}`);
-        kernelFile = 'vmlinuz';
-        await fs.copyFile(kernel.vmlinuz, path.join(tmp, kernelFile));
-      }
-      const modules = await step('initramfs', () => buildInitramfs(kernel, path.join(tmp, FILES.initrd)));
-      return { kernel, kernelFile, kernelFormat: 'elf' in pvh ? ('pvh-elf' as const) : ('bzimage' as const), modules };
-    })();
-    const diskSide = step('root disk', async () => {
-      const rootfs = path.join(work, 'rootfs');
-      await (opts.rootTree ?? buildBusyboxVmTree)(rootfs);
-      if (opts.lxqAgent !== false) await installLxqAgent(rootfs, opts.init ?? 'busybox');
-      return makeRootDisk(rootfs, path.join(work, 'disk.raw'), path.join(tmp, FILES.disk), opts.diskSize ?? '256M');
-    });
-    const [k, d] = await Promise.allSettled([kernelSide, diskSide]);
+    const [k, d] = await Promise.allSettled([
+      buildKernel({ tmp, work, cacheDir, opts, step, log }),
+      step('root disk', async () => {
+        const rootfs = path.join(work, 'rootfs');
+        await (opts.rootTree ?? buildBusyboxVmTree)(rootfs);
+        if (opts.lxqAgent !== false) await installLxqAgent(rootfs, opts.init ?? 'busybox');
+        return makeRootDisk(rootfs, path.join(work, 'disk.raw'), path.join(tmp, FILES.disk), opts.diskSize ?? '256M');
+      }),
+    ]);
     if (k.status === 'rejected') throw k.reason;
     if (d.status === 'rejected') throw d.reason;
-    const { kernel, kernelFile, kernelFormat, modules } = k.value;
-    const disk = d.value;
     await fs.rm(work, { recursive: true, force: true });
-
-    const size = async (f: string) => (await fs.stat(path.join(tmp, f))).size;
-    const manifest: VmImageManifest = {
-      name: opts.name ?? 'vm/default',
-      type: 'vm',
-      createdAt: new Date().toISOString(),
-      meta: {
-        format: MANIFEST_FORMAT,
-        kernelVersion: kernel.version,
-        kernelPackage: kernel.pkg,
-        kernelPackageVersion: kernel.pkgVersion,
-        kernelFormat,
-        moduleSignatures: 'stripped',
-        files: { kernel: kernelFile, ...FILES },
-        sizes: { kernel: await size(kernelFile), initrd: await size(FILES.initrd), disk: await size(FILES.disk) },
-        diskVirtualSize: disk.virtualSize,
-        modules,
-        qgaPortName: QGA_PORT_NAME,
-        ...(opts.lxqAgent !== false ? { lxqAgentPortName: LXQ_AGENT_PORT_NAME } : {}),
-        cmdline: opts.cmdline ?? vmKernelCmdline(),
-        init: opts.init ?? 'busybox',
-        buildMs: Date.now() - t0,
-      },
-    };
-    await writeJsonAtomic(path.join(tmp, MANIFEST), manifest);
-    try {
-      // Replaces `dir` if it does not exist or is an empty directory (e.g. made by an image store).
-      await fs.rename(tmp, dir);
-    } catch (e) {
-      const theirs = await readVmImage(dir);
-      if (!theirs) {
-        throw new OperationFailed(`cannot move the built VM image into ${dir}: ${(e as Error).message} (remove the directory if it holds no complete image)`, {}, { cause: e });
-      }
-      await fs.rm(tmp, { recursive: true, force: true });
-      return theirs;
-    }
-    log(`vm image: built ${dir} in ${Date.now() - t0} ms (kernel ${kernel.version})`);
+    await writeJsonAtomic(path.join(tmp, MANIFEST), await manifestOf(tmp, opts, k.value, d.value.virtualSize, Date.now() - t0));
+    const theirs = await moveIntoPlace(tmp, dir);
+    if (theirs) return theirs;
+    log(`vm image: built ${dir} in ${Date.now() - t0} ms (kernel ${k.value.kernel.version})`);
     const img = await readVmImage(dir);
     if (!img) throw new OperationFailed(`the VM image in ${dir} vanished after it was built`);
     return img;
@@ -256,6 +219,69 @@ async function buildOnce(dir: string, opts: BuildVmImageOptions): Promise<VmImag
   }
 }
 
+/** The kernel side: the kernel package, its PVH ELF (else the bzImage as it is), the initramfs. */
+async function buildKernel(b: { tmp: string; work: string; cacheDir: string; opts: BuildVmImageOptions; step: Step; log: (line: string) => void }): Promise<BuiltKernel> {
+  const { tmp, step, log } = b;
+  const kernel = await step('kernel package', () => fetchKernel(b.cacheDir, b.work, b.opts.kernelPackage, log));
+  const pvh = await step('PVH kernel', async () => extractPvhKernel(await fs.readFile(kernel.vmlinuz)));
+  let kernelFile: string;
+  if ('elf' in pvh) {
+    kernelFile = 'vmlinux';
+    await fs.writeFile(path.join(tmp, kernelFile), pvh.elf);
+  } else {
+    log(`vm image: booting the bzImage: ${pvh.reason}`);
+    kernelFile = 'vmlinuz';
+    await fs.copyFile(kernel.vmlinuz, path.join(tmp, kernelFile));
+  }
+  const modules = await step('initramfs', () => buildInitramfs(kernel, path.join(tmp, FILES.initrd)));
+  return { kernel, kernelFile, kernelFormat: 'elf' in pvh ? 'pvh-elf' : 'bzimage', modules };
+}
+
+/** The manifest of a build whose files are all in `tmp`. */
+async function manifestOf(tmp: string, opts: BuildVmImageOptions, k: BuiltKernel, diskVirtualSize: number, buildMs: number): Promise<VmImageManifest> {
+  const size = async (f: string) => (await fs.stat(path.join(tmp, f))).size;
+  return {
+    name: opts.name ?? 'vm/default',
+    type: 'vm',
+    createdAt: new Date().toISOString(),
+    meta: {
+      format: MANIFEST_FORMAT,
+      kernelVersion: k.kernel.version,
+      kernelPackage: k.kernel.pkg,
+      kernelPackageVersion: k.kernel.pkgVersion,
+      kernelFormat: k.kernelFormat,
+      moduleSignatures: 'stripped',
+      files: { kernel: k.kernelFile, ...FILES },
+      sizes: { kernel: await size(k.kernelFile), initrd: await size(FILES.initrd), disk: await size(FILES.disk) },
+      diskVirtualSize,
+      modules: k.modules,
+      qgaPortName: QGA_PORT_NAME,
+      ...(opts.lxqAgent !== false ? { lxqAgentPortName: LXQ_AGENT_PORT_NAME } : {}),
+      cmdline: opts.cmdline ?? vmKernelCmdline(),
+      init: opts.init ?? 'busybox',
+      buildMs,
+    },
+  };
+}
+
+/**
+ * Renames the finished build to `dir`. Returns the image another process completed there first
+ * (this build is then removed), or undefined once this one is in place.
+ */
+async function moveIntoPlace(tmp: string, dir: string): Promise<VmImage | undefined> {
+  try {
+    // Replaces `dir` if it does not exist or is an empty directory (e.g. made by an image store).
+    await fs.rename(tmp, dir);
+    return undefined;
+  } catch (e) {
+    const theirs = await readVmImage(dir);
+    if (!theirs) {
+      throw new OperationFailed(`cannot move the built VM image into ${dir}: ${(e as Error).message} (remove the directory if it holds no complete image)`, {}, { cause: e });
+    }
+    await fs.rm(tmp, { recursive: true, force: true });
+    return theirs;
+  }
+}
 
 /** The static busybox goes into every initramfs; the host's qemu-ga only into the `vm/default` tree. */
 async function preflight(needQga: boolean): Promise<void> {
