@@ -52,7 +52,8 @@ export type {
 } from './storage/types';
 
 // Images.
-export type { ImageStore, Image, ImageInfo, ImageProgress, ImageStoreEvents, EnsureOptions, BuildOptions, PublishOptions } from './images/store';
+export type { ImageStore } from './images/store';
+export type { Image, ImageInfo, ImageProgress, ImageStoreEvents, EnsureOptions, BuildOptions, PublishOptions } from './images/types';
 
 // Networks.
 export type { Networks, Network } from './network/networks';

@@ -1,7 +1,7 @@
 /** `image list|build|delete|import|export`: this machine's image store. */
 import { type Command, Option } from 'commander';
 
-import type { ImageProgress } from '../../images/store';
+import type { ImageProgress } from '../../images/types';
 import type { CliContext } from '../context';
 import { checkFormat, FORMATS, formatRows } from '../format';
 

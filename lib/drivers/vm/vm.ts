@@ -16,7 +16,7 @@ import { createStaged } from '../../core/staging';
 import type { DeviceConfig, Devices } from '../../devices/declarations';
 import { ensureNetworks } from '../../devices/nic';
 import { probeDevices, readSources } from '../../devices/validate';
-import type { Image } from '../../images/store';
+import type { Image } from '../../images/types';
 import type { VmImage } from '../../images/meta';
 import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
 import type { ConsoleEndpoint } from '../../instance/console';
