@@ -2,9 +2,9 @@
  * One suite, three drivers: the same lifecycle, exec and files cases run against a busybox
  * container and a vm/default VM (through its guest agent, TCG here), against debian/12 of both
  * types (systemd), and against a busybox container on a real LXD 5.0 server (lib/remote, through
- * LXD's REST API), so the drivers and the images cannot drift apart. Where a VM legitimately
- * cannot do what a container does (a pty, another user), the case asserts the typed NotSupported
- * instead of skipping; what LXD's API cannot say is one explicit capability of the kind
+ * LXD's REST API), so the drivers and the images cannot drift apart. A VM's commands go through
+ * the lxq agent of its image (streamed stdin, a pty, another user: as in a container); what
+ * LXD's API cannot say is one explicit capability of the kind
  * (`Capabilities`), checked where it matters.
  */
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -193,24 +193,15 @@ describe.each(kinds)('$driver $type ($image)', (kind) => {
       expect(await p.exit).toEqual({ exitCode: null, signal: 'SIGKILL' });
     });
 
-    test('spawn: stdin is streamed (container) or refused with NotSupported once written (vm: the agent takes it at start)', async () => {
+    test('spawn: stdin is streamed', async () => {
       const p = await inst.spawn(['cat']);
       const out: Buffer[] = [];
       const closed = new Promise((r) => p.stdout.on('data', (d: Buffer) => out.push(d)).once('close', r));
-      if (kind.type === 'container') {
-        p.stdin.end('streamed');
-        expect(await p.exit).toEqual({ exitCode: 0, signal: null });
-        await closed;
-        expect(Buffer.concat(out).toString()).toBe('streamed');
-      } else {
-        const failed = new Promise<Error>((resolve) => p.stdin.once('error', resolve));
-        p.stdin.write('x');
-        expect(await failed).toBeInstanceOf(NotSupported);
-        expect(await p.exit).toEqual({ exitCode: 0, signal: null }); // cat ran with empty input
-        await closed;
-        expect(out.length ? Buffer.concat(out).length : 0).toBe(0);
-        expect(p.tty).toBe(false);
-      }
+      p.stdin.end('streamed');
+      expect(await p.exit).toEqual({ exitCode: 0, signal: null });
+      await closed;
+      expect(Buffer.concat(out).toString()).toBe('streamed');
+      expect(p.tty).toBe(false);
     });
 
     test('round trip of /bin/true', async () => {
@@ -230,21 +221,11 @@ describe.each(kinds)('$driver $type ($image)', (kind) => {
       await expect(inst.exec(['true'], { env: { 'A=B': 'x' } })).rejects.toThrow(InvalidArgument);
     });
 
-    if (kind.type === 'container') {
-      test('user, group and pty work', async () => {
-        expect((await inst.exec(['id', '-u'], { user: 1000, group: 1000 })).stdout.toString().trim()).toBe('1000');
-        const linger = kind.caps.ptyOutputAtExit ? '' : '; sleep 0.3';
-        expect((await inst.exec(['sh', '-c', `[ -t 0 ] && echo tty${linger}`], { pty: true })).stdout.toString()).toMatch(/tty/);
-      });
-    } else {
-      test('user, group and pty: NotSupported naming the condition', async () => {
-        await expect(inst.exec(['id', '-u'], { user: 1000 })).rejects.toThrow(NotSupported);
-        await expect(inst.exec(['id', '-u'], { group: 1000 })).rejects.toThrow(/group 1000 is not supported in a vm/);
-        await expect(inst.exec(['sh'], { pty: true })).rejects.toThrow(/pty is not supported in a vm: the guest agent runs commands as root without a terminal/);
-        await expect(inst.spawn(['sh'], { pty: true })).rejects.toThrow(NotSupported);
-        expect((await inst.exec(['id', '-u'], { user: 0 })).stdout.toString().trim()).toBe('0');
-      });
-    }
+    test('user, group and pty work', async () => {
+      expect((await inst.exec(['id', '-u'], { user: 1000, group: 1000 })).stdout.toString().trim()).toBe('1000');
+      const linger = kind.caps.ptyOutputAtExit ? '' : '; sleep 0.3';
+      expect((await inst.exec(['sh', '-c', `[ -t 0 ] && echo tty${linger}`], { pty: true })).stdout.toString()).toMatch(/tty/);
+    });
   });
 
   describe('files', () => {
