@@ -1,16 +1,16 @@
 /**
  * The host factory: what every command gets. `host()` is the host the command drives, this
  * machine's or the LXD server of `--remote`, both an InstanceHost; `localHost()` is this
- * machine's, for the commands that exist only here. Which commands also drive a remote is said
- * once, when each is registered (`anyHost`); the others are refused before anything is done.
- * The host modules are loaded on first use: `--help` loads neither, a remote command never
- * loads lib/host (nor the liblxc addon).
+ * machine's, for the commands that exist only here (commands/index.ts says which drive a
+ * remote; the others are refused before anything is done). The host modules are loaded on
+ * first use: `--help` loads neither, a remote command never loads lib/host (nor the liblxc addon).
  */
 import type { Command } from 'commander';
 
 import { InvalidArgument, NotSupported } from '../core/errors';
 import type { Host } from '../host/host';
 import type { InstanceHost } from '../instance/host';
+import { REMOTE_COMMANDS } from './commands';
 import { connectRemote, type RemoteGlobals } from './remote';
 import { LOCAL_VIEW, REMOTE_VIEW, type InstanceView } from './views';
 
@@ -26,8 +26,6 @@ export interface Globals extends RemoteGlobals {
 const commandName = (c: Command): string => (c.parent?.parent ? `${c.parent.name()} ${c.name()}` : c.name());
 
 export class CliContext {
-  /** The commands that drive an LXD server too, in the order they were registered. */
-  private readonly remoteCapable: Command[] = [];
   private opened: Promise<InstanceHost> | undefined;
   private openedLocal: Promise<Host> | undefined;
 
@@ -47,19 +45,12 @@ export class CliContext {
     return this.remote ? REMOTE_VIEW : LOCAL_VIEW;
   }
 
-  /** Marks a command as one that drives an LXD server too (`--remote`); every other is refused there. */
-  anyHost(command: Command): Command {
-    this.remoteCapable.push(command);
-    return command;
-  }
-
   /** Before any action: remote options without `--remote`, or a command `--remote` cannot drive, are refused. */
   refuseMisuse(action: Command): void {
     const g = this.globals;
     if (!g.remote && (g.project || g.remoteCert || g.remoteKey || g.remoteServerCert)) throw new InvalidArgument('--project, --remote-cert, --remote-key and --remote-server-cert go with --remote');
-    if (g.remote && !this.remoteCapable.includes(action)) {
-      throw new NotSupported(`${commandName(action)} is not available with --remote (it drives: ${this.remoteCapable.map(commandName).join(', ')})`);
-    }
+    const name = commandName(action);
+    if (g.remote && !REMOTE_COMMANDS.includes(name)) throw new NotSupported(`${name} is not available with --remote (it drives: ${REMOTE_COMMANDS.join(', ')})`);
   }
 
   /** The host the command drives: the LXD server of `--remote`, else this machine's. */

@@ -31,7 +31,20 @@ function version(): string {
 /** Exit status when lxq itself failed (a command run by `exec` passes its own through). */
 const FAILED = 1;
 
-export function program(): Command {
+/** The command word in `argv` (past the global options and their values), if any. */
+function commandWord(cli: Command, argv: string[]): string | undefined {
+  const taking = new Set(cli.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]));
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') return undefined;
+    if (!a.startsWith('-')) return a;
+    if (taking.has(a)) i++;
+  }
+  return undefined;
+}
+
+/** The `lxq` program; given the command line, with only the commands it names (start-up is most of a command's time). */
+export function program(argv?: string[]): Command {
   const cli = new Command('lxq')
     .description('System containers and VMs on this host (lxq)')
     .version(version())
@@ -48,13 +61,13 @@ export function program(): Command {
     .configureOutput({ outputError: (s, write) => write(s.trim().split('\n').join(' ').replace(/^error: /, 'lxq: ') + '\n') });
   const ctx = new CliContext(cli);
   cli.hook('preAction', (_root, action) => ctx.refuseMisuse(action));
-  registerCommands(cli, ctx);
+  registerCommands(cli, ctx, argv && commandWord(cli, argv));
   return cli;
 }
 
 export async function main(argv = process.argv): Promise<void> {
   try {
-    await program().parseAsync(argv);
+    await program(argv).parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
       process.exitCode = e.exitCode;

@@ -5,7 +5,7 @@ import type { InstanceConfigPatch } from '../../config/options';
 import { keyValues, unsetKeys } from '../args';
 import type { CliContext } from '../context';
 
-export function registerConfig(cli: Command, ctx: CliContext): void {
+export function register(cli: Command, ctx: CliContext): void {
   const instance = async (name: string) => (await ctx.localHost()).get(name);
   const config = cli.command('config').description('Options of an instance');
   config

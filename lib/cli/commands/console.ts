@@ -4,7 +4,7 @@ import { type Command, Option } from 'commander';
 import type { Instance } from '../../instance/instance';
 import type { CliContext } from '../context';
 
-export function registerConsole(cli: Command, ctx: CliContext): void {
+export function register(cli: Command, ctx: CliContext): void {
   cli
     .command('console <name>')
     .description("Attach to an instance's console (detach with Ctrl-a q)")

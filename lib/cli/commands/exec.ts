@@ -7,23 +7,21 @@ import type { Instance } from '../../instance/instance';
 import { collect, keyValues } from '../args';
 import type { CliContext } from '../context';
 
-export function registerExec(cli: Command, ctx: CliContext): void {
-  ctx.anyHost(
-    cli
-      .command('exec <name> [command...]')
-      .description('Run a command in an instance: lxq exec NAME -- CMD [ARGS...]')
-      .option('-t, --tty', 'a pseudo-terminal (default when stdin is a terminal)')
-      .option('-T, --no-tty', 'no pseudo-terminal')
-      .option('--env <key=value>', 'an environment variable (repeatable)', collect, [])
-      .option('--cwd <dir>', 'working directory inside')
-      .action(async (name: string, command: string[], o: { tty?: boolean; env: string[]; cwd?: string }) => {
-        // Without "--" commander would take the command's own options for lxq's.
-        if (!process.argv.slice(2).includes('--') || command.length === 0) throw new InvalidArgument('exec needs the command after "--": lxq exec NAME -- CMD [ARGS...]');
-        const env = keyValues(o.env);
-        const tty = o.tty ?? Boolean(process.stdin.isTTY);
-        process.exitCode = await interactive(await (await ctx.host()).get(name), command, tty, { env, ...(o.cwd ? { cwd: o.cwd } : {}) });
-      }),
-  );
+export function register(cli: Command, ctx: CliContext): void {
+  cli
+    .command('exec <name> [command...]')
+    .description('Run a command in an instance: lxq exec NAME -- CMD [ARGS...]')
+    .option('-t, --tty', 'a pseudo-terminal (default when stdin is a terminal)')
+    .option('-T, --no-tty', 'no pseudo-terminal')
+    .option('--env <key=value>', 'an environment variable (repeatable)', collect, [])
+    .option('--cwd <dir>', 'working directory inside')
+    .action(async (name: string, command: string[], o: { tty?: boolean; env: string[]; cwd?: string }) => {
+      // Without "--" commander would take the command's own options for lxq's.
+      if (!process.argv.slice(2).includes('--') || command.length === 0) throw new InvalidArgument('exec needs the command after "--": lxq exec NAME -- CMD [ARGS...]');
+      const env = keyValues(o.env);
+      const tty = o.tty ?? Boolean(process.stdin.isTTY);
+      process.exitCode = await interactive(await (await ctx.host()).get(name), command, tty, { env, ...(o.cwd ? { cwd: o.cwd } : {}) });
+    });
 
   cli
     .command('shell <name>')

@@ -10,7 +10,7 @@ import type { Instance } from '../../instance/instance';
 import { instancePath } from '../args';
 import type { CliContext } from '../context';
 
-export function registerFile(cli: Command, ctx: CliContext): void {
+export function register(cli: Command, ctx: CliContext): void {
   const file = cli.command('file').description('Files inside an instance (NAME/PATH)');
   file
     .command('push <source> <target>')

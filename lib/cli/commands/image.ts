@@ -5,7 +5,7 @@ import type { ImageProgress } from '../../images/types';
 import type { CliContext } from '../context';
 import { checkFormat, FORMATS, formatRows } from '../format';
 
-export function registerImage(cli: Command, ctx: CliContext): void {
+export function register(cli: Command, ctx: CliContext): void {
   const images = async () => (await ctx.localHost()).images;
   const image = cli.command('image').description('The image store');
   image

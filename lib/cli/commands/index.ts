@@ -1,33 +1,47 @@
-/** Every command, in the order `lxq --help` lists them. A new family adds its file here. */
+/**
+ * Every command family: the module that registers it, the names (and aliases) a user types,
+ * and which of them also drive an LXD server (`--remote`; the others are refused there). A run
+ * loads only the family it names (`lxq list` never loads the file or image commands); `--help`,
+ * a mistyped command or none loads them all, in the order `lxq --help` lists them.
+ */
 import type { Command } from 'commander';
 
 import type { CliContext } from '../context';
-import { registerConfig } from './config';
-import { registerConsole } from './console';
-import { registerExec } from './exec';
-import { registerFile } from './file';
-import { registerImage } from './image';
-import { registerInstances } from './instances';
-import { registerLaunch } from './launch';
-import { registerLifecycle } from './lifecycle';
-import { registerNetwork } from './network';
-import { registerSnapshot } from './snapshot';
-import { registerTransfer } from './transfer';
 
-const FAMILIES: ((cli: Command, ctx: CliContext) => void)[] = [
-  registerInstances, // list, info
-  registerLaunch, // launch, wait
-  registerLifecycle, // start, stop, restart, freeze, unfreeze, delete
-  registerTransfer, // copy, rename, export, import
-  registerExec, // exec, shell
-  registerFile,
-  registerConfig,
-  registerImage,
-  registerSnapshot,
-  registerNetwork,
-  registerConsole, // console, monitor
+interface Family {
+  /** The module in this folder; it exports `register(cli, ctx)`. */
+  module: string;
+  names: string[];
+  /** The commands that drive a remote host too. */
+  remote?: string[];
+}
+
+const LIFECYCLE = ['start', 'stop', 'restart', 'freeze', 'unfreeze', 'delete'];
+
+const FAMILIES: Family[] = [
+  { module: 'instances', names: ['list', 'ls', 'info'], remote: ['list', 'info'] },
+  { module: 'launch', names: ['launch', 'wait'], remote: ['launch', 'wait'] },
+  { module: 'lifecycle', names: LIFECYCLE, remote: LIFECYCLE },
+  { module: 'transfer', names: ['copy', 'rename', 'move', 'export', 'import'] },
+  { module: 'exec', names: ['exec', 'shell'], remote: ['exec'] },
+  { module: 'file', names: ['file'] },
+  { module: 'config', names: ['config'] },
+  { module: 'image', names: ['image'] },
+  { module: 'snapshot', names: ['snapshot'] },
+  { module: 'network', names: ['network'] },
+  { module: 'console', names: ['console', 'monitor'] },
 ];
 
-export function registerCommands(cli: Command, ctx: CliContext): void {
-  for (const register of FAMILIES) register(cli, ctx);
+/** The commands `--remote` drives, in `--help`'s order. */
+export const REMOTE_COMMANDS = FAMILIES.flatMap((f) => f.remote ?? []);
+
+export type Register = (cli: Command, ctx: CliContext) => void;
+
+/** Registers the family of `word` (the command the user typed), or every family when it names none. */
+export function registerCommands(cli: Command, ctx: CliContext, word?: string): void {
+  const named = FAMILIES.filter((f) => word !== undefined && f.names.includes(word));
+  for (const family of named.length ? named : FAMILIES) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- one family loaded on demand (see above)
+    (require(`./${family.module}`) as { register: Register }).register(cli, ctx);
+  }
 }

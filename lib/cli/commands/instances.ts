@@ -4,28 +4,24 @@ import { type Command, Option } from 'commander';
 import type { CliContext } from '../context';
 import { checkFormat, FORMATS, formatRows } from '../format';
 
-export function registerInstances(cli: Command, ctx: CliContext): void {
-  ctx.anyHost(
-    cli
-      .command('list')
-      .alias('ls')
-      .description('List instances')
-      .addOption(new Option('--format <format>', 'output format').choices(FORMATS).default('table'))
-      .action(async (o: { format: string }) => {
-        const format = checkFormat(o.format);
-        const view = ctx.view;
-        const rows = await Promise.all((await (await ctx.host()).list()).map((i) => view.row(i)));
-        process.stdout.write(formatRows(rows, view.columns, format));
-      }),
-  );
+export function register(cli: Command, ctx: CliContext): void {
+  cli
+    .command('list')
+    .alias('ls')
+    .description('List instances')
+    .addOption(new Option('--format <format>', 'output format').choices(FORMATS).default('table'))
+    .action(async (o: { format: string }) => {
+      const format = checkFormat(o.format);
+      const view = ctx.view;
+      const rows = await Promise.all((await (await ctx.host()).list()).map((i) => view.row(i)));
+      process.stdout.write(formatRows(rows, view.columns, format));
+    });
 
-  ctx.anyHost(
-    cli
-      .command('info <name>')
-      .description('Show an instance: record and state')
-      .action(async (name: string) => {
-        const lines = await ctx.view.info(await (await ctx.host()).get(name));
-        process.stdout.write(lines.join('\n') + '\n');
-      }),
-  );
+  cli
+    .command('info <name>')
+    .description('Show an instance: record and state')
+    .action(async (name: string) => {
+      const lines = await ctx.view.info(await (await ctx.host()).get(name));
+      process.stdout.write(lines.join('\n') + '\n');
+    });
 }

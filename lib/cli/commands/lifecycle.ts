@@ -21,19 +21,17 @@ const VERBS: [string, (i: Instance, o: LifecycleFlags) => Promise<void>][] = [
   ['delete', (i, o) => i.delete({ force: o.force === true })],
 ];
 
-export function registerLifecycle(cli: Command, ctx: CliContext): void {
+export function register(cli: Command, ctx: CliContext): void {
   for (const [verb, run] of VERBS) {
-    ctx.anyHost(
-      cli
-        .command(`${verb} <names...>`)
-        .description(`${verb[0].toUpperCase()}${verb.slice(1)} instances`)
-        .option('-f, --force', 'force it (stop: kill at once; delete: a running instance too)')
-        .option('--timeout <ms>', 'how long a graceful stop may take (ms)', parseMilliseconds)
-        .action(async (names: string[], o: LifecycleFlags) => {
-          const host = await ctx.host();
-          const instances = await Promise.all(names.map((n) => host.get(n))); // all exist, or nothing is done
-          for (const i of instances) await run(i, o);
-        }),
-    );
+    cli
+      .command(`${verb} <names...>`)
+      .description(`${verb[0].toUpperCase()}${verb.slice(1)} instances`)
+      .option('-f, --force', 'force it (stop: kill at once; delete: a running instance too)')
+      .option('--timeout <ms>', 'how long a graceful stop may take (ms)', parseMilliseconds)
+      .action(async (names: string[], o: LifecycleFlags) => {
+        const host = await ctx.host();
+        const instances = await Promise.all(names.map((n) => host.get(n))); // all exist, or nothing is done
+        for (const i of instances) await run(i, o);
+      });
   }
 }

@@ -5,7 +5,7 @@ import { keyValues, unsetKeys } from '../args';
 import type { CliContext } from '../context';
 import { checkFormat, FORMATS, formatRows } from '../format';
 
-export function registerNetwork(cli: Command, ctx: CliContext): void {
+export function register(cli: Command, ctx: CliContext): void {
   const networks = async () => (await ctx.localHost()).networks;
   const network = cli.command('network').description('Managed bridge networks');
   network

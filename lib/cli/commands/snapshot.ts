@@ -4,7 +4,7 @@ import { type Command, Option } from 'commander';
 import type { CliContext } from '../context';
 import { checkFormat, FORMATS, formatRows } from '../format';
 
-export function registerSnapshot(cli: Command, ctx: CliContext): void {
+export function register(cli: Command, ctx: CliContext): void {
   const snapshots = async (name: string) => (await (await ctx.localHost()).get(name)).snapshots;
   const snapshot = cli.command('snapshot').description('Snapshots of an instance');
   snapshot

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { collect, keyValues } from '../args';
 import type { CliContext } from '../context';
 
-export function registerTransfer(cli: Command, ctx: CliContext): void {
+export function register(cli: Command, ctx: CliContext): void {
   cli
     .command('copy <source> <target>')
     .description('Copy an instance, with its snapshots unless --instance-only, or one snapshot of it (--snapshot)')
