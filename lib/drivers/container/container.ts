@@ -1,8 +1,9 @@
 /**
  * The container driver: an Instance over liblxc, through the native addon.
  */
-import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { close as closeFd, promises as fs } from 'node:fs';
+import type { Socket as DgramSocket } from 'node:dgram';
+import { createConnection, Socket } from 'node:net';
 import * as path from 'node:path';
 
 import { InstanceConfig } from '../../config/options';
@@ -21,28 +22,23 @@ import { ensureNetworks } from '../../devices/nic';
 import { type DeviceSource, probeDevices, readSources } from '../../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../../core/errors';
 import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
-import { type InstanceRecord, type InstanceState, type InstanceStatus, type NetworkInterface, reportedAddresses } from '../../instance/instance';
+import type { InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
 import { createStaged } from '../../core/staging';
 import { copyTreeShifted } from '../../storage/tree';
-import { writeFileAtomic } from '../../core/fs';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../../images/meta';
-import { cgroupLimits, lxcConfigText, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE, seccompPolicy } from './lxc-config';
+import { cgroupLimits, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE } from './lxc-config';
 import { ContainerFiles, O_PATH } from './files';
+import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, removeMonitorCgroups, saveLxcFiles, STATUS } from './liblxc';
 import { ContainerStorage } from './storage';
-import { lxc, LxcContainer, LxcError, LxcState } from '../../native/lxc';
+import { containerState } from './state';
+import { attachedProcess, consoleEndpoint } from './streams';
+import { lxc, LxcContainer, LxcError } from '../../native/lxc';
 import { sys } from '../../native/sys';
-import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, InstanceProcess, signalName, signalNumber, SpawnOptions } from '../../instance/process';
-import { Readable } from 'node:stream';
-import { ReadStream as TtyStream } from 'node:tty';
-import { createConnection, Socket } from 'node:net';
-import type { Socket as DgramSocket } from 'node:dgram';
-import { close as closeFd, constants as fsConstants } from 'node:fs';
+import { checkPty, checkSpawn, instanceEnvironment, InstanceProcess, SpawnOptions } from '../../instance/process';
 import type { DatagramEndpoint, StreamEndpoint } from '../../network/proxy';
 import { connectedDatagram } from '../../network/datagram';
 import type { ConsoleEndpoint } from '../../instance/console';
-
-const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fsConstants;
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
 export interface ContainerContext {
@@ -80,88 +76,6 @@ export interface ContainerImage {
   name: string;
   rootfs: string;
   meta: ContainerImageMeta;
-}
-
-const STATUS: Record<LxcState, InstanceStatus> = {
-  STOPPED: 'stopped',
-  STARTING: 'starting',
-  RUNNING: 'running',
-  STOPPING: 'stopping',
-  ABORTING: 'stopping',
-  FREEZING: 'freezing',
-  FROZEN: 'frozen',
-  THAWED: 'running',
-};
-
-/** The errno of a call refused for the container's state (the runner's attach, Expect in the addon). */
-const ESRCH = 3;
-const EBADF = 9;
-const ETIMEDOUT = 110;
-
-/** A v1 memory limit this large means "no limit". */
-const UNLIMITED = 2 ** 62;
-
-function failed(e: unknown, what: string): OperationFailed {
-  const err = e as Partial<LxcError>;
-  const log = err.log?.trim();
-  return new OperationFailed(`${what}: ${err.message ?? String(e)}${log ? `\n${log}` : ''}`, { call: err.call, errno: err.errno, log }, { cause: e });
-}
-
-/**
- * liblxc 5.0.2 leaves the monitor's cgroups behind when a start fails (a successful run removes
- * them when the container stops). Only empty ones can go: rmdir refuses the rest. The failure is
- * reported while the runner's start handler (which liblxc moved into them) and the failed
- * monitor may still be exiting, so this tries again for a while until none is left.
- */
-async function removeMonitorCgroups(name: string): Promise<void> {
-  const root = '/sys/fs/cgroup';
-  const pattern = new RegExp(`^lxc\\.monitor\\.${name}(-\\d+)?$`);
-  const deadline = Date.now() + 3_000;
-  for (;;) {
-    let left = 0;
-    for (const hierarchy of await fs.readdir(root).catch(() => [] as string[])) {
-      const dirs = await fs.readdir(path.join(root, hierarchy)).catch(() => [] as string[]);
-      for (const d of dirs) {
-        if (pattern.test(d)) await fs.rmdir(path.join(root, hierarchy, d)).catch(() => left++);
-      }
-    }
-    if (left === 0 || Date.now() > deadline) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/**
- * A terminal master as one duplex stream. Reading it fails with EIO once every process on the
- * terminal has exited: that is the terminal's end of file, not an error.
- */
-function openTerminal(master: number): TtyStream {
-  const terminal = new TtyStream(master, { readable: true, writable: true } as never);
-  const emit = terminal.emit.bind(terminal);
-  terminal.emit = ((event: string, ...args: unknown[]) => {
-    if (event === 'error' && (args[0] as NodeJS.ErrnoException)?.code === 'EIO') {
-      terminal.push(null);
-      terminal.destroy();
-      return true;
-    }
-    return emit(event, ...args);
-  }) as typeof terminal.emit;
-  return terminal;
-}
-
-/** The liblxc files of a container, rendered (and so checked) before anything is written. */
-interface LxcFiles {
-  config: string;
-  seccomp: string;
-}
-
-function lxcFiles(config: InstanceConfig, items: LxcItem[]): LxcFiles {
-  return { config: lxcConfigText(items), seccomp: seccompPolicy(config) };
-}
-
-/** The container's seccomp policy, then the liblxc config that names it (liblxc reads both at start). */
-async function saveLxcFiles(dir: string, files: LxcFiles): Promise<void> {
-  await writeFileAtomic(path.join(dir, SECCOMP_POLICY_FILE), files.seccomp);
-  await writeFileAtomic(path.join(dir, 'config'), files.config);
 }
 
 /**
@@ -220,7 +134,7 @@ export class ContainerInstance extends BaseInstance {
     const sources = await probeDevices('container', devices, instance.probeEnv);
     const items = instance.render(record.config, devices, sources);
     const files = lxcFiles(record.config, items);
-    await instance.checkWithLiblxc(items);
+    await checkWithLiblxc(ctx.lxcpath, items);
     for (const [name, d] of Object.entries(devices)) await checkReachable(name, d, sources.get(name)!, instance.deviceHost());
     const shift = instance.idmap()?.base ?? 0;
     // Made whole in a staging directory (the config names the final path) and renamed into place.
@@ -298,22 +212,7 @@ export class ContainerInstance extends BaseInstance {
         if ((e as LxcError).errno === EBADF) throw new OperationFailed(`the console of ${this.name} is in use by another process (until it detaches)`);
         return this.refuseOrFail(e, 'attach to the console of', 'running', `cannot attach to the console of ${this.name}`);
       });
-    const stream = openTerminal(ptx);
-    stream.once('close', () => closeFd(sock, () => undefined));
-    return {
-      stream,
-      resize: async (cols, rows) => {
-        checkWindowSize(cols, rows);
-        sys().setWindowSize(ptx, cols, rows);
-        const pid = await this.lxc().initPid();
-        const fd = await sys().openInRoot(`/proc/${pid}/root`, '/dev/console', O_RDWR | O_NOCTTY | O_NONBLOCK, 0);
-        try {
-          sys().setWindowSize(fd, cols, rows);
-        } finally {
-          closeFd(fd, () => undefined);
-        }
-      },
-    };
+    return consoleEndpoint(sock, ptx, () => this.lxc().initPid());
   }
 
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
@@ -321,45 +220,10 @@ export class ContainerInstance extends BaseInstance {
     const pty = checkPty(options.pty);
     // The runner refuses (ESRCH) unless the container is RUNNING: a frozen one would hold the
     // command until it thaws.
-    const [pid, pidfd, stdinFd, stdoutFd, stderrFd, exitChannel] = await this.lxc()
+    const fds = await this.lxc()
       .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0, pty)
       .catch((e) => this.refuseOrFail(e, 'run a command in', 'running', `cannot run ${JSON.stringify(argv[0])} in ${this.name}`));
-    let exited = false;
-    const exit = sys()
-      .waitExit(exitChannel, pidfd)
-      .then(({ code, signal }) => {
-        exited = true;
-        return { exitCode: code, signal: signal === null ? null : signalName(signal) };
-      });
-    const kill = (signal: NodeJS.Signals | number = 'SIGTERM') => !exited && sys().signalPidfd(pidfd, signalNumber(signal));
-    if (pty) {
-      const terminal = openTerminal(stdinFd);
-      return {
-        pid,
-        stdin: terminal,
-        stdout: terminal,
-        stderr: Readable.from([]),
-        tty: true,
-        kill,
-        resize: (cols, rows) => {
-          checkWindowSize(cols, rows);
-          if (!terminal.destroyed) sys().setWindowSize(stdinFd, cols, rows);
-        },
-        exit,
-      };
-    }
-    return {
-      pid,
-      stdin: new Socket({ fd: stdinFd, readable: false, writable: true }),
-      stdout: new Socket({ fd: stdoutFd, readable: true, writable: false }),
-      stderr: new Socket({ fd: stderrFd, readable: true, writable: false }),
-      tty: false,
-      kill,
-      resize: () => {
-        throw new InvalidState('resize needs a process spawned with { pty: true }');
-      },
-      exit,
-    };
+    return attachedProcess(fds, pty !== null);
   }
 
   private idmap(): IdMap | null {
@@ -381,24 +245,6 @@ export class ContainerInstance extends BaseInstance {
       layout: this.ctx.layout,
       apparmor: this.ctx.apparmor,
     });
-  }
-
-  /**
-   * Lets liblxc parse every item in memory (a scratch handle, nothing on disk). lxc.log.file is
-   * lxq's own and is skipped: setting it makes liblxc create the log's directory at once.
-   */
-  private async checkWithLiblxc(items: LxcItem[]): Promise<void> {
-    const scratch = new (lxc().Container)(`.lxq-check-${randomBytes(6).toString('hex')}`, this.ctx.lxcpath);
-    try {
-      for (const [key, value] of items) {
-        if (key === 'lxc.log.file') continue;
-        await scratch.setConfigItem(key, value).catch(() => {
-          throw new InvalidArgument(`liblxc rejects "${key} = ${value}" (from raw.lxc or an option)`);
-        });
-      }
-    } finally {
-      scratch.release();
-    }
   }
 
   private lxc(): LxcContainer {
@@ -485,41 +331,15 @@ export class ContainerInstance extends BaseInstance {
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
-  protected async doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
-    if (status === 'stopped') {
-      return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] } };
-    }
-    const h = this.lxc();
-    const v1 = (c: 'memory' | 'cpu' | 'pids') => this.ctx.layout.version(c) === 1;
-    const item = (key: string) => h.getCgroupItem(key).catch(() => '');
-    // Addresses are read from the init's network namespace by a thread of the addon: liblxc's
-    // getIps() forks this process, which costs in proportion to its memory.
-    const pidAndInterfaces = h.initPid().then(async (p) => [p, p > 0 ? await sys().netnsInterfaces(p).catch(() => []) : []] as const);
-    const [[pid, raw], cpu, mem, limit, procs] = await Promise.all([
-      pidAndInterfaces,
-      item(v1('cpu') ? 'cpuacct.usage' : 'cpu.stat'),
-      item(v1('memory') ? 'memory.usage_in_bytes' : 'memory.current'),
-      item(v1('memory') ? 'memory.limit_in_bytes' : 'memory.max'),
-      item('pids.current'),
-    ]);
-    const interfaces: NetworkInterface[] = raw.map((i) => ({ ...i, addresses: i.addresses.map(({ family, address, prefix }) => ({ family, address, prefix })) }));
-    const usageNs = v1('cpu') ? Number(cpu) || 0 : Number(/usage_usec (\d+)/.exec(cpu)?.[1] ?? 0) * 1000;
-    const limitBytes = limit === '' || limit === 'max' || Number(limit) >= UNLIMITED ? null : Number(limit);
-    return {
-      status,
-      pid: pid > 0 ? pid : null,
-      cpu: { usageNs },
-      memory: { usageBytes: Number(mem) || 0, limitBytes },
-      processes: Number(procs) || 0,
-      network: { addresses: reportedAddresses(interfaces), interfaces },
-    };
+  protected doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
+    return containerState(this.lxc(), this.ctx.layout, status);
   }
 
   /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
   private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
     const items = this.render(config, devices, await readSources(devices, this.probeEnv));
     const files = lxcFiles(config, items);
-    await this.checkWithLiblxc(items);
+    await checkWithLiblxc(this.ctx.lxcpath, items);
     await saveLxcFiles(this.dir, files);
     this.reopen();
   }

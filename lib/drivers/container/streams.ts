@@ -1,0 +1,100 @@
+/**
+ * The streams of what liblxc hands back as file descriptors: an attached command (pipes, or a
+ * terminal) and the console (its pty, behind the monitor's console proxy).
+ */
+import { close as closeFd, constants as fsConstants } from 'node:fs';
+import { Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { ReadStream as TtyStream } from 'node:tty';
+
+import { InvalidState } from '../../core/errors';
+import type { ConsoleEndpoint } from '../../instance/console';
+import { checkWindowSize, type InstanceProcess, signalName, signalNumber } from '../../instance/process';
+import { sys } from '../../native/sys';
+
+const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fsConstants;
+
+/**
+ * A terminal master as one duplex stream. Reading it fails with EIO once every process on the
+ * terminal has exited: that is the terminal's end of file, not an error.
+ */
+function openTerminal(master: number): TtyStream {
+  const terminal = new TtyStream(master, { readable: true, writable: true } as never);
+  const emit = terminal.emit.bind(terminal);
+  terminal.emit = ((event: string, ...args: unknown[]) => {
+    if (event === 'error' && (args[0] as NodeJS.ErrnoException)?.code === 'EIO') {
+      terminal.push(null);
+      terminal.destroy();
+      return true;
+    }
+    return emit(event, ...args);
+  }) as typeof terminal.emit;
+  return terminal;
+}
+
+/** What the runner's attach gives: the command's pid and pidfd, its stdio, and where its exit status comes. */
+export type AttachedFds = [pid: number, pidfd: number, stdinFd: number, stdoutFd: number, stderrFd: number, exitChannel: number];
+
+/** An attached command as an InstanceProcess: on a terminal (`pty`, stdin is its master) or on three pipes. */
+export function attachedProcess([pid, pidfd, stdinFd, stdoutFd, stderrFd, exitChannel]: AttachedFds, pty: boolean): InstanceProcess {
+  let exited = false;
+  const exit = sys()
+    .waitExit(exitChannel, pidfd)
+    .then(({ code, signal }) => {
+      exited = true;
+      return { exitCode: code, signal: signal === null ? null : signalName(signal) };
+    });
+  const kill = (signal: NodeJS.Signals | number = 'SIGTERM') => !exited && sys().signalPidfd(pidfd, signalNumber(signal));
+  if (pty) {
+    const terminal = openTerminal(stdinFd);
+    return {
+      pid,
+      stdin: terminal,
+      stdout: terminal,
+      stderr: Readable.from([]),
+      tty: true,
+      kill,
+      resize: (cols, rows) => {
+        checkWindowSize(cols, rows);
+        if (!terminal.destroyed) sys().setWindowSize(stdinFd, cols, rows);
+      },
+      exit,
+    };
+  }
+  return {
+    pid,
+    stdin: new Socket({ fd: stdinFd, readable: false, writable: true }),
+    stdout: new Socket({ fd: stdoutFd, readable: true, writable: false }),
+    stderr: new Socket({ fd: stderrFd, readable: true, writable: false }),
+    tty: false,
+    kill,
+    resize: () => {
+      throw new InvalidState('resize needs a process spawned with { pty: true }');
+    },
+    exit,
+  };
+}
+
+/**
+ * The console from the monitor's proxy: `sock` holds tty 0 until closed, `ptx` is the proxy's
+ * pty. The window size is set on the console's own pty too (found in the root of `initPid()`),
+ * which is what the container's programs see.
+ */
+export function consoleEndpoint(sock: number, ptx: number, initPid: () => Promise<number>): ConsoleEndpoint {
+  const stream = openTerminal(ptx);
+  stream.once('close', () => closeFd(sock, () => undefined));
+  return {
+    stream,
+    resize: async (cols, rows) => {
+      checkWindowSize(cols, rows);
+      sys().setWindowSize(ptx, cols, rows);
+      const pid = await initPid();
+      const fd = await sys().openInRoot(`/proc/${pid}/root`, '/dev/console', O_RDWR | O_NOCTTY | O_NONBLOCK, 0);
+      try {
+        sys().setWindowSize(fd, cols, rows);
+      } finally {
+        closeFd(fd, () => undefined);
+      }
+    },
+  };
+}
