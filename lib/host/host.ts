@@ -12,7 +12,7 @@ import { type NetworkUser, Networks } from '../network/networks';
 import { ContainerContext, containerContext, ContainerInstance, containerMainPid } from '../drivers/container/container';
 import { AlreadyExists, InvalidArgument, NotFound } from '../core/errors';
 import { checkVmImageFiles, type ContainerImageMeta } from '../images/meta';
-import { ImageStore } from '../images/store';
+import type { ImageStore } from '../images/store';
 import { RECORD_FILE } from '../instance/base';
 import { launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord, type StartOptions } from '../instance/instance';
 import type { InstanceHost } from '../instance/host';
@@ -21,7 +21,9 @@ import { type ImportTrust, refuseHostAccess } from '../instance/foreign';
 import { ARCHIVE_TOP, checkArchive, checkImportedVmDisk, extractArchive, readExport } from '../storage/archive';
 import { moveInstanceDir, newMachineId } from '../storage/move';
 import { clearLeftovers } from '../storage/recover';
-import { type ConnectOptions, RemoteHost } from '../drivers/remote/host';
+import { HostStorage } from '../storage/pools/host-storage';
+import { unmountUnder } from '../storage/pools/mounts';
+import type { ConnectOptions, RemoteHost } from '../drivers/remote/host';
 import { abandonedCreate, markCreating, stagingPath, unmarkCreating } from '../core/staging';
 import { hasFreezeMark } from '../storage/freeze-mark';
 import type { CopyOptions } from '../storage/types';
@@ -99,26 +101,21 @@ const STALE_PARTIAL_MS = 60_000;
  * ```
  */
 export class Host implements InstanceHost {
-  readonly images: ImageStore;
+  private imageStore: ImageStore | undefined;
   /** The host's managed bridge networks (see lib/network/). */
   readonly networks: Networks;
+  /** The host's storage pools (see lib/storage/pools/). */
+  readonly storage: HostStorage;
   private readonly instances = new Map<string, Instance>();
   private containers: ContainerContext | undefined;
   private readonly lifecycle: LifecycleHub;
 
   private constructor(
     readonly path: string,
-    imagesDir: string,
+    private readonly imagesDir: string,
   ) {
-    this.images = new ImageStore(imagesDir, {
-      users: (image) => this.instancesOf(image),
-      instance: async (i) => {
-        const found = typeof i === 'string' ? await this.get(i) : i;
-        if (!(found instanceof BaseInstance)) throw new InvalidArgument('publish needs an instance of this host, or its name');
-        return found;
-      },
-    });
     this.networks = new Networks(`${this.path}/networks`, (network) => this.networkUsers(network));
+    this.storage = new HostStorage(this.path, () => this.records());
     this.lifecycle = new LifecycleHub(this.path, {
       instances: async () => Promise.all((await this.list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status() }))),
       statusOf: (name) => this.get(name).then((i) => i.status(), (e) => (e instanceof NotFound ? undefined : Promise.reject(e))),
@@ -193,8 +190,30 @@ export class Host implements InstanceHost {
     return this.lifecycle.close();
   }
 
-  /** A host on an LXD server (its unix socket by default, or https with a pinned certificate): lib/remote. */
+  /**
+   * The image store (lib/images), loaded on first use: a program (an `lxq` command) that only
+   * finds and drives instances never loads the image builders, a third of lxq's code.
+   */
+  get images(): ImageStore {
+    if (!this.imageStore) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
+      const { ImageStore } = require('../images/store') as typeof import('../images/store');
+      this.imageStore = new ImageStore(this.imagesDir, {
+        users: (image) => this.instancesOf(image),
+        instance: async (i) => {
+          const found = typeof i === 'string' ? await this.get(i) : i;
+          if (!(found instanceof BaseInstance)) throw new InvalidArgument('publish needs an instance of this host, or its name');
+          return found;
+        },
+      });
+    }
+    return this.imageStore;
+  }
+
+  /** A host on an LXD server (its unix socket by default, or https with a pinned certificate): lib/drivers/remote, loaded only then. */
   static connect(options: ConnectOptions = {}): Promise<RemoteHost> {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use: a local host never loads the LXD client
+    const { RemoteHost } = require('../drivers/remote/host') as typeof import('../drivers/remote/host');
     return RemoteHost.connect(options);
   }
 
@@ -211,6 +230,7 @@ export class Host implements InstanceHost {
     const host = new Host(root, images);
     // Work of a process that died midway (a snapshot, a restore) is cleared or finished.
     await clearLeftovers(host.instancesDir, RECORD_FILE, (name) => host.get(name));
+    await host.storage.open();
     return host;
   }
 
@@ -220,7 +240,7 @@ export class Host implements InstanceHost {
   }
 
   private containerContext(): ContainerContext {
-    this.containers ??= containerContext(this.instancesDir, this.networks);
+    this.containers ??= containerContext(this.instancesDir, this.networks, (pool) => this.storage.driver(pool));
     return this.containers;
   }
 
@@ -246,13 +266,15 @@ export class Host implements InstanceHost {
     if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`unknown instance type ${JSON.stringify(type)}; use "container" or "vm"`);
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');
     const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
-    const devices = withHwaddrs(normalizeDevices(type, options.devices));
+    // The root disk (`pool`, or LXD's `root` device) is the storage's, not a device to mount.
+    const root = await this.storage.rootOf(type, options);
+    const devices = withHwaddrs(normalizeDevices(type, root.devices));
     const types = await this.images.types(options.image); // InvalidArgument with the list of images
     if (!types.includes(type)) throw new InvalidArgument(`image "${options.image}" is a ${types.join(' and ')} image, not a ${type} image`);
     const dir = path.join(this.instancesDir, name);
     await this.clearInterruptedCreate(dir, name);
     const image = await this.images.ensure(options.image, { type });
-    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString() };
+    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString(), ...(root.pool ? { pool: root.pool } : {}) };
     const made =
       type === 'vm'
         ? VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image)
@@ -341,6 +363,7 @@ export class Host implements InstanceHost {
     const name = validateName(options.name ?? checked.meta.record.name);
     const record: InstanceRecord = { ...checked.meta.record, name, createdAt: new Date().toISOString() };
     const image = record.type === 'vm' ? await this.images.get(record.image, { type: 'vm' }) : undefined;
+    await this.storage.adoptImported(record);
     if (image) record.imageMeta = { ...record.imageMeta, dir: image.dir };
     const staging = stagingPath(this.instancesDir, 'import');
     await fs.mkdir(staging, { mode: 0o711 });
@@ -375,6 +398,7 @@ export class Host implements InstanceHost {
     await moveInstanceDir(staged, dir, record.name);
     const instance = this.open(dir, record);
     await (instance as BaseInstance).completeCopy().catch(async (e) => {
+      await unmountUnder(dir);
       await fs.rm(dir, { recursive: true, force: true });
       throw e;
     });
@@ -411,6 +435,7 @@ export class Host implements InstanceHost {
     const hasRecord = await fs.access(path.join(dir, RECORD_FILE)).then(() => true, () => false);
     // Without a record: a copy or import whose process died (its mark says so), or an old leftover.
     if (hasRecord || (!(await abandonedCreate(dir)) && Date.now() - st.mtimeMs < STALE_PARTIAL_MS)) throw new AlreadyExists(`an instance named "${name}" already exists`);
+    await unmountUnder(dir);
     await fs.rm(dir, { recursive: true, force: true });
   }
 

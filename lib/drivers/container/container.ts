@@ -24,7 +24,8 @@ import { InvalidArgument, InvalidState, OperationFailed } from '../../core/error
 import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
 import type { InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
 import { createStaged } from '../../core/staging';
-import { copyTreeShifted } from '../../storage/tree';
+import { DirPool } from '../../storage/pools/dir';
+import type { PoolDriver } from '../../storage/pools/types';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../../images/meta';
 import { cgroupLimits, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE } from './lxc-config';
@@ -48,9 +49,11 @@ export interface ContainerContext {
   apparmor: boolean;
   /** Read on first need: privileged-only programs work without /etc/subuid. */
   idmap(): IdMap;
+  /** The driver of a storage pool by name (none: the dir pool of containers made before pools); without it, every container is on dir. */
+  pools?: (pool: string | undefined) => Promise<PoolDriver>;
 }
 
-export function containerContext(lxcpath: string, networks: Networks): ContainerContext {
+export function containerContext(lxcpath: string, networks: Networks, pools?: (pool: string | undefined) => Promise<PoolDriver>): ContainerContext {
   let idmap: IdMap | undefined;
   return {
     lxcpath,
@@ -58,6 +61,7 @@ export function containerContext(lxcpath: string, networks: Networks): Container
     layout: detectCgroupLayout(),
     apparmor: apparmorEnabled(),
     idmap: () => (idmap ??= detectIdMap()),
+    ...(pools ? { pools } : {}),
   };
 }
 
@@ -105,6 +109,7 @@ export class ContainerInstance extends BaseInstance {
     writeConfig: (record) => this.writeConfig(record.config, record.devices ?? {}),
     record: () => this.record,
     idmap: (record) => (record.config['security.privileged'] === 'true' ? null : this.ctx.idmap()),
+    pool: (record) => (this.ctx.pools ? this.ctx.pools(record.pool) : Promise.resolve(new DirPool())),
   });
 
   private constructor(
@@ -136,13 +141,18 @@ export class ContainerInstance extends BaseInstance {
     const files = lxcFiles(record.config, items);
     await checkWithLiblxc(ctx.lxcpath, items);
     for (const [name, d] of Object.entries(devices)) await checkReachable(name, d, sources.get(name)!, instance.deviceHost());
-    const shift = instance.idmap()?.base ?? 0;
     // Made whole in a staging directory (the config names the final path) and renamed into place.
     await createStaged(dir, async (staging) => {
-      await copyTreeShifted(image.rootfs, path.join(staging, 'rootfs'), shift);
+      await instance.storage.createRoot(staging, { rootfs: image.rootfs }, record);
       for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, { ...instance.deviceHost(), dir: staging });
       await saveLxcFiles(staging, files);
       await writeInstanceRecord(staging, record);
+    });
+    // Mounted at its final path (an overlay's root); a root that cannot be mounted leaves no container.
+    await instance.storage.attachRoot().catch(async (e) => {
+      await instance.storage.detachRoot().catch(() => undefined);
+      await fs.rm(dir, { recursive: true, force: true });
+      throw e;
     });
     return instance;
   }
@@ -193,7 +203,10 @@ export class ContainerInstance extends BaseInstance {
   /** The container's "/" as a host path: its rootfs when stopped, its init's root (mount namespace) otherwise. */
   private async fileRoot(): Promise<string> {
     const status = await this.currentStatus();
-    if (status === 'stopped') return path.join(this.dir, 'rootfs');
+    if (status === 'stopped') {
+      await this.storage.attachRoot();
+      return path.join(this.dir, 'rootfs');
+    }
     const pid = await this.lxc().initPid();
     if (pid <= 0) throw new OperationFailed(`cannot find the init process of ${this.name} (${status})`);
     return `/proc/${pid}/root`;
@@ -266,6 +279,7 @@ export class ContainerInstance extends BaseInstance {
     await ensureNetworks(this.devices, this.ctx.networks);
     // A container made before the default syscall filter existed gets it at its next start.
     if (!(await fs.access(path.join(this.dir, SECCOMP_POLICY_FILE)).then(() => true, () => false))) await this.writeConfig(this.record.config, this.devices);
+    await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
     await this.lxc()
       .start([])
       .catch(async (e) => {
@@ -320,12 +334,15 @@ export class ContainerInstance extends BaseInstance {
   protected async renamed(): Promise<void> {
     this.reopen();
     await this.writeConfig(this.record.config, this.devices);
+    await this.storage.attachRoot(); // a copy's or an import's root, at its final path
   }
 
   protected async doDelete(): Promise<void> {
     const h = this.lxc();
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
+    // Before liblxc's destroy, which removes the rootfs recursively: through an overlay it would whiteout every file.
+    await this.storage.detachRoot();
     await h.destroy().catch(() => undefined);
     this.reopen();
     await fs.rm(this.dir, { recursive: true, force: true });
