@@ -353,7 +353,9 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   }
 
   private retain(): void {
-    if (this.consumers++ === 0) this.keepAlive = setInterval(() => undefined, 1 << 30);
+    this.consumers++;
+    // Armed again by a listener added after close().
+    this.keepAlive ??= setInterval(() => undefined, 1 << 30);
   }
   private release(): void {
     if (--this.consumers === 0) {
