@@ -278,7 +278,7 @@ test('killed during a create: no half-made instance; get, list and create agree'
 });
 
 test('a helper with children of its own (as mmdebstrap: apt, dpkg) dies with them when the process that ran it is killed', async () => {
-  const body = `require(${JSON.stringify(path.join(LIB, 'util', 'run'))}).spawnHelper('sh', ['-c', 'sleep 301 & sleep 302 & wait'], { group: true, stdio: 'ignore' }); await new Promise(() => setInterval(() => {}, 1000));`;
+  const body = `require(${JSON.stringify(path.join(LIB, 'core', 'run'))}).spawnHelper('sh', ['-c', 'sleep 301 & sleep 302 & wait'], { group: true, stdio: 'ignore' }); await new Promise(() => setInterval(() => {}, 1000));`;
   const killed = await killDuring(body, (p) => p.comm === 'sleep' && p.cmdline.includes('302'));
   expect(killed.filter((p) => p.comm === 'sleep').length).toBeGreaterThanOrEqual(1);
 });
