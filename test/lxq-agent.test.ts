@@ -54,9 +54,16 @@ async function startAgent(): Promise<{ socket: string; agent: ChildProcess }> {
   const socket = path.join(dir, `agent-${serial++}.sock`);
   const agent = spawn(binary, ['--listen', socket], { stdio: ['ignore', 'inherit', 'inherit'] });
   agents.push(agent);
-  for (let i = 0; i < 200 && !fs.existsSync(socket); i++) await new Promise((r) => setTimeout(r, 10));
-  if (!fs.existsSync(socket)) throw new Error('the agent did not listen');
-  return { socket, agent };
+  // The file appears at bind(), a moment before listen(): wait until a connection is taken.
+  for (let i = 0; i < 500; i++) {
+    const listening = await new Promise<boolean>((resolve) => {
+      const probe = net.createConnection({ path: socket }, () => resolve(true)).once('error', () => resolve(false));
+      probe.once('connect', () => probe.destroy());
+    });
+    if (listening) return { socket, agent };
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error('the agent did not listen');
 }
 
 async function connect(target: string | net.Socket): Promise<LxqAgentClient> {
@@ -218,6 +225,27 @@ describe('lxq agent on the host (real agent, --listen)', () => {
 
   test('a ping is answered', async () => {
     await client.ping(5_000);
+  });
+
+  test('a program with nothing else pending stays alive for its command (the idle connection does not hold it)', async () => {
+    const { socket } = await startAgent();
+    const script = `
+      const { LxqAgentClient } = require(${JSON.stringify(path.resolve(__dirname, '../lib/drivers/vm/lxq-agent'))});
+      const { collect, checkSpawn } = require(${JSON.stringify(path.resolve(__dirname, '../lib/instance/process'))});
+      (async () => {
+        const c = await LxqAgentClient.connect(${JSON.stringify(socket)});
+        await new Promise((r) => setTimeout(r, 100));
+        const r = await collect(await c.spawn(['sh', '-c', 'sleep 0.5; echo alive'], { env: checkSpawn(['x'], {}, {}) }), {}, 'sh');
+        process.stdout.write(r.stdout);
+      })();`;
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ['-r', path.resolve(__dirname, 'helpers/ts-register.js'), '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      child.once('error', reject);
+      child.once('close', () => resolve(text));
+    });
+    expect(out).toBe('alive\n');
   });
 });
 

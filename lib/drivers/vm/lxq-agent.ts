@@ -223,6 +223,7 @@ export class LxqAgentClient {
     this.nextChannel = this.nextChannel >= 0xffffffff ? 1 : this.nextChannel + 1;
     return new Promise<InstanceProcess>((resolve, reject) => {
       this.starting.set(channel, { resolve, reject, pty: !!opts.pty });
+      this.holdWhileActive();
       this.socket.write(frame(FrameType.Exec, channel, payload));
     });
   }
@@ -243,6 +244,16 @@ export class LxqAgentClient {
   /** A command whose exit and output ends have all arrived no longer needs its channel. */
   forget(channel: number): void {
     this.commands.delete(channel);
+    this.holdWhileActive();
+  }
+
+  /**
+   * The connection keeps Node alive while a command starts or runs (a program awaiting an exit
+   * has nothing else pending), and not while idle (a connection kept for the next command).
+   */
+  private holdWhileActive(): void {
+    if (this.active > 0) this.socket.ref();
+    else this.socket.unref();
   }
 
   private fail(reason: Error): void {
@@ -312,6 +323,7 @@ export class LxqAgentClient {
         return false;
       }
       this.synced = true;
+      this.holdWhileActive();
       this.handshake?.resolve();
       this.handshake = undefined;
       return true;
@@ -334,6 +346,7 @@ export class LxqAgentClient {
         const s = this.starting.get(channel);
         if (!s) return bad('an ERROR for no command being started');
         this.starting.delete(channel);
+        this.holdWhileActive();
         s.reject(new OperationFailed(`the lxq agent could not start the command: ${message}`, { call: 'lxq-agent:exec', errno }));
         return;
       }
