@@ -15,6 +15,8 @@ let t: TestHost;
 beforeAll(async () => {
   t = await tempHost();
   await t.host.images.ensure('busybox');
+  // The copy's own semantics are tested on the dir pool, where a snapshot is a copy of the whole tree.
+  await t.host.storage.pools.create('dir', { driver: 'dir' });
 });
 afterAll(async () => {
   await t?.dispose();
@@ -23,7 +25,7 @@ afterAll(async () => {
 const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
 
 test('a snapshot keeps ownership, modes, xattrs, capabilities, ACLs, hard links, device nodes and holes; restore brings them back', async () => {
-  const c = await t.host.create(t.name('snap'), { image: 'busybox', config: { 'user.k': 'before' } });
+  const c = await t.host.create(t.name('snap'), { image: 'busybox', config: { 'user.k': 'before' }, pool: 'dir' });
   const root = path.join(t.dir, 'instances', c.name, 'rootfs');
   sh(`cd ${root} && mkdir -p data && cd data && echo hi > f && chown 1000005:1000007 f && chmod 4750 f && setcap cap_net_raw+ep f &&
       setfacl -m u:1234:rwx f && setfattr -n user.foo -v bar f && ln f hl && mknod null c 1 3 && mkfifo fifo &&
@@ -120,8 +122,14 @@ test('an expired snapshot is pruned when the snapshots are next touched', async 
   await c.delete();
 });
 
-test('a Node process killed during a snapshot leaves no half snapshot, and the next one clears its leftovers', async () => {
-  const c = await t.host.create(t.name('kill'), { image: 'busybox' });
+// On each pool: a dir snapshot copies the whole tree (rootfs/), an overlay one the upper directory (upper/).
+const POOLS = [
+  { pool: 'dir', kept: 'rootfs' },
+  { pool: 'default', kept: 'upper' },
+];
+
+test.each(POOLS)('a Node process killed during a snapshot leaves no half snapshot, and the next one clears its leftovers ($pool pool)', async ({ pool, kept }) => {
+  const c = await t.host.create(t.name('kill'), { image: 'busybox', pool });
   // A rootfs big enough that the copy takes a while.
   const root = path.join(t.dir, 'instances', c.name, 'rootfs');
   sh(`mkdir -p ${root}/big && for i in $(seq 1 40); do head -c 8M /dev/urandom > ${root}/big/f$i; done`);
@@ -133,7 +141,7 @@ test('a Node process killed during a snapshot leaves no half snapshot, and the n
   const snaps = path.join(t.dir, 'instances', c.name, 'snapshots');
   // Kill it once the copy is under way.
   const deadline = Date.now() + 60_000;
-  while (!(existsSync(snaps) && readdirSync(snaps).some((n) => n.startsWith('.lxq-tmp-') && existsSync(path.join(snaps, n, 'rootfs'))))) {
+  while (!(existsSync(snaps) && readdirSync(snaps).some((n) => n.startsWith('.lxq-tmp-') && existsSync(path.join(snaps, n, kept))))) {
     if (Date.now() > deadline) throw new Error('the child never started copying');
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -154,8 +162,8 @@ test('a Node process killed during a snapshot leaves no half snapshot, and the n
   await again.delete();
 });
 
-test('a Node process killed during a restore leaves the container as it was, and the next Host.open clears the staged copy', async () => {
-  const c = await t.host.create(t.name('rkill'), { image: 'busybox' });
+test.each(POOLS)('a Node process killed during a restore leaves the container as it was, and the next Host.open clears the staged copy ($pool pool)', async ({ pool, kept }) => {
+  const c = await t.host.create(t.name('rkill'), { image: 'busybox', pool });
   const dir = path.join(t.dir, 'instances', c.name);
   const root = path.join(dir, 'rootfs');
   sh(`mkdir -p ${root}/big && for i in $(seq 1 40); do head -c 8M /dev/urandom > ${root}/big/f$i; done`);
@@ -168,7 +176,7 @@ test('a Node process killed during a restore leaves the container as it was, and
       .then((h) => h.get(${JSON.stringify(c.name)})).then((i) => i.snapshots.restore('big'));`;
   const child = spawn(process.execPath, ['-r', path.resolve('test/helpers/ts-register.js'), '-e', script], { stdio: 'ignore', detached: true });
   const deadline = Date.now() + 60_000;
-  while (!readdirSync(dir).some((n) => n.startsWith('.lxq-tmp-') && existsSync(path.join(dir, n, 'rootfs', 'big')))) {
+  while (!readdirSync(dir).some((n) => n.startsWith('.lxq-tmp-') && existsSync(path.join(dir, n, kept, 'big')))) {
     if (Date.now() > deadline) throw new Error('the child never started staging the restore');
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -84,7 +84,8 @@ export class OverlayPool implements PoolDriver {
     const rootfs = path.join(dir, 'rootfs');
     if (await isMountPoint(rootfs)) return;
     // Two processes opening one host may both find it unmounted: one mounts, the other sees it.
-    const lock = new FileLock(path.join(dir, '.lxq-mount.lock'), `the root of ${path.basename(dir)}`);
+    // The lock is on overlay.json (written once at create, never replaced): no file of its own is left.
+    const lock = new FileLock(path.join(dir, OVERLAY_LAYOUT), `the root of ${path.basename(dir)}`);
     try {
       await lock.hold(async () => {
         if (await isMountPoint(rootfs)) return;
@@ -106,6 +107,7 @@ export class OverlayPool implements PoolDriver {
           .catch((e) => {
             throw new OperationFailed(`cannot mount the root of ${path.basename(dir)}: ${(e as Error).message}`, { errno: (e as { errno?: number }).errno }, { cause: e });
           });
+        await fs.rmdir(stage); // the clone was detached once the overlay held it
       });
     } finally {
       await lock.close();
