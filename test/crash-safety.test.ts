@@ -256,7 +256,9 @@ test('killed during a create: no half-made instance; get, list and create agree'
   try {
     await own.images.publish(big.name, 'crash/big');
     const name = t.name('made');
-    await killDuring(`await host.create(${JSON.stringify(name)}, { image: 'crash/big' });`, isCp, images);
+    // On the dir pool, where a create copies the whole image (an overlay create copies nothing to be killed in).
+    await t.host.storage.pools.create('dir', { driver: 'dir' });
+    await killDuring(`await host.create(${JSON.stringify(name)}, { image: 'crash/big', pool: 'dir' });`, isCp, images);
     // Nothing under the name, even before the next open clears the staging directory.
     expect(existsSync(path.join(t.host.instancesDir, name))).toBe(false);
     expect(await thrown(t.host.get(name))).toBeInstanceOf(NotFound);
