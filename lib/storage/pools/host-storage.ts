@@ -39,13 +39,14 @@ export class HostStorage {
     );
   }
 
-  /** Host.open: the default pool, and the dir pool where containers made before pools exist. */
+  /** @internal Host.open: the default pool, and the dir pool where containers made before pools exist. */
   async open(): Promise<void> {
     await this.pools.ensure(DEFAULT_POOL, DEFAULT_DRIVER);
     if ((await this.records()).some((r) => r.type === 'container' && r.pool === undefined)) await this.pools.ensure(LEGACY_POOL, 'dir');
   }
 
   /**
+   * @internal
    * The pool a new instance's root goes on, from `pool` or a `root` disk device (`{ type: 'disk',
    * path: '/', pool }`, LXD's form), and the devices without that root disk. A container without
    * either goes on the default pool. Checked before anything is written: an unknown pool is
@@ -80,6 +81,7 @@ export class HostStorage {
   }
 
   /**
+   * @internal
    * An imported container's root is a whole tree (an export flattens it): it goes on the dir pool
    * (made if missing), its record naming none, whatever pool it was exported from.
    */
@@ -88,7 +90,7 @@ export class HostStorage {
     if (record.type === 'container') await this.pools.ensure(LEGACY_POOL, 'dir');
   }
 
-  /** The driver of the pool an instance's record names (none: the dir pool, as before pools). */
+  /** @internal The driver of the pool an instance's record names (none: the dir pool, as before pools). */
   driver(pool: string | undefined): Promise<PoolDriver> {
     return this.pools.driver(pool);
   }

@@ -79,6 +79,15 @@ function checkDescription(description: unknown): string {
   return description;
 }
 
+/**
+ * The host's storage pools (`host.storage.pools`): create, list, get, change and delete them.
+ *
+ * @example
+ * ```ts
+ * await host.storage.pools.create('ci', { driver: 'overlay' });
+ * for (const p of await host.storage.pools.list()) console.log(p.name, p.driver, p.usedBy);
+ * ```
+ */
 export class StoragePools {
   constructor(
     /** `<host>/storage-pools`. */
@@ -185,7 +194,7 @@ export class StoragePools {
     await fs.rm(gone, { recursive: true, force: true });
   }
 
-  /** Makes the pool `name` with `driver` if there is none of that name (Host.open: the default pool; the dir pool of older instances). */
+  /** @internal Makes the pool `name` with `driver` if there is none of that name (Host.open: the default pool; the dir pool of older instances). */
   async ensure(name: string, driver: PoolDriverName): Promise<void> {
     if (await fs.lstat(path.join(this.poolDir(name), POOL_FILE)).then(() => true, () => false)) return;
     await this.make({ format: 'lxq-storage-pool', version: 1, name, driver, description: '', config: {}, createdAt: new Date().toISOString() }).catch((e) => {
@@ -193,14 +202,14 @@ export class StoragePools {
     });
   }
 
-  /** The driver of the pool an instance's record names (none: the dir pool, as before pools). */
+  /** @internal The driver of the pool an instance's record names (none: the dir pool, as before pools). */
   async driver(pool: string | undefined): Promise<PoolDriver> {
     if (pool === undefined) return this.driverFor('dir', LEGACY_POOL);
     const stored = await this.stored(pool);
     return this.driverFor(stored.driver, pool);
   }
 
-  /** Checks that `pool` exists and can hold a root filesystem of a container (NotFound otherwise). */
+  /** @internal Checks that `pool` exists and can hold a root filesystem of a container (NotFound otherwise). */
   async checkUsable(pool: string): Promise<void> {
     await this.stored(pool);
   }

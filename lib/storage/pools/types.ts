@@ -5,7 +5,16 @@
  * and is handed the directories it needs.
  */
 
-/** The pool drivers of this version. */
+/**
+ * The pool drivers of this version: `dir` (a full copy of the image per container) and `overlay`
+ * (the image kept once, each container's changes in an upper layer).
+ *
+ * @example
+ * ```ts
+ * const driver: PoolDriverName = 'overlay';
+ * await host.storage.pools.create('fast', { driver });
+ * ```
+ */
 export type PoolDriverName = 'dir' | 'overlay';
 
 /**
