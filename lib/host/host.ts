@@ -30,10 +30,14 @@ import type { CopyOptions } from '../storage/types';
 import { optionKeys } from '../core/keys';
 import { readJson } from '../core/fs';
 import { refuseUnknownKeys } from '../core/keys';
-import { VmInstance, vmMainPid } from '../drivers/vm/vm';
+import type { VmInstance } from '../drivers/vm/vm';
 import { type EventsOptions, type LifecycleEvent, LifecycleHub } from '../events/lifecycle';
 import { sys } from '../native/sys';
 import { BaseInstance } from '../instance/base';
+
+/** The VM driver (QEMU, QMP, the guest agent), loaded on first use: a host of containers never loads it. */
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
+const vmDriver = (): typeof import('../drivers/vm/vm') => require('../drivers/vm/vm');
 
 /**
  * Where a host keeps its state and images.
@@ -119,7 +123,7 @@ export class Host implements InstanceHost {
     this.lifecycle = new LifecycleHub(this.path, {
       instances: async () => Promise.all((await this.list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status() }))),
       statusOf: (name) => this.get(name).then((i) => i.status(), (e) => (e instanceof NotFound ? undefined : Promise.reject(e))),
-      mainPid: (name, type) => (type === 'container' ? containerMainPid(this.instancesDir, name) : vmMainPid(this.instancesDir, name)),
+      mainPid: (name, type) => (type === 'container' ? containerMainPid(this.instancesDir, name) : vmDriver().vmMainPid(this.instancesDir, name)),
       idle: (name) => {
         const i = this.instances.get(name);
         return i instanceof BaseInstance ? i.idle : Promise.resolve();
@@ -192,7 +196,7 @@ export class Host implements InstanceHost {
 
   /**
    * The image store (lib/images), loaded on first use: a program (an `lxq` command) that only
-   * finds and drives instances never loads the image builders, a third of lxq's code.
+   * finds and drives instances never loads the image builders.
    */
   get images(): ImageStore {
     if (!this.imageStore) {
@@ -277,7 +281,7 @@ export class Host implements InstanceHost {
     const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString(), ...(root.pool ? { pool: root.pool } : {}) };
     const made =
       type === 'vm'
-        ? VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image)
+        ? vmDriver().VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image)
         : ContainerInstance.create(this.containerContext(), dir, record, { name: image.name, rootfs: path.join(image.dir, 'rootfs'), meta: image.meta as unknown as ContainerImageMeta });
     const instance = await made.catch((e) => {
       if (e.code === 'EEXIST' && e.path === dir) throw new AlreadyExists(`an instance named "${name}" already exists`);
@@ -459,7 +463,7 @@ export class Host implements InstanceHost {
     const instance = this.open(dir, record);
     if (await hasFreezeMark(dir)) await (instance as BaseInstance).thawOrphaned();
     // A VM started by an earlier process: reconnect to its QEMU now, so that its events flow.
-    if (instance instanceof VmInstance) await instance.status();
+    if (record.type === 'vm') await instance.status();
     // A running instance's proxies are served by the process that holds it.
     await (instance as ContainerInstance | VmInstance).resumeProxies();
     this.track(instance);
@@ -483,7 +487,7 @@ export class Host implements InstanceHost {
   }
 
   private open(dir: string, record: InstanceRecord): Instance {
-    if (record.type === 'vm') return VmInstance.open({ hostDir: this.path, networks: this.networks }, dir, record);
+    if (record.type === 'vm') return vmDriver().VmInstance.open({ hostDir: this.path, networks: this.networks }, dir, record);
     return ContainerInstance.open(this.containerContext(), dir, record, record.imageMeta as unknown as ContainerImageMeta);
   }
 }
