@@ -8,6 +8,7 @@
 export { Host, DEFAULT_HOST_PATH } from './host/host';
 export type { HostOptions, ImportOptions, LaunchOptions } from './host/host';
 export type { ImportTrust } from './instance/foreign';
+export type { InstanceHost } from './instance/host';
 
 // The instance contract, shared by containers, VMs and LXD's instances.
 export type {
@@ -50,6 +51,11 @@ export type {
   SnapshotRenamedEvent,
   CopyOptions,
 } from './storage/types';
+
+// Storage pools.
+export type { HostStorage } from './storage/pools/host-storage';
+export type { StoragePools, StoragePoolUpdate } from './storage/pools/pools';
+export type { PoolDriverName, RootDiskDevice, StoragePoolCreateOptions, StoragePoolInfo } from './storage/pools/types';
 
 // Images.
 export type { ImageStore } from './images/store';
