@@ -51,11 +51,15 @@ let full: string;
 let bare: string;
 let bareInstall: Run;
 
-/** An empty project: a package.json that lets lxq's install script build its addon (npm 11 asks for that), nothing else. */
+/**
+ * An empty project: a package.json that lets lxq's install script build its addon (npm 11 asks
+ * for that, as `npm install-scripts approve` records it: a tarball by its file: spec), nothing else.
+ */
 function emptyProject(name: string): string {
   const dir = path.join(tmp, name);
   mkdirSync(dir);
-  writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: `lxq-consumer-${name}`, version: '1.0.0', private: true, allowScripts: { lxq: true } }, null, 2));
+  const allowScripts = { [`file:${tarball}`]: true };
+  writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: `lxq-consumer-${name}`, version: '1.0.0', private: true, allowScripts }, null, 2));
   return dir;
 }
 
@@ -85,6 +89,7 @@ beforeAll(async () => {
   const consumerTools = [`typescript@${installedVersion('typescript')}`, `@types/node@${installedVersion('@types/node')}`];
   const [fullInstall, withoutLiblxc] = await Promise.all([install(full, consumerTools, {}), install(bare, [], { LXQ_WITHOUT_LIBLXC: '1' })]);
   succeeded(fullInstall, 'npm install (with liblxc)');
+  expect(fullInstall.stdout + fullInstall.stderr).not.toContain('not yet covered by allowScripts');
   bareInstall = withoutLiblxc;
 }, 1_200_000);
 
@@ -97,7 +102,7 @@ test('the tarball holds the built library with its types, the addon\'s sources, 
     expect(packed).toContain(f);
   }
   expect(packed.filter((f) => /^(test|bench|examples|dist\/(test|bench|examples))\//.test(f) || f.startsWith('build/'))).toEqual([]);
-  // A file of dist/lib without its source would be a leftover of a removed module, shipped.
+  // A file of dist/lib without its source would be a removed module's leftover, shipped (prepack builds dist/lib afresh).
   const stale = packed.filter((f) => /^dist\/lib\/.*\.js$/.test(f)).filter((f) => !existsSync(path.join(ROOT, f.replace(/^dist\//, '').replace(/\.js$/, '.ts'))));
   expect(stale).toEqual([]);
 });
