@@ -1,6 +1,6 @@
 /**
  * `lxq --remote WHERE …`: where the LXD server is and how to reach it. Its instances are
- * `Instance`s, driven by the same commands as local ones (see context.ts for which).
+ * `Instance`s, driven by the same commands as local ones (commands/index.ts says which).
  */
 import { promises as fs } from 'node:fs';
 
