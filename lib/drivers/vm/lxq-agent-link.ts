@@ -20,6 +20,8 @@ import type { InstanceProcess } from '../../instance/process';
 import { LxqAgentClient, LxqAgentLost, type LxqAgentSpawnOptions } from './lxq-agent';
 
 const IDLE_MS = 1_000;
+/** One connection's wait for the agent's HELLO before a new connection is tried. */
+const ATTEMPT_MS = 3_000;
 const PING_EVERY_MS = 1_000;
 /** Long enough for a guest under heavy load to answer a ping (a guest at load 20 under TCG took seconds). */
 const SILENT_MS = 10_000;
@@ -55,8 +57,10 @@ export class LxqAgentLink {
       try {
         const socket = net.createConnection({ path: this.socketPath });
         socket.unref(); // the agent's connection never keeps Node alive
-        // QEMU accepts at once; the answer comes when the guest's agent reads the HELLO.
-        const client = await LxqAgentClient.connect(socket, { timeout: Math.max(1, deadline - Date.now()) });
+        // QEMU accepts at once; the answer comes when the guest's agent reads the HELLO. Tried
+        // again on a new connection after a while: a debian/12 guest sometimes never saw the
+        // HELLO of a connection made soon after another closed (see the report in #25).
+        const client = await LxqAgentClient.connect(socket, { timeout: Math.max(1, Math.min(ATTEMPT_MS, deadline - Date.now())) });
         this.client = client;
         client.onClose(() => {
           if (this.client !== client) return;
