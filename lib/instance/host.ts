@@ -1,9 +1,10 @@
 /**
  * What any host of instances does, this machine's (`Host`, lib/host) or an LXD server's
- * (`RemoteHost`, lib/drivers/remote): find, make and copy instances.
+ * (`RemoteHost`, lib/drivers/remote): find, make and copy instances, follow their lifecycle.
  * Code written against it (the `lxq` command line) drives either one. It lives in the contract
  * room because a driver may not import lib/host.
  */
+import type { EventsOptions, LifecycleEvent, LifecycleIterator } from '../events/lifecycle';
 import type { CopyOptions } from '../storage/types';
 import type { CreateOptions, Instance, StartOptions } from './instance';
 
@@ -27,6 +28,13 @@ export interface InstanceHost {
   launch(image: string, name: string, options?: Omit<CreateOptions, 'image'> & StartOptions): Promise<Instance>;
   /** A copy of `source` (its snapshots too unless `instanceOnly`), or of one `snapshot` of it, with `config` set over the source's. */
   copy(source: string, target: string, options?: Pick<CopyOptions, 'snapshot' | 'instanceOnly' | 'config'>): Promise<Instance>;
+  /** Lifecycle events of every instance, this process's changes and others', from the moment it returns. */
+  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;
+  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;
+  /** Resolves once the events are followed (the journal or the events websocket). */
+  ready(): Promise<void>;
+  /** The lifecycle events as an async iterator, ended by `signal`. */
+  events(options?: EventsOptions): LifecycleIterator;
   /** Stops following events and lets the process exit. */
   close(): void | Promise<void>;
 }
