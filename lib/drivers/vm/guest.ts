@@ -1,21 +1,33 @@
 /**
- * What a VM asks of its guest, through the guest agent: commands run to completion (mounting a
- * share), the guest's interfaces and OS for `state()`, a power-off, an exec's stdin read whole.
+ * A VM's guest, as the host reaches it: through QEMU's guest agent (qemu-ga: files, the guest's
+ * interfaces and OS, a power-off, commands where the image has no lxq agent) and lxq's own agent
+ * (exec, spawn and terminals where the image has it), the shares mounted after each start.
  */
-import { InvalidArgument, OperationFailed } from '../../core/errors';
+import { InvalidArgument, NotSupported, OperationFailed } from '../../core/errors';
 import type { Devices, DeviceConfig } from '../../devices/declarations';
 import { type ProbeEnv, readSources } from '../../devices/validate';
-import type { NetworkInterface } from '../../instance/instance';
-import { collect, type ExecOptions } from '../../instance/process';
-import type { GuestAgent } from './agent';
-import { agentSpawn } from './agent-exec';
+import type { InstanceFiles } from '../../instance/files';
+import type { InstanceStatus, NetworkInterface } from '../../instance/instance';
+import { checkPty, collect, type ExecOptions, type ExecResult, type InstanceProcess, type SpawnOptions } from '../../instance/process';
+import type { QmpEvent } from '../../qmp';
+import { GuestAgent } from './agent';
+import { agentSpawn, checkAgentSpawn } from './agent-exec';
+import { AgentFiles } from './agent-files';
 import { guestMountCommand, vmDeviceKind } from './devices';
+import { LxqAgentLink } from './lxq-agent-link';
+import type { VmFile } from './paths';
+import { LXQ_AGENT_DEVICE_ID } from './qemu-args';
 import type { VmState } from './vm';
 
 /** How long state() waits for the guest agent (it never fails because the agent is down). */
 const STATE_AGENT_MS = 300;
 /** How long plugging a share waits for the guest agent to mount it. */
 const AGENT_SETUP_MS = 60_000;
+/**
+ * How long exec and spawn wait for the lxq agent of a running VM (a guest still booting), so
+ * that `await vm.start(); await vm.exec(…)` works as it does for a container.
+ */
+const AGENT_WAIT_MS = 60_000;
 
 /** One interface as guest-network-get-interfaces reports it. */
 interface GuestInterface {
@@ -93,5 +105,116 @@ export async function guestInfo(agent: GuestAgent): Promise<{ interfaces: Networ
     return { interfaces, os };
   } catch {
     return undefined;
+  }
+}
+
+/** What the guest side needs of its VM. */
+export interface GuestHooks {
+  /** The path of one of the VM's files (its directory changes when it is renamed). */
+  file(which: VmFile): string;
+  name(): string;
+  /** Whether the VM's image runs the lxq agent (images built before it came run qemu-ga only). */
+  hasLxqAgent(): boolean;
+  status(): Promise<InstanceStatus>;
+  /** InvalidState unless the VM is in one of `states` (BaseInstance's require). */
+  require(action: string, states: InstanceStatus[]): Promise<unknown>;
+}
+
+export class VmGuest {
+  /** The guest agent: one connection per VM, made on first need, made again after a restart. */
+  agent: GuestAgent;
+  /** lxq's own agent, when the image has it: exec, spawn and terminals. */
+  private lxqAgent: LxqAgentLink;
+  /** Files, through the guest agent. */
+  files: InstanceFiles;
+  /** The shares being mounted by the guest agent after the last start (exec and files wait for it). */
+  private setup: Promise<void> = Promise.resolve();
+
+  constructor(private readonly vm: GuestHooks) {
+    this.agent = this.connectAgent();
+    this.lxqAgent = new LxqAgentLink(vm.file('lxqAgent'), vm.name());
+    this.files = this.agentFiles();
+  }
+
+  private connectAgent(): GuestAgent {
+    return new GuestAgent(this.vm.file('qga'), this.vm.name());
+  }
+
+  private agentFiles(): InstanceFiles {
+    return new AgentFiles(this.agent, async () => {
+      if ((await this.vm.status()) === 'stopped') {
+        throw new NotSupported(`file access in a stopped vm is not supported: it goes through the guest agent, which runs only while ${this.vm.name()} runs; start it first`);
+      }
+      await this.vm.require('access files in', ['running']);
+      await this.setup;
+    });
+  }
+
+  /** The agents' sockets are in the VM's directory, which a rename moved: new connections there. */
+  renamed(): void {
+    this.agent = this.connectAgent();
+    this.lxqAgent.close();
+    this.lxqAgent = new LxqAgentLink(this.vm.file('lxqAgent'), this.vm.name());
+    this.files = this.agentFiles();
+  }
+
+  close(): void {
+    this.agent.close();
+    this.lxqAgent.close();
+  }
+
+  /** After a start: the guest agent mounts the shares; exec and files wait for it (not the start). */
+  started(devices: Devices, probeEnv: ProbeEnv): void {
+    this.setup = mountShares(this.agent, devices, probeEnv, this.vm.name()).catch(() => undefined);
+  }
+
+  /** An event of the VM's monitor: the guest closed the lxq agent's port (its agent died or restarts), its commands are lost. */
+  monitorEvent(e: QmpEvent): void {
+    const data = e.data as { id?: string; open?: boolean } | undefined;
+    if (e.event === 'VSERPORT_CHANGE' && data?.id === LXQ_AGENT_DEVICE_ID && data.open === false) this.lxqAgent.portClosed();
+  }
+
+  /** Resolves when the agent exec goes through answers; OperationFailed after `timeoutMs`. */
+  async waitForAgent(timeoutMs: number): Promise<void> {
+    if (this.vm.hasLxqAgent()) await this.lxqAgent.connect(timeoutMs);
+    else await this.agent.wait(timeoutMs);
+  }
+
+  /**
+   * Runs the command through the lxq agent (as a container's exec), or through qemu-ga, where
+   * `stdin` is read to its end and given up front. `env` is the whole environment (checkSpawn's).
+   */
+  async exec(argv: string[], env: string[], options: ExecOptions): Promise<ExecResult> {
+    const what = `${JSON.stringify(argv[0])} in ${this.vm.name()}`;
+    if (this.vm.hasLxqAgent()) return collect(await this.lxqSpawn(argv, env, options), options, what);
+    checkAgentSpawn(options);
+    const input = await readInput(options.stdin);
+    await this.ready();
+    const proc = await agentSpawn(this.agent, argv, env, options.cwd, input);
+    return collect(proc, { ...options, stdin: undefined }, what);
+  }
+
+  /**
+   * A process through the lxq agent, or through qemu-ga: then its stdin is empty (see
+   * agent-exec.ts) and its output comes at its exit.
+   */
+  async spawn(argv: string[], env: string[], options: SpawnOptions): Promise<InstanceProcess> {
+    if (this.vm.hasLxqAgent()) return this.lxqSpawn(argv, env, options);
+    checkAgentSpawn(options);
+    await this.ready();
+    return agentSpawn(this.agent, argv, env, options.cwd, undefined);
+  }
+
+  /** Starts a command through the lxq agent, once the VM runs and its shares are mounted. */
+  private async lxqSpawn(argv: string[], env: string[], options: SpawnOptions): Promise<InstanceProcess> {
+    const pty = checkPty(options.pty);
+    await this.ready();
+    return this.lxqAgent.spawn(argv, { env, cwd: options.cwd, user: options.user, group: options.group, pty }, AGENT_WAIT_MS);
+  }
+
+  /** A command may run: the VM runs and the shares of its last start are mounted. */
+  private async ready(): Promise<void> {
+    await this.vm.require('run a command in', ['running']);
+    await this.setup;
   }
 }

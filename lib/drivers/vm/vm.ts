@@ -22,22 +22,17 @@ import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } fro
 import type { ConsoleEndpoint } from '../../instance/console';
 import type { InstanceFiles } from '../../instance/files';
 import { type DeviceState, type Instance, type InstanceRecord, type InstanceState, type InstanceStatus, reportedAddresses } from '../../instance/instance';
-import { checkExecOptions, checkPty, checkSpawn, collect, type ExecOptions, type ExecResult, instanceEnvironment, type InstanceProcess, type SpawnOptions } from '../../instance/process';
+import { checkExecOptions, checkSpawn, type ExecOptions, type ExecResult, instanceEnvironment, type InstanceProcess, type SpawnOptions } from '../../instance/process';
 import { connectedDatagram } from '../../network/datagram';
 import type { Networks } from '../../network/networks';
 import type { DatagramEndpoint, StreamEndpoint } from '../../network/proxy';
 import type { QmpClient } from '../../qmp';
 import { newMachineId } from '../../storage/move';
 import { type Accel, chooseAccel, recordKvmFailure } from './accel';
-import { GuestAgent } from './agent';
-import { agentSpawn, checkAgentSpawn } from './agent-exec';
-import { AgentFiles } from './agent-files';
 import { prepareVmDevice, qemuDeviceId, qemuNodeName, releaseHostParts } from './devices';
-import { askGuestShutdown, guestInfo, mountShares, readInput } from './guest';
+import { askGuestShutdown, guestInfo, VmGuest } from './guest';
 import { HotPlug } from './hotplug';
 import { launchSettings, type LaunchSettings, loadImage, qemuCommandLine } from './launch';
-import { LXQ_AGENT_DEVICE_ID } from './qemu-args';
-import { LxqAgentLink } from './lxq-agent-link';
 import { VmMonitor } from './monitor';
 import { checkSocketPaths, type VmFile, vmFile } from './paths';
 import { endQemu, isQemuOf, livePid, logTail, QEMU, qemuUsage, QUIT_GRACE_MS, spawnQemu, waitForExit, watchBoot } from './process';
@@ -99,12 +94,6 @@ export interface VirtualMachine extends Instance {
   state(): Promise<VmState>;
 }
 
-/**
- * How long exec and spawn wait for the lxq agent of a running VM (a guest still booting), so
- * that `await vm.start(); await vm.exec(…)` works as it does for a container.
- */
-const AGENT_WAIT_MS = 60_000;
-
 /** How often the power button is pressed again while a guest does not act on it. */
 const POWER_BUTTON_REPEAT_MS = 500;
 
@@ -119,26 +108,22 @@ const POWER_BUTTON_REPEAT_MS = 500;
  * ```
  */
 export class VmInstance extends BaseInstance implements VirtualMachine {
-  files: InstanceFiles;
   protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.monitor.forChange(), record: () => this.record });
-  /** The guest agent: one connection per VM, made on first need, made again after a restart. */
-  private agent: GuestAgent;
-  /** lxq's own agent, when the image has it (see hasLxqAgent): exec, spawn and terminals. */
-  private lxqAgent: LxqAgentLink;
+  private readonly guest = new VmGuest({
+    file: (which) => this.file(which),
+    name: () => this.name,
+    hasLxqAgent: () => this.hasLxqAgent,
+    status: () => this.status(),
+    require: (action, states) => this.require(action, states),
+  });
   private readonly monitor = new VmMonitor({
     file: (which) => this.file(which),
     name: () => this.name,
     // After the operation in progress, if any: it reports its own transitions.
     changed: () => void this.serialized(() => this.status()).catch(() => undefined),
-    // The guest closed the lxq agent's port: its agent died or restarts, its commands are lost.
-    event: (e) => {
-      const data = e.data as { id?: string; open?: boolean } | undefined;
-      if (e.event === 'VSERPORT_CHANGE' && data?.id === LXQ_AGENT_DEVICE_ID && data.open === false) this.lxqAgent.portClosed();
-    },
+    event: (e) => this.guest.monitorEvent(e),
   });
-  private readonly hotplug = new HotPlug({ monitor: this.monitor, dir: () => this.dir, name: () => this.name, agent: () => this.agent });
-  /** The shares being mounted by the guest agent after the last start (exec and files wait for it). */
-  private guestSetup: Promise<void> = Promise.resolve();
+  private readonly hotplug = new HotPlug({ monitor: this.monitor, dir: () => this.dir, name: () => this.name, agent: () => this.guest.agent });
   /** Set while this process launches QEMU: the pidfile and monitor are not there yet. */
   private launching = false;
 
@@ -148,28 +133,16 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     record: InstanceRecord,
   ) {
     super(dir, record);
-    this.agent = this.connectAgent();
-    this.lxqAgent = new LxqAgentLink(this.file('lxqAgent'), this.name);
-    this.files = this.agentFiles();
+  }
+
+  /** Files, through the guest agent (see agent-files.ts). */
+  get files(): InstanceFiles {
+    return this.guest.files;
   }
 
   /** Whether the VM's image runs the lxq agent (images built before it came run qemu-ga only). */
   private get hasLxqAgent(): boolean {
     return typeof this.record.imageMeta.lxqAgentPortName === 'string';
-  }
-
-  private connectAgent(): GuestAgent {
-    return new GuestAgent(this.file('qga'), this.name);
-  }
-
-  private agentFiles(): InstanceFiles {
-    return new AgentFiles(this.agent, async () => {
-      if ((await this.status()) === 'stopped') {
-        throw new NotSupported(`file access in a stopped vm is not supported: it goes through the guest agent, which runs only while ${this.name} runs; start it first`);
-      }
-      await this.require('access files in', ['running']);
-      await this.guestSetup;
-    });
   }
 
   /** An existing VM, from its record. Call `status()` to reconnect to its QEMU if it runs. */
@@ -283,7 +256,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       this.launching = false;
     }
     // Not awaited: start() resolves once QEMU runs; exec and files wait for the shares.
-    this.guestSetup = mountShares(this.agent, this.devices, this.probeEnv, this.name).catch(() => undefined);
+    this.guest.started(this.devices, this.probeEnv);
   }
 
   /**
@@ -332,7 +305,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     };
     // Both ways at once (a guest may ignore the power button): the agent, asked once, and the
     // power button, pressed again until the stop's timeout.
-    askGuestShutdown(this.agent, timeoutMs);
+    askGuestShutdown(this.guest.agent, timeoutMs);
     for (;;) {
       // QEMU may exit before its reply is read: the process is what tells.
       await this.monitor.command('system_powerdown').catch(() => undefined);
@@ -360,16 +333,12 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
 
   /** The agent's socket is in the VM's directory; every other path is derived from it at each start. */
   protected async renamed(): Promise<void> {
-    this.agent = this.connectAgent();
-    this.lxqAgent.close();
-    this.lxqAgent = new LxqAgentLink(this.file('lxqAgent'), this.name);
-    this.files = this.agentFiles();
+    this.guest.renamed();
   }
 
   protected async doDelete(): Promise<void> {
     this.monitor.drop();
-    this.agent.close();
-    this.lxqAgent.close();
+    this.guest.close();
     await releaseHostParts(this.dir, this.devices);
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
@@ -403,7 +372,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       qemuUsage(pid),
       this.monitor.command('query-cpus-fast').catch(() => []),
       this.monitor.command('query-memory-size-summary').catch(() => undefined),
-      status === 'running' ? guestInfo(this.agent) : undefined,
+      status === 'running' ? guestInfo(this.guest.agent) : undefined,
     ]);
     return {
       status,
@@ -435,8 +404,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   async waitForAgent(timeoutMs = 60_000): Promise<void> {
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new InvalidArgument(`timeout must be a positive number of ms, got ${timeoutMs}`);
     await this.require('wait for the guest agent of', ['running', 'starting']);
-    if (this.hasLxqAgent) await this.lxqAgent.connect(timeoutMs);
-    else await this.agent.wait(timeoutMs);
+    await this.guest.waitForAgent(timeoutMs);
   }
 
   /**
@@ -447,33 +415,12 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     options ??= {};
     checkExecOptions(options);
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
-    if (this.hasLxqAgent) return collect(await this.lxqSpawn(argv, env, options), options, `${JSON.stringify(argv[0])} in ${this.name}`);
-    checkAgentSpawn(options);
-    const input = await readInput(options.stdin);
-    await this.require('run a command in', ['running']);
-    await this.guestSetup;
-    const proc = await agentSpawn(this.agent, argv, env, options.cwd, input);
-    return collect(proc, { ...options, stdin: undefined }, `${JSON.stringify(argv[0])} in ${this.name}`);
+    return this.guest.exec(argv, env, options);
   }
 
-  /**
-   * A process through the lxq agent, or through qemu-ga: then its stdin is empty (see
-   * agent-exec.ts) and its output comes at its exit.
-   */
+  /** A process through the lxq agent, or through qemu-ga (its stdin empty, its output at its exit: see agent-exec.ts). */
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
     const env = checkSpawn(argv, options, instanceEnvironment(this.config));
-    if (this.hasLxqAgent) return this.lxqSpawn(argv, env, options);
-    checkAgentSpawn(options);
-    await this.require('run a command in', ['running']);
-    await this.guestSetup;
-    return agentSpawn(this.agent, argv, env, options.cwd, undefined);
-  }
-
-  /** Starts a command through the lxq agent, once the VM runs and its shares are mounted. */
-  private async lxqSpawn(argv: string[], env: string[], options: SpawnOptions): Promise<InstanceProcess> {
-    const pty = checkPty(options.pty);
-    await this.require('run a command in', ['running']);
-    await this.guestSetup;
-    return this.lxqAgent.spawn(argv, { env, cwd: options.cwd, user: options.user, group: options.group, pty }, AGENT_WAIT_MS);
+    return this.guest.spawn(argv, env, options);
   }
 }
