@@ -138,7 +138,10 @@ export class VmMonitor {
     for (;;) {
       try {
         if (exitReason() !== undefined) throw new Error('QEMU exited');
-        this.attach(await openMonitor(this.vm.file('qmp')));
+        // A QEMU this process just spawned has no client yet, so the short greeting bound (which
+        // tells a held monitor) does not apply: under load (28 on 2 cores) a new QEMU's
+        // qmp_capabilities reply took over 3 s.
+        this.attach(await openMonitor(this.vm.file('qmp'), QMP_TIMEOUT_MS));
         return;
       } catch (e) {
         const code = (e as { code?: string }).code;
