@@ -135,9 +135,10 @@ describe('VM lifecycle', () => {
     expect(r.stdout.toString()).toMatch(/^\d+\.\d+/);
     await vm.files.write('/tmp/x', 'y');
     expect((await vm.files.read('/tmp/x')).toString()).toBe('y');
-    // Where the agent cannot do what a container does: a typed refusal naming the condition.
-    await expect(vm.exec(['id'], { user: 1000 })).rejects.toThrow(NotSupported);
-    await expect(vm.exec(['sh'], { pty: true })).rejects.toThrow(/not supported in a vm/);
+    // Through the lxq agent of the image: another user and a terminal, as in a container.
+    expect((await vm.state()).agent).toBe('lxq-agent');
+    expect((await vm.exec(['id', '-u'], { user: 1000 })).stdout.toString()).toBe('1000\n');
+    expect((await vm.exec(['sh', '-c', '[ -t 0 ] && echo tty'], { pty: true })).stdout.toString()).toBe('tty\r\n');
     const guest = await vm.state();
     expect(guest.os?.kernelRelease).toBe(r.stdout.toString().trim());
     expect(guest.network.addresses).not.toContain('127.0.0.1');
