@@ -15,6 +15,14 @@ export default tseslint.config(
     },
   },
   {
+    // The house's sizes (README, "Layout"): a file of the library is read whole, a function at a glance.
+    files: ['lib/**/*.ts'],
+    rules: {
+      'max-lines': ['error', { max: 500 }],
+      'max-lines-per-function': ['error', { max: 80, skipBlankLines: true, skipComments: true }],
+    },
+  },
+  {
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: {
       // Tests and benchmarks read JSON from tools and protocols whose shapes they then assert.

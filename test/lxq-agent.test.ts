@@ -13,7 +13,8 @@ import * as path from 'node:path';
 
 import { InvalidState, Timeout } from '../lib/core/errors';
 import { VmInstance } from '../lib/drivers/vm/vm';
-import { LxqAgentClient, LxqAgentLost, LxqAgentProtocolError } from '../lib/drivers/vm/lxq-agent';
+import { LxqAgentClient } from '../lib/drivers/vm/lxq-agent';
+import { LxqAgentLost, LxqAgentProtocolError } from '../lib/drivers/vm/lxq-agent-protocol';
 import { buildLxqAgent } from '../lib/images/lxq-agent-binary';
 import { checkSpawn, collect, InstanceProcess } from '../lib/instance/process';
 import { tempHost, TestHost } from './helpers/host';

@@ -17,7 +17,8 @@ import * as net from 'node:net';
 
 import { InvalidState } from '../../core/errors';
 import type { InstanceProcess } from '../../instance/process';
-import { LxqAgentClient, LxqAgentLost, type LxqAgentSpawnOptions } from './lxq-agent';
+import { LxqAgentClient } from './lxq-agent';
+import { LxqAgentLost, type LxqAgentSpawnOptions } from './lxq-agent-protocol';
 
 const IDLE_MS = 1_000;
 /** One connection's wait for the agent's HELLO before a new connection is tried. */

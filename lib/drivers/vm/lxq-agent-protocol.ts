@@ -1,0 +1,89 @@
+/**
+ * The wire format of lxq's guest agent, as native/agent/PROTOCOL.md writes it down: frame types,
+ * sizes, the HELLO, and the errors a connection ends with. lxq-agent.ts speaks it.
+ */
+import { OperationFailed } from '../../core/errors';
+
+export const VERSION = 1;
+export const HEADER = 12;
+export const MAGIC = Buffer.from('LXQAGENT');
+/** What this side accepts whatever the agent says: its own maximum (PROTOCOL.md). */
+export const MAX_PAYLOAD = 256 * 1024;
+export const MAX_DATA = 32 * 1024;
+export const AGENT_HELLO_SIZE = 28;
+/** Each output stream's buffer before its consumer is asked to slow down. */
+export const STREAM_HIGH_WATER = 64 * 1024;
+
+export enum FrameType {
+  Hello = 1,
+  Ping = 2,
+  Pong = 3,
+  Error = 4,
+  Exec = 16,
+  Started = 17,
+  Stdin = 18,
+  Stdout = 19,
+  Stderr = 20,
+  Ack = 21,
+  Signal = 22,
+  Resize = 23,
+  Exit = 24,
+}
+
+export enum StreamId {
+  Stdin = 0,
+  Stdout = 1,
+  Stderr = 2,
+}
+
+/**
+ * The agent sent something the protocol does not allow (a frame over the maximum size, of an
+ * unknown type or the wrong size, output past its window); the connection was closed.
+ *
+ * @example
+ * ```ts
+ * await p.exit.catch((err) => err instanceof LxqAgentProtocolError);
+ * ```
+ */
+export class LxqAgentProtocolError extends OperationFailed {
+  constructor(message: string) {
+    super(`lxq agent protocol error: ${message}`, { call: 'lxq-agent' });
+  }
+}
+
+/**
+ * The agent went away (its connection closed, or the guest closed its port) while a command
+ * was starting or running.
+ *
+ * @example
+ * ```ts
+ * await p.exit.catch((err) => err instanceof LxqAgentLost);
+ * ```
+ */
+export class LxqAgentLost extends OperationFailed {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, { call: 'lxq-agent' }, options);
+  }
+}
+
+/** What a command is started with; `env` is the whole environment as "K=V" (see checkSpawn). */
+export interface LxqAgentSpawnOptions {
+  env: string[];
+  cwd?: string;
+  user?: number;
+  group?: number;
+  /** A terminal of this size; none when null or absent. */
+  pty?: { cols: number; rows: number } | null;
+}
+
+export function frame(type: FrameType, channel: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const header = Buffer.alloc(HEADER);
+  header.writeUInt32BE(payload.length, 0);
+  header.writeUInt32BE(channel, 4);
+  header.writeUInt8(type, 8);
+  return Buffer.concat([header, payload]);
+}
+
+/** The first 20 bytes of the agent's HELLO: its header and the magic. */
+export const AGENT_HELLO_PREFIX = Buffer.concat([frame(FrameType.Hello, 0).subarray(0, HEADER), MAGIC]);
+AGENT_HELLO_PREFIX.writeUInt32BE(AGENT_HELLO_SIZE, 0);
