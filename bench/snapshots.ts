@@ -37,6 +37,9 @@ const p50 = (xs: number[]) => (xs.length ? stats(xs).p50 : NaN);
 const fmt = (x: number) => (Number.isNaN(x) ? 'n/a' : x.toFixed(1));
 const ratio = (peer: number, lxq: number) => (Number.isNaN(peer) ? 'n/a' : (peer / lxq).toFixed(2));
 
+/** The pool of lxc-snapshot's containers. */
+const DIR_POOL = 'bench-dir';
+
 async function containers(host: Host, dir: string, lxd: LxdStoragePeer | undefined): Promise<void> {
   const lxc = (args: string[]) => execFileSync('lxc-snapshot', ['-P', host.instancesDir, ...args], { stdio: 'ignore' });
   console.log('\n| rootfs | op | lxq p50 ms | lxc-snapshot p50 ms | LXD dir p50 ms | ratio lxc/lxq | ratio LXD/lxq |');
@@ -46,9 +49,11 @@ async function containers(host: Host, dir: string, lxd: LxdStoragePeer | undefin
     await host.images.ensure(image);
     const name = `bench-${image.replace('/', '-')}-${extra}`;
     const c = await host.create(name, { image });
-    // lxc-snapshot gets a container of its own, made the same way: its restore destroys the
-    // container's directory and clones it back from the snapshot, lxq's record not included.
-    const forLxc = await host.create(`${name}-lxc`, { image });
+    // lxc-snapshot gets a container of its own, on a dir pool (a plain directory is what its
+    // rsync backend copies; an overlay root is a mount it cannot restore into): its restore
+    // destroys the container's directory and clones it back from the snapshot, lxq's record not included.
+    if (!(await host.storage.pools.list()).some((p) => p.name === DIR_POOL)) await host.storage.pools.create(DIR_POOL, { driver: 'dir' });
+    const forLxc = await host.create(`${name}-lxc`, { image, pool: DIR_POOL });
     const fill = (root: string) => execFileSync('sh', ['-c', `mkdir "${root}/big" && for i in $(seq 1 ${extra / 8}); do head -c 8M /dev/urandom > "${root}/big/f$i"; done`]);
     if (extra) for (const i of [c, forLxc]) fill(path.join(host.instancesDir, i.name, 'rootfs'));
     if (lxd) {
@@ -71,7 +76,7 @@ async function containers(host: Host, dir: string, lxd: LxdStoragePeer | undefin
         await lxd.deleteSnapshot(name, `s${i}`);
       }
     }
-    const label = `${image}${extra ? ` + ${extra} MiB` : ''} (${(Number(execFileSync('du', ['-s', '-B1', path.join(host.instancesDir, c.name, 'rootfs')], { encoding: 'utf8' }).split('\t')[0]) / 2 ** 20).toFixed(0)} MiB)`;
+    const label = `${image}${extra ? ` + ${extra} MiB` : ''}, lxq on its default pool (${(Number(execFileSync('du', ['-s', '-B1', path.join(host.instancesDir, c.name, 'rootfs')], { encoding: 'utf8' }).split('\t')[0]) / 2 ** 20).toFixed(0)} MiB)`;
     for (const op of ['Create', 'Restore']) {
       const a = p50(r[`lxq${op}`]);
       const b = p50(r[`lxc${op}`]);
