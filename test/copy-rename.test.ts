@@ -170,7 +170,9 @@ test('a Node process killed during a copy leaves no instance, and the next Host.
   const instances = path.join(t.dir, 'instances');
   const staged = () => readdirSync(instances).filter((n) => n.startsWith('.lxq-tmp-'));
   const deadline = Date.now() + 60_000;
-  while (!staged().some((n) => existsSync(path.join(instances, n, 'rootfs')))) {
+  // The copy has begun once its staging entry holds the root: `rootfs/` on a dir pool, the
+  // upper directory on an overlay pool (the default), which is what an overlay copy copies.
+  while (!staged().some((n) => existsSync(path.join(instances, n, 'rootfs')) || existsSync(path.join(instances, n, 'upper', 'big')))) {
     if (Date.now() > deadline) throw new Error('the child never started copying');
     await new Promise((r) => setTimeout(r, 20));
   }
