@@ -21,3 +21,13 @@ export async function time(fn: () => Promise<unknown> | unknown): Promise<number
   await fn();
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
+
+/** Prints `res` as a markdown table (ms): one row per step, a line of text where a step was not measured. */
+export function printStatsTable(title: string, column: string, res: Record<string, Stats | string>): void {
+  console.log(title);
+  console.log(`| ${column} | n | min | p50 | p99 | max |\n|---|---|---|---|---|---|`);
+  for (const [k, v] of Object.entries(res)) {
+    if (typeof v === 'string') console.log(`| ${k} | ${v} | | | | |`);
+    else console.log(`| ${k} | ${v.n} | ${v.min.toFixed(2)} | ${v.p50.toFixed(2)} | ${v.p99.toFixed(2)} | ${v.max.toFixed(1)} |`);
+  }
+}

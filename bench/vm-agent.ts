@@ -15,7 +15,7 @@ import { Host, type Instance } from '../lib';
 import { GuestAgent } from '../lib/drivers/vm/agent';
 import { agentSpawn } from '../lib/drivers/vm/agent-exec';
 import { checkSpawn, collect, type InstanceProcess } from '../lib/instance/process';
-import { Stats, stats } from './stats';
+import { printStatsTable, Stats, stats } from './stats';
 
 const MiB = 1024 * 1024;
 
@@ -103,12 +103,7 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
 if (require.main === module) {
   main({ quick: process.argv.includes('--quick') }).then(
     (res) => {
-      console.log(`Commands in a VM (vm/default) and a container (${os.cpus().length} CPUs, ${os.cpus()[0].model}, Node ${process.version}), ms`);
-      console.log('| what | n | min | p50 | p99 | max |\n|---|---|---|---|---|---|');
-      for (const [k, v] of Object.entries(res)) {
-        if (typeof v === 'string') console.log(`| ${k} | ${v} | | | | |`);
-        else console.log(`| ${k} | ${v.n} | ${v.min.toFixed(2)} | ${v.p50.toFixed(2)} | ${v.p99.toFixed(2)} | ${v.max.toFixed(1)} |`);
-      }
+      printStatsTable(`Commands in a VM (vm/default) and a container (${os.cpus().length} CPUs, ${os.cpus()[0].model}, Node ${process.version}), ms`, 'what', res);
     },
     (e) => {
       console.error(e);

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 
 import { Host, type VirtualMachine } from '../lib';
 import { QgaClient } from '../lib/qmp';
-import { Stats, stats } from './stats';
+import { printStatsTable, Stats, stats } from './stats';
 
 async function waitForAgent(socket: string, timeoutMs: number): Promise<QgaClient> {
   const deadline = Date.now() + timeoutMs;
@@ -74,12 +74,7 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
 if (require.main === module) {
   main({ quick: process.argv.includes('--quick') }).then(
     (res) => {
-      console.log(`VM on vm/default (${os.cpus().length} CPUs, ${os.cpus()[0].model}, Node ${process.version}), ms`);
-      console.log('| step | n | min | p50 | p99 | max |\n|---|---|---|---|---|---|');
-      for (const [k, v] of Object.entries(res)) {
-        if (typeof v === 'string') console.log(`| ${k} | ${v} | | | | |`);
-        else console.log(`| ${k} | ${v.n} | ${v.min.toFixed(2)} | ${v.p50.toFixed(2)} | ${v.p99.toFixed(2)} | ${v.max.toFixed(1)} |`);
-      }
+      printStatsTable(`VM on vm/default (${os.cpus().length} CPUs, ${os.cpus()[0].model}, Node ${process.version}), ms`, 'step', res);
     },
     (e) => {
       console.error(e);
