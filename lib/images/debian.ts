@@ -109,6 +109,25 @@ export async function hostAptSources(suite: string): Promise<string[]> {
  * snapshot mirror), as apt.conf lines for the build's apt.
  */
 export async function hostAptOptions(): Promise<string> {
+  // An image's cache key includes these, so every create asked for them: `apt-config dump` costs
+  // a process (30–80 ms here). Its answer only changes when apt's configuration files do.
+  const stamp = await aptConfigStamp();
+  if (aptOptions?.stamp !== stamp) aptOptions = { stamp, value: await aptOptionsNow() };
+  return aptOptions.value;
+}
+
+let aptOptions: { stamp: string; value: string } | undefined;
+
+/** Size and mtime of every file `apt-config` reads (and APT_CONFIG, which names another). */
+async function aptConfigStamp(): Promise<string> {
+  const confd = '/etc/apt/apt.conf.d';
+  const names = (await fs.readdir(confd).catch(() => [] as string[])).sort().map((f) => path.join(confd, f));
+  const files = ['/etc/apt/apt.conf', confd, ...names, ...(process.env.APT_CONFIG ? [process.env.APT_CONFIG] : [])];
+  const stamps = await Promise.all(files.map((f) => fs.stat(f).then((st) => `${f}:${st.size}:${st.mtimeMs}`, () => `${f}:-`)));
+  return stamps.join('|');
+}
+
+async function aptOptionsNow(): Promise<string> {
   const dump = await run('apt-config', ['dump']).catch(() => '');
   const skip = /^Acquire::(IndexTargets|Changelogs|cdrom|CompressionTypes)\b/;
   return dump
