@@ -31,7 +31,7 @@ export type {
 export type { WaitFor, WaitOptions, WaitSpec } from './instance/wait';
 export type { ExecOptions, ExecResult, SpawnOptions, InstanceProcess, ExitStatus } from './instance/process';
 export type { ConsoleStream } from './instance/console';
-export type { InstanceFiles, FileStat, DirEntry, FileType, WriteOptions } from './instance/files';
+export type { InstanceFiles, FileStat, DirEntry, FileType, WriteOptions, OwnerOptions, TreeOptions, PullTreeOptions } from './instance/files';
 export type { VirtualMachine, VmState } from './drivers/vm/vm';
 
 // Options and devices.

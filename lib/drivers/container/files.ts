@@ -17,7 +17,8 @@ import { close as closeCb, fstat as fstatCb, readFile as readFileCb } from 'node
 import type { FileHandle } from 'node:fs/promises';
 
 import { AlreadyExists, InvalidArgument, LxqError, NotFound, OperationFailed } from '../../core/errors';
-import { checkOwnership, DirEntry, MKDIR_OPTION_KEYS, FileStat, FileType, instancePath, InstanceFiles, WriteOptions } from '../../instance/files';
+import { checkLinkTarget, checkOwnership, checkTimes, DirEntry, MKDIR_OPTION_KEYS, FileStat, FileType, instancePath, OWNER_OPTION_KEYS, OwnerOptions, WriteOptions } from '../../instance/files';
+import { TreeFiles } from '../../instance/trees';
 import { replaceFile } from '../../core/fs';
 import { sys } from '../../native/sys';
 
@@ -58,8 +59,10 @@ function translate(e: unknown, p: string): Error {
   }
 }
 
-export class ContainerFiles implements InstanceFiles {
-  constructor(private readonly locator: RootLocator) {}
+export class ContainerFiles extends TreeFiles {
+  constructor(private readonly locator: RootLocator) {
+    super();
+  }
 
   /** Opens `rel` (relative to the container's root) inside that root; returns an fd. */
   private async open(rel: string, flags: number, mode = 0): Promise<number> {
@@ -231,6 +234,31 @@ export class ContainerFiles implements InstanceFiles {
       if (options.recursive) await this.emptyDirectory(path.posix.normalize('/' + instancePath(p)).slice(1));
       await fs.rmdir(at);
     });
+  }
+
+  async symlink(target: string, p: string, options: OwnerOptions = {}): Promise<void> {
+    checkLinkTarget(target);
+    const { uid, gid } = checkOwnership(options, OWNER_OPTION_KEYS);
+    await this.withParent(p, async (at) => {
+      await fs.symlink(target, at);
+      await fs.lchown(at, uid + this.locator.shift(), gid + this.locator.shift());
+    });
+  }
+
+  async readlink(p: string): Promise<string> {
+    return this.withParent(p, async (at) => {
+      if (!(await fs.lstat(at)).isSymbolicLink()) throw new InvalidArgument(`${p} is not a symlink`);
+      return fs.readlink(at);
+    });
+  }
+
+  async utimes(p: string, atime: Date, mtime: Date): Promise<void> {
+    checkTimes(atime, mtime);
+    if (path.posix.normalize('/' + instancePath(p)) === '/') {
+      const fd = await this.open('.', O_PATH | C.O_DIRECTORY).catch((e) => Promise.reject(translate(e, p)));
+      return fs.utimes(`/proc/self/fd/${fd}`, atime, mtime).finally(() => closeFd(fd));
+    }
+    await this.withParent(p, (at) => fs.lutimes(at, atime, mtime));
   }
 
   /**

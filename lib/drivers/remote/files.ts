@@ -7,8 +7,9 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { AlreadyExists, InvalidArgument, NotFound } from '../../core/errors';
-import { checkOwnership, type DirEntry, type FileStat, type FileType, type InstanceFiles, instancePath, MKDIR_OPTION_KEYS, type WriteOptions } from '../../instance/files';
+import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../../core/errors';
+import { checkLinkTarget, checkOwnership, checkTimes, type DirEntry, type FileStat, type FileType, instancePath, MKDIR_OPTION_KEYS, OWNER_OPTION_KEYS, type OwnerOptions, type WriteOptions } from '../../instance/files';
+import { TreeFiles } from '../../instance/trees';
 import { writeFileAtomic } from '../../core/fs';
 import type { LxdClient } from './client';
 
@@ -31,12 +32,14 @@ function parseModified(v: string | undefined): Date {
   return m ? new Date(`${m[1]}T${m[2]}${m[3]}:${m[4]}`) : new Date(0);
 }
 
-export class RemoteFiles implements InstanceFiles {
+export class RemoteFiles extends TreeFiles {
   constructor(
     private readonly client: LxdClient,
     /** The instance's API path (it changes with a rename) and name, for messages. */
     private readonly instance: () => { path: string; name: string },
-  ) {}
+  ) {
+    super();
+  }
 
   private url(p: string): string {
     return this.client.url(`${this.instance().path}/files`, { path: p });
@@ -124,7 +127,7 @@ export class RemoteFiles implements InstanceFiles {
     await this.post(abs, 'file', buf, mode, own.uid, own.gid);
   }
 
-  private async post(abs: string, type: 'file' | 'directory', body: Buffer, mode: number, uid: number, gid: number): Promise<void> {
+  private async post(abs: string, type: 'file' | 'directory' | 'symlink', body: Buffer, mode: number, uid: number, gid: number): Promise<void> {
     const headers = { 'X-LXD-type': type, 'X-LXD-mode': mode.toString(8).padStart(4, '0'), 'X-LXD-uid': String(uid), 'X-LXD-gid': String(gid), 'X-LXD-write': 'overwrite' };
     await this.client.request('POST', this.url(abs), undefined, { raw: body, headers }).catch((e) => {
       if (e instanceof NotFound) throw new NotFound(`${path.posix.dirname(abs)} does not exist in ${this.instance().name} (${e.message})`);
@@ -177,5 +180,28 @@ export class RemoteFiles implements InstanceFiles {
       for (const name of e.names) await this.remove(path.posix.join(abs, name), options);
     }
     await this.delete(abs);
+  }
+
+  /** LXD makes the link as root: its file API has no owner for symlinks (the options are checked, not applied). */
+  async symlink(target: string, p: string, options: OwnerOptions = {}): Promise<void> {
+    const abs = '/' + instancePath(p);
+    checkLinkTarget(target);
+    const own = checkOwnership(options, OWNER_OPTION_KEYS);
+    if (await this.head(abs)) throw new AlreadyExists(`${abs} already exists in ${this.instance().name}`);
+    await this.post(abs, 'symlink', Buffer.from(target), 0o777, own.uid, own.gid);
+  }
+
+  /** LXD answers with the target made absolute (a relative one joined to the link's directory), as `lxc file pull` sees it. */
+  async readlink(p: string): Promise<string> {
+    const abs = '/' + instancePath(p);
+    const e = await this.entry(abs);
+    if (e.stat.type !== 'symlink') throw new InvalidArgument(`${abs} is not a symlink`);
+    return e.content!.toString('utf8');
+  }
+
+  async utimes(p: string, atime: Date, mtime: Date): Promise<void> {
+    instancePath(p);
+    checkTimes(atime, mtime);
+    throw new NotSupported(`setting file times in ${this.instance().name} is not supported: LXD's file API has no way to set them`);
   }
 }

@@ -16,8 +16,9 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { AlreadyExists, InvalidArgument, LxqError, NotFound, OperationFailed } from '../../core/errors';
-import { checkOwnership, DirEntry, MKDIR_OPTION_KEYS, FileStat, FileType, instancePath, InstanceFiles, WriteOptions } from '../../instance/files';
+import { AlreadyExists, InvalidArgument, LxqError, NotFound, NotSupported, OperationFailed } from '../../core/errors';
+import { checkOwnership, DirEntry, MKDIR_OPTION_KEYS, FileStat, FileType, instancePath, WriteOptions } from '../../instance/files';
+import { TreeFiles } from '../../instance/trees';
 import type { GuestAgent } from './agent';
 import { agentSpawn } from './agent-exec';
 import { collect } from '../../instance/process';
@@ -59,12 +60,14 @@ function typeOfMode(mode: number): FileType {
   }
 }
 
-export class AgentFiles implements InstanceFiles {
+export class AgentFiles extends TreeFiles {
   constructor(
     private readonly agent: GuestAgent,
     /** Rejects unless the VM runs. */
     private readonly ready: () => Promise<void>,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Runs a busybox sh script in the guest with args; returns stdout, or throws from stderr. */
   private async sh(p: string, script: string, args: string[]): Promise<Buffer> {
@@ -216,5 +219,18 @@ export class AgentFiles implements InstanceFiles {
       '[ -e "$1" ] || [ -L "$1" ] || { echo "$1: No such file or directory" >&2; exit 1; }; ' +
       'if [ -d "$1" ] && [ ! -L "$1" ]; then if [ "$2" = 1 ]; then exec rm -rf -- "$1"; else exec rmdir -- "$1"; fi; else exec rm -f -- "$1"; fi';
     await this.sh(p, script, [p, options.recursive ? '1' : '0']);
+  }
+
+  // Temporary stubs (issue 26): the VM side of symlinks and file times comes through the lxq agent (helper agentfiles).
+  async symlink(): Promise<void> {
+    throw new NotSupported('symlinks in a vm are not yet supported through the agent');
+  }
+
+  async readlink(): Promise<string> {
+    throw new NotSupported('readlink in a vm is not yet supported through the agent');
+  }
+
+  async utimes(): Promise<void> {
+    throw new NotSupported('setting file times in a vm is not yet supported through the agent');
   }
 }
