@@ -183,6 +183,55 @@ test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s siz
   }
 }, 240_000);
 
+test('in a real terminal (tmux), on a VM (vm/default, through the lxq agent): shell gives a prompt, its size follows the terminal, Ctrl-C interrupts a command and not the shell, exit 3 comes back; exec -t too', async () => {
+  const name = t.name('vmtty');
+  expect(await lxq(['launch', '--vm', 'vm/default', name, '--wait', 'agent', '--wait-timeout', '180000'])).toMatchObject({ code: 0 });
+  const session = `lxqv-${path.basename(t.dir)}`;
+  const rc = path.join(t.dir, 'vm-rc');
+  const exitCode = async () => {
+    const deadline = Date.now() + 30_000;
+    while (!(await fs.readFile(rc, 'utf8').catch(() => '')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    return fs.readFile(rc, 'utf8');
+  };
+  try {
+    await tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', `sh -c '${wrapper} shell ${name}; echo $? > ${rc}; sleep 60'`);
+    await screenShows(session, /#\s*$/m, 60_000);
+    await tmux('send-keys', '-t', session, 'echo "tty:$(tty) size:$(stty size)"', 'Enter');
+    await screenShows(session, /^tty:\/dev\/pts\/\d+ size:30 100\s*$/m, 30_000);
+    // The terminal is resized: the shell's pty follows (SIGWINCH inside).
+    await tmux('resize-window', '-t', session, '-x', '120', '-y', '40');
+    await tmux('send-keys', '-t', session, 'clear; echo "resized:$(stty size)"', 'Enter');
+    await screenShows(session, /^resized:40 120\s*$/m, 30_000);
+    // Ctrl-C once the command runs in the foreground (earlier, it would interrupt the shell's line
+    // editing): "started" is printed by the process that then becomes the sleep.
+    await tmux('send-keys', '-t', session, 'clear; sh -c "echo started; exec sleep 600"', 'Enter');
+    await screenShows(session, /^started\s*$/m, 30_000);
+    await tmux('send-keys', '-t', session, 'C-c');
+    await tmux('send-keys', '-t', session, 'echo "after:$?:$((6*7))"', 'Enter');
+    await screenShows(session, /^after:130:42\s*$/m, 30_000);
+    await tmux('send-keys', '-t', session, 'exit 3', 'Enter');
+    expect(await exitCode()).toBe('3\n');
+    await tmux('kill-session', '-t', session);
+
+    // exec -t: a shell on a terminal of the window's size, its exit status passed back.
+    await fs.rm(rc, { force: true });
+    await tmux('new-session', '-d', '-s', session, '-x', '80', '-y', '24', `sh -c '${wrapper} exec -t ${name} -- sh; echo $? > ${rc}; sleep 60'`);
+    await screenShows(session, /#\s*$/m, 60_000);
+    await tmux('send-keys', '-t', session, '[ -t 0 ] && echo "exec:$(stty size)"', 'Enter');
+    await screenShows(session, /^exec:24 80\s*$/m, 30_000);
+    await tmux('send-keys', '-t', session, 'sh -c "echo sleeping; exec sleep 600"', 'Enter');
+    await screenShows(session, /^sleeping\s*$/m, 30_000);
+    await tmux('send-keys', '-t', session, 'C-c');
+    await tmux('send-keys', '-t', session, 'echo "still:$?"', 'Enter');
+    await screenShows(session, /^still:130\s*$/m, 30_000);
+    await tmux('send-keys', '-t', session, 'exit 7', 'Enter');
+    expect(await exitCode()).toBe('7\n');
+  } finally {
+    await tmux('kill-session', '-t', session).catch(() => undefined);
+    await lxq(['delete', '--force', name]);
+  }
+}, 420_000);
+
 test('in a real terminal (tmux): console gives the container\'s console shell (Enter activates it), keys reach it, its size follows the terminal, Ctrl-C, Ctrl-a q detaches', async () => {
   const name = t.name('con');
   await lxq(['launch', 'busybox', name]);
