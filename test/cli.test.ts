@@ -334,6 +334,37 @@ test('launch -d, snapshot create|list|restore|delete, network create|list|show|s
   await lxq(['delete', '--force', name]);
 }, 240_000);
 
+test('storage create|list|info|set|unset|delete and launch -s: the pool an instance is on; bad input refused with nothing changed', async () => {
+  const pool = `p${path.basename(t.dir).slice(-6).toLowerCase()}`;
+  const name = t.name('st');
+  const pools = async () => (await lxq(['storage', 'list', '--format', 'json'])).stdout;
+  const before = await pools();
+  refused(await lxq(['storage', 'create', pool, 'zfs']), /unknown storage driver "zfs"/);
+  refused(await lxq(['storage', 'create', pool, 'dir', 'bogus=1']), /unknown key "bogus" for a dir pool/);
+  refused(await lxq(['storage', 'create', 'a/b', 'dir']), /contains "\/"/);
+  expect(await pools()).toBe(before);
+  expect(await lxq(['storage', 'create', pool, 'dir', '--description', 'roots of the CLI test'])).toMatchObject({ code: 0, stdout: `Storage pool ${pool} created\n` });
+  try {
+    refused(await lxq(['storage', 'create', pool, 'overlay']), /already exists/);
+    refused(await lxq(['storage', 'set', pool, 'size', '1GiB']), /unknown key "size" for a dir pool/);
+    refused(await lxq(['launch', 'busybox', name, '-s', 'nopool']), /nopool/);
+    expect(await names()).not.toContain(name);
+    expect((await lxq(['launch', 'busybox', name, '-s', pool])).code).toBe(0);
+    expect(JSON.parse(await pools())).toEqual(expect.arrayContaining([expect.objectContaining({ name: pool, driver: 'dir', description: 'roots of the CLI test', 'used by': 1 })]));
+    expect((await lxq(['storage', 'info', pool])).stdout).toMatch(new RegExp(`^name: ${pool}\ndriver: dir\ndescription: roots of the CLI test\ncreated: .*\nused by: ${name}\n$`));
+    refused(await lxq(['storage', 'delete', pool]), new RegExp(`used by "${name}"`));
+    expect((await lxq(['storage', 'set', pool, '--description', 'other'])).code).toBe(0);
+    expect((await lxq(['storage', 'show', pool])).stdout).toMatch(/\ndescription: other\n/);
+    refused(await lxq(['storage', 'unset', pool, 'bogus']), /bogus/);
+    expect((await lxq(['delete', '--force', name])).code).toBe(0);
+    expect(await lxq(['storage', 'delete', pool])).toMatchObject({ code: 0, stdout: `Storage pool ${pool} deleted\n` });
+    expect(await pools()).toBe(before);
+  } finally {
+    await lxq(['delete', '--force', name]);
+    await lxq(['storage', 'delete', pool]);
+  }
+}, 120_000);
+
 test('copy (with snapshots, --instance-only, --snapshot, -c), rename, snapshot rename, export/import: bad input refused with nothing changed', async () => {
   const [a, b, c, d, e, f] = ['cpa', 'cpb', 'cpc', 'cpd', 'cpe', 'cpf'].map((p) => t.name(p));
   const motd = async (n: string) => (await lxq(['file', 'pull', `${n}/etc/motd`, '-'])).stdout;

@@ -29,6 +29,7 @@ const FAMILIES: Family[] = [
   { module: 'image', names: ['image'] },
   { module: 'snapshot', names: ['snapshot'] },
   { module: 'network', names: ['network'] },
+  { module: 'storage', names: ['storage'] },
   { module: 'console', names: ['console', 'monitor'] },
 ];
 

@@ -18,7 +18,7 @@ const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
 export function refuseDirectoryPoolKeys(driver: string, config: Record<string, string>): void {
   for (const key of Object.keys(config)) {
     if (key === 'source') {
-      throw new NotSupported(`a ${driver} pool keeps its instances in the host's directory in this version; "source" (another directory) is not supported yet`);
+      throw new NotSupported(`${driver === 'overlay' ? 'an' : 'a'} ${driver} pool keeps its instances in the host's directory in this version; "source" (another directory) is not supported yet`);
     }
     throw new InvalidArgument(`unknown key "${key}" for a ${driver} pool; a ${driver} pool takes no keys in this version`);
   }

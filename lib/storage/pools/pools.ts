@@ -174,6 +174,8 @@ export class StoragePools {
     const patch = checkStrings('config', update.config, true);
     const config = { ...stored.config };
     for (const [k, v] of Object.entries(patch)) {
+      // As LXD's `unset`: removing a key that is not set is a mistake (a typo), not a no-op.
+      if (v === null && !(k in config)) throw new InvalidArgument(`storage pool "${name}" has no key "${k}" set`);
       if (v === null) delete config[k];
       else config[k] = v;
     }
