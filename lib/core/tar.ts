@@ -59,9 +59,10 @@ export async function listTar(file: string, what: string): Promise<TarMember[]> 
 /**
  * Refuses (InvalidArgument naming the member) an archive any member of which could land outside
  * the directory it is extracted into, or under `top` when given. Returns the names, without "./"
- * and trailing "/".
+ * and trailing "/". `linksOut` lets symlinks point anywhere (they are kept as links, never
+ * followed by the extraction: files.pushTree).
  */
-export function checkMembers(file: string, members: TarMember[], options: { top?: string } = {}): string[] {
+export function checkMembers(file: string, members: TarMember[], options: { top?: string; linksOut?: boolean } = {}): string[] {
   const symlinks = new Set<string>();
   const bad = (name: string, why: string) => new InvalidArgument(`${file} is refused: member ${JSON.stringify(name)} ${why}`);
   const inside = (p: string) => !path.posix.isAbsolute(p) && !p.split('/').includes('..') && (options.top === undefined || p.split('/')[0] === options.top);
@@ -76,7 +77,7 @@ export function checkMembers(file: string, members: TarMember[], options: { top?
     if (m.kind === 'l') symlinks.add(name);
     if (m.kind === 'h' && m.link !== undefined && !inside(m.link.replace(/^(\.\/)+/, ''))) throw bad(m.name, `is a hard link to ${JSON.stringify(m.link)}, outside the archive`);
     // A symlink's target is resolved inside the instance's root (absolute ones too), except above it.
-    if (m.kind === 'l' && m.link !== undefined && !path.posix.isAbsolute(m.link)) {
+    if (m.kind === 'l' && m.link !== undefined && !options.linksOut && !path.posix.isAbsolute(m.link)) {
       const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(name), m.link));
       if (resolved === '..' || resolved.startsWith('../') || (options.top !== undefined && resolved.split('/')[0] !== options.top)) {
         throw bad(m.name, `is a symlink to ${JSON.stringify(m.link)}, out of the archive`);
