@@ -68,8 +68,9 @@ export type { NetworkKey, NetworkConfig, NetworkConfigInput } from './network/ke
 export type { Lease } from './network/dnsmasq';
 
 // Host-wide lifecycle events.
-export { LIFECYCLE_ACTIONS } from './events/lifecycle';
-export type { LifecycleAction, LifecycleEvent, EventsOptions, LifecycleIterator } from './events/lifecycle';
+export { LIFECYCLE_ACTIONS, STORAGE_ACTIONS } from './events/lifecycle';
+export type { LifecycleAction, LifecycleEvent, StorageAction, StorageEvent } from './events/lifecycle';
+export type { EventsOptions, LifecycleIterator } from './events/iterator';
 
 // Errors.
 export * from './core/errors';

@@ -132,8 +132,9 @@ test('launch --wait and wait: ready conditions from the command line, a timeout 
   }
 }, 120_000);
 
-test('monitor --format json prints the lifecycle stream of changes made by other lxq commands', async () => {
+test('monitor --format json prints the lifecycle stream of changes made by other lxq commands (instances and storage pools)', async () => {
   const name = t.name('mon');
+  const pool = t.name('monpool');
   const mon = spawn(process.execPath, ['-r', REGISTER, MAIN, '--host', t.dir, '--images', SHARED_IMAGES, 'monitor', '--format', 'json'], { env: { ...process.env, LXQ_MONITOR_READY: '1' } });
   let out = '';
   mon.stdout.on('data', (d) => (out += d));
@@ -141,15 +142,17 @@ test('monitor --format json prints the lifecycle stream of changes made by other
     await new Promise<void>((resolve) => mon.stderr.on('data', (d) => String(d).includes('ready') && resolve()));
     await lxq(['launch', 'busybox', name]);
     await lxq(['delete', '--force', name]);
+    await lxq(['storage', 'create', pool, 'dir']);
+    await lxq(['storage', 'delete', pool]);
     const deadline = Date.now() + 10_000;
-    while (out.trim().split('\n').length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (out.trim().split('\n').length < 6 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   } finally {
     mon.kill('SIGINT');
   }
   const code = await new Promise((r) => mon.on('close', r));
   expect(code).toBe(0);
   const events = out.trim().split('\n').map((l) => JSON.parse(l));
-  expect(events.map((e) => `${e.action} ${e.name} ${e.requestor}`)).toEqual([`instance-created ${name} external`, `instance-started ${name} external`, `instance-stopped ${name} external`, `instance-deleted ${name} external`]);
+  expect(events.map((e) => `${e.action} ${e.name} ${e.requestor}`)).toEqual([`instance-created ${name} external`, `instance-started ${name} external`, `instance-stopped ${name} external`, `instance-deleted ${name} external`, `storage-pool-created ${pool} external`, `storage-pool-deleted ${pool} external`]);
 }, 240_000);
 
 test('in a real terminal (tmux): shell and exec get a pty of the terminal\'s size, keys reach them, the exit code comes back', async () => {

@@ -4,8 +4,11 @@
  * stream's `instance-snapshot-*`, `instance-renamed` (with the old name) and the copy's
  * `instance-created`, in this process and, through the journal, from another Host object.
  */
-import type { LifecycleEvent } from '../lib';
-import { Host } from '../lib';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+
+import type { LifecycleEvent, StorageEvent } from '../lib';
+import { Host, InvalidArgument } from '../lib';
 import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 
 let t: TestHost;
@@ -101,5 +104,47 @@ test('storage events made through another Host object arrive through the journal
     ]);
   } finally {
     await other.close();
+  }
+}, 120_000);
+
+test('storage pool events (host.on("storage")): made here, through another Host object, and by another process; a refused change reports nothing', async () => {
+  const pools: StorageEvent[] = [];
+  const onPool = (e: StorageEvent) => pools.push(e);
+  t.host.on('storage', onPool);
+  const other = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+  const [a, b, c] = ['pa', 'pb', 'pc'].map((p) => t.name(p));
+  const of = () => pools.filter((e) => [a, b, c].includes(e.name)).map((e) => `${e.action} ${e.name} ${e.requestor}`);
+  const until = async (n: number) => {
+    for (const deadline = Date.now() + 30_000; of().length < n && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300)); // and no duplicate after
+    return of();
+  };
+  try {
+    await t.host.storage.pools.create(a, { driver: 'dir' });
+    await t.host.storage.pools.update(a, { description: 'x' });
+    await expect(t.host.storage.pools.update(a, { config: { bogus: '1' } })).rejects.toThrow(InvalidArgument);
+    await other.storage.pools.create(b, { driver: 'overlay' });
+    await other.storage.pools.delete(b);
+    // Another process: the CLI, on the same host directory.
+    const cli = spawnSync(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), path.join(__dirname, '..', 'lib', 'cli', 'main.ts'), '--host', t.dir, '--images', SHARED_IMAGES, 'storage', 'create', c, 'dir'], { encoding: 'utf8' });
+    expect(cli.stderr).toBe('');
+    await t.host.storage.pools.delete(c);
+    await t.host.storage.pools.delete(a);
+    expect(await until(7)).toEqual([
+      `storage-pool-created ${a} local`,
+      `storage-pool-updated ${a} local`,
+      `storage-pool-created ${b} local`,
+      `storage-pool-deleted ${b} local`,
+      `storage-pool-created ${c} external`,
+      `storage-pool-deleted ${c} local`,
+      `storage-pool-deleted ${a} local`,
+    ]);
+    expect(pools.every((e) => !Number.isNaN(Date.parse(e.at)))).toBe(true);
+    // Instance events and pool events stay apart.
+    expect(seen.some((e) => [a, b, c].includes(e.name))).toBe(false);
+  } finally {
+    t.host.off('storage', onPool);
+    await other.close();
+    for (const p of [a, b, c]) await t.host.storage.pools.delete(p).catch(() => undefined);
   }
 }, 120_000);

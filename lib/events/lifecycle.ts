@@ -13,9 +13,9 @@ import { EventEmitter } from 'eventemitter3';
 import { closeSync, fstatSync, openSync, promises as fs, read as fsRead, watch, type FSWatcher } from 'node:fs';
 import * as path from 'node:path';
 
-import { InvalidArgument } from '../core/errors';
 import { SerialQueue } from '../core/serial';
 import type { InstanceStatus, InstanceType } from '../instance/instance';
+import { type EventsOptions, lifecycleEvents, type LifecycleIterator } from './iterator';
 
 /**
  * LXD's lifecycle action names for instances.
@@ -76,6 +76,44 @@ export interface LifecycleEvent {
   dropped?: number;
 }
 
+/**
+ * LXD's lifecycle action names for storage pools, delivered by `host.on('storage', fn)`.
+ *
+ * @example
+ * ```ts
+ * for (const action of STORAGE_ACTIONS) console.log(action); // storage-pool-created, -updated, -deleted
+ * ```
+ */
+export const STORAGE_ACTIONS = ['storage-pool-created', 'storage-pool-updated', 'storage-pool-deleted'] as const;
+
+/**
+ * One of LXD's lifecycle action names for storage (`STORAGE_ACTIONS`).
+ *
+ * @example
+ * ```ts
+ * host.on('storage', (e) => { if (e.action === 'storage-pool-deleted') console.log(e.name, 'is gone'); });
+ * ```
+ */
+export type StorageAction = (typeof STORAGE_ACTIONS)[number];
+
+/**
+ * A change to the host's storage: which pool, what, when, and whether this process made it.
+ *
+ * @example
+ * ```ts
+ * host.on('storage', (e: StorageEvent) => console.log(e.at, e.action, e.name, e.requestor));
+ * ```
+ */
+export interface StorageEvent {
+  action: StorageAction;
+  /** The pool's name. */
+  name: string;
+  /** When the change was made (ISO 8601). */
+  at: string;
+  /** 'local': made by this process; 'external': by another process on the same host directory. */
+  requestor: 'local' | 'external';
+}
+
 /** The status an action leaves the instance in (undefined: no status change, or gone). */
 export const IMPLIED: Partial<Record<LifecycleAction, InstanceStatus>> = {
   'instance-created': 'stopped',
@@ -94,14 +132,24 @@ const JOURNAL_MAX_BYTES = 1 << 20;
 /** What some actions say beyond the instance: the snapshot, a former name. */
 export type LifecycleDetail = Pick<LifecycleEvent, 'previous' | 'snapshot'>;
 
-interface JournalEntry extends LifecycleDetail {
-  action: LifecycleAction;
-  name: string;
-  type: InstanceType;
+/** Who wrote a journal line, and when. */
+interface JournalStamp {
   at: string;
   pid: number;
   /** The writer (one per Host object), so that a process skips what it wrote itself. */
   writer: string;
+}
+
+interface JournalEntry extends LifecycleDetail, JournalStamp {
+  action: LifecycleAction;
+  name: string;
+  type: InstanceType;
+}
+
+/** A storage change in the journal (no instance type). */
+interface StorageJournalEntry extends JournalStamp {
+  action: StorageAction;
+  name: string;
 }
 
 /** What the hub needs to know of the host's instances. */
@@ -126,23 +174,7 @@ interface Known {
   cancelWatch?: () => void;
 }
 
-/**
- * Options of `host.events()`: the signal that ends the stream, and the buffer a slow reader may fill.
- *
- * @example
- * ```ts
- * const ac = new AbortController();
- * for await (const e of host.events({ signal: ac.signal })) console.log(e.action, e.name);
- * ```
- */
-export interface EventsOptions {
-  /** Ends the iteration. */
-  signal?: AbortSignal;
-  /** Events kept for a consumer that falls behind; older ones are dropped (and counted). Default 1000. */
-  buffer?: number;
-}
-
-export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) => void }> {
+export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) => void; storage: (e: StorageEvent) => void }> {
   private readonly writer = `${process.pid}.${Math.random().toString(36).slice(2, 10)}`;
   private readonly file: string;
   /** Appends to the journal, one at a time, in call order. */
@@ -176,7 +208,14 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     return this.appends.run(() => this.append(entry));
   }
 
-  private async append(entry: JournalEntry): Promise<void> {
+  /** Reports a change to a storage pool this process made (as `report` does an instance's). */
+  reportStorage(action: StorageAction, name: string): Promise<void> {
+    const entry: StorageJournalEntry = { action, name, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
+    if (this.following) this.emit('storage', { action, name, at: entry.at, requestor: 'local' });
+    return this.appends.run(() => this.append(entry));
+  }
+
+  private async append(entry: JournalEntry | StorageJournalEntry): Promise<void> {
     const handle = await fs.open(this.file, 'a', 0o600);
     try {
       await handle.write(JSON.stringify(entry) + '\n');
@@ -257,13 +296,17 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   }
 
   private journalLine(line: string): void {
-    let e: JournalEntry;
+    let e: JournalEntry | StorageJournalEntry;
     try {
       e = JSON.parse(line);
     } catch {
       return;
     }
-    if (e.writer === this.writer || !LIFECYCLE_ACTIONS.includes(e.action)) return;
+    if (e.writer === this.writer) return;
+    if ((STORAGE_ACTIONS as readonly string[]).includes(e.action) && typeof e.name === 'string') {
+      return void this.emit('storage', { action: e.action as StorageAction, name: e.name, at: e.at, requestor: e.pid === process.pid ? 'local' : 'external' });
+    }
+    if (!isInstanceEntry(e)) return;
     this.deliver(e, e.pid === process.pid ? 'local' : 'external');
   }
 
@@ -352,6 +395,19 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     if (this.listenerCount('lifecycle') < before) this.release();
   }
 
+  /** `host.on('storage', fn)`: the same journal, storage changes only. */
+  subscribeStorage(fn: (e: StorageEvent) => void): void {
+    this.follow();
+    this.on('storage', fn);
+    this.retain();
+  }
+
+  unsubscribeStorage(fn: (e: StorageEvent) => void): void {
+    const before = this.listenerCount('storage');
+    this.off('storage', fn);
+    if (this.listenerCount('storage') < before) this.release();
+  }
+
   private retain(): void {
     this.consumers++;
     // Armed again by a listener added after close().
@@ -385,82 +441,11 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   }
 }
 
+function isInstanceEntry(e: JournalEntry | StorageJournalEntry): e is JournalEntry {
+  return (LIFECYCLE_ACTIONS as readonly string[]).includes(e.action);
+}
+
 /** A positioned read of a file descriptor (fs/promises reads only FileHandles). */
 function readAt(fd: number, buffer: Buffer, position: number): Promise<{ bytesRead: number }> {
   return new Promise((resolve, reject) => fsRead(fd, buffer, 0, buffer.length, position, (e, bytesRead) => (e ? reject(e) : resolve({ bytesRead }))));
-}
-
-/**
- * `host.events()`: an async iterator over the lifecycle events, ended by `signal` or `return()`;
- * it collects from its creation on, and `ready` resolves as the host's `ready()`.
- *
- * @example
- * ```ts
- * const events: LifecycleIterator = host.events({ signal: AbortSignal.timeout(60_000) });
- * await events.ready;
- * for await (const e of events) console.log(e.action, e.name, events.dropped);
- * ```
- */
-export type LifecycleIterator = AsyncIterableIterator<LifecycleEvent> & { readonly dropped: number; ready: Promise<void> };
-
-/** What the iterator needs of a source of lifecycle events (a local host's hub, a remote host's websocket). */
-export interface LifecycleSource {
-  /** Adds a listener; every event after it returns reaches it. */
-  subscribe(fn: (e: LifecycleEvent) => void): void;
-  unsubscribe(fn: (e: LifecycleEvent) => void): void;
-  /** Resolves once the source is followed (see Host.ready). */
-  ready(): Promise<void>;
-}
-
-/** The lifecycle events of any source (a local host's hub, a remote host's websocket) as an iterator with a bounded buffer. */
-export function lifecycleEvents(source: LifecycleSource, options: EventsOptions = {}): LifecycleIterator {
-  const limit = options.buffer ?? 1000;
-  if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgument(`events buffer must be a positive integer, got ${limit}`);
-  const queue: LifecycleEvent[] = [];
-  let dropped = 0;
-  let wake: (() => void) | undefined;
-  let done = options.signal?.aborted ?? false;
-  const onEvent = (e: LifecycleEvent) => {
-    let lost = 0;
-    if (queue.length >= limit) {
-      lost = 1 + (queue.shift()!.dropped ?? 0);
-      dropped++;
-    }
-    queue.push(e);
-    // The oldest event kept says how many were lost just before it.
-    if (lost) queue[0] = { ...queue[0], dropped: (queue[0].dropped ?? 0) + lost };
-    wake?.();
-  };
-  let subscribed = !done;
-  const finish = () => {
-    done = true;
-    if (subscribed) source.unsubscribe(onEvent);
-    subscribed = false;
-    wake?.();
-  };
-  if (subscribed) source.subscribe(onEvent);
-  const ready = source.ready();
-  ready.catch(() => undefined); // next() reports it
-  options.signal?.addEventListener('abort', finish, { once: true });
-  const iterator = {
-    get dropped() {
-      return dropped;
-    },
-    ready,
-    [Symbol.asyncIterator]() {
-      return iterator;
-    },
-    async next(): Promise<IteratorResult<LifecycleEvent>> {
-      await ready;
-      while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
-      wake = undefined;
-      if (queue.length) return { value: queue.shift()!, done: false };
-      return { value: undefined, done: true };
-    },
-    async return(): Promise<IteratorResult<LifecycleEvent>> {
-      finish();
-      return { value: undefined, done: true };
-    },
-  };
-  return iterator;
 }

@@ -27,11 +27,11 @@ import type { ConnectOptions, RemoteHost } from '../drivers/remote/host';
 import { abandonedCreate, markCreating, stagingPath, unmarkCreating } from '../core/staging';
 import { hasFreezeMark } from '../storage/freeze-mark';
 import type { CopyOptions } from '../storage/types';
-import { optionKeys } from '../core/keys';
 import { readJson } from '../core/fs';
-import { refuseUnknownKeys } from '../core/keys';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import type { VmInstance } from '../drivers/vm/vm';
-import { type EventsOptions, type LifecycleEvent, LifecycleHub } from '../events/lifecycle';
+import type { EventsOptions } from '../events/iterator';
+import { type LifecycleEvent, LifecycleHub, type StorageEvent } from '../events/lifecycle';
 import { sys } from '../native/sys';
 import { BaseInstance } from '../instance/base';
 
@@ -119,7 +119,7 @@ export class Host implements InstanceHost {
     private readonly imagesDir: string,
   ) {
     this.networks = new Networks(`${this.path}/networks`, (network) => this.networkUsers(network));
-    this.storage = new HostStorage(this.path, () => this.records());
+    this.storage = new HostStorage(this.path, () => this.records(), (action, name) => this.lifecycle.reportStorage(action, name));
     this.lifecycle = new LifecycleHub(this.path, {
       instances: async () => Promise.all((await this.list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status() }))),
       statusOf: (name) => this.get(name).then((i) => i.status(), (e) => (e instanceof NotFound ? undefined : Promise.reject(e))),
@@ -142,12 +142,16 @@ export class Host implements InstanceHost {
    * @example
    * ```ts
    * host.on('lifecycle', (e) => console.log(e.action, e.name, e.requestor));
+   * host.on('storage', (e) => console.log(e.action, e.name)); // storage-pool-created, -updated, -deleted
    * await host.ready();
    * ```
    */
-  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this {
-    if (event !== 'lifecycle') throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle"`);
-    this.lifecycle.subscribe(listener);
+  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;
+  on(event: 'storage', listener: (e: StorageEvent) => void): this;
+  on(event: 'lifecycle' | 'storage', listener: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void)): this {
+    if (event === 'lifecycle') this.lifecycle.subscribe(listener as (e: LifecycleEvent) => void);
+    else if (event === 'storage') this.lifecycle.subscribeStorage(listener as (e: StorageEvent) => void);
+    else throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle" or "storage"`);
     return this;
   }
 
@@ -161,8 +165,11 @@ export class Host implements InstanceHost {
    * host.off('lifecycle', print);
    * ```
    */
-  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this {
-    this.lifecycle.unsubscribe(listener);
+  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;
+  off(event: 'storage', listener: (e: StorageEvent) => void): this;
+  off(event: 'lifecycle' | 'storage', listener: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void)): this {
+    if (event === 'storage') this.lifecycle.unsubscribeStorage(listener as (e: StorageEvent) => void);
+    else this.lifecycle.unsubscribe(listener as (e: LifecycleEvent) => void);
     return this;
   }
 

@@ -4,7 +4,8 @@
  * Code written against it (the `lxq` command line) drives either one. It lives in the contract
  * room because a driver may not import lib/host.
  */
-import type { EventsOptions, LifecycleEvent, LifecycleIterator } from '../events/lifecycle';
+import type { EventsOptions, LifecycleIterator } from '../events/iterator';
+import type { LifecycleEvent } from '../events/lifecycle';
 import type { CopyOptions } from '../storage/types';
 import type { CreateOptions, Instance, StartOptions } from './instance';
 

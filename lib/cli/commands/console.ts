@@ -1,6 +1,7 @@
 /** `console NAME [--show-log]` and `monitor`: an instance's console and the host's lifecycle events (this machine's host). */
 import { type Command, Option } from 'commander';
 
+import type { StorageEvent } from '../../events/lifecycle';
 import type { Instance } from '../../instance/instance';
 import type { CliContext } from '../context';
 
@@ -23,7 +24,12 @@ export function register(cli: Command, ctx: CliContext): void {
       const ac = new AbortController();
       process.once('SIGINT', () => ac.abort());
       process.once('SIGTERM', () => ac.abort());
-      const stream = (await ctx.localHost()).events({ signal: ac.signal });
+      const host = await ctx.localHost();
+      const stream = host.events({ signal: ac.signal });
+      // Storage pools' changes too, as `lxc monitor` shows every kind.
+      const onStorage = (e: StorageEvent) => process.stdout.write(o.format === 'json' ? JSON.stringify(e) + '\n' : `${e.at} ${e.action} ${e.name} (${e.requestor})\n`);
+      host.on('storage', onStorage);
+      ac.signal.addEventListener('abort', () => host.off('storage', onStorage));
       await stream.ready;
       // Tests wait for this line before they make the changes they expect to see.
       if (process.env.LXQ_MONITOR_READY) process.stderr.write('ready\n');

@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 
 import { InvalidArgument, NotSupported } from '../../core/errors';
+import type { StorageAction } from '../../events/lifecycle';
 import { DEFAULT_DRIVER, DEFAULT_POOL, LEGACY_POOL, StoragePools, validatePoolName } from './pools';
 import type { PoolDriver } from './types';
 
@@ -33,9 +34,12 @@ export class HostStorage {
   constructor(
     hostPath: string,
     private readonly records: () => Promise<PoolUserRecord[]>,
+    report?: (action: StorageAction, name: string) => Promise<void>,
   ) {
-    this.pools = new StoragePools(path.join(hostPath, 'storage-pools'), async (pool) =>
-      (await this.records()).filter((r) => r.type === 'container' && (r.pool ?? LEGACY_POOL) === pool).map((r) => r.name),
+    this.pools = new StoragePools(
+      path.join(hostPath, 'storage-pools'),
+      async (pool) => (await this.records()).filter((r) => r.type === 'container' && (r.pool ?? LEGACY_POOL) === pool).map((r) => r.name),
+      report,
     );
   }
 

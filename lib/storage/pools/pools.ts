@@ -14,6 +14,7 @@ import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../../core/error
 import { readJson, writeJsonAtomic } from '../../core/fs';
 import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { clearStaging, renameNew, stagingPath } from '../../core/staging';
+import type { StorageAction } from '../../events/lifecycle';
 import { DirPool } from './dir';
 import { unmountUnder } from './mounts';
 import { OverlayPool } from './overlay';
@@ -94,6 +95,8 @@ export class StoragePools {
     private readonly dir: string,
     /** The instances (by name) whose record names `pool` (LEGACY_POOL: also those naming none). */
     private readonly users: (pool: string) => Promise<string[]>,
+    /** Tells the host's event stream what this process changed (LXD's storage-pool-* actions). */
+    private readonly report: (action: StorageAction, name: string) => Promise<void> = async () => undefined,
   ) {}
 
   private poolDir(name: string): string {
@@ -136,6 +139,7 @@ export class StoragePools {
     } finally {
       await fs.rm(staging, { recursive: true, force: true });
     }
+    await this.report('storage-pool-created', stored.name);
     return this.info(stored);
   }
 
@@ -182,6 +186,7 @@ export class StoragePools {
     this.driverFor(stored.driver, name).checkConfig(config);
     const next: StoredPool = { ...stored, config, description: update.description === undefined ? stored.description : checkDescription(update.description) };
     await writeJsonAtomic(path.join(this.poolDir(name), POOL_FILE), next);
+    await this.report('storage-pool-updated', name);
     return this.info(next);
   }
 
@@ -194,6 +199,7 @@ export class StoragePools {
     await fs.rename(this.poolDir(name), gone);
     await unmountUnder(gone);
     await fs.rm(gone, { recursive: true, force: true });
+    await this.report('storage-pool-deleted', name);
   }
 
   /** @internal Makes the pool `name` with `driver` if there is none of that name (Host.open: the default pool; the dir pool of older instances). */
