@@ -47,6 +47,7 @@ export type {
   SnapshotRecord,
   SnapshotCreateOptions,
   SnapshotRestoreOptions,
+  SnapshotDeleteOptions,
   SnapshotEvent,
   SnapshotRenamedEvent,
   CopyOptions,
@@ -59,7 +60,9 @@ export type { PoolDriverName, RootDiskDevice, StoragePoolCreateOptions, StorageP
 
 // Images.
 export type { ImageStore } from './images/store';
-export type { Image, ImageInfo, ImageProgress, ImageStoreEvents, EnsureOptions, BuildOptions, PublishOptions } from './images/types';
+export type { Image, ImageInfo, ImageProgress, ImageStoreEvents, EnsureOptions, BuildOptions, PublishOptions, ImageImportOptions } from './images/types';
+// Cancellation and progress of the long operations.
+export type { Progress, LongOptions } from './core/abort';
 
 // Networks.
 export type { Networks, Network } from './network/networks';

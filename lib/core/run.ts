@@ -9,6 +9,7 @@
  */
 import { type ChildProcess, type ExecFileOptions, execFile, spawn, type SpawnOptions } from 'node:child_process';
 
+import { joinOperation } from './abort';
 import { NoSpace, OperationFailed } from './errors';
 
 const SETPRIV = '/usr/bin/setpriv';
@@ -43,7 +44,7 @@ export function execHelper<E extends BufferEncoding | 'buffer' = 'utf8'>(
 ): Promise<{ stdout: Output<E>; stderr: Output<E> }> {
   const [file, argv] = boundArgv(cmd, args);
   return new Promise((resolve, reject) => {
-    execFile(file, argv, { maxBuffer: 64 * 1024 * 1024, ...options, encoding: options.encoding ?? 'utf8' } as ExecFileOptions & { encoding: BufferEncoding }, (error, stdout, stderr) => {
+    const child = execFile(file, argv, { maxBuffer: 64 * 1024 * 1024, ...options, encoding: options.encoding ?? 'utf8' } as ExecFileOptions & { encoding: BufferEncoding }, (error, stdout, stderr) => {
       if (!error) return resolve({ stdout: stdout as Output<E>, stderr: stderr as Output<E> });
       const e = error as NodeJS.ErrnoException & { stdout?: unknown; stderr?: unknown; cmd?: string };
       if (e.code === (127 as never) && notStarted(cmd, stderr)) {
@@ -54,6 +55,8 @@ export function execHelper<E extends BufferEncoding | 'buffer' = 'utf8'>(
       e.message = e.message.replace(`${file} ${argv.slice(0, argv.length - args.length - 1).join(' ')} `, '');
       reject(Object.assign(e, { stdout, stderr }));
     });
+    // Killed if the long operation it serves is aborted, counted by its progress (lib/core/abort.ts).
+    joinOperation(child);
   });
 }
 
@@ -61,7 +64,9 @@ export function execHelper<E extends BufferEncoding | 'buffer' = 'utf8'>(
 export function spawnHelper(cmd: string, args: readonly string[], options: SpawnOptions & { group?: boolean } = {}): ChildProcess {
   const { group, ...rest } = options;
   const [file, argv] = group ? boundGroupArgv(cmd, args) : boundArgv(cmd, args);
-  return spawn(file, argv, group ? { ...rest, detached: true } : rest);
+  const child = spawn(file, argv, group ? { ...rest, detached: true } : rest);
+  joinOperation(child, group);
+  return child;
 }
 
 /** The path a "No space left on device" line of a tool's stderr names (cp, tar, qemu-img, mkfs), if any. */

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
+import { checkAborted } from './abort';
 import { writeJsonAtomic } from './fs';
 import { currentOwner, type Owner, ownerGone } from './owner';
 import { noSpaceOr } from './run';
@@ -99,6 +100,7 @@ export async function createStaged(dir: string, fill: (staging: string) => Promi
   await fs.mkdir(staging, { mode: 0o711 });
   try {
     await fill(staging);
+    checkAborted(); // an aborted create leaves nothing: the last moment before it appears
     await renameNew(staging, dir).catch((e) => {
       // rename(2) onto a directory that is not empty (another create won meanwhile).
       if ((e as NodeJS.ErrnoException).code === 'ENOTEMPTY') throw Object.assign(new Error(`EEXIST: ${dir} exists`), { code: 'EEXIST', path: dir });

@@ -34,6 +34,8 @@ import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type StorageEvent } from '../events/lifecycle';
 import { sys } from '../native/sys';
 import { BaseInstance } from '../instance/base';
+import { hostLongOperations } from './long-operations';
+import { LONG_OPTION_KEYS, type LongOptions } from '../core/abort';
 
 /** The VM driver (QEMU, QMP, the guest agent), loaded on first use: a host of containers never loads it. */
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
@@ -63,7 +65,7 @@ export interface HostOptions {
  * await host.import('./privileged.tar.zst', { trust: 'host-access' }); // raw.lxc, host paths… accepted
  * ```
  */
-export interface ImportOptions {
+export interface ImportOptions extends LongOptions {
   /** Default: the exported name. */
   name?: string;
   /** Accept records that reach into the host (see ImportTrust); refused with PermissionDenied otherwise. */
@@ -79,8 +81,8 @@ export interface ImportOptions {
  * ```
  */
 export type LaunchOptions = Omit<CreateOptions, 'image'> & StartOptions;
-const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true });
-const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true });
+const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true, ...LONG_OPTION_KEYS });
+const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true, ...LONG_OPTION_KEYS });
 
 /**
  * Where `Host.open()` keeps its state when no path is given: /var/lib/lxq.
@@ -417,7 +419,6 @@ export class Host implements InstanceHost {
     return instance;
   }
 
-  /** The names of this host's instances made from `image` (read from their records). */
   /** Every instance record on disk (made by any process). */
   private async records(): Promise<InstanceRecord[]> {
     const names = (await fs.readdir(this.instancesDir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
@@ -498,3 +499,4 @@ export class Host implements InstanceHost {
     return ContainerInstance.open(this.containerContext(), dir, record, record.imageMeta as unknown as ContainerImageMeta);
   }
 }
+hostLongOperations(Host.prototype as never);

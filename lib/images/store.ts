@@ -30,7 +30,8 @@ import { run, sha256 } from './build-tools';
 import { isImageName } from './meta';
 import { exportImage, fileDigest, unpackImage } from './lxd-format';
 import { BUILTIN_IMAGES, type Builder, debianReleaseOf, type Derivation, derivedImage, type Image, type ImageVariants } from './catalog';
-import { BUILD_OPTION_KEYS, type BuildOptions, ENSURE_OPTION_KEYS, type EnsureOptions, type ImageInfo, type ImageProgress, type ImageStoreEvents, type PublishOptions, type StoreOptions } from './types';
+import { BUILD_OPTION_KEYS, type BuildOptions, ENSURE_OPTION_KEYS, type EnsureOptions, type ImageImportOptions, type ImageInfo, type ImageProgress, type ImageStoreEvents, type PublishOptions, type StoreOptions } from './types';
+import { checkAborted, checkLongOptions, LONG_OPTION_KEYS, longOperation, refuseAborted, SharedWork } from '../core/abort';
 
 /** An imported image: it cannot be built again, only imported again. */
 interface Imported {
@@ -67,7 +68,7 @@ const TMP = /^\.[0-9a-f]+\.tmp-(\d+)-/;
  * ```
  */
 export class ImageStore extends EventEmitter<ImageStoreEvents> {
-  private readonly building = new Map<string, Promise<Image>>();
+  private readonly building = new Map<string, SharedWork<Image>>();
   private readonly publishLock: FileLock;
 
   /** @internal The host makes its store (`host.images`), giving it what the store needs to know of instances. */
@@ -198,20 +199,22 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   /** The image, built first if needed. Concurrent calls share one build. */
   async ensure(name: string, options: EnsureOptions = {}): Promise<Image> {
     refuseUnknownKeys('image ensure', options, ENSURE_OPTION_KEYS);
+    checkLongOptions(options);
+    refuseAborted(`ensuring image ${name}`, options.signal); // before a build starts
     const { type, builder } = await this.variant(name, options.type);
     const key = `${name}\0${type}`;
     let p = this.building.get(key);
     if (!p) {
-      p = this.get(name, { type }).catch((e) => (e instanceof NotFound ? this.buildVariant(name, type, builder, options.onProgress) : Promise.reject(e)));
+      p = new SharedWork(`building image ${name}`, () => this.get(name, { type }).catch((e) => (e instanceof NotFound ? this.buildVariant(name, type, builder, options.onProgress) : Promise.reject(e))));
       this.building.set(key, p);
-      p.finally(() => this.building.delete(key)).catch(() => undefined);
+      p.promise.finally(() => this.building.delete(key)).catch(() => undefined);
     } else if (options.onProgress) {
       const listener = options.onProgress;
       const forward = (e: ImageProgress) => e.name === name && e.type === type && listener(e);
       this.on('progress', forward);
-      p.finally(() => this.off('progress', forward)).catch(() => undefined);
+      p.promise.finally(() => this.off('progress', forward)).catch(() => undefined);
     }
-    return p;
+    return p.wait(`ensuring image ${name}`, options.signal);
   }
 
   /**
@@ -221,6 +224,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   async build(name: string, options: BuildOptions): Promise<Image> {
     if (options === null || typeof options !== 'object') throw new InvalidArgument('build options must be an object with `from`');
     refuseUnknownKeys('image build', options, BUILD_OPTION_KEYS);
+    checkLongOptions(options);
     if (typeof name !== 'string' || !isImageName(name)) throw new InvalidArgument(`bad image name ${JSON.stringify(name)}: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/"`);
     if (BUILTIN_IMAGES[name]) throw new InvalidArgument(`"${name}" is one of lxq's own images; give the derived image another name`);
     const packages = options.packages ?? [];
@@ -236,18 +240,21 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
       await this.variantsOf(options.from); // unknown: the list of images
     }
     if (!(await this.releaseOf(options.from))) throw new InvalidArgument(`image "${options.from}" is not a Debian image: only Debian images can take packages`);
-    const definition: Derivation = { from: options.from, packages, run: commands };
-    const release = (await this.releaseOf(options.from))!;
-    const chain: Derivation[] = [definition];
-    for (let d = await this.derivation(options.from); d; d = await this.derivation(d.from)) chain.unshift(d);
-    // The container variant holds the tree (a VM variant is made from it): built first, and the
-    // definition is written once it exists, so a failed build leaves nothing behind.
-    const builder = derivedImage(name, chain, release).container!;
-    const dir = await this.pathOf(name, 'container', builder);
-    const built = await readJson<Omit<Image, 'dir'>>(path.join(dir, MANIFEST)).then((m) => ({ ...m, dir }), () => undefined);
-    const image = built ?? (await this.buildVariant(name, 'container', builder, options.onProgress));
-    await this.writeDefinition(name, definition);
-    return options.type === 'vm' ? this.ensure(name, { type: 'vm', onProgress: options.onProgress }) : image;
+    // Its progress is the build's own (ImageProgress).
+    return longOperation(`building image ${name}`, { signal: options.signal }, async () => {
+      const definition: Derivation = { from: options.from, packages, run: commands };
+      const release = (await this.releaseOf(options.from))!;
+      const chain: Derivation[] = [definition];
+      for (let d = await this.derivation(options.from); d; d = await this.derivation(d.from)) chain.unshift(d);
+      // The container variant holds the tree (a VM variant is made from it): built first, and the
+      // definition is written once it exists, so a failed build leaves nothing behind.
+      const builder = derivedImage(name, chain, release).container!;
+      const dir = await this.pathOf(name, 'container', builder);
+      const built = await readJson<Omit<Image, 'dir'>>(path.join(dir, MANIFEST)).then((m) => ({ ...m, dir }), () => undefined);
+      const image = built ?? (await this.buildVariant(name, 'container', builder, options.onProgress));
+      await this.writeDefinition(name, definition);
+      return options.type === 'vm' ? this.ensure(name, { type: 'vm', onProgress: options.onProgress }) : image;
+    });
   }
 
   private async writeDefinition(name: string, d: Derivation): Promise<void> {
@@ -260,34 +267,37 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
    * `alias`. The archive is checked first (complete, metadata present and well formed, an
    * architecture this host runs, no path escaping); nothing is kept if anything fails.
    */
-  async import(file: string, options: { alias: string }): Promise<Image> {
-    refuseUnknownKeys('image import', options, ['alias']);
+  async import(file: string, options: ImageImportOptions): Promise<Image> {
+    refuseUnknownKeys('image import', options, ['alias', ...Object.keys(LONG_OPTION_KEYS)]);
+    checkLongOptions(options);
     const name = options?.alias;
     if (typeof name !== 'string' || !isImageName(name)) throw new InvalidArgument(`import needs an alias, a valid image name, got ${JSON.stringify(name)}`);
     if (BUILTIN_IMAGES[name] || (await this.definition(name))) throw new AlreadyExists(`image "${name}" already exists; delete it first or choose another alias`);
     if (typeof file !== 'string') throw new InvalidArgument('import needs the path of a tarball');
-    const digest = await fileDigest(file).catch(() => {
-      throw new InvalidArgument(`no file ${file} to import`);
+    return longOperation(`importing image ${name}`, options, async () => {
+      const digest = await fileDigest(file).catch(() => {
+        throw new InvalidArgument(`no file ${file} to import`);
+      });
+      const parent = this.nameDir(name);
+      await fs.mkdir(parent, { recursive: true, mode: 0o755 });
+      await this.removeAbandoned(parent);
+      const tmp = path.join(parent, `.${digest.slice(0, 12)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+      await fs.mkdir(tmp, { mode: 0o755 });
+      try {
+        const unpacked = await unpackImage(path.resolve(file), tmp);
+        const final = await this.pathOf(name, unpacked.type, importedBuilder(name, digest));
+        const image = { name, type: unpacked.type, createdAt: new Date().toISOString(), meta: { ...unpacked.meta, importedFrom: path.resolve(file) } };
+        await writeJsonAtomic(path.join(tmp, MANIFEST), image);
+        await fs.rename(tmp, final);
+        const def: Imported = { imported: { type: unpacked.type, digest, file: path.resolve(file) } };
+        await writeJsonAtomic(path.join(parent, DEFINITION), def);
+        return { ...image, dir: final };
+      } catch (e) {
+        await fs.rm(tmp, { recursive: true, force: true });
+        await fs.rmdir(parent).catch(() => undefined);
+        throw e;
+      }
     });
-    const parent = this.nameDir(name);
-    await fs.mkdir(parent, { recursive: true, mode: 0o755 });
-    await this.removeAbandoned(parent);
-    const tmp = path.join(parent, `.${digest.slice(0, 12)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-    await fs.mkdir(tmp, { mode: 0o755 });
-    try {
-      const unpacked = await unpackImage(path.resolve(file), tmp);
-      const final = await this.pathOf(name, unpacked.type, importedBuilder(name, digest));
-      const image = { name, type: unpacked.type, createdAt: new Date().toISOString(), meta: { ...unpacked.meta, importedFrom: path.resolve(file) } };
-      await writeJsonAtomic(path.join(tmp, MANIFEST), image);
-      await fs.rename(tmp, final);
-      const def: Imported = { imported: { type: unpacked.type, digest, file: path.resolve(file) } };
-      await writeJsonAtomic(path.join(parent, DEFINITION), def);
-      return { ...image, dir: final };
-    } catch (e) {
-      await fs.rm(tmp, { recursive: true, force: true });
-      await fs.rmdir(parent).catch(() => undefined);
-      throw e;
-    }
   }
 
   /**
@@ -299,7 +309,8 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
    */
   async publish(instance: unknown, alias: string, options: PublishOptions = {}): Promise<Image> {
     if (options === null || typeof options !== 'object') throw new InvalidArgument('publish options must be an object');
-    refuseUnknownKeys('image publish', options, ['snapshot']);
+    refuseUnknownKeys('image publish', options, ['snapshot', ...Object.keys(LONG_OPTION_KEYS)]);
+    checkLongOptions(options);
     if (typeof alias !== 'string' || !isImageName(alias)) {
       throw new InvalidArgument(`bad image alias ${JSON.stringify(alias)}: lower-case letters, digits, ".", "_", "-", up to 4 parts separated by "/"`);
     }
@@ -308,39 +319,42 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
       if (BUILTIN_IMAGES[alias] || (await this.definition(alias))) throw new AlreadyExists(`image "${alias}" already exists; delete it first or choose another alias`);
     };
     await taken();
-    if (!this.options.instance) throw new InvalidArgument('this image store has no instances to publish (open it through Host)');
-    const source = await this.options.instance(instance);
-    const id = randomBytes(8).toString('hex');
-    const parent = this.nameDir(alias);
-    const created = await fs.mkdir(parent, { recursive: true, mode: 0o755 });
-    await this.removeAbandoned(parent);
-    const tmp = path.join(parent, `.${id.slice(0, 12)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-    await fs.mkdir(tmp, { mode: 0o755 });
-    try {
-      const { type, meta } = await source.publishData(tmp, { snapshot: options.snapshot });
-      const snapshot = options.snapshot !== undefined ? { snapshot: options.snapshot } : {};
-      const image = { name: alias, type, createdAt: new Date().toISOString(), meta: { ...meta, publishedFrom: { instance: source.name, ...snapshot } } };
-      await writeJsonAtomic(path.join(tmp, MANIFEST), image);
-      const final = await this.pathOf(alias, type, importedBuilder(alias, id));
-      // The alias is taken by the build's rename and its definition's write together: under a
-      // lock of every process on the host, so two publishes of one alias cannot both pass.
-      await this.publishLock.hold(async () => {
-        await taken(); // published by another caller meanwhile
-        await this.removeUndefinedBuilds(parent, alias);
-        await fs.rename(tmp, final);
-        const def: Published = { published: { type, id, instance: source.name, ...snapshot } };
-        await writeJsonAtomic(path.join(parent, DEFINITION), def).catch(async (e) => {
-          await fs.rm(final, { recursive: true, force: true });
-          throw e;
+    return longOperation(`publishing ${alias}`, options, async () => {
+      if (!this.options.instance) throw new InvalidArgument('this image store has no instances to publish (open it through Host)');
+      const source = await this.options.instance(instance);
+      const id = randomBytes(8).toString('hex');
+      const parent = this.nameDir(alias);
+      const created = await fs.mkdir(parent, { recursive: true, mode: 0o755 });
+      await this.removeAbandoned(parent);
+      const tmp = path.join(parent, `.${id.slice(0, 12)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+      await fs.mkdir(tmp, { mode: 0o755 });
+      try {
+        const { type, meta } = await source.publishData(tmp, { snapshot: options.snapshot });
+        checkAborted(); // an aborted publish leaves no image: the last moment before it appears
+        const snapshot = options.snapshot !== undefined ? { snapshot: options.snapshot } : {};
+        const image = { name: alias, type, createdAt: new Date().toISOString(), meta: { ...meta, publishedFrom: { instance: source.name, ...snapshot } } };
+        await writeJsonAtomic(path.join(tmp, MANIFEST), image);
+        const final = await this.pathOf(alias, type, importedBuilder(alias, id));
+        // The alias is taken by the build's rename and its definition's write together: under a
+        // lock of every process on the host, so two publishes of one alias cannot both pass.
+        await this.publishLock.hold(async () => {
+          await taken(); // published by another caller meanwhile
+          await this.removeUndefinedBuilds(parent, alias);
+          await fs.rename(tmp, final);
+          const def: Published = { published: { type, id, instance: source.name, ...snapshot } };
+          await writeJsonAtomic(path.join(parent, DEFINITION), def).catch(async (e) => {
+            await fs.rm(final, { recursive: true, force: true });
+            throw e;
+          });
         });
-      });
-      return { ...image, dir: final };
-    } catch (e) {
-      await fs.rm(tmp, { recursive: true, force: true });
-      // The directories this call made, innermost first, while empty: the store as it was.
-      for (let d = parent; created && d.length >= created.length; d = path.dirname(d)) if (!(await fs.rmdir(d).then(() => true, () => false))) break;
-      throw e;
-    }
+        return { ...image, dir: final };
+      } catch (e) {
+        await fs.rm(tmp, { recursive: true, force: true });
+        // The directories this call made, innermost first, while empty: the store as it was.
+        for (let d = parent; created && d.length >= created.length; d = path.dirname(d)) if (!(await fs.rmdir(d).then(() => true, () => false))) break;
+        throw e;
+      }
+    });
   }
 
   /** Writes the image (built first if needed) to `file` in LXD's unified tarball format. */

@@ -2,6 +2,7 @@
  * What the image store's calls take and give (store.ts), and what it needs of the host.
  */
 import type { InstanceType } from '../config/options';
+import type { LongOptions, Progress } from '../core/abort';
 import { optionKeys } from '../core/keys';
 import type { Image } from './catalog';
 
@@ -15,9 +16,21 @@ export type { Image } from './catalog';
  * await host.images.publish(c, 'web-golden', { snapshot: 'clean' });
  * ```
  */
-export interface PublishOptions {
+export interface PublishOptions extends LongOptions {
   /** Publish this snapshot of the instance (which may then run) rather than its current state. */
   snapshot?: string;
+}
+
+/**
+ * Options of `images.import`: the name the image takes, and the long operation's signal and progress.
+ *
+ * @example
+ * ```ts
+ * await host.images.import('./debian.tar.xz', { alias: 'deb', signal: AbortSignal.timeout(600_000) });
+ * ```
+ */
+export interface ImageImportOptions extends LongOptions {
+  alias: string;
 }
 
 /**
@@ -45,13 +58,9 @@ export interface ImageInfo extends Image {
  * await host.images.ensure('vm/default', { onProgress: (p: ImageProgress) => console.log(`${p.percent}% ${p.phase}`) });
  * ```
  */
-export interface ImageProgress {
+export interface ImageProgress extends Progress {
   name: string;
   type: InstanceType;
-  /** What the build does now. */
-  phase: string;
-  /** 0 to 100. */
-  percent: number;
 }
 
 /**
@@ -79,8 +88,13 @@ export interface EnsureOptions {
   type?: InstanceType;
   /** Build progress, if it has to be built (also emitted as `progress` events). */
   onProgress?: (event: ImageProgress) => void;
+  /**
+   * Aborting rejects this call with Aborted at once; the build itself is killed (nothing of it
+   * kept) once no other caller waits for it.
+   */
+  signal?: AbortSignal;
 }
-export const ENSURE_OPTION_KEYS = optionKeys<EnsureOptions>({ type: true, onProgress: true });
+export const ENSURE_OPTION_KEYS = optionKeys<EnsureOptions>({ type: true, onProgress: true, signal: true });
 
 /**
  * A custom image on top of one of lxq's: extra Debian packages and commands run in it.
@@ -98,7 +112,7 @@ export interface BuildOptions extends EnsureOptions {
   /** Shell commands run as root in the image after the packages are installed. */
   run?: string[];
 }
-export const BUILD_OPTION_KEYS = optionKeys<BuildOptions>({ from: true, packages: true, run: true, type: true, onProgress: true });
+export const BUILD_OPTION_KEYS = optionKeys<BuildOptions>({ from: true, packages: true, run: true, type: true, onProgress: true, signal: true });
 
 /** What `publish` needs of an instance (lib/instance/base.ts gives it). */
 export interface PublishSource {

@@ -11,7 +11,9 @@ import type { Socket } from 'node:net';
 import * as path from 'node:path';
 
 import { type InstanceConfig, type InstanceConfigPatch, type InstanceType, patchConfig } from '../config/options';
+import { checkLongOptions, longOperation, phase } from '../core/abort';
 import { InvalidState, NotSupported } from '../core/errors';
+import { diskUsage } from '../storage/tree';
 import type { Devices } from '../devices/declarations';
 import { syncNetworkHosts } from '../devices/nic';
 import { checkPaths, type ProbeEnv } from '../devices/validate';
@@ -309,15 +311,18 @@ export abstract class BaseInstance extends CommonInstance {
     let target: string;
     try {
       target = checkExport(file, options);
+      checkLongOptions(options);
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.serialized(async () => {
-      const status = this.observe(await this.currentStatus());
-      if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
-      const source = { name: this.name, type: this.type, dir: this.dir, record: this.record, status, storage: this.storage };
-      await writeExport({ ...source, freeze: () => this.freezeFor('export'), thaw: () => this.thawAfter() }, target, options.instanceOnly === true);
-    });
+    return longOperation(`exporting ${this.name}`, options, () =>
+      this.serialized(async () => {
+        const status = this.observe(await this.currentStatus());
+        if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
+        const source = { name: this.name, type: this.type, dir: this.dir, record: this.record, status, storage: this.storage };
+        await writeExport({ ...source, freeze: () => this.freezeFor('export'), thaw: () => this.thawAfter() }, target, options.instanceOnly === true);
+      }),
+    );
   }
 
   // ---- for the host ----
@@ -330,7 +335,10 @@ export abstract class BaseInstance extends CommonInstance {
     return this.serialized(async () => {
       const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
       const status = this.observe(await this.currentStatus());
+      // Bytes read against the source's size on disk (its snapshots' too, when they are copied).
+      await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : this.dir));
       await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten });
+      await phase('finishing', 95, 100);
       const taken = structuredClone(snapshot ? snapshot.meta.record : this.record);
       // The copy's data was made on this instance's pool, whichever pool a snapshot's record names (an imported one's).
       if (this.record.pool === undefined) delete taken.pool;
@@ -348,6 +356,7 @@ export abstract class BaseInstance extends CommonInstance {
       const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
       const status = this.observe(await this.currentStatus());
       if (!snapshot && status !== 'stopped') throw new InvalidState(`cannot publish ${this.name}: it is ${status}; stop it first, or publish one of its snapshots`, status);
+      await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : this.dir));
       const meta = await this.storage.publishTo(into, { status, snapshot });
       return { type: this.type, meta };
     });

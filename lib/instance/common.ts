@@ -13,6 +13,7 @@
 import { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
+import { checkAborted, currentSignal, detached, longOperation, unlessAborted } from '../core/abort';
 import { Aborted, AlreadyExists, Busy, InvalidState, NotFound, Timeout } from '../core/errors';
 import { refuseUnknownKeys } from '../core/keys';
 import { SerialQueue } from '../core/serial';
@@ -127,7 +128,8 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
 
   /** Runs operations on this instance one at a time, in call order (see exclusive). */
   protected serialized<T>(op: () => Promise<T>): Promise<T> {
-    return this.operations.run(() => this.exclusive(op));
+    // An operation aborted while it waited for its turn does nothing.
+    return this.operations.run(() => this.exclusive(() => (checkAborted(), op())));
   }
 
   async status(): Promise<InstanceStatus> {
@@ -184,11 +186,20 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
 
   async start(options?: StartOptions): Promise<void> {
     const wait = checkStart(options);
-    await this.serialized(async () => {
-      await this.startNow();
-      await this.reported('instance-started');
+    const signal = options?.signal;
+    await longOperation(`starting ${this.name}`, options, async () => {
+      await this.serialized(async () => {
+        await this.startNow();
+        await this.reported('instance-started');
+      });
+      if (wait === undefined) return;
+      const spec = signal === undefined ? wait : typeof wait === 'string' ? { for: wait, signal } : { ...wait, signal: wait.signal ? AbortSignal.any([wait.signal, signal]) : signal };
+      await this.wait(spec).catch(async (e) => {
+        // An aborted start leaves the instance stopped, even once it ran (outside the aborted scope).
+        if (signal?.aborted) await detached(() => this.stop({ force: true })).catch(() => undefined);
+        throw e;
+      });
     });
-    if (wait !== undefined) await this.wait(wait);
   }
 
   /** See Instance.wait (lib/instance/wait.ts). */
@@ -203,10 +214,18 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.serialized(async () => {
-      const how = await this.stopNow(timeout, options?.force === true);
-      if (how) await this.reported(how);
-    });
+    return longOperation(`stopping ${this.name}`, options, () =>
+      this.serialized(async () => {
+        const how = await this.stopNow(timeout, options?.force === true);
+        if (how) await this.reported(how);
+        this.checkStopAborted(how);
+      }),
+    );
+  }
+
+  /** After a stop: Aborted if the caller's abort cut its clean shutdown short (the instance is then stopped, by force). */
+  private checkStopAborted(how: string | undefined): void {
+    if (how === 'instance-stopped' && currentSignal()?.aborted) throw new Aborted(`stopping ${this.name} was aborted: its clean shutdown was cut short and it was stopped by force`);
   }
 
   restart(options: StopOptions = {}): Promise<void> {
@@ -216,16 +235,17 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.serialized(async () => {
+    return longOperation(`restarting ${this.name}`, options, () => this.serialized(async () => {
       const how = await this.stopNow(timeout, options?.force === true);
       try {
+        this.checkStopAborted(how);
         await this.startNow();
       } catch (e) {
         if (how) await this.reported(how);
         throw e;
       }
       await this.reported('instance-restarted');
-    });
+    }));
   }
 
   /** Starts the stopped instance (inside serialized()). */
@@ -234,7 +254,14 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
     await this.beforeStart();
     this.transition('starting');
     try {
-      await this.asOwn(['instance-started'], () => this.doStart());
+      await this.asOwn(['instance-started'], async () => {
+        await this.doStart();
+        // Aborted while it started (liblxc's or QEMU's start is not cut short): it is stopped again.
+        if (currentSignal()?.aborted) {
+          await this.doKill();
+          checkAborted();
+        }
+      });
     } catch (e) {
       await this.startFailed();
       throw e;
@@ -256,7 +283,8 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
       return await this.asOwn(['instance-stopped', 'instance-shutdown', 'instance-resumed'], async () => {
         // A frozen instance cannot shut itself down; thaw it first (LXD does the same).
         if (!force && status === 'frozen') await this.doUnfreeze();
-        const stopped = !force && timeoutMs > 0 && status !== 'error' && (await this.doShutdown(timeoutMs));
+        // An abort cuts the clean shutdown short: the instance is stopped by force (see checkStopAborted).
+        const stopped = !force && timeoutMs > 0 && status !== 'error' && (await unlessAborted(this.doShutdown(timeoutMs), () => false));
         if (!stopped) await this.doKill();
         return stopped ? 'instance-shutdown' : 'instance-stopped';
       });

@@ -8,7 +8,9 @@ import * as path from 'node:path';
 import type { InstanceType } from '../config/options';
 import { InvalidArgument, NotFound, NotSupported } from '../core/errors';
 import { refuseUnknownKeys } from '../core/keys';
+import { phase } from '../core/abort';
 import { stagingPath } from '../core/staging';
+import { diskUsage } from '../storage/tree';
 import { type ExportMeta, writeArchive } from '../storage/archive';
 import { PARTIALS_DIR } from '../storage/partials';
 import type { StorageDriver } from '../storage/types';
@@ -51,6 +53,7 @@ export async function writeExport(source: ExportSource, target: string, instance
   const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(source.record), snapshots };
   const frozen = status === 'running' && !liveVm;
   const copied = liveVm ? stagingPath(dir, 'export-disk') : undefined;
+  await phase('writing the archive', 0, 99, () => diskUsage(dir));
   if (frozen) await source.freeze();
   try {
     if (copied) {

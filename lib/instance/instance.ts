@@ -11,7 +11,8 @@ import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, Instance
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType } from '../devices/declarations';
 import type { InstanceSnapshots, SnapshotEvent, SnapshotRenamedEvent } from '../storage/types';
 import type { InstanceFiles } from './files';
-import { InvalidArgument } from '../core/errors';
+import { checkLongOptions, LONG_OPTION_KEYS, type LongOptions } from '../core/abort';
+import { Aborted, InvalidArgument } from '../core/errors';
 import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 import { checkWait, type WaitSpec } from './wait';
@@ -147,6 +148,8 @@ export interface StopOptions {
   timeout?: number;
   /** Kill at once, without asking the instance to shut down. */
   force?: boolean;
+  /** Aborting cuts the graceful shutdown short: the instance is stopped by force, and stop rejects with Aborted. */
+  signal?: AbortSignal;
 }
 /**
  * What `start` takes.
@@ -160,14 +163,17 @@ export interface StopOptions {
 export interface StartOptions {
   /** Resolve only once the instance is ready this way (see `wait`). */
   wait?: WaitSpec;
+  /** Aborting rejects with Aborted and leaves the instance stopped (killed if it had started). */
+  signal?: AbortSignal;
 }
-export const START_OPTION_KEYS = optionKeys<StartOptions>({ wait: true });
+export const START_OPTION_KEYS = optionKeys<StartOptions>({ wait: true, signal: true });
 
 /** start()'s options checked before anything is done; the wait to make after it, if any. */
 export function checkStart(options: StartOptions | undefined): WaitSpec | undefined {
   if (options === undefined) return undefined;
   if (options === null || typeof options !== 'object') throw new InvalidArgument('start options must be an object');
   refuseUnknownKeys('start', options, START_OPTION_KEYS);
+  checkLongOptions(options, false);
   if (options.wait !== undefined) checkWait(options.wait);
   return options.wait;
 }
@@ -182,11 +188,11 @@ export function checkStart(options: StartOptions | undefined): WaitSpec | undefi
  * await c.export('/tmp/web-now.tar.zst', { instanceOnly: true });   // its current state alone
  * ```
  */
-export interface ExportOptions {
+export interface ExportOptions extends LongOptions {
   /** Leave the snapshots out. Default false. */
   instanceOnly?: boolean;
 }
-export const EXPORT_OPTION_KEYS = optionKeys<ExportOptions>({ instanceOnly: true });
+export const EXPORT_OPTION_KEYS = optionKeys<ExportOptions>({ instanceOnly: true, ...LONG_OPTION_KEYS });
 
 /**
  * LXD's launch over any host's `create`: the wait checked before anything is made, then create and
@@ -200,18 +206,24 @@ export async function launchWith<I extends Instance, C extends { image: string }
 ): Promise<I> {
   if (options === null || typeof options !== 'object') throw new InvalidArgument('launch options must be an object');
   const { wait, ...rest } = options;
-  checkStart({ wait });
+  const { signal } = rest as { signal?: AbortSignal };
+  checkStart({ wait, signal });
   const instance = await create(name, { ...rest, image } as unknown as C);
-  await instance.start({ wait });
+  // An aborted launch leaves nothing: the instance it made is deleted (start left it stopped).
+  await instance.start({ wait, signal }).catch(async (e) => {
+    if (e instanceof Aborted) await instance.delete({ force: true }).catch(() => undefined);
+    throw e;
+  });
   return instance;
 }
 
-export const STOP_OPTION_KEYS = optionKeys<StopOptions>({ timeout: true, force: true });
+export const STOP_OPTION_KEYS = optionKeys<StopOptions>({ timeout: true, force: true, signal: true });
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
 /** The timeout of a stop (or restart), checked before anything is done. */
 export function checkStopTimeout(op: string, options: StopOptions): number {
   refuseUnknownKeys(op, options, STOP_OPTION_KEYS);
+  checkLongOptions(options, false);
   const timeout = options.timeout ?? DEFAULT_STOP_TIMEOUT_MS;
   if (!Number.isFinite(timeout) || timeout < 0) throw new InvalidArgument(`${op} timeout must be a non-negative number of ms, got ${timeout}`);
   return timeout;
@@ -321,8 +333,10 @@ export interface CreateOptions {
   devices?: Record<string, DevicesInput[string] | RootDiskDevice>;
   /** The storage pool of a container's root (default: the host's `default` pool); the same as a `root` disk device `{ type: 'disk', path: '/', pool }`. */
   pool?: string;
+  /** Aborting rejects with Aborted and leaves no instance (nor staging) behind. */
+  signal?: AbortSignal;
 }
-export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true, pool: true });
+export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true, pool: true, signal: true });
 
 /**
  * A container or a VM, one interface for both: lifecycle, exec, files, consoles, snapshots, devices and options.

@@ -19,6 +19,7 @@ import { checkForeignRecord } from '../instance/foreign';
 import type { InstanceRecord } from '../instance/instance';
 import { writeJsonAtomic } from '../core/fs';
 import { run } from '../core/run';
+import { checkAborted, phase } from '../core/abort';
 import { dropPartial, notePartial } from './partials';
 import { validateSnapshotName } from './snapshots';
 import type { StoredSnapshot } from './types';
@@ -51,6 +52,7 @@ export async function writeArchive(file: string, dir: string, entries: string[],
     await fs.writeFile(path.join(staging, EXPORT_META), JSON.stringify(meta, null, 2));
     const names = entries.map((e) => `--transform=s,^${e.replace(/[.]/g, '\\.')},${TOP}/${e},`);
     await run('tar', ['--create', '--zstd', '--file', partial, ...KEEP, ...names, '-C', staging, EXPORT_META, '-C', dir, ...entries]);
+    checkAborted(); // an aborted export leaves no file, whole or partial
     await fs.rename(partial, file);
   } finally {
     await fs.rm(partial, { force: true });
@@ -61,6 +63,7 @@ export async function writeArchive(file: string, dir: string, entries: string[],
 
 /** Refuses an archive that is not an lxq export or whose members could land outside the import's directory. */
 export async function checkArchive(file: string): Promise<TarMember[]> {
+  await phase('checking the archive', 0, 30);
   const members = await listTar(file, 'lxq export');
   if (members[0]?.name !== EXPORT_META) throw new InvalidArgument(`${file} is not an lxq export (no ${EXPORT_META} at its start)`);
   checkMembers(file, members.slice(1), { top: TOP });
@@ -146,6 +149,7 @@ export async function readExport(file: string, members: TarMember[]): Promise<Ch
  * over the extracted ones (what is restored later is what was checked).
  */
 export async function extractArchive(file: string, checked: CheckedExport, into: string): Promise<void> {
+  await phase('extracting', 30, 95);
   const args = ['--extract', '--file', file, ...KEEP, '--same-owner', '--same-permissions', '--no-overwrite-dir', '--delay-directory-restore', '-C', into];
   await run('tar', args);
   for (const [name, s] of checked.snapshots) await writeJsonAtomic(path.join(into, TOP, 'snapshots', name, SNAPSHOT_META), s);

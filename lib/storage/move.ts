@@ -9,11 +9,13 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
+import { checkAborted } from '../core/abort';
 import { AlreadyExists } from '../core/errors';
 import { renameNew } from '../core/staging';
 
 /** Moves an instance's directory to `target`, refusing (AlreadyExists) a name that is taken. */
 export async function moveInstanceDir(from: string, target: string, newName: string): Promise<void> {
+  checkAborted(); // the last moment an aborted copy or import can leave nothing
   try {
     await renameNew(from, target);
   } catch (e) {

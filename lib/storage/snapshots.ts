@@ -17,7 +17,8 @@ import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import { execHelper, noSpaceOr } from '../core/run';
 import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from '../core/staging';
 import { diskUsage } from './tree';
-import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotInfo, SnapshotRef, SnapshotRestoreOptions, StorageDriver, StoredSnapshot } from './types';
+import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotDeleteOptions, SnapshotInfo, SnapshotRef, SnapshotRestoreOptions, StorageDriver, StoredSnapshot } from './types';
+import { checkAborted, checkLongOptions, detached, LONG_OPTION_KEYS, longOperation, phase } from '../core/abort';
 
 /** What the catalogue needs of its instance (given by BaseInstance). */
 export interface StorageSubject {
@@ -60,14 +61,16 @@ export function validateSnapshotName(name: unknown): string {
   return name;
 }
 
-const CREATE_KEYS = optionKeys<SnapshotCreateOptions>({ stateful: true, expiresAt: true, description: true });
-const RESTORE_KEYS = optionKeys<SnapshotRestoreOptions>({ stateful: true });
+const CREATE_KEYS = optionKeys<SnapshotCreateOptions>({ stateful: true, expiresAt: true, description: true, ...LONG_OPTION_KEYS });
+const RESTORE_KEYS = optionKeys<SnapshotRestoreOptions>({ stateful: true, ...LONG_OPTION_KEYS });
+const DELETE_KEYS = optionKeys<SnapshotDeleteOptions>({ signal: true });
 
 /** snapshots.create()'s arguments checked before anything is done (local and remote); its expiry as an ISO date, or null. */
 export function checkSnapshotCreate(name: string | undefined, options: SnapshotCreateOptions): string | null {
   if (name !== undefined) validateSnapshotName(name);
   if (options === null || typeof options !== 'object') throw new InvalidArgument('snapshot options must be an object');
   refuseUnknownKeys('snapshot', options, CREATE_KEYS);
+  checkLongOptions(options);
   const expiresAt = parseExpiry(options.expiresAt);
   if (options.description !== undefined && typeof options.description !== 'string') throw new InvalidArgument('description must be a string');
   if (options.stateful !== undefined && typeof options.stateful !== 'boolean') throw new InvalidArgument('stateful must be a boolean');
@@ -79,7 +82,15 @@ export function checkSnapshotRestore(name: string, options: SnapshotRestoreOptio
   validateSnapshotName(name);
   if (options === null || typeof options !== 'object') throw new InvalidArgument('restore options must be an object');
   refuseUnknownKeys('restore', options, RESTORE_KEYS);
+  checkLongOptions(options);
   if (options.stateful !== undefined && typeof options.stateful !== 'boolean') throw new InvalidArgument('stateful must be a boolean');
+}
+
+/** snapshots.delete()'s options checked before anything is done (local and remote). */
+export function checkSnapshotDelete(options: SnapshotDeleteOptions): void {
+  if (options === null || typeof options !== 'object') throw new InvalidArgument('delete options must be an object');
+  refuseUnknownKeys('snapshot delete', options, DELETE_KEYS);
+  checkLongOptions(options, false);
 }
 
 function parseExpiry(value: unknown): string | null {
@@ -98,7 +109,7 @@ export class Snapshots implements InstanceSnapshots {
 
   async create(name?: string, options: SnapshotCreateOptions = {}): Promise<SnapshotInfo> {
     const expiresAt = checkSnapshotCreate(name, options);
-    return this.subject.serialized(async () => {
+    return longOperation(`snapshotting ${this.subject.name()}`, options, () => this.subject.serialized(async () => {
       await this.recover();
       const names = await this.names();
       const chosen = name ?? `snap${1 + Math.max(-1, ...names.map((n) => (/^snap(\d+)$/.exec(n) ? Number(RegExp.$1) : -1)))}`;
@@ -113,6 +124,7 @@ export class Snapshots implements InstanceSnapshots {
       const tag = `lxq-${path.basename(staging).split('-').pop()}`;
       await fs.mkdir(staging, { mode: 0o711 });
       try {
+        await phase('copying', 0, 95, () => diskUsage(path.join(this.subject.dir(), this.subject.type() === 'vm' ? 'disk.qcow2' : 'rootfs')));
         await this.subject.driver().capture(staging, { stateful, status, tag });
         const meta: StoredSnapshot = {
           format: 'lxq-snapshot',
@@ -125,6 +137,7 @@ export class Snapshots implements InstanceSnapshots {
           record: structuredClone(this.subject.record()),
         };
         await writeJsonAtomic(path.join(staging, META), meta);
+        checkAborted(); // an aborted snapshot leaves none: the last moment before it appears
         await renameNew(staging, path.join(this.root, chosen));
       } catch (e) {
         await fs.rm(staging, { recursive: true, force: true });
@@ -132,7 +145,7 @@ export class Snapshots implements InstanceSnapshots {
       }
       await this.subject.emit('snapshot-created', { name: this.subject.name(), snapshot: chosen });
       return this.info(await this.ref(chosen));
-    });
+    }));
   }
 
   async list(): Promise<SnapshotInfo[]> {
@@ -153,7 +166,7 @@ export class Snapshots implements InstanceSnapshots {
 
   async restore(name: string, options: SnapshotRestoreOptions = {}): Promise<void> {
     checkSnapshotRestore(name, options);
-    return this.subject.serialized(async () => {
+    return longOperation(`restoring ${name} of ${this.subject.name()}`, options, () => this.subject.serialized(async () => {
       await this.recover();
       const snap = await this.ref(name);
       const driver = this.subject.driver();
@@ -171,19 +184,25 @@ export class Snapshots implements InstanceSnapshots {
       const staging = stagingPath(this.subject.dir(), 'restore');
       await fs.mkdir(staging, { mode: 0o700 });
       try {
+        await phase('copying', 0, 90, () => diskUsage(snap.dir));
         await driver.stageRestore(snap, staging);
+        checkAborted(); // the last moment an abort leaves the instance as it was
       } catch (e) {
         await fs.rm(staging, { recursive: true, force: true });
         throw e;
       }
-      const wasRunning = status !== 'stopped';
-      if (wasRunning) await this.subject.stop();
-      const journal: RestoreJournal = { pid: process.pid, snapshot: name, staging: path.basename(staging), record };
-      await writeJsonAtomic(path.join(this.subject.dir(), JOURNAL), journal);
-      await this.rollForward(journal);
-      if (wasRunning) await this.subject.start();
+      await phase('applying', 90, 100);
+      // From here the restore is finished whatever the signal says (its staging is complete).
+      await detached(async () => {
+        const wasRunning = status !== 'stopped';
+        if (wasRunning) await this.subject.stop();
+        const journal: RestoreJournal = { pid: process.pid, snapshot: name, staging: path.basename(staging), record };
+        await writeJsonAtomic(path.join(this.subject.dir(), JOURNAL), journal);
+        await this.rollForward(journal);
+        if (wasRunning) await this.subject.start();
+      });
       await this.subject.emit('snapshot-restored', { name: this.subject.name(), snapshot: name });
-    });
+    }));
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -198,13 +217,18 @@ export class Snapshots implements InstanceSnapshots {
     });
   }
 
-  async delete(name: string): Promise<void> {
+  async delete(name: string, options: SnapshotDeleteOptions = {}): Promise<void> {
     validateSnapshotName(name);
-    return this.subject.serialized(async () => {
-      await this.recover();
-      await this.remove(await this.ref(name));
-      await this.subject.emit('snapshot-deleted', { name: this.subject.name(), snapshot: name });
-    });
+    checkSnapshotDelete(options);
+    return longOperation(`deleting snapshot ${name} of ${this.subject.name()}`, options, () =>
+      this.subject.serialized(async () => {
+        await this.recover();
+        const snap = await this.ref(name);
+        checkAborted(); // past this point the snapshot goes, whole
+        await detached(() => this.remove(snap));
+        await this.subject.emit('snapshot-deleted', { name: this.subject.name(), snapshot: name });
+      }),
+    );
   }
 
   /**

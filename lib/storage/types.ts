@@ -4,6 +4,7 @@
  */
 import type { InstanceConfig, InstanceType } from '../config/options';
 import type { Devices } from '../devices/declarations';
+import type { LongOptions } from '../core/abort';
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 
 /**
@@ -14,7 +15,7 @@ import type { InstanceRecord, InstanceStatus } from '../instance/instance';
  * await vm.snapshots.create('live', { stateful: true, description: 'with its RAM', expiresAt: new Date(Date.now() + 86_400_000) });
  * ```
  */
-export interface SnapshotCreateOptions {
+export interface SnapshotCreateOptions extends LongOptions {
   /**
    * Keep the running state too (a VM's RAM and devices; a container's processes through CRIU).
    * Default: true for a running VM, false otherwise.
@@ -33,7 +34,7 @@ export interface SnapshotCreateOptions {
  * await vm.snapshots.restore('live', { stateful: false }); // the disk only
  * ```
  */
-export interface SnapshotRestoreOptions {
+export interface SnapshotRestoreOptions extends LongOptions {
   /** Default true: a stateful snapshot resumes the instance where it was. false: its disk or files only. */
   stateful?: boolean;
 }
@@ -97,7 +98,19 @@ export interface InstanceSnapshots {
   /** Brings back the snapshot's files or disk and record (a running instance ends running). */
   restore(name: string, options?: SnapshotRestoreOptions): Promise<void>;
   rename(from: string, to: string): Promise<void>;
-  delete(name: string): Promise<void>;
+  delete(name: string, options?: SnapshotDeleteOptions): Promise<void>;
+}
+
+/**
+ * Options of `snapshots.delete`: a signal (an abort before the snapshot's data is removed keeps it whole).
+ *
+ * @example
+ * ```ts
+ * await c.snapshots.delete('old', { signal: AbortSignal.timeout(60_000) });
+ * ```
+ */
+export interface SnapshotDeleteOptions {
+  signal?: AbortSignal;
 }
 
 /** A snapshot as stored in `<instance>/snapshots/<name>/snapshot.json` (its name is its directory's). */
@@ -197,7 +210,7 @@ export interface SnapshotRenamedEvent extends SnapshotEvent {
  * await host.copy('web1', 'web2', { snapshot: 'clean', instanceOnly: true, config: { 'user.role': 'staging' } });
  * ```
  */
-export interface CopyOptions {
+export interface CopyOptions extends LongOptions {
   /** Copy this snapshot of the source rather than its current state. */
   snapshot?: string;
   /** Options set on the copy (over the source's). */
