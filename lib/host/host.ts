@@ -4,7 +4,6 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-
 import { type InstanceConfigPatch, patchConfig, validateConfig } from '../config/options';
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import { normalizeDevices } from '../devices/validate';
@@ -13,7 +12,7 @@ import { ContainerContext, containerContext, ContainerInstance, containerMainPid
 import { AlreadyExists, InvalidArgument, NotFound } from '../core/errors';
 import { checkVmImageFiles, type ContainerImageMeta } from '../images/meta';
 import type { ImageStore } from '../images/store';
-import { RECORD_FILE } from '../instance/base';
+import { BaseInstance, RECORD_FILE } from '../instance/base';
 import { launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord, type StartOptions } from '../instance/instance';
 import type { InstanceHost } from '../instance/host';
 import { validateName } from '../instance/names';
@@ -33,7 +32,6 @@ import type { VmInstance } from '../drivers/vm/vm';
 import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type StorageEvent } from '../events/lifecycle';
 import { sys } from '../native/sys';
-import { BaseInstance } from '../instance/base';
 import { hostLongOperations } from './long-operations';
 import { LONG_OPTION_KEYS, type LongOptions } from '../core/abort';
 
