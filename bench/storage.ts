@@ -9,7 +9,14 @@
  * filesystem: what the overlay shows of the image is not counted; the image is, once, in the
  * store), run right after the operation.
  *
- * `--quick`: busybox, 2 rounds, 5 containers.
+ * Peers in the same run: LXD 5.0 (Debian's) on a `dir` pool and on a `btrfs` pool of a loop file
+ * (LXD's default for btrfs without a source), each a daemon of its own holding the same tree
+ * (lxq's image exported in LXD's format), driven over REST as a Node program would; disk: see
+ * bench/peers/lxd-storage.ts. Docker (overlay2) is not a peer here: no engine runs on this kind
+ * of machine without installing Debian's docker.io beside the Docker client it has.
+ *
+ * `--quick`: busybox, 2 rounds, 5 containers, no peers; `--no-lxd`: no peers; `--image NAME`: another
+ * image (e.g. busybox with the peers).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,12 +24,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host } from '../lib';
+import { LxdStoragePeer } from './peers/lxd-storage';
 import { stats, time } from './stats';
 
 const quick = process.argv.includes('--quick');
 const rounds = quick ? 2 : 5;
 const many = quick ? 5 : 20;
-const image = quick ? 'busybox' : 'debian/12';
+const imageArg = process.argv.indexOf('--image');
+const image = imageArg > 0 ? process.argv[imageArg + 1] : quick ? 'busybox' : 'debian/12';
 
 const p50 = (xs: number[]) => stats(xs).p50;
 const kib = (dirs: string[]) => Number(execFileSync('du', ['-sck', '--one-file-system', ...dirs], { encoding: 'utf8' }).trim().split('\n').pop()!.split('\t')[0]);
@@ -35,6 +44,7 @@ async function main(): Promise<void> {
   const img = await host.images.ensure(image);
   console.log(`image ${image}: ${mib(kib([img.dir]))} MiB in the store`);
   const inst = (name: string) => path.join(host.instancesDir, name);
+  let peers: [string, LxdStoragePeer | string][] = [];
   try {
     console.log('\n| pool | create p50 ms | disk after create MiB | start → running ms | disk after boot MiB | snapshot (running) p50 ms | restore p50 ms | copy (stopped) p50 ms | delete p50 ms |');
     console.log('|---|---|---|---|---|---|---|---|---|');
@@ -68,6 +78,12 @@ async function main(): Promise<void> {
       console.log(`| ${pool} | ${p50(create).toFixed(1)} | ${mib(afterCreate)} | ${start.toFixed(0)} | ${mib(afterBoot)} | ${p50(snap).toFixed(1)} | ${p50(restore).toFixed(1)} | ${p50(copy).toFixed(1)} | ${p50(del).toFixed(1)} |`);
     }
 
+    peers = quick || process.argv.includes('--no-lxd') ? [] : await lxdPeers(host, dir);
+    for (const [driver, peer] of peers) {
+      if (typeof peer === 'string') console.log(`| LXD 5.0 ${driver} | not measured: ${peer} |`);
+      else console.log(await lxdRow(driver, peer, image));
+    }
+
     console.log(`\n| pool | ${many} containers one after another: total s | per container p50 ms | disk of all MiB |`);
     console.log('|---|---|---|---|');
     for (const pool of ['overlay', 'dir'] as const) {
@@ -84,11 +100,72 @@ async function main(): Promise<void> {
       for (const n of names) await (await host.get(n)).delete();
       console.log(`| ${pool} | ${total.toFixed(2)} | ${p50(each).toFixed(1)} | ${mib(disk)} |`);
     }
+    for (const [driver, peer] of peers) if (typeof peer !== 'string') console.log(await lxdMany(driver, peer));
   } finally {
+    for (const [, peer] of peers) if (typeof peer !== 'string') await peer.close().catch((e: Error) => console.error(`LXD peer: ${e}`));
     for (const i of await host.list()) await i.delete({ force: true }).catch(() => undefined);
     await host.close();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** LXD 5.0 on a dir pool and on a btrfs loop pool, each a daemon of its own holding lxq's image. */
+async function lxdPeers(host: Host, dir: string): Promise<[string, LxdStoragePeer | string][]> {
+  const out: [string, LxdStoragePeer | string][] = [];
+  for (const driver of ['dir', 'btrfs'] as const) {
+    const peer = await LxdStoragePeer.start(dir, driver).catch((e: Error) => e.message);
+    if (typeof peer !== 'string') lxdImages.set(peer, await peer.importImage(host, image, dir));
+    out.push([`LXD 5.0 ${driver}`, peer]);
+  }
+  return out;
+}
+const lxdImages = new Map<LxdStoragePeer, string>();
+
+/** The same row as lxq's pools, for LXD (disk: see LxdStoragePeer.diskKiB). */
+async function lxdRow(label: string, peer: LxdStoragePeer, img: string): Promise<string> {
+  const fingerprint = lxdImages.get(peer)!;
+  const create: number[] = [];
+  const del: number[] = [];
+  let afterCreate = 0;
+  const base = await peer.diskKiB([]);
+  for (let i = 0; i < rounds; i++) {
+    const name = `lxd-b-${i}`;
+    create.push(await time(() => peer.create(name, fingerprint)));
+    afterCreate = (await peer.diskKiB([name])) - base;
+    del.push(await time(() => peer.delete(name)));
+  }
+  const name = 'lxd-b';
+  await peer.create(name, fingerprint);
+  const start = await time(() => peer.start(name, img === 'debian/12'));
+  const afterBoot = (await peer.diskKiB([name])) - base;
+  const snap: number[] = [];
+  for (let i = 0; i < rounds; i++) snap.push(await time(() => peer.snapshot(name, `s${i}`)));
+  await peer.stop(name);
+  const restore: number[] = [];
+  for (let i = 0; i < rounds; i++) restore.push(await time(() => peer.restore(name, `s${i}`)));
+  const copy: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    copy.push(await time(() => peer.copy(name, `lxd-b-copy${i}`)));
+    await peer.delete(`lxd-b-copy${i}`);
+  }
+  await peer.delete(name);
+  return `| ${label} | ${p50(create).toFixed(1)} | ${mib(afterCreate)} | ${start.toFixed(0)} | ${mib(afterBoot)} | ${p50(snap).toFixed(1)} | ${p50(restore).toFixed(1)} | ${p50(copy).toFixed(1)} | ${p50(del).toFixed(1)} |`;
+}
+
+async function lxdMany(label: string, peer: LxdStoragePeer): Promise<string> {
+  const fingerprint = lxdImages.get(peer)!;
+  const base = await peer.diskKiB([]);
+  const each: number[] = [];
+  const names: string[] = [];
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < many; i++) {
+    names.push(`lxd-m-${i}`);
+    each.push(await time(() => peer.create(names[i], fingerprint)));
+  }
+  const total = Number(process.hrtime.bigint() - t0) / 1e9;
+  const disk = (await peer.diskKiB(names)) - base;
+  for (const n of names) await peer.delete(n);
+  return `| ${label} | ${total.toFixed(2)} | ${p50(each).toFixed(1)} | ${mib(disk)} |`;
 }
 
 main().catch((e) => {

@@ -14,6 +14,7 @@ packages=(
   iproute2 dnsmasq-base dnsmasq-utils nftables # networks: bridges and links, DHCP and DNS (dhcp_release), NAT
   acl attr libcap2-bin zstd criu               # rootfs copies keep xattrs (getfattr/setfattr); ACLs and capabilities in tests; export compression; stateful snapshots
   iperf3                                       # network bench: TCP throughput (the host's loopback is the ceiling)
+  btrfs-progs                                  # bench/storage.ts: LXD's btrfs loop pool as a peer
   lxd lxd-client openssl                       # remote hosts: Debian's LXD 5.0 server and its `lxc` (another client whose changes test/remote-instance sees as events; cluster join token; bench/remote.ts); client certificates for the TLS tests
 )
 missing=()

@@ -114,12 +114,13 @@ export async function startLxd(lxdDir: string, logDir = path.join(lxdDir, 'log')
   throw new Error(`lxd did not start${exitCode !== undefined ? ` (exit ${exitCode})` : ' within 60 s'}${tail ? `: ${tail}` : ''}`);
 }
 
-export async function ensurePool(client: LxdClient, pool: string, description: string): Promise<void> {
+export async function ensurePool(client: LxdClient, pool: string, description: string, driver: 'dir' | 'btrfs' = 'dir', config: Record<string, string> = {}): Promise<void> {
   try {
     await client.request('GET', `/1.0/storage-pools/${pool}`);
   } catch (e) {
     if (!(e instanceof NotFound)) throw e;
-    await client.call('POST', '/1.0/storage-pools', { name: pool, driver: 'dir', config: {}, description });
+    // A btrfs pool without `source` is a loop file LXD makes in its own LXD_DIR (removed with it).
+    await client.call('POST', '/1.0/storage-pools', { name: pool, driver, config, description });
   }
 }
 
