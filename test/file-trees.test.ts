@@ -4,16 +4,20 @@
  * directories, mtimes and a 20 MiB file; GNU tar reads what lxq writes and lxq reads what GNU tar
  * writes; hostile archives are refused with typed errors and change nothing.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 
-import { Aborted, type Instance, InvalidArgument, NotFound, NotSupported } from '../lib';
+import { Aborted, Host, type Instance, InvalidArgument, NotFound, NotSupported } from '../lib';
 import { TAR_END, tarHeader, tarPadding, type TarHeader } from '../lib/core/pax';
-import { tempHost, type TestHost } from './helpers/host';
+import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { startLxdFixture } from './helpers/lxd';
+
+const MAIN = path.join(__dirname, '..', 'lib', 'cli', 'main.ts');
+const REGISTER = path.join(__dirname, 'helpers', 'ts-register.js');
 
 jest.setTimeout(180_000);
 
@@ -211,3 +215,84 @@ describe('hostile archives change nothing', () => {
     expect(await c.files.readlink('/srv/linked/out')).toBe('/tmp');
   });
 });
+
+/** The lxq command line on this file's host: exit code, stdout (bytes), stderr. */
+function lxq(args: string[], input?: Buffer): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, ['-r', REGISTER, MAIN, '--host', t.dir, '--images', SHARED_IMAGES, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => out.push(d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.stdin.end(input ?? '');
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr }));
+  });
+}
+
+test('lxq file push -r and pull -r (as lxc file: the directory lands inside the target), and tar on stdin and stdout', async () => {
+  const src = path.join(scratch, 'cli-src');
+  execFileSync('sh', ['-c', 'mkdir -p "$1/sub/empty" && echo hi > "$1/sub/f" && chmod 0640 "$1/sub/f" && ln -s /etc/hostname "$1/link" && ln "$1/sub/f" "$1/hard"', 'sh', src]);
+  const name = c.name;
+  expect(await lxq(['file', 'push', '-r', src, `${name}/srv/cli`])).toMatchObject({ code: 0, stderr: '' });
+  expect((await c.files.read('/srv/cli/cli-src/sub/f')).toString()).toBe('hi\n');
+  expect((await c.files.read('/srv/cli/cli-src/hard')).toString()).toBe('hi\n'); // a hard link arrives as a copy
+  expect(await c.files.stat('/srv/cli/cli-src/sub/f')).toMatchObject({ mode: 0o640 });
+  expect(await c.files.readlink('/srv/cli/cli-src/link')).toBe('/etc/hostname');
+  expect((await c.files.list('/srv/cli/cli-src/sub/empty'))).toEqual([]);
+
+  const dest = path.join(scratch, 'cli-dest');
+  expect(await lxq(['file', 'pull', '-r', `${name}/srv/cli/cli-src`, dest])).toMatchObject({ code: 0, stderr: '' });
+  expect(readFileSync(path.join(dest, 'cli-src', 'sub', 'f'), 'utf8')).toBe('hi\n');
+  expect(lstatSync(path.join(dest, 'cli-src', 'sub', 'f')).mode & 0o7777).toBe(0o640);
+  expect(readlinkSync(path.join(dest, 'cli-src', 'link'))).toBe('/etc/hostname');
+  expect(lstatSync(path.join(dest, 'cli-src', 'sub', 'empty')).isDirectory()).toBe(true);
+
+  const piped = await lxq(['file', 'pull', '-r', `${name}/srv/cli/cli-src/sub`, '-']);
+  expect(piped.code).toBe(0);
+  const file = path.join(scratch, 'cli.tar');
+  writeFileSync(file, piped.stdout);
+  expect(execFileSync('tar', ['-tf', file], { encoding: 'utf8' }).split('\n').filter(Boolean).sort()).toEqual(['empty/', 'f']);
+  expect(await lxq(['file', 'push', '-r', '-', `${name}/srv/from-stdin`], piped.stdout)).toMatchObject({ code: 0, stderr: '' });
+  expect((await c.files.read('/srv/from-stdin/f')).toString()).toBe('hi\n');
+
+  const bad = await lxq(['file', 'push', '-r', '-', `${name}/srv/hostile`], archive([{ name: '../x', data: 'x' }]));
+  expect(bad).toMatchObject({ code: 1 });
+  expect(bad.stderr).toMatch(/^lxq: the tar stream is refused: member "\.\.\/x" contains "\.\."\n$/);
+  await expect(c.files.stat('/srv/hostile')).rejects.toThrow(NotFound);
+});
+
+/** `tar -tv` of an archive, one line a member: mode, owner, size, name (and a link's target unless `links` is false). */
+function listing(tar: Buffer, links = true): string[] {
+  const file = path.join(scratch, `listing-${Date.now()}.tar`);
+  writeFileSync(file, tar);
+  const lines = execFileSync('tar', ['-tvf', file, '--numeric-owner'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  rmSync(file);
+  return lines.map((l) => l.replace(/^(\S+ \S+ +\d+) \S+ \S+ /, '$1 ').replace(links ? /$^/ : / -> .*$/, '')).sort();
+}
+
+test('a tree to and from an instance on a real LXD 5.0 server (its file API: no times, absolute link targets)', async () => {
+  await c.files.mkdir('/srv/small/a/b', { parents: true, mode: 0o710, uid: 3, gid: 4 });
+  await c.files.mkdir('/srv/small/empty');
+  await c.files.write(`/srv/small/a/b/${LONG}`, 'long\n', { mode: 0o640, uid: 1000, gid: 1000 });
+  await c.files.write('/srv/small/x', 'x', { mode: 0o755 });
+  await c.files.symlink('a/b', '/srv/small/rel');
+  await c.files.symlink('/etc/passwd', '/srv/small/abs');
+  const tar = await collectStream(await c.files.pullTree('/srv/small'));
+  const lxd = await startLxdFixture('lxq-trees-lxd-', { pool: 'lxq-trees', profile: 'lxq-trees', alias: 'lxq-trees-busybox' });
+  const remote = await Host.connect({ socket: lxd.daemon.socket });
+  try {
+    const r = await remote.create(t.name('rt'), { image: 'lxq-trees-busybox', profiles: ['lxq-trees'], config: { 'raw.lxc': 'lxc.signal.halt = SIGUSR1' } });
+    await r.start();
+    await r.files.pushTree('/srv/t', Readable.from([tar]));
+    expect(await r.files.readlink('/srv/t/rel')).toBe('/srv/t/a/b'); // LXD answers targets made absolute
+    expect(await r.files.stat('/srv/t/a/b')).toMatchObject({ mode: 0o710, uid: 3, gid: 4 });
+    const back = await collectStream(await r.files.pullTree('/srv/t'));
+    expect(listing(back, false)).toEqual(listing(tar, false));
+    await expect(r.files.pushTree('/srv/t', Readable.from([archive([{ name: 'ok', data: 'x' }, { name: '/etc/evil', data: 'x' }])]))).rejects.toThrow(InvalidArgument);
+    await expect(r.files.stat('/srv/t/ok')).rejects.toThrow(NotFound);
+    await r.delete({ force: true });
+  } finally {
+    remote.close();
+    await lxd.stop();
+  }
+}, 600_000);
