@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { InvalidState, Timeout } from '../lib/core/errors';
 import { VmInstance } from '../lib/drivers/vm/vm';
 import { LxqAgentClient } from '../lib/drivers/vm/lxq-agent';
-import { LxqAgentLost, LxqAgentProtocolError } from '../lib/drivers/vm/lxq-agent-protocol';
+import { LxqAgentLost, LxqAgentProtocolError, VERSION } from '../lib/drivers/vm/lxq-agent-protocol';
 import { buildLxqAgent } from '../lib/images/lxq-agent-binary';
 import { checkSpawn, collect, InstanceProcess } from '../lib/instance/process';
 import { tempHost, TestHost } from './helpers/host';
@@ -343,7 +343,7 @@ describe('lxq agent client against a hostile agent (fake: frames the real agent 
     b.writeUInt32BE(28, 0);
     b.writeUInt8(1, 8);
     b.write('LXQAGENT', 12);
-    b.writeUInt16BE(1, 20);
+    b.writeUInt16BE(VERSION, 20);
     b.writeUInt32BE(256 * 1024, 24);
     b.writeUInt32BE(window, 28);
     hostHello.copy(b, 32, 16, 24);

@@ -10,6 +10,7 @@
 //   lxq-agent [--port NAME|PATH]  serve the virtio-serial port of that name (default org.lxq.agent.0)
 //                                 or that device
 //   lxq-agent --listen PATH       serve a unix socket, one client at a time (tests on the host)
+//   --root DIR                    resolve the paths of file operations inside DIR (default /)
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -31,10 +32,12 @@
 #include <cstdarg>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "files.h"
 #include "protocol.h"
 
 extern char** environ;
@@ -131,6 +134,38 @@ struct Command {
   bool exited = false;
 };
 
+// A file moving through a channel: read from the guest (`fd`, or `pending` for a listing) to the
+// host, or written from the host into a temporary file that replaces `name` in `dir` at its end.
+struct Transfer {
+  uint32_t channel = 0;
+  bool to_host = true;
+  int fd = -1;
+  int dir = -1;              // a write: the target's directory (O_PATH)
+  std::string name, temp;    // a write: the target's name and the temporary one beside it
+  uint32_t mode = 0, uid = 0, gid = 0;
+  std::string pending;       // a listing: what is left to send
+  uint32_t unacked = 0;      // to the host: bytes sent and not yet acknowledged
+};
+
+struct Request {
+  uint32_t op = 0, mode = 0, uid = 0, gid = 0, flags = 0;
+  std::string path, arg;
+};
+
+// Parses a REQUEST payload: five u32, then two NUL-terminated strings.
+bool ParseRequest(const unsigned char* p, size_t n, Request& r) {
+  if (n < 22 || p[n - 1]) return false;
+  r.op = GetU32(p), r.mode = GetU32(p + 4), r.uid = GetU32(p + 8), r.gid = GetU32(p + 12), r.flags = GetU32(p + 16);
+  const char* s = reinterpret_cast<const char*>(p) + 20;
+  size_t first = strnlen(s, n - 20);
+  if (first + 1 >= n - 20) return false;
+  r.path.assign(s, first);
+  r.arg.assign(s + first + 1);
+  if (20 + first + 1 + r.arg.size() + 1 != n) return false;
+  while (!r.path.empty() && r.path[0] == '/') r.path.erase(0, 1);
+  return r.op >= kOpStat && r.op <= kOpNic && r.mode <= 07777;
+}
+
 class Agent {
  public:
   Agent(int signals, bool virtio) : signals_(signals), virtio_(virtio) {}
@@ -155,6 +190,13 @@ class Agent {
   void ReadOutput(Command& c, bool stderr_stream);
   void Reap();
   void MaybeForget(uint32_t channel);
+  void Serve(uint32_t channel, const unsigned char* p, size_t n);
+  void StartWrite(uint32_t channel, const Request& r);
+  void Data(Transfer& t, const unsigned char* p, size_t n);
+  void FinishWrite(Transfer& t);
+  bool Pump(Transfer& t);
+  bool CanPump() const;
+  void EndTransfer(uint32_t channel, int err = 0, const std::string& message = {});
   void Flush();
   void HostGone();
   void Send(Type type, uint32_t channel, const std::string& payload = {}) { PutFrame(output_, type, channel, payload); }
@@ -179,7 +221,131 @@ class Agent {
   std::string input_;   // read from the port, not yet parsed
   std::string output_;  // frames not yet written to the port
   std::map<uint32_t, Command> commands_;
+  std::map<uint32_t, Transfer> transfers_;
 };
+
+// Ends a transfer: its fds closed, a write's temporary file removed; an ERROR when `err`.
+void Agent::EndTransfer(uint32_t channel, int err, const std::string& message) {
+  auto it = transfers_.find(channel);
+  if (it == transfers_.end()) return;
+  Transfer& t = it->second;
+  if (t.fd >= 0) close(t.fd);
+  if (!t.temp.empty()) unlinkat(t.dir, t.temp.c_str(), 0);
+  if (t.dir >= 0) close(t.dir);
+  transfers_.erase(it);
+  if (err) SendError(channel, err, message + ": " + strerror(err));
+}
+
+// A REQUEST: answered at once (RESULT or ERROR), or the start of a transfer.
+void Agent::Serve(uint32_t channel, const unsigned char* p, size_t n) {
+  Request r;
+  if (!ParseRequest(p, n, r)) return ProtocolError("malformed REQUEST");
+  if (channel == 0 || commands_.count(channel) || transfers_.count(channel)) return ProtocolError("REQUEST on channel 0 or on a channel in use");
+  std::string out;
+  int err = 0;
+  switch (r.op) {
+    case kOpStat: err = StatPath(r.path, out); break;
+    case kOpReadlink: err = ReadlinkPath(r.path, out); break;
+    case kOpMkdir: err = MkdirPath(r.path, r.mode, r.uid, r.gid, r.flags & 1); break;
+    case kOpRemove: err = RemovePath(r.path, r.flags & 1); break;
+    case kOpSymlink: err = SymlinkPath(r.path, r.arg, r.uid, r.gid); break;
+    case kOpState: out = GuestState(); break;
+    case kOpNic: err = ConfigureNic(r.path, r.arg, r.flags); break;
+    case kOpWrite: return StartWrite(channel, r);
+    case kOpList:
+    case kOpRead: {
+      Transfer t;
+      t.channel = channel;
+      if (r.op == kOpList) {
+        err = ListDir(r.path, t.pending);
+      } else {
+        t.fd = OpenInRoot(r.path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+        struct stat st;
+        err = t.fd < 0 ? errno : fstat(t.fd, &st) ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+        if (err && t.fd >= 0) close(t.fd);
+      }
+      if (!err) transfers_[channel] = std::move(t);
+      break;
+    }
+  }
+  if (err) return SendError(channel, err, r.path + ": " + strerror(err));
+  if (r.op != kOpList && r.op != kOpRead) Send(kResult, channel, out);
+}
+
+// A WRITE: a new temporary file beside the target, filled by DATA, renamed over it at the end.
+void Agent::StartWrite(uint32_t channel, const Request& r) {
+  Transfer t;
+  t.channel = channel;
+  t.to_host = false;
+  t.mode = r.mode, t.uid = r.uid, t.gid = r.gid;
+  int err = OpenParent(r.path, t.dir, t.name);
+  for (int tries = 0; !err && t.fd < 0 && tries < 100; tries++) {
+    char temp[64];
+    snprintf(temp, sizeof temp, ".lxq-%08lx%04x.tmp", random(), tries);
+    t.fd = openat(t.dir, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (t.fd >= 0) t.temp = temp;
+    else if (errno != EEXIST) err = errno;
+  }
+  transfers_[channel] = std::move(t);
+  if (err) EndTransfer(channel, err, r.path);
+}
+
+void Agent::Data(Transfer& t, const unsigned char* p, size_t n) {
+  if (n == 0) return FinishWrite(t);
+  for (size_t done = 0; done < n;) {
+    ssize_t w = write(t.fd, p + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return EndTransfer(t.channel, errno, "write");
+    done += static_cast<size_t>(w);
+  }
+  Ack(t.channel, kStreamStdin, static_cast<uint32_t>(n));
+}
+
+void Agent::FinishWrite(Transfer& t) {
+  uint32_t channel = t.channel;
+  // Owner first: chown clears the set-id bits the mode may carry.
+  if (fchown(t.fd, t.uid, t.gid)) return EndTransfer(channel, errno, "chown");
+  if (fchmod(t.fd, t.mode)) return EndTransfer(channel, errno, "chmod");
+  if (fsync(t.fd)) return EndTransfer(channel, errno, "fsync");
+  if (renameat(t.dir, t.temp.c_str(), t.dir, t.name.c_str())) return EndTransfer(channel, errno, "rename");
+  t.temp.clear();
+  EndTransfer(channel);
+  Send(kResult, channel);
+}
+
+// Sends what the window allows of a transfer to the host; false once it has ended.
+bool Agent::Pump(Transfer& t) {
+  size_t room = std::min<size_t>(kMaxData, kWindow - t.unacked);
+  if (room == 0) return true;
+  char buf[kMaxData];
+  ssize_t n;
+  if (t.fd >= 0) {
+    n = read(t.fd, buf, room);
+    if (n < 0 && errno == EINTR) return true;
+    if (n < 0) return EndTransfer(t.channel, errno, "read"), false;
+  } else {
+    n = static_cast<ssize_t>(std::min(room, t.pending.size()));
+    memcpy(buf, t.pending.data(), static_cast<size_t>(n));
+    t.pending.erase(0, static_cast<size_t>(n));
+  }
+  if (n == 0) {
+    uint32_t channel = t.channel;
+    EndTransfer(channel);
+    Send(kData, channel);  // the end
+    return false;
+  }
+  t.unacked += static_cast<uint32_t>(n);
+  PutFrame(output_, kData, t.channel, buf, static_cast<size_t>(n));
+  return true;
+}
+
+// Whether some transfer to the host may send now (poll must not wait then).
+bool Agent::CanPump() const {
+  if (output_.size() >= kMaxOutput) return false;
+  for (auto& [channel, t] : transfers_)
+    if (t.to_host && t.unacked < kWindow) return true;
+  return false;
+}
 
 void Agent::EndSession() {
   for (auto& [channel, c] : commands_) {
@@ -188,6 +354,7 @@ void Agent::EndSession() {
       if (fd >= 0) close(fd);
   }
   commands_.clear();  // their exits are reaped and ignored
+  while (!transfers_.empty()) EndTransfer(transfers_.begin()->first);
   in_session_ = false;
 }
 
@@ -229,7 +396,7 @@ void Agent::Hello(const unsigned char* p, size_t n) {
 void Agent::Exec(uint32_t channel, const unsigned char* p, size_t n) {
   ExecRequest r;
   if (!ParseExec(p, n, r)) return ProtocolError("malformed EXEC");
-  if (channel == 0 || commands_.count(channel)) return ProtocolError("EXEC on channel 0 or on a channel in use");
+  if (channel == 0 || commands_.count(channel) || transfers_.count(channel)) return ProtocolError("EXEC on channel 0 or on a channel in use");
   Command c;
   c.channel = channel;
   c.pty = r.pty;
@@ -411,6 +578,29 @@ bool Agent::Handle(uint8_t type, uint32_t channel, const unsigned char* p, size_
     Exec(channel, p, n);
     return in_session_;
   }
+  if (type == kRequest) {
+    Serve(channel, p, n);
+    return in_session_;
+  }
+  auto tr = transfers_.find(channel);
+  if (type == kCancel) {
+    if (n != 0) return ProtocolError("malformed CANCEL"), false;
+    EndTransfer(channel, tr == transfers_.end() ? 0 : ECANCELED, "cancelled");  // none: its end is on its way
+    return true;
+  }
+  if (type == kData || (type == kAck && tr != transfers_.end())) {
+    if (n > (type == kData ? kMaxData : 8)) return ProtocolError("DATA frame over 32 KiB or a malformed ACK"), false;
+    if (tr == transfers_.end()) return true;  // a transfer that failed: what was in flight is dropped
+    Transfer& t = tr->second;
+    if (type == kData) {
+      if (t.to_host) return ProtocolError("DATA to a read"), false;
+      Data(t, p, n);
+    } else {
+      if (n != 8 || p[0] != kStreamStdout || !t.to_host || GetU32(p + 4) > t.unacked) return ProtocolError("malformed ACK"), false;
+      t.unacked -= GetU32(p + 4);
+    }
+    return true;
+  }
   if (type != kStdin && type != kAck && type != kSignal && type != kResize) return ProtocolError("unknown frame type"), false;
   auto it = commands_.find(channel);
   // A command already forgotten (it ended while the host was still writing to it): dropped.
@@ -518,7 +708,7 @@ int Agent::Loop(int listener) {
       if (c.out >= 0 && room && c.out_unacked < kWindow) fds.push_back({c.out, POLLIN, 0}), watched.push_back({channel, 1});
       if (c.err >= 0 && room && c.err_unacked < kWindow) fds.push_back({c.err, POLLIN, 0}), watched.push_back({channel, 2});
     }
-    int rc = poll(fds.data(), fds.size(), host_away_ ? kHostAwayRetryMs : -1);
+    int rc = poll(fds.data(), fds.size(), host_away_ ? kHostAwayRetryMs : CanPump() ? 0 : -1);
     if (rc < 0) continue;  // EINTR
     if (rc == 0 && host_away_) host_away_ = false;
     if (fds[0].revents) {
@@ -541,6 +731,13 @@ int Agent::Loop(int listener) {
       if (conn >= 0) Attach(conn);
     } else if (port_revents && port_live) {
       if (port_revents & (POLLIN | POLLHUP | POLLERR)) Read();
+    }
+    if (port_ >= 0 && !host_away_ && in_session_) {
+      for (auto it = transfers_.begin(); it != transfers_.end() && output_.size() < kMaxOutput;) {
+        auto next = std::next(it);
+        if (it->second.to_host) Pump(it->second);
+        it = next;
+      }
     }
     if (port_ >= 0 && !host_away_) Flush();
   }
@@ -612,12 +809,14 @@ int Listen(const char* path) {
 int main(int argc, char** argv) {
   const char* port_path = kDefaultPort;
   const char* listen_path = nullptr;
+  const char* root = "/";
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "--port" && i + 1 < argc) port_path = argv[++i];
     else if (a == "--listen" && i + 1 < argc) listen_path = argv[++i];
-    else if (a == "--version") return puts("lxq-agent protocol 1"), 0;
-    else return fprintf(stderr, "usage: lxq-agent [--port NAME|PATH | --listen PATH]\n"), 2;
+    else if (a == "--root" && i + 1 < argc) root = argv[++i];
+    else if (a == "--version") return printf("lxq-agent protocol %u\n", kVersion), 0;
+    else return fprintf(stderr, "usage: lxq-agent [--port NAME|PATH | --listen PATH] [--root DIR]\n"), 2;
   }
   // 0-2 open whatever started us, so that no pipe or port ever lands on them.
   for (int fd = open("/dev/null", O_RDWR); fd >= 0 && fd <= 2; fd = open("/dev/null", O_RDWR)) {
@@ -629,6 +828,9 @@ int main(int argc, char** argv) {
   sigaddset(&mask, SIGCHLD);
   sigaddset(&mask, SIGIO);
   sigprocmask(SIG_BLOCK, &mask, nullptr);
+  srandom(static_cast<unsigned>(getpid() ^ time(nullptr)));
+  RootFd() = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (RootFd() < 0) return Log("cannot open %s: %s", root, strerror(errno)), 1;
   int signals = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   if (signals < 0) return Log("signalfd: %s", strerror(errno)), 1;
 

@@ -8,7 +8,8 @@
 
 namespace lxq::agent {
 
-constexpr uint16_t kVersion = 1;
+// 2: file operations, the guest's state, interface settings (REQUEST, DATA, RESULT).
+constexpr uint16_t kVersion = 2;
 constexpr size_t kHeaderSize = 12;
 // The largest payload either side accepts; an EXEC (argv + environment) is the largest frame.
 constexpr uint32_t kMaxPayload = 256 * 1024;
@@ -35,6 +36,24 @@ enum Type : uint8_t {
   kSignal = 22,
   kResize = 23,
   kExit = 24,
+  kRequest = 32,
+  kData = 33,
+  kResult = 34,
+  kCancel = 35,
+};
+
+// What a REQUEST asks (PROTOCOL.md, "Files and state").
+enum Op : uint32_t {
+  kOpStat = 1,
+  kOpList = 2,
+  kOpRead = 3,
+  kOpWrite = 4,
+  kOpMkdir = 5,
+  kOpRemove = 6,
+  kOpSymlink = 7,
+  kOpReadlink = 8,
+  kOpState = 9,
+  kOpNic = 10,
 };
 
 enum Stream : uint8_t { kStreamStdin = 0, kStreamStdout = 1, kStreamStderr = 2 };
@@ -49,6 +68,10 @@ inline void PutU32(std::string& s, uint32_t v) {
 }
 inline uint16_t GetU16(const unsigned char* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
 inline uint32_t GetU32(const unsigned char* p) { return static_cast<uint32_t>(GetU16(p)) << 16 | GetU16(p + 2); }
+inline void PutU64(std::string& s, uint64_t v) {
+  PutU32(s, static_cast<uint32_t>(v >> 32));
+  PutU32(s, static_cast<uint32_t>(v));
+}
 
 // Appends one frame to `out`.
 inline void PutFrame(std::string& out, Type type, uint32_t channel, const char* payload, size_t length) {

@@ -14,13 +14,17 @@ import { GuestAgent } from './agent';
 import { agentSpawn, checkAgentSpawn } from './agent-exec';
 import { AgentFiles } from './agent-files';
 import { guestMountCommand, vmDeviceKind } from './devices';
+import { LxqAgentFiles } from './lxq-agent-files';
 import { LxqAgentLink } from './lxq-agent-link';
+import { type AgentGuestState, agentGuestState } from './lxq-agent-state';
 import type { VmFile } from './paths';
 import { LXQ_AGENT_DEVICE_ID } from './qemu-args';
 import type { VmState } from './vm';
 
 /** How long state() waits for the guest agent (it never fails because the agent is down). */
 const STATE_AGENT_MS = 300;
+/** The same for lxq's agent, which may need a connection and its handshake first. */
+const LXQ_STATE_MS = 1_000;
 /** How long plugging a share waits for the guest agent to mount it. */
 const AGENT_SETUP_MS = 60_000;
 /**
@@ -94,18 +98,30 @@ function networkInterface(i: GuestInterface): NetworkInterface {
   };
 }
 
-/** The guest's interfaces and OS from its agent, if it answers within STATE_AGENT_MS; never throws. */
-export async function guestInfo(agent: GuestAgent): Promise<{ interfaces: NetworkInterface[]; os?: VmState['os'] } | undefined> {
+/** The guest's OS from qemu-ga, if it answers within STATE_AGENT_MS; never throws. */
+async function guestOs(agent: GuestAgent): Promise<VmState['os'] | undefined> {
+  const opts = { timeout: STATE_AGENT_MS, connectTimeout: STATE_AGENT_MS };
+  const info = await agent.execute<Record<string, string>>('guest-get-osinfo', undefined, opts).catch(() => undefined);
+  return info && { id: info.id, name: info['pretty-name'] ?? info.name, version: info.version, kernelRelease: info['kernel-release'], machine: info.machine };
+}
+
+/** The guest's interfaces and OS from qemu-ga, if it answers within STATE_AGENT_MS; never throws. */
+async function guestInfo(agent: GuestAgent): Promise<GuestInfo | undefined> {
   const opts = { timeout: STATE_AGENT_MS, connectTimeout: STATE_AGENT_MS };
   try {
     const ifaces = await agent.execute<GuestInterface[]>('guest-network-get-interfaces', undefined, opts);
-    const interfaces = ifaces.map(networkInterface);
-    const info = await agent.execute<Record<string, string>>('guest-get-osinfo', undefined, opts).catch(() => undefined);
-    const os = info && { id: info.id, name: info['pretty-name'] ?? info.name, version: info.version, kernelRelease: info['kernel-release'], machine: info.machine };
-    return { interfaces, os };
+    return { interfaces: ifaces.map(networkInterface), os: await guestOs(agent) };
   } catch {
     return undefined;
   }
+}
+
+/** What state() learns from inside the guest. */
+export interface GuestInfo {
+  interfaces: NetworkInterface[];
+  os?: VmState['os'];
+  /** lxq's agent only: the guest's own figures. */
+  inside?: AgentGuestState;
 }
 
 /** What the guest side needs of its VM. */
@@ -125,7 +141,7 @@ export class VmGuest {
   agent: GuestAgent;
   /** lxq's own agent, when the image has it: exec, spawn and terminals. */
   private lxqAgent: LxqAgentLink;
-  /** Files, through the guest agent. */
+  /** Files, through lxq's agent where the image has it, else through qemu-ga. */
   files: InstanceFiles;
   /** The shares being mounted by the guest agent after the last start (exec and files wait for it). */
   private setup: Promise<void> = Promise.resolve();
@@ -141,12 +157,17 @@ export class VmGuest {
   }
 
   private agentFiles(): InstanceFiles {
-    return new AgentFiles(this.agent, async () => {
+    const ready = async () => {
       if ((await this.vm.status()) === 'stopped') {
         throw new NotSupported(`file access in a stopped vm is not supported: it goes through the guest agent, which runs only while ${this.vm.name()} runs; start it first`);
       }
       await this.vm.require('access files in', ['running']);
       await this.setup;
+    };
+    if (!this.vm.hasLxqAgent()) return new AgentFiles(this.agent, ready);
+    return new LxqAgentFiles(async () => {
+      await ready();
+      return this.lxqAgent.use(AGENT_WAIT_MS);
     });
   }
 
@@ -172,6 +193,25 @@ export class VmGuest {
   monitorEvent(e: QmpEvent): void {
     const data = e.data as { id?: string; open?: boolean } | undefined;
     if (e.event === 'VSERPORT_CHANGE' && data?.id === LXQ_AGENT_DEVICE_ID && data.open === false) this.lxqAgent.portClosed();
+  }
+
+  /**
+   * The guest's state from inside: through lxq's agent when the image has it (given LXQ_STATE_MS
+   * to answer), else qemu-ga; undefined when the agent does not answer in time. Never throws.
+   */
+  async info(): Promise<GuestInfo | undefined> {
+    if (!this.vm.hasLxqAgent()) return guestInfo(this.agent);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), LXQ_STATE_MS)));
+    const asked = (async () => {
+      const [inside, os] = await Promise.all([this.lxqAgent.use(LXQ_STATE_MS).then(agentGuestState), guestOs(this.agent)]);
+      return { interfaces: inside.interfaces, os, inside };
+    })().catch(() => undefined);
+    try {
+      return await Promise.race([asked, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Resolves when the agent exec goes through answers; OperationFailed after `timeoutMs`. */

@@ -93,6 +93,18 @@ export class LxqAgentLink {
     return proc;
   }
 
+  /**
+   * The client, for a request (files, state): connected as for a command, watched while the
+   * request runs and given up once idle.
+   */
+  async use(waitMs: number): Promise<LxqAgentClient> {
+    const client = await this.connect(waitMs);
+    clearTimeout(this.idle);
+    this.watch(client);
+    this.releaseWhenIdle();
+    return client;
+  }
+
   /** While `client` has commands, pings it; silence for SILENT_MS ends the connection. */
   private watch(client: LxqAgentClient): void {
     if (this.pinger) return;

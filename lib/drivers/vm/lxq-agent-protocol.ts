@@ -4,7 +4,8 @@
  */
 import { OperationFailed } from '../../core/errors';
 
-export const VERSION = 1;
+/** 2: file operations, the guest's state and interface settings (REQUEST, DATA, RESULT). */
+export const VERSION = 2;
 export const HEADER = 12;
 export const MAGIC = Buffer.from('LXQAGENT');
 /** What this side accepts whatever the agent says: its own maximum (PROTOCOL.md). */
@@ -28,6 +29,31 @@ export enum FrameType {
   Signal = 22,
   Resize = 23,
   Exit = 24,
+  Request = 32,
+  Data = 33,
+  Result = 34,
+  Cancel = 35,
+}
+
+/** What a REQUEST asks (PROTOCOL.md, "Files and state"). */
+export enum Op {
+  Stat = 1,
+  List = 2,
+  Read = 3,
+  Write = 4,
+  Mkdir = 5,
+  Remove = 6,
+  Symlink = 7,
+  Readlink = 8,
+  State = 9,
+  Nic = 10,
+}
+
+/** A channel of a request (not a command): gets its frames, and the reason if the connection ends. */
+export interface ChannelHandler {
+  /** Returns what is wrong with the frame, if anything (a protocol error). */
+  frame(type: FrameType, payload: Buffer): string | undefined;
+  lost(reason: Error): void;
 }
 
 export enum StreamId {

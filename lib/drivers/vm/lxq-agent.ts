@@ -24,6 +24,7 @@ import {
   HEADER,
   LxqAgentLost,
   LxqAgentProtocolError,
+  type ChannelHandler,
   type LxqAgentSpawnOptions,
   MAGIC,
   MAX_DATA,
@@ -50,6 +51,8 @@ export class LxqAgentClient {
   private readonly commands = new Map<number, AgentCommand>();
   private readonly starting = new Map<number, { resolve: (c: AgentCommand) => void; reject: (e: Error) => void; pty: boolean }>();
   private readonly pings = new Map<string, () => void>();
+  /** Requests (files, state) in progress, by channel. */
+  private readonly channels = new Map<number, ChannelHandler>();
   private nextChannel = 1;
   private closedBy: Error | undefined;
   private readonly closeListeners = new Set<(reason: Error) => void>();
@@ -108,7 +111,7 @@ export class LxqAgentClient {
 
   /** Commands started and not yet done (exited, output ended). */
   get active(): number {
-    return this.commands.size + this.starting.size;
+    return this.commands.size + this.starting.size + this.channels.size;
   }
 
   /** Closes the connection; whatever is pending rejects with `reason`. */
@@ -151,13 +154,34 @@ export class LxqAgentClient {
     fixed.writeUInt32BE(opts.env.length, 20);
     const payload = Buffer.concat([fixed, ...strings.map((s) => Buffer.from(s + '\0'))]);
     if (payload.length > MAX_PAYLOAD) throw new InvalidArgument(`the command line and environment take ${payload.length} bytes; the lxq agent takes at most ${MAX_PAYLOAD}`);
-    const channel = this.nextChannel;
-    this.nextChannel = this.nextChannel >= 0xffffffff ? 1 : this.nextChannel + 1;
+    const channel = this.allocate();
     return new Promise<InstanceProcess>((resolve, reject) => {
       this.starting.set(channel, { resolve, reject, pty: !!opts.pty });
       this.holdWhileActive();
       this.socket.write(frame(FrameType.Exec, channel, payload));
     });
+  }
+
+  private allocate(): number {
+    const channel = this.nextChannel;
+    this.nextChannel = this.nextChannel >= 0xffffffff ? 1 : this.nextChannel + 1;
+    return channel;
+  }
+
+  /** Sends a REQUEST on a new channel whose frames go to `handler` until `release`; returns the channel. */
+  request(payload: Buffer, handler: ChannelHandler): number {
+    this.refuseWhenClosed();
+    const channel = this.allocate();
+    this.channels.set(channel, handler);
+    this.holdWhileActive();
+    this.socket.write(frame(FrameType.Request, channel, payload));
+    return channel;
+  }
+
+  /** A request's channel is done (its RESULT, ERROR or end came). */
+  release(channel: number): void {
+    this.channels.delete(channel);
+    this.holdWhileActive();
   }
 
   private refuseWhenClosed(): void {
@@ -198,6 +222,8 @@ export class LxqAgentClient {
     this.starting.clear();
     for (const c of this.commands.values()) c.lost(reason);
     this.commands.clear();
+    for (const h of this.channels.values()) h.lost(reason);
+    this.channels.clear();
     const listeners = [...this.closeListeners];
     this.closeListeners.clear();
     for (const l of listeners) l(reason);
@@ -247,7 +273,7 @@ export class LxqAgentClient {
       this.window = hello.readUInt32BE(16);
       this.buffer = Buffer.from(this.buffer.subarray(at + HEADER + AGENT_HELLO_SIZE));
       if (version !== VERSION) {
-        this.fail(new LxqAgentProtocolError(`the agent speaks no version this host does (${VERSION})`));
+        this.fail(new LxqAgentProtocolError(`the guest's lxq agent does not speak this host's protocol version ${VERSION}: its image was built by another lxq (the image store builds it again from this lxq's native/agent/)`));
         return false;
       }
       if (this.window < 1 || this.window > 16 * 1024 * 1024) {
@@ -264,6 +290,11 @@ export class LxqAgentClient {
 
   private handle(type: number, channel: number, payload: Buffer): void {
     const bad = (what: string) => this.fail(new LxqAgentProtocolError(`${what} (channel ${channel}, ${payload.length} bytes)`));
+    const handler = channel === 0 ? undefined : this.channels.get(channel);
+    if (handler) {
+      const problem = handler.frame(type, payload);
+      return problem ? bad(problem) : undefined;
+    }
     switch (type) {
       case FrameType.Pong:
         this.pings.get(payload.toString('hex'))?.();

@@ -30,7 +30,7 @@ import type { QmpClient } from '../../qmp';
 import { newMachineId } from '../../storage/move';
 import { type Accel, chooseAccel, recordKvmFailure } from './accel';
 import { prepareVmDevice, qemuDeviceId, qemuNodeName, releaseHostParts } from './devices';
-import { askGuestShutdown, guestInfo, VmGuest } from './guest';
+import { askGuestShutdown, VmGuest } from './guest';
 import { HotPlug } from './hotplug';
 import { launchSettings, type LaunchSettings, loadImage, qemuCommandLine } from './launch';
 import { VmMonitor } from './monitor';
@@ -51,7 +51,9 @@ export interface VmContext {
 /**
  * A VM's state: the common state, plus its vCPUs and what the guest agent says, if it answers
  * quickly (`network.addresses` are the guest's, loopback excluded; `os` from guest-get-osinfo).
- * `processes` is 0: the agent cannot count the guest's processes.
+ * Through lxq's agent the interfaces (with their MTUs), `processes` and `guest` are the guest's
+ * own figures; through qemu-ga alone `processes` is 0 (it cannot count them) and `guest` absent.
+ * `memory` is QEMU's on the host in both.
  *
  * @example
  * ```ts
@@ -64,9 +66,11 @@ export interface VmState extends InstanceState {
   /**
    * The guest agent exec, spawn and terminals go through: lxq's own (`lxq-agent`: streamed
    * output and stdin, terminals, users) when the VM's image has it, else QEMU's (`qemu-ga`).
-   * Files and the guest's addresses come from qemu-ga in both.
+   * Files and the guest's state come from the same agent; `os` from qemu-ga in both.
    */
   agent: 'lxq-agent' | 'qemu-ga';
+  /** The guest's memory and its root filesystem, as the guest sees them (lxq's agent only). */
+  guest?: { memory: { totalBytes: number; availableBytes: number }; disk: { totalBytes: number; availableBytes: number } };
   /** From guest-get-osinfo; absent when the agent did not answer. */
   os?: { id?: string; name?: string; version?: string; kernelRelease?: string; machine?: string };
 }
@@ -372,18 +376,19 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       qemuUsage(pid),
       this.monitor.command('query-cpus-fast').catch(() => []),
       this.monitor.command('query-memory-size-summary').catch(() => undefined),
-      status === 'running' ? guestInfo(this.guest.agent) : undefined,
+      status === 'running' ? this.guest.info() : undefined,
     ]);
     return {
       status,
       pid,
       cpu: { usageNs: usage.cpuNs },
       memory: { usageBytes: usage.rssBytes, limitBytes: memory?.['base-memory'] ?? null },
-      processes: 0,
+      processes: guest?.inside?.processes ?? 0,
       network: { addresses: reportedAddresses(guest?.interfaces ?? []), interfaces: guest?.interfaces ?? [] },
       vcpus: cpus.length,
       agent,
       ...(guest?.os ? { os: guest.os } : {}),
+      ...(guest?.inside ? { guest: { memory: guest.inside.memory, disk: guest.inside.disk } } : {}),
     };
   }
 
