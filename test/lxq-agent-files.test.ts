@@ -114,7 +114,7 @@ describe('files through the lxq agent (real agent, --root)', () => {
     expect((await files.read('/tmp/big.bin')).equals(data)).toBe(true);
   });
 
-  test('mkdir (mode, owner, parents), list, symlink, readlink, remove (recursive)', async () => {
+  test('mkdir (mode, owner, parents), list, symlink, readlink, utimes, remove (recursive)', async () => {
     await files.mkdir('/tmp/d', { mode: 0o700, uid: 7, gid: 8 });
     expect(await files.stat('/tmp/d')).toMatchObject({ type: 'directory', mode: 0o700, uid: 7, gid: 8 });
     await expect(files.mkdir('/tmp/d')).rejects.toThrow(AlreadyExists);
@@ -134,6 +134,12 @@ describe('files through the lxq agent (real agent, --root)', () => {
     ]);
     await expect(files.list('/tmp/d/f')).rejects.toThrow(InvalidArgument);
     await expect(files.remove('/tmp/d/a')).rejects.toThrow(InvalidArgument); // not empty
+    const when = new Date('2001-02-03T04:05:06.789Z');
+    await files.utimes('/tmp/d/link', when, when);
+    expect(fs.lstatSync(path.join(root, 'tmp/d/link')).mtimeMs).toBe(when.getTime());
+    expect(fs.statSync(path.join(root, 'etc')).mtimeMs).not.toBe(when.getTime()); // the link's own times
+    await files.utimes('/tmp/d/f', new Date(0), when);
+    expect((await files.stat('/tmp/d/f')).mtime).toEqual(when);
     await files.remove('/tmp/d/link');
     expect(fs.existsSync(path.join(root, 'etc'))).toBe(true); // the link, not its target
     await files.remove('/tmp/d', { recursive: true });

@@ -12,9 +12,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { InvalidState, Timeout } from '../lib/core/errors';
-import { VmInstance } from '../lib/drivers/vm/vm';
+import { VmInstance, type VmState } from '../lib/drivers/vm/vm';
 import { LxqAgentClient } from '../lib/drivers/vm/lxq-agent';
-import { LxqAgentLost, LxqAgentProtocolError, VERSION } from '../lib/drivers/vm/lxq-agent-protocol';
+import { agentRequest } from '../lib/drivers/vm/lxq-agent-files';
+import { LxqAgentLost, LxqAgentProtocolError, Op, VERSION } from '../lib/drivers/vm/lxq-agent-protocol';
 import { buildLxqAgent } from '../lib/images/lxq-agent-binary';
 import { checkSpawn, collect, InstanceProcess } from '../lib/instance/process';
 import { tempHost, TestHost } from './helpers/host';
@@ -449,6 +450,44 @@ describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals g
 
     const big = await vm.exec(['head', '-c', String(4 * 1024 * 1024), '/dev/urandom']);
     expect(big.stdout.length).toBe(4 * 1024 * 1024);
+  });
+
+  test('files through the agent: 8 MiB both ways, owners, symlinks inside the guest; state from inside', async () => {
+    const data = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < data.length; i += 4) data.writeUInt32BE(i, i);
+    await vm.files.write('/tmp/big.bin', data, { mode: 0o600, uid: 1000, gid: 1000 });
+    expect((await vm.exec(['sh', '-c', 'stat -c "%s %a %u %g" /tmp/big.bin'])).stdout.toString()).toBe(`${data.length} 600 1000 1000\n`);
+    expect((await vm.files.read('/tmp/big.bin')).equals(data)).toBe(true);
+    await vm.exec(['ln', '-s', '/etc', '/tmp/etc-link']);
+    expect((await vm.files.read('/tmp/etc-link/hostname')).toString()).toBe((await vm.exec(['cat', '/etc/hostname'])).stdout.toString());
+    expect((await vm.files.read('/tmp/../../../etc/hostname')).length).toBeGreaterThan(0);
+    expect((await vm.files.list('/tmp')).map((e) => e.name)).toEqual(expect.arrayContaining(['big.bin', 'etc-link']));
+
+    const s = (await vm.state()) as VmState;
+    expect(s.agent).toBe('lxq-agent');
+    expect(s.processes).toBeGreaterThan(3);
+    expect(s.guest!.memory.totalBytes).toBeGreaterThan(100 * 1024 * 1024);
+    expect(s.guest!.disk.totalBytes).toBeGreaterThan(0);
+    expect(s.network.interfaces.find((i) => i.name === 'lo')).toMatchObject({ mtu: 65536 });
+  });
+
+  test('the agent killed mid-transfer: the read rejects with LxqAgentLost within 2 s of its death; files work again once it is back', async () => {
+    await vm.exec(['sh', '-c', `head -c ${64 * 1024 * 1024} /dev/zero > /tmp/huge`]);
+    let diedAt = 0;
+    let chunks = 0;
+    const pid = (await vm.exec(['sh', '-c', 'pidof lxq-agent'])).stdout.toString().trim();
+    const reading = agentRequest(await (vm as any).guest.lxqAgent.use(10_000), { op: Op.Read, rel: 'tmp/huge' }, '/tmp/huge', {
+      sink: async () => {
+        if (++chunks !== 4) return;
+        // Killed from a command of its own (lost with it), mid-read.
+        void vm.exec(['kill', '-9', pid]).catch(() => undefined);
+        diedAt = Date.now();
+      },
+    });
+    expect(await rejection(reading)).toBeInstanceOf(LxqAgentLost);
+    expect(Date.now() - diedAt).toBeLessThan(2_000);
+    await vm.files.write('/tmp/after', 'ok');
+    expect((await vm.files.read('/tmp/after')).toString()).toBe('ok');
   });
 
   test('the agent killed mid-command: LxqAgentLost, then the respawned agent serves the next exec', async () => {

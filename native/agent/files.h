@@ -213,6 +213,27 @@ inline int SymlinkPath(const std::string& rel, const std::string& target, uid_t 
   return 0;
 }
 
+// Sets the times of `rel` ("" the root), not following a final symlink. `times`: four decimal
+// numbers, the access and modification times' seconds and nanoseconds.
+inline int UtimesPath(const std::string& rel, const std::string& times) {
+  timespec ts[2];
+  long long v[4];
+  char rest;
+  if (sscanf(times.c_str(), "%lld %lld %lld %lld%c", &v[0], &v[1], &v[2], &v[3], &rest) != 4) return EINVAL;
+  if (v[1] < 0 || v[1] > 999999999 || v[3] < 0 || v[3] > 999999999) return EINVAL;
+  ts[0] = {static_cast<time_t>(v[0]), static_cast<long>(v[1])};
+  ts[1] = {static_cast<time_t>(v[2]), static_cast<long>(v[3])};
+  if (rel.empty()) {
+    Fd root;  // futimens needs more than the root's O_PATH fd
+    root.fd = OpenInRoot("", O_RDONLY | O_DIRECTORY);
+    return root.fd < 0 || futimens(root.fd, ts) ? errno : 0;
+  }
+  Fd dir;
+  std::string name;
+  if (int err = OpenParent(rel, dir.fd, name)) return err;
+  return utimensat(dir.fd, name.c_str(), ts, AT_SYMLINK_NOFOLLOW) ? errno : 0;
+}
+
 inline int ReadlinkPath(const std::string& rel, std::string& out) {
   Fd dir;
   std::string name;

@@ -54,6 +54,7 @@ enum Op : uint32_t {
   kOpReadlink = 8,
   kOpState = 9,
   kOpNic = 10,
+  kOpUtimes = 11,
 };
 
 enum Stream : uint8_t { kStreamStdin = 0, kStreamStdout = 1, kStreamStderr = 2 };

@@ -17,7 +17,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { AlreadyExists, InvalidArgument, LxqError, NotFound, NotSupported, OperationFailed } from '../../core/errors';
-import { checkOwnership, DirEntry, MKDIR_OPTION_KEYS, FileStat, FileType, instancePath, WriteOptions } from '../../instance/files';
+import { checkLinkTarget, checkOwnership, DirEntry, MKDIR_OPTION_KEYS, FileStat, FileType, instancePath, OWNER_OPTION_KEYS, OwnerOptions, WriteOptions } from '../../instance/files';
 import { TreeFiles } from '../../instance/trees';
 import type { GuestAgent } from './agent';
 import { agentSpawn } from './agent-exec';
@@ -36,6 +36,7 @@ function translate(message: string, p: string): Error {
     ['Is a directory', 'EISDIR'],
     ['Directory not empty', 'ENOTEMPTY'],
     ['Too many levels of symbolic links', 'ELOOP'],
+    ['Invalid argument', 'EINVAL'],
   ]) {
     if (message.includes(text)) return new InvalidArgument(`${p}: ${text.toLowerCase()} (${code})`);
   }
@@ -221,16 +222,22 @@ export class AgentFiles extends TreeFiles {
     await this.sh(p, script, [p, options.recursive ? '1' : '0']);
   }
 
-  // Temporary stubs (issue 26): the VM side of symlinks and file times comes through the lxq agent (helper agentfiles).
-  async symlink(): Promise<void> {
-    throw new NotSupported('symlinks in a vm are not yet supported through the agent');
+  async symlink(target: string, p: string, options: OwnerOptions = {}): Promise<void> {
+    checkLinkTarget(target);
+    const { uid, gid } = checkOwnership(options, OWNER_OPTION_KEYS);
+    const rel = instancePath(p);
+    if (path.posix.normalize('/' + rel) === '/') throw new InvalidArgument('this operation needs a path below "/", not "/" itself');
+    await this.sh(p, 'ln -s -- "$1" "$2" && chown -h "$3" "$2"', [target, p, `${uid}:${gid}`]);
   }
 
-  async readlink(): Promise<string> {
-    throw new NotSupported('readlink in a vm is not yet supported through the agent');
+  async readlink(p: string): Promise<string> {
+    instancePath(p);
+    const script = '[ -L "$1" ] || { [ -e "$1" ] && echo "Invalid argument" >&2 || echo "No such file or directory" >&2; exit 1; }; readlink -- "$1"';
+    return (await this.sh(p, script, [p])).toString().replace(/\n$/, '');
   }
 
+  /** qemu-ga has no call for it, and busybox touch cannot set a symlink's own times. */
   async utimes(): Promise<void> {
-    throw new NotSupported('setting file times in a vm is not yet supported through the agent');
+    throw new NotSupported("setting file times in a vm through qemu-ga is not supported (its image has no lxq agent): pushTree leaves the times as written");
   }
 }

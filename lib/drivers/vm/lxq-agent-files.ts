@@ -14,7 +14,20 @@ import * as path from 'node:path';
 
 import { AlreadyExists, InvalidArgument, NoSpace, NotFound, OperationFailed, PermissionDenied } from '../../core/errors';
 import { replaceFile } from '../../core/fs';
-import { checkOwnership, type DirEntry, type FileStat, type FileType, instancePath, type InstanceFiles, MKDIR_OPTION_KEYS, type WriteOptions } from '../../instance/files';
+import {
+  checkLinkTarget,
+  checkOwnership,
+  checkTimes,
+  type DirEntry,
+  type FileStat,
+  type FileType,
+  instancePath,
+  MKDIR_OPTION_KEYS,
+  OWNER_OPTION_KEYS,
+  type OwnerOptions,
+  type WriteOptions,
+} from '../../instance/files';
+import { TreeFiles } from '../../instance/trees';
 import type { LxqAgentClient } from './lxq-agent';
 import { FrameType, MAX_DATA, MAX_PAYLOAD, Op, StreamId } from './lxq-agent-protocol';
 
@@ -203,11 +216,13 @@ function below(p: string): string {
   return rel;
 }
 
-export class LxqAgentFiles implements InstanceFiles {
+export class LxqAgentFiles extends TreeFiles {
   constructor(
     /** The connected agent, once the VM runs (InvalidState/NotSupported otherwise). */
     private readonly client: () => Promise<LxqAgentClient>,
-  ) {}
+  ) {
+    super();
+  }
 
   private async call(r: RequestArgs, p: string, io?: Parameters<typeof agentRequest>[3]): Promise<Buffer> {
     return agentRequest(await this.client(), r, p, io);
@@ -285,10 +300,21 @@ export class LxqAgentFiles implements InstanceFiles {
   }
 
   /** Makes `p` a symlink to `target` (kept as given, resolved by the guest), owned as asked. */
-  async symlink(target: string, p: string, options: { uid?: number; gid?: number } = {}): Promise<void> {
-    if (typeof target !== 'string' || !target || target.includes('\0')) throw new InvalidArgument('a symlink target must be a non-empty string without NUL bytes');
-    const { uid, gid } = checkOwnership(options);
+  async symlink(target: string, p: string, options: OwnerOptions = {}): Promise<void> {
+    checkLinkTarget(target);
+    const { uid, gid } = checkOwnership(options, OWNER_OPTION_KEYS);
     await this.call({ op: Op.Symlink, rel: below(p), arg: target, uid, gid }, p);
+  }
+
+  /** Sets the times of `p`, not following a final symlink. */
+  async utimes(p: string, atime: Date, mtime: Date): Promise<void> {
+    checkTimes(atime, mtime);
+    const parts = (d: Date) => {
+      const ms = d.getTime();
+      const s = Math.floor(ms / 1000);
+      return `${s} ${(ms - s * 1000) * 1e6}`;
+    };
+    await this.call({ op: Op.Utimes, rel: normalised(p), arg: `${parts(atime)} ${parts(mtime)}` }, p);
   }
 
   /** The target of the symlink `p` (InvalidArgument if `p` is not one). */

@@ -47,6 +47,7 @@ export enum Op {
   Readlink = 8,
   State = 9,
   Nic = 10,
+  Utimes = 11,
 }
 
 /** A channel of a request (not a command): gets its frames, and the reason if the connection ends. */
