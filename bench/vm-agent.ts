@@ -4,16 +4,19 @@
  * (TCG here):
  *   exec `/bin/true`; streaming out `head -c N /dev/zero` (N = 100 MiB, and 10 MiB through
  *   qemu-ga, which caps a stream at 16 MiB); a keystroke's round trip on a terminal (`cat` on a
- *   pty echoing one byte; qemu-ga has no terminal).
+ *   pty echoing one byte; qemu-ga has no terminal); a file of N bytes pushed in and pulled out
+ *   (files.push/pull: the lxq agent's streamed WRITE/READ, qemu-ga's guest-file-* calls — 10 MiB
+ *   there, its base64 chunks being slow — and a container's openat2 on the host).
  * Usage: node dist/bench/vm-agent.js [--quick]
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host, type Instance } from '../lib';
 import { GuestAgent } from '../lib/drivers/vm/agent';
 import { agentSpawn } from '../lib/drivers/vm/agent-exec';
+import { AgentFiles } from '../lib/drivers/vm/agent-files';
 import { checkSpawn, collect, type InstanceProcess } from '../lib/instance/process';
 import { printStatsTable, Stats, stats } from './stats';
 
@@ -89,6 +92,25 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
       await timed(series(`${big / MiB} MiB out: lxq agent`), async () => drain(await vm.spawn(head(big)), big));
       await timed(series(`10 MiB out: qemu-ga`), async () => drain(await agentSpawn(qga, head(10 * MiB), env, undefined, undefined), 10 * MiB));
       await timed(series(`${big / MiB} MiB out: container`), async () => drain(await ct.spawn(head(big)), big));
+    }
+    const qgaFiles = new AgentFiles(qga, async () => undefined);
+    const file = (bytes: number) => {
+      const f = path.join(dir, `in-${bytes}`);
+      writeFileSync(f, Buffer.alloc(bytes, 7));
+      return f;
+    };
+    const [bigFile, smallFile] = [file(big), file(10 * MiB)];
+    const out = path.join(dir, 'out');
+    for (let i = 0; i < rounds; i++) {
+      await timed(series(`${big / MiB} MiB push: lxq agent`), () => vm.files.push(bigFile, '/tmp/f'));
+      await timed(series(`${big / MiB} MiB pull: lxq agent`), () => vm.files.pull('/tmp/f', out));
+      await vm.files.remove('/tmp/f');
+      await timed(series('10 MiB push: qemu-ga'), () => qgaFiles.push(smallFile, '/tmp/g'));
+      await timed(series('10 MiB pull: qemu-ga'), () => qgaFiles.pull('/tmp/g', out));
+      await vm.files.remove('/tmp/g');
+      await timed(series(`${big / MiB} MiB push: container`), () => ct.files.push(bigFile, '/tmp/f'));
+      await timed(series(`${big / MiB} MiB pull: container`), () => ct.files.pull('/tmp/f', out));
+      await ct.files.remove('/tmp/f');
     }
     await keystrokes(await vm.spawn(['cat'], { pty: true }), n, series('keystroke round trip (pty): lxq agent'));
     await keystrokes(await ct.spawn(['cat'], { pty: true }), n, series('keystroke round trip (pty): container'));

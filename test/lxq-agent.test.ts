@@ -6,6 +6,7 @@
  * and oversized frames.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -409,7 +410,14 @@ describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals g
   beforeAll(async () => {
     t = await tempHost();
     await t.host.images.ensure('vm/default');
-    vm = (await t.host.create(t.name('agent'), { type: 'vm', image: 'vm/default', config: { 'limits.cpu': '2', 'limits.memory': '256MiB' } })) as VmInstance;
+    // A NIC on a network of this file's own, named and sized by the agent (agent.nic_config).
+    const net = await t.host.networks.create(`lxqa${randomBytes(4).toString('hex')}`, { 'ipv4.nat': 'false' });
+    vm = (await t.host.create(t.name('agent'), {
+      type: 'vm',
+      image: 'vm/default',
+      config: { 'limits.cpu': '2', 'limits.memory': '256MiB', 'agent.nic_config': 'true' },
+      devices: { net0: { type: 'nic', network: net.name, name: 'lan0', mtu: '1400', hwaddr: '00:16:3e:12:34:56' } },
+    })) as VmInstance;
     await vm.start();
     await vm.waitForAgent(120_000);
   }, 600_000);
@@ -452,15 +460,15 @@ describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals g
     expect(big.stdout.length).toBe(4 * 1024 * 1024);
   });
 
-  test('files through the agent: 8 MiB both ways, owners, symlinks inside the guest; state from inside', async () => {
+  test('files through the agent: 8 MiB both ways, owners, symlinks inside the guest; state from inside; agent.nic_config', async () => {
     const data = Buffer.alloc(8 * 1024 * 1024);
     for (let i = 0; i < data.length; i += 4) data.writeUInt32BE(i, i);
     await vm.files.write('/tmp/big.bin', data, { mode: 0o600, uid: 1000, gid: 1000 });
     expect((await vm.exec(['sh', '-c', 'stat -c "%s %a %u %g" /tmp/big.bin'])).stdout.toString()).toBe(`${data.length} 600 1000 1000\n`);
     expect((await vm.files.read('/tmp/big.bin')).equals(data)).toBe(true);
     await vm.exec(['ln', '-s', '/etc', '/tmp/etc-link']);
-    expect((await vm.files.read('/tmp/etc-link/hostname')).toString()).toBe((await vm.exec(['cat', '/etc/hostname'])).stdout.toString());
-    expect((await vm.files.read('/tmp/../../../etc/hostname')).length).toBeGreaterThan(0);
+    expect((await vm.files.read('/tmp/etc-link/passwd')).toString()).toBe((await vm.exec(['cat', '/etc/passwd'])).stdout.toString());
+    expect((await vm.files.read('/tmp/../../../etc/passwd')).length).toBeGreaterThan(0);
     expect((await vm.files.list('/tmp')).map((e) => e.name)).toEqual(expect.arrayContaining(['big.bin', 'etc-link']));
 
     const s = (await vm.state()) as VmState;
@@ -469,6 +477,9 @@ describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals g
     expect(s.guest!.memory.totalBytes).toBeGreaterThan(100 * 1024 * 1024);
     expect(s.guest!.disk.totalBytes).toBeGreaterThan(0);
     expect(s.network.interfaces.find((i) => i.name === 'lo')).toMatchObject({ mtu: 65536 });
+    // agent.nic_config: the NIC's interface has the device's name and MTU.
+    expect(s.network.interfaces.find((i) => i.hwaddr === '00:16:3e:12:34:56')).toMatchObject({ name: 'lan0', mtu: 1400 });
+    expect((await vm.exec(['cat', '/sys/class/net/lan0/mtu'])).stdout.toString()).toBe('1400\n');
   });
 
   test('the agent killed mid-transfer: the read rejects with LxqAgentLost within 2 s of its death; files work again once it is back', async () => {

@@ -164,6 +164,17 @@ export const OPTIONS: readonly OptionSpec[] = [
     validate: rawQemuValidator,
   },
   {
+    key: 'agent.nic_config',
+    type: 'boolean',
+    condition: 'vm',
+    live: false,
+    default: 'false',
+    description:
+      "LXD's key: when true, lxq's guest agent names each NIC's interface in the guest as the device says (its `name`, else the device's name) " +
+      'and sets its MTU, at each start (as a container\'s are). Off: the guest names them (enp5s0…). Needs an image with the lxq agent.',
+    validate: (v) => void parseBoolean(v),
+  },
+  {
     key: 'vm.accel',
     type: 'enum',
     condition: 'vm',
@@ -191,6 +202,7 @@ export type OptionKey =
   | 'security.privileged'
   | 'raw.lxc'
   | 'raw.qemu'
+  | 'agent.nic_config'
   | 'vm.accel';
 
 /**

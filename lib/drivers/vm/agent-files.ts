@@ -48,7 +48,7 @@ function typeOf(c: string): FileType {
 }
 
 /** S_IFMT of st_mode to a file type. */
-function typeOfMode(mode: number): FileType {
+export function typeOfMode(mode: number): FileType {
   switch (mode & 0o170000) {
     case 0o100000:
       return 'file';

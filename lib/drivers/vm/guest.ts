@@ -5,6 +5,7 @@
  */
 import { InvalidArgument, NotSupported, OperationFailed } from '../../core/errors';
 import type { Devices, DeviceConfig } from '../../devices/declarations';
+import { nics } from '../../devices/nic';
 import { type ProbeEnv, readSources } from '../../devices/validate';
 import type { InstanceFiles } from '../../instance/files';
 import type { InstanceStatus, NetworkInterface } from '../../instance/instance';
@@ -16,7 +17,7 @@ import { AgentFiles } from './agent-files';
 import { guestMountCommand, vmDeviceKind } from './devices';
 import { LxqAgentFiles } from './lxq-agent-files';
 import { LxqAgentLink } from './lxq-agent-link';
-import { type AgentGuestState, agentGuestState } from './lxq-agent-state';
+import { agentConfigureNic, type AgentGuestState, agentGuestState } from './lxq-agent-state';
 import type { VmFile } from './paths';
 import { LXQ_AGENT_DEVICE_ID } from './qemu-args';
 import type { VmState } from './vm';
@@ -184,9 +185,28 @@ export class VmGuest {
     this.lxqAgent.close();
   }
 
-  /** After a start: the guest agent mounts the shares; exec and files wait for it (not the start). */
-  started(devices: Devices, probeEnv: ProbeEnv): void {
-    this.setup = mountShares(this.agent, devices, probeEnv, this.vm.name()).catch(() => undefined);
+  /**
+   * After a start: the guest agent mounts the shares and, with `nicConfig` (agent.nic_config),
+   * lxq's agent names the NICs' interfaces and sets their MTUs; exec and files wait for it (not
+   * the start). A failure leaves the guest as it is (the commands then see it).
+   */
+  started(devices: Devices, probeEnv: ProbeEnv, nicConfig: boolean): void {
+    this.setup = (async () => {
+      await mountShares(this.agent, devices, probeEnv, this.vm.name()).catch(() => undefined);
+      if (nicConfig && this.vm.hasLxqAgent()) await this.configureNics(devices, probeEnv).catch(() => undefined);
+    })();
+  }
+
+  /** Each NIC's interface, found by its MAC, gets the device's name and MTU (as LXD's agent does). */
+  private async configureNics(devices: Devices, probeEnv: ProbeEnv): Promise<void> {
+    const list = nics(devices).filter(([, d]) => d.hwaddr);
+    if (!list.length) return;
+    const sources = await readSources(Object.fromEntries(list), probeEnv);
+    const client = await this.lxqAgent.use(AGENT_SETUP_MS);
+    for (const [name, d] of list) {
+      const mtu = d.mtu !== undefined ? Number(d.mtu) : sources.get(name)?.mtu;
+      await agentConfigureNic(client, d.hwaddr!, d.name ?? name, mtu);
+    }
   }
 
   /** An event of the VM's monitor: the guest closed the lxq agent's port (its agent died or restarts), its commands are lost. */

@@ -28,6 +28,7 @@ import {
   type WriteOptions,
 } from '../../instance/files';
 import { TreeFiles } from '../../instance/trees';
+import { typeOfMode } from './agent-files';
 import type { LxqAgentClient } from './lxq-agent';
 import { FrameType, MAX_DATA, MAX_PAYLOAD, Op, StreamId } from './lxq-agent-protocol';
 
@@ -188,19 +189,6 @@ async function sendSource(
     }
   }
   if (!flow.settled()) client.send(FrameType.Data, channel);
-}
-
-function typeOfMode(mode: number): FileType {
-  switch (mode & 0o170000) {
-    case 0o100000:
-      return 'file';
-    case 0o040000:
-      return 'directory';
-    case 0o120000:
-      return 'symlink';
-    default:
-      return 'other';
-  }
 }
 
 const TYPES: Record<string, FileType> = { f: 'file', d: 'directory', l: 'symlink', o: 'other' };

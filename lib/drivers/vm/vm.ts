@@ -12,6 +12,7 @@ import * as path from 'node:path';
 
 import { findOption, type InstanceConfig } from '../../config/options';
 import { InvalidArgument, InvalidState, NotSupported, OperationFailed } from '../../core/errors';
+import { parseBoolean } from '../../core/units';
 import { createStaged } from '../../core/staging';
 import type { DeviceConfig, Devices } from '../../devices/declarations';
 import { ensureNetworks } from '../../devices/nic';
@@ -260,7 +261,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       this.launching = false;
     }
     // Not awaited: start() resolves once QEMU runs; exec and files wait for the shares.
-    this.guest.started(this.devices, this.probeEnv);
+    this.guest.started(this.devices, this.probeEnv, parseBoolean(this.config['agent.nic_config'] ?? 'false'));
   }
 
   /**
