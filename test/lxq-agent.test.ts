@@ -482,6 +482,34 @@ describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals g
     expect((await vm.exec(['cat', '/sys/class/net/lan0/mtu'])).stdout.toString()).toBe('1400\n');
   });
 
+  test('file trees in and out of the VM (pullTree, pushTree over the agent): modes, owners, symlinks, empty dirs, mtimes', async () => {
+    const when = new Date('2024-05-06T07:08:09Z');
+    await vm.files.mkdir('/srv/src/nested', { parents: true, mode: 0o750, uid: 1000, gid: 1001 });
+    await vm.files.mkdir('/srv/src/empty', { mode: 0o700 });
+    await vm.files.write('/srv/src/nested/f.txt', 'deep\n', { mode: 0o600, uid: 33, gid: 44 });
+    await vm.files.write('/srv/src/big.bin', Buffer.alloc(3 * 1024 * 1024, 'lxq'));
+    await vm.files.symlink('/etc/passwd', '/srv/src/out', { uid: 7, gid: 8 });
+    await vm.files.utimes('/srv/src/nested/f.txt', when, when);
+    const tar = await vm.files.pullTree('/srv/src');
+    await vm.files.pushTree('/srv/dst', tar);
+    const manifest = async (root: string) => {
+      const out: string[] = [];
+      const walk = async (rel: string): Promise<void> => {
+        for (const e of await vm.files.list(`${root}${rel}`)) {
+          const st = await vm.files.stat(`${root}${rel}/${e.name}`);
+          out.push(`${rel}/${e.name} ${st.type} ${st.mode.toString(8)} ${st.uid}:${st.gid} ${st.size}`);
+          if (st.type === 'directory') await walk(`${rel}/${e.name}`);
+        }
+      };
+      await walk('');
+      return out;
+    };
+    expect(await manifest('/srv/dst')).toEqual(await manifest('/srv/src'));
+    expect(await vm.files.readlink('/srv/dst/out')).toBe('/etc/passwd');
+    expect((await vm.files.stat('/srv/dst/nested/f.txt')).mtime).toEqual(when);
+    expect((await vm.files.read('/srv/dst/big.bin')).equals(Buffer.alloc(3 * 1024 * 1024, 'lxq'))).toBe(true);
+  });
+
   test('the agent killed mid-transfer: the read rejects with LxqAgentLost within 2 s of its death; files work again once it is back', async () => {
     await vm.exec(['sh', '-c', `head -c ${64 * 1024 * 1024} /dev/zero > /tmp/huge`]);
     let diedAt = 0;
