@@ -5,13 +5,13 @@
  * get and a create of the same name agree); a finished operation's progress is monotonic and ends
  * at 100; a bad signal or onProgress is InvalidArgument.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Aborted, type Instance, InvalidArgument, NotFound, type Progress } from '../lib';
-import { tempHost, TestHost } from './helpers/host';
+import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 let t: TestHost;
 let work: string;
@@ -220,4 +220,39 @@ test('publish: aborted as it copies leaves no image; a whole one reports up to 1
   expectWellFormed(seen);
   await t.host.images.delete(alias);
   await small.delete();
+}, 300_000);
+
+/** The commands (comm) of the child processes of `pid`. */
+function children(pid: number): string[] {
+  const list = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+  return list ? list.split(/\s+/).map((c) => readFileSync(`/proc/${c}/comm`, 'utf8').trim()) : [];
+}
+
+/** Runs `lxq ARGS`, sends it SIGINT (as Ctrl-C does) once its helper `comm` runs, and says how it ended. */
+async function interrupted(args: string[], comm: string): Promise<{ code: number | null; stderr: string }> {
+  const main = path.join(__dirname, '..', 'lib', 'cli', 'main.ts');
+  const p = spawn(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), main, '--host', t.dir, '--images', SHARED_IMAGES, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  p.stderr.on('data', (d) => (stderr += d));
+  const closed = new Promise<number | null>((resolve) => p.once('close', resolve));
+  const deadline = Date.now() + 120_000;
+  while (p.exitCode === null && !children(p.pid!).includes(comm)) {
+    if (Date.now() > deadline) p.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  p.kill('SIGINT');
+  return { code: await closed, stderr };
+}
+
+test('lxq copy and lxq export interrupted by SIGINT (Ctrl-C) exit 130 and leave nothing', async () => {
+  const before = tree();
+  const target = t.name('cli');
+  const copy = await interrupted(['copy', big.name, target], 'cp');
+  expect(copy).toMatchObject({ code: 130, stderr: expect.stringMatching(/was aborted; nothing was left behind/) });
+  await expectNothingNamed(target, before);
+  const file = path.join(work, 'cli.tar.zst');
+  const exported = await interrupted(['export', big.name, file], 'tar');
+  expect(exported).toMatchObject({ code: 130, stderr: expect.stringMatching(/was aborted; nothing was left behind/) });
+  expect(readdirSync(work)).toEqual(['small.tar.zst']);
+  expect(tree()).toBe(before);
 }, 300_000);

@@ -5,8 +5,8 @@
  * once, so the operation fails fast through its own error path, which already removes its
  * staging (the crash-safety code: there is no second cleanup path), and the failure is then
  * reported as `Aborted`. Between steps that start no helper, operations call `checkAborted()`.
- * Progress is measured where it can be: the bytes the scope's helpers have read
- * (`/proc/<pid>/io`, rchar) against a total the operation states, mapped into the phase's range
+ * Progress is measured where it can be: the bytes the scope's helpers have read or written
+ * (`/proc/<pid>/io`) against a total the operation states, mapped into the phase's range
  * of percent; the callback sees a monotonic percent that ends at 100.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -254,8 +254,10 @@ async function poll(scope: Scope, meter: Meter): Promise<void> {
   await Promise.all(
     [...meter.live.keys()].map(async (pid) => {
       const text = await fs.readFile(`/proc/${pid}/io`, 'utf8').catch(() => '');
-      const rchar = Number(/^rchar:\s*(\d+)/m.exec(text)?.[1] ?? NaN);
-      if (Number.isFinite(rchar) && meter.live.has(pid)) meter.live.set(pid, Math.max(meter.live.get(pid) ?? 0, rchar));
+      // Bytes read through read(2) (tar), or written to storage (cp, whose copy_file_range reads nothing through read(2)).
+      const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(text)?.[1] ?? 0);
+      const n = Math.max(field('rchar'), field('write_bytes'));
+      if (meter.live.has(pid)) meter.live.set(pid, Math.max(meter.live.get(pid) ?? 0, n));
     }),
   );
   if (scope.meter !== meter || meter.total === undefined) return;

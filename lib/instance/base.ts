@@ -336,7 +336,7 @@ export abstract class BaseInstance extends CommonInstance {
       const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
       const status = this.observe(await this.currentStatus());
       // Bytes read against the source's size on disk (its snapshots' too, when they are copied).
-      await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : this.dir));
+      await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : this.dir, true));
       await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten });
       await phase('finishing', 95, 100);
       const taken = structuredClone(snapshot ? snapshot.meta.record : this.record);
@@ -356,7 +356,7 @@ export abstract class BaseInstance extends CommonInstance {
       const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
       const status = this.observe(await this.currentStatus());
       if (!snapshot && status !== 'stopped') throw new InvalidState(`cannot publish ${this.name}: it is ${status}; stop it first, or publish one of its snapshots`, status);
-      await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : this.dir));
+      await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : this.dir, true));
       const meta = await this.storage.publishTo(into, { status, snapshot });
       return { type: this.type, meta };
     });

@@ -53,7 +53,7 @@ export async function writeExport(source: ExportSource, target: string, instance
   const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(source.record), snapshots };
   const frozen = status === 'running' && !liveVm;
   const copied = liveVm ? stagingPath(dir, 'export-disk') : undefined;
-  await phase('writing the archive', 0, 99, () => diskUsage(dir));
+  await phase('writing the archive', 0, 99, () => diskUsage(dir, true));
   if (frozen) await source.freeze();
   try {
     if (copied) {

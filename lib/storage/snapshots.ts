@@ -124,7 +124,7 @@ export class Snapshots implements InstanceSnapshots {
       const tag = `lxq-${path.basename(staging).split('-').pop()}`;
       await fs.mkdir(staging, { mode: 0o711 });
       try {
-        await phase('copying', 0, 95, () => diskUsage(path.join(this.subject.dir(), this.subject.type() === 'vm' ? 'disk.qcow2' : 'rootfs')));
+        await phase('copying', 0, 95, () => this.capturedSize());
         await this.subject.driver().capture(staging, { stateful, status, tag });
         const meta: StoredSnapshot = {
           format: 'lxq-snapshot',
@@ -184,7 +184,7 @@ export class Snapshots implements InstanceSnapshots {
       const staging = stagingPath(this.subject.dir(), 'restore');
       await fs.mkdir(staging, { mode: 0o700 });
       try {
-        await phase('copying', 0, 90, () => diskUsage(snap.dir));
+        await phase('copying', 0, 90, () => diskUsage(snap.dir, true));
         await driver.stageRestore(snap, staging);
         checkAborted(); // the last moment an abort leaves the instance as it was
       } catch (e) {
@@ -273,7 +273,15 @@ export class Snapshots implements InstanceSnapshots {
     await fs.rm(trash, { recursive: true, force: true });
   }
 
-  private async names(): Promise<string[]> {
+  /** What a snapshot copies, for its progress: a VM's disk, a container's overlay upper layer or its rootfs. */
+  private async capturedSize(): Promise<number> {
+    const dir = this.subject.dir();
+    if (this.subject.type() === 'vm') return diskUsage(path.join(dir, 'disk.qcow2'));
+    const upper = await fs.access(path.join(dir, 'upper')).then(() => true, () => false);
+    return diskUsage(path.join(dir, upper ? 'upper' : 'rootfs'), true);
+  }
+
+    private async names(): Promise<string[]> {
     const entries = await fs.readdir(this.root).catch(() => [] as string[]);
     return entries.filter((n) => !isStaging(n));
   }

@@ -17,9 +17,9 @@ export async function copyTree(src: string, dst: string): Promise<void> {
   await run('cp', ['-a', '--reflink=auto', '--sparse=auto', '--no-target-directory', '--', src, dst]);
 }
 
-/** Bytes the tree occupies on disk (hard links counted once, holes not at all). */
-export async function diskUsage(target: string): Promise<number> {
-  const stdout = await run('du', ['-s', '-B1', '--', target]);
+/** Bytes the tree occupies on disk (hard links counted once, holes not at all); with `oneFileSystem`, not below mount points (an overlay's merged root). */
+export async function diskUsage(target: string, oneFileSystem = false): Promise<number> {
+  const stdout = await run('du', ['-s', '-B1', ...(oneFileSystem ? ['-x'] : []), '--', target]);
   return Number(stdout.split('\t')[0]) || 0;
 }
 

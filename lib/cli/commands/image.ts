@@ -1,8 +1,8 @@
 /** `image list|build|delete|import|export`: this machine's image store. */
 import { type Command, Option } from 'commander';
 
-import type { ImageProgress } from '../../images/types';
 import type { CliContext } from '../context';
+import { progressBar } from '../progress';
 import { checkFormat, FORMATS, formatRows } from '../format';
 
 export function register(cli: Command, ctx: CliContext): void {
@@ -21,7 +21,7 @@ export function register(cli: Command, ctx: CliContext): void {
     .description("Build one of lxq's images (busybox, debian/12, vm/default…), with a progress bar")
     .option('--vm', 'the VM variant')
     .action(async (name: string, o: { vm?: boolean }) => {
-      const progress = progressBar(name);
+      const progress = progressBar(name, true);
       try {
         const img = await (await images()).ensure(name, { ...(o.vm ? { type: 'vm' as const } : {}), onProgress: progress.update });
         progress.done();
@@ -50,21 +50,4 @@ export function register(cli: Command, ctx: CliContext): void {
     .action(async (name: string, file: string, o: { vm?: boolean }) => {
       await (await images()).export(name, file, o.vm ? { type: 'vm' } : {});
     });
-}
-
-/** A build's progress: a bar on a terminal, else one line per step on stderr. */
-function progressBar(name: string): { update: (e: ImageProgress) => void; done: () => void; stop: () => void } {
-  if (!process.stderr.isTTY) return { update: (e) => void process.stderr.write(`${e.percent}% ${e.phase}\n`), done: () => undefined, stop: () => undefined };
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only for a build on a terminal
-  const { SingleBar } = require('cli-progress') as typeof import('cli-progress');
-  const bar = new SingleBar({ format: `${name} [{bar}] {percentage}% {phase}`, stream: process.stderr });
-  bar.start(100, 0, { phase: '' });
-  return {
-    update: (e) => bar.update(e.percent, { phase: e.phase }),
-    done: () => {
-      bar.update(100, { phase: 'done' });
-      bar.stop();
-    },
-    stop: () => bar.stop(),
-  };
 }

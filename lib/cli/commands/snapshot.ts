@@ -2,6 +2,7 @@
 import { type Command, Option } from 'commander';
 
 import type { CliContext } from '../context';
+import { longCommand } from '../progress';
 import { checkFormat, FORMATS, formatRows } from '../format';
 
 export function register(cli: Command, ctx: CliContext): void {
@@ -13,7 +14,8 @@ export function register(cli: Command, ctx: CliContext): void {
     .option('--stateful', 'keep the running state too')
     .option('--description <text>', 'a note kept with it')
     .action(async (name: string, snap: string | undefined, o: { stateful?: boolean; description?: string }) => {
-      const s = await (await snapshots(name)).create(snap, { ...(o.stateful ? { stateful: true } : {}), ...(o.description ? { description: o.description } : {}) });
+      const all = await snapshots(name);
+      const s = await longCommand(`snapshot ${name}`, (long) => all.create(snap, { ...(o.stateful ? { stateful: true } : {}), ...(o.description ? { description: o.description } : {}), ...long }));
       process.stdout.write(`${s.name}\n`);
     });
   snapshot
@@ -35,7 +37,8 @@ export function register(cli: Command, ctx: CliContext): void {
     .description('Bring an instance back to a snapshot')
     .option('--stateful', 'restore the running state too')
     .action(async (name: string, snap: string, o: { stateful?: boolean }) => {
-      await (await snapshots(name)).restore(snap, o.stateful ? { stateful: true } : {});
+      const all = await snapshots(name);
+      await longCommand(`restore ${name}`, (long) => all.restore(snap, { ...(o.stateful ? { stateful: true } : {}), ...long }));
     });
   snapshot
     .command('rename <name> <snapshot> <new-name>')

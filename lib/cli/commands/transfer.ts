@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 
 import { collect, keyValues } from '../args';
 import type { CliContext } from '../context';
+import { longCommand } from '../progress';
 
 export function register(cli: Command, ctx: CliContext): void {
   cli
@@ -13,7 +14,8 @@ export function register(cli: Command, ctx: CliContext): void {
     .option('-c, --config <key=value>', 'an option set on the copy (repeatable)', collect, [])
     .action(async (source: string, target: string, o: { snapshot?: string; instanceOnly?: boolean; config: string[] }) => {
       const config = keyValues(o.config);
-      await (await ctx.localHost()).copy(source, target, { ...(o.snapshot !== undefined ? { snapshot: o.snapshot } : {}), ...(o.instanceOnly ? { instanceOnly: true } : {}), config });
+      const host = await ctx.localHost();
+      await longCommand(`copy ${source}`, (long) => host.copy(source, target, { ...(o.snapshot !== undefined ? { snapshot: o.snapshot } : {}), ...(o.instanceOnly ? { instanceOnly: true } : {}), config, ...long }));
     });
 
   cli
@@ -27,7 +29,8 @@ export function register(cli: Command, ctx: CliContext): void {
     .description('Write an instance to a tarball (with its snapshots unless --instance-only), for lxq import')
     .option('--instance-only', 'without its snapshots')
     .action(async (name: string, file: string, o: { instanceOnly?: boolean }) => {
-      await (await (await ctx.localHost()).get(name)).export(file, { instanceOnly: o.instanceOnly === true });
+      const instance = await (await ctx.localHost()).get(name);
+      await longCommand(`export ${name}`, (long) => instance.export(file, { instanceOnly: o.instanceOnly === true, ...long }));
     });
 
   cli
@@ -35,7 +38,8 @@ export function register(cli: Command, ctx: CliContext): void {
     .description('An instance from a tarball of lxq export (named as exported unless NAME is given); prints its name')
     .option('--allow-host-access', 'accept an archive whose instance reaches into this host (raw.lxc/raw.qemu, privileged, host paths, device nodes, proxies, host bridges): only for archives you trust')
     .action(async (file: string, name: string | undefined, o: { allowHostAccess?: boolean }) => {
-      const i = await (await ctx.localHost()).import(file, { ...(name !== undefined ? { name } : {}), ...(o.allowHostAccess ? { trust: 'host-access' as const } : {}) });
+      const host = await ctx.localHost();
+      const i = await longCommand(`import ${file}`, (long) => host.import(file, { ...(name !== undefined ? { name } : {}), ...(o.allowHostAccess ? { trust: 'host-access' as const } : {}), ...long }));
       process.stdout.write(`${i.name}\n`);
     });
 }
