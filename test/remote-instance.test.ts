@@ -158,6 +158,21 @@ describe('options and devices', () => {
     await expect(i.export('/tmp/x.tar.zst')).rejects.toThrow(NotSupported);
   });
 
+  test("console.follow() polls LXD's log (it has no follow) and sees a line written after the call; metrics() is LXD's own /1.0/metrics", async () => {
+    const ac = new AbortController();
+    const lines: string[] = [];
+    const done = (async () => {
+      for await (const line of i.console.follow({ tail: 0, interval: 100, signal: ac.signal })) lines.push(line);
+    })();
+    await i.exec(['sh', '-c', 'printf "\\nremote-follow-line\\n" > /dev/console']);
+    await until(() => lines.includes('remote-follow-line'), 30_000);
+    ac.abort();
+    await done;
+    const metrics = await host.metrics();
+    expect(metrics).toMatch(new RegExp(`^lxd_procs_total\\{[^}]*name="${i.name}"[^}]*\\} \\d+$`, 'm'));
+    expect(metrics.endsWith('# EOF\n')).toBe(true);
+  });
+
   test('console.attach(): two readers see what is written to /dev/console; what one types reaches it', async () => {
     const a = await i.console.attach();
     const b = await i.console.attach();

@@ -13,10 +13,10 @@ import { AlreadyExists, InvalidArgument, NotFound } from '../core/errors';
 import { checkVmImageFiles, type ContainerImageMeta } from '../images/meta';
 import type { ImageStore } from '../images/store';
 import { BaseInstance, RECORD_FILE } from '../instance/base';
-import { launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord, type StartOptions } from '../instance/instance';
+import { launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from '../instance/instance';
 import type { InstanceHost } from '../instance/host';
 import { validateName } from '../instance/names';
-import { type ImportTrust, refuseHostAccess } from '../instance/foreign';
+import { refuseHostAccess } from '../instance/foreign';
 import { ARCHIVE_TOP, checkArchive, checkImportedVmDisk, extractArchive, readExport } from '../storage/archive';
 import { moveInstanceDir, newMachineId } from '../storage/move';
 import { clearLeftovers } from '../storage/recover';
@@ -27,13 +27,16 @@ import { abandonedCreate, markCreating, stagingPath, unmarkCreating } from '../c
 import { hasFreezeMark } from '../storage/freeze-mark';
 import type { CopyOptions } from '../storage/types';
 import { readJson } from '../core/fs';
-import { optionKeys, refuseUnknownKeys } from '../core/keys';
+import { refuseUnknownKeys } from '../core/keys';
 import type { VmInstance } from '../drivers/vm/vm';
 import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type StorageEvent } from '../events/lifecycle';
 import { sys } from '../native/sys';
 import { hostLongOperations } from './long-operations';
-import { LONG_OPTION_KEYS, type LongOptions } from '../core/abort';
+import { instancesMetrics } from '../instance/openmetrics';
+import { COPY_OPTION_KEYS, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
+
+export type { ImportOptions, LaunchOptions } from './options';
 
 /** The VM driver (QEMU, QMP, the guest agent), loaded on first use: a host of containers never loads it. */
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
@@ -54,33 +57,6 @@ export interface HostOptions {
   images?: string;
 }
 
-/**
- * What `host.import` takes: another name, and consent to what reaches into the host.
- *
- * @example
- * ```ts
- * await host.import('./web.tar.zst', { name: 'web2' });
- * await host.import('./privileged.tar.zst', { trust: 'host-access' }); // raw.lxc, host paths… accepted
- * ```
- */
-export interface ImportOptions extends LongOptions {
-  /** Default: the exported name. */
-  name?: string;
-  /** Accept records that reach into the host (see ImportTrust); refused with PermissionDenied otherwise. */
-  trust?: ImportTrust;
-}
-/**
- * What `host.launch` takes: `create`'s options (but the image, given first) and `start`'s `wait`.
- *
- * @example
- * ```ts
- * const options: LaunchOptions = { config: { 'limits.memory': '512MiB' }, wait: { for: 'port', port: 80 } };
- * await host.launch('debian/12', 'web1', options);
- * ```
- */
-export type LaunchOptions = Omit<CreateOptions, 'image'> & StartOptions;
-const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true, ...LONG_OPTION_KEYS });
-const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true, ...LONG_OPTION_KEYS });
 
 /**
  * Where `Host.open()` keeps its state when no path is given: /var/lib/lxq.
@@ -481,6 +457,11 @@ export class Host implements InstanceHost {
     const names = (await fs.readdir(this.instancesDir)).filter((n) => !n.startsWith('.')).sort();
     const found = await Promise.all(names.map((n) => this.get(n).catch((e) => (e instanceof NotFound || e instanceof InvalidArgument ? undefined : Promise.reject(e)))));
     return found.filter((i): i is Instance => i !== undefined);
+  }
+
+  /** Usage of every running instance as OpenMetrics text, with LXD's metric names and labels (`lxd_cpu_seconds_total{cpu,mode,name,project,type}` …). */
+  async metrics(): Promise<string> {
+    return instancesMetrics((await this.list()) as BaseInstance[]);
   }
 
   private track(instance: Instance): void {

@@ -27,6 +27,7 @@ import type { InstanceSnapshots, StorageDriver } from '../storage/types';
 import { localAddressSearch } from './addresses';
 import { type AddressFamily, CommonInstance } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
+import { checkFollow, fileLogReader, followLines } from './console-log';
 import { checkExport, writeExport } from './export';
 import { DEFAULT_STOP_TIMEOUT_MS, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceState, type InstanceStatus } from './instance';
 import { ProxyDevices } from './proxies';
@@ -118,6 +119,7 @@ export abstract class BaseInstance extends CommonInstance {
     return {
       path: file,
       log: () => fs.readFile(file, 'utf8').catch((e) => (e.code === 'ENOENT' ? '' : Promise.reject(e))),
+      follow: (options) => followLines(fileLogReader(file), checkFollow(options, 250)),
       attach: () => this.consoleHub.attach(),
     };
   }

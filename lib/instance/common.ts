@@ -38,6 +38,7 @@ import {
   type StopOptions,
   type WaitForAddressOptions,
 } from './instance';
+import { checkStats, type InstanceStats, type InstanceUsage, NO_DETAIL, type StatsOptions, statsLoop, type UsageDetail } from './metrics';
 import { validateName } from './names';
 import { checkExecOptions, collect, type ExecOptions, type ExecResult, type InstanceProcess, SPAWN_OPTION_KEYS, type SpawnOptions } from './process';
 import { waitFor, type WaitSpec } from './wait';
@@ -118,6 +119,10 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   protected async beforeStart(): Promise<void> {}
   /** Undoes beforeStart after a failed start. */
   protected async startFailed(): Promise<void> {}
+  /** Usage figures beyond state() (CPU time per CPU and mode, memory's breakdown, disk I/O) of the running instance. */
+  protected async usageDetail(_state: InstanceState): Promise<UsageDetail> {
+    return NO_DETAIL;
+  }
 
   // ---- the queue and the status ----
 
@@ -175,6 +180,18 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
         .map(([name, d]) => this.deviceState(name, d));
       return { ...s, devices };
     });
+  }
+
+  /** See Instance.stats (lib/instance/metrics.ts). */
+  stats(options?: StatsOptions): AsyncIterable<InstanceStats> {
+    return statsLoop(() => this.usage(), checkStats(options));
+  }
+
+  /** @internal The state and what the driver reads beyond it, for stats() and the host's metrics. */
+  async usage(): Promise<InstanceUsage> {
+    const state = await this.state();
+    // A detail that cannot be read (the instance stopping meanwhile: its cgroups gone) is left out.
+    return { state, detail: state.pid === null ? NO_DETAIL : await this.usageDetail(state).catch(() => NO_DETAIL) };
   }
 
   /** What state() says of a device; drivers add what they know (QEMU ids). */

@@ -29,6 +29,12 @@ export interface InstanceHost {
   launch(image: string, name: string, options?: Omit<CreateOptions, 'image'> & StartOptions): Promise<Instance>;
   /** A copy of `source` (its snapshots too unless `instanceOnly`), or of one `snapshot` of it, with `config` set over the source's. */
   copy(source: string, target: string, options?: Pick<CopyOptions, 'snapshot' | 'instanceOnly' | 'config'>): Promise<Instance>;
+  /**
+   * Usage of every running instance as OpenMetrics text, with LXD's metric names and labels
+   * (`lxd_cpu_seconds_total`, `lxd_memory_*_bytes`, `lxd_disk_*`, `lxd_network_*`, `lxd_procs_total`;
+   * labels `name`, `project`, `type`), ending with `# EOF`. An LXD server's is its own GET /1.0/metrics.
+   */
+  metrics(): Promise<string>;
   /** Lifecycle events of every instance, this process's changes and others', from the moment it returns. */
   on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;
   off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;

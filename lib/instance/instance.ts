@@ -5,6 +5,8 @@
  */
 import type { RootDiskDevice } from '../storage/pools/types';
 import type { ConsoleStream } from './console';
+import type { ConsoleFollowOptions } from './console-log';
+import type { InstanceStats, StatsOptions } from './metrics';
 import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
@@ -369,6 +371,12 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   /** The status alone: cheaper than `state()`. */
   status(): Promise<InstanceStatus>;
   state(): Promise<InstanceState>;
+  /**
+   * Usage samples every `interval` ms (default 1000; the first at once) until `signal` aborts:
+   * CPU time and the share of a CPU used since the previous sample, memory, processes, and each
+   * disk's and network interface's counters with their rates per second (see InstanceStats).
+   */
+  stats(options?: StatsOptions): AsyncIterable<InstanceStats>;
   /** Changes options: validated first, applied live where the option allows it, else at the next start. */
   update(config: InstanceConfigPatch): Promise<void>;
 
@@ -421,6 +429,7 @@ export interface Instance extends EventEmitter<InstanceEvents> {
  * const s = await c.console.attach();
  * s.pipe(process.stdout);
  * console.log(await c.console.log());
+ * for await (const line of c.console.follow({ tail: 0, signal: AbortSignal.timeout(10_000) })) console.log(line);
  * ```
  */
 export interface InstanceConsole {
@@ -428,6 +437,14 @@ export interface InstanceConsole {
   readonly path: string;
   /** The log's content so far ('' before the first start). */
   log(): Promise<string>;
+  /**
+   * The log's lines as they are written (as `docker logs --follow`): `tail` of those already
+   * there first (default all), then each new line, until `signal` aborts (the iteration then
+   * ends, and nothing is left watching the log). It follows the instance through stops and
+   * starts: a log made anew or cut is read again from its start. The log file is polled every
+   * `interval` ms; on an LXD server, which has no follow, the log is fetched whole and compared.
+   */
+  follow(options?: ConsoleFollowOptions): AsyncIterable<string>;
   /**
    * An interactive stream to the running console (a container's /dev/console, a VM's serial
    * port); the log keeps growing meanwhile. Several streams may be attached at once; InvalidState

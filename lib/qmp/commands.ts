@@ -80,6 +80,11 @@ export interface QmpCommands {
   quit: { args: undefined; returns: Record<string, never> };
   'query-pci': { args: undefined; returns: Array<{ bus: number; devices: QmpPciDeviceInfo[] }> };
   'query-cpus-fast': { args: undefined; returns: Array<{ 'cpu-index': number; 'qom-path': string; 'thread-id': number; target: string }> };
+  /** I/O counters of each block device: `device` names a -drive's (`virtio0`), `qdev` the guest device's id or QOM path. */
+  'query-blockstats': {
+    args: undefined;
+    returns: Array<{ device: string; qdev?: string; 'node-name'?: string; stats: { rd_bytes: number; wr_bytes: number; rd_operations: number; wr_operations: number } }>;
+  };
   'query-memory-size-summary': { args: undefined; returns: { 'base-memory': number; 'plugged-memory'?: number } };
   'qom-list': { args: { path: string }; returns: Array<{ name: string; type: string; description?: string }> };
   device_add: { args: { driver: string; id?: string; bus?: string; [property: string]: unknown }; returns: Record<string, never> };

@@ -1,7 +1,9 @@
 /** `console NAME [--show-log]` and `monitor`: an instance's console and the host's lifecycle events (this machine's host). */
 import { type Command, Option } from 'commander';
 
+import { InvalidArgument } from '../../core/errors';
 import type { StorageEvent } from '../../events/lifecycle';
+import { lastLines } from '../../instance/console-log';
 import type { Instance } from '../../instance/instance';
 import type { CliContext } from '../context';
 
@@ -10,9 +12,12 @@ export function register(cli: Command, ctx: CliContext): void {
     .command('console <name>')
     .description("Attach to an instance's console (detach with Ctrl-a q)")
     .option('--show-log', 'print the console log and exit')
-    .action(async (name: string, o: { showLog?: boolean }) => {
+    .option('-f, --follow', 'with --show-log: keep printing new lines, across restarts (Ctrl-C to stop)')
+    .option('--tail <n>', 'with --show-log: only the last n lines', (v) => wholeNumber('--tail', v))
+    .action(async (name: string, o: { showLog?: boolean; follow?: boolean; tail?: number }) => {
+      if (!o.showLog && (o.follow || o.tail !== undefined)) throw new InvalidArgument('--follow and --tail go with --show-log');
       const i = await (await ctx.localHost()).get(name);
-      if (o.showLog) return void process.stdout.write(await i.console.log());
+      if (o.showLog) return showLog(i, o.follow ?? false, o.tail);
       await attachConsole(i);
     });
 
@@ -37,6 +42,20 @@ export function register(cli: Command, ctx: CliContext): void {
         process.stdout.write(o.format === 'json' ? JSON.stringify(e) + '\n' : `${e.at} ${e.action} ${e.name} (${e.type}, ${e.requestor})${e.dropped ? ` [${e.dropped} missed]` : ''}\n`);
       }
     });
+}
+
+function wholeNumber(option: string, v: string): number {
+  if (!/^\d+$/.test(v)) throw new InvalidArgument(`${option} takes a whole number, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+/** The console log, or its last lines; with `follow`, then every new line until Ctrl-C. */
+async function showLog(i: Instance, follow: boolean, tail?: number): Promise<void> {
+  if (!follow) return void process.stdout.write(lastLines(await i.console.log(), tail ?? Infinity));
+  const ac = new AbortController();
+  process.once('SIGINT', () => ac.abort());
+  process.once('SIGTERM', () => ac.abort());
+  for await (const line of i.console.follow({ tail, signal: ac.signal })) process.stdout.write(line + '\n');
 }
 
 /** Ctrl-a, the console's escape key (as `lxc console`): Ctrl-a q detaches, Ctrl-a Ctrl-a sends one Ctrl-a. */

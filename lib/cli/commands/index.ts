@@ -31,6 +31,7 @@ const FAMILIES: Family[] = [
   { module: 'network', names: ['network'] },
   { module: 'storage', names: ['storage'] },
   { module: 'console', names: ['console', 'monitor'] },
+  { module: 'metrics', names: ['metrics'], remote: ['metrics'] },
 ];
 
 /** The commands `--remote` drives, in `--help`'s order. */

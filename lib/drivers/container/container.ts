@@ -23,6 +23,7 @@ import { type DeviceSource, probeDevices, readSources } from '../../devices/vali
 import { InvalidArgument, InvalidState, OperationFailed } from '../../core/errors';
 import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
 import type { InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
+import type { UsageDetail } from '../../instance/metrics';
 import { createStaged } from '../../core/staging';
 import { DirPool } from '../../storage/pools/dir';
 import type { PoolDriver } from '../../storage/pools/types';
@@ -32,7 +33,7 @@ import { cgroupLimits, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE } from './l
 import { ContainerFiles, O_PATH } from './files';
 import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, removeMonitorCgroups, saveLxcFiles, STATUS } from './liblxc';
 import { ContainerStorage } from './storage';
-import { containerState } from './state';
+import { containerState, containerUsage } from './state';
 import { attachedProcess, consoleEndpoint } from './streams';
 import { lxc, LxcContainer, LxcError } from '../../native/lxc';
 import { sys } from '../../native/sys';
@@ -350,6 +351,10 @@ export class ContainerInstance extends BaseInstance {
 
   protected doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
     return containerState(this.lxc(), this.ctx.layout, status);
+  }
+
+  protected override usageDetail(state: InstanceState): Promise<UsageDetail> {
+    return containerUsage(this.lxc(), this.ctx.layout, state);
   }
 
   /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */

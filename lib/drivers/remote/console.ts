@@ -5,6 +5,7 @@
  */
 import WebSocket, { createWebSocketStream } from 'ws';
 
+import { NotFound } from '../../core/errors';
 import type { ConsoleEndpoint } from '../../instance/console';
 import { checkWindowSize } from '../../instance/process';
 import type { LxdClient } from './client';
@@ -36,4 +37,13 @@ export async function remoteConsole(client: LxdClient, instancePath: string, { t
       control.send(JSON.stringify({ command: 'window-resize', args: { width: String(cols), height: String(rows) } }));
     },
   };
+}
+
+/** The instance's console log as LXD keeps it ('' before its first start). */
+export async function remoteConsoleLog(client: LxdClient, instancePath: string): Promise<string> {
+  const r = await client.request('GET', client.url(`${instancePath}/console`), undefined, { binary: true }).catch((e) => {
+    if (e instanceof NotFound) return undefined; // never started: no log yet
+    throw e;
+  });
+  return r?.raw?.toString('utf8') ?? '';
 }

@@ -266,6 +266,12 @@ export class RemoteHost implements InstanceHost {
     return this.hold(r.metadata, r.etag);
   }
 
+  /** The server's own GET /1.0/metrics, as it serves it (the client must be trusted; LXD 4.19 and later). */
+  async metrics(): Promise<string> {
+    const r = await this.client.request('GET', this.client.url('/1.0/metrics'), undefined, { binary: true });
+    return r.raw?.toString('utf8') ?? '';
+  }
+
   async list(): Promise<RemoteInstance[]> {
     const all = (await this.client.request('GET', this.client.url('/1.0/instances', { recursion: '1' }))).metadata as Array<Record<string, unknown>>;
     return all.map((m) => this.hold(m));

@@ -14,12 +14,13 @@ import { checkPaths } from '../../devices/validate';
 import { IMPLIED, type LifecycleAction } from '../../events/lifecycle';
 import { type AddressFamily, CommonInstance, ofFamily } from '../../instance/common';
 import { ConsoleHub } from '../../instance/console';
+import { checkFollow, followLines, snapshotLogReader } from '../../instance/console-log';
 import type { InstanceFiles } from '../../instance/files';
 import { type ExportOptions, type InstanceConsole, type InstanceState, type InstanceStatus, type InstanceType, reportedAddresses } from '../../instance/instance';
 import { checkPty, checkSpawn, type InstanceProcess, instanceEnvironment, type SpawnOptions } from '../../instance/process';
 import type { InstanceSnapshots } from '../../storage/types';
 import type { LxdClient } from './client';
-import { remoteConsole } from './console';
+import { remoteConsole, remoteConsoleLog } from './console';
 import { type LxdObject, lxdInterfaces, lxdMemoryUsage, lxdRecord, lxdStatus, lxdType, lxqConfig, refuseNotOnLxd } from './convert';
 import { type RemoteSockets, remoteSpawn } from './exec';
 import { RemoteFiles } from './files';
@@ -123,13 +124,8 @@ export class RemoteInstance extends CommonInstance {
   get console(): InstanceConsole {
     return {
       path: `${this.client.where}:${this.path}/console`,
-      log: async () => {
-        const r = await this.client.request('GET', this.client.url(`${this.path}/console`), undefined, { binary: true }).catch((e) => {
-          if (e instanceof NotFound) return undefined; // never started: no log yet
-          throw e;
-        });
-        return r?.raw?.toString('utf8') ?? '';
-      },
+      log: () => remoteConsoleLog(this.client, this.path),
+      follow: (options) => followLines(snapshotLogReader(() => remoteConsoleLog(this.client, this.path)), checkFollow(options, 1000)),
       attach: () => this.consoleHub.attach(),
     };
   }

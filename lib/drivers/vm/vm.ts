@@ -23,6 +23,7 @@ import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } fro
 import type { ConsoleEndpoint } from '../../instance/console';
 import type { InstanceFiles } from '../../instance/files';
 import { type DeviceState, type Instance, type InstanceRecord, type InstanceState, type InstanceStatus, reportedAddresses } from '../../instance/instance';
+import type { UsageDetail } from '../../instance/metrics';
 import { checkExecOptions, checkSpawn, type ExecOptions, type ExecResult, instanceEnvironment, type InstanceProcess, type SpawnOptions } from '../../instance/process';
 import { connectedDatagram } from '../../network/datagram';
 import type { Networks } from '../../network/networks';
@@ -38,6 +39,7 @@ import { VmMonitor } from './monitor';
 import { checkSocketPaths, type VmFile, vmFile } from './paths';
 import { endQemu, isQemuOf, livePid, logTail, QEMU, qemuUsage, QUIT_GRACE_MS, spawnQemu, waitForExit, watchBoot } from './process';
 import { VmStorage } from './storage';
+import { vmUsage } from './usage';
 import { createVmOverlay } from './qemu-args';
 
 export { vmMainPid } from './process';
@@ -282,6 +284,9 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   /** Starts QEMU detached and connects to its monitor; resolves once QEMU runs (the guest boots on). */
   private async launch(img: VmImage, s: LaunchSettings, accel: Accel): Promise<void> {
     const target = { dir: this.dir, name: this.name, machineId: this.record.machineId, devices: this.devices, sources: () => readSources(this.devices, this.probeEnv) };
+    // A new log file for each boot (QEMU would truncate the old one in place): a follower tells
+    // the new boot's log by its inode even when it has grown past what was read of the last one.
+    await fs.rm(this.file('console'), { force: true });
     const exitReason = await spawnQemu(await qemuCommandLine(target, img, s, accel), this.file('qemuLog'));
     try {
       await this.monitor.connectLaunched(exitReason);
@@ -391,6 +396,10 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       ...(guest?.os ? { os: guest.os } : {}),
       ...(guest?.inside ? { guest: { memory: guest.inside.memory, disk: guest.inside.disk } } : {}),
     };
+  }
+
+  protected override usageDetail(state: InstanceState): Promise<UsageDetail> {
+    return vmUsage({ cpus: () => this.monitor.command('query-cpus-fast'), blocks: () => this.monitor.command('query-blockstats') }, state);
   }
 
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {

@@ -1,0 +1,34 @@
+/** What the host's calls take besides its own options (host.ts holds the host itself). */
+import type { CopyOptions } from '../storage/types';
+import { LONG_OPTION_KEYS, type LongOptions } from '../core/abort';
+import { optionKeys } from '../core/keys';
+import type { ImportTrust } from '../instance/foreign';
+import type { CreateOptions, StartOptions } from '../instance/instance';
+
+/**
+ * What `host.import` takes: another name, and consent to what reaches into the host.
+ *
+ * @example
+ * ```ts
+ * await host.import('./web.tar.zst', { name: 'web2' });
+ * await host.import('./privileged.tar.zst', { trust: 'host-access' }); // raw.lxc, host paths… accepted
+ * ```
+ */
+export interface ImportOptions extends LongOptions {
+  /** Default: the exported name. */
+  name?: string;
+  /** Accept records that reach into the host (see ImportTrust); refused with PermissionDenied otherwise. */
+  trust?: ImportTrust;
+}
+/**
+ * What `host.launch` takes: `create`'s options (but the image, given first) and `start`'s `wait`.
+ *
+ * @example
+ * ```ts
+ * const options: LaunchOptions = { config: { 'limits.memory': '512MiB' }, wait: { for: 'port', port: 80 } };
+ * await host.launch('debian/12', 'web1', options);
+ * ```
+ */
+export type LaunchOptions = Omit<CreateOptions, 'image'> & StartOptions;
+export const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true, ...LONG_OPTION_KEYS });
+export const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true, ...LONG_OPTION_KEYS });

@@ -1,0 +1,148 @@
+/**
+ * Following a console log (`console.follow()`), shared by every driver: the log's lines as they
+ * are written, across the instance's restarts. A driver gives a reader of what is new since its
+ * previous read; the loop here polls it (a log file is written by liblxc or QEMU, another
+ * process, and LXD has no follow at all), splits lines and stops when the signal aborts.
+ */
+import { open, stat } from 'node:fs/promises';
+import { StringDecoder } from 'node:string_decoder';
+import { setTimeout as delay } from 'node:timers/promises';
+
+import { InvalidArgument } from '../core/errors';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
+
+/**
+ * What `console.follow()` takes: how many of the lines already written to start with, how often
+ * to look for new ones, and the signal that ends it.
+ *
+ * @example
+ * ```ts
+ * const ac = new AbortController();
+ * for await (const line of c.console.follow({ tail: 10, signal: ac.signal })) {
+ *   if (line.includes('login:')) ac.abort();
+ * }
+ * ```
+ */
+export interface ConsoleFollowOptions {
+  /** Start with the last `tail` lines already in the log (0: only new ones); default all of them. */
+  tail?: number;
+  /** Ends the iteration (no error): the log is then closed, nothing is left watching it. */
+  signal?: AbortSignal;
+  /** Milliseconds between looks at the log; default 250 (1000 on an LXD server). */
+  interval?: number;
+}
+
+export const CONSOLE_FOLLOW_KEYS = optionKeys<ConsoleFollowOptions>({ tail: true, signal: true, interval: true });
+
+/** What a driver's reader returns: the text written since its previous call, and whether the log started over (a new start, a rotation). */
+export interface LogRead {
+  text: string;
+  restarted: boolean;
+}
+
+/** Checks follow's options; returns them with their defaults. */
+export function checkFollow(options: ConsoleFollowOptions | undefined, defaultInterval: number): { tail: number; interval: number; signal?: AbortSignal } {
+  const o = options ?? {};
+  if (typeof o !== 'object') throw new InvalidArgument('console.follow options must be an object');
+  refuseUnknownKeys('console.follow', o, CONSOLE_FOLLOW_KEYS);
+  const tail = o.tail ?? Infinity;
+  if (tail !== Infinity && (!Number.isSafeInteger(tail) || tail < 0)) throw new InvalidArgument(`tail must be a whole number of lines >= 0, got ${tail}`);
+  const interval = o.interval ?? defaultInterval;
+  if (!Number.isFinite(interval) || interval < 10) throw new InvalidArgument(`interval must be at least 10 ms, got ${interval}`);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new InvalidArgument('signal must be an AbortSignal');
+  return { tail, interval, signal: o.signal };
+}
+
+/** The last `n` lines of `text` (a final line without its newline counts). */
+export function lastLines(text: string, n: number): string {
+  if (n === Infinity) return text;
+  if (n === 0) return '';
+  let at = text.length - (text.endsWith('\n') ? 1 : 0);
+  for (let i = 0; i < n; i++) {
+    at = text.lastIndexOf('\n', at - 1);
+    if (at < 0) return text;
+  }
+  return text.slice(at + 1);
+}
+
+/**
+ * The lines of a log as `read` reports them, `tail` of the existing ones first, until `signal`
+ * aborts. A line is yielded once its newline is written, without it (and without a `\r`); a
+ * partial line is given as it stands when the log starts over.
+ */
+export async function* followLines(read: () => Promise<LogRead>, o: { tail: number; interval: number; signal?: AbortSignal }): AsyncGenerator<string, void, undefined> {
+  const { signal } = o;
+  let pending = lastLines((await read()).text, o.tail);
+  for (;;) {
+    let nl: number;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      if (signal?.aborted) return;
+      yield pending.slice(0, nl).replace(/\r$/, '');
+      pending = pending.slice(nl + 1);
+    }
+    if (signal?.aborted) return;
+    const aborted = await delay(o.interval, false, { signal }).catch(() => true);
+    if (aborted) return;
+    const next = await read();
+    if (next.restarted && pending) {
+      yield pending.replace(/\r$/, '');
+      pending = '';
+    }
+    pending += next.text;
+  }
+}
+
+/**
+ * A reader of a log file on this host: what was appended since the last read; a file replaced
+ * (another inode: a VM's log is made anew at each start) or shorter than what was read (liblxc
+ * truncates a full log) has started over. No descriptor is held between reads.
+ */
+export function fileLogReader(file: string): () => Promise<LogRead> {
+  let ino = -1;
+  let offset = 0;
+  let decoder = new StringDecoder('utf8');
+  return async () => {
+    const st = await stat(file).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+    if (!st) return { text: '', restarted: false };
+    let restarted = false;
+    if ((ino !== -1 && st.ino !== ino) || st.size < offset) {
+      restarted = true;
+      offset = 0;
+      decoder = new StringDecoder('utf8');
+    }
+    ino = st.ino;
+    if (st.size === offset) return { text: '', restarted };
+    const fh = await open(file, 'r').catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+    if (!fh) return { text: '', restarted };
+    try {
+      const buf = Buffer.alloc(st.size - offset);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+      offset += bytesRead;
+      return { text: decoder.write(buf.subarray(0, bytesRead)), restarted };
+    } finally {
+      await fh.close();
+    }
+  };
+}
+
+/**
+ * A reader of a log that can only be fetched whole (LXD's GET …/console): the text after what
+ * the previous fetch ended with. When that end is no longer found (the instance started again
+ * and its log was cleared, or the log was cut beyond it), the log has started over.
+ */
+export function snapshotLogReader(fetch: () => Promise<string>): () => Promise<LogRead> {
+  let previous: string | undefined;
+  return async () => {
+    const now = await fetch();
+    const before = previous;
+    previous = now;
+    if (before === undefined) return { text: now, restarted: false };
+    if (now.startsWith(before)) return { text: now.slice(before.length), restarted: false };
+    // A log cut at its front (a ring buffer): the last bytes seen are found again, no later than
+    // where they were; only what follows them is new.
+    const mark = before.slice(-256);
+    const at = mark ? now.lastIndexOf(mark, before.length - mark.length) : -1;
+    if (at >= 0) return { text: now.slice(at + mark.length), restarted: false };
+    return { text: now, restarted: true };
+  };
+}
