@@ -47,8 +47,13 @@ interface Capabilities {
    * lingers a moment before it exits.
    */
   ptyOutputAtExit: boolean;
+  /**
+   * Files keep the times they are given, and a symlink's target reads back as it was written.
+   * LXD's file API has no way to set times, and answers a symlink's target made absolute.
+   */
+  fileTimesAndLinks: boolean;
 }
-const ALL: Capabilities = { processPid: true, foreignSignalDeath: true, diskShift: true, ptyOutputAtExit: true };
+const ALL: Capabilities = { processPid: true, foreignSignalDeath: true, diskShift: true, ptyOutputAtExit: true, fileTimesAndLinks: true };
 
 interface Kind {
   type: 'container' | 'vm';
@@ -74,7 +79,7 @@ const kinds: Kind[] = [
       await systemdState(i);
     },
   },
-  { type: 'container', image: 'busybox', driver: 'lxd', caps: { processPid: false, foreignSignalDeath: false, diskShift: false, ptyOutputAtExit: false }, ready: async () => undefined },
+  { type: 'container', image: 'busybox', driver: 'lxd', caps: { processPid: false, foreignSignalDeath: false, diskShift: false, ptyOutputAtExit: false, fileTimesAndLinks: false }, ready: async () => undefined },
 ];
 
 /**
@@ -281,6 +286,32 @@ describe.each(kinds)('$driver $type ($image)', (kind) => {
       expect(statSync(dst).mode & 0o777).toBe(0o750);
       await expect(inst.files.pull('/tmp', path.join(scratch, 'x'))).rejects.toThrow(InvalidArgument);
       await expect(inst.files.push(path.join(scratch, 'none'), '/tmp/x')).rejects.toThrow(NotFound);
+    });
+
+    test('a directory tree out as a tar stream and back in (pullTree, pushTree): modes, owners, symlinks, empty directories, times', async () => {
+      const long = 'a-name-longer-than-a-ustar-header-holds-'.repeat(3);
+      const mtime = new Date('2024-05-06T07:08:09Z');
+      await inst.files.mkdir(`/tmp/tree/sub/${long}`, { parents: true });
+      await inst.files.mkdir('/tmp/tree/empty', { mode: 0o700, uid: 5, gid: 6 });
+      await inst.files.write(`/tmp/tree/sub/${long}/f`, 'deep\n', { mode: 0o640, uid: 1000, gid: 1001 });
+      await inst.files.write('/tmp/tree/run', '#!/bin/sh\n', { mode: 0o755 });
+      await inst.files.symlink('/etc/passwd', '/tmp/tree/out');
+      await inst.files.symlink('sub', '/tmp/tree/in');
+      if (kind.caps.fileTimesAndLinks) await inst.files.utimes('/tmp/tree/run', mtime, mtime);
+      const parts: Buffer[] = [];
+      for await (const chunk of await inst.files.pullTree('/tmp/tree')) parts.push(chunk as Buffer);
+      await inst.files.pushTree('/tmp/copy', Readable.from([Buffer.concat(parts)]));
+      expect(await inst.files.list('/tmp/copy')).toEqual(await inst.files.list('/tmp/tree'));
+      expect((await inst.files.read(`/tmp/copy/sub/${long}/f`)).toString()).toBe('deep\n');
+      expect(await inst.files.stat(`/tmp/copy/sub/${long}/f`)).toMatchObject({ mode: 0o640, uid: 1000, gid: 1001 });
+      expect(await inst.files.stat('/tmp/copy/empty')).toMatchObject({ type: 'directory', mode: 0o700, uid: 5, gid: 6 });
+      expect(await inst.files.list('/tmp/copy/empty')).toEqual([]);
+      expect(await inst.files.readlink('/tmp/copy/out')).toBe('/etc/passwd');
+      expect(await inst.files.readlink('/tmp/copy/in')).toBe(kind.caps.fileTimesAndLinks ? 'sub' : '/tmp/copy/sub');
+      if (kind.caps.fileTimesAndLinks) expect((await inst.files.stat('/tmp/copy/run')).mtime).toEqual(mtime);
+      await expect(inst.files.pushTree('/tmp/copy', Readable.from([Buffer.from('not a tar stream')]))).rejects.toThrow(InvalidArgument);
+      await inst.files.remove('/tmp/copy', { recursive: true });
+      await inst.files.remove('/tmp/tree', { recursive: true });
     });
 
     test('missing files are NotFound; bad paths are InvalidArgument', async () => {

@@ -51,6 +51,11 @@ export abstract class TreeFiles implements InstanceFiles {
   abstract readlink(path: string): Promise<string>;
   abstract utimes(path: string, atime: Date, mtime: Date): Promise<void>;
 
+  /** A symlink's target as archived by pullTree (`root` is the directory pulled); a driver whose readlink loses the link's own form may improve on it. */
+  protected async treeLink(at: string, _root: string): Promise<string> {
+    return this.readlink(at);
+  }
+
   async pullTree(p: string, options: PullTreeOptions = {}): Promise<Readable> {
     refuseUnknownKeys('pullTree', options, PULL_TREE_OPTION_KEYS);
     const root = path.posix.normalize('/' + instancePath(p));
@@ -59,7 +64,8 @@ export abstract class TreeFiles implements InstanceFiles {
     const what = `pulling ${root}`;
     checkAbort(signal, what);
     const first = await this.list(root); // NotFound, or InvalidArgument when not a directory
-    const stream = Readable.from(pullEntries(this, root, first, { signal, onSkip, what }), { objectMode: false });
+    const link = (at: string) => this.treeLink(at, root);
+    const stream = Readable.from(pullEntries(this, root, first, { signal, onSkip, what, link }), { objectMode: false });
     if (signal) {
       const abort = () => stream.destroy(new Aborted(`${what} was aborted`));
       signal.addEventListener('abort', abort, { once: true });
@@ -93,6 +99,7 @@ interface PullContext {
   signal?: AbortSignal;
   onSkip?: (path: string, type: FileType) => void;
   what: string;
+  link: (at: string) => Promise<string>;
   tmp?: string;
 }
 
@@ -118,7 +125,7 @@ async function* walk(files: TreeFiles, root: string, rel: string, entries: DirEn
       yield tarHeader({ ...h, type: 'directory', name: `${name}/` });
       yield* walk(files, root, name, children, ctx);
     } else if (st.type === 'symlink') {
-      yield tarHeader({ ...h, type: 'symlink', linkname: await files.readlink(at) });
+      yield tarHeader({ ...h, type: 'symlink', linkname: await ctx.link(at) });
     } else if (st.type === 'file') {
       yield* pullFile(files, at, h, st.size, ctx);
     } else {

@@ -199,6 +199,17 @@ export class RemoteFiles extends TreeFiles {
     return e.content!.toString('utf8');
   }
 
+  /**
+   * LXD answers every target absolute: one inside the tree pulled is archived relative to the
+   * link again, so the tree's own links still work wherever it is pushed (an absolute link into
+   * the tree becomes relative too: the API cannot tell them apart).
+   */
+  protected override async treeLink(at: string, root: string): Promise<string> {
+    const target = await this.readlink(at);
+    const inside = target === root || target.startsWith(root === '/' ? '/' : `${root}/`);
+    return inside ? path.posix.relative(path.posix.dirname(at), target) || '.' : target;
+  }
+
   async utimes(p: string, atime: Date, mtime: Date): Promise<void> {
     instancePath(p);
     checkTimes(atime, mtime);
