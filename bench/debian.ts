@@ -7,9 +7,10 @@
  *   same rootfs as an LXD image (lxq's export in LXD's format, imported into a Debian LXD 5.0
  *   started with a LXD_DIR of its own: start over REST → systemd running, graceful stop);
  *   graceful stop of each; VM start → agent answers and →
- *   systemd running under this host's accelerator; graceful VM stop; disk and memory per
- *   running instance.
- * Usage: node dist/bench/debian.js [--quick] (quick: one cycle, no cold build)
+ *   systemd running under this host's accelerator, with the boot's phases (bench/boot-phases.ts)
+ *   and QEMU's CPU time; graceful VM stop; disk and memory per running instance.
+ * Usage: node dist/bench/debian.js [--quick] [--vm] [--cycles N]
+ *   (quick: one cycle, no cold build; vm: the VM's boot only, no containers, no LXD, no cold build)
  */
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
@@ -25,6 +26,7 @@ import type { VmInstance } from '../lib/drivers/vm/vm';
 import { ImageStore } from '../lib/images/store';
 import { LxdClient } from '../lib/drivers/remote/client';
 import { ensurePool, ensureProfile, LxdDaemon, lxdBin, startLxd } from '../test/helpers/lxd';
+import { addPhases, bootPhases, consoleLogOf, qemuCpuMs } from './boot-phases';
 import { Stats, stats } from './stats';
 
 const run = promisify(execFile);
@@ -80,8 +82,8 @@ async function du(p: string): Promise<number> {
   return Number((await run('du', ['-sb', p])).stdout.split('\t')[0]);
 }
 
-export async function main(opts: { quick: boolean }): Promise<Record<string, Stats | string>> {
-  const cycles = opts.quick ? 1 : 5;
+export async function main(opts: { quick: boolean; vmOnly?: boolean; cycles?: number }): Promise<Record<string, Stats | string>> {
+  const cycles = opts.cycles ?? (opts.quick ? 1 : 5);
   let daemon: LxdDaemon | undefined;
   let lxdSkipped: string | undefined;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-deb-'));
@@ -91,11 +93,11 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
     'container: start → systemd running (lxq)': [], 'container: start → systemd running (lxc-start + lxc-attach)': [],
     'container: graceful stop (lxq)': [], 'container: graceful stop (lxc-stop)': [],
     'container: start → systemd running (LXD 5.0, same rootfs)': [], 'container: graceful stop (LXD 5.0)': [],
-    'vm: start → agent ping': [], 'vm: start → systemd running': [], 'vm: graceful stop': [],
+    'vm: start → agent ping': [], 'vm: start → systemd running': [], 'vm: QEMU CPU time, start → agent': [], 'vm: QEMU CPU time, start → systemd running': [], 'vm: graceful stop': [],
     'container: disk MiB': [], 'container: memory MiB': [], 'vm: disk (overlay) MiB': [], 'vm: QEMU RSS MiB': [],
   };
   try {
-    if (!opts.quick) {
+    if (!opts.quick && !opts.vmOnly) {
       const cold = await Host.open({ path: path.join(dir, 'cold'), images: path.join(dir, 'cold-images') });
       let t = performance.now();
       await cold.images.ensure('debian/12');
@@ -112,62 +114,78 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
       await new ImageStore(SHARED).ensure('debian/12');
       s['ensure, cached'].push(performance.now() - t);
     }
-    const lxd = await lxdDebian(dir, host);
+    const lxd = opts.vmOnly ? undefined : await lxdDebian(dir, host);
     if (typeof lxd === 'string') lxdSkipped = lxd;
-    else daemon = lxd.daemon;
+    else if (lxd) daemon = lxd.daemon;
     for (let i = 0; i < cycles; i++) {
-      if (typeof lxd !== 'string') await lxdCycle(lxd.client, lxd.fingerprint, `bdl-${process.pid}-${i}`, s);
-      const c = await host.create(`bdc-${process.pid}-${i}`, { image: 'debian/12' });
-      try {
-        let t = performance.now();
-        await c.start();
-        await systemdRunning(viaLxq(c), 60_000);
-        s['container: start → systemd running (lxq)'].push(performance.now() - t);
-        s['container: disk MiB'].push((await du(path.join(host.instancesDir, c.name))) / 2 ** 20);
-        s['container: memory MiB'].push(((await c.state()).memory.usageBytes ?? NaN) / 2 ** 20);
-        t = performance.now();
-        await c.stop({ timeout: 30_000 });
-        s['container: graceful stop (lxq)'].push(performance.now() - t);
-        // The same container through the lxc-* tools (its directory is a liblxc container).
-        const P = ['-P', host.instancesDir, '-n', c.name];
-        t = performance.now();
-        await run('lxc-start', P);
-        await systemdRunning(async () => (await run('lxc-attach', [...P, '--', 'systemctl', 'is-system-running', '--wait']).catch((e) => e)).stdout ?? '', 60_000);
-        s['container: start → systemd running (lxc-start + lxc-attach)'].push(performance.now() - t);
-        t = performance.now();
-        await run('lxc-stop', [...P, '-t', '30']);
-        s['container: graceful stop (lxc-stop)'].push(performance.now() - t);
-      } finally {
-        await c.delete({ force: true });
-      }
-      const vm = (await host.create(`bdv-${process.pid}-${i}`, { type: 'vm', image: 'debian/12' })) as VmInstance;
-      try {
-        const t = performance.now();
-        await vm.start();
-        await vm.waitForAgent(240_000);
-        s['vm: start → agent ping'].push(performance.now() - t);
-        await systemdRunning(viaLxq(vm), 240_000);
-        s['vm: start → systemd running'].push(performance.now() - t);
-        s['vm: disk (overlay) MiB'].push((await du(path.join(host.instancesDir, vm.name, 'disk.qcow2'))) / 2 ** 20);
-        s['vm: QEMU RSS MiB'].push(((await vm.state()).memory.usageBytes ?? NaN) / 2 ** 20);
-        const t2 = performance.now();
-        await vm.stop({ timeout: 60_000 });
-        s['vm: graceful stop'].push(performance.now() - t2);
-      } finally {
-        await vm.delete({ force: true });
-      }
+      if (lxd && typeof lxd !== 'string') await lxdCycle(lxd.client, lxd.fingerprint, `bdl-${process.pid}-${i}`, s);
+      if (!opts.vmOnly) await containerCycle(host, i, s);
+      await vmCycle(host, i, s);
     }
   } finally {
     await daemon?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
   const out: Record<string, Stats | string> = {};
-  for (const [k, v] of Object.entries(s)) out[k] = v.length ? stats(v) : lxdSkipped && k.includes('LXD') ? `not measured: ${lxdSkipped}` : 'not measured (--quick)';
+  for (const [k, v] of Object.entries(s)) out[k] = v.length ? stats(v) : lxdSkipped && k.includes('LXD') ? `not measured: ${lxdSkipped}` : `not measured (${opts.vmOnly ? '--vm' : '--quick'})`;
   return out;
 }
 
+/** A container of debian/12: start → systemd running, by lxq and by the lxc-* tools; graceful stops; disk and memory. */
+async function containerCycle(host: Host, i: number, s: Record<string, number[]>): Promise<void> {
+  const c = await host.create(`bdc-${process.pid}-${i}`, { image: 'debian/12' });
+  try {
+    let t = performance.now();
+    await c.start();
+    await systemdRunning(viaLxq(c), 60_000);
+    s['container: start → systemd running (lxq)'].push(performance.now() - t);
+    s['container: disk MiB'].push((await du(path.join(host.instancesDir, c.name))) / 2 ** 20);
+    s['container: memory MiB'].push(((await c.state()).memory.usageBytes ?? NaN) / 2 ** 20);
+    t = performance.now();
+    await c.stop({ timeout: 30_000 });
+    s['container: graceful stop (lxq)'].push(performance.now() - t);
+    // The same container through the lxc-* tools (its directory is a liblxc container).
+    const P = ['-P', host.instancesDir, '-n', c.name];
+    t = performance.now();
+    await run('lxc-start', P);
+    await systemdRunning(async () => (await run('lxc-attach', [...P, '--', 'systemctl', 'is-system-running', '--wait']).catch((e) => e)).stdout ?? '', 60_000);
+    s['container: start → systemd running (lxc-start + lxc-attach)'].push(performance.now() - t);
+    t = performance.now();
+    await run('lxc-stop', [...P, '-t', '30']);
+    s['container: graceful stop (lxc-stop)'].push(performance.now() - t);
+  } finally {
+    await c.delete({ force: true });
+  }
+}
+
+/** A VM of debian/12: start → the lxq agent → systemd running, the boot's phases, QEMU's CPU time; graceful stop; disk and memory. */
+async function vmCycle(host: Host, i: number, s: Record<string, number[]>): Promise<void> {
+  const vm = (await host.create(`bdv-${process.pid}-${i}`, { type: 'vm', image: 'debian/12' })) as VmInstance;
+  try {
+    const t = performance.now();
+    await vm.start();
+    const qmp = performance.now() - t;
+    await vm.waitForAgent(240_000);
+    const agent = performance.now() - t;
+    s['vm: start → agent ping'].push(agent);
+    s['vm: QEMU CPU time, start → agent'].push(await qemuCpuMs(vm));
+    await systemdRunning(viaLxq(vm), 240_000);
+    s['vm: start → systemd running'].push(performance.now() - t);
+    s['vm: QEMU CPU time, start → systemd running'].push(await qemuCpuMs(vm));
+    addPhases(s, 'vm boot ', await bootPhases(vm, consoleLogOf(host.instancesDir, vm.name), t, { qmp, agent }));
+    s['vm: disk (overlay) MiB'].push((await du(path.join(host.instancesDir, vm.name, 'disk.qcow2'))) / 2 ** 20);
+    s['vm: QEMU RSS MiB'].push(((await vm.state()).memory.usageBytes ?? NaN) / 2 ** 20);
+    const t2 = performance.now();
+    await vm.stop({ timeout: 60_000 });
+    s['vm: graceful stop'].push(performance.now() - t2);
+  } finally {
+    await vm.delete({ force: true });
+  }
+}
+
 if (require.main === module) {
-  main({ quick: process.argv.includes('--quick') }).then(
+  const n = process.argv.indexOf('--cycles');
+  main({ quick: process.argv.includes('--quick'), vmOnly: process.argv.includes('--vm'), ...(n > 0 ? { cycles: Number(process.argv[n + 1]) } : {}) }).then(
     (res) => {
       console.log(`debian/12 (${os.cpus().length} CPUs, ${os.cpus()[0].model}, Node ${process.version}); ms unless MiB`);
       console.log('| step | n | min | p50 | p99 | max |\n|---|---|---|---|---|---|');

@@ -1,6 +1,7 @@
 /**
  * VM lifecycle on vm/default under this host's accelerator (TCG here), N cycles:
- *   create, start → QMP ready, start → guest agent ready, QMP round trip (query-status over the
+ *   create, start → QMP ready, start → the lxq agent answers (and the boot's phases on the way:
+ *   bench/boot-phases.ts), start → qemu-ga answers, QMP round trip (query-status over the
  *   instance's own client), agent round trip (guest-ping), exec `/bin/true` through the agent
  *   (when the VM driver supports it), graceful stop (ACPI), delete.
  * Usage: node dist/bench/vm.js [--quick]
@@ -11,6 +12,7 @@ import * as path from 'node:path';
 
 import { Host, type VirtualMachine } from '../lib';
 import { QgaClient } from '../lib/qmp';
+import { addPhases, bootPhases, consoleLogOf, qemuCpuMs } from './boot-phases';
 import { printStatsTable, Stats, stats } from './stats';
 
 async function waitForAgent(socket: string, timeoutMs: number): Promise<QgaClient> {
@@ -30,9 +32,10 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
   const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
   await host.images.ensure('vm/default');
   const s: Record<string, number[]> = {
-    create: [], 'start → QMP ready': [], 'start → agent ready': [], 'QMP query-status': [], 'agent guest-ping': [], 'exec /bin/true (agent)': [], 'stop (ACPI)': [], delete: [],
+    create: [], 'start → QMP ready': [], 'start → lxq agent answers': [], 'start → qemu-ga answers': [], 'QMP query-status': [], 'agent guest-ping': [], 'exec /bin/true (agent)': [], 'stop (ACPI)': [], delete: [],
   };
   let execSkipped = '';
+  const phases: Record<string, number>[] = [];
   const time = async <T>(into: number[], op: () => Promise<T>): Promise<T> => {
     const t = performance.now();
     const r = await op();
@@ -45,9 +48,15 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
       try {
         const t0 = performance.now();
         await vm.start();
-        s['start → QMP ready'].push(performance.now() - t0);
+        const qmp = performance.now() - t0;
+        s['start → QMP ready'].push(qmp);
+        await vm.wait({ for: 'agent', timeout: 120_000 });
+        const agent = performance.now() - t0;
+        s['start → lxq agent answers'].push(agent);
+        (s['QEMU CPU time, start → lxq agent answers'] ??= []).push(await qemuCpuMs(vm));
         const qga = await waitForAgent(path.join(host.instancesDir, vm.name, 'qga.sock'), 60_000);
-        s['start → agent ready'].push(performance.now() - t0);
+        s['start → qemu-ga answers'].push(performance.now() - t0);
+        phases.push(await bootPhases(vm, consoleLogOf(host.instancesDir, vm.name), t0, { qmp, agent }));
         for (let k = 0; k < (opts.quick ? 20 : 200); k++) {
           await time(s['QMP query-status'], () => vm.qmp.execute('query-status'));
           await time(s['agent guest-ping'], () => qga.ping());
@@ -68,6 +77,9 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
   }
   const out: Record<string, Stats | string> = {};
   for (const [k, v] of Object.entries(s)) out[k] = k.startsWith('exec') && execSkipped ? execSkipped : stats(v);
+  const boot: Record<string, number[]> = {};
+  for (const p of phases) addPhases(boot, 'boot ', p);
+  for (const [k, v] of Object.entries(boot)) out[k] = stats(v);
   return out;
 }
 
