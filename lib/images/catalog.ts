@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type { InstanceType } from '../config/options';
 import { run, sha256 } from './build-tools';
 import { BUSYBOX_FILES, buildBusyboxRootfs, HOST_BUSYBOX } from './busybox';
-import { buildDebianTree, DEBIAN_FILES, DEBIAN_PACKAGES, DEBIAN_RELEASES, DEBIAN_VM_FILES, type DebianRelease, hostAptOptions, hostAptSources } from './debian';
+import { buildDebianTree, DEBIAN_FILES, DEBIAN_PACKAGES, DEBIAN_RELEASES, DEBIAN_VM_FILES, DEBIAN_VM_MASKED, type DebianRelease, hostAptOptions, hostAptSources, maskVmUnits } from './debian';
 import type { ContainerImageMeta } from './meta';
 import { lxqAgentInputs } from './lxq-agent-binary';
 import { VM_MODULES } from './modules';
@@ -103,7 +103,7 @@ function debianImage(name: string, release: DebianRelease, extra: { packages: st
     },
     vm: {
       version: 1,
-      inputs: async () => ({ tree: await containerInputs(), vmFiles: DEBIAN_VM_FILES, boot: await vmBootInputs(), lxqAgent: await lxqAgentInputs() }),
+      inputs: async () => ({ tree: await containerInputs(), vmFiles: DEBIAN_VM_FILES, vmMasked: DEBIAN_VM_MASKED, boot: await vmBootInputs(), lxqAgent: await lxqAgentInputs() }),
       build: async (ctx) => {
         const tree = await ctx.ensure(name, 'container');
         ctx.progress(0.1, 'making the VM image');
@@ -114,6 +114,7 @@ function debianImage(name: string, release: DebianRelease, extra: { packages: st
           rootTree: async (root) => {
             await run('cp', ['-a', '--reflink=auto', path.join(tree.dir, 'rootfs'), root]);
             await writeGuestFiles(root, DEBIAN_VM_FILES);
+            await maskVmUnits(root);
           },
           onStep: (done, what) => ctx.progress(0.1 + 0.9 * done, what),
         });

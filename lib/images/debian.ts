@@ -62,6 +62,41 @@ export const DEBIAN_VM_FILES: Record<string, GuestFile> = {
   'etc/fstab': { mode: 0o644, text: '/dev/vda / ext4 rw,noatime 0 0\n' },
 };
 
+/**
+ * What a VM's systemd does not run (masked: a link to /dev/null in /etc, which `rm` undoes).
+ * Under TCG every program systemd starts costs tens of milliseconds of emulated CPU, and before
+ * any unit starts (the lxq agent's first) systemd runs every generator. Each of these has nothing
+ * to do in an lxq VM; what is lost is said here and in the README:
+ * - generators: gpt-auto (mounts GPT partitions by type: the root disk has no partition table),
+ *   hibernate-resume (no hibernation), cryptsetup/integritysetup/veritysetup (/etc/crypttab,
+ *   integritytab, veritytab: none, and no cryptsetup in the image), system-update (offline
+ *   updates, which apt does not use), run and debug (`systemd.run=`, `systemd.mask=`,
+ *   `systemd.debug_shell` on the kernel command line, which lxq writes). Kept: fstab, getty (the
+ *   serial console's login), sysv and rc-local (packages that still ship only an init script);
+ * - units: e2scrub_reap (stale LVM snapshots of e2scrub: no LVM), modprobe@drm (no display),
+ *   modprobe@efi_pstore (no EFI), modprobe@dm_mod (device-mapper loads on its first use anyway),
+ *   the hugetlbfs mount on /dev/hugepages and debugfs/tracefs on /sys/kernel/{debug,tracing}
+ *   (mount them by hand to use them: `mount -t debugfs none /sys/kernel/debug`).
+ * No security mitigation is involved.
+ */
+export const DEBIAN_VM_MASKED = {
+  generators: ['gpt-auto', 'hibernate-resume', 'cryptsetup', 'integritysetup', 'veritysetup', 'system-update', 'run', 'debug'].map((g) => `systemd-${g}-generator`),
+  units: ['e2scrub_reap.service', 'modprobe@drm.service', 'modprobe@efi_pstore.service', 'modprobe@dm_mod.service', 'dev-hugepages.mount', 'sys-kernel-debug.mount', 'sys-kernel-tracing.mount'],
+};
+
+/** Masks DEBIAN_VM_MASKED in the tree `root` (systemd's own way: links to /dev/null in /etc). */
+export async function maskVmUnits(root: string): Promise<void> {
+  const dirs = { generators: 'etc/systemd/system-generators', units: 'etc/systemd/system' };
+  for (const kind of ['generators', 'units'] as const) {
+    const dir = path.join(root, dirs[kind]);
+    await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+    for (const name of DEBIAN_VM_MASKED[kind]) {
+      await fs.rm(path.join(dir, name), { force: true });
+      await fs.symlink('/dev/null', path.join(dir, name));
+    }
+  }
+}
+
 /** Units enabled (and disabled) in every Debian tree. */
 const ENABLE = ['systemd-networkd.service', 'lxq-hostname.service'];
 /**
