@@ -238,7 +238,10 @@ test('vm: follow sees its boot and a line written on its serial port; metrics sh
   expect(cpu.length).toBeGreaterThan(0);
   expect(cpu[0].labels).toMatchObject({ name: vm.name, project: 'default', type: 'virtual-machine' });
   expect(sum(cpu)).toBeGreaterThan(0);
+  // vm/default has lxq's agent: the guest's own memory and process count.
   expect(of(p, 'lxd_memory_MemTotal_bytes', vm.name)[0].value).toBeGreaterThan(0);
+  expect(of(p, 'lxd_memory_MemAvailable_bytes', vm.name)[0].value).toBeGreaterThan(0);
+  expect(of(p, 'lxd_procs_total', vm.name)[0].value).toBeGreaterThan(0);
   expect(of(p, 'lxd_disk_read_bytes_total', vm.name).find((s) => s.labels.device === 'root')?.value).toBeGreaterThan(0);
 
   const samples: InstanceStats[] = [];

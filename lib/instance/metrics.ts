@@ -33,9 +33,11 @@ export interface UsageDetail {
   /** Memory figures in bytes by LXD's name for them (`RSS`, `Cached`, `Active_anon`, `MemTotal` …), and `OOM_kills`. */
   memory: Record<string, number>;
   disks: DiskCounters[];
+  /** Whether `state().processes` is a count (a VM's is only where its lxq agent counts them). */
+  countsProcesses: boolean;
 }
 
-export const NO_DETAIL: UsageDetail = { cpu: [], memory: {}, disks: [] };
+export const NO_DETAIL: UsageDetail = { cpu: [], memory: {}, disks: [], countsProcesses: false };
 
 /** An instance's state and its driver's detail, read once. */
 export interface InstanceUsage {
@@ -91,7 +93,7 @@ export interface InstanceStats {
   cpu: { usageNs: number; percent: number | null };
   /** As `state().memory`. */
   memory: InstanceState['memory'];
-  /** As `state().processes` (0 for a VM: its agent does not count them). */
+  /** As `state().processes` (0 for a VM whose image has no lxq agent: qemu-ga does not count them). */
   processes: number;
   /** By device name (see DiskCounters.device). */
   disk: Record<string, { readBytes: Rated; writtenBytes: Rated; reads: Rated; writes: Rated }>;

@@ -16,7 +16,7 @@ interface Family {
   name: string;
   type: 'counter' | 'gauge';
   help: string;
-  samples(u: InstanceUsage, type: InstanceType): Sample[];
+  samples(u: InstanceUsage): Sample[];
 }
 
 const MEMORY: Array<[string, string]> = [
@@ -68,8 +68,8 @@ const FAMILIES: Family[] = [
   network('lxd_network_receive_packets_total', 'packetsReceived', 'The amount of received packets on a given interface.'),
   network('lxd_network_transmit_bytes_total', 'bytesSent', 'The amount of transmitted bytes on a given interface.'),
   network('lxd_network_transmit_packets_total', 'packetsSent', 'The amount of transmitted packets on a given interface.'),
-  // A VM's processes are not counted (its agent does not say): no figure rather than a false 0.
-  { name: 'lxd_procs_total', type: 'gauge', help: 'The number of running processes.', samples: (u, type) => (type === 'container' ? [[{}, u.state.processes]] : []) },
+  // A VM with qemu-ga alone does not count its processes: no figure rather than a false 0.
+  { name: 'lxd_procs_total', type: 'gauge', help: 'The number of running processes.', samples: (u) => (u.detail.countsProcesses ? [[{}, u.state.processes]] : []) },
 ];
 
 /** A label value as OpenMetrics quotes it. */
@@ -85,7 +85,7 @@ export function openMetrics(instances: Array<{ name: string; project: string; ty
     let lines = '';
     for (const i of instances) {
       const own = { name: i.name, project: i.project, type: i.type === 'vm' ? 'virtual-machine' : 'container' };
-      for (const [labels, value] of f.samples(i.usage, i.type)) {
+      for (const [labels, value] of f.samples(i.usage)) {
         const all = Object.entries({ ...labels, ...own }).sort(([a], [b]) => (a < b ? -1 : 1));
         lines += `${f.name}{${all.map(([k, v]) => `${k}="${escape(v)}"`).join(',')}} ${Number.isFinite(value) ? value : 0}\n`;
       }

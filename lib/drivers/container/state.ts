@@ -156,5 +156,6 @@ export async function containerUsage(h: LxcContainer, layout: CgroupLayout, stat
     cpu: cpuDetail(cpu, v1('cpuacct')),
     memory: memoryDetail(stat, state.memory.usageBytes ?? 0, state.memory.limitBytes, oom),
     disks: await diskDetail(bytes, ios, v1('blkio')),
+    countsProcesses: true,
   };
 }

@@ -1,13 +1,14 @@
 /**
  * What a running VM's QEMU says beyond state(): each vCPU thread's CPU time (a vCPU is a thread
- * of QEMU's, query-cpus-fast names it), the guest's memory size, and each disk's I/O
- * (query-blockstats). The guest's own memory breakdown (LXD reads its /proc/meminfo through its
- * agent) is not among them: QEMU's resident memory is not the guest's RSS.
+ * of QEMU's, query-cpus-fast names it), each disk's I/O (query-blockstats), and from state()
+ * the guest's memory as lxq's agent sees it inside (total and available; else the memory QEMU
+ * gives the guest). QEMU's resident memory is not reported as the guest's RSS.
  */
 import { promises as fs } from 'node:fs';
 
-import type { CpuTime, DiskCounters, UsageDetail } from '../../instance/metrics';
+import { type CpuTime, type DiskCounters, NO_DETAIL, type UsageDetail } from '../../instance/metrics';
 import type { InstanceState } from '../../instance/instance';
+import type { VmState } from './vm';
 import type { QmpCommands } from '../../qmp';
 
 /** Clock ticks per second of /proc's utime and stime (USER_HZ). */
@@ -45,14 +46,19 @@ function diskName(b: QmpCommands['query-blockstats']['returns'][number], state: 
   return b.device || b['node-name'] || b.qdev || 'unknown';
 }
 
-export async function vmUsage(q: UsageQueries, state: InstanceState): Promise<UsageDetail> {
+export async function vmUsage(q: UsageQueries, state: VmState): Promise<UsageDetail> {
   const pid = state.pid;
-  if (pid === null) return { cpu: [], memory: {}, disks: [] };
+  if (pid === null) return NO_DETAIL;
   const [cpus, blocks] = await Promise.all([q.cpus().catch(() => []), q.blocks().catch(() => [])]);
   const disks: DiskCounters[] = blocks
     .filter((b) => b.device || b.qdev)
     .map((b) => ({ device: diskName(b, state), readBytes: b.stats.rd_bytes, writtenBytes: b.stats.wr_bytes, reads: b.stats.rd_operations, writes: b.stats.wr_operations }));
   const memory: Record<string, number> = {};
-  if (state.memory.limitBytes !== null) memory.MemTotal = state.memory.limitBytes;
-  return { cpu: await vcpuTimes(pid, cpus), memory, disks };
+  const guest = state.guest;
+  if (guest?.memory.totalBytes) {
+    // The guest's own view, as LXD's agent reports it (/proc/meminfo inside).
+    memory.MemTotal = guest.memory.totalBytes;
+    memory.MemAvailable = guest.memory.availableBytes;
+  } else if (state.memory.limitBytes !== null) memory.MemTotal = state.memory.limitBytes;
+  return { cpu: await vcpuTimes(pid, cpus), memory, disks, countsProcesses: guest !== undefined };
 }

@@ -398,7 +398,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     };
   }
 
-  protected override usageDetail(state: InstanceState): Promise<UsageDetail> {
+  protected override usageDetail(state: VmState): Promise<UsageDetail> {
     return vmUsage({ cpus: () => this.monitor.command('query-cpus-fast'), blocks: () => this.monitor.command('query-blockstats') }, state);
   }
 
