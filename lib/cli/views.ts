@@ -18,6 +18,9 @@ const location = (i: Instance): string | undefined => (i as { location?: string 
 
 const MiB = 2 ** 20;
 
+/** The type as LXD's `lxc list` shows it: `container (ephemeral)` for an ephemeral one. */
+const typeOf = (i: Instance): string => (i.ephemeral ? `${i.type} (ephemeral)` : i.type);
+
 /** The state lines both hosts show: status to cpu. */
 function stateLines(s: InstanceState): string[] {
   return [`status: ${s.status}`, `pid: ${s.pid ?? '-'}`, `processes: ${s.processes}`, `cpu: ${(s.cpu.usageNs / 1e9).toFixed(2)} s`];
@@ -25,13 +28,13 @@ function stateLines(s: InstanceState): string[] {
 
 export const LOCAL_VIEW: InstanceView = {
   columns: ['name', 'type', 'status', 'image', 'created'],
-  row: async (i) => ({ name: i.name, type: i.type, status: await i.status(), image: i.image, created: i.createdAt.toISOString() }),
+  row: async (i) => ({ name: i.name, type: typeOf(i), status: await i.status(), image: i.image, created: i.createdAt.toISOString() }),
   async info(i) {
     const s = await i.state();
     const limit = s.memory.limitBytes ? ` of ${(s.memory.limitBytes / MiB).toFixed(0)} MiB` : '';
     return [
       `name: ${i.name}`,
-      `type: ${i.type}`,
+      `type: ${typeOf(i)}`,
       `image: ${i.image}`,
       `created: ${i.createdAt.toISOString()}`,
       ...stateLines(s),
@@ -45,12 +48,12 @@ export const LOCAL_VIEW: InstanceView = {
 
 export const REMOTE_VIEW: InstanceView = {
   columns: ['name', 'type', 'status', 'location', 'created'],
-  row: async (i) => ({ name: i.name, type: i.type, status: await i.status(), location: location(i) ?? '', created: i.createdAt.toISOString() }),
+  row: async (i) => ({ name: i.name, type: typeOf(i), status: await i.status(), location: location(i) ?? '', created: i.createdAt.toISOString() }),
   async info(i) {
     const s = await i.state();
     return [
       `name: ${i.name}`,
-      `type: ${i.type}`,
+      `type: ${typeOf(i)}`,
       `location: ${location(i) ?? '-'}`,
       `created: ${i.createdAt.toISOString()}`,
       ...stateLines(s),

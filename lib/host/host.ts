@@ -7,13 +7,13 @@ import * as path from 'node:path';
 import { type InstanceConfigPatch, patchConfig, validateConfig } from '../config/options';
 import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
 import { normalizeDevices } from '../devices/validate';
-import { type NetworkUser, Networks } from '../network/networks';
+import { Networks } from '../network/networks';
 import { ContainerContext, containerContext, ContainerInstance, containerMainPid } from '../drivers/container/container';
 import { AlreadyExists, InvalidArgument, NotFound } from '../core/errors';
 import { checkVmImageFiles, type ContainerImageMeta } from '../images/meta';
 import type { ImageStore } from '../images/store';
 import { BaseInstance, RECORD_FILE } from '../instance/base';
-import { launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from '../instance/instance';
+import { checkEphemeral, launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from '../instance/instance';
 import type { InstanceHost } from '../instance/host';
 import { validateName } from '../instance/names';
 import { refuseHostAccess } from '../instance/foreign';
@@ -23,7 +23,7 @@ import { clearLeftovers } from '../storage/recover';
 import { HostStorage } from '../storage/pools/host-storage';
 import { unmountUnder } from '../storage/pools/mounts';
 import type { ConnectOptions, RemoteHost } from '../drivers/remote/host';
-import { abandonedCreate, markCreating, stagingPath, unmarkCreating } from '../core/staging';
+import { markCreating, stagingPath, unmarkCreating } from '../core/staging';
 import { hasFreezeMark } from '../storage/freeze-mark';
 import type { CopyOptions } from '../storage/types';
 import { readJson } from '../core/fs';
@@ -35,6 +35,9 @@ import { sys } from '../native/sys';
 import { hostLongOperations } from './long-operations';
 import { instancesMetrics } from '../instance/openmetrics';
 import { COPY_OPTION_KEYS, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
+import { sweepEnded } from './ephemeral';
+import { HeldInstances } from './held';
+import { clearInterruptedCreate, instanceRecords, networkUsersIn } from './records';
 
 export type { ImportOptions, LaunchOptions } from './options';
 
@@ -55,6 +58,13 @@ export interface HostOptions {
   path?: string;
   /** Image store directory, if not `<path>/images`: several hosts may share one. */
   images?: string;
+  /**
+   * Instances this host object makes (create, launch, copy, import) are deleted by a detached
+   * reaper process when this process dies, SIGKILL included (testcontainers' Ryuk): for tests
+   * and benchmarks. `host.close()` releases them (the reaper exits, deleting nothing). See
+   * lib/host/reaper.ts. Default false.
+   */
+  reap?: boolean;
 }
 
 
@@ -67,8 +77,6 @@ export interface HostOptions {
  * ```
  */
 export const DEFAULT_HOST_PATH = '/var/lib/lxq';
-/** A directory without a record older than this is an interrupted create, safe to clear. */
-const STALE_PARTIAL_MS = 60_000;
 
 /**
  * A host directory of instances, images and networks: create, get, list, copy and import instances, and follow their lifecycle events.
@@ -89,17 +97,20 @@ export class Host implements InstanceHost {
   private readonly instances = new Map<string, Instance>();
   private containers: ContainerContext | undefined;
   private readonly lifecycle: LifecycleHub;
+  private readonly held: HeldInstances;
 
   private constructor(
     readonly path: string,
     private readonly imagesDir: string,
   ) {
-    this.networks = new Networks(`${this.path}/networks`, (network) => this.networkUsers(network));
-    this.storage = new HostStorage(this.path, () => this.records(), (action, name) => this.lifecycle.reportStorage(action, name));
+    this.networks = new Networks(`${this.path}/networks`, async (network) => networkUsersIn(await instanceRecords(this.instancesDir), network));
+    this.storage = new HostStorage(this.path, () => instanceRecords(this.instancesDir), (action, name) => this.lifecycle.reportStorage(action, name));
+    const mainPid = (name: string, type: string) => (type === 'container' ? containerMainPid(this.instancesDir, name) : vmDriver().vmMainPid(this.instancesDir, name));
+    this.held = new HeldInstances((i) => mainPid(i.name, i.type));
     this.lifecycle = new LifecycleHub(this.path, {
       instances: async () => Promise.all((await this.list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status() }))),
       statusOf: (name) => this.get(name).then((i) => i.status(), (e) => (e instanceof NotFound ? undefined : Promise.reject(e))),
-      mainPid: (name, type) => (type === 'container' ? containerMainPid(this.instancesDir, name) : vmDriver().vmMainPid(this.instancesDir, name)),
+      mainPid,
       idle: (name) => {
         const i = this.instances.get(name);
         return i instanceof BaseInstance ? i.idle : Promise.resolve();
@@ -172,9 +183,15 @@ export class Host implements InstanceHost {
     return this.lifecycle.events(options);
   }
 
-  /** Stops following the host for events (watches, pidfds); nothing else is needed to exit. */
-  close(): Promise<void> {
-    return this.lifecycle.close();
+  /** Stops following the host for events (watches, pidfds) and ends its reaper (deleting nothing); nothing else is needed to exit. */
+  async close(): Promise<void> {
+    await this.held.close();
+    await this.lifecycle.close();
+  }
+
+  /** `await using host = await Host.open(…)`: closed at the scope's end. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   /**
@@ -186,7 +203,7 @@ export class Host implements InstanceHost {
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
       const { ImageStore } = require('../images/store') as typeof import('../images/store');
       this.imageStore = new ImageStore(this.imagesDir, {
-        users: (image) => this.instancesOf(image),
+        users: async (image) => (await instanceRecords(this.instancesDir)).filter((r) => r.image === image).map((r) => r.name),
         instance: async (i) => {
           const found = typeof i === 'string' ? await this.get(i) : i;
           if (!(found instanceof BaseInstance)) throw new InvalidArgument('publish needs an instance of this host, or its name');
@@ -205,6 +222,7 @@ export class Host implements InstanceHost {
   }
 
   static async open(options: HostOptions = {}): Promise<Host> {
+    if (options.reap !== undefined && typeof options.reap !== 'boolean') throw new InvalidArgument(`reap must be a boolean, got ${JSON.stringify(options.reap)}`);
     const root = path.resolve(options.path ?? DEFAULT_HOST_PATH);
     await fs.mkdir(path.join(root, 'instances'), { recursive: true, mode: 0o711 });
     // An unprivileged container's root (a high uid) must be able to traverse to its rootfs.
@@ -218,6 +236,8 @@ export class Host implements InstanceHost {
     // Work of a process that died midway (a snapshot, a restore) is cleared or finished.
     await clearLeftovers(host.instancesDir, RECORD_FILE, (name) => host.get(name));
     await host.storage.open();
+    await sweepEnded(host.instancesDir, (name) => host.get(name));
+    if (options.reap) await host.held.reap(root, images);
     return host;
   }
 
@@ -252,6 +272,7 @@ export class Host implements InstanceHost {
     const type = options.type ?? 'container';
     if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`unknown instance type ${JSON.stringify(type)}; use "container" or "vm"`);
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');
+    const ephemeral = checkEphemeral(options.ephemeral);
     const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
     // The root disk (`pool`, or LXD's `root` device) is the storage's, not a device to mount.
     const root = await this.storage.rootOf(type, options);
@@ -259,9 +280,9 @@ export class Host implements InstanceHost {
     const types = await this.images.types(options.image); // InvalidArgument with the list of images
     if (!types.includes(type)) throw new InvalidArgument(`image "${options.image}" is a ${types.join(' and ')} image, not a ${type} image`);
     const dir = path.join(this.instancesDir, name);
-    await this.clearInterruptedCreate(dir, name);
+    await clearInterruptedCreate(dir, name);
     const image = await this.images.ensure(options.image, { type });
-    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString(), ...(root.pool ? { pool: root.pool } : {}) };
+    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString(), ...(root.pool ? { pool: root.pool } : {}), ...(ephemeral ? { ephemeral } : {}) };
     const made =
       type === 'vm'
         ? vmDriver().VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image)
@@ -270,7 +291,7 @@ export class Host implements InstanceHost {
       if (e.code === 'EEXIST' && e.path === dir) throw new AlreadyExists(`an instance named "${name}" already exists`);
       throw e;
     });
-    this.track(instance);
+    this.track(instance, true);
     await syncNetworkHosts(devices, this.networks);
     await this.lifecycle.report('instance-created', name, type).catch(() => undefined);
     return instance;
@@ -288,11 +309,12 @@ export class Host implements InstanceHost {
     refuseUnknownKeys('copy', options, COPY_OPTION_KEYS);
     if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
     if (options.flatten !== undefined && typeof options.flatten !== 'boolean') throw new InvalidArgument('flatten must be a boolean');
+    const ephemeral = checkEphemeral(options.ephemeral);
     const from = await this.get(source);
     if (!(from instanceof BaseInstance)) throw new InvalidArgument(`"${source}" is not an lxq instance`);
     if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
     const dir = path.join(this.instancesDir, target);
-    await this.clearInterruptedCreate(dir, target);
+    await clearInterruptedCreate(dir, target);
     // Options and devices are checked against the source's record before anything is copied.
     const config = patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
     const withoutMac = (d: unknown) => {
@@ -307,9 +329,10 @@ export class Host implements InstanceHost {
     await fs.mkdir(staging, { mode: 0o711 });
     let copy: Instance;
     try {
-      const taken = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true, flatten: options.flatten === true });
+      const { ephemeral: _source, ...taken } = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true, flatten: options.flatten === true });
       const record: InstanceRecord = {
         ...taken,
+        ...(ephemeral ? { ephemeral } : {}), // as `lxc copy`: not the source's
         name: target,
         config: options.snapshot === undefined ? config : patchConfig(from.type, taken.config, (options.config ?? {}) as InstanceConfigPatch),
         devices: devices({ ...(taken.devices ?? {}) }),
@@ -321,7 +344,7 @@ export class Host implements InstanceHost {
       await fs.rm(staging, { recursive: true, force: true });
       throw e;
     }
-    this.track(copy);
+    this.track(copy, true);
     await syncNetworkHosts(copy.devices, this.networks);
     from.emit('copied', { name: from.name, target, ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}) });
     await this.lifecycle.report('instance-created', target, copy.type).catch(() => undefined);
@@ -358,7 +381,7 @@ export class Host implements InstanceHost {
     try {
       await extractArchive(file, checked, staging);
       const dir = path.join(this.instancesDir, name);
-      await this.clearInterruptedCreate(dir, name);
+      await clearInterruptedCreate(dir, name);
       if (record.type === 'container' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'rootfs')).catch(() => undefined))?.isDirectory() !== true) {
         throw new InvalidArgument(`${file} is not a complete lxq export (no rootfs)`);
       }
@@ -367,7 +390,7 @@ export class Host implements InstanceHost {
     } finally {
       await fs.rm(staging, { recursive: true, force: true });
     }
-    this.track(instance);
+    this.track(instance, true);
     await syncNetworkHosts(instance.devices, this.networks);
     await this.lifecycle.report('instance-created', instance.name, instance.type).catch(() => undefined);
     return instance;
@@ -391,38 +414,6 @@ export class Host implements InstanceHost {
     });
     await unmarkCreating(dir);
     return instance;
-  }
-
-  /** Every instance record on disk (made by any process). */
-  private async records(): Promise<InstanceRecord[]> {
-    const names = (await fs.readdir(this.instancesDir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
-    const records = await Promise.all(names.map((n) => readJson<InstanceRecord>(path.join(this.instancesDir, n, RECORD_FILE)).catch(() => undefined)));
-    return records.filter((r): r is InstanceRecord => r !== undefined).sort((a, b) => (a.name < b.name ? -1 : 1));
-  }
-
-  private async instancesOf(image: string): Promise<string[]> {
-    return (await this.records()).filter((r) => r.image === image).map((r) => r.name);
-  }
-
-  /** The NICs on a network, from every instance's record. */
-  private async networkUsers(network: string): Promise<NetworkUser[]> {
-    const out: NetworkUser[] = [];
-    for (const r of await this.records()) {
-      for (const [device, d] of Object.entries(r.devices ?? {})) {
-        if (d.type === 'nic' && d.network === network) out.push({ instance: r.name, device, hwaddr: d.hwaddr, ...(d['ipv4.address'] ? { address: d['ipv4.address'] } : {}) });
-      }
-    }
-    return out;
-  }
-
-  private async clearInterruptedCreate(dir: string, name: string): Promise<void> {
-    const st = await fs.stat(dir).catch(() => undefined);
-    if (!st) return;
-    const hasRecord = await fs.access(path.join(dir, RECORD_FILE)).then(() => true, () => false);
-    // Without a record: a copy or import whose process died (its mark says so), or an old leftover.
-    if (hasRecord || (!(await abandonedCreate(dir)) && Date.now() - st.mtimeMs < STALE_PARTIAL_MS)) throw new AlreadyExists(`an instance named "${name}" already exists`);
-    await unmountUnder(dir);
-    await fs.rm(dir, { recursive: true, force: true });
   }
 
   /** The instance of that name, made by this process or an earlier one. */
@@ -464,8 +455,15 @@ export class Host implements InstanceHost {
     return instancesMetrics((await this.list()) as BaseInstance[]);
   }
 
-  private track(instance: Instance): void {
-    if (instance instanceof BaseInstance) instance.reportLifecycle = (action, detail) => this.lifecycle.report(action, instance.name, instance.type, detail);
+  /** An instance this host holds (`made`: by this process, for the reaper). */
+  private track(instance: Instance, made = false): void {
+    this.held.hold(instance, made);
+    if (instance instanceof BaseInstance) {
+      instance.reportLifecycle = (action, detail) => {
+        this.held.reported(instance.name, action, detail);
+        return this.lifecycle.report(action, instance.name, instance.type, detail);
+      };
+    }
     this.instances.set(instance.name, instance);
     instance.on('renamed', (e) => {
       if (this.instances.get(e.previous) === instance) this.instances.delete(e.previous);

@@ -22,6 +22,7 @@ import type { Networks } from '../network/networks';
 import type { DatagramEndpoint, StreamEndpoint } from '../network/proxy';
 import { moveInstanceDir } from '../storage/move';
 import { markFreeze, orphanedFreeze, unmarkFreeze } from '../storage/freeze-mark';
+import { hasRun, markRan, unmarkRan } from './ephemeral';
 import { Snapshots } from '../storage/snapshots';
 import type { InstanceSnapshots, StorageDriver } from '../storage/types';
 import { localAddressSearch } from './addresses';
@@ -85,6 +86,9 @@ export abstract class BaseInstance extends CommonInstance {
   get devices(): Readonly<Devices> {
     return this.record.devices ?? {};
   }
+  get ephemeral(): boolean {
+    return this.record.ephemeral === true;
+  }
 
   /** The instance's storage primitives (snapshot capture and restore), for lib/storage. */
   protected abstract readonly storage: StorageDriver;
@@ -136,7 +140,7 @@ export abstract class BaseInstance extends CommonInstance {
   /** Resolves once the frozen instance runs again; refuses (`refusal`) unless it is frozen. */
   protected abstract override doUnfreeze(): Promise<void>;
   protected abstract doDelete(): Promise<void>;
-  protected abstract doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>>;
+  protected abstract doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>>;
   /** Applies changed options: `live` says whether the instance is running now. */
   protected abstract applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void>;
   /**
@@ -188,13 +192,40 @@ export abstract class BaseInstance extends CommonInstance {
     await this.reportLifecycle?.(action, detail).catch(() => undefined);
   }
 
-  /** Proxies listen first: an address in use refuses the start before anything runs. */
-  protected override beforeStart(): Promise<void> {
-    return this.proxies.open(this.devices);
+  /** Proxies listen first: an address in use refuses the start before anything runs. An ephemeral instance is marked as having run. */
+  protected override async beforeStart(): Promise<void> {
+    await this.proxies.open(this.devices);
+    if (this.ephemeral) await markRan(this.dir);
   }
 
-  protected override startFailed(): Promise<void> {
-    return this.proxies.close();
+  protected override async startFailed(): Promise<void> {
+    await this.proxies.close();
+    if (this.ephemeral) await unmarkRan(this.dir);
+  }
+
+  protected override async stopped(): Promise<void> {
+    if (this.ephemeral) await this.deleteNow();
+  }
+
+  /**
+   * An ephemeral instance that has run and is stopped now (its main process exited, or the
+   * process that ran it died) is deleted, under its lock, by whichever process sees it; one that
+   * runs again (a reboot inside, a restart, a restore) is kept. Says which: 'pending' while its
+   * stop is not final yet (see stillRunning), to be asked again.
+   */
+  deleteIfEnded(): Promise<'deleted' | 'kept' | 'pending'> {
+    return this.serialized(async () => {
+      if (!this.ephemeral || !(await hasRun(this.dir))) return 'kept';
+      if (this.observe(await this.currentStatus()) !== 'stopped') return 'kept';
+      if (await this.stillRunning()) return 'pending';
+      await this.deleteNow();
+      return 'deleted';
+    });
+  }
+
+  /** True while the instance's stop is not final (a container's monitor between a reboot's two inits). */
+  protected async stillRunning(): Promise<boolean> {
+    return false;
   }
 
   protected override observe(status: InstanceStatus): InstanceStatus {
@@ -202,7 +233,7 @@ export abstract class BaseInstance extends CommonInstance {
     return super.observe(status);
   }
 
-  protected readState(): Promise<Omit<InstanceState, 'devices'>> {
+  protected readState(): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>> {
     return this.currentStatus().then((status) => this.doState(status));
   }
 
@@ -296,13 +327,18 @@ export abstract class BaseInstance extends CommonInstance {
         const how = await this.stopNow(0, true);
         if (how) await this.reported(how);
       }
-      await this.proxies.close();
-      await this.doDelete();
-      await this.recordFile.close();
-      await syncNetworkHosts(this.devices, this.networks);
-      await this.reported('instance-deleted');
-      this.removeAllListeners();
+      await this.deleteNow();
     });
+  }
+
+  /** Deletes the stopped instance (inside serialized()). */
+  private async deleteNow(): Promise<void> {
+    await this.proxies.close();
+    await this.doDelete();
+    await this.recordFile.close();
+    await syncNetworkHosts(this.devices, this.networks);
+    await this.reported('instance-deleted');
+    this.removeAllListeners();
   }
 
   /**

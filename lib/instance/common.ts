@@ -44,6 +44,11 @@ import { checkExecOptions, collect, type ExecOptions, type ExecResult, type Inst
 import { waitFor, type WaitSpec } from './wait';
 
 export type AddressFamily = 'inet' | 'inet6';
+/** How long `[Symbol.asyncDispose]` lets an instance shut down before it is killed. */
+export const DISPOSE_GRACE_MS = 2_000;
+
+// Node has had Symbol.asyncDispose since 20.4 (as Symbol.for('nodejs.asyncDispose')): the same symbol, for an older 20.
+if (!Symbol.asyncDispose) Object.defineProperty(Symbol, 'asyncDispose', { value: Symbol.for('nodejs.asyncDispose') });
 /** How a stop ended: a clean shutdown, or a forced one. */
 export type StopOutcome = 'instance-shutdown' | 'instance-stopped';
 
@@ -63,6 +68,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   abstract readonly createdAt: Date;
   abstract readonly config: Readonly<InstanceConfig>;
   abstract readonly devices: Readonly<Devices>;
+  abstract readonly ephemeral: boolean;
   abstract readonly files: InstanceFiles;
   abstract readonly console: InstanceConsole;
   abstract readonly snapshots: InstanceSnapshots;
@@ -88,7 +94,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
    */
   protected abstract doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess>;
   /** The state without its device list (state() adds it). */
-  protected abstract readState(): Promise<Omit<InstanceState, 'devices'>>;
+  protected abstract readState(): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>>;
   /** Renames the stopped instance to `newName` (checked, and not its name now). */
   protected abstract moveTo(newName: string): Promise<void>;
   /**
@@ -123,6 +129,11 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   protected async usageDetail(_state: InstanceState): Promise<UsageDetail> {
     return NO_DETAIL;
   }
+  /**
+   * After a `stop()` (inside serialized()): an ephemeral instance is deleted here (the local
+   * base); an LXD server deletes its own.
+   */
+  protected async stopped(): Promise<void> {}
 
   // ---- the queue and the status ----
 
@@ -178,7 +189,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
       const devices = Object.entries(this.devices)
         .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
         .map(([name, d]) => this.deviceState(name, d));
-      return { ...s, devices };
+      return { ...s, devices, ephemeral: this.ephemeral };
     });
   }
 
@@ -235,6 +246,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
       this.serialized(async () => {
         const how = await this.stopNow(timeout, options?.force === true);
         if (how) await this.reported(how);
+        await this.stopped(); // stopped, even by an abort: an ephemeral instance goes
         this.checkStopAborted(how);
       }),
     );
@@ -243,6 +255,16 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   /** After a stop: Aborted if the caller's abort cut its clean shutdown short (the instance is then stopped, by force). */
   private checkStopAborted(how: string | undefined): void {
     if (how === 'instance-stopped' && currentSignal()?.aborted) throw new Aborted(`stopping ${this.name} was aborted: its clean shutdown was cut short and it was stopped by force`);
+  }
+
+  /**
+   * `await using c = await host.launch(…)`: at the end of the scope the instance is stopped (a
+   * shutdown of DISPOSE_GRACE_MS, then killed) and deleted; nothing is thrown if it is gone already.
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    const gone = (e: unknown) => (e instanceof NotFound ? undefined : Promise.reject(e));
+    await this.stop({ timeout: DISPOSE_GRACE_MS }).catch(gone);
+    await this.delete({ force: true }).catch(gone);
   }
 
   restart(options: StopOptions = {}): Promise<void> {

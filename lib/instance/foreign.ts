@@ -29,7 +29,7 @@ import { validateName } from './names';
  */
 export type ImportTrust = 'host-access';
 
-const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool'];
+const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool', 'ephemeral'];
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 
 function invalid(where: string, e: unknown): InvalidArgument {
@@ -76,6 +76,7 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
   if (r.machineId !== undefined && (typeof r.machineId !== 'string' || !MACHINE_ID.test(r.machineId))) {
     throw new InvalidArgument(`${where}: machineId must be 32 lower-case hex digits`);
   }
+  if (r.ephemeral !== undefined && typeof r.ephemeral !== 'boolean') throw new InvalidArgument(`${where}: ephemeral must be a boolean`);
   return {
     version: 1,
     name: r.name as string,
@@ -86,6 +87,8 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
     devices,
     createdAt: typeof r.createdAt === 'string' ? r.createdAt : new Date().toISOString(),
     ...(r.machineId !== undefined ? { machineId: r.machineId as string } : {}),
+    // As LXD's backups: an exported ephemeral instance is imported ephemeral.
+    ...(r.ephemeral === true ? { ephemeral: true } : {}),
   };
 }
 

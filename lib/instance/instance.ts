@@ -62,6 +62,8 @@ export interface InstanceState {
   };
   /** Each device of the instance, in name order. */
   devices: DeviceState[];
+  /** Deleted when it stops (LXD's `ephemeral`): see CreateOptions.ephemeral. */
+  ephemeral: boolean;
 }
 
 /**
@@ -315,6 +317,8 @@ export interface InstanceRecord {
   machineId?: string;
   /** The storage pool of a container's root (absent: the dir pool, for records made before pools). */
   pool?: string;
+  /** Deleted when it stops (absent: false). */
+  ephemeral?: boolean;
 }
 
 /**
@@ -337,8 +341,20 @@ export interface CreateOptions {
   pool?: string;
   /** Aborting rejects with Aborted and leaves no instance (nor staging) behind. */
   signal?: AbortSignal;
+  /**
+   * LXD's ephemeral instance: deleted when it stops (a `stop()`, a poweroff inside, its init or
+   * QEMU exiting), by whichever process sees it; kept across `restart()`, a reboot inside and a
+   * snapshot's restore. A never-started one stays until it has run. Default false.
+   */
+  ephemeral?: boolean;
 }
-export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true, pool: true, signal: true });
+export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true, pool: true, signal: true, ephemeral: true });
+
+/** `ephemeral` of create and copy options: a boolean or absent. */
+export function checkEphemeral(value: unknown): boolean {
+  if (value !== undefined && typeof value !== 'boolean') throw new InvalidArgument(`ephemeral must be a boolean, got ${JSON.stringify(value)}`);
+  return value === true;
+}
 
 /**
  * A container or a VM, one interface for both: lifecycle, exec, files, consoles, snapshots, devices and options.
@@ -358,6 +374,8 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly createdAt: Date;
   /** The options as stored (strings). */
   readonly config: Readonly<InstanceConfig>;
+  /** Deleted when it stops (LXD's `ephemeral`, see CreateOptions.ephemeral). */
+  readonly ephemeral: boolean;
 
   /** Starts it; with `wait`, resolves once it is also ready (see `wait`). */
   start(options?: StartOptions): Promise<void>;
@@ -419,6 +437,8 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   export(file: string, options?: ExportOptions): Promise<void>;
   /** Snapshots of the instance's files or disk and record (see lib/storage). */
   readonly snapshots: InstanceSnapshots;
+  /** `await using c = await host.launch(…)`: stops it (a short grace, then killed) and deletes it at the scope's end; no error if it is gone. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /**

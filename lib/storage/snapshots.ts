@@ -174,8 +174,9 @@ export class Snapshots implements InstanceSnapshots {
       await driver.checkRestore?.(snap, status);
       const current = this.subject.record();
       // The snapshot's record, under the instance's own identity, on the pool its data is on (an imported snapshot's names where it came from).
-      const { pool: _pool, ...kept } = structuredClone(snap.meta.record);
-      const record: InstanceRecord = { ...kept, name: current.name, createdAt: current.createdAt, ...(current.pool !== undefined ? { pool: current.pool } : {}) };
+      // Ephemeral or not as the instance is now (LXD keeps the flag across a restore).
+      const { pool: _pool, ephemeral: _ephemeral, ...kept } = structuredClone(snap.meta.record);
+      const record: InstanceRecord = { ...kept, name: current.name, createdAt: current.createdAt, ...(current.pool !== undefined ? { pool: current.pool } : {}), ...(current.ephemeral ? { ephemeral: true } : {}) };
       if (options.stateful !== false && (await driver.restoreLive?.(snap, status))) {
         await this.subject.saveRecord(record);
         await this.subject.emit('snapshot-restored', { name: this.subject.name(), snapshot: name });

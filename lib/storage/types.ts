@@ -224,5 +224,7 @@ export interface CopyOptions extends LongOptions {
   instanceOnly?: boolean;
   /** A VM's disk as a standalone qcow2, without the image's as backing file (containers: always full copies). */
   flatten?: boolean;
+  /** The copy is ephemeral (deleted when it stops); as `lxc copy`, a copy is not unless asked, whatever its source. */
+  ephemeral?: boolean;
 }
 

@@ -20,7 +20,7 @@ const LIFECYCLE = ['start', 'stop', 'restart', 'freeze', 'unfreeze', 'delete'];
 
 const FAMILIES: Family[] = [
   { module: 'instances', names: ['list', 'ls', 'info'], remote: ['list', 'info'] },
-  { module: 'launch', names: ['launch', 'wait'], remote: ['launch', 'wait'] },
+  { module: 'launch', names: ['launch', 'create', 'init', 'wait'], remote: ['launch', 'create', 'init', 'wait'] },
   { module: 'lifecycle', names: LIFECYCLE, remote: LIFECYCLE },
   { module: 'transfer', names: ['copy', 'rename', 'move', 'export', 'import'] },
   { module: 'exec', names: ['exec', 'shell'], remote: ['exec'] },

@@ -1,4 +1,4 @@
-/** `launch IMAGE NAME` and `wait NAME --for …`, on either host. */
+/** `launch IMAGE NAME`, `create IMAGE NAME` (LXD's `init`) and `wait NAME --for …`, on either host. */
 import type { Command } from 'commander';
 
 import { NotSupported } from '../../core/errors';
@@ -8,6 +8,7 @@ import type { CliContext } from '../context';
 
 interface LaunchFlags {
   vm?: boolean;
+  ephemeral?: boolean;
   config: string[];
   device: string[];
   storage?: string;
@@ -22,22 +23,35 @@ interface WaitFlags {
   timeout?: number;
 }
 
-export function register(cli: Command, ctx: CliContext): void {
-  cli
-    .command('launch <image> <name>')
-    .description('Create and start an instance')
+/** The flags `create` and `launch` share (LXD's `init` and `launch`). */
+function createFlags(command: Command): Command {
+  return command
     .option('--vm', 'a virtual machine (default: a container)')
+    .option('-e, --ephemeral', 'deleted when it stops')
     .option('-c, --config <key=value>', 'an option (repeatable)', collect, [])
     .option('-d, --device <name,type=...,key=value>', 'a device, e.g. data,type=disk,source=/srv,path=/mnt (repeatable)', collect, [])
-    .option('-s, --storage <pool>', 'the storage pool of its root disk (default: the default pool)')
+    .option('-s, --storage <pool>', 'the storage pool of its root disk (default: the default pool)');
+}
+
+function createOptions(o: LaunchFlags, ctx: CliContext) {
+  if (o.storage !== undefined && ctx.remote) throw new NotSupported('--storage with --remote: lxq does not drive an LXD server\'s storage pools yet (give the pool in a root disk with `lxc`)');
+  const type = o.vm ? ('vm' as const) : ('container' as const);
+  return { type, config: keyValues(o.config), devices: parseDevices(o.device), ...(o.storage !== undefined ? { pool: o.storage } : {}), ...(o.ephemeral ? { ephemeral: true } : {}) };
+}
+
+export function register(cli: Command, ctx: CliContext): void {
+  createFlags(cli.command('create <image> <name>').alias('init').description('Create an instance (stopped)')).action(async (image: string, name: string, o: LaunchFlags) => {
+    await (await ctx.host()).create(name, { ...createOptions(o, ctx), image });
+    process.stdout.write(`${name} created\n`);
+  });
+
+  createFlags(cli.command('launch <image> <name>').description('Create and start an instance'))
     .option('--wait <for>', 'resolve once ready: running, agent, systemd, address, ipv4, ipv6, port=N, log=REGEX, exec=CMD')
     .option('--wait-timeout <ms>', 'how long --wait may take (default 60000)', Number)
     .action(async (image: string, name: string, o: LaunchFlags) => {
-      const config = keyValues(o.config);
-      const devices = parseDevices(o.device);
-      if (o.storage !== undefined && ctx.remote) throw new NotSupported('--storage with --remote: lxq does not drive an LXD server\'s storage pools yet (give the pool in a root disk with `lxc`)');
+      const options = createOptions(o, ctx);
       const wait = o.wait === undefined ? undefined : parseWait(o.wait, o.waitTimeout);
-      await (await ctx.host()).launch(image, name, { type: o.vm ? 'vm' : 'container', config, devices, ...(o.storage !== undefined ? { pool: o.storage } : {}), ...(wait ? { wait } : {}) });
+      await (await ctx.host()).launch(image, name, { ...options, ...(wait ? { wait } : {}) });
       process.stdout.write(`${name} started\n`);
     });
 

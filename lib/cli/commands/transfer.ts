@@ -12,10 +12,12 @@ export function register(cli: Command, ctx: CliContext): void {
     .option('--snapshot <name>', 'copy this snapshot of the source instead of its current state')
     .option('--instance-only', "leave the source's snapshots behind")
     .option('-c, --config <key=value>', 'an option set on the copy (repeatable)', collect, [])
-    .action(async (source: string, target: string, o: { snapshot?: string; instanceOnly?: boolean; config: string[] }) => {
+    .option('-e, --ephemeral', 'the copy is ephemeral (as `lxc copy`, a copy is not, whatever its source)')
+    .action(async (source: string, target: string, o: { snapshot?: string; instanceOnly?: boolean; config: string[]; ephemeral?: boolean }) => {
       const config = keyValues(o.config);
       const host = await ctx.localHost();
-      await longCommand(`copy ${source}`, (long) => host.copy(source, target, { ...(o.snapshot !== undefined ? { snapshot: o.snapshot } : {}), ...(o.instanceOnly ? { instanceOnly: true } : {}), config, ...long }));
+      const flags = { ...(o.snapshot !== undefined ? { snapshot: o.snapshot } : {}), ...(o.instanceOnly ? { instanceOnly: true } : {}), ...(o.ephemeral ? { ephemeral: true } : {}) };
+      await longCommand(`copy ${source}`, (long) => host.copy(source, target, { ...flags, config, ...long }));
     });
 
   cli

@@ -31,7 +31,7 @@ import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap }
 import type { ContainerImageMeta } from '../../images/meta';
 import { cgroupLimits, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE } from './lxc-config';
 import { ContainerFiles, O_PATH } from './files';
-import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, removeMonitorCgroups, saveLxcFiles, STATUS } from './liblxc';
+import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, monitorAlive, removeMonitorCgroups, saveLxcFiles, STATUS } from './liblxc';
 import { ContainerStorage } from './storage';
 import { containerState, containerUsage } from './state';
 import { attachedProcess, consoleEndpoint } from './streams';
@@ -272,6 +272,10 @@ export class ContainerInstance extends BaseInstance {
     this.handle = undefined;
   }
 
+  protected override stillRunning(): Promise<boolean> {
+    return monitorAlive(this.name);
+  }
+
   protected async currentStatus(): Promise<InstanceStatus> {
     return STATUS[await this.lxc().state()] ?? 'error';
   }
@@ -349,7 +353,7 @@ export class ContainerInstance extends BaseInstance {
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
-  protected doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
+  protected doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>> {
     return containerState(this.lxc(), this.ctx.layout, status);
   }
 

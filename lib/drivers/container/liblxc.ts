@@ -59,6 +59,25 @@ export async function removeMonitorCgroups(name: string): Promise<void> {
   }
 }
 
+/**
+ * Whether a monitor of the container `name` still has processes: between the two inits of a
+ * reboot inside, liblxc reports the container STOPPED while its monitor lives on to start it
+ * again; the stop is final once the monitor is gone. (The cgroup's name does not carry the
+ * lxcpath: another host's container of the same name counts too, which errs on keeping.)
+ */
+export async function monitorAlive(name: string): Promise<boolean> {
+  const root = '/sys/fs/cgroup';
+  const pattern = new RegExp(`^lxc\\.monitor\\.${name}(-\\d+)?$`);
+  for (const hierarchy of await fs.readdir(root).catch(() => [] as string[])) {
+    for (const d of await fs.readdir(path.join(root, hierarchy)).catch(() => [] as string[])) {
+      if (!pattern.test(d)) continue;
+      const procs = await fs.readFile(path.join(root, hierarchy, d, 'cgroup.procs'), 'utf8').catch(() => '');
+      if (procs.trim()) return true;
+    }
+  }
+  return false;
+}
+
 /** The liblxc files of a container, rendered (and so checked) before anything is written. */
 export interface LxcFiles {
   config: string;

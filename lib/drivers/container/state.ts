@@ -14,7 +14,7 @@ import type { CgroupLayout } from './host-facts';
 /** A v1 memory limit this large means "no limit". */
 const UNLIMITED = 2 ** 62;
 
-export async function containerState(h: LxcContainer, layout: CgroupLayout, status: InstanceStatus): Promise<Omit<InstanceState, 'devices'>> {
+export async function containerState(h: LxcContainer, layout: CgroupLayout, status: InstanceStatus): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>> {
   if (status === 'stopped') {
     return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] } };
   }

@@ -14,7 +14,7 @@ import type { CopyOptions } from '../../storage/types';
 import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { type EventsOptions, lifecycleEvents, type LifecycleIterator } from '../../events/iterator';
 import type { LifecycleAction, LifecycleEvent } from '../../events/lifecycle';
-import { type InstanceType, launchWith, type StartOptions } from '../../instance/instance';
+import { checkEphemeral, type InstanceType, launchWith, type StartOptions } from '../../instance/instance';
 import type { InstanceHost } from '../../instance/host';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
@@ -55,6 +55,8 @@ export interface RemoteCreateOptions {
   config?: InstanceConfigInput;
   /** Devices, as `Host.create` takes them; LXD checks them against its own host. */
   devices?: DevicesInput;
+  /** LXD's `ephemeral`: the server deletes the instance when it stops. */
+  ephemeral?: boolean;
 }
 /**
  * What `RemoteHost.launch` takes: `create`'s options (but the image, given first) and `start`'s `wait`.
@@ -66,7 +68,7 @@ export interface RemoteCreateOptions {
  * ```
  */
 export type RemoteLaunchOptions = Omit<RemoteCreateOptions, 'image'> & StartOptions;
-const REMOTE_CREATE_OPTION_KEYS = optionKeys<RemoteCreateOptions>({ type: true, image: true, profiles: true, config: true, devices: true });
+const REMOTE_CREATE_OPTION_KEYS = optionKeys<RemoteCreateOptions>({ type: true, image: true, profiles: true, config: true, devices: true, ephemeral: true });
 
 /** A target must be a member of the server's cluster: refused up front, in the server's words, rather than at the first create. */
 async function checkTarget(client: LxdClient, target: string): Promise<void> {
@@ -230,6 +232,7 @@ export class RemoteHost implements InstanceHost {
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create: `image` (an alias or fingerprint on the server) is required');
     const type = options.type ?? 'container';
     if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`create: type ${JSON.stringify(type)} is not 'container' or 'vm'`);
+    const ephemeral = checkEphemeral(options.ephemeral);
     if (options.profiles !== undefined && (!Array.isArray(options.profiles) || !options.profiles.every((p) => typeof p === 'string' && LXD_NAME.test(p)))) {
       throw new InvalidArgument('create: profiles must be an array of LXD profile names');
     }
@@ -256,6 +259,7 @@ export class RemoteHost implements InstanceHost {
       ...(options.profiles ? { profiles: options.profiles } : {}),
       config,
       devices,
+      ephemeral,
     }).finally(done);
     return this.get(name);
   }
@@ -288,6 +292,7 @@ export class RemoteHost implements InstanceHost {
     if (options === null || typeof options !== 'object') throw new InvalidArgument('copy options must be an object');
     refuseUnknownKeys('copy', options, REMOTE_COPY_OPTION_KEYS);
     if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
+    const ephemeral = checkEphemeral(options.ephemeral);
     const from = await this.get(source);
     if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
     if (options.config) patchConfig(from.type, from.config, options.config);
@@ -301,6 +306,7 @@ export class RemoteHost implements InstanceHost {
         name,
         type: lxdTypeName(from.type),
         profiles,
+        ephemeral,
         source: { type: 'copy', source: options.snapshot === undefined ? from.name : `${from.name}/${options.snapshot}`, instance_only: options.instanceOnly === true },
       })
       .finally(done);
@@ -326,6 +332,11 @@ export class RemoteHost implements InstanceHost {
     this.sockets.clear();
     this.client.close();
   }
+
+  /** `await using remote = await Host.connect()`: closed at the scope's end. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+  }
 }
 
 /**
@@ -337,8 +348,8 @@ export class RemoteHost implements InstanceHost {
  * await lxd.copy('web', 'web-test', { snapshot: 'snap0', instanceOnly: true, config: { 'user.role': 'test' } });
  * ```
  */
-export type RemoteCopyOptions = Pick<CopyOptions, 'snapshot' | 'instanceOnly'> & { config?: InstanceConfigPatch };
-const REMOTE_COPY_OPTION_KEYS = optionKeys<RemoteCopyOptions>({ snapshot: true, instanceOnly: true, config: true });
+export type RemoteCopyOptions = Pick<CopyOptions, 'snapshot' | 'instanceOnly' | 'ephemeral'> & { config?: InstanceConfigPatch };
+const REMOTE_COPY_OPTION_KEYS = optionKeys<RemoteCopyOptions>({ snapshot: true, instanceOnly: true, config: true, ephemeral: true });
 
 /**
  * A member of an LXD cluster, as `RemoteHost.members()` lists it.

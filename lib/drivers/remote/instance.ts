@@ -116,6 +116,10 @@ export class RemoteInstance extends CommonInstance {
   get devices(): Readonly<Devices> {
     return (this.meta.devices ?? {}) as Devices;
   }
+  /** LXD's own flag: the server deletes the instance when it stops. */
+  get ephemeral(): boolean {
+    return this.meta.ephemeral === true;
+  }
 
   private get path(): string {
     return `/1.0/instances/${encodeURIComponent(this.name)}`;
@@ -269,7 +273,7 @@ export class RemoteInstance extends CommonInstance {
 
   // ---- state ----
 
-  protected async readState(): Promise<Omit<InstanceState, 'devices'>> {
+  protected async readState(): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>> {
     const m = (await this.client.request('GET', this.client.url(`${this.path}/state`))).metadata;
     const interfaces = lxdInterfaces(m.network);
     const status = lxdStatus(m.status);

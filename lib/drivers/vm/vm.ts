@@ -372,7 +372,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     return { ...s, qemuDevice: qemuDeviceId(name), ...(d.path === undefined ? { qemuNode: qemuNodeName(name) } : {}) };
   }
 
-  protected async doState(status: InstanceStatus): Promise<Omit<VmState, 'devices'>> {
+  protected async doState(status: InstanceStatus): Promise<Omit<VmState, 'devices' | 'ephemeral'>> {
     const pid = status === 'stopped' ? null : await livePid(this.file('pid'));
     const agent = this.hasLxqAgent ? 'lxq-agent' : 'qemu-ga';
     if (pid === null) {
