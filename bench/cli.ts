@@ -47,7 +47,7 @@ const fmt = (label: string, xs: number[]) => {
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-cli-'));
-  const host = await Host.open({ path: dir, images: IMAGES });
+  const host = await Host.open({ path: dir, images: IMAGES, reap: true });
   const lxq = (...args: string[]) => execFileSync(process.execPath, [CLI, '--host', dir, '--images', IMAGES, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     const c = await host.create('bench-exec', { image: 'busybox' });

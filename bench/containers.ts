@@ -89,7 +89,7 @@ export async function main(opts: ContainerBenchOptions = {}): Promise<ContainerB
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+    host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
     const template = `${prefix}-tpl`;
     used.push(template);
     await host.create(template, { image: 'busybox' }); // stopped, never started: the peers clone it

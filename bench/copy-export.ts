@@ -117,7 +117,7 @@ async function vms(host: Host, dir: string): Promise<void> {
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-copy-'));
-  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   const peer = quick || process.argv.includes('--no-lxd') ? 'skipped' : await LxdStoragePeer.start(dir).catch((e: Error) => e.message);
   const lxd = typeof peer === 'string' ? undefined : peer;
   if (typeof peer === 'string') console.log(`LXD peer: ${peer}`);

@@ -98,7 +98,7 @@ export async function main(opts: { quick: boolean; vmOnly?: boolean; cycles?: nu
   };
   try {
     if (!opts.quick && !opts.vmOnly) {
-      const cold = await Host.open({ path: path.join(dir, 'cold'), images: path.join(dir, 'cold-images') });
+      const cold = await Host.open({ path: path.join(dir, 'cold'), images: path.join(dir, 'cold-images'), reap: true });
       let t = performance.now();
       await cold.images.ensure('debian/12');
       s['image build, cold (container)'].push(performance.now() - t);
@@ -106,7 +106,7 @@ export async function main(opts: { quick: boolean; vmOnly?: boolean; cycles?: nu
       await cold.images.ensure('debian/12', { type: 'vm' });
       s['image build, cold (vm, after the container tree)'].push(performance.now() - t);
     }
-    const host = await Host.open({ path: path.join(dir, 'host'), images: SHARED });
+    const host = await Host.open({ path: path.join(dir, 'host'), images: SHARED, reap: true });
     await host.images.ensure('debian/12');
     await host.images.ensure('debian/12', { type: 'vm' });
     for (let i = 0; i < 5; i++) {

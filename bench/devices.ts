@@ -38,7 +38,7 @@ export async function main(opts: { quick: boolean }): Promise<string[]> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-dev-'));
   const share = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-share-'));
   chmodSync(share, 0o755);
-  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   const lines: string[] = [];
   const row = (name: string, s: Stats, extra = '') => lines.push(`| ${name} | ${s.n} | ${s.min.toFixed(2)} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${extra} |`);
   const made: Instance[] = [];

@@ -140,7 +140,7 @@ export async function main(opts: { quick: boolean }): Promise<EventLoopResult> {
   const rounds = opts.quick ? 1 : 5;
   const load = { start: os.loadavg(), end: [] as number[] };
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-'));
-  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   const made: Instance[] = [];
   const phases = {} as EventLoopResult['phases'];
   try {

@@ -22,7 +22,7 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
   const rounds = opts.quick ? 2 : 4;
   const perRound = opts.quick ? 10 : 50;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-'));
-  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   const c = await host.create(`freeze-${process.pid}`, { image: 'busybox' });
   const raw = new (lxc().Container)(c.name, host.instancesDir);
   const s: Record<string, number[]> = {

@@ -97,7 +97,7 @@ async function lxdOnBridge(dir: string, rounds: number): Promise<{ start: number
 
 export async function main(opts: { quick: boolean }): Promise<string[]> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-net-'));
-  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   const net = await host.networks.create(`lxqb${process.pid.toString(36)}`.slice(0, 15), { 'ipv4.nat': 'false', 'ipv6.address': 'auto' });
   const nic = { eth0: { type: 'nic' as const, network: net.name } };
   const lines: string[] = [];

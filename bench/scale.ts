@@ -243,7 +243,7 @@ export async function main(opts: { quick: boolean; sizes?: number[] }): Promise<
   const runs: ScaleRun[] = [];
   let host: Host | undefined;
   try {
-    host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+    host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
     // Warm-up, unmeasured: loads the addon, lxq_runner and the image into the page cache.
     const w = await host.create(`sc-${process.pid}-warm`, { image: 'busybox' });
     made.add(w);

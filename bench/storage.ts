@@ -39,7 +39,7 @@ const mib = (k: number) => (k / 1024).toFixed(1);
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-storage-'));
-  const host = await Host.open({ path: dir, images: process.env.LXQ_BENCH_IMAGES ?? '/var/tmp/lxq-test-images' });
+  const host = await Host.open({ path: dir, images: process.env.LXQ_BENCH_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   await host.storage.pools.create('dir', { driver: 'dir' });
   const img = await host.images.ensure(image);
   console.log(`image ${image}: ${mib(kib([img.dir]))} MiB in the store`);

@@ -63,7 +63,7 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
   const n = opts.quick ? 5 : 30;
   const big = opts.quick ? 10 * MiB : 100 * MiB;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-vm-agent-'));
-  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   const s: Record<string, number[]> = {};
   const series = (k: string) => (s[k] ??= []);
   const instances: Instance[] = [];

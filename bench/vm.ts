@@ -29,7 +29,7 @@ async function waitForAgent(socket: string, timeoutMs: number): Promise<QgaClien
 export async function main(opts: { quick: boolean }): Promise<Record<string, Stats | string>> {
   const cycles = opts.quick ? 1 : 5;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-vm-'));
-  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images' });
+  const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   await host.images.ensure('vm/default');
   const s: Record<string, number[]> = {
     create: [], 'start → QMP ready': [], 'start → lxq agent answers': [], 'start → qemu-ga answers': [], 'QMP query-status': [], 'agent guest-ping': [], 'exec /bin/true (agent)': [], 'stop (ACPI)': [], delete: [],

@@ -2,7 +2,9 @@
  * The reaper process (see reaper.ts): started by Host.open({ reap: true }), detached, its owner's
  * messages on fd 3. It deletes the instances it was told of once its owner is gone, then exits.
  */
+import { existsSync } from 'node:fs';
 import { Socket } from 'node:net';
+import * as path from 'node:path';
 
 import { NotFound } from '../core/errors';
 import { sys } from '../native/sys';
@@ -37,7 +39,12 @@ function main(): void {
     const lines = (partial + chunk.toString('utf8')).split('\n');
     partial = lines.pop() ?? '';
     for (const line of lines) {
-      const m = JSON.parse(line) as ReaperMessage;
+      let m: ReaperMessage;
+      try {
+        m = JSON.parse(line);
+      } catch {
+        return quit(1, `a message that is not JSON: ${line.slice(0, 80)}`);
+      }
       if ('hello' in m) {
         hello = m.hello;
         clearTimeout(startTimer);
@@ -60,7 +67,8 @@ function main(): void {
 
 /** Deletes each instance still the one its owner made (same name and createdAt), through lxq's own code. */
 async function deleteAll(hello: { host: string; images: string }, held: Map<string, string>): Promise<void> {
-  if (!held.size) return;
+  // Nothing left to delete, or the host directory removed with everything in it: Host.open would make it again.
+  if (!held.size || !existsSync(path.join(hello.host, 'instances'))) return;
   const host = await Host.open({ path: hello.host, images: hello.images });
   try {
     for (const [name, createdAt] of held) {
