@@ -60,8 +60,8 @@ export interface HostOptions {
   images?: string;
   /**
    * Instances this host object makes (create, launch, copy, import) are deleted by a detached
-   * reaper process when this process dies, SIGKILL included (testcontainers' Ryuk): for tests
-   * and benchmarks. `host.close()` releases them (the reaper exits, deleting nothing). See
+   * reaper process when this process dies, SIGKILL included, or exits without `host.close()`
+   * (testcontainers' Ryuk): for tests and benchmarks. `close()` releases them (the reaper exits, deleting nothing). See
    * lib/host/reaper.ts. Default false.
    */
   reap?: boolean;
