@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { InvalidState, Timeout } from '../lib/core/errors';
 import { VmInstance, type VmState } from '../lib/drivers/vm/vm';
 import { LxqAgentClient } from '../lib/drivers/vm/lxq-agent';
-import { agentRequest } from '../lib/drivers/vm/lxq-agent-files';
+import { agentRequest, LxqAgentFiles } from '../lib/drivers/vm/lxq-agent-files';
 import { LxqAgentLost, LxqAgentProtocolError, Op, VERSION } from '../lib/drivers/vm/lxq-agent-protocol';
 import { buildLxqAgent } from '../lib/images/lxq-agent-binary';
 import { checkSpawn, collect, InstanceProcess } from '../lib/instance/process';
@@ -395,6 +395,28 @@ describe('lxq agent client against a hostile agent (fake: frames the real agent 
       expect(e).toBeInstanceOf(LxqAgentProtocolError);
       expect(e.message).toMatch(words);
     }
+  });
+
+  test('a file read flooded past its window, or a stat of the wrong size: typed errors, nothing held', async () => {
+    const against = async (reply: Buffer) => {
+      behave = (peer, h) => {
+        peer.write(hello(h));
+        peer.once('data', () => peer.write(reply));
+      };
+      return connect(socketPath);
+    };
+    // Nobody acknowledges (the sink never returns), so 12 frames of 32 KiB pass the 256 KiB window.
+    const flood = Buffer.concat(Array.from({ length: 12 }, () => frameOf(33, 1, Buffer.alloc(32 * 1024))));
+    const client = await against(flood);
+    const read = agentRequest(client, { op: Op.Read, rel: 'x' }, '/x', { sink: () => new Promise<void>(() => undefined) });
+    const e = await rejection(read);
+    expect(e).toBeInstanceOf(LxqAgentProtocolError);
+    expect(e.message).toMatch(/DATA past its window/);
+    expect(client.connected).toBe(false);
+
+    const other = await against(frameOf(34, 1, Buffer.alloc(7)));
+    const files = new LxqAgentFiles(async () => other);
+    await expect(files.stat('/x')).rejects.toThrow(/the lxq agent's stat has 7 bytes/);
   });
 
   test('an agent that never answers the handshake: Timeout', async () => {
