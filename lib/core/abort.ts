@@ -149,6 +149,35 @@ export function refuseAborted(what: string, signal: AbortSignal | undefined): vo
   if (signal?.aborted) throw abortedError(what, signal);
 }
 
+/** Whether the operation running here has a progress callback (a remote wait then polls LXD's progress). */
+export function wantsProgress(): boolean {
+  const scope = scopes.getStore();
+  return scope?.active === true && scope.wantsProgress;
+}
+
+/** Reports progress measured elsewhere (LXD's operation metadata) to the operation running here. */
+export function reportProgress(phaseName: string, percent: number, bytes?: number): void {
+  const scope = scopes.getStore();
+  if (scope?.active) scope.report(phaseName, Math.min(percent, 99), bytes);
+}
+
+/**
+ * Makes methods of `proto` long operations (longOperation): `options` is the index of the
+ * argument holding their options, `progress` whether they take onProgress, `what` names them in
+ * an Aborted message. For classes near their size limit (the hosts), which wrap their methods here.
+ */
+export function longMethods(proto: object, methods: Record<string, { options: number; progress: boolean; what: (args: unknown[]) => string }>): void {
+  const target = proto as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  for (const [name, op] of Object.entries(methods)) {
+    const inner = target[name];
+    target[name] = async function (this: unknown, ...args: unknown[]) {
+      const options = args[op.options] as LongOptions | undefined;
+      checkLongOptions(options, op.progress);
+      return longOperation(op.what(args), options, () => inner.apply(this, args));
+    };
+  }
+}
+
 /** Runs `op` outside any operation's scope: work shared by several callers (an image build) that one caller's abort must not kill. */
 export function detached<T>(op: () => T): T {
   return scopes.exit(op);

@@ -11,6 +11,8 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 
+import { currentSignal, wantsProgress } from '../../core/abort';
+import { waitWatched } from './operation';
 import { AlreadyExists, Busy, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, PermissionDenied, Timeout } from '../../core/errors';
 
 /**
@@ -292,7 +294,11 @@ export class LxdClient {
     const [opPath, opQuery] = r.operation.split('?');
     const q = new URLSearchParams(opQuery ?? (this.project ? `project=${this.project}` : ''));
     q.set('timeout', String(timeoutS));
-    const op = (await this.request('GET', `${opPath}/wait?${q}`, undefined, { timeoutMs: (timeoutS + 10) * 1000 })).metadata;
+    // With a signal or a progress callback: short waits, LXD's progress read from each (./operation.ts).
+    const op =
+      currentSignal() || wantsProgress()
+        ? await waitWatched(this, opPath, q, what, timeoutS)
+        : (await this.request('GET', `${opPath}/wait?${q}`, undefined, { timeoutMs: (timeoutS + 10) * 1000 })).metadata;
     if (op.status_code === 103 || op.status_code === 105) throw new Timeout(`LXD ${what}: still ${op.status} after ${timeoutS} s`);
     if (op.status_code !== 200) {
       const [method, ...p] = what.split(' ');

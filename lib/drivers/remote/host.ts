@@ -9,7 +9,8 @@ import { type InstanceConfigInput, type InstanceConfigPatch, patchConfig, valida
 import type { DevicesInput } from '../../devices/declarations';
 import { withHwaddrs } from '../../devices/nic';
 import { normalizeDevices } from '../../devices/validate';
-import { AlreadyExists, InvalidArgument, NotFound, NotSupported, PermissionDenied } from '../../core/errors';
+import { detached, longMethods } from '../../core/abort';
+import { Aborted, AlreadyExists, InvalidArgument, NotFound, NotSupported, PermissionDenied } from '../../core/errors';
 import type { CopyOptions } from '../../storage/types';
 import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { type EventsOptions, lifecycleEvents, type LifecycleIterator } from '../../events/iterator';
@@ -57,6 +58,8 @@ export interface RemoteCreateOptions {
   devices?: DevicesInput;
   /** LXD's `ephemeral`: the server deletes the instance when it stops. */
   ephemeral?: boolean;
+  /** Aborting cancels LXD's operation (or stops waiting, saying so) and deletes what it made: Aborted. */
+  signal?: AbortSignal;
 }
 /**
  * What `RemoteHost.launch` takes: `create`'s options (but the image, given first) and `start`'s `wait`.
@@ -68,7 +71,7 @@ export interface RemoteCreateOptions {
  * ```
  */
 export type RemoteLaunchOptions = Omit<RemoteCreateOptions, 'image'> & StartOptions;
-const REMOTE_CREATE_OPTION_KEYS = optionKeys<RemoteCreateOptions>({ type: true, image: true, profiles: true, config: true, devices: true, ephemeral: true });
+const REMOTE_CREATE_OPTION_KEYS = optionKeys<RemoteCreateOptions>({ type: true, image: true, profiles: true, config: true, devices: true, ephemeral: true, signal: true });
 
 /** A target must be a member of the server's cluster: refused up front, in the server's words, rather than at the first create. */
 async function checkTarget(client: LxdClient, target: string): Promise<void> {
@@ -260,7 +263,7 @@ export class RemoteHost implements InstanceHost {
       config,
       devices,
       ephemeral,
-    }).finally(done);
+    }).catch((e) => this.undoAborted(name, e)).finally(done);
     return this.get(name);
   }
 
@@ -309,6 +312,7 @@ export class RemoteHost implements InstanceHost {
         ephemeral,
         source: { type: 'copy', source: options.snapshot === undefined ? from.name : `${from.name}/${options.snapshot}`, instance_only: options.instanceOnly === true },
       })
+      .catch((e) => this.undoAborted(name, e))
       .finally(done);
     const copy = await this.get(name);
     if (options.config && Object.keys(options.config).length) await copy.update(options.config);
@@ -337,7 +341,18 @@ export class RemoteHost implements InstanceHost {
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
   }
+
+  /** After an aborted create or copy of `name`: the instance the server made of it, if any, is deleted; `e` thrown again. */
+  private async undoAborted(name: string, e: unknown): Promise<never> {
+    if (e instanceof Aborted) await detached(() => this.client.call('DELETE', this.client.url(`/1.0/instances/${name}`))).catch(() => undefined);
+    throw e;
+  }
 }
+// create and copy take signal (copy onProgress: LXD's progress), as a local host's (lib/core/abort.ts).
+longMethods(RemoteHost.prototype, {
+  create: { options: 1, progress: false, what: (a) => `creating ${String(a[0])}` },
+  copy: { options: 2, progress: true, what: (a) => `copying ${String(a[0])} to ${String(a[1])}` },
+});
 
 /**
  * What `RemoteHost.copy` takes: a snapshot to copy, whether to leave the snapshots behind, and
@@ -348,8 +363,8 @@ export class RemoteHost implements InstanceHost {
  * await lxd.copy('web', 'web-test', { snapshot: 'snap0', instanceOnly: true, config: { 'user.role': 'test' } });
  * ```
  */
-export type RemoteCopyOptions = Pick<CopyOptions, 'snapshot' | 'instanceOnly' | 'ephemeral'> & { config?: InstanceConfigPatch };
-const REMOTE_COPY_OPTION_KEYS = optionKeys<RemoteCopyOptions>({ snapshot: true, instanceOnly: true, config: true, ephemeral: true });
+export type RemoteCopyOptions = Pick<CopyOptions, 'snapshot' | 'instanceOnly' | 'ephemeral' | 'signal' | 'onProgress'> & { config?: InstanceConfigPatch };
+const REMOTE_COPY_OPTION_KEYS = optionKeys<RemoteCopyOptions>({ snapshot: true, instanceOnly: true, config: true, ephemeral: true, signal: true, onProgress: true });
 
 /**
  * A member of an LXD cluster, as `RemoteHost.members()` lists it.

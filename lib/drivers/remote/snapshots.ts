@@ -2,10 +2,11 @@
  * Snapshots of an instance on an LXD server, through …/snapshots: the same InstanceSnapshots
  * calls and events as locally; LXD keeps them (and refuses what it cannot do, typed).
  */
-import { AlreadyExists, NotFound, NotSupported } from '../../core/errors';
+import { detached, longOperation } from '../../core/abort';
+import { Aborted, AlreadyExists, NotFound, NotSupported } from '../../core/errors';
 import type { InstanceRecord } from '../../instance/instance';
-import { checkSnapshotCreate, checkSnapshotRestore, validateSnapshotName } from '../../storage/snapshots';
-import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotInfo, SnapshotRestoreOptions } from '../../storage/types';
+import { checkSnapshotCreate, checkSnapshotDelete, checkSnapshotRestore, validateSnapshotName } from '../../storage/snapshots';
+import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotDeleteOptions, SnapshotInfo, SnapshotRestoreOptions } from '../../storage/types';
 import type { LxdClient } from './client';
 
 /** What the catalogue needs of its instance (given by RemoteInstance). */
@@ -58,18 +59,22 @@ export class RemoteSnapshots implements InstanceSnapshots {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.s.serialized(async () => {
+    return longOperation(`snapshotting ${this.s.name()}`, options, () => this.s.serialized(async () => {
       // LXD's own default names (snap0, snap1…), chosen here so the new one is known.
       let snapshot = name;
       if (snapshot === undefined) {
         const taken = new Set((await this.list()).map((i) => i.name));
         for (let i = 0; taken.has((snapshot = `snap${i}`)); i++);
       }
-      await this.s.client.call('POST', this.url(), { name: snapshot, stateful: options.stateful === true, ...(expiresAt ? { expires_at: expiresAt } : {}) });
+      await this.s.client.call('POST', this.url(), { name: snapshot, stateful: options.stateful === true, ...(expiresAt ? { expires_at: expiresAt } : {}) }).catch(async (e) => {
+        // An aborted snapshot leaves none: what the server made of it (if it went on) is deleted.
+        if (e instanceof Aborted) await detached(() => this.s.client.call('DELETE', this.url(snapshot))).catch(() => undefined);
+        throw e;
+      });
       const info = await this.get(snapshot!);
       this.s.emit('snapshot-created', { name: this.s.name(), snapshot: snapshot! });
       return info;
-    });
+    }));
   }
 
   restore(name: string, options: SnapshotRestoreOptions = {}): Promise<void> {
@@ -78,13 +83,13 @@ export class RemoteSnapshots implements InstanceSnapshots {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.s.serialized(async () => {
+    return longOperation(`restoring ${name} of ${this.s.name()}`, options, () => this.s.serialized(async () => {
       await this.get(name);
       // A running container is stopped, restored and started again by LXD itself.
       await this.s.client.call('PUT', this.s.client.url(this.s.path()), { restore: name, ...(options.stateful === false ? { stateful: false } : {}) });
       await this.s.refresh();
       this.s.emit('snapshot-restored', { name: this.s.name(), snapshot: name });
-    });
+    }));
   }
 
   rename(from: string, to: string): Promise<void> {
@@ -103,15 +108,16 @@ export class RemoteSnapshots implements InstanceSnapshots {
     });
   }
 
-  delete(name: string): Promise<void> {
+  delete(name: string, options: SnapshotDeleteOptions = {}): Promise<void> {
     try {
       validateSnapshotName(name);
+      checkSnapshotDelete(options);
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.s.serialized(async () => {
+    return longOperation(`deleting snapshot ${name} of ${this.s.name()}`, options, () => this.s.serialized(async () => {
       await this.s.client.call('DELETE', this.url(name)).catch((e) => this.missing(name, e));
       this.s.emit('snapshot-deleted', { name: this.s.name(), snapshot: name });
-    });
+    }));
   }
 }
