@@ -51,6 +51,11 @@ export abstract class TreeFiles implements InstanceFiles {
   abstract readlink(path: string): Promise<string>;
   abstract utimes(path: string, atime: Date, mtime: Date): Promise<void>;
 
+  /** Writes one file of a tree being pushed (from the host file the archive was spooled to). */
+  protected async treeFile(hostPath: string, path: string, options: WriteOptions): Promise<void> {
+    await this.push(hostPath, path, options);
+  }
+
   /** A symlink's target as archived by pullTree (`root` is the directory pulled); a driver whose readlink loses the link's own form may improve on it. */
   protected async treeLink(at: string, _root: string): Promise<string> {
     return this.readlink(at);
@@ -86,7 +91,7 @@ export abstract class TreeFiles implements InstanceFiles {
     try {
       const members = await spoolArchive(tar, spool, options.signal, what);
       const existing = await survey(this, root, members);
-      await extract(this, root, members, existing, options.signal, what);
+      await extract(this, root, members, existing, { signal: options.signal, what, put: (from, to, o) => this.treeFile(from, to, o) });
     } finally {
       await fs.rm(spool, { recursive: true, force: true });
     }
@@ -279,7 +284,13 @@ async function survey(files: TreeFiles, root: string, members: Member[]): Promis
 }
 
 /** Makes the members, parents first; then directories' times, deepest first (making their contents changed them). */
-async function extract(files: TreeFiles, root: string, members: Member[], seen: Map<string, FileType | 'missing'>, signal: AbortSignal | undefined, what: string): Promise<void> {
+async function extract(
+  files: TreeFiles,
+  root: string,
+  members: Member[],
+  seen: Map<string, FileType | 'missing'>,
+  { signal, what, put }: { signal?: AbortSignal; what: string; put: (hostPath: string, path: string, options: WriteOptions) => Promise<void> },
+): Promise<void> {
   const ready = new Set<string>([...seen].filter(([, t]) => t === 'directory').map(([rel]) => rel));
   const top = members.find((m) => m.name === '');
   if (seen.get('') === 'missing') {
@@ -307,7 +318,7 @@ async function extract(files: TreeFiles, root: string, members: Member[], seen: 
     const parts = m.name.split('/');
     for (let i = 1; i <= parts.length; i++) if (i < parts.length || m.header.type === 'directory') await makeDir(parts.slice(0, i).join('/'));
     const h = m.header;
-    if (h.type === 'file') await files.push(m.file!, at(m.name), owner(h));
+    if (h.type === 'file') await put(m.file!, at(m.name), owner(h));
     else if (h.type === 'symlink') {
       if (seen.get(m.name) !== 'missing') await files.remove(at(m.name));
       await files.symlink(h.linkname!, at(m.name), { uid: h.uid, gid: h.gid });
