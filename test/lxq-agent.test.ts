@@ -19,6 +19,7 @@ import { agentRequest, LxqAgentFiles } from '../lib/drivers/vm/lxq-agent-files';
 import { LxqAgentLost, LxqAgentProtocolError, Op, VERSION } from '../lib/drivers/vm/lxq-agent-protocol';
 import { buildLxqAgent } from '../lib/images/lxq-agent-binary';
 import { checkSpawn, collect, InstanceProcess } from '../lib/instance/process';
+import type { Network } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
 
 jest.setTimeout(120_000);
@@ -429,11 +430,12 @@ describe('lxq agent client against a hostile agent (fake: frames the real agent 
 describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals go through it', () => {
   let t: TestHost;
   let vm: VmInstance;
+  let net: Network;
   beforeAll(async () => {
     t = await tempHost();
     await t.host.images.ensure('vm/default');
     // A NIC on a network of this file's own, named and sized by the agent (agent.nic_config).
-    const net = await t.host.networks.create(`lxqa${randomBytes(4).toString('hex')}`, { 'ipv4.nat': 'false' });
+    net = await t.host.networks.create(`lxqa${randomBytes(4).toString('hex')}`, { 'ipv4.nat': 'false' });
     vm = (await t.host.create(t.name('agent'), {
       type: 'vm',
       image: 'vm/default',
@@ -502,6 +504,10 @@ describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals g
     // agent.nic_config: the NIC's interface has the device's name and MTU.
     expect(s.network.interfaces.find((i) => i.hwaddr === '00:16:3e:12:34:56')).toMatchObject({ name: 'lan0', mtu: 1400 });
     expect((await vm.exec(['cat', '/sys/class/net/lan0/mtu'])).stdout.toString()).toBe('1400\n');
+    // A NIC plugged live is named and sized too, before addDevice resolves.
+    await vm.addDevice('net1', { type: 'nic', network: net.name, name: 'lan1', mtu: '1300' });
+    expect((await vm.exec(['cat', '/sys/class/net/lan1/mtu'])).stdout.toString()).toBe('1300\n');
+    await vm.removeDevice('net1');
   });
 
   test('file trees in and out of the VM (pullTree, pushTree over the agent): modes, owners, symlinks, empty dirs, mtimes', async () => {

@@ -171,7 +171,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 'false',
     description:
       "LXD's key: when true, lxq's guest agent names each NIC's interface in the guest as the device says (its `name`, else the device's name) " +
-      'and sets its MTU, at each start (as a container\'s are). Off: the guest names them (enp5s0…). Needs an image with the lxq agent.',
+      'and sets its MTU, at each start and when a NIC is plugged (as a container\'s are). Off: the guest names them (enp5s0…). Needs an image with the lxq agent.',
     validate: (v) => void parseBoolean(v),
   },
   {

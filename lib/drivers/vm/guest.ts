@@ -3,6 +3,8 @@
  * interfaces and OS, a power-off, commands where the image has no lxq agent) and lxq's own agent
  * (exec, spawn and terminals where the image has it), the shares mounted after each start.
  */
+import { constants as osConstants } from 'node:os';
+
 import { InvalidArgument, NotSupported, OperationFailed } from '../../core/errors';
 import type { Devices, DeviceConfig } from '../../devices/declarations';
 import { nics } from '../../devices/nic';
@@ -24,6 +26,9 @@ import type { VmState } from './vm';
 
 /** How long state() waits for the guest agent (it never fails because the agent is down). */
 const STATE_AGENT_MS = 300;
+/** How long a NIC just plugged may take to appear in the guest. */
+const NIC_APPEAR_MS = 30_000;
+const ENODEV = osConstants.errno.ENODEV;
 /** The same for lxq's agent, which may need a connection and its handshake first. */
 const LXQ_STATE_MS = 1_000;
 /** How long plugging a share waits for the guest agent to mount it. */
@@ -202,12 +207,28 @@ export class VmGuest {
     const list = nics(devices).filter(([, d]) => d.hwaddr);
     if (!list.length) return;
     const sources = await readSources(Object.fromEntries(list), probeEnv);
-    const client = await this.lxqAgent.use(AGENT_SETUP_MS);
-    for (const [name, d] of list) {
-      const mtu = d.mtu !== undefined ? Number(d.mtu) : sources.get(name)?.mtu;
-      await agentConfigureNic(client, d.hwaddr!, d.name ?? name, mtu);
+    for (const [name, d] of list) await this.configureNic(name, d, sources.get(name)?.mtu);
+  }
+
+  /**
+   * The interface of NIC `name` gets the device's name and MTU (its network's, `mtu`, unless the
+   * device says). A NIC just plugged appears in the guest a moment later: ENODEV is tried again
+   * for up to NIC_APPEAR_MS.
+   */
+  async configureNic(name: string, d: DeviceConfig, mtu: number | undefined): Promise<void> {
+    if (!d.hwaddr) return;
+    const deadline = Date.now() + NIC_APPEAR_MS;
+    for (;;) {
+      try {
+        const client = await this.lxqAgent.use(AGENT_SETUP_MS);
+        return await agentConfigureNic(client, d.hwaddr, d.name ?? name, d.mtu !== undefined ? Number(d.mtu) : mtu);
+      } catch (e) {
+        if ((e as OperationFailed).errno !== ENODEV || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
     }
   }
+
 
   /** An event of the VM's monitor: the guest closed the lxq agent's port (its agent died or restarts), its commands are lost. */
   monitorEvent(e: QmpEvent): void {

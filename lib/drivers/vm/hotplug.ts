@@ -40,6 +40,8 @@ export interface HotplugHooks {
   dir(): string;
   name(): string;
   agent(): GuestAgent;
+  /** A NIC was plugged: with agent.nic_config, its interface gets the device's name and MTU. */
+  nicPlugged(name: string, d: DeviceConfig, src: DeviceSource): Promise<void>;
 }
 
 /** The sources of the devices a change adds and removes, as probed and read by the VM. */
@@ -96,6 +98,7 @@ export class HotPlug {
         await monitor.command('netdev_del', { id: `net-${name}` }).catch(() => undefined);
         throw e;
       });
+      await this.vm.nicPlugged(name, d, src);
       return;
     }
     if (kind === 'share') {

@@ -130,7 +130,13 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     changed: () => void this.serialized(() => this.status()).catch(() => undefined),
     event: (e) => this.guest.monitorEvent(e),
   });
-  private readonly hotplug = new HotPlug({ monitor: this.monitor, dir: () => this.dir, name: () => this.name, agent: () => this.guest.agent });
+  private readonly hotplug = new HotPlug({
+    monitor: this.monitor,
+    dir: () => this.dir,
+    name: () => this.name,
+    agent: () => this.guest.agent,
+    nicPlugged: (name, d, src) => (this.nicConfig ? this.guest.configureNic(name, d, src.mtu) : Promise.resolve()),
+  });
   /** Set while this process launches QEMU: the pidfile and monitor are not there yet. */
   private launching = false;
 
@@ -145,6 +151,11 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   /** Files, through the guest agent (see agent-files.ts). */
   get files(): InstanceFiles {
     return this.guest.files;
+  }
+
+  /** agent.nic_config: lxq's agent names the NICs' interfaces and sets their MTUs. */
+  private get nicConfig(): boolean {
+    return this.hasLxqAgent && parseBoolean(this.config['agent.nic_config'] ?? 'false');
   }
 
   /** Whether the VM's image runs the lxq agent (images built before it came run qemu-ga only). */
@@ -263,7 +274,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       this.launching = false;
     }
     // Not awaited: start() resolves once QEMU runs; exec and files wait for the shares.
-    this.guest.started(this.devices, this.probeEnv, parseBoolean(this.config['agent.nic_config'] ?? 'false'));
+    this.guest.started(this.devices, this.probeEnv, this.nicConfig);
   }
 
   /**
