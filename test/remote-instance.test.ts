@@ -158,7 +158,7 @@ describe('options and devices', () => {
     await expect(i.export('/tmp/x.tar.zst')).rejects.toThrow(NotSupported);
   });
 
-  test("console.follow() polls LXD's log (it has no follow) and sees a line written after the call; metrics() is LXD's own /1.0/metrics", async () => {
+  test("console.follow() polls LXD's log (it has no follow) and sees a line written after the call; metrics() is LXD's own /1.0/metrics; stats()", async () => {
     const ac = new AbortController();
     const lines: string[] = [];
     const done = (async () => {
@@ -171,6 +171,14 @@ describe('options and devices', () => {
     const metrics = await host.metrics();
     expect(metrics).toMatch(new RegExp(`^lxd_procs_total\\{[^}]*name="${i.name}"[^}]*\\} \\d+$`, 'm'));
     expect(metrics.endsWith('# EOF\n')).toBe(true);
+    // stats() from LXD's state: two samples, then the abort ends them.
+    const stop = new AbortController();
+    const samples = [];
+    for await (const s of i.stats({ interval: 200, signal: stop.signal })) if (samples.push(s) === 2) stop.abort();
+    expect(samples).toHaveLength(2);
+    expect(samples[1]).toMatchObject({ status: 'running', disk: {} });
+    expect(samples[1].processes).toBeGreaterThan(0);
+    expect(samples[1].cpu.percent).toBeGreaterThanOrEqual(0);
   });
 
   test('console.attach(): two readers see what is written to /dev/console; what one types reaches it', async () => {

@@ -124,25 +124,3 @@ export function fileLogReader(file: string): () => Promise<LogRead> {
     }
   };
 }
-
-/**
- * A reader of a log that can only be fetched whole (LXD's GET …/console): the text after what
- * the previous fetch ended with. When that end is no longer found (the instance started again
- * and its log was cleared, or the log was cut beyond it), the log has started over.
- */
-export function snapshotLogReader(fetch: () => Promise<string>): () => Promise<LogRead> {
-  let previous: string | undefined;
-  return async () => {
-    const now = await fetch();
-    const before = previous;
-    previous = now;
-    if (before === undefined) return { text: now, restarted: false };
-    if (now.startsWith(before)) return { text: now.slice(before.length), restarted: false };
-    // A log cut at its front (a ring buffer): the last bytes seen are found again, no later than
-    // where they were; only what follows them is new.
-    const mark = before.slice(-256);
-    const at = mark ? now.lastIndexOf(mark, before.length - mark.length) : -1;
-    if (at >= 0) return { text: now.slice(at + mark.length), restarted: false };
-    return { text: now, restarted: true };
-  };
-}

@@ -14,13 +14,13 @@ import { checkPaths } from '../../devices/validate';
 import { IMPLIED, type LifecycleAction } from '../../events/lifecycle';
 import { type AddressFamily, CommonInstance, ofFamily } from '../../instance/common';
 import { ConsoleHub } from '../../instance/console';
-import { checkFollow, followLines, snapshotLogReader } from '../../instance/console-log';
+import { checkFollow, followLines } from '../../instance/console-log';
 import type { InstanceFiles } from '../../instance/files';
 import { type ExportOptions, type InstanceConsole, type InstanceState, type InstanceStatus, type InstanceType, reportedAddresses } from '../../instance/instance';
 import { checkPty, checkSpawn, type InstanceProcess, instanceEnvironment, type SpawnOptions } from '../../instance/process';
 import type { InstanceSnapshots } from '../../storage/types';
 import type { LxdClient } from './client';
-import { remoteConsole, remoteConsoleLog } from './console';
+import { remoteConsole, remoteConsoleLog, remoteLogReader } from './console';
 import { type LxdObject, lxdInterfaces, lxdMemoryUsage, lxdRecord, lxdStatus, lxdType, lxqConfig, refuseNotOnLxd } from './convert';
 import { type RemoteSockets, remoteSpawn } from './exec';
 import { RemoteFiles } from './files';
@@ -129,7 +129,7 @@ export class RemoteInstance extends CommonInstance {
     return {
       path: `${this.client.where}:${this.path}/console`,
       log: () => remoteConsoleLog(this.client, this.path),
-      follow: (options) => followLines(snapshotLogReader(() => remoteConsoleLog(this.client, this.path)), checkFollow(options, 1000)),
+      follow: (options) => followLines(remoteLogReader(this.client, this.path, () => this.status()), checkFollow(options, 1000)),
       attach: () => this.consoleHub.attach(),
     };
   }
