@@ -268,7 +268,8 @@ describe('the reaper of Host.open({ reap: true })', () => {
       const host = ${openHost(', reap: true')};
       await host.launch('busybox', ${JSON.stringify(kept)});
       const keep = setInterval(() => undefined, 1000);
-      process.once('SIGUSR2', () => host.close().then(() => { console.log('closed'); clearInterval(keep); }));
+      // Nothing else keeps this process up while close() waits for the reaper to exit.
+      process.once('SIGUSR2', () => { clearInterval(keep); host.close().then(() => console.log('closed')); });
       console.log('made');`);
     await d.line(/made/);
     const [closing] = reapersOf(d.proc.pid!);

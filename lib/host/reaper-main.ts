@@ -8,7 +8,6 @@ import * as path from 'node:path';
 
 import { NotFound } from '../core/errors';
 import { sys } from '../native/sys';
-import { Host } from './host';
 import { REAP_DEADLINE_MS, REAPER_START_MS, type ReaperMessage } from './reaper';
 
 function log(message: string): void {
@@ -69,6 +68,9 @@ function main(): void {
 async function deleteAll(hello: { host: string; images: string }, held: Map<string, string>): Promise<void> {
   // Nothing left to delete, or the host directory removed with everything in it: Host.open would make it again.
   if (!held.size || !existsSync(path.join(hello.host, 'instances'))) return;
+  // Loaded only now: the greeting, which Host.open({ reap: true }) waits for, needs none of it.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
+  const { Host } = require('./host') as typeof import('./host');
   const host = await Host.open({ path: hello.host, images: hello.images });
   try {
     for (const [name, createdAt] of held) {

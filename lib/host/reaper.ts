@@ -129,7 +129,12 @@ export class Reaper {
     const exited = new Promise<void>((resolve) => (this.child.exitCode !== null || this.child.signalCode !== null ? resolve() : this.child.once('exit', () => resolve())));
     this.send({ close: true });
     this.channel.end();
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000).unref())]);
+    // Waited for with the child referenced: unreferenced, nothing would keep this process up to see it exit.
+    this.child.ref();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 5_000)))]);
+    clearTimeout(timer);
+    this.child.unref();
   }
 
   private send(message: ReaperMessage): void {
