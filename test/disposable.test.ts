@@ -10,6 +10,7 @@ import * as path from 'node:path';
 
 import { Host, InvalidArgument, NotFound } from '../lib';
 import { SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
+import { type LxdFixture, startLxdFixture } from './helpers/lxd';
 
 jest.setTimeout(300_000);
 
@@ -280,5 +281,41 @@ describe('the reaper of Host.open({ reap: true })', () => {
     await until('the reaper of the closed host exited', () => !alive(closing));
     expect(await (await t.host.get(kept)).status()).toBe('running');
     await (await t.host.get(kept)).delete({ force: true });
+  });
+});
+
+describe('on a real private LXD 5.0 (test/helpers/lxd.ts): the same options, the server deletes', () => {
+  let lxd: LxdFixture | undefined;
+  beforeAll(async () => {
+    lxd = await startLxdFixture('lxq-disp-lxd-', { pool: 'lxq-disp', profile: 'default', alias: 'busybox' });
+  }, 300_000);
+  afterAll(async () => {
+    await lxd?.stop();
+  }, 180_000);
+
+  test('ephemeral: true is LXD\'s flag (stop deletes it, a copy is not ephemeral unless asked); await using stops and deletes; bad input refused', async () => {
+    const remote = await Host.connect({ socket: lxd!.daemon.socket });
+    try {
+      const name = `d-${path.basename(t.dir).slice(-6).toLowerCase().replace(/[^a-z0-9]/g, 'x')}`;
+      const gone = async (n: string) => (await remote.get(n).then(() => false, (e) => (e instanceof NotFound ? true : Promise.reject(e))));
+      expect(await thrown(remote.create(name, { image: 'busybox', ephemeral: 'yes' as unknown as boolean }))).toBeInstanceOf(InvalidArgument);
+      expect(await gone(name)).toBe(true);
+      const c = await remote.launch('busybox', name, { ephemeral: true });
+      expect(c.ephemeral).toBe(true);
+      expect((await c.state()).ephemeral).toBe(true);
+      await c.stop({ force: true });
+      await until('the server deleted the stopped ephemeral instance', () => gone(name));
+      {
+        await using d = await remote.create(`${name}-u`, { image: 'busybox' });
+        const copy = await remote.copy(d.name, `${name}-c`);
+        const asked = await remote.copy(d.name, `${name}-e`, { ephemeral: true });
+        expect([d.ephemeral, copy.ephemeral, asked.ephemeral]).toEqual([false, false, true]);
+        await copy.delete();
+        await asked.delete();
+      }
+      expect(await gone(`${name}-u`)).toBe(true);
+    } finally {
+      remote.close();
+    }
   });
 });
