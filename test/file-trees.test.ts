@@ -130,12 +130,19 @@ describe('round trip', () => {
   test('an abort ends the stream with Aborted', async () => {
     const ac = new AbortController();
     ac.abort();
-    await expect(c.files.pullTree('/srv/src', { signal: ac.signal })).rejects.toThrow(Aborted);
+    await expect(c.files.pullTree('/etc', { signal: ac.signal })).rejects.toThrow(Aborted);
     await expect(c.files.pushTree('/srv/aborted', Readable.from([TAR_END]), { signal: ac.signal })).rejects.toThrow(Aborted);
     const later = new AbortController();
-    const s = await c.files.pullTree('/srv/src', { signal: later.signal });
+    const s = await c.files.pullTree('/etc', { signal: later.signal });
     later.abort();
     await expect(collectStream(s)).rejects.toThrow(Aborted);
+    // A stream that stalls half-way: the abort ends the push, and nothing was written.
+    const stalled = new Readable({ read() {} });
+    stalled.push(archive([{ name: 'first', data: 'x' }]).subarray(0, 1024));
+    const stuck = new AbortController();
+    const pushing = c.files.pushTree('/srv/aborted', stalled, { signal: stuck.signal });
+    setImmediate(() => stuck.abort());
+    await expect(pushing).rejects.toThrow(Aborted);
     await expect(c.files.stat('/srv/aborted')).rejects.toThrow(NotFound);
   });
 });

@@ -88,11 +88,15 @@ export abstract class TreeFiles implements InstanceFiles {
     const what = `pushing a tree to ${root}`;
     checkAbort(options.signal, what);
     const spool = await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-tree-'));
+    // A stream that stalls must not outlast an abort: it is ended with Aborted.
+    const abort = () => tar.destroy(new Aborted(`${what} was aborted`));
+    options.signal?.addEventListener('abort', abort, { once: true });
     try {
       const members = await spoolArchive(tar, spool, options.signal, what);
       const existing = await survey(this, root, members);
       await extract(this, root, members, existing, { signal: options.signal, what, put: (from, to, o) => this.treeFile(from, to, o) });
     } finally {
+      options.signal?.removeEventListener('abort', abort);
       await fs.rm(spool, { recursive: true, force: true });
     }
   }
