@@ -4,21 +4,16 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { type InstanceConfigPatch, patchConfig, validateConfig } from '../config/options';
-import { syncNetworkHosts, withHwaddrs } from '../devices/nic';
-import { normalizeDevices } from '../devices/validate';
-import { Networks } from '../network/networks';
+import type { InstanceConfigPatch } from '../config/options';
+import type { Networks } from '../network/networks';
 import { ContainerContext, containerContext, ContainerInstance, containerMainPid } from '../drivers/container/container';
 import { AlreadyExists, InvalidArgument, NotFound } from '../core/errors';
-import { checkVmImageFiles, type ContainerImageMeta } from '../images/meta';
+import type { ContainerImageMeta } from '../images/meta';
 import type { ImageStore } from '../images/store';
 import { BaseInstance, RECORD_FILE } from '../instance/base';
 import { checkEphemeral, launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from '../instance/instance';
 import type { InstanceHost } from '../instance/host';
 import { validateName } from '../instance/names';
-import { refuseHostAccess } from '../instance/foreign';
-import { ARCHIVE_TOP, checkArchive, checkImportedVmDisk, extractArchive, readExport } from '../storage/archive';
-import { moveInstanceDir, newMachineId } from '../storage/move';
 import { clearLeftovers } from '../storage/recover';
 import { HostStorage } from '../storage/pools/host-storage';
 import { unmountUnder } from '../storage/pools/mounts';
@@ -32,18 +27,14 @@ import type { VmInstance } from '../drivers/vm/vm';
 import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type StorageEvent } from '../events/lifecycle';
 import { sys } from '../native/sys';
+import { archive, configOptions, foreign, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
 import { hostLongOperations } from './long-operations';
-import { instancesMetrics } from '../instance/openmetrics';
 import { COPY_OPTION_KEYS, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
 import { sweepEnded } from './ephemeral';
 import { HeldInstances } from './held';
 import { clearInterruptedCreate, instanceRecords, networkUsersIn } from './records';
 
 export type { ImportOptions, LaunchOptions } from './options';
-
-/** The VM driver (QEMU, QMP, the guest agent), loaded on first use: a host of containers never loads it. */
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
-const vmDriver = (): typeof import('../drivers/vm/vm') => require('../drivers/vm/vm');
 
 /**
  * Where a host keeps its state and images.
@@ -67,7 +58,6 @@ export interface HostOptions {
   reap?: boolean;
 }
 
-
 /**
  * Where `Host.open()` keeps its state when no path is given: /var/lib/lxq.
  *
@@ -90,8 +80,7 @@ export const DEFAULT_HOST_PATH = '/var/lib/lxq';
  */
 export class Host implements InstanceHost {
   private imageStore: ImageStore | undefined;
-  /** The host's managed bridge networks (see lib/network/). */
-  readonly networks: Networks;
+  private nets: Networks | undefined;
   /** The host's storage pools (see lib/storage/pools/). */
   readonly storage: HostStorage;
   private readonly instances = new Map<string, Instance>();
@@ -103,7 +92,6 @@ export class Host implements InstanceHost {
     readonly path: string,
     private readonly imagesDir: string,
   ) {
-    this.networks = new Networks(`${this.path}/networks`, async (network) => networkUsersIn(await instanceRecords(this.instancesDir), network));
     this.storage = new HostStorage(this.path, () => instanceRecords(this.instancesDir), (action, name) => this.lifecycle.reportStorage(action, name));
     const mainPid = (name: string, type: string) => (type === 'container' ? containerMainPid(this.instancesDir, name) : vmDriver().vmMainPid(this.instancesDir, name));
     this.held = new HeldInstances((i) => mainPid(i.name, i.type));
@@ -241,13 +229,19 @@ export class Host implements InstanceHost {
     return host;
   }
 
+  /** The host's managed bridge networks (see lib/network/), loaded on first use: `lxq list` and `lxq exec` never load them. */
+  get networks(): Networks {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
+    return (this.nets ??= new (require('../network/networks') as typeof import('../network/networks')).Networks(`${this.path}/networks`, async (network) => networkUsersIn(await instanceRecords(this.instancesDir), network)));
+  }
+
   /** Where instances live; for containers this is liblxc's lxcpath (never the user's /var/lib/lxc). */
   get instancesDir(): string {
     return path.join(this.path, 'instances');
   }
 
   private containerContext(): ContainerContext {
-    this.containers ??= containerContext(this.instancesDir, this.networks, (pool) => this.storage.driver(pool));
+    this.containers ??= containerContext(this.instancesDir, () => this.networks, (pool) => this.storage.driver(pool));
     return this.containers;
   }
 
@@ -273,10 +267,10 @@ export class Host implements InstanceHost {
     if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`unknown instance type ${JSON.stringify(type)}; use "container" or "vm"`);
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');
     const ephemeral = checkEphemeral(options.ephemeral);
-    const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
+    const config = configOptions().validateConfig(type, options.config as Record<string, unknown> | undefined);
     // The root disk (`pool`, or LXD's `root` device) is the storage's, not a device to mount.
     const root = await this.storage.rootOf(type, options);
-    const devices = withHwaddrs(normalizeDevices(type, root.devices));
+    const devices = nic().withHwaddrs(validate().normalizeDevices(type, root.devices));
     const types = await this.images.types(options.image); // InvalidArgument with the list of images
     if (!types.includes(type)) throw new InvalidArgument(`image "${options.image}" is a ${types.join(' and ')} image, not a ${type} image`);
     const dir = path.join(this.instancesDir, name);
@@ -292,7 +286,7 @@ export class Host implements InstanceHost {
       throw e;
     });
     this.track(instance, true);
-    await syncNetworkHosts(devices, this.networks);
+    await nic().syncNetworkHosts(devices, this.networks);
     await this.lifecycle.report('instance-created', name, type).catch(() => undefined);
     return instance;
   }
@@ -316,14 +310,14 @@ export class Host implements InstanceHost {
     const dir = path.join(this.instancesDir, target);
     await clearInterruptedCreate(dir, target);
     // Options and devices are checked against the source's record before anything is copied.
-    const config = patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
+    const config = configOptions().patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
     const withoutMac = (d: unknown) => {
       if ((d as { type?: string }).type !== 'nic') return d;
       const { hwaddr: _old, ...rest } = d as Record<string, unknown>;
       return rest;
     };
     const freshMacs = (devices: Record<string, unknown>) => Object.fromEntries(Object.entries(devices).filter(([, d]) => d !== null).map(([n, d]) => [n, withoutMac(d)]));
-    const devices = (base: Record<string, unknown>) => withHwaddrs(normalizeDevices(from.type, freshMacs({ ...base, ...(options.devices ?? {}) })));
+    const devices = (base: Record<string, unknown>) => nic().withHwaddrs(validate().normalizeDevices(from.type, freshMacs({ ...base, ...(options.devices ?? {}) })));
     devices({ ...from.devices });
     const staging = stagingPath(this.instancesDir, 'copy');
     await fs.mkdir(staging, { mode: 0o711 });
@@ -334,10 +328,10 @@ export class Host implements InstanceHost {
         ...taken,
         ...(ephemeral ? { ephemeral } : {}), // as `lxc copy`: not the source's
         name: target,
-        config: options.snapshot === undefined ? config : patchConfig(from.type, taken.config, (options.config ?? {}) as InstanceConfigPatch),
+        config: options.snapshot === undefined ? config : configOptions().patchConfig(from.type, taken.config, (options.config ?? {}) as InstanceConfigPatch),
         devices: devices({ ...(taken.devices ?? {}) }),
         createdAt: new Date().toISOString(),
-        ...(taken.type === 'vm' && taken.imageMeta.init === 'systemd' ? { machineId: newMachineId() } : {}),
+        ...(taken.type === 'vm' && taken.imageMeta.init === 'systemd' ? { machineId: move().newMachineId() } : {}),
       };
       copy = await this.adoptStaged(staging, dir, record);
     } catch (e) {
@@ -345,7 +339,7 @@ export class Host implements InstanceHost {
       throw e;
     }
     this.track(copy, true);
-    await syncNetworkHosts(copy.devices, this.networks);
+    await nic().syncNetworkHosts(copy.devices, this.networks);
     from.emit('copied', { name: from.name, target, ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}) });
     await this.lifecycle.report('instance-created', target, copy.type).catch(() => undefined);
     return copy;
@@ -368,8 +362,8 @@ export class Host implements InstanceHost {
     if (options.name !== undefined) validateName(options.name);
     if (options.trust !== undefined && options.trust !== 'host-access') throw new InvalidArgument(`trust must be "host-access" or absent, got ${JSON.stringify(options.trust)}`);
     await fs.access(file).catch(() => Promise.reject(new NotFound(`${file} does not exist`)));
-    const checked = await readExport(file, await checkArchive(file));
-    refuseHostAccess(file, [{ label: 'the instance', record: checked.meta.record }, ...[...checked.snapshots].map(([n, s]) => ({ label: `snapshot ${n}`, record: s.record }))], options.trust);
+    const checked = await archive().readExport(file, await archive().checkArchive(file));
+    foreign().refuseHostAccess(file, [{ label: 'the instance', record: checked.meta.record }, ...[...checked.snapshots].map(([n, s]) => ({ label: `snapshot ${n}`, record: s.record }))], options.trust);
     const name = validateName(options.name ?? checked.meta.record.name);
     const record: InstanceRecord = { ...checked.meta.record, name, createdAt: new Date().toISOString() };
     const image = record.type === 'vm' ? await this.images.get(record.image, { type: 'vm' }) : undefined;
@@ -379,19 +373,19 @@ export class Host implements InstanceHost {
     await fs.mkdir(staging, { mode: 0o711 });
     let instance: Instance;
     try {
-      await extractArchive(file, checked, staging);
+      await archive().extractArchive(file, checked, staging);
       const dir = path.join(this.instancesDir, name);
       await clearInterruptedCreate(dir, name);
-      if (record.type === 'container' && (await fs.lstat(path.join(staging, ARCHIVE_TOP, 'rootfs')).catch(() => undefined))?.isDirectory() !== true) {
+      if (record.type === 'container' && (await fs.lstat(path.join(staging, archive().ARCHIVE_TOP, 'rootfs')).catch(() => undefined))?.isDirectory() !== true) {
         throw new InvalidArgument(`${file} is not a complete lxq export (no rootfs)`);
       }
-      if (image) await checkImportedVmDisk(file, path.join(staging, ARCHIVE_TOP, 'disk.qcow2'), path.join(image.dir, checkVmImageFiles('image', image.meta.files).disk));
-      instance = await this.adoptStaged(path.join(staging, ARCHIVE_TOP), dir, record);
+      if (image) await archive().checkImportedVmDisk(file, path.join(staging, archive().ARCHIVE_TOP, 'disk.qcow2'), path.join(image.dir, meta().checkVmImageFiles('image', image.meta.files).disk));
+      instance = await this.adoptStaged(path.join(staging, archive().ARCHIVE_TOP), dir, record);
     } finally {
       await fs.rm(staging, { recursive: true, force: true });
     }
     this.track(instance, true);
-    await syncNetworkHosts(instance.devices, this.networks);
+    await nic().syncNetworkHosts(instance.devices, this.networks);
     await this.lifecycle.report('instance-created', instance.name, instance.type).catch(() => undefined);
     return instance;
   }
@@ -405,7 +399,7 @@ export class Host implements InstanceHost {
     for (const n of await fs.readdir(staged)) if (n.startsWith('.lxq-')) await fs.rm(path.join(staged, n), { recursive: true, force: true });
     // Until the record is written the directory names this process: if it dies, the next create of the name or Host.open clears it.
     await markCreating(staged);
-    await moveInstanceDir(staged, dir, record.name);
+    await move().moveInstanceDir(staged, dir, record.name);
     const instance = this.open(dir, record);
     await (instance as BaseInstance).completeCopy().catch(async (e) => {
       await unmountUnder(dir);
@@ -452,7 +446,7 @@ export class Host implements InstanceHost {
 
   /** Usage of every running instance as OpenMetrics text, with LXD's metric names and labels (`lxd_cpu_seconds_total{cpu,mode,name,project,type}` …). */
   async metrics(): Promise<string> {
-    return instancesMetrics((await this.list()) as BaseInstance[]);
+    return openmetrics().instancesMetrics((await this.list()) as BaseInstance[]);
   }
 
   /** An instance this host holds (`made`: by this process, for the reaper). */

@@ -10,29 +10,34 @@ import type { Socket as DgramSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
 
-import { type InstanceConfig, type InstanceConfigPatch, type InstanceType, patchConfig } from '../config/options';
+import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
 import { checkLongOptions, longOperation, phase } from '../core/abort';
 import { InvalidState, NotSupported } from '../core/errors';
 import { diskUsage } from '../storage/tree';
 import type { Devices } from '../devices/declarations';
-import { syncNetworkHosts } from '../devices/nic';
-import { checkPaths, type ProbeEnv } from '../devices/validate';
+import type { ProbeEnv } from '../devices/validate';
 import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
 import type { Networks } from '../network/networks';
 import type { DatagramEndpoint, StreamEndpoint } from '../network/proxy';
-import { moveInstanceDir } from '../storage/move';
 import { markFreeze, orphanedFreeze, unmarkFreeze } from '../storage/freeze-mark';
 import { hasRun, markRan, unmarkRan } from './ephemeral';
 import { Snapshots } from '../storage/snapshots';
 import type { InstanceSnapshots, StorageDriver } from '../storage/types';
-import { localAddressSearch } from './addresses';
 import { type AddressFamily, CommonInstance } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
 import { checkFollow, fileLogReader, followLines } from './console-log';
-import { checkExport, writeExport } from './export';
 import { DEFAULT_STOP_TIMEOUT_MS, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceState, type InstanceStatus } from './instance';
 import { ProxyDevices } from './proxies';
 import { RecordFile } from './record';
+
+/* eslint-disable @typescript-eslint/no-require-imports -- what only changes, moves, exports and address searches use is loaded then: `lxq list` and `lxq exec` never load it */
+const configOptions = (): typeof import('../config/options') => require('../config/options');
+const nic = (): typeof import('../devices/nic') => require('../devices/nic');
+const validate = (): typeof import('../devices/validate') => require('../devices/validate');
+const move = (): typeof import('../storage/move') => require('../storage/move');
+const addresses = (): typeof import('./addresses') => require('./addresses');
+const exporter = (): typeof import('./export') => require('./export');
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 // The record's file names and writer, where the drivers and the host have always found them.
 export { RECORD_FILE, writeInstanceRecord } from './record';
@@ -239,7 +244,7 @@ export abstract class BaseInstance extends CommonInstance {
 
   protected addressSearch(family: AddressFamily): () => Promise<string | undefined> {
     const source = { devices: this.devices, networks: this.networks, ownAddressesComplete: this.ownAddressesComplete };
-    return localAddressSearch({ ...source, state: () => this.state(), readIfInet6: () => this.readIfInet6() }, family);
+    return addresses().localAddressSearch({ ...source, state: () => this.state(), readIfInet6: () => this.readIfInet6() }, family);
   }
 
   /**
@@ -248,7 +253,7 @@ export abstract class BaseInstance extends CommonInstance {
    */
   protected async moveTo(newName: string): Promise<void> {
     const target = path.join(path.dirname(this.dir), newName);
-    await moveInstanceDir(this.dir, target, newName);
+    await move().moveInstanceDir(this.dir, target, newName);
     this.location = target;
     this.recordFile.moved(target);
     await this.saveRecord({ ...this.record, name: newName });
@@ -259,7 +264,7 @@ export abstract class BaseInstance extends CommonInstance {
     const next = change(this.devices);
     const { removed, added } = deviceChange(this.devices, next);
     if (!Object.keys(removed).length && !Object.keys(added).length) return;
-    checkPaths(next);
+    validate().checkPaths(next);
     const live = (await this.currentStatus()) !== 'stopped';
     if (live) {
       await this.proxies.close(Object.keys(removed));
@@ -278,7 +283,7 @@ export abstract class BaseInstance extends CommonInstance {
       throw e;
     }
     await this.saveRecord({ ...this.record, devices: next });
-    await syncNetworkHosts({ ...removed, ...added }, this.networks);
+    await nic().syncNetworkHosts({ ...removed, ...added }, this.networks);
     await this.reported('instance-updated');
   }
 
@@ -291,7 +296,7 @@ export abstract class BaseInstance extends CommonInstance {
 
   update(patch: InstanceConfigPatch): Promise<void> {
     return this.serialized(async () => {
-      const next = patchConfig(this.type, this.record.config, patch);
+      const next = configOptions().patchConfig(this.type, this.record.config, patch);
       const previous = this.record.config;
       const live = (await this.currentStatus()) !== 'stopped';
       await this.applyConfig(next, previous, live);
@@ -336,7 +341,7 @@ export abstract class BaseInstance extends CommonInstance {
     await this.proxies.close();
     await this.doDelete();
     await this.recordFile.close();
-    await syncNetworkHosts(this.devices, this.networks);
+    await nic().syncNetworkHosts(this.devices, this.networks);
     await this.reported('instance-deleted');
     this.removeAllListeners();
   }
@@ -348,7 +353,7 @@ export abstract class BaseInstance extends CommonInstance {
   export(file: string, options: ExportOptions = {}): Promise<void> {
     let target: string;
     try {
-      target = checkExport(file, options);
+      target = exporter().checkExport(file, options);
       checkLongOptions(options);
     } catch (e) {
       return Promise.reject(e);
@@ -358,7 +363,7 @@ export abstract class BaseInstance extends CommonInstance {
         const status = this.observe(await this.currentStatus());
         if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
         const source = { name: this.name, type: this.type, dir: this.dir, record: this.record, status, storage: this.storage };
-        await writeExport({ ...source, freeze: () => this.freezeFor('export'), thaw: () => this.thawAfter() }, target, options.instanceOnly === true);
+        await exporter().writeExport({ ...source, freeze: () => this.freezeFor('export'), thaw: () => this.thawAfter() }, target, options.instanceOnly === true);
       }),
     );
   }

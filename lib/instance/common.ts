@@ -18,8 +18,6 @@ import { Aborted, AlreadyExists, Busy, InvalidState, NotFound, Timeout } from '.
 import { refuseUnknownKeys } from '../core/keys';
 import { SerialQueue } from '../core/serial';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
-import { withHwaddrs } from '../devices/nic';
-import { devicePath, normalizeDevice, patchDevice, validateDeviceName } from '../devices/validate';
 import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
 import type { InstanceSnapshots } from '../storage/types';
 import type { InstanceFiles } from './files';
@@ -42,6 +40,11 @@ import { checkStats, type InstanceStats, type InstanceUsage, NO_DETAIL, type Sta
 import { validateName } from './names';
 import { checkExecOptions, collect, type ExecOptions, type ExecResult, type InstanceProcess, SPAWN_OPTION_KEYS, type SpawnOptions } from './process';
 import { waitFor, type WaitSpec } from './wait';
+
+/* eslint-disable @typescript-eslint/no-require-imports -- what only device changes use is loaded then: `lxq list` and `lxq exec` never load it */
+const nic = (): typeof import('../devices/nic') => require('../devices/nic');
+const validate = (): typeof import('../devices/validate') => require('../devices/validate');
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 export type AddressFamily = 'inet' | 'inet6';
 /** How long `[Symbol.asyncDispose]` lets an instance shut down before it is killed. */
@@ -207,7 +210,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
 
   /** What state() says of a device; drivers add what they know (QEMU ids). */
   protected deviceState(name: string, d: DeviceConfig): DeviceState {
-    return { name, type: d.type, ...(d.source !== undefined ? { source: d.source } : {}), ...(devicePath(d) !== undefined ? { path: devicePath(d) } : {}) };
+    return { name, type: d.type, ...(d.source !== undefined ? { source: d.source } : {}), ...(validate().devicePath(d) !== undefined ? { path: validate().devicePath(d) } : {}) };
   }
 
   // ---- lifecycle ----
@@ -393,17 +396,17 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
 
   addDevice(name: string, device: DeviceInput): Promise<void> {
     return this.serialized(async () => {
-      validateDeviceName(name);
+      validate().validateDeviceName(name);
       await this.changeDevices((devices) => {
         if (name in devices) throw new AlreadyExists(`${this.name} already has a device named "${name}"; use updateDevice() to change it`);
-        return { ...devices, [name]: withHwaddrs({ [name]: normalizeDevice(this.type, name, device) })[name] };
+        return { ...devices, [name]: nic().withHwaddrs({ [name]: validate().normalizeDevice(this.type, name, device) })[name] };
       });
     });
   }
 
   removeDevice(name: string): Promise<void> {
     return this.serialized(async () => {
-      validateDeviceName(name);
+      validate().validateDeviceName(name);
       await this.changeDevices((devices) => {
         this.existingDevice(devices, name);
         const next = { ...devices };
@@ -415,8 +418,8 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
 
   updateDevice(name: string, patch: DevicePatch): Promise<void> {
     return this.serialized(async () => {
-      validateDeviceName(name);
-      await this.changeDevices((devices) => ({ ...devices, [name]: patchDevice(this.type, name, this.existingDevice(devices, name), patch) }));
+      validate().validateDeviceName(name);
+      await this.changeDevices((devices) => ({ ...devices, [name]: validate().patchDevice(this.type, name, this.existingDevice(devices, name), patch) }));
     });
   }
 

@@ -3,6 +3,18 @@
  * and which of them also drive an LXD server (`--remote`; the others are refused there). A run
  * loads only the family it names (`lxq list` never loads the file or image commands); `--help`,
  * a mistyped command or none loads them all, in the order `lxq --help` lists them.
+ *
+ * A new command (start-up is most of a command's time, BENCHMARKS.md "CLI start-up"):
+ * - a new family is a module here exporting `register(cli, ctx)` and one line in FAMILIES with
+ *   every name and alias it registers (a name missing there is only found by `--help`'s full
+ *   load, and `lxq NAME` would fail as unknown);
+ * - its module imports only commander, ../context (types), ../args and ../format at its top; what
+ *   it drives comes from `ctx.host()` / `ctx.localHost()` inside the action, and anything heavy
+ *   (yaml, cli-progress, a library module only this command uses) is required in the action;
+ * - in lib/, code a command reaches but `list` and `exec` do not use is required on first use
+ *   (lib/host/on-demand.ts, the `const x = (): typeof import('…') => require('…')` accessors of
+ *   base.ts, common.ts, container.ts), so that an import added at the top of those modules does
+ *   not slow every command.
  */
 import type { Command } from 'commander';
 

@@ -9,17 +9,8 @@ import * as path from 'node:path';
 import { InstanceConfig } from '../../config/options';
 import type { Networks } from '../../network/networks';
 import type { Devices } from '../../devices/declarations';
-import {
-  checkReachable,
-  type ContainerDeviceHost,
-  lxcDeviceItems,
-  plugContainerDevice,
-  prepareContainerDevice,
-  releaseContainerDevice,
-  unplugContainerDevice,
-} from './devices';
-import { ensureNetworks } from '../../devices/nic';
-import { type DeviceSource, probeDevices, readSources } from '../../devices/validate';
+import type { ContainerDeviceHost } from './devices';
+import type { DeviceSource } from '../../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../../core/errors';
 import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
 import type { InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
@@ -29,18 +20,25 @@ import { DirPool } from '../../storage/pools/dir';
 import type { PoolDriver } from '../../storage/pools/types';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../../images/meta';
-import { cgroupLimits, LxcItem, renderLxcConfig, SECCOMP_POLICY_FILE } from './lxc-config';
+import type { LxcItem } from './lxc-config';
 import { ContainerFiles, O_PATH } from './files';
 import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, monitorAlive, removeMonitorCgroups, saveLxcFiles, STATUS } from './liblxc';
 import { ContainerStorage } from './storage';
-import { containerState, containerUsage } from './state';
 import { attachedProcess, consoleEndpoint } from './streams';
 import { lxc, LxcContainer, LxcError } from '../../native/lxc';
 import { sys } from '../../native/sys';
 import { checkPty, checkSpawn, instanceEnvironment, InstanceProcess, SpawnOptions } from '../../instance/process';
 import type { DatagramEndpoint, StreamEndpoint } from '../../network/proxy';
-import { connectedDatagram } from '../../network/datagram';
 import type { ConsoleEndpoint } from '../../instance/console';
+
+/* eslint-disable @typescript-eslint/no-require-imports -- what only creating, configuring or starting a container uses is loaded then: `lxq list` and `lxq exec` never load it */
+const deviceOps = (): typeof import('./devices') => require('./devices');
+const nic = (): typeof import('../../devices/nic') => require('../../devices/nic');
+const validate = (): typeof import('../../devices/validate') => require('../../devices/validate');
+const lxcConfig = (): typeof import('./lxc-config') => require('./lxc-config');
+const stateOps = (): typeof import('./state') => require('./state');
+const datagram = (): typeof import('../../network/datagram') => require('../../network/datagram');
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
 export interface ContainerContext {
@@ -54,11 +52,14 @@ export interface ContainerContext {
   pools?: (pool: string | undefined) => Promise<PoolDriver>;
 }
 
-export function containerContext(lxcpath: string, networks: Networks, pools?: (pool: string | undefined) => Promise<PoolDriver>): ContainerContext {
+/** `networks` is read on first need: finding a container's status or running a command never loads lib/network. */
+export function containerContext(lxcpath: string, networks: () => Networks, pools?: (pool: string | undefined) => Promise<PoolDriver>): ContainerContext {
   let idmap: IdMap | undefined;
   return {
     lxcpath,
-    networks,
+    get networks() {
+      return networks();
+    },
     layout: detectCgroupLayout(),
     apparmor: apparmorEnabled(),
     idmap: () => (idmap ??= detectIdMap()),
@@ -137,15 +138,15 @@ export class ContainerInstance extends BaseInstance {
   static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage): Promise<ContainerInstance> {
     const instance = new ContainerInstance(ctx, dir, record, image.meta);
     const devices = record.devices ?? {};
-    const sources = await probeDevices('container', devices, instance.probeEnv);
+    const sources = await validate().probeDevices('container', devices, instance.probeEnv);
     const items = instance.render(record.config, devices, sources);
     const files = lxcFiles(record.config, items);
     await checkWithLiblxc(ctx.lxcpath, items);
-    for (const [name, d] of Object.entries(devices)) await checkReachable(name, d, sources.get(name)!, instance.deviceHost());
+    for (const [name, d] of Object.entries(devices)) await deviceOps().checkReachable(name, d, sources.get(name)!, instance.deviceHost());
     // Made whole in a staging directory (the config names the final path) and renamed into place.
     await createStaged(dir, async (staging) => {
       await instance.storage.createRoot(staging, { rootfs: image.rootfs }, record);
-      for (const [name, d] of Object.entries(devices)) await prepareContainerDevice(name, d, sources.get(name)!, { ...instance.deviceHost(), dir: staging });
+      for (const [name, d] of Object.entries(devices)) await deviceOps().prepareContainerDevice(name, d, sources.get(name)!, { ...instance.deviceHost(), dir: staging });
       await saveLxcFiles(staging, files);
       await writeInstanceRecord(staging, record);
     });
@@ -183,7 +184,7 @@ export class ContainerInstance extends BaseInstance {
 
   protected async datagramInside(to: DatagramEndpoint): Promise<DgramSocket> {
     const pid = await this.runningPid();
-    return connectedDatagram(to, await sys().connectInNetns(pid, to.host, to.port, true));
+    return datagram().connectedDatagram(to, await sys().connectInNetns(pid, to.host, to.port, true));
   }
 
   private async runningPid(): Promise<number> {
@@ -249,8 +250,8 @@ export class ContainerInstance extends BaseInstance {
   }
 
   private render(config: InstanceConfig, devices: Devices, sources: Map<string, DeviceSource>): LxcItem[] {
-    return renderLxcConfig({
-      devices: lxcDeviceItems(devices, sources, this.deviceHost(config)),
+    return lxcConfig().renderLxcConfig({
+      devices: deviceOps().lxcDeviceItems(devices, sources, this.deviceHost(config)),
       name: this.name,
       dir: this.dir,
       config,
@@ -281,9 +282,9 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async doStart(): Promise<void> {
-    await ensureNetworks(this.devices, this.ctx.networks);
+    await nic().ensureNetworks(this.devices, this.ctx.networks);
     // A container made before the default syscall filter existed gets it at its next start.
-    if (!(await fs.access(path.join(this.dir, SECCOMP_POLICY_FILE)).then(() => true, () => false))) await this.writeConfig(this.record.config, this.devices);
+    if (!(await fs.access(path.join(this.dir, lxcConfig().SECCOMP_POLICY_FILE)).then(() => true, () => false))) await this.writeConfig(this.record.config, this.devices);
     await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
     await this.lxc()
       .start([])
@@ -354,16 +355,16 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>> {
-    return containerState(this.lxc(), this.ctx.layout, status);
+    return stateOps().containerState(this.lxc(), this.ctx.layout, status);
   }
 
   protected override usageDetail(state: InstanceState): Promise<UsageDetail> {
-    return containerUsage(this.lxc(), this.ctx.layout, state);
+    return stateOps().containerUsage(this.lxc(), this.ctx.layout, state);
   }
 
   /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
   private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
-    const items = this.render(config, devices, await readSources(devices, this.probeEnv));
+    const items = this.render(config, devices, await validate().readSources(devices, this.probeEnv));
     const files = lxcFiles(config, items);
     await checkWithLiblxc(this.ctx.lxcpath, items);
     await saveLxcFiles(this.dir, files);
@@ -377,18 +378,18 @@ export class ContainerInstance extends BaseInstance {
    */
   protected async applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void> {
     const host = this.deviceHost();
-    const added = await probeDevices('container', change.added, this.probeEnv);
-    for (const [name, d] of Object.entries(change.added)) await checkReachable(name, d, added.get(name)!, host);
-    const removed = await readSources(change.removed, this.probeEnv);
-    for (const [name, d] of Object.entries(change.added)) await prepareContainerDevice(name, d, added.get(name)!, host);
+    const added = await validate().probeDevices('container', change.added, this.probeEnv);
+    for (const [name, d] of Object.entries(change.added)) await deviceOps().checkReachable(name, d, added.get(name)!, host);
+    const removed = await validate().readSources(change.removed, this.probeEnv);
+    for (const [name, d] of Object.entries(change.added)) await deviceOps().prepareContainerDevice(name, d, added.get(name)!, host);
     const plugged: string[] = [];
     const setCgroup = (key: string, value: string) => this.lxc().setCgroupItem(key, value);
     try {
       if (live) {
         const pid = await this.lxc().initPid();
-        for (const [name, d] of Object.entries(change.removed)) await unplugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup);
+        for (const [name, d] of Object.entries(change.removed)) await deviceOps().unplugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup);
         for (const [name, d] of Object.entries(change.added)) {
-          await plugContainerDevice(pid, name, d, added.get(name)!, host, setCgroup);
+          await deviceOps().plugContainerDevice(pid, name, d, added.get(name)!, host, setCgroup);
           plugged.push(name);
         }
       }
@@ -396,13 +397,13 @@ export class ContainerInstance extends BaseInstance {
     } catch (e) {
       if (live) {
         const pid = await this.lxc().initPid().catch(() => 0);
-        for (const name of plugged) await unplugContainerDevice(pid, name, change.added[name], added.get(name)!, host, setCgroup).catch(() => undefined);
-        for (const [name, d] of Object.entries(change.removed)) await plugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup).catch(() => undefined);
+        for (const name of plugged) await deviceOps().unplugContainerDevice(pid, name, change.added[name], added.get(name)!, host, setCgroup).catch(() => undefined);
+        for (const [name, d] of Object.entries(change.removed)) await deviceOps().plugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup).catch(() => undefined);
       }
-      for (const name of Object.keys(change.added)) if (!(name in change.removed)) await releaseContainerDevice(name, host);
+      for (const name of Object.keys(change.added)) if (!(name in change.removed)) await deviceOps().releaseContainerDevice(name, host);
       throw e;
     }
-    for (const name of Object.keys(change.removed)) if (!(name in change.added)) await releaseContainerDevice(name, host);
+    for (const name of Object.keys(change.removed)) if (!(name in change.added)) await deviceOps().releaseContainerDevice(name, host);
   }
 
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
@@ -412,8 +413,8 @@ export class ContainerInstance extends BaseInstance {
     }
     await this.writeConfig(next, this.devices);
     if (!live) return;
-    const before = new Map(cgroupLimits(previous, this.ctx.layout).map((l) => [l.key, l.value]));
-    for (const limit of cgroupLimits(next, this.ctx.layout)) {
+    const before = new Map(lxcConfig().cgroupLimits(previous, this.ctx.layout).map((l) => [l.key, l.value]));
+    for (const limit of lxcConfig().cgroupLimits(next, this.ctx.layout)) {
       if (before.get(limit.key) === limit.value) continue;
       await this.lxc()
         .setCgroupItem(limit.key, limit.value)

@@ -12,7 +12,11 @@ import { InvalidArgument, OperationFailed } from '../../core/errors';
 import { writeFileAtomic } from '../../core/fs';
 import type { InstanceStatus } from '../../instance/instance';
 import { lxc, type LxcError, type LxcState } from '../../native/lxc';
-import { lxcConfigText, type LxcItem, SECCOMP_POLICY_FILE, seccompPolicy } from './lxc-config';
+import type { LxcItem } from './lxc-config';
+
+/** The config renderer, loaded on first use: finding a container's status never needs it. */
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
+const lxcConfig = (): typeof import('./lxc-config') => require('./lxc-config');
 
 export const STATUS: Record<LxcState, InstanceStatus> = {
   STOPPED: 'stopped',
@@ -85,12 +89,12 @@ export interface LxcFiles {
 }
 
 export function lxcFiles(config: InstanceConfig, items: LxcItem[]): LxcFiles {
-  return { config: lxcConfigText(items), seccomp: seccompPolicy(config) };
+  return { config: lxcConfig().lxcConfigText(items), seccomp: lxcConfig().seccompPolicy(config) };
 }
 
 /** The container's seccomp policy, then the liblxc config that names it (liblxc reads both at start). */
 export async function saveLxcFiles(dir: string, files: LxcFiles): Promise<void> {
-  await writeFileAtomic(path.join(dir, SECCOMP_POLICY_FILE), files.seccomp);
+  await writeFileAtomic(path.join(dir, lxcConfig().SECCOMP_POLICY_FILE), files.seccomp);
   await writeFileAtomic(path.join(dir, 'config'), files.config);
 }
 
