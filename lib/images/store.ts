@@ -31,7 +31,7 @@ import { isImageName } from './meta';
 import { exportImage, fileDigest, unpackImage } from './lxd-format';
 import { BUILTIN_IMAGES, type Builder, debianReleaseOf, type Derivation, derivedImage, type Image, type ImageVariants } from './catalog';
 import { BUILD_OPTION_KEYS, type BuildOptions, ENSURE_OPTION_KEYS, type EnsureOptions, type ImageImportOptions, type ImageInfo, type ImageProgress, type ImageStoreEvents, type PublishOptions, type StoreOptions } from './types';
-import { checkAborted, checkLongOptions, LONG_OPTION_KEYS, longOperation, refuseAborted, SharedWork } from '../core/abort';
+import { checkAborted, checkLongOptions, currentSignal, LONG_OPTION_KEYS, longOperation, refuseAborted, SharedWork } from '../core/abort';
 
 /** An imported image: it cannot be built again, only imported again. */
 interface Imported {
@@ -200,7 +200,9 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   async ensure(name: string, options: EnsureOptions = {}): Promise<Image> {
     refuseUnknownKeys('image ensure', options, ENSURE_OPTION_KEYS);
     checkLongOptions(options);
-    refuseAborted(`ensuring image ${name}`, options.signal); // before a build starts
+    // The caller's signal, or that of the operation this ensure serves (a create's).
+    const signal = options.signal ?? currentSignal();
+    refuseAborted(`ensuring image ${name}`, signal); // before a build starts
     const { type, builder } = await this.variant(name, options.type);
     const key = `${name}\0${type}`;
     let p = this.building.get(key);
@@ -214,7 +216,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
       this.on('progress', forward);
       p.promise.finally(() => this.off('progress', forward)).catch(() => undefined);
     }
-    return p.wait(`ensuring image ${name}`, options.signal);
+    return p.wait(`ensuring image ${name}`, signal);
   }
 
   /**

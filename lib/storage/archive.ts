@@ -52,7 +52,8 @@ export async function writeArchive(file: string, dir: string, entries: string[],
     await fs.writeFile(path.join(staging, EXPORT_META), JSON.stringify(meta, null, 2));
     const names = entries.map((e) => `--transform=s,^${e.replace(/[.]/g, '\\.')},${TOP}/${e},`);
     await run('tar', ['--create', '--zstd', '--file', partial, ...KEEP, ...names, '-C', staging, EXPORT_META, '-C', dir, ...entries]);
-    checkAborted(); // an aborted export leaves no file, whole or partial
+    await phase('finishing', 99, 100);
+    checkAborted(); // an aborted export leaves no file, whole or partial (also from the report just made)
     await fs.rename(partial, file);
   } finally {
     await fs.rm(partial, { force: true });

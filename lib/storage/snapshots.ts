@@ -126,6 +126,8 @@ export class Snapshots implements InstanceSnapshots {
       try {
         await phase('copying', 0, 95, () => this.capturedSize());
         await this.subject.driver().capture(staging, { stateful, status, tag });
+        // The copy's end is reported before the commit point: an abort from that report still leaves no snapshot.
+        await phase('finishing', 95, 100);
         const meta: StoredSnapshot = {
           format: 'lxq-snapshot',
           version: 1,
@@ -187,12 +189,12 @@ export class Snapshots implements InstanceSnapshots {
       try {
         await phase('copying', 0, 90, () => diskUsage(snap.dir, true));
         await driver.stageRestore(snap, staging);
+        await phase('applying', 90, 100);
         checkAborted(); // the last moment an abort leaves the instance as it was
       } catch (e) {
         await fs.rm(staging, { recursive: true, force: true });
         throw e;
       }
-      await phase('applying', 90, 100);
       // From here the restore is finished whatever the signal says (its staging is complete).
       await detached(async () => {
         const wasRunning = status !== 'stopped';
