@@ -3,7 +3,8 @@
  * built from debian/12 and cached by their inputs, progress, a bad package refused with apt's
  * message and nothing kept, and a crashed build's leftovers cleaned by the next build.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -32,9 +33,15 @@ describe('a store of its own', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('an abandoned build (its process gone) is removed by the next build; progress is reported', async () => {
+  test('an abandoned build (its process gone) is removed by the next build, never through a mount left in it; progress is reported', async () => {
     const parent = path.join(dir, 'images', 'busybox');
-    mkdirSync(path.join(parent, '.0123456789ab.tmp-999999999-deadbeef', 'rootfs'), { recursive: true });
+    mkdirSync(path.join(parent, '.0123456789ab.tmp-999999999-deadbeef', 'rootfs', 'dev', 'shm'), { recursive: true });
+    // A killed mmdebstrap leaves the host's /dev/shm, /sys and /proc bound into its tree: the
+    // removal must detach them, not delete what they show.
+    const outside = path.join(dir, 'host-shm');
+    mkdirSync(outside);
+    writeFileSync(path.join(outside, 'keep'), 'not the build\'s');
+    execFileSync('mount', ['--bind', outside, path.join(parent, '.0123456789ab.tmp-999999999-deadbeef', 'rootfs', 'dev', 'shm')]);
     mkdirSync(path.join(parent, `.0123456789ab.tmp-${process.pid}-cafe`), { recursive: true }); // a live build
     const seen: ImageProgress[] = [];
     const events: ImageProgress[] = [];
@@ -44,6 +51,8 @@ describe('a store of its own', () => {
     expect(seen.map((e) => e.percent)).toEqual([0, 100]);
     expect(events).toEqual(seen);
     expect(readdirSync(parent).filter((d) => d.startsWith('.')).sort()).toEqual([`.0123456789ab.tmp-${process.pid}-cafe`]);
+    expect(readFileSync(path.join(outside, 'keep'), 'utf8')).toBe('not the build\'s');
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain('deadbeef');
   });
 
   test('list shows what is built, with type, size and date', async () => {

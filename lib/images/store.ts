@@ -25,6 +25,7 @@ import { AlreadyExists, Busy, InvalidArgument, NotFound } from '../core/errors';
 import { processAlive } from '../core/staging';
 import { exists, readJson, writeJsonAtomic } from '../core/fs';
 import { FileLock } from '../core/lock';
+import { removeTree } from '../storage/pools/mounts';
 import { refuseUnknownKeys } from '../core/keys';
 import { run, sha256 } from './build-tools';
 import { isImageName } from './meta';
@@ -411,7 +412,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
       report(1, 'done');
       return { ...(await readJson<Omit<Image, 'dir'>>(path.join(final, MANIFEST))), dir: final };
     } catch (e) {
-      await fs.rm(tmp, { recursive: true, force: true });
+      await removeTree(tmp); // a killed build may have left mounts in it
       await fs.rmdir(parent).catch(() => undefined); // a name that never got an image
       throw e;
     }
@@ -434,7 +435,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
   private async removeAbandoned(parent: string): Promise<void> {
     for (const d of await fs.readdir(parent).catch(() => [] as string[])) {
       const m = TMP.exec(d);
-      if (m && !processAlive(Number(m[1]))) await fs.rm(path.join(parent, d), { recursive: true, force: true });
+      if (m && !processAlive(Number(m[1]))) await removeTree(path.join(parent, d));
     }
   }
 }

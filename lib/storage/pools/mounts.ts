@@ -59,3 +59,13 @@ export async function unmountDeadStaging(dir: string): Promise<void> {
     if (isStaging(first) && !processAlive(Number(first.split('-')[2]))) await unmountUnder(path.join(top, first));
   }
 }
+
+/**
+ * Removes `dir` and all below it, detaching its mounts first: a recursive delete must never cross
+ * into a mounted filesystem (a killed mmdebstrap leaves the host's /dev/shm, /sys and /proc bound
+ * into its tree; `fs.rm` would delete through them).
+ */
+export async function removeTree(dir: string): Promise<void> {
+  await unmountUnder(dir);
+  await fs.rm(dir, { recursive: true, force: true });
+}
