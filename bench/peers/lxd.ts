@@ -5,9 +5,9 @@
  * the background operation (GET /1.0/operations/<id>/wait) until LXD reports its result.
  *
  * The REST client is lxq's own (lib/drivers/remote/client.ts); the daemon set-up is test/helpers/lxd.ts,
- * shared with test/remote.test.ts. Setup (check(), untimed) needs no `lxd init`: it starts the
- * daemon if it is not running (`lxd --group lxd --logfile <log dir>/lxd.log`, detached; close()
- * stops it again with `lxd shutdown`), then makes, idempotently, what `lxd init --auto` would plus the image:
+ * shared with test/remote.test.ts. Setup (check(), untimed) needs no `lxd init`: it starts a
+ * daemon of its own in a temporary LXD_DIR (or uses the one `LXD_DIR` names, started if it is not
+ * running; close() stops what it started with `lxd shutdown` and removes its own directory), then makes, idempotently, what `lxd init --auto` would plus the image:
  *   - a `dir` storage pool `lxq-bench` and a profile `lxq-bench` holding only its root disk
  *     (no NIC: there is no bridge on the hosts this runs on, and lxq's containers have none);
  *   - the image `lxq-bench-busybox`, made from lxq's own cached busybox image (no image server
@@ -15,12 +15,14 @@
  *     properties record the lxq image it came from, so a rebuilt lxq image is re-imported.
  * Containers are LXD's default: unprivileged, root mapped to the host's subuid/subgid range.
  */
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync, mkdtempSync, promises as fs } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { NotFound } from '../../lib/core/errors';
 import { LxdClient } from '../../lib/drivers/remote/client';
+import { removeTree } from '../../lib/storage/pools/mounts';
 import { ensureBusyboxImage, ensurePool, ensureProfile, LxdDaemon, lxdAnswers, startLxd, LXD_BINS } from '../../test/helpers/lxd';
 import type { ContainerPeer, PeerContext, Samples } from './peer';
 
@@ -32,7 +34,13 @@ const ALIAS = 'lxq-bench-busybox';
 
 export class LxdPeer implements ContainerPeer {
   readonly label = 'LXD 5.0 (REST)';
-  private readonly lxdDir = process.env.LXD_DIR ?? '/var/lib/lxd';
+  /**
+   * A daemon of its own in a directory of its own (the rule for anything a benchmark starts), or
+   * the one LXD_DIR names: the host's own /var/lib/lxd is never touched.
+   */
+  private readonly lxdDir = process.env.LXD_DIR ?? mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-lxd-'));
+  private readonly ownDir = process.env.LXD_DIR === undefined;
+  private readonly logDir = process.env.LXD_LOG_DIR ?? path.join(this.lxdDir, 'log');
   private readonly client = new LxdClient({ socket: path.join(this.lxdDir, 'unix.socket') });
   /** The daemon, when check() started it (then close() stops it). */
   private daemon?: LxdDaemon;
@@ -48,7 +56,7 @@ export class LxdPeer implements ContainerPeer {
     try {
       if (!(await lxdAnswers(this.client.where))) {
         try {
-          this.daemon = await startLxd(this.lxdDir, process.env.LXD_LOG_DIR ?? '/var/log/lxd');
+          this.daemon = await startLxd(this.lxdDir, this.logDir);
         } catch (e) {
           return (e as Error).message;
         }
@@ -129,6 +137,7 @@ export class LxdPeer implements ContainerPeer {
       const d = this.daemon;
       this.daemon = undefined;
       await d?.stop();
+      if (this.ownDir) await removeTree(this.lxdDir);
     }
   }
 
@@ -153,6 +162,6 @@ export class LxdPeer implements ContainerPeer {
   /** LXD 5.0 leaves an instance's log directory (lxc.conf, lxc.log, console.log) behind when it deletes it. */
   private async removeLogs(name: string): Promise<void> {
     if (!name || name.includes('/') || name.startsWith('.')) return;
-    await fs.rm(path.join(process.env.LXD_LOG_DIR ?? '/var/log/lxd', name), { recursive: true, force: true });
+    await fs.rm(path.join(this.logDir, name), { recursive: true, force: true });
   }
 }
