@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { InvalidState, Timeout } from '../lib/core/errors';
 import { VmInstance, type VmState } from '../lib/drivers/vm/vm';
 import { LxqAgentClient } from '../lib/drivers/vm/lxq-agent';
+import { LxqAgentLink } from '../lib/drivers/vm/lxq-agent-link';
 import { agentRequest, LxqAgentFiles } from '../lib/drivers/vm/lxq-agent-files';
 import { LxqAgentLost, LxqAgentProtocolError, Op, VERSION } from '../lib/drivers/vm/lxq-agent-protocol';
 import { buildLxqAgent } from '../lib/images/lxq-agent-binary';
@@ -283,6 +284,35 @@ describe('lxq agent: faults', () => {
     const again = await connect((await startAgent()).socket);
     const ok = await collect(await again.spawn(['echo', 'back'], { env: ENV }), {}, 'echo');
     expect(ok.stdout.toString()).toBe('back\n');
+  });
+
+  test('a short wait and a long one connecting at once (state() and an exec after a start): the deadline of the short one does not end the long one', async () => {
+    const { socket } = await startAgent();
+    // QEMU takes the connection at once and the guest's agent answers once it is up: here, a
+    // front that holds connections silent for 1.5 s, then passes them to the real agent.
+    let up = false;
+    const held: net.Socket[] = [];
+    const front = path.join(dir, `front-${serial++}.sock`);
+    const server = net.createServer((c) => {
+      c.on('error', () => undefined);
+      if (!up) return void held.push(c);
+      const agent = net.createConnection({ path: socket }).on('error', () => c.destroy());
+      c.pipe(agent).pipe(c);
+    });
+    await new Promise<void>((r) => server.listen(front, r));
+    const timer = setTimeout(() => (up = true), 1500);
+    const link = new LxqAgentLink(front, 'late');
+    try {
+      const short = link.connect(1000).then(() => 'connected', (e: Error) => e);
+      const long = link.connect(30_000);
+      expect(await short).toBeInstanceOf(InvalidState);
+      expect((await long).connected).toBe(true);
+    } finally {
+      clearTimeout(timer);
+      link.close();
+      for (const c of held) c.destroy();
+      server.close();
+    }
   });
 
   test('leftovers of an earlier session before the handshake are skipped (both ways)', async () => {

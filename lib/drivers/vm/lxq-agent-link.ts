@@ -31,7 +31,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class LxqAgentLink {
   private client: LxqAgentClient | undefined;
-  private connecting: Promise<LxqAgentClient> | undefined;
+  /** The connection being made, shared by concurrent callers, and until when it waits. */
+  private connecting: { deadline: number; promise: Promise<LxqAgentClient> } | undefined;
   private idle: NodeJS.Timeout | undefined;
   private pinger: NodeJS.Timeout | undefined;
 
@@ -46,9 +47,23 @@ export class LxqAgentLink {
    * when it does not.
    */
   async connect(timeoutMs: number): Promise<LxqAgentClient> {
-    if (this.client?.connected) return this.client;
-    this.connecting ??= this.open(timeoutMs).finally(() => (this.connecting = undefined));
-    return this.connecting;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.client?.connected) return this.client;
+      let attempt = this.connecting;
+      if (!attempt) {
+        const made: { deadline: number; promise: Promise<LxqAgentClient> } = { deadline, promise: this.open(timeoutMs) };
+        made.promise.finally(() => this.connecting === made && (this.connecting = undefined)).catch(() => undefined);
+        this.connecting = attempt = made;
+      }
+      try {
+        return await attempt.promise;
+      } catch (e) {
+        // The shared attempt was another caller's shorter wait (state() gives it a second while a
+        // start's exec gives it a minute): this caller's own wait goes on with an attempt of its own.
+        if (attempt.deadline >= deadline) throw e;
+      }
+    }
   }
 
   private async open(timeoutMs: number): Promise<LxqAgentClient> {
