@@ -25,6 +25,7 @@ import { Host, Instance } from '../lib';
 import type { VmInstance } from '../lib/drivers/vm/vm';
 import { ImageStore } from '../lib/images/store';
 import { LxdClient } from '../lib/drivers/remote/client';
+import { SYSTEMD_RUNNING } from './peers/lxd-storage';
 import { ensurePool, ensureProfile, LxdDaemon, lxdBin, startLxd } from '../test/helpers/lxd';
 import { addPhases, bootPhases, consoleLogOf, qemuCpuMs } from './boot-phases';
 import { Stats, stats } from './stats';
@@ -65,8 +66,7 @@ async function lxdCycle(client: LxdClient, fingerprint: string, name: string, s:
   try {
     let t = performance.now();
     await client.call('PUT', `${inst}/state`, { action: 'start', timeout: 30 });
-    const wait = 'for n in $(seq 1200); do [ -S /run/systemd/private ] && break; sleep 0.05; done; until timeout 60 systemctl is-system-running --wait >/dev/null 2>&1; do sleep 0.05; done';
-    const op = await client.call('POST', `${inst}/exec`, { command: ['sh', '-c', wait], environment: {}, 'wait-for-websocket': false, interactive: false, 'record-output': false });
+    const op = await client.call('POST', `${inst}/exec`, { command: ['sh', '-c', SYSTEMD_RUNNING], environment: {}, 'wait-for-websocket': false, interactive: false, 'record-output': false });
     if (op.metadata?.return !== 0) throw new Error(`LXD: systemd in ${name} did not come up (exit ${op.metadata?.return})`);
     s['container: start → systemd running (LXD 5.0, same rootfs)'].push(performance.now() - t);
     t = performance.now();

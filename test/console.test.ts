@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { lxqArgv, tempHost, type TestHost } from './helpers/host';
 import { screenShows, tmux } from './helpers/tmux';
 
 /** `lxq --host <this file's host>` as a user runs it (node and its arguments). */
@@ -19,7 +19,7 @@ let CLI: string[];
 let t: TestHost;
 beforeAll(async () => {
   t = await tempHost();
-  CLI = ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), path.join(__dirname, '..', 'lib', 'cli', 'main.ts'), '--host', t.dir, '--images', SHARED_IMAGES];
+  CLI = lxqArgv(t.dir);
   await t.host.images.ensure('busybox');
   await t.host.images.ensure('vm/default');
 }, 600_000);

@@ -12,14 +12,14 @@ import * as path from 'node:path';
 import { InvalidArgument } from '../lib/core/errors';
 import type { Instance, InstanceStats } from '../lib';
 import type { VmInstance } from '../lib/drivers/vm/vm';
-import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { lxqArgv, tempHost, type TestHost } from './helpers/host';
 import { screenShows, tmux } from './helpers/tmux';
 
 let CLI: string[];
 let t: TestHost;
 beforeAll(async () => {
   t = await tempHost();
-  CLI = ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), path.join(__dirname, '..', 'lib', 'cli', 'main.ts'), '--host', t.dir, '--images', SHARED_IMAGES];
+  CLI = lxqArgv(t.dir);
   await t.host.images.ensure('busybox');
   await t.host.images.ensure('vm/default');
 }, 600_000);

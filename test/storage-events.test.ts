@@ -5,11 +5,10 @@
  * `instance-created`, in this process and, through the journal, from another Host object.
  */
 import { spawnSync } from 'node:child_process';
-import * as path from 'node:path';
 
 import type { LifecycleEvent, StorageEvent } from '../lib';
 import { Host, InvalidArgument } from '../lib';
-import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { lxqArgv, SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 
 let t: TestHost;
 const seen: LifecycleEvent[] = [];
@@ -126,7 +125,7 @@ test('storage pool events (host.on("storage")): made here, through another Host 
     await other.storage.pools.create(b, { driver: 'overlay' });
     await other.storage.pools.delete(b);
     // Another process: the CLI, on the same host directory.
-    const cli = spawnSync(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), path.join(__dirname, '..', 'lib', 'cli', 'main.ts'), '--host', t.dir, '--images', SHARED_IMAGES, 'storage', 'create', c, 'dir'], { encoding: 'utf8' });
+    const cli = spawnSync(process.execPath, [...lxqArgv(t.dir), 'storage', 'create', c, 'dir'], { encoding: 'utf8' });
     expect(cli.stderr).toBe('');
     await t.host.storage.pools.delete(c);
     await t.host.storage.pools.delete(a);

@@ -14,6 +14,11 @@ import type { ExecResult } from '../../lib/instance/process';
 
 export const SHARED_IMAGES = process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images';
 
+/** Node's arguments that run `lxq --host <hostDir>` from the sources, as a user runs the CLI. */
+export function lxqArgv(hostDir: string): string[] {
+  return ['-r', path.join(__dirname, 'ts-register.js'), path.join(__dirname, '..', '..', 'lib', 'cli', 'main.ts'), '--host', hostDir, '--images', SHARED_IMAGES];
+}
+
 export interface TestHost {
   host: Host;
   dir: string;
