@@ -1,0 +1,162 @@
+/**
+ * The instance options, declared once. Validation, the "which type does this apply to" check,
+ * live updates and the generated docs (`describeOptions`) all read this table. Keys follow LXD's
+ * where LXD has one; each LXD option group declares its keys in a file of its own here.
+ */
+import * as os from 'node:os';
+
+import { InvalidArgument } from '../../core/errors';
+import { refuseControlChars } from '../../core/guard';
+import { editDistance, parseMemory } from '../../core/units';
+import { LIMITS_OPTIONS, MEMORY_FLOOR } from './limits';
+import { MISC_OPTIONS } from './misc';
+import { RAW_OPTIONS } from './raw';
+import { SECURITY_OPTIONS } from './security';
+import type { ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
+
+export type { Condition, ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
+export { splitArgs } from './raw';
+
+/**
+ * Every instance option lxq knows: its type, default, which instance types it applies to, and whether it changes live.
+ *
+ * @example
+ * ```ts
+ * for (const o of OPTIONS) console.log(o.key, o.default, o.description);
+ * ```
+ */
+export const OPTIONS: readonly OptionSpec[] = [...LIMITS_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...RAW_OPTIONS];
+
+/**
+ * The options whose keys are fixed, as a type: `'limits.cpu' | 'limits.memory' | …`.
+ *
+ * @example
+ * ```ts
+ * const key: OptionKey = 'limits.memory';
+ * ```
+ */
+export type OptionKey =
+  | 'limits.cpu'
+  | 'limits.memory'
+  | 'limits.processes'
+  | 'security.privileged'
+  | 'raw.lxc'
+  | 'raw.qemu'
+  | 'agent.nic_config'
+  | 'vm.accel';
+
+/**
+ * Options as given to `create`: strings, numbers or booleans, checked and stored as strings.
+ *
+ * @example
+ * ```ts
+ * await host.create('web1', { image: 'busybox', config: { 'limits.cpu': 2, 'environment.MODE': 'prod' } });
+ * ```
+ */
+export type InstanceConfigInput = { [K in OptionKey]?: ConfigValue } & {
+  [K: `environment.${string}`]: ConfigValue;
+  [K: `user.${string}`]: ConfigValue;
+};
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export function findOption(key: string): OptionSpec | undefined {
+  return OPTIONS.find((o) => o.key === key || (o.key.endsWith('.*') && key.startsWith(o.key.slice(0, -1)) && key.length > o.key.length - 1));
+}
+
+function closeMatches(key: string): string[] {
+  return OPTIONS.map((o) => o.key)
+    .map((k) => ({ k, d: editDistance(key, k) }))
+    .filter(({ k, d }) => d <= Math.max(3, Math.floor(key.length / 3)) || k.startsWith(key.split('.')[0] + '.'))
+    .sort((a, b) => a.d - b.d)
+    .slice(0, 3)
+    .map(({ k }) => k);
+}
+
+/**
+ * Validates options for an instance type and returns them normalized (strings). Throws
+ * InvalidArgument naming the key, the problem and what would be accepted.
+ */
+export function validateConfig(type: InstanceType, input: Record<string, unknown> | undefined): InstanceConfig {
+  const out: InstanceConfig = {};
+  if (input === undefined) return out;
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new InvalidArgument('config must be an object of option keys to values');
+  }
+  for (const [key, raw] of Object.entries(input)) {
+    const spec = findOption(key);
+    if (!spec) {
+      const near = closeMatches(key);
+      throw new InvalidArgument(
+        `unknown option "${key}"` + (near.length ? `; did you mean ${near.map((k) => `"${k}"`).join(', ')}?` : ''),
+      );
+    }
+    if (spec.condition !== 'both' && spec.condition !== type) {
+      throw new InvalidArgument(`option "${key}" applies to ${spec.condition} instances only, not to a ${type}`);
+    }
+    if (typeof raw !== 'string' && typeof raw !== 'number' && typeof raw !== 'boolean') {
+      throw new InvalidArgument(`option "${key}" must be a string, number or boolean, got ${raw === null ? 'null' : typeof raw}`);
+    }
+    const value = String(raw);
+    if (key.startsWith('environment.') && !ENV_NAME.test(key.slice('environment.'.length))) {
+      throw new InvalidArgument(`"${key}": environment variable names are letters, digits and _, not starting with a digit`);
+    }
+    // Values reach the liblxc config and QEMU's command line: no control character but a tab, and newlines only between lines.
+    for (const line of spec.type === 'lines' ? value.split('\n') : [value]) refuseControlChars(`option "${key}"`, line, { allowTab: true });
+    try {
+      spec.validate?.(value);
+      if (key === 'limits.memory') {
+        const floor = MEMORY_FLOOR[type];
+        if (parseMemory(value, os.totalmem()) < floor) throw new Error(`below the floor of ${floor / 2 ** 20} MiB for a ${type}`);
+      }
+    } catch (e) {
+      throw new InvalidArgument(`bad value for "${key}": ${(e as Error).message}`);
+    }
+    out[key] = value;
+  }
+  return out;
+}
+
+/**
+ * A Markdown table of the options, for the README.
+ *
+ * @example
+ * ```ts
+ * fs.writeFileSync('options.md', describeOptions());
+ * ```
+ */
+export function describeOptions(): string {
+  const rows = OPTIONS.map(
+    (o) =>
+      `| \`${o.key}\` | ${o.type} | ${o.condition} | ${o.live === 'container' ? 'containers (VMs: when stopped)' : o.live ? 'yes' : 'next start'} | ${o.default ?? ''} | ${o.description} |`,
+  );
+  return ['| key | type | applies to | live | default | description |', '|---|---|---|---|---|---|', ...rows].join('\n');
+}
+
+/**
+ * A change of options: a value sets the key, `null` removes it.
+ *
+ * @example
+ * ```ts
+ * await c.update({ 'limits.memory': '512MiB', 'user.note': null });
+ * ```
+ */
+export type InstanceConfigPatch = { [K in keyof InstanceConfigInput]?: ConfigValue | null };
+
+/** Applies a patch to stored options after validating the keys it sets. */
+export function patchConfig(type: InstanceType, current: InstanceConfig, patch: InstanceConfigPatch): InstanceConfig {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
+    throw new InvalidArgument('config must be an object of option keys to values');
+  }
+  const sets: Record<string, unknown> = {};
+  const next: InstanceConfig = { ...current };
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) {
+      if (!findOption(key)) validateConfig(type, { [key]: '' }); // unknown key: same error as a set
+      delete next[key];
+    } else {
+      sets[key] = value;
+    }
+  }
+  return Object.assign(next, validateConfig(type, sets));
+}

@@ -1,0 +1,42 @@
+/** LXD's miscellaneous group (environment, user metadata, the VM agent) and lxq's own vm.* keys. */
+import { parseBoolean } from '../../core/units';
+import type { OptionSpec } from './spec';
+
+export const MISC_OPTIONS: readonly OptionSpec[] = [
+  {
+    key: 'environment.*',
+    type: 'string',
+    condition: 'both',
+    live: false,
+    description: 'Environment variables for the instance\'s processes ("environment.GREETING": "hi").',
+  },
+  {
+    key: 'user.*',
+    type: 'string',
+    condition: 'both',
+    live: true,
+    description: 'Free-form user metadata, stored with the instance and never interpreted.',
+  },
+  {
+    key: 'agent.nic_config',
+    type: 'boolean',
+    condition: 'vm',
+    live: false,
+    default: 'false',
+    description:
+      "LXD's key: when true, lxq's guest agent names each NIC's interface in the guest as the device says (its `name`, else the device's name) " +
+      'and sets its MTU, at each start and when a NIC is plugged (as a container\'s are). Off: the guest names them (enp5s0…). Needs an image with the lxq agent.',
+    validate: (v) => void parseBoolean(v),
+  },
+  {
+    key: 'vm.accel',
+    type: 'enum',
+    condition: 'vm',
+    live: false,
+    default: 'auto',
+    description: 'Accelerator: "auto" (KVM when it really works on this host, else TCG), "kvm" or "tcg".',
+    validate: (v) => {
+      if (!['auto', 'kvm', 'tcg'].includes(v)) throw new Error(`expected "auto", "kvm" or "tcg", got ${JSON.stringify(v)}`);
+    },
+  },
+];

@@ -1,0 +1,68 @@
+/**
+ * What an instance option is: the shapes the options table and its users share. The table itself
+ * is one file per LXD option group beside this one (limits.ts, security.ts, raw.ts, misc.ts),
+ * assembled in index.ts.
+ */
+/**
+ * The two kinds of instance: 'container' or 'vm'.
+ *
+ * @example
+ * ```ts
+ * const type: InstanceType = 'vm';
+ * ```
+ */
+export type InstanceType = 'container' | 'vm';
+/**
+ * Which instance types an option applies to.
+ *
+ * @example
+ * ```ts
+ * if (OPTIONS.find((o) => o.key === 'limits.processes')?.condition === 'container') console.log('containers only');
+ * ```
+ */
+export type Condition = InstanceType | 'both';
+
+/**
+ * How one option is declared: description, default, instance types, live or not, validation.
+ *
+ * @example
+ * ```ts
+ * const spec: OptionSpec = OPTIONS.find((o) => o.key === 'limits.memory')!;
+ * console.log(spec.description);
+ * ```
+ */
+export interface OptionSpec {
+  /** The key, or a namespace ending in `.*` (any key under it). */
+  readonly key: string;
+  readonly type: 'string' | 'integer' | 'boolean' | 'size' | 'cpus' | 'lines' | 'enum';
+  readonly condition: Condition;
+  /**
+   * true: applied to a running instance at once. false: taken at the next start. 'container':
+   * live on containers; a VM takes it only while stopped (QEMU here has no CPU/memory hotplug).
+   */
+  readonly live: boolean | 'container';
+  readonly default?: string;
+  readonly description: string;
+  /** Throws a message when the value is unacceptable. */
+  readonly validate?: (value: string) => void;
+}
+
+/**
+ * Option values as users write them; numbers and booleans are accepted and stored as strings.
+ *
+ * @example
+ * ```ts
+ * const cpus: ConfigValue = 2; // stored as '2'
+ * await c.update({ 'limits.cpu': cpus });
+ * ```
+ */
+export type ConfigValue = string | number | boolean;
+/**
+ * Options as stored: every value a string, as in LXD.
+ *
+ * @example
+ * ```ts
+ * console.log(c.config['limits.memory']); // '256MiB'
+ * ```
+ */
+export type InstanceConfig = Record<string, string>;
