@@ -5,9 +5,10 @@
  */
 import * as os from 'node:os';
 
-import { InvalidArgument } from '../../core/errors';
+import { InvalidArgument, NotSupported } from '../../core/errors';
 import { refuseControlChars } from '../../core/guard';
 import { editDistance, parseMemory } from '../../core/units';
+import { BOOT_OPTIONS } from './boot';
 import { LIMITS_OPTIONS, MEMORY_FLOOR } from './limits';
 import { MISC_OPTIONS } from './misc';
 import { RAW_OPTIONS } from './raw';
@@ -25,7 +26,7 @@ export { splitArgs } from './raw';
  * for (const o of OPTIONS) console.log(o.key, o.default, o.description);
  * ```
  */
-export const OPTIONS: readonly OptionSpec[] = [...LIMITS_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...RAW_OPTIONS];
+export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...LIMITS_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...RAW_OPTIONS];
 
 /**
  * The options whose keys are fixed, as a type: `'limits.cpu' | 'limits.memory' | …`.
@@ -94,6 +95,7 @@ export function validateConfig(type: InstanceType, input: Record<string, unknown
     if (spec.condition !== 'both' && spec.condition !== type) {
       throw new InvalidArgument(`option "${key}" applies to ${spec.condition} instances only, not to a ${type}`);
     }
+    if (spec.notSupported !== undefined) throw new NotSupported(`option "${key}" is not supported on this host: ${spec.notSupported}`);
     if (typeof raw !== 'string' && typeof raw !== 'number' && typeof raw !== 'boolean') {
       throw new InvalidArgument(`option "${key}" must be a string, number or boolean, got ${raw === null ? 'null' : typeof raw}`);
     }
@@ -128,9 +130,18 @@ export function validateConfig(type: InstanceType, input: Record<string, unknown
 export function describeOptions(): string {
   const rows = OPTIONS.map(
     (o) =>
-      `| \`${o.key}\` | ${o.type} | ${o.condition} | ${o.live === 'container' ? 'containers (VMs: when stopped)' : o.live ? 'yes' : 'next start'} | ${o.default ?? ''} | ${o.description} |`,
+      `| \`${o.key}\` | ${o.type} | ${describeSupport(o)} | ${o.live === 'container' ? 'containers (VMs: when stopped)' : o.live ? 'yes' : 'next start'} | ${o.default ?? ''} | ${o.description} |`,
   );
-  return ['| key | type | applies to | live | default | description |', '|---|---|---|---|---|---|', ...rows].join('\n');
+  return ['| key | type | honoured for | live | default | description |', '|---|---|---|---|---|---|', ...rows].join('\n');
+}
+
+const TYPE_WORDS = { both: 'containers, VMs', container: 'containers', vm: 'VMs' } as const;
+
+/** The table's "honoured for" cell: the types lxq applies the key to, or why it refuses it. */
+export function describeSupport(o: OptionSpec): string {
+  if (o.notSupported !== undefined) return `refused (NotSupported): ${o.notSupported}`;
+  const lxd = o.lxdCondition !== undefined && o.lxdCondition !== o.condition ? ` (LXD: ${TYPE_WORDS[o.lxdCondition]})` : '';
+  return TYPE_WORDS[o.condition] + lxd;
 }
 
 /**

@@ -43,6 +43,17 @@ export interface OptionSpec {
   readonly live: boolean | 'container';
   readonly default?: string;
   readonly description: string;
+  /**
+   * Set when the key is declared but this host cannot honour it: what is missing (hardware, a
+   * kernel feature, a daemon). Setting the key throws NotSupported with this reason; a key is never
+   * accepted and ignored.
+   */
+  readonly notSupported?: string;
+  /**
+   * LXD's own condition, when lxq honours the key on more types than LXD does (`condition` then
+   * says what lxq accepts; the README's table says so).
+   */
+  readonly lxdCondition?: Condition;
   /** Throws a message when the value is unacceptable. */
   readonly validate?: (value: string) => void;
 }
