@@ -12,7 +12,7 @@ import * as path from 'node:path';
 
 import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
 import { checkLongOptions, longOperation, phase } from '../core/abort';
-import { InvalidState, NotSupported } from '../core/errors';
+import { InvalidState, NotSupported, PermissionDenied } from '../core/errors';
 import { diskUsage } from '../storage/tree';
 import type { Devices } from '../devices/declarations';
 import type { ProbeEnv } from '../devices/validate';
@@ -203,6 +203,15 @@ export abstract class BaseInstance extends CommonInstance {
     if (this.ephemeral) await markRan(this.dir);
   }
 
+  protected override startProtection(): Error | undefined {
+    return this.protection('security.protection.start', 'start');
+  }
+
+  /** LXD's security.protection.*: the operation refused while the key is true. */
+  private protection(key: string, op: string): PermissionDenied | undefined {
+    if (this.config[key] === 'true') return new PermissionDenied(`cannot ${op} ${this.name}: it is protected by ${key}=true (unset it first)`);
+  }
+
   protected override async startFailed(): Promise<void> {
     await this.proxies.close();
     if (this.ephemeral) await unmarkRan(this.dir);
@@ -326,6 +335,9 @@ export abstract class BaseInstance extends CommonInstance {
 
   delete(options: { force?: boolean } = {}): Promise<void> {
     return this.serialized(async () => {
+      // As LXD: even with force (which only stops it first); an ephemeral instance's own deletion at its stop is not refused.
+      const refused = this.protection('security.protection.delete', 'delete');
+      if (refused) throw refused;
       const status = await this.currentStatus();
       if (status !== 'stopped') {
         if (!options.force) throw this.deleteRefusal(status);

@@ -126,6 +126,10 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   }
   /** What must be ready before the instance runs (the local base's proxy devices listen first). */
   protected async beforeStart(): Promise<void> {}
+  /** Why the instance may not start (the local base: security.protection.start); an LXD server refuses by itself. */
+  protected startProtection(): Error | undefined {
+    return undefined;
+  }
   /** Undoes beforeStart after a failed start. */
   protected async startFailed(): Promise<void> {}
   /** Usage figures beyond state() (CPU time per CPU and mode, memory's breakdown, disk I/O) of the running instance. */
@@ -278,6 +282,8 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
       return Promise.reject(e);
     }
     return longOperation(`restarting ${this.name}`, options, () => this.serialized(async () => {
+      const refused = this.startProtection(); // before the stop: a refused restart leaves it running
+      if (refused) throw refused;
       const how = await this.stopNow(timeout, options?.force === true);
       try {
         this.checkStopAborted(how);
@@ -292,6 +298,8 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
 
   /** Starts the stopped instance (inside serialized()). */
   protected async startNow(): Promise<void> {
+    const refused = this.startProtection();
+    if (refused) throw refused;
     await this.require('start', ['stopped']);
     await this.beforeStart();
     this.transition('starting');

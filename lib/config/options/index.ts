@@ -41,6 +41,8 @@ export type OptionKey =
   | 'limits.memory'
   | 'limits.processes'
   | 'security.privileged'
+  | 'security.protection.delete'
+  | 'security.protection.start'
   | 'raw.lxc'
   | 'raw.qemu'
   | 'agent.nic_config'
