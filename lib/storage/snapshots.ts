@@ -273,6 +273,7 @@ export class Snapshots implements InstanceSnapshots {
     // Gone from list() at once; the files follow.
     const trash = stagingPath(this.root, 'deleted');
     await fs.rename(snap.dir, trash);
+    await this.subject.driver().removeData?.(trash);
     await fs.rm(trash, { recursive: true, force: true });
   }
 

@@ -149,6 +149,8 @@ export interface StorageDriver {
   restoreLive?(snapshot: SnapshotRef, status: InstanceStatus): Promise<boolean>;
   /** Removes driver-side data of a snapshot (a VM's internal snapshot), before its directory goes. */
   discard?(snapshot: SnapshotRef, status: InstanceStatus): Promise<void>;
+  /** Removes what the driver keeps outside `dir` for the instance or snapshot whose directory `dir` is (a btrfs subvolume); the caller removes `dir`. */
+  removeData?(dir: string): Promise<void>;
   /** Work done before a restore commits, while the instance may still run (a container's copy of the snapshot's files). */
   stageRestore(snapshot: SnapshotRef, staging: string): Promise<void>;
   /**

@@ -349,6 +349,8 @@ export class ContainerInstance extends BaseInstance {
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
     // Before liblxc's destroy, which removes the rootfs recursively: through an overlay it would whiteout every file.
     await this.storage.detachRoot();
+    // Before liblxc's destroy too, which removes the directory that names the pool's data (a subvolume).
+    await this.storage.removeData(this.dir);
     await h.destroy().catch(() => undefined);
     this.reopen();
     await fs.rm(this.dir, { recursive: true, force: true });

@@ -29,6 +29,14 @@ export interface ContainerStorageHooks {
   pool?(record: InstanceRecord): Promise<PoolDriver>;
 }
 
+/** What a pool keeps of a snapshot's tree in its directory (copied by the pool, not as files). */
+const SNAPSHOT_TREES = ['rootfs', 'upper', 'btrfs.json'];
+
+/** The instance's snapshots by name (staging entries left out). */
+async function snapshotNames(dir: string): Promise<string[]> {
+  return (await fs.readdir(path.join(dir, 'snapshots')).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort();
+}
+
 export class ContainerStorage implements StorageDriver {
   constructor(private readonly hooks: ContainerStorageHooks) {}
 
@@ -81,8 +89,27 @@ export class ContainerStorage implements StorageDriver {
         if (freeze) await this.hooks.unfreeze();
       }
     }
-    const snapshots = path.join(dir, 'snapshots');
-    if (options.snapshots && (await fs.lstat(snapshots).then(() => true, () => false))) await copyTree(snapshots, path.join(into, 'snapshots'));
+    if (options.snapshots) await this.copySnapshots(pool, dir, into);
+  }
+
+  /** Each snapshot's files, and its tree through the pool (a btrfs snapshot's subvolume is outside its directory: each copy gets its own). */
+  private async copySnapshots(pool: PoolDriver, dir: string, into: string): Promise<void> {
+    for (const name of await snapshotNames(dir)) {
+      const from = path.join(dir, 'snapshots', name);
+      const to = path.join(into, 'snapshots', name);
+      await fs.mkdir(to, { recursive: true, mode: 0o711 });
+      for (const entry of await fs.readdir(from)) {
+        if (!SNAPSHOT_TREES.includes(entry) && !entry.startsWith('.')) await copyTree(path.join(from, entry), path.join(to, entry));
+      }
+      await pool.captureRoot(from, to);
+    }
+  }
+
+  /** Removes what the pool keeps outside the instance's directory for it and its snapshots (subvolumes), before the directory goes. */
+  async removeData(dir: string): Promise<void> {
+    const pool = await this.pool();
+    for (const name of await snapshotNames(dir)) await pool.removeRoot(path.join(dir, 'snapshots', name));
+    await pool.removeRoot(dir);
   }
 
   /** An image's `rootfs/`, its ids back to the image's own (0-based), its machine id emptied for the instances made of it. */
@@ -114,7 +141,7 @@ export class ContainerStorage implements StorageDriver {
     const tree = stagingPath(dir, 'export-tree');
     await fs.mkdir(tree, { mode: 0o700 });
     try {
-      const names = snapshots ? (await fs.readdir(path.join(dir, 'snapshots')).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort() : [];
+      const names = snapshots ? await snapshotNames(dir) : [];
       // One view per snapshot, each mounted inside the next call: all of them are there when tar reads.
       const mountFrom = async (i: number): Promise<T> => {
         if (i === names.length) return pool.withView(dir, tree, dir, () => write(tree));

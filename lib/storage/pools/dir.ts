@@ -35,6 +35,16 @@ export class DirPool implements PoolDriver {
     await copyTreeShifted(image.rootfs, path.join(dir, 'rootfs'), ids?.base ?? 0);
   }
 
+  /** A pool of plain directories: its directory is all of it. */
+  async setupPool(): Promise<void> {}
+
+  async openPool(): Promise<void> {}
+
+  async destroyPool(): Promise<void> {}
+
+  /** The tree is in `dir`, removed with it. */
+  async removeRoot(): Promise<void> {}
+
   async attachRoot(): Promise<void> {}
 
   async detachRoot(): Promise<void> {}

@@ -38,6 +38,7 @@ export class HostStorage {
   ) {
     this.pools = new StoragePools(
       path.join(hostPath, 'storage-pools'),
+      path.join(hostPath, 'instances'),
       async (pool) => (await this.records()).filter((r) => r.type === 'container' && (r.pool ?? LEGACY_POOL) === pool).map((r) => r.name),
       report,
     );
@@ -47,6 +48,7 @@ export class HostStorage {
   async open(): Promise<void> {
     await this.pools.ensure(DEFAULT_POOL, DEFAULT_DRIVER);
     if ((await this.records()).some((r) => r.type === 'container' && r.pool === undefined)) await this.pools.ensure(LEGACY_POOL, 'dir');
+    await this.pools.open();
   }
 
   /**

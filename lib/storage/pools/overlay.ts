@@ -80,6 +80,16 @@ export class OverlayPool implements PoolDriver {
     await writeJsonAtomic(path.join(dir, OVERLAY_LAYOUT), layout);
   }
 
+  /** A pool of plain directories: its directory is all of it. */
+  async setupPool(): Promise<void> {}
+
+  async openPool(): Promise<void> {}
+
+  async destroyPool(): Promise<void> {}
+
+  /** The tree is in `dir`, removed with it. */
+  async removeRoot(): Promise<void> {}
+
   async attachRoot(dir: string): Promise<void> {
     const rootfs = path.join(dir, 'rootfs');
     if (await isMountPoint(rootfs)) return;

@@ -15,8 +15,9 @@ import { readJson, writeJsonAtomic } from '../../core/fs';
 import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { clearStaging, renameNew, stagingPath } from '../../core/staging';
 import type { StorageAction } from '../../events/lifecycle';
+import { BtrfsPool } from './btrfs';
 import { DirPool } from './dir';
-import { unmountUnder } from './mounts';
+import { unmountDeadStaging, unmountUnder } from './mounts';
 import { OverlayPool } from './overlay';
 import type { PoolDriver, PoolDriverName, StoragePoolCreateOptions, StoragePoolInfo, StoredPool } from './types';
 
@@ -26,7 +27,7 @@ export const DEFAULT_POOL = 'default';
 /** The pool of instances whose record names none (made before pools existed, or imported). */
 export const LEGACY_POOL = 'dir';
 export const DEFAULT_DRIVER: PoolDriverName = 'overlay';
-const DRIVERS: readonly PoolDriverName[] = ['dir', 'overlay'];
+const DRIVERS: readonly PoolDriverName[] = ['dir', 'overlay', 'btrfs'];
 const MAX_NAME_BYTES = 63;
 
 const CREATE_KEYS = optionKeys<StoragePoolCreateOptions>({ driver: true, config: true, description: true });
@@ -93,6 +94,8 @@ export class StoragePools {
   constructor(
     /** `<host>/storage-pools`. */
     private readonly dir: string,
+    /** `<host>/instances`: where the directories that name a pool's data are (a btrfs pool's subvolumes). */
+    private readonly instancesDir: string,
     /** The instances (by name) whose record names `pool` (LEGACY_POOL: also those naming none). */
     private readonly users: (pool: string) => Promise<string[]>,
     /** Tells the host's event stream what this process changed (LXD's storage-pool-* actions). */
@@ -120,17 +123,22 @@ export class StoragePools {
     const driver = checkDriver(options.driver);
     if (name === LEGACY_POOL && driver !== 'dir') throw new InvalidArgument(`the pool name "${LEGACY_POOL}" is kept for a dir pool (instances made before pools are on it)`);
     const config = checkStrings('config', options.config, false) as Record<string, string>;
-    this.driverFor(driver, name).checkConfig(config);
+    this.driverFor(driver, name, config).checkConfig(config);
     const description = checkDescription(options.description);
     return this.make({ format: 'lxq-storage-pool', version: 1, name, driver, description, config, createdAt: new Date().toISOString() });
   }
 
+  /**
+   * Made whole in a staging directory (its driver's part included: a formatted loop file) and
+   * renamed into place; then opened (mounted). A pool that cannot be opened is removed again.
+   */
   private async make(stored: StoredPool): Promise<StoragePoolInfo> {
     await fs.mkdir(this.dir, { recursive: true, mode: 0o711 });
-    await clearStaging(this.dir);
+    await this.clearDead();
     const staging = stagingPath(this.dir, 'pool');
     await fs.mkdir(staging, { mode: 0o711 });
     try {
+      await this.driverFor(stored.driver, stored.name, stored.config).setupPool(staging);
       await writeJsonAtomic(path.join(staging, POOL_FILE), stored);
       await renameNew(staging, this.poolDir(stored.name)).catch((e) => {
         if (e.code === 'EEXIST' || e.code === 'ENOTEMPTY') throw new AlreadyExists(`a storage pool named "${stored.name}" already exists`);
@@ -139,6 +147,12 @@ export class StoragePools {
     } finally {
       await fs.rm(staging, { recursive: true, force: true });
     }
+    await this.driverFor(stored.driver, stored.name, stored.config)
+      .openPool(this.instancesDir)
+      .catch(async (e) => {
+        await this.remove(stored);
+        throw e;
+      });
     await this.report('storage-pool-created', stored.name);
     return this.info(stored);
   }
@@ -183,7 +197,7 @@ export class StoragePools {
       if (v === null) delete config[k];
       else config[k] = v;
     }
-    this.driverFor(stored.driver, name).checkConfig(config);
+    this.driverFor(stored.driver, name, stored.config).checkConfig(config);
     const next: StoredPool = { ...stored, config, description: update.description === undefined ? stored.description : checkDescription(update.description) };
     await writeJsonAtomic(path.join(this.poolDir(name), POOL_FILE), next);
     await this.report('storage-pool-updated', name);
@@ -192,14 +206,35 @@ export class StoragePools {
 
   /** Removes a pool nothing uses (Busy naming the instances otherwise). */
   async delete(name: string): Promise<void> {
-    await this.stored(name);
+    const stored = await this.stored(name);
     const users = await this.users(name);
     if (users.length) throw new Busy(`storage pool "${name}" is used by ${users.map((u) => `"${u}"`).join(', ')}; delete or move those instances first`, users);
+    await this.remove(stored);
+    await this.report('storage-pool-deleted', name);
+  }
+
+  /** Out of the list by one rename, its driver's hold released (mount, loop device), then its files. */
+  private async remove(stored: StoredPool): Promise<void> {
     const gone = stagingPath(this.dir, 'deleted-pool');
-    await fs.rename(this.poolDir(name), gone);
+    await fs.rename(this.poolDir(stored.name), gone);
+    await this.driverFor(stored.driver, stored.name, stored.config).destroyPool(gone);
     await unmountUnder(gone);
     await fs.rm(gone, { recursive: true, force: true });
-    await this.report('storage-pool-deleted', name);
+  }
+
+  /** What a dead process left in the pools' directory: a pool half made or half deleted (a loop mount in it detached first). */
+  private async clearDead(): Promise<void> {
+    await unmountDeadStaging(this.dir);
+    await clearStaging(this.dir);
+  }
+
+  /** @internal Host.open: every pool made usable again (a loop pool mounted after a reboot), and what dead processes left cleared. */
+  async open(): Promise<void> {
+    await this.clearDead();
+    for (const name of (await fs.readdir(this.dir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'))) {
+      const stored = await readJson<StoredPool>(path.join(this.poolDir(name), POOL_FILE)).catch(() => undefined);
+      if (stored) await this.driverFor(stored.driver, name, stored.config).openPool(this.instancesDir);
+    }
   }
 
   /** @internal Makes the pool `name` with `driver` if there is none of that name (Host.open: the default pool; the dir pool of older instances). */
@@ -212,9 +247,9 @@ export class StoragePools {
 
   /** @internal The driver of the pool an instance's record names (none: the dir pool, as before pools). */
   async driver(pool: string | undefined): Promise<PoolDriver> {
-    if (pool === undefined) return this.driverFor('dir', LEGACY_POOL);
+    if (pool === undefined) return this.driverFor('dir', LEGACY_POOL, {});
     const stored = await this.stored(pool);
-    return this.driverFor(stored.driver, pool);
+    return this.driverFor(stored.driver, pool, stored.config);
   }
 
   /** @internal Checks that `pool` exists and can hold a root filesystem of a container (NotFound otherwise). */
@@ -222,7 +257,8 @@ export class StoragePools {
     await this.stored(pool);
   }
 
-  private driverFor(driver: PoolDriverName, name: string): PoolDriver {
+  private driverFor(driver: PoolDriverName, name: string, config: Record<string, string>): PoolDriver {
+    if (driver === 'btrfs') return new BtrfsPool(this.poolDir(name), config);
     return driver === 'overlay' ? new OverlayPool(this.poolDir(name)) : new DirPool();
   }
 }

@@ -6,8 +6,9 @@
  */
 
 /**
- * The pool drivers of this version: `dir` (a full copy of the image per container) and `overlay`
- * (the image kept once, each container's changes in an upper layer).
+ * The pool drivers of this version: `dir` (a full copy of the image per container), `overlay`
+ * (the image kept once, each container's changes in an upper layer) and `btrfs` (subvolumes and
+ * their snapshots, on a btrfs directory or a loop file the pool makes).
  *
  * @example
  * ```ts
@@ -15,7 +16,7 @@
  * await host.storage.pools.create('fast', { driver });
  * ```
  */
-export type PoolDriverName = 'dir' | 'overlay';
+export type PoolDriverName = 'dir' | 'overlay' | 'btrfs';
 
 /**
  * A pool as `host.storage.pools` reports it.
@@ -30,7 +31,7 @@ export interface StoragePoolInfo {
   name: string;
   driver: PoolDriverName;
   description: string;
-  /** The pool's keys (LXD's names); empty for dir and overlay pools in this version. */
+  /** The pool's keys (LXD's names): a btrfs pool's `source` or `size`; none for dir and overlay pools in this version. */
   config: Record<string, string>;
   /** The instances whose root disk is on this pool, by name. */
   usedBy: string[];
@@ -96,6 +97,14 @@ export interface PoolDriver {
   readonly name: PoolDriverName;
   /** Refuses a key the driver does not take (InvalidArgument) or cannot honour here (NotSupported), naming it. */
   checkConfig(config: Record<string, string>): void;
+  /** Fills `staging` (the pool's directory before it appears) with what the pool is made of (a formatted loop file); nothing outside it. */
+  setupPool(staging: string): Promise<void>;
+  /** After the pool appears and at every Host.open: makes it usable (a loop file mounted again after a reboot) and deletes what no directory of `instancesDir` names (a killed process's). */
+  openPool(instancesDir: string): Promise<void>;
+  /** Releases what the pool holds outside plain files (its mount, its loop device, its subvolumes on a `source`); `dir` is where its directory now is (renamed out of the list), removed by the caller. */
+  destroyPool(dir: string): Promise<void>;
+  /** Removes what the driver keeps outside `dir` for the tree of an instance or snapshot whose directory `dir` is (a subvolume); the caller removes `dir`. */
+  removeRoot(dir: string): Promise<void>;
   /** Fills `dir` (a staging directory, not yet the instance's) with a root tree of `image` for a container seen through `ids` (null: privileged). */
   createRoot(dir: string, image: RootImage, ids: IdRange | null): Promise<void>;
   /** Makes `<dir>/rootfs` show the whole tree (a no-op where it always does); safe to call again. */
