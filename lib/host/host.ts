@@ -276,7 +276,7 @@ export class Host implements InstanceHost {
     const dir = path.join(this.instancesDir, name);
     await clearInterruptedCreate(dir, name);
     const image = await this.images.ensure(options.image, { type });
-    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString(), ...(root.pool ? { pool: root.pool } : {}), ...(ephemeral ? { ephemeral } : {}) };
+    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString(), ...(root.pool ? { pool: root.pool } : {}), ...(root.rootSize ? { rootSize: root.rootSize } : {}), ...(ephemeral ? { ephemeral } : {}) };
     const made =
       type === 'vm'
         ? vmDriver().VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image)

@@ -317,6 +317,8 @@ export interface InstanceRecord {
   machineId?: string;
   /** The storage pool of a container's root (absent: the dir pool, for records made before pools). */
   pool?: string;
+  /** The bytes a container's root may hold (LXD's root disk `size`), enforced by its pool (btrfs qgroups); absent: no limit. */
+  rootSize?: number;
   /** Deleted when it stops (absent: false). */
   ephemeral?: boolean;
 }

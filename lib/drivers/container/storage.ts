@@ -50,7 +50,9 @@ export class ContainerStorage implements StorageDriver {
 
   /** Fills `staging` (the future instance directory) with a root tree of `image` on the record's pool. */
   async createRoot(staging: string, image: RootImage, record: InstanceRecord): Promise<void> {
-    await (await this.poolOf(record)).createRoot(staging, image, this.hooks.idmap(record));
+    const pool = await this.poolOf(record);
+    await pool.createRoot(staging, image, this.hooks.idmap(record));
+    if (record.rootSize) await pool.limitRoot(staging, record.rootSize);
   }
 
   /** Makes `<dir>/rootfs` the container's whole tree (an overlay is mounted); called before anything reads or starts it. */
@@ -89,6 +91,9 @@ export class ContainerStorage implements StorageDriver {
         if (freeze) await this.hooks.unfreeze();
       }
     }
+    // A snapshot of a subvolume has no limit of its own: the copy is given its source's.
+    const rootSize = this.hooks.record().rootSize;
+    if (rootSize) await pool.limitRoot(into, rootSize);
     if (options.snapshots) await this.copySnapshots(pool, dir, into);
   }
 
@@ -162,7 +167,9 @@ export class ContainerStorage implements StorageDriver {
   }
 
   async applyRestore(_snapshot: SnapshotRef, staging: string, record: InstanceRecord): Promise<void> {
-    await (await this.pool()).applyRestore(this.hooks.dir(), staging);
+    const pool = await this.pool();
+    await pool.applyRestore(this.hooks.dir(), staging);
+    if (record.rootSize) await pool.limitRoot(this.hooks.dir(), record.rootSize);
     await this.hooks.writeConfig(record);
   }
 }

@@ -114,10 +114,10 @@ export async function mountedAt(p: string): Promise<boolean> {
 
 /** Turns qgroups on for the filesystem at `p` (idempotent); the reason they cannot be, as btrfs says it, otherwise. */
 export async function enableQuota(p: string): Promise<string | undefined> {
-  return run('btrfs', ['quota', 'enable', '--', p]).then(() => undefined, (e: Error) => e.message);
+  return run('btrfs', ['quota', 'enable', p]).then(() => undefined, (e: Error) => e.message);
 }
 
 /** Limits what the subvolume `p` refers to (its own and shared extents) to `bytes`. */
 export async function limitSubvolume(p: string, bytes: number): Promise<void> {
-  await run('btrfs', ['qgroup', 'limit', String(bytes), '--', p]);
+  await run('btrfs', ['qgroup', 'limit', String(bytes), p]);
 }

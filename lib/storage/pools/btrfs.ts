@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto';
 import { promises as fs, type Stats, statSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { InvalidArgument, NotSupported, OperationFailed } from '../../core/errors';
+import { InvalidArgument, OperationFailed } from '../../core/errors';
 import { readJson, writeJsonAtomic } from '../../core/fs';
 import { FileLock } from '../../core/lock';
 import { clearStaging, isStaging, processAlive, stagingPath } from '../../core/staging';
@@ -252,11 +252,16 @@ export class BtrfsPool implements PoolDriver {
     await fs.rm(path.join(dir, BTRFS_MARK), { force: true });
   }
 
-  /** Limits the root of `dir` to `bytes` with a qgroup; NotSupported naming btrfs's reason where qgroups cannot be turned on. */
-  async limitRoot(dir: string, bytes: number): Promise<void> {
+  /** qgroups turned on (once; btrfs keeps them on) where btrfs lets it: its reason otherwise. */
+  async rootLimitRefusal(): Promise<string | undefined> {
     await this.ready();
     const why = await enableQuota(this.root);
-    if (why !== undefined) throw new NotSupported(`"size" on a root disk needs btrfs qgroups, which cannot be enabled on pool ${path.basename(this.poolDir)}: ${why}`);
+    return why === undefined ? undefined : `btrfs qgroups cannot be enabled on pool ${path.basename(this.poolDir)}: ${why}`;
+  }
+
+  /** A qgroup limit on what the subvolume refers to (its own and shared extents, as `df` inside would count). */
+  async limitRoot(dir: string, bytes: number): Promise<void> {
+    await this.ready();
     await limitSubvolume(this.subvolume(await this.named(dir)), bytes);
   }
 

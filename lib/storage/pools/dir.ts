@@ -45,6 +45,13 @@ export class DirPool implements PoolDriver {
   /** The tree is in `dir`, removed with it. */
   async removeRoot(): Promise<void> {}
 
+  /** No quota of a plain directory tree is kept in this version. */
+  async rootLimitRefusal(): Promise<string | undefined> {
+    return 'the dir pool keeps no per-instance quota in this version (a btrfs pool does, with qgroups)';
+  }
+
+  async limitRoot(): Promise<void> {}
+
   async attachRoot(): Promise<void> {}
 
   async detachRoot(): Promise<void> {}

@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 
 import { InvalidArgument, NotSupported } from '../../core/errors';
+import { parseSize } from '../../core/units';
 import type { StorageAction } from '../../events/lifecycle';
 import { DEFAULT_DRIVER, DEFAULT_POOL, LEGACY_POOL, StoragePools, validatePoolName } from './pools';
 import type { PoolDriver } from './types';
@@ -17,7 +18,17 @@ export interface PoolUserRecord {
 }
 
 /** The keys of LXD's root disk device lxq takes in this version. */
-const ROOT_DISK_KEYS = ['type', 'path', 'pool'];
+const ROOT_DISK_KEYS = ['type', 'path', 'pool', 'size'];
+
+/** A root disk's `size` in bytes (InvalidArgument naming it). */
+function rootSize(size: unknown): number {
+  try {
+    if (typeof size !== 'string') throw new Error(`expected a string such as "2GiB", got ${typeof size}`);
+    return parseSize(size);
+  } catch (e) {
+    throw new InvalidArgument(`device "root": "size": ${(e as Error).message}`);
+  }
+}
 
 /**
  * The host's storage.
@@ -58,17 +69,18 @@ export class HostStorage {
    * either goes on the default pool. Checked before anything is written: an unknown pool is
    * NotFound, two different pools or a key this version cannot honour are refused.
    */
-  async rootOf(type: string, options: { pool?: unknown; devices?: unknown }): Promise<{ pool: string | undefined; devices: unknown }> {
+  async rootOf(type: string, options: { pool?: unknown; devices?: unknown }): Promise<{ pool: string | undefined; devices: unknown; rootSize?: number }> {
     let devices = options.devices;
     let fromDevice: string | undefined;
+    let size: number | undefined;
     const root = (devices as Record<string, unknown> | undefined)?.root as Record<string, unknown> | undefined;
     if (root !== null && typeof root === 'object' && root.type === 'disk' && root.path === '/') {
       for (const key of Object.keys(root)) {
-        if (key === 'size') throw new NotSupported('device "root": "size" (a root disk quota) is not supported by the dir and overlay pools of this version');
         if (!ROOT_DISK_KEYS.includes(key)) throw new InvalidArgument(`device "root": unknown key "${key}" for a root disk; known: ${ROOT_DISK_KEYS.map((k) => `"${k}"`).join(', ')}`);
       }
       if (root.pool === undefined) throw new InvalidArgument('device "root": "pool" is required (the storage pool of the root disk)');
       fromDevice = validatePoolName(root.pool);
+      if (root.size !== undefined) size = rootSize(root.size);
       const { root: _root, ...rest } = devices as Record<string, unknown>;
       devices = rest;
     }
@@ -83,7 +95,10 @@ export class HostStorage {
     }
     const pool = asked ?? DEFAULT_POOL;
     await this.pools.checkUsable(pool);
-    return { pool, devices };
+    if (size === undefined) return { pool, devices };
+    const refusal = await (await this.pools.driver(pool)).rootLimitRefusal();
+    if (refusal !== undefined) throw new NotSupported(`device "root": "size" cannot be enforced on pool "${pool}": ${refusal}`);
+    return { pool, devices, rootSize: size };
   }
 
   /**

@@ -90,6 +90,13 @@ export class OverlayPool implements PoolDriver {
   /** The tree is in `dir`, removed with it. */
   async removeRoot(): Promise<void> {}
 
+  /** No quota of a plain directory tree is kept in this version. */
+  async rootLimitRefusal(): Promise<string | undefined> {
+    return 'the overlay pool keeps no per-instance quota in this version (a btrfs pool does, with qgroups)';
+  }
+
+  async limitRoot(): Promise<void> {}
+
   async attachRoot(dir: string): Promise<void> {
     const rootfs = path.join(dir, 'rootfs');
     if (await isMountPoint(rootfs)) return;

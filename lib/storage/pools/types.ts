@@ -75,6 +75,8 @@ export interface RootDiskDevice {
   type: 'disk';
   path: '/';
   pool: string;
+  /** The most the root may hold (LXD's size syntax, e.g. "2GiB"): on a btrfs pool, a qgroup limit; refused by the others. */
+  size?: string;
 }
 
 /** The uids and gids a container's root tree is seen with: 0..size-1 inside are base.. on the host. */
@@ -105,6 +107,10 @@ export interface PoolDriver {
   destroyPool(dir: string): Promise<void>;
   /** Removes what the driver keeps outside `dir` for the tree of an instance or snapshot whose directory `dir` is (a subvolume); the caller removes `dir`. */
   removeRoot(dir: string): Promise<void>;
+  /** Whether `size` on a root disk can be enforced on this pool: undefined if so, else why not (said in a NotSupported). */
+  rootLimitRefusal(): Promise<string | undefined>;
+  /** Limits what the root of the instance whose directory is `dir` may hold to `bytes` (rootLimitRefusal said it can). */
+  limitRoot(dir: string, bytes: number): Promise<void>;
   /** Fills `dir` (a staging directory, not yet the instance's) with a root tree of `image` for a container seen through `ids` (null: privileged). */
   createRoot(dir: string, image: RootImage, ids: IdRange | null): Promise<void>;
   /** Makes `<dir>/rootfs` show the whole tree (a no-op where it always does); safe to call again. */

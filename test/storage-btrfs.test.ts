@@ -1,0 +1,201 @@
+/**
+ * The btrfs pool driver on real containers, each test on a loop pool of its own (removed at its
+ * end, loop device and mount included, also after a failure): create, start, write, a snapshot
+ * of a running container, restore, copy, export → import, publish and delete on busybox, each
+ * container's files in its own subvolume; the pool mounted again by Host.open after its mount
+ * and loop device are gone (as after a reboot); leftovers of a dead process cleared; a root
+ * disk's `size` enforced by a qgroup; bad input refused and changing nothing.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+
+import { AlreadyExists, Host, InvalidArgument, NotSupported } from '../lib';
+import { SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
+
+let t: TestHost;
+const published: string[] = [];
+
+const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
+/** The host's mount points at or below `dir`. */
+const mountsUnder = (dir: string) =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((p) => p !== undefined && (p === dir || p.startsWith(dir + '/')));
+/** Loop devices whose file is below `dir`. */
+const loopsUnder = (dir: string) => sh('losetup --list --noheadings --output NAME,BACK-FILE').split('\n').filter((l) => l.includes(dir));
+const out = (r: { stdout: Buffer }) => r.stdout.toString().trim();
+const poolMount = (pool: string) => path.join(t.dir, 'storage-pools', pool, 'mnt');
+const subvolumes = (pool: string) => sh(`btrfs subvolume list ${poolMount(pool)}`).split('\n').filter((l) => l.includes(' path roots/'));
+
+/** Whatever a failed test left of the host's mounts and loop devices, released. */
+function release(): void {
+  for (const p of mountsUnder(t.dir).sort((a, b) => b.length - a.length)) sh(`umount -l '${p}' || true`);
+  for (const l of loopsUnder(t.dir)) sh(`losetup -d ${l.split(' ')[0]} || true`);
+}
+
+/** Runs `body` on a fresh loop pool, deleted afterwards with its instances (also after a failure). */
+async function withPool(body: (pool: string) => Promise<void>, config: Record<string, string> = { size: '1GiB' }): Promise<void> {
+  const pool = t.name('bt');
+  await t.host.storage.pools.create(pool, { driver: 'btrfs', config });
+  try {
+    await body(pool);
+  } finally {
+    for (const i of await t.host.list()) if (i.type === 'container' && (await t.host.storage.pools.get(pool)).usedBy.includes(i.name)) await i.delete({ force: true }).catch(() => undefined);
+    await t.host.storage.pools.delete(pool).catch(() => undefined);
+    release();
+  }
+  expect(mountsUnder(path.join(t.dir, 'storage-pools'))).toEqual([]);
+  expect(loopsUnder(t.dir)).toEqual([]);
+}
+
+beforeAll(async () => {
+  t = await tempHost();
+  await t.host.images.ensure('busybox');
+}, 600_000);
+afterAll(async () => {
+  for (const a of published) await t?.host.images.delete(a).catch(() => undefined);
+  if (t) {
+    for (const i of await t.host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
+    release();
+    await t.dispose();
+  }
+}, 180_000);
+
+test('bad input is refused, typed and naming the key, and changes nothing (pools, mounts, loop devices)', async () => {
+  const notBtrfs = path.join(t.dir, 'plain');
+  mkdirSync(notBtrfs, { recursive: true });
+  const file = path.join(t.dir, 'exists.img');
+  writeFileSync(file, '');
+  const state = () => [sh(`find ${path.join(t.dir, 'storage-pools')} -printf '%P %s\\n' | sort`), sh('cat /proc/self/mountinfo | cut -d" " -f5 | sort'), sh('losetup -a | sort')];
+  const before = state();
+  const pools = t.host.storage.pools;
+  const cases: Array<[() => Promise<unknown>, new (...a: never[]) => Error, RegExp]> = [
+    [() => pools.create(t.name('p'), { driver: 'btrfs', config: { source: notBtrfs } }), InvalidArgument, /"source" .* is not on a btrfs filesystem/],
+    [() => pools.create(t.name('p'), { driver: 'btrfs', config: { source: file } }), InvalidArgument, /"source" .* is a file that exists/],
+    [() => pools.create(t.name('p'), { driver: 'btrfs', config: { source: path.join(t.dir, 'none') } }), InvalidArgument, /"source" .* does not exist/],
+    [() => pools.create(t.name('p'), { driver: 'btrfs', config: { size: 'big' } }), InvalidArgument, /"size": expected a size/],
+    [() => pools.create(t.name('p'), { driver: 'btrfs', config: { size: '64MiB' } }), InvalidArgument, /"size" "64MiB" is too small/],
+    [() => pools.create(t.name('p'), { driver: 'btrfs', config: { 'btrfs.mount_options': 'x' } }), InvalidArgument, /unknown key "btrfs.mount_options"/],
+    [() => t.host.create(t.name('c'), { image: 'busybox', devices: { root: { type: 'disk', path: '/', pool: 'default', size: '1GiB' } } }), NotSupported, /"size" cannot be enforced on pool "default"/],
+  ];
+  for (const [call, type, message] of cases) {
+    const e = await thrown(call());
+    expect(e).toBeInstanceOf(type);
+    expect(e.message).toMatch(message);
+  }
+  expect(state()).toEqual(before);
+});
+
+test('busybox: create, start, write, snapshot running, restore, copy, export → import, publish, delete', async () => {
+  await withPool(async (pool) => {
+    const a = await t.host.create(t.name('a'), { image: 'busybox', pool });
+    const b = await t.host.create(t.name('b'), { image: 'busybox', devices: { root: { type: 'disk', path: '/', pool } } });
+    expect((await t.host.storage.pools.get(pool)).usedBy.sort()).toEqual([a.name, b.name].sort());
+    expect(subvolumes(pool)).toHaveLength(2);
+    await a.start();
+    await b.start();
+    await a.exec(['sh', '-c', 'echo one > /root/mark']);
+    // Only in a's subvolume: not in b, not in the image's.
+    expect((await b.exec(['cat', '/root/mark'])).exitCode).not.toBe(0);
+    const image = sh(`ls -d ${poolMount(pool)}/images/*`).trim();
+    expect(existsSync(path.join(image, 'rootfs', 'root', 'mark'))).toBe(false);
+    await a.snapshots.create('s1'); // running: frozen for the instant of a read-only snapshot
+    expect(subvolumes(pool)).toHaveLength(3);
+    await a.exec(['sh', '-c', 'echo two > /root/mark && rm /bin/ls']);
+    await a.snapshots.restore('s1');
+    expect(await a.status()).toBe('running');
+    expect(out(await a.exec(['cat', '/root/mark']))).toBe('one');
+    expect((await a.exec(['ls', '/'])).exitCode).toBe(0);
+    expect(subvolumes(pool)).toHaveLength(3); // the replaced root was deleted
+    const copy = await t.host.copy(a.name, t.name('copy'));
+    expect((await t.host.storage.pools.get(pool)).usedBy).toContain(copy.name);
+    await copy.start();
+    expect(out(await copy.exec(['cat', '/root/mark']))).toBe('one');
+    await copy.exec(['sh', '-c', 'echo copy > /root/mark']);
+    expect(out(await a.exec(['cat', '/root/mark']))).toBe('one');
+    expect((await copy.snapshots.list()).map((s) => s.name)).toEqual(['s1']);
+    await a.stop({ force: true });
+    const alias = `test/${t.name('pub')}`;
+    published.push(alias);
+    await t.host.images.publish(a, alias);
+    expect(readFileSync(path.join((await t.host.images.get(alias)).dir, 'rootfs', 'root', 'mark'), 'utf8')).toBe('one\n');
+    const file = path.join(t.dir, `${a.name}.tar.zst`);
+    await a.export(file);
+    expect(sh(`tar -tf ${file}`)).toContain('instance/rootfs/root/mark');
+    const back = await t.host.import(file, { name: t.name('imported') });
+    await back.start();
+    expect(out(await back.exec(['cat', '/root/mark']))).toBe('one');
+    await back.delete({ force: true });
+    // Deleting the copy leaves the source's snapshot whole (each has its own subvolume).
+    await copy.delete({ force: true });
+    await a.snapshots.restore('s1');
+    await a.snapshots.delete('s1');
+    await a.delete({ force: true });
+    await b.delete({ force: true });
+    expect(subvolumes(pool)).toEqual([]);
+  });
+}, 600_000);
+
+test('after a reboot (mount and loop device gone) Host.open mounts the pool again; a dead process\'s leftovers are cleared', async () => {
+  await withPool(async (pool) => {
+    const c = await t.host.create(t.name('r'), { image: 'busybox', pool });
+    await c.start();
+    await c.exec(['sh', '-c', 'echo kept > /root/kept']);
+    await c.stop({ force: true });
+    // Leftovers of a killed process: a subvolume no directory names (its maker, pid 2^22+1, is dead), and below a half-made loop pool still mounted.
+    const orphan = path.join(poolMount(pool), 'roots', `${2 ** 22 + 1}-0123456789abcdef`);
+    sh(`btrfs -q subvolume create ${orphan}`);
+    // The reboot: every mount below the host and the loop devices go.
+    release();
+    expect(mountsUnder(t.dir)).toEqual([]);
+    const half = path.join(t.dir, 'storage-pools', `.lxq-tmp-${2 ** 22 + 1}-pool-00000000`);
+    mkdirSync(path.join(half, 'mnt'), { recursive: true });
+    sh(`truncate -s 128M ${half}/btrfs.img && mkfs.btrfs -q ${half}/btrfs.img && mount -o loop ${half}/btrfs.img ${half}/mnt`);
+    const again = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+    try {
+      expect(mountsUnder(path.join(t.dir, 'storage-pools'))).toEqual([poolMount(pool)]);
+      expect(existsSync(half)).toBe(false);
+      expect(existsSync(orphan)).toBe(false);
+      expect(loopsUnder(t.dir)).toHaveLength(1);
+      const back = await again.get(c.name);
+      await back.start();
+      expect(out(await back.exec(['cat', '/root/kept']))).toBe('kept');
+      await back.delete({ force: true });
+    } finally {
+      await again.close();
+    }
+  });
+}, 600_000);
+
+test('a root disk\'s size is a qgroup limit: writing past it fails inside', async () => {
+  await withPool(async (pool) => {
+    const c = await t.host.create(t.name('q'), { image: 'busybox', devices: { root: { type: 'disk', path: '/', pool, size: '16MiB' } } });
+    await c.start();
+    const r = await c.exec(['sh', '-c', 'dd if=/dev/zero of=/root/big bs=1M count=64 && sync']);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr.toString()).toMatch(/quota|space/i);
+    const e = await thrown(t.host.create(t.name('q'), { image: 'busybox', devices: { root: { type: 'disk', path: '/', pool, size: 'lots' } } }));
+    expect(e).toBeInstanceOf(InvalidArgument);
+    expect(e.message).toMatch(/"size"/);
+    await c.delete({ force: true });
+  });
+}, 600_000);
+
+test('a pool on a btrfs source directory keeps the directory and removes its subvolumes; the name is then free again', async () => {
+  await withPool(async (loop) => {
+    const source = path.join(poolMount(loop), 'elsewhere');
+    mkdirSync(source);
+    const pool = t.name('src');
+    await t.host.storage.pools.create(pool, { driver: 'btrfs', config: { source } });
+    await expect(t.host.storage.pools.create(pool, { driver: 'btrfs', config: { source } })).rejects.toBeInstanceOf(AlreadyExists);
+    const c = await t.host.create(t.name('s'), { image: 'busybox', pool });
+    await c.start();
+    expect((await c.exec(['true'])).exitCode).toBe(0);
+    await c.delete({ force: true });
+    await t.host.storage.pools.delete(pool);
+    expect(existsSync(source)).toBe(true);
+    expect(sh(`ls -A ${source}`).trim()).toBe('');
+  });
+}, 600_000);
