@@ -18,6 +18,12 @@
         "native/runner/protocol.cc"
       ],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"]
+    },
+    {
+      "target_name": "lxq_stamper",
+      "type": "executable",
+      "sources": ["native/stamper/main.c"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra"]
     }
   ],
   "conditions": [

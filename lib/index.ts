@@ -31,7 +31,7 @@ export type {
 export type { WaitFor, WaitOptions, WaitSpec } from './instance/wait';
 export type { ExecOptions, ExecResult, SpawnOptions, InstanceProcess, ExitStatus } from './instance/process';
 export type { ConsoleStream } from './instance/console';
-export type { ConsoleFollowOptions } from './instance/console-log';
+export type { ConsoleFollowOptions, ConsoleLogOptions } from './instance/console-log';
 export type { InstanceStats, StatsOptions, Rated } from './instance/metrics';
 export type { InstanceFiles, FileStat, DirEntry, FileType, WriteOptions, OwnerOptions, TreeOptions, PullTreeOptions } from './instance/files';
 export type { VirtualMachine, VmState } from './drivers/vm/vm';

@@ -1,7 +1,7 @@
 /**
  * Following console logs and reading usage, on a real busybox container and a real vm/default VM
  * (booted once): `console.follow()` sees lines written after the call and after a restart and
- * ends on abort; `host.metrics()` / `lxq metrics` is well-formed OpenMetrics with LXD's names;
+ * ends on abort; the VM's log is stamped for `console.log({ since })`; `host.metrics()` / `lxq metrics` is well-formed OpenMetrics with LXD's names;
  * `stats()` yields samples until aborted.
  */
 import { spawnSync } from 'node:child_process';
@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { InvalidArgument } from '../lib/core/errors';
 import type { Instance, InstanceStats } from '../lib';
 import type { VmInstance } from '../lib/drivers/vm/vm';
+import { stamped } from './helpers/console-times';
 import { lxqArgv, tempHost, type TestHost } from './helpers/host';
 import { screenShows, tmux } from './helpers/tmux';
 
@@ -155,7 +156,7 @@ test('container: follow sees new lines, through a restart, and ends on abort wit
 
   // The command line: the last line, then a follow in a real terminal ended by Ctrl-C.
   expect(lxq('console', c.name, '--show-log', '--tail', '1')).toMatchObject({ status: 0, stdout: expect.stringMatching(/^tail-2\r?\n$/) }); // as written (a tty's \r\n)
-  expect(lxq('console', c.name, '--tail', '1')).toMatchObject({ status: 1, stderr: expect.stringMatching(/--follow and --tail go with --show-log/) });
+  expect(lxq('console', c.name, '--tail', '1')).toMatchObject({ status: 1, stderr: expect.stringMatching(/--follow, --tail and --since go with --show-log/) });
   expect(lxq('console', c.name, '--show-log', '--tail', 'x')).toMatchObject({ status: 1 });
   const session = `lxq-follow-${process.pid}`;
   const rc = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-follow-')), 'rc');
@@ -232,6 +233,15 @@ test('vm: follow sees its boot and a line written on its serial port; metrics sh
   await f.until(/^vm-follow-line$/);
   f.abort();
   await f.done;
+  // since: QEMU's serial log is stamped as a container's console log is.
+  await stamped(vm.console.path, 'vm-follow-line');
+  const since = new Date();
+  while (Date.now() <= since.getTime()) await new Promise((r) => setTimeout(r, 1));
+  await vm.exec(['/bin/sh', '-c', 'printf "\\nvm-since-line\\n" >/dev/ttyS0']);
+  await stamped(vm.console.path, 'vm-since-line');
+  const recent = await vm.console.log({ since });
+  expect(recent).toMatch(/vm-since-line/);
+  expect(recent).not.toMatch(/vm-follow-line/);
 
   const p = parseOpenMetrics(await t.host.metrics());
   const cpu = of(p, 'lxd_cpu_seconds_total', vm.name);

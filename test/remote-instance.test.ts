@@ -158,7 +158,7 @@ describe('options and devices', () => {
     await expect(i.export('/tmp/x.tar.zst')).rejects.toThrow(NotSupported);
   });
 
-  test("console.follow() polls LXD's log (it has no follow) and sees a line written after the call; metrics() is LXD's own /1.0/metrics; stats()", async () => {
+  test("console.follow() polls LXD's log (it has no follow) and sees a line written after the call; since is NotSupported; metrics() is LXD's own /1.0/metrics; stats()", async () => {
     const ac = new AbortController();
     const lines: string[] = [];
     const done = (async () => {
@@ -168,6 +168,10 @@ describe('options and devices', () => {
     await until(() => lines.includes('remote-follow-line'), 30_000);
     ac.abort();
     await done;
+    // LXD's log has no times: since is refused, plainly.
+    await expect(i.console.log({ since: '10m' })).rejects.toThrow(NotSupported);
+    expect(() => i.console.follow({ since: '10m' })).toThrow(/has no times/);
+    expect(await i.console.log({ tail: 0 })).toBe('');
     const metrics = await host.metrics();
     expect(metrics).toMatch(new RegExp(`^lxd_procs_total\\{[^}]*name="${i.name}"[^}]*\\} \\d+$`, 'm'));
     expect(metrics.endsWith('# EOF\n')).toBe(true);

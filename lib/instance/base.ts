@@ -5,7 +5,6 @@
  * copies, publishing and export (export.ts), and the host's part in devices and addresses. A
  * driver implements the `abstract` primitives only.
  */
-import { promises as fs } from 'node:fs';
 import type { Socket as DgramSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
@@ -25,7 +24,7 @@ import { Snapshots } from '../storage/snapshots';
 import type { InstanceSnapshots, StorageDriver } from '../storage/types';
 import { type AddressFamily, CommonInstance } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
-import { checkFollow, fileLogReader, followLines } from './console-log';
+import { followLog, readLog, type Stamper, startStamper } from './console-times';
 import { DEFAULT_STOP_TIMEOUT_MS, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceState, type InstanceStatus } from './instance';
 import { ProxyDevices } from './proxies';
 import { RecordFile } from './record';
@@ -127,8 +126,8 @@ export abstract class BaseInstance extends CommonInstance {
     const file = this.consoleLogPath;
     return {
       path: file,
-      log: () => fs.readFile(file, 'utf8').catch((e) => (e.code === 'ENOENT' ? '' : Promise.reject(e))),
-      follow: (options) => followLines(fileLogReader(file), checkFollow(options, 250)),
+      log: (options) => readLog(file, options, this.name),
+      follow: (options) => followLog(file, options, this.name),
       attach: () => this.consoleHub.attach(),
     };
   }
@@ -138,6 +137,8 @@ export abstract class BaseInstance extends CommonInstance {
   protected abstract renamed(): Promise<void>;
   /** The host file the driver keeps the console output in. */
   protected abstract get consoleLogPath(): string;
+  /** The process that writes the console log while the instance runs (liblxc's monitor, QEMU); null if none runs. */
+  protected abstract consoleWriterPid(): Promise<number | null>;
   /** Opens the running instance's console (called once for all the streams attached to it). */
   protected abstract openConsole(): Promise<ConsoleEndpoint>;
   /** Resolves once the running instance is frozen (paused); refuses (`refusal`) unless it is running. */
@@ -201,6 +202,20 @@ export abstract class BaseInstance extends CommonInstance {
   protected override async beforeStart(): Promise<void> {
     await this.proxies.open(this.devices);
     if (this.ephemeral) await markRan(this.dir);
+    // Before the start, so that the first lines get their times (console.log({ since })).
+    this.stamper = startStamper(this.consoleLogPath);
+  }
+
+  /** The console log's stamper, from beforeStart until the start ended. */
+  private stamper: Stamper | undefined;
+
+  protected override async startNow(): Promise<void> {
+    await super.startNow();
+    const stamper = this.stamper;
+    this.stamper = undefined;
+    const writer = await this.consoleWriterPid().catch(() => null);
+    if (writer === null) stamper?.cancel();
+    else await stamper?.bind(writer);
   }
 
   protected override startProtection(): Error | undefined {
@@ -213,6 +228,8 @@ export abstract class BaseInstance extends CommonInstance {
   }
 
   protected override async startFailed(): Promise<void> {
+    this.stamper?.cancel();
+    this.stamper = undefined;
     await this.proxies.close();
     if (this.ephemeral) await unmarkRan(this.dir);
   }

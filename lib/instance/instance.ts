@@ -5,7 +5,7 @@
  */
 import type { RootDiskDevice } from '../storage/pools/types';
 import type { ConsoleStream } from './console';
-import type { ConsoleFollowOptions } from './console-log';
+import type { ConsoleFollowOptions, ConsoleLogOptions } from './console-log';
 import type { InstanceStats, StatsOptions } from './metrics';
 import type { EventEmitter } from 'eventemitter3';
 
@@ -451,17 +451,22 @@ export interface Instance extends EventEmitter<InstanceEvents> {
  * const s = await c.console.attach();
  * s.pipe(process.stdout);
  * console.log(await c.console.log());
+ * console.log(await c.console.log({ since: '10m', tail: 20 }));
  * for await (const line of c.console.follow({ tail: 0, signal: AbortSignal.timeout(10_000) })) console.log(line);
  * ```
  */
 export interface InstanceConsole {
   /** The console log file on the host. */
   readonly path: string;
-  /** The log's content so far ('' before the first start). */
-  log(): Promise<string>;
+  /**
+   * The log's content so far ('' before the first start); `since` keeps the lines written at or
+   * after a time ('10m', a Date: `docker logs --since`), `tail` the last lines (see
+   * ConsoleLogOptions for since's precision; NotSupported on an LXD server, whose log has no times).
+   */
+  log(options?: ConsoleLogOptions): Promise<string>;
   /**
    * The log's lines as they are written (as `docker logs --follow`): `tail` of those already
-   * there first (default all), then each new line, until `signal` aborts (the iteration then
+   * there first (default all; of those since `since` if given), then each new line, until `signal` aborts (the iteration then
    * ends, and nothing is left watching the log). It follows the instance through stops and
    * starts: a log made anew or cut is read again from its start. The log file is polled every
    * `interval` ms; on an LXD server, which has no follow, the log is fetched whole and compared.

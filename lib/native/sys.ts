@@ -5,6 +5,7 @@
  * lib/native/lxc.ts. Nothing here imports lxq but lib/core/errors.ts (the house rules).
  */
 import bindings from 'bindings';
+import * as path from 'node:path';
 
 /** One interface of a network namespace, as `netnsInterfaces` reads it. */
 export interface NetnsInterface {
@@ -89,4 +90,12 @@ export function sys(): Sys {
 /** Loads lxq_sys from the build under `moduleRoot` (default: this package's). */
 export function loadSys(moduleRoot?: string): Sys {
   return bindings(moduleRoot === undefined ? 'lxq_sys' : { bindings: 'lxq_sys', module_root: moduleRoot }) as Sys;
+}
+
+/** The path of a helper executable built beside lxq_sys (build/Release), e.g. `lxq_stamper`. */
+export function helperPath(name: string, moduleRoot?: string): string {
+  // bindings' `path: true` (missing from its types) gives the addon's file instead of loading it.
+  const locate = bindings as unknown as (o: { bindings: string; path: true; module_root?: string }) => string;
+  const addon = locate({ bindings: 'lxq_sys', path: true, ...(moduleRoot === undefined ? {} : { module_root: moduleRoot }) });
+  return path.join(path.dirname(addon), name);
 }

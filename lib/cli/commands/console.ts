@@ -3,7 +3,6 @@ import { type Command, Option } from 'commander';
 
 import { InvalidArgument } from '../../core/errors';
 import type { StorageEvent } from '../../events/lifecycle';
-import { lastLines } from '../../instance/console-log';
 import type { Instance } from '../../instance/instance';
 import type { CliContext } from '../context';
 
@@ -14,10 +13,11 @@ export function register(cli: Command, ctx: CliContext): void {
     .option('--show-log', 'print the console log and exit')
     .option('-f, --follow', 'with --show-log: keep printing new lines, across restarts (Ctrl-C to stop)')
     .option('--tail <n>', 'with --show-log: only the last n lines', (v) => wholeNumber('--tail', v))
-    .action(async (name: string, o: { showLog?: boolean; follow?: boolean; tail?: number }) => {
-      if (!o.showLog && (o.follow || o.tail !== undefined)) throw new InvalidArgument('--follow and --tail go with --show-log');
+    .option('--since <time>', "with --show-log: only the lines written since then: a duration back from now ('10m', '1h30m', '30s') or a time ('2026-12-05T06:00:00Z'), as docker logs --since")
+    .action(async (name: string, o: { showLog?: boolean; follow?: boolean; tail?: number; since?: string }) => {
+      if (!o.showLog && (o.follow || o.tail !== undefined || o.since !== undefined)) throw new InvalidArgument('--follow, --tail and --since go with --show-log');
       const i = await (await ctx.localHost()).get(name);
-      if (o.showLog) return showLog(i, o.follow ?? false, o.tail);
+      if (o.showLog) return showLog(i, o.follow ?? false, { tail: o.tail, since: o.since });
       await attachConsole(i);
     });
 
@@ -49,13 +49,14 @@ function wholeNumber(option: string, v: string): number {
   return Number(v);
 }
 
-/** The console log, or its last lines; with `follow`, then every new line until Ctrl-C. */
-async function showLog(i: Instance, follow: boolean, tail?: number): Promise<void> {
-  if (!follow) return void process.stdout.write(lastLines(await i.console.log(), tail ?? Infinity));
+/** The console log, or its last lines, or those since a time; with `follow`, then every new line until Ctrl-C. */
+async function showLog(i: Instance, follow: boolean, o: { tail?: number; since?: string }): Promise<void> {
+  const options = { ...(o.tail !== undefined ? { tail: o.tail } : {}), ...(o.since !== undefined ? { since: o.since } : {}) };
+  if (!follow) return void process.stdout.write(await i.console.log(options));
   const ac = new AbortController();
   process.once('SIGINT', () => ac.abort());
   process.once('SIGTERM', () => ac.abort());
-  for await (const line of i.console.follow({ tail, signal: ac.signal })) process.stdout.write(line + '\n');
+  for await (const line of i.console.follow({ ...options, signal: ac.signal })) process.stdout.write(line + '\n');
 }
 
 /** Ctrl-a, the console's escape key (as `lxc console`): Ctrl-a q detaches, Ctrl-a Ctrl-a sends one Ctrl-a. */

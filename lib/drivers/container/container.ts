@@ -15,6 +15,7 @@ import { InvalidArgument, InvalidState, OperationFailed } from '../../core/error
 import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
 import type { InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
 import type { UsageDetail } from '../../instance/metrics';
+import { parentPid } from '../../core/proc';
 import { createStaged } from '../../core/staging';
 import { DirPool } from '../../storage/pools/dir';
 import type { PoolDriver } from '../../storage/pools/types';
@@ -200,6 +201,12 @@ export class ContainerInstance extends BaseInstance {
 
   protected get consoleLogPath(): string {
     return path.join(this.dir, 'console.log');
+  }
+
+  /** liblxc's monitor writes the log (lxc.console.logfile): init's parent, which outlives init across a reboot inside. */
+  protected async consoleWriterPid(): Promise<number | null> {
+    const init = await this.lxc().initPid();
+    return init > 0 ? parentPid(init) : null;
   }
 
   /** The container's "/" as a host path: its rootfs when stopped, its init's root (mount namespace) otherwise. */

@@ -14,7 +14,7 @@ import { checkPaths } from '../../devices/validate';
 import { IMPLIED, type LifecycleAction } from '../../events/lifecycle';
 import { type AddressFamily, CommonInstance, ofFamily } from '../../instance/common';
 import { ConsoleHub } from '../../instance/console';
-import { checkFollow, followLines } from '../../instance/console-log';
+import { checkFollow, checkLog, followLines, lastLines } from '../../instance/console-log';
 import type { InstanceFiles } from '../../instance/files';
 import { type ExportOptions, type InstanceConsole, type InstanceState, type InstanceStatus, type InstanceType, reportedAddresses } from '../../instance/instance';
 import { checkPty, checkSpawn, type InstanceProcess, instanceEnvironment, type SpawnOptions } from '../../instance/process';
@@ -128,10 +128,22 @@ export class RemoteInstance extends CommonInstance {
   get console(): InstanceConsole {
     return {
       path: `${this.client.where}:${this.path}/console`,
-      log: () => remoteConsoleLog(this.client, this.path),
-      follow: (options) => followLines(remoteLogReader(this.client, this.path, () => this.status()), checkFollow(options, 1000)),
+      log: async (options) => {
+        const o = checkLog(options);
+        if (o.since !== undefined) throw this.noTimes();
+        return lastLines(await remoteConsoleLog(this.client, this.path), o.tail);
+      },
+      follow: (options) => {
+        const o = checkFollow(options, 1000);
+        if (o.since !== undefined) throw this.noTimes();
+        return followLines(remoteLogReader(this.client, this.path, () => this.status()), o);
+      },
       attach: () => this.consoleHub.attach(),
     };
+  }
+
+  private noTimes(): NotSupported {
+    return new NotSupported(`the console log of ${this.name} on an LXD server has no times (LXD keeps none): since cannot be applied`);
   }
 
   // ---- status, and what the host tells it ----

@@ -233,6 +233,11 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     return this.file('console');
   }
 
+  /** QEMU writes the serial log (its chardev's logfile). */
+  protected async consoleWriterPid(): Promise<number | null> {
+    return livePid(this.file('pid'));
+  }
+
   /** The serial port's chardev socket (QEMU serves one client at a time; the hub shares it). */
   protected async openConsole(): Promise<ConsoleEndpoint> {
     const socket = net.createConnection({ path: this.file('consoleSocket') });

@@ -1,0 +1,224 @@
+/*
+ * lxq_stamper LOG INDEX: gives an instance's console log the times its bytes were written, for
+ * `console.log({ since })`. liblxc's monitor (a container) and QEMU (a VM) write the log and
+ * know nothing of times; this watches the log's directory with inotify and, at each wake-up,
+ * appends a mark (the log's size, then the time) to INDEX. Every byte before a mark's offset was
+ * written before that mark's time, so a byte's time is at most one wake-up late, never early.
+ *
+ * INDEX: a 16-byte header ("lxqstmp1", the log's inode), then 16-byte marks (offset, ns since
+ * the epoch, CLOCK_REALTIME). A mark whose offset has GAP_FLAG set is the first of a session
+ * that found bytes nobody stamped (written while no stamper watched): their times are unknown.
+ * END_FLAG marks a stamper's last look, once its writer ended: nothing was written after it
+ * until the next start, whose stamper watches before its writer runs.
+ * The log made anew (another inode) or cut shorter starts the index over.
+ *
+ * Started detached by the process that starts the instance, before the start, so that the
+ * first lines are stamped; that process then writes "PID STARTTICKS\n" on stdin: the log's
+ * writer (the container's monitor, QEMU). The stamper exits when the writer does (a pidfd),
+ * or at EOF on stdin before a pid (the start failed, or its process died). It holds an
+ * exclusive flock on INDEX while it runs: one stamper per log, and a sign that one runs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GAP_FLAG (1ULL << 63)
+#define END_FLAG (1ULL << 62)
+#define FLAGS (GAP_FLAG | END_FLAG)
+static const char MAGIC[8] = {'l', 'x', 'q', 's', 't', 'm', 'p', '1'};
+
+static const char *log_path;
+static const char *log_name;
+static int index_fd = -1;
+static uint64_t index_ino;      /* the inode the index is about (0: none yet) */
+static uint64_t last_offset;    /* the offset of the last mark written */
+static int last_ended;          /* the last mark is an END_FLAG one */
+static off_t index_size;        /* where the next mark goes */
+static int session_started;     /* the first mark of this run is written */
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int write_all(const void *buf, size_t len, off_t at) {
+  return pwrite(index_fd, buf, len, at) == (ssize_t)len ? 0 : -1;
+}
+
+/* Reads the index left by an earlier stamper: its inode and last mark, if it is whole. */
+static void load_index(void) {
+  struct stat st;
+  unsigned char head[16];
+  uint64_t mark[2];
+  if (fstat(index_fd, &st) < 0 || st.st_size < 16 || pread(index_fd, head, 16, 0) != 16 || memcmp(head, MAGIC, 8) != 0) {
+    index_size = 0;
+    return;
+  }
+  memcpy(&index_ino, head + 8, 8);
+  index_size = 16 + (st.st_size - 16) / 16 * 16; /* a torn last mark is overwritten */
+  last_offset = 0;
+  if (index_size > 16 && pread(index_fd, mark, 16, index_size - 16) == 16) {
+    last_offset = mark[0] & ~FLAGS;
+    last_ended = (mark[0] & END_FLAG) != 0;
+  }
+}
+
+/* Starts the index over for the log with inode `ino`, its first mark (offset, t). */
+static void reset_index(uint64_t ino, uint64_t offset, int64_t t) {
+  unsigned char buf[32];
+  uint64_t mark[2] = {offset, (uint64_t)t};
+  memcpy(buf, MAGIC, 8);
+  memcpy(buf + 8, &ino, 8);
+  memcpy(buf + 16, mark, 16);
+  if (ftruncate(index_fd, 0) < 0 || write_all(buf, 32, 0) < 0) return;
+  index_ino = ino;
+  index_size = 32;
+  last_offset = offset & ~FLAGS;
+  last_ended = 0;
+}
+
+/*
+ * One look at the log: a mark if it grew, a new index if it is another file or shorter. The
+ * first look of a run flags what it finds unstamped as a gap, unless the last run ended cleanly
+ * (its writer gone: nothing wrote since, but the writer this stamper watched from its start).
+ * `end`: the writer is gone, this is the last look.
+ */
+static void stamp(int end) {
+  struct stat st;
+  if (stat(log_path, &st) < 0) return; /* not made yet (a VM's log appears with QEMU) */
+  int64_t t = now_ns();                /* after the stat: what it saw was written before t */
+  uint64_t size = (uint64_t)st.st_size;
+  int first = !session_started;
+  session_started = 1;
+  if ((uint64_t)st.st_ino != index_ino || size < last_offset || index_size < 16) {
+    reset_index((uint64_t)st.st_ino, size | (first && size > 0 ? GAP_FLAG : 0) | (end ? END_FLAG : 0), t);
+    last_ended = end;
+    return;
+  }
+  if (size == last_offset && !first && !end) return;
+  uint64_t mark[2] = {size | (first && size > last_offset && !last_ended ? GAP_FLAG : 0) | (end ? END_FLAG : 0), (uint64_t)t};
+  if (write_all(mark, 16, index_size) < 0) return;
+  index_size += 16;
+  last_offset = size;
+  last_ended = end;
+}
+
+/* The process's start in clock ticks since boot (field 22 of /proc/PID/stat), 0 if gone. */
+static unsigned long long start_ticks(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  if (!p) return 0;
+  p += 2; /* field 3 */
+  for (int field = 3; field < 22 && p; field++) {
+    p = strchr(p, ' ');
+    if (p) p++;
+  }
+  return p ? strtoull(p, NULL, 10) : 0;
+}
+
+/* A pidfd on the writer named on stdin, or -1 if it is not (any more) the process meant. */
+static int writer_pidfd(const char *line) {
+  char *end;
+  long pid = strtol(line, &end, 10);
+  unsigned long long ticks = strtoull(end, NULL, 10);
+  if (pid <= 0 || pid > INT_MAX) return -1;
+  int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+  if (fd < 0) return -1;
+  if (start_ticks((pid_t)pid) != ticks) { /* the pid was reused: the writer is gone */
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Whether the inotify events read concern the log (or were lost, which may hide it). */
+static int events_concern_log(int ifd) {
+  char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+  int hit = 0;
+  for (;;) {
+    ssize_t n = read(ifd, buf, sizeof buf);
+    if (n <= 0) return hit;
+    for (char *p = buf; p < buf + n;) {
+      struct inotify_event *e = (struct inotify_event *)p;
+      if ((e->mask & IN_Q_OVERFLOW) || (e->len && strcmp(e->name, log_name) == 0)) hit = 1;
+      p += sizeof *e + e->len;
+    }
+  }
+}
+
+/* Takes the index's lock, waiting up to 10 s for a stamper of the previous run to end. */
+static int lock_index(void) {
+  for (int i = 0; i < 500; i++) {
+    if (flock(index_fd, LOCK_EX | LOCK_NB) == 0) return 0;
+    if (errno != EWOULDBLOCK && errno != EINTR) return -1;
+    usleep(20000);
+  }
+  return -1;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: lxq_stamper LOG INDEX (the writer's \"PID STARTTICKS\" on stdin)\n");
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  log_path = argv[1];
+  log_name = strrchr(log_path, '/') ? strrchr(log_path, '/') + 1 : log_path;
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%.*s", (int)(log_name - log_path), log_path);
+  if (!dir[0]) strcpy(dir, ".");
+  int ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  /* Watched first: what the writer writes while the last run's stamper ends is seen. */
+  if (ifd < 0 || inotify_add_watch(ifd, dir, IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) < 0) return 1;
+  index_fd = open(argv[2], O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (index_fd < 0 || lock_index() < 0 || chdir("/") < 0) return 1;
+  load_index();
+  stamp(0);
+  struct pollfd fds[2] = {{.fd = ifd, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
+  int writer = -1;
+  char line[64];
+  size_t got = 0;
+  for (;;) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if ((fds[0].revents & POLLIN) && events_concern_log(ifd)) stamp(0);
+    if (!fds[1].revents) continue;
+    if (writer >= 0) break; /* the writer exited */
+    ssize_t n = read(0, line + got, sizeof line - 1 - got);
+    if (n <= 0) break; /* EOF before a pid: the start failed or its process died */
+    got += (size_t)n;
+    line[got] = 0;
+    if (!strchr(line, '\n')) {
+      if (got == sizeof line - 1) break;
+      continue;
+    }
+    if ((writer = writer_pidfd(line)) < 0) break;
+    close(0);
+    fds[1].fd = writer;
+  }
+  stamp(writer >= 0); /* what the writer wrote last; an end only if it ran and ended */
+  return 0;
+}
