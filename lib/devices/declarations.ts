@@ -17,6 +17,8 @@ export interface DeviceKeySpec {
   readonly default?: string;
   /** For `enum`: the accepted values. */
   readonly values?: readonly string[];
+  /** For `nic` keys: the NIC types the key applies to (default: all). */
+  readonly nictypes?: readonly string[];
 }
 
 export interface DeviceTypeSpec {
@@ -29,6 +31,10 @@ export interface DeviceTypeSpec {
 
 const PROPAGATION = ['private', 'shared', 'slave', 'unbindable', 'rprivate', 'rshared', 'rslave', 'runbindable'] as const;
 const BUSES = ['virtio-blk', 'virtio-scsi'] as const;
+/** LXD's NIC types that lxq knows (`ovn`, `sriov` need what this project has not). */
+export const NIC_TYPES = ['bridged', 'macvlan', 'p2p', 'routed', 'physical', 'ipvlan'] as const;
+/** A NIC's type: `bridged`, `macvlan`, `p2p`, `routed`, `physical` or `ipvlan`. */
+export type NicType = (typeof NIC_TYPES)[number];
 
 /** Keys the two unix device types share. */
 const UNIX_KEYS = {
@@ -79,16 +85,38 @@ export const DEVICE_TYPES = {
     condition: 'both',
     live: true,
     description:
-      'A network interface on a bridge: an lxq network (`network`, DHCP and DNS from its dnsmasq) or a host bridge lxq does not manage ' +
-      '(`nictype: bridged` + `parent`). Containers: a veth pair; VMs: a tap and a virtio-net-pci device.',
+      'A network interface, of one of LXD\'s NIC types (`nictype`): `bridged` (an lxq network, DHCP and DNS from its dnsmasq, or a host ' +
+      'bridge as `parent`; containers: a veth pair, VMs: a tap), `macvlan` (on `parent`; containers: a macvlan link, VMs: a macvtap), ' +
+      '`p2p` (a veth pair or tap whose host end stays on the host, on no bridge), `routed` (a veth or tap with host routes and proxy ' +
+      'ARP/NDP for its static addresses), `physical` (a host link moved into a container and given back on stop). `ipvlan` and `vlan` ' +
+      'need kernel features that are probed for and refused with NotSupported where missing.',
     keys: {
-      network: { form: 'string', condition: 'both', description: 'The lxq network (see `host.networks`) to attach to.' },
-      nictype: { form: 'enum', condition: 'both', values: ['bridged'], description: 'With `parent`: a bridge lxq does not manage.' },
-      parent: { form: 'string', condition: 'both', description: 'The host bridge, for `nictype: bridged`.' },
+      network: { form: 'string', condition: 'both', nictypes: ['bridged'], description: 'The lxq network (see `host.networks`) to attach to.' },
+      nictype: { form: 'enum', condition: 'both', values: NIC_TYPES, default: 'bridged', description: 'The kind of NIC (with `network`: `bridged`).' },
+      parent: {
+        form: 'string',
+        condition: 'both',
+        nictypes: ['bridged', 'macvlan', 'physical', 'routed', 'ipvlan'],
+        description: 'The host link: a bridge (`bridged`), the lower link (`macvlan`, `ipvlan`), the link moved in (`physical`), the link answering ARP/NDP for the addresses (`routed`).',
+      },
       name: { form: 'string', condition: 'both', description: 'The interface name inside the instance (default: the device name).' },
-      hwaddr: { form: 'string', condition: 'both', description: 'MAC address (default: one made by lxq, 00:16:3e:…, kept in the record).' },
-      'ipv4.address': { form: 'string', condition: 'both', description: 'A static DHCP lease on the network (an address of its subnet).' },
-      mtu: { form: 'integer', condition: 'both', description: 'MTU (default: the network\'s `bridge.mtu`, or the parent\'s).' },
+      hwaddr: { form: 'string', condition: 'both', description: 'MAC address (default: one made by lxq, 00:16:3e:…, kept in the record; `physical`: the link\'s own).' },
+      host_name: { form: 'string', condition: 'both', nictypes: ['bridged', 'p2p', 'routed'], description: 'The host end\'s name (default: `lxq` and 8 hex digits, stable per instance and device).' },
+      'ipv4.address': {
+        form: 'string',
+        condition: 'both',
+        nictypes: ['bridged', 'routed', 'ipvlan'],
+        description: '`bridged`: a static DHCP lease on the lxq network; `routed`, `ipvlan`: the instance\'s static addresses (comma-separated), routed to it by the host.',
+      },
+      'ipv6.address': { form: 'string', condition: 'both', nictypes: ['routed', 'ipvlan'], description: 'The instance\'s static IPv6 addresses (comma-separated), routed to it by the host.' },
+      'ipv4.gateway': { form: 'enum', condition: 'both', values: ['auto', 'none'], default: 'auto', nictypes: ['routed'], description: '`auto`: a default route inside via the host end (169.254.0.1); `none`: no default route.' },
+      'ipv6.gateway': { form: 'enum', condition: 'both', values: ['auto', 'none'], default: 'auto', nictypes: ['routed'], description: '`auto`: a default route inside via the host end (fe80::1); `none`: no default route.' },
+      'ipv4.routes': { form: 'string', condition: 'both', nictypes: ['p2p', 'routed'], description: 'IPv4 subnets (comma-separated) the host routes to the host end.' },
+      'ipv6.routes': { form: 'string', condition: 'both', nictypes: ['p2p', 'routed'], description: 'IPv6 subnets (comma-separated) the host routes to the host end.' },
+      mtu: { form: 'integer', condition: 'both', description: 'MTU (default: the network\'s `bridge.mtu`, or the parent\'s; `p2p`, `routed` without parent: 1500).' },
+      'queue.tx.length': { form: 'integer', condition: 'both', nictypes: ['bridged', 'p2p', 'routed'], description: 'Transmit queue length of the host end.' },
+      vlan: { form: 'integer', condition: 'both', nictypes: ['bridged', 'macvlan', 'physical', 'ipvlan', 'routed'], description: '802.1Q VLAN id (refused where the kernel has no 802.1Q links).' },
+      mode: { form: 'enum', condition: 'container', values: ['l2', 'l3s'], default: 'l3s', nictypes: ['ipvlan'], description: 'The ipvlan mode.' },
     },
   },
   proxy: {
@@ -217,7 +245,8 @@ export function describeDevices(): string {
     rows.push(`| **\`${type}\`** | | ${spec.condition} | ${spec.live ? 'yes' : 'next start'} | | ${spec.description} |`);
     for (const [key, k] of Object.entries(spec.keys)) {
       const form = k.form === 'enum' ? (k.values ?? []).map((v) => `\`${v}\``).join(' \\| ') : k.form;
-      rows.push(`| | \`${key}\` | ${k.condition} | | ${k.default ?? ''} | ${form}: ${k.description} |`);
+      const only = k.nictypes ? ` (${k.nictypes.map((n) => `\`${n}\``).join(', ')})` : '';
+      rows.push(`| | \`${key}\` | ${k.condition}${only} | | ${k.default ?? ''} | ${form}: ${k.description} |`);
     }
   }
   return ['| type | key | applies to | hot-plug | default | description |', '|---|---|---|---|---|---|', ...rows].join('\n');

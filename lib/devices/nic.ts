@@ -12,7 +12,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 
 import type { Networks } from '../network/networks';
-import type { DeviceConfig, Devices } from './declarations';
+import type { DeviceConfig, Devices, NicType } from './declarations';
 
 /** Devices with a made-up MAC address for each NIC that has none. */
 export function withHwaddrs(devices: Devices): Devices {
@@ -53,4 +53,14 @@ export async function ensureNetworks(devices: Devices, networks: Networks): Prom
 export async function syncNetworkHosts(devices: Devices, networks: Networks): Promise<void> {
   const names = new Set(nics(devices).map(([, d]) => d.network).filter((n): n is string => n !== undefined));
   for (const n of names) await (await networks.get(n).catch(() => undefined))?.writeHosts();
+}
+
+/** A NIC's type (`bridged` when it names an lxq network and no type). */
+export function nicType(d: DeviceConfig): NicType {
+  return (d.nictype ?? 'bridged') as NicType;
+}
+
+/** The host end of a NIC whose host end lxq names: `host_name`, else hostLink's. */
+export function hostEnd(instanceDir: string, device: string, d: DeviceConfig): string {
+  return d.host_name ?? hostLink(instanceDir, device);
 }

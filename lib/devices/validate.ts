@@ -9,11 +9,9 @@ import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
 import { editDistance, parseSize } from '../core/units';
-import { InvalidArgument, NotFound, NotSupported } from '../core/errors';
+import { InvalidArgument, NotSupported } from '../core/errors';
 import { refuseControlChars } from '../core/guard';
-import { parseIpv4 } from '../network/addresses';
 import type { Networks } from '../network/networks';
-import { link } from '../network/iproute';
 import { checkProxyPair, parseEndpoint } from '../network/proxy';
 import {
   DEVICE_TYPES,
@@ -25,7 +23,9 @@ import {
   type DeviceTypeSpec,
   deviceFlag,
   deviceValue,
+  type NicType,
 } from './declarations';
+import { checkNicShape, probeNic } from './nic-checks';
 
 /** Device names: an identifier, safe as a file name, a QEMU id and a mount tag. */
 const DEVICE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
@@ -143,27 +143,7 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
     checkProxyPair(where, listen, connect);
     if (instanceType === 'vm' && connect.proto === 'unix') throw new NotSupported(`${where}: a VM's proxy connects over its network; a unix socket inside a VM cannot be reached`);
   } else if (d.type === 'nic') {
-    if ((d.network === undefined) === (d.parent === undefined)) throw new InvalidArgument(`${where}: give "network" (an lxq network) or "nictype": "bridged" with "parent" (a host bridge), one of them`);
-    if (d.parent !== undefined && d.nictype !== 'bridged') throw new InvalidArgument(`${where}: "parent" goes with "nictype": "bridged"`);
-    if (d['ipv4.address'] !== undefined && d.network === undefined) throw new InvalidArgument(`${where}: "ipv4.address" is a static lease of an lxq network: it needs "network"`);
-    const ifname = d.name ?? name;
-    if (!/^[A-Za-z][A-Za-z0-9_.-]{0,14}$/.test(ifname)) {
-      throw new InvalidArgument(`${where}: ${d.name === undefined ? `the device name "${name}" cannot be an interface name; give "name"` : `bad value for "name": ${JSON.stringify(ifname)} is not an interface name (1-15 letters, digits, "_", "." and "-")`}`);
-    }
-    if (d.hwaddr !== undefined && (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(d.hwaddr) || (parseInt(d.hwaddr.slice(0, 2), 16) & 1) === 1)) {
-      throw new InvalidArgument(`${where}: bad value for "hwaddr": expected a unicast MAC address such as "00:16:3e:12:34:56", got ${JSON.stringify(d.hwaddr)}`);
-    }
-    if (d['ipv4.address'] !== undefined) {
-      try {
-        parseIpv4(d['ipv4.address']);
-      } catch (e) {
-        throw new InvalidArgument(`${where}: bad value for "ipv4.address": ${(e as Error).message}`);
-      }
-    }
-    for (const k of ['network', 'parent'] as const) {
-      if (d[k] !== undefined && !/^[A-Za-z][A-Za-z0-9_-]{0,14}$/.test(d[k])) throw new InvalidArgument(`${where}: bad value for "${k}": ${JSON.stringify(d[k])} is not a bridge name`);
-    }
-    if (d.mtu !== undefined && (Number(d.mtu) < 1280 || Number(d.mtu) > 65535)) throw new InvalidArgument(`${where}: bad value for "mtu": expected 1280 to 65535, got ${d.mtu}`);
+    checkNicShape(instanceType, name, d);
   } else {
     if (d.source === undefined && (d.major === undefined || d.minor === undefined)) {
       throw new InvalidArgument(`${where}: a ${d.type} device needs "source" (a host device node) or both "major" and "minor"`);
@@ -249,8 +229,10 @@ export interface DeviceSource {
   minor?: number;
   /** A VM disk image's format, from its first bytes. */
   format?: 'qcow2' | 'raw';
-  /** A NIC's bridge and MTU. */
+  /** A NIC's type, bridge (`bridged`), lower or moved link (`parent`) and MTU. */
+  nictype?: NicType;
   bridge?: string;
+  parent?: string;
   mtu?: number;
 }
 
@@ -285,25 +267,9 @@ export async function probeSource(source: string | undefined): Promise<DeviceSou
 /** What each device's source is now, without judging it (for devices already in place). */
 export async function readSources(devices: Devices, env: ProbeEnv): Promise<Map<string, DeviceSource>> {
   const entries = await Promise.all(
-    Object.entries(devices).map(async ([name, d]) => [name, d.type === 'nic' ? await probeNic(name, d, env, false) : await probeSource(d.source)] as const),
+    Object.entries(devices).map(async ([name, d]) => [name, d.type === 'nic' ? await probeNic(name, d, env) : await probeSource(d.source)] as const),
   );
   return new Map(entries);
-}
-
-/** A NIC's bridge: the lxq network's (which must exist) or the parent (which must be a bridge). */
-async function probeNic(name: string, d: DeviceConfig, env: ProbeEnv, check: boolean): Promise<DeviceSource> {
-  if (d.network !== undefined) {
-    const network = await env.networks.get(d.network).catch((e) => {
-      if (!check) return undefined;
-      throw e instanceof NotFound ? new InvalidArgument(`device "${name}": "network" ${d.network} does not exist (create it with host.networks.create)`) : e;
-    });
-    if (!network) return { kind: 'missing' };
-    if (check && d['ipv4.address'] !== undefined) await network.checkStaticAddress(d['ipv4.address'], { instance: env.instance, device: name });
-    return { kind: 'dir', bridge: network.bridge, mtu: Number(d.mtu ?? network.mtu) };
-  }
-  const parent = await link(d.parent!);
-  if (!parent && check) throw new InvalidArgument(`device "${name}": "parent" ${d.parent} is not a link of this host`);
-  return parent ? { kind: 'dir', bridge: d.parent, mtu: Number(d.mtu ?? parent.mtu) } : { kind: 'missing' };
 }
 
 /**
@@ -315,7 +281,7 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
   for (const [name, d] of Object.entries(devices)) {
     const where = `device "${name}"`;
     if (d.type === 'nic') {
-      out.set(name, await probeNic(name, d, env, true));
+      out.set(name, await probeNic(name, d, env, instanceType));
       continue;
     }
     const src = await probeSource(d.source);

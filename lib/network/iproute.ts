@@ -97,6 +97,36 @@ export async function refreshNeighbour(bridge: string, address: string, hwaddr: 
   if (unresolved) await ip(['-6', 'neigh', 'replace', address, 'lladdr', hwaddr, 'dev', bridge, 'nud', 'stale']);
 }
 
+const linkTypes = new Map<string, Promise<boolean>>();
+
+/**
+ * Whether the kernel has a link type, probed once per process: a link of that type is asked for
+ * without the lower link it needs, which the kernel refuses either way, as an unknown type or as
+ * a missing link. Nothing is made (should the kernel ever take it, the link is deleted again).
+ */
+export function linkTypeSupported(kind: 'ipvlan' | 'vlan' | 'macvlan' | 'macvtap'): Promise<boolean> {
+  let known = linkTypes.get(kind);
+  if (!known) {
+    const name = `lxqprobe${process.pid % 10_000_000}`.slice(0, 15);
+    known = execFileP('ip', ['link', 'add', 'name', name, 'type', kind, ...(kind === 'vlan' ? ['id', '1'] : [])]).then(
+      async () => (await deleteLink(name).catch(() => undefined), true),
+      (e: { stderr?: string }) => !/unknown device type|not supported/i.test(e.stderr ?? ''),
+    );
+    linkTypes.set(kind, known);
+  }
+  return known;
+}
+
+/** The links the host's default routes (IPv4 and IPv6, every table) go out of. */
+export async function defaultRouteLinks(): Promise<Set<string>> {
+  const routes = await Promise.all(
+    ['-4', '-6'].map((f) => ipJson<Array<{ dst: string; dev?: string; nexthops?: Array<{ dev?: string }> }>>([f, 'route', 'show', 'table', 'all', 'default'])),
+  );
+  const out = new Set<string>();
+  for (const r of routes.flat()) for (const dev of [r.dev, ...(r.nexthops ?? []).map((n) => n.dev)]) if (dev) out.add(dev);
+  return out;
+}
+
 export async function deleteLink(name: string): Promise<void> {
   if (await link(name)) await ip(['link', 'delete', 'dev', name]);
 }
@@ -126,34 +156,90 @@ export async function setMtu(name: string, mtu: number): Promise<void> {
   await ip(['link', 'set', 'dev', name, 'mtu', String(mtu)]);
 }
 
-/** A tap for a VM's NIC, on `bridge`, up (QEMU opens it by name). */
-export async function createTap(name: string, bridge: string, mtu: number): Promise<void> {
-  await deleteLink(name);
+/** A tap for a VM's NIC, on `bridge` (none: left on the host, as a p2p or routed NIC's), up (QEMU opens it by name). */
+export async function createTap(name: string, bridge: string | undefined, mtu: number): Promise<void> {
+  if (isLxqLinkName(name)) await deleteLink(name);
   await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap']);
   try {
-    await ip(['link', 'set', 'dev', name, 'master', bridge, 'mtu', String(mtu), 'up']);
+    await ip(['link', 'set', 'dev', name, ...(bridge ? ['master', bridge] : []), 'mtu', String(mtu), 'up']);
   } catch (e) {
     await deleteLink(name).catch(() => undefined);
     throw e;
   }
 }
 
+/** What a NIC is inside a container: its name, MAC address (none: the link's own) and MTU. */
+export interface InsideLink {
+  name: string;
+  hwaddr?: string;
+  mtu?: number;
+}
+
+/** Runs `ip` in the network namespace of `pid`. */
+export async function ipIn(pid: number, args: string[]): Promise<void> {
+  await execFileP('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', ...args]).catch((e) => {
+    throw new OperationFailed(`ip ${args.join(' ')} in the container: ${(e as { stderr?: string }).stderr?.trim() || (e as Error).message}`, { call: 'ip' });
+  });
+}
+
+/** Moves host link `dev` into the network namespace of `pid`, named, addressed and up there. */
+export async function moveInto(dev: string, pid: number, inside: InsideLink): Promise<void> {
+  await ip(['link', 'set', 'dev', dev, 'netns', String(pid)]);
+  const set = ['link', 'set', 'dev', dev, 'name', inside.name];
+  if (inside.hwaddr) set.push('address', inside.hwaddr);
+  if (inside.mtu) set.push('mtu', String(inside.mtu));
+  await ipIn(pid, [...set, 'up']);
+}
+
+/** The names lxq makes for host ends: only those are deleted when found left over. */
+export const isLxqLinkName = (name: string) => /^lxq[0-9a-f]{8}p?$/.test(name);
+
 /**
- * A veth pair for a running container: `host` on `bridge`, the peer moved into the network
- * namespace of `pid` and named, addressed and brought up there.
+ * A veth pair for a running container: `host` on `bridge` (none: left on the host, as a p2p or
+ * routed NIC's), the peer moved into the network namespace of `pid` and named, addressed and
+ * brought up there.
  */
-export async function plugVeth(host: string, bridge: string, pid: number, inside: { name: string; hwaddr: string; mtu: number }): Promise<void> {
+export async function plugVeth(host: string, bridge: string | undefined, pid: number, inside: InsideLink & { mtu: number }): Promise<void> {
   const peer = `${host}p`.slice(0, 15);
-  await deleteLink(host);
+  if (isLxqLinkName(host)) await deleteLink(host);
   await ip(['link', 'add', 'name', host, 'mtu', String(inside.mtu), 'type', 'veth', 'peer', 'name', peer, 'mtu', String(inside.mtu)]);
   try {
-    await ip(['link', 'set', 'dev', host, 'master', bridge, 'up']);
-    await ip(['link', 'set', 'dev', peer, 'netns', String(pid)]);
-    await execFileP('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', 'link', 'set', 'dev', peer, 'name', inside.name, 'address', inside.hwaddr, 'up']).catch((e) => {
-      throw new OperationFailed(`cannot configure ${inside.name} in the container: ${(e as { stderr?: string }).stderr?.trim() || (e as Error).message}`, { call: 'ip' });
-    });
+    await ip(['link', 'set', 'dev', host, ...(bridge ? ['master', bridge] : []), 'up']);
+    await moveInto(peer, pid, inside);
   } catch (e) {
     await deleteLink(host).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** A macvlan link on `parent` (bridge mode: instances on one parent reach each other), moved into the namespace of `pid`. */
+export async function plugMacvlan(parent: string, pid: number, temp: string, inside: InsideLink): Promise<void> {
+  await ip(['link', 'add', 'link', parent, 'name', temp, 'type', 'macvlan', 'mode', 'bridge']);
+  try {
+    await moveInto(temp, pid, inside);
+  } catch (e) {
+    await deleteLink(temp).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Gives a physical link back to the host: out of the namespace of `pid`, its own name again, down. */
+export async function returnLink(pid: number, inside: string, name: string): Promise<void> {
+  await ipIn(pid, ['link', 'set', 'dev', inside, 'down']);
+  // `netns 1` from inside nsenter's network namespace only: pid 1 is the host's init.
+  await ipIn(pid, ['link', 'set', 'dev', inside, 'name', name, 'netns', '1']);
+}
+
+/** A macvtap on `parent` for a VM (bridge mode), up; returns its character device, /dev/tap<ifindex>. */
+export async function createMacvtap(name: string, parent: string, hwaddr: string, mtu: number): Promise<string> {
+  if (isLxqLinkName(name)) await deleteLink(name);
+  await ip(['link', 'add', 'link', parent, 'name', name, 'address', hwaddr, 'mtu', String(mtu), 'type', 'macvtap', 'mode', 'bridge']);
+  try {
+    await ip(['link', 'set', 'dev', name, 'up']);
+    const index = (await fs.readFile(`/sys/class/net/${name}/ifindex`, 'utf8')).trim();
+    return `/dev/tap${index}`;
+  } catch (e) {
+    await deleteLink(name).catch(() => undefined);
     throw e;
   }
 }

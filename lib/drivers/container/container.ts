@@ -299,6 +299,7 @@ export class ContainerInstance extends BaseInstance {
         await removeMonitorCgroups(this.name);
         throw failed(e, `cannot start ${this.name}`);
       });
+    await deviceOps().tuneHostEnds(this.dir, this.devices);
   }
 
   protected async doShutdown(timeoutMs: number): Promise<boolean> {
@@ -350,7 +351,13 @@ export class ContainerInstance extends BaseInstance {
     await this.storage.attachRoot(); // a copy's or an import's root, at its final path
   }
 
+  protected override async stopped(): Promise<void> {
+    await deviceOps().releaseHostEnds(this.devices);
+    await super.stopped();
+  }
+
   protected async doDelete(): Promise<void> {
+    await deviceOps().releaseHostEnds(this.devices);
     const h = this.lxc();
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });

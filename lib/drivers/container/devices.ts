@@ -5,7 +5,7 @@
  *
  * - `disk`: a bind mount of the host's source; `shift` makes it an idmapped mount over the
  *   container's user namespace (liblxc's `idmap=container` at start).
- * - `nic`: a veth pair (nic.ts).
+ * - `nic`: by NIC type (nics.ts).
  * - `unix-char` / `unix-block`: a node made on the host in `<instance>/devices/` (an
  *   unprivileged container cannot mknod), owned by the container's ids, bind-mounted at its
  *   path, and allowed in the devices cgroup.
@@ -17,9 +17,10 @@ import { InvalidArgument, OperationFailed } from '../../core/errors';
 import type { CgroupLayout, IdMap } from './host-facts';
 import type { LxcItem } from './lxc-config';
 import { sys } from '../../native/sys';
-import { type DeviceConfig, type Devices, deviceFlag, deviceValue } from '../../devices/declarations';
-import { hostLink, nicName, nics } from '../../devices/nic';
-import { deleteLink, plugVeth } from '../../network/iproute';
+import { type DeviceConfig, deviceFlag, deviceValue } from '../../devices/declarations';
+import { lxcNicItems, plugContainerNic, unplugContainerNic } from './nics';
+
+export { releaseHostEnds, tuneHostEnds } from './nics';
 import { type DeviceSource, devicePath, nodeNumbers, nodeOwnership, relativeInside } from '../../devices/validate';
 
 export interface ContainerDeviceHost {
@@ -154,7 +155,7 @@ export async function plugContainerDevice(pid: number, name: string, d: DeviceCo
 
 /** Removes a device from the running container whose init is `pid`. */
 export async function unplugContainerDevice(pid: number, name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost, setCgroup: SetCgroupItem): Promise<void> {
-  if (d.type === 'nic') return unplugContainerNic(host.dir, name);
+  if (d.type === 'nic') return unplugContainerNic(host.dir, pid, name, d, src);
   if (d.type === 'proxy') return;
   if (skipped(d, src)) return;
   await sys()
@@ -168,33 +169,3 @@ export async function unplugContainerDevice(pid: number, name: string, d: Device
   if (d.type !== 'disk') await setCgroup('devices.deny', cgroupRule(d, src)).catch(() => undefined);
 }
 
-/** liblxc's items for a container's NICs, `lxc.net.0` on, in device name order. */
-export function lxcNicItems(instanceDir: string, devices: Devices, sources: Map<string, DeviceSource>): LxcItem[] {
-  const items: LxcItem[] = [];
-  let i = 0;
-  for (const [name, d] of nics(devices)) {
-    const src = sources.get(name);
-    if (!src?.bridge) continue;
-    const k = `lxc.net.${i++}`;
-    items.push(
-      [`${k}.type`, 'veth'],
-      [`${k}.link`, src.bridge],
-      [`${k}.name`, nicName(name, d)],
-      [`${k}.hwaddr`, d.hwaddr!],
-      [`${k}.mtu`, String(src.mtu)],
-      [`${k}.veth.pair`, hostLink(instanceDir, name)],
-      [`${k}.flags`, 'up'],
-    );
-  }
-  return items;
-}
-
-export async function plugContainerNic(instanceDir: string, pid: number, name: string, d: DeviceConfig, src: DeviceSource): Promise<void> {
-  if (!src.bridge) return;
-  await plugVeth(hostLink(instanceDir, name), src.bridge, pid, { name: nicName(name, d), hwaddr: d.hwaddr!, mtu: src.mtu ?? 1500 });
-}
-
-/** Deleting the host end of a veth pair deletes its peer inside the container too. */
-export async function unplugContainerNic(instanceDir: string, name: string): Promise<void> {
-  await deleteLink(hostLink(instanceDir, name));
-}
