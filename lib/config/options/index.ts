@@ -10,6 +10,7 @@ import { refuseControlChars } from '../../core/guard';
 import { editDistance, parseMemory } from '../../core/units';
 import { BOOT_OPTIONS } from './boot';
 import { LIMITS_OPTIONS, MEMORY_FLOOR } from './limits';
+import { LINUX_OPTIONS } from './linux';
 import { MISC_OPTIONS } from './misc';
 import { RAW_OPTIONS } from './raw';
 import { SECURITY_OPTIONS } from './security';
@@ -26,7 +27,7 @@ export { splitArgs } from './raw';
  * for (const o of OPTIONS) console.log(o.key, o.default, o.description);
  * ```
  */
-export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...LIMITS_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...RAW_OPTIONS];
+export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...LIMITS_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...LINUX_OPTIONS, ...RAW_OPTIONS];
 
 /**
  * The options whose keys are fixed, as a type: `'limits.cpu' | 'limits.memory' | …`.
@@ -40,6 +41,18 @@ export type OptionKey =
   | 'limits.cpu'
   | 'limits.memory'
   | 'limits.processes'
+  | 'limits.cpu.allowance'
+  | 'limits.cpu.priority'
+  | 'limits.cpu.nodes'
+  | 'limits.cpu.pin_strategy'
+  | 'limits.memory.enforce'
+  | 'limits.memory.swap'
+  | 'limits.memory.swap.priority'
+  | 'limits.memory.hugepages'
+  | 'limits.disk.priority'
+  | 'limits.max_bus_ports'
+  | 'linux.kernel_modules'
+  | 'linux.kernel_modules.load'
   | 'security.privileged'
   | 'security.protection.delete'
   | 'security.protection.start'
@@ -59,6 +72,9 @@ export type OptionKey =
 export type InstanceConfigInput = { [K in OptionKey]?: ConfigValue } & {
   [K: `environment.${string}`]: ConfigValue;
   [K: `user.${string}`]: ConfigValue;
+  [K: `limits.hugepages.${string}`]: ConfigValue;
+  [K: `limits.kernel.${string}`]: ConfigValue;
+  [K: `linux.sysctl.${string}`]: ConfigValue;
 };
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -108,12 +124,13 @@ export function validateConfig(type: InstanceType, input: Record<string, unknown
     // Values reach the liblxc config and QEMU's command line: no control character but a tab, and newlines only between lines.
     for (const line of spec.type === 'lines' ? value.split('\n') : [value]) refuseControlChars(`option "${key}"`, line, { allowTab: true });
     try {
-      spec.validate?.(value);
+      spec.validate?.(value, key);
       if (key === 'limits.memory') {
         const floor = MEMORY_FLOOR[type];
         if (parseMemory(value, os.totalmem()) < floor) throw new Error(`below the floor of ${floor / 2 ** 20} MiB for a ${type}`);
       }
     } catch (e) {
+      if (e instanceof NotSupported) throw e; // names the key and what this host lacks
       throw new InvalidArgument(`bad value for "${key}": ${(e as Error).message}`);
     }
     out[key] = value;

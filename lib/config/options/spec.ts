@@ -54,8 +54,11 @@ export interface OptionSpec {
    * says what lxq accepts; the README's table says so).
    */
   readonly lxdCondition?: Condition;
-  /** Throws a message when the value is unacceptable. */
-  readonly validate?: (value: string) => void;
+  /**
+   * Throws a message when the value is unacceptable (or NotSupported when this host lacks what
+   * the key needs). `key` is the full key, for namespaces such as `linux.sysctl.*`.
+   */
+  readonly validate?: (value: string, key?: string) => void;
 }
 
 /**

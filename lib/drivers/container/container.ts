@@ -37,6 +37,7 @@ const deviceOps = (): typeof import('./devices') => require('./devices');
 const nic = (): typeof import('../../devices/nic') => require('../../devices/nic');
 const validate = (): typeof import('../../devices/validate') => require('../../devices/validate');
 const lxcConfig = (): typeof import('./lxc-config') => require('./lxc-config');
+const limits = (): typeof import('./cgroup-limits') => require('./cgroup-limits');
 const stateOps = (): typeof import('./state') => require('./state');
 const datagram = (): typeof import('../../network/datagram') => require('../../network/datagram');
 /* eslint-enable @typescript-eslint/no-require-imports */
@@ -293,6 +294,7 @@ export class ContainerInstance extends BaseInstance {
     // A container made before the default syscall filter existed gets it at its next start.
     if (!(await fs.access(path.join(this.dir, lxcConfig().SECCOMP_POLICY_FILE)).then(() => true, () => false))) await this.writeConfig(this.record.config, this.devices);
     await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
+    await limits().loadKernelModules(this.record.config);
     await this.lxc()
       .start([])
       .catch(async (e) => {
@@ -429,13 +431,12 @@ export class ContainerInstance extends BaseInstance {
     }
     await this.writeConfig(next, this.devices);
     if (!live) return;
-    const before = new Map(lxcConfig().cgroupLimits(previous, this.ctx.layout).map((l) => [l.key, l.value]));
-    for (const limit of lxcConfig().cgroupLimits(next, this.ctx.layout)) {
-      if (before.get(limit.key) === limit.value) continue;
+    if (next['linux.kernel_modules'] !== previous['linux.kernel_modules']) await limits().loadKernelModules(next);
+    for (const [key, value] of limits().liveCgroupWrites(next, previous, this.ctx.layout)) {
       await this.lxc()
-        .setCgroupItem(limit.key, limit.value)
+        .setCgroupItem(key, value)
         .catch((e) => {
-          throw failed(e, `cannot apply ${limit.key}=${limit.value} to running ${this.name}`);
+          throw failed(e, `cannot apply ${key}=${value} to running ${this.name}`);
         });
     }
   }

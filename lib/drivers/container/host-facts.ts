@@ -9,7 +9,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { OperationFailed } from '../../core/errors';
 
 export type CgroupVersion = 1 | 2;
-export type CgroupController = 'memory' | 'cpuset' | 'pids' | 'cpu' | 'cpuacct' | 'freezer' | 'devices' | 'blkio';
+export type CgroupController = 'memory' | 'cpuset' | 'pids' | 'cpu' | 'cpuacct' | 'freezer' | 'devices' | 'blkio' | 'hugetlb';
 
 export interface CgroupLayout {
   /** Where each controller lives. On a hybrid host `lxc.cgroup2.*` keys are silently ignored for v1 controllers. */

@@ -3,11 +3,9 @@
  * the liblxc `config` file is derived from it (as LXD derives it from its database), so raw
  * edits of that file do not survive an `update`.
  */
-import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { InstanceConfig } from '../../config/options';
-import { parseCpus, parseMemory } from '../../core/units';
 import { InvalidArgument } from '../../core/errors';
 import { refuseControlChars } from '../../core/guard';
 import type { ContainerImageMeta } from '../../images/meta';
@@ -58,33 +56,8 @@ export interface RenderInput {
  */
 const DEFAULT_DEVICE_RULES = ['c *:* m', 'b *:* m', 'c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm', 'c 1:9 rwm', 'c 5:0 rwm', 'c 5:1 rwm', 'c 5:2 rwm', 'c 136:* rwm', 'c 10:229 rwm'];
 
-type Controller = 'memory' | 'cpuset' | 'pids';
-
-/**
- * The cgroup limits the options ask for, per controller: the file, its value, and whether the
- * option is set at all (unset: the value that lifts the limit, for live updates).
- */
-export function cgroupLimits(config: InstanceConfig, layout: CgroupLayout): Array<{ controller: Controller; key: string; value: string; set: boolean }> {
-  const v1 = (c: Controller) => layout.version(c) === 1;
-  const mem = config['limits.memory'];
-  const cpu = config['limits.cpu'];
-  const pids = config['limits.processes'];
-  return [
-    {
-      controller: 'memory',
-      key: v1('memory') ? 'memory.limit_in_bytes' : 'memory.max',
-      value: mem ? String(parseMemory(mem, os.totalmem())) : v1('memory') ? '-1' : 'max',
-      set: mem !== undefined,
-    },
-    {
-      controller: 'cpuset',
-      key: 'cpuset.cpus',
-      value: cpu ? parseCpus(cpu, os.cpus().length).join(',') : `0-${os.cpus().length - 1}`,
-      set: cpu !== undefined,
-    },
-    { controller: 'pids', key: 'pids.max', value: pids ?? 'max', set: pids !== undefined },
-  ];
-}
+import { cgroupLimits } from './cgroup-limits';
+export { cgroupLimits };
 
 export function renderLxcConfig(input: RenderInput): LxcItem[] {
   const { name, dir, config, layout } = input;
@@ -120,12 +93,39 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
   }
   for (const [key, value] of Object.entries(config)) {
     if (key.startsWith('environment.')) items.push(['lxc.environment', `${key.slice('environment.'.length)}=${value}`]);
+    // rlimits of init, inherited by every process (LXD's older limits.kernel.* keys).
+    if (key.startsWith('limits.kernel.')) items.push([`lxc.prlimit.${key.slice('limits.kernel.'.length)}`, value]);
+    // net.*: written by liblxc into the container's network namespace as it starts (names checked: namespaced only).
+    if (key.startsWith('linux.sysctl.net.')) items.push([`lxc.sysctl.${key.slice('linux.sysctl.'.length)}`, value]);
   }
+  const ipc = ipcSysctlHook(config);
+  if (ipc) items.push(['lxc.hook.start-host', ipc]);
   for (const line of (config['raw.lxc'] ?? '').split('\n')) {
     const m = /^\s*(lxc\.[^=\s]+)\s*=\s*(.*?)\s*$/.exec(line);
     if (m) items.push([m[1], m[2]]);
   }
   return items;
+}
+
+/**
+ * The IPC namespace's sysctls (kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*): liblxc writes
+ * lxc.sysctl.* after mounting /proc, whose /proc/sys is read-only but for net/ (proc:mixed), so
+ * they are written from the host's /proc into the container's IPC namespace by a start-host hook, after
+ * the namespaces are made and before init runs. Their values are numbers (checked in
+ * lib/config/options/linux.ts), so nothing in the hook's shell text comes from elsewhere.
+ */
+export function ipcSysctlHook(config: InstanceConfig): string | undefined {
+  const writes: string[] = [];
+  for (const [key, value] of Object.entries(config)) {
+    const name = key.slice('linux.sysctl.'.length);
+    if (!key.startsWith('linux.sysctl.') || name.startsWith('net.')) continue;
+    if (!/^[a-z0-9_.]+$/.test(name) || !/^\d+( \d+)*$/.test(value)) throw new InvalidArgument(`linux.sysctl.${name}: a number (or numbers) expected, got ${JSON.stringify(value)}`);
+    writes.push(`echo ${value} > /proc/sys/${name.replace(/\./g, '/')}`);
+  }
+  if (!writes.length) return undefined;
+  // The kernel lets only the IPC namespace's root write them: in an unprivileged container, its user namespace's root.
+  const user = config['security.privileged'] === 'true' ? '' : ' --user';
+  return `/bin/sh -c 'exec nsenter --target "$LXC_PID"${user} --ipc -- /bin/sh -e -c "${writes.join('; ')}"'`;
 }
 
 /** A liblxc key: `lxc.` and a dotted name, nothing liblxc's parser could read as `=` or a second key. */
