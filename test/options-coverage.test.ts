@@ -13,7 +13,8 @@ const FIXTURE = path.join(__dirname, 'fixtures', 'lxd-instance-options.tsv');
 const SHARED = path.join(__dirname, '..', '..', 'shared', 'lxd', 'instance-options.tsv');
 
 /** Keys lxq has that LXD has not. */
-const LXQ_ONLY = ['vm.accel'];
+// limits.kernel.*: LXD's older rlimit keys (lxc.prlimit), gone from its current metadata.
+const LXQ_ONLY = ['vm.accel', 'limits.kernel.*'];
 
 interface LxdOption {
   key: string;

@@ -2,9 +2,8 @@
 import { readFileSync } from 'node:fs';
 import * as os from 'node:os';
 
-import { NotSupported } from '../../core/errors';
 import { parseBoolean, parseCpus, parseMemory, parsePositiveInteger, parseSize } from '../../core/units';
-import { blkioWeightMissing, hugePageSizesKiB, hugetlbMissing, numaNodes, parseIdList } from './host-probe';
+import { blkioWeightMissing, hugetlbMissing, numaNodes, parseIdList } from './host-probe';
 import type { OptionSpec } from './spec';
 
 /** LXD's huge page keys and their sizes in KiB. */
@@ -112,24 +111,16 @@ export const LIMITS_OPTIONS: readonly OptionSpec[] = [
   {
     key: 'limits.cpu.nodes',
     type: 'string',
-    condition: 'both',
-    live: 'container',
-    description:
-      'NUMA nodes the instance\'s memory comes from ("0", "0-1"): cpuset.mems for a container; a VM\'s memory backend bound to them (host-nodes, policy=bind).',
+    condition: 'container',
+    lxdCondition: 'both',
+    live: true,
+    description: 'NUMA nodes the container\'s memory comes from ("0", "0-1"): cpuset.mems.',
     validate: (v) => {
       const online = numaNodes();
       for (const n of parseIdList(v)) if (!online.includes(n)) throw new Error(`NUMA node ${n} is not online on this host (online: ${online.join(',')})`);
     },
   },
-  {
-    key: 'limits.cpu.pin_strategy',
-    type: 'enum',
-    condition: 'vm',
-    live: false,
-    default: 'none',
-    description: '"auto": each vCPU thread of QEMU pinned to one host CPU (round robin over limits.cpu\'s count), at start; "none": the host schedules them.',
-    validate: (v) => void oneOf(v, ['none', 'auto']),
-  },
+
   {
     key: 'limits.memory.enforce',
     type: 'enum',
@@ -158,17 +149,7 @@ export const LIMITS_OPTIONS: readonly OptionSpec[] = [
     description: 'How willingly the container\'s memory is swapped, 0-10 (10 the least): memory.swappiness 70 - priority, as in LXD.',
     validate: (v) => void parseRange(v, 0, 10),
   },
-  {
-    key: 'limits.memory.hugepages',
-    type: 'boolean',
-    condition: 'vm',
-    live: false,
-    default: 'false',
-    description: "true: the VM's memory is backed by the host's huge pages (memfd hugetlb=on); the start fails with NotSupported when too few are free (vm.nr_hugepages).",
-    validate: (v) => {
-      if (parseBoolean(v) && hugePageSizesKiB().length === 0) throw new NotSupported('limits.memory.hugepages: this kernel offers no huge pages (no /sys/kernel/mm/hugepages)');
-    },
-  },
+
   ...Object.entries(HUGEPAGE_KEYS).map(
     ([suffix, kib]): OptionSpec => ({
       key: `limits.hugepages.${suffix}`,
@@ -190,21 +171,14 @@ export const LIMITS_OPTIONS: readonly OptionSpec[] = [
     notSupported: blkioWeightMissing(),
     validate: (v) => void parseRange(v, 0, 10),
   },
-  {
-    key: 'limits.max_bus_ports',
-    type: 'integer',
-    condition: 'vm',
-    live: false,
-    description: "PCIe root ports the VM gets (hot-plug takes the free ones); unset: the devices present at start and 4 more. LXD's default is 8.",
-    validate: (v) => void parseRange(v, 1, 32),
-  },
+
   {
     key: 'limits.kernel.*',
     type: 'string',
     condition: 'container',
     live: false,
     description:
-      `Resource limits (rlimits) of the container's processes, as LXD's older keys: limits.kernel.<${KERNEL_LIMITS.join('|')}> = "unlimited", a number, or "soft:hard" (liblxc's lxc.prlimit).`,
+      `Resource limits (rlimits) of the container's processes, as LXD's older keys: limits.kernel.NAME (${KERNEL_LIMITS.join(', ')}) = "unlimited", a number, or "soft:hard" (liblxc's lxc.prlimit).`,
     validate: (v, key) => {
       const name = (key ?? '').slice('limits.kernel.'.length);
       if (!(KERNEL_LIMITS as readonly string[]).includes(name)) throw new Error(`"${name}" is not a resource limit (${KERNEL_LIMITS.join(', ')})`);
