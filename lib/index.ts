@@ -7,6 +7,7 @@
 // The local host, and what its calls take.
 export { Host, DEFAULT_HOST_PATH } from './host/host';
 export type { HostOptions, ImportOptions, LaunchOptions } from './host/host';
+export type { AutostartReport, ShutdownReport } from './host/autostart';
 export type { ImportTrust } from './instance/foreign';
 export type { InstanceHost } from './instance/host';
 

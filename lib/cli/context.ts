@@ -35,6 +35,12 @@ export class CliContext {
     return this.root.opts<Globals>();
   }
 
+  /** This machine's host directory and image store as given (`--host`, `--images`), for a command that runs lxq again (a systemd unit). */
+  get localPaths(): { host: string; images?: string } {
+    const g = this.globals;
+    return { host: g.host ?? DEFAULT_HOST_PATH, ...(g.images ? { images: g.images } : {}) };
+  }
+
   /** True with `--remote`: the commands drive an LXD server. */
   get remote(): boolean {
     return Boolean(this.globals.remote);

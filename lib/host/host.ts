@@ -27,9 +27,10 @@ import type { VmInstance } from '../drivers/vm/vm';
 import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type StorageEvent } from '../events/lifecycle';
 import { sys } from '../native/sys';
-import { archive, configOptions, foreign, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
+import { archive, autostarter, configOptions, foreign, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
 import { hostLongOperations } from './long-operations';
 import { COPY_OPTION_KEYS, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
+import type { AutostartReport, ShutdownReport } from './autostart';
 import { sweepEnded } from './ephemeral';
 import { HeldInstances } from './held';
 import { clearInterruptedCreate, instanceRecords, networkUsersIn } from './records';
@@ -243,6 +244,30 @@ export class Host implements InstanceHost {
   private containerContext(): ContainerContext {
     this.containers ??= containerContext(this.instancesDir, () => this.networks, (pool) => this.storage.driver(pool));
     return this.containers;
+  }
+
+  /**
+   * What LXD does at its start (lxq's systemd unit runs it at boot; lib/host/autostart.ts): starts the instances that `boot.*` say.
+   *
+   * @example
+   * ```ts
+   * const { started } = await host.autostart();
+   * ```
+   */
+  async autostart(): Promise<AutostartReport> {
+    return autostarter().autostartAll(await this.list(), this.instancesDir);
+  }
+
+  /**
+   * What LXD does when it stops: shuts the running instances down as `boot.*` say, to be started again by `autostart()`.
+   *
+   * @example
+   * ```ts
+   * const { stopped, failed } = await host.shutdown();
+   * ```
+   */
+  async shutdown(): Promise<ShutdownReport> {
+    return autostarter().shutdownAll(await this.list(), this.instancesDir);
   }
 
   /**

@@ -14,4 +14,5 @@ export const move = (): typeof import('../storage/move') => require('../storage/
 export const foreign = (): typeof import('../instance/foreign') => require('../instance/foreign');
 export const meta = (): typeof import('../images/meta') => require('../images/meta');
 export const openmetrics = (): typeof import('../instance/openmetrics') => require('../instance/openmetrics');
+export const autostarter = (): typeof import('./autostart') => require('./autostart');
 /* eslint-enable @typescript-eslint/no-require-imports */

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 
 import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
 import { checkLongOptions, longOperation, phase } from '../core/abort';
-import { InvalidState, NotSupported, PermissionDenied } from '../core/errors';
+import { InvalidState, NotSupported } from '../core/errors';
 import { diskUsage } from '../storage/tree';
 import type { Devices } from '../devices/declarations';
 import type { ProbeEnv } from '../devices/validate';
@@ -20,9 +20,10 @@ import type { Networks } from '../network/networks';
 import type { DatagramEndpoint, StreamEndpoint } from '../network/proxy';
 import { markFreeze, orphanedFreeze, unmarkFreeze } from '../storage/freeze-mark';
 import { hasRun, markRan, unmarkRan } from './ephemeral';
+import { markPower } from './power';
 import { Snapshots } from '../storage/snapshots';
 import type { InstanceSnapshots, StorageDriver } from '../storage/types';
-import { type AddressFamily, CommonInstance } from './common';
+import { type AddressFamily, CommonInstance, protection } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
 import { followLog, readLog, type Stamper, startStamper } from './console-times';
 import { DEFAULT_STOP_TIMEOUT_MS, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceState, type InstanceStatus } from './instance';
@@ -202,6 +203,7 @@ export abstract class BaseInstance extends CommonInstance {
   protected override async beforeStart(): Promise<void> {
     await this.proxies.open(this.devices);
     if (this.ephemeral) await markRan(this.dir);
+    await markPower(this.dir, 'RUNNING');
     // Before the start, so that the first lines get their times (console.log({ since })).
     this.stamper = startStamper(this.consoleLogPath);
   }
@@ -219,12 +221,7 @@ export abstract class BaseInstance extends CommonInstance {
   }
 
   protected override startProtection(): Error | undefined {
-    return this.protection('security.protection.start', 'start');
-  }
-
-  /** LXD's security.protection.*: the operation refused while the key is true. */
-  private protection(key: string, op: string): PermissionDenied | undefined {
-    if (this.config[key] === 'true') return new PermissionDenied(`cannot ${op} ${this.name}: it is protected by ${key}=true (unset it first)`);
+    return protection(this, 'security.protection.start', 'start');
   }
 
   protected override async startFailed(): Promise<void> {
@@ -232,10 +229,12 @@ export abstract class BaseInstance extends CommonInstance {
     this.stamper = undefined;
     await this.proxies.close();
     if (this.ephemeral) await unmarkRan(this.dir);
+    await markPower(this.dir, 'STOPPED');
   }
 
   protected override async stopped(): Promise<void> {
     if (this.ephemeral) await this.deleteNow();
+    else await markPower(this.dir, 'STOPPED');
   }
 
   /**
@@ -353,7 +352,7 @@ export abstract class BaseInstance extends CommonInstance {
   delete(options: { force?: boolean } = {}): Promise<void> {
     return this.serialized(async () => {
       // As LXD: even with force (which only stops it first); an ephemeral instance's own deletion at its stop is not refused.
-      const refused = this.protection('security.protection.delete', 'delete');
+      const refused = protection(this, 'security.protection.delete', 'delete');
       if (refused) throw refused;
       const status = await this.currentStatus();
       if (status !== 'stopped') {

@@ -14,7 +14,7 @@ import { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
 import { checkAborted, currentSignal, detached, longOperation, unlessAborted } from '../core/abort';
-import { Aborted, AlreadyExists, Busy, InvalidState, NotFound, Timeout } from '../core/errors';
+import { Aborted, AlreadyExists, Busy, InvalidState, NotFound, PermissionDenied, Timeout } from '../core/errors';
 import { refuseUnknownKeys } from '../core/keys';
 import { SerialQueue } from '../core/serial';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
@@ -437,4 +437,9 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
     if (!d) throw new NotFound(`${this.name} has no device named "${name}"` + (Object.keys(devices).length ? `; it has ${Object.keys(devices).map((n) => `"${n}"`).join(', ')}` : ''));
     return d;
   }
+}
+
+/** LXD's security.protection.* on a local instance: the operation refused while the key is true (an LXD server refuses by itself). */
+export function protection(i: { name: string; config: Readonly<Record<string, string>> }, key: string, op: string): PermissionDenied | undefined {
+  if (i.config[key] === 'true') return new PermissionDenied(`cannot ${op} ${i.name}: it is protected by ${key}=true (unset it first)`);
 }

@@ -44,6 +44,7 @@ const FAMILIES: Family[] = [
   { module: 'storage', names: ['storage'] },
   { module: 'console', names: ['console', 'monitor'] },
   { module: 'metrics', names: ['metrics'], remote: ['metrics'] },
+  { module: 'autostart', names: ['autostart', 'system'] },
 ];
 
 /** The commands `--remote` drives, in `--help`'s order. */

@@ -38,6 +38,11 @@ export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...LIMITS_OPTION
  * ```
  */
 export type OptionKey =
+  | 'boot.autostart'
+  | 'boot.autostart.delay'
+  | 'boot.autostart.priority'
+  | 'boot.host_shutdown_timeout'
+  | 'boot.stop.priority'
   | 'limits.cpu'
   | 'limits.memory'
   | 'limits.processes'
