@@ -232,7 +232,7 @@ describe('the QEMU command line', () => {
 
   test('launch arguments of a block disk in a directory carrying ",": JSON, one value', async () => {
     const dir = path.join(scratch, 'devs,x=y');
-    const args = await launchArgs(dir, { data: { type: 'disk', source: path.join(dir, 'data.img') } }, new Map([['data', { kind: 'file' as const, format: 'raw' as const }]]), 256);
+    const args = await launchArgs(dir, { data: { type: 'disk', source: path.join(dir, 'data.img') } }, new Map([['data', { kind: 'file' as const, format: 'raw' as const }]]), { mib: 256, hugepages: false });
     const blockdev = JSON.parse(args[args.indexOf('-blockdev') + 1]);
     expect(blockdev.file.filename).toBe(path.join(dir, 'data.img'));
     expect(args).toContain('virtio-blk-pci,id=dev-data,drive=lxq-data,serial=data,bus=lxq-port0');

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import * as os from 'node:os';
 
 import { parseBoolean, parseCpus, parseMemory, parsePositiveInteger, parseSize } from '../../core/units';
-import { blkioWeightMissing, hugetlbMissing, numaNodes, parseIdList } from './host-probe';
+import { blkioWeightMissing, hugePageSizesKiB, hugetlbMissing, numaNodes, parseIdList } from './host-probe';
 import type { OptionSpec } from './spec';
 
 /** LXD's huge page keys and their sizes in KiB. */
@@ -111,10 +111,10 @@ export const LIMITS_OPTIONS: readonly OptionSpec[] = [
   {
     key: 'limits.cpu.nodes',
     type: 'string',
-    condition: 'container',
-    lxdCondition: 'both',
-    live: true,
-    description: 'NUMA nodes the container\'s memory comes from ("0", "0-1"): cpuset.mems.',
+    condition: 'both',
+    live: 'container',
+    description:
+      'NUMA nodes the instance\'s memory comes from ("0", "0-1"): cpuset.mems for a container; a VM\'s memory backend bound to them (host-nodes, policy=bind).',
     validate: (v) => {
       const online = numaNodes();
       for (const n of parseIdList(v)) if (!online.includes(n)) throw new Error(`NUMA node ${n} is not online on this host (online: ${online.join(',')})`);
@@ -173,6 +173,30 @@ export const LIMITS_OPTIONS: readonly OptionSpec[] = [
   },
 
   {
+    key: 'limits.cpu.pin_strategy',
+    type: 'enum',
+    condition: 'vm',
+    live: false,
+    default: 'none',
+    description: '"auto": each vCPU thread of QEMU pinned to one host CPU (round robin over limits.cpu\'s count), at start; "none": the host schedules them.',
+    validate: (v) => void oneOf(v, ['none', 'auto']),
+  },  {
+    key: 'limits.memory.hugepages',
+    type: 'boolean',
+    condition: 'vm',
+    live: false,
+    default: 'false',
+    description: "true: the VM's memory is backed by the host's huge pages (memfd hugetlb=on); the start fails with NotSupported when too few are free (vm.nr_hugepages).",
+    notSupported: hugePageSizesKiB().length ? undefined : 'this kernel offers no huge pages (no /sys/kernel/mm/hugepages)',
+    validate: (v) => void parseBoolean(v),
+  },  {
+    key: 'limits.max_bus_ports',
+    type: 'integer',
+    condition: 'vm',
+    live: false,
+    description: "PCIe root ports the VM gets (hot-plug takes the free ones); unset: the devices present at start and 4 more. LXD's default is 8.",
+    validate: (v) => void parseRange(v, 1, 32),
+  },  {
     key: 'limits.kernel.*',
     type: 'string',
     condition: 'container',

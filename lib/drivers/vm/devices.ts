@@ -31,6 +31,7 @@ import { createTap, deleteLink } from '../../network/iproute';
 import { hostLink, nics } from '../../devices/nic';
 import { type DeviceSource, devicePath } from '../../devices/validate';
 import type { QmpCommands } from '../../qmp';
+import { memoryBackendOptions, type VmMemory } from './limits';
 
 const run = (cmd: string, args: string[]) => execHelper(cmd, args);
 
@@ -190,10 +191,13 @@ export function chardevArgs(vmDir: string, name: string): QmpCommands['chardev-a
 }
 
 /** What QEMU's command line gets for the devices present at launch; virtiofsds are started first. */
-export async function launchArgs(vmDir: string, devices: Devices, sources: Map<string, DeviceSource>, memoryMiB: number): Promise<string[]> {
-  const args = ['-object', `memory-backend-memfd,id=${MEMORY_BACKEND},size=${memoryMiB}M,share=on`, '-machine', `memory-backend=${MEMORY_BACKEND}`];
+export async function launchArgs(vmDir: string, devices: Devices, sources: Map<string, DeviceSource>, memory: VmMemory, busPorts?: number): Promise<string[]> {
+  const args = ['-object', `memory-backend-memfd,id=${MEMORY_BACKEND},size=${memory.mib}M,share=on${memoryBackendOptions(memory)}`, '-machine', `memory-backend=${MEMORY_BACKEND}`];
   const present = Object.entries(devices).filter(([name, d]) => vmDeviceKind(d, sources.get(name)!) !== 'skip');
-  const ports = present.length + SPARE_PORTS;
+  const needed = present.length + (present.some(([, d]) => deviceValue(d, 'io.bus') === 'virtio-scsi') ? 1 : 0);
+  // limits.max_bus_ports: that many root ports, the devices present at start on the first ones.
+  if (busPorts !== undefined && busPorts < needed) throw new InvalidArgument(`limits.max_bus_ports=${busPorts} is fewer than the ${needed} PCIe ports the VM's devices take at start`);
+  const ports = busPorts ?? present.length + SPARE_PORTS;
   for (let i = 0; i < ports; i++) args.push('-device', `pcie-root-port,id=${portId(i)},bus=pcie.0,chassis=${i + 1}`);
   let port = 0;
   if (present.some(([, d]) => deviceValue(d, 'io.bus') === 'virtio-scsi')) args.push('-device', `virtio-scsi-pci,id=${SCSI_CONTROLLER},bus=${portId(port++)}`);

@@ -18,6 +18,7 @@ import type { Accel, AccelSetting } from './accel';
 import { launchArgs } from './devices';
 import { type VmFile, vmFile } from './paths';
 import { qemuArgsForImage } from './qemu-args';
+import { type VmMemory, vmMemory } from './limits';
 
 const DEFAULT_MEMORY_MIB = 256;
 const DEFAULT_CPUS = 1;
@@ -28,6 +29,12 @@ export interface LaunchSettings {
   memoryMiB: number;
   accel: AccelSetting;
   raw: string[];
+  /** The memory backend's huge pages and NUMA nodes. */
+  memory: VmMemory;
+  /** limits.max_bus_ports: the PCIe root ports (unset: the devices and spares). */
+  busPorts?: number;
+  /** limits.cpu.pin_strategy=auto: vCPU threads pinned once QEMU runs. */
+  pin: boolean;
 }
 
 /** A VM's launch settings; InvalidArgument for what a VM cannot take. */
@@ -37,11 +44,16 @@ export function launchSettings(config: InstanceConfig): LaunchSettings {
     throw new InvalidArgument(`limits.cpu of a VM is a number of vCPUs ("2"); a CPU set (${JSON.stringify(cpu)}) applies to containers only`);
   }
   const memory = config['limits.memory'];
+  const memoryMiB = memory === undefined ? DEFAULT_MEMORY_MIB : Math.floor(parseMemory(memory, os.totalmem()) / 2 ** 20);
+  const ports = config['limits.max_bus_ports'];
   return {
     cpus: cpu === undefined ? DEFAULT_CPUS : Number(cpu),
-    memoryMiB: memory === undefined ? DEFAULT_MEMORY_MIB : Math.floor(parseMemory(memory, os.totalmem()) / 2 ** 20),
+    memoryMiB,
     accel: (config['vm.accel'] ?? 'auto') as AccelSetting,
     raw: splitArgs(config['raw.qemu'] ?? ''),
+    memory: vmMemory(config, memoryMiB),
+    ...(ports !== undefined ? { busPorts: Number(ports) } : {}),
+    pin: config['limits.cpu.pin_strategy'] === 'auto',
   };
 }
 
@@ -84,7 +96,7 @@ export async function qemuCommandLine(vm: LaunchTarget, img: VmImage, s: LaunchS
       // The instance name, which the initramfs makes the hostname while the disk has none.
       appendCmdline: `lxq.hostname=${vm.name}${vm.machineId ? ` systemd.machine_id=${vm.machineId}` : ''}`,
     }),
-    ...(await launchArgs(vm.dir, vm.devices, await vm.sources(), s.memoryMiB)),
+    ...(await launchArgs(vm.dir, vm.devices, await vm.sources(), s.memory, s.busPorts)),
     '-name', qemuOptionValue('-name', vm.name),
     '-pidfile', file('pid'),
     ...s.raw,

@@ -35,6 +35,7 @@ import { prepareVmDevice, qemuDeviceId, qemuNodeName, releaseHostParts } from '.
 import { askGuestShutdown, VmGuest } from './guest';
 import { HotPlug } from './hotplug';
 import { launchSettings, type LaunchSettings, loadImage, qemuCommandLine } from './launch';
+import { pinVcpus } from './limits';
 import { VmMonitor } from './monitor';
 import { checkSocketPaths, type VmFile, vmFile } from './paths';
 import { endQemu, isQemuOf, livePid, logTail, QEMU, qemuUsage, QUIT_GRACE_MS, spawnQemu, waitForExit, watchBoot } from './process';
@@ -306,6 +307,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     const exitReason = await spawnQemu(await qemuCommandLine(target, img, s, accel), this.file('qemuLog'));
     try {
       await this.monitor.connectLaunched(exitReason);
+      if (s.pin) await pinVcpus(() => this.monitor.command('query-cpus-fast'));
     } catch (e) {
       await this.doKill().catch(() => undefined);
       const why = exitReason() === undefined ? (e as Error).message : `QEMU exited (${exitReason()})`;
