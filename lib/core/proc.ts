@@ -1,4 +1,5 @@
-import { promises as fs } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 
 /** A process's start in clock ticks since boot (field 22 of /proc/PID/stat); null if it is gone. */
 export async function processStartTicks(pid: number): Promise<number | null> {
@@ -19,4 +20,31 @@ export async function processStartedAt(pid: number): Promise<Date | null> {
   const [ticks, system] = await Promise.all([processStartTicks(pid), fs.readFile('/proc/stat', 'utf8').catch(() => '')]);
   const btime = Number(/^btime (\d+)$/m.exec(system)?.[1]);
   return ticks !== null && Number.isFinite(btime) ? new Date((btime + ticks / 100) * 1000) : null; // USER_HZ = 100 on Linux
+}
+
+/** AppArmor confines containers where it is enabled; elsewhere liblxc's "generated" profile cannot load. */
+export function apparmorEnabled(): boolean {
+  try {
+    return existsSync('/sys/kernel/security/apparmor') && readFileSync('/sys/module/apparmor/parameters/enabled', 'utf8').trim() === 'Y';
+  } catch {
+    return false;
+  }
+}
+
+let criu: string | undefined;
+
+/**
+ * Why CRIU cannot checkpoint here: the last lines of `criu check`'s complaint, 'criu is not
+ * installed', or '' when it passes. Asked once per process (a fifth of a second).
+ */
+export function criuCheckFailure(): string {
+  if (criu !== undefined) return criu;
+  try {
+    execFileSync('criu', ['check'], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
+    criu = '';
+  } catch (e) {
+    const error = e as NodeJS.ErrnoException & { stdout?: Buffer; stderr?: Buffer };
+    criu = error.code === 'ENOENT' ? 'criu is not installed' : `${error.stderr ?? ''}${error.stdout ?? ''}`.trim().split('\n').slice(-3).join('\n') || error.message;
+  }
+  return criu;
 }

@@ -14,7 +14,8 @@ import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../core/
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
 import { readJson, writeJsonAtomic } from '../core/fs';
 import { optionKeys, refuseUnknownKeys } from '../core/keys';
-import { execHelper, noSpaceOr } from '../core/run';
+import { noSpaceOr } from '../core/run';
+import { criuCheckFailure } from '../core/proc';
 import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from '../core/staging';
 import { diskUsage } from './tree';
 import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotDeleteOptions, SnapshotInfo, SnapshotRef, SnapshotRestoreOptions, StorageDriver, StoredSnapshot } from './types';
@@ -103,6 +104,11 @@ function parseExpiry(value: unknown): string | null {
 export class Snapshots implements InstanceSnapshots {
   constructor(private readonly subject: StorageSubject) {}
 
+  /** migration.stateful (VMs): false keeps a running VM's snapshots stateless. */
+  private statefulAllowed(): boolean {
+    return this.subject.record().config['migration.stateful'] !== 'false';
+  }
+
   private get root(): string {
     return path.join(this.subject.dir(), 'snapshots');
   }
@@ -116,7 +122,10 @@ export class Snapshots implements InstanceSnapshots {
       if (names.includes(chosen)) throw new AlreadyExists(`${this.subject.name()} already has a snapshot named "${chosen}"`);
       const status = await this.subject.status();
       // A running VM's snapshot keeps its RAM and devices unless told otherwise.
-      const stateful = options.stateful ?? (this.subject.type() === 'vm' && status === 'running');
+      const stateful = options.stateful ?? (this.subject.type() === 'vm' && status === 'running' && this.statefulAllowed());
+      if (stateful && this.subject.type() === 'vm' && !this.statefulAllowed()) {
+        throw new InvalidArgument(`${this.subject.name()} has migration.stateful=false: its snapshots do not keep its state`);
+      }
       if (stateful && this.subject.type() === 'container') await refuseStatefulContainer();
       await fs.mkdir(this.root, { recursive: true, mode: 0o700 });
       const staging = stagingPath(this.root, 'snapshot');
@@ -320,11 +329,7 @@ export class Snapshots implements InstanceSnapshots {
 
 /** Stateful container snapshots need CRIU; the refusal quotes CRIU's own words. */
 async function refuseStatefulContainer(): Promise<never> {
-  const reason = await execHelper('criu', ['check']).then(
-    () => '',
-    (error: NodeJS.ErrnoException & { stdout?: string; stderr?: string }) =>
-      (error.code === 'ENOENT' ? 'criu is not installed' : `${error.stderr ?? ''}${error.stdout ?? ''}`.trim().split('\n').slice(-3).join('\n')) || error.message,
-  );
+  const reason = criuCheckFailure();
   if (reason) throw new NotSupported(`stateful container snapshots need CRIU, and "criu check" fails on this host: ${reason}`);
   throw new NotSupported('stateful container snapshots (CRIU checkpoint through liblxc) are not implemented yet; criu check passes on this host');
 }

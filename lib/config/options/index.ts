@@ -11,9 +11,10 @@ import { editDistance, parseMemory } from '../../core/units';
 import { BOOT_OPTIONS } from './boot';
 import { LIMITS_OPTIONS, MEMORY_FLOOR } from './limits';
 import { LINUX_OPTIONS } from './linux';
+import { MIGRATION_OPTIONS } from './migration';
 import { MISC_OPTIONS } from './misc';
 import { RAW_OPTIONS } from './raw';
-import { SECURITY_OPTIONS } from './security';
+import { checkCombination, SECURITY_OPTIONS } from './security';
 import type { ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
 
 export type { Condition, ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
@@ -27,7 +28,7 @@ export { splitArgs } from './raw';
  * for (const o of OPTIONS) console.log(o.key, o.default, o.description);
  * ```
  */
-export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...LIMITS_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...LINUX_OPTIONS, ...RAW_OPTIONS];
+export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...LIMITS_OPTIONS, ...MIGRATION_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...LINUX_OPTIONS, ...RAW_OPTIONS];
 
 /**
  * The options whose keys are fixed, as a type: `'limits.cpu' | 'limits.memory' | …`.
@@ -61,6 +62,40 @@ export type OptionKey =
   | 'security.privileged'
   | 'security.protection.delete'
   | 'security.protection.start'
+  | 'security.agent.metrics'
+  | 'security.delegate_bpf'
+  | 'security.delegate_bpf.attach_types'
+  | 'security.delegate_bpf.cmd_types'
+  | 'security.delegate_bpf.map_types'
+  | 'security.delegate_bpf.prog_types'
+  | 'security.devlxd'
+  | 'security.devlxd.images'
+  | 'security.devlxd.management.volumes'
+  | 'security.protection.shift'
+  | 'security.sev'
+  | 'security.sev.policy.es'
+  | 'security.sev.session.data'
+  | 'security.sev.session.dh'
+  | 'security.syscalls.allow'
+  | 'security.syscalls.deny'
+  | 'security.syscalls.deny_compat'
+  | 'security.syscalls.deny_default'
+  | 'security.syscalls.intercept.bpf'
+  | 'security.syscalls.intercept.bpf.devices'
+  | 'security.syscalls.intercept.mknod'
+  | 'security.syscalls.intercept.mount'
+  | 'security.syscalls.intercept.mount.allowed'
+  | 'security.syscalls.intercept.mount.fuse'
+  | 'security.syscalls.intercept.mount.shift'
+  | 'security.syscalls.intercept.sched_setscheduler'
+  | 'security.syscalls.intercept.setxattr'
+  | 'security.syscalls.intercept.sysinfo'
+  | 'migration.incremental.memory'
+  | 'migration.incremental.memory.goal'
+  | 'migration.incremental.memory.iterations'
+  | 'migration.stateful'
+  | 'raw.apparmor'
+  | 'raw.seccomp'
   | 'raw.lxc'
   | 'raw.qemu'
   | 'agent.nic_config'
@@ -140,6 +175,7 @@ export function validateConfig(type: InstanceType, input: Record<string, unknown
     }
     out[key] = value;
   }
+  checkCombination(out);
   return out;
 }
 
@@ -193,5 +229,7 @@ export function patchConfig(type: InstanceType, current: InstanceConfig, patch: 
       sets[key] = value;
     }
   }
-  return Object.assign(next, validateConfig(type, sets));
+  Object.assign(next, validateConfig(type, sets));
+  checkCombination(next);
+  return next;
 }

@@ -1,17 +1,170 @@
-/** LXD's security group: security.* options. */
-import { parseBoolean } from '../../core/units';
-import type { OptionSpec } from './spec';
+/**
+ * LXD's security group: security.* options. Every key of LXD's group is declared: those lxq
+ * honours with their effect, the others refused with NotSupported naming what is missing, so
+ * that an LXD config is never accepted and silently ignored.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+
+import { InvalidArgument, NotSupported } from '../../core/errors';
+import { parseBoolean, parsePositiveInteger } from '../../core/units';
+import type { Condition, OptionSpec } from './spec';
+import { SYSCALL_NAMES } from './syscalls';
+
+/** liblxc's rule actions (`notify` needs a listener lxq does not run). */
+const ACTION = /^(kill|allow|trap|errno\s+\d{1,4})$/;
+
+/**
+ * A list of seccomp rules as LXD's security.syscalls.allow/deny take them: one per line, a
+ * system call name and optionally liblxc's action (a bare name: the process is killed, as
+ * liblxc does in LXD). Names are checked against the host's system calls: an unknown one
+ * would be skipped by liblxc and leave the call allowed.
+ */
+export function checkSyscallRules(value: string): string[] {
+  const rules: string[] = [];
+  for (const line of value.split('\n')) {
+    const t = line.trim();
+    if (!t || t.startsWith('#')) continue;
+    const [name, ...rest] = t.split(/\s+/);
+    if (!SYSCALL_NAMES.has(name)) throw new Error(`${JSON.stringify(name)} is not a system call of this host (one name per line, then optionally kill, allow, trap or errno N)`);
+    const action = rest.join(' ');
+    if (action && !ACTION.test(action)) throw new Error(`${JSON.stringify(action)} is not a seccomp action lxq applies (kill, allow, trap or errno N; notify needs a listener lxq does not run)`);
+    rules.push(action ? `${name} ${action}` : name);
+  }
+  if (rules.length === 0) throw new Error('no system call named (one per line)');
+  return rules;
+}
+
+function bool(v: string): void {
+  parseBoolean(v);
+}
+
+/** A boolean key whose `true` needs what lxq or this host lacks: NotSupported, saying why; `false` is what lxq does anyway. */
+function refusedWhenTrue(key: string, why: () => string | undefined): (v: string) => void {
+  return (v) => {
+    if (!parseBoolean(v)) return;
+    const reason = why();
+    if (reason) throw new NotSupported(`"${key}": ${reason}`);
+  };
+}
+
+/** AMD SEV needs kvm_amd with sev=1 on the host; absent here (probed, not assumed). */
+function sevMissing(): string | undefined {
+  try {
+    if (/^(1|Y)$/.test(readFileSync('/sys/module/kvm_amd/parameters/sev', 'utf8').trim())) return 'lxq does not start SEV guests (no sev-guest object or launch measurement is set up)';
+  } catch {
+    // not there: no AMD SEV on this host
+  }
+  return existsSync('/sys/module/kvm_amd') ? 'AMD SEV is off on this host (kvm_amd sev=0)' : 'this host has no AMD SEV (no kvm_amd module with sev=1)';
+}
+
+const NO_NOTIFY = 'lxq runs no seccomp notify listener to answer the intercepted calls (liblxc would need a supervisor process holding the notify fd; lxq_runner does not yet)';
+const NO_DEVLXD = 'lxq has no daemon to serve /dev/lxd inside instances';
+const NO_BPF_DELEGATION = 'lxq does not mount a delegated bpffs (BPF token) in containers';
+
+function spec(key: string, condition: Condition, description: string, extra: Partial<OptionSpec> = {}): OptionSpec {
+  return { key, type: 'boolean', condition, live: false, default: 'false', description, validate: bool, ...extra };
+}
+
+const SYSCALL_OPTIONS: OptionSpec[] = [
+  spec('security.syscalls.allow', 'container', 'System calls allowed, one per line (liblxc\'s "name [action]"): every other one kills the caller. Excludes security.syscalls.deny*.', {
+    type: 'lines',
+    default: undefined,
+    validate: (v) => void checkSyscallRules(v),
+  }),
+  spec('security.syscalls.deny', 'container', 'System calls denied, one per line ("name" kills the caller as in LXD; "name errno 1" fails it with EPERM), after the default list.', {
+    type: 'lines',
+    default: undefined,
+    validate: (v) => void checkSyscallRules(v),
+  }),
+  spec('security.syscalls.deny_compat', 'container', "Also deny LXD's list of 32-bit (i386) compat system calls with ENOSYS.", {}),
+  spec(
+    'security.syscalls.deny_default',
+    'container',
+    'The default deny list: kexec_load, open_by_handle_at, init_module, finit_module, delete_module, keyctl, add_key, request_key fail with ENOSYS, and umount -f with EACCES.',
+    { default: 'true' },
+  ),
+  ...['bpf', 'bpf.devices', 'mknod', 'mount', 'mount.shift', 'sched_setscheduler', 'setxattr', 'sysinfo'].map((k) =>
+    spec(`security.syscalls.intercept.${k}`, 'container', `Refused when true: ${NO_NOTIFY}.`, { validate: refusedWhenTrue(`security.syscalls.intercept.${k}`, () => NO_NOTIFY) }),
+  ),
+  ...['mount.allowed', 'mount.fuse'].map((k) =>
+    spec(`security.syscalls.intercept.${k}`, 'container', `Refused when set: ${NO_NOTIFY}.`, {
+      type: 'string',
+      default: undefined,
+      notSupported: NO_NOTIFY,
+      validate: undefined,
+    }),
+  ),
+];
+
+export const IDMAP_OPTIONS: OptionSpec[] = [
+  spec(
+    'security.idmap.isolated',
+    'container',
+    "An id range of the container's own (no other container's overlaps it), allocated from root's /etc/subuid range under a host-wide lock and released at delete. Fixed at create; refused with security.privileged.",
+  ),
+  spec('security.idmap.base', 'container', "The first host id of the container's range (with or without isolated): inside root's /etc/subuid range, overlapping no isolated container's range. Fixed at create.", {
+    type: 'integer',
+    default: undefined,
+    validate: (v) => void parsePositiveInteger(v),
+  }),
+  spec('security.idmap.size', 'container', "How many ids the container's range has (at least 65536, so that an image's ids all map). Fixed at create.", {
+    type: 'integer',
+    default: undefined,
+    validate: (v) => {
+      if (parsePositiveInteger(v) < 65536) throw new Error('at least 65536 (an image owns files up to uid 65534)');
+    },
+  }),
+];
+
+const on = (config: Record<string, string>, key: string): boolean => config[key] !== undefined && parseBoolean(config[key]);
+
+/** Keys that contradict each other, in a whole config (as created, or after a patch): InvalidArgument naming both. */
+export function checkCombination(config: Record<string, string>): void {
+  if (on(config, 'security.privileged')) {
+    for (const key of ['security.idmap.isolated', 'security.idmap.base', 'security.idmap.size', 'raw.idmap']) {
+      if (config[key] !== undefined && (key !== 'security.idmap.isolated' || on(config, key))) {
+        throw new InvalidArgument(`"${key}" cannot be set on a privileged container ("security.privileged" is true: it has no id map)`);
+      }
+    }
+  }
+  if (config['security.syscalls.allow'] !== undefined) {
+    const deny = ['security.syscalls.deny', 'security.syscalls.deny_compat', 'security.syscalls.deny_default'].find((k) => config[k] !== undefined && (k === 'security.syscalls.deny' || on(config, k)));
+    if (deny) throw new InvalidArgument(`"security.syscalls.allow" and "${deny}" exclude each other (an allow list denies everything else)`);
+  }
+  if (config['raw.seccomp'] !== undefined) {
+    const other = Object.keys(config).find((k) => k.startsWith('security.syscalls.') && (k === 'security.syscalls.allow' || k === 'security.syscalls.deny' || on(config, k)) && k !== 'security.syscalls.deny_default');
+    if (other) throw new InvalidArgument(`"raw.seccomp" is the whole seccomp policy: "${other}" would be ignored with it`);
+  }
+}
 
 export const SECURITY_OPTIONS: readonly OptionSpec[] = [
-  {
-    key: 'security.privileged',
-    type: 'boolean',
-    condition: 'container',
-    live: false,
-    default: 'false',
-    description: 'Run the container without a user namespace (root inside is root outside). Off by default.',
-    validate: (v) => void parseBoolean(v),
-  },
+  spec('security.agent.metrics', 'vm', "Whether metrics() asks the guest agent (lxq's agent) for the guest's own figures; false: host-side figures only.", { default: 'true' }),
+  ...['', '.attach_types', '.cmd_types', '.map_types', '.prog_types'].map((k) =>
+    spec(`security.delegate_bpf${k}`, 'container', `Refused when true: ${NO_BPF_DELEGATION}.`, {
+      type: k ? 'string' : 'boolean',
+      ...(k ? { notSupported: NO_BPF_DELEGATION, validate: undefined } : { validate: refusedWhenTrue('security.delegate_bpf', () => NO_BPF_DELEGATION) }),
+    }),
+  ),
+  spec('security.devlxd', 'both', `LXD's /dev/lxd (default true in LXD): lxq has none, so false is what it does and true is refused (${NO_DEVLXD}).`, {
+    validate: refusedWhenTrue('security.devlxd', () => NO_DEVLXD),
+  }),
+  ...['images', 'management.volumes'].map((k) =>
+    spec(`security.devlxd.${k}`, 'both', `Refused when true: ${NO_DEVLXD}.`, { live: true, validate: refusedWhenTrue(`security.devlxd.${k}`, () => NO_DEVLXD) }),
+  ),
+  spec('security.privileged', 'container', 'Run the container without a user namespace (root inside is root outside). Fixed at create.'),
+  spec(
+    'security.protection.shift',
+    'container',
+    "Accepted as LXD's: lxq never shifts an existing container's root (its id map is fixed at create, and a copy or import into another id range is refused), so it holds whether true or false.",
+    { live: true },
+  ),
+  ...['security.sev', 'security.sev.policy.es', 'security.sev.session.data', 'security.sev.session.dh'].map((key) =>
+    spec(key, 'vm', key.includes('session') ? 'An AMD SEV session parameter (for a SEV guest).' : `AMD SEV${key.endsWith('.es') ? '-ES' : ''} memory encryption of the guest.`, {
+      ...(key.includes('session') ? { type: 'string' as const, default: undefined } : {}),
+      ...(sevMissing() ? { notSupported: sevMissing(), validate: undefined } : {}),
+    }),
+  ),
+  ...SYSCALL_OPTIONS,
   {
     key: 'security.protection.delete',
     type: 'boolean',

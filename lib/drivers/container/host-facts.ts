@@ -4,7 +4,7 @@
  * containers, and whether AppArmor is there to confine them.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 
 import { OperationFailed } from '../../core/errors';
 
@@ -80,11 +80,4 @@ export function detectIdMap(): IdMap {
   );
 }
 
-/** AppArmor confines containers where it is enabled; elsewhere liblxc's "generated" profile cannot load. */
-export function apparmorEnabled(): boolean {
-  try {
-    return existsSync('/sys/kernel/security/apparmor') && readFileSync('/sys/module/apparmor/parameters/enabled', 'utf8').trim() === 'Y';
-  } catch {
-    return false;
-  }
-}
+export { apparmorEnabled } from '../../core/proc';

@@ -13,29 +13,8 @@ import type { CgroupLayout, IdMap } from './host-facts';
 
 export type LxcItem = [key: string, value: string];
 
-/** The seccomp policy file liblxc loads, in the instance's directory beside `config`. */
-export const SECCOMP_POLICY_FILE = 'seccomp.policy';
-
-/**
- * System calls no container may make, each failing with ENOSYS (38) as if the kernel lacked it:
- * LXD's default deny list (loading and removing kernel modules, kexec, open_by_handle_at, which
- * can reach files outside the container's root), and the kernel keyring's calls, which is not
- * namespaced (as LXD and Docker do).
- */
-const DEFAULT_DENIED_SYSCALLS = ['kexec_load', 'open_by_handle_at', 'init_module', 'finit_module', 'delete_module', 'keyctl', 'add_key', 'request_key'] as const;
-const ENOSYS = 38;
-
-/**
- * The container's seccomp policy in liblxc's format (version 2, a deny list), for unprivileged
- * and privileged containers alike: LXD's default policy. `reject_force_umount` makes
- * `umount -f` fail (EACCES) inside. Built from the options so that `security.syscalls.*` can
- * shape it later.
- */
-export function seccompPolicy(_config: InstanceConfig): string {
-  const lines = ['2', 'denylist', 'reject_force_umount', '[all]', ...DEFAULT_DENIED_SYSCALLS.map((s) => `${s} errno ${ENOSYS}`)];
-  return lines.map((l) => refuseControlChars('the seccomp policy', l)).join('\n') + '\n';
-}
-
+export { SECCOMP_POLICY_FILE, seccompPolicy } from './seccomp';
+import { SECCOMP_POLICY_FILE } from './seccomp';
 
 export interface RenderInput {
   name: string;

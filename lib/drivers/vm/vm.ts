@@ -417,7 +417,9 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   }
 
   protected override usageDetail(state: VmState): Promise<UsageDetail> {
-    return vmUsage({ cpus: () => this.monitor.command('query-cpus-fast'), blocks: () => this.monitor.command('query-blockstats') }, state);
+    // security.agent.metrics=false: the metrics are QEMU's figures only, none of the guest's own.
+    const seen = this.config['security.agent.metrics'] === 'false' ? { ...state, guest: undefined } : state;
+    return vmUsage({ cpus: () => this.monitor.command('query-cpus-fast'), blocks: () => this.monitor.command('query-blockstats') }, seen);
   }
 
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
