@@ -1,13 +1,16 @@
 /**
  * Storage pools, side by side in one run: a `debian/12` container on the `overlay` pool (an
- * upper directory over the image, kept once) and on the `dir` pool (a full copy of the image,
- * ids shifted): create, disk used right after create and after the first boot, start until
+ * upper directory over the image, kept once), on the `dir` pool (a full copy of the image, ids
+ * shifted) and on a `btrfs` pool of a loop file (a writable snapshot of the image's subvolume,
+ * made by a first create that is not timed, as LXD's image volume): create, disk used right after create and after the first boot, start until
  * systemd runs, snapshot of the running container, restore, copy, delete; then N containers
  * created one after another on each pool (total time and disk).
  *
  * Disk is `du -sk --one-file-system` of the instance directories (an overlay's mount is another
  * filesystem: what the overlay shows of the image is not counted; the image is, once, in the
- * store), run right after the operation.
+ * store), run right after the operation. On btrfs, as for LXD's btrfs peer: what the pool's
+ * filesystem has in use (statfs, after a sync) beyond what it had before, the image's subvolume
+ * made (`du` would count each snapshot's shared extents again).
  *
  * Peers in the same run: LXD 5.0 (Debian's) on a `dir` pool and on a `btrfs` pool of a loop file
  * (LXD's default for btrfs without a source), each a daemon of its own holding the same tree
@@ -19,7 +22,7 @@
  * image (e.g. busybox with the peers).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -36,34 +39,50 @@ const image = imageArg > 0 ? process.argv[imageArg + 1] : quick ? 'busybox' : 'd
 const p50 = (xs: number[]) => stats(xs).p50;
 const kib = (dirs: string[]) => Number(execFileSync('du', ['-sck', '--one-file-system', ...dirs], { encoding: 'utf8' }).trim().split('\n').pop()!.split('\t')[0]);
 const mib = (k: number) => (k / 1024).toFixed(1);
+const POOLS = ['overlay', 'dir', 'btrfs'] as const;
+type Pool = (typeof POOLS)[number];
+const poolName = (pool: Pool) => (pool === 'overlay' ? 'default' : pool);
+/** KiB the btrfs pool's filesystem has in use (deleted subvolumes cleaned first). */
+const btrfsUsedKiB = (mount: string) => {
+  execFileSync('btrfs', ['-q', 'subvolume', 'sync', mount]);
+  execFileSync('sync', ['-f', mount]);
+  const st = statfsSync(mount);
+  return ((st.blocks - st.bfree) * st.bsize) / 1024;
+};
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-storage-'));
   const host = await Host.open({ path: dir, images: process.env.LXQ_BENCH_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   await host.storage.pools.create('dir', { driver: 'dir' });
+  await host.storage.pools.create('btrfs', { driver: 'btrfs', config: { size: '16GiB' } });
   const img = await host.images.ensure(image);
   console.log(`image ${image}: ${mib(kib([img.dir]))} MiB in the store`);
+  const btrfsMount = path.join(dir, 'storage-pools', 'btrfs', 'mnt');
+  const warm = await time(() => host.create('b-warm', { image, pool: 'btrfs' }));
+  await (await host.get('b-warm')).delete();
+  console.log(`btrfs: the first create (the image's subvolume made) ${warm.toFixed(0)} ms`);
+  const btrfsBase = btrfsUsedKiB(btrfsMount);
   const inst = (name: string) => path.join(host.instancesDir, name);
+  const disk = (pool: Pool, names: string[]) => (pool === 'btrfs' ? btrfsUsedKiB(btrfsMount) - btrfsBase : kib(names.map(inst)));
   let peers: [string, LxdStoragePeer | string][] = [];
   try {
     console.log('\n| pool | create p50 ms | disk after create MiB | start → running ms | disk after boot MiB | snapshot (running) p50 ms | restore p50 ms | copy (stopped) p50 ms | delete p50 ms |');
     console.log('|---|---|---|---|---|---|---|---|---|');
-    for (const pool of ['overlay', 'dir'] as const) {
-      const poolName = pool === 'overlay' ? 'default' : 'dir';
+    for (const pool of POOLS) {
       const create: number[] = [];
       const del: number[] = [];
       let afterCreate = 0;
       for (let i = 0; i < rounds; i++) {
         const name = `b-${pool}-${i}`;
-        create.push(await time(() => host.create(name, { image, pool: poolName })));
-        afterCreate = kib([inst(name)]);
+        create.push(await time(() => host.create(name, { image, pool: poolName(pool) })));
+        afterCreate = disk(pool, [name]);
         const c = await host.get(name);
         del.push(await time(() => c.delete()));
       }
-      const c = await host.create(`b-${pool}`, { image, pool: poolName });
+      const c = await host.create(`b-${pool}`, { image, pool: poolName(pool) });
       const wait = image === 'debian/12' ? ({ for: 'systemd', timeout: 180_000 } as const) : undefined;
       const start = await time(() => c.start(wait ? { wait } : {}));
-      const afterBoot = kib([inst(c.name)]);
+      const afterBoot = disk(pool, [c.name]);
       const snap: number[] = [];
       for (let i = 0; i < rounds; i++) snap.push(await time(() => c.snapshots.create(`s${i}`)));
       await c.stop({ force: true });
@@ -86,24 +105,25 @@ async function main(): Promise<void> {
 
     console.log(`\n| pool | ${many} containers one after another: total s | per container p50 ms | disk of all MiB |`);
     console.log('|---|---|---|---|');
-    for (const pool of ['overlay', 'dir'] as const) {
+    for (const pool of POOLS) {
       const each: number[] = [];
       const names: string[] = [];
       const t0 = process.hrtime.bigint();
       for (let i = 0; i < many; i++) {
         const name = `m-${pool}-${i}`;
-        each.push(await time(() => host.create(name, { image, pool: pool === 'overlay' ? 'default' : 'dir' })));
+        each.push(await time(() => host.create(name, { image, pool: poolName(pool) })));
         names.push(name);
       }
       const total = Number(process.hrtime.bigint() - t0) / 1e9;
-      const disk = kib(names.map(inst));
+      const used = disk(pool, names);
       for (const n of names) await (await host.get(n)).delete();
-      console.log(`| ${pool} | ${total.toFixed(2)} | ${p50(each).toFixed(1)} | ${mib(disk)} |`);
+      console.log(`| ${pool} | ${total.toFixed(2)} | ${p50(each).toFixed(1)} | ${mib(used)} |`);
     }
     for (const [driver, peer] of peers) if (typeof peer !== 'string') console.log(await lxdMany(driver, peer));
   } finally {
     for (const [, peer] of peers) if (typeof peer !== 'string') await peer.close().catch((e: Error) => console.error(`LXD peer: ${e}`));
     for (const i of await host.list()) await i.delete({ force: true }).catch(() => undefined);
+    await host.storage.pools.delete('btrfs').catch((e: Error) => console.error(`btrfs pool: ${e}`));
     await host.close();
     rmSync(dir, { recursive: true, force: true });
   }
