@@ -6,8 +6,8 @@
  * and loop device are gone (as after a reboot); leftovers of a dead process cleared; a root
  * disk's `size` enforced by a qgroup; bad input refused and changing nothing.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { AlreadyExists, Host, InvalidArgument, NotSupported } from '../lib';
@@ -169,6 +169,58 @@ test('after a reboot (mount and loop device gone) Host.open mounts the pool agai
   });
 }, 600_000);
 
+/** The subvolume ids the host's directories name (instances and snapshots; staging entries are leftovers). */
+function namedSubvolumes(): string[] {
+  const named: string[] = [];
+  const instances = path.join(t.dir, 'instances');
+  const read = (dir: string) => existsSync(path.join(dir, 'btrfs.json')) && named.push(JSON.parse(readFileSync(path.join(dir, 'btrfs.json'), 'utf8')).subvolume);
+  for (const n of readdirSync(instances).filter((n) => !n.startsWith('.'))) {
+    read(path.join(instances, n));
+    const snaps = path.join(instances, n, 'snapshots');
+    if (existsSync(snaps)) for (const s of readdirSync(snaps).filter((s) => !s.startsWith('.'))) read(path.join(snaps, s));
+  }
+  return named.sort();
+}
+
+test('a process killed at any moment of create, snapshot, copy, restore or delete leaves no subvolume nothing names, once the host is opened again', async () => {
+  await withPool(async (pool) => {
+    const script = `
+      const { Host } = require(${JSON.stringify(path.resolve('lib'))});
+      (async () => {
+        const h = await Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(SHARED_IMAGES)} });
+        for (let i = 0; ; i++) {
+          const c = await h.create('k' + process.pid + '-' + i, { image: 'busybox', pool: ${JSON.stringify(pool)} });
+          await c.start();
+          await c.snapshots.create('s');
+          const copy = await h.copy(c.name, c.name + 'c');
+          await c.stop({ force: true });
+          await c.snapshots.restore('s');
+          await copy.delete({ force: true });
+          console.log('round', i);
+        }
+      })();`;
+    for (const delay of [0, 150, 400]) {
+      const child = spawn(process.execPath, ['-r', path.resolve('test/helpers/ts-register.js'), '-e', script], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+      // Killed during its second round, at a different moment each time.
+      await new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => d.toString().includes('round') && resolve()));
+      await new Promise((r) => setTimeout(r, delay + 300));
+      process.kill(-child.pid!, 'SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      const again = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+      try {
+        const ids = subvolumes(pool).map((l) => l.split(' path roots/')[1]).sort();
+        expect(ids).toEqual(namedSubvolumes());
+        expect(readdirSync(path.join(t.dir, 'instances')).filter((n) => n.startsWith('.lxq-tmp-'))).toEqual([]);
+        expect(readdirSync(path.join(poolMount(pool), 'images')).filter((n) => n.startsWith('.lxq-tmp-'))).toEqual([]);
+        expect(mountsUnder(path.join(t.dir, 'storage-pools'))).toEqual([poolMount(pool)]);
+        expect(loopsUnder(t.dir)).toHaveLength(1);
+      } finally {
+        await again.close();
+      }
+    }
+  });
+}, 900_000);
+
 test('a root disk\'s size is a qgroup limit: writing past it fails inside', async () => {
   await withPool(async (pool) => {
     const c = await t.host.create(t.name('q'), { image: 'busybox', devices: { root: { type: 'disk', path: '/', pool, size: '16MiB' } } });
@@ -199,3 +251,26 @@ test('a pool on a btrfs source directory keeps the directory and removes its sub
     expect(sh(`ls -A ${source}`).trim()).toBe('');
   });
 }, 600_000);
+
+test('debian/12: systemd boots on a subvolume; a running snapshot and a copy; the copy gets its own machine id; nested subvolumes go with it', async () => {
+  await t.host.images.ensure('debian/12');
+  await withPool(async (pool) => {
+    const c = await t.host.create(t.name('deb'), { image: 'debian/12', pool });
+    await c.start({ wait: { for: 'systemd', timeout: 180_000 } });
+    expect(out(await c.exec(['sh', '-c', '. /etc/os-release && echo $VERSION_ID']))).toBe('12');
+    await c.exec(['sh', '-c', 'echo deb > /root/mark']);
+    await c.snapshots.create('s');
+    // A subvolume made inside (as systemd does for /var/lib/machines on btrfs): delete takes it first.
+    await c.exec(['mkdir', '-p', '/var/lib/machines']);
+    sh(`btrfs -q subvolume create ${path.join(t.dir, 'instances', c.name, 'rootfs', 'var', 'lib', 'machines', 'nested')}`);
+    const copy = await t.host.copy(c.name, t.name('debcopy'), { snapshot: 's' });
+    await copy.start({ wait: { for: 'systemd', timeout: 180_000 } });
+    expect(out(await copy.exec(['cat', '/root/mark']))).toBe('deb');
+    expect(out(await copy.exec(['cat', '/etc/machine-id']))).not.toBe(out(await c.exec(['cat', '/etc/machine-id'])));
+    const image = sh(`ls -d ${poolMount(pool)}/images/*`).trim();
+    expect(existsSync(path.join(image, 'rootfs', 'root', 'mark'))).toBe(false);
+    await copy.delete({ force: true });
+    await c.delete({ force: true });
+    expect(sh(`btrfs subvolume list ${poolMount(pool)}`).split('\n').filter((l) => l.includes(' path roots/'))).toEqual([]);
+  });
+}, 900_000);
