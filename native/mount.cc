@@ -10,6 +10,9 @@
 #include "mount.h"
 
 #include <fcntl.h>
+#include <libgen.h>
+#include <linux/btrfs.h>
+#include <sys/ioctl.h>
 #include <linux/openat2.h>
 #include <sched.h>
 #include <sys/fsuid.h>
@@ -403,7 +406,65 @@ class UnmountWorker : public MountWorker {
   bool detach_;
 };
 
+class BindWorker : public MountWorker {
+ public:
+  BindWorker(Napi::Env env, std::string source, std::string target, bool readonly)
+      : MountWorker(env, "lxq:bindMount"), source_(std::move(source)), target_(std::move(target)), readonly_(readonly) {}
+  void Execute() override {
+    if (mount(source_.c_str(), target_.c_str(), nullptr, MS_BIND, nullptr) != 0) return Fail("bind " + source_ + " at " + target_, errno);
+    if (readonly_ && mount(nullptr, target_.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0) {
+      int err = errno;
+      umount2(target_.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+      return Fail("remount " + target_ + " read-only", err);
+    }
+  }
+
+ private:
+  std::string source_, target_;
+  bool readonly_;
+};
+
+// BTRFS_IOC_SNAP_CREATE_V2 on the target's parent, as `btrfs subvolume snapshot` does.
+class SnapshotWorker : public MountWorker {
+ public:
+  SnapshotWorker(Napi::Env env, std::string source, std::string target, bool readonly)
+      : MountWorker(env, "lxq:btrfsSnapshot"), source_(std::move(source)), target_(std::move(target)), readonly_(readonly) {}
+  void Execute() override {
+    std::string dir = target_, base = target_;
+    Fd src(open(source_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+    if (src.fd < 0) return Fail("open " + source_, errno);
+    Fd parent(open(dirname(dir.data()), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (parent.fd < 0) return Fail("open the parent of " + target_, errno);
+    struct btrfs_ioctl_vol_args_v2 args;
+    memset(&args, 0, sizeof(args));
+    args.fd = src.fd;
+    if (readonly_) args.flags = BTRFS_SUBVOL_RDONLY;
+    const char* name = basename(base.data());
+    if (strlen(name) >= sizeof(args.name)) return Fail("snapshot name " + std::string(name), ENAMETOOLONG);
+    strncpy(args.name, name, sizeof(args.name) - 1);
+    if (ioctl(parent.fd, BTRFS_IOC_SNAP_CREATE_V2, &args) != 0) return Fail("snapshot " + source_ + " at " + target_, errno);
+  }
+
+ private:
+  std::string source_, target_;
+  bool readonly_;
+};
+
 }  // namespace
+
+Napi::Value BindMount(const Napi::CallbackInfo& info) {
+  auto* w = new BindWorker(info.Env(), info[0].ToString().Utf8Value(), info[1].ToString().Utf8Value(), info[2].ToBoolean().Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value BtrfsSnapshot(const Napi::CallbackInfo& info) {
+  auto* w = new SnapshotWorker(info.Env(), info[0].ToString().Utf8Value(), info[1].ToString().Utf8Value(), info[2].ToBoolean().Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
 
 Napi::Value MakeNode(const Napi::CallbackInfo& info) {
   auto n = [&](int i) { return info[i].ToNumber().Int32Value(); };

@@ -19,6 +19,11 @@ Napi::Value MakeNode(const Napi::CallbackInfo& info);
 // `target` (host mount namespace) of `layers` over `image`, seen through an idmapped read-only
 // clone when `idmap` ({ base, size }) is given; read-only without `upper`.
 Napi::Value MountOverlay(const Napi::CallbackInfo& info);
+// bindMount(source, target, readonly) → Promise<void>: a bind mount on the host (read-only with `readonly`).
+Napi::Value BindMount(const Napi::CallbackInfo& info);
+// btrfsSnapshot(source, target, readonly) → Promise<void>: a snapshot of the btrfs subvolume
+// `source` made at `target` (which must not exist), read-only with `readonly`.
+Napi::Value BtrfsSnapshot(const Napi::CallbackInfo& info);
 // unmount(target, detach) → Promise<void>: umount2 on the host, never following a symlink.
 Napi::Value Unmount(const Napi::CallbackInfo& info);
 

@@ -51,6 +51,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("makeNode", Napi::Function::New(env, lxq::MakeNode, "makeNode"));
   exports.Set("mountOverlay", Napi::Function::New(env, lxq::MountOverlay, "mountOverlay"));
   exports.Set("unmount", Napi::Function::New(env, lxq::Unmount, "unmount"));
+  exports.Set("bindMount", Napi::Function::New(env, lxq::BindMount, "bindMount"));
+  exports.Set("btrfsSnapshot", Napi::Function::New(env, lxq::BtrfsSnapshot, "btrfsSnapshot"));
   exports.Set("setWindowSize", Napi::Function::New(env, SetWindowSize, "setWindowSize"));
   exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
   return exports;

@@ -32,7 +32,7 @@ const subvolumes = (pool: string) => sh(`btrfs subvolume list ${poolMount(pool)}
 /** Whatever a failed test left of the host's mounts and loop devices, released. */
 function release(): void {
   for (const p of mountsUnder(t.dir).sort((a, b) => b.length - a.length)) sh(`umount -l '${p}' || true`);
-  for (const l of loopsUnder(t.dir)) sh(`losetup -d ${l.split(' ')[0]} || true`);
+  for (const l of loopsUnder(t.dir)) sh(`losetup -d ${l.split(' ')[0]} 2>/dev/null || true`);
 }
 
 /** Runs `body` on a fresh loop pool, deleted afterwards with its instances (also after a failure). */

@@ -54,6 +54,10 @@ export interface Sys {
   mountOverlay(options: OverlayMountOptions): Promise<void>;
   /** umount2 on the host, never following a symlink at `target`; `detach` is MNT_DETACH. Rejects with code EINVAL when nothing is mounted there. */
   unmount(target: string, detach: boolean): Promise<void>;
+  /** A bind mount of `source` at `target` on the host, read-only with `readOnly`. */
+  bindMount(source: string, target: string, readOnly: boolean): Promise<void>;
+  /** A snapshot of the btrfs subvolume `source` at `target` (which must not exist; EEXIST), read-only with `readOnly` (the ioctl `btrfs subvolume snapshot` makes). */
+  btrfsSnapshot(source: string, target: string, readOnly: boolean): Promise<void>;
   /** mknod + chown + chmod on the host. */
   makeNode(path: string, block: boolean, mode: number, major: number, minor: number, uid: number, gid: number): Promise<void>;
 }
