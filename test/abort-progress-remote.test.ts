@@ -2,14 +2,19 @@
  * AbortSignal and onProgress on an LXD server (Debian's LXD, started by this file): an aborted
  * signal is Aborted before any request; an abort while LXD's operation runs cancels it where LXD
  * can (else the wait stops) and leaves no instance or snapshot; a copy's progress (LXD's
- * operation progress, where it reports one) is monotonic and ends at 100.
+ * operation progress, where it reports one) is monotonic and ends at 100. `images.copyFrom`
+ * aborted while its tarball is sent, or once all of it is sent, leaves no image, alias, file or
+ * operation on the server, and the next copy works.
  */
 import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
 
 import { Aborted, Host, InvalidArgument, NotFound, type Progress } from '../lib';
 import type { RemoteHost, RemoteInstance } from '../lib';
 import type { LxdClient } from '../lib/drivers/remote/client';
 import { type LxdFixture, startLxdFixture } from './helpers/lxd';
+import { tempHost } from './helpers/host';
 
 jest.setTimeout(300_000);
 
@@ -107,4 +112,38 @@ test('a snapshot aborted while LXD makes it leaves none; start with a signal tha
   expect(await src.status()).toBe('running');
   await src.stop({ force: true, signal: new AbortController().signal });
   expect(await src.status()).toBe('stopped');
+});
+
+test('images.copyFrom aborted mid-upload or once all is sent leaves nothing on the server; the next copy works', async () => {
+  const local = await tempHost();
+  const images = async () => (await host.images.list()).map((i) => i.fingerprint).sort();
+  const files = async () => (await fs.readdir(path.join(lxd.dir, 'lxd', 'images')).catch(() => [])).sort();
+  try {
+    await local.host.images.ensure('busybox');
+    const before = { images: await images(), files: await files() };
+    await expect(host.images.copyFrom(local.host.images, 'busybox', { alias: 'cf', signal: 'x' as unknown as AbortSignal })).rejects.toBeInstanceOf(InvalidArgument);
+    await expect(host.images.copyFrom(local.host.images, 'busybox', { alias: 'cf', signal: AbortSignal.abort() })).rejects.toBeInstanceOf(Aborted);
+    // Mid-body (the first bytes sent), then once the last byte is sent (LXD then has it whole).
+    for (const at of [(p: Progress) => p.phase === 'uploading', (p: Progress) => p.percent >= 90]) {
+      const ac = new AbortController();
+      const copying = host.images.copyFrom(local.host.images, 'busybox', { alias: 'cf', signal: ac.signal, onProgress: (p) => at(p) && ac.abort() });
+      await expect(copying).rejects.toBeInstanceOf(Aborted);
+      expect(await images()).toEqual(before.images);
+      await expect(host.images.get('cf')).rejects.toBeInstanceOf(NotFound);
+      // The server's own traces: no operation left running, no partial file in its image store.
+      const end = Date.now() + 60_000;
+      while ((await running()).length > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+      expect(await running()).toEqual([]);
+      expect(await files()).toEqual(before.files);
+    }
+    const seen: Progress[] = [];
+    const img = await host.images.copyFrom(local.host.images, 'busybox', { alias: 'cf', onProgress: (p) => seen.push(p) });
+    expect(img.aliases).toEqual(['cf']);
+    expect(seen.map((p) => p.phase)).toContain('uploading');
+    for (let i = 1; i < seen.length; i++) expect(seen[i].percent).toBeGreaterThanOrEqual(seen[i - 1].percent);
+    expect(seen[seen.length - 1].percent).toBe(100);
+    await host.images.delete('cf');
+  } finally {
+    await local.dispose();
+  }
 });

@@ -13,7 +13,7 @@ import * as tls from 'node:tls';
 
 import { currentSignal, wantsProgress } from '../../core/abort';
 import { waitWatched } from './operation';
-import { AlreadyExists, Busy, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, PermissionDenied, Timeout } from '../../core/errors';
+import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, LxqError, NotFound, NotSupported, OperationFailed, PermissionDenied, Timeout } from '../../core/errors';
 
 /**
  * Debian's LXD socket, /var/lib/lxd/unix.socket: where `Host.connect()` looks by default.
@@ -78,6 +78,10 @@ export interface LxdResponse {
 export interface RequestOptions {
   /** A file streamed as the body (application/octet-stream), e.g. an image tarball. */
   stream?: string;
+  /** Called with the bytes of `stream` sent so far. */
+  onSent?: (bytes: number) => void;
+  /** Cuts the request short (the connection closed: the server sees a broken body); rejects with Aborted. */
+  signal?: AbortSignal;
   /** A raw body (application/octet-stream), e.g. a file pushed through the files API. */
   raw?: Buffer;
   headers?: http.OutgoingHttpHeaders;
@@ -267,10 +271,22 @@ export class LxdClient {
         });
       });
       req.on('error', (e: NodeJS.ErrnoException) => reject(this.connectionError(e, method, path)));
+      const signal = opts.signal;
+      if (signal) {
+        const abort = () => req.destroy(new Aborted(`LXD ${method} ${path} was aborted`));
+        if (signal.aborted) abort();
+        signal.addEventListener('abort', abort, { once: true });
+        req.once('close', () => signal.removeEventListener('abort', abort));
+      }
       req.setTimeout(timeoutMs, () => req.destroy(new Timeout(`LXD ${method} ${path}: no answer from ${this.where} within ${timeoutMs} ms`)));
       if (opts.stream) {
         const src = createReadStream(opts.stream);
         src.on('error', (e) => req.destroy(e));
+        if (opts.onSent) {
+          const onSent = opts.onSent;
+          let sent = 0;
+          src.on('data', (c) => onSent((sent += c.length)));
+        }
         src.pipe(req);
       } else {
         req.end(payload);

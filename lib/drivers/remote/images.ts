@@ -5,11 +5,13 @@
  * /1.0/images, given an alias. An image the server already has from the same lxq build is not
  * sent again (its properties record the build: lxq.name, lxq.type, lxq.meta and the creation date).
  */
-import { promises as fs } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import type { InstanceType } from '../../config/options';
+import { checkAborted, checkLongOptions, currentSignal, detached, type LongOptions, longOperation, phase, reportProgress } from '../../core/abort';
 import { InvalidArgument, NotFound } from '../../core/errors';
 import { exportImage } from '../../images/lxd-format';
 import type { ImageStore } from '../../images/store';
@@ -45,10 +47,10 @@ export interface RemoteImageInfo {
  *
  * @example
  * ```ts
- * await lxd.images.copyFrom(host.images, 'debian/12', { alias: 'debian-12', type: 'vm' });
+ * await lxd.images.copyFrom(host.images, 'debian/12', { alias: 'debian-12', type: 'vm', signal: AbortSignal.timeout(600_000) });
  * ```
  */
-export interface CopyImageOptions {
+export interface CopyImageOptions extends LongOptions {
   /** The alias on the server (default: the image's lxq name, e.g. `busybox`, `debian/12`). */
   alias?: string;
   /** Which variant of the local image (default: its only one, or `container`). */
@@ -108,20 +110,43 @@ export class RemoteImages {
   /**
    * Copies an lxq image (built first if needed) from a local store to the server under `alias`,
    * so that `create(name, { image: alias })` on this host launches it. Sent only if the server
-   * does not have that build yet; the alias is made, or moved to it.
+   * does not have that build yet; the alias is made, or moved to it. `signal` aborts it (Aborted):
+   * an image sent by this call is deleted from the server again, whatever its upload had reached
+   * (the connection cut mid-body, LXD's operation cancelled or waited for, then the image deleted);
+   * `onProgress`: exporting, uploading (bytes sent), then LXD's own progress.
    */
   async copyFrom(store: ImageStore, name: string, options: CopyImageOptions = {}): Promise<RemoteImageInfo> {
-    refuseUnknownKeys('images.copyFrom', options, ['alias', 'type']);
+    refuseUnknownKeys('images.copyFrom', options, ['alias', 'type', 'signal', 'onProgress']);
+    checkLongOptions(options);
     if (!store || typeof store.ensure !== 'function') throw new InvalidArgument('images.copyFrom: the first argument is a local image store (localHost.images)');
     const alias = options.alias ?? name;
     if (typeof alias !== 'string' || !ALIAS.test(alias)) throw new InvalidArgument(`images.copyFrom: alias ${JSON.stringify(alias)} is not an LXD alias name (no spaces, ':' or '\\', not starting with '/')`);
-    const image = await store.ensure(name, options.type ? { type: options.type } : {});
-    const created = Math.floor(Date.parse(image.createdAt) / 1000);
-    const meta = JSON.stringify(image.meta);
-    const same = (await this.list()).find(
-      (i) => i.properties['lxq.name'] === image.name && i.properties['lxq.type'] === image.type && i.properties['lxq.meta'] === meta && Date.parse(i.createdAt) / 1000 === created,
-    );
-    const fingerprint = same?.fingerprint ?? (await this.upload(image));
+    return longOperation(`copying image ${name} to ${this.client.where}`, options, async () => {
+      const image = await store.ensure(name, options.type ? { type: options.type } : {});
+      checkAborted();
+      const created = Math.floor(Date.parse(image.createdAt) / 1000);
+      const meta = JSON.stringify(image.meta);
+      const same = (await this.list()).find(
+        (i) => i.properties['lxq.name'] === image.name && i.properties['lxq.type'] === image.type && i.properties['lxq.meta'] === meta && Date.parse(i.createdAt) / 1000 === created,
+      );
+      if (same) {
+        await this.setAlias(alias, same.fingerprint, image.name);
+        return this.get(same.fingerprint);
+      }
+      const { fingerprint, made } = await this.upload(image);
+      try {
+        checkAborted();
+        await this.setAlias(alias, fingerprint, image.name);
+        return await this.get(fingerprint);
+      } catch (e) {
+        if (made && currentSignal()?.aborted) await detached(() => this.deleteQuietly(fingerprint));
+        throw e;
+      }
+    });
+  }
+
+  /** Makes `alias` name `fingerprint` (made, or moved to it). */
+  private async setAlias(alias: string, fingerprint: string, imageName: string): Promise<void> {
     const aliasPath = this.client.url(`/1.0/images/aliases/${encodeURIComponent(alias)}`);
     const existing = await this.client.request('GET', aliasPath).then(
       (r) => r.metadata.target as string,
@@ -130,23 +155,67 @@ export class RemoteImages {
         throw e;
       },
     );
-    if (existing === undefined) await this.client.call('POST', this.client.url('/1.0/images/aliases'), { name: alias, target: fingerprint, description: `lxq ${image.name}` });
-    else if (existing !== fingerprint) await this.client.call('PUT', aliasPath, { target: fingerprint, description: `lxq ${image.name}` });
-    return this.get(fingerprint);
+    if (existing === undefined) await this.client.call('POST', this.client.url('/1.0/images/aliases'), { name: alias, target: fingerprint, description: `lxq ${imageName}` });
+    else if (existing !== fingerprint) await this.client.call('PUT', aliasPath, { target: fingerprint, description: `lxq ${imageName}` });
   }
 
-  /** Exports the image as an uncompressed unified tarball (nothing to unpack on either side) and posts it. */
-  private async upload(image: Awaited<ReturnType<ImageStore['ensure']>>): Promise<string> {
+  /**
+   * Exports the image as an uncompressed unified tarball (nothing to unpack on either side) and
+   * posts it. Its fingerprint is LXD's (the tarball's SHA-256), known before it is sent: an abort
+   * at any point (mid-body, or while LXD's operation runs) then waits for the server's image
+   * operations to end and deletes that image if the server made it anyway.
+   */
+  private async upload(image: Awaited<ReturnType<ImageStore['ensure']>>): Promise<{ fingerprint: string; made: boolean }> {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-image-copy-'));
     try {
       const file = path.join(dir, 'image.tar');
+      await phase('exporting', 0, 40);
       await exportImage(image, file);
-      const r = await this.client.request('POST', this.client.url('/1.0/images'), undefined, { stream: file, timeoutMs: 600_000 });
-      const op = await this.client.wait(r, 'POST /1.0/images', 600);
-      return op.metadata.fingerprint as string;
+      checkAborted();
+      const fingerprint = await sha256(file);
+      // The same tarball there already (other properties: another client sent it): used as it is.
+      if (await this.client.request('GET', this.client.url(`/1.0/images/${fingerprint}`)).then(() => true, (e) => (e instanceof NotFound ? false : Promise.reject(e)))) return { fingerprint, made: false };
+      const size = (await fs.stat(file)).size;
+      const since = Date.now();
+      try {
+        const r = await this.client.request('POST', this.client.url('/1.0/images'), undefined, {
+          stream: file,
+          timeoutMs: 600_000,
+          signal: currentSignal(),
+          onSent: (bytes) => reportProgress('uploading', 40 + (50 * bytes) / size, bytes),
+        });
+        const op = await this.client.wait(r, 'POST /1.0/images', 600);
+        return { fingerprint: (op.metadata?.fingerprint as string | undefined) ?? fingerprint, made: true };
+      } catch (e) {
+        if (currentSignal()?.aborted) await detached(() => this.undoUpload(fingerprint, since));
+        throw e;
+      }
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * After an aborted upload: the server may still be reading or unpacking it (a body it had
+   * whole, an operation it cannot cancel). Waits (up to a minute) until none of its image
+   * operations begun since the upload runs, then deletes the image if it was made.
+   */
+  private async undoUpload(fingerprint: string, since: number): Promise<void> {
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      const ops = await this.client
+        .request('GET', this.client.url('/1.0/operations', { recursion: '1' }))
+        .then((r) => ((r.metadata?.running ?? []) as Array<{ description?: string; created_at?: string }>))
+        .catch(() => []);
+      if (!ops.some((o) => /image/i.test(o.description ?? '') && Date.parse(o.created_at ?? '') >= since - 5_000)) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await this.deleteQuietly(fingerprint);
+  }
+
+  /** Deletes the image if the server has it. */
+  private async deleteQuietly(fingerprint: string): Promise<void> {
+    await this.client.call('DELETE', this.client.url(`/1.0/images/${fingerprint}`)).catch(() => undefined);
   }
 
   /** An alias to the fingerprint it names; a fingerprint (or its prefix) as it is. */
@@ -158,4 +227,14 @@ export class RemoteImages {
       return nameOrFingerprint;
     }
   }
+}
+
+/** A file's SHA-256 in hex: LXD's fingerprint of a unified image tarball. */
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) {
+    hash.update(chunk as Buffer);
+    checkAborted();
+  }
+  return hash.digest('hex');
 }
