@@ -213,6 +213,51 @@ describe('physical', () => {
   });
 });
 
+describe('a VM with a macvlan, a p2p and a routed NIC', () => {
+  test('DHCP through the macvtap and a container on the same parent reaching it; the host over the p2p and routed taps', async () => {
+    const parent = vethParent('v');
+    const p2p = linkName('vp');
+    made.push(p2p);
+    const v6 = `${freeRange(6)}::20`;
+    const vm = await t.host.create(t.name('vm'), {
+      type: 'vm',
+      image: 'vm/default',
+      devices: {
+        eth0: { type: 'nic', nictype: 'macvlan', parent },
+        eth1: { type: 'nic', nictype: 'p2p', host_name: p2p },
+        eth2: { type: 'nic', nictype: 'routed', 'ipv6.address': v6 },
+      },
+    });
+    const c = await t.host.create(t.name('vmpeer'), { image: 'busybox', devices: { eth0: { type: 'nic', nictype: 'macvlan', parent } } });
+    await Promise.all([vm.start(), c.start()]);
+    const [av] = await Promise.all([vm.waitForAddress({ timeout: 120_000 }), c.waitForAddress({ timeout: 60_000 })]);
+    expect((await sh(c, `ping -c 1 -W 5 ${av}`)).code).toBe(0);
+    expect(run('ip', ['-d', '-o', 'link', 'show', 'master', bridge])).not.toContain('macvtap');
+    // The guest's interfaces, by the MACs lxq gave them.
+    const ifaces = await until(async () => {
+      const list = (await vm.state()).network.interfaces;
+      const by = (dev: string) => list.find((i) => i.hwaddr === vm.devices[dev].hwaddr)!;
+      expect(by('eth0').addresses).toContainEqual(expect.objectContaining({ family: 'inet', address: av }));
+      expect(by('eth1').addresses.some((a) => a.family === 'inet6' && a.address.startsWith('fe80:'))).toBe(true);
+      return { p2p: by('eth1'), routed: by('eth2') };
+    }, 60_000);
+    await serve(vm);
+    const ll = ifaces.p2p.addresses.find((a) => a.family === 'inet6' && a.address.startsWith('fe80:'))!.address;
+    expect(await until(() => get(`${ll}%${p2p}`))).toBe('ok\n');
+    expect(await sh(c, `wget -qO- http://${av}:8080/`)).toMatchObject({ out: 'ok\n' });
+    // A routed NIC: the host routes the address to the tap, which holds the gateway; the guest configures itself (as with LXD).
+    const tap = run('ip', ['-6', 'route', 'show', `${v6}/128`]).match(/dev (lxq[0-9a-f]{8})/)![1];
+    expect(run('ip', ['-6', 'addr', 'show', 'dev', tap])).toMatch(/inet6 fe80::1\/64/);
+    expect((await sh(vm, `ip -6 addr add ${v6}/128 dev ${ifaces.routed.name} && ip -6 route add default via fe80::1 dev ${ifaces.routed.name} && echo ok`)).out).toBe('ok\n');
+    expect(await until(() => get(v6))).toBe('ok\n');
+    await expect(vm.addDevice('eth3', { type: 'nic', nictype: 'macvlan', parent })).rejects.toThrow(/add it while the VM is stopped/);
+    await vm.stop({ force: true });
+    expect(linkExists(p2p)).toBe(false);
+    expect(linkExists(tap)).toBe(false);
+    expect(run('ip', ['-d', '-o', 'link', 'show']).split('\n').filter((l) => l.includes(`@${parent}:`) && l.includes('macvtap'))).toEqual([]);
+  });
+});
+
 describe('bad input: a typed error, and nothing left', () => {
   test('a missing parent, kernel features the host lacks, a physical NIC carrying the default route, VMs', async () => {
     const mk = (devices: Record<string, unknown>, type?: 'vm') => t.host.create(t.name('bad'), { image: type ? 'vm/default' : 'busybox', type, devices } as never);
@@ -238,7 +283,6 @@ describe('bad input: a typed error, and nothing left', () => {
     const route = (JSON.parse(run('ip', ['-json', '-4', 'route', 'show', 'default'])) as Array<{ dev?: string }>)[0]?.dev;
     if (route) await expect(mk({ eth0: { type: 'nic', nictype: 'physical', parent: route } })).rejects.toThrow(/carries the host's default route/);
     await expect(mk({ eth0: { type: 'nic', nictype: 'physical', parent: bridge } }, 'vm')).rejects.toThrow(NotSupported);
-    await expect(mk({ eth0: { type: 'nic', nictype: 'macvlan', parent: bridge } }, 'vm')).rejects.toThrow(/containers only so far/);
     expect((await t.host.list()).filter((i) => i.name.startsWith('bad-'))).toEqual([]);
     expect(links()).toBe(was);
   });

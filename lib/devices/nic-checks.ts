@@ -11,7 +11,7 @@ import { parseCidr, parseCidr6, parseIpv4, parseIpv6 } from '../network/addresse
 import { defaultRouteLinks, link, linkTypeSupported } from '../network/iproute';
 import type { Networks } from '../network/networks';
 import { DEVICE_TYPES, type DeviceConfig, type DeviceKeySpec, type NicType } from './declarations';
-import { nicType } from './nic';
+import { addressList, nicType } from './nic';
 
 /** What a NIC has on the host: its bridge (`bridged`), its lower or moved link (`parent`), its MTU. */
 export interface NicSource {
@@ -23,20 +23,6 @@ export interface NicSource {
 }
 
 const IFNAME = /^[A-Za-z][A-Za-z0-9_.-]{0,14}$/;
-
-/** A comma-separated list, each item checked by `parse` (an address or a subnet). */
-export function addressList(where: string, key: string, text: string | undefined, parse: (s: string) => unknown): string[] {
-  if (text === undefined) return [];
-  const items = text.split(',').map((s) => s.trim());
-  for (const item of items) {
-    try {
-      parse(item);
-    } catch (e) {
-      throw new InvalidArgument(`${where}: bad value for "${key}": ${JSON.stringify(item)}: ${(e as Error).message}`);
-    }
-  }
-  return items;
-}
 
 /** Each key's values of a NIC, for its type; throws InvalidArgument naming the key. */
 export function checkNicShape(instanceType: InstanceType, name: string, d: DeviceConfig): void {
@@ -57,7 +43,6 @@ export function checkNicShape(instanceType: InstanceType, name: string, d: Devic
     throw new InvalidArgument(`${where}: a ${type} NIC needs "ipv4.address" or "ipv6.address" (its static addresses: the host routes them to it)`);
   }
   if (type === 'physical' && instanceType === 'vm') throw new NotSupported(`${where}: a physical NIC in a VM needs PCI passthrough (VFIO) of the host's device, which lxq does not do; use it in a container`);
-  if (instanceType === 'vm' && type !== 'bridged' && type !== 'ipvlan') throw new NotSupported(`${where}: ${type} NICs are made for containers only so far; a VM takes bridged NICs`);
   const ifname = d.name ?? name;
   if (!IFNAME.test(ifname)) {
     throw new InvalidArgument(`${where}: ${d.name === undefined ? `the device name "${name}" cannot be an interface name; give "name"` : `bad value for "name": ${JSON.stringify(ifname)} is not an interface name (1-15 letters, digits, "_", "." and "-")`}`);

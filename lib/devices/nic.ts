@@ -11,6 +11,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 
+import { InvalidArgument } from '../core/errors';
 import type { Networks } from '../network/networks';
 import type { DeviceConfig, Devices, NicType } from './declarations';
 
@@ -63,4 +64,42 @@ export function nicType(d: DeviceConfig): NicType {
 /** The host end of a NIC whose host end lxq names: `host_name`, else hostLink's. */
 export function hostEnd(instanceDir: string, device: string, d: DeviceConfig): string {
   return d.host_name ?? hostLink(instanceDir, device);
+}
+
+/** A comma-separated list, each item checked by `parse` (an address or a subnet). */
+export function addressList(where: string, key: string, text: string | undefined, parse: (s: string) => unknown): string[] {
+  if (text === undefined) return [];
+  const items = text.split(',').map((s) => s.trim());
+  for (const item of items) {
+    try {
+      parse(item);
+    } catch (e) {
+      throw new InvalidArgument(`${where}: bad value for "${key}": ${JSON.stringify(item)}: ${(e as Error).message}`);
+    }
+  }
+  return items;
+}
+
+/** The host end's addresses a routed NIC's default routes go through (LXD's `ipv4.host_address`, `ipv6.host_address`). */
+export const ROUTED_GATEWAY4 = '169.254.0.1';
+export const ROUTED_GATEWAY6 = 'fe80::1';
+
+/** A routed NIC's static addresses, both families. */
+export function staticAddresses(name: string, d: DeviceConfig): string[] {
+  return [...addressList(name, 'ipv4.address', d['ipv4.address'], String), ...addressList(name, 'ipv6.address', d['ipv6.address'], String)];
+}
+
+/** `ip` arguments that add (`replace`) or remove (`del`) a routed NIC's proxy ARP/NDP entries on its parent (none without one). */
+export function proxyNeighbourArgs(verb: 'replace' | 'del', name: string, d: DeviceConfig): string[][] {
+  if (nicType(d) !== 'routed' || d.parent === undefined) return [];
+  return staticAddresses(name, d).map((a) => [a.includes(':') ? '-6' : '-4', 'neigh', verb, 'proxy', a, 'dev', d.parent!]);
+}
+
+/** `ip` arguments that give a routed NIC's host end the gateway addresses of its default routes. */
+export function gatewayAddressArgs(hostEnd: string, d: DeviceConfig): string[][] {
+  if (nicType(d) !== 'routed') return [];
+  const out: string[][] = [];
+  if (d['ipv4.address'] !== undefined) out.push(['-4', 'addr', 'replace', `${ROUTED_GATEWAY4}/32`, 'dev', hostEnd]);
+  if (d['ipv6.address'] !== undefined) out.push(['-6', 'addr', 'replace', `${ROUTED_GATEWAY6}/64`, 'dev', hostEnd, 'nodad']);
+  return out;
 }

@@ -21,14 +21,9 @@
 import type { LxcItem } from './lxc-config';
 import { NotSupported } from '../../core/errors';
 import type { DeviceConfig, Devices } from '../../devices/declarations';
-import { hostEnd, hostLink, nicName, nics, nicType } from '../../devices/nic';
-import { addressList } from '../../devices/nic-checks';
+import { addressList, gatewayAddressArgs, hostEnd, hostLink, nicName, nics, nicType, proxyNeighbourArgs, ROUTED_GATEWAY4, ROUTED_GATEWAY6 } from '../../devices/nic';
 import type { DeviceSource } from '../../devices/validate';
 import { deleteLink, ip, ipIn, plugMacvlan, plugVeth, moveInto, returnLink } from '../../network/iproute';
-
-/** The host end's addresses a routed NIC's default routes go through (LXD's `ipv4.host_address`, `ipv6.host_address`). */
-export const ROUTED_GATEWAY4 = '169.254.0.1';
-export const ROUTED_GATEWAY6 = 'fe80::1';
 
 /** Whether a NIC's host side is there (a network's bridge, a parent) so that it can be made. */
 function present(d: DeviceConfig, src: DeviceSource | undefined): boolean {
@@ -83,26 +78,13 @@ export async function tuneHostEnds(instanceDir: string, devices: Devices): Promi
   for (const [name, d] of nics(devices)) {
     const host = hostEnd(instanceDir, name, d);
     if (d['queue.tx.length'] !== undefined && nicType(d) !== 'macvlan' && nicType(d) !== 'physical') await ip(['link', 'set', 'dev', host, 'txqueuelen', d['queue.tx.length']]);
-    if (nicType(d) !== 'routed') continue;
-    if (d['ipv4.address'] !== undefined) await ip(['-4', 'addr', 'replace', `${ROUTED_GATEWAY4}/32`, 'dev', host]);
-    if (d['ipv6.address'] !== undefined) await ip(['-6', 'addr', 'replace', `${ROUTED_GATEWAY6}/64`, 'dev', host, 'nodad']);
-    const addresses = [...addressList(name, 'ipv4.address', d['ipv4.address'], String), ...addressList(name, 'ipv6.address', d['ipv6.address'], String)];
-    if (d.parent !== undefined) for (const args of proxyNeighbours('replace', d.parent, addresses)) await ip(args);
+    for (const args of [...gatewayAddressArgs(host, d), ...proxyNeighbourArgs('replace', name, d)]) await ip(args);
   }
 }
 
 /** Removes what tuneHostEnds made that outlives the container's NICs: a routed NIC's proxy entries on its parent. */
 export async function releaseHostEnds(devices: Devices): Promise<void> {
-  for (const [name, d] of nics(devices)) {
-    if (nicType(d) !== 'routed' || d.parent === undefined) continue;
-    const addresses = [...addressList(name, 'ipv4.address', d['ipv4.address'], String), ...addressList(name, 'ipv6.address', d['ipv6.address'], String)];
-    for (const args of proxyNeighbours('del', d.parent, addresses)) await ip(args).catch(() => undefined);
-  }
-}
-
-/** `ip` arguments that add (`replace`) or remove (`del`) a proxy ARP/NDP entry on `parent` for each address. */
-function proxyNeighbours(verb: 'replace' | 'del', parent: string, addresses: string[]): string[][] {
-  return addresses.map((a) => [a.includes(':') ? '-6' : '-4', 'neigh', verb, 'proxy', a, 'dev', parent]);
+  for (const [name, d] of nics(devices)) for (const args of proxyNeighbourArgs('del', name, d)) await ip(args).catch(() => undefined);
 }
 
 /** Adds a NIC to the running container whose init is `pid`. */

@@ -27,8 +27,8 @@ import { qemuOptionValue, refuseControlChars } from '../../core/guard';
 import { execHelper } from '../../core/run';
 import { parseSize } from '../../core/units';
 import { type DeviceConfig, type Devices, deviceFlag, deviceValue } from '../../devices/declarations';
-import { createTap, deleteLink } from '../../network/iproute';
-import { hostLink, nics } from '../../devices/nic';
+import { nics, nicType } from '../../devices/nic';
+import { makeVmNic, releaseVmNic } from './nics';
 import { type DeviceSource, devicePath } from '../../devices/validate';
 import type { QmpCommands } from '../../qmp';
 import { memoryBackendOptions, type VmMemory } from './limits';
@@ -44,7 +44,7 @@ const SCSI_CONTROLLER = 'lxq-scsi';
 export type VmDeviceKind = 'share' | 'block' | 'nic' | 'skip';
 
 export function vmDeviceKind(d: DeviceConfig, src: DeviceSource): VmDeviceKind {
-  if (d.type === 'nic') return src.bridge ? 'nic' : 'skip';
+  if (d.type === 'nic') return src.kind !== 'missing' && (nicType(d) !== 'bridged' || src.bridge) ? 'nic' : 'skip';
   if (d.type !== 'disk') return 'skip';
   if (d.size !== undefined) return 'block';
   if (src.kind === 'dir') return 'share';
@@ -191,7 +191,7 @@ export function chardevArgs(vmDir: string, name: string): QmpCommands['chardev-a
 }
 
 /** What QEMU's command line gets for the devices present at launch; virtiofsds are started first. */
-export async function launchArgs(vmDir: string, devices: Devices, sources: Map<string, DeviceSource>, memory: VmMemory, busPorts?: number): Promise<string[]> {
+export async function launchArgs(vmDir: string, devices: Devices, sources: Map<string, DeviceSource>, memory: VmMemory, busPorts?: number, fds: fs.FileHandle[] = []): Promise<string[]> {
   const args = ['-object', `memory-backend-memfd,id=${MEMORY_BACKEND},size=${memory.mib}M,share=on${memoryBackendOptions(memory)}`, '-machine', `memory-backend=${MEMORY_BACKEND}`];
   const present = Object.entries(devices).filter(([name, d]) => vmDeviceKind(d, sources.get(name)!) !== 'skip');
   const needed = present.length + (present.some(([, d]) => deviceValue(d, 'io.bus') === 'virtio-scsi') ? 1 : 0);
@@ -206,8 +206,7 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
       const src = sources.get(name)!;
       const kind = vmDeviceKind(d, src);
       if (kind === 'nic') {
-        await createTap(hostLink(vmDir, name), src.bridge!, src.mtu ?? 1500);
-        args.push('-netdev', optionString(netdevArgs(vmDir, name), 'type'));
+        args.push('-netdev', optionString(await makeVmNic(vmDir, name, d, src, fds), 'type'));
         args.push('-device', optionString(nicDeviceArgs(name, d, src, portId(port++)), 'driver'));
         continue;
       }
@@ -231,7 +230,7 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
 
 /** What a VM's devices have on the host while it runs (its NICs' taps, its shares' virtiofsds), removed once its QEMU is gone. */
 export async function releaseHostParts(vmDir: string, devices: Devices): Promise<void> {
-  for (const [name] of nics(devices)) await deleteLink(hostLink(vmDir, name)).catch(() => undefined);
+  for (const [name, d] of nics(devices)) await releaseVmNic(vmDir, name, d);
   for (const name of Object.keys(devices)) await stopVirtiofsd(vmDir, name);
 }
 
@@ -253,11 +252,6 @@ export function freePorts(buses: QmpCommands['query-pci']['returns']): string[] 
 }
 
 export { SCSI_CONTROLLER };
-
-/** QMP `netdev_add` / `-netdev` arguments of a VM's NIC (its tap made first). */
-export function netdevArgs(instanceDir: string, name: string): QmpCommands['netdev_add']['args'] {
-  return { type: 'tap', id: `net-${name}`, ifname: hostLink(instanceDir, name), script: 'no', downscript: 'no' };
-}
 
 /** QMP `device_add` / `-device` arguments of a VM's NIC, on root port `bus`. */
 export function nicDeviceArgs(name: string, d: DeviceConfig, src: DeviceSource, bus: string): QmpCommands['device_add']['args'] {

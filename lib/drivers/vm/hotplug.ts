@@ -5,10 +5,8 @@
  */
 import { OperationFailed } from '../../core/errors';
 import { type DeviceConfig, deviceValue } from '../../devices/declarations';
-import { hostLink } from '../../devices/nic';
 import type { DeviceSource } from '../../devices/validate';
 import type { DeviceChange } from '../../instance/base';
-import { createTap, deleteLink } from '../../network/iproute';
 import { QmpError, QmpTimeoutError } from '../../qmp';
 import type { GuestAgent } from './agent';
 import {
@@ -17,7 +15,6 @@ import {
   deviceArgs,
   freePorts,
   guestUmountCommand,
-  netdevArgs,
   nicDeviceArgs,
   prepareVmDevice,
   qemuDeviceId,
@@ -29,6 +26,7 @@ import {
   vmDeviceKind,
 } from './devices';
 import { agentRun, mountShare } from './guest';
+import { makeVmNic, releaseVmNic } from './nics';
 import type { VmMonitor } from './monitor';
 
 /** How long the guest has to release a device being unplugged. */
@@ -92,8 +90,7 @@ export class HotPlug {
     const { monitor } = this.vm;
     const dir = this.vm.dir();
     if (kind === 'nic') {
-      await createTap(hostLink(dir, name), src.bridge!, src.mtu ?? 1500);
-      await monitor.command('netdev_add', netdevArgs(dir, name));
+      await monitor.command('netdev_add', await makeVmNic(dir, name, d, src));
       await monitor.command('device_add', nicDeviceArgs(name, d, src, await this.port(name))).catch(async (e) => {
         await monitor.command('netdev_del', { id: `net-${name}` }).catch(() => undefined);
         throw e;
@@ -128,7 +125,7 @@ export class HotPlug {
     if (kind === 'share') await monitor.command('chardev-remove', { id: `chr-${name}` }).catch(() => undefined);
     else if (kind === 'nic') {
       await monitor.command('netdev_del', { id: `net-${name}` }).catch(() => undefined);
-      await deleteLink(hostLink(this.vm.dir(), name)).catch(() => undefined);
+      await releaseVmNic(this.vm.dir(), name, d);
     } else await monitor.command('blockdev-del', { 'node-name': qemuNodeName(name) }).catch(() => undefined);
   }
 

@@ -16,6 +16,7 @@ import type { VmImage, VmImageMeta } from '../../images/meta';
 import { readVmImage } from '../../images/vm-image';
 import type { Accel, AccelSetting } from './accel';
 import { launchArgs } from './devices';
+import type { FileHandle } from 'node:fs/promises';
 import { type VmFile, vmFile } from './paths';
 import { qemuArgsForImage } from './qemu-args';
 import { type VmMemory, vmMemory } from './limits';
@@ -78,8 +79,11 @@ export interface LaunchTarget {
   sources(): Promise<Map<string, DeviceSource>>;
 }
 
-/** QEMU's arguments for `vm` from `img` on `accel` (starting its devices' host parts: see launchArgs). */
-export async function qemuCommandLine(vm: LaunchTarget, img: VmImage, s: LaunchSettings, accel: Accel): Promise<string[]> {
+/**
+ * QEMU's arguments for `vm` from `img` on `accel` (starting its devices' host parts: see
+ * launchArgs); descriptors QEMU inherits (a macvtap's) are added to `fds`, for the caller to pass.
+ */
+export async function qemuCommandLine(vm: LaunchTarget, img: VmImage, s: LaunchSettings, accel: Accel, fds: FileHandle[] = []): Promise<string[]> {
   const file = (which: VmFile) => vmFile(vm.dir, which);
   return [
     ...qemuArgsForImage(img, {
@@ -96,7 +100,7 @@ export async function qemuCommandLine(vm: LaunchTarget, img: VmImage, s: LaunchS
       // The instance name, which the initramfs makes the hostname while the disk has none.
       appendCmdline: `lxq.hostname=${vm.name}${vm.machineId ? ` systemd.machine_id=${vm.machineId}` : ''}`,
     }),
-    ...(await launchArgs(vm.dir, vm.devices, await vm.sources(), s.memory, s.busPorts)),
+    ...(await launchArgs(vm.dir, vm.devices, await vm.sources(), s.memory, s.busPorts, fds)),
     '-name', qemuOptionValue('-name', vm.name),
     '-pidfile', file('pid'),
     ...s.raw,

@@ -52,14 +52,15 @@ export async function logTail(file: string, lines = 20): Promise<string> {
 }
 
 /**
- * Starts QEMU detached with `args`, its output into `logFile`. Returns why it exited, read at any
- * later time: undefined while it runs (or once this process no longer watches it).
+ * Starts QEMU detached with `args`, its output into `logFile`, and `fds` as its descriptors 3, 4, ….
+ * Returns why it exited, read at any later time: undefined while it runs (or once this process
+ * no longer watches it).
  */
-export async function spawnQemu(args: string[], logFile: string): Promise<() => string | undefined> {
+export async function spawnQemu(args: string[], logFile: string, fds: number[] = []): Promise<() => string | undefined> {
   const log = await fs.open(logFile, 'w');
   let exitReason: string | undefined;
   try {
-    const child = spawn(QEMU, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    const child = spawn(QEMU, args, { detached: true, stdio: ['ignore', log.fd, log.fd, ...fds] });
     child.unref();
     child.once('exit', (code, signal) => (exitReason = signal ?? `exit code ${code}`));
     child.once('error', (e) => (exitReason = e.message));

@@ -7,6 +7,7 @@
  */
 import type * as dgram from 'node:dgram';
 import { promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
@@ -304,7 +305,10 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     // A new log file for each boot (QEMU would truncate the old one in place): a follower tells
     // the new boot's log by its inode even when it has grown past what was read of the last one.
     await fs.rm(this.file('console'), { force: true });
-    const exitReason = await spawnQemu(await qemuCommandLine(target, img, s, accel), this.file('qemuLog'));
+    const fds: FileHandle[] = [];
+    const exitReason = await qemuCommandLine(target, img, s, accel, fds)
+      .then((args) => spawnQemu(args, this.file('qemuLog'), fds.map((h) => h.fd)))
+      .finally(() => Promise.all(fds.map((h) => h.close())));
     try {
       await this.monitor.connectLaunched(exitReason);
       if (s.pin) await pinVcpus(() => this.monitor.command('query-cpus-fast'));
