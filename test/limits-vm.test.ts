@@ -4,7 +4,7 @@
  * mappings, QMP's query-pci, its threads' affinity). The host's huge page pool is raised for the
  * file and put back after it.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 
 import { InvalidArgument, NotSupported } from '../lib';
 import type { VmInstance } from '../lib/drivers/vm/vm';
@@ -48,13 +48,18 @@ describe('limits.* on a VM', () => {
         'limits.cpu.nodes': '0',
         'limits.cpu.pin_strategy': 'auto',
         'limits.max_bus_ports': 6,
+        'limits.cpu.allowance': '50ms/100ms',
+        'limits.cpu.priority': 5,
       },
     })) as VmInstance;
     await vm.start();
     pid = (await vm.state()).pid!;
   }, 300_000);
   afterAll(async () => {
+    const cgroup = (pid ? readFileSync(`/proc/${pid}/cgroup`, 'utf8') : '').split('\n').find((l) => l.split(':')[1] === 'cpu')?.split(':')[2];
     await vm?.delete({ force: true }).catch(() => undefined);
+    // QEMU's cpu cgroup went with it.
+    if (cgroup?.startsWith('/lxq.vm.')) expect(existsSync(`/sys/fs/cgroup/cpu${cgroup}`)).toBe(false);
   });
 
   test('limits.memory.hugepages and limits.cpu.nodes: guest memory is one huge-page mapping bound to node 0', () => {
@@ -79,6 +84,19 @@ describe('limits.* on a VM', () => {
       const status = readFileSync(`/proc/${pid}/task/${cpu['thread-id']}/status`, 'utf8');
       expect([cpu['cpu-index'], /^Cpus_allowed_list:\s*(\S+)/m.exec(status)![1]]).toEqual([cpu['cpu-index'], String(cpu['cpu-index'])]);
     }
+  });
+
+  test('limits.cpu.allowance and .priority (LXD: containers only): QEMU in a cpu cgroup of its own, changed live', async () => {
+    const cpuFile = (file: string) => {
+      const rel = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.split(':')[1] === 'cpu')!.split(':')[2];
+      expect(rel).toMatch(/^\/lxq\.vm\.[0-9a-f]{16}$/);
+      return readFileSync(`/sys/fs/cgroup/cpu${rel}/${file}`, 'utf8').trim();
+    };
+    expect([cpuFile('cpu.cfs_quota_us'), cpuFile('cpu.cfs_period_us'), cpuFile('cpu.shares')]).toEqual(['50000', '100000', '1019']);
+    // Every QEMU thread (vCPUs included) is in it.
+    for (const tid of readdirSync(`/proc/${pid}/task`)) expect(readFileSync(`/proc/${pid}/task/${tid}/cgroup`, 'utf8')).toMatch(/:cpu:\/lxq\.vm\./);
+    await vm.update({ 'limits.cpu.allowance': '25%', 'limits.cpu.priority': null });
+    expect([cpuFile('cpu.cfs_quota_us'), cpuFile('cpu.shares')]).toEqual(['-1', '256']);
   });
 
   test('too few free huge pages: NotSupported saying how many, and nothing runs', async () => {

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Instance, InvalidArgument, NotSupported } from '../lib';
-import { cpuShares } from '../lib/drivers/container/cgroup-limits';
+import { cpuShares } from '../lib/config/options/limits';
 import { execText, tempHost, TestHost, thrown } from './helpers/host';
 
 let t: TestHost;
@@ -164,7 +164,8 @@ describe('keys this host cannot honour', () => {
   });
 
   test('container-only keys are refused for a VM before anything is made', async () => {
-    const e = await thrown(t.host.create(t.name('v'), { type: 'vm', image: 'vm/default', config: { 'limits.cpu.allowance': '50%' } }));
+    const e = await thrown(t.host.create(t.name('v'), { type: 'vm', image: 'vm/default', config: { 'limits.memory.swap': 'false' } }));
     expect(e).toBeInstanceOf(InvalidArgument);
+    expect(e.message).toContain('limits.memory.swap');
   });
 });

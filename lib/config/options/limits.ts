@@ -64,6 +64,17 @@ function memoryValidator(value: string): void {
   parseMemory(value, os.totalmem());
 }
 
+/** cpu.shares from limits.cpu.allowance and limits.cpu.priority (LXD's cgroup.ParseCPU); quota and period in µs, -1 for none. */
+export function cpuShares(config: Record<string, string>, maxShares: number): { shares: number; quotaUs: number; periodUs: number } {
+  const priority = Number(config['limits.cpu.priority'] ?? '10');
+  const allowance = config['limits.cpu.allowance'];
+  const parsed = allowance ? parseCpuAllowance(allowance) : { percent: 100 };
+  let shares = -(10 - priority);
+  if ('percent' in parsed) return { shares: Math.max(2, shares + Math.floor((maxShares * parsed.percent) / 100)), quotaUs: -1, periodUs: 100_000 };
+  shares += maxShares;
+  return { shares: Math.max(2, shares), quotaUs: parsed.quotaUs, periodUs: parsed.periodUs };
+}
+
 export const LIMITS_OPTIONS: readonly OptionSpec[] = [
   {
     key: 'limits.cpu',
@@ -92,17 +103,20 @@ export const LIMITS_OPTIONS: readonly OptionSpec[] = [
   {
     key: 'limits.cpu.allowance',
     type: 'string',
-    condition: 'container',
+    condition: 'both',
+    lxdCondition: 'container',
     live: true,
     default: '100%',
     description:
-      'CPU time: a share under load ("50%": cpu.shares relative to 1024) or a hard quota ("25ms/100ms": cpu.cfs_quota_us per cpu.cfs_period_us), as in LXD.',
+      'CPU time: a share under load ("50%": cpu.shares relative to 1024) or a hard quota ("25ms/100ms": cpu.cfs_quota_us per cpu.cfs_period_us), as in LXD. ' +
+      'A VM\'s QEMU gets them in a cpu cgroup of its own.',
     validate: (v) => void parseCpuAllowance(v),
   },
   {
     key: 'limits.cpu.priority',
     type: 'integer',
-    condition: 'container',
+    condition: 'both',
+    lxdCondition: 'container',
     live: true,
     default: '10',
     description: 'CPU priority against other instances under load, 0-10 (10 the highest): lowers cpu.shares by 10 - priority, as in LXD.',

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 
 import type { InstanceConfig } from '../../config/options';
-import { HUGEPAGE_KEYS, parseCpuAllowance } from '../../config/options/limits';
+import { cpuShares, HUGEPAGE_KEYS } from '../../config/options/limits';
 import { numaNodes, requireKernelModule } from '../../config/options/host-probe';
 import { kernelModules } from '../../config/options/linux';
 import { OperationFailed } from '../../core/errors';
@@ -21,17 +21,6 @@ export interface CgroupLimit {
   value: string;
   /** The option asks for it (unset: `value` lifts the limit, for live updates). */
   set: boolean;
-}
-
-/** cpu.shares from limits.cpu.allowance and limits.cpu.priority (LXD's cgroup.ParseCPU); quota and period in µs, -1 for none. */
-export function cpuShares(config: InstanceConfig, maxShares: number): { shares: number; quotaUs: number; periodUs: number } {
-  const priority = Number(config['limits.cpu.priority'] ?? '10');
-  const allowance = config['limits.cpu.allowance'];
-  const parsed = allowance ? parseCpuAllowance(allowance) : { percent: 100 };
-  let shares = -(10 - priority);
-  if ('percent' in parsed) return { shares: Math.max(2, shares + Math.floor((maxShares * parsed.percent) / 100)), quotaUs: -1, periodUs: 100_000 };
-  shares += maxShares;
-  return { shares: Math.max(2, shares), quotaUs: parsed.quotaUs, periodUs: parsed.periodUs };
 }
 
 function hostSwappiness(): string {

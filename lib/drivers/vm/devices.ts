@@ -31,6 +31,7 @@ import { nics, nicType } from '../../devices/nic';
 import { makeVmNic, releaseVmNic } from './nics';
 import { type DeviceSource, devicePath } from '../../devices/validate';
 import type { QmpCommands } from '../../qmp';
+import { removeVmCpuCgroup } from './cgroup';
 import { memoryBackendOptions, type VmMemory } from './limits';
 
 const run = (cmd: string, args: string[]) => execHelper(cmd, args);
@@ -232,6 +233,7 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
 export async function releaseHostParts(vmDir: string, devices: Devices): Promise<void> {
   for (const [name, d] of nics(devices)) await releaseVmNic(vmDir, name, d);
   for (const name of Object.keys(devices)) await stopVirtiofsd(vmDir, name);
+  await removeVmCpuCgroup(vmDir);
 }
 
 /** The guest's command that mounts a share at its path (run through the agent). */

@@ -37,6 +37,7 @@ import { askGuestShutdown, VmGuest } from './guest';
 import { HotPlug } from './hotplug';
 import { launchSettings, type LaunchSettings, loadImage, qemuCommandLine } from './launch';
 import { pinVcpus } from './limits';
+import { applyVmCpuLimits } from './cgroup';
 import { VmMonitor } from './monitor';
 import { checkSocketPaths, type VmFile, vmFile } from './paths';
 import { endQemu, isQemuOf, livePid, logTail, QEMU, qemuUsage, QUIT_GRACE_MS, spawnQemu, waitForExit, watchBoot } from './process';
@@ -312,6 +313,8 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     try {
       await this.monitor.connectLaunched(exitReason);
       if (s.pin) await pinVcpus(() => this.monitor.command('query-cpus-fast'));
+      const pid = await livePid(this.file('pid'));
+      if (pid !== null) await applyVmCpuLimits(this.dir, this.config, pid);
     } catch (e) {
       await this.doKill().catch(() => undefined);
       const why = exitReason() === undefined ? (e as Error).message : `QEMU exited (${exitReason()})`;
@@ -429,6 +432,8 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
     launchSettings(next);
     if (!live) return;
+    const pid = await livePid(this.file('pid'));
+    if (pid !== null && (['limits.cpu.allowance', 'limits.cpu.priority'] as const).some((k) => next[k] !== previous[k])) await applyVmCpuLimits(this.dir, next, pid);
     for (const key of new Set([...Object.keys(next), ...Object.keys(previous)])) {
       if (next[key] !== previous[key] && findOption(key)?.live === 'container') {
         throw new NotSupported(`${key} of a running VM cannot change (no CPU or memory hotplug yet): stop ${this.name} first`);
