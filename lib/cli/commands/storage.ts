@@ -3,6 +3,7 @@ import { type Command, Option } from 'commander';
 
 import { InvalidArgument } from '../../core/errors';
 import { keyValues, unsetKeys } from '../args';
+import type { PoolDriverName } from '../../storage/pools/types';
 import type { CliContext } from '../context';
 import { checkFormat, FORMATS, formatRows } from '../format';
 
@@ -17,10 +18,10 @@ export function register(cli: Command, ctx: CliContext): void {
   const storage = cli.command('storage').description('Storage pools: where instances\' root disks live');
   storage
     .command('create <name> <driver> [pairs...]')
-    .description('Create a pool: lxq storage create fast overlay; drivers: dir, overlay')
+    .description('Create a pool: lxq storage create fast overlay; lxq storage create bt btrfs size=20GiB; drivers: dir, overlay, btrfs (keys source, size)')
     .option('--description <text>', 'what the pool is for')
     .action(async (name: string, driver: string, pairs: string[], o: { description?: string }) => {
-      const p = await (await pools()).create(name, { driver: driver as 'dir' | 'overlay', config: keyValues(pairs), ...(o.description !== undefined ? { description: o.description } : {}) });
+      const p = await (await pools()).create(name, { driver: driver as PoolDriverName, config: keyValues(pairs), ...(o.description !== undefined ? { description: o.description } : {}) });
       process.stdout.write(`Storage pool ${p.name} created\n`);
     });
   storage
