@@ -10,6 +10,8 @@ export type { HostOptions, ImportOptions, LaunchOptions } from './host/host';
 export type { AutostartReport, ShutdownReport } from './host/autostart';
 export type { ImportTrust } from './instance/foreign';
 export type { InstanceHost } from './instance/host';
+export type { Profiles } from './host/profiles';
+export type { HostProfiles, ProfileChange, ProfileInput, ProfileRecord } from './instance/profiles';
 
 // The instance contract, shared by containers, VMs and LXD's instances.
 export type {
@@ -74,8 +76,8 @@ export type { NetworkKey, NetworkConfig, NetworkConfigInput } from './network/ke
 export type { Lease } from './network/dnsmasq';
 
 // Host-wide lifecycle events.
-export { LIFECYCLE_ACTIONS, STORAGE_ACTIONS } from './events/lifecycle';
-export type { LifecycleAction, LifecycleEvent, StorageAction, StorageEvent } from './events/lifecycle';
+export { LIFECYCLE_ACTIONS, PROFILE_ACTIONS, STORAGE_ACTIONS } from './events/lifecycle';
+export type { LifecycleAction, LifecycleEvent, ProfileEvent, StorageAction, StorageEvent } from './events/lifecycle';
 export type { EventsOptions, LifecycleIterator } from './events/iterator';
 
 // Errors.
@@ -86,5 +88,6 @@ export { RemoteHost } from './drivers/remote/host';
 export type { ClusterMember, ConnectOptions, RemoteCopyOptions, RemoteCreateOptions, RemoteLaunchOptions } from './drivers/remote/host';
 export type { RemoteInstance } from './drivers/remote/instance';
 export type { RemoteImages, CopyImageOptions, RemoteImageInfo } from './drivers/remote/images';
+export type { RemoteProfiles } from './drivers/remote/profiles';
 export { LxdClient, DEFAULT_SOCKET } from './drivers/remote/client';
 export type { LxdEndpoint, LxdErrorDetails, LxdResponse, RequestOptions } from './drivers/remote/client';

@@ -114,6 +114,37 @@ export interface StorageEvent {
   requestor: 'local' | 'external';
 }
 
+/**
+ * LXD's lifecycle action names for profiles, delivered by `host.on('profile', fn)`.
+ *
+ * @example
+ * ```ts
+ * for (const action of PROFILE_ACTIONS) console.log(action); // profile-created, -updated, -renamed, -deleted
+ * ```
+ */
+export const PROFILE_ACTIONS = ['profile-created', 'profile-updated', 'profile-renamed', 'profile-deleted'] as const;
+
+/**
+ * A change to one of the host's profiles: which, what (LXD's action names), when, and whether this
+ * process made it; a rename says the former name in `previous`.
+ *
+ * @example
+ * ```ts
+ * host.on('profile', (e: ProfileEvent) => console.log(e.at, e.action, e.name, e.previous ?? '', e.requestor));
+ * ```
+ */
+export interface ProfileEvent {
+  action: (typeof PROFILE_ACTIONS)[number];
+  /** The profile's name (after a rename: the new one). */
+  name: string;
+  /** A rename's former name. */
+  previous?: string;
+  /** When the change was made (ISO 8601). */
+  at: string;
+  /** 'local': made by this process; 'external': by another process on the same host directory. */
+  requestor: 'local' | 'external';
+}
+
 /** The status an action leaves the instance in (undefined: no status change, or gone). */
 export const IMPLIED: Partial<Record<LifecycleAction, InstanceStatus>> = {
   'instance-created': 'stopped',
@@ -148,8 +179,9 @@ interface JournalEntry extends LifecycleDetail, JournalStamp {
 
 /** A storage change in the journal (no instance type). */
 interface StorageJournalEntry extends JournalStamp {
-  action: StorageAction;
+  action: StorageAction | ProfileEvent['action'];
   name: string;
+  previous?: string;
 }
 
 /** What the hub needs to know of the host's instances. */
@@ -174,7 +206,10 @@ interface Known {
   cancelWatch?: () => void;
 }
 
-export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) => void; storage: (e: StorageEvent) => void }> {
+/** The hub's channels besides the instances' lifecycle: changes to the host's storage pools and profiles. */
+type HostChannels = { storage: (e: StorageEvent) => void; profile: (e: ProfileEvent) => void };
+
+export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) => void } & HostChannels> {
   private readonly writer = `${process.pid}.${Math.random().toString(36).slice(2, 10)}`;
   private readonly file: string;
   /** Appends to the journal, one at a time, in call order. */
@@ -212,6 +247,13 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   reportStorage(action: StorageAction, name: string): Promise<void> {
     const entry: StorageJournalEntry = { action, name, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
     if (this.following) this.emit('storage', { action, name, at: entry.at, requestor: 'local' });
+    return this.appends.run(() => this.append(entry));
+  }
+
+  /** Reports a change to a profile this process made (as `report` does an instance's). */
+  reportProfile(action: ProfileEvent['action'], name: string, previous?: string): Promise<void> {
+    const entry: StorageJournalEntry = { action, name, ...(previous !== undefined ? { previous } : {}), at: new Date().toISOString(), pid: process.pid, writer: this.writer };
+    if (this.following) this.emit('profile', { action, name, ...(previous !== undefined ? { previous } : {}), at: entry.at, requestor: 'local' });
     return this.appends.run(() => this.append(entry));
   }
 
@@ -306,6 +348,10 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     if ((STORAGE_ACTIONS as readonly string[]).includes(e.action) && typeof e.name === 'string') {
       return void this.emit('storage', { action: e.action as StorageAction, name: e.name, at: e.at, requestor: e.pid === process.pid ? 'local' : 'external' });
     }
+    if ((PROFILE_ACTIONS as readonly string[]).includes(e.action) && typeof e.name === 'string') {
+      const previous = typeof (e as StorageJournalEntry).previous === 'string' ? { previous: (e as StorageJournalEntry).previous } : {};
+      return void this.emit('profile', { action: e.action as ProfileEvent['action'], name: e.name, ...previous, at: e.at, requestor: e.pid === process.pid ? 'local' : 'external' });
+    }
     if (!isInstanceEntry(e)) return;
     this.deliver(e, e.pid === process.pid ? 'local' : 'external');
   }
@@ -395,17 +441,17 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     if (this.listenerCount('lifecycle') < before) this.release();
   }
 
-  /** `host.on('storage', fn)`: the same journal, storage changes only. */
-  subscribeStorage(fn: (e: StorageEvent) => void): void {
+  /** `host.on('storage' | 'profile', fn)`: the same journal, that channel's changes only. */
+  subscribeTo<C extends keyof HostChannels>(channel: C, fn: HostChannels[C]): void {
     this.follow();
-    this.on('storage', fn);
+    this.on(channel, fn as never);
     this.retain();
   }
 
-  unsubscribeStorage(fn: (e: StorageEvent) => void): void {
-    const before = this.listenerCount('storage');
-    this.off('storage', fn);
-    if (this.listenerCount('storage') < before) this.release();
+  unsubscribeFrom<C extends keyof HostChannels>(channel: C, fn: HostChannels[C]): void {
+    const before = this.listenerCount(channel);
+    this.off(channel, fn as never);
+    if (this.listenerCount(channel) < before) this.release();
   }
 
   private retain(): void {

@@ -25,7 +25,8 @@ import { readJson } from '../core/fs';
 import { refuseUnknownKeys } from '../core/keys';
 import type { VmInstance } from '../drivers/vm/vm';
 import type { EventsOptions } from '../events/iterator';
-import { type LifecycleEvent, LifecycleHub, type StorageEvent } from '../events/lifecycle';
+import { type LifecycleEvent, LifecycleHub, type ProfileEvent, type StorageEvent } from '../events/lifecycle';
+import { checkExpansion, checkProfileList, DEFAULT_PROFILE, readProfiles } from '../instance/profiles';
 import { sys } from '../native/sys';
 import { archive, autostarter, configOptions, foreign, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
 import { hostLongOperations } from './long-operations';
@@ -33,6 +34,8 @@ import { COPY_OPTION_KEYS, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOp
 import type { AutostartReport, ShutdownReport } from './autostart';
 import { sweepEnded } from './ephemeral';
 import { HeldInstances } from './held';
+import { hostImageStore } from './images';
+import { localProfiles, type Profiles } from './profiles';
 import { clearInterruptedCreate, instanceRecords, networkUsersIn } from './records';
 
 export type { ImportOptions, LaunchOptions } from './options';
@@ -84,6 +87,8 @@ export class Host implements InstanceHost {
   private nets: Networks | undefined;
   /** The host's storage pools (see lib/storage/pools/). */
   readonly storage: HostStorage;
+  /** The host's profiles (see lib/host/profiles.ts). */
+  readonly profiles: Profiles;
   private readonly instances = new Map<string, Instance>();
   private containers: ContainerContext | undefined;
   private readonly lifecycle: LifecycleHub;
@@ -96,6 +101,7 @@ export class Host implements InstanceHost {
     this.storage = new HostStorage(this.path, () => instanceRecords(this.instancesDir), (action, name) => this.lifecycle.reportStorage(action, name));
     const mainPid = (name: string, type: string) => (type === 'container' ? containerMainPid(this.instancesDir, name) : vmDriver().vmMainPid(this.instancesDir, name));
     this.held = new HeldInstances((i) => mainPid(i.name, i.type));
+    this.profiles = localProfiles(this.path, (name) => this.get(name), (action, name, previous) => this.lifecycle.reportProfile(action, name, previous));
     this.lifecycle = new LifecycleHub(this.path, {
       instances: async () => Promise.all((await this.list()).map(async (i) => ({ name: i.name, type: i.type, status: await i.status() }))),
       statusOf: (name) => this.get(name).then((i) => i.status(), (e) => (e instanceof NotFound ? undefined : Promise.reject(e))),
@@ -124,10 +130,11 @@ export class Host implements InstanceHost {
    */
   on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;
   on(event: 'storage', listener: (e: StorageEvent) => void): this;
-  on(event: 'lifecycle' | 'storage', listener: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void)): this {
+  on(event: 'profile', listener: (e: ProfileEvent) => void): this;
+  on(event: 'lifecycle' | 'storage' | 'profile', listener: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void) | ((e: ProfileEvent) => void)): this {
     if (event === 'lifecycle') this.lifecycle.subscribe(listener as (e: LifecycleEvent) => void);
-    else if (event === 'storage') this.lifecycle.subscribeStorage(listener as (e: StorageEvent) => void);
-    else throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle" or "storage"`);
+    else if (event === 'storage' || event === 'profile') this.lifecycle.subscribeTo(event, listener as never);
+    else throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle", "storage" or "profile"`);
     return this;
   }
 
@@ -143,8 +150,9 @@ export class Host implements InstanceHost {
    */
   off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;
   off(event: 'storage', listener: (e: StorageEvent) => void): this;
-  off(event: 'lifecycle' | 'storage', listener: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void)): this {
-    if (event === 'storage') this.lifecycle.unsubscribeStorage(listener as (e: StorageEvent) => void);
+  off(event: 'profile', listener: (e: ProfileEvent) => void): this;
+  off(event: 'lifecycle' | 'storage' | 'profile', listener: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void) | ((e: ProfileEvent) => void)): this {
+    if (event === 'storage' || event === 'profile') this.lifecycle.unsubscribeFrom(event, listener as never);
     else this.lifecycle.unsubscribe(listener as (e: LifecycleEvent) => void);
     return this;
   }
@@ -188,19 +196,7 @@ export class Host implements InstanceHost {
    * finds and drives instances never loads the image builders.
    */
   get images(): ImageStore {
-    if (!this.imageStore) {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
-      const { ImageStore } = require('../images/store') as typeof import('../images/store');
-      this.imageStore = new ImageStore(this.imagesDir, {
-        users: async (image) => (await instanceRecords(this.instancesDir)).filter((r) => r.image === image).map((r) => r.name),
-        instance: async (i) => {
-          const found = typeof i === 'string' ? await this.get(i) : i;
-          if (!(found instanceof BaseInstance)) throw new InvalidArgument('publish needs an instance of this host, or its name');
-          return found;
-        },
-      });
-    }
-    return this.imageStore;
+    return (this.imageStore ??= hostImageStore(this.imagesDir, this.instancesDir, (name) => this.get(name)));
   }
 
   /** A host on an LXD server (its unix socket by default, or https with a pinned certificate): lib/drivers/remote, loaded only then. */
@@ -292,26 +288,29 @@ export class Host implements InstanceHost {
     if (type !== 'container' && type !== 'vm') throw new InvalidArgument(`unknown instance type ${JSON.stringify(type)}; use "container" or "vm"`);
     if (typeof options.image !== 'string' || !options.image) throw new InvalidArgument('create options need an image name, e.g. { image: "busybox" }');
     const ephemeral = checkEphemeral(options.ephemeral);
+    const profiles = await readProfiles(this.profiles.dir, options.profiles === undefined ? [DEFAULT_PROFILE] : checkProfileList(options.profiles)); // NotFound naming one
     const config = configOptions().validateConfig(type, options.config as Record<string, unknown> | undefined);
     // The root disk (`pool`, or LXD's `root` device) is the storage's, not a device to mount.
     const root = await this.storage.rootOf(type, options);
     const devices = nic().withHwaddrs(validate().normalizeDevices(type, root.devices));
+    const createdAt = new Date().toISOString();
+    checkExpansion(type, { name, config, devices, createdAt }, profiles);
     const types = await this.images.types(options.image); // InvalidArgument with the list of images
     if (!types.includes(type)) throw new InvalidArgument(`image "${options.image}" is a ${types.join(' and ')} image, not a ${type} image`);
     const dir = path.join(this.instancesDir, name);
     await clearInterruptedCreate(dir, name);
     const image = await this.images.ensure(options.image, { type });
-    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, config, devices, createdAt: new Date().toISOString(), ...(root.pool ? { pool: root.pool } : {}), ...(root.rootSize ? { rootSize: root.rootSize } : {}), ...(ephemeral ? { ephemeral } : {}) };
+    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, profiles: profiles.map((p) => p.name), config, devices, createdAt, ...(root.pool ? { pool: root.pool } : {}), ...(root.rootSize ? { rootSize: root.rootSize } : {}), ...(ephemeral ? { ephemeral } : {}) };
     const made =
       type === 'vm'
-        ? vmDriver().VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image)
-        : ContainerInstance.create(this.containerContext(), dir, record, { name: image.name, rootfs: path.join(image.dir, 'rootfs'), meta: image.meta as unknown as ContainerImageMeta });
+        ? vmDriver().VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image, profiles)
+        : ContainerInstance.create(this.containerContext(), dir, record, { name: image.name, rootfs: path.join(image.dir, 'rootfs'), meta: image.meta as unknown as ContainerImageMeta }, profiles);
     const instance = await made.catch((e) => {
       if (e.code === 'EEXIST' && e.path === dir) throw new AlreadyExists(`an instance named "${name}" already exists`);
       throw e;
     });
     this.track(instance, true);
-    await nic().syncNetworkHosts(devices, this.networks);
+    await nic().syncNetworkHosts(instance.expandedDevices, this.networks);
     await this.lifecycle.report('instance-created', name, type).catch(() => undefined);
     return instance;
   }
@@ -364,7 +363,7 @@ export class Host implements InstanceHost {
       throw e;
     }
     this.track(copy, true);
-    await nic().syncNetworkHosts(copy.devices, this.networks);
+    await nic().syncNetworkHosts(copy.expandedDevices, this.networks);
     from.emit('copied', { name: from.name, target, ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}) });
     await this.lifecycle.report('instance-created', target, copy.type).catch(() => undefined);
     return copy;
@@ -391,6 +390,7 @@ export class Host implements InstanceHost {
     foreign().refuseHostAccess(file, [{ label: 'the instance', record: checked.meta.record }, ...[...checked.snapshots].map(([n, s]) => ({ label: `snapshot ${n}`, record: s.record }))], options.trust);
     const name = validateName(options.name ?? checked.meta.record.name);
     const record: InstanceRecord = { ...checked.meta.record, name, createdAt: new Date().toISOString() };
+    await this.profiles.checkImported(file, record); // as LXD's import: the profiles it names must exist here
     const image = record.type === 'vm' ? await this.images.get(record.image, { type: 'vm' }) : undefined;
     await this.storage.adoptImported(record);
     if (image) record.imageMeta = { ...record.imageMeta, dir: image.dir };
@@ -410,7 +410,7 @@ export class Host implements InstanceHost {
       await fs.rm(staging, { recursive: true, force: true });
     }
     this.track(instance, true);
-    await nic().syncNetworkHosts(instance.devices, this.networks);
+    await nic().syncNetworkHosts(instance.expandedDevices, this.networks);
     await this.lifecycle.report('instance-created', instance.name, instance.type).catch(() => undefined);
     return instance;
   }
@@ -426,6 +426,7 @@ export class Host implements InstanceHost {
     await markCreating(staged);
     await move().moveInstanceDir(staged, dir, record.name);
     const instance = this.open(dir, record);
+    await (instance as BaseInstance).loadProfiles();
     await (instance as BaseInstance).completeCopy().catch(async (e) => {
       await unmountUnder(dir);
       await fs.rm(dir, { recursive: true, force: true });
@@ -453,6 +454,7 @@ export class Host implements InstanceHost {
       return known;
     }
     const instance = this.open(dir, record);
+    await (instance as BaseInstance).loadProfiles();
     if (await hasFreezeMark(dir)) await (instance as BaseInstance).thawOrphaned();
     // A VM started by an earlier process: reconnect to its QEMU now, so that its events flow.
     if (record.type === 'vm') await instance.status();

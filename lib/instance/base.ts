@@ -13,6 +13,7 @@ import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../confi
 import { checkLongOptions, longOperation, phase } from '../core/abort';
 import { InvalidState, NotSupported } from '../core/errors';
 import { diskUsage } from '../storage/tree';
+import { type DeviceChange, deviceChange } from '../devices/change';
 import type { Devices } from '../devices/declarations';
 import type { ProbeEnv } from '../devices/validate';
 import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
@@ -26,14 +27,14 @@ import type { InstanceSnapshots, StorageDriver } from '../storage/types';
 import { type AddressFamily, CommonInstance, protection } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
 import { followLog, readLog, type Stamper, startStamper } from './console-times';
-import { DEFAULT_STOP_TIMEOUT_MS, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceState, type InstanceStatus } from './instance';
+import { DEFAULT_STOP_TIMEOUT_MS, type DriverState, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceStatus } from './instance';
+import { checkExpansion, expand, InstanceProfiles, profilesOf, type StoredProfile } from './profiles';
 import { ProxyDevices } from './proxies';
 import { RecordFile } from './record';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- what only changes, moves, exports and address searches use is loaded then: `lxq list` and `lxq exec` never load it */
 const configOptions = (): typeof import('../config/options') => require('../config/options');
 const nic = (): typeof import('../devices/nic') => require('../devices/nic');
-const validate = (): typeof import('../devices/validate') => require('../devices/validate');
 const move = (): typeof import('../storage/move') => require('../storage/move');
 const addresses = (): typeof import('./addresses') => require('./addresses');
 const exporter = (): typeof import('./export') => require('./export');
@@ -42,11 +43,6 @@ const exporter = (): typeof import('./export') => require('./export');
 // The record's file names and writer, where the drivers and the host have always found them.
 export { RECORD_FILE, writeInstanceRecord } from './record';
 
-/** A change of an instance's devices, by name: as they were, and as they are now. */
-export interface DeviceChange {
-  removed: Devices;
-  added: Devices;
-}
 /** How often waitForAddress looks (the instance's own state and the network's leases). */
 const ADDRESS_POLL_MS = 100;
 
@@ -58,6 +54,8 @@ export abstract class BaseInstance extends CommonInstance {
   /** Held by whichever process changes the instance; see exclusive(). */
   private readonly recordFile: RecordFile;
   protected readonly addressPollMs = ADDRESS_POLL_MS;
+  /** The profiles the record names, as last read (each operation reads them again; see exclusive). */
+  protected readonly profileSet = new InstanceProfiles();
 
   protected constructor(
     /** The instance's own directory under the host path (it changes with a rename). */
@@ -90,6 +88,19 @@ export abstract class BaseInstance extends CommonInstance {
   }
   get devices(): Readonly<Devices> {
     return this.record.devices ?? {};
+  }
+  get profiles(): readonly string[] {
+    return profilesOf(this.record);
+  }
+  get expandedConfig(): Readonly<InstanceConfig> {
+    return this.profileSet.expand(this.record).config;
+  }
+  get expandedDevices(): Readonly<Devices> {
+    return this.profileSet.expand(this.record).devices;
+  }
+  /** @internal Reads the profiles the record names again (the host calls it on opening the instance; each operation does). */
+  loadProfiles(given?: StoredProfile[]): Promise<void> {
+    return this.profileSet.load(this.dir, this.profiles, given);
   }
   get ephemeral(): boolean {
     return this.record.ephemeral === true;
@@ -147,7 +158,7 @@ export abstract class BaseInstance extends CommonInstance {
   /** Resolves once the frozen instance runs again; refuses (`refusal`) unless it is frozen. */
   protected abstract override doUnfreeze(): Promise<void>;
   protected abstract doDelete(): Promise<void>;
-  protected abstract doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>>;
+  protected abstract doState(status: InstanceStatus): Promise<DriverState>;
   /** Applies changed options: `live` says whether the instance is running now. */
   protected abstract applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void>;
   /**
@@ -188,6 +199,7 @@ export abstract class BaseInstance extends CommonInstance {
     return this.recordFile.hold(async () => {
       try {
         this.record = await this.recordFile.refreshed(this.record);
+        await this.loadProfiles();
         return await op();
       } finally {
         await this.operationEnded();
@@ -201,7 +213,8 @@ export abstract class BaseInstance extends CommonInstance {
 
   /** Proxies listen first: an address in use refuses the start before anything runs. An ephemeral instance is marked as having run. */
   protected override async beforeStart(): Promise<void> {
-    await this.proxies.open(this.devices);
+    this.profileSet.refuseMissing(`start ${this.name}`);
+    await this.proxies.open(this.expandedDevices);
     if (this.ephemeral) await markRan(this.dir);
     await markPower(this.dir, 'RUNNING');
     // Before the start, so that the first lines get their times (console.log({ since })).
@@ -263,12 +276,12 @@ export abstract class BaseInstance extends CommonInstance {
     return super.observe(status);
   }
 
-  protected readState(): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>> {
+  protected readState(): Promise<DriverState> {
     return this.currentStatus().then((status) => this.doState(status));
   }
 
   protected addressSearch(family: AddressFamily): () => Promise<string | undefined> {
-    const source = { devices: this.devices, networks: this.networks, ownAddressesComplete: this.ownAddressesComplete };
+    const source = { devices: this.expandedDevices, networks: this.networks, ownAddressesComplete: this.ownAddressesComplete };
     return addresses().localAddressSearch({ ...source, state: () => this.state(), readIfInet6: () => this.readIfInet6() }, family);
   }
 
@@ -286,30 +299,19 @@ export abstract class BaseInstance extends CommonInstance {
   }
 
   protected async changeDevices(change: (devices: Readonly<Devices>) => Devices): Promise<void> {
-    const next = change(this.devices);
-    const { removed, added } = deviceChange(this.devices, next);
-    if (!Object.keys(removed).length && !Object.keys(added).length) return;
-    validate().checkPaths(next);
-    const live = (await this.currentStatus()) !== 'stopped';
-    if (live) {
-      await this.proxies.close(Object.keys(removed));
-      await this.proxies.open(added).catch(async (e) => {
-        await this.proxies.open(removed).catch(() => undefined);
-        throw e;
-      });
-    }
-    try {
-      await this.applyDevices(next, { removed, added }, live);
-    } catch (e) {
-      if (live) {
-        await this.proxies.close(Object.keys(added));
-        await this.proxies.open(removed).catch(() => undefined);
-      }
-      throw e;
-    }
-    await this.saveRecord({ ...this.record, devices: next });
-    await nic().syncNetworkHosts({ ...removed, ...added }, this.networks);
+    const record = { ...this.record, devices: change(this.devices) };
+    checkExpansion(this.type, record, this.profileSet.records);
+    await this.applyDeviceChange(this.expandedDevices, expand(record, this.profileSet.records).devices, (await this.currentStatus()) !== 'stopped');
+    await this.saveRecord(record);
     await this.reported('instance-updated');
+  }
+
+  /** Applies the change of the expanded devices from `before` to `next` (proxies, the driver's part, the networks' hosts); the caller saves the record. */
+  private async applyDeviceChange(before: Readonly<Devices>, next: Devices, live: boolean): Promise<void> {
+    const change = deviceChange(before, next);
+    if (!Object.keys({ ...change.removed, ...change.added }).length) return;
+    await this.proxies.changing(change, live, () => this.applyDevices(next, change, live));
+    await nic().syncNetworkHosts({ ...change.removed, ...change.added }, this.networks);
   }
 
   protected async saveRecord(record: InstanceRecord): Promise<void> {
@@ -321,11 +323,22 @@ export abstract class BaseInstance extends CommonInstance {
 
   update(patch: InstanceConfigPatch): Promise<void> {
     return this.serialized(async () => {
-      const next = configOptions().patchConfig(this.type, this.record.config, patch);
-      const previous = this.record.config;
+      const record = { ...this.record, config: configOptions().patchConfig(this.type, this.record.config, patch) };
+      checkExpansion(this.type, record, this.profileSet.records);
+      await this.applyConfig(expand(record, this.profileSet.records).config, this.expandedConfig, (await this.currentStatus()) !== 'stopped');
+      await this.saveRecord(record);
+      await this.reported('instance-updated');
+    });
+  }
+
+  /** @internal For host.profiles: its profiles changed on disk (`previous`: as they were), or one was renamed; live where it can, else at its next start. */
+  profilesChanged(previous: StoredProfile[], renamed?: { from: string; to: string }): Promise<void> {
+    return this.serialized(async () => {
+      if (renamed) await this.saveRecord({ ...this.record, profiles: this.profiles.map((n) => (n === renamed.from ? renamed.to : n)) }).then(() => this.loadProfiles());
+      const [before, after] = [expand(this.record, renamed ? this.profileSet.records : previous), expand(this.record, this.profileSet.records)];
       const live = (await this.currentStatus()) !== 'stopped';
-      await this.applyConfig(next, previous, live);
-      await this.saveRecord({ ...this.record, config: next });
+      await this.applyConfig(live ? configOptions().liveChange(this.type, before.config, after.config) : after.config, before.config, live);
+      await this.applyDeviceChange(before.devices, after.devices, live).catch((e) => (live ? undefined : Promise.reject(e)));
       await this.reported('instance-updated');
     });
   }
@@ -369,7 +382,7 @@ export abstract class BaseInstance extends CommonInstance {
     await this.proxies.close();
     await this.doDelete();
     await this.recordFile.close();
-    await nic().syncNetworkHosts(this.devices, this.networks);
+    await nic().syncNetworkHosts(this.expandedDevices, this.networks);
     await this.reported('instance-deleted');
     this.removeAllListeners();
   }
@@ -444,9 +457,9 @@ export abstract class BaseInstance extends CommonInstance {
    * process that started it may be gone. An address still held by another process is left to it.
    */
   async resumeProxies(): Promise<void> {
-    if (!Object.values(this.devices).some((d) => d.type === 'proxy')) return;
+    if (!Object.values(this.expandedDevices).some((d) => d.type === 'proxy')) return;
     if ((await this.status()) !== 'running') return;
-    await this.proxies.open(this.devices).catch(() => undefined);
+    await this.proxies.open(this.expandedDevices).catch(() => undefined);
   }
 
   /**
@@ -456,17 +469,14 @@ export abstract class BaseInstance extends CommonInstance {
    */
   protected async freezeFor(operation: string): Promise<void> {
     await markFreeze(this.dir, operation);
-    try {
-      await this.doFreeze();
-    } catch (e) {
+    await this.doFreeze().catch(async (e) => {
       await unmarkFreeze(this.dir);
       throw e;
-    }
+    });
   }
 
   protected async thawAfter(): Promise<void> {
-    await this.doUnfreeze();
-    await unmarkFreeze(this.dir);
+    await this.doUnfreeze().then(() => unmarkFreeze(this.dir));
   }
 
   /**
@@ -486,12 +496,4 @@ export abstract class BaseInstance extends CommonInstance {
       return operation;
     });
   }
-}
-
-/** What changes from `current` to `next`: the devices removed or changed (as they were), added or changed (as they are). */
-function deviceChange(current: Readonly<Devices>, next: Devices): DeviceChange {
-  const same = (name: string) => name in current && name in next && JSON.stringify(current[name]) === JSON.stringify(next[name]);
-  const removed = Object.fromEntries(Object.entries(current).filter(([name]) => !same(name)));
-  const added = Object.fromEntries(Object.entries(next).filter(([name]) => !same(name)));
-  return { removed, added };
 }

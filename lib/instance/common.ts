@@ -26,6 +26,7 @@ import {
   checkStopTimeout,
   checkWaitForAddress,
   type DeviceState,
+  type DriverState,
   type ExportOptions,
   type Instance,
   type InstanceConsole,
@@ -71,6 +72,9 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   abstract readonly createdAt: Date;
   abstract readonly config: Readonly<InstanceConfig>;
   abstract readonly devices: Readonly<Devices>;
+  abstract readonly profiles: readonly string[];
+  abstract readonly expandedConfig: Readonly<InstanceConfig>;
+  abstract readonly expandedDevices: Readonly<Devices>;
   abstract readonly ephemeral: boolean;
   abstract readonly files: InstanceFiles;
   abstract readonly console: InstanceConsole;
@@ -97,7 +101,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
    */
   protected abstract doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess>;
   /** The state without its device list (state() adds it). */
-  protected abstract readState(): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>>;
+  protected abstract readState(): Promise<DriverState>;
   /** Renames the stopped instance to `newName` (checked, and not its name now). */
   protected abstract moveTo(newName: string): Promise<void>;
   /**
@@ -193,10 +197,11 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
     return this.serialized(async () => {
       const s = await this.readState();
       this.observe(s.status);
-      const devices = Object.entries(this.devices)
+      const expandedDevices = { ...this.expandedDevices };
+      const devices = Object.entries(expandedDevices)
         .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
         .map(([name, d]) => this.deviceState(name, d));
-      return { ...s, devices, ephemeral: this.ephemeral };
+      return { ...s, devices, ephemeral: this.ephemeral, profiles: [...this.profiles], expandedConfig: { ...this.expandedConfig }, expandedDevices };
     });
   }
 
@@ -440,6 +445,6 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
 }
 
 /** LXD's security.protection.* on a local instance: the operation refused while the key is true (an LXD server refuses by itself). */
-export function protection(i: { name: string; config: Readonly<Record<string, string>> }, key: string, op: string): PermissionDenied | undefined {
-  if (i.config[key] === 'true') return new PermissionDenied(`cannot ${op} ${i.name}: it is protected by ${key}=true (unset it first)`);
+export function protection(i: { name: string; expandedConfig: Readonly<Record<string, string>> }, key: string, op: string): PermissionDenied | undefined {
+  if (i.expandedConfig[key] === 'true') return new PermissionDenied(`cannot ${op} ${i.name}: it is protected by ${key}=true (unset it first)`);
 }

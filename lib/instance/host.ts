@@ -8,6 +8,7 @@ import type { EventsOptions, LifecycleIterator } from '../events/iterator';
 import type { LifecycleEvent } from '../events/lifecycle';
 import type { CopyOptions } from '../storage/types';
 import type { CreateOptions, Instance, StartOptions } from './instance';
+import type { HostProfiles } from './profiles';
 
 /**
  * A host of instances, local or remote.
@@ -24,6 +25,8 @@ export interface InstanceHost {
   get(name: string): Promise<Instance>;
   /** Every instance, sorted by name. */
   list(): Promise<Instance[]>;
+  /** The host's profiles (LXD's): options and devices instances take before their own. */
+  readonly profiles: HostProfiles;
   create(name: string, options: CreateOptions): Promise<Instance>;
   /** `create`, then `start` (with `wait`, resolved once ready too). */
   launch(image: string, name: string, options?: Omit<CreateOptions, 'image'> & StartOptions): Promise<Instance>;

@@ -64,7 +64,16 @@ export interface InstanceState {
   devices: DeviceState[];
   /** Deleted when it stops (LXD's `ephemeral`): see CreateOptions.ephemeral. */
   ephemeral: boolean;
+  /** The profiles it takes options and devices from, in order (see Instance.profiles). */
+  profiles: string[];
+  /** The options in effect: its profiles', then its own (see Instance.expandedConfig). */
+  expandedConfig: InstanceConfig;
+  /** The devices in effect: its profiles', then its own (see Instance.expandedDevices). */
+  expandedDevices: Devices;
 }
+
+/** @internal What a driver reports of its state; the common base adds the devices and what the record says. */
+export type DriverState = Omit<InstanceState, 'devices' | 'ephemeral' | 'profiles' | 'expandedConfig' | 'expandedDevices'>;
 
 /**
  * One network interface of an instance, as `state()` reports it.
@@ -321,6 +330,8 @@ export interface InstanceRecord {
   rootSize?: number;
   /** Deleted when it stops (absent: false). */
   ephemeral?: boolean;
+  /** The profiles it takes options and devices from, in order (absent: `default` alone, as records made before profiles). */
+  profiles?: string[];
 }
 
 /**
@@ -349,8 +360,10 @@ export interface CreateOptions {
    * snapshot's restore. A never-started one stays until it has run. Default false.
    */
   ephemeral?: boolean;
+  /** The host's profiles it takes options and devices from, in order, before its own (LXD's): default `['default']`, `[]` for none. */
+  profiles?: string[];
 }
-export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true, pool: true, signal: true, ephemeral: true });
+export const CREATE_OPTION_KEYS = optionKeys<CreateOptions>({ type: true, image: true, config: true, devices: true, pool: true, signal: true, ephemeral: true, profiles: true });
 
 /** `ephemeral` of create and copy options: a boolean or absent. */
 export function checkEphemeral(value: unknown): boolean {
@@ -374,8 +387,14 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly type: InstanceType;
   readonly image: string;
   readonly createdAt: Date;
-  /** The options as stored (strings). */
+  /** Its own options as stored (strings); its profiles' are in expandedConfig. */
   readonly config: Readonly<InstanceConfig>;
+  /** The profiles it takes options and devices from, in order (LXD's `profiles`). */
+  readonly profiles: readonly string[];
+  /** The options in effect: those of its profiles in order, then its own (LXD's `expanded_config`). */
+  readonly expandedConfig: Readonly<InstanceConfig>;
+  /** The devices in effect: those of its profiles in order, then its own (LXD's `expanded_devices`). */
+  readonly expandedDevices: Readonly<Record<string, Readonly<DeviceConfig>>>;
   /** Deleted when it stops (LXD's `ephemeral`, see CreateOptions.ephemeral). */
   readonly ephemeral: boolean;
 
@@ -416,7 +435,7 @@ export interface Instance extends EventEmitter<InstanceEvents> {
    */
   wait(spec: WaitSpec): Promise<void>;
 
-  /** The devices as stored (strings), by name. */
+  /** Its own devices as stored (strings), by name; its profiles' are in expandedDevices. */
   readonly devices: Readonly<Record<string, Readonly<DeviceConfig>>>;
   /** Adds a device: checked first, hot-plugged into a running instance, kept for the next starts. */
   addDevice(name: string, device: DeviceInput): Promise<void>;

@@ -5,6 +5,7 @@
 import type { Socket as DgramSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 
+import type { DeviceChange } from '../devices/change';
 import type { Devices } from '../devices/declarations';
 import { type DatagramEndpoint, parseEndpoint, ProxyServer, type StreamEndpoint } from '../network/proxy';
 
@@ -49,6 +50,29 @@ export class ProxyDevices {
     for (const name of names) {
       await this.served.get(name)?.close();
       this.served.delete(name);
+    }
+  }
+
+  /**
+   * Runs `apply` (the driver's part of a device change) with the proxies of `change` moved first
+   * on a running instance (`live`): the removed closed, the added listening; moved back if it fails.
+   */
+  async changing(change: DeviceChange, live: boolean, apply: () => Promise<void>): Promise<void> {
+    if (live) {
+      await this.close(Object.keys(change.removed));
+      await this.open(change.added).catch(async (e) => {
+        await this.open(change.removed).catch(() => undefined);
+        throw e;
+      });
+    }
+    try {
+      await apply();
+    } catch (e) {
+      if (live) {
+        await this.close(Object.keys(change.added));
+        await this.open(change.removed).catch(() => undefined);
+      }
+      throw e;
     }
   }
 }

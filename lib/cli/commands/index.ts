@@ -41,6 +41,7 @@ const FAMILIES: Family[] = [
   { module: 'image', names: ['image'] },
   { module: 'snapshot', names: ['snapshot'] },
   { module: 'network', names: ['network'] },
+  { module: 'profile', names: ['profile'], remote: ['profile'] },
   { module: 'storage', names: ['storage'] },
   { module: 'console', names: ['console', 'monitor'] },
   { module: 'metrics', names: ['metrics'], remote: ['metrics'] },

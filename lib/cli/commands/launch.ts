@@ -12,6 +12,7 @@ interface LaunchFlags {
   config: string[];
   device: string[];
   storage?: string;
+  profile?: string[];
   wait?: string;
   waitTimeout?: number;
 }
@@ -30,13 +31,14 @@ function createFlags(command: Command): Command {
     .option('-e, --ephemeral', 'deleted when it stops')
     .option('-c, --config <key=value>', 'an option (repeatable)', collect, [])
     .option('-d, --device <name,type=...,key=value>', 'a device, e.g. data,type=disk,source=/srv,path=/mnt (repeatable)', collect, [])
-    .option('-s, --storage <pool>', 'the storage pool of its root disk (default: the default pool)');
+    .option('-s, --storage <pool>', 'the storage pool of its root disk (default: the default pool)')
+    .option('-p, --profile <name>', 'a profile, in order (repeatable; default: default)', collect);
 }
 
 function createOptions(o: LaunchFlags, ctx: CliContext) {
   if (o.storage !== undefined && ctx.remote) throw new NotSupported('--storage with --remote: lxq does not drive an LXD server\'s storage pools yet (give the pool in a root disk with `lxc`)');
   const type = o.vm ? ('vm' as const) : ('container' as const);
-  return { type, config: keyValues(o.config), devices: parseDevices(o.device), ...(o.storage !== undefined ? { pool: o.storage } : {}), ...(o.ephemeral ? { ephemeral: true } : {}) };
+  return { type, config: keyValues(o.config), devices: parseDevices(o.device), ...(o.storage !== undefined ? { pool: o.storage } : {}), ...(o.ephemeral ? { ephemeral: true } : {}), ...(o.profile ? { profiles: o.profile } : {}) };
 }
 
 export function register(cli: Command, ctx: CliContext): void {

@@ -233,3 +233,18 @@ export function patchConfig(type: InstanceType, current: InstanceConfig, patch: 
   checkCombination(next);
   return next;
 }
+
+/**
+ * The options a running instance of `type` takes from a change from `previous` to `next`: the
+ * keys that change live take their new value, the others keep theirs until the next start.
+ */
+export function liveChange(type: InstanceType, previous: InstanceConfig, next: InstanceConfig): InstanceConfig {
+  const out: InstanceConfig = { ...previous };
+  for (const key of new Set([...Object.keys(previous), ...Object.keys(next)])) {
+    const live = findOption(key)?.live;
+    if (live !== true && !(live === 'container' && type === 'container')) continue;
+    if (key in next) out[key] = next[key];
+    else delete out[key];
+  }
+  return out;
+}

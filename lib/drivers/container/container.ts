@@ -12,8 +12,9 @@ import type { Devices } from '../../devices/declarations';
 import type { ContainerDeviceHost } from './devices';
 import type { DeviceSource } from '../../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../../core/errors';
-import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
-import type { InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
+import type { DeviceChange } from '../../devices/change';
+import { BaseInstance, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
+import type { DriverState, InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
 import type { UsageDetail } from '../../instance/metrics';
 import { parentPid } from '../../core/proc';
 import { createStaged } from '../../core/staging';
@@ -21,9 +22,10 @@ import { DirPool } from '../../storage/pools/dir';
 import type { PoolDriver } from '../../storage/pools/types';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../../images/meta';
+import type { StoredProfile } from '../../instance/profiles';
 import type { LxcItem } from './lxc-config';
 import { ContainerFiles, O_PATH } from './files';
-import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, monitorAlive, removeMonitorCgroups, saveLxcFiles, STATUS } from './liblxc';
+import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, lxcFilesCurrent, monitorAlive, removeMonitorCgroups, saveLxcFiles, STATUS } from './liblxc';
 import { ContainerStorage } from './storage';
 import { attachedProcess, consoleEndpoint } from './streams';
 import { lxc, LxcContainer, LxcError } from '../../native/lxc';
@@ -110,9 +112,12 @@ export class ContainerInstance extends BaseInstance {
       await this.thawAfter();
       this.observe('running');
     },
-    writeConfig: (record) => this.writeConfig(record.config, record.devices ?? {}),
+    writeConfig: (record) => {
+      const e = this.profileSet.expand(record);
+      return this.writeConfig(e.config, e.devices);
+    },
     record: () => this.record,
-    idmap: (record) => (record.config['security.privileged'] === 'true' ? null : this.ctx.idmap()),
+    idmap: (record) => (this.profileSet.expand(record).config['security.privileged'] === 'true' ? null : this.ctx.idmap()),
     pool: (record) => (this.ctx.pools ? this.ctx.pools(record.pool) : Promise.resolve(new DirPool())),
   });
 
@@ -137,19 +142,20 @@ export class ContainerInstance extends BaseInstance {
    * directory of the host and appears by one rename (createStaged): a killed create leaves the
    * whole container or nothing under its name.
    */
-  static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage): Promise<ContainerInstance> {
+  static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage, profiles: StoredProfile[] = []): Promise<ContainerInstance> {
     const instance = new ContainerInstance(ctx, dir, record, image.meta);
-    const devices = record.devices ?? {};
+    await instance.loadProfiles(profiles);
+    const { config, devices } = instance.profileSet.expand(record);
     const sources = await validate().probeDevices('container', devices, instance.probeEnv);
-    const items = instance.render(record.config, devices, sources);
-    const files = lxcFiles(record.config, items);
+    const items = instance.render(config, devices, sources);
+    const files = lxcFiles(config, items);
     await checkWithLiblxc(ctx.lxcpath, items);
     for (const [name, d] of Object.entries(devices)) await deviceOps().checkReachable(name, d, sources.get(name)!, instance.deviceHost());
     // Made whole in a staging directory (the config names the final path) and renamed into place.
     await createStaged(dir, async (staging) => {
       await instance.storage.createRoot(staging, { rootfs: image.rootfs }, record);
       for (const [name, d] of Object.entries(devices)) await deviceOps().prepareContainerDevice(name, d, sources.get(name)!, { ...instance.deviceHost(), dir: staging });
-      await saveLxcFiles(staging, files);
+      await saveLxcFiles(staging, files, { config, devices });
       await writeInstanceRecord(staging, record);
     });
     // Mounted at its final path (an overlay's root); a root that cannot be mounted leaves no container.
@@ -239,7 +245,7 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
-    const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    const env = checkSpawn(argv, options, instanceEnvironment(this.expandedConfig));
     const pty = checkPty(options.pty);
     // The runner refuses (ESRCH) unless the container is RUNNING: a frozen one would hold the
     // command until it thaws.
@@ -250,10 +256,10 @@ export class ContainerInstance extends BaseInstance {
   }
 
   private idmap(): IdMap | null {
-    return this.record.config['security.privileged'] === 'true' ? null : this.ctx.idmap();
+    return this.expandedConfig['security.privileged'] === 'true' ? null : this.ctx.idmap();
   }
 
-  private deviceHost(config: InstanceConfig = this.record.config): ContainerDeviceHost {
+  private deviceHost(config: InstanceConfig = this.expandedConfig): ContainerDeviceHost {
     return { dir: this.dir, idmap: config['security.privileged'] === 'true' ? null : this.ctx.idmap(), layout: this.ctx.layout };
   }
 
@@ -290,18 +296,21 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async doStart(): Promise<void> {
-    await nic().ensureNetworks(this.devices, this.ctx.networks);
-    // A container made before the default syscall filter existed gets it at its next start.
-    if (!(await fs.access(path.join(this.dir, lxcConfig().SECCOMP_POLICY_FILE)).then(() => true, () => false))) await this.writeConfig(this.record.config, this.devices);
+    const { expandedConfig: config, expandedDevices: devices } = this;
+    await nic().ensureNetworks(devices, this.ctx.networks);
+    // liblxc's config is made again when what it is made from changed since: a profile changed by
+    // any process (live keys only reached the running container), a container made before the
+    // default syscall filter existed.
+    if (!(await lxcFilesCurrent(this.dir, config, devices))) await this.writeConfig(config, devices);
     await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
-    await limits().loadKernelModules(this.record.config);
+    await limits().loadKernelModules(this.expandedConfig);
     await this.lxc()
       .start([])
       .catch(async (e) => {
         await removeMonitorCgroups(this.name);
         throw failed(e, `cannot start ${this.name}`);
       });
-    await deviceOps().tuneHostEnds(this.dir, this.devices);
+    await deviceOps().tuneHostEnds(this.dir, this.expandedDevices);
   }
 
   protected async doShutdown(timeoutMs: number): Promise<boolean> {
@@ -349,17 +358,17 @@ export class ContainerInstance extends BaseInstance {
   /** liblxc finds a container by its name and lxcpath, and its config names the directory: both follow a rename. */
   protected async renamed(): Promise<void> {
     this.reopen();
-    await this.writeConfig(this.record.config, this.devices);
+    await this.writeConfig(this.expandedConfig, this.expandedDevices);
     await this.storage.attachRoot(); // a copy's or an import's root, at its final path
   }
 
   protected override async stopped(): Promise<void> {
-    await deviceOps().releaseHostEnds(this.devices);
+    await deviceOps().releaseHostEnds(this.expandedDevices);
     await super.stopped();
   }
 
   protected async doDelete(): Promise<void> {
-    await deviceOps().releaseHostEnds(this.devices);
+    await deviceOps().releaseHostEnds(this.expandedDevices);
     const h = this.lxc();
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
@@ -372,7 +381,7 @@ export class ContainerInstance extends BaseInstance {
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
-  protected doState(status: InstanceStatus): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>> {
+  protected doState(status: InstanceStatus): Promise<DriverState> {
     return stateOps().containerState(this.lxc(), this.ctx.layout, status);
   }
 
@@ -385,7 +394,7 @@ export class ContainerInstance extends BaseInstance {
     const items = this.render(config, devices, await validate().readSources(devices, this.probeEnv));
     const files = lxcFiles(config, items);
     await checkWithLiblxc(this.ctx.lxcpath, items);
-    await saveLxcFiles(this.dir, files);
+    await saveLxcFiles(this.dir, files, { config, devices });
     this.reopen();
   }
 
@@ -411,7 +420,7 @@ export class ContainerInstance extends BaseInstance {
           plugged.push(name);
         }
       }
-      await this.writeConfig(this.record.config, next);
+      await this.writeConfig(this.expandedConfig, next);
     } catch (e) {
       if (live) {
         const pid = await this.lxc().initPid().catch(() => 0);
@@ -429,7 +438,7 @@ export class ContainerInstance extends BaseInstance {
       // The root filesystem's ownership was shifted (or not) for the id map at create.
       throw new InvalidArgument('security.privileged is fixed when the container is created');
     }
-    await this.writeConfig(next, this.devices);
+    await this.writeConfig(next, this.expandedDevices);
     if (!live) return;
     if (next['linux.kernel_modules'] !== previous['linux.kernel_modules']) await limits().loadKernelModules(next);
     for (const [key, value] of limits().liveCgroupWrites(next, previous, this.ctx.layout)) {

@@ -3,11 +3,12 @@
  * statuses, its errors as lxq's, the files it reads at start, a scratch parse of config items,
  * and the monitor cgroups a failed start leaves behind.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceConfig } from '../../config/options';
+import type { Devices } from '../../devices/declarations';
 import { InvalidArgument, OperationFailed } from '../../core/errors';
 import { writeFileAtomic } from '../../core/fs';
 import type { InstanceStatus } from '../../instance/instance';
@@ -93,9 +94,26 @@ export function lxcFiles(config: InstanceConfig, items: LxcItem[]): LxcFiles {
 }
 
 /** The container's seccomp policy, then the liblxc config that names it (liblxc reads both at start). */
-export async function saveLxcFiles(dir: string, files: LxcFiles): Promise<void> {
+export async function saveLxcFiles(dir: string, files: LxcFiles, source: { config: InstanceConfig; devices: Devices }): Promise<void> {
   await writeFileAtomic(path.join(dir, lxcConfig().SECCOMP_POLICY_FILE), files.seccomp);
   await writeFileAtomic(path.join(dir, 'config'), files.config);
+  await writeFileAtomic(path.join(dir, SOURCE_SUM_FILE), sourceSum(source.config, source.devices));
+}
+
+/** Beside liblxc's config: a digest of the options and devices it was made from (see lxcFilesCurrent). */
+const SOURCE_SUM_FILE = 'config.source';
+
+function sourceSum(config: InstanceConfig, devices: Devices): string {
+  return createHash('sha256').update(JSON.stringify({ config, devices })).digest('hex');
+}
+
+/**
+ * Whether liblxc's config in `dir` was made from these options and devices: not after a profile
+ * changed (by any process) while the container was stopped or in a way only partly live, nor
+ * for a container made before this digest (or the default syscall filter) existed.
+ */
+export async function lxcFilesCurrent(dir: string, config: InstanceConfig, devices: Devices): Promise<boolean> {
+  return (await fs.readFile(path.join(dir, SOURCE_SUM_FILE), 'utf8').catch(() => '')) === sourceSum(config, devices);
 }
 
 /**

@@ -4,7 +4,7 @@
 import { readlink } from 'node:fs/promises';
 import * as path from 'node:path';
 
-import type { InstanceState, InstanceStatus, NetworkInterface } from '../../instance/instance';
+import type { DriverState, InstanceState, InstanceStatus, NetworkInterface } from '../../instance/instance';
 import type { CpuTime, DiskCounters, UsageDetail } from '../../instance/metrics';
 import { reportedAddresses } from '../../instance/instance';
 import type { LxcContainer } from '../../native/lxc';
@@ -14,7 +14,7 @@ import type { CgroupLayout } from './host-facts';
 /** A v1 memory limit this large means "no limit". */
 const UNLIMITED = 2 ** 62;
 
-export async function containerState(h: LxcContainer, layout: CgroupLayout, status: InstanceStatus): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>> {
+export async function containerState(h: LxcContainer, layout: CgroupLayout, status: InstanceStatus): Promise<DriverState> {
   if (status === 'stopped') {
     return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] } };
   }

@@ -19,6 +19,7 @@ import { checkEphemeral, type InstanceType, launchWith, type StartOptions } from
 import type { InstanceHost } from '../../instance/host';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
+import { RemoteProfiles } from './profiles';
 import { RemoteImages } from './images';
 import { validateName } from '../../instance/names';
 import { LXD_NAME, lxdType, lxdTypeName, refuseNotOnLxd } from './convert';
@@ -94,6 +95,8 @@ async function checkTarget(client: LxdClient, target: string): Promise<void> {
 export class RemoteHost implements InstanceHost {
   /** The server's images; `copyFrom(localHost.images, name)` puts an lxq image there. */
   readonly images: RemoteImages;
+  /** The server's profiles (LXD's /1.0/profiles), as a local host's. */
+  readonly profiles: RemoteProfiles;
   /** The instances this host has handed out, one object per name (as a local host does). */
   private readonly held = new Map<string, RemoteInstance>();
   private readonly hub: RemoteEvents;
@@ -108,6 +111,7 @@ export class RemoteHost implements InstanceHost {
     readonly instanceTypes: string[],
   ) {
     this.images = new RemoteImages(client);
+    this.profiles = new RemoteProfiles(client);
     this.hub = new RemoteEvents(client, {
       external: (name, action, context) => this.external(name, action, context),
       reconnected: () => void Promise.all([...this.held.values()].map((i) => i.resync())),

@@ -16,7 +16,7 @@ import { type AddressFamily, CommonInstance, ofFamily } from '../../instance/com
 import { ConsoleHub } from '../../instance/console';
 import { checkFollow, checkLog, followLines, lastLines } from '../../instance/console-log';
 import type { InstanceFiles } from '../../instance/files';
-import { type ExportOptions, type InstanceConsole, type InstanceState, type InstanceStatus, type InstanceType, reportedAddresses } from '../../instance/instance';
+import { type DriverState, type ExportOptions, type InstanceConsole, type InstanceStatus, type InstanceType, reportedAddresses } from '../../instance/instance';
 import { checkPty, checkSpawn, type InstanceProcess, instanceEnvironment, type SpawnOptions } from '../../instance/process';
 import type { InstanceSnapshots } from '../../storage/types';
 import type { LxdClient } from './client';
@@ -115,6 +115,18 @@ export class RemoteInstance extends CommonInstance {
   /** The instance's own devices (not its profiles'), in LXD's form, which is lxq's. */
   get devices(): Readonly<Devices> {
     return (this.meta.devices ?? {}) as Devices;
+  }
+  /** The LXD profiles it takes options and devices from, in order. */
+  get profiles(): readonly string[] {
+    return (this.meta.profiles ?? []) as string[];
+  }
+  /** lxq's options among LXD's `expanded_config` (its profiles', then its own). */
+  get expandedConfig(): Readonly<InstanceConfig> {
+    return lxqConfig(this.meta.expanded_config ?? this.meta.config ?? {});
+  }
+  /** LXD's `expanded_devices` (its profiles', then its own). */
+  get expandedDevices(): Readonly<Devices> {
+    return (this.meta.expanded_devices ?? this.meta.devices ?? {}) as Devices;
   }
   /** LXD's own flag: the server deletes the instance when it stops. */
   get ephemeral(): boolean {
@@ -285,7 +297,7 @@ export class RemoteInstance extends CommonInstance {
 
   // ---- state ----
 
-  protected async readState(): Promise<Omit<InstanceState, 'devices' | 'ephemeral'>> {
+  protected async readState(): Promise<DriverState> {
     const m = (await this.client.request('GET', this.client.url(`${this.path}/state`))).metadata;
     const interfaces = lxdInterfaces(m.network);
     const status = lxdStatus(m.status);

@@ -6,7 +6,7 @@
 import { OperationFailed } from '../../core/errors';
 import { type DeviceConfig, deviceValue } from '../../devices/declarations';
 import type { DeviceSource } from '../../devices/validate';
-import type { DeviceChange } from '../../instance/base';
+import type { DeviceChange } from '../../devices/change';
 import { QmpError, QmpTimeoutError } from '../../qmp';
 import type { GuestAgent } from './agent';
 import {

@@ -20,11 +20,13 @@ import { ensureNetworks } from '../../devices/nic';
 import { probeDevices, readSources } from '../../devices/validate';
 import type { Image } from '../../images/types';
 import type { VmImage } from '../../images/meta';
-import { BaseInstance, type DeviceChange, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
+import type { DeviceChange } from '../../devices/change';
+import { BaseInstance, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
 import type { ConsoleEndpoint } from '../../instance/console';
 import type { InstanceFiles } from '../../instance/files';
-import { type DeviceState, type Instance, type InstanceRecord, type InstanceState, type InstanceStatus, reportedAddresses } from '../../instance/instance';
+import { type DeviceState, type DriverState, type Instance, type InstanceRecord, type InstanceState, type InstanceStatus, reportedAddresses } from '../../instance/instance';
 import type { UsageDetail } from '../../instance/metrics';
+import { expand, type StoredProfile } from '../../instance/profiles';
 import { checkExecOptions, checkSpawn, type ExecOptions, type ExecResult, instanceEnvironment, type InstanceProcess, type SpawnOptions } from '../../instance/process';
 import { connectedDatagram } from '../../network/datagram';
 import type { Networks } from '../../network/networks';
@@ -158,7 +160,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
 
   /** agent.nic_config: lxq's agent names the NICs' interfaces and sets their MTUs. */
   private get nicConfig(): boolean {
-    return this.hasLxqAgent && parseBoolean(this.config['agent.nic_config'] ?? 'false');
+    return this.hasLxqAgent && parseBoolean(this.expandedConfig['agent.nic_config'] ?? 'false');
   }
 
   /** Whether the VM's image runs the lxq agent (images built before it came run qemu-ga only). */
@@ -175,17 +177,19 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
    * Creates the VM's directory and its disk (a qcow2 overlay over the image's). Options and the
    * image are checked first; the record is written last, so a failure leaves nothing behind.
    */
-  static async create(ctx: VmContext, dir: string, record: InstanceRecord, image: Image): Promise<VmInstance> {
-    launchSettings(record.config);
+  static async create(ctx: VmContext, dir: string, record: InstanceRecord, image: Image, profiles: StoredProfile[] = []): Promise<VmInstance> {
+    const { config, devices } = expand(record, profiles);
+    launchSettings(config);
     const img = await loadImage(image.name, image.dir, image.meta);
     // The image stays where it is: the overlay names its disk as backing file.
     const machineId = image.meta.init === 'systemd' ? { machineId: newMachineId() } : {};
     const vm = new VmInstance(ctx, dir, { ...record, ...machineId, imageMeta: { ...record.imageMeta, dir: img.dir } });
     checkSocketPaths(dir);
-    await probeDevices('vm', record.devices ?? {}, vm.probeEnv);
+    await vm.loadProfiles(profiles);
+    await probeDevices('vm', devices, vm.probeEnv);
     // Made whole in a staging directory and renamed into place (see createStaged).
     await createStaged(dir, async (staging) => {
-      for (const [name, d] of Object.entries(record.devices ?? {})) await prepareVmDevice(staging, name, d);
+      for (const [name, d] of Object.entries(devices)) await prepareVmDevice(staging, name, d);
       await createVmOverlay(img, path.join(staging, path.relative(dir, vm.file('disk'))));
       await writeInstanceRecord(staging, vm.record);
     });
@@ -271,8 +275,8 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   }
 
   protected async doStart(): Promise<void> {
-    const settings = launchSettings(this.config);
-    await ensureNetworks(this.devices, this.ctx.networks);
+    const settings = launchSettings(this.expandedConfig);
+    await ensureNetworks(this.expandedDevices, this.ctx.networks);
     const img = await loadImage(this.image, String(this.record.imageMeta.dir), this.record.imageMeta);
     const { accel, watch } = await chooseAccel(settings.accel, this.ctx.hostDir);
     this.launching = true;
@@ -282,7 +286,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       this.launching = false;
     }
     // Not awaited: start() resolves once QEMU runs; exec and files wait for the shares.
-    this.guest.started(this.devices, this.probeEnv, this.nicConfig);
+    this.guest.started(this.expandedDevices, this.probeEnv, this.nicConfig);
   }
 
   /**
@@ -302,7 +306,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
 
   /** Starts QEMU detached and connects to its monitor; resolves once QEMU runs (the guest boots on). */
   private async launch(img: VmImage, s: LaunchSettings, accel: Accel): Promise<void> {
-    const target = { dir: this.dir, name: this.name, machineId: this.record.machineId, devices: this.devices, sources: () => readSources(this.devices, this.probeEnv) };
+    const target = { dir: this.dir, name: this.name, machineId: this.record.machineId, devices: this.expandedDevices, sources: () => readSources(this.expandedDevices, this.probeEnv) };
     // A new log file for each boot (QEMU would truncate the old one in place): a follower tells
     // the new boot's log by its inode even when it has grown past what was read of the last one.
     await fs.rm(this.file('console'), { force: true });
@@ -335,7 +339,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     if (pid === null) return true;
     const deadline = Date.now() + timeoutMs;
     const exited = async () => {
-      await releaseHostParts(this.dir, this.devices);
+      await releaseHostParts(this.dir, this.expandedDevices);
       return true;
     };
     // Both ways at once (a guest may ignore the power button): the agent, asked once, and the
@@ -353,7 +357,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   /** QMP `quit`, then SIGKILL if QEMU has not exited; its NICs' taps go with it. */
   protected async doKill(): Promise<void> {
     await endQemu(this.dir, () => this.monitor.quit(QUIT_GRACE_MS), this.name);
-    await releaseHostParts(this.dir, this.devices);
+    await releaseHostParts(this.dir, this.expandedDevices);
   }
 
   protected async doFreeze(): Promise<void> {
@@ -374,7 +378,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   protected async doDelete(): Promise<void> {
     this.monitor.drop();
     this.guest.close();
-    await releaseHostParts(this.dir, this.devices);
+    await releaseHostParts(this.dir, this.expandedDevices);
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
     await fs.rm(this.dir, { recursive: true, force: true });
@@ -397,7 +401,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     return { ...s, qemuDevice: qemuDeviceId(name), ...(d.path === undefined ? { qemuNode: qemuNodeName(name) } : {}) };
   }
 
-  protected async doState(status: InstanceStatus): Promise<Omit<VmState, 'devices' | 'ephemeral'>> {
+  protected async doState(status: InstanceStatus): Promise<Omit<VmState, keyof Omit<InstanceState, keyof DriverState>>> {
     const pid = status === 'stopped' ? null : await livePid(this.file('pid'));
     const agent = this.hasLxqAgent ? 'lxq-agent' : 'qemu-ga';
     if (pid === null) {
@@ -425,7 +429,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
 
   protected override usageDetail(state: VmState): Promise<UsageDetail> {
     // security.agent.metrics=false: the metrics are QEMU's figures only, none of the guest's own.
-    const seen = this.config['security.agent.metrics'] === 'false' ? { ...state, guest: undefined } : state;
+    const seen = this.expandedConfig['security.agent.metrics'] === 'false' ? { ...state, guest: undefined } : state;
     return vmUsage({ cpus: () => this.monitor.command('query-cpus-fast'), blocks: () => this.monitor.command('query-blockstats') }, seen);
   }
 
@@ -458,13 +462,13 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   override async exec(argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
     options ??= {};
     checkExecOptions(options);
-    const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    const env = checkSpawn(argv, options, instanceEnvironment(this.expandedConfig));
     return this.guest.exec(argv, env, options);
   }
 
   /** A process through the lxq agent, or through qemu-ga (its stdin empty, its output at its exit: see agent-exec.ts). */
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
-    const env = checkSpawn(argv, options, instanceEnvironment(this.config));
+    const env = checkSpawn(argv, options, instanceEnvironment(this.expandedConfig));
     return this.guest.spawn(argv, env, options);
   }
 }
