@@ -101,8 +101,14 @@ describe('limits.* and linux.* on a container', () => {
     expect(readFileSync('/proc/sys/kernel/shmmni', 'utf8').trim()).not.toBe('1000');
   });
 
-  test('linux.kernel_modules: built-in modules are there; the container started', async () => {
+  test('linux.kernel_modules: built-in modules are there; the container started; changed live, a missing one refused', async () => {
     expect(await c.status()).toBe('running');
+    await c.update({ 'linux.kernel_modules': 'vxlan' });
+    expect(c.config['linux.kernel_modules']).toBe('vxlan');
+    const e = await thrown(c.update({ 'linux.kernel_modules': 'vxlan,no_such_module' }));
+    expect(e).toBeInstanceOf(NotSupported);
+    expect(e.message).toContain('no_such_module');
+    expect(c.config['linux.kernel_modules']).toBe('vxlan');
   });
 
   test('live: allowance as a share, priority, swap back on with a priority, a soft limit', async () => {
