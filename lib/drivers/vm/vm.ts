@@ -318,7 +318,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       await this.monitor.connectLaunched(exitReason);
       if (s.pin) await pinVcpus(() => this.monitor.command('query-cpus-fast'));
       const pid = await livePid(this.file('pid'));
-      if (pid !== null) await applyVmCpuLimits(this.dir, this.config, pid);
+      if (pid !== null) await applyVmCpuLimits(this.dir, this.expandedConfig, pid);
     } catch (e) {
       await this.doKill().catch(() => undefined);
       const why = exitReason() === undefined ? (e as Error).message : `QEMU exited (${exitReason()})`;
