@@ -3,7 +3,7 @@
  * lines written at known times (each stamped by lxq_stamper before the next time is taken) are
  * kept or left out by `since`, across a restart; the stamper runs once per running instance and
  * ends with it; a log without times (made before lxq kept them) is NotSupported, and so is the
- * stretch a later start found unstamped; bad values are InvalidArgument. The VM's case is in
+ * stretch a later start found unstamped, and what a killed stamper left unstamped; bad values are InvalidArgument. The VM's case is in
  * test/metrics-console.test.ts (it boots its VM there).
  */
 import { spawnSync } from 'node:child_process';
@@ -131,6 +131,24 @@ test('a log without times is NotSupported for since (and only for it); a later s
   const fromT0 = await c.console.log({ since: t0 });
   expect(fromT0).toMatch(/new-line/);
   expect(fromT0).not.toMatch(/old-line/);
+  await c.delete({ force: true });
+}, 300_000);
+
+test('a stamper killed while the container runs: since after its last look is NotSupported, and so is that stretch after the next start', async () => {
+  const c = await t.host.create(t.name('kill'), { image: 'busybox' });
+  await c.start();
+  const t1 = await say(c, 'kill-one');
+  for (const pid of stampers(c.console.path)) process.kill(pid, 'SIGKILL');
+  await until('the stamper is gone', () => stampers(c.console.path).length === 0);
+  await c.exec(['/bin/sh', '-c', 'printf "\\nkill-two\\n" >/dev/console']);
+  await until('kill-two is in the log', () => readFileSync(c.console.path, 'utf8').includes('kill-two'));
+  await expect(c.console.log({ since: t1 })).rejects.toThrow(/its stamper is not running/);
+  expect(await c.console.log({ since: '1h' })).toMatch(/kill-one[\s\S]*kill-two/); // all of it is after that hour's start
+  await c.restart({ force: true });
+  await stamped(c.console.path);
+  await expect(c.console.log({ since: t1 })).rejects.toThrow(/lines of unknown time/);
+  const t2 = await say(c, 'kill-three');
+  expect(await c.console.log({ since: t2 })).not.toMatch(/kill-/);
   await c.delete({ force: true });
 }, 300_000);
 

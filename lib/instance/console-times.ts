@@ -14,7 +14,7 @@ import * as path from 'node:path';
 
 import { InvalidArgument, NotSupported } from '../core/errors';
 import { processStartTicks } from '../core/proc';
-import { helperPath } from '../native/sys';
+import { helperPath, sys } from '../native/sys';
 import { checkFollow, checkLog, type ConsoleFollowOptions, type ConsoleLogOptions, fileLogReader, followLines, lastLines } from './console-log';
 
 const MAGIC = Buffer.from('lxqstmp1');
@@ -90,16 +90,35 @@ export async function sinceOffset(log: string, sinceNs: bigint, what: string): P
     const st = await fh.stat();
     if (st.size === 0) return 0;
     const marks = await readMarks(timesPath(log), st.ino);
-    if (!marks) throw new NotSupported(`the console log of ${what} has no times: it was written before lxq stamped console logs (since 0.x), so since cannot be applied; it will have them from its next start on`);
+    if (!marks) throw new NotSupported(`the console log of ${what} has no times: it was written before lxq stamped console logs, so since cannot be applied; it will have them from its next start on`);
     const k = marks.times.findIndex((t) => t >= sinceNs);
     const before = k <= 0 ? 0n : marks.offsets[k - 1];
     if (k >= 0 && marks.gaps[k] && marks.offsets[k] > before) {
       const at = k === 0 ? 'its start' : new Date(Number(marks.times[k - 1] / 1_000_000n)).toISOString();
       throw new NotSupported(`the console log of ${what} has lines of unknown time between ${at} and ${new Date(Number(marks.times[k] / 1_000_000n)).toISOString()} (written while nothing stamped it): since cannot be applied there`);
     }
-    // Bytes past the last mark are newer than it (the stamper has not looked yet): kept.
-    const boundary = Number(k >= 0 ? before : (marks.offsets.at(-1) ?? 0n));
+    // Bytes past the last mark are newer than it: kept while a stamper runs (it has not looked
+    // yet); with none (killed), whether they came before `since` is unknown.
+    const last = marks.offsets.at(-1) ?? 0n;
+    if (k < 0 && st.size > Number(last) && !(await stamperRuns(timesPath(log)))) {
+      const at = new Date(Number((marks.times.at(-1) ?? 0n) / 1_000_000n)).toISOString();
+      throw new NotSupported(`the console log of ${what} has lines of unknown time after ${at} (its stamper is not running: killed?): since cannot be applied there; it is stamped again from its next start on`);
+    }
+    const boundary = Number(k >= 0 ? before : last);
     return await lineStart(fh, Math.min(boundary, st.size));
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Whether a stamper holds the index (its flock, taken for as long as it runs). */
+async function stamperRuns(index: string): Promise<boolean> {
+  const fh = await open(index, 'r').catch(() => undefined);
+  if (!fh) return false;
+  try {
+    const free = sys().flock(fh.fd, 'sh');
+    if (free) sys().flock(fh.fd, 'un');
+    return !free;
   } finally {
     await fh.close();
   }
