@@ -15,6 +15,7 @@ import type { LifecycleEvent } from '../lib';
 import { InvalidArgument } from '../lib';
 import { validateConfig } from '../lib/config/options';
 import { lxqArgv, tempHost, thrown, type TestHost } from './helpers/host';
+import { execArgs } from './helpers/units';
 
 const execFileP = promisify(execFile);
 
@@ -75,13 +76,6 @@ test('boot.* values are checked: integers, delays and timeouts not negative, boo
   }
 });
 
-/** An Exec line's arguments as systemd splits them (double quotes, \\ escapes, %% and $$). */
-function execArgs(unit: string, key: string): string[] {
-  const line = unit.split('\n').find((l) => l.startsWith(`${key}=`))!.slice(key.length + 1);
-  const args = [...line.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)].map((m) => (m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]));
-  return args.map((a) => a.replace(/%%/g, '%').replace(/\$\$/g, '$'));
-}
-
 test('lxq system install writes a unit whose ExecStop and ExecStart stop and start the instances; uninstall removes it', async () => {
   const unit = `lxq-test-${path.basename(t.dir)}.service`;
   const file = path.join(unitDir, unit);
@@ -103,8 +97,10 @@ test('lxq system install writes a unit whose ExecStop and ExecStart stop and sta
   expect((await execFileP(cmd, stop)).stdout).toBe(`stopped ${name}\n`);
   expect(await running([name])).toEqual([]);
 
-  expect((await lxq('system', 'uninstall', '--unit-dir', unitDir, '--unit', unit)).stdout).toBe(`removed ${file}\n`);
-  expect(existsSync(file)).toBe(false);
+  const scheduler = file.replace(/\.service$/, '-snapshots.service');
+  expect(execArgs(readFileSync(scheduler, 'utf8'), 'ExecStart').slice(-2)).toEqual(['system', 'serve']); // test/snapshot-schedule runs it
+  expect((await lxq('system', 'uninstall', '--unit-dir', unitDir, '--unit', unit)).stdout).toBe(`removed ${file} and ${scheduler}\n`);
+  expect(existsSync(file) || existsSync(scheduler)).toBe(false);
 
   // A unit lxq did not write is neither replaced nor removed; a bad unit name is refused.
   writeFileSync(file, '[Unit]\nDescription=not lxq\n');

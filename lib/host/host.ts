@@ -28,39 +28,18 @@ import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type ProfileEvent, type StorageEvent } from '../events/lifecycle';
 import { checkExpansion, checkProfileList, DEFAULT_PROFILE, readProfiles } from '../instance/profiles';
 import { sys } from '../native/sys';
-import { archive, autostarter, configOptions, foreign, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
+import { archive, autostarter, snapshotScheduler, configOptions, foreign, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
 import { hostLongOperations } from './long-operations';
-import { COPY_OPTION_KEYS, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
+import { COPY_OPTION_KEYS, type HostOptions, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
 import type { AutostartReport, ShutdownReport } from './autostart';
+import type { SnapshotScheduler } from './scheduler';
 import { sweepEnded } from './ephemeral';
 import { HeldInstances } from './held';
 import { hostImageStore } from './images';
 import { localProfiles, type Profiles } from './profiles';
 import { clearInterruptedCreate, instanceRecords, networkUsersIn } from './records';
 
-export type { ImportOptions, LaunchOptions } from './options';
-
-/**
- * Where a host keeps its state and images.
- *
- * @example
- * ```ts
- * const host = await Host.open({ path: '/srv/lxq', images: '/var/cache/lxq-images' });
- * ```
- */
-export interface HostOptions {
-  /** State directory. Default /var/lib/lxq; tests pass a temporary one. */
-  path?: string;
-  /** Image store directory, if not `<path>/images`: several hosts may share one. */
-  images?: string;
-  /**
-   * Instances this host object makes (create, launch, copy, import) are deleted by a detached
-   * reaper process when this process dies, SIGKILL included, or exits without `host.close()`
-   * (testcontainers' Ryuk): for tests and benchmarks. `close()` releases them (the reaper exits, deleting nothing). See
-   * lib/host/reaper.ts. Default false.
-   */
-  reap?: boolean;
-}
+export type { HostOptions, ImportOptions, LaunchOptions } from './options';
 
 /**
  * Where `Host.open()` keeps its state when no path is given: /var/lib/lxq.
@@ -93,6 +72,7 @@ export class Host implements InstanceHost {
   private containers: ContainerContext | undefined;
   private readonly lifecycle: LifecycleHub;
   private readonly held: HeldInstances;
+  private scheduler: SnapshotScheduler | undefined;
 
   private constructor(
     readonly path: string,
@@ -182,6 +162,7 @@ export class Host implements InstanceHost {
 
   /** Stops following the host for events (watches, pidfds) and ends its reaper (deleting nothing); nothing else is needed to exit. */
   async close(): Promise<void> {
+    await this.scheduler?.stop();
     await this.held.close();
     await this.lifecycle.close();
   }
@@ -207,7 +188,7 @@ export class Host implements InstanceHost {
   }
 
   static async open(options: HostOptions = {}): Promise<Host> {
-    if (options.reap !== undefined && typeof options.reap !== 'boolean') throw new InvalidArgument(`reap must be a boolean, got ${JSON.stringify(options.reap)}`);
+    for (const k of ['reap', 'scheduler'] as const) if (options[k] !== undefined && typeof options[k] !== 'boolean') throw new InvalidArgument(`${k} must be a boolean, got ${JSON.stringify(options[k])}`);
     const root = path.resolve(options.path ?? DEFAULT_HOST_PATH);
     await fs.mkdir(path.join(root, 'instances'), { recursive: true, mode: 0o711 });
     // An unprivileged container's root (a high uid) must be able to traverse to its rootfs.
@@ -223,6 +204,7 @@ export class Host implements InstanceHost {
     await host.storage.open();
     await sweepEnded(host.instancesDir, (name) => host.get(name));
     if (options.reap) await host.held.reap(root, images);
+    if (options.scheduler === true) (host.scheduler = new (snapshotScheduler().SnapshotScheduler)(() => host.list(), host.instancesDir, (name, e) => process.emitWarning(`lxq scheduler: ${name}: ${(e as Error).message}`))).start();
     return host;
   }
 

@@ -15,4 +15,5 @@ export const foreign = (): typeof import('../instance/foreign') => require('../i
 export const meta = (): typeof import('../images/meta') => require('../images/meta');
 export const openmetrics = (): typeof import('../instance/openmetrics') => require('../instance/openmetrics');
 export const autostarter = (): typeof import('./autostart') => require('./autostart');
+export const snapshotScheduler = (): typeof import('./scheduler') => require('./scheduler');
 /* eslint-enable @typescript-eslint/no-require-imports */

@@ -32,3 +32,30 @@ export interface ImportOptions extends LongOptions {
 export type LaunchOptions = Omit<CreateOptions, 'image'> & StartOptions;
 export const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true, ...LONG_OPTION_KEYS });
 export const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true, ephemeral: true, ...LONG_OPTION_KEYS });
+
+/**
+ * Where a host keeps its state and images.
+ *
+ * @example
+ * ```ts
+ * const host = await Host.open({ path: '/srv/lxq', images: '/var/cache/lxq-images' });
+ * ```
+ */
+export interface HostOptions {
+  /** State directory. Default /var/lib/lxq; tests pass a temporary one. */
+  path?: string;
+  /** Image store directory, if not `<path>/images`: several hosts may share one. */
+  images?: string;
+  /**
+   * Instances this host object makes (create, launch, copy, import) are deleted by a detached
+   * reaper process when this process dies, SIGKILL included, or exits without `host.close()`
+   * (testcontainers' Ryuk): for tests and benchmarks. `close()` releases them (the reaper exits, deleting nothing). See
+   * lib/host/reaper.ts. Default false.
+   */
+  reap?: boolean;
+  /**
+   * Run the snapshot scheduler while the host is open (`snapshots.schedule`, `.expiry`: lib/host/scheduler.ts)
+   * until `close()`; it keeps the process alive. Its failures are process warnings. Default false.
+   */
+  scheduler?: boolean;
+}

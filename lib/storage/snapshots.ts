@@ -17,6 +17,7 @@ import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import { noSpaceOr } from '../core/run';
 import { criuCheckFailure } from '../core/proc';
 import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from '../core/staging';
+import { expiryFrom, nextSnapshotName } from '../core/schedule';
 import { diskUsage } from './tree';
 import type { InstanceSnapshots, SnapshotCreateOptions, SnapshotDeleteOptions, SnapshotInfo, SnapshotRef, SnapshotRestoreOptions, StorageDriver, StoredSnapshot } from './types';
 import { checkAborted, checkLongOptions, detached, LONG_OPTION_KEYS, longOperation, phase } from '../core/abort';
@@ -118,7 +119,11 @@ export class Snapshots implements InstanceSnapshots {
     return longOperation(`snapshotting ${this.subject.name()}`, options, () => this.subject.serialized(async () => {
       await this.recover();
       const names = await this.names();
-      const chosen = name ?? `snap${1 + Math.max(-1, ...names.map((n) => (/^snap(\d+)$/.exec(n) ? Number(RegExp.$1) : -1)))}`;
+      // LXD's snapshots.pattern and snapshots.expiry, as the record is now (expiresAt: null is "never", as lxc's --no-expiry).
+      const config = this.subject.record().config;
+      const now = new Date();
+      const chosen = name ?? validateSnapshotName(nextSnapshotName(config['snapshots.pattern'] ?? 'snap%d', now, names));
+      const expires = expiresAt ?? (options.expiresAt === undefined ? (expiryFrom(now, config['snapshots.expiry'] ?? '')?.toISOString() ?? null) : null);
       if (names.includes(chosen)) throw new AlreadyExists(`${this.subject.name()} already has a snapshot named "${chosen}"`);
       const status = await this.subject.status();
       // A running VM's snapshot keeps its RAM and devices unless told otherwise.
@@ -142,7 +147,7 @@ export class Snapshots implements InstanceSnapshots {
           version: 1,
           createdAt: new Date().toISOString(),
           stateful,
-          expiresAt,
+          expiresAt: expires,
           description: options.description ?? '',
           tag,
           record: structuredClone(this.subject.record()),
@@ -157,6 +162,11 @@ export class Snapshots implements InstanceSnapshots {
       await this.subject.emit('snapshot-created', { name: this.subject.name(), snapshot: chosen });
       return this.info(await this.ref(chosen));
     }));
+  }
+
+  /** @internal Deletes the expired snapshots (the host's scheduler; every snapshot operation does it too). */
+  pruneExpired(): Promise<void> {
+    return this.subject.serialized(() => this.recover());
   }
 
   async list(): Promise<SnapshotInfo[]> {

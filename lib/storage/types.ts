@@ -21,8 +21,11 @@ export interface SnapshotCreateOptions extends LongOptions {
    * Default: true for a running VM, false otherwise.
    */
   stateful?: boolean;
-  /** When the snapshot may be pruned (it is, the next time the instance's snapshots are touched). */
-  expiresAt?: Date | string;
+  /**
+   * When the snapshot may be pruned (it is, the next time the instance's snapshots are touched, or by the scheduler).
+   * Default: the instance's `snapshots.expiry` from now; null: never (lxc's --no-expiry).
+   */
+  expiresAt?: Date | string | null;
   description?: string;
 }
 

@@ -34,10 +34,22 @@ export function register(cli: Command, ctx: CliContext): void {
 
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by these commands only (commands/index.ts)
   const service = (): typeof import('../service') => require('../service');
-  const system = cli.command('system').description('The systemd unit that runs `lxq autostart` at boot and shutdown');
+  const system = cli.command('system').description('The systemd units that run `lxq autostart` at boot and shutdown and the snapshot scheduler');
+  system
+    .command('serve')
+    .description('Hold the host with the snapshot scheduler (snapshots.schedule, .expiry) until SIGTERM or SIGINT')
+    .action(async () => {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by this command only
+      const { Host } = require('../../host/host') as typeof import('../../host/host');
+      const { host: dir, images } = ctx.localPaths;
+      const host = await Host.open({ path: dir, ...(images ? { images } : {}), scheduler: true });
+      process.stdout.write(`scheduling snapshots of ${ctx.localPaths.host}\n`);
+      await new Promise<void>((resolve) => ['SIGTERM', 'SIGINT'].forEach((s) => process.once(s, () => resolve())));
+      await host.close();
+    });
   for (const [verb, what] of [
-    ['install', 'Write (and enable) the unit'],
-    ['uninstall', 'Disable and remove the unit'],
+    ['install', 'Write (and enable) the units: NAME (autostart) and NAME-snapshots (system serve)'],
+    ['uninstall', 'Disable and remove the units'],
   ] as const) {
     system
       .command(verb)

@@ -15,6 +15,7 @@ import { MIGRATION_OPTIONS } from './migration';
 import { MISC_OPTIONS } from './misc';
 import { RAW_OPTIONS } from './raw';
 import { checkCombination, SECURITY_OPTIONS } from './security';
+import { SNAPSHOTS_OPTIONS } from './snapshots';
 import type { ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
 
 export type { Condition, ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
@@ -28,7 +29,7 @@ export { splitArgs } from './raw';
  * for (const o of OPTIONS) console.log(o.key, o.default, o.description);
  * ```
  */
-export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...LIMITS_OPTIONS, ...MIGRATION_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...LINUX_OPTIONS, ...RAW_OPTIONS];
+export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...LIMITS_OPTIONS, ...MIGRATION_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...LINUX_OPTIONS, ...RAW_OPTIONS, ...SNAPSHOTS_OPTIONS];
 
 /**
  * The options whose keys are fixed, as a type: `'limits.cpu' | 'limits.memory' | …`.
@@ -99,6 +100,10 @@ export type OptionKey =
   | 'raw.lxc'
   | 'raw.qemu'
   | 'agent.nic_config'
+  | 'snapshots.expiry'
+  | 'snapshots.pattern'
+  | 'snapshots.schedule'
+  | 'snapshots.schedule.stopped'
   | 'vm.accel';
 
 /**
