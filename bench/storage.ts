@@ -18,8 +18,9 @@
  * bench/peers/lxd-storage.ts. Docker (overlay2) is not a peer here: no engine runs on this kind
  * of machine without installing Debian's docker.io beside the Docker client it has.
  *
- * `--quick`: busybox, 2 rounds, 5 containers, no peers; `--no-lxd`: no peers; `--image NAME`: another
- * image (e.g. busybox with the peers).
+ * `--quick`: busybox, 2 rounds, 5 containers, no peers; `--no-lxd`: no peers; `--no-dir`: neither
+ * lxq's nor LXD's dir pool (the full copies, minutes under load); `--image NAME`: another image
+ * (e.g. busybox with the peers).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
@@ -39,8 +40,10 @@ const image = imageArg > 0 ? process.argv[imageArg + 1] : quick ? 'busybox' : 'd
 const p50 = (xs: number[]) => stats(xs).p50;
 const kib = (dirs: string[]) => Number(execFileSync('du', ['-sck', '--one-file-system', ...dirs], { encoding: 'utf8' }).trim().split('\n').pop()!.split('\t')[0]);
 const mib = (k: number) => (k / 1024).toFixed(1);
-const POOLS = ['overlay', 'dir', 'btrfs'] as const;
-type Pool = (typeof POOLS)[number];
+const noDir = process.argv.includes('--no-dir');
+const ALL_POOLS = ['overlay', 'dir', 'btrfs'] as const;
+type Pool = (typeof ALL_POOLS)[number];
+const POOLS = ALL_POOLS.filter((p) => !noDir || p !== 'dir');
 const poolName = (pool: Pool) => (pool === 'overlay' ? 'default' : pool);
 /** KiB the btrfs pool's filesystem has in use (deleted subvolumes cleaned first). */
 const btrfsUsedKiB = (mount: string) => {
@@ -132,7 +135,7 @@ async function main(): Promise<void> {
 /** LXD 5.0 on a dir pool and on a btrfs loop pool, each a daemon of its own holding lxq's image. */
 async function lxdPeers(host: Host, dir: string): Promise<[string, LxdStoragePeer | string][]> {
   const out: [string, LxdStoragePeer | string][] = [];
-  for (const driver of ['dir', 'btrfs'] as const) {
+  for (const driver of noDir ? (['btrfs'] as const) : (['dir', 'btrfs'] as const)) {
     const peer = await LxdStoragePeer.start(dir, driver).catch((e: Error) => e.message);
     if (typeof peer !== 'string') lxdImages.set(peer, await peer.importImage(host, image, dir));
     out.push([`LXD 5.0 ${driver}`, peer]);
