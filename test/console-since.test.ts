@@ -76,6 +76,7 @@ test('container: since keeps the lines written from then on, across a restart; o
   expect(await c.console.log({ since: t2 })).not.toMatch(/since-(one|two)/);
   expect(await c.console.log({ since: t1.toISOString() })).toMatch(/^since-two\r?\n$/m);
   expect(await c.console.log({ since: '1h', tail: 1 })).toMatch(/^since-two\r?\n$/);
+  expect(await c.console.log({ since: new Date(Date.now() + 3_600_000) })).toBe(''); // a time to come
 
   await c.restart({ force: true });
   await until('the first run\'s stamper ends, one runs for the second', () => stampers(c.console.path).length === 1);

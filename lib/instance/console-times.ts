@@ -89,6 +89,7 @@ export async function sinceOffset(log: string, sinceNs: bigint, what: string): P
   try {
     const st = await fh.stat();
     if (st.size === 0) return 0;
+    if (sinceNs > BigInt(Date.now()) * 1_000_000n) return st.size; // a time to come: nothing written yet
     const marks = await readMarks(timesPath(log), st.ino);
     if (!marks) throw new NotSupported(`the console log of ${what} has no times: it was written before lxq stamped console logs, so since cannot be applied; it will have them from its next start on`);
     const k = marks.times.findIndex((t) => t >= sinceNs);
