@@ -204,6 +204,7 @@ const TYPE_WORDS = { both: 'containers, VMs', container: 'containers', vm: 'VMs'
 
 /** The table's "honoured for" cell: the types lxq applies the key to, or why it refuses it. */
 export function describeSupport(o: OptionSpec): string {
+  if (o.hostDependent !== undefined) return o.hostDependent;
   if (o.notSupported !== undefined) return `refused (NotSupported): ${o.notSupported}`;
   const lxd = o.lxdCondition !== undefined && o.lxdCondition !== o.condition ? ` (LXD: ${TYPE_WORDS[o.lxdCondition]})` : '';
   return TYPE_WORDS[o.condition] + lxd;

@@ -172,6 +172,7 @@ export const LIMITS_OPTIONS: readonly OptionSpec[] = [
       live: true,
       description: `Limit of ${suffix} huge pages the container may use (hugetlb.${suffix}.limit_in_bytes), a size.`,
       notSupported: hugetlbMissing(suffix, kib),
+      hostDependent: `containers, where the host has ${suffix} huge pages and a cgroup v1 hugetlb controller (else refused: NotSupported)`,
       validate: (v) => void parseSize(v),
     }),
   ),
@@ -183,6 +184,7 @@ export const LIMITS_OPTIONS: readonly OptionSpec[] = [
     default: '5',
     description: 'Block I/O weight against other instances, 0-10 (blkio.weight priority × 100, as in LXD).',
     notSupported: blkioWeightMissing(),
+    hostDependent: 'containers, VMs, where the host has blkio.weight (the BFQ I/O scheduler) or a cgroup v2 io controller (else refused: NotSupported)',
     validate: (v) => void parseRange(v, 0, 10),
   },
 
@@ -202,6 +204,7 @@ export const LIMITS_OPTIONS: readonly OptionSpec[] = [
     default: 'false',
     description: "true: the VM's memory is backed by the host's huge pages (memfd hugetlb=on); the start fails with NotSupported when too few are free (vm.nr_hugepages).",
     notSupported: hugePageSizesKiB().length ? undefined : 'this kernel offers no huge pages (no /sys/kernel/mm/hugepages)',
+    hostDependent: 'VMs, where the kernel offers huge pages (else refused: NotSupported)',
     validate: (v) => void parseBoolean(v),
   },  {
     key: 'limits.max_bus_ports',

@@ -75,6 +75,7 @@ export const RAW_OPTIONS: readonly OptionSpec[] = [
     condition: 'both',
     live: false,
     description: "AppArmor rules added to the instance's profile.",
+    hostDependent: 'refused (NotSupported): lxq generates no AppArmor profile of its own to hold these rules (and AppArmor must be enabled on the host)',
     notSupported: apparmorEnabled()
       ? "lxq does not generate AppArmor profiles of its own to add these rules to (containers get liblxc's)"
       : 'AppArmor is not enabled on this host (no /sys/kernel/security/apparmor), so no profile can hold these rules',

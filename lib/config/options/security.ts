@@ -162,6 +162,7 @@ export const SECURITY_OPTIONS: readonly OptionSpec[] = [
     spec(key, 'vm', key.includes('session') ? 'An AMD SEV session parameter (for a SEV guest).' : `AMD SEV${key.endsWith('.es') ? '-ES' : ''} memory encryption of the guest.`, {
       ...(key.includes('session') ? { type: 'string' as const, default: undefined } : {}),
       ...(sevMissing() ? { notSupported: sevMissing(), validate: undefined } : {}),
+      hostDependent: 'refused (NotSupported): lxq starts no AMD SEV guests (and the host would need kvm_amd with sev=1)',
     }),
   ),
   ...SYSCALL_OPTIONS,

@@ -50,6 +50,12 @@ export interface OptionSpec {
    */
   readonly notSupported?: string;
   /**
+   * The table's "honoured for" cell for a key whose support is probed on the host (notSupported
+   * set or not by what this machine has): a fixed sentence naming what the host needs, so that the
+   * README generated on one machine is the same on every other.
+   */
+  readonly hostDependent?: string;
+  /**
    * LXD's own condition, when lxq honours the key on more types than LXD does (`condition` then
    * says what lxq accepts; the README's table says so).
    */
