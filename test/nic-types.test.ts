@@ -9,6 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
 
 import { type Instance, InvalidArgument, NotSupported } from '../lib';
+import { policeSupported } from '../lib/network/tc';
 import { tempHost, type TestHost } from './helpers/host';
 
 jest.setTimeout(240_000);
@@ -151,13 +152,15 @@ describe('p2p and routed', () => {
     const host = linkName('p0');
     made.push(host);
     const range = `${freeRange(4)}.0/24`;
-    const c = await t.host.create(t.name('p2p'), { image: 'busybox', devices: { eth0: { type: 'nic', nictype: 'p2p', host_name: host, 'ipv4.routes': range, 'queue.tx.length': 2000 } } });
+    const c = await t.host.create(t.name('p2p'), { image: 'busybox', devices: { eth0: { type: 'nic', nictype: 'p2p', host_name: host, 'ipv4.routes': range, 'queue.tx.length': 2000, 'limits.ingress': '10Mbit' } } });
     await c.start();
     const info = (JSON.parse(run('ip', ['-d', '-json', 'link', 'show', 'dev', host])) as Array<{ master?: string; txqlen: number; linkinfo: { info_kind: string } }>)[0];
     expect(info.master).toBeUndefined();
     expect(info.txqlen).toBe(2000);
     expect(info.linkinfo.info_kind).toBe('veth');
     expect(run('ip', ['-4', 'route', 'show', range])).toMatch(new RegExp(`dev ${host}`));
+    // The rate limit of what goes in to the container: an htb class on the host end.
+    expect(run('tc', ['class', 'show', 'dev', host])).toMatch(/htb 1:10 root .*rate 10Mbit/);
     // The container's link-local address (from the MAC lxq gave it) answers the host through the host end.
     const ll = await linkLocal(c, 'eth0');
     await serve(c);
@@ -224,7 +227,7 @@ describe('a VM with a macvlan, a p2p and a routed NIC', () => {
       image: 'vm/default',
       devices: {
         eth0: { type: 'nic', nictype: 'macvlan', parent },
-        eth1: { type: 'nic', nictype: 'p2p', host_name: p2p },
+        eth1: { type: 'nic', nictype: 'p2p', host_name: p2p, 'limits.ingress': '20Mbit' },
         eth2: { type: 'nic', nictype: 'routed', 'ipv6.address': v6 },
       },
     });
@@ -233,6 +236,7 @@ describe('a VM with a macvlan, a p2p and a routed NIC', () => {
     const [av] = await Promise.all([vm.waitForAddress({ timeout: 120_000 }), c.waitForAddress({ timeout: 60_000 })]);
     expect((await sh(c, `ping -c 1 -W 5 ${av}`)).code).toBe(0);
     expect(run('ip', ['-d', '-o', 'link', 'show', 'master', bridge])).not.toContain('macvtap');
+    expect(run('tc', ['class', 'show', 'dev', p2p])).toMatch(/rate 20Mbit/);
     // The guest's interfaces, by the MACs lxq gave them.
     const ifaces = await until(async () => {
       const list = (await vm.state()).network.interfaces;
@@ -276,6 +280,11 @@ describe('bad input: a typed error, and nothing left', () => {
     await expect(mk({ eth0: { type: 'nic', nictype: 'routed', 'ipv4.address': '10.1.2.300' } })).rejects.toThrow(InvalidArgument);
     await expect(mk({ eth0: { type: 'nic', nictype: 'p2p', 'ipv4.routes': '10.1.2.0' } })).rejects.toThrow(/bad value for "ipv4.routes"/);
     await expect(mk({ eth0: { type: 'nic', nictype: 'macvlan', parent: bridge, vlan: 5000 } })).rejects.toThrow(/"vlan": expected a VLAN id/);
+    await expect(mk({ eth0: { type: 'nic', nictype: 'p2p', 'limits.ingress': '10 Mbps' } })).rejects.toThrow(/bad value for "limits.ingress": expected a rate/);
+    await expect(mk({ eth0: { type: 'nic', nictype: 'p2p', 'limits.max': '1Gbit', 'limits.egress': '1Mbit' } })).rejects.toThrow(/"limits.max" sets both directions/);
+    await expect(mk({ eth0: { type: 'nic', nictype: 'macvlan', parent: bridge, 'limits.max': '1Gbit' } })).rejects.toThrow(/"limits.max" does not apply to a macvlan NIC/);
+    // Where the kernel has no police action (this machine's: probed on a veth pair of lxq's own), what an instance sends cannot be limited.
+    if (!(await policeSupported())) await expect(mk({ eth0: { type: 'nic', nictype: 'p2p', 'limits.egress': '1Mbit' } })).rejects.toThrow(/no tc police action/);
     const ipvlan = mk({ eth0: { type: 'nic', nictype: 'ipvlan', parent: bridge, 'ipv4.address': '10.1.2.3' } });
     await expect(ipvlan).rejects.toThrow(NotSupported);
     await expect(ipvlan).rejects.toThrow(/no ipvlan link type/);

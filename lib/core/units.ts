@@ -24,6 +24,17 @@ export function parseSize(text: string): number {
   return bytes;
 }
 
+const RATE_UNITS: Record<string, number> = { bit: 1, kbit: 1e3, Mbit: 1e6, Gbit: 1e9, Tbit: 1e12, Kibit: 2 ** 10, Mibit: 2 ** 20, Gibit: 2 ** 30, Tibit: 2 ** 40 };
+
+/** LXD's network rate syntax: a number with a bit unit (bit, kbit, Mbit, Gbit, Tbit, Kibit, Mibit, Gibit, Tibit), in bit/s. */
+export function parseBitRate(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]+)$/.exec(text.trim());
+  if (!m || !(m[2] in RATE_UNITS)) throw new Error(`expected a rate such as "100Mbit", "1Gbit" or "512kbit", got ${JSON.stringify(text)}`);
+  const bits = Math.floor(Number(m[1]) * RATE_UNITS[m[2]]);
+  if (!Number.isSafeInteger(bits) || bits < 8000) throw new Error(`rate out of range (at least 8kbit): ${JSON.stringify(text)}`);
+  return bits;
+}
+
 /** A memory limit: a size, or a percentage of the host's memory ("50%"). */
 export function parseMemory(text: string, hostBytes: number): number {
   const pct = /^(\d+(?:\.\d+)?)%$/.exec(text.trim());

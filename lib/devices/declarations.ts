@@ -33,6 +33,8 @@ const PROPAGATION = ['private', 'shared', 'slave', 'unbindable', 'rprivate', 'rs
 const BUSES = ['virtio-blk', 'virtio-scsi'] as const;
 /** LXD's NIC types that lxq knows (`ovn`, `sriov` need what this project has not). */
 export const NIC_TYPES = ['bridged', 'macvlan', 'p2p', 'routed', 'physical', 'ipvlan'] as const;
+/** The NIC types with a host end of lxq's (a veth's or tap's), where rate limits go. */
+const LIMITED = ['bridged', 'p2p', 'routed'];
 /** A NIC's type: `bridged`, `macvlan`, `p2p`, `routed`, `physical` or `ipvlan`. */
 export type NicType = (typeof NIC_TYPES)[number];
 
@@ -115,6 +117,9 @@ export const DEVICE_TYPES = {
       'ipv6.routes': { form: 'string', condition: 'both', nictypes: ['p2p', 'routed'], description: 'IPv6 subnets (comma-separated) the host routes to the host end.' },
       mtu: { form: 'integer', condition: 'both', description: 'MTU (default: the network\'s `bridge.mtu`, or the parent\'s; `p2p`, `routed` without parent: 1500).' },
       'queue.tx.length': { form: 'integer', condition: 'both', nictypes: ['bridged', 'p2p', 'routed'], description: 'Transmit queue length of the host end.' },
+      'limits.ingress': { form: 'string', condition: 'both', nictypes: LIMITED, description: 'Rate limit of what comes in to the instance (`100Mbit`, `1Gbit`…): an htb class on the host end.' },
+      'limits.egress': { form: 'string', condition: 'both', nictypes: LIMITED, description: 'Rate limit of what the instance sends: a policer on the host end\'s ingress (NotSupported where the kernel has no tc police action).' },
+      'limits.max': { form: 'string', condition: 'both', nictypes: LIMITED, description: 'Both `limits.ingress` and `limits.egress` (instead of them).' },
       vlan: { form: 'integer', condition: 'both', nictypes: ['bridged', 'macvlan', 'physical', 'ipvlan', 'routed'], description: '802.1Q VLAN id (refused where the kernel has no 802.1Q links).' },
       mode: { form: 'enum', condition: 'container', values: ['l2', 'l3s'], default: 'l3s', nictypes: ['ipvlan'], description: 'The ipvlan mode.' },
     },

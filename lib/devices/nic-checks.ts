@@ -7,9 +7,11 @@
  */
 import type { InstanceType } from '../config/options';
 import { InvalidArgument, NotFound, NotSupported } from '../core/errors';
+import { parseBitRate } from '../core/units';
 import { parseCidr, parseCidr6, parseIpv4, parseIpv6 } from '../network/addresses';
 import { defaultRouteLinks, link, linkTypeSupported } from '../network/iproute';
 import type { Networks } from '../network/networks';
+import { policeSupported } from '../network/tc';
 import { DEVICE_TYPES, type DeviceConfig, type DeviceKeySpec, type NicType } from './declarations';
 import { addressList, nicType } from './nic';
 
@@ -60,6 +62,15 @@ export function checkNicShape(instanceType: InstanceType, name: string, d: Devic
   }
   if (d.mtu !== undefined && (Number(d.mtu) < 1280 || Number(d.mtu) > 65535)) throw new InvalidArgument(`${where}: bad value for "mtu": expected 1280 to 65535, got ${d.mtu}`);
   if (d['queue.tx.length'] !== undefined && (Number(d['queue.tx.length']) < 1 || Number(d['queue.tx.length']) > 1_000_000)) throw new InvalidArgument(`${where}: bad value for "queue.tx.length": expected 1 to 1000000, got ${d['queue.tx.length']}`);
+  for (const key of ['limits.ingress', 'limits.egress', 'limits.max']) {
+    if (d[key] === undefined) continue;
+    try {
+      parseBitRate(d[key]);
+    } catch (e) {
+      throw new InvalidArgument(`${where}: bad value for "${key}": ${(e as Error).message}`);
+    }
+  }
+  if (d['limits.max'] !== undefined && (d['limits.ingress'] !== undefined || d['limits.egress'] !== undefined)) throw new InvalidArgument(`${where}: "limits.max" sets both directions: give it or "limits.ingress"/"limits.egress", not both`);
   if (d.vlan !== undefined && (Number(d.vlan) < 1 || Number(d.vlan) > 4094)) throw new InvalidArgument(`${where}: bad value for "vlan": expected a VLAN id from 1 to 4094, got ${d.vlan}`);
 }
 
@@ -79,6 +90,9 @@ async function needKernel(where: string, d: DeviceConfig, instanceType: Instance
   if (d.vlan !== undefined) {
     if (!(await linkTypeSupported('vlan'))) throw new NotSupported(`${where}: this host's kernel has no 802.1Q vlan link type (CONFIG_VLAN_8021Q): "vlan" cannot be served`);
     throw new NotSupported(`${where}: "vlan" is not implemented by lxq yet`);
+  }
+  if ((d['limits.egress'] !== undefined || d['limits.max'] !== undefined) && !(await policeSupported())) {
+    throw new NotSupported(`${where}: this host's kernel has no tc police action (CONFIG_NET_ACT_POLICE): "${d['limits.max'] !== undefined ? 'limits.max' : 'limits.egress'}" (what the instance sends) cannot be limited; "limits.ingress" can`);
   }
   const kind = type === 'macvlan' ? (instanceType === 'vm' ? 'macvtap' : 'macvlan') : undefined;
   if (kind && !(await linkTypeSupported(kind))) throw new NotSupported(`${where}: this host's kernel has no ${kind} link type: a macvlan NIC cannot be made`);

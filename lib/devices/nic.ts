@@ -12,6 +12,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 
 import { InvalidArgument } from '../core/errors';
+import { parseBitRate } from '../core/units';
+import type { RateLimits } from '../network/tc';
 import type { Networks } from '../network/networks';
 import type { DeviceConfig, Devices, NicType } from './declarations';
 
@@ -102,4 +104,11 @@ export function gatewayAddressArgs(hostEnd: string, d: DeviceConfig): string[][]
   if (d['ipv4.address'] !== undefined) out.push(['-4', 'addr', 'replace', `${ROUTED_GATEWAY4}/32`, 'dev', hostEnd]);
   if (d['ipv6.address'] !== undefined) out.push(['-6', 'addr', 'replace', `${ROUTED_GATEWAY6}/64`, 'dev', hostEnd, 'nodad']);
   return out;
+}
+
+/** A NIC's rate limits in bit/s (`limits.max` for both directions), or undefined when it has none. */
+export function rateLimits(d: DeviceConfig): RateLimits | undefined {
+  const rate = (key: string) => (d[key] === undefined ? undefined : parseBitRate(d[key]));
+  const limits = { ingress: rate('limits.ingress') ?? rate('limits.max'), egress: rate('limits.egress') ?? rate('limits.max') };
+  return limits.ingress === undefined && limits.egress === undefined ? undefined : limits;
 }

@@ -21,7 +21,8 @@
 import type { LxcItem } from './lxc-config';
 import { NotSupported } from '../../core/errors';
 import type { DeviceConfig, Devices } from '../../devices/declarations';
-import { addressList, gatewayAddressArgs, hostEnd, hostLink, nicName, nics, nicType, proxyNeighbourArgs, ROUTED_GATEWAY4, ROUTED_GATEWAY6 } from '../../devices/nic';
+import { addressList, gatewayAddressArgs, hostEnd, hostLink, nicName, nics, nicType, proxyNeighbourArgs, rateLimits, ROUTED_GATEWAY4, ROUTED_GATEWAY6 } from '../../devices/nic';
+import { applyRateLimits } from '../../network/tc';
 import type { DeviceSource } from '../../devices/validate';
 import { deleteLink, ip, ipIn, plugMacvlan, plugVeth, moveInto, returnLink } from '../../network/iproute';
 
@@ -72,12 +73,14 @@ export function lxcNicItems(instanceDir: string, devices: Devices, sources: Map<
 
 /**
  * What liblxc has no key for, on the host end of a running container's NICs: `queue.tx.length`,
- * and a routed NIC's gateway addresses (the default route inside goes through them).
+ * rate limits, and a routed NIC's gateway addresses (the default route inside goes through them).
  */
 export async function tuneHostEnds(instanceDir: string, devices: Devices): Promise<void> {
   for (const [name, d] of nics(devices)) {
     const host = hostEnd(instanceDir, name, d);
     if (d['queue.tx.length'] !== undefined && nicType(d) !== 'macvlan' && nicType(d) !== 'physical') await ip(['link', 'set', 'dev', host, 'txqueuelen', d['queue.tx.length']]);
+    const limits = rateLimits(d);
+    if (limits && nicType(d) !== 'macvlan' && nicType(d) !== 'physical') await applyRateLimits(host, limits);
     for (const args of [...gatewayAddressArgs(host, d), ...proxyNeighbourArgs('replace', name, d)]) await ip(args);
   }
 }
@@ -101,6 +104,8 @@ export async function plugContainerNic(instanceDir: string, pid: number, name: s
     for (const r of addressList(`device "${name}"`, 'ipv4.routes', d['ipv4.routes'], String)) await ip(['-4', 'route', 'add', r, 'dev', host]);
     for (const r of addressList(`device "${name}"`, 'ipv6.routes', d['ipv6.routes'], String)) await ip(['-6', 'route', 'add', r, 'dev', host]);
     if (d['queue.tx.length'] !== undefined) await ip(['link', 'set', 'dev', host, 'txqueuelen', d['queue.tx.length']]);
+    const limits = rateLimits(d);
+    if (limits) await applyRateLimits(host, limits);
   } catch (e) {
     await deleteLink(host).catch(() => undefined);
     throw e;
