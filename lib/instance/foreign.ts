@@ -29,7 +29,7 @@ import { validateName } from './names';
  */
 export type ImportTrust = 'host-access';
 
-const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool', 'ephemeral'];
+const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool', 'rootSize', 'ephemeral'];
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 
 function invalid(where: string, e: unknown): InvalidArgument {
@@ -70,6 +70,8 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
   // The pool it was exported from: checked, then dropped (an import's root is a whole tree, on the dir pool).
   try {
     if (r.pool !== undefined) validatePoolName(r.pool);
+    // Its root's size limit goes with the pool: the dir pool keeps none.
+    if (r.rootSize !== undefined && !(Number.isSafeInteger(r.rootSize) && (r.rootSize as number) > 0)) throw new Error('rootSize must be a positive integer');
   } catch (e) {
     throw invalid(where, e);
   }

@@ -147,7 +147,8 @@ export class BtrfsPool implements PoolDriver {
   }
 
   async openPool(instancesDir: string): Promise<void> {
-    await releaseLoopDevicesUnder(this.poolDir);
+    // Only when unmounted (after a reboot, or a kill within a mount): a losetup process at every Host.open otherwise.
+    if (this.config.source === undefined && !(await mountedAt(this.root))) await releaseLoopDevicesUnder(this.poolDir);
     await this.ready();
     await this.sweep(instancesDir);
   }
