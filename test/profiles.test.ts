@@ -7,8 +7,9 @@ import { mkdtempSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { AlreadyExists, Busy, InvalidArgument, LifecycleEvent, NotFound, ProfileEvent } from '../lib';
+import { AlreadyExists, Busy, Host, InvalidArgument, LifecycleEvent, NotFound, ProfileEvent } from '../lib';
 import { lxqArgv, SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
+import { type LxdFixture, startLxdFixture } from './helpers/lxd';
 
 const MiB = 2 ** 20;
 let t: TestHost;
@@ -187,4 +188,85 @@ describe('profiles', () => {
     await expect(t.host.profiles.delete(p)).rejects.toThrow(Busy);
     await c.delete();
   });
+
+  test('copy keeps the profiles; an export names them and an import needs them here (as LXD), nothing made otherwise', async () => {
+    const p = t.name('carry');
+    await t.host.profiles.create(p, { config: { 'user.from': 'profile', 'limits.memory': '88MiB' } });
+    const c = await t.host.create(t.name('src'), { image: 'busybox', profiles: ['default', p] });
+    const other = await tempHost();
+    try {
+      const copy = await t.host.copy(c.name, t.name('cp'));
+      expect(copy.profiles).toEqual(['default', p]);
+      expect(copy.expandedConfig['user.from']).toBe('profile');
+      const file = path.join(t.dir, 'carry.tar.zst');
+      await c.export(file);
+      const missing = await other.host.import(file).catch((e) => e);
+      expect(missing).toBeInstanceOf(NotFound);
+      expect(missing.message).toContain(`"${p}"`);
+      expect(await other.host.list()).toEqual([]);
+      await other.host.profiles.create(p, { config: { 'user.from': 'there' } });
+      const imported = await other.host.import(file);
+      expect(imported.profiles).toEqual(['default', p]);
+      expect(imported.expandedConfig).toEqual({ 'user.from': 'there' });
+      await imported.start();
+      expect((await imported.state()).memory.limitBytes).toBeNull();
+    } finally {
+      await other.dispose();
+      await c.delete({ force: true });
+    }
+  }, 120_000);
+});
+
+describe('profiles on an LXD server', () => {
+  const POOL = 'lxq-pf';
+  const PROFILE = 'lxq-pf';
+  const ALIAS = 'lxq-pf-busybox';
+  let lxd: LxdFixture;
+  let remote: Awaited<ReturnType<typeof Host.connect>>;
+  const made: string[] = [];
+
+  beforeAll(async () => {
+    lxd = await startLxdFixture('lxq-lxd-pf-', { pool: POOL, profile: PROFILE, alias: ALIAS });
+    remote = await Host.connect({ socket: lxd.daemon.socket });
+  }, 300_000);
+  afterAll(async () => {
+    try {
+      for (const c of made) {
+        await lxd?.client.call('PUT', `/1.0/instances/${c}/state`, { action: 'stop', force: true }).catch(() => undefined);
+        await lxd?.client.call('DELETE', `/1.0/instances/${c}`).catch(() => undefined);
+      }
+    } finally {
+      remote?.close();
+      await lxd?.stop();
+    }
+  }, 120_000);
+
+  test('the same interface over /1.0/profiles: create, expansion, a live change, rename, Busy, bad input', async () => {
+    const p = t.name('lxdp').replace(/[^a-zA-Z0-9-]/g, '-');
+    await remote.profiles.create(p, { config: { 'limits.memory': '200MiB', 'user.k': 'v' }, description: 'from lxq' });
+    expect((await remote.profiles.list()).map((x) => x.name)).toEqual(expect.arrayContaining(['default', PROFILE, p]));
+    const name = t.name('rc');
+    made.push(name);
+    // busybox's init halts on SIGUSR1 (LXD sends SIGPWR unless told).
+    const c = await remote.create(name, { image: ALIAS, profiles: [PROFILE, p], config: { 'raw.lxc': 'lxc.signal.halt = SIGUSR1' } });
+    expect(c.profiles).toEqual([PROFILE, p]);
+    expect(c.expandedConfig).toMatchObject({ 'limits.memory': '200MiB', 'user.k': 'v' });
+    await c.start();
+    expect((await c.state()).memory.limitBytes).toBe(200 * MiB);
+    await remote.profiles.update(p, { config: { 'limits.memory': '232MiB', 'user.k': null } });
+    expect((await c.state()).memory.limitBytes).toBe(232 * MiB);
+    expect((await c.state()).expandedConfig['user.k']).toBeUndefined();
+    expect((await remote.profiles.get(p)).usedBy).toEqual([name]);
+    await expect(remote.profiles.delete(p)).rejects.toThrow(/in use|used/i);
+    await expect(remote.profiles.create(p)).rejects.toThrow(AlreadyExists);
+    await expect(remote.profiles.update(p, { config: { 'limits.memroy': '1GiB' } as never })).rejects.toThrow(/limits\.memroy/);
+    await expect(remote.profiles.rename('default', 'x')).rejects.toThrow(InvalidArgument);
+    await expect(remote.profiles.get(t.name('none').replace(/[^a-zA-Z0-9-]/g, '-'))).rejects.toThrow(NotFound);
+    await c.stop({ force: true });
+    await c.delete();
+    const q = `${p}-2`;
+    await remote.profiles.rename(p, q);
+    await expect(remote.profiles.get(p)).rejects.toThrow(NotFound);
+    await remote.profiles.delete(q);
+  }, 300_000);
 });

@@ -14,6 +14,7 @@ import { refuseUnknownKeys } from '../core/keys';
 import type { InstanceRecord } from './instance';
 import { validatePoolName } from '../storage/pools/pools';
 import { validateName } from './names';
+import { checkProfileList } from './profiles';
 
 /**
  * What an import may let the instance do to its host. `'host-access'` accepts records that
@@ -29,7 +30,7 @@ import { validateName } from './names';
  */
 export type ImportTrust = 'host-access';
 
-const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool', 'rootSize', 'ephemeral'];
+const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool', 'rootSize', 'ephemeral', 'profiles'];
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 
 function invalid(where: string, e: unknown): InvalidArgument {
@@ -79,6 +80,12 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
     throw new InvalidArgument(`${where}: machineId must be 32 lower-case hex digits`);
   }
   if (r.ephemeral !== undefined && typeof r.ephemeral !== 'boolean') throw new InvalidArgument(`${where}: ephemeral must be a boolean`);
+  let profiles;
+  try {
+    profiles = r.profiles === undefined ? undefined : checkProfileList(r.profiles);
+  } catch (e) {
+    throw invalid(where, e);
+  }
   return {
     version: 1,
     name: r.name as string,
@@ -91,6 +98,8 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
     ...(r.machineId !== undefined ? { machineId: r.machineId as string } : {}),
     // As LXD's backups: an exported ephemeral instance is imported ephemeral.
     ...(r.ephemeral === true ? { ephemeral: true } : {}),
+    // The profiles it names, which the importing host must have (Host.import checks them).
+    ...(profiles ? { profiles } : {}),
   };
 }
 

@@ -313,7 +313,7 @@ export class RemoteInstance extends CommonInstance {
 
   /** LXD's state does not say the limit: `limits.memory` when it is a size (a percentage is of the server's memory, unknown here). */
   private memoryLimit(): number | null {
-    const v = this.config['limits.memory'];
+    const v = this.expandedConfig['limits.memory'];
     if (!v || v.endsWith('%')) return null;
     try {
       return parseMemory(v, 0);
