@@ -109,7 +109,7 @@ test('the tarball holds the built library with its types, the addon\'s sources, 
 
 test('the public types compile in a strict TypeScript consumer, with the quick start (CommonJS and ES module; lxq\'s declarations checked too)', async () => {
   const release = path.join(full, 'node_modules', 'lxq', 'build', 'Release');
-  expect(readdirSync(release).filter((f) => /^lxq_/.test(f)).sort()).toEqual(['lxq_lxc.node', 'lxq_runner', 'lxq_sys.node']);
+  expect(readdirSync(release).filter((f) => /^lxq_/.test(f)).sort()).toEqual(['lxq_lxc.node', 'lxq_runner', 'lxq_stamper', 'lxq_sys.node']);
 
   const source = readFileSync(path.join(ROOT, 'examples', 'quickstart.ts'), 'utf8');
   expect(source).toContain("from '../lib'");
@@ -192,7 +192,7 @@ test('without liblxc the install succeeds and says what to add; the host works, 
   succeeded(bareInstall, 'npm install (LXQ_WITHOUT_LIBLXC=1)');
   expect(bareInstall.stdout + bareInstall.stderr).toContain(LIBLXC_PACKAGES);
   const release = path.join(bare, 'node_modules', 'lxq', 'build', 'Release');
-  expect(readdirSync(release).filter((f) => /^lxq_/.test(f))).toEqual(['lxq_sys.node']);
+  expect(readdirSync(release).filter((f) => /^lxq_/.test(f)).sort()).toEqual(['lxq_stamper', 'lxq_sys.node']); // the stamper needs no liblxc
 
   writeFileSync(
     path.join(bare, 'no-liblxc.js'),
