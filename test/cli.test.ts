@@ -7,8 +7,8 @@ import { promises as fs, writeFileSync, chmodSync, readFileSync } from 'node:fs'
 import * as path from 'node:path';
 
 import { DEFAULT_HOST_PATH } from '../lib';
-import { program } from '../lib/cli/main';
-import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { program } from '../lib/cli/program';
+import { type CliRun, runNode, SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 import { type LxdFixture, startLxdFixture } from './helpers/lxd';
 import { screenShows, tmux } from './helpers/tmux';
 
@@ -28,22 +28,8 @@ afterAll(async () => {
   await t.dispose();
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-async function lxq(args: string[], input?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['-r', REGISTER, MAIN, '--host', t.dir, '--images', SHARED_IMAGES, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.stdin.end(input ?? '');
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+type Run = CliRun;
+const lxq = (args: string[], input?: string): Promise<Run> => runNode(['-r', REGISTER, MAIN, '--host', t.dir, '--images', SHARED_IMAGES, ...args], input);
 
 /** A failed command: one line on stderr, exit 1, nothing on stdout. */
 function refused(r: Run, re: RegExp): void {

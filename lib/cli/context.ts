@@ -14,8 +14,9 @@ import { REMOTE_COMMANDS } from './commands';
 import { connectRemote, type RemoteGlobals } from './remote';
 import { LOCAL_VIEW, REMOTE_VIEW, type InstanceView } from './views';
 
-/** As in lib/host/host.ts, which is loaded only when a command needs the host. */
-export const DEFAULT_HOST_PATH = '/var/lib/lxq';
+import { DEFAULT_HOST_PATH } from '../host/paths';
+
+export { DEFAULT_HOST_PATH };
 
 export interface Globals extends RemoteGlobals {
   host?: string;

@@ -4,22 +4,26 @@
  * output differs.
  */
 import type { Instance, InstanceState } from '../instance/instance';
+import { type Format, formatRows } from './format';
+
+/** What a row of `list` shows of an instance (the quick path's instances have no more: lib/host/quick.ts). */
+export type Listed = Pick<Instance, 'name' | 'type' | 'ephemeral' | 'image' | 'createdAt' | 'status'>;
 
 export interface InstanceView {
   /** The columns of `list` (table and CSV), also the keys of each row. */
   readonly columns: string[];
-  row(i: Instance): Promise<Record<string, unknown>>;
+  row(i: Listed): Promise<Record<string, unknown>>;
   /** `info`: lines of `key: value`. */
   info(i: Instance): Promise<string[]>;
 }
 
 /** A remote instance's cluster member (LXD's `location`). */
-const location = (i: Instance): string | undefined => (i as { location?: string }).location;
+const location = (i: Listed): string | undefined => (i as { location?: string }).location;
 
 const MiB = 2 ** 20;
 
 /** The type as LXD's `lxc list` shows it: `container (ephemeral)` for an ephemeral one. */
-const typeOf = (i: Instance): string => (i.ephemeral ? `${i.type} (ephemeral)` : i.type);
+const typeOf = (i: Listed): string => (i.ephemeral ? `${i.type} (ephemeral)` : i.type);
 
 /** The state lines both hosts show: status to cpu. */
 function stateLines(s: InstanceState): string[] {
@@ -62,3 +66,8 @@ export const REMOTE_VIEW: InstanceView = {
     ];
   },
 };
+
+/** `list`'s output: a row of each instance as `view` shows it, in `format`. */
+export async function listText(view: InstanceView, instances: Listed[], format: Format): Promise<string> {
+  return formatRows(await Promise.all(instances.map((i) => view.row(i))), view.columns, format);
+}

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -8,6 +7,9 @@ import * as path from 'node:path';
  * writes a temporary file beside it, which is synced and renamed over the target.
  */
 export async function replaceFile(file: string, mode: number, fill: (handle: FileHandle) => Promise<void>): Promise<void> {
+  // node:crypto (OpenSSL's start-up) only when a file is written: a command that only reads (`lxq list`) never loads it.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
+  const { randomBytes } = require('node:crypto') as typeof import('node:crypto');
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   const handle = await fs.open(tmp, 'wx', mode);
   try {

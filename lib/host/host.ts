@@ -13,7 +13,7 @@ import type { ImageStore } from '../images/store';
 import { BaseInstance, RECORD_FILE } from '../instance/base';
 import { checkEphemeral, launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from '../instance/instance';
 import type { InstanceHost } from '../instance/host';
-import { validateName } from '../instance/names';
+import { LXQ_ENTRY_PREFIX, validateName } from '../instance/names';
 import { clearLeftovers } from '../storage/recover';
 import { HostStorage } from '../storage/pools/host-storage';
 import { unmountUnder } from '../storage/pools/mounts';
@@ -37,19 +37,12 @@ import { sweepEnded } from './ephemeral';
 import { HeldInstances } from './held';
 import { hostImageStore } from './images';
 import { localProfiles, type Profiles } from './profiles';
+import { DEFAULT_HOST_PATH } from './paths';
 import { clearInterruptedCreate, instanceRecords, networkUsersIn } from './records';
 
 export type { HostOptions, ImportOptions, LaunchOptions } from './options';
 
-/**
- * Where `Host.open()` keeps its state when no path is given: /var/lib/lxq.
- *
- * @example
- * ```ts
- * const host = await Host.open(); // the same as Host.open({ path: DEFAULT_HOST_PATH })
- * ```
- */
-export const DEFAULT_HOST_PATH = '/var/lib/lxq';
+export { DEFAULT_HOST_PATH } from './paths';
 
 /**
  * A host directory of instances, images and networks: create, get, list, copy and import instances, and follow their lifecycle events.
@@ -403,7 +396,7 @@ export class Host implements InstanceHost {
    */
   private async adoptStaged(staged: string, dir: string, record: InstanceRecord): Promise<Instance> {
     // lxq's own state files come from no archive: a planted restore journal would be rolled forward (paths, record) by the next open.
-    for (const n of await fs.readdir(staged)) if (n.startsWith('.lxq-')) await fs.rm(path.join(staged, n), { recursive: true, force: true });
+    for (const n of await fs.readdir(staged)) if (n.startsWith(LXQ_ENTRY_PREFIX)) await fs.rm(path.join(staged, n), { recursive: true, force: true });
     // Until the record is written the directory names this process: if it dies, the next create of the name or Host.open clears it.
     await markCreating(staged);
     await move().moveInstanceDir(staged, dir, record.name);

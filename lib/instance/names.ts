@@ -1,4 +1,16 @@
+/** Instance names, and the names of lxq's own files in an instance's directory. */
 import { InvalidArgument } from '../core/errors';
+
+/** An instance's record, in its directory (lib/instance/record.ts). */
+export const RECORD_FILE = 'lxq.json';
+/** The file every process locks (flock) while it changes the instance. */
+export const LOCK_FILE = 'lxq.lock';
+/**
+ * lxq's own entries in a directory start with this: what it keeps of an operation under way
+ * (staging entries, the freeze, restore and creating marks, an ephemeral one's ran mark) and the
+ * last power state (power.ts); never part of an archive or a copy.
+ */
+export const LXQ_ENTRY_PREFIX = '.lxq-';
 
 /**
  * Instance names follow LXD's rule: a hostname label. 1–63 letters, digits and hyphens, not

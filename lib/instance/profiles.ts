@@ -4,7 +4,6 @@
  * profiles live beside the instances (`<host>/profiles/<name>.json`, written atomically by
  * lib/host/profiles.ts); `default` exists on every host, empty until changed.
  */
-import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
@@ -169,6 +168,9 @@ export function expand(record: Pick<InstanceRecord, 'config' | 'devices' | 'crea
 }
 
 function derivedMac(createdAt: string, device: string): string {
+  // node:crypto (OpenSSL's start-up) only for a profile's NIC: `lxq list` and `lxq exec` rarely need it.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
+  const { createHash } = require('node:crypto') as typeof import('node:crypto');
   const h = createHash('sha256').update(`${createdAt}\0${device}`).digest();
   return `00:16:3e:${[...h.subarray(0, 3)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
 }

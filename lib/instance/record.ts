@@ -10,10 +10,9 @@ import { NotFound } from '../core/errors';
 import { readJson, writeJsonAtomic } from '../core/fs';
 import { FileLock } from '../core/lock';
 import type { InstanceRecord } from './instance';
+import { LOCK_FILE, RECORD_FILE } from './names';
 
-export const RECORD_FILE = 'lxq.json';
-/** The file every process locks (flock) while it changes the instance. */
-export const LOCK_FILE = 'lxq.lock';
+export { LOCK_FILE, RECORD_FILE } from './names';
 
 /** Writes an instance's record (atomically), its lock file beside it from the start. */
 export async function writeInstanceRecord(dir: string, record: InstanceRecord): Promise<void> {

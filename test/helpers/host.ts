@@ -4,6 +4,7 @@
  * removes the directory.
  * Built images are shared between test files (they are read-only for instances).
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
@@ -17,6 +18,28 @@ export const SHARED_IMAGES = process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-i
 /** Node's arguments that run `lxq --host <hostDir>` from the sources, as a user runs the CLI. */
 export function lxqArgv(hostDir: string): string[] {
   return ['-r', path.join(__dirname, 'ts-register.js'), path.join(__dirname, '..', '..', 'lib', 'cli', 'main.ts'), '--host', hostDir, '--images', SHARED_IMAGES];
+}
+
+/** A finished process: its exit code and what it printed. */
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** `node ARGV` (e.g. lxqArgv's) with `input` on stdin. */
+export function runNode(argv: string[], input = '', env: NodeJS.ProcessEnv = process.env): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, argv, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.stdin.on('error', () => undefined); // a command that exits before reading its input
+    p.stdin.end(input);
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
 }
 
 export interface TestHost {

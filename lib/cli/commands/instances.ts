@@ -2,7 +2,8 @@
 import { type Command, Option } from 'commander';
 
 import type { CliContext } from '../context';
-import { checkFormat, FORMATS, formatRows } from '../format';
+import { checkFormat, FORMATS } from '../format';
+import { listText } from '../views';
 
 export function register(cli: Command, ctx: CliContext): void {
   cli
@@ -12,9 +13,7 @@ export function register(cli: Command, ctx: CliContext): void {
     .addOption(new Option('--format <format>', 'output format').choices(FORMATS).default('table'))
     .action(async (o: { format: string }) => {
       const format = checkFormat(o.format);
-      const view = ctx.view;
-      const rows = await Promise.all((await (await ctx.host()).list()).map((i) => view.row(i)));
-      process.stdout.write(formatRows(rows, view.columns, format));
+      process.stdout.write(await listText(ctx.view, await (await ctx.host()).list(), format));
     });
 
   cli

@@ -25,12 +25,13 @@ import type { ContainerImageMeta } from '../../images/meta';
 import type { StoredProfile } from '../../instance/profiles';
 import type { LxcItem } from './lxc-config';
 import { ContainerFiles, O_PATH } from './files';
-import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, lxcFilesCurrent, monitorAlive, removeMonitorCgroups, saveLxcFiles, STATUS } from './liblxc';
+import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, lxcFilesCurrent, monitorAlive, removeMonitorCgroups, saveLxcFiles } from './liblxc';
+import { containerStatus } from './status';
 import { ContainerStorage } from './storage';
-import { attachedProcess, consoleEndpoint } from './streams';
+import { attachCommand, consoleEndpoint } from './streams';
 import { lxc, LxcContainer, LxcError } from '../../native/lxc';
 import { sys } from '../../native/sys';
-import { checkPty, checkSpawn, instanceEnvironment, InstanceProcess, SpawnOptions } from '../../instance/process';
+import type { InstanceProcess, SpawnOptions } from '../../instance/process';
 import type { DatagramEndpoint, StreamEndpoint } from '../../network/proxy';
 import type { ConsoleEndpoint } from '../../instance/console';
 
@@ -245,14 +246,7 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async doSpawn(argv: string[], options: SpawnOptions): Promise<InstanceProcess> {
-    const env = checkSpawn(argv, options, instanceEnvironment(this.expandedConfig));
-    const pty = checkPty(options.pty);
-    // The runner refuses (ESRCH) unless the container is RUNNING: a frozen one would hold the
-    // command until it thaws.
-    const fds = await this.lxc()
-      .attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0, pty)
-      .catch((e) => this.refuseOrFail(e, 'run a command in', 'running', `cannot run ${JSON.stringify(argv[0])} in ${this.name}`));
-    return attachedProcess(fds, pty !== null);
+    return attachCommand(this.lxc(), this.expandedConfig, argv, options, (e) => this.refuseOrFail(e, 'run a command in', 'running', `cannot run ${JSON.stringify(argv[0])} in ${this.name}`));
   }
 
   private idmap(): IdMap | null {
@@ -292,7 +286,7 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async currentStatus(): Promise<InstanceStatus> {
-    return STATUS[await this.lxc().state()] ?? 'error';
+    return containerStatus(this.lxc());
   }
 
   protected async doStart(): Promise<void> {

@@ -11,24 +11,12 @@ import type { InstanceConfig } from '../../config/options';
 import type { Devices } from '../../devices/declarations';
 import { InvalidArgument, OperationFailed } from '../../core/errors';
 import { writeFileAtomic } from '../../core/fs';
-import type { InstanceStatus } from '../../instance/instance';
-import { lxc, type LxcError, type LxcState } from '../../native/lxc';
+import { lxc, type LxcError } from '../../native/lxc';
 import type { LxcItem } from './lxc-config';
 
 /** The config renderer, loaded on first use: finding a container's status never needs it. */
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
 const lxcConfig = (): typeof import('./lxc-config') => require('./lxc-config');
-
-export const STATUS: Record<LxcState, InstanceStatus> = {
-  STOPPED: 'stopped',
-  STARTING: 'starting',
-  RUNNING: 'running',
-  STOPPING: 'stopping',
-  ABORTING: 'stopping',
-  FREEZING: 'freezing',
-  FROZEN: 'frozen',
-  THAWED: 'running',
-};
 
 /** The errno of a call refused for the container's state (the runner's attach, Expect in the addon). */
 export const ESRCH = 3;

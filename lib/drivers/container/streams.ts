@@ -9,7 +9,8 @@ import { ReadStream as TtyStream } from 'node:tty';
 
 import { InvalidState } from '../../core/errors';
 import type { ConsoleEndpoint } from '../../instance/console';
-import { checkWindowSize, type InstanceProcess, signalName, signalNumber } from '../../instance/process';
+import { checkPty, checkSpawn, checkWindowSize, instanceEnvironment, type InstanceProcess, signalName, signalNumber, type SpawnOptions } from '../../instance/process';
+import type { LxcContainer } from '../../native/lxc';
 import { sys } from '../../native/sys';
 
 const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fsConstants;
@@ -30,6 +31,21 @@ function openTerminal(master: number): TtyStream {
     return emit(event, ...args);
   }) as typeof terminal.emit;
   return terminal;
+}
+
+/**
+ * Runs `argv` in the container of `h` (the runner's attach, from its saved config) with the
+ * instance's `environment.*` (`config`) under `options`; `refuse` turns the runner's refusal into
+ * the caller's error. The one way a command starts in a container: the driver's spawn and the
+ * CLI's quick path (lib/host/quick.ts).
+ */
+export async function attachCommand(h: LxcContainer, config: Readonly<Record<string, string>>, argv: string[], options: SpawnOptions, refuse: (e: unknown) => Promise<never>): Promise<InstanceProcess> {
+  const env = checkSpawn(argv, options, instanceEnvironment(config));
+  const pty = checkPty(options.pty);
+  // The runner refuses (ESRCH) unless the container is RUNNING: a frozen one would hold the
+  // command until it thaws.
+  const fds = await h.attach(argv, env, options.cwd ?? null, options.user ?? 0, options.group ?? options.user ?? 0, pty).catch(refuse);
+  return attachedProcess(fds, pty !== null);
 }
 
 /** What the runner's attach gives: the command's pid and pidfd, its stdio, and where its exit status comes. */

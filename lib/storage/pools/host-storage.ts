@@ -8,6 +8,7 @@ import { InvalidArgument, NotSupported } from '../../core/errors';
 import { parseSize } from '../../core/units';
 import type { StorageAction } from '../../events/lifecycle';
 import { DEFAULT_DRIVER, DEFAULT_POOL, LEGACY_POOL, StoragePools, validatePoolName } from './pools';
+import { POOLS_DIR } from './names';
 import type { PoolDriver } from './types';
 
 /** What storage needs of an instance's record. */
@@ -48,7 +49,7 @@ export class HostStorage {
     report?: (action: StorageAction, name: string) => Promise<void>,
   ) {
     this.pools = new StoragePools(
-      path.join(hostPath, 'storage-pools'),
+      path.join(hostPath, POOLS_DIR),
       path.join(hostPath, 'instances'),
       async (pool) => (await this.records()).filter((r) => r.type === 'container' && (r.pool ?? LEGACY_POOL) === pool).map((r) => r.name),
       report,

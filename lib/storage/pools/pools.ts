@@ -18,14 +18,11 @@ import type { StorageAction } from '../../events/lifecycle';
 import { BtrfsPool } from './btrfs';
 import { DirPool } from './dir';
 import { unmountDeadStaging, unmountUnder } from './mounts';
+import { LEGACY_POOL, POOL_FILE } from './names';
 import { OverlayPool } from './overlay';
 import type { PoolDriver, PoolDriverName, StoragePoolCreateOptions, StoragePoolInfo, StoredPool } from './types';
 
-export const POOL_FILE = 'pool.json';
-/** The pool every host has (LXD's `default`), made at Host.open when missing. */
-export const DEFAULT_POOL = 'default';
-/** The pool of instances whose record names none (made before pools existed, or imported). */
-export const LEGACY_POOL = 'dir';
+export { DEFAULT_POOL, LEGACY_POOL, POOL_FILE } from './names';
 export const DEFAULT_DRIVER: PoolDriverName = 'overlay';
 const DRIVERS: readonly PoolDriverName[] = ['dir', 'overlay', 'btrfs'];
 const MAX_NAME_BYTES = 63;

@@ -1,0 +1,96 @@
+/**
+ * This machine's host as the CLI's quick path (lib/cli/quick.ts) finds it: only a host that
+ * Host.open and Host.get would leave exactly as it is (no work of a dead process to clear or
+ * finish, its pools made and with nothing to mount, nothing frozen by an operation) and whose instances are all plain
+ * containers (no VM to reconnect to, no ephemeral one to watch, no proxy to serve). Anything else
+ * is `undefined`, and the command goes through Host. `lxq list` and `lxq exec` then load a handful
+ * of modules instead of ~80 (BENCHMARKS.md, "CLI start-up").
+ */
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { readJson } from '../core/fs';
+import { quickSpawn, quickStatus } from '../drivers/container/quick';
+import type { Instance, InstanceRecord } from '../instance/instance';
+import { LXQ_ENTRY_PREFIX, RECORD_FILE, validateName } from '../instance/names';
+import { POWER_MARK } from '../instance/power';
+import { InstanceProfiles, profilesOf } from '../instance/profiles';
+import { DEFAULT_POOL, LEGACY_POOL, POOL_FILE, POOLS_DIR } from '../storage/pools/names';
+import { DEFAULT_HOST_PATH } from './paths';
+
+/** What `list` and `exec` use of an instance. */
+export type QuickInstance = Pick<Instance, 'name' | 'type' | 'image' | 'createdAt' | 'ephemeral' | 'status' | 'spawn'>;
+
+export interface QuickHost {
+  /** Every instance, sorted by name (Host.list's order). */
+  instances: QuickInstance[];
+  get(name: string): QuickInstance | undefined;
+}
+
+const isDir = (p: string) => fs.stat(p).then((s) => (s.isDirectory() ? s : undefined), () => undefined);
+/** Whether `dir` holds what lxq keeps of an operation under way (its last power state is no such thing). */
+const lxqEntries = async (dir: string) => (await fs.readdir(dir).catch(() => [] as string[])).some((n) => n.startsWith(LXQ_ENTRY_PREFIX) && n !== POWER_MARK);
+/** The pool drivers that Host.open has nothing to do for (a btrfs pool's loop device is mounted again). */
+const NOTHING_TO_OPEN = ['dir', 'overlay'];
+
+/** Host.open({ path, images }) as a no-op, or undefined (see above). */
+export async function quickHost(hostPath?: string, images?: string): Promise<QuickHost | undefined> {
+  const root = path.resolve(hostPath ?? DEFAULT_HOST_PATH);
+  const instancesDir = path.join(root, 'instances');
+  // Host.open makes these and lets an unprivileged root traverse them.
+  for (const dir of [root, instancesDir]) if (((await isDir(dir))?.mode ?? 0) % 2 === 0) return undefined;
+  if (!(await isDir(path.resolve(images ?? path.join(root, 'images'))))) return undefined;
+  const names = (await fs.readdir(instancesDir)).sort();
+  const records = await Promise.all(names.map((n) => plainContainer(instancesDir, n)));
+  if (!records.every((r): r is Plain => r !== undefined)) return undefined;
+  const pools = await openedPools(path.join(root, POOLS_DIR));
+  if (!pools || ![DEFAULT_POOL, ...(records.some((r) => r.record.pool === undefined) ? [LEGACY_POOL] : [])].every((p) => pools.includes(p))) return undefined;
+  const instances = records.map((r) => quickInstance(instancesDir, r));
+  return { instances, get: (name) => instances.find((i) => i.name === name) };
+}
+
+/** The pools of the host, if Host.open has nothing to do for them (nothing left by a dead process, nothing to mount), else undefined. */
+async function openedPools(dir: string): Promise<string[] | undefined> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  if (names.some((n) => n.startsWith('.'))) return undefined;
+  const drivers = await Promise.all(names.map((n) => readJson<{ driver?: unknown }>(path.join(dir, n, POOL_FILE)).then((p) => p.driver, () => 'none')));
+  return drivers.every((d) => d === 'none' || NOTHING_TO_OPEN.includes(d as string)) ? names.filter((_, i) => drivers[i] !== 'none') : undefined;
+}
+
+/** A plain container: its record and its config as its profiles expand it. */
+interface Plain {
+  record: InstanceRecord;
+  expandedConfig: Readonly<Record<string, string>>;
+}
+
+/** The instance directory `name` if it holds a plain container with nothing under way (as Host.get reads it, profiles and all), else undefined. */
+async function plainContainer(instancesDir: string, name: string): Promise<Plain | undefined> {
+  const dir = path.join(instancesDir, name);
+  if (name.startsWith('.') || (await lxqEntries(dir)) || (await lxqEntries(path.join(dir, 'snapshots')))) return undefined;
+  try {
+    validateName(name);
+    const r = await readJson<InstanceRecord>(path.join(dir, RECORD_FILE));
+    if (r.name !== name || r.type !== 'container' || r.ephemeral === true || typeof r.image !== 'string' || typeof r.createdAt !== 'string' || r.config === null || typeof r.config !== 'object') return undefined;
+    const profiles = new InstanceProfiles();
+    await profiles.load(dir, profilesOf(r));
+    const { config, devices } = profiles.expand(r);
+    return Object.values(devices).some((d) => d?.type === 'proxy') ? undefined : { record: r, expandedConfig: config };
+  } catch {
+    return undefined;
+  }
+}
+
+/** What BaseInstance's getters give of the record, its status and commands through the driver's calls. */
+function quickInstance(lxcpath: string, { record: r, expandedConfig }: Plain): QuickInstance {
+  return {
+    name: r.name,
+    type: r.type,
+    image: r.image,
+    get createdAt() {
+      return new Date(r.createdAt);
+    },
+    ephemeral: false,
+    status: () => quickStatus(lxcpath, r.name),
+    spawn: (argv, options = {}) => quickSpawn(lxcpath, r.name, expandedConfig, argv, options),
+  };
+}

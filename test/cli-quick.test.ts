@@ -1,0 +1,102 @@
+/**
+ * The CLI's quick path (lib/cli/quick.ts: `list` and `exec` without commander or Host) against
+ * the whole CLI: every command line runs both ways (LXQ_NO_QUICK=1 turns the quick path off) on
+ * real containers (running, stopped, frozen, missing) and on hosts the quick path must leave to
+ * the whole CLI (an ephemeral instance, a proxy, a VM); both must print the same bytes on stdout
+ * and stderr and exit the same, and a preload (helpers/cli-path.js) tells which path served it.
+ */
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+
+import { type CliRun, lxqArgv, runNode, tempHost, type TestHost } from './helpers/host';
+
+const PRELOAD = path.join(__dirname, 'helpers', 'cli-path.js');
+
+let t: TestHost;
+let running: string;
+let stopped: string;
+beforeAll(async () => {
+  t = await tempHost();
+  running = t.name('run');
+  stopped = t.name('stop');
+  await (await t.host.create(running, { image: 'busybox', config: { 'environment.FROM_CONFIG': 'yes' } })).start();
+  await t.host.create(stopped, { image: 'busybox' });
+}, 240_000);
+afterAll(async () => {
+  await t.dispose();
+});
+
+/** `lxq ARGS` with the quick path on or off; `served`: the path that served it. */
+async function lxq(args: string[], quick: boolean, input = ''): Promise<CliRun & { served: string }> {
+  const record = path.join(t.dir, `served-${quick}`);
+  const env: NodeJS.ProcessEnv = { ...process.env, LXQ_TEST_CLI_PATH: record };
+  delete env.LXQ_REMOTE;
+  if (quick) delete env.LXQ_NO_QUICK;
+  else env.LXQ_NO_QUICK = '1';
+  const run = await runNode(['-r', PRELOAD, ...lxqArgv(t.dir), ...args], input, env);
+  return { ...run, served: readFileSync(record, 'utf8') };
+}
+
+/** Runs `args` both ways: the same bytes and exit code; the quick path served it (`quick`) or left it to the whole CLI. */
+async function same(args: string[], served: 'quick' | 'full', input = ''): Promise<CliRun> {
+  // The quick path first: a line it leaves to the whole CLI may change the host (Host.open makes it).
+  const fast = await lxq(args, true, input);
+  const full = await lxq(args, false, input);
+  expect(full.served).toBe('full');
+  expect({ args, served: fast.served }).toEqual({ args, served });
+  const { served: _a, ...f } = full;
+  const { served: _b, ...q } = fast;
+  expect({ args, ...q }).toEqual({ args, ...f });
+  return q;
+}
+
+test('list and exec: the quick path prints and exits as the whole CLI; what it cannot serve exactly goes to the whole CLI', async () => {
+  const r = running;
+  for (const line of [['list'], ['ls'], ['list', '--format', 'json'], ['list', '--format', 'csv'], ['list', '--format', 'yaml'], ['list', '--format', 'table']]) {
+    expect((await same(line, 'quick')).stdout).toContain(stopped);
+  }
+  expect(await same(['exec', r, '--', 'sh', '-c', 'echo out; echo err >&2; exit 7'], 'quick')).toEqual({ code: 7, stdout: 'out\n', stderr: 'err\n' });
+  expect((await same(['exec', r, '--', 'cat'], 'quick', 'from stdin\n')).stdout).toBe('from stdin\n');
+  expect((await same(['exec', '--env', 'A=1', '--env', 'B=x=y', r, '--cwd', '/tmp', '--', 'sh', '-c', 'echo $A $B $FROM_CONFIG; pwd'], 'quick')).stdout).toBe('1 x=y yes\n/tmp\n');
+  expect((await same(['exec', r, '-T', '--', 'sh', '-c', 'tty || true'], 'quick')).stdout).toBe('not a tty\n');
+  expect((await same(['exec', '-t', r, '--', 'echo', 'on a terminal'], 'quick')).stdout).toBe('on a terminal\r\n');
+  expect((await same(['exec', '-t', '-T', r, '--', 'echo', 'last wins'], 'quick')).stdout).toBe('last wins\n');
+  expect((await same(['exec', r, '--', 'sh', '-c', 'kill -TERM $$'], 'quick')).code).toBe(143);
+  expect((await same(['exec', r, '--', 'no-such-command'], 'quick')).code).not.toBe(0);
+  // Refused, unknown, or not a plain form: the whole CLI does what it always did (says why, or serves it).
+  for (const line of [
+    ['exec', stopped, '--', 'true'],
+    ['exec', 'nope', '--', 'true'],
+    ['exec', 'Bad_Name', '--', 'true'],
+    ['exec', r, 'true'],
+    ['exec', r, '--'],
+    ['exec', '--env', 'NOEQUALS', r, '--', 'true'],
+    ['exec', '--user', '1', r, '--', 'true'],
+    ['list', '--format', 'bogus'],
+    ['list', 'extra'],
+    ['list', '--format=json'],
+    ['--project', 'p', 'list'],
+  ]) {
+    await same(line, 'full');
+  }
+  await t.host.get(r).then((c) => c.freeze());
+  expect((await same(['list'], 'quick')).stdout).toMatch(new RegExp(`${r} +container +frozen`));
+  expect((await same(['exec', r, '--', 'true'], 'full')).stderr).toMatch(/frozen/);
+  await t.host.get(r).then((c) => c.unfreeze());
+}, 600_000);
+
+test('hosts the quick path leaves to the whole CLI: an ephemeral instance, a proxy device, a VM; a host not made yet', async () => {
+  const made = [
+    await t.host.create(t.name('eph'), { image: 'busybox', ephemeral: true }),
+    await t.host.create(t.name('px'), { image: 'busybox', devices: { web: { type: 'proxy', listen: 'tcp:127.0.0.1:1', connect: 'tcp:127.0.0.1:80' } } }),
+    await t.host.create(t.name('vm'), { type: 'vm', image: 'vm/default' }),
+  ];
+  for (const i of made) {
+    expect((await same(['list'], 'full')).stdout).toContain(i.name);
+    expect((await same(['exec', running, '--', 'echo', 'served'], 'full')).stdout).toBe('served\n');
+    await i.delete({ force: true });
+  }
+  expect((await same(['exec', running, '--', 'echo', 'served'], 'quick')).stdout).toBe('served\n');
+  // A host directory that does not exist yet: Host.open makes it, so the whole CLI runs.
+  expect((await same(['--host', path.join(t.dir, 'new'), 'list', '--format', 'json'], 'full')).stdout).toBe('[]\n');
+}, 600_000);
