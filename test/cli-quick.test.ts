@@ -85,7 +85,7 @@ test('list and exec: the quick path prints and exits as the whole CLI; what it c
   await t.host.get(r).then((c) => c.unfreeze());
 }, 600_000);
 
-test('hosts the quick path leaves to the whole CLI: an ephemeral instance, a proxy device, a VM; a host not made yet', async () => {
+test('hosts the quick path leaves to the whole CLI: an ephemeral instance, a proxy device (its own or a profile\'s), a VM; a host not made yet; a profile\'s environment', async () => {
   const made = [
     await t.host.create(t.name('eph'), { image: 'busybox', ephemeral: true }),
     await t.host.create(t.name('px'), { image: 'busybox', devices: { web: { type: 'proxy', listen: 'tcp:127.0.0.1:1', connect: 'tcp:127.0.0.1:80' } } }),
@@ -97,6 +97,12 @@ test('hosts the quick path leaves to the whole CLI: an ephemeral instance, a pro
     await i.delete({ force: true });
   }
   expect((await same(['exec', running, '--', 'echo', 'served'], 'quick')).stdout).toBe('served\n');
+  // The default profile's environment reaches the command (the config as profiles expand it); a proxy from a profile is the whole CLI's.
+  await t.host.profiles.update('default', { config: { 'environment.FROM_PROFILE': 'p' } });
+  expect((await same(['exec', running, '--', 'sh', '-c', 'echo $FROM_PROFILE $FROM_CONFIG'], 'quick')).stdout).toBe('p yes\n');
+  await t.host.profiles.update('default', { devices: { web: { type: 'proxy', listen: 'tcp:127.0.0.1:1', connect: 'tcp:127.0.0.1:80' } } });
+  expect((await same(['exec', running, '--', 'sh', '-c', 'echo $FROM_PROFILE'], 'full')).stdout).toBe('p\n');
+  await t.host.profiles.update('default', { config: { 'environment.FROM_PROFILE': null }, devices: { web: null } });
   // A host directory that does not exist yet: Host.open makes it, so the whole CLI runs.
   expect((await same(['--host', path.join(t.dir, 'new'), 'list', '--format', 'json'], 'full')).stdout).toBe('[]\n');
 }, 600_000);

@@ -37,14 +37,17 @@ const NOTHING_TO_OPEN = ['dir', 'overlay'];
 export async function quickHost(hostPath?: string, images?: string): Promise<QuickHost | undefined> {
   const root = path.resolve(hostPath ?? DEFAULT_HOST_PATH);
   const instancesDir = path.join(root, 'instances');
-  // Host.open makes these and lets an unprivileged root traverse them.
-  for (const dir of [root, instancesDir]) if (((await isDir(dir))?.mode ?? 0) % 2 === 0) return undefined;
-  if (!(await isDir(path.resolve(images ?? path.join(root, 'images'))))) return undefined;
-  const names = (await fs.readdir(instancesDir)).sort();
-  const records = await Promise.all(names.map((n) => plainContainer(instancesDir, n)));
+  // All at once (each is a trip to libuv's threads); Host.open makes the directories and lets an unprivileged root traverse them.
+  const [top, instancesTop, imagesDir, records, pools] = await Promise.all([
+    isDir(root),
+    isDir(instancesDir),
+    isDir(path.resolve(images ?? path.join(root, 'images'))),
+    fs.readdir(instancesDir).then((names) => Promise.all(names.sort().map((n) => plainContainer(instancesDir, n)))),
+    openedPools(path.join(root, POOLS_DIR)),
+  ]);
+  if (!top || !instancesTop || !imagesDir || top.mode % 2 === 0 || instancesTop.mode % 2 === 0 || !pools) return undefined;
   if (!records.every((r): r is Plain => r !== undefined)) return undefined;
-  const pools = await openedPools(path.join(root, POOLS_DIR));
-  if (!pools || ![DEFAULT_POOL, ...(records.some((r) => r.record.pool === undefined) ? [LEGACY_POOL] : [])].every((p) => pools.includes(p))) return undefined;
+  if (![DEFAULT_POOL, ...(records.some((r) => r.record.pool === undefined) ? [LEGACY_POOL] : [])].every((p) => pools.includes(p))) return undefined;
   const instances = records.map((r) => quickInstance(instancesDir, r));
   return { instances, get: (name) => instances.find((i) => i.name === name) };
 }
