@@ -310,6 +310,7 @@ export class Host implements InstanceHost {
     await clearInterruptedCreate(dir, target);
     // Options and devices are checked against the source's record before anything is copied.
     const config = configOptions().patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
+    configOptions().refuseOwnIdRange('copy', config);
     const withoutMac = (d: unknown) => {
       if ((d as { type?: string }).type !== 'nic') return d;
       const { hwaddr: _old, ...rest } = d as Record<string, unknown>;
@@ -364,6 +365,7 @@ export class Host implements InstanceHost {
     const checked = await archive().readExport(file, await archive().checkArchive(file));
     foreign().refuseHostAccess(file, [{ label: 'the instance', record: checked.meta.record }, ...[...checked.snapshots].map(([n, s]) => ({ label: `snapshot ${n}`, record: s.record }))], options.trust);
     const name = validateName(options.name ?? checked.meta.record.name);
+    configOptions().refuseOwnIdRange('import', checked.meta.record.config, checked.meta.record.idmap);
     const record: InstanceRecord = { ...checked.meta.record, name, createdAt: new Date().toISOString() };
     await this.profiles.checkImported(file, record); // as LXD's import: the profiles it names must exist here
     const image = record.type === 'vm' ? await this.images.get(record.image, { type: 'vm' }) : undefined;

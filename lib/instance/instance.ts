@@ -328,10 +328,10 @@ export interface InstanceRecord {
   pool?: string;
   /** The bytes a container's root may hold (LXD's root disk `size`), enforced by its pool (btrfs qgroups); absent: no limit. */
   rootSize?: number;
-  /** Deleted when it stops (absent: false). */
-  ephemeral?: boolean;
+  /** Deleted when it stops (absent: false). */ ephemeral?: boolean;
   /** The profiles it takes options and devices from, in order (absent: `default` alone, as records made before profiles). */
   profiles?: string[];
+  /** A container's own id range (security.idmap.isolated), allocated at create; absent: the shared one. */ idmap?: { base: number; size: number };
 }
 
 /**

@@ -20,6 +20,7 @@ import type { ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './sp
 
 export type { Condition, ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
 export { splitArgs } from './raw';
+export { refuseOwnIdRange } from './security';
 
 /**
  * Every instance option lxq knows: its type, default, which instance types it applies to, and whether it changes live.
@@ -72,6 +73,10 @@ export type OptionKey =
   | 'security.devlxd'
   | 'security.devlxd.images'
   | 'security.devlxd.management.volumes'
+  | 'security.idmap.base'
+  | 'security.idmap.isolated'
+  | 'security.idmap.size'
+  | 'security.nesting'
   | 'security.protection.shift'
   | 'security.sev'
   | 'security.sev.policy.es'

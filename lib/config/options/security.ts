@@ -96,7 +96,7 @@ const SYSCALL_OPTIONS: OptionSpec[] = [
   ),
 ];
 
-export const IDMAP_OPTIONS: OptionSpec[] = [
+const IDMAP_OPTIONS: OptionSpec[] = [
   spec(
     'security.idmap.isolated',
     'container',
@@ -126,6 +126,9 @@ export function checkCombination(config: Record<string, string>): void {
         throw new InvalidArgument(`"${key}" cannot be set on a privileged container ("security.privileged" is true: it has no id map)`);
       }
     }
+  }
+  for (const key of ['security.idmap.base', 'security.idmap.size']) {
+    if (config[key] !== undefined && !on(config, 'security.idmap.isolated')) throw new InvalidArgument(`"${key}" needs "security.idmap.isolated": true (it places the container's own id range)`);
   }
   if (config['security.syscalls.allow'] !== undefined) {
     const deny = ['security.syscalls.deny', 'security.syscalls.deny_compat', 'security.syscalls.deny_default'].find((k) => config[k] !== undefined && (k === 'security.syscalls.deny' || on(config, k)));
@@ -165,6 +168,8 @@ export const SECURITY_OPTIONS: readonly OptionSpec[] = [
       hostDependent: 'refused (NotSupported): lxq starts no AMD SEV guests (and the host would need kvm_amd with sev=1)',
     }),
   ),
+  ...IDMAP_OPTIONS,
+  spec('security.nesting', 'container', 'Lets the container run containers: /proc and /sys mounted read-write and the cgroup tree writable inside.'),
   ...SYSCALL_OPTIONS,
   {
     key: 'security.protection.delete',
@@ -185,3 +190,14 @@ export const SECURITY_OPTIONS: readonly OptionSpec[] = [
     validate: (v) => void parseBoolean(v),
   },
 ];
+
+/**
+ * A container with an id range of its own (security.idmap.isolated) is neither copied nor
+ * imported: its root would have to be shifted into a newly allocated range, which lxq does not
+ * do (nor does it trust a range named by an archive).
+ */
+export function refuseOwnIdRange(op: string, config: Record<string, string>, idmap?: unknown): void {
+  if (config['security.idmap.isolated'] === 'true' || idmap !== undefined) {
+    throw new NotSupported(`cannot ${op} a container with security.idmap.isolated: its root would need shifting into a range of its own, which lxq does not do`);
+  }
+}

@@ -43,6 +43,7 @@ const lxcConfig = (): typeof import('./lxc-config') => require('./lxc-config');
 const limits = (): typeof import('./cgroup-limits') => require('./cgroup-limits');
 const stateOps = (): typeof import('./state') => require('./state');
 const datagram = (): typeof import('../../network/datagram') => require('../../network/datagram');
+const idmapAlloc = (): typeof import('./idmap-alloc') => require('./idmap-alloc');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
@@ -118,7 +119,7 @@ export class ContainerInstance extends BaseInstance {
       return this.writeConfig(e.config, e.devices);
     },
     record: () => this.record,
-    idmap: (record) => (this.profileSet.expand(record).config['security.privileged'] === 'true' ? null : this.ctx.idmap()),
+    idmap: (record) => this.idmapOf(record.idmap, this.profileSet.expand(record).config),
     pool: (record) => (this.ctx.pools ? this.ctx.pools(record.pool) : Promise.resolve(new DirPool())),
   });
 
@@ -129,7 +130,7 @@ export class ContainerInstance extends BaseInstance {
     private readonly imageMeta: ContainerImageMeta,
   ) {
     super(dir, record);
-    this.files = new ContainerFiles({ root: () => this.fileRoot(), shift: () => this.idmap()?.base ?? 0 });
+    this.files = new ContainerFiles({ root: () => this.fileRoot(), shift: () => this.idmapOf(this.record.idmap, this.expandedConfig)?.base ?? 0 });
   }
 
   /** An existing container, from its record. */
@@ -144,6 +145,19 @@ export class ContainerInstance extends BaseInstance {
    * whole container or nothing under its name.
    */
   static async create(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage, profiles: StoredProfile[] = []): Promise<ContainerInstance> {
+    const probe = new ContainerInstance(ctx, dir, record, image.meta);
+    await probe.loadProfiles(profiles);
+    const { config } = probe.profileSet.expand(record);
+    if (!idmapAlloc().wantsOwnRange(config)) return ContainerInstance.createWith(ctx, dir, record, image, profiles);
+    // security.idmap.isolated: the range is the container's from here; a failed create gives it back.
+    const range = await idmapAlloc().allocateIdRange(config, dir, ctx.idmap());
+    return ContainerInstance.createWith(ctx, dir, { ...record, idmap: range }, image, profiles).catch(async (e) => {
+      await idmapAlloc().releaseIdRange(range);
+      throw e;
+    });
+  }
+
+  private static async createWith(ctx: ContainerContext, dir: string, record: InstanceRecord, image: ContainerImage, profiles: StoredProfile[]): Promise<ContainerInstance> {
     const instance = new ContainerInstance(ctx, dir, record, image.meta);
     await instance.loadProfiles(profiles);
     const { config, devices } = instance.profileSet.expand(record);
@@ -249,12 +263,13 @@ export class ContainerInstance extends BaseInstance {
     return attachCommand(this.lxc(), this.expandedConfig, argv, options, (e) => this.refuseOrFail(e, 'run a command in', 'running', `cannot run ${JSON.stringify(argv[0])} in ${this.name}`));
   }
 
-  private idmap(): IdMap | null {
-    return this.expandedConfig['security.privileged'] === 'true' ? null : this.ctx.idmap();
+  /** The ids the container runs as: none (privileged), its own range (security.idmap.isolated, in the record), or the shared one. */
+  private idmapOf(own: IdMap | undefined, config: InstanceConfig): IdMap | null {
+    return config['security.privileged'] === 'true' ? null : (own ?? this.ctx.idmap());
   }
 
   private deviceHost(config: InstanceConfig = this.expandedConfig): ContainerDeviceHost {
-    return { dir: this.dir, idmap: config['security.privileged'] === 'true' ? null : this.ctx.idmap(), layout: this.ctx.layout };
+    return { dir: this.dir, idmap: this.idmapOf(this.record.idmap, config), layout: this.ctx.layout };
   }
 
   private render(config: InstanceConfig, devices: Devices, sources: Map<string, DeviceSource>): LxcItem[] {
@@ -264,7 +279,7 @@ export class ContainerInstance extends BaseInstance {
       dir: this.dir,
       config,
       image: this.imageMeta,
-      idmap: config['security.privileged'] === 'true' ? null : this.ctx.idmap(),
+      idmap: this.idmapOf(this.record.idmap, config),
       layout: this.ctx.layout,
       apparmor: this.ctx.apparmor,
     });
@@ -305,6 +320,22 @@ export class ContainerInstance extends BaseInstance {
         throw failed(e, `cannot start ${this.name}`);
       });
     await deviceOps().tuneHostEnds(this.dir, this.expandedDevices);
+    if (config['security.nesting'] === 'true') await this.allowNestedProc();
+  }
+
+  /**
+   * security.nesting: the kernel lets a nested container mount proc only where a proc mount is
+   * fully visible; liblxc's locked bind mount of a fake boot_id over /proc hides part of it (a
+   * nested lxc-start then fails "Failed to mount proc", EPERM), so it is taken off.
+   */
+  private async allowNestedProc(): Promise<void> {
+    const pid = await this.runningPid();
+    await sys()
+      .umountIn(pid, 'proc/sys/kernel/random/boot_id', false)
+      .catch(async (e) => {
+        await this.doKill().catch(() => undefined);
+        throw failed(e, `cannot start ${this.name} with security.nesting`);
+      });
   }
 
   protected async doShutdown(timeoutMs: number): Promise<boolean> {
@@ -373,6 +404,7 @@ export class ContainerInstance extends BaseInstance {
     await h.destroy().catch(() => undefined);
     this.reopen();
     await fs.rm(this.dir, { recursive: true, force: true });
+    if (this.record.idmap) await idmapAlloc().releaseIdRange(this.record.idmap);
   }
 
   protected doState(status: InstanceStatus): Promise<DriverState> {
@@ -431,6 +463,10 @@ export class ContainerInstance extends BaseInstance {
     if ((next['security.privileged'] ?? 'false') !== (previous['security.privileged'] ?? 'false')) {
       // The root filesystem's ownership was shifted (or not) for the id map at create.
       throw new InvalidArgument('security.privileged is fixed when the container is created');
+    }
+    for (const key of ['security.idmap.isolated', 'security.idmap.base', 'security.idmap.size']) {
+      // The root's ownership was shifted for the range at create.
+      if (next[key] !== previous[key]) throw new InvalidArgument(`${key} is fixed when the container is created`);
     }
     await this.writeConfig(next, this.expandedDevices);
     if (!live) return;

@@ -81,3 +81,15 @@ export function detectIdMap(): IdMap {
 }
 
 export { apparmorEnabled } from '../../core/proc';
+
+/**
+ * Where root's ids may go: the intersection of root's /etc/subuid and /etc/subgid ranges, or
+ * (neither there, and no newuidmap) any id from the default base up, as liblxc then writes the
+ * maps itself.
+ */
+export function rootIdRange(): { start: number; end: number } {
+  const uid = rangeFor('/etc/subuid');
+  const gid = rangeFor('/etc/subgid');
+  if (uid && gid) return { start: Math.max(uid.start, gid.start), end: Math.min(uid.start + uid.count, gid.start + gid.count) };
+  return { start: DEFAULT_BASE, end: 2 ** 32 - 1 };
+}

@@ -52,7 +52,8 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
     ['lxc.autodev', '1'],
     ['lxc.pty.max', '64'],
     ['lxc.tty.max', '0'],
-    ['lxc.mount.auto', 'proc:mixed sys:mixed cgroup:mixed:force'],
+    // security.nesting: /proc and /sys writable and the cgroup tree the container's, as LXD gives a nesting container (a nested liblxc writes them).
+    ['lxc.mount.auto', config['security.nesting'] === 'true' ? 'proc:rw sys:rw cgroup:rw:force' : 'proc:mixed sys:mixed cgroup:mixed:force'],
     ['lxc.cap.drop', 'sys_module mac_admin mac_override sys_time'],
     ['lxc.seccomp.profile', path.join(dir, SECCOMP_POLICY_FILE)],
   ];
