@@ -151,7 +151,10 @@ export class Profiles implements HostProfiles {
     });
   }
 
-  /** For Host.import: the profiles an archive's instance names exist here and apply to it (NotFound, InvalidArgument naming them). */
+  /**
+   * For Host.import: the profiles an archive's instance names exist here and apply to it (NotFound, InvalidArgument naming them).
+   * @internal
+   */
   async checkImported(file: string, record: InstanceRecord): Promise<void> {
     const profiles = await readProfiles(this.dir, profilesOf(record)).catch((e) => Promise.reject(e instanceof NotFound ? new NotFound(`${file}: ${e.message}; create it, then import again`) : e));
     checkExpansion(record.type, record, profiles);

@@ -274,6 +274,12 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     return this.monitor.status();
   }
 
+  /** A forced accelerator this host cannot give is refused before the start writes anything (its power mark, the log's stamper). */
+  protected override async beforeStart(): Promise<void> {
+    if (this.expandedConfig['vm.accel'] === 'kvm') await chooseAccel('kvm', this.ctx.hostDir);
+    await super.beforeStart();
+  }
+
   protected async doStart(): Promise<void> {
     const settings = launchSettings(this.expandedConfig);
     await ensureNetworks(this.expandedDevices, this.ctx.networks);
