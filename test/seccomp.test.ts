@@ -155,6 +155,8 @@ test('a container made before the default filter existed (no policy file, no pro
     const config = readFileSync(path.join(dir, 'config'), 'utf8');
     writeFileSync(path.join(dir, 'config'), config.split('\n').filter((l) => !l.startsWith('lxc.seccomp.profile')).join('\n'));
     rmSync(path.join(dir, 'seccomp.policy'));
+    // Nor the digest of what the config was made from, which came later (profiles).
+    rmSync(path.join(dir, 'config.source'), { force: true });
     const reopened = await (await Host.open({ path: t.dir, images: SHARED_IMAGES })).get(c.name);
     await reopened.start();
     expect(await seccompMode(reopened, '1')).toBe('2');

@@ -101,7 +101,9 @@ function sourceSum(config: InstanceConfig, devices: Devices): string {
  * for a container made before this digest (or the default syscall filter) existed.
  */
 export async function lxcFilesCurrent(dir: string, config: InstanceConfig, devices: Devices): Promise<boolean> {
-  return (await fs.readFile(path.join(dir, SOURCE_SUM_FILE), 'utf8').catch(() => '')) === sourceSum(config, devices);
+  // The policy the config names must be there too: a missing one would start the container unfiltered.
+  const policy = await fs.stat(path.join(dir, lxcConfig().SECCOMP_POLICY_FILE)).then(() => true, () => false);
+  return policy && (await fs.readFile(path.join(dir, SOURCE_SUM_FILE), 'utf8').catch(() => '')) === sourceSum(config, devices);
 }
 
 /**
