@@ -8,7 +8,7 @@
  * gives the lines whose end is stamped at or after it: every line written since, and at most
  * those finished within one wake-up before it.
  */
-import { spawn } from 'node:child_process';
+import { closeSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import * as path from 'node:path';
 
@@ -153,17 +153,31 @@ export interface Stamper {
  * instance so that its first lines are stamped.
  */
 export function startStamper(log: string): Stamper {
-  const child = spawn(helperPath('lxq_stamper'), [log, timesPath(log)], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], cwd: path.dirname(log) });
-  child.on('error', () => undefined); // a missing helper: the log keeps no times (since says so)
-  child.stdin?.on('error', () => undefined); // it ended (another stamper holds the log)
-  child.unref();
+  // Not child_process.spawn: it forks this process, which blocks the event loop in proportion to the heap (a start of a container must not).
+  let stdin: number | undefined;
+  try {
+    stdin = sys().spawnDetached(helperPath('lxq_stamper'), [log, timesPath(log)], path.dirname(log)).stdin;
+  } catch {
+    // a missing helper: the log keeps no times (since says so)
+  }
+  const end = (line: string): void => {
+    if (stdin === undefined) return;
+    const fd = stdin;
+    stdin = undefined;
+    // A few bytes into an empty pipe never block; EPIPE: it ended (another stamper holds the log).
+    try {
+      if (line) writeSync(fd, line);
+    } catch {
+      /* ended */
+    }
+    closeSync(fd);
+  };
   return {
     bind: async (pid) => {
       const ticks = await processStartTicks(pid);
-      if (ticks !== null) child.stdin?.end(`${pid} ${ticks}\n`);
-      else child.stdin?.end();
+      end(ticks !== null ? `${pid} ${ticks}\n` : '');
     },
-    cancel: () => void child.stdin?.end(),
+    cancel: () => end(''),
   };
 }
 

@@ -25,6 +25,8 @@ export interface Sys {
   signalPidfd(pidfd: number, signal: number): boolean;
   /** flock(2) without waiting: "ex"/"sh" true when taken, false when held by another open file; "un" releases. */
   flock(fd: number, mode: 'ex' | 'sh' | 'un'): boolean;
+  /** posix_spawn of a program that daemonizes itself, in a session of its own, stdin a pipe (its write end returned), other output /dev/null: no fork of this process. */
+  spawnDetached(file: string, args: string[], cwd: string): { pid: number; stdin: number };
   /** TIOCSWINSZ on a terminal master. */
   setWindowSize(fd: number, cols: number, rows: number): boolean;
   /** The interfaces in the network namespace of `pid`, read from a thread without forking this process. */

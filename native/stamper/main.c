@@ -182,6 +182,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: lxq_stamper LOG INDEX (the writer's \"PID STARTTICKS\" on stdin)\n");
     return 2;
   }
+  /* The caller (lxq's spawnDetached) waits for this first process, which ends at once: the
+     stamper goes on in a child nobody has to reap. */
+  pid_t child = fork();
+  if (child < 0) return 1;
+  if (child > 0) _exit(0);
   signal(SIGPIPE, SIG_IGN);
   log_path = argv[1];
   log_name = strrchr(log_path, '/') ? strrchr(log_path, '/') + 1 : log_path;
