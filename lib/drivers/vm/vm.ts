@@ -274,9 +274,10 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     return this.monitor.status();
   }
 
-  /** A forced accelerator this host cannot give is refused before the start writes anything (its power mark, the log's stamper). */
+  /** A forced accelerator this host cannot give, or an incomplete image, is refused before the start writes anything (its power mark, the log's stamper). */
   protected override async beforeStart(): Promise<void> {
     if (this.expandedConfig['vm.accel'] === 'kvm') await chooseAccel('kvm', this.ctx.hostDir);
+    await loadImage(this.image, String(this.record.imageMeta.dir), this.record.imageMeta);
     await super.beforeStart();
   }
 
