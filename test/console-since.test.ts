@@ -165,3 +165,43 @@ test('bad since values are InvalidArgument before anything is read', async () =>
   for (const since of ['1h30m', '2.5s', '500ms', '2026-12-05T06:00:00Z', '2026-12-05T06:00:00.5+01:00', '1764914400.5']) expect(await c.console.log({ since })).toBe('');
   await c.delete();
 }, 120_000);
+
+/** Each file of the instance's directory (not its root) with its size and, for the power mark, its content; not liblxc's own log, which keeps why the start failed. */
+async function dirState(c: Instance): Promise<Record<string, string>> {
+  const dir = `${t.dir}/instances/${c.name}`;
+  const out: Record<string, string> = {};
+  for (const n of await fs.readdir(dir)) {
+    const st = await fs.lstat(`${dir}/${n}`);
+    if (st.isFile() && n !== 'lxc.log') out[n] = n === '.lxq-last-power' ? await fs.readFile(`${dir}/${n}`, 'utf8') : String(st.size);
+  }
+  return out;
+}
+
+test('a start refused after it began (a disk source gone) leaves the power mark and the log index as they were', async () => {
+  const src = await fs.mkdtemp('/tmp/lxq-since-src-');
+  const c = await t.host.create(t.name('refused'), { image: 'busybox', devices: { d: { type: 'disk', source: src, path: '/mnt/d' } } });
+  try {
+    await fs.rm(src, { recursive: true });
+    const fresh = await dirState(c);
+    await expect(c.start()).rejects.toThrow();
+    expect(await dirState(c)).toEqual(fresh);
+    expect(fresh['.lxq-last-power']).toBeUndefined();
+    expect(stampers(c.console.path)).toEqual([]);
+    // Once it has run: the mark says STOPPED and the index is kept, as they were.
+    await fs.mkdir(src);
+    await c.start();
+    await say(c, 'ran once');
+    await c.stop({ force: true });
+    await until('its stamper to end', () => stampers(c.console.path).length === 0);
+    await fs.rm(src, { recursive: true });
+    const ran = await dirState(c);
+    expect(ran['.lxq-last-power']).toBe('STOPPED');
+    expect(Number(ran['console.log.times'])).toBeGreaterThan(16);
+    await expect(c.start()).rejects.toThrow();
+    expect(await dirState(c)).toEqual(ran);
+    expect(stampers(c.console.path)).toEqual([]);
+  } finally {
+    await c.delete({ force: true });
+    await fs.rm(src, { recursive: true, force: true });
+  }
+}, 180_000);

@@ -21,7 +21,7 @@ import type { Networks } from '../network/networks';
 import type { DatagramEndpoint, StreamEndpoint } from '../network/proxy';
 import { markFreeze, orphanedFreeze, unmarkFreeze } from '../storage/freeze-mark';
 import { hasRun, markRan, unmarkRan } from './ephemeral';
-import { markPower } from './power';
+import { markPower, markStarting } from './power';
 import { Snapshots } from '../storage/snapshots';
 import type { InstanceSnapshots, StorageDriver } from '../storage/types';
 import { type AddressFamily, CommonInstance, protection } from './common';
@@ -216,20 +216,21 @@ export abstract class BaseInstance extends CommonInstance {
     this.profileSet.refuseMissing(`start ${this.name}`);
     await this.proxies.open(this.expandedDevices);
     if (this.ephemeral) await markRan(this.dir);
-    await markPower(this.dir, 'RUNNING');
+    this.undoPower = await markStarting(this.dir);
     // Before the start, so that the first lines get their times (console.log({ since })).
     this.stamper = startStamper(this.consoleLogPath);
   }
 
-  /** The console log's stamper, from beforeStart until the start ended. */
+  /** The console log's stamper, from beforeStart until the start ended; what puts back the power mark if it fails. */
   private stamper: Stamper | undefined;
+  private undoPower: (() => Promise<void>) | undefined;
 
   protected override async startNow(): Promise<void> {
     await super.startNow();
     const stamper = this.stamper;
     this.stamper = undefined;
     const writer = await this.consoleWriterPid().catch(() => null);
-    if (writer === null) stamper?.cancel();
+    if (writer === null) await stamper?.cancel();
     else await stamper?.bind(writer);
   }
 
@@ -238,11 +239,11 @@ export abstract class BaseInstance extends CommonInstance {
   }
 
   protected override async startFailed(): Promise<void> {
-    this.stamper?.cancel();
+    await this.stamper?.cancel();
     this.stamper = undefined;
     await this.proxies.close();
     if (this.ephemeral) await unmarkRan(this.dir);
-    await markPower(this.dir, 'STOPPED');
+    await this.undoPower?.();
   }
 
   protected override async stopped(): Promise<void> {

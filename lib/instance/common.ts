@@ -134,7 +134,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   protected startProtection(): Error | undefined {
     return undefined;
   }
-  /** Undoes beforeStart after a failed start. */
+  /** Undoes beforeStart after a failed start: the instance's directory is left as it was found. */
   protected async startFailed(): Promise<void> {}
   /** Usage figures beyond state() (CPU time per CPU and mode, memory's breakdown, disk I/O) of the running instance. */
   protected async usageDetail(_state: InstanceState): Promise<UsageDetail> {

@@ -143,9 +143,16 @@ async function lineStart(fh: import('node:fs/promises').FileHandle, at: number):
 export interface Stamper {
   /** The log's writer runs (the container's monitor, QEMU): the stamper lives as long as it. */
   bind(pid: number): Promise<void>;
-  /** The start failed: the stamper ends. */
-  cancel(): void;
+  /**
+   * The start failed: the stamper ends, having left the index as it found it if the start
+   * wrote nothing to the log. Resolves once it has ended (at most a few seconds' wait).
+   */
+  cancel(): Promise<void>;
 }
+
+/** How long a cancelled stamper is waited for, and how often its pipe is looked at meanwhile. */
+const CANCEL_WAIT_MS = 3000;
+const CANCEL_POLL_MS = 5;
 
 /**
  * Starts `lxq_stamper` for `log`, detached (its own session, no fd of ours but the pipe that
@@ -160,25 +167,42 @@ export function startStamper(log: string): Stamper {
   } catch {
     // a missing helper: the log keeps no times (since says so)
   }
-  const end = (line: string): void => {
-    if (stdin === undefined) return;
+  const take = (): number | undefined => {
     const fd = stdin;
     stdin = undefined;
-    // A few bytes into an empty pipe never block; EPIPE: it ended (another stamper holds the log).
-    try {
-      if (line) writeSync(fd, line);
-    } catch {
-      /* ended */
-    }
-    closeSync(fd);
+    return fd;
   };
   return {
     bind: async (pid) => {
       const ticks = await processStartTicks(pid);
-      end(ticks !== null ? `${pid} ${ticks}\n` : '');
+      const fd = take();
+      if (fd === undefined) return;
+      // A few bytes into an empty pipe never block; EPIPE: it ended (another stamper holds the log).
+      tryWrite(fd, ticks !== null ? `${pid} ${ticks}\n` : 'cancel\n');
+      closeSync(fd);
     },
-    cancel: () => end(''),
+    cancel: async () => {
+      const fd = take();
+      if (fd === undefined) return;
+      // Its end is seen as the pipe losing its reader (EPIPE): the pipe stays ours until then.
+      let open = tryWrite(fd, 'cancel\n');
+      for (const deadline = Date.now() + CANCEL_WAIT_MS; open && Date.now() < deadline; ) {
+        await new Promise((r) => setTimeout(r, CANCEL_POLL_MS));
+        open = tryWrite(fd, '\n');
+      }
+      closeSync(fd);
+    },
   };
+}
+
+/** Writes `text` to the stamper's pipe; false once it has no reader (the stamper ended). */
+function tryWrite(fd: number, text: string): boolean {
+  try {
+    writeSync(fd, text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** `console.log(options)` of a log file on this host: from `since`, then the last `tail` lines. */

@@ -22,3 +22,10 @@ export async function lastPower(dir: string): Promise<PowerState | undefined> {
   const text = await fs.readFile(path.join(dir, POWER_MARK), 'utf8').catch(() => '');
   return text === 'RUNNING' || text === 'STOPPED' ? text : undefined;
 }
+
+/** Marks a start (RUNNING); gives what puts the mark back as it was if the start fails (none: it goes). */
+export async function markStarting(dir: string): Promise<() => Promise<void>> {
+  const before = await lastPower(dir);
+  await markPower(dir, 'RUNNING');
+  return () => (before ? markPower(dir, before) : fs.rm(path.join(dir, POWER_MARK), { force: true }));
+}

@@ -15,8 +15,10 @@
  * Started detached by the process that starts the instance, before the start, so that the
  * first lines are stamped; that process then writes "PID STARTTICKS\n" on stdin: the log's
  * writer (the container's monitor, QEMU). The stamper exits when the writer does (a pidfd),
- * or at EOF on stdin before a pid (the start failed, or its process died). It holds an
- * exclusive flock on INDEX while it runs: one stamper per log, and a sign that one runs.
+ * or at "cancel" or EOF on stdin before a pid (the start failed, or its process died); then,
+ * if the log is as it found it (the start wrote nothing), it leaves INDEX as it found it too
+ * (removed if it made it), so that a refused start changes nothing. It holds an exclusive flock
+ * on INDEX while it runs: one stamper per log, and a sign that one runs.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,6 +50,9 @@ static uint64_t last_offset;    /* the offset of the last mark written */
 static int last_ended;          /* the last mark is an END_FLAG one */
 static off_t index_size;        /* where the next mark goes */
 static int session_started;     /* the first mark of this run is written */
+static int index_made;          /* this run made INDEX */
+static off_t index_found;       /* INDEX's size when this run found it */
+static struct stat log_found;   /* the log at the first look (st_ino 0: absent) */
 
 static int64_t now_ns(void) {
   struct timespec ts;
@@ -115,6 +120,26 @@ static void stamp(int end) {
   index_size += 16;
   last_offset = size;
   last_ended = end;
+}
+
+/* The log as it is now (st_ino 0: absent). */
+static struct stat log_now(void) {
+  struct stat st;
+  if (stat(log_path, &st) < 0) memset(&st, 0, sizeof st);
+  return st;
+}
+
+/* After a start that never ran its writer: INDEX back as it was found if the log is too. */
+static void undo_if_unwritten(const char *index_path) {
+  struct stat st = log_now();
+  if (st.st_ino != log_found.st_ino || st.st_size != log_found.st_size) {
+    stamp(0);
+    return;
+  }
+  if (index_made)
+    unlink(index_path); /* under the lock: no other stamper of this log can be waiting (starts are serialized) */
+  else if (ftruncate(index_fd, index_found) < 0)
+    stamp(0);
 }
 
 /* The process's start in clock ticks since boot (field 22 of /proc/PID/stat), 0 if gone. */
@@ -196,8 +221,13 @@ int main(int argc, char **argv) {
   int ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
   /* Watched first: what the writer writes while the last run's stamper ends is seen. */
   if (ifd < 0 || inotify_add_watch(ifd, dir, IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) < 0) return 1;
-  index_fd = open(argv[2], O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  index_fd = open(argv[2], O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  index_made = index_fd >= 0;
+  if (!index_made) index_fd = open(argv[2], O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (index_fd < 0 || lock_index() < 0 || chdir("/") < 0) return 1;
+  struct stat ist;
+  index_found = fstat(index_fd, &ist) == 0 ? ist.st_size : 0;
+  log_found = log_now();
   load_index();
   stamp(0);
   struct pollfd fds[2] = {{.fd = ifd, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
@@ -220,10 +250,13 @@ int main(int argc, char **argv) {
       if (got == sizeof line - 1) break;
       continue;
     }
-    if ((writer = writer_pidfd(line)) < 0) break;
+    if ((writer = writer_pidfd(line)) < 0) break; /* "cancel", or the writer already gone */
     close(0);
     fds[1].fd = writer;
   }
-  stamp(writer >= 0); /* what the writer wrote last; an end only if it ran and ended */
+  if (writer >= 0)
+    stamp(1); /* what the writer wrote last, and its end */
+  else
+    undo_if_unwritten(argv[2]);
   return 0;
 }
