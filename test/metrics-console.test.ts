@@ -148,6 +148,8 @@ test('container: follow sees new lines, through a restart, and ends on abort wit
 
   // tail: the last lines already written, then what comes.
   await c.exec(['/bin/sh', '-c', 'printf "\\ntail-1\\ntail-2\\n" >/dev/console']);
+  // The console's monitor writes the log after the command has ended: the tail is taken once it has.
+  await stamped(c.console.path, 'tail-2');
   const g = follower(c, 2);
   await g.until(/^tail-2$/);
   expect(g.lines.slice(0, 2)).toEqual(['tail-1', 'tail-2']);
