@@ -39,7 +39,7 @@ export function checkNicShape(instanceType: InstanceType, name: string, d: Devic
     if (d[key] === undefined) throw new InvalidArgument(`${where}: a ${type} NIC needs "${key}" (${why})`);
   };
   if (type === 'bridged' && (d.network === undefined) === (d.parent === undefined)) throw new InvalidArgument(`${where}: give "network" (an lxq network) or "nictype": "bridged" with "parent" (a host bridge), one of them`);
-  if (type === 'bridged' && d['ipv4.address'] !== undefined && d.network === undefined) throw new InvalidArgument(`${where}: "ipv4.address" is a static lease of an lxq network: it needs "network"`);
+  if (type === 'bridged') checkBridgedAddresses(where, d);
   if (type === 'macvlan' || type === 'physical' || type === 'ipvlan') need('parent', 'the host link it is made on or is');
   if ((type === 'routed' || type === 'ipvlan') && d['ipv4.address'] === undefined && d['ipv6.address'] === undefined) {
     throw new InvalidArgument(`${where}: a ${type} NIC needs "ipv4.address" or "ipv6.address" (its static addresses: the host routes them to it)`);
@@ -52,9 +52,10 @@ export function checkNicShape(instanceType: InstanceType, name: string, d: Devic
   if (d.hwaddr !== undefined && (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(d.hwaddr) || (parseInt(d.hwaddr.slice(0, 2), 16) & 1) === 1)) {
     throw new InvalidArgument(`${where}: bad value for "hwaddr": expected a unicast MAC address such as "00:16:3e:12:34:56", got ${JSON.stringify(d.hwaddr)}`);
   }
-  addressList(where, 'ipv4.address', d['ipv4.address'], parseIpv4);
-  if (type === 'bridged' && addressList(where, 'ipv4.address', d['ipv4.address'], parseIpv4).length > 1) throw new InvalidArgument(`${where}: "ipv4.address" of a bridged NIC is one static lease`);
-  addressList(where, 'ipv6.address', d['ipv6.address'], parseIpv6);
+  for (const family of [4, 6] as const) {
+    const n = addressList(where, `ipv${family}.address`, d[`ipv${family}.address`], family === 4 ? parseIpv4 : parseIpv6).length;
+    if (type === 'bridged' && n > 1) throw new InvalidArgument(`${where}: "ipv${family}.address" of a bridged NIC is one address`);
+  }
   addressList(where, 'ipv4.routes', d['ipv4.routes'], parseCidr);
   addressList(where, 'ipv6.routes', d['ipv6.routes'], parseCidr6);
   for (const k of ['network', 'parent', 'host_name'] as const) {
@@ -72,6 +73,25 @@ export function checkNicShape(instanceType: InstanceType, name: string, d: Devic
   }
   if (d['limits.max'] !== undefined && (d['limits.ingress'] !== undefined || d['limits.egress'] !== undefined)) throw new InvalidArgument(`${where}: "limits.max" sets both directions: give it or "limits.ingress"/"limits.egress", not both`);
   if (d.vlan !== undefined && (Number(d.vlan) < 1 || Number(d.vlan) > 4094)) throw new InvalidArgument(`${where}: bad value for "vlan": expected a VLAN id from 1 to 4094, got ${d.vlan}`);
+}
+
+/**
+ * A bridged NIC's static addresses, as LXD has them: `ipv4.address` is a static lease of an lxq
+ * network, or (on a host bridge) the address IPv4 filtering lets through; `ipv6.address` is only
+ * the address IPv6 filtering lets through (lxq's networks have no stateful DHCPv6). Filtering a
+ * family needs its address.
+ */
+function checkBridgedAddresses(where: string, d: DeviceConfig): void {
+  const on = (key: string) => d[key] === 'true';
+  if (d['ipv4.address'] !== undefined && d.network === undefined && !on('security.ipv4_filtering')) {
+    throw new InvalidArgument(`${where}: "ipv4.address" is a static lease of an lxq network: it needs "network" (or "security.ipv4_filtering", which lets only it through)`);
+  }
+  if (d['ipv6.address'] !== undefined && !on('security.ipv6_filtering')) throw new InvalidArgument(`${where}: "ipv6.address" of a bridged NIC is what "security.ipv6_filtering" lets through: give it with that key (lxq's networks have no stateful DHCPv6)`);
+  for (const family of [4, 6]) {
+    if (on(`security.ipv${family}_filtering`) && d[`ipv${family}.address`] === undefined) {
+      throw new InvalidArgument(`${where}: "security.ipv${family}_filtering" needs a static "ipv${family}.address" (the one address the instance may send from)`);
+    }
+  }
 }
 
 /** What probing needs beyond the host's links: the host's networks, and whose devices these are. */

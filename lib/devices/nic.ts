@@ -13,6 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 
 import { InvalidArgument } from '../core/errors';
 import { parseBitRate } from '../core/units';
+import type { NicFilter } from '../network/nic-filter';
 import type { RateLimits } from '../network/tc';
 import type { Networks } from '../network/networks';
 import type { DeviceConfig, Devices, NicType } from './declarations';
@@ -111,4 +112,19 @@ export function rateLimits(d: DeviceConfig): RateLimits | undefined {
   const rate = (key: string) => (d[key] === undefined ? undefined : parseBitRate(d[key]));
   const limits = { ingress: rate('limits.ingress') ?? rate('limits.max'), egress: rate('limits.egress') ?? rate('limits.max') };
   return limits.ingress === undefined && limits.egress === undefined ? undefined : limits;
+}
+
+/** Whether a NIC has any of the security filters (bridged NICs only). */
+export function filtered(d: DeviceConfig): boolean {
+  return ['security.mac_filtering', 'security.ipv4_filtering', 'security.ipv6_filtering'].some((k) => d[k] === 'true');
+}
+
+/**
+ * A bridged NIC's filters on host end `dev`, or undefined without any: its MAC always, its static
+ * `ipv4.address`/`ipv6.address` for the families filtered (the checks made sure they are given).
+ */
+export function nicFilter(dev: string, name: string, d: DeviceConfig): NicFilter | undefined {
+  if (nicType(d) !== 'bridged' || !filtered(d)) return undefined;
+  const only = (family: 4 | 6) => (d[`security.ipv${family}_filtering`] === 'true' ? addressList(name, `ipv${family}.address`, d[`ipv${family}.address`], String) : undefined);
+  return { hostEnd: dev, hwaddr: d.hwaddr!, ipv4: only(4), ipv6: only(6) };
 }

@@ -34,6 +34,7 @@ import { COPY_OPTION_KEYS, type HostOptions, IMPORT_OPTION_KEYS, type ImportOpti
 import type { AutostartReport, ShutdownReport } from './autostart';
 import type { SnapshotScheduler } from './scheduler';
 import { sweepEnded } from './ephemeral';
+import { sweepHostEnds } from '../network/host-ends';
 import { HeldInstances } from './held';
 import { hostImageStore } from './images';
 import { localProfiles, type Profiles } from './profiles';
@@ -196,6 +197,7 @@ export class Host implements InstanceHost {
     await clearLeftovers(host.instancesDir, RECORD_FILE, (name) => host.get(name));
     await host.storage.open();
     await sweepEnded(host.instancesDir, (name) => host.get(name));
+    await sweepHostEnds();
     if (options.reap) await host.held.reap(root, images);
     if (options.scheduler === true) (host.scheduler = new (snapshotScheduler().SnapshotScheduler)(() => host.list(), host.instancesDir, (name, e) => process.emitWarning(`lxq scheduler: ${name}: ${(e as Error).message}`))).start();
     return host;

@@ -14,7 +14,8 @@ export function natTable(network: string): string {
   return `lxq_${network.replace(/[^A-Za-z0-9_]/g, '_')}`;
 }
 
-function nft(input: string): Promise<void> {
+/** Runs an nftables script (`nft -f -`) as one transaction. */
+export function nft(input: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const p = spawn('nft', ['-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
     let err = '';

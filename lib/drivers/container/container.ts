@@ -388,12 +388,12 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected override async stopped(): Promise<void> {
-    await deviceOps().releaseHostEnds(this.expandedDevices);
+    await deviceOps().releaseHostEnds(this.dir, this.expandedDevices);
     await super.stopped();
   }
 
   protected async doDelete(): Promise<void> {
-    await deviceOps().releaseHostEnds(this.expandedDevices);
+    await deviceOps().releaseHostEnds(this.dir, this.expandedDevices);
     const h = this.lxc();
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });

@@ -21,8 +21,8 @@
 import type { LxcItem } from './lxc-config';
 import { NotSupported } from '../../core/errors';
 import type { DeviceConfig, Devices } from '../../devices/declarations';
-import { addressList, gatewayAddressArgs, hostEnd, hostLink, nicName, nics, nicType, proxyNeighbourArgs, rateLimits, ROUTED_GATEWAY4, ROUTED_GATEWAY6 } from '../../devices/nic';
-import { applyRateLimits } from '../../network/tc';
+import { addressList, gatewayAddressArgs, hostEnd, hostLink, nicFilter, nicName, nics, nicType, proxyNeighbourArgs, rateLimits, ROUTED_GATEWAY4, ROUTED_GATEWAY6 } from '../../devices/nic';
+import { releaseHostEnd, setUpHostEnd } from '../../network/host-ends';
 import type { DeviceSource } from '../../devices/validate';
 import { deleteLink, ip, ipIn, plugMacvlan, plugVeth, moveInto, returnLink } from '../../network/iproute';
 
@@ -78,16 +78,21 @@ export function lxcNicItems(instanceDir: string, devices: Devices, sources: Map<
 export async function tuneHostEnds(instanceDir: string, devices: Devices): Promise<void> {
   for (const [name, d] of nics(devices)) {
     const host = hostEnd(instanceDir, name, d);
-    if (d['queue.tx.length'] !== undefined && nicType(d) !== 'macvlan' && nicType(d) !== 'physical') await ip(['link', 'set', 'dev', host, 'txqueuelen', d['queue.tx.length']]);
-    const limits = rateLimits(d);
-    if (limits && nicType(d) !== 'macvlan' && nicType(d) !== 'physical') await applyRateLimits(host, limits);
+    if (d['queue.tx.length'] !== undefined && hasHostEnd(d)) await ip(['link', 'set', 'dev', host, 'txqueuelen', d['queue.tx.length']]);
+    if (hasHostEnd(d)) await setUpHostEnd(host, { filter: nicFilter(host, name, d), limits: rateLimits(d) });
     for (const args of [...gatewayAddressArgs(host, d), ...proxyNeighbourArgs('replace', name, d)]) await ip(args);
   }
 }
 
-/** Removes what tuneHostEnds made that outlives the container's NICs: a routed NIC's proxy entries on its parent. */
-export async function releaseHostEnds(devices: Devices): Promise<void> {
-  for (const [name, d] of nics(devices)) for (const args of proxyNeighbourArgs('del', name, d)) await ip(args).catch(() => undefined);
+/** Whether lxq makes the NIC's host end (a veth's), where its filters and limits go. */
+const hasHostEnd = (d: DeviceConfig) => nicType(d) !== 'macvlan' && nicType(d) !== 'physical';
+
+/** Removes what tuneHostEnds made that outlives the container's NICs: a routed NIC's proxy entries on its parent, filters. */
+export async function releaseHostEnds(instanceDir: string, devices: Devices): Promise<void> {
+  for (const [name, d] of nics(devices)) {
+    for (const args of proxyNeighbourArgs('del', name, d)) await ip(args).catch(() => undefined);
+    if (hasHostEnd(d)) await releaseHostEnd(hostEnd(instanceDir, name, d));
+  }
 }
 
 /** Adds a NIC to the running container whose init is `pid`. */
@@ -104,10 +109,10 @@ export async function plugContainerNic(instanceDir: string, pid: number, name: s
     for (const r of addressList(`device "${name}"`, 'ipv4.routes', d['ipv4.routes'], String)) await ip(['-4', 'route', 'add', r, 'dev', host]);
     for (const r of addressList(`device "${name}"`, 'ipv6.routes', d['ipv6.routes'], String)) await ip(['-6', 'route', 'add', r, 'dev', host]);
     if (d['queue.tx.length'] !== undefined) await ip(['link', 'set', 'dev', host, 'txqueuelen', d['queue.tx.length']]);
-    const limits = rateLimits(d);
-    if (limits) await applyRateLimits(host, limits);
+    await setUpHostEnd(host, { filter: nicFilter(host, name, d), limits: rateLimits(d) });
   } catch (e) {
     await deleteLink(host).catch(() => undefined);
+    await releaseHostEnd(host).catch(() => undefined);
     throw e;
   }
 }
@@ -122,4 +127,5 @@ export async function unplugContainerNic(instanceDir: string, pid: number, name:
   if (type === 'macvlan') return ipIn(pid, ['link', 'delete', 'dev', nicName(name, d)]);
   if (type === 'physical') return returnLink(pid, nicName(name, d), src.parent ?? d.parent!);
   await deleteLink(hostEnd(instanceDir, name, d));
+  await releaseHostEnd(hostEnd(instanceDir, name, d));
 }

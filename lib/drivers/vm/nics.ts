@@ -14,8 +14,8 @@ import { promises as fs } from 'node:fs';
 
 import { NotSupported } from '../../core/errors';
 import type { DeviceConfig } from '../../devices/declarations';
-import { addressList, gatewayAddressArgs, hostEnd, hostLink, nicType, proxyNeighbourArgs, rateLimits, staticAddresses } from '../../devices/nic';
-import { applyRateLimits } from '../../network/tc';
+import { addressList, gatewayAddressArgs, hostEnd, hostLink, nicFilter, nicType, proxyNeighbourArgs, rateLimits, staticAddresses } from '../../devices/nic';
+import { releaseHostEnd, setUpHostEnd } from '../../network/host-ends';
 import type { DeviceSource } from '../../devices/validate';
 import { createMacvtap, createTap, deleteLink, ip } from '../../network/iproute';
 import type { QmpCommands } from '../../qmp';
@@ -25,13 +25,12 @@ export function vmHostEnd(vmDir: string, name: string, d: DeviceConfig): string 
   return nicType(d) === 'macvlan' ? hostLink(vmDir, name) : hostEnd(vmDir, name, d);
 }
 
-/** What a tap needs beyond being made: routes, its queue, rate limits, a routed NIC's gateway addresses and proxy entries. */
+/** What a tap needs beyond being made: routes, its queue, filters and rate limits, a routed NIC's gateway addresses and proxy entries. */
 async function tuneTap(tap: string, name: string, d: DeviceConfig): Promise<void> {
   for (const r of addressList(name, 'ipv4.routes', d['ipv4.routes'], String)) await ip(['-4', 'route', 'replace', r, 'dev', tap]);
   for (const r of addressList(name, 'ipv6.routes', d['ipv6.routes'], String)) await ip(['-6', 'route', 'replace', r, 'dev', tap]);
   if (d['queue.tx.length'] !== undefined) await ip(['link', 'set', 'dev', tap, 'txqueuelen', d['queue.tx.length']]);
-  const limits = rateLimits(d);
-  if (limits) await applyRateLimits(tap, limits);
+  await setUpHostEnd(tap, { filter: nicFilter(tap, name, d), limits: rateLimits(d) });
   if (nicType(d) !== 'routed') return;
   for (const args of gatewayAddressArgs(tap, d)) await ip(args);
   for (const a of staticAddresses(name, d)) await ip([a.includes(':') ? '-6' : '-4', 'route', 'replace', a, 'dev', tap]);
@@ -66,8 +65,9 @@ export async function makeVmNic(vmDir: string, name: string, d: DeviceConfig, sr
   return { type: 'tap', id, ifname: tap, script: 'no', downscript: 'no' };
 }
 
-/** Removes a NIC's host side: its tap (with its routes and addresses) and a routed NIC's proxy entries. */
+/** Removes a NIC's host side: its tap (with its routes and addresses), its filters, a routed NIC's proxy entries. */
 export async function releaseVmNic(vmDir: string, name: string, d: DeviceConfig): Promise<void> {
   await deleteLink(vmHostEnd(vmDir, name, d)).catch(() => undefined);
+  if (nicType(d) !== 'macvlan') await releaseHostEnd(vmHostEnd(vmDir, name, d));
   for (const args of proxyNeighbourArgs('del', name, d)) await ip(args).catch(() => undefined);
 }
