@@ -23,7 +23,7 @@ import { hasFreezeMark } from '../storage/freeze-mark';
 import type { CopyOptions } from '../storage/types';
 import { readJson } from '../core/fs';
 import { refuseUnknownKeys } from '../core/keys';
-import type { VmInstance } from '../drivers/vm/vm';
+import type { VmContext, VmInstance } from '../drivers/vm/vm';
 import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type ProfileEvent, type StorageEvent } from '../events/lifecycle';
 import { checkExpansion, checkProfileList, DEFAULT_PROFILE, readProfiles } from '../instance/profiles';
@@ -214,6 +214,10 @@ export class Host implements InstanceHost {
     return path.join(this.path, 'instances');
   }
 
+  private vmContext(): VmContext {
+    return { hostDir: this.path, networks: this.networks, pools: (pool) => this.storage.driver(pool) };
+  }
+
   private containerContext(): ContainerContext {
     this.containers ??= containerContext(this.instancesDir, () => this.networks, (pool) => this.storage.driver(pool));
     return this.containers;
@@ -280,7 +284,7 @@ export class Host implements InstanceHost {
     const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, profiles: profiles.map((p) => p.name), config, devices, createdAt, ...(root.pool ? { pool: root.pool } : {}), ...(root.rootSize ? { rootSize: root.rootSize } : {}), ...(ephemeral ? { ephemeral } : {}) };
     const made =
       type === 'vm'
-        ? vmDriver().VmInstance.create({ hostDir: this.path, networks: this.networks }, dir, record, image, profiles)
+        ? vmDriver().VmInstance.create(this.vmContext(), dir, record, image, profiles)
         : ContainerInstance.create(this.containerContext(), dir, record, { name: image.name, rootfs: path.join(image.dir, 'rootfs'), meta: image.meta as unknown as ContainerImageMeta }, profiles);
     const instance = await made.catch((e) => {
       if (e.code === 'EEXIST' && e.path === dir) throw new AlreadyExists(`an instance named "${name}" already exists`);
@@ -472,7 +476,7 @@ export class Host implements InstanceHost {
   }
 
   private open(dir: string, record: InstanceRecord): Instance {
-    if (record.type === 'vm') return vmDriver().VmInstance.open({ hostDir: this.path, networks: this.networks }, dir, record);
+    if (record.type === 'vm') return vmDriver().VmInstance.open(this.vmContext(), dir, record);
     return ContainerInstance.open(this.containerContext(), dir, record, record.imageMeta as unknown as ContainerImageMeta);
   }
 }

@@ -58,9 +58,9 @@ export async function writeExport(source: ExportSource, target: string, instance
   try {
     if (copied) {
       await fs.mkdir(copied, { mode: 0o700 });
-      await source.storage.copyTo(copied, { status, snapshots: false, flatten: false });
+      await source.storage.copyTo(copied, { status, snapshots: false, flatten: false, scratch: true });
     }
-    const write = (from: string) => writeArchive(target, from, entries, meta, stagingPath(dir, 'export'), path.join(path.dirname(dir), PARTIALS_DIR));
+    const write = (from: string) => writeArchive(target, from, entries, meta, stagingPath(dir, 'export'), path.join(path.dirname(dir), PARTIALS_DIR), source.type === 'vm');
     if (!copied && source.storage.withExportTree) await source.storage.withExportTree(snapshots, write);
     else await write(copied ?? dir);
   } finally {

@@ -324,9 +324,9 @@ export interface InstanceRecord {
   createdAt: string;
   /** A systemd VM's machine id, handed to its guest at boot (see lib/storage/move.ts): new for each create and copy. */
   machineId?: string;
-  /** The storage pool of a container's root (absent: the dir pool, for records made before pools). */
+  /** The storage pool of the instance's root or disk (absent: the dir pool, for records made before pools). */
   pool?: string;
-  /** The bytes a container's root may hold (LXD's root disk `size`), enforced by its pool (btrfs qgroups); absent: no limit. */
+  /** LXD's root disk `size`: the bytes a container's root may hold, enforced by its pool (btrfs qgroups), absent: no limit; a VM's disk size, given at create. */
   rootSize?: number;
   /** Deleted when it stops (absent: false). */ ephemeral?: boolean;
   /** The profiles it takes options and devices from, in order (absent: `default` alone, as records made before profiles). */
@@ -350,7 +350,7 @@ export interface CreateOptions {
   config?: InstanceConfigInput;
   /** Devices by name: `{ data: { type: 'disk', source: '/srv/data', path: '/data' } }`. */
   devices?: Record<string, DevicesInput[string] | RootDiskDevice>;
-  /** The storage pool of a container's root (default: the host's `default` pool); the same as a `root` disk device `{ type: 'disk', path: '/', pool }`. */
+  /** The storage pool of the instance's root or disk (default: the host's `default` pool); the same as a `root` disk device `{ type: 'disk', path: '/', pool }`. */
   pool?: string;
   /** Aborting rejects with Aborted and leaves no instance (nor staging) behind. */
   signal?: AbortSignal;

@@ -44,14 +44,15 @@ const KEEP = ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--acls', '--
  * into place. The staging file is noted in `partials` first (see ./partials): if this process
  * dies, tar dies with it and the next Host.open removes what it wrote.
  */
-export async function writeArchive(file: string, dir: string, entries: string[], meta: ExportMeta, staging: string, partials: string): Promise<void> {
+export async function writeArchive(file: string, dir: string, entries: string[], meta: ExportMeta, staging: string, partials: string, dereference = false): Promise<void> {
   await fs.mkdir(staging, { mode: 0o700 });
   const partial = path.join(path.dirname(file), `.${path.basename(file)}.partial-${process.pid}`);
   const note = await notePartial(partials, partial);
   try {
     await fs.writeFile(path.join(staging, EXPORT_META), JSON.stringify(meta, null, 2));
     const names = entries.map((e) => `--transform=s,^${e.replace(/[.]/g, '\\.')},${TOP}/${e},`);
-    await run('tar', ['--create', '--zstd', '--file', partial, ...KEEP, ...names, '-C', staging, EXPORT_META, '-C', dir, ...entries]);
+    // A VM's disk on a btrfs pool is a link into its subvolume: the archive holds the disk (a VM's entries hold no other link).
+    await run('tar', ['--create', '--zstd', '--file', partial, ...KEEP, ...(dereference ? ['--dereference'] : []), ...names, '-C', staging, EXPORT_META, '-C', dir, ...entries]);
     await phase('finishing', 99, 100);
     checkAborted(); // an aborted export leaves no file, whole or partial (also from the report just made)
     await fs.rename(partial, file);

@@ -181,6 +181,8 @@ export interface CopyToOptions {
   snapshots: boolean;
   /** A VM's disk without a backing file (containers' copies are always full). */
   flatten: boolean;
+  /** A copy read once and removed by the caller (a running VM's disk for an export): plain files, on no pool. */
+  scratch?: boolean;
 }
 
 /**

@@ -10,21 +10,40 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { NotFound, NotSupported } from '../../core/errors';
+import { InvalidArgument, NotFound, NotSupported } from '../../core/errors';
+import type { VmImage } from '../../images/meta';
 import type { InstanceRecord, InstanceStatus } from '../../instance/instance';
 import type { QmpClient } from '../../qmp';
 import { readVmImage } from '../../images/vm-image';
+import { createVmOverlay } from './qemu-args';
 import { backupDisk, diskNode, runJob } from './qmp-jobs';
 import { run } from '../../core/run';
 import { copyTree } from '../../storage/tree';
+import type { PoolDriver } from '../../storage/pools/types';
 import type { CopyToOptions, SnapshotRef, StorageDriver } from '../../storage/types';
 
 export interface VmStorageHooks {
   disk(): string;
+  /** The driver of the pool the VM's record names (where a copy's disk is made). */
+  pool(): Promise<PoolDriver>;
   name(): string;
   /** The running VM's monitor (undefined when QEMU does not run). */
   qmp(): Promise<QmpClient | undefined>;
   record(): InstanceRecord;
+}
+
+/**
+ * Makes the disk of a new VM in `staging` on `pool`: a qcow2 overlay over the image's disk, of
+ * the image's size or of the root disk's `size` (`bytes`, never smaller than the image's: the
+ * guest sees a larger disk from its first boot). Refused before anything is written.
+ */
+export async function makeVmDisk(pool: PoolDriver, staging: string, file: string, img: VmImage, bytes: number | undefined): Promise<void> {
+  if (bytes !== undefined) {
+    const { 'virtual-size': base } = JSON.parse(await run('qemu-img', ['info', '--output=json', img.disk])) as { 'virtual-size': number };
+    if (bytes < base) throw new InvalidArgument(`device "root": "size" (${bytes} bytes) is smaller than the disk of the VM's image (${base} bytes)`);
+  }
+  await pool.prepareDisk(staging, file);
+  await createVmOverlay(img, path.join(staging, file), bytes === undefined ? undefined : String(bytes));
 }
 
 export class VmStorage implements StorageDriver {
@@ -63,14 +82,18 @@ export class VmStorage implements StorageDriver {
    * or one snapshot's, converted; a running VM's current state through a backup job.
    */
   async copyTo(into: string, options: CopyToOptions): Promise<void> {
-    const disk = path.join(into, path.basename(this.hooks.disk()));
+    const file = path.basename(this.hooks.disk());
+    const disk = path.join(into, file);
     const running = options.status !== 'stopped';
-    if (options.snapshots && !options.snapshot && !options.flatten && !running) {
-      await copyTree(this.hooks.disk(), disk);
+    // A scratch copy (an export's, read once) is a plain file; an instance's is on the pool.
+    const pool = options.scratch ? undefined : await this.hooks.pool();
+    if (options.snapshots && !options.snapshot && !options.flatten && !running && pool) {
+      await pool.copyDisk(path.dirname(this.hooks.disk()), into, file);
       const snapshots = path.join(path.dirname(this.hooks.disk()), 'snapshots');
       if (await fs.lstat(snapshots).then(() => true, () => false)) await copyTree(snapshots, path.join(into, 'snapshots'));
       return;
     }
+    await pool?.prepareDisk(into, file);
     const info = await this.diskInfo();
     const backing = options.flatten ? undefined : info['full-backing-filename'] ?? info['backing-filename'];
     const live = running && !options.snapshot ? await this.live(options.status) : undefined;

@@ -33,6 +33,8 @@ import type { Networks } from '../../network/networks';
 import type { DatagramEndpoint, StreamEndpoint } from '../../network/proxy';
 import type { QmpClient } from '../../qmp';
 import { newMachineId } from '../../storage/move';
+import { DirPool } from '../../storage/pools/dir';
+import type { PoolDriver } from '../../storage/pools/types';
 import { type Accel, chooseAccel, recordKvmFailure } from './accel';
 import { prepareVmDevice, qemuDeviceId, qemuNodeName, releaseHostParts } from './devices';
 import { askGuestShutdown, VmGuest } from './guest';
@@ -43,9 +45,8 @@ import { applyVmCpuLimits } from './cgroup';
 import { VmMonitor } from './monitor';
 import { checkSocketPaths, type VmFile, vmFile } from './paths';
 import { endQemu, isQemuOf, livePid, logTail, QEMU, qemuUsage, QUIT_GRACE_MS, spawnQemu, waitForExit, watchBoot } from './process';
-import { VmStorage } from './storage';
+import { makeVmDisk, VmStorage } from './storage';
 import { vmUsage } from './usage';
-import { createVmOverlay } from './qemu-args';
 
 export { vmMainPid } from './process';
 
@@ -54,6 +55,8 @@ export interface VmContext {
   /** The host's state directory (where the accelerator verdict is kept). */
   hostDir: string;
   networks: Networks;
+  /** The driver of a storage pool by name (none: the dir pool, where VMs made before pools are); without it, on dir. */
+  pools?: (pool: string | undefined) => Promise<PoolDriver>;
 }
 
 /**
@@ -120,7 +123,7 @@ const POWER_BUTTON_REPEAT_MS = 500;
  * ```
  */
 export class VmInstance extends BaseInstance implements VirtualMachine {
-  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), name: () => this.name, qmp: () => this.monitor.forChange(), record: () => this.record });
+  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), pool: () => this.pool(), name: () => this.name, qmp: () => this.monitor.forChange(), record: () => this.record });
   private readonly guest = new VmGuest({
     file: (which) => this.file(which),
     name: () => this.name,
@@ -190,7 +193,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     // Made whole in a staging directory and renamed into place (see createStaged).
     await createStaged(dir, async (staging) => {
       for (const [name, d] of Object.entries(devices)) await prepareVmDevice(staging, name, d);
-      await createVmOverlay(img, path.join(staging, path.relative(dir, vm.file('disk'))));
+      await makeVmDisk(await vm.pool(), staging, path.relative(dir, vm.file('disk')), img, record.rootSize);
       await writeInstanceRecord(staging, vm.record);
     });
     return vm;
@@ -388,7 +391,12 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     await releaseHostParts(this.dir, this.expandedDevices);
     // The record goes first: from here on the instance no longer exists for `list`.
     await fs.rm(path.join(this.dir, RECORD_FILE), { force: true });
+    await (await this.pool()).removeRoot(this.dir); // a btrfs pool's subvolume, before the directory that names it
     await fs.rm(this.dir, { recursive: true, force: true });
+  }
+
+  private pool(): Promise<PoolDriver> {
+    return this.ctx.pools ? this.ctx.pools(this.record.pool) : Promise.resolve(new DirPool());
   }
 
   /**

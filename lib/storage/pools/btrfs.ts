@@ -6,7 +6,8 @@
  * In the pool's filesystem: `images/<key>/rootfs` is an image's tree shifted for one id map, a
  * read-only subvolume made once (as the overlay pool's shifted copies); `roots/<id>` are the
  * subvolumes of instances (writable snapshots of an image's), of their snapshots (read-only
- * snapshots) and of copies (writable snapshots): each instant, sharing every extent.
+ * snapshots) and of copies (writable snapshots): each instant, sharing every extent. A VM's
+ * `roots/<id>` holds its `disk.qcow2` (see prepareDisk).
  *
  * An instance's, snapshot's or staged directory names its subvolume in `btrfs.json`, written
  * before the subvolume is made: a subvolume no such file names (its process killed, its
@@ -251,6 +252,27 @@ export class BtrfsPool implements PoolDriver {
     await unmountUnder(dir);
     await deleteSubvolume(this.subvolume(checkId(mark.subvolume)));
     await fs.rm(path.join(dir, BTRFS_MARK), { force: true });
+  }
+
+  /**
+   * A VM's disk (a qcow2 overlay over its image's disk, which stays in the image store) in a
+   * subvolume of its own, `<dir>/<file>` an absolute link to it (the VM's code reads and writes
+   * the disk through it). Its internal qcow2 snapshots are inside it: a copy of the subvolume
+   * (instant) takes them along.
+   */
+  async prepareDisk(dir: string, file: string): Promise<void> {
+    await this.ready();
+    const sub = this.subvolume(await this.mark(dir));
+    await createSubvolume(sub);
+    await fs.symlink(path.join(sub, file), path.join(dir, file));
+  }
+
+  async copyDisk(dir: string, into: string, file: string): Promise<void> {
+    await this.ready();
+    const from = this.subvolume(await this.named(dir));
+    const to = this.subvolume(await this.mark(into));
+    await snapshotSubvolume(from, to, false);
+    await fs.symlink(path.join(to, file), path.join(into, file));
   }
 
   /** qgroups turned on (once; btrfs keeps them on) where btrfs lets it: its reason otherwise. */

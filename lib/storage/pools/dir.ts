@@ -24,6 +24,11 @@ export function refuseDirectoryPoolKeys(driver: string, config: Record<string, s
   }
 }
 
+/** A VM's disk on a pool of plain directories: a file of its directory, copied as one (reflinked where the filesystem can). */
+export async function copyDiskFile(dir: string, into: string, file: string): Promise<void> {
+  await copyTree(path.join(dir, file), path.join(into, file));
+}
+
 export class DirPool implements PoolDriver {
   readonly name = 'dir' as const;
 
@@ -81,5 +86,12 @@ export class DirPool implements PoolDriver {
 
   async withView<T>(dir: string, _scratch: string, snapshotDir: string | undefined, read: (rootfs: string) => Promise<T>): Promise<T> {
     return read(path.join(snapshotDir ?? dir, 'rootfs'));
+  }
+
+  /** The disk is a file of the VM's directory. */
+  async prepareDisk(): Promise<void> {}
+
+  copyDisk(dir: string, into: string, file: string): Promise<void> {
+    return copyDiskFile(dir, into, file);
   }
 }

@@ -51,7 +51,8 @@ export class HostStorage {
     this.pools = new StoragePools(
       path.join(hostPath, POOLS_DIR),
       path.join(hostPath, 'instances'),
-      async (pool) => (await this.records()).filter((r) => r.type === 'container' && (r.pool ?? LEGACY_POOL) === pool).map((r) => r.name),
+      // A VM made before pools names none: its disk is a file of its directory, on no pool.
+      async (pool) => (await this.records()).filter((r) => (r.type === 'container' ? r.pool ?? LEGACY_POOL : r.pool) === pool).map((r) => r.name),
       report,
     );
   }
@@ -66,7 +67,7 @@ export class HostStorage {
   /**
    * @internal
    * The pool a new instance's root goes on, from `pool` or a `root` disk device (`{ type: 'disk',
-   * path: '/', pool }`, LXD's form), and the devices without that root disk. A container without
+   * path: '/', pool }`, LXD's form), and the devices without that root disk. An instance without
    * either goes on the default pool. Checked before anything is written: an unknown pool is
    * NotFound, two different pools or a key this version cannot honour are refused.
    */
@@ -89,14 +90,11 @@ export class HostStorage {
     if (options.pool !== undefined && fromDevice !== undefined && options.pool !== fromDevice) {
       throw new InvalidArgument(`"pool" (${JSON.stringify(options.pool)}) and the root disk's pool (${JSON.stringify(fromDevice)}) differ; give one`);
     }
-    const asked = (options.pool as string | undefined) ?? fromDevice;
-    if (type !== 'container') {
-      if (asked !== undefined) throw new NotSupported(`a ${type}'s disk is not on a storage pool in this version (a qcow2 overlay in its directory); leave out "pool" and the root disk`);
-      return { pool: undefined, devices };
-    }
-    const pool = asked ?? DEFAULT_POOL;
+    const pool = (options.pool as string | undefined) ?? fromDevice ?? DEFAULT_POOL;
     await this.pools.checkUsable(pool);
     if (size === undefined) return { pool, devices };
+    // A VM's size is its disk's (checked against its image's when the disk is made), on every pool.
+    if (type === 'vm') return { pool, devices, rootSize: size };
     const refusal = await (await this.pools.driver(pool)).rootLimitRefusal();
     if (refusal !== undefined) throw new NotSupported(`device "root": "size" cannot be enforced on pool "${pool}": ${refusal}`);
     return { pool, devices, rootSize: size };

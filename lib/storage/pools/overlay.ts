@@ -28,7 +28,7 @@ import { renameNew, stagingPath } from '../../core/staging';
 import { sys } from '../../native/sys';
 import { resetMachineId } from '../move';
 import { copyTree, copyTreeShifted } from '../tree';
-import { refuseDirectoryPoolKeys } from './dir';
+import { copyDiskFile, refuseDirectoryPoolKeys } from './dir';
 import { isMountPoint, unmountUnder } from './mounts';
 import type { IdRange, PoolDriver, RootImage } from './types';
 
@@ -185,6 +185,13 @@ export class OverlayPool implements PoolDriver {
     } finally {
       await unmountUnder(scratch);
     }
+  }
+
+  /** A VM's disk is a qcow2 overlay file of its directory, as on the dir pool (qcow2 is the copy-on-write layer). */
+  async prepareDisk(): Promise<void> {}
+
+  copyDisk(dir: string, into: string, file: string): Promise<void> {
+    return copyDiskFile(dir, into, file);
   }
 
   /**

@@ -64,7 +64,7 @@ export interface StoredPool {
 }
 
 /**
- * A container's root disk as LXD writes it: on `pool`, at "/". `host.create(name, { pool })` says the same.
+ * An instance's root disk as LXD writes it: on `pool`, at "/". `host.create(name, { pool })` says the same.
  *
  * @example
  * ```ts
@@ -75,7 +75,7 @@ export interface RootDiskDevice {
   type: 'disk';
   path: '/';
   pool: string;
-  /** The most the root may hold (LXD's size syntax, e.g. "2GiB"): on a btrfs pool, a qgroup limit; refused by the others. */
+  /** A container's: the most its root may hold (LXD's size syntax, e.g. "2GiB"), a qgroup limit on a btrfs pool, refused by the others. A VM's: its disk's size, on every pool (at least the image's). */
   size?: string;
 }
 
@@ -131,4 +131,12 @@ export interface PoolDriver {
    * instance's own rootfs.
    */
   withView<T>(dir: string, scratch: string, snapshotDir: string | undefined, read: (rootfs: string) => Promise<T>): Promise<T>;
+  /**
+   * Makes `<dir>/<file>` (a VM's disk, not yet written) a path the disk can be written at: on
+   * btrfs a link into a fresh subvolume named by `dir`'s mark; nothing on a pool of plain
+   * directories (the disk is a file of `dir`). Removed with removeRoot.
+   */
+  prepareDisk(dir: string, file: string): Promise<void>;
+  /** Copies the stopped VM's disk `<dir>/<file>` (its internal snapshots with it) to `<into>/<file>`: a subvolume snapshot on btrfs. */
+  copyDisk(dir: string, into: string, file: string): Promise<void>;
 }

@@ -1,0 +1,120 @@
+/**
+ * VMs on storage pools: on a btrfs loop pool the VM's disk (a qcow2 overlay over its image's) is
+ * in a subvolume of its own, copies are subvolume snapshots (its internal qcow2 snapshots with
+ * them), export → import carries the disk, delete removes the subvolume; the root disk's `size`
+ * grows the VM's disk on every driver (the guest sees it: one boot, on btrfs); a size smaller
+ * than the image's is refused and changes nothing; a pool is Busy while a VM uses it.
+ */
+import { execFileSync } from 'node:child_process';
+import { lstatSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import * as path from 'node:path';
+
+import { Busy, CreateOptions, Instance, InvalidArgument } from '../lib';
+import { tempHost, TestHost, thrown } from './helpers/host';
+
+let t: TestHost;
+let pool: string;
+const GiB = 2 ** 30;
+
+const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
+const disk = (name: string) => path.join(t.dir, 'instances', name, 'disk.qcow2');
+const info = (file: string) => JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', file], { encoding: 'utf8' }));
+const poolMount = () => path.join(t.dir, 'storage-pools', pool, 'mnt');
+const subvolumes = () => sh(`btrfs subvolume list ${poolMount()}`).split('\n').filter((l) => l.includes(' path roots/')).map((l) => l.split(' path ')[1]);
+const mountsUnder = (dir: string) =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((p) => p !== undefined && (p === dir || p.startsWith(dir + '/')));
+const loopsUnder = (dir: string) => sh('losetup --list --noheadings --output NAME,BACK-FILE').split('\n').filter((l) => l.includes(dir));
+/** The subvolume (`roots/<id>`) a btrfs VM's disk link points into. */
+const subvolumeOf = (name: string) => path.relative(poolMount(), path.dirname(readlinkSync(disk(name))));
+const vm = (name: string, devices: CreateOptions['devices'] = {}) => t.host.create(name, { type: 'vm', image: 'vm/default', config: { 'limits.memory': '256MiB' }, devices });
+
+beforeAll(async () => {
+  t = await tempHost();
+  await t.host.images.ensure('vm/default');
+  pool = t.name('bt');
+  await t.host.storage.pools.create(pool, { driver: 'btrfs', config: { size: '1GiB' } });
+}, 600_000);
+afterAll(async () => {
+  if (!t) return;
+  for (const i of await t.host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
+  await t.host.storage.pools.delete(pool).catch(() => undefined);
+  for (const p of mountsUnder(t.dir).sort((a, b) => b.length - a.length)) sh(`umount -l '${p}' || true`);
+  for (const l of loopsUnder(t.dir)) sh(`losetup -d ${l.split(' ')[0]} 2>/dev/null || true`);
+  await t.dispose();
+}, 180_000);
+
+test('a VM on a btrfs pool: its disk in a subvolume, grown to the root disk size (seen by the guest), copied as a subvolume snapshot with its snapshots, exported, imported and deleted', async () => {
+  const a = await vm(t.name('va'), { root: { type: 'disk', path: '/', pool, size: '2GiB' } });
+  expect((await t.host.storage.pools.get(pool)).usedBy).toEqual([a.name]);
+  expect(realpathSync(disk(a.name)).startsWith(poolMount() + '/roots/')).toBe(true);
+  expect(subvolumes()).toEqual([subvolumeOf(a.name)]);
+  expect(info(disk(a.name))['virtual-size']).toBe(2 * GiB);
+  expect(info(disk(a.name))['full-backing-filename']).toBe(path.join((await t.host.images.get('vm/default', { type: 'vm' })).dir, 'disk.qcow2'));
+  expect(await thrown(t.host.storage.pools.delete(pool))).toBeInstanceOf(Busy);
+
+  // The one boot of this file: the guest's disk is the size asked for; a file written stays in the disk.
+  await a.start();
+  const run = async (i: Instance, script: string) => (await i.exec(['sh', '-c', script], { timeout: 180_000 })).stdout.toString().trim();
+  expect(Number(await run(a, 'cat /sys/block/vda/size')) * 512).toBe(2 * GiB);
+  await run(a, 'echo kept > /root/kept; sync');
+  await a.stop();
+
+  await a.snapshots.create('s1'); // an internal qcow2 snapshot of the disk in the subvolume
+  const copy = await t.host.copy(a.name, t.name('vc'));
+  expect((await t.host.storage.pools.get(pool)).usedBy.sort()).toEqual([a.name, copy.name].sort());
+  const copied = subvolumeOf(copy.name);
+  expect(copied).not.toBe(subvolumeOf(a.name));
+  expect(subvolumes().sort()).toEqual([subvolumeOf(a.name), copied].sort());
+  expect(info(disk(copy.name)).snapshots.map((s: { name: string }) => s.name)).toEqual(info(disk(a.name)).snapshots.map((s: { name: string }) => s.name));
+  expect((await copy.snapshots.list()).map((s) => s.name)).toEqual(['s1']);
+  expect(info(disk(copy.name))['virtual-size']).toBe(2 * GiB);
+
+  // A copy of one snapshot and a flattened copy: new qcow2 files, each in a subvolume of its own.
+  const fromSnap = await t.host.copy(a.name, t.name('vs'), { snapshot: 's1' });
+  const flat = await t.host.copy(a.name, t.name('vf'), { flatten: true });
+  for (const c of [fromSnap, flat]) expect(realpathSync(disk(c.name)).startsWith(poolMount() + '/roots/')).toBe(true);
+  expect(info(disk(flat.name))['backing-filename']).toBeUndefined();
+  expect(new Set(subvolumes()).size).toBe(4);
+
+  // Exported from its subvolume (the disk itself, not the link), imported as a plain file.
+  const file = path.join(t.dir, 'va.tar.zst');
+  await a.export(file);
+  const imported = await t.host.import(file, { name: t.name('vi') });
+  expect(lstatSync(disk(imported.name)).isFile()).toBe(true);
+  execFileSync('qemu-img', ['check', '-q', disk(imported.name)]);
+  expect(info(disk(imported.name))['virtual-size']).toBe(2 * GiB);
+  expect((await imported.snapshots.list()).map((s) => s.name)).toEqual(['s1']);
+
+  for (const i of [a, copy, fromSnap, flat]) await i.delete();
+  expect(subvolumes()).toEqual([]);
+  await imported.delete();
+}, 900_000);
+
+test('the root disk size grows a VM disk on the overlay and dir pools; a size below the image is refused and changes nothing', async () => {
+  const dirPool = t.name('dp');
+  await t.host.storage.pools.create(dirPool, { driver: 'dir' });
+  try {
+    for (const p of ['default', dirPool]) {
+      const v = await vm(t.name('vo'), { root: { type: 'disk', path: '/', pool: p, size: '1536MiB' } });
+      expect((await t.host.storage.pools.get(p)).usedBy).toContain(v.name);
+      expect(info(disk(v.name))['virtual-size']).toBe(1.5 * GiB);
+      const copy = await t.host.copy(v.name, t.name('vc'));
+      expect(info(disk(copy.name))['virtual-size']).toBe(1.5 * GiB);
+      expect(await thrown(t.host.storage.pools.delete(p))).toBeInstanceOf(Busy);
+      await copy.delete();
+      await v.delete();
+    }
+  } finally {
+    await t.host.storage.pools.delete(dirPool).catch(() => undefined);
+  }
+  const before = sh(`find ${t.dir} -path '*/images' -prune -o -printf '%P\\n' | sort`);
+  const name = t.name('small');
+  const e = await thrown(vm(name, { root: { type: 'disk', path: '/', pool, size: '16MiB' } }));
+  expect(e).toBeInstanceOf(InvalidArgument);
+  expect(e.message).toMatch(/device "root": "size" .* is smaller than the disk of the VM's image/);
+  expect(sh(`find ${t.dir} -path '*/images' -prune -o -printf '%P\\n' | sort`)).toBe(before);
+  expect(subvolumes()).toEqual([]);
+}, 600_000);
