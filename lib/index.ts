@@ -59,9 +59,12 @@ export type {
 } from './storage/types';
 
 // Storage pools.
-export type { HostStorage } from './storage/pools/host-storage';
+export type { HostStorage, StoragePool } from './storage/pools/host-storage';
 export type { StoragePools, StoragePoolUpdate } from './storage/pools/pools';
 export type { PoolDriverName, RootDiskDevice, StoragePoolCreateOptions, StoragePoolInfo } from './storage/pools/types';
+// Custom volumes.
+export type { StorageVolumes } from './storage/volumes/volumes';
+export type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, VolumeContentType, VolumeSnapshotInfo } from './storage/volumes/types';
 
 // Images.
 export type { ImageStore } from './images/store';

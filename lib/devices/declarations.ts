@@ -67,7 +67,16 @@ export const DEVICE_TYPES = {
       'A host directory or file at `path` (containers: a bind mount; VMs: a virtiofs share mounted by the guest agent), ' +
       'or, for VMs, an extra block disk: `source` a raw or qcow2 image file, or `size` for a new qcow2 made by lxq.',
     keys: {
-      source: { form: 'path', condition: 'both', description: 'Host path: a directory or file to share, or (VMs) a raw or qcow2 disk image.' },
+      source: {
+        form: 'path',
+        condition: 'both',
+        description: 'Host path: a directory or file to share, or (VMs) a raw or qcow2 disk image; with `pool`, the name of a custom volume on that pool.',
+      },
+      pool: {
+        form: 'string',
+        condition: 'container',
+        description: 'A storage pool: `source` names a custom volume on it (`host.storage.pool(name).volumes`), bind-mounted idmapped (its root is the container\'s root).',
+      },
       path: { form: 'path', condition: 'both', description: 'Where it appears inside the instance (not for VM block disks).' },
       readonly: { form: 'boolean', condition: 'both', default: 'false', description: 'Read-only inside the instance.' },
       required: { form: 'boolean', condition: 'both', default: 'true', description: 'Refuse (and fail the start) when `source` is missing; "false" skips the device instead.' },

@@ -26,6 +26,8 @@ import {
   type NicType,
 } from './declarations';
 import { checkNicShape, probeNic } from './nic-checks';
+import type { VolumeResolver } from '../storage/volumes/types';
+import { validateVolumeName } from '../storage/volumes/names';
 
 /** Device names: an identifier, safe as a file name, a QEMU id and a mount tag. */
 const DEVICE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
@@ -110,7 +112,8 @@ export function normalizeDevice(instanceType: InstanceType, name: string, input:
       throw new InvalidArgument(`${where}: "${key}" must be a string, number or boolean, got ${value === null ? 'null' : typeof value}`);
     }
     const text = String(value);
-    checkValue(where, key, k, text);
+    // With `pool`, `source` is a volume's name, checked as one (checkShape).
+    checkValue(where, key, key === 'source' && type === 'disk' && raw.pool !== undefined ? { ...k, form: 'string' } : k, text);
     out[key] = text;
   }
   checkShape(instanceType, name, out);
@@ -124,6 +127,14 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
     if (d[key] === undefined) throw new InvalidArgument(`${where}: "${key}" is required (${why})`);
   };
   if (d.type === 'disk') {
+    if (d.pool !== undefined) {
+      need('source', 'the name of a custom volume on the pool');
+      try {
+        validateVolumeName(d.source);
+      } catch (e) {
+        throw new InvalidArgument(`${where}: bad value for "source": ${(e as Error).message}`);
+      }
+    }
     if (instanceType === 'container') {
       need('source', 'the host directory or file to bind-mount');
       need('path', 'where it appears inside the container');
@@ -229,6 +240,8 @@ export interface DeviceSource {
   minor?: number;
   /** A VM disk image's format, from its first bytes. */
   format?: 'qcow2' | 'raw';
+  /** A custom volume's data on the host (a disk with `pool`): what is mounted instead of `source`. */
+  hostPath?: string;
   /** A NIC's type, bridge (`bridged`), lower or moved link (`parent`) and MTU. */
   nictype?: NicType;
   bridge?: string;
@@ -240,6 +253,8 @@ export interface DeviceSource {
 export interface ProbeEnv {
   networks: Networks;
   instance: string;
+  /** Custom volumes (disks with `pool`); without it, such disks are refused. */
+  volumes?: VolumeResolver;
 }
 
 const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1');
@@ -264,10 +279,35 @@ export async function probeSource(source: string | undefined): Promise<DeviceSou
   return { kind: 'file', format: head.equals(QCOW2_MAGIC) ? 'qcow2' : 'raw' };
 }
 
+/** A disk's host path: a custom volume's data, or its `source`. */
+export function diskSource(d: DeviceConfig, src: DeviceSource): string {
+  return src.hostPath ?? d.source!;
+}
+
+/** A custom volume's data as a source (NotSupported where the instance's driver takes none; a block volume is refused at a path). */
+async function probeVolume(where: string, d: DeviceConfig, env: ProbeEnv): Promise<DeviceSource> {
+  if (!env.volumes) throw new NotSupported(`${where}: custom volumes ("pool") cannot be attached to this instance in this version`);
+  const v = await env.volumes.resolve(d.pool!, d.source!);
+  if (v.contentType === 'block' && d.path !== undefined) {
+    throw new InvalidArgument(`${where}: "${d.source}" is a block volume; a block volume has no "path" in a container (LXD attaches block volumes to VMs)`);
+  }
+  const src = await probeSource(v.path);
+  if (src.kind === 'missing') throw new InvalidArgument(`${where}: the data of volume "${d.source}" of pool "${d.pool}" is missing (${v.path})`);
+  return { ...src, hostPath: v.path };
+}
+
+/** Busy if a custom volume a disk names is in use by another running instance and not `security.shared`. */
+export async function checkVolumesFree(devices: Devices, env: ProbeEnv): Promise<void> {
+  for (const d of Object.values(devices)) if (d.type === 'disk' && d.pool !== undefined && env.volumes) await env.volumes.checkFree(d.pool, d.source!, env.instance);
+}
+
 /** What each device's source is now, without judging it (for devices already in place). */
 export async function readSources(devices: Devices, env: ProbeEnv): Promise<Map<string, DeviceSource>> {
   const entries = await Promise.all(
-    Object.entries(devices).map(async ([name, d]) => [name, d.type === 'nic' ? await probeNic(name, d, env) : await probeSource(d.source)] as const),
+    Object.entries(devices).map(
+      async ([name, d]) =>
+        [name, d.type === 'nic' ? await probeNic(name, d, env) : d.type === 'disk' && d.pool !== undefined ? await probeVolume(`device "${name}"`, d, env) : await probeSource(d.source)] as const,
+    ),
   );
   return new Map(entries);
 }
@@ -282,6 +322,10 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
     const where = `device "${name}"`;
     if (d.type === 'nic') {
       out.set(name, await probeNic(name, d, env, instanceType));
+      continue;
+    }
+    if (d.type === 'disk' && d.pool !== undefined) {
+      out.set(name, await probeVolume(where, d, env));
       continue;
     }
     const src = await probeSource(d.source);

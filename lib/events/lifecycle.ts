@@ -77,14 +77,14 @@ export interface LifecycleEvent {
 }
 
 /**
- * LXD's lifecycle action names for storage pools, delivered by `host.on('storage', fn)`.
+ * LXD's lifecycle action names for storage pools and custom volumes, delivered by `host.on('storage', fn)`.
  *
  * @example
  * ```ts
  * for (const action of STORAGE_ACTIONS) console.log(action); // storage-pool-created, -updated, -deleted
  * ```
  */
-export const STORAGE_ACTIONS = ['storage-pool-created', 'storage-pool-updated', 'storage-pool-deleted'] as const;
+export const STORAGE_ACTIONS = ['storage-pool-created', 'storage-pool-updated', 'storage-pool-deleted', 'storage-volume-created', 'storage-volume-updated', 'storage-volume-renamed', 'storage-volume-deleted', 'storage-volume-snapshot-created', 'storage-volume-snapshot-deleted', 'storage-volume-snapshot-restored'] as const;
 
 /**
  * One of LXD's lifecycle action names for storage (`STORAGE_ACTIONS`).
@@ -106,8 +106,10 @@ export type StorageAction = (typeof STORAGE_ACTIONS)[number];
  */
 export interface StorageEvent {
   action: StorageAction;
-  /** The pool's name. */
+  /** The pool's name; a volume's `pool/volume`, a volume snapshot's `pool/volume/snapshot`. */
   name: string;
+  /** storage-volume-renamed: the volume's `pool/volume` before. */
+  previous?: string;
   /** When the change was made (ISO 8601). */
   at: string;
   /** 'local': made by this process; 'external': by another process on the same host directory. */
@@ -244,9 +246,9 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   }
 
   /** Reports a change to a storage pool this process made (as `report` does an instance's). */
-  reportStorage(action: StorageAction, name: string): Promise<void> {
-    const entry: StorageJournalEntry = { action, name, at: new Date().toISOString(), pid: process.pid, writer: this.writer };
-    if (this.following) this.emit('storage', { action, name, at: entry.at, requestor: 'local' });
+  reportStorage(action: StorageAction, name: string, previous?: string): Promise<void> {
+    const entry: StorageJournalEntry = { action, name, ...(previous !== undefined ? { previous } : {}), at: new Date().toISOString(), pid: process.pid, writer: this.writer };
+    if (this.following) this.emit('storage', { action, name, ...(previous !== undefined ? { previous } : {}), at: entry.at, requestor: 'local' });
     return this.appends.run(() => this.append(entry));
   }
 
@@ -345,11 +347,11 @@ export class LifecycleHub extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
       return;
     }
     if (e.writer === this.writer) return;
+    const previous = typeof (e as StorageJournalEntry).previous === 'string' ? { previous: (e as StorageJournalEntry).previous } : {};
     if ((STORAGE_ACTIONS as readonly string[]).includes(e.action) && typeof e.name === 'string') {
-      return void this.emit('storage', { action: e.action as StorageAction, name: e.name, at: e.at, requestor: e.pid === process.pid ? 'local' : 'external' });
+      return void this.emit('storage', { action: e.action as StorageAction, name: e.name, ...previous, at: e.at, requestor: e.pid === process.pid ? 'local' : 'external' });
     }
     if ((PROFILE_ACTIONS as readonly string[]).includes(e.action) && typeof e.name === 'string') {
-      const previous = typeof (e as StorageJournalEntry).previous === 'string' ? { previous: (e as StorageJournalEntry).previous } : {};
       return void this.emit('profile', { action: e.action as ProfileEvent['action'], name: e.name, ...previous, at: e.at, requestor: e.pid === process.pid ? 'local' : 'external' });
     }
     if (!isInstanceEntry(e)) return;

@@ -72,7 +72,12 @@ export class Host implements InstanceHost {
     readonly path: string,
     private readonly imagesDir: string,
   ) {
-    this.storage = new HostStorage(this.path, () => instanceRecords(this.instancesDir), (action, name) => this.lifecycle.reportStorage(action, name));
+    this.storage = new HostStorage(
+      this.path,
+      () => instanceRecords(this.instancesDir),
+      (action, name, previous) => this.lifecycle.reportStorage(action, name, previous),
+      (names) => this.runningOf(names),
+    );
     const mainPid = (name: string, type: string) => (type === 'container' ? containerMainPid(this.instancesDir, name) : vmDriver().vmMainPid(this.instancesDir, name));
     this.held = new HeldInstances((i) => mainPid(i.name, i.type));
     this.profiles = localProfiles(this.path, (name) => this.get(name), (action, name, previous) => this.lifecycle.reportProfile(action, name, previous));
@@ -218,8 +223,18 @@ export class Host implements InstanceHost {
     return { hostDir: this.path, networks: this.networks, pools: (pool) => this.storage.driver(pool) };
   }
 
+  /** Those of `names` whose instance is running (a volume's users). */
+  private async runningOf(names: string[]): Promise<string[]> {
+    const out: string[] = [];
+    for (const n of names) {
+      const i = await this.get(n).catch(() => undefined);
+      if (i && (await i.status()) === 'running') out.push(n);
+    }
+    return out;
+  }
+
   private containerContext(): ContainerContext {
-    this.containers ??= containerContext(this.instancesDir, () => this.networks, (pool) => this.storage.driver(pool));
+    this.containers ??= containerContext(this.instancesDir, () => this.networks, (pool) => this.storage.driver(pool), this.storage.volumeResolver);
     return this.containers;
   }
 

@@ -1,4 +1,4 @@
-/** `storage list|create|info|show|set|unset|delete`: this machine's storage pools (LXD's `lxc storage`). */
+/** `storage list|create|info|show|set|unset|delete`: this machine's storage pools (LXD's `lxc storage`); `storage volume …`: their custom volumes. */
 import { type Command, Option } from 'commander';
 
 import { InvalidArgument } from '../../core/errors';
@@ -6,6 +6,7 @@ import { keyValues, unsetKeys } from '../args';
 import type { PoolDriverName } from '../../storage/pools/types';
 import type { CliContext } from '../context';
 import { checkFormat, FORMATS, formatRows } from '../format';
+import { registerVolumes } from './storage-volume';
 
 /** `set POOL KEY VALUE` (LXD's form) or `set POOL KEY=VALUE…`. */
 function setPairs(words: string[]): Record<string, string> {
@@ -63,4 +64,5 @@ export function register(cli: Command, ctx: CliContext): void {
       await (await pools()).delete(name);
       process.stdout.write(`Storage pool ${name} deleted\n`);
     });
+  registerVolumes(storage, ctx);
 }

@@ -10,7 +10,7 @@ import { InstanceConfig } from '../../config/options';
 import type { Networks } from '../../network/networks';
 import type { Devices } from '../../devices/declarations';
 import type { ContainerDeviceHost } from './devices';
-import type { DeviceSource } from '../../devices/validate';
+import type { DeviceSource, ProbeEnv } from '../../devices/validate';
 import { InvalidArgument, InvalidState, OperationFailed } from '../../core/errors';
 import type { DeviceChange } from '../../devices/change';
 import { BaseInstance, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
@@ -20,6 +20,7 @@ import { parentPid } from '../../core/proc';
 import { createStaged } from '../../core/staging';
 import { DirPool } from '../../storage/pools/dir';
 import type { PoolDriver } from '../../storage/pools/types';
+import type { VolumeResolver } from '../../storage/volumes/types';
 import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap } from './host-facts';
 import type { ContainerImageMeta } from '../../images/meta';
 import type { StoredProfile } from '../../instance/profiles';
@@ -56,10 +57,12 @@ export interface ContainerContext {
   idmap(): IdMap;
   /** The driver of a storage pool by name (none: the dir pool of containers made before pools); without it, every container is on dir. */
   pools?: (pool: string | undefined) => Promise<PoolDriver>;
+  /** Custom volumes named by disk devices (`pool` + `source`); without it, such devices are refused. */
+  volumes?: VolumeResolver;
 }
 
 /** `networks` is read on first need: finding a container's status or running a command never loads lib/network. */
-export function containerContext(lxcpath: string, networks: () => Networks, pools?: (pool: string | undefined) => Promise<PoolDriver>): ContainerContext {
+export function containerContext(lxcpath: string, networks: () => Networks, pools?: (pool: string | undefined) => Promise<PoolDriver>, volumes?: VolumeResolver): ContainerContext {
   let idmap: IdMap | undefined;
   return {
     lxcpath,
@@ -70,6 +73,7 @@ export function containerContext(lxcpath: string, networks: () => Networks, pool
     apparmor: apparmorEnabled(),
     idmap: () => (idmap ??= detectIdMap()),
     ...(pools ? { pools } : {}),
+    ...(volumes ? { volumes } : {}),
   };
 }
 
@@ -184,6 +188,11 @@ export class ContainerInstance extends BaseInstance {
 
   protected get networks(): Networks {
     return this.ctx.networks;
+  }
+
+  /** Custom volumes (disks with `pool`) are attached to containers. */
+  protected override get probeEnv(): ProbeEnv {
+    return { ...super.probeEnv, ...(this.ctx.volumes ? { volumes: this.ctx.volumes } : {}) };
   }
 
   protected override readonly ownAddressesComplete = true;
@@ -310,7 +319,10 @@ export class ContainerInstance extends BaseInstance {
     // liblxc's config is made again when what it is made from changed since: a profile changed by
     // any process (live keys only reached the running container), a container made before the
     // default syscall filter existed.
-    if (!(await lxcFilesCurrent(this.dir, config, devices))) await this.writeConfig(config, devices);
+    // …and when a custom volume is attached: its data's path may have changed (a btrfs restore).
+    const volumes = Object.values(devices).some((d) => d.type === 'disk' && d.pool !== undefined);
+    if (volumes || !(await lxcFilesCurrent(this.dir, config, devices))) await this.writeConfig(config, devices);
+    await validate().checkVolumesFree(devices, this.probeEnv);
     await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
     await limits().loadKernelModules(this.expandedConfig);
     await this.lxc()
@@ -432,6 +444,7 @@ export class ContainerInstance extends BaseInstance {
   protected async applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void> {
     const host = this.deviceHost();
     const added = await validate().probeDevices('container', change.added, this.probeEnv);
+    if (live) await validate().checkVolumesFree(change.added, this.probeEnv);
     for (const [name, d] of Object.entries(change.added)) await deviceOps().checkReachable(name, d, added.get(name)!, host);
     const removed = await validate().readSources(change.removed, this.probeEnv);
     for (const [name, d] of Object.entries(change.added)) await deviceOps().prepareContainerDevice(name, d, added.get(name)!, host);

@@ -21,7 +21,7 @@ import { type DeviceConfig, deviceFlag, deviceValue } from '../../devices/declar
 import { lxcNicItems, plugContainerNic, unplugContainerNic } from './nics';
 
 export { releaseHostEnds, tuneHostEnds } from './nics';
-import { type DeviceSource, devicePath, nodeNumbers, nodeOwnership, relativeInside } from '../../devices/validate';
+import { type DeviceSource, devicePath, diskSource, nodeNumbers, nodeOwnership, relativeInside } from '../../devices/validate';
 
 export interface ContainerDeviceHost {
   /** The instance's directory. */
@@ -56,6 +56,14 @@ export function skipped(d: DeviceConfig, src: DeviceSource): boolean {
   return d.source !== undefined && src.kind === 'missing' && !deviceFlag(d, 'required');
 }
 
+/**
+ * An idmapped mount: `shift`, or a custom volume (`pool`), whose files keep the host's own ids
+ * (its root is 0 on disk): every container sees them owned by its own root, whatever its id map.
+ */
+function shifted(d: DeviceConfig): boolean {
+  return deviceFlag(d, 'shift') || d.pool !== undefined;
+}
+
 /** The liblxc items a container's devices need at start. */
 export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: Map<string, DeviceSource>, host: ContainerDeviceHost): LxcItem[] {
   const items: LxcItem[] = lxcNicItems(host.dir, devices, sources);
@@ -67,9 +75,9 @@ export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: M
       const opts = [deviceFlag(d, 'recursive') ? 'rbind' : 'bind', src.kind === 'dir' ? 'create=dir' : 'create=file'];
       if (deviceFlag(d, 'readonly')) opts.push('ro');
       if (!deviceFlag(d, 'required')) opts.push('optional');
-      if (deviceFlag(d, 'shift') && host.idmap) opts.push('idmap=container');
+      if (shifted(d) && host.idmap) opts.push('idmap=container');
       opts.push(deviceValue(d, 'propagation')!);
-      items.push(['lxc.mount.entry', `${fstabEscape(d.source!)} ${target} none ${opts.join(',')} 0 0`]);
+      items.push(['lxc.mount.entry', `${fstabEscape(diskSource(d, src))} ${target} none ${opts.join(',')} 0 0`]);
     } else {
       items.push(['lxc.mount.entry', `${fstabEscape(nodeFile(host, name))} ${target} none bind,create=file 0 0`]);
       items.push([cgroupKey(host.layout, 'allow'), cgroupRule(d, src)]);
@@ -85,7 +93,7 @@ export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: M
  */
 export async function checkReachable(name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost): Promise<void> {
   if (d.type !== 'disk' || !host.idmap || src.kind === 'missing') return;
-  let dir = path.dirname(await fs.realpath(d.source!));
+  let dir = path.dirname(await fs.realpath(diskSource(d, src)));
   for (;;) {
     const { mode } = await fs.stat(dir);
     if ((mode & 0o001) === 0) {
@@ -135,10 +143,10 @@ export async function plugContainerDevice(pid: number, name: string, d: DeviceCo
   };
   if (d.type === 'disk') {
     await sys()
-      .mountInto(pid, d.source!, target, {
+      .mountInto(pid, diskSource(d, src), target, {
         dir: src.kind === 'dir',
         readonly: deviceFlag(d, 'readonly'),
-        idmap: deviceFlag(d, 'shift') && host.idmap !== null,
+        idmap: shifted(d) && host.idmap !== null,
         recursive: deviceFlag(d, 'recursive'),
         propagation: deviceValue(d, 'propagation'),
         ...owner,

@@ -288,6 +288,14 @@ export class BtrfsPool implements PoolDriver {
     await limitSubvolume(this.subvolume(await this.named(dir)), bytes);
   }
 
+  /** Where custom volumes' subvolumes are (lib/storage/volumes/btrfs.ts), the pool mounted first. */
+  async customRoot(): Promise<string> {
+    await this.ready();
+    const dir = path.join(this.root, 'custom');
+    await fs.mkdir(dir, { mode: 0o711 }).catch((e) => (e.code === 'EEXIST' ? undefined : Promise.reject(e)));
+    return dir;
+  }
+
   /** Writes `dir`'s mark naming a fresh subvolume id (before the subvolume exists: the sweep never takes one being made). */
   private async mark(dir: string): Promise<string> {
     const id = `${process.pid}-${randomBytes(8).toString('hex')}`;

@@ -4,18 +4,38 @@
  */
 import * as path from 'node:path';
 
-import { InvalidArgument, NotSupported } from '../../core/errors';
+import { Busy, InvalidArgument, NotSupported } from '../../core/errors';
 import { parseSize } from '../../core/units';
 import type { StorageAction } from '../../events/lifecycle';
 import { DEFAULT_DRIVER, DEFAULT_POOL, LEGACY_POOL, StoragePools, validatePoolName } from './pools';
 import { POOLS_DIR } from './names';
 import type { PoolDriver } from './types';
+import { BtrfsPool } from './btrfs';
+import { BtrfsVolumes } from '../volumes/btrfs';
+import { DirVolumes } from '../volumes/dir';
+import type { VolumeBackend, VolumeResolver } from '../volumes/types';
+import { StorageVolumes } from '../volumes/volumes';
 
 /** What storage needs of an instance's record. */
 export interface PoolUserRecord {
   name: string;
   type: string;
   pool?: string;
+  devices?: Record<string, { type: string; pool?: string; source?: string }>;
+}
+
+/**
+ * A pool as `host.storage.pool(name)` gives it: its custom volumes.
+ *
+ * @example
+ * ```ts
+ * const pool: StoragePool = host.storage.pool('default');
+ * await pool.volumes.create('data', { contentType: 'filesystem' });
+ * ```
+ */
+export interface StoragePool {
+  readonly name: string;
+  readonly volumes: StorageVolumes;
 }
 
 /** The keys of LXD's root disk device lxq takes in this version. */
@@ -43,25 +63,83 @@ function rootSize(size: unknown): number {
 export class HostStorage {
   readonly pools: StoragePools;
 
+  private readonly poolsDir: string;
+
   constructor(
     hostPath: string,
     private readonly records: () => Promise<PoolUserRecord[]>,
-    report?: (action: StorageAction, name: string) => Promise<void>,
+    private readonly report: (action: StorageAction, name: string, previous?: string) => Promise<void> = async () => undefined,
+    /** Those of the named instances that are running (a volume's restore and sharing are checked against them). */
+    private readonly running: (names: string[]) => Promise<string[]> = async () => [],
   ) {
+    this.poolsDir = path.join(hostPath, POOLS_DIR);
     this.pools = new StoragePools(
-      path.join(hostPath, POOLS_DIR),
+      this.poolsDir,
       path.join(hostPath, 'instances'),
       // A VM made before pools names none: its disk is a file of its directory, on no pool.
       async (pool) => (await this.records()).filter((r) => (r.type === 'container' ? r.pool ?? LEGACY_POOL : r.pool) === pool).map((r) => r.name),
       report,
+      async (pool) => (await this.pool(pool).volumes.list()).map((v) => v.name),
     );
   }
 
-  /** @internal Host.open: the default pool, and the dir pool where containers made before pools exist. */
+  /** @internal Host.open: the default pool, and the dir pool where containers made before pools exist; then what dead processes left of volumes. */
   async open(): Promise<void> {
     await this.pools.ensure(DEFAULT_POOL, DEFAULT_DRIVER);
     if ((await this.records()).some((r) => r.type === 'container' && r.pool === undefined)) await this.pools.ensure(LEGACY_POOL, 'dir');
     await this.pools.open();
+    for (const p of await this.pools.list()) await this.pool(p.name).volumes.open();
+  }
+
+  /**
+   * A pool's handle: its custom volumes (the pool is looked up by each call: NotFound then).
+   *
+   * @example
+   * ```ts
+   * await host.storage.pool('default').volumes.create('data', {});
+   * ```
+   */
+  pool(name: string): StoragePool {
+    validatePoolName(name);
+    const volumes = new StorageVolumes({
+      pool: name,
+      poolDir: path.join(this.poolsDir, name),
+      backend: () => this.backend(name),
+      users: (volume) => this.volumeUsers(name, volume),
+      running: this.running,
+      report: (action, volume, previous) => this.report(action, `${name}/${volume}`, previous === undefined ? undefined : `${name}/${previous}`),
+    });
+    return { name, volumes };
+  }
+
+  private async backend(pool: string): Promise<VolumeBackend> {
+    const driver = await this.pools.driver(pool);
+    return driver instanceof BtrfsPool ? new BtrfsVolumes(await driver.customRoot()) : new DirVolumes();
+  }
+
+  /** The instances whose own devices name the volume (a disk with `pool` and `source`). */
+  private async volumeUsers(pool: string, volume: string): Promise<string[]> {
+    const uses = (r: PoolUserRecord) => Object.values(r.devices ?? {}).some((d) => d.type === 'disk' && d.pool === pool && d.source === volume);
+    return (await this.records()).filter(uses).map((r) => r.name);
+  }
+
+  /** @internal What instances' volume devices need (given to the drivers). */
+  get volumeResolver(): VolumeResolver {
+    return {
+      resolve: async (pool, volume) => {
+        const v = this.pool(pool).volumes;
+        const stored = await v.stored(volume);
+        return { path: await (await this.backend(pool)).dataPath(v.volumeDir(volume), stored.contentType), contentType: stored.contentType };
+      },
+      checkFree: async (pool, volume, instance) => {
+        const stored = await this.pool(pool).volumes.stored(volume);
+        if (stored.config['security.shared'] === 'true') return;
+        const others = await this.running((await this.volumeUsers(pool, volume)).filter((n) => n !== instance));
+        if (others.length) {
+          throw new Busy(`storage volume "${volume}" of pool "${pool}" is in use by running ${others.map((o) => `"${o}"`).join(', ')}; set security.shared=true on the volume to attach it to several running instances`, others);
+        }
+      },
+    };
   }
 
   /**

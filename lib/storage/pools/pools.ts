@@ -97,6 +97,8 @@ export class StoragePools {
     private readonly users: (pool: string) => Promise<string[]>,
     /** Tells the host's event stream what this process changed (LXD's storage-pool-* actions). */
     private readonly report: (action: StorageAction, name: string) => Promise<void> = async () => undefined,
+    /** The custom volumes on `pool`, by name. */
+    private readonly volumes: (pool: string) => Promise<string[]> = async () => [],
   ) {}
 
   private poolDir(name: string): string {
@@ -206,6 +208,8 @@ export class StoragePools {
     const stored = await this.stored(name);
     const users = await this.users(name);
     if (users.length) throw new Busy(`storage pool "${name}" is used by ${users.map((u) => `"${u}"`).join(', ')}; delete or move those instances first`, users);
+    const volumes = await this.volumes(name);
+    if (volumes.length) throw new Busy(`storage pool "${name}" holds the custom volumes ${volumes.map((v) => `"${v}"`).join(', ')}; delete them first`, volumes);
     await this.remove(stored);
     await this.report('storage-pool-deleted', name);
   }

@@ -1,0 +1,60 @@
+/** Names and keys of custom volumes and their snapshots, checked before anything is written. */
+import { InvalidArgument } from '../../core/errors';
+import { parseSize } from '../../core/units';
+import type { VolumeContentType } from './types';
+
+const MAX_NAME_BYTES = 63;
+/** LXD's volume keys this version honours. */
+export const VOLUME_KEYS = ['size', 'security.shared'];
+/** LXD's default size of a block volume (sparse: it costs what is written). */
+export const DEFAULT_BLOCK_BYTES = 10 * 2 ** 30;
+const MIN_BLOCK_BYTES = 2 ** 20;
+
+/** A volume's or snapshot's name: as LXD takes it (no "/", no white space), a plain file name for lxq. */
+export function validateVolumeName(name: unknown, what = 'storage volume'): string {
+  if (typeof name !== 'string' || name.length === 0) throw new InvalidArgument(`a ${what} name must be a non-empty string`);
+  if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new InvalidArgument(`${what} name "${name.slice(0, 20)}…" is ${Buffer.byteLength(name)} bytes; the limit is ${MAX_NAME_BYTES}`);
+  if (name.includes('/')) throw new InvalidArgument(`${what} name ${JSON.stringify(name)} contains "/"`);
+  if (/\s/u.test(name) || /\p{Cc}/u.test(name)) throw new InvalidArgument(`${what} name ${JSON.stringify(name)} contains white space or a control character`);
+  if (name.startsWith('.')) throw new InvalidArgument(`${what} name ${JSON.stringify(name)} starts with "."`);
+  return name;
+}
+
+export function checkContentType(t: unknown): VolumeContentType {
+  if (t === undefined) return 'filesystem';
+  if (t !== 'filesystem' && t !== 'block') throw new InvalidArgument(`"contentType" must be "filesystem" or "block", got ${JSON.stringify(t)}`);
+  return t;
+}
+
+/** A volume's `size` in bytes, InvalidArgument naming it. */
+export function volumeBytes(size: string, contentType: VolumeContentType): number {
+  let bytes: number;
+  try {
+    if (typeof size !== 'string') throw new Error(`expected a string such as "2GiB", got ${typeof size}`);
+    bytes = parseSize(size);
+  } catch (e) {
+    throw new InvalidArgument(`"size": ${(e as Error).message}`);
+  }
+  if (contentType === 'block' && bytes < MIN_BLOCK_BYTES) throw new InvalidArgument(`"size" ${JSON.stringify(size)} is too small for a block volume; the smallest is 1MiB`);
+  if (bytes <= 0) throw new InvalidArgument(`"size" ${JSON.stringify(size)} must be more than 0`);
+  return bytes;
+}
+
+/** A volume's keys: known ones, string values (null removes one when `nullable`). */
+export function checkVolumeConfig(config: unknown, nullable: boolean): Record<string, string | null> {
+  if (config === undefined) return {};
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) throw new InvalidArgument('a volume\'s config must be an object of string values');
+  for (const [k, v] of Object.entries(config)) {
+    if (!VOLUME_KEYS.includes(k)) throw new InvalidArgument(`unknown storage volume key "${k}"; known: ${VOLUME_KEYS.map((x) => `"${x}"`).join(', ')}`);
+    if (v === null && nullable) continue;
+    if (typeof v !== 'string') throw new InvalidArgument(`config: "${k}" must be a string${nullable ? ' or null' : ''}, got ${typeof v}`);
+    if (k === 'security.shared' && v !== 'true' && v !== 'false') throw new InvalidArgument(`config: "security.shared" must be "true" or "false", got ${JSON.stringify(v)}`);
+  }
+  return config as Record<string, string | null>;
+}
+
+export function checkVolumeDescription(description: unknown): string {
+  if (description === undefined) return '';
+  if (typeof description !== 'string' || /\p{Cc}/u.test(description.replace(/\n/g, ''))) throw new InvalidArgument('a storage volume description must be a string without control characters');
+  return description;
+}
