@@ -321,13 +321,10 @@ inline std::string GuestState() {
   return out;
 }
 
-// The interface whose MAC is `mac` gets the name `name` (if not empty) and MTU `mtu` (if not 0),
-// as LXD's agent does for agent.nic_config. A renamed interface is taken down and brought back up
-// if it was up.
-inline int ConfigureNic(const std::string& mac, const std::string& name, uint32_t mtu) {
-  if (name.size() >= IFNAMSIZ) return EINVAL;
+// The name of the interface whose MAC is `mac` ("" if none).
+inline std::string InterfaceWithMac(const std::string& mac) {
   ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return errno;
+  if (getifaddrs(&list) != 0) return {};
   std::string current;
   for (ifaddrs* i = list; i; i = i->ifa_next) {
     if (!i->ifa_addr || i->ifa_addr->sa_family != AF_PACKET) continue;
@@ -338,6 +335,15 @@ inline int ConfigureNic(const std::string& mac, const std::string& name, uint32_
     if (strcasecmp(buf, mac.c_str()) == 0) current = i->ifa_name;
   }
   freeifaddrs(list);
+  return current;
+}
+
+// The interface whose MAC is `mac` gets the name `name` (if not empty) and MTU `mtu` (if not 0),
+// as LXD's agent does for agent.nic_config. A renamed interface is taken down and brought back up
+// if it was up.
+inline int ConfigureNic(const std::string& mac, const std::string& name, uint32_t mtu) {
+  if (name.size() >= IFNAMSIZ) return EINVAL;
+  std::string current = InterfaceWithMac(mac);
   if (current.empty()) return ENODEV;
   Fd sock;
   sock.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "files.h"
+#include "identity.h"
 #include "protocol.h"
 
 extern char** environ;
@@ -163,7 +164,7 @@ bool ParseRequest(const unsigned char* p, size_t n, Request& r) {
   r.arg.assign(s + first + 1);
   if (20 + first + 1 + r.arg.size() + 1 != n) return false;
   while (!r.path.empty() && r.path[0] == '/') r.path.erase(0, 1);
-  return r.op >= kOpStat && r.op <= kOpUtimes && r.mode <= 07777;
+  return r.op >= kOpStat && r.op <= kOpIdentity && r.mode <= 07777;
 }
 
 class Agent {
@@ -252,6 +253,11 @@ void Agent::Serve(uint32_t channel, const unsigned char* p, size_t n) {
     case kOpState: out = GuestState(); break;
     case kOpNic: err = ConfigureNic(r.path, r.arg, r.flags); break;
     case kOpUtimes: err = UtimesPath(r.path, r.arg); break;
+    case kOpIdentity: {
+      std::string failed;
+      if ((err = RenewIdentity(r.arg, failed))) return SendError(channel, err, "identity: " + failed + ": " + strerror(err));
+      break;
+    }
     case kOpWrite: return StartWrite(channel, r);
     case kOpList:
     case kOpRead: {

@@ -55,6 +55,7 @@ enum Op : uint32_t {
   kOpState = 9,
   kOpNic = 10,
   kOpUtimes = 11,
+  kOpIdentity = 12,
 };
 
 enum Stream : uint8_t { kStreamStdin = 0, kStreamStdout = 1, kStreamStderr = 2 };

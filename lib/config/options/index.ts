@@ -109,7 +109,8 @@ export type OptionKey =
   | 'snapshots.pattern'
   | 'snapshots.schedule'
   | 'snapshots.schedule.stopped'
-  | 'vm.accel';
+  | 'vm.accel'
+  | 'vm.saved_boot';
 
 /**
  * Options as given to `create`: strings, numbers or booleans, checked and stored as strings.

@@ -19,7 +19,7 @@ import { AgentFiles } from './agent-files';
 import { guestMountCommand, vmDeviceKind } from './devices';
 import { LxqAgentFiles } from './lxq-agent-files';
 import { LxqAgentLink } from './lxq-agent-link';
-import { agentConfigureNic, type AgentGuestState, agentGuestState } from './lxq-agent-state';
+import { agentConfigureNic, type AgentGuestState, agentGuestState, agentRenewIdentity, type GuestIdentity } from './lxq-agent-state';
 import type { VmFile } from './paths';
 import { LXQ_AGENT_DEVICE_ID } from './qemu-args';
 import type { VmState } from './vm';
@@ -229,6 +229,18 @@ export class VmGuest {
     }
   }
 
+
+  /** Renews the guest's identity through lxq's agent (a VM loaded from a saved boot: saved-boot-start.ts). */
+  async renewIdentity(id: GuestIdentity): Promise<void> {
+    await agentRenewIdentity(await this.lxqAgent.use(AGENT_SETUP_MS), id);
+  }
+
+  /** Runs a command through lxq's agent while the VM starts (no status check); OperationFailed unless it exits 0. */
+  async runChecked(argv: string[]): Promise<void> {
+    const proc = await this.lxqAgent.spawn(argv, { env: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin'] }, AGENT_SETUP_MS);
+    const r = await collect(proc, { timeout: AGENT_SETUP_MS }, `${JSON.stringify(argv[0])} in ${this.vm.name()}`);
+    if (r.exitCode !== 0) throw new OperationFailed(`${argv.join(' ')} in ${this.vm.name()} exited ${r.exitCode}: ${r.stderr.toString().trim()}`);
+  }
 
   /** An event of the VM's monitor: the guest closed the lxq agent's port (its agent died or restarts), its commands are lost. */
   monitorEvent(e: QmpEvent): void {

@@ -48,6 +48,7 @@ export enum Op {
   State = 9,
   Nic = 10,
   Utimes = 11,
+  Identity = 12,
 }
 
 /** A channel of a request (not a command): gets its frames, and the reason if the connection ends. */

@@ -5,6 +5,8 @@
  */
 import type { NetworkInterface } from '../../instance/instance';
 import type { LxqAgentClient } from './lxq-agent';
+import { randomBytes } from 'node:crypto';
+
 import { agentRequest } from './lxq-agent-files';
 import { Op } from './lxq-agent-protocol';
 
@@ -55,4 +57,25 @@ export async function agentGuestState(client: LxqAgentClient): Promise<AgentGues
 /** Gives the interface of MAC `hwaddr` the name `name` (if given) and the MTU `mtu` (if not 0). */
 export async function agentConfigureNic(client: LxqAgentClient, hwaddr: string, name: string | undefined, mtu: number | undefined): Promise<void> {
   await agentRequest(client, { op: Op.Nic, rel: hwaddr, arg: name ?? '', flags: mtu ?? 0 }, `the interface ${hwaddr}`);
+}
+
+/** A guest's identity, as a VM loaded from a saved boot gets it (native/agent/identity.h). */
+export interface GuestIdentity {
+  /** 32 lowercase hex digits (/etc/machine-id); images without systemd have none. */
+  machineId?: string;
+  hostname: string;
+  /** Each NIC's address in the saved state and the one the VM's config gives it. */
+  macs?: Array<{ from: string; to: string }>;
+}
+
+/**
+ * Renews the guest's identity: its random pool reseeded from 64 bytes of the host's, its clock
+ * set from the host's (read just before the request goes), its machine id, hostname and MACs.
+ */
+export async function agentRenewIdentity(client: LxqAgentClient, id: GuestIdentity): Promise<void> {
+  const now = Date.now();
+  const lines = [`entropy ${randomBytes(64).toString('hex')}`, `time ${Math.floor(now / 1000)} ${(now % 1000) * 1_000_000}`, `hostname ${id.hostname}`];
+  if (id.machineId) lines.push(`machine-id ${id.machineId}`);
+  for (const m of id.macs ?? []) lines.push(`mac ${m.from} ${m.to}`);
+  await agentRequest(client, { op: Op.Identity, rel: '', arg: `${lines.join('\n')}\n` }, 'the guest identity');
 }

@@ -14,6 +14,8 @@
  *     console.log  the serial console, from the last start
  *     console.sock the serial port, for the console hub
  *     qemu.log     what QEMU itself printed, from the last start
+ *     boot.json    how the last start booted: cold or from the image's saved boot (saved-boot.ts)
+ *     never-started  there until the first start: the disk is still the image's, untouched
  */
 import * as path from 'node:path';
 
@@ -31,6 +33,8 @@ const VM_FILES = {
   console: 'console.log',
   consoleSocket: 'console.sock',
   qemuLog: 'qemu.log',
+  boot: 'boot.json',
+  fresh: 'never-started',
 } as const;
 
 export type VmFile = keyof typeof VM_FILES;

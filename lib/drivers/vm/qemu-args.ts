@@ -87,7 +87,12 @@ export function qemuArgsForImage(img: VmImage, opts: QemuArgsOptions): string[] 
 
 /** Creates a VM's qcow2 overlay over the image's base disk (optionally grown to `size`, e.g. "1G"). */
 export async function createVmOverlay(img: VmImage, overlay: string, size?: string): Promise<void> {
-  const args = ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', path.resolve(img.disk), overlay];
+  await createOverlay(path.resolve(img.disk), overlay, size);
+}
+
+/** A qcow2 overlay over the qcow2 `backing` (an absolute path). */
+export async function createOverlay(backing: string, overlay: string, size?: string): Promise<void> {
+  const args = ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, overlay];
   if (size) args.push(size);
   await run('qemu-img', args);
 }

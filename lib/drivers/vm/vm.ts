@@ -39,7 +39,7 @@ import { type Accel, chooseAccel, recordKvmFailure } from './accel';
 import { prepareVmDevice, qemuDeviceId, qemuNodeName, releaseHostParts } from './devices';
 import { askGuestShutdown, VmGuest } from './guest';
 import { HotPlug } from './hotplug';
-import { launchSettings, type LaunchSettings, loadImage, qemuCommandLine } from './launch';
+import { launchSettings, type LaunchSettings, type LaunchTarget, loadImage, qemuCommandLine } from './launch';
 import { pinVcpus } from './limits';
 import { applyVmCpuLimits } from './cgroup';
 import { VmMonitor } from './monitor';
@@ -47,6 +47,7 @@ import { checkSocketPaths, type VmFile, vmFile } from './paths';
 import { endQemu, isQemuOf, livePid, logTail, QEMU, qemuUsage, QUIT_GRACE_MS, spawnQemu, waitForExit, watchBoot } from './process';
 import { makeVmDisk, VmStorage } from './storage';
 import { vmUsage } from './usage';
+import { readBootRecord, startFromSavedBoot } from './saved-boot-start';
 
 export { vmMainPid } from './process';
 
@@ -82,6 +83,9 @@ export interface VmState extends InstanceState {
   agent: 'lxq-agent' | 'qemu-ga';
   /** The guest's memory and its root filesystem, as the guest sees them (lxq's agent only). */
   guest?: { memory: { totalBytes: number; availableBytes: number }; disk: { totalBytes: number; availableBytes: number } };
+  /** How it booted: `saved-state` (vm.saved_boot: its image's saved boot loaded) or `cold`; `bootReason`: why vm.saved_boot did not apply. */
+  boot?: 'cold' | 'saved-state';
+  bootReason?: string;
   /** From guest-get-osinfo; absent when the agent did not answer. */
   os?: { id?: string; name?: string; version?: string; kernelRelease?: string; machine?: string };
 }
@@ -194,6 +198,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     await createStaged(dir, async (staging) => {
       for (const [name, d] of Object.entries(devices)) await prepareVmDevice(staging, name, d);
       await makeVmDisk(await vm.pool(), staging, path.relative(dir, vm.file('disk')), img, record.rootSize);
+      await fs.writeFile(path.join(staging, path.relative(dir, vm.file('fresh'))), '');
       await writeInstanceRecord(staging, vm.record);
     });
     return vm;
@@ -291,7 +296,9 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     const { accel, watch } = await chooseAccel(settings.accel, this.ctx.hostDir);
     this.launching = true;
     try {
-      await (watch ? this.launchWatched(img, settings, accel) : this.launch(img, settings, accel));
+      const boot = await startFromSavedBoot({ target: this.launchTarget(), img, settings, accel, config: this.expandedConfig, devices: this.expandedDevices, guest: this.guest,
+        init: this.record.imageMeta.init === 'systemd' ? 'systemd' : 'busybox', hasLxqAgent: this.hasLxqAgent, launch: (extra) => this.launch(img, settings, accel, extra), qmp: () => this.qmp, kill: () => this.doKill() });
+      if (boot.boot === 'cold') await (watch ? this.launchWatched(img, settings, accel) : this.launch(img, settings, accel));
     } finally {
       this.launching = false;
     }
@@ -314,15 +321,17 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     }
   }
 
-  /** Starts QEMU detached and connects to its monitor; resolves once QEMU runs (the guest boots on). */
-  private async launch(img: VmImage, s: LaunchSettings, accel: Accel): Promise<void> {
-    const target = { dir: this.dir, name: this.name, machineId: this.record.machineId, devices: this.expandedDevices, sources: () => readSources(this.expandedDevices, this.probeEnv) };
+  private readonly launchTarget = (): LaunchTarget => ({ dir: this.dir, name: this.name, machineId: this.record.machineId, devices: this.expandedDevices, sources: () => readSources(this.expandedDevices, this.probeEnv) });
+
+  /** Starts QEMU detached (its command line and `extra`) and connects to its monitor; resolves once QEMU runs (the guest boots on). */
+  private async launch(img: VmImage, s: LaunchSettings, accel: Accel, extra: string[] = []): Promise<void> {
+    const target = this.launchTarget();
     // A new log file for each boot (QEMU would truncate the old one in place): a follower tells
     // the new boot's log by its inode even when it has grown past what was read of the last one.
     await fs.rm(this.file('console'), { force: true });
     const fds: FileHandle[] = [];
     const exitReason = await qemuCommandLine(target, img, s, accel, fds)
-      .then((args) => spawnQemu(args, this.file('qemuLog'), fds.map((h) => h.fd)))
+      .then((args) => spawnQemu([...args, ...extra], this.file('qemuLog'), fds.map((h) => h.fd)))
       .finally(() => Promise.all(fds.map((h) => h.close())));
     try {
       await this.monitor.connectLaunched(exitReason);
@@ -422,11 +431,12 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     if (pid === null) {
       return { status, pid: null, cpu: { usageNs: 0 }, memory: { usageBytes: 0, limitBytes: null }, processes: 0, network: { addresses: [], interfaces: [] }, vcpus: 0, agent };
     }
-    const [usage, cpus, memory, guest] = await Promise.all([
+    const [usage, cpus, memory, guest, boot] = await Promise.all([
       qemuUsage(pid),
       this.monitor.command('query-cpus-fast').catch(() => []),
       this.monitor.command('query-memory-size-summary').catch(() => undefined),
       status === 'running' ? this.guest.info() : undefined,
+      readBootRecord(this.dir),
     ]);
     return {
       status,
@@ -437,6 +447,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       network: { addresses: reportedAddresses(guest?.interfaces ?? []), interfaces: guest?.interfaces ?? [] },
       vcpus: cpus.length,
       agent,
+      ...(boot ? { boot: boot.boot, ...(boot.reason ? { bootReason: boot.reason } : {}) } : {}),
       ...(guest?.os ? { os: guest.os } : {}),
       ...(guest?.inside ? { guest: { memory: guest.inside.memory, disk: guest.inside.disk } } : {}),
     };

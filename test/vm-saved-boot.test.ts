@@ -1,0 +1,126 @@
+/**
+ * vm.saved_boot on vm/default under QEMU: the first such start makes the image's saved boot (one
+ * boot, saved), two VMs load it, and the lxq agent renews each one's identity, checked from
+ * inside the guests; a corrupt state boots cold; a later start boots cold. The image is a private
+ * copy of the shared one (its saved boots live in its directory, and this file corrupts one).
+ */
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Host, InvalidArgument, type VirtualMachine } from '../lib';
+import { SHARED_IMAGES, thrown } from './helpers/host';
+
+jest.setTimeout(900_000);
+
+let dir: string;
+let host: Host;
+let imageDir: string;
+const made: VirtualMachine[] = [];
+
+/** A copy of the shared vm/default build in a store of this file's own (without its saved boots). */
+async function privateImages(): Promise<string> {
+  const shared = await Host.open({ path: path.join(dir, 'shared-host'), images: SHARED_IMAGES });
+  const img = await shared.images.ensure('vm/default');
+  const images = path.join(dir, 'images');
+  const to = path.join(images, path.relative(SHARED_IMAGES, img.dir));
+  await fs.mkdir(to, { recursive: true });
+  for (const f of await fs.readdir(img.dir)) if (f !== 'boot') await fs.copyFile(path.join(img.dir, f), path.join(to, f));
+  return images;
+}
+
+async function vm(config: Record<string, string> = { 'vm.saved_boot': 'true' }): Promise<VirtualMachine> {
+  const v = (await host.create(`sb-${process.pid}-${made.length}`, { type: 'vm', image: 'vm/default', config })) as VirtualMachine;
+  made.push(v);
+  return v;
+}
+
+/** What the guest says of its identity, and the host's clock around the question. */
+async function identity(v: VirtualMachine): Promise<{ hostname: string; clock: number; before: number; after: number; random: string }> {
+  const before = Date.now() / 1000;
+  const r = await v.exec(['/bin/sh', '-c', 'hostname; date +%s; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \\n"']);
+  const after = Date.now() / 1000;
+  expect(r.exitCode).toBe(0);
+  const [hostname, clock, random] = r.stdout.toString().trim().split('\n');
+  return { hostname, clock: Number(clock), before, after, random };
+}
+
+beforeAll(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-sbt-'));
+  const images = await privateImages();
+  host = await Host.open({ path: path.join(dir, 'host'), images });
+  imageDir = (await host.images.ensure('vm/default')).dir;
+});
+
+afterAll(async () => {
+  for (const v of made) await v.delete({ force: true }).catch(() => undefined);
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+test('a bad vm.saved_boot is refused at create, nothing made', async () => {
+  const e = await thrown(host.create(`sb-bad-${process.pid}`, { type: 'vm', image: 'vm/default', config: { 'vm.saved_boot': 'maybe' } }));
+  expect(e).toBeInstanceOf(InvalidArgument);
+  expect(await host.list()).toEqual([]);
+});
+
+test('two VMs loaded from one saved boot each get their own identity, renewed inside the guest', async () => {
+  const a = await vm();
+  const b = await vm();
+  await a.start(); // makes the saved boot (a boot, saved), then loads it
+  expect(await a.state()).toMatchObject({ boot: 'saved-state' });
+  const saved = await fs.readdir(path.join(imageDir, 'boot'));
+  expect(saved).toHaveLength(1);
+  expect((await fs.readdir(path.join(imageDir, 'boot', saved[0]))).sort()).toEqual(['disk.qcow2', 'meta.json', 'state']);
+  await b.start();
+  for (const v of [a, b]) {
+    const s = await v.state();
+    expect([s.status, s.boot, s.bootReason]).toEqual(['running', 'saved-state', undefined]);
+  }
+  const [ia, ib] = [await identity(a), await identity(b)];
+  expect([ia.hostname, ib.hostname]).toEqual([a.name, b.name]);
+  for (const i of [ia, ib]) {
+    // The guest's clock is the host's (date +%s truncates: a second either side of the exec).
+    expect(i.clock).toBeGreaterThanOrEqual(Math.floor(i.before) - 1);
+    expect(i.clock).toBeLessThanOrEqual(Math.ceil(i.after) + 1);
+  }
+  // Reseeded: the two clones of one saved random state draw different bytes.
+  expect(ia.random).toMatch(/^[0-9a-f]{64}$/);
+  expect(ia.random).not.toBe(ib.random);
+  // The kernel command line is the saving VM's, which names no instance.
+  expect((await a.exec(['cat', '/proc/cmdline'])).stdout.toString()).toContain('lxq.hostname=lxq-saved-boot');
+
+  // A second start is not a first start: the disk is the VM's own now, so it boots cold.
+  await a.stop({ force: true });
+  await a.start();
+  expect(await a.state()).toMatchObject({ boot: 'cold', bootReason: expect.stringMatching(/first start/) });
+  expect((await a.exec(['hostname'])).stdout.toString().trim()).toBe(a.name);
+  await a.stop({ force: true });
+});
+
+test('a VM without vm.saved_boot boots cold and says nothing more', async () => {
+  const c = await vm({});
+  await c.start();
+  const s = await c.state();
+  expect([s.boot, s.bootReason]).toEqual(['cold', undefined]);
+  await c.stop({ force: true });
+});
+
+test('a corrupt saved state: the start boots cold (one QEMU, the agent answers) and says why', async () => {
+  const [key] = await fs.readdir(path.join(imageDir, 'boot'));
+  const state = path.join(imageDir, 'boot', key, 'state');
+  await fs.truncate(state, Math.floor((await fs.stat(state)).size / 2));
+  const d = await vm();
+  await d.start();
+  const s = await d.state();
+  expect(s).toMatchObject({ status: 'running', boot: 'cold', bootReason: expect.stringMatching(/did not load/) });
+  expect((await d.exec(['hostname'])).stdout.toString().trim()).toBe(d.name);
+  // The QEMU that failed to load is gone: the VM's pid is the cold boot's, the only QEMU of its directory.
+  const pids = (await fs.readdir('/proc')).filter((p) => /^\d+$/.test(p));
+  const mine: number[] = [];
+  for (const p of pids) {
+    const argv = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (argv.split('\0').includes(path.join(host.instancesDir, d.name, 'qemu.pid'))) mine.push(Number(p));
+  }
+  expect(mine).toEqual([s.pid]);
+  await d.stop({ force: true });
+});
