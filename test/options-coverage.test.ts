@@ -14,7 +14,7 @@ const SHARED = path.join(__dirname, '..', '..', 'shared', 'lxd', 'instance-optio
 
 /** Keys lxq has that LXD has not. */
 // limits.kernel.*: LXD's older rlimit keys (lxc.prlimit), gone from its current metadata.
-const LXQ_ONLY = ['vm.accel', 'limits.kernel.*'];
+const LXQ_ONLY = ['vm.accel', 'vm.saved_boot', 'limits.kernel.*'];
 
 interface LxdOption {
   key: string;
