@@ -8,7 +8,8 @@
  *   started with a LXD_DIR of its own: start over REST → systemd running, graceful stop);
  *   graceful stop of each; VM start → agent answers and →
  *   systemd running under this host's accelerator, with the boot's phases (bench/boot-phases.ts)
- *   and QEMU's CPU time; graceful VM stop; disk and memory per running instance.
+ *   and QEMU's CPU time; graceful VM stop; disk and memory per running instance; the same VM
+ *   started from the image's saved boot (vm.saved_boot: bench/saved-boot.ts) in each cycle.
  * Usage: node dist/bench/debian.js [--quick] [--vm] [--cycles N]
  *   (quick: one cycle, no cold build; vm: the VM's boot only, no containers, no LXD, no cold build)
  */
@@ -28,6 +29,7 @@ import { LxdClient } from '../lib/drivers/remote/client';
 import { SYSTEMD_RUNNING } from './peers/lxd-storage';
 import { ensurePool, ensureProfile, LxdDaemon, lxdBin, startLxd } from '../test/helpers/lxd';
 import { addPhases, bootPhases, consoleLogOf, qemuCpuMs } from './boot-phases';
+import { savedBootCycle } from './saved-boot';
 import { Stats, stats } from './stats';
 
 const run = promisify(execFile);
@@ -117,7 +119,10 @@ export async function main(opts: { quick: boolean; vmOnly?: boolean; cycles?: nu
     const lxd = opts.vmOnly ? undefined : await lxdDebian(dir, host);
     if (typeof lxd === 'string') lxdSkipped = lxd;
     else if (lxd) daemon = lxd.daemon;
+    // The VM's saved boot (vm.saved_boot), made here if there is none; then one start from it per cycle.
+    await savedBootCycle(host, 'debian/12', `bds-${process.pid}-first`, true, s, 'vm: ');
     for (let i = 0; i < cycles; i++) {
+      await savedBootCycle(host, 'debian/12', `bds-${process.pid}-${i}`, true, s, 'vm: ');
       if (lxd && typeof lxd !== 'string') await lxdCycle(lxd.client, lxd.fingerprint, `bdl-${process.pid}-${i}`, s);
       if (!opts.vmOnly) await containerCycle(host, i, s);
       await vmCycle(host, i, s);

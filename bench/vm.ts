@@ -3,7 +3,8 @@
  *   create, start → QMP ready, start → the lxq agent answers (and the boot's phases on the way:
  *   bench/boot-phases.ts), start → qemu-ga answers, QMP round trip (query-status over the
  *   instance's own client), agent round trip (guest-ping), exec `/bin/true` through the agent
- *   (when the VM driver supports it), graceful stop (ACPI), delete.
+ *   (when the VM driver supports it), graceful stop (ACPI), delete; and in each cycle the same VM
+ *   started from the image's saved boot (vm.saved_boot: bench/saved-boot.ts).
  * Usage: node dist/bench/vm.js [--quick]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,6 +14,7 @@ import * as path from 'node:path';
 import { Host, type VirtualMachine } from '../lib';
 import { QgaClient } from '../lib/qmp';
 import { addPhases, bootPhases, consoleLogOf, qemuCpuMs } from './boot-phases';
+import { savedBootCycle } from './saved-boot';
 import { printStatsTable, Stats, stats } from './stats';
 
 async function waitForAgent(socket: string, timeoutMs: number): Promise<QgaClient> {
@@ -43,7 +45,10 @@ export async function main(opts: { quick: boolean }): Promise<Record<string, Sta
     return r;
   };
   try {
+    // The saved boot of vm/default's default shape, made here if there is none (vm.saved_boot).
+    await savedBootCycle(host, 'vm/default', `bsv-${process.pid}-first`, false, s, '');
     for (let i = 0; i < cycles; i++) {
+      await savedBootCycle(host, 'vm/default', `bsv-${process.pid}-${i}`, false, s, '');
       const vm = (await time(s.create, () => host.create(`bvm-${process.pid}-${i}`, { type: 'vm', image: 'vm/default' }))) as VirtualMachine;
       try {
         const t0 = performance.now();
