@@ -176,7 +176,7 @@ export class Host implements InstanceHost {
    * finds and drives instances never loads the image builders.
    */
   get images(): ImageStore {
-    return (this.imageStore ??= hostImageStore(this.imagesDir, this.instancesDir, (name) => this.get(name)));
+    return (this.imageStore ??= hostImageStore(this.imagesDir, this.instancesDir, (name) => this.get(name), (builds) => this.storage.releaseImages(builds)));
   }
 
   /** A host on an LXD server (its unix socket by default, or https with a pinned certificate): lib/drivers/remote, loaded only then. */

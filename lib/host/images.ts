@@ -6,7 +6,7 @@ import type { Instance } from '../instance/instance';
 import { instanceRecords } from './records';
 
 /** The store in `imagesDir`, whose users are the instances in `instancesDir` and which publishes this host's instances (`get`). */
-export function hostImageStore(imagesDir: string, instancesDir: string, get: (name: string) => Promise<Instance>): ImageStore {
+export function hostImageStore(imagesDir: string, instancesDir: string, get: (name: string) => Promise<Instance>, release: (builds: string[]) => Promise<void>): ImageStore {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (see above)
   const { ImageStore } = require('../images/store') as typeof import('../images/store');
   return new ImageStore(imagesDir, {
@@ -16,5 +16,6 @@ export function hostImageStore(imagesDir: string, instancesDir: string, get: (na
       if (!(found instanceof BaseInstance)) throw new InvalidArgument('publish needs an instance of this host, or its name');
       return found;
     },
+    release,
   });
 }

@@ -376,9 +376,10 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
     const users = (await this.options.users?.(name)) ?? [];
     if (users.length) throw new Busy(`image "${name}" is used by ${users.map((u) => `"${u}"`).join(', ')}; delete those instances first`, users);
     // Only this name's own builds: a derived image below it (`name/x`) stays.
-    for (const d of await fs.readdir(dir).catch(() => [] as string[])) {
-      if (/^[0-9a-f]{12}$/.test(d) || d === DEFINITION) await fs.rm(path.join(dir, d), { recursive: true, force: true });
-    }
+    const entries = (await fs.readdir(dir).catch(() => [] as string[])).filter((d) => /^[0-9a-f]{12}$/.test(d) || d === DEFINITION);
+    // The pools' copies first: a crash between leaves an image the pools make again when used.
+    await this.options.release?.(entries.filter((d) => d !== DEFINITION).map((d) => path.join(dir, d)));
+    for (const d of entries) await fs.rm(path.join(dir, d), { recursive: true, force: true });
     await fs.rmdir(dir).catch(() => undefined);
   }
 

@@ -126,4 +126,6 @@ export interface StoreOptions {
   users?: (name: string) => Promise<string[]>;
   /** The instance `publish` was given (an instance or its name), NotFound if there is none. */
   instance?: (instance: unknown) => Promise<PublishSource>;
+  /** Told the builds (directories) `delete` is about to remove, no instance using them: what storage pools keep of them goes first. */
+  release?: (builds: string[]) => Promise<void>;
 }

@@ -16,7 +16,6 @@
  * overlay pool's mount is.
  */
 import { randomBytes } from 'node:crypto';
-import { createHash } from 'node:crypto';
 import { promises as fs, type Stats, statSync } from 'node:fs';
 import * as path from 'node:path';
 
@@ -41,12 +40,15 @@ import {
   setReadOnly,
   snapshotSubvolume,
 } from './btrfs-fs';
+import { imageKey } from './dir';
 import { unmountUnder } from './mounts';
 import type { IdRange, PoolDriver, RootImage } from './types';
 
 /** What names a directory's subvolume. */
 export const BTRFS_MARK = 'btrfs.json';
 const LOOP_FILE = 'btrfs.img';
+/** In an image's subvolume: the path of the image tree it copies. */
+const IMAGE_SOURCE = 'source';
 const MOUNT_DIR = 'mnt';
 const KEYS = ['source', 'size'];
 /** mkfs.btrfs's floor is about 109 MiB; a pool smaller than this holds no image anyway. */
@@ -254,6 +256,14 @@ export class BtrfsPool implements PoolDriver {
     await fs.rm(path.join(dir, BTRFS_MARK), { force: true });
   }
 
+  /** The image's subvolumes (one per id map): each container is a snapshot of its own, and the image store found none using it. */
+  async releaseImage(imageRootfs: string): Promise<void> {
+    await this.ready();
+    const images = path.join(this.root, 'images');
+    const key = imageKey(imageRootfs);
+    for (const n of await fs.readdir(images).catch(() => [] as string[])) if (n.startsWith(`${key}-`)) await deleteSubvolume(path.join(images, n));
+  }
+
   /**
    * A VM's disk (a qcow2 overlay over its image's disk, which stays in the image store) in a
    * subvolume of its own, `<dir>/<file>` an absolute link to it (the VM's code reads and writes
@@ -312,7 +322,7 @@ export class BtrfsPool implements PoolDriver {
 
   /** The pool's read-only subvolume of the image's tree shifted for `ids`, made once per image and map. */
   private async image(imageRootfs: string, ids: IdRange | null): Promise<string> {
-    const key = `${createHash('sha256').update(imageRootfs).digest('hex').slice(0, 16)}-${ids?.base ?? 0}-${ids?.size ?? 0}`;
+    const key = `${imageKey(imageRootfs)}-${ids?.base ?? 0}-${ids?.size ?? 0}`;
     const images = path.join(this.root, 'images');
     const made = path.join(images, key);
     if (await exists(made)) return made;
@@ -320,6 +330,8 @@ export class BtrfsPool implements PoolDriver {
     await createSubvolume(staging);
     try {
       await copyTreeShifted(imageRootfs, path.join(staging, 'rootfs'), ids?.base ?? 0);
+      // Which tree it copies: a Host.open deletes it once that tree is gone from the store (deleted through another host).
+      await fs.writeFile(path.join(staging, IMAGE_SOURCE), imageRootfs);
       await setReadOnly(staging, true);
       // A read-only subvolume can still be renamed in its (writable) parent.
       await fs.rename(staging, made).catch((e) => {
@@ -343,6 +355,10 @@ export class BtrfsPool implements PoolDriver {
       if (isStaging(n) && !processAlive(Number(n.split('-')[2]))) await deleteSubvolume(path.join(images, n));
     }
     await clearStaging(images).catch(() => undefined);
+    for (const n of await fs.readdir(images).catch(() => [] as string[])) {
+      const source = await fs.readFile(path.join(images, n, IMAGE_SOURCE), 'utf8').catch(() => undefined);
+      if (source !== undefined && !(await exists(source))) await deleteSubvolume(path.join(images, n));
+    }
     const roots = path.join(this.root, 'roots');
     const candidates = (await fs.readdir(roots).catch(() => [] as string[])).filter((n) => !processAlive(Number(n.split('-')[0])));
     if (!candidates.length) return;

@@ -4,6 +4,7 @@
  * full copy; restore swaps the directory. Instances made before pools existed are on it as they
  * are: nothing of their directory changes.
  */
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
@@ -22,6 +23,11 @@ export function refuseDirectoryPoolKeys(driver: string, config: Record<string, s
     }
     throw new InvalidArgument(`unknown key "${key}" for a ${driver} pool; a ${driver} pool takes no keys in this version`);
   }
+}
+
+/** The name a pool's copies of the image tree `imageRootfs` start with (followed by their id map). */
+export function imageKey(imageRootfs: string): string {
+  return createHash('sha256').update(imageRootfs).digest('hex').slice(0, 16);
 }
 
 /** A VM's disk on a pool of plain directories: a file of its directory, copied as one (reflinked where the filesystem can). */
@@ -87,6 +93,9 @@ export class DirPool implements PoolDriver {
   async withView<T>(dir: string, _scratch: string, snapshotDir: string | undefined, read: (rootfs: string) => Promise<T>): Promise<T> {
     return read(path.join(snapshotDir ?? dir, 'rootfs'));
   }
+
+  /** Each container has its own copy: the pool keeps nothing of an image. */
+  async releaseImage(): Promise<void> {}
 
   /** The disk is a file of the VM's directory. */
   async prepareDisk(): Promise<void> {}

@@ -188,6 +188,14 @@ export class HostStorage {
     if (record.type === 'container') await this.pools.ensure(LEGACY_POOL, 'dir');
   }
 
+  /** @internal The image store deletes these builds (no instance uses them): every pool drops what it keeps of their trees. */
+  async releaseImages(builds: string[]): Promise<void> {
+    for (const pool of await this.pools.list()) {
+      const driver = await this.pools.driver(pool.name);
+      for (const b of builds) await driver.releaseImage(path.join(b, 'rootfs'));
+    }
+  }
+
   /** @internal The driver of the pool an instance's record names (none: the dir pool, as before pools). */
   driver(pool: string | undefined): Promise<PoolDriver> {
     return this.pools.driver(pool);

@@ -17,7 +17,6 @@
  * kernel's version); where it does not, the pool keeps one shifted copy of the image per id map,
  * shared by every container with that map.
  */
-import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
@@ -28,7 +27,7 @@ import { renameNew, stagingPath } from '../../core/staging';
 import { sys } from '../../native/sys';
 import { resetMachineId } from '../move';
 import { copyTree, copyTreeShifted } from '../tree';
-import { copyDiskFile, refuseDirectoryPoolKeys } from './dir';
+import { copyDiskFile, imageKey, refuseDirectoryPoolKeys } from './dir';
 import { isMountPoint, unmountUnder } from './mounts';
 import type { IdRange, PoolDriver, RootImage } from './types';
 
@@ -187,6 +186,15 @@ export class OverlayPool implements PoolDriver {
     }
   }
 
+  /** The shifted copies of the image (no container uses it: the image store checked). */
+  async releaseImage(imageRootfs: string): Promise<void> {
+    const top = path.join(this.poolDir, 'shifted');
+    const key = imageKey(imageRootfs);
+    for (const n of await fs.readdir(top).catch(() => [] as string[])) {
+      if (n.startsWith(`${key}-`)) await fs.rm(path.join(top, n), { recursive: true, force: true });
+    }
+  }
+
   /** A VM's disk is a qcow2 overlay file of its directory, as on the dir pool (qcow2 is the copy-on-write layer). */
   async prepareDisk(): Promise<void> {}
 
@@ -227,7 +235,7 @@ export class OverlayPool implements PoolDriver {
 
   /** The pool's copy of the image shifted for `ids` (made once, shared by every container with that map). */
   private async shiftedImage(imageRootfs: string, ids: IdRange): Promise<string> {
-    const key = `${createHash('sha256').update(imageRootfs).digest('hex').slice(0, 16)}-${ids.base}-${ids.size}`;
+    const key = `${imageKey(imageRootfs)}-${ids.base}-${ids.size}`;
     const shifted = path.join(this.poolDir, 'shifted', key);
     if (await exists(path.join(shifted, 'rootfs'))) return path.join(shifted, 'rootfs');
     await fs.mkdir(path.dirname(shifted), { recursive: true, mode: 0o711 });

@@ -137,6 +137,8 @@ export interface PoolDriver {
    * directories (the disk is a file of `dir`). Removed with removeRoot.
    */
   prepareDisk(dir: string, file: string): Promise<void>;
+  /** Removes what the pool keeps of the image tree `imageRootfs` (shifted copies, subvolumes); the image store deletes it and no instance uses it. */
+  releaseImage(imageRootfs: string): Promise<void>;
   /** Copies the stopped VM's disk `<dir>/<file>` (its internal snapshots with it) to `<into>/<file>`: a subvolume snapshot on btrfs. */
   copyDisk(dir: string, into: string, file: string): Promise<void>;
 }
