@@ -13,6 +13,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { Host, type Instance, InvalidArgument } from '../lib';
 import { hostLink } from '../lib/devices/nic';
 import type { BaseInstance } from '../lib/instance/base';
+import { egressLink } from '../lib/network/tc';
 import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 
 jest.setTimeout(240_000);
@@ -155,16 +156,18 @@ describe('a filtered container and an unfiltered one on one bridge', () => {
   });
 });
 
-test('a table whose host end is gone (its process died) is removed by the next Host.open', async () => {
-  // As a killed process leaves it: the mark and the table of a host end that no longer exists.
+test('a table and ifb link whose host end is gone (its process died) are removed by the next Host.open', async () => {
+  // As a killed process leaves them: the mark, the table and the egress ifb link of a host end that no longer exists.
   const dev = `lxq${tag}z`;
   execFileSync('nft', ['-f', '-'], { input: `table bridge lxq_nic_${dev} {\n chain in { type filter hook input priority -200; policy accept; iifname "${dev}" drop; }\n}\n` });
+  execFileSync('ip', ['link', 'add', 'name', egressLink(dev), 'type', 'ifb']);
   mkdirSync('/run/lxq/host-ends', { recursive: true });
   writeFileSync(`/run/lxq/host-ends/${dev}`, '');
   const h = await Host.open({ path: t.dir, images: SHARED_IMAGES });
   expect(h).toBeDefined();
   expect(table(dev).status).not.toBe(0);
   expect(existsSync(`/run/lxq/host-ends/${dev}`)).toBe(false);
+  expect(spawnSync('ip', ['link', 'show', 'dev', egressLink(dev)]).status).not.toBe(0);
 });
 
 test('bad input: a typed error, nothing made', async () => {

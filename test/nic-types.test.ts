@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
 
 import { type Instance, InvalidArgument, NotSupported } from '../lib';
-import { policeSupported } from '../lib/network/tc';
+import { egressMissing } from '../lib/network/tc';
 import { tempHost, type TestHost } from './helpers/host';
 
 jest.setTimeout(240_000);
@@ -284,8 +284,8 @@ describe('bad input: a typed error, and nothing left', () => {
     await expect(mk({ eth0: { type: 'nic', nictype: 'p2p', 'limits.ingress': '10 Mbps' } })).rejects.toThrow(/bad value for "limits.ingress": expected a rate/);
     await expect(mk({ eth0: { type: 'nic', nictype: 'p2p', 'limits.max': '1Gbit', 'limits.egress': '1Mbit' } })).rejects.toThrow(/"limits.max" sets both directions/);
     await expect(mk({ eth0: { type: 'nic', nictype: 'macvlan', parent: bridge, 'limits.max': '1Gbit' } })).rejects.toThrow(/"limits.max" does not apply to a macvlan NIC/);
-    // Where the kernel has no police action (this machine's: probed on a veth pair of lxq's own), what an instance sends cannot be limited.
-    if (!(await policeSupported())) await expect(mk({ eth0: { type: 'nic', nictype: 'p2p', 'limits.egress': '1Mbit' } })).rejects.toThrow(/no tc police action/);
+    // Where the kernel has no ifb link or mirred action (probed on links of lxq's own), what an instance sends cannot be limited.
+    if (await egressMissing()) await expect(mk({ eth0: { type: 'nic', nictype: 'p2p', 'limits.egress': '1Mbit' } })).rejects.toThrow(/cannot be limited/);
     const ipvlan = mk({ eth0: { type: 'nic', nictype: 'ipvlan', parent: bridge, 'ipv4.address': '10.1.2.3' } });
     await expect(ipvlan).rejects.toThrow(NotSupported);
     await expect(ipvlan).rejects.toThrow(/no ipvlan link type/);

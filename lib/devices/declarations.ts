@@ -133,7 +133,7 @@ export const DEVICE_TYPES = {
       mtu: { form: 'integer', condition: 'both', description: 'MTU (default: the network\'s `bridge.mtu`, or the parent\'s; `p2p`, `routed` without parent: 1500).' },
       'queue.tx.length': { form: 'integer', condition: 'both', nictypes: ['bridged', 'p2p', 'routed'], description: 'Transmit queue length of the host end.' },
       'limits.ingress': { form: 'string', condition: 'both', nictypes: LIMITED, description: 'Rate limit of what comes in to the instance (`100Mbit`, `1Gbit`…): an htb class on the host end.' },
-      'limits.egress': { form: 'string', condition: 'both', nictypes: LIMITED, description: 'Rate limit of what the instance sends: a policer on the host end\'s ingress (NotSupported where the kernel has no tc police action).' },
+      'limits.egress': { form: 'string', condition: 'both', nictypes: LIMITED, description: 'Rate limit of what the instance sends: redirected from the host end\'s ingress to an ifb link of lxq\'s own and shaped there by htb (NotSupported where the kernel has no ifb link or tc mirred action).' },
       'limits.max': { form: 'string', condition: 'both', nictypes: LIMITED, description: 'Both `limits.ingress` and `limits.egress` (instead of them).' },
       'security.mac_filtering': { form: 'boolean', condition: 'both', default: 'false', nictypes: ['bridged'], description: 'Drop what the instance sends with another source MAC than `hwaddr` (nftables rules of lxq\'s own on the host end, as LXD\'s).' },
       'security.ipv4_filtering': {

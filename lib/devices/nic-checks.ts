@@ -11,7 +11,7 @@ import { parseBitRate } from '../core/units';
 import { parseCidr, parseCidr6, parseIpv4, parseIpv6 } from '../network/addresses';
 import { defaultRouteLinks, link, linkTypeSupported } from '../network/iproute';
 import type { Networks } from '../network/networks';
-import { policeSupported } from '../network/tc';
+import { egressMissing } from '../network/tc';
 import { DEVICE_TYPES, type DeviceConfig, type DeviceKeySpec, type NicType } from './declarations';
 import { addressList, nicType } from './nic';
 
@@ -111,8 +111,9 @@ async function needKernel(where: string, d: DeviceConfig, instanceType: Instance
     if (!(await linkTypeSupported('vlan'))) throw new NotSupported(`${where}: this host's kernel has no 802.1Q vlan link type (CONFIG_VLAN_8021Q): "vlan" cannot be served`);
     throw new NotSupported(`${where}: "vlan" is not implemented by lxq yet`);
   }
-  if ((d['limits.egress'] !== undefined || d['limits.max'] !== undefined) && !(await policeSupported())) {
-    throw new NotSupported(`${where}: this host's kernel has no tc police action (CONFIG_NET_ACT_POLICE): "${d['limits.max'] !== undefined ? 'limits.max' : 'limits.egress'}" (what the instance sends) cannot be limited; "limits.ingress" can`);
+  if (d['limits.egress'] !== undefined || d['limits.max'] !== undefined) {
+    const missing = await egressMissing();
+    if (missing) throw new NotSupported(`${where}: this host's kernel has no ${missing}: "${d['limits.max'] !== undefined ? 'limits.max' : 'limits.egress'}" (what the instance sends) cannot be limited; "limits.ingress" can`);
   }
   const kind = type === 'macvlan' ? (instanceType === 'vm' ? 'macvtap' : 'macvlan') : undefined;
   if (kind && !(await linkTypeSupported(kind))) throw new NotSupported(`${where}: this host's kernel has no ${kind} link type: a macvlan NIC cannot be made`);

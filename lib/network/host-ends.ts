@@ -10,7 +10,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { applyNicFilter, type NicFilter, removeNicFilter } from './nic-filter';
-import { applyRateLimits, type RateLimits } from './tc';
+import { applyRateLimits, type RateLimits, removeEgress } from './tc';
 
 const MARKS = '/run/lxq/host-ends';
 
@@ -25,12 +25,12 @@ export interface HostEndParts {
 /** Sets up a host end's parts, after removing any an earlier NIC of that name left. */
 export async function setUpHostEnd(dev: string, parts: HostEndParts): Promise<void> {
   await releaseHostEnd(dev);
-  if (parts.filter) {
-    // Marked first: a process killed midway leaves a mark, never an unmarked table.
+  if (parts.filter || parts.limits?.egress !== undefined) {
+    // Marked first: a process killed midway leaves a mark, never an unmarked table or ifb link.
     await fs.mkdir(MARKS, { recursive: true, mode: 0o700 });
     await fs.writeFile(path.join(MARKS, dev), '');
-    await applyNicFilter(parts.filter);
   }
+  if (parts.filter) await applyNicFilter(parts.filter);
   if (parts.limits) await applyRateLimits(dev, parts.limits);
 }
 
@@ -38,6 +38,7 @@ export async function setUpHostEnd(dev: string, parts: HostEndParts): Promise<vo
 export async function releaseHostEnd(dev: string): Promise<void> {
   if (!(await marked(dev))) return;
   await removeNicFilter(dev);
+  await removeEgress(dev);
   await fs.rm(path.join(MARKS, dev), { force: true });
 }
 
