@@ -86,7 +86,7 @@ describe('a store of its own', () => {
     await expect(host.images.build('x', { from: 'busybox' })).rejects.toThrow(/not a Debian image/);
     await expect(host.images.build('x', { from: 'debian/12', packages: ['bad pkg'] })).rejects.toBeInstanceOf(InvalidArgument);
     await expect(host.images.build('x', { from: 'debian/12', pakages: [] } as never)).rejects.toThrow(/unknown image build option "pakages"/);
-    expect(await host.images.known()).toEqual(['busybox', 'vm/default', 'debian/12']);
+    expect(await host.images.known()).toEqual(['busybox', 'vm/default', 'debian/12', 'debian/12/cloud']);
   });
 });
 

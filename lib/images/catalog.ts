@@ -13,7 +13,7 @@ import { BUSYBOX_FILES, buildBusyboxRootfs, HOST_BUSYBOX } from './busybox';
 import { buildDebianTree, DEBIAN_FILES, DEBIAN_PACKAGES, DEBIAN_RELEASES, DEBIAN_VM_FILES, DEBIAN_VM_MASKED, type DebianRelease, hostAptOptions, hostAptSources, maskVmUnits } from './debian';
 import type { ContainerImageMeta } from './meta';
 import { lxqAgentInputs } from './lxq-agent-binary';
-import { VM_MODULES } from './modules';
+import { CLOUD_SEED_MODULES, VM_MODULES } from './modules';
 import { HOST_QGA, writeGuestFiles } from './root-disk';
 import { INITRAMFS_FILES, ROOTFS_FILES } from './vm-guest';
 import { buildVmImage, readVmImageMeta, vmKernelCmdline } from './vm-image';
@@ -62,6 +62,18 @@ export interface Derivation {
   run: string[];
 }
 
+/**
+ * cloud-init's settings in `debian/12/cloud`. Datasources: NoCloud only (a seed in
+ * /var/lib/cloud/seed/nocloud, or a disk labelled cidata). `None` is listed first because
+ * ds-identify (the generator that enables cloud-init) takes a list of one source (or one and
+ * None) without looking for it, which would run cloud-init, and fail, on every instance without a
+ * seed; with two it looks, disables cloud-init when NoCloud has no seed, and hands cloud-init the
+ * list of what it found (`NoCloud, None`). No locale (the image has no `locales` package, whose
+ * update-locale cc_locale runs: C.UTF-8 is glibc's own); no ssh host keys (no ssh server:
+ * `openssh-server` makes its own when installed).
+ */
+const CLOUD_CONFIG = "printf 'datasource_list: [ None, NoCloud ]\\nlocale: false\\nssh_genkeytypes: []\\n' > /etc/cloud/cloud.cfg.d/99_lxq.cfg";
+
 /** A host file copied into images, by content (cached while its size and mtime stay). */
 const identities = new Map<string, { stamp: string; digest: string }>();
 export async function fileIdentity(file: string): Promise<string> {
@@ -81,7 +93,7 @@ async function vmBootInputs(): Promise<unknown> {
 }
 
 /** Debian images: `debian/12`, and images derived from it (extra packages, commands). */
-function debianImage(name: string, release: DebianRelease, extra: { packages: string[]; run: string[]; from?: string }): ImageVariants {
+function debianImage(name: string, release: DebianRelease, extra: { packages: string[]; run: string[]; from?: string; vmModules?: string[] }): ImageVariants {
   const containerInputs = async () => ({
     release,
     packages: DEBIAN_PACKAGES,
@@ -103,7 +115,14 @@ function debianImage(name: string, release: DebianRelease, extra: { packages: st
     },
     vm: {
       version: 1,
-      inputs: async () => ({ tree: await containerInputs(), vmFiles: DEBIAN_VM_FILES, vmMasked: DEBIAN_VM_MASKED, boot: await vmBootInputs(), lxqAgent: await lxqAgentInputs() }),
+      inputs: async () => ({
+        tree: await containerInputs(),
+        vmFiles: DEBIAN_VM_FILES,
+        vmMasked: DEBIAN_VM_MASKED,
+        boot: await vmBootInputs(),
+        lxqAgent: await lxqAgentInputs(),
+        ...(extra.vmModules ? { extraModules: extra.vmModules } : {}),
+      }),
       build: async (ctx) => {
         const tree = await ctx.ensure(name, 'container');
         ctx.progress(0.1, 'making the VM image');
@@ -111,6 +130,7 @@ function debianImage(name: string, release: DebianRelease, extra: { packages: st
           name,
           init: 'systemd',
           diskSize: '2G',
+          extraModules: extra.vmModules,
           rootTree: async (root) => {
             await run('cp', ['-a', '--reflink=auto', path.join(tree.dir, 'rootfs'), root]);
             await writeGuestFiles(root, DEBIAN_VM_FILES);
@@ -146,6 +166,9 @@ export const BUILTIN_IMAGES: Record<string, ImageVariants> = {
     },
   },
   ...Object.fromEntries(DEBIAN_RELEASES.map((r) => [`debian/${r.version}`, debianImage(`debian/${r.version}`, r, { packages: [], run: [] })])),
+  // debian/12 with Debian's cloud-init, reading only the NoCloud seed lxq gives it (the
+  // cloud-init.* options); without a seed its generator leaves cloud-init disabled.
+  'debian/12/cloud': debianImage('debian/12/cloud', DEBIAN_RELEASES[0], { packages: ['cloud-init'], run: [CLOUD_CONFIG], from: 'debian/12', vmModules: CLOUD_SEED_MODULES }),
 };
 
 /** The Debian release an image is, or is derived from; undefined if it is not a Debian image. */

@@ -20,9 +20,9 @@ export async function busyboxApplets(): Promise<string[]> {
   return out.split('\n').map((l) => l.trim()).filter((l) => l && l !== 'bin/busybox');
 }
 
-/** Writes the initramfs to `out`; the names of the modules it loads, in order. */
-export async function buildInitramfs(k: Kernel, out: string): Promise<string[]> {
-  const mods = await resolveModules(k);
+/** Writes the initramfs to `out` (with `extraModules` besides VM_MODULES); the names of the modules it loads, in order. */
+export async function buildInitramfs(k: Kernel, out: string, extraModules: string[] = []): Promise<string[]> {
+  const mods = await resolveModules(k, extraModules);
   const cpio = new CpioWriter();
   for (const d of ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'etc', 'etc/lxq', 'lib', 'lib/modules', 'dev', 'proc', 'sys', 'run', 'tmp', 'newroot']) {
     cpio.dir(d, d === 'tmp' ? 0o1777 : 0o755);

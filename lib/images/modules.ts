@@ -28,11 +28,19 @@ export const VM_MODULES: { name: string; onlyWithVirtioDevice?: number }[] = [
   { name: 'sd_mod' },
 ];
 
+/**
+ * What the `debian/12/cloud` VM image loads besides: FAT (with the code page and character set
+ * its mount asks for), for cloud-init's `cidata` seed disk. The root disk has no /lib/modules, so
+ * the kernel cannot load them on demand.
+ */
+export const CLOUD_SEED_MODULES = ['vfat', 'nls_cp437', 'nls_ascii'];
+
 /** The module files to insmod, in dependency order, with their paths inside `k.root`. */
-export async function resolveModules(k: Kernel): Promise<{ file: string; virtioDevice?: number }[]> {
+export async function resolveModules(k: Kernel, extra: string[] = []): Promise<{ file: string; virtioDevice?: number }[]> {
   await run('depmod', ['-b', k.root, k.version]);
   const order: { file: string; virtioDevice?: number }[] = [];
-  for (const m of VM_MODULES) {
+  const all: { name: string; onlyWithVirtioDevice?: number }[] = [...VM_MODULES, ...extra.map((name) => ({ name }))];
+  for (const m of all) {
     const out = await run('modprobe', ['-d', k.root, '-S', k.version, '--show-depends', m.name]);
     for (const line of out.split('\n')) {
       const ins = /^insmod\s+(\S+)/.exec(line.trim());

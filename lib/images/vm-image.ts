@@ -63,6 +63,8 @@ export interface BuildVmImageOptions {
   init?: 'busybox' | 'systemd';
   /** The kernel command line; default vmKernelCmdline(). */
   cmdline?: string;
+  /** Kernel modules the initramfs loads besides VM_MODULES (modules.ts). */
+  extraModules?: string[];
   /** Put lxq's own guest agent into the root tree (lxq-agent-binary.ts); default true. */
   lxqAgent?: boolean;
   /** Called with the fraction done (0..1) of the build's steps. */
@@ -233,7 +235,7 @@ async function buildKernel(b: { tmp: string; work: string; cacheDir: string; opt
     kernelFile = 'vmlinuz';
     await fs.copyFile(kernel.vmlinuz, path.join(tmp, kernelFile));
   }
-  const modules = await step('initramfs', () => buildInitramfs(kernel, path.join(tmp, FILES.initrd)));
+  const modules = await step('initramfs', () => buildInitramfs(kernel, path.join(tmp, FILES.initrd), b.opts.extraModules));
   return { kernel, kernelFile, kernelFormat: 'elf' in pvh ? 'pvh-elf' : 'bzimage', modules };
 }
 

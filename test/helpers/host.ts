@@ -10,7 +10,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Host, LxqError } from '../../lib';
+import { Host, type Instance, LxqError } from '../../lib';
 import type { ExecResult } from '../../lib/instance/process';
 
 export const SHARED_IMAGES = process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images';
@@ -94,4 +94,10 @@ export async function thrown(p: Promise<unknown>): Promise<LxqError> {
     return e as LxqError;
   }
   throw new Error('expected a rejection');
+}
+
+/** `sh -c SCRIPT` in the instance: its exit code, stdout and stderr as text. */
+export async function sh(i: Instance, script: string, timeout = 120_000): Promise<{ code: number | null; out: string; err: string }> {
+  const r = await i.exec(['sh', '-c', script], { timeout });
+  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
 }

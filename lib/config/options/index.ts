@@ -9,6 +9,7 @@ import { InvalidArgument, NotSupported } from '../../core/errors';
 import { refuseControlChars } from '../../core/guard';
 import { editDistance, parseMemory } from '../../core/units';
 import { BOOT_OPTIONS } from './boot';
+import { CLOUD_INIT_OPTIONS } from './cloud-init';
 import { LIMITS_OPTIONS, MEMORY_FLOOR } from './limits';
 import { LINUX_OPTIONS } from './linux';
 import { MIGRATION_OPTIONS } from './migration';
@@ -30,7 +31,7 @@ export { refuseOwnIdRange } from './security';
  * for (const o of OPTIONS) console.log(o.key, o.default, o.description);
  * ```
  */
-export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...LIMITS_OPTIONS, ...MIGRATION_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...LINUX_OPTIONS, ...RAW_OPTIONS, ...SNAPSHOTS_OPTIONS];
+export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...CLOUD_INIT_OPTIONS, ...LIMITS_OPTIONS, ...MIGRATION_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...LINUX_OPTIONS, ...RAW_OPTIONS, ...SNAPSHOTS_OPTIONS];
 
 /**
  * The options whose keys are fixed, as a type: `'limits.cpu' | 'limits.memory' | …`.
@@ -46,6 +47,12 @@ export type OptionKey =
   | 'boot.autostart.priority'
   | 'boot.host_shutdown_timeout'
   | 'boot.stop.priority'
+  | 'cloud-init.network-config'
+  | 'cloud-init.user-data'
+  | 'cloud-init.vendor-data'
+  | 'user.network-config'
+  | 'user.user-data'
+  | 'user.vendor-data'
   | 'limits.cpu'
   | 'limits.memory'
   | 'limits.processes'
@@ -122,6 +129,7 @@ export type OptionKey =
  */
 export type InstanceConfigInput = { [K in OptionKey]?: ConfigValue } & {
   [K: `environment.${string}`]: ConfigValue;
+  [K: `cloud-init.ssh-keys.${string}`]: ConfigValue;
   [K: `user.${string}`]: ConfigValue;
   [K: `limits.hugepages.${string}`]: ConfigValue;
   [K: `limits.kernel.${string}`]: ConfigValue;

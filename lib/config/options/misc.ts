@@ -15,7 +15,7 @@ export const MISC_OPTIONS: readonly OptionSpec[] = [
     type: 'string',
     condition: 'both',
     live: true,
-    description: 'Free-form user metadata, stored with the instance and never interpreted.',
+    description: 'Free-form user metadata, stored with the instance and never interpreted (but for `user.user-data`, `user.vendor-data`, `user.network-config`: cloud-init\'s, above).',
   },
   {
     key: 'agent.nic_config',

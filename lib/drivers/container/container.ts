@@ -45,6 +45,7 @@ const limits = (): typeof import('./cgroup-limits') => require('./cgroup-limits'
 const stateOps = (): typeof import('./state') => require('./state');
 const datagram = (): typeof import('../../network/datagram') => require('../../network/datagram');
 const idmapAlloc = (): typeof import('./idmap-alloc') => require('./idmap-alloc');
+const cloudInit = (): typeof import('../../instance/cloud-init') => require('../../instance/cloud-init');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
@@ -324,6 +325,8 @@ export class ContainerInstance extends BaseInstance {
     if (volumes || !(await lxcFilesCurrent(this.dir, config, devices))) await this.writeConfig(config, devices);
     await validate().checkVolumesFree(devices, this.probeEnv);
     await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
+    const hadSeed = await cloudInit().hadSeed(this.dir);
+    await cloudInit().writeContainerSeed(this.files, await cloudInit().cloudSeed(this.dir, config, this.name), hadSeed);
     await limits().loadKernelModules(this.expandedConfig);
     await this.lxc()
       .start([])
