@@ -20,7 +20,7 @@
  *
  * `--quick`: busybox, 2 rounds, 5 containers, no peers; `--no-lxd`: no peers; `--no-dir`: neither
  * lxq's nor LXD's dir pool (the full copies, minutes under load); `--image NAME`: another image
- * (e.g. busybox with the peers).
+ * (e.g. busybox with the peers); `--vm`: only VMs (`vm/default`) on each pool, create and copy.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
@@ -41,6 +41,7 @@ const p50 = (xs: number[]) => stats(xs).p50;
 const kib = (dirs: string[]) => Number(execFileSync('du', ['-sck', '--one-file-system', ...dirs], { encoding: 'utf8' }).trim().split('\n').pop()!.split('\t')[0]);
 const mib = (k: number) => (k / 1024).toFixed(1);
 const noDir = process.argv.includes('--no-dir');
+const vmOnly = process.argv.includes('--vm');
 const ALL_POOLS = ['overlay', 'dir', 'btrfs'] as const;
 type Pool = (typeof ALL_POOLS)[number];
 const POOLS = ALL_POOLS.filter((p) => !noDir || p !== 'dir');
@@ -58,17 +59,20 @@ async function main(): Promise<void> {
   const host = await Host.open({ path: dir, images: process.env.LXQ_BENCH_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   await host.storage.pools.create('dir', { driver: 'dir' });
   await host.storage.pools.create('btrfs', { driver: 'btrfs', config: { size: '16GiB' } });
-  const img = await host.images.ensure(image);
-  console.log(`image ${image}: ${mib(kib([img.dir]))} MiB in the store`);
   const btrfsMount = path.join(dir, 'storage-pools', 'btrfs', 'mnt');
-  const warm = await time(() => host.create('b-warm', { image, pool: 'btrfs' }));
-  await (await host.get('b-warm')).delete();
-  console.log(`btrfs: the first create (the image's subvolume made) ${warm.toFixed(0)} ms`);
+  if (!vmOnly) {
+    const img = await host.images.ensure(image);
+    console.log(`image ${image}: ${mib(kib([img.dir]))} MiB in the store`);
+    const warm = await time(() => host.create('b-warm', { image, pool: 'btrfs' }));
+    await (await host.get('b-warm')).delete();
+    console.log(`btrfs: the first create (the image's subvolume made) ${warm.toFixed(0)} ms`);
+  }
   const btrfsBase = btrfsUsedKiB(btrfsMount);
   const inst = (name: string) => path.join(host.instancesDir, name);
   const disk = (pool: Pool, names: string[]) => (pool === 'btrfs' ? btrfsUsedKiB(btrfsMount) - btrfsBase : kib(names.map(inst)));
   let peers: [string, LxdStoragePeer | string][] = [];
   try {
+    if (vmOnly) return await vmRows(host);
     console.log('\n| pool | create p50 ms | disk after create MiB | start → running ms | disk after boot MiB | snapshot (running) p50 ms | restore p50 ms | copy (stopped) p50 ms | delete p50 ms |');
     console.log('|---|---|---|---|---|---|---|---|---|');
     for (const pool of POOLS) {
@@ -129,6 +133,39 @@ async function main(): Promise<void> {
     await host.storage.pools.delete('btrfs').catch((e: Error) => console.error(`btrfs pool: ${e}`));
     await host.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * VMs (`vm/default`) on each pool: create, and copy of a stopped VM (its disk as made, then after
+ * 256 MiB written into it by qemu-io, as a guest's writes would be), with its one snapshot.
+ */
+async function vmRows(host: Host): Promise<void> {
+  await host.images.ensure('vm/default', { type: 'vm' });
+  console.log(`\n| pool | VM create p50 ms | VM copy p50 ms | VM copy after 256 MiB written p50 ms |`);
+  console.log('|---|---|---|---|');
+  for (const pool of POOLS) {
+    const opts = { type: 'vm' as const, image: 'vm/default', pool: poolName(pool) };
+    const create: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      create.push(await time(() => host.create(`v-${pool}-${i}`, opts)));
+      if (i > 0) await (await host.get(`v-${pool}-${i}`)).delete();
+    }
+    const vm = await host.get(`v-${pool}-0`);
+    await vm.snapshots.create('s0');
+    const copies = async (tag: string) => {
+      const took: number[] = [];
+      for (let i = 0; i < rounds; i++) {
+        took.push(await time(() => host.copy(vm.name, `v-${pool}-${tag}${i}`)));
+        await (await host.get(`v-${pool}-${tag}${i}`)).delete();
+      }
+      return p50(took);
+    };
+    const fresh = await copies('c');
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 7 0 256M', path.join(host.instancesDir, vm.name, 'disk.qcow2')], { stdio: 'ignore' });
+    const written = await copies('w');
+    await vm.delete();
+    console.log(`| ${pool} | ${p50(create).toFixed(1)} | ${fresh.toFixed(1)} | ${written.toFixed(1)} |`);
   }
 }
 
