@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "runner/client.h"
+#include "runner/protocol.h"
 
 namespace lxq {
 
@@ -42,11 +43,7 @@ bool AttachProcess(lxc_container* c, AttachRequest& req, std::vector<int64_t>& o
   }
   int cmdOut = req.pty ? in[0] : outp[1], cmdErr = req.pty ? in[0] : errp[1];
 
-  std::vector<std::string> fields = {"attach", c->name, c->config_path, req.cwd, std::to_string(req.uid < 0 ? 0 : req.uid),
-                                     std::to_string(req.gid < 0 ? 0 : req.gid), req.pty ? "1" : "0",
-                                     std::to_string(req.argv.size())};
-  fields.insert(fields.end(), req.argv.begin(), req.argv.end());
-  fields.insert(fields.end(), req.env.begin(), req.env.end());
+  std::vector<std::string> fields = runner::AttachFields(c->name, c->config_path, req.cwd, req.uid, req.gid, req.pty, req.argv, req.env);
   runner::Reply reply;
   int rc = runner::Request(fields, {in[0], cmdOut, cmdErr}, reply);
   CloseAll({in[0], outp[1], errp[1]});

@@ -8,6 +8,7 @@
 #include <spawn.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "mount.h"
 #include "pidwatch.h"
 #include "process.h"
+#include "runner/protocol.h"
 
 namespace {
 
@@ -94,6 +96,55 @@ Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
   return out;
 }
 
+std::vector<std::string> Strings(const Napi::Value& v) {
+  const Napi::Array list = v.As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < list.Length(); i++) out.push_back(list.Get(i).ToString().Utf8Value());
+  return out;
+}
+
+// handOver(runner, fallback, name, lxcpath, argv, env, cwd, uid, gid) → false, or never returns:
+// this process becomes lxq_runner (execve), which attaches argv to the container with this
+// process's fds 0-2 as the command's stdio and exits as the command does (lxc-attach's way: no
+// Node waiting on pipes); if the container refuses it, the runner execs `fallback` instead (the
+// whole CLI). False, nothing done, if one of fds 0-2 is a terminal: a container must never hold
+// the host's terminal (TIOCSTI). The request goes over a socket (runner/protocol.h), not argv,
+// which /proc shows to everyone.
+Napi::Value HandOver(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  for (int fd = 0; fd <= 2; fd++)
+    if (isatty(fd)) return Napi::Boolean::New(env, false);
+  const std::string runner = info[0].ToString().Utf8Value();
+  const std::vector<std::string> fallback = Strings(info[1]);
+  std::vector<std::string> fields = {"exec", std::to_string(fallback.size())};
+  fields.insert(fields.end(), fallback.begin(), fallback.end());
+  const std::vector<std::string> attach =
+      lxq::runner::AttachFields(info[2].ToString().Utf8Value(), info[3].ToString().Utf8Value(), info[6].ToString().Utf8Value(),
+                                info[7].ToNumber().Int64Value(), info[8].ToNumber().Int64Value(), false, Strings(info[4]), Strings(info[5]));
+  fields.insert(fields.end(), attach.begin(), attach.end());
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) throw Napi::Error::New(env, std::string("socketpair: ") + strerror(errno));
+  int rc = lxq::runner::Send(pair[0], fields);
+  close(pair[0]);
+  // The runner's end and fds 0-2 (Node makes them close-on-exec) survive the exec; the runner
+  // closes whatever else of Node's is not close-on-exec.
+  int flags[3];
+  for (int fd = 0; fd <= 2; fd++) flags[fd] = fcntl(fd, F_GETFD);
+  if (rc == 0 && fcntl(pair[1], F_SETFD, 0) != 0) rc = errno;
+  for (int fd = 0; fd <= 2 && rc == 0; fd++)
+    if (flags[fd] < 0 || fcntl(fd, F_SETFD, flags[fd] & ~FD_CLOEXEC) != 0) rc = errno;
+  if (rc == 0) {
+    const std::string fd = std::to_string(pair[1]);
+    char* argv[] = {const_cast<char*>("lxq_runner"), const_cast<char*>("once"), const_cast<char*>(fd.c_str()), nullptr};
+    execve(runner.c_str(), argv, environ);
+    rc = errno;
+  }
+  for (int fd = 0; fd <= 2; fd++)
+    if (flags[fd] >= 0) fcntl(fd, F_SETFD, flags[fd]);
+  close(pair[1]);
+  throw Napi::Error::New(env, "exec " + runner + ": " + strerror(rc));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("waitExit", Napi::Function::New(env, lxq::WaitExit, "waitExit"));
   exports.Set("watchPid", Napi::Function::New(env, lxq::WatchPid, "watchPid"));
@@ -111,6 +162,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setWindowSize", Napi::Function::New(env, SetWindowSize, "setWindowSize"));
   exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
   exports.Set("spawnDetached", Napi::Function::New(env, SpawnDetached, "spawnDetached"));
+  exports.Set("handOver", Napi::Function::New(env, HandOver, "handOver"));
   return exports;
 }
 

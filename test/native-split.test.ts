@@ -118,9 +118,10 @@ test('without liblxc the install succeeds: a warning naming the packages, lxq_sy
     `
 const fs = require('node:fs');
 const path = require('node:path');
-const resolved = require.resolve('bindings', { paths: [${JSON.stringify(ROOT)}] });
-const real = require(resolved);
-require.cache[resolved].exports = (o) => real({ ...(typeof o === 'string' ? { bindings: o } : o), module_root: ${JSON.stringify(dir)} });
+// lxq's native files from that build (lib/native/load's default is this package's own).
+const load = require(${JSON.stringify(path.join(ROOT, 'lib', 'native', 'load'))});
+const { loadAddon, nativeFile } = load;
+Object.assign(load, { loadAddon: (name) => loadAddon(name, ${JSON.stringify(dir)}), nativeFile: (file) => nativeFile(file, ${JSON.stringify(dir)}) });
 const { Host, NotSupported } = require(${JSON.stringify(path.join(ROOT, 'lib', 'index'))});
 (async () => {
   const dir = fs.mkdtempSync(path.join(${JSON.stringify(tmp)}, 'host-'));

@@ -12,13 +12,23 @@ export interface ExecFlags {
   cwd?: string;
 }
 
-/** `exec … -- command` with `o`, checked now: what runs it in an instance and resolves its exit code. */
-export function execution(command: string[], o: ExecFlags): (i: Pick<Instance, 'spawn'>) => Promise<number> {
+/** What `exec … -- command` with `o` asks: the spawn's options, and a terminal or not (undefined: as stdin is one or not). */
+export interface ExecRequest {
+  options: { env: Record<string, string>; cwd?: string };
+  tty?: boolean;
+}
+
+/** `exec … -- command` with `o`, checked now. */
+export function execRequest(command: string[], o: ExecFlags): ExecRequest {
   // Without "--" commander would take the command's own options for lxq's.
   if (!process.argv.slice(2).includes('--') || command.length === 0) throw new InvalidArgument('exec needs the command after "--": lxq exec NAME -- CMD [ARGS...]');
-  const env = keyValues(o.env);
-  const tty = o.tty ?? Boolean(process.stdin.isTTY);
-  return (i) => interactive(i, command, tty, { env, ...(o.cwd ? { cwd: o.cwd } : {}) });
+  return { options: { env: keyValues(o.env), ...(o.cwd ? { cwd: o.cwd } : {}) }, ...(o.tty === undefined ? {} : { tty: o.tty }) };
+}
+
+/** `exec … -- command` as checked by execRequest: what runs it in an instance and resolves its exit code. */
+export function execution(command: string[], { options, tty }: ExecRequest): (i: Pick<Instance, 'spawn'>) => Promise<number> {
+  // process.stdin only now: the quick path may hand the command over before any stream is made (quick.ts).
+  return (i) => interactive(i, command, tty ?? Boolean(process.stdin.isTTY), options);
 }
 
 /** Runs a command with the terminal's stdin/stdout, forwarding signals and window size; resolves the exit code. */

@@ -4,10 +4,13 @@
  * by the quick path (quick.ts: a handful of modules), everything else by the whole CLI
  * (program.ts: commander, the host, the instance classes); both print and exit the same.
  */
-import { enableCompileCache } from './compile-cache';
+import * as nodeModule from 'node:module';
 
-// Before anything else is loaded: what follows is read from V8's cache where Node has one.
-enableCompileCache();
+// Before anything else is loaded: what follows is read from V8's compile cache where Node has one
+// (≥ 22.1's module.enableCompileCache; Node 20 has none, and runs the same without). Here, not in
+// a module of its own: each module is a cost of every start (BENCHMARKS.md, "CLI start-up"). A
+// cache that cannot be written (a read-only tmpdir) only costs speed.
+(nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
 
 import { quick } from './quick';
 

@@ -10,7 +10,7 @@
  * and prints what it always did: both paths give the same bytes and exit codes
  * (test/cli-quick.test.ts). `LXQ_NO_QUICK=1` turns it off.
  */
-import { FORMATS, type Format } from './format';
+import type { Format } from './format';
 import { exitFlushed, FAILED, failureLine } from './exit';
 import type { QuickHost, QuickInstance } from '../host/quick';
 import type { ExecFlags } from './interactive';
@@ -39,6 +39,8 @@ export function quickLine(argv: string[]): Line | undefined {
   if (word === 'list' || word === 'ls') {
     if (rest.length === 0) return { ...g, command: 'list', format: 'table' };
     const format = rest[1] as Format;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- `exec` never loads it (each module is a cost of every start)
+    const { FORMATS } = require('./format') as typeof import('./format');
     return rest.length === 2 && rest[0] === '--format' && FORMATS.includes(format) ? { ...g, command: 'list', format } : undefined;
   }
   return word === 'exec' ? execLine(g, rest) : undefined;
@@ -71,7 +73,12 @@ export async function quick(argv: string[]): Promise<boolean> {
   if (!line) return false;
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only for a line served here
   const { quickHost } = require('../host/quick') as typeof import('../host/quick');
-  const host = await quickHost(line.host, line.images || undefined).catch(() => undefined);
+  let host: QuickHost | undefined;
+  try {
+    host = quickHost(line.host, line.images || undefined);
+  } catch {
+    return false;
+  }
   if (!host) return false;
   const served = line.command === 'list' ? await list(host, line.format) : await exec(host, line.name, line.argv, line.flags);
   if (served) exitFlushed();
@@ -87,15 +94,22 @@ async function list(host: QuickHost, format: Format): Promise<boolean> {
   return true;
 }
 
-/** Falls back until the command runs (the runner refuses a container not running); from then on, as the full path. */
+/**
+ * Falls back until the command runs (the runner refuses a container not running); from then on,
+ * as the full path. A command without a terminal, on none (fds 0-2), is handed over: this process
+ * becomes the runner, as lxc-attach runs one (the driver's quickHandOver), with the same exit
+ * status, signals passed on, and the whole CLI run in its place if the container refuses it.
+ */
 async function exec(host: QuickHost, name: string, argv: string[], flags: ExecFlags): Promise<boolean> {
   const target = host.get(name);
   if (!target) return false;
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- see quick()
-  const { execution } = require('./interactive') as typeof import('./interactive');
+  const { execRequest, execution } = require('./interactive') as typeof import('./interactive');
   let run: ReturnType<typeof execution>;
   try {
-    run = execution(argv, flags);
+    const request = execRequest(argv, flags);
+    if (request.tty !== true) target.handOver(argv, request.options, [process.execPath, ...process.execArgv, ...process.argv.slice(1)]);
+    run = execution(argv, request);
   } catch {
     return false;
   }

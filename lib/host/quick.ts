@@ -6,20 +6,21 @@
  * is `undefined`, and the command goes through Host. `lxq list` and `lxq exec` then load a handful
  * of modules instead of ~80 (BENCHMARKS.md, "CLI start-up").
  */
-import { promises as fs } from 'node:fs';
+import { readdirSync, readFileSync, statSync, type Stats } from 'node:fs';
 import * as path from 'node:path';
 
-import { readJson } from '../core/fs';
-import { quickSpawn, quickStatus } from '../drivers/container/quick';
+import { quickHandOver, quickSpawn, quickStatus } from '../drivers/container/quick';
 import type { Instance, InstanceRecord } from '../instance/instance';
-import { LXQ_ENTRY_PREFIX, RECORD_FILE, validateName } from '../instance/names';
-import { POWER_MARK } from '../instance/power';
+import { LXQ_ENTRY_PREFIX, POWER_MARK, RECORD_FILE, validateName } from '../instance/names';
+import type { SpawnOptions } from '../instance/process';
 import { InstanceProfiles, profilesOf } from '../instance/profiles';
 import { DEFAULT_POOL, LEGACY_POOL, POOL_FILE, POOLS_DIR } from '../storage/pools/names';
 import { DEFAULT_HOST_PATH } from './paths';
 
-/** What `list` and `exec` use of an instance. */
-export type QuickInstance = Pick<Instance, 'name' | 'type' | 'image' | 'createdAt' | 'ephemeral' | 'status' | 'spawn'>;
+/** What `list` and `exec` use of an instance; `handOver`: spawn's command in place of this process (the driver's quickHandOver). */
+export type QuickInstance = Pick<Instance, 'name' | 'type' | 'image' | 'createdAt' | 'ephemeral' | 'status' | 'spawn'> & {
+  handOver(argv: string[], options: SpawnOptions, fallback: string[]): false;
+};
 
 export interface QuickHost {
   /** Every instance, sorted by name (Host.list's order). */
@@ -27,25 +28,35 @@ export interface QuickHost {
   get(name: string): QuickInstance | undefined;
 }
 
-const isDir = (p: string) => fs.stat(p).then((s) => (s.isDirectory() ? s : undefined), () => undefined);
+// Read without waiting: a few small files, and nothing else to do meanwhile (each trip to
+// libuv's threads, and node:fs/promises itself, cost more than the reads).
+const isDir = (p: string): Stats | undefined => ((s) => (s?.isDirectory() ? s : undefined))(statSync(p, { throwIfNoEntry: false }));
+const entries = (dir: string): string[] => {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+};
+const readJson = <T>(file: string): T => JSON.parse(readFileSync(file, 'utf8')) as T;
 /** Whether `dir` holds what lxq keeps of an operation under way (its last power state is no such thing). */
-const lxqEntries = async (dir: string) => (await fs.readdir(dir).catch(() => [] as string[])).some((n) => n.startsWith(LXQ_ENTRY_PREFIX) && n !== POWER_MARK);
+const lxqEntries = (dir: string) => entries(dir).some((n) => n.startsWith(LXQ_ENTRY_PREFIX) && n !== POWER_MARK);
 /** The pool drivers that Host.open has nothing to do for (a btrfs pool's loop device is mounted again). */
 const NOTHING_TO_OPEN = ['dir', 'overlay'];
 
 /** Host.open({ path, images }) as a no-op, or undefined (see above). */
-export async function quickHost(hostPath?: string, images?: string): Promise<QuickHost | undefined> {
+export function quickHost(hostPath?: string, images?: string): QuickHost | undefined {
   const root = path.resolve(hostPath ?? DEFAULT_HOST_PATH);
   const instancesDir = path.join(root, 'instances');
-  // All at once (each is a trip to libuv's threads); Host.open makes the directories and lets an unprivileged root traverse them.
-  const [top, instancesTop, imagesDir, records, pools] = await Promise.all([
-    isDir(root),
-    isDir(instancesDir),
-    isDir(path.resolve(images ?? path.join(root, 'images'))),
-    fs.readdir(instancesDir).then((names) => Promise.all(names.sort().map((n) => plainContainer(instancesDir, n)))),
-    openedPools(path.join(root, POOLS_DIR)),
-  ]);
-  if (!top || !instancesTop || !imagesDir || top.mode % 2 === 0 || instancesTop.mode % 2 === 0 || !pools) return undefined;
+  // Host.open makes the directories and lets an unprivileged root traverse them.
+  const top = isDir(root);
+  const instancesTop = isDir(instancesDir);
+  if (!top || !instancesTop || !isDir(path.resolve(images ?? path.join(root, 'images'))) || top.mode % 2 === 0 || instancesTop.mode % 2 === 0) return undefined;
+  const pools = openedPools(path.join(root, POOLS_DIR));
+  if (!pools) return undefined;
+  const records = readdirSync(instancesDir)
+    .sort()
+    .map((n) => plainContainer(instancesDir, n));
   if (!records.every((r): r is Plain => r !== undefined)) return undefined;
   if (![DEFAULT_POOL, ...(records.some((r) => r.record.pool === undefined) ? [LEGACY_POOL] : [])].every((p) => pools.includes(p))) return undefined;
   const instances = records.map((r) => quickInstance(instancesDir, r));
@@ -53,10 +64,16 @@ export async function quickHost(hostPath?: string, images?: string): Promise<Qui
 }
 
 /** The pools of the host, if Host.open has nothing to do for them (nothing left by a dead process, nothing to mount), else undefined. */
-async function openedPools(dir: string): Promise<string[] | undefined> {
-  const names = await fs.readdir(dir).catch(() => [] as string[]);
+function openedPools(dir: string): string[] | undefined {
+  const names = entries(dir);
   if (names.some((n) => n.startsWith('.'))) return undefined;
-  const drivers = await Promise.all(names.map((n) => readJson<{ driver?: unknown }>(path.join(dir, n, POOL_FILE)).then((p) => p.driver, () => 'none')));
+  const drivers = names.map((n) => {
+    try {
+      return readJson<{ driver?: unknown }>(path.join(dir, n, POOL_FILE)).driver;
+    } catch {
+      return 'none';
+    }
+  });
   return drivers.every((d) => d === 'none' || NOTHING_TO_OPEN.includes(d as string)) ? names.filter((_, i) => drivers[i] !== 'none') : undefined;
 }
 
@@ -67,15 +84,15 @@ interface Plain {
 }
 
 /** The instance directory `name` if it holds a plain container with nothing under way (as Host.get reads it, profiles and all), else undefined. */
-async function plainContainer(instancesDir: string, name: string): Promise<Plain | undefined> {
+function plainContainer(instancesDir: string, name: string): Plain | undefined {
   const dir = path.join(instancesDir, name);
-  if (name.startsWith('.') || (await lxqEntries(dir)) || (await lxqEntries(path.join(dir, 'snapshots')))) return undefined;
+  if (name.startsWith('.') || lxqEntries(dir) || lxqEntries(path.join(dir, 'snapshots'))) return undefined;
   try {
     validateName(name);
-    const r = await readJson<InstanceRecord>(path.join(dir, RECORD_FILE));
+    const r = readJson<InstanceRecord>(path.join(dir, RECORD_FILE));
     if (r.name !== name || r.type !== 'container' || r.ephemeral === true || typeof r.image !== 'string' || typeof r.createdAt !== 'string' || r.config === null || typeof r.config !== 'object') return undefined;
     const profiles = new InstanceProfiles();
-    await profiles.load(dir, profilesOf(r));
+    profiles.loadSync(dir, profilesOf(r));
     const { config, devices } = profiles.expand(r);
     return Object.values(devices).some((d) => d?.type === 'proxy') ? undefined : { record: r, expandedConfig: config };
   } catch {
@@ -95,5 +112,6 @@ function quickInstance(lxcpath: string, { record: r, expandedConfig }: Plain): Q
     ephemeral: false,
     status: () => quickStatus(lxcpath, r.name),
     spawn: (argv, options = {}) => quickSpawn(lxcpath, r.name, expandedConfig, argv, options),
+    handOver: (argv, options, fallback) => quickHandOver(lxcpath, r.name, expandedConfig, argv, options, fallback),
   };
 }

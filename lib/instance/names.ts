@@ -11,6 +11,8 @@ export const LOCK_FILE = 'lxq.lock';
  * last power state (power.ts); never part of an archive or a copy.
  */
 export const LXQ_ENTRY_PREFIX = '.lxq-';
+/** The last power state (power.ts), in the instance's directory; `.lxq-` files are never copied nor imported (see Host.adoptStaged). */
+export const POWER_MARK = '.lxq-last-power';
 
 /**
  * Instance names follow LXD's rule: a hostname label. 1–63 letters, digits and hyphens, not

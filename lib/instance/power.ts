@@ -8,8 +8,8 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-/** In the instance's directory; `.lxq-` files are never copied nor imported (see Host.adoptStaged). */
-export const POWER_MARK = '.lxq-last-power';
+import { POWER_MARK } from './names';
+
 
 export type PowerState = 'RUNNING' | 'STOPPED';
 

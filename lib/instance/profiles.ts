@@ -4,11 +4,11 @@
  * profiles live beside the instances (`<host>/profiles/<name>.json`, written atomically by
  * lib/host/profiles.ts); `default` exists on every host, empty until changed.
  */
+import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
 import { InvalidArgument, NotFound, NotSupported } from '../core/errors';
-import { readJson } from '../core/fs';
 import { refuseControlChars } from '../core/guard';
 import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import type { DeviceInput, Devices, DevicesInput } from '../devices/declarations';
@@ -134,15 +134,33 @@ export function checkProfileList(value: unknown): string[] {
   return [...value] as string[];
 }
 
+/** A stored profile from its file's text (undefined: no file); `default` is empty until written. NotFound names the profile. */
+function storedProfile(name: string, text: string | undefined): StoredProfile {
+  if (text !== undefined) return JSON.parse(text) as StoredProfile;
+  if (name === DEFAULT_PROFILE) return { version: 1, name, description: 'Default lxq profile', config: {}, devices: {} };
+  throw new NotFound(`no profile named "${name}" on this host`);
+}
+
+/** Undefined for a file that does not exist; any other error is thrown. */
+function absent(e: unknown): undefined {
+  if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  return undefined;
+}
+
 /** One stored profile; `default` is empty until written. NotFound names the profile. */
 export async function readProfile(dir: string, name: string): Promise<StoredProfile> {
+  return storedProfile(name, await fs.readFile(path.join(dir, `${name}.json`), 'utf8').catch(absent));
+}
+
+/** readProfile without waiting: for the CLI's quick path (lib/host/quick.ts), which only reads a few small files and a trip to libuv's threads costs more. */
+export function readProfileSync(dir: string, name: string): StoredProfile {
+  let text: string | undefined;
   try {
-    return await readJson<StoredProfile>(path.join(dir, `${name}.json`));
+    text = readFileSync(path.join(dir, `${name}.json`), 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    if (name === DEFAULT_PROFILE) return { version: 1, name, description: 'Default lxq profile', config: {}, devices: {} };
-    throw new NotFound(`no profile named "${name}" on this host`);
+    text = absent(e);
   }
+  return storedProfile(name, text);
 }
 
 /** The profiles `names`, read now, in order. */
@@ -204,6 +222,12 @@ export function checkExpansion(type: InstanceType, record: Pick<InstanceRecord, 
   }
 }
 
+/** `name` for a profile that no longer exists (NotFound); any other error is thrown. */
+function orMissing(name: string, e: unknown): string {
+  if (e instanceof NotFound) return name;
+  throw e;
+}
+
 /** The profiles one instance names, as last read: what its expansion is made from. */
 export class InstanceProfiles {
   /** Those read, in order. */
@@ -214,7 +238,25 @@ export class InstanceProfiles {
   /** Reads them again (or takes `given`, as a create read them). */
   async load(instanceDir: string, names: readonly string[], given?: StoredProfile[]): Promise<void> {
     const dir = profilesDirOf(instanceDir);
-    const read = given ?? (await Promise.all(names.map((n) => readProfile(dir, n).catch((e) => (e instanceof NotFound ? n : Promise.reject(e))))));
+    this.take(given ?? (await Promise.all(names.map((n) => readProfile(dir, n).catch((e) => orMissing(n, e))))));
+  }
+
+  /** load without waiting (see readProfileSync). */
+  loadSync(instanceDir: string, names: readonly string[]): void {
+    const dir = profilesDirOf(instanceDir);
+    this.take(
+      names.map((n) => {
+        try {
+          return readProfileSync(dir, n);
+        } catch (e) {
+          return orMissing(n, e);
+        }
+      }),
+    );
+  }
+
+  /** The profiles read; a name for one that no longer exists. */
+  private take(read: Array<StoredProfile | string>): void {
     this.records = read.filter((p): p is StoredProfile => typeof p !== 'string');
     this.missing = read.filter((p): p is string => typeof p === 'string');
   }

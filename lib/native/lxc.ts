@@ -5,9 +5,8 @@
  * use, so a program that uses only VMs or remote hosts never maps liblxc; where it was not built,
  * the first use throws NotSupported. Nothing here imports lxq but lib/core/errors.ts (the house rules).
  */
-import bindings from 'bindings';
-
 import { NotSupported } from '../core/errors';
+import { AddonMissing, loadAddon } from './load';
 
 /** The liblxc states, as `state()` returns them. */
 export type LxcState = 'STOPPED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'ABORTING' | 'FREEZING' | 'FROZEN' | 'THAWED';
@@ -101,9 +100,9 @@ function tryLoad(): Lxc | NotSupported {
  */
 export function loadLxc(moduleRoot?: string): Lxc {
   try {
-    return bindings(moduleRoot === undefined ? 'lxq_lxc' : { bindings: 'lxq_lxc', module_root: moduleRoot }) as Lxc;
+    return loadAddon<Lxc>('lxq_lxc', moduleRoot);
   } catch (e) {
-    const missing = (e as { tries?: unknown }).tries !== undefined || /liblxc/.test((e as Error).message);
+    const missing = e instanceof AddonMissing || /liblxc/.test((e as Error).message);
     if (!missing) throw e;
     throw new NotSupported(
       'containers need liblxc, and lxq was built without it (its native layer lxq_lxc is missing or cannot load liblxc); ' +

@@ -4,8 +4,7 @@
  * the host's locks and events, VMs and remote hosts load only this; liblxc's container API is
  * lib/native/lxc.ts. Nothing here imports lxq but lib/core/errors.ts (the house rules).
  */
-import bindings from 'bindings';
-import * as path from 'node:path';
+import { loadAddon, nativeFile } from './load';
 
 /** One interface of a network namespace, as `netnsInterfaces` reads it. */
 export interface NetnsInterface {
@@ -27,6 +26,13 @@ export interface Sys {
   flock(fd: number, mode: 'ex' | 'sh' | 'un'): boolean;
   /** posix_spawn of a program that daemonizes itself, in a session of its own, stdin a pipe (its write end returned), other output /dev/null: no fork of this process. */
   spawnDetached(file: string, args: string[], cwd: string): { pid: number; stdin: number };
+  /**
+   * Becomes `runner` (lxq_runner, execve: never returns then), which runs `argv` with `env` in the
+   * container `name` of `lxcpath` on this process's fds 0-2 and exits as it does, or, if the
+   * container refuses it (not running, gone), becomes `fallback` (an argv) with LXQ_NO_QUICK=1.
+   * False, nothing done, if one of fds 0-2 is a terminal (a container never gets the host's).
+   */
+  handOver(runner: string, fallback: string[], name: string, lxcpath: string, argv: string[], env: string[], cwd: string, uid: number, gid: number): false;
   /** TIOCSWINSZ on a terminal master. */
   setWindowSize(fd: number, cols: number, rows: number): boolean;
   /** The interfaces in the network namespace of `pid`, read from a thread without forking this process. */
@@ -95,13 +101,10 @@ export function sys(): Sys {
 
 /** Loads lxq_sys from the build under `moduleRoot` (default: this package's). */
 export function loadSys(moduleRoot?: string): Sys {
-  return bindings(moduleRoot === undefined ? 'lxq_sys' : { bindings: 'lxq_sys', module_root: moduleRoot }) as Sys;
+  return loadAddon<Sys>('lxq_sys', moduleRoot);
 }
 
 /** The path of a helper executable built beside lxq_sys (build/Release), e.g. `lxq_stamper`. */
 export function helperPath(name: string, moduleRoot?: string): string {
-  // bindings' `path: true` (missing from its types) gives the addon's file instead of loading it.
-  const locate = bindings as unknown as (o: { bindings: string; path: true; module_root?: string }) => string;
-  const addon = locate({ bindings: 'lxq_sys', path: true, ...(moduleRoot === undefined ? {} : { module_root: moduleRoot }) });
-  return path.join(path.dirname(addon), name);
+  return nativeFile(name, moduleRoot);
 }

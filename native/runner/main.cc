@@ -14,12 +14,15 @@
 // - start is made by a forked handler, because liblxc moves the process that calls start() into
 //   the container's monitor cgroup: the handler is what it moves; it exits once the
 //   container runs, and the loop replies when it has reaped it.
+// `lxq_runner once FD` is the other way it runs: in place of the CLI's Node process, for one
+// command on the CLI's own stdio (Once, below).
 #include <fcntl.h>
 #include <lxc/lxccontainer.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -163,6 +166,7 @@ bool Start(int sock, const std::vector<std::string>& f, Child& child) {
 struct Command {
   lxc_attach_command_t cmd;
   bool pty;
+  bool session;  // a session of its own without a terminal (handed over: see Once)
 };
 
 // The last step inside the container before the command: a session of its own on the terminal
@@ -186,10 +190,8 @@ void UnignoreAllSignals() {
 int ExecCommand(void* payload) {
   auto* command = static_cast<Command*>(payload);
   UnignoreAllSignals();
-  if (command->pty) {
-    setsid();
-    ioctl(0, TIOCSCTTY, 0);
-  }
+  if (command->pty || command->session) setsid();
+  if (command->pty) ioctl(0, TIOCSCTTY, 0);
   syscall(SYS_close_range, 3U, ~0U, 0U);
   execvp(command->cmd.program, command->cmd.argv);
   int err = errno;
@@ -197,13 +199,13 @@ int ExecCommand(void* payload) {
   return err == ENOENT ? 127 : 126;  // the shell's convention
 }
 
-// attach: fields name, lxcpath, cwd, uid, gid, pty, argc, argv..., env...; fds reply, stdin,
-// stdout, stderr. Replies [0, pid] + pidfd once running; the loop sends [exit, code, signal]
-// when it ends. Returns the command to wait for, or has replied with an errno.
-bool Attach(int sock, const std::vector<std::string>& f, const std::vector<int>& fds, Child& child) {
-  if (fds.size() < 4 || f.size() < 8) return Reply(sock, {std::to_string(EINVAL)}), false;
+// Starts the command of an attach request `f` (runner/protocol.h's AttachFields) with stdin, stdout
+// and stderr `in`, `out`, `err` (liblxc puts them at 0-2 in the command); `session`: in a session
+// of its own. Returns 0 and its pid (our child: liblxc clones it with CLONE_PARENT), or an errno.
+int AttachCommand(const std::vector<std::string>& f, int in, int out, int err, bool session, pid_t& pid) {
+  if (f.size() < 8) return EINVAL;
   size_t argc = std::strtoul(f[7].c_str(), nullptr, 10);
-  if (argc == 0 || 8 + argc > f.size()) return Reply(sock, {std::to_string(EINVAL)}), false;
+  if (argc == 0 || 8 + argc > f.size()) return EINVAL;
   std::vector<char*> argv, env;
   for (size_t i = 8; i < 8 + argc; i++) argv.push_back(const_cast<char*>(f[i].c_str()));
   argv.push_back(nullptr);
@@ -216,32 +218,49 @@ bool Attach(int sock, const std::vector<std::string>& f, const std::vector<int>&
   opts.initial_cwd = f[3].empty() ? nullptr : const_cast<char*>(f[3].c_str());
   opts.uid = static_cast<uid_t>(std::strtoul(f[4].c_str(), nullptr, 10));
   opts.gid = static_cast<gid_t>(std::strtoul(f[5].c_str(), nullptr, 10));
-  opts.stdin_fd = fds[1];  // never our fd 0: liblxc would then ignore SIGINT/SIGQUIT here
-  opts.stdout_fd = fds[2];
-  opts.stderr_fd = fds[3];
+  opts.stdin_fd = in;  // never our fd 0: liblxc would then ignore SIGINT/SIGQUIT here
+  opts.stdout_fd = out;
+  opts.stderr_fd = err;
   lxc_container* c = containers.Get(f[1], f[2]);
-  if (!c) return Reply(sock, {std::to_string(ENOENT)}), false;
+  if (!c) return ENOENT;
   // Only into a RUNNING container (ESRCH otherwise): in a frozen one the command would hang.
   const char* state = c->state(c);
   if (!state || strcmp(state, "RUNNING") != 0) {
     if (!containers.Cached(c)) lxc_container_put(c);
-    return Reply(sock, {std::to_string(ESRCH)}), false;
+    return ESRCH;
   }
-  Command cmd = {{argv[0], argv.data()}, f[6] == "1"};
-  pid_t pid = -1;
+  Command cmd = {{argv[0], argv.data()}, f[6] == "1", session};
+  pid = -1;
   errno = 0;
   int rc = c->attach(c, ExecCommand, &cmd, &opts, &pid);
-  int err = errno;
+  int error = errno;
   if (!containers.Cached(c)) lxc_container_put(c);
-  if (rc < 0 || pid <= 0) return Reply(sock, {std::to_string(err ? err : EIO)}), false;
-  child = {pid, PidfdOpen(pid), sock, true};
-  if (child.pidfd < 0) {
-    err = errno;
-    kill(pid, SIGKILL);
-    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-    return Reply(sock, {std::to_string(err)}), false;
+  if (rc < 0 || pid <= 0) return error ? error : EIO;
+  return 0;
+}
+
+// A pidfd for the child `pid`, or (killed and reaped) -1 and errno.
+int WatchedChild(pid_t pid) {
+  int pidfd = PidfdOpen(pid);
+  if (pidfd >= 0) return pidfd;
+  int err = errno;
+  kill(pid, SIGKILL);
+  while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
   }
+  errno = err;
+  return -1;
+}
+
+// attach: fields as AttachFields; fds reply, stdin, stdout, stderr. Replies [0, pid] + pidfd once
+// running; the loop sends [exit, code, signal] when it ends. Returns the command to wait for, or
+// has replied with an errno.
+bool Attach(int sock, const std::vector<std::string>& f, const std::vector<int>& fds, Child& child) {
+  if (fds.size() < 4) return Reply(sock, {std::to_string(EINVAL)}), false;
+  pid_t pid = -1;
+  int err = AttachCommand(f, fds[1], fds[2], fds[3], false, pid);
+  if (err != 0) return Reply(sock, {std::to_string(err)}), false;
+  child = {pid, WatchedChild(pid), sock, true};
+  if (child.pidfd < 0) return Reply(sock, {std::to_string(errno)}), false;
   Reply(sock, {"0", std::to_string(pid)}, {child.pidfd});
   return true;
 }
@@ -273,9 +292,80 @@ void Serve(const std::vector<std::string>& fields, const std::vector<int>& fds, 
   else close(fds[0]);
 }
 
+
+// The signals a handed-over command gets when this process gets them (as the CLI forwards them).
+const int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+
+// Waits for the handed-over command, passing on the forwarded signals (blocked, read from a
+// signalfd); its exit status as the CLI's: its code, or 128 + the signal that ended it.
+int WaitForwarding(pid_t pid, int pidfd, const sigset_t& forwarded) {
+  int sfd = signalfd(-1, &forwarded, SFD_CLOEXEC);
+  for (;;) {
+    pollfd watched[2] = {{pidfd, POLLIN, 0}, {sfd, POLLIN, 0}};
+    if (poll(watched, sfd < 0 ? 1 : 2, -1) < 0) continue;  // EINTR
+    signalfd_siginfo si;
+    if (watched[1].revents && read(sfd, &si, sizeof si) == sizeof si) syscall(SYS_pidfd_send_signal, pidfd, si.ssi_signo, nullptr, 0);
+    if (!watched[0].revents) continue;
+    siginfo_t info = {};
+    while (waitid(P_PID, pid, &info, WEXITED) < 0 && errno == EINTR) {
+    }
+    return info.si_code == CLD_EXITED ? info.si_status : 128 + info.si_status;
+  }
+}
+
+// `lxq_runner once FD`: the CLI's `lxq exec` handed over (the addon's handOver exec'd this in
+// place of the Node process; FD holds its one request: "exec", n, the fallback's n words, then
+// an attach request). The command gets this process's fds 0-2 and, in a session of its own, no
+// terminal; this process waits for it and exits as it does. If the command cannot start (the
+// container not running, gone), this process becomes the fallback, the whole CLI
+// (LXQ_NO_QUICK=1), which says why as it always does.
+int Once(int sock) {
+  std::vector<std::string> f;
+  std::vector<int> fds;
+  int rc = Receive(sock, f, fds);
+  syscall(SYS_close_range, 3U, ~0U, 0U);  // the socket, and anything of Node's left open
+  size_t n = rc == 0 && f.size() > 2 && f[0] == "exec" ? std::strtoul(f[1].c_str(), nullptr, 10) : 0;
+  if (n == 0 || 2 + n > f.size()) return dprintf(2, "lxq: lxq_runner: a bad request\n"), 1;
+  std::vector<std::string> fallback(f.begin() + 2, f.begin() + 2 + static_cast<long>(n));
+  std::vector<std::string> attach(f.begin() + 2 + static_cast<long>(n), f.end());
+  ResetSignals();
+  signal(SIGPIPE, SIG_IGN);  // as in the server (liblxc's sync sockets); the command resets it
+  // From now on, a forwarded signal waits for the command (or, refused, goes to the fallback).
+  sigset_t forwarded;
+  sigemptyset(&forwarded);
+  for (int sig : kForwarded) sigaddset(&forwarded, sig);
+  sigprocmask(SIG_BLOCK, &forwarded, nullptr);
+  // The caller's stdio above 2 for the command, /dev/null at 0-2 meanwhile (as in the server:
+  // whatever liblxc says on its way is not the command's output).
+  int io[3];
+  for (int fd = 0; fd <= 2; fd++) io[fd] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int fd = 0; fd <= 2; fd++) dup2(null, fd);
+  close(null);
+  pid_t pid = -1;
+  int err = AttachCommand(attach, io[0], io[1], io[2], true, pid);
+  int pidfd = err == 0 ? WatchedChild(pid) : -1;
+  if (err == 0 && pidfd < 0) err = errno;
+  for (int fd = 0; fd <= 2; fd++) {
+    dup2(io[fd], fd);
+    close(io[fd]);
+  }
+  if (err == 0) return WaitForwarding(pid, pidfd, forwarded);
+  std::vector<char*> argv;
+  for (auto& a : fallback) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  sigprocmask(SIG_UNBLOCK, &forwarded, nullptr);
+  signal(SIGPIPE, SIG_DFL);
+  setenv("LXQ_NO_QUICK", "1", 1);
+  execv(argv[0], argv.data());
+  dprintf(2, "lxq: cannot run %s: %s\n", argv[0], strerror(errno));
+  return 1;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc == 3 && strcmp(argv[1], "once") == 0) return Once(std::atoi(argv[2]));
   const int requests = 3;
   syscall(SYS_close_range, 4U, ~0U, 0U);
   ResetSignals();  // SIGCHLD at its default, so that children wait to be reaped

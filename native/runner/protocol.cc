@@ -63,4 +63,13 @@ int Receive(int sock, std::vector<std::string>& fields, std::vector<int>& fds) {
   return 0;
 }
 
+std::vector<std::string> AttachFields(const std::string& name, const std::string& lxcpath, const std::string& cwd, int64_t uid, int64_t gid,
+                                      bool pty, const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  std::vector<std::string> fields = {"attach", name, lxcpath, cwd, std::to_string(uid < 0 ? 0 : uid), std::to_string(gid < 0 ? 0 : gid),
+                                     pty ? "1" : "0", std::to_string(argv.size())};
+  fields.insert(fields.end(), argv.begin(), argv.end());
+  fields.insert(fields.end(), env.begin(), env.end());
+  return fields;
+}
+
 }  // namespace lxq::runner

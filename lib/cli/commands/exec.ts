@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 
 import { collect } from '../args';
 import type { CliContext } from '../context';
-import { type ExecFlags, execution, interactive } from '../interactive';
+import { type ExecFlags, execRequest, execution, interactive } from '../interactive';
 
 export function register(cli: Command, ctx: CliContext): void {
   cli
@@ -14,7 +14,7 @@ export function register(cli: Command, ctx: CliContext): void {
     .option('--env <key=value>', 'an environment variable (repeatable)', collect, [])
     .option('--cwd <dir>', 'working directory inside')
     .action(async (name: string, command: string[], o: ExecFlags) => {
-      const run = execution(command, o);
+      const run = execution(command, execRequest(command, o));
       process.exitCode = await run(await (await ctx.host()).get(name));
     });
 
