@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import * as path from 'node:path';
 
 import { AlreadyExists, Busy, Host, InvalidArgument, NotFound, NotSupported, type StorageEvent } from '../lib';
-import { SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
+import { lxqArgv, runNode, SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
 
 let t: TestHost;
 const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
@@ -226,4 +226,63 @@ test('btrfs loop pool: volumes as subvolumes, size as a qgroup, snapshots read-o
     await t.host.storage.pools.delete(pool).catch(() => undefined);
   }
   expect(loopsUnder(path.join(t.dir, 'storage-pools', pool))).toEqual([]);
+}, 600_000);
+
+test('a VM: a filesystem volume shared with virtiofs (written by a container), a block volume hot-plugged as a disk', async () => {
+  const volumes = t.host.storage.pool('default').volumes;
+  const fsVol = t.name('vfs');
+  const blk = t.name('vblk');
+  await volumes.create(fsVol);
+  await volumes.create(blk, { contentType: 'block', size: '32MiB' });
+  const c = await t.host.create(t.name('c'), { image: 'busybox', devices: { data: disk('default', fsVol, '/data') } });
+  await c.start();
+  await c.exec(['sh', '-c', 'echo from-container > /data/f']);
+  await c.delete({ force: true });
+  const vm = await t.host.create(t.name('vm'), { type: 'vm', image: 'vm/default', devices: { data: disk('default', fsVol, '/mnt/vol') } });
+  try {
+    // A filesystem volume needs a path in a VM; a block one has none.
+    expect(await thrown(vm.addDevice('x', { type: 'disk', pool: 'default', source: blk, path: '/x' }))).toBeInstanceOf(InvalidArgument);
+    await vm.start();
+    const sh = async (script: string) => (await vm.exec(['sh', '-c', script], { timeout: 120_000 })).stdout.toString().trim();
+    expect(await sh('cat /mnt/vol/f')).toBe('from-container');
+    await sh('echo from-vm > /mnt/vol/g');
+    await vm.addDevice('blk', { type: 'disk', pool: 'default', source: blk }); // hot-plugged through QMP
+    expect(await sh('for d in /sys/block/vd*; do echo "$(cat $d/serial) $(cat $d/size)"; done')).toContain(`blk ${(32 * 2 ** 20) / 512}`);
+    expect((await volumes.get(blk)).usedBy).toEqual([vm.name]);
+  } finally {
+    await vm.delete({ force: true });
+  }
+  expect(readFileSync(path.join(t.dir, 'storage-pools', 'default', 'volumes', fsVol, 'data', 'g'), 'utf8')).toBe('from-vm\n');
+  await volumes.delete(fsVol);
+  await volumes.delete(blk);
+}, 900_000);
+
+test('the CLI: lxq storage volume create|list|attach|detach|snapshot|restore|show|rename|delete', async () => {
+  const lxq = async (...args: string[]) => {
+    const r = await runNode([...lxqArgv(t.dir), 'storage', 'volume', ...args]);
+    if (r.code !== 0) throw new Error(`lxq storage volume ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const vol = t.name('cli');
+  const c = await t.host.create(t.name('c'), { image: 'busybox' });
+  await lxq('create', 'default', vol, '--description', 'from the CLI');
+  expect(JSON.parse(await lxq('list', 'default', '--format', 'json'))).toContainEqual(expect.objectContaining({ name: vol, 'content type': 'filesystem' }));
+  await lxq('attach', 'default', vol, c.name, '/data');
+  await c.start();
+  await c.exec(['sh', '-c', 'echo one > /data/f']);
+  await c.stop({ force: true });
+  await lxq('snapshot', 'default', vol, 's1');
+  expect(await lxq('show', 'default', vol)).toMatch(new RegExp(`used by: ${c.name}\nsnapshots: s1`));
+  await lxq('detach', 'default', vol, c.name);
+  await c.start();
+  expect((await c.exec(['test', '-e', '/data/f'])).exitCode).not.toBe(0);
+  await lxq('rename', 'default', vol, `${vol}-r`);
+  await lxq('restore', 'default', `${vol}-r`, 's1');
+  await lxq('delete', 'default', `${vol}-r/s1`);
+  expect((await t.host.storage.pool('default').volumes.snapshots(`${vol}-r`))).toEqual([]);
+  const bad = await runNode([...lxqArgv(t.dir), 'storage', 'volume', 'delete', 'default', 'missing']);
+  expect(bad.code).not.toBe(0);
+  expect(bad.stderr).toMatch(/no storage volume named "missing"/);
+  await lxq('delete', 'default', `${vol}-r`);
+  await c.delete({ force: true });
 }, 600_000);

@@ -74,8 +74,10 @@ export const DEVICE_TYPES = {
       },
       pool: {
         form: 'string',
-        condition: 'container',
-        description: 'A storage pool: `source` names a custom volume on it (`host.storage.pool(name).volumes`), bind-mounted idmapped (its root is the container\'s root).',
+        condition: 'both',
+        description:
+          'A storage pool: `source` names a custom volume on it (`host.storage.pool(name).volumes`): containers, a filesystem volume bind-mounted idmapped (its root is the container\'s root); ' +
+          'VMs, a filesystem volume shared with virtiofs (`path`), a block volume a disk (no `path`).',
       },
       path: { form: 'path', condition: 'both', description: 'Where it appears inside the instance (not for VM block disks).' },
       readonly: { form: 'boolean', condition: 'both', default: 'false', description: 'Read-only inside the instance.' },

@@ -289,8 +289,9 @@ async function probeVolume(where: string, d: DeviceConfig, env: ProbeEnv): Promi
   if (!env.volumes) throw new NotSupported(`${where}: custom volumes ("pool") cannot be attached to this instance in this version`);
   const v = await env.volumes.resolve(d.pool!, d.source!);
   if (v.contentType === 'block' && d.path !== undefined) {
-    throw new InvalidArgument(`${where}: "${d.source}" is a block volume; a block volume has no "path" in a container (LXD attaches block volumes to VMs)`);
+    throw new InvalidArgument(`${where}: "${d.source}" is a block volume; it has no "path" (a VM sees it as a disk; LXD attaches block volumes to VMs only)`);
   }
+  if (v.contentType === 'filesystem' && d.path === undefined) throw new InvalidArgument(`${where}: "${d.source}" is a filesystem volume; give "path", where the guest mounts it`);
   const src = await probeSource(v.path);
   if (src.kind === 'missing') throw new InvalidArgument(`${where}: the data of volume "${d.source}" of pool "${d.pool}" is missing (${v.path})`);
   return { ...src, hostPath: v.path };

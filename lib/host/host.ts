@@ -220,7 +220,7 @@ export class Host implements InstanceHost {
   }
 
   private vmContext(): VmContext {
-    return { hostDir: this.path, networks: this.networks, pools: (pool) => this.storage.driver(pool) };
+    return { hostDir: this.path, networks: this.networks, pools: (pool) => this.storage.driver(pool), volumes: this.storage.volumeResolver };
   }
 
   /** Those of `names` whose instance is running (a volume's users). */

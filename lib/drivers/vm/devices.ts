@@ -29,7 +29,7 @@ import { parseSize } from '../../core/units';
 import { type DeviceConfig, type Devices, deviceFlag, deviceValue } from '../../devices/declarations';
 import { nics, nicType } from '../../devices/nic';
 import { makeVmNic, releaseVmNic } from './nics';
-import { type DeviceSource, devicePath } from '../../devices/validate';
+import { type DeviceSource, devicePath, diskSource } from '../../devices/validate';
 import type { QmpCommands } from '../../qmp';
 import { removeVmCpuCgroup } from './cgroup';
 import { memoryBackendOptions, type VmMemory } from './limits';
@@ -72,7 +72,7 @@ function shareSocket(vmDir: string, name: string): string {
 /** `-blockdev` / QMP `blockdev-add` arguments of a block disk. */
 export function blockdevArgs(vmDir: string, name: string, d: DeviceConfig, src: DeviceSource): QmpCommands['blockdev-add']['args'] {
   const readOnly = deviceFlag(d, 'readonly');
-  const filename = d.source ?? newDiskFile(vmDir, name);
+  const filename = src.hostPath ?? d.source ?? newDiskFile(vmDir, name);
   const format = d.source === undefined ? 'qcow2' : src.format ?? 'raw';
   return { 'node-name': qemuNodeName(name), driver: format, 'read-only': readOnly, file: { driver: 'file', filename, 'read-only': readOnly } };
 }
@@ -122,16 +122,16 @@ export async function releaseVmDevice(vmDir: string, name: string): Promise<void
  * Starts the virtiofsd of a share, detached (it outlives Node as QEMU does, and exits when QEMU
  * disconnects); resolves once its socket accepts.
  */
-export async function startVirtiofsd(vmDir: string, name: string, d: DeviceConfig): Promise<string> {
+export async function startVirtiofsd(vmDir: string, name: string, d: DeviceConfig, source: string): Promise<string> {
   const socket = shareSocket(vmDir, name);
   await fs.mkdir(devicesDir(vmDir), { recursive: true, mode: 0o700 });
   await fs.rm(socket, { force: true });
-  const args = [`--socket-path=${socket}`, '-o', `source=${d.source}`, '-o', 'cache=auto', '-o', 'xattr'];
+  const args = [`--socket-path=${socket}`, '-o', `source=${source}`, '-o', 'cache=auto', '-o', 'xattr'];
   const log = await fs.open(path.join(devicesDir(vmDir), `virtiofs-${name}.log`), 'w');
   try {
     // readonly: a read-only bind of the source in a mount namespace of virtiofsd's own.
     const child = deviceFlag(d, 'readonly')
-      ? spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"', d.source!, VIRTIOFSD, ...args], {
+      ? spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"', source, VIRTIOFSD, ...args], {
           detached: true,
           stdio: ['ignore', log.fd, log.fd],
         })
@@ -212,7 +212,7 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
         continue;
       }
       if (kind === 'share') {
-        await startVirtiofsd(vmDir, name, d);
+        await startVirtiofsd(vmDir, name, d, diskSource(d, src));
         args.push('-chardev', `socket,id=${qemuOptionValue('-chardev id', chardevId(name))},path=${qemuOptionValue('-chardev path', shareSocket(vmDir, name))}`);
       } else {
         // JSON: its strings escape ',' and control characters themselves.

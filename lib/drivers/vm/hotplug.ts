@@ -5,7 +5,7 @@
  */
 import { OperationFailed } from '../../core/errors';
 import { type DeviceConfig, deviceValue } from '../../devices/declarations';
-import type { DeviceSource } from '../../devices/validate';
+import { type DeviceSource, diskSource } from '../../devices/validate';
 import type { DeviceChange } from '../../devices/change';
 import { QmpError, QmpTimeoutError } from '../../qmp';
 import type { GuestAgent } from './agent';
@@ -99,7 +99,7 @@ export class HotPlug {
       return;
     }
     if (kind === 'share') {
-      await startVirtiofsd(dir, name, d);
+      await startVirtiofsd(dir, name, d, diskSource(d, src));
       await monitor.command('chardev-add', chardevArgs(dir, name));
       await monitor.command('device_add', deviceArgs(dir, name, d, src, await this.port(name)));
       await mountShare(this.vm.agent(), name, d, this.vm.name());

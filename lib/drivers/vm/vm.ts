@@ -17,7 +17,8 @@ import { parseBoolean } from '../../core/units';
 import { createStaged } from '../../core/staging';
 import type { DeviceConfig, Devices } from '../../devices/declarations';
 import { ensureNetworks } from '../../devices/nic';
-import { probeDevices, readSources } from '../../devices/validate';
+import { checkVolumesFree, probeDevices, type ProbeEnv, readSources } from '../../devices/validate';
+import type { VmContext } from './context';
 import type { Image } from '../../images/types';
 import type { VmImage } from '../../images/meta';
 import type { DeviceChange } from '../../devices/change';
@@ -50,15 +51,7 @@ import { vmUsage } from './usage';
 import { readBootRecord, startFromSavedBoot } from './saved-boot-start';
 
 export { vmMainPid } from './process';
-
-/** What the host tells the VM driver. */
-export interface VmContext {
-  /** The host's state directory (where the accelerator verdict is kept). */
-  hostDir: string;
-  networks: Networks;
-  /** The driver of a storage pool by name (none: the dir pool, where VMs made before pools are); without it, on dir. */
-  pools?: (pool: string | undefined) => Promise<PoolDriver>;
-}
+export type { VmContext } from './context';
 
 /**
  * A VM's state: the common state, plus its vCPUs and what the guest agent says, if it answers
@@ -218,6 +211,10 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     return this.ctx.networks;
   }
 
+  protected override get probeEnv(): ProbeEnv {
+    return { ...super.probeEnv, ...(this.ctx.volumes ? { volumes: this.ctx.volumes } : {}) };
+  }
+
   /** Read through the guest agent (procfs of the guest's kernel). */
   protected async readIfInet6(): Promise<string> {
     return (await this.files.read('/proc/net/if_inet6')).toString();
@@ -292,6 +289,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   protected async doStart(): Promise<void> {
     const settings = launchSettings(this.expandedConfig);
     await ensureNetworks(this.expandedDevices, this.ctx.networks);
+    await checkVolumesFree(this.expandedDevices, this.probeEnv);
     const img = await loadImage(this.image, String(this.record.imageMeta.dir), this.record.imageMeta);
     const { accel, watch } = await chooseAccel(settings.accel, this.ctx.hostDir);
     this.launching = true;
@@ -415,6 +413,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
    */
   protected async applyDevices(_next: Devices, change: DeviceChange, live: boolean): Promise<void> {
     const added = await probeDevices('vm', change.added, this.probeEnv);
+    if (live) await checkVolumesFree(change.added, this.probeEnv);
     const removed = await readSources(change.removed, this.probeEnv);
     await this.hotplug.apply(change, { added, removed }, live);
   }
