@@ -2,6 +2,7 @@
  * What a VM is launched with: its settings (from its options), its image's files, and QEMU's
  * whole command line (the image's boot, the VM's files and devices, `raw.qemu` last).
  */
+import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -14,6 +15,7 @@ import type { Devices } from '../../devices/declarations';
 import type { DeviceSource } from '../../devices/validate';
 import type { VmImage, VmImageMeta } from '../../images/meta';
 import { readVmImage } from '../../images/vm-image';
+import { cloudSeed, writeSeedDir } from '../../instance/cloud-init';
 import type { Accel, AccelSetting } from './accel';
 import { launchArgs } from './devices';
 import type { FileHandle } from 'node:fs/promises';
@@ -69,11 +71,30 @@ export async function loadImage(name: string, dir: string, meta: Record<string, 
   throw new NotFound(`VM image "${name}" in ${dir} is incomplete: ${detail}; remove it and build it again`);
 }
 
+/**
+ * cloud-init's NoCloud seed as a read-only FAT disk labelled `cidata`: QEMU's vvfat driver shows
+ * a directory of the VM's as that disk, so no mkfs, mtools or ISO tool (none is on this host) and
+ * no root-only loop mount is needed, and the guest's cloud-init reads the seed in its first stage
+ * without waiting for an agent. After the root disk, so the root stays /dev/vda.
+ */
+async function cloudSeedArgs(vm: LaunchTarget): Promise<string[]> {
+  const dir = vmFile(vm.dir, 'cloudSeed');
+  const seed = await cloudSeed(vm.dir, vm.config, vm.name);
+  if (!seed) {
+    await fs.rm(dir, { recursive: true, force: true });
+    return [];
+  }
+  await writeSeedDir(dir, seed);
+  return ['-drive', `driver=vvfat,dir=${qemuOptionValue('-drive dir', dir)},fat-type=16,label=cidata,readonly=on,if=virtio`];
+}
+
 /** The VM a command line is made for. */
 export interface LaunchTarget {
   dir: string;
   name: string;
   machineId?: string;
+  /** Its options (the expanded ones): cloud-init's seed is made from them. */
+  config: InstanceConfig;
   devices: Devices;
   /** Reads the devices' sources (as probed at create), once their arguments are made. */
   sources(): Promise<Map<string, DeviceSource>>;
@@ -100,6 +121,7 @@ export async function qemuCommandLine(vm: LaunchTarget, img: VmImage, s: LaunchS
       // The instance name, which the initramfs makes the hostname while the disk has none.
       appendCmdline: `lxq.hostname=${vm.name}${vm.machineId ? ` systemd.machine_id=${vm.machineId}` : ''}`,
     }),
+    ...(await cloudSeedArgs(vm)),
     ...(await launchArgs(vm.dir, vm.devices, await vm.sources(), s.memory, s.busPorts, fds)),
     '-name', qemuOptionValue('-name', vm.name),
     '-pidfile', file('pid'),

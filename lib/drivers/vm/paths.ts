@@ -16,6 +16,8 @@
  *     qemu.log     what QEMU itself printed, from the last start
  *     boot.json    how the last start booted: cold or from the image's saved boot (saved-boot.ts)
  *     never-started  there until the first start: the disk is still the image's, untouched
+ *     cloud-seed/  cloud-init's NoCloud seed (cloud-init.* options), QEMU's `cidata` disk
+ *     cloud-init.json  the seed's digest and instance-id (lib/instance/cloud-init.ts)
  */
 import * as path from 'node:path';
 
@@ -35,6 +37,8 @@ const VM_FILES = {
   qemuLog: 'qemu.log',
   boot: 'boot.json',
   fresh: 'never-started',
+  /** cloud-init's seed files, the VM's `cidata` disk (launch.ts). */
+  cloudSeed: 'cloud-seed',
 } as const;
 
 export type VmFile = keyof typeof VM_FILES;

@@ -31,6 +31,7 @@ import { parseBoolean } from '../../core/units';
 import { clearStaging, createStaged, isStaging, processAlive } from '../../core/staging';
 import type { Devices } from '../../devices/declarations';
 import type { VmImage } from '../../images/meta';
+import { seedData } from '../../instance/cloud-init';
 import type { QmpClient } from '../../qmp';
 import { type LaunchSettings, type LaunchTarget, qemuCommandLine } from './launch';
 import { checkSocketPaths, vmFile } from './paths';
@@ -72,6 +73,7 @@ export function savedBootRefusal(config: InstanceConfig, devices: Devices, fresh
   if (!parseBoolean(config['vm.saved_boot'] ?? 'false')) return 'vm.saved_boot is not set';
   if (!fresh) return 'not the first start (the disk is no longer the image\'s)';
   if (!hasLxqAgent) return 'the image has no lxq agent to renew the identity';
+  if (seedData(config)) return 'a cloud-init seed (cloud-init.* keys): cloud-init must see its seed in the VM\'s own boot';
   for (const [name, d] of Object.entries(devices)) {
     const keys = Object.keys(d).filter((k) => k !== 'type' && k !== 'path' && k !== 'pool');
     if (d.type !== 'disk' || d.path !== '/' || keys.length) return `device ${name} (only a root disk without options can be saved with the boot)`;
@@ -205,7 +207,7 @@ export async function makeSavedBoot(h: SaveHooks): Promise<SavedBoot> {
     try {
       checkSocketPaths(run);
       await h.createOverlay(path.resolve(h.img.disk), vmFile(run, 'disk'));
-      const args = await qemuCommandLine({ dir: run, name: SAVER_NAME, devices: h.devices, sources: h.sources }, h.img, h.settings, h.accel);
+      const args = await qemuCommandLine({ dir: run, name: SAVER_NAME, config: {}, devices: h.devices, sources: h.sources }, h.img, h.settings, h.accel);
       const mine = normalisedArgs(args, run, h.img);
       if (JSON.stringify(mine) !== JSON.stringify(h.inputs.args)) throw new OperationFailed(`the saving VM's command line differs from the VM's: ${JSON.stringify(mine)}`);
       await h.bootAndSave(run, args, path.join(staging, STATE_FILE));

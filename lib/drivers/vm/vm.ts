@@ -319,7 +319,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     }
   }
 
-  private readonly launchTarget = (): LaunchTarget => ({ dir: this.dir, name: this.name, machineId: this.record.machineId, devices: this.expandedDevices, sources: () => readSources(this.expandedDevices, this.probeEnv) });
+  private readonly launchTarget = (): LaunchTarget => ({ dir: this.dir, name: this.name, machineId: this.record.machineId, config: this.expandedConfig, devices: this.expandedDevices, sources: () => readSources(this.expandedDevices, this.probeEnv) });
 
   /** Starts QEMU detached (its command line and `extra`) and connects to its monitor; resolves once QEMU runs (the guest boots on). */
   private async launch(img: VmImage, s: LaunchSettings, accel: Accel, extra: string[] = []): Promise<void> {
