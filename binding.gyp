@@ -47,6 +47,12 @@
           "type": "executable",
           "sources": ["native/runner/main.cc", "native/runner/protocol.cc"],
           "libraries": ["<!@(pkg-config --libs lxc 2>/dev/null || echo -llxc)"]
+        },
+        {
+          "target_name": "lxq_intercept",
+          "type": "executable",
+          "sources": ["native/intercept/main.c"],
+          "cflags": ["-std=gnu11", "-Wall", "-Wextra"]
         }
       ]
     }]

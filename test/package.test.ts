@@ -109,7 +109,7 @@ test('the tarball holds the built library with its types, the addon\'s sources, 
 
 test('the public types compile in a strict TypeScript consumer, with the quick start (CommonJS and ES module; lxq\'s declarations checked too)', async () => {
   const release = path.join(full, 'node_modules', 'lxq', 'build', 'Release');
-  expect(readdirSync(release).filter((f) => /^lxq_/.test(f)).sort()).toEqual(['lxq_lxc.node', 'lxq_runner', 'lxq_stamper', 'lxq_sys.node']);
+  expect(readdirSync(release).filter((f) => /^lxq_/.test(f)).sort()).toEqual(['lxq_intercept', 'lxq_lxc.node', 'lxq_runner', 'lxq_stamper', 'lxq_sys.node']);
 
   const source = readFileSync(path.join(ROOT, 'examples', 'quickstart.ts'), 'utf8');
   expect(source).toContain("from '../lib'");

@@ -10,7 +10,7 @@ import { parseBoolean, parsePositiveInteger } from '../../core/units';
 import type { Condition, OptionSpec } from './spec';
 import { SYSCALL_NAMES } from './syscalls';
 
-/** liblxc's rule actions (`notify` needs a listener lxq does not run). */
+/** liblxc's rule actions (`notify` is for lxq's own listener: security.syscalls.intercept.*). */
 const ACTION = /^(kill|allow|trap|errno\s+\d{1,4})$/;
 
 /**
@@ -27,7 +27,7 @@ export function checkSyscallRules(value: string): string[] {
     const [name, ...rest] = t.split(/\s+/);
     if (!SYSCALL_NAMES.has(name)) throw new Error(`${JSON.stringify(name)} is not a system call of this host (one name per line, then optionally kill, allow, trap or errno N)`);
     const action = rest.join(' ');
-    if (action && !ACTION.test(action)) throw new Error(`${JSON.stringify(action)} is not a seccomp action lxq applies (kill, allow, trap or errno N; notify needs a listener lxq does not run)`);
+    if (action && !ACTION.test(action)) throw new Error(`${JSON.stringify(action)} is not a seccomp action lxq applies (kill, allow, trap or errno N; notify is lxq's own, through security.syscalls.intercept.*)`);
     rules.push(action ? `${name} ${action}` : name);
   }
   if (rules.length === 0) throw new Error('no system call named (one per line)');
@@ -57,7 +57,29 @@ function sevMissing(): string | undefined {
   return existsSync('/sys/module/kvm_amd') ? 'AMD SEV is off on this host (kvm_amd sev=0)' : 'this host has no AMD SEV (no kvm_amd module with sev=1)';
 }
 
-const NO_NOTIFY = 'lxq runs no seccomp notify listener to answer the intercepted calls (liblxc would need a supervisor process holding the notify fd; lxq_runner does not yet)';
+/** Why the intercepts lxq's listener (lxq_intercept) does not answer are refused. */
+const NO_BPF = "lxq's seccomp listener does not answer bpf (it would have to load the device program into the container's cgroup for it)";
+const NO_MOUNT = "lxq's seccomp listener does not answer mount (it would have to mount filesystems, or run FUSE helpers, for the container)";
+const NO_INTERCEPT: Record<string, string> = {
+  bpf: NO_BPF,
+  'bpf.devices': NO_BPF,
+  mount: NO_MOUNT,
+  'mount.shift': NO_MOUNT,
+  'mount.allowed': NO_MOUNT,
+  'mount.fuse': NO_MOUNT,
+  sched_setscheduler: "lxq's seccomp listener does not answer sched_setscheduler (it would have to change a process's scheduling policy from the host)",
+};
+
+/** What lxq's listener does for each call it answers (native/intercept/main.c). */
+const INTERCEPT_DOC: Record<string, string> = {
+  mknod:
+    'mknod/mknodat of the nodes every container has (char 1:3 null, 1:5 zero, 1:7 full, 1:8 random, 1:9 urandom, 5:0 tty, 5:1 console, 5:2 ptmx) work in an unprivileged container: made by lxq\'s seccomp listener in its mount namespace with the caller\'s ids, cwd, umask and capabilities (it needs CAP_MKNOD in the container); any other node fails as the kernel says (EPERM).',
+  setxattr:
+    'setxattr of trusted.overlay.opaque = "y" (what LXD allows: an overlayfs whiteout directory made inside) works in an unprivileged container, made by lxq\'s seccomp listener with the caller\'s ids (it needs CAP_SYS_ADMIN in the container); any other attribute goes to the kernel.',
+  sysinfo:
+    "sysinfo (free, uptime, top) answers with the container's own figures: its memory limit and use, swap, process count and uptime (the host's load averages), from lxq's seccomp listener.",
+};
+
 const NO_DEVLXD = 'lxq has no daemon to serve /dev/lxd inside instances';
 const NO_BPF_DELEGATION = 'lxq does not mount a delegated bpffs (BPF token) in containers';
 
@@ -83,14 +105,15 @@ const SYSCALL_OPTIONS: OptionSpec[] = [
     'The default deny list: kexec_load, open_by_handle_at, init_module, finit_module, delete_module, keyctl, add_key, request_key fail with ENOSYS, and umount -f with EACCES.',
     { default: 'true' },
   ),
-  ...['bpf', 'bpf.devices', 'mknod', 'mount', 'mount.shift', 'sched_setscheduler', 'setxattr', 'sysinfo'].map((k) =>
-    spec(`security.syscalls.intercept.${k}`, 'container', `Refused when true: ${NO_NOTIFY}.`, { validate: refusedWhenTrue(`security.syscalls.intercept.${k}`, () => NO_NOTIFY) }),
+  ...['mknod', 'setxattr', 'sysinfo'].map((k) => spec(`security.syscalls.intercept.${k}`, 'container', `${INTERCEPT_DOC[k]} Applied at the next start.`)),
+  ...['bpf', 'bpf.devices', 'mount', 'mount.shift', 'sched_setscheduler'].map((k) =>
+    spec(`security.syscalls.intercept.${k}`, 'container', `Refused when true: ${NO_INTERCEPT[k]}.`, { validate: refusedWhenTrue(`security.syscalls.intercept.${k}`, () => NO_INTERCEPT[k]) }),
   ),
   ...['mount.allowed', 'mount.fuse'].map((k) =>
-    spec(`security.syscalls.intercept.${k}`, 'container', `Refused when set: ${NO_NOTIFY}.`, {
+    spec(`security.syscalls.intercept.${k}`, 'container', `Refused when set: ${NO_INTERCEPT[k]}.`, {
       type: 'string',
       default: undefined,
-      notSupported: NO_NOTIFY,
+      notSupported: NO_INTERCEPT[k],
       validate: undefined,
     }),
   ),

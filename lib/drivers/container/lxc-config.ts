@@ -14,6 +14,7 @@ import type { CgroupLayout, IdMap } from './host-facts';
 export type LxcItem = [key: string, value: string];
 
 export { SECCOMP_POLICY_FILE, seccompPolicy } from './seccomp';
+import { interceptedCalls, interceptPaths } from './intercept';
 import { SECCOMP_POLICY_FILE } from './seccomp';
 
 export interface RenderInput {
@@ -57,6 +58,8 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
     ['lxc.cap.drop', 'sys_module mac_admin mac_override sys_time'],
     ['lxc.seccomp.profile', path.join(dir, SECCOMP_POLICY_FILE)],
   ];
+  // security.syscalls.intercept.*: liblxc's monitor forwards the notify rules' calls to lxq's listener.
+  if (interceptedCalls(config).length) items.push(['lxc.seccomp.notify.proxy', `unix:${interceptPaths(dir).socket}`]);
   const devicesCgroup = layout.version('devices') === 1 ? 'lxc.cgroup.devices' : 'lxc.cgroup2.devices';
   items.push([`${devicesCgroup}.deny`, 'a'], ...DEFAULT_DEVICE_RULES.map((r): LxcItem => [`${devicesCgroup}.allow`, r]));
   // Without a NIC device the container has its own loopback only (no bridge is assumed).

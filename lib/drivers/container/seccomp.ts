@@ -1,11 +1,12 @@
 /**
  * The container's seccomp policy in liblxc's format (version 2), made from security.syscalls.*
  * as LXD makes it (lxd/seccomp: an allow list, or a deny list of the defaults, the compat list
- * and the user's rules), or raw.seccomp as given. liblxc loads it at start and on every attach.
+ * and the user's rules, then the intercepted calls' notify rules), or raw.seccomp as given. liblxc loads it at start and on every attach.
  */
 import type { InstanceConfig } from '../../config/options';
 import { checkSyscallRules } from '../../config/options/security';
 import { refuseControlChars } from '../../core/guard';
+import { notifyRules } from './intercept';
 
 /** The seccomp policy file liblxc loads, in the instance's directory beside `config`. */
 export const SECCOMP_POLICY_FILE = 'seccomp.policy';
@@ -42,13 +43,14 @@ export function seccompPolicy(config: InstanceConfig): string {
   if (config['raw.seccomp'] !== undefined) {
     lines = config['raw.seccomp'].split('\n');
   } else if (allow !== undefined) {
-    lines = ['2', 'allowlist', '[all]', ...checkSyscallRules(allow)];
+    lines = ['2', 'allowlist', '[all]', ...checkSyscallRules(allow), ...notifyRules(config)];
   } else {
     const defaults = config['security.syscalls.deny_default'] !== 'false';
     lines = ['2', 'denylist', ...(defaults ? ['reject_force_umount'] : []), '[all]'];
     if (defaults) lines.push(...DEFAULT_DENIED.map((s) => `${s} errno ${ENOSYS}`));
     if (config['security.syscalls.deny_compat'] === 'true') lines.push('[x86]', ...COMPAT_DENIED.map((s) => `${s} errno ${ENOSYS}`), '[all]');
     if (config['security.syscalls.deny'] !== undefined) lines.push(...checkSyscallRules(config['security.syscalls.deny']));
+    lines.push(...notifyRules(config));
   }
   return lines.map((l) => refuseControlChars('the seccomp policy', l, { allowTab: true })).join('\n') + '\n';
 }
