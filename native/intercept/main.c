@@ -475,6 +475,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: lxq_intercept SOCKET LOCK CALLS (mknod,setxattr,sysinfo; the monitor's \"PID STARTTICKS\" on stdin)\n");
     return 2;
   }
+  syscall(SYS_close_range, 3, ~0U, 0); /* what the starter leaked to it (a pipe of Node's): not kept for the container's life */
   const char *sock_path = argv[1];
   char calls[256];
   snprintf(calls, sizeof calls, "%s", argv[3]);

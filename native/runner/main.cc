@@ -16,6 +16,7 @@
 //   container runs, and the loop replies when it has reaped it.
 // `lxq_runner once FD` is the other way it runs: in place of the CLI's Node process, for one
 // command on the CLI's own stdio (Once, below).
+#include <fstream>
 #include <fcntl.h>
 #include <lxc/lxccontainer.h>
 #include <poll.h>
@@ -279,14 +280,36 @@ void Reap(const Child& child) {
   close(child.sock);
 }
 
+// A failed attach may leave its process behind (with a seccomp notify policy, liblxc 5.0.2 fails
+// the attach when the monitor refuses the process's notify fd, after the process was made, and
+// does not say its pid): a child nobody reaps, whose zombie keeps the container's init from
+// ending at stop. Any child of the runner that is not one it tracks is such a one: killed, reaped.
+void ReapStrays(const std::vector<Child>& children) {
+  std::ifstream list("/proc/self/task/" + std::to_string(getpid()) + "/children");
+  pid_t pid;
+  while (list >> pid) {
+    bool known = false;
+    for (const Child& c : children) known = known || c.pid == pid;
+    if (known) continue;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
 // One request. The command's ends of its pipes are closed here once it has its own copies (ours
 // would keep them open after it exits); the request's socket stays open while a child needs it.
 void Serve(const std::vector<std::string>& fields, const std::vector<int>& fds, std::vector<Child>& children) {
   Child child = {};
   bool waiting = false;
-  if (fields[0] == "start") waiting = Start(fds[0], fields, child);
-  else if (fields[0] == "attach") waiting = Attach(fds[0], fields, fds, child);
-  else Reply(fds[0], {std::to_string(EINVAL)});
+  if (fields[0] == "start") {
+    waiting = Start(fds[0], fields, child);
+  } else if (fields[0] == "attach") {
+    waiting = Attach(fds[0], fields, fds, child);
+    if (!waiting) ReapStrays(children);
+  } else {
+    Reply(fds[0], {std::to_string(EINVAL)});
+  }
   for (size_t i = 1; i < fds.size(); i++) close(fds[i]);
   if (waiting) children.push_back(child);
   else close(fds[0]);
