@@ -46,7 +46,6 @@ const stateOps = (): typeof import('./state') => require('./state');
 const datagram = (): typeof import('../../network/datagram') => require('../../network/datagram');
 const idmapAlloc = (): typeof import('./idmap-alloc') => require('./idmap-alloc');
 const cloudInit = (): typeof import('../../instance/cloud-init') => require('../../instance/cloud-init');
-const intercept = (): typeof import('./intercept') => require('./intercept');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 /** What the host tells the container driver: where containers live and what this machine is like. */
@@ -311,11 +310,8 @@ export class ContainerInstance extends BaseInstance {
     return monitorAlive(this.name);
   }
 
-  /** A running container's seccomp listener is started again here if it is gone (killed): every operation asks. */
   protected async currentStatus(): Promise<InstanceStatus> {
-    const status = await containerStatus(this.lxc());
-    if (status !== 'stopped') await intercept().ensureListener(this.dir, this.expandedConfig, () => this.consoleWriterPid());
-    return status;
+    return lxcConfig().ensureListener(await containerStatus(this.lxc()), this.dir, this.expandedConfig, () => this.consoleWriterPid());
   }
 
   protected async doStart(): Promise<void> {
@@ -332,12 +328,11 @@ export class ContainerInstance extends BaseInstance {
     const hadSeed = await cloudInit().hadSeed(this.dir);
     await cloudInit().writeContainerSeed(this.files, await cloudInit().cloudSeed(this.dir, config, this.name), hadSeed);
     await limits().loadKernelModules(this.expandedConfig);
-    const listener = intercept().startListener(this.dir, config); // listening before the monitor connects to it
+    const listener = lxcConfig().startListener(this.dir, config); // listening before the monitor connects to it
     await this.lxc()
       .start([])
       .catch(async (e) => {
-        listener?.cancel();
-        await removeMonitorCgroups(this.name);
+        await removeMonitorCgroups(this.name).finally(() => listener?.cancel());
         throw failed(e, `cannot start ${this.name}`);
       });
     await listener?.bind((await this.consoleWriterPid()) ?? 0);

@@ -99,11 +99,10 @@ async function listenerRuns(lock: string): Promise<boolean> {
   }
 }
 
-/** A running container's listener, started again if it is gone (killed) and given the monitor at once. */
-export async function ensureListener(dir: string, config: InstanceConfig, monitor: () => Promise<number | null>): Promise<void> {
-  if (!interceptedCalls(config).length || (await listenerRuns(interceptPaths(dir).lock))) return;
+/** A running container's listener, started again if it is gone (killed) and given the monitor at once; `status` passed through. */
+export async function ensureListener<S extends string>(status: S, dir: string, config: InstanceConfig, monitor: () => Promise<number | null>): Promise<S> {
+  if (status === 'stopped' || !interceptedCalls(config).length || (await listenerRuns(interceptPaths(dir).lock))) return status;
   const pid = await monitor();
-  if (pid === null) return;
-  const listener = startListener(dir, config);
-  await listener?.bind(pid);
+  if (pid !== null) await startListener(dir, config)?.bind(pid);
+  return status;
 }

@@ -15,6 +15,7 @@ export type LxcItem = [key: string, value: string];
 
 export { SECCOMP_POLICY_FILE, seccompPolicy } from './seccomp';
 import { interceptedCalls, interceptPaths } from './intercept';
+export { ensureListener, startListener } from './intercept';
 import { SECCOMP_POLICY_FILE } from './seccomp';
 
 export interface RenderInput {
