@@ -7,6 +7,7 @@ packages=(
   g++ make libc6-dev                           # the addon (node-gyp); a static udp echo the proxy tests run inside
   busybox-static                               # the busybox container image
   qemu-system-x86 qemu-utils qemu-guest-agent  # VMs, qcow2 overlays, the guest agent for the VM image
+  swtpm swtpm-tools tpm2-tools                 # a VM's TPM (tpm devices: swtpm beside QEMU); tpm2-tools to look at one by hand
   cpio kmod e2fsprogs                          # building the VM image (initramfs, modules, ext4)
   mmdebstrap debootstrap                       # the debian/12 image (from the host's apt sources)
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync

@@ -179,10 +179,22 @@ export const DEVICE_TYPES = {
     description: 'A block device node inside the container, allowed in its devices cgroup.',
     keys: UNIX_KEYS,
   },
+  tpm: {
+    condition: 'both',
+    live: false,
+    description:
+      'A TPM 2.0 (at most one per instance). VMs: a `tpm-crb` device backed by Debian\'s `swtpm`, started beside QEMU and ended with it; ' +
+      'its state is kept with the VM (`<vm>/tpm/`) and carried by snapshots, copies and exports. Containers: need the host kernel\'s vTPM ' +
+      'proxy (`/dev/vtpmx`, CONFIG_TCG_VTPM_PROXY), refused with NotSupported where it is missing.',
+    keys: {
+      path: { form: 'path', condition: 'container', description: 'Where the TPM\'s node is made inside the container (e.g. /dev/tpm0).' },
+      pathrm: { form: 'path', condition: 'container', description: 'Where the TPM resource manager\'s node is made inside the container (e.g. /dev/tpmrm0).' },
+    },
+  },
 } as const satisfies Record<string, DeviceTypeSpec>;
 
 /**
- * A device type: 'disk', 'nic', 'proxy', 'unix-char' or 'unix-block' (LXD's names).
+ * A device type: 'disk', 'nic', 'proxy', 'unix-char', 'unix-block' or 'tpm' (LXD's names).
  *
  * @example
  * ```ts
@@ -224,6 +236,7 @@ export type UnixCharDevice = Extract<DeviceInput, { type: 'unix-char' }>;
 export type NicDevice = Extract<DeviceInput, { type: 'nic' }>;
 export type ProxyDevice = Extract<DeviceInput, { type: 'proxy' }>;
 export type UnixBlockDevice = Extract<DeviceInput, { type: 'unix-block' }>;
+export type TpmDevice = Extract<DeviceInput, { type: 'tpm' }>;
 
 /**
  * A device as stored: every value a string, as in LXD.

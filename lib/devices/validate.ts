@@ -28,6 +28,7 @@ import {
 import { checkNicShape, probeNic } from './nic-checks';
 import type { VolumeResolver } from '../storage/volumes/types';
 import { validateVolumeName } from '../storage/volumes/names';
+import { checkOneTpm, checkTpmShape, probeTpm } from './tpm';
 
 /** Device names: an identifier, safe as a file name, a QEMU id and a mount tag. */
 const DEVICE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
@@ -155,6 +156,9 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
     if (instanceType === 'vm' && connect.proto === 'unix') throw new NotSupported(`${where}: a VM's proxy connects over its network; a unix socket inside a VM cannot be reached`);
   } else if (d.type === 'nic') {
     checkNicShape(instanceType, name, d);
+  } else if (d.type === 'tpm') {
+    checkTpmShape(instanceType, name, d);
+    checkTarget(where, d);
   } else {
     if (d.source === undefined && (d.major === undefined || d.minor === undefined)) {
       throw new InvalidArgument(`${where}: a ${d.type} device needs "source" (a host device node) or both "major" and "minor"`);
@@ -204,8 +208,9 @@ export function normalizeDevices(instanceType: InstanceType, input: unknown): De
   return out;
 }
 
-/** Two devices may not claim one path inside the instance. */
+/** Two devices may not claim one path inside the instance (nor two TPMs be in one). */
 export function checkPaths(devices: Devices): void {
+  checkOneTpm(devices);
   const seen = new Map<string, string>();
   for (const [name, d] of Object.entries(devices)) {
     const p = devicePath(d);
@@ -327,6 +332,11 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
     }
     if (d.type === 'disk' && d.pool !== undefined) {
       out.set(name, await probeVolume(where, d, env));
+      continue;
+    }
+    if (d.type === 'tpm') {
+      await probeTpm(instanceType, name);
+      out.set(name, { kind: 'missing' });
       continue;
     }
     const src = await probeSource(d.source);

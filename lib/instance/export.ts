@@ -49,6 +49,8 @@ export async function writeExport(source: ExportSource, target: string, instance
   if (liveVm && snapshots) throw new NotSupported(`an export of a running vm holds its disk as it is now, not its snapshots: stop ${source.name} first, or export it with { instanceOnly: true }`);
   await fs.access(path.dirname(target)).catch(() => Promise.reject(new NotFound(`${path.dirname(target)} does not exist`)));
   const entries = [source.type === 'vm' ? 'disk.qcow2' : 'rootfs'];
+  // A VM's TPM state (lib/drivers/vm/tpm.ts) is its own, as its disk is.
+  if (source.type === 'vm' && (await fs.lstat(path.join(dir, 'tpm')).then((s) => s.isDirectory(), () => false))) entries.push('tpm');
   if (snapshots) entries.push('snapshots');
   const meta: ExportMeta = { format: 'lxq-export', version: 1, exportedAt: new Date().toISOString(), record: structuredClone(source.record), snapshots };
   const frozen = status === 'running' && !liveVm;

@@ -3,7 +3,7 @@
  * processes (streamed by them, never held in memory, never on the event loop).
  *
  * Layout: `lxq-export.json` (format marker and the record) then `instance/…` (a container's
- * `rootfs/`, a VM's `disk.qcow2`, and `snapshots/` when asked). What the driver derives from
+ * `rootfs/`, a VM's `disk.qcow2` and `tpm/` if it has a TPM, and `snapshots/` when asked). What the driver derives from
  * paths (liblxc's config) is made again on import. An import lists the archive first and refuses
  * anything but that layout: absolute names, `..`, members under a symlink of the archive, links
  * whose targets leave it, device nodes for a privileged target; then extracts into a staging

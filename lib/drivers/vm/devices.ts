@@ -18,7 +18,6 @@
  * ports take hot-plugged ones (`device_add`, and `device_del` waited on through DEVICE_DELETED).
  * The command line at launch and the hot-plug commands are built from the same objects.
  */
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
@@ -32,6 +31,8 @@ import { makeVmNic, releaseVmNic } from './nics';
 import { type DeviceSource, devicePath, diskSource } from '../../devices/validate';
 import type { QmpCommands } from '../../qmp';
 import { removeVmCpuCgroup } from './cgroup';
+import { type HostHelper, startHostHelper, stopHostHelper } from './host-helper';
+import { stopSwtpm, tpmLaunchArgs } from './tpm';
 import { memoryBackendOptions, type VmMemory } from './limits';
 
 const run = (cmd: string, args: string[]) => execHelper(cmd, args);
@@ -118,72 +119,32 @@ export async function releaseVmDevice(vmDir: string, name: string): Promise<void
   await fs.rm(newDiskFile(vmDir, name), { force: true });
 }
 
+/** A share's virtiofsd as a host helper (its pid checked against its socket argument). */
+function virtiofsd(vmDir: string, name: string, d: DeviceConfig, source: string): HostHelper {
+  const socket = shareSocket(vmDir, name);
+  const args = [`--socket-path=${socket}`, '-o', `source=${source}`, '-o', 'cache=auto', '-o', 'xattr'];
+  // readonly: a read-only bind of the source in a mount namespace of virtiofsd's own.
+  const argv = deviceFlag(d, 'readonly')
+    ? ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"', source, VIRTIOFSD, ...args]
+    : [VIRTIOFSD, ...args];
+  const file = (ext: string) => path.join(devicesDir(vmDir), `virtiofs-${name}.${ext}`);
+  return { what: `virtiofsd for device "${name}"`, argv, socket, log: file('log'), pidfile: file('pid'), marker: args[0] };
+}
+
 /**
  * Starts the virtiofsd of a share, detached (it outlives Node as QEMU does, and exits when QEMU
  * disconnects); resolves once its socket accepts.
  */
 export async function startVirtiofsd(vmDir: string, name: string, d: DeviceConfig, source: string): Promise<string> {
-  const socket = shareSocket(vmDir, name);
   await fs.mkdir(devicesDir(vmDir), { recursive: true, mode: 0o700 });
-  await fs.rm(socket, { force: true });
-  const args = [`--socket-path=${socket}`, '-o', `source=${source}`, '-o', 'cache=auto', '-o', 'xattr'];
-  const log = await fs.open(path.join(devicesDir(vmDir), `virtiofs-${name}.log`), 'w');
-  try {
-    // readonly: a read-only bind of the source in a mount namespace of virtiofsd's own.
-    const child = deviceFlag(d, 'readonly')
-      ? spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"', source, VIRTIOFSD, ...args], {
-          detached: true,
-          stdio: ['ignore', log.fd, log.fd],
-        })
-      : spawn(VIRTIOFSD, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
-    child.unref();
-    // Its pid, so that it can be stopped when QEMU never connects (it exits only when QEMU disconnects).
-    if (child.pid !== undefined) await fs.writeFile(virtiofsdPidFile(vmDir, name), String(child.pid));
-    let exited: string | undefined;
-    child.once('exit', (code, signal) => (exited = signal ?? `exit code ${code}`));
-    child.once('error', (e) => (exited = e.message));
-    const deadline = Date.now() + 5_000;
-    // Listening, not just bound: a connection made between its bind and listen is refused (and a
-    // probe connection would be taken by virtiofsd as QEMU's), so /proc/net/unix is what tells.
-    while (!(await listening(socket))) {
-      if (exited !== undefined || Date.now() > deadline) {
-        const text = (await fs.readFile(path.join(devicesDir(vmDir), `virtiofs-${name}.log`), 'utf8').catch(() => '')).trim();
-        throw new OperationFailed(`virtiofsd for device "${name}" did not start (${exited ?? 'no socket within 5 s'})${text ? `: ${text}` : ''}`, { call: VIRTIOFSD });
-      }
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  } finally {
-    await log.close();
-  }
-  return socket;
+  await startHostHelper(virtiofsd(vmDir, name, d, source));
+  return shareSocket(vmDir, name);
 }
-
-const virtiofsdPidFile = (vmDir: string, name: string) => path.join(devicesDir(vmDir), `virtiofs-${name}.pid`);
 
 /** Stops a share's virtiofsd if it still runs (QEMU never started, or was killed). */
 async function stopVirtiofsd(vmDir: string, name: string): Promise<void> {
-  const pidfile = virtiofsdPidFile(vmDir, name);
-  const pid = Number(await fs.readFile(pidfile, 'utf8').catch(() => ''));
-  const argv = pid > 0 ? await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '') : '';
-  // The pid is checked against its command line: never a process that reused the pid.
-  if (argv.split('\0').includes(`--socket-path=${shareSocket(vmDir, name)}`)) {
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  await fs.rm(pidfile, { force: true });
-}
-
-/** True once a unix socket at `path` listens (`__SO_ACCEPTCON` in /proc/net/unix). */
-async function listening(socketPath: string): Promise<boolean> {
-  const table = await fs.readFile('/proc/net/unix', 'utf8').catch(() => '');
-  for (const line of table.split('\n')) {
-    const f = line.trim().split(/\s+/);
-    if (f[7] === socketPath && (parseInt(f[3], 16) & 0x10000) !== 0) return true;
-  }
-  return false;
+  const marker = `--socket-path=${shareSocket(vmDir, name)}`;
+  await stopHostHelper({ pidfile: path.join(devicesDir(vmDir), `virtiofs-${name}.pid`), marker });
 }
 
 /** QMP `chardev-add` arguments connecting QEMU to a share's virtiofsd. */
@@ -220,19 +181,21 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
       }
       args.push('-device', optionString(deviceArgs(vmDir, name, d, src, portId(port++)), 'driver'));
     }
+    args.push(...(await tpmLaunchArgs(vmDir, devices, qemuDeviceId)));
     for (const a of args) refuseControlChars('the QEMU command line', a);
   } catch (e) {
-    // A tap made or a virtiofsd started before the failing device: nothing stays behind.
+    // A tap made or a virtiofsd or swtpm started before the failing device: nothing stays behind.
     await releaseHostParts(vmDir, devices);
     throw e;
   }
   return args;
 }
 
-/** What a VM's devices have on the host while it runs (its NICs' taps, its shares' virtiofsds), removed once its QEMU is gone. */
+/** What a VM's devices have on the host while it runs (its NICs' taps, its shares' virtiofsds, its swtpm), removed once its QEMU is gone. */
 export async function releaseHostParts(vmDir: string, devices: Devices): Promise<void> {
   for (const [name, d] of nics(devices)) await releaseVmNic(vmDir, name, d);
   for (const name of Object.keys(devices)) await stopVirtiofsd(vmDir, name);
+  await stopSwtpm(vmDir);
   await removeVmCpuCgroup(vmDir);
 }
 

@@ -21,6 +21,13 @@ import { run } from '../../core/run';
 import { copyTree } from '../../storage/tree';
 import type { PoolDriver } from '../../storage/pools/types';
 import type { CopyToOptions, SnapshotRef, StorageDriver } from '../../storage/types';
+import { exists } from '../../core/fs';
+import { tpmStateDir } from './tpm';
+
+/** A TPM's state (if `from` has one) copied into `into`: a VM's, a snapshot's or a copy's directory. */
+async function copyTpmState(from: string, into: string): Promise<void> {
+  if (await exists(tpmStateDir(from))) await copyTree(tpmStateDir(from), tpmStateDir(into));
+}
 
 export interface VmStorageHooks {
   disk(): string;
@@ -61,7 +68,8 @@ export class VmStorage implements StorageDriver {
     return { qmp, node: await diskNode(qmp, this.hooks.disk()) };
   }
 
-  async capture(_into: string, options: { stateful: boolean; status: InstanceStatus; tag: string }): Promise<void> {
+  async capture(into: string, options: { stateful: boolean; status: InstanceStatus; tag: string }): Promise<void> {
+    await copyTpmState(this.dir(), into);
     const live = await this.live(options.status);
     if (live && options.stateful) {
       // RAM and device state go into the disk's own qcow2 (vmstate) with the disk snapshot.
@@ -89,11 +97,13 @@ export class VmStorage implements StorageDriver {
     const pool = options.scratch ? undefined : await this.hooks.pool();
     if (options.snapshots && !options.snapshot && !options.flatten && !running && pool) {
       await pool.copyDisk(path.dirname(this.hooks.disk()), into, file);
+      await copyTpmState(this.dir(), into);
       const snapshots = path.join(path.dirname(this.hooks.disk()), 'snapshots');
       if (await fs.lstat(snapshots).then(() => true, () => false)) await copyTree(snapshots, path.join(into, 'snapshots'));
       return;
     }
     await pool?.prepareDisk(into, file);
+    await copyTpmState(options.snapshot?.dir ?? this.dir(), into);
     const info = await this.diskInfo();
     const backing = options.flatten ? undefined : info['full-backing-filename'] ?? info['backing-filename'];
     const live = running && !options.snapshot ? await this.live(options.status) : undefined;
@@ -140,10 +150,22 @@ export class VmStorage implements StorageDriver {
     return true;
   }
 
-  async stageRestore(): Promise<void> {}
+  /** The snapshot's TPM state, copied beside (the disk's is an internal snapshot, applied in place). */
+  async stageRestore(snapshot: SnapshotRef, staging: string): Promise<void> {
+    await copyTpmState(snapshot.dir, staging);
+  }
 
-  async applyRestore(snapshot: SnapshotRef, _staging: string, _record: InstanceRecord): Promise<void> {
+  async applyRestore(snapshot: SnapshotRef, staging: string, _record: InstanceRecord): Promise<void> {
     await run('qemu-img', ['snapshot', '-q', '-a', snapshot.meta.tag, this.hooks.disk()]);
+    // Idempotent: the staged state moved in by one rename; a snapshot without a TPM leaves none.
+    const staged = tpmStateDir(staging);
+    const had = await exists(tpmStateDir(snapshot.dir));
+    if (!had || (await exists(staged))) await fs.rm(tpmStateDir(this.dir()), { recursive: true, force: true });
+    if (had && (await exists(staged))) await fs.rename(staged, tpmStateDir(this.dir()));
+  }
+
+  private dir(): string {
+    return path.dirname(this.hooks.disk());
   }
 
   async discard(snapshot: SnapshotRef, status: InstanceStatus): Promise<void> {
