@@ -24,6 +24,20 @@ export function parseSize(text: string): number {
   return bytes;
 }
 
+/** A disk's I/O limit (LXD's limits.read/write/max): bytes per second ("10MB", "1GiB") or operations per second ("100iops"). */
+export function parseDiskLimit(text: string): { bps: number } | { iops: number } {
+  const iops = /^(\d{1,9})\s*iops$/.exec(text.trim());
+  if (iops) {
+    if (Number(iops[1]) <= 0) throw new Error(`iops out of range: ${JSON.stringify(text)}`);
+    return { iops: Number(iops[1]) };
+  }
+  try {
+    return { bps: parseSize(text) };
+  } catch {
+    throw new Error(`expected bytes per second such as "10MB" or "1MiB", or operations per second such as "100iops", got ${JSON.stringify(text)}`);
+  }
+}
+
 const RATE_UNITS: Record<string, number> = { bit: 1, kbit: 1e3, Mbit: 1e6, Gbit: 1e9, Tbit: 1e12, Kibit: 2 ** 10, Mibit: 2 ** 20, Gibit: 2 ** 30, Tibit: 2 ** 40 };
 
 /** LXD's network rate syntax: a number with a bit unit (bit, kbit, Mbit, Gbit, Tbit, Kibit, Mibit, Gibit, Tibit), in bit/s. */

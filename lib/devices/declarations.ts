@@ -7,7 +7,7 @@
 import type { Condition } from '../config/options';
 
 /** How a key's value is written: LXD's string forms. */
-export type DeviceValueForm = 'path' | 'string' | 'boolean' | 'size' | 'integer' | 'mode' | 'enum';
+export type DeviceValueForm = 'path' | 'string' | 'boolean' | 'size' | 'integer' | 'mode' | 'enum' | 'iolimit';
 
 export interface DeviceKeySpec {
   readonly form: DeviceValueForm;
@@ -30,7 +30,9 @@ export interface DeviceTypeSpec {
 }
 
 const PROPAGATION = ['private', 'shared', 'slave', 'unbindable', 'rprivate', 'rshared', 'rslave', 'runbindable'] as const;
-const BUSES = ['virtio-blk', 'virtio-scsi'] as const;
+const BUSES = ['virtio-blk', 'virtio-scsi', 'nvme'] as const;
+/** A disk's I/O limit keys (LXD's): bytes or operations per second. */
+export const DISK_LIMITS = ['limits.read', 'limits.write', 'limits.max'] as const;
 /** LXD's NIC types that lxq knows (`ovn`, `sriov` need what this project has not). */
 export const NIC_TYPES = ['bridged', 'macvlan', 'p2p', 'routed', 'physical', 'ipvlan'] as const;
 /** The NIC types with a host end of lxq's (a veth's or tap's), where rate limits go. */
@@ -91,7 +93,17 @@ export const DEVICE_TYPES = {
       propagation: { form: 'enum', condition: 'container', values: PROPAGATION, default: 'private', description: 'Mount propagation of the bind mount.' },
       recursive: { form: 'boolean', condition: 'container', default: 'false', description: 'Bind the mounts below `source` too (rbind).' },
       size: { form: 'size', condition: 'vm', description: 'Size of a new, empty qcow2 block disk made by lxq (instead of `source`).' },
-      'io.bus': { form: 'enum', condition: 'vm', values: BUSES, default: 'virtio-blk', description: 'Bus of a VM block disk.' },
+      'io.bus': { form: 'enum', condition: 'vm', values: BUSES, default: 'virtio-blk', description: 'Bus of a VM block disk (`nvme`: an NVMe controller of its own, serial = the name\'s first 20 characters).' },
+      'io.cache': {
+        form: 'enum',
+        condition: 'vm',
+        values: ['none', 'writeback', 'unsafe'],
+        description: 'Host caching of a VM block disk: `none` (O_DIRECT), `writeback`, `unsafe` (flushes ignored). Unset: QEMU\'s default, writeback (LXD\'s default is none, which tmpfs cannot do).',
+      },
+      'boot.priority': { form: 'integer', condition: 'vm', description: 'Boot order of a VM block disk (higher first): its bootindex in QEMU.' },
+      'limits.read': { form: 'iolimit', condition: 'vm', description: 'Read limit: bytes/s (`10MB`, `1MiB`) or operations/s (`100iops`). VMs: QEMU\'s I/O throttling of the block disk, changed live.' },
+      'limits.write': { form: 'iolimit', condition: 'vm', description: 'Write limit, as `limits.read`.' },
+      'limits.max': { form: 'iolimit', condition: 'vm', description: 'Both `limits.read` and `limits.write` (instead of them).' },
     },
   },
   nic: {

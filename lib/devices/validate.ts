@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
-import { editDistance, parseSize } from '../core/units';
+import { editDistance, parseDiskLimit, parseSize } from '../core/units';
 import { InvalidArgument, NotSupported } from '../core/errors';
 import { refuseControlChars } from '../core/guard';
 import type { Networks } from '../network/networks';
@@ -29,6 +29,9 @@ import { checkNicShape, probeNic } from './nic-checks';
 import type { VolumeResolver } from '../storage/volumes/types';
 import { validateVolumeName } from '../storage/volumes/names';
 import { checkOneTpm, checkTpmShape, probeTpm } from './tpm';
+
+/** The disk keys of a VM's block disks only (a share is served by virtiofsd). */
+const BLOCK_ONLY = ['io.bus', 'io.cache', 'boot.priority', 'limits.read', 'limits.write', 'limits.max'];
 
 /** Device names: an identifier, safe as a file name, a QEMU id and a mount tag. */
 const DEVICE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
@@ -67,6 +70,13 @@ function checkValue(where: string, key: string, k: DeviceKeySpec, value: string)
     case 'size':
       try {
         parseSize(value);
+      } catch (e) {
+        throw bad((e as Error).message);
+      }
+      break;
+    case 'iolimit':
+      try {
+        parseDiskLimit(value);
       } catch (e) {
         throw bad((e as Error).message);
       }
@@ -146,6 +156,9 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
       need('source', 'a host directory to share, or a disk image file; or give "size" for a new disk');
     }
     if (d.path === '/') throw new InvalidArgument(`${where}: "path" cannot be "/" (the instance's root)`);
+    if (d['limits.max'] !== undefined && (d['limits.read'] !== undefined || d['limits.write'] !== undefined)) {
+      throw new InvalidArgument(`${where}: give "limits.max" (both directions) or "limits.read"/"limits.write", not both`);
+    }
     checkTarget(where, d);
   } else if (d.type === 'proxy') {
     need('listen', 'where the host listens, e.g. "tcp:127.0.0.1:8080"');
@@ -349,6 +362,8 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
       if (d.type === 'unix-block' && src.kind !== 'block') throw new InvalidArgument(`${where}: "source" ${d.source} is not a block device`);
       if (d.type === 'disk' && instanceType === 'vm') {
         if (src.kind === 'dir' && d.path === undefined) throw new InvalidArgument(`${where}: a shared directory needs "path", where the guest mounts it`);
+        const blockOnly = BLOCK_ONLY.filter((k) => d[k] !== undefined);
+        if (src.kind === 'dir' && blockOnly.length) throw new InvalidArgument(`${where}: ${blockOnly.map((k) => `"${k}"`).join(', ')} apply to block disks, not to a shared directory`);
         if (src.kind === 'file' && d.path !== undefined) {
           throw new InvalidArgument(`${where}: a file cannot be shared into a VM; a disk image file is attached as a block disk: leave "path" out`);
         }

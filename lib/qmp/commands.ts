@@ -131,7 +131,21 @@ export interface QmpCommands {
       type: string;
       removable: boolean;
       locked: boolean;
-      inserted?: { file: string; 'node-name'?: string; ro: boolean; drv: string; backing_file?: string };
+      inserted?: {
+        file: string;
+        'node-name'?: string;
+        ro: boolean;
+        drv: string;
+        backing_file?: string;
+        /** I/O throttling: bytes and operations per second, 0 for none. */
+        bps_rd?: number;
+        bps_wr?: number;
+        iops_rd?: number;
+        iops_wr?: number;
+        cache?: { writeback: boolean; direct: boolean; 'no-flush': boolean };
+      };
     }>;
   };
+  /** Sets a block device's I/O limits (all six numbers; 0 is none). */
+  block_set_io_throttle: { args: { id: string; bps: number; bps_rd: number; bps_wr: number; iops: number; iops_rd: number; iops_wr: number }; returns: Record<string, never> };
 }

@@ -33,6 +33,7 @@ import type { QmpCommands } from '../../qmp';
 import { removeVmCpuCgroup } from './cgroup';
 import { type HostHelper, startHostHelper, stopHostHelper } from './host-helper';
 import { stopSwtpm, tpmLaunchArgs } from './tpm';
+import { bootIndexes, cacheOptions } from './disk-io';
 import { memoryBackendOptions, type VmMemory } from './limits';
 
 const run = (cmd: string, args: string[]) => execHelper(cmd, args);
@@ -75,18 +76,20 @@ export function blockdevArgs(vmDir: string, name: string, d: DeviceConfig, src: 
   const readOnly = deviceFlag(d, 'readonly');
   const filename = src.hostPath ?? d.source ?? newDiskFile(vmDir, name);
   const format = d.source === undefined ? 'qcow2' : src.format ?? 'raw';
-  return { 'node-name': qemuNodeName(name), driver: format, 'read-only': readOnly, file: { driver: 'file', filename, 'read-only': readOnly } };
+  return { 'node-name': qemuNodeName(name), driver: format, 'read-only': readOnly, ...cacheOptions(d), file: { driver: 'file', filename, 'read-only': readOnly } };
 }
 
-/** `-device` / QMP `device_add` arguments of a device, on root port `bus`. */
-export function deviceArgs(vmDir: string, name: string, d: DeviceConfig, src: DeviceSource, bus: string): QmpCommands['device_add']['args'] {
+/** `-device` / QMP `device_add` arguments of a device, on root port `bus` (a block disk first in boot order at `bootindex`). */
+export function deviceArgs(vmDir: string, name: string, d: DeviceConfig, src: DeviceSource, bus: string, bootindex?: number): QmpCommands['device_add']['args'] {
   if (vmDeviceKind(d, src) === 'share') {
     return { driver: 'vhost-user-fs-pci', id: qemuDeviceId(name), chardev: chardevId(name), tag: name, bus };
   }
-  if (deviceValue(d, 'io.bus') === 'virtio-scsi') {
-    return { driver: 'scsi-hd', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus: `${SCSI_CONTROLLER}.0` };
-  }
-  return { driver: 'virtio-blk-pci', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus };
+  const boot = bootindex !== undefined ? { bootindex } : {};
+  const ioBus = deviceValue(d, 'io.bus');
+  if (ioBus === 'virtio-scsi') return { driver: 'scsi-hd', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus: `${SCSI_CONTROLLER}.0`, ...boot };
+  // An NVMe serial is 20 bytes.
+  if (ioBus === 'nvme') return { driver: 'nvme', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name.slice(0, 20), bus, ...boot };
+  return { driver: 'virtio-blk-pci', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus, ...boot };
 }
 
 /**
@@ -162,6 +165,7 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
   const ports = busPorts ?? present.length + SPARE_PORTS;
   for (let i = 0; i < ports; i++) args.push('-device', `pcie-root-port,id=${portId(i)},bus=pcie.0,chassis=${i + 1}`);
   let port = 0;
+  const boot = bootIndexes(devices);
   if (present.some(([, d]) => deviceValue(d, 'io.bus') === 'virtio-scsi')) args.push('-device', `virtio-scsi-pci,id=${SCSI_CONTROLLER},bus=${portId(port++)}`);
   try {
     for (const [name, d] of present) {
@@ -179,7 +183,7 @@ export async function launchArgs(vmDir: string, devices: Devices, sources: Map<s
         // JSON: its strings escape ',' and control characters themselves.
         args.push('-blockdev', JSON.stringify(blockdevArgs(vmDir, name, d, src)));
       }
-      args.push('-device', optionString(deviceArgs(vmDir, name, d, src, portId(port++)), 'driver'));
+      args.push('-device', optionString(deviceArgs(vmDir, name, d, src, portId(port++), boot.get(name)), 'driver'));
     }
     args.push(...(await tpmLaunchArgs(vmDir, devices, qemuDeviceId)));
     for (const a of args) refuseControlChars('the QEMU command line', a);

@@ -4,10 +4,11 @@
  * guest agent), a disk as a block node; removal waits until the guest lets go of the device.
  */
 import { OperationFailed } from '../../core/errors';
-import { type DeviceConfig, deviceValue } from '../../devices/declarations';
+import { type DeviceConfig, type Devices, deviceValue } from '../../devices/declarations';
+import { hasIoLimits, onlyLimitsChanged, throttleArgs } from './disk-io';
 import { type DeviceSource, diskSource } from '../../devices/validate';
 import type { DeviceChange } from '../../devices/change';
-import { QmpError, QmpTimeoutError } from '../../qmp';
+import { type QmpCommands, QmpError, QmpTimeoutError } from '../../qmp';
 import type { GuestAgent } from './agent';
 import {
   blockdevArgs,
@@ -55,8 +56,9 @@ export class HotPlug {
    * New devices are made first (a `size` disk's qcow2); on a running VM the removed ones are
    * unplugged and the new ones plugged. A failure undoes what this call did.
    */
-  async apply(change: DeviceChange, sources: ChangeSources, live: boolean): Promise<void> {
+  async apply(whole: DeviceChange, sources: ChangeSources, live: boolean): Promise<void> {
     const dir = this.vm.dir();
+    const change = live ? await this.throttleChanged(whole) : whole;
     for (const [name, d] of Object.entries(change.added)) await prepareVmDevice(dir, name, d);
     const plugged: string[] = [];
     try {
@@ -113,6 +115,40 @@ export class HotPlug {
       await monitor.command('blockdev-del', { 'node-name': qemuNodeName(name) }).catch(() => undefined);
       throw e;
     });
+    if (hasIoLimits(d)) await this.throttle(name, d);
+  }
+
+  /**
+   * Sets a disk's limits on its block backend, named by the QOM path query-block gives (a
+   * virtio-blk-pci's backend is its inner virtio-backend, not the device itself); false when QEMU has no such disk.
+   */
+  private async throttle(name: string, d: DeviceConfig, blocks?: QmpCommands['query-block']['returns']): Promise<boolean> {
+    const id = qemuDeviceId(name);
+    const qdev = (blocks ?? (await this.vm.monitor.command('query-block'))).find((b) => b.qdev === id || b.qdev?.startsWith(`/machine/peripheral/${id}/`))?.qdev;
+    if (qdev === undefined) return false;
+    await this.vm.monitor.command('block_set_io_throttle', throttleArgs(qdev, d));
+    return true;
+  }
+
+  /** The block disks of `devices` with I/O limits get them (after a start: QEMU's command line has none). */
+  async throttleAll(devices: Devices): Promise<void> {
+    const limited = Object.entries(devices).filter(([, d]) => d.type === 'disk' && hasIoLimits(d));
+    if (!limited.length) return;
+    const blocks = await this.vm.monitor.command('query-block');
+    for (const [name, d] of limited) await this.throttle(name, d, blocks);
+  }
+
+  /** A disk whose limits alone changed gets its new ones in place (no unplug); the rest of the change is returned. */
+  private async throttleChanged(change: DeviceChange): Promise<DeviceChange> {
+    const removed = { ...change.removed };
+    const added = { ...change.added };
+    for (const [name, d] of Object.entries(change.added)) {
+      const before = change.removed[name];
+      if (!before || d.type !== 'disk' || !onlyLimitsChanged(before, d) || !(await this.throttle(name, d))) continue;
+      delete removed[name];
+      delete added[name];
+    }
+    return { removed, added };
   }
 
   /** Hot-unplugs a device from the running VM: the guest lets go of it first. */

@@ -334,6 +334,7 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
       .finally(() => Promise.all(fds.map((h) => h.close())));
     try {
       await this.monitor.connectLaunched(exitReason);
+      await this.hotplug.throttleAll(this.expandedDevices);
       if (s.pin) await pinVcpus(() => this.monitor.command('query-cpus-fast'));
       const pid = await livePid(this.file('pid'));
       if (pid !== null) await applyVmCpuLimits(this.dir, this.expandedConfig, pid);
