@@ -32,7 +32,8 @@ import { type DeviceSource, devicePath, diskSource } from '../../devices/validat
 import type { QmpCommands } from '../../qmp';
 import { removeVmCpuCgroup } from './cgroup';
 import { type HostHelper, startHostHelper, stopHostHelper } from './host-helper';
-import { stopSwtpm, tpmLaunchArgs } from './tpm';
+import { stopSwtpm, tpmLaunchArgs, tpmSocket } from './tpm';
+import type { DeviceState } from '../../instance/instance';
 import { bootIndexes, cacheOptions } from './disk-io';
 import { memoryBackendOptions, type VmMemory } from './limits';
 
@@ -221,6 +222,13 @@ export function freePorts(buses: QmpCommands['query-pci']['returns']): string[] 
 }
 
 export { SCSI_CONTROLLER };
+
+/** What state() says of a VM's device: its QEMU device (and a block disk's node), a TPM's swtpm socket. */
+export function vmDeviceState(vmDir: string, name: string, d: DeviceConfig, s: DeviceState): DeviceState {
+  if (d.type === 'tpm') return { ...s, source: tpmSocket(vmDir), qemuDevice: qemuDeviceId(name) };
+  if (d.type !== 'disk') return s;
+  return { ...s, qemuDevice: qemuDeviceId(name), ...(d.path === undefined ? { qemuNode: qemuNodeName(name) } : {}) };
+}
 
 /** QMP `device_add` / `-device` arguments of a VM's NIC, on root port `bus`. */
 export function nicDeviceArgs(name: string, d: DeviceConfig, src: DeviceSource, bus: string): QmpCommands['device_add']['args'] {

@@ -6,6 +6,7 @@
 import { OperationFailed } from '../../core/errors';
 import { type DeviceConfig, type Devices, deviceValue } from '../../devices/declarations';
 import { hasIoLimits, onlyLimitsChanged, throttleArgs } from './disk-io';
+import { refuseTpmHotplug, releaseTpm } from './tpm';
 import { type DeviceSource, diskSource } from '../../devices/validate';
 import type { DeviceChange } from '../../devices/change';
 import { type QmpCommands, QmpError, QmpTimeoutError } from '../../qmp';
@@ -58,6 +59,7 @@ export class HotPlug {
    */
   async apply(whole: DeviceChange, sources: ChangeSources, live: boolean): Promise<void> {
     const dir = this.vm.dir();
+    if (live) refuseTpmHotplug(this.vm.name(), whole);
     const change = live ? await this.throttleChanged(whole) : whole;
     for (const [name, d] of Object.entries(change.added)) await prepareVmDevice(dir, name, d);
     const plugged: string[] = [];
@@ -76,6 +78,7 @@ export class HotPlug {
       throw e;
     }
     for (const name of Object.keys(change.removed)) if (!(name in change.added)) await releaseVmDevice(dir, name);
+    await releaseTpm(dir, change);
   }
 
   /** A free PCIe root port, or OperationFailed when the spare ones are all taken. */

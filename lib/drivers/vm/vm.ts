@@ -37,10 +37,9 @@ import { newMachineId } from '../../storage/move';
 import { DirPool } from '../../storage/pools/dir';
 import type { PoolDriver } from '../../storage/pools/types';
 import { type Accel, chooseAccel, recordKvmFailure } from './accel';
-import { prepareVmDevice, qemuDeviceId, qemuNodeName, releaseHostParts } from './devices';
+import { prepareVmDevice, releaseHostParts, vmDeviceState } from './devices';
 import { askGuestShutdown, VmGuest } from './guest';
 import { HotPlug } from './hotplug';
-import { refuseTpmHotplug, releaseTpm, tpmSocket } from './tpm';
 import { launchSettings, type LaunchSettings, type LaunchTarget, loadImage, qemuCommandLine } from './launch';
 import { pinVcpus } from './limits';
 import { applyVmCpuLimits } from './cgroup';
@@ -414,19 +413,14 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
    * ports, a share then mounted by the guest agent. A failure undoes what this call did.
    */
   protected async applyDevices(_next: Devices, change: DeviceChange, live: boolean): Promise<void> {
-    if (live) refuseTpmHotplug(this.name, change);
     const added = await probeDevices('vm', change.added, this.probeEnv);
     if (live) await checkVolumesFree(change.added, this.probeEnv);
     const removed = await readSources(change.removed, this.probeEnv);
     await this.hotplug.apply(change, { added, removed }, live);
-    await releaseTpm(this.dir, change);
   }
 
   protected override deviceState(name: string, d: DeviceConfig): DeviceState {
-    const s = super.deviceState(name, d);
-    if (d.type === 'tpm') return { ...s, source: tpmSocket(this.dir), qemuDevice: qemuDeviceId(name) };
-    if (d.type !== 'disk') return s;
-    return { ...s, qemuDevice: qemuDeviceId(name), ...(d.path === undefined ? { qemuNode: qemuNodeName(name) } : {}) };
+    return vmDeviceState(this.dir, name, d, super.deviceState(name, d));
   }
 
   protected async doState(status: InstanceStatus): Promise<Omit<VmState, keyof Omit<InstanceState, keyof DriverState>>> {
