@@ -96,7 +96,8 @@ describe('VM lifecycle', () => {
     expect(vm).toBeInstanceOf(VmInstance);
     expect(vm.type).toBe('vm');
     const dir = path.join(t.host.instancesDir, name);
-    expect(readdirSync(dir).sort()).toEqual(['disk.qcow2', 'lxq.json', 'lxq.lock']);
+    // never-started: the disk is still the image's, until the first start (vm.saved_boot loads only then).
+    expect(readdirSync(dir).sort()).toEqual(['disk.qcow2', 'lxq.json', 'lxq.lock', 'never-started']);
     const { stdout } = await execFileP('qemu-img', ['info', '-U', '--output=json', path.join(dir, 'disk.qcow2')]);
     const info = JSON.parse(stdout);
     expect(info.format).toBe('qcow2');
@@ -324,7 +325,7 @@ describe('accelerator choice', () => {
     const vm = await h.host.create(h.name('kvm'), { type: 'vm', image: 'vm/default', config: { 'vm.accel': 'kvm' } });
     await expect(vm.start()).rejects.toThrow(NotSupported);
     await expect(vm.start()).rejects.toThrow(/vm\.accel is "kvm" but KVM does not work on this host/);
-    expect(readdirSync(path.join(h.host.instancesDir, vm.name)).sort()).toEqual(['disk.qcow2', 'lxq.json', 'lxq.lock']);
+    expect(readdirSync(path.join(h.host.instancesDir, vm.name)).sort()).toEqual(['disk.qcow2', 'lxq.json', 'lxq.lock', 'never-started']);
     expect(await vm.status()).toBe('stopped');
   });
 
@@ -428,7 +429,7 @@ describe('bad input: typed errors, nothing written, no QEMU left running', () =>
       await fs.rm(path.join(images, path.relative(SHARED_IMAGES, await sharedVmImageDir()), await kernelFile()));
       await expect(vm.start()).rejects.toThrow(NotFound);
       expect(await vm.status()).toBe('stopped');
-      expect(readdirSync(path.join(host.instancesDir, 'lostkernel')).sort()).toEqual(['disk.qcow2', 'lxq.json', 'lxq.lock']);
+      expect(readdirSync(path.join(host.instancesDir, 'lostkernel')).sort()).toEqual(['disk.qcow2', 'lxq.json', 'lxq.lock', 'never-started']);
       await vm.delete();
     });
   });
