@@ -8,7 +8,8 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Host, InvalidArgument, type VirtualMachine } from '../lib';
+import { Host, InvalidArgument, NotSupported, type VirtualMachine } from '../lib';
+import { run } from '../lib/core/run';
 import { SHARED_IMAGES, thrown } from './helpers/host';
 
 jest.setTimeout(900_000);
@@ -95,6 +96,26 @@ test('two VMs loaded from one saved boot each get their own identity, renewed in
   expect(await a.state()).toMatchObject({ boot: 'cold', bootReason: expect.stringMatching(/first start/) });
   expect((await a.exec(['hostname'])).stdout.toString().trim()).toBe(a.name);
   await a.stop({ force: true });
+});
+
+test("an export of a VM resting on a saved boot holds its disk on the image's own (the import reads the same disk); with snapshots it is refused", async () => {
+  const [a, b] = made;
+  await b.stop({ force: true });
+  const disk = (v: VirtualMachine) => path.join(host.instancesDir, v.name, 'disk.qcow2');
+  // Both rest on the saved boot's layer (a's second start booted cold on the same disk).
+  expect((await run('qemu-img', ['info', '--output=json', disk(a)]))).toContain(path.join(imageDir, 'boot'));
+  await b.snapshots.create('s0');
+  const refused = path.join(dir, 'refused.tar.zst');
+  expect(await thrown(b.export(refused))).toBeInstanceOf(NotSupported);
+  await expect(fs.access(refused)).rejects.toThrow();
+  const file = path.join(dir, 'a.tar.zst');
+  await a.export(file);
+  const back = (await host.import(file, { name: `sb-back-${process.pid}` })) as VirtualMachine;
+  made.push(back);
+  const info = JSON.parse(await run('qemu-img', ['info', '--output=json', disk(back)])) as { 'backing-filename'?: string };
+  expect(await fs.realpath(String(info['backing-filename']))).toBe(await fs.realpath(path.join(imageDir, 'disk.qcow2')));
+  // What the guest would read: the same bytes through either chain.
+  await run('qemu-img', ['compare', '-q', disk(a), disk(back)]);
 });
 
 test('a VM without vm.saved_boot boots cold and says nothing more', async () => {

@@ -22,6 +22,7 @@ import { copyTree } from '../../storage/tree';
 import type { PoolDriver } from '../../storage/pools/types';
 import type { CopyToOptions, SnapshotRef, StorageDriver } from '../../storage/types';
 import { exists } from '../../core/fs';
+import { stagingPath } from '../../core/staging';
 import { tpmStateDir } from './tpm';
 
 /** A TPM's state (if `from` has one) copied into `into`: a VM's, a snapshot's or a copy's directory. */
@@ -107,8 +108,46 @@ export class VmStorage implements StorageDriver {
     const info = await this.diskInfo();
     const backing = options.flatten ? undefined : info['full-backing-filename'] ?? info['backing-filename'];
     const live = running && !options.snapshot ? await this.live(options.status) : undefined;
-    if (live) return backupDisk(live.qmp, live.node, disk, { backing, virtualSize: info['virtual-size'] }, this.hooks.name());
-    await this.convert(disk, { snapshot: options.snapshot, backing, running });
+    if (live) await backupDisk(live.qmp, live.node, disk, { backing, virtualSize: info['virtual-size'] }, this.hooks.name());
+    else await this.convert(disk, { snapshot: options.snapshot, backing, running });
+    if (options.scratch) await this.restOnImage(disk);
+  }
+
+  /**
+   * The tree an export of the stopped VM reads: its own directory, unless its disk rests on more
+   * than its image's disk (a VM started from a saved boot rests on the image's boot layer, which
+   * the importing host has not): then a scratch tree whose disk rests on the image's disk only.
+   */
+  async withExportTree<T>(snapshots: boolean, write: (dir: string) => Promise<T>): Promise<T> {
+    if (!(await this.restsBeyondImage(this.hooks.disk()))) return write(this.dir());
+    // Internal snapshots would read the image's disk where the boot layer was: they cannot be moved onto it.
+    if (snapshots) throw new NotSupported(`${this.hooks.name()} rests on its image's saved boot, which an export cannot carry with its snapshots: export it with { instanceOnly: true }`);
+    const scratch = stagingPath(this.dir(), 'export-disk');
+    await fs.mkdir(scratch, { mode: 0o700 });
+    try {
+      await fs.copyFile(this.hooks.disk(), path.join(scratch, path.basename(this.hooks.disk())));
+      await this.restOnImage(path.join(scratch, path.basename(this.hooks.disk())));
+      await copyTpmState(this.dir(), scratch);
+      return await write(scratch);
+    } finally {
+      await fs.rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  /** The image's disk, if `file` rests on another backing file (the only one an import takes is the image's). */
+  private async restsBeyondImage(file: string): Promise<string | undefined> {
+    const info = JSON.parse(await run('qemu-img', ['info', '-U', '--output=json', file])) as { 'full-backing-filename'?: string; 'backing-filename'?: string };
+    const backing = info['full-backing-filename'] ?? info['backing-filename'];
+    const img = backing === undefined ? undefined : await readVmImage(String((this.hooks.record().imageMeta as { dir?: unknown }).dir));
+    if (!img || backing === undefined) return undefined;
+    const real = (f: string) => fs.realpath(f).catch(() => f);
+    return (await real(backing)) === (await real(img.disk)) ? undefined : img.disk;
+  }
+
+  /** `file` (a copy for an export) rebased onto the image's disk: `qemu-img rebase` writes into it what the layers between held. */
+  private async restOnImage(file: string): Promise<void> {
+    const imageDisk = await this.restsBeyondImage(file);
+    if (imageDisk) await run('qemu-img', ['rebase', '-q', '-f', 'qcow2', '-b', imageDisk, '-F', 'qcow2', file]);
   }
 
   /** An image of the VM: the image's kernel and initramfs, and its disk (or a snapshot's) flattened. */
