@@ -1,0 +1,14 @@
+/**
+ * Jest's global teardown (jest.config.js): names what the suite left open in its process (a
+ * stream, a socket, a timer), which would keep it from exiting; `npm test` runs with
+ * --forceExit so that such a leak shows here instead of hanging the run. Seen once in CI
+ * (2026-12-05): five stdin pipes of finished commands and a terminal master (a pty command's
+ * stdin) left open after the whole suite, not found when the files ran alone.
+ */
+module.exports = async () => {
+  const handles = process._getActiveHandles().filter((h) => h !== process.stdout && h !== process.stderr && h !== process.stdin);
+  if (handles.length === 0) return;
+  const what = handles.map((h) => `${h.constructor?.name ?? 'handle'}${h._handle?.fd !== undefined ? ` fd ${h._handle.fd}` : ''}`);
+  // Idle pipes (a finished command's stdin) do not keep a process alive; a terminal, a reading stream or a timer does.
+  process.stderr.write(`open-handles: still open after the suite: ${what.join(', ')}; resources: ${process.getActiveResourcesInfo().join(', ')}\n`);
+};
