@@ -14,7 +14,7 @@ import * as path from 'node:path';
 
 import { InvalidArgument, NotSupported } from '../core/errors';
 import { processStartTicks } from '../core/proc';
-import { helperPath, sys } from '../native/sys';
+import { flockHeld, helperPath, sys } from '../native/sys';
 import { checkFollow, checkLog, type ConsoleFollowOptions, type ConsoleLogOptions, fileLogReader, followLines, lastLines } from './console-log';
 
 const MAGIC = Buffer.from('lxqstmp1');
@@ -101,7 +101,7 @@ export async function sinceOffset(log: string, sinceNs: bigint, what: string): P
     // Bytes past the last mark are newer than it: kept while a stamper runs (it has not looked
     // yet); with none (killed), whether they came before `since` is unknown.
     const last = marks.offsets.at(-1) ?? 0n;
-    if (k < 0 && st.size > Number(last) && !(await stamperRuns(timesPath(log)))) {
+    if (k < 0 && st.size > Number(last) && !(await flockHeld(timesPath(log)))) {
       const at = new Date(Number((marks.times.at(-1) ?? 0n) / 1_000_000n)).toISOString();
       throw new NotSupported(`the console log of ${what} has lines of unknown time after ${at} (its stamper is not running: killed?): since cannot be applied there; it is stamped again from its next start on`);
     }
@@ -112,18 +112,6 @@ export async function sinceOffset(log: string, sinceNs: bigint, what: string): P
   }
 }
 
-/** Whether a stamper holds the index (its flock, taken for as long as it runs). */
-async function stamperRuns(index: string): Promise<boolean> {
-  const fh = await open(index, 'r').catch(() => undefined);
-  if (!fh) return false;
-  try {
-    const free = sys().flock(fh.fd, 'sh');
-    if (free) sys().flock(fh.fd, 'un');
-    return !free;
-  } finally {
-    await fh.close();
-  }
-}
 
 /** The start of the line holding byte `at` (the byte after the last newline before it). */
 async function lineStart(fh: import('node:fs/promises').FileHandle, at: number): Promise<number> {

@@ -4,6 +4,8 @@
  * the host's locks and events, VMs and remote hosts load only this; liblxc's container API is
  * lib/native/lxc.ts. Nothing here imports lxq but lib/core/errors.ts (the house rules).
  */
+import { promises as fsp } from 'node:fs';
+
 import { loadAddon, nativeFile } from './load';
 
 /** One interface of a network namespace, as `netnsInterfaces` reads it. */
@@ -107,4 +109,18 @@ export function loadSys(moduleRoot?: string): Sys {
 /** The path of a helper executable built beside lxq_sys (build/Release), e.g. `lxq_stamper`. */
 export function helperPath(name: string, moduleRoot?: string): string {
   return nativeFile(name, moduleRoot);
+}
+
+/** Whether another process holds an exclusive flock on `file` (a detached helper's sign that it runs); false if there is no file. */
+export async function flockHeld(file: string): Promise<boolean> {
+  // fs.promises only when called: the CLI's quick path loads this module and never reads through it.
+  const fh = await fsp.open(file, 'r').catch(() => undefined);
+  if (!fh) return false;
+  try {
+    const free = sys().flock(fh.fd, 'sh');
+    if (free) sys().flock(fh.fd, 'un');
+    return !free;
+  } finally {
+    await fh.close();
+  }
 }

@@ -37,6 +37,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../bound.h"
+
 #define GAP_FLAG (1ULL << 63)
 #define END_FLAG (1ULL << 62)
 #define FLAGS (GAP_FLAG | END_FLAG)
@@ -142,41 +144,6 @@ static void undo_if_unwritten(const char *index_path) {
     stamp(0);
 }
 
-/* The process's start in clock ticks since boot (field 22 of /proc/PID/stat), 0 if gone. */
-static unsigned long long start_ticks(pid_t pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  char *p = strrchr(buf, ')');
-  if (!p) return 0;
-  p += 2; /* field 3 */
-  for (int field = 3; field < 22 && p; field++) {
-    p = strchr(p, ' ');
-    if (p) p++;
-  }
-  return p ? strtoull(p, NULL, 10) : 0;
-}
-
-/* A pidfd on the writer named on stdin, or -1 if it is not (any more) the process meant. */
-static int writer_pidfd(const char *line) {
-  char *end;
-  long pid = strtol(line, &end, 10);
-  unsigned long long ticks = strtoull(end, NULL, 10);
-  if (pid <= 0 || pid > INT_MAX) return -1;
-  int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
-  if (fd < 0) return -1;
-  if (start_ticks((pid_t)pid) != ticks) { /* the pid was reused: the writer is gone */
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 /* Whether the inotify events read concern the log (or were lost, which may hide it). */
 static int events_concern_log(int ifd) {
   char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
@@ -250,7 +217,7 @@ int main(int argc, char **argv) {
       if (got == sizeof line - 1) break;
       continue;
     }
-    if ((writer = writer_pidfd(line)) < 0) break; /* "cancel", or the writer already gone */
+    if ((writer = bound_pidfd(line, NULL)) < 0) break; /* "cancel", or the writer already gone */
     close(0);
     fds[1].fd = writer;
   }

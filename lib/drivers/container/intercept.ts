@@ -9,12 +9,11 @@
  */
 import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, writeSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import * as path from 'node:path';
 
 import type { InstanceConfig } from '../../config/options';
 import { processStartTicks } from '../../core/proc';
-import { helperPath, sys } from '../../native/sys';
+import { flockHeld, helperPath, sys } from '../../native/sys';
 
 /** A listener started for a start to come: bound to the container's monitor once it runs, or told the start failed. */
 export interface Listener {
@@ -86,22 +85,10 @@ export function startListener(dir: string, config: InstanceConfig): Listener | u
   };
 }
 
-/** Whether a listener runs for the container (it holds the lock's flock for as long as it runs). */
-async function listenerRuns(lock: string): Promise<boolean> {
-  const fh = await open(lock, 'r').catch(() => undefined);
-  if (!fh) return false;
-  try {
-    const free = sys().flock(fh.fd, 'sh');
-    if (free) sys().flock(fh.fd, 'un');
-    return !free;
-  } finally {
-    await fh.close();
-  }
-}
 
 /** A running container's listener, started again if it is gone (killed) and given the monitor at once; `status` passed through. */
 export async function ensureListener<S extends string>(status: S, dir: string, config: InstanceConfig, monitor: () => Promise<number | null>): Promise<S> {
-  if (status === 'stopped' || !interceptedCalls(config).length || (await listenerRuns(interceptPaths(dir).lock))) return status;
+  if (status === 'stopped' || !interceptedCalls(config).length || (await flockHeld(interceptPaths(dir).lock))) return status;
   const pid = await monitor();
   if (pid !== null) await startListener(dir, config)?.bind(pid);
   return status;
