@@ -35,6 +35,9 @@ const tree = () =>
     .sort()
     .join('\n');
 
+/** The partial files noted in the host's register (none made yet, no register: nothing noted). */
+const partials = () => (existsSync(path.join(instances(), '.lxq-partials')) ? readdirSync(path.join(instances(), '.lxq-partials')).filter((n) => !n.startsWith('.')) : []);
+
 /** A create aborted as soon as its staging entry appears in the instances directory. */
 async function abortedCreate(name: string, options: CreateOptions): Promise<void> {
   const ac = new AbortController();
@@ -80,7 +83,7 @@ async function abortEach(prefix: string, options: CreateOptions): Promise<void> 
   const file = path.join(work, `${prefix}.tar.zst`);
   await expect(made.export(file, abortWhen((p) => p.phase === 'writing the archive'))).rejects.toBeInstanceOf(Aborted);
   expect(readdirSync(work)).toEqual([]);
-  expect(readdirSync(path.join(instances(), '.lxq-partials')).filter((n) => !n.startsWith('.'))).toEqual([]);
+  expect(partials()).toEqual([]);
   expect(tree()).toBe(withSource);
   await made.export(file);
   expect(existsSync(file)).toBe(true);

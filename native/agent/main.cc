@@ -356,7 +356,10 @@ bool Agent::CanPump() const {
 
 void Agent::EndSession() {
   for (auto& [channel, c] : commands_) {
-    kill(-c.pid, SIGKILL);  // its whole process group: it is a session leader
+    // Its whole process group (it is a session leader), and itself: a command killed right after
+    // the fork may not have called setsid yet, and then has no group of its own.
+    kill(-c.pid, SIGKILL);
+    kill(c.pid, SIGKILL);
     for (int fd : {c.in, c.out, c.err})
       if (fd >= 0) close(fd);
   }
