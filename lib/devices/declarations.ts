@@ -101,9 +101,15 @@ export const DEVICE_TYPES = {
         description: 'Host caching of a VM block disk: `none` (O_DIRECT), `writeback`, `unsafe` (flushes ignored). Unset: QEMU\'s default, writeback (LXD\'s default is none, which tmpfs cannot do).',
       },
       'boot.priority': { form: 'integer', condition: 'vm', description: 'Boot order of a VM block disk (higher first): its bootindex in QEMU.' },
-      'limits.read': { form: 'iolimit', condition: 'vm', description: 'Read limit: bytes/s (`10MB`, `1MiB`) or operations/s (`100iops`). VMs: QEMU\'s I/O throttling of the block disk, changed live.' },
-      'limits.write': { form: 'iolimit', condition: 'vm', description: 'Write limit, as `limits.read`.' },
-      'limits.max': { form: 'iolimit', condition: 'vm', description: 'Both `limits.read` and `limits.write` (instead of them).' },
+      'limits.read': {
+        form: 'iolimit',
+        condition: 'both',
+        description:
+          'Read limit: bytes/s (`10MB`, `1MiB`) or operations/s (`100iops`), changed live. VMs: QEMU\'s I/O throttling of the block disk. ' +
+          'Containers: a block I/O cgroup rule (v1 blkio throttle, v2 io.max) on the block device under `source` (NotSupported on tmpfs, overlay…); disks on one device share the average.',
+      },
+      'limits.write': { form: 'iolimit', condition: 'both', description: 'Write limit, as `limits.read` (containers on cgroup v1: direct I/O only, as writeback is not charged to the container).' },
+      'limits.max': { form: 'iolimit', condition: 'both', description: 'Both `limits.read` and `limits.write` (instead of them).' },
     },
   },
   nic: {

@@ -29,6 +29,9 @@ import { checkNicShape, probeNic } from './nic-checks';
 import type { VolumeResolver } from '../storage/volumes/types';
 import { validateVolumeName } from '../storage/volumes/names';
 import { checkOneTpm, checkTpmShape, probeTpm } from './tpm';
+import { backingDevice, hasIoLimits, refuseUnlimitable } from './disk-limits';
+
+export { hasIoLimits };
 
 /** The disk keys of a VM's block disks only (a share is served by virtiofsd). */
 const BLOCK_ONLY = ['io.bus', 'io.cache', 'boot.priority', 'limits.read', 'limits.write', 'limits.max'];
@@ -265,6 +268,9 @@ export interface DeviceSource {
   bridge?: string;
   parent?: string;
   mtu?: number;
+  /** A disk with I/O limits: "major:minor" of the block device under its source, or the filesystem type that has none. */
+  blockDevice?: string;
+  fsType?: string;
 }
 
 /** What probing needs beyond the host's files: the host's networks, and whose devices these are. */
@@ -320,15 +326,28 @@ export async function checkVolumesFree(devices: Devices, env: ProbeEnv): Promise
   for (const d of Object.values(devices)) if (d.type === 'disk' && d.pool !== undefined && env.volumes) await env.volumes.checkFree(d.pool, d.source!, env.instance);
 }
 
+/** A disk with I/O limits: the block device under its source too (a container's limits go on it). */
+async function withBlockDevice(d: DeviceConfig, src: DeviceSource): Promise<DeviceSource> {
+  if (d.type !== 'disk' || src.kind === 'missing' || !hasIoLimits(d)) return src;
+  const found = await backingDevice(diskSource(d, src));
+  return 'device' in found ? { ...src, blockDevice: found.device } : { ...src, fsType: found.fstype };
+}
+
 /** What each device's source is now, without judging it (for devices already in place). */
 export async function readSources(devices: Devices, env: ProbeEnv): Promise<Map<string, DeviceSource>> {
   const entries = await Promise.all(
-    Object.entries(devices).map(
-      async ([name, d]) =>
-        [name, d.type === 'nic' ? await probeNic(name, d, env) : d.type === 'disk' && d.pool !== undefined ? await probeVolume(`device "${name}"`, d, env) : await probeSource(d.source)] as const,
-    ),
+    Object.entries(devices).map(async ([name, d]): Promise<readonly [string, DeviceSource]> => {
+      if (d.type === 'nic') return [name, await probeNic(name, d, env)] as const;
+      const src = d.type === 'disk' && d.pool !== undefined ? await probeVolume(`device "${name}"`, d, env) : await probeSource(d.source);
+      return [name, await withBlockDevice(d, src)] as const;
+    }),
   );
   return new Map(entries);
+}
+
+/** A container's disk with I/O limits needs a block device under its source (NotSupported naming the device otherwise). */
+export function requireBlockDevice(name: string, d: DeviceConfig, src: DeviceSource): void {
+  if (src.fsType !== undefined && src.blockDevice === undefined) refuseUnlimitable(name, d, src.fsType);
 }
 
 /**
@@ -344,7 +363,8 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
       continue;
     }
     if (d.type === 'disk' && d.pool !== undefined) {
-      out.set(name, await probeVolume(where, d, env));
+      out.set(name, await withBlockDevice(d, await probeVolume(where, d, env)));
+      if (instanceType === 'container') requireBlockDevice(name, d, out.get(name)!);
       continue;
     }
     if (d.type === 'tpm') {
@@ -352,7 +372,8 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
       out.set(name, { kind: 'missing' });
       continue;
     }
-    const src = await probeSource(d.source);
+    const src = await withBlockDevice(d, await probeSource(d.source));
+    if (instanceType === 'container') requireBlockDevice(name, d, src);
     if (d.source !== undefined && src.kind === 'missing' && deviceFlag(d, 'required')) {
       throw new InvalidArgument(`${where}: "source" ${d.source} does not exist on the host (set required: "false" to skip the device when it is missing)`);
     }

@@ -320,9 +320,9 @@ export class ContainerInstance extends BaseInstance {
     // liblxc's config is made again when what it is made from changed since: a profile changed by
     // any process (live keys only reached the running container), a container made before the
     // default syscall filter existed.
-    // …and when a custom volume is attached: its data's path may have changed (a btrfs restore).
-    const volumes = Object.values(devices).some((d) => d.type === 'disk' && d.pool !== undefined);
-    if (volumes || !(await lxcFilesCurrent(this.dir, config, devices))) await this.writeConfig(config, devices);
+    // …and when a custom volume is attached (its data's path may have changed: a btrfs restore) or a disk has I/O limits (its block device's numbers may have).
+    const fresh = Object.values(devices).some((d) => d.type === 'disk' && (d.pool !== undefined || validate().hasIoLimits(d)));
+    if (fresh || !(await lxcFilesCurrent(this.dir, config, devices))) await this.writeConfig(config, devices);
     await validate().checkVolumesFree(devices, this.probeEnv);
     await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
     const hadSeed = await cloudInit().hadSeed(this.dir);
@@ -453,24 +453,14 @@ export class ContainerInstance extends BaseInstance {
     for (const [name, d] of Object.entries(change.added)) await deviceOps().checkReachable(name, d, added.get(name)!, host);
     const removed = await validate().readSources(change.removed, this.probeEnv);
     for (const [name, d] of Object.entries(change.added)) await deviceOps().prepareContainerDevice(name, d, added.get(name)!, host);
-    const plugged: string[] = [];
     const setCgroup = (key: string, value: string) => this.lxc().setCgroupItem(key, value);
+    let undo: (() => Promise<void>) | undefined;
     try {
-      if (live) {
-        const pid = await this.lxc().initPid();
-        for (const [name, d] of Object.entries(change.removed)) await deviceOps().unplugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup);
-        for (const [name, d] of Object.entries(change.added)) {
-          await deviceOps().plugContainerDevice(pid, name, d, added.get(name)!, host, setCgroup);
-          plugged.push(name);
-        }
-      }
+      const c = { before: this.expandedDevices, next, change, added, removed };
+      if (live) undo = await deviceOps().changeLive(await this.lxc().initPid(), c, host, this.probeEnv, setCgroup);
       await this.writeConfig(this.expandedConfig, next);
     } catch (e) {
-      if (live) {
-        const pid = await this.lxc().initPid().catch(() => 0);
-        for (const name of plugged) await deviceOps().unplugContainerDevice(pid, name, change.added[name], added.get(name)!, host, setCgroup).catch(() => undefined);
-        for (const [name, d] of Object.entries(change.removed)) await deviceOps().plugContainerDevice(pid, name, d, removed.get(name)!, host, setCgroup).catch(() => undefined);
-      }
+      await undo?.();
       for (const name of Object.keys(change.added)) if (!(name in change.removed)) await deviceOps().releaseContainerDevice(name, host);
       throw e;
     }

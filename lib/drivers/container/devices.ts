@@ -19,9 +19,13 @@ import type { LxcItem } from './lxc-config';
 import { sys } from '../../native/sys';
 import { type DeviceConfig, deviceFlag, deviceValue } from '../../devices/declarations';
 import { lxcNicItems, plugContainerNic, unplugContainerNic } from './nics';
+import { applyBlkioLive, blkioItems } from './blkio';
+import type { DeviceChange } from '../../devices/change';
+import { onlyLimitsChanged } from '../../devices/disk-limits';
 
 export { releaseHostEnds, tuneHostEnds } from './nics';
-import { type DeviceSource, devicePath, diskSource, nodeNumbers, nodeOwnership, relativeInside } from '../../devices/validate';
+import { type DeviceSource, devicePath, diskSource, nodeNumbers, nodeOwnership, type ProbeEnv, relativeInside } from '../../devices/validate';
+import type { Devices } from '../../devices/declarations';
 
 export interface ContainerDeviceHost {
   /** The instance's directory. */
@@ -83,7 +87,7 @@ export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: M
       items.push([cgroupKey(host.layout, 'allow'), cgroupRule(d, src)]);
     }
   }
-  return items;
+  return [...items, ...blkioItems(devices, sources, host.layout)];
 }
 
 /**
@@ -177,3 +181,47 @@ export async function unplugContainerDevice(pid: number, name: string, d: Device
   if (d.type !== 'disk') await setCgroup('devices.deny', cgroupRule(d, src)).catch(() => undefined);
 }
 
+
+/** A device change on a running container: the devices before and after, and each one's source. */
+export interface LiveChange {
+  before: Devices;
+  next: Devices;
+  change: DeviceChange;
+  added: Map<string, DeviceSource>;
+  removed: Map<string, DeviceSource>;
+}
+
+/**
+ * Applies a device change to the running container whose init is `pid`: the removed devices
+ * unmounted, the added ones mounted (a disk whose limits alone changed stays mounted), then the
+ * disks' block I/O rules. A failure undoes what was done; the returned function undoes it all.
+ */
+export async function changeLive(pid: number, c: LiveChange, host: ContainerDeviceHost, env: ProbeEnv, setCgroup: SetCgroupItem): Promise<() => Promise<void>> {
+  const inPlace = new Set(Object.keys(c.change.added).filter((n) => c.change.removed[n] && onlyLimitsChanged(c.change.removed[n], c.change.added[n])));
+  const removed = Object.entries(c.change.removed).filter(([n]) => !inPlace.has(n));
+  const added = Object.entries(c.change.added).filter(([n]) => !inPlace.has(n));
+  const plugged: string[] = [];
+  const unplugged: string[] = [];
+  const undo = async () => {
+    for (const name of plugged) await unplugContainerDevice(pid, name, c.change.added[name], c.added.get(name)!, host, setCgroup).catch(() => undefined);
+    for (const name of unplugged) await plugContainerDevice(pid, name, c.change.removed[name], c.removed.get(name)!, host, setCgroup).catch(() => undefined);
+  };
+  try {
+    for (const [name, d] of removed) {
+      await unplugContainerDevice(pid, name, d, c.removed.get(name)!, host, setCgroup);
+      unplugged.push(name);
+    }
+    for (const [name, d] of added) {
+      await plugContainerDevice(pid, name, d, c.added.get(name)!, host, setCgroup);
+      plugged.push(name);
+    }
+    const undoLimits = await applyBlkioLive(c.before, c.next, env, host.layout, setCgroup);
+    return async () => {
+      await undoLimits();
+      await undo();
+    };
+  } catch (e) {
+    await undo();
+    throw e;
+  }
+}

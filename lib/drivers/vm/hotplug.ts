@@ -5,7 +5,8 @@
  */
 import { OperationFailed } from '../../core/errors';
 import { type DeviceConfig, type Devices, deviceValue } from '../../devices/declarations';
-import { hasIoLimits, onlyLimitsChanged, throttleArgs } from './disk-io';
+import { throttleArgs } from './disk-io';
+import { hasIoLimits, onlyLimitsChanged } from '../../devices/disk-limits';
 import { refuseTpmHotplug, releaseTpm } from './tpm';
 import { type DeviceSource, diskSource } from '../../devices/validate';
 import type { DeviceChange } from '../../devices/change';
