@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { type CliRun, lxqArgv, runNode, tempHost, type TestHost } from './helpers/host';
+import { type CliRun, lxqArgv, pidfdCount, runNode, tempHost, type TestHost } from './helpers/host';
 
 const PRELOAD = path.join(__dirname, 'helpers', 'cli-path.js');
 
@@ -118,7 +118,7 @@ test('hosts the quick path leaves to the whole CLI: an ephemeral instance, a pro
 }, 600_000);
 
 /** `lxq exec` of a command that traps `sig` (quick path on or off): `sig` sent to lxq once the command runs; what it printed and how it ended. */
-async function signalled(sig: NodeJS.Signals, quick: boolean): Promise<CliRun & { served: string }> {
+async function signalled(sig: NodeJS.Signals, quick: boolean): Promise<CliRun & { served: string; pidfds: number }> {
   const record = path.join(t.dir, `served-${sig}-${quick}`);
   const script = `trap 'echo got ${sig}; exit 3' ${sig.slice(3)}; echo ready; while :; do sleep 1; done`;
   const p = spawn(process.execPath, ['-r', PRELOAD, ...lxqArgv(t.dir), 'exec', running, '--', 'sh', '-c', script], { env: cliEnv(quick, record), stdio: ['pipe', 'pipe', 'pipe'] });
@@ -130,17 +130,19 @@ async function signalled(sig: NodeJS.Signals, quick: boolean): Promise<CliRun & 
     p.stdout.on('data', (d) => (stdout += d) && stdout.includes('ready') && resolve());
     void closed.then(() => reject(new Error(`lxq exited before the command was ready: ${stdout} ${stderr}`)));
   });
+  // Handed over, p is lxq_runner now: it holds the command's pidfd and nothing more (liblxc's attach left the container init's too).
+  const pidfds = pidfdCount(p.pid!);
   p.kill(sig);
   const code = await closed;
   p.stdin.end();
-  return { code, stdout, stderr, served: readFileSync(record, 'utf8') };
+  return { code, stdout, stderr, served: readFileSync(record, 'utf8'), pidfds };
 }
 
 test('signals sent to lxq exec reach the command, handed over or not (SIGINT, SIGTERM, SIGHUP, SIGQUIT)', async () => {
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) {
-    const { served: fastServed, ...fast } = await signalled(sig, true);
-    const { served: fullServed, ...full } = await signalled(sig, false);
-    expect([sig, fastServed, fullServed]).toEqual([sig, 'handed', 'full']);
+    const { served: fastServed, pidfds, ...fast } = await signalled(sig, true);
+    const { served: fullServed, pidfds: _, ...full } = await signalled(sig, false);
+    expect([sig, fastServed, fullServed, pidfds]).toEqual([sig, 'handed', 'full', 1]);
     expect({ sig, ...fast }).toEqual({ sig, ...full });
     expect(fast).toEqual({ code: 3, stdout: `ready\ngot ${sig}\n`, stderr: '' });
   }

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 
 import { Aborted, Instance, InvalidArgument, InvalidState, NotFound, Timeout } from '../lib';
-import { tempHost, TestHost } from './helpers/host';
+import { pidfdCount, runnerPid, tempHost, TestHost } from './helpers/host';
 
 let t: TestHost;
 let c: Instance;
@@ -174,6 +174,35 @@ describe('spawn with a pty', () => {
     expect(() => q.resize(80, 24)).toThrow(InvalidState);
     await q.exit;
     await expect(c.spawn(['true'], { pty: { cols: 0, rows: 24 } })).rejects.toBeInstanceOf(InvalidArgument);
+  });
+});
+
+describe('no pidfd outlives its command', () => {
+  /** `count()` once it equals `want` (it may lag a finished command by a moment: the runner closes its pidfd after it reports the exit), else its last value. */
+  const settled = async (count: () => number, want: number) => {
+    for (let end = Date.now() + 20_000; count() !== want && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+    return count();
+  };
+
+  test('the runner and this process hold as many pidfds after execs, spawns and pty execs as before', async () => {
+    await c.exec(['true']); // the runner is started
+    const runner = runnerPid();
+    expect(runner).toBeDefined();
+    const ours = () => pidfdCount(process.pid);
+    const theirs = () => pidfdCount(runner!);
+    // No command of this file runs now: the runner watches none (liblxc's attach left one per exec before).
+    expect(await settled(theirs, 0)).toBe(0);
+    const before = ours();
+    for (let i = 0; i < 5; i++) {
+      expect((await c.exec(['true'])).exitCode).toBe(0);
+      expect((await c.exec(['cat'], { pty: true, stdin: 'x\n\x04', timeout: 30_000 })).exitCode).toBe(0);
+      const p = await c.spawn(['cat']);
+      p.stdin.end('y');
+      expect(await p.exit).toEqual({ exitCode: 0, signal: null });
+      await expect(c.exec(['/nonexistent'])).resolves.toMatchObject({ exitCode: 127 });
+    }
+    expect(await settled(theirs, 0)).toBe(0);
+    expect(await settled(ours, before)).toBe(before);
   });
 });
 

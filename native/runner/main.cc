@@ -16,6 +16,7 @@
 //   container runs, and the loop replies when it has reaped it.
 // `lxq_runner once FD` is the other way it runs: in place of the CLI's Node process, for one
 // command on the CLI's own stdio (Once, below).
+#include <dirent.h>
 #include <fstream>
 #include <fcntl.h>
 #include <lxc/lxccontainer.h>
@@ -33,6 +34,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <list>
 #include <string>
 #include <vector>
@@ -200,6 +202,32 @@ int ExecCommand(void* payload) {
   return err == ENOENT ? 127 : 126;  // the shell's convention
 }
 
+// This process's open fds.
+std::vector<int> OpenFds() {
+  std::vector<int> fds;
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return fds;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.') fds.push_back(std::atoi(e->d_name));
+  closedir(d);
+  return fds;
+}
+
+// liblxc's attach (5.0.2, and upstream to this day) leaves the container init's pidfd open in the
+// caller at every call: get_attach_context takes it from the monitor (LXC_CMD_GET_INIT_PIDFD),
+// only the attaching child closes its copy (after setns), and put_attach_context/put_namespaces
+// close the namespace fds only when there is no pidfd. One pidfd per exec, for as long as this
+// process lives. This process has one thread, so a pidfd that was not open before the call is
+// that one (ours are opened after it): closed, on every path (a failed attach leaves it too).
+void CloseLeftPidfds(const std::vector<int>& before) {
+  char link[64];
+  for (int fd : OpenFds()) {
+    if (std::find(before.begin(), before.end(), fd) != before.end()) continue;
+    ssize_t n = readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), link, sizeof link - 1);
+    if (n > 0 && std::string(link, static_cast<size_t>(n)).find("[pidfd]") != std::string::npos) close(fd);
+  }
+}
+
 // Starts the command of an attach request `f` (runner/protocol.h's AttachFields) with stdin, stdout
 // and stderr `in`, `out`, `err` (liblxc puts them at 0-2 in the command); `session`: in a session
 // of its own. Returns 0 and its pid (our child: liblxc clones it with CLONE_PARENT), or an errno.
@@ -232,9 +260,11 @@ int AttachCommand(const std::vector<std::string>& f, int in, int out, int err, b
   }
   Command cmd = {{argv[0], argv.data()}, f[6] == "1", session};
   pid = -1;
+  std::vector<int> before = OpenFds();
   errno = 0;
   int rc = c->attach(c, ExecCommand, &cmd, &opts, &pid);
   int error = errno;
+  CloseLeftPidfds(before);
   if (!containers.Cached(c)) lxc_container_put(c);
   if (rc < 0 || pid <= 0) return error ? error : EIO;
   return 0;

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -100,4 +100,32 @@ export async function thrown(p: Promise<unknown>): Promise<LxqError> {
 export async function sh(i: Instance, script: string, timeout = 120_000): Promise<{ code: number | null; out: string; err: string }> {
   const r = await i.exec(['sh', '-c', script], { timeout });
   return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
+}
+
+/** How many pidfds process `pid` holds (to see that a process leaves none behind). */
+export function pidfdCount(pid: number): number {
+  let n = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).endsWith('[pidfd]')) n++;
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return n;
+}
+
+/** The pid of this process's lxq_runner (liblxc's start and attach calls), or undefined. */
+export function runnerPid(): number | undefined {
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === process.pid && readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'lxq_runner') return Number(p);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return undefined;
 }
