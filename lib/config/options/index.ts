@@ -20,7 +20,7 @@ import { SNAPSHOTS_OPTIONS } from './snapshots';
 import type { ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
 
 export type { Condition, ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
-export { splitArgs } from './raw';
+export { splitArgs, parseRawIdmap, type RawIdmapEntry } from './raw';
 export { refuseOwnIdRange } from './security';
 
 /**
@@ -110,6 +110,7 @@ export type OptionKey =
   | 'raw.apparmor'
   | 'raw.seccomp'
   | 'raw.lxc'
+  | 'raw.idmap'
   | 'raw.qemu'
   | 'agent.nic_config'
   | 'snapshots.expiry'

@@ -52,6 +52,71 @@ function rawSeccompValidator(value: string): void {
   }
 }
 
+/**
+ * One line of raw.idmap: `count` host ids from `host` seen as `ns`… inside, for uids, gids or both.
+ *
+ * @example
+ * ```ts
+ * const [e] = parseRawIdmap('both 1000 1000'); // { uid: true, gid: true, host: 1000, ns: 1000, count: 1, line: 'both 1000 1000' }
+ * ```
+ */
+export interface RawIdmapEntry {
+  readonly uid: boolean;
+  readonly gid: boolean;
+  readonly host: number;
+  readonly ns: number;
+  readonly count: number;
+  /** The line as written, for errors. */
+  readonly line: string;
+}
+
+/** The highest id plus one (the kernel's (uid_t)-1 is never an id). */
+const ID_LIMIT = 2 ** 32 - 1;
+
+function idRange(text: string, line: string): { start: number; count: number } {
+  const m = /^(\d{1,10})(?:-(\d{1,10}))?$/.exec(text);
+  if (!m) throw new Error(`${JSON.stringify(line)}: ${JSON.stringify(text)} is not an id or a range of ids ("1000", "1000-1999")`);
+  const start = Number(m[1]);
+  const end = m[2] === undefined ? start : Number(m[2]);
+  if (end < start) throw new Error(`${JSON.stringify(line)}: the range ${text} ends before it starts`);
+  if (end >= ID_LIMIT) throw new Error(`${JSON.stringify(line)}: ${end} is not an id (ids are below ${ID_LIMIT})`);
+  return { start, count: end - start + 1 };
+}
+
+/**
+ * LXD's raw.idmap, parsed and checked on its own: each line "both|uid|gid HOST[-END] INSIDE[-END]"
+ * with ranges of one size; no two lines may map the same host id or the same inside id (of one kind).
+ * Whether the host ids are the caller's to map is the container driver's check (it knows the range).
+ *
+ * @example
+ * ```ts
+ * parseRawIdmap('uid 50-60 500-510\ngid 100000-110000 10000-20000');
+ * ```
+ */
+export function parseRawIdmap(value: string): RawIdmapEntry[] {
+  const out: RawIdmapEntry[] = [];
+  for (const raw of value.split('\n')) {
+    const line = raw.trim();
+    if (!line) continue;
+    const fields = line.split(/\s+/);
+    if (fields.length !== 3 || !['both', 'uid', 'gid'].includes(fields[0])) {
+      throw new Error(`${JSON.stringify(line)}: each line reads "both|uid|gid HOST[-END] INSIDE[-END]" (e.g. "both 1000 1000")`);
+    }
+    const host = idRange(fields[1], line);
+    const ns = idRange(fields[2], line);
+    if (host.count !== ns.count) throw new Error(`${JSON.stringify(line)}: the host range has ${host.count} ids and the inside one ${ns.count}`);
+    const entry: RawIdmapEntry = { uid: fields[0] !== 'gid', gid: fields[0] !== 'uid', host: host.start, ns: ns.start, count: host.count, line };
+    for (const other of out) {
+      if (!((entry.uid && other.uid) || (entry.gid && other.gid))) continue;
+      const hit = (a: number, b: number): boolean => a < b + other.count && b < a + entry.count;
+      if (hit(entry.host, other.host)) throw new Error(`${JSON.stringify(line)} and ${JSON.stringify(other.line)} map the same host ids`);
+      if (hit(entry.ns, other.ns)) throw new Error(`${JSON.stringify(line)} and ${JSON.stringify(other.line)} map the same ids inside`);
+    }
+    out.push(entry);
+  }
+  return out;
+}
+
 export const RAW_OPTIONS: readonly OptionSpec[] = [
   {
     key: 'raw.lxc',
@@ -83,11 +148,14 @@ export const RAW_OPTIONS: readonly OptionSpec[] = [
   {
     key: 'raw.idmap',
     type: 'lines',
-    condition: 'both',
+    condition: 'container',
+    lxdCondition: 'both',
     live: false,
-    description: 'Host ids mapped into the instance beside its id range ("both 1000 1000").',
-    notSupported:
-      "lxq maps a container by one contiguous id range (its root's shifting, idmapped lowers and shifted files all take one base); splitting it around single host ids is not implemented",
+    description:
+      'Host ids mapped into the container beside its id range, one line each ("both 1000 1000", "uid 50-60 500-510": both, uid or gid, the host id or range, the inside one), punched into its map as LXD does. ' +
+      "The host ids must be root's in /etc/subuid and /etc/subgid (e.g. \"root:1000:1\") and outside the container's own range. Files under those ids keep their host owner; " +
+      "the container's root is not re-shifted, so files its image holds under a remapped inside id show as nobody. VMs: refused (LXD maps a VM's virtiofs shares with it; lxq's shares are not mapped).",
+    validate: (v) => void parseRawIdmap(v),
   },
   {
     key: 'raw.qemu',

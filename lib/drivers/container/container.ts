@@ -26,6 +26,7 @@ import type { ContainerImageMeta } from '../../images/meta';
 import type { StoredProfile } from '../../instance/profiles';
 import type { LxcItem } from './lxc-config';
 import { ContainerFiles, O_PATH } from './files';
+import { containerIdmap, rangeOf } from './idmap';
 import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, lxcFilesCurrent, monitorAlive, removeMonitorCgroups, saveLxcFiles } from './liblxc';
 import { containerStatus } from './status';
 import { ContainerStorage } from './storage';
@@ -124,7 +125,7 @@ export class ContainerInstance extends BaseInstance {
       return this.writeConfig(e.config, e.devices);
     },
     record: () => this.record,
-    idmap: (record) => this.idmapOf(record.idmap, this.profileSet.expand(record).config),
+    idmap: (record) => rangeOf(this.idmapOf(record.idmap, this.profileSet.expand(record).config)),
     pool: (record) => (this.ctx.pools ? this.ctx.pools(record.pool) : Promise.resolve(new DirPool())),
   });
 
@@ -135,7 +136,7 @@ export class ContainerInstance extends BaseInstance {
     private readonly imageMeta: ContainerImageMeta,
   ) {
     super(dir, record);
-    this.files = new ContainerFiles({ root: () => this.fileRoot(), shift: () => this.idmapOf(this.record.idmap, this.expandedConfig)?.base ?? 0 });
+    this.files = new ContainerFiles({ root: () => this.fileRoot(), ids: () => this.idmapOf(this.record.idmap, this.expandedConfig) });
   }
 
   /** An existing container, from its record. */
@@ -273,9 +274,8 @@ export class ContainerInstance extends BaseInstance {
     return attachCommand(this.lxc(), this.expandedConfig, argv, options, (e) => this.refuseOrFail(e, 'run a command in', 'running', `cannot run ${JSON.stringify(argv[0])} in ${this.name}`));
   }
 
-  /** The ids the container runs as: none (privileged), its own range (security.idmap.isolated, in the record), or the shared one. */
   private idmapOf(own: IdMap | undefined, config: InstanceConfig): IdMap | null {
-    return config['security.privileged'] === 'true' ? null : (own ?? this.ctx.idmap());
+    return containerIdmap(own, config, this.ctx.idmap);
   }
 
   private deviceHost(config: InstanceConfig = this.expandedConfig): ContainerDeviceHost {

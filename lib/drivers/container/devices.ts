@@ -15,6 +15,7 @@ import * as path from 'node:path';
 
 import { InvalidArgument, OperationFailed } from '../../core/errors';
 import type { CgroupLayout, IdMap } from './host-facts';
+import { hostId } from './idmap';
 import type { LxcItem } from './lxc-config';
 import { sys } from '../../native/sys';
 import { type DeviceConfig, deviceFlag, deviceValue } from '../../devices/declarations';
@@ -119,9 +120,8 @@ export async function prepareContainerDevice(name: string, d: DeviceConfig, src:
   await fs.rm(file, { force: true });
   const { major, minor } = nodeNumbers(d, src);
   const { mode, uid, gid } = nodeOwnership(d);
-  const shift = host.idmap?.base ?? 0;
   await sys()
-    .makeNode(file, d.type === 'unix-block', mode, major, minor, uid + shift, gid + shift)
+    .makeNode(file, d.type === 'unix-block', mode, major, minor, hostId(host.idmap, 'uid', uid), hostId(host.idmap, 'gid', gid))
     .catch((e) => {
       throw new OperationFailed(`cannot make the node of device "${name}": ${(e as Error).message}`, { call: 'mknod', errno: (e as { errno?: number }).errno });
     });

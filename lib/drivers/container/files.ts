@@ -21,6 +21,8 @@ import { checkLinkTarget, checkOwnership, checkTimes, DirEntry, MKDIR_OPTION_KEY
 import { TreeFiles } from '../../instance/trees';
 import { replaceFile } from '../../core/fs';
 import { sys } from '../../native/sys';
+import type { IdMap } from './host-facts';
+import { hostId, nsId } from './idmap';
 
 /** Linux x86-64/arm64 values; Node does not export O_PATH. */
 export const O_PATH = 0o10000000;
@@ -29,11 +31,11 @@ const readFd = promisify(readFileCb) as (fd: number) => Promise<Buffer>;
 const closeFd = promisify(closeCb);
 const fstatFd = promisify(fstatCb);
 
-/** Where the container's root is now, and the uid/gid shift of its id map. */
+/** Where the container's root is now, and its id map. */
 export interface RootLocator {
   root(): Promise<string>;
-  /** Host uid of the container's uid 0 (0 for a privileged container). */
-  shift(): number;
+  /** The container's id map (null for a privileged container: ids as on the host). */
+  ids(): IdMap | null;
 }
 
 function typeOf(st: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean }): FileType {
@@ -114,7 +116,7 @@ export class ContainerFiles extends TreeFiles {
       const handle = await fs.open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
       try {
         await fill(handle);
-        await handle.chown(uid + this.locator.shift(), gid + this.locator.shift());
+        await handle.chown(hostId(this.locator.ids(), 'uid', uid), hostId(this.locator.ids(), 'gid', gid));
         await handle.chmod(mode ?? (await defaultMode())); // after chown, which clears set-id bits
         if (durable) await handle.sync();
         await handle.close();
@@ -193,8 +195,8 @@ export class ContainerFiles extends TreeFiles {
       type: typeOf(st),
       size: st.size,
       mode: st.mode & 0o7777,
-      uid: st.uid - this.locator.shift(),
-      gid: st.gid - this.locator.shift(),
+      uid: nsId(this.locator.ids(), 'uid', st.uid),
+      gid: nsId(this.locator.ids(), 'gid', st.gid),
       mtime: st.mtime,
     };
   }
@@ -233,7 +235,7 @@ export class ContainerFiles extends TreeFiles {
     }
     await this.withParent(p, async (at) => {
       await fs.mkdir(at, { mode });
-      await fs.lchown(at, uid + this.locator.shift(), gid + this.locator.shift());
+      await fs.lchown(at, hostId(this.locator.ids(), 'uid', uid), hostId(this.locator.ids(), 'gid', gid));
       await fs.chmod(at, mode);
     });
   }
@@ -252,7 +254,7 @@ export class ContainerFiles extends TreeFiles {
     const { uid, gid } = checkOwnership(options, OWNER_OPTION_KEYS);
     await this.withParent(p, async (at) => {
       await fs.symlink(target, at);
-      await fs.lchown(at, uid + this.locator.shift(), gid + this.locator.shift());
+      await fs.lchown(at, hostId(this.locator.ids(), 'uid', uid), hostId(this.locator.ids(), 'gid', gid));
     });
   }
 

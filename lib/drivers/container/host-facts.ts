@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
+import type { RawIdmapEntry } from '../../config/options';
 import { OperationFailed } from '../../core/errors';
 
 export type CgroupVersion = 1 | 2;
@@ -37,24 +38,31 @@ export interface IdMap {
   /** First host uid/gid of the container's range; container root is this id on the host. */
   base: number;
   size: number;
+  /** raw.idmap's lines, punched into the range (lib/drivers/container/idmap.ts). */
+  raw?: readonly RawIdmapEntry[];
 }
 
 export const IDMAP_SIZE = 65536;
 const DEFAULT_BASE = 1_000_000;
 
-function rangeFor(file: string): { start: number; count: number } | undefined {
+/** Root's ranges in /etc/subuid or /etc/subgid (every line naming root), in file order. */
+export function rootSubRanges(file: string): Array<{ start: number; count: number }> {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch {
-    return undefined;
+    return [];
   }
+  const out: Array<{ start: number; count: number }> = [];
   for (const line of text.split('\n')) {
     const [owner, start, count] = line.trim().split(':');
-    if ((owner === 'root' || owner === '0') && Number(count) >= IDMAP_SIZE) return { start: Number(start), count: Number(count) };
+    if ((owner === 'root' || owner === '0') && /^\d+$/.test(start ?? '') && /^\d+$/.test(count ?? '')) out.push({ start: Number(start), count: Number(count) });
   }
-  return undefined;
+  return out;
 }
+
+/** Root's first range big enough for a container. */
+const rangeFor = (file: string): { start: number; count: number } | undefined => rootSubRanges(file).find((r) => r.count >= IDMAP_SIZE);
 
 function onPath(cmd: string): boolean {
   try {

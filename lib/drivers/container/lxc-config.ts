@@ -10,6 +10,7 @@ import { InvalidArgument } from '../../core/errors';
 import { refuseControlChars } from '../../core/guard';
 import type { ContainerImageMeta } from '../../images/meta';
 import type { CgroupLayout, IdMap } from './host-facts';
+import { lxcIdmapLines } from './idmap';
 
 export type LxcItem = [key: string, value: string];
 
@@ -67,10 +68,7 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
   if (!input.devices.some(([k]) => k.startsWith('lxc.net.'))) items.push(['lxc.net.0.type', 'empty']);
   items.push(...input.devices);
   if (!input.apparmor) items.push(['lxc.apparmor.profile', 'unconfined']);
-  if (input.idmap) {
-    items.push(['lxc.idmap', `u 0 ${input.idmap.base} ${input.idmap.size}`]);
-    items.push(['lxc.idmap', `g 0 ${input.idmap.base} ${input.idmap.size}`]);
-  }
+  if (input.idmap) for (const line of lxcIdmapLines(input.idmap)) items.push(['lxc.idmap', line]);
   for (const limit of cgroupLimits(config, layout)) {
     if (!limit.set) continue;
     items.push([`${layout.version(limit.controller) === 1 ? 'lxc.cgroup' : 'lxc.cgroup2'}.${limit.key}`, limit.value]);
