@@ -56,6 +56,7 @@ export type {
   SnapshotEvent,
   SnapshotRenamedEvent,
   CopyOptions,
+  MoveOptions,
 } from './storage/types';
 
 // Storage pools.

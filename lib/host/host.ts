@@ -323,6 +323,7 @@ export class Host implements InstanceHost {
     refuseUnknownKeys('copy', options, COPY_OPTION_KEYS);
     if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
     if (options.flatten !== undefined && typeof options.flatten !== 'boolean') throw new InvalidArgument('flatten must be a boolean');
+    if (options.pool !== undefined && typeof options.pool !== 'string') throw new InvalidArgument('pool must be a storage pool\'s name');
     const ephemeral = checkEphemeral(options.ephemeral);
     const from = await this.get(source);
     if (!(from instanceof BaseInstance)) throw new InvalidArgument(`"${source}" is not an lxq instance`);
@@ -344,7 +345,7 @@ export class Host implements InstanceHost {
     await fs.mkdir(staging, { mode: 0o711 });
     let copy: Instance;
     try {
-      const { ephemeral: _source, ...taken } = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true, flatten: options.flatten === true });
+      const { ephemeral: _source, ...taken } = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true, flatten: options.flatten === true, pool: options.pool });
       const record: InstanceRecord = {
         ...taken,
         ...(ephemeral ? { ephemeral } : {}), // as `lxc copy`: not the source's

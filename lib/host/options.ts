@@ -31,7 +31,7 @@ export interface ImportOptions extends LongOptions {
  */
 export type LaunchOptions = Omit<CreateOptions, 'image'> & StartOptions;
 export const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true, ...LONG_OPTION_KEYS });
-export const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true, ephemeral: true, ...LONG_OPTION_KEYS });
+export const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true, ephemeral: true, pool: true, ...LONG_OPTION_KEYS });
 
 /**
  * Where a host keeps its state and images.

@@ -36,6 +36,7 @@ import { RecordFile } from './record';
 const configOptions = (): typeof import('../config/options') => require('../config/options');
 const nic = (): typeof import('../devices/nic') => require('../devices/nic');
 const move = (): typeof import('../storage/move') => require('../storage/move');
+const poolMove = (): typeof import('../storage/pool-move') => require('../storage/pool-move');
 const addresses = (): typeof import('./addresses') => require('./addresses');
 const exporter = (): typeof import('./export') => require('./export');
 /* eslint-enable @typescript-eslint/no-require-imports */
@@ -161,11 +162,8 @@ export abstract class BaseInstance extends CommonInstance {
   protected abstract doState(status: InstanceStatus): Promise<DriverState>;
   /** Applies changed options: `live` says whether the instance is running now. */
   protected abstract applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void>;
-  /**
-   * Applies a change of devices: `removed` (as they were) and `added` (as they are in `next`),
-   * checked against the host first, hot-plugged when `live`; on failure nothing is left changed.
-   * The record is saved by the caller once this resolves.
-   */
+  /** Applies a change of devices: `removed` (as they were) and `added` (as they are in `next`), checked against the host first,
+   * hot-plugged when `live`; on failure nothing is left changed. The record is saved by the caller once this resolves. */
   protected abstract applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void>;
   /** A connection to `to` inside the running instance, for a proxy device. */
   protected abstract connectInside(to: StreamEndpoint): Promise<Socket>;
@@ -173,11 +171,8 @@ export abstract class BaseInstance extends CommonInstance {
   protected abstract datagramInside(to: DatagramEndpoint): Promise<DgramSocket>;
   /** The host's networks (NICs are checked against them). */
   protected abstract get networks(): Networks;
-  /**
-   * True where state() always sees the instance's addresses (a container's network namespace):
-   * waitForAddress then never answers from a DHCP lease, which the client may not have applied
-   * yet (a restart within the second of the previous lease looked granted).
-   */
+  /** True where state() always sees the instance's addresses (a container's network namespace): waitForAddress then never answers
+   * from a DHCP lease, which the client may not have applied yet (a restart within the second of the previous lease looked granted). */
   protected readonly ownAddressesComplete: boolean = false;
   /** The instance's /proc/net/if_inet6 (its kernel's IPv6 address flags). */
   protected abstract readIfInet6(): Promise<string>;
@@ -190,11 +185,7 @@ export abstract class BaseInstance extends CommonInstance {
 
   // ---- CommonInstance's primitives and hooks ----
 
-  /**
-   * One operation at a time across processes too: each holds the instance's lock file and starts
-   * from the record as it is on disk (another process may have changed config or devices since
-   * this one last looked).
-   */
+  /** One operation at a time across processes too: each holds the instance's lock file and starts from the record as it is on disk (another process may have changed it). */
   protected override exclusive<T>(op: () => Promise<T>): Promise<T> {
     return this.recordFile.hold(async () => {
       try {
@@ -251,12 +242,9 @@ export abstract class BaseInstance extends CommonInstance {
     else await markPower(this.dir, 'STOPPED');
   }
 
-  /**
-   * An ephemeral instance that has run and is stopped now (its main process exited, or the
-   * process that ran it died) is deleted, under its lock, by whichever process sees it; one that
-   * runs again (a reboot inside, a restart, a restore) is kept. Says which: 'pending' while its
-   * stop is not final yet (see stillRunning), to be asked again.
-   */
+  /** An ephemeral instance that has run and is stopped now (its main process exited, or the process that ran it died) is deleted, under its
+   * lock, by whichever process sees it; one that runs again (a reboot inside, a restart, a restore) is kept. Says which: 'pending' while
+   * its stop is not final yet (see stillRunning), to be asked again. */
   deleteIfEnded(): Promise<'deleted' | 'kept' | 'pending'> {
     return this.serialized(async () => {
       if (!this.ephemeral || !(await hasRun(this.dir))) return 'kept';
@@ -416,20 +404,30 @@ export abstract class BaseInstance extends CommonInstance {
    * For Host.copy: fills `into` with a copy of this instance's data (a running container frozen
    * for it), or of one snapshot's, and says which record it was taken with.
    */
-  copyData(into: string, options: { snapshot?: string; snapshots: boolean; flatten: boolean }): Promise<InstanceRecord> {
+  copyData(into: string, options: { snapshot?: string; snapshots: boolean; flatten: boolean; pool?: string }): Promise<InstanceRecord> {
     return this.serialized(async () => {
       const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
+      const target = await poolMove().targetPool(this.storage, this.record, options.pool); // NotFound, NotSupported before anything is copied
       const status = this.observe(await this.currentStatus());
       // Bytes read against the source's size on disk (its snapshots' too, when they are copied).
       await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : this.dir, true));
-      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten });
+      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten, target });
       await phase('finishing', 95, 100);
       const taken = structuredClone(snapshot ? snapshot.meta.record : this.record);
-      // The copy's data was made on this instance's pool, whichever pool a snapshot's record names (an imported one's).
-      if (this.record.pool === undefined) delete taken.pool;
-      else taken.pool = this.record.pool;
+      // The copy's data was made on the target pool or this instance's, whichever pool a snapshot's record names (an imported one's).
+      const pool = target ? options.pool : this.record.pool;
+      if (pool === undefined) delete taken.pool;
+      else taken.pool = pool;
       return taken;
     });
+  }
+
+  /** Moves the stopped instance to another pool (lib/storage/pool-move.ts), then lets the driver redo what it derives from its directory. */
+  protected async moveToPool(pool: string): Promise<boolean> {
+    const target = await poolMove().targetPool(this.storage, this.record, pool);
+    if (target) this.record = await poolMove().moveAcrossPools({ dir: this.dir, record: this.record, storage: this.storage, pool: await this.storage.poolNamed(this.record.pool) }, pool, target);
+    if (target) await this.renamed();
+    return target !== undefined;
   }
 
   /**

@@ -13,13 +13,13 @@
 import { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
-import { checkAborted, currentSignal, detached, longOperation, unlessAborted } from '../core/abort';
-import { Aborted, AlreadyExists, Busy, InvalidState, NotFound, PermissionDenied, Timeout } from '../core/errors';
-import { refuseUnknownKeys } from '../core/keys';
+import { checkAborted, checkLongOptions, currentSignal, detached, longOperation, LONG_OPTION_KEYS, unlessAborted } from '../core/abort';
+import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, NotFound, PermissionDenied, Timeout } from '../core/errors';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import { SerialQueue } from '../core/serial';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
 import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
-import type { InstanceSnapshots } from '../storage/types';
+import type { InstanceSnapshots, MoveOptions } from '../storage/types';
 import type { InstanceFiles } from './files';
 import {
   checkStart,
@@ -41,6 +41,8 @@ import { checkStats, type InstanceStats, type InstanceUsage, NO_DETAIL, type Sta
 import { validateName } from './names';
 import { checkExecOptions, collect, type ExecOptions, type ExecResult, type InstanceProcess, SPAWN_OPTION_KEYS, type SpawnOptions } from './process';
 import { waitFor, type WaitSpec } from './wait';
+
+const MOVE_OPTION_KEYS = optionKeys<MoveOptions>({ pool: true, name: true, ...LONG_OPTION_KEYS });
 
 /* eslint-disable @typescript-eslint/no-require-imports -- what only device changes use is loaded then: `lxq list` and `lxq exec` never load it */
 const nic = (): typeof import('../devices/nic') => require('../devices/nic');
@@ -104,6 +106,8 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   protected abstract readState(): Promise<DriverState>;
   /** Renames the stopped instance to `newName` (checked, and not its name now). */
   protected abstract moveTo(newName: string): Promise<void>;
+  /** Moves the stopped instance's root disk to `pool` (inside serialized()); false if it is on it already. */
+  protected abstract moveToPool(pool: string): Promise<boolean>;
   /**
    * Replaces the devices by `change(devices)`, given the devices as they are now (it throws to
    * refuse): checked against the host, applied to a running instance, kept for the next starts.
@@ -365,6 +369,33 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
       this.emit('renamed', { name: newName, previous });
       await this.reported('instance-renamed', { previous });
     });
+  }
+
+  /** LXD's `lxc move` on one host: another pool for its root disk, a new name, or both (see MoveOptions). */
+  move(options: MoveOptions): Promise<void> {
+    try {
+      if (options === null || typeof options !== 'object') throw new InvalidArgument('move options must be an object');
+      refuseUnknownKeys('move', options, MOVE_OPTION_KEYS);
+      checkLongOptions(options);
+      if (options.pool === undefined && options.name === undefined) throw new InvalidArgument('move needs a pool, a name or both');
+      if (options.pool !== undefined && typeof options.pool !== 'string') throw new InvalidArgument('pool must be a storage pool\'s name');
+      if (options.name !== undefined) validateName(options.name);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return longOperation(`moving ${this.name}`, options, () =>
+      this.serialized(async () => {
+        const status = this.observe(await this.currentStatus());
+        // As LXD: an instance moves between pools only when stopped (a rename likewise).
+        if (status !== 'stopped') throw new Busy(`cannot move ${this.name}: it is ${status}; stop it first`);
+        if (options.pool !== undefined && (await this.moveToPool(options.pool))) await this.reported('instance-updated');
+        const previous = this.name;
+        if (options.name === undefined || options.name === previous) return;
+        await this.moveTo(options.name);
+        this.emit('renamed', { name: options.name, previous });
+        await this.reported('instance-renamed', { previous });
+      }),
+    );
   }
 
   // ---- commands ----

@@ -11,7 +11,7 @@ import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType } from '../devices/declarations';
-import type { InstanceSnapshots, SnapshotEvent, SnapshotRenamedEvent } from '../storage/types';
+import type { InstanceSnapshots, MoveOptions, SnapshotEvent, SnapshotRenamedEvent } from '../storage/types';
 import type { InstanceFiles } from './files';
 import { checkLongOptions, LONG_OPTION_KEYS, type LongOptions } from '../core/abort';
 import { Aborted, InvalidArgument } from '../core/errors';
@@ -400,7 +400,7 @@ export interface Instance extends EventEmitter<InstanceEvents> {
 
   /** Starts it; with `wait`, resolves once it is also ready (see `wait`). */
   start(options?: StartOptions): Promise<void>;
-  /** Graceful, then forced after `timeout`; `{ force: true }` kills at once. */
+  /** Graceful, then forced after `timeout`; `{ force: true }` kills at once. `restart` is a stop then a start. */
   stop(options?: StopOptions): Promise<void>;
   restart(options?: StopOptions): Promise<void>;
   freeze(): Promise<void>;
@@ -421,11 +421,10 @@ export interface Instance extends EventEmitter<InstanceEvents> {
 
   /**
    * Resolves with the instance's first address of `family` that its DHCP lease (on an lxq
-   * network) or the instance itself (its network namespace, or a VM's guest agent) reports.
-   * An IPv6 address counts once duplicate detection has passed inside, and the host can reach it
-   * at once: on an lxq network the host's neighbour entry for it, left unresolved by dnsmasq's
-   * probe of the address before the instance had it, is brought up to date first.
-   */
+   * network) or the instance itself (its network namespace, or a VM's guest agent) reports. An
+   * IPv6 address counts once duplicate detection has passed inside, and the host can reach it at
+   * once: on an lxq network the host's neighbour entry for it (left unresolved by dnsmasq's probe
+   * of the address before the instance had it) is brought up to date first. */
   waitForAddress(options?: WaitForAddressOptions): Promise<string>;
 
   /**
@@ -452,8 +451,9 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   readonly files: InstanceFiles;
   /** What the instance's init or kernel printed on its console, and where that log is kept. */
   readonly console: InstanceConsole;
-  /** Renames a stopped instance (a running one is refused with Busy; onto an existing name, AlreadyExists). */
+  /** Renames a stopped instance (Busy if it runs; AlreadyExists onto a taken name). `move` also takes it to another pool (`lxc move -s`). */
   rename(newName: string): Promise<void>;
+  move(options: MoveOptions): Promise<void>;
   /** Writes the instance to a zstd tarball, its snapshots too unless `instanceOnly`, for `host.import`. */
   export(file: string, options?: ExportOptions): Promise<void>;
   /** Snapshots of the instance's files or disk and record (see lib/storage). */

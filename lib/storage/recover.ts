@@ -9,12 +9,14 @@ import type { Instance } from '../instance/instance';
 import { hasFreezeMark } from './freeze-mark';
 import { clearPartials, PARTIALS_DIR } from './partials';
 import { unmountDeadStaging, unmountUnder } from './pools/mounts';
+import { finishMoves } from './pool-move';
 import { RESTORE_JOURNAL } from './snapshots';
 import { abandonedCreate, clearStaging, isStaging } from '../core/staging';
 
 export async function clearLeftovers(instancesDir: string, recordFile: string, open: (name: string) => Promise<Instance>): Promise<void> {
   // A read-only view (export, publish) left mounted would stop the removal of its staging entry.
   await unmountDeadStaging(instancesDir);
+  await finishMoves(instancesDir); // before the staging directory of a swap half done is cleared
   await clearStaging(instancesDir);
   await clearPartials(path.join(instancesDir, PARTIALS_DIR));
   for (const name of await fs.readdir(instancesDir).catch(() => [] as string[])) {

@@ -6,6 +6,7 @@ import type { InstanceConfig, InstanceType } from '../config/options';
 import type { Devices } from '../devices/declarations';
 import type { LongOptions } from '../core/abort';
 import type { InstanceRecord, InstanceStatus } from '../instance/instance';
+import type { PoolDriver } from './pools/types';
 
 /**
  * Options of `snapshots.create`: stateful or not, a description, an expiry.
@@ -161,6 +162,8 @@ export interface StorageDriver {
    * the instance's data, or of `snapshot`'s; with `snapshots`, the instance's snapshots too.
    */
   copyTo(into: string, options: CopyToOptions): Promise<void>;
+  /** The driver of the pool named `pool` (NotFound if there is none): where a copy or move across pools goes. */
+  poolNamed(pool: string | undefined): Promise<PoolDriver>;
   /**
    * Fills `into` (an empty directory, the future image directory) with an image of the stopped
    * instance, or of `snapshot` (any status), in the image store's layout; returns the image's meta.
@@ -183,6 +186,10 @@ export interface CopyToOptions {
   flatten: boolean;
   /** A copy read once and removed by the caller (a running VM's disk for an export): plain files, on no pool. */
   scratch?: boolean;
+  /** The pool the copy goes on when it is not the instance's own (a copy or move across pools: a flattened tree, the disk copied whole). */
+  target?: PoolDriver;
+  /** A move: the copy keeps the instance's identity (its machine id is not emptied). */
+  keepIdentity?: boolean;
 }
 
 /**
@@ -233,5 +240,25 @@ export interface CopyOptions extends LongOptions {
   flatten?: boolean;
   /** The copy is ephemeral (deleted when it stops); as `lxc copy`, a copy is not unless asked, whatever its source. */
   ephemeral?: boolean;
+  /** The storage pool of the copy's root disk (`lxc copy -s`; default: the source's). On another pool the tree is copied whole, flattened. */
+  pool?: string;
+}
+
+/**
+ * Options of `instance.move` (LXD's `lxc move`, on one host): another storage pool for its root
+ * disk (`-s`), a new name, or both. The instance must be stopped (as LXD, a running instance is
+ * not moved between pools); its snapshots go with it, and its identity (MAC addresses, machine
+ * id) stays. Made whole beside it and swapped in by renames: an abort or a killed process
+ * leaves the instance as it was.
+ *
+ * @example
+ * ```ts
+ * await c.move({ pool: 'fast' });               // lxc move c1 -s fast
+ * await c.move({ pool: 'default', name: 'c2' }); // and renamed
+ * ```
+ */
+export interface MoveOptions extends LongOptions {
+  pool?: string;
+  name?: string;
 }
 

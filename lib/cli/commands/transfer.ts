@@ -13,18 +13,27 @@ export function register(cli: Command, ctx: CliContext): void {
     .option('--instance-only', "leave the source's snapshots behind")
     .option('-c, --config <key=value>', 'an option set on the copy (repeatable)', collect, [])
     .option('-e, --ephemeral', 'the copy is ephemeral (as `lxc copy`, a copy is not, whatever its source)')
-    .action(async (source: string, target: string, o: { snapshot?: string; instanceOnly?: boolean; config: string[]; ephemeral?: boolean }) => {
+    .option('-s, --storage <pool>', "the storage pool of the copy's root disk (default: the source's)")
+    .action(async (source: string, target: string, o: { snapshot?: string; instanceOnly?: boolean; config: string[]; ephemeral?: boolean; storage?: string }) => {
       const config = keyValues(o.config);
       const host = await ctx.localHost();
-      const flags = { ...(o.snapshot !== undefined ? { snapshot: o.snapshot } : {}), ...(o.instanceOnly ? { instanceOnly: true } : {}), ...(o.ephemeral ? { ephemeral: true } : {}) };
+      const flags = { ...(o.snapshot !== undefined ? { snapshot: o.snapshot } : {}), ...(o.instanceOnly ? { instanceOnly: true } : {}), ...(o.ephemeral ? { ephemeral: true } : {}), ...(o.storage !== undefined ? { pool: o.storage } : {}) };
       await longCommand(`copy ${source}`, (long) => host.copy(source, target, { ...flags, config, ...long }));
     });
 
   cli
     .command('rename <name> <new-name>')
-    .alias('move')
     .description('Rename a stopped instance')
     .action(async (name: string, newName: string) => (await (await ctx.localHost()).get(name)).rename(newName));
+
+  cli
+    .command('move <name> [new-name]')
+    .description('Move a stopped instance to another storage pool (-s, with its snapshots), rename it, or both (as lxc move)')
+    .option('-s, --storage <pool>', "the storage pool its root disk goes to")
+    .action(async (name: string, newName: string | undefined, o: { storage?: string }) => {
+      const instance = await (await ctx.localHost()).get(name);
+      await longCommand(`move ${name}`, (long) => instance.move({ ...(o.storage !== undefined ? { pool: o.storage } : {}), ...(newName !== undefined ? { name: newName } : {}), ...long }));
+    });
 
   cli
     .command('export <name> <file>')

@@ -48,6 +48,10 @@ export class ContainerStorage implements StorageDriver {
     return this.hooks.pool ? this.hooks.pool(record) : new DirPool();
   }
 
+  poolNamed(pool: string | undefined): Promise<PoolDriver> {
+    return this.poolOf({ ...this.hooks.record(), pool });
+  }
+
   /** Fills `staging` (the future instance directory) with a root tree of `image` on the record's pool. */
   async createRoot(staging: string, image: RootImage, record: InstanceRecord): Promise<void> {
     const pool = await this.poolOf(record);
@@ -78,6 +82,7 @@ export class ContainerStorage implements StorageDriver {
   }
 
   async copyTo(into: string, options: CopyToOptions): Promise<void> {
+    if (options.target) return this.copyAcross(options.target, into, options);
     const pool = await this.pool();
     const dir = this.hooks.dir();
     if (options.snapshot) {
@@ -97,15 +102,59 @@ export class ContainerStorage implements StorageDriver {
     if (options.snapshots) await this.copySnapshots(pool, dir, into);
   }
 
+  /**
+   * A copy on another pool (`target`): the instance's tree (or one snapshot's) read through a
+   * flattened view and written whole by the target pool, each snapshot's likewise.
+   */
+  private async copyAcross(target: PoolDriver, into: string, options: CopyToOptions): Promise<void> {
+    const pool = await this.pool();
+    const dir = this.hooks.dir();
+    const fresh = options.keepIdentity !== true;
+    const adopt = (from: string | undefined, to: string, snapshot: boolean) => this.withScratch((scratch) => pool.withView(dir, scratch, from, (rootfs) => target.adoptTree(to, rootfs, { snapshot, fresh: fresh && !snapshot })));
+    const freeze = !options.snapshot && options.status === 'running';
+    if (freeze) await this.hooks.freeze('copy');
+    try {
+      await adopt(options.snapshot?.dir, into, false);
+    } finally {
+      if (freeze) await this.hooks.unfreeze();
+    }
+    const rootSize = this.hooks.record().rootSize;
+    if (rootSize) await target.limitRoot(into, rootSize);
+    if (!options.snapshots) return;
+    for (const name of await snapshotNames(dir)) {
+      const from = path.join(dir, 'snapshots', name);
+      const to = path.join(into, 'snapshots', name);
+      await this.copySnapshotFiles(from, to);
+      await adopt(from, to, true);
+    }
+  }
+
+  /** Runs `use` on a scratch directory of the instance's (removed after, nothing left mounted in it). */
+  private async withScratch<T>(use: (scratch: string) => Promise<T>): Promise<T> {
+    const scratch = stagingPath(this.hooks.dir(), 'view');
+    await fs.mkdir(scratch, { mode: 0o700 });
+    try {
+      return await use(scratch);
+    } finally {
+      await unmountUnder(scratch);
+      await fs.rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  /** A snapshot's own files (its record), without the tree its pool keeps. */
+  private async copySnapshotFiles(from: string, to: string): Promise<void> {
+    await fs.mkdir(to, { recursive: true, mode: 0o711 });
+    for (const entry of await fs.readdir(from)) {
+      if (!SNAPSHOT_TREES.includes(entry) && !entry.startsWith('.')) await copyTree(path.join(from, entry), path.join(to, entry));
+    }
+  }
+
   /** Each snapshot's files, and its tree through the pool (a btrfs snapshot's subvolume is outside its directory: each copy gets its own). */
   private async copySnapshots(pool: PoolDriver, dir: string, into: string): Promise<void> {
     for (const name of await snapshotNames(dir)) {
       const from = path.join(dir, 'snapshots', name);
       const to = path.join(into, 'snapshots', name);
-      await fs.mkdir(to, { recursive: true, mode: 0o711 });
-      for (const entry of await fs.readdir(from)) {
-        if (!SNAPSHOT_TREES.includes(entry) && !entry.startsWith('.')) await copyTree(path.join(from, entry), path.join(to, entry));
-      }
+      await this.copySnapshotFiles(from, to);
       await pool.captureRoot(from, to);
     }
   }
@@ -120,15 +169,8 @@ export class ContainerStorage implements StorageDriver {
   /** An image's `rootfs/`, its ids back to the image's own (0-based), its machine id emptied for the instances made of it. */
   async publishTo(into: string, options: { snapshot?: SnapshotRef }): Promise<Record<string, unknown>> {
     const record = options.snapshot?.meta.record ?? this.hooks.record();
-    const scratch = stagingPath(this.hooks.dir(), 'view');
-    await fs.mkdir(scratch, { mode: 0o700 });
-    try {
-      await (await this.pool()).withView(this.hooks.dir(), scratch, options.snapshot?.dir, (rootfs) =>
-        copyTreeUnshifted(rootfs, path.join(into, 'rootfs'), this.hooks.idmap(record as InstanceRecord)),
-      );
-    } finally {
-      await fs.rm(scratch, { recursive: true, force: true });
-    }
+    const pool = await this.pool();
+    await this.withScratch((scratch) => pool.withView(this.hooks.dir(), scratch, options.snapshot?.dir, (rootfs) => copyTreeUnshifted(rootfs, path.join(into, 'rootfs'), this.hooks.idmap(record as InstanceRecord))));
     await resetMachineId(path.join(into, 'rootfs'));
     return structuredClone(record.imageMeta);
   }

@@ -291,7 +291,12 @@ export class RemoteInstance extends CommonInstance {
     this.hooks.renamed(this, previous);
   }
 
-  export(_file: string, _options?: ExportOptions): Promise<void> {
+  /** Not yet over LXD's API (its `pool` in a migration POST): refused before anything changes. */
+  protected async moveToPool(pool: string): Promise<boolean> {
+    throw new NotSupported(`moving ${this.name} to pool "${pool}": a move across pools of an instance on an LXD server is not supported yet (lxc move ${this.name} -s ${pool} does it)`);
+  }
+
+    export(_file: string, _options?: ExportOptions): Promise<void> {
     return Promise.reject(new NotSupported(`export of ${this.name}: an instance on an LXD server is exported by LXD itself (lxc export, /1.0/instances/<name>/backups), not to lxq's format`));
   }
 

@@ -32,8 +32,8 @@ async function copyTpmState(from: string, into: string): Promise<void> {
 
 export interface VmStorageHooks {
   disk(): string;
-  /** The driver of the pool the VM's record names (where a copy's disk is made). */
-  pool(): Promise<PoolDriver>;
+  /** The driver of the pool named `name`, by default the one the VM's record names (where a copy's disk is made). */
+  pool(name?: string): Promise<PoolDriver>;
   name(): string;
   /** The running VM's monitor (undefined when QEMU does not run). */
   qmp(): Promise<QmpClient | undefined>;
@@ -90,14 +90,25 @@ export class VmStorage implements StorageDriver {
    * its own): the source's overlay as is (its internal snapshots with it), or its current state
    * or one snapshot's, converted; a running VM's current state through a backup job.
    */
+  poolNamed(pool: string | undefined): Promise<PoolDriver> {
+    return this.hooks.pool(pool);
+  }
+
   async copyTo(into: string, options: CopyToOptions): Promise<void> {
     const file = path.basename(this.hooks.disk());
     const disk = path.join(into, file);
     const running = options.status !== 'stopped';
     // A scratch copy (an export's, read once) is a plain file; an instance's is on the pool.
-    const pool = options.scratch ? undefined : await this.hooks.pool();
+    const pool = options.scratch ? undefined : options.target ?? (await this.hooks.pool());
     if (options.snapshots && !options.snapshot && !options.flatten && !running && pool) {
-      await pool.copyDisk(path.dirname(this.hooks.disk()), into, file);
+      if (options.target) {
+        // Another pool: the file copied whole (its internal snapshots in it), where that pool keeps disks.
+        await pool.prepareDisk(into, file);
+        // cp (a helper an abort kills) writes where the link of a btrfs pool points: it never writes through a dangling link.
+        await copyTree(await fs.realpath(this.hooks.disk()), await fs.readlink(disk).catch(() => disk));
+      } else {
+        await pool.copyDisk(path.dirname(this.hooks.disk()), into, file);
+      }
       await copyTpmState(this.dir(), into);
       const snapshots = path.join(path.dirname(this.hooks.disk()), 'snapshots');
       if (await fs.lstat(snapshots).then(() => true, () => false)) await copyTree(snapshots, path.join(into, 'snapshots'));

@@ -120,7 +120,7 @@ const POWER_BUTTON_REPEAT_MS = 500;
  * ```
  */
 export class VmInstance extends BaseInstance implements VirtualMachine {
-  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), pool: () => this.pool(), name: () => this.name, qmp: () => this.monitor.forChange(), record: () => this.record });
+  protected readonly storage = new VmStorage({ disk: () => this.file('disk'), pool: (name) => this.pool(name), name: () => this.name, qmp: () => this.monitor.forChange(), record: () => this.record });
   private readonly guest = new VmGuest({
     file: (which) => this.file(which),
     name: () => this.name,
@@ -403,8 +403,8 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 
-  private pool(): Promise<PoolDriver> {
-    return this.ctx.pools ? this.ctx.pools(this.record.pool) : Promise.resolve(new DirPool());
+  private pool(name = this.record.pool): Promise<PoolDriver> {
+    return this.ctx.pools ? this.ctx.pools(name) : Promise.resolve(new DirPool());
   }
 
   /**

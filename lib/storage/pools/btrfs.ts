@@ -25,7 +25,7 @@ import { FileLock } from '../../core/lock';
 import { clearStaging, isStaging, processAlive, stagingPath } from '../../core/staging';
 import { parseSize } from '../../core/units';
 import { resetMachineId } from '../move';
-import { copyTreeShifted } from '../tree';
+import { copyTree, copyTreeShifted } from '../tree';
 import {
   bindMount,
   createSubvolume,
@@ -206,6 +206,17 @@ export class BtrfsPool implements PoolDriver {
     await snapshotSubvolume(from, to, false);
     await resetMachineId(path.join(to, 'rootfs'));
     await fs.mkdir(path.join(into, 'rootfs'), { mode: 0o755 });
+  }
+
+  /** A tree from another pool copied into a fresh subvolume (read-only for a snapshot, as captureRoot makes them). */
+  async adoptTree(into: string, rootfs: string, options: { snapshot: boolean; fresh: boolean }): Promise<void> {
+    await this.ready();
+    const sub = this.subvolume(await this.mark(into));
+    await createSubvolume(sub);
+    await copyTree(rootfs, path.join(sub, 'rootfs'));
+    if (options.fresh) await resetMachineId(path.join(sub, 'rootfs'));
+    if (options.snapshot) await setReadOnly(sub, true);
+    else await fs.mkdir(path.join(into, 'rootfs'), { mode: 0o755 });
   }
 
   async stageRestore(snapshotDir: string, staging: string): Promise<void> {

@@ -76,6 +76,11 @@ export class DirPool implements PoolDriver {
     await resetMachineId(path.join(into, 'rootfs'));
   }
 
+  async adoptTree(into: string, rootfs: string, options: { fresh: boolean }): Promise<void> {
+    await copyTree(rootfs, path.join(into, 'rootfs'));
+    if (options.fresh) await resetMachineId(path.join(into, 'rootfs'));
+  }
+
   async stageRestore(snapshotDir: string, staging: string): Promise<void> {
     await copyTree(path.join(snapshotDir, 'rootfs'), path.join(staging, 'rootfs'));
   }

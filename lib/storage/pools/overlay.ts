@@ -146,6 +146,23 @@ export class OverlayPool implements PoolDriver {
     await fs.copyFile(path.join(dir, OVERLAY_LAYOUT), path.join(into, OVERLAY_LAYOUT));
   }
 
+  /**
+   * A tree from another pool is flattened: the whole of it is the upper directory, over an empty
+   * lower (the pool's `empty/`, never written), so nothing of an image shows through it. Its
+   * snapshots' upper directories are whole trees too, over the same lower.
+   */
+  async adoptTree(into: string, rootfs: string, options: { snapshot: boolean; fresh: boolean }): Promise<void> {
+    await copyTree(rootfs, path.join(into, 'upper'));
+    if (options.fresh) await resetMachineId(path.join(into, 'upper'));
+    if (options.snapshot) return;
+    const empty = path.join(this.poolDir, 'empty');
+    await fs.mkdir(empty, { recursive: true, mode: 0o555 });
+    await fs.mkdir(path.join(into, 'work'), { mode: 0o700 });
+    await fs.mkdir(path.join(into, 'rootfs'), { mode: 0o755 });
+    const layout: OverlayLayout = { format: 'lxq-overlay', version: 1, lower: empty, image: empty, idmap: null };
+    await writeJsonAtomic(path.join(into, OVERLAY_LAYOUT), layout);
+  }
+
   async stageRestore(snapshotDir: string, staging: string): Promise<void> {
     await copyTree(path.join(snapshotDir, 'upper'), path.join(staging, 'upper'));
   }

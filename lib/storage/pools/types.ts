@@ -121,6 +121,12 @@ export interface PoolDriver {
   captureRoot(dir: string, into: string): Promise<void>;
   /** Fills `into` (a future instance directory) with an independent tree: the instance's, or that of the snapshot in `snapshotDir`. */
   copyRoot(dir: string, into: string, snapshotDir?: string): Promise<void>;
+  /**
+   * Fills `into` (a future instance's or snapshot's directory, of an instance this pool's
+   * adoptTree filled) with a tree whose content is a copy of the whole tree `rootfs`, ids as they
+   * are: a copy or move from another pool, flattened. `fresh`: a copy (its machine id emptied).
+   */
+  adoptTree(into: string, rootfs: string, options: { snapshot: boolean; fresh: boolean }): Promise<void>;
   /** Copies what the snapshot in `snapshotDir` keeps into `staging`, ready for applyRestore. */
   stageRestore(snapshotDir: string, staging: string): Promise<void>;
   /** Puts the staged tree in place of the instance's (stopped); idempotent, run again after a crash. */
