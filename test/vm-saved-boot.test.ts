@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Host, InvalidArgument, NotSupported, type VirtualMachine } from '../lib';
+import { type CreateOptions, Host, InvalidArgument, NotSupported, type VirtualMachine } from '../lib';
 import { run } from '../lib/core/run';
 import { SHARED_IMAGES, thrown } from './helpers/host';
 
@@ -17,7 +17,10 @@ jest.setTimeout(900_000);
 let dir: string;
 let host: Host;
 let imageDir: string;
+/** The saved boot of a VM whose only device is its root disk (the first test makes it). */
+let diskOnlyKey: string;
 const made: VirtualMachine[] = [];
+const networks: string[] = [];
 
 /** A copy of the shared vm/default build in a store of this file's own (without its saved boots). */
 async function privateImages(): Promise<string> {
@@ -30,8 +33,8 @@ async function privateImages(): Promise<string> {
   return images;
 }
 
-async function vm(config: Record<string, string> = { 'vm.saved_boot': 'true' }): Promise<VirtualMachine> {
-  const v = (await host.create(`sb-${process.pid}-${made.length}`, { type: 'vm', image: 'vm/default', config })) as VirtualMachine;
+async function vm(config: Record<string, string> = { 'vm.saved_boot': 'true' }, devices?: CreateOptions['devices']): Promise<VirtualMachine> {
+  const v = (await host.create(`sb-${process.pid}-${made.length}`, { type: 'vm', image: 'vm/default', config, ...(devices ? { devices } : {}) })) as VirtualMachine;
   made.push(v);
   return v;
 }
@@ -55,6 +58,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const v of made) await v.delete({ force: true }).catch(() => undefined);
+  for (const n of networks) await host.networks.delete(n).catch(() => undefined);
   await fs.rm(dir, { recursive: true, force: true });
 });
 
@@ -71,6 +75,7 @@ test('two VMs loaded from one saved boot each get their own identity, renewed in
   expect(await a.state()).toMatchObject({ boot: 'saved-state' });
   const saved = await fs.readdir(path.join(imageDir, 'boot'));
   expect(saved).toHaveLength(1);
+  diskOnlyKey = saved[0];
   expect((await fs.readdir(path.join(imageDir, 'boot', saved[0]))).sort()).toEqual(['disk.qcow2', 'meta.json', 'state']);
   await b.start();
   for (const v of [a, b]) {
@@ -118,6 +123,41 @@ test("an export of a VM resting on a saved boot holds its disk on the image's ow
   await run('qemu-img', ['compare', '-q', disk(a), disk(back)]);
 });
 
+test("a VM with a bridged NIC loads a saved boot: the guest takes the VM's MAC and the address lxq's network leases it, and the host reaches it there", async () => {
+  const net = (await host.networks.create(`lxqsb${Math.random().toString(16).slice(2, 8)}`, { 'ipv4.nat': 'false', 'ipv6.address': 'none' })).name;
+  networks.push(net);
+  const v = await vm(undefined, { eth0: { type: 'nic', network: net } });
+  await v.start(); // makes the saved boot of this shape (its NIC on a tap of its own, on no bridge), then loads it
+  expect(await v.state()).toMatchObject({ status: 'running', boot: 'saved-state' });
+  const key = (await fs.readdir(path.join(imageDir, 'boot'))).find((k) => k !== diskOnlyKey)!;
+  const meta = await fs.readFile(path.join(imageDir, 'boot', key, 'meta.json'), 'utf8');
+  expect(meta).toContain('mac=@MAC');
+  expect(meta).toContain('ifname=@TAP');
+  expect((await fs.readdir(path.join(imageDir, 'boot', key))).sort()).toEqual(['disk.qcow2', 'meta.json', 'state']);
+
+  const mac = v.devices.eth0.hwaddr!.toLowerCase();
+  expect((await v.exec(['cat', '/sys/class/net/eth0/address'])).stdout.toString().trim()).toBe(mac);
+  const address = await v.waitForAddress({ family: 'inet', timeout: 180_000 });
+  // The lease lxq's dnsmasq gave for the VM's own MAC (the saving VM's got none: it was on no bridge).
+  const leases = await (await host.networks.get(net)).leases();
+  expect(leases.filter((l) => l.hwaddr.toLowerCase() === mac).map((l) => l.address)).toEqual([address]);
+  expect(leases.filter((l) => l.hwaddr.toLowerCase().startsWith('02:6c:78:71'))).toEqual([]);
+  expect((await v.exec(['ip', '-4', 'addr', 'show', 'dev', 'eth0'])).stdout.toString()).toContain(`inet ${address}/`);
+  // The host reaches the guest at that address (busybox httpd in the guest), retried while ARP settles.
+  expect((await v.exec(['/bin/sh', '-c', `mkdir -p /www && echo "hello from $(hostname)" > /www/index.html && httpd -p 8080 -h /www`])).exitCode).toBe(0);
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const body = await fetch(`http://${address}:8080/`, { signal: AbortSignal.timeout(5_000) }).then((r) => r.text(), (e: Error) => (Date.now() > deadline ? Promise.reject(e) : undefined));
+    if (body === undefined) {
+      await new Promise((r) => setTimeout(r, 500));
+      continue;
+    }
+    expect(body.trim()).toBe(`hello from ${v.name}`);
+    break;
+  }
+  await v.stop({ force: true });
+});
+
 test('a VM without vm.saved_boot boots cold and says nothing more', async () => {
   const c = await vm({});
   await c.start();
@@ -127,8 +167,7 @@ test('a VM without vm.saved_boot boots cold and says nothing more', async () => 
 });
 
 test('a corrupt saved state: the start boots cold (one QEMU, the agent answers) and says why', async () => {
-  const [key] = await fs.readdir(path.join(imageDir, 'boot'));
-  const state = path.join(imageDir, 'boot', key, 'state');
+  const state = path.join(imageDir, 'boot', diskOnlyKey, 'state');
   await fs.truncate(state, Math.floor((await fs.stat(state)).size / 2));
   const d = await vm();
   await d.start();

@@ -47,8 +47,8 @@ export const MISC_OPTIONS: readonly OptionSpec[] = [
     default: 'false',
     description:
       "lxq's: the VM's first start loads its image's saved boot (a VM of the same shape booted once and saved, made at the first such start) " +
-      'instead of booting, and the lxq agent renews the identity (machine id, hostname, clock, random pool). Only for a VM whose devices are its root disk ' +
-      '(its QEMU command line must be the saved one\'s); any other start boots cold. `state().boot` says which happened.',
+      'instead of booting, and the lxq agent renews the identity (machine id, hostname, clock, random pool, MACs). Only for a VM whose devices are its root disk ' +
+      'and bridged NICs without host-side options (its QEMU command line must be the saved one\'s, MACs and taps aside); any other start boots cold. `state().boot` says which happened.',
     validate: (v) => void parseBoolean(v),
   },
 ];

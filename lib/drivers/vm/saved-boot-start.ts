@@ -22,7 +22,7 @@ import type { VmGuest } from './guest';
 import { vmFile } from './paths';
 import { endQemu, spawnQemu } from './process';
 import { createOverlay } from './qemu-args';
-import { findSavedBoot, loadState, makeSavedBoot, type SavedBoot, savedBootKey, savedBootRefusal, saveState, SAVER_NAME } from './saved-boot';
+import { findSavedBoot, loadState, macRenewals, makeSavedBoot, setLinks, type SavedBoot, savedBootKey, savedBootRefusal, saveState, SAVER_NAME } from './saved-boot';
 
 /** How the last start booted (boot.json; VmState.boot). */
 export interface BootRecord {
@@ -103,17 +103,31 @@ async function savedStart(h: SavedStartHooks, fresh: boolean): Promise<BootRecor
   try {
     await replaceDisk(h, saved.disk);
     await h.launch(['-incoming', 'defer']);
-    await loadState(h.qmp(), saved.state, LOAD_MS);
-    await h.guest.renewIdentity({ hostname: h.target.name, ...(h.target.machineId ? { machineId: h.target.machineId } : {}) });
-    // systemd's processes read the machine id once: PID 1 again from a re-exec, journald
-    // (whose files are named by it) from a restart.
-    if (h.init === 'systemd') await h.guest.runChecked(['/bin/sh', '-c', 'systemctl daemon-reexec && systemctl restart systemd-journald.service']);
+    const macs = macRenewals(h.devices);
+    const links = macs.map((m) => m.netdev);
+    await loadState(h.qmp(), saved.state, LOAD_MS, links);
+    await h.guest.renewIdentity({ hostname: h.target.name, ...(h.target.machineId ? { machineId: h.target.machineId } : {}), macs });
+    const after = afterRenewal(h.init, macs.length > 0);
+    if (after) await h.guest.runChecked(['/bin/sh', '-c', after]);
+    await setLinks(h.qmp(), links, true);
     return { boot: 'saved-state' };
   } catch (e) {
     await h.kill().catch(() => undefined);
     await replaceDisk(h, path.resolve(h.img.disk));
     return { boot: 'cold', reason: `the saved boot ${saved.dir} did not load: ${(e as Error).message}` };
   }
+}
+
+/**
+ * What the guest runs once its identity is renewed. systemd's processes read the machine id
+ * once: PID 1 again from a re-exec, journald (whose files are named by it) from a restart, and
+ * networkd (its DHCP client identifier is made from it: two clones would share one lease) too.
+ * busybox's udhcpc keeps the MAC it started with in its requests: each is ended, and lxq-dhcp's
+ * loop starts it again within a second on the new MAC (pid files as in images/dhcp-client.ts).
+ */
+function afterRenewal(init: 'systemd' | 'busybox', hasNics: boolean): string | undefined {
+  if (init === 'systemd') return `systemctl daemon-reexec && systemctl restart systemd-journald.service${hasNics ? ' systemd-networkd.service' : ''}`;
+  return hasNics ? 'for f in /run/udhcpc.*.pid; do [ -r "$f" ] && kill "$(cat "$f")"; done; true' : undefined;
 }
 
 /** Connects to a saving VM's monitor once QEMU listens. */

@@ -30,10 +30,14 @@ import { refuseControlChars } from '../../core/guard';
 import { parseBoolean } from '../../core/units';
 import { clearStaging, createStaged, isStaging, processAlive } from '../../core/staging';
 import type { Devices } from '../../devices/declarations';
+import { hostLink, nics, nicType } from '../../devices/nic';
+import type { DeviceSource } from '../../devices/validate';
 import type { VmImage } from '../../images/meta';
 import { seedData } from '../../instance/cloud-init';
 import type { QmpClient } from '../../qmp';
 import { type LaunchSettings, type LaunchTarget, qemuCommandLine } from './launch';
+import { deleteLink, isLxqLinkName } from '../../network/iproute';
+import { releaseHostParts } from './devices';
 import { checkSocketPaths, vmFile } from './paths';
 import { isQemuOf, livePid, QEMU } from './process';
 import type { Accel } from './accel';
@@ -46,6 +50,7 @@ const STATE_FILE = 'state';
 const DISK_FILE = 'disk.qcow2';
 const META_FILE = 'meta.json';
 const SAVER_DIR_FILE = 'saver-dir';
+const SAVER_LINKS_FILE = 'saver-links';
 const SAVER_DIR_PREFIX = 'lxq-saved-boot-';
 const MIGRATE_POLL_MS = 50;
 
@@ -63,11 +68,14 @@ export interface SavedBootInputs {
   accel: Accel;
 }
 
+/** The keys a NIC saved with the boot may have: a bridged NIC's, with nothing lxq sets up on its host end. */
+const SAVED_NIC_KEYS = new Set(['type', 'network', 'nictype', 'parent', 'hwaddr', 'name']);
+
 /**
  * Why a VM with vm.saved_boot is not eligible (undefined: it is): only a VM's first start (its
  * disk still the image's, untouched), on an image with the lxq agent (which renews the
- * identity), with no device but its root disk (a NIC's backend, a share, a disk of its own
- * would differ from the saved VM's).
+ * identity), with no device but its root disk and bridged NICs (a share, a disk of its own, a
+ * NIC of another type or with host-side options would differ from the saved VM's).
  */
 export function savedBootRefusal(config: InstanceConfig, devices: Devices, fresh: boolean, hasLxqAgent: boolean): string | undefined {
   if (!parseBoolean(config['vm.saved_boot'] ?? 'false')) return 'vm.saved_boot is not set';
@@ -75,17 +83,53 @@ export function savedBootRefusal(config: InstanceConfig, devices: Devices, fresh
   if (!hasLxqAgent) return 'the image has no lxq agent to renew the identity';
   if (seedData(config)) return 'a cloud-init seed (cloud-init.* keys): cloud-init must see its seed in the VM\'s own boot';
   for (const [name, d] of Object.entries(devices)) {
+    if (d.type === 'nic' && nicType(d) === 'bridged' && Object.keys(d).every((k) => SAVED_NIC_KEYS.has(k))) continue;
     const keys = Object.keys(d).filter((k) => k !== 'type' && k !== 'path' && k !== 'pool');
-    if (d.type !== 'disk' || d.path !== '/' || keys.length) return `device ${name} (only a root disk without options can be saved with the boot)`;
+    if (d.type !== 'disk' || d.path !== '/' || keys.length) return `device ${name} (only a root disk without options and bridged NICs without host-side options can be saved with the boot)`;
   }
   return undefined;
 }
 
-/** The command line with what is not migrated (the VM's paths and name, its identity words) replaced by placeholders. */
+/**
+ * The MAC the saving VM gives its `index`th NIC (by name, as nics() orders them): locally
+ * administered, lxq's; a loaded VM's agent changes it to the VM's own.
+ */
+export function saverMac(index: number): string {
+  return `02:6c:78:71:00:${index.toString(16).padStart(2, '0')}`;
+}
+
+/** The MAC renewals of a VM loaded from a saved boot: each NIC's saver address to its own. */
+export function macRenewals(devices: Devices): Array<{ from: string; to: string; netdev: string }> {
+  return nics(devices).map(([name, d], i) => ({ from: saverMac(i), to: d.hwaddr!.toLowerCase(), netdev: `net-${name}` }));
+}
+
+/**
+ * The saving VM's devices and their sources: each NIC with the saver's MAC, on a tap of its own
+ * on no bridge (a `p2p` NIC: the guest's DHCP gets no answer, so the saved guest holds no lease
+ * and no address; netdev backends are not part of the migrated state, so the loaded VM's tap on
+ * its bridge takes its place). The command line differs only in what normalisedArgs replaces.
+ */
+export function saverDevices(devices: Devices, sources: Map<string, DeviceSource>): { devices: Devices; sources: Map<string, DeviceSource> } {
+  const out: Devices = { ...devices };
+  const src = new Map(sources);
+  nics(devices).forEach(([name, d], i) => {
+    out[name] = { type: 'nic', nictype: 'p2p', hwaddr: saverMac(i), ...(d.name !== undefined ? { name: d.name } : {}) };
+    const { bridge: _bridge, ...rest } = sources.get(name)!;
+    src.set(name, { ...rest, nictype: 'p2p' });
+  });
+  return { devices: out, sources: src };
+}
+
+/**
+ * The command line with what is not migrated (the VM's paths and name, its identity words, its
+ * taps and MACs: the agent renews the MACs) replaced by placeholders.
+ */
 export function normalisedArgs(args: string[], dir: string, img: VmImage): string[] {
   return args.map((a, i) => {
     if (args[i - 1] === '-name') return '@NAME';
     if (args[i - 1] === '-append') return a.startsWith(img.cmdline) ? `${img.cmdline} @IDENTITY` : a;
+    if (args[i - 1] === '-netdev' && a.startsWith('tap,')) return a.replace(/,ifname=[^,]*/, ',ifname=@TAP');
+    if (args[i - 1] === '-device' && a.startsWith('virtio-net-pci,')) return a.replace(/,mac=[0-9a-fA-F:]*/, ',mac=@MAC');
     return a.split(dir).join('@DIR');
   });
 }
@@ -150,12 +194,24 @@ export async function saveState(qmp: QmpClient, file: string, timeoutMs: number)
   await h.sync().finally(() => h.close());
 }
 
-/** Loads a QEMU started with `-incoming defer` from `file`, then runs it. */
-export async function loadState(qmp: QmpClient, file: string, timeoutMs: number): Promise<void> {
+/**
+ * Loads a QEMU started with `-incoming defer` from `file`, then runs it with the links of
+ * `nics` (netdev ids) down: the guest's interfaces keep the saving VM's MACs until the agent
+ * renews them, and nothing may leave with those (a DHCP client of the saved guest would lease an
+ * address for the saver's MAC). setLinks brings them up again.
+ */
+export async function loadState(qmp: QmpClient, file: string, timeoutMs: number, nics: string[] = []): Promise<void> {
   await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuoted(file)}` });
   await migrationDone(qmp, `loading the saved boot ${file}`, timeoutMs);
+  // After the load: the link state is the migrated one until then.
+  await setLinks(qmp, nics, false);
   // A state saved stopped is loaded stopped.
   if ((await qmp.execute<{ status: string }>('query-status')).status !== 'running') await qmp.execute('cont');
+}
+
+/** Sets the links of the netdevs `ids` up or down (the guest sees its carrier change). */
+export async function setLinks(qmp: QmpClient, ids: string[], up: boolean): Promise<void> {
+  for (const name of ids) await qmp.execute('set_link', { name, up });
 }
 
 /**
@@ -170,6 +226,9 @@ async function clearAbandonedSaves(root: string): Promise<void> {
     const pidfile = vmFile(run, 'pid');
     const pid = await livePid(pidfile);
     if (pid !== null && (await isQemuOf(pid, pidfile))) process.kill(pid, 'SIGKILL');
+    // Only lxq's own link names (the file is ours, but a host's links are never taken on trust).
+    const links = (await fs.readFile(path.join(root, name, SAVER_LINKS_FILE), 'utf8').catch(() => '')).split('\n');
+    for (const link of links.filter(isLxqLinkName)) await deleteLink(link).catch(() => undefined);
     await fs.rm(run, { recursive: true, force: true });
   }
   await clearStaging(root);
@@ -203,19 +262,24 @@ export async function makeSavedBoot(h: SaveHooks): Promise<SavedBoot> {
     // The saving VM runs in a short directory of its own (its sockets' paths must fit in
     // sun_path); the staging directory names it until the save is done.
     const run = await fs.mkdtemp(path.join(os.tmpdir(), SAVER_DIR_PREFIX));
+    const saver = saverDevices(h.devices, await h.sources());
+    // The saver's taps, named before any is made: a process killed mid-save leaves them to the next save.
+    await fs.writeFile(path.join(staging, SAVER_LINKS_FILE), nics(saver.devices).map(([name]) => `${hostLink(run, name)}\n`).join(''));
     await fs.writeFile(path.join(staging, SAVER_DIR_FILE), run);
     try {
       checkSocketPaths(run);
       await h.createOverlay(path.resolve(h.img.disk), vmFile(run, 'disk'));
-      const args = await qemuCommandLine({ dir: run, name: SAVER_NAME, config: {}, devices: h.devices, sources: h.sources }, h.img, h.settings, h.accel);
+      const args = await qemuCommandLine({ dir: run, name: SAVER_NAME, config: {}, devices: saver.devices, sources: async () => saver.sources }, h.img, h.settings, h.accel);
       const mine = normalisedArgs(args, run, h.img);
       if (JSON.stringify(mine) !== JSON.stringify(h.inputs.args)) throw new OperationFailed(`the saving VM's command line differs from the VM's: ${JSON.stringify(mine)}`);
       await h.bootAndSave(run, args, path.join(staging, STATE_FILE));
       await fs.copyFile(vmFile(run, 'disk'), path.join(staging, DISK_FILE));
     } finally {
+      await releaseHostParts(run, saver.devices);
       await fs.rm(run, { recursive: true, force: true });
     }
     await fs.rm(path.join(staging, SAVER_DIR_FILE));
+    await fs.rm(path.join(staging, SAVER_LINKS_FILE));
     await fs.writeFile(path.join(staging, META_FILE), `${JSON.stringify({ inputs: h.inputs, saved: new Date().toISOString() }, null, 2)}\n`);
   }).catch((e) => {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
