@@ -2,7 +2,8 @@
  * A container disk's I/O limits (`limits.read`, `limits.write`, `limits.max`) on a filesystem of
  * a loop device this file makes: the block I/O cgroup rule on that device, read back from the
  * container's cgroup, set at start, changed live without a remount, on hot-plug and removal;
- * direct I/O inside measured against the limit; a source on tmpfs refused naming the device.
+ * direct I/O inside measured against the limit; a source on tmpfs refused naming the device; the
+ * root disk's limits on the device under the container's root.
  */
 import { execSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -125,3 +126,29 @@ test('a source with no block device under it (tmpfs) is refused, naming the devi
   await c.addDevice('scratch', { type: 'disk', source: `${base}/tmpfs`, path: '/s' });
   await c.removeDevice('scratch');
 }, 120_000);
+
+test("the root disk's limits go on the block device under the container's root, and with its copies", async () => {
+  // The host's directory is on the machine's disk: the instance's root (an overlay's upper layer, or a directory) is there.
+  let root = sh(`findmnt -no MAJ:MIN -T ${t.dir}`);
+  if (readdirSync(`/sys/dev/block/${root}`).includes('partition')) root = readFileSync(`/sys/dev/block/${root}/../dev`, 'utf8').trim();
+  const r = await t.host.create(t.name('root'), { image: 'busybox', devices: { root: { type: 'disk', path: '/', pool: 'default', 'limits.read': '20MB', 'limits.write': '300iops' } } });
+  await r.start();
+  expect(await rules(r)).toEqual({ read_bps: `${root} 20000000`, write_bps: '', read_iops: '', write_iops: `${root} 300` });
+  // A disk hot-plugged on the same device shares the rule with the root, and gives it back.
+  mkdirSync(`${base}/onroot`);
+  await r.addDevice('side', { type: 'disk', source: `${base}/onroot`, path: '/side', 'limits.read': '40MB' });
+  expect((await rules(r)).read_bps).toBe(`${root} 30000000`);
+  await r.removeDevice('side');
+  expect(await rules(r)).toEqual({ read_bps: `${root} 20000000`, write_bps: '', read_iops: '', write_iops: `${root} 300` });
+  await r.stop({ force: true });
+  const copy = await t.host.copy(r.name, t.name('rootcopy'));
+  await copy.start();
+  expect(await rules(copy)).toEqual({ read_bps: `${root} 20000000`, write_bps: '', read_iops: '', write_iops: `${root} 300` });
+  await copy.delete({ force: true });
+  await r.delete({ force: true });
+  // Bad units are InvalidArgument, a VM's root disk limits NotSupported; nothing is made.
+  const bad = t.name('rootbad');
+  await expect(t.host.create(bad, { image: 'busybox', devices: { root: { type: 'disk', path: '/', pool: 'default', 'limits.max': 'fast' } } })).rejects.toThrow(InvalidArgument);
+  await expect(t.host.create(bad, { type: 'vm', image: 'vm/default', devices: { root: { type: 'disk', path: '/', pool: 'default', 'limits.max': '10MB' } } })).rejects.toThrow(NotSupported);
+  expect(readdirSync(path.join(t.dir, 'instances'))).not.toContain(bad);
+}, 180_000);

@@ -33,6 +33,8 @@ const PROPAGATION = ['private', 'shared', 'slave', 'unbindable', 'rprivate', 'rs
 const BUSES = ['virtio-blk', 'virtio-scsi', 'nvme'] as const;
 /** A disk's I/O limit keys (LXD's): bytes or operations per second. */
 export const DISK_LIMITS = ['limits.read', 'limits.write', 'limits.max'] as const;
+/** A container's root disk's I/O limits (LXD's `limits.*` keys of its `root` disk device), kept in its record. */
+export type RootLimits = Partial<Record<(typeof DISK_LIMITS)[number], string>>;
 /** LXD's NIC types that lxq knows (`ovn`, `sriov` need what this project has not). */
 export const NIC_TYPES = ['bridged', 'macvlan', 'p2p', 'routed', 'physical', 'ipvlan'] as const;
 /** The NIC types with a host end of lxq's (a veth's or tap's), where rate limits go. */

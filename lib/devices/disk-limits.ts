@@ -103,7 +103,7 @@ export async function backingDevice(source: string): Promise<{ device: string } 
 /** NotSupported for a container's disk with limits whose source has no block device. */
 export function refuseUnlimitable(name: string, d: DeviceConfig, fstype: string): never {
   throw new NotSupported(
-    `device "${name}": a container disk's limits are block I/O cgroup rules on the block device under its source, and ${d.source} is on a filesystem with no block device (${fstype})`,
+    `device "${name.trim()}": a container disk's limits are block I/O cgroup rules on the block device under its source, and ${d.source} is on a filesystem with no block device (${fstype})`,
   );
 }
 

@@ -23,7 +23,9 @@ import {
   type DeviceTypeSpec,
   deviceFlag,
   deviceValue,
+  DISK_LIMITS,
   type NicType,
+  type RootLimits,
 } from './declarations';
 import { checkNicShape, probeNic } from './nic-checks';
 import type { VolumeResolver } from '../storage/volumes/types';
@@ -90,6 +92,24 @@ function checkValue(where: string, key: string, k: DeviceKeySpec, value: string)
     case 'string':
       break;
   }
+}
+
+/**
+ * A root disk's I/O limits (LXD's `limits.*` keys on the `root` device), checked as any disk's;
+ * undefined when it has none. A VM's are NotSupported in this version (an extra block disk takes them).
+ */
+export function checkRootLimits(instanceType: InstanceType, root: Record<string, unknown>): RootLimits | undefined {
+  const given = DISK_LIMITS.filter((k) => root[k] !== undefined);
+  if (!given.length) return undefined;
+  if (instanceType === 'vm') throw new NotSupported(`device "root": ${given.map((k) => `"${k}"`).join(', ')} on a VM's root disk are not in this version (an extra block disk takes them)`);
+  const out: RootLimits = {};
+  for (const k of given) {
+    if (typeof root[k] !== 'string') throw new InvalidArgument(`device "root": "${k}" must be a string such as "10MB" or "100iops"`);
+    checkValue('device "root"', k, DEVICE_TYPES.disk.keys[k], root[k]);
+    out[k] = root[k];
+  }
+  if (out['limits.max'] !== undefined && given.length > 1) throw new InvalidArgument('device "root": give "limits.max" (both directions) or "limits.read"/"limits.write", not both');
+  return out;
 }
 
 /** One device's keys and values, normalized to strings; the type decides what it takes. */

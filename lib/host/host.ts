@@ -296,7 +296,7 @@ export class Host implements InstanceHost {
     const dir = path.join(this.instancesDir, name);
     await clearInterruptedCreate(dir, name);
     const image = await this.images.ensure(options.image, { type });
-    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, profiles: profiles.map((p) => p.name), config, devices, createdAt, ...(root.pool ? { pool: root.pool } : {}), ...(root.rootSize ? { rootSize: root.rootSize } : {}), ...(ephemeral ? { ephemeral } : {}) };
+    const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, profiles: profiles.map((p) => p.name), config, devices, createdAt, ...(root.pool ? { pool: root.pool } : {}), ...(root.rootSize ? { rootSize: root.rootSize } : {}), ...(root.rootLimits ? { rootLimits: root.rootLimits } : {}), ...(ephemeral ? { ephemeral } : {}) };
     const made =
       type === 'vm'
         ? vmDriver().VmInstance.create(this.vmContext(), dir, record, image, profiles)

@@ -7,8 +7,9 @@
  * lxq's import is used on archives from anywhere.
  */
 import { validateConfig } from '../config/options';
-import { devicePath, normalizeDevices } from '../devices/validate';
-import { InvalidArgument, PermissionDenied } from '../core/errors';
+import { checkRootLimits, devicePath, normalizeDevices } from '../devices/validate';
+import { DISK_LIMITS, type RootLimits } from '../devices/declarations';
+import { InvalidArgument, NotSupported, PermissionDenied } from '../core/errors';
 import { checkContainerImageMeta, checkVmImageMeta, isImageName } from '../images/meta';
 import { refuseUnknownKeys } from '../core/keys';
 import type { InstanceRecord } from './instance';
@@ -30,11 +31,23 @@ import { checkProfileList } from './profiles';
  */
 export type ImportTrust = 'host-access';
 
-const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool', 'rootSize', 'ephemeral', 'profiles'];
+const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool', 'rootSize', 'rootLimits', 'ephemeral', 'profiles'];
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 
 function invalid(where: string, e: unknown): InvalidArgument {
   return new InvalidArgument(`${where}: ${(e as Error).message}`);
+}
+
+/** A record's root disk limits, checked as create checks them (only their keys, as strings). */
+function checkRecordRootLimits(where: string, type: 'container' | 'vm', input: unknown): RootLimits | undefined {
+  if (input === undefined) return undefined;
+  try {
+    if (input === null || typeof input !== 'object' || Array.isArray(input)) throw new Error('rootLimits must be an object');
+    refuseUnknownKeys('rootLimits', input as Record<string, unknown>, [...DISK_LIMITS]);
+    return checkRootLimits(type, input as Record<string, unknown>);
+  } catch (e) {
+    throw e instanceof NotSupported ? e : invalid(where, e);
+  }
 }
 
 /** A record from an archive, checked as create checks its input; returns it normalized (a VM's `imageMeta.dir` is the caller's to set). */
@@ -76,6 +89,8 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
   } catch (e) {
     throw invalid(where, e);
   }
+  // Its root's I/O limits go with the instance, whatever its pool.
+  const rootLimits = checkRecordRootLimits(where, type, r.rootLimits);
   if (r.machineId !== undefined && (typeof r.machineId !== 'string' || !MACHINE_ID.test(r.machineId))) {
     throw new InvalidArgument(`${where}: machineId must be 32 lower-case hex digits`);
   }
@@ -96,6 +111,7 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
     devices,
     createdAt: typeof r.createdAt === 'string' ? r.createdAt : new Date().toISOString(),
     ...(r.machineId !== undefined ? { machineId: r.machineId as string } : {}),
+    ...(rootLimits ? { rootLimits } : {}),
     // As LXD's backups: an exported ephemeral instance is imported ephemeral.
     ...(r.ephemeral === true ? { ephemeral: true } : {}),
     // The profiles it names, which the importing host must have (Host.import checks them).

@@ -10,7 +10,7 @@ import type { InstanceStats, StatsOptions } from './metrics';
 import type { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
-import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType } from '../devices/declarations';
+import type { DeviceConfig, DeviceInput, DevicePatch, Devices, DevicesInput, DeviceType, RootLimits } from '../devices/declarations';
 import type { InstanceSnapshots, MoveOptions, SnapshotEvent, SnapshotRenamedEvent } from '../storage/types';
 import type { InstanceFiles } from './files';
 import { checkLongOptions, LONG_OPTION_KEYS, type LongOptions } from '../core/abort';
@@ -322,12 +322,12 @@ export interface InstanceRecord {
   /** The devices by name (absent in records written before devices existed). */
   devices?: Devices;
   createdAt: string;
-  /** A systemd VM's machine id, handed to its guest at boot (see lib/storage/move.ts): new for each create and copy. */
-  machineId?: string;
+  /** A systemd VM's machine id, handed to its guest at boot (see lib/storage/move.ts): new for each create and copy. */ machineId?: string;
   /** The storage pool of the instance's root or disk (absent: the dir pool, for records made before pools). */
   pool?: string;
   /** LXD's root disk `size`: the bytes a container's root may hold, enforced by its pool (btrfs qgroups), absent: no limit; a VM's disk size, given at create. */
   rootSize?: number;
+  /** A container's root disk I/O limits (LXD's `limits.*` on its `root` device), given at create: on the block device under its root at each start. */ rootLimits?: RootLimits;
   /** Deleted when it stops (absent: false). */ ephemeral?: boolean;
   /** The profiles it takes options and devices from, in order (absent: `default` alone, as records made before profiles). */
   profiles?: string[];

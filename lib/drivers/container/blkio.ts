@@ -6,8 +6,10 @@
  * change. On v1 only direct I/O is throttled as it happens: buffered writes reach the device
  * later, from the kernel's writeback, outside the container's cgroup (LXD has the same limit).
  */
-import { blockLimits, hasIoLimits, type IoLimits } from '../../devices/disk-limits';
-import type { Devices } from '../../devices/declarations';
+import * as path from 'node:path';
+
+import { backingDevice, blockLimits, hasIoLimits, type IoLimits } from '../../devices/disk-limits';
+import type { Devices, RootLimits } from '../../devices/declarations';
 import { type DeviceSource, type ProbeEnv, readSources, requireBlockDevice } from '../../devices/validate';
 import type { CgroupLayout } from './host-facts';
 import type { LxcItem } from './lxc-config';
@@ -18,6 +20,22 @@ const V1_FILES: [file: string, key: keyof IoLimits][] = [
   ['blkio.throttle.read_iops_device', 'iops_rd'],
   ['blkio.throttle.write_iops_device', 'iops_wr'],
 ];
+
+/** Where the root disk's limits go beside the devices (no device name starts with a space). */
+export const ROOT_DISK = ' root';
+
+/**
+ * The root disk's limits as a disk of their own (none without limits), on the block device under
+ * the container's root: its rootfs's, or, where the rootfs has none (an overlay), its
+ * directory's, which holds the overlay's upper layer, as LXD limits the device under the
+ * instance's storage.
+ */
+export async function rootDisk(limits: RootLimits | undefined, dir: string): Promise<Devices> {
+  if (!limits) return {};
+  const rootfs = path.join(dir, 'rootfs');
+  const source = 'device' in (await backingDevice(rootfs)) ? rootfs : dir;
+  return { [ROOT_DISK]: { type: 'disk', source, path: '/', ...limits } };
+}
 
 const v1 = (layout: CgroupLayout) => layout.version('blkio') === 1;
 

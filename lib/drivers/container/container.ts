@@ -320,8 +320,8 @@ export class ContainerInstance extends BaseInstance {
     // liblxc's config is made again when what it is made from changed since: a profile changed by
     // any process (live keys only reached the running container), a container made before the
     // default syscall filter existed.
-    // …and when a custom volume is attached (its data's path may have changed: a btrfs restore) or a disk has I/O limits (its block device's numbers may have).
-    const fresh = Object.values(devices).some((d) => d.type === 'disk' && (d.pool !== undefined || validate().hasIoLimits(d)));
+    // …and when a custom volume is attached (its data's path may have changed: a btrfs restore) or a disk (the root too) has I/O limits (its block device's numbers may have).
+    const fresh = this.record.rootLimits || Object.values(devices).some((d) => d.type === 'disk' && (d.pool !== undefined || validate().hasIoLimits(d)));
     if (fresh || !(await lxcFilesCurrent(this.dir, config, devices))) await this.writeConfig(config, devices);
     await validate().checkVolumesFree(devices, this.probeEnv);
     await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
@@ -434,7 +434,9 @@ export class ContainerInstance extends BaseInstance {
 
   /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
   private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
-    const items = this.render(config, devices, await validate().readSources(devices, this.probeEnv));
+    // The root disk's limits go with the devices' (one rule per block device).
+    const all = { ...devices, ...(await deviceOps().rootDisk(this.record.rootLimits, this.dir)) };
+    const items = this.render(config, all, await validate().readSources(all, this.probeEnv));
     const files = lxcFiles(config, items);
     await checkWithLiblxc(this.ctx.lxcpath, items);
     await saveLxcFiles(this.dir, files, { config, devices });
@@ -456,7 +458,8 @@ export class ContainerInstance extends BaseInstance {
     const setCgroup = (key: string, value: string) => this.lxc().setCgroupItem(key, value);
     let undo: (() => Promise<void>) | undefined;
     try {
-      const c = { before: this.expandedDevices, next, change, added, removed };
+      const root = await deviceOps().rootDisk(this.record.rootLimits, this.dir);
+      const c = { before: { ...this.expandedDevices, ...root }, next: { ...next, ...root }, change, added, removed };
       if (live) undo = await deviceOps().changeLive(await this.lxc().initPid(), c, host, this.probeEnv, setCgroup);
       await this.writeConfig(this.expandedConfig, next);
     } catch (e) {

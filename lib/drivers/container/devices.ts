@@ -20,11 +20,12 @@ import type { LxcItem } from './lxc-config';
 import { sys } from '../../native/sys';
 import { type DeviceConfig, deviceFlag, deviceValue } from '../../devices/declarations';
 import { lxcNicItems, plugContainerNic, unplugContainerNic } from './nics';
-import { applyBlkioLive, blkioItems } from './blkio';
+import { applyBlkioLive, blkioItems, ROOT_DISK } from './blkio';
 import type { DeviceChange } from '../../devices/change';
 import { onlyLimitsChanged } from '../../devices/disk-limits';
 
 export { releaseHostEnds, tuneHostEnds } from './nics';
+export { rootDisk } from './blkio';
 import { type DeviceSource, devicePath, diskSource, nodeNumbers, nodeOwnership, type ProbeEnv, relativeInside } from '../../devices/validate';
 import type { Devices } from '../../devices/declarations';
 
@@ -74,7 +75,7 @@ export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: M
   const items: LxcItem[] = lxcNicItems(host.dir, devices, sources);
   for (const [name, d] of Object.entries(devices)) {
     const src = sources.get(name) ?? { kind: 'missing' };
-    if (d.type === 'nic' || d.type === 'proxy' || skipped(d, src)) continue;
+    if (d.type === 'nic' || d.type === 'proxy' || name === ROOT_DISK || skipped(d, src)) continue;
     const target = fstabEscape(relativeInside(devicePath(d)!));
     if (d.type === 'disk') {
       const opts = [deviceFlag(d, 'recursive') ? 'rbind' : 'bind', src.kind === 'dir' ? 'create=dir' : 'create=file'];

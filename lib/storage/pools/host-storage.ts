@@ -10,6 +10,8 @@ import type { StorageAction } from '../../events/lifecycle';
 import { DEFAULT_DRIVER, DEFAULT_POOL, LEGACY_POOL, StoragePools, validatePoolName } from './pools';
 import { POOLS_DIR } from './names';
 import type { PoolDriver } from './types';
+import { DISK_LIMITS, type RootLimits } from '../../devices/declarations';
+import { checkRootLimits } from '../../devices/validate';
 import { BtrfsPool } from './btrfs';
 import { BtrfsVolumes } from '../volumes/btrfs';
 import { DirVolumes } from '../volumes/dir';
@@ -39,7 +41,7 @@ export interface StoragePool {
 }
 
 /** The keys of LXD's root disk device lxq takes in this version. */
-const ROOT_DISK_KEYS = ['type', 'path', 'pool', 'size'];
+const ROOT_DISK_KEYS = ['type', 'path', 'pool', 'size', ...DISK_LIMITS];
 
 /** A root disk's `size` in bytes (InvalidArgument naming it). */
 function rootSize(size: unknown): number {
@@ -149,10 +151,11 @@ export class HostStorage {
    * either goes on the default pool. Checked before anything is written: an unknown pool is
    * NotFound, two different pools or a key this version cannot honour are refused.
    */
-  async rootOf(type: string, options: { pool?: unknown; devices?: unknown }): Promise<{ pool: string | undefined; devices: unknown; rootSize?: number }> {
+  async rootOf(type: string, options: { pool?: unknown; devices?: unknown }): Promise<{ pool: string | undefined; devices: unknown; rootSize?: number; rootLimits?: RootLimits }> {
     let devices = options.devices;
     let fromDevice: string | undefined;
     let size: number | undefined;
+    let limits: RootLimits | undefined;
     const root = (devices as Record<string, unknown> | undefined)?.root as Record<string, unknown> | undefined;
     if (root !== null && typeof root === 'object' && root.type === 'disk' && root.path === '/') {
       for (const key of Object.keys(root)) {
@@ -161,6 +164,7 @@ export class HostStorage {
       if (root.pool === undefined) throw new InvalidArgument('device "root": "pool" is required (the storage pool of the root disk)');
       fromDevice = validatePoolName(root.pool);
       if (root.size !== undefined) size = rootSize(root.size);
+      limits = checkRootLimits(type === 'vm' ? 'vm' : 'container', root);
       const { root: _root, ...rest } = devices as Record<string, unknown>;
       devices = rest;
     }
@@ -170,12 +174,12 @@ export class HostStorage {
     }
     const pool = (options.pool as string | undefined) ?? fromDevice ?? DEFAULT_POOL;
     await this.pools.checkUsable(pool);
-    if (size === undefined) return { pool, devices };
+    if (size === undefined) return { pool, devices, ...(limits ? { rootLimits: limits } : {}) };
     // A VM's size is its disk's (checked against its image's when the disk is made), on every pool.
     if (type === 'vm') return { pool, devices, rootSize: size };
     const refusal = await (await this.pools.driver(pool)).rootLimitRefusal();
     if (refusal !== undefined) throw new NotSupported(`device "root": "size" cannot be enforced on pool "${pool}": ${refusal}`);
-    return { pool, devices, rootSize: size };
+    return { pool, devices, rootSize: size, ...(limits ? { rootLimits: limits } : {}) };
   }
 
   /**

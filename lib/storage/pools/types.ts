@@ -77,6 +77,10 @@ export interface RootDiskDevice {
   pool: string;
   /** A container's: the most its root may hold (LXD's size syntax, e.g. "2GiB"), a qgroup limit on a btrfs pool, refused by the others. A VM's: its disk's size, on every pool (at least the image's). */
   size?: string;
+  /** A container's: I/O limits (LXD's disk `limits.read`, `limits.write`, `limits.max`) on the block device under its root, kept in its record and set at each start. */
+  'limits.read'?: string;
+  'limits.write'?: string;
+  'limits.max'?: string;
 }
 
 /** The uids and gids a container's root tree is seen with: 0..size-1 inside are base.. on the host. */
