@@ -92,14 +92,28 @@ test('two VMs loaded from one saved boot each get their own identity, renewed in
   // Reseeded: the two clones of one saved random state draw different bytes.
   expect(ia.random).toMatch(/^[0-9a-f]{64}$/);
   expect(ia.random).not.toBe(ib.random);
-  // The kernel command line is the saving VM's, which names no instance.
-  expect((await a.exec(['cat', '/proc/cmdline'])).stdout.toString()).toContain('lxq.hostname=lxq-saved-boot');
+  // The boot id and kernel command line are each VM's own, as its programs read them (the
+  // kernel's are the saving VM's: see the README), in the agent's mount namespace and PID 1's.
+  const proc = async (v: VirtualMachine) => (await v.exec(['/bin/sh', '-c', 'for f in /proc/sys/kernel/random/boot_id /proc/1/root/proc/sys/kernel/random/boot_id /proc/cmdline /proc/1/root/proc/cmdline; do cat $f; done'])).stdout.toString().trim().split('\n');
+  const [pa, pb] = [await proc(a), await proc(b)];
+  for (const [v, p] of [[a, pa], [b, pb]] as const) {
+    expect(p).toHaveLength(4);
+    expect(p[0]).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect([p[1], p[3]]).toEqual([p[0], p[2]]);
+    expect(p[2]).toContain(`lxq.hostname=${v.name}`);
+    expect(p[2]).not.toContain('lxq-saved-boot');
+  }
+  expect(pa[0]).not.toBe(pb[0]);
 
   // A second start is not a first start: the disk is the VM's own now, so it boots cold.
   await a.stop({ force: true });
   await a.start();
   expect(await a.state()).toMatchObject({ boot: 'cold', bootReason: expect.stringMatching(/first start/) });
   expect((await a.exec(['hostname'])).stdout.toString().trim()).toBe(a.name);
+  // The command line the saved start showed is the one a's own boot has.
+  expect((await a.exec(['cat', '/proc/cmdline'])).stdout.toString().trim()).toBe(pa[2]);
+  // Why the boot id is bound over and not written: the kernel refuses the write, even root's.
+  expect((await a.exec(['/bin/sh', '-c', 'echo 00000000-0000-4000-8000-000000000000 > /proc/sys/kernel/random/boot_id'])).exitCode).not.toBe(0);
   await a.stop({ force: true });
 });
 

@@ -5,6 +5,7 @@
  * before start() resolves. Anything that fails on the way ends that QEMU, puts the disk back over
  * the image's, and the start boots cold; the boot record (boot.json) says which happened and why.
  */
+import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -92,8 +93,10 @@ async function savedStart(h: SavedStartHooks, fresh: boolean): Promise<BootRecor
   const refusal = savedBootRefusal(h.config, h.devices, fresh, h.hasLxqAgent);
   if (refusal) return h.config['vm.saved_boot'] === undefined ? { boot: 'cold' } : { boot: 'cold', reason: refusal };
   let saved: SavedBoot;
+  let cmdline: string;
   try {
     const args = await qemuCommandLine(h.target, h.img, h.settings, h.accel);
+    cmdline = args[args.indexOf('-append') + 1];
     const { key, inputs } = await savedBootKey(args, h.target.dir, h.img, h.accel);
     saved = (await findSavedBoot(h.img, key, inputs)) ??
       (await makeSavedBoot({ ...h, sources: h.target.sources, key, inputs, createOverlay, bootAndSave: (dir, a, state) => bootAndSave(dir, a, state, h.init) }));
@@ -107,8 +110,7 @@ async function savedStart(h: SavedStartHooks, fresh: boolean): Promise<BootRecor
     const links = macs.map((m) => m.netdev);
     await loadState(h.qmp(), saved.state, LOAD_MS, links);
     await h.guest.renewIdentity({ hostname: h.target.name, ...(h.target.machineId ? { machineId: h.target.machineId } : {}), macs });
-    const after = afterRenewal(h.init, macs.length > 0);
-    if (after) await h.guest.runChecked(['/bin/sh', '-c', after]);
+    await h.guest.runChecked(['/bin/sh', '-c', afterRenewal(h.init, macs.length > 0), 'sh', randomUUID(), cmdline]);
     await setLinks(h.qmp(), links, true);
     return { boot: 'saved-state' };
   } catch (e) {
@@ -119,15 +121,29 @@ async function savedStart(h: SavedStartHooks, fresh: boolean): Promise<BootRecor
 }
 
 /**
- * What the guest runs once its identity is renewed. systemd's processes read the machine id
- * once: PID 1 again from a re-exec, journald (whose files are named by it) from a restart, and
- * networkd (its DHCP client identifier is made from it: two clones would share one lease) too.
- * busybox's udhcpc keeps the MAC it started with in its requests: each is ended, and lxq-dhcp's
- * loop starts it again within a second on the new MAC (pid files as in images/dhcp-client.ts).
+ * The kernel's boot_id ($1) and command line ($2) as the guest's programs read them: the
+ * kernel refuses writes to /proc/sys/kernel/random/boot_id (mode 0444, and proc_do_uuid
+ * rejects any write) and /proc/cmdline is the saving VM's, so a file of the VM's own is bound
+ * read-only over each (in PID 1's mount namespace, which the agent shares; a procfs mounted
+ * anew, as a container's, still shows the kernel's).
  */
-function afterRenewal(init: 'systemd' | 'busybox', hasNics: boolean): string | undefined {
-  if (init === 'systemd') return `systemctl daemon-reexec && systemctl restart systemd-journald.service${hasNics ? ' systemd-networkd.service' : ''}`;
-  return hasNics ? 'for f in /run/udhcpc.*.pid; do [ -r "$f" ] && kill "$(cat "$f")"; done; true' : undefined;
+const RENEW_PROC = [
+  'set -e; umask 022; mkdir -p /run/lxq',
+  'printf "%s\\n" "$1" > /run/lxq/boot_id; printf "%s\\n" "$2" > /run/lxq/cmdline',
+  'for f in sys/kernel/random/boot_id cmdline; do mount -o bind "/run/lxq/${f##*/}" "/proc/$f"; mount -o remount,bind,ro "/proc/$f"; done',
+].join('\n');
+
+/**
+ * What the guest runs once its identity is renewed: RENEW_PROC, then what reads the identity
+ * once. systemd's processes read the machine id and boot id once: PID 1 again from a re-exec,
+ * journald (whose files are named by them) from a restart, and networkd (its DHCP client
+ * identifier is made from the machine id: two clones would share one lease) too. busybox's
+ * udhcpc keeps the MAC it started with in its requests: each is ended, and lxq-dhcp's loop
+ * starts it again within a second on the new MAC (pid files as in images/dhcp-client.ts).
+ */
+function afterRenewal(init: 'systemd' | 'busybox', hasNics: boolean): string {
+  if (init === 'systemd') return `${RENEW_PROC}\nsystemctl daemon-reexec\nsystemctl restart systemd-journald.service${hasNics ? ' systemd-networkd.service' : ''}`;
+  return hasNics ? `${RENEW_PROC}\nfor f in /run/udhcpc.*.pid; do [ -r "$f" ] && kill "$(cat "$f")" || true; done` : RENEW_PROC;
 }
 
 /** Connects to a saving VM's monitor once QEMU listens. */
