@@ -166,6 +166,16 @@ describe('spawn with a pty', () => {
     expect(typed.stdout.toString()).toBe('abc\r\nabc\r\n');
   });
 
+  test('what a pty process wrote is read after its exit, and then the terminal ends', async () => {
+    const p = await c.spawn(['sh', '-c', 'echo hello; echo world'], { pty: true });
+    await p.exit;
+    await new Promise((r) => setImmediate(r)); // its rest is read ahead by now, or not: either way it is kept
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    await new Promise((r) => p.stdout.once('close', r));
+    expect(out).toBe('hello\r\nworld\r\n');
+  });
+
   test('a pty process can be killed; resize without a pty and a bad size are refused', async () => {
     const p = await c.spawn(['sleep', '30'], { pty: true });
     expect(p.kill('SIGKILL')).toBe(true);
@@ -197,8 +207,21 @@ describe('no pidfd outlives its command', () => {
       expect((await c.exec(['true'])).exitCode).toBe(0);
       expect((await c.exec(['cat'], { pty: true, stdin: 'x\n\x04', timeout: 30_000 })).exitCode).toBe(0);
       const p = await c.spawn(['cat']);
+      let echoed = '';
+      p.stdout.on('data', (d) => (echoed += d));
+      const read = new Promise((r) => p.stdout.once('close', r));
       p.stdin.end('y');
       expect(await p.exit).toEqual({ exitCode: 0, signal: null });
+      await read;
+      expect(echoed).toBe('y');
+      // Spawned and never read nor ended: its stdin and terminal are closed at its exit all the same.
+      const quiet = await c.spawn(['true']);
+      await quiet.exit;
+      expect(quiet.stdin.destroyed).toBe(true);
+      const q = await c.spawn(['sleep', '30'], { pty: true });
+      q.kill('SIGKILL');
+      await q.exit;
+      await new Promise((r) => (q.stdout.destroyed ? r(null) : q.stdout.once('close', r)));
       await expect(c.exec(['/nonexistent'])).resolves.toMatchObject({ exitCode: 127 });
     }
     expect(await settled(theirs, 0)).toBe(0);

@@ -8,7 +8,9 @@
 module.exports = async () => {
   const handles = process._getActiveHandles().filter((h) => h !== process.stdout && h !== process.stderr && h !== process.stdin);
   if (handles.length === 0) return;
-  const what = handles.map((h) => `${h.constructor?.name ?? 'handle'}${h._handle?.fd !== undefined ? ` fd ${h._handle.fd}` : ''}`);
+  // A stream says which way it goes and what it holds unread (a stdout nobody read holds its rest).
+  const stream = (h) => (h.readable === undefined ? '' : ` ${h.readable ? 'r' : ''}${h.writable ? 'w' : ''}${h.readableLength ? ` ${h.readableLength} B unread` : ''}`);
+  const what = handles.map((h) => `${h.constructor?.name ?? 'handle'}${h._handle?.fd !== undefined ? ` fd ${h._handle.fd}` : ''}${stream(h)}`);
   // Idle pipes (a finished command's stdin) do not keep a process alive; a terminal, a reading stream or a timer does.
   process.stderr.write(`open-handles: still open after the suite: ${what.join(', ')}; resources: ${process.getActiveResourcesInfo().join(', ')}\n`);
 };

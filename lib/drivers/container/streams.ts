@@ -17,21 +17,26 @@ const { O_RDWR, O_NOCTTY, O_NONBLOCK } = fsConstants;
 
 /**
  * A terminal master as one duplex stream. Reading it fails with EIO once every process on the
- * terminal has exited: that is the terminal's end of file, not an error.
+ * terminal has exited: that is the terminal's end of file, not an error, and what was read before
+ * it is still there to be read (Node would destroy the stream and drop it).
+ * It reads only when asked (as Node's terminals do): a console nobody reads must not hold the
+ * event loop. A command's terminal is asked at the command's exit (attachedProcess).
  */
 function openTerminal(master: number): TtyStream {
-  const terminal = new TtyStream(master, { readable: true, writable: true } as never);
-  const emit = terminal.emit.bind(terminal);
-  terminal.emit = ((event: string, ...args: unknown[]) => {
-    if (event === 'error' && (args[0] as NodeJS.ErrnoException)?.code === 'EIO') {
-      terminal.push(null);
-      terminal.destroy();
-      return true;
-    }
-    return emit(event, ...args);
-  }) as typeof terminal.emit;
+  const terminal = new TtyStream(master, { readable: true, writable: true, readableHighWaterMark: TERMINAL_BUFFER } as never);
+  const destroy = terminal.destroy.bind(terminal);
+  terminal.destroy = ((error?: Error) => {
+    if ((error as NodeJS.ErrnoException | undefined)?.code !== 'EIO' || terminal.readableEnded) return destroy(error);
+    terminal.once('end', () => destroy());
+    terminal.push(null);
+    terminal.read(0); // ends it now if nothing is left to read
+    return terminal;
+  }) as typeof terminal.destroy;
   return terminal;
 }
+
+/** What a terminal holds read ahead (its kernel buffer holds less), as a pipe's stream does. */
+const TERMINAL_BUFFER = 64 * 1024;
 
 /**
  * Runs `argv` in the container of `h` (the runner's attach, from its saved config) with the
@@ -54,15 +59,19 @@ export type AttachedFds = [pid: number, pidfd: number, stdinFd: number, stdoutFd
 /** An attached command as an InstanceProcess: on a terminal (`pty`, stdin is its master) or on three pipes. */
 export function attachedProcess([pid, pidfd, stdinFd, stdoutFd, stderrFd, exitChannel]: AttachedFds, pty: boolean): InstanceProcess {
   let exited = false;
+  let ended = () => undefined as void;
   const exit = sys()
     .waitExit(exitChannel, pidfd)
     .then(({ code, signal }) => {
       exited = true;
+      ended();
       return { exitCode: code, signal: signal === null ? null : signalName(signal) };
     });
   const kill = (signal: NodeJS.Signals | number = 'SIGTERM') => !exited && sys().signalPidfd(pidfd, signalNumber(signal));
   if (pty) {
     const terminal = openTerminal(stdinFd);
+    // Read what is left up to the terminal's end of file, which closes it (as a pipe does), even if nobody reads it.
+    ended = () => void terminal.read(0);
     return {
       pid,
       stdin: terminal,
@@ -77,9 +86,12 @@ export function attachedProcess([pid, pidfd, stdinFd, stdoutFd, stderrFd, exitCh
       exit,
     };
   }
+  const stdin = new Socket({ fd: stdinFd, readable: false, writable: true });
+  // Nothing reads it any more (Node's child_process does the same at a child's exit).
+  ended = () => void stdin.destroy();
   return {
     pid,
-    stdin: new Socket({ fd: stdinFd, readable: false, writable: true }),
+    stdin,
     stdout: new Socket({ fd: stdoutFd, readable: true, writable: false }),
     stderr: new Socket({ fd: stderrFd, readable: true, writable: false }),
     tty: false,
