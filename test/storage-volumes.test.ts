@@ -127,6 +127,24 @@ test('snapshots, restore (refused while attached to a running instance), rename 
   await volumes.delete(renamed);
 }, 600_000);
 
+test('a volume attached through a profile is in use: usedBy names the instance, delete and rename are Busy', async () => {
+  const volumes = t.host.storage.pool('default').volumes;
+  const vol = t.name('pv');
+  await volumes.create(vol);
+  const profile = t.name('prof');
+  await t.host.profiles.create(profile, { devices: { data: disk('default', vol, '/data') } });
+  const c = await t.host.create(t.name('pc'), { image: 'busybox', profiles: ['default', profile] });
+  expect((await volumes.get(vol)).usedBy).toEqual([c.name]);
+  expect(await thrown(volumes.delete(vol))).toBeInstanceOf(Busy);
+  expect(await thrown(volumes.rename(vol, t.name('pr')))).toBeInstanceOf(Busy);
+  await c.start();
+  expect(out(await c.exec(['sh', '-c', 'echo via-profile > /data/f && cat /data/f']))).toBe('via-profile');
+  await c.delete({ force: true });
+  expect((await volumes.get(vol)).usedBy).toEqual([]);
+  await t.host.profiles.delete(profile);
+  await volumes.delete(vol);
+}, 300_000);
+
 test('a block volume: a sparse disk of its size, grown by update, refused at a path in a container', async () => {
   const volumes = t.host.storage.pool('default').volumes;
   const vol = t.name('blk');

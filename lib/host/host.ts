@@ -26,7 +26,7 @@ import { refuseUnknownKeys } from '../core/keys';
 import type { VmContext, VmInstance } from '../drivers/vm/vm';
 import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type ProfileEvent, type StorageEvent } from '../events/lifecycle';
-import { checkExpansion, checkProfileList, DEFAULT_PROFILE, readProfiles } from '../instance/profiles';
+import { checkExpansion, checkProfileList, DEFAULT_PROFILE, readProfiles, withProfileDevices } from '../instance/profiles';
 import { sys } from '../native/sys';
 import { archive, autostarter, snapshotScheduler, configOptions, foreign, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
 import { hostLongOperations } from './long-operations';
@@ -74,7 +74,7 @@ export class Host implements InstanceHost {
   ) {
     this.storage = new HostStorage(
       this.path,
-      () => instanceRecords(this.instancesDir),
+      async () => withProfileDevices(this.profiles.dir, await instanceRecords(this.instancesDir)),
       (action, name, previous) => this.lifecycle.reportStorage(action, name, previous),
       (names) => this.runningOf(names),
     );

@@ -112,6 +112,16 @@ export function profilesOf(record: Pick<InstanceRecord, 'profiles'>): string[] {
   return record.profiles ?? [DEFAULT_PROFILE];
 }
 
+/** `records` with their profiles' devices in: a volume attached through a profile is in use as much as one of the instance's own. */
+export function withProfileDevices(dir: string, records: InstanceRecord[]): Promise<InstanceRecord[]> {
+  return Promise.all(
+    records.map(async (r) => {
+      const profiles = await readProfiles(dir, profilesOf(r)).catch(() => []); // a record naming a removed profile keeps its own devices
+      return profiles.length ? { ...r, devices: expand(r, profiles).devices } : r;
+    }),
+  );
+}
+
 /** LXD's rules for a profile name (not empty, no slash, not . or ..), and none of the control characters a file name or a log line would carry. */
 export function validateProfileName(name: unknown): string {
   if (typeof name !== 'string' || !name) throw new InvalidArgument('a profile name must be a non-empty string');
