@@ -265,7 +265,10 @@ test('a VM: a filesystem volume shared with virtiofs (written by a container), a
     expect(await sh('cat /mnt/vol/f')).toBe('from-container');
     await sh('echo from-vm > /mnt/vol/g');
     await vm.addDevice('blk', { type: 'disk', pool: 'default', source: blk }); // hot-plugged through QMP
-    expect(await sh('for d in /sys/block/vd*; do echo "$(cat $d/serial) $(cat $d/size)"; done')).toContain(`blk ${(32 * 2 ** 20) / 512}`);
+    // The guest sees the disk once its PCI hot-plug is handled, a while after QEMU's device_add under load.
+    const disks = 'for d in /sys/block/vd*; do echo "$(cat $d/serial) $(cat $d/size)"; done';
+    const want = `blk ${(32 * 2 ** 20) / 512}`;
+    expect(await sh(`for i in $(seq 600); do (${disks}) | grep -qx '${want}' && break; sleep 0.1; done; ${disks}`)).toContain(want);
     expect((await volumes.get(blk)).usedBy).toEqual([vm.name]);
   } finally {
     await vm.delete({ force: true });

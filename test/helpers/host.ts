@@ -63,6 +63,8 @@ export async function tempHost(): Promise<TestHost> {
       for (const i of await host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
       // The networks' parts (bridge, dnsmasq, nftables) live outside the directory: they go first.
       for (const n of await host.networks.list().catch(() => [])) await host.networks.delete(n.name).catch(() => undefined);
+      // A host with event listeners keeps the process alive until closed (as a socket would).
+      await host.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
