@@ -192,9 +192,10 @@ class MountWorker : public Napi::AsyncWorker {
 class MountIntoWorker : public MountWorker {
  public:
   MountIntoWorker(Napi::Env env, int pid, std::string source, std::string target, bool dir, bool readonly, bool idmap,
-                  bool recursive, std::string propagation, std::pair<uid_t, gid_t> owner)
+                  bool recursive, std::string propagation, std::pair<uid_t, gid_t> owner, uint64_t attr_set, uint64_t attr_clr)
       : MountWorker(env, "lxq:mountInto"), pid_(pid), source_(std::move(source)), target_(std::move(target)), dir_(dir),
-        readonly_(readonly), idmap_(idmap), recursive_(recursive), propagation_(std::move(propagation)), owner_(owner) {}
+        readonly_(readonly), idmap_(idmap), recursive_(recursive), propagation_(std::move(propagation)), owner_(owner),
+        attr_set_(attr_set), attr_clr_(attr_clr) {}
 
   void Execute() override {
     unsigned int tflags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive_ ? AT_RECURSIVE : 0);
@@ -202,6 +203,9 @@ class MountIntoWorker : public MountWorker {
     if (tree.fd < 0) return Fail("open_tree " + source_, errno);
     struct mount_attr attr = {};
     attr.propagation = Propagation(propagation_);
+    // raw.mount.options: per-mount flags (nosuid, nodev, noexec, atime modes…), as mount_setattr takes them.
+    attr.attr_set = attr_set_;
+    attr.attr_clr = attr_clr_;
     if (readonly_) attr.attr_set |= MOUNT_ATTR_RDONLY;
     Fd userns;
     if (idmap_) {
@@ -230,6 +234,7 @@ class MountIntoWorker : public MountWorker {
   bool dir_, readonly_, idmap_, recursive_;
   std::string propagation_;
   std::pair<uid_t, gid_t> owner_;
+  uint64_t attr_set_, attr_clr_;
 };
 
 class UmountWorker : public MountWorker {
@@ -481,7 +486,9 @@ Napi::Value MountInto(const Napi::CallbackInfo& info) {
   auto* w = new MountIntoWorker(info.Env(), info[0].ToNumber().Int32Value(), info[1].ToString().Utf8Value(),
                                 info[2].ToString().Utf8Value(), flag("dir"), flag("readonly"), flag("idmap"), flag("recursive"),
                                 propagation, {static_cast<uid_t>(o.Get("uid").ToNumber().Uint32Value()),
-                                              static_cast<gid_t>(o.Get("gid").ToNumber().Uint32Value())});
+                                              static_cast<gid_t>(o.Get("gid").ToNumber().Uint32Value())},
+                                o.Has("attrSet") ? o.Get("attrSet").ToNumber().Uint32Value() : 0,
+                                o.Has("attrClear") ? o.Get("attrClear").ToNumber().Uint32Value() : 0);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -94,6 +94,13 @@ export const DEVICE_TYPES = {
       },
       propagation: { form: 'enum', condition: 'container', values: PROPAGATION, default: 'private', description: 'Mount propagation of the bind mount.' },
       recursive: { form: 'boolean', condition: 'container', default: 'false', description: 'Bind the mounts below `source` too (rbind).' },
+      'raw.mount.options': {
+        form: 'string',
+        condition: 'container',
+        description:
+          'Mount options, comma-separated, applied in order: the per-mount flags a bind mount takes (`ro`, `rw`, `nosuid`, `suid`, `nodev`, `dev`, `noexec`, `exec`), with those the source\'s mount locks; ' +
+          '`readonly: "true"` wins over `rw`. NotSupported: atime flags (locked in the container\'s user namespace) and a filesystem\'s own options (lxq mounts no block device\'s filesystem).',
+      },
       size: { form: 'size', condition: 'vm', description: 'Size of a new, empty qcow2 block disk made by lxq (instead of `source`).' },
       'io.bus': { form: 'enum', condition: 'vm', values: BUSES, default: 'virtio-blk', description: 'Bus of a VM block disk (`nvme`: an NVMe controller of its own, serial = the name\'s first 20 characters).' },
       'io.cache': {

@@ -65,9 +65,9 @@ const exists = (p: string) => fs.access(p).then(
 );
 
 /** The mountinfo line of the mount holding `real` (the longest mount point above it, the last mounted there). */
-async function mountOf(real: string): Promise<{ dev: string; fstype: string; source: string } | undefined> {
+async function mountOf(real: string): Promise<{ dev: string; fstype: string; source: string; options: string[] } | undefined> {
   const text = await fs.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  let found: { dev: string; fstype: string; source: string } | undefined;
+  let found: { dev: string; fstype: string; source: string; options: string[] } | undefined;
   let best = -1;
   for (const line of text.split('\n')) {
     const f = line.split(' ');
@@ -76,7 +76,7 @@ async function mountOf(real: string): Promise<{ dev: string; fstype: string; sou
     if (!at || !(real === at || real.startsWith(at === '/' ? '/' : `${at}/`)) || at.length < best) continue;
     const dash = f.indexOf('-');
     best = at.length;
-    found = { dev: f[2], fstype: f[dash + 1] ?? '', source: f[dash + 2] ?? '' };
+    found = { dev: f[2], fstype: f[dash + 1] ?? '', source: f[dash + 2] ?? '', options: (f[5] ?? '').split(',') };
   }
   return found;
 }
@@ -98,6 +98,16 @@ export async function backingDevice(source: string): Promise<{ device: string } 
   if (dev.startsWith('0:') || !(await exists(sys))) return { fstype: mount?.fstype ?? 'unknown' };
   if (!(await exists(path.join(sys, 'partition')))) return { device: dev };
   return { device: (await fs.readFile(path.join(await fs.realpath(sys), '..', 'dev'), 'utf8')).trim() };
+}
+
+/**
+ * The flags of the mount holding `source` that a bind mount of it keeps in a container's user
+ * namespace (the kernel locks them: a remount there cannot clear them), as liblxc adds them.
+ */
+export async function lockedFlags(source: string): Promise<string[]> {
+  const real = await fs.realpath(source).catch(() => path.resolve(source));
+  const options = (await mountOf(real))?.options ?? [];
+  return ['ro', 'nosuid', 'nodev', 'noexec'].filter((o) => options.includes(o));
 }
 
 /** NotSupported for a container's disk with limits whose source has no block device. */

@@ -31,7 +31,8 @@ import { checkNicShape, probeNic } from './nic-checks';
 import type { VolumeResolver } from '../storage/volumes/types';
 import { validateVolumeName } from '../storage/volumes/names';
 import { checkOneTpm, checkTpmShape, probeTpm } from './tpm';
-import { backingDevice, hasIoLimits, refuseUnlimitable } from './disk-limits';
+import { backingDevice, hasIoLimits, lockedFlags, refuseUnlimitable } from './disk-limits';
+import { mountOptions } from './mount-options';
 
 export { hasIoLimits };
 
@@ -161,6 +162,7 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
     if (d[key] === undefined) throw new InvalidArgument(`${where}: "${key}" is required (${why})`);
   };
   if (d.type === 'disk') {
+    mountOptions(where, d['raw.mount.options']);
     if (d.pool !== undefined) {
       need('source', 'the name of a custom volume on the pool');
       try {
@@ -291,6 +293,8 @@ export interface DeviceSource {
   /** A disk with I/O limits: "major:minor" of the block device under its source, or the filesystem type that has none. */
   blockDevice?: string;
   fsType?: string;
+  /** A disk with raw.mount.options: the flags its source's mount has that a bind of it keeps (lockedFlags). */
+  lockedFlags?: string[];
 }
 
 /** What probing needs beyond the host's files: the host's networks, and whose devices these are. */
@@ -348,6 +352,7 @@ export async function checkVolumesFree(devices: Devices, env: ProbeEnv): Promise
 
 /** A disk with I/O limits: the block device under its source too (a container's limits go on it). */
 async function withBlockDevice(d: DeviceConfig, src: DeviceSource): Promise<DeviceSource> {
+  if (d.type === 'disk' && src.kind !== 'missing' && d['raw.mount.options'] !== undefined) src = { ...src, lockedFlags: await lockedFlags(diskSource(d, src)) };
   if (d.type !== 'disk' || src.kind === 'missing' || !hasIoLimits(d)) return src;
   const found = await backingDevice(diskSource(d, src));
   return 'device' in found ? { ...src, blockDevice: found.device } : { ...src, fsType: found.fstype };

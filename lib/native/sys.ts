@@ -79,6 +79,9 @@ export interface MountOptions {
   idmap?: boolean;
   recursive?: boolean;
   propagation?: string;
+  /** mount_setattr's MOUNT_ATTR_* bits set and cleared on the new mount (a disk's raw.mount.options). */
+  attrSet?: number;
+  attrClear?: number;
   uid: number;
   gid: number;
 }

@@ -23,6 +23,7 @@ import { lxcNicItems, plugContainerNic, unplugContainerNic } from './nics';
 import { applyBlkioLive, blkioItems, ROOT_DISK } from './blkio';
 import type { DeviceChange } from '../../devices/change';
 import { onlyLimitsChanged } from '../../devices/disk-limits';
+import { mountAttrs, mountOptions } from '../../devices/mount-options';
 
 export { releaseHostEnds, tuneHostEnds } from './nics';
 export { rootDisk } from './blkio';
@@ -70,6 +71,21 @@ function shifted(d: DeviceConfig): boolean {
   return deviceFlag(d, 'shift') || d.pool !== undefined;
 }
 
+/**
+ * A disk's raw.mount.options at start: liblxc 5.0 remounts a bind mount with its flags only when
+ * it is read-only, so a mount hook (run in the container's mount namespace after its mounts,
+ * before its init) remounts it with them, `ro` last when `readonly` (it wins over `rw`, as in
+ * LXD), and the flags the source's mount locks (as liblxc keeps them). liblxc appends its own
+ * arguments to a hook: the target is sh's $0 and they are $1….
+ */
+function flagsHook(name: string, d: DeviceConfig, src: DeviceSource): string | undefined {
+  const raw = mountOptions(`device "${name}"`, d['raw.mount.options']);
+  if (!raw.length) return undefined;
+  const opts = [...raw, ...(src.lockedFlags ?? []), ...(deviceFlag(d, 'readonly') ? ['ro'] : [])];
+  const target = relativeInside(devicePath(d)!).replace(/'/g, `'\\''`);
+  return `/bin/sh -c 'exec mount -o remount,bind,${opts.join(',')} -- "$LXC_ROOTFS_MOUNT/$0"' '${target}'`;
+}
+
 /** The liblxc items a container's devices need at start. */
 export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: Map<string, DeviceSource>, host: ContainerDeviceHost): LxcItem[] {
   const items: LxcItem[] = lxcNicItems(host.dir, devices, sources);
@@ -84,6 +100,8 @@ export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: M
       if (shifted(d) && host.idmap) opts.push('idmap=container');
       opts.push(deviceValue(d, 'propagation')!);
       items.push(['lxc.mount.entry', `${fstabEscape(diskSource(d, src))} ${target} none ${opts.join(',')} 0 0`]);
+      const hook = flagsHook(name, d, src);
+      if (hook) items.push(['lxc.hook.mount', hook]);
     } else {
       items.push(['lxc.mount.entry', `${fstabEscape(nodeFile(host, name))} ${target} none bind,create=file 0 0`]);
       items.push([cgroupKey(host.layout, 'allow'), cgroupRule(d, src)]);
@@ -147,10 +165,12 @@ export async function plugContainerDevice(pid: number, name: string, d: DeviceCo
     throw new OperationFailed(`cannot add device "${name}" to the running container: ${(e as Error).message}`, { call: 'mount', errno: (e as { errno?: number }).errno });
   };
   if (d.type === 'disk') {
+    const { readonly, ...attrs } = mountAttrs(mountOptions(`device "${name}"`, d['raw.mount.options']));
     await sys()
       .mountInto(pid, diskSource(d, src), target, {
         dir: src.kind === 'dir',
-        readonly: deviceFlag(d, 'readonly'),
+        readonly: deviceFlag(d, 'readonly') || readonly,
+        ...attrs,
         idmap: shifted(d) && host.idmap !== null,
         recursive: deviceFlag(d, 'recursive'),
         propagation: deviceValue(d, 'propagation'),
