@@ -65,7 +65,7 @@ export type { StoragePools, StoragePoolUpdate } from './storage/pools/pools';
 export type { PoolDriverName, RootDiskDevice, StoragePoolCreateOptions, StoragePoolInfo } from './storage/pools/types';
 // Custom volumes.
 export type { StorageVolumes } from './storage/volumes/volumes';
-export type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, VolumeContentType, VolumeSnapshotInfo } from './storage/volumes/types';
+export type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, VolumeContentType, VolumeExportOptions, VolumeSnapshotInfo } from './storage/volumes/types';
 
 // Images.
 export type { ImageStore } from './images/store';

@@ -7,23 +7,17 @@
  * Host.open finishes or drops the swap); a VM copied to a btrfs pool and moved back to dir, one
  * boot.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Aborted, Busy, Host, type Instance, InvalidArgument, NotFound } from '../lib';
+import { releaseUnder, sh } from './helpers/storage';
 import { lxqArgv, runNode, SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
 
 let t: TestHost;
 const pools = { dir: '', bt: '', ov: '' };
 
-const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
-const mountsUnder = (dir: string) =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p) => p !== undefined && (p === dir || p.startsWith(dir + '/')));
-const loopsUnder = (dir: string) => sh('losetup --list --noheadings --output NAME,BACK-FILE').split('\n').filter((l) => l.includes(dir));
 const poolMount = () => path.join(t.dir, 'storage-pools', pools.bt, 'mnt');
 const subvolumes = () => sh(`btrfs subvolume list ${poolMount()}`).split('\n').filter((l) => l.includes(' path roots/')).map((l) => l.split(' path ')[1]).sort();
 const instancesDir = () => path.join(t.dir, 'instances');
@@ -48,8 +42,7 @@ afterAll(async () => {
   if (!t) return;
   for (const i of await t.host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
   for (const p of Object.values(pools)) if (p) await t.host.storage.pools.delete(p).catch(() => undefined);
-  for (const p of mountsUnder(t.dir).sort((a, b) => b.length - a.length)) sh(`umount -l '${p}' || true`);
-  for (const l of loopsUnder(t.dir)) sh(`losetup -d ${l.split(' ')[0]} 2>/dev/null || true`);
+  releaseUnder(t.dir);
   await t.dispose();
 }, 300_000);
 

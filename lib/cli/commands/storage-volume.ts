@@ -1,10 +1,11 @@
-/** `storage volume list|create|delete|rename|attach|detach|snapshot|restore|show|set|unset`: custom volumes (LXD's `lxc storage volume`). */
+/** `storage volume list|create|delete|rename|attach|detach|snapshot|restore|show|set|unset|export|import`: custom volumes (LXD's `lxc storage volume`). */
 import { type Command, Option } from 'commander';
 
 import { InvalidArgument, NotFound } from '../../core/errors';
 import { keyValues, unsetKeys } from '../args';
 import type { CliContext } from '../context';
 import { checkFormat, FORMATS, formatRows } from '../format';
+import { longCommand } from '../progress';
 
 /** LXD's `VOLUME/SNAPSHOT` form. */
 function splitSnapshot(name: string): [string, string | undefined] {
@@ -82,6 +83,22 @@ function registerVolumeUse(volume: Command, ctx: CliContext): void {
     .command('restore <pool> <name> <snapshot>')
     .description('Put a snapshot\'s data in place of the volume\'s (no running instance may use it)')
     .action(async (pool: string, name: string, snapshot: string) => void (await (await volumes(pool)).restore(name, snapshot)));
+  volume
+    .command('export <pool> <name> <file>')
+    .description("Write a volume (with its snapshots unless --volume-only) to a tarball, as lxc storage volume export")
+    .option('--volume-only', 'without its snapshots')
+    .action(async (pool: string, name: string, file: string, o: { volumeOnly?: boolean }) => {
+      const v = await volumes(pool);
+      await longCommand(`export ${name}`, (long) => v.export(name, file, { volumeOnly: o.volumeOnly === true, ...long }));
+    });
+  volume
+    .command('import <pool> <file> [name]')
+    .description('A volume from a tarball of storage volume export (lxq\'s or LXD\'s), named as exported unless NAME is given')
+    .action(async (pool: string, file: string, name: string | undefined, _o: unknown) => {
+      const v = await volumes(pool);
+      const made = await longCommand(`import ${file}`, (long) => v.import(file, name, long));
+      process.stdout.write(`Storage volume ${made.name} imported\n`);
+    });
   volume
     .command('attach <pool> <name> <instance> [args...]')
     .description('Attach a volume to an instance: lxq storage volume attach default data web1 [DEVICE] PATH (LXD\'s form)')

@@ -9,6 +9,7 @@ import { parseSize } from '../../core/units';
 import type { StorageAction } from '../../events/lifecycle';
 import { DEFAULT_DRIVER, DEFAULT_POOL, LEGACY_POOL, StoragePools, validatePoolName } from './pools';
 import { POOLS_DIR } from './names';
+import { PARTIALS_DIR } from '../partials';
 import type { PoolDriver } from './types';
 import { DISK_LIMITS, type RootLimits } from '../../devices/declarations';
 import { checkRootLimits } from '../../devices/validate';
@@ -66,6 +67,8 @@ export class HostStorage {
   readonly pools: StoragePools;
 
   private readonly poolsDir: string;
+  /** Where exports note their partial files (cleared by Host.open). */
+  private readonly partials: string;
 
   constructor(
     hostPath: string,
@@ -75,6 +78,7 @@ export class HostStorage {
     private readonly running: (names: string[]) => Promise<string[]> = async () => [],
   ) {
     this.poolsDir = path.join(hostPath, POOLS_DIR);
+    this.partials = path.join(hostPath, 'instances', PARTIALS_DIR);
     this.pools = new StoragePools(
       this.poolsDir,
       path.join(hostPath, 'instances'),
@@ -110,6 +114,7 @@ export class HostStorage {
       users: (volume) => this.volumeUsers(name, volume),
       running: this.running,
       report: (action, volume, previous) => this.report(action, `${name}/${volume}`, previous === undefined ? undefined : `${name}/${previous}`),
+      partials: this.partials,
     });
     return { name, volumes };
   }

@@ -3,6 +3,10 @@ import { InvalidArgument } from '../../core/errors';
 import { parseSize } from '../../core/units';
 import type { VolumeContentType } from './types';
 
+/** A volume's record in its directory. */
+export const VOLUME_FILE = 'volume.json';
+/** A volume snapshot's record in its directory. */
+export const SNAPSHOT_FILE = 'snapshot.json';
 const MAX_NAME_BYTES = 63;
 /** LXD's volume keys this version honours. */
 export const VOLUME_KEYS = ['size', 'security.shared'];

@@ -10,11 +10,10 @@ import * as path from 'node:path';
 import { AlreadyExists, Busy, NotFound } from '../../core/errors';
 import { readJson, writeJsonAtomic } from '../../core/fs';
 import { clearStaging, isStaging, processAlive, renameNew, stagingPath } from '../../core/staging';
-import { validateVolumeName } from './names';
+import { SNAPSHOT_FILE, validateVolumeName } from './names';
 import type { StoredVolume, StoredVolumeSnapshot, VolumeBackend, VolumeSnapshotInfo } from './types';
 import type { StorageVolumes } from './volumes';
 
-const SNAPSHOT_FILE = 'snapshot.json';
 const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
 
 export class VolumeSnapshots {

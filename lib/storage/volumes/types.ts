@@ -3,6 +3,7 @@
  * apart from any instance, attached to instances with a disk device `{ type: 'disk', pool,
  * source: volume, path }`, and outliving them.
  */
+import type { LongOptions } from '../../core/abort';
 
 /**
  * What a volume holds: a directory tree (mounted into containers, shared into VMs with virtiofs)
@@ -131,4 +132,17 @@ export interface VolumeResolver {
   resolve(pool: string, volume: string): Promise<{ path: string; contentType: VolumeContentType }>;
   /** Busy unless the volume is `security.shared` or no instance but `instance` that names it is running. */
   checkFree(pool: string, volume: string, instance: string): Promise<void>;
+}
+
+/**
+ * Options of `volumes.export` (LXD's `lxc storage volume export`): the snapshots are written too
+ * unless `volumeOnly`; an AbortSignal and a progress callback as every long operation.
+ *
+ * @example
+ * ```ts
+ * await host.storage.pool('default').volumes.export('data', '/srv/data.tar.zst', { volumeOnly: true });
+ * ```
+ */
+export interface VolumeExportOptions extends LongOptions {
+  volumeOnly?: boolean;
 }

@@ -14,11 +14,14 @@ import { FileLock } from '../../core/lock';
 import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { clearStaging, isStaging, renameNew, stagingPath } from '../../core/staging';
 import type { StorageAction } from '../../events/lifecycle';
-import { checkContentType, checkVolumeConfig, checkVolumeDescription, DEFAULT_BLOCK_BYTES, validateVolumeName, volumeBytes } from './names';
+import { checkContentType, checkVolumeConfig, checkVolumeDescription, DEFAULT_BLOCK_BYTES, validateVolumeName, VOLUME_FILE, volumeBytes } from './names';
 import { VolumeSnapshots } from './snapshots';
-import type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, StoredVolume, VolumeBackend, VolumeSnapshotInfo } from './types';
+import type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, StoredVolume, VolumeBackend, VolumeExportOptions, VolumeSnapshotInfo } from './types';
+import type { LongOptions } from '../../core/abort';
 
-export const VOLUME_FILE = 'volume.json';
+/* eslint-disable-next-line @typescript-eslint/no-require-imports -- export and import are loaded when used */
+const volumeTransfer = (): typeof import('./transfer') => require('./transfer');
+
 export const VOLUMES_DIR = 'volumes';
 const CREATE_KEYS = optionKeys<StorageVolumeCreateOptions>({ size: true, contentType: true, config: true, description: true });
 const UPDATE_KEYS = optionKeys<StorageVolumeUpdate>({ config: true, description: true });
@@ -36,6 +39,8 @@ export interface VolumesContext {
   running(names: string[]): Promise<string[]>;
   /** Tells the host's event stream (LXD's storage-volume-* actions). */
   report(action: StorageAction, name: string, previous?: string): Promise<void>;
+  /** Where an export notes its partial file (lib/storage/partials.ts: removed by Host.open if this process dies). */
+  partials: string;
 }
 
 /**
@@ -301,6 +306,33 @@ export class StorageVolumes {
   /** Deletes a snapshot. @example `await host.storage.pool('default').volumes.deleteSnapshot('data', 'snap0');` */
   deleteSnapshot(name: string, snapshotName: string): Promise<void> {
     return this.snaps.delete(name, snapshotName);
+  }
+
+  /**
+   * Writes the volume, with its snapshots unless `volumeOnly`, to `file` as LXD's `lxc storage
+   * volume export` does (see archive.ts), through a partial file renamed into place.
+   *
+   * @example
+   * ```ts
+   * await host.storage.pool('default').volumes.export('data', '/srv/data.tar.zst');
+   * ```
+   */
+  export(name: string, file: string, options: VolumeExportOptions = {}): Promise<void> {
+    return volumeTransfer().exportVolume(this, name, file, options);
+  }
+
+  /**
+   * A volume from an archive of `export` (or LXD's), named `name` (default: as exported). The
+   * archive is hostile input (see archive.ts): checked before anything is written, the volume
+   * made whole in a staging directory and renamed into place; AlreadyExists for a name taken.
+   *
+   * @example
+   * ```ts
+   * const v = await host.storage.pool('default').volumes.import('/srv/data.tar.zst', 'data-restored');
+   * ```
+   */
+  import(file: string, name?: string, options: LongOptions = {}): Promise<StorageVolumeInfo> {
+    return volumeTransfer().importVolume(this, file, name, options);
   }
 
   /** @internal Host.open: what dead processes left (staged volumes, snapshots and restores) cleared or finished. */
