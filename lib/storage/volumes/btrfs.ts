@@ -17,6 +17,8 @@ import { dataName, sparseFile } from './dir';
 import type { VolumeBackend, VolumeContentType } from './types';
 
 const MARK = 'btrfs.json';
+/** In a restore's staging directory: the mark the volume had before the swap. */
+const REPLACED = 'replaced.json';
 const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
 
 interface VolumeMark {
@@ -85,7 +87,7 @@ export class BtrfsVolumes implements VolumeBackend {
   /** The marks swapped: the volume's names the staged subvolume, the staging's the old one (deleted with it). */
   async applyRestore(dir: string, staging: string): Promise<void> {
     const staged = path.join(staging, MARK);
-    const replaced = path.join(staging, 'replaced.json');
+    const replaced = path.join(staging, REPLACED);
     if (await exists(staged)) {
       if (!(await exists(replaced))) await fs.copyFile(path.join(dir, MARK), replaced);
       await fs.rename(staged, path.join(dir, MARK));
@@ -94,7 +96,15 @@ export class BtrfsVolumes implements VolumeBackend {
   }
 
   async remove(dir: string): Promise<void> {
-    if (!(await exists(path.join(dir, MARK)))) return;
+    if (!(await exists(path.join(dir, MARK)))) {
+      // A restore's staging directory whose process died between the swap's two renames: the
+      // volume names the restored subvolume, only replaced.json the old one (while the staged
+      // mark is still there, replaced.json names the volume's own: it is never taken then).
+      const old = await readJson<VolumeMark>(path.join(dir, REPLACED)).catch(() => undefined);
+      if (old) await deleteSubvolume(path.join(this.root, checkId(old.subvolume)));
+      await fs.rm(path.join(dir, REPLACED), { force: true });
+      return;
+    }
     await deleteSubvolume(await this.named(dir));
     await fs.rm(path.join(dir, MARK), { force: true });
   }
