@@ -241,7 +241,7 @@ describe('profiles on an LXD server', () => {
     }
   }, 120_000);
 
-  test('the same interface over /1.0/profiles: create, expansion, a live change, rename, Busy, bad input', async () => {
+  test('the same interface over /1.0/profiles: create, expansion, a live change, rename, Busy, bad input, an instance\'s own list', async () => {
     const p = t.name('lxdp').replace(/[^a-zA-Z0-9-]/g, '-');
     await remote.profiles.create(p, { config: { 'limits.memory': '200MiB', 'user.k': 'v' }, description: 'from lxq' });
     expect((await remote.profiles.list()).map((x) => x.name)).toEqual(expect.arrayContaining(['default', PROFILE, p]));
@@ -262,6 +262,12 @@ describe('profiles on an LXD server', () => {
     await expect(remote.profiles.update(p, { config: { 'limits.memroy': '1GiB' } as never })).rejects.toThrow(/limits\.memroy/);
     await expect(remote.profiles.rename('default', 'x')).rejects.toThrow(InvalidArgument);
     await expect(remote.profiles.get(t.name('none').replace(/[^a-zA-Z0-9-]/g, '-'))).rejects.toThrow(NotFound);
+    // The instance's own list (LXD's lxc profile remove/add): a PUT of profiles, applied by the server.
+    await c.setProfiles([PROFILE]);
+    expect([c.profiles, c.expandedConfig['limits.memory']]).toEqual([[PROFILE], undefined]);
+    await expect(c.setProfiles([PROFILE, 'lxq-no-such-profile'])).rejects.toThrow(NotFound);
+    await c.setProfiles([PROFILE, p]);
+    expect([c.profiles, c.expandedConfig['limits.memory'], (await c.state()).memory.limitBytes]).toEqual([[PROFILE, p], '232MiB', 232 * MiB]);
     await c.stop({ force: true });
     await c.delete();
     const q = `${p}-2`;

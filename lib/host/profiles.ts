@@ -16,7 +16,10 @@ import type { ProfileEvent } from '../events/lifecycle';
 import type { BaseInstance } from '../instance/base';
 import type { Instance, InstanceRecord } from '../instance/instance';
 import { instanceRecords } from './records';
-import { applyProfileChange, checkExpansion, checkProfileInput, DEFAULT_PROFILE, PROFILE_INPUT_KEYS as INPUT_KEYS, type HostProfiles, type ProfileChange, type ProfileInput, profilesOf, readProfile, readProfiles, type ProfileRecord, type StoredProfile, validateProfileName } from '../instance/profiles';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the option table is loaded only when a profile changes (host.ts loads this file at every open)
+const configOptions = (): typeof import('../config/options') => require('../config/options');
+import { applyProfileChange, checkExpansion, checkProfileInput, DEFAULT_PROFILE, expand, PROFILE_INPUT_KEYS as INPUT_KEYS, type HostProfiles, type ProfileChange, type ProfileInput, profilesOf, readProfile, readProfiles, type ProfileRecord, type StoredProfile, validateProfileName } from '../instance/profiles';
 
 
 
@@ -180,11 +183,13 @@ function withUsers(p: StoredProfile, records: InstanceRecord[]): ProfileRecord {
   return { ...stripVersion(p), usedBy: records.filter((r) => profilesOf(r).includes(p.name)).map((r) => r.name) };
 }
 
-/** A container's idmap is fixed when it is made: a profile may not change `security.privileged` under it. */
+/** A container's id map is fixed when it is made: a profile may not change security.privileged or security.idmap.* under it. */
 function refuseFixedChange(r: InstanceRecord, profiles: StoredProfile[], next: StoredProfile): void {
-  const privileged = (ps: StoredProfile[]) => ({ ...Object.assign({}, ...ps.map((p) => p.config)), ...r.config })['security.privileged'] ?? 'false';
-  if (privileged(profiles) !== privileged(profiles.map((p) => (p.name === next.name ? next : p)))) {
-    throw new InvalidArgument(`security.privileged of ${r.name} would change with profile "${next.name}": it is fixed when the container is created`);
+  const swapped = profiles.map((p) => (p.name === next.name ? next : p));
+  try {
+    configOptions().refuseFixedChange(r.name, expand(r, profiles).config, expand(r, swapped).config);
+  } catch (e) {
+    throw new InvalidArgument(`${(e as Error).message}: profile "${next.name}" cannot change it`);
   }
 }
 

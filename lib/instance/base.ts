@@ -10,9 +10,8 @@ import type { Socket } from 'node:net';
 import * as path from 'node:path';
 
 import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
-import { checkLongOptions, longOperation, phase } from '../core/abort';
-import { InvalidState, NotSupported } from '../core/errors';
-import { diskUsage } from '../storage/tree';
+import { checkLongOptions, longOperation } from '../core/abort';
+import { NotSupported } from '../core/errors';
 import { type DeviceChange, deviceChange } from '../devices/change';
 import type { Devices } from '../devices/declarations';
 import type { ProbeEnv } from '../devices/validate';
@@ -26,9 +25,10 @@ import { Snapshots } from '../storage/snapshots';
 import type { InstanceSnapshots, StorageDriver } from '../storage/types';
 import { type AddressFamily, CommonInstance, protection } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
-import { followLog, readLog, type Stamper, startStamper } from './console-times';
+import { instanceConsole, type Stamper, startStamper } from './console-times';
 import { DEFAULT_STOP_TIMEOUT_MS, type DriverState, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceStatus } from './instance';
-import { checkExpansion, expand, InstanceProfiles, profilesOf, type StoredProfile } from './profiles';
+import { checkExpansion, checkProfileList, type Expansion, expand, InstanceProfiles, profilesDirOf, profilesOf, readProfiles, type StoredProfile } from './profiles';
+import type { DataSource } from './export';
 import { ProxyDevices } from './proxies';
 import { RecordFile } from './record';
 
@@ -136,13 +136,7 @@ export abstract class BaseInstance extends CommonInstance {
   );
 
   get console(): InstanceConsole {
-    const file = this.consoleLogPath;
-    return {
-      path: file,
-      log: (options) => readLog(file, options, this.name),
-      follow: (options) => followLog(file, options, this.name),
-      attach: () => this.consoleHub.attach(),
-    };
+    return instanceConsole(this.consoleLogPath, this.name, this.consoleHub);
   }
 
   // ---- what a driver provides (besides CommonInstance's primitives) ----
@@ -287,12 +281,35 @@ export abstract class BaseInstance extends CommonInstance {
     await this.renamed();
   }
 
-  protected async changeDevices(change: (devices: Readonly<Devices>) => Devices): Promise<void> {
-    const record = { ...this.record, devices: change(this.devices) };
-    checkExpansion(this.type, record, this.profileSet.records);
-    await this.applyDeviceChange(this.expandedDevices, expand(record, this.profileSet.records).devices, (await this.currentStatus()) !== 'stopped');
+  protected changeDevices(change: (devices: Readonly<Devices>) => Devices): Promise<void> {
+    return this.changeRecord({ ...this.record, devices: change(this.devices) }, this.profileSet.records);
+  }
+
+  /**
+   * Takes `record` (its own devices or its profiles changed) expanded with `profiles`: checked
+   * first, applied (see applyExpansion; a device that cannot change fails it), saved, reported.
+   */
+  private async changeRecord(record: InstanceRecord, profiles: StoredProfile[]): Promise<void> {
+    checkExpansion(this.type, record, profiles);
+    const [before, after] = [this.profileSet.expand(this.record), expand(record, profiles)];
+    if (this.type === 'container') configOptions().refuseFixedChange(this.name, before.config, after.config);
+    await this.applyExpansion(before, after, true);
     await this.saveRecord(record);
+    await this.loadProfiles(profiles);
     await this.reported('instance-updated');
+  }
+
+  /**
+   * The expanded options and devices change from `before` to `after`: live where the key or
+   * device allows it, else at the next start (which always expands the record again). A device
+   * that cannot change live fails it when `strict`, else it waits for the next start too.
+   */
+  private async applyExpansion(before: Expansion, after: Expansion, strict: boolean): Promise<void> {
+    const live = (await this.currentStatus()) !== 'stopped';
+    if (Object.keys({ ...before.config, ...after.config }).some((k) => before.config[k] !== after.config[k])) {
+      await this.applyConfig(live ? configOptions().liveChange(this.type, before.config, after.config) : after.config, before.config, live);
+    }
+    await this.applyDeviceChange(before.devices, after.devices, live).catch((e) => (live && !strict ? undefined : Promise.reject(e)));
   }
 
   /** Applies the change of the expanded devices from `before` to `next` (proxies, the driver's part, the networks' hosts); the caller saves the record. */
@@ -324,11 +341,16 @@ export abstract class BaseInstance extends CommonInstance {
   profilesChanged(previous: StoredProfile[], renamed?: { from: string; to: string }): Promise<void> {
     return this.serialized(async () => {
       if (renamed) await this.saveRecord({ ...this.record, profiles: this.profiles.map((n) => (n === renamed.from ? renamed.to : n)) }).then(() => this.loadProfiles());
-      const [before, after] = [expand(this.record, renamed ? this.profileSet.records : previous), expand(this.record, this.profileSet.records)];
-      const live = (await this.currentStatus()) !== 'stopped';
-      await this.applyConfig(live ? configOptions().liveChange(this.type, before.config, after.config) : after.config, before.config, live);
-      await this.applyDeviceChange(before.devices, after.devices, live).catch((e) => (live ? undefined : Promise.reject(e)));
+      await this.applyExpansion(expand(this.record, renamed ? this.profileSet.records : previous), expand(this.record, this.profileSet.records), false);
       await this.reported('instance-updated');
+    });
+  }
+
+  /** Replaces its profiles (LXD's `lxc profile add/remove`): see Instance.setProfiles. */
+  setProfiles(names: readonly string[]): Promise<void> {
+    return this.serialized(async () => {
+      const list = checkProfileList(names);
+      await this.changeRecord({ ...this.record, profiles: list }, await readProfiles(profilesDirOf(this.dir), list));
     });
   }
 
@@ -390,35 +412,20 @@ export abstract class BaseInstance extends CommonInstance {
     }
     return longOperation(`exporting ${this.name}`, options, () =>
       this.serialized(async () => {
-        const status = this.observe(await this.currentStatus());
-        if (status !== 'stopped' && status !== 'running') throw this.refusal('export', status, ['stopped', 'running']);
-        const source = { name: this.name, type: this.type, dir: this.dir, record: this.record, status, storage: this.storage };
-        await exporter().writeExport({ ...source, freeze: () => this.freezeFor('export'), thaw: () => this.thawAfter() }, target, options.instanceOnly === true);
+        const source = await this.dataSource();
+        if (source.status !== 'stopped' && source.status !== 'running') throw this.refusal('export', source.status, ['stopped', 'running']);
+        await exporter().writeExport({ ...source, status: source.status, freeze: () => this.freezeFor('export'), thaw: () => this.thawAfter() }, target, options.instanceOnly === true);
       }),
     );
   }
 
   // ---- for the host ----
 
-  /**
-   * For Host.copy: fills `into` with a copy of this instance's data (a running container frozen
-   * for it), or of one snapshot's, and says which record it was taken with.
-   */
+  /** For Host.copy: fills `into` with a copy of this instance's data, or of one snapshot's, on its pool or `pool`, and says which record it was taken with (export.ts). */
   copyData(into: string, options: { snapshot?: string; snapshots: boolean; flatten: boolean; pool?: string }): Promise<InstanceRecord> {
     return this.serialized(async () => {
-      const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
       const target = await poolMove().targetPool(this.storage, this.record, options.pool); // NotFound, NotSupported before anything is copied
-      const status = this.observe(await this.currentStatus());
-      // Bytes read against the source's size on disk (its snapshots' too, when they are copied).
-      await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : this.dir, true));
-      await this.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten, target });
-      await phase('finishing', 95, 100);
-      const taken = structuredClone(snapshot ? snapshot.meta.record : this.record);
-      // The copy's data was made on the target pool or this instance's, whichever pool a snapshot's record names (an imported one's).
-      const pool = target ? options.pool : this.record.pool;
-      if (pool === undefined) delete taken.pool;
-      else taken.pool = pool;
-      return taken;
+      return exporter().copyData(await this.dataSource(options.snapshot), into, { ...options, target });
     });
   }
 
@@ -430,19 +437,15 @@ export abstract class BaseInstance extends CommonInstance {
     return target !== undefined;
   }
 
-  /**
-   * For ImageStore.publish: fills `into` with an image of this stopped instance, or of one of its
-   * snapshots (then in any status, as LXD allows); returns the image's type and meta.
-   */
+  /** For ImageStore.publish: fills `into` with an image of this stopped instance, or of one of its snapshots (export.ts). */
   publishData(into: string, options: { snapshot?: string }): Promise<{ type: InstanceType; meta: Record<string, unknown> }> {
-    return this.serialized(async () => {
-      const snapshot = options.snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(options.snapshot);
-      const status = this.observe(await this.currentStatus());
-      if (!snapshot && status !== 'stopped') throw new InvalidState(`cannot publish ${this.name}: it is ${status}; stop it first, or publish one of its snapshots`, status);
-      await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : this.dir, true));
-      const meta = await this.storage.publishTo(into, { status, snapshot });
-      return { type: this.type, meta };
-    });
+    return this.serialized(async () => exporter().publishData(await this.dataSource(options.snapshot), into));
+  }
+
+  /** This instance's data, or one snapshot's, for an export, a copy or a publish (inside serialized()). */
+  private async dataSource(snapshot?: string): Promise<DataSource> {
+    const ref = snapshot === undefined ? undefined : await (this.snapshots as Snapshots).refOf(snapshot);
+    return { name: this.name, type: this.type, dir: this.dir, record: this.record, status: this.observe(await this.currentStatus()), storage: this.storage, snapshot: ref };
   }
 
   /** For Host.copy: the copy's directory is in place; derive what the driver needs (liblxc's config), then write the record. */
@@ -456,9 +459,7 @@ export abstract class BaseInstance extends CommonInstance {
    * process that started it may be gone. An address still held by another process is left to it.
    */
   async resumeProxies(): Promise<void> {
-    if (!Object.values(this.expandedDevices).some((d) => d.type === 'proxy')) return;
-    if ((await this.status()) !== 'running') return;
-    await this.proxies.open(this.expandedDevices).catch(() => undefined);
+    if (Object.values(this.expandedDevices).some((d) => d.type === 'proxy') && (await this.status()) === 'running') await this.proxies.open(this.expandedDevices).catch(() => undefined);
   }
 
   /**

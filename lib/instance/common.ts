@@ -85,6 +85,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   abstract unfreeze(): Promise<void>;
   abstract delete(options?: { force?: boolean }): Promise<void>;
   abstract update(patch: InstanceConfigPatch): Promise<void>;
+  abstract setProfiles(names: readonly string[]): Promise<void>;
   abstract export(file: string, options?: ExportOptions): Promise<void>;
 
   // ---- what each side provides ----

@@ -15,6 +15,8 @@ import * as path from 'node:path';
 import { InvalidArgument, NotSupported } from '../core/errors';
 import { processStartTicks } from '../core/proc';
 import { flockHeld, helperPath, sys } from '../native/sys';
+import type { ConsoleHub } from './console';
+import type { InstanceConsole } from './instance';
 import { checkFollow, checkLog, type ConsoleFollowOptions, type ConsoleLogOptions, fileLogReader, followLines, lastLines } from './console-log';
 
 const MAGIC = Buffer.from('lxqstmp1');
@@ -220,4 +222,9 @@ export function followLog(log: string, options: ConsoleFollowOptions | undefined
       yield* followLines(fileLogReader(log, from), o);
     },
   };
+}
+
+/** An instance's `console`: its log file (read and followed with its times) and the hub its streams attach through. */
+export function instanceConsole(file: string, name: string, hub: ConsoleHub): InstanceConsole {
+  return { path: file, log: (options) => readLog(file, options, name), follow: (options) => followLog(file, options, name), attach: () => hub.attach() };
 }

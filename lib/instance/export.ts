@@ -6,15 +6,16 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceType } from '../config/options';
-import { InvalidArgument, NotFound, NotSupported } from '../core/errors';
+import { InvalidArgument, InvalidState, NotFound, NotSupported } from '../core/errors';
 import { refuseUnknownKeys } from '../core/keys';
 import { phase } from '../core/abort';
 import { stagingPath } from '../core/staging';
 import { diskUsage } from '../storage/tree';
 import { type ExportMeta, writeArchive } from '../storage/archive';
 import { PARTIALS_DIR } from '../storage/partials';
-import type { StorageDriver } from '../storage/types';
-import { EXPORT_OPTION_KEYS, type ExportOptions, type InstanceRecord } from './instance';
+import type { PoolDriver } from '../storage/pools/types';
+import type { SnapshotRef, StorageDriver } from '../storage/types';
+import { EXPORT_OPTION_KEYS, type ExportOptions, type InstanceRecord, type InstanceStatus } from './instance';
 
 /** export()'s arguments checked before anything is done; the archive's absolute path. */
 export function checkExport(file: string, options: ExportOptions): string {
@@ -25,14 +26,43 @@ export function checkExport(file: string, options: ExportOptions): string {
   return path.resolve(file);
 }
 
-/** The instance being exported, stopped or running (inside its serialized operation). */
-export interface ExportSource {
+/** An instance's data, or one snapshot's, to copy or publish (inside its serialized operation). */
+export interface DataSource {
   name: string;
   type: InstanceType;
   dir: string;
   record: InstanceRecord;
-  status: 'stopped' | 'running';
+  status: InstanceStatus;
   storage: StorageDriver;
+  snapshot?: SnapshotRef;
+}
+
+/** Fills `into` with a copy of the data (a running container frozen for it); the record it was taken with. */
+export async function copyData(source: DataSource, into: string, options: { snapshots: boolean; flatten: boolean; pool?: string; target?: PoolDriver }): Promise<InstanceRecord> {
+  const { snapshot, status } = source;
+  // Bytes read against the source's size on disk (its snapshots' too, when they are copied).
+  await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : source.dir, true));
+  await source.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten, target: options.target });
+  await phase('finishing', 95, 100);
+  const taken = structuredClone(snapshot ? snapshot.meta.record : source.record);
+  // The copy's data was made on the target pool or this instance's, whichever pool a snapshot's record names (an imported one's).
+  const pool = options.target ? options.pool : source.record.pool;
+  if (pool === undefined) delete taken.pool;
+  else taken.pool = pool;
+  return taken;
+}
+
+/** Fills `into` with an image of the stopped instance, or of a snapshot (then in any status, as LXD allows); the image's type and meta. */
+export async function publishData(source: DataSource, into: string): Promise<{ type: InstanceType; meta: Record<string, unknown> }> {
+  const { snapshot, status } = source;
+  if (!snapshot && status !== 'stopped') throw new InvalidState(`cannot publish ${source.name}: it is ${status}; stop it first, or publish one of its snapshots`, status);
+  await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : source.dir, true));
+  return { type: source.type, meta: await source.storage.publishTo(into, { status, snapshot }) };
+}
+
+/** The instance being exported, stopped or running (inside its serialized operation). */
+export interface ExportSource extends DataSource {
+  status: 'stopped' | 'running';
   /** Freezes the running container for the archive (see BaseInstance.freezeFor), and thaws it. */
   freeze(): Promise<void>;
   thaw(): Promise<void>;

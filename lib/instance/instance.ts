@@ -418,7 +418,7 @@ export interface Instance extends EventEmitter<InstanceEvents> {
   stats(options?: StatsOptions): AsyncIterable<InstanceStats>;
   /** Changes options: validated first, applied live where the option allows it, else at the next start. */
   update(config: InstanceConfigPatch): Promise<void>;
-
+  /** Replaces its profiles (LXD's `lxc profile add/remove`): checked first (NotFound naming a missing one), applied as a profile's change is (live where it can, else at the next start). */ setProfiles(names: readonly string[]): Promise<void>;
   /**
    * Resolves with the instance's first address of `family` that its DHCP lease (on an lxq
    * network) or the instance itself (its network namespace, or a VM's guest agent) reports. An

@@ -178,6 +178,9 @@ export function readProfiles(dir: string, names: readonly string[]): Promise<Sto
   return Promise.all(names.map((n) => readProfile(dir, n)));
 }
 
+/** An instance's options and devices in effect (its profiles', then its own). */
+export type Expansion = { config: InstanceConfig; devices: Devices };
+
 /**
  * An instance's options and devices with its profiles': later profiles win, its own win last.
  * A NIC from a profile gets a MAC of this instance's own, derived from its creation (stable

@@ -1,7 +1,7 @@
-/** `profile list|show|get|create|edit|set|unset|device add|remove|rename|delete`: the host's profiles (LXD's `lxc profile`), on either host. */
+/** `profile list|show|get|create|edit|set|unset|device add|remove|rename|delete|add|remove|assign`: the host's profiles (LXD's `lxc profile`), on either host. */
 import { type Command, Option } from 'commander';
 
-import { AlreadyExists, OperationFailed } from '../../core/errors';
+import { AlreadyExists, NotFound, OperationFailed } from '../../core/errors';
 import { keyValues, parseKeyValue, unsetKeys } from '../args';
 import type { CliContext } from '../context';
 import { checkFormat, FORMATS, formatRows } from '../format';
@@ -78,6 +78,37 @@ export function register(cli: Command, ctx: CliContext): void {
     .command('delete <name>')
     .description('Delete a profile no instance uses')
     .action(async (name: string) => (await profiles()).delete(name));
+  registerAssign(profile, ctx);
+}
+
+/** `profile add|remove|assign INSTANCE …`: an instance's list of profiles (LXD's), changed as instance.setProfiles does. */
+function registerAssign(profile: Command, ctx: CliContext): void {
+  const change = async (instance: string, next: (current: readonly string[]) => string[]) => {
+    const i = await (await ctx.host()).get(instance);
+    await i.setProfiles(next(i.profiles));
+  };
+  profile
+    .command('add <instance> <profile>')
+    .description("Add a profile to an instance's list (last: it wins over the others)")
+    .action((instance: string, name: string) =>
+      change(instance, (current) => {
+        if (current.includes(name)) throw new AlreadyExists(`profile "${name}" is already applied to ${instance}`);
+        return [...current, name];
+      }),
+    );
+  profile
+    .command('remove <instance> <profile>')
+    .description("Remove a profile from an instance's list")
+    .action((instance: string, name: string) =>
+      change(instance, (current) => {
+        if (!current.includes(name)) throw new NotFound(`profile "${name}" is not applied to ${instance}`);
+        return current.filter((n) => n !== name);
+      }),
+    );
+  profile
+    .command('assign <instance> <profiles>')
+    .description('Set the whole list of an instance\'s profiles, comma-separated ("" for none)')
+    .action((instance: string, list: string) => change(instance, () => (list === '' ? [] : list.split(','))));
 }
 
 async function readStdin(): Promise<string> {

@@ -214,6 +214,15 @@ export const SECURITY_OPTIONS: readonly OptionSpec[] = [
   },
 ];
 
+/** A container's keys fixed when it is made: its root's ownership was shifted (or not) for its id map then. */
+const FIXED_AT_CREATE = ['security.privileged', 'security.idmap.isolated', 'security.idmap.base', 'security.idmap.size'];
+
+/** InvalidArgument naming the first key fixed at create that differs from `previous` in `next` (a container's whole expanded options). */
+export function refuseFixedChange(name: string, previous: Record<string, string>, next: Record<string, string>): void {
+  const key = FIXED_AT_CREATE.find((k) => (next[k] ?? (k === 'security.privileged' ? 'false' : undefined)) !== (previous[k] ?? (k === 'security.privileged' ? 'false' : undefined)));
+  if (key) throw new InvalidArgument(`${key} of ${name} is fixed when the container is created`);
+}
+
 /**
  * A container with an id range of its own (security.idmap.isolated) is neither copied nor
  * imported: its root would have to be shifted into a newly allocated range, which lxq does not

@@ -6,12 +6,12 @@ import type { Socket as DgramSocket } from 'node:dgram';
 import { createConnection, Socket } from 'node:net';
 import * as path from 'node:path';
 
-import { InstanceConfig } from '../../config/options';
+import { InstanceConfig, refuseFixedChange } from '../../config/options';
 import type { Networks } from '../../network/networks';
 import type { Devices } from '../../devices/declarations';
 import type { ContainerDeviceHost } from './devices';
 import type { DeviceSource, ProbeEnv } from '../../devices/validate';
-import { InvalidArgument, InvalidState, OperationFailed } from '../../core/errors';
+import { InvalidState, OperationFailed } from '../../core/errors';
 import type { DeviceChange } from '../../devices/change';
 import { BaseInstance, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
 import type { DriverState, InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
@@ -471,14 +471,7 @@ export class ContainerInstance extends BaseInstance {
   }
 
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
-    if ((next['security.privileged'] ?? 'false') !== (previous['security.privileged'] ?? 'false')) {
-      // The root filesystem's ownership was shifted (or not) for the id map at create.
-      throw new InvalidArgument('security.privileged is fixed when the container is created');
-    }
-    for (const key of ['security.idmap.isolated', 'security.idmap.base', 'security.idmap.size']) {
-      // The root's ownership was shifted for the range at create.
-      if (next[key] !== previous[key]) throw new InvalidArgument(`${key} is fixed when the container is created`);
-    }
+    refuseFixedChange(this.name, previous, next);
     await this.writeConfig(next, this.expandedDevices);
     if (!live) return;
     if (next['linux.kernel_modules'] !== previous['linux.kernel_modules']) await limits().loadKernelModules(next);

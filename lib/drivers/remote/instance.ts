@@ -18,6 +18,7 @@ import { checkFollow, checkLog, followLines, lastLines } from '../../instance/co
 import type { InstanceFiles } from '../../instance/files';
 import { type DriverState, type ExportOptions, type InstanceConsole, type InstanceStatus, type InstanceType, reportedAddresses } from '../../instance/instance';
 import { checkPty, checkSpawn, type InstanceProcess, instanceEnvironment, type SpawnOptions } from '../../instance/process';
+import { checkProfileList } from '../../instance/profiles';
 import type { InstanceSnapshots } from '../../storage/types';
 import type { LxdClient } from './client';
 import { remoteConsole, remoteConsoleLog, remoteLogReader } from './console';
@@ -366,6 +367,14 @@ export class RemoteInstance extends CommonInstance {
         for (const k of Object.keys(lxqConfig(config))) if (!(k in next)) delete config[k];
         return { ...m, config: { ...config, ...next } };
       });
+    });
+  }
+
+  /** LXD's PUT with the new list: the server checks the profiles exist and apply, and applies them. */
+  setProfiles(names: readonly string[]): Promise<void> {
+    return this.serialized(async () => {
+      const list = checkProfileList(names);
+      await this.put((m) => ({ ...m, profiles: list }));
     });
   }
 
