@@ -60,6 +60,7 @@ export type {
 } from './storage/types';
 
 // Storage pools.
+export type { HostStorageApi, HostStoragePools, HostStorageVolumes } from './storage/api';
 export type { HostStorage, StoragePool } from './storage/pools/host-storage';
 export type { StoragePools, StoragePoolUpdate } from './storage/pools/pools';
 export type { PoolDriverName, RootDiskDevice, StoragePoolCreateOptions, StoragePoolInfo } from './storage/pools/types';
@@ -93,5 +94,6 @@ export type { ClusterMember, ConnectOptions, RemoteCopyOptions, RemoteCreateOpti
 export type { RemoteInstance } from './drivers/remote/instance';
 export type { RemoteImages, CopyImageOptions, RemoteImageInfo } from './drivers/remote/images';
 export type { RemoteProfiles } from './drivers/remote/profiles';
+export type { RemoteStorage, RemoteStoragePools, RemoteStorageVolumes } from './drivers/remote/storage';
 export { LxdClient, DEFAULT_SOCKET } from './drivers/remote/client';
 export type { LxdEndpoint, LxdErrorDetails, LxdResponse, RequestOptions } from './drivers/remote/client';

@@ -6,6 +6,7 @@
  */
 import type { EventsOptions, LifecycleIterator } from '../events/iterator';
 import type { LifecycleEvent } from '../events/lifecycle';
+import type { HostStorageApi } from '../storage/api';
 import type { CopyOptions } from '../storage/types';
 import type { CreateOptions, Instance, StartOptions } from './instance';
 import type { HostProfiles } from './profiles';
@@ -27,6 +28,8 @@ export interface InstanceHost {
   list(): Promise<Instance[]>;
   /** The host's profiles (LXD's): options and devices instances take before their own. */
   readonly profiles: HostProfiles;
+  /** The host's storage pools and their custom volumes (LXD's). */
+  readonly storage: HostStorageApi;
   create(name: string, options: CreateOptions): Promise<Instance>;
   /** `create`, then `start` (with `wait`, resolved once ready too). */
   launch(image: string, name: string, options?: Omit<CreateOptions, 'image'> & StartOptions): Promise<Instance>;

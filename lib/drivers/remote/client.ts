@@ -127,12 +127,14 @@ export function lxdError(d: LxdErrorDetails): LxqError {
   else if (d.status === 404 || /\bnot found\b/.test(m)) e = new NotFound(msg);
   else if (d.status === 409 || /already exists/.test(m)) e = new AlreadyExists(msg);
   else if (d.status === 412) e = new InvalidState(msg);
-  else if (LXD_BUSY.test(d.serverMessage)) e = new Busy(msg);
+  else if (LXD_BUSY.test(d.serverMessage) || /\b(is|are) (still |currently )?in use\b/.test(m)) e = new Busy(msg);
   // The instance's state refuses it, whether LXD says so at once (400) or in the operation.
   else if (/already (running|stopped|frozen)|\bis (not )?running|isn't running|not frozen|is frozen/.test(m)) e = new InvalidState(msg);
   else if (d.status === 400 && !d.operation && /not supported|isn't supported|unsupported|no .* support|cannot run|virtuali[sz]ation/.test(m)) e = new NotSupported(msg);
   else if (d.status === 400 && !d.operation) e = new InvalidArgument(msg);
   else if (/not supported|unsupported|cannot run|virtuali[sz]ation|kvm/.test(m)) e = new NotSupported(msg);
+  // What LXD answers with a 500 though the request was at fault.
+  else if (/\binvalid (option|value|config)/.test(m)) e = new InvalidArgument(msg);
   else e = new OperationFailed(msg, { call: `${d.method} ${d.path}` });
   Object.assign(e, { lxd: d });
   return e;

@@ -20,6 +20,7 @@ import type { InstanceHost } from '../../instance/host';
 import { LxdClient, LxdEndpoint } from './client';
 import { RemoteEvents } from './events';
 import { RemoteProfiles } from './profiles';
+import { RemoteStorage } from './storage';
 import { RemoteImages } from './images';
 import { validateName } from '../../instance/names';
 import { LXD_NAME, lxdType, lxdTypeName, refuseNotOnLxd } from './convert';
@@ -97,6 +98,8 @@ export class RemoteHost implements InstanceHost {
   readonly images: RemoteImages;
   /** The server's profiles (LXD's /1.0/profiles), as a local host's. */
   readonly profiles: RemoteProfiles;
+  /** The server's storage pools and custom volumes (LXD's /1.0/storage-pools), as a local host's. */
+  readonly storage: RemoteStorage;
   /** The instances this host has handed out, one object per name (as a local host does). */
   private readonly held = new Map<string, RemoteInstance>();
   private readonly hub: RemoteEvents;
@@ -112,6 +115,7 @@ export class RemoteHost implements InstanceHost {
   ) {
     this.images = new RemoteImages(client);
     this.profiles = new RemoteProfiles(client);
+    this.storage = new RemoteStorage(client);
     this.hub = new RemoteEvents(client, {
       external: (name, action, context) => this.external(name, action, context),
       reconnected: () => void Promise.all([...this.held.values()].map((i) => i.resync())),

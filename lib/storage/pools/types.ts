@@ -29,7 +29,8 @@ export type PoolDriverName = 'dir' | 'overlay' | 'btrfs';
  */
 export interface StoragePoolInfo {
   name: string;
-  driver: PoolDriverName;
+  /** A PoolDriverName on this host; an LXD server's pool may have its own (zfs, lvm, ceph…). */
+  driver: PoolDriverName | (string & NonNullable<unknown>);
   description: string;
   /** The pool's keys (LXD's names): a btrfs pool's `source` or `size`; none for dir and overlay pools in this version. */
   config: Record<string, string>;
@@ -47,7 +48,8 @@ export interface StoragePoolInfo {
  * ```
  */
 export interface StoragePoolCreateOptions {
-  driver: PoolDriverName;
+  /** On an LXD server, one of its drivers instead (`overlay` is lxq's own). */
+  driver: PoolDriverName | (string & NonNullable<unknown>);
   config?: Record<string, string>;
   description?: string;
 }
