@@ -8,6 +8,9 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/stat.h>
+#include <cstddef>
 #include <netinet/in.h>
 #include <sched.h>
 #include <linux/openat2.h>
@@ -290,54 +293,37 @@ Napi::Value NetnsInterfaces(const Napi::CallbackInfo& info) {
 
 namespace {
 
-// A TCP connection (or an unconnected UDP socket) made from inside the network namespace of `pid`
-// (a thread of its own joins it; a socket keeps the namespace it was made in): what a proxy
-// device connects to.
-class ConnectWorker : public Napi::AsyncWorker {
+// A socket made from inside the network namespace of `pid` (0: this process's own; a thread of
+// its own joins it, and a socket keeps the namespace it was made in): what a proxy device
+// connects to or listens on. Stream: connected, or bound and listening; datagram: bound when
+// listening, else left for libuv to connect. `uid`/`gid` (>= 0, host ids) are taken by that
+// thread alone (raw syscalls: glibc's setresuid would change every thread) before the socket is
+// made, so a unix socket's permissions and its peer's SO_PEERCRED see them (security.uid/gid);
+// `mode`, a listening unix path's, is the thread's own umask (no chmod after: that follows a
+// symlink put in its place).
+struct SocketSpec {
+  int pid = 0;
+  bool stream = true, listen = false;
+  std::string host, path;  // host: an IP address; path: a unix path ("\0…" abstract)
+  int port = 0;
+  long uid = -1, gid = -1;
+  int mode = -1;  // a listening unix path's mode (umask of this thread alone)
+};
+
+class SocketWorker : public Napi::AsyncWorker {
  public:
-  ConnectWorker(Napi::Env env, int pid, std::string host, int port, bool datagram)
-      : Napi::AsyncWorker(env, "lxq:connectInNetns"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        pid_(pid),
-        host_(std::move(host)),
-        port_(port),
-        type_(datagram ? SOCK_DGRAM : SOCK_STREAM) {}
+  SocketWorker(Napi::Env env, SocketSpec spec)
+      : Napi::AsyncWorker(env, "lxq:socketInNetns"), deferred_(Napi::Promise::Deferred::New(env)), spec_(std::move(spec)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    int ns = open(("/proc/" + std::to_string(pid_) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC);
-    if (ns < 0) return Fail("open network namespace", errno);
-    std::thread([&] {
-      if (setns(ns, CLONE_NEWNET) != 0) return Fail("enter the network namespace", errno);
-      struct sockaddr_storage addr = {};
-      socklen_t len;
-      auto* a4 = reinterpret_cast<struct sockaddr_in*>(&addr);
-      auto* a6 = reinterpret_cast<struct sockaddr_in6*>(&addr);
-      if (inet_pton(AF_INET, host_.c_str(), &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET, a4->sin_port = htons(static_cast<uint16_t>(port_)), len = sizeof *a4;
-      } else if (inet_pton(AF_INET6, host_.c_str(), &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6, a6->sin6_port = htons(static_cast<uint16_t>(port_)), len = sizeof *a6;
-      } else {
-        return Fail("not an IP address: " + host_, EINVAL);
-      }
-      int fd = socket(addr.ss_family, type_ | SOCK_CLOEXEC, 0);
-      if (fd < 0) return Fail("socket", errno);
-      if (type_ == SOCK_DGRAM) {  // libuv connects it (it refuses a socket connected already)
-        fd_ = fd;
-        return;
-      }
-      struct timeval tv = {5, 0};  // a connect never holds the thread longer
-      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-      if (connect(fd, reinterpret_cast<struct sockaddr*>(&addr), len) != 0) {
-        int err = errno;
-        close(fd);
-        return Fail("connect to " + host_ + ":" + std::to_string(port_), err);
-      }
-      tv = {0, 0};
-      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-      fd_ = fd;
-    }).join();
-    close(ns);
+    int ns = -1;
+    if (spec_.pid > 0) {
+      ns = open(("/proc/" + std::to_string(spec_.pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0) return Fail("open network namespace", errno);
+    }
+    std::thread([&] { Make(ns); }).join();
+    if (ns >= 0) close(ns);
   }
   void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), fd_)); }
   void OnError(const Napi::Error& e) override {
@@ -347,24 +333,86 @@ class ConnectWorker : public Napi::AsyncWorker {
   }
 
  private:
+  void Make(int ns) {
+    if (ns >= 0 && setns(ns, CLONE_NEWNET) != 0) return Fail("enter the network namespace", errno);
+    if (spec_.gid >= 0 && (syscall(SYS_setgroups, 0, nullptr) != 0 || syscall(SYS_setresgid, spec_.gid, spec_.gid, spec_.gid) != 0)) {
+      return Fail("take gid " + std::to_string(spec_.gid), errno);
+    }
+    if (spec_.mode >= 0) {
+      if (unshare(CLONE_FS) != 0) return Fail("unshare the thread's filesystem context", errno);
+      umask(static_cast<mode_t>(~spec_.mode & 0777));
+    }
+    if (spec_.uid >= 0 && syscall(SYS_setresuid, spec_.uid, spec_.uid, spec_.uid) != 0) return Fail("take uid " + std::to_string(spec_.uid), errno);
+    struct sockaddr_storage addr = {};
+    socklen_t len;
+    auto* a4 = reinterpret_cast<struct sockaddr_in*>(&addr);
+    auto* a6 = reinterpret_cast<struct sockaddr_in6*>(&addr);
+    auto* un = reinterpret_cast<struct sockaddr_un*>(&addr);
+    std::string where;
+    if (!spec_.path.empty()) {
+      if (spec_.path.size() >= sizeof un->sun_path) return Fail("a unix socket path this long", ENAMETOOLONG);
+      un->sun_family = AF_UNIX;
+      std::memcpy(un->sun_path, spec_.path.data(), spec_.path.size());
+      len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + spec_.path.size() + (spec_.path[0] ? 1 : 0));
+      where = spec_.path[0] ? spec_.path : "@" + spec_.path.substr(1);
+    } else if (inet_pton(AF_INET, spec_.host.c_str(), &a4->sin_addr) == 1) {
+      a4->sin_family = AF_INET, a4->sin_port = htons(static_cast<uint16_t>(spec_.port)), len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, spec_.host.c_str(), &a6->sin6_addr) == 1) {
+      a6->sin6_family = AF_INET6, a6->sin6_port = htons(static_cast<uint16_t>(spec_.port)), len = sizeof *a6;
+    } else {
+      return Fail("not an IP address: " + spec_.host, EINVAL);
+    }
+    if (where.empty()) where = spec_.host + ":" + std::to_string(spec_.port);
+    int fd = socket(addr.ss_family, (spec_.stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Fail("socket", errno);
+    if (spec_.listen) {
+      int one = 1;
+      if (addr.ss_family != AF_UNIX) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), len) != 0 || (spec_.stream && listen(fd, 128) != 0)) {
+        int err = errno;
+        close(fd);
+        return Fail("listen on " + where, err);
+      }
+    } else if (spec_.stream) {
+      struct timeval tv = {5, 0};  // a connect never holds the thread longer
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      if (connect(fd, reinterpret_cast<struct sockaddr*>(&addr), len) != 0) {
+        int err = errno;
+        close(fd);
+        return Fail("connect to " + where, err);
+      }
+      tv = {0, 0};
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }  // else a datagram socket libuv connects (it refuses one connected already)
+    fd_ = fd;
+  }
   void Fail(const std::string& what, int err) {
     errno_ = err;
     SetError(what + ": " + strerror(err));
   }
   Napi::Promise::Deferred deferred_;
-  int pid_;
-  std::string host_;
-  int port_;
-  int type_;
+  SocketSpec spec_;
   int fd_ = -1;
   int errno_ = 0;
 };
 
 }  // namespace
 
-Napi::Value ConnectInNetns(const Napi::CallbackInfo& info) {
-  auto* w = new ConnectWorker(info.Env(), info[0].ToNumber().Int32Value(), info[1].ToString().Utf8Value(), info[2].ToNumber().Int32Value(),
-                             info.Length() > 3 && info[3].ToBoolean().Value());
+// socketInNetns(pid, { stream, listen, host, port, path, uid, gid }) → Promise<fd>
+Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
+  SocketSpec spec;
+  spec.pid = info[0].ToNumber().Int32Value();
+  Napi::Object o = info[1].As<Napi::Object>();
+  auto has = [&](const char* k) { return o.Has(k) && !o.Get(k).IsUndefined(); };
+  spec.stream = !has("stream") || o.Get("stream").ToBoolean().Value();
+  spec.listen = has("listen") && o.Get("listen").ToBoolean().Value();
+  if (has("host")) spec.host = o.Get("host").ToString().Utf8Value();
+  if (has("port")) spec.port = o.Get("port").ToNumber().Int32Value();
+  if (has("path")) spec.path = o.Get("path").ToString().Utf8Value();
+  if (has("uid")) spec.uid = static_cast<long>(o.Get("uid").ToNumber().Int64Value());
+  if (has("gid")) spec.gid = static_cast<long>(o.Get("gid").ToNumber().Int64Value());
+  if (has("mode")) spec.mode = o.Get("mode").ToNumber().Int32Value();
+  auto* w = new SocketWorker(info.Env(), std::move(spec));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -15,7 +15,7 @@ Napi::Value SignalPidfd(const Napi::CallbackInfo& info);
 Napi::Value OpenInRoot(const Napi::CallbackInfo& info);
 // netnsInterfaces(pid) → Promise<Interface[]>: the interfaces in the network namespace of `pid`.
 Napi::Value NetnsInterfaces(const Napi::CallbackInfo& info);
-// connectInNetns(pid, host, port) → Promise<fd>: a TCP connection made in the network namespace of `pid`.
-Napi::Value ConnectInNetns(const Napi::CallbackInfo& info);
+// socketInNetns(pid, spec) → Promise<fd>: a socket connected or listening in the network namespace of `pid` (0: this one).
+Napi::Value SocketInNetns(const Napi::CallbackInfo& info);
 
 }  // namespace lxq

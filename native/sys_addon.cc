@@ -150,7 +150,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watchPid", Napi::Function::New(env, lxq::WatchPid, "watchPid"));
   exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
   exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
-  exports.Set("connectInNetns", Napi::Function::New(env, lxq::ConnectInNetns, "connectInNetns"));
+  exports.Set("socketInNetns", Napi::Function::New(env, lxq::SocketInNetns, "socketInNetns"));
   exports.Set("netnsInterfaces", Napi::Function::New(env, lxq::NetnsInterfaces, "netnsInterfaces"));
   exports.Set("mountInto", Napi::Function::New(env, lxq::MountInto, "mountInto"));
   exports.Set("umountIn", Napi::Function::New(env, lxq::UmountIn, "umountIn"));

@@ -48,3 +48,24 @@ export function criuCheckFailure(): string {
   }
   return criu;
 }
+
+/**
+ * How to run lxq's Node program `entry` (a path without extension, beside the calling module)
+ * in a process of its own: its compiled .js, or, run from the TypeScript sources, its .ts with
+ * the module loader this process has (`-r`, `--import`, `--loader`, as child_process.fork passes
+ * execArgv on) or else the repository's transpiling loader (test/helpers/ts-register.js: the
+ * tests run lib/*.ts inside ts-jest, which a child process does not have).
+ */
+export function nodeProgramArgs(entry: string): string[] {
+  if (existsSync(`${entry}.js`)) return [`${entry}.js`];
+  const out: string[] = [];
+  const argv = process.execArgv;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (['-r', '--require', '--import', '--loader', '--experimental-loader'].includes(a) && i + 1 < argv.length) out.push(a, argv[++i]);
+    else if (/^--(require|import|loader|experimental-loader)=/.test(a)) out.push(a);
+  }
+  const register = `${__dirname}/../../test/helpers/ts-register.js`;
+  if (!out.length && existsSync(register)) out.push('-r', register);
+  return [...out, `${entry}.ts`];
+}

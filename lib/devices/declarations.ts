@@ -187,11 +187,25 @@ export const DEVICE_TYPES = {
     condition: 'both',
     live: true,
     description:
-      'Forwards connections from the host (`listen`) into the instance (`connect`), while it runs, served by the Node process that ' +
-      'holds the instance. Containers: the connection is made in their network namespace; VMs: to the guest\'s address.',
+      'Forwards connections between the host and the instance (`bind: host`: the host listens and the connection is made inside; ' +
+      '`bind: instance`: the reverse), served by lxq\'s proxy process (one per running instance, detached: it outlives the Node ' +
+      'program that started the instance and ends with its stop). Containers: sockets ' +
+      'inside are made in their network namespace; VMs: the guest is reached at its address on an lxq network.',
     keys: {
-      listen: { form: 'string', condition: 'both', description: 'Where the host listens: `tcp:<address>:<port>`, `udp:<address>:<port>` or `unix:<path>`.' },
-      connect: { form: 'string', condition: 'both', description: 'Where inside to connect: `tcp:<address>:<port>` or `udp:<address>:<port>` (a VM: 127.0.0.1 means the guest\'s address), or `unix:<path>` (containers). udp goes to udp only.' },
+      listen: { form: 'string', condition: 'both', description: 'Where to listen: `tcp:<address>:<ports>`, `udp:<address>:<ports>` (ports: `80`, `8000-8010` or a list of both) or `unix:<path>` / `unix:@<abstract name>`.' },
+      connect: {
+        form: 'string',
+        condition: 'both',
+        description: 'Where to connect: `tcp:<address>:<ports>`, `udp:<address>:<ports>` (one port, or as many as `listen`; a VM: 127.0.0.1 is the guest\'s address) or `unix:<path>` / `unix:@<name>` (not inside a VM). udp goes to udp only.',
+      },
+      bind: { form: 'enum', condition: 'both', values: ['host', 'instance', 'guest', 'container'], default: 'host', description: 'Which side listens: `host` or `instance` (containers; `guest`, `container` are LXD\'s aliases).' },
+      nat: { form: 'boolean', condition: 'both', default: 'false', description: 'LXD: forward with DNAT rules instead of a process. Checked as LXD checks it, then refused with NotSupported (not written yet).' },
+      proxy_protocol: { form: 'boolean', condition: 'both', default: 'false', description: 'Send a PROXY protocol (v1) line with the client\'s address before its bytes, to a tcp `connect` (as LXD\'s forkproxy).' },
+      'security.uid': { form: 'integer', condition: 'both', default: '0', description: 'The user id the connections to `connect` are made as (on the connecting side: inside a container for `bind: host`).' },
+      'security.gid': { form: 'integer', condition: 'both', default: '0', description: 'The group id the connections to `connect` are made as.' },
+      uid: { form: 'integer', condition: 'both', default: '0', description: 'The owner of a listening unix socket path (on the listening side).' },
+      gid: { form: 'integer', condition: 'both', default: '0', description: 'The group of a listening unix socket path.' },
+      mode: { form: 'string', condition: 'both', default: '0644', description: 'The mode of a listening unix socket path (octal).' },
     },
   },
   'unix-char': {

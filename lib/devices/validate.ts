@@ -12,7 +12,7 @@ import { editDistance, parseDiskLimit, parseSize } from '../core/units';
 import { InvalidArgument, NotSupported } from '../core/errors';
 import { refuseControlChars } from '../core/guard';
 import type { Networks } from '../network/networks';
-import { checkProxyPair, parseEndpoint } from '../network/proxy';
+import { parseProxy } from '../network/proxy-address';
 import {
   DEVICE_TYPES,
   type DeviceConfig,
@@ -186,12 +186,9 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
     }
     checkTarget(where, d);
   } else if (d.type === 'proxy') {
-    need('listen', 'where the host listens, e.g. "tcp:127.0.0.1:8080"');
-    need('connect', 'where to connect inside, e.g. "tcp:127.0.0.1:80"');
-    const listen = parseEndpoint(`${where}: listen`, d.listen);
-    const connect = parseEndpoint(`${where}: connect`, d.connect);
-    checkProxyPair(where, listen, connect);
-    if (instanceType === 'vm' && connect.proto === 'unix') throw new NotSupported(`${where}: a VM's proxy connects over its network; a unix socket inside a VM cannot be reached`);
+    if (parseProxy(where, d as unknown as Record<string, string | undefined>, instanceType === 'vm').nat) {
+      throw new NotSupported(`${where}: "nat": lxq does not write a proxy's DNAT rules yet; without "nat" its proxy process forwards the same ports`);
+    }
   } else if (d.type === 'nic') {
     checkNicShape(instanceType, name, d);
   } else if (d.type === 'tpm') {

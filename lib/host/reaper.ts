@@ -22,6 +22,7 @@ import type { Socket } from 'node:net';
 import * as path from 'node:path';
 
 import { OperationFailed } from '../core/errors';
+import { nodeProgramArgs } from '../core/proc';
 import type { Instance } from '../instance/instance';
 
 /** How long the reaper may take to start and greet its owner. */
@@ -37,18 +38,6 @@ export type ReaperMessage =
   | { add: { name: string; createdAt: string } }
   | { remove: { name: string } }
   | { close: true };
-
-/** The Node flags that load a module loader (`-r`, `--import`, `--loader`), passed on as child_process.fork does with execArgv. */
-function loaderArgs(): string[] {
-  const out: string[] = [];
-  const argv = process.execArgv;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (['-r', '--require', '--import', '--loader', '--experimental-loader'].includes(a) && i + 1 < argv.length) out.push(a, argv[++i]);
-    else if (/^--(require|import|loader|experimental-loader)=/.test(a)) out.push(a);
-  }
-  return out;
-}
 
 /** The owner's side of a reaper: one per Host object opened with `reap: true`. */
 export class Reaper {
@@ -67,11 +56,10 @@ export class Reaper {
 
   /** Starts the reaper of host `hostPath` and waits for its greeting (it watches this process from then on). */
   static async start(hostPath: string, images: string): Promise<Reaper> {
-    const entry = path.join(__dirname, `reaper-main${path.extname(__filename)}`);
     const log = openSync(path.join(hostPath, REAPER_LOG), 'a', 0o600);
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [...loaderArgs(), entry], { detached: true, stdio: ['ignore', log, log, 'pipe'] });
+      child = spawn(process.execPath, nodeProgramArgs(path.join(__dirname, 'reaper-main')), { detached: true, stdio: ['ignore', log, log, 'pipe'] });
     } finally {
       closeSync(log);
     }

@@ -27,9 +27,6 @@ export interface AddressSource {
 
 /** A search for an address of `family` on the instance, one look per call (see CommonInstance.addressSearch). */
 export function localAddressSearch(source: AddressSource, family: AddressFamily): () => Promise<string | undefined> {
-  const nics = Object.values(source.devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d] : []));
-  const macs = new Set(nics.map((d) => d.hwaddr.toLowerCase()));
-  const networks = [...new Set(nics.map((d) => d.network!))];
   const isFamily = (a: string) => ofFamily(a, family);
   let startedAt: Date | null | undefined;
   return async () => {
@@ -47,14 +44,21 @@ export function localAddressSearch(source: AddressSource, family: AddressFamily)
     // not one kept from an earlier boot.
     startedAt ??= s.pid === null ? undefined : await processStartedAt(s.pid);
     if (!startedAt) return undefined;
-    const since = Math.floor(startedAt.getTime() / 1000) * 1000;
-    for (const n of networks) {
-      const leases = (await (await source.networks.get(n).catch(() => undefined))?.leases()) ?? [];
-      const lease = leases.find((l) => macs.has(l.hwaddr.toLowerCase()) && isFamily(l.address) && l.grantedAt.getTime() >= since);
-      if (lease) return lease.address;
-    }
-    return undefined;
+    return leasedAddress(source.devices, source.networks, family, startedAt);
   };
+}
+
+/** An address of `family` an lxq network's DHCP gave one of the instance's NICs since `startedAt` (its init or QEMU started: this run's). */
+export async function leasedAddress(devices: Readonly<Devices>, networks: Networks, family: AddressFamily, startedAt: Date): Promise<string | undefined> {
+  const nics = Object.values(devices).flatMap((d) => (d.type === 'nic' && d.network !== undefined ? [d] : []));
+  const macs = new Set(nics.map((d) => d.hwaddr.toLowerCase()));
+  const since = Math.floor(startedAt.getTime() / 1000) * 1000;
+  for (const n of new Set(nics.map((d) => d.network!))) {
+    const leases = (await (await networks.get(n).catch(() => undefined))?.leases()) ?? [];
+    const lease = leases.find((l) => macs.has(l.hwaddr.toLowerCase()) && ofFamily(l.address, family) && l.grantedAt.getTime() >= since);
+    if (lease) return lease.address;
+  }
+  return undefined;
 }
 
 /**

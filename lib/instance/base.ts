@@ -5,8 +5,6 @@
  * copies, publishing and export (export.ts), and the host's part in devices and addresses. A
  * driver implements the `abstract` primitives only.
  */
-import type { Socket as DgramSocket } from 'node:dgram';
-import type { Socket } from 'node:net';
 import * as path from 'node:path';
 
 import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
@@ -17,13 +15,12 @@ import type { Devices } from '../devices/declarations';
 import type { ProbeEnv } from '../devices/validate';
 import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
 import type { Networks } from '../network/networks';
-import type { DatagramEndpoint, StreamEndpoint } from '../network/proxy';
 import { markFreeze, orphanedFreeze, unmarkFreeze } from '../storage/freeze-mark';
 import { hasRun, markRan, unmarkRan } from './ephemeral';
 import { markPower, markStarting } from './power';
 import { Snapshots } from '../storage/snapshots';
 import type { InstanceSnapshots, StorageDriver } from '../storage/types';
-import { type AddressFamily, CommonInstance, protection } from './common';
+import { type AddressFamily, CommonInstance, protection, type StopOutcome } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
 import { instanceConsole, type Stamper, startStamper } from './console-times';
 import { DEFAULT_STOP_TIMEOUT_MS, type DriverState, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceStatus } from './instance';
@@ -50,8 +47,8 @@ const ADDRESS_POLL_MS = 100;
 export abstract class BaseInstance extends CommonInstance {
   /** Where this instance reports its lifecycle changes (set by the Host: see lib/events/). */
   reportLifecycle: ((action: LifecycleAction, detail?: LifecycleDetail) => Promise<void>) | undefined;
-  /** The proxy devices this process serves while the instance runs. */
-  private readonly proxies = new ProxyDevices({ stream: (to) => this.connectInside(to), datagram: (to) => this.datagramInside(to) });
+  /** The proxy devices, served by lxq's proxy process while the instance runs. */
+  private readonly proxies = new ProxyDevices(() => ({ dir: this.dir, name: this.name, type: this.type, hostPath: path.dirname(path.dirname(this.dir)) }));
   /** Held by whichever process changes the instance; see exclusive(). */
   private readonly recordFile: RecordFile;
   protected readonly addressPollMs = ADDRESS_POLL_MS;
@@ -159,10 +156,6 @@ export abstract class BaseInstance extends CommonInstance {
   /** Applies a change of devices: `removed` (as they were) and `added` (as they are in `next`), checked against the host first,
    * hot-plugged when `live`; on failure nothing is left changed. The record is saved by the caller once this resolves. */
   protected abstract applyDevices(next: Devices, change: DeviceChange, live: boolean): Promise<void>;
-  /** A connection to `to` inside the running instance, for a proxy device. */
-  protected abstract connectInside(to: StreamEndpoint): Promise<Socket>;
-  /** A udp socket connected to `to` inside the running instance, for a udp proxy device. */
-  protected abstract datagramInside(to: DatagramEndpoint): Promise<DgramSocket>;
   /** The host's networks (NICs are checked against them). */
   protected abstract get networks(): Networks;
   /** True where state() always sees the instance's addresses (a container's network namespace): waitForAddress then never answers
@@ -217,6 +210,8 @@ export abstract class BaseInstance extends CommonInstance {
     const writer = await this.consoleWriterPid().catch(() => null);
     if (writer === null) await stamper?.cancel();
     else await stamper?.bind(writer);
+    // The proxy process ends with the instance's long-lived process: the one that writes its console.
+    await this.proxies.bind(writer);
   }
 
   protected override startProtection(): Error | undefined {
@@ -254,9 +249,11 @@ export abstract class BaseInstance extends CommonInstance {
     return false;
   }
 
-  protected override observe(status: InstanceStatus): InstanceStatus {
-    if (status === 'stopped' && this.proxies.serving) void this.proxies.close();
-    return super.observe(status);
+  /** Its proxy process is ended with it (it would end by itself with the instance's process a moment later). */
+  protected override async stopNow(timeoutMs: number, force: boolean): Promise<StopOutcome | undefined> {
+    const how = await super.stopNow(timeoutMs, force);
+    await this.proxies.close();
+    return how;
   }
 
   protected readState(): Promise<DriverState> {
@@ -316,7 +313,8 @@ export abstract class BaseInstance extends CommonInstance {
   private async applyDeviceChange(before: Readonly<Devices>, next: Devices, live: boolean): Promise<void> {
     const change = deviceChange(before, next);
     if (!Object.keys({ ...change.removed, ...change.added }).length) return;
-    await this.proxies.changing(change, live, () => this.applyDevices(next, change, live));
+    const running = live ? { pid: () => this.consoleWriterPid() } : undefined;
+    await this.proxies.changing(before, next, change, running, () => this.applyDevices(next, change, live));
     await nic().syncNetworkHosts({ ...change.removed, ...change.added }, this.networks);
   }
 
@@ -454,13 +452,11 @@ export abstract class BaseInstance extends CommonInstance {
     await this.saveRecord(this.record);
   }
 
-  /**
-   * Serves the proxy devices of a running instance this process has just opened (Host.get): the
-   * process that started it may be gone. An address still held by another process is left to it.
-   */
+  /** Starts the proxy process of a running instance just opened (Host.get) if it is gone (killed). */
   async resumeProxies(): Promise<void> {
-    if (Object.values(this.expandedDevices).some((d) => d.type === 'proxy') && (await this.status()) === 'running') await this.proxies.open(this.expandedDevices).catch(() => undefined);
+    if (Object.values(this.expandedDevices).some((d) => d.type === 'proxy') && (await this.status()) === 'running') await this.proxies.ensure(this.expandedDevices, () => this.consoleWriterPid());
   }
+
 
   /**
    * A freeze made for an operation (snapshot, copy, export), recorded in the instance's directory

@@ -127,7 +127,7 @@ export function hostAccessOf(record: InstanceRecord): string[] {
   for (const [name, d] of Object.entries(record.devices ?? {})) {
     if (d.type === 'disk' && d.source !== undefined) out.push(`device ${name}: disk source ${d.source}`);
     else if (d.type === 'unix-char' || d.type === 'unix-block') out.push(`device ${name}: ${d.type} ${d.source ?? `${d.major}:${d.minor}`} at ${devicePath(d)}`);
-    else if (d.type === 'proxy') out.push(`device ${name}: proxy listening on the host at ${d.listen}`);
+    else if (d.type === 'proxy') out.push(`device ${name}: proxy ${['instance', 'guest', 'container'].includes(d.bind ?? '') ? `connecting to the host at ${d.connect}` : `listening on the host at ${d.listen}`}`);
     else if (d.type === 'nic' && d.parent !== undefined) out.push(`device ${name}: nic on the host bridge ${d.parent}`);
   }
   return out;

@@ -1,78 +1,184 @@
 /**
- * The proxy devices a local instance's process serves while the instance runs (see
- * lib/network/proxy.ts): each listens on the host and connects inside through the driver.
+ * A local instance's proxy devices, served by lxq's proxy process (lib/host/proxy-process.ts,
+ * detached, one per running instance, as LXD's forkproxy): started before the instance (its
+ * host-side addresses are taken first, so one in use refuses the start before anything runs),
+ * bound to the instance's process once it runs, ended at stop, and started again by any lxq
+ * process that finds it gone while the instance runs. The process holds `<dir>/proxy.lock` and
+ * writes its own "PID STARTTICKS" there, which is how any process ends it.
  */
-import type { Socket as DgramSocket } from 'node:dgram';
-import type { Socket } from 'node:net';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, openSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 
+import { InvalidArgument, InvalidState } from '../core/errors';
+import { nodeProgramArgs, processStartTicks } from '../core/proc';
 import type { DeviceChange } from '../devices/change';
-import type { Devices } from '../devices/declarations';
-import { type DatagramEndpoint, parseEndpoint, ProxyServer, type StreamEndpoint } from '../network/proxy';
+import type { DeviceConfig, Devices } from '../devices/declarations';
+import { flockHeld } from '../native/sys';
 
-/** How a proxy reaches inside the running instance. */
-export interface InsideConnections {
-  stream(to: StreamEndpoint): Promise<Socket>;
-  datagram(to: DatagramEndpoint): Promise<DgramSocket>;
+/** What the proxy process is given: the instance, and its proxy devices served by a process (not nat). */
+export interface ProxyJob {
+  dir: string;
+  name: string;
+  type: 'container' | 'vm';
+  hostPath: string;
+  devices: Record<string, DeviceConfig>;
+  /** A VM's NICs (its guest's address is leased to them). */
+  nics?: Record<string, DeviceConfig>;
+}
+
+/** How long a proxy process may take to say it listens, or to end when told (a loaded machine is slow to start Node). */
+const READY_MS = 60_000;
+const END_MS = 20_000;
+
+const TRUE = ['true', '1', 'yes', 'on'];
+
+/** The proxy devices among `devices` a process serves (nat ones are nftables rules). */
+export function servedProxies(devices: Readonly<Devices>): Record<string, DeviceConfig> {
+  const out: Record<string, DeviceConfig> = {};
+  for (const [name, d] of Object.entries(devices)) if (d.type === 'proxy' && !TRUE.includes(String((d as { nat?: string }).nat ?? ''))) out[name] = d;
+  return out;
 }
 
 export class ProxyDevices {
-  private readonly served = new Map<string, ProxyServer>();
+  /** Started for a start to come, not bound yet. */
+  private pending: ChildProcess | undefined;
 
-  constructor(private readonly inside: InsideConnections) {}
+  constructor(private readonly job: () => Omit<ProxyJob, 'devices' | 'nics'>) {}
 
-  /** Whether any proxy is served now. */
-  get serving(): boolean {
-    return this.served.size > 0;
+  private get lockFile(): string {
+    return path.join(this.job().dir, 'proxy.lock');
   }
 
-  /** Serves the proxy devices among `devices` not served yet; on failure, none of them. */
-  async open(devices: Devices): Promise<void> {
-    const opened: string[] = [];
+  /** Whether a proxy process runs for the instance now. */
+  serving(): Promise<boolean> {
+    return flockHeld(this.lockFile);
+  }
+
+  /**
+   * Starts the proxy process for the proxies of `devices` (none: nothing), any earlier one ended
+   * first; resolves once its host-side listeners listen, rejects (InvalidArgument for an address
+   * in use) with nothing left running. `bind` or `cancel` follows.
+   */
+  async open(devices: Readonly<Devices>): Promise<void> {
+    await this.close();
+    const served = servedProxies(devices);
+    if (!Object.keys(served).length) return;
+    const base = this.job();
+    const nics = base.type === 'vm' ? Object.fromEntries(Object.entries(devices).filter(([, d]) => d.type === 'nic')) : undefined;
+    const job: ProxyJob = { ...base, devices: served, nics };
+    const log = openSync(path.join(job.dir, 'proxy.log'), 'a', 0o600);
+    let child: ChildProcess;
     try {
-      for (const [name, d] of Object.entries(devices)) {
-        if (d.type !== 'proxy' || this.served.has(name)) continue;
-        const proxy = new ProxyServer(name, parseEndpoint('listen', d.listen), parseEndpoint('connect', d.connect), {
-          stream: (to) => this.inside.stream(to),
-          datagram: (to) => this.inside.datagram(to),
-        });
-        await proxy.start();
-        this.served.set(name, proxy);
-        opened.push(name);
-      }
-    } catch (e) {
-      await this.close(opened);
-      throw e;
+      // A session of its own (detached): the caller's exit, or its terminal's hang-up, does not end it.
+      child = spawn(process.execPath, [...nodeProgramArgs(path.join(__dirname, '../host/proxy-process')), JSON.stringify(job)], { cwd: job.dir, detached: true, stdio: ['pipe', 'pipe', log] });
+    } finally {
+      closeSync(log);
     }
+    const answer = await firstLine(child);
+    if (answer === 'ready') {
+      this.pending = child;
+      return;
+    }
+    child.stdin?.destroy();
+    if (answer.startsWith('error ')) {
+      const e = JSON.parse(answer.slice(6)) as { message: string; name: string };
+      throw e.name === 'InvalidArgument' ? new InvalidArgument(e.message) : new Error(`proxy devices of ${job.name}: ${e.message}`);
+    }
+    throw new InvalidState(`proxy devices of ${job.name}: the proxy process ${answer === 'held' ? 'of another lxq process runs' : `ended (${path.join(job.dir, 'proxy.log')})`}`, 'running');
   }
 
-  /** Stops serving the proxies of `names` (by default, all). */
-  async close(names: string[] = [...this.served.keys()]): Promise<void> {
-    for (const name of names) {
-      await this.served.get(name)?.close();
-      this.served.delete(name);
+  /** Binds the process started by `open` to the instance's process `pid` (it ends with it); null: cancel. */
+  async bind(pid: number | null): Promise<void> {
+    const child = this.pending;
+    this.pending = undefined;
+    if (!child) return;
+    const ticks = pid === null ? null : await processStartTicks(pid);
+    if (ticks === null) child.stdin?.end();
+    else child.stdin?.end(`${pid} ${ticks}\n`);
+    child.stdout?.destroy();
+    child.unref();
+  }
+
+  /** Ends the instance's proxy process, if one runs (this process's or another's), and waits until it has let go of its addresses. */
+  async close(): Promise<void> {
+    await this.bind(null);
+    const lock = this.lockFile;
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      if (!(await flockHeld(lock))) return;
+      const [pid, ticks] = (await fsp.readFile(lock, 'utf8').catch(() => '')).trim().split(' ').map(Number);
+      if (pid > 0 && (await processStartTicks(pid)) === ticks) {
+        try {
+          process.kill(pid, signal);
+        } catch {
+          /* ended meanwhile */
+        }
+      }
+      const deadline = Date.now() + END_MS;
+      while (Date.now() < deadline && (await flockHeld(lock))) await new Promise((r) => setTimeout(r, 50));
+    }
+    if (await flockHeld(lock)) throw new InvalidState(`the proxy process of ${this.job().name} did not end`, 'running');
+  }
+
+  /** A running instance's proxy process, started again (bound to `pid()`) if it is gone; an address held by another process leaves it so. */
+  async ensure(devices: Readonly<Devices>, pid: () => Promise<number | null>): Promise<void> {
+    if (!Object.keys(servedProxies(devices)).length || (await this.serving())) return;
+    const bound = await pid().catch(() => null);
+    if (bound === null) return;
+    try {
+      await this.open(devices);
+      await this.bind(bound);
+    } catch {
+      await this.bind(null);
     }
   }
 
   /**
-   * Runs `apply` (the driver's part of a device change) with the proxies of `change` moved first
-   * on a running instance (`live`): the removed closed, the added listening; moved back if it fails.
+   * Runs `apply` (the driver's part of a device change from `before` to `next`) with the proxy
+   * process restarted first on a running instance (`pid`: its process) when a proxy changed;
+   * put back as it was if either fails.
    */
-  async changing(change: DeviceChange, live: boolean, apply: () => Promise<void>): Promise<void> {
-    if (live) {
-      await this.close(Object.keys(change.removed));
-      await this.open(change.added).catch(async (e) => {
-        await this.open(change.removed).catch(() => undefined);
-        throw e;
-      });
-    }
+  async changing(
+    before: Readonly<Devices>,
+    next: Readonly<Devices>,
+    change: DeviceChange,
+    live: { pid: () => Promise<number | null> } | undefined,
+    apply: () => Promise<void>,
+  ): Promise<void> {
+    const touched = Object.values({ ...change.removed, ...change.added }).some((d) => d.type === 'proxy');
+    if (!live || !touched) return apply();
+    const restart = async (devices: Readonly<Devices>) => {
+      await this.open(devices);
+      await this.bind(await live.pid());
+    };
     try {
+      await restart(next);
       await apply();
     } catch (e) {
-      if (live) {
-        await this.close(Object.keys(change.added));
-        await this.open(change.removed).catch(() => undefined);
-      }
+      await restart(before).catch(() => undefined);
       throw e;
     }
   }
+}
+
+/** The proxy process's first line on stdout ("ready", "held", "error …"); "" if it ended without one. */
+function firstLine(child: ChildProcess): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      done('');
+    }, READY_MS);
+    const done = (line: string) => {
+      clearTimeout(timer);
+      child.stdout?.removeAllListeners('data');
+      resolve(line);
+    };
+    child.stdout?.on('data', (b: Buffer) => {
+      text += b.toString();
+      if (text.includes('\n')) done(text.slice(0, text.indexOf('\n')));
+    });
+    child.once('exit', () => done(text.split('\n')[0]));
+    child.once('error', () => done(''));
+  });
 }

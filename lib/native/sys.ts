@@ -39,8 +39,13 @@ export interface Sys {
   setWindowSize(fd: number, cols: number, rows: number): boolean;
   /** The interfaces in the network namespace of `pid`, read from a thread without forking this process. */
   netnsInterfaces(pid: number): Promise<NetnsInterface[]>;
-  /** A TCP connection (or, `datagram`, a UDP socket for the caller to connect) made in the network namespace of `pid`; its fd. */
-  connectInNetns(pid: number, host: string, port: number, datagram?: boolean): Promise<number>;
+  /**
+   * A socket made in the network namespace of `pid` (0: this process's), its fd: connected to
+   * `host`:`port` or the unix `path` ("\0name": abstract), or bound and listening (`listen`); a
+   * datagram one (`stream: false`) not listening is left for the caller to connect. `uid`/`gid`
+   * (host ids) are taken by the making thread alone; `mode` is a listening unix path's.
+   */
+  socketInNetns(pid: number, spec: { stream?: boolean; listen?: boolean; host?: string; port?: number; path?: string; uid?: number; gid?: number; mode?: number }): Promise<number>;
   /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
   openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
   /**

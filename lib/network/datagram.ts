@@ -1,7 +1,7 @@
 /** A udp socket connected to one endpoint, as a udp proxy's way inside uses it. */
 import * as dgram from 'node:dgram';
 
-import type { DatagramEndpoint } from './proxy';
+import type { DatagramEndpoint } from './proxy-address';
 
 /**
  * `fd`, when given, is an unconnected udp socket made elsewhere (in a container's network

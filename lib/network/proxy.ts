@@ -1,51 +1,20 @@
 /**
- * Proxy devices: a listener on the host (`listen`) whose connections are forwarded into the
- * instance (`connect`). The Node process that holds the instance serves them while it runs
- * (lxq has no daemon): they open when it starts, or when the device is added, or when a process
- * opens a running instance (`Host.get`), and close when it stops.
+ * A proxy device's listener and forwarding (one per listen address): what lxq's proxy process
+ * (lib/host/proxy-process.ts, detached, as LXD's forkproxy) runs for each device. Where it
+ * listens and how it connects are given: on the host or in the instance's network namespace.
  */
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 
 import { InvalidArgument } from '../core/errors';
-import { parseIpv4 } from './addresses';
+import { type DatagramEndpoint, type Endpoint, proxyLine, type StreamEndpoint } from './proxy-address';
 
-export type InetEndpoint = { proto: 'tcp' | 'udp'; host: string; port: number };
-export type UnixEndpoint = { proto: 'unix'; path: string };
-export type Endpoint = InetEndpoint | UnixEndpoint;
-/** Where a stream (tcp or unix) connection goes. */
-export type StreamEndpoint = (InetEndpoint & { proto: 'tcp' }) | UnixEndpoint;
-/** Where a udp proxy's datagrams go. */
-export type DatagramEndpoint = InetEndpoint & { proto: 'udp' };
+/** How a listener is made: an fd made elsewhere (in the instance's network namespace), or on the host (undefined). */
+export type ListenFd = (() => Promise<number>) | undefined;
 
-/** LXD's endpoint form: `tcp:<address>:<port>`, `udp:<address>:<port>` or `unix:<absolute path>`. */
-export function parseEndpoint(key: string, text: string): Endpoint {
-  const bad = (why: string) => new InvalidArgument(`bad value for "${key}": ${why}`);
-  if (text.startsWith('unix:')) {
-    const p = text.slice(5);
-    if (!p.startsWith('/') || p.includes('\0')) throw bad(`a unix socket path must be absolute, got ${JSON.stringify(p)}`);
-    return { proto: 'unix', path: p };
-  }
-  const m = /^(tcp|udp):(\[[0-9a-fA-F:]+\]|[\d.]+|localhost):(\d{1,5})$/.exec(text);
-  if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) {
-    throw bad(`expected "tcp:<address>:<port>", "udp:<address>:<port>" or "unix:<path>", got ${JSON.stringify(text)}`);
-  }
-  const host = m[2] === 'localhost' ? '127.0.0.1' : m[2].replace(/^\[|\]$/g, '');
-  if (!host.includes(':')) {
-    try {
-      parseIpv4(host);
-    } catch (e) {
-      throw bad((e as Error).message);
-    }
-  }
-  return { proto: m[1] as 'tcp' | 'udp', host, port: Number(m[3]) };
-}
-
-/** LXD's rule: a udp listener forwards to udp only, and a stream (tcp, unix) to a stream. */
-export function checkProxyPair(where: string, listen: Endpoint, connect: Endpoint): void {
-  if ((listen.proto === 'udp') !== (connect.proto === 'udp')) {
-    throw new InvalidArgument(`${where}: "listen" is ${listen.proto} and "connect" is ${connect.proto}: udp is forwarded to udp only`);
-  }
+/** Where a listener or connection is, for messages and for Node ("\0name" is an abstract unix socket). */
+export function endpointText(e: Endpoint): string {
+  return e.proto === 'unix' ? `unix:${e.abstract ? '@' : ''}${e.path}` : `${e.proto}:${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
 }
 
 /** Opens the way inside the instance: a connection per proxied stream, a socket per udp peer. */
@@ -76,35 +45,34 @@ export class ProxyServer {
     private readonly listen: Endpoint,
     private readonly connect: Endpoint,
     private readonly connector: Connector,
+    private readonly options: { listenFd?: ListenFd; proxyProtocol?: boolean } = {},
   ) {}
 
   /** Listens; an address already bound is refused with InvalidArgument naming it. */
   async start(): Promise<void> {
     const listen = this.listen;
-    const inUse = (e: NodeJS.ErrnoException) => {
-      const where = listen.proto === 'unix' ? listen.path : `${listen.proto}:${listen.host}:${listen.port}`;
-      return e.code === 'EADDRINUSE' ? new InvalidArgument(`proxy "${this.name}": "listen" ${where} is already in use on the host`) : e;
-    };
+    const inUse = (e: NodeJS.ErrnoException) =>
+      e.code === 'EADDRINUSE' ? new InvalidArgument(`proxy "${this.name}": "listen" ${endpointText(listen)} is already in use`) : e;
+    const fd = this.options.listenFd ? await this.options.listenFd().catch((e: NodeJS.ErrnoException) => Promise.reject(inUse(e))) : undefined;
     if (listen.proto === 'udp') {
       const udp = dgram.createSocket(listen.host.includes(':') ? 'udp6' : 'udp4');
       await new Promise<void>((resolve, reject) => {
         udp.once('error', (e) => reject(inUse(e)));
-        udp.bind(listen.port, listen.host, () => resolve());
+        if (fd !== undefined) udp.bind({ fd }, () => resolve());
+        else udp.bind(listen.port, listen.host, () => resolve());
       });
       udp.on('message', (msg, from) => this.relay(udp, msg, from));
       udp.on('error', () => undefined); // a peer's ICMP error is not the listener's end
-      udp.unref(); // a proxy does not keep the program alive
       this.udp = udp;
       return;
     }
-    const server = net.createServer((client) => this.forward(client));
-    const stream = listen as StreamEndpoint;
+    const server = net.createServer({ pauseOnConnect: true }, (client) => this.forward(client));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(inUse(e)));
-      if (stream.proto === 'tcp') server.listen(stream.port, stream.host, resolve);
-      else server.listen(stream.path, resolve);
+      if (fd !== undefined) server.listen({ fd }, resolve);
+      else if (listen.proto === 'unix') server.listen(listen.abstract ? `\0${listen.path}` : listen.path, resolve);
+      else server.listen(listen.port, listen.host, resolve);
     });
-    server.unref();
     this.server = server;
   }
 
@@ -147,13 +115,14 @@ export class ProxyServer {
   private forward(client: net.Socket): void {
     this.sockets.add(client);
     client.once('close', () => this.sockets.delete(client));
-    client.pause();
+    client.on('error', () => client.destroy());
     this.connector.stream(this.connect as StreamEndpoint).then(
       (inside) => {
         this.sockets.add(inside);
         inside.once('close', () => this.sockets.delete(inside));
         inside.on('error', () => client.destroy());
         client.on('error', () => inside.destroy());
+        if (this.options.proxyProtocol) inside.write(proxyLine(client));
         client.pipe(inside).pipe(client);
         client.resume();
       },
@@ -172,3 +141,4 @@ export class ProxyServer {
     if (udp) await new Promise<void>((r) => udp.close(() => r()));
   }
 }
+

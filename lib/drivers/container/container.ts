@@ -1,9 +1,7 @@
 /**
  * The container driver: an Instance over liblxc, through the native addon.
  */
-import { close as closeFd, promises as fs } from 'node:fs';
-import type { Socket as DgramSocket } from 'node:dgram';
-import { createConnection, Socket } from 'node:net';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { InstanceConfig, refuseFixedChange } from '../../config/options';
@@ -25,7 +23,7 @@ import { apparmorEnabled, CgroupLayout, detectCgroupLayout, detectIdMap, IdMap }
 import type { ContainerImageMeta } from '../../images/meta';
 import type { StoredProfile } from '../../instance/profiles';
 import type { LxcItem } from './lxc-config';
-import { ContainerFiles, O_PATH } from './files';
+import { ContainerFiles } from './files';
 import { containerIdmap, rangeOf } from './idmap';
 import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, lxcFilesCurrent, monitorAlive, removeMonitorCgroups, saveLxcFiles } from './liblxc';
 import { containerStatus } from './status';
@@ -34,7 +32,6 @@ import { attachCommand, consoleEndpoint } from './streams';
 import { lxc, LxcContainer, LxcError } from '../../native/lxc';
 import { sys } from '../../native/sys';
 import type { InstanceProcess, SpawnOptions } from '../../instance/process';
-import type { DatagramEndpoint, StreamEndpoint } from '../../network/proxy';
 import type { ConsoleEndpoint } from '../../instance/console';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- what only creating, configuring or starting a container uses is loaded then: `lxq list` and `lxq exec` never load it */
@@ -44,7 +41,6 @@ const validate = (): typeof import('../../devices/validate') => require('../../d
 const lxcConfig = (): typeof import('./lxc-config') => require('./lxc-config');
 const limits = (): typeof import('./cgroup-limits') => require('./cgroup-limits');
 const stateOps = (): typeof import('./state') => require('./state');
-const datagram = (): typeof import('../../network/datagram') => require('../../network/datagram');
 const idmapAlloc = (): typeof import('./idmap-alloc') => require('./idmap-alloc');
 const cloudInit = (): typeof import('../../instance/cloud-init') => require('../../instance/cloud-init');
 /* eslint-enable @typescript-eslint/no-require-imports */
@@ -204,23 +200,6 @@ export class ContainerInstance extends BaseInstance {
   }
 
   /** Proxies connect from inside the container's network namespace, or to a socket in its root. */
-  protected async connectInside(to: StreamEndpoint): Promise<Socket> {
-    const pid = await this.runningPid();
-    if (to.proto === 'tcp') return new Socket({ fd: await sys().connectInNetns(pid, to.host, to.port), readable: true, writable: true });
-    // Resolved inside the container's root (a planted symlink cannot lead to a host socket).
-    const fd = await sys().openInRoot(`/proc/${pid}/root`, to.path, O_PATH, 0);
-    const socket = createConnection({ path: `/proc/self/fd/${fd}` });
-    const done = () => closeFd(fd, () => undefined);
-    socket.once('connect', done);
-    socket.once('error', done);
-    return socket;
-  }
-
-  protected async datagramInside(to: DatagramEndpoint): Promise<DgramSocket> {
-    const pid = await this.runningPid();
-    return datagram().connectedDatagram(to, await sys().connectInNetns(pid, to.host, to.port, true));
-  }
-
   private async runningPid(): Promise<number> {
     const pid = await this.lxc().initPid();
     if (pid <= 0) throw new InvalidState(`${this.name} is not running`, 'stopped');

@@ -5,7 +5,6 @@
  * monitor (monitor.ts), devices plugged while it runs (hotplug.ts) and its guest (guest.ts and
  * the agent*.ts files).
  */
-import type * as dgram from 'node:dgram';
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as net from 'node:net';
@@ -29,9 +28,7 @@ import { type DeviceState, type DriverState, type Instance, type InstanceRecord,
 import type { UsageDetail } from '../../instance/metrics';
 import { expand, type StoredProfile } from '../../instance/profiles';
 import { checkExecOptions, checkSpawn, type ExecOptions, type ExecResult, instanceEnvironment, type InstanceProcess, type SpawnOptions } from '../../instance/process';
-import { connectedDatagram } from '../../network/datagram';
 import type { Networks } from '../../network/networks';
-import type { DatagramEndpoint, StreamEndpoint } from '../../network/proxy';
 import type { QmpClient } from '../../qmp';
 import { newMachineId } from '../../storage/move';
 import { DirPool } from '../../storage/pools/dir';
@@ -218,22 +215,6 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   /** Read through the guest agent (procfs of the guest's kernel). */
   protected async readIfInet6(): Promise<string> {
     return (await this.files.read('/proc/net/if_inet6')).toString();
-  }
-
-  /** Proxies connect over the VM's network: 127.0.0.1 (or ::1) means the guest's own address. */
-  protected async connectInside(to: StreamEndpoint): Promise<net.Socket> {
-    if (to.proto !== 'tcp') throw new NotSupported(`a VM's proxy cannot reach a unix socket inside ${this.name}`);
-    return net.createConnection({ host: await this.guestHost(to.host), port: to.port });
-  }
-
-  protected async datagramInside(to: DatagramEndpoint): Promise<dgram.Socket> {
-    return connectedDatagram({ ...to, host: await this.guestHost(to.host) });
-  }
-
-  /** A proxy's "127.0.0.1" inside a VM is the guest's own address (the host reaches it over the NIC). */
-  private async guestHost(host: string): Promise<string> {
-    const local = host === '127.0.0.1' || host === '::1' || host === '0.0.0.0';
-    return local ? this.waitForAddress({ timeout: 5_000 }) : host;
   }
 
   /** Where QEMU's own messages of the last start are (errors, warnings). */
