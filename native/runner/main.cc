@@ -170,6 +170,7 @@ struct Command {
   lxc_attach_command_t cmd;
   bool pty;
   bool session;  // a session of its own without a terminal (handed over: see Once)
+  int gate[2];   // {-1, -1}, or a pipe: the command runs once a byte comes (see AttachCommand)
 };
 
 // The last step inside the container before the command: a session of its own on the terminal
@@ -192,6 +193,14 @@ void UnignoreAllSignals() {
 
 int ExecCommand(void* payload) {
   auto* command = static_cast<Command*>(payload);
+  if (command->gate[0] >= 0) {  // the attach that made this process failed: it must not run
+    close(command->gate[1]);
+    char go = 0;
+    ssize_t n;
+    while ((n = read(command->gate[0], &go, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1) _exit(126);
+  }
   UnignoreAllSignals();
   if (command->pty || command->session) setsid();
   if (command->pty) ioctl(0, TIOCSCTTY, 0);
@@ -228,10 +237,54 @@ void CloseLeftPidfds(const std::vector<int>& before) {
   }
 }
 
+// This process's children.
+std::vector<pid_t> ChildPids() {
+  std::ifstream list("/proc/self/task/" + std::to_string(getpid()) + "/children");
+  std::vector<pid_t> pids;
+  for (pid_t pid; list >> pid;) pids.push_back(pid);
+  return pids;
+}
+
+// A failed attach may leave its process behind (liblxc does not say its pid; see
+// kInterceptAttempts): a child nobody reaps, whose zombie keeps the container's init from ending
+// at stop. Any child of this process not in `known` is such a one: killed, reaped.
+void ReapStrays(const std::vector<pid_t>& known) {
+  for (pid_t pid : ChildPids()) {
+    if (std::find(known.begin(), known.end(), pid) != known.end()) continue;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+// The pids of `children`.
+std::vector<pid_t> Pids(const std::vector<Child>& children) {
+  std::vector<pid_t> pids;
+  for (const Child& c : children) pids.push_back(c.pid);
+  return pids;
+}
+
+// Whether the container's seccomp policy has notify rules (lxq_intercept answers them).
+bool Intercepting(lxc_container* c) {
+  char proxy[8] = "";
+  return c->get_config_item(c, "lxc.seccomp.notify.proxy", proxy, sizeof proxy) > 0;
+}
+
+// liblxc's attach (5.0.2, and upstream to this day) fails now and then into a container whose
+// policy has notify rules, with no error logged (errno is whatever was left): two processes write
+// on the one stream socket the caller reads, the transient process the pid of the command and
+// the command, after loading the policy, its notify fd. Without an LSM label to wait for (none
+// on hosts without AppArmor) nothing orders them; when the fd's one byte comes first, the
+// caller's 4-byte read of the pid is short and the attach fails, while the command goes on.
+// So the command waits for a byte on a gate that is written only once the attach has succeeded
+// (it exits otherwise), and a failed attach is made again: nothing of the first one ran.
+constexpr int kInterceptAttempts = 3;
+
 // Starts the command of an attach request `f` (runner/protocol.h's AttachFields) with stdin, stdout
 // and stderr `in`, `out`, `err` (liblxc puts them at 0-2 in the command); `session`: in a session
-// of its own. Returns 0 and its pid (our child: liblxc clones it with CLONE_PARENT), or an errno.
-int AttachCommand(const std::vector<std::string>& f, int in, int out, int err, bool session, pid_t& pid) {
+// of its own; `known`: this process's children (any other is a stray of a failed attach). Returns
+// 0 and its pid (our child: liblxc clones it with CLONE_PARENT), or an errno.
+int AttachCommand(const std::vector<std::string>& f, int in, int out, int err, bool session, const std::vector<pid_t>& known, pid_t& pid) {
   if (f.size() < 8) return EINVAL;
   size_t argc = std::strtoul(f[7].c_str(), nullptr, 10);
   if (argc == 0 || 8 + argc > f.size()) return EINVAL;
@@ -258,16 +311,31 @@ int AttachCommand(const std::vector<std::string>& f, int in, int out, int err, b
     if (!containers.Cached(c)) lxc_container_put(c);
     return ESRCH;
   }
-  Command cmd = {{argv[0], argv.data()}, f[6] == "1", session};
-  pid = -1;
-  std::vector<int> before = OpenFds();
-  errno = 0;
-  int rc = c->attach(c, ExecCommand, &cmd, &opts, &pid);
-  int error = errno;
-  CloseLeftPidfds(before);
+  Command cmd = {{argv[0], argv.data()}, f[6] == "1", session, {-1, -1}};
+  bool gated = Intercepting(c);
+  int error = 0;
+  for (int attempt = 0; attempt < (gated ? kInterceptAttempts : 1); attempt++) {
+    if (attempt > 0) ReapStrays(known);  // the failed attempt's command, gone through its gate
+    if (gated && pipe2(cmd.gate, O_CLOEXEC) != 0) {
+      error = errno;
+      break;
+    }
+    pid = -1;
+    std::vector<int> before = OpenFds();
+    errno = 0;
+    int rc = c->attach(c, ExecCommand, &cmd, &opts, &pid);
+    error = rc < 0 || pid <= 0 ? (errno ? errno : EIO) : 0;
+    CloseLeftPidfds(before);
+    if (gated) {
+      if (error == 0 && write(cmd.gate[1], "1", 1) != 1) error = errno;  // then the command exits
+      close(cmd.gate[0]);
+      close(cmd.gate[1]);
+      cmd.gate[0] = cmd.gate[1] = -1;
+    }
+    if (error == 0) break;
+  }
   if (!containers.Cached(c)) lxc_container_put(c);
-  if (rc < 0 || pid <= 0) return error ? error : EIO;
-  return 0;
+  return error;
 }
 
 // A pidfd for the child `pid`, or (killed and reaped) -1 and errno.
@@ -285,10 +353,10 @@ int WatchedChild(pid_t pid) {
 // attach: fields as AttachFields; fds reply, stdin, stdout, stderr. Replies [0, pid] + pidfd once
 // running; the loop sends [exit, code, signal] when it ends. Returns the command to wait for, or
 // has replied with an errno.
-bool Attach(int sock, const std::vector<std::string>& f, const std::vector<int>& fds, Child& child) {
+bool Attach(int sock, const std::vector<std::string>& f, const std::vector<int>& fds, const std::vector<Child>& children, Child& child) {
   if (fds.size() < 4) return Reply(sock, {std::to_string(EINVAL)}), false;
   pid_t pid = -1;
-  int err = AttachCommand(f, fds[1], fds[2], fds[3], false, pid);
+  int err = AttachCommand(f, fds[1], fds[2], fds[3], false, Pids(children), pid);
   if (err != 0) return Reply(sock, {std::to_string(err)}), false;
   child = {pid, WatchedChild(pid), sock, true};
   if (child.pidfd < 0) return Reply(sock, {std::to_string(errno)}), false;
@@ -310,23 +378,6 @@ void Reap(const Child& child) {
   close(child.sock);
 }
 
-// A failed attach may leave its process behind (with a seccomp notify policy, liblxc 5.0.2 fails
-// the attach when the monitor refuses the process's notify fd, after the process was made, and
-// does not say its pid): a child nobody reaps, whose zombie keeps the container's init from
-// ending at stop. Any child of the runner that is not one it tracks is such a one: killed, reaped.
-void ReapStrays(const std::vector<Child>& children) {
-  std::ifstream list("/proc/self/task/" + std::to_string(getpid()) + "/children");
-  pid_t pid;
-  while (list >> pid) {
-    bool known = false;
-    for (const Child& c : children) known = known || c.pid == pid;
-    if (known) continue;
-    kill(pid, SIGKILL);
-    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-  }
-}
-
 // One request. The command's ends of its pipes are closed here once it has its own copies (ours
 // would keep them open after it exits); the request's socket stays open while a child needs it.
 void Serve(const std::vector<std::string>& fields, const std::vector<int>& fds, std::vector<Child>& children) {
@@ -335,8 +386,8 @@ void Serve(const std::vector<std::string>& fields, const std::vector<int>& fds, 
   if (fields[0] == "start") {
     waiting = Start(fds[0], fields, child);
   } else if (fields[0] == "attach") {
-    waiting = Attach(fds[0], fields, fds, child);
-    if (!waiting) ReapStrays(children);
+    waiting = Attach(fds[0], fields, fds, children, child);
+    if (!waiting) ReapStrays(Pids(children));
   } else {
     Reply(fds[0], {std::to_string(EINVAL)});
   }
@@ -396,7 +447,7 @@ int Once(int sock) {
   for (int fd = 0; fd <= 2; fd++) dup2(null, fd);
   close(null);
   pid_t pid = -1;
-  int err = AttachCommand(attach, io[0], io[1], io[2], true, pid);
+  int err = AttachCommand(attach, io[0], io[1], io[2], true, ChildPids(), pid);  // Node's, if any, are not strays
   int pidfd = err == 0 ? WatchedChild(pid) : -1;
   if (err == 0 && pidfd < 0) err = errno;
   for (int fd = 0; fd <= 2; fd++) {
