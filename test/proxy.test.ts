@@ -64,7 +64,7 @@ async function until(what: string, check: () => Promise<boolean> | boolean, time
 }
 const refused = (p: Promise<unknown>) => p.then(() => 'answered', (e: NodeJS.ErrnoException) => e.code ?? e.message);
 
-test('a container started by a Node process that has exited: its proxies keep serving (tcp, unix, a port list), end with its stop, come back when killed', async () => {
+test('a container started by a Node process that has exited: its proxies keep serving (tcp, unix, abstract unix, a port list), end with its stop, come back when killed', async () => {
   const [port, a, b] = [await freePort(), await freePort(), await freePort()];
   const sock = path.join(t.dir, 'web.sock');
   const name = t.name('pxc');
@@ -76,6 +76,7 @@ test('a container started by a Node process that has exited: its proxies keep se
         web: { type: 'proxy', listen: 'tcp:127.0.0.1:${port}', connect: 'tcp:127.0.0.1:80' },
         sock: { type: 'proxy', listen: 'unix:${sock}', connect: 'tcp:127.0.0.1:80', mode: '0660', gid: '${process.getgid!()}' },
         list: { type: 'proxy', listen: 'tcp:127.0.0.1:${a},${b}', connect: 'tcp:127.0.0.1:80' },
+        abs: { type: 'proxy', listen: 'unix:@lxq-${name}', connect: 'tcp:127.0.0.1:80' },
       } });
       await c.start();
       const r = await c.exec(['sh', '-c', 'mkdir -p /www && echo "inside $(hostname)" > /www/index.html && httpd -p 127.0.0.1:80 -h /www && echo up']);
@@ -93,6 +94,7 @@ test('a container started by a Node process that has exited: its proxies keep se
     expect(await get({ socketPath: sock })).toBe(`inside ${name}\n`);
     expect(await get({ port: a })).toBe(`inside ${name}\n`);
     expect(await get({ port: b })).toBe(`inside ${name}\n`);
+    expect(await get({ socketPath: `\0lxq-${name}` })).toBe(`inside ${name}\n`); // the host's abstract namespace
     expect(statSync(sock).mode & 0o777).toBe(0o660);
     // Killed: any lxq process that opens the instance starts it again.
     process.kill(pid!, 'SIGKILL');
@@ -107,6 +109,7 @@ test('a container started by a Node process that has exited: its proxies keep se
     expect(proxyPid(c)).toBeNull();
     expect(await refused(get({ port }))).toBe('ECONNREFUSED');
     expect(await refused(get({ socketPath: sock }))).toBe('ENOENT');
+    expect(await refused(get({ socketPath: `\0lxq-${name}` }))).toBe('ECONNREFUSED');
   } finally {
     await c.delete({ force: true });
   }
