@@ -21,7 +21,7 @@ import { LxqAgentLost, LxqAgentProtocolError, Op, VERSION } from '../lib/drivers
 import { buildLxqAgent } from '../lib/images/lxq-agent-binary';
 import { checkSpawn, collect, InstanceProcess } from '../lib/instance/process';
 import type { Network } from '../lib';
-import { tempHost, TestHost } from './helpers/host';
+import { runNode, SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 jest.setTimeout(120_000);
 
@@ -457,6 +457,74 @@ describe('lxq agent client against a hostile agent (fake: frames the real agent 
   });
 });
 
+describe('lxq agent shared between processes (the port takes one client: its holder serves lxq-mux.sock)', () => {
+  /** Runs `body` (an async function body with `link`, `collect`, `ENV` in scope) in another Node process; resolves with its stdout. */
+  function otherProcess(socket: string, mux: string, body: string): Promise<string> {
+    const script = `
+      const { LxqAgentLink } = require(${JSON.stringify(path.resolve(__dirname, '../lib/drivers/vm/lxq-agent-link'))});
+      const { collect, checkSpawn } = require(${JSON.stringify(path.resolve(__dirname, '../lib/instance/process'))});
+      const ENV = checkSpawn(['x'], {}, {});
+      const link = new LxqAgentLink(${JSON.stringify(socket)}, 'other', ${JSON.stringify(mux)});
+      (async () => { ${body} })().catch((e) => { console.error(e); process.exit(1); });`;
+    return new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ['-r', path.resolve(__dirname, 'helpers/ts-register.js'), '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      child.once('error', reject);
+      child.once('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`the other process exited ${code}: ${text}`))));
+    });
+  }
+
+  test("a second process runs commands (stdin and output streamed past the window) and reads a file while the first's command holds the port; a peer that dies has its command killed; the holder gone, the next connects to the port", async () => {
+    const { socket } = await startAgent();
+    const mux = `${socket}.mux`;
+    const holder = new LxqAgentLink(socket, 'holder', mux);
+    try {
+      const held = await holder.spawn(['cat'], { env: ENV }, 10_000);
+      expect(fs.existsSync(mux)).toBe(true);
+      // Output past the agent's window (acknowledgements relayed too), and a file read (a REQUEST).
+      const file = path.join(dir, 'shared.txt');
+      fs.writeFileSync(file, 'x'.repeat(100_000));
+      const out = await otherProcess(socket, mux, `
+        const { agentRequest } = require(${JSON.stringify(path.resolve(__dirname, '../lib/drivers/vm/lxq-agent-files'))});
+        const p = await link.spawn(['sh', '-c', 'read x; echo "got $x"; head -c 600000 /dev/zero'], { env: ENV }, 30_000);
+        p.stdin.end('hi\\n');
+        const r = await collect(p, {}, 'sh');
+        let read = 0;
+        await agentRequest(await link.use(30_000), { op: 3, rel: ${JSON.stringify(file.slice(1))} }, ${JSON.stringify(file)}, { sink: (c) => void (read += c.length) });
+        process.stdout.write(JSON.stringify([r.stdout.subarray(0, 7).toString(), r.stdout.length, r.exitCode, read]));
+        link.close();`);
+      expect(JSON.parse(out)).toEqual(['got hi\n', 7 + 600_000, 0, 100_000]);
+      // The holder's command ran on all along, and still answers.
+      const echoed = until(held.stdout, /still here/);
+      held.stdin.write('still here\n');
+      await echoed;
+
+      // A peer that dies mid-command: its command is killed, as a session's end does.
+      const pid = Number((await otherProcess(socket, mux, `
+        const p = await link.spawn(['sleep', '1000'], { env: ENV }, 30_000);
+        process.stdout.write(String(p.pid), () => process.exit(0));`)).trim());
+      expect(pid).toBeGreaterThan(1);
+      strays.push(pid);
+      await gone(pid, 20_000);
+
+      held.stdin.end();
+      expect(await held.exit).toEqual({ exitCode: 0, signal: null });
+    } finally {
+      holder.close();
+    }
+    // The holder gave the port up: its broker is gone and the next process holds the port itself.
+    for (let i = 0; fs.existsSync(mux); i++) {
+      if (i > 500) throw new Error(`${mux} still there`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(await otherProcess(socket, mux, `
+      const r = await collect(await link.spawn(['echo', 'direct'], { env: ENV }, 30_000), {}, 'echo');
+      process.stdout.write(r.stdout);
+      link.close();`)).toBe('direct\n');
+  });
+});
+
 describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals go through it', () => {
   let t: TestHost;
   let vm: VmInstance;
@@ -494,6 +562,20 @@ describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals g
     const missing = await vm.exec(['no-such-command']);
     expect(missing.exitCode).toBe(127);
     expect(missing.stderr.toString()).toMatch(/^lxq: cannot run no-such-command: No such file/);
+  });
+
+  test("the lxq CLI execs in the VM while this process's command holds the agent's port (through its lxq-mux.sock)", async () => {
+    const held = await vm.spawn(['cat']);
+    try {
+      const r = await runNode(['-r', path.join(__dirname, 'helpers', 'ts-register.js'), path.join(__dirname, '..', 'lib', 'cli', 'main.ts'), '--host', t.dir, '--images', SHARED_IMAGES, 'exec', vm.name, '--', 'sh', '-c', 'hostname; cat /proc/sys/kernel/random/boot_id >/dev/null && echo ok']);
+      expect([r.code, r.stdout, r.stderr]).toEqual([0, `${vm.name}\nok\n`, '']);
+      const echoed = until(held.stdout, /still here/);
+      held.stdin.write('still here\n');
+      await echoed;
+    } finally {
+      held.stdin.end();
+    }
+    expect(await held.exit).toEqual({ exitCode: 0, signal: null });
   });
 
   test('a terminal in the VM: tty, size, resize; signals; 4 MiB of output whole', async () => {

@@ -154,7 +154,7 @@ export class VmGuest {
 
   constructor(private readonly vm: GuestHooks) {
     this.agent = this.connectAgent();
-    this.lxqAgent = new LxqAgentLink(vm.file('lxqAgent'), vm.name());
+    this.lxqAgent = new LxqAgentLink(vm.file('lxqAgent'), vm.name(), vm.file('lxqAgentMux'));
     this.files = this.agentFiles();
   }
 
@@ -181,7 +181,7 @@ export class VmGuest {
   renamed(): void {
     this.agent = this.connectAgent();
     this.lxqAgent.close();
-    this.lxqAgent = new LxqAgentLink(this.vm.file('lxqAgent'), this.vm.name());
+    this.lxqAgent = new LxqAgentLink(this.vm.file('lxqAgent'), this.vm.name(), this.vm.file('lxqAgentMux'));
     this.files = this.agentFiles();
   }
 

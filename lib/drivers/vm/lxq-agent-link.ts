@@ -3,9 +3,11 @@
  * org.lxq.agent.0): one LxqAgentClient, connected on first need and again after it closed.
  *
  * - QEMU serves the chardev to one client at a time: a connection with no command on it is given
- *   up after IDLE_MS, so another process (the CLI beside a program that holds the VM) gets its
- *   turn. The agent kills a session's commands when its host goes away, so a connection is kept
- *   for as long as it has commands.
+ *   up after IDLE_MS, so another process gets its turn. The agent kills a session's commands
+ *   when its host goes away, so a connection is kept for as long as it has commands.
+ * - While a process holds the port it serves it to the others on `lxq-mux.sock`
+ *   (lxq-agent-broker.ts), which a link tries first: the CLI execs beside a program whose
+ *   command holds the VM's port. The holder keeps the port while others are connected.
  * - The guest may lose its agent while the socket to QEMU stays open (QEMU does not close its end
  *   when the guest closes the port). The VM's monitor reports it (VSERPORT_CHANGE, open false:
  *   `portClosed`), and while commands run the agent is pinged every PING_EVERY_MS: no answer for
@@ -18,6 +20,7 @@ import * as net from 'node:net';
 import { InvalidState } from '../../core/errors';
 import type { InstanceProcess } from '../../instance/process';
 import { LxqAgentClient } from './lxq-agent';
+import { serveBroker } from './lxq-agent-broker';
 import { LxqAgentLost, type LxqAgentSpawnOptions } from './lxq-agent-protocol';
 
 const IDLE_MS = 1_000;
@@ -35,10 +38,14 @@ export class LxqAgentLink {
   private connecting: { deadline: number; promise: Promise<LxqAgentClient> } | undefined;
   private idle: NodeJS.Timeout | undefined;
   private pinger: NodeJS.Timeout | undefined;
+  /** While this process holds the port: the broker serving it to others (their connections keep it held). */
+  private broker: { readonly peers: number } | undefined;
 
   constructor(
     private readonly socketPath: string,
     private readonly vmName: string,
+    /** Where the process holding the port serves it to others (lxq-agent-broker.ts); none: not shared. */
+    private readonly muxPath?: string,
   ) {}
 
   /**
@@ -71,16 +78,12 @@ export class LxqAgentLink {
     let last: unknown;
     while (Date.now() < deadline) {
       try {
-        const socket = net.createConnection({ path: this.socketPath });
-        socket.unref(); // the agent's connection never keeps Node alive
-        // QEMU accepts at once; the answer comes when the guest's agent reads the HELLO. Tried
-        // again on a new connection after a while: a debian/12 guest sometimes never saw the
-        // HELLO of a connection made soon after another closed (see the report in #25).
-        const client = await LxqAgentClient.connect(socket, { timeout: Math.max(1, Math.min(ATTEMPT_MS, deadline - Date.now())) });
+        const client = (await this.viaBroker()) ?? (await this.direct(deadline));
         this.client = client;
         client.onClose(() => {
           if (this.client !== client) return;
           this.client = undefined;
+          this.broker = undefined;
           clearInterval(this.pinger);
           this.pinger = undefined;
         });
@@ -95,6 +98,32 @@ export class LxqAgentLink {
       }
     }
     throw new InvalidState(`the lxq agent of ${this.vmName} does not answer: ${(last as Error)?.message ?? 'no attempt'}`, 'running');
+  }
+
+  /** A connection to another process's broker when one serves the port; undefined when none does. */
+  private async viaBroker(): Promise<LxqAgentClient | undefined> {
+    const path = this.muxPath;
+    if (!path) return undefined;
+    // None listening (no file, or a dead process's): the port is free to take.
+    const socket = await new Promise<net.Socket | undefined>((resolve) => {
+      const s = net.createConnection({ path }, () => resolve(s));
+      s.once('error', () => resolve(undefined));
+    });
+    if (!socket) return undefined;
+    socket.unref();
+    return LxqAgentClient.connect(socket, { timeout: ATTEMPT_MS });
+  }
+
+  /** A connection to QEMU's socket, the port's own; served to other processes while it lasts. */
+  private async direct(deadline: number): Promise<LxqAgentClient> {
+    const socket = net.createConnection({ path: this.socketPath });
+    socket.unref(); // the agent's connection never keeps Node alive
+    // QEMU accepts at once; the answer comes when the guest's agent reads the HELLO. Tried
+    // again on a new connection after a while: a debian/12 guest sometimes never saw the
+    // HELLO of a connection made soon after another closed (see the report in #25).
+    const client = await LxqAgentClient.connect(socket, { timeout: Math.max(1, Math.min(ATTEMPT_MS, deadline - Date.now())) });
+    if (this.muxPath) this.broker = await serveBroker(this.muxPath, client).catch(() => undefined);
+    return client;
   }
 
   /** Starts a command through the agent (connecting first, waiting up to `waitMs`). */
@@ -157,7 +186,7 @@ export class LxqAgentLink {
     clearTimeout(this.idle);
     if (!this.client) return;
     this.idle = setTimeout(() => {
-      if (this.client?.active === 0) this.close();
+      if (this.client?.active === 0 && !this.broker?.peers) this.close();
       else this.releaseWhenIdle();
     }, IDLE_MS);
     this.idle.unref();
@@ -169,6 +198,7 @@ export class LxqAgentLink {
     this.pinger = undefined;
     const c = this.client;
     this.client = undefined;
+    this.broker = undefined;
     c?.close();
   }
 }

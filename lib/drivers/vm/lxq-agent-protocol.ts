@@ -115,3 +115,24 @@ export function frame(type: FrameType, channel: number, payload: Buffer = Buffer
 /** The first 20 bytes of the agent's HELLO: its header and the magic. */
 export const AGENT_HELLO_PREFIX = Buffer.concat([frame(FrameType.Hello, 0).subarray(0, HEADER), MAGIC]);
 AGENT_HELLO_PREFIX.writeUInt32BE(AGENT_HELLO_SIZE, 0);
+
+/**
+ * Hands each whole frame at the start of `buffer` to `onFrame` while `go()` holds; returns what
+ * is left (copied, so that a whole chunk is not kept alive by less than a frame), or the problem
+ * that ends the connection (a frame over the maximum, non-zero reserved bytes).
+ */
+export function takeFrames(buffer: Buffer, go: () => boolean, onFrame: (type: number, channel: number, payload: Buffer) => void): { rest: Buffer; problem?: string } {
+  let pos = 0;
+  while (go() && buffer.length - pos >= HEADER) {
+    const length = buffer.readUInt32BE(pos);
+    if (length > MAX_PAYLOAD) return { rest: Buffer.alloc(0), problem: `a frame of ${length} bytes (the maximum is ${MAX_PAYLOAD})` };
+    if (buffer.readUIntBE(pos + 9, 3) !== 0) return { rest: Buffer.alloc(0), problem: 'a frame header with non-zero reserved bytes' };
+    if (buffer.length - pos < HEADER + length) break;
+    const channel = buffer.readUInt32BE(pos + 4);
+    const type = buffer.readUInt8(pos + 8);
+    const payload = buffer.subarray(pos + HEADER, pos + HEADER + length);
+    pos += HEADER + length;
+    onFrame(type, channel, payload);
+  }
+  return { rest: pos === 0 ? buffer : Buffer.from(buffer.subarray(pos)) };
+}

@@ -31,6 +31,7 @@ import {
   MAX_PAYLOAD,
   STREAM_HIGH_WATER,
   StreamId,
+  takeFrames,
   VERSION,
 } from './lxq-agent-protocol';
 
@@ -59,6 +60,7 @@ export class LxqAgentClient {
   private handshake: { resolve: () => void; reject: (e: Error) => void } | undefined;
   /** The agent's window per stream (from its HELLO). */
   private window = 0;
+  private maxPayload = 0;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -178,6 +180,15 @@ export class LxqAgentClient {
     return channel;
   }
 
+  /** A new channel whose frames go to `handler` until `release`, for another process's channel (lxq-agent-broker.ts). */
+  relay(handler: ChannelHandler): number {
+    this.refuseWhenClosed();
+    const channel = this.allocate();
+    this.channels.set(channel, handler);
+    this.holdWhileActive();
+    return channel;
+  }
+
   /** A request's channel is done (its RESULT, ERROR or end came). */
   release(channel: number): void {
     this.channels.delete(channel);
@@ -195,6 +206,11 @@ export class LxqAgentClient {
 
   get agentWindow(): number {
     return this.window;
+  }
+
+  /** The largest payload the agent accepts (from its HELLO). */
+  get agentMaxPayload(): number {
+    return this.maxPayload;
   }
 
   /** A command whose exit and output ends have all arrived no longer needs its channel. */
@@ -233,20 +249,9 @@ export class LxqAgentClient {
     if (this.closedBy) return;
     this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
     if (!this.synced && !this.findHello()) return;
-    let pos = 0;
-    while (!this.closedBy && this.buffer.length - pos >= HEADER) {
-      const length = this.buffer.readUInt32BE(pos);
-      if (length > MAX_PAYLOAD) return this.fail(new LxqAgentProtocolError(`a frame of ${length} bytes (the maximum is ${MAX_PAYLOAD})`));
-      if (this.buffer.readUIntBE(pos + 9, 3) !== 0) return this.fail(new LxqAgentProtocolError('a frame header with non-zero reserved bytes'));
-      if (this.buffer.length - pos < HEADER + length) break;
-      const channel = this.buffer.readUInt32BE(pos + 4);
-      const type = this.buffer.readUInt8(pos + 8);
-      const payload = this.buffer.subarray(pos + HEADER, pos + HEADER + length);
-      pos += HEADER + length;
-      this.handle(type, channel, payload);
-    }
-    // What is left is less than a frame; copied so that the whole chunk is not kept alive by it.
-    this.buffer = pos === 0 ? this.buffer : Buffer.from(this.buffer.subarray(pos));
+    const { rest, problem } = takeFrames(this.buffer, () => !this.closedBy, (type, channel, payload) => this.handle(type, channel, payload));
+    if (problem) return this.fail(new LxqAgentProtocolError(problem));
+    if (!this.closedBy) this.buffer = rest;
   }
 
   /**
@@ -271,6 +276,7 @@ export class LxqAgentClient {
       }
       const version = hello.readUInt16BE(8);
       this.window = hello.readUInt32BE(16);
+      this.maxPayload = hello.readUInt32BE(12);
       this.buffer = Buffer.from(this.buffer.subarray(at + HEADER + AGENT_HELLO_SIZE));
       if (version !== VERSION) {
         this.fail(new LxqAgentProtocolError(`the guest's lxq agent does not speak this host's protocol version ${VERSION}: its image was built by another lxq (the image store builds it again from this lxq's native/agent/)`));
