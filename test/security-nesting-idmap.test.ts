@@ -90,6 +90,36 @@ describe('security.idmap.*', () => {
     await placed.delete({ force: true });
     await first.delete({ force: true });
   });
+
+  test('an import of an isolated container (beside its source) gets a fresh range; its root and snapshot are shifted into it, ownership kept inside', async () => {
+    const src = await t.host.create(t.name('isoexp'), { image: 'busybox', config: { 'security.idmap.isolated': true } });
+    try {
+      await src.start();
+      expect((await sh(src, 'mkdir -p /home/u && echo x > /home/u/f && chown -R 1000:1001 /home/u && echo ok')).out).toBe('ok\n');
+      await src.stop({ force: true });
+      await src.snapshots.create('s1');
+      const file = path.join(t.dir, 'iso.tar');
+      await src.export(file);
+      const srcMap = JSON.parse(readFileSync(path.join(t.dir, 'instances', src.name, 'lxq.json'), 'utf8')).idmap as { base: number; size: number };
+      const imp = await t.host.import(file, { name: t.name('isoimp') });
+      const impMap = JSON.parse(readFileSync(path.join(t.dir, 'instances', imp.name, 'lxq.json'), 'utf8')).idmap as { base: number; size: number };
+      expect(impMap.base + impMap.size <= srcMap.base || srcMap.base + srcMap.size <= impMap.base).toBe(true);
+      expect(existsSync(path.join(IDMAP_REGISTRY, `${impMap.base}.json`))).toBe(true);
+      // On the host, the files are in the new range; the snapshot's record names it too.
+      const rootfs = path.join(t.dir, 'instances', imp.name, 'rootfs');
+      expect([statSync(path.join(rootfs, 'bin')).uid, statSync(path.join(rootfs, 'home/u/f')).uid, statSync(path.join(rootfs, 'home/u/f')).gid]).toEqual([impMap.base, impMap.base + 1000, impMap.base + 1001]);
+      const snapMeta = JSON.parse(readFileSync(path.join(t.dir, 'instances', imp.name, 'snapshots', 's1', 'snapshot.json'), 'utf8'));
+      expect(snapMeta.record.idmap).toEqual(impMap);
+      expect(statSync(path.join(t.dir, 'instances', imp.name, 'snapshots', 's1', 'rootfs', 'home/u/f')).uid).toBe(impMap.base + 1000);
+      await imp.start();
+      expect(await uidMap(imp)).toEqual([0, impMap.base, impMap.size]);
+      expect((await sh(imp, 'stat -c %u:%g /home/u/f /bin; cat /home/u/f')).out).toBe('1000:1001\n0:0\nx\n');
+      await imp.delete({ force: true });
+      expect(existsSync(path.join(IDMAP_REGISTRY, `${impMap.base}.json`))).toBe(false);
+    } finally {
+      await src.delete({ force: true });
+    }
+  }, 240_000);
 });
 
 describe('security.nesting', () => {

@@ -28,7 +28,7 @@ import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type ProfileEvent, type StorageEvent } from '../events/lifecycle';
 import { checkExpansion, checkProfileList, DEFAULT_PROFILE, readProfiles, withProfileDevices } from '../instance/profiles';
 import { sys } from '../native/sys';
-import { archive, autostarter, snapshotScheduler, configOptions, foreign, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
+import { archive, autostarter, snapshotScheduler, configOptions, foreign, idmapAlloc, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
 import { hostLongOperations } from './long-operations';
 import { COPY_OPTION_KEYS, type HostOptions, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
 import type { AutostartReport, ShutdownReport } from './autostart';
@@ -387,7 +387,6 @@ export class Host implements InstanceHost {
     const checked = await archive().readExport(file, await archive().checkArchive(file));
     foreign().refuseHostAccess(file, [{ label: 'the instance', record: checked.meta.record }, ...[...checked.snapshots].map(([n, s]) => ({ label: `snapshot ${n}`, record: s.record }))], options.trust);
     const name = validateName(options.name ?? checked.meta.record.name);
-    configOptions().refuseOwnIdRange('import', checked.meta.record.config, checked.meta.record.idmap);
     const record: InstanceRecord = { ...checked.meta.record, name, createdAt: new Date().toISOString() };
     await this.profiles.checkImported(file, record); // as LXD's import: the profiles it names must exist here
     const image = record.type === 'vm' ? await this.images.get(record.image, { type: 'vm' }) : undefined;
@@ -403,8 +402,9 @@ export class Host implements InstanceHost {
       if (record.type === 'container' && (await fs.lstat(path.join(staging, archive().ARCHIVE_TOP, 'rootfs')).catch(() => undefined))?.isDirectory() !== true) {
         throw new InvalidArgument(`${file} is not a complete lxq export (no rootfs)`);
       }
+      const own = await idmapAlloc().placeImported(path.join(staging, archive().ARCHIVE_TOP), record, dir, this.containerContext().idmap()); // security.idmap.isolated: a fresh range
       if (image) await archive().checkImportedVmDisk(file, path.join(staging, archive().ARCHIVE_TOP, 'disk.qcow2'), path.join(image.dir, meta().checkVmImageFiles('image', image.meta.files).disk));
-      instance = await this.adoptStaged(path.join(staging, archive().ARCHIVE_TOP), dir, record);
+      instance = await this.adoptStaged(path.join(staging, archive().ARCHIVE_TOP), dir, record).catch(async (e) => Promise.reject(own ? await idmapAlloc().releaseIdRange(own).then(() => e) : e));
     } finally {
       await fs.rm(staging, { recursive: true, force: true });
     }

@@ -9,6 +9,7 @@ export const vmDriver = (): typeof import('../drivers/vm/vm') => require('../dri
 export const configOptions = (): typeof import('../config/options') => require('../config/options');
 export const nic = (): typeof import('../devices/nic') => require('../devices/nic');
 export const validate = (): typeof import('../devices/validate') => require('../devices/validate');
+export const idmapAlloc = (): typeof import('../drivers/container/idmap-alloc') => require('../drivers/container/idmap-alloc');
 export const archive = (): typeof import('../storage/archive') => require('../storage/archive');
 export const move = (): typeof import('../storage/move') => require('../storage/move');
 export const foreign = (): typeof import('../instance/foreign') => require('../instance/foreign');

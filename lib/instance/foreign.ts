@@ -31,7 +31,7 @@ import { checkProfileList } from './profiles';
  */
 export type ImportTrust = 'host-access';
 
-const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool', 'rootSize', 'rootLimits', 'ephemeral', 'profiles'];
+const RECORD_KEYS = ['version', 'name', 'type', 'image', 'imageMeta', 'config', 'devices', 'createdAt', 'machineId', 'pool', 'rootSize', 'rootLimits', 'ephemeral', 'profiles', 'idmap'];
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 
 function invalid(where: string, e: unknown): InvalidArgument {
@@ -95,6 +95,12 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
     throw new InvalidArgument(`${where}: machineId must be 32 lower-case hex digits`);
   }
   if (r.ephemeral !== undefined && typeof r.ephemeral !== 'boolean') throw new InvalidArgument(`${where}: ephemeral must be a boolean`);
+  // A container's own id range where it was exported (security.idmap.isolated): only where its files are; the import gives it a new one.
+  const idmap = r.idmap as { base?: unknown; size?: unknown } | undefined;
+  const id = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0 && (n as number) < 2 ** 32;
+  if (idmap !== undefined && (type !== 'container' || typeof idmap !== 'object' || idmap === null || Object.keys(idmap).some((k) => k !== 'base' && k !== 'size') || !id(idmap.base) || !id(idmap.size))) {
+    throw new InvalidArgument(`${where}: idmap must be a container's { base, size } of ids`);
+  }
   let profiles;
   try {
     profiles = r.profiles === undefined ? undefined : checkProfileList(r.profiles);
@@ -116,6 +122,7 @@ export function checkForeignRecord(where: string, input: unknown): InstanceRecor
     ...(r.ephemeral === true ? { ephemeral: true } : {}),
     // The profiles it names, which the importing host must have (Host.import checks them).
     ...(profiles ? { profiles } : {}),
+    ...(idmap !== undefined ? { idmap: { base: idmap.base as number, size: idmap.size as number } } : {}),
   };
 }
 

@@ -73,7 +73,7 @@ export async function checkArchive(file: string): Promise<TarMember[]> {
 }
 
 /** A snapshot's own facts in an archive, beside its record. */
-const SNAPSHOT_META = 'snapshot.json';
+export const SNAPSHOT_META = 'snapshot.json';
 const SNAPSHOT_TAG = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** The export's records as the archive brings them, checked (lib/instance/foreign.ts); nothing is extracted. */

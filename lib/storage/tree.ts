@@ -50,6 +50,20 @@ export async function copyTreeUnshifted(src: string, dst: string, map: { base: n
 async function copyTreeMapped(src: string, dst: string, mapId: ((id: number) => number) | undefined): Promise<void> {
   await fs.mkdir(dst, { mode: 0o700 }); // EEXIST: never a copy into something already there
   await copyTree(src, dst);
+  await mapTreeIds(dst, mapId);
+}
+
+/**
+ * Moves a container's tree from its id range `from` to `to`, in place (an imported container
+ * given a range of its own): an id outside `from` (a host file the container saw as nobody)
+ * becomes nobody, as the container saw it.
+ */
+export async function remapTree(dir: string, from: { base: number; size: number }, to: { base: number; size: number }): Promise<void> {
+  await mapTreeIds(dir, (id) => (id >= from.base && id < from.base + Math.min(from.size, to.size) ? id - from.base + to.base : OVERFLOW_ID));
+}
+
+/** Changes every id in `dst` through `mapId`, keeping file capabilities (which a chown clears) and modes. */
+async function mapTreeIds(dst: string, mapId: ((id: number) => number) | undefined): Promise<void> {
   const dump = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-caps-')), 'caps');
   try {
     const stdout = await run('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match=^security\\.capability$', '--', dst]);

@@ -13,7 +13,10 @@ import { readJson, writeJsonAtomic } from '../../core/fs';
 import { FileLock } from '../../core/lock';
 import { processAlive } from '../../core/staging';
 import type { InstanceConfig } from '../../config/options';
+import type { InstanceRecord } from '../../instance/instance';
 import { RECORD_FILE } from '../../instance/record';
+import { SNAPSHOT_META } from '../../storage/archive';
+import { remapTree } from '../../storage/tree';
 import { type IdMap, IDMAP_SIZE, rootIdRange } from './host-facts';
 
 /** The registry of allocated ranges, shared by every lxq process on this host. */
@@ -88,4 +91,36 @@ export async function allocateIdRange(config: InstanceConfig, dir: string, share
 /** Gives the range back (the container is deleted, or its create failed). */
 export async function releaseIdRange(range: IdMap): Promise<void> {
   await fs.rm(path.join(IDMAP_REGISTRY, `${range.base}.json`), { force: true });
+}
+
+/**
+ * An imported container with a range of its own (security.idmap.isolated), extracted in `top`:
+ * a fresh range here (its archive's could be any container's), its root and its snapshots'
+ * moved from the archive's range into it, and its record and its snapshots' pointed at it.
+ * Undefined for a container that shares the common range. The range is given back if this fails
+ * (the caller gives it back if the adoption that follows fails).
+ */
+export async function placeImported(top: string, record: InstanceRecord, dir: string, shared: IdMap): Promise<IdMap | undefined> {
+  const from = record.idmap as unknown;
+  if (record.type !== 'container' || (!wantsOwnRange(record.config) && from === undefined)) return undefined;
+  const ok = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0 && (n as number) < 2 ** 32;
+  const old = from as IdMap | undefined;
+  if (!wantsOwnRange(record.config) || !old || !ok(old.base) || !ok(old.size) || old.size < IDMAP_SIZE) {
+    throw new InvalidArgument(`the archive's container has ${wantsOwnRange(record.config) ? 'no valid id range (idmap { base, size })' : 'an id range without "security.idmap.isolated"'}`);
+  }
+  const range = await allocateIdRange(record.config, dir, shared);
+  try {
+    await remapTree(path.join(top, 'rootfs'), old, range);
+    for (const name of await fs.readdir(path.join(top, 'snapshots')).catch(() => [] as string[])) {
+      const snap = path.join(top, 'snapshots', name);
+      if (await fs.lstat(path.join(snap, 'rootfs')).then((s) => s.isDirectory(), () => false)) await remapTree(path.join(snap, 'rootfs'), old, range);
+      const meta = await readJson<{ record: InstanceRecord }>(path.join(snap, SNAPSHOT_META)).catch(() => undefined);
+      if (meta) await writeJsonAtomic(path.join(snap, SNAPSHOT_META), { ...meta, record: { ...meta.record, idmap: range } });
+    }
+  } catch (e) {
+    await releaseIdRange(range);
+    throw e;
+  }
+  record.idmap = range;
+  return range;
 }
