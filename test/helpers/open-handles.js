@@ -3,7 +3,9 @@
  * stream, a socket, a timer), which would keep it from exiting; `npm test` runs with
  * --forceExit so that such a leak shows here instead of hanging the run. Seen once in CI
  * (2026-12-05): five stdin pipes of finished commands and a terminal master (a pty command's
- * stdin) left open after the whole suite, not found when the files ran alone.
+ * stdin) left open after the whole suite: a spawned command's stdin stayed open after its exit
+ * unless ended, and its terminal unless read (both closed at the exit since); test/exec-files
+ * alone showed them.
  */
 module.exports = async () => {
   const handles = process._getActiveHandles().filter((h) => h !== process.stdout && h !== process.stderr && h !== process.stdin);
