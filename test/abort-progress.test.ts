@@ -222,10 +222,17 @@ test('publish: aborted as it copies leaves no image; a whole one reports up to 1
   await small.delete();
 }, 300_000);
 
-/** The commands (comm) of the child processes of `pid`. */
+/** The commands (comm) of the child processes of `pid` (one that exits meanwhile is left out). */
 function children(pid: number): string[] {
-  const list = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
-  return list ? list.split(/\s+/).map((c) => readFileSync(`/proc/${c}/comm`, 'utf8').trim()) : [];
+  const read = (file: string) => {
+    try {
+      return readFileSync(file, 'utf8').trim();
+    } catch {
+      return ''; // gone between the listing and the read (CI once failed on a short-lived child's ENOENT)
+    }
+  };
+  const list = read(`/proc/${pid}/task/${pid}/children`);
+  return list ? list.split(/\s+/).map((c) => read(`/proc/${c}/comm`)).filter(Boolean) : [];
 }
 
 /** Runs `lxq ARGS`, sends it SIGINT (as Ctrl-C does) once its helper `comm` runs, and says how it ended. */

@@ -122,7 +122,12 @@ describe('spawn', () => {
     p.stdout.on('data', (d) => chunks.push(d.toString()));
     const closed = new Promise((r) => p.stdout.once('close', r)); // may close before exit resolves
     p.stdin.write('one\n');
-    await new Promise((r) => setTimeout(r, 200));
+    // The answer comes while stdin is still open (however long that takes under load).
+    await new Promise<void>((resolve) => {
+      const seen = () => chunks.join('').includes('\n') && (p.stdout.off('data', seen), resolve());
+      p.stdout.on('data', seen);
+      seen();
+    });
     expect(chunks.join('')).toBe('got one\n');
     p.stdin.end('two\n');
     expect(await p.exit).toEqual({ exitCode: 0, signal: null });
