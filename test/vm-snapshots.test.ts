@@ -7,6 +7,7 @@ import * as path from 'node:path';
 
 import { NotFound, NotSupported } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
+import { until } from './helpers/wait';
 
 let t: TestHost;
 beforeAll(async () => {
@@ -45,20 +46,25 @@ test('a running VM: a stateful snapshot (QMP snapshot-save) restored live resume
   try {
     await (vm as unknown as { waitForAgent(ms: number): Promise<void> }).waitForAgent(240_000);
     const sh = async (cmd: string) => (await vm.exec(['sh', '-c', cmd])).stdout.toString().trim();
-    // A counter kept in a shell's memory, written out every 0.2 s.
-    const pid = await sh("setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /run/count; sleep 0.2; done' >/dev/null 2>&1 < /dev/null & echo $!");
-    await new Promise((r) => setTimeout(r, 2_000));
+    // A counter kept in a shell's memory: it counts each /run/tick it finds (and takes away) and
+    // publishes its value by a rename, so the value depends on the guest's memory only, never on
+    // how long the restore takes under load.
+    const counter = 'i=0; echo 0 > /run/c.new; mv /run/c.new /run/count; while :; do if [ -e /run/tick ]; then rm -f /run/tick; i=$((i+1)); echo $i > /run/c.new; mv /run/c.new /run/count; fi; sleep 0.1; done';
+    const pid = await sh(`setsid sh -c '${counter}' >/dev/null 2>&1 < /dev/null & echo $!`);
+    const count = () => sh('cat /run/count 2>/dev/null || true');
+    await until('the counter to start', async () => (await count()) === '0', 120_000, 200);
     const hot = await vm.snapshots.create('hot');
     expect(hot.stateful).toBe(true);
-    const atSnapshot = Number(await sh('cat /run/count'));
-    await sh('echo later > /root/after-snapshot');
-    await new Promise((r) => setTimeout(r, 4_000));
-    const beforeRestore = Number(await sh('cat /run/count'));
-    expect(beforeRestore).toBeGreaterThan(atSnapshot);
+    await sh('touch /run/tick; echo later > /root/after-snapshot; sync');
+    await until('the counter to count a tick', async () => (await count()) === '1', 120_000, 200);
     await vm.snapshots.restore('hot');
     expect(await vm.status()).toBe('running');
-    const afterRestore = Number(await sh('cat /run/count'));
-    expect(afterRestore).toBeLessThan(beforeRestore);
+    // The guest's memory is the snapshot's: the tick never happened, and the shell, counting on
+    // from its own i, says 1 at the next tick (2 had the restore not taken).
+    expect(await count()).toBe('0');
+    await sh('touch /run/tick');
+    await until('the restored counter to count a tick', async () => (await count()) !== '0', 120_000, 200);
+    expect(await count()).toBe('1');
     expect(await sh(`kill -0 ${pid} && echo alive`)).toBe('alive'); // the same process, not a new boot
     expect(await sh('test -e /root/after-snapshot && echo there || echo gone')).toBe('gone');
     // A disk-only snapshot cannot be loaded into a running VM: refused, nothing changed.
