@@ -30,7 +30,7 @@ import { checkExpansion, checkProfileList, DEFAULT_PROFILE, readProfiles, withPr
 import { sys } from '../native/sys';
 import { archive, autostarter, snapshotScheduler, configOptions, foreign, idmapAlloc, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
 import { hostLongOperations } from './long-operations';
-import { COPY_OPTION_KEYS, type HostOptions, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
+import { checkCopyOptions, type HostOptions, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
 import type { AutostartReport, ShutdownReport } from './autostart';
 import type { SnapshotScheduler } from './scheduler';
 import { sweepEnded } from './ephemeral';
@@ -319,12 +319,7 @@ export class Host implements InstanceHost {
    */
   async copy(source: string, target: string, options: CopyOptions = {}): Promise<Instance> {
     validateName(target);
-    if (options === null || typeof options !== 'object') throw new InvalidArgument('copy options must be an object');
-    refuseUnknownKeys('copy', options, COPY_OPTION_KEYS);
-    if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
-    if (options.flatten !== undefined && typeof options.flatten !== 'boolean') throw new InvalidArgument('flatten must be a boolean');
-    if (options.pool !== undefined && typeof options.pool !== 'string') throw new InvalidArgument('pool must be a storage pool\'s name');
-    const ephemeral = checkEphemeral(options.ephemeral);
+    const ephemeral = checkCopyOptions(options);
     const from = await this.get(source);
     if (!(from instanceof BaseInstance)) throw new InvalidArgument(`"${source}" is not an lxq instance`);
     if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
@@ -332,7 +327,9 @@ export class Host implements InstanceHost {
     await clearInterruptedCreate(dir, target);
     // Options and devices are checked against the source's record before anything is copied.
     const config = configOptions().patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
-    configOptions().refuseOwnIdRange('copy', config);
+    if (from.type === 'container') configOptions().refuseCopiedIdChange(from.config, config);
+    let range: InstanceRecord['idmap']; // security.idmap.isolated: the copy's own, allocated as the copy begins (a killed copy's is taken back: idmap-alloc.ts)
+    const ownRange = async () => (range = await idmapAlloc().allocateIdRange(config, dir, this.containerContext().idmap()));
     const withoutMac = (d: unknown) => {
       if ((d as { type?: string }).type !== 'nic') return d;
       const { hwaddr: _old, ...rest } = d as Record<string, unknown>;
@@ -345,7 +342,7 @@ export class Host implements InstanceHost {
     await fs.mkdir(staging, { mode: 0o711 });
     let copy: Instance;
     try {
-      const { ephemeral: _source, ...taken } = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true, flatten: options.flatten === true, pool: options.pool });
+      const { ephemeral: _source, ...taken } = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true, flatten: options.flatten === true, pool: options.pool, ownRange });
       const record: InstanceRecord = {
         ...taken,
         ...(ephemeral ? { ephemeral } : {}), // as `lxc copy`: not the source's
@@ -354,10 +351,12 @@ export class Host implements InstanceHost {
         devices: devices({ ...(taken.devices ?? {}) }),
         createdAt: new Date().toISOString(),
         ...(taken.type === 'vm' && taken.imageMeta.init === 'systemd' ? { machineId: move().newMachineId() } : {}),
+        ...(range ? { idmap: range } : {}),
       };
       copy = await this.adoptStaged(staging, dir, record);
     } catch (e) {
       await fs.rm(staging, { recursive: true, force: true });
+      if (range) await idmapAlloc().releaseIdRange(range);
       throw e;
     }
     this.track(copy, true);

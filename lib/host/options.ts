@@ -1,9 +1,10 @@
 /** What the host's calls take besides its own options (host.ts holds the host itself). */
 import type { CopyOptions } from '../storage/types';
 import { LONG_OPTION_KEYS, type LongOptions } from '../core/abort';
-import { optionKeys } from '../core/keys';
+import { InvalidArgument } from '../core/errors';
+import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import type { ImportTrust } from '../instance/foreign';
-import type { CreateOptions, StartOptions } from '../instance/instance';
+import { checkEphemeral, type CreateOptions, type StartOptions } from '../instance/instance';
 
 /**
  * What `host.import` takes: another name, and consent to what reaches into the host.
@@ -32,6 +33,16 @@ export interface ImportOptions extends LongOptions {
 export type LaunchOptions = Omit<CreateOptions, 'image'> & StartOptions;
 export const IMPORT_OPTION_KEYS = optionKeys<ImportOptions>({ name: true, trust: true, ...LONG_OPTION_KEYS });
 export const COPY_OPTION_KEYS = optionKeys<CopyOptions>({ snapshot: true, config: true, devices: true, instanceOnly: true, flatten: true, ephemeral: true, pool: true, ...LONG_OPTION_KEYS });
+
+/** Host.copy's options checked before anything is read; the copy's ephemeral flag. */
+export function checkCopyOptions(options: CopyOptions): boolean {
+  if (options === null || typeof options !== 'object') throw new InvalidArgument('copy options must be an object');
+  refuseUnknownKeys('copy', options, COPY_OPTION_KEYS);
+  if (options.instanceOnly !== undefined && typeof options.instanceOnly !== 'boolean') throw new InvalidArgument('instanceOnly must be a boolean');
+  if (options.flatten !== undefined && typeof options.flatten !== 'boolean') throw new InvalidArgument('flatten must be a boolean');
+  if (options.pool !== undefined && typeof options.pool !== 'string') throw new InvalidArgument("pool must be a storage pool's name");
+  return checkEphemeral(options.ephemeral);
+}
 
 /**
  * Where a host keeps its state and images.

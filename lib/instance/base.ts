@@ -19,7 +19,7 @@ import { markFreeze, orphanedFreeze, unmarkFreeze } from '../storage/freeze-mark
 import { hasRun, markRan, unmarkRan } from './ephemeral';
 import { markPower, markStarting } from './power';
 import { Snapshots } from '../storage/snapshots';
-import type { InstanceSnapshots, StorageDriver } from '../storage/types';
+import type { CopyToOptions, InstanceSnapshots, StorageDriver } from '../storage/types';
 import { type AddressFamily, CommonInstance, protection, type StopOutcome } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
 import { instanceConsole, type Stamper, startStamper } from './console-times';
@@ -420,7 +420,7 @@ export abstract class BaseInstance extends CommonInstance {
   // ---- for the host ----
 
   /** For Host.copy: fills `into` with a copy of this instance's data, or of one snapshot's, on its pool or `pool`, and says which record it was taken with (export.ts). */
-  copyData(into: string, options: { snapshot?: string; snapshots: boolean; flatten: boolean; pool?: string }): Promise<InstanceRecord> {
+  copyData(into: string, options: { snapshot?: string; snapshots: boolean; flatten: boolean; pool?: string; ownRange?: CopyToOptions['ownRange'] }): Promise<InstanceRecord> {
     return this.serialized(async () => {
       const target = await poolMove().targetPool(this.storage, this.record, options.pool); // NotFound, NotSupported before anything is copied
       return exporter().copyData(await this.dataSource(options.snapshot), into, { ...options, target });

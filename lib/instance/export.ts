@@ -14,7 +14,7 @@ import { diskUsage } from '../storage/tree';
 import { type ExportMeta, writeArchive } from '../storage/archive';
 import { PARTIALS_DIR } from '../storage/partials';
 import type { PoolDriver } from '../storage/pools/types';
-import type { SnapshotRef, StorageDriver } from '../storage/types';
+import type { CopyToOptions, SnapshotRef, StorageDriver } from '../storage/types';
 import { EXPORT_OPTION_KEYS, type ExportOptions, type InstanceRecord, type InstanceStatus } from './instance';
 
 /** export()'s arguments checked before anything is done; the archive's absolute path. */
@@ -38,11 +38,11 @@ export interface DataSource {
 }
 
 /** Fills `into` with a copy of the data (a running container frozen for it); the record it was taken with. */
-export async function copyData(source: DataSource, into: string, options: { snapshots: boolean; flatten: boolean; pool?: string; target?: PoolDriver }): Promise<InstanceRecord> {
+export async function copyData(source: DataSource, into: string, options: { snapshots: boolean; flatten: boolean; pool?: string; target?: PoolDriver; ownRange?: CopyToOptions['ownRange'] }): Promise<InstanceRecord> {
   const { snapshot, status } = source;
   // Bytes read against the source's size on disk (its snapshots' too, when they are copied).
   await phase('copying', 0, 95, () => diskUsage(snapshot ? snapshot.dir : source.dir, true));
-  await source.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten, target: options.target });
+  await source.storage.copyTo(into, { status, snapshot, snapshots: options.snapshots && !snapshot, flatten: options.flatten, target: options.target, ownRange: options.ownRange });
   await phase('finishing', 95, 100);
   const taken = structuredClone(snapshot ? snapshot.meta.record : source.record);
   // The copy's data was made on the target pool or this instance's, whichever pool a snapshot's record names (an imported one's).

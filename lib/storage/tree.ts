@@ -35,8 +35,14 @@ export async function copyTreeShifted(src: string, dst: string, shift: number): 
   await copyTreeMapped(src, dst, shift === 0 ? undefined : (id) => id + shift);
 }
 
+/** Host uids and gids moved from one map of a container's to another (the same inside ids). */
+export interface IdMapper {
+  uid(id: number): number;
+  gid(id: number): number;
+}
+
 /** The uid/gid nobody has on Debian: what an id outside a container's map becomes in an image. */
-const OVERFLOW_ID = 65534;
+export const OVERFLOW_ID = 65534;
 
 /**
  * The reverse of copyTreeShifted, for an image made of an unprivileged container (publish): ids
@@ -50,7 +56,7 @@ export async function copyTreeUnshifted(src: string, dst: string, map: { base: n
 async function copyTreeMapped(src: string, dst: string, mapId: ((id: number) => number) | undefined): Promise<void> {
   await fs.mkdir(dst, { mode: 0o700 }); // EEXIST: never a copy into something already there
   await copyTree(src, dst);
-  await mapTreeIds(dst, mapId);
+  await mapTreeIds(dst, mapId && { uid: mapId, gid: mapId }, true);
 }
 
 /**
@@ -59,17 +65,27 @@ async function copyTreeMapped(src: string, dst: string, mapId: ((id: number) => 
  * becomes nobody, as the container saw it.
  */
 export async function remapTree(dir: string, from: { base: number; size: number }, to: { base: number; size: number }): Promise<void> {
-  await mapTreeIds(dir, (id) => (id >= from.base && id < from.base + Math.min(from.size, to.size) ? id - from.base + to.base : OVERFLOW_ID));
+  const move = (id: number) => (id >= from.base && id < from.base + Math.min(from.size, to.size) ? id - from.base + to.base : OVERFLOW_ID);
+  await remapTreeWith(dir, { uid: move, gid: move });
 }
 
-/** Changes every id in `dst` through `mapId`, keeping file capabilities (which a chown clears) and modes. */
-async function mapTreeIds(dst: string, mapId: ((id: number) => number) | undefined): Promise<void> {
+/** Moves a container's tree in place through `ids` (a copy into a range of its own, a raw.idmap change); device nodes (whiteouts) kept. */
+export async function remapTreeWith(dir: string, ids: IdMapper): Promise<void> {
+  await mapTreeIds(dir, ids, false);
+}
+
+/**
+ * Changes every id in `dst` through `mapId`, keeping file capabilities (which a chown clears) and
+ * modes. A namespaced (v3) capability's root id is moved too, as LXD's shifting does: it names
+ * the host id of the root of the namespace it applies in, which moves with the tree.
+ */
+async function mapTreeIds(dst: string, ids: IdMapper | undefined, dropDevices: boolean): Promise<void> {
   const dump = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-caps-')), 'caps');
   try {
-    const stdout = await run('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match=^security\\.capability$', '--', dst]);
-    await shiftIds(dst, mapId, new Set());
+    const stdout = await run('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--encoding=hex', '--match=^security\\.capability$', '--', dst]);
+    await shiftIds(dst, ids, new Set(), dropDevices);
     if (stdout.trim()) {
-      await fs.writeFile(dump, stdout);
+      await fs.writeFile(dump, ids ? stdout.replace(/^(security\.capability=0x)([0-9a-f]+)$/gm, (_all, key: string, hex: string) => key + mapCapRoot(hex, ids.uid)) : stdout);
       await run('setfattr', ['--no-dereference', `--restore=${dump}`]);
     }
   } finally {
@@ -77,20 +93,32 @@ async function mapTreeIds(dst: string, mapId: ((id: number) => number) | undefin
   }
 }
 
-async function shiftIds(p: string, mapId: ((id: number) => number) | undefined, seen: Set<number>): Promise<void> {
+/** vfs_ns_cap_data: magic_etc (revision in the top byte), two 32-bit permitted/inheritable pairs, the root id; little-endian. */
+const VFS_CAP_REVISION_3 = 0x03000000;
+const VFS_CAP_V3_SIZE = 24;
+
+/** A security.capability value (hex) with a v3 root id moved through `mapId`; v1/v2 (no root id) as they are. */
+function mapCapRoot(hex: string, mapId: (id: number) => number): string {
+  const cap = Buffer.from(hex, 'hex');
+  if (cap.length !== VFS_CAP_V3_SIZE || (cap.readUInt32LE(0) & 0xff000000) >>> 0 !== VFS_CAP_REVISION_3) return hex;
+  cap.writeUInt32LE(mapId(cap.readUInt32LE(20)), 20);
+  return cap.toString('hex');
+}
+
+async function shiftIds(p: string, ids: IdMapper | undefined, seen: Set<number>, dropDevices: boolean): Promise<void> {
   const st = await fs.lstat(p, { bigint: false });
-  if (st.isBlockDevice() || st.isCharacterDevice()) return fs.rm(p);
+  if (dropDevices && (st.isBlockDevice() || st.isCharacterDevice())) return fs.rm(p);
   if (st.nlink > 1 && !st.isDirectory()) {
     if (seen.has(st.ino)) return;
     seen.add(st.ino);
   }
-  if (mapId) {
-    await fs.lchown(p, mapId(st.uid), mapId(st.gid));
+  if (ids) {
+    await fs.lchown(p, ids.uid(st.uid), ids.gid(st.gid));
     if (!st.isSymbolicLink()) await fs.chmod(p, st.mode & 0o7777);
   }
   if (st.isDirectory()) {
     const entries = await fs.readdir(p);
     // In batches: a whole tree at once would open more files than the process may.
-    for (let i = 0; i < entries.length; i += 64) await Promise.all(entries.slice(i, i + 64).map((e) => shiftIds(path.join(p, e), mapId, seen)));
+    for (let i = 0; i < entries.length; i += 64) await Promise.all(entries.slice(i, i + 64).map((e) => shiftIds(path.join(p, e), ids, seen, dropDevices)));
   }
 }

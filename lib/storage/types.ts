@@ -190,6 +190,11 @@ export interface CopyToOptions {
   target?: PoolDriver;
   /** A move: the copy keeps the instance's identity (its machine id is not emptied). */
   keepIdentity?: boolean;
+  /**
+   * A copy of a container with an id range of its own (security.idmap.isolated): the copy's
+   * range, allocated when the copy begins; its trees (snapshots' too) are shifted into it.
+   */
+  ownRange?: () => Promise<{ base: number; size: number }>;
 }
 
 /**

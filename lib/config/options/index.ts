@@ -21,7 +21,7 @@ import type { ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './sp
 
 export type { Condition, ConfigValue, InstanceConfig, InstanceType, OptionSpec } from './spec';
 export { splitArgs, parseRawIdmap, type RawIdmapEntry } from './raw';
-export { refuseFixedChange, refuseOwnIdRange } from './security';
+export { refuseFixedChange, refuseCopiedIdChange } from './security';
 
 /**
  * Every instance option lxq knows: its type, default, which instance types it applies to, and whether it changes live.

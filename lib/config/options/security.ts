@@ -123,7 +123,7 @@ const IDMAP_OPTIONS: OptionSpec[] = [
   spec(
     'security.idmap.isolated',
     'container',
-    "An id range of the container's own (no other container's overlaps it), allocated from root's /etc/subuid range under a host-wide lock and released at delete. Fixed at create; refused with security.privileged. An import gets a fresh range, its root and snapshots shifted into it; a copy is refused (export and import it instead).",
+    "An id range of the container's own (no other container's overlaps it), allocated from root's /etc/subuid range under a host-wide lock and released at delete. Fixed at create; refused with security.privileged. A copy (of it or of a snapshot) and an import get a fresh range, their root and snapshots shifted into it (file capabilities' namespaced root id with them, as LXD's shifting).",
   ),
   spec('security.idmap.base', 'container', "The first host id of the container's range (with or without isolated): inside root's /etc/subuid range, overlapping no isolated container's range. Fixed at create.", {
     type: 'integer',
@@ -181,7 +181,7 @@ export const SECURITY_OPTIONS: readonly OptionSpec[] = [
   spec(
     'security.protection.shift',
     'container',
-    "Accepted as LXD's: lxq never shifts an existing container's root (its id map is fixed at create; a copy into another id range is refused, and an import is shifted into its own new range before it exists), so it holds whether true or false.",
+    "Accepted as LXD's: lxq never shifts an existing container's root (its id map is fixed at create; an isolated container's copy or import is shifted into its own new range before it exists), so it holds whether true or false.",
     { live: true },
   ),
   ...['security.sev', 'security.sev.policy.es', 'security.sev.session.data', 'security.sev.session.dh'].map((key) =>
@@ -224,12 +224,11 @@ export function refuseFixedChange(name: string, previous: Record<string, string>
 }
 
 /**
- * A container with an id range of its own (security.idmap.isolated) is not copied: the copy's
- * root would have to be shifted into a new range on whichever pool it is (an import, always on
- * the dir pool, is shifted: idmap-alloc.ts placeImported).
+ * A container's copy keeps its source's kind of id map (privileged, the shared range, or a range
+ * of its own, which the copy gets afresh and is shifted into): security.privileged and
+ * security.idmap.isolated cannot change on the way (InvalidArgument naming the key).
  */
-export function refuseOwnIdRange(op: string, config: Record<string, string>): void {
-  if (config['security.idmap.isolated'] === 'true') {
-    throw new NotSupported(`cannot ${op} a container with security.idmap.isolated: its copy's root would need shifting into a range of its own, which lxq does for an import only (export it, then import it under the new name)`);
-  }
+export function refuseCopiedIdChange(source: Record<string, string>, copy: Record<string, string>): void {
+  const key = ['security.privileged', 'security.idmap.isolated'].find((k) => String(copy[k] ?? false) !== String(source[k] ?? false));
+  if (key) throw new InvalidArgument(`${key} cannot change in a copy: a container's id map is fixed when it is made`);
 }

@@ -122,6 +122,7 @@ export class ContainerInstance extends BaseInstance {
     },
     record: () => this.record,
     idmap: (record) => rangeOf(this.idmapOf(record.idmap, this.profileSet.expand(record).config)),
+    fullIdmap: (record) => this.idmapOf(record.idmap, this.profileSet.expand(record).config),
     pool: (record) => (this.ctx.pools ? this.ctx.pools(record.pool) : Promise.resolve(new DirPool())),
   });
 
@@ -304,6 +305,7 @@ export class ContainerInstance extends BaseInstance {
     if (fresh || !(await lxcFilesCurrent(this.dir, config, devices))) await this.writeConfig(config, devices);
     await validate().checkVolumesFree(devices, this.probeEnv);
     await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
+    await this.alignRoot(config);
     const hadSeed = await cloudInit().hadSeed(this.dir);
     await cloudInit().writeContainerSeed(this.files, await cloudInit().cloudSeed(this.dir, config, this.name), hadSeed);
     await limits().loadKernelModules(this.expandedConfig);
@@ -411,6 +413,12 @@ export class ContainerInstance extends BaseInstance {
     return stateOps().containerUsage(this.lxc(), this.ctx.layout, state);
   }
 
+  /** Its root's files shifted for the map `config` gives (raw.idmap changed: ContainerStorage.alignRoot). */
+  private async alignRoot(config: InstanceConfig): Promise<void> {
+    const map = this.idmapOf(this.record.idmap, config);
+    if (map) await this.storage.alignRoot(map);
+  }
+
   /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
   private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
     // The root disk's limits go with the devices' (one rule per block device).
@@ -452,7 +460,7 @@ export class ContainerInstance extends BaseInstance {
   protected async applyConfig(next: InstanceConfig, previous: InstanceConfig, live: boolean): Promise<void> {
     refuseFixedChange(this.name, previous, next);
     await this.writeConfig(next, this.expandedDevices);
-    if (!live) return;
+    if (!live) return this.alignRoot(next); // a running container's at its next start
     if (next['linux.kernel_modules'] !== previous['linux.kernel_modules']) await limits().loadKernelModules(next);
     for (const [key, value] of limits().liveCgroupWrites(next, previous, this.ctx.layout)) {
       await this.lxc()

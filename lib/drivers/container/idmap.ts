@@ -5,6 +5,7 @@
  */
 import { type InstanceConfig, parseRawIdmap } from '../../config/options';
 import { InvalidArgument } from '../../core/errors';
+import { type IdMapper, OVERFLOW_ID } from '../../storage/tree';
 import { type IdMap, rootSubRanges } from './host-facts';
 
 /** One extent of a map: `count` ids from `ns` inside are `host`… on the host. */
@@ -76,6 +77,28 @@ export function nsId(map: IdMap | null, kind: IdKind, id: number): number {
   const e = map.raw?.length ? extents(map, kind).find((x) => id >= x.host && id < x.host + x.count) : undefined;
   return e ? e.ns + (id - e.host) : id - map.base;
 }
+
+/**
+ * The host ids of `from` moved to those `to` gives the same inside ids (a root shifted from one
+ * map to another, as LXD's unshift then shift): a host id `from` does not map is left as it is;
+ * an inside id `to` does not map becomes nobody.
+ */
+export function translateIds(from: IdMap, to: IdMap): IdMapper {
+  const one = (kind: IdKind) => {
+    const [src, dst] = [extents(from, kind), extents(to, kind)];
+    return (id: number) => {
+      const e = src.find((x) => id >= x.host && id < x.host + x.count);
+      if (!e) return id;
+      const inside = e.ns + (id - e.host);
+      const d = dst.find((x) => inside >= x.ns && inside < x.ns + x.count);
+      return d ? d.host + (inside - d.ns) : OVERFLOW_ID;
+    };
+  };
+  return { uid: one('uid'), gid: one('gid') };
+}
+
+/** Whether two maps give every inside id the same host id. */
+export const sameIds = (a: IdMap, b: IdMap): boolean => (['uid', 'gid'] as const).every((k) => JSON.stringify(extents(a, k)) === JSON.stringify(extents(b, k)));
 
 /** The ids a container runs as: none (privileged), else its own range or the shared one, with raw.idmap's lines. */
 export function containerIdmap(own: IdMap | undefined, config: InstanceConfig, shared: () => IdMap): IdMap | null {

@@ -7,13 +7,18 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceRecord, InstanceStatus } from '../../instance/instance';
+import { readJson, writeJsonAtomic } from '../../core/fs';
 import { stagingPath } from '../../core/staging';
+import { SNAPSHOT_META } from '../../storage/archive';
 import { resetMachineId } from '../../storage/move';
 import { DirPool } from '../../storage/pools/dir';
 import { unmountUnder } from '../../storage/pools/mounts';
 import type { IdRange, PoolDriver, RootImage } from '../../storage/pools/types';
-import { copyTree, copyTreeUnshifted } from '../../storage/tree';
+import { copyTree, copyTreeUnshifted, type IdMapper, remapTreeWith } from '../../storage/tree';
 import type { CopyToOptions, SnapshotRef, StorageDriver } from '../../storage/types';
+import type { IdMap } from './host-facts';
+import { sameIds, translateIds } from './idmap';
+import { run } from '../../core/run';
 
 export interface ContainerStorageHooks {
   dir(): string;
@@ -25,9 +30,14 @@ export interface ContainerStorageHooks {
   record(): InstanceRecord;
   /** The id map a rootfs made under `record` is shifted by (null: privileged, not shifted). */
   idmap(record: InstanceRecord): IdRange | null;
+  /** The whole map the container runs with under `record` (raw.idmap's lines punched in). */
+  fullIdmap(record: InstanceRecord): IdMap | null;
   /** The driver of the pool the record names (absent: every container is on a dir pool). */
   pool?(record: InstanceRecord): Promise<PoolDriver>;
 }
+
+/** The xattr naming the raw.idmap lines a container's tree is laid out for. */
+const RAW_LAYOUT = 'trusted.lxq.raw_idmap';
 
 /** What a pool keeps of a snapshot's tree in its directory (copied by the pool, not as files). */
 const SNAPSHOT_TREES = ['rootfs', 'upper', 'btrfs.json'];
@@ -82,6 +92,13 @@ export class ContainerStorage implements StorageDriver {
   }
 
   async copyTo(into: string, options: CopyToOptions): Promise<void> {
+    // An isolated container's copy is shifted as it is written: through the flattened path, onto its own pool if no other.
+    const record = options.snapshot?.meta.record ?? this.hooks.record();
+    const from = record.idmap && options.ownRange ? this.hooks.fullIdmap(record) : null;
+    if (from && options.ownRange) {
+      const range = await options.ownRange();
+      return this.copyAcross(options.target ?? (await this.pool()), into, { ...options, ids: translateIds(from, { ...from, ...range }), range });
+    }
     if (options.target) return this.copyAcross(options.target, into, options);
     const pool = await this.pool();
     const dir = this.hooks.dir();
@@ -106,11 +123,12 @@ export class ContainerStorage implements StorageDriver {
    * A copy on another pool (`target`): the instance's tree (or one snapshot's) read through a
    * flattened view and written whole by the target pool, each snapshot's likewise.
    */
-  private async copyAcross(target: PoolDriver, into: string, options: CopyToOptions): Promise<void> {
+  private async copyAcross(target: PoolDriver, into: string, options: CopyToOptions & { ids?: IdMapper; range?: IdRange }): Promise<void> {
     const pool = await this.pool();
     const dir = this.hooks.dir();
-    const fresh = options.keepIdentity !== true;
-    const adopt = (from: string | undefined, to: string, snapshot: boolean) => this.withScratch((scratch) => pool.withView(dir, scratch, from, (rootfs) => target.adoptTree(to, rootfs, { snapshot, fresh: fresh && !snapshot })));
+    const { ids, range, keepIdentity } = options;
+    const adopt = (from: string | undefined, to: string, snapshot: boolean) =>
+      this.withScratch((scratch) => pool.withView(dir, scratch, from, (rootfs) => target.adoptTree(to, rootfs, { snapshot, fresh: keepIdentity !== true && !snapshot, ...(ids ? { ids } : {}) })));
     const freeze = !options.snapshot && options.status === 'running';
     if (freeze) await this.hooks.freeze('copy');
     try {
@@ -126,6 +144,7 @@ export class ContainerStorage implements StorageDriver {
       const to = path.join(into, 'snapshots', name);
       await this.copySnapshotFiles(from, to);
       await adopt(from, to, true);
+      if (range) await this.pointSnapshotAt(to, range);
     }
   }
 
@@ -139,6 +158,13 @@ export class ContainerStorage implements StorageDriver {
       await unmountUnder(scratch);
       await fs.rm(scratch, { recursive: true, force: true });
     }
+  }
+
+  /** A copied snapshot's record names the range its tree was shifted into. */
+  private async pointSnapshotAt(snapshotDir: string, range: IdRange): Promise<void> {
+    const file = path.join(snapshotDir, SNAPSHOT_META);
+    const meta = await readJson<{ record: InstanceRecord }>(file);
+    await writeJsonAtomic(file, { ...meta, record: { ...meta.record, idmap: range } });
   }
 
   /** A snapshot's own files (its record), without the tree its pool keeps. */
@@ -157,6 +183,26 @@ export class ContainerStorage implements StorageDriver {
       await this.copySnapshotFiles(from, to);
       await pool.captureRoot(from, to);
     }
+  }
+
+  /**
+   * raw.idmap as LXD's: the stopped container's own tree is shifted in place from the map it was
+   * laid out for to `map` when they differ, so that its files keep their inside owners. The
+   * tree's raw lines are kept in a trusted.* xattr of its top (the container cannot see it; a
+   * snapshot, copy or restore carries it with the tree; absent: none, as create shifts). Its root
+   * on a dir or btrfs pool, its upper directory on an overlay pool (the image's lower layer is
+   * shared and never changed). A shift cut short is finished at the next call: a file already
+   * moved is left alone, its new host id being unmapped in the old map.
+   */
+  async alignRoot(map: IdMap): Promise<void> {
+    const pool = await this.pool();
+    if (pool.name !== 'overlay') await pool.attachRoot(this.hooks.dir());
+    const tree = path.join(this.hooks.dir(), pool.name === 'overlay' ? 'upper' : 'rootfs');
+    const laid = await run('getfattr', ['--only-values', '--absolute-names', '-n', RAW_LAYOUT, '--', tree]).then((v) => JSON.parse(v) as IdMap['raw'], () => undefined);
+    const was: IdMap = { base: map.base, size: map.size, raw: laid ?? [] };
+    if (sameIds(was, map)) return;
+    await remapTreeWith(tree, translateIds(was, map));
+    await run('setfattr', ['-n', RAW_LAYOUT, '-v', `0x${Buffer.from(JSON.stringify(map.raw ?? [])).toString('hex')}`, '--', tree]);
   }
 
   /** Removes what the pool keeps outside the instance's directory for it and its snapshots (subvolumes), before the directory goes. */

@@ -25,7 +25,7 @@ import { FileLock } from '../../core/lock';
 import { clearStaging, isStaging, processAlive, stagingPath } from '../../core/staging';
 import { parseSize } from '../../core/units';
 import { resetMachineId } from '../move';
-import { copyTree, copyTreeShifted } from '../tree';
+import { copyTree, copyTreeShifted, remapTreeWith } from '../tree';
 import {
   bindMount,
   createSubvolume,
@@ -42,7 +42,7 @@ import {
 } from './btrfs-fs';
 import { imageKey } from './dir';
 import { unmountUnder } from './mounts';
-import type { IdRange, PoolDriver, RootImage } from './types';
+import type { AdoptOptions, IdRange, PoolDriver, RootImage } from './types';
 
 /** What names a directory's subvolume. */
 export const BTRFS_MARK = 'btrfs.json';
@@ -209,11 +209,12 @@ export class BtrfsPool implements PoolDriver {
   }
 
   /** A tree from another pool copied into a fresh subvolume (read-only for a snapshot, as captureRoot makes them). */
-  async adoptTree(into: string, rootfs: string, options: { snapshot: boolean; fresh: boolean }): Promise<void> {
+  async adoptTree(into: string, rootfs: string, options: AdoptOptions): Promise<void> {
     await this.ready();
     const sub = this.subvolume(await this.mark(into));
     await createSubvolume(sub);
     await copyTree(rootfs, path.join(sub, 'rootfs'));
+    if (options.ids) await remapTreeWith(path.join(sub, 'rootfs'), options.ids);
     if (options.fresh) await resetMachineId(path.join(sub, 'rootfs'));
     if (options.snapshot) await setReadOnly(sub, true);
     else await fs.mkdir(path.join(into, 'rootfs'), { mode: 0o755 });

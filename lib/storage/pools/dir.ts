@@ -10,8 +10,8 @@ import * as path from 'node:path';
 
 import { InvalidArgument, NotSupported } from '../../core/errors';
 import { resetMachineId } from '../move';
-import { copyTree, copyTreeShifted } from '../tree';
-import type { IdRange, PoolDriver, RootImage } from './types';
+import { copyTree, copyTreeShifted, remapTreeWith } from '../tree';
+import type { AdoptOptions, IdRange, PoolDriver, RootImage } from './types';
 
 const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
 
@@ -76,8 +76,9 @@ export class DirPool implements PoolDriver {
     await resetMachineId(path.join(into, 'rootfs'));
   }
 
-  async adoptTree(into: string, rootfs: string, options: { fresh: boolean }): Promise<void> {
+  async adoptTree(into: string, rootfs: string, options: AdoptOptions): Promise<void> {
     await copyTree(rootfs, path.join(into, 'rootfs'));
+    if (options.ids) await remapTreeWith(path.join(into, 'rootfs'), options.ids);
     if (options.fresh) await resetMachineId(path.join(into, 'rootfs'));
   }
 

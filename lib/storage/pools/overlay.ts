@@ -26,10 +26,10 @@ import { FileLock } from '../../core/lock';
 import { renameNew, stagingPath } from '../../core/staging';
 import { sys } from '../../native/sys';
 import { resetMachineId } from '../move';
-import { copyTree, copyTreeShifted } from '../tree';
+import { copyTree, copyTreeShifted, remapTreeWith } from '../tree';
 import { copyDiskFile, imageKey, refuseDirectoryPoolKeys } from './dir';
 import { isMountPoint, unmountUnder } from './mounts';
-import type { IdRange, PoolDriver, RootImage } from './types';
+import type { AdoptOptions, IdRange, PoolDriver, RootImage } from './types';
 
 /** How an overlay instance's lower layer is seen, written at create (`overlay.json`). */
 export interface OverlayLayout {
@@ -151,8 +151,9 @@ export class OverlayPool implements PoolDriver {
    * lower (the pool's `empty/`, never written), so nothing of an image shows through it. Its
    * snapshots' upper directories are whole trees too, over the same lower.
    */
-  async adoptTree(into: string, rootfs: string, options: { snapshot: boolean; fresh: boolean }): Promise<void> {
+  async adoptTree(into: string, rootfs: string, options: AdoptOptions): Promise<void> {
     await copyTree(rootfs, path.join(into, 'upper'));
+    if (options.ids) await remapTreeWith(path.join(into, 'upper'), options.ids); // a whole tree: no whiteouts
     if (options.fresh) await resetMachineId(path.join(into, 'upper'));
     if (options.snapshot) return;
     const empty = path.join(this.poolDir, 'empty');

@@ -4,6 +4,7 @@
  * nothing here knows an instance type's driver: a container driver asks a pool for a root tree
  * and is handed the directories it needs.
  */
+import type { IdMapper } from '../tree';
 
 /**
  * The pool drivers of this version: `dir` (a full copy of the image per container), `overlay`
@@ -91,6 +92,13 @@ export interface IdRange {
   size: number;
 }
 
+/** How adoptTree makes its copy. */
+export interface AdoptOptions {
+  snapshot: boolean;
+  fresh: boolean;
+  ids?: IdMapper;
+}
+
 /** The image a root tree is made of: its unshifted `rootfs/` in the image store (never modified). */
 export interface RootImage {
   rootfs: string;
@@ -131,8 +139,9 @@ export interface PoolDriver {
    * Fills `into` (a future instance's or snapshot's directory, of an instance this pool's
    * adoptTree filled) with a tree whose content is a copy of the whole tree `rootfs`, ids as they
    * are: a copy or move from another pool, flattened. `fresh`: a copy (its machine id emptied).
+   * `ids`: the copy's host ids moved to another map of the container's (remapTreeWith).
    */
-  adoptTree(into: string, rootfs: string, options: { snapshot: boolean; fresh: boolean }): Promise<void>;
+  adoptTree(into: string, rootfs: string, options: AdoptOptions): Promise<void>;
   /** Copies what the snapshot in `snapshotDir` keeps into `staging`, ready for applyRestore. */
   stageRestore(snapshotDir: string, staging: string): Promise<void>;
   /** Puts the staged tree in place of the instance's (stopped); idempotent, run again after a crash. */
