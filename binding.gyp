@@ -14,6 +14,7 @@
         "native/sys_addon.cc",
         "native/process.cc",
         "native/pidwatch.cc",
+        "native/uevent.cc",
         "native/mount.cc",
         "native/runner/protocol.cc"
       ],

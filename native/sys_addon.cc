@@ -20,6 +20,7 @@
 
 #include "mount.h"
 #include "pidwatch.h"
+#include "uevent.h"
 #include "process.h"
 #include "runner/protocol.h"
 
@@ -148,6 +149,7 @@ Napi::Value HandOver(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("waitExit", Napi::Function::New(env, lxq::WaitExit, "waitExit"));
   exports.Set("watchPid", Napi::Function::New(env, lxq::WatchPid, "watchPid"));
+  exports.Set("watchUevents", Napi::Function::New(env, lxq::WatchUevents, "watchUevents"));
   exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
   exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
   exports.Set("socketInNetns", Napi::Function::New(env, lxq::SocketInNetns, "socketInNetns"));

@@ -220,6 +220,24 @@ export const DEVICE_TYPES = {
     description: 'A block device node inside the container, allowed in its devices cgroup.',
     keys: UNIX_KEYS,
   },
+  'unix-hotplug': {
+    condition: 'container',
+    live: true,
+    description:
+      'Host device nodes matched by `vendorid`, `productid` and `subsystem` (LXD\'s match), made in the container\'s /dev at their host name, and allowed in its devices cgroup, ' +
+      'as they appear (the kernel\'s uevents, read without udevd) and removed as they go, while the container runs; served by the instance\'s device process (as proxies are). ' +
+      'Ids are the nearest USB device\'s above the node in sysfs; a node with none matches no `vendorid` at start and is 0000:0000 when it appears later (as LXD pads udev\'s). USB nodes are the `usb` type\'s: never matched.',
+    keys: {
+      vendorid: { form: 'string', condition: 'container', description: 'Vendor id to match: four lower-case hex digits.' },
+      productid: { form: 'string', condition: 'container', description: 'Product id to match: four lower-case hex digits.' },
+      subsystem: { form: 'string', condition: 'container', description: 'Kernel subsystem to match (`block`, `tty`, `input`…); a node\'s is block for block nodes, else its class.' },
+      uid: UNIX_KEYS.uid,
+      gid: UNIX_KEYS.gid,
+      mode: UNIX_KEYS.mode,
+      required: { form: 'boolean', condition: 'container', default: 'false', description: 'Refuse the start (and the device\'s addition) when no node matches.' },
+      'ownership.inherit': { form: 'boolean', condition: 'container', default: 'false', description: 'The nodes get the host node\'s owner and group (as ids inside) instead of `uid`/`gid`.' },
+    },
+  },
   tpm: {
     condition: 'both',
     live: false,
@@ -235,7 +253,7 @@ export const DEVICE_TYPES = {
 } as const satisfies Record<string, DeviceTypeSpec>;
 
 /**
- * A device type: 'disk', 'nic', 'proxy', 'unix-char', 'unix-block' or 'tpm' (LXD's names).
+ * A device type: 'disk', 'nic', 'proxy', 'unix-char', 'unix-block', 'unix-hotplug' or 'tpm' (LXD's names).
  *
  * @example
  * ```ts
@@ -278,6 +296,7 @@ export type NicDevice = Extract<DeviceInput, { type: 'nic' }>;
 export type ProxyDevice = Extract<DeviceInput, { type: 'proxy' }>;
 export type UnixBlockDevice = Extract<DeviceInput, { type: 'unix-block' }>;
 export type TpmDevice = Extract<DeviceInput, { type: 'tpm' }>;
+export type UnixHotplugDevice = Extract<DeviceInput, { type: 'unix-hotplug' }>;
 
 /**
  * A device as stored: every value a string, as in LXD.

@@ -31,6 +31,7 @@ import { checkNicShape, probeNic } from './nic-checks';
 import type { VolumeResolver } from '../storage/volumes/types';
 import { validateVolumeName } from '../storage/volumes/names';
 import { checkOneTpm, checkTpmShape, probeTpm } from './tpm';
+import { checkHotplugShape, probeHotplug } from './hotplug';
 import { backingDevice, hasIoLimits, lockedFlags, refuseUnlimitable } from './disk-limits';
 import { mountOptions } from './mount-options';
 
@@ -194,6 +195,8 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
   } else if (d.type === 'tpm') {
     checkTpmShape(instanceType, name, d);
     checkTarget(where, d);
+  } else if (d.type === 'unix-hotplug') {
+    checkHotplugShape(name, d);
   } else {
     if (d.source === undefined && (d.major === undefined || d.minor === undefined)) {
       throw new InvalidArgument(`${where}: a ${d.type} device needs "source" (a host device node) or both "major" and "minor"`);
@@ -389,8 +392,8 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
       if (instanceType === 'container') requireBlockDevice(name, d, out.get(name)!);
       continue;
     }
-    if (d.type === 'tpm') {
-      await probeTpm(instanceType, name);
+    if (d.type === 'tpm' || d.type === 'unix-hotplug') {
+      await (d.type === 'tpm' ? probeTpm(instanceType, name) : probeHotplug(name, d));
       out.set(name, { kind: 'missing' });
       continue;
     }

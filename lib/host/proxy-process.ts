@@ -1,5 +1,6 @@
 /**
- * lxq's proxy process (LXD's forkproxy): one per running instance with proxy devices, detached
+ * lxq's proxy process (LXD's forkproxy): one per running instance with proxy devices (or a
+ * container's unix-hotplug devices, drivers/container/hotplug.ts), detached
  * from the Node program that started it (a session of its own), so its forwards outlive that
  * program. Started by lib/instance/proxies.ts with the devices as its argument: it takes the
  * instance's proxy lock (a second one exits), listens on the host side at once and says "ready"
@@ -18,6 +19,7 @@ import * as path from 'node:path';
 import type { DeviceConfig } from '../devices/declarations';
 import { ContainerInit, containerConnector, containerListenFd, hostConnector, type Ids, unixListenFd } from '../drivers/container/proxy-ways';
 import { processStartedAt, processStartTicks } from '../core/proc';
+import { HotplugServer } from '../drivers/container/hotplug';
 import { leasedAddress } from '../instance/addresses';
 import { Networks } from '../network/networks';
 import { sys } from '../native/sys';
@@ -42,8 +44,7 @@ function hostListenFd(at: Endpoint, spec: ProxySpec): ListenFd {
   };
 }
 
-function containerSides(monitor: number): Sides {
-  const init = new ContainerInit(monitor);
+function containerSides(init: ContainerInit): Sides {
   return {
     inside: (spec) => containerConnector(init, { uid: spec.securityUid, gid: spec.securityGid }),
     listenInside: (at, spec) => containerListenFd(init, at, spec.owner),
@@ -131,7 +132,9 @@ async function main(): Promise<void> {
   const host: ProxyServer[] = [];
   const inside: ProxyServer[] = [];
   const all = () => [...host, ...inside];
+  let hotplugServer: HotplugServer | undefined;
   const end = async (code: number) => {
+    hotplugServer?.stop(); // the nodes it made stay for the next process to put in line (a restart for a change must find them)
     await Promise.all(all().map((s) => s.close().catch(() => undefined)));
     for (const [, d] of Object.entries(job.devices)) await removeHostSocket(d);
     process.exit(code);
@@ -141,6 +144,7 @@ async function main(): Promise<void> {
   process.on('SIGHUP', () => undefined); // the session it was started from may end
   try {
     for (const [name, d] of Object.entries(job.devices)) {
+      if (d.type !== 'proxy') continue;
       const made = servers(name, d, job, sides);
       for (const s of made) ((d.bind ?? 'host') === 'host' ? host : inside).push(s);
     }
@@ -154,12 +158,18 @@ async function main(): Promise<void> {
   const [pid, ticks] = (line ?? '').split(' ').map(Number);
   if (!pid || (await processStartTicks(pid)) !== ticks) return end(0);
   sys().watchPid(pid, () => void end(0));
-  setSides(job.type === 'container' ? containerSides(pid) : vmSides(job, pid));
+  const init = job.type === 'container' ? new ContainerInit(pid) : undefined;
+  setSides(init ? containerSides(init) : vmSides(job, pid));
   for (const s of inside) {
     await s.start().catch((e: Error) => process.stderr.write(`proxy ${s.name}: ${e.message}\n`));
   }
-  // Kept alive by its listeners; with none left (all bound inside failed), it has nothing to do.
-  if (!all().length) return end(0);
+  const hotplug = Object.fromEntries(Object.entries(job.devices).filter(([, d]) => d.type === 'unix-hotplug'));
+  if (init && Object.keys(hotplug).length) {
+    hotplugServer = new HotplugServer(job.dir, hotplug, init, (l) => process.stderr.write(`${l}\n`));
+    hotplugServer.start();
+  }
+  // Kept alive by its listeners and its uevent socket; with none (all bound inside failed), it has nothing to do.
+  if (!all().length && !hotplugServer) return end(0);
 }
 
 /** A host-side unix listener's path (made from an fd, so libuv does not unlink it at close). */

@@ -26,7 +26,7 @@ import { instanceConsole, type Stamper, startStamper } from './console-times';
 import { DEFAULT_STOP_TIMEOUT_MS, type DriverState, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceStatus } from './instance';
 import { checkExpansion, checkProfileList, type Expansion, expand, InstanceProfiles, profilesDirOf, profilesOf, readProfiles, type StoredProfile } from './profiles';
 import type { DataSource } from './export';
-import { ProxyDevices } from './proxies';
+import { ProxyDevices, servedType } from './proxies';
 import { RecordFile } from './record';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- what only changes, moves, exports and address searches use is loaded then: `lxq list` and `lxq exec` never load it */
@@ -454,7 +454,7 @@ export abstract class BaseInstance extends CommonInstance {
 
   /** Starts the proxy process of a running instance just opened (Host.get) if it is gone (killed). */
   async resumeProxies(): Promise<void> {
-    if (Object.values(this.expandedDevices).some((d) => d.type === 'proxy') && (await this.status()) === 'running') await this.proxies.ensure(this.expandedDevices, () => this.consoleWriterPid());
+    if (Object.values(this.expandedDevices).some(servedType) && (await this.status()) === 'running') await this.proxies.ensure(this.expandedDevices, () => this.consoleWriterPid());
   }
 
 

@@ -1,6 +1,6 @@
 /**
- * A local instance's proxy devices, served by lxq's proxy process (lib/host/proxy-process.ts,
- * detached, one per running instance, as LXD's forkproxy): started before the instance (its
+ * A local instance's proxy devices (and a container's unix-hotplug devices), served by lxq's
+ * proxy process (lib/host/proxy-process.ts, detached, one per running instance, as LXD's forkproxy): started before the instance (its
  * host-side addresses are taken first, so one in use refuses the start before anything runs),
  * bound to the instance's process once it runs, ended at stop, and started again by any lxq
  * process that finds it gone while the instance runs. The process holds `<dir>/proxy.lock` and
@@ -33,11 +33,16 @@ const END_MS = 20_000;
 
 const TRUE = ['true', '1', 'yes', 'on'];
 
-/** The proxy devices among `devices` a process serves (nat ones are nftables rules). */
+/** The devices among `devices` the process serves: proxies (nat ones are nftables rules) and a container's unix-hotplug devices. */
 export function servedProxies(devices: Readonly<Devices>): Record<string, DeviceConfig> {
   const out: Record<string, DeviceConfig> = {};
-  for (const [name, d] of Object.entries(devices)) if (d.type === 'proxy' && !TRUE.includes(String((d as { nat?: string }).nat ?? ''))) out[name] = d;
+  for (const [name, d] of Object.entries(devices)) if (servedType(d) && !TRUE.includes(String((d as { nat?: string }).nat ?? ''))) out[name] = d;
   return out;
+}
+
+/** A device of a type the process serves. */
+export function servedType(d: DeviceConfig): boolean {
+  return d.type === 'proxy' || d.type === 'unix-hotplug';
 }
 
 export class ProxyDevices {
@@ -145,7 +150,7 @@ export class ProxyDevices {
     live: { pid: () => Promise<number | null> } | undefined,
     apply: () => Promise<void>,
   ): Promise<void> {
-    const touched = Object.values({ ...change.removed, ...change.added }).some((d) => d.type === 'proxy');
+    const touched = Object.values({ ...change.removed, ...change.added }).some(servedType);
     if (!live || !touched) return apply();
     const restart = async (devices: Readonly<Devices>) => {
       await this.open(devices);

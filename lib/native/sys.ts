@@ -22,6 +22,12 @@ export interface Sys {
   waitExit(exitChannel: number, pidfd: number): Promise<{ code: number | null; signal: number | null }>;
   /** Calls onExit once when the process exits (a pidfd the event loop watches, unref'd); returns a cancel function. */
   watchPid(pid: number, onExit: () => void): () => void;
+  /**
+   * Calls onEvent with each kernel uevent's "KEY=value" fields (NETLINK_KOBJECT_UEVENT, the
+   * kernel's own messages only; no udevd needed); an empty array when events were lost. Keeps the
+   * event loop alive; returns a cancel function.
+   */
+  watchUevents(onEvent: (fields: string[]) => void): () => void;
   /** false if the process is gone. */
   signalPidfd(pidfd: number, signal: number): boolean;
   /** flock(2) without waiting: "ex"/"sh" true when taken, false when held by another open file; "un" releases. */

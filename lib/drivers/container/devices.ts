@@ -20,6 +20,7 @@ import type { LxcItem } from './lxc-config';
 import { sys } from '../../native/sys';
 import { type DeviceConfig, deviceFlag, deviceValue } from '../../devices/declarations';
 import { lxcNicItems, plugContainerNic, unplugContainerNic } from './nics';
+import { unplugHotplug } from './hotplug';
 import { applyBlkioLive, blkioItems, ROOT_DISK } from './blkio';
 import type { DeviceChange } from '../../devices/change';
 import { onlyLimitsChanged } from '../../devices/disk-limits';
@@ -58,6 +59,14 @@ function cgroupKey(layout: CgroupLayout, verb: 'allow' | 'deny'): string {
   return `${layout.version('devices') === 1 ? 'lxc.cgroup' : 'lxc.cgroup2'}.devices.${verb}`;
 }
 
+/**
+ * Devices that are no mount or node of the container's config: NICs (nics.ts), and those the
+ * instance's device process serves (lib/host/proxy-process.ts): proxies and unix-hotplug nodes.
+ */
+function servedElsewhere(d: DeviceConfig): boolean {
+  return d.type === 'nic' || d.type === 'proxy' || d.type === 'unix-hotplug';
+}
+
 /** A device whose source is missing and not required is skipped, at start and when added. */
 export function skipped(d: DeviceConfig, src: DeviceSource): boolean {
   return d.source !== undefined && src.kind === 'missing' && !deviceFlag(d, 'required');
@@ -91,7 +100,7 @@ export function lxcDeviceItems(devices: Record<string, DeviceConfig>, sources: M
   const items: LxcItem[] = lxcNicItems(host.dir, devices, sources);
   for (const [name, d] of Object.entries(devices)) {
     const src = sources.get(name) ?? { kind: 'missing' };
-    if (d.type === 'nic' || d.type === 'proxy' || name === ROOT_DISK || skipped(d, src)) continue;
+    if (servedElsewhere(d) || name === ROOT_DISK || skipped(d, src)) continue;
     const target = fstabEscape(relativeInside(devicePath(d)!));
     if (d.type === 'disk') {
       const opts = [deviceFlag(d, 'recursive') ? 'rbind' : 'bind', src.kind === 'dir' ? 'create=dir' : 'create=file'];
@@ -157,8 +166,7 @@ export type SetCgroupItem = (key: string, value: string) => Promise<unknown>;
 /** Adds a device to the running container whose init is `pid`. */
 export async function plugContainerDevice(pid: number, name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost, setCgroup: SetCgroupItem): Promise<void> {
   if (d.type === 'nic') return plugContainerNic(host.dir, pid, name, d, src);
-  if (d.type === 'proxy') return; // served by the instance's process (lib/network/proxy.ts)
-  if (skipped(d, src)) return;
+  if (servedElsewhere(d) || skipped(d, src)) return;
   const target = relativeInside(devicePath(d)!);
   const owner = { uid: host.idmap?.base ?? 0, gid: host.idmap?.base ?? 0 };
   const fail = (e: unknown): never => {
@@ -189,8 +197,8 @@ export async function plugContainerDevice(pid: number, name: string, d: DeviceCo
 /** Removes a device from the running container whose init is `pid`. */
 export async function unplugContainerDevice(pid: number, name: string, d: DeviceConfig, src: DeviceSource, host: ContainerDeviceHost, setCgroup: SetCgroupItem): Promise<void> {
   if (d.type === 'nic') return unplugContainerNic(host.dir, pid, name, d, src);
-  if (d.type === 'proxy') return;
-  if (skipped(d, src)) return;
+  if (d.type === 'unix-hotplug') return unplugHotplug(host.dir, pid, name, setCgroup);
+  if (servedElsewhere(d) || skipped(d, src)) return;
   await sys()
     .umountIn(pid, relativeInside(devicePath(d)!), d.type !== 'disk')
     .catch((e) => {
