@@ -4,21 +4,19 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import type { InstanceConfigPatch } from '../config/options';
 import type { Networks } from '../network/networks';
-import { ContainerContext, containerContext, ContainerInstance, containerMainPid } from '../drivers/container/container';
+import { ContainerInstance } from '../drivers/container/container';
+import { type ContainerContext, containerContext, containerMainPid } from '../drivers/container/context';
 import { AlreadyExists, InvalidArgument, NotFound } from '../core/errors';
 import type { ContainerImageMeta } from '../images/meta';
 import type { ImageStore } from '../images/store';
 import { BaseInstance, RECORD_FILE } from '../instance/base';
 import { checkEphemeral, launchWith, CREATE_OPTION_KEYS, type CreateOptions, type Instance, type InstanceRecord } from '../instance/instance';
 import type { InstanceHost } from '../instance/host';
-import { LXQ_ENTRY_PREFIX, validateName } from '../instance/names';
+import { validateName } from '../instance/names';
 import { clearLeftovers } from '../storage/recover';
 import { HostStorage } from '../storage/pools/host-storage';
-import { unmountUnder } from '../storage/pools/mounts';
 import type { ConnectOptions, RemoteHost } from '../drivers/remote/host';
-import { markCreating, stagingPath, unmarkCreating } from '../core/staging';
 import { hasFreezeMark } from '../storage/freeze-mark';
 import type { CopyOptions } from '../storage/types';
 import { readJson } from '../core/fs';
@@ -28,9 +26,10 @@ import type { EventsOptions } from '../events/iterator';
 import { type LifecycleEvent, LifecycleHub, type ProfileEvent, type StorageEvent } from '../events/lifecycle';
 import { checkExpansion, checkProfileList, DEFAULT_PROFILE, readProfiles, withProfileDevices } from '../instance/profiles';
 import { sys } from '../native/sys';
-import { archive, autostarter, snapshotScheduler, configOptions, foreign, idmapAlloc, meta, move, nic, openmetrics, validate, vmDriver } from './on-demand';
+import { autostarter, snapshotScheduler, configOptions, nic, openmetrics, validate, vmDriver } from './on-demand';
+import type { ImportingHost } from './import';
 import { hostLongOperations } from './long-operations';
-import { checkCopyOptions, type HostOptions, IMPORT_OPTION_KEYS, type ImportOptions, type LaunchOptions } from './options';
+import type { HostOptions, ImportOptions, LaunchOptions } from './options';
 import type { AutostartReport, ShutdownReport } from './autostart';
 import type { SnapshotScheduler } from './scheduler';
 import { sweepEnded } from './ephemeral';
@@ -40,6 +39,11 @@ import { hostImageStore } from './images';
 import { localProfiles, type Profiles } from './profiles';
 import { DEFAULT_HOST_PATH } from './paths';
 import { clearInterruptedCreate, instanceRecords, networkUsersIn } from './records';
+
+/* eslint-disable @typescript-eslint/no-require-imports -- copy and import are loaded by their first call (as on-demand.ts's modules, which they use) */
+const copier = (): typeof import('./copy') => require('./copy');
+const importer = (): typeof import('./import') => require('./import');
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 export type { HostOptions, ImportOptions, LaunchOptions } from './options';
 
@@ -297,18 +301,15 @@ export class Host implements InstanceHost {
     await clearInterruptedCreate(dir, name);
     const image = await this.images.ensure(options.image, { type });
     const record: InstanceRecord = { version: 1, name, type, image: image.name, imageMeta: image.meta, profiles: profiles.map((p) => p.name), config, devices, createdAt, ...(root.pool ? { pool: root.pool } : {}), ...(root.rootSize ? { rootSize: root.rootSize } : {}), ...(root.rootLimits ? { rootLimits: root.rootLimits } : {}), ...(ephemeral ? { ephemeral } : {}) };
-    const made =
+    const making =
       type === 'vm'
         ? vmDriver().VmInstance.create(this.vmContext(), dir, record, image, profiles)
         : ContainerInstance.create(this.containerContext(), dir, record, { name: image.name, rootfs: path.join(image.dir, 'rootfs'), meta: image.meta as unknown as ContainerImageMeta }, profiles);
-    const instance = await made.catch((e) => {
+    const instance = await making.catch((e) => {
       if (e.code === 'EEXIST' && e.path === dir) throw new AlreadyExists(`an instance named "${name}" already exists`);
       throw e;
     });
-    this.track(instance, true);
-    await nic().syncNetworkHosts(instance.expandedDevices, this.networks);
-    await this.lifecycle.report('instance-created', name, type).catch(() => undefined);
-    return instance;
+    return this.made(instance);
   }
 
   /**
@@ -318,52 +319,8 @@ export class Host implements InstanceHost {
    * directory and moved into place by one rename; the record is written last.
    */
   async copy(source: string, target: string, options: CopyOptions = {}): Promise<Instance> {
-    validateName(target);
-    const ephemeral = checkCopyOptions(options);
-    const from = await this.get(source);
-    if (!(from instanceof BaseInstance)) throw new InvalidArgument(`"${source}" is not an lxq instance`);
-    if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
-    const dir = path.join(this.instancesDir, target);
-    await clearInterruptedCreate(dir, target);
-    // Options and devices are checked against the source's record before anything is copied.
-    const config = configOptions().patchConfig(from.type, from.config, (options.config ?? {}) as InstanceConfigPatch);
-    if (from.type === 'container') configOptions().refuseCopiedIdChange(from.config, config);
-    let range: InstanceRecord['idmap']; // security.idmap.isolated: the copy's own, allocated as the copy begins (a killed copy's is taken back: idmap-alloc.ts)
-    const ownRange = async () => (range = await idmapAlloc().allocateIdRange(config, dir, this.containerContext().idmap()));
-    const withoutMac = (d: unknown) => {
-      if ((d as { type?: string }).type !== 'nic') return d;
-      const { hwaddr: _old, ...rest } = d as Record<string, unknown>;
-      return rest;
-    };
-    const freshMacs = (devices: Record<string, unknown>) => Object.fromEntries(Object.entries(devices).filter(([, d]) => d !== null).map(([n, d]) => [n, withoutMac(d)]));
-    const devices = (base: Record<string, unknown>) => nic().withHwaddrs(validate().normalizeDevices(from.type, freshMacs({ ...base, ...(options.devices ?? {}) })));
-    devices({ ...from.devices });
-    const staging = stagingPath(this.instancesDir, 'copy');
-    await fs.mkdir(staging, { mode: 0o711 });
-    let copy: Instance;
-    try {
-      const { ephemeral: _source, ...taken } = await from.copyData(staging, { snapshot: options.snapshot, snapshots: options.instanceOnly !== true, flatten: options.flatten === true, pool: options.pool, ownRange });
-      const record: InstanceRecord = {
-        ...taken,
-        ...(ephemeral ? { ephemeral } : {}), // as `lxc copy`: not the source's
-        name: target,
-        config: options.snapshot === undefined ? config : configOptions().patchConfig(from.type, taken.config, (options.config ?? {}) as InstanceConfigPatch),
-        devices: devices({ ...(taken.devices ?? {}) }),
-        createdAt: new Date().toISOString(),
-        ...(taken.type === 'vm' && taken.imageMeta.init === 'systemd' ? { machineId: move().newMachineId() } : {}),
-        ...(range ? { idmap: range } : {}),
-      };
-      copy = await this.adoptStaged(staging, dir, record);
-    } catch (e) {
-      await fs.rm(staging, { recursive: true, force: true });
-      if (range) await idmapAlloc().releaseIdRange(range);
-      throw e;
-    }
-    this.track(copy, true);
-    await nic().syncNetworkHosts(copy.expandedDevices, this.networks);
-    from.emit('copied', { name: from.name, target, ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}) });
-    await this.lifecycle.report('instance-created', target, copy.type).catch(() => undefined);
-    return copy;
+    const { from, copy } = await copier().copyInstance(this.maker(), source, target, options);
+    return this.made(copy, () => from.emit('copied', { name: from.name, target, ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}) }));
   }
 
   /**
@@ -377,60 +334,28 @@ export class Host implements InstanceHost {
    * moved): it is extracted in a staging directory and moved into place by one rename.
    */
   async import(file: string, options: ImportOptions = {}): Promise<Instance> {
-    if (typeof file !== 'string' || !file) throw new InvalidArgument('import needs a file path');
-    if (options === null || typeof options !== 'object') throw new InvalidArgument('import options must be an object');
-    refuseUnknownKeys('import', options, IMPORT_OPTION_KEYS);
-    if (options.name !== undefined) validateName(options.name);
-    if (options.trust !== undefined && options.trust !== 'host-access') throw new InvalidArgument(`trust must be "host-access" or absent, got ${JSON.stringify(options.trust)}`);
-    await fs.access(file).catch(() => Promise.reject(new NotFound(`${file} does not exist`)));
-    const checked = await archive().readExport(file, await archive().checkArchive(file));
-    foreign().refuseHostAccess(file, [{ label: 'the instance', record: checked.meta.record }, ...[...checked.snapshots].map(([n, s]) => ({ label: `snapshot ${n}`, record: s.record }))], options.trust);
-    const name = validateName(options.name ?? checked.meta.record.name);
-    const record: InstanceRecord = { ...checked.meta.record, name, createdAt: new Date().toISOString() };
-    await this.profiles.checkImported(file, record); // as LXD's import: the profiles it names must exist here
-    const image = record.type === 'vm' ? await this.images.get(record.image, { type: 'vm' }) : undefined;
-    await this.storage.adoptImported(record);
-    if (image) record.imageMeta = { ...record.imageMeta, dir: image.dir };
-    const staging = stagingPath(this.instancesDir, 'import');
-    await fs.mkdir(staging, { mode: 0o711 });
-    let instance: Instance;
-    try {
-      await archive().extractArchive(file, checked, staging);
-      const dir = path.join(this.instancesDir, name);
-      await clearInterruptedCreate(dir, name);
-      if (record.type === 'container' && (await fs.lstat(path.join(staging, archive().ARCHIVE_TOP, 'rootfs')).catch(() => undefined))?.isDirectory() !== true) {
-        throw new InvalidArgument(`${file} is not a complete lxq export (no rootfs)`);
-      }
-      const own = await idmapAlloc().placeImported(path.join(staging, archive().ARCHIVE_TOP), record, dir, this.containerContext().idmap()); // security.idmap.isolated: a fresh range
-      if (image) await archive().checkImportedVmDisk(file, path.join(staging, archive().ARCHIVE_TOP, 'disk.qcow2'), path.join(image.dir, meta().checkVmImageFiles('image', image.meta.files).disk));
-      instance = await this.adoptStaged(path.join(staging, archive().ARCHIVE_TOP), dir, record).catch(async (e) => Promise.reject(own ? await idmapAlloc().releaseIdRange(own).then(() => e) : e));
-    } finally {
-      await fs.rm(staging, { recursive: true, force: true });
-    }
-    this.track(instance, true);
-    await nic().syncNetworkHosts(instance.expandedDevices, this.networks);
-    await this.lifecycle.report('instance-created', instance.name, instance.type).catch(() => undefined);
-    return instance;
+    return this.made(await importer().importInstance(this.maker(), file, options));
   }
 
-  /**
-   * Moves a staged instance directory (a copy's, an import's) into place by one rename, then lets
-   * its driver derive what it needs (liblxc's config) and writes the record last.
-   */
-  private async adoptStaged(staged: string, dir: string, record: InstanceRecord): Promise<Instance> {
-    // lxq's own state files come from no archive: a planted restore journal would be rolled forward (paths, record) by the next open.
-    for (const n of await fs.readdir(staged)) if (n.startsWith(LXQ_ENTRY_PREFIX)) await fs.rm(path.join(staged, n), { recursive: true, force: true });
-    // Until the record is written the directory names this process: if it dies, the next create of the name or Host.open clears it.
-    await markCreating(staged);
-    await move().moveInstanceDir(staged, dir, record.name);
-    const instance = this.open(dir, record);
-    await (instance as BaseInstance).loadProfiles();
-    await (instance as BaseInstance).completeCopy().catch(async (e) => {
-      await unmountUnder(dir);
-      await fs.rm(dir, { recursive: true, force: true });
-      throw e;
-    });
-    await unmarkCreating(dir);
+  /** What copy and import need of this host. */
+  private maker(): ImportingHost {
+    return {
+      instancesDir: this.instancesDir,
+      get: (name) => this.get(name),
+      open: (dir, record) => this.open(dir, record),
+      profiles: this.profiles,
+      storage: this.storage,
+      images: () => this.images,
+      idmap: () => this.containerContext().idmap(),
+    };
+  }
+
+  /** A new instance (created, copied, imported) is held, its NICs' hosts known to their networks, and announced (`announce` first, as a copy's `copied`). */
+  private async made(instance: Instance, announce?: () => void): Promise<Instance> {
+    this.track(instance, true);
+    await nic().syncNetworkHosts(instance.expandedDevices, this.networks);
+    announce?.();
+    await this.lifecycle.report('instance-created', instance.name, instance.type).catch(() => undefined);
     return instance;
   }
 

@@ -9,7 +9,7 @@ import { unusableIpv6 } from '../network/addresses';
 import { refreshNeighbour } from '../network/iproute';
 import type { Networks } from '../network/networks';
 import { type AddressFamily, ofFamily } from './common';
-import type { InstanceState, NetworkInterface } from './instance';
+import type { InstanceState, NetworkInterface } from './state';
 
 /** What the search needs of the instance. */
 export interface AddressSource {

@@ -1,6 +1,7 @@
 /**
  * The common base of the local drivers (container, VM), on top of what every instance shares
- * (lib/instance/common.ts): the stored record and its lock (record.ts), the proxy devices this
+ * (lib/instance/common.ts) and of the instance as stored (stored.ts: its directory, record, lock
+ * and profiles): the changes of options, devices and profiles, the proxy devices this
  * process serves (proxies.ts), freezes made for an operation and thawed after a crash, snapshots,
  * copies, publishing and export (export.ts), and the host's part in devices and addresses. A
  * driver implements the `abstract` primitives only.
@@ -20,19 +21,18 @@ import { hasRun, markRan, unmarkRan } from './ephemeral';
 import { markPower, markStarting } from './power';
 import { Snapshots } from '../storage/snapshots';
 import type { CopyToOptions, InstanceSnapshots, StorageDriver } from '../storage/types';
-import { type AddressFamily, CommonInstance, protection, type StopOutcome } from './common';
+import { type AddressFamily, protection, type StopOutcome } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
 import { instanceConsole, type Stamper, startStamper } from './console-times';
 import { DEFAULT_STOP_TIMEOUT_MS, type DriverState, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceStatus } from './instance';
-import { checkExpansion, checkProfileList, type Expansion, expand, InstanceProfiles, profilesDirOf, profilesOf, readProfiles, type StoredProfile } from './profiles';
+import { checkExpansion, checkProfileList, type Expansion, expand, profilesDirOf, readProfiles, type StoredProfile } from './profiles';
 import type { DataSource } from './export';
 import { ProxyDevices, servedType } from './proxies';
-import { RecordFile } from './record';
+import { StoredInstance } from './stored';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- what only changes, moves, exports and address searches use is loaded then: `lxq list` and `lxq exec` never load it */
 const configOptions = (): typeof import('../config/options') => require('../config/options');
 const nic = (): typeof import('../devices/nic') => require('../devices/nic');
-const move = (): typeof import('../storage/move') => require('../storage/move');
 const poolMove = (): typeof import('../storage/pool-move') => require('../storage/pool-move');
 const addresses = (): typeof import('./addresses') => require('./addresses');
 const exporter = (): typeof import('./export') => require('./export');
@@ -44,65 +44,12 @@ export { RECORD_FILE, writeInstanceRecord } from './record';
 /** How often waitForAddress looks (the instance's own state and the network's leases). */
 const ADDRESS_POLL_MS = 100;
 
-export abstract class BaseInstance extends CommonInstance {
+export abstract class BaseInstance extends StoredInstance {
   /** Where this instance reports its lifecycle changes (set by the Host: see lib/events/). */
   reportLifecycle: ((action: LifecycleAction, detail?: LifecycleDetail) => Promise<void>) | undefined;
   /** The proxy devices, served by lxq's proxy process while the instance runs. */
   private readonly proxies = new ProxyDevices(() => ({ dir: this.dir, name: this.name, type: this.type, hostPath: path.dirname(path.dirname(this.dir)) }));
-  /** Held by whichever process changes the instance; see exclusive(). */
-  private readonly recordFile: RecordFile;
   protected readonly addressPollMs = ADDRESS_POLL_MS;
-  /** The profiles the record names, as last read (each operation reads them again; see exclusive). */
-  protected readonly profileSet = new InstanceProfiles();
-
-  protected constructor(
-    /** The instance's own directory under the host path (it changes with a rename). */
-    private location: string,
-    protected record: InstanceRecord,
-  ) {
-    super();
-    this.recordFile = new RecordFile(location, () => this.record.name);
-  }
-
-  /** The instance's own directory under the host path. */
-  get dir(): string {
-    return this.location;
-  }
-
-  get name(): string {
-    return this.record.name;
-  }
-  get type(): InstanceType {
-    return this.record.type;
-  }
-  get image(): string {
-    return this.record.image;
-  }
-  get createdAt(): Date {
-    return new Date(this.record.createdAt);
-  }
-  get config(): Readonly<InstanceConfig> {
-    return this.record.config;
-  }
-  get devices(): Readonly<Devices> {
-    return this.record.devices ?? {};
-  }
-  get profiles(): readonly string[] {
-    return profilesOf(this.record);
-  }
-  get expandedConfig(): Readonly<InstanceConfig> {
-    return this.profileSet.expand(this.record).config;
-  }
-  get expandedDevices(): Readonly<Devices> {
-    return this.profileSet.expand(this.record).devices;
-  }
-  /** @internal Reads the profiles the record names again (the host calls it on opening the instance; each operation does). */
-  loadProfiles(given?: StoredProfile[]): Promise<void> {
-    return this.profileSet.load(this.dir, this.profiles, given);
-  }
-  get ephemeral(): boolean {
-    return this.record.ephemeral === true;
-  }
 
   /** The instance's storage primitives (snapshot capture and restore), for lib/storage. */
   protected abstract readonly storage: StorageDriver;
@@ -137,8 +84,6 @@ export abstract class BaseInstance extends CommonInstance {
   }
 
   // ---- what a driver provides (besides CommonInstance's primitives) ----
-  /** What a driver redoes after its directory and name changed (the instance is stopped). */
-  protected abstract renamed(): Promise<void>;
   /** The host file the driver keeps the console output in. */
   protected abstract get consoleLogPath(): string;
   /** The process that writes the console log while the instance runs (liblxc's monitor, QEMU); null if none runs. */
@@ -167,23 +112,7 @@ export abstract class BaseInstance extends CommonInstance {
   protected get probeEnv(): ProbeEnv {
     return { networks: this.networks, instance: this.name };
   }
-  /** Called at the end of each serialized operation, still under the lock: what a driver took for it only. */
-  protected async operationEnded(): Promise<void> {}
-
   // ---- CommonInstance's primitives and hooks ----
-
-  /** One operation at a time across processes too: each holds the instance's lock file and starts from the record as it is on disk (another process may have changed it). */
-  protected override exclusive<T>(op: () => Promise<T>): Promise<T> {
-    return this.recordFile.hold(async () => {
-      try {
-        this.record = await this.recordFile.refreshed(this.record);
-        await this.loadProfiles();
-        return await op();
-      } finally {
-        await this.operationEnded();
-      }
-    });
-  }
 
   protected override async reported(action: LifecycleAction, detail?: LifecycleDetail): Promise<void> {
     await this.reportLifecycle?.(action, detail).catch(() => undefined);
@@ -265,19 +194,6 @@ export abstract class BaseInstance extends CommonInstance {
     return addresses().localAddressSearch({ ...source, state: () => this.state(), readIfInet6: () => this.readIfInet6() }, family);
   }
 
-  /**
-   * LXD's move on one host: the directory moves by one rename, then the record and whatever the
-   * driver derives from its name and paths (liblxc's config) follow.
-   */
-  protected async moveTo(newName: string): Promise<void> {
-    const target = path.join(path.dirname(this.dir), newName);
-    await move().moveInstanceDir(this.dir, target, newName);
-    this.location = target;
-    this.recordFile.moved(target);
-    await this.saveRecord({ ...this.record, name: newName });
-    await this.renamed();
-  }
-
   protected changeDevices(change: (devices: Readonly<Devices>) => Devices): Promise<void> {
     return this.changeRecord({ ...this.record, devices: change(this.devices) }, this.profileSet.records);
   }
@@ -316,11 +232,6 @@ export abstract class BaseInstance extends CommonInstance {
     const running = live ? { pid: () => this.consoleWriterPid() } : undefined;
     await this.proxies.changing(before, next, change, running, () => this.applyDevices(next, change, live));
     await nic().syncNetworkHosts({ ...change.removed, ...change.added }, this.networks);
-  }
-
-  protected async saveRecord(record: InstanceRecord): Promise<void> {
-    await this.recordFile.save(record);
-    this.record = record;
   }
 
   // ---- the rest of the interface ----
@@ -390,7 +301,7 @@ export abstract class BaseInstance extends CommonInstance {
   private async deleteNow(): Promise<void> {
     await this.proxies.close();
     await this.doDelete();
-    await this.recordFile.close();
+    await this.closeRecord();
     await nic().syncNetworkHosts(this.expandedDevices, this.networks);
     await this.reported('instance-deleted');
     this.removeAllListeners();

@@ -8,7 +8,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 
 import { InvalidArgument } from '../core/errors';
 import { optionKeys, refuseUnknownKeys } from '../core/keys';
-import type { InstanceState } from './instance';
+import type { InstanceState } from './state';
 
 /** CPU time of one CPU (a container's host CPU, a VM's vCPU) in one mode. */
 export interface CpuTime {
