@@ -2,14 +2,18 @@
  * A VM's guest agent (qemu-ga in the guest, over the `qga.sock` virtio-serial channel): one
  * QgaClient per VM, connected lazily, and connected again after QEMU restarts (the old socket
  * closes with the old QEMU, and the next call opens a new one). QEMU serves the channel to one
- * client at a time, so an idle connection is given up soon: another process (the CLI beside a
- * program that holds the VM) gets its turn, and the next call here connects again (~ms; the
- * sync-delimited handshake drops whatever a previous client left unread).
+ * client at a time, so an idle connection is given up soon, and while this process holds it it
+ * serves it to the others on `qga-mux.sock` (qga-broker.ts), which a GuestAgent tries first: the
+ * CLI's exec in an image without lxq's agent runs beside a program's long command. The next call
+ * after a release connects again (~ms; the sync-delimited handshake drops whatever a previous
+ * client left unread).
  */
 import * as net from 'node:net';
 
 import { InvalidState, OperationFailed } from '../../core/errors';
 import { QgaClient, QmpCommandError, QmpError } from '../../qmp';
+import { connectMux, type MuxServer } from './mux-socket';
+import { serveQgaBroker } from './qga-broker';
 
 /** Bound on connect + sync of one attempt. */
 const CONNECT_MS = 5_000;
@@ -31,27 +35,47 @@ export class GuestAgent {
   /** Commands waiting for their reply; the connection is kept while there are any. */
   private inFlight = 0;
   private idle: NodeJS.Timeout | undefined;
+  /** While this process holds the port: the broker serving it to others (their connections keep it held). */
+  private broker: MuxServer | undefined;
 
   constructor(
     private readonly socketPath: string,
     private readonly vmName: string,
+    /** Where the process holding the port serves it to others (qga-broker.ts); none: not shared. */
+    private readonly muxPath?: string,
   ) {}
 
   /** The connected client; connects (once, shared by concurrent callers) when there is none. */
   connect(timeoutMs = CONNECT_MS): Promise<QgaClient> {
     if (this.client?.connected) return Promise.resolve(this.client);
     this.connecting ??= (async () => {
-      const socket = net.createConnection({ path: this.socketPath });
-      socket.unref(); // the agent's connection never keeps Node alive
-      const client = await QgaClient.connect(socket, { timeout: COMMAND_MS, connectTimeout: timeoutMs });
+      const client = (await this.viaBroker(timeoutMs)) ?? (await this.direct(timeoutMs));
       this.client = client;
       client.on('close', () => {
-        if (this.client === client) this.client = undefined;
+        if (this.client !== client) return;
+        this.client = undefined;
+        this.broker = undefined;
       });
       this.releaseWhenIdle();
       return client;
     })().finally(() => (this.connecting = undefined));
     return this.connecting;
+  }
+
+  /** A connection to another process's broker when one serves the port; undefined when none listens. */
+  private async viaBroker(timeoutMs: number): Promise<QgaClient | undefined> {
+    const socket = await connectMux(this.muxPath);
+    if (!socket) return undefined;
+    return QgaClient.connect(socket, { timeout: COMMAND_MS, connectTimeout: timeoutMs });
+  }
+
+  /** A connection to QEMU's socket, the port's own; served to other processes while it lasts. */
+  private async direct(timeoutMs: number): Promise<QgaClient> {
+    const socket = net.createConnection({ path: this.socketPath });
+    socket.unref(); // the agent's connection never keeps Node alive
+    const client = await QgaClient.connect(socket, { timeout: COMMAND_MS, connectTimeout: timeoutMs });
+    if (this.muxPath) this.broker = await serveQgaBroker(this.muxPath, client).catch(() => undefined);
+    return client;
   }
 
   /** True if a client is connected now (no connection attempt). */
@@ -108,7 +132,8 @@ export class GuestAgent {
     clearTimeout(this.idle);
     if (this.inFlight > 0) return;
     this.idle = setTimeout(() => {
-      if (this.inFlight === 0) this.close();
+      if (this.inFlight === 0 && !this.broker?.peers) this.close();
+      else if (this.inFlight === 0) this.releaseWhenIdle();
     }, IDLE_MS);
     this.idle.unref();
   }
@@ -117,6 +142,8 @@ export class GuestAgent {
     clearTimeout(this.idle);
     const c = this.client;
     this.client = undefined;
+    this.broker?.close();
+    this.broker = undefined;
     void c?.close();
   }
 }

@@ -159,7 +159,7 @@ export class VmGuest {
   }
 
   private connectAgent(): GuestAgent {
-    return new GuestAgent(this.vm.file('qga'), this.vm.name());
+    return new GuestAgent(this.vm.file('qga'), this.vm.name(), this.vm.file('qgaMux'));
   }
 
   private agentFiles(): InstanceFiles {

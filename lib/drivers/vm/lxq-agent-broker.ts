@@ -9,11 +9,11 @@
  * holder's connection ends, so does the broker and every peer's connection (their commands are
  * lost, as the holder's are), and the next connection is made to QEMU.
  */
-import { promises as fs } from 'node:fs';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 
 import type { LxqAgentClient } from './lxq-agent';
 import { frame, FrameType, MAGIC, takeFrames, VERSION } from './lxq-agent-protocol';
+import { type MuxServer, serveMux } from './mux-socket';
 
 /** A peer's relayed channel: its channel on the holder's connection and what ends it. */
 interface Relayed {
@@ -120,38 +120,6 @@ class Peer {
  * Serves `socketPath` for other processes while `client` (this process's connection to the
  * agent's port) is connected; undefined when it cannot (the path taken by something else).
  */
-export async function serveBroker(socketPath: string, client: LxqAgentClient): Promise<{ close(): void; readonly peers: number } | undefined> {
-  const peers = new Set<Peer>();
-  const server = net.createServer((socket) => {
-    const peer = new Peer(socket, client);
-    peers.add(peer);
-    socket.on('close', () => peers.delete(peer));
-  });
-  // Made under a name of its own and renamed over the path: a connection never sees a half-made socket.
-  const staging = `${socketPath}.${process.pid}`;
-  await fs.rm(staging, { force: true });
-  const listening = await new Promise<boolean>((resolve) => {
-    server.once('error', () => resolve(false));
-    server.listen(staging, () => resolve(true));
-  });
-  if (!listening) return undefined;
-  server.unref();
-  await fs.rename(staging, socketPath);
-  const ino = (await fs.stat(socketPath)).ino;
-  let closed = false;
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    server.close();
-    for (const p of peers) p.close();
-    // Removed only while it is still this broker's (another process may hold the port now).
-    fs.stat(socketPath).then((st) => (st.ino === ino ? fs.rm(socketPath, { force: true }) : undefined)).catch(() => undefined);
-  };
-  client.onClose(close);
-  return {
-    close,
-    get peers() {
-      return peers.size;
-    },
-  };
+export function serveBroker(socketPath: string, client: LxqAgentClient): Promise<MuxServer | undefined> {
+  return serveMux(socketPath, (socket) => new Peer(socket, client), (close) => client.onClose(close));
 }

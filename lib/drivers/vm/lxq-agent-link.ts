@@ -21,6 +21,7 @@ import { InvalidState } from '../../core/errors';
 import type { InstanceProcess } from '../../instance/process';
 import { LxqAgentClient } from './lxq-agent';
 import { serveBroker } from './lxq-agent-broker';
+import { connectMux, type MuxServer } from './mux-socket';
 import { LxqAgentLost, type LxqAgentSpawnOptions } from './lxq-agent-protocol';
 
 const IDLE_MS = 1_000;
@@ -39,7 +40,7 @@ export class LxqAgentLink {
   private idle: NodeJS.Timeout | undefined;
   private pinger: NodeJS.Timeout | undefined;
   /** While this process holds the port: the broker serving it to others (their connections keep it held). */
-  private broker: { readonly peers: number } | undefined;
+  private broker: MuxServer | undefined;
 
   constructor(
     private readonly socketPath: string,
@@ -102,15 +103,8 @@ export class LxqAgentLink {
 
   /** A connection to another process's broker when one serves the port; undefined when none does. */
   private async viaBroker(): Promise<LxqAgentClient | undefined> {
-    const path = this.muxPath;
-    if (!path) return undefined;
-    // None listening (no file, or a dead process's): the port is free to take.
-    const socket = await new Promise<net.Socket | undefined>((resolve) => {
-      const s = net.createConnection({ path }, () => resolve(s));
-      s.once('error', () => resolve(undefined));
-    });
+    const socket = await connectMux(this.muxPath);
     if (!socket) return undefined;
-    socket.unref();
     return LxqAgentClient.connect(socket, { timeout: ATTEMPT_MS });
   }
 

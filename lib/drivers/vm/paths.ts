@@ -10,6 +10,7 @@
  *     qmp-query.sock  a second monitor, for another process (see monitor.ts)
  *     qmp.holder   which process (and which VmInstance in it) holds qmp.sock
  *     qga.sock     the guest agent's channel (exec, files, guest state: see agent.ts)
+ *     qga-mux.sock the same agent for other processes while one holds qga.sock (qga-broker.ts)
  *     lxq-agent.sock  the lxq agent's channel (exec, spawn, terminals: see lxq-agent.ts)
  *     lxq-mux.sock    the same agent for other processes while one holds lxq-agent.sock
  *     console.log  the serial console, from the last start
@@ -32,6 +33,8 @@ const VM_FILES = {
   qmpQuery: 'qmp-query.sock',
   qmpHolder: 'qmp.holder',
   qga: 'qga.sock',
+  /** qemu-ga for other processes, served by the process holding qga.sock (qga-broker.ts). */
+  qgaMux: 'qga-mux.sock',
   lxqAgent: 'lxq-agent.sock',
   /** The lxq agent for other processes, served by the process holding lxq-agent.sock (lxq-agent-broker.ts). */
   lxqAgentMux: 'lxq-mux.sock',
@@ -56,7 +59,7 @@ const MAX_SOCKET_PATH = 107;
 
 /** InvalidArgument if a socket of a VM in `dir` would not fit in a unix socket address. */
 export function checkSocketPaths(dir: string): void {
-  for (const which of ['qmp', 'qmpQuery', 'qga', 'lxqAgent', 'lxqAgentMux', 'consoleSocket'] as const) {
+  for (const which of ['qmp', 'qmpQuery', 'qga', 'qgaMux', 'lxqAgent', 'lxqAgentMux', 'consoleSocket'] as const) {
     const socket = vmFile(dir, which);
     if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
       throw new InvalidArgument(`${socket} is longer than a unix socket path may be (${MAX_SOCKET_PATH} bytes): use a shorter host path or name`);
