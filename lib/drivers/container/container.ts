@@ -24,6 +24,7 @@ import type { StoredProfile } from '../../instance/profiles';
 import type { LxcItem } from './lxc-config';
 import { ContainerFiles } from './files';
 import { containerIdmap, rangeOf } from './idmap';
+import { watchStart } from './start-watch';
 import { checkWithLiblxc, EBADF, ESRCH, ETIMEDOUT, failed, lxcFiles, lxcFilesCurrent, monitorAlive, removeMonitorCgroups, saveLxcFiles } from './liblxc';
 import { containerStatus } from './status';
 import { ContainerStorage } from './storage';
@@ -262,11 +263,14 @@ export class ContainerInstance extends BaseInstance {
     await cloudInit().writeContainerSeed(this.files, await cloudInit().cloudSeed(this.dir, config, this.name), hadSeed);
     await limits().loadKernelModules(this.expandedConfig);
     const listener = lxcConfig().startListener(this.dir, config); // listening before the monitor connects to it
+    const watch = watchStart(this.ctx.lxcpath, this.name);
     await this.lxc()
       .start([])
+      .finally(() => watch.stop())
       .catch(async (e) => {
         await removeMonitorCgroups(this.name).finally(() => listener?.cancel());
-        throw failed(e, `cannot start ${this.name}`);
+        const hung = (await watch.stop()) ? ' (its first process died while liblxc was starting it: see its security.syscalls.* keys)' : '';
+        throw failed(e, `cannot start ${this.name}${hung}`);
       });
     await listener?.bind((await this.consoleWriterPid()) ?? 0);
     await deviceOps().tuneHostEnds(this.dir, this.expandedDevices);
