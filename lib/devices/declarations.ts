@@ -19,6 +19,8 @@ export interface DeviceKeySpec {
   readonly values?: readonly string[];
   /** For `nic` keys: the NIC types the key applies to (default: all). */
   readonly nictypes?: readonly string[];
+  /** For `gpu` keys: the GPU types the key applies to (default: all). */
+  readonly gputypes?: readonly string[];
 }
 
 export interface DeviceTypeSpec {
@@ -39,6 +41,8 @@ export type RootLimits = Partial<Record<(typeof DISK_LIMITS)[number], string>>;
 export const NIC_TYPES = ['bridged', 'macvlan', 'p2p', 'routed', 'physical', 'ipvlan'] as const;
 /** The NIC types with a host end of lxq's (a veth's or tap's), where rate limits go. */
 const LIMITED = ['bridged', 'p2p', 'routed'];
+/** LXD's GPU types. */
+export const GPU_TYPES = ['physical', 'mdev', 'mig', 'sriov'] as const;
 /** A NIC's type: `bridged`, `macvlan`, `p2p`, `routed`, `physical` or `ipvlan`. */
 export type NicType = (typeof NIC_TYPES)[number];
 
@@ -238,6 +242,69 @@ export const DEVICE_TYPES = {
       'ownership.inherit': { form: 'boolean', condition: 'container', default: 'false', description: 'The nodes get the host node\'s owner and group (as ids inside) instead of `uid`/`gid`.' },
     },
   },
+  gpu: {
+    condition: 'both',
+    live: false,
+    description:
+      'LXD\'s GPU passthrough, declared and checked: `physical` (containers and VMs), `mdev` and `sriov` (VMs), `mig` (containers). lxq looks for the GPU ' +
+      '(DRM cards in /sys/class/drm and their PCI devices) and refuses with NotSupported naming what it looked for; the passthrough itself is not written.',
+    keys: {
+      gputype: { form: 'enum', condition: 'both', values: GPU_TYPES, default: 'physical', description: 'The kind of GPU device.' },
+      vendorid: { form: 'string', condition: 'both', description: 'Vendor id of the GPU (four lower-case hex digits).' },
+      productid: { form: 'string', condition: 'both', description: 'Product id of the GPU (four lower-case hex digits).' },
+      id: { form: 'string', condition: 'both', description: 'The DRM card id (a number) of the GPU.' },
+      pci: { form: 'string', condition: 'both', description: 'The PCI address of the GPU (`0000:01:00.0` or `01:00.0`).' },
+      uid: { ...UNIX_KEYS.uid, gputypes: ['physical'] },
+      gid: { ...UNIX_KEYS.gid, gputypes: ['physical'] },
+      mode: { ...UNIX_KEYS.mode, gputypes: ['physical'] },
+      mdev: { form: 'string', condition: 'vm', gputypes: ['mdev'], description: 'The mdev profile (e.g. `i915-GVTg_V5_4`): required.' },
+      'mig.ci': { form: 'integer', condition: 'container', gputypes: ['mig'], description: 'Existing MIG compute instance id.' },
+      'mig.gi': { form: 'integer', condition: 'container', gputypes: ['mig'], description: 'Existing MIG GPU instance id.' },
+      'mig.uuid': { form: 'string', condition: 'container', gputypes: ['mig'], description: 'Existing MIG device UUID (instead of `mig.ci` and `mig.gi`).' },
+    },
+  },
+  usb: {
+    condition: 'both',
+    live: false,
+    description:
+      'LXD\'s USB passthrough, declared and checked: lxq looks for a USB device matching the keys under /sys/bus/usb/devices and refuses with NotSupported naming ' +
+      'what it looked for (the bus itself where the host has none); the passthrough itself is not written.',
+    keys: {
+      vendorid: { form: 'string', condition: 'both', description: 'Vendor id of the USB device (four lower-case hex digits).' },
+      productid: { form: 'string', condition: 'both', description: 'Product id of the USB device (four lower-case hex digits).' },
+      serial: { form: 'string', condition: 'both', description: 'Serial number of the USB device.' },
+      busnum: { form: 'integer', condition: 'both', description: 'Bus number the USB device is on.' },
+      devnum: { form: 'integer', condition: 'both', description: 'Device number on its bus.' },
+      uid: UNIX_KEYS.uid,
+      gid: UNIX_KEYS.gid,
+      mode: UNIX_KEYS.mode,
+      required: { form: 'boolean', condition: 'both', default: 'false', description: 'LXD: refuse the start when the device is absent.' },
+    },
+  },
+  pci: {
+    condition: 'vm',
+    live: false,
+    description:
+      'LXD\'s PCI passthrough (VMs), declared and checked: lxq looks for the address under /sys/bus/pci/devices and its IOMMU group (vfio-pci needs one) and refuses ' +
+      'with NotSupported naming what it looked for; the passthrough itself is not written.',
+    keys: {
+      address: { form: 'string', condition: 'vm', description: 'PCI address of the device (`0000:01:00.0` or `01:00.0`): required.' },
+    },
+  },
+  infiniband: {
+    condition: 'both',
+    live: false,
+    description:
+      'LXD\'s InfiniBand NICs, declared and checked: lxq looks for the `parent` InfiniBand link (/sys/class/net, of type InfiniBand) and the host\'s InfiniBand devices ' +
+      '(/sys/class/infiniband) and refuses with NotSupported naming what it looked for; the NIC itself is not written.',
+    keys: {
+      nictype: { form: 'enum', condition: 'both', values: ['physical', 'sriov'], description: 'The kind of InfiniBand NIC: required.' },
+      parent: { form: 'string', condition: 'both', description: 'The host\'s InfiniBand link: required.' },
+      name: { form: 'string', condition: 'both', description: 'The interface name inside the instance (LXD requires it for a container).' },
+      hwaddr: { form: 'string', condition: 'both', description: 'MAC address: 20 bytes, or the last 8 bytes of the parent\'s, hex separated by colons.' },
+      mtu: { form: 'integer', condition: 'both', description: 'MTU of the new interface (default: the parent\'s).' },
+    },
+  },
   tpm: {
     condition: 'both',
     live: false,
@@ -253,7 +320,7 @@ export const DEVICE_TYPES = {
 } as const satisfies Record<string, DeviceTypeSpec>;
 
 /**
- * A device type: 'disk', 'nic', 'proxy', 'unix-char', 'unix-block', 'unix-hotplug' or 'tpm' (LXD's names).
+ * A device type: 'disk', 'nic', 'proxy', 'unix-char', 'unix-block', 'unix-hotplug', 'gpu', 'usb', 'pci', 'infiniband' or 'tpm' (LXD's names).
  *
  * @example
  * ```ts
@@ -355,7 +422,8 @@ export function describeDevices(): string {
     rows.push(`| **\`${type}\`** | | ${spec.condition} | ${spec.live ? 'yes' : 'next start'} | | ${spec.description} |`);
     for (const [key, k] of Object.entries(spec.keys)) {
       const form = k.form === 'enum' ? (k.values ?? []).map((v) => `\`${v}\``).join(' \\| ') : k.form;
-      const only = k.nictypes ? ` (${k.nictypes.map((n) => `\`${n}\``).join(', ')})` : '';
+      const subtypes = k.nictypes ?? k.gputypes;
+      const only = subtypes ? ` (${subtypes.map((n) => `\`${n}\``).join(', ')})` : '';
       rows.push(`| | \`${key}\` | ${k.condition}${only} | | ${k.default ?? ''} | ${form}: ${k.description} |`);
     }
   }

@@ -30,7 +30,7 @@ export interface HotplugNode {
 }
 
 /** LXD's validate.IsDeviceID. */
-const DEVICE_ID = /^[0-9a-f]{4}$/;
+export const DEVICE_ID = /^[0-9a-f]{4}$/;
 
 /** A unix-hotplug device's keys beyond single values (LXD's checks). */
 export function checkHotplugShape(name: string, d: DeviceConfig): void {

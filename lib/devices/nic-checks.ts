@@ -24,7 +24,8 @@ export interface NicSource {
   mtu?: number;
 }
 
-const IFNAME = /^[A-Za-z][A-Za-z0-9_.-]{0,14}$/;
+/** A link's name (IFNAMSIZ). */
+export const IFNAME = /^[A-Za-z][A-Za-z0-9_.-]{0,14}$/;
 
 /** Each key's values of a NIC, for its type; throws InvalidArgument naming the key. */
 export function checkNicShape(instanceType: InstanceType, name: string, d: DeviceConfig): void {

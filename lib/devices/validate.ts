@@ -32,6 +32,7 @@ import type { VolumeResolver } from '../storage/volumes/types';
 import { validateVolumeName } from '../storage/volumes/names';
 import { checkOneTpm, checkTpmShape, probeTpm } from './tpm';
 import { checkHotplugShape, probeHotplug } from './hotplug';
+import { checkPassthroughShape, PASSTHROUGH, probePassthrough } from './passthrough';
 import { backingDevice, hasIoLimits, lockedFlags, refuseUnlimitable } from './disk-limits';
 import { mountOptions } from './mount-options';
 
@@ -197,6 +198,8 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
     checkTarget(where, d);
   } else if (d.type === 'unix-hotplug') {
     checkHotplugShape(name, d);
+  } else if (PASSTHROUGH.includes(d.type)) {
+    checkPassthroughShape(instanceType, name, d);
   } else {
     if (d.source === undefined && (d.major === undefined || d.minor === undefined)) {
       throw new InvalidArgument(`${where}: a ${d.type} device needs "source" (a host device node) or both "major" and "minor"`);
@@ -392,6 +395,7 @@ export async function probeDevices(instanceType: InstanceType, devices: Devices,
       if (instanceType === 'container') requireBlockDevice(name, d, out.get(name)!);
       continue;
     }
+    if (PASSTHROUGH.includes(d.type)) await probePassthrough(name, d);
     if (d.type === 'tpm' || d.type === 'unix-hotplug') {
       await (d.type === 'tpm' ? probeTpm(instanceType, name) : probeHotplug(name, d));
       out.set(name, { kind: 'missing' });

@@ -136,6 +136,7 @@ export function hostAccessOf(record: InstanceRecord): string[] {
     else if (d.type === 'unix-char' || d.type === 'unix-block') out.push(`device ${name}: ${d.type} ${d.source ?? `${d.major}:${d.minor}`} at ${devicePath(d)}`);
     else if (d.type === 'proxy') out.push(`device ${name}: proxy ${['instance', 'guest', 'container'].includes(d.bind ?? '') ? `connecting to the host at ${d.connect}` : `listening on the host at ${d.listen}`}`);
     else if (d.type === 'nic' && d.parent !== undefined) out.push(`device ${name}: nic on the host bridge ${d.parent}`);
+    else if (d.type === 'unix-hotplug') out.push(`device ${name}: unix-hotplug of the host's nodes matching ${['vendorid', 'productid', 'subsystem'].filter((k) => d[k] !== undefined).map((k) => `${k} ${d[k]}`).join(', ')}`);
   }
   return out;
 }
