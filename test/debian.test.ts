@@ -1,10 +1,11 @@
 /**
  * `debian/12`, both variants: built once into the shared test image cache (mmdebstrap from the
  * host's apt sources), then for each type two instances boot systemd to `running`, apt and dpkg
- * work, the hostname is the instance's name, machine ids differ, and a graceful stop is a clean
- * systemd shutdown well inside its timeout.
+ * work, the hostname is the instance's name, machine ids differ, a VM's root disk made larger
+ * than the image's has its root filesystem grown at boot, and a graceful stop is a clean systemd
+ * shutdown well inside its timeout.
  */
-import { Instance } from '../lib';
+import { CreateOptions, Instance } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
 import { systemdState } from './helpers/systemd';
 
@@ -32,7 +33,9 @@ describe.each([
       const name = t.name(type === 'vm' ? 'dv' : 'dc');
       const s = Date.now();
       // launch = create + start, resolved once systemd's boot has ended (running or degraded).
-      const i = await t.host.launch('debian/12', name, { type, wait: { for: 'systemd', timeout: boot } });
+      // The second VM's root disk is 1 GiB larger than the image's 2 GiB (grown inside at boot).
+      const devices: CreateOptions['devices'] = type === 'vm' && n === 1 ? { root: { type: 'disk' as const, path: '/' as const, pool: 'default', size: '3GiB' } } : {};
+      const i = await t.host.launch('debian/12', name, { type, devices, wait: { for: 'systemd', timeout: boot } });
       instances.push(i);
       const state = await systemdState(i, 60_000);
       figures.push(`${i.name}: start → systemd ${state}: ${Date.now() - s} ms`);
@@ -53,6 +56,16 @@ describe.each([
       expect((await i.exec(['cat', '/proc/1/comm'])).stdout.toString().trim()).toBe('systemd');
     }
   });
+
+  if (type === 'vm') {
+    test("a root disk larger than the image's: the guest's root filesystem is grown to it at boot", async () => {
+      const total = async (i: Instance) => Number((await i.exec(['df', '-k', '--output=size', '/'])).stdout.toString().trim().split('\n')[1]) * 1024;
+      const [plain, grown] = [await total(instances[0]), await total(instances[1])];
+      expect(plain).toBeLessThanOrEqual(2 * 2 ** 30);
+      expect(grown).toBeGreaterThan(plain + 0.9 * 2 ** 30);
+      expect(grown).toBeLessThanOrEqual(3 * 2 ** 30);
+    });
+  }
 
   test('apt and dpkg work; iproute2 is there; networkd is set up for DHCP on eth0', async () => {
     const [i] = instances;

@@ -2,14 +2,16 @@
  * VMs on storage pools: on a btrfs loop pool the VM's disk (a qcow2 overlay over its image's) is
  * in a subvolume of its own, copies are subvolume snapshots (its internal qcow2 snapshots with
  * them), export → import carries the disk, delete removes the subvolume; the root disk's `size`
- * grows the VM's disk on every driver (the guest sees it: one boot, on btrfs); a size smaller
- * than the image's is refused and changes nothing; a pool is Busy while a VM uses it.
+ * grows the VM's disk on every driver, and a stopped VM's `updateDevice('root', { size })` grows
+ * it again (the guest sees the disk and its root filesystem grown to it: one boot, on btrfs); a
+ * size smaller than the image's or the disk's is refused and changes nothing; a pool is Busy
+ * while a VM uses it.
  */
 import { execFileSync } from 'node:child_process';
 import { lstatSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { Busy, CreateOptions, Instance, InvalidArgument } from '../lib';
+import { Busy, CreateOptions, Instance, InvalidArgument, NotSupported } from '../lib';
 import { tempHost, TestHost, thrown } from './helpers/host';
 
 let t: TestHost;
@@ -47,10 +49,24 @@ afterAll(async () => {
 }, 180_000);
 
 test('a VM on a btrfs pool: its disk in a subvolume, grown to the root disk size (seen by the guest), copied as a subvolume snapshot with its snapshots, exported, imported and deleted', async () => {
-  const a = await vm(t.name('va'), { root: { type: 'disk', path: '/', pool, size: '2GiB' } });
+  const a = await vm(t.name('va'), { root: { type: 'disk', path: '/', pool, size: '1536MiB' } });
   expect((await t.host.storage.pools.get(pool)).usedBy).toEqual([a.name]);
   expect(realpathSync(disk(a.name)).startsWith(poolMount() + '/roots/')).toBe(true);
   expect(subvolumes()).toEqual([subvolumeOf(a.name)]);
+  expect(info(disk(a.name))['virtual-size']).toBe(1.5 * GiB);
+  // The root disk's size of a stopped VM: only larger, only `size`; a refusal changes nothing.
+  for (const [patch, message] of [
+    [{ size: '1GiB' }, /a disk cannot shrink/],
+    [{ size: 'big' }, /device "root": "size"/],
+    [{ size: null }, /cannot be unset/],
+    [{ pool: 'default' }, /only "size" can be changed/],
+  ] as const) {
+    const e = await thrown(a.updateDevice('root', patch));
+    expect(e).toBeInstanceOf(InvalidArgument);
+    expect(e.message).toMatch(message);
+  }
+  expect(info(disk(a.name))['virtual-size']).toBe(1.5 * GiB);
+  await a.updateDevice('root', { size: '2GiB' });
   expect(info(disk(a.name))['virtual-size']).toBe(2 * GiB);
   expect(info(disk(a.name))['full-backing-filename']).toBe(path.join((await t.host.images.get('vm/default', { type: 'vm' })).dir, 'disk.qcow2'));
   expect(await thrown(t.host.storage.pools.delete(pool))).toBeInstanceOf(Busy);
@@ -59,6 +75,13 @@ test('a VM on a btrfs pool: its disk in a subvolume, grown to the root disk size
   await a.start();
   const run = async (i: Instance, script: string) => (await i.exec(['sh', '-c', script], { timeout: 180_000 })).stdout.toString().trim();
   expect(Number(await run(a, 'cat /sys/block/vda/size')) * 512).toBe(2 * GiB);
+  // The image's 256 MiB ext4 grown to the disk by the agent at boot: df's total is the disk less
+  // ext4's own tables (inodes, bitmaps, journal: under 10% here).
+  const total = Number((await run(a, 'df -k / | tail -n 1')).split(/\s+/)[1]) * 1024;
+  expect(total).toBeGreaterThan(1.8 * GiB);
+  expect(total).toBeLessThanOrEqual(2 * GiB);
+  expect(await thrown(a.updateDevice('root', { size: '3GiB' }))).toBeInstanceOf(NotSupported);
+  expect(info(disk(a.name))['virtual-size']).toBe(2 * GiB);
   await run(a, 'echo kept > /root/kept; sync');
   await a.stop();
 

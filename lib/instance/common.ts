@@ -150,6 +150,8 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
    * base); an LXD server deletes its own.
    */
   protected async stopped(): Promise<void> {}
+  /** `updateDevice('root', patch)` where the driver changes its root disk itself (inside serialized()). */
+  protected updateRootDisk?(patch: DevicePatch): Promise<void>;
 
   // ---- the queue and the status ----
 
@@ -464,6 +466,8 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   updateDevice(name: string, patch: DevicePatch): Promise<void> {
     return this.serialized(async () => {
       validate().validateDeviceName(name);
+      // The root disk is not among the devices (its pool and size are the record's own).
+      if (name === 'root' && !(name in this.devices) && this.updateRootDisk) return this.updateRootDisk(patch);
       await this.changeDevices((devices) => ({ ...devices, [name]: validate().patchDevice(this.type, name, this.existingDevice(devices, name), patch) }));
     });
   }

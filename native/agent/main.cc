@@ -11,6 +11,7 @@
 //                                 or that device
 //   lxq-agent --listen PATH       serve a unix socket, one client at a time (tests on the host)
 //   --root DIR                    resolve the paths of file operations inside DIR (default /)
+// In a guest (the port), it first grows the root filesystem to its disk (grow.h).
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "files.h"
+#include "grow.h"
 #include "identity.h"
 #include "protocol.h"
 
@@ -851,6 +853,8 @@ int main(int argc, char** argv) {
     Agent agent(signals, false);
     return agent.Loop(listener);
   }
+  // In the guest (not --listen on a host): a root disk made or grown larger than its filesystem.
+  if (strcmp(root, "/") == 0) GrowRoot(Log);
   int port = OpenPort(port_path);
   if (port < 0) return Log("cannot open %s: %s", port_path, strerror(errno)), 1;
   Agent agent(signals, true);

@@ -24,6 +24,7 @@ import type { CopyToOptions, SnapshotRef, StorageDriver } from '../../storage/ty
 import { exists } from '../../core/fs';
 import { stagingPath } from '../../core/staging';
 import { tpmStateDir } from './tpm';
+import { rootSize } from '../../storage/pools/host-storage';
 
 /** A TPM's state (if `from` has one) copied into `into`: a VM's, a snapshot's or a copy's directory. */
 async function copyTpmState(from: string, into: string): Promise<void> {
@@ -52,6 +53,24 @@ export async function makeVmDisk(pool: PoolDriver, staging: string, file: string
   }
   await pool.prepareDisk(staging, file);
   await createVmOverlay(img, path.join(staging, file), bytes === undefined ? undefined : String(bytes));
+}
+
+/**
+ * The root disk's `size` of a stopped VM changed (`updateDevice('root', { size })`): its disk
+ * grown by `qemu-img resize` (the guest's agent grows the root filesystem at the next boot).
+ * Only `size`, only larger (LXD refuses to shrink a VM's disk too); refused before anything is
+ * written. Returns the new size in bytes.
+ */
+export async function growVmDisk(disk: string, patch: Record<string, unknown>, status: InstanceStatus, vm: string): Promise<number> {
+  const other = Object.keys(patch).find((k) => k !== 'size');
+  if (other !== undefined) throw new InvalidArgument(`device "root": only "size" can be changed on a VM's root disk here, not "${other}"${other === 'pool' ? ' (move the VM to another pool instead)' : ''}`);
+  if (patch.size === null || patch.size === undefined) throw new InvalidArgument('device "root": "size" cannot be unset (a VM\'s disk has a size)');
+  const bytes = rootSize(patch.size);
+  if (status !== 'stopped') throw new NotSupported(`growing the root disk of a running vm is not supported: stop ${vm} first`);
+  const { 'virtual-size': now } = JSON.parse(await run('qemu-img', ['info', '--output=json', '-f', 'qcow2', disk])) as { 'virtual-size': number };
+  if (bytes < now) throw new InvalidArgument(`device "root": "size" (${bytes} bytes) is smaller than ${vm}'s disk (${now} bytes): a disk cannot shrink`);
+  if (bytes > now) await run('qemu-img', ['resize', '-q', '-f', 'qcow2', disk, String(bytes)]);
+  return bytes;
 }
 
 export class VmStorage implements StorageDriver {

@@ -14,7 +14,7 @@ import { findOption, type InstanceConfig } from '../../config/options';
 import { InvalidArgument, InvalidState, NotSupported, OperationFailed } from '../../core/errors';
 import { parseBoolean } from '../../core/units';
 import { createStaged } from '../../core/staging';
-import type { DeviceConfig, Devices } from '../../devices/declarations';
+import type { DeviceConfig, DevicePatch, Devices } from '../../devices/declarations';
 import { ensureNetworks } from '../../devices/nic';
 import { checkVolumesFree, probeDevices, type ProbeEnv, readSources } from '../../devices/validate';
 import type { VmContext } from './context';
@@ -43,7 +43,7 @@ import { applyVmCpuLimits } from './cgroup';
 import { VmMonitor } from './monitor';
 import { checkSocketPaths, type VmFile, vmFile } from './paths';
 import { endQemu, isQemuOf, livePid, logTail, QEMU, qemuUsage, QUIT_GRACE_MS, spawnQemu, waitForExit, watchBoot } from './process';
-import { makeVmDisk, VmStorage } from './storage';
+import { growVmDisk, makeVmDisk, VmStorage } from './storage';
 import { vmUsage } from './usage';
 import { readBootRecord, startFromSavedBoot } from './saved-boot-start';
 
@@ -398,6 +398,12 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     if (live) await checkVolumesFree(change.added, this.probeEnv);
     const removed = await readSources(change.removed, this.probeEnv);
     await this.hotplug.apply(change, { added, removed }, live);
+  }
+
+  protected override async updateRootDisk(patch: DevicePatch): Promise<void> {
+    const bytes = await growVmDisk(this.file('disk'), patch, await this.currentStatus(), this.name);
+    await this.saveRecord({ ...this.record, rootSize: bytes });
+    await this.reported('instance-updated');
   }
 
   protected override deviceState(name: string, d: DeviceConfig): DeviceState {

@@ -45,7 +45,7 @@ export interface StoragePool {
 const ROOT_DISK_KEYS = ['type', 'path', 'pool', 'size', ...DISK_LIMITS];
 
 /** A root disk's `size` in bytes (InvalidArgument naming it). */
-function rootSize(size: unknown): number {
+export function rootSize(size: unknown): number {
   try {
     if (typeof size !== 'string') throw new Error(`expected a string such as "2GiB", got ${typeof size}`);
     return parseSize(size);
