@@ -32,7 +32,7 @@ export interface DeviceTypeSpec {
 }
 
 const PROPAGATION = ['private', 'shared', 'slave', 'unbindable', 'rprivate', 'rshared', 'rslave', 'runbindable'] as const;
-const BUSES = ['virtio-blk', 'virtio-scsi', 'nvme'] as const;
+const BUSES = ['virtio-blk', 'virtio-scsi', 'nvme', 'usb'] as const;
 /** A disk's I/O limit keys (LXD's): bytes or operations per second. */
 export const DISK_LIMITS = ['limits.read', 'limits.write', 'limits.max'] as const;
 /** A container's root disk's I/O limits (LXD's `limits.*` keys of its `root` disk device), kept in its record. */
@@ -106,7 +106,7 @@ export const DEVICE_TYPES = {
           '`readonly: "true"` wins over `rw`. NotSupported: atime flags (locked in the container\'s user namespace) and a filesystem\'s own options (lxq mounts no block device\'s filesystem).',
       },
       size: { form: 'size', condition: 'vm', description: 'Size of a new, empty qcow2 block disk made by lxq (instead of `source`).' },
-      'io.bus': { form: 'enum', condition: 'vm', values: BUSES, default: 'virtio-blk', description: 'Bus of a VM block disk (`nvme`: an NVMe controller of its own, serial = the name\'s first 20 characters).' },
+      'io.bus': { form: 'enum', condition: 'vm', values: BUSES, default: 'virtio-blk', description: 'Bus of a VM block disk (`nvme`: an NVMe controller of its own, serial = the name\'s first 20 characters; `usb`: a `usb-storage` disk on a `qemu-xhci` controller: the guest\'s kernel needs USB storage, which Debian\'s cloud kernel has not).' },
       'io.cache': {
         form: 'enum',
         condition: 'vm',

@@ -44,6 +44,12 @@ export const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 export const SPARE_PORTS = 4;
 export const MEMORY_BACKEND = 'lxq-mem';
 const SCSI_CONTROLLER = 'lxq-scsi';
+const USB_CONTROLLER = 'lxq-xhci';
+/** The controllers a disk's `io.bus` needs beside it (one per VM, on a root port of its own): QEMU driver and id. */
+export const BUS_CONTROLLERS: Readonly<Record<string, { driver: string; id: string }>> = {
+  'virtio-scsi': { driver: 'virtio-scsi-pci', id: SCSI_CONTROLLER },
+  usb: { driver: 'qemu-xhci', id: USB_CONTROLLER },
+};
 
 export type VmDeviceKind = 'share' | 'block' | 'nic' | 'skip';
 
@@ -88,6 +94,7 @@ export function deviceArgs(vmDir: string, name: string, d: DeviceConfig, src: De
   const boot = bootindex !== undefined ? { bootindex } : {};
   const ioBus = deviceValue(d, 'io.bus');
   if (ioBus === 'virtio-scsi') return { driver: 'scsi-hd', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus: `${SCSI_CONTROLLER}.0`, ...boot };
+  if (ioBus === 'usb') return { driver: 'usb-storage', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus: `${USB_CONTROLLER}.0`, ...boot };
   // An NVMe serial is 20 bytes.
   if (ioBus === 'nvme') return { driver: 'nvme', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name.slice(0, 20), bus, ...boot };
   return { driver: 'virtio-blk-pci', id: qemuDeviceId(name), drive: qemuNodeName(name), serial: name, bus, ...boot };
@@ -160,14 +167,15 @@ export function chardevArgs(vmDir: string, name: string): QmpCommands['chardev-a
 export async function launchArgs(vmDir: string, devices: Devices, sources: Map<string, DeviceSource>, memory: VmMemory, busPorts?: number, fds: fs.FileHandle[] = []): Promise<string[]> {
   const args = ['-object', `memory-backend-memfd,id=${MEMORY_BACKEND},size=${memory.mib}M,share=on${memoryBackendOptions(memory)}`, '-machine', `memory-backend=${MEMORY_BACKEND}`];
   const present = Object.entries(devices).filter(([name, d]) => vmDeviceKind(d, sources.get(name)!) !== 'skip');
-  const needed = present.length + (present.some(([, d]) => deviceValue(d, 'io.bus') === 'virtio-scsi') ? 1 : 0);
+  const controllers = Object.entries(BUS_CONTROLLERS).filter(([bus]) => present.some(([, d]) => d.type === 'disk' && deviceValue(d, 'io.bus') === bus));
+  const needed = present.length + controllers.length;
   // limits.max_bus_ports: that many root ports, the devices present at start on the first ones.
   if (busPorts !== undefined && busPorts < needed) throw new InvalidArgument(`limits.max_bus_ports=${busPorts} is fewer than the ${needed} PCIe ports the VM's devices take at start`);
   const ports = busPorts ?? present.length + SPARE_PORTS;
   for (let i = 0; i < ports; i++) args.push('-device', `pcie-root-port,id=${portId(i)},bus=pcie.0,chassis=${i + 1}`);
   let port = 0;
   const boot = bootIndexes(devices);
-  if (present.some(([, d]) => deviceValue(d, 'io.bus') === 'virtio-scsi')) args.push('-device', `virtio-scsi-pci,id=${SCSI_CONTROLLER},bus=${portId(port++)}`);
+  for (const [, c] of controllers) args.push('-device', `${c.driver},id=${c.id},bus=${portId(port++)}`);
   try {
     for (const [name, d] of present) {
       const src = sources.get(name)!;

@@ -23,7 +23,7 @@ import {
   qemuDeviceId,
   qemuNodeName,
   releaseVmDevice,
-  SCSI_CONTROLLER,
+  BUS_CONTROLLERS,
   SPARE_PORTS,
   startVirtiofsd,
   vmDeviceKind,
@@ -111,9 +111,8 @@ export class HotPlug {
       await mountShare(this.vm.agent(), name, d, this.vm.name());
       return;
     }
-    if (deviceValue(d, 'io.bus') === 'virtio-scsi' && !(await this.hasDevice(SCSI_CONTROLLER))) {
-      await monitor.command('device_add', { driver: 'virtio-scsi-pci', id: SCSI_CONTROLLER, bus: await this.port(name) });
-    }
+    const controller = BUS_CONTROLLERS[deviceValue(d, 'io.bus') ?? ''];
+    if (controller && !(await this.hasDevice(controller.id))) await monitor.command('device_add', { ...controller, bus: await this.port(name) });
     await monitor.command('blockdev-add', blockdevArgs(dir, name, d, src));
     await monitor.command('device_add', deviceArgs(dir, name, d, src, await this.port(name))).catch(async (e) => {
       await monitor.command('blockdev-del', { 'node-name': qemuNodeName(name) }).catch(() => undefined);
