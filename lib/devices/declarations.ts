@@ -203,7 +203,7 @@ export const DEVICE_TYPES = {
         description: 'Where to connect: `tcp:<address>:<ports>`, `udp:<address>:<ports>` (one port, or as many as `listen`; a VM: 127.0.0.1 is the guest\'s address) or `unix:<path>` / `unix:@<name>` (not inside a VM). udp goes to udp only.',
       },
       bind: { form: 'enum', condition: 'both', values: ['host', 'instance', 'guest', 'container'], default: 'host', description: 'Which side listens: `host` or `instance` (containers; `guest`, `container` are LXD\'s aliases).' },
-      nat: { form: 'boolean', condition: 'both', default: 'false', description: 'LXD: forward with DNAT rules instead of a process. Checked as LXD checks it, then refused with NotSupported (not written yet).' },
+      nat: { form: 'boolean', condition: 'both', default: 'false', description: 'Forward with nftables DNAT rules (a table of lxq\'s own per running instance) instead of a process: tcp or udp from a host address (not a loopback one) to one of the instance\'s static addresses (`ipv4.address`/`ipv6.address` of a bridged or routed NIC; `0.0.0.0`/`::` takes the first).' },
       proxy_protocol: { form: 'boolean', condition: 'both', default: 'false', description: 'Send a PROXY protocol (v1) line with the client\'s address before its bytes, to a tcp `connect` (as LXD\'s forkproxy).' },
       'security.uid': { form: 'integer', condition: 'both', default: '0', description: 'The user id the connections to `connect` are made as (on the connecting side: inside a container for `bind: host`).' },
       'security.gid': { form: 'integer', condition: 'both', default: '0', description: 'The group id the connections to `connect` are made as.' },

@@ -13,6 +13,7 @@ import { InvalidArgument, NotSupported } from '../core/errors';
 import { refuseControlChars } from '../core/guard';
 import type { Networks } from '../network/networks';
 import { parseProxy } from '../network/proxy-address';
+import { checkNatShape } from '../network/proxy-nat';
 import {
   DEVICE_TYPES,
   type DeviceConfig,
@@ -188,9 +189,8 @@ function checkShape(instanceType: InstanceType, name: string, d: DeviceConfig): 
     }
     checkTarget(where, d);
   } else if (d.type === 'proxy') {
-    if (parseProxy(where, d as unknown as Record<string, string | undefined>, instanceType === 'vm').nat) {
-      throw new NotSupported(`${where}: "nat": lxq does not write a proxy's DNAT rules yet; without "nat" its proxy process forwards the same ports`);
-    }
+    const keys = d as unknown as Record<string, string | undefined>;
+    if (parseProxy(where, keys, instanceType === 'vm').nat) checkNatShape(name, keys, instanceType === 'vm');
   } else if (d.type === 'nic') {
     checkNicShape(instanceType, name, d);
   } else if (d.type === 'tpm') {

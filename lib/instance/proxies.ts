@@ -15,6 +15,7 @@ import { nodeProgramArgs, processStartTicks } from '../core/proc';
 import type { DeviceChange } from '../devices/change';
 import type { DeviceConfig, Devices } from '../devices/declarations';
 import { flockHeld } from '../native/sys';
+import { applyProxyNat, natForwards, natProxies, removeProxyNat } from '../network/proxy-nat';
 
 /** What the proxy process is given: the instance, and its proxy devices served by a process (not nat). */
 export interface ProxyJob {
@@ -35,9 +36,7 @@ const TRUE = ['true', '1', 'yes', 'on'];
 
 /** The devices among `devices` the process serves: proxies (nat ones are nftables rules) and a container's unix-hotplug devices. */
 export function servedProxies(devices: Readonly<Devices>): Record<string, DeviceConfig> {
-  const out: Record<string, DeviceConfig> = {};
-  for (const [name, d] of Object.entries(devices)) if (servedType(d) && !TRUE.includes(String((d as { nat?: string }).nat ?? ''))) out[name] = d;
-  return out;
+  return Object.fromEntries(Object.entries(devices).filter(([, d]) => isServed(d)));
 }
 
 /** A device of a type the process serves. */
@@ -45,9 +44,13 @@ export function servedType(d: DeviceConfig): boolean {
   return d.type === 'proxy' || d.type === 'unix-hotplug';
 }
 
+const isServed = (d: DeviceConfig) => servedType(d) && !TRUE.includes(String((d as { nat?: string }).nat ?? ''));
+
 export class ProxyDevices {
   /** Started for a start to come, not bound yet. */
   private pending: ChildProcess | undefined;
+  /** The nat proxies' forwards for a start to come, written when it is bound. */
+  private pendingNat: ReturnType<typeof natForwards> = [];
 
   constructor(private readonly job: () => Omit<ProxyJob, 'devices' | 'nics'>) {}
 
@@ -66,7 +69,9 @@ export class ProxyDevices {
    * in use) with nothing left running. `bind` or `cancel` follows.
    */
   async open(devices: Readonly<Devices>): Promise<void> {
+    const nat = natForwards(devices, this.job().type === 'vm'); // checked before anything changes
     await this.close();
+    this.pendingNat = nat;
     const served = servedProxies(devices);
     if (!Object.keys(served).length) return;
     const base = this.job();
@@ -95,8 +100,11 @@ export class ProxyDevices {
 
   /** Binds the process started by `open` to the instance's process `pid` (it ends with it); null: cancel. */
   async bind(pid: number | null): Promise<void> {
-    const child = this.pending;
+    const [child, nat] = [this.pending, this.pendingNat];
     this.pending = undefined;
+    this.pendingNat = [];
+    // The DNAT rules go with the instance's process: the next Host.open sweeps them once it has ended.
+    if (pid !== null && nat.length) await applyProxyNat(this.job().dir, nat, pid);
     if (!child) return;
     const ticks = pid === null ? null : await processStartTicks(pid);
     if (ticks === null) child.stdin?.end();
@@ -108,6 +116,7 @@ export class ProxyDevices {
   /** Ends the instance's proxy process, if one runs (this process's or another's), and waits until it has let go of its addresses. */
   async close(): Promise<void> {
     await this.bind(null);
+    await removeProxyNat(this.job().dir);
     const lock = this.lockFile;
     for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
       if (!(await flockHeld(lock))) return;
@@ -140,8 +149,9 @@ export class ProxyDevices {
 
   /**
    * Runs `apply` (the driver's part of a device change from `before` to `next`) with the proxy
-   * process restarted first on a running instance (`pid`: its process) when a proxy changed;
-   * put back as it was if either fails.
+   * process restarted first on a running instance (`pid`: its process) when a proxy it serves
+   * changed, and the nat proxies' rules rewritten after it when they or a NIC changed; put back as
+   * it was if either fails. Nat proxies are checked against `next` before anything changes.
    */
   async changing(
     before: Readonly<Devices>,
@@ -150,11 +160,19 @@ export class ProxyDevices {
     live: { pid: () => Promise<number | null> } | undefined,
     apply: () => Promise<void>,
   ): Promise<void> {
-    const touched = Object.values({ ...change.removed, ...change.added }).some(servedType);
-    if (!live || !touched) return apply();
+    const changed = Object.values({ ...change.removed, ...change.added });
+    const natChanged = changed.some((d) => d.type === 'nic') ? Object.keys({ ...natProxies(before), ...natProxies(next) }).length > 0 : changed.some((d) => d.type === 'proxy' && !isServed(d));
+    const nat = natChanged ? natForwards(next, this.job().type === 'vm') : [];
+    const served = changed.some((d) => isServed(d));
+    if (!live || (!served && !natChanged)) return apply();
     const restart = async (devices: Readonly<Devices>) => {
-      await this.open(devices);
-      await this.bind(await live.pid());
+      const pid = await live.pid();
+      if (served) {
+        await this.open(devices); // its nat rules too, written at bind
+        await this.bind(pid);
+      } else if (pid !== null) {
+        await applyProxyNat(this.job().dir, devices === next ? nat : natForwards(devices, this.job().type === 'vm'), pid);
+      }
     };
     try {
       await restart(next);

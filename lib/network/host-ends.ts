@@ -9,6 +9,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
+import { sweepProxyNat } from './proxy-nat';
 import { applyNicFilter, type NicFilter, removeNicFilter } from './nic-filter';
 import { applyRateLimits, type RateLimits, removeEgress } from './tc';
 
@@ -42,8 +43,12 @@ export async function releaseHostEnd(dev: string): Promise<void> {
   await fs.rm(path.join(MARKS, dev), { force: true });
 }
 
-/** Removes what host ends that are gone (their instance stopped while no lxq process held it, or its process was killed) left. */
+/**
+ * Removes what host ends that are gone (their instance stopped while no lxq process held it, or
+ * its process was killed) left, and the nat proxies' rules of such instances (proxy-nat.ts).
+ */
 export async function sweepHostEnds(): Promise<void> {
+  await sweepProxyNat();
   const names = await fs.readdir(MARKS).catch(() => [] as string[]);
   for (const dev of names) {
     const exists = await fs.access(`/sys/class/net/${dev}`).then(() => true, () => false);
