@@ -11,7 +11,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
-import { Host, type Instance, InvalidArgument } from '../lib';
+import { Host, type Instance, InvalidArgument, NotFound } from '../lib';
 import { runNode, SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 
 jest.setTimeout(240_000);
@@ -131,7 +131,7 @@ test('bind: instance: a server on the host\'s loopback reached from inside (tcp 
     image: 'busybox',
     devices: {
       up: { type: 'proxy', bind: 'instance', listen: 'tcp:127.0.0.1:8080', connect: `tcp:127.0.0.1:${hp}` },
-      sock: { type: 'proxy', bind: 'instance', listen: 'unix:/run/host.sock', connect: `tcp:127.0.0.1:${hp}`, uid: '1000', mode: '0600' },
+      sock: { type: 'proxy', bind: 'instance', listen: 'unix:/host.sock', connect: `tcp:127.0.0.1:${hp}`, uid: '1000', mode: '0600' },
       pp: { type: 'proxy', bind: 'instance', listen: 'tcp:127.0.0.1:8081', connect: `tcp:127.0.0.1:${rp}`, proxy_protocol: 'true' },
       asroot: { type: 'proxy', bind: 'instance', listen: 'tcp:127.0.0.1:8082', connect: `unix:${hostSock}` },
       asuser: { type: 'proxy', bind: 'instance', listen: 'tcp:127.0.0.1:8083', connect: `unix:${hostSock}`, 'security.uid': '1000', 'security.gid': '1000' },
@@ -142,12 +142,15 @@ test('bind: instance: a server on the host\'s loopback reached from inside (tcp 
     await until('the listeners inside', async () => (await sh(c, 'netstat -ltn | grep -c ":808[0-3] "')).out.trim() === '4');
     expect((await sh(c, 'wget -qO- http://127.0.0.1:8080/x')).out).toBe('host /x\n');
     // Made inside, owned by uid 1000 inside (a high id on the host: the container is unprivileged), mode 0600.
-    expect((await sh(c, 'stat -c "%u %g %a %F" /run/host.sock')).out).toBe('1000 0 600 socket\n');
+    expect((await sh(c, 'stat -c "%u %g %a %F" /host.sock')).out).toBe('1000 0 600 socket\n');
     expect((await sh(c, 'wget -qO- http://127.0.0.1:8081/')).out).toBe('raw\n');
     expect(lines[0]).toMatch(/^PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ 8081$/);
     // A root-only socket of the host: the proxy's connection as root reaches it, as uid 1000 it is refused.
     expect((await sh(c, 'wget -qO- http://127.0.0.1:8082/')).out).toBe('secret\n');
     expect((await sh(c, 'wget -qO- http://127.0.0.1:8083/')).code).not.toBe(0);
+    // The socket made inside (on the container's root filesystem) goes with the stop.
+    await c.stop({ force: true });
+    await expect(c.files.stat('/host.sock')).rejects.toThrow(NotFound);
   } finally {
     await c.delete({ force: true });
     await Promise.all([server, raw, secret].map((s) => new Promise((r) => s.close(r))));

@@ -17,7 +17,7 @@ import { ftruncateSync, openSync, promises as fsp, writeSync } from 'node:fs';
 import * as path from 'node:path';
 
 import type { DeviceConfig } from '../devices/declarations';
-import { ContainerInit, containerConnector, containerListenFd, hostConnector, type Ids, unixListenFd } from '../drivers/container/proxy-ways';
+import { ContainerInit, containerConnector, containerListenFd, hostConnector, type Ids, removeContainerSocket, unixListenFd } from '../drivers/container/proxy-ways';
 import { processStartedAt, processStartTicks } from '../core/proc';
 import { HotplugServer } from '../drivers/container/hotplug';
 import { leasedAddress } from '../instance/addresses';
@@ -33,6 +33,8 @@ interface Sides {
   inside(spec: ProxySpec): Connector;
   /** A listener inside, for a proxy bound inside the instance. */
   listenInside(at: Endpoint, spec: ProxySpec): Promise<number>;
+  /** Removes a unix socket path listenInside made (while the instance runs). */
+  removeInside(path: string): Promise<void>;
 }
 
 /** Host-side listeners: a unix path through the addon (its mode and owner set as it is made), anything else by Node. */
@@ -48,6 +50,7 @@ function containerSides(init: ContainerInit): Sides {
   return {
     inside: (spec) => containerConnector(init, { uid: spec.securityUid, gid: spec.securityGid }),
     listenInside: (at, spec) => containerListenFd(init, at, spec.owner),
+    removeInside: (at) => removeContainerSocket(init, at),
   };
 }
 
@@ -81,6 +84,7 @@ function vmSides(job: ProxyJob, qemu: number): Sides {
       };
     },
     listenInside: () => Promise.reject(new Error('a VM has no listener inside')),
+    removeInside: async () => undefined,
   };
 }
 
@@ -133,10 +137,13 @@ async function main(): Promise<void> {
   const inside: ProxyServer[] = [];
   const all = () => [...host, ...inside];
   let hotplugServer: HotplugServer | undefined;
+  let bound: Sides | undefined = undefined; // once bound to the instance
   const end = async (code: number) => {
     hotplugServer?.stop(); // the nodes it made stay for the next process to put in line (a restart for a change must find them)
     await Promise.all(all().map((s) => s.close().catch(() => undefined)));
     for (const [, d] of Object.entries(job.devices)) await removeHostSocket(d);
+    // Sockets made inside go while the instance still runs (its stop ends this process first); after a stop from inside, the next listener replaces them.
+    for (const p of bound ? insideSockets(job.devices) : []) await bound!.removeInside(p).catch(() => undefined);
     process.exit(code);
   };
   process.on('SIGTERM', () => void end(0));
@@ -159,7 +166,8 @@ async function main(): Promise<void> {
   if (!pid || (await processStartTicks(pid)) !== ticks) return end(0);
   sys().watchPid(pid, () => void end(0));
   const init = job.type === 'container' ? new ContainerInit(pid) : undefined;
-  setSides(init ? containerSides(init) : vmSides(job, pid));
+  bound = init ? containerSides(init) : vmSides(job, pid);
+  setSides(bound);
   for (const s of inside) {
     await s.start().catch((e: Error) => process.stderr.write(`proxy ${s.name}: ${e.message}\n`));
   }
@@ -170,6 +178,14 @@ async function main(): Promise<void> {
   }
   // Kept alive by its listeners and its uevent socket; with none (all bound inside failed), it has nothing to do.
   if (!all().length && !hotplugServer) return end(0);
+}
+
+/** The unix socket paths of listeners made inside the instance. */
+function insideSockets(devices: Record<string, DeviceConfig>): string[] {
+  return Object.values(devices)
+    .map((d) => d as { bind?: string; listen?: string })
+    .filter((d) => d.bind !== undefined && d.bind !== 'host' && d.listen?.startsWith('unix:/'))
+    .map((d) => d.listen!.slice(5));
 }
 
 /** A host-side unix listener's path (made from an fd, so libuv does not unlink it at close). */

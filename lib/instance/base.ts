@@ -178,11 +178,10 @@ export abstract class BaseInstance extends StoredInstance {
     return false;
   }
 
-  /** Its proxy process is ended with it (it would end by itself with the instance's process a moment later). */
+  /** Its proxies end first, while it still runs: the unix sockets they made inside are removed then (they would end with it anyway). */
   protected override async stopNow(timeoutMs: number, force: boolean): Promise<StopOutcome | undefined> {
-    const how = await super.stopNow(timeoutMs, force);
     await this.proxies.close();
-    return how;
+    return super.stopNow(timeoutMs, force);
   }
 
   protected readState(): Promise<DriverState> {

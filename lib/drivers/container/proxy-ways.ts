@@ -126,3 +126,15 @@ export async function containerListenFd(init: ContainerInit, at: Endpoint, owner
     await closeFd(dir);
   }
 }
+
+/** Removes a unix listener's socket made inside the running container (at its proxy's end, as LXD's forkproxy does); anything else there is left. */
+export async function removeContainerSocket(init: ContainerInit, at: string): Promise<void> {
+  const pid = await init.pid();
+  const dir = await sys().openInRoot(`/proc/${pid}/root`, path.posix.dirname(at), O_PATH | C.O_DIRECTORY, 0);
+  try {
+    const where = `/proc/self/fd/${dir}/${path.posix.basename(at)}`;
+    if ((await fsp.lstat(where).catch(() => undefined))?.isSocket()) await fsp.unlink(where);
+  } finally {
+    await closeFd(dir);
+  }
+}
