@@ -104,6 +104,29 @@ test('a container started by a Node process that has exited: its proxies keep se
     await other.get(name);
     expect(proxyPid(c)).not.toBeNull();
     expect(await get({ port })).toBe(`inside ${name}\n`);
+    // A live change opens and closes only its own device's listeners: the same process serves on,
+    // and a connection through another proxy, open across the changes, still gets its answer.
+    const serving = proxyPid(c);
+    const held = net.connect(port, '127.0.0.1');
+    await new Promise((r) => held.once('connect', r));
+    const more = await freePort();
+    await c.addDevice('more', { type: 'proxy', listen: `tcp:127.0.0.1:${more}`, connect: 'tcp:127.0.0.1:80' });
+    expect(await get({ port: more })).toBe(`inside ${name}\n`);
+    const holder = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => holder.once('listening', r));
+    const taken = (holder.address() as net.AddressInfo).port;
+    await expect(c.addDevice('taken', { type: 'proxy', listen: `tcp:127.0.0.1:${taken}`, connect: 'tcp:127.0.0.1:80' })).rejects.toThrow(/"listen" tcp:127.0.0.1:\d+ is already in use/);
+    await new Promise((r) => holder.close(r));
+    await c.removeDevice('more');
+    expect(await refused(get({ port: more }))).toBe('ECONNREFUSED');
+    expect(proxyPid(c)).toBe(serving);
+    const answer = new Promise<string>((resolve) => {
+      let text = '';
+      held.on('data', (d) => (text += d));
+      held.on('close', () => resolve(text));
+    });
+    held.end('GET / HTTP/1.0\r\n\r\n');
+    expect(await answer).toContain(`inside ${name}\n`);
     // Ended with the stop: nothing listens, the socket is gone, no process is left.
     await c.stop({ force: true });
     expect(proxyPid(c)).toBeNull();

@@ -24,6 +24,7 @@ import { leasedAddress } from '../instance/addresses';
 import { Networks } from '../network/networks';
 import { sys } from '../native/sys';
 import { type Connector, type ListenFd, ProxyServer } from '../network/proxy';
+import { RestartNeeded, serveControl } from '../network/proxy-control';
 import { type Endpoint, parseProxy, type ProxySpec } from '../network/proxy-address';
 import type { ProxyJob } from '../instance/proxies';
 
@@ -176,8 +177,52 @@ async function main(): Promise<void> {
     hotplugServer = new HotplugServer(job.dir, hotplug, init, (l) => process.stderr.write(`${l}\n`));
     hotplugServer.start();
   }
-  // Kept alive by its listeners and its uevent socket; with none (all bound inside failed), it has nothing to do.
-  if (!all().length && !hotplugServer) return end(0);
+  // Live changes, one device's listeners at a time; the process is then kept alive by its control socket too.
+  await serveControl<Record<string, DeviceConfig>>(path.join(job.dir, 'proxy.sock'), (devices) => changeLive({ job, host, inside, sides, bound: bound! }, devices)).catch(() => undefined);
+}
+
+interface Running {
+  job: ProxyJob;
+  host: ProxyServer[];
+  inside: ProxyServer[];
+  sides: Promise<Sides>;
+  bound: Sides;
+}
+
+/**
+ * A live change of the served devices: the listeners of the devices that changed are closed (their
+ * sockets removed) and the new ones opened; the others' listeners and connections are left alone.
+ * A new listener that fails (an address in use) refuses the change, with the old ones put back.
+ * unix-hotplug devices are not changed here (RestartNeeded: the caller restarts the process).
+ */
+async function changeLive(r: Running, next: Record<string, DeviceConfig>): Promise<void> {
+  const before = r.job.devices;
+  const names = [...new Set([...Object.keys(before), ...Object.keys(next)])].filter((n) => JSON.stringify(before[n]) !== JSON.stringify(next[n]));
+  if (names.some((n) => (before[n] ?? next[n]).type !== 'proxy')) throw new RestartNeeded();
+  const swap = async (from: Record<string, DeviceConfig>, to: Record<string, DeviceConfig>) => {
+    for (const list of [r.host, r.inside]) {
+      const going = list.filter((s) => names.includes(s.name));
+      await Promise.all(going.map((s) => s.close()));
+      list.splice(0, list.length, ...list.filter((s) => !going.includes(s)));
+    }
+    for (const n of names.filter((n) => from[n])) {
+      await removeHostSocket(from[n]);
+      for (const p of insideSockets({ [n]: from[n] })) await r.bound.removeInside(p).catch(() => undefined);
+    }
+    for (const n of names.filter((n) => to[n])) {
+      for (const s of servers(n, to[n], r.job, r.sides)) {
+        ((to[n].bind ?? 'host') === 'host' ? r.host : r.inside).push(s);
+        await s.start();
+      }
+    }
+  };
+  try {
+    await swap(before, next);
+    r.job.devices = next;
+  } catch (e) {
+    await swap(next, before).catch(() => undefined);
+    throw e;
+  }
 }
 
 /** The unix socket paths of listeners made inside the instance. */

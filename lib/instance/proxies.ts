@@ -15,6 +15,7 @@ import { nodeProgramArgs, processStartTicks } from '../core/proc';
 import type { DeviceChange } from '../devices/change';
 import type { DeviceConfig, Devices } from '../devices/declarations';
 import { flockHeld } from '../native/sys';
+import { askControl } from '../network/proxy-control';
 import { applyProxyNat, natForwards, natProxies, removeProxyNat } from '../network/proxy-nat';
 
 /** What the proxy process is given: the instance, and its proxy devices served by a process (not nat). */
@@ -149,9 +150,10 @@ export class ProxyDevices {
 
   /**
    * Runs `apply` (the driver's part of a device change from `before` to `next`) with the proxy
-   * process restarted first on a running instance (`pid`: its process) when a proxy it serves
-   * changed, and the nat proxies' rules rewritten after it when they or a NIC changed; put back as
-   * it was if either fails. Nat proxies are checked against `next` before anything changes.
+   * process told first on a running instance (`pid`: its process) when a device it serves changed
+   * (it changes those devices' listeners only; restarted if it cannot), and the nat proxies'
+   * rules rewritten when they or a NIC changed; put back as it was if either fails. Nat proxies
+   * are checked against `next` before anything changes.
    */
   async changing(
     before: Readonly<Devices>,
@@ -167,12 +169,12 @@ export class ProxyDevices {
     if (!live || (!served && !natChanged)) return apply();
     const restart = async (devices: Readonly<Devices>) => {
       const pid = await live.pid();
-      if (served) {
+      // The running process changes only the changed devices' listeners; one that cannot is restarted.
+      if (served && !(await askControl(path.join(this.job().dir, 'proxy.sock'), servedProxies(devices)))) {
         await this.open(devices); // its nat rules too, written at bind
-        await this.bind(pid);
-      } else if (pid !== null) {
-        await applyProxyNat(this.job().dir, devices === next ? nat : natForwards(devices, this.job().type === 'vm'), pid);
+        return this.bind(pid);
       }
+      if (natChanged && pid !== null) await applyProxyNat(this.job().dir, devices === next ? nat : natForwards(devices, this.job().type === 'vm'), pid);
     };
     try {
       await restart(next);
