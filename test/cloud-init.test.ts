@@ -6,7 +6,9 @@
  * container, booted three times. The VM side is test/cloud-init-vm.test.ts.
  */
 import { InvalidArgument } from '../lib';
+import { defaultNetworkConfig } from '../lib/instance/cloud-init';
 import { sh, tempHost, type TestHost, thrown } from './helpers/host';
+import { until } from './helpers/wait';
 
 const IMAGE = 'debian/12/cloud';
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0cS10ZXN0LWtleS1ub3QtcmVhbC0wMDAwMDAwMDAw lxq-test';
@@ -45,15 +47,22 @@ test('bad cloud-init values are refused naming the key, and nothing changes', as
   await c.delete({ force: true });
 }, 120_000);
 
-test('a container runs the runcmd, makes the user with the ssh key, runs a changed seed again, and boots without cloud-init once the keys are gone', async () => {
+test('a container runs the runcmd, makes the user with the ssh key, DHCPs its NIC by LXD\'s default network-config, runs a changed seed again, and boots without cloud-init once the keys are gone', async () => {
+  const net = await t.host.networks.create(`lxqci${Math.random().toString(16).slice(2, 8)}`, { 'ipv4.nat': 'false' });
   const c = await t.host.create(t.name('ci'), {
     image: IMAGE,
     config: { 'cloud-init.user-data': userData('/var/tmp/first'), 'cloud-init.ssh-keys.main': `alice:${KEY}` },
+    devices: { lan: { type: 'nic', network: net.name, name: 'lan0' } },
   });
   try {
     await c.start({ wait: { for: 'systemd', timeout: 600_000 } });
     expect(await sh(c, 'cat /var/tmp/first; id -un alice; cat /home/alice/.ssh/authorized_keys')).toMatchObject({ code: 0, out: `${c.name}\nalice\n${KEY}\n` });
     expect(await sh(c, 'cloud-init status')).toMatchObject({ code: 0, out: 'status: done\n' });
+    // No network-config given: LXD's default, on the NIC's name inside, rendered by cloud-init for networkd.
+    expect((await sh(c, 'cat /var/lib/cloud/seed/nocloud/network-config')).out).toBe(defaultNetworkConfig('lan0'));
+    expect((await sh(c, 'cat /etc/systemd/network/10-cloud-init-lan0.network')).out).toMatch(/Name=lan0[\s\S]*DHCP=(ipv4|yes)/);
+    // The image's own networkd config takes eth* only: lan0's lease is the default's doing.
+    await until('lan0 leased an address', async () => /inet \d/.test((await sh(c, 'ip -4 -o addr show dev lan0')).out), 180_000, 1000);
     const firstId = (await sh(c, 'cat /var/lib/cloud/data/instance-id')).out;
 
     await c.stop();
@@ -70,5 +79,6 @@ test('a container runs the runcmd, makes the user with the ssh key, runs a chang
     expect((await sh(c, 'cloud-init status')).out).toMatch(/disabled/);
   } finally {
     await c.delete({ force: true });
+    await t.host.networks.delete(net.name);
   }
 }, 1_800_000);

@@ -92,15 +92,16 @@ describe('a store of its own', () => {
 
 describe('derived images (shared store)', () => {
   const name = 'lxq-test/with-less';
-  const options = { from: 'debian/12', packages: ['less'], run: ['echo built-by-lxq > /etc/lxq-derived'] };
+  // From lxq's own derived image debian/12/cloud: its cloud-init and settings come along.
+  const options = { from: 'debian/12/cloud', packages: ['less'], run: ['echo built-by-lxq > /etc/lxq-derived'] };
 
-  test('build from debian/12 with packages and commands; the same inputs build nothing again', async () => {
+  test('build from debian/12/cloud with packages and commands: the cloud image\'s come first and its seed is read; the same inputs build nothing again', async () => {
     const progress: ImageProgress[] = [];
     const t0 = Date.now();
     const image = await t.host.images.build(name, { ...options, onProgress: (e) => progress.push(e) });
     const first = Date.now() - t0;
     expect(image).toMatchObject({ name, type: 'container' });
-    expect(image.meta).toMatchObject({ from: 'debian/12', extraPackages: ['less'], init: 'systemd' });
+    expect(image.meta).toMatchObject({ from: 'debian/12/cloud', extraPackages: ['cloud-init', 'less'], init: 'systemd' });
     if (progress.length) expect(progress.map((e) => e.percent)).toEqual([...progress.map((e) => e.percent)].sort((a, b) => a - b));
     const t1 = Date.now();
     const again = await t.host.images.build(name, options);
@@ -108,18 +109,21 @@ describe('derived images (shared store)', () => {
     expect(again.dir).toBe(image.dir);
     expect(Date.now() - t1).toBeLessThan(5_000);
     expect(await t.host.images.known()).toContain(name);
-    expect((await t.host.images.list()).find((i) => i.name === name)).toMatchObject({ from: 'debian/12', current: true });
+    expect((await t.host.images.list()).find((i) => i.name === name)).toMatchObject({ from: 'debian/12/cloud', current: true });
 
-    const c = await t.host.create(t.name('der'), { image: name });
-    await c.start();
+    const userData = ['#cloud-config', 'runcmd:', `  - [sh, -c, 'echo "$(hostname)" > /var/tmp/derived-runcmd']`, ''].join('\n');
+    const c = await t.host.create(t.name('der'), { image: name, config: { 'cloud-init.user-data': userData } });
+    await c.start({ wait: { for: 'systemd', timeout: 600_000 } });
     try {
       expect((await c.files.read('/etc/lxq-derived')).toString()).toBe('built-by-lxq\n');
+      expect((await c.files.read('/var/tmp/derived-runcmd')).toString()).toBe(`${c.name}\n`);
+      expect((await c.exec(['cloud-init', 'status'])).stdout.toString()).toBe('status: done\n');
       expect((await c.exec(['less', '--version'])).exitCode).toBe(0);
       expect((await c.exec(['hostname'])).stdout.toString().trim()).toBe(c.name);
     } finally {
       await c.delete({ force: true });
     }
-  });
+  }, 1_200_000);
 
   test('a package apt does not know fails with apt\'s message, and nothing is kept', async () => {
     const bad = `lxq-test/bad-${process.pid}`;

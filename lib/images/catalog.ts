@@ -60,6 +60,8 @@ export interface Derivation {
   from: string;
   packages: string[];
   run: string[];
+  /** Kernel modules a VM variant's initramfs loads (lxq's own derivations: debian/12/cloud's cidata disk). */
+  vmModules?: string[];
 }
 
 /**
@@ -73,6 +75,16 @@ export interface Derivation {
  * `openssh-server` makes its own when installed).
  */
 const CLOUD_CONFIG = "printf 'datasource_list: [ None, NoCloud ]\\nlocale: false\\nssh_genkeytypes: []\\n' > /etc/cloud/cloud.cfg.d/99_lxq.cfg";
+
+/**
+ * lxq's own images that are derived from another, as ImageStore.build's are: an image built
+ * `from` one of them takes its packages, commands and VM modules too.
+ */
+export const BUILTIN_DERIVATIONS: Readonly<Record<string, Derivation>> = {
+  // debian/12 with Debian's cloud-init, reading only the NoCloud seed lxq gives it (the
+  // cloud-init.* options); without a seed its generator leaves cloud-init disabled.
+  'debian/12/cloud': { from: 'debian/12', packages: ['cloud-init'], run: [CLOUD_CONFIG], vmModules: CLOUD_SEED_MODULES },
+};
 
 /** A host file copied into images, by content (cached while its size and mtime stay). */
 const identities = new Map<string, { stamp: string; digest: string }>();
@@ -166,9 +178,7 @@ export const BUILTIN_IMAGES: Record<string, ImageVariants> = {
     },
   },
   ...Object.fromEntries(DEBIAN_RELEASES.map((r) => [`debian/${r.version}`, debianImage(`debian/${r.version}`, r, { packages: [], run: [] })])),
-  // debian/12 with Debian's cloud-init, reading only the NoCloud seed lxq gives it (the
-  // cloud-init.* options); without a seed its generator leaves cloud-init disabled.
-  'debian/12/cloud': debianImage('debian/12/cloud', DEBIAN_RELEASES[0], { packages: ['cloud-init'], run: [CLOUD_CONFIG], from: 'debian/12', vmModules: CLOUD_SEED_MODULES }),
+  'debian/12/cloud': debianImage('debian/12/cloud', DEBIAN_RELEASES[0], BUILTIN_DERIVATIONS['debian/12/cloud']),
 };
 
 /** The Debian release an image is, or is derived from; undefined if it is not a Debian image. */
@@ -183,5 +193,6 @@ export function debianReleaseOf(name: string, derivations: (n: string) => Deriva
 
 /** The variants of a derived image: its base's, with the packages and commands of every step. */
 export function derivedImage(name: string, chain: Derivation[], release: DebianRelease): ImageVariants {
-  return debianImage(name, release, { packages: chain.flatMap((d) => d.packages), run: chain.flatMap((d) => d.run), from: chain[chain.length - 1].from });
+  const vmModules = [...new Set(chain.flatMap((d) => d.vmModules ?? []))];
+  return debianImage(name, release, { packages: chain.flatMap((d) => d.packages), run: chain.flatMap((d) => d.run), from: chain[chain.length - 1].from, ...(vmModules.length ? { vmModules } : {}) });
 }

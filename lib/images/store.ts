@@ -30,7 +30,7 @@ import { refuseUnknownKeys } from '../core/keys';
 import { run, sha256 } from './build-tools';
 import { isImageName } from './meta';
 import { exportImage, fileDigest, unpackImage } from './lxd-format';
-import { BUILTIN_IMAGES, type Builder, debianReleaseOf, type Derivation, derivedImage, type Image, type ImageVariants } from './catalog';
+import { BUILTIN_DERIVATIONS, BUILTIN_IMAGES, type Builder, debianReleaseOf, type Derivation, derivedImage, type Image, type ImageVariants } from './catalog';
 import { BUILD_OPTION_KEYS, type BuildOptions, ENSURE_OPTION_KEYS, type EnsureOptions, type ImageImportOptions, type ImageInfo, type ImageProgress, type ImageStoreEvents, type PublishOptions, type StoreOptions } from './types';
 import { checkAborted, checkLongOptions, currentSignal, LONG_OPTION_KEYS, longOperation, refuseAborted, SharedWork } from '../core/abort';
 
@@ -90,7 +90,9 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
     return readJson<Definition>(path.join(this.nameDir(name), DEFINITION)).catch(() => undefined);
   }
 
+  /** What `name` adds to the image it is made from: a derived image's definition, or lxq's own derived image's (debian/12/cloud). */
   private async derivation(name: string): Promise<Derivation | undefined> {
+    if (typeof name === 'string' && Object.hasOwn(BUILTIN_DERIVATIONS, name)) return BUILTIN_DERIVATIONS[name];
     const d = await this.definition(name);
     return d && 'from' in d ? d : undefined;
   }
@@ -134,7 +136,7 @@ export class ImageStore extends EventEmitter<ImageStoreEvents> {
 
   private async releaseOf(name: string) {
     const defs = new Map<string, Derivation>();
-    for (let n: string | undefined = name; n && !BUILTIN_IMAGES[n] && defs.size < 16; ) {
+    for (let n: string | undefined = name; n && (!BUILTIN_IMAGES[n] || Object.hasOwn(BUILTIN_DERIVATIONS, n)) && defs.size < 16; ) {
       const d = await this.derivation(n);
       if (!d) break;
       defs.set(n, d);

@@ -74,13 +74,22 @@ function mergeKeys(doc: Mapping, users: Map<string, { keys: string[]; ids: strin
   return `#cloud-config\n${yaml().stringify({ ...doc, users: list }, { lineWidth: 0 })}`;
 }
 
-/** The seed's data files for `config`, or undefined when no cloud-init key is set. */
-export function seedData(config: InstanceConfig): CloudSeed | undefined {
+/**
+ * LXD's network-config when none is given: its images' cloud-init template ("DHCP on eth0", in
+ * distrobuilder's generator), version 1, DHCP on the instance's first NIC, `nic` its name inside.
+ */
+export function defaultNetworkConfig(nic: string): string {
+  return ['version: 1', 'config:', '  - type: physical', `    name: ${JSON.stringify(nic)}`, '    subnets:', '      - type: dhcp', '        control: auto', ''].join('\n');
+}
+
+/** The seed's data files for `config`, or undefined when no cloud-init key is set; `nic`: the first NIC's name inside, if any (LXD's default network-config). */
+export function seedData(config: InstanceConfig, nic?: string): CloudSeed | undefined {
   const [user, vendor, network] = KINDS.map((k) => effective(config, k));
   const users = sshKeys(config);
   if (user === undefined && vendor === undefined && network === undefined && users.size === 0) return undefined;
   const files: CloudSeed = { 'user-data': user ?? '#cloud-config\n', 'vendor-data': vendor ?? '#cloud-config\n' };
   if (network !== undefined) files['network-config'] = network;
+  else if (nic !== undefined) files['network-config'] = defaultNetworkConfig(nic);
   if (users.size === 0) return files;
   // As LXD: into vendor-data when it is cloud-config; into user-data too unless that would replace vendor-data's users.
   const [u, v] = [parsed(user), parsed(vendor)];
@@ -91,11 +100,12 @@ export function seedData(config: InstanceConfig): CloudSeed | undefined {
 
 /**
  * The seed to give the instance `hostname` at this start (undefined: none), with meta-data; its
- * instance-id is the last one unless the seed changed. `dir` is the instance's directory.
+ * instance-id is the last one unless the seed changed. `dir` is the instance's directory; `nic`
+ * the name its first NIC has inside (none: no NIC).
  */
-export async function cloudSeed(dir: string, config: InstanceConfig, hostname: string): Promise<CloudSeed | undefined> {
+export async function cloudSeed(dir: string, config: InstanceConfig, hostname: string, nic?: string): Promise<CloudSeed | undefined> {
   const file = path.join(dir, STATE_FILE);
-  const data = seedData(config);
+  const data = seedData(config, nic);
   if (!data) {
     await fs.rm(file, { force: true });
     return undefined;

@@ -68,7 +68,7 @@ export const CLOUD_INIT_OPTIONS: readonly OptionSpec[] = [
     condition: 'both',
     live: false,
     default: 'DHCP on eth0',
-    description: `cloud-init's network-config (YAML, version 1 or 2). ${SEED}.`,
+    description: `cloud-init's network-config (YAML, version 1 or 2). ${SEED}. Absent in a seed: LXD's default (its images' template), version 1 DHCP on the first NIC (by device name; inside, a container's NIC name, a VM's eth0).`,
     validate: checkNetworkConfig,
   },
   {

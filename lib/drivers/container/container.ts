@@ -260,7 +260,8 @@ export class ContainerInstance extends BaseInstance {
     await this.storage.attachRoot(); // an overlay's root, unmounted by a reboot
     await this.alignRoot(config);
     const hadSeed = await cloudInit().hadSeed(this.dir);
-    await cloudInit().writeContainerSeed(this.files, await cloudInit().cloudSeed(this.dir, config, this.name), hadSeed);
+    const firstNic = nic().nics(devices)[0];
+    await cloudInit().writeContainerSeed(this.files, await cloudInit().cloudSeed(this.dir, config, this.name, firstNic && nic().nicName(...firstNic)), hadSeed);
     await limits().loadKernelModules(this.expandedConfig);
     const listener = lxcConfig().startListener(this.dir, config); // listening before the monitor connects to it
     const watch = watchStart(this.ctx.lxcpath, this.name);

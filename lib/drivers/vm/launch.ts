@@ -12,6 +12,7 @@ import { exists } from '../../core/fs';
 import { qemuOptionValue } from '../../core/guard';
 import { parseMemory } from '../../core/units';
 import type { Devices } from '../../devices/declarations';
+import { nics } from '../../devices/nic';
 import type { DeviceSource } from '../../devices/validate';
 import type { VmImage, VmImageMeta } from '../../images/meta';
 import { readVmImage } from '../../images/vm-image';
@@ -79,7 +80,8 @@ export async function loadImage(name: string, dir: string, meta: Record<string, 
  */
 async function cloudSeedArgs(vm: LaunchTarget): Promise<string[]> {
   const dir = vmFile(vm.dir, 'cloudSeed');
-  const seed = await cloudSeed(vm.dir, vm.config, vm.name);
+  // The first NIC is the guest's eth0 (net.ifnames=0: the kernel's names), as LXD's VMs' enp5s0.
+  const seed = await cloudSeed(vm.dir, vm.config, vm.name, nics(vm.devices).length ? 'eth0' : undefined);
   if (!seed) {
     await fs.rm(dir, { recursive: true, force: true });
     return [];
