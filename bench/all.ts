@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 
-const BENCHES = ['containers', 'freeze', 'event-loop', 'scale', 'vm', 'vm-agent', 'debian', 'qmp-roundtrip', 'devices', 'network', 'nic-types', 'cli', 'snapshots', 'copy-export', 'storage', 'remote', 'trees'];
+const BENCHES = ['containers', 'freeze', 'event-loop', 'scale', 'vm', 'vm-agent', 'debian', 'qmp-roundtrip', 'devices', 'network', 'nic-types', 'proxy', 'cli', 'snapshots', 'copy-export', 'storage', 'remote', 'trees'];
 
 const args = process.argv.slice(2);
 const flags = args.filter((a) => a.startsWith('--'));

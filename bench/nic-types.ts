@@ -25,12 +25,12 @@ import { IPERF_DISKS, IPERF_ENV, iperfBits } from '../test/helpers/iperf';
 const execFileP = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** MiB/s the host received in `seconds` of TCP sent by `c` (its iperf3 server, the host's client with -R). */
-async function fromContainer(c: Instance, address: string, seconds: number): Promise<number> {
+/** MiB/s the host received in `seconds` of TCP sent by `c` (its iperf3 server on 5201, the host's client with -R to `address`:`port`). */
+export async function fromContainer(c: Instance, address: string, seconds: number, port = 5201): Promise<number> {
   const server = await c.spawn(['iperf3', '-s', '-1', '-p', '5201'], { env: IPERF_ENV });
   await sleep(500);
   try {
-    const { stdout } = await execFileP('iperf3', ['-c', address, '-p', '5201', '-t', String(seconds), '-R', '-J', '--connect-timeout', '5000'], { timeout: (seconds + 30) * 1000 });
+    const { stdout } = await execFileP('iperf3', ['-c', address, '-p', String(port), '-t', String(seconds), '-R', '-J', '--connect-timeout', '5000'], { timeout: (seconds + 30) * 1000 });
     await server.exit;
     return iperfBits(stdout) / 8 / 2 ** 20;
   } catch (e) {
