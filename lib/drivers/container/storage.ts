@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceRecord, InstanceStatus } from '../../instance/instance';
-import { readJson, writeJsonAtomic } from '../../core/fs';
+import { exists, readJson, writeJsonAtomic } from '../../core/fs';
 import { stagingPath } from '../../core/staging';
 import { SNAPSHOT_META } from '../../storage/archive';
 import { resetMachineId } from '../../storage/move';
@@ -38,6 +38,8 @@ export interface ContainerStorageHooks {
 
 /** The xattr naming the raw.idmap lines a container's tree is laid out for. */
 const RAW_LAYOUT = 'trusted.lxq.raw_idmap';
+/** In the container's directory while its tree may be laid out for raw lines (the xattr is read only then). */
+const RAW_MARK = 'raw-idmap.laid';
 
 /** What a pool keeps of a snapshot's tree in its directory (copied by the pool, not as files). */
 const SNAPSHOT_TREES = ['rootfs', 'upper', 'btrfs.json'];
@@ -195,14 +197,20 @@ export class ContainerStorage implements StorageDriver {
    * moved is left alone, its new host id being unmapped in the old map.
    */
   async alignRoot(map: IdMap): Promise<void> {
+    // Reading the xattr costs a process (tens of ms under load): not at the start of a container that has never had raw lines.
+    const mark = path.join(this.hooks.dir(), RAW_MARK);
+    if (!map.raw?.length && !(await exists(mark))) return;
     const pool = await this.pool();
     if (pool.name !== 'overlay') await pool.attachRoot(this.hooks.dir());
     const tree = path.join(this.hooks.dir(), pool.name === 'overlay' ? 'upper' : 'rootfs');
     const laid = await run('getfattr', ['--only-values', '--absolute-names', '-n', RAW_LAYOUT, '--', tree]).then((v) => JSON.parse(v) as IdMap['raw'], () => undefined);
     const was: IdMap = { base: map.base, size: map.size, raw: laid ?? [] };
-    if (sameIds(was, map)) return;
-    await remapTreeWith(tree, translateIds(was, map));
-    await run('setfattr', ['-n', RAW_LAYOUT, '-v', `0x${Buffer.from(JSON.stringify(map.raw ?? [])).toString('hex')}`, '--', tree]);
+    if (!sameIds(was, map)) {
+      await remapTreeWith(tree, translateIds(was, map));
+      await run('setfattr', ['-n', RAW_LAYOUT, '-v', `0x${Buffer.from(JSON.stringify(map.raw ?? [])).toString('hex')}`, '--', tree]);
+    }
+    if (map.raw?.length) await fs.writeFile(mark, '');
+    else await fs.rm(mark, { force: true });
   }
 
   /** Removes what the pool keeps outside the instance's directory for it and its snapshots (subvolumes), before the directory goes. */
