@@ -9,17 +9,9 @@ import * as path from 'node:path';
 
 import { Instance, InvalidArgument, NotSupported } from '../lib';
 import { cpuShares } from '../lib/config/options/limits';
-import { execText, tempHost, TestHost, thrown } from './helpers/host';
+import { execText, hostPerFile, thrown } from './helpers/host';
 
-let t: TestHost;
-
-beforeAll(async () => {
-  t = await tempHost();
-  await t.host.images.ensure('busybox');
-}, 300_000);
-afterAll(async () => {
-  await t?.dispose();
-});
+const t = hostPerFile();
 
 /** A cgroup v1 file of process `pid`: its own cgroup in the hierarchy of `controller`. */
 function cgroupFile(pid: number, controller: string, file: string): string {

@@ -9,18 +9,10 @@ import * as path from 'node:path';
 
 import { Host, InvalidArgument, LifecycleEvent, NotFound } from '../lib';
 import type { VmInstance } from '../lib/drivers/vm/vm';
-import { lxqArgv, runNode, SHARED_IMAGES, sh, tempHost, TestHost, thrown } from './helpers/host';
+import { hostPerFile, lxqArgv, runNode, SHARED_IMAGES, sh, thrown } from './helpers/host';
 
 const MiB = 2 ** 20;
-let t: TestHost;
-
-beforeAll(async () => {
-  t = await tempHost();
-  await t.host.images.ensure('busybox');
-}, 300_000);
-afterAll(async () => {
-  await t?.dispose();
-});
+const t = hostPerFile();
 
 /** The instance-updated events of `name` the host reported while `op` ran (events arrive asynchronously: waited for). */
 async function updatedEvents(name: string, count: number, op: () => Promise<void>): Promise<number> {

@@ -7,20 +7,12 @@ import { mkdtempSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { AlreadyExists, Busy, Host, InvalidArgument, LifecycleEvent, NotFound, ProfileEvent } from '../lib';
-import { lxqArgv, SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
-import { type LxdFixture, startLxdFixture } from './helpers/lxd';
+import { AlreadyExists, Busy, InvalidArgument, LifecycleEvent, NotFound, ProfileEvent } from '../lib';
+import { hostPerFile, lxqArgv, SHARED_IMAGES, tempHost } from './helpers/host';
+import { lxdPerFile } from './helpers/lxd';
 
 const MiB = 2 ** 20;
-let t: TestHost;
-
-beforeAll(async () => {
-  t = await tempHost();
-  await t.host.images.ensure('busybox');
-}, 300_000);
-afterAll(async () => {
-  await t?.dispose();
-});
+const t = hostPerFile();
 
 /** Resolves once `check` holds for an event `collected` has seen (events arrive asynchronously). */
 async function eventually<T>(collected: T[], check: (e: T) => boolean): Promise<T> {
@@ -221,47 +213,29 @@ describe('profiles on an LXD server', () => {
   const POOL = 'lxq-pf';
   const PROFILE = 'lxq-pf';
   const ALIAS = 'lxq-pf-busybox';
-  let lxd: LxdFixture;
-  let remote: Awaited<ReturnType<typeof Host.connect>>;
-  const made: string[] = [];
-
-  beforeAll(async () => {
-    lxd = await startLxdFixture('lxq-lxd-pf-', { pool: POOL, profile: PROFILE, alias: ALIAS });
-    remote = await Host.connect({ socket: lxd.daemon.socket });
-  }, 300_000);
-  afterAll(async () => {
-    try {
-      for (const c of made) {
-        await lxd?.client.call('PUT', `/1.0/instances/${c}/state`, { action: 'stop', force: true }).catch(() => undefined);
-        await lxd?.client.call('DELETE', `/1.0/instances/${c}`).catch(() => undefined);
-      }
-    } finally {
-      remote?.close();
-      await lxd?.stop();
-    }
-  }, 120_000);
+  const server = lxdPerFile('lxq-lxd-pf-', { pool: POOL, profile: PROFILE, alias: ALIAS });
 
   test('the same interface over /1.0/profiles: create, expansion, a live change, rename, Busy, bad input, an instance\'s own list', async () => {
     const p = t.name('lxdp').replace(/[^a-zA-Z0-9-]/g, '-');
-    await remote.profiles.create(p, { config: { 'limits.memory': '200MiB', 'user.k': 'v' }, description: 'from lxq' });
-    expect((await remote.profiles.list()).map((x) => x.name)).toEqual(expect.arrayContaining(['default', PROFILE, p]));
+    await server.remote.profiles.create(p, { config: { 'limits.memory': '200MiB', 'user.k': 'v' }, description: 'from lxq' });
+    expect((await server.remote.profiles.list()).map((x) => x.name)).toEqual(expect.arrayContaining(['default', PROFILE, p]));
     const name = t.name('rc');
-    made.push(name);
+    server.made.push(name);
     // busybox's init halts on SIGUSR1 (LXD sends SIGPWR unless told).
-    const c = await remote.create(name, { image: ALIAS, profiles: [PROFILE, p], config: { 'raw.lxc': 'lxc.signal.halt = SIGUSR1' } });
+    const c = await server.remote.create(name, { image: ALIAS, profiles: [PROFILE, p], config: { 'raw.lxc': 'lxc.signal.halt = SIGUSR1' } });
     expect(c.profiles).toEqual([PROFILE, p]);
     expect(c.expandedConfig).toMatchObject({ 'limits.memory': '200MiB', 'user.k': 'v' });
     await c.start();
     expect((await c.state()).memory.limitBytes).toBe(200 * MiB);
-    await remote.profiles.update(p, { config: { 'limits.memory': '232MiB', 'user.k': null } });
+    await server.remote.profiles.update(p, { config: { 'limits.memory': '232MiB', 'user.k': null } });
     expect((await c.state()).memory.limitBytes).toBe(232 * MiB);
     expect((await c.state()).expandedConfig['user.k']).toBeUndefined();
-    expect((await remote.profiles.get(p)).usedBy).toEqual([name]);
-    await expect(remote.profiles.delete(p)).rejects.toThrow(/in use|used/i);
-    await expect(remote.profiles.create(p)).rejects.toThrow(AlreadyExists);
-    await expect(remote.profiles.update(p, { config: { 'limits.memroy': '1GiB' } as never })).rejects.toThrow(/limits\.memroy/);
-    await expect(remote.profiles.rename('default', 'x')).rejects.toThrow(InvalidArgument);
-    await expect(remote.profiles.get(t.name('none').replace(/[^a-zA-Z0-9-]/g, '-'))).rejects.toThrow(NotFound);
+    expect((await server.remote.profiles.get(p)).usedBy).toEqual([name]);
+    await expect(server.remote.profiles.delete(p)).rejects.toThrow(/in use|used/i);
+    await expect(server.remote.profiles.create(p)).rejects.toThrow(AlreadyExists);
+    await expect(server.remote.profiles.update(p, { config: { 'limits.memroy': '1GiB' } as never })).rejects.toThrow(/limits\.memroy/);
+    await expect(server.remote.profiles.rename('default', 'x')).rejects.toThrow(InvalidArgument);
+    await expect(server.remote.profiles.get(t.name('none').replace(/[^a-zA-Z0-9-]/g, '-'))).rejects.toThrow(NotFound);
     // The instance's own list (LXD's lxc profile remove/add): a PUT of profiles, applied by the server.
     await c.setProfiles([PROFILE]);
     expect([c.profiles, c.expandedConfig['limits.memory']]).toEqual([[PROFILE], undefined]);
@@ -271,8 +245,8 @@ describe('profiles on an LXD server', () => {
     await c.stop({ force: true });
     await c.delete();
     const q = `${p}-2`;
-    await remote.profiles.rename(p, q);
-    await expect(remote.profiles.get(p)).rejects.toThrow(NotFound);
-    await remote.profiles.delete(q);
+    await server.remote.profiles.rename(p, q);
+    await expect(server.remote.profiles.get(p)).rejects.toThrow(NotFound);
+    await server.remote.profiles.delete(q);
   }, 300_000);
 });

@@ -4,40 +4,20 @@
  * a container there, written inside, in use (usedBy, refused delete), snapshotted and restored;
  * a pool made, changed and deleted; bad input refused before anything is sent.
  */
-import { AlreadyExists, Busy, Host, InvalidArgument, NotFound, NotSupported } from '../lib';
+import { AlreadyExists, Busy, InvalidArgument, NotFound, NotSupported } from '../lib';
 import type { HostStorageApi } from '../lib';
-import { type LxdFixture, startLxdFixture } from './helpers/lxd';
-import { tempHost, TestHost } from './helpers/host';
+import { lxdPerFile } from './helpers/lxd';
+import { hostPerFile } from './helpers/host';
 
 const POOL = 'lxq-rs';
 const PROFILE = 'lxq-rs';
 const ALIAS = 'lxq-rs-busybox';
-let lxd: LxdFixture;
-let remote: Awaited<ReturnType<typeof Host.connect>>;
-let t: TestHost;
-const made: string[] = [];
+const t = hostPerFile({ images: [] });
+const server = lxdPerFile('lxq-lxd-rs-', { pool: POOL, profile: PROFILE, alias: ALIAS });
 const out = (r: { stdout: Buffer }) => r.stdout.toString().trim();
 
-beforeAll(async () => {
-  t = await tempHost();
-  lxd = await startLxdFixture('lxq-lxd-rs-', { pool: POOL, profile: PROFILE, alias: ALIAS });
-  remote = await Host.connect({ socket: lxd.daemon.socket });
-}, 300_000);
-afterAll(async () => {
-  try {
-    for (const c of made) {
-      await lxd?.client.call('PUT', `/1.0/instances/${c}/state`, { action: 'stop', force: true }).catch(() => undefined);
-      await lxd?.client.call('DELETE', `/1.0/instances/${c}`).catch(() => undefined);
-    }
-  } finally {
-    remote?.close();
-    await lxd?.stop();
-    await t?.dispose();
-  }
-}, 120_000);
-
 test('a custom volume on the server: attached, written inside, in use, snapshotted and restored, renamed, deleted', async () => {
-  const storage: HostStorageApi = remote.storage; // the interface a local host's storage has too
+  const storage: HostStorageApi = server.remote.storage; // the interface a local host's storage has too
   const volumes = storage.pool(POOL).volumes;
   const vol = t.name('rv');
   const created = await volumes.create(vol, { description: 'from lxq' });
@@ -46,9 +26,9 @@ test('a custom volume on the server: attached, written inside, in use, snapshott
   await expect(volumes.create(vol)).rejects.toBeInstanceOf(AlreadyExists);
 
   const name = t.name('rc');
-  made.push(name);
+  server.made.push(name);
   // busybox's init halts on SIGUSR1 (LXD sends SIGPWR unless told).
-  const c = await remote.create(name, { image: ALIAS, profiles: [PROFILE], config: { 'raw.lxc': 'lxc.signal.halt = SIGUSR1' }, devices: { data: { type: 'disk', pool: POOL, source: vol, path: '/data' } } });
+  const c = await server.remote.create(name, { image: ALIAS, profiles: [PROFILE], config: { 'raw.lxc': 'lxc.signal.halt = SIGUSR1' }, devices: { data: { type: 'disk', pool: POOL, source: vol, path: '/data' } } });
   await c.start();
   await c.exec(['sh', '-c', 'echo one > /data/f']);
   expect((await volumes.get(vol)).usedBy).toEqual([name]);
@@ -66,7 +46,7 @@ test('a custom volume on the server: attached, written inside, in use, snapshott
   expect(out(await c.exec(['cat', '/data/f']))).toBe('one');
   await c.stop({ force: true });
   await c.delete();
-  made.pop();
+  server.made.pop();
 
   await volumes.update(vol, { description: 'changed' });
   expect(await volumes.get(vol)).toMatchObject({ description: 'changed', usedBy: [] });
@@ -86,7 +66,7 @@ test('a custom volume on the server: attached, written inside, in use, snapshott
 }, 300_000);
 
 test('pools on the server: made, changed, listed, deleted; bad input refused before anything is sent', async () => {
-  const pools = remote.storage.pools;
+  const pools = server.remote.storage.pools;
   const before = (await pools.list()).map((p) => p.name);
   expect(before).toContain(POOL);
   expect((await pools.get(POOL)).driver).toBe('dir');
@@ -97,9 +77,9 @@ test('pools on the server: made, changed, listed, deleted; bad input refused bef
   expect(await pools.get(p)).toMatchObject({ description: 'changed', config: expect.objectContaining({ 'rsync.bwlimit': '10MB' }) });
   await pools.update(p, { config: { 'rsync.bwlimit': null } });
   expect((await pools.get(p)).config['rsync.bwlimit']).toBeUndefined();
-  await remote.storage.pool(p).volumes.create('v');
+  await server.remote.storage.pool(p).volumes.create('v');
   await expect(pools.delete(p)).rejects.toBeInstanceOf(Busy);
-  await remote.storage.pool(p).volumes.delete('v');
+  await server.remote.storage.pool(p).volumes.delete('v');
   await pools.delete(p);
   await expect(pools.get(p)).rejects.toBeInstanceOf(NotFound);
 
@@ -108,10 +88,13 @@ test('pools on the server: made, changed, listed, deleted; bad input refused bef
   await expect(pools.create('a/b', { driver: 'dir' })).rejects.toBeInstanceOf(InvalidArgument);
   await expect(pools.create(t.name('x'), { driver: 'dir', config: { source: '/tmp/x\nlxc.hook' } })).rejects.toBeInstanceOf(InvalidArgument);
   await expect(pools.create(t.name('x'), { driver: 'dir', extra: 1 } as never)).rejects.toThrow(/extra/);
-  const volumes = remote.storage.pool(POOL).volumes;
+  const volumes = server.remote.storage.pool(POOL).volumes;
   await expect(volumes.create('a b')).rejects.toBeInstanceOf(InvalidArgument);
   await expect(volumes.create(t.name('v'), { config: { 'no.such': 'x' } })).rejects.toThrow(/no\.such/);
   await expect(volumes.create(t.name('v'), { contentType: 'iso' as never })).rejects.toBeInstanceOf(InvalidArgument);
+  // The same checks as a local pool's (checkVolumeCreate): a size lxq cannot read is refused here, not by the server.
+  await expect(volumes.create(t.name('v'), { size: 'lots' })).rejects.toThrow(/"size"/);
+  await expect(volumes.create(t.name('v'), { size: '2GiB', config: { size: '1GiB' } })).rejects.toThrow(/differ/);
   await expect(volumes.update(t.name('none'), { config: { 'security.shared': 'true' } })).rejects.toBeInstanceOf(NotFound);
   expect((await pools.list()).map((x) => x.name)).toEqual(before);
   expect(await volumes.list()).toEqual([]);

@@ -7,12 +7,11 @@
  * Host.open finishes or drops the swap); a VM copied to a btrfs pool and moved back to dir, one
  * boot.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Aborted, Busy, Host, type Instance, InvalidArgument, NotFound } from '../lib';
-import { releaseUnder, sh } from './helpers/storage';
+import { killedAtRename, releaseUnder, sh } from './helpers/storage';
 import { lxqArgv, runNode, SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
 
 let t: TestHost;
@@ -171,27 +170,9 @@ test('an aborted move leaves the source whole and nothing of the copy', async ()
  * renames (before the first, or between the two): the rename in its process is wrapped to kill
  * it there, so the moment is exact whatever the load.
  */
-async function killedMove(name: string, at: 'before-first' | 'between'): Promise<void> {
-  const script = `
-    const fsp = require('node:fs').promises;
-    const rename = fsp.rename;
-    fsp.rename = async (from, to) => {
-      const swap = to.includes('-moved-out-');
-      if (swap && ${JSON.stringify(at)} === 'before-first') process.kill(process.pid, 'SIGKILL');
-      await rename(from, to);
-      if (swap && ${JSON.stringify(at)} === 'between') process.kill(process.pid, 'SIGKILL');
-    };
-    const { Host } = require(${JSON.stringify(path.resolve('lib'))});
-    (async () => {
-      const host = await Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(SHARED_IMAGES)} });
-      await (await host.get(${JSON.stringify(name)})).move({ pool: ${JSON.stringify(pools.bt)} });
-      console.log('moved');
-    })().catch((e) => { console.error(e); process.exit(3); });`;
-  const child = spawn(process.execPath, ['-r', path.resolve('test/helpers/ts-register.js'), '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let stdout = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  const signal = await new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_code, s) => r(s)));
-  expect({ signal, stdout }).toEqual({ signal: 'SIGKILL', stdout: '' });
+function killedMove(name: string, at: 'before-first' | 'between'): Promise<void> {
+  const swap = "to.includes('-moved-out-')";
+  return killedAtRename(t.dir, `await (await host.get(${JSON.stringify(name)})).move({ pool: ${JSON.stringify(pools.bt)} })`, at === 'before-first' ? { killBefore: swap } : { killAfter: swap });
 }
 
 test('a process killed at either rename of a move: the next Host.open leaves one whole instance, on the old pool or the new', async () => {

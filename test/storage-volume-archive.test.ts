@@ -12,28 +12,14 @@ import { chmodSync, chownSync, linkSync, mkdirSync, readFileSync, statSync, syml
 import * as path from 'node:path';
 
 import { AlreadyExists, InvalidArgument, NotFound } from '../lib';
-import { releaseUnder, sh } from './helpers/storage';
-import { lxqArgv, runNode, tempHost, TestHost, thrown } from './helpers/host';
+import { hostWithBtrfsPool, sh } from './helpers/storage';
+import { lxqArgv, runNode, thrown } from './helpers/host';
 
-let t: TestHost;
-let btrfs: string;
+const { t, btrfs } = hostWithBtrfsPool('vb');
 const dataOf = async (pool: string, volume: string) => (await t.host.storage.volumeResolver.resolve(pool, volume)).path;
 const volumesDir = (pool: string) => path.join(t.dir, 'storage-pools', pool, 'volumes');
 /** Every entry below a pool's volumes directory (what a refused import must leave as it was). */
 const tree = (pool: string) => sh(`find '${volumesDir(pool)}' 2>/dev/null | sort || true`);
-
-beforeAll(async () => {
-  t = await tempHost();
-  btrfs = t.name('vb');
-  await t.host.storage.pools.create(btrfs, { driver: 'btrfs', config: { size: '1GiB' } });
-}, 300_000);
-afterAll(async () => {
-  if (!t) return;
-  for (const pool of ['default', btrfs]) for (const v of await t.host.storage.pool(pool).volumes.list().catch(() => [])) await t.host.storage.pool(pool).volumes.delete(v.name).catch(() => undefined);
-  await t.host.storage.pools.delete(btrfs).catch(() => undefined);
-  releaseUnder(t.dir);
-  await t.dispose();
-}, 180_000);
 
 /** What a filesystem volume's tree holds, as text: names, kinds, owners, modes, link targets, contents, xattrs. */
 function describe(root: string): string {

@@ -6,59 +6,23 @@
  * step (before the snapshot appears; between the two renames of a restore's swap), so the moment
  * does not depend on the machine's load.
  */
-import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Host } from '../lib';
-import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
-import { releaseUnder, sh } from './helpers/storage';
+import { SHARED_IMAGES } from './helpers/host';
+import { hostWithBtrfsPool, killedAtRename, sh } from './helpers/storage';
 
-let t: TestHost;
-let btrfs: string;
+const { t, btrfs } = hostWithBtrfsPool('kb');
 const dataOf = async (host: Host, pool: string, volume: string) => (await host.storage.volumeResolver.resolve(pool, volume)).path;
 const volumeDir = (pool: string, volume: string) => path.join(t.dir, 'storage-pools', pool, 'volumes', volume);
 /** Staging entries anywhere below a pool's volumes directory. */
 const staged = (pool: string) => sh(`find '${path.join(t.dir, 'storage-pools', pool, 'volumes')}' -name '.lxq-tmp-*' 2>/dev/null || true`).trim();
 const subvolumes = () => sh(`btrfs subvolume list '${path.join(t.dir, 'storage-pools', btrfs, 'mnt')}'`).split('\n').filter((l) => l.includes(' path custom/')).length;
 
-beforeAll(async () => {
-  t = await tempHost();
-  btrfs = t.name('kb');
-  await t.host.storage.pools.create(btrfs, { driver: 'btrfs', config: { size: '1GiB' } });
-}, 300_000);
-afterAll(async () => {
-  if (!t) return;
-  for (const pool of ['default', btrfs]) for (const v of await t.host.storage.pool(pool).volumes.list().catch(() => [])) await t.host.storage.pool(pool).volumes.delete(v.name).catch(() => undefined);
-  await t.host.storage.pools.delete(btrfs).catch(() => undefined);
-  releaseUnder(t.dir);
-  await t.dispose();
-}, 180_000);
-
 /** Runs `call` (code on `volumes`) in a child process killed with SIGKILL by its own rename when `killAt(from, to)` holds (before or after it). */
-async function killedChild(pool: string, call: string, killAt: string, after: boolean): Promise<void> {
-  const script = `
-    const fsp = require('node:fs').promises;
-    const rename = fsp.rename;
-    const hit = (from, to) => ${killAt};
-    fsp.rename = async (from, to) => {
-      if (!${after} && hit(from, to)) process.kill(process.pid, 'SIGKILL');
-      await rename(from, to);
-      if (${after} && hit(from, to)) process.kill(process.pid, 'SIGKILL');
-    };
-    const { Host } = require(${JSON.stringify(path.resolve('lib'))});
-    (async () => {
-      const host = await Host.open({ path: ${JSON.stringify(t.dir)}, images: ${JSON.stringify(SHARED_IMAGES)} });
-      const volumes = host.storage.pool(${JSON.stringify(pool)}).volumes;
-      await ${call};
-      console.log('done');
-    })().catch((e) => { console.error(e); process.exit(3); });`;
-  const child = spawn(process.execPath, ['-r', path.resolve('test/helpers/ts-register.js'), '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let stdout = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  const signal = await new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_code, s) => r(s)));
-  expect({ signal, stdout }).toEqual({ signal: 'SIGKILL', stdout: '' });
-}
+const killedChild = (pool: string, call: string, killAt: string, after: boolean): Promise<void> =>
+  killedAtRename(t.dir, `const volumes = host.storage.pool(${JSON.stringify(pool)}).volumes; await ${call}`, after ? { killAfter: killAt } : { killBefore: killAt });
 
 for (const pool of ['default', 'btrfs']) {
   test(`killed mid snapshot (${pool} pool): the next Host.open leaves the volume and its snapshots as they were`, async () => {

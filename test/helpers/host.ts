@@ -70,6 +70,42 @@ export async function tempHost(): Promise<TestHost> {
   };
 }
 
+/**
+ * The set-up most test files share: their own host (tempHost) with `images` built, made before
+ * the file's tests (or a describe's, if called there) and disposed after them, `tearDown` first
+ * (what the file made outside the host's instances). Its fields are read once the host is made.
+ */
+export function hostPerFile(options: { images?: readonly string[]; setUp?: (t: TestHost) => Promise<unknown>; tearDown?: (t: TestHost) => Promise<unknown> } = {}): TestHost {
+  let made: TestHost | undefined;
+  const get = (): TestHost => {
+    if (!made) throw new Error("the test file's host is made in its beforeAll");
+    return made;
+  };
+  beforeAll(async () => {
+    made = await tempHost();
+    for (const image of options.images ?? ['busybox']) await made.host.images.ensure(image);
+    await options.setUp?.(made);
+  }, 300_000);
+  afterAll(async () => {
+    if (!made) return;
+    try {
+      await options.tearDown?.(made);
+    } finally {
+      await made.dispose();
+    }
+  }, 180_000);
+  return {
+    get host() {
+      return get().host;
+    },
+    get dir() {
+      return get().dir;
+    },
+    name: (prefix) => get().name(prefix),
+    dispose: () => get().dispose(),
+  };
+}
+
 /** lxc.monitor.* cgroups anywhere under /sys/fs/cgroup (there must be none left by lxq). */
 export function monitorCgroups(): string[] {
   const out: string[] = [];

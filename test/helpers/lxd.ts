@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import { NotFound } from '../../lib/core/errors';
 import { ImageStore } from '../../lib/images/store';
 import { LxdClient } from '../../lib/drivers/remote/client';
+import { RemoteHost } from '../../lib/drivers/remote/host';
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -224,4 +225,44 @@ export async function startLxdFixture(prefix: string, names: { pool: string; pro
     },
   };
   return fixture;
+}
+
+/**
+ * A private LXD (startLxdFixture) and lxq's RemoteHost on it for the tests of a file (or of a
+ * describe, if called there): made before them; after them every container named in `made` is
+ * stopped and deleted there, the connection closed and the daemon stopped. Its fields are read
+ * once it is made.
+ */
+export function lxdPerFile(prefix: string, names: { pool: string; profile: string; alias: string }): { readonly lxd: LxdFixture; readonly remote: RemoteHost; readonly made: string[] } {
+  let lxd: LxdFixture | undefined;
+  let remote: RemoteHost | undefined;
+  const made: string[] = [];
+  beforeAll(async () => {
+    lxd = await startLxdFixture(prefix, names);
+    remote = await RemoteHost.connect({ socket: lxd.daemon.socket });
+  }, 300_000);
+  afterAll(async () => {
+    try {
+      for (const c of made) {
+        await lxd?.client.call('PUT', `/1.0/instances/${c}/state`, { action: 'stop', force: true }).catch(() => undefined);
+        await lxd?.client.call('DELETE', `/1.0/instances/${c}`).catch(() => undefined);
+      }
+    } finally {
+      remote?.close();
+      await lxd?.stop();
+    }
+  }, 120_000);
+  const ready = <T>(x: T | undefined): T => {
+    if (x === undefined) throw new Error('the LXD fixture is made in beforeAll');
+    return x;
+  };
+  return {
+    get lxd() {
+      return ready(lxd);
+    },
+    get remote() {
+      return ready(remote);
+    },
+    made,
+  };
 }

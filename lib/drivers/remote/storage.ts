@@ -10,14 +10,13 @@ import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import type { HostStorageApi, HostStoragePools, HostStorageVolumes } from '../../storage/api';
 import { type StoragePoolUpdate, validatePoolName } from '../../storage/pools/pools';
 import type { StoragePoolCreateOptions, StoragePoolInfo } from '../../storage/pools/types';
-import { checkContentType, checkVolumeConfig, checkVolumeDescription, validateVolumeName } from '../../storage/volumes/names';
+import { checkVolumeConfig, checkVolumeCreate, checkVolumeDescription, validateVolumeName } from '../../storage/volumes/names';
 import type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, VolumeSnapshotInfo } from '../../storage/volumes/types';
 import type { LxdClient } from './client';
 import type { LxdObject } from './convert';
 
 const POOL_CREATE_KEYS = optionKeys<StoragePoolCreateOptions>({ driver: true, config: true, description: true });
 const POOL_UPDATE_KEYS = optionKeys<StoragePoolUpdate>({ config: true, description: true });
-const VOLUME_CREATE_KEYS = optionKeys<StorageVolumeCreateOptions>({ size: true, contentType: true, config: true, description: true });
 const VOLUME_UPDATE_KEYS = optionKeys<StorageVolumeUpdate>({ config: true, description: true });
 
 /** The instance names among LXD's `used_by` URLs (profiles and volumes there too are left out). */
@@ -143,14 +142,8 @@ export class RemoteStorageVolumes implements HostStorageVolumes {
   }
 
   async create(name: string, options: StorageVolumeCreateOptions = {}): Promise<StorageVolumeInfo> {
-    validateVolumeName(name);
-    if (options === null || typeof options !== 'object') throw new InvalidArgument('storage volume options must be an object, e.g. { contentType: "filesystem" }');
-    refuseUnknownKeys('storage volume', options, VOLUME_CREATE_KEYS);
-    const contentType = checkContentType(options.contentType);
-    const config = checkVolumeConfig(options.config, false) as Record<string, string>;
-    if (options.size !== undefined && config.size !== undefined && options.size !== config.size) throw new InvalidArgument('"size" and config "size" differ; give one');
-    if (options.size !== undefined) config.size = checkVolumeConfig({ size: options.size }, false).size as string;
-    await this.client.call('POST', this.url(), { name, type: 'custom', content_type: contentType, config, description: checkVolumeDescription(options.description) });
+    const { contentType, config, description } = checkVolumeCreate(name, options);
+    await this.client.call('POST', this.url(), { name, type: 'custom', content_type: contentType, config, description });
     return this.get(name);
   }
 

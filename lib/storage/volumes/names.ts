@@ -1,7 +1,8 @@
 /** Names and keys of custom volumes and their snapshots, checked before anything is written. */
 import { InvalidArgument } from '../../core/errors';
+import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { parseSize } from '../../core/units';
-import type { VolumeContentType } from './types';
+import type { StorageVolumeCreateOptions, VolumeContentType } from './types';
 
 /** A volume's record in its directory. */
 export const VOLUME_FILE = 'volume.json';
@@ -61,4 +62,33 @@ export function checkVolumeDescription(description: unknown): string {
   if (description === undefined) return '';
   if (typeof description !== 'string' || /\p{Cc}/u.test(description.replace(/\n/g, ''))) throw new InvalidArgument('a storage volume description must be a string without control characters');
   return description;
+}
+
+/** What `volumes.create` takes. */
+export const VOLUME_CREATE_KEYS = optionKeys<StorageVolumeCreateOptions>({ size: true, contentType: true, config: true, description: true });
+
+/** `volumes.create`'s input, checked. */
+export interface CheckedVolumeCreate {
+  contentType: VolumeContentType;
+  /** Its keys, with `size` if it was given (as the option or as the key). */
+  config: Record<string, string>;
+  description: string;
+  /** `size` in bytes; undefined where none was given. */
+  bytes: number | undefined;
+}
+
+/**
+ * A volume's name and create options checked, for a local pool and an LXD server alike, before
+ * anything is written or sent: InvalidArgument naming what is wrong.
+ */
+export function checkVolumeCreate(name: unknown, options: StorageVolumeCreateOptions): CheckedVolumeCreate {
+  validateVolumeName(name);
+  if (options === null || typeof options !== 'object') throw new InvalidArgument('storage volume options must be an object, e.g. { contentType: "filesystem" }');
+  refuseUnknownKeys('storage volume', options, VOLUME_CREATE_KEYS);
+  const contentType = checkContentType(options.contentType);
+  const config = { ...(checkVolumeConfig(options.config, false) as Record<string, string>) };
+  if (options.size !== undefined && config.size !== undefined && options.size !== config.size) throw new InvalidArgument('"size" and config "size" differ; give one');
+  const size = options.size ?? config.size;
+  if (size !== undefined) config.size = size;
+  return { contentType, config, description: checkVolumeDescription(options.description), bytes: size === undefined ? undefined : volumeBytes(size, contentType) };
 }

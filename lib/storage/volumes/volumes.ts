@@ -14,7 +14,7 @@ import { FileLock } from '../../core/lock';
 import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { clearStaging, isStaging, renameNew, stagingPath } from '../../core/staging';
 import type { StorageAction } from '../../events/lifecycle';
-import { checkContentType, checkVolumeConfig, checkVolumeDescription, DEFAULT_BLOCK_BYTES, validateVolumeName, VOLUME_FILE, volumeBytes } from './names';
+import { checkVolumeConfig, checkVolumeCreate, checkVolumeDescription, DEFAULT_BLOCK_BYTES, validateVolumeName, VOLUME_FILE, volumeBytes } from './names';
 import { VolumeSnapshots } from './snapshots';
 import type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, StoredVolume, VolumeBackend, VolumeExportOptions, VolumeSnapshotInfo } from './types';
 import type { LongOptions } from '../../core/abort';
@@ -23,7 +23,6 @@ import type { LongOptions } from '../../core/abort';
 const volumeTransfer = (): typeof import('./transfer') => require('./transfer');
 
 export const VOLUMES_DIR = 'volumes';
-const CREATE_KEYS = optionKeys<StorageVolumeCreateOptions>({ size: true, contentType: true, config: true, description: true });
 const UPDATE_KEYS = optionKeys<StorageVolumeUpdate>({ config: true, description: true });
 
 /** What the volumes of one pool need of the host. */
@@ -117,22 +116,9 @@ export class StorageVolumes {
    * ```
    */
   async create(name: string, options: StorageVolumeCreateOptions = {}): Promise<StorageVolumeInfo> {
-    validateVolumeName(name);
-    if (options === null || typeof options !== 'object') throw new InvalidArgument('storage volume options must be an object, e.g. { contentType: "filesystem" }');
-    refuseUnknownKeys('storage volume', options, CREATE_KEYS);
-    const contentType = checkContentType(options.contentType);
-    const config = checkVolumeConfig(options.config, false) as Record<string, string>;
-    if (options.size !== undefined && config.size !== undefined && options.size !== config.size) throw new InvalidArgument('"size" and config "size" differ; give one');
-    const size = options.size ?? config.size;
-    const bytes = size !== undefined ? volumeBytes(size, contentType) : contentType === 'block' ? DEFAULT_BLOCK_BYTES : undefined;
-    const stored: StoredVolume = {
-      format: 'lxq-storage-volume',
-      version: 1,
-      contentType,
-      description: checkVolumeDescription(options.description),
-      config: { ...config, ...(size !== undefined ? { size } : {}) },
-      createdAt: new Date().toISOString(),
-    };
+    const { contentType, config, description, bytes: given } = checkVolumeCreate(name, options);
+    const bytes = given ?? (contentType === 'block' ? DEFAULT_BLOCK_BYTES : undefined);
+    const stored: StoredVolume = { format: 'lxq-storage-volume', version: 1, contentType, description, config, createdAt: new Date().toISOString() };
     const backend = await this.ctx.backend();
     if (contentType === 'filesystem' && bytes !== undefined) {
       const why = await backend.sizeRefusal();
