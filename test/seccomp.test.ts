@@ -10,9 +10,9 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { Host, Instance } from '../lib';
+import { Host, Instance, InvalidArgument } from '../lib';
 import { seccompPolicy } from '../lib/drivers/container/lxc-config';
-import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
+import { sh, SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
 
 const ENOSYS = 38;
 const DENIED = ['keyctl', 'add_key', 'request_key', 'kexec_load', 'init_module', 'finit_module', 'delete_module', 'open_by_handle_at'];
@@ -28,11 +28,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.dispose();
 });
-
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script]);
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 
 /** The probe's "<call> <result> <errno>" lines, run inside `i`, by call name. */
 async function probeInside(i: Instance): Promise<Record<string, { rc: number; errno: number }>> {
@@ -128,8 +123,8 @@ describe.each([
   });
 });
 
-test('the ENOSYS comes from the policy: a container whose raw.lxc clears the profile reaches the keyring calls', async () => {
-  const c = await t.host.create(t.name('nosc'), { image: 'busybox', config: { 'raw.lxc': 'lxc.seccomp.profile =' } });
+test('the ENOSYS comes from the policy: a container whose raw.lxc clears the profile (with consent) reaches the keyring calls', async () => {
+  const c = await t.host.create(t.name('nosc'), { image: 'busybox', config: { 'raw.lxc': 'lxc.seccomp.profile =', 'security.syscalls.deny_default': 'false' } });
   try {
     await c.start();
     expect(await seccompMode(c, '1')).toBe('0');
@@ -144,6 +139,59 @@ test('the ENOSYS comes from the policy: a container whose raw.lxc clears the pro
     expect(await sh(c, 'mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && umount -f /mnt/t && grep -c " /mnt/t " /proc/mounts')).toEqual({ code: 1, out: '0\n', err: '' });
   } finally {
     await c.delete({ force: true });
+  }
+});
+
+test('raw.lxc replaces the policy only with consent (security.syscalls.deny_default: false): refused at create, update, in a profile, expanded, and at the start of a record written before the rule', async () => {
+  const names = async () => (await t.host.list()).map((i) => i.name);
+  const before = await names();
+  for (const raw of ['lxc.seccomp.profile =', 'lxc.signal.halt = SIGUSR1\n  lxc.seccomp.profile = /tmp/none.policy', 'lxc.seccomp.notify.proxy = unix:/tmp/none.sock', 'lxc.include = /usr/share/lxc/config/common.conf']) {
+    for (const consent of [{}, { 'security.syscalls.deny_default': 'true' }]) {
+      const e = await thrown(t.host.create(t.name('rc'), { image: 'busybox', config: { 'raw.lxc': raw, ...consent } }));
+      expect(e).toBeInstanceOf(InvalidArgument);
+      expect(e.message).toContain('security.syscalls.deny_default');
+    }
+  }
+  // With consent, what the policy would have held cannot be asked for beside it: it would be ignored.
+  const ignored = await thrown(t.host.create(t.name('rc'), { image: 'busybox', config: { 'raw.lxc': 'lxc.seccomp.profile =', 'security.syscalls.deny_default': 'false', 'security.syscalls.deny': 'mount' } }));
+  expect(ignored).toBeInstanceOf(InvalidArgument);
+  expect(ignored.message).toMatch(/security\.syscalls\.deny" would be ignored/);
+  expect(await names()).toEqual(before);
+
+  const c = await t.host.create(t.name('upd'), { image: 'busybox', config: { 'raw.lxc': 'lxc.seccomp.allow_nesting = 1' } }); // stacks filters: removes none
+  try {
+    expect(await thrown(c.update({ 'raw.lxc': 'lxc.seccomp.profile =' }))).toBeInstanceOf(InvalidArgument);
+    expect(c.config['raw.lxc']).toBe('lxc.seccomp.allow_nesting = 1');
+    // A profile alone is checked as an instance's options are; a consenting profile undone by the instance's own key is caught by the config's writer.
+    expect(await thrown(t.host.profiles.create(t.name('pr'), { config: { 'raw.lxc': 'lxc.seccomp.profile =' } }))).toBeInstanceOf(InvalidArgument);
+    const p = t.name('pc');
+    await t.host.profiles.create(p, { config: { 'raw.lxc': 'lxc.seccomp.profile =', 'security.syscalls.deny_default': 'false' } });
+    const e = await thrown(t.host.create(t.name('exp'), { image: 'busybox', profiles: ['default', p], config: { 'security.syscalls.deny_default': 'true' } }));
+    expect(e).toBeInstanceOf(InvalidArgument);
+    expect(await names()).toEqual([...before, c.name].sort());
+    await t.host.profiles.delete(p);
+
+    // A record written before the rule (or by hand): its next start writes the config again and refuses; the container stays stopped.
+    const file = path.join(t.dir, 'instances', c.name, 'lxq.json');
+    const record = JSON.parse(readFileSync(file, 'utf8'));
+    writeFileSync(file, JSON.stringify({ ...record, config: { ...record.config, 'raw.lxc': 'lxc.seccomp.profile =' } }));
+    const other = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+    try {
+      const reopened = await other.get(c.name);
+      const started = await thrown(reopened.start());
+      expect(started).toBeInstanceOf(InvalidArgument);
+      expect(started.message).toContain('security.syscalls.deny_default');
+      expect(await reopened.status()).toBe('stopped');
+      writeFileSync(file, JSON.stringify(record));
+      const again = await other.get(c.name);
+      await again.start();
+      expect(await seccompMode(again, '1')).toBe('2');
+      await again.stop({ force: true });
+    } finally {
+      await other.close();
+    }
+  } finally {
+    await c.delete({ force: true }).catch(() => undefined);
   }
 });
 

@@ -294,12 +294,20 @@ export function checkProfileInput(name: string, input: ProfileInput): StoredProf
   refuseControlChars('profile description', description, { allowTab: true });
   if (input.config !== undefined && (input.config === null || typeof input.config !== 'object' || Array.isArray(input.config))) throw new InvalidArgument('config must be an object of option keys to values');
   const config: InstanceConfig = {};
-  for (const [key, value] of Object.entries(input.config ?? {})) Object.assign(config, configOptions().validateConfig(typeOf(key), { [key]: value }));
+  const given = (input.config ?? {}) as Record<string, unknown>;
+  // Each key alone (a profile applies to both types), but for those whose rule needs another key of the profile beside them.
+  for (const [key, value] of Object.entries(given)) {
+    const beside = Object.fromEntries((CHECKED_WITH[key] ?? []).filter((k) => k in given).map((k) => [k, given[k]]));
+    Object.assign(config, configOptions().validateConfig(typeOf(key), { ...beside, [key]: value }));
+  }
   const devices = checkDevices(input.devices);
   return { version: 1, name, description, config, devices };
 }
 
 /** The type whose rules check option `key` in a profile (which holds both types' keys). */
+/** The keys a profile's key is checked with: raw.lxc's lines that replace the seccomp policy need security.syscalls.deny_default: false beside them. */
+const CHECKED_WITH: Record<string, string[]> = { 'raw.lxc': ['security.syscalls.deny_default'] };
+
 function typeOf(key: string): InstanceType {
   return configOptions().findOption(key)?.condition === 'vm' ? 'vm' : 'container';
 }

@@ -123,7 +123,7 @@ export const RAW_OPTIONS: readonly OptionSpec[] = [
     type: 'lines',
     condition: 'container',
     live: false,
-    description: 'Raw liblxc configuration lines ("lxc.key = value"), appended to the generated configuration.',
+    description: 'Raw liblxc configuration lines ("lxc.key = value"), appended to the generated configuration. A line that would replace lxq\'s seccomp policy (lxc.seccomp.profile, lxc.seccomp.notify.*, lxc.include) needs security.syscalls.deny_default: false beside it.',
     validate: rawLxcValidator,
   },
   {

@@ -141,8 +141,42 @@ const IDMAP_OPTIONS: OptionSpec[] = [
 
 const on = (config: Record<string, string>, key: string): boolean => config[key] !== undefined && parseBoolean(config[key]);
 
+/**
+ * The first line of raw.lxc that would replace lxq's seccomp policy: liblxc's seccomp keys (the
+ * profile, which an empty value clears, and the notify proxy) and `lxc.include`, whose file may
+ * set them (liblxc's common.conf does). raw.lxc is appended last, so its value wins. Undefined
+ * where there is none (`lxc.seccomp.allow_nesting` only stacks filters: it removes none).
+ */
+export function rawLxcSeccompLine(rawLxc: string | undefined): string | undefined {
+  for (const line of (rawLxc ?? '').split('\n')) {
+    const key = /^\s*(lxc\.[^=\s]+)\s*=/.exec(line)?.[1];
+    if (key !== undefined && ((key.startsWith('lxc.seccomp.') && key !== 'lxc.seccomp.allow_nesting') || key === 'lxc.include')) return line.trim();
+  }
+  return undefined;
+}
+
+/**
+ * raw.lxc may replace lxq's seccomp policy (rawLxcSeccompLine) only with the caller's consent to
+ * losing its default deny list, given as LXD gives it: `security.syscalls.deny_default: false`.
+ * The other security.syscalls.* and raw.seccomp would then be ignored, so they are refused with
+ * it. Checked at create and update and again by the liblxc config's writer (the expanded config).
+ */
+export function checkRawLxcSeccomp(config: Record<string, string>): void {
+  const line = rawLxcSeccompLine(config['raw.lxc']);
+  if (line === undefined) return;
+  const consent = config['security.syscalls.deny_default'];
+  if (consent === undefined || parseBoolean(consent)) {
+    throw new InvalidArgument(
+      `raw.lxc's ${JSON.stringify(line)} would replace lxq's seccomp policy and drop its default deny list (kexec, module loading, open_by_handle_at, the keyring); set "security.syscalls.deny_default": "false" with it to consent, or give a whole policy in "raw.seccomp"`,
+    );
+  }
+  const ignored = ['raw.seccomp', ...Object.keys(config).filter((k) => k.startsWith('security.syscalls.') && k !== 'security.syscalls.deny_default' && (k === 'security.syscalls.allow' || k === 'security.syscalls.deny' || on(config, k)))].find((k) => config[k] !== undefined);
+  if (ignored) throw new InvalidArgument(`raw.lxc's ${JSON.stringify(line)} replaces lxq's seccomp policy: "${ignored}" would be ignored with it`);
+}
+
 /** Keys that contradict each other, in a whole config (as created, or after a patch): InvalidArgument naming both. */
 export function checkCombination(config: Record<string, string>): void {
+  checkRawLxcSeccomp(config);
   if (on(config, 'security.privileged')) {
     for (const key of ['security.idmap.isolated', 'security.idmap.base', 'security.idmap.size', 'raw.idmap']) {
       if (config[key] !== undefined && (key !== 'security.idmap.isolated' || on(config, key))) {

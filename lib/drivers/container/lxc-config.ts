@@ -7,6 +7,7 @@ import * as path from 'node:path';
 
 import { InstanceConfig } from '../../config/options';
 import { InvalidArgument } from '../../core/errors';
+import { checkRawLxcSeccomp } from '../../config/options/security';
 import { refuseControlChars } from '../../core/guard';
 import type { ContainerImageMeta } from '../../images/meta';
 import type { CgroupLayout, IdMap } from './host-facts';
@@ -82,6 +83,8 @@ export function renderLxcConfig(input: RenderInput): LxcItem[] {
   }
   const ipc = ipcSysctlHook(config);
   if (ipc) items.push(['lxc.hook.start-host', ipc]);
+  // The writer's own guard: an expanded config (profiles and the instance's own keys) or a record from before this rule is checked too.
+  checkRawLxcSeccomp(config);
   for (const line of (config['raw.lxc'] ?? '').split('\n')) {
     const m = /^\s*(lxc\.[^=\s]+)\s*=\s*(.*?)\s*$/.exec(line);
     if (m) items.push([m[1], m[2]]);
