@@ -15,6 +15,7 @@ import * as path from 'node:path';
 
 import { Host, InvalidArgument, NotSupported, type Instance } from '../lib';
 import { hotplugMatches, padded } from '../lib/devices/hotplug';
+import { flockHeld } from '../lib/native/sys';
 import { SHARED_IMAGES, sh, tempHost, type TestHost, thrown } from './helpers/host';
 import { until } from './helpers/wait';
 
@@ -73,12 +74,16 @@ test('a loop device appearing while the container runs is made in it (readable: 
     expect((await sh(c, `stat -c '%a %u %g %t:%T' /dev/loop${n}`)).out.trim()).toBe(`640 0 0 7:${n.toString(16)}`);
     expect((await sh(c, `head -c 19 /dev/loop${n}`)).out).toBe('lxq-hotplug-marker\n');
     expect(await has(0)).toBe(false);
+    const nodes = async () => (await c.state()).devices.find((d) => d.name === 'hp')?.nodes;
+    expect(await nodes()).toContain(`/dev/loop${n}`);
     const pid = (await c.state()).pid!;
     const rules = devicesList(pid);
     if (rules) expect(rules).toContain(`b 7:${n} rwm`);
     // Its device process killed: the next lxq process to open the container starts another, which keeps the node.
     const lock = readFileSync(path.join(t.dir, 'instances', name, 'proxy.lock'), 'utf8');
     process.kill(Number(lock.split(' ')[0]), 'SIGKILL');
+    // Gone first (its lock let go): a Host opening the container meanwhile would find it still serving.
+    await until('the killed device process to let go of its lock', async () => !(await flockHeld(path.join(t.dir, 'instances', name, 'proxy.lock'))));
     const other = await Host.open({ path: t.dir, images: SHARED_IMAGES });
     try {
       await until('a new device process', async () => {
@@ -91,6 +96,7 @@ test('a loop device appearing while the container runs is made in it (readable: 
       removeLoop(n);
       loop = undefined;
       await until(`/dev/loop${n} to leave the container`, async () => !(await has(n)));
+      await until('state() to stop listing it', async () => !(await nodes())!.includes(`/dev/loop${n}`));
       if (rules) await until('the cgroup rule to go', () => !devicesList(pid)!.includes(`b 7:${n} rwm`));
     } finally {
       await other.close();

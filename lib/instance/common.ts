@@ -207,7 +207,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
       const expandedDevices = { ...this.expandedDevices };
       const devices = Object.entries(expandedDevices)
         .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-        .map(([name, d]) => this.deviceState(name, d));
+        .map(([name, d]) => this.deviceState(name, d, s.status));
       return { ...s, devices, ephemeral: this.ephemeral, profiles: [...this.profiles], expandedConfig: { ...this.expandedConfig }, expandedDevices };
     });
   }
@@ -224,8 +224,8 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
     return { state, detail: state.pid === null ? NO_DETAIL : await this.usageDetail(state).catch(() => NO_DETAIL) };
   }
 
-  /** What state() says of a device; drivers add what they know (QEMU ids). */
-  protected deviceState(name: string, d: DeviceConfig): DeviceState {
+  /** What state() says of a device; drivers add what they know (QEMU ids, a container's hot-plugged nodes). */
+  protected deviceState(name: string, d: DeviceConfig, _status?: InstanceStatus): DeviceState {
     return { name, type: d.type, ...(d.source !== undefined ? { source: d.source } : {}), ...(validate().devicePath(d) !== undefined ? { path: validate().devicePath(d) } : {}) };
   }
 

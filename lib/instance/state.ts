@@ -101,4 +101,6 @@ export interface DeviceState {
   /** VMs: the QEMU device id, and for block disks the block node name. */
   qemuDevice?: string;
   qemuNode?: string;
+  /** `unix-hotplug` on a running container: the host's nodes it has made inside now (their /dev paths). */
+  nodes?: string[];
 }

@@ -6,13 +6,13 @@ import * as path from 'node:path';
 
 import { InstanceConfig, refuseFixedChange } from '../../config/options';
 import type { Networks } from '../../network/networks';
-import type { Devices } from '../../devices/declarations';
+import type { DeviceConfig, Devices } from '../../devices/declarations';
 import type { ContainerDeviceHost } from './devices';
 import type { DeviceSource, ProbeEnv } from '../../devices/validate';
 import { InvalidState, OperationFailed } from '../../core/errors';
 import type { DeviceChange } from '../../devices/change';
 import { BaseInstance, RECORD_FILE, writeInstanceRecord } from '../../instance/base';
-import type { DriverState, InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
+import type { DeviceState, DriverState, InstanceRecord, InstanceState, InstanceStatus } from '../../instance/instance';
 import type { UsageDetail } from '../../instance/metrics';
 import { parentPid } from '../../core/proc';
 import { createStaged } from '../../core/staging';
@@ -163,6 +163,11 @@ export class ContainerInstance extends BaseInstance {
   /** The liblxc log of this container (errors of start, stop, attach…). */
   get logFile(): string {
     return path.join(this.dir, 'lxc.log');
+  }
+
+  protected override deviceState(name: string, d: DeviceConfig, status?: InstanceStatus): DeviceState {
+    const s = super.deviceState(name, d);
+    return d.type === 'unix-hotplug' ? { ...s, nodes: status === 'running' || status === 'frozen' ? deviceOps().hotplugNodes(this.dir, name) : [] } : s;
   }
 
   protected get consoleLogPath(): string {

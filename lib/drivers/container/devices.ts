@@ -21,6 +21,7 @@ import { sys } from '../../native/sys';
 import { type DeviceConfig, deviceFlag, deviceValue } from '../../devices/declarations';
 import { lxcNicItems, plugContainerNic, unplugContainerNic } from './nics';
 import { unplugHotplug } from './hotplug';
+export { hotplugNodes } from './hotplug';
 import { applyBlkioLive, blkioItems, ROOT_DISK } from './blkio';
 import type { DeviceChange } from '../../devices/change';
 import { onlyLimitsChanged } from '../../devices/disk-limits';

@@ -9,7 +9,7 @@
  * now added, those a previous process made that no longer match removed), so a restarted
  * process, or one started after a change of the devices, misses nothing and leaves nothing.
  */
-import { promises as fs } from 'node:fs';
+import { promises as fs, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 
 import type { DeviceConfig } from '../../devices/declarations';
@@ -192,4 +192,16 @@ async function removeNode(nodesDir: string, pid: number | null, m: Made, setCgro
 export async function unplugHotplug(dir: string, pid: number, name: string, setCgroup: SetCgroupItem): Promise<void> {
   const nodesDir = path.join(dir, 'devices');
   for (const m of await madeNodes(nodesDir)) if (m.device === name) await removeNode(nodesDir, pid, m, setCgroup, () => undefined);
+}
+
+/** The /dev paths of the nodes device `name` has made in the container (read from their host files: what state() reports). */
+export function hotplugNodes(dir: string, name: string): string[] {
+  let files: string[];
+  try {
+    files = readdirSync(path.join(dir, 'devices'));
+  } catch {
+    return [];
+  }
+  const prefix = `${PREFIX}${name}.`;
+  return files.filter((f) => f.startsWith(prefix)).map((f) => `/dev/${f.slice(prefix.length).replace(/!/g, '/')}`).sort();
 }
