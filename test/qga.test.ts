@@ -60,7 +60,7 @@ describe('QgaClient: protocol (fake agent)', () => {
 
   test('sync: 0xFF first, stale replies, garbage and an old sync are discarded', async () => {
     const peerP = srv.nextPeer();
-    const clientP = QgaClient.connect(srv.path, { timeout: 2000 });
+    const clientP = QgaClient.connect(srv.path, { timeout: 30_000 });
     const peer = await peerP;
     const req = await peer.next();
     expect(peer.received[0]).toBe(0xff); // resets the agent's parser
@@ -153,11 +153,13 @@ describe('QgaClient: protocol (fake agent)', () => {
 
   test('a command waiting its turn times out on its own budget', async () => {
     const [qga, peer] = await connected();
-    const slow = rejection(qga.execute('guest-slow', undefined, { timeout: 300 }));
-    const t0 = Date.now();
+    let slowDone = false;
+    const slow = rejection(qga.execute('guest-slow', undefined, { timeout: 300 })).finally(() => (slowDone = true));
     const queued = await rejection(qga.execute('guest-ping', undefined, { timeout: 80 }));
     expect(queued).toBeInstanceOf(QmpTimeoutError);
-    expect(Date.now() - t0).toBeLessThan(250);
+    // Its own 80 ms, not the slow command's 300: it gave up while the slow one still waited
+    // (timers fire in the order they expire, however late the process runs them).
+    expect(slowDone).toBe(false);
     expect(await slow).toBeInstanceOf(QmpTimeoutError);
     expect(await peer.next()).toEqual({ execute: 'guest-slow' });
     expect(await peer.silentFor(50)).toBe(true); // guest-ping was never sent
@@ -192,7 +194,7 @@ describe('QgaClient: protocol (fake agent)', () => {
     const clientP = rejection(QgaClient.connect(srv.path, { timeout: 200 }));
     const peer = await peerP;
     const err = await clientP;
-    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(Date.now() - t0).toBeLessThan(30_000); // not hung (no bound on a loaded machine's speed)
     expect(err).toBeInstanceOf(QmpTimeoutError);
     expect(err.command).toBe('guest-sync-delimited');
     expect(err.message).toMatch(/qemu-ga running/);
@@ -221,7 +223,7 @@ describe('QgaClient with a real QEMU and no guest agent', () => {
         '-device', 'virtio-serial', '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0'],
       { stdio: 'ignore' },
     );
-    const qmp = await QmpClient.connect(qmpPath, { timeout: 5000, retry: true }); // QEMU is up
+    const qmp = await QmpClient.connect(qmpPath, { timeout: 60_000, retry: true }); // QEMU is up
     try {
       for (let i = 0; i < 2; i++) {
         const t0 = Date.now();
@@ -230,7 +232,7 @@ describe('QgaClient with a real QEMU and no guest agent', () => {
         expect(err).toBeInstanceOf(QmpTimeoutError);
         expect(err.message).toMatch(/guest-sync-delimited/);
         expect(ms).toBeGreaterThanOrEqual(290);
-        expect(ms).toBeLessThan(1500);
+        expect(ms).toBeLessThan(30_000); // not hung (no bound on a loaded machine's speed)
       }
       // QEMU itself is fine.
       await expect(qmp.execute<QmpStatusInfo>('query-status')).resolves.toMatchObject({ running: true });

@@ -195,7 +195,7 @@ describe('VM lifecycle', () => {
     try {
       await expect(pending).rejects.toBeInstanceOf(Timeout);
       // The timeout at 1 s, then the kill's grace: long before the agent's own 30 s timeout.
-      expect(Date.now() - t0).toBeLessThan(5_000);
+      expect(Date.now() - t0).toBeLessThan(25_000);
     } finally {
       await vm.qmp.execute('cont');
     }
