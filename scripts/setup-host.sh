@@ -12,6 +12,7 @@ packages=(
   mmdebstrap debootstrap                       # the debian/12 image (from the host's apt sources)
   python3-lxc rsync                            # benchmark peers: python3-lxc; liblxc's clone runs rsync
   tmux                                         # the CLI tests run shell and exec -t in a real terminal
+  strace                                       # test/concurrency: liblxc's one-second freeze sleep looked for in a trace
   iproute2 dnsmasq-base dnsmasq-utils nftables # networks: bridges and links, DHCP and DNS (dhcp_release), NAT
   acl attr libcap2-bin zstd criu               # rootfs copies keep xattrs (getfattr/setfattr); ACLs and capabilities in tests; export compression; stateful snapshots
   iperf3                                       # network bench: TCP throughput (the host's loopback is the ceiling)
