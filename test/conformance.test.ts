@@ -185,8 +185,8 @@ describe.each(kinds)('$driver $type ($image)', (kind) => {
 
     test('timeout kills the command and rejects with Timeout', async () => {
       const t0 = Date.now();
-      await expect(inst.exec(['sleep', '30'], { timeout: 500 })).rejects.toThrow(Timeout);
-      expect(Date.now() - t0).toBeLessThan(10_000);
+      await expect(inst.exec(['sleep', '300'], { timeout: 500 })).rejects.toThrow(Timeout);
+      expect(Date.now() - t0).toBeLessThan(100_000); // killed at its timeout, not at its end
     });
 
     test('spawn: kill ends the process with the signal', async () => {

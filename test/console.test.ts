@@ -63,7 +63,7 @@ async function exerciseConsole(i: Instance, device: string) {
   await rb.until(/^typed-by-2a\r*$/m);
   b.write('echo typed-by-$((2+2))b; tty\n');
   await ra.until(new RegExp(`^typed-by-4b\\r*\\n${device}\\r*$`, 'm'));
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + 60_000;
   while (!(await i.console.log()).includes('typed-by-4b') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   expect(await i.console.log()).toContain('typed-by-4b');
   // One reader leaving keeps the other attached.
@@ -123,13 +123,15 @@ test('vm: `lxq console` in a real terminal (tmux): a shell prompt, a command and
     await tmux('send-keys', '-t', session, 'echo "$(uname -s) says $((6*7)) on $(tty)"', 'Enter');
     await screenShows(session, /^Linux says 42 on \/dev\/ttyS0\s*$/m, 60_000);
     // The serial port is the shell's terminal: Ctrl-C interrupts the command it runs.
-    await tmux('send-keys', '-t', session, 'sleep 300; echo not-interrupted', 'Enter');
-    await new Promise((r) => setTimeout(r, 2000));
+    // Ctrl-C once the command runs in the foreground (the child prints the marker after it took
+    // the terminal): sent earlier, it would sit in the shell's input.
+    await tmux('send-keys', '-t', session, `sh -c "echo wait''ing-for-ctrl-c; exec sleep 300"; echo not-interrupted`, 'Enter');
+    await screenShows(session, /^waiting-for-ctrl-c\s*$/m, 60_000);
     await tmux('send-keys', '-t', session, 'C-c');
     await tmux('send-keys', '-t', session, 'echo after-$((1+2))', 'Enter');
     expect(await screenShows(session, /^after-3\s*$/m, 60_000)).not.toMatch(/^not-interrupted/m);
     await tmux('send-keys', '-t', session, 'C-a', 'q');
-    const end = Date.now() + 15_000;
+    const end = Date.now() + 60_000;
     while (!(await fs.readFile(rc, 'utf8').catch(() => '')) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
     expect(await fs.readFile(rc, 'utf8')).toBe('rc=0\n');
   } finally {

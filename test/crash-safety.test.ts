@@ -6,7 +6,7 @@
  * full disk is NoSpace, and freeze holds under CPU load.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -69,6 +69,27 @@ function descendants(root: number): Proc[] {
   };
   walk(root);
   return out;
+}
+
+/** The processes that have `file` open. */
+function openers(file: string): Proc[] {
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .filter((n) => {
+      try {
+        return readdirSync(`/proc/${n}/fd`).some((fd) => {
+          try {
+            return readlinkSync(`/proc/${n}/fd/${fd}`) === file;
+          } catch {
+            return false; // closed meanwhile
+          }
+        });
+      } catch {
+        return false; // exited meanwhile
+      }
+    })
+    .map((n) => proc(Number(n)))
+    .filter((p): p is Proc => p !== undefined);
 }
 
 const alive = (p: Proc) => {
@@ -176,8 +197,13 @@ test('killed during an export: no tar left writing, the partial file is removed 
     const body = `const c = await host.get(${JSON.stringify(big.name)}); await c.export(${JSON.stringify(file)});`;
     const killed = await killDuring(body, isTar('--create'), SHARED_IMAGES, () => partials().length === 1);
     expect(partials().length).toBe(1);
-    await new Promise((r) => setTimeout(r, 300)); // zstd, tar's child, ends at the end of its input
-    const size = readFileSync(path.join(out, partials()[0])).length;
+    // zstd, tar's child, ends at the end of its input: once nothing holds the file open.
+    const partial = path.join(out, partials()[0]);
+    for (const end = Date.now() + 60_000; openers(partial).length > 0; ) {
+      if (Date.now() > end) throw new Error(`${partial} still open: ${openers(partial).map((p) => `${p.pid} ${p.cmdline}`)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const size = readFileSync(partial).length;
     await new Promise((r) => setTimeout(r, 500));
     expect(readFileSync(path.join(out, partials()[0])).length).toBe(size); // nobody writes it any more
     expect(killed.map((p) => p.comm)).toContain('tar');

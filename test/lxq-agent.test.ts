@@ -186,11 +186,15 @@ describe('lxq agent on the host (real agent, --listen)', () => {
 
   test('job control on the terminal: ^C reaches the foreground job, not the shell', async () => {
     const p = await client.spawn(['sh', '-i'], { env: [...ENV, 'PS1=$ '], pty: { cols: 80, rows: 24 } });
-    const out = until(p.stdout, /interrupted/);
-    p.stdin.write('sleep 30; echo interrupted\n');
-    await new Promise((r) => setTimeout(r, 500));
+    // ^C once the job holds the terminal (its child prints the marker after the shell gave it the
+    // terminal): sent earlier, it would reach the shell instead. The shell then runs the next line.
+    const started = until(p.stdout, /^started\r?$/m);
+    p.stdin.write(`sh -c "echo st''arted; exec sleep 30"; echo not-interrupted\n`);
+    await started;
+    const after = until(p.stdout, /^after-3\r?$/m);
     p.stdin.write('\x03');
-    await out;
+    p.stdin.write('echo after-$((1+2))\n');
+    expect(await after).not.toMatch(/^not-interrupted/m);
     p.stdin.write('exit 5\n');
     expect(await p.exit).toEqual({ exitCode: 5, signal: null });
   });
@@ -206,11 +210,14 @@ describe('lxq agent on the host (real agent, --listen)', () => {
     // at most the agent's window plus the stream's own buffer.
     const p = await client.spawn(['yes'], { env: ENV });
     let received = 0;
-    p.stdout.once('data', (d: Buffer) => {
-      received = d.length;
-      p.stdout.pause();
-    });
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise<void>((resolve) =>
+      p.stdout.once('data', (d: Buffer) => {
+        received = d.length;
+        p.stdout.pause();
+        resolve();
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 1500)); // time for the agent to overrun its window, if it would
     const held = p.stdout.readableLength + received;
     expect(held).toBeGreaterThan(0);
     expect(held).toBeLessThanOrEqual(256 * 1024 + 64 * 1024 + 32 * 1024);

@@ -170,7 +170,7 @@ test('container: follow sees new lines, through a restart, and ends on abort wit
     await c.exec(['/bin/sh', '-c', 'printf "\\nfrom-the-terminal\\n" >/dev/console']);
     await screenShows(session, /^from-the-terminal$/m, 60_000);
     await tmux('send-keys', '-t', session, 'C-c');
-    const end = Date.now() + 30_000;
+    const end = Date.now() + 60_000;
     while (!(await fs.readFile(rc, 'utf8').catch(() => ''))) {
       if (Date.now() > end) throw new Error('lxq console -f did not end on Ctrl-C');
       await new Promise((r) => setTimeout(r, 100));

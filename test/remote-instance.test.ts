@@ -38,7 +38,7 @@ const made = new Set<string>();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Waits until `check` holds (events arrive asynchronously). */
-async function until(check: () => boolean, ms = 15_000): Promise<void> {
+async function until(check: () => boolean, ms = 60_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!check()) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
@@ -234,14 +234,14 @@ describe('commands', () => {
     expect(await w.status()).toBe('running');
     const server = await w.spawn(['sh', '-c', 'sleep 0.5; exec nc -l -p 8090']);
     try {
-      await w.wait({ for: 'port', port: 8090, timeout: 20_000 });
+      await w.wait({ for: 'port', port: 8090, timeout: 60_000 });
     } finally {
       server.kill('SIGKILL');
       await server.exit.catch(() => undefined);
     }
     await w.spawn(['sh', '-c', 'echo remote-ready > /dev/console']);
-    await w.wait({ for: 'log', pattern: /remote-ready/, timeout: 20_000 });
-    const err = await w.wait({ for: 'port', port: 9, timeout: 600 }).catch((e) => e);
+    await w.wait({ for: 'log', pattern: /remote-ready/, timeout: 60_000 });
+    const err = await w.wait({ for: 'port', port: 9, timeout: 5_000 }).catch((e) => e); // one check finishes in it
     expect(err).toBeInstanceOf(Timeout);
     expect(err.message).toMatch(/nothing listens on TCP port 9/);
     await w.stop({ force: true });
@@ -282,19 +282,21 @@ describe('commands', () => {
     const ac = new AbortController();
     const t0 = Date.now();
     setTimeout(() => ac.abort(), 300);
-    await expect(i.exec(['sleep', '30'], { signal: ac.signal })).rejects.toThrow(Aborted);
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    await expect(i.exec(['sleep', '300'], { signal: ac.signal })).rejects.toThrow(Aborted);
+    expect(Date.now() - t0).toBeLessThan(120_000); // killed at the abort, not at its end
     expect((await i.exec(['sh', '-c', 'pgrep sleep || echo none'])).stdout.toString()).toBe('none\n');
   });
 
   test('many commands at once hold no connection each: other requests go on meanwhile', async () => {
     // More running commands than the client has connections (8): their ends come from the events websocket.
-    const procs = await Promise.all(Array.from({ length: 12 }, () => i.spawn(['sleep', '3'])));
-    procs.forEach((p) => p.stdin.end());
-    const t0 = Date.now();
+    // Each runs until its stdin ends, which it does only after the other requests were answered.
+    const procs = await Promise.all(Array.from({ length: 12 }, () => i.spawn(['cat'])));
+    let ended = 0;
+    procs.forEach((p) => void p.exit.finally(() => ended++));
     expect((await i.state()).status).toBe('running');
     expect((await i.exec(['echo', 'meanwhile'])).stdout.toString()).toBe('meanwhile\n');
-    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(ended).toBe(0);
+    procs.forEach((p) => p.stdin.end());
     expect(await Promise.all(procs.map((p) => p.exit))).toEqual(procs.map(() => ({ exitCode: 0, signal: null })));
   });
 
@@ -437,8 +439,15 @@ describe('snapshots and rename', () => {
 
 describe('events', () => {
   test("other clients' changes (raw REST, the lxc CLI) are seen once, as external, with the held instance's status events; ours as local", async () => {
+    // The events of its own creation and start are not this test's: they are waited for first
+    // (they may come late on a loaded machine).
+    const early: LifecycleEvent[] = [];
+    const before = (e: LifecycleEvent) => early.push(e);
+    host.on('lifecycle', before);
+    await host.ready();
     const i = await launch();
-    await sleep(500); // the events of its own creation and start are not this test's
+    await until(() => early.some((e) => e.name === i.name && e.action === 'instance-started'));
+    host.off('lifecycle', before);
     const events: LifecycleEvent[] = [];
     const statuses: StatusEvent[] = [];
     const listener = (e: LifecycleEvent) => e.name === i.name && events.push(e);

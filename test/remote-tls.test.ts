@@ -113,15 +113,15 @@ describe('Host.connect over https', () => {
   test('a closed loopback port and a missing socket: OperationFailed at once, not a hang', async () => {
     const closed = `https://${address}:${await freePort(address)}`;
     let t0 = Date.now();
-    const e = await thrown(Host.connect({ url: closed, ...trusted, serverCert: pinned, timeoutMs: 3000 }));
+    const e = await thrown(Host.connect({ url: closed, ...trusted, serverCert: pinned, timeoutMs: 60_000 }));
     expect(e).toBeInstanceOf(OperationFailed);
     expect(e.message).toMatch(/no LXD server answers at https:\/\/127\./);
-    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(Date.now() - t0).toBeLessThan(30_000); // at once, not at the timeout
     t0 = Date.now();
-    const s = await thrown(Host.connect({ socket: path.join(dir, 'missing.socket'), timeoutMs: 3000 }));
+    const s = await thrown(Host.connect({ socket: path.join(dir, 'missing.socket'), timeoutMs: 60_000 }));
     expect(s).toBeInstanceOf(OperationFailed);
     expect(s.message).toMatch(/missing\.socket/);
-    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(Date.now() - t0).toBeLessThan(30_000); // at once, not at the timeout
   });
 
   test('a port that accepts and never speaks TLS: Timeout after timeoutMs, not a hang', async () => {
@@ -135,7 +135,7 @@ describe('Host.connect over https', () => {
       const e = await thrown(Host.connect({ url: `https://${address}:${port}`, ...trusted, serverCert: pinned, timeoutMs: 1000 }));
       expect(e).toBeInstanceOf(Timeout);
       expect(e.message).toMatch(/within 1000 ms/);
-      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(Date.now() - t0).toBeLessThan(30_000); // not hung (no bound on a loaded machine's speed)
     } finally {
       conns.forEach((c) => c.destroy());
       await new Promise((r) => silent.close(r));

@@ -141,13 +141,13 @@ describe('LxdClient on a real LXD', () => {
 
 describe('LxdClient bad input', () => {
   test('no server on the socket: a clear OperationFailed at once', async () => {
-    const c = new LxdClient({ socket: path.join(dir, 'nothing.socket'), timeoutMs: 2000 });
+    const c = new LxdClient({ socket: path.join(dir, 'nothing.socket'), timeoutMs: 60_000 });
     const t0 = Date.now();
     const e = await thrown(c.request('GET', '/1.0'));
     c.close();
     expect(e).toBeInstanceOf(OperationFailed);
     expect(e.message).toMatch(/no LXD server answers at .*nothing\.socket/);
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(Date.now() - t0).toBeLessThan(30_000); // at once, not at the timeout
   });
 
   test('a server that never answers: Timeout after the request timeout', async () => {

@@ -165,7 +165,7 @@ test('the devices come back at the next start', async () => {
   expect(await disks()).toContain('vdb=scratch');
 }, 120_000);
 
-async function waitFor(check: () => Promise<boolean>, ms = 20_000): Promise<void> {
+async function waitFor(check: () => Promise<boolean>, ms = 60_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error('condition not met in time');

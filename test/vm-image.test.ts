@@ -301,7 +301,7 @@ describe('vm/default image', () => {
     const ms = Date.now() - t;
     console.log(`vm image: cached build ${ms} ms`);
     expect(again).toEqual(img);
-    expect(ms).toBeLessThan(1_000);
+    expect(ms).toBeLessThan(60_000); // not rebuilt (minutes); no bound on a loaded machine's speed
   });
 
   test('boots under TCG: agent, exec, file write, ACPI power-down', async () => {

@@ -11,7 +11,7 @@ export async function tmux(...args: string[]): Promise<string> {
 }
 
 /** Waits until the session's screen matches `re`; resolves the screen (trailing blanks trimmed by tmux). */
-export async function screenShows(session: string, re: RegExp, timeoutMs = 20_000): Promise<string> {
+export async function screenShows(session: string, re: RegExp, timeoutMs = 60_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const screen = await tmux('capture-pane', '-p', '-t', session).catch(() => '');
