@@ -187,11 +187,12 @@ describe('lxq agent on the host (real agent, --listen)', () => {
   test('job control on the terminal: ^C reaches the foreground job, not the shell', async () => {
     const p = await client.spawn(['sh', '-i'], { env: [...ENV, 'PS1=$ '], pty: { cols: 80, rows: 24 } });
     // ^C once the job holds the terminal (its child prints the marker after the shell gave it the
-    // terminal): sent earlier, it would reach the shell instead. The shell then runs the next line.
-    const started = until(p.stdout, /^started\r?$/m);
+    // terminal): sent earlier, it would reach the shell instead. The shell then runs the next line
+    // (typed ahead: its output follows the next prompt).
+    const started = until(p.stdout, /started\r?\n/); // its own line, or after a prompt the echo came before
     p.stdin.write(`sh -c "echo st''arted; exec sleep 30"; echo not-interrupted\n`);
     await started;
-    const after = until(p.stdout, /^after-3\r?$/m);
+    const after = until(p.stdout, /after-3\r?\n/);
     p.stdin.write('\x03');
     p.stdin.write('echo after-$((1+2))\n');
     expect(await after).not.toMatch(/^not-interrupted/m);
