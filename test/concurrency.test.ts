@@ -9,6 +9,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 
 import { Instance } from '../lib';
+import { lxc } from '../lib/native/lxc';
 import { monitorCgroups, SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 const execFileP = promisify(execFile);
@@ -32,7 +33,6 @@ afterAll(async () => {
  */
 let ticks = 0;
 const calls: { call: string; ticks: number }[] = [];
-const { lxc } = require('../lib/native/lxc') as typeof import('../lib/native/lxc');
 const addon = lxc();
 const Plain = addon.Container;
 addon.Container = class extends Plain {
