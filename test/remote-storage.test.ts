@@ -2,12 +2,15 @@
  * `host.storage` on an LXD server (a real LXD 5.0 of this file's own): its pools and their custom
  * volumes through /1.0/storage-pools behind the interface of a local host's: a volume attached to
  * a container there, written inside, in use (usedBy, refused delete), snapshotted and restored;
- * a pool made, changed and deleted; bad input refused before anything is sent.
+ * a pool made, changed and deleted; bad input refused before anything is sent; a stopped
+ * container moved to another pool by the server; the server's storage events on
+ * `remote.on('storage')`, this process's own `local`, another client's `external`.
  */
 import { AlreadyExists, Busy, InvalidArgument, NotFound, NotSupported } from '../lib';
-import type { HostStorageApi } from '../lib';
+import type { HostStorageApi, StorageEvent } from '../lib';
 import { lxdPerFile } from './helpers/lxd';
 import { hostPerFile } from './helpers/host';
+import { until } from './helpers/wait';
 
 const POOL = 'lxq-rs';
 const PROFILE = 'lxq-rs';
@@ -99,3 +102,55 @@ test('pools on the server: made, changed, listed, deleted; bad input refused bef
   expect((await pools.list()).map((x) => x.name)).toEqual(before);
   expect(await volumes.list()).toEqual([]);
 }, 300_000);
+
+test('a stopped container moved to another pool by the server; the storage events, local and external', async () => {
+  const events: StorageEvent[] = [];
+  server.remote.on('storage', (e) => events.push(e));
+  await server.remote.ready();
+  const seen = (action: string, name: string, requestor: 'local' | 'external') => until(`${action} ${name} (${requestor})`, () => events.some((e) => e.action === action && e.name === name && e.requestor === requestor), 60_000);
+
+  const p2 = t.name('mp');
+  await server.remote.storage.pools.create(p2, { driver: 'dir' });
+  await seen('storage-pool-created', p2, 'local');
+  const volumes = server.remote.storage.pool(POOL).volumes;
+  const vol = t.name('ev');
+  await volumes.create(vol);
+  await seen('storage-volume-created', `${POOL}/${vol}`, 'local');
+
+  // The volume's data written from inside a container, then a snapshot and a change after it.
+  const name = t.name('mc');
+  server.made.push(name);
+  const c = await server.remote.create(name, { image: ALIAS, profiles: [PROFILE], config: { 'raw.lxc': 'lxc.signal.halt = SIGUSR1' }, devices: { data: { type: 'disk', pool: POOL, source: vol, path: '/data' } } });
+  await c.start();
+  await c.exec(['sh', '-c', 'echo one > /data/f; echo kept > /root/kept']);
+  await c.stop({ force: true });
+  const snap = await volumes.snapshot(vol);
+  await seen('storage-volume-snapshot-created', `${POOL}/${vol}/${snap.name}`, 'local');
+
+  // Moved by LXD (POST { migration: true, pool }): the root on p2, its files with it.
+  await c.move({ pool: p2 });
+  expect(Object.values(c.expandedDevices).find((d) => d.type === 'disk' && d.path === '/')?.pool).toBe(p2);
+  expect((await server.remote.storage.pools.get(p2)).usedBy).toEqual([name]);
+  expect((await server.remote.storage.pools.get(POOL)).usedBy).not.toContain(name);
+  await c.move({ pool: p2 }); // already there: nothing to do
+  await expect(c.move({ pool: t.name('none') })).rejects.toBeInstanceOf(NotFound);
+  await c.start();
+  expect(out(await c.exec(['cat', '/root/kept', '/data/f']))).toBe('kept\none');
+  await expect(c.move({ pool: POOL })).rejects.toBeInstanceOf(Busy);
+  await c.stop({ force: true });
+
+  // Another client's change is external.
+  await server.lxd.client.call('POST', `/1.0/storage-pools/${POOL}/volumes/custom`, { name: 'by-lxc', type: 'custom', config: {} });
+  await seen('storage-volume-created', `${POOL}/by-lxc`, 'external');
+  await server.lxd.client.call('DELETE', `/1.0/storage-pools/${POOL}/volumes/custom/by-lxc`);
+  await seen('storage-volume-deleted', `${POOL}/by-lxc`, 'external');
+
+  await c.delete();
+  server.made.pop();
+  await volumes.deleteSnapshot(vol, snap.name);
+  await seen('storage-volume-snapshot-deleted', `${POOL}/${vol}/${snap.name}`, 'local');
+  await volumes.delete(vol);
+  await seen('storage-volume-deleted', `${POOL}/${vol}`, 'local');
+  await server.remote.storage.pools.delete(p2);
+  await seen('storage-pool-deleted', p2, 'local');
+}, 600_000);

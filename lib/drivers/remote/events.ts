@@ -13,7 +13,7 @@ import WebSocket from 'ws';
 
 import { OperationFailed } from '../../core/errors';
 import { lxdError, type LxdResponse } from './client';
-import { LIFECYCLE_ACTIONS, type LifecycleAction, type LifecycleEvent } from '../../events/lifecycle';
+import { LIFECYCLE_ACTIONS, type LifecycleAction, type LifecycleEvent, STORAGE_ACTIONS, type StorageAction, type StorageEvent } from '../../events/lifecycle';
 import type { InstanceType } from '../../instance/instance';
 import type { LxdClient } from './client';
 
@@ -38,11 +38,34 @@ export interface EventsHost {
 
 interface Expectation {
   name: string;
-  actions: Set<LifecycleAction>;
+  actions: Set<LifecycleAction | StorageAction>;
   until?: number;
 }
 
-export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) => void }> {
+/**
+ * LXD's lifecycle event of a storage pool or a custom volume as lxq's (the local host's names:
+ * `pool`, `pool/volume`, `pool/volume/snapshot`); undefined for any other (an instance's volume
+ * included). LXD's `storage-volume-restored` is lxq's `storage-volume-snapshot-restored`.
+ */
+export function storageChange(source: string, lxdAction: string, context: Record<string, unknown>, project = 'default'): { action: StorageAction; name: string; previous?: string } | undefined {
+  const [where, query] = source.split('?');
+  const parts = where.split('/').slice(1).map((p) => decodeURIComponent(p));
+  if (parts[5] !== undefined && (new URLSearchParams(query ?? '').get('project') ?? 'default') !== project) return undefined; // another project's volume
+  // LXD 5.0 names a custom volume by its storage name in these events: "<project>_<volume>".
+  if (parts[5]?.startsWith(`${project}_`)) parts[5] = parts[5].slice(project.length + 1);
+  if (parts[0] !== '1.0' || parts[1] !== 'storage-pools' || !parts[2]) return undefined;
+  const pool = parts[2];
+  if (parts.length === 3) return lxdAction.startsWith('storage-pool-') && (STORAGE_ACTIONS as readonly string[]).includes(lxdAction) ? { action: lxdAction as StorageAction, name: pool } : undefined;
+  if (parts[3] !== 'volumes' || parts[4] !== 'custom' || !parts[5]) return undefined;
+  const volume = `${pool}/${parts[5]}`;
+  if (parts.length === 8 && parts[6] === 'snapshots') return /^storage-volume-snapshot-(created|deleted)$/.test(lxdAction) ? { action: lxdAction as StorageAction, name: `${volume}/${parts[7]}` } : undefined;
+  if (parts.length !== 6) return undefined;
+  if (lxdAction === 'storage-volume-restored') return typeof context.snapshot === 'string' ? { action: 'storage-volume-snapshot-restored', name: `${volume}/${context.snapshot}` } : undefined;
+  if (lxdAction === 'storage-volume-renamed') return typeof context.old_name === 'string' ? { action: lxdAction, name: volume, previous: `${pool}/${context.old_name}` } : undefined;
+  return /^storage-volume-(created|updated|deleted)$/.test(lxdAction) ? { action: lxdAction as StorageAction, name: volume } : undefined;
+}
+
+export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) => void; storage: (e: StorageEvent) => void }> {
   private ws: WebSocket | undefined;
   private open = false;
   private closed = false;
@@ -131,7 +154,7 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
   }
 
   /** Marks the events of `actions` on `name` as this process's own, until shortly after `done()`. */
-  expect(name: string, actions: LifecycleAction[]): () => void {
+  expect(name: string, actions: ReadonlyArray<LifecycleAction | StorageAction>): () => void {
     const e: Expectation = { name, actions: new Set(actions) };
     this.pending.push(e);
     return () => {
@@ -143,9 +166,10 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     };
   }
 
-  private ours(name: string, action: LifecycleAction): boolean {
+  private ours(name: string, action: LifecycleAction | StorageAction): boolean {
     const now = Date.now();
-    return this.pending.some((e) => e.name === name && e.actions.has(action) && (e.until === undefined || now <= e.until));
+    // A name ending in "/" stands for any under it (a snapshot or an import LXD names itself).
+    return this.pending.some((e) => (e.name === name || (e.name.endsWith('/') && name.startsWith(e.name))) && e.actions.has(action) && (e.until === undefined || now <= e.until));
   }
 
   private message(data: Buffer): void {
@@ -158,6 +182,11 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     }
     if (e?.type === 'operation') return this.operation(e.metadata);
     if (e?.type !== 'lifecycle') return;
+    const storage = storageChange(String(e.metadata?.source ?? ''), String(e.metadata?.action ?? ''), (e.metadata?.context ?? {}) as Record<string, unknown>, this.client.project);
+    if (storage) {
+      const requestor = this.ours(storage.name, storage.action) || (storage.previous !== undefined && this.ours(storage.previous, storage.action)) ? 'local' : 'external';
+      return void this.emit('storage', { ...storage, at: new Date(e.timestamp ?? Date.now()).toISOString(), requestor });
+    }
     const action = e.metadata?.action as LifecycleAction;
     if (!LIFECYCLE_ACTIONS.includes(action)) return;
     const m = /^\/1\.0\/instances\/([^/?]+)(?:\?|$)/.exec(String(e.metadata?.source ?? ''));
@@ -239,16 +268,18 @@ export class RemoteEvents extends EventEmitter<{ lifecycle: (e: LifecycleEvent) 
     return t;
   }
 
-  /** `host.on('lifecycle', fn)`: events flow from the websocket's opening (see ready). */
-  subscribe(fn: (e: LifecycleEvent) => void): void {
-    this.on('lifecycle', fn);
+  /** `host.on('lifecycle' | 'storage', fn)`: events flow from the websocket's opening (see ready). */
+  subscribe(fn: (e: LifecycleEvent) => void, channel?: 'lifecycle'): void;
+  subscribe(fn: (e: StorageEvent) => void, channel: 'storage'): void;
+  subscribe(fn: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void), channel: 'lifecycle' | 'storage' = 'lifecycle'): void {
+    this.on(channel, fn as never);
     if (this.consumers++ === 0) this.keepAlive = setInterval(() => undefined, 1 << 30);
   }
 
-  unsubscribe(fn: (e: LifecycleEvent) => void): void {
-    const before = this.listenerCount('lifecycle');
-    this.off('lifecycle', fn);
-    if (this.listenerCount('lifecycle') < before && --this.consumers === 0) {
+  unsubscribe(fn: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void), channel: 'lifecycle' | 'storage' = 'lifecycle'): void {
+    const before = this.listenerCount(channel);
+    this.off(channel, fn as never);
+    if (this.listenerCount(channel) < before && --this.consumers === 0) {
       clearInterval(this.keepAlive);
       this.keepAlive = undefined;
     }

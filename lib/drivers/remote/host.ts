@@ -14,7 +14,7 @@ import { Aborted, AlreadyExists, InvalidArgument, NotFound, NotSupported, Permis
 import type { CopyOptions } from '../../storage/types';
 import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { type EventsOptions, lifecycleEvents, type LifecycleIterator } from '../../events/iterator';
-import type { LifecycleAction, LifecycleEvent } from '../../events/lifecycle';
+import type { LifecycleAction, LifecycleEvent, StorageEvent } from '../../events/lifecycle';
 import { checkEphemeral, type InstanceType, launchWith, type StartOptions } from '../../instance/instance';
 import type { InstanceHost } from '../../instance/host';
 import { LxdClient, LxdEndpoint } from './client';
@@ -115,7 +115,8 @@ export class RemoteHost implements InstanceHost {
   ) {
     this.images = new RemoteImages(client);
     this.profiles = new RemoteProfiles(client);
-    this.storage = new RemoteStorage(client);
+    // Its changes' events count as this process's own (`requestor: 'local'`), as an instance's.
+    this.storage = new RemoteStorage(client, (name, actions) => this.hub.expect(name, actions));
     this.hub = new RemoteEvents(client, {
       external: (name, action, context) => this.external(name, action, context),
       reconnected: () => void Promise.all([...this.held.values()].map((i) => i.resync())),
@@ -149,15 +150,21 @@ export class RemoteHost implements InstanceHost {
    * await remote.ready();
    * ```
    */
-  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this {
-    if (event !== 'lifecycle') throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle"`);
-    this.hub.subscribe(listener);
+  on(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;
+  /** The server's storage changes (LXD's storage-pool-* and custom volumes' storage-volume-* events), in a local host's `storage` shape. */
+  on(event: 'storage', listener: (e: StorageEvent) => void): this;
+  on(event: 'lifecycle' | 'storage', listener: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void)): this {
+    if (event === 'lifecycle') this.hub.subscribe(listener as (e: LifecycleEvent) => void);
+    else if (event === 'storage') this.hub.subscribe(listener as (e: StorageEvent) => void, 'storage');
+    else throw new InvalidArgument(`unknown host event ${JSON.stringify(event)}; use "lifecycle" or "storage"`);
     return this;
   }
 
   /** Removes a listener added by `on`. */
-  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this {
-    this.hub.unsubscribe(listener);
+  off(event: 'lifecycle', listener: (e: LifecycleEvent) => void): this;
+  off(event: 'storage', listener: (e: StorageEvent) => void): this;
+  off(event: 'lifecycle' | 'storage', listener: ((e: LifecycleEvent) => void) | ((e: StorageEvent) => void)): this {
+    this.hub.unsubscribe(listener, event === 'storage' ? 'storage' : 'lifecycle');
     return this;
   }
 

@@ -19,6 +19,7 @@ import type { InstanceFiles } from '../../instance/files';
 import { type DriverState, type ExportOptions, type InstanceConsole, type InstanceStatus, type InstanceType, reportedAddresses } from '../../instance/instance';
 import { checkPty, checkSpawn, type InstanceProcess, instanceEnvironment, type SpawnOptions } from '../../instance/process';
 import { checkProfileList } from '../../instance/profiles';
+import { validatePoolName } from '../../storage/pools/pools';
 import type { InstanceSnapshots } from '../../storage/types';
 import type { LxdClient } from './client';
 import { remoteConsole, remoteConsoleLog, remoteLogReader } from './console';
@@ -292,9 +293,27 @@ export class RemoteInstance extends CommonInstance {
     this.hooks.renamed(this, previous);
   }
 
-  /** Not yet over LXD's API (its `pool` in a migration POST): refused before anything changes. */
+  /**
+   * LXD's own move between pools (its `instance_pool_move`: POST { migration: true, pool }): the
+   * server copies the instance onto the pool under a temporary name, deletes it, and renames the
+   * copy back. `live: false`: LXD would otherwise stop a running one and start it again (lxq
+   * refuses a running instance before, as for a local one). False if it is on `pool` already.
+   */
   protected async moveToPool(pool: string): Promise<boolean> {
-    throw new NotSupported(`moving ${this.name} to pool "${pool}": a move across pools of an instance on an LXD server is not supported yet (lxc move ${this.name} -s ${pool} does it)`);
+    validatePoolName(pool);
+    const root = Object.values(this.expandedDevices).find((d) => d.type === 'disk' && d.path === '/');
+    if (root?.pool === pool) return false;
+    await this.client.request('GET', this.client.url(`/1.0/storage-pools/${encodeURIComponent(pool)}`)).catch((e) => Promise.reject(e instanceof NotFound ? new NotFound(`the LXD server at ${this.client.where} has no storage pool "${pool}"`) : e));
+    // The copy's temporary name is LXD's MoveTemporaryName: its events are this move's too.
+    const temporary = `lxd-move-of-${this.meta.config?.['volatile.uuid'] ?? ''}`;
+    const done = this.hooks.expect(temporary, ['instance-created', 'instance-renamed', 'instance-updated']);
+    try {
+      await this.asOwn(['instance-deleted', 'instance-renamed', 'instance-updated'], () => this.client.call('POST', this.client.url(this.path), { migration: true, pool, live: false }));
+    } finally {
+      done();
+    }
+    await this.refresh();
+    return true;
   }
 
     export(_file: string, _options?: ExportOptions): Promise<void> {

@@ -12,12 +12,26 @@ import { type StoragePoolUpdate, validatePoolName } from '../../storage/pools/po
 import type { StoragePoolCreateOptions, StoragePoolInfo } from '../../storage/pools/types';
 import { checkVolumeConfig, checkVolumeCreate, checkVolumeDescription, validateVolumeName } from '../../storage/volumes/names';
 import type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, VolumeSnapshotInfo } from '../../storage/volumes/types';
+import type { StorageAction } from '../../events/lifecycle';
 import type { LxdClient } from './client';
 import type { LxdObject } from './convert';
 
 const POOL_CREATE_KEYS = optionKeys<StoragePoolCreateOptions>({ driver: true, config: true, description: true });
 const POOL_UPDATE_KEYS = optionKeys<StoragePoolUpdate>({ config: true, description: true });
 const VOLUME_UPDATE_KEYS = optionKeys<StorageVolumeUpdate>({ config: true, description: true });
+
+/** Marks the server's events of `actions` on `name` as this process's own until `done()` (RemoteEvents.expect). */
+export type OwnChanges = (name: string, actions: StorageAction[]) => () => void;
+
+/** `op` with its storage events counted as this process's own. */
+async function owned<T>(own: OwnChanges | undefined, name: string, actions: StorageAction[], op: () => Promise<T>): Promise<T> {
+  const done = own?.(name, actions);
+  try {
+    return await op();
+  } finally {
+    done?.();
+  }
+}
 
 /** The instance names among LXD's `used_by` URLs (profiles and volumes there too are left out). */
 function instancesIn(usedBy: unknown): string[] {
@@ -71,7 +85,10 @@ function patched(config: Record<string, string>, patch: Record<string, string | 
  * ```
  */
 export class RemoteStoragePools implements HostStoragePools {
-  constructor(private readonly client: LxdClient) {}
+  constructor(
+    private readonly client: LxdClient,
+    private readonly own?: OwnChanges,
+  ) {}
 
   private url(name?: string, query: Record<string, string> = {}): string {
     return this.client.url(name === undefined ? '/1.0/storage-pools' : `/1.0/storage-pools/${encodeURIComponent(name)}`, query);
@@ -94,7 +111,7 @@ export class RemoteStoragePools implements HostStoragePools {
     if (typeof options.driver !== 'string' || !/^[a-z][a-z0-9_-]*$/.test(options.driver)) throw new InvalidArgument(`a storage pool's "driver" must be a driver's name, got ${JSON.stringify(options.driver)}`);
     if (options.driver === 'overlay') throw new NotSupported(`"overlay" is lxq's own pool driver; ${this.client.where} has LXD's (dir, btrfs, zfs, lvm…)`);
     const config = poolConfig(options.config, false);
-    await this.client.call('POST', this.url(), { name, driver: options.driver, config, description: description(options.description, 'storage pool') ?? '' });
+    await owned(this.own, name, ['storage-pool-created'], () => this.client.call('POST', this.url(), { name, driver: options.driver, config, description: description(options.description, 'storage pool') ?? '' }));
     return this.get(name);
   }
 
@@ -107,13 +124,13 @@ export class RemoteStoragePools implements HostStoragePools {
     const current = (await this.client.request('GET', this.url(name))).metadata as LxdObject;
     const config = patched((current.config ?? {}) as Record<string, string>, patch, `storage pool "${name}"`);
     // PUT: LXD's PATCH merges config and cannot remove a key.
-    await this.client.call('PUT', this.url(name), { config, description: text ?? current.description ?? '' });
+    await owned(this.own, name, ['storage-pool-updated'], () => this.client.call('PUT', this.url(name), { config, description: text ?? current.description ?? '' }));
     return this.get(name);
   }
 
   async delete(name: string): Promise<void> {
     validatePoolName(name);
-    await this.client.call('DELETE', this.url(name));
+    await owned(this.own, name, ['storage-pool-deleted'], () => this.client.call('DELETE', this.url(name)));
   }
 }
 
@@ -134,7 +151,13 @@ export class RemoteStorageVolumes implements HostStorageVolumes {
   constructor(
     private readonly client: LxdClient,
     private readonly pool: string,
+    private readonly own?: OwnChanges,
   ) {}
+
+  /** `op` with the events of `actions` on the volume (or snapshot) `name` of this pool counted as this process's own. */
+  private owned<T>(name: string, actions: StorageAction[], op: () => Promise<T>): Promise<T> {
+    return owned(this.own, `${this.pool}/${name}`, actions, op);
+  }
 
   private url(name?: string, rest = '', query: Record<string, string> = {}): string {
     const base = `/1.0/storage-pools/${encodeURIComponent(this.pool)}/volumes/custom`;
@@ -143,7 +166,7 @@ export class RemoteStorageVolumes implements HostStorageVolumes {
 
   async create(name: string, options: StorageVolumeCreateOptions = {}): Promise<StorageVolumeInfo> {
     const { contentType, config, description } = checkVolumeCreate(name, options);
-    await this.client.call('POST', this.url(), { name, type: 'custom', content_type: contentType, config, description });
+    await this.owned(name, ['storage-volume-created'], () => this.client.call('POST', this.url(), { name, type: 'custom', content_type: contentType, config, description }));
     return this.get(name);
   }
 
@@ -168,27 +191,27 @@ export class RemoteStorageVolumes implements HostStorageVolumes {
     const text = update.description === undefined ? undefined : checkVolumeDescription(update.description);
     const current = (await this.client.request('GET', this.url(name))).metadata as LxdObject;
     const config = patched((current.config ?? {}) as Record<string, string>, patch, `storage volume "${name}"`);
-    await this.client.call('PUT', this.url(name), { config, description: text ?? current.description ?? '' });
+    await this.owned(name, ['storage-volume-updated'], () => this.client.call('PUT', this.url(name), { config, description: text ?? current.description ?? '' }));
     return this.get(name);
   }
 
   async rename(name: string, newName: string): Promise<StorageVolumeInfo> {
     validateVolumeName(name);
     validateVolumeName(newName);
-    await this.client.call('POST', this.url(name), { name: newName });
+    await this.owned(newName, ['storage-volume-renamed'], () => this.client.call('POST', this.url(name), { name: newName }));
     return this.get(newName);
   }
 
   async delete(name: string): Promise<void> {
     validateVolumeName(name);
-    await this.client.call('DELETE', this.url(name));
+    await this.owned(name, ['storage-volume-deleted'], () => this.client.call('DELETE', this.url(name)));
   }
 
   async snapshot(name: string, snapshotName?: string): Promise<VolumeSnapshotInfo> {
     validateVolumeName(name);
     if (snapshotName !== undefined) validateVolumeName(snapshotName, 'volume snapshot');
     const before = new Set((await this.snapshots(name)).map((s) => s.name));
-    await this.client.call('POST', this.url(name, '/snapshots'), snapshotName === undefined ? {} : { name: snapshotName });
+    await this.owned(`${name}/${snapshotName ?? ''}`, ['storage-volume-snapshot-created'], () => this.client.call('POST', this.url(name, '/snapshots'), snapshotName === undefined ? {} : { name: snapshotName }));
     const after = await this.snapshots(name);
     // LXD names an unnamed one itself (snap0, snap1…): the one that was not there before.
     const made = snapshotName === undefined ? after.find((s) => !before.has(s.name)) : after.find((s) => s.name === snapshotName);
@@ -206,13 +229,13 @@ export class RemoteStorageVolumes implements HostStorageVolumes {
   async restore(name: string, snapshotName: string): Promise<void> {
     validateVolumeName(name);
     validateVolumeName(snapshotName, 'volume snapshot');
-    await this.client.call('PUT', this.url(name), { restore: snapshotName });
+    await this.owned(`${name}/${snapshotName}`, ['storage-volume-snapshot-restored'], () => this.client.call('PUT', this.url(name), { restore: snapshotName }));
   }
 
   async deleteSnapshot(name: string, snapshotName: string): Promise<void> {
     validateVolumeName(name);
     validateVolumeName(snapshotName, 'volume snapshot');
-    await this.client.call('DELETE', this.url(name, `/snapshots/${encodeURIComponent(snapshotName)}`));
+    await this.owned(`${name}/${snapshotName}`, ['storage-volume-snapshot-deleted'], () => this.client.call('DELETE', this.url(name, `/snapshots/${encodeURIComponent(snapshotName)}`)));
   }
 
   private info(m: LxdObject): StorageVolumeInfo {
@@ -241,12 +264,15 @@ export class RemoteStorageVolumes implements HostStorageVolumes {
 export class RemoteStorage implements HostStorageApi {
   readonly pools: RemoteStoragePools;
 
-  constructor(private readonly client: LxdClient) {
-    this.pools = new RemoteStoragePools(client);
+  constructor(
+    private readonly client: LxdClient,
+    private readonly own?: OwnChanges,
+  ) {
+    this.pools = new RemoteStoragePools(client, own);
   }
 
   pool(name: string): { readonly name: string; readonly volumes: RemoteStorageVolumes } {
     validatePoolName(name);
-    return { name, volumes: new RemoteStorageVolumes(this.client, name) };
+    return { name, volumes: new RemoteStorageVolumes(this.client, name, this.own) };
   }
 }
