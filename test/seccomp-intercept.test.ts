@@ -11,7 +11,7 @@ import * as path from 'node:path';
 
 import { Host, Instance } from '../lib';
 import { seccompPolicy } from '../lib/drivers/container/lxc-config';
-import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
+import { sh, SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 const EPERM = 1;
 const LIMIT = 256 * 1024 * 1024;
@@ -33,11 +33,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.dispose();
 });
-
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script]);
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 
 /** The probe's output inside `i` for one call. */
 async function call(i: Instance, args: string): Promise<string> {

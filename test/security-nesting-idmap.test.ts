@@ -9,7 +9,7 @@ import * as path from 'node:path';
 
 import { Host, Instance, InvalidArgument } from '../lib';
 import { IDMAP_REGISTRY } from '../lib/drivers/container/idmap-alloc';
-import { SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
+import { sh, SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
 
 let t: TestHost;
 
@@ -19,11 +19,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.dispose();
 });
-
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script]);
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 
 /** The container's uid_map as seen inside: [inside, host, count]. */
 async function uidMap(c: Instance): Promise<number[]> {
