@@ -147,12 +147,13 @@ test('another Node process, while this one holds the monitor and has just used t
     const out = JSON.parse(stdout);
     console.log(`another process on a held VM: status ${out.statusMs} ms, exec ${out.execMs} ms (the agent, after this process's idle connection was given up)`);
     expect(out).toMatchObject({ status: 'running', frozen: 'frozen', hostname: vm.name, devicesWith: ['other', 'ro', 'scratch', 'share'], devicesAfter: ['ro', 'scratch', 'share'] });
-    expect(out.statusMs).toBeLessThan(2_000); // no wait for a greeting the held monitor would never send
+    expect(out.statusMs).toBeLessThan(3_000); // no wait for the greeting (3 s) the held monitor would never send
+    // Learnt from its events, which may arrive after the other process has ended.
+    await waitFor(async () => seen.includes('running>frozen') && seen.includes('frozen>running'));
   } finally {
     vm.off('status', onStatus);
   }
   expect(held.qmp.connected).toBe(true); // this process kept its monitor
-  expect(seen).toEqual(expect.arrayContaining(['running>frozen', 'frozen>running'])); // learnt from its events
   expect(await vm.status()).toBe('running');
   expect((await sh('hostname')).out).toBe(`${vm.name}\n`); // the agent again, here
   expect((await vm.state()).devices.map((d) => d.name).sort()).toEqual(['ro', 'scratch', 'share']); // the record as the other left it
