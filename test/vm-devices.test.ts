@@ -2,8 +2,7 @@
  * Devices of a real VM (TCG): virtiofs shares mounted by the guest agent, extra block disks, and
  * both hot-plugged and unplugged while it runs. One VM for the file, booted once.
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { promisify } from 'node:util';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,7 +11,6 @@ import { Instance, InvalidArgument, type StatusEvent } from '../lib';
 import type { VmInstance } from '../lib/drivers/vm/vm';
 import { tempHost, TestHost } from './helpers/host';
 
-const execFileP = promisify(execFile);
 
 let t: TestHost;
 let vm: Instance;
@@ -131,6 +129,10 @@ test('another Node process, while this one holds the monitor and has just used t
       out.statusMs = Date.now() - t0;
       await v.freeze();
       out.frozen = await v.status();
+      // Frozen until the test has seen this process's freeze in the holder's events (a freeze
+      // undone at once may be over before the holder reads the status its event announced).
+      console.error('frozen');
+      await new Promise((r) => process.stdin.once('data', r));
       await v.unfreeze();
       t0 = Date.now();
       out.hostname = (await v.exec(['hostname'])).stdout.toString().trim();
@@ -143,7 +145,16 @@ test('another Node process, while this one holds the monitor and has just used t
       await host.close();
     })().catch((e) => { console.error(e); process.exit(1); });`;
   try {
-    const { stdout } = await execFileP(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), '-e', script], { timeout: 180_000 });
+    const other = spawn(process.execPath, ['-r', path.join(__dirname, 'helpers', 'ts-register.js'), '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const killer = setTimeout(() => other.kill('SIGKILL'), 180_000);
+    let stdout = '';
+    let stderr = '';
+    other.stdout.on('data', (d) => (stdout += d));
+    other.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => other.on('close', r));
+    await waitFor(async () => stderr.includes('frozen') && seen.includes('running>frozen'), 120_000).finally(() => other.stdin.end('go\n'));
+    const code = await exited.finally(() => clearTimeout(killer));
+    if (code !== 0) throw new Error(`the other process exited with ${code}: ${stderr}`);
     const out = JSON.parse(stdout);
     console.log(`another process on a held VM: status ${out.statusMs} ms, exec ${out.execMs} ms (the agent, after this process's idle connection was given up)`);
     expect(out).toMatchObject({ status: 'running', frozen: 'frozen', hostname: vm.name, devicesWith: ['other', 'ro', 'scratch', 'share'], devicesAfter: ['ro', 'scratch', 'share'] });
