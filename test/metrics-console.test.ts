@@ -255,6 +255,13 @@ test('vm: follow sees its boot and a line written on its serial port; metrics sh
   expect(of(p, 'lxd_memory_MemAvailable_bytes', vm.name)[0].value).toBeGreaterThan(0);
   expect(of(p, 'lxd_procs_total', vm.name)[0].value).toBeGreaterThan(0);
   expect(of(p, 'lxd_disk_read_bytes_total', vm.name).find((s) => s.labels.device === 'root')?.value).toBeGreaterThan(0);
+  // security.agent.metrics=false: QEMU's figures only, the guest is not asked.
+  await vm.update({ 'security.agent.metrics': 'false' });
+  const hostSide = parseOpenMetrics(await t.host.metrics());
+  expect(sum(of(hostSide, 'lxd_cpu_seconds_total', vm.name))).toBeGreaterThan(0);
+  expect(of(hostSide, 'lxd_memory_MemAvailable_bytes', vm.name)).toEqual([]);
+  expect(of(hostSide, 'lxd_procs_total', vm.name)).toEqual([]);
+  await vm.update({ 'security.agent.metrics': 'true' });
 
   const samples: InstanceStats[] = [];
   const ac = new AbortController();

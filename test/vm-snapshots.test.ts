@@ -74,6 +74,11 @@ test('a running VM: a stateful snapshot (QMP snapshot-save) restored live resume
     await vm.snapshots.delete('hot'); // QMP snapshot-delete
     expect(tagsIn()).toBe(1);
     expect((await vm.snapshots.list()).map((x) => x.name)).toEqual(['cold']);
+    // migration.stateful=false: a running VM's snapshot is of its disk only.
+    await vm.update({ 'migration.stateful': 'false' });
+    const diskOnly = await vm.snapshots.create('diskonly');
+    expect(diskOnly.stateful).toBe(false);
+    await expect(vm.snapshots.restore('diskonly')).rejects.toThrow(NotSupported);
     expect(await vm.status()).toBe('running');
   } finally {
     await vm.delete({ force: true });
