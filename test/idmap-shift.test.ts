@@ -160,4 +160,28 @@ describe('raw.idmap re-shifts the root', () => {
     expect((await sh(c, 'stat -c %u:%g /home/u/f /home/g')).out).toBe('1000:1000\n0:1000\n');
     await c.delete({ force: true });
   }, 300_000);
+  test('security.protection.shift: a raw.idmap change is refused, stopped or running, and so is a start that would shift; nothing changes', async () => {
+    const c = await t.host.create(t.name('prot'), { image: 'busybox', config: { 'security.protection.shift': 'true' } });
+    try {
+      await expect(c.update({ 'raw.idmap': `uid ${hostUid} 1000` })).rejects.toThrow(/security\.protection\.shift/);
+      expect(c.config['raw.idmap']).toBeUndefined();
+      await c.start();
+      await expect(c.update({ 'raw.idmap': `uid ${hostUid} 1000` })).rejects.toThrow(InvalidArgument);
+      expect(c.config['raw.idmap']).toBeUndefined();
+      // Changed while unprotected and running, protected again before the next start: that start refuses.
+      await c.update({ 'security.protection.shift': 'false' });
+      await c.update({ 'raw.idmap': `uid ${hostUid} 1000` });
+      await c.update({ 'security.protection.shift': 'true' });
+      await c.stop({ force: true });
+      const owner = statSync(path.join(rootfs(c), 'bin')).uid;
+      await expect(c.start()).rejects.toThrow(/security\.protection\.shift/);
+      expect(await c.status()).toBe('stopped');
+      expect(statSync(path.join(rootfs(c), 'bin')).uid).toBe(owner);
+      await c.update({ 'security.protection.shift': 'false' });
+      await c.start();
+      expect((await sh(c, 'stat -c %u /bin')).out).toBe('0\n');
+    } finally {
+      await c.delete({ force: true });
+    }
+  }, 300_000);
 });

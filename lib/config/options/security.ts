@@ -215,7 +215,7 @@ export const SECURITY_OPTIONS: readonly OptionSpec[] = [
   spec(
     'security.protection.shift',
     'container',
-    "Accepted as LXD's: lxq never shifts an existing container's root (its id map is fixed at create; an isolated container's copy or import is shifted into its own new range before it exists), so it holds whether true or false.",
+    "Keeps the container's root from being shifted (as LXD's): a raw.idmap change, which shifts the files of the remapped ids, is refused while it is true, and so is a start that would shift. (A copy or import is shifted into its new range before it exists.)",
     { live: true },
   ),
   ...['security.sev', 'security.sev.policy.es', 'security.sev.session.data', 'security.sev.session.dh'].map((key) =>
@@ -255,6 +255,9 @@ const FIXED_AT_CREATE = ['security.privileged', 'security.idmap.isolated', 'secu
 export function refuseFixedChange(name: string, previous: Record<string, string>, next: Record<string, string>): void {
   const key = FIXED_AT_CREATE.find((k) => (next[k] ?? (k === 'security.privileged' ? 'false' : undefined)) !== (previous[k] ?? (k === 'security.privileged' ? 'false' : undefined)));
   if (key) throw new InvalidArgument(`${key} of ${name} is fixed when the container is created`);
+  if (next['security.protection.shift'] === 'true' && (next['raw.idmap'] ?? '') !== (previous['raw.idmap'] ?? '')) {
+    throw new InvalidArgument(`raw.idmap of ${name} cannot change while security.protection.shift is true: its root's files would have to be shifted`);
+  }
 }
 
 /**

@@ -378,7 +378,7 @@ export class ContainerInstance extends BaseInstance {
   /** Its root's files shifted for the map `config` gives (raw.idmap changed: ContainerStorage.alignRoot). */
   private async alignRoot(config: InstanceConfig): Promise<void> {
     const map = this.idmapOf(this.record.idmap, config);
-    if (map) await this.storage.alignRoot(map);
+    if (map) await this.storage.alignRoot(map, config['security.protection.shift'] === 'true');
   }
 
   /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */

@@ -7,6 +7,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { InstanceRecord, InstanceStatus } from '../../instance/instance';
+import { InvalidArgument } from '../../core/errors';
 import { exists, readJson, writeJsonAtomic } from '../../core/fs';
 import { stagingPath } from '../../core/staging';
 import { SNAPSHOT_META } from '../../storage/archive';
@@ -194,9 +195,10 @@ export class ContainerStorage implements StorageDriver {
    * snapshot, copy or restore carries it with the tree; absent: none, as create shifts). Its root
    * on a dir or btrfs pool, its upper directory on an overlay pool (the image's lower layer is
    * shared and never changed). A shift cut short is finished at the next call: a file already
-   * moved is left alone, its new host id being unmapped in the old map.
+   * moved is left alone, its new host id being unmapped in the old map. Refused while `protect`
+   * (security.protection.shift) when a shift is needed.
    */
-  async alignRoot(map: IdMap): Promise<void> {
+  async alignRoot(map: IdMap, protect: boolean): Promise<void> {
     // Reading the xattr costs a process (tens of ms under load): not at the start of a container that has never had raw lines.
     const mark = path.join(this.hooks.dir(), RAW_MARK);
     if (!map.raw?.length && !(await exists(mark))) return;
@@ -206,6 +208,7 @@ export class ContainerStorage implements StorageDriver {
     const laid = await run('getfattr', ['--only-values', '--absolute-names', '-n', RAW_LAYOUT, '--', tree]).then((v) => JSON.parse(v) as IdMap['raw'], () => undefined);
     const was: IdMap = { base: map.base, size: map.size, raw: laid ?? [] };
     if (!sameIds(was, map)) {
+      if (protect) throw new InvalidArgument(`the root of ${path.basename(this.hooks.dir())} would have to be shifted for its raw.idmap, and security.protection.shift is true`);
       await remapTreeWith(tree, translateIds(was, map));
       await run('setfattr', ['-n', RAW_LAYOUT, '-v', `0x${Buffer.from(JSON.stringify(map.raw ?? [])).toString('hex')}`, '--', tree]);
     }
