@@ -47,6 +47,25 @@ test('bad cloud-init values are refused naming the key, and nothing changes', as
   await c.delete({ force: true });
 }, 120_000);
 
+test("LXD's older user.* forms seed where the cloud-init.* key is unset, and give way where it is set", async () => {
+  const vendor = '#cloud-config\nruncmd: [[true]]\n';
+  const network = 'version: 2\nethernets:\n  eth0:\n    dhcp4: false\n';
+  const c = await t.host.create(t.name('legacy'), { image: 'busybox', config: { 'user.vendor-data': vendor, 'user.network-config': network, 'user.user-data': '#cloud-config\n' } });
+  try {
+    await c.start();
+    const seed = async (file: string) => (await sh(c, `cat /var/lib/cloud/seed/nocloud/${file}`)).out;
+    expect(await seed('vendor-data')).toBe(vendor);
+    expect(await seed('network-config')).toBe(network);
+    await c.stop({ force: true });
+    await c.update({ 'cloud-init.network-config': 'version: 2\n', 'cloud-init.vendor-data': '#cloud-config\n' });
+    await c.start();
+    expect(await seed('vendor-data')).toBe('#cloud-config\n');
+    expect(await seed('network-config')).toBe('version: 2\n');
+  } finally {
+    await c.delete({ force: true });
+  }
+}, 120_000);
+
 test('a container runs the runcmd, makes the user with the ssh key, DHCPs its NIC by LXD\'s default network-config, runs a changed seed again, and boots without cloud-init once the keys are gone', async () => {
   const net = await t.host.networks.create(`lxqci${Math.random().toString(16).slice(2, 8)}`, { 'ipv4.nat': 'false' });
   const c = await t.host.create(t.name('ci'), {
