@@ -147,7 +147,12 @@ describe('keys whose meaning lxq or this host lacks: NotSupported, saying why, n
     [{ 'security.sev': 'true' }, 'vm', /SEV/],
     [{ 'security.sev.session.dh': 'abc' }, 'vm', /SEV/],
     [{ 'raw.apparmor': 'deny /x rw,' }, 'container', /AppArmor is not enabled on this host/],
+    [{ 'security.devlxd.management.volumes': 'true' }, 'container', /no daemon to serve \/dev\/lxd/],
     [{ 'security.syscalls.intercept.mount.allowed': 'ext4' }, 'container', /seccomp listener does not answer mount/],
+    [{ 'security.syscalls.intercept.mount.shift': 'true' }, 'container', /seccomp listener does not answer mount/],
+    [{ 'security.syscalls.intercept.bpf': 'true' }, 'container', /seccomp listener does not answer bpf/],
+    [{ 'security.syscalls.intercept.bpf.devices': 'true' }, 'container', /seccomp listener does not answer bpf/],
+    [{ 'security.syscalls.intercept.sched_setscheduler': 'true' }, 'container', /seccomp listener does not answer sched_setscheduler/],
     [{ 'migration.incremental.memory.goal': '50' }, 'container', /no live migration/],
     [{ 'migration.incremental.memory': 'true' }, 'container', /"criu check" fails on this host: .*(kernel features|not installed)|criu check passes/s],
   ] as const)('%j on a %s', async (config, type, why) => {
