@@ -281,6 +281,22 @@ describe('VM lifecycle', () => {
   });
 });
 
+test('raw.qemu.conf: its sections reach QEMU (-readconfig), the file is the VM\'s own, and a VM with it boots no saved boot', async () => {
+  const conf = '# an entropy source of the user\'s\n[device "user-rng"]\n  driver = "virtio-rng-pci"\n';
+  const v = (await t.host.create(t.name('conf'), { type: 'vm', image: 'vm/default', config: { 'raw.qemu.conf': conf, 'vm.saved_boot': 'true' } })) as VmInstance;
+  try {
+    await v.start();
+    expect((await v.qmp.execute('qom-list', { path: '/machine/peripheral' })).map((p) => p.name)).toContain('user-rng');
+    const file = path.join(t.host.instancesDir, v.name, 'qemu.conf');
+    expect([readFileSync(file, 'utf8'), statSync(file).mode & 0o777]).toEqual([conf, 0o600]);
+    const state = await v.state();
+    expect(readFileSync(`/proc/${state.pid}/cmdline`, 'utf8').split('\0')).toEqual(expect.arrayContaining(['-readconfig', file]));
+    expect([state.boot, state.bootReason]).toEqual(['cold', expect.stringMatching(/^raw\.qemu\.conf/)]);
+  } finally {
+    await v.delete({ force: true });
+  }
+}, 300_000);
+
 describe('accelerator choice', () => {
   const thisHost: AccelFacts = { devKvm: true, cpuFlags: [], kvmPvm: true };
 
@@ -386,6 +402,9 @@ describe('bad input: typed errors, nothing written, no QEMU left running', () =>
     await refused(vmWith({ 'security.privileged': 'true' }), InvalidArgument, /container instances only/);
     await refused(vmWith({ 'raw.lxc': 'lxc.arch = x86_64' }), InvalidArgument, /container instances only/);
     await refused(vmWith({ 'raw.qemu': '-qmp stdio' }), InvalidArgument, /-qmp is managed by lxq/);
+    await refused(vmWith({ 'raw.qemu.conf': '[chardev "c"]\n  backend = "socket"\n' }), InvalidArgument, /\[chardev\] sections are managed by lxq/);
+    await refused(vmWith({ 'raw.qemu.conf': '[device "d"]\n  driver virtio-rng-pci\n' }), InvalidArgument, /key = "value"/);
+    await refused(vmWith({ 'raw.qemu.conf': 'driver = "virtio-rng-pci"\n' }), InvalidArgument, /before any \[group\] header/);
     await refused(vmWith({ 'vm.accel': 'hvf' }), InvalidArgument, /"auto", "kvm" or "tcg"/);
     await refused(b.host.create(b.name('bad'), { image: 'busybox', config: { 'vm.accel': 'tcg' } }), InvalidArgument, /applies to vm instances only, not to a container/);
   });

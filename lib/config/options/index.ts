@@ -112,6 +112,7 @@ export type OptionKey =
   | 'raw.lxc'
   | 'raw.idmap'
   | 'raw.qemu'
+  | 'raw.qemu.conf'
   | 'agent.nic_config'
   | 'snapshots.expiry'
   | 'snapshots.pattern'

@@ -25,6 +25,30 @@ function rawQemuValidator(value: string): void {
   }
 }
 
+/** Sections of a QEMU config file that would take over lxq's channels to QEMU (its monitors, agents, serial console). */
+const LXQ_OWNED_QEMU_SECTIONS = ['chardev', 'mon'];
+
+/**
+ * raw.qemu.conf is a QEMU config file (`-readconfig`): `[group]` or `[group "id"]` headers,
+ * `key = "value"` lines, comments. Checked line by line so that a typo is an error at create,
+ * not a VM that will not start.
+ */
+function rawQemuConfValidator(value: string): void {
+  let section: string | undefined;
+  for (const line of value.split('\n')) {
+    const t = line.trim();
+    if (!t || t.startsWith('#')) continue;
+    const header = /^\[([a-z][a-z0-9_-]*)(?:\s+"([A-Za-z0-9_.-]+)")?\]$/.exec(t);
+    if (header) {
+      if (LXQ_OWNED_QEMU_SECTIONS.includes(header[1])) throw new Error(`[${header[1]}] sections are managed by lxq (${LXQ_OWNED_QEMU_SECTIONS.join(', ')} cannot be set through raw.qemu.conf)`);
+      section = header[1];
+      continue;
+    }
+    if (!/^[a-z][a-z0-9_.-]*\s*=\s*"[^"]*"$/.test(t)) throw new Error(`each line must be a [group] or [group "id"] header or read key = "value", got ${JSON.stringify(t)}`);
+    if (!section) throw new Error(`${JSON.stringify(t)} comes before any [group] header`);
+  }
+}
+
 /** Splits a raw.qemu string into arguments: whitespace-separated, with '…' or "…" quoting. */
 export function splitArgs(value: string): string[] {
   const out: string[] = [];
@@ -164,5 +188,14 @@ export const RAW_OPTIONS: readonly OptionSpec[] = [
     live: false,
     description: 'Extra QEMU command-line arguments (the QMP, agent, serial and kernel arguments are lxq\'s).',
     validate: rawQemuValidator,
+  },
+  {
+    key: 'raw.qemu.conf',
+    type: 'lines',
+    condition: 'vm',
+    live: false,
+    description:
+      "A QEMU config file given to QEMU with -readconfig: [group \"id\"] sections and key = \"value\" lines adding devices, objects or drives. Unlike LXD's, it cannot override or remove lxq's own devices (lxq writes them as command-line arguments, not config sections); chardev and mon sections are lxq's.",
+    validate: rawQemuConfValidator,
   },
 ];

@@ -33,6 +33,8 @@ export interface LaunchSettings {
   memoryMiB: number;
   accel: AccelSetting;
   raw: string[];
+  /** raw.qemu.conf: a QEMU config file's text, read with -readconfig. */
+  rawConf?: string;
   /** The memory backend's huge pages and NUMA nodes. */
   memory: VmMemory;
   /** limits.max_bus_ports: the PCIe root ports (unset: the devices and spares). */
@@ -55,6 +57,7 @@ export function launchSettings(config: InstanceConfig): LaunchSettings {
     memoryMiB,
     accel: (config['vm.accel'] ?? 'auto') as AccelSetting,
     raw: splitArgs(config['raw.qemu'] ?? ''),
+    ...(config['raw.qemu.conf'] ? { rawConf: config['raw.qemu.conf'] } : {}),
     memory: vmMemory(config, memoryMiB),
     ...(ports !== undefined ? { busPorts: Number(ports) } : {}),
     pin: config['limits.cpu.pin_strategy'] === 'auto',
@@ -128,5 +131,17 @@ export async function qemuCommandLine(vm: LaunchTarget, img: VmImage, s: LaunchS
     '-name', qemuOptionValue('-name', vm.name),
     '-pidfile', file('pid'),
     ...s.raw,
+    ...(await rawConfArgs(vm.dir, s.rawConf)),
   ];
+}
+
+/** raw.qemu.conf written beside the VM's other files (root's only), for -readconfig; none: the file goes. */
+async function rawConfArgs(dir: string, text: string | undefined): Promise<string[]> {
+  const file = path.join(dir, 'qemu.conf');
+  if (text === undefined) {
+    await fs.rm(file, { force: true });
+    return [];
+  }
+  await fs.writeFile(file, text.endsWith('\n') ? text : `${text}\n`, { mode: 0o600 });
+  return ['-readconfig', file];
 }

@@ -81,6 +81,7 @@ export function savedBootRefusal(config: InstanceConfig, devices: Devices, fresh
   if (!parseBoolean(config['vm.saved_boot'] ?? 'false')) return 'vm.saved_boot is not set';
   if (!fresh) return 'not the first start (the disk is no longer the image\'s)';
   if (!hasLxqAgent) return 'the image has no lxq agent to renew the identity';
+  if (config['raw.qemu.conf']) return 'raw.qemu.conf (a config file\'s devices are not part of a saved boot\'s key)';
   if (seedData(config)) return 'a cloud-init seed (cloud-init.* keys): cloud-init must see its seed in the VM\'s own boot';
   for (const [name, d] of Object.entries(devices)) {
     if (d.type === 'nic' && nicType(d) === 'bridged' && Object.keys(d).every((k) => SAVED_NIC_KEYS.has(k))) continue;
