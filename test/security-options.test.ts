@@ -148,6 +148,7 @@ describe('keys whose meaning lxq or this host lacks: NotSupported, saying why, n
     [{ 'security.sev.session.dh': 'abc' }, 'vm', /SEV/],
     [{ 'raw.apparmor': 'deny /x rw,' }, 'container', /AppArmor is not enabled on this host/],
     [{ 'security.devlxd.management.volumes': 'true' }, 'container', /no daemon to serve \/dev\/lxd/],
+    [{ 'ubuntu_pro.guest_attach': 'on' }, 'vm', /no daemon to serve \/dev\/lxd/],
     [{ 'security.syscalls.intercept.mount.allowed': 'ext4' }, 'container', /seccomp listener does not answer mount/],
     [{ 'security.syscalls.intercept.mount.shift': 'true' }, 'container', /seccomp listener does not answer mount/],
     [{ 'security.syscalls.intercept.bpf': 'true' }, 'container', /seccomp listener does not answer bpf/],
@@ -163,7 +164,7 @@ describe('keys whose meaning lxq or this host lacks: NotSupported, saying why, n
   });
 
   test('their off values are what lxq does, and accepted', async () => {
-    const c = await t.host.create(t.name('off'), { image: 'busybox', config: { 'security.devlxd': 'false', 'security.delegate_bpf': false, 'migration.incremental.memory': 'false' } });
+    const c = await t.host.create(t.name('off'), { image: 'busybox', config: { 'security.devlxd': 'false', 'ubuntu_pro.guest_attach': 'off', 'security.delegate_bpf': false, 'migration.incremental.memory': 'false' } });
     await c.delete();
   });
 });

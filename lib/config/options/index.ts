@@ -113,6 +113,7 @@ export type OptionKey =
   | 'raw.idmap'
   | 'raw.qemu'
   | 'raw.qemu.conf'
+  | 'ubuntu_pro.guest_attach'
   | 'agent.nic_config'
   | 'snapshots.expiry'
   | 'snapshots.pattern'

@@ -1,4 +1,5 @@
 /** LXD's miscellaneous group (environment, user metadata, the VM agent) and lxq's own vm.* keys. */
+import { NotSupported } from '../../core/errors';
 import { parseBoolean } from '../../core/units';
 import type { OptionSpec } from './spec';
 
@@ -27,6 +28,19 @@ export const MISC_OPTIONS: readonly OptionSpec[] = [
       "LXD's key: when true, lxq's guest agent names each NIC's interface in the guest as the device says (its `name`, else the device's name) " +
       'and sets its MTU, at each start and when a NIC is plugged (as a container\'s are). Off: the guest names them (enp5s0…). Needs an image with the lxq agent.',
     validate: (v) => void parseBoolean(v),
+  },
+  {
+    key: 'ubuntu_pro.guest_attach',
+    type: 'enum',
+    condition: 'both',
+    live: true,
+    default: 'off',
+    description:
+      'Ubuntu Pro guest attachment ("off", "available", "on"): LXD hands the host\'s Pro token to the guest through /dev/lxd. lxq has no /dev/lxd, so only "off" is accepted; the others are refused (NotSupported).',
+    validate: (v) => {
+      if (!['off', 'available', 'on'].includes(v)) throw new Error(`expected "off", "available" or "on", got ${JSON.stringify(v)}`);
+      if (v !== 'off') throw new NotSupported(`"ubuntu_pro.guest_attach": lxq has no daemon to serve /dev/lxd, through which LXD attaches a guest to Ubuntu Pro`);
+    },
   },
   {
     key: 'vm.accel',
