@@ -127,10 +127,10 @@ function freeRange(family: 4 | 6): string {
 async function serve(i: Instance): Promise<void> {
   expect((await sh(i, 'mkdir -p /www && echo ok > /www/index.html && httpd -p 8080 -h /www && echo up')).out).toBe('up\n');
 }
-/** GET / from the host at `address` (IPv6, with its %link when link-local), port 8080. */
+/** GET / from the host at `address` (IPv4, or IPv6 with its %link when link-local), port 8080. */
 function get(address: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: address, family: 6, port: 8080, path: '/', timeout: 5_000 }, (res) => {
+    const req = http.get({ host: address, family: address.includes(':') ? 6 : 4, port: 8080, path: '/', timeout: 5_000 }, (res) => {
       let body = '';
       res.on('data', (d) => (body += d));
       res.on('end', () => resolve(body));
@@ -193,6 +193,10 @@ describe('p2p and routed', () => {
     expect(await until(() => get(v6))).toBe('ok\n');
     const eth0 = (await c.state()).network.interfaces.find((i) => i.name === 'eth0')!;
     expect(eth0.addresses).toContainEqual(expect.objectContaining({ family: 'inet6', address: v6, prefix: 128 }));
+    // The static IPv4 address too, once the image's DHCP loop has looked at eth0 (and left it alone: its client's deconfig would flush it).
+    await until(async () => expect((await sh(c, 'test -e /run/lxq-static.eth0 && echo seen')).out).toBe('seen\n'));
+    expect(await until(() => get(v4))).toBe('ok\n');
+    expect((await c.state()).network.interfaces.find((i) => i.name === 'eth0')!.addresses).toContainEqual(expect.objectContaining({ family: 'inet', address: v4, prefix: 32 }));
     await c.stop({ force: true });
     expect(run('ip', ['neigh', 'show', 'proxy', 'dev', parent])).toBe('');
     expect(linkExists(host)).toBe(false);

@@ -29,17 +29,24 @@ exit 0
 `;
 
 const DHCP_LOOP = `#!/bin/sh
-# A DHCP client per interface but lo, for those there at boot and those added later.
-# The pid files of an earlier boot go first: /run is on the root disk, and their pids may now
-# be other processes' (the console's askfirst init), which would pass for a client running.
+# A DHCP client per interface but lo, for those there at boot and those added later; not for
+# one that has a global IPv4 address when first seen (a static one, as a routed NIC's: the
+# client's deconfig would flush it). The pid files and marks of an earlier boot go first: /run
+# is on the root disk, and their pids may now be other processes' (the console's askfirst
+# init), which would pass for a client running.
 mkdir -p /run
-rm -f /run/udhcpc.*.pid
+rm -f /run/udhcpc.*.pid /run/lxq-static.*
 while :; do
   for p in /sys/class/net/*; do
     i=\${p##*/}
     [ "$i" = lo ] && continue
+    [ -e "/run/lxq-static.$i" ] && continue
     f=/run/udhcpc.$i.pid
     [ -r "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && continue
+    if [ ! -e "$f" ] && ip -4 addr show dev "$i" scope global 2>/dev/null | grep -q inet; then
+      : > "/run/lxq-static.$i"
+      continue
+    fi
     udhcpc -f -S -i "$i" -p "$f" -s /etc/udhcpc.script -x "hostname:$(hostname)" >/dev/null 2>&1 &
   done
   sleep 1
