@@ -208,9 +208,9 @@ describe('spawn with a pty', () => {
 });
 
 describe('no pidfd outlives its command', () => {
-  /** `count()` once it equals `want` (it may lag a finished command by a moment: the runner closes its pidfd after it reports the exit), else its last value. */
+  /** `count()` once it is at most `want` (it may lag a finished command by a moment: the runner closes its pidfd after it reports the exit), else its last value. */
   const settled = async (count: () => number, want: number) => {
-    for (let end = Date.now() + 20_000; count() !== want && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+    for (let end = Date.now() + 20_000; count() > want && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
     return count();
   };
 
@@ -245,7 +245,8 @@ describe('no pidfd outlives its command', () => {
       await expect(c.exec(['/nonexistent'])).resolves.toMatchObject({ exitCode: 127 });
     }
     expect(await settled(theirs, 0)).toBe(0);
-    expect(await settled(ours, before)).toBe(before);
+    // At most as many: one this process held before may have closed since (under Node 24 in CI: 1 before, 0 after).
+    expect(await settled(ours, before)).toBeLessThanOrEqual(before);
   });
 });
 
