@@ -70,7 +70,8 @@ async function main(quick: boolean): Promise<string[]> {
   const [bridge, pa, pb, p2p] = ['bn', 'pa', 'pb', 'pp'].map((s) => `lxq${s}${tag}`.slice(0, 15));
   const made: Instance[] = [];
   // A ULA of this run's own (fd00::/8, random 40-bit global id), routed by lxq to the container's host end.
-  const routed6 = `fd${randomBytes(5).toString('hex').replace(/(..)(....)(....)/, '$1:$2:$3')}::10`;
+  // Written as ip prints it (no leading zero in a group, as the WHATWG URL parser writes IPv6), since usable6 compares the two.
+  const routed6 = new URL(`http://[fd${randomBytes(5).toString('hex').replace(/(..)(....)(....)/, '$1:$2:$3')}::10]`).hostname.slice(1, -1);
   try {
     const net = await host.networks.create(bridge, { 'ipv4.nat': 'false', 'ipv6.address': 'none' });
     await execFileP('ip', ['link', 'add', 'name', pa, 'type', 'veth', 'peer', 'name', pb]);
