@@ -156,7 +156,10 @@ test("a VM with a bridged NIC loads a saved boot: the guest takes the VM's MAC a
   const leases = await (await host.networks.get(net)).leases();
   expect(leases.filter((l) => l.hwaddr.toLowerCase() === mac).map((l) => l.address)).toEqual([address]);
   expect(leases.filter((l) => l.hwaddr.toLowerCase().startsWith('02:6c:78:71'))).toEqual([]);
-  expect((await v.exec(['ip', '-4', 'addr', 'show', 'dev', 'eth0'])).stdout.toString()).toContain(`inet ${address}/`);
+  // In the guest too (the lease is dnsmasq's as soon as it answers; the guest applies it a moment later).
+  const onEth0 = async () => (await v.exec(['ip', '-4', 'addr', 'show', 'dev', 'eth0'])).stdout.toString().includes(`inet ${address}/`);
+  for (const end = Date.now() + 60_000; !(await onEth0()) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 500));
+  expect(await onEth0()).toBe(true);
   // The host reaches the guest at that address (busybox httpd in the guest), retried while ARP settles.
   expect((await v.exec(['/bin/sh', '-c', `mkdir -p /www && echo "hello from $(hostname)" > /www/index.html && httpd -p 8080 -h /www`])).exitCode).toBe(0);
   const deadline = Date.now() + 60_000;

@@ -48,6 +48,9 @@ while :; do
       continue
     fi
     udhcpc -f -S -i "$i" -p "$f" -s /etc/udhcpc.script -x "hostname:$(hostname)" >/dev/null 2>&1 &
+    # Its pid at once (it writes the same later): a client slow to write it must not get a twin
+    # at the next look, whose deconfig would flush the address the first one bound.
+    echo $! > "$f"
   done
   sleep 1
 done
