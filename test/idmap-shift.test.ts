@@ -1,7 +1,7 @@
 /**
  * Roots shifted from one id map to another: the copy of a security.idmap.isolated container (and
  * of its snapshot) gets a fresh range and its trees are shifted into it, a namespaced file
- * capability's root id with them; a raw.idmap change re-shifts a container's root (as LXD) so
+ * capability's root id and POSIX ACLs with them; a raw.idmap change re-shifts a container's root (as LXD) so
  * that its files keep their inside owners; a copy killed midway leaves nothing.
  */
 import { spawn, execFileSync } from 'node:child_process';
@@ -35,6 +35,12 @@ function v3Cap(rootid: number): string {
   b.writeUInt32LE(rootid, 20);
   return `0x${b.toString('hex')}`;
 }
+/** The named user and group entries of a file's ACL (`default`: a directory's default ACL), ids numeric, as getfacl shows them. */
+const aclNamed = (file: string, dflt = false) =>
+  execFileSync('getfacl', ['--numeric', '--omit-header', '--absolute-names', ...(dflt ? ['--default'] : ['--access']), file], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => /^(user|group):\d+:/.test(l));
+const setfacl = (file: string, ...args: string[]) => execFileSync('setfacl', [...args, file]);
 const capRoot = (file: string) => Buffer.from(execFileSync('getfattr', ['--only-values', '--absolute-names', '-n', 'security.capability', file])).readUInt32LE(20);
 
 /** CapEff of a process that user 1000 runs from the file with the capability. */
@@ -52,6 +58,9 @@ describe('a copy of an isolated container', () => {
     const srcMap = rangeOf(src);
     // As setcap inside the container writes it: the root id is the container's root on the host.
     execFileSync('setfattr', ['-n', 'security.capability', '-v', v3Cap(srcMap.base), path.join(rootfs(src), 'bin/busybox-cap')]);
+    // ACLs as setfacl inside would write them: host ids of the container's range (a named user, a directory's default group).
+    setfacl(path.join(rootfs(src), 'home/u/f'), '-m', `u:${srcMap.base + 1000}:rw`);
+    setfacl(path.join(rootfs(src), 'home/u'), '-d', '-m', `g:${srcMap.base + 1001}:rx`);
     await src.snapshots.create('s1');
     await src.start();
     expect(await capEff(src)).toBe('CapEff:\t0000000000000400');
@@ -64,6 +73,8 @@ describe('a copy of an isolated container', () => {
     const f = statSync(path.join(rootfs(copy), 'home/u/f'));
     expect([statSync(path.join(rootfs(copy), 'bin')).uid, f.uid, f.gid]).toEqual([map.base, map.base + 1000, map.base + 1001]);
     expect(capRoot(path.join(rootfs(copy), 'bin/busybox-cap'))).toBe(map.base);
+    expect(aclNamed(path.join(rootfs(copy), 'home/u/f'))).toEqual([`user:${map.base + 1000}:rw-`]);
+    expect(aclNamed(path.join(rootfs(copy), 'home/u'), true)).toEqual([`group:${map.base + 1001}:r-x`]);
     const snapMeta = JSON.parse(readFileSync(path.join(t.dir, 'instances', copy.name, 'snapshots', 's1', 'snapshot.json'), 'utf8'));
     expect(snapMeta.record.idmap).toEqual(map);
     await copy.start();
@@ -139,10 +150,14 @@ describe('raw.idmap re-shifts the root', () => {
     await c.stop({ force: true });
     const base = statSync(path.join(rootfs(c), 'bin')).uid;
     expect(statSync(path.join(rootfs(c), 'home/u/f')).uid).toBe(base + 1000);
+    const [aclFile, aclDir] = [path.join(rootfs(c), 'home/u/f'), path.join(rootfs(c), 'home/u')];
+    setfacl(aclFile, '-m', `u:${base + 1000}:r,g:${base + 1000}:rw`);
+    setfacl(aclDir, '-d', '-m', `u:${base + 1000}:rwx`);
     // uid 1000 (only) becomes the host uid: the files it owns go with it, gid 1000 stays in the range.
     await c.update({ 'raw.idmap': `uid ${hostUid} 1000` });
     const moved = statSync(path.join(rootfs(c), 'home/u/f'));
     expect([moved.uid, moved.gid, statSync(path.join(rootfs(c), 'home/g')).gid]).toEqual([hostUid, base + 1000, base + 1000]);
+    expect([aclNamed(aclFile), aclNamed(aclDir, true)]).toEqual([[`user:${hostUid}:r--`, `group:${base + 1000}:rw-`], [`user:${hostUid}:rwx`]]);
     await c.start();
     expect((await sh(c, 'stat -c %u:%g /home/u/f /home/u /home/g; cat /home/u/f')).out).toBe('1000:1000\n1000:1000\n0:1000\nx\n');
     // Changed while running: at the next start (the root is shifted only while nothing runs in it).
@@ -150,12 +165,14 @@ describe('raw.idmap re-shifts the root', () => {
     expect(statSync(path.join(rootfs(c), 'home/u/f')).gid).toBe(base + 1000);
     await c.restart({ force: true });
     expect(statSync(path.join(rootfs(c), 'home/u/f')).gid).toBe(hostUid);
+    expect(aclNamed(aclFile)).toEqual([`user:${hostUid}:r--`, `group:${hostUid}:rw-`]);
     expect((await sh(c, 'stat -c %u:%g /home/u/f /home/g')).out).toBe('1000:1000\n0:1000\n');
     await c.stop({ force: true });
     // Removed: back into the range.
     await c.update({ 'raw.idmap': null });
     const back = statSync(path.join(rootfs(c), 'home/u/f'));
     expect([back.uid, back.gid]).toEqual([base + 1000, base + 1000]);
+    expect([aclNamed(aclFile), aclNamed(aclDir, true)]).toEqual([[`user:${base + 1000}:r--`, `group:${base + 1000}:rw-`], [`user:${base + 1000}:rwx`]]);
     await c.start();
     expect((await sh(c, 'stat -c %u:%g /home/u/f /home/g')).out).toBe('1000:1000\n0:1000\n');
     await c.delete({ force: true });

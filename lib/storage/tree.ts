@@ -77,15 +77,18 @@ export async function remapTreeWith(dir: string, ids: IdMapper): Promise<void> {
 /**
  * Changes every id in `dst` through `mapId`, keeping file capabilities (which a chown clears) and
  * modes. A namespaced (v3) capability's root id is moved too, as LXD's shifting does: it names
- * the host id of the root of the namespace it applies in, which moves with the tree.
+ * the host id of the root of the namespace it applies in, which moves with the tree. So are the
+ * named users and groups of POSIX ACLs (access, and directories' default ACLs), as LXD's shift
+ * rewrites them: they hold host ids, which a chown leaves as they were.
  */
 async function mapTreeIds(dst: string, ids: IdMapper | undefined, dropDevices: boolean): Promise<void> {
   const dump = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'lxq-caps-')), 'caps');
   try {
-    const stdout = await run('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--encoding=hex', '--match=^security\\.capability$', '--', dst]);
+    const match = ids ? '--match=^(security\\.capability|system\\.posix_acl_(access|default))$' : '--match=^security\\.capability$';
+    const stdout = await run('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--encoding=hex', match, '--', dst]);
     await shiftIds(dst, ids, new Set(), dropDevices);
     if (stdout.trim()) {
-      await fs.writeFile(dump, ids ? stdout.replace(/^(security\.capability=0x)([0-9a-f]+)$/gm, (_all, key: string, hex: string) => key + mapCapRoot(hex, ids.uid)) : stdout);
+      await fs.writeFile(dump, ids ? stdout.replace(/^(security\.capability|system\.posix_acl_access|system\.posix_acl_default)=0x([0-9a-f]+)$/gm, (_all, key: string, hex: string) => `${key}=0x${key === 'security.capability' ? mapCapRoot(hex, ids.uid) : mapAcl(hex, ids)}`) : stdout);
       await run('setfattr', ['--no-dereference', `--restore=${dump}`]);
     }
   } finally {
@@ -103,6 +106,22 @@ function mapCapRoot(hex: string, mapId: (id: number) => number): string {
   if (cap.length !== VFS_CAP_V3_SIZE || (cap.readUInt32LE(0) & 0xff000000) >>> 0 !== VFS_CAP_REVISION_3) return hex;
   cap.writeUInt32LE(mapId(cap.readUInt32LE(20)), 20);
   return cap.toString('hex');
+}
+
+/** posix_acl_xattr: a 4-byte version header, then 8-byte entries (tag u16, perm u16, id u32), little-endian. */
+const ACL_USER = 0x02;
+const ACL_GROUP = 0x08;
+
+/** A POSIX ACL xattr value (hex) with its named users' and groups' ids moved through `ids`; one of another layout as it is. */
+function mapAcl(hex: string, ids: IdMapper): string {
+  const acl = Buffer.from(hex, 'hex');
+  if (acl.length < 4 || (acl.length - 4) % 8 !== 0) return hex;
+  for (let at = 4; at < acl.length; at += 8) {
+    const tag = acl.readUInt16LE(at);
+    if (tag === ACL_USER) acl.writeUInt32LE(ids.uid(acl.readUInt32LE(at + 4)), at + 4);
+    else if (tag === ACL_GROUP) acl.writeUInt32LE(ids.gid(acl.readUInt32LE(at + 4)), at + 4);
+  }
+  return acl.toString('hex');
 }
 
 async function shiftIds(p: string, ids: IdMapper | undefined, seen: Set<number>, dropDevices: boolean): Promise<void> {
