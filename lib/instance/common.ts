@@ -13,15 +13,16 @@
 import { EventEmitter } from 'eventemitter3';
 
 import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
-import { checkAborted, checkLongOptions, currentSignal, detached, longOperation, LONG_OPTION_KEYS, unlessAborted } from '../core/abort';
-import { Aborted, AlreadyExists, Busy, InvalidArgument, InvalidState, NotFound, PermissionDenied, Timeout } from '../core/errors';
-import { optionKeys, refuseUnknownKeys } from '../core/keys';
+import { checkAborted, currentSignal, detached, longOperation, unlessAborted } from '../core/abort';
+import { Aborted, Busy, InvalidState, NotFound, PermissionDenied, Timeout } from '../core/errors';
+import { refuseUnknownKeys } from '../core/keys';
 import { SerialQueue } from '../core/serial';
 import type { DeviceConfig, DeviceInput, DevicePatch, Devices } from '../devices/declarations';
 import type { LifecycleAction, LifecycleDetail } from '../events/lifecycle';
 import type { InstanceSnapshots, MoveOptions } from '../storage/types';
 import type { InstanceFiles } from './files';
 import {
+  checkMove,
   checkStart,
   checkStopTimeout,
   checkWaitForAddress,
@@ -38,16 +39,11 @@ import {
   type WaitForAddressOptions,
 } from './instance';
 import { checkStats, type InstanceStats, type InstanceUsage, NO_DETAIL, type StatsOptions, statsLoop, type UsageDetail } from './metrics';
+import { baseDeviceState, checkDeviceName, withDevice, withoutDevice, withPatchedDevice } from './device-edits';
 import { validateName } from './names';
 import { checkExecOptions, collect, type ExecOptions, type ExecResult, type InstanceProcess, SPAWN_OPTION_KEYS, type SpawnOptions } from './process';
 import { waitFor, type WaitSpec } from './wait';
 
-const MOVE_OPTION_KEYS = optionKeys<MoveOptions>({ pool: true, name: true, ...LONG_OPTION_KEYS });
-
-/* eslint-disable @typescript-eslint/no-require-imports -- what only device changes use is loaded then: `lxq list` and `lxq exec` never load it */
-const nic = (): typeof import('../devices/nic') => require('../devices/nic');
-const validate = (): typeof import('../devices/validate') => require('../devices/validate');
-/* eslint-enable @typescript-eslint/no-require-imports */
 
 export type AddressFamily = 'inet' | 'inet6';
 /** How long `[Symbol.asyncDispose]` lets an instance shut down before it is killed. */
@@ -226,7 +222,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
 
   /** What state() says of a device; drivers add what they know (QEMU ids, a container's hot-plugged nodes). */
   protected deviceState(name: string, d: DeviceConfig, _status?: InstanceStatus): DeviceState {
-    return { name, type: d.type, ...(d.source !== undefined ? { source: d.source } : {}), ...(validate().devicePath(d) !== undefined ? { path: validate().devicePath(d) } : {}) };
+    return baseDeviceState(name, d);
   }
 
   // ---- lifecycle ----
@@ -377,12 +373,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   /** LXD's `lxc move` on one host: another pool for its root disk, a new name, or both (see MoveOptions). */
   move(options: MoveOptions): Promise<void> {
     try {
-      if (options === null || typeof options !== 'object') throw new InvalidArgument('move options must be an object');
-      refuseUnknownKeys('move', options, MOVE_OPTION_KEYS);
-      checkLongOptions(options);
-      if (options.pool === undefined && options.name === undefined) throw new InvalidArgument('move needs a pool, a name or both');
-      if (options.pool !== undefined && typeof options.pool !== 'string') throw new InvalidArgument('pool must be a storage pool\'s name');
-      if (options.name !== undefined) validateName(options.name);
+      checkMove(options);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -443,40 +434,25 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
 
   addDevice(name: string, device: DeviceInput): Promise<void> {
     return this.serialized(async () => {
-      validate().validateDeviceName(name);
-      await this.changeDevices((devices) => {
-        if (name in devices) throw new AlreadyExists(`${this.name} already has a device named "${name}"; use updateDevice() to change it`);
-        return { ...devices, [name]: nic().withHwaddrs({ [name]: validate().normalizeDevice(this.type, name, device) })[name] };
-      });
+      checkDeviceName(name);
+      await this.changeDevices((devices) => withDevice(this, devices, name, device));
     });
   }
 
   removeDevice(name: string): Promise<void> {
     return this.serialized(async () => {
-      validate().validateDeviceName(name);
-      await this.changeDevices((devices) => {
-        this.existingDevice(devices, name);
-        const next = { ...devices };
-        delete next[name];
-        return next;
-      });
+      checkDeviceName(name);
+      await this.changeDevices((devices) => withoutDevice(this, devices, name));
     });
   }
 
   updateDevice(name: string, patch: DevicePatch): Promise<void> {
     return this.serialized(async () => {
-      validate().validateDeviceName(name);
+      checkDeviceName(name);
       // The root disk is not among the devices (its pool and size are the record's own).
       if (name === 'root' && !(name in this.devices) && this.updateRootDisk) return this.updateRootDisk(patch);
-      await this.changeDevices((devices) => ({ ...devices, [name]: validate().patchDevice(this.type, name, this.existingDevice(devices, name), patch) }));
+      await this.changeDevices((devices) => withPatchedDevice(this, devices, name, patch));
     });
-  }
-
-  /** The device `name` among `devices`, else NotFound naming the ones there are. */
-  private existingDevice(devices: Readonly<Devices>, name: string): DeviceConfig {
-    const d = devices[name];
-    if (!d) throw new NotFound(`${this.name} has no device named "${name}"` + (Object.keys(devices).length ? `; it has ${Object.keys(devices).map((n) => `"${n}"`).join(', ')}` : ''));
-    return d;
   }
 }
 

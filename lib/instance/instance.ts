@@ -18,6 +18,7 @@ import { Aborted, InvalidArgument } from '../core/errors';
 import { optionKeys, refuseUnknownKeys } from '../core/keys';
 import type { ExecOptions, ExecResult, InstanceProcess, SpawnOptions } from './process';
 import { checkWait, type WaitSpec } from './wait';
+import { validateName } from './names';
 import type { InstanceState, InstanceStatus } from './state';
 
 export type { InstanceType };
@@ -87,6 +88,18 @@ export interface StartOptions {
   signal?: AbortSignal;
 }
 export const START_OPTION_KEYS = optionKeys<StartOptions>({ wait: true, signal: true });
+
+const MOVE_OPTION_KEYS = optionKeys<MoveOptions>({ pool: true, name: true, ...LONG_OPTION_KEYS });
+
+/** move()'s options checked before anything is done. */
+export function checkMove(options: MoveOptions): void {
+  if (options === null || typeof options !== 'object') throw new InvalidArgument('move options must be an object');
+  refuseUnknownKeys('move', options, MOVE_OPTION_KEYS);
+  checkLongOptions(options);
+  if (options.pool === undefined && options.name === undefined) throw new InvalidArgument('move needs a pool, a name or both');
+  if (options.pool !== undefined && typeof options.pool !== 'string') throw new InvalidArgument('pool must be a storage pool\'s name');
+  if (options.name !== undefined) validateName(options.name);
+}
 
 /** start()'s options checked before anything is done; the wait to make after it, if any. */
 export function checkStart(options: StartOptions | undefined): WaitSpec | undefined {
