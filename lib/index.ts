@@ -29,6 +29,10 @@ export type {
   InstanceConsole,
   NetworkInterface,
   DeviceState,
+  NicLiveState,
+  MountState,
+  BlockState,
+  ProxyLiveState,
   WaitForAddressOptions,
 } from './instance/instance';
 export type { WaitFor, WaitOptions, WaitSpec } from './instance/wait';

@@ -24,7 +24,7 @@ import type { CopyToOptions, InstanceSnapshots, StorageDriver } from '../storage
 import { type AddressFamily, protection, type StopOutcome } from './common';
 import { ConsoleHub, type ConsoleEndpoint } from './console';
 import { instanceConsole, type Stamper, startStamper } from './console-times';
-import { DEFAULT_STOP_TIMEOUT_MS, type DriverState, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceStatus } from './instance';
+import { DEFAULT_STOP_TIMEOUT_MS, type DeviceState, type DriverState, type ExportOptions, type InstanceConsole, type InstanceRecord, type InstanceStatus } from './instance';
 import { checkExpansion, checkProfileList, type Expansion, expand, profilesDirOf, readProfiles, type StoredProfile } from './profiles';
 import type { DataSource } from './export';
 import { ProxyDevices, servedType } from './proxies';
@@ -35,6 +35,7 @@ const configOptions = (): typeof import('../config/options') => require('../conf
 const nic = (): typeof import('../devices/nic') => require('../devices/nic');
 const poolMove = (): typeof import('../storage/pool-move') => require('../storage/pool-move');
 const addresses = (): typeof import('./addresses') => require('./addresses');
+const deviceLive = (): typeof import('./device-live') => require('./device-live');
 const exporter = (): typeof import('./export') => require('./export');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
@@ -182,6 +183,17 @@ export abstract class BaseInstance extends StoredInstance {
   protected override async stopNow(timeoutMs: number, force: boolean): Promise<StopOutcome | undefined> {
     await this.proxies.close();
     return super.stopNow(timeoutMs, force);
+  }
+
+  /** A proxy's listeners, served by the proxy process (on the host, or inside a container: `insidePid`) or by nat rules. */
+  protected override async liveDevices(states: DeviceState[], devices: Devices, s: DriverState): Promise<void> {
+    const proxies = states.filter((d) => d.type === 'proxy');
+    if (!proxies.length) return;
+    const served = await this.proxies.served(devices, s.pid);
+    for (const d of proxies) {
+      const inside = devices[d.name].bind === 'instance' ? { ...served, netnsPid: this.type === 'container' ? s.pid : null } : served;
+      d.proxy = await deviceLive().proxyLive(d.name, devices[d.name], this.type === 'vm', inside).catch(() => undefined);
+    }
   }
 
   protected readState(): Promise<DriverState> {

@@ -204,6 +204,7 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
       const devices = Object.entries(expandedDevices)
         .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
         .map(([name, d]) => this.deviceState(name, d, s.status));
+      await this.liveDevices(devices, expandedDevices, s).catch(() => undefined); // what cannot be read (stopping meanwhile) is left out
       return { ...s, devices, ephemeral: this.ephemeral, profiles: [...this.profiles], expandedConfig: { ...this.expandedConfig }, expandedDevices };
     });
   }
@@ -224,6 +225,9 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   protected deviceState(name: string, d: DeviceConfig, _status?: InstanceStatus): DeviceState {
     return baseDeviceState(name, d);
   }
+
+  /** Adds each device's live status to `states` (in place), read where the truth is: see DeviceState. */
+  protected async liveDevices(_states: DeviceState[], _devices: Devices, _s: DriverState): Promise<void> {}
 
   // ---- lifecycle ----
 

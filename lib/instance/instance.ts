@@ -24,7 +24,7 @@ import type { InstanceState, InstanceStatus } from './state';
 export type { InstanceType };
 
 // What state() reports (state.ts), where the drivers and lib/index.ts have always found it.
-export type { DeviceState, DriverState, InstanceState, InstanceStatus, NetworkInterface } from './state';
+export type { BlockState, DeviceState, DriverState, InstanceState, InstanceStatus, MountState, NetworkInterface, NicLiveState, ProxyLiveState } from './state';
 export { reportedAddresses } from './state';
 
 /**

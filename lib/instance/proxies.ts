@@ -16,7 +16,8 @@ import type { DeviceChange } from '../devices/change';
 import type { DeviceConfig, Devices } from '../devices/declarations';
 import { flockHeld } from '../native/sys';
 import { askControl } from '../network/proxy-control';
-import { applyProxyNat, natForwards, natProxies, removeProxyNat } from '../network/proxy-nat';
+import { applyProxyNat, natForwards, natForwardsLive, natProxies, removeProxyNat } from '../network/proxy-nat';
+import type { ProxyServed } from './device-live';
 
 /** What the proxy process is given: the instance, and its proxy devices served by a process (not nat). */
 export interface ProxyJob {
@@ -57,6 +58,21 @@ export class ProxyDevices {
 
   private get lockFile(): string {
     return path.join(this.job().dir, 'proxy.lock');
+  }
+
+  /** The proxy process serving the instance now, if one runs (the pid its lock file names, checked against its start). */
+  async servingPid(): Promise<number | null> {
+    if (!(await this.serving())) return null;
+    const [pid, ticks] = (await fsp.readFile(this.lockFile, 'utf8').catch(() => '')).trim().split(' ').map(Number);
+    return pid > 0 && (await processStartTicks(pid)) === ticks ? pid : null;
+  }
+
+  /** How the instance's proxies are served now, for state(): `instancePid` is its running process (null: stopped). */
+  async served(devices: Readonly<Devices>, instancePid: number | null): Promise<ProxyServed> {
+    if (instancePid === null) return { pid: null, netnsPid: null, nat: new Set() };
+    const nat = Object.keys(natProxies(devices)).length ? await natForwardsLive(this.job().dir) : new Set<string>();
+    const pid = await this.servingPid();
+    return { pid, netnsPid: pid, nat };
   }
 
   /** Whether a proxy process runs for the instance now. */

@@ -28,6 +28,11 @@ export function nft(input: string): Promise<void> {
 
 export type NatFamily = 'ip' | 'ip6';
 
+/** `nft list table FAMILY NAME`'s text; rejects when there is no such table. */
+export async function listTable(family: string, table: string): Promise<string> {
+  return (await execFileP('nft', ['list', 'table', family, table])).stdout;
+}
+
 export async function tableExists(network: string, family: NatFamily = 'ip'): Promise<boolean> {
   return execFileP('nft', ['list', 'table', family, natTable(network)]).then(() => true, () => false);
 }

@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import { processStartTicks } from '../core/proc';
 import { InvalidArgument } from '../core/errors';
 import { formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from './addresses';
-import { nft } from './nftables';
+import { listTable, nft } from './nftables';
 import { type InetEndpoint, parseProxy } from './proxy-address';
 
 const MARKS = '/run/lxq/proxy-nat';
@@ -166,3 +166,19 @@ export async function sweepProxyNat(): Promise<void> {
     if (dir && proxyNatTable(dir) === table) await removeProxyNat(dir).catch(() => undefined);
   }
 }
+
+/**
+ * The listen ports ("tcp 10.1.2.1 8080") the instance's nat table forwards now, read from
+ * nftables (`nft list table`): empty when it has no table.
+ */
+export async function natForwardsLive(instanceDir: string): Promise<Set<string>> {
+  const text = await listTable('inet', proxyNatTable(instanceDir)).catch(() => '');
+  const out = new Set<string>();
+  for (const m of text.matchAll(/(?:ip|ip6) daddr (\S+) (tcp|udp) dport (\d+)(?:-(\d+))? dnat/g)) {
+    for (let p = Number(m[3]); p <= Number(m[4] ?? m[3]); p++) out.add(`${m[2]} ${plain(m[1])} ${p}`);
+  }
+  return out;
+}
+
+/** The key natForwardsLive gives a listen endpoint. */
+export const natListenKey = (l: InetEndpoint) => `${l.proto} ${plain(l.host)} ${l.port}`;

@@ -41,6 +41,7 @@ const validate = (): typeof import('../../devices/validate') => require('../../d
 const lxcConfig = (): typeof import('./lxc-config') => require('./lxc-config');
 const limits = (): typeof import('./cgroup-limits') => require('./cgroup-limits');
 const stateOps = (): typeof import('./state') => require('./state');
+const liveOps = (): typeof import('./device-live') => require('./device-live');
 const idmapAlloc = (): typeof import('./idmap-alloc') => require('./idmap-alloc');
 const cloudInit = (): typeof import('../../instance/cloud-init') => require('../../instance/cloud-init');
 /* eslint-enable @typescript-eslint/no-require-imports */
@@ -168,6 +169,11 @@ export class ContainerInstance extends BaseInstance {
   protected override deviceState(name: string, d: DeviceConfig, status?: InstanceStatus): DeviceState {
     const s = super.deviceState(name, d);
     return d.type === 'unix-hotplug' ? { ...s, nodes: status === 'running' || status === 'frozen' ? deviceOps().hotplugNodes(this.dir, name) : [] } : s;
+  }
+
+  protected override async liveDevices(states: DeviceState[], devices: Devices, s: DriverState): Promise<void> {
+    await super.liveDevices(states, devices, s);
+    await liveOps().containerLiveDevices(this.dir, states, devices, s);
   }
 
   protected get consoleLogPath(): string {
