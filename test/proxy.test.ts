@@ -65,7 +65,7 @@ async function until(what: string, check: () => Promise<boolean> | boolean, time
 const refused = (p: Promise<unknown>) => p.then(() => 'answered', (e: NodeJS.ErrnoException) => e.code ?? e.message);
 
 test('a container started by a Node process that has exited: its proxies keep serving (tcp, unix, abstract unix, a port list), end with its stop, come back when killed', async () => {
-  const [port, a, b] = [await freePort(), await freePort(), await freePort()];
+  const [port, a, b, count] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const sock = path.join(t.dir, 'web.sock');
   const name = t.name('pxc');
   const script = `
@@ -77,9 +77,10 @@ test('a container started by a Node process that has exited: its proxies keep se
         sock: { type: 'proxy', listen: 'unix:${sock}', connect: 'tcp:127.0.0.1:80', mode: '0660', gid: '${process.getgid!()}' },
         list: { type: 'proxy', listen: 'tcp:127.0.0.1:${a},${b}', connect: 'tcp:127.0.0.1:80' },
         abs: { type: 'proxy', listen: 'unix:@lxq-${name}', connect: 'tcp:127.0.0.1:80' },
+        count: { type: 'proxy', listen: 'tcp:127.0.0.1:${count}', connect: 'tcp:127.0.0.1:81' },
       } });
       await c.start();
-      const r = await c.exec(['sh', '-c', 'mkdir -p /www && echo "inside $(hostname)" > /www/index.html && httpd -p 127.0.0.1:80 -h /www && echo up']);
+      const r = await c.exec(['sh', '-c', 'mkdir -p /www && echo "inside $(hostname)" > /www/index.html && httpd -p 127.0.0.1:80 -h /www && (nc -ll -p 81 -e wc -c </dev/null >/dev/null 2>&1 &) && until netstat -ltn | grep -q :81; do sleep 0.1; done && echo up']);
       process.stdout.write(r.stdout.toString());
     })().catch((e) => { console.error(e); process.exit(1); });`;
   const child = await runNode(['-r', path.join(__dirname, 'helpers', 'ts-register.js'), '-e', script]);
@@ -105,9 +106,12 @@ test('a container started by a Node process that has exited: its proxies keep se
     expect(proxyPid(c)).not.toBeNull();
     expect(await get({ port })).toBe(`inside ${name}\n`);
     // A live change opens and closes only its own device's listeners: the same process serves on,
-    // and the other proxies answer after the changes. (A connection kept open across the changes
-    // was found closed in 3 of 6 runs: not asserted until that is understood; see the stop's note.)
+    // and a connection through another proxy, open across the changes, still gets its answer. Its
+    // server inside (wc -c) answers only after the client's FIN: the proxy keeps each direction
+    // open until its own side ends (half-close), as a TCP connection would.
     const serving = proxyPid(c);
+    const held = net.connect(count, '127.0.0.1');
+    await new Promise((r) => held.once('connect', r));
     const more = await freePort();
     await c.addDevice('more', { type: 'proxy', listen: `tcp:127.0.0.1:${more}`, connect: 'tcp:127.0.0.1:80' });
     expect(await get({ port: more })).toBe(`inside ${name}\n`);
@@ -119,6 +123,13 @@ test('a container started by a Node process that has exited: its proxies keep se
     await c.removeDevice('more');
     expect(await refused(get({ port: more }))).toBe('ECONNREFUSED');
     expect(proxyPid(c)).toBe(serving);
+    const answer = new Promise<string>((resolve) => {
+      let text = '';
+      held.on('data', (d) => (text += d));
+      held.on('close', () => resolve(text));
+    });
+    held.end('0123456789');
+    expect(await answer).toBe('10\n');
     expect(await get({ port })).toBe(`inside ${name}\n`);
     // Ended with the stop: nothing listens, the socket is gone, no process is left.
     await c.stop({ force: true });

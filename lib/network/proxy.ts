@@ -66,7 +66,8 @@ export class ProxyServer {
       this.udp = udp;
       return;
     }
-    const server = net.createServer({ pauseOnConnect: true }, (client) => this.forward(client));
+    // Half-open allowed: a client that ends its side after its request still gets the answer (Node's default ends ours at its FIN).
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (client) => this.forward(client));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(inUse(e)));
       if (fd !== undefined) server.listen({ fd }, resolve);

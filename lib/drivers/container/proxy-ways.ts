@@ -74,8 +74,9 @@ async function streamFd(pid: number, to: StreamEndpoint, ids: Ids, root?: string
   }
 }
 
+/** Half-open allowed, as the proxy's listener: each direction ends on its own (a server's FIN after its answer does not cut the client's request short). */
 function fdSocket(fd: number): Socket {
-  return new Socket({ fd, readable: true, writable: true });
+  return new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
 }
 
 /** Connections on the host, as `ids` (security.uid/gid of a proxy bound inside the instance). */
