@@ -4,7 +4,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { AlreadyExists, describeOptions, Instance, InvalidArgument, InvalidState, NotFound, OPTIONS } from '../lib';
+import { AlreadyExists, describeOptions, Instance, InvalidArgument, InvalidState, NotFound, NotSupported, OPTIONS } from '../lib';
 import { validateConfig } from '../lib/config/options';
 import { tempHost, TestHost } from './helpers/host';
 
@@ -114,6 +114,19 @@ describe('options', () => {
     );
     expect(() => validateConfig('vm', { 'limits.processes': '10' })).toThrow(/applies to container instances only/);
     expect(() => validateConfig('vm', { 'raw.lxc': 'lxc.arch = x86_64' })).toThrow(/container instances only/);
+  });
+
+  test("an LXD cluster's keys (cluster.evacuate, placement.group) are NotSupported on a local host, in create, update and profiles; over LXD they are checked and passed", async () => {
+    for (const [key, value] of [['cluster.evacuate', 'stop'], ['placement.group', 'spread1']]) {
+      await refusedWithoutChange(t.host.create(t.name('clu'), { image: 'busybox', config: { [key]: value } }), NotSupported, new RegExp(`"${key.replace('.', '\\.')}".*no member of an LXD cluster`));
+      await refusedWithoutChange(existing.update({ [key]: value }), NotSupported, /no member of an LXD cluster/);
+      await refusedWithoutChange(t.host.profiles.create(t.name('clu'), { config: { [key]: value } }), NotSupported, /no member of an LXD cluster/);
+      // What RemoteHost and RemoteInstance check before sending: the value as LXD checks it.
+      expect(validateConfig('vm', { [key]: value }, 'remote')).toEqual({ [key]: value });
+    }
+    expect(() => validateConfig('container', { 'cluster.evacuate': 'later' }, 'remote')).toThrow(/bad value for "cluster\.evacuate": expected one of "auto", "migrate", "live-migrate", "stop"/);
+    expect(() => validateConfig('container', { 'placement.group': '.hidden' }, 'remote')).toThrow(InvalidArgument);
+    expect(() => validateConfig('container', { 'placement.group': 'a b' }, 'remote')).toThrow(/placement group name holds only/);
   });
 
   test('a config that is not an object, or a value that is not a scalar, is refused', async () => {

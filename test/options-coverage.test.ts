@@ -65,15 +65,17 @@ test("every declared key is LXD's (or one of lxq's own), honoured on LXD's types
 
   const declared = lxd.filter((o) => findOption(probeKey(o.key)));
   const refused = declared.filter((o) => findOption(probeKey(o.key))?.notSupported !== undefined);
+  // A cluster's keys: refused on a local host, passed to an LXD server.
+  const lxdOnly = declared.filter((o) => findOption(probeKey(o.key))?.localRefusal !== undefined);
   const missing = lxd.filter((o) => !findOption(probeKey(o.key)));
   const on = (t: Condition): number =>
     declared.filter((o) => {
       const s = findOption(probeKey(o.key))!;
-      return s.notSupported === undefined && (s.condition === 'both' || s.condition === t);
+      return s.notSupported === undefined && s.localRefusal === undefined && (s.condition === 'both' || s.condition === t);
     }).length;
   console.log(
     `LXD instance options: ${lxd.length}; declared by lxq: ${declared.length} ` +
-      `(honoured for containers: ${on('container')}, for VMs: ${on('vm')}; refused with NotSupported: ${refused.length}); ` +
+      `(honoured for containers: ${on('container')}, for VMs: ${on('vm')}; refused with NotSupported: ${refused.length}; LXD servers only: ${lxdOnly.length}); ` +
       `not declared (${missing.length}): ${missing.map((o) => o.key).join(' ')}`,
   );
 });

@@ -316,8 +316,13 @@ describe('Host.connect: instances on the LXD server', () => {
       }
       expect(await client.call('GET', '/1.0/instances')).toEqual(before); // nothing was made
 
-      const i = await host.create(c, { image: ALIAS, profiles: [PROFILE], config: { 'limits.cpu': 1, 'environment.MODE': 'remote' }, devices: { data: { type: 'disk', source: share, path: '/mnt/data', readonly: true } } });
-      expect(i.config).toMatchObject({ 'limits.cpu': '1', 'environment.MODE': 'remote' });
+      // cluster.evacuate, refused on a local host (no cluster), is the server's to take.
+      const i = await host.create(c, { image: ALIAS, profiles: [PROFILE], config: { 'limits.cpu': 1, 'environment.MODE': 'remote', 'cluster.evacuate': 'stop' }, devices: { data: { type: 'disk', source: share, path: '/mnt/data', readonly: true } } });
+      expect(i.config).toMatchObject({ 'limits.cpu': '1', 'environment.MODE': 'remote', 'cluster.evacuate': 'stop' });
+      expect((await client.call('GET', `/1.0/instances/${c}`)).config['cluster.evacuate']).toBe('stop');
+      // placement.group goes to the server too, which decides (this one has no such group, or no such key): its refusal, not lxq's NotSupported.
+      const placement = await thrown(i.update({ 'placement.group': 'spread1' }));
+      expect([placement instanceof NotSupported, placement.message]).toEqual([false, expect.stringMatching(/placement/i)]);
       expect(i.devices.data).toEqual({ type: 'disk', source: share, path: '/mnt/data', readonly: 'true' });
       await i.start();
       expect(execText(await i.exec(['sh', '-c', 'echo $MODE; cat /mnt/data/hello; touch /mnt/data/x']))).toMatchObject({ exitCode: 1, stdout: 'remote\nfrom the host\n' });

@@ -7,7 +7,7 @@
 import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import type { InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
+import type { ConfigTarget, InstanceConfig, InstanceConfigInput, InstanceConfigPatch, InstanceType } from '../config/options';
 import { InvalidArgument, NotFound, NotSupported } from '../core/errors';
 import { refuseControlChars } from '../core/guard';
 import { optionKeys, refuseUnknownKeys } from '../core/keys';
@@ -286,7 +286,7 @@ export class InstanceProfiles {
 }
 
 /** The profile `input` describes, checked (here and for an LXD server): keys of either type (each with its own type's rules), devices of either type. */
-export function checkProfileInput(name: string, input: ProfileInput): StoredProfile {
+export function checkProfileInput(name: string, input: ProfileInput, target: ConfigTarget = 'local'): StoredProfile {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) throw new InvalidArgument('profile input must be an object with config, devices or description');
   refuseUnknownKeys('profile', input, PROFILE_INPUT_KEYS);
   const description = input.description ?? '';
@@ -298,7 +298,7 @@ export function checkProfileInput(name: string, input: ProfileInput): StoredProf
   // Each key alone (a profile applies to both types), but for those whose rule needs another key of the profile beside them.
   for (const [key, value] of Object.entries(given)) {
     const beside = Object.fromEntries((CHECKED_WITH[key] ?? []).filter((k) => k in given).map((k) => [k, given[k]]));
-    Object.assign(config, configOptions().validateConfig(typeOf(key), { ...beside, [key]: value }));
+    Object.assign(config, configOptions().validateConfig(typeOf(key), { ...beside, [key]: value }, target));
   }
   const devices = checkDevices(input.devices);
   return { version: 1, name, description, config, devices };

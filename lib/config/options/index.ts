@@ -10,6 +10,7 @@ import { refuseControlChars } from '../../core/guard';
 import { editDistance, parseMemory } from '../../core/units';
 import { BOOT_OPTIONS } from './boot';
 import { CLOUD_INIT_OPTIONS } from './cloud-init';
+import { CLUSTER_OPTIONS } from './cluster';
 import { LIMITS_OPTIONS, MEMORY_FLOOR } from './limits';
 import { LINUX_OPTIONS } from './linux';
 import { MIGRATION_OPTIONS } from './migration';
@@ -31,7 +32,7 @@ export { refuseFixedChange, refuseCopiedIdChange } from './security';
  * for (const o of OPTIONS) console.log(o.key, o.default, o.description);
  * ```
  */
-export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...CLOUD_INIT_OPTIONS, ...LIMITS_OPTIONS, ...MIGRATION_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...LINUX_OPTIONS, ...RAW_OPTIONS, ...SNAPSHOTS_OPTIONS];
+export const OPTIONS: readonly OptionSpec[] = [...BOOT_OPTIONS, ...CLOUD_INIT_OPTIONS, ...LIMITS_OPTIONS, ...MIGRATION_OPTIONS, ...SECURITY_OPTIONS, ...MISC_OPTIONS, ...CLUSTER_OPTIONS, ...LINUX_OPTIONS, ...RAW_OPTIONS, ...SNAPSHOTS_OPTIONS];
 
 /**
  * The options whose keys are fixed, as a type: `'limits.cpu' | 'limits.memory' | …`.
@@ -115,6 +116,8 @@ export type OptionKey =
   | 'raw.qemu.conf'
   | 'ubuntu_pro.guest_attach'
   | 'agent.nic_config'
+  | 'cluster.evacuate'
+  | 'placement.group'
   | 'snapshots.expiry'
   | 'snapshots.pattern'
   | 'snapshots.schedule'
@@ -154,11 +157,14 @@ function closeMatches(key: string): string[] {
     .map(({ k }) => k);
 }
 
+/** Where options are checked: for an instance of this host, or of an LXD server (keys with a `localRefusal` pass there). */
+export type ConfigTarget = 'local' | 'remote';
+
 /**
  * Validates options for an instance type and returns them normalized (strings). Throws
  * InvalidArgument naming the key, the problem and what would be accepted.
  */
-export function validateConfig(type: InstanceType, input: Record<string, unknown> | undefined): InstanceConfig {
+export function validateConfig(type: InstanceType, input: Record<string, unknown> | undefined, target: ConfigTarget = 'local'): InstanceConfig {
   const out: InstanceConfig = {};
   if (input === undefined) return out;
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
@@ -176,6 +182,7 @@ export function validateConfig(type: InstanceType, input: Record<string, unknown
       throw new InvalidArgument(`option "${key}" applies to ${spec.condition} instances only, not to a ${type}`);
     }
     if (spec.notSupported !== undefined) throw new NotSupported(`option "${key}" is not supported on this host: ${spec.notSupported}`);
+    if (spec.localRefusal !== undefined && target === 'local') throw new NotSupported(`option "${key}" is an LXD cluster's, refused here: ${spec.localRefusal}`);
     if (typeof raw !== 'string' && typeof raw !== 'number' && typeof raw !== 'boolean') {
       throw new InvalidArgument(`option "${key}" must be a string, number or boolean, got ${raw === null ? 'null' : typeof raw}`);
     }
@@ -223,6 +230,7 @@ const TYPE_WORDS = { both: 'containers, VMs', container: 'containers', vm: 'VMs'
 export function describeSupport(o: OptionSpec): string {
   if (o.hostDependent !== undefined) return o.hostDependent;
   if (o.notSupported !== undefined) return `refused (NotSupported): ${o.notSupported}`;
+  if (o.localRefusal !== undefined) return `LXD servers (passed on); a local host refuses it (NotSupported): ${o.localRefusal}`;
   const lxd = o.lxdCondition !== undefined && o.lxdCondition !== o.condition ? ` (LXD: ${TYPE_WORDS[o.lxdCondition]})` : '';
   return TYPE_WORDS[o.condition] + lxd;
 }
@@ -238,7 +246,7 @@ export function describeSupport(o: OptionSpec): string {
 export type InstanceConfigPatch = { [K in keyof InstanceConfigInput]?: ConfigValue | null };
 
 /** Applies a patch to stored options after validating the keys it sets. */
-export function patchConfig(type: InstanceType, current: InstanceConfig, patch: InstanceConfigPatch): InstanceConfig {
+export function patchConfig(type: InstanceType, current: InstanceConfig, patch: InstanceConfigPatch, target: ConfigTarget = 'local'): InstanceConfig {
   if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
     throw new InvalidArgument('config must be an object of option keys to values');
   }
@@ -252,7 +260,7 @@ export function patchConfig(type: InstanceType, current: InstanceConfig, patch: 
       sets[key] = value;
     }
   }
-  Object.assign(next, validateConfig(type, sets));
+  Object.assign(next, validateConfig(type, sets, target));
   checkCombination(next);
   return next;
 }

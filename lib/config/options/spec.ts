@@ -50,6 +50,12 @@ export interface OptionSpec {
    */
   readonly notSupported?: string;
   /**
+   * Set for a key that means something to an LXD server but not on a local host (a cluster's):
+   * why. A local host refuses it with NotSupported saying so; over an LXD server it is checked
+   * as the table says and passed to the server.
+   */
+  readonly localRefusal?: string;
+  /**
    * The table's "honoured for" cell for a key whose support is probed on the host (notSupported
    * set or not by what this machine has): a fixed sentence naming what the host needs, so that the
    * README generated on one machine is the same on every other.

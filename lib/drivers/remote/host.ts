@@ -254,7 +254,7 @@ export class RemoteHost implements InstanceHost {
     if (options.profiles !== undefined && (!Array.isArray(options.profiles) || !options.profiles.every((p) => typeof p === 'string' && LXD_NAME.test(p)))) {
       throw new InvalidArgument('create: profiles must be an array of LXD profile names');
     }
-    const config = validateConfig(type, options.config as Record<string, unknown> | undefined);
+    const config = validateConfig(type, options.config as Record<string, unknown> | undefined, 'remote');
     refuseNotOnLxd(config);
     const devices = withHwaddrs(normalizeDevices(type, options.devices));
     if (type === 'vm' && this.instanceTypes.length && !this.instanceTypes.includes('virtual-machine')) {
@@ -313,7 +313,7 @@ export class RemoteHost implements InstanceHost {
     const ephemeral = checkEphemeral(options.ephemeral);
     const from = await this.get(source);
     if (options.snapshot !== undefined) await from.snapshots.get(options.snapshot); // NotFound before any work
-    if (options.config) patchConfig(from.type, from.config, options.config);
+    if (options.config) patchConfig(from.type, from.config, options.config, 'remote');
     const taken = await this.client.request('GET', this.client.url(`/1.0/instances/${name}`)).then(() => true, (e) => (e instanceof NotFound ? false : Promise.reject(e)));
     if (taken) throw new AlreadyExists(`an instance named "${name}" already exists on the LXD server at ${this.client.where}`);
     // The source's profiles, as `lxc copy` sends them (the server would give the copy its default profile).

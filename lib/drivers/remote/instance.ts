@@ -377,12 +377,12 @@ export class RemoteInstance extends CommonInstance {
 
   update(patch: InstanceConfigPatch): Promise<void> {
     return this.serialized(async () => {
-      patchConfig(this.type, this.config, patch); // refused before anything is sent
+      patchConfig(this.type, this.config, patch, 'remote'); // refused before anything is sent
       refuseNotOnLxd(patch);
       // The patch applies to the instance as the server has it now: keys others set stay.
       await this.put((m) => {
         const config: Record<string, string> = { ...m.config };
-        const next = patchConfig(this.type, lxqConfig(config), patch);
+        const next = patchConfig(this.type, lxqConfig(config), patch, 'remote');
         for (const k of Object.keys(lxqConfig(config))) if (!(k in next)) delete config[k];
         return { ...m, config: { ...config, ...next } };
       });

@@ -39,7 +39,7 @@ export class RemoteProfiles implements HostProfiles {
 
   async create(name: string, input: ProfileInput = {}): Promise<ProfileRecord> {
     validateProfileName(name);
-    const { config, devices, description } = checkProfileInput(name, input);
+    const { config, devices, description } = checkProfileInput(name, input, 'remote');
     await this.client.call('POST', this.url(), { name, config, devices, description }).catch((e) => Promise.reject(e instanceof AlreadyExists || /already exists/i.test((e as Error).message) ? new AlreadyExists(`a profile named "${name}" already exists on ${this.client.where}`) : e));
     return this.get(name);
   }
@@ -49,7 +49,7 @@ export class RemoteProfiles implements HostProfiles {
     if (change === null || typeof change !== 'object' || Array.isArray(change)) throw new InvalidArgument('a profile change must be an object with config, devices or description');
     refuseUnknownKeys('profile change', change, PROFILE_INPUT_KEYS);
     const current = (await this.client.request('GET', this.url(name))).metadata as LxdObject;
-    const next = checkProfileInput(name, applyProfileChange(record(current), change));
+    const next = checkProfileInput(name, applyProfileChange(record(current), change), 'remote');
     // The server's own keys (those lxq does not know: volatile.*, …) are sent back as they were.
     const foreign = Object.fromEntries(Object.entries((current.config ?? {}) as Record<string, string>).filter(([k]) => !(k in lxqConfig({ [k]: '' }))));
     await this.client.call('PUT', this.url(name), { config: { ...foreign, ...next.config }, devices: next.devices, description: next.description });
@@ -58,7 +58,7 @@ export class RemoteProfiles implements HostProfiles {
 
   async put(name: string, input: ProfileInput): Promise<ProfileRecord> {
     validateProfileName(name);
-    const { config, devices, description } = checkProfileInput(name, input);
+    const { config, devices, description } = checkProfileInput(name, input, 'remote');
     await this.client.call('PUT', this.url(name), { config, devices, description });
     return this.get(name);
   }
