@@ -4,7 +4,8 @@
  */
 import type { StoragePoolUpdate } from './pools/pools';
 import type { StoragePoolCreateOptions, StoragePoolInfo } from './pools/types';
-import type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, VolumeSnapshotInfo } from './volumes/types';
+import type { LongOptions } from '../core/abort';
+import type { StorageVolumeCreateOptions, StorageVolumeInfo, StorageVolumeUpdate, VolumeExportOptions, VolumeSnapshotInfo } from './volumes/types';
 
 /**
  * A host's storage pools (`host.storage.pools`), local or an LXD server's.
@@ -57,6 +58,10 @@ export interface HostStorageVolumes {
   /** Puts the snapshot's content back (Busy while a running instance has the volume). */
   restore(name: string, snapshotName: string): Promise<void>;
   deleteSnapshot(name: string, snapshotName: string): Promise<void>;
+  /** Writes the volume, with its snapshots unless `volumeOnly`, to `file` in LXD's layout (`lxc storage volume export`). */
+  export(name: string, file: string, options?: VolumeExportOptions): Promise<void>;
+  /** A volume from an archive of `export` (or LXD's), named `name` (default: as exported); AlreadyExists for a name taken. */
+  import(file: string, name?: string, options?: LongOptions): Promise<StorageVolumeInfo>;
 }
 
 /**

@@ -7,6 +7,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
@@ -140,6 +141,24 @@ export function lxdError(d: LxdErrorDetails): LxqError {
   return e;
 }
 
+/** LXD's JSON envelope of an answer, or its error (or a body that is not JSON) typed. */
+function envelope(method: string, path: string, status: number, buf: Buffer): LxdResponse | LxqError {
+  let r: LxdResponse;
+  try {
+    r = JSON.parse(buf.toString('utf8'));
+  } catch {
+    return lxdError({ method, path, status, serverMessage: `HTTP ${status}, not JSON: ${buf.toString('utf8').slice(0, 200)}` });
+  }
+  if (r.type === 'error' || status >= 400) return lxdError({ method, path, status: r.error_code ?? status, serverMessage: r.error ?? `HTTP ${status}` });
+  return r;
+}
+
+/** The error of an answer whose HTTP status is one. */
+function envelopeError(method: string, path: string, status: number, buf: Buffer): LxqError {
+  const r = envelope(method, path, status, buf);
+  return r instanceof LxqError ? r : lxdError({ method, path, status, serverMessage: `HTTP ${status}` });
+}
+
 /**
  * LXD's refusal while another action holds the instance's operation lock. LXD keeps that lock past the
  * end of a stop it has already reported (until its clean-up of the stopped instance ends), so a start
@@ -249,9 +268,7 @@ export class LxdClient {
       }
       if (opts.stream) headers['Content-Type'] = 'application/octet-stream';
       if (opts.etag) headers['If-Match'] = opts.etag;
-      const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
-      const mod = this.secure ? https : http;
-      const req = mod.request({ ...this.base, host: this.base.host ?? 'lxd', agent: this.agent, method, path, headers }, (res) => {
+      const req = (this.secure ? https : http).request({ ...this.base, host: this.base.host ?? 'lxd', agent: this.agent, method, path, headers }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', reject);
@@ -260,27 +277,12 @@ export class LxdClient {
           const status = res.statusCode ?? 0;
           const etag = typeof res.headers.etag === 'string' ? res.headers.etag : undefined;
           if (opts.binary && status < 300) return resolve({ type: 'sync', status_code: status, metadata: null, raw: buf, headers: res.headers, etag });
-          let r: LxdResponse;
-          try {
-            r = JSON.parse(buf.toString('utf8'));
-          } catch {
-            return reject(lxdError({ method, path, status, serverMessage: `HTTP ${status}, not JSON: ${buf.toString('utf8').slice(0, 200)}` }));
-          }
-          if (r.type === 'error' || status >= 400) {
-            return reject(lxdError({ method, path, status: r.error_code ?? status, serverMessage: r.error ?? `HTTP ${status}` }));
-          }
+          const r = envelope(method, path, status, buf);
+          if (r instanceof LxqError) return reject(r);
           resolve({ ...r, etag, headers: res.headers });
         });
       });
-      req.on('error', (e: NodeJS.ErrnoException) => reject(this.connectionError(e, method, path)));
-      const signal = opts.signal;
-      if (signal) {
-        const abort = () => req.destroy(new Aborted(`LXD ${method} ${path} was aborted`));
-        if (signal.aborted) abort();
-        signal.addEventListener('abort', abort, { once: true });
-        req.once('close', () => signal.removeEventListener('abort', abort));
-      }
-      req.setTimeout(timeoutMs, () => req.destroy(new Timeout(`LXD ${method} ${path}: no answer from ${this.where} within ${timeoutMs} ms`)));
+      this.watch(req, method, path, opts, reject);
       if (opts.stream) {
         const src = createReadStream(opts.stream);
         src.on('error', (e) => req.destroy(e));
@@ -294,6 +296,51 @@ export class LxdClient {
         req.end(payload);
       }
     });
+  }
+
+  /**
+   * GET `path`'s body (a backup's `/export`) written into `handle` as it arrives (each chunk
+   * written before the next is read); an error answer is typed as `request`'s. `timeoutMs` is the
+   * longest silence, not the whole transfer's length.
+   */
+  download(path: string, handle: FileHandle, opts: Pick<RequestOptions, 'signal' | 'timeoutMs'> = {}): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const req = (this.secure ? https : http).request({ ...this.base, host: this.base.host ?? 'lxd', agent: this.agent, method: 'GET', path }, (res) => {
+        const status = res.statusCode ?? 0;
+        if (status >= 300) {
+          // The error's envelope, typed by request's own reading of it.
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => reject(envelopeError('GET', path, status, Buffer.concat(chunks))));
+          res.on('error', reject);
+          return;
+        }
+        (async () => {
+          let bytes = 0;
+          for await (const chunk of res as AsyncIterable<Buffer>) {
+            await handle.write(chunk);
+            bytes += chunk.length;
+          }
+          return bytes;
+        })().then(resolve, (e: NodeJS.ErrnoException) => reject(this.connectionError(e, 'GET', path)));
+      });
+      this.watch(req, 'GET', path, opts, reject);
+      req.end();
+    });
+  }
+
+  /** A request's connection errors typed, its abort by `opts.signal`, its silence timeout. */
+  private watch(req: http.ClientRequest, method: string, path: string, opts: Pick<RequestOptions, 'signal' | 'timeoutMs'>, reject: (e: Error) => void): void {
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    req.on('error', (e: NodeJS.ErrnoException) => reject(this.connectionError(e, method, path)));
+    const signal = opts.signal;
+    if (signal) {
+      const abort = () => req.destroy(new Aborted(`LXD ${method} ${path} was aborted`));
+      if (signal.aborted) abort();
+      signal.addEventListener('abort', abort, { once: true });
+      req.once('close', () => signal.removeEventListener('abort', abort));
+    }
+    req.setTimeout(timeoutMs, () => req.destroy(new Timeout(`LXD ${method} ${path}: no answer from ${this.where} within ${timeoutMs} ms`)));
   }
 
   /** What went wrong before the server answered, typed: refused or missing, a certificate not the pinned one, a timeout. */

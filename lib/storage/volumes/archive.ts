@@ -25,11 +25,14 @@ import { run } from '../../core/run';
 import { checkMembers, listTar, type TarMember } from '../../core/tar';
 import { dropPartial, notePartial } from '../partials';
 import { checkContentType, checkVolumeConfig, checkVolumeDescription, validateVolumeName } from './names';
+import { type LxdIdRange, parseLxdIdmap } from './lxd-idmap';
 import type { StoredVolume, VolumeContentType } from './types';
 
 const TOP = 'backup';
 const INDEX = `${TOP}/index.yaml`;
 const MAX_INDEX_BYTES = 2 ** 20;
+/** LXD's zero time: a snapshot that never expires. */
+const NEVER = '0001-01-01T00:00:00Z';
 /** What tar keeps of a volume's files: owners by number, ACLs, user xattrs, holes. */
 const KEEP = ['--numeric-owner', '--acls', '--xattrs', '--xattrs-include=user.*', '--sparse'];
 
@@ -47,7 +50,9 @@ export interface VolumeIndex {
   config: Record<string, string>;
   createdAt: string;
   /** Oldest first, each with its creation time. */
-  snapshots: { name: string; createdAt: string }[];
+  snapshots: { name: string; createdAt: string; shifted?: LxdIdRange[] }[];
+  /** LXD's archive: the map its files were shifted to (volatile.idmap.last), to be undone (lxd-idmap.ts). */
+  shifted?: LxdIdRange[];
 }
 
 /** Escapes a path for a `--transform` expression (sed's basic regular expressions, "," as delimiter). */
@@ -64,7 +69,8 @@ export async function writeVolumeArchive(file: string, index: VolumeIndex, data:
   const note = await notePartial(partials, partial);
   try {
     const volume = { name: index.name, description: index.description, type: 'custom', content_type: index.contentType, config: index.config, created_at: index.createdAt };
-    const volumeSnapshots = index.snapshots.map((s) => ({ name: s.name, description: '', content_type: index.contentType, config: {}, created_at: s.createdAt }));
+    // expires_at as LXD writes "never": LXD 5.0's import reads it unchecked (a daemon crash without it).
+    const volumeSnapshots = index.snapshots.map((s) => ({ name: s.name, description: '', content_type: index.contentType, config: {}, created_at: s.createdAt, expires_at: NEVER }));
     const yaml = { name: index.name, optimized: false, optimized_header: false, type: 'custom', snapshots: index.snapshots.map((s) => s.name), config: { volume, volume_snapshots: volumeSnapshots } };
     await fs.writeFile(path.join(staging, INDEX), stringify(yaml));
     // Each tree under its archive name; `S`: a symlink's target is never rewritten.
@@ -109,7 +115,11 @@ async function readIndex(file: string, scratch: string): Promise<VolumeIndex> {
   };
   const name = checked('name', () => validateVolumeName(volume.name ?? raw.name));
   const contentType = checked('content_type', () => checkContentType(volume.content_type ?? 'filesystem'));
-  const volumeConfig = checked('config', () => checkVolumeConfig(volume.config ?? {}, false)) as Record<string, string>;
+  // LXD's volatile.* keys are its bookkeeping of the volume (the id maps it shifted it to), not settings.
+  const lxdShift = (c: unknown) => parseLxdIdmap((c as Record<string, unknown> | undefined)?.['volatile.idmap.last'], where);
+  const shifted = lxdShift(volume.config);
+  const settings = Object.fromEntries(Object.entries((volume.config ?? {}) as Record<string, unknown>).filter(([k]) => !k.startsWith('volatile.')));
+  const volumeConfig = checked('config', () => checkVolumeConfig(settings, false)) as Record<string, string>;
   const description = checked('description', () => checkVolumeDescription(volume.description ?? ''));
   const time = (t: unknown) => (typeof t === 'string' && !Number.isNaN(Date.parse(t)) ? new Date(t).toISOString() : new Date().toISOString());
   const listed = raw.snapshots ?? [];
@@ -120,9 +130,11 @@ async function readIndex(file: string, scratch: string): Promise<VolumeIndex> {
     const snapshot = checked('a snapshot', () => validateVolumeName(n, 'volume snapshot'));
     if (seen.has(snapshot)) throw bad(`snapshot "${snapshot}" is listed twice`);
     seen.add(snapshot);
-    return { name: snapshot, createdAt: time(details.find((d) => d !== null && typeof d === 'object' && d.name === snapshot)?.created_at) };
+    const detail = details.find((d) => d !== null && typeof d === 'object' && d.name === snapshot);
+    // A snapshot keeps the volume's keys as they were when it was taken, its map among them.
+    return { name: snapshot, createdAt: time(detail?.created_at), shifted: detail ? lxdShift(detail.config) : shifted };
   });
-  return { name, contentType, description, config: volumeConfig, createdAt: time(volume.created_at), snapshots };
+  return { name, contentType, description, config: volumeConfig, createdAt: time(volume.created_at), snapshots, shifted };
 }
 
 /** Refuses a member that is not in the layout `index` describes, or that is a device node or a hard link across trees. */

@@ -14,9 +14,10 @@ import { AlreadyExists, InvalidArgument, NotFound, NotSupported } from '../../co
 import { writeJsonAtomic } from '../../core/fs';
 import { optionKeys, refuseUnknownKeys } from '../../core/keys';
 import { renameNew, stagingPath } from '../../core/staging';
-import { copyTree } from '../tree';
+import { copyTree, remapTreeWith } from '../tree';
 import { archivedData, checkVolumeArchive, extractVolumeArchive, importedRecord, type VolumeIndex, writeVolumeArchive } from './archive';
 import { sparseFile } from './dir';
+import { type LxdIdRange, unshiftLxd } from './lxd-idmap';
 import { DEFAULT_BLOCK_BYTES, SNAPSHOT_FILE, validateVolumeName, VOLUME_FILE, volumeBytes } from './names';
 import type { StorageVolumeInfo, StoredVolume, StoredVolumeSnapshot, VolumeBackend, VolumeContentType, VolumeExportOptions, VolumeSnapshotInfo } from './types';
 import type { StorageAction } from '../../events/lifecycle';
@@ -58,8 +59,9 @@ export async function exportVolume(volumes: VolumeStore, name: string, file: str
 }
 
 /** Puts the tree or disk `src` (extracted, removed from there) as the data of the volume or staging directory `dir`. */
-async function fillData(backend: VolumeBackend, dir: string, contentType: VolumeContentType, src: string, bytes: number | undefined): Promise<void> {
+async function fillData(backend: VolumeBackend, dir: string, contentType: VolumeContentType, src: string, bytes: number | undefined, shifted: LxdIdRange[] | undefined): Promise<void> {
   const data = await backend.dataPath(dir, contentType);
+  if (contentType === 'filesystem' && shifted?.length) await remapTreeWith(src, unshiftLxd(shifted));
   await fs.rm(data, { recursive: true, force: true });
   // A rename where the data is on the same filesystem (a dir pool), else a copy (a btrfs pool's subvolume).
   await fs.rename(src, data).catch((e) => ((e as NodeJS.ErrnoException).code === 'EXDEV' ? copyTree(src, data).then(() => fs.rm(src, { recursive: true, force: true })) : Promise.reject(e)));
@@ -95,14 +97,14 @@ export async function importVolume(volumes: VolumeStore, file: string, name: str
       try {
         await backend.create(staging, index.contentType, bytes);
         for (const s of index.snapshots) {
-          await fillData(backend, staging, index.contentType, path.join(scratch, archivedData(index.contentType, s.name)), bytes);
+          await fillData(backend, staging, index.contentType, path.join(scratch, archivedData(index.contentType, s.name)), bytes, s.shifted);
           const into = path.join(staging, 'snapshots', s.name);
           await fs.mkdir(into, { recursive: true, mode: 0o711 });
           await backend.snapshot(staging, into, index.contentType);
           const stored: StoredVolumeSnapshot = { format: 'lxq-storage-volume-snapshot', version: 1, createdAt: s.createdAt };
           await writeJsonAtomic(path.join(into, SNAPSHOT_FILE), stored);
         }
-        await fillData(backend, staging, index.contentType, path.join(scratch, archivedData(index.contentType)), bytes);
+        await fillData(backend, staging, index.contentType, path.join(scratch, archivedData(index.contentType)), bytes, index.shifted);
         await writeJsonAtomic(path.join(staging, VOLUME_FILE), importedRecord(index));
         checkAborted(); // the last moment an aborted import leaves nothing
         await volumes.locked(() => renameNew(staging, volumes.volumeDir(volume)).catch((e) => Promise.reject(e.code === 'EEXIST' || e.code === 'ENOTEMPTY' ? taken() : e)));
