@@ -174,6 +174,11 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
     return status;
   }
 
+  /** The status last seen (undefined before the first read). */
+  protected get observedStatus(): InstanceStatus | undefined {
+    return this.lastStatus;
+  }
+
   /** A transitional status lxq itself enters (starting, stopping). */
   protected transition(status: InstanceStatus): void {
     this.observe(status);

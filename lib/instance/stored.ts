@@ -20,6 +20,8 @@ const move = (): typeof import('../storage/move') => require('../storage/move');
 export abstract class StoredInstance extends CommonInstance {
   /** Held by whichever process changes the instance; see exclusive(). */
   private readonly recordFile: RecordFile;
+  /** True while an operation of this object holds the instance's lock (what changes then is its own doing). */
+  protected holdingLock = false;
   /** The profiles the record names, as last read (each operation reads them again; see exclusive). */
   protected readonly profileSet = new InstanceProfiles();
 
@@ -80,11 +82,13 @@ export abstract class StoredInstance extends CommonInstance {
   /** One operation at a time across processes too: each holds the instance's lock file and starts from the record as it is on disk (another process may have changed it). */
   protected override exclusive<T>(op: () => Promise<T>): Promise<T> {
     return this.recordFile.hold(async () => {
+      this.holdingLock = true;
       try {
         this.record = await this.recordFile.refreshed(this.record);
         await this.loadProfiles();
         return await op();
       } finally {
+        this.holdingLock = false;
         await this.operationEnded();
       }
     });

@@ -35,6 +35,8 @@ const QEMU_STATUS: Record<string, InstanceStatus> = {
 };
 /** QMP events after which the status is read again. */
 const STATUS_EVENTS = new Set(['SHUTDOWN', 'STOP', 'RESUME']);
+/** The status a QMP event says the VM has entered: QEMU paused it (a freeze) or runs it again. */
+const IMPLIED_STATUS: Record<string, InstanceStatus> = { STOP: 'frozen', RESUME: 'running' };
 
 /** The arguments of command K, as QmpClient.execute takes them. */
 type ArgsOf<K extends keyof QmpCommands> = undefined extends QmpCommands[K]['args'] ? [args?: QmpCommands[K]['args']] : [args: QmpCommands[K]['args']];
@@ -63,8 +65,13 @@ export interface MonitorHooks {
   /** The path of one of the VM's files (its directory changes when it is renamed). */
   file(which: VmFile): string;
   name(): string;
-  /** The monitor reported a change of status, or closed: the VM reads its status again. */
-  changed(): void;
+  /** The status last seen, and a status seen now (a `status` event if it moved). */
+  observed(): InstanceStatus | undefined;
+  observe(status: InstanceStatus): void;
+  /** True while an operation of this process holds the instance's lock: the VM's changes then are its own. */
+  ownOperation(): boolean;
+  /** The status, read after the operation in progress (if any). */
+  reread(): Promise<InstanceStatus>;
   /** Every event of the monitor this object holds (e.g. VSERPORT_CHANGE for the guest's agents). */
   event?(e: QmpEvent): void;
 }
@@ -76,6 +83,9 @@ export class VmMonitor {
   private borrowed: QmpClient | undefined;
   /** Names this object in the holder file. */
   private readonly holderId = `${process.pid} ${randomBytes(6).toString('hex')}`;
+
+  /** Status events (and closes) of the held monitor so far: a status read begun before the last one may be stale. */
+  private statusEvents = 0;
 
   constructor(private readonly vm: MonitorHooks) {}
 
@@ -157,16 +167,33 @@ export class VmMonitor {
     void fs.writeFile(this.vm.file('qmpHolder'), `${this.holderId}\n`).catch(() => undefined);
     client.on('event', (e) => {
       if (this.client !== client) return;
-      if (STATUS_EVENTS.has(e.event)) this.vm.changed();
+      if (STATUS_EVENTS.has(e.event)) this.statusEvent(IMPLIED_STATUS[e.event]);
       this.vm.event?.(e);
     });
     client.on('close', () => {
       void this.releaseHolder();
       if (this.client !== client) return;
       this.client = undefined;
-      this.vm.changed(); // QEMU exited (killed or not), or the connection broke
+      this.statusEvent(undefined); // QEMU exited (killed or not), or the connection broke
     });
     return client;
+  }
+
+  /**
+   * A status event of the held monitor (or its close). Another process's freeze or thaw (this
+   * process holds no lock then) is observed at once as its event implies, so one undone before
+   * any read is still reported, in order. This process's own operations report their own
+   * transitions: the pause inside a stateful snapshot or a live restore gives no event, as LXD's
+   * (instance-snapshot-created / -restored only). Then the status is read again after the
+   * operation in progress, and kept unless a later event came meanwhile (a read it made stale).
+   */
+  private statusEvent(implied: InstanceStatus | undefined): void {
+    const seen = ++this.statusEvents;
+    if (implied && !this.vm.ownOperation() && this.vm.observed() === (implied === 'frozen' ? 'running' : 'frozen')) this.vm.observe(implied);
+    this.vm
+      .reread()
+      .then((status) => seen === this.statusEvents && this.vm.observe(status))
+      .catch(() => undefined);
   }
 
   /** The holder file goes when this object lets the monitor go (if it still names this object). */

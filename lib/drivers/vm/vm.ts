@@ -128,8 +128,10 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
   private readonly monitor = new VmMonitor({
     file: (which) => this.file(which),
     name: () => this.name,
-    // After the operation in progress, if any: it reports its own transitions.
-    changed: () => void this.serialized(() => this.status()).catch(() => undefined),
+    observed: () => this.observedStatus,
+    observe: (status) => void this.observe(status),
+    ownOperation: () => this.holdingLock,
+    reread: () => this.idle.then(() => this.currentStatus()),
     event: (e) => this.guest.monitorEvent(e),
   });
   private readonly hotplug = new HotPlug({
