@@ -80,7 +80,7 @@ test('a container runs the runcmd, makes the user with the ssh key, DHCPs its NI
     // No network-config given: LXD's default, on the NIC's name inside, rendered by cloud-init for networkd.
     expect((await sh(c, 'cat /var/lib/cloud/seed/nocloud/network-config')).out).toBe(defaultNetworkConfig('lan0'));
     expect((await sh(c, 'cat /etc/systemd/network/10-cloud-init-lan0.network')).out).toMatch(/Name=lan0[\s\S]*DHCP=(ipv4|yes)/);
-    // The image's own networkd config takes eth* only: lan0's lease is the default's doing.
+    // cloud-init's 10-cloud-init-lan0.network comes before the image's own (any Ethernet interface).
     await until('lan0 leased an address', async () => /inet \d/.test((await sh(c, 'ip -4 -o addr show dev lan0')).out), 180_000, 1000);
     const firstId = (await sh(c, 'cat /var/lib/cloud/data/instance-id')).out;
 

@@ -67,14 +67,14 @@ describe.each([
     });
   }
 
-  test('apt and dpkg work; iproute2 is there; networkd is set up for DHCP on eth0', async () => {
+  test('apt and dpkg work; iproute2 is there; networkd is set up for DHCP on every Ethernet interface', async () => {
     const [i] = instances;
     expect((await i.exec(['apt-get', '--version'])).stdout.toString()).toMatch(/^apt \d/);
     const dpkg = await i.exec(['dpkg', '-l', 'systemd', 'iproute2', 'apt']);
     expect(dpkg.exitCode).toBe(0);
     expect(dpkg.stdout.toString()).toMatch(/^ii {2}systemd /m);
     expect((await i.exec(['ip', '-o', 'link', 'show', 'lo'])).exitCode).toBe(0);
-    expect((await i.files.read('/etc/systemd/network/20-eth.network')).toString()).toMatch(/Name=eth\*[\s\S]*DHCP=yes/);
+    expect((await i.files.read('/etc/systemd/network/20-ether.network')).toString()).toMatch(/Type=ether[\s\S]*DHCP=yes/);
     expect((await i.exec(['systemctl', 'is-active', 'systemd-networkd'])).stdout.toString().trim()).toBe('active');
     // The image's sources are the host's own (no hard-coded mirror).
     expect((await i.exec(['sh', '-c', 'cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null'])).stdout.toString()).toMatch(/bookworm/);

@@ -1,7 +1,8 @@
 /**
  * debian/12 VMs with bridged NICs, two boots side by side on a network of this file's own:
- * - agent.nic_config: the NIC's interface named (`eth7`) and sized (MTU 1400) by lxq's agent
- *   inside, and systemd-networkd (the image's DHCP on eth*) configures it under that name;
+ * - agent.nic_config: the NIC's interface named (`up-link_7`, no eth* name) and sized (MTU 1400)
+ *   by lxq's agent inside, and systemd-networkd (the image's DHCP on every Ethernet interface)
+ *   configures it under that name;
  * - vm.saved_boot: the VM's first start loads the image's saved boot of its shape (made by that
  *   start if there is none: the saving VM's boot) and is its own machine afterwards: its MAC, the
  *   address lxq's dnsmasq leased for that MAC, systemd running, a machine id, boot id and hostname
@@ -20,6 +21,8 @@ jest.setTimeout(900_000);
 
 /** A debian/12 boot under TCG beside other work (a saving VM's boot then the load: minutes at load 20). */
 const BOOT_MS = 600_000;
+/** agent.nic_config's name for the NIC inside: valid, and nothing like the kernel's eth*. */
+const IFACE = 'up-link_7';
 
 let t: TestHost;
 let network: string;
@@ -63,7 +66,7 @@ beforeAll(async () => {
   await t.host.images.ensure('debian/12', { type: 'vm' });
   network = (await t.host.networks.create(`lxqdn${randomBytes(3).toString('hex')}`, { 'ipv4.nat': 'false', 'ipv6.address': 'none' })).name;
   // Both boots at once (each QEMU is one emulating thread): their waits overlap.
-  named = launch(t.name('dnic'), { 'agent.nic_config': 'true' }, { name: 'eth7', mtu: '1400' });
+  named = launch(t.name('dnic'), { 'agent.nic_config': 'true' }, { name: IFACE, mtu: '1400' });
   saved = launch(t.name('dsav'), { 'vm.saved_boot': 'true' }, {});
   await Promise.allSettled([named, saved]);
 }, 1_500_000);
@@ -72,20 +75,20 @@ afterAll(async () => {
   await t?.dispose();
 }, 300_000);
 
-test('agent.nic_config on debian/12: the interface is eth7 with MTU 1400 inside, and networkd leases it an address there', async () => {
+test('agent.nic_config on debian/12: the interface is up-link_7 with MTU 1400 inside, and networkd leases it an address there', async () => {
   const vm = await named;
   const mac = vm.devices.eth0.hwaddr!.toLowerCase();
-  expect(await sh(vm, 'cat /sys/class/net/eth7/address /sys/class/net/eth7/mtu')).toBe(`${mac}\n1400`);
-  expect(await sh(vm, 'ls /sys/class/net | sort')).toBe('eth7\nlo');
+  expect(await sh(vm, `cat /sys/class/net/${IFACE}/address /sys/class/net/${IFACE}/mtu`)).toBe(`${mac}\n1400`);
+  expect(await sh(vm, 'ls /sys/class/net | sort')).toBe(`lo\n${IFACE}`);
   const s = await vm.state();
-  expect(s.network.interfaces.find((i) => i.hwaddr.toLowerCase() === mac)).toMatchObject({ name: 'eth7', mtu: 1400 });
-  // systemd-networkd's 20-eth.network (Name=eth*) takes the renamed interface: DHCP from lxq's dnsmasq.
+  expect(s.network.interfaces.find((i) => i.hwaddr.toLowerCase() === mac)).toMatchObject({ name: IFACE, mtu: 1400 });
+  // systemd-networkd's 20-ether.network (Type=ether) takes the renamed interface: DHCP from lxq's dnsmasq.
   const address = await leasedAddress(vm);
-  expect(await sh(vm, 'ip -4 -o addr show dev eth7')).toContain(`inet ${address}/`);
-  await until('networkd: eth7 configured', 120_000, async () => (/configured/.test(await sh(vm, 'networkctl list --no-legend --no-pager eth7')) ? true : undefined));
+  expect(await sh(vm, `ip -4 -o addr show dev ${IFACE}`)).toContain(`inet ${address}/`);
+  await until(`networkd: ${IFACE} configured`, 120_000, async () => (/configured/.test(await sh(vm, `networkctl list --no-legend --no-pager ${IFACE}`)) ? true : undefined));
   expect(await systemdState(vm)).toBe('running');
   // DHCP left the MTU as the agent set it.
-  expect(await sh(vm, 'cat /sys/class/net/eth7/mtu')).toBe('1400');
+  expect(await sh(vm, `cat /sys/class/net/${IFACE}/mtu`)).toBe('1400');
 });
 
 test("a debian/12 VM loaded from its saved boot with a bridged NIC: its MAC, its lease, systemd running, an identity other than the saver's, reached from the host", async () => {

@@ -2,7 +2,7 @@
  * Debian images (`debian/12`): a systemd root tree made by `mmdebstrap` from the host's own apt
  * sources and apt settings (the only archive this machine reaches; never a hard-coded mirror),
  * then set up to be an instance's root: an empty machine id, no hostname (the instance's name
- * is written at its first start), systemd-networkd with DHCP on eth0.
+ * is written at its first start), systemd-networkd with DHCP on every Ethernet interface.
  *
  * The same tree is a container image's `rootfs/` and, with the VM additions below, a VM image's
  * root disk (vm-image.ts makes the disk, the kernel and the initramfs).
@@ -47,7 +47,9 @@ WantedBy=sysinit.target
 
 /** Files of every Debian tree, written over what the packages installed. */
 export const DEBIAN_FILES: Record<string, GuestFile> = {
-  'etc/systemd/network/20-eth.network': { mode: 0o644, text: '[Match]\nName=eth*\n\n[Network]\nDHCP=yes\n' },
+  // Every Ethernet interface whatever its name (a NIC device's `name`, agent.nic_config's
+  // renames; lo is Type=loopback). A cloud-init network-config's files (10-cloud-init-*) come first.
+  'etc/systemd/network/20-ether.network': { mode: 0o644, text: '[Match]\nType=ether\n\n[Network]\nDHCP=yes\n' },
   'etc/hosts': { mode: 0o644, text: '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' },
   'etc/systemd/system/lxq-hostname.service': { mode: 0o644, text: FIRST_HOSTNAME },
   // debugfs cannot be mounted in an unprivileged container (the one failed unit there).
