@@ -28,6 +28,14 @@ async function updatedEvents(name: string, count: number, op: () => Promise<void
   }
 }
 
+/** The liblxc config lxq wrote for container `name` (what its next start runs). */
+function lxcConfig(name: string): string {
+  return readFileSync(path.join(t.dir, 'instances', name, 'config'), 'utf8');
+}
+
+/** init's open-files limit inside `c`. */
+const NOFILE = "grep 'Max open files' /proc/1/limits | awk '{ print $4 }'";
+
 /** The profiles of `name` as another Host object (another process) reads them from its record. */
 async function reopenedProfiles(name: string): Promise<readonly string[]> {
   const h = await Host.open({ path: t.dir, images: SHARED_IMAGES });
@@ -58,9 +66,12 @@ describe('profiles of an existing container', () => {
       const s = await c.state();
       expect([s.profiles, s.memory.limitBytes]).toEqual([['default', mem, fwd], 88 * MiB]);
       // limits.kernel.nofile is init's rlimit: the running init keeps its own until the next start.
-      const nofile = "grep 'Max open files' /proc/1/limits | awk '{ print $4 }'";
+      const nofile = NOFILE;
       expect((await sh(c, `grep -q /mnt/data /proc/mounts && echo mounted; ${nofile}`)).out).not.toMatch(/^mounted\n1234\n/);
       expect((await sh(c, 'grep -q /mnt/data /proc/mounts && echo mounted')).out).toBe('mounted\n');
+      // liblxc's config (the next start's), written once after the change: the new options and devices together.
+      expect(lxcConfig(c.name)).toMatch(/^lxc\.prlimit\.nofile = 1234$/m);
+      expect(lxcConfig(c.name)).toMatch(/^lxc\.mount\.entry = \S+ mnt\/data /m);
       // Another Host object (as another process) sees the new list.
       expect(await reopenedProfiles(c.name)).toEqual(['default', mem, fwd]);
       await c.restart();
@@ -72,6 +83,31 @@ describe('profiles of an existing container', () => {
       await c.delete({ force: true });
     }
   }, 240_000);
+
+  test('set on a stopped container: its liblxc config has the new options and devices together at once, and the start runs them', async () => {
+    const share = mkdtempSync(path.join(t.dir, 'share-'));
+    chmodSync(t.dir, 0o755);
+    chmodSync(share, 0o755);
+    const both = t.name('both');
+    await t.host.profiles.create(both, { config: { 'limits.kernel.nofile': '1234' }, devices: { data: { type: 'disk', source: share, path: '/mnt/data' } } });
+    const c = await t.host.create(t.name('s'), { image: 'busybox' });
+    try {
+      expect(lxcConfig(c.name)).not.toMatch(/prlimit|mnt\/data/);
+      await c.setProfiles(['default', both]);
+      const config = lxcConfig(c.name);
+      expect(config).toMatch(/^lxc\.prlimit\.nofile = 1234$/m);
+      expect(config).toMatch(/^lxc\.mount\.entry = \S+ mnt\/data /m);
+      await c.start();
+      expect((await sh(c, `grep -q /mnt/data /proc/mounts && echo mounted; ${NOFILE}`)).out).toBe('mounted\n1234\n');
+      expect(lxcConfig(c.name)).toBe(config);
+      await c.stop({ force: true });
+      // Taken away while stopped: both go from the config together.
+      await c.setProfiles(['default']);
+      expect(lxcConfig(c.name)).not.toMatch(/prlimit|mnt\/data/);
+    } finally {
+      await c.delete({ force: true });
+    }
+  }, 120_000);
 
   test('bad lists are refused before anything changes: typed errors naming the profile or key', async () => {
     const vmOnly = t.name('vmonly');

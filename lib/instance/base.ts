@@ -230,10 +230,17 @@ export abstract class BaseInstance extends StoredInstance {
    */
   private async applyExpansion(before: Expansion, after: Expansion, strict: boolean): Promise<void> {
     const live = (await this.currentStatus()) !== 'stopped';
-    if (Object.keys({ ...before.config, ...after.config }).some((k) => before.config[k] !== after.config[k])) {
-      await this.applyConfig(live ? configOptions().liveChange(this.type, before.config, after.config) : after.config, before.config, live);
-    }
-    await this.applyDeviceChange(before.devices, after.devices, live).catch((e) => (live && !strict ? undefined : Promise.reject(e)));
+    await this.changingTogether(after, async () => {
+      if (Object.keys({ ...before.config, ...after.config }).some((k) => before.config[k] !== after.config[k])) {
+        await this.applyConfig(live ? configOptions().liveChange(this.type, before.config, after.config) : after.config, before.config, live);
+      }
+      await this.applyDeviceChange(before.devices, after.devices, live).catch((e) => (live && !strict ? undefined : Promise.reject(e)));
+    });
+  }
+
+  /** Runs `apply`, which changes options and devices together into `after`; a driver that derives a file from both writes it once, at the end. */
+  protected async changingTogether(_after: Expansion, apply: () => Promise<void>): Promise<void> {
+    await apply();
   }
 
   /** Applies the change of the expanded devices from `before` to `next` (proxies, the driver's part, the networks' hosts); the caller saves the record. */

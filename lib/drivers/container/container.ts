@@ -20,7 +20,7 @@ import { DirPool } from '../../storage/pools/dir';
 import type { IdMap } from './host-facts';
 import type { ContainerContext, ContainerImage } from './context';
 import type { ContainerImageMeta } from '../../images/meta';
-import type { StoredProfile } from '../../instance/profiles';
+import type { Expansion, StoredProfile } from '../../instance/profiles';
 import type { LxcItem } from './lxc-config';
 import { ContainerFiles } from './files';
 import { containerIdmap, rangeOf } from './idmap';
@@ -58,6 +58,8 @@ const cloudInit = (): typeof import('../../instance/cloud-init') => require('../
  */
 export class ContainerInstance extends BaseInstance {
   private handle: LxcContainer | undefined;
+  /** Set while a profile change applies its steps: liblxc's config is checked at each, written once after (see changingTogether). */
+  private configDeferred = false;
 
   readonly files: ContainerFiles;
   protected readonly storage = new ContainerStorage({
@@ -387,15 +389,32 @@ export class ContainerInstance extends BaseInstance {
     if (map) await this.storage.alignRoot(map, config['security.protection.shift'] === 'true');
   }
 
-  /** Renders, checks and saves the liblxc config; the next liblxc call reads it afresh. */
+  /** Renders, checks and saves the liblxc config (only checks it while changingTogether); the next liblxc call reads it afresh. */
   private async writeConfig(config: InstanceConfig, devices: Devices): Promise<void> {
     // The root disk's limits go with the devices' (one rule per block device).
     const all = { ...devices, ...(await deviceOps().rootDisk(this.record.rootLimits, this.dir)) };
     const items = this.render(config, all, await validate().readSources(all, this.probeEnv));
     const files = lxcFiles(config, items);
     await checkWithLiblxc(this.ctx.lxcpath, items);
+    if (this.configDeferred) return;
     await saveLxcFiles(this.dir, files, { config, devices });
     this.reopen();
+  }
+
+  /**
+   * A profile change: options and devices change together. Each step checks the config it would
+   * write (a failure still undoes that step), and the config is written once, from both, at the
+   * end: what the next start (or a reader meanwhile) finds is the whole new expansion, never the
+   * new devices beside the old options.
+   */
+  protected override async changingTogether(after: Expansion, apply: () => Promise<void>): Promise<void> {
+    this.configDeferred = true;
+    try {
+      await apply();
+    } finally {
+      this.configDeferred = false;
+    }
+    await this.writeConfig(after.config, after.devices);
   }
 
   /**
