@@ -13,6 +13,7 @@
       "sources": [
         "native/sys_addon.cc",
         "native/process.cc",
+        "native/fdwatch.cc",
         "native/pidwatch.cc",
         "native/uevent.cc",
         "native/mount.cc",
