@@ -16,6 +16,7 @@
         "native/fdwatch.cc",
         "native/pidwatch.cc",
         "native/uevent.cc",
+        "native/splice.cc",
         "native/mount.cc",
         "native/runner/protocol.cc"
       ],

@@ -4,13 +4,17 @@
  * container to the host (`-R`) over
  * - `direct`: to the container's static address on this bench's own lxq network;
  * - `proxy process`: a proxy device (`tcp:127.0.0.1:<port>` on the host to the container's
- *   loopback), copied through lxq's proxy process;
+ *   loopback), copied by lxq's proxy process (splice(2) in the kernel, native/splice.cc);
+ * - `Node copy`: what the proxy process did before, for comparison in the same run: a Node
+ *   process of this bench's own on the host's loopback piping each connection (`pipe()`) to the
+ *   container's static address;
  * - `nat`: a `nat: true` proxy device (the bridge's address to the container's static address),
  *   DNAT rules in the kernel.
  * Traffic goes only to the loopback, the bridge's address and the address lxq gave the container.
  * Usage: node dist/bench/proxy.js [--quick] (--quick: 2 s per path, one round; else 5 s, the
  * better of 2 interleaved rounds)
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -19,12 +23,29 @@ import { Host, type Instance } from '../lib';
 import { IPERF_DISKS } from '../test/helpers/iperf';
 import { fromContainer } from './nic-types';
 
+/** A Node process copying through user space, as lxq's proxy process did before splice: its port on the loopback. */
+async function nodeCopy(to: string, port: number): Promise<{ port: number; stop: () => void }> {
+  const script = `const net = require('node:net');
+    const s = net.createServer({ allowHalfOpen: true }, (c) => {
+      const i = net.connect({ host: ${JSON.stringify(to)}, port: ${port}, allowHalfOpen: true });
+      c.on('error', () => i.destroy()); i.on('error', () => c.destroy());
+      c.pipe(i).pipe(c);
+    }).listen(0, '127.0.0.1', () => console.log(s.address().port));`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolve, reject) => {
+    child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
+    child.once('exit', () => reject(new Error('the Node copy process exited')));
+  });
+  return { port: Number(line), stop: () => child.kill() };
+}
+
 async function main(quick: boolean): Promise<string[]> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lxq-bench-proxy-'));
   const host = await Host.open({ path: dir, images: process.env.LXQ_TEST_IMAGES ?? '/var/tmp/lxq-test-images', reap: true });
   const tag = process.pid.toString(36);
   const bridge = `lxqbp${tag}`.slice(0, 15);
   let c: Instance | undefined;
+  let copy: { port: number; stop: () => void } | undefined;
   try {
     const net = await host.networks.create(bridge, { 'ipv4.nat': 'false', 'ipv6.address': 'none' });
     const own = net.address.replace(/\.1$/, '.50');
@@ -40,9 +61,11 @@ async function main(quick: boolean): Promise<string[]> {
     });
     await c.start();
     await c.waitForAddress({ timeout: 60_000 });
+    copy = await nodeCopy(own, 5201);
     const paths: Array<[string, string, number]> = [
       ['direct', own, 5201],
-      ['proxy process', '127.0.0.1', viaProxy],
+      ['proxy process (splice)', '127.0.0.1', viaProxy],
+      ['Node copy (before)', '127.0.0.1', copy.port],
       ['nat (DNAT)', net.address, viaNat],
     ];
     const seconds = quick ? 2 : 5;
@@ -64,6 +87,7 @@ async function main(quick: boolean): Promise<string[]> {
       ...paths.map(([name], i) => `| ${name} | ${best[i].toFixed(1)} | ${(best[i] / best[0]).toFixed(2)}× |`),
     ];
   } finally {
+    copy?.stop();
     await c?.delete({ force: true }).catch(() => undefined);
     await host.networks.delete(bridge).catch(() => undefined);
     await host.close();

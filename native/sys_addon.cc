@@ -22,6 +22,7 @@
 #include "pidwatch.h"
 #include "uevent.h"
 #include "process.h"
+#include "splice.h"
 #include "runner/protocol.h"
 
 namespace {
@@ -152,6 +153,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watchUevents", Napi::Function::New(env, lxq::WatchUevents, "watchUevents"));
   exports.Set("signalPidfd", Napi::Function::New(env, lxq::SignalPidfd, "signalPidfd"));
   exports.Set("openInRoot", Napi::Function::New(env, lxq::OpenInRoot, "openInRoot"));
+  exports.Set("spliceStreams", Napi::Function::New(env, lxq::SpliceStreams, "spliceStreams"));
   exports.Set("socketInNetns", Napi::Function::New(env, lxq::SocketInNetns, "socketInNetns"));
   exports.Set("netnsInterfaces", Napi::Function::New(env, lxq::NetnsInterfaces, "netnsInterfaces"));
   exports.Set("mountInto", Napi::Function::New(env, lxq::MountInto, "mountInto"));

@@ -11,7 +11,8 @@
  * A Node process rather than a native helper: it reuses the forwarding lxq already had and has
  * tested (tcp, unix, udp with a socket per peer) and the addon's namespace sockets, and a VM's
  * guest address is found as every lxq process finds it; a native one would be a second copy of
- * all of that. Its cost is Node's memory (~40 MiB) per instance with proxies, not per proxy.
+ * all of that. Its cost is Node's memory (~40 MiB) per instance with proxies, not per proxy. The
+ * bytes of stream connections do not pass through Node: the addon splices them (native/splice.cc).
  */
 import { ftruncateSync, openSync, promises as fsp, writeSync } from 'node:fs';
 import * as path from 'node:path';

@@ -52,6 +52,14 @@ export interface Sys {
    * (host ids) are taken by the making thread alone; `mode` is a listening unix path's.
    */
   socketInNetns(pid: number, spec: { stream?: boolean; listen?: boolean; host?: string; port?: number; path?: string; uid?: number; gid?: number; mode?: number }): Promise<number>;
+  /**
+   * Copies stream sockets `a`→`b` and `b`→`a` in the kernel (splice through a pipe, on a thread
+   * of its own) until both directions have ended; both fds are duplicated (close yours at once).
+   * `head` is written to `b` first. An EOF is passed on as shutdown(SHUT_WR) (half-close); an
+   * error on either side ends both. onEnd once at the end ("" or what failed); returns a cancel
+   * function that ends both sides at once.
+   */
+  spliceStreams(a: number, b: number, head: Buffer, onEnd: (error: string) => void): () => void;
   /** openat2 of `path` with `root` as "/" (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); an fd. */
   openInRoot(root: string, path: string, flags: number, mode: number): Promise<number>;
   /**

@@ -4,9 +4,11 @@
  * listens and how it connects are given: on the host or in the instance's network namespace.
  */
 import * as dgram from 'node:dgram';
+import { closeSync } from 'node:fs';
 import * as net from 'node:net';
 
 import { InvalidArgument } from '../core/errors';
+import { sys } from '../native/sys';
 import { type DatagramEndpoint, type Endpoint, proxyLine, type StreamEndpoint } from './proxy-address';
 
 /** How a listener is made: an fd made elsewhere (in the instance's network namespace), or on the host (undefined). */
@@ -17,9 +19,9 @@ export function endpointText(e: Endpoint): string {
   return e.proto === 'unix' ? `unix:${e.abstract ? '@' : ''}${e.path}` : `${e.proto}:${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
 }
 
-/** Opens the way inside the instance: a connection per proxied stream, a socket per udp peer. */
+/** Opens the way inside the instance: a connection per proxied stream (its fd, the caller's to close), a socket per udp peer. */
 export interface Connector {
-  stream(to: StreamEndpoint): Promise<net.Socket>;
+  stream(to: StreamEndpoint): Promise<number>;
   datagram(to: DatagramEndpoint): Promise<dgram.Socket>;
 }
 
@@ -37,7 +39,9 @@ interface UdpPeer {
 export class ProxyServer {
   private server: net.Server | undefined;
   private udp: dgram.Socket | undefined;
-  private readonly sockets = new Set<net.Socket>();
+  /** The cancel functions of the stream connections being copied. */
+  private readonly links = new Set<() => void>();
+  private closed = false;
   private readonly peers = new Map<string, UdpPeer>();
 
   constructor(
@@ -66,8 +70,8 @@ export class ProxyServer {
       this.udp = udp;
       return;
     }
-    // Half-open allowed: a client that ends its side after its request still gets the answer (Node's default ends ours at its FIN).
-    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (client) => this.forward(client));
+    // Paused: Node never reads from an accepted socket (its fd goes to the kernel's copy).
+    const server = net.createServer({ pauseOnConnect: true }, (client) => this.forward(client));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(inUse(e)));
       if (fd !== undefined) server.listen({ fd }, resolve);
@@ -113,19 +117,24 @@ export class ProxyServer {
     peer.inside?.close();
   }
 
+  /**
+   * A stream connection is copied by the kernel (splice, native/splice.cc), not through Node: the
+   * accepted socket's fd and the one inside are handed over and Node's own are closed at once.
+   */
   private forward(client: net.Socket): void {
-    this.sockets.add(client);
-    client.once('close', () => this.sockets.delete(client));
     client.on('error', () => client.destroy());
     this.connector.stream(this.connect as StreamEndpoint).then(
       (inside) => {
-        this.sockets.add(inside);
-        inside.once('close', () => this.sockets.delete(inside));
-        inside.on('error', () => client.destroy());
-        client.on('error', () => inside.destroy());
-        if (this.options.proxyProtocol) inside.write(proxyLine(client));
-        client.pipe(inside).pipe(client);
-        client.resume();
+        try {
+          const fd = (client as unknown as { _handle?: { fd?: number } })._handle?.fd;
+          if (this.closed || client.destroyed || fd === undefined || fd < 0) return;
+          const head = Buffer.from(this.options.proxyProtocol ? proxyLine(client) : '');
+          const cancel = sys().spliceStreams(fd, inside, head, () => this.links.delete(cancel));
+          this.links.add(cancel);
+        } finally {
+          closeSync(inside);
+          client.destroy();
+        }
       },
       () => client.destroy(),
     );
@@ -136,7 +145,8 @@ export class ProxyServer {
     const udp = this.udp;
     this.server = undefined;
     this.udp = undefined;
-    for (const s of this.sockets) s.destroy();
+    this.closed = true;
+    for (const cancel of this.links) cancel();
     for (const key of [...this.peers.keys()]) this.forget(key);
     if (server) await new Promise<void>((r) => server.close(() => r()));
     if (udp) await new Promise<void>((r) => udp.close(() => r()));

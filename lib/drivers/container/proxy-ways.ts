@@ -7,7 +7,6 @@
  * uid_map/gid_map.
  */
 import { close as closeCb, constants as C, promises as fsp } from 'node:fs';
-import { Socket } from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -61,22 +60,17 @@ export class ContainerInit {
   }
 }
 
-/** A stream connection made on the host (pid 0) or in a container's namespace, as `ids` (host ids). */
-async function streamFd(pid: number, to: StreamEndpoint, ids: Ids, root?: string): Promise<Socket> {
-  if (to.proto === 'tcp') return fdSocket(await sys().socketInNetns(pid, { host: to.host, port: to.port, ...ids }));
-  if (to.abstract) return fdSocket(await sys().socketInNetns(pid, { path: `\0${to.path}`, ...ids }));
-  if (root === undefined) return fdSocket(await sys().socketInNetns(0, { path: to.path, ...ids }));
+/** A stream connection made on the host (pid 0) or in a container's namespace, as `ids` (host ids): its fd. */
+async function streamFd(pid: number, to: StreamEndpoint, ids: Ids, root?: string): Promise<number> {
+  if (to.proto === 'tcp') return sys().socketInNetns(pid, { host: to.host, port: to.port, ...ids });
+  if (to.abstract) return sys().socketInNetns(pid, { path: `\0${to.path}`, ...ids });
+  if (root === undefined) return sys().socketInNetns(0, { path: to.path, ...ids });
   const fd = await sys().openInRoot(root, to.path, O_PATH, 0);
   try {
-    return fdSocket(await sys().socketInNetns(0, { path: `/proc/self/fd/${fd}`, ...ids }));
+    return await sys().socketInNetns(0, { path: `/proc/self/fd/${fd}`, ...ids });
   } finally {
     await closeFd(fd);
   }
-}
-
-/** Half-open allowed, as the proxy's listener: each direction ends on its own (a server's FIN after its answer does not cut the client's request short). */
-function fdSocket(fd: number): Socket {
-  return new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
 }
 
 /** Connections on the host, as `ids` (security.uid/gid of a proxy bound inside the instance). */
