@@ -105,8 +105,12 @@ export class GuestAgent {
     throw new OperationFailed(`the guest agent of ${this.vmName} did not answer within ${timeoutMs} ms: ${(last as Error)?.message ?? 'no attempt'}`, { call: 'qga:guest-sync-delimited' });
   }
 
-  /** Runs an agent command; agent errors become OperationFailed, a missing agent InvalidState. */
-  async execute<T>(command: string, args?: Record<string, unknown>, opts: { timeout?: number; noReply?: boolean; connectTimeout?: number } = {}): Promise<T> {
+  /**
+   * Runs an agent command; agent errors become OperationFailed, a missing agent InvalidState.
+   * `keepOpen`: the connection is held until it settles, for a `noReply` command's late answer
+   * (see askGuestShutdown).
+   */
+  async execute<T>(command: string, args?: Record<string, unknown>, opts: { timeout?: number; noReply?: boolean; connectTimeout?: number; keepOpen?: Promise<unknown> } = {}): Promise<T> {
     let client: QgaClient;
     try {
       if (!this.connected) await this.wait(opts.connectTimeout ?? AUTO_WAIT_MS);
@@ -122,6 +126,7 @@ export class GuestAgent {
       if (e instanceof QmpError) throw new OperationFailed(`guest agent ${command} on ${this.vmName}: ${e.message}`, { call: `qga:${command}` }, { cause: e });
       throw e;
     } finally {
+      await opts.keepOpen?.catch(() => undefined);
       this.inFlight--;
       this.releaseWhenIdle();
     }

@@ -82,10 +82,17 @@ export async function mountShares(agent: GuestAgent, devices: Devices, probeEnv:
 /**
  * Asks the agent, once and in the background, to power the guest off (under load its first
  * answer can take seconds). No reply comes on success: the guest goes down.
+ *
+ * The connection is held until `stopped` settles (QEMU has exited, or the stop gave up). A
+ * guest-shutdown that fails (its `shutdown -P +0` refused by a guest already powering off,
+ * e.g. by the power button pressed beside it) is answered with an error, which qemu-ga (7.2)
+ * writes in a loop that never sleeps nor sees SIGTERM while nobody holds the port's host end:
+ * systemd then waited its 90 s stop timeout for qemu-ga at every such stop (debian/12: 8 of 12
+ * stops before this).
  */
-export function askGuestShutdown(agent: GuestAgent, timeoutMs: number): void {
+export function askGuestShutdown(agent: GuestAgent, timeoutMs: number, stopped: Promise<unknown>): void {
   void agent
-    .execute('guest-shutdown', { mode: 'powerdown' }, { noReply: true, timeout: 1_000, connectTimeout: Math.max(200, Math.min(timeoutMs - 500, 15_000)) })
+    .execute('guest-shutdown', { mode: 'powerdown' }, { noReply: true, timeout: 1_000, connectTimeout: Math.max(200, Math.min(timeoutMs - 500, 15_000)), keepOpen: stopped })
     .catch(() => undefined);
 }
 

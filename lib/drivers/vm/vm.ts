@@ -345,13 +345,18 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
     };
     // Both ways at once (a guest may ignore the power button): the agent, asked once, and the
     // power button, pressed again until the stop's timeout.
-    askGuestShutdown(this.guest.agent, timeoutMs);
-    for (;;) {
-      // QEMU may exit before its reply is read: the process is what tells.
-      await this.monitor.command('system_powerdown').catch(() => undefined);
-      const wait = Math.min(POWER_BUTTON_REPEAT_MS, deadline - Date.now());
-      if (wait <= 0) return (await isQemuOf(pid, pidfile)) ? false : exited();
-      if (await waitForExit(pid, pidfile, wait)) return exited();
+    let stopped = () => undefined as void;
+    askGuestShutdown(this.guest.agent, timeoutMs, new Promise<void>((r) => (stopped = r)));
+    try {
+      for (;;) {
+        // QEMU may exit before its reply is read: the process is what tells.
+        await this.monitor.command('system_powerdown').catch(() => undefined);
+        const wait = Math.min(POWER_BUTTON_REPEAT_MS, deadline - Date.now());
+        if (wait <= 0) return (await isQemuOf(pid, pidfile)) ? false : exited();
+        if (await waitForExit(pid, pidfile, wait)) return exited();
+      }
+    } finally {
+      stopped();
     }
   }
 
