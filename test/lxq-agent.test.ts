@@ -604,6 +604,20 @@ describe('lxq agent in a VM (vm/default under QEMU): exec, spawn and terminals g
     expect(big.stdout.length).toBe(4 * 1024 * 1024);
   });
 
+  test("a terminal command's output arrives whole, up to its last byte (10 runs of 300 KiB)", async () => {
+    // Local pty execs lost their tail when a reader stopped at POLLHUP (libuv); the agent reads
+    // the terminal's master until EIO, and its frames come over a socket, not a tty stream.
+    const bytes = 300 * 1024;
+    const lengths: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const r = await vm.exec(['sh', '-c', `head -c ${bytes} /dev/zero | tr '\\0' x`], { pty: true, timeout: 300_000 });
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout.equals(Buffer.alloc(r.stdout.length, 'x'))).toBe(true);
+      lengths.push(r.stdout.length);
+    }
+    expect(lengths).toEqual(Array(10).fill(bytes));
+  });
+
   test('files through the agent: 8 MiB both ways, owners, symlinks inside the guest; state from inside; agent.nic_config', async () => {
     const data = Buffer.alloc(8 * 1024 * 1024);
     for (let i = 0; i < data.length; i += 4) data.writeUInt32BE(i, i);
