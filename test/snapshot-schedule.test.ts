@@ -2,7 +2,7 @@
  * snapshots.schedule, .schedule.stopped, .pattern and .expiry: the forms (cron, aliases, Go date
  * layouts, "1d 2H") computed, and a schedule of every minute run for real by two `lxq system
  * serve` processes (the scheduler unit's ExecStart, from a temporary unit directory) on busybox
- * containers: each scheduled snapshot is made once, named by the pattern, given the expiry, a
+ * containers (their clock moved so that a minute begins seconds after they start): each scheduled snapshot is made once, named by the pattern, given the expiry, a
  * stopped instance only with .stopped, and an expired snapshot deleted by the scheduler. VMs are
  * not tested: the scheduler is the host's and a VM's snapshot is the one every other test makes.
  */
@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { InvalidArgument } from '../lib';
 import { validateConfig } from '../lib/config/options';
 import { expiryFrom, nextSnapshotName, parseSchedule, renderPattern } from '../lib/core/schedule';
+import { minuteIn } from './helpers/clock';
 import { lxqArgv, tempHost, type TestHost } from './helpers/host';
 import { execArgs } from './helpers/units';
 
@@ -92,16 +93,19 @@ describe('a schedule of every minute, run by two scheduler processes', () => {
     const names = (name: string) => (existsSync(snapDir(name)) ? readdirSync(snapDir(name)).filter((n) => !n.startsWith('.')) : []);
 
     const unit = `lxq-test-${path.basename(t.dir)}.service`;
+    const installing = Date.now();
     await execFileP(process.execPath, [...lxqArgv(t.dir), 'system', 'install', '--unit-dir', unitDir, '--unit', unit]);
+    // Their clock begins a minute a few of lxq's start-ups from now (one just measured), not up to a minute away.
+    const clock = minuteIn(3000 + 3 * (Date.now() - installing));
     const [cmd, ...args] = execArgs(readFileSync(path.join(unitDir, unit.replace(/\.service$/, '-snapshots.service')), 'utf8'), 'ExecStart');
     const exited: Promise<number | null>[] = [];
     for (let n = 0; n < 2; n++) {
-      const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+      const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env: clock.env });
       serving.push(p);
       exited.push(new Promise((resolve) => p.once('exit', (code) => resolve(code))));
     }
     await Promise.all(serving.map((p) => new Promise((resolve) => p.stdout!.once('data', resolve))));
-    const began = Date.now();
+    const began = Date.now() + clock.shift;
 
     const deadline = Date.now() + 150_000;
     while (!(names(running.name).some((n) => n.startsWith('auto-')) && names(stoppedToo.name).length) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
@@ -109,7 +113,7 @@ describe('a schedule of every minute, run by two scheduler processes', () => {
     await new Promise((r) => setTimeout(r, 5000));
     for (const p of serving) p.kill('SIGTERM');
     expect(await Promise.all(exited)).toEqual([0, 0]);
-    const minutes = Math.floor(Date.now() / 60_000) - Math.floor(began / 60_000) + 1;
+    const minutes = Math.floor((Date.now() + clock.shift) / 60_000) - Math.floor(began / 60_000) + 1;
 
     const auto = names(running.name).filter((n) => n.startsWith('auto-')).sort();
     expect(auto.length).toBeGreaterThanOrEqual(1);
