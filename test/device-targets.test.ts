@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Instance, InvalidArgument } from '../lib';
-import { tempHost, TestHost } from './helpers/host';
+import { sh, tempHost, TestHost } from './helpers/host';
 
 let t: TestHost;
 // Made when the file loads: the test tables below name them.
@@ -33,10 +33,6 @@ afterAll(async () => {
 });
 
 const instances = () => readdirSync(path.join(t.dir, 'instances'));
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script]);
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 
 /** [what, device, message] refused for a disk's target, whatever the instance type. */
 const diskTargets = (): Array<[string, Record<string, string>, RegExp]> => [

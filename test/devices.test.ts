@@ -10,16 +10,12 @@ import * as path from 'node:path';
 
 import { AlreadyExists, Host, Instance, InvalidArgument, NotFound, NotSupported } from '../lib';
 import { describeDevices } from '../lib/devices/declarations';
-import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
+import { sh, SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 let t: TestHost;
 let shared: string; // a host directory the tests share into containers
 let c: Instance; // a running container, shared by the live cases
 
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script]);
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 /** The host's mount table, to show that nothing landed on the host. */
 const hostMounts = () => readFileSync('/proc/self/mountinfo', 'utf8');
 const rootfs = (i: Instance) => path.join(t.dir, 'instances', i.name, 'rootfs');

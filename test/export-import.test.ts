@@ -10,6 +10,7 @@ import * as path from 'node:path';
 
 import { AlreadyExists, InvalidArgument, NotFound, PermissionDenied } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
+import { sh } from './helpers/storage';
 
 let t: TestHost;
 let work: string;
@@ -25,7 +26,6 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 }, 120_000);
 
-const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
 const tree = () => execFileSync('find', [path.join(t.dir, 'instances'), '-printf', '%P %s %m %u\\n'], { encoding: 'utf8' }).split('\n').sort().join('\n');
 
 test('export → delete → import of a container gives the same files, config and snapshots', async () => {

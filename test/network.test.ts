@@ -16,7 +16,7 @@ import { AlreadyExists, Busy, Host, Instance, InvalidArgument, NotFound } from '
 import type { VmInstance } from '../lib/drivers/vm/vm';
 import { parseCidr6, slaacAddress } from '../lib/network/addresses';
 import { describeNetworkKeys } from '../lib/network/keys';
-import { SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
+import { sh, SHARED_IMAGES, tempHost, TestHost } from './helpers/host';
 
 jest.setTimeout(180_000);
 
@@ -34,10 +34,6 @@ function hostNetworkState(): string {
   return JSON.stringify({ links: links.filter((l) => !l.ifname.startsWith('lxq')).map((l) => [l.ifname, l.flags, l.mtu]), routes: routes.filter((r: { dev?: string }) => !r.dev?.startsWith('lxq')), foreign });
 }
 const linkExists = (name: string) => spawnSync('ip', ['link', 'show', 'dev', name]).status === 0;
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script], { timeout: 60_000 });
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 /** A static udp echo server (test/helpers/udp-echo.c), built once per run. */
 let udpEcho: string | undefined;
 function udpEchoBinary(): string {

@@ -14,7 +14,7 @@ import { Host, type Instance, InvalidArgument } from '../lib';
 import { hostLink } from '../lib/devices/nic';
 import type { BaseInstance } from '../lib/instance/base';
 import { egressLink } from '../lib/network/tc';
-import { SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { sh, SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 
 jest.setTimeout(240_000);
 
@@ -25,10 +25,6 @@ const nftTables = () => execFileSync('nft', ['list', 'tables']).toString().split
 /** nftables but lxq's networks' tables (made and removed by the network, not by NICs). */
 const tablesButNetworks = () => nftTables().filter((l) => !made.some((n) => l.endsWith(` lxq_${n}`)));
 const table = (dev: string) => spawnSync('nft', ['list', 'table', 'bridge', `lxq_nic_${dev}`]);
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script], { timeout: 60_000 });
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 /** Runs `script` in `i`, which must succeed. */
 const ok = async (i: Instance, script: string) => {
   const r = await sh(i, script);

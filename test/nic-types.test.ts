@@ -10,7 +10,7 @@ import * as http from 'node:http';
 
 import { type Instance, InvalidArgument, NotSupported } from '../lib';
 import { egressMissing } from '../lib/network/tc';
-import { tempHost, type TestHost } from './helpers/host';
+import { sh, tempHost, type TestHost } from './helpers/host';
 
 jest.setTimeout(240_000);
 
@@ -48,10 +48,6 @@ function vethParent(suffix: string): string {
   return a;
 }
 
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script], { timeout: 60_000 });
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 
 beforeAll(async () => {
   before = hostNetworkState();

@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { Host, type Instance, InvalidArgument, NotFound } from '../lib';
-import { runNode, SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
+import { runNode, sh, SHARED_IMAGES, tempHost, type TestHost } from './helpers/host';
 
 jest.setTimeout(240_000);
 
@@ -41,10 +41,6 @@ const get = (where: { port: number } | { socketPath: string }) =>
       res.on('end', () => resolve(body));
     }).on('error', reject);
   });
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script], { timeout: 60_000 });
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 /** The proxy process of an instance (its pid, from the lock it writes), or null if none runs. */
 const proxyPid = (i: Instance): number | null => {
   const dir = (i as unknown as { dir: string }).dir;

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { Instance, InvalidArgument, NotSupported } from '../lib';
 import { SYSCALL_NAMES } from '../lib/config/options/syscalls';
 import { seccompPolicy } from '../lib/drivers/container/seccomp';
-import { tempHost, TestHost, thrown } from './helpers/host';
+import { sh, tempHost, TestHost, thrown } from './helpers/host';
 
 const SIGSYS_EXIT = 128 + 31;
 
@@ -28,10 +28,6 @@ afterAll(async () => {
   await t?.dispose();
 });
 
-const sh = async (i: Instance, script: string) => {
-  const r = await i.exec(['sh', '-c', script]);
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
 
 /** A started busybox container with `config`, deleted after `body`. */
 async function withContainer(config: Record<string, string>, body: (c: Instance) => Promise<void>): Promise<void> {

@@ -3,12 +3,13 @@
  * own tools), restore of a stopped and a running container, events, bad input, and a child Node
  * process killed midway through a snapshot.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, promises as fs, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { AlreadyExists, Host, InvalidArgument, NotFound, NotSupported } from '../lib';
 import { tempHost, TestHost } from './helpers/host';
+import { sh } from './helpers/storage';
 
 let t: TestHost;
 
@@ -22,7 +23,6 @@ afterAll(async () => {
   await t?.dispose();
 });
 
-const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
 
 test('a snapshot keeps ownership, modes, xattrs, capabilities, ACLs, hard links, device nodes and holes; restore brings them back', async () => {
   const c = await t.host.create(t.name('snap'), { image: 'busybox', config: { 'user.k': 'before' }, pool: 'dir' });

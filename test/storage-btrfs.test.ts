@@ -6,23 +6,17 @@
  * and loop device are gone (as after a reboot); leftovers of a dead process cleared; a root
  * disk's `size` enforced by a qgroup; bad input refused and changing nothing.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { AlreadyExists, Busy, Host, InvalidArgument, NotSupported } from '../lib';
 import { SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
+import { mountsUnder, sh } from './helpers/storage';
 
 let t: TestHost;
 const published: string[] = [];
 
-const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
-/** The host's mount points at or below `dir`. */
-const mountsUnder = (dir: string) =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p) => p !== undefined && (p === dir || p.startsWith(dir + '/')));
 /** Loop devices whose file is below `dir`. */
 const loopsUnder = (dir: string) => sh('losetup --list --noheadings --output NAME,BACK-FILE').split('\n').filter((l) => l.includes(dir));
 const out = (r: { stdout: Buffer }) => r.stdout.toString().trim();

@@ -5,21 +5,15 @@
  * on overlay; btrfs a quarter of that: at load 25 on 2 cores, 100 overlay cycles took 105-153 s
  * and 25 btrfs cycles 42-44 s, each btrfs cycle paying `btrfs subvolume delete` processes).
  */
-import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { tempHost, TestHost } from './helpers/host';
+import { mountsUnder, sh } from './helpers/storage';
 
 const CYCLES = Number(process.env.LXQ_TEST_CYCLES ?? 100);
 let t: TestHost;
 
-const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
-const mountsUnder = (dir: string) =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p) => p !== undefined && (p === dir || p.startsWith(dir + '/')));
 const loopsUnder = (dir: string) => sh('losetup --list --noheadings --output NAME,BACK-FILE').split('\n').filter((l) => l.includes(dir));
 /** Every path below `dir` (its images left out: an image's copy is made once per pool and kept while the image is). */
 const tree = (dir: string) => sh(`find ${dir} -path '*/images/*' -prune -o -printf '%P\\n' | sort`);

@@ -7,12 +7,12 @@
  * a killed process leave no mount. Instances made before pools (no pool in their record) stay
  * on the dir pool, untouched.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { AlreadyExists, Busy, Host, InvalidArgument, NotFound, NotSupported } from '../lib';
 import { tempHost, TestHost, thrown } from './helpers/host';
+import { mountsUnder, sh } from './helpers/storage';
 
 let t: TestHost;
 const published: string[] = [];
@@ -26,15 +26,8 @@ afterAll(async () => {
   for (const a of published) await t?.host.images.delete(a).catch(() => undefined);
 }, 120_000);
 
-const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
 const instanceDir = (name: string) => path.join(t.dir, 'instances', name);
 const rootfs = (name: string) => path.join(instanceDir(name), 'rootfs');
-/** The host's mount points at or below `dir`. */
-const mountsUnder = (dir: string) =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p) => p !== undefined && (p === dir || p.startsWith(dir + '/')));
 /** What bad input must not change: the pools' directory, entry by entry. */
 const poolsTree = () => sh(`find ${path.join(t.dir, 'storage-pools')} -printf '%P %s %m\\n' | sort`);
 const out = (r: { stdout: Buffer }) => r.stdout.toString().trim();

@@ -8,26 +8,21 @@
  * while a VM uses it.
  */
 import { execFileSync } from 'node:child_process';
-import { lstatSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Busy, CreateOptions, Instance, InvalidArgument, NotSupported } from '../lib';
 import { tempHost, TestHost, thrown } from './helpers/host';
+import { mountsUnder, sh } from './helpers/storage';
 
 let t: TestHost;
 let pool: string;
 const GiB = 2 ** 30;
 
-const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
 const disk = (name: string) => path.join(t.dir, 'instances', name, 'disk.qcow2');
 const info = (file: string) => JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', file], { encoding: 'utf8' }));
 const poolMount = () => path.join(t.dir, 'storage-pools', pool, 'mnt');
 const subvolumes = () => sh(`btrfs subvolume list ${poolMount()}`).split('\n').filter((l) => l.includes(' path roots/')).map((l) => l.split(' path ')[1]);
-const mountsUnder = (dir: string) =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p) => p !== undefined && (p === dir || p.startsWith(dir + '/')));
 const loopsUnder = (dir: string) => sh('losetup --list --noheadings --output NAME,BACK-FILE').split('\n').filter((l) => l.includes(dir));
 /** The subvolume (`roots/<id>`) a btrfs VM's disk link points into. */
 const subvolumeOf = (name: string) => path.relative(poolMount(), path.dirname(readlinkSync(disk(name))));

@@ -6,21 +6,15 @@
  * subvolumes with a qgroup; leftovers of a killed create cleared by Host.open; bad input refused,
  * typed, naming the key, and changing nothing (the host's tree and mounts compared).
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { AlreadyExists, Busy, Host, InvalidArgument, NotFound, NotSupported, type StorageEvent } from '../lib';
 import { lxqArgv, runNode, SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
+import { mountsUnder, sh } from './helpers/storage';
 
 let t: TestHost;
-const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
 const out = (r: { stdout: Buffer }) => r.stdout.toString().trim();
-const mountsUnder = (dir: string) =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p) => p !== undefined && (p === dir || p.startsWith(dir + '/')));
 const loopsUnder = (dir: string) => sh('losetup --list --noheadings --output NAME,BACK-FILE').split('\n').filter((l) => l.includes(dir));
 const disk = (pool: string, source: string, p: string) => ({ type: 'disk' as const, pool, source, path: p });
 

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 
 import { Instance, InvalidArgument, type StatusEvent } from '../lib';
 import type { VmInstance } from '../lib/drivers/vm/vm';
-import { tempHost, TestHost } from './helpers/host';
+import { sh as shIn, tempHost, TestHost } from './helpers/host';
 
 
 let t: TestHost;
@@ -17,10 +17,7 @@ let vm: Instance;
 let share: string;
 let ro: string;
 
-const sh = async (script: string) => {
-  const r = await vm.exec(['sh', '-c', script], { timeout: 60_000 });
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
+const sh = (script: string) => shIn(vm, script, 60_000);
 /** The guest's block disks by serial. */
 const disks = async () => (await sh('for d in /sys/block/vd*; do echo "$(basename $d)=$(cat $d/serial)"; done')).out.trim().split('\n');
 

@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import type { Instance } from '../lib';
 import type { BaseInstance } from '../lib/instance/base';
 import { hostEnd } from '../lib/devices/nic';
-import { tempHost, type TestHost } from './helpers/host';
+import { sh as shIn, tempHost, type TestHost } from './helpers/host';
 
 jest.setTimeout(300_000);
 
@@ -21,10 +21,7 @@ let tap = '';
 const tag = Math.random().toString(16).slice(2, 8);
 const nftTables = () => execFileSync('nft', ['list', 'tables']).toString().split('\n').filter(Boolean).sort();
 const table = (dev: string) => spawnSync('nft', ['list', 'table', 'bridge', `lxq_nic_${dev}`]);
-const sh = async (script: string) => {
-  const r = await v.exec(['/bin/sh', '-c', script], { timeout: 120_000 });
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-};
+const sh = (script: string) => shIn(v, script, 120_000);
 const ok = async (script: string) => {
   const r = await sh(script);
   if (r.code !== 0) throw new Error(`${script}: exit ${r.code}: ${r.err}`);
