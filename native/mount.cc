@@ -282,13 +282,14 @@ class MakeNodeWorker : public MountWorker {
   int mode_, major_, minor_, uid_, gid_;
 };
 
-// A user namespace whose ids 0..size-1 are base..base+size-1 on the host (uids and gids): what
-// an idmapped mount of an image takes for a container that is not running yet. A child is made
+// A user namespace with the given uid_map and gid_map lines ("ns host count\n"…; a container's
+// range alone is "0 base size"): what an idmapped mount of an image takes for a container that is
+// not running yet (its whole map, raw.idmap's extents included). A child is made
 // in a new user namespace only to be given the map and have its namespace opened; the fd keeps
 // the namespace once the child is gone. The child shares this process's memory (CLONE_VM: no
 // copy of the Node heap's page tables) on a small stack of its own, with every signal blocked,
 // and does nothing but wait for SIGKILL; exit signal 0, so libuv's SIGCHLD handling never sees it.
-int UsernsFor(uint32_t base, uint32_t size, std::string& failed) {
+int UsernsFor(const std::string& uid_map, const std::string& gid_map, std::string& failed) {
   const size_t stack_size = 64 * 1024;
   void* stack = mmap(nullptr, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) {
@@ -310,10 +311,10 @@ int UsernsFor(uint32_t base, uint32_t size, std::string& failed) {
     failed = "clone a child in a new user namespace";
     return -1;
   }
-  std::string map = "0 " + std::to_string(base) + " " + std::to_string(size) + "\n";
   int fd = -1;
   int err = 0;
   for (const char* file : {"uid_map", "gid_map"}) {
+    const std::string& map = file[0] == 'u' ? uid_map : gid_map;
     Fd f(open(("/proc/" + std::to_string(pid) + "/" + file).c_str(), O_WRONLY | O_CLOEXEC));
     if (f.fd < 0 || write(f.fd, map.data(), map.size()) != static_cast<ssize_t>(map.size())) {
       err = errno;
@@ -348,9 +349,9 @@ bool PlainLayerPath(const std::string& p) { return !p.empty() && p.find_first_of
 class OverlayWorker : public MountWorker {
  public:
   OverlayWorker(Napi::Env env, std::string target, std::vector<std::string> layers, std::string image, std::string upper,
-                std::string work, std::string stage, bool idmap, uint32_t base, uint32_t size)
+                std::string work, std::string stage, std::string uid_map, std::string gid_map)
       : MountWorker(env, "lxq:mountOverlay"), target_(std::move(target)), layers_(std::move(layers)), image_(std::move(image)),
-        upper_(std::move(upper)), work_(std::move(work)), stage_(std::move(stage)), idmap_(idmap), base_(base), size_(size) {}
+        upper_(std::move(upper)), work_(std::move(work)), stage_(std::move(stage)), uid_map_(std::move(uid_map)), gid_map_(std::move(gid_map)) {}
 
   void Execute() override {
     for (const std::string* p : {&image_, &stage_}) {
@@ -362,9 +363,9 @@ class OverlayWorker : public MountWorker {
     if (!upper_.empty() && (!PlainLayerPath(upper_) || !PlainLayerPath(work_))) return Fail("upper or work path holds one of , : \\ =", EINVAL);
     std::string bottom = image_;
     bool staged = false;
-    if (idmap_) {
+    if (!uid_map_.empty()) {
       std::string step;
-      Fd userns(UsernsFor(base_, size_, step));
+      Fd userns(UsernsFor(uid_map_, gid_map_, step));
       if (userns.fd < 0) return Fail(step, errno);
       Fd tree(open_tree(AT_FDCWD, image_.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
       if (tree.fd < 0) return Fail("open_tree " + image_, errno);
@@ -395,8 +396,7 @@ class OverlayWorker : public MountWorker {
   std::string target_;
   std::vector<std::string> layers_;
   std::string image_, upper_, work_, stage_;
-  bool idmap_;
-  uint32_t base_, size_;
+  std::string uid_map_, gid_map_;  // empty: the image as stored
 };
 
 class UnmountWorker : public MountWorker {
@@ -509,14 +509,25 @@ Napi::Value MountOverlay(const Napi::CallbackInfo& info) {
     Napi::Array a = o.Get("layers").As<Napi::Array>();
     for (uint32_t i = 0; i < a.Length(); i++) layers.push_back(a.Get(i).ToString().Utf8Value());
   }
-  bool idmap = o.Has("idmap") && o.Get("idmap").IsObject();
-  uint32_t base = 0, size = 0;
-  if (idmap) {
+  // idmap: { base, size } (one extent of each kind), or { uid, gid }: arrays of { ns, host, count }.
+  std::string maps[2];
+  if (o.Has("idmap") && o.Get("idmap").IsObject()) {
     Napi::Object m = o.Get("idmap").As<Napi::Object>();
-    base = m.Get("base").ToNumber().Uint32Value();
-    size = m.Get("size").ToNumber().Uint32Value();
+    const char* kinds[2] = {"uid", "gid"};
+    for (int k = 0; k < 2; k++) {
+      if (!m.Has(kinds[k]) || !m.Get(kinds[k]).IsArray()) {
+        maps[k] = "0 " + std::to_string(m.Get("base").ToNumber().Uint32Value()) + " " + std::to_string(m.Get("size").ToNumber().Uint32Value()) + "\n";
+        continue;
+      }
+      Napi::Array a = m.Get(kinds[k]).As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Object e = a.Get(i).As<Napi::Object>();
+        maps[k] += std::to_string(e.Get("ns").ToNumber().Uint32Value()) + " " + std::to_string(e.Get("host").ToNumber().Uint32Value()) + " " +
+                   std::to_string(e.Get("count").ToNumber().Uint32Value()) + "\n";
+      }
+    }
   }
-  auto* w = new OverlayWorker(info.Env(), str("target"), std::move(layers), str("image"), str("upper"), str("work"), str("stage"), idmap, base, size);
+  auto* w = new OverlayWorker(info.Env(), str("target"), std::move(layers), str("image"), str("upper"), str("work"), str("stage"), maps[0], maps[1]);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -177,6 +177,27 @@ describe('raw.idmap re-shifts the root', () => {
     expect((await sh(c, 'stat -c %u:%g /home/u/f /home/g')).out).toBe('1000:1000\n0:1000\n');
     await c.delete({ force: true });
   }, 300_000);
+  test("on an overlay pool the image's shared lower layer is seen through the new map: its root-owned files stay root's when raw.idmap moves root", async () => {
+    const c = await t.host.create(t.name('rawlow'), { image: 'busybox' });
+    try {
+      expect(existsSync(path.join(t.dir, 'instances', c.name, 'overlay.json'))).toBe(true); // the default pool is an overlay one
+      const base = statSync(path.join(rootfs(c), 'bin')).uid; // /bin is the image's, in the lower layer
+      await c.update({ 'raw.idmap': `both ${hostUid} 0` });
+      const bin = statSync(path.join(rootfs(c), 'bin'));
+      expect([bin.uid, bin.gid]).toEqual([hostUid, hostUid]);
+      await c.start();
+      expect((await sh(c, 'stat -c %u:%g /bin /etc/passwd; touch /etc/passwd; mkdir /root/new; stat -c %u:%g /root/new')).out).toBe('0:0\n0:0\n0:0\n');
+      await c.stop({ force: true });
+      // Back: the image's files and the copied-up ones in the range again.
+      await c.update({ 'raw.idmap': null });
+      expect([statSync(path.join(rootfs(c), 'bin')).uid, statSync(path.join(rootfs(c), 'etc/passwd')).uid, statSync(path.join(rootfs(c), 'root/new')).uid]).toEqual([base, base, base]);
+      await c.start();
+      expect((await sh(c, 'stat -c %u:%g /bin /etc/passwd /root/new')).out).toBe('0:0\n0:0\n0:0\n');
+    } finally {
+      await c.delete({ force: true });
+    }
+  }, 300_000);
+
   test('security.protection.shift: a raw.idmap change is refused, stopped or running, and so is a start that would shift; nothing changes', async () => {
     const c = await t.host.create(t.name('prot'), { image: 'busybox', config: { 'security.protection.shift': 'true' } });
     try {

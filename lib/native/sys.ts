@@ -112,7 +112,15 @@ export interface OverlayMountOptions {
   upper?: string;
   work?: string;
   stage: string;
-  idmap?: { base: number; size: number };
+  /** The image seen through a container's range, or through its whole map (extents of each kind). */
+  idmap?: { base: number; size: number } | { uid: IdExtent[]; gid: IdExtent[] };
+}
+
+/** One extent of an id map: `count` ids from `ns` are `host`… on the host. */
+export interface IdExtent {
+  ns: number;
+  host: number;
+  count: number;
 }
 
 let loaded: Sys | undefined;

@@ -32,7 +32,7 @@ export async function diskUsage(target: string, oneFileSystem = false): Promise<
  * image is not for a container to open.
  */
 export async function copyTreeShifted(src: string, dst: string, shift: number): Promise<void> {
-  await copyTreeMapped(src, dst, shift === 0 ? undefined : (id) => id + shift);
+  await copyTreeThrough(src, dst, shift === 0 ? undefined : { uid: (id) => id + shift, gid: (id) => id + shift });
 }
 
 /** Host uids and gids moved from one map of a container's to another (the same inside ids). */
@@ -50,13 +50,15 @@ export const OVERFLOW_ID = 65534;
  * file the container saw as nobody) becomes nobody, as the container saw it.
  */
 export async function copyTreeUnshifted(src: string, dst: string, map: { base: number; size: number } | null): Promise<void> {
-  await copyTreeMapped(src, dst, map ? (id) => (id >= map.base && id < map.base + map.size ? id - map.base : OVERFLOW_ID) : undefined);
+  const back = (id: number) => (id >= map!.base && id < map!.base + map!.size ? id - map!.base : OVERFLOW_ID);
+  await copyTreeThrough(src, dst, map ? { uid: back, gid: back } : undefined);
 }
 
-async function copyTreeMapped(src: string, dst: string, mapId: ((id: number) => number) | undefined): Promise<void> {
+/** copyTreeShifted through any id mapper (an image seen through a container's whole map, raw.idmap's extents included). */
+export async function copyTreeThrough(src: string, dst: string, ids: IdMapper | undefined): Promise<void> {
   await fs.mkdir(dst, { mode: 0o700 }); // EEXIST: never a copy into something already there
   await copyTree(src, dst);
-  await mapTreeIds(dst, mapId && { uid: mapId, gid: mapId }, true);
+  await mapTreeIds(dst, ids, true);
 }
 
 /**

@@ -5,15 +5,12 @@
  */
 import { type InstanceConfig, parseRawIdmap } from '../../config/options';
 import { InvalidArgument } from '../../core/errors';
+import type { IdExtent, LowerIds } from '../../storage/pools/types';
 import { type IdMapper, OVERFLOW_ID } from '../../storage/tree';
 import { type IdMap, rootSubRanges } from './host-facts';
 
 /** One extent of a map: `count` ids from `ns` inside are `host`… on the host. */
-export interface Extent {
-  ns: number;
-  host: number;
-  count: number;
-}
+export type Extent = IdExtent;
 
 export type IdKind = 'uid' | 'gid';
 
@@ -96,6 +93,9 @@ export function translateIds(from: IdMap, to: IdMap): IdMapper {
   };
   return { uid: one('uid'), gid: one('gid') };
 }
+
+/** The whole map as a pool sees an image's lower layer through it (LowerIds). */
+export const lowerIds = (map: IdMap): LowerIds => ({ base: map.base, size: map.size, uid: extents(map, 'uid'), gid: extents(map, 'gid') });
 
 /** Whether two maps give every inside id the same host id. */
 export const sameIds = (a: IdMap, b: IdMap): boolean => (['uid', 'gid'] as const).every((k) => JSON.stringify(extents(a, k)) === JSON.stringify(extents(b, k)));

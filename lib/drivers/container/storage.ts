@@ -18,7 +18,7 @@ import type { IdRange, PoolDriver, RootImage } from '../../storage/pools/types';
 import { copyTree, copyTreeUnshifted, type IdMapper, remapTreeWith } from '../../storage/tree';
 import type { CopyToOptions, SnapshotRef, StorageDriver } from '../../storage/types';
 import type { IdMap } from './host-facts';
-import { sameIds, translateIds } from './idmap';
+import { lowerIds, sameIds, translateIds } from './idmap';
 import { run } from '../../core/run';
 
 export interface ContainerStorageHooks {
@@ -193,8 +193,8 @@ export class ContainerStorage implements StorageDriver {
    * laid out for to `map` when they differ, so that its files keep their inside owners. The
    * tree's raw lines are kept in a trusted.* xattr of its top (the container cannot see it; a
    * snapshot, copy or restore carries it with the tree; absent: none, as create shifts). Its root
-   * on a dir or btrfs pool, its upper directory on an overlay pool (the image's lower layer is
-   * shared and never changed). A shift cut short is finished at the next call: a file already
+   * on a dir or btrfs pool; on an overlay pool its upper directory, and the image's lower layer
+   * (shared, never changed) is seen through the new map (PoolDriver.alignLower). A shift cut short is finished at the next call: a file already
    * moved is left alone, its new host id being unmapped in the old map. Refused while `protect`
    * (security.protection.shift) when a shift is needed.
    */
@@ -203,15 +203,21 @@ export class ContainerStorage implements StorageDriver {
     const mark = path.join(this.hooks.dir(), RAW_MARK);
     if (!map.raw?.length && !(await exists(mark))) return;
     const pool = await this.pool();
-    if (pool.name !== 'overlay') await pool.attachRoot(this.hooks.dir());
-    const tree = path.join(this.hooks.dir(), pool.name === 'overlay' ? 'upper' : 'rootfs');
+    const dir = this.hooks.dir();
+    const overlay = pool.name === 'overlay';
+    if (!overlay) await pool.attachRoot(dir);
+    const tree = path.join(dir, overlay ? 'upper' : 'rootfs');
     const laid = await run('getfattr', ['--only-values', '--absolute-names', '-n', RAW_LAYOUT, '--', tree]).then((v) => JSON.parse(v) as IdMap['raw'], () => undefined);
     const was: IdMap = { base: map.base, size: map.size, raw: laid ?? [] };
     if (!sameIds(was, map)) {
-      if (protect) throw new InvalidArgument(`the root of ${path.basename(this.hooks.dir())} would have to be shifted for its raw.idmap, and security.protection.shift is true`);
+      if (protect) throw new InvalidArgument(`the root of ${path.basename(dir)} would have to be shifted for its raw.idmap, and security.protection.shift is true`);
+      if (overlay) await pool.detachRoot(dir); // overlayfs is not to see its upper layer change under it
       await remapTreeWith(tree, translateIds(was, map));
       await run('setfattr', ['-n', RAW_LAYOUT, '-v', `0x${Buffer.from(JSON.stringify(map.raw ?? [])).toString('hex')}`, '--', tree]);
     }
+    // The image's files under the overlay are seen through the whole map too (mounted again if the view changed).
+    await pool.alignLower?.(dir, lowerIds(map));
+    if (overlay) await pool.attachRoot(dir);
     if (map.raw?.length) await fs.writeFile(mark, '');
     else await fs.rm(mark, { force: true });
   }

@@ -17,6 +17,7 @@
  * kernel's version); where it does not, the pool keeps one shifted copy of the image per id map,
  * shared by every container with that map.
  */
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
@@ -26,10 +27,10 @@ import { FileLock } from '../../core/lock';
 import { renameNew, stagingPath } from '../../core/staging';
 import { sys } from '../../native/sys';
 import { resetMachineId } from '../move';
-import { copyTree, copyTreeShifted, remapTreeWith } from '../tree';
+import { copyTree, copyTreeShifted, copyTreeThrough, type IdMapper, remapTreeWith } from '../tree';
 import { copyDiskFile, imageKey, refuseDirectoryPoolKeys } from './dir';
 import { isMountPoint, unmountUnder } from './mounts';
-import type { AdoptOptions, IdRange, PoolDriver, RootImage } from './types';
+import type { AdoptOptions, IdExtent, IdRange, LowerIds, PoolDriver, RootImage } from './types';
 
 /** How an overlay instance's lower layer is seen, written at create (`overlay.json`). */
 export interface OverlayLayout {
@@ -39,11 +40,35 @@ export interface OverlayLayout {
   lower: string;
   /** The image's tree it was made of. */
   image: string;
-  /** The id map the lower is seen through (an idmapped mount); null: as stored. */
-  idmap: IdRange | null;
+  /** The id map the lower is seen through (an idmapped mount): the range, or the whole map (raw.idmap); null: as stored. */
+  idmap: IdRange | LowerIds | null;
 }
 
 export const OVERLAY_LAYOUT = 'overlay.json';
+/**
+ * The lower as a raw.idmap change made it ({ lower, idmap }, over overlay.json's): a file of its
+ * own, replaced atomically, as overlay.json is never replaced (it is the mount's lock file).
+ */
+const LOWER_LAYOUT = 'overlay.lower.json';
+
+async function readLayout(dir: string): Promise<OverlayLayout> {
+  const layout = await readJson<OverlayLayout>(path.join(dir, OVERLAY_LAYOUT));
+  const lower = await readJson<Pick<OverlayLayout, 'lower' | 'idmap'>>(path.join(dir, LOWER_LAYOUT)).catch((e) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+  return lower ? { ...layout, lower: lower.lower, idmap: lower.idmap } : layout;
+}
+
+/** Host ids of an image's (0-based) ids through a whole map; an id past every extent as the range's offset (as hostId). */
+function mapperOf(ids: LowerIds): IdMapper {
+  const one = (ext: IdExtent[]) => (id: number) => {
+    const e = ext.find((x) => id >= x.ns && id < x.ns + x.count);
+    return e ? e.host + (id - e.ns) : id + ids.base;
+  };
+  return { uid: one(ids.uid), gid: one(ids.gid) };
+}
+
+/** Whether the map is its range alone (no raw.idmap extent). */
+const plainRange = (ids: LowerIds): boolean =>
+  (['uid', 'gid'] as const).every((k) => ids[k].length === 1 && ids[k][0].ns === 0 && ids[k][0].host === ids.base && ids[k][0].count === ids.size);
 /** Where the idmapped clone of the lower is attached for the instant of the overlay's mount. */
 const STAGE = '.lxq-lower';
 
@@ -105,7 +130,7 @@ export class OverlayPool implements PoolDriver {
     try {
       await lock.hold(async () => {
         if (await isMountPoint(rootfs)) return;
-        const layout = await readJson<OverlayLayout>(path.join(dir, OVERLAY_LAYOUT));
+        const layout = await readLayout(dir);
         const stage = path.join(dir, STAGE);
         await fs.mkdir(stage, { mode: 0o700 }).catch((e) => (e.code === 'EEXIST' ? undefined : Promise.reject(e)));
         await unmountUnder(stage); // a clone left by a process killed within the mount
@@ -144,6 +169,34 @@ export class OverlayPool implements PoolDriver {
     await fs.mkdir(path.join(into, 'work'), { mode: 0o700 });
     await fs.mkdir(path.join(into, 'rootfs'), { mode: 0o755 });
     await fs.copyFile(path.join(dir, OVERLAY_LAYOUT), path.join(into, OVERLAY_LAYOUT));
+    // The copy has its source's config, raw.idmap with it: the same view of the lower.
+    await fs.copyFile(path.join(dir, LOWER_LAYOUT), path.join(into, LOWER_LAYOUT)).catch((e) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+  }
+
+  /**
+   * The lower seen through the container's whole map (raw.idmap changed, or set at create): the
+   * idmapped clone given the map's extents, or the pool's copy of the image shifted through it
+   * (one per map, shared). The overlay is mounted again when the view changes.
+   */
+  async alignLower(dir: string, ids: LowerIds): Promise<void> {
+    const layout = await readLayout(dir);
+    if (!layout.idmap && layout.lower === layout.image) return; // an empty lower (a tree from another pool), or privileged
+    const range = { base: ids.base, size: ids.size };
+    const plain = plainRange(ids);
+    const next: Pick<OverlayLayout, 'lower' | 'idmap'> = layout.idmap
+      ? { lower: layout.lower, idmap: plain ? range : ids }
+      : { lower: await this.shiftedImage(layout.image, range, plain ? undefined : ids), idmap: null };
+    if (JSON.stringify({ lower: layout.lower, idmap: layout.idmap }) === JSON.stringify(next)) return;
+    const lock = new FileLock(path.join(dir, OVERLAY_LAYOUT), `the root of ${path.basename(dir)}`);
+    try {
+      await lock.hold(async () => {
+        await unmountUnder(dir);
+        await writeJsonAtomic(path.join(dir, LOWER_LAYOUT), next);
+      });
+    } finally {
+      await lock.close();
+    }
+    await this.attachRoot(dir);
   }
 
   /**
@@ -190,7 +243,7 @@ export class OverlayPool implements PoolDriver {
     }
     // The snapshot's upper as a read-only layer over the same lower: its whiteouts and opaque
     // directories apply as they did in the container.
-    const layout = await readJson<OverlayLayout>(path.join(dir, OVERLAY_LAYOUT));
+    const layout = await readLayout(dir);
     const view = path.join(scratch, 'rootfs');
     const stage = path.join(scratch, STAGE);
     await fs.mkdir(view, { recursive: true, mode: 0o755 });
@@ -251,16 +304,18 @@ export class OverlayPool implements PoolDriver {
     return answer;
   }
 
-  /** The pool's copy of the image shifted for `ids` (made once, shared by every container with that map). */
-  private async shiftedImage(imageRootfs: string, ids: IdRange): Promise<string> {
-    const key = `${imageKey(imageRootfs)}-${ids.base}-${ids.size}`;
+  /** The pool's copy of the image shifted for `ids`, or through the whole map `full` (made once, shared by every container with that map). */
+  private async shiftedImage(imageRootfs: string, ids: IdRange, full?: LowerIds): Promise<string> {
+    const whole = full ? `-${createHash('sha256').update(JSON.stringify([full.uid, full.gid])).digest('hex').slice(0, 16)}` : '';
+    const key = `${imageKey(imageRootfs)}-${ids.base}-${ids.size}${whole}`;
     const shifted = path.join(this.poolDir, 'shifted', key);
     if (await exists(path.join(shifted, 'rootfs'))) return path.join(shifted, 'rootfs');
     await fs.mkdir(path.dirname(shifted), { recursive: true, mode: 0o711 });
     const staging = stagingPath(path.dirname(shifted), 'shift');
     await fs.mkdir(staging, { mode: 0o711 });
     try {
-      await copyTreeShifted(imageRootfs, path.join(staging, 'rootfs'), ids.base);
+      if (full) await copyTreeThrough(imageRootfs, path.join(staging, 'rootfs'), mapperOf(full));
+      else await copyTreeShifted(imageRootfs, path.join(staging, 'rootfs'), ids.base);
       await renameNew(staging, shifted).catch((e) => {
         // Another container with this map made it first: theirs is the same.
         if (e.code !== 'EEXIST' && e.code !== 'ENOTEMPTY') throw e;

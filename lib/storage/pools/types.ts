@@ -4,7 +4,10 @@
  * nothing here knows an instance type's driver: a container driver asks a pool for a root tree
  * and is handed the directories it needs.
  */
+import type { IdExtent } from '../../native/sys';
 import type { IdMapper } from '../tree';
+
+export type { IdExtent };
 
 /**
  * The pool drivers of this version: `dir` (a full copy of the image per container), `overlay`
@@ -92,6 +95,12 @@ export interface IdRange {
   size: number;
 }
 
+/** A container's whole map (its range, raw.idmap's extents punched in), as a lower layer shared with its image is seen through. */
+export interface LowerIds extends IdRange {
+  uid: IdExtent[];
+  gid: IdExtent[];
+}
+
 /** How adoptTree makes its copy. */
 export interface AdoptOptions {
   snapshot: boolean;
@@ -160,6 +169,13 @@ export interface PoolDriver {
   prepareDisk(dir: string, file: string): Promise<void>;
   /** Removes what the pool keeps of the image tree `imageRootfs` (shifted copies, subvolumes); the image store deletes it and no instance uses it. */
   releaseImage(imageRootfs: string): Promise<void>;
+  /**
+   * Where the tree's lower part is shared with its image (an overlay's lower layer), makes the
+   * stopped container whose directory is `dir` see it through `ids` (raw.idmap changed), so that
+   * its image's files keep their inside owners; the tree's own part is the caller's to shift.
+   * Absent: the whole tree is the container's own.
+   */
+  alignLower?(dir: string, ids: LowerIds): Promise<void>;
   /** Copies the stopped VM's disk `<dir>/<file>` (its internal snapshots with it) to `<into>/<file>`: a subvolume snapshot on btrfs. */
   copyDisk(dir: string, into: string, file: string): Promise<void>;
 }
