@@ -178,7 +178,7 @@ export const RAW_OPTIONS: readonly OptionSpec[] = [
     description:
       'Host ids mapped into the container beside its id range, one line each ("both 1000 1000", "uid 50-60 500-510": both, uid or gid, the host id or range, the inside one), punched into its map as LXD does. ' +
       "The host ids must be root's in /etc/subuid and /etc/subgid (e.g. \"root:1000:1\") and outside the container's own range. Files under those ids keep their host owner; " +
-      "when it changes, the container's own tree is re-shifted as LXD's (at once if stopped, else at the next start) so that its files keep their inside owners (on an overlay pool, the image's shared lower layer is not: its files under a remapped id show as nobody). VMs: refused (LXD maps a VM's virtiofs shares with it; lxq's shares are not mapped).",
+      "when it changes, the container's own tree is re-shifted as LXD's (at once if stopped, else at the next start) so that its files keep their inside owners (on an overlay pool its upper directory is, and the image's shared lower layer is seen through the new map; POSIX ACLs and namespaced file capabilities move with the files). VMs: refused (LXD maps a VM's virtiofs shares with it; lxq's shares are not mapped).",
     validate: (v) => void parseRawIdmap(v),
   },
   {
