@@ -8,7 +8,7 @@
  * while a VM uses it.
  */
 import { execFileSync } from 'node:child_process';
-import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import { lstatSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Busy, CreateOptions, Instance, InvalidArgument, NotSupported } from '../lib';
@@ -110,6 +110,29 @@ test('a VM on a btrfs pool: its disk in a subvolume, grown to the root disk size
   expect(subvolumes()).toEqual([]);
   await imported.delete();
 }, 900_000);
+
+test('a snapshot restore puts back the disk size recorded in the snapshot, as LXD does (its snapshot\'s disk file and size key), smaller or larger', async () => {
+  const v = await vm(t.name('vr'), { root: { type: 'disk', path: '/', pool: 'default', size: '1536MiB' } });
+  await v.snapshots.create('small');
+  await v.updateDevice('root', { size: '2GiB' });
+  await v.snapshots.create('big');
+  // The root disk's size in bytes is in the record (the root disk device is the pool's, not among the devices).
+  const rootOf = async () => ({ disk: info(disk(v.name))['virtual-size'], size: JSON.parse(readFileSync(path.join(t.dir, 'instances', v.name, 'lxq.json'), 'utf8')).rootSize });
+  expect(await rootOf()).toEqual({ disk: 2 * GiB, size: 2 * GiB });
+  // qemu-img's restore of an internal snapshot sets the disk to the size it had then; the record comes back with it: they agree.
+  await v.snapshots.restore('small');
+  expect(await rootOf()).toEqual({ disk: 1.5 * GiB, size: 1.5 * GiB });
+  execFileSync('qemu-img', ['check', '-q', disk(v.name)]);
+  // The restored size is the one a later grow starts from.
+  expect(await thrown(v.updateDevice('root', { size: '1GiB' }))).toBeInstanceOf(InvalidArgument);
+  await v.snapshots.restore('big');
+  expect(await rootOf()).toEqual({ disk: 2 * GiB, size: 2 * GiB });
+  await v.snapshots.restore('small');
+  await v.updateDevice('root', { size: '1792MiB' });
+  expect(await rootOf()).toEqual({ disk: 1.75 * GiB, size: 1.75 * GiB });
+  execFileSync('qemu-img', ['check', '-q', disk(v.name)]);
+  await v.delete();
+}, 300_000);
 
 test('the root disk size grows a VM disk on the overlay and dir pools; a size below the image is refused and changes nothing', async () => {
   const dirPool = t.name('dp');
