@@ -68,11 +68,11 @@ export function hostId(map: IdMap | null, kind: IdKind, id: number): number {
   return e ? e.host + (id - e.ns) : id + map.base;
 }
 
-/** The inside id of host id `id` (the inverse of hostId). */
+/** The inside id of host id `id` (the inverse of hostId); OVERFLOW_ID for one the map leaves out (a host file bind-mounted in), as stat inside says. */
 export function nsId(map: IdMap | null, kind: IdKind, id: number): number {
   if (!map) return id;
-  const e = map.raw?.length ? extents(map, kind).find((x) => id >= x.host && id < x.host + x.count) : undefined;
-  return e ? e.ns + (id - e.host) : id - map.base;
+  const e = extents(map, kind).find((x) => id >= x.host && id < x.host + x.count);
+  return e ? e.ns + (id - e.host) : OVERFLOW_ID;
 }
 
 /**
