@@ -127,6 +127,27 @@ describe('round trip', () => {
     await expect(c.files.pullTree('/srv/odd', { follow: true } as never)).rejects.toThrow(InvalidArgument);
   });
 
+  test('a pull of / archives the virtual filesystems mounted inside (/proc, /sys, /dev…) as empty directories, reported, and the data whole', async () => {
+    await c.files.write('/srv/marker', 'data\n');
+    const skipped: string[] = [];
+    const tar = await collectStream(await c.files.pullTree('/', { onSkip: (p, type) => type === 'directory' && skipped.push(p) }));
+    const file = path.join(scratch, 'root.tar');
+    writeFileSync(file, tar);
+    const names = execFileSync('tar', ['-tf', file], { encoding: 'utf8', maxBuffer: 64 * 2 ** 20 }).split('\n').filter(Boolean);
+    expect(skipped).toEqual(expect.arrayContaining(['/proc', '/sys', '/dev']));
+    for (const v of skipped) {
+      const rel = v.slice(1);
+      expect(names).toContain(`${rel}/`);
+      expect(names.filter((n) => n.startsWith(`${rel}/`) && n !== `${rel}/`)).toEqual([]);
+    }
+    expect(names).toEqual(expect.arrayContaining(['srv/marker', 'etc/passwd', 'bin/']));
+    expect(execFileSync('tar', ['-xOf', file, 'srv/marker'], { encoding: 'utf8' })).toBe('data\n');
+    // Asked for itself, a virtual filesystem is not walked either.
+    const proc: string[] = [];
+    expect(execFileSync('tar', ['-t'], { input: await collectStream(await c.files.pullTree('/proc', { onSkip: (p) => proc.push(p) })), encoding: 'utf8' })).toBe('');
+    expect(proc).toEqual(['/proc']);
+  });
+
   test('an abort ends the stream with Aborted', async () => {
     const ac = new AbortController();
     ac.abort();
@@ -203,6 +224,24 @@ describe('hostile archives change nothing', () => {
     await expect(c.files.stat('/srv/fresh')).rejects.toThrow(NotFound);
     expect(await c.files.read('/etc/passwd')).toEqual(passwd);
     await expect(c.files.stat('/escaped')).rejects.toThrow(NotFound);
+  });
+
+  test('a push that fails half-way (a name too long for the filesystem) takes away what it made; what was there stays', async () => {
+    await c.files.mkdir('/srv/half');
+    await c.files.write('/srv/half/kept', 'old\n');
+    const tar = archive([
+      { name: 'kept', data: 'new\n' },
+      { name: 'made/', type: 'directory', mode: 0o755 },
+      { name: 'made/one', data: 'one\n' },
+      { name: 'link', type: 'symlink', linkname: 'made/one' },
+      { name: `made/${'x'.repeat(300)}`, data: 'too long\n' },
+    ]);
+    await expect(c.files.pushTree('/srv/half', Readable.from(tar))).rejects.toThrow();
+    expect((await c.files.list('/srv/half')).map((e) => e.name)).toEqual(['kept']);
+    expect((await c.files.read('/srv/half/kept')).toString()).toBe('new\n'); // the extraction had begun (replaced files keep their new content)
+    // A new target is taken away whole.
+    await expect(c.files.pushTree('/srv/half-new/deeper', Readable.from(tar))).rejects.toThrow();
+    await expect(c.files.stat('/srv/half-new')).rejects.toThrow(NotFound);
   });
 
   test('nothing is written through a symlink already in the instance, nor over a directory', async () => {

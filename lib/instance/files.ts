@@ -153,7 +153,7 @@ export interface TreeOptions {
  * ```
  */
 export interface PullTreeOptions extends TreeOptions {
-  /** Called for each member left out (a device, fifo or socket), with its path inside the instance. */
+  /** Called for each member left out (a device, fifo or socket), with its path inside the instance; and for each virtual filesystem's mount point (/proc, /sys, /dev…), archived as an empty directory (type `directory`). */
   onSkip?: (path: string, type: FileType) => void;
 }
 

@@ -10,13 +10,17 @@
  * push -r` refuses what it cannot make), owners in range, and what is already in the instance
  * (nothing is written through an existing symlink, no directory replaced by a file). Only then is
  * anything written, parents before children: a refused archive changes nothing. What can still
- * fail half-way is the instance itself (a full disk, a process racing the extraction), as with
- * tar; a directory that already exists keeps its mode and owner, as with LXD. Symlinks are made
+ * fail half-way is the instance itself (a full disk, a name too long for its filesystem, an
+ * abort): then what this push made where nothing was is removed again (files it replaced keep
+ * their new content: the primitives have no rename to stage a whole tree with; each file is
+ * written atomically). A directory that already exists keeps its mode and owner, as with LXD. Symlinks are made
  * as they are in the archive, wherever they point: they are never followed by the extraction.
  *
  * pullTree walks the tree with stat (which never follows a final symlink): a symlink is archived
  * as a link, whatever it points to; devices, fifos and sockets are left out and reported to
- * `onSkip`. Names are relative to the directory pulled, directories end with "/".
+ * `onSkip`; a virtual filesystem mounted inside (/proc, /sys, /dev…: see virtual-mounts.ts) is
+ * archived as an empty directory and reported too. Names are relative to the directory pulled,
+ * directories end with "/".
  */
 import { promises as fs, createReadStream } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -28,6 +32,7 @@ import { Aborted, InvalidArgument, NotFound, NotSupported } from '../core/errors
 import { refuseUnknownKeys } from '../core/keys';
 import { readTar, TAR_END, tarHeader, tarPadding, type TarHeader } from '../core/pax';
 import { checkMembers } from '../core/tar';
+import { virtualMounts } from './virtual-mounts';
 import { type DirEntry, type FileStat, type FileType, type InstanceFiles, instancePath, type OwnerOptions, PULL_TREE_OPTION_KEYS, type PullTreeOptions, TREE_OPTION_KEYS, type TreeOptions, type WriteOptions } from './files';
 
 /** A file larger than this is pulled through a host temporary file, not held in memory. */
@@ -70,7 +75,11 @@ export abstract class TreeFiles implements InstanceFiles {
     checkAbort(signal, what);
     const first = await this.list(root); // NotFound, or InvalidArgument when not a directory
     const link = (at: string) => this.treeLink(at, root);
-    const stream = Readable.from(pullEntries(this, root, first, { signal, onSkip, what, link }), { objectMode: false });
+    const virtual = await virtualMounts(this);
+    // A virtual filesystem asked for itself is not walked either: an empty stream, reported.
+    if (virtual.has(root)) onSkip?.(root, 'directory');
+    const entries = virtual.has(root) ? [] : first;
+    const stream = Readable.from(pullEntries(this, root, entries, { signal, onSkip, what, link, virtual }), { objectMode: false });
     if (signal) {
       const abort = () => stream.destroy(new Aborted(`${what} was aborted`));
       signal.addEventListener('abort', abort, { once: true });
@@ -109,6 +118,8 @@ interface PullContext {
   onSkip?: (path: string, type: FileType) => void;
   what: string;
   link: (at: string) => Promise<string>;
+  /** Mount points of virtual filesystems: archived as empty directories. */
+  virtual: Set<string>;
   tmp?: string;
 }
 
@@ -129,7 +140,10 @@ async function* walk(files: TreeFiles, root: string, rel: string, entries: DirEn
     const st = await files.stat(at).catch((e) => (e instanceof NotFound ? undefined : Promise.reject(e)));
     if (!st) continue; // removed since it was listed
     const h: TarHeader = { name, type: 'file', mode: st.mode, uid: st.uid, gid: st.gid, mtime: st.mtime, size: 0 };
-    if (st.type === 'directory') {
+    if (st.type === 'directory' && ctx.virtual.has(at)) {
+      yield tarHeader({ ...h, type: 'directory', name: `${name}/` });
+      ctx.onSkip?.(at, 'directory');
+    } else if (st.type === 'directory') {
       const children = await files.list(at);
       yield tarHeader({ ...h, type: 'directory', name: `${name}/` });
       yield* walk(files, root, name, children, ctx);
@@ -287,21 +301,47 @@ async function survey(files: TreeFiles, root: string, members: Member[]): Promis
   return seen;
 }
 
-/** Makes the members, parents first; then directories' times, deepest first (making their contents changed them). */
-async function extract(
+/** How members are made: the abort, what is being done (for messages), and how a file is written. */
+interface ExtractContext {
+  signal?: AbortSignal;
+  what: string;
+  put: (hostPath: string, path: string, options: WriteOptions) => Promise<void>;
+}
+
+/** Makes the members (see extractMembers); on a failure, takes away what it made where nothing was. */
+async function extract(files: TreeFiles, root: string, members: Member[], seen: Map<string, FileType | 'missing'>, ctx: ExtractContext): Promise<void> {
+  const ready = new Set<string>([...seen].filter(([, t]) => t === 'directory').map(([rel]) => rel));
+  const top = members.find((m) => m.name === '');
+  // What this push made where nothing was: taken away again if it fails half-way.
+  const created: string[] = [];
+  try {
+    if (seen.get('') === 'missing') {
+      // The highest missing ancestor is what this push makes (mkdir -p below it).
+      let highest = root;
+      while (highest !== '/' && path.posix.dirname(highest) !== '/' && !(await files.stat(path.posix.dirname(highest)).then(() => true, (e) => (e instanceof NotFound ? false : Promise.reject(e))))) highest = path.posix.dirname(highest);
+      if (root !== '/') await files.mkdir(path.posix.dirname(root), { parents: true });
+      created.push(highest);
+      await files.mkdir(root, top ? owner(top.header) : {});
+      ready.add('');
+    }
+    await extractMembers(files, root, members, seen, ready, created, ctx);
+  } catch (e) {
+    for (const at of created.reverse()) await files.remove(at, { recursive: true }).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Makes the members, parents first (each made where nothing was added to `created`); then directories' times, deepest first (making their contents changed them). */
+async function extractMembers(
   files: TreeFiles,
   root: string,
   members: Member[],
   seen: Map<string, FileType | 'missing'>,
-  { signal, what, put }: { signal?: AbortSignal; what: string; put: (hostPath: string, path: string, options: WriteOptions) => Promise<void> },
+  ready: Set<string>,
+  created: string[],
+  { signal, what, put }: ExtractContext,
 ): Promise<void> {
-  const ready = new Set<string>([...seen].filter(([, t]) => t === 'directory').map(([rel]) => rel));
   const top = members.find((m) => m.name === '');
-  if (seen.get('') === 'missing') {
-    if (root !== '/') await files.mkdir(path.posix.dirname(root), { parents: true });
-    await files.mkdir(root, top ? owner(top.header) : {});
-    ready.add('');
-  }
   const at = (rel: string) => path.posix.join(root, rel);
   const dirMembers = new Map(members.filter((m) => m.header.type === 'directory').map((m) => [m.name, m]));
   const made: Member[] = top && seen.get('') === 'missing' ? [top] : [];
@@ -313,6 +353,7 @@ async function extract(
     if (ready.has(rel)) return;
     const m = dirMembers.get(rel);
     await files.mkdir(at(rel), m ? owner(m.header) : {});
+    created.push(at(rel));
     ready.add(rel);
     if (m) made.push(m);
   };
@@ -322,11 +363,13 @@ async function extract(
     const parts = m.name.split('/');
     for (let i = 1; i <= parts.length; i++) if (i < parts.length || m.header.type === 'directory') await makeDir(parts.slice(0, i).join('/'));
     const h = m.header;
+    const fresh = seen.get(m.name) === 'missing';
     if (h.type === 'file') await put(m.file!, at(m.name), owner(h));
     else if (h.type === 'symlink') {
-      if (seen.get(m.name) !== 'missing') await files.remove(at(m.name));
+      if (!fresh) await files.remove(at(m.name));
       await files.symlink(h.linkname!, at(m.name), { uid: h.uid, gid: h.gid });
     }
+    if (h.type !== 'directory' && fresh) created.push(at(m.name));
     if (h.type !== 'directory') await setTimes(m);
   }
   // A directory that was there keeps its mode, owner and times (LXD's push -r does the same).

@@ -99,7 +99,7 @@ async function pushTree(i: Instance, source: string, p: string): Promise<void> {
 
 /** A directory of the instance into the host directory `dest` (made if missing), or its tar stream to stdout. */
 async function pullTree(i: Instance, p: string, dest: string): Promise<void> {
-  const onSkip = (at: string) => process.stderr.write(`lxq: ${at} left out: not a file, directory or symlink\n`);
+  const onSkip = (at: string, type: string) => process.stderr.write(type === 'directory' ? `lxq: ${at}: a virtual filesystem, archived empty\n` : `lxq: ${at} left out: not a file, directory or symlink\n`);
   const stream = await i.files.pullTree(p, { onSkip });
   if (dest === '-') return pipeline(stream, process.stdout as Writable);
   const into = path.join(dest, path.posix.basename(path.posix.normalize(p)));
