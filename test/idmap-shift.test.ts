@@ -9,6 +9,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Host, Instance, InvalidArgument, NotFound } from '../lib';
+import { parseRawIdmap } from '../lib/config/options';
 import { rootIdRange } from '../lib/drivers/container/host-facts';
 import { IDMAP_REGISTRY } from '../lib/drivers/container/idmap-alloc';
 import { lxqArgv, runNode, sh, tempHost, TestHost, thrown } from './helpers/host';
@@ -193,6 +194,28 @@ describe('raw.idmap re-shifts the root', () => {
       expect([statSync(path.join(rootfs(c), 'bin')).uid, statSync(path.join(rootfs(c), 'etc/passwd')).uid, statSync(path.join(rootfs(c), 'root/new')).uid]).toEqual([base, base, base]);
       await c.start();
       expect((await sh(c, 'stat -c %u:%g /bin /etc/passwd /root/new')).out).toBe('0:0\n0:0\n0:0\n');
+    } finally {
+      await c.delete({ force: true });
+    }
+  }, 300_000);
+
+  test('a re-shift killed midway is finished into the map it was going to before a later change applies', async () => {
+    const c = await t.host.create(t.name('rawkill'), { image: 'busybox' });
+    try {
+      await c.start();
+      expect((await sh(c, 'mkdir -p /home/a /home/b && chown 1000 /home/a /home/b && echo ok')).out).toBe('ok\n');
+      await c.stop({ force: true });
+      const upper = path.join(t.dir, 'instances', c.name, 'upper'); // the default pool is an overlay one: the container's own files
+      const base = statSync(path.join(upper, 'home/a')).uid - 1000;
+      // As a process killed while shifting to "uid hostUid 1000" leaves it: the lines it was going to written, /home/a moved, /home/b not yet.
+      execFileSync('setfattr', ['-n', 'trusted.lxq.raw_idmap_next', '-v', JSON.stringify(parseRawIdmap(`uid ${hostUid} 1000`)), upper]);
+      execFileSync('chown', [String(hostUid), path.join(upper, 'home/a')]);
+      await c.update({ 'raw.idmap': `uid ${hostUid + 1000} 1000` });
+      expect([statSync(path.join(upper, 'home/a')).uid, statSync(path.join(upper, 'home/b')).uid]).toEqual([hostUid + 1000, hostUid + 1000]);
+      expect(() => execFileSync('getfattr', ['-n', 'trusted.lxq.raw_idmap_next', upper], { stdio: 'pipe' })).toThrow();
+      await c.start();
+      expect((await sh(c, 'stat -c %u /home/a /home/b /bin')).out).toBe('1000\n1000\n0\n');
+      expect(base).toBe(statSync(path.join(rootfs(c), 'bin')).uid);
     } finally {
       await c.delete({ force: true });
     }

@@ -39,6 +39,12 @@ export interface ContainerStorageHooks {
 
 /** The xattr naming the raw.idmap lines a container's tree is laid out for. */
 const RAW_LAYOUT = 'trusted.lxq.raw_idmap';
+/** The raw.idmap lines a shift is moving the tree to, while it runs (a killed shift is finished at the next alignRoot). */
+const RAW_PENDING = 'trusted.lxq.raw_idmap_next';
+const readRaw = (tree: string, name: string): Promise<IdMap['raw'] | undefined> =>
+  run('getfattr', ['--only-values', '--absolute-names', '-n', name, '--', tree]).then((v) => JSON.parse(v) as IdMap['raw'], () => undefined);
+const writeRaw = (tree: string, name: string, raw: IdMap['raw']): Promise<unknown> =>
+  run('setfattr', ['-n', name, '-v', `0x${Buffer.from(JSON.stringify(raw ?? [])).toString('hex')}`, '--', tree]);
 /** In the container's directory while its tree may be laid out for raw lines (the xattr is read only then). */
 const RAW_MARK = 'raw-idmap.laid';
 
@@ -207,14 +213,20 @@ export class ContainerStorage implements StorageDriver {
     const overlay = pool.name === 'overlay';
     if (!overlay) await pool.attachRoot(dir);
     const tree = path.join(dir, overlay ? 'upper' : 'rootfs');
-    const laid = await run('getfattr', ['--only-values', '--absolute-names', '-n', RAW_LAYOUT, '--', tree]).then((v) => JSON.parse(v) as IdMap['raw'], () => undefined);
-    const was: IdMap = { base: map.base, size: map.size, raw: laid ?? [] };
-    if (!sameIds(was, map)) {
+    let was: IdMap = { base: map.base, size: map.size, raw: (await readRaw(tree, RAW_LAYOUT)) ?? [] };
+    // A shift killed midway is finished first, into the map it was going to: its moved files are in neither map otherwise.
+    const pending = await readRaw(tree, RAW_PENDING);
+    let shifted = false;
+    for (const to of pending ? [{ ...was, raw: pending }, map] : [map]) {
+      if (sameIds(was, to)) continue;
       if (protect) throw new InvalidArgument(`the root of ${path.basename(dir)} would have to be shifted for its raw.idmap, and security.protection.shift is true`);
       if (overlay) await pool.detachRoot(dir); // overlayfs is not to see its upper layer change under it
-      await remapTreeWith(tree, translateIds(was, map));
-      await run('setfattr', ['-n', RAW_LAYOUT, '-v', `0x${Buffer.from(JSON.stringify(map.raw ?? [])).toString('hex')}`, '--', tree]);
+      await writeRaw(tree, RAW_PENDING, to.raw ?? []);
+      await remapTreeWith(tree, translateIds(was, to));
+      await writeRaw(tree, RAW_LAYOUT, to.raw ?? []);
+      [was, shifted] = [to, true];
     }
+    if (pending || shifted) await run('setfattr', ['-x', RAW_PENDING, '--', tree]);
     // The image's files under the overlay are seen through the whole map too (mounted again if the view changed).
     await pool.alignLower?.(dir, lowerIds(map));
     if (overlay) await pool.attachRoot(dir);
