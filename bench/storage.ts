@@ -15,10 +15,13 @@
  * Peers in the same run: LXD 5.0 (Debian's) on a `dir` pool and on a `btrfs` pool of a loop file
  * (LXD's default for btrfs without a source), each a daemon of its own holding the same tree
  * (lxq's image exported in LXD's format), driven over REST as a Node program would; disk: see
- * bench/peers/lxd-storage.ts. Docker (overlay2) is not a peer here: no engine runs on this kind
- * of machine without installing Debian's docker.io beside the Docker client it has.
+ * bench/peers/lxd-storage.ts. Docker (Debian's docker.io, overlay2; bench/peers/docker.ts): a
+ * dockerd of the bench's own holding the same root filesystem (`docker import`), a container
+ * whose command stays created, started and removed; Docker has no snapshot, restore or copy of a
+ * container; disk: `du` of its data root beyond what it held before. Skipped (said so) where
+ * dockerd is not installed.
  *
- * `--quick`: busybox, 2 rounds, 5 containers, no peers; `--no-lxd`: no peers; `--no-dir`: neither
+ * `--quick`: busybox, 2 rounds, 5 containers, no peers; `--no-lxd`: no LXD peers; `--no-docker`: no Docker peer; `--no-dir`: neither
  * lxq's nor LXD's dir pool (the full copies, minutes under load); `--image NAME`: another image
  * (e.g. busybox with the peers); `--vm`: only VMs (`vm/default`) on each pool, create and copy.
  */
@@ -28,6 +31,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Host } from '../lib';
+import { DockerPeer } from './peers/docker';
 import { LxdStoragePeer } from './peers/lxd-storage';
 import { stats, time } from './stats';
 
@@ -71,6 +75,7 @@ async function main(): Promise<void> {
   const inst = (name: string) => path.join(host.instancesDir, name);
   const disk = (pool: Pool, names: string[]) => (pool === 'btrfs' ? btrfsUsedKiB(btrfsMount) - btrfsBase : kib(names.map(inst)));
   let peers: [string, LxdStoragePeer | string][] = [];
+  let docker: DockerPeer | string = 'not asked for';
   try {
     if (vmOnly) return await vmRows(host);
     console.log('\n| pool | create p50 ms | disk after create MiB | start → running ms | disk after boot MiB | snapshot (running) p50 ms | restore p50 ms | copy (stopped) p50 ms | delete p50 ms |');
@@ -109,6 +114,9 @@ async function main(): Promise<void> {
       if (typeof peer === 'string') console.log(`| LXD 5.0 ${driver} | not measured: ${peer} |`);
       else console.log(await lxdRow(driver, peer, image));
     }
+    if (!quick && !process.argv.includes('--no-docker')) docker = await DockerPeer.start();
+    if (typeof docker === 'string') console.log(`| Docker overlay2 | not measured: ${docker} |`);
+    else console.log(await dockerRow(docker, (await host.images.ensure(image)).dir));
 
     console.log(`\n| pool | ${many} containers one after another: total s | per container p50 ms | disk of all MiB |`);
     console.log('|---|---|---|---|');
@@ -127,7 +135,9 @@ async function main(): Promise<void> {
       console.log(`| ${pool} | ${total.toFixed(2)} | ${p50(each).toFixed(1)} | ${mib(used)} |`);
     }
     for (const [driver, peer] of peers) if (typeof peer !== 'string') console.log(await lxdMany(driver, peer));
+    if (typeof docker !== 'string') console.log(await dockerMany(docker));
   } finally {
+    if (typeof docker !== 'string') await docker.close().catch((e: Error) => console.error(`Docker peer: ${e}`));
     for (const [, peer] of peers) if (typeof peer !== 'string') await peer.close().catch((e: Error) => console.error(`LXD peer: ${e}`));
     for (const i of await host.list()) await i.delete({ force: true }).catch(() => undefined);
     await host.storage.pools.delete('btrfs').catch((e: Error) => console.error(`btrfs pool: ${e}`));
@@ -226,6 +236,39 @@ async function lxdMany(label: string, peer: LxdStoragePeer): Promise<string> {
   const disk = (await peer.diskKiB(names)) - base;
   for (const n of names) await peer.delete(n);
   return `| ${label} | ${total.toFixed(2)} | ${p50(each).toFixed(1)} | ${mib(disk)} |`;
+}
+
+/** The same row for Docker: create; create + start as its "start" (its command stays); no snapshot, restore or copy. */
+async function dockerRow(peer: DockerPeer, imageDir: string): Promise<string> {
+  peer.importImage(path.join(imageDir, 'rootfs'), 'lxq-bench:image');
+  const base = peer.diskKiB();
+  const create: number[] = [];
+  const del: number[] = [];
+  let afterCreate = 0;
+  for (let i = 0; i < rounds; i++) {
+    const name = `docker-b-${i}`;
+    create.push(await time(() => peer.create(name, 'lxq-bench:image')));
+    afterCreate = peer.diskKiB() - base;
+    del.push(await time(() => peer.delete(name)));
+  }
+  const start = await time(async () => {
+    await peer.create('docker-b', 'lxq-bench:image');
+    await peer.start('docker-b');
+  });
+  const afterBoot = peer.diskKiB() - base;
+  await peer.delete('docker-b');
+  return `| Docker overlay2 (start: create + start) | ${p50(create).toFixed(1)} | ${mib(afterCreate)} | ${start.toFixed(0)} | ${mib(afterBoot)} | none | none | none | ${p50(del).toFixed(1)} |`;
+}
+
+async function dockerMany(peer: DockerPeer): Promise<string> {
+  const base = peer.diskKiB();
+  const each: number[] = [];
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < many; i++) each.push(await time(() => peer.create(`docker-m-${i}`, 'lxq-bench:image')));
+  const total = Number(process.hrtime.bigint() - t0) / 1e9;
+  const disk = peer.diskKiB() - base;
+  for (let i = 0; i < many; i++) await peer.delete(`docker-m-${i}`);
+  return `| Docker overlay2 | ${total.toFixed(2)} | ${p50(each).toFixed(1)} | ${mib(disk)} |`;
 }
 
 main().catch((e) => {
