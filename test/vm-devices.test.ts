@@ -4,6 +4,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -164,6 +165,32 @@ test('another Node process, while this one holds the monitor and has just used t
   expect((await sh('hostname')).out).toBe(`${vm.name}\n`); // the agent again, here
   expect((await vm.state()).devices.map((d) => d.name).sort()).toEqual(['ro', 'scratch', 'share']); // the record as the other left it
 }, 240_000);
+
+test('a freeze and thaw sent at once on the second monitor by another client: the holder reports both, in order', async () => {
+  await sh('true');
+  const seen: string[] = [];
+  const onStatus = (e: StatusEvent) => seen.push(`${e.previous}>${e.status}`);
+  vm.on('status', onStatus);
+  try {
+    expect(await vm.status()).toBe('running');
+    // stop and cont in one write: QEMU has run again before the holder hears of the pause.
+    const socket = net.createConnection(path.join(t.dir, 'instances', vm.name, 'qmp-query.sock'));
+    let replies = '';
+    await new Promise<void>((resolve, reject) => {
+      socket.on('error', reject);
+      socket.on('data', (d) => {
+        replies += d;
+        if ((replies.match(/"return"/g) ?? []).length >= 3) resolve();
+      });
+      socket.write(['qmp_capabilities', 'stop', 'cont'].map((c) => JSON.stringify({ execute: c }) + '\n').join(''));
+    }).finally(() => socket.destroy());
+    await waitFor(async () => seen.length >= 2);
+    expect(seen).toEqual(['running>frozen', 'frozen>running']);
+  } finally {
+    vm.off('status', onStatus);
+  }
+  expect(await vm.status()).toBe('running');
+}, 120_000);
 
 test('the devices come back at the next start', async () => {
   await vm.stop({ timeout: 15_000 });
