@@ -14,6 +14,7 @@ import * as path from 'node:path';
 
 import type { DeviceState, Instance, NetworkInterface } from '../lib';
 import { hostPerFile } from './helpers/host';
+import { knock } from './helpers/knock';
 import { until } from './helpers/wait';
 
 jest.setTimeout(240_000);
@@ -61,18 +62,6 @@ function freeUla(): string {
 }
 
 const device = async (i: Instance, name: string): Promise<DeviceState> => (await i.state()).devices.find((d) => d.name === name)!;
-
-/** One TCP connection attempt from the host to port 9 of `address`: true when the instance answered it (with an RST: nothing listens there). */
-function knock(address: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: address, port: 9, timeout: 5_000 });
-    const done = (answered: boolean) => {
-      s.destroy();
-      resolve(answered);
-    };
-    s.once('connect', () => done(true)).once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED')).once('timeout', () => done(false));
-  });
-}
 
 /**
  * Connects from the host to `address` until 3 connections in a row were answered (each a

@@ -11,6 +11,7 @@ import * as http from 'node:http';
 import { type Instance, InvalidArgument, NotSupported } from '../lib';
 import { egressMissing } from '../lib/network/tc';
 import { sh, tempHost, type TestHost } from './helpers/host';
+import { knock } from './helpers/knock';
 
 jest.setTimeout(240_000);
 
@@ -255,6 +256,23 @@ describe('a VM with a macvlan, a p2p and a routed NIC', () => {
     expect(run('ip', ['-6', 'addr', 'show', 'dev', tap])).toMatch(/inet6 fe80::1\/64/);
     expect((await sh(vm, `ip -6 addr add ${v6}/128 dev ${ifaces.routed.name} && ip -6 route add default via fe80::1 dev ${ifaces.routed.name} && echo ok`)).out).toBe('ok\n');
     expect(await until(() => get(v6))).toBe('ok\n');
+    // state(): each NIC's guest interface by its MAC, its tap or macvtap on the host; the macvtap's counters move after the host connects to the lease.
+    const nicOf = async (dev: string) => (await vm.state()).devices.find((d) => d.name === dev)!.nic!;
+    // (The guest's interfaces come from its agent, which a loaded machine may make late: null then, asked again.)
+    await until(async () => expect(await nicOf('eth1')).toMatchObject({ nictype: 'p2p', hostName: p2p, interface: expect.objectContaining({ hwaddr: vm.devices.eth1.hwaddr }) }), 60_000);
+    expect(await nicOf('eth2')).toMatchObject({ nictype: 'routed', hostName: tap });
+    const mv = await until(async () => {
+      const n = await nicOf('eth0');
+      expect(n.interface?.hwaddr).toBe(vm.devices.eth0.hwaddr);
+      return n;
+    }, 60_000);
+    expect(run('ip', ['-d', 'link', 'show', 'dev', mv.hostName!])).toContain('macvtap');
+    await until(async () => {
+      for (let n = 0; n < 3; n++) expect(await knock(av)).toBe(true);
+      const now = (await nicOf('eth0')).interface!.counters;
+      expect(now.packetsReceived).toBeGreaterThanOrEqual(mv.interface!.counters.packetsReceived + 3);
+      expect(now.packetsSent).toBeGreaterThanOrEqual(mv.interface!.counters.packetsSent + 3);
+    }, 60_000);
     await expect(vm.addDevice('eth3', { type: 'nic', nictype: 'macvlan', parent })).rejects.toThrow(/add it while the VM is stopped/);
     await vm.stop({ force: true });
     expect(linkExists(p2p)).toBe(false);

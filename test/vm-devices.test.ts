@@ -71,8 +71,23 @@ test('a readonly share is read-only in the guest, enforced by the host', async (
 test('a new block disk made by lxq, seen by its serial; state() names the QEMU ids', async () => {
   expect(await disks()).toContain('vdb=scratch');
   const s = await vm.state();
-  expect(s.devices.find((d) => d.name === 'scratch')).toEqual({ name: 'scratch', type: 'disk', qemuDevice: 'dev-scratch', qemuNode: 'lxq-scratch' });
-  expect(s.devices.find((d) => d.name === 'share')).toEqual({ name: 'share', type: 'disk', source: share, path: '/mnt/share', qemuDevice: 'dev-share' });
+  const dir = path.join(t.dir, 'instances', vm.name);
+  // The block node as QEMU has it (QMP), the share's virtiofsd running.
+  expect(s.devices.find((d) => d.name === 'scratch')).toEqual({
+    name: 'scratch',
+    type: 'disk',
+    qemuDevice: 'dev-scratch',
+    qemuNode: 'lxq-scratch',
+    block: { kind: 'block', node: 'lxq-scratch', file: path.join(dir, 'devices', 'scratch.qcow2'), format: 'qcow2', readOnly: false, attached: true },
+  });
+  expect(s.devices.find((d) => d.name === 'share')).toEqual({
+    name: 'share',
+    type: 'disk',
+    source: share,
+    path: '/mnt/share',
+    qemuDevice: 'dev-share',
+    block: { kind: 'virtiofs', socket: path.join(dir, 'devices', 'virtiofs-share.sock'), alive: true },
+  });
 });
 
 test('hot-plug and unplug a block disk (an image file the user made) and a share', async () => {
@@ -81,6 +96,8 @@ test('hot-plug and unplug a block disk (an image file the user made) and a share
   await vm.addDevice('extra', { type: 'disk', source: image });
   await waitFor(async () => (await disks()).includes('vdc=extra'));
   expect((await sh('dd if=/dev/zero of=/dev/vdc bs=1M count=1 2>/dev/null && echo written')).out).toBe('written\n');
+  const block = async (name: string) => (await vm.state()).devices.find((d) => d.name === name)?.block;
+  expect(await block('extra')).toEqual({ kind: 'block', node: 'lxq-extra', file: image, format: 'raw', readOnly: false, attached: true });
 
   const other = mkdtempSync(path.join(os.tmpdir(), 'lxq-vmhot-'));
   chmodSync(other, 0o755);
@@ -96,6 +113,9 @@ test('hot-plug and unplug a block disk (an image file the user made) and a share
 
   await vm.removeDevice('extra');
   expect(await disks()).not.toContain('vdc=extra');
+  // Gone from QEMU, not just from the record: no node of that name is left.
+  expect(await block('extra')).toBeUndefined();
+  expect((await (vm as VmInstance).qmp.execute('query-named-block-nodes', { flat: true })).map((n) => n['node-name'])).not.toContain('lxq-extra');
   expect(Object.keys(vm.devices).sort()).toEqual(['ro', 'scratch', 'share']);
 }, 120_000);
 

@@ -70,7 +70,8 @@ test('the guest has a TPM 2.0 that answers GetRandom; its state lasts across a r
   // TPM_RC_SUCCESS, size 20, then a TPM2B of 8 bytes.
   expect(r.slice(0, 12)).toEqual([0x80, 0x01, 0, 0, 0, 0x14, 0, 0, 0, 0, 0, 8]);
   expect(r).toHaveLength(20);
-  expect((await vm.state()).devices.find((d) => d.name === 'tpm0')).toMatchObject({ type: 'tpm', source: path.join(dir, 'devices', 'swtpm.sock'), qemuDevice: 'dev-tpm0' });
+  const socket = path.join(dir, 'devices', 'swtpm.sock');
+  expect((await vm.state()).devices.find((d) => d.name === 'tpm0')).toMatchObject({ type: 'tpm', source: socket, qemuDevice: 'dev-tpm0', tpm: { socket, alive: true } });
   expect(swtpms(dir)).toHaveLength(1);
 
   const before = await resetCount();
@@ -79,6 +80,7 @@ test('the guest has a TPM 2.0 that answers GetRandom; its state lasts across a r
   await vm.stop();
   // swtpm ended with its QEMU.
   expect(swtpms(dir)).toEqual([]);
+  expect((await vm.state()).devices.find((d) => d.name === 'tpm0')?.tpm).toEqual({ socket: path.join(dir, 'devices', 'swtpm.sock'), alive: false });
 }, 300_000);
 
 test('snapshots, copies and exports carry the TPM state; a restore brings the snapshot\'s back', async () => {

@@ -146,6 +146,11 @@ export interface QmpCommands {
       };
     }>;
   };
+  /** Every named block node (attached to a device or not): its image file, format and read-only flag. */
+  'query-named-block-nodes': {
+    args: { flat?: boolean } | undefined;
+    returns: Array<{ 'node-name': string; file: string; ro: boolean; drv: string }>;
+  };
   /** Sets a block device's I/O limits (all six numbers; 0 is none). */
   block_set_io_throttle: { args: { id: string; bps: number; bps_rd: number; bps_wr: number; iops: number; iops_rd: number; iops_wr: number }; returns: Record<string, never> };
 }

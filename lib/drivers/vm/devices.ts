@@ -31,7 +31,7 @@ import { makeVmNic, releaseVmNic } from './nics';
 import { type DeviceSource, devicePath, diskSource } from '../../devices/validate';
 import type { QmpCommands } from '../../qmp';
 import { removeVmCpuCgroup } from './cgroup';
-import { type HostHelper, startHostHelper, stopHostHelper } from './host-helper';
+import { helperAlive, type HostHelper, startHostHelper, stopHostHelper } from './host-helper';
 import { stopSwtpm, tpmLaunchArgs, tpmSocket } from './tpm';
 import type { DeviceState } from '../../instance/instance';
 import { bootIndexes, cacheOptions } from './disk-io';
@@ -140,6 +140,12 @@ function virtiofsd(vmDir: string, name: string, d: DeviceConfig, source: string)
     : [VIRTIOFSD, ...args];
   const file = (ext: string) => path.join(devicesDir(vmDir), `virtiofs-${name}.${ext}`);
   return { what: `virtiofsd for device "${name}"`, argv, socket, log: file('log'), pidfile: file('pid'), marker: args[0] };
+}
+
+/** A share's socket, and whether its virtiofsd runs now (state()). */
+export async function shareLive(vmDir: string, name: string): Promise<{ socket: string; alive: boolean }> {
+  const socket = shareSocket(vmDir, name);
+  return { socket, alive: await helperAlive({ pidfile: path.join(devicesDir(vmDir), `virtiofs-${name}.pid`), marker: `--socket-path=${socket}` }) };
 }
 
 /**

@@ -63,6 +63,12 @@ export async function stopHostHelper(h: Pick<HostHelper, 'pidfile' | 'marker'>):
   await fs.rm(h.pidfile, { force: true });
 }
 
+/** Whether the helper runs now: its pidfile's process, its command line holding the marker (never a reused pid). */
+export async function helperAlive(h: Pick<HostHelper, 'pidfile' | 'marker'>): Promise<boolean> {
+  const pid = Number(await fs.readFile(h.pidfile, 'utf8').catch(() => ''));
+  return pid > 0 && (await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0').includes(h.marker);
+}
+
 /** True once a unix socket at `path` listens (`__SO_ACCEPTCON` in /proc/net/unix). */
 async function listening(socketPath: string): Promise<boolean> {
   const table = await fs.readFile('/proc/net/unix', 'utf8').catch(() => '');

@@ -14,7 +14,7 @@ import { qemuOptionValue } from '../../core/guard';
 import type { DeviceChange } from '../../devices/change';
 import type { Devices } from '../../devices/declarations';
 import { SWTPM } from '../../devices/tpm';
-import { type HostHelper, startHostHelper, stopHostHelper } from './host-helper';
+import { helperAlive, type HostHelper, startHostHelper, stopHostHelper } from './host-helper';
 
 /** The TPM's state directory in a VM's (or a snapshot's, or a copy's) directory. */
 export const TPM_STATE = 'tpm';
@@ -45,6 +45,11 @@ function swtpm(vmDir: string): HostHelper {
     pidfile: file('pid'),
     marker: ctrl,
   };
+}
+
+/** Whether the VM's swtpm runs now. */
+export function swtpmAlive(vmDir: string): Promise<boolean> {
+  return helperAlive(swtpm(vmDir));
 }
 
 /** The VM's TPM device among `devices`, if it has one. */

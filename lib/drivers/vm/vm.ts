@@ -35,6 +35,7 @@ import { DirPool } from '../../storage/pools/dir';
 import type { PoolDriver } from '../../storage/pools/types';
 import { type Accel, chooseAccel, recordKvmFailure } from './accel';
 import { prepareVmDevice, releaseHostParts, vmDeviceState } from './devices';
+import { vmLiveDevices } from './device-live';
 import { askGuestShutdown, VmGuest } from './guest';
 import { HotPlug } from './hotplug';
 import { launchSettings, type LaunchSettings, type LaunchTarget, loadImage, qemuCommandLine } from './launch';
@@ -415,6 +416,12 @@ export class VmInstance extends BaseInstance implements VirtualMachine {
 
   protected override deviceState(name: string, d: DeviceConfig): DeviceState {
     return vmDeviceState(this.dir, name, d, super.deviceState(name, d));
+  }
+
+  protected override async liveDevices(states: DeviceState[], devices: Devices, s: DriverState): Promise<void> {
+    await super.liveDevices(states, devices, s);
+    const qmp = { block: () => this.monitor.command('query-block'), nodes: () => this.monitor.command('query-named-block-nodes', { flat: true }) };
+    await vmLiveDevices(this.dir, this.file('disk'), states, devices, s, qmp);
   }
 
   protected async doState(status: InstanceStatus): Promise<Omit<VmState, keyof Omit<InstanceState, keyof DriverState>>> {
