@@ -130,7 +130,7 @@ test('tcp, a port range, udp: forwarded by rules of its own table from the bridg
   expect(nftTables()).toEqual(beforeStart);
 });
 
-test('IPv6: a static IPv6 address reached through the bridge\'s IPv6 address, beside IPv4 on the same NIC', async () => {
+test('IPv6: a static IPv6 address reached through the bridge\'s IPv6 address, beside IPv4 on the same NIC; from another instance on the bridge too', async () => {
   // A network of its own with IPv6 (the file's has none), removed at the end.
   const net6 = await t.host.networks.create(`lxq${tag}6`, { 'ipv4.nat': 'false', 'ipv6.address': 'auto', 'ipv6.nat': 'false' });
   const own = net6.address.replace(/\.1$/, '.52');
@@ -161,6 +161,23 @@ test('IPv6: a static IPv6 address reached through the bridge\'s IPv6 address, be
     }
     expect(await get(net6.address, p4)).toBe(`inside ${a.name}\n`);
     expect(await get(v6, p6)).toBe(`inside ${a.name}\n`);
+    // From another instance on the bridge, through the listen addresses (hairpin; this host has
+    // br_netfilter loaded, as LXD expects for it). busybox's wget crashes in this image: nc.
+    const b = await t.host.create(t.name('nathp'), { image: 'busybox', devices: { eth0: { type: 'nic', network: net6.name } } });
+    try {
+      await b.start();
+      await b.waitForAddress({ timeout: 60_000 });
+      expect((await ok(b, `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 ${net6.address} ${p4} | tail -1`)).trim()).toBe(`inside ${a.name}`);
+      // Over IPv6 once its SLAAC address is usable.
+      const until6 = Date.now() + 60_000;
+      while (!/ inet6 fd[0-9a-f:]+\/64 scope global(?!.*tentative)/.test(await ok(b, 'ip -6 -o addr show dev eth0'))) {
+        if (Date.now() > until6) throw new Error(`${b.name} has no usable global IPv6 address`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect((await ok(b, `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 ${v6} ${p6} | tail -1`)).trim()).toBe(`inside ${a.name}`);
+    } finally {
+      await b.delete({ force: true });
+    }
   } finally {
     await a.delete({ force: true });
     await t.host.networks.delete(net6.name);
