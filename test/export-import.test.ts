@@ -91,6 +91,7 @@ test('truncated, foreign and escaping tarballs are refused and leave the tree un
   const bad: Record<string, string> = {
     truncated: `head -c ${Math.floor(statSync(good).size / 2)} ${good} > OUT`,
     foreign: `tar -cf OUT -C ${meta}/instance rootfs`,
+    lxdBackup: `mkdir -p ${meta}/lxd/backup/container/rootfs && echo 'name: c1' > ${meta}/lxd/backup/index.yaml && tar -cf OUT -C ${meta}/lxd backup`,
     notar: `echo hello > OUT`,
     dotdot: `tar -cf OUT -C ${meta} lxq-export.json instance --transform='s,^instance/rootfs/etc,instance/../../etc,' -P`,
     absolute: `tar -cPf OUT -C ${meta} lxq-export.json /etc/hostname`,
@@ -101,6 +102,7 @@ test('truncated, foreign and escaping tarballs are refused and leave the tree un
   const WHY: Record<string, RegExp> = {
     truncated: /not a complete lxq export/,
     foreign: /not an lxq export/,
+    lxdBackup: /an LXD backup \(lxc export\), not an lxq export/,
     notar: /not a complete lxq export/,
     dotdot: /contains "\.\."/,
     absolute: /absolute path/,

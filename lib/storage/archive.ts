@@ -67,6 +67,9 @@ export async function writeArchive(file: string, dir: string, entries: string[],
 export async function checkArchive(file: string): Promise<TarMember[]> {
   await phase('checking the archive', 0, 30);
   const members = await listTar(file, 'lxq export');
+  // LXD's instance backup (lxc export: backup/index.yaml, backup/container/rootfs…) is not read in this version: said so by name.
+  if (members[0]?.name !== EXPORT_META && members.some((m) => m.name.replace(/^\.\//, '') === 'backup/index.yaml'))
+    throw new InvalidArgument(`${file} is an LXD backup (lxc export), not an lxq export: lxq imports its own format only (an LXD storage volume backup is imported by volumes.import)`);
   if (members[0]?.name !== EXPORT_META) throw new InvalidArgument(`${file} is not an lxq export (no ${EXPORT_META} at its start)`);
   checkMembers(file, members.slice(1), { top: TOP });
   return members;
