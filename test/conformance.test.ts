@@ -7,6 +7,7 @@
  * LXD's API cannot say is one explicit capability of the kind
  * (`Capabilities`), checked where it matters.
  */
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -19,6 +20,7 @@ import type { RemoteHost } from '../lib/drivers/remote';
 import { tempHost, TestHost } from './helpers/host';
 import { type LxdFixture, startLxdFixture } from './helpers/lxd';
 import { systemdState } from './helpers/systemd';
+import { until } from './helpers/wait';
 
 jest.setTimeout(120_000);
 
@@ -114,6 +116,19 @@ class LxdServer {
     this.host.close();
     await this.fixture.stop();
   }
+}
+
+/** The NIC's live status in state(): the same interface, found by the MAC it was given, and its host link on the bridge (a veth end or a tap). */
+async function liveNic(inst: Instance, net: Network): Promise<void> {
+  let seen = await inst.state();
+  const nicOf = (s: typeof seen) => s.devices.find((d) => d.name === 'eth0')?.nic;
+  await until("eth0's live status in state().devices", async () => {
+    seen = await inst.state();
+    return nicOf(seen)?.interface?.name === 'eth0'; // a VM's agent may answer late on a loaded machine
+  }, 60_000).catch((e: Error) => Promise.reject(new Error(`${e.message}; last: ${JSON.stringify({ devices: seen.devices, interfaces: seen.network.interfaces, status: seen.status })}`)));
+  const nic = nicOf(seen);
+  expect(nic).toMatchObject({ nictype: 'bridged', interface: { name: 'eth0', hwaddr: inst.devices.eth0.hwaddr }, hostName: expect.any(String) });
+  expect(execFileSync('ip', ['-o', 'link', 'show', 'master', net.bridge]).toString()).toContain(`${nic!.hostName}`);
 }
 
 describe.each(kinds)('$driver $type ($image)', (kind) => {
@@ -379,6 +394,8 @@ describe.each(kinds)('$driver $type ($image)', (kind) => {
         expect(eth0).toMatchObject({ name: 'eth0', hwaddr: inst.devices.eth0.hwaddr });
         expect(eth0?.addresses).toContainEqual({ family: 'inet', address, prefix: 24 });
         expect((await inst.state()).network.addresses).toContain(address);
+        // The NIC's live status (liveNic). Local kinds only: over LXD the NIC's status was missing for 60 s in 1 of 3 runs (unexplained yet, see the stop's note).
+        if (kind.driver === 'local') await liveNic(inst, net);
         await expect(inst.waitForAddress({ family: 'inet', timeout: -1 })).rejects.toThrow(InvalidArgument);
         await inst.removeDevice('eth0');
       } finally {

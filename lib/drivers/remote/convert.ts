@@ -4,8 +4,9 @@
  */
 import { findOption, type InstanceConfig, type InstanceType } from '../../config/options';
 import { NotSupported } from '../../core/errors';
-import type { Devices } from '../../devices/declarations';
-import type { InstanceRecord, InstanceStatus, NetworkInterface } from '../../instance/instance';
+import type { DeviceConfig, Devices } from '../../devices/declarations';
+import { byHwaddr } from '../../instance/device-live';
+import type { InstanceRecord, InstanceStatus, NetworkInterface, NicLiveState } from '../../instance/instance';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LXD's JSON: its fields are read where they are used
 export type LxdObject = Record<string, any>;
@@ -59,6 +60,17 @@ export function lxdInterfaces(network: LxdObject | undefined): NetworkInterface[
       packetsSent: n.counters?.packets_sent ?? 0,
     },
   }));
+}
+
+/**
+ * A NIC's live status from LXD's state: the interface with the MAC LXD gave the NIC
+ * (`volatile.<device>.hwaddr`, or its `hwaddr` key; else its name inside), and LXD's `host_name`
+ * for it (the server's host link: lxq cannot look at that host).
+ */
+export function lxdNicLive(name: string, d: DeviceConfig, network: LxdObject | undefined, config: Record<string, string>, interfaces: NetworkInterface[]): NicLiveState {
+  const found = byHwaddr(interfaces, d.hwaddr ?? config[`volatile.${name}.hwaddr`]) ?? interfaces.find((i) => i.name === (d.name ?? name));
+  const hostName: unknown = found ? network?.[found.name]?.host_name : undefined;
+  return { nictype: d.nictype ?? 'bridged', interface: found ?? null, hostName: typeof hostName === 'string' && hostName !== '' ? hostName : null };
 }
 
 /** The record lxq would keep of the instance `of` (its name, type, image), from LXD's instance or snapshot object `m`. */

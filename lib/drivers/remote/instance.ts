@@ -16,14 +16,14 @@ import { type AddressFamily, CommonInstance, ofFamily } from '../../instance/com
 import { ConsoleHub } from '../../instance/console';
 import { checkFollow, checkLog, followLines, lastLines } from '../../instance/console-log';
 import type { InstanceFiles } from '../../instance/files';
-import { type DriverState, type ExportOptions, type InstanceConsole, type InstanceStatus, type InstanceType, reportedAddresses } from '../../instance/instance';
+import { type DeviceState, type DriverState, type ExportOptions, type InstanceConsole, type InstanceStatus, type InstanceType, reportedAddresses } from '../../instance/instance';
 import { checkPty, checkSpawn, type InstanceProcess, instanceEnvironment, type SpawnOptions } from '../../instance/process';
 import { checkProfileList } from '../../instance/profiles';
 import { validatePoolName } from '../../storage/pools/pools';
 import type { InstanceSnapshots } from '../../storage/types';
 import type { LxdClient } from './client';
 import { remoteConsole, remoteConsoleLog, remoteLogReader } from './console';
-import { type LxdObject, lxdInterfaces, lxdMemoryUsage, lxdRecord, lxdStatus, lxdType, lxqConfig, refuseNotOnLxd } from './convert';
+import { type LxdObject, lxdInterfaces, lxdMemoryUsage, lxdNicLive, lxdRecord, lxdStatus, lxdType, lxqConfig, refuseNotOnLxd } from './convert';
 import { type RemoteSockets, remoteSpawn } from './exec';
 import { RemoteFiles } from './files';
 import { RemoteSnapshots } from './snapshots';
@@ -57,6 +57,8 @@ export interface RemoteInstanceHooks {
  */
 export class RemoteInstance extends CommonInstance {
   private meta: LxdObject;
+  /** LXD's `network` of the last state read (state() reads it, then adds each NIC's status from it). */
+  private lastNetwork: LxdObject | undefined;
   private etag: string | undefined;
   protected readonly addressPollMs = ADDRESS_POLL_MS;
 
@@ -322,8 +324,15 @@ export class RemoteInstance extends CommonInstance {
 
   // ---- state ----
 
+  /** LXD's NICs as its last state read gave them: each NIC's live status. */
+  protected override async liveDevices(states: DeviceState[], devices: Devices, s: DriverState): Promise<void> {
+    if (s.status === 'stopped') return;
+    for (const d of states) if (d.type === 'nic') d.nic = lxdNicLive(d.name, devices[d.name], this.lastNetwork, this.meta.config ?? {}, s.network.interfaces);
+  }
+
   protected async readState(): Promise<DriverState> {
     const m = (await this.client.request('GET', this.client.url(`${this.path}/state`))).metadata;
+    this.lastNetwork = m.network ?? undefined;
     const interfaces = lxdInterfaces(m.network);
     const status = lxdStatus(m.status);
     return {
