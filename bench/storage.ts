@@ -21,7 +21,7 @@
  * container; disk: `du` of its data root beyond what it held before. Skipped (said so) where
  * dockerd is not installed.
  *
- * `--quick`: busybox, 2 rounds, 5 containers, no peers; `--no-lxd`: no LXD peers; `--no-docker`: no Docker peer; `--no-dir`: neither
+ * `--quick`: busybox, 2 rounds, 5 containers, no peers; `--many N`: N containers one after another (100 by default); `--no-lxd`: no LXD peers; `--no-docker`: no Docker peer; `--no-dir`: neither
  * lxq's nor LXD's dir pool (the full copies, minutes under load); `--image NAME`: another image
  * (e.g. busybox with the peers); `--vm`: only VMs (`vm/default`) on each pool, create and copy.
  */
@@ -37,7 +37,9 @@ import { stats, time } from './stats';
 
 const quick = process.argv.includes('--quick');
 const rounds = quick ? 2 : 5;
-const many = quick ? 5 : 20;
+const manyArg = process.argv.indexOf('--many');
+/** The issue's figure is 100 `debian/12` containers one after another; `--many N` for fewer. */
+const many = manyArg > 0 ? Number(process.argv[manyArg + 1]) : quick ? 5 : 100;
 const imageArg = process.argv.indexOf('--image');
 const image = imageArg > 0 ? process.argv[imageArg + 1] : quick ? 'busybox' : 'debian/12';
 
