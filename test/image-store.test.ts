@@ -4,7 +4,7 @@
  * message and nothing kept, and a crashed build's leftovers cleaned by the next build.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -104,12 +104,14 @@ describe('derived images (shared store)', () => {
     expect(image.meta).toMatchObject({ from: 'debian/12/cloud', extraPackages: ['cloud-init', 'less'], init: 'systemd' });
     if (progress.length) expect(progress.map((e) => e.percent)).toEqual([...progress.map((e) => e.percent)].sort((a, b) => a - b));
     const t1 = Date.now();
+    const built = statSync(path.join(image.dir, 'image.json')).mtimeMs;
     const again = await t.host.images.build(name, options);
     console.log(`derived image: first build call ${first} ms, cached ${Date.now() - t1} ms`);
     expect(again.dir).toBe(image.dir);
-    expect(Date.now() - t1).toBeLessThan(5_000);
+    expect(statSync(path.join(image.dir, 'image.json')).mtimeMs).toBe(built); // nothing built again
     expect(await t.host.images.known()).toContain(name);
-    expect((await t.host.images.list()).find((i) => i.name === name)).toMatchObject({ from: 'debian/12/cloud', current: true });
+    // The shared store may also hold builds of this name from older inputs (not current): this one is.
+    expect((await t.host.images.list()).find((i) => i.dir === image.dir)).toMatchObject({ from: 'debian/12/cloud', current: true });
 
     const userData = ['#cloud-config', 'runcmd:', `  - [sh, -c, 'echo "$(hostname)" > /var/tmp/derived-runcmd']`, ''].join('\n');
     const c = await t.host.create(t.name('der'), { image: name, config: { 'cloud-init.user-data': userData } });
