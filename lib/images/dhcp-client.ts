@@ -14,14 +14,16 @@ case "$1" in
     ip link set dev "$interface" up
     ;;
   bound|renew)
+    # The resolver first: the address is what a waiter looks for (waitForAddress), and a name
+    # looked up right after it appeared found no resolv.conf yet (examples/network, one CI run).
+    if [ -n "$dns" ]; then
+      { [ -n "$domain" ] && echo "search $domain"; for d in $dns; do echo "nameserver $d"; done; } > /etc/resolv.conf
+    fi
     ip -4 addr flush dev "$interface"
     ip addr add "$ip/\${mask:-24}" dev "$interface"
     if [ -n "$router" ]; then
       ip route del default dev "$interface" 2>/dev/null
       for r in $router; do ip route add default via "$r" dev "$interface" && break; done
-    fi
-    if [ -n "$dns" ]; then
-      { [ -n "$domain" ] && echo "search $domain"; for d in $dns; do echo "nameserver $d"; done; } > /etc/resolv.conf
     fi
     ;;
 esac
