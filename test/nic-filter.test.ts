@@ -9,6 +9,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
 
 import { Host, type Instance, InvalidArgument } from '../lib';
 import { hostLink } from '../lib/devices/nic';
@@ -20,10 +21,21 @@ jest.setTimeout(240_000);
 
 let t: TestHost;
 const tag = Math.random().toString(16).slice(2, 8);
-const made: string[] = [];
-const nftTables = () => execFileSync('nft', ['list', 'tables']).toString().split('\n').filter(Boolean).sort();
-/** nftables but lxq's networks' tables (made and removed by the network, not by NICs). */
-const tablesButNetworks = () => nftTables().filter((l) => !made.some((n) => l.endsWith(` lxq_${n}`)));
+/** Every instance name this file uses. */
+const named: string[] = [];
+const nameOf = (prefix: string) => {
+  const n = t.name(prefix);
+  named.push(n);
+  return n;
+};
+/**
+ * The NIC filter tables of this file's own host ends, made or only named (other test files make and
+ * remove tables of their own meanwhile: only these are compared).
+ */
+const ownTables = () => {
+  const ends = new Set([`lxq${tag}z`, ...named.flatMap((n) => ['eth0', 'eth1'].map((d) => hostLink(path.join(t.dir, 'instances', n), d)))]);
+  return execFileSync('nft', ['list', 'tables']).toString().split('\n').filter((l) => l.startsWith('table bridge lxq_nic_') && ends.has(l.slice('table bridge lxq_nic_'.length))).sort();
+};
 const table = (dev: string) => spawnSync('nft', ['list', 'table', 'bridge', `lxq_nic_${dev}`]);
 /** Runs `script` in `i`, which must succeed. */
 const ok = async (i: Instance, script: string) => {
@@ -39,16 +51,15 @@ const reaches = async (i: Instance, to: string, tries = 3, from?: string) =>
 let before: string[];
 let net: { name: string; address: string; address6?: string; cidr: string; cidr6?: string };
 beforeAll(async () => {
-  before = tablesButNetworks();
+  before = ownTables();
   t = await tempHost();
   const name = `lxq${tag}f`;
-  made.push(name);
   net = await t.host.networks.create(name, { 'ipv4.nat': 'false', 'ipv6.address': 'auto' });
 });
 afterAll(async () => {
   for (const i of await t.host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
   await t?.dispose();
-  expect(tablesButNetworks()).toEqual(before);
+  expect(ownTables()).toEqual(before);
 });
 
 describe('a filtered container and an unfiltered one on one bridge', () => {
@@ -60,9 +71,10 @@ describe('a filtered container and an unfiltered one on one bridge', () => {
     const p6 = net.address6!.replace(/::1$/, '::');
     [own6, spoof6] = [`${p6}50`, `${p6}60`];
     const nic = { type: 'nic', network: net.name, 'ipv4.address': own, 'ipv6.address': own6, 'security.ipv4_filtering': 'true', 'security.ipv6_filtering': 'true' } as const;
-    c1 = await t.host.create(t.name('flt'), { image: 'busybox', devices: { eth0: nic } });
-    c2 = await t.host.create(t.name('open'), { image: 'busybox', devices: { eth0: { type: 'nic', network: net.name } } });
+    c1 = await t.host.create(nameOf('flt'), { image: 'busybox', devices: { eth0: nic } });
+    c2 = await t.host.create(nameOf('open'), { image: 'busybox', devices: { eth0: { type: 'nic', network: net.name } } });
     dev = hostLink((c1 as BaseInstance).dir, 'eth0');
+    expect(hostLink(path.join(t.dir, 'instances', c1.name), 'eth0')).toBe(dev); // what ownTables looks for
     expect(table(dev).status).not.toBe(0); // nothing before the start
     await Promise.all([c1.start(), c2.start()]);
   }, 240_000);
@@ -167,11 +179,11 @@ test('a table and ifb link whose host end is gone (its process died) are removed
 });
 
 test('bad input: a typed error, nothing made', async () => {
-  const mk = (eth0: Record<string, string>) => t.host.create(t.name('bad'), { image: 'busybox', devices: { eth0: { type: 'nic', ...eth0 } as never } });
+  const mk = (eth0: Record<string, string>) => t.host.create(nameOf('bad'), { image: 'busybox', devices: { eth0: { type: 'nic', ...eth0 } as never } });
   await expect(mk({ network: net.name, 'security.ipv4_filtering': 'true' })).rejects.toThrow(/"security.ipv4_filtering" needs a static "ipv4.address"/);
   await expect(mk({ network: net.name, 'security.ipv6_filtering': 'true' })).rejects.toThrow(/"security.ipv6_filtering" needs a static "ipv6.address"/);
   await expect(mk({ network: net.name, 'ipv6.address': 'fd00::5' })).rejects.toThrow(InvalidArgument);
   await expect(mk({ network: net.name, 'security.mac_filtering': 'yes' })).rejects.toThrow(/expected "true" or "false"/);
   await expect(mk({ nictype: 'p2p', 'security.mac_filtering': 'true' })).rejects.toThrow(/does not apply to a p2p NIC/);
-  expect(tablesButNetworks()).toEqual(before);
+  expect(ownTables()).toEqual(before);
 });

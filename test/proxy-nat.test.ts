@@ -27,8 +27,22 @@ jest.setTimeout(240_000);
 
 let t: TestHost;
 const tag = Math.random().toString(16).slice(2, 8);
-/** lxq's proxy tables (other tests may make and remove other tables meanwhile). */
-const nftTables = () => execFileSync('nft', ['list', 'tables']).toString().split('\n').filter((l) => l.includes(' lxq_proxy_')).sort();
+/**
+ * The proxy tables of this file's own instances, made or only named (other test files and other
+ * lxq hosts may make and remove tables of their own meanwhile: a whole-list comparison failed
+ * beside them).
+ */
+const nftTables = () => {
+  const own = new Set(named.map((n) => `table inet ${proxyNatTable(path.join(t.dir, 'instances', n))}`));
+  return execFileSync('nft', ['list', 'tables']).toString().split('\n').filter((l) => own.has(l)).sort();
+};
+/** Every instance name this file uses, for nftTables. */
+const named: string[] = [];
+const nameOf = (prefix: string) => {
+  const n = t.name(prefix);
+  named.push(n);
+  return n;
+};
 const natTable = (i: Instance) => spawnSync('nft', ['list', 'table', 'inet', proxyNatTable((i as BaseInstance).dir)]);
 const ok = async (i: Instance, script: string) => {
   const r = await sh(i, script);
@@ -84,7 +98,7 @@ afterAll(async () => {
 test('tcp, a port range, udp: forwarded by rules of its own table from the bridge\'s address; live add and remove; gone at stop and delete', async () => {
   const own = net.address.replace(/\.1$/, '.50');
   const [p, q, u, r] = [port(), port(), port(), port()];
-  const c = await t.host.create(t.name('nat'), {
+  const c = await t.host.create(nameOf('nat'), {
     image: 'busybox',
     devices: {
       eth0: { type: 'nic', network: net.name, 'ipv4.address': own },
@@ -137,7 +151,7 @@ test('IPv6: a static IPv6 address reached through the bridge\'s IPv6 address, be
   const v6 = formatIpv6(parseIpv6(net6.address6!));
   const own6 = formatIpv6(parseIpv6(v6) + 0x51n); // ::52 in the bridge's /64
   const [p4, p6] = [port(), port()];
-  const a = await t.host.create(t.name('nat6'), {
+  const a = await t.host.create(nameOf('nat6'), {
     image: 'busybox',
     devices: {
       eth0: { type: 'nic', network: net6.name, 'ipv4.address': own, 'ipv6.address': own6, 'security.ipv6_filtering': 'true' }, // (lxq's rule for a static IPv6 address)
@@ -163,7 +177,7 @@ test('IPv6: a static IPv6 address reached through the bridge\'s IPv6 address, be
     expect(await get(v6, p6)).toBe(`inside ${a.name}\n`);
     // From another instance on the bridge, through the listen addresses (hairpin; this host has
     // br_netfilter loaded, as LXD expects for it). busybox's wget crashes in this image: nc.
-    const b = await t.host.create(t.name('nathp'), { image: 'busybox', devices: { eth0: { type: 'nic', network: net6.name } } });
+    const b = await t.host.create(nameOf('nathp'), { image: 'busybox', devices: { eth0: { type: 'nic', network: net6.name } } });
     try {
       await b.start();
       await b.waitForAddress({ timeout: 60_000 });
@@ -186,7 +200,7 @@ test('IPv6: a static IPv6 address reached through the bridge\'s IPv6 address, be
 
 test('a process that dies with its instance running: the rules stay while it runs, and the next Host.open after its end sweeps them', async () => {
   const own = net.address.replace(/\.1$/, '.51');
-  const name = t.name('natk');
+  const name = nameOf('natk');
   const script = `
     const lxq = require(${JSON.stringify(path.join(__dirname, '..', 'lib'))});
     (async () => {
@@ -233,12 +247,12 @@ test('bad input: a typed error naming the key, nothing started and no rule left'
     [{ listen: `tcp:${net.address}:${port()}`, connect: 'tcp:[fd00::1]:80' }, /cannot mix IP versions/],
   ];
   for (const [keys, why] of bad) {
-    const made = t.host.create(t.name('natbad'), { image: 'busybox', devices: { eth0: nic, p: { type: 'proxy', nat: 'true', ...keys } as never } });
+    const made = t.host.create(nameOf('natbad'), { image: 'busybox', devices: { eth0: nic, p: { type: 'proxy', nat: 'true', ...keys } as never } });
     await expect(made).rejects.toThrow(InvalidArgument);
     await expect(made).rejects.toThrow(why);
   }
   // No static address: refused at the start, before anything runs (LXD checks it there too).
-  const c = await t.host.create(t.name('natnone'), { image: 'busybox', devices: { eth0: nic, p: { type: 'proxy', nat: 'true', listen: `tcp:${net.address}:${port()}`, connect: 'tcp:0.0.0.0:80' } } });
+  const c = await t.host.create(nameOf('natnone'), { image: 'busybox', devices: { eth0: nic, p: { type: 'proxy', nat: 'true', listen: `tcp:${net.address}:${port()}`, connect: 'tcp:0.0.0.0:80' } } });
   await expect(c.start()).rejects.toThrow(/device "p": "connect": the instance has no static IPv4 address/);
   await expect(c.start()).rejects.toThrow(InvalidArgument);
   expect(await c.status()).toBe('stopped');

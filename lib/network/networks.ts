@@ -16,7 +16,7 @@ import { contains, formatCidr, formatCidr6, formatIpv4, formatIpv6, overlaps, ov
 import { dnsmasqFile, dnsmasqPid, type Lease, readLeases, releaseLeases, startDnsmasq, stopDnsmasq, writeHosts } from './dnsmasq';
 import { createBridge, deleteLink, hostSubnets, hostSubnets6, link, setMtu } from './iproute';
 import { type NetworkConfig, type NetworkConfigInput, type NetworkKey, NETWORK_KEYS, networkValue, validateNetworkConfig } from './keys';
-import { applyNat, type NatFamily, removeNat, tableExists } from './nftables';
+import { applyNat, enableForwarding, type NatFamily, removeNat, tableExists } from './nftables';
 
 const RECORD = 'network.json';
 /** Interface names: at most 15 bytes (IFNAMSIZ), and safe as a file and nftables name. */
@@ -139,7 +139,7 @@ export class Network {
     const subnet = v4 ? this.subnet : this.subnet6;
     if (subnet && networkValue(this.config, v4 ? 'ipv4.nat' : 'ipv6.nat') === 'true') {
       await applyNat(this.name, this.bridge, subnet, family);
-      await fs.writeFile(v4 ? '/proc/sys/net/ipv4/ip_forward' : '/proc/sys/net/ipv6/conf/all/forwarding', '1');
+      await enableForwarding(family);
     } else {
       await removeNat(this.name, family);
     }

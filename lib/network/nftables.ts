@@ -3,6 +3,7 @@
  * table. It masquerades what leaves the subnet and lets the bridge's traffic be forwarded.
  */
 import { execFile, spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
 import { promisify } from 'node:util';
 
 import { InvalidArgument, OperationFailed } from '../core/errors';
@@ -27,6 +28,15 @@ export function nft(input: string): Promise<void> {
 }
 
 export type NatFamily = 'ip' | 'ip6';
+
+/**
+ * Turns the host's forwarding of `family` on, as LXD's bridges do: DNAT and masquerade rules
+ * only rewrite packets that the kernel then routes between links (a nat proxy reached from
+ * another instance on its bridge included), which it does not while forwarding is off.
+ */
+export async function enableForwarding(family: NatFamily): Promise<void> {
+  await fs.writeFile(family === 'ip' ? '/proc/sys/net/ipv4/ip_forward' : '/proc/sys/net/ipv6/conf/all/forwarding', '1');
+}
 
 /** `nft list table FAMILY NAME`'s text; rejects when there is no such table. */
 export async function listTable(family: string, table: string): Promise<string> {

@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import { processStartTicks } from '../core/proc';
 import { InvalidArgument } from '../core/errors';
 import { formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from './addresses';
-import { listTable, nft } from './nftables';
+import { enableForwarding, listTable, nft } from './nftables';
 import { type InetEndpoint, parseProxy } from './proxy-address';
 
 const MARKS = '/run/lxq/proxy-nat';
@@ -146,6 +146,7 @@ export async function applyProxyNat(instanceDir: string, forwards: Forward[], pi
   await fs.mkdir(MARKS, { recursive: true, mode: 0o700 });
   await fs.writeFile(path.join(MARKS, table), `${pid} ${ticks}\n${path.resolve(instanceDir)}\n`);
   await nft(proxyNatRuleset(table, forwards));
+  for (const family of new Set(forwards.map((f) => f.family))) await enableForwarding(family);
 }
 
 /** Removes the instance's DNAT rules, if any (nothing run for an instance that has none). */
