@@ -6,7 +6,7 @@
  * this file's own veth pairs on its own lxq network, removed even when a test fails; traffic goes
  * only to addresses lxq gave the containers.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -15,48 +15,37 @@ import * as path from 'node:path';
 import type { DeviceState, Instance, NetworkInterface } from '../lib';
 import { hostPerFile } from './helpers/host';
 import { knock } from './helpers/knock';
+import { OwnLinks } from './helpers/links';
 import { until } from './helpers/wait';
 
 jest.setTimeout(240_000);
 
-const tag = Math.random().toString(16).slice(2, 7);
-const linkName = (n: string) => `lxq${tag}${n}`;
-const made: string[] = [];
+const links = new OwnLinks(); // this file's host links, deleted even after a failure
 const run = (cmd: string, args: string[]) => execFileSync(cmd, args).toString();
-const linkExists = (name: string) => spawnSync('ip', ['link', 'show', 'dev', name]).status === 0;
 let bridge: string;
 const shared = mkdtempSync(path.join(os.tmpdir(), 'lxq-devstate-'));
 
 const t = hostPerFile({
   setUp: async (h) => {
-    bridge = linkName('br');
-    made.push(bridge);
+    bridge = links.track('br');
     await h.host.networks.create(bridge, { 'ipv4.nat': 'false', 'ipv6.address': 'none' });
   },
   tearDown: async (h) => {
     for (const i of await h.host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
-    for (const n of made) if (linkExists(n)) spawnSync('ip', ['link', 'delete', 'dev', n]);
+    links.removeAll();
     rmSync(shared, { recursive: true, force: true });
   },
 });
 
-/** A veth pair of this file's own: `a` for a container to use as its parent, `b` on this file's network. */
-function vethParent(suffix: string): string {
-  const a = linkName(`${suffix}a`);
-  const b = linkName(`${suffix}b`);
-  made.push(a, b);
-  run('ip', ['link', 'add', 'name', a, 'type', 'veth', 'peer', 'name', b]);
-  run('ip', ['link', 'set', 'dev', b, 'master', bridge, 'up']);
-  run('ip', ['link', 'set', 'dev', a, 'up']);
-  return a;
-}
+/** A veth pair of this file's own: `a` for an instance to use as its parent, `b` on this file's network. */
+const vethParent = (suffix: string) => links.vethParent(suffix, bridge);
 
 /** A /64 ULA the host neither routes nor has an address in, written as ip prints it. */
 function freeUla(): string {
   const taken = run('ip', ['-6', 'route', 'show', 'table', 'all']) + run('ip', ['-6', 'addr', 'show']);
   for (;;) {
     const r = Math.floor(Math.random() * 65536);
-    const range = `fd${(r % 256).toString(16).padStart(2, '0')}:${r.toString(16)}:7b7b:${parseInt(tag.slice(0, 4), 16).toString(16)}`;
+    const range = `fd${(r % 256).toString(16).padStart(2, '0')}:${r.toString(16)}:7b7b:${parseInt(links.tag.slice(0, 4), 16).toString(16)}`;
     if (!taken.includes(range)) return range;
   }
 }
@@ -109,8 +98,7 @@ describe('NICs of each type', () => {
   });
 
   test('p2p and routed: their host ends (named, routed to); counters moving after connections to the link-local and the static address', async () => {
-    const p2p = linkName('p0');
-    made.push(p2p);
+    const p2p = links.track('p0');
     const v6 = `${freeUla()}::10`;
     const c = await t.host.create(t.name('pr'), {
       image: 'busybox',

@@ -5,24 +5,23 @@
  * Every link made here is deleted even when a test fails; the host's links (but lxq's), routes,
  * qdiscs and nftables tables are the same after the file as before.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as http from 'node:http';
 
 import { type Instance, InvalidArgument, NotSupported } from '../lib';
 import { egressMissing } from '../lib/network/tc';
 import { sh, tempHost, type TestHost } from './helpers/host';
 import { knock } from './helpers/knock';
+import { linkExists, OwnLinks } from './helpers/links';
 
 jest.setTimeout(240_000);
 
 let t: TestHost;
-const tag = Math.random().toString(16).slice(2, 7);
-const linkName = (n: string) => `lxq${tag}${n}`; // at most 15 bytes, unique to this run
-const made: string[] = [];
+const links = new OwnLinks(); // this file's host links, deleted even after a failure
+const linkName = (n: string) => links.name(n);
 let before: string;
 let bridge: string;
 
-const linkExists = (name: string) => spawnSync('ip', ['link', 'show', 'dev', name]).status === 0;
 const run = (cmd: string, args: string[]) => execFileSync(cmd, args).toString();
 
 /** The host's own network state: links but lxq's, with their details; routes; qdiscs; nftables tables but lxq's. */
@@ -38,29 +37,20 @@ function hostNetworkState(): string {
   return JSON.stringify({ links, routes, qdiscs, tables });
 }
 
-/** A veth pair of this file's own: `a` for instances to use as a parent, `b` on this file's lxq network. */
-function vethParent(suffix: string): string {
-  const a = linkName(`${suffix}a`);
-  const b = linkName(`${suffix}b`);
-  made.push(a, b);
-  run('ip', ['link', 'add', 'name', a, 'type', 'veth', 'peer', 'name', b]);
-  run('ip', ['link', 'set', 'dev', b, 'master', bridge, 'up']);
-  run('ip', ['link', 'set', 'dev', a, 'up']);
-  return a;
-}
+/** A veth pair of this file's own: `a` for an instance to use as its parent, `b` on this file's network. */
+const vethParent = (suffix: string) => links.vethParent(suffix, bridge);
 
 
 beforeAll(async () => {
   before = hostNetworkState();
   t = await tempHost();
-  bridge = linkName('br');
-  made.push(bridge);
+  bridge = links.track('br');
   await t.host.networks.create(bridge, { 'ipv4.nat': 'false', 'ipv6.address': 'none' });
 });
 afterAll(async () => {
   for (const i of await t.host.list().catch(() => [])) await i.delete({ force: true }).catch(() => undefined);
   await t?.dispose();
-  for (const n of made) if (linkExists(n)) spawnSync('ip', ['link', 'delete', 'dev', n]);
+  links.removeAll();
   expect(hostNetworkState()).toBe(before);
 });
 
@@ -115,7 +105,7 @@ function freeRange(family: 4 | 6): string {
   for (;;) {
     const r = Math.floor(Math.random() * 65536);
     // Groups written as ip prints them (no leading zero), since tests compare its output with these strings.
-    const range = family === 4 ? `198.18.${r % 256}` : `fd${(r % 256).toString(16).padStart(2, '0')}:${r.toString(16)}:7a7a:${parseInt(tag.slice(0, 4), 16).toString(16)}`;
+    const range = family === 4 ? `198.18.${r % 256}` : `fd${(r % 256).toString(16).padStart(2, '0')}:${r.toString(16)}:7a7a:${parseInt(links.tag.slice(0, 4), 16).toString(16)}`;
     if (!taken.includes(range)) return range;
   }
 }
@@ -147,8 +137,7 @@ const linkLocal = (i: Instance, ifname: string) =>
 
 describe('p2p and routed', () => {
   test('p2p: the host end on no bridge, with its routes and queue; host ↔ container over it', async () => {
-    const host = linkName('p0');
-    made.push(host);
+    const host = links.track('p0');
     const range = `${freeRange(4)}.0/24`;
     const c = await t.host.create(t.name('p2p'), { image: 'busybox', devices: { eth0: { type: 'nic', nictype: 'p2p', host_name: host, 'ipv4.routes': range, 'queue.tx.length': 2000, 'limits.ingress': '10Mbit' } } });
     await c.start();
@@ -221,8 +210,7 @@ describe('physical', () => {
 describe('a VM with a macvlan, a p2p and a routed NIC', () => {
   test('DHCP through the macvtap and a container on the same parent reaching it; the host over the p2p and routed taps', async () => {
     const parent = vethParent('v');
-    const p2p = linkName('vp');
-    made.push(p2p);
+    const p2p = links.track('vp');
     const v6 = `${freeRange(6)}::20`;
     const vm = await t.host.create(t.name('vm'), {
       type: 'vm',
@@ -285,13 +273,13 @@ describe('bad input: a typed error, and nothing left', () => {
   test('a missing parent, kernel features the host lacks, a physical NIC carrying the default route, VMs', async () => {
     const mk = (devices: Record<string, unknown>, type?: 'vm') => t.host.create(t.name('bad'), { image: type ? 'vm/default' : 'busybox', type, devices } as never);
     // Other programs on this host may add links meanwhile: the ones of this file are compared.
-    const links = () =>
+    const ownLinks = () =>
       JSON.stringify(
         (JSON.parse(run('ip', ['-d', '-json', 'link', 'show'])) as Array<{ ifname: string; flags: string[]; master?: string; linkinfo?: { info_kind?: string } }>)
-          .filter((l) => l.ifname.startsWith(`lxq${tag}`))
+          .filter((l) => l.ifname.startsWith(`lxq${links.tag}`))
           .map((l) => [l.ifname, l.flags, l.master, l.linkinfo?.info_kind]),
       );
-    const was = links();
+    const was = ownLinks();
     await expect(mk({ eth0: { type: 'nic', nictype: 'macvlan', parent: linkName('none') } })).rejects.toThrow(new RegExp(`"parent" ${linkName('none')} is not a link of this host`));
     await expect(mk({ eth0: { type: 'nic', nictype: 'macvlan' } })).rejects.toThrow(/a macvlan NIC needs "parent"/);
     await expect(mk({ eth0: { type: 'nic', nictype: 'p2p', network: bridge } })).rejects.toThrow(/"network" does not apply to a p2p NIC/);
@@ -312,6 +300,6 @@ describe('bad input: a typed error, and nothing left', () => {
     if (route) await expect(mk({ eth0: { type: 'nic', nictype: 'physical', parent: route } })).rejects.toThrow(/carries the host's default route/);
     await expect(mk({ eth0: { type: 'nic', nictype: 'physical', parent: bridge } }, 'vm')).rejects.toThrow(NotSupported);
     expect((await t.host.list()).filter((i) => i.name.startsWith('bad-'))).toEqual([]);
-    expect(links()).toBe(was);
+    expect(ownLinks()).toBe(was);
   });
 });
