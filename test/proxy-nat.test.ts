@@ -18,6 +18,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 
 import { type Instance, InvalidArgument } from '../lib';
+import { hostLink } from '../lib/devices/nic';
 import type { BaseInstance } from '../lib/instance/base';
 import { formatIpv6, parseIpv6 } from '../lib/network/addresses';
 import { proxyNatTable } from '../lib/network/proxy-nat';
@@ -175,6 +176,14 @@ test('IPv6: a static IPv6 address reached through the bridge\'s IPv6 address, be
     }
     expect(await get(net6.address, p4)).toBe(`inside ${a.name}\n`);
     expect(await get(v6, p6)).toBe(`inside ${a.name}\n`);
+    // The instance itself through its own listen addresses: its bridge port is in hairpin mode (as LXD's).
+    expect(readFileSync(`/sys/class/net/${hostLink((a as BaseInstance).dir, 'eth0')}/brport/hairpin_mode`, 'utf8').trim()).toBe('1');
+    expect((await ok(a, `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 ${net6.address} ${p4} | tail -1`)).trim()).toBe(`inside ${a.name}`);
+    // Over IPv6 from its static address (the masquerade that brings the answer back matches it, as
+    // LXD's rule: a connection from another of its addresses, SLAAC's, gets no answer). busybox's nc
+    // cannot choose its source: a route does.
+    await ok(a, `ip -6 route add ${v6} dev eth0 src ${own6}`);
+    expect((await ok(a, `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 ${v6} ${p6} | tail -1`)).trim()).toBe(`inside ${a.name}`);
     // From another instance on the bridge, through the listen addresses (hairpin; this host has
     // br_netfilter loaded, as LXD expects for it). busybox's wget crashes in this image: nc.
     const b = await t.host.create(nameOf('nathp'), { image: 'busybox', devices: { eth0: { type: 'nic', network: net6.name } } });

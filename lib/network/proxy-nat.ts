@@ -21,6 +21,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { processStartTicks } from '../core/proc';
+import { hostLink } from '../devices/nic';
 import { InvalidArgument } from '../core/errors';
 import { formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from './addresses';
 import { enableForwarding, listTable, nft } from './nftables';
@@ -49,14 +50,23 @@ function plain(host: string): string {
 
 const isLoopback = (host: string) => (host.includes(':') ? parseIpv6(host) === 1n : host.startsWith('127.'));
 
-/** The instance's static address of the connect host's family that `connect` names (or the first, for the wildcard); InvalidArgument if none. */
-function staticTarget(where: string, connect: string, v6: boolean, devices: Devices): string {
+/** A bridged NIC that a forward's target belongs to: its host end is a port of the bridge. */
+interface BridgePort {
+  device: string;
+  hostName?: string;
+}
+
+/**
+ * The instance's static address of the connect host's family that `connect` names (or the first,
+ * for the wildcard), with the bridged NIC that has it; InvalidArgument if none.
+ */
+function staticTarget(where: string, connect: string, v6: boolean, devices: Devices): { address: string; port?: BridgePort } {
   const key = v6 ? 'ipv6.address' : 'ipv4.address';
   const wildcard = connect === (v6 ? '::' : '0.0.0.0');
-  for (const d of Object.values(devices)) {
+  for (const [name, d] of Object.entries(devices)) {
     if (d.type !== 'nic' || !['bridged', 'routed', undefined].includes(d.nictype)) continue;
     for (const a of (d[key] ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
-      if (wildcard || plain(a) === plain(connect)) return plain(a);
+      if (wildcard || plain(a) === plain(connect)) return { address: plain(a), port: d.nictype === 'routed' ? undefined : { device: name, hostName: d.host_name } };
     }
   }
   if (wildcard) throw new InvalidArgument(`${where}: "connect": the instance has no static IPv${v6 ? 6 : 4} address ("${key}" of a bridged or routed NIC) to forward to`);
@@ -72,6 +82,8 @@ interface Forward {
   runs: Array<{ from: number; to: number; port: number | null }>;
   /** The connect ports, for the hairpin masquerade. */
   targetPorts: number[];
+  /** The target's bridged NIC, whose bridge port is put in hairpin mode (the instance reaching itself through the listen address). */
+  port?: BridgePort;
 }
 
 /**
@@ -95,7 +107,7 @@ export function natForward(name: string, d: Readonly<Record<string, string | und
   const where = `device "${name}"`;
   const { listen, connect, pairs } = checkNatShape(name, d, vm);
   const v6 = listen.host.includes(':');
-  const target = staticTarget(where, connect.host, v6, devices);
+  const { address: target, port } = staticTarget(where, connect.host, v6, devices);
   const runs: Forward['runs'] = [];
   for (const { listen: l, connect: c } of pairs) {
     const last = runs[runs.length - 1];
@@ -106,7 +118,7 @@ export function natForward(name: string, d: Readonly<Record<string, string | und
   // A run kept as "same ports" of one port is simpler as that port.
   for (const r of runs) if (r.port === null && r.from === r.to) r.port = r.from;
   const targetPorts = [...new Set(pairs.map((p) => p.connect.port))];
-  return { family: v6 ? 'ip6' : 'ip', proto: listen.proto, listen: plain(listen.host), target, runs, targetPorts };
+  return { family: v6 ? 'ip6' : 'ip', proto: listen.proto, listen: plain(listen.host), target, runs, targetPorts, port };
 }
 
 /** Every nat proxy of `devices`, checked (InvalidArgument naming the device and key, nothing changed). */
@@ -147,6 +159,20 @@ export async function applyProxyNat(instanceDir: string, forwards: Forward[], pi
   await fs.writeFile(path.join(MARKS, table), `${pid} ${ticks}\n${path.resolve(instanceDir)}\n`);
   await nft(proxyNatRuleset(table, forwards));
   for (const family of new Set(forwards.map((f) => f.family))) await enableForwarding(family);
+  for (const f of forwards) if (f.port) await hairpin(f.port.hostName ?? hostLink(instanceDir, f.port.device));
+}
+
+/**
+ * Puts a bridge port in hairpin mode, as LXD does for a nat proxy's target: the instance reaching
+ * its own listen address sends to the bridge, and its DNATed packet must go back out of the port
+ * it came in by, which a bridge does not do otherwise. A link that is no Linux bridge's port
+ * (no brport/) is left as it is.
+ */
+async function hairpin(link: string): Promise<void> {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(link) || link === '.' || link === '..') return;
+  await fs.writeFile(`/sys/class/net/${link}/brport/hairpin_mode`, '1').catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e;
+  });
 }
 
 /** Removes the instance's DNAT rules, if any (nothing run for an instance that has none). */
