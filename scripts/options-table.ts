@@ -1,14 +1,23 @@
 /**
- * Writes the README's options table from the declarations in lib/config/options/ (test/readme
- * checks that the two agree): npx tsc -p tsconfig.json && node dist/scripts/options-table.js
+ * Writes the README's options table and devices table from their declarations (lib/config/options/,
+ * lib/devices/declarations.ts; test/readme and test/devices check that each agrees):
+ * npx tsc -p tsconfig.json && node dist/scripts/options-table.js
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { describeOptions } from '../lib/config/options';
+import { describeDevices } from '../lib/devices/declarations';
 
 const file = path.join(__dirname, '..', '..', 'README.md');
 const readme = readFileSync(file, 'utf8');
-const next = readme.replace(/(<!-- options:begin -->\n)[\s\S]*?(\n<!-- options:end -->)/, (_, begin: string, end: string) => begin + describeOptions() + end);
+const tables: Array<[string, string]> = [
+  ['options', describeOptions()],
+  ['devices', describeDevices()],
+];
+let next = readme;
+for (const [name, table] of tables) {
+  next = next.replace(new RegExp(`(<!-- ${name}:begin -->\\n)[\\s\\S]*?(\\n<!-- ${name}:end -->)`), (_, begin: string, end: string) => begin + table + end);
+}
 if (next !== readme) writeFileSync(file, next);
-console.log(next === readme ? 'README.md: the options table was already current' : 'README.md: options table written');
+console.log(next === readme ? 'README.md: the options and devices tables were already current' : 'README.md: tables written');
