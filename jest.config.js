@@ -6,7 +6,7 @@ module.exports = {
   testMatch: ['**/*.test.ts'],
   testTimeout: 120_000,
   globalTeardown: '<rootDir>/test/helpers/open-handles.js',
-  // Names, file by file, what a test file left open (the way to --forceExit's removal).
+  // Names, file by file, what a test file left open (and the teardown fails a process held alive after the suite).
   reporters: ['default', '<rootDir>/test/helpers/open-handles-reporter.js'],
   // Transpiled only, as test/helpers/ts-register.js does for child processes: the types of test/ are
   // checked by `tsc -p tsconfig.json` (npm run build, which CI runs first); type-checking each file

@@ -57,7 +57,7 @@ class OpenHandlesReporter {
     setTimeout(this.check, 1000).unref();
   }
 
-  /** The last file is looked at now: with --forceExit its second may never come. */
+  /** The last file is looked at now: the process may end before its second comes. */
   onRunComplete() {
     this.check?.();
   }
