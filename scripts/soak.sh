@@ -6,15 +6,42 @@
 # themselves), a second Ctrl-C kills it; nothing it started is left running.
 #
 #   scripts/soak.sh test/network.test.ts test/examples.test.ts --runs 10 --load 2
+#
+# --record FILE appends a line per run to FILE (tab-separated: UTC time, commit, file, passed or
+# failed, seconds, busy loops, load average at the end), so that a table of many files can be
+# built over several sittings and each run traced to the tree it ran on (a commit with `+` after
+# it had uncommitted changes). Runs a signal killed are not recorded. `scripts/soak.sh --table
+# FILE` prints such a record as one row per file: runs passed of runs made, at which busy-loop
+# counts, the commits they ran on, and the median duration.
 set -u
 
 usage() {
-  echo "usage: scripts/soak.sh FILE... [--runs N] [--load K]" >&2
+  echo "usage: scripts/soak.sh FILE... [--runs N] [--load K] [--record FILE]" >&2
   exit 2
 }
 
 runs=10
 load=0
+record=
+
+if [ "${1:-}" = --table ]; then
+  [ $# -eq 2 ] && [ -f "$2" ] || { echo "usage: scripts/soak.sh --table RECORD" >&2; exit 2; }
+  echo "| file | passed/runs | busy loops | commits | median duration |"
+  echo "|---|---:|---|---|---:|"
+  # Sorted by file, then duration: each file's durations arrive in order, for the median.
+  sort -t$'\t' -k3,3 -k5,5n "$2" | awk -F'\t' '
+    function row() {
+      if (f == "") return
+      m = n; med = (m % 2) ? d[(m + 1) / 2] : (d[m / 2] + d[m / 2 + 1]) / 2
+      printf "| %s | %d/%d | %s | %s | %.1f s |\n", f, p, n, l, c, med
+    }
+    $3 != f { row(); f = $3; n = p = 0; l = c = ""; delete d; delete seenl; delete seenc }
+    { n++; if ($4 == "passed") p++; d[n] = $5
+      if (!($6 in seenl)) { seenl[$6]; l = l (l ? ", " : "") $6 }
+      if (!($2 in seenc)) { seenc[$2]; c = c (c ? ", " : "") $2 } }
+    END { row() }'
+  exit 0
+fi
 files=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,6 +49,8 @@ while [ $# -gt 0 ]; do
     --runs=*) runs=${1#--runs=}; shift ;;
     --load) [ $# -ge 2 ] || usage; load=$2; shift 2 ;;
     --load=*) load=${1#--load=}; shift ;;
+    --record) [ $# -ge 2 ] || usage; record=$2; shift 2 ;;
+    --record=*) record=${1#--record=}; shift ;;
     -h|--help) usage ;;
     -*) echo "soak: unknown option $1" >&2; usage ;;
     *) files+=("$1"); shift ;;
@@ -32,7 +61,16 @@ done
 [[ $load =~ ^[0-9]+$ ]] || { echo "soak: --load takes a number of busy loops (0 or more)" >&2; exit 2; }
 for f in "${files[@]}"; do [ -f "$f" ] || { echo "soak: no such file: $f" >&2; exit 2; }; done
 
+[ -z "$record" ] || record=$(realpath -m "$record")
 cd "$(dirname "$0")/.." || exit 2
+
+# The tree a run starts on: its commit, `+` when tracked files differ from it.
+tree() {
+  local c
+  c=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+  [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || c="$c+"
+  echo "$c"
+}
 logs=$(mktemp -d "${TMPDIR:-/tmp}/lxq-soak-XXXXXX")
 burners=()
 jest_pid=
@@ -98,6 +136,7 @@ for f in "${files[@]}"; do
   errors=()
   for ((r = 1; r <= runs; r++)); do
     log="$logs/$base.run$r.log"
+    [ -z "$record" ] || commit=$(tree)
     start=$(date +%s.%N)
     # setsid: a process group of jest's own, so that cleanup reaches its children too.
     setsid npx jest --runInBand "$f" >"$log" 2>&1 </dev/null &
@@ -111,6 +150,9 @@ for f in "${files[@]}"; do
     jest_pid=
     end=$(date +%s.%N)
     d=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+    if [ -n "$record" ] && [ "$rc" -lt 128 ]; then
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" "$f" "$([ "$rc" -eq 0 ] && echo passed || echo failed)" "$d" "$load" "$(cut -d' ' -f1 /proc/loadavg)" >>"$record"
+    fi
     durations+=("$d")
     if [ "$rc" -eq 0 ]; then
       passed=$((passed + 1))
