@@ -10,9 +10,9 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { AlreadyExists, Busy, Host, InvalidArgument, NotSupported } from '../lib';
+import { AlreadyExists, Busy, Host, InvalidArgument, NotFound, NotSupported } from '../lib';
 import { SHARED_IMAGES, tempHost, TestHost, thrown } from './helpers/host';
-import { mountsUnder, sh } from './helpers/storage';
+import { killedAt, mountsUnder, sh } from './helpers/storage';
 
 let t: TestHost;
 const published: string[] = [];
@@ -249,6 +249,31 @@ test('a process killed at any moment of create, snapshot, copy, restore or delet
     }
   });
 }, 900_000);
+
+test('a delete killed after its record went, or between a subvolume and the mark that names it: the next Host.open finishes it, and the name is free at once', async () => {
+  await withPool(async (pool) => {
+    const when: Array<[string, { killBefore?: string; killAfter?: string }]> = [
+      ['record', { killAfter: "String(path).endsWith('/lxq.json')" }],
+      ['mark', { killBefore: "String(path).endsWith('/btrfs.json')" }], // the snapshot's subvolume deleted, its mark not yet
+    ];
+    for (const [, kill] of when) {
+      const name = t.name('kd');
+      const c = await t.host.create(name, { image: 'busybox', pool });
+      await c.snapshots.create('s');
+      await killedAt('rm', t.dir, `await (await host.get(${JSON.stringify(name)})).delete({ force: true })`, kill);
+      const again = await Host.open({ path: t.dir, images: SHARED_IMAGES });
+      try {
+        expect(existsSync(path.join(t.dir, 'instances', name))).toBe(false);
+        expect(subvolumes(pool).map((l) => l.split(' path roots/')[1]).sort()).toEqual(namedSubvolumes());
+        expect((await again.list()).map((i) => i.name)).not.toContain(name);
+        expect(await thrown(again.get(name))).toBeInstanceOf(NotFound);
+        await (await again.create(name, { image: 'busybox', pool })).delete();
+      } finally {
+        await again.close();
+      }
+    }
+  });
+}, 600_000);
 
 test('a root disk\'s size is a qgroup limit: writing past it fails inside', async () => {
   await withPool(async (pool) => {

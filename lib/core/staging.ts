@@ -64,29 +64,42 @@ export async function renameNew(from: string, to: string): Promise<void> {
 }
 
 /**
- * A staged instance directory (a copy's, an import's) is renamed into place before its driver
- * writes what it derives from the final path (liblxc's config) and the record. Until the record
- * is written, this mark names the process finishing it (pid and start time): a directory without
- * a record whose mark's process is gone is an interrupted copy or import, cleared at once by the
- * next create of its name or Host.open.
+ * An instance directory without a record is unfinished: a staged copy or import is renamed into
+ * place before its driver writes what it derives from the final path (liblxc's config) and the
+ * record, and a delete removes the record first (the instance is gone for `list` at once) and
+ * the pool's data and the directory after. Meanwhile this mark names the process at work (pid
+ * and start time): a directory without a record whose mark's process is gone is an interrupted
+ * copy, import or delete, cleared at once by the next create of its name or Host.open (a btrfs
+ * pool then deletes the subvolumes nothing names any more).
  */
-export const CREATING_MARK = '.lxq-creating.json';
+export const UNFINISHED_MARK = '.lxq-creating.json';
 
-export async function markCreating(dir: string): Promise<void> {
-  await writeJsonAtomic(path.join(dir, CREATING_MARK), await currentOwner());
+/** What a delete adds to the mark: the pool whose data the directory names (undefined: the default pool). */
+export interface Deleting {
+  deleting: true;
+  pool?: string;
 }
 
-export async function unmarkCreating(dir: string): Promise<void> {
-  await fs.rm(path.join(dir, CREATING_MARK), { force: true });
+export async function markUnfinished(dir: string, deleting?: Deleting): Promise<void> {
+  await writeJsonAtomic(path.join(dir, UNFINISHED_MARK), { ...(await currentOwner()), ...deleting });
 }
 
-/** Whether `dir` (an instance directory without a record) is the leftover of a process that died while making it. */
-export async function abandonedCreate(dir: string): Promise<boolean> {
-  const owner = await fs
-    .readFile(path.join(dir, CREATING_MARK), 'utf8')
-    .then((t) => JSON.parse(t) as Owner)
+export async function unmarkUnfinished(dir: string): Promise<void> {
+  await fs.rm(path.join(dir, UNFINISHED_MARK), { force: true });
+}
+
+/** Whether `dir` (an instance directory without a record) is the leftover of a process that died while making or deleting it. */
+export async function abandonedUnfinished(dir: string): Promise<boolean> {
+  return (await abandonedMark(dir)) !== undefined;
+}
+
+/** The mark of `dir` if its process is gone: with `deleting` for a delete's. */
+export async function abandonedMark(dir: string): Promise<(Owner & Partial<Deleting>) | undefined> {
+  const mark = await fs
+    .readFile(path.join(dir, UNFINISHED_MARK), 'utf8')
+    .then((t) => JSON.parse(t) as Owner & Partial<Deleting>)
     .catch(() => undefined);
-  return owner !== undefined && (await ownerGone(owner));
+  return mark !== undefined && (await ownerGone(mark)) ? mark : undefined;
 }
 
 /**

@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { InstanceConfigPatch } from '../config/options';
 import { InvalidArgument } from '../core/errors';
-import { markCreating, stagingPath, unmarkCreating } from '../core/staging';
+import { markUnfinished, stagingPath, unmarkUnfinished } from '../core/staging';
 import { BaseInstance } from '../instance/base';
 import type { Instance, InstanceRecord } from '../instance/instance';
 import { LXQ_ENTRY_PREFIX, validateName } from '../instance/names';
@@ -80,7 +80,7 @@ export async function adoptStaged(host: MakingHost, staged: string, dir: string,
   // lxq's own state files come from no archive: a planted restore journal would be rolled forward (paths, record) by the next open.
   for (const n of await fs.readdir(staged)) if (n.startsWith(LXQ_ENTRY_PREFIX)) await fs.rm(path.join(staged, n), { recursive: true, force: true });
   // Until the record is written the directory names this process: if it dies, the next create of the name or Host.open clears it.
-  await markCreating(staged);
+  await markUnfinished(staged);
   await move().moveInstanceDir(staged, dir, record.name);
   const instance = host.open(dir, record);
   await (instance as BaseInstance).loadProfiles();
@@ -89,6 +89,6 @@ export async function adoptStaged(host: MakingHost, staged: string, dir: string,
     await fs.rm(dir, { recursive: true, force: true });
     throw e;
   });
-  await unmarkCreating(dir);
+  await unmarkUnfinished(dir);
   return instance;
 }

@@ -203,7 +203,7 @@ export class Host implements InstanceHost {
     await fs.mkdir(images, { recursive: true, mode: 0o711 });
     const host = new Host(root, images);
     // Work of a process that died midway (a snapshot, a restore) is cleared or finished.
-    await clearLeftovers(host.instancesDir, RECORD_FILE, (name) => host.get(name));
+    await clearLeftovers(host.instancesDir, RECORD_FILE, (name) => host.get(name), (pool) => host.storage.driver(pool));
     await host.storage.open();
     await sweepEnded(host.instancesDir, (name) => host.get(name));
     await sweepHostEnds();

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import type { InstanceConfig, InstanceConfigPatch, InstanceType } from '../config/options';
 import { checkLongOptions, longOperation } from '../core/abort';
 import { NotSupported } from '../core/errors';
+import { markUnfinished } from '../core/staging';
 import { type DeviceChange, deviceChange } from '../devices/change';
 import type { Devices } from '../devices/declarations';
 import type { ProbeEnv } from '../devices/validate';
@@ -318,6 +319,8 @@ export abstract class BaseInstance extends StoredInstance {
   /** Deletes the stopped instance (inside serialized()). */
   private async deleteNow(): Promise<void> {
     await this.proxies.close();
+    // Before the driver removes the record: a process killed from there on leaves a directory the next Host.open clears.
+    await markUnfinished(this.dir, { deleting: true, pool: this.record.pool });
     await this.doDelete();
     await this.closeRecord();
     await nic().syncNetworkHosts(this.expandedDevices, this.networks);

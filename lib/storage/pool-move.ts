@@ -111,7 +111,7 @@ export async function moveAcrossPools(source: PoolMoveSource, pool: string, targ
 }
 
 /** Removes a directory made for an instance on `pool` (its snapshots' data and its own, then its files). */
-async function discard(pool: PoolDriver, dir: string): Promise<void> {
+export async function discard(pool: PoolDriver, dir: string): Promise<void> {
   for (const s of await fs.readdir(path.join(dir, 'snapshots')).catch(() => [] as string[])) await pool.removeRoot(path.join(dir, 'snapshots', s)).catch(() => undefined);
   await pool.removeRoot(dir).catch(() => undefined);
   await unmountUnder(dir);

@@ -9,11 +9,12 @@ import type { Instance } from '../instance/instance';
 import { hasFreezeMark } from './freeze-mark';
 import { clearPartials, PARTIALS_DIR } from './partials';
 import { unmountDeadStaging, unmountUnder } from './pools/mounts';
-import { finishMoves } from './pool-move';
+import { discard, finishMoves } from './pool-move';
+import type { PoolDriver } from './pools/types';
 import { RESTORE_JOURNAL } from './snapshots';
-import { abandonedCreate, clearStaging, isStaging } from '../core/staging';
+import { abandonedMark, clearStaging, isStaging } from '../core/staging';
 
-export async function clearLeftovers(instancesDir: string, recordFile: string, open: (name: string) => Promise<Instance>): Promise<void> {
+export async function clearLeftovers(instancesDir: string, recordFile: string, open: (name: string) => Promise<Instance>, pools: (name: string | undefined) => Promise<PoolDriver>): Promise<void> {
   // A read-only view (export, publish) left mounted would stop the removal of its staging entry.
   await unmountDeadStaging(instancesDir);
   await finishMoves(instancesDir); // before the staging directory of a swap half done is cleared
@@ -28,8 +29,12 @@ export async function clearLeftovers(instancesDir: string, recordFile: string, o
       await open(name).then((i) => i.snapshots.list()).catch(() => undefined);
       continue;
     }
-    // A copy or import whose process died between the rename into place and the record.
-    if (!(await fs.lstat(path.join(dir, recordFile)).then(() => true, () => false)) && (await abandonedCreate(dir))) {
+    // A copy or import whose process died between the rename into place and the record, or a
+    // delete after the record went: a delete's pool data (a btrfs subvolume, whose maker may live
+    // on and keep the pool's own sweep from it) goes with the directory.
+    const abandoned = (await fs.lstat(path.join(dir, recordFile)).then(() => false, () => true)) ? await abandonedMark(dir) : undefined;
+    if (abandoned) {
+      if (abandoned.deleting) await pools(abandoned.pool).then((pool) => discard(pool, dir), () => undefined); // a pool deleted since: nothing of it to remove
       await unmountUnder(dir); // its root, if its pool had mounted it
       await fs.rm(dir, { recursive: true, force: true });
       continue;

@@ -48,19 +48,21 @@ export function hostWithBtrfsPool(prefix: string): { t: TestHost; btrfs: string 
 
 /**
  * Runs `body` (code awaited inside an async function, with `host`: a Host on `hostDir`) in a child
- * Node process whose fs.promises.rename is wrapped to kill it with SIGKILL at an exact step:
- * before the rename for which `killBefore` (a JS expression of `from` and `to`) holds, or after one
- * for which `killAfter` does. The moment is the code's own, whatever the machine's load. Expects
- * the child to die so, before `body` ended.
+ * Node process whose fs.promises.`call` is wrapped to kill it with SIGKILL at an exact step:
+ * before the call for which `killBefore` (a JS expression of its arguments: `from` and `to` for
+ * rename, `path` for rm) holds, or after one for which `killAfter` does. The moment is the code's
+ * own, whatever the machine's load. Expects the child to die so, before `body` ended.
  */
-export async function killedAtRename(hostDir: string, body: string, kill: { killBefore?: string; killAfter?: string }): Promise<void> {
+export async function killedAt(call: 'rename' | 'rm', hostDir: string, body: string, kill: { killBefore?: string; killAfter?: string }): Promise<void> {
+  const params = call === 'rename' ? 'from, to, ...rest' : 'path, ...rest';
   const script = `
     const fsp = require('node:fs').promises;
-    const rename = fsp.rename;
-    fsp.rename = async (from, to) => {
+    const original = fsp.${call};
+    fsp.${call} = async (${params}) => {
       if (${kill.killBefore ?? 'false'}) process.kill(process.pid, 'SIGKILL');
-      await rename(from, to);
+      const result = await original(${params.replace(', ...rest', '')}, ...rest);
       if (${kill.killAfter ?? 'false'}) process.kill(process.pid, 'SIGKILL');
+      return result;
     };
     const { Host } = require(${JSON.stringify(path.resolve('lib'))});
     (async () => {
@@ -74,3 +76,6 @@ export async function killedAtRename(hostDir: string, body: string, kill: { kill
   const signal = await new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_code, s) => r(s)));
   expect({ signal, stdout }).toEqual({ signal: 'SIGKILL', stdout: '' });
 }
+
+/** killedAt for fs.promises.rename. */
+export const killedAtRename = (hostDir: string, body: string, kill: { killBefore?: string; killAfter?: string }) => killedAt('rename', hostDir, body, kill);
