@@ -94,8 +94,8 @@ export abstract class BaseInstance extends StoredInstance {
   protected abstract openConsole(): Promise<ConsoleEndpoint>;
   /** Resolves once the running instance is frozen (paused); refuses (`refusal`) unless it is running. */
   protected abstract doFreeze(): Promise<void>;
-  /** Resolves once the frozen instance runs again; refuses (`refusal`) unless it is frozen. */
-  protected abstract override doUnfreeze(): Promise<void>;
+  /** Resolves once the frozen instance runs again; refuses (`refusal`) unless it is frozen (or freezing, with `from` 'freezing'). */
+  protected abstract override doUnfreeze(from?: 'frozen' | 'freezing'): Promise<void>;
   protected abstract doDelete(): Promise<void>;
   protected abstract doState(status: InstanceStatus): Promise<DriverState>;
   /** Applies changed options: `live` says whether the instance is running now. */
@@ -418,7 +418,8 @@ export abstract class BaseInstance extends StoredInstance {
       const operation = await orphanedFreeze(this.dir);
       if (operation === undefined) return undefined;
       const status = await this.currentStatus();
-      if (status === 'frozen' || status === 'freezing') await this.doUnfreeze();
+      // A process killed while freezing leaves the cgroup FREEZING: thawed from there too.
+      if (status === 'frozen' || status === 'freezing') await this.doUnfreeze(status);
       await unmarkFreeze(this.dir);
       this.observe(await this.currentStatus());
       return operation;

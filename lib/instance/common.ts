@@ -91,8 +91,11 @@ export abstract class CommonInstance extends EventEmitter<InstanceEvents> implem
   /** Asks the instance to shut down; resolves true if it stopped within `timeoutMs`. */
   protected abstract doShutdown(timeoutMs: number): Promise<boolean>;
   protected abstract doKill(): Promise<void>;
-  /** Resolves once the frozen instance runs again. */
-  protected abstract doUnfreeze(): Promise<void>;
+  /**
+   * Resolves once the frozen instance runs again; `from` 'freezing' thaws one whose freeze stopped
+   * midway (its process killed while the cgroup read FREEZING).
+   */
+  protected abstract doUnfreeze(from?: 'frozen' | 'freezing'): Promise<void>;
   /**
    * Starts a command in the instance, refusing with InvalidState (`refusal`) unless it is
    * running: a driver that can check that on the way (the container's runner does) saves a

@@ -333,10 +333,10 @@ export class ContainerInstance extends BaseInstance {
       });
   }
 
-  protected async doUnfreeze(): Promise<void> {
+  protected async doUnfreeze(from: 'frozen' | 'freezing' = 'frozen'): Promise<void> {
     await this.lxc()
-      .unfreeze('FROZEN')
-      .catch((e) => this.refuseOrFail(e, 'unfreeze', 'frozen'));
+      .unfreeze(from === 'freezing' ? 'FREEZING' : 'FROZEN')
+      .catch((e) => this.refuseOrFail(e, 'unfreeze', from));
   }
 
   /** A native call refused for the container's state (ESRCH) becomes InvalidState, with the status now. */
