@@ -88,12 +88,10 @@ export async function unmarkUnfinished(dir: string): Promise<void> {
   await fs.rm(path.join(dir, UNFINISHED_MARK), { force: true });
 }
 
-/** Whether `dir` (an instance directory without a record) is the leftover of a process that died while making or deleting it. */
-export async function abandonedUnfinished(dir: string): Promise<boolean> {
-  return (await abandonedMark(dir)) !== undefined;
-}
-
-/** The mark of `dir` if its process is gone: with `deleting` for a delete's. */
+/**
+ * The mark of `dir` (an instance directory without a record) if it is the leftover of a process
+ * that died while making or deleting it: with `deleting` for a delete's.
+ */
 export async function abandonedMark(dir: string): Promise<(Owner & Partial<Deleting>) | undefined> {
   const mark = await fs
     .readFile(path.join(dir, UNFINISHED_MARK), 'utf8')

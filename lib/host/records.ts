@@ -7,7 +7,7 @@ import * as path from 'node:path';
 
 import { AlreadyExists } from '../core/errors';
 import { readJson } from '../core/fs';
-import { abandonedUnfinished } from '../core/staging';
+import { abandonedMark } from '../core/staging';
 import { RECORD_FILE } from '../instance/base';
 import type { InstanceRecord } from '../instance/instance';
 import type { NetworkUser } from '../network/networks';
@@ -40,7 +40,7 @@ export async function clearInterruptedCreate(dir: string, name: string): Promise
   if (!st) return;
   const hasRecord = await fs.access(path.join(dir, RECORD_FILE)).then(() => true, () => false);
   // Without a record: a copy or import whose process died (its mark says so), or an old leftover.
-  if (hasRecord || (!(await abandonedUnfinished(dir)) && Date.now() - st.mtimeMs < STALE_PARTIAL_MS)) throw new AlreadyExists(`an instance named "${name}" already exists`);
+  if (hasRecord || ((await abandonedMark(dir)) === undefined && Date.now() - st.mtimeMs < STALE_PARTIAL_MS)) throw new AlreadyExists(`an instance named "${name}" already exists`);
   await unmountUnder(dir);
   await fs.rm(dir, { recursive: true, force: true });
 }
